@@ -1,0 +1,37 @@
+# The two commands that do everything on a fresh machine with Python 3.10+ and pip:
+#   make demo   - builds .venv, installs ember, runs the seed tour on real bundled data
+#   make test   - builds .venv, installs the test references (torch==2.13.0, ...), runs the suite
+# `make test-fast` skips the tests marked slow (real models, real data sets).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test test-fast bench lint clean
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base pyproject.toml
+	$(PIP) install -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) examples/seed/tour.py
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(VENV)/.test
+	$(PY) bench/run.py
+
+lint:
+	$(PY) -m ruff check ember tests bench examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""L0: standard-library helpers shared by every layer (errors, environment flags)."""

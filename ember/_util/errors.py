@@ -1,0 +1,58 @@
+"""Error types and the caller-location helper.
+
+Note [Error messages]: every error raised for bad user input names the op or layer, says what
+was expected and what came, and points at the user's own source line (the first stack frame
+outside the ember package). `user_location()` finds that frame; it is only called when an
+error is being built or when autograd records where a tensor was made, never on a hot path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+class EmberError(Exception):
+    """Base class of ember's own errors."""
+
+
+class ShapeError(EmberError, ValueError):
+    """An op got inputs whose shapes do not fit together."""
+
+
+class DTypeError(EmberError, TypeError):
+    """An op got an input of a dtype it does not accept."""
+
+
+class DeviceError(EmberError, RuntimeError):
+    """Tensors on different devices met in one op, or a device is not available."""
+
+
+class AutogradError(EmberError, RuntimeError):
+    """Backward could not be computed (freed graph, in-place modification, no grad_fn)."""
+
+
+def user_location(skip: int = 1) -> tuple[str, int] | None:
+    """(filename, line) of the innermost stack frame outside the ember package."""
+    frame = sys._getframe(skip)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE_DIR):
+            return filename, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def format_location(location: tuple[str, int] | None) -> str:
+    if location is None:
+        return ""
+    filename, line = location
+    return f"{os.path.relpath(filename) if not filename.startswith('<') else filename}:{line}"
+
+
+def at_user_line(message: str) -> str:
+    """Append ' (at file.py:12)' pointing at the user's line."""
+    where = format_location(user_location(2))
+    return f"{message} (at {where})" if where else message

@@ -1,0 +1,102 @@
+"""The NumPy backend: the CPU and the reference for every other backend.
+
+`xp` is NumPy's namespace plus the extras ops need and NumPy lacks (see `ember.backend`).
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+from ember.backend import Backend, Device, register_backend
+
+# erf by rational approximations (Cody-style, as in the Cephes library): x*T(x^2)/U(x^2) on
+# |x| < 1, and 1 - exp(-x^2) P(x)/Q(x) beyond; relative error near 1e-16 in float64, so the
+# float32 result is correctly rounded in practice.
+_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3,
+          7.00332514112805075473e3, 5.55923013010394962768e4)
+_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3,
+          2.26290000613890934246e4, 4.92673942608635921086e4)
+_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0,
+           4.86371970985681366614e1, 1.96520832956077098242e2, 5.26445194995477358631e2,
+           9.34528527171957607540e2, 1.02755188689515710272e3, 5.57535335369399327526e2)
+_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2,
+           9.75708501743205489753e2, 1.82390916687909736289e3, 2.24633760818710981792e3,
+           1.65666309194161350182e3, 5.57535340817727675546e2)
+
+
+def _polyval(coefficients, x):
+    result = np.full_like(x, coefficients[0])
+    for c in coefficients[1:]:
+        result *= x
+        result += c
+    return result
+
+
+def erf(x):
+    x = np.asarray(x)
+    out_dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+    z = np.abs(x.astype(np.float64))
+    small = z < 1.0
+    zs = np.where(small, z, 0.0)
+    zz = zs * zs
+    inner = zs * _polyval(_ERF_T, zz) / _polyval(_ERF_U, zz)
+    zl = np.clip(z, 1.0, 6.0)  # erf(6) == 1 in float64
+    outer = 1.0 - np.exp(-zl * zl) * _polyval(_ERFC_P, zl) / _polyval(_ERFC_Q, zl)
+    result = np.where(small, inner, outer)
+    result = np.where(np.isnan(z), np.nan, result)
+    return np.copysign(result, x).astype(out_dtype, copy=False)
+
+
+def scatter_add(target, index, values):
+    """target[index] += values, accumulating repeated indices (in place; returns target)."""
+    np.add.at(target, index, values)
+    return target
+
+
+def windows(x, window_shape, axis):
+    """Sliding windows as a strided view (no copy): numpy's sliding_window_view."""
+    return np.lib.stride_tricks.sliding_window_view(x, window_shape, axis=axis)
+
+
+def _make_namespace():
+    ns = types.ModuleType("ember.backend.numpy_backend.xp")
+    ns.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
+    ns.erf = erf
+    ns.scatter_add = scatter_add
+    ns.windows = windows
+    return ns
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    device_type = "cpu"
+    array_type = np.ndarray
+    xp = _make_namespace()
+    _cpu = Device("cpu")
+
+    def device_of(self, array) -> Device:
+        return self._cpu
+
+    def asarray(self, data, dtype=None, device=None, copy=None):
+        if hasattr(data, "__array_namespace__") and not isinstance(data, np.ndarray):
+            # another backend's array (e.g. CuPy): bring it to host memory first
+            data = data.get() if hasattr(data, "get") else np.asarray(data)
+        return np.array(data, dtype=dtype, copy=copy) if copy else np.asarray(data, dtype=dtype)
+
+    def to_numpy(self, array):
+        return array
+
+    def new_bit_generator(self, seed: int):
+        return np.random.Generator(np.random.PCG64(seed))
+
+    def rng_get_state(self, rng) -> dict:
+        return rng.bit_generator.state
+
+    def rng_set_state(self, rng, state: dict) -> None:
+        rng.bit_generator.state = state
+
+
+backend = NumpyBackend()
+register_backend(backend)

@@ -16,7 +16,8 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import (
-    DeviceError, DTypeError, EmberError, ShapeError, at_user_line, user_location,
+    DeviceError, DTypeError, EmberError, IndexOutOfRange, ShapeError, at_user_line,
+    user_location,
 )
 from ember.autograd.engine import Node, TensorMeta
 from ember.autograd.grad_mode import _state
@@ -174,7 +175,8 @@ def _record(op, args, attrs, result):
             else:
                 edges.append(None)
             in_meta.append((tuple(a._data.shape), _DT_OF[a._data.dtype]))
-            if save_inputs:
+            # indices and masks (integer/bool inputs) are always kept: index VJPs need them
+            if save_inputs or a._data.dtype.kind in "biu":
                 saved.append(a)
                 if a._version is None:
                     a._version = [0, None]
@@ -239,8 +241,8 @@ def _op_error(op, args, attrs, error):
         message = f"{op.name}: {reason}"
     message += f" [inputs: {_describe(args)}]"
     if kind is IndexError:
-        return IndexError(at_user_line(message))
-    return kind(at_user_line(message))
+        return IndexOutOfRange(message)
+    return kind(message)
 
 
 from ember.tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)

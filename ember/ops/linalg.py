@@ -30,13 +30,13 @@ def _matmul_shape(a, b):
 
 
 def _matmul_vjp(g, y, a, b):
-    a2 = a.unsqueeze(0) if a.ndim == 1 else a
-    b2 = b.unsqueeze(-1) if b.ndim == 1 else b
-    if a.ndim == 1:
-        g = g.unsqueeze(-2)
-    if b.ndim == 1:
-        g = g.unsqueeze(-1)
-    ga = unbroadcast(g @ b2.mT, a2).reshape(tuple(a.shape))
+    # 1-D operands are promoted to matrices (as the forward does), then squeezed back
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    batch = broadcast_shapes(tuple(a2.shape[:-2]), tuple(b2.shape[:-2]))
+    g = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))
+    ga = \
+        unbroadcast(g @ b2.mT, a2).reshape(tuple(a.shape))
     gb = unbroadcast(a2.mT @ g, b2).reshape(tuple(b.shape))
     return ga, gb
 

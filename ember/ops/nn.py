@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
@@ -184,7 +184,7 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     valid = t != ignore_index
     safe_t = E.where(valid, t, 0)
     if (safe_t.numel() and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)):
-        raise IndexError(f"nll_loss: target {int(t.max().item())} is out of range for "
+        raise IndexOutOfRange(f"nll_loss: target {int(t.max().item())} is out of range for "
                          f"{c} classes")
     picked = -S.gather(flat, 1, safe_t.unsqueeze(1)).squeeze(1)
     w = valid.to(flat.dtype)

@@ -18,7 +18,7 @@ import builtins
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops.registry import apply, defop, same_dtype, int64_dtype
 from ember.ops.elementwise import unbroadcast, where
 
@@ -178,7 +178,7 @@ def _index_shape(shape, *index_shapes, spec):
     try:
         return probe[_decode(spec, dummies)].shape
     except IndexError as error:
-        raise IndexError(f"index: {error} (tensor of shape {tuple(shape)})") from None
+        raise IndexOutOfRange(f"index: {error} (tensor of shape {tuple(shape)})") from None
 
 
 def _getitem_vjp(g, y, x, *indices, spec):
@@ -313,7 +313,7 @@ NONZERO = defop("nonzero", lambda xp, x: xp.stack(xp.nonzero(x), axis=-1).astype
 def _dim(d, ndim, op):
     n = builtins.max(ndim, 1)
     if not -n <= d < n:
-        raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
+        raise IndexOutOfRange(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
     return d % n
 
 

@@ -168,7 +168,8 @@ def _record(op, args, attrs, result):
     saved = []
     versions = []
     save_inputs = op.save_inputs
-    for a in args:
+    needed_by = op.needed_by
+    for i, a in enumerate(args):
         if isinstance(a, Tensor):
             if a._requires_grad:
                 edges.append(a._node if a._node is not None else a)
@@ -178,9 +179,13 @@ def _record(op, args, attrs, result):
             # indices and masks (integer/bool inputs) are always kept: index VJPs need them
             if save_inputs or a._data.dtype.kind in "biu":
                 saved.append(a)
+                if needed_by is not None and not any(
+                        isinstance(args[j], Tensor) and args[j]._requires_grad
+                        for j in needed_by.get(i, ())):
+                    continue
                 if a._version is None:
                     a._version = [0, None]
-                versions.append((a, a._version, a._version[0]))
+                versions.append((a, a._version, a._version[0], a._node))
             else:
                 saved.append(TensorMeta(a))
         else:
@@ -192,7 +197,7 @@ def _record(op, args, attrs, result):
         node.out_data = result._data
         if result._version is None:
             result._version = [0, None]
-        versions.append((None, result._version, result._version[0]))
+        versions.append((None, result._version, result._version[0], node))
         node.out_version = result._version
     node.versions = versions
     result._node = node

@@ -1,0 +1,24 @@
+"""L5: reading and writing files: safetensors (ember's own reader and writer, no extra
+package), checkpoints (`save`/`load`: tensors in safetensors, the rest as JSON, never pickle
+unless asked) and atomic writes.
+
+Note for the lead: `ember/io/files.py` (`read_file`/`write_file`, another engineer's part) is
+not on this branch; once it lands, re-export it here:
+    from ember.io.files import read_file as read_file, write_file as write_file
+"""
+
+from ember.io.atomic import atomic_write as atomic_write, fsync_dir as fsync_dir
+from ember.io.checkpoint import (
+    PickleRefusedError as PickleRefusedError,
+    load as load,
+    save as save,
+)
+from ember.io.safetensors import (
+    SafetensorsError as SafetensorsError,
+    deserialize as deserialize,
+    load_file as load_file,
+    read_metadata as read_metadata,
+    safe_open as safe_open,
+    save_file as save_file,
+    serialize as serialize,
+)

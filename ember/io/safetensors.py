@@ -44,6 +44,8 @@ _NUMPY_TO_CODE = {
         ("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64"),
     ]
 }
+_WRITE_RANK = {code: rank for rank, code in enumerate(
+    ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"])}
 _MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
 _LITTLE = sys.byteorder == "little"
 
@@ -65,6 +67,8 @@ def _prepare(tensors, metadata, where: str):
         if name == "__metadata__":
             raise ValueError(f"{where}: '__metadata__' is reserved and cannot name a tensor")
         array = to_numpy(value, f"{where} ({name!r})")
+        if array.dtype.byteorder not in ("=", "|"):  # e.g. '>i4': make it native first
+            array = array.astype(array.dtype.newbyteorder("="))
         if array.dtype not in _NUMPY_TO_CODE:
             raise TypeError(f"{where}: tensor {name!r} has dtype {array.dtype}, which safetensors "
                             f"cannot hold; supported: {sorted(set(_NUMPY_TO_CODE.values()))}")
@@ -73,8 +77,9 @@ def _prepare(tensors, metadata, where: str):
         if not isinstance(metadata, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise TypeError(f"{where}: metadata must be a dict of str -> str, got {metadata!r}")
-    # Widest first, then by name: every tensor then starts at a multiple of its item size.
-    order = sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n))
+    # Widest first (in the reference writer's dtype order), then by name: every tensor then
+    # starts at a multiple of its item size, and the bytes equal the reference's.
+    order = sorted(arrays, key=lambda n: (-_WRITE_RANK[_NUMPY_TO_CODE[arrays[n].dtype]], n))
     header: dict = {}
     if metadata:
         header["__metadata__"] = dict(metadata)

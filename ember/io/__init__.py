@@ -8,6 +8,7 @@ not on this branch; once it lands, re-export it here:
 """
 
 from ember.io.atomic import atomic_write as atomic_write, fsync_dir as fsync_dir
+from ember.io.hub import resolve_pretrained_folder as resolve_pretrained_folder
 from ember.io.checkpoint import (
     PickleRefusedError as PickleRefusedError,
     load as load,

@@ -30,7 +30,6 @@ import io
 import json
 import math
 import os
-import zipfile
 
 import numpy as np
 
@@ -351,6 +350,7 @@ _TORCH_DTYPE_NAMES = {
 def _load_torch_zip(file, framework: str, source):
     """Read a torch.save zip without torch: storages from the zip, tensors as strided views."""
     import pickle
+    import zipfile
 
     archive = zipfile.ZipFile(file)
     names = archive.namelist()

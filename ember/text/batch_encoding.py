@@ -27,10 +27,16 @@ def convert_to_tensors(data: dict, return_tensors, where: str = "tokenizer") -> 
             lengths = {len(row) for row in value} if value and isinstance(
                 value[0], (list, tuple)) else set()
             if len(lengths) > 1:
-                raise ValueError(
-                    f"{where}: cannot make a tensor of '{key}': its sequences have different "
-                    f"lengths {sorted(lengths)}. Pass padding=True (and truncation=True to cap "
-                    "long inputs) so that every sequence has the same length")
+                if name in _EMBER_NAMES:
+                    raise ValueError(
+                        f"{where}: cannot make a tensor of '{key}': its sequences have different "
+                        f"lengths {sorted(lengths)}. Pass padding=True (and truncation=True to "
+                        "cap long inputs) so that every sequence has the same length")
+                # NumPy, as in HuggingFace: a ragged batch is an object array of rows
+                ragged = np.empty(len(value), dtype=object)
+                ragged[:] = [np.asarray(row, dtype=np.int64) for row in value]
+                out[key] = ragged
+                continue
             array = np.asarray(value)
         if array.dtype.kind in "iub":  # ids, masks and offsets are int64, as in HuggingFace
             array = array.astype(np.int64, copy=False)

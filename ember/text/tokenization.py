@@ -142,12 +142,10 @@ class PreTrainedTokenizerFast:
             self._special_tokens[attribute] = _token_content(kwargs.pop(attribute, None))
         self._additional_special_tokens = [_token_content(t) for t in
                                            (additional_special_tokens or [])]
-        # Special tokens must be whole tokens of the engine (never split, marked special).
-        missing = [t for t in self.all_special_tokens
-                   if t is not None and self._tokenizer.token_to_id(t) is None
-                   or t in self._additional_special_tokens]
-        if missing:
-            self._tokenizer.add_special_tokens(missing)
+        # Special tokens are whole tokens of the engine: never split, marked special (a
+        # no-op for those a tokenizer.json already lists).
+        if self.all_special_tokens:
+            self._tokenizer.add_special_tokens(self.all_special_tokens)
         self.init_kwargs = dict(kwargs)
 
     def _build_backend(self, **kwargs):
@@ -414,7 +412,8 @@ class PreTrainedTokenizerFast:
             self._tokenizer.enable_padding(**want_padding)
         self._engine_settings = (want_truncation, want_padding)
 
-    def _resolve_lengths(self, padding, truncation, max_length, where: str):
+    def _resolve_lengths(self, padding, truncation, max_length, where: str,
+                         pad_to_multiple_of: int | None = None):
         """HuggingFace's rules for padding / truncation / max_length -> engine settings."""
         if padding is True or padding == "longest":
             padding_length = "longest"
@@ -445,6 +444,15 @@ class PreTrainedTokenizerFast:
         elif not isinstance(max_length, (int, np.integer)) or max_length < 0:
             raise ValueError(f"{where}: max_length should be a non-negative int, got "
                              f"{max_length!r}")
+        if padding_length is not None and self.pad_token_id is None:
+            raise ValueError(f"{where}: asked to pad, but this tokenizer has no pad_token; set one "
+                             "(tokenizer.pad_token = tokenizer.eos_token, or "
+                             "tokenizer.add_special_tokens({'pad_token': '[PAD]'}))")
+        if (truncation is not None and padding_length is not None and pad_to_multiple_of
+                and max_length is not None and max_length % pad_to_multiple_of):
+            raise ValueError(f"{where}: truncation and padding are both on, but the truncation "
+                             f"length {max_length} is not a multiple of pad_to_multiple_of "
+                             f"{pad_to_multiple_of}")
         engine_padding = None
         if padding_length == "longest":
             engine_padding = -1
@@ -487,7 +495,7 @@ class PreTrainedTokenizerFast:
             raise ValueError(f"{where}: expected text (a str, a list of str, or pairs), got None")
         batch, batched = self._as_batch(text, text_pair, is_split_into_words, where)
         truncation, max_length, engine_padding = self._resolve_lengths(
-            padding, truncation, max_length, where)
+            padding, truncation, max_length, where, pad_to_multiple_of)
         self._set_engine(truncation, max_length, stride, engine_padding, pad_to_multiple_of,
                          padding_side)
         try:
@@ -523,7 +531,7 @@ class PreTrainedTokenizerFast:
             batched = isinstance(text, (list, tuple))
         if not batched:
             first = check_single(text, "text")
-            if text_pair is None:
+            if not text_pair:  # as HuggingFace: an empty second text means no pair
                 return [first], False
             return [(first, check_single(text_pair, "text_pair"))], False
         if text_pair is not None:
@@ -576,7 +584,9 @@ class PreTrainedTokenizerFast:
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = sample_mapping
         if not batched and return_tensors is None and not return_overflowing_tokens:
-            data = {key: value[0] for key, value in data.items()}
+            # as HuggingFace: per-token lists lose the batch axis, per-sequence values keep it
+            data = {key: value[0] if value and isinstance(value[0], list) else value
+                    for key, value in data.items()}
         return BatchEncoding(data, encodings, tensor_type=return_tensors,
                              n_sequences=n_sequences)
 

@@ -10,17 +10,14 @@ import numpy as np
 
 
 def tensor_class():
-    """`ember.Tensor`, or None while the core is absent."""
-    try:
-        from ember.tensor import Tensor
-    except ImportError:  # pragma: no cover - only before the core lands
-        return None
+    """`ember.Tensor` (imported on first use)."""
+    from ember.tensor import Tensor
+
     return Tensor
 
 
 def is_tensor(value) -> bool:
-    cls = tensor_class()
-    return cls is not None and isinstance(value, cls)
+    return isinstance(value, tensor_class())
 
 
 def to_numpy(value, where: str) -> np.ndarray:
@@ -28,7 +25,8 @@ def to_numpy(value, where: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if is_tensor(value):
-        return np.asarray(value.detach().numpy() if hasattr(value, "detach") else value.numpy())
+        # detach: saving never needs the graph; force: copy a device tensor to the host
+        return np.asarray(value.detach().numpy(force=True))
     if isinstance(value, np.generic):
         return np.asarray(value)
     raise TypeError(f"{where}: expected an ember Tensor or a NumPy array, got "
@@ -41,9 +39,6 @@ def from_numpy(array: np.ndarray, framework: str = "ember"):
         return array
     if framework not in ("ember", "pt"):
         raise ValueError(f"framework: expected 'ember' or 'np', got {framework!r}")
-    cls = tensor_class()
-    if cls is None:  # pragma: no cover - only before the core lands
-        return array
-    import ember
+    from ember.tensor import from_numpy as tensor_from_numpy
 
-    return ember.from_numpy(array)
+    return tensor_from_numpy(array)

@@ -21,8 +21,7 @@ def convert_to_tensors(data: dict, return_tensors, where: str = "tokenizer") -> 
     out = {}
     for key, value in data.items():
         if hasattr(value, "shape") and not isinstance(value, (list, tuple)):
-            array = value.numpy() if hasattr(value, "numpy") and not isinstance(
-                value, np.ndarray) else np.asarray(value)
+            array = np.asarray(value)
         else:
             lengths = {len(row) for row in value} if value and isinstance(
                 value[0], (list, tuple)) else set()
@@ -42,9 +41,9 @@ def convert_to_tensors(data: dict, return_tensors, where: str = "tokenizer") -> 
             array = array.astype(np.int64, copy=False)
         out[key] = array
     if name in _EMBER_NAMES:
-        import ember
+        from ember.tensor import from_numpy
 
-        out = {key: ember.from_numpy(np.ascontiguousarray(array)) for key, array in out.items()}
+        out = {key: from_numpy(np.ascontiguousarray(array)) for key, array in out.items()}
     return out
 
 

@@ -75,8 +75,8 @@ def clean_up_tokenization(text: str) -> str:
 
 def _id_list(ids, where: str) -> list[int]:
     """A list of Python ints from an int, a list, a NumPy array or an ember tensor."""
-    if hasattr(ids, "numpy") and not isinstance(ids, np.ndarray):
-        ids = ids.numpy()
+    if hasattr(ids, "__array__") and not isinstance(ids, (np.ndarray, list, tuple)):
+        ids = np.asarray(ids)  # a tensor, on any device
     if isinstance(ids, np.ndarray):
         return ids.reshape(-1).tolist() if ids.ndim <= 1 else ids.tolist()
     if isinstance(ids, (int, np.integer)):
@@ -734,8 +734,8 @@ class PreTrainedTokenizerFast:
     def batch_decode(self, sequences, skip_special_tokens: bool = False,
                      clean_up_tokenization_spaces: bool | None = None, **kwargs) -> list[str]:
         """`decode` of each sequence of a batch (a list of lists, a 2-d array or tensor)."""
-        if hasattr(sequences, "numpy") and not isinstance(sequences, np.ndarray):
-            sequences = sequences.numpy()
+        if hasattr(sequences, "__array__") and not isinstance(sequences, (np.ndarray, list)):
+            sequences = np.asarray(sequences)
         return [self.decode(s, skip_special_tokens=skip_special_tokens,
                             clean_up_tokenization_spaces=clean_up_tokenization_spaces)
                 for s in sequences]

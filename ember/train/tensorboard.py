@@ -204,10 +204,8 @@ def _scalar(value, where: str) -> float:
 
 
 def _as_array(values, where: str) -> np.ndarray:
-    if hasattr(values, "detach"):
+    if hasattr(values, "detach"):  # a tensor: np.asarray below copies it to the host
         values = values.detach()
-    if hasattr(values, "numpy") and not isinstance(values, np.ndarray):
-        values = values.numpy()
     try:
         return np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):

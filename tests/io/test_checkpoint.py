@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from ember.io import PickleRefusedError, load, load_file, save
-from ember.io._arrays import tensor_class
 
 
 def _nested():
@@ -139,7 +138,6 @@ def test_damaged_tree_and_missing_file(tmp_path):
         load(path)
 
 
-@pytest.mark.skipif(tensor_class() is None, reason="the ember core (ember.tensor) is not here yet")
 def test_ember_tensors_round_trip(tmp_path):
     import ember
 

@@ -284,3 +284,23 @@ def test_batch_encoding_behaves_like_a_dict(pair_of_tokenizers):
     clone = pickle.loads(pickle.dumps(encoding))
     np.testing.assert_array_equal(clone["input_ids"], encoding["input_ids"])
     assert clone.tokens(1) == ["[CLS]", "hi", "[SEP]", "[PAD]"]
+
+
+@pytest.mark.parametrize("name", ["ember", "pt"])
+def test_return_tensors_ember(pair_of_tokenizers, name):
+    import ember
+
+    ours, theirs = pair_of_tokenizers
+    encoding = ours(CORPUS[:3], CORPUS[3:6], padding=True, truncation=True, max_length=32,
+                    return_tensors=name, return_offsets_mapping=True)
+    reference = theirs(CORPUS[:3], CORPUS[3:6], padding=True, truncation=True, max_length=32,
+                       return_tensors="np", return_offsets_mapping=True)
+    for key in reference:
+        assert isinstance(encoding[key], ember.Tensor) and encoding[key].dtype == ember.int64
+        np.testing.assert_array_equal(encoding[key].numpy(), reference[key])
+    assert encoding.to("cpu")["input_ids"].shape == (3, 32)
+    single = ours("Hello, my dog is cute", return_tensors=name)
+    assert single["input_ids"].shape == (1, 8)
+    assert ours.decode(single["input_ids"][0]) == "[CLS] hello, my dog is cute [SEP]"
+    assert ours.batch_decode(encoding["input_ids"], skip_special_tokens=True) == \
+        theirs.batch_decode(reference["input_ids"], skip_special_tokens=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 
 __all__ = ["atomic_write", "fsync_dir"]
 
@@ -47,7 +46,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
         raise ValueError(f"atomic_write: expected a writing mode such as 'wb' or 'w', got {mode!r}")
     path = os.path.abspath(os.fspath(path))
     folder, name = os.path.split(path)
-    temp_path = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    temp_path = os.path.join(folder, f".{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     file = open(temp_path, mode)
     try:
         yield file

@@ -7,19 +7,36 @@ not on this branch; once it lands, re-export it here:
     from ember.io.files import read_file as read_file, write_file as write_file
 """
 
-from ember.io.atomic import atomic_write as atomic_write, fsync_dir as fsync_dir
-from ember.io.hub import resolve_pretrained_folder as resolve_pretrained_folder
+from ember.io.atomic import atomic_write as atomic_write
+from ember.io.atomic import fsync_dir as fsync_dir
 from ember.io.checkpoint import (
     PickleRefusedError as PickleRefusedError,
+)
+from ember.io.checkpoint import (
     load as load,
+)
+from ember.io.checkpoint import (
     save as save,
 )
+from ember.io.hub import resolve_pretrained_folder as resolve_pretrained_folder
 from ember.io.safetensors import (
     SafetensorsError as SafetensorsError,
+)
+from ember.io.safetensors import (
     deserialize as deserialize,
+)
+from ember.io.safetensors import (
     load_file as load_file,
+)
+from ember.io.safetensors import (
     read_metadata as read_metadata,
+)
+from ember.io.safetensors import (
     safe_open as safe_open,
+)
+from ember.io.safetensors import (
     save_file as save_file,
+)
+from ember.io.safetensors import (
     serialize as serialize,
 )

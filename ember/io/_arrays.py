@@ -29,8 +29,9 @@ def to_numpy(value, where: str) -> np.ndarray:
         return np.asarray(value.detach().numpy(force=True))
     if isinstance(value, np.generic):
         return np.asarray(value)
-    raise TypeError(f"{where}: expected an ember Tensor or a NumPy array, got "
-                    f"{type(value).__name__}")
+    raise TypeError(
+        f"{where}: expected an ember Tensor or a NumPy array, got {type(value).__name__}"
+    )
 
 
 def from_numpy(array: np.ndarray, framework: str = "ember"):

@@ -34,14 +34,21 @@ import os
 import numpy as np
 
 from ember.io._arrays import from_numpy, is_tensor, to_numpy
-from ember.io.safetensors import _prepare, _write, deserialize, safe_open
 from ember.io.atomic import atomic_write
+from ember.io.safetensors import _prepare, _write, deserialize, safe_open
 
-__all__ = ["save", "load", "PickleRefusedError"]
+__all__ = ["PickleRefusedError", "load", "save"]
 
 _LAYOUT_VERSION = "1"
-_TAGS = ("__tensor__", "__ndarray__", "__tuple__", "__items__", "__float__", "__bytes__",
-         "__dtype__")
+_TAGS = (
+    "__tensor__",
+    "__ndarray__",
+    "__tuple__",
+    "__items__",
+    "__float__",
+    "__bytes__",
+    "__dtype__",
+)
 
 
 class PickleRefusedError(ValueError):
@@ -99,9 +106,11 @@ class _Encoder:
             items = []
             for k, v in value.items():
                 if not isinstance(k, (str, int, float, bool, tuple)) and k is not None:
-                    raise TypeError(f"ember.save: dict key {k!r} at {_show(path)} has type "
-                                    f"{type(k).__name__}; keys must be str, int, float, bool, "
-                                    "None or tuples of them")
+                    raise TypeError(
+                        f"ember.save: dict key {k!r} at {_show(path)} has type "
+                        f"{type(k).__name__}; keys must be str, int, float, bool, "
+                        "None or tuples of them"
+                    )
                 items.append([self.encode(k, path), self.encode(v, _join(path, k))])
             return {"__items__": items}
         dtype_name = _dtype_name(value)
@@ -110,7 +119,8 @@ class _Encoder:
         raise TypeError(
             f"ember.save: cannot save a {type(value).__name__} at {_show(path)}; a checkpoint "
             "holds tensors, NumPy arrays, dicts, lists, tuples, str, int, float, bool, None, "
-            "bytes and dtypes (save an object's state_dict() rather than the object)")
+            "bytes and dtypes (save an object's state_dict() rather than the object)"
+        )
 
 
 def _join(path: str, key) -> str:
@@ -142,14 +152,17 @@ def save(obj, f, *, metadata: dict | None = None) -> None:
     Example:
         >>> import ember, tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.safetensors")
-        >>> ember.save({"step": 3, "w": ember.tensor([1.0, 2.0])}, path)
-        >>> ember.load(path)["step"]
+        >>> ember.io.save({"step": 3, "w": ember.tensor([1.0, 2.0])}, path)
+        >>> ember.io.load(path)["step"]
         3
     """
     encoder = _Encoder()
     tree = encoder.encode(obj, "")
-    header_metadata = {"format": "ember", "ember.checkpoint": _LAYOUT_VERSION,
-                       "ember.tree": json.dumps(tree, separators=(",", ":"), allow_nan=False)}
+    header_metadata = {
+        "format": "ember",
+        "ember.checkpoint": _LAYOUT_VERSION,
+        "ember.tree": json.dumps(tree, separators=(",", ":"), allow_nan=False),
+    }
     if metadata:
         for key in metadata:
             if key in header_metadata:
@@ -186,7 +199,7 @@ class _Decoder:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (tag, payload), = node.items()
+            ((tag, payload),) = node.items()
             if tag == "__tensor__":
                 return self._tensor(payload, self._framework in ("np", "numpy"))
             if tag == "__ndarray__":
@@ -230,8 +243,14 @@ def _sniff(prefix: bytes, name: str) -> str:
     return "unknown"
 
 
-def load(f, map_location=None, *, allow_pickle: bool = False, framework: str = "ember",
-         weights_only: bool | None = None):
+def load(
+    f,
+    map_location=None,
+    *,
+    allow_pickle: bool = False,
+    framework: str = "ember",
+    weights_only: bool | None = None,
+):
     """Load what `ember.save` wrote (or any safetensors file), without running code from it.
 
     Args:
@@ -245,8 +264,8 @@ def load(f, map_location=None, *, allow_pickle: bool = False, framework: str = "
     Example:
         >>> import ember, tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "state.safetensors")
-        >>> ember.save({"w": ember.tensor([[1, 2]])}, path)
-        >>> ember.load(path)["w"].shape
+        >>> ember.io.save({"w": ember.tensor([[1, 2]])}, path)
+        >>> tuple(ember.io.load(path)["w"].shape)
         (1, 2)
     """
     del weights_only
@@ -258,10 +277,10 @@ def load(f, map_location=None, *, allow_pickle: bool = False, framework: str = "
             _refuse_or(kind, name, allow_pickle)
             return _load_pickle(io.BytesIO(data), kind, framework, name)
         tensors = deserialize(data, framework="np")
-        from ember.io.safetensors import _read_header_length, _parse_header
+        from ember.io.safetensors import _parse_header, _read_header_length
 
         length = _read_header_length(data[:8], len(data), str(name))
-        _, metadata = _parse_header(bytes(data[8:8 + length]), len(data) - 8 - length, str(name))
+        _, metadata = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, str(name))
         result = _build(metadata, tensors.__getitem__, framework, str(name), list(tensors))
         return _to_device(result, map_location)
     path = os.fspath(f)
@@ -284,18 +303,24 @@ def _build(metadata, get_array, framework, source, names):
     if metadata and metadata.get("format") == "ember" and "ember.tree" in metadata:
         version = metadata.get("ember.checkpoint")
         if version != _LAYOUT_VERSION:
-            raise ValueError(f"ember.load: {source!r} uses checkpoint layout {version!r}; this "
-                             f"ember reads layout {_LAYOUT_VERSION!r}")
+            raise ValueError(
+                f"ember.load: {source!r} uses checkpoint layout {version!r}; this "
+                f"ember reads layout {_LAYOUT_VERSION!r}"
+            )
         try:
             tree = json.loads(metadata["ember.tree"])
         except json.JSONDecodeError as error:
-            raise ValueError(f"ember.load: {source!r}: the 'ember.tree' metadata is not valid "
-                             f"JSON ({error}); the file is damaged") from None
+            raise ValueError(
+                f"ember.load: {source!r}: the 'ember.tree' metadata is not valid "
+                f"JSON ({error}); the file is damaged"
+            ) from None
         try:
             return decoder.decode(tree)
         except KeyError as error:
-            raise ValueError(f"ember.load: {source!r}: the tree names tensor {error} which the "
-                             "file does not hold; the file is damaged") from None
+            raise ValueError(
+                f"ember.load: {source!r}: the tree names tensor {error} which the "
+                "file does not hold; the file is damaged"
+            ) from None
     # A plain safetensors file (e.g. saved by PyTorch): a flat dict of tensors.
     return {name: decoder.decode({"__tensor__": name}) for name in names}
 
@@ -315,13 +340,17 @@ def _to_device(obj, map_location):
 def _refuse_or(kind: str, source, allow_pickle: bool) -> None:
     if allow_pickle:
         return
-    what = ("a PyTorch zip checkpoint (torch.save), which stores its objects as a pickle"
-            if kind == "zip" else "a Python pickle")
+    what = (
+        "a PyTorch zip checkpoint (torch.save), which stores its objects as a pickle"
+        if kind == "zip"
+        else "a Python pickle"
+    )
     raise PickleRefusedError(
         f"ember.load: refusing to load {str(source)!r}: it is {what}. Unpickling can execute "
         "arbitrary code from the file, so ember never does it unless asked. If you trust this "
         "file, call ember.load(path, allow_pickle=True); better, convert it once to "
-        "safetensors (ember.save(ember.load(path, allow_pickle=True), 'model.safetensors')).")
+        "safetensors (ember.save(ember.load(path, allow_pickle=True), 'model.safetensors'))."
+    )
 
 
 def _load_pickle(file, kind: str, framework: str, source):
@@ -334,16 +363,34 @@ def _load_pickle(file, kind: str, framework: str, source):
 
 
 _TORCH_STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
     "BFloat16Storage": "bfloat16",
 }
 _TORCH_DTYPE_NAMES = {
-    "float32": np.float32, "float": np.float32, "float64": np.float64, "double": np.float64,
-    "float16": np.float16, "half": np.float16, "int64": np.int64, "long": np.int64,
-    "int32": np.int32, "int": np.int32, "int16": np.int16, "short": np.int16,
-    "int8": np.int8, "uint8": np.uint8, "bool": np.bool_, "bfloat16": "bfloat16",
+    "float32": np.float32,
+    "float": np.float32,
+    "float64": np.float64,
+    "double": np.float64,
+    "float16": np.float16,
+    "half": np.float16,
+    "int64": np.int64,
+    "long": np.int64,
+    "int32": np.int32,
+    "int": np.int32,
+    "int16": np.int16,
+    "short": np.int16,
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "bool": np.bool_,
+    "bfloat16": "bfloat16",
 }
 
 
@@ -356,8 +403,10 @@ def _load_torch_zip(file, framework: str, source):
     names = archive.namelist()
     pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
     if not pickles:
-        raise ValueError(f"ember.load: {str(source)!r} is a zip but holds no data.pkl; it is not "
-                         "a torch.save checkpoint")
+        raise ValueError(
+            f"ember.load: {str(source)!r} is a zip but holds no data.pkl; it is not "
+            "a torch.save checkpoint"
+        )
     root = pickles[0][: -len("data.pkl")]
     storages: dict = {}
 
@@ -388,14 +437,16 @@ def _load_torch_zip(file, framework: str, source):
                     bits = np.frombuffer(raw, "<u2", count=numel)
                     storages[key] = (bits.astype(np.uint32) << 16).view(np.float32)
                 else:
-                    storages[key] = np.frombuffer(raw, np.dtype(dtype).newbyteorder("<"),
-                                                  count=numel).astype(np.dtype(dtype))
+                    storages[key] = np.frombuffer(
+                        raw, np.dtype(dtype).newbyteorder("<"), count=numel
+                    ).astype(np.dtype(dtype))
             return storages[key]
 
     def _rebuild_tensor(storage, offset, size, stride, *args):
         itemsize = storage.itemsize
         view = np.lib.stride_tricks.as_strided(
-            storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride))
+            storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+        )
         return from_numpy(np.array(view, copy=True), framework)
 
     with archive.open(pickles[0]) as data:

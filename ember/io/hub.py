@@ -21,13 +21,15 @@ def _cache_roots() -> list[str]:
         roots.append(os.environ["HUGGINGFACE_HUB_CACHE"])
     home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "huggingface")
+        "huggingface",
+    )
     roots.append(os.path.join(home, "hub"))
     return roots
 
 
-def resolve_pretrained_folder(name_or_path: str | os.PathLike, where: str = "from_pretrained",
-                              revision: str = "main") -> str:
+def resolve_pretrained_folder(
+    name_or_path: str | os.PathLike, where: str = "from_pretrained", revision: str = "main"
+) -> str:
     """The local folder for `name_or_path` (Note [Pretrained folders]).
 
     Example:
@@ -40,8 +42,10 @@ def resolve_pretrained_folder(name_or_path: str | os.PathLike, where: str = "fro
     if os.path.isdir(path):
         return path
     if os.path.exists(path):
-        raise NotADirectoryError(f"{where}: {path!r} is a file; expected a folder such as a "
-                                 "HuggingFace model folder (config.json, tokenizer.json, ...)")
+        raise NotADirectoryError(
+            f"{where}: {path!r} is a file; expected a folder such as a "
+            "HuggingFace model folder (config.json, tokenizer.json, ...)"
+        )
     repo = "models--" + path.replace("/", "--")
     for root in _cache_roots():
         snapshots = os.path.join(root, repo, "snapshots")
@@ -62,4 +66,5 @@ def resolve_pretrained_folder(name_or_path: str | os.PathLike, where: str = "fro
     raise FileNotFoundError(
         f"{where}: {path!r} is not a folder on this machine, nor in the HuggingFace cache "
         f"({', '.join(_cache_roots())}). ember never downloads: pass the path of a folder that "
-        "holds the files (e.g. one written by save_pretrained or downloaded beforehand)")
+        "holds the files (e.g. one written by save_pretrained or downloaded beforehand)"
+    )

@@ -27,25 +27,47 @@ import numpy as np
 from ember.io._arrays import from_numpy, to_numpy
 from ember.io.atomic import atomic_write
 
-__all__ = ["save_file", "load_file", "safe_open", "serialize", "deserialize", "read_metadata"]
+__all__ = ["deserialize", "load_file", "read_metadata", "safe_open", "save_file", "serialize"]
 
 # safetensors dtype code <-> NumPy dtype (little-endian).
 _CODE_TO_NUMPY = {
-    "BOOL": np.dtype("bool"), "U8": np.dtype("uint8"), "I8": np.dtype("int8"),
-    "I16": np.dtype("<i2"), "I32": np.dtype("<i4"), "I64": np.dtype("<i8"),
-    "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
-    "U16": np.dtype("<u2"), "U32": np.dtype("<u4"), "U64": np.dtype("<u8"),
+    "BOOL": np.dtype("bool"),
+    "U8": np.dtype("uint8"),
+    "I8": np.dtype("int8"),
+    "I16": np.dtype("<i2"),
+    "I32": np.dtype("<i4"),
+    "I64": np.dtype("<i8"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "U16": np.dtype("<u2"),
+    "U32": np.dtype("<u4"),
+    "U64": np.dtype("<u8"),
     "BF16": np.dtype("<u2"),  # raw bits; widened to float32 on read
 }
 _NUMPY_TO_CODE = {
-    np.dtype(k): v for k, v in [
-        ("bool", "BOOL"), ("uint8", "U8"), ("int8", "I8"), ("int16", "I16"), ("int32", "I32"),
-        ("int64", "I64"), ("float16", "F16"), ("float32", "F32"), ("float64", "F64"),
-        ("uint16", "U16"), ("uint32", "U32"), ("uint64", "U64"),
+    np.dtype(k): v
+    for k, v in [
+        ("bool", "BOOL"),
+        ("uint8", "U8"),
+        ("int8", "I8"),
+        ("int16", "I16"),
+        ("int32", "I32"),
+        ("int64", "I64"),
+        ("float16", "F16"),
+        ("float32", "F32"),
+        ("float64", "F64"),
+        ("uint16", "U16"),
+        ("uint32", "U32"),
+        ("uint64", "U64"),
     ]
 }
-_WRITE_RANK = {code: rank for rank, code in enumerate(
-    ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"])}
+_WRITE_RANK = {
+    code: rank
+    for rank, code in enumerate(
+        ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
+    )
+}
 _MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
 _LITTLE = sys.byteorder == "little"
 
@@ -70,12 +92,15 @@ def _prepare(tensors, metadata, where: str):
         if array.dtype.byteorder not in ("=", "|"):  # e.g. '>i4': make it native first
             array = array.astype(array.dtype.newbyteorder("="))
         if array.dtype not in _NUMPY_TO_CODE:
-            raise TypeError(f"{where}: tensor {name!r} has dtype {array.dtype}, which safetensors "
-                            f"cannot hold; supported: {sorted(set(_NUMPY_TO_CODE.values()))}")
+            raise TypeError(
+                f"{where}: tensor {name!r} has dtype {array.dtype}, which safetensors "
+                f"cannot hold; supported: {sorted(set(_NUMPY_TO_CODE.values()))}"
+            )
         arrays[name] = array
     if metadata is not None:
         if not isinstance(metadata, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        ):
             raise TypeError(f"{where}: metadata must be a dict of str -> str, got {metadata!r}")
     # Widest first (in the reference writer's dtype order), then by name: every tensor then
     # starts at a multiple of its item size, and the bytes equal the reference's.
@@ -86,8 +111,11 @@ def _prepare(tensors, metadata, where: str):
     offset = 0
     for name in order:
         array = arrays[name]
-        header[name] = {"dtype": _NUMPY_TO_CODE[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + array.nbytes]}
+        header[name] = {
+            "dtype": _NUMPY_TO_CODE[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + array.nbytes],
+        }
         offset += array.nbytes
     header_bytes = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     header_bytes += b" " * (-(len(header_bytes) + 8) % 8)
@@ -115,7 +143,7 @@ def serialize(tensors: dict, metadata: dict | None = None) -> bytes:
     Example:
         >>> import numpy as np
         >>> blob = serialize({"w": np.ones((2, 2), np.float32)})
-        >>> deserialize(blob, framework="np")["w"].sum()
+        >>> float(deserialize(blob, framework="np")["w"].sum())
         4.0
     """
     import io
@@ -154,68 +182,97 @@ def _parse_header(raw: bytes, data_size: int, source: str):
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SafetensorsError(f"{source}: the header is not valid UTF-8 JSON ({error}); the file "
-                               "is damaged or not a safetensors file") from None
+        raise SafetensorsError(
+            f"{source}: the header is not valid UTF-8 JSON ({error}); the file "
+            "is damaged or not a safetensors file"
+        ) from None
     if not isinstance(header, dict):
-        raise SafetensorsError(f"{source}: the header should be a JSON object, got "
-                               f"{type(header).__name__}")
+        raise SafetensorsError(
+            f"{source}: the header should be a JSON object, got {type(header).__name__}"
+        )
     metadata = header.pop("__metadata__", None)
-    if metadata is not None and not (isinstance(metadata, dict) and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
         raise SafetensorsError(f"{source}: '__metadata__' should map str to str, got {metadata!r}")
     entries = {}
     for name, info in header.items():
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
-            raise SafetensorsError(f"{source}: tensor {name!r} should have dtype, shape and "
-                                   f"data_offsets, got {info!r}")
+            raise SafetensorsError(
+                f"{source}: tensor {name!r} should have dtype, shape and data_offsets, got {info!r}"
+            )
         code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if code not in _CODE_TO_NUMPY:
-            raise SafetensorsError(f"{source}: tensor {name!r} has dtype {code!r}, which ember "
-                                   f"cannot read; supported: {sorted(_CODE_TO_NUMPY)}")
-        if not (isinstance(shape, list) and all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
-            raise SafetensorsError(f"{source}: tensor {name!r} has shape {shape!r}; expected a "
-                                   "list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(
-                isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-                and 0 <= offsets[0] <= offsets[1]):
-            raise SafetensorsError(f"{source}: tensor {name!r} has data_offsets {offsets!r}; "
-                                   "expected [begin, end] with 0 <= begin <= end")
+            raise SafetensorsError(
+                f"{source}: tensor {name!r} has dtype {code!r}, which ember "
+                f"cannot read; supported: {sorted(_CODE_TO_NUMPY)}"
+            )
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            raise SafetensorsError(
+                f"{source}: tensor {name!r} has shape {shape!r}; expected a "
+                "list of non-negative integers"
+            )
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
+            raise SafetensorsError(
+                f"{source}: tensor {name!r} has data_offsets {offsets!r}; "
+                "expected [begin, end] with 0 <= begin <= end"
+            )
         nbytes = int(np.prod(shape, dtype=np.int64)) * _CODE_TO_NUMPY[code].itemsize
         if offsets[1] - offsets[0] != nbytes:
             raise SafetensorsError(
                 f"{source}: tensor {name!r} ({code}, shape {shape}) needs {nbytes} bytes but its "
-                f"data_offsets {offsets} span {offsets[1] - offsets[0]}")
+                f"data_offsets {offsets} span {offsets[1] - offsets[0]}"
+            )
         entries[name] = (code, tuple(shape), offsets[0], offsets[1])
     # The buffer must be covered exactly once, in order.
     position = 0
     for name, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
         if begin != position:
             what = "overlaps the previous tensor" if begin < position else "leaves a gap before it"
-            raise SafetensorsError(f"{source}: tensor {name!r} at bytes [{begin}, {end}) {what} "
-                                   f"(expected it to start at {position})")
+            raise SafetensorsError(
+                f"{source}: tensor {name!r} at bytes [{begin}, {end}) {what} "
+                f"(expected it to start at {position})"
+            )
         position = end
     if position != data_size:
         if position > data_size:
             raise SafetensorsError(
                 f"{source}: truncated: the header describes {position} bytes of tensor data but "
-                f"only {data_size} follow the header")
-        raise SafetensorsError(f"{source}: {data_size - position} bytes after the last tensor; "
-                               "the file is damaged or not a safetensors file")
+                f"only {data_size} follow the header"
+            )
+        raise SafetensorsError(
+            f"{source}: {data_size - position} bytes after the last tensor; "
+            "the file is damaged or not a safetensors file"
+        )
     return entries, metadata
 
 
 def _read_header_length(prefix: bytes, total: int, source: str) -> int:
     if len(prefix) < 8:
-        raise SafetensorsError(f"{source}: truncated: a safetensors file starts with an 8-byte "
-                               f"header length, but it has only {total} bytes")
+        raise SafetensorsError(
+            f"{source}: truncated: a safetensors file starts with an 8-byte "
+            f"header length, but it has only {total} bytes"
+        )
     (length,) = struct.unpack("<Q", prefix[:8])
     if length > _MAX_HEADER:
-        raise SafetensorsError(f"{source}: the header length field says {length} bytes (limit "
-                               f"{_MAX_HEADER}); the file is damaged or not a safetensors file")
+        raise SafetensorsError(
+            f"{source}: the header length field says {length} bytes (limit "
+            f"{_MAX_HEADER}); the file is damaged or not a safetensors file"
+        )
     if 8 + length > total:
-        raise SafetensorsError(f"{source}: truncated: the header needs {length} bytes but the "
-                               f"file has only {total - 8} after the length field")
+        raise SafetensorsError(
+            f"{source}: truncated: the header needs {length} bytes but the "
+            f"file has only {total - 8} after the length field"
+        )
     return length
 
 
@@ -238,12 +295,14 @@ def deserialize(data: bytes, framework: str = "ember") -> dict:
     """Tensors from safetensors bytes: name -> ember Tensor (or NumPy array for 'np')."""
     source = "ember.io.deserialize"
     length = _read_header_length(data[:8], len(data), source)
-    entries, _ = _parse_header(bytes(data[8:8 + length]), len(data) - 8 - length, source)
-    return {name: from_numpy(_decode(data, *entry, base=8 + length), framework)
-            for name, entry in entries.items()}
+    entries, _ = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, source)
+    return {
+        name: from_numpy(_decode(data, *entry, base=8 + length), framework)
+        for name, entry in entries.items()
+    }
 
 
-class safe_open:  # noqa: N801 - the safetensors package's name
+class safe_open:
     """Lazy access to a safetensors file through a memory map: only the tensors asked for are read.
 
     Example:
@@ -279,8 +338,10 @@ class safe_open:  # noqa: N801 - the safetensors package's name
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"{self._source} has no tensor {name!r}; it holds "
-                           f"{len(self._entries)} tensors, e.g. {self.keys()[:5]}") from None
+            raise KeyError(
+                f"{self._source} has no tensor {name!r}; it holds "
+                f"{len(self._entries)} tensors, e.g. {self.keys()[:5]}"
+            ) from None
 
     def get_tensor(self, name: str):
         """Read one tensor (a copy; the file can change or close afterwards)."""
@@ -291,7 +352,7 @@ class safe_open:  # noqa: N801 - the safetensors package's name
             return from_numpy(array, self.framework).to(self.device)
         return from_numpy(array, self.framework)
 
-    def get_slice(self, name: str) -> "_LazySlice":
+    def get_slice(self, name: str) -> _LazySlice:
         """A handle whose `[...]` reads only the indexed part, e.g. one shard of a weight."""
         return _LazySlice(self, name)
 
@@ -300,7 +361,7 @@ class safe_open:  # noqa: N801 - the safetensors package's name
             self._map.close()
         self._map = None
 
-    def __enter__(self) -> "safe_open":
+    def __enter__(self) -> safe_open:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -332,8 +393,12 @@ class _LazySlice:
         if begin == end:
             part = np.empty(shape, dtype)[index]
         else:
-            view = np.frombuffer(handle._map, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                                 offset=handle._base + begin).reshape(shape)
+            view = np.frombuffer(
+                handle._map,
+                dtype=dtype,
+                count=(end - begin) // dtype.itemsize,
+                offset=handle._base + begin,
+            ).reshape(shape)
             part = view[index].astype(dtype.newbyteorder("="), copy=True)
             del view
         if code == "BF16":

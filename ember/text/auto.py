@@ -9,7 +9,7 @@ from ember.io.hub import resolve_pretrained_folder
 from ember.text.bert import BertTokenizer, DistilBertTokenizer
 from ember.text.tokenization import PreTrainedTokenizerFast
 
-__all__ = ["AutoTokenizer", "register_tokenizer", "TOKENIZER_CLASSES"]
+__all__ = ["TOKENIZER_CLASSES", "AutoTokenizer", "register_tokenizer"]
 
 # Class names as tokenizer_config.json writes them ("...Fast" is stripped first).
 TOKENIZER_CLASSES: dict[str, type] = {
@@ -39,8 +39,9 @@ def _json(path: str) -> dict:
         try:
             value = json.load(file)
         except json.JSONDecodeError as error:
-            raise ValueError(f"AutoTokenizer.from_pretrained: {path!r} is not valid JSON "
-                             f"({error})") from None
+            raise ValueError(
+                f"AutoTokenizer.from_pretrained: {path!r} is not valid JSON ({error})"
+            ) from None
     return value if isinstance(value, dict) else {}
 
 
@@ -59,13 +60,15 @@ class AutoTokenizer:
     """
 
     def __init__(self):
-        raise TypeError("AutoTokenizer is not instantiated; use "
-                        "AutoTokenizer.from_pretrained(folder)")
+        raise TypeError(
+            "AutoTokenizer is not instantiated; use AutoTokenizer.from_pretrained(folder)"
+        )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *inputs, **kwargs):
-        folder = resolve_pretrained_folder(pretrained_model_name_or_path,
-                                           "AutoTokenizer.from_pretrained")
+        folder = resolve_pretrained_folder(
+            pretrained_model_name_or_path, "AutoTokenizer.from_pretrained"
+        )
         config = _json(os.path.join(folder, "tokenizer_config.json"))
         class_name = kwargs.pop("tokenizer_type", None) or config.get("tokenizer_class")
         tokenizer_class = None
@@ -83,5 +86,6 @@ class AutoTokenizer:
                 raise ValueError(
                     f"AutoTokenizer.from_pretrained: cannot tell which tokenizer {folder!r} "
                     f"holds: tokenizer_class {class_name!r} is not one ember knows "
-                    f"({sorted(TOKENIZER_CLASSES)}) and there is no tokenizer.json or vocab.txt")
+                    f"({sorted(TOKENIZER_CLASSES)}) and there is no tokenizer.json or vocab.txt"
+                )
         return tokenizer_class.from_pretrained(folder, *inputs, **kwargs)

@@ -16,21 +16,26 @@ def convert_to_tensors(data: dict, return_tensors, where: str = "tokenizer") -> 
         return data
     name = getattr(return_tensors, "value", return_tensors)
     if name not in (*_EMBER_NAMES, "np", "numpy"):
-        raise ValueError(f"{where}: return_tensors should be 'ember', 'pt', 'np' or None, got "
-                         f"{return_tensors!r}")
+        raise ValueError(
+            f"{where}: return_tensors should be 'ember', 'pt', 'np' or None, got {return_tensors!r}"
+        )
     out = {}
     for key, value in data.items():
         if hasattr(value, "shape") and not isinstance(value, (list, tuple)):
             array = np.asarray(value)
         else:
-            lengths = {len(row) for row in value} if value and isinstance(
-                value[0], (list, tuple)) else set()
+            lengths = (
+                {len(row) for row in value}
+                if value and isinstance(value[0], (list, tuple))
+                else set()
+            )
             if len(lengths) > 1:
                 if name in _EMBER_NAMES:
                     raise ValueError(
                         f"{where}: cannot make a tensor of '{key}': its sequences have different "
                         f"lengths {sorted(lengths)}. Pass padding=True (and truncation=True to "
-                        "cap long inputs) so that every sequence has the same length")
+                        "cap long inputs) so that every sequence has the same length"
+                    )
                 # NumPy, as in HuggingFace: a ragged batch is an object array of rows
                 ragged = np.empty(len(value), dtype=object)
                 ragged[:] = [np.asarray(row, dtype=np.int64) for row in value]
@@ -59,8 +64,13 @@ class BatchEncoding(dict):
         [[101, 102]]
     """
 
-    def __init__(self, data: dict | None = None, encodings=None, tensor_type=None,
-                 n_sequences: int | None = None):
+    def __init__(
+        self,
+        data: dict | None = None,
+        encodings=None,
+        tensor_type=None,
+        n_sequences: int | None = None,
+    ):
         super().__init__(convert_to_tensors(dict(data or {}), tensor_type))
         self._encodings = encodings
         self._n_sequences = n_sequences
@@ -71,8 +81,9 @@ class BatchEncoding(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(f"BatchEncoding has no key {name!r}; it holds "
-                                 f"{list(self.keys())}") from None
+            raise AttributeError(
+                f"BatchEncoding has no key {name!r}; it holds {list(self.keys())}"
+            ) from None
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -81,12 +92,13 @@ class BatchEncoding(dict):
             return self._encodings[key]
         if isinstance(key, slice):
             return {k: v[key] for k, v in self.items()}
-        raise KeyError(f"BatchEncoding: no key {key!r}; use a name such as 'input_ids' or "
-                       "an int (the engine's Encoding of that batch item)")
+        raise KeyError(
+            f"BatchEncoding: no key {key!r}; use a name such as 'input_ids' or "
+            "an int (the engine's Encoding of that batch item)"
+        )
 
     def __getstate__(self):
-        return {"data": dict(self), "encodings": self._encodings,
-                "n_sequences": self._n_sequences}
+        return {"data": dict(self), "encodings": self._encodings, "n_sequences": self._n_sequences}
 
     def __setstate__(self, state):
         self.update(state["data"])
@@ -111,8 +123,10 @@ class BatchEncoding(dict):
 
     def _encoding(self, batch_index: int, what: str):
         if self._encodings is None:
-            raise ValueError(f"BatchEncoding.{what}() needs the engine's encodings; this one was "
-                             "built from a plain dict")
+            raise ValueError(
+                f"BatchEncoding.{what}() needs the engine's encodings; this one was "
+                "built from a plain dict"
+            )
         return self._encodings[batch_index]
 
     def tokens(self, batch_index: int = 0) -> list[str]:
@@ -127,23 +141,25 @@ class BatchEncoding(dict):
         """For each token, 0 or 1 for the first or second sequence (None for special tokens)."""
         return self._encoding(batch_index, "sequence_ids").sequence_ids
 
-    def char_to_token(self, batch_or_char_index: int, char_index: int | None = None,
-                      sequence_index: int = 0):
+    def char_to_token(
+        self, batch_or_char_index: int, char_index: int | None = None, sequence_index: int = 0
+    ):
         """The token holding a character of the input (None if it is a space)."""
         if char_index is None:
             batch_index, char_index = 0, batch_or_char_index
         else:
             batch_index = batch_or_char_index
-        return self._encoding(batch_index, "char_to_token").char_to_token(char_index,
-                                                                          sequence_index)
+        return self._encoding(batch_index, "char_to_token").char_to_token(
+            char_index, sequence_index
+        )
 
-    def convert_to_tensors(self, tensor_type) -> "BatchEncoding":
+    def convert_to_tensors(self, tensor_type) -> BatchEncoding:
         converted = convert_to_tensors(dict(self), tensor_type)
         self.clear()
         self.update(converted)
         return self
 
-    def to(self, device) -> "BatchEncoding":
+    def to(self, device) -> BatchEncoding:
         """Move tensors to `device` (NumPy arrays and lists stay as they are)."""
         for key, value in list(self.items()):
             if hasattr(value, "to") and not isinstance(value, np.ndarray):

@@ -16,8 +16,13 @@ import os
 from ember.io.atomic import atomic_write
 from ember.text.tokenization import PreTrainedTokenizerFast, require_tokenizers
 
-__all__ = ["BertTokenizer", "BertTokenizerFast", "DistilBertTokenizer",
-           "DistilBertTokenizerFast", "load_vocab"]
+__all__ = [
+    "BertTokenizer",
+    "BertTokenizerFast",
+    "DistilBertTokenizer",
+    "DistilBertTokenizerFast",
+    "load_vocab",
+]
 
 VOCAB_FILE = "vocab.txt"
 
@@ -50,17 +55,40 @@ class BertTokenizer(PreTrainedTokenizerFast):
 
     slow_tokenizer_class_name = "BertTokenizer"
 
-    def __init__(self, vocab_file: str | None = None, tokenizer_file: str | None = None, *,
-                 do_lower_case: bool = True, do_basic_tokenize: bool = True, never_split=None,
-                 unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]",
-                 mask_token="[MASK]", tokenize_chinese_chars: bool = True, strip_accents=None,
-                 tokenizer_object=None, **kwargs):
+    def __init__(
+        self,
+        vocab_file: str | None = None,
+        tokenizer_file: str | None = None,
+        *,
+        do_lower_case: bool = True,
+        do_basic_tokenize: bool = True,
+        never_split=None,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        tokenize_chinese_chars: bool = True,
+        strip_accents=None,
+        tokenizer_object=None,
+        **kwargs,
+    ):
         super().__init__(
-            tokenizer_object=tokenizer_object, tokenizer_file=tokenizer_file,
-            vocab_file=vocab_file, do_lower_case=do_lower_case,
-            do_basic_tokenize=do_basic_tokenize, never_split=never_split, unk_token=unk_token,
-            sep_token=sep_token, pad_token=pad_token, cls_token=cls_token, mask_token=mask_token,
-            tokenize_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents, **kwargs)
+            tokenizer_object=tokenizer_object,
+            tokenizer_file=tokenizer_file,
+            vocab_file=vocab_file,
+            do_lower_case=do_lower_case,
+            do_basic_tokenize=do_basic_tokenize,
+            never_split=never_split,
+            unk_token=unk_token,
+            sep_token=sep_token,
+            pad_token=pad_token,
+            cls_token=cls_token,
+            mask_token=mask_token,
+            tokenize_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents,
+            **kwargs,
+        )
         self.init_kwargs.pop("vocab_file", None)
         if tokenizer_file is not None or tokenizer_object is not None:
             self._align_normalizer(do_lower_case, strip_accents, tokenize_chinese_chars)
@@ -69,9 +97,17 @@ class BertTokenizer(PreTrainedTokenizerFast):
     def do_lower_case(self) -> bool:
         return bool(self.init_kwargs.get("do_lower_case", True))
 
-    def _build_backend(self, vocab_file=None, do_lower_case=True, tokenize_chinese_chars=True,
-                       strip_accents=None, unk_token="[UNK]", sep_token="[SEP]",
-                       cls_token="[CLS]", **_):
+    def _build_backend(
+        self,
+        vocab_file=None,
+        do_lower_case=True,
+        tokenize_chinese_chars=True,
+        strip_accents=None,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        cls_token="[CLS]",
+        **_,
+    ):
         if vocab_file is None:
             return None
         tokenizers = require_tokenizers()
@@ -81,19 +117,26 @@ class BertTokenizer(PreTrainedTokenizerFast):
         unk, sep, cls = (getattr(t, "content", t) for t in (unk_token, sep_token, cls_token))
         if unk not in vocab:
             raise ValueError(f"BertTokenizer: the unknown token {unk!r} is not in {vocab_file!r}")
-        backend = tokenizers.Tokenizer(models.WordPiece(
-            vocab, unk_token=unk, continuing_subword_prefix="##", max_input_chars_per_word=100))
+        backend = tokenizers.Tokenizer(
+            models.WordPiece(
+                vocab, unk_token=unk, continuing_subword_prefix="##", max_input_chars_per_word=100
+            )
+        )
         backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=tokenize_chinese_chars,
-            strip_accents=strip_accents, lowercase=do_lower_case)
+            clean_text=True,
+            handle_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents,
+            lowercase=do_lower_case,
+        )
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         missing = [t for t in (sep, cls) if t not in vocab]
         if missing:
-            raise ValueError(f"BertTokenizer: special tokens {missing} are not in "
-                             f"{vocab_file!r}")
+            raise ValueError(f"BertTokenizer: special tokens {missing} are not in {vocab_file!r}")
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-            special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])],
+        )
         backend.decoder = decoders.WordPiece(prefix="##")
         return backend
 
@@ -103,15 +146,21 @@ class BertTokenizer(PreTrainedTokenizerFast):
         state = json.loads(self._tokenizer.to_str()).get("normalizer") or {}
         if state.get("type") != "BertNormalizer":
             return
-        wanted = {"lowercase": do_lower_case, "strip_accents": strip_accents,
-                  "handle_chinese_chars": tokenize_chinese_chars}
+        wanted = {
+            "lowercase": do_lower_case,
+            "strip_accents": strip_accents,
+            "handle_chinese_chars": tokenize_chinese_chars,
+        }
         if all(state.get(k) == v for k, v in wanted.items()):
             return
         from tokenizers import normalizers
 
         self._tokenizer.normalizer = normalizers.BertNormalizer(
-            clean_text=state.get("clean_text", True), handle_chinese_chars=tokenize_chinese_chars,
-            strip_accents=strip_accents, lowercase=do_lower_case)
+            clean_text=state.get("clean_text", True),
+            handle_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents,
+            lowercase=do_lower_case,
+        )
 
     @classmethod
     def _from_vocabulary_files(cls, folder: str, config: dict):
@@ -119,7 +168,8 @@ class BertTokenizer(PreTrainedTokenizerFast):
         if not os.path.isfile(vocab_file):
             raise FileNotFoundError(
                 f"{cls.__name__}.from_pretrained: {folder!r} holds neither tokenizer.json nor "
-                f"vocab.txt; found {sorted(os.listdir(folder))}")
+                f"vocab.txt; found {sorted(os.listdir(folder))}"
+            )
         return cls(vocab_file=vocab_file, **config)
 
     def _save_vocabulary(self, folder: str) -> list[str]:
@@ -130,8 +180,10 @@ class BertTokenizer(PreTrainedTokenizerFast):
         path = os.path.join(folder, VOCAB_FILE)
         ordered = sorted(vocab.items(), key=lambda kv: kv[1])
         if [index for _, index in ordered] != list(range(len(ordered))):
-            raise ValueError("save_pretrained: the WordPiece vocabulary's ids are not 0..n-1; "
-                             "cannot write vocab.txt")
+            raise ValueError(
+                "save_pretrained: the WordPiece vocabulary's ids are not 0..n-1; "
+                "cannot write vocab.txt"
+            )
         with atomic_write(path, "w") as file:
             file.write("".join(f"{token}\n" for token, _ in ordered))
         return [path]

@@ -25,13 +25,20 @@ import numpy as np
 
 from ember.io.atomic import atomic_write
 from ember.io.hub import resolve_pretrained_folder
-from ember.text.batch_encoding import BatchEncoding, convert_to_tensors
+from ember.text.batch_encoding import BatchEncoding
 
-__all__ = ["PreTrainedTokenizerFast", "VERY_LARGE_INTEGER", "require_tokenizers"]
+__all__ = ["VERY_LARGE_INTEGER", "PreTrainedTokenizerFast", "require_tokenizers"]
 
 VERY_LARGE_INTEGER = int(1e30)  # "no maximum length", as in HuggingFace
-SPECIAL_TOKENS_ATTRIBUTES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
-                             "cls_token", "mask_token")
+SPECIAL_TOKENS_ATTRIBUTES = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
@@ -43,9 +50,11 @@ def require_tokenizers():
     try:
         import tokenizers
     except ImportError:
-        raise ImportError("ember.text needs the HuggingFace `tokenizers` package, which ember "
-                          "uses as its tokenizer engine: pip install 'ember[text]' (or "
-                          "pip install tokenizers)") from None
+        raise ImportError(
+            "ember.text needs the HuggingFace `tokenizers` package, which ember "
+            "uses as its tokenizer engine: pip install 'ember[text]' (or "
+            "pip install tokenizers)"
+        ) from None
     return tokenizers
 
 
@@ -68,9 +77,18 @@ def _read_json(path: str):
 
 def clean_up_tokenization(text: str) -> str:
     """Remove the spaces that decoding puts before punctuation and in English contractions."""
-    return (text.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
-            .replace(" ' ", "'").replace(" n't", "n't").replace(" 'm", "'m")
-            .replace(" 's", "'s").replace(" 've", "'ve").replace(" 're", "'re"))
+    return (
+        text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+    )
 
 
 def _id_list(ids, where: str) -> list[int]:
@@ -83,8 +101,10 @@ def _id_list(ids, where: str) -> list[int]:
         return [int(ids)]
     if isinstance(ids, (list, tuple)):
         return [int(i) for i in ids]
-    raise TypeError(f"{where}: expected token ids (an int, a list of ints, an array or a "
-                    f"tensor), got {type(ids).__name__}")
+    raise TypeError(
+        f"{where}: expected token ids (an int, a list of ints, an array or a "
+        f"tensor), got {type(ids).__name__}"
+    )
 
 
 class PreTrainedTokenizerFast:
@@ -105,11 +125,20 @@ class PreTrainedTokenizerFast:
     truncation_side = "right"
     slow_tokenizer_class_name: str | None = None
 
-    def __init__(self, tokenizer_object=None, tokenizer_file: str | None = None, *,
-                 model_max_length: int | None = None, padding_side: str | None = None,
-                 truncation_side: str | None = None, model_input_names: list | None = None,
-                 clean_up_tokenization_spaces: bool = False, name_or_path: str = "",
-                 additional_special_tokens=None, **kwargs):
+    def __init__(
+        self,
+        tokenizer_object=None,
+        tokenizer_file: str | None = None,
+        *,
+        model_max_length: int | None = None,
+        padding_side: str | None = None,
+        truncation_side: str | None = None,
+        model_input_names: list | None = None,
+        clean_up_tokenization_spaces: bool = False,
+        name_or_path: str = "",
+        additional_special_tokens=None,
+        **kwargs,
+    ):
         tokenizers = require_tokenizers()
         if tokenizer_object is not None:
             backend = copy.deepcopy(tokenizer_object)
@@ -118,30 +147,37 @@ class PreTrainedTokenizerFast:
         else:
             backend = self._build_backend(**kwargs)
         if backend is None:
-            raise ValueError(f"{type(self).__name__}: needs a tokenizer_file (tokenizer.json) or "
-                             "a tokenizers.Tokenizer object")
+            raise ValueError(
+                f"{type(self).__name__}: needs a tokenizer_file (tokenizer.json) or "
+                "a tokenizers.Tokenizer object"
+            )
         backend.no_truncation()
         backend.no_padding()
         self._tokenizer = backend
         self._engine_settings = (None, None)
         self.name_or_path = name_or_path
-        self.model_max_length = VERY_LARGE_INTEGER if model_max_length is None else int(
-            model_max_length)
+        self.model_max_length = (
+            VERY_LARGE_INTEGER if model_max_length is None else int(model_max_length)
+        )
         self.padding_side = padding_side or type(self).padding_side
         self.truncation_side = truncation_side or type(self).truncation_side
-        for side, name in ((self.padding_side, "padding_side"),
-                           (self.truncation_side, "truncation_side")):
+        for side, name in (
+            (self.padding_side, "padding_side"),
+            (self.truncation_side, "truncation_side"),
+        ):
             if side not in ("right", "left"):
-                raise ValueError(f"{type(self).__name__}: {name} should be 'right' or 'left', "
-                                 f"got {side!r}")
+                raise ValueError(
+                    f"{type(self).__name__}: {name} should be 'right' or 'left', got {side!r}"
+                )
         if model_input_names is not None:
             self.model_input_names = list(model_input_names)
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self._special_tokens: dict[str, str | None] = {}
         for attribute in SPECIAL_TOKENS_ATTRIBUTES:
             self._special_tokens[attribute] = _token_content(kwargs.pop(attribute, None))
-        self._additional_special_tokens = [_token_content(t) for t in
-                                           (additional_special_tokens or [])]
+        self._additional_special_tokens = [
+            _token_content(t) for t in (additional_special_tokens or [])
+        ]
         # Special tokens are whole tokens of the engine: never split, marked special (a
         # no-op for those a tokenizer.json already lists).
         if self.all_special_tokens:
@@ -162,13 +198,22 @@ class PreTrainedTokenizerFast:
             >>> tokenizer = BertTokenizer.from_pretrained("path/to/bert")  # doctest: +SKIP
         """
         if init_inputs:
-            raise TypeError(f"{cls.__name__}.from_pretrained: unexpected positional arguments "
-                            f"{init_inputs!r}")
-        for ignored in ("cache_dir", "revision", "local_files_only", "use_fast", "token",
-                        "trust_remote_code", "force_download"):
+            raise TypeError(
+                f"{cls.__name__}.from_pretrained: unexpected positional arguments {init_inputs!r}"
+            )
+        for ignored in (
+            "cache_dir",
+            "revision",
+            "local_files_only",
+            "use_fast",
+            "token",
+            "trust_remote_code",
+            "force_download",
+        ):
             kwargs.pop(ignored, None)
-        folder = resolve_pretrained_folder(pretrained_model_name_or_path,
-                                           f"{cls.__name__}.from_pretrained")
+        folder = resolve_pretrained_folder(
+            pretrained_model_name_or_path, f"{cls.__name__}.from_pretrained"
+        )
         config = cls._folder_config(folder)
         config.update(kwargs)
         return cls._from_config(folder, config)
@@ -183,9 +228,17 @@ class PreTrainedTokenizerFast:
         if os.path.isfile(path):
             for key, value in _read_json(path).items():
                 config[key] = value
-        for key in ("tokenizer_class", "auto_map", "added_tokens_decoder", "name_or_path",
-                    "tokenizer_file", "special_tokens_map_file", "backend", "is_local",
-                    "extra_special_tokens"):
+        for key in (
+            "tokenizer_class",
+            "auto_map",
+            "added_tokens_decoder",
+            "name_or_path",
+            "tokenizer_file",
+            "special_tokens_map_file",
+            "backend",
+            "is_local",
+            "extra_special_tokens",
+        ):
             config.pop(key, None)
         config["name_or_path"] = folder
         return config
@@ -199,17 +252,25 @@ class PreTrainedTokenizerFast:
 
     @classmethod
     def _from_vocabulary_files(cls, folder: str, config: dict):
-        raise FileNotFoundError(f"{cls.__name__}.from_pretrained: {folder!r} holds no "
-                                f"{TOKENIZER_FILE}; found {sorted(os.listdir(folder))}")
+        raise FileNotFoundError(
+            f"{cls.__name__}.from_pretrained: {folder!r} holds no "
+            f"{TOKENIZER_FILE}; found {sorted(os.listdir(folder))}"
+        )
 
     def _config_to_save(self) -> dict:
-        config = {key: value for key, value in self.init_kwargs.items()
-                  if isinstance(value, (str, int, float, bool, type(None), list, dict))}
+        config = {
+            key: value
+            for key, value in self.init_kwargs.items()
+            if isinstance(value, (str, int, float, bool, type(None), list, dict))
+        }
         config.update(
             tokenizer_class=self.slow_tokenizer_class_name or type(self).__name__,
-            model_max_length=self.model_max_length, padding_side=self.padding_side,
-            truncation_side=self.truncation_side, model_input_names=self.model_input_names,
-            clean_up_tokenization_spaces=self.clean_up_tokenization_spaces)
+            model_max_length=self.model_max_length,
+            padding_side=self.padding_side,
+            truncation_side=self.truncation_side,
+            model_input_names=self.model_input_names,
+            clean_up_tokenization_spaces=self.clean_up_tokenization_spaces,
+        )
         config.update(self.special_tokens_map)
         return config
 
@@ -345,15 +406,18 @@ class PreTrainedTokenizerFast:
         for key, value in special_tokens_dict.items():
             if key == "additional_special_tokens":
                 values = [_token_content(v) for v in value]
-                self._additional_special_tokens = list(dict.fromkeys(
-                    self._additional_special_tokens + values))
+                self._additional_special_tokens = list(
+                    dict.fromkeys(self._additional_special_tokens + values)
+                )
                 self._tokenizer.add_special_tokens(values)
             elif key in SPECIAL_TOKENS_ATTRIBUTES:
                 setattr(self, key, value)
             else:
-                raise ValueError(f"add_special_tokens: unknown key {key!r}; expected one of "
-                                 f"{list(SPECIAL_TOKENS_ATTRIBUTES)} or "
-                                 "'additional_special_tokens'")
+                raise ValueError(
+                    f"add_special_tokens: unknown key {key!r}; expected one of "
+                    f"{list(SPECIAL_TOKENS_ATTRIBUTES)} or "
+                    "'additional_special_tokens'"
+                )
         return len(self) - before
 
     def convert_tokens_to_ids(self, tokens):
@@ -373,33 +437,46 @@ class PreTrainedTokenizerFast:
         if isinstance(ids, (int, np.integer)):
             return self._tokenizer.id_to_token(int(ids))
         special = set(self.all_special_ids) if skip_special_tokens else ()
-        return [self._tokenizer.id_to_token(i) for i in _id_list(ids, "convert_ids_to_tokens")
-                if i not in special]
+        return [
+            self._tokenizer.id_to_token(i)
+            for i in _id_list(ids, "convert_ids_to_tokens")
+            if i not in special
+        ]
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        return self._tokenizer.decoder.decode(tokens) if self._tokenizer.decoder else " ".join(
-            tokens)
+        return (
+            self._tokenizer.decoder.decode(tokens) if self._tokenizer.decoder else " ".join(tokens)
+        )
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         return self._tokenizer.num_special_tokens_to_add(pair)
 
     # ------------------------------------------------------------------ encoding
 
-    def _set_engine(self, truncation, max_length, stride, padding, pad_to_multiple_of,
-                    padding_side):
+    def _set_engine(
+        self, truncation, max_length, stride, padding, pad_to_multiple_of, padding_side
+    ):
         """Set the engine's truncation and padding for one call (Note [Tokenizer engine])."""
         if truncation is None:
             want_truncation = None
         else:
-            want_truncation = {"max_length": max_length, "stride": stride,
-                               "strategy": truncation, "direction": self.truncation_side}
+            want_truncation = {
+                "max_length": max_length,
+                "stride": stride,
+                "strategy": truncation,
+                "direction": self.truncation_side,
+            }
         if padding is None:  # no padding; -1: to the longest of the batch; n: to length n
             want_padding = None
         else:
-            want_padding = {"length": None if padding == -1 else padding, "pad_to_multiple_of": pad_to_multiple_of,
-                            "pad_id": self.pad_token_id, "pad_token": self.pad_token,
-                            "pad_type_id": self.pad_token_type_id,
-                            "direction": padding_side or self.padding_side}
+            want_padding = {
+                "length": None if padding == -1 else padding,
+                "pad_to_multiple_of": pad_to_multiple_of,
+                "pad_id": self.pad_token_id,
+                "pad_token": self.pad_token,
+                "pad_type_id": self.pad_token_type_id,
+                "direction": padding_side or self.padding_side,
+            }
         if self._engine_settings == (want_truncation, want_padding):
             return
         if want_truncation is None:
@@ -412,8 +489,9 @@ class PreTrainedTokenizerFast:
             self._tokenizer.enable_padding(**want_padding)
         self._engine_settings = (want_truncation, want_padding)
 
-    def _resolve_lengths(self, padding, truncation, max_length, where: str,
-                         pad_to_multiple_of: int | None = None):
+    def _resolve_lengths(
+        self, padding, truncation, max_length, where: str, pad_to_multiple_of: int | None = None
+    ):
         """HuggingFace's rules for padding / truncation / max_length -> engine settings."""
         if padding is True or padding == "longest":
             padding_length = "longest"
@@ -422,8 +500,10 @@ class PreTrainedTokenizerFast:
         elif padding == "max_length":
             padding_length = "max_length"
         else:
-            raise ValueError(f"{where}: padding should be True, False, 'longest', 'max_length' "
-                             f"or 'do_not_pad', got {padding!r}")
+            raise ValueError(
+                f"{where}: padding should be True, False, 'longest', 'max_length' "
+                f"or 'do_not_pad', got {padding!r}"
+            )
         if truncation is None and max_length is not None and padding_length is None:
             truncation = "longest_first"  # as HuggingFace: max_length alone means truncate
         if truncation is True:
@@ -431,9 +511,11 @@ class PreTrainedTokenizerFast:
         elif truncation is False or truncation is None or truncation == "do_not_truncate":
             truncation = None
         elif truncation not in _TRUNCATION_STRATEGIES:
-            raise ValueError(f"{where}: truncation should be True, False, 'longest_first', "
-                             f"'only_first', 'only_second' or 'do_not_truncate', got "
-                             f"{truncation!r}")
+            raise ValueError(
+                f"{where}: truncation should be True, False, 'longest_first', "
+                f"'only_first', 'only_second' or 'do_not_truncate', got "
+                f"{truncation!r}"
+            )
         if max_length is None:
             limit = self.model_max_length if self.model_max_length < VERY_LARGE_INTEGER else None
             if padding_length == "max_length":
@@ -442,17 +524,27 @@ class PreTrainedTokenizerFast:
                 truncation = None
             max_length = limit
         elif not isinstance(max_length, (int, np.integer)) or max_length < 0:
-            raise ValueError(f"{where}: max_length should be a non-negative int, got "
-                             f"{max_length!r}")
+            raise ValueError(
+                f"{where}: max_length should be a non-negative int, got {max_length!r}"
+            )
         if padding_length is not None and self.pad_token_id is None:
-            raise ValueError(f"{where}: asked to pad, but this tokenizer has no pad_token; set one "
-                             "(tokenizer.pad_token = tokenizer.eos_token, or "
-                             "tokenizer.add_special_tokens({'pad_token': '[PAD]'}))")
-        if (truncation is not None and padding_length is not None and pad_to_multiple_of
-                and max_length is not None and max_length % pad_to_multiple_of):
-            raise ValueError(f"{where}: truncation and padding are both on, but the truncation "
-                             f"length {max_length} is not a multiple of pad_to_multiple_of "
-                             f"{pad_to_multiple_of}")
+            raise ValueError(
+                f"{where}: asked to pad, but this tokenizer has no pad_token; set one "
+                "(tokenizer.pad_token = tokenizer.eos_token, or "
+                "tokenizer.add_special_tokens({'pad_token': '[PAD]'}))"
+            )
+        if (
+            truncation is not None
+            and padding_length is not None
+            and pad_to_multiple_of
+            and max_length is not None
+            and max_length % pad_to_multiple_of
+        ):
+            raise ValueError(
+                f"{where}: truncation and padding are both on, but the truncation "
+                f"length {max_length} is not a multiple of pad_to_multiple_of "
+                f"{pad_to_multiple_of}"
+            )
         engine_padding = None
         if padding_length == "longest":
             engine_padding = -1
@@ -460,15 +552,29 @@ class PreTrainedTokenizerFast:
             engine_padding = int(max_length)
         return truncation, max_length, engine_padding
 
-    def __call__(self, text=None, text_pair=None, *, add_special_tokens: bool = True,
-                 padding=False, truncation=None, max_length: int | None = None, stride: int = 0,
-                 is_split_into_words: bool = False, pad_to_multiple_of: int | None = None,
-                 padding_side: str | None = None, return_tensors=None,
-                 return_token_type_ids: bool | None = None,
-                 return_attention_mask: bool | None = None,
-                 return_overflowing_tokens: bool = False,
-                 return_special_tokens_mask: bool = False, return_offsets_mapping: bool = False,
-                 return_length: bool = False, verbose: bool = True, **kwargs) -> BatchEncoding:
+    def __call__(
+        self,
+        text=None,
+        text_pair=None,
+        *,
+        add_special_tokens: bool = True,
+        padding=False,
+        truncation=None,
+        max_length: int | None = None,
+        stride: int = 0,
+        is_split_into_words: bool = False,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_tensors=None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
+        verbose: bool = True,
+        **kwargs,
+    ) -> BatchEncoding:
         """Tokenize a string, a pair, or a batch of either.
 
         Args:
@@ -495,20 +601,31 @@ class PreTrainedTokenizerFast:
             raise ValueError(f"{where}: expected text (a str, a list of str, or pairs), got None")
         batch, batched = self._as_batch(text, text_pair, is_split_into_words, where)
         truncation, max_length, engine_padding = self._resolve_lengths(
-            padding, truncation, max_length, where, pad_to_multiple_of)
-        self._set_engine(truncation, max_length, stride, engine_padding, pad_to_multiple_of,
-                         padding_side)
+            padding, truncation, max_length, where, pad_to_multiple_of
+        )
+        self._set_engine(
+            truncation, max_length, stride, engine_padding, pad_to_multiple_of, padding_side
+        )
         try:
             encodings = self._tokenizer.encode_batch(
-                batch, add_special_tokens=add_special_tokens,
-                is_pretokenized=is_split_into_words)
+                batch, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
+            )
         except Exception as error:  # the engine's errors are plain Exceptions
             raise ValueError(f"{where}: the tokenizer engine failed: {error}") from None
         return self._to_batch_encoding(
-            encodings, batched, return_tensors, return_token_type_ids, return_attention_mask,
-            return_overflowing_tokens, return_special_tokens_mask, return_offsets_mapping,
-            return_length, n_sequences=2 if text_pair is not None or (
-                batch and isinstance(batch[0], tuple)) else 1)
+            encodings,
+            batched,
+            return_tensors,
+            return_token_type_ids,
+            return_attention_mask,
+            return_overflowing_tokens,
+            return_special_tokens_mask,
+            return_offsets_mapping,
+            return_length,
+            n_sequences=2
+            if text_pair is not None or (batch and isinstance(batch[0], tuple))
+            else 1,
+        )
 
     @staticmethod
     def _is_words(value) -> bool:
@@ -516,17 +633,23 @@ class PreTrainedTokenizerFast:
 
     def _as_batch(self, text, text_pair, is_split_into_words: bool, where: str):
         """(a list of engine inputs, whether the call was batched)."""
+
         def check_single(value, name):
             ok = self._is_words(value) if is_split_into_words else isinstance(value, str)
             if not ok:
                 expected = "a list of words (str)" if is_split_into_words else "a str"
-                raise TypeError(f"{where}: each {name} should be {expected}, got "
-                                f"{type(value).__name__}: {str(value)[:80]!r}")
+                raise TypeError(
+                    f"{where}: each {name} should be {expected}, got "
+                    f"{type(value).__name__}: {str(value)[:80]!r}"
+                )
             return value
 
         if is_split_into_words:
-            batched = isinstance(text, (list, tuple)) and bool(text) and isinstance(
-                text[0], (list, tuple))
+            batched = (
+                isinstance(text, (list, tuple))
+                and bool(text)
+                and isinstance(text[0], (list, tuple))
+            )
         else:
             batched = isinstance(text, (list, tuple))
         if not batched:
@@ -536,18 +659,27 @@ class PreTrainedTokenizerFast:
             return [(first, check_single(text_pair, "text_pair"))], False
         if text_pair is not None:
             if not isinstance(text_pair, (list, tuple)) or len(text_pair) != len(text):
-                raise ValueError(f"{where}: text_pair should be a list as long as text "
-                                 f"({len(text)}), got {type(text_pair).__name__}"
-                                 + (f" of length {len(text_pair)}" if isinstance(
-                                     text_pair, (list, tuple)) else ""))
-            return [(check_single(a, "text"), check_single(b, "text_pair"))
-                    for a, b in zip(text, text_pair)], True
+                raise ValueError(
+                    f"{where}: text_pair should be a list as long as text "
+                    f"({len(text)}), got {type(text_pair).__name__}"
+                    + (
+                        f" of length {len(text_pair)}"
+                        if isinstance(text_pair, (list, tuple))
+                        else ""
+                    )
+                )
+            return [
+                (check_single(a, "text"), check_single(b, "text_pair"))
+                for a, b in zip(text, text_pair)
+            ], True
         batch = []
         for item in text:
             if isinstance(item, (list, tuple)) and not is_split_into_words:
                 if len(item) != 2:
-                    raise ValueError(f"{where}: a batch item that is a list/tuple must be a "
-                                     f"pair (2 texts), got {len(item)} items")
+                    raise ValueError(
+                        f"{where}: a batch item that is a list/tuple must be a "
+                        f"pair (2 texts), got {len(item)} items"
+                    )
                 batch.append((check_single(item[0], "text"), check_single(item[1], "text_pair")))
             elif is_split_into_words and item and isinstance(item[0], (list, tuple)):
                 batch.append((check_single(item[0], "text"), check_single(item[1], "text_pair")))
@@ -555,10 +687,19 @@ class PreTrainedTokenizerFast:
                 batch.append(check_single(item, "text"))
         return batch, True
 
-    def _to_batch_encoding(self, encodings, batched, return_tensors, return_token_type_ids,
-                           return_attention_mask, return_overflowing_tokens,
-                           return_special_tokens_mask, return_offsets_mapping, return_length,
-                           n_sequences):
+    def _to_batch_encoding(
+        self,
+        encodings,
+        batched,
+        return_tensors,
+        return_token_type_ids,
+        return_attention_mask,
+        return_overflowing_tokens,
+        return_special_tokens_mask,
+        return_offsets_mapping,
+        return_length,
+        n_sequences,
+    ):
         if return_token_type_ids is None:
             return_token_type_ids = "token_type_ids" in self.model_input_names
         if return_attention_mask is None:
@@ -585,10 +726,11 @@ class PreTrainedTokenizerFast:
             data["overflow_to_sample_mapping"] = sample_mapping
         if not batched and return_tensors is None and not return_overflowing_tokens:
             # as HuggingFace: per-token lists lose the batch axis, per-sequence values keep it
-            data = {key: value[0] if value and isinstance(value[0], list) else value
-                    for key, value in data.items()}
-        return BatchEncoding(data, encodings, tensor_type=return_tensors,
-                             n_sequences=n_sequences)
+            data = {
+                key: value[0] if value and isinstance(value[0], list) else value
+                for key, value in data.items()
+            }
+        return BatchEncoding(data, encodings, tensor_type=return_tensors, n_sequences=n_sequences)
 
     def encode(self, text, text_pair=None, add_special_tokens: bool = True, **kwargs):
         """The input ids of one text (or pair): a list, or a (1, n) tensor with return_tensors.
@@ -605,8 +747,9 @@ class PreTrainedTokenizerFast:
     def batch_encode_plus(self, batch_text_or_text_pairs, **kwargs) -> BatchEncoding:
         return self(list(batch_text_or_text_pairs), **kwargs)
 
-    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False,
-                 **kwargs) -> list[str]:
+    def tokenize(
+        self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs
+    ) -> list[str]:
         """The tokens (strings) of a text, without special tokens unless asked.
 
         Example:
@@ -617,24 +760,32 @@ class PreTrainedTokenizerFast:
 
     # ------------------------------------------------------------------ special tokens around ids
 
-    def build_inputs_with_special_tokens(self, token_ids_0: list[int],
-                                         token_ids_1: list[int] | None = None) -> list[int]:
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         """[CLS] A [SEP] (B [SEP]) for BERT-style tokenizers."""
         cls, sep = self.cls_token_id, self.sep_token_id
         if cls is None or sep is None:
-            raise NotImplementedError(f"{type(self).__name__}.build_inputs_with_special_tokens: "
-                                      "needs cls_token and sep_token")
+            raise NotImplementedError(
+                f"{type(self).__name__}.build_inputs_with_special_tokens: "
+                "needs cls_token and sep_token"
+            )
         if token_ids_1 is None:
             return [cls, *token_ids_0, sep]
         return [cls, *token_ids_0, sep, *token_ids_1, sep]
 
-    def create_token_type_ids_from_sequences(self, token_ids_0: list[int],
-                                             token_ids_1: list[int] | None = None) -> list[int]:
+    def create_token_type_ids_from_sequences(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         first = [0] * (len(token_ids_0) + 2)
         return first if token_ids_1 is None else first + [1] * (len(token_ids_1) + 1)
 
-    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
-                                already_has_special_tokens: bool = False) -> list[int]:
+    def get_special_tokens_mask(
+        self,
+        token_ids_0: list[int],
+        token_ids_1: list[int] | None = None,
+        already_has_special_tokens: bool = False,
+    ) -> list[int]:
         """1 for special tokens, 0 for sequence tokens."""
         if already_has_special_tokens:
             special = set(self.all_special_ids)
@@ -645,10 +796,17 @@ class PreTrainedTokenizerFast:
 
     # ------------------------------------------------------------------ padding lists
 
-    def pad(self, encoded_inputs, padding=True, max_length: int | None = None,
-            pad_to_multiple_of: int | None = None, padding_side: str | None = None,
-            return_attention_mask: bool | None = None, return_tensors=None,
-            verbose: bool = True) -> BatchEncoding:
+    def pad(
+        self,
+        encoded_inputs,
+        padding=True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors=None,
+        verbose: bool = True,
+    ) -> BatchEncoding:
         """Pad already-tokenized inputs (a list of dicts, or a dict of lists), as collators do.
 
         input_ids are padded with pad_token_id, token_type_ids with pad_token_type_id,
@@ -661,25 +819,32 @@ class PreTrainedTokenizerFast:
                    [1, 1, 1]])
         """
         where = f"{type(self).__name__}.pad"
-        if isinstance(encoded_inputs, (list, tuple)) and encoded_inputs and isinstance(
-                encoded_inputs[0], dict):
-            encoded_inputs = {key: [item[key] for item in encoded_inputs]
-                              for key in encoded_inputs[0]}
+        if (
+            isinstance(encoded_inputs, (list, tuple))
+            and encoded_inputs
+            and isinstance(encoded_inputs[0], dict)
+        ):
+            encoded_inputs = {
+                key: [item[key] for item in encoded_inputs] for key in encoded_inputs[0]
+            }
         if not isinstance(encoded_inputs, dict) or "input_ids" not in encoded_inputs:
-            raise ValueError(f"{where}: expected a dict with 'input_ids' or a list of such "
-                             f"dicts, got {type(encoded_inputs).__name__}")
+            raise ValueError(
+                f"{where}: expected a dict with 'input_ids' or a list of such "
+                f"dicts, got {type(encoded_inputs).__name__}"
+            )
         ids = encoded_inputs["input_ids"]
-        single = bool(ids) and not isinstance(_first(ids), (list, tuple, np.ndarray)) and not (
-            hasattr(_first(ids), "shape"))
-        batch = {key: [value] if single else list(value) for key, value in
-                 encoded_inputs.items()}
+        single = (
+            bool(ids)
+            and not isinstance(_first(ids), (list, tuple, np.ndarray))
+            and not (hasattr(_first(ids), "shape"))
+        )
+        batch = {key: [value] if single else list(value) for key, value in encoded_inputs.items()}
         rows = [_id_list(row, where) for row in batch["input_ids"]]
         if return_attention_mask is None:
             return_attention_mask = "attention_mask" in self.model_input_names
         if return_attention_mask and "attention_mask" not in batch:
             batch["attention_mask"] = [[1] * len(row) for row in rows]
-        truncation, max_length, engine_padding = self._resolve_lengths(
-            padding, False, max_length, where)
+        _, max_length, engine_padding = self._resolve_lengths(padding, False, max_length, where)
         if engine_padding is None:
             target = None
         elif engine_padding == -1:
@@ -689,11 +854,17 @@ class PreTrainedTokenizerFast:
         if target is not None and pad_to_multiple_of:
             target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
         side = padding_side or self.padding_side
-        fill = {"input_ids": self.pad_token_id, "token_type_ids": self.pad_token_type_id,
-                "attention_mask": 0, "special_tokens_mask": 1}
+        fill = {
+            "input_ids": self.pad_token_id,
+            "token_type_ids": self.pad_token_type_id,
+            "attention_mask": 0,
+            "special_tokens_mask": 1,
+        }
         if target is not None and self.pad_token_id is None:
-            raise ValueError(f"{where}: this tokenizer has no pad_token; set one with "
-                             "tokenizer.pad_token = ... before padding")
+            raise ValueError(
+                f"{where}: this tokenizer has no pad_token; set one with "
+                "tokenizer.pad_token = ... before padding"
+            )
         out = {}
         for key, values in batch.items():
             if key not in fill and key != "offset_mapping" or target is None:
@@ -713,8 +884,13 @@ class PreTrainedTokenizerFast:
 
     # ------------------------------------------------------------------ decoding
 
-    def decode(self, token_ids, skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool | None = None, **kwargs) -> str:
+    def decode(
+        self,
+        token_ids,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        **kwargs,
+    ) -> str:
         """Text from ids (a list, an array or a tensor).
 
         Example:
@@ -724,27 +900,40 @@ class PreTrainedTokenizerFast:
         """
         ids = _id_list(token_ids, f"{type(self).__name__}.decode")
         if ids and isinstance(ids[0], list):
-            raise ValueError(f"{type(self).__name__}.decode: got a batch of sequences; use "
-                             "batch_decode")
+            raise ValueError(
+                f"{type(self).__name__}.decode: got a batch of sequences; use batch_decode"
+            )
         text = self._tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         return clean_up_tokenization(text) if clean_up_tokenization_spaces else text
 
-    def batch_decode(self, sequences, skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool | None = None, **kwargs) -> list[str]:
+    def batch_decode(
+        self,
+        sequences,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        **kwargs,
+    ) -> list[str]:
         """`decode` of each sequence of a batch (a list of lists, a 2-d array or tensor)."""
         if hasattr(sequences, "__array__") and not isinstance(sequences, (np.ndarray, list)):
             sequences = np.asarray(sequences)
-        return [self.decode(s, skip_special_tokens=skip_special_tokens,
-                            clean_up_tokenization_spaces=clean_up_tokenization_spaces)
-                for s in sequences]
+        return [
+            self.decode(
+                s,
+                skip_special_tokens=skip_special_tokens,
+                clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            )
+            for s in sequences
+        ]
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(name_or_path={self.name_or_path!r}, "
-                f"vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
-                f"padding_side={self.padding_side!r}, truncation_side={self.truncation_side!r}, "
-                f"special_tokens={self.special_tokens_map})")
+        return (
+            f"{type(self).__name__}(name_or_path={self.name_or_path!r}, "
+            f"vocab_size={self.vocab_size}, model_max_length={self.model_max_length}, "
+            f"padding_side={self.padding_side!r}, truncation_side={self.truncation_side!r}, "
+            f"special_tokens={self.special_tokens_map})"
+        )
 
 
 def _first(values):

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-__all__ = ["SummaryWriter", "EventFileWriter", "crc32c"]
+__all__ = ["EventFileWriter", "SummaryWriter", "crc32c"]
 
 # --------------------------------------------------------------------------- CRC32C
 
@@ -71,8 +71,12 @@ def _masked_crc(data: bytes) -> int:
 def tfrecord(data: bytes) -> bytes:
     """One TFRecord: framed and checksummed (Note [Event files])."""
     header = struct.pack("<Q", len(data))
-    return (header + struct.pack("<I", _masked_crc(header)) + data
-            + struct.pack("<I", _masked_crc(data)))
+    return (
+        header
+        + struct.pack("<I", _masked_crc(header))
+        + data
+        + struct.pack("<I", _masked_crc(data))
+    )
 
 
 # --------------------------------------------------------------------------- protobuf
@@ -112,8 +116,13 @@ def _field_packed_doubles(field: int, values) -> bytes:
     return _field_bytes(field, np.asarray(values, dtype="<f8").tobytes())
 
 
-def _event(wall_time: float, step: int | None = None, *, file_version: str | None = None,
-           summary_values: list[bytes] = ()) -> bytes:
+def _event(
+    wall_time: float,
+    step: int | None = None,
+    *,
+    file_version: str | None = None,
+    summary_values: list[bytes] = (),
+) -> bytes:
     message = _field_double(1, wall_time)
     if step is not None:
         message += _field_varint(2, step)
@@ -143,15 +152,22 @@ class EventFileWriter:
     _counter = 0
     _counter_lock = threading.Lock()
 
-    def __init__(self, log_dir: str | os.PathLike, max_queue: int = 10, flush_secs: float = 120,
-                 filename_suffix: str = ""):
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        filename_suffix: str = "",
+    ):
         self.log_dir = os.fspath(log_dir)
         os.makedirs(self.log_dir, exist_ok=True)
         with EventFileWriter._counter_lock:
             EventFileWriter._counter += 1
             number = EventFileWriter._counter
-        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                f"{os.getpid()}.{number}{filename_suffix}")
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{number}{filename_suffix}"
+        )
         self.path = os.path.join(self.log_dir, name)
         self._file = open(self.path, "wb")
         self._pending: list[bytes] = []
@@ -199,8 +215,9 @@ def _scalar(value, where: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{where}: expected a number or a one-element tensor, got "
-                        f"{type(value).__name__}") from None
+        raise TypeError(
+            f"{where}: expected a number or a one-element tensor, got {type(value).__name__}"
+        ) from None
 
 
 def _as_array(values, where: str) -> np.ndarray:
@@ -209,8 +226,9 @@ def _as_array(values, where: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
-        raise TypeError(f"{where}: expected numbers (a tensor, array or list), got "
-                        f"{type(values).__name__}") from None
+        raise TypeError(
+            f"{where}: expected numbers (a tensor, array or list), got {type(values).__name__}"
+        ) from None
 
 
 def _tensorflow_bucket_limits() -> np.ndarray:
@@ -237,8 +255,9 @@ def _histogram(values: np.ndarray, bins, max_bins: int | None) -> bytes:
             _TF_LIMITS = _tensorflow_bucket_limits()
         limits = _TF_LIMITS
         # bucket i holds limits[i-1] <= v < limits[i]
-        counts = np.bincount(np.searchsorted(limits, values, side="right"),
-                             minlength=limits.size)[: limits.size]
+        counts = np.bincount(np.searchsorted(limits, values, side="right"), minlength=limits.size)[
+            : limits.size
+        ]
     else:
         counts, edges = np.histogram(values, bins=bins)
         limits = edges[1:]
@@ -251,10 +270,15 @@ def _histogram(values: np.ndarray, bins, max_bins: int | None) -> bytes:
     # filled bucket's left edge (the previous limit) is in the proto.
     nonzero = counts > 0
     keep = nonzero | np.append(nonzero[1:], False)
-    message = (_field_double(1, values.min()) + _field_double(2, values.max())
-               + _field_double(3, values.size) + _field_double(4, values.sum())
-               + _field_double(5, float(np.dot(values, values)))
-               + _field_packed_doubles(6, limits[keep]) + _field_packed_doubles(7, counts[keep]))
+    message = (
+        _field_double(1, values.min())
+        + _field_double(2, values.max())
+        + _field_double(3, values.size)
+        + _field_double(4, values.sum())
+        + _field_double(5, float(np.dot(values, values)))
+        + _field_packed_doubles(6, limits[keep])
+        + _field_packed_doubles(7, counts[keep])
+    )
     return message
 
 
@@ -279,18 +303,26 @@ class SummaryWriter:
         ...         writer.add_scalar("loss", 1.0 / (step + 1), step)
     """
 
-    def __init__(self, log_dir: str | os.PathLike | None = None, comment: str = "",
-                 purge_step: int | None = None, max_queue: int = 10, flush_secs: float = 120,
-                 filename_suffix: str = ""):
+    def __init__(
+        self,
+        log_dir: str | os.PathLike | None = None,
+        comment: str = "",
+        purge_step: int | None = None,
+        max_queue: int = 10,
+        flush_secs: float = 120,
+        filename_suffix: str = "",
+    ):
         if log_dir is None:
             stamp = time.strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", f"{stamp}_{socket.gethostname()}{comment}")
         if purge_step is not None:
-            raise NotImplementedError("SummaryWriter: purge_step is not supported; start a new "
-                                      "log_dir instead")
+            raise NotImplementedError(
+                "SummaryWriter: purge_step is not supported; start a new log_dir instead"
+            )
         self.log_dir = os.fspath(log_dir)
-        self._options = dict(max_queue=max_queue, flush_secs=flush_secs,
-                             filename_suffix=filename_suffix)
+        self._options = dict(
+            max_queue=max_queue, flush_secs=flush_secs, filename_suffix=filename_suffix
+        )
         self._writer: EventFileWriter | None = EventFileWriter(self.log_dir, **self._options)
         self._sub_writers: dict[str, EventFileWriter] = {}
 
@@ -306,11 +338,11 @@ class SummaryWriter:
     def _add(self, value: bytes, global_step, walltime, writer: EventFileWriter | None = None):
         step = None if global_step is None else int(_scalar(global_step, "global_step"))
         wall_time = time.time() if walltime is None else float(walltime)
-        (writer or self._file_writer()).add_event(
-            _event(wall_time, step, summary_values=[value]))
+        (writer or self._file_writer()).add_event(_event(wall_time, step, summary_values=[value]))
 
-    def add_scalar(self, tag: str, scalar_value, global_step: int | None = None,
-                   walltime: float | None = None) -> None:
+    def add_scalar(
+        self, tag: str, scalar_value, global_step: int | None = None, walltime: float | None = None
+    ) -> None:
         """Log one number (a float, int, NumPy scalar or one-element tensor) under `tag`.
 
         Example:
@@ -323,8 +355,13 @@ class SummaryWriter:
         value = _scalar(scalar_value, f"add_scalar({tag!r})")
         self._add(_field_bytes(1, tag.encode()) + _field_float(2, value), global_step, walltime)
 
-    def add_scalars(self, main_tag: str, tag_scalar_dict: dict, global_step: int | None = None,
-                    walltime: float | None = None) -> None:
+    def add_scalars(
+        self,
+        main_tag: str,
+        tag_scalar_dict: dict,
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
         """Log several related numbers on one chart; each key is written to its own run folder
         `<log_dir>/<main_tag>_<key>` under the tag `main_tag`, as PyTorch does.
 
@@ -335,8 +372,10 @@ class SummaryWriter:
         """
         _check_tag(main_tag, "add_scalars")
         if not isinstance(tag_scalar_dict, dict):
-            raise TypeError(f"add_scalars: expected a dict of name -> number, got "
-                            f"{type(tag_scalar_dict).__name__}")
+            raise TypeError(
+                f"add_scalars: expected a dict of name -> number, got "
+                f"{type(tag_scalar_dict).__name__}"
+            )
         self._file_writer()
         for key, scalar_value in tag_scalar_dict.items():
             folder = os.path.join(self.log_dir, f"{main_tag}_{key}".replace("/", "_"))
@@ -344,12 +383,22 @@ class SummaryWriter:
             if writer is None:
                 writer = self._sub_writers[folder] = EventFileWriter(folder, **self._options)
             value = _scalar(scalar_value, f"add_scalars({main_tag!r}, {key!r})")
-            self._add(_field_bytes(1, main_tag.encode()) + _field_float(2, value),
-                      global_step, walltime, writer)
+            self._add(
+                _field_bytes(1, main_tag.encode()) + _field_float(2, value),
+                global_step,
+                walltime,
+                writer,
+            )
 
-    def add_histogram(self, tag: str, values, global_step: int | None = None,
-                      bins="tensorflow", walltime: float | None = None,
-                      max_bins: int | None = None) -> None:
+    def add_histogram(
+        self,
+        tag: str,
+        values,
+        global_step: int | None = None,
+        bins="tensorflow",
+        walltime: float | None = None,
+        max_bins: int | None = None,
+    ) -> None:
         """Log the distribution of `values` (a tensor, array or list of numbers).
 
         `bins` is 'tensorflow' (TensorFlow's exponential buckets), or anything `numpy.histogram`
@@ -365,8 +414,13 @@ class SummaryWriter:
         histo = _histogram(array, bins, max_bins)
         self._add(_field_bytes(1, tag.encode()) + _field_bytes(5, histo), global_step, walltime)
 
-    def add_text(self, tag: str, text_string: str, global_step: int | None = None,
-                 walltime: float | None = None) -> None:
+    def add_text(
+        self,
+        tag: str,
+        text_string: str,
+        global_step: int | None = None,
+        walltime: float | None = None,
+    ) -> None:
         """Log a (Markdown) string, shown in TensorBoard's Text tab.
 
         Example:
@@ -378,11 +432,17 @@ class SummaryWriter:
         if not isinstance(text_string, str):
             raise TypeError(f"add_text({tag!r}): expected a str, got {type(text_string).__name__}")
         shape = _field_bytes(2, _field_varint(1, 1))  # TensorShapeProto{dim: [{size: 1}]}
-        tensor = (_field_varint(1, 7) + _field_bytes(2, shape)
-                  + _field_bytes(8, text_string.encode("utf-8")))
+        tensor = (
+            _field_varint(1, 7)
+            + _field_bytes(2, shape)
+            + _field_bytes(8, text_string.encode("utf-8"))
+        )
         metadata = _plugin_metadata("text", data_class=2)  # DATA_CLASS_TENSOR
-        self._add(_field_bytes(1, tag.encode()) + _field_bytes(9, metadata)
-                  + _field_bytes(8, tensor), global_step, walltime)
+        self._add(
+            _field_bytes(1, tag.encode()) + _field_bytes(9, metadata) + _field_bytes(8, tensor),
+            global_step,
+            walltime,
+        )
 
     def flush(self) -> None:
         """Write every pending event to disk."""
@@ -398,7 +458,7 @@ class SummaryWriter:
         self._writer = None
         self._sub_writers.clear()
 
-    def __enter__(self) -> "SummaryWriter":
+    def __enter__(self) -> SummaryWriter:
         return self
 
     def __exit__(self, *exc) -> None:

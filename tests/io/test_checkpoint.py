@@ -14,15 +14,36 @@ from ember.io import PickleRefusedError, load, load_file, save
 def _nested():
     weight = np.arange(12, dtype=np.float32).reshape(3, 4)
     return {
-        "model": {"fc1.weight": weight, "fc1.bias": np.zeros(3, np.float32),
-                  "bn.num_batches_tracked": np.array(5, np.int64)},
-        "optimizer": {"state": {0: {"step": 10, "exp_avg": np.ones((3, 4), np.float32)},
-                                1: {"step": 10, "exp_avg": np.ones(3, np.float32)}},
-                      "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8,
-                                        "params": [0, 1], "amsgrad": False, "name": None}]},
-        "epoch": 3, "best": float("inf"), "lost": float("nan"), "note": "ünïcode ✓",
+        "model": {
+            "fc1.weight": weight,
+            "fc1.bias": np.zeros(3, np.float32),
+            "bn.num_batches_tracked": np.array(5, np.int64),
+        },
+        "optimizer": {
+            "state": {
+                0: {"step": 10, "exp_avg": np.ones((3, 4), np.float32)},
+                1: {"step": 10, "exp_avg": np.ones(3, np.float32)},
+            },
+            "param_groups": [
+                {
+                    "lr": 1e-3,
+                    "betas": (0.9, 0.999),
+                    "eps": 1e-8,
+                    "params": [0, 1],
+                    "amsgrad": False,
+                    "name": None,
+                }
+            ],
+        },
+        "epoch": 3,
+        "best": float("inf"),
+        "lost": float("nan"),
+        "note": "ünïcode ✓",
         "rng": {"seed": 1234, "bit_generator": {"state": {"state": 2**100, "inc": 7}}},
-        "tied": weight, "raw": b"\x00\x01bytes", "empty": {}, "nothing": [],
+        "tied": weight,
+        "raw": b"\x00\x01bytes",
+        "empty": {},
+        "nothing": [],
         "odd_keys": {"__tensor__": 1, (1, 2): "tuple key", 2.5: "float key"},
     }
 
@@ -66,8 +87,10 @@ def test_file_objects(tmp_path):
 def test_flat_state_dict_is_plain_safetensors_for_torch(tmp_path):
     torch = pytest.importorskip("torch")
     safetensors_torch = pytest.importorskip("safetensors.torch")
-    state = {"fc1.weight": np.random.rand(4, 3).astype(np.float32),
-             "fc1.bias": np.random.rand(4).astype(np.float32)}
+    state = {
+        "fc1.weight": np.random.rand(4, 3).astype(np.float32),
+        "fc1.bias": np.random.rand(4).astype(np.float32),
+    }
     path = tmp_path / "state.safetensors"
     save(state, path)
     from_torch = safetensors_torch.load_file(str(path))
@@ -115,9 +138,17 @@ def test_torch_zip_is_refused_then_read_without_torch_code(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "pytorch_model.bin"
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-    state = {"w": base, "view": base[1:, ::2], "t": base.t(), "i": torch.tensor([1, 2]),
-             "h": torch.ones(3, dtype=torch.float16), "bf": torch.randn(4).bfloat16(),
-             "scalar": torch.tensor(2.5), "empty": torch.zeros(0, 3), "meta": {"epoch": 2}}
+    state = {
+        "w": base,
+        "view": base[1:, ::2],
+        "t": base.t(),
+        "i": torch.tensor([1, 2]),
+        "h": torch.ones(3, dtype=torch.float16),
+        "bf": torch.randn(4).bfloat16(),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 3),
+        "meta": {"epoch": 2},
+    }
     torch.save(state, str(path))
     with pytest.raises(PickleRefusedError, match="PyTorch zip checkpoint"):
         load(path)
@@ -142,8 +173,12 @@ def test_ember_tensors_round_trip(tmp_path):
     import ember
 
     weight = ember.tensor(np.random.rand(3, 2).astype(np.float32))
-    obj = {"model": {"w": weight, "steps": ember.tensor(3)}, "tied": weight, "epoch": 1,
-           "dtype": ember.float16}
+    obj = {
+        "model": {"w": weight, "steps": ember.tensor(3)},
+        "tied": weight,
+        "epoch": 1,
+        "dtype": ember.float16,
+    }
     path = tmp_path / "ckpt.safetensors"
     ember.io.save(obj, path)
     loaded = ember.io.load(path)

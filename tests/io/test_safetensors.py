@@ -48,8 +48,12 @@ def test_bytes_equal_reference_package():
 
 def test_non_contiguous_and_big_endian_inputs(tmp_path):
     base = np.arange(24, dtype=np.float32).reshape(4, 6)
-    tensors = {"strided": base[:, ::2], "transposed": base.T,
-               "big": np.arange(5, dtype=">i4"), "fortran": np.asfortranarray(base)}
+    tensors = {
+        "strided": base[:, ::2],
+        "transposed": base.T,
+        "big": np.arange(5, dtype=">i4"),
+        "fortran": np.asfortranarray(base),
+    }
     path = tmp_path / "x.safetensors"
     save_file(tensors, path)
     loaded = load_file(path, framework="np")
@@ -61,9 +65,13 @@ def test_non_contiguous_and_big_endian_inputs(tmp_path):
 def test_torch_reads_ember_and_ember_reads_torch(tmp_path):
     torch = pytest.importorskip("torch")
     safetensors_torch = pytest.importorskip("safetensors.torch")
-    state = {"fc1.weight": _sample("float32", (4, 3)), "fc1.bias": _sample("float32", (4,)),
-             "steps": np.array(7, np.int64), "mask": _sample("bool", (2, 2)),
-             "half": _sample("float16", (5,))}
+    state = {
+        "fc1.weight": _sample("float32", (4, 3)),
+        "fc1.bias": _sample("float32", (4,)),
+        "steps": np.array(7, np.int64),
+        "mask": _sample("bool", (2, 2)),
+        "half": _sample("float16", (5,)),
+    }
     ours = tmp_path / "ember.safetensors"
     save_file(state, ours, metadata={"format": "pt"})
     from_torch = safetensors_torch.load_file(str(ours))
@@ -71,8 +79,12 @@ def test_torch_reads_ember_and_ember_reads_torch(tmp_path):
         np.testing.assert_array_equal(from_torch[name].numpy(), expected)
 
     theirs = tmp_path / "torch.safetensors"
-    torch_state = {"w": torch.randn(3, 5), "b": torch.arange(4), "e": torch.zeros(0, 2),
-                   "bf": torch.randn(6, dtype=torch.bfloat16)}
+    torch_state = {
+        "w": torch.randn(3, 5),
+        "b": torch.arange(4),
+        "e": torch.zeros(0, 2),
+        "bf": torch.randn(6, dtype=torch.bfloat16),
+    }
     safetensors_torch.save_file(torch_state, str(theirs))
     loaded = load_file(theirs, framework="np")
     for name in ("w", "b", "e"):
@@ -143,20 +155,38 @@ def test_truncated_file_names_file_and_problem(tmp_path):
         load_file(cut)
 
 
-@pytest.mark.parametrize("header,data,message", [
-    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 12,
-     "4 bytes after the last tensor"),
-    ({"a": {"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "dtype 'X9'"),
-    ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8,
-     "needs 12 bytes"),
-    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 8]}}, b"\0" * 8,
-     "non-negative integers"),
-    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-      "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "overlaps"),
-    ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "gap"),
-    ({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, "should have dtype, shape"),
-    ({"__metadata__": {"a": 1}}, b"", "'__metadata__' should map str to str"),
-])
+@pytest.mark.parametrize(
+    "header,data,message",
+    [
+        (
+            {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}},
+            b"\0" * 12,
+            "4 bytes after the last tensor",
+        ),
+        ({"a": {"dtype": "X9", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, "dtype 'X9'"),
+        (
+            {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}},
+            b"\0" * 8,
+            "needs 12 bytes",
+        ),
+        (
+            {"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 8]}},
+            b"\0" * 8,
+            "non-negative integers",
+        ),
+        (
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            b"\0" * 12,
+            "overlaps",
+        ),
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "gap"),
+        ({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, "should have dtype, shape"),
+        ({"__metadata__": {"a": 1}}, b"", "'__metadata__' should map str to str"),
+    ],
+)
 def test_corrupt_headers(tmp_path, header, data, message):
     path = tmp_path / "bad.safetensors"
     _write_raw(path, header, data)
@@ -207,8 +237,11 @@ def dying(array):
 st._little_endian_bytes = dying
 st.save_file({{"a": np.zeros(1000)}}, {str(path)!r})
 """
-    result = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(),
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert result.returncode == 9
     assert path.read_bytes() == before
     np.testing.assert_array_equal(load_file(path, framework="np")["a"], np.arange(4))

@@ -53,7 +53,8 @@ def _same(ours: BatchEncoding, theirs, context):
 @pytest.fixture(scope="module")
 def pair_of_tokenizers(minilm, hf_transformers):
     return AutoTokenizer.from_pretrained(minilm), hf_transformers.AutoTokenizer.from_pretrained(
-        minilm)
+        minilm
+    )
 
 
 def _call_both(ours, theirs, *args, **kwargs):
@@ -72,8 +73,18 @@ def test_class_and_basic_attributes(pair_of_tokenizers):
     assert isinstance(ours, BertTokenizer) and BertTokenizerFast is BertTokenizer
     assert ours.vocab_size == theirs.vocab_size and len(ours) == len(theirs)
     assert ours.model_max_length == theirs.model_max_length == 512
-    for name in ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token",
-                 "cls_token_id", "sep_token_id", "pad_token_id", "unk_token_id", "mask_token_id"):
+    for name in (
+        "cls_token",
+        "sep_token",
+        "pad_token",
+        "unk_token",
+        "mask_token",
+        "cls_token_id",
+        "sep_token_id",
+        "pad_token_id",
+        "unk_token_id",
+        "mask_token_id",
+    ):
         assert getattr(ours, name) == getattr(theirs, name), name
     assert ours.bos_token is None and ours.bos_token_id is None
     assert sorted(ours.all_special_tokens) == sorted(theirs.all_special_tokens)
@@ -94,9 +105,9 @@ def test_single_texts(pair_of_tokenizers, text):
     ids = theirs(text)["input_ids"]
     for skip in (False, True):
         for clean in (None, False, True):
-            assert ours.decode(ids, skip_special_tokens=skip,
-                               clean_up_tokenization_spaces=clean) == theirs.decode(
-                ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean)
+            assert ours.decode(
+                ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean
+            ) == theirs.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=clean)
     assert ours.convert_ids_to_tokens(ids) == theirs.convert_ids_to_tokens(ids)
     tokens = theirs.convert_ids_to_tokens(ids)
     assert ours.convert_tokens_to_ids(tokens) == theirs.convert_tokens_to_ids(tokens)
@@ -108,14 +119,28 @@ def test_pairs_every_truncation_strategy(pair_of_tokenizers, strategy, max_lengt
     ours, theirs = pair_of_tokenizers
     flags = dict(return_offsets_mapping=True, return_special_tokens_mask=True)
     for first, second in PAIRS:
-        _call_both(ours, theirs, first, second, truncation=strategy, max_length=max_length,
-                   **flags)
+        _call_both(ours, theirs, first, second, truncation=strategy, max_length=max_length, **flags)
     # whole batches of pairs, both spellings
     firsts, seconds = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
-    _call_both(ours, theirs, firsts, seconds, truncation=strategy, max_length=max_length,
-               padding=True, **flags)
-    _call_both(ours, theirs, [list(p) for p in PAIRS], truncation=strategy,
-               max_length=max_length, padding=True, return_tensors="np")
+    _call_both(
+        ours,
+        theirs,
+        firsts,
+        seconds,
+        truncation=strategy,
+        max_length=max_length,
+        padding=True,
+        **flags,
+    )
+    _call_both(
+        ours,
+        theirs,
+        [list(p) for p in PAIRS],
+        truncation=strategy,
+        max_length=max_length,
+        padding=True,
+        return_tensors="np",
+    )
 
 
 @pytest.mark.parametrize("padding", [True, "longest", "max_length", False, "do_not_pad"])
@@ -123,28 +148,52 @@ def test_pairs_every_truncation_strategy(pair_of_tokenizers, strategy, max_lengt
 @pytest.mark.parametrize("return_tensors", [None, "np"])
 def test_batches_every_padding_mode(pair_of_tokenizers, padding, truncation, return_tensors):
     ours, theirs = pair_of_tokenizers
-    flags = dict(return_offsets_mapping=True, return_special_tokens_mask=True,
-                 return_length=True)
+    flags = dict(return_offsets_mapping=True, return_special_tokens_mask=True, return_length=True)
     for max_length in (None, 20):
-        _call_both(ours, theirs, CORPUS, padding=padding, truncation=truncation,
-                   max_length=max_length, return_tensors=return_tensors, **flags)
-        _call_both(ours, theirs, CORPUS[:3], padding=padding, truncation=truncation,
-                   max_length=max_length, pad_to_multiple_of=8,
-                   return_tensors=return_tensors, **flags)
+        _call_both(
+            ours,
+            theirs,
+            CORPUS,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            return_tensors=return_tensors,
+            **flags,
+        )
+        _call_both(
+            ours,
+            theirs,
+            CORPUS[:3],
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            pad_to_multiple_of=8,
+            return_tensors=return_tensors,
+            **flags,
+        )
 
 
 def test_options_and_sides(pair_of_tokenizers):
     ours, theirs = pair_of_tokenizers
     texts = CORPUS[:4]
-    _call_both(ours, theirs, texts, padding=True, return_attention_mask=False,
-               return_token_type_ids=False)
+    _call_both(
+        ours, theirs, texts, padding=True, return_attention_mask=False, return_token_type_ids=False
+    )
     _call_both(ours, theirs, texts, padding=True, padding_side="left", return_tensors="np")
     _call_both(ours, theirs, texts, add_special_tokens=False, padding=True)
-    _call_both(ours, theirs, CORPUS[-1], truncation=True, max_length=32, stride=4,
-               return_overflowing_tokens=True)
+    _call_both(
+        ours,
+        theirs,
+        CORPUS[-1],
+        truncation=True,
+        max_length=32,
+        stride=4,
+        return_overflowing_tokens=True,
+    )
     words = [["Hello", "wörld", "!"], ["北京", "is", "big"]]
-    _call_both(ours, theirs, words, is_split_into_words=True, padding=True,
-               return_offsets_mapping=True)
+    _call_both(
+        ours, theirs, words, is_split_into_words=True, padding=True, return_offsets_mapping=True
+    )
     _call_both(ours, theirs, words[0], is_split_into_words=True)
     encoded = ours(texts, padding=True)
     reference = theirs(texts, padding=True)
@@ -173,13 +222,17 @@ def test_batch_decode_and_pad(pair_of_tokenizers):
     batch = theirs(CORPUS[:5], padding=True, return_tensors="np")["input_ids"]
     for skip in (False, True):
         assert ours.batch_decode(batch, skip_special_tokens=skip) == theirs.batch_decode(
-            batch, skip_special_tokens=skip)
+            batch, skip_special_tokens=skip
+        )
     features = [ours(t, truncation=True, max_length=12) for t in CORPUS[:4]]
     ours_padded = ours.pad([dict(f) for f in features], return_tensors="np")
     theirs_padded = theirs.pad([dict(f) for f in features], return_tensors="np")
     _same(ours_padded, theirs_padded, "pad")
-    _same(ours.pad([dict(f) for f in features], padding="max_length", max_length=16),
-          theirs.pad([dict(f) for f in features], padding="max_length", max_length=16), "pad16")
+    _same(
+        ours.pad([dict(f) for f in features], padding="max_length", max_length=16),
+        theirs.pad([dict(f) for f in features], padding="max_length", max_length=16),
+        "pad16",
+    )
 
 
 def test_special_token_helpers(pair_of_tokenizers):
@@ -192,7 +245,11 @@ def test_special_token_helpers(pair_of_tokenizers):
     assert ours.build_inputs_with_special_tokens(a) == [101, *a, 102]
     assert ours.get_special_tokens_mask(a, b) == [1, 0, 0, 1, 0, 1]
     assert ours.get_special_tokens_mask([101, *a, 102], already_has_special_tokens=True) == [
-        1, 0, 0, 1]
+        1,
+        0,
+        0,
+        1,
+    ]
     assert ours.create_token_type_ids_from_sequences(a, b) == [0, 0, 0, 0, 1, 1]
     assert ours("hello world", "hi")["input_ids"] == ours.build_inputs_with_special_tokens(a, b)
 
@@ -206,10 +263,19 @@ def test_vocab_txt_only_folder(minilm, hf_transformers, tmp_path):
     flags = dict(return_offsets_mapping=True, return_special_tokens_mask=True)
     for text in CORPUS:
         _call_both(ours, theirs, text, **flags)
-    _call_both(ours, theirs, CORPUS, [p[1] for p in PAIRS], padding=True, truncation=True,
-               max_length=64, **flags)
+    _call_both(
+        ours,
+        theirs,
+        CORPUS,
+        [p[1] for p in PAIRS],
+        padding=True,
+        truncation=True,
+        max_length=64,
+        **flags,
+    )
     assert ours.decode(theirs(CORPUS[1])["input_ids"]) == theirs.decode(
-        theirs(CORPUS[1])["input_ids"])
+        theirs(CORPUS[1])["input_ids"]
+    )
     # with the config files too, and an option overriding the folder's
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(minilm, name), tmp_path / name)
@@ -230,23 +296,33 @@ def test_save_pretrained_loads_in_huggingface(pair_of_tokenizers, hf_transformer
     ours, theirs = pair_of_tokenizers
     written = ours.save_pretrained(tmp_path)
     names = sorted(os.path.basename(p) for p in written)
-    assert names == ["special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
-                     "vocab.txt"]
+    assert names == [
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
     assert config["tokenizer_class"] == "BertTokenizer" and config["model_max_length"] == 512
     reloaded_hf = hf_transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     reloaded_ours = AutoTokenizer.from_pretrained(tmp_path)
     flags = dict(return_offsets_mapping=True, return_special_tokens_mask=True)
-    for reloaded in (reloaded_hf, reloaded_ours):
-        _same(reloaded_ours(CORPUS, padding=True, truncation=True, **flags),
-              theirs(CORPUS, padding=True, truncation=True, **flags), "reloaded")
-        assert reloaded.model_max_length == 512
-    _same(reloaded_ours(CORPUS, padding=True, truncation=True, **flags),
-          reloaded_hf(CORPUS, padding=True, truncation=True, **flags), "hf reload")
+    expected = theirs(CORPUS, padding=True, truncation=True, **flags)
+    _same(reloaded_ours(CORPUS, padding=True, truncation=True, **flags), expected, "reloaded")
+    assert dict(reloaded_hf(CORPUS, padding=True, truncation=True, **flags)) == dict(expected)
+    assert reloaded_ours.model_max_length == reloaded_hf.model_max_length == 512
+    _same(
+        reloaded_ours(CORPUS, padding=True, truncation=True, **flags),
+        reloaded_hf(CORPUS, padding=True, truncation=True, **flags),
+        "hf reload",
+    )
     # vocab.txt alone also round-trips
     os.remove(tmp_path / "tokenizer.json")
-    _same(AutoTokenizer.from_pretrained(tmp_path)(CORPUS, padding=True),
-          theirs(CORPUS, padding=True), "vocab only after save")
+    _same(
+        AutoTokenizer.from_pretrained(tmp_path)(CORPUS, padding=True),
+        theirs(CORPUS, padding=True),
+        "vocab only after save",
+    )
 
 
 def test_added_tokens(minilm, hf_transformers):
@@ -259,7 +335,8 @@ def test_added_tokens(minilm, hf_transformers):
     _call_both(ours, theirs, text, return_special_tokens_mask=True)
     assert len(ours) == len(theirs) and ours.vocab_size == theirs.vocab_size
     assert ours.decode(ours(text)["input_ids"], skip_special_tokens=True) == theirs.decode(
-        theirs(text)["input_ids"], skip_special_tokens=True)
+        theirs(text)["input_ids"], skip_special_tokens=True
+    )
 
 
 def test_errors_name_the_problem(tmp_path):
@@ -280,7 +357,7 @@ def test_batch_encoding_behaves_like_a_dict(pair_of_tokenizers):
     assert encoding.to("cpu") is encoding
     assert dict(**encoding).keys() == encoding.keys()
     with pytest.raises(AttributeError, match="has no key 'labels'"):
-        encoding.labels
+        _ = encoding.labels
     clone = pickle.loads(pickle.dumps(encoding))
     np.testing.assert_array_equal(clone["input_ids"], encoding["input_ids"])
     assert clone.tokens(1) == ["[CLS]", "hi", "[SEP]", "[PAD]"]
@@ -291,10 +368,24 @@ def test_return_tensors_ember(pair_of_tokenizers, name):
     import ember
 
     ours, theirs = pair_of_tokenizers
-    encoding = ours(CORPUS[:3], CORPUS[3:6], padding=True, truncation=True, max_length=32,
-                    return_tensors=name, return_offsets_mapping=True)
-    reference = theirs(CORPUS[:3], CORPUS[3:6], padding=True, truncation=True, max_length=32,
-                       return_tensors="np", return_offsets_mapping=True)
+    encoding = ours(
+        CORPUS[:3],
+        CORPUS[3:6],
+        padding=True,
+        truncation=True,
+        max_length=32,
+        return_tensors=name,
+        return_offsets_mapping=True,
+    )
+    reference = theirs(
+        CORPUS[:3],
+        CORPUS[3:6],
+        padding=True,
+        truncation=True,
+        max_length=32,
+        return_tensors="np",
+        return_offsets_mapping=True,
+    )
     for key in reference:
         assert isinstance(encoding[key], ember.Tensor) and encoding[key].dtype == ember.int64
         np.testing.assert_array_equal(encoding[key].numpy(), reference[key])
@@ -302,5 +393,6 @@ def test_return_tensors_ember(pair_of_tokenizers, name):
     single = ours("Hello, my dog is cute", return_tensors=name)
     assert single["input_ids"].shape == (1, 8)
     assert ours.decode(single["input_ids"][0]) == "[CLS] hello, my dog is cute [SEP]"
-    assert ours.batch_decode(encoding["input_ids"], skip_special_tokens=True) == \
-        theirs.batch_decode(reference["input_ids"], skip_special_tokens=True)
+    assert ours.batch_decode(
+        encoding["input_ids"], skip_special_tokens=True
+    ) == theirs.batch_decode(reference["input_ids"], skip_special_tokens=True)

@@ -8,15 +8,18 @@ import pytest
 from ember.train import SummaryWriter
 from ember.train.tensorboard import crc32c
 
-event_accumulator = pytest.importorskip(
-    "tensorboard.backend.event_processing.event_accumulator")
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def _accumulate(folder):
     accumulator = event_accumulator.EventAccumulator(
-        str(folder), size_guidance={event_accumulator.SCALARS: 0,
-                                    event_accumulator.HISTOGRAMS: 0,
-                                    event_accumulator.TENSORS: 0})
+        str(folder),
+        size_guidance={
+            event_accumulator.SCALARS: 0,
+            event_accumulator.HISTOGRAMS: 0,
+            event_accumulator.TENSORS: 0,
+        },
+    )
     return accumulator.Reload()
 
 
@@ -31,7 +34,9 @@ def test_scalars_read_back(tmp_path):
     with SummaryWriter(tmp_path) as writer:
         for step, loss in enumerate(losses):
             writer.add_scalar("train/loss", loss, step * 10)
-            writer.add_scalar("lr", np.float64(1e-3 * step), global_step=step, walltime=1000.0 + step)
+            writer.add_scalar(
+                "lr", np.float64(1e-3 * step), global_step=step, walltime=1000.0 + step
+            )
         writer.add_scalar("big_step", 1.0, 2**40)
     files = os.listdir(tmp_path)
     assert len(files) == 1 and files[0].startswith("events.out.tfevents.")
@@ -50,7 +55,9 @@ def test_add_scalars_writes_one_run_per_key(tmp_path):
         for step in range(3):
             writer.add_scalars("loss", {"train": 1.0 / (step + 1), "eval": 2.0 + step}, step)
     assert sorted(d for d in os.listdir(tmp_path) if os.path.isdir(tmp_path / d)) == [
-        "loss_eval", "loss_train"]
+        "loss_eval",
+        "loss_train",
+    ]
     evals = _accumulate(tmp_path / "loss_eval").Scalars("loss")
     assert [(e.step, e.value) for e in evals] == [(0, 2.0), (1, 3.0), (2, 4.0)]
 

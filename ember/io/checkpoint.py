@@ -35,7 +35,14 @@ import numpy as np
 
 from ember.io._arrays import from_numpy, is_tensor, to_numpy
 from ember.io.atomic import atomic_write
-from ember.io.safetensors import _prepare, _write, deserialize, safe_open
+from ember.io.safetensors import (
+    _parse_header,
+    _prepare,
+    _read_header_length,
+    _write,
+    deserialize,
+    safe_open,
+)
 
 __all__ = ["PickleRefusedError", "load", "save"]
 
@@ -277,7 +284,6 @@ def load(
             _refuse_or(kind, name, allow_pickle)
             return _load_pickle(io.BytesIO(data), kind, framework, name)
         tensors = deserialize(data, framework="np")
-        from ember.io.safetensors import _parse_header, _read_header_length
 
         length = _read_header_length(data[:8], len(data), str(name))
         _, metadata = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, str(name))
@@ -418,14 +424,14 @@ def _load_torch_zip(file, framework: str, source):
         def find_class(self, module, name):
             if module == "torch._utils" and name == "_rebuild_tensor_v2":
                 return _rebuild_tensor
+            if module == "torch._utils" and name == "_rebuild_parameter_with_state":
+                return lambda data, requires_grad, hooks, state: data
             if module == "torch._utils" and name == "_rebuild_parameter":
                 return lambda data, requires_grad, hooks: data
             if module == "torch" and name in _TORCH_STORAGE_DTYPES:
                 return _StorageType(_TORCH_STORAGE_DTYPES[name])
             if module == "torch" and name in _TORCH_DTYPE_NAMES:
                 return _StorageType(_TORCH_DTYPE_NAMES[name])
-            if module == "collections" and name == "OrderedDict":
-                return dict
             return super().find_class(module, name)  # allowed by the caller's allow_pickle
 
         def persistent_load(self, saved_id):

@@ -148,6 +148,8 @@ def test_torch_zip_is_refused_then_read_without_torch_code(tmp_path):
         "scalar": torch.tensor(2.5),
         "empty": torch.zeros(0, 3),
         "meta": {"epoch": 2},
+        "parameter": torch.nn.Parameter(torch.ones(2, 2)),
+        "state_dict": torch.nn.Linear(3, 2).state_dict(),
     }
     torch.save(state, str(path))
     with pytest.raises(PickleRefusedError, match="PyTorch zip checkpoint"):
@@ -157,6 +159,11 @@ def test_torch_zip_is_refused_then_read_without_torch_code(tmp_path):
         np.testing.assert_array_equal(loaded[key], state[key].numpy())
     np.testing.assert_array_equal(loaded["bf"], state["bf"].float().numpy())
     assert loaded["meta"] == {"epoch": 2}
+    np.testing.assert_array_equal(loaded["parameter"], np.ones((2, 2), np.float32))
+    assert list(loaded["state_dict"]) == ["weight", "bias"]
+    np.testing.assert_array_equal(
+        loaded["state_dict"]["weight"], state["state_dict"]["weight"].numpy()
+    )
 
 
 def test_damaged_tree_and_missing_file(tmp_path):

@@ -76,6 +76,59 @@ def _compute_dtype(mode, skip, args):
 def apply(op, *args, **attrs):
     if _interceptors:
         return _interceptors[-1](op, args, attrs)
+    # Fast path (Note [Eager dispatch]): one or two operands on the CPU that need no casting,
+    # e.g. float tensor (op) same-dtype tensor, float tensor (op) Python number.
+    n = len(args)
+    if 0 < n <= 2:
+        a = args[0]
+        promote = op.promote
+        arrays = None
+        if isinstance(a, Tensor):
+            d0 = a._data
+            if type(d0) is _NDARRAY:
+                if n == 1:
+                    if promote != "float" or d0.dtype.kind == "f":
+                        arrays = (d0,)
+                        need_grad = a._requires_grad
+                else:
+                    b = args[1]
+                    if isinstance(b, Tensor):
+                        d1 = b._data
+                        if type(d1) is _NDARRAY and (promote is None or (
+                                d1.dtype is d0.dtype and (promote != "float"
+                                                          or d0.dtype.kind == "f"))):
+                            arrays = (d0, d1)
+                            need_grad = a._requires_grad or b._requires_grad
+                    elif (type(b) is float or type(b) is int) and d0.dtype.kind == "f":
+                        arrays = (d0, b)
+                        need_grad = a._requires_grad
+        elif (type(a) is float or type(a) is int) and n == 2:
+            b = args[1]
+            if isinstance(b, Tensor):
+                d1 = b._data
+                if type(d1) is _NDARRAY and d1.dtype.kind == "f":
+                    arrays = (a, d1)
+                    need_grad = b._requires_grad
+        if arrays is not None:
+            kernel = op.kernels.get("numpy") or op.forward if op.kernels else op.forward
+            try:
+                out = kernel(_NUMPY_XP, *arrays, **attrs)
+            except EmberError:
+                raise
+            except (ValueError, TypeError, IndexError, AttributeError) as error:
+                raise _op_error(op, args, attrs, error) from error
+            if type(out) is not _NDARRAY:
+                out = _NUMPY_XP.asarray(out)
+            result = _wrap(out)
+            if op.view:
+                _share_version(result, a)
+            if need_grad and op.vjp is not None and _state.enabled and out.dtype.kind == "f":
+                _record(op, args, attrs, result)
+            return result
+    return _apply_general(op, args, attrs)
+
+
+def _apply_general(op, args, attrs):
     promote = op.promote
     backend = None
     arrays = []

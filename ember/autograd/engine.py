@@ -135,8 +135,6 @@ def _check_versions(node: Node) -> None:
 
 
 def _call_vjp(node: Node, grad):
-    from ember.tensor import _from_node
-
     if node.freed:
         raise AutogradError(
             f"trying to backward through the graph a second time (through {node.name()}"
@@ -145,7 +143,7 @@ def _call_vjp(node: Node, grad):
             "Pass retain_graph=True to the first backward() if you need to call it twice.")
     if node.versions:
         _check_versions(node)
-    out = _from_node(node.out_data, node) if node.out_data is not None else None
+    out = _tensor._from_node(node.out_data, node) if node.out_data is not None else None
     grads = node.op.vjp(grad, out, *node.saved, **node.attrs)
     return grads
 
@@ -312,3 +310,6 @@ def _accumulate_into(t, g, create_graph):
 
 def weak(t):
     return weakref.ref(t)
+
+
+from ember import tensor as _tensor  # noqa: E402  (circular: tensor imports autograd)

@@ -1,0 +1,2 @@
+AUTOTUNE = -1
+class Pipeline: pass

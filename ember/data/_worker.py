@@ -28,8 +28,6 @@ import pickle
 import queue
 import random
 import sys
-import tempfile
-import traceback
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,6 +104,8 @@ class SeededFetch:
 def shared_memory_dir() -> str:
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         return "/dev/shm"
+    import tempfile
+
     return tempfile.gettempdir()
 
 
@@ -227,6 +227,8 @@ class ExceptionWrapper:
             self.exc_type = RuntimeError
         self.where = where
         self.sample_index = sample_index
+        import traceback
+
         self.traceback_text = "".join(traceback.format_exception(*exc_info))
 
     def reraise(self):

@@ -15,11 +15,9 @@ persistent worker's leftovers after a `break`) are dropped by their epoch number
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import pickle
 import queue
-import signal
 import time
 import weakref
 from typing import Callable
@@ -249,6 +247,8 @@ class _WorkerPool:
     and is also registered as a finalizer, so an abandoned iterator leaves nothing behind."""
 
     def __init__(self, loader: DataLoader, base_seed: int):
+        import multiprocessing  # only when workers are asked for: `import ember` stays light
+
         context = loader.multiprocessing_context
         if context is None:
             methods = multiprocessing.get_all_start_methods()
@@ -290,6 +290,8 @@ class _WorkerPool:
                 code = process.exitcode
                 reason = f"exit code {code}"
                 if code < 0:
+                    import signal
+
                     try:
                         reason = f"signal {signal.Signals(-code).name}"
                     except ValueError:

@@ -28,8 +28,6 @@ import pickle
 import queue
 import random
 import sys
-from dataclasses import dataclass
-
 import numpy as np
 
 __all__ = ["WorkerInfo", "get_worker_info", "SHARED_MIN_BYTES", "shared_memory_dir"]
@@ -40,14 +38,19 @@ _POLL_SECONDS = 0.5
 _worker_info = None
 
 
-@dataclass(frozen=True)
 class WorkerInfo:
     """What a worker process knows about itself (`get_worker_info()` inside a worker)."""
 
-    id: int
-    num_workers: int
-    seed: int
-    dataset: object
+    __slots__ = ("id", "num_workers", "seed", "dataset")
+
+    def __init__(self, id: int, num_workers: int, seed: int, dataset):
+        self.id = id
+        self.num_workers = num_workers
+        self.seed = seed
+        self.dataset = dataset
+
+    def __repr__(self) -> str:
+        return f"WorkerInfo(id={self.id}, num_workers={self.num_workers}, seed={self.seed})"
 
 
 def get_worker_info() -> WorkerInfo | None:

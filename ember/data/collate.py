@@ -118,14 +118,14 @@ def collate(batch, *, collate_fn_map: dict | None = None):
         except TypeError:
             return collated
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return elem_type(*(collate(list(samples), collate_fn_map=collate_fn_map)
+        return elem_type(*(collate(samples, collate_fn_map=collate_fn_map)
                            for samples in zip(*batch)))
     if isinstance(elem, collections.abc.Sequence):
         size = len(elem)
         if any(len(sample) != size for sample in batch):
             raise RuntimeError("default_collate: each element in list of batch should be of "
                                "equal size")
-        fields = [collate(list(samples), collate_fn_map=collate_fn_map)
+        fields = [collate(samples, collate_fn_map=collate_fn_map)
                   for samples in zip(*batch)]
         if isinstance(elem, tuple):
             return fields

@@ -269,12 +269,16 @@ class Pipeline(IterableDataset):
 
     @staticmethod
     def from_iterable(iterable: Iterable) -> "Pipeline":
-        """Wrap any re-iterable (a list, a DataLoader, ...) as a Pipeline."""
+        """Wrap any re-iterable (a list, a DataLoader, ...) as a Pipeline. List elements (a
+        DataLoader's collated tuples) become tuples, the Pipeline's structure type."""
         try:
             length = len(iterable)
         except TypeError:
             length = UNKNOWN_CARDINALITY
-        return Pipeline(lambda: iter(iterable), length, "IterableDataset")
+
+        def make():
+            return (tuple(e) if type(e) is list else e for e in iterable)
+        return Pipeline(make, length, "IterableDataset")
 
     @staticmethod
     def range(*args, output_type=None) -> "Pipeline":

@@ -431,10 +431,9 @@ class _MultiProcessIterator(_BaseIterator):
                 continue
             self._outstanding -= 1
             if isinstance(payload, _worker.IterableEnd):
+                # Results of one worker arrive in order, so its earlier tasks are all in; its
+                # later tasks are dropped by the loop above.
                 self._worker_active[payload.worker_id] = False
-                self._task_info.pop(batch_index, None)
-                if batch_index == self._rcvd_idx:
-                    self._rcvd_idx += 1
                 continue
             if batch_index != self._rcvd_idx:
                 self._task_info[batch_index].append(payload)

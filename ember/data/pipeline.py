@@ -425,9 +425,7 @@ class Pipeline(IterableDataset):
                     if replacement is None:
                         slots.pop(position)
                         continue
-                    slots[position] = replacement
-                    if produced == 0:
-                        continue
+                    slots[position] = replacement  # read from the next turn on
                 position += 1
         return self._derive(make, UNKNOWN_CARDINALITY, "InterleaveDataset")
 

@@ -1,3 +1,254 @@
-"""ember: a small, fast deep-learning framework (tensors, autograd, graphs, nn, data, models)."""
+"""ember: a small, fast deep-learning framework.
+
+Tensors with autograd (`ember.tensor`, `backward`), one op registry behind eager and compiled
+execution, and PyTorch-, TensorFlow- and HuggingFace-flavoured faces over the same engine.
+Heavy parts (nn, data pipelines, graph compiler, tokenizers, models) load on first use, so
+`import ember` needs only NumPy.
+"""
+
+from __future__ import annotations
+
+import importlib as _importlib
 
 __version__ = "0.1.0"
+
+from ember import dtypes as dtypes
+from ember.dtypes import (
+    DType as DType,
+    bool_ as bool,  # noqa: A001  (ember.bool, as torch.bool)
+    uint8 as uint8,
+    int8 as int8,
+    int16 as int16,
+    int32 as int32,
+    int64 as int64,
+    float16 as float16,
+    float32 as float32,
+    float64 as float64,
+    get_default_dtype as get_default_dtype,
+    set_default_dtype as set_default_dtype,
+    promote_types as promote_types,
+)
+
+half = float16
+float = float32  # noqa: A001
+double = float64
+short = int16
+int = int32  # noqa: A001
+long = int64
+
+from ember.backend import (
+    Device as Device,
+    Generator as Generator,
+    default_generator as default_generator,
+    device as device,
+    initial_seed as initial_seed,
+    manual_seed as manual_seed,
+    seed as seed,
+)
+from ember.tensor import (
+    Size as Size,
+    Tensor as Tensor,
+    arange as arange,
+    as_tensor as as_tensor,
+    bernoulli as bernoulli,
+    empty as empty,
+    empty_like as empty_like,
+    eye as eye,
+    from_numpy as from_numpy,
+    full as full,
+    full_like as full_like,
+    linspace as linspace,
+    logspace as logspace,
+    multinomial as multinomial,
+    normal as normal,
+    ones as ones,
+    ones_like as ones_like,
+    rand as rand,
+    rand_like as rand_like,
+    randint as randint,
+    randint_like as randint_like,
+    randn as randn,
+    randn_like as randn_like,
+    randperm as randperm,
+    tensor as tensor,
+    zeros as zeros,
+    zeros_like as zeros_like,
+)
+from ember import autograd as autograd
+from ember.autograd import (
+    enable_grad as enable_grad,
+    inference_mode as inference_mode,
+    is_grad_enabled as is_grad_enabled,
+    no_grad as no_grad,
+    set_grad_enabled as set_grad_enabled,
+)
+from ember import ops as ops
+from ember.ops.elementwise import (
+    abs as abs,  # noqa: A004
+    add as add,
+    cast as cast,
+    ceil as ceil,
+    clamp as clamp,
+    cos as cos,
+    div as div,
+    eq as eq,
+    erf as erf,
+    exp as exp,
+    expm1 as expm1,
+    floor as floor,
+    floor_divide as floor_divide,
+    ge as ge,
+    gt as gt,
+    isfinite as isfinite,
+    isinf as isinf,
+    isnan as isnan,
+    le as le,
+    log as log,
+    log1p as log1p,
+    logical_and as logical_and,
+    logical_not as logical_not,
+    logical_or as logical_or,
+    logical_xor as logical_xor,
+    lt as lt,
+    maximum as maximum,
+    minimum as minimum,
+    mul as mul,
+    ne as ne,
+    neg as neg,
+    pow as pow,  # noqa: A004
+    reciprocal as reciprocal,
+    relu as relu,
+    remainder as remainder,
+    round as round,  # noqa: A004
+    rsqrt as rsqrt,
+    sigmoid as sigmoid,
+    sign as sign,
+    sin as sin,
+    sqrt as sqrt,
+    square as square,
+    sub as sub,
+    tanh as tanh,
+    trunc as trunc,
+    where as where,
+)
+from ember.ops.reduce import (
+    all as all,  # noqa: A004
+    amax as amax,
+    amin as amin,
+    any as any,  # noqa: A004
+    argmax as argmax,
+    argmin as argmin,
+    cumprod as cumprod,
+    cumsum as cumsum,
+    logsumexp as logsumexp,
+    max as max,  # noqa: A004
+    mean as mean,
+    min as min,  # noqa: A004
+    prod as prod,
+    std as std,
+    sum as sum,  # noqa: A004
+    var as var,
+)
+from ember.ops.shape import (
+    argsort as argsort,
+    cat as cat,
+    chunk as chunk,
+    concat as concat,
+    expand_dim as _expand_dim,
+    flatten as flatten,
+    flip as flip,
+    gather as gather,
+    index_select as index_select,
+    masked_fill as masked_fill,
+    masked_select as masked_select,
+    movedim as movedim,
+    narrow as narrow,
+    nonzero as nonzero,
+    permute as permute,
+    repeat as _repeat,
+    reshape as reshape,
+    roll as roll,
+    scatter as scatter,
+    scatter_add as scatter_add,
+    sort as sort,
+    split as split,
+    squeeze as squeeze,
+    stack as stack,
+    topk as topk,
+    transpose as transpose,
+    tril as tril,
+    triu as triu,
+    unbind as unbind,
+    unflatten as unflatten,
+    unsqueeze as unsqueeze,
+)
+from ember.ops.linalg import (
+    bmm as bmm,
+    einsum as einsum,
+    matmul as matmul,
+    outer as outer,
+)
+from ember.ops.nn import softmax as softmax, log_softmax as log_softmax
+
+concatenate = cat
+clip = clamp
+swapaxes = transpose
+true_divide = divide = div
+multiply = mul
+subtract = sub
+
+
+def is_tensor(obj) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def numel(t) -> int:
+    return t.numel()
+
+
+def is_floating_point(t) -> bool:
+    return t.is_floating_point()
+
+
+def allclose(a, b, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
+    return a.allclose(b, rtol, atol, equal_nan)
+
+
+def equal(a, b) -> bool:
+    return a.equal(b)
+
+
+def get_rng_state() -> dict:
+    return default_generator("cpu").get_state()
+
+
+def set_rng_state(state: dict) -> None:
+    default_generator("cpu").set_state(state)
+
+
+# Subpackages load on first use (Note: keeps `import ember` to NumPy only).
+_LAZY = {
+    "nn": "ember.nn",
+    "optim": "ember.optim",
+    "data": "ember.data",
+    "utils": "ember.utils",
+    "io": "ember.io",
+    "graph": "ember.graph",
+    "vision": "ember.vision",
+    "text": "ember.text",
+    "transformers": "ember.transformers",
+    "train": "ember.train",
+    "tf": "ember.tf",
+    "testing": "ember.testing",
+    "cuda": "ember.cuda",
+    "backend": "ember.backend",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is not None:
+        value = _importlib.import_module(module)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")

@@ -1,0 +1,248 @@
+"""Eager dispatch: run an op's kernel on its inputs' backend and record the backward graph.
+
+Note [Eager dispatch]: `apply(op, *args, **attrs)`
+1. gives the graph tracer (L4) the call if one is active (`push_interceptor`);
+2. casts inputs to the op's compute dtype (Note [Type promotion]);
+3. runs the backend's kernel for the op (a registered fast kernel, else the reference forward);
+4. wraps the result, and if grad mode is on and an input requires grad, records a Node
+   (Note [Autograd graph]).
+Kernel errors are re-raised as ember errors naming the op, the input shapes and dtypes, the
+reason from the op's shape rule, and the user's line (Note [Error messages]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember import dtypes as _dt
+from ember._util.errors import (
+    DeviceError, DTypeError, EmberError, ShapeError, at_user_line, user_location,
+)
+from ember.autograd.engine import Node, TensorMeta
+from ember.autograd.grad_mode import _state
+from ember.backend import backend_of, get_backend
+from ember.ops import registry as _registry
+
+_SCALARS = (bool, int, float)
+_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_NDARRAY = np.ndarray
+_NUMPY_BACKEND = get_backend("cpu")
+_NUMPY_XP = _NUMPY_BACKEND.xp
+_PROMOTE = {"common": ("common", ()), "float": ("float", ()),
+            "common_tail": ("common", (0,)), "common_skip_index": ("common", (1,))}
+
+_interceptors: list = []
+
+
+def push_interceptor(fn) -> None:
+    """Route every op call to `fn(op, args, attrs)` (graph tracing) until popped."""
+    _interceptors.append(fn)
+
+
+def pop_interceptor() -> None:
+    _interceptors.pop()
+
+
+def _operand(a):
+    """Normalise a non-Tensor operand: NumPy scalars to Python, arrays to Tensors."""
+    if isinstance(a, np.generic):
+        return a.item()
+    if isinstance(a, np.ndarray):
+        return _wrap(np.asarray(a))
+    if isinstance(a, (list, tuple)):
+        from ember.tensor import tensor as _tensor
+
+        return _tensor(a)
+    return a
+
+
+def _compute_dtype(mode, skip, args):
+    operands = []
+    for i, a in enumerate(args):
+        if i in skip or a is None:
+            continue
+        if isinstance(a, Tensor):
+            d = a._data
+            dt = _DT_OF[d.dtype]
+            operands.append(dt if d.ndim else ("weak", dt))
+        else:
+            operands.append(a)
+    if not operands:
+        return None
+    return _registry.compute_dtype(mode, operands)
+
+
+def apply(op, *args, **attrs):
+    if _interceptors:
+        return _interceptors[-1](op, args, attrs)
+    promote = op.promote
+    backend = None
+    arrays = []
+    need_grad = False
+    if promote is None:
+        for a in args:
+            if isinstance(a, Tensor):
+                arrays.append(a._data)
+                need_grad = need_grad or a._requires_grad
+            else:
+                arrays.append(_operand(a))
+        args_t = args
+    else:
+        # fast path: every operand is a Tensor of one dtype
+        first = args[0]
+        same = isinstance(first, Tensor)
+        if same:
+            dt = first._data.dtype
+            for a in args:
+                if not isinstance(a, Tensor) or a._data.dtype is not dt:
+                    same = False
+                    break
+            if same and promote == "float" and dt.kind != "f":
+                same = False
+        if same:
+            for a in args:
+                arrays.append(a._data)
+                need_grad = need_grad or a._requires_grad
+            args_t = args
+        else:
+            args_t = tuple(a if isinstance(a, Tensor) else _operand(a) for a in args)
+            mode, skip = _PROMOTE[promote]
+            cdt = _compute_dtype(mode, skip, args_t)
+            target = cdt.numpy if cdt is not None else None
+            for i, a in enumerate(args_t):
+                if isinstance(a, Tensor):
+                    d = a._data
+                    if target is not None and d.dtype != target and i not in skip:
+                        d = d.astype(target)
+                    arrays.append(d)
+                    need_grad = need_grad or a._requires_grad
+                else:
+                    arrays.append(a)
+    # backend of the inputs
+    for d in arrays:
+        if type(d) is _NDARRAY:
+            if backend is None:
+                backend = _NUMPY_BACKEND
+            elif backend is not _NUMPY_BACKEND:
+                _mixed_devices(op, args_t)
+        elif hasattr(d, "__array_namespace__") or hasattr(d, "__cuda_array_interface__"):
+            b = backend_of(d)
+            if backend is None:
+                backend = b
+            elif backend is not b:
+                _mixed_devices(op, args_t)
+    if backend is None:
+        device = attrs.get("device")
+        backend = _NUMPY_BACKEND if device is None else get_backend(device)
+    kernel = op.kernels.get(backend.name) or op.forward
+    try:
+        out = kernel(backend.xp, *arrays, **attrs)
+    except EmberError:
+        raise
+    except (ValueError, TypeError, IndexError, AttributeError) as error:
+        raise _op_error(op, args_t, attrs, error) from error
+    if type(out) is not backend.array_type:
+        out = backend.xp.asarray(out)
+    result = _wrap(out)
+    if op.view:
+        _share_version(result, args_t[0])
+    if need_grad and op.vjp is not None and _state.enabled and out.dtype.kind == "f":
+        _record(op, args_t, attrs, result)
+    return result
+
+
+def _share_version(result, source):
+    """Views share their base's version counter (Note [Saved tensor versions])."""
+    if type(result._data) is _NDARRAY and not np.may_share_memory(result._data, source._data):
+        return
+    if source._version is None:
+        source._version = [0, None]
+    result._version = source._version
+    result._base = source._base if source._base is not None else source
+
+
+def _record(op, args, attrs, result):
+    edges = []
+    in_meta = []
+    saved = []
+    versions = []
+    save_inputs = op.save_inputs
+    for a in args:
+        if isinstance(a, Tensor):
+            if a._requires_grad:
+                edges.append(a._node if a._node is not None else a)
+            else:
+                edges.append(None)
+            in_meta.append((tuple(a._data.shape), _DT_OF[a._data.dtype]))
+            if save_inputs:
+                saved.append(a)
+                if a._version is None:
+                    a._version = [0, None]
+                versions.append((a, a._version, a._version[0]))
+            else:
+                saved.append(TensorMeta(a))
+        else:
+            edges.append(None)
+            in_meta.append(None)
+            saved.append(a)
+    node = Node(op, attrs, tuple(saved), tuple(edges), tuple(in_meta), user_location(3))
+    if op.save_output:
+        node.out_data = result._data
+        if result._version is None:
+            result._version = [0, None]
+        versions.append((None, result._version, result._version[0]))
+        node.out_version = result._version
+    node.versions = versions
+    result._node = node
+    result._requires_grad = True
+
+
+def _mixed_devices(op, args):
+    devices = sorted({str(a.device) for a in args if isinstance(a, Tensor)})
+    raise DeviceError(at_user_line(
+        f"{op.name}: expected all tensors on one device, got tensors on {' and '.join(devices)}"))
+
+
+def _describe(args):
+    parts = []
+    for a in args:
+        if isinstance(a, Tensor):
+            parts.append(f"{tuple(a.shape)} {a.dtype.name}")
+        else:
+            parts.append(repr(a))
+    return ", ".join(parts)
+
+
+def _op_error(op, args, attrs, error):
+    """Build an ember error from a kernel error, asking the op's rules for the reason."""
+    avals = [(tuple(a.shape), a.dtype) if isinstance(a, Tensor) else a for a in args]
+    reason = None
+    kind = ShapeError
+    try:
+        _registry.infer(op, avals, {k: v for k, v in attrs.items() if k != "device"}
+                        if op.stateful else attrs)
+    except (ShapeError, ValueError, IndexError) as rule_error:
+        reason = str(rule_error)
+        kind = IndexError if isinstance(rule_error, IndexError) else ShapeError
+    except TypeError as rule_error:
+        reason = str(rule_error)
+        kind = DTypeError
+    except Exception:  # a rule that cannot judge these inputs: report the kernel's reason
+        reason = None
+    if reason is None:
+        reason = f"{type(error).__name__}: {error}"
+        kind = DTypeError if isinstance(error, TypeError) else (
+            IndexError if isinstance(error, IndexError) else ShapeError)
+    if reason.startswith(op.name + ":"):
+        message = reason
+    else:
+        message = f"{op.name}: {reason}"
+    message += f" [inputs: {_describe(args)}]"
+    if kind is IndexError:
+        return IndexError(at_user_line(message))
+    return kind(at_user_line(message))
+
+
+from ember.tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
+
+_registry.set_dispatcher(apply)

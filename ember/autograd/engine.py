@@ -1,0 +1,310 @@
+"""The backward engine: graph nodes recorded by eager ops, and reverse accumulation.
+
+Note [Autograd graph]: each op that gets an input requiring grad records a `Node` on its
+output: the op, its attributes, the inputs its VJP needs (the others are kept as shape/dtype
+metadata only), and one edge per input: the input's own Node, the input itself when it is a
+leaf that requires grad, or None. The output keeps its data only by reference from the Node
+when the VJP needs it, and is rebuilt at backward time (no reference cycle).
+
+Note [Saved tensor versions]: each saved tensor's version counter value is recorded when it is
+saved; in-place ops bump the counter shared by a tensor and its views. At backward, a changed
+version raises an error naming the op that saved the tensor, where that op ran, where the
+tensor was made and which in-place op changed it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from ember._util.errors import AutogradError, format_location
+from ember.autograd.grad_mode import _state
+
+_SCALARS = (bool, int, float)
+
+
+class TensorMeta:
+    """Shape, dtype and device of an input whose data a VJP does not need."""
+
+    __slots__ = ("shape", "dtype", "device", "ndim")
+
+    def __init__(self, t):
+        self.shape = tuple(t.shape)
+        self.dtype = t.dtype
+        self.device = t.device
+        self.ndim = len(self.shape)
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+class Node:
+    """A recorded op in the backward graph (what PyTorch calls grad_fn)."""
+
+    __slots__ = ("op", "attrs", "saved", "edges", "in_meta", "out_data", "out_version",
+                 "versions", "site", "pre_hooks", "retained", "freed", "__weakref__")
+
+    def __init__(self, op, attrs, saved, edges, in_meta, site):
+        self.op = op
+        self.attrs = attrs
+        self.saved = saved
+        self.edges = edges
+        self.in_meta = in_meta
+        self.out_data = None
+        self.out_version = None
+        self.versions = None
+        self.site = site
+        self.pre_hooks = None
+        self.retained = None
+        self.freed = False
+
+    def name(self) -> str:
+        return f"{_camel(self.op.name)}Backward0"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()}>"
+
+    @property
+    def next_functions(self):
+        out = []
+        for e in self.edges:
+            if e is None:
+                out.append((None, 0))
+            elif isinstance(e, Node):
+                out.append((e, 0))
+            else:
+                out.append((AccumulateGrad(e), 0))
+        return tuple(out)
+
+    def register_hook(self, fn):
+        if self.pre_hooks is None:
+            self.pre_hooks = []
+        self.pre_hooks.append(fn)
+        return _RemovableHandle(self.pre_hooks, fn)
+
+
+class AccumulateGrad:
+    """Shown in `next_functions` for leaf tensors, as in PyTorch."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self) -> str:
+        return "AccumulateGrad"
+
+    def __repr__(self) -> str:
+        return "<AccumulateGrad>"
+
+
+class _RemovableHandle:
+    def __init__(self, hooks: list, fn):
+        self._hooks = hooks
+        self._fn = fn
+
+    def remove(self) -> None:
+        try:
+            self._hooks.remove(self._fn)
+        except ValueError:
+            pass
+
+
+def _check_versions(node: Node) -> None:
+    for tensor, counter, value in node.versions:
+        if counter[0] != value:
+            made = "a leaf tensor" if tensor is None or tensor._node is None else (
+                f"the output of {tensor._node.op.name}"
+                + (f" made at {format_location(tensor._node.site)}" if tensor._node.site else ""))
+            changed = ""
+            if len(counter) > 1 and counter[1]:
+                op_name, site = counter[1]
+                changed = f" by {op_name}" + (f" at {format_location(site)}" if site else "")
+            saved_at = f" at {format_location(node.site)}" if node.site else ""
+            shape = "" if tensor is None else f" of shape {tuple(tensor.shape)}"
+            raise AutogradError(
+                f"one of the tensors needed for gradient computation has been modified by an "
+                f"in-place operation: {node.op.name}{saved_at} saved a tensor{shape}, "
+                f"{made}, which was then changed in place{changed}; it is at version "
+                f"{counter[0]}, expected version {value}. Use an out-of-place op or .clone() "
+                f"before modifying it.")
+
+
+def _call_vjp(node: Node, grad):
+    from ember.tensor import _from_node
+
+    if node.freed:
+        raise AutogradError(
+            f"trying to backward through the graph a second time (through {node.name()}"
+            + (f" made at {format_location(node.site)}" if node.site else "")
+            + "): its saved tensors were freed after the first backward. "
+            "Pass retain_graph=True to the first backward() if you need to call it twice.")
+    if node.versions:
+        _check_versions(node)
+    out = _from_node(node.out_data, node) if node.out_data is not None else None
+    grads = node.op.vjp(grad, out, *node.saved, **node.attrs)
+    return grads
+
+
+def _free(node: Node) -> None:
+    node.saved = ()
+    node.out_data = None
+    node.freed = True
+
+
+def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=None,
+             accumulate=True, allow_unused=False):
+    """Reverse-mode accumulation from `roots` (Tensors) seeded with `root_grads`.
+
+    With `accumulate`, leaf gradients are added to `.grad`; otherwise the gradients of
+    `inputs` are returned (ember.autograd.grad).
+    """
+    from ember.tensor import Tensor
+
+    # 1. dependency counts over the reachable graph
+    deps: dict = {}
+    stack = []
+    for r in roots:
+        if r._node is not None and r._node not in deps:
+            deps[r._node] = 0
+            stack.append(r._node)
+    while stack:
+        node = stack.pop()
+        for e in node.edges:
+            if isinstance(e, Node):
+                if e in deps:
+                    deps[e] += 1
+                else:
+                    deps[e] = 1
+                    stack.append(e)
+
+    wanted = None
+    captured = {}
+    if inputs is not None:
+        wanted = {}
+        for t in inputs:
+            key = t._node if t._node is not None else t
+            wanted.setdefault(key, []).append(t)
+
+    buffers: dict = {}
+    leaf_grads: dict = {}
+    ready = []
+
+    def deliver(edge, g):
+        """Pass gradient g (None: no gradient) along an edge; a node whose last dependency
+        has delivered becomes ready, or, if nothing reached it, passes None on in turn."""
+        pending = [(edge, g)]
+        while pending:
+            edge, g = pending.pop()
+            if isinstance(edge, Node):
+                if g is not None:
+                    prev = buffers.get(edge)
+                    buffers[edge] = g if prev is None else prev + g
+                deps[edge] -= 1
+                if deps[edge] == 0:
+                    if edge in buffers:
+                        ready.append(edge)
+                    else:
+                        pending.extend((e, None) for e in edge.edges if e is not None)
+            elif g is not None:  # a leaf tensor
+                prev = leaf_grads.get(edge)
+                leaf_grads[edge] = g if prev is None else prev + g
+
+    for r, g in zip(roots, root_grads):
+        if r._node is None:
+            if r.requires_grad:
+                prev = leaf_grads.get(r)
+                leaf_grads[r] = g if prev is None else prev + g
+            continue
+        prev = buffers.get(r._node)
+        buffers[r._node] = g if prev is None else prev + g
+    for r in roots:
+        if r._node is not None and deps.get(r._node) == 0 and r._node not in ready:
+            ready.append(r._node)
+
+    prev_mode = _state.enabled
+    _state.enabled = create_graph
+    try:
+        while ready:
+            node = ready.pop()
+            g = buffers.pop(node)
+            if node.pre_hooks:
+                for hook in list(node.pre_hooks):
+                    result = hook(g)
+                    if result is not None:
+                        g = result
+            if node.retained is not None:
+                t = node.retained()
+                if t is not None:
+                    _accumulate_into(t, g, create_graph)
+            if wanted is not None and node in wanted:
+                captured[node] = g
+            grads = _call_vjp(node, g)
+            if not retain_graph:
+                _free(node)
+            for edge, ig, meta in zip(node.edges, grads, node.in_meta):
+                if edge is None:
+                    continue
+                if ig is None:
+                    deliver(edge, None)
+                    continue
+                shape, dtype = meta
+                if ig.dtype is not dtype:
+                    ig = ig.to(dtype)
+                if tuple(ig.shape) != shape:
+                    if ig.ndim == 0 or ig.numel() == 1 and len(shape) == 0:
+                        ig = ig.reshape(shape)
+                    else:
+                        raise AutogradError(
+                            f"internal error: the VJP of {node.op.name} returned a gradient of "
+                            f"shape {tuple(ig.shape)} for an input of shape {shape}")
+                deliver(edge, ig)
+    finally:
+        _state.enabled = prev_mode
+
+    for leaf, g in leaf_grads.items():
+        if leaf._hooks:
+            for hook in list(leaf._hooks):
+                result = hook(g)
+                if result is not None:
+                    g = result
+        if wanted is not None:
+            if leaf in wanted:
+                captured[leaf] = g
+            continue
+        if accumulate:
+            _accumulate_into(leaf, g, create_graph)
+
+    if wanted is None:
+        return None
+    results = []
+    for t in inputs:
+        key = t._node if t._node is not None else t
+        g = captured.get(key)
+        if g is None and not allow_unused:
+            raise AutogradError(
+                f"one of the differentiated tensors (shape {tuple(t.shape)}) was not used in "
+                f"the graph; pass allow_unused=True to get None for it")
+        results.append(g)
+    return tuple(results)
+
+
+def _accumulate_into(t, g, create_graph):
+    from ember.tensor import _wrap
+
+    if create_graph:
+        t.grad = g if t.grad is None else t.grad + g
+        return
+    if t.grad is None:
+        # always a fresh buffer: the incoming gradient may be shared with other tensors or be a
+        # read-only broadcast view
+        t.grad = _wrap(g._data.copy())
+    else:
+        if t.grad._data.shape != g._data.shape:
+            raise AutogradError(f"accumulating a gradient of shape {tuple(g.shape)} into .grad "
+                                f"of shape {tuple(t.grad.shape)}")
+        t.grad._data += g._data
+
+
+def weak(t):
+    return weakref.ref(t)

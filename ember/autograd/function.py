@@ -1,0 +1,109 @@
+"""Custom differentiable functions: subclass `Function` with static `forward(ctx, ...)` and
+`backward(ctx, *grads)`, call `MyFunction.apply(...)`.
+
+Example:
+    >>> class Square(ember.autograd.Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x):
+    ...         ctx.save_for_backward(x)
+    ...         return x * x
+    ...     @staticmethod
+    ...     def backward(ctx, g):
+    ...         (x,) = ctx.saved_tensors
+    ...         return 2 * x * g
+"""
+
+from __future__ import annotations
+
+from ember._util.errors import AutogradError, user_location
+from ember.autograd.engine import Node
+from ember.autograd.grad_mode import _state, no_grad
+
+
+class FunctionCtx:
+    def __init__(self):
+        self._saved = ()
+        self._versions = ()
+        self.needs_input_grad = ()
+
+    def save_for_backward(self, *tensors):
+        self._saved = tensors
+        versions = []
+        for t in tensors:
+            if t is None:
+                continue
+            if t._version is None:
+                t._version = [0, None]
+            versions.append((t, t._version, t._version[0]))
+        self._versions = tuple(versions)
+
+    @property
+    def saved_tensors(self):
+        return self._saved
+
+    def mark_non_differentiable(self, *tensors):
+        pass
+
+    def set_materialize_grads(self, value: bool):
+        pass
+
+
+class _FunctionOp:
+    """Plays the OpDef role for one custom Function class in the backward graph."""
+
+    view = False
+    stateful = False
+
+    def __init__(self, cls, ctx, n_inputs):
+        self.name = cls.__name__
+        self._cls = cls
+        self._ctx = ctx
+        self._n = n_inputs
+
+    def vjp(self, g, out, *inputs):
+        grads = self._cls.backward(self._ctx, g)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        if len(grads) < self._n:
+            grads = grads + (None,) * (self._n - len(grads))
+        if len(grads) != self._n:
+            raise AutogradError(f"{self.name}.backward returned {len(grads)} gradients for "
+                                f"{self._n} inputs")
+        return grads
+
+
+class Function:
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError("Function subclasses must implement forward(ctx, ...)")
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        raise NotImplementedError("Function subclasses must implement backward(ctx, ...)")
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        from ember.tensor import Tensor
+
+        ctx = FunctionCtx()
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        with no_grad():
+            out = cls.forward(ctx, *args, **kwargs)
+        if not (_state.enabled and any(ctx.needs_input_grad)):
+            return out
+        if not isinstance(out, Tensor):
+            raise AutogradError(f"{cls.__name__}.forward must return one Tensor to be "
+                                f"differentiable, got {type(out).__name__}")
+        if out._node is not None or out is args[0] if args else False:
+            out = out.detach()
+        op = _FunctionOp(cls, ctx, len(args))
+        edges = tuple((a._node if a._node is not None else a)
+                      if isinstance(a, Tensor) and a.requires_grad else None for a in args)
+        in_meta = tuple((tuple(a.shape), a.dtype) if isinstance(a, Tensor) else None
+                        for a in args)
+        node = Node(op, {}, tuple(None for _ in args), edges, in_meta, user_location(2))
+        node.versions = list(ctx._versions)
+        result = out.detach() if out._base is not None else out
+        result._node = node
+        result._requires_grad = True
+        return result

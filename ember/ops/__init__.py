@@ -1,0 +1,14 @@
+"""L2: the op registry (`REGISTRY`), every primitive, and the composites built from them.
+
+Importing this package registers every op. The functions here take Tensors and Python
+scalars and return Tensors, through the dispatcher that L3 installs (Note [Eager dispatch]).
+"""
+
+from ember.ops.registry import REGISTRY as REGISTRY, OpDef as OpDef, defop as defop
+from ember.ops import elementwise as elementwise
+from ember.ops import reduce as reduce
+from ember.ops import shape as shape
+from ember.ops import linalg as linalg
+from ember.ops import conv as conv
+from ember.ops import random as random
+from ember.ops import nn as nn

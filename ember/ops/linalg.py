@@ -1,0 +1,159 @@
+"""Linear algebra primitives: matmul (batched, broadcast, 1-D), einsum; composites bmm, outer,
+linear."""
+
+from __future__ import annotations
+
+from ember._util.errors import ShapeError
+from ember.ops.registry import apply, broadcast_shapes, defop, same_dtype
+from ember.ops.elementwise import unbroadcast
+
+
+def _matmul_shape(a, b):
+    if len(a) == 0 or len(b) == 0:
+        raise ShapeError(f"matmul: both arguments need at least 1 dim, got {tuple(a)} @ {tuple(b)}")
+    a2 = (1,) + tuple(a) if len(a) == 1 else tuple(a)
+    b2 = tuple(b) + (1,) if len(b) == 1 else tuple(b)
+    if a2[-1] != b2[-2]:
+        raise ShapeError(f"matmul: {tuple(a)} @ {tuple(b)}: inner dimensions {a2[-1]} and "
+                         f"{b2[-2]} differ")
+    try:
+        batch = broadcast_shapes(a2[:-2], b2[:-2])
+    except ShapeError:
+        raise ShapeError(f"matmul: {tuple(a)} @ {tuple(b)}: batch dimensions {a2[:-2]} and "
+                         f"{b2[:-2]} cannot be broadcast") from None
+    out = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return out
+
+
+def _matmul_vjp(g, y, a, b):
+    a2 = a.unsqueeze(0) if a.ndim == 1 else a
+    b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+    if a.ndim == 1:
+        g = g.unsqueeze(-2)
+    if b.ndim == 1:
+        g = g.unsqueeze(-1)
+    ga = unbroadcast(g @ b2.mT, a2).reshape(tuple(a.shape))
+    gb = unbroadcast(a2.mT @ g, b2).reshape(tuple(b.shape))
+    return ga, gb
+
+
+MATMUL = defop("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_vjp, shape=_matmul_shape,
+               dtype=lambda a, b: a, promote="common",
+               doc="Matrix product with NumPy/PyTorch batching, broadcasting and 1-D rules.")
+
+
+# --- einsum -----------------------------------------------------------------------------------
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def normalize_equation(equation: str, shapes) -> str:
+    """Explicit form 'ij,jk->ik' with '...' expanded to letters and the output spelled out."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ShapeError(f"einsum: equation {equation!r} names {len(terms)} operands, "
+                         f"got {len(shapes)}")
+    used = set(equation) - set(".,->")
+    spare = [c for c in _LETTERS if c not in used]
+    ell_rank = 0
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            ell_rank = max(ell_rank, len(shape) - (len(term) - 3))
+    ell = "".join(spare[:ell_rank])
+    new_terms = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            k = len(shape) - (len(term) - 3)
+            term = term.replace("...", ell[ell_rank - k:])
+        if len(term) != len(shape):
+            raise ShapeError(f"einsum: operand {term!r} has {len(term)} subscripts but shape "
+                             f"{tuple(shape)}")
+        new_terms.append(term)
+    if arrow:
+        out = rhs.replace("...", ell)
+    else:
+        counts = {}
+        for t in new_terms:
+            for c in t:
+                counts[c] = counts.get(c, 0) + 1
+        out = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ell))
+    return ",".join(new_terms) + "->" + out
+
+
+def _einsum_shape(*shapes, equation):
+    lhs, out = equation.split("->")
+    sizes = {}
+    for term, shape in zip(lhs.split(","), shapes):
+        for c, n in zip(term, shape):
+            if sizes.get(c, n) != n and 1 not in (sizes[c], n):
+                raise ShapeError(f"einsum {equation}: subscript {c!r} has sizes {sizes[c]} and "
+                                 f"{n}")
+            sizes[c] = max(sizes.get(c, n), n)
+    return tuple(sizes[c] for c in out)
+
+
+def _einsum_vjp(g, y, *operands, equation):
+    lhs, out = equation.split("->")
+    terms = lhs.split(",")
+    grads = []
+    for i, (term, x) in enumerate(zip(terms, operands)):
+        if len(set(term)) != len(term):
+            raise NotImplementedError(f"einsum {equation}: gradient of an operand with a "
+                                      f"repeated subscript ({term!r}) is not supported")
+        others = [(t, o) for j, (t, o) in enumerate(zip(terms, operands)) if j != i]
+        available = set(out).union(*[set(t) for t, _ in others])
+        reduced = "".join(c for c in term if c in available)
+        spec = ",".join([out] + [t for t, _ in others]) + "->" + reduced
+        gi = apply(EINSUM, g, *[o for _, o in others], equation=spec)
+        if reduced != term:  # subscripts summed only inside this operand: broadcast back
+            shape = [x.shape[k] if c in available else 1 for k, c in enumerate(term)]
+            gi = gi.reshape(tuple(shape)).expand(tuple(x.shape))
+        grads.append(unbroadcast(gi, x) if tuple(gi.shape) != tuple(x.shape) else gi)
+    return tuple(grads)
+
+
+EINSUM = defop("einsum", lambda xp, *xs, equation: xp.einsum(equation, *xs, optimize=True),
+               _einsum_vjp, shape=_einsum_shape, dtype=lambda *d, equation: d[0],
+               promote="common")
+
+
+def matmul(a, b):
+    return apply(MATMUL, a, b)
+
+
+def einsum(equation, *operands):
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    eq = normalize_equation(equation, [tuple(o.shape) for o in operands])
+    return apply(EINSUM, *operands, equation=eq)
+
+
+def bmm(a, b):
+    if a.ndim != 3 or b.ndim != 3:
+        raise ShapeError(f"bmm: expected 3-D tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[0] != b.shape[0]:
+        raise ShapeError(f"bmm: batch sizes differ: {tuple(a.shape)} @ {tuple(b.shape)}")
+    return apply(MATMUL, a, b)
+
+
+def outer(a, b):
+    if a.ndim != 1 or b.ndim != 1:
+        raise ShapeError(f"outer: expected 1-D tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a.reshape(-1, 1) * b.reshape(1, -1)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias (weight is (out_features, in_features))."""
+    if x.shape[-1] != weight.shape[-1]:
+        raise ShapeError(f"linear: input {tuple(x.shape)} last dim {x.shape[-1]} != weight "
+                         f"{tuple(weight.shape)} in_features {weight.shape[-1]}")
+    out = apply(MATMUL, x, weight.mT)
+    return out if bias is None else out + bias
+
+
+_ = same_dtype

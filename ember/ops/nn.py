@@ -1,0 +1,324 @@
+"""Neural-network composites, each a formula over primitives (their gradients come for free):
+softmax, log_softmax, gelu (exact and tanh), silu, leaky_relu, elu, softplus, layer_norm,
+group_norm, batch_norm, dropout, nll_loss, cross_entropy, scaled_dot_product_attention.
+
+Faster fused kernels may be registered later where a benchmark shows it matters; these stay
+as their reference (DESIGN.md, "The op registry is the single source of truth").
+"""
+
+from __future__ import annotations
+
+import math
+
+from ember import dtypes as _dt
+from ember._util.errors import ShapeError
+from ember.ops import elementwise as E
+from ember.ops import reduce as R
+from ember.ops import shape as S
+from ember.ops.random import bernoulli, uniform
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def softmax(x, dim=-1, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    shifted = x - R.amax(x, dim, keepdim=True).detach()
+    e = shifted.exp()
+    return e / e.sum(dim, keepdim=True)
+
+
+def log_softmax(x, dim=-1, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    shifted = x - R.amax(x, dim, keepdim=True).detach()
+    return shifted - shifted.exp().sum(dim, keepdim=True).log()
+
+
+def gelu(x, approximate="none"):
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * _SQRT_2_OVER_PI
+        return x * 0.5 * (E.tanh(inner) + 1.0)
+    if approximate != "none":
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return x * 0.5 * (E.erf(x * _SQRT_HALF) + 1.0)
+
+
+def silu(x):
+    return x * E.sigmoid(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return E.where(x > 0, x, x * negative_slope)
+
+
+def elu(x, alpha=1.0):
+    return E.where(x > 0, x, (E.expm1(E.minimum(x, 0.0))) * alpha)
+
+
+def softplus(x, beta=1.0, threshold=20.0):
+    scaled = x * beta
+    return E.where(scaled > threshold, x, E.log1p(E.exp(E.minimum(scaled, threshold))) / beta)
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    return E.clamp(x, min_val, max_val)
+
+
+def _check_normalized_shape(x, normalized_shape, name):
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(shape):]) != shape:
+        raise ShapeError(f"{name}: input {tuple(x.shape)} does not end with normalized_shape "
+                         f"{shape}")
+    return tuple(range(x.ndim - len(shape), x.ndim))
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    mean = x.mean(dims, keepdim=True)
+    centered = x - mean
+    var = (centered * centered).mean(dims, keepdim=True)
+    out = centered * E.rsqrt(var + eps)
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    n, c = x.shape[0], x.shape[1]
+    if c % num_groups:
+        raise ShapeError(f"group_norm: {c} channels are not divisible by {num_groups} groups")
+    grouped = x.reshape(n, num_groups, -1)
+    mean = grouped.mean(-1, keepdim=True)
+    centered = grouped - mean
+    var = (centered * centered).mean(-1, keepdim=True)
+    out = (centered * E.rsqrt(var + eps)).reshape(tuple(x.shape))
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """PyTorch's F.batch_norm: batch statistics in training (and running-stat updates in place,
+    with the unbiased variance), running statistics in eval."""
+    if x.ndim < 2:
+        raise ShapeError(f"batch_norm: expected at least 2-D input (N, C, ...), got "
+                         f"{tuple(x.shape)}")
+    dims = (0,) + tuple(range(2, x.ndim))
+    shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if training:
+        n = x.numel() // x.shape[1]
+        if n <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                             f"training, got input {tuple(x.shape)}")
+        mean = x.mean(dims, keepdim=True)
+        centered = x - mean
+        var = (centered * centered).mean(dims, keepdim=True)
+        if running_mean is not None:
+            from ember.autograd.grad_mode import no_grad
+
+            with no_grad():
+                m = momentum
+                running_mean.mul_(1 - m).add_(mean.reshape(-1).detach() * m)
+                running_var.mul_(1 - m).add_(var.reshape(-1).detach() * (m * n / (n - 1)))
+        out = centered * E.rsqrt(var + eps)
+    else:
+        out = (x - running_mean.reshape(shape)) * E.rsqrt(running_var.reshape(shape) + eps)
+    if weight is not None:
+        out = out * weight.reshape(shape)
+    if bias is not None:
+        out = out + bias.reshape(shape)
+    return out
+
+
+def dropout(x, p=0.5, training=True, generator=None):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = uniform(tuple(x.shape), dtype=x.dtype, generator=generator, device=x.device) >= p
+    return E.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+def _reduce(loss, reduction, name, denominator=None):
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "mean":
+        return loss.sum() / denominator if denominator is not None else loss.mean()
+    raise ValueError(f"{name}: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+def _class_dim_last(x):
+    """(N, C, d1, ...) -> (N*d1*..., C); (C,) -> (1, C)."""
+    if x.ndim == 1:
+        return x.unsqueeze(0)
+    if x.ndim == 2:
+        return x
+    return S.movedim(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    if log_probs.ndim < 1:
+        raise ShapeError("nll_loss: input must have at least 1 dim (C,) or (N, C, ...)")
+    c = log_probs.shape[0] if log_probs.ndim == 1 else log_probs.shape[1]
+    expected = () if log_probs.ndim == 1 else (log_probs.shape[0],) + tuple(log_probs.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ShapeError(f"nll_loss: target shape {tuple(target.shape)} does not match input "
+                         f"{tuple(log_probs.shape)} (expected {expected})")
+    if target.dtype.is_floating_point:
+        raise TypeError(f"nll_loss: target must hold class indices (integers), got "
+                        f"{target.dtype}")
+    flat = _class_dim_last(log_probs)
+    t = target.reshape(-1)
+    valid = t != ignore_index
+    safe_t = E.where(valid, t, 0)
+    if (safe_t.numel() and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)):
+        raise IndexError(f"nll_loss: target {int(t.max().item())} is out of range for "
+                         f"{c} classes")
+    picked = -S.gather(flat, 1, safe_t.unsqueeze(1)).squeeze(1)
+    w = valid.to(flat.dtype)
+    if weight is not None:
+        w = w * S.index_select(weight, 0, safe_t)
+    loss = picked * w
+    if reduction == "none":
+        return loss.reshape(expected)
+    return _reduce(loss, reduction, "nll_loss", w.sum())
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """PyTorch's F.cross_entropy: class indices or class probabilities as target."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
+                         f"{label_smoothing}")
+    class_dim = 0 if input.ndim == 1 else 1
+    logp = log_softmax(input, class_dim)
+    c = input.shape[class_dim]
+    if target.dtype.is_floating_point:  # probabilities
+        if tuple(target.shape) != tuple(input.shape):
+            raise ShapeError(f"cross_entropy: probability target shape {tuple(target.shape)} "
+                             f"must equal input shape {tuple(input.shape)}")
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + label_smoothing / c
+        terms = logp * target
+        if weight is not None:
+            shape = [1] * input.ndim
+            shape[class_dim] = c
+            terms = terms * weight.reshape(tuple(shape))
+        loss = -terms.sum(class_dim)
+        if reduction == "mean":
+            n = input.numel() // c if input.ndim > 1 else 1
+            return loss.sum() / n
+        return _reduce(loss, reduction, "cross_entropy")
+    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    if not label_smoothing:
+        return nll
+    flat = _class_dim_last(logp)
+    t = target.reshape(-1)
+    valid = (t != ignore_index).to(flat.dtype)
+    if weight is not None:
+        smooth = -(flat * weight).sum(1)
+        denom = (S.index_select(weight, 0, E.where(t != ignore_index, t, 0)) * valid).sum()
+    else:
+        smooth = -flat.sum(1)
+        denom = valid.sum()
+    smooth = smooth * valid
+    if reduction == "none":
+        smooth = smooth.reshape(tuple(target.shape))
+    else:
+        smooth = _reduce(smooth, reduction, "cross_entropy", denom)
+    return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, generator=None):
+    """softmax(q k^T * scale + mask) v. A bool mask marks positions that take part (True);
+    a float mask is added to the scores. Shapes (..., L, E), (..., S, E), (..., S, Ev)."""
+    if query.shape[-1] != key.shape[-1]:
+        raise ShapeError(f"scaled_dot_product_attention: query {tuple(query.shape)} and key "
+                         f"{tuple(key.shape)} differ in the last (embedding) dim")
+    if key.shape[-2] != value.shape[-2]:
+        raise ShapeError(f"scaled_dot_product_attention: key {tuple(key.shape)} and value "
+                         f"{tuple(value.shape)} differ in sequence length")
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.mT) * scale
+    L, Sk = query.shape[-2], key.shape[-2]
+    if is_causal:
+        from ember.tensor import ones
+
+        causal = S.tril(ones((L, Sk), dtype=_dt.bool_, device=query.device))
+        scores = S.masked_fill(scores, E.logical_not(causal), float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype is _dt.bool_:
+            scores = S.masked_fill(scores, E.logical_not(attn_mask), float("-inf"))
+        else:
+            scores = scores + attn_mask
+    weights = softmax(scores, -1)
+    if dropout_p > 0.0:
+        weights = dropout(weights, dropout_p, True, generator)
+    return weights @ value
+
+
+def mse_loss(input, target, reduction="mean"):
+    d = input - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction="mean"):
+    return _reduce(E.abs(input - target), reduction, "l1_loss")
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    d = E.abs(input - target)
+    if beta == 0:
+        return _reduce(d, reduction, "smooth_l1_loss")
+    loss = E.where(d < beta, d * d * (0.5 / beta), d - 0.5 * beta)
+    return _reduce(loss, reduction, "smooth_l1_loss")
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    log_p = E.clamp(E.log(input), min=-100.0)
+    log_1p = E.clamp(E.log(1.0 - input), min=-100.0)
+    loss = -(target * log_p + (1.0 - target) * log_1p)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy")
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    # log(sigmoid(x)) = -softplus(-x), computed stably
+    log_sig = -(E.log1p(E.exp(-E.abs(input))) + E.maximum(-input, 0.0))
+    log_one_minus = log_sig - input
+    if pos_weight is not None:
+        loss = -(pos_weight * target * log_sig + (1.0 - target) * log_one_minus)
+    else:
+        loss = -(target * log_sig + (1.0 - target) * log_one_minus)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        loss = E.where(target > 0, target * (E.log(E.where(target > 0, target, 1.0)) - input),
+                       0.0)
+    if reduction == "batchmean":
+        return loss.sum() / input.shape[0]
+    return _reduce(loss, reduction, "kl_div")
+
+
+_ = bernoulli

@@ -1,0 +1,310 @@
+"""Reduction primitives (sum, prod, amax, amin, argmax, argmin, all, any, cumsum, cumprod) and
+their composites (mean, var, std, logsumexp, max/min with indices).
+
+Note [Reduction dims]: wrappers canonicalise `dim` to a sorted tuple of non-negative ints, or
+None for all dims, so attributes are hashable and rules see one form.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from ember import dtypes as _dt
+from ember._util.errors import ShapeError
+from ember.ops.registry import apply, defop, int64_dtype, same_dtype, bool_dtype
+
+__all__ = ["sum", "prod", "amax", "amin", "argmax", "argmin", "all", "any", "cumsum",
+           "cumprod", "mean", "var", "std", "logsumexp", "max", "min", "normalize_dims"]
+
+
+def normalize_dims(dim, ndim: int, op: str = "reduce"):
+    if dim is None:
+        return None
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    out = []
+    for d in dims:
+        d = int(d)
+        if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
+            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
+        out.append(d % builtins.max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: dim {dims} repeats a dimension")
+    return tuple(sorted(out))
+
+
+def _axis(dim, ndim):
+    if dim is None:
+        return None
+    return tuple(d for d in dim if d < ndim) if ndim else None
+
+
+def _reduced_shape(shape, dim=None, keepdim=False, **attrs):
+    if dim is None:
+        return tuple(1 for _ in shape) if keepdim else ()
+    if not shape:
+        return ()
+    return tuple(1 if i in dim else n for i, n in enumerate(shape) if keepdim or i not in dim)
+
+
+def _sum_dtype(dtype, **attrs):
+    return dtype if dtype.is_floating_point else _dt.int64
+
+
+def _expand_back(g, x, dim, keepdim):
+    """Broadcast a reduced gradient back over the reduced dims of `x`."""
+    if not keepdim:
+        g = g.reshape(_reduced_shape(x.shape, dim, True))
+    return g.expand(tuple(x.shape))
+
+
+def _sum_forward(xp, x, dim, keepdim):
+    dtype = None if x.dtype.kind == "f" else xp.int64
+    return xp.sum(x, axis=_axis(dim, x.ndim), keepdims=keepdim, dtype=dtype)
+
+
+SUM = defop("sum", _sum_forward,
+            lambda g, y, x, dim, keepdim: (_expand_back(g, x, dim, keepdim),),
+            shape=_reduced_shape, dtype=_sum_dtype, save_inputs=False)
+
+
+def _prod_forward(xp, x, dim, keepdim):
+    dtype = None if x.dtype.kind == "f" else xp.int64
+    return xp.prod(x, axis=_axis(dim, x.ndim), keepdims=keepdim, dtype=dtype)
+
+
+def _prod_vjp(g, y, x, dim, keepdim):
+    # The product of all other elements, without dividing (exact when x has zeros): exclusive
+    # cumulative products from the left and from the right.
+    if dim is None:
+        flat = x.reshape(-1)
+        return (_expand_back(g, x, None, keepdim) * _others_product(flat, 0).reshape(x.shape),)
+    (d,) = dim
+    return (_expand_back(g, x, dim, keepdim) * _others_product(x, d),)
+
+
+def _others_product(x, d):
+    from ember.ops.shape import cat, flip, narrow
+
+    n = x.shape[d]
+    if n == 1:
+        return x * 0 + 1
+    ones = x.narrow(d, 0, 1) * 0 + 1
+    left = cat([ones, cumprod(narrow(x, d, 0, n - 1), d)], d)
+    right = flip(cat([ones, cumprod(narrow(flip(x, (d,)), d, 0, n - 1), d)], d), (d,))
+    return left * right
+
+
+PROD = defop("prod", _prod_forward, _prod_vjp, shape=_reduced_shape, dtype=_sum_dtype)
+
+
+def _extreme_vjp(g, y, x, dim, keepdim):
+    # amax/amin spread the gradient evenly over ties (as PyTorch's amax and max() do).
+    y_full = _expand_back(y, x, dim, keepdim)
+    mask = (x == y_full).to(g.dtype)
+    count = mask.sum(dim, keepdim=True)
+    return (_expand_back(g, x, dim, keepdim) * mask / count,)
+
+
+AMAX = defop("amax", lambda xp, x, dim, keepdim: xp.max(x, axis=_axis(dim, x.ndim),
+                                                         keepdims=keepdim),
+             _extreme_vjp, shape=_reduced_shape, dtype=same_dtype, save_output=True)
+AMIN = defop("amin", lambda xp, x, dim, keepdim: xp.min(x, axis=_axis(dim, x.ndim),
+                                                         keepdims=keepdim),
+             _extreme_vjp, shape=_reduced_shape, dtype=same_dtype, save_output=True)
+
+
+def _arg_forward(fn):
+    def forward(xp, x, dim, keepdim):
+        if dim is None:
+            r = getattr(xp, fn)(x.reshape(-1))
+            return xp.asarray(r, dtype=xp.int64).reshape((1,) * x.ndim if keepdim else ())
+        return getattr(xp, fn)(x, axis=dim[0] if x.ndim else None,
+                               keepdims=keepdim).astype(xp.int64, copy=False)
+    return forward
+
+
+ARGMAX = defop("argmax", _arg_forward("argmax"), shape=_reduced_shape, dtype=int64_dtype)
+ARGMIN = defop("argmin", _arg_forward("argmin"), shape=_reduced_shape, dtype=int64_dtype)
+ALL = defop("all", lambda xp, x, dim, keepdim: xp.all(x, axis=_axis(dim, x.ndim),
+                                                       keepdims=keepdim),
+            shape=_reduced_shape, dtype=bool_dtype)
+ANY = defop("any", lambda xp, x, dim, keepdim: xp.any(x, axis=_axis(dim, x.ndim),
+                                                       keepdims=keepdim),
+            shape=_reduced_shape, dtype=bool_dtype)
+
+
+def _cum_shape(shape, dim):
+    return tuple(shape)
+
+
+def _cumsum_forward(xp, x, dim):
+    dtype = None if x.dtype.kind == "f" else xp.int64
+    return xp.cumsum(x, axis=dim if x.ndim else None, dtype=dtype).reshape(x.shape)
+
+
+def _reverse_cumsum(g, dim):
+    from ember.ops.shape import flip
+
+    return flip(cumsum(flip(g, (dim,)), dim), (dim,))
+
+
+CUMSUM = defop("cumsum", _cumsum_forward,
+               lambda g, y, x, dim: (_reverse_cumsum(g, dim) if g.ndim else g,),
+               shape=_cum_shape, dtype=_sum_dtype, save_inputs=False)
+
+
+def _cumprod_forward(xp, x, dim):
+    dtype = None if x.dtype.kind == "f" else xp.int64
+    return xp.cumprod(x, axis=dim if x.ndim else None, dtype=dtype).reshape(x.shape)
+
+
+CUMPROD = defop("cumprod", _cumprod_forward,
+                # d/dx_i of y_j = y_j / x_i for i <= j (inputs assumed non-zero here; `prod`
+                # does not rely on this rule for its zero-safe gradient)
+                lambda g, y, x, dim: ((_reverse_cumsum(g * y, dim) / x) if g.ndim else g,),
+                shape=_cum_shape, dtype=_sum_dtype, save_output=True)
+
+
+# --- wrappers -----------------------------------------------------------------------------------
+def _norm(x, dim, op):
+    return normalize_dims(dim, x.ndim, op)
+
+
+def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001
+    out = apply(SUM, x, dim=_norm(x, dim, "sum"), keepdim=bool(keepdim))
+    return out if dtype is None else out.to(dtype)
+
+
+def prod(x, dim=None, keepdim=False, dtype=None):
+    if dim is not None and not isinstance(dim, int):
+        raise TypeError(f"prod: dim must be an int or None, got {dim!r}")
+    out = apply(PROD, x, dim=_norm(x, dim, "prod"), keepdim=bool(keepdim))
+    return out if dtype is None else out.to(dtype)
+
+
+def amax(x, dim=None, keepdim=False):
+    if x.numel() == 0:
+        raise ShapeError(f"amax: cannot reduce an empty tensor of shape {tuple(x.shape)}")
+    return apply(AMAX, x, dim=_norm(x, dim, "amax"), keepdim=bool(keepdim))
+
+
+def amin(x, dim=None, keepdim=False):
+    if x.numel() == 0:
+        raise ShapeError(f"amin: cannot reduce an empty tensor of shape {tuple(x.shape)}")
+    return apply(AMIN, x, dim=_norm(x, dim, "amin"), keepdim=bool(keepdim))
+
+
+def argmax(x, dim=None, keepdim=False):
+    if dim is not None and not isinstance(dim, int):
+        raise TypeError(f"argmax: dim must be an int or None, got {dim!r}")
+    return apply(ARGMAX, x, dim=_norm(x, dim, "argmax"), keepdim=bool(keepdim))
+
+
+def argmin(x, dim=None, keepdim=False):
+    if dim is not None and not isinstance(dim, int):
+        raise TypeError(f"argmin: dim must be an int or None, got {dim!r}")
+    return apply(ARGMIN, x, dim=_norm(x, dim, "argmin"), keepdim=bool(keepdim))
+
+
+def all(x, dim=None, keepdim=False):  # noqa: A001
+    return apply(ALL, x, dim=_norm(x, dim, "all"), keepdim=bool(keepdim))
+
+
+def any(x, dim=None, keepdim=False):  # noqa: A001
+    return apply(ANY, x, dim=_norm(x, dim, "any"), keepdim=bool(keepdim))
+
+
+def cumsum(x, dim, dtype=None):
+    (d,) = normalize_dims(dim, x.ndim, "cumsum")
+    out = apply(CUMSUM, x, dim=d)
+    return out if dtype is None else out.to(dtype)
+
+
+def cumprod(x, dim, dtype=None):
+    (d,) = normalize_dims(dim, x.ndim, "cumprod")
+    out = apply(CUMPROD, x, dim=d)
+    return out if dtype is None else out.to(dtype)
+
+
+def _count(x, dims):
+    n = 1
+    for d in range(x.ndim) if dims is None else dims:
+        n *= x.shape[d]
+    return n
+
+
+def mean(x, dim=None, keepdim=False, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"mean: input dtype must be floating point, got {x.dtype}; "
+                        "pass dtype=ember.float32 or cast first")
+    dims = _norm(x, dim, "mean")
+    return sum(x, dims, keepdim) / _count(x, dims)
+
+
+def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"var: input dtype must be floating point, got {x.dtype}")
+    dims = _norm(x, dim, "var")
+    centered = x - mean(x, dims, keepdim=True)
+    return sum(centered * centered, dims, keepdim) / (_count(x, dims) - correction)
+
+
+def std(x, dim=None, correction=1, keepdim=False, unbiased=None):
+    return var(x, dim, correction, keepdim, unbiased).sqrt()
+
+
+def logsumexp(x, dim, keepdim=False):
+    from ember.ops.elementwise import isinf, where
+
+    dims = _norm(x, dim, "logsumexp")
+    m = amax(x, dims, keepdim=True).detach()
+    m = where(isinf(m), 0.0, m)
+    out = (x - m).exp().sum(dims, keepdim=True).log() + m
+    return out if keepdim else out.reshape(_reduced_shape(x.shape, dims, False))
+
+
+class _ValuesIndices(tuple):
+    """(values, indices) with attribute access, like torch.return_types.max."""
+
+    __slots__ = ()
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _max_min(x, dim, keepdim, other, arg_fn, full_fn, name):
+    from ember.ops.elementwise import maximum, minimum
+    from ember.ops.shape import gather
+
+    if other is not None:
+        return (maximum if name == "max" else minimum)(x, other)
+    if dim is None:
+        return full_fn(x)
+    idx = arg_fn(x, dim, keepdim=True)
+    d = normalize_dims(dim, x.ndim, name)[0] if x.ndim else 0
+    values = gather(x, d, idx) if x.ndim else x
+    if not keepdim and x.ndim:
+        values, idx = values.squeeze(d), idx.squeeze(d)
+    return _ValuesIndices((values, idx))
+
+
+def max(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
+    """max(x) -> value (gradient spread over ties); max(x, dim) -> (values, indices)."""
+    if not isinstance(dim, (int, type(None))):  # max(a, b) elementwise, as torch.max(a, b)
+        dim, other = None, dim
+    return _max_min(x, dim, keepdim, other, argmax, amax, "max")
+
+
+def min(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
+    if not isinstance(dim, (int, type(None))):
+        dim, other = None, dim
+    return _max_min(x, dim, keepdim, other, argmin, amin, "min")

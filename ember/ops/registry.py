@@ -1,0 +1,159 @@
+"""The op registry: every primitive once, with its rules, reference forward and VJP.
+
+Note [OpDef]: a primitive is an `OpDef` holding, side by side,
+- `forward(xp, *arrays, **attrs)`: the reference kernel on the backend's array namespace;
+- `vjp(g, out, *inputs, **attrs)`: the backward rule, written with ember ops on Tensors so that
+  it runs eagerly, traces into graphs and can itself be differentiated; it returns one gradient
+  (or None) per input;
+- `shape(*shapes, **attrs)` and `dtype(*dtypes, **attrs)`: the output's shape and dtype from the
+  inputs' (used by graph tracing, by error messages and checked against eager by the tests);
+- `promote`: how inputs are cast before the forward (Note [Type promotion] in ember.dtypes):
+  None (no casting), "common" (to the common dtype), "float" (common, integers to default float).
+Attributes are hashable Python values (ints, tuples, DTypes, strings) so that compiled graphs
+can key caches and common-subexpression elimination on them.
+
+Layers above install the dispatcher (`set_dispatcher`): eager execution with autograd (L3), and
+graph tracing (L4) pushes an interceptor. Ops never create Tensors themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ember import dtypes as _dt
+from ember._util.errors import ShapeError
+
+__all__ = ["OpDef", "REGISTRY", "defop", "apply", "set_dispatcher", "infer"]
+
+
+class OpDef:
+    __slots__ = ("name", "forward", "vjp", "shape", "dtype", "promote", "save_inputs",
+                 "save_output", "view", "stateful", "differentiable", "kernels", "doc",
+                 "__weakref__")
+
+    def __init__(self, name, forward, vjp, shape, dtype, promote, save_inputs, save_output,
+                 view, stateful, doc):
+        self.name = name
+        self.forward = forward
+        self.vjp = vjp
+        self.shape = shape
+        self.dtype = dtype
+        self.promote = promote
+        self.save_inputs = save_inputs
+        self.save_output = save_output
+        self.view = view
+        self.stateful = stateful
+        self.differentiable = vjp is not None
+        self.kernels: dict[str, Callable] = {}  # backend name -> faster kernel, same signature
+        self.doc = doc
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+    def def_vjp(self, fn):
+        self.vjp = fn
+        self.differentiable = True
+        return fn
+
+    def def_kernel(self, backend_name: str):
+        """Register a faster kernel for one backend; tests check it against `forward`."""
+
+        def register(fn):
+            self.kernels[backend_name] = fn
+            return fn
+
+        return register
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def defop(name: str, forward: Callable, vjp: Callable | None = None, *, shape, dtype,
+          promote: str | None = None, save_inputs: bool = True, save_output: bool = False,
+          view: bool = False, stateful: bool = False, doc: str = "") -> OpDef:
+    if name in REGISTRY:
+        raise ValueError(f"op {name!r} is already registered")
+    op = OpDef(name, forward, vjp, shape, dtype, promote, save_inputs, save_output, view,
+               stateful, doc)
+    REGISTRY[name] = op
+    return op
+
+
+# --- dispatch -------------------------------------------------------------------------------
+_dispatcher: Callable | None = None
+
+
+def set_dispatcher(fn: Callable) -> None:
+    global _dispatcher
+    _dispatcher = fn
+
+
+def apply(op: OpDef, *args, **attrs):
+    """Run `op` on Tensors / Python scalars through the installed dispatcher."""
+    return _dispatcher(op, *args, **attrs)
+
+
+# --- shape and dtype rules ------------------------------------------------------------------
+def broadcast_shapes(*shapes) -> tuple:
+    ndim = max((len(s) for s in shapes), default=0)
+    result = [1] * ndim
+    for s in shapes:
+        for i, d in enumerate(s, ndim - len(s)):
+            r = result[i]
+            if d == r or d == 1:
+                continue
+            if r == 1:
+                result[i] = d
+            else:
+                raise ShapeError(
+                    "shapes " + ", ".join(str(tuple(x)) for x in shapes)
+                    + f" cannot be broadcast: dimension {i - ndim} is {r} in one and {d} in another"
+                )
+    return tuple(result)
+
+
+def same_shape(shape, *rest, **attrs):
+    return tuple(shape)
+
+
+def same_dtype(dtype, *rest, **attrs):
+    return dtype
+
+
+def bool_dtype(*dtypes, **attrs):
+    return _dt.bool_
+
+
+def int64_dtype(*dtypes, **attrs):
+    return _dt.int64
+
+
+def compute_dtype(promote: str | None, operands) -> _dt.DType | None:
+    """The dtype inputs are cast to. `operands`: DTypes, ("weak", DType) or Python scalars."""
+    if promote is None:
+        return None
+    result = _dt.result_type(*operands)
+    if promote == "float" and not result.is_floating_point:
+        return _dt.get_default_dtype()
+    return result
+
+
+def infer(op: OpDef, avals, attrs):
+    """Output (shape, dtype) of `op` from input (shape, dtype) pairs; scalars as Python values.
+
+    Used by graph tracing and by eager error messages (the rule raises ShapeError with the
+    reason). Promotion follows the same `compute_dtype` as eager dispatch.
+    """
+    operands = []
+    shapes = []
+    for a in avals:
+        if isinstance(a, tuple):
+            shape, dt = a
+            shapes.append(tuple(shape))
+            operands.append(("weak", dt) if len(shape) == 0 else dt)
+        else:
+            shapes.append(())
+            operands.append(a)
+    cdt = compute_dtype(op.promote, operands)
+    dts = [cdt if cdt is not None else (o[1] if isinstance(o, tuple) else o) for o in operands]
+    return op.shape(*shapes, **attrs), op.dtype(*dts, **attrs)

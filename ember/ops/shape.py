@@ -1,0 +1,732 @@
+"""Movement and indexing primitives, and the composites built on them.
+
+Primitives: reshape, permute, expand, cat, flip, roll, pad (constant), tril, triu, copy,
+getitem, index_put, index_add, gather, scatter, scatter_add, argsort, nonzero.
+Composites: transpose, squeeze, unsqueeze, flatten, stack, split, chunk, narrow, index_select,
+masked_fill, one_hot, embedding, repeat, movedim, sort, topk, pad in reflect/replicate mode.
+
+Note [Index specs]: an index such as `x[a, 1:3, None]` becomes a hashable spec of items
+("i", int) | ("s", start, stop, step) | ("n",) for None | ("e",) for Ellipsis | ("t",) for a
+tensor index, and the tensor indices become extra inputs of the op. So indexing traces into
+graphs like any other op, and the spec keys caches.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+
+from ember import dtypes as _dt
+from ember._util.errors import ShapeError
+from ember.ops.registry import apply, defop, same_dtype, int64_dtype
+from ember.ops.elementwise import unbroadcast, where
+
+# --- reshape / permute / expand -----------------------------------------------------------------
+
+
+def _resolve_shape(shape, numel, op="reshape", source=None):
+    shape = tuple(int(s) for s in shape)
+    unknown = [i for i, s in enumerate(shape) if s == -1]
+    if len(unknown) > 1:
+        raise ShapeError(f"{op}: only one dimension can be -1, got {shape}")
+    if builtins.any(s < -1 for s in shape):
+        raise ShapeError(f"{op}: invalid shape {shape}")
+    known = 1
+    for s in shape:
+        if s != -1:
+            known *= s
+    if unknown:
+        if known == 0 or numel % known:
+            raise ShapeError(f"{op}: shape {shape} is invalid for input of shape {source} "
+                             f"({numel} elements)")
+        shape = shape[: unknown[0]] + (numel // known,) + shape[unknown[0] + 1:]
+    elif known != numel:
+        raise ShapeError(f"{op}: shape {shape} is invalid for input of shape {source} "
+                         f"({numel} elements)")
+    return shape
+
+
+RESHAPE = defop("reshape", lambda xp, x, shape: xp.reshape(x, shape),
+                lambda g, y, x, shape: (g.reshape(tuple(x.shape)),),
+                shape=lambda s, shape: shape, dtype=same_dtype, save_inputs=False, view=True)
+
+
+def _inverse_permutation(dims):
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d] = i
+    return tuple(inverse)
+
+
+PERMUTE = defop("permute", lambda xp, x, dims: xp.transpose(x, dims),
+                lambda g, y, x, dims: (g.permute(_inverse_permutation(dims)),),
+                shape=lambda s, dims: tuple(s[d] for d in dims), dtype=same_dtype,
+                save_inputs=False, view=True)
+
+
+def _expand_shape(s, shape):
+    if len(shape) < len(s):
+        raise ShapeError(f"expand: target {shape} has fewer dims than the input {tuple(s)}")
+    for n, t in zip(reversed(s), reversed(shape)):
+        if n != t and n != 1:
+            raise ShapeError(f"expand: cannot expand {tuple(s)} to {shape}: a non-singleton "
+                             f"dimension {n} would become {t}")
+    return tuple(shape)
+
+
+EXPAND = defop("expand", lambda xp, x, shape: xp.broadcast_to(x, shape),
+               lambda g, y, x, shape: (unbroadcast(g, x),),
+               shape=_expand_shape, dtype=same_dtype, save_inputs=False, view=True)
+COPY = defop("copy", lambda xp, x: xp.array(x, copy=True, order="C"), lambda g, y, x: (g,),
+             shape=lambda s: tuple(s), dtype=same_dtype, save_inputs=False,
+             doc="A contiguous copy (clone, contiguous).")
+
+
+# --- cat / flip / roll / pad / tril / triu -------------------------------------------------------
+def _cat_shape(*shapes, dim):
+    first = shapes[0]
+    total = 0
+    for s in shapes:
+        if len(s) != len(first) or builtins.any(
+                a != b for i, (a, b) in enumerate(zip(s, first)) if i != dim):
+            raise ShapeError(f"cat: tensors must have the same shape except in dim {dim}, got "
+                             + ", ".join(str(tuple(x)) for x in shapes))
+        total += s[dim]
+    return first[:dim] + (total,) + first[dim + 1:]
+
+
+def _cat_vjp(g, y, *inputs, dim):
+    grads, start = [], 0
+    for x in inputs:
+        n = x.shape[dim]
+        grads.append(narrow(g, dim, start, n))
+        start += n
+    return tuple(grads)
+
+
+CAT = defop("cat", lambda xp, *xs, dim: xp.concatenate(xs, axis=dim), _cat_vjp,
+            shape=_cat_shape, dtype=lambda *d, dim: d[0], promote="common", save_inputs=False)
+FLIP = defop("flip", lambda xp, x, dims: xp.flip(x, dims),
+             lambda g, y, x, dims: (flip(g, dims),), shape=lambda s, dims: tuple(s),
+             dtype=same_dtype, save_inputs=False)
+ROLL = defop("roll", lambda xp, x, shifts, dims: xp.roll(x, shifts, dims),
+             lambda g, y, x, shifts, dims: (apply(ROLL, g, shifts=tuple(-s for s in shifts),
+                                                  dims=dims),),
+             shape=lambda s, shifts, dims: tuple(s), dtype=same_dtype, save_inputs=False)
+
+
+def _pad_forward(xp, x, pad, value):
+    crop = tuple(slice(-b if b < 0 else 0, (n + a) if a < 0 else n)
+                 for (b, a), n in zip(pad, x.shape))
+    x = x[crop]
+    widths = tuple((builtins.max(b, 0), builtins.max(a, 0)) for b, a in pad)
+    return xp.pad(x, widths, mode="constant", constant_values=value)
+
+
+def _pad_shape(s, pad, value):
+    out = tuple(n + b + a for n, (b, a) in zip(s, pad))
+    if builtins.any(n < 0 for n in out):
+        raise ShapeError(f"pad: padding {pad} makes a negative size from input {tuple(s)}")
+    return out
+
+
+PAD = defop("pad", _pad_forward,
+            lambda g, y, x, pad, value: (apply(PAD, g, pad=tuple((-b, -a) for b, a in pad),
+                                               value=0),),
+            shape=_pad_shape, dtype=same_dtype, save_inputs=False)
+TRIL = defop("tril", lambda xp, x, k: xp.tril(x, k), lambda g, y, x, k: (tril(g, k),),
+             shape=lambda s, k: tuple(s), dtype=same_dtype, save_inputs=False)
+TRIU = defop("triu", lambda xp, x, k: xp.triu(x, k), lambda g, y, x, k: (triu(g, k),),
+             shape=lambda s, k: tuple(s), dtype=same_dtype, save_inputs=False)
+
+
+# --- indexing ---------------------------------------------------------------------------------
+def _decode(spec, arrays):
+    it = iter(arrays)
+    out = []
+    for item in spec:
+        kind = item[0]
+        if kind == "s":
+            out.append(slice(item[1], item[2], item[3]))
+        elif kind == "i":
+            out.append(item[1])
+        elif kind == "t":
+            out.append(next(it))
+        elif kind == "n":
+            out.append(None)
+        else:
+            out.append(Ellipsis)
+    return tuple(out)
+
+
+def _is_advanced(spec):
+    return builtins.any(item[0] == "t" for item in spec)
+
+
+def _getitem_forward(xp, x, *index_arrays, spec):
+    for a in index_arrays:
+        if a.dtype.kind not in "biu":
+            raise IndexError(f"index: tensors used as indices must be integer or bool, "
+                             f"got {a.dtype}")
+    return x[_decode(spec, index_arrays)]
+
+
+def _index_shape(shape, *index_shapes, spec):
+    dummies = [np.zeros(s, dtype=np.int64) for s in index_shapes]
+    probe = np.broadcast_to(np.empty((), dtype=np.int8), tuple(shape))
+    try:
+        return probe[_decode(spec, dummies)].shape
+    except IndexError as error:
+        raise IndexError(f"index: {error} (tensor of shape {tuple(shape)})") from None
+
+
+def _getitem_vjp(g, y, x, *indices, spec):
+    zeros = g.new_zeros(tuple(x.shape))
+    return (apply(INDEX_ADD, zeros, g, *indices, spec=spec),) + (None,) * len(indices)
+
+
+GETITEM = defop("getitem", _getitem_forward, _getitem_vjp, shape=_index_shape,
+                dtype=same_dtype, view=True, save_inputs=True,
+                doc="x[index] with basic, advanced and boolean indices (Note [Index specs]).")
+
+
+def _index_add_forward(xp, base, values, *index_arrays, spec):
+    out = xp.array(base, copy=True)
+    index = _decode(spec, index_arrays)
+    if _is_advanced(spec):
+        xp.scatter_add(out, index, values)
+    else:
+        out[index] += values
+    return out
+
+
+INDEX_ADD = defop(
+    "index_add", _index_add_forward,
+    lambda g, y, base, values, *indices, spec: (
+        g, unbroadcast(apply(GETITEM, g, *indices, spec=spec), values)) + (None,) * len(indices),
+    shape=lambda s, v, *i, spec: tuple(s), dtype=same_dtype, promote=None,
+    doc="out = base; out[index] += values, accumulating repeated indices.")
+
+
+def _index_put_forward(xp, x, values, *index_arrays, spec):
+    out = xp.array(x, copy=True)
+    out[_decode(spec, index_arrays)] = values
+    return out
+
+
+def _index_put_vjp(g, y, x, values, *indices, spec):
+    gx = apply(INDEX_PUT, g, 0.0, *indices, spec=spec)
+    gv = unbroadcast(apply(GETITEM, g, *indices, spec=spec), values)
+    return (gx, gv) + (None,) * len(indices)
+
+
+INDEX_PUT = defop("index_put", _index_put_forward, _index_put_vjp,
+                  shape=lambda s, v, *i, spec: tuple(s), dtype=same_dtype, promote=None,
+                  save_inputs=False, doc="out = x; out[index] = values (x[index] = v).")
+
+
+def _limit(x, shape, skip):
+    """x[:shape[0], :shape[1], ...] except along `skip` (PyTorch's gather/scatter use only the
+    leading part of the other dims)."""
+    sl = tuple(slice(None) if d == skip or n == x.shape[d] else slice(0, n)
+               for d, n in enumerate(shape))
+    return x[sl]
+
+
+def _full_index(xp, index, dim):
+    grids = xp.indices(index.shape, sparse=True)
+    return tuple(index if d == dim else grid for d, grid in enumerate(grids))
+
+
+def _gather_forward(xp, x, index, dim):
+    return xp.take_along_axis(_limit(x, index.shape, dim), index, axis=dim)
+
+
+def _gather_shape(s, i, dim):
+    if len(s) != len(i):
+        raise ShapeError(f"gather: index has {len(i)} dims but the input has {len(s)}")
+    return tuple(i)
+
+
+GATHER = defop(
+    "gather", _gather_forward,
+    lambda g, y, x, index, dim: (scatter_add(g.new_zeros(tuple(x.shape)), dim, index, g), None),
+    shape=_gather_shape, dtype=same_dtype)
+
+
+def _scatter_add_forward(xp, x, index, src, dim):
+    out = xp.array(x, copy=True)
+    src = _limit(src, index.shape, -1) if src.shape != index.shape else src
+    xp.scatter_add(out, _full_index(xp, index, dim), src)
+    return out
+
+
+def _src_grad(g, index, src, dim):
+    if isinstance(src, (int, float, bool)):
+        return None
+    gs = gather(g, dim, index)
+    if tuple(gs.shape) != tuple(src.shape):
+        gs = apply(PAD, gs, pad=tuple((0, n - m) for n, m in zip(src.shape, gs.shape)), value=0)
+    return gs
+
+
+SCATTER_ADD = defop(
+    "scatter_add", _scatter_add_forward,
+    lambda g, y, x, index, src, dim: (g, None, _src_grad(g, index, src, dim)),
+    shape=lambda s, i, v, dim: tuple(s), dtype=same_dtype, promote="common_skip_index",
+    save_inputs=False)
+
+
+def _scatter_forward(xp, x, index, src, dim):
+    out = xp.array(x, copy=True)
+    if hasattr(src, "shape") and src.ndim:
+        src = _limit(src, index.shape, -1)
+    out[_full_index(xp, index, dim)] = src
+    return out
+
+
+SCATTER = defop(
+    "scatter", _scatter_forward,
+    lambda g, y, x, index, src, dim: (apply(SCATTER, g, index, 0.0, dim=dim), None,
+                                      _src_grad(g, index, src, dim)),
+    shape=lambda s, i, v, dim: tuple(s), dtype=same_dtype, promote="common_skip_index",
+    save_inputs=False)
+
+
+def _argsort_forward(xp, x, dim, descending, stable):
+    if descending:
+        # stable descending order: sort the negated keys (ints and floats alike)
+        keys = -x if x.dtype.kind != "b" else ~x
+        return xp.argsort(keys, axis=dim, kind="stable").astype(xp.int64, copy=False)
+    return xp.argsort(x, axis=dim, kind="stable" if stable else None).astype(xp.int64,
+                                                                             copy=False)
+
+
+ARGSORT = defop("argsort", _argsort_forward, shape=lambda s, **a: tuple(s), dtype=int64_dtype)
+NONZERO = defop("nonzero", lambda xp, x: xp.stack(xp.nonzero(x), axis=-1).astype(xp.int64),
+                shape=lambda s: (None, len(s)), dtype=int64_dtype,
+                doc="Indices of non-zero elements, shape (n, ndim); n depends on the data.")
+
+
+# --- wrappers -----------------------------------------------------------------------------------
+def _dim(d, ndim, op):
+    n = builtins.max(ndim, 1)
+    if not -n <= d < n:
+        raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
+    return d % n
+
+
+def reshape(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    shape = _resolve_shape(shape, x.numel(), "reshape", tuple(x.shape))
+    if shape == tuple(x.shape):
+        return x
+    return apply(RESHAPE, x, shape=shape)
+
+
+def permute(x, *dims):
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        dims = dims[0]
+    dims = tuple(_dim(int(d), x.ndim, "permute") for d in dims)
+    if sorted(dims) != list(range(x.ndim)):
+        raise ShapeError(f"permute: dims {dims} are not a permutation of {x.ndim} dims")
+    if dims == tuple(range(x.ndim)):
+        return x
+    return apply(PERMUTE, x, dims=dims)
+
+
+def transpose(x, dim0, dim1):
+    if x.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+        return x
+    dims = list(range(x.ndim))
+    a, b = _dim(dim0, x.ndim, "transpose"), _dim(dim1, x.ndim, "transpose")
+    dims[a], dims[b] = dims[b], dims[a]
+    return permute(x, dims)
+
+
+def movedim(x, source, destination):
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    src = [_dim(s, x.ndim, "movedim") for s in src]
+    dst = [_dim(d, x.ndim, "movedim") for d in dst]
+    order = [d for d in range(x.ndim) if d not in src]
+    for d, s in sorted(zip(dst, src)):
+        order.insert(d, s)
+    return permute(x, order)
+
+
+def expand(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    shape = tuple(int(s) for s in shape)
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ShapeError(f"expand: target {shape} has fewer dims than the input "
+                         f"{tuple(x.shape)}")
+    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s
+                  for i, s in enumerate(shape))
+    if shape == tuple(x.shape):
+        return x
+    return apply(EXPAND, x, shape=shape)
+
+
+def squeeze(x, dim=None):
+    if dim is None:
+        shape = tuple(n for n in x.shape if n != 1)
+    else:
+        dims = (dim,) if isinstance(dim, int) else tuple(dim)
+        dims = {_dim(d, x.ndim, "squeeze") for d in dims}
+        shape = tuple(n for i, n in enumerate(x.shape) if not (i in dims and n == 1))
+    return reshape(x, shape)
+
+
+def unsqueeze(x, dim):
+    d = _dim(dim, x.ndim + 1, "unsqueeze")
+    shape = tuple(x.shape)
+    return reshape(x, shape[:d] + (1,) + shape[d:])
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s = _dim(start_dim, x.ndim, "flatten")
+    e = _dim(end_dim, x.ndim, "flatten")
+    shape = tuple(x.shape)
+    n = 1
+    for k in shape[s:e + 1]:
+        n *= k
+    return reshape(x, shape[:s] + (n,) + shape[e + 1:])
+
+
+def unflatten(x, dim, sizes):
+    d = _dim(dim, x.ndim, "unflatten")
+    shape = tuple(x.shape)
+    sizes = _resolve_shape(sizes, shape[d], "unflatten", shape)
+    return reshape(x, shape[:d] + sizes + shape[d + 1:])
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    # PyTorch skips 1-D empty tensors in cat (legacy behaviour kept by many programs)
+    nonempty = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
+    d = _dim(dim, nonempty[0].ndim, "cat")
+    if len(nonempty) == 1:
+        return nonempty[0]
+    return apply(CAT, *nonempty, dim=d)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected a non-empty list of tensors")
+    first = tuple(tensors[0].shape)
+    for t in tensors:
+        if tuple(t.shape) != first:
+            raise ShapeError("stack: expects each tensor to be equal size, got "
+                             + ", ".join(str(tuple(t.shape)) for t in tensors))
+    d = _dim(dim, len(first) + 1, "stack")
+    return apply(CAT, *[unsqueeze(t, d) for t in tensors], dim=d)
+
+
+def narrow(x, dim, start, length):
+    d = _dim(dim, x.ndim, "narrow")
+    index = [("s", None, None, None)] * d + [("s", int(start), int(start) + int(length), None)]
+    return apply(GETITEM, x, spec=tuple(index))
+
+
+def split(x, split_size_or_sections, dim=0):
+    d = _dim(dim, x.ndim, "split")
+    n = x.shape[d]
+    if isinstance(split_size_or_sections, int):
+        size = split_size_or_sections
+        sizes = [builtins.min(size, n - i) for i in range(0, n, size)] or [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise ShapeError(f"split: sections {sizes} do not sum to dim {d}'s size {n}")
+    out, start = [], 0
+    for s in sizes:
+        out.append(narrow(x, d, start, s))
+        start += s
+    return tuple(out)
+
+
+def chunk(x, chunks, dim=0):
+    d = _dim(dim, x.ndim, "chunk")
+    size = -(-x.shape[d] // chunks)
+    return split(x, builtins.max(size, 1), d)
+
+
+def unbind(x, dim=0):
+    d = _dim(dim, x.ndim, "unbind")
+    return tuple(squeeze(narrow(x, d, i, 1), d) for i in range(x.shape[d]))
+
+
+def flip(x, dims):
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims))
+    return apply(FLIP, x, dims=dims)
+
+
+def roll(x, shifts, dims=None):
+    if dims is None:
+        return reshape(roll(flatten(x), shifts, 0), tuple(x.shape))
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise ValueError(f"roll: shifts {shifts} and dims {dims} differ in length")
+    return apply(ROLL, x, shifts=tuple(int(s) for s in shifts),
+                 dims=tuple(_dim(d, x.ndim, "roll") for d in dims))
+
+
+def tril(x, diagonal=0):
+    if x.ndim < 2:
+        raise ShapeError(f"tril: input must have at least 2 dims, got shape {tuple(x.shape)}")
+    return apply(TRIL, x, k=int(diagonal))
+
+
+def triu(x, diagonal=0):
+    if x.ndim < 2:
+        raise ShapeError(f"triu: input must have at least 2 dims, got shape {tuple(x.shape)}")
+    return apply(TRIU, x, k=int(diagonal))
+
+
+def pad(x, pad, mode="constant", value=0.0):
+    """PyTorch's F.pad: `pad` lists (before, after) pairs starting from the last dim."""
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ShapeError(f"pad: padding {pad} must have an even length of at most 2*{x.ndim}")
+    pairs = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        pairs[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    if mode == "constant":
+        return apply(PAD, x, pad=tuple(pairs), value=value if value is not None else 0.0)
+    if mode not in ("reflect", "replicate", "circular"):
+        raise ValueError(f"pad: mode must be constant, reflect, replicate or circular, "
+                         f"got {mode!r}")
+    for d, (before, after) in enumerate(pairs):
+        if before == after == 0:
+            continue
+        n = x.shape[d]
+        if mode == "reflect" and (before >= n or after >= n):
+            raise ShapeError(f"pad: reflect padding ({before}, {after}) must be smaller than "
+                             f"dim {d}'s size {n}")
+        pieces = []
+        if before:
+            if mode == "reflect":
+                pieces.append(flip(narrow(x, d, 1, before), d))
+            elif mode == "replicate":
+                pieces.append(expand_dim(narrow(x, d, 0, 1), d, before))
+            else:
+                pieces.append(narrow(x, d, n - before, before))
+        pieces.append(x)
+        if after:
+            if mode == "reflect":
+                pieces.append(flip(narrow(x, d, n - 1 - after, after), d))
+            elif mode == "replicate":
+                pieces.append(expand_dim(narrow(x, d, n - 1, 1), d, after))
+            else:
+                pieces.append(narrow(x, d, 0, after))
+        x = cat(pieces, d)
+    return x
+
+
+def expand_dim(x, dim, size):
+    shape = list(x.shape)
+    shape[dim] = size
+    return expand(x, tuple(shape))
+
+
+def repeat(x, *sizes):
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = sizes[0]
+    sizes = tuple(int(s) for s in sizes)
+    if len(sizes) < x.ndim:
+        raise ShapeError(f"repeat: {len(sizes)} repeat sizes for a tensor with {x.ndim} dims")
+    x = reshape(x, (1,) * (len(sizes) - x.ndim) + tuple(x.shape))
+    inter = []
+    target = []
+    for s, n in zip(sizes, x.shape):
+        inter += [1, n]
+        target += [s, n]
+    out = expand(reshape(x, tuple(inter)), tuple(target))
+    return reshape(out, tuple(s * n for s, n in zip(sizes, x.shape)))
+
+
+def encode_index(index, ndim):
+    """Turn a Python index into (spec, index tensors) (Note [Index specs])."""
+    from ember.tensor import Tensor, tensor as make_tensor
+
+    if not isinstance(index, tuple):
+        index = (index,)
+    spec, tensors = [], []
+    for item in index:
+        if isinstance(item, slice):
+            spec.append(("s", _int_or_none(item.start), _int_or_none(item.stop),
+                         _int_or_none(item.step)))
+        elif item is None:
+            spec.append(("n",))
+        elif item is Ellipsis:
+            spec.append(("e",))
+        elif isinstance(item, Tensor):
+            if item.ndim == 0 and not item.dtype.is_floating_point and item.dtype is not _dt.bool_:
+                spec.append(("i", int(item.item())))
+            else:
+                spec.append(("t",))
+                tensors.append(item)
+        elif isinstance(item, bool):
+            spec.append(("t",))
+            tensors.append(make_tensor(item))
+        elif isinstance(item, (int, np.integer)):
+            spec.append(("i", int(item)))
+        elif isinstance(item, (list, np.ndarray)):
+            spec.append(("t",))
+            tensors.append(make_tensor(item))
+        else:
+            raise IndexError(f"index: unsupported index element {item!r} of type "
+                             f"{type(item).__name__}")
+    return tuple(spec), tensors
+
+
+def _int_or_none(v):
+    return None if v is None else int(v)
+
+
+def getitem(x, index):
+    spec, tensors = encode_index(index, x.ndim)
+    return apply(GETITEM, x, *tensors, spec=spec)
+
+
+def index_select(x, dim, index):
+    d = _dim(dim, x.ndim, "index_select")
+    if index.ndim > 1:
+        raise ShapeError(f"index_select: index must be 0-D or 1-D, got shape {tuple(index.shape)}")
+    spec = (("s", None, None, None),) * d + (("t",),)
+    return apply(GETITEM, x, index.reshape(-1), spec=spec)
+
+
+def gather(x, dim, index):
+    return apply(GATHER, x, index, dim=_dim(dim, x.ndim, "gather"))
+
+
+def scatter(x, dim, index, src=None, value=None):
+    if src is None:
+        src = value
+    return apply(SCATTER, x, index, src, dim=_dim(dim, x.ndim, "scatter"))
+
+
+def scatter_add(x, dim, index, src):
+    return apply(SCATTER_ADD, x, index, src, dim=_dim(dim, x.ndim, "scatter_add"))
+
+
+def masked_fill(x, mask, value):
+    if mask.dtype is not _dt.bool_:
+        raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
+    if hasattr(value, "shape"):
+        value = value.to(x.dtype)
+    return where(mask, value, x) if hasattr(value, "shape") else where(mask, _scalar_like(value, x), x)
+
+
+def _scalar_like(value, x):
+    if x.dtype.is_floating_point:
+        return float(value)
+    if x.dtype is _dt.bool_:
+        return bool(value)
+    return int(value)
+
+
+def one_hot(index, num_classes=-1):
+    from ember.tensor import arange
+
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise TypeError(f"one_hot: index must be an integer tensor, got {index.dtype}")
+    if num_classes < 0:
+        num_classes = int(index.max().item()) + 1 if index.numel() else 0
+    classes = arange(num_classes, device=index.device)
+    return (unsqueeze(index, -1) == classes).to(_dt.int64)
+
+
+def embedding(index, weight, padding_idx=None):
+    if index.dtype.is_floating_point:
+        raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
+    if weight.ndim != 2:
+        raise ShapeError(f"embedding: weight must be 2-D, got shape {tuple(weight.shape)}")
+    out = apply(GETITEM, weight, index, spec=(("t",),))
+    if padding_idx is not None and weight.requires_grad:
+        # PyTorch: the padding row receives no gradient
+        keep = unsqueeze(index != padding_idx, -1)
+        out = where(keep, out, out.detach())
+    return out
+
+
+def argsort(x, dim=-1, descending=False, stable=False):
+    return apply(ARGSORT, x, dim=_dim(dim, x.ndim, "argsort"), descending=bool(descending),
+                 stable=bool(stable))
+
+
+def sort(x, dim=-1, descending=False, stable=False):
+    from ember.ops.reduce import _ValuesIndices
+
+    idx = argsort(x, dim, descending, stable)
+    return _ValuesIndices((gather(x, _dim(dim, x.ndim, "sort"), idx), idx))
+
+
+def topk(x, k, dim=-1, largest=True, sorted=True):
+    from ember.ops.reduce import _ValuesIndices
+
+    d = _dim(dim, x.ndim, "topk")
+    if not 0 <= k <= x.shape[d]:
+        raise ShapeError(f"topk: k={k} is out of range for dim {d} of size {x.shape[d]}")
+    idx = narrow(argsort(x, d, descending=largest, stable=True), d, 0, k)
+    return _ValuesIndices((gather(x, d, idx), idx))
+
+
+def nonzero(x, as_tuple=False):
+    idx = apply(NONZERO, x)
+    if as_tuple:
+        return tuple(idx[:, i] for i in range(x.ndim))
+    return idx
+
+
+def masked_select(x, mask):
+    x, mask = x.expand(broadcast_pair(x.shape, mask.shape)), mask.expand(
+        broadcast_pair(x.shape, mask.shape))
+    return apply(GETITEM, x, mask, spec=(("t",),))
+
+
+def broadcast_pair(a, b):
+    from ember.ops.registry import broadcast_shapes
+
+    return broadcast_shapes(tuple(a), tuple(b))
+
+
+# --- assignment and device transfer -------------------------------------------------------------
+ASSIGN = defop(
+    "assign", lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype, copy=True),
+    lambda g, y, x, src: (None, unbroadcast(g, src)),
+    shape=lambda s, v: tuple(s), dtype=same_dtype, save_inputs=False,
+    doc="assign(x, src): src broadcast to x's shape and dtype (x.copy_(src)); no gradient to x.")
+
+
+def _to_device_forward(xp, x, device):
+    from ember.backend import backend_of, get_backend
+
+    target = get_backend(device)
+    source = backend_of(x)
+    if target is source:
+        return x
+    return target.asarray(source.to_numpy(x), device=device)
+
+
+TO_DEVICE = defop(
+    "to_device", _to_device_forward,
+    lambda g, y, x, device: (apply(TO_DEVICE, g, device=x.device),),
+    shape=lambda s, device: tuple(s), dtype=same_dtype, save_inputs=False,
+    doc="Copy to another device; the gradient is copied back to the input's device.")

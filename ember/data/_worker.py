@@ -30,6 +30,8 @@ import random
 import sys
 import numpy as np
 
+from ember.data._arrays import is_tensor, to_tensor
+
 __all__ = ["WorkerInfo", "get_worker_info", "SHARED_MIN_BYTES", "shared_memory_dir"]
 
 SHARED_MIN_BYTES = 1 << 14
@@ -198,6 +200,12 @@ class _ArenaPickler(pickle.Pickler):
     def reducer_override(self, value):
         if type(value) is np.ndarray:
             return self.arena.reduce_array(value)
+        if is_tensor(value) and not value.requires_grad:
+            # Tensor.__reduce__ copies its array; send the array itself (it is usually the
+            # batch that collate already wrote into the arena).
+            array = np.asarray(value)
+            if type(array) is np.ndarray and array.nbytes >= SHARED_MIN_BYTES:
+                return to_tensor, (array,)
         return NotImplemented
 
 

@@ -15,8 +15,11 @@ input pixel contributes (a low-pass filter, as Pillow always does). `area` avera
 pixels each output pixel covers, weighted by overlap; `nearest` takes pixel
 floor((j + 0.5) * scale). Results are float32 (nearest keeps the input dtype).
 Measured agreement on real photos (tests/vision/test_image.py): within 1e-3 of TensorFlow's
-float output for every method with and without antialias, and within 1 grey level of Pillow's
-uint8 `Image.resize` (bilinear, bicubic, box/area, nearest exact) with antialias.
+float output (0.25 for bicubic without antialias, where TensorFlow reads its kernel from a
+1024-entry table), and close to Pillow's uint8 `Image.resize` with antialias: bilinear within
+1 grey level, bicubic within 8 (Pillow clips to 8 bits between its two passes), nearest
+identical except at exact ties. `area` is TensorFlow's (fractional pixel coverage), not
+Pillow's BOX (which counts the pixels whose centres fall in the window).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def decode_jpeg(contents, channels: int = 0, ratio: int = 1, fancy_upscaling: bo
             raise ValueError(f"decode_jpeg: expected a JPEG, got {image.format or 'unknown'} "
                              f"data; use decode_image for any format")
         if ratio > 1:
-            image.draft(image.mode, (-(-image.width // ratio), -(-image.height // ratio)))
+            image.draft(image.mode, (max(1, image.width // ratio), max(1, image.height // ratio)))
         if try_recover_truncated:
             from PIL import ImageFile
 

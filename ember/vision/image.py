@@ -303,24 +303,32 @@ def _axis_weights(in_size: int, out_size: int, method: str, antialias: bool):
     return result
 
 
-def _resample_axis(array: np.ndarray, axis: int, out_size: int, method: str, antialias: bool):
-    in_size = array.shape[axis]
-    if in_size == out_size and method != "area":
-        return array
-    index, weights = _axis_weights(in_size, out_size, method, antialias)
-    if index.shape[1] == 1 and method == "nearest":
-        return np.take(array, index[:, 0], axis=axis)
-    shape = [1] * array.ndim
-    shape[axis] = out_size
-    result = None
-    for tap in range(index.shape[1]):
-        term = np.take(array, index[:, tap], axis=axis)
-        term *= weights[:, tap].reshape(shape)
-        if result is None:
-            result = term
-        else:
-            result += term
+def _resample_rows(array: np.ndarray, out_size: int, method: str, antialias: bool):
+    """Resample axis 0 of [H, W, C]. Gathers along the leading axis copy whole rows and the
+    weights broadcast over contiguous memory, which is why both passes run on axis 0."""
+    index, weights = _axis_weights(array.shape[0], out_size, method, antialias)
+    if method == "nearest":
+        return array[index[:, 0]]
+    result = np.multiply(array[index[:, 0]], weights[:, 0, None, None], dtype=np.float32)
+    for tap in range(1, index.shape[1]):
+        result += np.multiply(array[index[:, tap]], weights[:, tap, None, None],
+                              dtype=np.float32)
     return result
+
+
+def _resize_hwc(array: np.ndarray, new_height: int, new_width: int, method: str,
+                antialias: bool) -> np.ndarray:
+    height, width = array.shape[:2]
+    out = array
+    if new_height != height or method == "area":
+        out = _resample_rows(out, new_height, method, antialias)
+    if new_width != width or method == "area":
+        transposed = np.ascontiguousarray(out.transpose(1, 0, 2))
+        out = _resample_rows(transposed, new_width, method, antialias).transpose(1, 0, 2)
+    out = np.ascontiguousarray(out)
+    if method != "nearest" and out.dtype != np.float32:
+        out = out.astype(np.float32)
+    return out if out is not array else array.copy()
 
 
 def _target_size(height: int, width: int, size, preserve_aspect_ratio: bool):
@@ -359,14 +367,11 @@ def resize(images, size, method: str = "bilinear", preserve_aspect_ratio: bool =
     height_axis = array.ndim - 3
     height, width = array.shape[height_axis], array.shape[height_axis + 1]
     new_height, new_width = _target_size(height, width, size, preserve_aspect_ratio)
-    if method != "nearest":
-        array = array.astype(np.float32, copy=False)
-    # The cheaper order: shrink the axis that reduces the work most first.
-    out = _resample_axis(array, height_axis, new_height, method, antialias)
-    out = _resample_axis(out, height_axis + 1, new_width, method, antialias)
-    if out is array and method != "nearest":
-        out = array.copy() if out is to_numpy(images) else out
-    return to_tensor(np.ascontiguousarray(out))
+    if array.ndim == 3:
+        out = _resize_hwc(array, new_height, new_width, method, antialias)
+    else:
+        out = np.stack([_resize_hwc(a, new_height, new_width, method, antialias) for a in array])
+    return to_tensor(out)
 
 
 # --- small geometric helpers ----------------------------------------------------------------------

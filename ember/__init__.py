@@ -245,7 +245,19 @@ _LAZY = {
 }
 
 
+# Functions that live in lazily loaded subpackages: name -> (module, attribute).
+_LAZY_FUNCTIONS = {
+    "save": ("ember.io.checkpoint", "save"),
+    "load": ("ember.io.checkpoint", "load"),
+}
+
+
 def __getattr__(name: str):
+    target = _LAZY_FUNCTIONS.get(name)
+    if target is not None:
+        value = getattr(_importlib.import_module(target[0]), target[1])
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is not None:
         value = _importlib.import_module(module)

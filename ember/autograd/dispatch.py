@@ -16,7 +16,8 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import (
-    DeviceError, DTypeError, EmberError, ShapeError, at_user_line, user_location,
+    DeviceError, DTypeError, EmberError, IndexOutOfRange, ShapeError, at_user_line,
+    user_location,
 )
 from ember.autograd.engine import Node, TensorMeta
 from ember.autograd.grad_mode import _state
@@ -167,18 +168,24 @@ def _record(op, args, attrs, result):
     saved = []
     versions = []
     save_inputs = op.save_inputs
-    for a in args:
+    needed_by = op.needed_by
+    for i, a in enumerate(args):
         if isinstance(a, Tensor):
             if a._requires_grad:
                 edges.append(a._node if a._node is not None else a)
             else:
                 edges.append(None)
             in_meta.append((tuple(a._data.shape), _DT_OF[a._data.dtype]))
-            if save_inputs:
+            # indices and masks (integer/bool inputs) are always kept: index VJPs need them
+            if save_inputs or a._data.dtype.kind in "biu":
                 saved.append(a)
+                if needed_by is not None and not any(
+                        isinstance(args[j], Tensor) and args[j]._requires_grad
+                        for j in needed_by.get(i, ())):
+                    continue
                 if a._version is None:
                     a._version = [0, None]
-                versions.append((a, a._version, a._version[0]))
+                versions.append((a, a._version, a._version[0], a._node))
             else:
                 saved.append(TensorMeta(a))
         else:
@@ -190,7 +197,7 @@ def _record(op, args, attrs, result):
         node.out_data = result._data
         if result._version is None:
             result._version = [0, None]
-        versions.append((None, result._version, result._version[0]))
+        versions.append((None, result._version, result._version[0], node))
         node.out_version = result._version
     node.versions = versions
     result._node = node
@@ -239,8 +246,8 @@ def _op_error(op, args, attrs, error):
         message = f"{op.name}: {reason}"
     message += f" [inputs: {_describe(args)}]"
     if kind is IndexError:
-        return IndexError(at_user_line(message))
-    return kind(at_user_line(message))
+        return IndexOutOfRange(message)
+    return kind(message)
 
 
 from ember.tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)

@@ -61,21 +61,24 @@ def timed(make_iterator, images: int, repeats: int = 2) -> float:
 
 
 def bench_ember_pipeline(files):
-    import ember.data as data
     import ember.io.files as io
-    import ember.vision.image as image
+    from ember import data
+    from ember.vision import image
 
     def load(filename):
         decoded = image.decode_jpeg(io.read_file(filename), channels=3).numpy()
         height, width = short_side_size(*decoded.shape[:2])
         resized = image.resize(decoded, [height, width]).numpy()
         top, left = (height - 224) // 2, (width - 224) // 2
-        crop = resized[top:top + 224, left:left + 224]
+        crop = resized[top : top + 224, left : left + 224]
         return (crop * np.float32(1 / 255.0) - MEAN) / STD
 
-    pipeline = (data.Pipeline.from_tensor_slices(files)
-                .map(load, num_parallel_calls=data.AUTOTUNE)
-                .batch(32).prefetch(data.AUTOTUNE))
+    pipeline = (
+        data.Pipeline.from_tensor_slices(files)
+        .map(load, num_parallel_calls=data.AUTOTUNE)
+        .batch(32)
+        .prefetch(data.AUTOTUNE)
+    )
     return timed(lambda: pipeline, len(files))
 
 
@@ -91,9 +94,12 @@ def bench_tf_data(files):
         crop = tf.image.resize_with_crop_or_pad(resized, 224, 224)
         return (crop / 255.0 - MEAN) / STD
 
-    dataset = (tf.data.Dataset.from_tensor_slices(files)
-               .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-               .batch(32).prefetch(tf.data.AUTOTUNE))
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(files)
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(32)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     return timed(lambda: dataset, len(files))
 
 
@@ -126,19 +132,25 @@ def bench_torch_dataloader(files):
 
 
 def bench_ember_dataloader(root, images):
-    import ember.data as data
+    from ember import data
     from ember.vision import datasets, transforms
 
-    transform = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224),
-                                    transforms.ToTensor(),
-                                    transforms.Normalize(MEAN.tolist(), STD.tolist())])
-    loader = data.DataLoader(datasets.ImageFolder(root, transform=transform), batch_size=32,
-                             num_workers=2)
+    transform = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN.tolist(), STD.tolist()),
+        ]
+    )
+    loader = data.DataLoader(
+        datasets.ImageFolder(root, transform=transform), batch_size=32, num_workers=2
+    )
     return timed(lambda: loader, images)
 
 
 def bench_overhead(n=200_000):
-    import ember.data as data
+    from ember import data
 
     features = np.random.default_rng(0).random((n, 4)).astype(np.float32)
 
@@ -207,8 +219,12 @@ def bench_memory():
     results = {}
     for kind in ("list", "stringarray"):
         for workers in (0, 2):
-            out = subprocess.run([sys.executable, "-c", script, kind, str(workers)],
-                                 capture_output=True, text=True, timeout=600)
+            out = subprocess.run(
+                [sys.executable, "-c", script, kind, str(workers)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if out.returncode:
                 raise RuntimeError(out.stderr)
             results[(kind, workers)] = json.loads(out.stdout.strip().splitlines()[-1])["pss_bytes"]
@@ -233,33 +249,51 @@ def main():
         report("images ember Pipeline AUTOTUNE", images_per_s=round(ember_rate, 1), images=n)
         try:
             tf_rate = bench_tf_data(files)
-            report("images tf.data AUTOTUNE", images_per_s=round(tf_rate, 1), images=n,
-                   ember_over_tf=round(ember_rate / tf_rate, 2))
+            report(
+                "images tf.data AUTOTUNE",
+                images_per_s=round(tf_rate, 1),
+                images=n,
+                ember_over_tf=round(ember_rate / tf_rate, 2),
+            )
         except ImportError:
             print("# tensorflow not installed: tf.data skipped")
         try:
             torch_rate = bench_torch_dataloader(files)
-            report("images PyTorch DataLoader 2 workers (Pillow)",
-                   images_per_s=round(torch_rate, 1), images=n,
-                   ember_over_torch=round(ember_rate / torch_rate, 2))
+            report(
+                "images PyTorch DataLoader 2 workers (Pillow)",
+                images_per_s=round(torch_rate, 1),
+                images=n,
+                ember_over_torch=round(ember_rate / torch_rate, 2),
+            )
         except ImportError:
             print("# torch not installed: PyTorch DataLoader skipped")
         loader_rate = bench_ember_dataloader(root, n)
-        report("images ember DataLoader 2 workers (ImageFolder + transforms)",
-               images_per_s=round(loader_rate, 1), images=n)
+        report(
+            "images ember DataLoader 2 workers (ImageFolder + transforms)",
+            images_per_s=round(loader_rate, 1),
+            images=n,
+        )
 
     plain, ours, ours_tensors = bench_overhead(50_000 if quick else 200_000)
-    report("per-element overhead in-memory Pipeline vs generator", generator_ns=round(plain),
-           pipeline_numpy_ns=round(ours), pipeline_tensor_ns=round(ours_tensors),
-           ratio=round(ours / plain, 2), ratio_tensors=round(ours_tensors / plain, 2))
+    report(
+        "per-element overhead in-memory Pipeline vs generator",
+        generator_ns=round(plain),
+        pipeline_numpy_ns=round(ours),
+        pipeline_tensor_ns=round(ours_tensors),
+        ratio=round(ours / plain, 2),
+        ratio_tensors=round(ours_tensors / plain, 2),
+    )
 
     if not quick:
         memory = bench_memory()
         for kind in ("list", "stringarray"):
             base, two = memory[(kind, 0)], memory[(kind, 2)]
-            report(f"memory 1M strings ({kind}) DataLoader 2 workers vs 0",
-                   pss_0_workers_mb=round(base / 2**20, 1), pss_2_workers_mb=round(two / 2**20, 1),
-                   ratio=round(two / base, 2))
+            report(
+                f"memory 1M strings ({kind}) DataLoader 2 workers vs 0",
+                pss_0_workers_mb=round(base / 2**20, 1),
+                pss_2_workers_mb=round(two / 2**20, 1),
+                ratio=round(two / base, 2),
+            )
 
 
 if __name__ == "__main__":

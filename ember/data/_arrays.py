@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["is_tensor", "to_tensor", "to_numpy", "tensor_type"]
+__all__ = ["is_tensor", "tensor_type", "to_numpy", "to_tensor"]
 
 _TENSOR_TYPE = None
 

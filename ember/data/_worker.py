@@ -28,11 +28,12 @@ import pickle
 import queue
 import random
 import sys
+
 import numpy as np
 
 from ember.data._arrays import is_tensor, to_tensor
 
-__all__ = ["WorkerInfo", "get_worker_info", "SHARED_MIN_BYTES", "shared_memory_dir"]
+__all__ = ["SHARED_MIN_BYTES", "WorkerInfo", "get_worker_info", "shared_memory_dir"]
 
 SHARED_MIN_BYTES = 1 << 14
 _POLL_SECONDS = 0.5
@@ -43,7 +44,7 @@ _worker_info = None
 class WorkerInfo:
     """What a worker process knows about itself (`get_worker_info()` inside a worker)."""
 
-    __slots__ = ("id", "num_workers", "seed", "dataset")
+    __slots__ = ("dataset", "id", "num_workers", "seed")
 
     def __init__(self, id: int, num_workers: int, seed: int, dataset):
         self.id = id
@@ -65,6 +66,7 @@ def get_worker_info() -> WorkerInfo | None:
 
 # --- seeding (Note [Worker seeding]) -------------------------------------------------------
 
+
 def batch_seed(base_seed: int, batch_index: int) -> int:
     state = np.random.SeedSequence([base_seed & (2**63 - 1), batch_index]).generate_state(2)
     return (int(state[0]) << 32 | int(state[1])) & (2**63 - 1)
@@ -81,7 +83,7 @@ def seed_everything(seed: int) -> None:
 class SeededFetch:
     """Context for a fetch in the main process: seed for the batch, then restore."""
 
-    __slots__ = ("seed", "_saved")
+    __slots__ = ("_saved", "seed")
 
     def __init__(self, seed: int):
         self.seed = seed
@@ -105,6 +107,7 @@ class SeededFetch:
 
 
 # --- the shared-memory transport (Note [Shared-memory batches]) ----------------------------
+
 
 def shared_memory_dir() -> str:
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
@@ -163,7 +166,11 @@ class _SharedArena:
         return array
 
     def reduce_array(self, array: np.ndarray):
-        if type(array) is not np.ndarray or array.nbytes < SHARED_MIN_BYTES or array.dtype.hasobject:
+        if (
+            type(array) is not np.ndarray
+            or array.nbytes < SHARED_MIN_BYTES
+            or array.dtype.hasobject
+        ):
             return NotImplemented
         address = array.__array_interface__["data"][0]
         known = self.unsent.get(address)
@@ -227,6 +234,7 @@ def remove_segments(directory: str, prefix: str) -> int:
 
 # --- errors ---------------------------------------------------------------------------------
 
+
 class ExceptionWrapper:
     """A worker's exception, carried to the main process with where it happened."""
 
@@ -234,7 +242,7 @@ class ExceptionWrapper:
         self.exc_type = exc_info[0]
         try:  # a class that does not pickle (defined in a function) travels as RuntimeError
             pickle.loads(pickle.dumps(self.exc_type))
-        except Exception:
+        except Exception:  # noqa: BLE001 - any error travels to the main process
             self.exc_type = RuntimeError
         self.where = where
         self.sample_index = sample_index
@@ -251,7 +259,7 @@ class ExceptionWrapper:
             message = _KeyErrorMessage(message)
         try:
             error = self.exc_type(message)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any error travels to the main process
             raise RuntimeError(message) from None
         raise error
 
@@ -271,6 +279,7 @@ class IterableEnd:
 
 
 # --- the worker loop -------------------------------------------------------------------------
+
 
 def _fetch_map_style(dataset, indices, auto_collation, collate_fn, progress):
     if not auto_collation:
@@ -325,9 +334,10 @@ def worker_loop(config: dict, index_queue, result_queue, worker_id: int) -> None
     if config["worker_init_fn"] is not None:
         try:
             config["worker_init_fn"](worker_id)
-        except Exception:
-            init_error = ExceptionWrapper(sys.exc_info(),
-                                          f"in worker_init_fn of DataLoader worker {worker_id}")
+        except Exception:  # noqa: BLE001 - any error travels to the main process
+            init_error = ExceptionWrapper(
+                sys.exc_info(), f"in worker_init_fn of DataLoader worker {worker_id}"
+            )
     iterable = config["iterable"]
     iterator = None
     iterator_epoch = None
@@ -352,18 +362,25 @@ def worker_loop(config: dict, index_queue, result_queue, worker_id: int) -> None
             if iterable:
                 if iterator_epoch != epoch:
                     iterator, iterator_epoch = iter(dataset), epoch
-                data = _fetch_iterable(iterator, config["auto_collation"], config["batch_size"],
-                                       config["drop_last"], collate_fn)
+                data = _fetch_iterable(
+                    iterator,
+                    config["auto_collation"],
+                    config["batch_size"],
+                    config["drop_last"],
+                    collate_fn,
+                )
             else:
-                data = _fetch_map_style(dataset, indices, config["auto_collation"], collate_fn,
-                                        progress)
+                data = _fetch_map_style(
+                    dataset, indices, config["auto_collation"], collate_fn, progress
+                )
             payload = arena.dumps(data)
             del data
         except StopIteration:
             payload = IterableEnd(worker_id)
-        except Exception:
-            payload = ExceptionWrapper(sys.exc_info(), f"in DataLoader worker process {worker_id}",
-                                       progress[0])
+        except Exception:  # noqa: BLE001 - any error travels to the main process
+            payload = ExceptionWrapper(
+                sys.exc_info(), f"in DataLoader worker process {worker_id}", progress[0]
+            )
             progress[0] = None
         arena.release_unsent()
         result_queue.put((worker_id, epoch, batch_index, payload))

@@ -21,19 +21,20 @@ from __future__ import annotations
 import collections.abc
 import copy
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ember.data._arrays import is_tensor, tensor_type, to_numpy, to_tensor
 
-__all__ = ["default_collate", "default_convert", "collate", "default_collate_fn_map"]
+__all__ = ["collate", "default_collate", "default_collate_fn_map", "default_convert"]
 
 _STRING_OR_OBJECT = re.compile(r"[SaUO]")
 _allocate: Callable = np.empty
 
-_ERROR = ("default_collate: batch must contain tensors, NumPy arrays, numbers, dicts or lists; "
-          "found {}")
+_ERROR = (
+    "default_collate: batch must contain tensors, NumPy arrays, numbers, dicts or lists; found {}"
+)
 
 
 def set_array_allocator(allocator: Callable | None) -> None:
@@ -48,7 +49,8 @@ def _stack(arrays: list) -> np.ndarray:
         if array.shape != first.shape:
             raise RuntimeError(
                 f"default_collate: stack expects each array to be equal size, but got "
-                f"{list(first.shape)} at entry 0 and {list(array.shape)} at entry {position}")
+                f"{list(first.shape)} at entry 0 and {list(array.shape)} at entry {position}"
+            )
     dtype = np.result_type(*arrays) if len({a.dtype for a in arrays}) > 1 else first.dtype
     out = _allocate((len(arrays),) + first.shape, dtype)
     np.stack(arrays, out=out)
@@ -107,8 +109,9 @@ def collate(batch, *, collate_fn_map: dict | None = None):
             if isinstance(elem, collate_type):
                 return collate_fn_map[collate_type](batch, collate_fn_map=collate_fn_map)
     if isinstance(elem, collections.abc.Mapping):
-        collated = {key: collate([d[key] for d in batch], collate_fn_map=collate_fn_map)
-                    for key in elem}
+        collated = {
+            key: collate([d[key] for d in batch], collate_fn_map=collate_fn_map) for key in elem
+        }
         try:
             if isinstance(elem, collections.abc.MutableMapping):
                 clone = copy.copy(elem)
@@ -118,15 +121,16 @@ def collate(batch, *, collate_fn_map: dict | None = None):
         except TypeError:
             return collated
     if isinstance(elem, tuple) and hasattr(elem, "_fields"):  # namedtuple
-        return elem_type(*(collate(samples, collate_fn_map=collate_fn_map)
-                           for samples in zip(*batch)))
+        return elem_type(
+            *(collate(samples, collate_fn_map=collate_fn_map) for samples in zip(*batch))
+        )
     if isinstance(elem, collections.abc.Sequence):
         size = len(elem)
         if any(len(sample) != size for sample in batch):
-            raise RuntimeError("default_collate: each element in list of batch should be of "
-                               "equal size")
-        fields = [collate(samples, collate_fn_map=collate_fn_map)
-                  for samples in zip(*batch)]
+            raise RuntimeError(
+                "default_collate: each element in list of batch should be of equal size"
+            )
+        fields = [collate(samples, collate_fn_map=collate_fn_map) for samples in zip(*batch)]
         if isinstance(elem, tuple):
             return fields
         try:

@@ -20,13 +20,17 @@ import pickle
 import queue
 import time
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 from ember.data import _worker
 from ember.data.collate import default_collate, default_convert
 from ember.data.dataset import IterableDataset
 from ember.data.sampler import (
-    BatchSampler, RandomSampler, Sampler, SequentialSampler, _generator_rng,
+    BatchSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    _generator_rng,
 )
 
 __all__ = ["DataLoader", "get_worker_info"]
@@ -72,22 +76,39 @@ class DataLoader:
         persistent_workers: keep the workers between epochs.
     """
 
-    def __init__(self, dataset, batch_size: int | None = 1, shuffle: bool | None = None,
-                 sampler=None, batch_sampler=None, num_workers: int = 0,
-                 collate_fn: Callable | None = None, pin_memory: bool = False,
-                 drop_last: bool = False, timeout: float = 0,
-                 worker_init_fn: Callable | None = None, multiprocessing_context=None,
-                 generator=None, *, prefetch_factor: int | None = None,
-                 persistent_workers: bool = False, pin_memory_device: str = ""):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler=None,
+        batch_sampler=None,
+        num_workers: int = 0,
+        collate_fn: Callable | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable | None = None,
+        multiprocessing_context=None,
+        generator=None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+    ):
         if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError("DataLoader: num_workers option should be a non-negative integer; "
-                             "use num_workers=0 to disable multiprocessing")
+            raise ValueError(
+                "DataLoader: num_workers option should be a non-negative integer; "
+                "use num_workers=0 to disable multiprocessing"
+            )
         if timeout < 0:
             raise ValueError("DataLoader: timeout option should be non-negative")
         if num_workers == 0 and prefetch_factor is not None:
-            raise ValueError("DataLoader: prefetch_factor option could only be specified in "
-                             "multiprocessing; let num_workers > 0 to enable multiprocessing, "
-                             "otherwise set prefetch_factor to None")
+            raise ValueError(
+                "DataLoader: prefetch_factor option could only be specified in "
+                "multiprocessing; let num_workers > 0 to enable multiprocessing, "
+                "otherwise set prefetch_factor to None"
+            )
         if num_workers > 0 and prefetch_factor is None:
             prefetch_factor = 2
         if prefetch_factor is not None and prefetch_factor < 1:
@@ -109,27 +130,37 @@ class DataLoader:
         self._is_iterable = isinstance(dataset, IterableDataset)
         if self._is_iterable:
             if shuffle not in (False, None):
-                raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
-                                 f"shuffle option, but got shuffle={shuffle}")
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified "
+                    f"shuffle option, but got shuffle={shuffle}"
+                )
             if sampler is not None:
-                raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
-                                 f"sampler option, but got sampler={sampler}")
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified "
+                    f"sampler option, but got sampler={sampler}"
+                )
             if batch_sampler is not None:
-                raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
-                                 f"batch_sampler option, but got batch_sampler={batch_sampler}")
+                raise ValueError(
+                    f"DataLoader with IterableDataset: expected unspecified "
+                    f"batch_sampler option, but got batch_sampler={batch_sampler}"
+                )
         else:
             shuffle = bool(shuffle)
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle")
         if batch_sampler is not None:
             if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError("DataLoader: batch_sampler option is mutually exclusive with "
-                                 "batch_size, shuffle, sampler, and drop_last")
+                raise ValueError(
+                    "DataLoader: batch_sampler option is mutually exclusive with "
+                    "batch_size, shuffle, sampler, and drop_last"
+                )
             batch_size = None
             drop_last = False
         elif batch_size is None and drop_last:
-            raise ValueError("DataLoader: batch_size=None option disables auto-batching and is "
-                             "mutually exclusive with drop_last")
+            raise ValueError(
+                "DataLoader: batch_size=None option disables auto-batching and is "
+                "mutually exclusive with drop_last"
+            )
 
         if sampler is None:
             if self._is_iterable:
@@ -164,7 +195,7 @@ class DataLoader:
             if self.batch_size is not None:
                 if self.drop_last:
                     return length // self.batch_size
-                return -(-length // self.batch_size)
+                return -(-length // self.batch_size)  # noqa: PLE0303
             return length
         return len(self._index_sampler)
 
@@ -224,9 +255,13 @@ class _SingleProcessIterator(_BaseIterator):
         seed = _worker.batch_seed(self._base_seed, self._batches_yielded)
         with _worker.SeededFetch(seed):
             if self._is_iterable:
-                data = _worker._fetch_iterable(self._dataset_iter, self._auto_collation,
-                                               self._loader.batch_size, self._drop_last,
-                                               self._collate_fn)
+                data = _worker._fetch_iterable(
+                    self._dataset_iter,
+                    self._auto_collation,
+                    self._loader.batch_size,
+                    self._drop_last,
+                    self._collate_fn,
+                )
             else:
                 data = self._fetch(indices)
         self._batches_yielded += 1
@@ -234,8 +269,9 @@ class _SingleProcessIterator(_BaseIterator):
 
     def _fetch(self, indices):
         try:
-            return _worker._fetch_map_style(self._dataset, indices, self._auto_collation,
-                                            self._collate_fn, progress := [None])
+            return _worker._fetch_map_style(
+                self._dataset, indices, self._auto_collation, self._collate_fn, progress := [None]
+            )
         except Exception as error:
             if progress[0] is not None and hasattr(error, "add_note"):
                 error.add_note(f"(while the DataLoader loaded sample index {progress[0]})")
@@ -258,12 +294,18 @@ class _WorkerPool:
         self.shm_dir = _worker.shared_memory_dir()
         self.shm_prefix = f"ember-dl-{os.getpid()}-{next(_loader_counter)}-"
         config = {
-            "dataset": loader.dataset, "num_workers": loader.num_workers,
-            "base_seed": base_seed, "worker_init_fn": loader.worker_init_fn,
-            "iterable": loader._is_iterable, "auto_collation": loader._auto_collation,
-            "batch_size": loader.batch_size, "drop_last": loader.drop_last,
-            "collate_fn": loader.collate_fn, "shm_dir": self.shm_dir,
-            "shm_prefix": self.shm_prefix, "parent_pid": os.getpid(),
+            "dataset": loader.dataset,
+            "num_workers": loader.num_workers,
+            "base_seed": base_seed,
+            "worker_init_fn": loader.worker_init_fn,
+            "iterable": loader._is_iterable,
+            "auto_collation": loader._auto_collation,
+            "batch_size": loader.batch_size,
+            "drop_last": loader.drop_last,
+            "collate_fn": loader.collate_fn,
+            "shm_dir": self.shm_dir,
+            "shm_prefix": self.shm_prefix,
+            "parent_pid": os.getpid(),
         }
         self.result_queue = context.Queue()
         self.index_queues = []
@@ -274,9 +316,11 @@ class _WorkerPool:
                 index_queue = context.Queue()
                 index_queue.cancel_join_thread()
                 process = context.Process(
-                    target=_worker.worker_loop, daemon=True,
+                    target=_worker.worker_loop,
+                    daemon=True,
                     args=(config, index_queue, self.result_queue, worker_id),
-                    name=f"ember-dataloader-worker-{worker_id}")
+                    name=f"ember-dataloader-worker-{worker_id}",
+                )
                 process.start()
                 self.index_queues.append(index_queue)
                 self.workers.append(process)
@@ -296,8 +340,10 @@ class _WorkerPool:
                         reason = f"signal {signal.Signals(-code).name}"
                     except ValueError:
                         reason = f"signal {-code}"
-                raise RuntimeError(f"DataLoader worker {worker_id} (pid {process.pid}) exited "
-                                   f"unexpectedly with {reason}")
+                raise RuntimeError(
+                    f"DataLoader worker {worker_id} (pid {process.pid}) exited "
+                    f"unexpectedly with {reason}"
+                )
 
     def shutdown(self):
         if self.closed:
@@ -340,7 +386,7 @@ def _discard(item):
     if isinstance(payload, bytes):
         try:
             pickle.loads(payload)
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - a broken leftover is dropped either way
             pass
 
 
@@ -381,7 +427,8 @@ class _MultiProcessIterator(_BaseIterator):
             if self._worker_active[worker_id]:
                 break
         self._pool.index_queues[worker_id].put(
-            (self._epoch, self._send_idx, indices, self._base_seed))
+            (self._epoch, self._send_idx, indices, self._base_seed)
+        )
         self._task_info[self._send_idx] = [worker_id]
         self._send_idx += 1
         self._outstanding += 1
@@ -399,9 +446,11 @@ class _MultiProcessIterator(_BaseIterator):
             try:
                 self._pool.check_alive()
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise RuntimeError(f"DataLoader timed out after {self._timeout} seconds "
-                                       f"waiting for a batch from its {self._num_workers} "
-                                       f"workers")
+                    raise RuntimeError(
+                        f"DataLoader timed out after {self._timeout} seconds "
+                        f"waiting for a batch from its {self._num_workers} "
+                        f"workers"
+                    )
             except RuntimeError:
                 self._shutdown()
                 raise

@@ -13,15 +13,22 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from typing import Generic, Iterable, Sequence, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from ember.data._arrays import is_tensor, to_numpy, to_tensor
 
 __all__ = [
-    "Dataset", "IterableDataset", "TensorDataset", "ConcatDataset", "ChainDataset", "Subset",
-    "StringArray", "random_split",
+    "ChainDataset",
+    "ConcatDataset",
+    "Dataset",
+    "IterableDataset",
+    "StringArray",
+    "Subset",
+    "TensorDataset",
+    "random_split",
 ]
 
 T_co = TypeVar("T_co", covariant=True)
@@ -41,7 +48,7 @@ class Dataset(Generic[T_co]):
     def __getitem__(self, index) -> T_co:
         raise NotImplementedError(f"{type(self).__name__} must define __getitem__")
 
-    def __add__(self, other: "Dataset") -> "ConcatDataset":
+    def __add__(self, other: Dataset) -> ConcatDataset:
         return ConcatDataset([self, other])
 
 
@@ -98,16 +105,19 @@ class TensorDataset(Dataset):
     def __getitems__(self, indices):
         index = np.asarray(indices, dtype=np.int64)
         columns = [
-            column[index] if isinstance(column, (np.ndarray, StringArray))
+            column[index]
+            if isinstance(column, (np.ndarray, StringArray))
             else [column[i] for i in indices]
             for column in self._columns
         ]
         rows = []
         for position in range(len(index)):
-            rows.append(tuple(
-                to_tensor(column[position]) if wrap else column[position]
-                for column, wrap in zip(columns, self._wrap)
-            ))
+            rows.append(
+                tuple(
+                    to_tensor(column[position]) if wrap else column[position]
+                    for column, wrap in zip(columns, self._wrap)
+                )
+            )
         return rows
 
 
@@ -120,8 +130,7 @@ class ConcatDataset(Dataset):
             raise ValueError("ConcatDataset: datasets should not be an empty iterable")
         for dataset in self.datasets:
             if isinstance(dataset, IterableDataset):
-                raise TypeError("ConcatDataset does not support IterableDataset; "
-                                "use ChainDataset")
+                raise TypeError("ConcatDataset does not support IterableDataset; use ChainDataset")
         self.cumulative_sizes = list(itertools.accumulate(len(d) for d in self.datasets))
 
     def __len__(self) -> int:
@@ -130,8 +139,9 @@ class ConcatDataset(Dataset):
     def __getitem__(self, index):
         if index < 0:
             if -index > len(self):
-                raise IndexError(f"ConcatDataset: index {index} out of range for length "
-                                 f"{len(self)}")
+                raise IndexError(
+                    f"ConcatDataset: index {index} out of range for length {len(self)}"
+                )
             index += len(self)
         dataset_index = bisect.bisect_right(self.cumulative_sizes, index)
         if dataset_index >= len(self.datasets):
@@ -236,15 +246,17 @@ def random_split(dataset: Dataset, lengths: Sequence[float], generator=None) -> 
 
     total = len(dataset)
     if math.isclose(sum(lengths), 1.0) and sum(lengths) <= 1:
-        counts = [int(math.floor(total * fraction)) for fraction in lengths]
+        counts = [math.floor(total * fraction) for fraction in lengths]
         for i in range(total - sum(counts)):
             counts[i % len(counts)] += 1
         lengths = counts
     if sum(lengths) != total:
-        raise ValueError(f"random_split: sum of input lengths ({sum(lengths)}) does not equal "
-                         f"the length of the input dataset ({total})")
+        raise ValueError(
+            f"random_split: sum of input lengths ({sum(lengths)}) does not equal "
+            f"the length of the input dataset ({total})"
+        )
     permutation = _generator_rng(generator).permutation(total).tolist()
     subsets = []
     for offset, length in zip(itertools.accumulate(lengths), lengths):
-        subsets.append(Subset(dataset, permutation[offset - length: offset]))
+        subsets.append(Subset(dataset, permutation[offset - length : offset]))
     return subsets

@@ -32,14 +32,14 @@ import os
 import pickle
 import queue
 import threading
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
 from ember.data._arrays import is_tensor, to_numpy, to_tensor
 from ember.data.dataset import IterableDataset
 
-__all__ = ["Pipeline", "AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY"]
+__all__ = ["AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY", "Pipeline"]
 
 AUTOTUNE = -1
 INFINITE_CARDINALITY = -1
@@ -92,8 +92,11 @@ def _as_source_leaf(value):
         return to_numpy(value)
     if isinstance(value, np.ndarray):
         return value
-    if isinstance(value, (list, range)) and value and all(isinstance(v, (str, bytes))
-                                                          for v in value):
+    if (
+        isinstance(value, (list, range))
+        and value
+        and all(isinstance(v, (str, bytes)) for v in value)
+    ):
         return list(value)
     if isinstance(value, (str, bytes)):
         return value
@@ -136,8 +139,10 @@ def _stack_leaves(values: list):
         stacked = np.stack(arrays)
     except ValueError as error:
         shapes = sorted({tuple(np.shape(a)) for a in arrays})
-        raise ValueError(f"Pipeline.batch: cannot batch elements of different shapes "
-                         f"{shapes[:4]}; use padded_batch") from error
+        raise ValueError(
+            f"Pipeline.batch: cannot batch elements of different shapes "
+            f"{shapes[:4]}; use padded_batch"
+        ) from error
     return to_tensor(stacked) if tensors else stacked
 
 
@@ -155,8 +160,9 @@ def _unbatch_structure(element) -> Iterator:
     arrays = [to_numpy(leaf) if is_tensor(leaf) else leaf for leaf in leaves]
     sizes = {len(a) for a in arrays}
     if len(sizes) != 1:
-        raise ValueError(f"Pipeline.unbatch: components have different first dimensions "
-                         f"{sorted(sizes)}")
+        raise ValueError(
+            f"Pipeline.unbatch: components have different first dimensions {sorted(sizes)}"
+        )
     if type(element) is not tuple and type(element) is not dict:
         return iter(arrays[0])
     return (_rebuild(element, iter(row)) for row in zip(*arrays))
@@ -171,8 +177,12 @@ class Pipeline(IterableDataset):
         [0, 20, 40, 60, 80]
     """
 
-    def __init__(self, make_iterator: Callable[[], Iterator], cardinality: int = UNKNOWN_CARDINALITY,
-                 name: str = "Pipeline"):
+    def __init__(
+        self,
+        make_iterator: Callable[[], Iterator],
+        cardinality: int = UNKNOWN_CARDINALITY,
+        name: str = "Pipeline",
+    ):
         self._make_iterator = make_iterator
         self._cardinality = cardinality
         self._name = name
@@ -189,9 +199,12 @@ class Pipeline(IterableDataset):
         """Iterate with NumPy arrays as leaves (str as bytes)."""
         for element in self._make_iterator():
             kind = type(element)
-            if kind is np.ndarray or kind is bytes:
-                yield element
-            elif isinstance(element, np.generic) and kind is not np.str_:
+            if (
+                kind is np.ndarray
+                or kind is bytes
+                or isinstance(element, np.generic)
+                and kind is not np.str_
+            ):
                 yield element
             else:
                 yield _map_structure(_leaf_to_numpy, element)
@@ -210,44 +223,54 @@ class Pipeline(IterableDataset):
     def __repr__(self) -> str:
         return f"<{self._name} cardinality={self._cardinality}>"
 
-    def _derive(self, make_iterator, cardinality, name) -> "Pipeline":
+    def _derive(self, make_iterator, cardinality, name) -> Pipeline:
         return Pipeline(make_iterator, cardinality, name)
 
     # -- sources ------------------------------------------------------------------------------
     @staticmethod
-    def from_tensor_slices(tensors, name: str | None = None) -> "Pipeline":
+    def from_tensor_slices(tensors, name: str | None = None) -> Pipeline:
         """One element per row of `tensors` (an array, or a tuple/dict of equally long ones)."""
         structure = _normalize_structure(tensors)
         leaves = _leaves_of(structure)
-        lengths = {len(leaf) if not isinstance(leaf, np.ndarray) else
-                   (leaf.shape[0] if leaf.ndim else -1) for leaf in leaves}
+        lengths = {
+            len(leaf) if not isinstance(leaf, np.ndarray) else (leaf.shape[0] if leaf.ndim else -1)
+            for leaf in leaves
+        }
         if -1 in lengths:
             raise ValueError("Pipeline.from_tensor_slices: cannot slice a scalar")
         if len(lengths) != 1:
-            raise ValueError(f"Pipeline.from_tensor_slices: all components must have the same "
-                             f"size in their first dimension, got {sorted(lengths)}")
+            raise ValueError(
+                f"Pipeline.from_tensor_slices: all components must have the same "
+                f"size in their first dimension, got {sorted(lengths)}"
+            )
         (length,) = lengths
-        if type(structure) is tuple and all(type(s) is not tuple and type(s) is not dict
-                                            for s in structure):
+        if type(structure) is tuple and all(
+            type(s) is not tuple and type(s) is not dict for s in structure
+        ):
+
             def make():
                 return zip(*structure)
         elif type(structure) is tuple or type(structure) is dict:
+
             def make():
                 return (_rebuild(structure, iter(row)) for row in zip(*leaves))
         else:
+
             def make():
                 return iter(structure)
+
         return Pipeline(make, length, "TensorSliceDataset")
 
     @staticmethod
-    def from_tensors(tensors) -> "Pipeline":
+    def from_tensors(tensors) -> Pipeline:
         """A single element: `tensors` itself."""
         element = _normalize_structure(tensors)
         return Pipeline(lambda: iter((element,)), 1, "TensorDataset")
 
     @staticmethod
-    def from_generator(generator: Callable, output_types=None, output_shapes=None, args=None,
-                       output_signature=None) -> "Pipeline":
+    def from_generator(
+        generator: Callable, output_types=None, output_shapes=None, args=None, output_signature=None
+    ) -> Pipeline:
         """Elements from `generator(*args)`, called anew for each iteration."""
         if not callable(generator):
             raise TypeError("Pipeline.from_generator: generator must be callable")
@@ -262,13 +285,19 @@ class Pipeline(IterableDataset):
             from ember.dtypes import as_dtype
 
             numpy_dtype = as_dtype(dtype).numpy
-            return Pipeline(lambda: (np.asarray(e, numpy_dtype) for e in generator(*arguments)),
-                            UNKNOWN_CARDINALITY, "FlatMapDataset")
-        return Pipeline(lambda: (_normalize_generated(e) for e in generator(*arguments)),
-                        UNKNOWN_CARDINALITY, "FlatMapDataset")
+            return Pipeline(
+                lambda: (np.asarray(e, numpy_dtype) for e in generator(*arguments)),
+                UNKNOWN_CARDINALITY,
+                "FlatMapDataset",
+            )
+        return Pipeline(
+            lambda: (_normalize_generated(e) for e in generator(*arguments)),
+            UNKNOWN_CARDINALITY,
+            "FlatMapDataset",
+        )
 
     @staticmethod
-    def from_iterable(iterable: Iterable) -> "Pipeline":
+    def from_iterable(iterable: Iterable) -> Pipeline:
         """Wrap any re-iterable (a list, a DataLoader, ...) as a Pipeline. List elements (a
         DataLoader's collated tuples) become tuples, the Pipeline's structure type."""
         try:
@@ -278,34 +307,35 @@ class Pipeline(IterableDataset):
 
         def make():
             return (tuple(e) if type(e) is list else e for e in iterable)
+
         return Pipeline(make, length, "IterableDataset")
 
     @staticmethod
-    def range(*args, output_type=None) -> "Pipeline":
+    def range(*args, output_type=None) -> Pipeline:
         """Like Python's `range`: `range(stop)`, `range(start, stop[, step])`."""
         bounds = range(*args)
         return Pipeline(lambda: iter(bounds), len(bounds), "RangeDataset")
 
     @staticmethod
-    def list_files(file_pattern, shuffle: bool | None = None, seed: int | None = None) -> "Pipeline":
+    def list_files(file_pattern, shuffle: bool | None = None, seed: int | None = None) -> Pipeline:
         """The files matching a glob pattern (or a list of patterns), as str paths.
 
         As in tf.data, the names are shuffled each iteration unless `shuffle=False`, and a
         pattern matching nothing is an error.
         """
-        patterns = [file_pattern] if isinstance(file_pattern, (str, os.PathLike)) else list(
-            file_pattern)
+        patterns = (
+            [file_pattern] if isinstance(file_pattern, (str, os.PathLike)) else list(file_pattern)
+        )
         files = sorted({path for pattern in patterns for path in _glob.glob(os.fspath(pattern))})
         if not files:
-            raise FileNotFoundError(f"Pipeline.list_files: no files matched pattern(s) "
-                                    f"{patterns}")
+            raise FileNotFoundError(f"Pipeline.list_files: no files matched pattern(s) {patterns}")
         dataset = Pipeline.from_tensor_slices(files)
         if shuffle is None or shuffle:
             dataset = dataset.shuffle(len(files), seed=seed)
         return dataset
 
     @staticmethod
-    def zip(*datasets) -> "Pipeline":
+    def zip(*datasets) -> Pipeline:
         """Elements of several pipelines side by side: `zip(a, b)` or `zip((a, b))` or a dict."""
         if len(datasets) == 1 and isinstance(datasets[0], (tuple, list, dict)):
             datasets = datasets[0]
@@ -313,14 +343,17 @@ class Pipeline(IterableDataset):
             keys = list(datasets)
 
             def make():
-                return (dict(zip(keys, row)) for row in zip(*(datasets[k]._elements()
-                                                              for k in keys)))
+                return (
+                    dict(zip(keys, row)) for row in zip(*(datasets[k]._elements() for k in keys))
+                )
+
             members = list(datasets.values())
         else:
             members = list(datasets)
 
             def make():
                 return zip(*(d._elements() for d in members))
+
         cards = [d.cardinality() for d in members]
         finite = [c for c in cards if c >= 0]
         if finite:
@@ -334,15 +367,23 @@ class Pipeline(IterableDataset):
         return Pipeline(make, cardinality, "ZipDataset")
 
     # -- element-wise transformations -----------------------------------------------------------
-    def map(self, map_func: Callable, num_parallel_calls: int | None = None,
-            deterministic: bool | None = None, *, executor: str = "thread",
-            name: str | None = None) -> "Pipeline":
+    def map(
+        self,
+        map_func: Callable,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+        *,
+        executor: str = "thread",
+        name: str | None = None,
+    ) -> Pipeline:
         """Apply `map_func` to every element (Note [Parallel map])."""
         if executor not in ("thread", "process"):
-            raise ValueError(f"Pipeline.map: executor must be 'thread' or 'process', "
-                             f"got {executor!r}")
+            raise ValueError(
+                f"Pipeline.map: executor must be 'thread' or 'process', got {executor!r}"
+            )
         upstream = self
         if num_parallel_calls is None or num_parallel_calls == 1 and executor == "thread":
+
             def make():
                 iterator = upstream._elements()
                 for first in iterator:
@@ -356,35 +397,46 @@ class Pipeline(IterableDataset):
         else:
             workers = _cpu_count() if num_parallel_calls == AUTOTUNE else int(num_parallel_calls)
             if workers < 1:
-                raise ValueError(f"Pipeline.map: num_parallel_calls must be positive or AUTOTUNE, "
-                                 f"got {num_parallel_calls}")
+                raise ValueError(
+                    f"Pipeline.map: num_parallel_calls must be positive or AUTOTUNE, "
+                    f"got {num_parallel_calls}"
+                )
             ordered = deterministic is None or deterministic
 
             def make():
                 return _parallel_map(upstream._elements(), map_func, workers, ordered, executor)
+
         return self._derive(make, self._cardinality, "ParallelMapDataset")
 
-    def filter(self, predicate: Callable) -> "Pipeline":
+    def filter(self, predicate: Callable) -> Pipeline:
         """Keep the elements for which `predicate` is true."""
         upstream = self
 
         def keep(element):
             return bool(_call(predicate, element))
-        return self._derive(lambda: filter(keep, upstream._elements()), UNKNOWN_CARDINALITY,
-                            "FilterDataset")
 
-    def flat_map(self, map_func: Callable) -> "Pipeline":
+        return self._derive(
+            lambda: filter(keep, upstream._elements()), UNKNOWN_CARDINALITY, "FilterDataset"
+        )
+
+    def flat_map(self, map_func: Callable) -> Pipeline:
         """`map_func` returns a Pipeline per element; their elements are chained."""
         upstream = self
 
         def make():
             for element in upstream._elements():
                 yield from _as_pipeline(_call(map_func, element), "flat_map")._elements()
+
         return self._derive(make, UNKNOWN_CARDINALITY, "FlatMapDataset")
 
-    def interleave(self, map_func: Callable, cycle_length: int | None = None,
-                   block_length: int | None = None, num_parallel_calls: int | None = None,
-                   deterministic: bool | None = None) -> "Pipeline":
+    def interleave(
+        self,
+        map_func: Callable,
+        cycle_length: int | None = None,
+        block_length: int | None = None,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+    ) -> Pipeline:
         """Like flat_map, but cycles over `cycle_length` inner pipelines, taking
         `block_length` elements from each in turn (tf.data's order). With
         `num_parallel_calls`, each open inner pipeline is read ahead in a thread."""
@@ -427,17 +479,23 @@ class Pipeline(IterableDataset):
                         continue
                     slots[position] = replacement  # read from the next turn on
                 position += 1
+
         return self._derive(make, UNKNOWN_CARDINALITY, "InterleaveDataset")
 
-    def enumerate(self, start: int = 0) -> "Pipeline":
+    def enumerate(self, start: int = 0) -> Pipeline:
         """Pair each element with its index: `(i, element)`."""
         upstream = self
-        return self._derive(lambda: enumerate(upstream._elements(), start), self._cardinality,
-                            "EnumerateDataset")
+        return self._derive(
+            lambda: enumerate(upstream._elements(), start), self._cardinality, "EnumerateDataset"
+        )
 
     # -- order, size and grouping ---------------------------------------------------------------
-    def shuffle(self, buffer_size: int, seed: int | None = None,
-                reshuffle_each_iteration: bool | None = None) -> "Pipeline":
+    def shuffle(
+        self,
+        buffer_size: int,
+        seed: int | None = None,
+        reshuffle_each_iteration: bool | None = None,
+    ) -> Pipeline:
         """Shuffle with a buffer of `buffer_size` elements (tf.data's algorithm: fill the
         buffer, then repeatedly emit a random slot and refill it).
 
@@ -464,10 +522,16 @@ class Pipeline(IterableDataset):
                 step_seed = (base,)
             rng = np.random.default_rng(list(step_seed))
             return _shuffle(upstream._elements(), int(buffer_size), rng)
+
         return self._derive(make, self._cardinality, "ShuffleDataset")
 
-    def batch(self, batch_size: int, drop_remainder: bool = False,
-              num_parallel_calls: int | None = None, deterministic: bool | None = None) -> "Pipeline":
+    def batch(
+        self,
+        batch_size: int,
+        drop_remainder: bool = False,
+        num_parallel_calls: int | None = None,
+        deterministic: bool | None = None,
+    ) -> Pipeline:
         """Stack consecutive elements into batches (a new leading dimension)."""
         if int(batch_size) < 1:
             raise ValueError(f"Pipeline.batch: batch_size must be positive, got {batch_size}")
@@ -481,11 +545,14 @@ class Pipeline(IterableDataset):
                 if not elements or (drop_remainder and len(elements) < size):
                     return
                 yield _batch_structure(elements)
-        return self._derive(make, _batched_cardinality(self._cardinality, size, drop_remainder),
-                            "BatchDataset")
 
-    def padded_batch(self, batch_size: int, padded_shapes=None, padding_values=None,
-                     drop_remainder: bool = False) -> "Pipeline":
+        return self._derive(
+            make, _batched_cardinality(self._cardinality, size, drop_remainder), "BatchDataset"
+        )
+
+    def padded_batch(
+        self, batch_size: int, padded_shapes=None, padding_values=None, drop_remainder: bool = False
+    ) -> Pipeline:
         """Batch elements of different shapes, padding each component to the largest shape in
         the batch (or to `padded_shapes`, where None or -1 means "largest")."""
         size = int(batch_size)
@@ -498,19 +565,24 @@ class Pipeline(IterableDataset):
                 if not elements or (drop_remainder and len(elements) < size):
                     return
                 yield _padded_structure(elements, padded_shapes, padding_values)
-        return self._derive(make, _batched_cardinality(self._cardinality, size, drop_remainder),
-                            "PaddedBatchDataset")
 
-    def unbatch(self) -> "Pipeline":
+        return self._derive(
+            make,
+            _batched_cardinality(self._cardinality, size, drop_remainder),
+            "PaddedBatchDataset",
+        )
+
+    def unbatch(self) -> Pipeline:
         """Split each element along its first dimension (the inverse of batch)."""
         upstream = self
 
         def make():
             for element in upstream._elements():
                 yield from _unbatch_structure(element)
+
         return self._derive(make, UNKNOWN_CARDINALITY, "UnbatchDataset")
 
-    def repeat(self, count: int | None = None) -> "Pipeline":
+    def repeat(self, count: int | None = None) -> Pipeline:
         """Iterate `count` times (forever when None or -1), re-running the recipe each time."""
         upstream = self
         forever = count is None or count == -1
@@ -524,6 +596,7 @@ class Pipeline(IterableDataset):
                     yield element
                 if not produced:  # an empty pipeline repeated forever is still empty
                     return
+
         if forever:
             cardinality = 0 if self._cardinality == 0 else INFINITE_CARDINALITY
         elif self._cardinality >= 0:
@@ -532,7 +605,7 @@ class Pipeline(IterableDataset):
             cardinality = self._cardinality
         return self._derive(make, cardinality, "RepeatDataset")
 
-    def take(self, count: int) -> "Pipeline":
+    def take(self, count: int) -> Pipeline:
         """The first `count` elements (all of them when -1)."""
         upstream = self
         count = int(count)
@@ -544,32 +617,40 @@ class Pipeline(IterableDataset):
             cardinality = count
         else:
             cardinality = UNKNOWN_CARDINALITY
-        return self._derive(lambda: itertools.islice(upstream._elements(), count), cardinality,
-                            "TakeDataset")
+        return self._derive(
+            lambda: itertools.islice(upstream._elements(), count), cardinality, "TakeDataset"
+        )
 
-    def skip(self, count: int) -> "Pipeline":
+    def skip(self, count: int) -> Pipeline:
         """All but the first `count` elements (-1 skips everything)."""
         upstream = self
         count = int(count)
         if count == -1:
             return self._derive(lambda: iter(()), 0, "SkipDataset")
-        cardinality = (max(0, self._cardinality - count) if self._cardinality >= 0
-                       else self._cardinality)
-        return self._derive(lambda: itertools.islice(upstream._elements(), count, None),
-                            cardinality, "SkipDataset")
+        cardinality = (
+            max(0, self._cardinality - count) if self._cardinality >= 0 else self._cardinality
+        )
+        return self._derive(
+            lambda: itertools.islice(upstream._elements(), count, None), cardinality, "SkipDataset"
+        )
 
-    def shard(self, num_shards: int, index: int) -> "Pipeline":
+    def shard(self, num_shards: int, index: int) -> Pipeline:
         """Every `num_shards`-th element starting at `index` (one worker's or host's share)."""
         if not 0 <= index < num_shards:
             raise ValueError(f"Pipeline.shard: index {index} not in [0, {num_shards})")
         upstream = self
-        cardinality = (len(range(index, self._cardinality, num_shards))
-                       if self._cardinality >= 0 else self._cardinality)
+        cardinality = (
+            len(range(index, self._cardinality, num_shards))
+            if self._cardinality >= 0
+            else self._cardinality
+        )
         return self._derive(
             lambda: itertools.islice(upstream._elements(), index, None, num_shards),
-            cardinality, "ShardDataset")
+            cardinality,
+            "ShardDataset",
+        )
 
-    def concatenate(self, dataset: "Pipeline") -> "Pipeline":
+    def concatenate(self, dataset: Pipeline) -> Pipeline:
         """This pipeline's elements followed by `dataset`'s."""
         upstream = self
         other = _as_pipeline(dataset, "concatenate")
@@ -580,23 +661,28 @@ class Pipeline(IterableDataset):
             cardinality = UNKNOWN_CARDINALITY
         else:
             cardinality = a + b
-        return self._derive(lambda: itertools.chain(upstream._elements(), other._elements()),
-                            cardinality, "ConcatenateDataset")
+        return self._derive(
+            lambda: itertools.chain(upstream._elements(), other._elements()),
+            cardinality,
+            "ConcatenateDataset",
+        )
 
     # -- performance ------------------------------------------------------------------------------
-    def prefetch(self, buffer_size: int) -> "Pipeline":
+    def prefetch(self, buffer_size: int) -> Pipeline:
         """Produce up to `buffer_size` elements ahead in a background thread (AUTOTUNE: 2)."""
         size = 2 if buffer_size in (AUTOTUNE, None) else int(buffer_size)
         if size < 0:
-            raise ValueError(f"Pipeline.prefetch: buffer_size must be >= 0 or AUTOTUNE, "
-                             f"got {buffer_size}")
+            raise ValueError(
+                f"Pipeline.prefetch: buffer_size must be >= 0 or AUTOTUNE, got {buffer_size}"
+            )
         upstream = self
         if size == 0:
             return self
-        return self._derive(lambda: _read_ahead(upstream._elements(), size), self._cardinality,
-                            "PrefetchDataset")
+        return self._derive(
+            lambda: _read_ahead(upstream._elements(), size), self._cardinality, "PrefetchDataset"
+        )
 
-    def cache(self, filename: str = "") -> "Pipeline":
+    def cache(self, filename: str = "") -> Pipeline:
         """Keep the elements of the first complete iteration, in memory (`filename=""`) or in
         a file, and replay them afterwards. A file cache survives the process: a later
         pipeline with the same file reads it instead of running the upstream recipe."""
@@ -608,6 +694,7 @@ class Pipeline(IterableDataset):
                 if "elements" in store:
                     return iter(store["elements"])
                 return _recording(upstream._elements(), store)
+
             return self._derive(make, self._cardinality, "CacheDataset")
         path = os.fspath(filename)
 
@@ -615,14 +702,17 @@ class Pipeline(IterableDataset):
             if os.path.exists(path):
                 return _read_cache_file(path)
             return _writing_cache_file(upstream._elements(), path)
+
         return self._derive(make_file, self._cardinality, "CacheDataset")
 
-    def apply(self, transformation_func: Callable[["Pipeline"], "Pipeline"]) -> "Pipeline":
+    def apply(self, transformation_func: Callable[[Pipeline], Pipeline]) -> Pipeline:
         """`transformation_func(self)`: reusable chains of transformations."""
         result = transformation_func(self)
         if not isinstance(result, Pipeline):
-            raise TypeError(f"Pipeline.apply: the transformation must return a Pipeline, "
-                            f"got {type(result).__name__}")
+            raise TypeError(
+                f"Pipeline.apply: the transformation must return a Pipeline, "
+                f"got {type(result).__name__}"
+            )
         return result
 
     def reduce(self, initial_state, reduce_func: Callable):
@@ -634,6 +724,7 @@ class Pipeline(IterableDataset):
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
 
 def _normalize_generated(element):
     if type(element) is tuple or type(element) is dict:
@@ -650,8 +741,9 @@ def _generated_leaf(leaf):
 def _as_pipeline(value, where: str) -> Pipeline:
     if isinstance(value, Pipeline):
         return value
-    raise TypeError(f"Pipeline.{where}: the function must return a Pipeline, got "
-                    f"{type(value).__name__}")
+    raise TypeError(
+        f"Pipeline.{where}: the function must return a Pipeline, got {type(value).__name__}"
+    )
 
 
 def _draw_seed() -> int:
@@ -699,14 +791,17 @@ def _pad_leaf(values: list, padded_shape, padding_value):
     if padded_shape is not None:
         padded_shape = list(padded_shape)
         if len(padded_shape) != rank:
-            raise ValueError(f"Pipeline.padded_batch: padded shape {padded_shape} does not "
-                             f"match rank {rank}")
+            raise ValueError(
+                f"Pipeline.padded_batch: padded shape {padded_shape} does not match rank {rank}"
+            )
         for d, want in enumerate(padded_shape):
             if want is not None and want != -1:
                 if want < largest[d]:
-                    raise ValueError(f"Pipeline.padded_batch: an element of size "
-                                     f"{largest[d]} in dimension {d} does not fit the padded "
-                                     f"size {want}")
+                    raise ValueError(
+                        f"Pipeline.padded_batch: an element of size "
+                        f"{largest[d]} in dimension {d} does not fit the padded "
+                        f"size {want}"
+                    )
                 largest[d] = int(want)
     dtype = np.result_type(*arrays)
     if padding_value is None:
@@ -721,15 +816,22 @@ def _padded_structure(elements: list, shapes, values):
     first = elements[0]
     if type(first) is tuple:
         return tuple(
-            _padded_structure([e[i] for e in elements],
-                              None if shapes is None else shapes[i],
-                              values[i] if isinstance(values, tuple) else values)
-            for i in range(len(first)))
+            _padded_structure(
+                [e[i] for e in elements],
+                None if shapes is None else shapes[i],
+                values[i] if isinstance(values, tuple) else values,
+            )
+            for i in range(len(first))
+        )
     if type(first) is dict:
-        return {key: _padded_structure([e[key] for e in elements],
-                                       None if shapes is None else shapes[key],
-                                       values[key] if isinstance(values, dict) else values)
-                for key in first}
+        return {
+            key: _padded_structure(
+                [e[key] for e in elements],
+                None if shapes is None else shapes[key],
+                values[key] if isinstance(values, dict) else values,
+            )
+            for key in first
+        }
     return _pad_leaf(elements, shapes, values)
 
 
@@ -758,7 +860,7 @@ def _read_ahead(iterator: Iterator, size: int) -> Iterator:
                 if stop.is_set():
                     return
             item = _DONE
-        except BaseException as error:  # carried to the consumer, raised there
+        except BaseException as error:  # carried to the consumer, raised there  # noqa: BLE001
             item = _Failure(error)
         while not stop.is_set():
             try:
@@ -784,9 +886,10 @@ def _read_ahead(iterator: Iterator, size: int) -> Iterator:
             close()
 
 
-def _parallel_map(iterator: Iterator, fn: Callable, workers: int, ordered: bool,
-                  executor_kind: str) -> Iterator:
-    import concurrent.futures as futures
+def _parallel_map(
+    iterator: Iterator, fn: Callable, workers: int, ordered: bool, executor_kind: str
+) -> Iterator:
+    from concurrent import futures
 
     if executor_kind == "process":
         pool, submit, finish = _process_pool(fn, workers)
@@ -798,6 +901,7 @@ def _parallel_map(iterator: Iterator, fn: Callable, workers: int, ordered: bool,
 
         def finish(result):
             return result
+
     window = 2 * workers
     try:
         if ordered:
@@ -846,16 +950,17 @@ def _process_call(key: int, element):
 
 
 def _process_pool(fn: Callable, workers: int):
-    import concurrent.futures as futures
     import multiprocessing
+    from concurrent import futures
 
     from ember.data._worker import shared_memory_dir
 
     key = next(_process_counter)
     prefix = f"ember-map-{os.getpid()}-{key}-"
     _PROCESS_FUNCTIONS[key] = (fn, shared_memory_dir(), prefix)
-    pool = futures.ProcessPoolExecutor(max_workers=workers,
-                                       mp_context=multiprocessing.get_context("fork"))
+    pool = futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("fork")
+    )
     pool._ember_key = key  # for _finish_process_pool
 
     def submit(element):
@@ -902,5 +1007,3 @@ def _read_cache_file(path: str) -> Iterator:
                 yield pickle.load(handle)
             except EOFError:
                 return
-
-

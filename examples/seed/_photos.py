@@ -8,9 +8,14 @@ import os
 
 import numpy as np
 
-SOURCES = [("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg"),
-           ("skimage", "data/astronaut.png"), ("skimage", "data/chelsea.png"),
-           ("skimage", "data/coffee.png"), ("skimage", "data/rocket.jpg")]
+SOURCES = [
+    ("sklearn", "datasets/images/china.jpg"),
+    ("sklearn", "datasets/images/flower.jpg"),
+    ("skimage", "data/astronaut.png"),
+    ("skimage", "data/chelsea.png"),
+    ("skimage", "data/coffee.png"),
+    ("skimage", "data/rocket.jpg"),
+]
 
 
 def source_photos() -> list[tuple[str, str]]:

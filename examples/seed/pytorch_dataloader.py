@@ -12,22 +12,24 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-import ember.data  # noqa: E402
-from ember.vision import datasets, transforms  # noqa: E402
+from _photos import build_photo_folder
 
-from _photos import build_photo_folder  # noqa: E402
+import ember.data
+from ember.vision import datasets, transforms
 
 base = tempfile.mkdtemp(prefix="ember-seed-imagefolder-")
 build_photo_folder(os.path.join(base, "train"), per_class=24, seed=0)
 build_photo_folder(os.path.join(base, "test"), per_class=8, seed=1)
 
 # data transformation
-transform = transforms.Compose([
-    transforms.Resize(256),
-    transforms.CenterCrop(224),
-    transforms.ToTensor(),
-    transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-])
+transform = transforms.Compose(
+    [
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ]
+)
 
 # load data
 train_data = datasets.ImageFolder(os.path.join(base, "train"), transform=transform)
@@ -44,9 +46,11 @@ for name, loader in (("train", train_loader), ("test", test_loader)):
     count = 0
     for images, labels in loader:
         count += images.shape[0]
-        print(f"{name} batch images {tuple(images.shape)} {images.dtype} range "
-              f"[{float(images.min()):.2f}, {float(images.max()):.2f}], labels "
-              f"{tuple(labels.shape)} {labels.dtype}")
+        print(
+            f"{name} batch images {tuple(images.shape)} {images.dtype} range "
+            f"[{float(images.min()):.2f}, {float(images.max()):.2f}], labels "
+            f"{tuple(labels.shape)} {labels.dtype}"
+        )
     elapsed = time.perf_counter() - start
     print(f"{name}: {count / elapsed:.0f} images/s with num_workers=0 (as in the seed)")
 

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 try:
-    import ember.tf as tf
+    from ember import tf
 except ImportError:  # before ember.tf lands: the same names from the layers it aliases
     from types import SimpleNamespace
 
@@ -22,12 +22,13 @@ except ImportError:  # before ember.tf lands: the same names from the layers it 
     import ember.io.files
     import ember.vision.image
 
-    tf = SimpleNamespace(data=SimpleNamespace(Dataset=ember.data.Pipeline,
-                                              AUTOTUNE=ember.data.AUTOTUNE),
-                         io=SimpleNamespace(read_file=ember.io.files.read_file),
-                         image=ember.vision.image)
+    tf = SimpleNamespace(
+        data=SimpleNamespace(Dataset=ember.data.Pipeline, AUTOTUNE=ember.data.AUTOTUNE),
+        io=SimpleNamespace(read_file=ember.io.files.read_file),
+        image=ember.vision.image,
+    )
 
-from _photos import build_photo_folder  # noqa: E402
+from _photos import build_photo_folder
 
 root = build_photo_folder(tempfile.mkdtemp(prefix="ember-seed-photos-"), per_class=16)
 
@@ -57,16 +58,23 @@ start = time.perf_counter()
 count = 0
 for batch in dataset:
     count += batch.shape[0]
-    print(f"batch {tuple(batch.shape)} {batch.dtype} range [{float(batch.min()):.3f}, "
-          f"{float(batch.max()):.3f}]")
+    print(
+        f"batch {tuple(batch.shape)} {batch.dtype} range [{float(batch.min()):.3f}, "
+        f"{float(batch.max()):.3f}]"
+    )
 elapsed = time.perf_counter() - start
-print(f"{count} images from {len(filenames)} files in {elapsed:.2f} s "
-      f"({count / elapsed:.0f} images/s, sequential map as in the seed)")
+print(
+    f"{count} images from {len(filenames)} files in {elapsed:.2f} s "
+    f"({count / elapsed:.0f} images/s, sequential map as in the seed)"
+)
 
 # The same pipeline with tf.data's performance knobs: parallel map and AUTOTUNE prefetch.
-fast = (tf.data.Dataset.from_tensor_slices(filenames)
-        .map(load_and_preprocess_image, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(32).prefetch(tf.data.AUTOTUNE))
+fast = (
+    tf.data.Dataset.from_tensor_slices(filenames)
+    .map(load_and_preprocess_image, num_parallel_calls=tf.data.AUTOTUNE)
+    .batch(32)
+    .prefetch(tf.data.AUTOTUNE)
+)
 start = time.perf_counter()
 count = sum(batch.shape[0] for batch in fast)
 elapsed = time.perf_counter() - start

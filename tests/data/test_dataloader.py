@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-import ember.data as data
+from ember import data
 from ember.data._arrays import to_numpy
 
 torch = pytest.importorskip("torch")
@@ -20,18 +20,25 @@ class Squares(data.Dataset):
 
 
 def as_lists(batches):
-    return [{"x": to_numpy(b["x"]).tolist(), "y": to_numpy(b["y"]).tolist(), "name": b["name"]}
-            for b in batches]
+    return [
+        {"x": to_numpy(b["x"]).tolist(), "y": to_numpy(b["y"]).tolist(), "name": b["name"]}
+        for b in batches
+    ]
 
 
 def torch_lists(batches):
-    return [{"x": b["x"].numpy().tolist(), "y": b["y"].numpy().tolist(), "name": b["name"]}
-            for b in batches]
+    return [
+        {"x": b["x"].numpy().tolist(), "y": b["y"].numpy().tolist(), "name": b["name"]}
+        for b in batches
+    ]
 
 
 def shm_files():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("ember-")} if os.path.isdir(
-        "/dev/shm") else set()
+    return (
+        {n for n in os.listdir("/dev/shm") if n.startswith("ember-")}
+        if os.path.isdir("/dev/shm")
+        else set()
+    )
 
 
 @pytest.mark.parametrize("num_workers", [0, 1, 2])
@@ -46,7 +53,7 @@ def test_batches_match_torch(num_workers, drop_last):
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_shuffle_every_sample_once_and_same_order_for_any_workers(num_workers):
-    import ember.backend.random as random
+    from ember.backend import random
 
     def run(workers):
         random.manual_seed(123)
@@ -60,10 +67,11 @@ def test_shuffle_every_sample_once_and_same_order_for_any_workers(num_workers):
 
 
 def test_generator_gives_reproducible_epochs():
-    import ember.backend.random as random
+    from ember.backend import random
 
-    loader = data.DataLoader(Squares(), batch_size=23, shuffle=True,
-                             generator=random.Generator().manual_seed(7))
+    loader = data.DataLoader(
+        Squares(), batch_size=23, shuffle=True, generator=random.Generator().manual_seed(7)
+    )
     epoch1 = to_numpy(next(iter(loader))["y"]).tolist()
     epoch2 = to_numpy(next(iter(loader))["y"]).tolist()
     assert epoch1 != epoch2
@@ -76,13 +84,13 @@ class Augmented(data.Dataset):
         return 12
 
     def __getitem__(self, index):
-        import ember.backend.random as random
+        from ember.backend import random
 
         return random.default_generator().rng.random(), np.random.rand()
 
 
 def test_random_augmentation_same_with_any_num_workers():
-    import ember.backend.random as random
+    from ember.backend import random
 
     results = []
     for workers in (0, 1, 2):
@@ -95,12 +103,8 @@ def test_random_augmentation_same_with_any_num_workers():
 
 
 def test_main_process_random_state_is_restored():
-    import ember.backend.random as random
+    from ember.backend import random
 
-    random.manual_seed(3)
-    expected = random.default_generator().rng.random()
-    random.manual_seed(3)
-    list(data.DataLoader(Augmented(), batch_size=4))
     # one seed drawn for the loader, then the stream continues as if nothing else happened
     random.manual_seed(3)
     random.default_generator().rng.integers(0, 2**62)
@@ -108,12 +112,10 @@ def test_main_process_random_state_is_restored():
     random.manual_seed(3)
     list(data.DataLoader(Augmented(), batch_size=4))
     assert random.default_generator().rng.random() == after_draw
-    assert expected != after_draw or True
 
 
 def test_collate_structure_matches_torch():
-    samples = [(np.ones((2, 2), np.float32) * i, i, float(i), "a", {"k": [i, i]})
-               for i in range(3)]
+    samples = [(np.ones((2, 2), np.float32) * i, i, float(i), "a", {"k": [i, i]}) for i in range(3)]
     ours = data.default_collate(samples)
     theirs = torch.utils.data.default_collate(samples)
     assert isinstance(ours, list) and isinstance(theirs, list)
@@ -121,7 +123,8 @@ def test_collate_structure_matches_torch():
     assert to_numpy(ours[1]).dtype == np.int64 and to_numpy(ours[2]).dtype == np.float64
     assert ours[3] == theirs[3] == ("a", "a", "a")  # the zip tuple, as in PyTorch
     assert [to_numpy(v).tolist() for v in ours[4]["k"]] == [
-        v.numpy().tolist() for v in theirs[4]["k"]]
+        v.numpy().tolist() for v in theirs[4]["k"]
+    ]
 
 
 def test_collate_errors():
@@ -152,9 +155,15 @@ def test_batch_size_none_and_batch_sampler_and_getitems():
 
 def test_option_errors_match_torch():
     ds = Squares()
-    for kwargs in ({"batch_sampler": [[0]], "batch_size": 2}, {"sampler": [0], "shuffle": True},
-                   {"num_workers": -1}, {"batch_size": None, "drop_last": True},
-                   {"prefetch_factor": 2}, {"persistent_workers": True}, {"timeout": -1}):
+    for kwargs in (
+        {"batch_sampler": [[0]], "batch_size": 2},
+        {"sampler": [0], "shuffle": True},
+        {"num_workers": -1},
+        {"batch_size": None, "drop_last": True},
+        {"prefetch_factor": 2},
+        {"persistent_workers": True},
+        {"timeout": -1},
+    ):
         with pytest.raises(ValueError):
             torch.utils.data.DataLoader(ds, **kwargs)
         with pytest.raises(ValueError):
@@ -173,11 +182,14 @@ class Stream(data.IterableDataset):
 
 @pytest.mark.parametrize("num_workers", [0, 1, 2])
 def test_iterable_dataset_matches_torch(num_workers):
-    ours = [to_numpy(b).tolist() for b in data.DataLoader(Stream(11), batch_size=3,
-                                                          num_workers=num_workers)]
+    ours = [
+        to_numpy(b).tolist()
+        for b in data.DataLoader(Stream(11), batch_size=3, num_workers=num_workers)
+    ]
     values = sorted(v for b in ours for v in b)
     assert values == list(range(11))
     if num_workers == 0:
+
         class TorchStream(torch.utils.data.IterableDataset):
             def __iter__(self):
                 return iter(range(11))

@@ -11,8 +11,12 @@ from ember.data import AUTOTUNE, Pipeline
 
 
 def values(pipeline):
-    return [np.asarray(v).tolist() if not isinstance(v, tuple) else
-            tuple(np.asarray(x).tolist() for x in v) for v in pipeline.as_numpy_iterator()]
+    return [
+        np.asarray(v).tolist()
+        if not isinstance(v, tuple)
+        else tuple(np.asarray(x).tolist() for x in v)
+        for v in pipeline.as_numpy_iterator()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +26,12 @@ def tf():
 
 
 def tf_values(dataset):
-    return [np.asarray(v).tolist() if not isinstance(v, tuple) else
-            tuple(np.asarray(x).tolist() for x in v) for v in dataset.as_numpy_iterator()]
+    return [
+        np.asarray(v).tolist()
+        if not isinstance(v, tuple)
+        else tuple(np.asarray(x).tolist() for x in v)
+        for v in dataset.as_numpy_iterator()
+    ]
 
 
 CHAINS = [
@@ -36,8 +44,9 @@ CHAINS = [
     lambda D: D.range(3).concatenate(D.range(10, 12)),
     lambda D: D.zip((D.range(3), D.range(5, 9))),
     lambda D: D.range(1, 4).flat_map(lambda x: D.range(x)),
-    lambda D: D.range(1, 5).interleave(lambda x: D.from_tensors(x).repeat(x), cycle_length=2,
-                                       block_length=2),
+    lambda D: D.range(1, 5).interleave(
+        lambda x: D.from_tensors(x).repeat(x), cycle_length=2, block_length=2
+    ),
     lambda D: D.range(1, 4).interleave(lambda x: D.range(x), cycle_length=3),
     lambda D: D.from_tensor_slices(([1, 2, 3], [4, 5, 6])).map(lambda a, b: a * 10 + b),
     lambda D: D.from_tensor_slices(np.arange(12).reshape(6, 2)).batch(4),
@@ -56,7 +65,8 @@ def test_chains_match_tf_data(tf, chain):
 @pytest.mark.parametrize("chain", [0, 1, 2, 4, 6, 7, 12, 13])
 def test_cardinality_matches_tf_data(tf, chain):
     assert CHAINS[chain](Pipeline).cardinality() == int(
-        CHAINS[chain](tf.data.Dataset).cardinality())
+        CHAINS[chain](tf.data.Dataset).cardinality()
+    )
 
 
 def test_padded_batch_matches_tf(tf):
@@ -66,7 +76,8 @@ def test_padded_batch_matches_tf(tf):
 
     ours = Pipeline.from_generator(gen).padded_batch(2, padding_values=-1)
     theirs = tf.data.Dataset.from_generator(
-        gen, output_signature=tf.TensorSpec([None], tf.int64)).padded_batch(2, padding_values=np.int64(-1))
+        gen, output_signature=tf.TensorSpec([None], tf.int64)
+    ).padded_batch(2, padding_values=np.int64(-1))
     assert values(ours) == tf_values(theirs)
 
 
@@ -91,8 +102,12 @@ def test_shuffle_seeded_and_reshuffled():
 @pytest.mark.parametrize("executor", ["thread", "process"])
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_parallel_map(executor, deterministic):
-    ds = Pipeline.range(50).map(lambda x: np.full((100, 100), x), num_parallel_calls=2,
-                                deterministic=deterministic, executor=executor)
+    ds = Pipeline.range(50).map(
+        lambda x: np.full((100, 100), x),
+        num_parallel_calls=2,
+        deterministic=deterministic,
+        executor=executor,
+    )
     got = [int(v[0, 0]) for v in ds.as_numpy_iterator()]
     assert sorted(got) == list(range(50))
     if deterministic:

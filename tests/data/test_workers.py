@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-import ember.data as data
+from ember import data
 
 
 class Failing(data.Dataset):

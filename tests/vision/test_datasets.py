@@ -17,7 +17,7 @@ def folder(tmp_path, photos):
     for class_name, count in (("dog", 2), ("cat", 3)):
         (tmp_path / class_name / "nested").mkdir(parents=True)
         for index in range(count):
-            crop = photos[index % 2][index * 20: index * 20 + 64, :80]
+            crop = photos[index % 2][index * 20 : index * 20 + 64, :80]
             Image.fromarray(crop).save(tmp_path / class_name / f"{index}.jpg")
         Image.fromarray(photos[0][:32, :32]).save(tmp_path / class_name / "nested" / "x.PNG")
         (tmp_path / class_name / "notes.txt").write_text("not an image")
@@ -29,18 +29,30 @@ def test_image_folder_follows_torchvision(folder):
     assert dataset.classes == ["cat", "dog"]
     assert dataset.class_to_idx == {"cat": 0, "dog": 1}
     names = [os.path.relpath(p, folder) for p, _ in dataset.samples]
-    assert names == ["cat/0.jpg", "cat/1.jpg", "cat/2.jpg", "cat/nested/x.PNG",
-                     "dog/0.jpg", "dog/1.jpg", "dog/nested/x.PNG"]
+    assert names == [
+        "cat/0.jpg",
+        "cat/1.jpg",
+        "cat/2.jpg",
+        "cat/nested/x.PNG",
+        "dog/0.jpg",
+        "dog/1.jpg",
+        "dog/nested/x.PNG",
+    ]
     assert dataset.targets == [0, 0, 0, 0, 1, 1, 1]
     image, target = dataset[0]
     assert image.mode == "RGB" and image.size == (80, 64) and target == 0
 
 
 def test_image_folder_in_a_dataloader(folder):
-    transform = transforms.Compose([transforms.Resize(40), transforms.CenterCrop(32),
-                                    transforms.ToTensor()])
-    loader = DataLoader(datasets.ImageFolder(str(folder), transform=transform), batch_size=4,
-                        shuffle=True, num_workers=2)
+    transform = transforms.Compose(
+        [transforms.Resize(40), transforms.CenterCrop(32), transforms.ToTensor()]
+    )
+    loader = DataLoader(
+        datasets.ImageFolder(str(folder), transform=transform),
+        batch_size=4,
+        shuffle=True,
+        num_workers=2,
+    )
     batches = list(loader)
     assert [tuple(b[0].shape) for b in batches] == [(4, 3, 32, 32), (3, 3, 32, 32)]
     assert sorted(v for b in batches for v in to_numpy(b[1]).tolist()) == [0, 0, 0, 0, 1, 1, 1]

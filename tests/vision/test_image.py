@@ -14,12 +14,18 @@ Stated tolerances (values on the 0-255 scale), see Note [Resize semantics]:
 import numpy as np
 import pytest
 
-import ember.vision.image as image
 from ember.data._arrays import to_numpy
 from ember.io.files import read_file
+from ember.vision import image
 
-TF_TOLERANCE = {"bilinear": 0.05, "area": 0.05, "lanczos3": 0.05, "mitchellcubic": 0.05,
-                "bicubic": 0.05, "nearest": 0.0}
+TF_TOLERANCE = {
+    "bilinear": 0.05,
+    "area": 0.05,
+    "lanczos3": 0.05,
+    "mitchellcubic": 0.05,
+    "bicubic": 0.05,
+    "nearest": 0.0,
+}
 SIZES = [(256, 300), (700, 900), (100, 500), (37, 41)]
 
 
@@ -60,9 +66,11 @@ def test_resize_matches_pillow(photos, method, pil_filter):
             theirs = np.asarray(Image.fromarray(photo).resize((width, height), pil_filter))
             diff = np.abs(np.clip(np.round(ours), 0, 255) - theirs.astype(np.float64))
             if method == "nearest":  # equal but at exact ties, where rounding order differs
+
                 def ties(n_in, n_out):
                     position = (np.arange(n_out) + 0.5) * n_in / n_out
                     return np.isclose(position, np.round(position))
+
                 tie = ties(photo.shape[0], height)[:, None] | ties(photo.shape[1], width)[None]
                 assert not diff.any(axis=2)[~tie].any()
             else:
@@ -108,8 +116,10 @@ def test_import_ember_does_not_import_pillow():
     import subprocess
     import sys
 
-    code = ("import sys, ember, ember.data, ember.vision, ember.io.files; "
-            "print([m for m in ('PIL', 'multiprocessing', 'concurrent.futures') "
-            "if m in sys.modules])")
+    code = (
+        "import sys, ember, ember.data, ember.vision, ember.io.files; "
+        "print([m for m in ('PIL', 'multiprocessing', 'concurrent.futures') "
+        "if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -4,7 +4,7 @@ NumPy (torchvision itself is not installable here)."""
 import numpy as np
 import pytest
 
-import ember.backend.random as random
+from ember.backend import random
 from ember.data._arrays import to_numpy
 from ember.vision import transforms as T
 
@@ -23,18 +23,20 @@ def reference_seed_pipeline(photo):
         size = (256, int(256 * h / w))
     pil = pil.resize(size, Image.BILINEAR)
     w, h = pil.size
-    top, left = int(round((h - 224) / 2.0)), int(round((w - 224) / 2.0))
+    top, left = round((h - 224) / 2.0), round((w - 224) / 2.0)
     pil = pil.crop((left, top, left + 224, top + 224))
     x = np.asarray(pil).transpose(2, 0, 1).astype(np.float32) / 255.0
-    return (x - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[:, None,
-                                                                                        None]
+    return (x - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[
+        :, None, None
+    ]
 
 
 def test_seed_transform_matches_reference(photos):
     from PIL import Image
 
-    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                           T.Normalize(mean=MEAN, std=STD)])
+    transform = T.Compose(
+        [T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(mean=MEAN, std=STD)]
+    )
     for photo in photos:
         expected = reference_seed_pipeline(photo)
         for picture in (Image.fromarray(photo), photo):
@@ -68,8 +70,15 @@ def test_center_crop_pads_small_images():
 
 
 def test_random_transforms_reproducible_and_valid(photos):
-    transform = T.Compose([T.RandomResizedCrop(64), T.RandomHorizontalFlip(), T.RandomCrop(
-        48, padding=4), T.ColorJitter(0.4, 0.4, 0.4, 0.1), T.ToTensor()])
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(64),
+            T.RandomHorizontalFlip(),
+            T.RandomCrop(48, padding=4),
+            T.ColorJitter(0.4, 0.4, 0.4, 0.1),
+            T.ToTensor(),
+        ]
+    )
     random.manual_seed(0)
     first = to_numpy(transform(photos[0]))
     random.manual_seed(0)
@@ -108,8 +117,10 @@ def test_color_adjustments_follow_torchvision_formulas(photos):
     assert np.array_equal(got, expected)
     # on Pillow images: Pillow's ImageEnhance, exactly as torchvision's PIL path
     pil = Image.fromarray(photo)
-    for fn, enhancer in ((adjust_contrast, ImageEnhance.Contrast),
-                         (adjust_saturation, ImageEnhance.Color)):
+    for fn, enhancer in (
+        (adjust_contrast, ImageEnhance.Contrast),
+        (adjust_saturation, ImageEnhance.Color),
+    ):
         assert np.array_equal(np.asarray(fn(pil, 0.6)), np.asarray(enhancer(pil).enhance(0.6)))
     floats = T.ToTensor()(photo)
     gray = to_numpy(adjust_saturation(floats, 0.0))

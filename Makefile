@@ -7,11 +7,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo demo-data test test-fast bench bench-data lint clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e .
+	$(PIP) install -e ".[vision]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base pyproject.toml
@@ -21,6 +21,10 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 demo: $(VENV)/.base
 	$(PY) examples/seed/tour.py
 
+demo-data: $(VENV)/.base
+	$(PY) examples/seed/tf_data_pipeline.py
+	$(PY) examples/seed/pytorch_dataloader.py
+
 test: $(VENV)/.test
 	$(PY) -m pytest -q
 
@@ -29,6 +33,9 @@ test-fast: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) bench/run.py
+
+bench-data: $(VENV)/.test
+	$(PY) bench/bench_data.py
 
 lint:
 	$(PY) -m ruff check ember tests bench examples

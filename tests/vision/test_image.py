@@ -1,0 +1,125 @@
+"""ember.image against TensorFlow's tf.image and Pillow on real photos.
+
+Stated tolerances (values on the 0-255 scale), see Note [Resize semantics]:
+- vs tf.image.resize (float32 results): 0.05 for bilinear/area/lanczos3/mitchellcubic with
+  and without antialias and for bicubic with antialias; 0.25 for bicubic without antialias
+  (TensorFlow's legacy bicubic kernel reads its weights from a 1024-entry table); nearest exact.
+- vs Pillow's uint8 Image.resize (always antialiased): bilinear within 1 grey level, bicubic
+  within 8 (Pillow clips to uint8 between its passes), mean below 0.5; nearest equal except
+  at exact ties.
+- decode_jpeg vs tf.io.decode_jpeg: different IDCT/upsampling implementations, mean absolute
+  difference below 2 grey levels.
+"""
+
+import numpy as np
+import pytest
+
+from ember.data._arrays import to_numpy
+from ember.io.files import read_file
+from ember.vision import image
+
+TF_TOLERANCE = {
+    "bilinear": 0.05,
+    "area": 0.05,
+    "lanczos3": 0.05,
+    "mitchellcubic": 0.05,
+    "bicubic": 0.05,
+    "nearest": 0.0,
+}
+SIZES = [(256, 300), (700, 900), (100, 500), (37, 41)]
+
+
+@pytest.fixture(scope="module")
+def tf():
+    return pytest.importorskip("tensorflow")
+
+
+@pytest.mark.parametrize("method", sorted(TF_TOLERANCE))
+@pytest.mark.parametrize("antialias", [False, True])
+def test_resize_matches_tensorflow(tf, photos, method, antialias):
+    tolerance = TF_TOLERANCE[method]
+    if method == "bicubic" and not antialias:
+        tolerance = 0.25
+    for photo in photos:
+        for size in SIZES:
+            ours = to_numpy(image.resize(photo, size, method=method, antialias=antialias))
+            theirs = tf.image.resize(photo, size, method=method, antialias=antialias).numpy()
+            assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+            assert np.abs(ours.astype(np.float64) - theirs).max() <= tolerance, (size, method)
+
+
+def test_resize_batch_and_preserve_aspect_ratio(tf, photos):
+    batch = np.stack([photos[0], photos[0]])
+    ours = to_numpy(image.resize(batch, [100, 100], preserve_aspect_ratio=True))
+    theirs = tf.image.resize(batch, [100, 100], preserve_aspect_ratio=True).numpy()
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 0.05
+
+
+@pytest.mark.parametrize("method,pil_filter", [("bilinear", 2), ("bicubic", 3), ("nearest", 0)])
+def test_resize_matches_pillow(photos, method, pil_filter):
+    from PIL import Image
+
+    for photo in photos:
+        for height, width in [(256, 300), (120, 90), (600, 800)]:
+            ours = to_numpy(image.resize(photo, [height, width], method=method, antialias=True))
+            theirs = np.asarray(Image.fromarray(photo).resize((width, height), pil_filter))
+            diff = np.abs(np.clip(np.round(ours), 0, 255) - theirs.astype(np.float64))
+            if method == "nearest":  # equal but at exact ties, where rounding order differs
+
+                def ties(n_in, n_out):
+                    position = (np.arange(n_out) + 0.5) * n_in / n_out
+                    return np.isclose(position, np.round(position))
+
+                tie = ties(photo.shape[0], height)[:, None] | ties(photo.shape[1], width)[None]
+                assert not diff.any(axis=2)[~tie].any()
+            else:
+                assert diff.max() <= {"bilinear": 1, "bicubic": 8}[method], (height, width)
+                assert diff.mean() < 0.5
+
+
+def test_decode_encode_roundtrip(tf, photo_paths):
+    data = read_file(photo_paths[0])
+    ours = to_numpy(image.decode_jpeg(data, channels=3))
+    theirs = tf.io.decode_jpeg(data, channels=3).numpy()
+    assert ours.shape == theirs.shape and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - theirs).mean() < 2
+    gray = to_numpy(image.decode_jpeg(data, channels=1))
+    assert gray.shape == ours.shape[:2] + (1,)
+    small = to_numpy(image.decode_jpeg(data, ratio=2))
+    assert small.shape[0] == -(-ours.shape[0] // 2)
+    png = image.encode_png(ours)
+    assert np.array_equal(to_numpy(image.decode_png(png)), ours)
+    assert np.array_equal(to_numpy(image.decode_image(png)), ours)
+    jpeg = image.encode_jpeg(ours, quality=95)
+    assert np.abs(to_numpy(image.decode_jpeg(jpeg)).astype(int) - ours).mean() < 3
+    floats = to_numpy(image.decode_image(png, dtype="float32"))
+    assert floats.dtype == np.float32 and floats.max() <= 1.0
+
+
+def test_decode_errors_are_clear():
+    with pytest.raises(ValueError, match="decode_jpeg"):
+        image.decode_jpeg(b"not an image")
+    with pytest.raises(ValueError, match="channels"):
+        image.decode_jpeg(b"", channels=2)
+    with pytest.raises(ValueError, match="resize: expected images"):
+        image.resize(np.zeros((3, 3)), [2, 2])
+
+
+def test_central_crop_matches_tf(tf, photos):
+    ours = to_numpy(image.central_crop(photos[0], 0.5))
+    theirs = tf.image.central_crop(photos[0], 0.5).numpy()
+    assert np.array_equal(ours, theirs)
+
+
+def test_import_ember_does_not_import_pillow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ember, ember.data, ember.vision, ember.io.files; "
+        "print([m for m in ('PIL', 'multiprocessing', 'concurrent.futures') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

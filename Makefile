@@ -32,6 +32,7 @@ test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.test
+	$(PIP) install -e ".[test,bench]"
 	$(PY) bench/run.py
 
 bench-data: $(VENV)/.test

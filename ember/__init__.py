@@ -242,6 +242,7 @@ _LAZY = {
     "testing": "ember.testing",
     "cuda": "ember.cuda",
     "backend": "ember.backend",
+    "image": "ember.vision.image",
 }
 
 

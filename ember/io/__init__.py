@@ -40,3 +40,4 @@ from ember.io.safetensors import (
 from ember.io.safetensors import (
     serialize as serialize,
 )
+from ember.io.files import read_file as read_file, write_file as write_file

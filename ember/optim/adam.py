@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ember import dtypes as _dt
 from ember.ops.elementwise import maximum
 from ember.optim._functional import addcdiv_, addcmul_, lerp_
 from ember.optim.optimizer import Optimizer
 from ember.tensor import Tensor, tensor, zeros_like
+
+
+def _scratch(optimizer: Optimizer, param: Tensor):
+    """Two work arrays per parameter, kept outside `state` (which must stay PyTorch's)."""
+    scratch = optimizer.__dict__.setdefault("_scratch", {})
+    pair = scratch.get(id(param))
+    if pair is None or pair[0].shape != param._data.shape or pair[0].dtype != param._data.dtype:
+        pair = scratch[id(param)] = (np.empty_like(param._data), np.empty_like(param._data))
+    return pair
 
 
 class Adam(Optimizer):
@@ -89,6 +100,48 @@ class Adam(Optimizer):
         else:
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
         addcdiv_(param, exp_avg, denom, -step_size)
+
+    def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+        """`update` fused on NumPy arrays, in the same evaluation order (Note [Optimizer
+        structure]); scalars are cast to the parameter's dtype as PyTorch's kernels do."""
+        p, g = param._data, grad._data
+        m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
+        f = p.dtype.type
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        weight_decay = group["weight_decay"]
+        buf, tmp = _scratch(self, param)
+        if group["maximize"]:
+            g = np.negative(g, out=tmp)
+        step_t = state["step"]
+        step_t._data += 1
+        step = float(step_t._data)
+        if weight_decay != 0:
+            if group["decoupled_weight_decay"]:
+                np.multiply(p, f(1 - lr * weight_decay), out=p)
+            else:
+                g = np.add(g, np.multiply(p, f(weight_decay), out=buf), out=tmp)
+        # m = lerp(m, g, 1 - beta1) = m + (1 - beta1) (g - m)
+        np.subtract(g, m, out=buf)
+        buf *= f(1 - beta1)
+        m += buf
+        # v = beta2 v + ((1 - beta2) g) g
+        v *= f(beta2)
+        np.multiply(g, f(1 - beta2), out=buf)
+        buf *= g
+        v += buf
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+        step_size = lr / bias_correction1
+        if group["amsgrad"]:
+            vmax = state["max_exp_avg_sq"]._data
+            np.maximum(vmax, v, out=vmax)
+            v = vmax
+        np.sqrt(v, out=buf)
+        buf /= f(bias_correction2_sqrt)
+        buf += f(eps)
+        np.multiply(m, f(-step_size), out=tmp)
+        tmp /= buf
+        p += tmp
 
 
 class AdamW(Adam):

@@ -5,7 +5,11 @@ optimizer subclass writes two things per parameter,
 - `init_state(param, group) -> dict`: the state it keeps (moments, step count...), and
 - `update(param, grad, state, group)`: one step of the algorithm, written out in the class
   docstring, applied in place to `param` and `state` with ember's in-place tensor ops.
-The base class runs `update` under `no_grad` for every parameter that has a gradient. The
+The base class runs `update` under `no_grad` for every parameter that has a gradient. An
+optimizer may also define `update_arrays(param, grad, state, group)`: the same step fused on the
+raw NumPy arrays (in-place ufuncs with `out=`, no dispatch, no temporaries), used in eager mode
+for CPU tensors unless the group says `fused=False`; `update` stays the reference, and the tests
+check that both give the same trajectory. The
 state dict has PyTorch's layout: `{"state": {index: {...}}, "param_groups": [{..., "params":
 [indices]}]}` with parameters numbered in group order, so a state dict round-trips through
 PyTorch's `Optimizer.load_state_dict` by converting the tensors.
@@ -17,8 +21,15 @@ import copy
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from ember.autograd.grad_mode import no_grad
-from ember.tensor import Tensor
+from ember.tensor import Tensor, _interceptors_active
+
+
+def _tracing() -> bool:
+    """True while a graph is being traced: then updates must go through ember ops."""
+    return _interceptors_active()
 
 
 class _RequiredParameter:
@@ -123,15 +134,23 @@ class Optimizer:
 
             with enable_grad():
                 loss = closure()
+        fused = getattr(self, "update_arrays", None)
+        tracing = _tracing()
         with no_grad():
             for group in self.param_groups:
+                use_fused = fused is not None and group.get("fused") is not False and not tracing
                 for p in group["params"]:
                     if p.grad is None:
                         continue
                     state = self.state[p]
                     if not state:
                         state.update(self.init_state(p, group))
-                    self.update(p, p.grad, state, group)
+                    if use_fused and type(p._data) is np.ndarray and type(
+                            p.grad._data) is np.ndarray:
+                        fused(p, p.grad, state, group)
+                        p._bump_version(type(self).__name__ + ".step")
+                    else:
+                        self.update(p, p.grad, state, group)
         return loss
 
     # --- state dicts -----------------------------------------------------------------------------

@@ -28,6 +28,14 @@ OPTIMIZERS = [
     ("adam_maximize", "Adam", {"lr": 0.001, "maximize": True}),
     ("adamw", "AdamW", {"lr": 0.01}),
     ("adamw_amsgrad", "AdamW", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "eps": 1e-6}),
+    # fused=False: ember's reference `update` (Tensor ops) instead of its fused array path
+    ("adam_reference", "Adam", {"lr": 0.01, "fused": False}),
+    ("adam_wd_amsgrad_maximize_reference", "Adam", {"lr": 0.01, "weight_decay": 0.1,
+                                                    "amsgrad": True, "maximize": True,
+                                                    "fused": False}),
+    ("adam_wd_amsgrad_maximize", "Adam", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True,
+                                          "maximize": True}),
+    ("adamw_reference", "AdamW", {"lr": 0.01, "fused": False}),
     ("rmsprop", "RMSprop", {"lr": 0.01}),
     ("rmsprop_centered_momentum", "RMSprop", {"lr": 0.01, "centered": True, "momentum": 0.9,
                                               "weight_decay": 0.01}),
@@ -183,3 +191,23 @@ def test_end_to_end_training_matches_pytorch(cls, kwargs):
     for key, p in e_model.named_parameters():
         np.testing.assert_allclose(np.asarray(p.detach()), t_params[key].detach().numpy(),
                                    rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("cls,kwargs", [("Adam", {"weight_decay": 0.1, "amsgrad": True}),
+                                        ("Adam", {"maximize": True}),
+                                        ("AdamW", {"weight_decay": 0.1})])
+def test_fused_update_equals_reference_update(cls, kwargs):
+    """Note [Optimizer structure]: the fused array path against the reference Tensor-op path."""
+    _, model_a = _models()
+    _, model_b = _models()
+    opt_a = getattr(optim, cls)(model_a.parameters(), lr=0.01, **kwargs)
+    opt_b = getattr(optim, cls)(model_b.parameters(), lr=0.01, fused=False, **kwargs)
+    for step in range(30):
+        x, y = _data(step)
+        for model, opt in ((model_a, opt_a), (model_b, opt_b)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(ember.tensor(x)), ember.tensor(y)).backward()
+            opt.step()
+    for (key, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
+        np.testing.assert_allclose(np.asarray(a.detach()), np.asarray(b.detach()), rtol=1e-6,
+                                   atol=1e-7, err_msg=key)

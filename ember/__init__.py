@@ -245,7 +245,22 @@ _LAZY = {
 }
 
 
+# Names defined in a lazily loaded subpackage: name -> (module, attribute).
+_LAZY_ATTRS = {
+    "compile": ("ember.graph", "compile"),
+    "function": ("ember.graph", "function"),
+    "cond": ("ember.graph.control", "cond"),
+    "while_loop": ("ember.graph.control", "while_loop"),
+    "config": ("ember.graph", "config"),
+}
+
+
 def __getattr__(name: str):
+    if name in _LAZY_ATTRS:
+        module, attr = _LAZY_ATTRS[name]
+        value = getattr(_importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is not None:
         value = _importlib.import_module(module)

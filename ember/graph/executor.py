@@ -233,13 +233,17 @@ class Executor:
 
     def _kernel_line(self, plan, e, kind, args, target):
         out = f", out={target}" if target is not None else ""
+        scalar = e.out.ndim == 0 and target is None  # NumPy gives scalars for 0-d results
         if kind == "ufunc":
             fn = plan.bind(getattr(np, _UFUNCS[e.name]), "u")
-            return f"{fn}({', '.join(args)}{out})"
+            call = f"{fn}({', '.join(args)}{out})"
+            return f"asarray({call})" if scalar else call
         if kind == "relu":
-            return f"np.maximum({args[0]}, 0{out})"
+            return f"asarray(np.maximum({args[0]}, 0))" if scalar else \
+                f"np.maximum({args[0]}, 0{out})"
         if kind == "matmul":
-            return f"np.matmul({args[0]}, {args[1]}{out})"
+            call = f"np.matmul({args[0]}, {args[1]}{out})"
+            return f"asarray({call})" if scalar else call
         if kind == "sum":
             dim = e.attrs.get("dim")
             axis = None if dim is None else tuple(dim)

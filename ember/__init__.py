@@ -245,8 +245,10 @@ _LAZY = {
 }
 
 
-# Names defined in a lazily loaded subpackage: name -> (module, attribute).
-_LAZY_ATTRS = {
+# Functions that live in lazily loaded subpackages: name -> (module, attribute).
+_LAZY_FUNCTIONS = {
+    "save": ("ember.io.checkpoint", "save"),
+    "load": ("ember.io.checkpoint", "load"),
     "compile": ("ember.graph", "compile"),
     "function": ("ember.graph", "function"),
     "cond": ("ember.graph.control", "cond"),
@@ -256,9 +258,9 @@ _LAZY_ATTRS = {
 
 
 def __getattr__(name: str):
-    if name in _LAZY_ATTRS:
-        module, attr = _LAZY_ATTRS[name]
-        value = getattr(_importlib.import_module(module), attr)
+    target = _LAZY_FUNCTIONS.get(name)
+    if target is not None:
+        value = getattr(_importlib.import_module(target[0]), target[1])
         globals()[name] = value
         return value
     module = _LAZY.get(name)

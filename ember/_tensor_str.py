@@ -17,7 +17,8 @@ def _float_formatter(values: np.ndarray):
     abs_nonzero = np.abs(finite[finite != 0])
     ints = np.all(np.ceil(finite) == finite)
     if ints:
-        if abs_nonzero.size and (abs_nonzero.max() > 1e8):
+        if abs_nonzero.size and (abs_nonzero.max() / abs_nonzero.min() > 1000.0
+                                 or abs_nonzero.max() > 1e8):
             return lambda v: _special(v) or f"{v:.{PRECISION}e}"
         return lambda v: _special(v) or f"{v:.0f}."
     sci = abs_nonzero.size and (abs_nonzero.max() / abs_nonzero.min() > 1000.0
@@ -58,6 +59,8 @@ def format_array(a: np.ndarray, indent: int) -> str:
     else:
         fmt = lambda v: str(int(v))  # noqa: E731
     shown = _summarize(a)
+    if a.dtype.kind == "f":  # like PyTorch, the width comes from the finite values
+        shown = shown[np.isfinite(shown)]
     width = max((len(fmt(v)) for v in shown), default=1)
 
     def render(x, depth):
@@ -69,7 +72,7 @@ def format_array(a: np.ndarray, indent: int) -> str:
         else:
             idx = list(range(n))
         if x.ndim == 1:
-            items = ["..." if i is None else fmt(x[i].item()).rjust(width) for i in idx]
+            items = [" ..." if i is None else fmt(x[i].item()).rjust(width) for i in idx]
             per_line = max(1, (LINEWIDTH - indent - depth) // (width + 2))
             lines = [", ".join(items[k:k + per_line]) for k in range(0, len(items), per_line)]
             return "[" + (",\n" + " " * (indent + depth + 1)).join(lines) + "]"

@@ -437,7 +437,7 @@ class Tensor:
         return _S.getitem(self, index)
 
     def __setitem__(self, index, value):
-        spec, tensors = _S.encode_index(index, self.ndim)
+        spec, tensors = _S.encode_index(self, index)
         if isinstance(value, np.generic):
             value = value.item()
         elif isinstance(value, (list, np.ndarray)):

@@ -15,7 +15,14 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.
 
 
 class EmberError(Exception):
-    """Base class of ember's own errors."""
+    """Base class of ember's own errors; the message gets the user's line appended."""
+
+    def __init__(self, message: str = "", *args):
+        if message and "(at " not in message:
+            where = format_location(user_location(2))
+            if where:
+                message = f"{message} (at {where})"
+        super().__init__(message, *args)
 
 
 class ShapeError(EmberError, ValueError):
@@ -24,6 +31,10 @@ class ShapeError(EmberError, ValueError):
 
 class DTypeError(EmberError, TypeError):
     """An op got an input of a dtype it does not accept."""
+
+
+class IndexOutOfRange(EmberError, IndexError):
+    """A dim or index is out of range."""
 
 
 class DeviceError(EmberError, RuntimeError):

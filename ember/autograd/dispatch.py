@@ -16,7 +16,8 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import (
-    DeviceError, DTypeError, EmberError, ShapeError, at_user_line, user_location,
+    DeviceError, DTypeError, EmberError, IndexOutOfRange, ShapeError, at_user_line,
+    user_location,
 )
 from ember.autograd.engine import Node, TensorMeta
 from ember.autograd.grad_mode import _state
@@ -75,6 +76,59 @@ def _compute_dtype(mode, skip, args):
 def apply(op, *args, **attrs):
     if _interceptors:
         return _interceptors[-1](op, args, attrs)
+    # Fast path (Note [Eager dispatch]): one or two operands on the CPU that need no casting,
+    # e.g. float tensor (op) same-dtype tensor, float tensor (op) Python number.
+    n = len(args)
+    if 0 < n <= 2:
+        a = args[0]
+        promote = op.promote
+        arrays = None
+        if isinstance(a, Tensor):
+            d0 = a._data
+            if type(d0) is _NDARRAY:
+                if n == 1:
+                    if promote != "float" or d0.dtype.kind == "f":
+                        arrays = (d0,)
+                        need_grad = a._requires_grad
+                else:
+                    b = args[1]
+                    if isinstance(b, Tensor):
+                        d1 = b._data
+                        if type(d1) is _NDARRAY and (promote is None or (
+                                d1.dtype is d0.dtype and (promote != "float"
+                                                          or d0.dtype.kind == "f"))):
+                            arrays = (d0, d1)
+                            need_grad = a._requires_grad or b._requires_grad
+                    elif (type(b) is float or type(b) is int) and d0.dtype.kind == "f":
+                        arrays = (d0, b)
+                        need_grad = a._requires_grad
+        elif (type(a) is float or type(a) is int) and n == 2:
+            b = args[1]
+            if isinstance(b, Tensor):
+                d1 = b._data
+                if type(d1) is _NDARRAY and d1.dtype.kind == "f":
+                    arrays = (a, d1)
+                    need_grad = b._requires_grad
+        if arrays is not None:
+            kernel = op.kernels.get("numpy") or op.forward if op.kernels else op.forward
+            try:
+                out = kernel(_NUMPY_XP, *arrays, **attrs)
+            except EmberError:
+                raise
+            except (ValueError, TypeError, IndexError, AttributeError) as error:
+                raise _op_error(op, args, attrs, error) from error
+            if type(out) is not _NDARRAY:
+                out = _NUMPY_XP.asarray(out)
+            result = _wrap(out)
+            if op.view:
+                _share_version(result, a)
+            if need_grad and op.vjp is not None and _state.enabled and out.dtype.kind == "f":
+                _record(op, args, attrs, result)
+            return result
+    return _apply_general(op, args, attrs)
+
+
+def _apply_general(op, args, attrs):
     promote = op.promote
     backend = None
     arrays = []
@@ -167,18 +221,24 @@ def _record(op, args, attrs, result):
     saved = []
     versions = []
     save_inputs = op.save_inputs
-    for a in args:
+    needed_by = op.needed_by
+    for i, a in enumerate(args):
         if isinstance(a, Tensor):
             if a._requires_grad:
                 edges.append(a._node if a._node is not None else a)
             else:
                 edges.append(None)
             in_meta.append((tuple(a._data.shape), _DT_OF[a._data.dtype]))
-            if save_inputs:
+            # indices and masks (integer/bool inputs) are always kept: index VJPs need them
+            if save_inputs or a._data.dtype.kind in "biu":
                 saved.append(a)
+                if needed_by is not None and not any(
+                        isinstance(args[j], Tensor) and args[j]._requires_grad
+                        for j in needed_by.get(i, ())):
+                    continue
                 if a._version is None:
                     a._version = [0, None]
-                versions.append((a, a._version, a._version[0]))
+                versions.append((a, a._version, a._version[0], a._node))
             else:
                 saved.append(TensorMeta(a))
         else:
@@ -190,7 +250,7 @@ def _record(op, args, attrs, result):
         node.out_data = result._data
         if result._version is None:
             result._version = [0, None]
-        versions.append((None, result._version, result._version[0]))
+        versions.append((None, result._version, result._version[0], node))
         node.out_version = result._version
     node.versions = versions
     result._node = node
@@ -239,8 +299,8 @@ def _op_error(op, args, attrs, error):
         message = f"{op.name}: {reason}"
     message += f" [inputs: {_describe(args)}]"
     if kind is IndexError:
-        return IndexError(at_user_line(message))
-    return kind(at_user_line(message))
+        return IndexOutOfRange(message)
+    return kind(message)
 
 
 from ember.tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)

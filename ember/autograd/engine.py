@@ -111,17 +111,21 @@ class _RemovableHandle:
 
 
 def _check_versions(node: Node) -> None:
-    for tensor, counter, value in node.versions:
+    for tensor, counter, value, producer in node.versions:
         if counter[0] != value:
-            made = "a leaf tensor" if tensor is None or tensor._node is None else (
-                f"the output of {tensor._node.op.name}"
-                + (f" made at {format_location(tensor._node.site)}" if tensor._node.site else ""))
+            made = "a leaf tensor" if producer is None else (
+                f"the output of {producer.op.name}"
+                + (f" made at {format_location(producer.site)}" if producer.site else ""))
+            if tensor is None:
+                tensor_shape = node.out_data.shape if node.out_data is not None else None
+            else:
+                tensor_shape = tuple(tensor.shape)
             changed = ""
             if len(counter) > 1 and counter[1]:
                 op_name, site = counter[1]
                 changed = f" by {op_name}" + (f" at {format_location(site)}" if site else "")
             saved_at = f" at {format_location(node.site)}" if node.site else ""
-            shape = "" if tensor is None else f" of shape {tuple(tensor.shape)}"
+            shape = "" if tensor_shape is None else f" of shape {tuple(tensor_shape)}"
             raise AutogradError(
                 f"one of the tensors needed for gradient computation has been modified by an "
                 f"in-place operation: {node.op.name}{saved_at} saved a tensor{shape}, "
@@ -131,8 +135,6 @@ def _check_versions(node: Node) -> None:
 
 
 def _call_vjp(node: Node, grad):
-    from ember.tensor import _from_node
-
     if node.freed:
         raise AutogradError(
             f"trying to backward through the graph a second time (through {node.name()}"
@@ -141,7 +143,7 @@ def _call_vjp(node: Node, grad):
             "Pass retain_graph=True to the first backward() if you need to call it twice.")
     if node.versions:
         _check_versions(node)
-    out = _from_node(node.out_data, node) if node.out_data is not None else None
+    out = _tensor._from_node(node.out_data, node) if node.out_data is not None else None
     grads = node.op.vjp(grad, out, *node.saved, **node.attrs)
     return grads
 
@@ -315,3 +317,6 @@ def _accumulate_into(t, g, create_graph):
 
 def weak(t):
     return weakref.ref(t)
+
+
+from ember import tensor as _tensor  # noqa: E402  (circular: tensor imports autograd)

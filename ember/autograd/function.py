@@ -34,7 +34,7 @@ class FunctionCtx:
                 continue
             if t._version is None:
                 t._version = [0, None]
-            versions.append((t, t._version, t._version[0]))
+            versions.append((t, t._version, t._version[0], t._node))
         self._versions = tuple(versions)
 
     @property

@@ -6,28 +6,31 @@ import numpy as np
 
 
 def numerical_jacobian_vjp(fn, inputs, cotangent, eps=1e-6):
-    """d<cotangent, fn(inputs)>/d input_i by central differences, for every float input."""
-    from ember.autograd.grad_mode import no_grad
+    """d<cotangent, fn(inputs)>/d input_i by central differences, for every float input.
+
+    Inputs are perturbed in place through their arrays (works for non-contiguous views too);
+    grad mode stays as it is, so `fn` may itself differentiate (second-order checks)."""
+
+    def value():
+        out = fn(*inputs)
+        return float((np.asarray(out._data, dtype=np.float64) * cotangent).sum())
 
     grads = []
-    with no_grad():
-        for x in inputs:
-            if not (hasattr(x, "_data") and x.dtype.is_floating_point):
-                grads.append(None)
-                continue
-            data = x._data
-            g = np.zeros(data.shape, dtype=np.float64)
-            flat = data.reshape(-1)
-            gflat = g.reshape(-1)
-            for i in range(flat.size):
-                orig = flat[i]
-                flat[i] = orig + eps
-                plus = float((np.asarray(fn(*inputs)._data, dtype=np.float64) * cotangent).sum())
-                flat[i] = orig - eps
-                minus = float((np.asarray(fn(*inputs)._data, dtype=np.float64) * cotangent).sum())
-                flat[i] = orig
-                gflat[i] = (plus - minus) / (2 * eps)
-            grads.append(g)
+    for x in inputs:
+        if not (hasattr(x, "_data") and x.dtype.is_floating_point):
+            grads.append(None)
+            continue
+        data = x._data
+        g = np.zeros(data.shape, dtype=np.float64)
+        for index in np.ndindex(*data.shape):
+            orig = data[index]
+            data[index] = orig + eps
+            plus = value()
+            data[index] = orig - eps
+            minus = value()
+            data[index] = orig
+            g[index] = (plus - minus) / (2 * eps)
+        grads.append(g)
     return grads
 
 

@@ -80,9 +80,16 @@ def _conv_forward(xp, x, w, stride, padding, dilation, groups):
 
 def _conv_vjp(g, y, x, w, stride, padding, dilation, groups):
     attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    gx = apply(CONV2D_INPUT_GRAD, g, w, input_shape=tuple(x.shape), **attrs)
-    gw = apply(CONV2D_WEIGHT_GRAD, x, g, weight_shape=tuple(w.shape), **attrs)
+    # skip the input gradient of a first layer (its input needs none): the larger half
+    gx = apply(CONV2D_INPUT_GRAD, g, w, input_shape=tuple(x.shape), **attrs) \
+        if _needs_grad(x) else None
+    gw = apply(CONV2D_WEIGHT_GRAD, x, g, weight_shape=tuple(w.shape), **attrs) \
+        if _needs_grad(w) else None
     return gx, gw
+
+
+def _needs_grad(t):
+    return getattr(t, "requires_grad", True)
 
 
 CONV2D = defop("conv2d", _conv_forward, _conv_vjp, shape=_conv_shape,
@@ -278,8 +285,6 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
     """Average pooling as a depthwise convolution with a constant kernel."""
-    from ember.tensor import ones
-
     squeeze = x.ndim == 3
     if squeeze:
         x = x.unsqueeze(0)
@@ -291,16 +296,15 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
     padding = _pair(padding, "padding")
     c = x.shape[1]
-    weight = ones((c, 1) + kernel, dtype=x.dtype, device=x.device)
+    weight = x.new_ones((c, 1) + kernel)
     total = conv2d(x, weight, None, stride, padding, 1, c)
     if divisor_override:
         out = total / divisor_override
     elif count_include_pad or padding == (0, 0):
         out = total / (kernel[0] * kernel[1])
     else:
-        counts = conv2d(ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype, device=x.device),
-                        ones((1, 1) + kernel, dtype=x.dtype, device=x.device), None, stride,
-                        padding)
+        counts = conv2d(x.new_ones((1, 1) + tuple(x.shape[2:])), x.new_ones((1, 1) + kernel),
+                        None, stride, padding)
         out = total / counts
     return out.squeeze(0) if squeeze else out
 

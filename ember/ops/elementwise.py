@@ -134,8 +134,14 @@ ADD = _binary("add", lambda xp, a, b: xp.add(a, b),
               lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(g, b)), save_inputs=False)
 SUB = _binary("sub", lambda xp, a, b: xp.subtract(a, b),
               lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g, b)), save_inputs=False)
-MUL = _binary("mul", lambda xp, a, b: xp.multiply(a, b),
-              lambda g, y, a, b: (unbroadcast(g * b, a), unbroadcast(g * a, b)))
+def _mul_vjp(g, y, a, b):
+    ga = unbroadcast(g * b, a) if getattr(a, "requires_grad", False) else None
+    gb = unbroadcast(g * a, b) if getattr(b, "requires_grad", False) else None
+    return ga, gb
+
+
+MUL = _binary("mul", lambda xp, a, b: xp.multiply(a, b), _mul_vjp)
+MUL.needed_by = {0: (1,), 1: (0,)}
 DIV = _binary("div", _quiet(lambda xp, a, b: xp.true_divide(a, b)),
               lambda g, y, a, b: (unbroadcast(g / b, a), unbroadcast(-g * y / b, b)),
               promote="float", save_output=True)

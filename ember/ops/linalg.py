@@ -29,21 +29,26 @@ def _matmul_shape(a, b):
     return out
 
 
+def _needs_grad(t):
+    return getattr(t, "requires_grad", True)
+
+
 def _matmul_vjp(g, y, a, b):
-    a2 = a.unsqueeze(0) if a.ndim == 1 else a
-    b2 = b.unsqueeze(-1) if b.ndim == 1 else b
-    if a.ndim == 1:
-        g = g.unsqueeze(-2)
-    if b.ndim == 1:
-        g = g.unsqueeze(-1)
-    ga = unbroadcast(g @ b2.mT, a2).reshape(tuple(a.shape))
-    gb = unbroadcast(a2.mT @ g, b2).reshape(tuple(b.shape))
+    # 1-D operands are promoted to matrices (as the forward does), then squeezed back
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+    batch = broadcast_shapes(tuple(a2.shape[:-2]), tuple(b2.shape[:-2]))
+    g = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))
+    # an operand that needs no gradient (a data batch, a frozen weight) costs no matmul
+    ga = unbroadcast(g @ b2.mT, a2).reshape(tuple(a.shape)) if _needs_grad(a) else None
+    gb = unbroadcast(a2.mT @ g, b2).reshape(tuple(b.shape)) if _needs_grad(b) else None
     return ga, gb
 
 
 MATMUL = defop("matmul", lambda xp, a, b: xp.matmul(a, b), _matmul_vjp, shape=_matmul_shape,
                dtype=lambda a, b: a, promote="common",
                doc="Matrix product with NumPy/PyTorch batching, broadcasting and 1-D rules.")
+MATMUL.needed_by = {0: (1,), 1: (0,)}
 
 
 # --- einsum -----------------------------------------------------------------------------------

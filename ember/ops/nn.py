@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
@@ -121,13 +121,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         mean = x.mean(dims, keepdim=True)
         centered = x - mean
         var = (centered * centered).mean(dims, keepdim=True)
-        if running_mean is not None:
-            from ember.autograd.grad_mode import no_grad
-
-            with no_grad():
-                m = momentum
-                running_mean.mul_(1 - m).add_(mean.reshape(-1).detach() * m)
-                running_var.mul_(1 - m).add_(var.reshape(-1).detach() * (m * n / (n - 1)))
+        if running_mean is not None:  # detached operands: these updates record no graph
+            m = momentum
+            running_mean.mul_(1 - m).add_(mean.reshape(-1).detach() * m)
+            running_var.mul_(1 - m).add_(var.reshape(-1).detach() * (m * n / (n - 1)))
         out = centered * E.rsqrt(var + eps)
     else:
         out = (x - running_mean.reshape(shape)) * E.rsqrt(running_var.reshape(shape) + eps)
@@ -184,7 +181,7 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     valid = t != ignore_index
     safe_t = E.where(valid, t, 0)
     if (safe_t.numel() and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)):
-        raise IndexError(f"nll_loss: target {int(t.max().item())} is out of range for "
+        raise IndexOutOfRange(f"nll_loss: target {int(t.max().item())} is out of range for "
                          f"{c} classes")
     picked = -S.gather(flat, 1, safe_t.unsqueeze(1)).squeeze(1)
     w = valid.to(flat.dtype)
@@ -255,9 +252,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     scores = (query @ key.mT) * scale
     L, Sk = query.shape[-2], key.shape[-2]
     if is_causal:
-        from ember.tensor import ones
-
-        causal = S.tril(ones((L, Sk), dtype=_dt.bool_, device=query.device))
+        causal = S.tril(query.new_ones((L, Sk), dtype=_dt.bool_))
         scores = S.masked_fill(scores, E.logical_not(causal), float("-inf"))
     if attn_mask is not None:
         if attn_mask.dtype is _dt.bool_:

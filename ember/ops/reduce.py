@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops.registry import apply, defop, int64_dtype, same_dtype, bool_dtype
 
 __all__ = ["sum", "prod", "amax", "amin", "argmax", "argmin", "all", "any", "cumsum",
@@ -25,7 +25,7 @@ def normalize_dims(dim, ndim: int, op: str = "reduce"):
     for d in dims:
         d = int(d)
         if not -builtins.max(ndim, 1) <= d < builtins.max(ndim, 1):
-            raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
+            raise IndexOutOfRange(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
         out.append(d % builtins.max(ndim, 1))
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: dim {dims} repeats a dimension")

@@ -29,7 +29,7 @@ __all__ = ["OpDef", "REGISTRY", "defop", "apply", "set_dispatcher", "infer"]
 class OpDef:
     __slots__ = ("name", "forward", "vjp", "shape", "dtype", "promote", "save_inputs",
                  "save_output", "view", "stateful", "differentiable", "kernels", "doc",
-                 "__weakref__")
+                 "needed_by", "__weakref__")
 
     def __init__(self, name, forward, vjp, shape, dtype, promote, save_inputs, save_output,
                  view, stateful, doc):
@@ -46,6 +46,10 @@ class OpDef:
         self.differentiable = vjp is not None
         self.kernels: dict[str, Callable] = {}  # backend name -> faster kernel, same signature
         self.doc = doc
+        # needed_by[i]: the inputs whose gradients use saved input i (None: all of them).
+        # A saved input is version-checked only if one of those requires grad, as in PyTorch
+        # (x[0] * 3 does not keep x[0]'s value).
+        self.needed_by: dict | None = None
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"

@@ -18,7 +18,7 @@ import builtins
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops.registry import apply, defop, same_dtype, int64_dtype
 from ember.ops.elementwise import unbroadcast, where
 
@@ -178,7 +178,7 @@ def _index_shape(shape, *index_shapes, spec):
     try:
         return probe[_decode(spec, dummies)].shape
     except IndexError as error:
-        raise IndexError(f"index: {error} (tensor of shape {tuple(shape)})") from None
+        raise IndexOutOfRange(f"index: {error} (tensor of shape {tuple(shape)})") from None
 
 
 def _getitem_vjp(g, y, x, *indices, spec):
@@ -187,7 +187,7 @@ def _getitem_vjp(g, y, x, *indices, spec):
 
 
 GETITEM = defop("getitem", _getitem_forward, _getitem_vjp, shape=_index_shape,
-                dtype=same_dtype, view=True, save_inputs=True,
+                dtype=same_dtype, view=True, save_inputs=False,
                 doc="x[index] with basic, advanced and boolean indices (Note [Index specs]).")
 
 
@@ -313,7 +313,7 @@ NONZERO = defop("nonzero", lambda xp, x: xp.stack(xp.nonzero(x), axis=-1).astype
 def _dim(d, ndim, op):
     n = builtins.max(ndim, 1)
     if not -n <= d < n:
-        raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
+        raise IndexOutOfRange(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
     return d % n
 
 
@@ -560,9 +560,13 @@ def repeat(x, *sizes):
     return reshape(out, tuple(s * n for s, n in zip(sizes, x.shape)))
 
 
-def encode_index(index, ndim):
+def encode_index(x, index):
     """Turn a Python index into (spec, index tensors) (Note [Index specs])."""
-    from ember.tensor import Tensor, tensor as make_tensor
+    Tensor = type(x).__mro__[-2] if type(x).__name__ != "Tensor" else type(x)
+
+    def make_tensor(value):
+        arr = np.asarray(value)
+        return x.new_tensor(arr, dtype=_dt.bool_ if arr.dtype.kind == "b" else _dt.int64)
 
     if not isinstance(index, tuple):
         index = (index,)
@@ -600,7 +604,7 @@ def _int_or_none(v):
 
 
 def getitem(x, index):
-    spec, tensors = encode_index(index, x.ndim)
+    spec, tensors = encode_index(x, index)
     return apply(GETITEM, x, *tensors, spec=spec)
 
 
@@ -643,13 +647,11 @@ def _scalar_like(value, x):
 
 
 def one_hot(index, num_classes=-1):
-    from ember.tensor import arange
-
     if index.dtype.is_floating_point or index.dtype is _dt.bool_:
         raise TypeError(f"one_hot: index must be an integer tensor, got {index.dtype}")
     if num_classes < 0:
         num_classes = int(index.max().item()) + 1 if index.numel() else 0
-    classes = arange(num_classes, device=index.device)
+    classes = index.new_tensor(np.arange(num_classes), dtype=_dt.int64)
     return (unsqueeze(index, -1) == classes).to(_dt.int64)
 
 

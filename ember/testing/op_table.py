@@ -1,0 +1,594 @@
+"""The op test table (Note [Op table]): one row per op, primitives and composites alike.
+
+Note [Op table]: a row names the registry ops it exercises, how to call the op in ember and in
+PyTorch (same argument order), a NumPy reference where one is short to write, sample inputs
+(broadcasting, empty, non-contiguous, edge values), error inputs with the error they must
+raise, and whether gradients (first and second order) are checked. Generic tests in
+tests/ops/ walk the table; a test fails if a registered op has no row. Samples are NumPy
+arrays (or Python values); tests turn float arrays into float32 or float64 tensors as needed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import ember
+import ember.ops.conv as C
+import ember.ops.nn as N
+import ember.ops.shape as S
+
+
+@dataclass
+class Sample:
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    noncontiguous: bool = False  # pass float arrays as transposed views
+    name: str = ""
+    grad: bool = True  # False for edge values where finite differences mean nothing
+
+
+@dataclass
+class ErrorCase:
+    args: tuple
+    kwargs: dict
+    error: type
+    match: str
+
+
+@dataclass
+class OpRow:
+    name: str
+    ops: tuple                     # registry op names exercised
+    fn: Callable                   # ember: fn(*tensors, **kwargs)
+    samples: Callable              # rng -> list[Sample]
+    torch_fn: Callable | None = None
+    ref: Callable | None = None    # NumPy reference: ref(*arrays, **kwargs)
+    grad: bool = True
+    gradgrad: bool = False
+    errors: tuple = ()
+    int_args: tuple = ()           # positions of integer-index arguments (never float-cast)
+    atol: float = 1e-5
+    rtol: float = 1e-5
+    random: bool = False           # output depends on the generator: checked statistically
+    finite_differences: bool = True  # False where float64 differences are meaningless
+    const_args: tuple = ()         # float inputs that are not differentiated (e.g. class weights)
+
+
+def _r(rng, *shape, low=None):
+    a = np.asarray(rng.standard_normal(shape))
+    if low is not None:
+        a = np.abs(a) + low
+    return np.asarray(a)
+
+
+def unary_samples(low=None, edge=None):
+    def samples(rng):
+        out = [Sample((_r(rng, 3, 4, low=low),), name="2d"),
+               Sample((_r(rng, 4, 3, low=low),), noncontiguous=True, name="noncontiguous"),
+               Sample((_r(rng, low=low).reshape(()),), name="0d"),
+               Sample((np.zeros((0, 3)),), name="empty")]
+        if edge is not None:
+            out.append(Sample((np.array(edge, dtype=np.float64),), name="edge", grad=False))
+        return out
+    return samples
+
+
+def binary_samples(positive_b=False):
+    def samples(rng):
+        b = lambda *s: _r(rng, *s, low=0.5 if positive_b else None)  # noqa: E731
+        return [Sample((_r(rng, 3, 4), b(3, 4)), name="same"),
+                Sample((_r(rng, 2, 3, 4), b(4)), name="broadcast"),
+                Sample((_r(rng, 3, 1), b(1, 4)), name="outer-broadcast"),
+                Sample((_r(rng, 4, 3), b(4, 3)), noncontiguous=True, name="noncontiguous"),
+                Sample((_r(rng, 3, 4), 2.5), name="scalar"),
+                Sample((np.zeros((0, 4)), b(4)), name="empty")]
+    return samples
+
+
+_BROADCAST_ERROR = ErrorCase((np.ones((2, 3)), np.ones((4,))), {}, ember.dtypes and ValueError,
+                             "cannot be broadcast")
+
+
+def _unary(name, fn, tfn, ref, low=None, edge=None, grad=True, gradgrad=True, atol=1e-5):
+    return OpRow(name, (name,), fn, unary_samples(low, edge), tfn, ref, grad=grad,
+                 gradgrad=gradgrad, atol=atol)
+
+
+def _binary(name, fn, tfn, ref, positive_b=False, grad=True, gradgrad=True, ops=None):
+    return OpRow(name, ops or (name,), fn, binary_samples(positive_b), tfn, ref, grad=grad,
+                 gradgrad=gradgrad and grad, errors=(_BROADCAST_ERROR,))
+
+
+def _erf_ref(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x) if np.size(x) else np.asarray(x)
+
+
+def _t(name):
+    """A torch function by dotted name, resolved at call time (torch is a test-only import)."""
+    def call(*args, **kwargs):
+        import torch
+
+        obj = torch
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj(*args, **kwargs)
+    return call
+
+
+def _tt(v):
+    """A Python scalar as a torch tensor (torch.maximum does not take scalars)."""
+    import torch
+
+    return v if isinstance(v, torch.Tensor) else torch.tensor(v)
+
+
+def _cmp_samples(rng):
+    a = np.round(_r(rng, 3, 4))
+    return [Sample((a, np.round(_r(rng, 3, 4))), name="same"),
+            Sample((a, np.round(_r(rng, 4))), name="broadcast"),
+            Sample((a, 0.0), name="scalar")]
+
+
+def _bool_samples(rng):
+    return [Sample((rng.random((3, 4)) > 0.5, rng.random((3, 4)) > 0.5)),
+            Sample((rng.random((3, 4)) > 0.5, rng.random((4,)) > 0.5))]
+
+
+def _bool1(rng):
+    return [Sample((rng.random((3, 4)) > 0.5,))]
+
+
+def _reduce_samples(rng):
+    return [Sample((_r(rng, 3, 4),), {}, name="all"),
+            Sample((_r(rng, 3, 4),), {"dim": 1}, name="dim1"),
+            Sample((_r(rng, 2, 3, 4),), {"dim": (0, 2), "keepdim": True}, name="dims-keep"),
+            Sample((_r(rng, 4, 3),), {"dim": 0}, noncontiguous=True, name="noncontiguous"),
+            Sample((_r(rng, 2, 3),), {"dim": -1, "keepdim": True}, name="negdim")]
+
+
+def _one_dim(rng):
+    return [Sample((_r(rng, 3, 4),), {"dim": 1}), Sample((_r(rng, 2, 3, 4),), {"dim": 0}),
+            Sample((_r(rng, 4, 3),), {"dim": 1, "keepdim": True}, noncontiguous=True)]
+
+
+def _dim_err(fn_name):
+    return (ErrorCase((np.ones((2, 3)),), {"dim": 3}, IndexError, "out of range"),)
+
+
+def _conv_samples(rng):
+    return [Sample((_r(rng, 2, 3, 6, 6), _r(rng, 4, 3, 3, 3)), {}, name="basic"),
+            Sample((_r(rng, 1, 4, 7, 6), _r(rng, 4, 2, 3, 2)),
+                   {"stride": 2, "padding": 1, "groups": 2}, name="stride-pad-groups"),
+            Sample((_r(rng, 1, 2, 7, 7), _r(rng, 2, 2, 2, 2)), {"dilation": 2, "padding": (1, 2)},
+                   name="dilation")]
+
+
+def _getitem(x, kind):
+    if kind == "basic":
+        return x[1:, ::2]
+    if kind == "int":
+        return x[1, None, ..., -1]
+    if kind == "advanced":
+        return x[ember.tensor([0, 2, 0])] if isinstance(x, ember.Tensor) else x[[0, 2, 0]]
+    if kind == "bool":
+        return x[x > 0]
+    return x[:, [1, 1, 3]] if not isinstance(x, ember.Tensor) else x[:, ember.tensor([1, 1, 3])]
+
+
+def _getitem_torch(x, kind):
+    import torch
+
+    if kind == "advanced":
+        return x[torch.tensor([0, 2, 0])]
+    if kind == "mixed":
+        return x[:, torch.tensor([1, 1, 3])]
+    return _getitem(x, kind)
+
+
+def _setitem(x, v, kind):
+    y = x.clone() if hasattr(x, "clone") else x.copy()
+    if kind == "slice":
+        y[1:, :2] = v
+    else:
+        idx = ember.tensor([0, 2]) if isinstance(x, ember.Tensor) else _torch_or_np_index(x)
+        y[idx] = v
+    return y
+
+
+def _torch_or_np_index(x):
+    if isinstance(x, np.ndarray):
+        return np.array([0, 2])
+    import torch
+
+    return torch.tensor([0, 2])
+
+
+def _sdpa_samples(rng):
+    mask = rng.random((3, 5)) > 0.3
+    mask[:, 0] = True
+    return [Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6)), {}, name="plain"),
+            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6), mask), {},
+                   name="bool-mask"),
+            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6), _r(rng, 3, 5)), {},
+                   name="float-mask"),
+            Sample((_r(rng, 1, 4, 4), _r(rng, 1, 4, 4), _r(rng, 1, 4, 3)), {"is_causal": True},
+                   name="causal")]
+
+
+def _sdpa(q, k, v, mask=None, **kw):
+    return N.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
+
+
+def _sdpa_torch(q, k, v, mask=None, **kw):
+    import torch.nn.functional as F
+
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
+
+
+def _ce_samples(rng):
+    return [Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {}, name="indices"),
+            Sample((_r(rng, 4, 5), np.array([1, -100, 3, 0])), {"ignore_index": -100},
+                   name="ignore"),
+            Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {"label_smoothing": 0.1},
+                   name="smoothing"),
+            Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {"reduction": "none"}, name="none"),
+            Sample((_r(rng, 2, 3, 4), rng.integers(0, 3, (2, 4))), {"reduction": "sum"},
+                   name="spatial"),
+            Sample((_r(rng, 4, 5), _softmax(_r(rng, 4, 5))), {}, name="probabilities")]
+
+
+def _softmax(a):
+    e = np.exp(a - a.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _ce_weight(x, t, w, **kw):
+    return N.cross_entropy(x, t, weight=w, **kw)
+
+
+def _ce_weight_torch(x, t, w, **kw):
+    import torch.nn.functional as F
+
+    return F.cross_entropy(x, t, weight=w, **kw)
+
+
+def _gather_samples(rng):
+    return [Sample((_r(rng, 3, 4), 1, rng.integers(0, 4, (3, 2))), name="dim1"),
+            Sample((_r(rng, 3, 4), 0, rng.integers(0, 3, (2, 4))), name="dim0")]
+
+
+def _scatter_samples(rng):
+    idx = np.array([[0, 1], [2, 0], [1, 3]])
+    return [Sample((_r(rng, 3, 4), 1, idx, _r(rng, 3, 2)), name="dim1")]
+
+
+def _scatter_add_samples(rng):
+    return [Sample((_r(rng, 3, 4), 1, np.array([[0, 0], [2, 2], [1, 3]]), _r(rng, 3, 2)),
+                   name="dup")]
+
+
+def _pad_samples(rng):
+    return [Sample((_r(rng, 2, 3, 4), (1, 2)), {}, name="last"),
+            Sample((_r(rng, 2, 3, 4), (1, 0, 0, 2)), {"value": 1.5}, name="two-dims"),
+            Sample((_r(rng, 2, 3, 4), (-1, 1)), {}, name="negative"),
+            Sample((_r(rng, 2, 3, 4), (2, 1)), {"mode": "reflect"}, name="reflect"),
+            Sample((_r(rng, 2, 3, 4), (2, 1, 1, 0)), {"mode": "replicate"}, name="replicate")]
+
+
+def _torch_pad(x, p, **kw):
+    import torch.nn.functional as F
+
+    return F.pad(x, p, **kw)
+
+
+def _unary_np(name):
+    return lambda x: getattr(np, name)(x)
+
+
+ROWS: list[OpRow] = [
+    # --- elementwise unary
+    _unary("neg", lambda x: -x, lambda x: -x, np.negative),
+    _unary("abs", lambda x: x.abs(), lambda x: x.abs(), np.abs, gradgrad=False),
+    _unary("sign", lambda x: x.sign(), lambda x: x.sign(), np.sign, gradgrad=False),
+    _unary("exp", lambda x: x.exp(), lambda x: x.exp(), np.exp, edge=[-100.0, 0.0, 80.0]),
+    _unary("log", lambda x: x.log(), lambda x: x.log(), np.log, low=0.1, edge=[0.0, 1e-30, 1.0]),
+    _unary("log1p", lambda x: x.log1p(), lambda x: x.log1p(), np.log1p, low=0.1),
+    _unary("expm1", lambda x: x.expm1(), lambda x: x.expm1(), np.expm1),
+    _unary("sqrt", lambda x: x.sqrt(), lambda x: x.sqrt(), np.sqrt, low=0.1),
+    _unary("rsqrt", lambda x: x.rsqrt(), lambda x: x.rsqrt(), lambda x: 1 / np.sqrt(x), low=0.1),
+    _unary("reciprocal", lambda x: x.reciprocal(), lambda x: x.reciprocal(), np.reciprocal,
+           low=0.5),
+    _unary("sin", lambda x: x.sin(), lambda x: x.sin(), np.sin),
+    _unary("cos", lambda x: x.cos(), lambda x: x.cos(), np.cos),
+    _unary("tanh", lambda x: x.tanh(), lambda x: x.tanh(), np.tanh, edge=[-50.0, 0.0, 50.0]),
+    _unary("sigmoid", lambda x: x.sigmoid(), lambda x: x.sigmoid(),
+           lambda x: 1 / (1 + np.exp(-x)), edge=[-800.0, 0.0, 800.0]),
+    _unary("relu", lambda x: x.relu(), lambda x: x.relu(), lambda x: np.maximum(x, 0),
+           gradgrad=False),
+    _unary("erf", lambda x: x.erf(), lambda x: x.erf(), _erf_ref,
+           edge=[-7.0, -1.0, -0.5, 0.0, 1e-8, 0.999, 1.0, 3.0, 7.0]),
+    _unary("floor", lambda x: x.floor(), lambda x: x.floor(), np.floor, gradgrad=False),
+    _unary("ceil", lambda x: x.ceil(), lambda x: x.ceil(), np.ceil, gradgrad=False),
+    _unary("trunc", lambda x: x.trunc(), lambda x: x.trunc(), np.trunc, gradgrad=False),
+    OpRow("round", ("round",), lambda x, **k: x.round(**k), unary_samples(),
+          lambda x, **k: x.round(**k), lambda x, **k: np.round(x, **k), gradgrad=False),
+    OpRow("isnan", ("isnan", "isinf", "isfinite"),
+          lambda x: ember.stack([x.isnan(), x.isinf(), x.isfinite()]),
+          lambda rng: [Sample((np.array([1.0, np.nan, np.inf, -np.inf]),))],
+          lambda x: _t("stack")([x.isnan(), x.isinf(), x.isfinite()]),
+          lambda x: np.stack([np.isnan(x), np.isinf(x), np.isfinite(x)]), grad=False),
+    OpRow("logical_not", ("logical_not",), lambda x: x.logical_not(), _bool1,
+          lambda x: x.logical_not(), np.logical_not, grad=False),
+    # --- binary
+    _binary("add", lambda a, b: a + b, lambda a, b: a + b, np.add),
+    _binary("sub", lambda a, b: a - b, lambda a, b: a - b, np.subtract),
+    _binary("mul", lambda a, b: a * b, lambda a, b: a * b, np.multiply),
+    _binary("div", lambda a, b: a / b, lambda a, b: a / b, np.divide, positive_b=True),
+    OpRow("pow", ("pow",), lambda a, b: a ** b,
+          lambda rng: [Sample((_r(rng, 3, 4, low=0.5), _r(rng, 3, 4))),
+                       Sample((_r(rng, 3, 4, low=0.5), 2.0)),
+                       Sample((_r(rng, 3, 4), 3))],
+          lambda a, b: a ** b, np.power, gradgrad=True),
+    _binary("maximum", lambda a, b: ember.maximum(a, b), lambda a, b: _t("maximum")(a, _tt(b)),
+            np.maximum,
+            gradgrad=False),
+    _binary("minimum", lambda a, b: ember.minimum(a, b), lambda a, b: _t("minimum")(a, _tt(b)),
+            np.minimum,
+            gradgrad=False),
+    _binary("remainder", lambda a, b: a % b, lambda a, b: a % b, np.mod, positive_b=True,
+            gradgrad=False),
+    _binary("floor_divide", lambda a, b: a // b, lambda a, b: a // b, np.floor_divide,
+            positive_b=True, grad=False),
+    OpRow("compare", ("eq", "ne", "lt", "le", "gt", "ge"),
+          lambda a, b: ember.stack([a == b, a != b, a < b, a <= b, a > b, a >= b]),
+          _cmp_samples,
+          lambda a, b: _t("stack")([a == b, a != b, a < b, a <= b, a > b, a >= b]),
+          lambda a, b: np.stack(np.broadcast_arrays(a == b, a != b, a < b, a <= b, a > b,
+                                                    a >= b)), grad=False),
+    OpRow("logical", ("logical_and", "logical_or", "logical_xor"),
+          lambda a, b: ember.stack([a & b, a | b, a ^ b]), _bool_samples,
+          lambda a, b: _t("stack")([a & b, a | b, a ^ b]),
+          lambda a, b: np.stack(np.broadcast_arrays(a & b, a | b, a ^ b)), grad=False),
+    OpRow("where", ("where",), lambda c, a, b: ember.where(c, a, b),
+          lambda rng: [Sample((rng.random((3, 4)) > 0.5, _r(rng, 3, 4), _r(rng, 4))),
+                       Sample((rng.random((3, 1)) > 0.5, _r(rng, 1, 4), 0.0))],
+          _t("where"), np.where, gradgrad=True),
+    OpRow("clamp", ("clamp",), lambda x, **k: x.clamp(**k),
+          lambda rng: [Sample((_r(rng, 3, 4),), {"min": -0.5, "max": 0.5}),
+                       Sample((_r(rng, 3, 4),), {"min": 0.0}),
+                       Sample((_r(rng, 3, 4),), {"max": 0.1})],
+          lambda x, **k: x.clamp(**k), lambda x, min=None, max=None: np.clip(x, min, max)),
+    OpRow("cast", ("cast",), lambda x: x.to(ember.float16).to(ember.float64) * 1.0,
+          unary_samples(), lambda x: x.half().double(),
+          lambda x: x.astype(np.float16).astype(np.float64), atol=1e-3, gradgrad=False,
+          finite_differences=False),
+    # --- reductions
+    OpRow("sum", ("sum",), lambda x, **k: x.sum(**k), _reduce_samples, lambda x, **k: x.sum(**k),
+          lambda x, dim=None, keepdim=False: np.sum(x, axis=dim, keepdims=keepdim),
+          gradgrad=True, errors=_dim_err("sum")),
+    OpRow("mean", ("sum",), lambda x, **k: x.mean(**k), _reduce_samples,
+          lambda x, **k: x.mean(**k),
+          lambda x, dim=None, keepdim=False: np.mean(x, axis=dim, keepdims=keepdim)),
+    OpRow("var", ("sum",), lambda x, **k: x.var(**k), _reduce_samples,
+          lambda x, **k: x.var(**k),
+          lambda x, dim=None, keepdim=False: np.var(x, axis=dim, keepdims=keepdim, ddof=1),
+          gradgrad=True),
+    OpRow("std", ("sum", "sqrt"), lambda x, **k: x.std(**k), _reduce_samples,
+          lambda x, **k: x.std(**k),
+          lambda x, dim=None, keepdim=False: np.std(x, axis=dim, keepdims=keepdim, ddof=1)),
+    OpRow("prod", ("prod", "cumprod"), lambda x, **k: x.prod(**k),
+          lambda rng: [Sample((_r(rng, 3, 4),), {}), Sample((_r(rng, 3, 4),), {"dim": 1}),
+                       Sample((np.array([[1.5, 0.0, 2.0], [0.0, 0.0, 3.0]]),), {"dim": 1},
+                              name="zeros")],
+          lambda x, **k: x.prod(**k),
+          lambda x, dim=None, keepdim=False: np.prod(x, axis=dim, keepdims=keepdim)),
+    OpRow("amax", ("amax",), lambda x, **k: x.amax(**k), _reduce_samples,
+          lambda x, **k: _t("amax")(x, **k) if k else x.amax(),
+          lambda x, dim=None, keepdim=False: np.max(x, axis=dim, keepdims=keepdim),
+          gradgrad=False),
+    OpRow("amin", ("amin",), lambda x, **k: x.amin(**k), _reduce_samples,
+          lambda x, **k: _t("amin")(x, **k) if k else x.amin(),
+          lambda x, dim=None, keepdim=False: np.min(x, axis=dim, keepdims=keepdim),
+          gradgrad=False),
+    OpRow("max_dim", ("argmax", "gather"), lambda x, **k: x.max(**k)[0], _one_dim,
+          lambda x, **k: x.max(**k)[0], grad=True, gradgrad=False),
+    OpRow("argmax", ("argmax", "argmin"),
+          lambda x, **k: ember.stack([x.argmax(**k), x.argmin(**k)]), _one_dim,
+          lambda x, **k: _t("stack")([x.argmax(**k), x.argmin(**k)]), grad=False),
+    OpRow("all_any", ("all", "any"), lambda x, **k: ember.stack([x.all(**k), x.any(**k)]),
+          lambda rng: [Sample((rng.random((3, 4)) > 0.3,), {"dim": 1}),
+                       Sample((rng.random((3, 4)) > 0.3,), {})],
+          lambda x, **k: _t("stack")([x.all(**k), x.any(**k)]), grad=False),
+    OpRow("cumsum", ("cumsum",), lambda x, **k: x.cumsum(**k), _one_dim_nokeep := (
+        lambda rng: [Sample((_r(rng, 3, 4),), {"dim": 1}), Sample((_r(rng, 2, 3),), {"dim": 0})]),
+          lambda x, **k: x.cumsum(**k), lambda x, dim: np.cumsum(x, axis=dim), gradgrad=True),
+    OpRow("cumprod", ("cumprod",), lambda x, **k: x.cumprod(**k),
+          lambda rng: [Sample((_r(rng, 3, 4, low=0.5),), {"dim": 1})],
+          lambda x, **k: x.cumprod(**k), lambda x, dim: np.cumprod(x, axis=dim)),
+    OpRow("logsumexp", ("amax", "exp", "log"), lambda x, **k: x.logsumexp(**k), _one_dim_nokeep,
+          lambda x, **k: x.logsumexp(**k), gradgrad=True),
+    # --- movement
+    OpRow("reshape", ("reshape",), lambda x: x.reshape(4, -1), lambda rng: [
+        Sample((_r(rng, 2, 6),)), Sample((_r(rng, 6, 2),), noncontiguous=True)],
+          lambda x: x.reshape(4, -1), lambda x: x.reshape(4, -1), gradgrad=True,
+          errors=(ErrorCase((np.ones((2, 5)),), {}, ValueError, "invalid for input"),)),
+    OpRow("permute", ("permute",), lambda x: x.permute(2, 0, 1),
+          lambda rng: [Sample((_r(rng, 2, 3, 4),))], lambda x: x.permute(2, 0, 1),
+          lambda x: x.transpose(2, 0, 1), gradgrad=True),
+    OpRow("transpose", ("permute",), lambda x: x.transpose(0, 1).T.mT,
+          lambda rng: [Sample((_r(rng, 2, 3, 4),))], lambda x: x.transpose(0, 1).permute(2, 1, 0).mT),
+    OpRow("expand", ("expand",), lambda x: x.expand(2, 3, 4),
+          lambda rng: [Sample((_r(rng, 3, 1),)), Sample((_r(rng, 4),))],
+          lambda x: x.expand(2, 3, 4), lambda x: np.broadcast_to(x, (2, 3, 4)), gradgrad=True,
+          errors=(ErrorCase((np.ones((3, 2)),), {}, ValueError, "cannot expand"),)),
+    OpRow("squeeze", ("reshape",), lambda x: x.unsqueeze(0).squeeze(2).flatten(),
+          lambda rng: [Sample((_r(rng, 3, 1, 2),))],
+          lambda x: x.unsqueeze(0).squeeze(2).flatten()),
+    OpRow("cat", ("cat",), lambda a, b: ember.cat([a, b, a], 1),
+          lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 2, 1))),
+                       Sample((_r(rng, 2, 0), _r(rng, 2, 2)), name="empty")],
+          lambda a, b: _t("cat")([a, b, a], 1), lambda a, b: np.concatenate([a, b, a], 1),
+          gradgrad=True,
+          errors=(ErrorCase((np.ones((2, 3)), np.ones((3, 3))), {}, ValueError,
+                            "same shape except in dim 1"),)),
+    OpRow("stack", ("cat",), lambda a, b: ember.stack([a, b], -1),
+          lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 2, 3)))],
+          lambda a, b: _t("stack")([a, b], -1), lambda a, b: np.stack([a, b], -1)),
+    OpRow("split", ("getitem",), lambda x: ember.cat(list(x.split(2, 1)[::-1]) +
+                                                    list(x.chunk(2, 0)), 1)
+          if False else x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum(),
+          lambda rng: [Sample((_r(rng, 4, 4),))],
+          lambda x: x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum()),
+    OpRow("flip", ("flip",), lambda x: x.flip((0, 2)), lambda rng: [Sample((_r(rng, 2, 3, 4),))],
+          lambda x: x.flip((0, 2)), lambda x: np.flip(x, (0, 2))),
+    OpRow("roll", ("roll",), lambda x: x.roll((1, -2), (0, 1)),
+          lambda rng: [Sample((_r(rng, 3, 4),))], lambda x: x.roll((1, -2), (0, 1)),
+          lambda x: np.roll(x, (1, -2), (0, 1))),
+    OpRow("pad", ("pad",), lambda x, p, **k: S.pad(x, p, **k), _pad_samples, _torch_pad,
+          gradgrad=True),
+    OpRow("tril_triu", ("tril", "triu"), lambda x: x.tril(-1) * 2 + x.triu(1),
+          lambda rng: [Sample((_r(rng, 4, 4),)), Sample((_r(rng, 2, 3, 5),))],
+          lambda x: x.tril(-1) * 2 + x.triu(1), lambda x: np.tril(x, -1) * 2 + np.triu(x, 1)),
+    OpRow("clone", ("copy",), lambda x: x.clone() * 1.0 + x.contiguous(),
+          lambda rng: [Sample((_r(rng, 4, 3),), noncontiguous=True)],
+          lambda x: x.clone() * 1.0 + x.contiguous()),
+    # --- indexing
+    OpRow("getitem", ("getitem", "index_add"), lambda x, kind: _getitem(x, kind),
+          lambda rng: [Sample((_r(rng, 3, 4), k), name=k)
+                       for k in ("basic", "int", "advanced", "bool", "mixed")],
+          lambda x, kind: _getitem_torch(x, kind), lambda x, kind: _getitem(x, kind),
+          gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 3)), "int"), {}, IndexError, "out of bounds"),)),
+    OpRow("setitem", ("index_put",), lambda x, v, kind: _setitem(x, v, kind),
+          lambda rng: [Sample((_r(rng, 3, 4), _r(rng, 2), "slice")),
+                       Sample((_r(rng, 3, 4), _r(rng, 4), "tensor"))],
+          lambda x, v, kind: _setitem(x, v, kind), lambda x, v, kind: _setitem(x, v, kind)),
+    OpRow("gather", ("gather", "scatter_add"), lambda x, d, i: x.gather(d, i), _gather_samples,
+          lambda x, d, i: x.gather(d, i), lambda x, d, i: np.take_along_axis(x, i, d),
+          int_args=(2,), gradgrad=True),
+    OpRow("scatter", ("scatter",), lambda x, d, i, s: x.scatter(d, i, s), _scatter_samples,
+          lambda x, d, i, s: x.scatter(d, i, s), int_args=(2,)),
+    OpRow("scatter_add", ("scatter_add",), lambda x, d, i, s: x.scatter_add(d, i, s),
+          _scatter_add_samples, lambda x, d, i, s: x.scatter_add(d, i, s), int_args=(2,)),
+    OpRow("index_select", ("getitem",), lambda x, i: x.index_select(1, i),
+          lambda rng: [Sample((_r(rng, 3, 4), np.array([3, 0, 3])))],
+          lambda x, i: x.index_select(1, i), lambda x, i: x[:, i], int_args=(1,)),
+    OpRow("masked_fill", ("where",), lambda x, m: x.masked_fill(m, -1.5),
+          lambda rng: [Sample((_r(rng, 3, 4), rng.random((3, 4)) > 0.5))],
+          lambda x, m: x.masked_fill(m, -1.5), lambda x, m: np.where(m, -1.5, x)),
+    OpRow("one_hot", ("eq",), lambda i: S.one_hot(i, 5), lambda rng: [
+        Sample((np.array([0, 3, 4, 1]),))], lambda i: _t("nn.functional.one_hot")(i, 5),
+          lambda i: np.eye(5, dtype=np.int64)[i], grad=False, int_args=(0,)),
+    OpRow("embedding", ("getitem", "index_add"), lambda i, w: S.embedding(i, w),
+          lambda rng: [Sample((np.array([[0, 2], [2, 3]]), _r(rng, 4, 3)))],
+          lambda i, w: _t("nn.functional.embedding")(i, w), lambda i, w: w[i], int_args=(0,)),
+    OpRow("sort", ("argsort", "gather"), lambda x: x.sort(-1, descending=True)[0] +
+          x.topk(2)[0].sum(), lambda rng: [Sample((_r(rng, 3, 4),))],
+          lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum()),
+    OpRow("nonzero", ("nonzero",), lambda x: x.nonzero(),
+          lambda rng: [Sample((np.array([[0.0, 1.0], [2.0, 0.0]]),))],
+          lambda x: x.nonzero(), lambda x: np.argwhere(x), grad=False),
+    # --- linear algebra
+    OpRow("matmul", ("matmul",), lambda a, b: a @ b, lambda rng: [
+        Sample((_r(rng, 3, 4), _r(rng, 4, 2)), name="2d"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 4, 5)), name="batched-broadcast"),
+        Sample((_r(rng, 2, 1, 3, 4), _r(rng, 3, 4, 2)), name="batch-broadcast"),
+        Sample((_r(rng, 4), _r(rng, 4, 3)), name="vec-mat"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 4)), name="mat-vec"),
+        Sample((_r(rng, 4), _r(rng, 4)), name="dot"),
+        Sample((_r(rng, 3, 4), _r(rng, 4, 2)), noncontiguous=True, name="noncontiguous")],
+          lambda a, b: a @ b, np.matmul, gradgrad=True,
+          errors=(ErrorCase((np.ones((2, 11, 512)), np.ones((768, 768))), {}, ValueError,
+                            "inner dimensions 512 and 768 differ"),)),
+    OpRow("einsum", ("einsum",), lambda a, b, eq: ember.einsum(eq, a, b), lambda rng: [
+        Sample((_r(rng, 2, 3, 4), _r(rng, 2, 4, 5), "bij,bjk->bik")),
+        Sample((_r(rng, 3, 4), _r(rng, 4), "ij,j->i")),
+        Sample((_r(rng, 3, 4), _r(rng, 5), "ij,k->ik")),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 4, 3), "...ij,ji->...")),
+    ], lambda a, b, eq: _t("einsum")(eq, a, b), lambda a, b, eq: np.einsum(eq, a, b),
+          gradgrad=True),
+    OpRow("outer", ("mul",), lambda a, b: ember.outer(a, b),
+          lambda rng: [Sample((_r(rng, 3), _r(rng, 4)))], _t("outer"), np.outer),
+    OpRow("bmm", ("matmul",), lambda a, b: ember.bmm(a, b),
+          lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 2, 4, 2)))], _t("bmm"), np.matmul,
+          errors=(ErrorCase((np.ones((2, 3, 4)), np.ones((3, 4, 2))), {}, ValueError,
+                            "batch sizes differ"),)),
+    # --- convolution and pooling
+    OpRow("conv2d", ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"),
+          lambda x, w, **k: C.conv2d(x, w, **k), _conv_samples,
+          lambda x, w, **k: _t("nn.functional.conv2d")(x, w, **k), gradgrad=True, atol=1e-4,
+          errors=(ErrorCase((np.ones((1, 3, 5, 5)), np.ones((2, 2, 3, 3))), {}, ValueError,
+                            "input has 3 channels"),)),
+    OpRow("conv1d", ("conv2d",), lambda x, w, **k: C.conv1d(x, w, **k),
+          lambda rng: [Sample((_r(rng, 2, 3, 9), _r(rng, 4, 3, 3)), {"stride": 2,
+                                                                     "padding": 1})],
+          lambda x, w, **k: _t("nn.functional.conv1d")(x, w, **k), atol=1e-4),
+    OpRow("max_pool2d", ("max_pool2d", "max_pool2d_grad"),
+          lambda x, **k: C.max_pool2d(x, **k), lambda rng: [
+              Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
+              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
+              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 2, "ceil_mode": True})],
+          lambda x, **k: _t("nn.functional.max_pool2d")(x, **k), gradgrad=False),
+    OpRow("avg_pool2d", ("conv2d",), lambda x, **k: C.avg_pool2d(x, **k), lambda rng: [
+        Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
+        Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
+        Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "padding": 1,
+                                        "count_include_pad": False})],
+          lambda x, **k: _t("nn.functional.avg_pool2d")(x, **k), atol=1e-4),
+    OpRow("adaptive_avg_pool2d", ("conv2d", "getitem"),
+          lambda x, s: C.adaptive_avg_pool2d(x, s), lambda rng: [
+              Sample((_r(rng, 1, 2, 6, 6), 3)), Sample((_r(rng, 1, 2, 7, 5), (3, 2)))],
+          lambda x, s: _t("nn.functional.adaptive_avg_pool2d")(x, s)),
+    # --- composites
+    OpRow("softmax", ("exp", "sum", "amax"), lambda x, dim: x.softmax(dim),
+          lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
+          lambda x, dim: x.softmax(dim), gradgrad=True),
+    OpRow("log_softmax", ("exp", "log", "sum"), lambda x, dim: x.log_softmax(dim),
+          lambda rng: [Sample((_r(rng, 3, 4), -1)),
+                       Sample((np.array([[1000.0, 0.0, -1000.0]]), 1), name="extreme")],
+          lambda x, dim: x.log_softmax(dim), gradgrad=True),
+    OpRow("gelu", ("erf", "tanh"), lambda x, a: N.gelu(x, a),
+          lambda rng: [Sample((_r(rng, 3, 4), "none")), Sample((_r(rng, 3, 4), "tanh"))],
+          lambda x, a: _t("nn.functional.gelu")(x, approximate=a), gradgrad=True),
+    OpRow("layer_norm", ("rsqrt", "sum"), lambda x, w, b: N.layer_norm(x, (4,), w, b),
+          lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
+          lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b), gradgrad=True,
+          atol=1e-4),
+    OpRow("cross_entropy", ("gather", "exp", "log"), lambda x, t, **k: N.cross_entropy(x, t, **k),
+          _ce_samples, lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k)),
+    OpRow("cross_entropy_weight", ("gather",), _ce_weight, lambda rng: [
+        Sample((_r(rng, 4, 5), np.array([1, -100, 3, 0]), _r(rng, 5, low=0.1)), {},
+               name="weight"),
+        Sample((_r(rng, 4, 5), rng.integers(0, 5, 4), _r(rng, 5, low=0.1)),
+               {"label_smoothing": 0.2}, name="weight-smoothing")], _ce_weight_torch,
+          const_args=(2,)),
+    OpRow("scaled_dot_product_attention", ("matmul", "exp", "where"), _sdpa, _sdpa_samples,
+          _sdpa_torch, gradgrad=True, atol=1e-5),
+    # --- random (statistical checks; no gradients)
+    OpRow("uniform", ("uniform",), lambda: ember.rand(2000, 50), lambda rng: [Sample(())],
+          grad=False, random=True),
+    OpRow("normal", ("normal",), lambda: ember.randn(2000, 50), lambda rng: [Sample(())],
+          grad=False, random=True),
+    OpRow("randint", ("randint",), lambda: ember.randint(0, 10, (1000,)).float(),
+          lambda rng: [Sample(())], grad=False, random=True),
+    OpRow("randperm", ("randperm",), lambda: ember.randperm(100).sort()[0].float(),
+          lambda rng: [Sample(())], grad=False, random=True),
+    OpRow("bernoulli", ("bernoulli",), lambda: ember.bernoulli(ember.full((4000,), 0.25)),
+          lambda rng: [Sample(())], grad=False, random=True),
+    OpRow("to_device", ("to_device", "assign"),
+          lambda x: x.to("cpu") * 1.0 + ember.zeros(tuple(x.shape), dtype=x.dtype).copy_(x),
+          lambda rng: [Sample((_r(rng, 3, 4),))],
+          lambda x: x.to("cpu") * 1.0 + x.clone()),
+]
+
+
+def rows_by_name() -> dict:
+    return {row.name: row for row in ROWS}
+
+
+def covered_ops() -> set:
+    return {op for row in ROWS for op in row.ops}

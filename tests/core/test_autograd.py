@@ -1,0 +1,236 @@
+"""Autograd semantics, and gradient parity with PyTorch on an MLP and on attention."""
+
+import numpy as np
+import pytest
+
+import ember
+from ember.autograd import AutogradError
+
+torch = pytest.importorskip("torch", reason="PyTorch is the reference; `make test` installs it")
+
+
+def _pair(shape, rng, scale=1.0):
+    a = (rng.standard_normal(shape) * scale).astype(np.float32)
+    return ember.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+
+
+def _report(name, ours, theirs):
+    diff = np.abs(np.asarray(ours) - theirs)
+    rel = diff.max() / max(np.abs(theirs).max(), 1e-30)
+    print(f"{name}: max abs err {diff.max():.3g}, rel err {rel:.3g}")
+    return diff.max()
+
+
+def test_three_layer_mlp_gradients_match_torch():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 20)).astype(np.float32)
+    y = rng.integers(0, 5, 16)
+    params = [_pair(s, rng, 0.3) for s in [(20, 32), (32,), (32, 32), (32,), (32, 5), (5,)]]
+    ours = [p[0] for p in params]
+    theirs = [p[1] for p in params]
+
+    def forward(lib, ps, x, y):
+        w1, b1, w2, b2, w3, b3 = ps
+        h = (x @ w1 + b1).relu()
+        h = (h @ w2 + b2).tanh()
+        logits = h @ w3 + b3
+        if lib is ember:
+            return ember.ops.nn.cross_entropy(logits, y)
+        return torch.nn.functional.cross_entropy(logits, y)
+
+    lo = forward(ember, ours, ember.tensor(x), ember.tensor(y))
+    lt = forward(torch, theirs, torch.tensor(x), torch.tensor(y))
+    lo.backward()
+    lt.backward()
+    assert abs(lo.item() - lt.item()) < 1e-5
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert _report(f"mlp param {i} grad", a.grad, b.grad.numpy()) < 1e-5
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_gradients_match_torch(masked):
+    rng = np.random.default_rng(1)
+    (q, tq), (k, tk), (v, tv) = (_pair((2, 3, 6, 8), rng) for _ in range(3))
+    mask = rng.random((6, 6)) > 0.3
+    np.fill_diagonal(mask, True)
+    out = ember.ops.nn.scaled_dot_product_attention(
+        q, k, v, attn_mask=ember.tensor(mask) if masked else None)
+    tout = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk, tv, attn_mask=torch.tensor(mask) if masked else None)
+    cot = rng.standard_normal(tuple(out.shape)).astype(np.float32)
+    out.backward(ember.tensor(cot))
+    tout.backward(torch.tensor(cot))
+    assert _report("sdpa out", out.detach(), tout.detach().numpy()) < 1e-5
+    for name, a, b in (("q", q, tq), ("k", k, tk), ("v", v, tv)):
+        assert _report(f"sdpa d{name}", a.grad, b.grad.numpy()) < 1e-5
+
+
+def test_second_order_tanh_matmul_matches_torch():
+    rng = np.random.default_rng(2)
+    (x, tx), (w, tw) = _pair((4, 5), rng), _pair((5, 3), rng)
+    (gx,) = ember.autograd.grad(ember.tanh(x @ w).sum(), [x], create_graph=True)
+    (tgx,) = torch.autograd.grad(torch.tanh(tx @ tw).sum(), [tx], create_graph=True)
+    (gx * gx).sum().backward()
+    (tgx * tgx).sum().backward()
+    assert _report("d/dx", gx.detach(), tgx.detach().numpy()) < 1e-5
+    assert _report("d2 wrt x", x.grad, tx.grad.numpy()) < 1e-5
+    assert _report("d2 wrt w", w.grad, tw.grad.numpy()) < 1e-5
+
+
+def test_gradients_accumulate_and_retain_graph():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.numpy(), [4.0, 8.0])
+    with pytest.raises(AutogradError, match="second time"):
+        y.backward()
+
+
+def test_dynamic_graph_with_python_control_flow():
+    x = ember.tensor(3.0, requires_grad=True)
+    y = x
+    while y.item() < 100:
+        y = y * x if y.item() % 2 else y + x
+    y.backward()
+    tx = torch.tensor(3.0, requires_grad=True)
+    ty = tx
+    while ty.item() < 100:
+        ty = ty * tx if ty.item() % 2 else ty + tx
+    ty.backward()
+    assert x.grad.item() == pytest.approx(tx.grad.item())
+
+
+def test_grad_modes():
+    x = ember.ones(2, requires_grad=True)
+    with ember.no_grad():
+        assert not (x * 2).requires_grad
+        with ember.enable_grad():
+            assert (x * 2).requires_grad
+    with ember.inference_mode():
+        assert not (x * 2).requires_grad
+    with ember.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+    assert (x * 2).requires_grad
+
+    @ember.no_grad()
+    def f(t):
+        return t * 2
+
+    assert not f(x).requires_grad
+    assert ember.is_grad_enabled()
+
+
+def test_hooks_and_retain_grad():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    x.register_hook(lambda g: seen.append(g.numpy().copy()))
+    y = x * 3
+    y.retain_grad()
+    handle = y.register_hook(lambda g: g * 2)
+    y.sum().backward()
+    np.testing.assert_allclose(seen[0], [6.0, 6.0])
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])
+    np.testing.assert_allclose(y.grad.numpy(), [2.0, 2.0])
+    handle.remove()
+
+
+def test_autograd_grad_and_unused_inputs():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    z = ember.tensor([1.0], requires_grad=True)
+    (g,) = ember.autograd.grad((x ** 3).sum(), x)
+    np.testing.assert_allclose(g.numpy(), [3.0, 12.0])
+    assert x.grad is None
+    with pytest.raises(AutogradError, match="not used"):
+        ember.autograd.grad((x * 2).sum(), [x, z])
+    gx, gz = ember.autograd.grad((x * 2).sum(), [x, z], allow_unused=True)
+    assert gz is None
+
+
+def test_custom_function():
+    class Cube(ember.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 3 * x * x
+
+    x = ember.tensor([1.0, -2.0], requires_grad=True)
+    y = Cube.apply(x)
+    assert y.grad_fn.name() == "CubeBackward0" or "Cube" in repr(y.grad_fn)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 12.0])
+
+
+def test_in_place_modification_error_names_op_and_lines():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    w = ember.tensor([3.0, 4.0], requires_grad=True)
+    y = x.tanh()          # made here
+    z = y * w             # mul saves y (for w's gradient)
+    y.add_(1)             # modified here
+    with pytest.raises(AutogradError) as info:
+        z.sum().backward()
+    message = str(info.value)
+    assert "mul" in message and "tanh" in message and "add_" in message
+    assert "test_autograd.py" in message
+    assert "version 1" in message
+
+
+def test_in_place_on_leaf_requiring_grad_is_refused():
+    x = ember.ones(2, requires_grad=True)
+    with pytest.raises(AutogradError, match="leaf tensor that requires grad"):
+        x.add_(1)
+    with ember.no_grad():
+        x.add_(1)
+    assert x._version_value == 1
+
+
+def test_in_place_ops_on_non_leaf_record_history():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    y.mul_(x)
+    y[0] = y[0] * 3
+    y.sum().backward()
+    tx = torch.tensor([1.0, 2.0], requires_grad=True)
+    ty = tx * 1
+    ty.mul_(tx)
+    ty[0] = ty[0] * 3
+    ty.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy())
+
+
+def test_version_counters_shared_with_views():
+    x = ember.zeros(4)
+    v = x[1:3]
+    v.fill_(1.0)
+    assert x._version_value == v._version_value == 1
+    np.testing.assert_array_equal(x.numpy(), [0, 1, 1, 0])
+
+
+def test_requires_grad_rules():
+    with pytest.raises(AutogradError, match="floating point"):
+        ember.tensor([1, 2]).requires_grad_()
+    x = ember.ones(2, requires_grad=True)
+    assert x.is_leaf and not (x * 2).is_leaf
+    assert (x * 2).grad_fn.name() == "MulBackward0"
+    assert not (x > 0).requires_grad
+    with pytest.raises(AutogradError, match="requires grad"):
+        x.numpy()
+    assert x.detach().numpy().tolist() == [1.0, 1.0]
+
+
+def test_manual_seed_reproducibility():
+    ember.manual_seed(7)
+    a = ember.randn(5).tolist() + ember.rand(3).tolist() + ember.randperm(6).tolist()
+    ember.manual_seed(7)
+    b = ember.randn(5).tolist() + ember.rand(3).tolist() + ember.randperm(6).tolist()
+    assert a == b
+    g = ember.Generator().manual_seed(3)
+    state = g.get_state()
+    first = ember.rand(4, generator=g).tolist()
+    g.set_state(state)
+    assert ember.rand(4, generator=g).tolist() == first

@@ -1,0 +1,86 @@
+"""Package-level rules: the layer import direction and a fast, light `import ember`."""
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "ember"
+
+LAYERS = {
+    "ember._util": 0, "ember.dtypes": 0,
+    "ember.backend": 1,
+    "ember.ops": 2,
+    "ember.autograd": 3, "ember.tensor": 3, "ember._tensor_str": 3,
+    "ember.graph": 4,
+    "ember.nn": 5, "ember.optim": 5, "ember.data": 5, "ember.io": 5, "ember.utils": 5,
+    "ember.vision": 6, "ember.text": 6,
+    "ember.transformers": 7,
+    "ember.train": 8,
+    "ember.serve": 9, "ember.onnx": 9, "ember.distributed": 9, "ember.cli": 9,
+}
+# Faces and test support may import from any layer.
+UNLAYERED = ("ember.testing", "ember.tf", "ember.cuda", "ember")
+
+
+def _layer(module: str):
+    best = None
+    for prefix, layer in LAYERS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            if best is None or len(prefix) > len(best[0]):
+                best = (prefix, layer)
+    return None if best is None else best[1]
+
+
+def _module_name(path: pathlib.Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def test_layers_import_only_downwards():
+    violations = []
+    for path in PACKAGE.rglob("*.py"):
+        module = _module_name(path)
+        if module in UNLAYERED or module.startswith(UNLAYERED[:3]):
+            continue
+        own = _layer(module)
+        assert own is not None, f"{module} is in no layer of DESIGN.md; add it to LAYERS"
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module]
+            for target in targets:
+                if not target.startswith("ember"):
+                    if target.split(".")[0] in ("torch", "tensorflow", "jax", "transformers"):
+                        violations.append(f"{module} imports the reference {target}")
+                    continue
+                layer = _layer(target)
+                if layer is not None and layer > own:
+                    violations.append(f"{module} (L{own}) imports {target} (L{layer})")
+    assert not violations, "\n".join(violations)
+
+
+def test_import_is_fast_and_light():
+    code = (
+        "import sys, time\n"
+        "t0 = time.perf_counter(); import numpy; t1 = time.perf_counter()\n"
+        "import ember; t2 = time.perf_counter()\n"
+        "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'numba', 'tokenizers', 'PIL',"
+        " 'transformers', 'scipy', 'ember.nn', 'ember.graph', 'ember.data', 'multiprocessing')"
+        " if m in sys.modules]\n"
+        "print(t2 - t1, heavy)\n"
+    )
+    best = None
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=ROOT, check=True).stdout.split(maxsplit=1)
+        seconds, heavy = float(out[0]), out[1].strip()
+        best = seconds if best is None else min(best, seconds)
+        assert heavy == "[]", f"import ember pulled in heavy modules: {heavy}"
+    assert best < 0.3, f"import ember took {best:.3f}s more than import numpy"

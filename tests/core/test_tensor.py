@@ -1,0 +1,139 @@
+"""Tensor creation, dtypes and promotion, printing, devices, errors."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import ember
+from ember._util.errors import DeviceError, ShapeError
+
+torch = pytest.importorskip("torch", reason="PyTorch is the reference; `make test` installs it")
+
+DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"]
+
+
+@pytest.mark.parametrize("a,b", list(itertools.product(DTYPES, DTYPES)))
+def test_promotion_table_matches_torch(a, b):
+    ours = (ember.ones(2, dtype=a) * ember.ones(2, dtype=b)).dtype.name
+    theirs = str((torch.ones(2, dtype=getattr(torch, a)) * torch.ones(2, dtype=getattr(torch, b))
+                  ).dtype).removeprefix("torch.")
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scalar", [True, 3, 2.5])
+def test_scalar_and_zero_dim_promotion_matches_torch(dtype, scalar):
+    tt = torch.ones(2, dtype=getattr(torch, dtype))
+    et = ember.ones(2, dtype=dtype)
+    if dtype == "bool" and scalar is True:
+        return
+    assert (et + scalar).dtype.name == str((tt + scalar).dtype).removeprefix("torch.")
+    zero_dim = torch.tensor(scalar)
+    assert (et + ember.tensor(scalar)).dtype.name == str((tt + zero_dim).dtype).removeprefix(
+        "torch.")
+
+
+@pytest.mark.parametrize("expr", [
+    "x / 2", "x.exp()", "x.sum()", "x.cumsum(0)", "(x > 1)", "x.argmax()", "x.float().mean()",
+])
+def test_integer_results_match_torch(expr):
+    x = ember.tensor([1, 2, 3], dtype=ember.int32)
+    ours = eval(expr, {"x": x})
+    x = torch.tensor([1, 2, 3], dtype=torch.int32)
+    theirs = eval(expr, {"x": x})
+    assert ours.dtype.name == str(theirs.dtype).removeprefix("torch.")
+    np.testing.assert_allclose(np.asarray(ours, dtype=np.float64),
+                               theirs.numpy().astype(np.float64), rtol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: m.tensor([1.0, 2.5, -3.0]),
+    lambda m: m.tensor([[1.0, 2.0], [3.0, 4.0]]),
+    lambda m: m.tensor([1, 2, 3]),
+    lambda m: m.tensor([True, False]),
+    lambda m: m.tensor(3.5),
+    lambda m: m.tensor([1e-5, 1e5]),
+    lambda m: m.tensor([0.1234567, 10.5]),
+    lambda m: m.arange(12).reshape(3, 4),
+    lambda m: m.zeros(0, 3),
+    lambda m: m.tensor([1.0, float("nan"), float("inf")]),
+    lambda m: m.arange(2000).float(),
+    lambda m: m.tensor([1, 2], dtype=m.int32),
+    lambda m: m.tensor([1.5], dtype=m.float64),
+])
+def test_printing_matches_torch(make):
+    ours = repr(make(ember))
+    theirs = repr(make(torch)).replace("torch.", "ember.")
+    assert ours == theirs
+
+
+def test_printing_with_grad():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    assert repr(x) == "tensor([1., 2.], requires_grad=True)"
+    assert repr(x * 2) == "tensor([2., 4.], grad_fn=<MulBackward0>)"
+
+
+def test_creation_functions():
+    assert ember.zeros(2, 3).shape == (2, 3) and ember.zeros(2, 3).dtype is ember.float32
+    assert ember.ones((2,), dtype=ember.int64).tolist() == [1, 1]
+    assert ember.full((2,), 7).dtype is ember.int64
+    assert ember.full((2,), 7.0).dtype is ember.float32
+    assert ember.arange(5).dtype is ember.int64
+    assert ember.arange(0, 1, 0.25).tolist() == [0.0, 0.25, 0.5, 0.75]
+    np.testing.assert_allclose(ember.linspace(0, 1, 5).numpy(), np.linspace(0, 1, 5))
+    assert ember.eye(3).sum().item() == 3
+    assert ember.empty(2, 2).shape == (2, 2)
+    a = np.arange(3.0)
+    t = ember.from_numpy(a)
+    a[0] = 9
+    assert t[0].item() == 9 and t.dtype is ember.float64
+    assert ember.tensor(a).dtype is ember.float64
+    assert ember.as_tensor(a)._data is a
+    assert ember.zeros_like(t).tolist() == [0, 0, 0]
+    assert ember.randint(0, 5, (10,)).dtype is ember.int64
+    assert sorted(ember.randperm(5).tolist()) == list(range(5))
+    assert ember.rand(2, 3).shape == (2, 3) and ember.randn_like(t).dtype is ember.float64
+
+
+def test_tensor_methods():
+    x = ember.arange(6).reshape(2, 3).float()
+    assert x.T.shape == (3, 2) and x.size() == (2, 3) and x.size(1) == 3 and x.dim() == 2
+    assert x.numel() == 6 and x.shape.numel() == 6
+    assert x.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert x[1, 2].item() == 5.0
+    assert not x.T.is_contiguous() and x.T.contiguous().is_contiguous()
+    c = x.clone()
+    c.add_(1)
+    assert x[0, 0].item() == 0 and c[0, 0].item() == 1
+    assert x.to(ember.int64).dtype is ember.int64 and x.double().dtype is ember.float64
+    assert x.device == ember.device("cpu") and x.to("cpu") is x
+    assert str(ember.device("cpu")) == "cpu"
+    assert x.max(1).values.tolist() == [2, 5] and x.max(1).indices.tolist() == [2, 2]
+    with pytest.raises(RuntimeError, match="ambiguous"):
+        bool(x)
+    assert len(list(iter(x))) == 2
+
+
+def test_cuda_unavailable_is_a_clear_error():
+    with pytest.raises((DeviceError, ImportError, ModuleNotFoundError)):
+        ember.zeros(2).to("cuda")
+
+
+def test_shape_errors_name_op_shapes_and_caller_line():
+    with pytest.raises(ShapeError) as info:
+        ember.randn(2, 11, 512) @ ember.randn(768, 768)
+    message = str(info.value)
+    assert "matmul: (2, 11, 512) @ (768, 768): inner dimensions 512 and 768 differ" in message
+    assert "test_tensor.py" in message
+    with pytest.raises(ShapeError, match="cannot be broadcast"):
+        ember.ones(2, 3) + ember.ones(4)
+
+
+def test_in_place_dtype_rules():
+    x = ember.tensor([1, 2])
+    with pytest.raises(TypeError, match="can't be cast"):
+        x.add_(1.5)
+    y = ember.ones(2)
+    y.add_(ember.tensor([1, 2]))
+    assert y.tolist() == [2.0, 3.0]

@@ -1,0 +1,116 @@
+"""ember's event-file writer, read back by TensorBoard's own EventAccumulator."""
+
+import os
+
+import numpy as np
+import pytest
+
+from ember.train import SummaryWriter
+from ember.train.tensorboard import crc32c
+
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+
+def _accumulate(folder):
+    accumulator = event_accumulator.EventAccumulator(
+        str(folder),
+        size_guidance={
+            event_accumulator.SCALARS: 0,
+            event_accumulator.HISTOGRAMS: 0,
+            event_accumulator.TENSORS: 0,
+        },
+    )
+    return accumulator.Reload()
+
+
+def test_crc32c_known_values():
+    assert crc32c(b"") == 0
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c(bytes(32)) == 0x8A9136AA
+
+
+def test_scalars_read_back(tmp_path):
+    losses = [2.5, 1.25, 0.75, 0.5, -1e-3, 123456.0]
+    with SummaryWriter(tmp_path) as writer:
+        for step, loss in enumerate(losses):
+            writer.add_scalar("train/loss", loss, step * 10)
+            writer.add_scalar(
+                "lr", np.float64(1e-3 * step), global_step=step, walltime=1000.0 + step
+            )
+        writer.add_scalar("big_step", 1.0, 2**40)
+    files = os.listdir(tmp_path)
+    assert len(files) == 1 and files[0].startswith("events.out.tfevents.")
+    accumulator = _accumulate(tmp_path)
+    assert set(accumulator.Tags()["scalars"]) == {"train/loss", "lr", "big_step"}
+    events = accumulator.Scalars("train/loss")
+    assert [e.step for e in events] == [0, 10, 20, 30, 40, 50]
+    np.testing.assert_allclose([e.value for e in events], losses, rtol=1e-7)
+    lr = accumulator.Scalars("lr")
+    assert [e.wall_time for e in lr] == [1000.0 + s for s in range(6)]
+    assert accumulator.Scalars("big_step")[0].step == 2**40
+
+
+def test_add_scalars_writes_one_run_per_key(tmp_path):
+    with SummaryWriter(tmp_path) as writer:
+        for step in range(3):
+            writer.add_scalars("loss", {"train": 1.0 / (step + 1), "eval": 2.0 + step}, step)
+    assert sorted(d for d in os.listdir(tmp_path) if os.path.isdir(tmp_path / d)) == [
+        "loss_eval",
+        "loss_train",
+    ]
+    evals = _accumulate(tmp_path / "loss_eval").Scalars("loss")
+    assert [(e.step, e.value) for e in evals] == [(0, 2.0), (1, 3.0), (2, 4.0)]
+
+
+def test_text_read_back(tmp_path):
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_text("notes", "hello **world** ✓", 3)
+    accumulator = _accumulate(tmp_path)
+    assert "notes" in accumulator.Tags()["tensors"]
+    (event,) = accumulator.Tensors("notes")
+    assert event.step == 3
+    assert event.tensor_proto.string_val[0].decode() == "hello **world** ✓"
+    assert accumulator.SummaryMetadata("notes").plugin_data.plugin_name == "text"
+
+
+@pytest.mark.parametrize("bins", ["tensorflow", 20, "auto"])
+def test_histogram_read_back(tmp_path, bins):
+    values = np.random.default_rng(0).standard_normal(1000)
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_histogram("weights", values, 5, bins=bins)
+        writer.add_histogram("weights", values * 2, 6, bins=bins)
+    events = _accumulate(tmp_path).Histograms("weights")
+    assert [e.step for e in events] == [5, 6]
+    histogram = events[0].histogram_value
+    assert histogram.num == 1000 and histogram.min == values.min() and histogram.max == values.max()
+    assert sum(histogram.bucket) == 1000
+    np.testing.assert_allclose(histogram.sum, values.sum())
+    np.testing.assert_allclose(histogram.sum_squares, (values**2).sum())
+    # each bucket's count equals the count of values in (previous limit, limit]
+    limits = np.asarray(histogram.bucket_limit)
+    for i in range(1, len(limits)):
+        inside = np.sum((values >= limits[i - 1]) & (values < limits[i]))
+        if bins == "tensorflow":
+            assert histogram.bucket[i] == inside
+
+
+def test_errors_and_closed_writer(tmp_path):
+    writer = SummaryWriter(tmp_path)
+    with pytest.raises(TypeError, match="add_scalar.*expected a number"):
+        writer.add_scalar("x", "not a number", 0)
+    with pytest.raises(TypeError, match="non-empty str tag"):
+        writer.add_scalar("", 1.0, 0)
+    with pytest.raises(ValueError, match="no finite values"):
+        writer.add_histogram("h", [np.nan], 0)
+    writer.close()
+    with pytest.raises(ValueError, match="closed"):
+        writer.add_scalar("x", 1.0, 0)
+    writer.close()  # twice is fine
+
+
+def test_flush_makes_events_visible_before_close(tmp_path):
+    writer = SummaryWriter(tmp_path, max_queue=1000, flush_secs=1e9)
+    writer.add_scalar("a", 1.0, 1)
+    writer.flush()
+    assert [e.value for e in _accumulate(tmp_path).Scalars("a")] == [1.0]
+    writer.close()

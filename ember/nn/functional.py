@@ -1,0 +1,79 @@
+"""`ember.nn.functional`: the functional form of every layer, activation and loss.
+
+Names only: each is the op (or composite) from `ember.ops`, re-exported (STYLE.md habit 13).
+The few functions defined here are thin argument adapters with PyTorch's signatures.
+"""
+
+from __future__ import annotations
+
+from ember.ops.conv import (
+    adaptive_avg_pool2d as adaptive_avg_pool2d,
+    adaptive_max_pool2d as adaptive_max_pool2d,
+    avg_pool1d as avg_pool1d,
+    avg_pool2d as avg_pool2d,
+    conv1d as conv1d,
+    conv2d as conv2d,
+    max_pool1d as max_pool1d,
+    max_pool2d as max_pool2d,
+)
+from ember.ops.elementwise import (
+    relu as relu,
+    sigmoid as sigmoid,
+    tanh as tanh,
+)
+from ember.ops.linalg import linear as linear
+from ember.ops.nn import (
+    batch_norm as batch_norm,
+    binary_cross_entropy as binary_cross_entropy,
+    binary_cross_entropy_with_logits as binary_cross_entropy_with_logits,
+    cross_entropy as cross_entropy,
+    dropout as dropout,
+    elu as elu,
+    gelu as gelu,
+    group_norm as group_norm,
+    hardtanh as hardtanh,
+    kl_div as kl_div,
+    l1_loss as l1_loss,
+    layer_norm as layer_norm,
+    leaky_relu as leaky_relu,
+    log_softmax as log_softmax,
+    mse_loss as mse_loss,
+    nll_loss as nll_loss,
+    scaled_dot_product_attention as scaled_dot_product_attention,
+    silu as silu,
+    smooth_l1_loss as smooth_l1_loss,
+    softmax as softmax,
+    softplus as softplus,
+)
+from ember.ops.shape import (
+    embedding as embedding,
+    one_hot as one_hot,
+    pad as pad,
+)
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """y_k = x1^T A_k x2 + b_k, with weight A of shape (out, in1, in2)."""
+    from ember.ops.linalg import einsum
+
+    out = einsum("...i,kij,...j->...k", input1, weight, input2)
+    return out if bias is None else out + bias
+
+
+def flatten(input, start_dim: int = 1, end_dim: int = -1):
+    return input.flatten(start_dim, end_dim)
+
+
+def relu6(input):
+    return hardtanh(input, 0.0, 6.0)
+
+
+def logsigmoid(input):
+    return -softplus(-input)
+
+
+def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12):
+    from ember.ops.elementwise import maximum
+
+    norm = input.norm(p, dim, keepdim=True)
+    return input / maximum(norm, eps)

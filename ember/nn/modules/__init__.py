@@ -1,0 +1,1 @@
+"""The Module classes of `ember.nn` (re-exported from `ember.nn`)."""

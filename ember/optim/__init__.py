@@ -1,0 +1,9 @@
+"""L5 `ember.optim`: optimizers (state init plus a pure per-parameter update, Note [Optimizer
+structure]) and `ember.optim.lr_scheduler`."""
+
+from ember.optim import lr_scheduler as lr_scheduler
+from ember.optim.adagrad import Adagrad as Adagrad
+from ember.optim.adam import Adam as Adam, AdamW as AdamW
+from ember.optim.optimizer import Optimizer as Optimizer
+from ember.optim.rmsprop import RMSprop as RMSprop
+from ember.optim.sgd import SGD as SGD

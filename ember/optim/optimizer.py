@@ -1,0 +1,211 @@
+"""`Optimizer`: parameter groups, per-parameter state, and PyTorch-compatible state dicts.
+
+Note [Optimizer structure] (STYLE.md habit 9, after MLX's `init_single`/`apply_single`): an
+optimizer subclass writes two things per parameter,
+- `init_state(param, group) -> dict`: the state it keeps (moments, step count...), and
+- `update(param, grad, state, group)`: one step of the algorithm, written out in the class
+  docstring, applied in place to `param` and `state` with ember's in-place tensor ops.
+The base class runs `update` under `no_grad` for every parameter that has a gradient. The
+state dict has PyTorch's layout: `{"state": {index: {...}}, "param_groups": [{..., "params":
+[indices]}]}` with parameters numbered in group order, so a state dict round-trips through
+PyTorch's `Optimizer.load_state_dict` by converting the tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from typing import Any, Callable, Iterable
+
+from ember.autograd.grad_mode import no_grad
+from ember.tensor import Tensor
+
+
+class _RequiredParameter:
+    def __repr__(self) -> str:
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+
+class Optimizer:
+    """Base class: holds `param_groups` (list of dicts with a "params" list and the options) and
+    `state` (a dict from parameter to its state dict)."""
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], defaults: dict) -> None:
+        self.defaults = defaults
+        self.state: defaultdict = defaultdict(dict)
+        self.param_groups: list[dict] = []
+        if isinstance(params, Tensor):
+            raise TypeError(f"params argument given to the optimizer should be an iterable of "
+                            f"Tensors or dicts, but got {type(params).__name__}")
+        param_groups = list(params)
+        if not param_groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(param_groups[0], dict):
+            param_groups = [{"params": param_groups}]
+        for group in param_groups:
+            self.add_param_group(group)
+
+    def __repr__(self) -> str:
+        lines = [type(self).__name__ + " ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for key in sorted(group):
+                if key != "params":
+                    lines.append(f"    {key}: {group[key]}")
+        lines.append(")")
+        return "\n".join(lines)
+
+    def __getstate__(self):
+        return {"defaults": self.defaults, "state": self.state,
+                "param_groups": self.param_groups}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters with its own options (missing options take the defaults)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        params = param_group["params"]
+        if isinstance(params, Tensor):
+            param_group["params"] = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs; use "
+                            "a list instead")
+        else:
+            param_group["params"] = list(params)
+        for p in param_group["params"]:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is "
+                                f"{type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor")
+        for name, default in self.defaults.items():
+            if default is required and name not in param_group:
+                raise ValueError(f"parameter group didn't specify a value of required "
+                                 f"optimization parameter {name}")
+            param_group.setdefault(name, default)
+        seen = {id(p) for group in self.param_groups for p in group["params"]}
+        ids = [id(p) for p in param_group["params"]]
+        if len(set(ids)) != len(ids):
+            raise ValueError("optimizer contains a parameter group with duplicate parameters")
+        if seen & set(ids):
+            raise ValueError("some parameters appear in more than one parameter group")
+        self.param_groups.append(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad = p.grad.detach()
+                    p.grad.zero_()
+
+    # --- the algorithm (Note [Optimizer structure]) --------------------------------------------
+    def init_state(self, param: Tensor, group: dict) -> dict:
+        return {}
+
+    def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+        raise NotImplementedError
+
+    def step(self, closure: Callable[[], Any] | None = None):
+        """Apply one update to every parameter that has a gradient; returns closure's loss."""
+        loss = None
+        if closure is not None:
+            from ember.autograd.grad_mode import enable_grad
+
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if not state:
+                        state.update(self.init_state(p, group))
+                    self.update(p, p.grad, state, group)
+        return loss
+
+    # --- state dicts -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """{"state": {index: state}, "param_groups": [options + "params": [indices]]}; the
+        tensors in it are the live state (as in PyTorch), not copies."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            ids = []
+            for p in group["params"]:
+                if id(p) not in index:
+                    index[id(p)] = len(index)
+                ids.append(index[id(p)])
+            packed["params"] = ids
+            groups.append(packed)
+        state = {}
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p in self.state and self.state[p]:
+                    state[index[id(p)]] = self.state[p]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load options and state saved by `state_dict` (from ember, or PyTorch's converted)."""
+        state_dict = copy.deepcopy(_shallow_tensors(state_dict))
+        groups = self.param_groups
+        saved_groups = state_dict["param_groups"]
+        if len(groups) != len(saved_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, the "
+                             f"optimizer has {len(groups)}")
+        for i, (g, s) in enumerate(zip(groups, saved_groups)):
+            if len(g["params"]) != len(s["params"]):
+                raise ValueError(f"loaded state dict's parameter group {i} has "
+                                 f"{len(s['params'])} parameters, the optimizer's has "
+                                 f"{len(g['params'])}")
+        id_map = {}
+        for g, s in zip(groups, saved_groups):
+            for saved_id, p in zip(s["params"], g["params"]):
+                id_map[saved_id] = p
+        new_state: defaultdict = defaultdict(dict)
+        for key, value in state_dict["state"].items():
+            key = int(key) if isinstance(key, str) and key.isdigit() else key
+            if key not in id_map:
+                raise KeyError(f"loaded state dict has state for parameter {key}, which is not "
+                               f"in any parameter group")
+            p = id_map[key]
+            new_state[p] = {k: _cast_state(p, k, v) for k, v in value.items()}
+        new_groups = []
+        for g, s in zip(groups, saved_groups):
+            s = dict(s)
+            s["params"] = g["params"]
+            new_groups.append(s)
+        self.state = new_state
+        self.param_groups = new_groups
+
+
+def _shallow_tensors(state_dict: dict) -> dict:
+    # deep-copying ember tensors copies their arrays; torch tensors are converted by the caller
+    return state_dict
+
+
+def _cast_state(param: Tensor, key: str, value):
+    """State tensors follow the parameter's dtype and device, except the step count."""
+    if not isinstance(value, Tensor):
+        if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+            from ember.tensor import tensor
+
+            value = tensor(value.detach().cpu().numpy())
+        else:
+            return value
+    if key == "step":
+        return value
+    if value.is_floating_point():
+        value = value.to(param.dtype)
+    return value.to(param.device)

@@ -41,6 +41,14 @@ _QUIET = {"div", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "pow", "remainde
           "floor_divide"}
 
 
+def _literal(plan, value) -> str:
+    """Source for a literal operand: simple values inline, anything else bound by name."""
+    if value is None or isinstance(value, (bool, int)) or (
+            isinstance(value, float) and np.isfinite(value)):
+        return repr(value)
+    return plan.bind(value, "l")
+
+
 class _Plan:
     """Per-equation decisions: the kernel line and the buffer it writes."""
 
@@ -104,7 +112,7 @@ class Executor:
         for idx, e in enumerate(g.eqns):
             out = e.out
             produced_at[out] = idx
-            args = [names[a] if isinstance(a, Var) else repr(a) for a in e.inputs]
+            args = [names[a] if isinstance(a, Var) else _literal(plan, a) for a in e.inputs]
             kind = self._kernel_kind(e)
             quiet = quiet or e.name in _QUIET
             target = None
@@ -169,7 +177,7 @@ class Executor:
                     ref = f"{ref}.copy()"
                 outs.append(ref)
             else:
-                outs.append(repr(a))
+                outs.append(_literal(plan, a))
         # gradients go into the owners' existing .grad buffers (copied by the caller)
         grads = [names[v] for _, v in g.grads]
         params = [names[v] for v in g.inputs] + [f"c{i}" for i in range(len(g.captures))]

@@ -55,6 +55,7 @@ class Var:
 
     __slots__ = ("id", "shape", "dtype", "name", "__weakref__")
     flags = _FLAGS
+    symbolic = True  # what layers below the graph check (they cannot import Var)
 
     def __init__(self, shape, dtype, name: str | None = None):
         _counter[0] += 1

@@ -39,6 +39,10 @@ _SCALARS = (bool, int, float)
 _DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
 
 
+# ops whose result shape depends on the data when indexed with a boolean mask
+_MASK_INDEXED = {"getitem", "index_put", "index_add"}
+
+
 class _TracerBackend:
     """What `ember.backend.backend_of` answers for a traced value (device, no data)."""
 
@@ -168,7 +172,9 @@ class Tracer:
             raise
         except (ShapeError, ValueError, TypeError, IndexError) as error:
             raise _dispatch._op_error(op, view_args, attrs, error) from error
-        if shape is None or any(d is None for d in shape):
+        if shape is None or any(d is None for d in shape) or (
+                op.name in _MASK_INDEXED and any(isinstance(a, Var) and a.dtype.kind == "b"
+                                                 for a in atoms[1:])):
             raise GraphError(_at_user(
                 f"{op.name}: its output shape depends on the data, which a compiled graph "
                 f"cannot know; compute it outside the compiled function"))

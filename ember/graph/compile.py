@@ -49,7 +49,8 @@ def _describe(desc) -> str:
 
 
 class _Entry:
-    __slots__ = ("graph", "executor", "out_tree", "grad_owners", "grad_none", "trace_seconds")
+    __slots__ = ("graph", "executor", "out_tree", "grad_owners", "grad_none", "trace_seconds",
+                 "guards")
 
     def __init__(self, graph, executor, out_tree, grad_owners, grad_none, trace_seconds):
         self.graph = graph
@@ -57,6 +58,7 @@ class _Entry:
         self.out_tree = out_tree
         self.grad_owners = grad_owners
         self.grad_none = grad_none
+        self.guards: list = []  # (tensor, had .grad when traced): the graph depends on it
         self.trace_seconds = trace_seconds
 
 
@@ -182,7 +184,7 @@ class CompiledFunction:
                 fast = None
             if fast is not None:
                 entry = self._fast.get(fast)
-                if entry is not None:
+                if entry is not None and _guards_hold(entry):
                     self._last = entry
                     return self._run(entry, args)
         leaves: list = []
@@ -194,13 +196,21 @@ class CompiledFunction:
             _flatten(a, k, leaves, descs, names)
         key = (tuple(descs), tuple(kwargs))
         entry = self.cache.get(key)
+        reason = None
+        if entry is not None and not _guards_hold(entry):
+            # a captured tensor's .grad appeared or went away since tracing: its own variant
+            state = tuple(t.grad is not None for t, _ in entry.guards)
+            reason = "the .grad of a captured tensor " + (
+                "was set since tracing" if any(state) else "was cleared since tracing")
+            key = key + (("grads", state),)
+            entry = self.cache.get(key)
         if entry is None:
-            entry = self._trace(key, args, kwargs, leaves, names)
-            if not kwargs and all(isinstance(a, Tensor) for a in args):
-                self._fast[tuple([(a._data.shape, a._data.dtype, a._requires_grad)
-                                  for a in args])] = entry
+            entry = self._trace(key, args, kwargs, leaves, names, reason)
         else:
             self.cache.move_to_end(key)
+        if not kwargs and all(isinstance(a, Tensor) for a in args):
+            self._fast[tuple([(a._data.shape, a._data.dtype, a._requires_grad)
+                              for a in args])] = entry
         self._last = entry
         return self._run(entry, leaves)
 
@@ -225,10 +235,11 @@ class CompiledFunction:
         return _fill(tree, outs)
 
     # --- tracing -------------------------------------------------------------------------------
-    def _trace(self, key, args, kwargs, leaves, names):
+    def _trace(self, key, args, kwargs, leaves, names, reason=None):
         start = time.perf_counter()
         if self.cache:
-            reason = self._explain(key, next(reversed(self.cache)), names)
+            if reason is None:
+                reason = self._explain(key, next(reversed(self.cache)), names)
             self.retrace_reasons.append(reason)
             limit = _config.retrace_warning_after
             if len(self.retrace_reasons) >= limit and not self._warned:
@@ -239,13 +250,14 @@ class CompiledFunction:
                     + "; ".join(self.retrace_reasons[-limit:])
                     + ". Pass tensors instead of changing Python values, or keep shapes fixed.",
                     RetraceWarning, stacklevel=3)
-        graph, out_tree, grad_owners, grad_none = trace(
-            self.fn, args, kwargs, leaves, names, self.name)
+        graph, out_tree, grad_owners, grad_none, guards = trace(
+            self.fn, args, kwargs, leaves, names, self.name, with_guards=True)
         fuse = _config.fusion if self.fuse is None else self.fuse
         graph = run_passes(graph, fuse=fuse)
         executor = Executor(graph)
         entry = _Entry(graph, executor, out_tree, grad_owners, grad_none,
                        time.perf_counter() - start)
+        entry.guards = guards
         self.trace_count += 1
         self.cache[key] = entry
         limit = self.max_cache_size or _config.max_cache_size
@@ -304,7 +316,14 @@ class CompiledFunction:
         return f"<ember.compile {self.name}: {len(self.cache)} graph(s)>"
 
 
-def trace(fn, args, kwargs, leaves, names, name="graph"):
+def _guards_hold(entry) -> bool:
+    for t, had in entry.guards:
+        if (t.grad is not None) is not had:
+            return False
+    return True
+
+
+def trace(fn, args, kwargs, leaves, names, name="graph", with_guards=False):
     """Trace `fn(*args, **kwargs)` with symbolic tensors in place of `leaves`."""
     tracer = Tracer(name)
     symbolic = [tracer.new_input(t._data.shape, t._data.dtype,
@@ -326,6 +345,8 @@ def trace(fn, args, kwargs, leaves, names, name="graph"):
     grad_owners = [owners[c][1] for c, _ in graph.grads]
     grad_none = [t for c, (v, t) in owners.items() if v is None]
     graph.check()
+    if with_guards:
+        return graph, out_tree, grad_owners, grad_none, tracer.guards
     return graph, out_tree, grad_owners, grad_none
 
 

@@ -199,6 +199,7 @@ class Tracer:
         g.outputs = list(outputs)
         g.updates = []
         self.grad_writes: dict = {}  # capture Var -> (grad Var or None, owner tensor)
+        self.guards: list = []  # (owner, had .grad before tracing)
         for buf in self.buffers.values():
             latest = self._latest(buf)
             if latest is not buf.var:
@@ -236,6 +237,9 @@ class Tracer:
                 self.grad_writes[buf.var] = (grad._data, t)
             elif grad is None and before is not None:
                 self.grad_writes[buf.var] = (None, t)
+            else:
+                continue
+            self.guards.append((t, before is not None))
 
 
 def _restore(buf):

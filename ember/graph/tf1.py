@@ -548,6 +548,9 @@ class Session:
             self._plans[key] = plan
         if plan.compiled is None:  # initialisers run eagerly
             return self._run_init(plan)
+        feeds = []
+        for p, value in zip(plan.placeholders, feed_dict.values()):
+            feeds.append(_wrap(_convert_feed(p, value)))
         if not plan.checked:
             for v in plan.variables:
                 if id(v) not in self.initialized:
@@ -555,9 +558,6 @@ class Session:
                         f"Attempting to use uninitialized value {v.name}: run "
                         f"tf.global_variables_initializer() in this session first")
             plan.checked = True
-        feeds = []
-        for p, value in zip(plan.placeholders, feed_dict.values()):
-            feeds.append(_wrap(_convert_feed(p, value)))
         outs = plan.compiled(*feeds)
         return _restructure(plan.structure, outs)
 
@@ -589,8 +589,14 @@ class Session:
             plan.variables = inits
             return plan
         placeholders = plan.placeholders
+        # placeholders differentiated by tf.gradients are fed as tensors that require grad
+        targets = {id(x) for n in nodes if isinstance(n.fn, _Gradients) for x in n.fn.xs}
+        wants_grad = [id(p) in targets and p.dtype.is_floating_point for p in placeholders]
 
         def run_graph(*feeds):
+            for t, wanted in zip(feeds, wants_grad):
+                if wanted:
+                    t.requires_grad_(True)
             env = dict(zip(placeholders, feeds))
             memo: dict = {}
             return [_eval(f, env, memo) for f in flat]

@@ -250,6 +250,11 @@ _LAZY = {
 _LAZY_FUNCTIONS = {
     "save": ("ember.io.checkpoint", "save"),
     "load": ("ember.io.checkpoint", "load"),
+    "compile": ("ember.graph", "compile"),
+    "function": ("ember.graph", "function"),
+    "cond": ("ember.graph.control", "cond"),
+    "while_loop": ("ember.graph.control", "while_loop"),
+    "config": ("ember.graph", "config"),
 }
 
 

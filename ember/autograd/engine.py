@@ -291,10 +291,17 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
     return tuple(results)
 
 
+def _dispatch_intercepted() -> bool:
+    from ember.autograd import dispatch
+
+    return bool(dispatch._interceptors)
+
+
 def _accumulate_into(t, g, create_graph):
     from ember.tensor import _wrap
 
-    if create_graph:
+    if create_graph or _dispatch_intercepted():
+        # (while tracing, gradients are graph values: accumulate with traced ops)
         t.grad = g if t.grad is None else t.grad + g
         return
     if t.grad is None:

@@ -180,7 +180,9 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     t = target.reshape(-1)
     valid = t != ignore_index
     safe_t = E.where(valid, t, 0)
-    if (safe_t.numel() and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)):
+    # (a traced target has no values to check: the compiled gather reports a bad index)
+    if (safe_t.numel() and not getattr(safe_t._data, "symbolic", False)
+            and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)):
         raise IndexOutOfRange(f"nll_loss: target {int(t.max().item())} is out of range for "
                          f"{c} classes")
     picked = -S.gather(flat, 1, safe_t.unsqueeze(1)).squeeze(1)

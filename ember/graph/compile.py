@@ -1,0 +1,376 @@
+"""`ember.compile` (alias `ember.function`): trace a Python function into a graph, optimise
+it, and run the compiled graph on later calls.
+
+Note [Compile cache]: a compiled function keeps one graph per call signature: for each tensor
+argument its shape, dtype and requires_grad; for each module its identity and training flag;
+every other argument by value (Python numbers, strings, tuples are unrolled into the graph, so
+a new value means a new graph). The cache is bounded (`ember.config.max_cache_size`, least
+recently used dropped). Every retrace records why (`compiled.retrace_reasons`: which argument
+changed, from what to what) and after `ember.config.retrace_warning_after` retraces a
+`RetraceWarning` says so with the reasons. `ember.config.run_eagerly = True` (or
+EMBER_RUN_EAGERLY=1) runs the Python function instead, for debugging.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+
+from ember.graph import config as _config
+from ember.graph.executor import Executor
+from ember.graph.passes import run_passes
+from ember.graph.trace import Tracer, tracing
+from ember.tensor import Tensor, _wrap
+
+__all__ = ["compile", "function", "CompiledFunction", "RetraceWarning"]
+
+
+class RetraceWarning(UserWarning):
+    """A compiled function was traced again many times (each trace costs a compile)."""
+
+
+def _is_module(obj) -> bool:
+    return hasattr(obj, "parameters") and hasattr(obj, "training") and callable(obj)
+
+
+def _describe(desc) -> str:
+    kind = desc[0]
+    if kind == "tensor":
+        _, shape, dtype, rg = desc
+        return f"tensor {dtype}{list(shape)}" + (" requires_grad" if rg else "")
+    if kind == "module":
+        return f"module {desc[2]} at 0x{desc[1]:x} ({'train' if desc[3] else 'eval'})"
+    return f"{desc[1]!r}"
+
+
+class _Entry:
+    __slots__ = ("graph", "executor", "out_tree", "grad_owners", "grad_none", "trace_seconds",
+                 "guards")
+
+    def __init__(self, graph, executor, out_tree, grad_owners, grad_none, trace_seconds):
+        self.graph = graph
+        self.executor = executor
+        self.out_tree = out_tree
+        self.grad_owners = grad_owners
+        self.grad_none = grad_none
+        self.guards: list = []  # (tensor, had .grad when traced): the graph depends on it
+        self.trace_seconds = trace_seconds
+
+
+def _flatten(obj, path, leaves, descs, names):
+    """Tensor leaves in order, and the static description of everything (the cache key)."""
+    if isinstance(obj, Tensor):
+        leaves.append(obj)
+        d = obj._data
+        descs.append(("tensor", d.shape, d.dtype.name, obj._requires_grad))
+        names.append(path)
+    elif isinstance(obj, (list, tuple)):
+        descs.append(("seq", type(obj).__name__, len(obj)))
+        names.append(path)
+        for i, x in enumerate(obj):
+            _flatten(x, f"{path}[{i}]", leaves, descs, names)
+    elif isinstance(obj, dict):
+        descs.append(("dict", tuple(obj)))
+        names.append(path)
+        for k, x in obj.items():
+            _flatten(x, f"{path}[{k!r}]", leaves, descs, names)
+    elif _is_module(obj):
+        descs.append(("module", id(obj), type(obj).__name__, bool(obj.training)))
+        names.append(path)
+    elif isinstance(obj, np.ndarray):
+        raise TypeError(f"compiled function argument {path}: pass NumPy arrays as ember tensors "
+                        f"(ember.from_numpy)")
+    else:
+        try:
+            hash(obj)
+            descs.append(("value", obj))
+        except TypeError:
+            descs.append(("value", id(obj)))
+        names.append(path)
+
+
+def _rebuild(obj, it):
+    if isinstance(obj, Tensor):
+        return next(it)
+    if isinstance(obj, (list, tuple)):
+        items = [_rebuild(x, it) for x in obj]
+        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
+    if isinstance(obj, dict):
+        return {k: _rebuild(v, it) for k, v in obj.items()}
+    return obj
+
+
+class _Leaf:
+    """Placeholder for a tensor result in the output tree."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+
+def _out_tree(obj, atoms, tracer):
+    if isinstance(obj, Tensor):
+        atoms.append(tracer.atom(obj))
+        return _Leaf(len(atoms) - 1)
+    if isinstance(obj, (list, tuple)):
+        items = [_out_tree(x, atoms, tracer) for x in obj]
+        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
+    if isinstance(obj, dict):
+        return {k: _out_tree(v, atoms, tracer) for k, v in obj.items()}
+    return obj
+
+
+def _fill(tree, arrays):
+    if isinstance(tree, _Leaf):
+        return _wrap(arrays[tree.index])
+    if isinstance(tree, (list, tuple)):
+        items = [_fill(x, arrays) for x in tree]
+        return type(tree)(items) if not hasattr(tree, "_fields") else type(tree)(*items)
+    if isinstance(tree, dict):
+        return {k: _fill(v, arrays) for k, v in tree.items()}
+    return tree
+
+
+class CompiledFunction:
+    """A Python function compiled to graphs, one per call signature (Note [Compile cache]).
+
+    Example:
+        >>> f = ember.compile(lambda x: (x * 2.0).sum())
+        >>> f(ember.ones(3))
+        tensor(6.)
+        >>> print(f.graph)  # doctest: +SKIP
+    """
+
+    def __init__(self, fn, name: str | None = None, fuse: bool | None = None,
+                 max_cache_size: int | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.fuse = fuse
+        self.max_cache_size = max_cache_size
+        self.cache: OrderedDict = OrderedDict()
+        self._fast: dict = {}
+        self.retrace_reasons: list[str] = []
+        self.trace_count = 0
+        self._warned = False
+        self._last = None
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+            self._param_names = [p.name for p in params
+                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            self._param_names = []
+        functools.update_wrapper(self, fn, updated=())
+
+    def __get__(self, instance, owner):  # compiled methods bind like functions
+        if instance is None:
+            return self
+        return functools.partial(self.__call__, instance)
+
+    # --- calling -------------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        if _config.run_eagerly:
+            return self.fn(*args, **kwargs)
+        if not kwargs:
+            # fast path: only tensor arguments (the common training-step call)
+            try:
+                fast = tuple([(a._data.shape, a._data.dtype, a._requires_grad) for a in args])
+            except AttributeError:
+                fast = None
+            if fast is not None:
+                entry = self._fast.get(fast)
+                if entry is not None and _guards_hold(entry):
+                    self._last = entry
+                    return self._run(entry, args)
+        leaves: list = []
+        descs: list = []
+        names: list = []
+        for i, a in enumerate(args):
+            _flatten(a, self._arg_name(i), leaves, descs, names)
+        for k, a in kwargs.items():
+            _flatten(a, k, leaves, descs, names)
+        key = (tuple(descs), tuple(kwargs))
+        entry = self.cache.get(key)
+        reason = None
+        if entry is not None and not _guards_hold(entry):
+            # a captured tensor's .grad appeared or went away since tracing: its own variant
+            state = tuple(t.grad is not None for t, _ in entry.guards)
+            reason = "the .grad of a captured tensor " + (
+                "was set since tracing" if any(state) else "was cleared since tracing")
+            key = key + (("grads", state),)
+            entry = self.cache.get(key)
+        if entry is None:
+            entry = self._trace(key, args, kwargs, leaves, names, reason)
+        else:
+            self.cache.move_to_end(key)
+        if not kwargs and all(isinstance(a, Tensor) for a in args):
+            self._fast[tuple([(a._data.shape, a._data.dtype, a._requires_grad)
+                              for a in args])] = entry
+        self._last = entry
+        return self._run(entry, leaves)
+
+    def _arg_name(self, i):
+        return self._param_names[i] if i < len(self._param_names) else f"args[{i}]"
+
+    def _run(self, entry, leaves):
+        outs, grads = entry.executor(*[t._data for t in leaves])
+        if grads:
+            for owner, g in zip(entry.grad_owners, grads):
+                current = owner.grad
+                if current is not None and type(current._data) is np.ndarray and \
+                        current._data.shape == g.shape and current._data.dtype == g.dtype:
+                    np.copyto(current._data, g)
+                else:
+                    owner.grad = _wrap(np.array(g, copy=True))
+        for owner in entry.grad_none:
+            owner.grad = None
+        tree = entry.out_tree
+        if type(tree) is _Leaf:
+            return _wrap(outs[0])
+        return _fill(tree, outs)
+
+    # --- tracing -------------------------------------------------------------------------------
+    def _trace(self, key, args, kwargs, leaves, names, reason=None):
+        start = time.perf_counter()
+        if self.cache:
+            if reason is None:
+                reason = self._explain(key, next(reversed(self.cache)), names)
+            self.retrace_reasons.append(reason)
+            limit = _config.retrace_warning_after
+            if len(self.retrace_reasons) >= limit and not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"ember.compile: {self.name} has been traced {len(self.retrace_reasons) + 1} "
+                    f"times; each trace compiles a new graph. Reasons: "
+                    + "; ".join(self.retrace_reasons[-limit:])
+                    + ". Pass tensors instead of changing Python values, or keep shapes fixed.",
+                    RetraceWarning, stacklevel=3)
+        graph, out_tree, grad_owners, grad_none, guards = trace(
+            self.fn, args, kwargs, leaves, names, self.name, with_guards=True)
+        fuse = _config.fusion if self.fuse is None else self.fuse
+        graph = run_passes(graph, fuse=fuse)
+        executor = Executor(graph)
+        entry = _Entry(graph, executor, out_tree, grad_owners, grad_none,
+                       time.perf_counter() - start)
+        entry.guards = guards
+        self.trace_count += 1
+        self.cache[key] = entry
+        limit = self.max_cache_size or _config.max_cache_size
+        while len(self.cache) > limit:
+            _, dropped = self.cache.popitem(last=False)
+            self._fast = {k: v for k, v in self._fast.items() if v is not dropped}
+        return entry
+
+    def _explain(self, key, old, names) -> str:
+        new_descs, old_descs = key[0], old[0]
+        if key[1] != old[1]:
+            return f"keyword arguments changed from {list(old[1])} to {list(key[1])}"
+        for i, (n, o) in enumerate(zip(new_descs, old_descs)):
+            if n != o:
+                where = names[i] if i < len(names) else f"argument {i}"
+                if n[0] == o[0] == "tensor":
+                    parts = []
+                    if n[1] != o[1]:
+                        parts.append(f"shape {list(o[1])} -> {list(n[1])}")
+                    if n[2] != o[2]:
+                        parts.append(f"dtype {o[2]} -> {n[2]}")
+                    if n[3] != o[3]:
+                        parts.append(f"requires_grad {o[3]} -> {n[3]}")
+                    return f"{where}: " + ", ".join(parts)
+                return f"{where}: {_describe(o)} -> {_describe(n)}"
+        return f"the number of arguments changed ({len(old_descs)} -> {len(new_descs)})"
+
+    # --- inspection ----------------------------------------------------------------------------
+    @property
+    def graph(self):
+        """The optimised graph of the most recent call (prints like a jaxpr)."""
+        if self._last is None:
+            raise RuntimeError(f"{self.name}: not traced yet; call it (or use .trace(*args)) "
+                               f"first")
+        return self._last.graph
+
+    def trace(self, *args, **kwargs):
+        """Trace for these arguments without running; returns the optimised graph."""
+        leaves: list = []
+        descs: list = []
+        names: list = []
+        for i, a in enumerate(args):
+            _flatten(a, self._arg_name(i), leaves, descs, names)
+        for k, a in kwargs.items():
+            _flatten(a, k, leaves, descs, names)
+        key = (tuple(descs), tuple(kwargs))
+        entry = self.cache.get(key) or self._trace(key, args, kwargs, leaves, names)
+        self._last = entry
+        return entry.graph
+
+    @property
+    def compile_seconds(self) -> float:
+        return self._last.trace_seconds if self._last is not None else 0.0
+
+    def __repr__(self) -> str:
+        return f"<ember.compile {self.name}: {len(self.cache)} graph(s)>"
+
+
+def _guards_hold(entry) -> bool:
+    for t, had in entry.guards:
+        if (t.grad is not None) is not had:
+            return False
+    return True
+
+
+def trace(fn, args, kwargs, leaves, names, name="graph", with_guards=False):
+    """Trace `fn(*args, **kwargs)` with symbolic tensors in place of `leaves`."""
+    tracer = Tracer(name)
+    symbolic = [tracer.new_input(t._data.shape, t._data.dtype,
+                                 _safe_name(n), t._requires_grad) for t, n in zip(leaves, names)]
+    it = iter(symbolic)
+    sym_args = [_rebuild(a, it) for a in args]
+    sym_kwargs = {k: _rebuild(v, it) for k, v in kwargs.items()}
+    try:
+        with tracing(tracer):
+            result = fn(*sym_args, **sym_kwargs)
+        atoms: list = []
+        out_tree = _out_tree(result, atoms, tracer)
+    except BaseException:
+        tracer.abort()
+        raise
+    del result, sym_args, sym_kwargs, symbolic, it
+    graph = tracer.finish(atoms)
+    owners = tracer.grad_writes
+    grad_owners = [owners[c][1] for c, _ in graph.grads]
+    grad_none = [t for c, (v, t) in owners.items() if v is None]
+    graph.check()
+    if with_guards:
+        return graph, out_tree, grad_owners, grad_none, tracer.guards
+    return graph, out_tree, grad_owners, grad_none
+
+
+def _safe_name(path: str) -> str | None:
+    if path.isidentifier():
+        return path
+    return None
+
+
+def compile(fn=None, *, name: str | None = None, fuse: bool | None = None,
+            max_cache_size: int | None = None):
+    """Compile `fn` (a function of tensors and modules: forward, loss, backward(), optimizer
+    step) into a graph; later calls with the same signature run the compiled graph.
+
+    Example:
+        >>> step = ember.compile(lambda x, y: ((x - y) ** 2).sum())
+        >>> step(ember.ones(4), ember.zeros(4))
+        tensor(4.)
+    """
+    if fn is None:
+        return lambda f: compile(f, name=name, fuse=fuse, max_cache_size=max_cache_size)
+    if isinstance(fn, CompiledFunction):
+        return fn
+    return CompiledFunction(fn, name=name, fuse=fuse, max_cache_size=max_cache_size)
+
+
+function = compile

@@ -1,0 +1,321 @@
+"""The executor: a compiled graph as one generated straight-line Python function.
+
+Note [Executor]: `Executor(graph)` turns the equations into Python source, one line per
+equation, each line a single kernel call on local variables (no per-op dispatch, no dicts):
+NumPy ufuncs, `matmul` and `sum` write into buffers allocated once when the executor is built
+(`out=`), other ops call their registered kernel or reference forward. Buffers are planned
+from value lifetimes: a buffer returns to the pool after the last use of every value that may
+alias it (a view, or an op whose kernel may return its input), and the next value of the same
+shape and dtype takes it. Parameter updates whose old value is dead by then are computed
+straight into the parameter's own buffer (`out=` the captured array, the in-place update);
+other updates are copied back at the end. Results that may alias a pooled buffer are copied,
+so what the caller gets is never overwritten by a later call. Executors are not re-entrant.
+
+When a kernel raises, the graph is run again equation by equation to find the failing one, and
+the error names its op, the input shapes and dtypes and the user's line that created it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember._util.errors import format_location
+from ember.backend import get_backend
+from ember.graph.ir import Graph, GraphError, Var
+
+_XP = get_backend("cpu").xp
+
+# op name -> (NumPy ufunc name, extra literal args): kernels that accept out=
+_UFUNCS = {
+    "add": "add", "sub": "subtract", "mul": "multiply", "div": "true_divide",
+    "neg": "negative", "exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh",
+    "sin": "sin", "cos": "cos", "abs": "absolute", "maximum": "maximum", "minimum": "minimum",
+    "pow": "power", "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal",
+    "gt": "greater", "ge": "greater_equal", "log1p": "log1p", "expm1": "expm1",
+    "floor": "floor", "ceil": "ceil", "trunc": "trunc", "sign": "sign",
+    "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor",
+    "logical_not": "logical_not", "reciprocal": "reciprocal",
+}
+# ops whose NumPy kernels may warn (log(0), x/0): run under errstate(all="ignore") as eager does
+_QUIET = {"div", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "pow", "remainder",
+          "floor_divide"}
+
+
+def _literal(plan, value) -> str:
+    """Source for a literal operand: simple values inline, anything else bound by name."""
+    if value is None or isinstance(value, (bool, int)) or (
+            isinstance(value, float) and np.isfinite(value)):
+        return repr(value)
+    return plan.bind(value, "l")
+
+
+class _Plan:
+    """Per-equation decisions: the kernel line and the buffer it writes."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.globals: dict = {"np": np, "xp": _XP, "asarray": np.asarray,
+                              "copyto": np.copyto,
+                              "add_reduce": np.add.reduce}
+        self.n = 0
+
+    def bind(self, value, prefix="g") -> str:
+        self.n += 1
+        name = f"{prefix}{self.n}"
+        self.globals[name] = value
+        return name
+
+
+class Executor:
+    """Runs `graph` (after the passes) with preallocated buffers (Note [Executor])."""
+
+    def __init__(self, graph: Graph, inplace_updates: bool = True):
+        self.graph = graph
+        self.inplace_updates = inplace_updates
+        self.buffers_bytes = 0
+        self._build()
+
+    # --- planning ------------------------------------------------------------------------------
+    def _build(self):
+        g = self.graph
+        plan = _Plan()
+        names: dict = {}
+        for i, v in enumerate(g.inputs):
+            names[v] = f"i{i}"
+        for i, (v, _) in enumerate(g.captures):
+            names[v] = f"c{i}"
+        for v, arr in g.consts.items():
+            names[v] = plan.bind(arr, "k")
+        n_eqn = len(g.eqns)
+        last_use: dict = {}
+        for idx, e in enumerate(g.eqns):
+            for a in e.inputs:
+                if isinstance(a, Var):
+                    last_use[a] = idx
+        forever = n_eqn + 1
+        for v in g.roots():
+            last_use[v] = forever
+        # in-place updates: capture var -> update var, when legal (checked below)
+        update_of = {new: cap for cap, new in g.updates}
+        # aliases: var -> set of storage keys ("b<n>" pooled buffer, "c<n>" capture, "k" const)
+        aliases: dict = {v: {names[v]} for v, _ in g.captures}
+        for v in g.consts:
+            aliases[v] = {"const"}
+        for v in g.inputs:
+            aliases[v] = {names[v]}
+        pool: dict = {}  # (shape, dtype) -> [buffer names]
+        buffer_live: dict = {}  # buffer name -> set of live vars aliasing it
+        buffer_key: dict = {}
+        inplace_done = set()
+        quiet = False
+        produced_at: dict = {}
+        for idx, e in enumerate(g.eqns):
+            out = e.out
+            produced_at[out] = idx
+            args = [names[a] if isinstance(a, Var) else _literal(plan, a) for a in e.inputs]
+            kind = self._kernel_kind(e)
+            quiet = quiet or e.name in _QUIET
+            target = None
+            if kind is not None:
+                cap = update_of.get(out)
+                if (cap is not None and self.inplace_updates and out.shape == cap.shape
+                        and out.dtype == cap.dtype
+                        and self._old_value_dead(g, cap, idx, last_use, aliases, names)):
+                    target = names[cap]
+                    inplace_done.add(cap)
+                    aliases[out] = {names[cap]}
+                elif last_use.get(out) == forever and out not in update_of and all(
+                        out is not v for _, v in g.grads):
+                    target = None  # a result: a fresh array each call
+                    aliases[out] = set()
+                else:
+                    key = (out.shape, out.dtype.str)
+                    free = pool.get(key)
+                    if free:
+                        target = free.pop()
+                    else:
+                        target = plan.bind(np.empty(out.shape, out.dtype), "b")
+                        self.buffers_bytes += out.nbytes
+                        buffer_key[target] = key
+                    aliases[out] = {target}
+                    buffer_live.setdefault(target, set()).add(out)
+                line = self._kernel_line(plan, e, kind, args, target)
+            else:
+                line = self._generic_line(plan, e, args)
+                aliases[out] = set().union(*(aliases[a] for a in e.inputs
+                                             if isinstance(a, Var))) if any(
+                    isinstance(a, Var) for a in e.inputs) else set()
+                for key in aliases[out]:
+                    if key in buffer_live:
+                        buffer_live[key].add(out)
+            for v in e.outs:
+                names[v] = f"v{v.id}"
+            if len(e.outs) > 1:
+                line = ", ".join(names[v] for v in e.outs) + " = " + line
+            else:
+                line = f"{names[out]} = {line}"
+            plan.lines.append(line)
+            # free buffers whose values are all dead after this equation
+            for a in list(e.inputs) + [out]:
+                if isinstance(a, Var) and last_use.get(a, -1) <= idx:
+                    for key in aliases.get(a, ()):
+                        live = buffer_live.get(key)
+                        if live is not None and a in live:
+                            live.discard(a)
+                            if not live:
+                                pool.setdefault(buffer_key[key], []).append(key)
+        # results
+        body = plan.lines
+        for cap, new in g.updates:
+            if cap not in inplace_done:
+                body.append(f"copyto({names[cap]}, {self._atom(names, new)})")
+        outs = []
+        for a in g.outputs:
+            if isinstance(a, Var):
+                ref = names[a]
+                if aliases.get(a):
+                    ref = f"{ref}.copy()"
+                outs.append(ref)
+            else:
+                outs.append(_literal(plan, a))
+        # gradients go into the owners' existing .grad buffers (copied by the caller)
+        grads = [names[v] for _, v in g.grads]
+        params = [names[v] for v in g.inputs] + [f"c{i}" for i in range(len(g.captures))]
+        src = [f"def run({', '.join(params)}):"]
+        indent = "    "
+        if quiet:
+            src.append("    with np.errstate(all='ignore'):")
+            indent = "        "
+        src += [indent + line for line in body] or [indent + "pass"]
+        src.append(indent + f"return ({', '.join(outs)}{',' if outs else ''}), "
+                            f"({', '.join(grads)}{',' if grads else ''})")
+        self.source = "\n".join(src)
+        namespace = dict(plan.globals)
+        exec(compile(self.source, f"<ember graph {g.name}>", "exec"), namespace)
+        self.run = namespace["run"]
+        self.captures = [t for _, t in g.captures]
+
+    @staticmethod
+    def _atom(names, a):
+        return names[a] if isinstance(a, Var) else repr(a)
+
+    def _old_value_dead(self, g, cap, idx, last_use, aliases, names) -> bool:
+        """The captured value and everything aliasing its buffer are unused after eqn idx."""
+        key = names[cap]
+        for v, keys in aliases.items():
+            if key in keys and last_use.get(v, -1) > idx:
+                return False
+        return True
+
+    @staticmethod
+    def _kernel_kind(e):
+        from ember.ops.registry import OpDef
+
+        op = e.op
+        if not isinstance(op, OpDef) or op.kernels.get("numpy") is not None:
+            return None
+        name = op.name
+        vars_ = [a for a in e.inputs if isinstance(a, Var)]
+        if not vars_:
+            return None
+        if name in _UFUNCS:
+            if any(not isinstance(a, (Var, bool, int, float)) for a in e.inputs):
+                return None
+            kinds = {a.dtype for a in vars_}
+            out = e.out
+            if len(kinds) != 1:
+                return None
+            if out.dtype.kind != "b" and out.dtype != vars_[0].dtype:
+                return None
+            if out.dtype.kind not in "fb" and name in ("div", "pow", "reciprocal"):
+                return None
+            return "ufunc"
+        if name == "relu" and vars_[0].dtype.kind == "f":
+            return "relu"
+        if name == "matmul" and len(vars_) == 2 and vars_[0].dtype == vars_[1].dtype and \
+                vars_[0].dtype.kind == "f" and vars_[0].ndim >= 1 and vars_[1].ndim >= 1:
+            return "matmul"
+        if name == "sum" and vars_[0].dtype.kind == "f":
+            return "sum"
+        return None
+
+    def _kernel_line(self, plan, e, kind, args, target):
+        out = f", out={target}" if target is not None else ""
+        scalar = e.out.ndim == 0 and target is None  # NumPy gives scalars for 0-d results
+        if kind == "ufunc":
+            fn = plan.bind(getattr(np, _UFUNCS[e.name]), "u")
+            call = f"{fn}({', '.join(args)}{out})"
+            return f"asarray({call})" if scalar else call
+        if kind == "relu":
+            return f"asarray(np.maximum({args[0]}, 0))" if scalar else \
+                f"np.maximum({args[0]}, 0{out})"
+        if kind == "matmul":
+            call = f"np.matmul({args[0]}, {args[1]}{out})"
+            return f"asarray({call})" if scalar else call
+        if kind == "sum":
+            dim = e.attrs.get("dim")
+            axis = None if dim is None else tuple(dim)
+            keep = bool(e.attrs.get("keepdim"))
+            if e.out.ndim == 0 and target is None:
+                return f"asarray(add_reduce({args[0]}, axis={axis!r}))"
+            return f"add_reduce({args[0]}, axis={axis!r}, keepdims={keep}{out})"
+        raise AssertionError(kind)
+
+    def _generic_line(self, plan, e, args):
+        from ember.ops.registry import OpDef
+
+        if isinstance(e.op, OpDef):
+            kernel = e.op.kernels.get("numpy") or e.op.forward
+            fn = plan.bind(kernel, "f")
+            call = f"{fn}(xp, {', '.join(args)}"
+            if e.attrs:
+                attrs = plan.bind(dict(e.attrs), "a")
+                call += f", **{attrs}"
+            call += ")"
+            if e.out.ndim == 0 or e.name in ("sum", "prod", "amax", "amin", "mean"):
+                call = f"asarray({call})"
+            return call
+        # graph-level primitives (fused kernels, cond, while_loop) have a `run(*arrays)`
+        fn = plan.bind(e.op.make_runner(e), "p")
+        return f"{fn}({', '.join(args)})"
+
+    # --- running -------------------------------------------------------------------------------
+    def __call__(self, *arrays):
+        try:
+            return self.run(*arrays, *[t._data for t in self.captures])
+        except GraphError:
+            raise
+        except Exception as error:  # find the failing equation (slow path, errors only)
+            caps = [t._data for t in self.captures]
+            raise self._locate(arrays, caps, error) from error
+
+    def _locate(self, arrays, caps, error):
+        from ember.ops.registry import OpDef
+
+        g = self.graph
+        env = {}
+        for v, a in zip(g.inputs, arrays):
+            env[v] = a
+        for (v, _), a in zip(g.captures, caps):
+            env[v] = a.copy()
+        env.update(g.consts)
+        for e in g.eqns:
+            vals = [env[a] if isinstance(a, Var) else a for a in e.inputs]
+            try:
+                with np.errstate(all="ignore"):
+                    if isinstance(e.op, OpDef):
+                        out = (e.op.kernels.get("numpy") or e.op.forward)(_XP, *vals, **e.attrs)
+                        outs = [np.asarray(out)]
+                    else:
+                        out = e.op.make_runner(e)(*vals)
+                        outs = list(out) if len(e.outs) > 1 else [out]
+            except Exception as inner:
+                shapes = ", ".join(f"{tuple(np.shape(x))} {np.asarray(x).dtype}"
+                                   if isinstance(a, Var) else repr(a)
+                                   for a, x in zip(e.inputs, vals))
+                where = f" (created at {format_location(e.site)})" if e.site else ""
+                return GraphError(f"compiled graph {g.name!r}: op {e.name} failed{where}: "
+                                  f"{type(inner).__name__}: {inner} [inputs: {shapes}]")
+            for v, o in zip(e.outs, outs):
+                env[v] = o
+        return GraphError(f"compiled graph {g.name!r} failed: {type(error).__name__}: {error}")

@@ -1,0 +1,892 @@
+"""The TF1 graph API over ember's compiler: Graph, placeholder, Variable, Session, optimizers.
+
+Note [TF1 graphs]: building a TF1 graph records deferred calls of ember's own functions
+(`tf.Tensor` nodes: an ember function, its arguments, which may be other nodes). Nothing is
+written twice: `Session.run(fetches, feed_dict)` replays the nodes the fetches need as one
+Python function of the fed tensors and compiles it with `ember.compile` (cached per fetch set
+and feed signature), so the thousandth `sess.run(train, feed)` runs one compiled graph.
+`optimizer.minimize(loss)` is a node that differentiates (ember.autograd.grad, traced) and
+updates the variables in place; a fetch of it returns None, as in TensorFlow. Variable values
+live in the Variable (one value shared by sessions, unlike TF's per-session values), and each
+Session tracks which variables it has initialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+
+import numpy as np
+
+import ember
+from ember import dtypes as _dt
+from ember.tensor import Tensor as _ETensor, _wrap
+
+
+# --- errors -----------------------------------------------------------------------------------
+class OpError(Exception):
+    """Base of the errors a Session.run raises (tf.errors.OpError)."""
+
+
+class InvalidArgumentError(OpError, ValueError):
+    pass
+
+
+class FailedPreconditionError(OpError, RuntimeError):
+    pass
+
+
+class NotFoundError(OpError, LookupError):
+    pass
+
+
+class errors:  # noqa: N801  (tf.errors namespace)
+    OpError = OpError
+    InvalidArgumentError = InvalidArgumentError
+    FailedPreconditionError = FailedPreconditionError
+    NotFoundError = NotFoundError
+
+
+# --- graphs -------------------------------------------------------------------------------------
+class Graph:
+    """A TF1 graph: the nodes built while it is the default graph."""
+
+    def __init__(self):
+        self.variables: list = []
+        self.trainable: list = []
+        self._names: dict = {}
+
+    def unique_name(self, base: str) -> str:
+        n = self._names.get(base, 0)
+        self._names[base] = n + 1
+        return base if n == 0 else f"{base}_{n}"
+
+    @contextlib.contextmanager
+    def as_default(self):
+        _stack.append(self)
+        try:
+            yield self
+        finally:
+            _stack.pop()
+
+    def get_collection(self, key):
+        if key in ("variables", "global_variables"):
+            return list(self.variables)
+        if key == "trainable_variables":
+            return list(self.trainable)
+        return []
+
+
+_stack: list = [Graph()]
+
+
+def get_default_graph() -> Graph:
+    return _stack[-1]
+
+
+def reset_default_graph() -> None:
+    _stack[0] = Graph()
+
+
+# --- nodes --------------------------------------------------------------------------------------
+def _as_dtype(dtype):
+    return None if dtype is None else _dt.as_dtype(dtype)
+
+
+class TensorShape(tuple):
+    """A static shape with None for unknown dimensions (tf.TensorShape)."""
+
+    def as_list(self):
+        return list(self)
+
+    def __repr__(self):
+        return f"TensorShape({list(self)})"
+
+
+class Tensor:
+    """A node of a TF1 graph (tf.Tensor): a deferred call of an ember function."""
+
+    _kind = "op"
+
+    def __init__(self, fn, args=(), kwargs=None, name="Op", dtype=None, shape=None):
+        self.graph = get_default_graph()
+        self.fn = fn
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.name = self.graph.unique_name(name)
+        self.dtype = _as_dtype(dtype)
+        self._shape = shape
+
+    @property
+    def shape(self):
+        return TensorShape(self._shape) if self._shape is not None else None
+
+    def get_shape(self):
+        return self.shape
+
+    def __repr__(self):
+        dt = f", dtype={self.dtype.name}" if self.dtype is not None else ""
+        shape = f", shape={tuple(self._shape)}" if self._shape is not None else ""
+        return f"<tf.Tensor '{self.name}:0'{shape}{dt}>"
+
+    __hash__ = object.__hash__
+
+    # operators record ember's operators
+    def __add__(self, o): return _op(operator.add, self, o, name="add")
+    def __radd__(self, o): return _op(operator.add, o, self, name="add")
+    def __sub__(self, o): return _op(operator.sub, self, o, name="sub")
+    def __rsub__(self, o): return _op(operator.sub, o, self, name="sub")
+    def __mul__(self, o): return _op(operator.mul, self, o, name="mul")
+    def __rmul__(self, o): return _op(operator.mul, o, self, name="mul")
+    def __truediv__(self, o): return _op(operator.truediv, self, o, name="truediv")
+    def __rtruediv__(self, o): return _op(operator.truediv, o, self, name="truediv")
+    def __pow__(self, o): return _op(operator.pow, self, o, name="pow")
+    def __matmul__(self, o): return _op(operator.matmul, self, o, name="MatMul")
+    def __neg__(self): return _op(operator.neg, self, name="Neg")
+    def __lt__(self, o): return _op(operator.lt, self, o, name="Less")
+    def __le__(self, o): return _op(operator.le, self, o, name="LessEqual")
+    def __gt__(self, o): return _op(operator.gt, self, o, name="Greater")
+    def __ge__(self, o): return _op(operator.ge, self, o, name="GreaterEqual")
+    def __getitem__(self, index): return _op(operator.getitem, self, index, name="strided_slice")
+
+    def eval(self, feed_dict=None, session=None):
+        return (session or _default_session()).run(self, feed_dict)
+
+
+def _op(fn, *args, name="Op", dtype=None, **kwargs) -> Tensor:
+    return Tensor(fn, args, kwargs, name=name, dtype=dtype)
+
+
+class Operation(Tensor):
+    """A node run for its effect (train ops, initialisers); fetching it gives None."""
+
+    _kind = "operation"
+
+
+class Placeholder(Tensor):
+    _kind = "placeholder"
+
+    def __init__(self, dtype, shape=None, name=None):
+        super().__init__(None, (), None, name=name or "Placeholder", dtype=dtype,
+                         shape=None if shape is None else tuple(
+                             None if d is None or d == -1 else int(d) for d in shape))
+        if self.dtype is None:
+            raise TypeError("placeholder: a dtype is required (e.g. tf.float32)")
+
+    def __repr__(self):
+        return super().__repr__().replace("tf.Tensor", "tf.Tensor placeholder")
+
+
+class Variable(Tensor):
+    """A graph variable: an ember tensor updated in place by training ops."""
+
+    _kind = "variable"
+
+    def __init__(self, initial_value, dtype=None, name=None, trainable=True, shape=None):
+        dtype = _as_dtype(dtype)
+        if isinstance(initial_value, Tensor):
+            value = _evaluate_eagerly(initial_value)
+            self._initializer = initial_value
+        else:
+            value = ember.tensor(np.asarray(initial_value),
+                                 dtype=dtype or _infer_tf_dtype(initial_value))
+            self._initializer = value.detach().clone()
+        if dtype is not None and value.dtype is not dtype:
+            value = value.to(dtype)
+        super().__init__(None, (), None, name=name or "Variable", dtype=value.dtype,
+                         shape=tuple(value.shape))
+        self.tensor = value.detach().clone()
+        self.trainable = trainable
+        if trainable and self.tensor.is_floating_point():
+            self.tensor.requires_grad_(True)
+        self.graph.variables.append(self)
+        if trainable:
+            self.graph.trainable.append(self)
+
+    def initial_value_array(self):
+        init = self._initializer
+        value = _evaluate_eagerly(init) if isinstance(init, Tensor) else init
+        return np.asarray(value.detach()).astype(self.tensor.dtype.numpy, copy=False)
+
+    @property
+    def initializer(self):
+        return Operation(_Init([self]), name="Assign")
+
+    def assign(self, value):
+        return Operation(_Assign(self, value), name="Assign")
+
+    def assign_add(self, value):
+        return Operation(_Assign(self, value, operator.add), name="AssignAdd")
+
+    def assign_sub(self, value):
+        return Operation(_Assign(self, value, operator.sub), name="AssignSub")
+
+
+def _infer_tf_dtype(value):
+    arr = np.asarray(value)
+    if arr.dtype.kind == "f":
+        return _dt.float32  # TF's default float
+    if arr.dtype.kind in "iu":
+        return _dt.int32
+    if arr.dtype.kind == "b":
+        return _dt.bool_
+    return _dt.from_numpy_dtype(arr.dtype)
+
+
+class _Init:
+    """Initialise variables (run eagerly by the Session, not compiled)."""
+
+    def __init__(self, variables):
+        self.variables = variables
+
+
+class _Assign:
+    def __init__(self, var, value, combine=None):
+        self.var, self.value, self.combine = var, value, combine
+
+    def __call__(self, env, memo):
+        value = _eval(self.value, env, memo)
+        target = self.var.tensor
+        with ember.no_grad():
+            if not isinstance(value, _ETensor):
+                value = ember.tensor(value, dtype=target.dtype)
+            if self.combine is not None:
+                value = self.combine(target, value)
+            target.copy_(value)
+        return None
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+def _eval(x, env, memo):
+    if isinstance(x, Tensor):
+        key = id(x)
+        if key in memo:
+            return memo[key]
+        kind = x._kind
+        if kind == "placeholder":
+            if x not in env:
+                raise InvalidArgumentError(
+                    f"You must feed a value for placeholder tensor '{x.name}' with dtype "
+                    f"{x.dtype.name}" + (f" and shape {list(x._shape)}" if x._shape else ""))
+            value = env[x]
+        elif kind == "variable":
+            value = x.tensor
+        elif isinstance(x.fn, (_Assign, _Minimize)):
+            value = x.fn(env, memo)
+        elif isinstance(x.fn, _Init):
+            value = None
+        elif isinstance(x.fn, _Group):
+            for dep in x.fn.deps:
+                _eval(dep, env, memo)
+            value = None
+        else:
+            args = [_eval(a, env, memo) for a in x.args]
+            kwargs = {k: _eval(v, env, memo) for k, v in x.kwargs.items()}
+            value = x.fn(*args, **kwargs)
+        memo[key] = value
+        return value
+    if isinstance(x, (list, tuple)):
+        return type(x)(_eval(a, env, memo) for a in x)
+    return x
+
+
+def _evaluate_eagerly(node):
+    return _eval(node, {}, {})
+
+
+def _walk(nodes):
+    """All nodes the given ones depend on (for placeholders and variables a run needs)."""
+    seen, stack, out = set(), list(nodes), []
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (list, tuple)):
+            stack.extend(x)
+            continue
+        if isinstance(x, dict):
+            stack.extend(x.values())
+            continue
+        if not isinstance(x, Tensor) or id(x) in seen:
+            continue
+        seen.add(id(x))
+        out.append(x)
+        stack.extend(x.args)
+        stack.extend(x.kwargs.values())
+        fn = x.fn
+        if isinstance(fn, _Minimize):
+            stack.append(fn.loss)
+            stack.extend(fn.var_list)
+        elif isinstance(fn, _Assign):
+            stack.extend([fn.var, fn.value])
+        elif isinstance(fn, _Group):
+            stack.extend(fn.deps)
+        elif isinstance(fn, _Gradients):
+            stack.extend(fn.ys)
+            stack.extend(fn.xs)
+    return out
+
+
+class _Group:
+    def __init__(self, deps):
+        self.deps = deps
+
+
+def group(*inputs, name=None):
+    return Operation(_Group(list(inputs)), name=name or "group_deps")
+
+
+class _Gradients:
+    def __init__(self, ys, xs):
+        self.ys, self.xs = ys, xs
+
+    def __call__(self, *values):
+        n = len(self.ys)
+        ys, xs = values[:n], values[n:]
+        total = ys[0].sum() if len(ys) == 1 else sum(y.sum() for y in ys)
+        return ember.autograd.grad(total, list(xs), allow_unused=True)
+
+
+def gradients(ys, xs, name=None):
+    """Symbolic gradients of sum(ys) with respect to xs (a list, None where unused)."""
+    ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
+    single = not isinstance(xs, (list, tuple))
+    xs = [xs] if single else list(xs)
+    grads = Tensor(_Gradients(ys, xs), tuple(ys) + tuple(xs), name=name or "gradients")
+    return [_op(operator.getitem, grads, i, name="gradients") for i in range(len(xs))]
+
+
+# --- optimizers ---------------------------------------------------------------------------------
+class _Minimize:
+    def __init__(self, optimizer, loss, var_list):
+        self.optimizer, self.loss, self.var_list = optimizer, loss, var_list
+
+    def __call__(self, env, memo):
+        loss = _eval(self.loss, env, memo)
+        tensors = [v.tensor for v in self.var_list]
+        grads = ember.autograd.grad(loss.sum() if loss.ndim else loss, tensors,
+                                    allow_unused=True)
+        with ember.no_grad():
+            self.optimizer._apply(list(zip(grads, self.var_list)))
+        return None
+
+
+class Optimizer:
+    """Base of the TF1 optimizers: `minimize(loss, var_list=None)` returns a train op."""
+
+    def __init__(self, learning_rate, name):
+        self.learning_rate = learning_rate
+        self.name = name
+
+    def minimize(self, loss, var_list=None, global_step=None, name=None):
+        if var_list is None:
+            var_list = [v for v in loss.graph.trainable if any(
+                n is v for n in _walk([loss]))]
+        if not var_list:
+            raise ValueError("minimize: no variables to optimize")
+        self._create_slots(var_list)
+        return Operation(_Minimize(self, loss, list(var_list)), name=name or self.name)
+
+    def _create_slots(self, var_list):
+        pass
+
+    def _slot(self, var, name):
+        slot = Variable(np.zeros(tuple(var.tensor.shape)), dtype=var.dtype,
+                        name=f"{var.name}/{self.name}/{name}", trainable=False)
+        return slot.tensor
+
+
+class GradientDescentOptimizer(Optimizer):
+    def __init__(self, learning_rate, use_locking=False, name="GradientDescent"):
+        super().__init__(learning_rate, name)
+
+    def _apply(self, pairs):
+        for g, v in pairs:
+            if g is not None:
+                v.tensor.sub_(g * self.learning_rate)
+
+
+class MomentumOptimizer(Optimizer):
+    """accum = momentum * accum + g; var -= lr * accum (Nesterov: lr * (g + momentum*accum))."""
+
+    def __init__(self, learning_rate, momentum, use_locking=False, name="Momentum",
+                 use_nesterov=False):
+        super().__init__(learning_rate, name)
+        self.momentum = momentum
+        self.use_nesterov = use_nesterov
+        self.slots: dict = {}
+
+    def _create_slots(self, var_list):
+        for v in var_list:
+            if id(v) not in self.slots:
+                self.slots[id(v)] = self._slot(v, "Momentum")
+
+    def _apply(self, pairs):
+        for g, v in pairs:
+            if g is None:
+                continue
+            accum = self.slots[id(v)]
+            accum.mul_(self.momentum).add_(g)
+            step = g + accum * self.momentum if self.use_nesterov else accum
+            v.tensor.sub_(step * self.learning_rate)
+
+
+class AdamOptimizer(Optimizer):
+    """TF1 Adam: lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t); m, v moments;
+    var -= lr_t * m / (sqrt(v) + epsilon). The beta powers are tensors (so a compiled step
+    counts its own steps)."""
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
+                 use_locking=False, name="Adam"):
+        super().__init__(learning_rate, name)
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.slots: dict = {}
+        self.powers = None
+
+    def _create_slots(self, var_list):
+        for v in var_list:
+            if id(v) not in self.slots:
+                self.slots[id(v)] = (self._slot(v, "Adam"), self._slot(v, "Adam_1"))
+        if self.powers is None:
+            dtype = var_list[0].dtype
+            self.powers = (Variable([self.beta1], dtype=dtype, name="beta1_power",
+                                    trainable=False).tensor,
+                           Variable([self.beta2], dtype=dtype, name="beta2_power",
+                                    trainable=False).tensor)
+
+    def _apply(self, pairs):
+        b1p, b2p = self.powers
+        lr_t = (1 - b2p).sqrt() / (1 - b1p) * self.learning_rate
+        for g, v in pairs:
+            if g is None:
+                continue
+            m, s = self.slots[id(v)]
+            m.mul_(self.beta1).add_(g * (1 - self.beta1))
+            s.mul_(self.beta2).add_(g * g * (1 - self.beta2))
+            v.tensor.sub_(lr_t * m / (s.sqrt() + self.epsilon))
+        b1p.mul_(self.beta1)
+        b2p.mul_(self.beta2)
+
+
+class train:  # noqa: N801  (tf.train namespace)
+    Optimizer = Optimizer
+    GradientDescentOptimizer = GradientDescentOptimizer
+    MomentumOptimizer = MomentumOptimizer
+    AdamOptimizer = AdamOptimizer
+
+
+def global_variables_initializer():
+    return Operation(_Init(None), name="init")
+
+
+def variables_initializer(var_list):
+    return Operation(_Init(list(var_list)), name="init")
+
+
+def global_variables():
+    return get_default_graph().get_collection("variables")
+
+
+def trainable_variables():
+    return get_default_graph().get_collection("trainable_variables")
+
+
+# --- sessions -----------------------------------------------------------------------------------
+_sessions: list = []
+
+
+def _default_session():
+    if not _sessions:
+        raise ValueError("Cannot evaluate tensor using `eval()`: No default session is "
+                         "registered. Use `with sess.as_default()` or pass session=")
+    return _sessions[-1]
+
+
+class _RunPlan:
+    __slots__ = ("compiled", "placeholders", "structure", "variables", "checked")
+
+
+class Session:
+    """Runs fetches of a TF1 graph, compiling each distinct run (Note [TF1 graphs])."""
+
+    def __init__(self, target="", graph=None, config=None):
+        self.graph = graph or get_default_graph()
+        self.initialized: set = set()
+        self._plans: dict = {}
+        self._closed = False
+
+    def __enter__(self):
+        _sessions.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        if _sessions and _sessions[-1] is self:
+            _sessions.pop()
+        self.close()
+        return False
+
+    @contextlib.contextmanager
+    def as_default(self):
+        _sessions.append(self)
+        try:
+            yield self
+        finally:
+            _sessions.pop()
+
+    def close(self) -> None:
+        self._closed = True
+        self._plans.clear()
+
+    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+        """Evaluate `fetches` (a node, or a list/tuple/dict of them) with `feed_dict` values
+        for placeholders; returns NumPy values in the same structure (None for ops)."""
+        if self._closed:
+            raise RuntimeError("Attempted to use a closed Session.")
+        feed_dict = feed_dict or {}
+        key = (_fetch_key(fetches), tuple(id(k) for k in feed_dict))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(fetches, feed_dict)
+            self._plans[key] = plan
+        if plan.compiled is None:  # initialisers run eagerly
+            return self._run_init(plan)
+        feeds = []
+        for p, value in zip(plan.placeholders, feed_dict.values()):
+            feeds.append(_wrap(_convert_feed(p, value)))
+        if not plan.checked:
+            for v in plan.variables:
+                if id(v) not in self.initialized:
+                    raise FailedPreconditionError(
+                        f"Attempting to use uninitialized value {v.name}: run "
+                        f"tf.global_variables_initializer() in this session first")
+            plan.checked = True
+        outs = plan.compiled(*feeds)
+        return _restructure(plan.structure, outs)
+
+    def _plan(self, fetches, feed_dict):
+        flat, structure = [], _structure(fetches, [])
+        _flatten_fetches(fetches, flat)
+        for f in flat:
+            if not isinstance(f, Tensor):
+                raise TypeError(f"Fetch argument {f!r} has invalid type {type(f).__name__}, "
+                                f"must be a string or Tensor. (Can not convert a "
+                                f"{type(f).__name__} into a Tensor or Operation.)")
+            if f.graph is not self.graph:
+                raise ValueError(f"Fetch argument {f!r} cannot be interpreted as a Tensor. "
+                                 f"(Tensor {f.name} is not an element of this graph.)")
+        for k in feed_dict:
+            if not isinstance(k, Tensor):
+                raise TypeError(f"The key of feed_dict {k!r} is not a graph tensor")
+            if k.graph is not self.graph:
+                raise ValueError(f"Cannot feed {k.name}: it is not an element of this graph")
+        plan = _RunPlan()
+        plan.structure = structure
+        plan.placeholders = list(feed_dict)
+        plan.checked = False
+        nodes = _walk(flat)
+        plan.variables = [n for n in nodes if n._kind == "variable"]
+        inits = [f for f in flat if isinstance(f.fn, _Init)]
+        if inits:
+            plan.compiled = None
+            plan.variables = inits
+            return plan
+        placeholders = plan.placeholders
+        # placeholders differentiated by tf.gradients are fed as tensors that require grad
+        targets = {id(x) for n in nodes if isinstance(n.fn, _Gradients) for x in n.fn.xs}
+        wants_grad = [id(p) in targets and p.dtype.is_floating_point for p in placeholders]
+
+        def run_graph(*feeds):
+            for t, wanted in zip(feeds, wants_grad):
+                if wanted:
+                    t.requires_grad_(True)
+            env = dict(zip(placeholders, feeds))
+            memo: dict = {}
+            return [_eval(f, env, memo) for f in flat]
+
+        run_graph.__name__ = "session_run"
+        plan.compiled = ember.compile(run_graph)
+        return plan
+
+    def _run_init(self, plan):
+        for op in plan.variables:
+            variables = op.fn.variables if op.fn.variables is not None else self.graph.variables
+            for v in variables:
+                v.tensor._data[...] = v.initial_value_array()
+                self.initialized.add(id(v))
+        for p in self._plans.values():
+            p.checked = False
+        return _restructure(plan.structure, [None] * _count(plan.structure))
+
+
+def _count(structure):
+    if isinstance(structure, int):
+        return 1
+    if isinstance(structure, dict):
+        return sum(_count(v) for v in structure.values())
+    if isinstance(structure, (list, tuple)):
+        return sum(_count(v) for v in structure)
+    return 1
+
+
+def _fetch_key(fetches):
+    if isinstance(fetches, (list, tuple)):
+        return (type(fetches),) + tuple(_fetch_key(f) for f in fetches)
+    if isinstance(fetches, dict):
+        return tuple((k, _fetch_key(v)) for k, v in fetches.items())
+    return id(fetches)
+
+
+def _flatten_fetches(fetches, flat):
+    if isinstance(fetches, (list, tuple)):
+        for f in fetches:
+            _flatten_fetches(f, flat)
+    elif isinstance(fetches, dict):
+        for f in fetches.values():
+            _flatten_fetches(f, flat)
+    else:
+        flat.append(fetches)
+
+
+def _structure(fetches, counter):
+    if isinstance(fetches, (list, tuple)):
+        return type(fetches)(_structure(f, counter) for f in fetches)
+    if isinstance(fetches, dict):
+        return {k: _structure(v, counter) for k, v in fetches.items()}
+    counter.append(None)
+    return _Slot(len(counter) - 1)
+
+
+class _Slot:
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+
+def _numpy_value(out):
+    if out is None:
+        return None
+    arr = out._data if isinstance(out, _ETensor) else np.asarray(out)
+    return arr[()] if arr.ndim == 0 else arr
+
+
+def _restructure(structure, outs):
+    if isinstance(structure, _Slot):
+        return _numpy_value(outs[structure.index])
+    if isinstance(structure, dict):
+        return {k: _restructure(v, outs) for k, v in structure.items()}
+    return type(structure)(_restructure(s, outs) for s in structure)
+
+
+def _convert_feed(p, value):
+    dtype = p.dtype.numpy
+    if isinstance(value, _ETensor):
+        value = np.asarray(value.detach())
+    if type(value) is np.ndarray and value.dtype == dtype:
+        arr = value
+    else:
+        src = np.asarray(value)
+        if src.dtype.kind in "USO" or not np.can_cast(src.dtype, dtype, "same_kind") and not (
+                src.dtype.kind in "iub" and dtype.kind in "iuf"):
+            raise TypeError(f"Cannot feed value of dtype {src.dtype} for Tensor '{p.name}:0', "
+                            f"which has dtype {p.dtype.name}")
+        arr = src.astype(dtype, copy=False)
+    if p._shape is not None:
+        ok = len(arr.shape) == len(p._shape) and all(
+            d is None or d == n for d, n in zip(p._shape, arr.shape))
+        if not ok:
+            shape = "(" + ", ".join("?" if d is None else str(d) for d in p._shape) + \
+                    ("," if len(p._shape) == 1 else "") + ")"
+            raise ValueError(f"Cannot feed value of shape {arr.shape} for Tensor "
+                             f"'{p.name}:0', which has shape '{shape}'")
+    return arr
+
+
+# --- the functions of the TF namespace (deferred ember calls) -----------------------------------
+def placeholder(dtype, shape=None, name=None):
+    return Placeholder(dtype, shape, name)
+
+
+def constant(value, dtype=None, shape=None, name=None):
+    dtype = _as_dtype(dtype) or _infer_tf_dtype(value)
+    arr = np.asarray(value, dtype=dtype.numpy)
+    if shape is not None:
+        arr = np.broadcast_to(arr, tuple(shape)).copy()
+    t = ember.tensor(arr, dtype=dtype)
+    return Tensor(lambda: t, name=name or "Const", dtype=dtype, shape=tuple(arr.shape))
+
+
+def _axis(axis):
+    if isinstance(axis, list):
+        return tuple(axis)
+    return axis
+
+
+def reduce_sum(x, axis=None, keepdims=False, name=None):
+    return _op(lambda x: ember.sum(x, dim=_axis(axis), keepdim=keepdims), x,
+               name=name or "Sum")
+
+
+def reduce_mean(x, axis=None, keepdims=False, name=None):
+    return _op(lambda x: ember.mean(x, dim=_axis(axis), keepdim=keepdims), x,
+               name=name or "Mean")
+
+
+def reduce_max(x, axis=None, keepdims=False, name=None):
+    return _op(lambda x: ember.amax(x, dim=_axis(axis), keepdim=keepdims), x,
+               name=name or "Max")
+
+
+def _unary(fn, default):
+    def make(x, name=None):
+        return _op(fn, x, name=name or default)
+
+    make.__name__ = default.lower()
+    return make
+
+
+square = _unary(ember.square, "Square")
+exp = _unary(ember.exp, "Exp")
+log = _unary(ember.log, "Log")
+sqrt = _unary(ember.sqrt, "Sqrt")
+tanh = _unary(ember.tanh, "Tanh")
+sigmoid = _unary(ember.sigmoid, "Sigmoid")
+abs = _unary(ember.abs, "Abs")  # noqa: A001
+negative = _unary(ember.neg, "Neg")
+
+
+def add(x, y, name=None): return _op(operator.add, x, y, name=name or "Add")
+def subtract(x, y, name=None): return _op(operator.sub, x, y, name=name or "Sub")
+def multiply(x, y, name=None): return _op(operator.mul, x, y, name=name or "Mul")
+def divide(x, y, name=None): return _op(operator.truediv, x, y, name=name or "RealDiv")
+def maximum(x, y, name=None): return _op(ember.maximum, x, y, name=name or "Maximum")
+def minimum(x, y, name=None): return _op(ember.minimum, x, y, name=name or "Minimum")
+
+
+def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
+    def fn(a, b):
+        return ember.matmul(a.mT if transpose_a else a, b.mT if transpose_b else b)
+
+    return _op(fn, a, b, name=name or "MatMul")
+
+
+def argmax(x, axis=None, output_type=None, name=None):
+    dtype = _as_dtype(output_type) or _dt.int64
+    return _op(lambda x: ember.argmax(x, dim=0 if axis is None else axis).to(dtype), x,
+               name=name or "ArgMax", dtype=dtype)
+
+
+def equal(x, y, name=None): return _op(ember.eq, x, y, name=name or "Equal", dtype=_dt.bool_)
+
+
+def cast(x, dtype, name=None):
+    dtype = _as_dtype(dtype)
+    return _op(lambda x: x.to(dtype) if isinstance(x, _ETensor) else ember.tensor(x, dtype=dtype),
+               x, name=name or "Cast", dtype=dtype)
+
+
+def reshape(x, shape, name=None):
+    return _op(lambda x: x.reshape(tuple(int(d) for d in shape)), x, name=name or "Reshape")
+
+
+def zeros(shape, dtype=_dt.float32, name=None):
+    dtype = _as_dtype(dtype)
+    return Tensor(lambda: ember.zeros(tuple(shape), dtype=dtype), name=name or "zeros",
+                  dtype=dtype, shape=tuple(shape))
+
+
+def ones(shape, dtype=_dt.float32, name=None):
+    dtype = _as_dtype(dtype)
+    return Tensor(lambda: ember.ones(tuple(shape), dtype=dtype), name=name or "ones",
+                  dtype=dtype, shape=tuple(shape))
+
+
+def _random_normal(shape, mean=0.0, stddev=1.0, dtype=_dt.float32, seed=None, name=None):
+    dtype = _as_dtype(dtype)
+    return Tensor(lambda: ember.randn(tuple(shape), dtype=dtype) * stddev + mean,
+                  name=name or "random_normal", dtype=dtype, shape=tuple(shape))
+
+
+def _random_uniform(shape, minval=0.0, maxval=1.0, dtype=_dt.float32, seed=None, name=None):
+    dtype = _as_dtype(dtype)
+    return Tensor(lambda: ember.rand(tuple(shape), dtype=dtype) * (maxval - minval) + minval,
+                  name=name or "random_uniform", dtype=dtype, shape=tuple(shape))
+
+
+def _truncated_normal(shape, mean=0.0, stddev=1.0, dtype=_dt.float32, seed=None, name=None):
+    dtype = _as_dtype(dtype)
+
+    def draw():
+        x = ember.randn(tuple(shape), dtype=ember.float64)
+        with ember.no_grad():
+            while True:  # redraw outside two standard deviations (eager: initialisers only)
+                bad = x.abs() > 2
+                if not bool(bad.any()):
+                    break
+                x = ember.where(bad, ember.randn(tuple(shape), dtype=ember.float64), x)
+        return (x * stddev + mean).to(dtype)
+
+    return Tensor(draw, name=name or "truncated_normal", dtype=dtype, shape=tuple(shape))
+
+
+class random:  # noqa: N801  (tf.random namespace)
+    normal = staticmethod(_random_normal)
+    uniform = staticmethod(_random_uniform)
+    truncated_normal = staticmethod(_truncated_normal)
+
+
+random_normal = _random_normal
+random_uniform = _random_uniform
+truncated_normal = _truncated_normal
+
+
+# --- tf.nn --------------------------------------------------------------------------------------
+def _softmax_ce(labels, logits, axis=-1):
+    return -(labels * ember.log_softmax(logits, axis)).sum(axis)
+
+
+def _sigmoid_ce(labels, logits):
+    # max(x, 0) - x * z + log(1 + exp(-|x|)), TF's stable form
+    return ember.relu(logits) - logits * labels + ember.log1p(ember.exp(-logits.abs()))
+
+
+def _sparse_softmax_ce(labels, logits):
+    from ember.ops.nn import cross_entropy
+
+    return cross_entropy(logits, labels.to(ember.int64), reduction="none")
+
+
+class nn:  # noqa: N801  (tf.nn namespace)
+    @staticmethod
+    def relu(x, name=None):
+        return _op(ember.relu, x, name=name or "Relu")
+
+    @staticmethod
+    def sigmoid(x, name=None):
+        return _op(ember.sigmoid, x, name=name or "Sigmoid")
+
+    @staticmethod
+    def tanh(x, name=None):
+        return _op(ember.tanh, x, name=name or "Tanh")
+
+    @staticmethod
+    def softmax(logits, axis=-1, name=None):
+        return _op(lambda x: ember.softmax(x, axis), logits, name=name or "Softmax")
+
+    @staticmethod
+    def log_softmax(logits, axis=-1, name=None):
+        return _op(lambda x: ember.log_softmax(x, axis), logits, name=name or "LogSoftmax")
+
+    @staticmethod
+    def sigmoid_cross_entropy_with_logits(labels=None, logits=None, name=None):
+        return _op(_sigmoid_ce, labels, logits, name=name or "logistic_loss")
+
+    @staticmethod
+    def softmax_cross_entropy_with_logits(labels=None, logits=None, axis=-1, name=None):
+        return _op(lambda z, x: _softmax_ce(z, x, axis), labels, logits,
+                   name=name or "softmax_cross_entropy_with_logits")
+
+    softmax_cross_entropy_with_logits_v2 = softmax_cross_entropy_with_logits
+
+    @staticmethod
+    def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None):
+        return _op(_sparse_softmax_ce, labels, logits,
+                   name=name or "SparseSoftmaxCrossEntropyWithLogits")

@@ -13,7 +13,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 # (script, what it shows). Order follows SEED.md.
 STEPS = [
     ("eager_linear_regression.py", "SEED 3.1 math in eager autograd"),
-    ("tf_linear_regression.py", "SEED 3.1: TF1 graph, Session, GradientDescentOptimizer"),
+    ("tensorflow_linear_regression.py", "SEED 3.1: TF1 graph, Session, GradientDescentOptimizer"),
     ("pytorch_mlp.py", "SEED 3.2: MLP on MNIST with nn, optim"),
     ("huggingface_classification.py", "SEED 3.3: BERT tokenizer and sequence classification"),
     ("tf_data_pipeline.py", "SEED 4.1: tf.data-style image pipeline"),

@@ -14,8 +14,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ember  # noqa: E402
 from harness import compare  # noqa: E402
+
+import ember  # noqa: E402
 
 X_TRAIN = [1, 2, 3, 4]
 Y_TRAIN = [0, -1, -2, -3]

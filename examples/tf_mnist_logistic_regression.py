@@ -11,8 +11,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ember.tf as tf  # noqa: E402
 from idx import load_mnist  # noqa: E402
+
+import ember.tf as tf  # noqa: E402
 
 
 def main(epochs: int = 5, batch_size: int = 100, learning_rate: float = 0.5, seed: int = 0):

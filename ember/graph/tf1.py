@@ -20,7 +20,8 @@ import numpy as np
 
 import ember
 from ember import dtypes as _dt
-from ember.tensor import Tensor as _ETensor, _wrap
+from ember.tensor import Tensor as _ETensor
+from ember.tensor import _wrap
 
 
 # --- errors -----------------------------------------------------------------------------------

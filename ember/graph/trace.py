@@ -24,8 +24,6 @@ from __future__ import annotations
 import sys
 import weakref
 
-import numpy as np
-
 from ember import dtypes as _dt
 from ember._util.errors import EmberError, ShapeError, user_location
 from ember.autograd import dispatch as _dispatch

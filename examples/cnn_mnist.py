@@ -1,7 +1,7 @@
 """A small CNN (Conv2d, BatchNorm2d, MaxPool2d, Dropout, Linear) trained on real MNIST with
 ember's PyTorch face; reaches >= 98.5% test accuracy.
 
-    python examples/cnn_mnist.py               # 3 epochs
+    python examples/cnn_mnist.py               # 3 epochs (2 gave 98.74% on one run)
     python examples/cnn_mnist.py --epochs 1 --limit 12000   # a quick run
 """
 
@@ -19,7 +19,7 @@ import ember.nn as nn
 import ember.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "seed"))
-from _mnist import load_mnist, normalized  # noqa: E402
+from _mnist import load_mnist, normalized
 
 
 class CNN(nn.Module):

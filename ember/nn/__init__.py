@@ -10,54 +10,127 @@ from ember.nn import init as init
 from ember.nn import utils as utils
 from ember.nn.modules.activation import (
     ELU as ELU,
+)
+from ember.nn.modules.activation import (
     GELU as GELU,
+)
+from ember.nn.modules.activation import (
     LeakyReLU as LeakyReLU,
+)
+from ember.nn.modules.activation import (
     LogSoftmax as LogSoftmax,
+)
+from ember.nn.modules.activation import (
     ReLU as ReLU,
+)
+from ember.nn.modules.activation import (
     Sigmoid as Sigmoid,
+)
+from ember.nn.modules.activation import (
     SiLU as SiLU,
+)
+from ember.nn.modules.activation import (
     Softmax as Softmax,
+)
+from ember.nn.modules.activation import (
     Softplus as Softplus,
+)
+from ember.nn.modules.activation import (
     Tanh as Tanh,
 )
 from ember.nn.modules.container import (
     ModuleDict as ModuleDict,
+)
+from ember.nn.modules.container import (
     ModuleList as ModuleList,
+)
+from ember.nn.modules.container import (
     Sequential as Sequential,
 )
 from ember.nn.modules.layers import (
     AdaptiveAvgPool2d as AdaptiveAvgPool2d,
+)
+from ember.nn.modules.layers import (
     AdaptiveMaxPool2d as AdaptiveMaxPool2d,
+)
+from ember.nn.modules.layers import (
     AvgPool2d as AvgPool2d,
+)
+from ember.nn.modules.layers import (
     BatchNorm1d as BatchNorm1d,
+)
+from ember.nn.modules.layers import (
     BatchNorm2d as BatchNorm2d,
+)
+from ember.nn.modules.layers import (
     Bilinear as Bilinear,
+)
+from ember.nn.modules.layers import (
     Conv1d as Conv1d,
+)
+from ember.nn.modules.layers import (
     Conv2d as Conv2d,
+)
+from ember.nn.modules.layers import (
     Dropout as Dropout,
+)
+from ember.nn.modules.layers import (
     Embedding as Embedding,
+)
+from ember.nn.modules.layers import (
     Flatten as Flatten,
+)
+from ember.nn.modules.layers import (
     GroupNorm as GroupNorm,
+)
+from ember.nn.modules.layers import (
     Identity as Identity,
+)
+from ember.nn.modules.layers import (
     LayerNorm as LayerNorm,
+)
+from ember.nn.modules.layers import (
     Linear as Linear,
+)
+from ember.nn.modules.layers import (
     MaxPool2d as MaxPool2d,
+)
+from ember.nn.modules.layers import (
     Unflatten as Unflatten,
 )
 from ember.nn.modules.loss import (
     BCELoss as BCELoss,
+)
+from ember.nn.modules.loss import (
     BCEWithLogitsLoss as BCEWithLogitsLoss,
+)
+from ember.nn.modules.loss import (
     CrossEntropyLoss as CrossEntropyLoss,
+)
+from ember.nn.modules.loss import (
     KLDivLoss as KLDivLoss,
+)
+from ember.nn.modules.loss import (
     L1Loss as L1Loss,
+)
+from ember.nn.modules.loss import (
     MSELoss as MSELoss,
+)
+from ember.nn.modules.loss import (
     NLLLoss as NLLLoss,
+)
+from ember.nn.modules.loss import (
     SmoothL1Loss as SmoothL1Loss,
 )
 from ember.nn.modules.module import Module as Module
 from ember.nn.modules.transformer import (
     MultiheadAttention as MultiheadAttention,
+)
+from ember.nn.modules.transformer import (
     TransformerEncoder as TransformerEncoder,
+)
+from ember.nn.modules.transformer import (
     TransformerEncoderLayer as TransformerEncoderLayer,
 )
-from ember.nn.parameter import Buffer as Buffer, Parameter as Parameter
+from ember.nn.parameter import Buffer as Buffer
+from ember.nn.parameter import Parameter as Parameter

@@ -8,46 +8,108 @@ from __future__ import annotations
 
 from ember.ops.conv import (
     adaptive_avg_pool2d as adaptive_avg_pool2d,
+)
+from ember.ops.conv import (
     adaptive_max_pool2d as adaptive_max_pool2d,
+)
+from ember.ops.conv import (
     avg_pool1d as avg_pool1d,
+)
+from ember.ops.conv import (
     avg_pool2d as avg_pool2d,
+)
+from ember.ops.conv import (
     conv1d as conv1d,
+)
+from ember.ops.conv import (
     conv2d as conv2d,
+)
+from ember.ops.conv import (
     max_pool1d as max_pool1d,
+)
+from ember.ops.conv import (
     max_pool2d as max_pool2d,
 )
 from ember.ops.elementwise import (
     relu as relu,
+)
+from ember.ops.elementwise import (
     sigmoid as sigmoid,
+)
+from ember.ops.elementwise import (
     tanh as tanh,
 )
 from ember.ops.linalg import linear as linear
 from ember.ops.nn import (
     batch_norm as batch_norm,
+)
+from ember.ops.nn import (
     binary_cross_entropy as binary_cross_entropy,
+)
+from ember.ops.nn import (
     binary_cross_entropy_with_logits as binary_cross_entropy_with_logits,
+)
+from ember.ops.nn import (
     cross_entropy as cross_entropy,
+)
+from ember.ops.nn import (
     dropout as dropout,
+)
+from ember.ops.nn import (
     elu as elu,
+)
+from ember.ops.nn import (
     gelu as gelu,
+)
+from ember.ops.nn import (
     group_norm as group_norm,
+)
+from ember.ops.nn import (
     hardtanh as hardtanh,
+)
+from ember.ops.nn import (
     kl_div as kl_div,
+)
+from ember.ops.nn import (
     l1_loss as l1_loss,
+)
+from ember.ops.nn import (
     layer_norm as layer_norm,
+)
+from ember.ops.nn import (
     leaky_relu as leaky_relu,
+)
+from ember.ops.nn import (
     log_softmax as log_softmax,
+)
+from ember.ops.nn import (
     mse_loss as mse_loss,
+)
+from ember.ops.nn import (
     nll_loss as nll_loss,
+)
+from ember.ops.nn import (
     scaled_dot_product_attention as scaled_dot_product_attention,
+)
+from ember.ops.nn import (
     silu as silu,
+)
+from ember.ops.nn import (
     smooth_l1_loss as smooth_l1_loss,
+)
+from ember.ops.nn import (
     softmax as softmax,
+)
+from ember.ops.nn import (
     softplus as softplus,
 )
 from ember.ops.shape import (
     embedding as embedding,
+)
+from ember.ops.shape import (
     one_hot as one_hot,
+)
+from ember.ops.shape import (
     pad as pad,
 )
 

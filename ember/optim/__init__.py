@@ -3,7 +3,8 @@ structure]) and `ember.optim.lr_scheduler`."""
 
 from ember.optim import lr_scheduler as lr_scheduler
 from ember.optim.adagrad import Adagrad as Adagrad
-from ember.optim.adam import Adam as Adam, AdamW as AdamW
+from ember.optim.adam import Adam as Adam
+from ember.optim.adam import AdamW as AdamW
 from ember.optim.optimizer import Optimizer as Optimizer
 from ember.optim.rmsprop import RMSprop as RMSprop
 from ember.optim.sgd import SGD as SGD

@@ -19,7 +19,7 @@ import ember.nn as nn
 import ember.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _mnist import load_mnist, normalized  # noqa: E402
+from _mnist import load_mnist, normalized
 
 
 class TensorLoader:

@@ -325,7 +325,7 @@ def test_clip_grad_value():
     assert np.asarray(p.grad).tolist() == pytest.approx([-1.0, -0.1, 0.2, 1.0])
 
 
-# --- layers -----------------------------------------------------------------------------------------
+# --- layers ---------------------------------------------------------------------------------
 LAYERS = {"nn": 5, "optim": 5}
 ORDER = {"_util": 0, "dtypes": 0, "backend": 1, "ops": 2, "tensor": 3, "autograd": 3,
          "graph": 4, "nn": 5, "optim": 5, "data": 5, "io": 5}

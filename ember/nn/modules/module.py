@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterator, NamedTuple
 
 from ember import dtypes as _dt
-from ember._util.errors import DeviceError, DTypeError, EmberError, ShapeError
+from ember._util.errors import EmberError
 from ember.autograd.grad_mode import no_grad
 from ember.nn.parameter import Buffer, Parameter
 from ember.tensor import Tensor
@@ -510,12 +510,3 @@ def _child_lines(modules) -> list:
     for name, module in modules.items():
         lines.append(f"({name}): " + _indent(repr(module)))
     return lines
-
-
-def check_same_device(module_name: str, *tensors) -> None:
-    devices = {str(t.device) for t in tensors if isinstance(t, Tensor)}
-    if len(devices) > 1:
-        raise DeviceError(f"{module_name}: tensors on {sorted(devices)}")
-
-
-_ = (DTypeError, ShapeError)

@@ -21,7 +21,7 @@ from ember.nn.modules.layers import Dropout, LayerNorm, Linear
 from ember.nn.modules.module import Module
 from ember.nn.parameter import Parameter
 from ember.ops import elementwise as E
-from ember.tensor import Tensor, empty, zeros
+from ember.tensor import Tensor, empty
 
 
 def _additive_mask(mask: Tensor, dtype) -> Tensor:
@@ -272,5 +272,3 @@ class TransformerEncoder(Module):
             x = self.norm(x)
         return x
 
-
-_ = zeros

@@ -165,14 +165,19 @@ def _linear_shape(x, w, b=None):
 
 
 def _linear_forward(xp, x, w, b=None):
-    out = xp.matmul(x, w.T)
+    if x.ndim > 2:  # one 2-D GEMM: NumPy's stacked (3-D @ 2-D) matmul is several times slower
+        out = xp.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(x.shape[:-1] + (w.shape[0],))
+    else:
+        out = xp.matmul(x, w.T)
     if b is not None:
         out += b
     return out
 
 
 def _linear_vjp(g, y, x, w, b=None):
-    gx = g @ w if _needs_grad(x) else None
+    gx = None
+    if _needs_grad(x):  # as a 2-D GEMM (see _linear_forward)
+        gx = (g.reshape(-1, g.shape[-1]) @ w).reshape(tuple(x.shape)) if g.ndim > 2 else g @ w
     gw = gb = None
     if _needs_grad(w):
         g2 = g.reshape(-1, g.shape[-1])

@@ -78,9 +78,11 @@ class BertSelfAttention(nn.Module):
         self.dropout_prob = config.attention_probs_dropout_prob
 
     def _heads(self, x):
+        # contiguous (batch, heads, seq, head_size): NumPy's batched matmul is several times
+        # slower on strided views
         batch, length = x.shape[0], x.shape[1]
         return x.reshape(batch, length, self.num_attention_heads,
-                         self.attention_head_size).transpose(1, 2)
+                         self.attention_head_size).transpose(1, 2).contiguous()
 
     def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False):
         query = self._heads(self.query(hidden_states))
@@ -88,7 +90,7 @@ class BertSelfAttention(nn.Module):
         value = self._heads(self.value(hidden_states))
         scale = 1.0 / math.sqrt(self.attention_head_size)
         if output_attentions:
-            scores = (query @ key.mT) * scale
+            scores = (query @ key.mT.contiguous()) * scale
             if attention_mask is not None:
                 scores = scores + attention_mask
             probs = F.softmax(scores, -1)
@@ -568,6 +570,9 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
+        if config.num_labels != 2:
+            raise ValueError(f"BertForQuestionAnswering: num_labels must be 2 (start and end "
+                             f"logits), got {config.num_labels}")
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)

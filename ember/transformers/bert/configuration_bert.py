@@ -23,9 +23,6 @@ class BertConfig(PretrainedConfig):
                  layer_norm_eps=1e-12, pad_token_id=0, position_embedding_type="absolute",
                  classifier_dropout=None, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
-        if hidden_size % num_attention_heads:
-            raise ValueError(f"BertConfig: hidden_size {hidden_size} is not a multiple of "
-                             f"num_attention_heads {num_attention_heads}")
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers

@@ -68,6 +68,9 @@ class BertEmbeddings(nn.Module):
 class BertSelfAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
+        if config.hidden_size % config.num_attention_heads:
+            raise ValueError(f"BertSelfAttention: hidden_size {config.hidden_size} is not a "
+                             f"multiple of num_attention_heads {config.num_attention_heads}")
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.hidden_size // config.num_attention_heads
         self.all_head_size = self.num_attention_heads * self.attention_head_size

@@ -94,6 +94,13 @@ ERF = _unary("erf", lambda xp, x: xp.erf(x),
              lambda g, y, x: (g * exp(-(x * x)) * _TWO_OVER_SQRT_PI,))
 
 
+@ERF.def_kernel("numpy")
+def _erf_numpy_fast(xp, x):  # Note [Fast erf] in ember/backend/numpy_backend.py
+    from ember.backend.numpy_backend import erf_fast
+
+    return erf_fast(x)
+
+
 def _sigmoid_forward(xp, x):
     e = xp.exp(-xp.abs(x))  # never overflows
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))

@@ -187,7 +187,7 @@ def _linear_forward(xp, x, w, b=None):
 
 
 def _linear_vjp(g, y, x, w, b=None):
-    gx = g @ w if _needs_grad(x) else None
+    gx = g @ w if _needs_grad(x) else None  # one GEMM over the batch (see _matmul_forward)
     gw = gb = None
     if _needs_grad(w):
         g2 = g.reshape(-1, g.shape[-1])

@@ -345,7 +345,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ShapeError(f"scaled_dot_product_attention: key {tuple(key.shape)} and value "
                          f"{tuple(value.shape)} differ in sequence length")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = (query @ key.mT) * scale
+    # k^T made contiguous: NumPy's batched matmul is ~4x slower on a transposed view
+    scores = (query @ key.mT.contiguous()) * scale
     L, Sk = query.shape[-2], key.shape[-2]
     if is_causal:
         causal = S.tril(query.new_ones((L, Sk), dtype=_dt.bool_))

@@ -33,6 +33,8 @@ a fixed length (`padding="max_length"` when tokenizing, or a collator with a fix
 and use `dataloader_drop_last=True`, or each new shape traces a new graph (a RetraceWarning says
 so). The model's forward must be traceable: no Python branches on tensor values. Random ops
 (dropout) must be supported by the graph compiler; put the model's dropout at 0 otherwise.
+Gradients are accumulated outside the graph (the graph always starts from cleared .grad), which
+gives the same sums as eager accumulation.
 """
 
 from __future__ import annotations
@@ -490,8 +492,21 @@ class Trainer:
                 return loss
 
             self._compiled_step = ember_compile(train_step, name="train_step")
-        dtype = next(iter(model.parameters())).dtype
-        return self._compiled_step(dict(inputs), tensor(scale, dtype=dtype)).detach()
+        # The graph always runs with .grad cleared and the sum is done here: a graph variant
+        # traced with .grad set would capture those gradient tensors (Note [Compiled training
+        # step]), and one variant per shape is cheaper to keep anyway.
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        held = [p.grad for p in parameters]
+        for p in parameters:
+            p.grad = None
+        dtype = parameters[0].dtype
+        loss = self._compiled_step(dict(inputs), tensor(scale, dtype=dtype)).detach()
+        for p, old in zip(parameters, held):
+            if old is not None and p.grad is not None:
+                np.add(p.grad._data, old._data, out=p.grad._data)
+            elif old is not None:
+                p.grad = old
+        return loss
 
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
         """(loss, logits, labels) for one batch, without gradients; loss is None without
@@ -711,8 +726,8 @@ class Trainer:
         return better
 
     def log(self, logs: dict) -> None:
-        """Append `logs` (with epoch and step) to state.log_history and call on_log."""
-        logs = dict(logs)
+        """Append `logs` (with epoch and step) to state.log_history and call on_log. As in
+        HuggingFace, `logs` itself gains the epoch (so evaluate()'s metrics carry it)."""
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
         self.state.log_history.append({**logs, "step": self.state.global_step})

@@ -152,13 +152,55 @@ def outer(a, b):
     return a.reshape(-1, 1) * b.reshape(1, -1)
 
 
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias (weight is (out_features, in_features))."""
-    if x.shape[-1] != weight.shape[-1]:
-        raise ShapeError(f"linear: input {tuple(x.shape)} last dim {x.shape[-1]} != weight "
-                         f"{tuple(weight.shape)} in_features {weight.shape[-1]}")
+# --- linear: fused (Note [Fused composites]) ---------------------------------------------------
+def _linear_shape(x, w, b=None):
+    if len(w) != 2:
+        raise ShapeError(f"linear: weight must be 2-D (out_features, in_features), got {tuple(w)}")
+    if len(x) == 0 or x[-1] != w[1]:
+        raise ShapeError(f"linear: input {tuple(x)} last dim {x[-1] if x else None} != weight "
+                         f"{tuple(w)} in_features {w[1]}")
+    if b is not None and tuple(b) not in ((w[0],), ()):
+        raise ShapeError(f"linear: bias {tuple(b)} does not match out_features {w[0]}")
+    return tuple(x[:-1]) + (w[0],)
+
+
+def _linear_forward(xp, x, w, b=None):
+    out = xp.matmul(x, w.T)
+    if b is not None:
+        out += b
+    return out
+
+
+def _linear_vjp(g, y, x, w, b=None):
+    gx = g @ w if _needs_grad(x) else None
+    gw = gb = None
+    if _needs_grad(w):
+        g2 = g.reshape(-1, g.shape[-1])
+        gw = g2.mT @ x.reshape(-1, x.shape[-1])
+    if b is not None and _needs_grad(b):
+        gb = g.sum(tuple(range(g.ndim - 1))) if g.ndim > 1 else g
+        gb = gb.reshape(tuple(b.shape))
+    return (gx, gw) if b is None else (gx, gw, gb)
+
+
+LINEAR = defop("linear", _linear_forward, _linear_vjp, shape=_linear_shape,
+               dtype=lambda *d: d[0], promote="common",
+               doc="x @ weight.T + bias as one op; the reference decomposition is "
+                   "`linear_reference` (Note [Fused composites]).")
+LINEAR.needed_by = {0: (1,), 1: (0,)}
+
+
+def linear_reference(x, weight, bias=None):
+    """The decomposition `linear` is tested against."""
     out = apply(MATMUL, x, weight.mT)
     return out if bias is None else out + bias
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias (weight is (out_features, in_features))."""
+    if bias is None:
+        return apply(LINEAR, x, weight)
+    return apply(LINEAR, x, weight, bias)
 
 
 _ = same_dtype

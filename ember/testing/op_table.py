@@ -18,6 +18,7 @@ import numpy as np
 
 import ember
 import ember.ops.conv as C
+import ember.ops.linalg as L
 import ember.ops.nn as N
 import ember.ops.shape as S
 
@@ -558,8 +559,26 @@ ROWS: list[OpRow] = [
           lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
           lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b), gradgrad=True,
           atol=1e-4),
-    OpRow("cross_entropy", ("gather", "exp", "log"), lambda x, t, **k: N.cross_entropy(x, t, **k),
+    OpRow("cross_entropy", ("softmax_cross_entropy", "softmax_cross_entropy_grad", "gather"),
+          lambda x, t, **k: N.cross_entropy(x, t, **k),
+          _ce_samples, lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k),
+          gradgrad=True),
+    OpRow("cross_entropy_reference", ("gather", "exp", "log"),
+          lambda x, t, **k: N.cross_entropy_reference(x, t, **k),
           _ce_samples, lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k)),
+    OpRow("linear", ("linear",), lambda x, w, *b: L.linear(x, w, *b), lambda rng: [
+        Sample((_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), name="bias"),
+        Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3)), name="3d-no-bias"),
+        Sample((_r(rng, 3), _r(rng, 5, 3), _r(rng, 5)), name="1d"),
+        Sample((_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), noncontiguous=True,
+               name="noncontiguous")],
+          lambda x, w, *b: _t("nn.functional.linear")(x, w, *b),
+          lambda x, w, *b: x @ w.T + (b[0] if b else 0), gradgrad=True,
+          errors=(ErrorCase((np.ones((2, 4)), np.ones((5, 3))), {}, ValueError,
+                            "last dim 4 != weight"),)),
+    OpRow("linear_reference", ("matmul",), lambda x, w, b: L.linear_reference(x, w, b),
+          lambda rng: [Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3), _r(rng, 5)))],
+          lambda x, w, b: _t("nn.functional.linear")(x, w, b)),
     OpRow("cross_entropy_weight", ("gather",), _ce_weight, lambda rng: [
         Sample((_r(rng, 4, 5), np.array([1, -100, 3, 0]), _r(rng, 5, low=0.1)), {},
                name="weight"),

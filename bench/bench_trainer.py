@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples", "seed"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from _rotten_tomatoes import load_reviews, minilm_folder, tokenize  # noqa: E402
+from _rotten_tomatoes import load_reviews, minilm_folder, tokenize
 
 BATCH, LR, MAX_LENGTH, SEED = 16, 5e-5, 64, 42
 
@@ -42,10 +42,21 @@ def accuracy(prediction):
 
 
 def _settings(steps: int | None, output_dir: str) -> dict:
-    return dict(output_dir=output_dir, num_train_epochs=1, max_steps=steps or -1,
-                per_device_train_batch_size=BATCH, per_device_eval_batch_size=64,
-                learning_rate=LR, weight_decay=0.01, warmup_steps=0.1, seed=SEED,
-                logging_steps=50, save_strategy="no", report_to="none", disable_tqdm=True)
+    return {
+        "output_dir": output_dir,
+        "num_train_epochs": 1,
+        "max_steps": steps or -1,
+        "per_device_train_batch_size": BATCH,
+        "per_device_eval_batch_size": 64,
+        "learning_rate": LR,
+        "weight_decay": 0.01,
+        "warmup_steps": 0.1,
+        "seed": SEED,
+        "logging_steps": 50,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
 
 
 def run_ember(train, test, steps, evaluate):
@@ -56,9 +67,14 @@ def run_ember(train, test, steps, evaluate):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
     args = TrainingArguments(**_settings(steps, tempfile.mkdtemp(prefix="bench-ember-")))
-    trainer = Trainer(model=model, args=args, train_dataset=tokenize(tokenizer, train),
-                      eval_dataset=tokenize(tokenizer, test), processing_class=tokenizer,
-                      compute_metrics=accuracy)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenize(tokenizer, train),
+        eval_dataset=tokenize(tokenizer, test),
+        processing_class=tokenizer,
+        compute_metrics=accuracy,
+    )
     result = trainer.train()
     metrics = trainer.evaluate() if evaluate else {}
     return result.global_step, result.metrics["train_runtime"], metrics
@@ -66,8 +82,12 @@ def run_ember(train, test, steps, evaluate):
 
 def run_huggingface(train, test, steps, evaluate):
     import transformers
-    from transformers import (AutoTokenizer, BertForSequenceClassification, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoTokenizer,
+        BertForSequenceClassification,
+        Trainer,
+        TrainingArguments,
+    )
 
     transformers.logging.set_verbosity_error()
     folder = minilm_folder()
@@ -76,9 +96,14 @@ def run_huggingface(train, test, steps, evaluate):
     model = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
     settings = _settings(steps, tempfile.mkdtemp(prefix="bench-hf-"))
     args = TrainingArguments(**settings, use_cpu=True)
-    trainer = Trainer(model=model, args=args, train_dataset=tokenize(tokenizer, train),
-                      eval_dataset=tokenize(tokenizer, test), processing_class=tokenizer,
-                      compute_metrics=accuracy)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenize(tokenizer, train),
+        eval_dataset=tokenize(tokenizer, test),
+        processing_class=tokenizer,
+        compute_metrics=accuracy,
+    )
     result = trainer.train()
     metrics = trainer.evaluate() if evaluate else {}
     return result.global_step, result.metrics["train_runtime"], metrics
@@ -97,29 +122,44 @@ def main():
         import torch
 
         torch.set_num_threads(options.threads)
-    print(f"Rotten Tomatoes: {len(train)} train / {len(test)} test reviews; "
-          f"{steps_per_epoch} steps per epoch; timing "
-          f"{'the full epoch' if options.full else f'{steps} steps'} of each")
+    print(
+        f"Rotten Tomatoes: {len(train)} train / {len(test)} test reviews; "
+        f"{steps_per_epoch} steps per epoch; timing "
+        f"{'the full epoch' if options.full else f'{steps} steps'} of each"
+    )
     results = {}
     for name, run in (("huggingface", run_huggingface), ("ember", run_ember)):
         start = time.perf_counter()
         done, runtime, metrics = run(train, test, steps, options.full)
         per_step = runtime / done
-        results[name] = {"steps": done, "train_runtime_s": runtime, "s_per_step": per_step,
-                         "epoch_s_estimate": per_step * steps_per_epoch,
-                         "eval_accuracy": metrics.get("eval_accuracy"),
-                         "wall_s": time.perf_counter() - start}
-        line = (f"{name:<12} {done} steps in {runtime:.1f} s: {per_step:.3f} s/step, "
-                f"epoch ~{per_step * steps_per_epoch / 60:.1f} min")
+        results[name] = {
+            "steps": done,
+            "train_runtime_s": runtime,
+            "s_per_step": per_step,
+            "epoch_s_estimate": per_step * steps_per_epoch,
+            "eval_accuracy": metrics.get("eval_accuracy"),
+            "wall_s": time.perf_counter() - start,
+        }
+        line = (
+            f"{name:<12} {done} steps in {runtime:.1f} s: {per_step:.3f} s/step, "
+            f"epoch ~{per_step * steps_per_epoch / 60:.1f} min"
+        )
         if metrics:
             line += f", eval accuracy {metrics['eval_accuracy']:.4f}"
         print(line, flush=True)
     ratio = results["ember"]["s_per_step"] / results["huggingface"]["s_per_step"]
     print(f"time per step ember / HuggingFace: {ratio:.2f}x")
-    summary = {"workload": "trainer_minilm_rotten_tomatoes", "reference": "transformers",
-               "ratio": ratio, "full_epoch": options.full, **{
-                   f"{k}_{field}": v[field] for k, v in results.items()
-                   for field in ("steps", "s_per_step", "epoch_s_estimate", "eval_accuracy")}}
+    summary = {
+        "workload": "trainer_minilm_rotten_tomatoes",
+        "reference": "transformers",
+        "ratio": ratio,
+        "full_epoch": options.full,
+        **{
+            f"{k}_{field}": v[field]
+            for k, v in results.items()
+            for field in ("steps", "s_per_step", "epoch_s_estimate", "eval_accuracy")
+        },
+    }
     print(json.dumps(summary))
 
 

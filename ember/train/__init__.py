@@ -31,7 +31,7 @@ _LAZY = {
     "get_scheduler": "ember.train.schedules",
     "get_last_checkpoint": "ember.train.checkpointing",
 }
-__all__ = sorted(_LAZY)
+__all__ = list(_LAZY)  # noqa: PLE0605  (the lazy table is the public surface)
 
 
 def __getattr__(name: str):

@@ -134,13 +134,18 @@ class CallbackHandler:
     def add_callback(self, callback) -> None:
         instance = callback() if isinstance(callback, type) else callback
         if not isinstance(instance, TrainerCallback):
-            raise TypeError(f"Trainer: callbacks should be TrainerCallback instances or "
-                            f"classes, got {type(instance).__name__}")
+            raise TypeError(
+                f"Trainer: callbacks should be TrainerCallback instances or "
+                f"classes, got {type(instance).__name__}"
+            )
         if type(instance) in {type(c) for c in self.callbacks}:
             import warnings
 
-            warnings.warn(f"Trainer: a {type(instance).__name__} is already registered; "
-                          f"it will be called twice", stacklevel=3)
+            warnings.warn(
+                f"Trainer: a {type(instance).__name__} is already registered; "
+                f"it will be called twice",
+                stacklevel=3,
+            )
         self.callbacks.append(instance)
 
     def pop_callback(self, callback):
@@ -156,9 +161,15 @@ class CallbackHandler:
     def call_event(self, event: str, args, state, control, **kwargs):
         for callback in self.callbacks:
             result = getattr(callback, event)(
-                args, state, control, model=self.model, processing_class=self.processing_class,
-                optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
-                train_dataloader=self.train_dataloader, eval_dataloader=self.eval_dataloader,
+                args,
+                state,
+                control,
+                model=self.model,
+                processing_class=self.processing_class,
+                optimizer=self.optimizer,
+                lr_scheduler=self.lr_scheduler,
+                train_dataloader=self.train_dataloader,
+                eval_dataloader=self.eval_dataloader,
                 **kwargs,
             )
             if result is not None:
@@ -179,8 +190,11 @@ class DefaultFlowCallback(TrainerCallback):
             control.should_log = True
         if args.logging_strategy == "steps" and _every(step, state.logging_steps):
             control.should_log = True
-        if (args.eval_strategy == "steps" and _every(step, state.eval_steps)
-                and args.eval_delay <= step):
+        if (
+            args.eval_strategy == "steps"
+            and _every(step, state.eval_steps)
+            and args.eval_delay <= step
+        ):
             control.should_evaluate = True
         if args.save_strategy == "steps" and _every(step, state.save_steps):
             control.should_save = True
@@ -238,8 +252,13 @@ class ProgressCallback(TrainerCallback):
         if self._interactive():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step",
-                            dynamic_ncols=True, file=self.stream or sys.stderr)
+            self.bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                unit="step",
+                dynamic_ncols=True,
+                file=self.stream or sys.stderr,
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
@@ -277,8 +296,10 @@ class EarlyStoppingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if args.metric_for_best_model is None:
-            raise ValueError("EarlyStoppingCallback needs TrainingArguments.metric_for_best_model "
-                             "(or load_best_model_at_end=True, which defaults it to 'loss')")
+            raise ValueError(
+                "EarlyStoppingCallback needs TrainingArguments.metric_for_best_model "
+                "(or load_best_model_at_end=True, which defaults it to 'loss')"
+            )
         if args.eval_strategy == "no":
             raise ValueError("EarlyStoppingCallback needs evaluations, but eval_strategy='no'")
 
@@ -287,11 +308,14 @@ class EarlyStoppingCallback(TrainerCallback):
         name = name if name.startswith("eval_") else f"eval_{name}"
         value = (metrics or {}).get(name)
         if value is None:
-            raise KeyError(f"EarlyStoppingCallback: the metric {name!r} is not among the "
-                           f"evaluation's metrics {sorted(metrics or {})}")
+            raise KeyError(
+                f"EarlyStoppingCallback: the metric {name!r} is not among the "
+                f"evaluation's metrics {sorted(metrics or {})}"
+            )
         better = (lambda a, b: a > b) if args.greater_is_better else (lambda a, b: a < b)
-        if self.best is None or (better(value, self.best) and
-                                 abs(value - self.best) > self.early_stopping_threshold):
+        if self.best is None or (
+            better(value, self.best) and abs(value - self.best) > self.early_stopping_threshold
+        ):
             self.best = value
             self.early_stopping_patience_counter = 0
         else:
@@ -300,10 +324,16 @@ class EarlyStoppingCallback(TrainerCallback):
             control.should_training_stop = True
 
     def state(self) -> dict:
-        return {"args": {"early_stopping_patience": self.early_stopping_patience,
-                         "early_stopping_threshold": self.early_stopping_threshold},
-                "attributes": {"early_stopping_patience_counter":
-                               self.early_stopping_patience_counter, "best": self.best}}
+        return {
+            "args": {
+                "early_stopping_patience": self.early_stopping_patience,
+                "early_stopping_threshold": self.early_stopping_threshold,
+            },
+            "attributes": {
+                "early_stopping_patience_counter": self.early_stopping_patience_counter,
+                "best": self.best,
+            },
+        }
 
 
 class TensorBoardCallback(TrainerCallback):
@@ -334,9 +364,9 @@ class TensorBoardCallback(TrainerCallback):
             if not math.isfinite(float(value)) and key != "loss":
                 continue
             if key.startswith("eval_"):
-                tag = "eval/" + key[len("eval_"):]
+                tag = "eval/" + key[len("eval_") :]
             elif key.startswith("test_"):
-                tag = "test/" + key[len("test_"):]
+                tag = "test/" + key[len("test_") :]
             else:
                 tag = "train/" + key
             writer.add_scalar(tag, float(value), state.global_step)

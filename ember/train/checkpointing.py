@@ -29,8 +29,8 @@ __all__ = [
     "get_last_checkpoint",
     "is_complete",
     "list_checkpoints",
-    "rotate_checkpoints",
     "rng_states",
+    "rotate_checkpoints",
     "set_rng_states",
     "write_checkpoint",
 ]
@@ -135,8 +135,9 @@ def get_last_checkpoint(output_dir: str) -> str | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def rotate_checkpoints(output_dir: str, save_total_limit: int | None,
-                       best_checkpoint: str | None = None) -> list[str]:
+def rotate_checkpoints(
+    output_dir: str, save_total_limit: int | None, best_checkpoint: str | None = None
+) -> list[str]:
     """Delete the oldest complete checkpoints beyond `save_total_limit`; never the newest one,
     never `best_checkpoint`. Returns the deleted folders."""
     if not save_total_limit:

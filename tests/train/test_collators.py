@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 
 import ember
-
 from ember.train import DataCollatorWithPadding, Trainer, default_data_collator
 
 
 def test_default_collator_stacks_and_renames_labels():
-    batch = default_data_collator([{"x": np.ones(3, np.float32), "label": 1, "name": "a"},
-                                   {"x": np.zeros(3, np.float32), "label": 0, "name": "b"}])
+    batch = default_data_collator(
+        [
+            {"x": np.ones(3, np.float32), "label": 1, "name": "a"},
+            {"x": np.zeros(3, np.float32), "label": 0, "name": "b"},
+        ]
+    )
     assert sorted(batch) == ["labels", "x"]
     assert batch["labels"].numpy().tolist() == [1, 0] and batch["labels"].dtype == ember.int64
     assert batch["x"].shape == (2, 3)
@@ -41,8 +44,10 @@ def test_padding_collator_with_the_minilm_tokenizer():
     from ember.text import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    features = [dict(tokenizer("a fine film"), label=1),
-                dict(tokenizer("dull, long and not very funny at all"), label=0)]
+    features = [
+        dict(tokenizer("a fine film"), label=1),
+        dict(tokenizer("dull, long and not very funny at all"), label=0),
+    ]
     batch = DataCollatorWithPadding(tokenizer)(features)
     longest = max(len(f["input_ids"]) for f in features)
     assert batch["input_ids"].shape == (2, longest)

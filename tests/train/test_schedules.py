@@ -29,11 +29,20 @@ def test_schedule_matches_huggingface(name, kwargs, warmup):
     weight = torch.nn.Parameter(torch.zeros(2))
     reference_opt = torch.optim.SGD([weight], lr=lr)
     reference = transformers.get_scheduler(
-        name, reference_opt, num_warmup_steps=warmup, num_training_steps=total,
-        scheduler_specific_kwargs=kwargs)
+        name,
+        reference_opt,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+        scheduler_specific_kwargs=kwargs,
+    )
     ours_opt = ember.optim.AdamW([ember.zeros(2, requires_grad=True)], lr=lr)
-    ours = get_scheduler(name, ours_opt, num_warmup_steps=warmup, num_training_steps=total,
-                         scheduler_specific_kwargs=kwargs)
+    ours = get_scheduler(
+        name,
+        ours_opt,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+        scheduler_specific_kwargs=kwargs,
+    )
     theirs, mine = [], []
     for _ in range(total + 5):  # past the end too
         theirs.append(reference.get_last_lr()[0])
@@ -49,14 +58,24 @@ def test_schedule_matches_huggingface(name, kwargs, warmup):
 
 def test_scheduler_state_round_trips():
     opt = ember.optim.AdamW([ember.zeros(2, requires_grad=True)], lr=1.0)
-    sched = get_scheduler("polynomial", opt, num_warmup_steps=3, num_training_steps=20,
-                          scheduler_specific_kwargs={"power": 2.0})
+    sched = get_scheduler(
+        "polynomial",
+        opt,
+        num_warmup_steps=3,
+        num_training_steps=20,
+        scheduler_specific_kwargs={"power": 2.0},
+    )
     for _ in range(5):
         sched.step()
     state = sched.state_dict()
     opt2 = ember.optim.AdamW([ember.zeros(2, requires_grad=True)], lr=1.0)
-    sched2 = get_scheduler("polynomial", opt2, num_warmup_steps=3, num_training_steps=20,
-                           scheduler_specific_kwargs={"power": 2.0})
+    sched2 = get_scheduler(
+        "polynomial",
+        opt2,
+        num_warmup_steps=3,
+        num_training_steps=20,
+        scheduler_specific_kwargs={"power": 2.0},
+    )
     sched2.load_state_dict(state)
     assert sched2.last_epoch == 5 and sched2.get_last_lr() == sched.get_last_lr()
     assert state["lr_lambdas"][0]["power"] == 2.0

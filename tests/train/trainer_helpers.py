@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import ember
-import ember.nn as nn
 import ember.nn.functional as F
+from ember import nn
 
 
 class Classifier(nn.Module):

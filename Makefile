@@ -11,7 +11,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[vision]"
+	$(PIP) install -e ".[vision,train]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base pyproject.toml

@@ -250,7 +250,10 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self._interactive():
-            from tqdm.auto import tqdm
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # no bar without tqdm: logs print as lines
+                return
 
             self.bar = tqdm(
                 total=state.max_steps,

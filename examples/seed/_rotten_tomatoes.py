@@ -17,10 +17,14 @@ import numpy as np
 LABELS = {"rotten": 0, "fresh": 1}
 
 
+class MissingPackage(RuntimeError):
+    """A data or model package the example reads is not installed."""
+
+
 def package_folder(name: str) -> str:
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
-        raise SystemExit(f"this example needs the {name!r} package (pip install {name})")
+        raise MissingPackage(f"this example needs the {name!r} package (pip install {name})")
     return os.path.dirname(spec.origin)
 
 

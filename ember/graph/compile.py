@@ -50,7 +50,7 @@ def _describe(desc) -> str:
 
 class _Entry:
     __slots__ = ("graph", "executor", "out_tree", "grad_owners", "grad_none", "trace_seconds",
-                 "guards")
+                 "guards", "state_guards")
 
     def __init__(self, graph, executor, out_tree, grad_owners, grad_none, trace_seconds):
         self.graph = graph
@@ -59,6 +59,7 @@ class _Entry:
         self.grad_owners = grad_owners
         self.grad_none = grad_none
         self.guards: list = []  # (tensor, had .grad when traced): the graph depends on it
+        self.state_guards: list = []  # (fn, value when traced): Tracer.add_guard
         self.trace_seconds = trace_seconds
 
 
@@ -198,11 +199,17 @@ class CompiledFunction:
         entry = self.cache.get(key)
         reason = None
         if entry is not None and not _guards_hold(entry):
-            # a captured tensor's .grad appeared or went away since tracing: its own variant
+            # a captured tensor's .grad appeared or went away since tracing, or state the
+            # traced Python branched on (an optimizer's state) changed: its own variant
             state = tuple(t.grad is not None for t, _ in entry.guards)
-            reason = "the .grad of a captured tensor " + (
-                "was set since tracing" if any(state) else "was cleared since tracing")
-            key = key + (("grads", state),)
+            extra = tuple(fn() for fn, _ in entry.state_guards)
+            if not all(v == old for (_, old), v in zip(entry.state_guards, extra)):
+                reason = "state the traced function branched on changed since tracing " \
+                         "(an optimizer's per-parameter state was created)"
+            else:
+                reason = "the .grad of a captured tensor " + (
+                    "was set since tracing" if any(state) else "was cleared since tracing")
+            key = key + (("grads", state, extra),)
             entry = self.cache.get(key)
         if entry is None:
             entry = self._trace(key, args, kwargs, leaves, names, reason)
@@ -257,7 +264,7 @@ class CompiledFunction:
         executor = Executor(graph)
         entry = _Entry(graph, executor, out_tree, grad_owners, grad_none,
                        time.perf_counter() - start)
-        entry.guards = guards
+        entry.guards, entry.state_guards = guards
         self.trace_count += 1
         self.cache[key] = entry
         limit = self.max_cache_size or _config.max_cache_size
@@ -320,6 +327,9 @@ def _guards_hold(entry) -> bool:
     for t, had in entry.guards:
         if (t.grad is not None) is not had:
             return False
+    for fn, value in entry.state_guards:
+        if fn() != value:
+            return False
     return True
 
 
@@ -346,7 +356,8 @@ def trace(fn, args, kwargs, leaves, names, name="graph", with_guards=False):
     grad_none = [t for c, (v, t) in owners.items() if v is None]
     graph.check()
     if with_guards:
-        return graph, out_tree, grad_owners, grad_none, tracer.guards
+        return graph, out_tree, grad_owners, grad_none, (tracer.guards,
+                                                          list(tracer.state_guards.values()))
     return graph, out_tree, grad_owners, grad_none
 
 

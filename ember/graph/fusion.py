@@ -1,14 +1,14 @@
-"""Elementwise fusion: chains of elementwise ops, and the reduction that ends one, become one
+"""Elementwise fusion: chains of elementwise ops, and the reductions that end one, become one
 generated kernel.
 
 Note [Fusion]: `fuse_elementwise` walks the equations in order and grows groups of fusible
 elementwise equations that produce values of one shape S (their inputs may broadcast to S). An
 equation joins the open groups that produce its inputs (merging them); a group closes when an
-equation outside it reads one of its values, or when a reduction (`sum`, `amax`, `amin` over a
-float value) of one of its values joins it as the group's end. The fused equation takes the
+equation outside it reads one of its values. Reductions (`sum`, `amax`, `amin` over a float
+value) of its values end it: after the first only more reductions may join. The fused equation takes the
 place of the group's last member, so every value it reads is defined before it and every
 outside reader comes after it. Its results are the members' values read outside the group (or
-by the graph's results, updates and gradients) and the reduction. An `expand` feeding a member
+by the graph's results, updates and gradients) and the reductions. An `expand` feeding a member
 is read through (the kernel broadcasts its source itself), so the expanded copy never exists.
 
 Each fused equation has two implementations, chosen when the executor is built:
@@ -105,13 +105,13 @@ def _reducible(e) -> bool:
 
 
 class _Group:
-    __slots__ = ("members", "shape", "closed", "reduction", "merged_into")
+    __slots__ = ("members", "shape", "closed", "reductions", "merged_into")
 
     def __init__(self, shape):
         self.members: list[int] = []
         self.shape = shape
         self.closed = False
-        self.reduction: int | None = None
+        self.reductions: list[int] = []
         self.merged_into = None
 
     def root(self):
@@ -122,7 +122,7 @@ class _Group:
 
 
 def fuse_elementwise(graph: Graph) -> Graph:
-    """Replace elementwise chains (and a reduction ending one) by fused equations
+    """Replace elementwise chains (and reductions ending them) by fused equations
     (Note [Fusion])."""
     eqns = graph.eqns
     group_of: dict = {}  # member output Var -> _Group (follow .root())
@@ -140,7 +140,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
                 g = open_group(a) if isinstance(a, Var) else None
                 if g is None or g is mine:
                     continue
-                if g.closed or g.shape != shape:
+                if g.closed or g.reductions or g.shape != shape:
                     g.closed = True
                     continue
                 if mine is None:
@@ -157,8 +157,8 @@ def fuse_elementwise(graph: Graph) -> Graph:
         if _reducible(e):
             g = open_group(e.inputs[0])
             if g is not None and not g.closed:
-                g.reduction = idx
-                g.closed = True
+                g.reductions.append(idx)
+                group_of[e.out] = g  # its readers close the group
                 continue
         for a in e.inputs:
             g = open_group(a) if isinstance(a, Var) else None
@@ -175,11 +175,11 @@ def fuse_elementwise(graph: Graph) -> Graph:
         if g.merged_into is not None:
             continue
         members = sorted(g.members)
-        if len(members) + (g.reduction is not None) < 2:
+        if len(members) + len(g.reductions) < 2:
             continue
-        fused = _build(eqns, members, g.reduction, readers, roots, graph)
-        last = g.reduction if g.reduction is not None else members[-1]
-        for i in members:
+        fused = _build(eqns, members, g.reductions, readers, roots, graph)
+        last = max(members + g.reductions)
+        for i in members + g.reductions:
             replace[i] = None
         replace[last] = fused
     if not replace:
@@ -197,8 +197,8 @@ def fuse_elementwise(graph: Graph) -> Graph:
     return dce(graph)
 
 
-def _build(eqns, members, reduction, readers, roots, graph):
-    inside = set(members) | ({reduction} if reduction is not None else set())
+def _build(eqns, members, reductions, readers, roots, graph):
+    inside = set(members) | set(reductions)
     produced = {eqns[i].out for i in members}
     producer = {}
     for i, e in enumerate(eqns):
@@ -228,15 +228,16 @@ def _build(eqns, members, reduction, readers, roots, graph):
         steps.append((e.name, refs, dict(e.attrs), e.out))
         if e.out in roots or any(r not in inside for r in readers.get(e.out, ())):
             outputs.append(e.out)
-    red = None
-    if reduction is not None:
-        r = eqns[reduction]
-        red = (r.name, r.inputs[0], r.attrs.get("dim"), bool(r.attrs.get("keepdim")), r.out)
-    names = [s[0] for s in steps] + ([red[0]] if red else [])
+    red = []
+    for i in reductions:
+        r = eqns[i]
+        red.append((r.name, r.inputs[0], r.attrs.get("dim"), bool(r.attrs.get("keepdim")),
+                    r.out))
+    names = [s[0] for s in steps] + [r[0] for r in red]
     op = FusedOp(shape, ext, steps, outputs, red, layouts=[
         "A" if (producer.get(a) is not None and producer[a].name in _STRIDED) else "C"
         for a in ext])
-    outs = outputs + ([red[4]] if red else [])
+    outs = outputs + [r[4] for r in red]
     site = eqns[members[-1]].site
     return Eqn(op, ext, {"ops": ",".join(names)}, outs, site)
 
@@ -251,7 +252,7 @@ class FusedOp:
     @property
     def accepts_out(self) -> bool:
         """One elementwise result: the executor may pass a buffer (`out=`) to write it in."""
-        return self.red is None and len(self.outputs) == 1
+        return not self.red and len(self.outputs) == 1
 
     def __init__(self, shape, ext, steps, outputs, red, layouts):
         self.shape = tuple(shape)
@@ -274,12 +275,12 @@ class FusedOp:
         for name, refs, attrs, out in self.steps:
             op = REGISTRY[name]
             plan.append((op.kernels.get("numpy") or op.forward, refs, attrs, out))
-        red_fn = None
-        if self.red is not None:
-            rop = REGISTRY[self.red[0]]
-            red_fn = rop.kernels.get("numpy") or rop.forward
-        outputs, red = self.outputs, self.red
-        single = len(outputs) + (red is not None) == 1
+        reds = []
+        for name, x, dim, keep, rout in self.red:
+            rop = REGISTRY[name]
+            reds.append((rop.kernels.get("numpy") or rop.forward, x, dim, keep))
+        outputs = self.outputs
+        single = len(outputs) + len(reds) == 1
 
         def run(*arrays, out=None):
             env = {}
@@ -289,8 +290,7 @@ class FusedOp:
                             else r[1] for r in refs]
                     env[var] = np.asarray(fn(xp, *vals, **attrs))
                 results = [env[v] for v in outputs]
-                if red is not None:
-                    name, x, dim, keep, rout = red
+                for red_fn, x, dim, keep in reds:
                     results.append(np.asarray(red_fn(xp, env[x], dim=dim, keepdim=keep)))
             if out is not None:
                 np.copyto(out, results[0])
@@ -341,22 +341,19 @@ class FusedOp:
         for k, v in enumerate(self.outputs):
             body.append(f"o{k}[{idx_all}] = {local[v]}")
         params_red = []
-        if self.red is not None:
-            name, x, dim, keep, rout = self.red
+        for q, (name, x, dim, keep, rout) in enumerate(self.red):
             axes = set(range(n)) if dim is None else {d % n for d in dim}
             ridx = ", ".join("0" if d in axes else f"i{d}" for d in range(n))
             if n == 1:
                 ridx = "0" if 0 in axes else "i0"
-            params_red = ["r0"]
-            value = local[x]
+            params_red.append(f"r{q}")
+            value, r = local[x], f"r{q}[{ridx}]"
             if name == "sum":
-                body.append(f"r0[{ridx}] += {value}")
+                body.append(f"{r} += {value}")
             elif name == "amax":
-                body.append(f"if r0[{ridx}] == r0[{ridx}] and not ({value} <= r0[{ridx}]): "
-                            f"r0[{ridx}] = {value}")
+                body.append(f"if {r} == {r} and not ({value} <= {r}): {r} = {value}")
             else:
-                body.append(f"if r0[{ridx}] == r0[{ridx}] and not ({value} >= r0[{ridx}]): "
-                            f"r0[{ridx}] = {value}")
+                body.append(f"if {r} == {r} and not ({value} >= {r}): {r} = {value}")
         params = params_out + params_red + params_in + [f"s{k}" for k in range(len(lits))] + [
             f"n{d}" for d in range(n)]
         src = [f"def kernel({', '.join(params)}):"]
@@ -386,7 +383,6 @@ class FusedOp:
     def _numba_runner(self, kernel, lits):
         shape = self.shape
         out_dtypes = [v.dtype for v in self.outputs]
-        red = self.red
         g = {"kernel": kernel, "empty": np.empty, "full": np.full, "zeros": np.zeros}
         args = []
         lines = []
@@ -398,22 +394,21 @@ class FusedOp:
                 lines.append(f"o{k} = empty({shape!r}, d{k})")
             args.append(f"o{k}")
         results = [f"o{k}" for k in range(len(out_dtypes))]
-        if red is not None:
-            name, x, dim, keep, rout = red
+        for q, (name, x, dim, keep, rout) in enumerate(self.red):
             n = len(shape)
             axes = set(range(n)) if dim is None else {d % n for d in dim}
             kshape = tuple(1 if d in axes else s for d, s in enumerate(shape))
+            g["np"] = np
             if name == "sum":
-                g["racc"] = np.float64
-                lines.append(f"r0 = zeros({kshape!r}, racc)")
+                g[f"racc{q}"] = np.float64
+                lines.append(f"r{q} = zeros({kshape!r}, racc{q})")
             else:
-                g["racc"] = x.dtype
+                g[f"racc{q}"] = x.dtype
                 fill = "-np.inf" if name == "amax" else "np.inf"
-                g["np"] = np
-                lines.append(f"r0 = full({kshape!r}, {fill}, racc)")
-            args.append("r0")
-            g["rdt"] = rout.dtype
-            results.append(f"r0.astype(rdt).reshape({tuple(rout.shape)!r})")
+                lines.append(f"r{q} = full({kshape!r}, {fill}, racc{q})")
+            args.append(f"r{q}")
+            g[f"rdt{q}"] = rout.dtype
+            results.append(f"r{q}.astype(rdt{q}).reshape({tuple(rout.shape)!r})")
         params = [f"a{k}" for k in range(len(self.ext))]
         args += params
         for k, value in enumerate(lits):

@@ -213,6 +213,7 @@ class CompiledFunction:
             entry = self.cache.get(key)
         if entry is None:
             entry = self._trace(key, args, kwargs, leaves, names, reason)
+            self._trace_ahead(entry, key[:2], args, kwargs, leaves, names)
         else:
             self.cache.move_to_end(key)
         if not kwargs and all(isinstance(a, Tensor) for a in args):
@@ -220,6 +221,31 @@ class CompiledFunction:
                               for a in args])] = entry
         self._last = entry
         return self._run(entry, leaves)
+
+    def _trace_ahead(self, entry, key, args, kwargs, leaves, names):
+        """Note [Trace ahead]: a training step traced while its parameters have no `.grad`
+        yet writes them, so the next call would retrace for the variant where they exist.
+        Trace that variant now, with the `.grad` tensors it will find already in place
+        (zeros that this call's gradients are copied into), so the second call runs a compiled
+        graph at once; the first call pays the second trace instead."""
+        missing = [t for t in entry.grad_owners if t.grad is None and any(
+            g is t and not had for g, had in entry.guards)]
+        if not missing or len(self.cache) >= (self.max_cache_size or _config.max_cache_size):
+            return
+        for t in missing:
+            t.grad = _wrap(np.zeros(t._data.shape, t._data.dtype))
+        state = tuple(t.grad is not None for t, _ in entry.guards)
+        extra = tuple(fn() for fn, _ in entry.state_guards)
+        ahead = key + (("grads", state, extra),)
+        if ahead in self.cache:
+            return
+        try:
+            self._trace(ahead, args, kwargs, leaves, names,
+                        reason="traced ahead: the .grad of captured tensors exists after the "
+                               "first call")
+        except Exception:  # the variant will be traced (and fail visibly) when it is called
+            for t in missing:
+                t.grad = None
 
     def _arg_name(self, i):
         return self._param_names[i] if i < len(self._param_names) else f"args[{i}]"

@@ -4,8 +4,9 @@ generated kernel.
 Note [Fusion]: `fuse_elementwise` walks the equations in order and grows groups of fusible
 elementwise equations that produce values of one shape S (their inputs may broadcast to S). An
 equation joins the open groups that produce its inputs (merging them); a group closes when an
-equation outside it reads one of its values. Reductions (`sum`, `amax`, `amin` over a float
-value) of its values end it: after the first only more reductions may join. The fused equation takes the
+equation outside it reads one of its values (a reduction's result counts as outside: it is
+known only after the loops). Reductions (`sum`, `amax`, `amin` over a float value) of its
+values join it too, accumulated in the same loops. The fused equation takes the
 place of the group's last member, so every value it reads is defined before it and every
 outside reader comes after it. Its results are the members' values read outside the group (or
 by the graph's results, updates and gradients) and the reductions. An `expand` feeding a member
@@ -126,6 +127,7 @@ def fuse_elementwise(graph: Graph) -> Graph:
     (Note [Fusion])."""
     eqns = graph.eqns
     group_of: dict = {}  # member output Var -> _Group (follow .root())
+    reduced: set = set()  # outputs of reductions in groups (known only after the loops)
     groups: list[_Group] = []
 
     def open_group(a):
@@ -136,11 +138,14 @@ def fuse_elementwise(graph: Graph) -> Graph:
         if _fusible(e):
             shape = e.out.shape
             mine = None
+            for a in e.inputs:  # a reduction's result is known only after its group's loops
+                if isinstance(a, Var) and a in reduced:
+                    open_group(a).closed = True
             for a in e.inputs:
                 g = open_group(a) if isinstance(a, Var) else None
                 if g is None or g is mine:
                     continue
-                if g.closed or g.reductions or g.shape != shape:
+                if g.closed or g.shape != shape:
                     g.closed = True
                     continue
                 if mine is None:
@@ -156,9 +161,10 @@ def fuse_elementwise(graph: Graph) -> Graph:
             continue
         if _reducible(e):
             g = open_group(e.inputs[0])
-            if g is not None and not g.closed:
+            if g is not None and not g.closed and e.inputs[0] not in reduced:
                 g.reductions.append(idx)
                 group_of[e.out] = g  # its readers close the group
+                reduced.add(e.out)
                 continue
         for a in e.inputs:
             g = open_group(a) if isinstance(a, Var) else None

@@ -307,3 +307,29 @@ def test_compiled_training_step_matches_eager_after_20_steps(model_cls, shape):
     for (name, p), q in zip(eager_model.named_parameters(), compiled_model.parameters()):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), atol=1e-5,
                                    err_msg=name)
+
+
+def test_second_call_of_a_training_step_does_not_retrace():
+    """Note [Trace ahead]: the variant with parameters' .grad present (and the optimizer's
+    state created) is traced during the first call, so later calls never retrace."""
+    ember.manual_seed(0)
+    model = _MLP()
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+
+    @ember.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    x, y = ember.ones(4, 784), ember.tensor([0, 1, 2, 3])
+    step(x, y)
+    traced = step.trace_count
+    assert traced == 2 and "traced ahead" in step.retrace_reasons[-1]
+    for _ in range(3):
+        step(x, y)
+    assert step.trace_count == traced
+    assert all(type(p.grad._data) is np.ndarray for p in model.parameters())

@@ -346,28 +346,44 @@ class FusedOp:
             local[out] = f"t{j}"
         for k, v in enumerate(self.outputs):
             body.append(f"o{k}[{idx_all}] = {local[v]}")
-        params_red = []
+        params_red, pre, post = [], [], []
         for q, (name, x, dim, keep, rout) in enumerate(self.red):
-            axes = set(range(n)) if dim is None else {d % n for d in dim}
-            ridx = ", ".join("0" if d in axes else f"i{d}" for d in range(n))
-            if n == 1:
-                ridx = "0" if 0 in axes else "i0"
-            params_red.append(f"r{q}")
-            value, r = local[x], f"r{q}[{ridx}]"
+            axes = _axes(dim, n)
+            value = local[x]
+            dname = _dtype_name(rout.dtype)
+            start = "0.0" if name == "sum" else "-np.inf" if name == "amax" else "np.inf"
+            if len(axes) == n:  # a full reduction: a scalar accumulator
+                acc = f"acc{q}"
+                pre.append(f"{acc} = np.float64({start})")
+                out_idx = "()" if rout.ndim == 0 else ", ".join("0" for _ in range(rout.ndim))
+                post.append((0, f"R{q}[{out_idx}] = np.{dname}({acc})"))
+                params_red.append(f"R{q}")
+            else:  # partial: a float64 accumulator array (the runner's), then one pass
+                ridx = ", ".join("0" if d in axes else f"i{d}" for d in range(n))
+                acc = f"r{q}[{ridx}]"
+                params_red += [f"r{q}", f"R{q}"]
+                kept = [d for d in range(n) if d not in axes]
+                out_idx = ", ".join("0" if d in axes else f"i{d}" for d in range(n)) if keep \
+                    else ", ".join(f"i{d}" for d in kept)
+                for depth, d in enumerate(kept):
+                    post.append((depth, f"for i{d} in range(n{d}):"))
+                post.append((len(kept), f"R{q}[{out_idx}] = np.{dname}({acc})"))
             if name == "sum":
-                body.append(f"{r} += {value}")
+                body.append(f"{acc} += {value}")
             elif name == "amax":
-                body.append(f"if {r} == {r} and not ({value} <= {r}): {r} = {value}")
+                body.append(f"if {acc} == {acc} and not ({value} <= {acc}): {acc} = {value}")
             else:
-                body.append(f"if {r} == {r} and not ({value} >= {r}): {r} = {value}")
+                body.append(f"if {acc} == {acc} and not ({value} >= {acc}): {acc} = {value}")
         params = params_out + params_red + params_in + [f"s{k}" for k in range(len(lits))] + [
             f"n{d}" for d in range(n)]
         src = [f"def kernel({', '.join(params)}):"]
+        src += ["    " + line for line in pre]
         indent = "    "
         for d in range(n):
             src.append(f"{indent}for i{d} in range(n{d}):")
             indent += "    "
         src += [indent + line for line in body]
+        src += ["    " + "    " * depth + line for depth, line in post]
         return "\n".join(src) + "\n", lits
 
     def make_runner(self, eqn):
@@ -400,21 +416,20 @@ class FusedOp:
                 lines.append(f"o{k} = empty({shape!r}, d{k})")
             args.append(f"o{k}")
         results = [f"o{k}" for k in range(len(out_dtypes))]
+        n = len(shape)
         for q, (name, x, dim, keep, rout) in enumerate(self.red):
-            n = len(shape)
-            axes = set(range(n)) if dim is None else {d % n for d in dim}
-            kshape = tuple(1 if d in axes else s for d, s in enumerate(shape))
+            axes = _axes(dim, n)
             g["np"] = np
-            if name == "sum":
-                g[f"racc{q}"] = np.float64
-                lines.append(f"r{q} = zeros({kshape!r}, racc{q})")
-            else:
-                g[f"racc{q}"] = x.dtype
-                fill = "-np.inf" if name == "amax" else "np.inf"
-                lines.append(f"r{q} = full({kshape!r}, {fill}, racc{q})")
-            args.append(f"r{q}")
             g[f"rdt{q}"] = rout.dtype
-            results.append(f"r{q}.astype(rdt{q}).reshape({tuple(rout.shape)!r})")
+            if len(axes) != n:
+                kshape = tuple(1 if d in axes else s for d, s in enumerate(shape))
+                g["f64"] = np.float64
+                fill = "0.0" if name == "sum" else "-np.inf" if name == "amax" else "np.inf"
+                lines.append(f"r{q} = full({kshape!r}, {fill}, f64)")
+                args.append(f"r{q}")
+            lines.append(f"R{q} = empty({tuple(rout.shape)!r}, rdt{q})")
+            args.append(f"R{q}")
+            results.append(f"R{q}")
         params = [f"a{k}" for k in range(len(self.ext))]
         args += params
         for k, value in enumerate(lits):
@@ -447,6 +462,10 @@ class FusedOp:
         with np.errstate(all="ignore"):
             run(*dummies)
         numba_kernels.note_compile_time(time.perf_counter() - start)
+
+
+def _axes(dim, n) -> set:
+    return set(range(n)) if dim is None else {d % n for d in dim}
 
 
 def _dtype_name(dt) -> str:

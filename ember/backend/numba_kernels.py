@@ -7,6 +7,12 @@ generate alike (same expression, dtypes and rank: the source spells all three) c
 per process; numba then specialises it once per argument type (dtype, rank, memory layout).
 `compile_seconds()` reports the time spent compiling, for benchmarks.
 
+Compiled kernels are also cached on disk between processes: each source is written once to
+`$EMBER_CACHE_DIR/numba/k_<hash>.py` (default `~/.cache/ember`) and compiled with numba's
+`cache=True`, which keeps the machine code beside it, so a later process loads a kernel in
+milliseconds instead of compiling it again. Where that folder cannot be written, kernels are
+compiled in memory only.
+
 Generated kernels call the scalar helpers defined here (`maximum`, `minimum`, `sign`) that
 keep NumPy's semantics for NaN, which plain Python `max`/`min` do not.
 """
@@ -96,15 +102,57 @@ def jit_source(source: str, name: str):
     numba = _load()
     if numba is None or not available():
         return None
-    import numpy as np
-
     start = time.perf_counter()
-    namespace = {"np": np, "math": math, **_helpers(numba)}
-    exec(compile(source, f"<ember numba kernel {name}>", "exec"), namespace)
-    kernel = numba.njit(fastmath=False, nogil=True, cache=False, error_model="numpy")(namespace[name])
+    fn, on_disk = _define(numba, source, name)
+    kernel = numba.njit(fastmath=False, nogil=True, cache=on_disk, error_model="numpy")(fn)
     _state["seconds"] += time.perf_counter() - start
     _cache[source] = kernel
     return kernel
+
+
+_HEADER = "import math\nimport numpy as np\nfrom ember.backend.numba_kernels import helper\n" \
+    "maximum, minimum, sign = helper('maximum'), helper('minimum'), helper('sign')\n\n"
+
+
+def helper(name):
+    return _helpers(_load())[name]
+
+
+def _cache_dir():
+    import os
+
+    root = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "ember")
+    return os.path.join(root, "numba")
+
+
+def _define(numba, source, name):
+    """The Python function `name` of `source`: from a file in the kernel cache folder when it
+    can be written (so numba can cache the machine code), else defined in memory."""
+    import hashlib
+    import importlib.util
+    import os
+
+    import numpy as np
+
+    digest = hashlib.sha1(source.encode()).hexdigest()[:20]
+    try:
+        folder = _cache_dir()
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"k_{digest}.py")
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(_HEADER + source)
+            os.replace(tmp, path)  # atomic: concurrent processes see whole files only
+        spec = importlib.util.spec_from_file_location(f"ember_numba_k_{digest}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return getattr(module, name), True
+    except OSError:
+        namespace = {"np": np, "math": math, **_helpers(numba)}
+        exec(compile(source, f"<ember numba kernel {name}>", "exec"), namespace)
+        return namespace[name], False
 
 
 def note_compile_time(seconds: float) -> None:

@@ -4,6 +4,7 @@ against ember eager; compile times. Prints ratios and one JSON line per workload
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -194,14 +195,16 @@ def _mlp_benchmarks(have_torch):
         numba_s = numba_kernels.compile_seconds() - numba_before
         unfused = ember.compile(unfused_step, fuse=False)
         label = f"seed MLP {opt_name} step (batch 64)"
-        results.append(compare(f"{label}: compiled vs ember eager", lambda: compiled(x, y),
-                               lambda: eager(x, y), reference="ember_eager", repeats=7))
-        results.append(compare(f"{label}: fused vs unfused compiled",
-                               lambda: compiled(x, y), lambda: unfused(x, y),
-                               reference="ember_unfused", repeats=7))
+        run_compiled = functools.partial(compiled, x, y)
+        results.append(compare(f"{label}: compiled vs ember eager", run_compiled,
+                               functools.partial(eager, x, y), reference="ember_eager",
+                               repeats=7))
+        results.append(compare(f"{label}: fused vs unfused compiled", run_compiled,
+                               functools.partial(unfused, x, y), reference="ember_unfused",
+                               repeats=7))
         if have_torch:
             torch_run = _mlp_torch(opt_name, data)
-            results.append(compare(f"{label}: compiled vs torch eager", lambda: compiled(x, y),
+            results.append(compare(f"{label}: compiled vs torch eager", run_compiled,
                                    torch_run, repeats=7))
         line = {"workload": f"{label}: compile time", "ember_s": first_two,
                 "traces": compiled.trace_count, "numba_compile_s": numba_s,

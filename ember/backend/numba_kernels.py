@@ -93,20 +93,22 @@ def _helpers(numba):
     return _state["helpers"]
 
 
-def jit_source(source: str, name: str):
+def jit_source(source: str, name: str, disk: bool = True):
     """The numba-compiled function `name` from `source` (cached by source text); None when
-    numba is not available."""
-    kernel = _cache.get(source)
+    numba is not available. `disk=False` skips the on-disk cache (a retry when loading from
+    it failed)."""
+    kernel = _cache.get((source, disk))
     if kernel is not None:
         return kernel
     numba = _load()
     if numba is None or not available():
         return None
     start = time.perf_counter()
-    fn, on_disk = _define(numba, source, name)
+    fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source,
+                                                                              name)
     kernel = numba.njit(fastmath=False, nogil=True, cache=on_disk, error_model="numpy")(fn)
     _state["seconds"] += time.perf_counter() - start
-    _cache[source] = kernel
+    _cache[(source, disk)] = kernel
     return kernel
 
 
@@ -132,27 +134,37 @@ def _define(numba, source, name):
     import hashlib
     import importlib.util
     import os
-
-    import numpy as np
+    import sys
 
     digest = hashlib.sha1(source.encode()).hexdigest()[:20]
     try:
         folder = _cache_dir()
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"k_{digest}.py")
+        path = os.path.join(folder, f"k2_{digest}.py")
         if not os.path.exists(path):
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
                 f.write(_HEADER + source)
             os.replace(tmp, path)  # atomic: concurrent processes see whole files only
-        spec = importlib.util.spec_from_file_location(f"ember_numba_k_{digest}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        modname = f"ember_numba_k_{digest}"
+        module = sys.modules.get(modname)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(modname, path)
+            module = importlib.util.module_from_spec(spec)
+            # registered first: numba's cache finds the kernel's module by name when it loads
+            sys.modules[modname] = module
+            spec.loader.exec_module(module)
         return getattr(module, name), True
     except OSError:
-        namespace = {"np": np, "math": math, **_helpers(numba)}
-        exec(compile(source, f"<ember numba kernel {name}>", "exec"), namespace)
-        return namespace[name], False
+        return _define_in_memory(numba, source, name)
+
+
+def _define_in_memory(numba, source, name):
+    import numpy as np
+
+    namespace = {"np": np, "math": math, **_helpers(numba)}
+    exec(compile(source, f"<ember numba kernel {name}>", "exec"), namespace)
+    return namespace[name], False
 
 
 def note_compile_time(seconds: float) -> None:

@@ -392,15 +392,19 @@ class FusedOp:
         if not numba_kernels.available():
             return self.numpy_runner()
         source, lits = self.kernel_source()
-        try:
-            kernel = numba_kernels.jit_source(source, "kernel")
-            if kernel is None:
-                return self.numpy_runner()
-            run = self._numba_runner(kernel, lits)
-            self._warm_up(run)
-        except Exception:  # numba cannot compile this kernel: the NumPy path is exact
-            return self.numpy_runner()
-        return run
+        error = None
+        for disk in (True, False):  # a kernel cached on disk that fails to load: compile it
+            try:
+                kernel = numba_kernels.jit_source(source, "kernel", disk=disk)
+                if kernel is None:
+                    return self.numpy_runner()
+                run = self._numba_runner(kernel, lits)
+                self._warm_up(run)
+                return run
+            except Exception as exc:  # noqa: BLE001 - any numba failure: the NumPy path
+                error = exc
+        _warn_fallback(eqn, error)
+        return self.numpy_runner()
 
     def _numba_runner(self, kernel, lits):
         shape = self.shape
@@ -462,6 +466,23 @@ class FusedOp:
         with np.errstate(all="ignore"):
             run(*dummies)
         numba_kernels.note_compile_time(time.perf_counter() - start)
+
+
+_warned: set = set()
+
+
+def _warn_fallback(eqn, error) -> None:
+    """numba could not compile a fused kernel: say so once per expression (the NumPy path is
+    exact but slower)."""
+    import warnings
+
+    key = eqn.attrs.get("ops")
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(f"ember.graph fusion: numba could not compile the fused kernel [{key}] "
+                  f"({type(error).__name__}: {error}); running it with NumPy instead",
+                  RuntimeWarning, stacklevel=2)
 
 
 def _axes(dim, n) -> set:

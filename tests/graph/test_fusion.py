@@ -4,6 +4,7 @@ op table, broadcasting and reductions, training steps, and the NumPy path withou
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -145,6 +146,25 @@ def test_nan_and_division_follow_numpy():
     # inf and NaN where NumPy gives them; exp may differ from NumPy's in the last bit
     np.testing.assert_allclose(a.numpy(), ref, rtol=2e-7, equal_nan=True)
     np.testing.assert_array_equal(m.numpy(), np.max(x.numpy() * 2, axis=0))  # NaN wins
+
+
+@needs_numba
+def test_kernels_compile_with_numba_and_are_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path))
+    f = ember.compile(lambda x: (x * 0.75 - 0.125).tanh().sum(dim=1))
+    x = ember.ones(3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback to the NumPy path
+        out = f(x)
+    runners = [v for v in f._last.executor.run.__globals__.values() if hasattr(v, "source")]
+    assert runners, "the fused equation did not get a numba kernel"
+    np.testing.assert_allclose(out.numpy(), 5 * np.tanh(np.float32(0.625)), rtol=1e-6)
+    files = list((tmp_path / "numba").glob("k2_*.py"))
+    assert files and list((tmp_path / "numba" / "__pycache__").glob("*.nbi"))
+    # a new dispatcher for the same source loads the machine code from the cache folder
+    source = files[0].read_text().split("\n\n", 1)[1]
+    kernel = numba_kernels.jit_source(source + "\n", "kernel", disk=True)
+    assert kernel is not None
 
 
 @needs_numba

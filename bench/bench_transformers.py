@@ -62,6 +62,9 @@ def load_memory_mib(which: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+from harness import set_threads  # noqa: E402
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -80,7 +83,8 @@ def main():
     theirs = transformers.BertModel.from_pretrained(FOLDER).eval()
     rng = np.random.default_rng(0)
     weights = os.path.getsize(os.path.join(FOLDER, "model.safetensors")) / 2**20
-    print(f"MiniLM checkpoint {weights:.1f} MiB; torch threads {torch.get_num_threads()}")
+    threads = set_threads()
+    print(f"MiniLM checkpoint {weights:.1f} MiB; {threads} CPU thread(s) for ember and torch")
 
     def forward_pair(batch, length):
         ids = rng.integers(1000, 20000, (batch, length))

@@ -170,6 +170,10 @@ def _apply_general(op, args, attrs):
                         d = d.astype(target)
                     arrays.append(d)
                     need_grad = need_grad or a._requires_grad
+                elif target is not None and i not in skip and isinstance(a, (bool, int, float)):
+                    # a Python number among promoted operands takes the compute dtype (NumPy
+                    # would make float64 of where(c, 1.5, -0.5))
+                    arrays.append(_NUMPY_XP.asarray(a, dtype=target))
                 else:
                     arrays.append(a)
     # backend of the inputs

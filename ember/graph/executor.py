@@ -275,12 +275,17 @@ class Executor:
         if isinstance(e.op, OpDef):
             kernel = e.op.kernels.get("numpy") or e.op.forward
             fn = plan.bind(kernel, "f")
-            call = f"{fn}(xp, {', '.join(args)}"
+            call = f"{fn}(xp" + "".join(f", {a}" for a in args)  # ops may have no inputs
             if e.attrs:
                 attrs = plan.bind(dict(e.attrs), "a")
                 call += f", **{attrs}"
             call += ")"
-            if e.out.ndim == 0 or e.name in ("sum", "prod", "amax", "amin", "mean"):
+            if e.op.promote is not None and any(type(v) in (bool, int, float)
+                                                for v in e.inputs):
+                # Python-number operands: NumPy would widen the result (float64 from
+                # where(c, 1.5, -0.5)); the graph's dtype is the rule's, as in eager dispatch
+                call = f"asarray({call}, dtype={plan.bind(e.out.dtype, 'd')})"
+            elif e.out.ndim == 0 or e.name in ("sum", "prod", "amax", "amin", "mean"):
                 call = f"asarray({call})"
             return call
         # graph-level primitives (fused kernels, cond, while_loop) have a `run(*arrays)`

@@ -9,6 +9,7 @@ second-order gradients work.
 from __future__ import annotations
 
 from ember._util.errors import ShapeError
+from ember.backend import conv_kernels as _np_kernels
 from ember.ops.registry import apply, defop, same_dtype
 
 
@@ -216,6 +217,13 @@ MAX_POOL2D_GRAD = defop(
     "max_pool2d_grad", _max_pool_grad_forward,
     shape=lambda g, x, **a: tuple(x), dtype=same_dtype,
     doc="Routes each window's gradient to its (first) maximum. Not differentiable again.")
+
+# faster NumPy kernels (ember.backend.conv_kernels); the forwards above stay the spec
+CONV2D.def_kernel("numpy")(_np_kernels.conv2d)
+CONV2D_INPUT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_input_grad)
+CONV2D_WEIGHT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_weight_grad)
+MAX_POOL2D.def_kernel("numpy")(_np_kernels.max_pool2d)
+MAX_POOL2D_GRAD.def_kernel("numpy")(_np_kernels.max_pool2d_grad)
 
 
 # --- wrappers -----------------------------------------------------------------------------------

@@ -126,8 +126,9 @@ def _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, fill):
     h, w = x.shape[2], x.shape[3]
     ho = _out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
     wo = _out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
-    extra_h = max(0, (ho - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1 - (h + 2 * padding[0]))
-    extra_w = max(0, (wo - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1 - (w + 2 * padding[1]))
+    eh, ew = dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1
+    extra_h = max(0, (ho - 1) * stride[0] + eh - (h + 2 * padding[0]))
+    extra_w = max(0, (wo - 1) * stride[1] + ew - (w + 2 * padding[1]))
     xp_ = _pad(x, padding[0], padding[0] + extra_h, padding[1], padding[1] + extra_w, fill)
     return xp_, ho, wo
 

@@ -133,7 +133,8 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}p{c[3]}d{c[4]}g{c[5]}")
+@pytest.mark.parametrize("case", CONV_CASES,
+                         ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}p{c[3]}d{c[4]}g{c[5]}")
 def test_conv_kernels_on_random_shapes(case, dtype):
     from ember.ops.conv import CONV2D, CONV2D_INPUT_GRAD, CONV2D_WEIGHT_GRAD
 
@@ -141,7 +142,7 @@ def test_conv_kernels_on_random_shapes(case, dtype):
     rng = np.random.default_rng(1)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
-    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     y = CONV2D.forward(XP, x, w, **attrs)
     _compare("conv2d", CONV2D.kernels["numpy"](XP, x, w, **attrs), y, dtype, str(case))
     g = rng.standard_normal(y.shape).astype(dtype)
@@ -186,8 +187,8 @@ def test_max_pool_kernels_on_random_shapes(case, dtype):
 
     xs, kernel, stride, padding, dilation, ceil_mode = case
     rng = np.random.default_rng(2)
-    attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
-                 ceil_mode=ceil_mode)
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+                 "ceil_mode": ceil_mode}
     for name, x in _pool_inputs(xs, dtype, rng):
         y = MAX_POOL2D.forward(XP, x, **attrs)
         _compare("max_pool2d", MAX_POOL2D.kernels["numpy"](XP, x, **attrs), y, dtype,
@@ -208,6 +209,7 @@ def test_max_pool_kernel_on_integers():
 
     x = np.random.default_rng(3).integers(-100, 100, (2, 3, 9, 8)).astype(np.int32)
     for k, s, p, c in itertools.product((2, 3), (1, 2), (0, 1), (False, True)):
-        attrs = dict(kernel=(k, k), stride=(s, s), padding=(p, p), dilation=(1, 1), ceil_mode=c)
+        attrs = {"kernel": (k, k), "stride": (s, s), "padding": (p, p), "dilation": (1, 1),
+                 "ceil_mode": c}
         _compare("max_pool2d", MAX_POOL2D.kernels["numpy"](XP, x, **attrs),
                  MAX_POOL2D.forward(XP, x, **attrs), np.int32, str(attrs))

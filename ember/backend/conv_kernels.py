@@ -82,10 +82,30 @@ def conv2d(xp, x, w, stride, padding, dilation, groups):
 def conv2d_weight_grad(xp, x, g, weight_shape, stride, padding, dilation, groups):
     o, cg, kh, kw = weight_shape
     n = x.shape[0]
-    cols, ho, wo = _cols(x, kh, kw, stride, padding, dilation, channels_first=True)
     og, k = o // groups, cg * kh * kw
-    gmat = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, og, n * ho * wo)
-    cols = cols.reshape(groups, k, n * ho * wo)
+    if stride == (1, 1) and np.isfinite(x).all():
+        # as in conv2d_input_grad: g widened to the padded width with zero columns, and each
+        # tap's column one contiguous run of the flattened padded plane (the wrap-around
+        # meets the zero columns; finite x keeps 0 * x == 0 there)
+        xp_ = _pad(x, padding[0], padding[0], padding[1], padding[1], 0)
+        c, hp, wp = xp_.shape[1:]
+        ho, wo = g.shape[2], g.shape[3]
+        flat = xp_.transpose(1, 0, 2, 3).reshape(c, n, hp * wp)
+        run = (ho - 1) * wp + wo
+        cols = np.empty((c, kh, kw, n, ho * wp), dtype=x.dtype)
+        cols[..., run:] = 0
+        for i in range(kh):
+            for j in range(kw):
+                at = i * dilation[0] * wp + j * dilation[1]
+                cols[:, i, j, :, :run] = flat[:, :, at: at + run]
+        gw = np.zeros((o, n, ho, wp), dtype=g.dtype)
+        gw[..., :wo] = g.transpose(1, 0, 2, 3)
+        gmat = gw.reshape(groups, og, n * ho * wp)
+        cols = cols.reshape(groups, k, n * ho * wp)
+    else:
+        cols, ho, wo = _cols(x, kh, kw, stride, padding, dilation, channels_first=True)
+        gmat = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, og, n * ho * wo)
+        cols = cols.reshape(groups, k, n * ho * wo)
     return np.matmul(gmat, cols.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
 
 
@@ -97,10 +117,11 @@ def conv2d_input_grad(xp, g, w, input_shape, stride, padding, dilation, groups):
     ph, pw = padding
     hp, wp = h + 2 * ph, wd + 2 * pw
     wmat = w.reshape(groups, og, k).transpose(0, 2, 1)  # (G, k, og)
-    if stride == (1, 1):
+    if stride == (1, 1) and np.isfinite(w).all():
         # col2im on flattened planes: g widened to the padded width with zero columns gives
         # columns whose tap (i, j) is one contiguous run of the padded plane at offset
-        # i*dh*wp + j*dw (the zero columns land on the wrap-around and add nothing)
+        # i*dh*wp + j*dw (the zero columns land on the wrap-around and, with a finite w, add
+        # nothing)
         gw = np.zeros((n, o, ho, wp), dtype=g.dtype)
         gw[..., :wo] = g
         cols = np.matmul(wmat, gw.reshape(n, groups, og, ho * wp)).reshape(n, c, kh, kw, -1)

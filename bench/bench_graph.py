@@ -4,6 +4,7 @@ against ember eager; compile times. Prints ratios and one JSON line per workload
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -43,12 +44,12 @@ def _seed_tf1_ember():
     return run
 
 
-def _seed_compiled_ember():
+def _seed_compiled_ember(fuse=None):
     W = ember.tensor([.3], requires_grad=True)
     b = ember.tensor([-.3], requires_grad=True)
     x, y = ember.tensor(X_TRAIN, dtype=ember.float32), ember.tensor(Y_TRAIN, dtype=ember.float32)
 
-    @ember.compile
+    @ember.compile(fuse=fuse)
     def step(x, y):
         loss = ((W * x + b - y) ** 2).sum()
         W.grad = None
@@ -115,7 +116,21 @@ def _seed_tf_function():
     return run
 
 
-def _mlp_steps():
+class _Data:
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((64, 784)).astype(np.float32)
+        self.y = rng.integers(0, 10, 64)
+
+
+def _make_opt(optim, params, name):
+    if name == "adam":
+        return optim.Adam(params, lr=1e-3)
+    return optim.SGD(params, lr=0.01)
+
+
+def _mlp_step(opt_name, data):
+    """The seed MLP (784-128-10, CrossEntropyLoss) train step on a batch of 64."""
     nn, optim = ember.nn, ember.optim
 
     class MLP(nn.Module):
@@ -127,28 +142,77 @@ def _mlp_steps():
         def forward(self, x):
             return self.fc2(nn.functional.relu(self.fc1(x)))
 
-    def make():
-        ember.manual_seed(0)
-        model = MLP()
-        criterion = nn.CrossEntropyLoss()
-        opt = optim.SGD(model.parameters(), lr=0.01)
+    ember.manual_seed(0)
+    model = MLP()
+    criterion = nn.CrossEntropyLoss()
+    opt = _make_opt(optim, model.parameters(), opt_name)
 
-        def step(inputs, labels):
-            opt.zero_grad()
-            loss = criterion(model(inputs), labels)
-            loss.backward()
-            opt.step()
-            return loss
+    def step(inputs, labels):
+        opt.zero_grad()
+        loss = criterion(model(inputs), labels)
+        loss.backward()
+        opt.step()
+        return loss
 
-        return step
+    return step, ember.tensor(data.x), ember.tensor(data.y)
 
-    rng = np.random.default_rng(0)
-    inputs = ember.tensor(rng.standard_normal((64, 784)).astype(np.float32))
-    labels = ember.tensor(rng.integers(0, 10, 64))
-    eager = make()
-    compiled = ember.compile(make())
-    return (lambda: compiled(inputs, labels)), (lambda: eager(inputs, labels)), compiled, \
-        (inputs, labels)
+
+def _mlp_torch(opt_name, data):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(),
+                                torch.nn.Linear(128, 10))
+    criterion = torch.nn.CrossEntropyLoss()
+    opt = _make_opt(torch.optim, model.parameters(), opt_name)
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+
+    def run():
+        opt.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return run
+
+
+def _mlp_benchmarks(have_torch):
+    from ember.backend import numba_kernels
+
+    results = []
+    data = _Data()
+    for opt_name in ("sgd", "adam"):
+        eager, x, y = _mlp_step(opt_name, data)
+        step, _, _ = _mlp_step(opt_name, data)
+        unfused_step, _, _ = _mlp_step(opt_name, data)
+        numba_before = numba_kernels.compile_seconds()
+        start = time.perf_counter()
+        compiled = ember.compile(step)
+        compiled(x, y)
+        compiled(x, y)  # the second call retraces once (.grad and optimizer state appear)
+        first_two = time.perf_counter() - start
+        numba_s = numba_kernels.compile_seconds() - numba_before
+        unfused = ember.compile(unfused_step, fuse=False)
+        label = f"seed MLP {opt_name} step (batch 64)"
+        run_compiled = functools.partial(compiled, x, y)
+        results.append(compare(f"{label}: compiled vs ember eager", run_compiled,
+                               functools.partial(eager, x, y), reference="ember_eager",
+                               repeats=7))
+        results.append(compare(f"{label}: fused vs unfused compiled", run_compiled,
+                               functools.partial(unfused, x, y), reference="ember_unfused",
+                               repeats=7))
+        if have_torch:
+            torch_run = _mlp_torch(opt_name, data)
+            results.append(compare(f"{label}: compiled vs torch eager", run_compiled,
+                                   torch_run, repeats=7))
+        line = {"workload": f"{label}: compile time", "ember_s": first_two,
+                "traces": compiled.trace_count, "numba_compile_s": numba_s,
+                "last_trace_s": compiled.compile_seconds}
+        print(f"{label + ': compile time':<40} ember {first_two * 1e3:.1f} ms for the first two "
+              f"calls ({compiled.trace_count} traces; numba {numba_s * 1e3:.1f} ms)")
+        print(json.dumps(line))
+    return results
 
 
 def main():
@@ -163,7 +227,8 @@ def main():
         have_tf = True
     except ImportError:
         have_tf = False
-    tf1, compiled = _seed_tf1_ember(), _seed_compiled_ember()
+    tf1, compiled, unfused = _seed_tf1_ember(), _seed_compiled_ember(), \
+        _seed_compiled_ember(fuse=False)
     W, b, loss = tf1()
     print(f"seed check (TF1 session): W: {W} b: {b} loss: {loss}")
     if have_torch:
@@ -172,23 +237,15 @@ def main():
                                torch_run, repeats=5))
         results.append(compare("seed 1000 steps: ember.compile vs torch eager", compiled,
                                torch_run, repeats=5))
+    results.append(compare("seed 1000 steps: fused vs unfused compiled", compiled, unfused,
+                           reference="ember_unfused", repeats=5))
     if have_tf:
         tff = _seed_tf_function()
         results.append(compare("seed 1000 steps: ember TF1 Session vs tf.function", tf1, tff,
                                reference="tf.function", repeats=3))
         results.append(compare("seed 1000 steps: ember.compile vs tf.function", compiled,
                                tff, reference="tf.function", repeats=3))
-    try:
-        compiled_step, eager_step, compiled_fn, _ = _mlp_steps()
-    except AttributeError as error:
-        print(f"MLP benchmark skipped: {error}")
-    else:
-        results.append(compare("seed MLP train step (batch 64): compiled vs ember eager",
-                               compiled_step, eager_step, reference="ember_eager", repeats=7))
-        compile_s = compiled_fn.compile_seconds
-        line = {"workload": "seed MLP compile time", "ember_s": compile_s}
-        print(f"{'seed MLP compile time':<40} ember {compile_s * 1e3:.1f} ms")
-        print(json.dumps(line))
+    results += _mlp_benchmarks(have_torch)
     # compile time of the seed step
     start = time.perf_counter()
     _seed_compiled_ember()()

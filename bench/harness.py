@@ -12,6 +12,25 @@ import statistics
 import time
 
 
+def set_threads(n: int | None = None) -> int:
+    """Give ember and PyTorch the same number of CPU threads (default 1, or
+    EMBER_BENCH_THREADS): on a shared machine, oversubscribed BLAS threads busy-wait and turn
+    timings into noise."""
+    import os
+
+    import ember
+
+    n = int(os.environ.get("EMBER_BENCH_THREADS", "1")) if n is None else n
+    ember.set_num_threads(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    return n
+
+
 def _time(fn, number):
     start = time.perf_counter()
     for _ in range(number):

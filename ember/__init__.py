@@ -36,6 +36,10 @@ short = int16
 int = int32  # noqa: A001
 long = int64
 
+from ember.backend.threads import (
+    get_num_threads as get_num_threads,
+    set_num_threads as set_num_threads,
+)
 from ember.backend import (
     Device as Device,
     Generator as Generator,

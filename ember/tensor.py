@@ -325,7 +325,7 @@ class Tensor:
         if dev is not None and _device(dev) != self.device:
             out = _to_device(out, _device(dev))
         if dtype is not None:
-            out = _ops.cast(out, dtype)
+            out = _E.cast(out, dtype)
         if copy and out is self:
             out = self.clone()
         return out
@@ -336,22 +336,22 @@ class Tensor:
     def cuda(self, device=None) -> "Tensor":
         return self.to("cuda" if device is None else f"cuda:{int(device)}")
 
-    def float(self): return _ops.cast(self, _dt.float32)
-    def double(self): return _ops.cast(self, _dt.float64)
-    def half(self): return _ops.cast(self, _dt.float16)
-    def long(self): return _ops.cast(self, _dt.int64)
-    def int(self): return _ops.cast(self, _dt.int32)
-    def short(self): return _ops.cast(self, _dt.int16)
-    def byte(self): return _ops.cast(self, _dt.uint8)
-    def char(self): return _ops.cast(self, _dt.int8)
-    def bool(self): return _ops.cast(self, _dt.bool_)
+    def float(self): return _E.cast(self, _dt.float32)
+    def double(self): return _E.cast(self, _dt.float64)
+    def half(self): return _E.cast(self, _dt.float16)
+    def long(self): return _E.cast(self, _dt.int64)
+    def int(self): return _E.cast(self, _dt.int32)
+    def short(self): return _E.cast(self, _dt.int16)
+    def byte(self): return _E.cast(self, _dt.uint8)
+    def char(self): return _E.cast(self, _dt.int8)
+    def bool(self): return _E.cast(self, _dt.bool_)
 
     def type(self, dtype=None):
         if dtype is None:
             return f"ember.{self.dtype.name}"
-        return _ops.cast(self, dtype)
+        return _E.cast(self, dtype)
 
-    def type_as(self, other): return _ops.cast(self, other.dtype)
+    def type_as(self, other): return _E.cast(self, other.dtype)
 
     def clone(self, memory_format=None) -> "Tensor":
         return apply(_S.COPY, self)
@@ -1099,8 +1099,3 @@ from ember.ops import nn as _N  # noqa: E402
 from ember.ops import random as _R  # noqa: E402
 from ember.ops import reduce as _Rd  # noqa: E402
 from ember.ops import shape as _S  # noqa: E402
-class _Ops:
-    cast = staticmethod(_E.cast)
-
-
-_ops = _Ops

@@ -83,11 +83,28 @@ double = float64
 half = float16
 DType = type(float32)
 
-# tf.data and tf.io come from ember's data and io layers, loaded when first used.
-_LAZY = {"data": "ember.data", "io": "ember.io", "image": "ember.vision"}
+# tf.data, tf.io and tf.image come from ember's data, io and vision layers, loaded when first
+# used. tf.data holds TensorFlow's names for ember's chained Pipeline.
+def _tf_data():
+    import types
+
+    from ember.data import pipeline as _pipeline
+
+    experimental = types.SimpleNamespace(AUTOTUNE=_pipeline.AUTOTUNE)
+    return types.SimpleNamespace(
+        Dataset=_pipeline.Pipeline, AUTOTUNE=_pipeline.AUTOTUNE,
+        INFINITE_CARDINALITY=_pipeline.INFINITE_CARDINALITY,
+        UNKNOWN_CARDINALITY=_pipeline.UNKNOWN_CARDINALITY, experimental=experimental)
+
+
+_LAZY = {"io": "ember.io", "image": "ember.vision.image"}
 
 
 def __getattr__(name: str):
+    if name == "data":
+        value = _tf_data()
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is not None:
         try:

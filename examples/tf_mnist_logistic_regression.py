@@ -10,10 +10,16 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from idx import load_mnist  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "seed"))
+from _mnist import load_mnist as _load_uint8  # noqa: E402
 
 import ember.tf as tf  # noqa: E402
+
+
+def load_mnist(split):
+    """(images float32 [n, 784] in [0, 1], labels int64 [n])."""
+    images, labels = _load_uint8(split)
+    return images.reshape(len(images), -1).astype(np.float32) / 255.0, labels
 
 
 def main(epochs: int = 5, batch_size: int = 100, learning_rate: float = 0.5, seed: int = 0):

@@ -45,12 +45,19 @@ class AutogradError(EmberError, RuntimeError):
     """Backward could not be computed (freed graph, in-place modification, no grad_fn)."""
 
 
+_inside: dict = {}  # filename -> whether it belongs to the ember package
+
+
 def user_location(skip: int = 1) -> tuple[str, int] | None:
     """(filename, line) of the innermost stack frame outside the ember package."""
     frame = sys._getframe(skip)
+    inside = _inside
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_PACKAGE_DIR):
+        known = inside.get(filename)
+        if known is None:
+            known = inside[filename] = filename.startswith(_PACKAGE_DIR)
+        if not known:
             return filename, frame.f_lineno
         frame = frame.f_back
     return None

@@ -14,7 +14,10 @@ tensor was made and which in-place op changed it.
 
 from __future__ import annotations
 
+import sys
 import weakref
+
+import numpy as np
 
 from ember._util.errors import AutogradError, format_location
 from ember.autograd.grad_mode import _state
@@ -300,19 +303,33 @@ def _dispatch_intercepted() -> bool:
 def _accumulate_into(t, g, create_graph):
     from ember.tensor import _wrap
 
-    if create_graph or _dispatch_intercepted():
-        # (while tracing, gradients are graph values: accumulate with traced ops)
+    if create_graph or _dispatch_intercepted():  # traced gradients cannot be added in place
         t.grad = g if t.grad is None else t.grad + g
         return
     if t.grad is None:
-        # always a fresh buffer: the incoming gradient may be shared with other tensors or be a
-        # read-only broadcast view
-        t.grad = _wrap(g._data.copy())
+        # A fresh buffer, unless the incoming one is provably exclusive (as PyTorch steals a
+        # gradient whose use count is 1): a contiguous, writable, non-view NumPy array held
+        # only by `g`, and `g` held only by the engine's bookkeeping. Anything else may be
+        # shared with another leaf, the caller or a read-only broadcast view, and is copied.
+        arr = g._data
+        if (type(arr) is np.ndarray and arr.base is None and arr.flags.writeable
+                and arr.flags.c_contiguous and sys.getrefcount(arr) <= _ARRAY_REFS
+                and sys.getrefcount(g) <= _TENSOR_REFS and g._version is None):
+            t.grad = _wrap(arr)
+        else:
+            t.grad = _wrap(arr.copy())
     else:
         if t.grad._data.shape != g._data.shape:
             raise AutogradError(f"accumulating a gradient of shape {tuple(g.shape)} into .grad "
                                 f"of shape {tuple(t.grad.shape)}")
         t.grad._data += g._data
+
+
+# References held while `_accumulate_into` inspects an exclusive gradient: g._data, the local
+# `arr` and getrefcount's argument; for g: the leaf_grads dict, the caller's loop variable,
+# this function's parameter and getrefcount's argument.
+_ARRAY_REFS = 3
+_TENSOR_REFS = 4
 
 
 def weak(t):

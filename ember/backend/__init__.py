@@ -108,7 +108,12 @@ def get_backend(dev: Device | str = "cpu") -> Backend:
         with _lock:
             backend = _backends.get(dev_type)
             if backend is None:
-                importlib.import_module(_KNOWN_TYPES[dev_type])  # registers itself
+                try:
+                    importlib.import_module(_KNOWN_TYPES[dev_type])  # registers itself
+                except ImportError as error:
+                    raise DeviceError(
+                        f"device {dev_type!r} is not available: ember has no {dev_type} backend "
+                        f"on this machine ({error}); use 'cpu'") from None
                 backend = _backends[dev_type]
     return backend
 

@@ -323,6 +323,10 @@ def worker_loop(config: dict, index_queue, result_queue, worker_id: int) -> None
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):  # pragma: no cover - not the main thread
         pass
+    if config.get("packed"):
+        from ember.data._packed import install_packed
+
+        install_packed(config["packed"])
     dataset = config["dataset"]
     base_seed = config["base_seed"]
     seed = base_seed + worker_id

@@ -14,6 +14,7 @@ persistent worker's leftovers after a `break`) are dropped by their epoch number
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import pickle
@@ -74,6 +75,10 @@ class DataLoader:
         generator: an `ember.Generator` for the sampler and the worker base seed.
         prefetch_factor: batches in flight per worker (default 2).
         persistent_workers: keep the workers between epochs.
+        pack_dataset: with forked workers, give them packed copies of the dataset's large
+            lists of str/bytes/numbers (tuples of them too) so reading them does not copy
+            the parent's memory into every worker (Note [Copy-on-read] in `_packed.py`);
+            False gives workers the lists themselves.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class DataLoader:
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
         pin_memory_device: str = "",
+        pack_dataset: bool = True,
     ):
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(
@@ -126,6 +132,7 @@ class DataLoader:
         self.multiprocessing_context = multiprocessing_context
         self.persistent_workers = persistent_workers
         self.generator = generator
+        self.pack_dataset = pack_dataset
 
         self._is_iterable = isinstance(dataset, IterableDataset)
         if self._is_iterable:
@@ -311,7 +318,14 @@ class _WorkerPool:
         self.index_queues = []
         self.workers = []
         self.closed = False
+        forked = context.get_start_method() == "fork"
+        if forked and loader.pack_dataset:
+            from ember.data._packed import pack_dataset
+
+            config["packed"] = pack_dataset(loader.dataset)
         try:
+            if forked:  # Note [Copy-on-read]: children never collect what exists now
+                gc.freeze()
             for worker_id in range(loader.num_workers):
                 index_queue = context.Queue()
                 index_queue.cancel_join_thread()
@@ -327,6 +341,11 @@ class _WorkerPool:
         except BaseException:
             self.shutdown()
             raise
+        finally:
+            if forked:
+                gc.unfreeze()
+            # The workers hold the packed columns now; the parent lets go of its references.
+            config.pop("packed", None)
 
     def check_alive(self):
         for worker_id, process in enumerate(self.workers):

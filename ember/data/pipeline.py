@@ -19,7 +19,13 @@ pool of n threads (the default: right for functions that spend their time in cod
 releases the GIL, such as image decoding, resizing and most large NumPy operations) or n
 forked processes (`executor="process"`, for pure-Python functions; results come back through
 shared memory as DataLoader batches do). `deterministic=False` yields results as they finish.
-`AUTOTUNE` means one call per CPU this process may run on. `prefetch(n)` runs everything
+`AUTOTUNE` means two threads per CPU this process may run on (one process per CPU with
+`executor="process"`): a map function such as decode -> resize -> normalize holds the GIL for
+short Python stretches between long GIL-free NumPy/Pillow calls, and a second thread per CPU
+fills those stretches (and any I/O wait) instead of leaving the CPU idle. Measured on the
+shared 2-CPU bench machine (decode -> resize -> crop -> normalize over 512 JPEGs, two runs
+each, images/s): sequential 143/138, 2 threads 149/208, 4 threads 329/227, 6 threads
+318/319 with about 20% more CPU time per image. `prefetch(n)` runs everything
 upstream of it in a background thread, n elements ahead.
 """
 
@@ -395,7 +401,10 @@ class Pipeline(IterableDataset):
                     return itertools.starmap(map_func, chained)
                 return map(map_func, chained)
         else:
-            workers = _cpu_count() if num_parallel_calls == AUTOTUNE else int(num_parallel_calls)
+            if num_parallel_calls == AUTOTUNE:
+                workers = _cpu_count() * (2 if executor == "thread" else 1)
+            else:
+                workers = int(num_parallel_calls)
             if workers < 1:
                 raise ValueError(
                     f"Pipeline.map: num_parallel_calls must be positive or AUTOTUNE, "

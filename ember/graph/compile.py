@@ -50,7 +50,7 @@ def _describe(desc) -> str:
 
 class _Entry:
     __slots__ = ("graph", "executor", "out_tree", "grad_owners", "grad_none", "trace_seconds",
-                 "guards")
+                 "guards", "state_guards")
 
     def __init__(self, graph, executor, out_tree, grad_owners, grad_none, trace_seconds):
         self.graph = graph
@@ -59,6 +59,7 @@ class _Entry:
         self.grad_owners = grad_owners
         self.grad_none = grad_none
         self.guards: list = []  # (tensor, had .grad when traced): the graph depends on it
+        self.state_guards: list = []  # (fn, value when traced): Tracer.add_guard
         self.trace_seconds = trace_seconds
 
 
@@ -198,14 +199,21 @@ class CompiledFunction:
         entry = self.cache.get(key)
         reason = None
         if entry is not None and not _guards_hold(entry):
-            # a captured tensor's .grad appeared or went away since tracing: its own variant
+            # a captured tensor's .grad appeared or went away since tracing, or state the
+            # traced Python branched on (an optimizer's state) changed: its own variant
             state = tuple(t.grad is not None for t, _ in entry.guards)
-            reason = "the .grad of a captured tensor " + (
-                "was set since tracing" if any(state) else "was cleared since tracing")
-            key = key + (("grads", state),)
+            extra = tuple(fn() for fn, _ in entry.state_guards)
+            if not all(v == old for (_, old), v in zip(entry.state_guards, extra)):
+                reason = "state the traced function branched on changed since tracing " \
+                         "(an optimizer's per-parameter state was created)"
+            else:
+                reason = "the .grad of a captured tensor " + (
+                    "was set since tracing" if any(state) else "was cleared since tracing")
+            key = key + (("grads", state, extra),)
             entry = self.cache.get(key)
         if entry is None:
             entry = self._trace(key, args, kwargs, leaves, names, reason)
+            self._trace_ahead(entry, key[:2], args, kwargs, leaves, names)
         else:
             self.cache.move_to_end(key)
         if not kwargs and all(isinstance(a, Tensor) for a in args):
@@ -213,6 +221,31 @@ class CompiledFunction:
                               for a in args])] = entry
         self._last = entry
         return self._run(entry, leaves)
+
+    def _trace_ahead(self, entry, key, args, kwargs, leaves, names):
+        """Note [Trace ahead]: a training step traced while its parameters have no `.grad`
+        yet writes them, so the next call would retrace for the variant where they exist.
+        Trace that variant now, with the `.grad` tensors it will find already in place
+        (zeros that this call's gradients are copied into), so the second call runs a compiled
+        graph at once; the first call pays the second trace instead."""
+        missing = [t for t in entry.grad_owners if t.grad is None and any(
+            g is t and not had for g, had in entry.guards)]
+        if not missing or len(self.cache) >= (self.max_cache_size or _config.max_cache_size):
+            return
+        for t in missing:
+            t.grad = _wrap(np.zeros(t._data.shape, t._data.dtype))
+        state = tuple(t.grad is not None for t, _ in entry.guards)
+        extra = tuple(fn() for fn, _ in entry.state_guards)
+        ahead = key + (("grads", state, extra),)
+        if ahead in self.cache:
+            return
+        try:
+            self._trace(ahead, args, kwargs, leaves, names,
+                        reason="traced ahead: the .grad of captured tensors exists after the "
+                               "first call")
+        except Exception:  # the variant will be traced (and fail visibly) when it is called
+            for t in missing:
+                t.grad = None
 
     def _arg_name(self, i):
         return self._param_names[i] if i < len(self._param_names) else f"args[{i}]"
@@ -257,7 +290,7 @@ class CompiledFunction:
         executor = Executor(graph)
         entry = _Entry(graph, executor, out_tree, grad_owners, grad_none,
                        time.perf_counter() - start)
-        entry.guards = guards
+        entry.guards, entry.state_guards = guards
         self.trace_count += 1
         self.cache[key] = entry
         limit = self.max_cache_size or _config.max_cache_size
@@ -320,6 +353,9 @@ def _guards_hold(entry) -> bool:
     for t, had in entry.guards:
         if (t.grad is not None) is not had:
             return False
+    for fn, value in entry.state_guards:
+        if fn() != value:
+            return False
     return True
 
 
@@ -346,7 +382,8 @@ def trace(fn, args, kwargs, leaves, names, name="graph", with_guards=False):
     grad_none = [t for c, (v, t) in owners.items() if v is None]
     graph.check()
     if with_guards:
-        return graph, out_tree, grad_owners, grad_none, tracer.guards
+        return graph, out_tree, grad_owners, grad_none, (tracer.guards,
+                                                          list(tracer.state_guards.values()))
     return graph, out_tree, grad_owners, grad_none
 
 

@@ -5,7 +5,9 @@
   environment variable EMBER_RUN_EAGERLY=1.
 - `max_cache_size`: compiled graphs kept per function (least recently used dropped).
 - `retrace_warning_after`: warn once a function has been retraced this many times.
-- `fusion`: fuse elementwise chains into generated kernels (EMBER_FUSION=0 turns it off).
+- `fusion`: fuse elementwise chains into generated kernels (EMBER_FUSION=0 turns it off;
+  Note [Fusion]); the kernels are compiled with numba when it is installed (the `fast` extra)
+  and run as NumPy otherwise or with EMBER_NO_NUMBA=1.
 Printing the graph after each compiler stage: EMBER_PRINT_GRAPH=1.
 """
 

@@ -142,8 +142,11 @@ class Executor:
                 line = self._kernel_line(plan, e, kind, args, target)
             else:
                 line = self._generic_line(plan, e, args)
-                aliases[out] = set().union(*(aliases[a] for a in e.inputs
-                                             if isinstance(a, Var))) if any(
+                if getattr(e.op, "fresh_outputs", False):  # fused kernels: new arrays
+                    for v in e.outs:
+                        aliases[v] = set()
+                aliases[out] = set() if getattr(e.op, "fresh_outputs", False) else set().union(
+                    *(aliases[a] for a in e.inputs if isinstance(a, Var))) if any(
                     isinstance(a, Var) for a in e.inputs) else set()
                 for key in aliases[out]:
                     if key in buffer_live:
@@ -212,6 +215,8 @@ class Executor:
         from ember.ops.registry import OpDef
 
         op = e.op
+        if getattr(op, "accepts_out", False) and len(e.outs) == 1:
+            return "fused"  # a fused kernel (ember.graph.fusion) writing one result
         if not isinstance(op, OpDef) or op.kernels.get("numpy") is not None:
             return None
         name = op.name
@@ -249,6 +254,9 @@ class Executor:
         if kind == "relu":
             return f"asarray(np.maximum({args[0]}, 0))" if scalar else \
                 f"np.maximum({args[0]}, 0{out})"
+        if kind == "fused":
+            fn = plan.bind(e.op.make_runner(e), "p")
+            return f"{fn}({', '.join(args)}{out})"
         if kind == "matmul":
             call = f"np.matmul({args[0]}, {args[1]}{out})"
             return f"asarray({call})" if scalar else call

@@ -1,10 +1,514 @@
-"""Elementwise fusion (not implemented yet): the pipeline's hook for turning chains of
-elementwise ops and their reductions into one generated kernel (numba on CPU, loaded lazily,
-with a NumPy path). Today it returns the graph unchanged; the executor already runs those
-chains as ufuncs writing into preallocated buffers (Note [Executor])."""
+"""Elementwise fusion: chains of elementwise ops, and the reductions that end one, become one
+generated kernel.
+
+Note [Fusion]: `fuse_elementwise` walks the equations in order and grows groups of fusible
+elementwise equations that produce values of one shape S (their inputs may broadcast to S). An
+equation joins the open groups that produce its inputs (merging them); a group closes when an
+equation outside it reads one of its values (a reduction's result counts as outside: it is
+known only after the loops). Reductions (`sum`, `amax`, `amin` over a float value) of its
+values join it too, accumulated in the same loops. The fused equation takes the
+place of the group's last member, so every value it reads is defined before it and every
+outside reader comes after it. Its results are the members' values read outside the group (or
+by the graph's results, updates and gradients) and the reductions. An `expand` feeding a member
+is read through (the kernel broadcasts its source itself), so the expanded copy never exists.
+
+Each fused equation has two implementations, chosen when the executor is built:
+- a kernel generated as Python source (nested loops over S, one local per member, each rounded
+  to its equation's dtype so results match eager up to the last bit of transcendental
+  functions; sums accumulate in float64), compiled by numba (`ember.backend.numba_kernels`,
+  the `fast` extra, loaded lazily; off with EMBER_NO_NUMBA=1) and cached by its source, which
+  spells the expression, the dtypes, the rank and the broadcast pattern (literals are kernel
+  arguments, so a new learning rate reuses the kernel);
+- the NumPy path: the members' reference kernels one after the other (used when numba is
+  absent or cannot compile the kernel).
+Groups of a single elementwise equation are left alone: the executor already runs those as
+ufuncs into preallocated buffers (Note [Executor]); so are two-op chains without a reduction
+over large arrays (`_LARGE`), where the scalar generated loop measured slower than two
+vectorised ufunc passes (the SGD update of a 128x784 weight: 59 us against 52 us).
+"""
 
 from __future__ import annotations
 
+import math
 
-def fuse_elementwise(graph):
-    return graph
+import numpy as np
+
+from ember.graph.ir import Eqn, Graph, Var
+
+__all__ = ["fuse_elementwise", "FusedOp"]
+
+# op name -> scalar expression template over the operands {0}, {1}, {2}; D is the result dtype
+_TEMPLATES = {
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
+    "neg": "-{0}", "exp": "np.exp({0})", "log": "np.log({0})", "sqrt": "np.sqrt({0})",
+    "tanh": "np.tanh({0})", "sin": "np.sin({0})", "cos": "np.cos({0})", "abs": "abs({0})",
+    "log1p": "np.log1p({0})", "expm1": "np.expm1({0})",
+    "reciprocal": "D(1) / {0}", "rsqrt": "D(1) / np.sqrt({0})",
+    "maximum": "maximum({0}, {1})", "minimum": "minimum({0}, {1})",
+    "relu": "maximum({0}, D(0))", "sign": "sign({0})",
+    "sigmoid": "(D(1) / (D(1) + D(np.exp(-{0}))) if {0} >= 0 else "
+               "D(np.exp({0})) / (D(1) + D(np.exp({0}))))",
+    "pow": "{0} ** {1}",
+    "eq": "{0} == {1}", "ne": "{0} != {1}", "lt": "{0} < {1}", "le": "{0} <= {1}",
+    "gt": "{0} > {1}", "ge": "{0} >= {1}",
+    "logical_not": "not {0}", "logical_and": "{0} and {1}", "logical_or": "{0} or {1}",
+    "logical_xor": "{0} != {1}",
+    "where": "({1} if {0} else {2})",
+    "cast": None,  # by target dtype
+}
+_COMPARE = {"eq", "ne", "lt", "le", "gt", "ge"}
+_LOGICAL = {"logical_not", "logical_and", "logical_or", "logical_xor"}
+_REDUCTIONS = {"sum", "amax", "amin"}
+_FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
+_INTS = {np.dtype(np.int32), np.dtype(np.int64)}
+_BOOL = np.dtype(bool)
+# a two-op chain over this many elements or more stays unfused: the generated loop is scalar
+# code, which no longer beats two vectorised NumPy passes once the arrays leave the L1 cache
+_LARGE = 1 << 14
+# view ops whose results are usually not C-contiguous (kernels are warmed up with that layout)
+_STRIDED = {"permute", "transpose", "expand", "getitem", "slice", "diagonal", "windows"}
+
+
+def _fusible(e) -> bool:
+    from ember.ops.registry import OpDef
+
+    op = e.op
+    if not isinstance(op, OpDef) or op.kernels.get("numpy") is not None:
+        return False
+    name = op.name
+    if name not in _TEMPLATES or len(e.outs) != 1:
+        return False
+    if any(not isinstance(a, Var) and (isinstance(a, bool) or not isinstance(a, (int, float)))
+           for a in e.inputs):
+        return False
+    if not any(isinstance(a, Var) for a in e.inputs):
+        return False
+    out = e.out.dtype
+    dtypes = {a.dtype for a in e.inputs if isinstance(a, Var)}
+    if name in _LOGICAL:
+        return dtypes == {_BOOL} and out == _BOOL
+    if name in _COMPARE:
+        return len(dtypes) == 1 and dtypes <= (_FLOATS | _INTS)
+    if name == "where":
+        c, a, b = e.inputs
+        vals = {x.dtype for x in (a, b) if isinstance(x, Var)}
+        return (isinstance(c, Var) and c.dtype == _BOOL and vals <= {out}
+                and out in (_FLOATS | _INTS))
+    if name == "cast":
+        return dtypes <= (_FLOATS | _INTS | {_BOOL}) and out in (_FLOATS | _INTS | {_BOOL})
+    if name == "pow" and any(not isinstance(a, Var) and isinstance(a, int)
+                             for a in e.inputs):
+        return out in _FLOATS and dtypes == {out}
+    return out in _FLOATS and dtypes == {out}
+
+
+def _reducible(e) -> bool:
+    from ember.ops.registry import OpDef
+
+    if not isinstance(e.op, OpDef) or e.op.name not in _REDUCTIONS:
+        return False
+    x = e.inputs[0]
+    return (isinstance(x, Var) and x.dtype in _FLOATS and e.out.dtype == x.dtype
+            and x.ndim > 0 and x.size > 0)
+
+
+class _Group:
+    __slots__ = ("members", "shape", "closed", "reductions", "merged_into")
+
+    def __init__(self, shape):
+        self.members: list[int] = []
+        self.shape = shape
+        self.closed = False
+        self.reductions: list[int] = []
+        self.merged_into = None
+
+    def root(self):
+        g = self
+        while g.merged_into is not None:
+            g = g.merged_into
+        return g
+
+
+def fuse_elementwise(graph: Graph) -> Graph:
+    """Replace elementwise chains (and reductions ending them) by fused equations
+    (Note [Fusion])."""
+    eqns = graph.eqns
+    group_of: dict = {}  # member output Var -> _Group (follow .root())
+    reduced: set = set()  # outputs of reductions in groups (known only after the loops)
+    groups: list[_Group] = []
+
+    def open_group(a):
+        g = group_of.get(a)
+        return g.root() if g is not None else None
+
+    for idx, e in enumerate(eqns):
+        if _fusible(e):
+            shape = e.out.shape
+            mine = None
+            for a in e.inputs:  # a reduction's result is known only after its group's loops
+                if isinstance(a, Var) and a in reduced:
+                    open_group(a).closed = True
+            for a in e.inputs:
+                g = open_group(a) if isinstance(a, Var) else None
+                if g is None or g is mine:
+                    continue
+                if g.closed or g.shape != shape:
+                    g.closed = True
+                    continue
+                if mine is None:
+                    mine = g
+                else:  # merge g into mine
+                    mine.members.extend(g.members)
+                    g.merged_into = mine
+            if mine is None:
+                mine = _Group(shape)
+                groups.append(mine)
+            mine.members.append(idx)
+            group_of[e.out] = mine
+            continue
+        if _reducible(e):
+            g = open_group(e.inputs[0])
+            if g is not None and not g.closed and e.inputs[0] not in reduced:
+                g.reductions.append(idx)
+                group_of[e.out] = g  # its readers close the group
+                reduced.add(e.out)
+                continue
+        for a in e.inputs:
+            g = open_group(a) if isinstance(a, Var) else None
+            if g is not None:
+                g.closed = True
+    roots = set(graph.roots())
+    readers: dict = {}
+    for idx, e in enumerate(eqns):
+        for a in e.inputs:
+            if isinstance(a, Var):
+                readers.setdefault(a, set()).add(idx)
+    replace: dict = {}  # eqn index -> fused Eqn (at the group's last index) or None (dropped)
+    for g in groups:
+        if g.merged_into is not None:
+            continue
+        members = sorted(g.members)
+        if len(members) + len(g.reductions) < 2:
+            continue
+        if not g.reductions and len(members) <= 2 and math.prod(g.shape) >= _LARGE:
+            continue  # one saved pass over memory: NumPy's SIMD ufuncs do as well (measured)
+        fused = _build(eqns, members, g.reductions, readers, roots, graph)
+        last = max(members + g.reductions)
+        for i in members + g.reductions:
+            replace[i] = None
+        replace[last] = fused
+    if not replace:
+        return graph
+    new = []
+    for idx, e in enumerate(eqns):
+        if idx in replace:
+            if replace[idx] is not None:
+                new.append(replace[idx])
+        else:
+            new.append(e)
+    graph.eqns = new
+    from ember.graph.passes import dce
+
+    return dce(graph)
+
+
+def _build(eqns, members, reductions, readers, roots, graph):
+    inside = set(members) | set(reductions)
+    produced = {eqns[i].out for i in members}
+    producer = {}
+    for i, e in enumerate(eqns):
+        for v in e.outs:
+            producer[v] = e
+    shape = eqns[members[0]].out.shape
+    ext: list = []  # external Vars read, in order
+    steps = []  # (op name, operand refs, attrs, out dtype)
+    outputs = []  # member Vars read outside
+    for i in members:
+        e = eqns[i]
+        refs = []
+        for a in e.inputs:
+            if isinstance(a, Var):
+                if a not in produced:
+                    src = producer.get(a)
+                    if src is not None and src.name == "expand" and isinstance(
+                            src.inputs[0], Var) and src.inputs[0].ndim <= len(shape):
+                        a = src.inputs[0]  # read through the broadcast copy
+                    if a not in ext:
+                        ext.append(a)
+                    refs.append(("in", ext.index(a)))
+                else:
+                    refs.append(("val", a))
+            else:
+                refs.append(("lit", a))
+        steps.append((e.name, refs, dict(e.attrs), e.out))
+        if e.out in roots or any(r not in inside for r in readers.get(e.out, ())):
+            outputs.append(e.out)
+    red = []
+    for i in reductions:
+        r = eqns[i]
+        red.append((r.name, r.inputs[0], r.attrs.get("dim"), bool(r.attrs.get("keepdim")),
+                    r.out))
+    names = [s[0] for s in steps] + [r[0] for r in red]
+    op = FusedOp(shape, ext, steps, outputs, red, layouts=[
+        "A" if (producer.get(a) is not None and producer[a].name in _STRIDED) else "C"
+        for a in ext])
+    outs = outputs + [r[4] for r in red]
+    site = eqns[members[-1]].site
+    return Eqn(op, ext, {"ops": ",".join(names)}, outs, site)
+
+
+class FusedOp:
+    """A graph-level primitive: one fused elementwise group (Note [Fusion])."""
+
+    name = "fused"
+    stateful = False
+    fresh_outputs = True  # its results never alias its inputs (the executor's buffer plan)
+
+    @property
+    def accepts_out(self) -> bool:
+        """One elementwise result: the executor may pass a buffer (`out=`) to write it in."""
+        return not self.red and len(self.outputs) == 1
+
+    def __init__(self, shape, ext, steps, outputs, red, layouts):
+        self.shape = tuple(shape)
+        self.ext = list(ext)
+        self.steps = steps
+        self.outputs = list(outputs)
+        self.red = red
+        self.layouts = layouts
+
+    def __repr__(self):
+        return f"<fused {len(self.steps)} ops>"
+
+    # --- NumPy path --------------------------------------------------------------------------
+    def numpy_runner(self):
+        from ember.backend import get_backend
+        from ember.ops.registry import REGISTRY
+
+        xp = get_backend("cpu").xp
+        plan = []
+        for name, refs, attrs, out in self.steps:
+            op = REGISTRY[name]
+            plan.append((op.kernels.get("numpy") or op.forward, refs, attrs, out))
+        reds = []
+        for name, x, dim, keep, rout in self.red:
+            rop = REGISTRY[name]
+            reds.append((rop.kernels.get("numpy") or rop.forward, x, dim, keep))
+        outputs = self.outputs
+        single = len(outputs) + len(reds) == 1
+
+        def run(*arrays, out=None):
+            env = {}
+            with np.errstate(all="ignore"):
+                for fn, refs, attrs, var in plan:
+                    vals = [arrays[r[1]] if r[0] == "in" else env[r[1]] if r[0] == "val"
+                            else r[1] for r in refs]
+                    env[var] = np.asarray(fn(xp, *vals, **attrs))
+                results = [env[v] for v in outputs]
+                for red_fn, x, dim, keep in reds:
+                    results.append(np.asarray(red_fn(xp, env[x], dim=dim, keepdim=keep)))
+            if out is not None:
+                np.copyto(out, results[0])
+                return out
+            return results[0] if single else tuple(results)
+
+        return run
+
+    # --- numba kernel ------------------------------------------------------------------------
+    def kernel_source(self):
+        """(source, literal values with their dtypes) of the loop kernel."""
+        n = len(self.shape)
+        idx_all = ", ".join(f"i{d}" for d in range(n)) if n else "()"
+        if n == 1:
+            idx_all = "i0"
+        params_out = [f"o{k}" for k in range(len(self.outputs))]
+        params_in = [f"a{k}" for k in range(len(self.ext))]
+        lits = []
+        body = []
+        for k, a in enumerate(self.ext):
+            body.append(f"x{k} = a{k}[{_index(a.shape, self.shape)}]")
+        local = {}
+        for j, (name, refs, attrs, out) in enumerate(self.steps):
+            operands = []
+            ref_dtype = out.dtype
+            if name in _COMPARE:
+                ref_dtype = next(r[1].dtype if r[0] == "val" else self.ext[r[1]].dtype
+                                 for r in refs if r[0] != "lit")
+            for r in refs:
+                if r[0] == "in":
+                    operands.append(f"x{r[1]}")
+                elif r[0] == "val":
+                    operands.append(local[r[1]])
+                else:
+                    lits.append(np.dtype(ref_dtype).type(r[1]))
+                    operands.append(f"s{len(lits) - 1}")
+            dname = _dtype_name(out.dtype)
+            if name == "cast":
+                expr = f"({operands[0]} != 0)" if out.dtype == _BOOL else \
+                    f"np.{dname}({operands[0]})"
+            else:
+                expr = _TEMPLATES[name].format(*operands).replace("D(", f"np.{dname}(")
+            if out.dtype == _BOOL:
+                body.append(f"t{j} = bool({expr})")
+            else:
+                body.append(f"t{j} = np.{dname}({expr})")
+            local[out] = f"t{j}"
+        for k, v in enumerate(self.outputs):
+            body.append(f"o{k}[{idx_all}] = {local[v]}")
+        params_red, pre, post = [], [], []
+        for q, (name, x, dim, keep, rout) in enumerate(self.red):
+            axes = _axes(dim, n)
+            value = local[x]
+            dname = _dtype_name(rout.dtype)
+            start = "0.0" if name == "sum" else "-np.inf" if name == "amax" else "np.inf"
+            if len(axes) == n:  # a full reduction: a scalar accumulator
+                acc = f"acc{q}"
+                pre.append(f"{acc} = np.float64({start})")
+                out_idx = "()" if rout.ndim == 0 else ", ".join("0" for _ in range(rout.ndim))
+                post.append((0, f"R{q}[{out_idx}] = np.{dname}({acc})"))
+                params_red.append(f"R{q}")
+            else:  # partial: a float64 accumulator array (the runner's), then one pass
+                ridx = ", ".join("0" if d in axes else f"i{d}" for d in range(n))
+                acc = f"r{q}[{ridx}]"
+                params_red += [f"r{q}", f"R{q}"]
+                kept = [d for d in range(n) if d not in axes]
+                out_idx = ", ".join("0" if d in axes else f"i{d}" for d in range(n)) if keep \
+                    else ", ".join(f"i{d}" for d in kept)
+                for depth, d in enumerate(kept):
+                    post.append((depth, f"for i{d} in range(n{d}):"))
+                post.append((len(kept), f"R{q}[{out_idx}] = np.{dname}({acc})"))
+            if name == "sum":
+                body.append(f"{acc} += {value}")
+            elif name == "amax":
+                body.append(f"if {acc} == {acc} and not ({value} <= {acc}): {acc} = {value}")
+            else:
+                body.append(f"if {acc} == {acc} and not ({value} >= {acc}): {acc} = {value}")
+        params = params_out + params_red + params_in + [f"s{k}" for k in range(len(lits))] + [
+            f"n{d}" for d in range(n)]
+        src = [f"def kernel({', '.join(params)}):"]
+        src += ["    " + line for line in pre]
+        indent = "    "
+        for d in range(n):
+            src.append(f"{indent}for i{d} in range(n{d}):")
+            indent += "    "
+        src += [indent + line for line in body]
+        src += ["    " + "    " * depth + line for depth, line in post]
+        return "\n".join(src) + "\n", lits
+
+    def make_runner(self, eqn):
+        from ember.backend import numba_kernels
+
+        if not numba_kernels.available():
+            return self.numpy_runner()
+        source, lits = self.kernel_source()
+        error = None
+        for disk in (True, False):  # a kernel cached on disk that fails to load: compile it
+            try:
+                kernel = numba_kernels.jit_source(source, "kernel", disk=disk)
+                if kernel is None:
+                    return self.numpy_runner()
+                run = self._numba_runner(kernel, lits)
+                self._warm_up(run)
+                return run
+            except Exception as exc:  # noqa: BLE001 - any numba failure: the NumPy path
+                error = exc
+        _warn_fallback(eqn, error)
+        return self.numpy_runner()
+
+    def _numba_runner(self, kernel, lits):
+        shape = self.shape
+        out_dtypes = [v.dtype for v in self.outputs]
+        g = {"kernel": kernel, "empty": np.empty, "full": np.full, "zeros": np.zeros}
+        args = []
+        lines = []
+        for k, dt in enumerate(out_dtypes):
+            g[f"d{k}"] = dt
+            if self.accepts_out:
+                lines.append(f"o{k} = empty({shape!r}, d{k}) if out is None else out")
+            else:
+                lines.append(f"o{k} = empty({shape!r}, d{k})")
+            args.append(f"o{k}")
+        results = [f"o{k}" for k in range(len(out_dtypes))]
+        n = len(shape)
+        for q, (name, x, dim, keep, rout) in enumerate(self.red):
+            axes = _axes(dim, n)
+            g["np"] = np
+            g[f"rdt{q}"] = rout.dtype
+            if len(axes) != n:
+                kshape = tuple(1 if d in axes else s for d, s in enumerate(shape))
+                g["f64"] = np.float64
+                fill = "0.0" if name == "sum" else "-np.inf" if name == "amax" else "np.inf"
+                lines.append(f"r{q} = full({kshape!r}, {fill}, f64)")
+                args.append(f"r{q}")
+            lines.append(f"R{q} = empty({tuple(rout.shape)!r}, rdt{q})")
+            args.append(f"R{q}")
+            results.append(f"R{q}")
+        params = [f"a{k}" for k in range(len(self.ext))]
+        args += params
+        for k, value in enumerate(lits):
+            g[f"s{k}"] = value
+            args.append(f"s{k}")
+        args += [str(int(s)) for s in shape]
+        lines.append(f"kernel({', '.join(args)})")
+        ret = results[0] if len(results) == 1 else "(" + ", ".join(results) + ",)"
+        lines.append(f"return {ret}")
+        sig = params + (["out=None"] if self.accepts_out else [])
+        src = f"def run({', '.join(sig)}):\n" + "\n".join("    " + x for x in lines)
+        exec(compile(src, "<ember fused runner>", "exec"), g)
+        run = g["run"]
+        run.source = src
+        return run
+
+    def _warm_up(self, run):
+        """Compile now (not inside the first step) for the layouts the graph will pass."""
+        import time
+
+        from ember.backend import numba_kernels
+
+        start = time.perf_counter()
+        dummies = []
+        for a, layout in zip(self.ext, self.layouts):
+            if layout == "A" and a.ndim >= 2:
+                dummies.append(np.ones(a.shape[::-1], a.dtype).T)
+            else:
+                dummies.append(np.ones(a.shape, a.dtype))
+        with np.errstate(all="ignore"):
+            run(*dummies)
+        numba_kernels.note_compile_time(time.perf_counter() - start)
+
+
+_warned: set = set()
+
+
+def _warn_fallback(eqn, error) -> None:
+    """numba could not compile a fused kernel: say so once per expression (the NumPy path is
+    exact but slower)."""
+    import warnings
+
+    key = eqn.attrs.get("ops")
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(f"ember.graph fusion: numba could not compile the fused kernel [{key}] "
+                  f"({type(error).__name__}: {error}); running it with NumPy instead",
+                  RuntimeWarning, stacklevel=2)
+
+
+def _axes(dim, n) -> set:
+    return set(range(n)) if dim is None else {d % n for d in dim}
+
+
+def _dtype_name(dt) -> str:
+    return "bool_" if dt == _BOOL else np.dtype(dt).name
+
+
+def _index(in_shape, out_shape) -> str:
+    n, k = len(out_shape), len(in_shape)
+    if k == 0:
+        return "()"
+    off = n - k
+    parts = []
+    for j, s in enumerate(in_shape):
+        d = off + j
+        parts.append("0" if s == 1 and out_shape[d] != 1 else f"i{d}")
+    return ", ".join(parts)

@@ -141,12 +141,48 @@ def _splat_to_literal(graph, ins, out):
     return ins
 
 
+def _transpose_source(producer, v):
+    """x when v = permute(x, (1, 0)), else None."""
+    e = producer.get(v)
+    if e is not None and e.name == "permute" and tuple(e.attrs.get("dims", ())) == (1, 0):
+        return e.inputs[0]
+    return None
+
+
+def _swap_transposed_matmul(e, producer, uses, kept):
+    """permute(matmul(a, b), (1, 0)) -> matmul(b^T, a^T) for 2-D operands, where the transposes
+    of transposes cancel: a weight gradient (x^T g)^T becomes g^T x, computed contiguous
+    instead of as a strided view that every later elementwise op reads across the cache."""
+    from ember.graph.ir import Eqn
+    from ember.ops.linalg import MATMUL
+    from ember.ops.shape import PERMUTE
+
+    inner = producer.get(e.inputs[0])
+    if (inner is None or inner.name != "matmul" or uses.get(inner.out, 0) != 1
+            or not all(isinstance(a, Var) and a.ndim == 2 for a in inner.inputs)):
+        return False
+    a, b = inner.inputs
+    operands = []
+    for x in (b, a):
+        src = _transpose_source(producer, x)
+        if src is None:
+            (t,) = [Var((x.shape[1], x.shape[0]), x.dtype)]
+            kept.append(Eqn(PERMUTE, (x,), {"dims": (1, 0)}, [t], e.site))
+            producer[t] = kept[-1]
+            src = t
+        operands.append(src)
+    e.op, e.inputs, e.attrs = MATMUL, tuple(operands), {}
+    return True
+
+
 def simplify(graph: Graph) -> Graph:
     """x*1, 1*x, x+0, 0+x, x-0, x/1, neg(neg x), reshape/expand to the same shape, cast to
-    the same dtype, identity permutation -> x (only where shape and dtype are unchanged)."""
+    the same dtype, identity permutation -> x (only where shape and dtype are unchanged);
+    a transposed 2-D matmul -> the matmul of the transposed operands."""
     mapping: dict = {}
     producer: dict = {}
     kept = []
+    uses = graph.uses()
     for e in graph.eqns:
         e.inputs = tuple(mapping.get(a, a) if isinstance(a, Var) else a for a in e.inputs)
         out = e.out
@@ -191,6 +227,13 @@ def simplify(graph: Graph) -> Graph:
         elif name == "permute" and tuple(e.attrs.get("dims", ())) == tuple(
                 range(out.ndim)) and same(ins[0]):
             replacement = ins[0]
+        elif name == "permute" and isinstance(ins[0], Var) and tuple(
+                e.attrs.get("dims", ())) == (1, 0):
+            twice = _transpose_source(producer, ins[0])
+            if twice is not None and same(twice):
+                replacement = twice  # the transpose of a transpose
+            else:
+                _swap_transposed_matmul(e, producer, uses, kept)
         elif name == "neg" and isinstance(ins[0], Var):
             inner = producer.get(ins[0])
             if inner is not None and inner.name == "neg" and same(inner.inputs[0]):

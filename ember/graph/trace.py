@@ -92,6 +92,13 @@ class Tracer:
         self.graph = Graph(name)
         self.buffers: dict[int, _Buffer] = {}
         self.by_var: dict[Var, _Buffer] = {}
+        self.state_guards: dict = {}  # key -> (fn, value when first asked)
+
+    def add_guard(self, key, fn) -> None:
+        """The traced Python took a branch that depends on `fn()` (e.g. whether an optimizer's
+        state exists yet): the graph is valid while `fn()` returns what it returns now."""
+        if key not in self.state_guards:
+            self.state_guards[key] = (fn, fn())
 
     # --- values ------------------------------------------------------------------------------
     def new_input(self, shape, dtype, name=None, requires_grad=False) -> Tensor:

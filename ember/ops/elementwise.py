@@ -18,18 +18,30 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
 def unbroadcast(g, like):
-    """Sum `g` down to the shape of `like` (a Tensor or meta); None for Python scalars."""
+    """Sum `g` down to the shape of `like` (a Tensor or meta); None for Python scalars.
+
+    Hot in every broadcasting VJP, so it applies the sum and reshape primitives directly."""
     if isinstance(like, _SCALARS):
         return None
     shape = tuple(like.shape)
-    if tuple(g.shape) == shape:
+    gshape = g._data.shape
+    if gshape == shape:
         return g
-    lead = g.ndim - len(shape)
+    lead = len(gshape) - len(shape)
     dims = tuple(range(lead)) + tuple(
-        i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+        i + lead for i, n in enumerate(shape) if n == 1 and gshape[i + lead] != 1)
     if dims:
-        g = sum_(g, dims, keepdim=True)
-    return g.reshape(shape)
+        g = apply(_LATE.SUM, g, dim=dims, keepdim=False)
+    if g._data.shape != shape:
+        g = apply(_LATE.RESHAPE, g, shape=shape)
+    return g
+
+
+class _LATE:
+    """Primitives defined in modules that import this one (set by ember.ops.__init__)."""
+
+    SUM = None
+    RESHAPE = None
 
 
 # --- unary ------------------------------------------------------------------------------------
@@ -80,6 +92,13 @@ TANH = _unary("tanh", lambda xp, x: xp.tanh(x), lambda g, y, x: (g * (1 - y * y)
               save_inputs=False, save_output=True)
 ERF = _unary("erf", lambda xp, x: xp.erf(x),
              lambda g, y, x: (g * exp(-(x * x)) * _TWO_OVER_SQRT_PI,))
+
+
+@ERF.def_kernel("numpy")
+def _erf_numpy_fast(xp, x):  # Note [Fast erf] in ember/backend/numpy_backend.py
+    from ember.backend.numpy_backend import erf_fast
+
+    return erf_fast(x)
 
 
 def _sigmoid_forward(xp, x):

@@ -280,6 +280,9 @@ class _ValuesIndices(tuple):
     def indices(self):
         return self[1]
 
+    def __repr__(self) -> str:
+        return f"ember.return_types(\nvalues={self[0]!r},\nindices={self[1]!r})"
+
 
 def _max_min(x, dim, keepdim, other, arg_fn, full_fn, name):
     from ember.ops.elementwise import maximum, minimum

@@ -12,6 +12,11 @@ Note [OpDef]: a primitive is an `OpDef` holding, side by side,
 Attributes are hashable Python values (ints, tuples, DTypes, strings) so that compiled graphs
 can key caches and common-subexpression elimination on them.
 
+Note [Fused composites]: a composite gets a primitive of its own (one kernel, one VJP) only
+where a benchmark shows the decomposition's per-op cost matters (linear, softmax cross
+entropy). Its decomposition stays in the code as `<name>_reference`, and the op table checks
+the fused op against it, against PyTorch and against finite differences.
+
 Layers above install the dispatcher (`set_dispatcher`): eager execution with autograd (L3), and
 graph tracing (L4) pushes an interceptor. Ops never create Tensors themselves.
 """

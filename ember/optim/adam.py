@@ -7,7 +7,7 @@ import numpy as np
 from ember import dtypes as _dt
 from ember.ops.elementwise import maximum
 from ember.optim._functional import addcdiv_, addcmul_, lerp_
-from ember.optim.optimizer import Optimizer
+from ember.optim.optimizer import Optimizer, _tracing
 from ember.tensor import Tensor, tensor, zeros_like
 
 
@@ -88,18 +88,28 @@ class Adam(Optimizer):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         lerp_(exp_avg, grad, 1 - beta1)
         addcmul_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
-        step = step_t.item()
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2 = 1 - beta2 ** step
-        step_size = lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2 ** 0.5
+        if _tracing():
+            # compiled: the step count is a graph value, so the bias corrections are too
+            # (in float64, then rounded to the parameter's dtype as the eager scalars are)
+            step = step_t.to(_dt.float64)
+            step_size = (lr / (1 - beta1 ** step)).to(param.dtype)
+            bias_correction2_sqrt = (1 - beta2 ** step).sqrt().to(param.dtype)
+        else:
+            step = step_t.item()
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
+            step_size = lr / bias_correction1
+            bias_correction2_sqrt = bias_correction2 ** 0.5
         if group["amsgrad"]:
             max_sq = state["max_exp_avg_sq"]
             max_sq.copy_(maximum(max_sq, exp_avg_sq))
             denom = (max_sq.sqrt() / bias_correction2_sqrt).add_(eps)
         else:
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        addcdiv_(param, exp_avg, denom, -step_size)
+        if isinstance(step_size, Tensor):  # traced: (value * a) / b with a graph value
+            param.add_((exp_avg * -step_size) / denom)
+        else:
+            addcdiv_(param, exp_avg, denom, -step_size)
 
     def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
         """`update` fused on NumPy arrays, in the same evaluation order (Note [Optimizer

@@ -136,6 +136,8 @@ class Optimizer:
                 loss = closure()
         fused = getattr(self, "update_arrays", None)
         tracing = _tracing()
+        if tracing:
+            _guard_state(self)
         with no_grad():
             for group in self.param_groups:
                 use_fused = fused is not None and group.get("fused") is not False and not tracing
@@ -207,6 +209,28 @@ class Optimizer:
             new_groups.append(s)
         self.state = new_state
         self.param_groups = new_groups
+
+
+def _state_signature(ref):
+    opt = ref()
+    if opt is None:
+        return None
+    return sum(len(s) for s in opt.state.values())
+
+
+def _guard_state(optimizer) -> None:
+    """While tracing (Note [Optimizer structure]): the traced update branches on whether
+    each parameter's state exists yet (SGD's momentum buffer starts as the first gradient), so
+    the compiled graph holds only while the state's layout is what it was when traced; a
+    compiled step retraces once the first step has created it."""
+    import weakref
+
+    from ember.graph.trace import current_tracer
+
+    tracer = current_tracer()
+    if tracer is not None:
+        ref = weakref.ref(optimizer)
+        tracer.add_guard(("optimizer state", id(optimizer)), lambda: _state_signature(ref))
 
 
 def _shallow_tensors(state_dict: dict) -> dict:

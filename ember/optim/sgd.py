@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ember.optim.optimizer import Optimizer, required
-from ember.tensor import Tensor
+from ember.optim.optimizer import Optimizer, _tracing, required
+from ember.tensor import Tensor, zeros_like
 
 
 class SGD(Optimizer):
@@ -56,7 +56,11 @@ class SGD(Optimizer):
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = grad.detach().clone()
+                if _tracing():  # a concrete buffer that the compiled step writes in place
+                    buf = state["momentum_buffer"] = zeros_like(param)
+                    buf.copy_(grad)
+                else:
+                    buf = state["momentum_buffer"] = grad.detach().clone()
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
             grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf

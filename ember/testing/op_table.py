@@ -18,6 +18,7 @@ import numpy as np
 
 import ember
 import ember.ops.conv as C
+import ember.ops.linalg as L
 import ember.ops.nn as N
 import ember.ops.shape as S
 
@@ -89,7 +90,7 @@ def binary_samples(positive_b=False):
     return samples
 
 
-_BROADCAST_ERROR = ErrorCase((np.ones((2, 3)), np.ones((4,))), {}, ember.dtypes and ValueError,
+_BROADCAST_ERROR = ErrorCase((np.ones((2, 3)), np.ones((4,))), {}, ValueError,
                              "cannot be broadcast")
 
 
@@ -438,9 +439,7 @@ ROWS: list[OpRow] = [
     OpRow("stack", ("cat",), lambda a, b: ember.stack([a, b], -1),
           lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 2, 3)))],
           lambda a, b: _t("stack")([a, b], -1), lambda a, b: np.stack([a, b], -1)),
-    OpRow("split", ("getitem",), lambda x: ember.cat(list(x.split(2, 1)[::-1]) +
-                                                    list(x.chunk(2, 0)), 1)
-          if False else x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum(),
+    OpRow("split", ("getitem",), lambda x: x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum(),
           lambda rng: [Sample((_r(rng, 4, 4),))],
           lambda x: x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum()),
     OpRow("flip", ("flip",), lambda x: x.flip((0, 2)), lambda rng: [Sample((_r(rng, 2, 3, 4),))],
@@ -558,8 +557,26 @@ ROWS: list[OpRow] = [
           lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
           lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b), gradgrad=True,
           atol=1e-4),
-    OpRow("cross_entropy", ("gather", "exp", "log"), lambda x, t, **k: N.cross_entropy(x, t, **k),
+    OpRow("cross_entropy", ("softmax_cross_entropy", "softmax_cross_entropy_grad", "gather"),
+          lambda x, t, **k: N.cross_entropy(x, t, **k),
+          _ce_samples, lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k),
+          gradgrad=True),
+    OpRow("cross_entropy_reference", ("gather", "exp", "log"),
+          lambda x, t, **k: N.cross_entropy_reference(x, t, **k),
           _ce_samples, lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k)),
+    OpRow("linear", ("linear",), lambda x, w, *b: L.linear(x, w, *b), lambda rng: [
+        Sample((_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), name="bias"),
+        Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3)), name="3d-no-bias"),
+        Sample((_r(rng, 3), _r(rng, 5, 3), _r(rng, 5)), name="1d"),
+        Sample((_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), noncontiguous=True,
+               name="noncontiguous")],
+          lambda x, w, *b: _t("nn.functional.linear")(x, w, *b),
+          lambda x, w, *b: x @ w.T + (b[0] if b else 0), gradgrad=True,
+          errors=(ErrorCase((np.ones((2, 4)), np.ones((5, 3))), {}, ValueError,
+                            "last dim 4 != weight"),)),
+    OpRow("linear_reference", ("matmul",), lambda x, w, b: L.linear_reference(x, w, b),
+          lambda rng: [Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3), _r(rng, 5)))],
+          lambda x, w, b: _t("nn.functional.linear")(x, w, b)),
     OpRow("cross_entropy_weight", ("gather",), _ce_weight, lambda rng: [
         Sample((_r(rng, 4, 5), np.array([1, -100, 3, 0]), _r(rng, 5, low=0.1)), {},
                name="weight"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 
 import numpy as np
 
@@ -331,6 +332,16 @@ def _axis_weights(in_size: int, out_size: int, method: str, antialias: bool):
         )
         weights = np.where(index < in_size, np.maximum(overlap, 0.0), 0.0) / scale
         result = (np.minimum(index, in_size - 1), weights.astype(np.float32))
+    elif method == "bilinear" and (not antialias or scale <= 1.0):
+        # The triangle kernel at unit width covers two pixels: the general path below gives
+        # the same table (edge weights renormalized = clamped indices), computed directly.
+        centers = (outputs + 0.5) * scale - 0.5
+        lower = np.floor(centers)
+        fraction = centers - lower
+        lower = lower.astype(np.intp)
+        index = np.stack([np.clip(lower, 0, in_size - 1), np.clip(lower + 1, 0, in_size - 1)], 1)
+        weights = np.stack([1.0 - fraction, fraction], 1).astype(np.float32)
+        result = (index, weights)
     else:
         try:
             kernel, support = _KERNELS[method]
@@ -358,32 +369,126 @@ def _axis_weights(in_size: int, out_size: int, method: str, antialias: bool):
     return result
 
 
-def _resample_rows(array: np.ndarray, out_size: int, method: str, antialias: bool):
-    """Resample axis 0 of [H, W, C]. Gathers along the leading axis copy whole rows and the
-    weights broadcast over contiguous memory, which is why both passes run on axis 0."""
-    index, weights = _axis_weights(array.shape[0], out_size, method, antialias)
-    if method == "nearest":
-        return array[index[:, 0]]
-    result = np.multiply(array[index[:, 0]], weights[:, 0, None, None], dtype=np.float32)
-    for tap in range(1, index.shape[1]):
-        result += np.multiply(array[index[:, tap]], weights[:, tap, None, None], dtype=np.float32)
-    return result
+_SCRATCH = threading.local()
+_SCRATCH_LIMIT = 1 << 24  # bytes per buffer kept between calls; larger ones are not kept
 
 
-def _resize_hwc(
+def _scratch(slot: int, shape: tuple, dtype) -> np.ndarray:
+    """A per-thread work buffer, reused across calls. Fresh multi-megabyte temporaries cost a
+    page fault per 4 KiB page each time (the allocator returns freed memory to the system),
+    which on a busy machine costs more than the arithmetic; reused buffers are already mapped."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > _SCRATCH_LIMIT:
+        return np.empty(shape, dtype)
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
+    buffer = buffers.get(slot)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = buffers[slot] = np.empty(max(nbytes, 1 << 16), np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+def _axis_plan(in_size: int, out_size: int, channels: int, method: str, antialias: bool):
+    """Gather indices and weights for one axis, laid out for the two passes: per tap, the
+    input row of every output row (`rows`, float32 weights shaped [out, 1, 1]) and the same
+    expanded over the channels of a flattened [rows, width * channels] image (`flat`)."""
+    key = ("plan", in_size, out_size, channels, method, antialias)
+    cached = _WEIGHT_CACHE.get(key)
+    if cached is not None:
+        return cached
+    index, weights = _axis_weights(in_size, out_size, method, antialias)
+    lanes = np.arange(channels)
+    taps = []
+    for tap in range(index.shape[1]):
+        rows = np.ascontiguousarray(index[:, tap])
+        flat = (rows[:, None] * channels + lanes).reshape(-1)
+        row_weight = np.ascontiguousarray(weights[:, tap])[:, None, None]
+        flat_weight = np.repeat(weights[:, tap], channels)
+        taps.append((rows, flat, row_weight, flat_weight))
+    if len(_WEIGHT_CACHE) > 256:
+        _WEIGHT_CACHE.clear()
+    _WEIGHT_CACHE[key] = taps
+    return taps
+
+
+def _weighted_sum(source: np.ndarray, taps, axis: int, kind: int, out: np.ndarray) -> np.ndarray:
+    """out = sum over taps of weight * take(source, index, axis), in float32, with the
+    gathered values and the products in per-thread scratch buffers."""
+    shape = list(source.shape)
+    shape[axis] = out.shape[axis]
+    shape = tuple(shape)
+    gathered = _scratch(0, shape, source.dtype)
+    for position, tap in enumerate(taps):
+        index, weight = tap[kind], tap[kind + 2]
+        np.take(source, index, axis=axis, out=gathered, mode="clip")
+        if position == 0:
+            np.multiply(gathered, weight, out=out, dtype=np.float32)
+        elif gathered.dtype == np.float32:
+            out += np.multiply(gathered, weight, out=gathered)
+        else:
+            out += np.multiply(
+                gathered, weight, out=_scratch(1, shape, np.float32), dtype=np.float32
+            )
+    return out
+
+
+def _resample_height(array: np.ndarray, taps, nearest: bool, out=None) -> np.ndarray:
+    """Resample axis -3 of [..., H, W, C]: each tap gathers whole rows (contiguous copies)."""
+    if nearest:
+        return np.take(array, taps[0][0], axis=-3)
+    shape = array.shape[:-3] + (len(taps[0][0]),) + array.shape[-2:]
+    if out is None:
+        out = np.empty(shape, np.float32)
+    return _weighted_sum(array, taps, array.ndim - 3, 0, out)
+
+
+def _resample_width(array: np.ndarray, taps, nearest: bool, out=None) -> np.ndarray:
+    """Resample axis -2 of [..., H, W, C] without transposing: the image is seen as
+    [..., H, W * C] and each tap gathers channel-expanded columns along the last axis."""
+    *lead, width, channels = array.shape
+    flat = array.reshape(*lead, width * channels)
+    if nearest:
+        return np.take(flat, taps[0][1], axis=-1).reshape(*lead, -1, channels)
+    shape = tuple(lead) + (len(taps[0][1]),)
+    flat_out = np.empty(shape, np.float32) if out is None else out.reshape(shape)
+    return _weighted_sum(flat, taps, flat.ndim - 1, 1, flat_out).reshape(*lead, -1, channels)
+
+
+def _resize_images(
     array: np.ndarray, new_height: int, new_width: int, method: str, antialias: bool
 ) -> np.ndarray:
-    height, width = array.shape[:2]
-    out = array
-    if new_height != height or method == "area":
-        out = _resample_rows(out, new_height, method, antialias)
-    if new_width != width or method == "area":
-        transposed = np.ascontiguousarray(out.transpose(1, 0, 2))
-        out = _resample_rows(transposed, new_width, method, antialias).transpose(1, 0, 2)
-    out = np.ascontiguousarray(out)
-    if method != "nearest" and out.dtype != np.float32:
+    """Separable resize of [..., H, W, C] (Note [Resize semantics]): one pass per axis whose
+    size changes (`area` always filters), in the order that computes fewer values; indices and
+    weights come from a cache; the intermediate image lives in a per-thread scratch buffer."""
+    height, width, channels = array.shape[-3:]
+    lead = array.shape[:-3]
+    nearest = method == "nearest"
+    do_height = new_height != height or method == "area"
+    do_width = new_width != width or method == "area"
+    rows = _axis_plan(height, new_height, channels, method, antialias) if do_height else None
+    cols = _axis_plan(width, new_width, channels, method, antialias) if do_width else None
+    if rows is not None and cols is not None:
+        height_first = new_height * width * len(rows) + new_height * new_width * len(cols)
+        width_first = height * new_width * len(cols) + new_height * new_width * len(rows)
+        if nearest:
+            out = _resample_width(_resample_height(array, rows, True), cols, True)
+        elif height_first <= width_first:
+            middle = _scratch(2, lead + (new_height, width, channels), np.float32)
+            out = _resample_width(_resample_height(array, rows, False, middle), cols, False)
+        else:
+            middle = _scratch(2, lead + (height, new_width, channels), np.float32)
+            out = _resample_height(_resample_width(array, cols, False, middle), rows, False)
+    elif rows is not None:
+        out = _resample_height(array, rows, nearest)
+    elif cols is not None:
+        out = _resample_width(array, cols, nearest)
+    else:
+        out = array.copy()
+    if not nearest and out.dtype != np.float32:
         out = out.astype(np.float32)
-    return out if out is not array else array.copy()
+    return np.ascontiguousarray(out)
 
 
 def _target_size(height: int, width: int, size, preserve_aspect_ratio: bool):
@@ -433,11 +538,12 @@ def resize(
     height_axis = array.ndim - 3
     height, width = array.shape[height_axis], array.shape[height_axis + 1]
     new_height, new_width = _target_size(height, width, size, preserve_aspect_ratio)
-    if array.ndim == 3:
-        out = _resize_hwc(array, new_height, new_width, method, antialias)
-    else:
-        out = np.stack([_resize_hwc(a, new_height, new_width, method, antialias) for a in array])
-    return to_tensor(out)
+    if method not in _KERNELS and method not in ("nearest", "area"):
+        raise ValueError(
+            f"resize: unknown method {method!r}; expected one of "
+            f"{sorted(list(_KERNELS) + ['nearest', 'area'])}"
+        )
+    return to_tensor(_resize_images(array, new_height, new_width, method, antialias))
 
 
 # --- small geometric helpers ----------------------------------------------------------------------

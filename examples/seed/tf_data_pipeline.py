@@ -13,20 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-try:
-    from ember import tf
-except ImportError:  # before ember.tf lands: the same names from the layers it aliases
-    from types import SimpleNamespace
-
-    import ember.data
-    import ember.io.files
-    import ember.vision.image
-
-    tf = SimpleNamespace(
-        data=SimpleNamespace(Dataset=ember.data.Pipeline, AUTOTUNE=ember.data.AUTOTUNE),
-        io=SimpleNamespace(read_file=ember.io.files.read_file),
-        image=ember.vision.image,
-    )
+import ember.tf as tf  # noqa: E402
 
 from _photos import build_photo_folder
 

@@ -137,3 +137,10 @@ def test_in_place_dtype_rules():
     y = ember.ones(2)
     y.add_(ember.tensor([1, 2]))
     assert y.tolist() == [2.0, 3.0]
+
+
+def test_cuda_reports_unavailable_without_a_backend():
+    assert ember.cuda.is_available() is False
+    assert ember.cuda.device_count() == 0
+    with pytest.raises(DeviceError, match="not available"):
+        ember.zeros(2).to("cuda")

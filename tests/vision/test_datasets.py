@@ -97,3 +97,35 @@ def test_idx_reader_checks_its_input(tmp_path):
         datasets.read_idx(str(bad))
     with pytest.raises(FileNotFoundError, match="never downloads"):
         datasets.MNIST(str(tmp_path))
+
+
+@pytest.mark.parametrize("min_size", [100, 200])
+def test_draft_loader_close_to_full_decode(photo_paths, min_size):
+    """Reduced-scale JPEG decode (Image.draft) then Resize vs full decode then Resize."""
+    resize = transforms.Resize(min_size)
+    fast_loader = datasets.draft_loader(min_size)
+    for path in photo_paths:
+        drafted = fast_loader(path)
+        full = datasets.default_loader(path)
+        assert min(drafted.size) >= min_size
+        assert drafted.size[0] < full.size[0]  # these photos are >= 2x min_size: scaled
+        ours = np.asarray(resize(drafted), np.float64)
+        theirs = np.asarray(resize(full), np.float64)
+        assert ours.shape == theirs.shape
+        diff = np.abs(ours - theirs)
+        print(f"{os.path.basename(path)} {min_size}: mean {diff.mean():.3f} max {diff.max()}")
+        assert diff.mean() < 5.0
+
+
+def test_draft_loader_leaves_small_and_other_images_alone(folder, tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "a.png"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(png)
+    assert datasets.draft_loader(8)(str(png)).size == (40, 40)
+    jpeg = tmp_path / "a.jpg"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(jpeg)
+    assert datasets.draft_loader(30)(str(jpeg)).size == (60, 40)  # 40 < 2 * 30: full size
+    assert datasets.draft_loader(20)(str(jpeg)).size == (30, 20)
+    with pytest.raises(ValueError, match="draft_loader: min_size"):
+        datasets.draft_loader(0)

@@ -1,0 +1,180 @@
+"""Optional fast CPU kernels compiled with numba (the `fast` extra), loaded on first use.
+
+`available()` says whether numba can be used: it is installed and EMBER_NO_NUMBA is not set.
+`jit_source(source, name)` compiles the function `name` defined by Python `source` with
+`numba.njit` and caches the dispatcher by its source text, so a kernel that several graphs
+generate alike (same expression, dtypes and rank: the source spells all three) compiles once
+per process; numba then specialises it once per argument type (dtype, rank, memory layout).
+`compile_seconds()` reports the time spent compiling, for benchmarks.
+
+Compiled kernels are also cached on disk between processes: each source is written once to
+`$EMBER_CACHE_DIR/numba/k_<hash>.py` (default `~/.cache/ember`) and compiled with numba's
+`cache=True`, which keeps the machine code beside it, so a later process loads a kernel in
+milliseconds instead of compiling it again. Where that folder cannot be written, kernels are
+compiled in memory only.
+
+Generated kernels call the scalar helpers defined here (`maximum`, `minimum`, `sign`) that
+keep NumPy's semantics for NaN, which plain Python `max`/`min` do not.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ember._util.env import flag
+
+__all__ = ["available", "jit_source", "compile_seconds", "disable_for_tests"]
+
+_state: dict = {"numba": None, "tried": False, "seconds": 0.0, "forced_off": False}
+_cache: dict = {}
+
+
+def _load():
+    if _state["tried"]:
+        return _state["numba"]
+    _state["tried"] = True
+    if flag("EMBER_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    _state["numba"] = numba
+    return numba
+
+
+def available() -> bool:
+    """numba is installed and not switched off (EMBER_NO_NUMBA=1)."""
+    return not _state["forced_off"] and not flag("EMBER_NO_NUMBA") and _load() is not None
+
+
+class disable_for_tests:
+    """Context manager: behave as if numba were absent (tests of the NumPy paths)."""
+
+    def __enter__(self):
+        self._old = _state["forced_off"]
+        _state["forced_off"] = True
+        return self
+
+    def __exit__(self, *exc):
+        _state["forced_off"] = self._old
+        return False
+
+
+def _helpers(numba):
+    if "helpers" in _state:
+        return _state["helpers"]
+    njit = numba.njit(inline="always", cache=False, error_model="numpy")
+
+    @njit
+    def maximum(a, b):  # NumPy's maximum: NaN wins
+        if a != a:
+            return a
+        if b != b:
+            return b
+        return a if a >= b else b
+
+    @njit
+    def minimum(a, b):
+        if a != a:
+            return a
+        if b != b:
+            return b
+        return a if a <= b else b
+
+    @njit
+    def sign(a):
+        if a != a:
+            return a
+        return (a > 0) - (a < 0)
+
+    _state["helpers"] = {"maximum": maximum, "minimum": minimum, "sign": sign}
+    return _state["helpers"]
+
+
+def jit_source(source: str, name: str, disk: bool = True):
+    """The numba-compiled function `name` from `source` (cached by source text); None when
+    numba is not available. `disk=False` skips the on-disk cache (a retry when loading from
+    it failed)."""
+    kernel = _cache.get((source, disk))
+    if kernel is not None:
+        return kernel
+    numba = _load()
+    if numba is None or not available():
+        return None
+    start = time.perf_counter()
+    fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source,
+                                                                              name)
+    kernel = numba.njit(fastmath=False, nogil=True, cache=on_disk, error_model="numpy")(fn)
+    _state["seconds"] += time.perf_counter() - start
+    _cache[(source, disk)] = kernel
+    return kernel
+
+
+_HEADER = "import math\nimport numpy as np\nfrom ember.backend.numba_kernels import helper\n" \
+    "maximum, minimum, sign = helper('maximum'), helper('minimum'), helper('sign')\n\n"
+
+
+def helper(name):
+    return _helpers(_load())[name]
+
+
+def _cache_dir():
+    import os
+
+    root = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "ember")
+    return os.path.join(root, "numba")
+
+
+def _define(numba, source, name):
+    """The Python function `name` of `source`: from a file in the kernel cache folder when it
+    can be written (so numba can cache the machine code), else defined in memory."""
+    import hashlib
+    import importlib.util
+    import os
+    import sys
+
+    digest = hashlib.sha1(source.encode()).hexdigest()[:20]
+    try:
+        folder = _cache_dir()
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"k2_{digest}.py")
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                f.write(_HEADER + source)
+            os.replace(tmp, path)  # atomic: concurrent processes see whole files only
+        modname = f"ember_numba_k_{digest}"
+        module = sys.modules.get(modname)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(modname, path)
+            module = importlib.util.module_from_spec(spec)
+            # registered first: numba's cache finds the kernel's module by name when it loads
+            sys.modules[modname] = module
+            spec.loader.exec_module(module)
+        return getattr(module, name), True
+    except OSError:
+        return _define_in_memory(numba, source, name)
+
+
+def _define_in_memory(numba, source, name):
+    import numpy as np
+
+    namespace = {"np": np, "math": math, **_helpers(numba)}
+    exec(compile(source, f"<ember numba kernel {name}>", "exec"), namespace)
+    return namespace[name], False
+
+
+def note_compile_time(seconds: float) -> None:
+    """Numba compiles lazily on a kernel's first call: callers add that time here."""
+    _state["seconds"] += seconds
+
+
+def compile_seconds() -> float:
+    return _state["seconds"]
+
+
+def cache_size() -> int:
+    return len(_cache)

@@ -1,0 +1,85 @@
+"""How many threads the CPU kernels use: `ember.set_num_threads(n)` / `get_num_threads()`.
+
+NumPy's matrix products run on the BLAS library it was built with (OpenBLAS in the PyPI
+wheels), whose worker threads busy-wait: with more runnable threads than free cores (other
+processes, or a data loader's workers) a small GEMM can take 20x longer. PyTorch users set
+`torch.set_num_threads`; this is ember's equivalent. It finds the BLAS library already loaded
+in this process (Linux: /proc/self/maps) and calls its own thread-count setter through ctypes,
+so it needs no package beyond NumPy; numba's kernel threads follow when numba is loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+            "openblas_set_num_threads64_", "openblas_set_num_threads", "MKL_Set_Num_Threads")
+_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+            "openblas_get_num_threads64_", "openblas_get_num_threads", "MKL_Get_Max_Threads")
+_blas = None  # (setter, getter) once found; False when none is loaded
+_requested: int | None = None
+
+
+def _find_blas():
+    global _blas
+    if _blas is not None:
+        return _blas
+    import numpy  # noqa: F401  (make sure NumPy's BLAS is loaded)
+
+    _blas = False
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(None, 1)[-1]
+                name = os.path.basename(path).lower()
+                if path.startswith("/") and ("openblas" in name or "mkl_rt" in name):
+                    if path not in paths:
+                        paths.append(path)
+    except OSError:  # not Linux: no portable way without extra packages
+        return _blas
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        setter = next((getattr(lib, n) for n in _SETTERS if hasattr(lib, n)), None)
+        getter = next((getattr(lib, n) for n in _GETTERS if hasattr(lib, n)), None)
+        if setter is not None:
+            setter.argtypes = [ctypes.c_int]
+            setter.restype = None
+            if getter is not None:
+                getter.restype = ctypes.c_int
+            _blas = (setter, getter)
+            break
+    return _blas
+
+
+def set_num_threads(n: int) -> None:
+    """Use `n` threads in the CPU kernels (BLAS matmuls, numba kernels)."""
+    global _requested
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: expected a positive number of threads, got {n}")
+    _requested = n
+    blas = _find_blas()
+    if blas:
+        blas[0](n)
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        try:
+            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        except Exception:  # noqa: BLE001 - numba's threading layer not started: nothing to set
+            pass
+
+
+def get_num_threads() -> int:
+    """Threads the CPU kernels use (the BLAS library's count when it can be read)."""
+    blas = _find_blas()
+    if blas and blas[1] is not None:
+        return int(blas[1]())
+    if _requested is not None:
+        return _requested
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

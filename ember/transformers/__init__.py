@@ -1,0 +1,49 @@
+"""L7 `ember.transformers`: HuggingFace-style configs, pretrained models, Auto classes,
+pipelines and the tokenizers of `ember.text`, under HuggingFace's names.
+
+`from ember.transformers import BertTokenizer, BertForSequenceClassification` works as the
+HuggingFace import does; models load HuggingFace folders with no network access.
+"""
+
+from ember.text import AutoTokenizer as AutoTokenizer
+from ember.text import BatchEncoding as BatchEncoding
+from ember.text import BertTokenizer as BertTokenizer
+from ember.text import BertTokenizerFast as BertTokenizerFast
+from ember.text import PreTrainedTokenizerFast as PreTrainedTokenizerFast
+from ember.transformers.activations import ACT2FN as ACT2FN
+from ember.transformers.auto import (
+    AutoConfig as AutoConfig,
+    AutoModel as AutoModel,
+    AutoModelForMaskedLM as AutoModelForMaskedLM,
+    AutoModelForMultipleChoice as AutoModelForMultipleChoice,
+    AutoModelForNextSentencePrediction as AutoModelForNextSentencePrediction,
+    AutoModelForPreTraining as AutoModelForPreTraining,
+    AutoModelForQuestionAnswering as AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification as AutoModelForSequenceClassification,
+    AutoModelForTokenClassification as AutoModelForTokenClassification,
+)
+from ember.transformers.bert import (
+    BertConfig as BertConfig,
+    BertForMaskedLM as BertForMaskedLM,
+    BertForMultipleChoice as BertForMultipleChoice,
+    BertForNextSentencePrediction as BertForNextSentencePrediction,
+    BertForPreTraining as BertForPreTraining,
+    BertForQuestionAnswering as BertForQuestionAnswering,
+    BertForSequenceClassification as BertForSequenceClassification,
+    BertForTokenClassification as BertForTokenClassification,
+    BertModel as BertModel,
+    BertPreTrainedModel as BertPreTrainedModel,
+)
+from ember.transformers.configuration_utils import PretrainedConfig as PretrainedConfig
+from ember.transformers.data_collator import (
+    DataCollatorForLanguageModeling as DataCollatorForLanguageModeling,
+)
+from ember.transformers.modeling_outputs import ModelOutput as ModelOutput
+from ember.transformers.modeling_utils import LoadingInfo as LoadingInfo
+from ember.transformers.modeling_utils import PreTrainedModel as PreTrainedModel
+from ember.transformers.pipelines import Pipeline as Pipeline
+from ember.transformers.pipelines import pipeline as pipeline
+from ember.transformers.sentence_embeddings import (
+    encode_sentences as encode_sentences,
+    mean_pooling as mean_pooling,
+)

@@ -1,0 +1,125 @@
+"""`AutoConfig` and `AutoModel*`: pick the class from `config.json`'s `model_type`.
+
+Small registries keyed by model type (STYLE.md habit 11); a new model adds one row per task
+with `register_model`.
+"""
+
+from __future__ import annotations
+
+from ember.transformers.bert.configuration_bert import BertConfig
+from ember.transformers.bert import modeling_bert as _bert
+from ember.transformers.configuration_utils import PretrainedConfig
+
+CONFIG_MAPPING: dict[str, type[PretrainedConfig]] = {"bert": BertConfig}
+
+# task -> model_type -> class
+MODEL_MAPPINGS: dict[str, dict[str, type]] = {
+    "base": {"bert": _bert.BertModel},
+    "pretraining": {"bert": _bert.BertForPreTraining},
+    "masked-lm": {"bert": _bert.BertForMaskedLM},
+    "next-sentence-prediction": {"bert": _bert.BertForNextSentencePrediction},
+    "sequence-classification": {"bert": _bert.BertForSequenceClassification},
+    "token-classification": {"bert": _bert.BertForTokenClassification},
+    "question-answering": {"bert": _bert.BertForQuestionAnswering},
+    "multiple-choice": {"bert": _bert.BertForMultipleChoice},
+}
+
+
+def register_config(model_type: str, config_class: type[PretrainedConfig]) -> None:
+    CONFIG_MAPPING[model_type] = config_class
+
+
+def register_model(task: str, model_type: str, model_class: type) -> None:
+    MODEL_MAPPINGS.setdefault(task, {})[model_type] = model_class
+
+
+class AutoConfig:
+    """`AutoConfig.from_pretrained(folder)` reads `config.json` into the right config class.
+
+    Example:
+        >>> from ember.transformers import AutoConfig
+        >>> type(AutoConfig.for_model("bert", hidden_size=64)).__name__
+        'BertConfig'
+    """
+
+    def __init__(self):
+        raise TypeError("AutoConfig is not instantiated: use AutoConfig.from_pretrained(folder)")
+
+    @staticmethod
+    def _class_for(model_type, where: str) -> type[PretrainedConfig]:
+        if model_type not in CONFIG_MAPPING:
+            raise ValueError(f"{where}: unknown model_type {model_type!r}; ember knows "
+                             f"{sorted(CONFIG_MAPPING)}")
+        return CONFIG_MAPPING[model_type]
+
+    @classmethod
+    def for_model(cls, model_type: str, **kwargs) -> PretrainedConfig:
+        return cls._class_for(model_type, "AutoConfig.for_model")(**kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> PretrainedConfig:
+        data = PretrainedConfig.get_config_dict(pretrained_model_name_or_path)
+        config_class = cls._class_for(data.get("model_type"), "AutoConfig.from_pretrained")
+        return config_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+class _AutoModel:
+    _task = "base"
+
+    def __init__(self):
+        raise TypeError(f"{type(self).__name__} is not instantiated: use "
+                        f"{type(self).__name__}.from_pretrained(folder) or .from_config(config)")
+
+    @classmethod
+    def _class_for(cls, config: PretrainedConfig) -> type:
+        table = MODEL_MAPPINGS[cls._task]
+        if config.model_type not in table:
+            raise ValueError(f"{cls.__name__}: no model for model_type {config.model_type!r} "
+                             f"and task {cls._task!r}; known: {sorted(table)}")
+        return table[config.model_type]
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig, **kwargs):
+        return cls._class_for(config).from_config(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+        if config is None:
+            config, kwargs = AutoConfig.from_pretrained(pretrained_model_name_or_path,
+                                                        return_unused_kwargs=True, **kwargs)
+        return cls._class_for(config).from_pretrained(pretrained_model_name_or_path,
+                                                      *model_args, config=config, **kwargs)
+
+
+class AutoModel(_AutoModel):
+    """The bare encoder (e.g. `BertModel`) for the folder's model type."""
+
+    _task = "base"
+
+
+class AutoModelForPreTraining(_AutoModel):
+    _task = "pretraining"
+
+
+class AutoModelForMaskedLM(_AutoModel):
+    _task = "masked-lm"
+
+
+class AutoModelForNextSentencePrediction(_AutoModel):
+    _task = "next-sentence-prediction"
+
+
+class AutoModelForSequenceClassification(_AutoModel):
+    _task = "sequence-classification"
+
+
+class AutoModelForTokenClassification(_AutoModel):
+    _task = "token-classification"
+
+
+class AutoModelForQuestionAnswering(_AutoModel):
+    _task = "question-answering"
+
+
+class AutoModelForMultipleChoice(_AutoModel):
+    _task = "multiple-choice"

@@ -1,0 +1,328 @@
+"""`PreTrainedModel`: loading and saving models in the HuggingFace folder format.
+
+Note [Weight map]: `from_pretrained` never hands the checkpoint to `load_state_dict` blindly.
+It builds an explicit map, model key -> checkpoint key, after two renamings that HuggingFace
+also applies: legacy LayerNorm names (`gamma`/`beta` -> `weight`/`bias`) and the base-model
+prefix (a `BertModel` checkpoint, keys `embeddings...`, loads into `BertForMaskedLM`, keys
+`bert.embeddings...`, and the reverse). Each mapped tensor's shape is checked against the
+model's before anything is copied; a mismatch raises, naming every such key, unless
+`ignore_mismatched_sizes=True`, which keeps the fresh initialisation for those keys and
+reports them. Tensors are read one at a time from the memory-mapped file and copied into the
+parameters, so loading needs about the model's size in memory.
+
+Note [Tied weights]: `_tied_weights_keys` maps a target key to the source key whose Parameter
+it shares (the MLM decoder's weight is the word embedding matrix). A tied target is not saved
+(HuggingFace's safetensors files leave it out too) and is not reported missing when its source
+loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+import numpy as np
+
+import ember
+from ember import nn
+from ember.autograd import no_grad
+from ember.io import resolve_pretrained_folder, safe_open, save_file
+from ember.transformers.configuration_utils import PretrainedConfig
+
+logger = logging.getLogger("ember.transformers")
+
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+PICKLE_WEIGHTS_NAME = "pytorch_model.bin"
+
+_LEGACY_NAMES = ((re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias"))
+
+
+class LoadingInfo(dict):
+    """What `from_pretrained` did with each key: missing_keys (newly initialised),
+    unexpected_keys (in the checkpoint, not used), mismatched_keys ((key, checkpoint shape,
+    model shape), newly initialised), error_msgs."""
+
+    def summary(self, model_name: str, source: str) -> str:
+        lines = []
+        if self["missing_keys"]:
+            lines.append(f"Some weights of {model_name} were not in the checkpoint at {source} "
+                         f"and are newly initialised: {', '.join(self['missing_keys'])}. "
+                         "Train the model on a down-stream task before using it for predictions.")
+        if self["mismatched_keys"]:
+            shown = ", ".join(f"{k} (checkpoint {c}, model {m})"
+                              for k, c, m in self["mismatched_keys"])
+            lines.append(f"Some weights of {model_name} had other shapes in the checkpoint at "
+                         f"{source} and are newly initialised: {shown}.")
+        if self["unexpected_keys"]:
+            lines.append(f"Some weights of the checkpoint at {source} were not used by "
+                         f"{model_name}: {', '.join(self['unexpected_keys'])}.")
+        return "\n".join(lines)
+
+
+class _CheckpointReader:
+    """name -> NumPy array over model.safetensors, a sharded index, or (allowed) a pickle."""
+
+    def __init__(self, folder: str, allow_pickle: bool, where: str):
+        self.handles: dict[str, safe_open] = {}
+        self.location: dict[str, str] = {}
+        self.arrays: dict[str, np.ndarray] | None = None
+        single = os.path.join(folder, SAFE_WEIGHTS_NAME)
+        index = os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
+        pickled = os.path.join(folder, PICKLE_WEIGHTS_NAME)
+        if os.path.isfile(single):
+            self.source = single
+            self.handles[single] = safe_open(single, framework="np")
+            self.location = dict.fromkeys(self.handles[single].keys(), single)
+        elif os.path.isfile(index):
+            self.source = index
+            with open(index, encoding="utf-8") as file:
+                weight_map = json.load(file).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ValueError(f"{where}: {index} has no 'weight_map' object")
+            for key, shard in weight_map.items():
+                path = os.path.join(folder, shard)
+                if path not in self.handles:
+                    if not os.path.isfile(path):
+                        raise FileNotFoundError(f"{where}: shard {shard!r} named in {index} is "
+                                                "not in the folder")
+                    self.handles[path] = safe_open(path, framework="np")
+                self.location[key] = path
+        elif os.path.isfile(pickled):
+            self.source = pickled
+            if not allow_pickle:
+                raise ValueError(
+                    f"{where}: {folder!r} holds only {PICKLE_WEIGHTS_NAME}, a pickle file, which "
+                    "can run code when loaded. Pass allow_pickle=True if you trust it, or "
+                    "convert it to model.safetensors")
+            self.arrays = ember.load(pickled, allow_pickle=True, framework="np")
+            self.arrays = {k: np.asarray(v) for k, v in self.arrays.items()}
+        else:
+            raise FileNotFoundError(
+                f"{where}: no weights in {folder!r}: expected {SAFE_WEIGHTS_NAME}, "
+                f"{SAFE_WEIGHTS_INDEX_NAME} (sharded) or {PICKLE_WEIGHTS_NAME} (allow_pickle)")
+
+    def keys(self) -> list[str]:
+        return list(self.arrays) if self.arrays is not None else list(self.location)
+
+    def shape(self, key: str) -> tuple:
+        if self.arrays is not None:
+            return tuple(self.arrays[key].shape)
+        return tuple(self.handles[self.location[key]]._entry(key)[1])
+
+    def get(self, key: str) -> np.ndarray:
+        if self.arrays is not None:
+            return self.arrays[key]
+        return self.handles[self.location[key]].get_tensor(key)
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+class PreTrainedModel(nn.Module):
+    """Base class of the models: config handling, weight init, tying, loading and saving.
+
+    Subclasses set `config_class`, `base_model_prefix`, `_init_weights`, and optionally
+    `_tied_weights_keys` (Note [Tied weights]) and `_keys_to_ignore_on_load_unexpected`.
+    """
+
+    config_class: type[PretrainedConfig] = PretrainedConfig
+    base_model_prefix: str = ""
+    _tied_weights_keys: dict[str, str] = {}
+    _keys_to_ignore_on_load_unexpected: tuple[str, ...] = ()
+
+    def __init__(self, config: PretrainedConfig, *args, **kwargs):
+        super().__init__()
+        if not isinstance(config, PretrainedConfig):
+            raise TypeError(f"{type(self).__name__}: expected a PretrainedConfig (e.g. "
+                            f"{self.config_class.__name__}), got {type(config).__name__}")
+        self.config = config
+
+    # --- init and tying ---------------------------------------------------------------------
+    def _init_weights(self, module: nn.Module) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define _init_weights")
+
+    def post_init(self) -> None:
+        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights])."""
+        with no_grad():
+            self.apply(self._init_weights)
+        self.tie_weights()
+
+    def _tied_pairs(self):
+        for target, source in self._tied_weights_keys.items():
+            if target.endswith("decoder.weight") and not getattr(
+                    self.config, "tie_word_embeddings", True):
+                continue
+            yield target, source
+
+    def tie_weights(self) -> None:
+        for target, source in self._tied_pairs():
+            owner, _, name = target.rpartition(".")
+            setattr(self.get_submodule(owner), name, self.get_parameter(source))
+
+    def get_input_embeddings(self):
+        base = getattr(self, self.base_model_prefix, self)
+        return base.embeddings.word_embeddings
+
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters()
+                   if p.requires_grad or not only_trainable)
+
+    @property
+    def dtype(self):
+        return next(self.parameters()).dtype
+
+    # --- attention masks -------------------------------------------------------------------
+    @staticmethod
+    def get_extended_attention_mask(attention_mask, dtype=None):
+        """A (batch, seq) or (batch, q, k) mask of 1 (attend) / 0 (padding) -> an additive
+        mask broadcastable to (batch, heads, q, k): 0 where attended, the dtype's lowest
+        value where masked (HuggingFace's convention, so that padded keys get exactly zero
+        weight and fully finite arithmetic)."""
+        dtype = dtype or ember.float32
+        if attention_mask.ndim == 2:
+            extended = attention_mask[:, None, None, :]
+        elif attention_mask.ndim == 3:
+            extended = attention_mask[:, None, :, :]
+        else:
+            raise ValueError(f"attention_mask: expected (batch, seq) or (batch, q, k), got shape "
+                             f"{tuple(attention_mask.shape)}")
+        extended = extended.to(dtype)
+        return (1.0 - extended) * float(np.finfo(dtype.numpy).min)
+
+    # --- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: PretrainedConfig, **kwargs):
+        return cls(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None,
+                        allow_pickle: bool = False, output_loading_info: bool = False,
+                        ignore_mismatched_sizes: bool = False, dtype=None, torch_dtype=None,
+                        local_files_only: bool = True, **kwargs):
+        """Build the model from a HuggingFace folder: `config.json` plus `model.safetensors`
+        (or a sharded `model.safetensors.index.json`; `pytorch_model.bin` only with
+        `allow_pickle=True`). Keyword arguments naming config fields override the config
+        (e.g. `num_labels=3`). No network access (Note [Pretrained folders]).
+
+        Example:
+            >>> import tempfile
+            >>> from ember.transformers import BertConfig, BertModel
+            >>> folder = tempfile.mkdtemp()
+            >>> BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1,
+            ...     num_attention_heads=4, intermediate_size=37)).save_pretrained(folder)
+            >>> model, info = BertModel.from_pretrained(folder, output_loading_info=True)
+            >>> info["missing_keys"], info["unexpected_keys"]
+            ([], [])
+        """
+        del local_files_only  # always local
+        where = f"{cls.__name__}.from_pretrained"
+        folder = resolve_pretrained_folder(pretrained_model_name_or_path, where)
+        if config is None:
+            config = cls.config_class.from_pretrained(folder)
+        elif not isinstance(config, PretrainedConfig):
+            config = cls.config_class.from_pretrained(config)
+        model_kwargs = config.update_known(kwargs)
+        model = cls(config, *model_args, **model_kwargs)
+        reader = _CheckpointReader(folder, allow_pickle, where)
+        try:
+            info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
+        finally:
+            reader.close()
+        dtype = dtype if dtype is not None else torch_dtype
+        if dtype is not None:
+            model.to(getattr(ember, dtype) if isinstance(dtype, str) else dtype)
+        model.eval()  # as HuggingFace: dropout off until .train()
+        message = info.summary(cls.__name__, folder)
+        if info["missing_keys"] or info["mismatched_keys"]:
+            logger.warning(message)
+        elif message:
+            logger.info(message)
+        return (model, info) if output_loading_info else model
+
+    def _weight_map(self, checkpoint_keys: list[str]):
+        """Note [Weight map]: (model key -> checkpoint key, unused checkpoint keys)."""
+        renamed = {}
+        for key in checkpoint_keys:
+            new = key
+            for pattern, replacement in _LEGACY_NAMES:
+                new = pattern.sub(replacement, new)
+            renamed[new] = key
+        own = list(self.state_dict().keys())
+        prefix = self.base_model_prefix + "." if self.base_model_prefix else ""
+        if prefix:
+            model_has_prefix = any(k.startswith(prefix) for k in own)
+            checkpoint_has_prefix = any(k.startswith(prefix) for k in renamed)
+            if model_has_prefix and not checkpoint_has_prefix:  # base checkpoint -> head model
+                renamed = {prefix + k: v for k, v in renamed.items()}
+            elif checkpoint_has_prefix and not model_has_prefix:  # head checkpoint -> base
+                renamed = {(k[len(prefix):] if k.startswith(prefix) else "\0" + k): v
+                           for k, v in renamed.items()}
+        mapping = {k: renamed[k] for k in own if k in renamed}
+        used = set(mapping.values())
+        unused = [k for k in checkpoint_keys if k not in used]
+        return mapping, own, unused
+
+    def _load_checkpoint(self, reader: _CheckpointReader, ignore_mismatched_sizes: bool,
+                         where: str) -> LoadingInfo:
+        mapping, own, unused = self._weight_map(reader.keys())
+        params = self.state_dict(keep_vars=True)
+        mismatched = []
+        for key, source in mapping.items():
+            have, want = reader.shape(source), tuple(params[key].shape)
+            if have != want:
+                mismatched.append((key, have, want))
+        if mismatched and not ignore_mismatched_sizes:
+            listed = "\n\t".join(f"{k}: checkpoint {c}, model {m}" for k, c, m in mismatched)
+            raise RuntimeError(f"{where}: shapes differ between the checkpoint and "
+                               f"{type(self).__name__}:\n\t{listed}\nPass "
+                               "ignore_mismatched_sizes=True to keep those weights newly "
+                               "initialised (e.g. a classifier with another number of labels)")
+        skipped = {k for k, _, _ in mismatched}
+        loaded = set()
+        with no_grad():
+            for key, source in mapping.items():
+                if key in skipped:
+                    continue
+                target = params[key]
+                array = reader.get(source)
+                if array.dtype != target.dtype.numpy:
+                    array = array.astype(target.dtype.numpy)
+                target.copy_(ember.from_numpy(array))
+                loaded.add(key)
+        tied_ok = {t for t, s in self._tied_pairs() if s in loaded}
+        missing = [k for k in own if k not in mapping and k not in tied_ok]
+        ignore = [re.compile(p) for p in self._keys_to_ignore_on_load_unexpected]
+        unexpected = [k for k in unused if not any(p.search(k) for p in ignore)]
+        return LoadingInfo(missing_keys=missing, unexpected_keys=unexpected,
+                           mismatched_keys=mismatched, error_msgs=[])
+
+    # --- saving ----------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, state_dict=None,
+                        safe_serialization: bool = True) -> None:
+        """Write `config.json` and `model.safetensors` (each atomically) into a folder that
+        HuggingFace transformers and ember both load. Tied copies are left out
+        (Note [Tied weights])."""
+        if not safe_serialization:
+            raise ValueError(f"{type(self).__name__}.save_pretrained: ember writes safetensors "
+                             "only (pickle files can run code when loaded)")
+        save_directory = os.fspath(save_directory)
+        if os.path.isfile(save_directory):
+            raise NotADirectoryError(f"{type(self).__name__}.save_pretrained: "
+                                     f"{save_directory!r} is a file; expected a folder")
+        os.makedirs(save_directory, exist_ok=True)
+        state = self.state_dict() if state_dict is None else dict(state_dict)
+        for target, _ in self._tied_pairs():
+            state.pop(target, None)
+        tensors = {k: np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v)
+                   for k, v in state.items()}
+        save_file(tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME),
+                  metadata={"format": "pt"})
+        self.config.architectures = [type(self).__name__]
+        self.config.save_pretrained(save_directory)
+
+
+__all__ = ["LoadingInfo", "PreTrainedModel"]

@@ -9,6 +9,7 @@ second-order gradients work.
 from __future__ import annotations
 
 from ember._util.errors import ShapeError
+from ember.backend import conv_kernels as _np_kernels
 from ember.ops.registry import apply, defop, same_dtype
 
 
@@ -55,7 +56,7 @@ def _conv_shape(x, w, stride, padding, dilation, groups):
 
 def _im2col(xp, x, kh, kw, stride, padding, dilation, groups):
     """(G, N*Ho*Wo, Cg*kh*kw) columns of x."""
-    n, c, h, w = x.shape
+    n, c, _h, _w = x.shape
     ph, pw = padding
     if ph or pw:
         x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
@@ -79,7 +80,7 @@ def _conv_forward(xp, x, w, stride, padding, dilation, groups):
 
 
 def _conv_vjp(g, y, x, w, stride, padding, dilation, groups):
-    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     # skip the input gradient of a first layer (its input needs none): the larger half
     gx = apply(CONV2D_INPUT_GRAD, g, w, input_shape=tuple(x.shape), **attrs) \
         if _needs_grad(x) else None
@@ -117,7 +118,7 @@ def _input_grad_forward(xp, g, w, input_shape, stride, padding, dilation, groups
 
 
 def _input_grad_vjp(gg, y, g, w, input_shape, stride, padding, dilation, groups):
-    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     return (apply(CONV2D, gg, w, **attrs),
             apply(CONV2D_WEIGHT_GRAD, gg, g, weight_shape=tuple(w.shape), **attrs))
 
@@ -138,7 +139,7 @@ def _weight_grad_forward(xp, x, g, weight_shape, stride, padding, dilation, grou
 
 
 def _weight_grad_vjp(gw, y, x, g, weight_shape, stride, padding, dilation, groups):
-    attrs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     return (apply(CONV2D_INPUT_GRAD, g, gw, input_shape=tuple(x.shape), **attrs),
             apply(CONV2D, x, gw, **attrs))
 
@@ -151,7 +152,7 @@ CONV2D_WEIGHT_GRAD = defop(
 
 # --- max pooling ------------------------------------------------------------------------------
 def _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode, fill):
-    n, c, h, w = x.shape
+    _n, _c, h, w = x.shape
     kh, kw = kernel
     ho = _out_size(h, kh, stride[0], padding[0], dilation[0], ceil_mode)
     wo = _out_size(w, kw, stride[1], padding[1], dilation[1], ceil_mode)
@@ -217,6 +218,13 @@ MAX_POOL2D_GRAD = defop(
     shape=lambda g, x, **a: tuple(x), dtype=same_dtype,
     doc="Routes each window's gradient to its (first) maximum. Not differentiable again.")
 
+# faster NumPy kernels (ember.backend.conv_kernels); the forwards above stay the spec
+CONV2D.def_kernel("numpy")(_np_kernels.conv2d)
+CONV2D_INPUT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_input_grad)
+CONV2D_WEIGHT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_weight_grad)
+MAX_POOL2D.def_kernel("numpy")(_np_kernels.max_pool2d)
+MAX_POOL2D_GRAD.def_kernel("numpy")(_np_kernels.max_pool2d_grad)
+
 
 # --- wrappers -----------------------------------------------------------------------------------
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -254,7 +262,7 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         pad2 = padding
     else:
         pad2 = (0, padding if isinstance(padding, int) else padding[0])
-    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
+    one = lambda v: (1, v if isinstance(v, int) else v[0])
     out = conv2d(x.unsqueeze(2), weight.unsqueeze(2), None, one(stride), pad2, one(dilation),
                  groups)
     out = out.squeeze(2)
@@ -276,7 +284,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
 
 
 def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
+    one = lambda v: (1, v if isinstance(v, int) else v[0])
     return max_pool2d(x.unsqueeze(-2), one(kernel_size), None if stride is None else one(stride),
                       (0, padding if isinstance(padding, int) else padding[0]), one(dilation),
                       ceil_mode).squeeze(-2)
@@ -310,7 +318,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    one = lambda v: (1, v if isinstance(v, int) else v[0])  # noqa: E731
+    one = lambda v: (1, v if isinstance(v, int) else v[0])
     return avg_pool2d(x.unsqueeze(-2), one(kernel_size), None if stride is None else one(stride),
                       (0, padding if isinstance(padding, int) else padding[0]), ceil_mode,
                       count_include_pad).squeeze(-2)

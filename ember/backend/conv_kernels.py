@@ -1,0 +1,237 @@
+"""Faster NumPy kernels for convolution and max pooling (NCHW), registered by `ember.ops.conv`.
+
+The reference forwards in `ember.ops.conv` are the spec; these compute the same values with
+fewer and cheaper copies (tests/ops/test_kernels.py checks them against the references):
+
+- im2col writes the columns as (N, C, kh, kw, Ho, Wo), one strided-slice copy per kernel tap
+  (each copies whole output rows), so that `W (O, C*kh*kw) @ cols (N, C*kh*kw, Ho*Wo)` comes out
+  in NCHW with no transpose; the weight gradient uses the (C, kh, kw, N, Ho, Wo) layout instead,
+  making it one GEMM over N*Ho*Wo;
+- the input gradient is `W^T @ g` in the same layout, then col2im as one strided add per tap;
+- max pooling is an elementwise maximum over the kernel taps (no reduction over a 6-D window
+  view), and its gradient routes g to the first tap equal to the window's maximum, in row-major
+  tap order, which is the reference's `argmax` (first maximum; the first NaN if there is one).
+
+Each function has the signature of the op's reference forward, `fn(xp, *arrays, **attrs)`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _out_size(n, k, s, p, d, ceil_mode=False):
+    span = n + 2 * p - (d * (k - 1) + 1)
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + p:  # last window must start inside the input
+        out -= 1
+    return out
+
+
+def _pad(x, top, bottom, left, right, fill):
+    if not (top or bottom or left or right):
+        return x
+    n, c, h, w = x.shape
+    if fill == 0:
+        out = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
+    else:
+        out = np.full((n, c, h + top + bottom, w + left + right), fill, dtype=x.dtype)
+    out[:, :, top: top + h, left: left + w] = x
+    return out
+
+
+def _tap(a, i, j, stride, dilation, ho, wo):
+    """The (.., ho, wo) strided view of `a`'s last two axes under kernel tap (i, j)."""
+    r, c = i * dilation[0], j * dilation[1]
+    return a[..., r: r + stride[0] * (ho - 1) + 1: stride[0],
+             c: c + stride[1] * (wo - 1) + 1: stride[1]]
+
+
+def _cols(x, kh, kw, stride, padding, dilation, channels_first=False):
+    """im2col: (N, C, kh, kw, Ho, Wo), or (C, kh, kw, N, Ho, Wo) with channels_first."""
+    n, c, h, w = x.shape
+    ho = _out_size(h, kh, stride[0], padding[0], dilation[0])
+    wo = _out_size(w, kw, stride[1], padding[1], dilation[1])
+    xp_ = _pad(x, padding[0], padding[0], padding[1], padding[1], 0)
+    if channels_first:
+        xp_ = xp_.transpose(1, 0, 2, 3)
+        cols = np.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j] = _tap(xp_, i, j, stride, dilation, ho, wo)
+    else:
+        cols = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, i, j] = _tap(xp_, i, j, stride, dilation, ho, wo)
+    return cols, ho, wo
+
+
+def _depthwise(w, groups):
+    """One filter per channel (avg pooling, depthwise layers): for the gradients, elementwise
+    work per tap beats N * C matrix products of one row each (the forward's GEMM is faster)."""
+    return w.shape[1] == 1 and w.shape[0] == groups
+
+
+def _gemm(a, b):
+    """(G, m, k) @ (G, k, n): one BLAS call per group. Never a batch of many small products:
+    each threaded OpenBLAS call synchronises its threads, and on a busy machine N of them per
+    conv cost seconds (measured: 762 s per CNN epoch instead of 60 with 2 BLAS threads)."""
+    return a[0] @ b[0] if a.shape[0] == 1 else np.matmul(a, b)
+
+
+def conv2d(xp, x, w, stride, padding, dilation, groups):
+    o, cg, kh, kw = w.shape
+    n = x.shape[0]
+    cols, ho, wo = _cols(x, kh, kw, stride, padding, dilation, channels_first=True)
+    k = cg * kh * kw
+    out = _gemm(w.reshape(groups, o // groups, k), cols.reshape(groups, k, n * ho * wo))
+    return np.ascontiguousarray(out.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+
+
+def conv2d_weight_grad(xp, x, g, weight_shape, stride, padding, dilation, groups):
+    o, cg, kh, kw = weight_shape
+    n = x.shape[0]
+    og, k = o // groups, cg * kh * kw
+    if cg == 1 and o == groups:  # depthwise (see _depthwise)
+        xp_ = _pad(x, padding[0], padding[0], padding[1], padding[1], 0)
+        ho, wo = g.shape[2], g.shape[3]
+        out = np.empty(weight_shape, dtype=np.result_type(x, g))
+        for i in range(kh):
+            for j in range(kw):
+                out[:, 0, i, j] = np.einsum("ncij,ncij->c", g,
+                                            _tap(xp_, i, j, stride, dilation, ho, wo))
+        return out
+    if stride == (1, 1) and np.isfinite(x).all():
+        # as in conv2d_input_grad: g widened to the padded width with zero columns, and each
+        # tap's column one contiguous run of the flattened padded plane (the wrap-around
+        # meets the zero columns; finite x keeps 0 * x == 0 there)
+        xp_ = _pad(x, padding[0], padding[0], padding[1], padding[1], 0)
+        c, hp, wp = xp_.shape[1:]
+        ho, wo = g.shape[2], g.shape[3]
+        flat = xp_.transpose(1, 0, 2, 3).reshape(c, n, hp * wp)
+        run = (ho - 1) * wp + wo
+        cols = np.empty((c, kh, kw, n, ho * wp), dtype=x.dtype)
+        cols[..., run:] = 0
+        for i in range(kh):
+            for j in range(kw):
+                at = i * dilation[0] * wp + j * dilation[1]
+                cols[:, i, j, :, :run] = flat[:, :, at: at + run]
+        gw = np.zeros((o, n, ho, wp), dtype=g.dtype)
+        gw[..., :wo] = g.transpose(1, 0, 2, 3)
+        gmat = gw.reshape(groups, og, n * ho * wp)
+        cols = cols.reshape(groups, k, n * ho * wp)
+    else:
+        cols, ho, wo = _cols(x, kh, kw, stride, padding, dilation, channels_first=True)
+        gmat = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, og, n * ho * wo)
+        cols = cols.reshape(groups, k, n * ho * wo)
+    return _gemm(gmat, cols.transpose(0, 2, 1)).reshape(o, cg, kh, kw)
+
+
+def conv2d_input_grad(xp, g, w, input_shape, stride, padding, dilation, groups):
+    n, c, h, wd = input_shape
+    o, cg, kh, kw = w.shape
+    _, _, ho, wo = g.shape
+    og, k = o // groups, cg * kh * kw
+    ph, pw = padding
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    if _depthwise(w, groups):
+        out = np.zeros((n, c, hp, wp), dtype=np.result_type(g, w))
+        for i in range(kh):
+            for j in range(kw):
+                tap = _tap(out, i, j, stride, dilation, ho, wo)
+                tap += g * w[:, 0, i, j, None, None]
+        return out[:, :, ph: ph + h, pw: pw + wd]
+    wmat = w.reshape(groups, og, k).transpose(0, 2, 1)  # (G, k, og)
+    # columns in (C, kh, kw, N, rows) layout from one GEMM per group (see _gemm); col2im into
+    # (C, N, hp, wp), transposed back at the end
+    if stride == (1, 1) and np.isfinite(w).all():
+        # col2im on flattened planes: g widened to the padded width with zero columns gives
+        # columns whose tap (i, j) is one contiguous run of the padded plane at offset
+        # i*dh*wp + j*dw (the zero columns land on the wrap-around and, with a finite w, add
+        # nothing)
+        gw = np.zeros((o, n, ho, wp), dtype=g.dtype)
+        gw[..., :wo] = g.transpose(1, 0, 2, 3)
+        cols = _gemm(wmat, gw.reshape(groups, og, n * ho * wp)).reshape(c, kh, kw, n, -1)
+        run = (ho - 1) * wp + wo
+        out = np.zeros((c, n, hp * wp), dtype=cols.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                at = i * dilation[0] * wp + j * dilation[1]
+                out[:, :, at: at + run] += cols[:, i, j, :, :run]
+        out = out.reshape(c, n, hp, wp)
+    else:
+        gt = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, og, n * ho * wo)
+        cols = _gemm(wmat, gt).reshape(c, kh, kw, n, ho, wo)
+        out = np.zeros((c, n, hp, wp), dtype=cols.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                tap = _tap(out, i, j, stride, dilation, ho, wo)
+                tap += cols[:, i, j]
+    return np.ascontiguousarray(out[:, :, ph: ph + h, pw: pw + wd].transpose(1, 0, 2, 3))
+
+
+def _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, fill):
+    """The padded input (edges at `fill`, plus the ceil-mode overhang) and the output size."""
+    h, w = x.shape[2], x.shape[3]
+    ho = _out_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
+    wo = _out_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
+    eh, ew = dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1
+    extra_h = max(0, (ho - 1) * stride[0] + eh - (h + 2 * padding[0]))
+    extra_w = max(0, (wo - 1) * stride[1] + ew - (w + 2 * padding[1]))
+    xp_ = _pad(x, padding[0], padding[0] + extra_h, padding[1], padding[1] + extra_w, fill)
+    return xp_, ho, wo
+
+
+def max_pool2d(xp, x, kernel, stride, padding, dilation, ceil_mode):
+    fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    xp_, ho, wo = _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, fill)
+    out = None
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            tap = _tap(xp_, i, j, stride, dilation, ho, wo)
+            if out is None:
+                out = tap.copy()
+            else:
+                np.maximum(out, tap, out=out)
+    return out
+
+
+def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
+    h, w = x.shape[2], x.shape[3]
+    xp_, ho, wo = _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, -np.inf)
+    taps = [_tap(xp_, i, j, stride, dilation, ho, wo)
+            for i in range(kernel[0]) for j in range(kernel[1])]
+    top = taps[0].copy()
+    for tap in taps[1:]:
+        np.maximum(top, tap, out=top)
+    nan = bool(np.isnan(top).any())  # a window holding NaN: its first NaN is the maximum
+    # g * mask is the cheap masked copy; it would turn an infinite g into NaN off the mask
+    finite = bool(np.isfinite(g).all())
+    # disjoint windows: each tap's positions are written once, so assign instead of add
+    disjoint = all(s >= d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
+    out = np.zeros(xp_.shape, dtype=g.dtype)
+    free = None  # windows whose maximum no earlier tap took
+    hit = np.empty(top.shape, dtype=bool)
+    k = 0
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            tap = taps[k]
+            k += 1
+            np.equal(tap, top, out=hit)
+            if nan:
+                hit |= np.isnan(tap)
+            if free is None:
+                free = ~hit
+            else:
+                hit &= free
+                if k < len(taps):
+                    free ^= hit
+            dst = _tap(out, i, j, stride, dilation, ho, wo)
+            if disjoint and finite:
+                np.multiply(g, hit, out=dst)
+            elif disjoint:
+                np.copyto(dst, g, where=hit)
+            else:
+                dst += g * hit if finite else np.where(hit, g, 0)
+    return out[:, :, padding[0]: padding[0] + h, padding[1]: padding[1] + w]

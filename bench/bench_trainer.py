@@ -113,7 +113,10 @@ def main():
     parser = argparse.ArgumentParser(description="ember Trainer vs HuggingFace Trainer")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps to time")
     parser.add_argument("--full", action="store_true", help="one full epoch and eval accuracy")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both (torch.set_num_threads, ember.set_num_threads)")
+    parser.add_argument("--only", choices=("ember", "huggingface"), default=None,
+                        help="run one side (e.g. both in parallel, one per core)")
     options = parser.parse_args()
     train, test = load_reviews(seed=SEED)
     steps_per_epoch = math.ceil(len(train) / BATCH)
@@ -121,14 +124,20 @@ def main():
     if options.threads:
         import torch
 
+        import ember
+
         torch.set_num_threads(options.threads)
+        ember.set_num_threads(options.threads)
     print(
         f"Rotten Tomatoes: {len(train)} train / {len(test)} test reviews; "
         f"{steps_per_epoch} steps per epoch; timing "
         f"{'the full epoch' if options.full else f'{steps} steps'} of each"
     )
     results = {}
-    for name, run in (("huggingface", run_huggingface), ("ember", run_ember)):
+    sides = (("huggingface", run_huggingface), ("ember", run_ember))
+    for name, run in sides:
+        if options.only and name != options.only:
+            continue
         start = time.perf_counter()
         done, runtime, metrics = run(train, test, steps, options.full)
         per_step = runtime / done
@@ -147,6 +156,10 @@ def main():
         if metrics:
             line += f", eval accuracy {metrics['eval_accuracy']:.4f}"
         print(line, flush=True)
+    if len(results) < 2:  # one side only: print its figures for pairing with the other run
+        print(json.dumps({"workload": "trainer_minilm_rotten_tomatoes", "side": options.only,
+                          "full_epoch": options.full, **next(iter(results.values()))}))
+        return
     ratio = results["ember"]["s_per_step"] / results["huggingface"]["s_per_step"]
     print(f"time per step ember / HuggingFace: {ratio:.2f}x")
     summary = {

@@ -25,7 +25,8 @@ def bench_add():
         a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         ea, eb = ember.tensor(a), ember.tensor(a)
         ta, tb = torch.tensor(a), torch.tensor(a)
-        results.append(compare(f"a + b {shape}", lambda: ea + eb, lambda: ta + tb))
+        results.append(compare(f"a + b {shape}", lambda ea=ea, eb=eb: ea + eb,
+                               lambda ta=ta, tb=tb: ta + tb))
     return results
 
 
@@ -37,7 +38,7 @@ def bench_matmul():
         a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
         ea, ta = ember.tensor(a), torch.tensor(a)
         flops = 2 * n ** 3
-        r = compare(f"matmul {n}", lambda: ea @ ea, lambda: ta @ ta, repeats=5)
+        r = compare(f"matmul {n}", lambda ea=ea: ea @ ea, lambda ta=ta: ta @ ta, repeats=5)
         r["ember_gflops"] = flops / r["ember_s"] / 1e9
         r["torch_gflops"] = flops / r["torch_s"] / 1e9
         print(f"{'':<40} ember {r['ember_gflops']:.0f} GFLOP/s, torch {r['torch_gflops']:.0f} "

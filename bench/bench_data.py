@@ -208,7 +208,10 @@ class Strings(data.Dataset):
     def __init__(self, column): self.column = column
     def __len__(self): return len(self.column)
     def __getitem__(self, i): return self.column[i]
-    def __getitems__(self, indices): return self.column[indices] if kind == "stringarray" else [self.column[i] for i in indices]
+    def __getitems__(self, indices):
+        if kind == "stringarray":
+            return self.column[indices]
+        return [self.column[i] for i in indices]
 def pss(pid):
     try:
         with open(f"/proc/{{pid}}/smaps_rollup") as f:

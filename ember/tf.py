@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib as _importlib
 
 from ember.dtypes import (
-    bool_ as bool,  # noqa: A001
+    bool_ as bool,  # noqa: A001, F401  (tf.bool)
     float16 as float16,
     float32 as float32,
     float64 as float64,
@@ -28,7 +28,7 @@ from ember.dtypes import (
     int64 as int64,
     uint8 as uint8,
 )
-from ember.graph.compile import compile as function
+from ember.graph.compile import compile as function  # noqa: F401  (tf.function)
 from ember.graph.tf1 import (
     Graph as Graph,
     Operation as Operation,

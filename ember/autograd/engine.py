@@ -164,7 +164,6 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
     With `accumulate`, leaf gradients are added to `.grad`; otherwise the gradients of
     `inputs` are returned (ember.autograd.grad).
     """
-    from ember.tensor import Tensor
 
     # 1. dependency counts over the reachable graph
     deps: dict = {}

@@ -77,7 +77,7 @@ def default_generator(device="cpu") -> Generator:
 def manual_seed(seed: int) -> Generator:
     """Seed the default generator of every device; return the CPU one."""
     cpu = default_generator("cpu").manual_seed(seed)
-    for key, gen in _defaults.items():
+    for _key, gen in _defaults.items():
         if gen is not cpu:
             gen.manual_seed(seed)
     return cpu

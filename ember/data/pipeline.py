@@ -392,7 +392,7 @@ class Pipeline(IterableDataset):
 
             def make():
                 iterator = upstream._elements()
-                for first in iterator:
+                for first in iterator:  # noqa: B007 (read after the loop)
                     break
                 else:
                     return iter(())

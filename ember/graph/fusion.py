@@ -216,7 +216,7 @@ def _build(eqns, members, reductions, readers, roots, graph):
     inside = set(members) | set(reductions)
     produced = {eqns[i].out for i in members}
     producer = {}
-    for i, e in enumerate(eqns):
+    for _i, e in enumerate(eqns):
         for v in e.outs:
             producer[v] = e
     shape = eqns[members[0]].out.shape
@@ -291,7 +291,7 @@ class FusedOp:
             op = REGISTRY[name]
             plan.append((op.kernels.get("numpy") or op.forward, refs, attrs, out))
         reds = []
-        for name, x, dim, keep, rout in self.red:
+        for name, x, dim, keep, _rout in self.red:
             rop = REGISTRY[name]
             reds.append((rop.kernels.get("numpy") or rop.forward, x, dim, keep))
         outputs = self.outputs
@@ -328,7 +328,7 @@ class FusedOp:
         for k, a in enumerate(self.ext):
             body.append(f"x{k} = a{k}[{_index(a.shape, self.shape)}]")
         local = {}
-        for j, (name, refs, attrs, out) in enumerate(self.steps):
+        for j, (name, refs, _attrs, out) in enumerate(self.steps):
             operands = []
             ref_dtype = out.dtype
             if name in _COMPARE:
@@ -430,7 +430,7 @@ class FusedOp:
             args.append(f"o{k}")
         results = [f"o{k}" for k in range(len(out_dtypes))]
         n = len(shape)
-        for q, (name, x, dim, keep, rout) in enumerate(self.red):
+        for q, (name, _x, dim, _keep, rout) in enumerate(self.red):
             axes = _axes(dim, n)
             g["np"] = np
             g[f"rdt{q}"] = rout.dtype

@@ -190,8 +190,8 @@ def simplify(graph: Graph) -> Graph:
         replacement = None
         ins = e.inputs
 
-        def same(x):
-            return isinstance(x, Var) and x.shape == out.shape and x.dtype == out.dtype
+        def same(x):  # used within this iteration only
+            return isinstance(x, Var) and x.shape == out.shape and x.dtype == out.dtype  # noqa: B023
 
         if name in _SPLAT_OPS and len(ins) == 2:
             ins = e.inputs = _splat_to_literal(graph, ins, out)

@@ -138,7 +138,10 @@ def _pow_vjp(g, y, a, b):
     ga = None if isinstance(a, _SCALARS) else unbroadcast(g * b * a ** (b - 1), a)
     if isinstance(b, _SCALARS):
         return ga, None
-    log_a = log(where(a > 0, a, 1.0)) if not isinstance(a, _SCALARS) else math.log(a) if a > 0 else 0.0
+    if isinstance(a, _SCALARS):
+        log_a = math.log(a) if a > 0 else 0.0
+    else:
+        log_a = log(where(a > 0, a, 1.0))
     return ga, unbroadcast(g * y * log_a, b)
 
 
@@ -191,7 +194,9 @@ def _where_shape(c, a, b, **attrs):
 
 
 def _where_dtype(c, a, b, **attrs):
-    return a if isinstance(a, _dt.DType) else b if isinstance(b, _dt.DType) else _dt.result_type(a, b)
+    if isinstance(a, _dt.DType):
+        return a
+    return b if isinstance(b, _dt.DType) else _dt.result_type(a, b)
 
 
 WHERE = defop(

@@ -16,7 +16,7 @@ from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
 from ember.ops.random import bernoulli, uniform
-from ember.ops.registry import apply, defop, same_dtype
+from ember.ops.registry import apply, defop
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -635,7 +635,9 @@ def masked_fill(x, mask, value):
         raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
     if hasattr(value, "shape"):
         value = value.to(x.dtype)
-    return where(mask, value, x) if hasattr(value, "shape") else where(mask, _scalar_like(value, x), x)
+    if hasattr(value, "shape"):
+        return where(mask, value, x)
+    return where(mask, _scalar_like(value, x), x)
 
 
 def _scalar_like(value, x):

@@ -87,8 +87,9 @@ class DataCollatorWithPadding:
 
     Example:
         >>> collator = DataCollatorWithPadding(tokenizer)  # doctest: +SKIP
-        >>> collator([{"input_ids": [101, 102], "label": 1},
-        ...           {"input_ids": [101, 7592, 102], "label": 0}])["input_ids"].shape  # doctest: +SKIP
+        >>> batch = collator([{"input_ids": [101, 102], "label": 1},  # doctest: +SKIP
+        ...                   {"input_ids": [101, 7592, 102], "label": 0}])
+        >>> batch["input_ids"].shape  # doctest: +SKIP
         (2, 3)
     """
 

@@ -6,7 +6,8 @@ closures, so a scheduler's state dict records their settings and a checkpoint re
 The formulas (step t, warmup w, total T, all integers):
     warmup (t < w):          t / max(1, w)
     linear:                  max(0, (T - t) / max(1, T - w))
-    cosine:                  max(0, (1 + cos(pi * 2 * cycles * p)) / 2),  p = (t - w) / max(1, T - w)
+    cosine:                  max(0, (1 + cos(pi * 2 * cycles * p)) / 2),
+                             with p = (t - w) / max(1, T - w)
     cosine_with_restarts:    0 if p >= 1 else max(0, (1 + cos(pi * ((cycles * p) % 1))) / 2)
     polynomial:              ((lr0 - lr_end) * (1 - (t - w) / (T - w)) ** power + lr_end) / lr0,
                              lr_end / lr0 after T

@@ -62,10 +62,10 @@ class TrainingArguments:
         >>> args = TrainingArguments("out", num_train_epochs=1, learning_rate=1e-3)
         >>> args.per_device_train_batch_size, args.lr_scheduler_type
         (8, 'linear')
-        >>> TrainingArguments("out", learning_rat=1e-3)
+        >>> TrainingArguments("out", learning_rat=1e-3)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: TrainingArguments: unknown argument 'learning_rat' (did you mean 'learning_rate'?)
+        ValueError: TrainingArguments: unknown argument 'learning_rat' (did you mean ...
 
     Args:
         output_dir: where checkpoints (`checkpoint-N/`) and the final model go.

@@ -8,7 +8,7 @@ b = ember.tensor([-0.3], requires_grad=True)
 x_train = ember.tensor([1.0, 2.0, 3.0, 4.0])
 y_train = ember.tensor([0.0, -1.0, -2.0, -3.0])
 
-for i in range(1000):
+for _i in range(1000):
     linear_model = W * x_train + b
     loss = ((linear_model - y_train) ** 2).sum()  # sum of the squares
     W.grad = b.grad = None

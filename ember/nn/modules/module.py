@@ -346,7 +346,7 @@ class Module:
                     p._data = fn(p)._data
                     if p.grad is not None:
                         p.grad._data = fn(p.grad)._data
-                for name, b in module._buffers.items():
+                for _name, b in module._buffers.items():
                     if b is not None:
                         b._data = fn(b)._data
         return self
@@ -436,7 +436,7 @@ class Module:
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict.keys() if k not in own]
         mismatched = []
-        for key, (module, name, target) in own.items():
+        for key, (_module, _name, target) in own.items():
             if key not in state_dict:
                 continue
             value = state_dict[key]

@@ -109,7 +109,8 @@ def test_head_matches_huggingface(hf, tmp_path, head):
         ref, got = out_hf[key], out_em[key]
         if isinstance(ref, tuple):
             assert len(ref) == len(got), key
-            errors[key] = max(_err(g.detach().numpy(), r.detach().numpy()) for g, r in zip(got, ref))
+            errors[key] = max(_err(g.detach().numpy(), r.detach().numpy())
+                              for g, r in zip(got, ref))
         else:
             errors[key] = _err(got.detach().numpy(), ref.detach().numpy())
     print(head, {k: f"{v:.2e}" for k, v in errors.items()})
@@ -218,7 +219,8 @@ def test_init_weights_like_huggingface():
     assert abs(weight.std() - 0.02) < 0.002 and abs(weight.mean()) < 0.002
     assert np.all(model.bert.encoder.layer[0].attention.self.query.bias.detach().numpy() == 0)
     assert np.all(model.bert.embeddings.LayerNorm.weight.detach().numpy() == 1)
-    assert np.all(model.bert.embeddings.word_embeddings.weight.detach().numpy()[0] == 0)  # padding row
+    padding_row = model.bert.embeddings.word_embeddings.weight.detach().numpy()[0]
+    assert np.all(padding_row == 0)
     assert np.all(model.cls.predictions.bias.detach().numpy() == 0)
 
 

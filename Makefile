@@ -46,7 +46,7 @@ bench: $(VENV)/.test
 bench-data: $(VENV)/.test
 	$(PY) bench/bench_data.py
 
-lint:
+lint: $(VENV)/.test
 	$(PY) -m ruff check ember tests bench examples
 
 clean:

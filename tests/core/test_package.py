@@ -85,3 +85,18 @@ def test_import_is_fast_and_light():
         best = seconds if best is None else min(best, seconds)
         assert heavy == "[]", f"import ember pulled in heavy modules: {heavy}"
     assert best < 0.3, f"import ember took {best:.3f}s more than import numpy"
+
+
+def test_ruff_finds_nothing():
+    """The house lint (pyproject's [tool.ruff.lint]) passes on the whole tree."""
+    import shutil
+
+    import pytest
+
+    here = str(pathlib.Path(sys.executable).parent)  # the virtual environment's own ruff first
+    ruff = shutil.which("ruff", path=here) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (it comes with the test extra)")
+    result = subprocess.run([ruff, "check", "ember", "tests", "bench", "examples"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]

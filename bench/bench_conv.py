@@ -13,24 +13,23 @@ import os
 import sys
 
 
-def _threads_from_argv() -> str:
+def _threads_from_argv() -> int:
+    """--threads N (default 1), applied to both libraries with harness.set_threads."""
     for i, a in enumerate(sys.argv):
         if a == "--threads" and i + 1 < len(sys.argv):
-            return sys.argv[i + 1]
+            return int(sys.argv[i + 1])
         if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
+            return int(a.split("=", 1)[1])
+    return 1
 
 
 _THREADS = _threads_from_argv()
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _THREADS)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
-from harness import compare
+from harness import compare, set_threads
 
 CONVS = {"conv1": ((64, 1, 28, 28), (16, 1, 3, 3)), "conv2": ((64, 16, 14, 14), (32, 16, 3, 3))}
 POOLS = {"pool1": (64, 16, 28, 28), "pool2": (64, 32, 14, 14)}
@@ -49,7 +48,7 @@ def bench_against_torch():
     import ember
     import ember.nn.functional as F
 
-    torch.set_num_threads(int(_THREADS))
+    set_threads(_THREADS)
     rng = np.random.default_rng(0)
     results = []
     for name, (xs, ws) in CONVS.items():

@@ -18,26 +18,27 @@ import sys
 import time
 
 
-def _threads_from_argv() -> str:
+def _threads_from_argv() -> int:
+    """--threads N (default 1), applied to both libraries with harness.set_threads."""
     for i, a in enumerate(sys.argv):
         if a == "--threads" and i + 1 < len(sys.argv):
-            return sys.argv[i + 1]
+            return int(sys.argv[i + 1])
         if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return "1"
+            return int(a.split("=", 1)[1])
+    return 1
 
 
 _THREADS = _threads_from_argv()
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _THREADS)
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "examples", "seed"))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _mnist import load_mnist, normalized  # noqa: E402
+from harness import set_threads  # noqa: E402
 
 
 def mlp(lib):
@@ -88,7 +89,7 @@ def bench(name, build, images, labels, repeats, steps, reshape):
 
     import ember
 
-    torch.set_num_threads(int(_THREADS))
+    set_threads(_THREADS)
     results = {}
     for lib in (ember, torch):
         x = lib.from_numpy(reshape(normalized(images)))

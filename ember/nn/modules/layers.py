@@ -277,21 +277,22 @@ class _ConvNd(Module):
             s += f", padding_mode={self.padding_mode}"
         return s
 
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        unbatched = x.ndim == self._n + 1  # (C, ...) without the batch dim
+        if unbatched:
+            x = x.unsqueeze(0)
+        x, padding = self._padded(x)
+        out = self._conv(x, self.weight, self.bias, self.stride, padding, self.dilation,
+                         self.groups)
+        return out.squeeze(0) if unbatched else out
+
 
 class Conv1d(_ConvNd):
     """1-D convolution over (N, C_in, L) inputs (cross-correlation, as in PyTorch)."""
 
     _n = 1
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        unbatched = x.ndim == 2
-        if unbatched:
-            x = x.unsqueeze(0)
-        x, padding = self._padded(x)
-        out = F.conv1d(x, self.weight, self.bias, self.stride, padding, self.dilation,
-                       self.groups)
-        return out.squeeze(0) if unbatched else out
+    _conv = staticmethod(F.conv1d)
 
 
 class Conv2d(_ConvNd):
@@ -305,16 +306,7 @@ class Conv2d(_ConvNd):
     """
 
     _n = 2
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        unbatched = x.ndim == 3
-        if unbatched:
-            x = x.unsqueeze(0)
-        x, padding = self._padded(x)
-        out = F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation,
-                       self.groups)
-        return out.squeeze(0) if unbatched else out
+    _conv = staticmethod(F.conv2d)
 
 
 class _Pool2d(Module):

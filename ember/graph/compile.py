@@ -21,6 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ember._util.pytree import map_leaves
 from ember.graph import config as _config
 from ember.graph.executor import Executor
 from ember.graph.passes import run_passes
@@ -96,14 +97,7 @@ def _flatten(obj, path, leaves, descs, names):
 
 
 def _rebuild(obj, it):
-    if isinstance(obj, Tensor):
-        return next(it)
-    if isinstance(obj, (list, tuple)):
-        items = [_rebuild(x, it) for x in obj]
-        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
-    if isinstance(obj, dict):
-        return {k: _rebuild(v, it) for k, v in obj.items()}
-    return obj
+    return map_leaves(lambda _: next(it), obj, Tensor)
 
 
 class _Leaf:
@@ -116,26 +110,15 @@ class _Leaf:
 
 
 def _out_tree(obj, atoms, tracer):
-    if isinstance(obj, Tensor):
-        atoms.append(tracer.atom(obj))
+    def leaf(t):
+        atoms.append(tracer.atom(t))
         return _Leaf(len(atoms) - 1)
-    if isinstance(obj, (list, tuple)):
-        items = [_out_tree(x, atoms, tracer) for x in obj]
-        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
-    if isinstance(obj, dict):
-        return {k: _out_tree(v, atoms, tracer) for k, v in obj.items()}
-    return obj
+
+    return map_leaves(leaf, obj, Tensor)
 
 
 def _fill(tree, arrays):
-    if isinstance(tree, _Leaf):
-        return _wrap(arrays[tree.index])
-    if isinstance(tree, (list, tuple)):
-        items = [_fill(x, arrays) for x in tree]
-        return type(tree)(items) if not hasattr(tree, "_fields") else type(tree)(*items)
-    if isinstance(tree, dict):
-        return {k: _fill(v, arrays) for k, v in tree.items()}
-    return tree
+    return map_leaves(lambda leaf: _wrap(arrays[leaf.index]), tree, _Leaf)
 
 
 class CompiledFunction:

@@ -7,10 +7,11 @@
 2. per-element overhead of an in-memory Pipeline against a plain Python generator.
 3. memory (PSS of the main process plus its workers) of a 2-worker DataLoader over a million
    strings against 0 workers: a Python list (PyTorch's copy-on-read problem) with the
-   DataLoader's packing (the default, Note [Copy-on-read] in ember/data/_packed.py) and
-   without it (pack_dataset=False), and a StringArray.
+   DataLoader's default columns (borrowed reads on CPython, Note [Borrowed reads] in
+   ember/data/_packed.py), with the packed fallback, without either (pack_dataset=False), and
+   a StringArray. Each line also gives the epoch's seconds.
 
-Prints ratios and one JSON line per workload. Run: python bench/bench_data.py [--quick]
+Prints ratios and one JSON line per workload. Run: python bench/bench_data.py [--quick | --memory]
 
 Figures (2 CPUs shared with other jobs, load average about 7, so absolute rates swing by 2x
 between runs; main at 2e570d6 then this branch, back to back), images/s:
@@ -18,8 +19,11 @@ between runs; main at 2e570d6 then this branch, back to back), images/s:
     after:  ember Pipeline 259, tf.data 161, PyTorch 2 workers 108 (ember/tf 1.61, /torch 2.41)
 The ember map normalizes on [224, 672] rows since this branch (about 1 ms of the 4 ms CPU per
 image before); the rest is the resize (no transposes, cached two-tap bilinear tables, scratch
-buffers) and AUTOTUNE's 2 threads per CPU. Memory, 1M strings in a list, 2 workers vs 0 (PSS):
-2.20x before, 1.40x with packing (pack_dataset=False: 2.20x); StringArray 1.11x.
+buffers) and AUTOTUNE's 2 threads per CPU.
+Memory, 1M strings in a list, 2 workers vs 0 (PSS, 163 MB with 0 workers): 2.14x with the
+lists themselves, 1.39x with packed columns, 1.07x with borrowed reads (the default); a
+StringArray 1.11x. Epoch over the million strings with 2 workers: 1.34 s with the list, 1.99 s
+packed (0.3 s of it packing), 2.15 s borrowed (about 1.4 us per string read in place).
 """
 
 from __future__ import annotations
@@ -203,6 +207,9 @@ kind, workers = sys.argv[1], int(sys.argv[2])
 strings = [f"sample-{{i:07d}}-" + "x" * (i % 40) for i in range(1_000_000)]
 column = data.StringArray(strings) if kind == "stringarray" else strings
 pack = kind != "list-unpacked"
+if kind == "list-packed":  # the fallback where objects cannot be read in place
+    import ember.data._packed as packed
+    packed._supported = False
 del strings
 class Strings(data.Dataset):
     def __init__(self, column): self.column = column
@@ -227,18 +234,20 @@ def total():
 loader = data.DataLoader(Strings(column), batch_size=1000, shuffle=True, num_workers=workers,
                          pack_dataset=pack)
 peak = 0
+start = time.perf_counter()
 for step, batch in enumerate(loader):
     if step % 50 == 0:
         peak = max(peak, total())
+seconds = time.perf_counter() - start
 peak = max(peak, total())
-print(json.dumps({{"pss_bytes": peak}}))
+print(json.dumps({{"pss_bytes": peak, "epoch_s": seconds}}))
 """
 
 
 def bench_memory():
     script = MEMORY_CHILD.format(root=ROOT)
     results = {}
-    for kind in ("list", "list-unpacked", "stringarray"):
+    for kind in ("list", "list-packed", "list-unpacked", "stringarray"):
         for workers in (0, 2):
             out = subprocess.run(
                 [sys.executable, "-c", script, kind, str(workers)],
@@ -248,12 +257,14 @@ def bench_memory():
             )
             if out.returncode:
                 raise RuntimeError(out.stderr)
-            results[(kind, workers)] = json.loads(out.stdout.strip().splitlines()[-1])["pss_bytes"]
+            results[(kind, workers)] = json.loads(out.stdout.strip().splitlines()[-1])
     return results
 
 
 def main():
     quick = "--quick" in sys.argv
+    if "--memory" in sys.argv:  # only part 3
+        return report_memory()
     from _photos import build_photo_folder
 
     with tempfile.TemporaryDirectory(prefix="ember-bench-jpegs-") as root:
@@ -306,15 +317,21 @@ def main():
     )
 
     if not quick:
-        memory = bench_memory()
-        for kind in ("list", "list-unpacked", "stringarray"):
-            base, two = memory[(kind, 0)], memory[(kind, 2)]
-            report(
-                f"memory 1M strings ({kind}) DataLoader 2 workers vs 0",
-                pss_0_workers_mb=round(base / 2**20, 1),
-                pss_2_workers_mb=round(two / 2**20, 1),
-                ratio=round(two / base, 2),
-            )
+        report_memory()
+
+
+def report_memory():
+    memory = bench_memory()
+    for kind in ("list", "list-packed", "list-unpacked", "stringarray"):
+        base, two = memory[(kind, 0)], memory[(kind, 2)]
+        report(
+            f"memory 1M strings ({kind}) DataLoader 2 workers vs 0",
+            pss_0_workers_mb=round(base["pss_bytes"] / 2**20, 1),
+            pss_2_workers_mb=round(two["pss_bytes"] / 2**20, 1),
+            ratio=round(two["pss_bytes"] / base["pss_bytes"], 2),
+            epoch_s_0_workers=round(base["epoch_s"], 2),
+            epoch_s_2_workers=round(two["epoch_s"], 2),
+        )
 
 
 if __name__ == "__main__":

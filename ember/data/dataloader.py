@@ -75,10 +75,11 @@ class DataLoader:
         generator: an `ember.Generator` for the sampler and the worker base seed.
         prefetch_factor: batches in flight per worker (default 2).
         persistent_workers: keep the workers between epochs.
-        pack_dataset: with forked workers, give them packed copies of the dataset's large
-            lists of str/bytes/numbers (tuples of them too) so reading them does not copy
-            the parent's memory into every worker (Note [Copy-on-read] in `_packed.py`);
-            False gives workers the lists themselves.
+        pack_dataset: with forked workers, give them read-only columns in place of the
+            dataset's large lists and tuples, so reading them does not copy the parent's
+            memory into every worker (Note [Copy-on-read] in `_packed.py`): on CPython the
+            columns read the shared str/bytes/number/tuple objects in place, elsewhere they
+            are packed copies. False gives workers the lists themselves.
     """
 
     def __init__(
@@ -344,7 +345,7 @@ class _WorkerPool:
         finally:
             if forked:
                 gc.unfreeze()
-            # The workers hold the packed columns now; the parent lets go of its references.
+            # The workers hold the columns now; the parent lets go of its references.
             config.pop("packed", None)
 
     def check_alive(self):

@@ -1,12 +1,27 @@
-"""Packing a dataset's large lists for forked workers (Note [Copy-on-read] in _packed.py)."""
+"""Copy-on-read-safe columns of a dataset's large lists for forked workers (Note
+[Copy-on-read] and Note [Borrowed reads] in ember/data/_packed.py)."""
 
+import enum
 import os
+import sys
 
 import numpy as np
 import pytest
 
 from ember import data
-from ember.data._packed import PackedColumn, pack_dataset, pack_sequence
+from ember.data import _packed
+from ember.data._packed import (
+    BorrowedColumn,
+    PackedColumn,
+    borrowing_supported,
+    pack_dataset,
+    pack_sequence,
+)
+
+needs_borrowing = pytest.mark.skipif(
+    not borrowing_supported(),
+    reason="this interpreter's object layout cannot be read in place (columns are packed)",
+)
 
 CASES = [
     ["cat", "dog", "émeu", "", "x" * 300],
@@ -18,9 +33,17 @@ CASES = [
 ]
 
 
+COLUMNS = [
+    pytest.param(PackedColumn.pack, id="packed"),
+    pytest.param(BorrowedColumn, id="borrowed", marks=needs_borrowing),
+]
+
+
+@pytest.mark.parametrize("make", COLUMNS)
 @pytest.mark.parametrize("values", CASES, ids=lambda v: type(v[0]).__name__)
-def test_packed_column_gives_back_the_same_values(values):
-    column = PackedColumn.pack(values)
+def test_columns_give_back_the_same_values(values, make):
+    column = make(values)
+    name = type(column).__name__
     assert len(column) == len(values)
     assert list(column) == values
     for i in range(-len(values), len(values)):
@@ -30,8 +53,75 @@ def test_packed_column_gives_back_the_same_values(values):
     assert column[[2, 0]] == [values[2], values[0]]
     assert column[np.array([1, 1])] == [values[1], values[1]]
     assert values[1] in column and column.index(values[1]) == values.index(values[1])
-    with pytest.raises(IndexError, match="PackedColumn: index"):
+    with pytest.raises(IndexError, match=f"{name}: index"):
         column[len(values)]
+    with pytest.raises(TypeError):
+        column[0] = values[0]  # read-only
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+ODD_VALUES = [
+    "ascii", "latin-1 é", "ÿ", "UCS-2 Ā 日本語", "UCS-4 \U0001f600", "lone \ud800 surrogate",
+    "pair written apart \ud83d\ude00", "\U0010ffff\udfff", "", "z" * 5000,
+    b"", b"\x00\x01", bytes(range(256)) * 20,
+    0, 1, -1, 2**30 - 1, 2**30, -(2**30), 2**63 - 1, -(2**63), 2**64, 10**100, -(7**300),
+    0.0, -0.0, 1e-320, float("inf"), float("-inf"), 3.141592653589793,
+    True, False, None, (), ("a", (1, (2.5, (b"x", (None, "deep"))))),
+    {"a": 1}, [1, 2], Colour.RED, Name("subclass"), object, 1j, bytearray(b"ba"),
+]  # fmt: skip
+
+
+@needs_borrowing
+def test_borrowed_column_reads_every_kind_and_falls_back_for_the_rest():
+    values = ODD_VALUES + [f"made-{i}" for i in range(5)] + [i * 0.75 for i in range(5)]
+    for container in (values, tuple(values)):
+        column = BorrowedColumn(container)
+        for i, want in enumerate(container):
+            got = column[i]
+            assert type(got) is type(want), (i, want, got)
+            if isinstance(want, float):
+                assert repr(got) == repr(want)
+            else:
+                assert got == want, (i, want, got)
+        # values it reads itself are fresh copies; the rest are the originals
+        assert column[values.index({"a": 1})] is container[values.index({"a": 1})]
+
+
+@needs_borrowing
+def test_borrowed_reads_do_not_touch_the_objects():
+    """The point of borrowing: reading leaves every element's reference count (and so the
+    memory page it lives on) unwritten."""
+    values = [f"s-{i}-é" for i in range(100)] + [b"b" * i for i in range(100)]
+    values += [10**i + 1000 for i in range(100)] + [i / 3 for i in range(100)]  # no cached ints
+    values += [(f"t{i}", i * 7919, (i / 7,)) for i in range(100)]
+    before = [sys.getrefcount(v) for v in values]
+    column = BorrowedColumn(values)
+    copies = [column[i] for i in range(len(values))]
+    assert copies == values
+    assert [sys.getrefcount(v) for v in values] == before
+    assert all(c is not v for c, v in zip(copies, values) if not isinstance(v, tuple))
+
+
+@needs_borrowing
+def test_borrowed_column_follows_changes_to_the_list():
+    values = ["a", "b", "c"]
+    column = BorrowedColumn(values)
+    values[1] = "changed"
+    assert column[1] == "changed"
+    values.extend(["d"] * 1000)  # reallocated, longer: read the ordinary way
+    assert column[0] == "a" and column[2] == "c" and len(column) == 3
+
+
+def test_borrowed_column_refuses_what_it_cannot_view():
+    with pytest.raises(TypeError, match="BorrowedColumn: expected a list or tuple, got dict"):
+        BorrowedColumn({"a": 1})
 
 
 def test_only_uniform_long_sequences_are_packed():
@@ -60,20 +150,32 @@ class Names(data.Dataset):
         return self.names[index], self.labels[index], type(self.names).__name__, worker is None
 
 
-def test_pack_dataset_finds_nested_lists_and_changes_nothing():
+@pytest.fixture(params=["borrowed", "packed"])
+def column_kind(request, monkeypatch):
+    """Each loader test runs with borrowed columns and with the packed fallback."""
+    if request.param == "borrowed":
+        if not borrowing_supported():
+            pytest.skip("this interpreter's object layout cannot be read in place")
+        return "BorrowedColumn"
+    monkeypatch.setattr(_packed, "_supported", False)
+    return "PackedColumn"
+
+
+def test_pack_dataset_finds_nested_lists_and_changes_nothing(column_kind):
     names = [f"n{i}" for i in range(5000)]
     inner = Names(names, list(range(5000)))
     outer = data.ConcatDataset([data.Subset(inner, list(range(10))), inner])
     found = pack_dataset(outer)
     packed = {name: value for holder, name, value in found if holder is inner}
     assert set(packed) == {"names", "labels"}  # `small` is below the threshold
+    assert {type(value).__name__ for value in packed.values()} == {column_kind}
     assert inner.names is names and type(inner.labels) is list
     # Subset.indices (a list of 10) and ConcatDataset's own lists stay as they are
     assert all(holder is inner for holder, _, _ in found)
 
 
 @pytest.mark.parametrize("pack", [True, False])
-def test_workers_read_packed_columns_with_the_same_results(pack):
+def test_workers_read_columns_with_the_same_results(pack, column_kind):
     names = [f"name-{i}-é" for i in range(5000)]
     dataset = Names(names, list(range(5000)))
     plain = list(data.DataLoader(dataset, batch_size=500, num_workers=0))
@@ -83,7 +185,7 @@ def test_workers_read_packed_columns_with_the_same_results(pack):
         assert list(ours[0]) == list(theirs[0])
         assert np.array_equal(np.asarray(ours[1]), np.asarray(theirs[1]))
     kinds = {kind for batch in batches for kind in batch[2]}
-    assert kinds == ({"PackedColumn"} if pack else {"list"})
+    assert kinds == ({column_kind} if pack else {"list"})
     assert type(dataset.names) is list  # the parent's dataset is untouched
 
 
@@ -108,9 +210,10 @@ class _Reader(data.Dataset):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux smaps")
-def test_reading_every_string_does_not_copy_the_list_into_workers():
+def test_reading_every_string_does_not_copy_the_list_into_workers(column_kind):
     """A worker that reads all 300k strings of a list (about 29 MB of objects) copies the
-    pages they live on; with packing it holds the packed column (11.5 MB) instead."""
+    pages they live on; with packing it holds the packed column (11.5 MB) instead, and with
+    borrowing nothing at all."""
     strings = [f"sample-{i:07d}-" + "x" * (i % 40) for i in range(300_000)]
     private = {}
     for pack in (True, False):
@@ -118,5 +221,5 @@ def test_reading_every_string_does_not_copy_the_list_into_workers():
             _Reader(strings), batch_size=30_000, num_workers=1, pack_dataset=pack
         )
         private[pack] = max(int(np.asarray(batch).max()) for batch in loader) / 1024
-    print(f"worker private dirty MB: packed {private[True]:.1f}, list {private[False]:.1f}")
-    assert private[False] - private[True] > 8, private
+    print(f"worker private dirty MB: {column_kind} {private[True]:.1f}, list {private[False]:.1f}")
+    assert private[False] - private[True] > (8 if column_kind == "PackedColumn" else 20), private

@@ -137,13 +137,29 @@ def decode_jpeg(
         if ratio > 1:
             image.draft(image.mode, (max(1, image.width // ratio), max(1, image.height // ratio)))
         if try_recover_truncated:
-            from PIL import ImageFile
-
-            ImageFile.LOAD_TRUNCATED_IMAGES = True
-        image.load()
+            _load_truncated(image)
+        else:
+            image.load()
     except (OSError, SyntaxError) as error:
         raise ValueError(f"decode_jpeg: invalid JPEG data ({error})") from error
     return to_tensor(_to_array(image, channels))
+
+
+_TRUNCATED_LOCK = threading.Lock()
+
+
+def _load_truncated(image) -> None:
+    """Load what a truncated file holds (the rest grey), with Pillow's process-wide switch
+    turned on for this image only."""
+    from PIL import ImageFile
+
+    with _TRUNCATED_LOCK:
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def decode_png(contents, channels: int = 0, dtype=None, name=None):

@@ -97,6 +97,22 @@ def test_decode_encode_roundtrip(tf, photo_paths):
     assert floats.dtype == np.float32 and floats.max() <= 1.0
 
 
+def test_truncated_jpeg_fails_unless_recovery_is_asked_for(photo_paths):
+    from PIL import ImageFile
+
+    data = read_file(photo_paths[0])
+    truncated = data[: len(data) * 2 // 3]
+    with pytest.raises(ValueError, match="decode_jpeg: invalid JPEG data"):
+        image.decode_jpeg(truncated)
+    recovered = to_numpy(image.decode_jpeg(truncated, channels=3, try_recover_truncated=True))
+    whole = to_numpy(image.decode_jpeg(data, channels=3))
+    assert recovered.shape == whole.shape
+    assert np.array_equal(recovered[:10], whole[:10])  # the rows the file still holds
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # Pillow's global switch is left alone
+    with pytest.raises(ValueError, match="decode_jpeg: invalid JPEG data"):
+        image.decode_jpeg(truncated)
+
+
 def test_decode_errors_are_clear():
     with pytest.raises(ValueError, match="decode_jpeg"):
         image.decode_jpeg(b"not an image")

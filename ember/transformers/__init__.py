@@ -35,6 +35,15 @@ from ember.transformers.bert import (
     BertPreTrainedModel as BertPreTrainedModel,
 )
 from ember.transformers.configuration_utils import PretrainedConfig as PretrainedConfig
+from ember.transformers.distilbert import (
+    DistilBertConfig as DistilBertConfig,
+    DistilBertForMaskedLM as DistilBertForMaskedLM,
+    DistilBertForQuestionAnswering as DistilBertForQuestionAnswering,
+    DistilBertForSequenceClassification as DistilBertForSequenceClassification,
+    DistilBertForTokenClassification as DistilBertForTokenClassification,
+    DistilBertModel as DistilBertModel,
+    DistilBertPreTrainedModel as DistilBertPreTrainedModel,
+)
 from ember.transformers.data_collator import (
     DataCollatorForLanguageModeling as DataCollatorForLanguageModeling,
 )
@@ -43,6 +52,15 @@ from ember.transformers.modeling_utils import LoadingInfo as LoadingInfo
 from ember.transformers.modeling_utils import PreTrainedModel as PreTrainedModel
 from ember.transformers.pipelines import Pipeline as Pipeline
 from ember.transformers.pipelines import pipeline as pipeline
+from ember.transformers.roberta import (
+    RobertaConfig as RobertaConfig,
+    RobertaForMaskedLM as RobertaForMaskedLM,
+    RobertaForQuestionAnswering as RobertaForQuestionAnswering,
+    RobertaForSequenceClassification as RobertaForSequenceClassification,
+    RobertaForTokenClassification as RobertaForTokenClassification,
+    RobertaModel as RobertaModel,
+    RobertaPreTrainedModel as RobertaPreTrainedModel,
+)
 from ember.transformers.sentence_embeddings import (
     encode_sentences as encode_sentences,
     mean_pooling as mean_pooling,

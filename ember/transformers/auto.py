@@ -9,8 +9,13 @@ from __future__ import annotations
 from ember.transformers.bert.configuration_bert import BertConfig
 from ember.transformers.bert import modeling_bert as _bert
 from ember.transformers.configuration_utils import PretrainedConfig
+from ember.transformers.distilbert import modeling_distilbert as _distilbert
+from ember.transformers.distilbert.configuration_distilbert import DistilBertConfig
+from ember.transformers.roberta import modeling_roberta as _roberta
+from ember.transformers.roberta.configuration_roberta import RobertaConfig
 
-CONFIG_MAPPING: dict[str, type[PretrainedConfig]] = {"bert": BertConfig}
+CONFIG_MAPPING: dict[str, type[PretrainedConfig]] = {
+    "bert": BertConfig, "roberta": RobertaConfig, "distilbert": DistilBertConfig}
 
 # task -> model_type -> class
 MODEL_MAPPINGS: dict[str, dict[str, type]] = {
@@ -23,6 +28,14 @@ MODEL_MAPPINGS: dict[str, dict[str, type]] = {
     "question-answering": {"bert": _bert.BertForQuestionAnswering},
     "multiple-choice": {"bert": _bert.BertForMultipleChoice},
 }
+
+for _module, _prefix in ((_roberta, "Roberta"), (_distilbert, "DistilBert")):
+    for _task, _suffix in (("base", "Model"), ("masked-lm", "ForMaskedLM"),
+                           ("sequence-classification", "ForSequenceClassification"),
+                           ("token-classification", "ForTokenClassification"),
+                           ("question-answering", "ForQuestionAnswering")):
+        _class = getattr(_module, _prefix + _suffix)
+        MODEL_MAPPINGS[_task][_class.config_class.model_type] = _class
 
 
 def register_config(model_type: str, config_class: type[PretrainedConfig]) -> None:

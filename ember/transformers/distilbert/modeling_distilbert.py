@@ -1,0 +1,366 @@
+"""DistilBERT: a BERT with half the layers, no token types and no pooler, under its own
+names (`distilbert.transformer.layer.0.attention.q_lin.weight`, `ffn.lin1`,
+`sa_layer_norm`, `vocab_projector`, ...), which are HuggingFace's. The attention arithmetic
+and the layer loop are BERT's (BertSelfAttention, BertEncoder); the loss rules come from
+encoder_heads.
+
+Note [Sinusoidal positions]: with `sinusoidal_pos_embds=True` the position table starts as
+the fixed sin/cos table of "Attention is all you need" (row p, column j: sin for even j and
+cos for odd j of p / 10000^(2 floor(j/2) / dim)). It is still an ordinary weight, saved,
+loaded and trainable, as in HuggingFace transformers 5.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ember
+from ember import nn
+from ember.autograd import no_grad
+from ember.nn import functional as F
+from ember.transformers.activations import ACT2FN
+from ember.transformers.bert.modeling_bert import (
+    BertEncoder,
+    BertPreTrainedModel,
+    BertSelfAttention,
+)
+from ember.transformers.distilbert.configuration_distilbert import DistilBertConfig
+from ember.transformers.encoder_heads import (
+    EncoderHeadMixin,
+    as_labels,
+    finish,
+    return_flags,
+    sequence_classification_loss,
+    span_loss,
+    token_classification_loss,
+)
+from ember.transformers.modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from ember.transformers.modeling_utils import PreTrainedModel
+
+
+def sinusoidal_position_table(n_positions: int, dim: int) -> np.ndarray:
+    """Note [Sinusoidal positions]: the (n_positions, dim) float32 table.
+
+    Example:
+        >>> [round(float(v), 4) for v in sinusoidal_position_table(3, 4)[1]]
+        [0.8415, 0.5403, 0.01, 1.0]
+    """
+    positions = np.arange(n_positions, dtype=np.float64)[:, None]
+    rates = np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)
+    angles = positions / rates
+    table = np.empty((n_positions, dim), np.float64)
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return table.astype(np.float32)
+
+
+class Embeddings(nn.Module):
+    """word + position embeddings, then LayerNorm (eps 1e-12) and dropout."""
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.dim,
+                                            padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.dim)
+        self.LayerNorm = nn.LayerNorm(config.dim, eps=1e-12)
+        self.dropout = nn.Dropout(config.dropout)
+        self.max_position_embeddings = config.max_position_embeddings
+
+    def forward(self, input_ids=None, inputs_embeds=None, position_ids=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        length = inputs_embeds.shape[1]
+        if length > self.max_position_embeddings:
+            raise ValueError(f"DistilBertEmbeddings: sequence length {length} exceeds "
+                             f"max_position_embeddings {self.max_position_embeddings}; "
+                             "truncate the input (tokenizer truncation=True)")
+        if position_ids is None:
+            position_ids = ember.arange(length).unsqueeze(0)
+        embeddings = inputs_embeds + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class DistilBertSelfAttention(BertSelfAttention):
+    """BERT's self-attention (SDPA, or the explicit softmax when the probabilities are asked
+    for) under DistilBERT's names, with the output projection `out_lin` inside."""
+
+    # BertSelfAttention.forward reads query/key/value: here they are q_lin/k_lin/v_lin
+    query = property(lambda self: self.q_lin)
+    key = property(lambda self: self.k_lin)
+    value = property(lambda self: self.v_lin)
+
+    def __init__(self, config: DistilBertConfig):
+        nn.Module.__init__(self)
+        if config.dim % config.n_heads:
+            raise ValueError(f"DistilBertSelfAttention: dim {config.dim} is not a multiple of "
+                             f"n_heads {config.n_heads}")
+        self.num_attention_heads = config.n_heads
+        self.attention_head_size = config.dim // config.n_heads
+        self.all_head_size = config.dim
+        self.q_lin = nn.Linear(config.dim, config.dim)
+        self.k_lin = nn.Linear(config.dim, config.dim)
+        self.v_lin = nn.Linear(config.dim, config.dim)
+        self.out_lin = nn.Linear(config.dim, config.dim)
+        self.dropout = nn.Dropout(config.attention_dropout)
+        self.dropout_prob = config.attention_dropout
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
+                head_mask=None):
+        extra = {} if head_mask is None else {"head_mask": head_mask}
+        context, probs = super().forward(hidden_states, attention_mask,
+                                         output_attentions=output_attentions, **extra)
+        return self.out_lin(context), probs
+
+
+class FFN(nn.Module):
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.lin1 = nn.Linear(config.dim, config.hidden_dim)
+        self.lin2 = nn.Linear(config.hidden_dim, config.dim)
+        self.activation = ACT2FN[config.activation]
+
+    def forward(self, x):
+        return self.dropout(self.lin2(self.activation(self.lin1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Post-norm block: attention, add, `sa_layer_norm`; FFN, add, `output_layer_norm`."""
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__()
+        self.attention = DistilBertSelfAttention(config)
+        self.sa_layer_norm = nn.LayerNorm(config.dim, eps=1e-12)
+        self.ffn = FFN(config)
+        self.output_layer_norm = nn.LayerNorm(config.dim, eps=1e-12)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
+                head_mask=None):
+        attended, probs = self.attention(hidden_states, attention_mask, output_attentions,
+                                         head_mask)
+        attended = self.sa_layer_norm(attended + hidden_states)
+        return self.output_layer_norm(self.ffn(attended) + attended), probs
+
+
+class Transformer(BertEncoder):
+    """The stack of blocks; the loop (and its hidden-state / attention collection) is
+    BertEncoder's."""
+
+    def __init__(self, config: DistilBertConfig):
+        nn.Module.__init__(self)
+        self.layer = nn.ModuleList([TransformerBlock(config) for _ in range(config.n_layers)])
+
+
+class DistilBertPreTrainedModel(PreTrainedModel):
+    config_class = DistilBertConfig
+    base_model_prefix = "distilbert"
+    _keys_to_ignore_on_load_unexpected = (r"position_ids$",)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation; a sinusoidal position table when configured
+        (Note [Sinusoidal positions])."""
+        BertPreTrainedModel._init_weights(self, module)
+        if isinstance(module, Embeddings) and self.config.sinusoidal_pos_embds:
+            table = sinusoidal_position_table(self.config.max_position_embeddings,
+                                              self.config.dim)
+            with no_grad():
+                module.position_embeddings.weight.copy_(ember.from_numpy(table))
+
+
+class DistilBertModel(DistilBertPreTrainedModel):
+    """The DistilBERT encoder; outputs `last_hidden_state` (plus `hidden_states` /
+    `attentions` on request). There are no token types and no pooler.
+
+    Example:
+        >>> import ember
+        >>> from ember.transformers import DistilBertConfig, DistilBertModel
+        >>> model = DistilBertModel(DistilBertConfig(vocab_size=99, dim=32, n_layers=2,
+        ...                                          n_heads=4, hidden_dim=37)).eval()
+        >>> out = model(ember.tensor([[2, 5, 7, 0]]), attention_mask=ember.tensor([[1, 1, 1, 0]]))
+        >>> tuple(out.last_hidden_state.shape)
+        (1, 4, 32)
+    """
+
+    _keys_to_ignore_on_load_unexpected = (r"position_ids$", r"^vocab_", r"^pre_classifier\.",
+                                          r"^classifier\.", r"^qa_outputs\.")
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        self.transformer = Transformer(config)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, head_mask=None, inputs_embeds=None,
+                position_ids=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None):
+        output_attentions, output_hidden_states, return_dict = return_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
+        if head_mask is not None:
+            raise NotImplementedError("DistilBertModel: head_mask is not supported")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("DistilBertModel: pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            input_ids = ember.as_tensor(input_ids)
+            if input_ids.ndim != 2:
+                raise ValueError(f"DistilBertModel: input_ids must be (batch, seq), got shape "
+                                 f"{tuple(input_ids.shape)}")
+            shape = tuple(input_ids.shape)
+        else:
+            shape = tuple(inputs_embeds.shape[:2])
+        if position_ids is not None:
+            position_ids = ember.as_tensor(position_ids)
+        embeddings = self.embeddings(input_ids, inputs_embeds, position_ids)
+        extended_mask = None
+        if attention_mask is not None:
+            attention_mask = ember.as_tensor(attention_mask)
+            if tuple(attention_mask.shape[:1]) != shape[:1] or \
+                    attention_mask.shape[-1] != shape[1]:
+                raise ValueError(f"DistilBertModel: attention_mask shape "
+                                 f"{tuple(attention_mask.shape)} does not fit input {shape}")
+            extended_mask = self.get_extended_attention_mask(attention_mask, embeddings.dtype)
+        sequence_output, hidden_states, attentions = self.transformer(
+            embeddings, extended_mask, output_attentions, output_hidden_states)
+        output = BaseModelOutput(last_hidden_state=sequence_output, hidden_states=hidden_states,
+                                 attentions=attentions)
+        return finish(output, return_dict)
+
+
+_ENCODER_ARGS = ("attention_mask", "head_mask", "inputs_embeds", "position_ids",
+                 "output_attentions", "output_hidden_states")
+
+
+class _DistilBertHead(EncoderHeadMixin, DistilBertPreTrainedModel):
+    _encoder_args = _ENCODER_ARGS
+    _keys_to_ignore_on_load_unexpected = (r"position_ids$", r"^vocab_")
+
+
+class DistilBertForMaskedLM(_DistilBertHead):
+    """DistilBERT with its masked-language-model head: `vocab_transform`, the configured
+    activation, `vocab_layer_norm`, and `vocab_projector` tied to the word embeddings.
+
+    Example:
+        >>> import ember
+        >>> from ember.transformers import DistilBertConfig, DistilBertForMaskedLM
+        >>> model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=99, dim=32, n_layers=1,
+        ...                                                n_heads=4, hidden_dim=37))
+        >>> tuple(model(ember.tensor([[2, 5, 7]])).logits.shape)
+        (1, 3, 99)
+    """
+
+    _tied_weights_keys = {
+        "vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
+    _keys_to_ignore_on_load_unexpected = (r"position_ids$",)
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.activation = ACT2FN[config.activation]
+        self.distilbert = DistilBertModel(config)
+        self.vocab_transform = nn.Linear(config.dim, config.dim)
+        self.vocab_layer_norm = nn.LayerNorm(config.dim, eps=1e-12)
+        self.vocab_projector = nn.Linear(config.dim, config.vocab_size)
+        self.post_init()
+
+    def _tied_pairs(self):
+        if getattr(self.config, "tie_word_embeddings", True):
+            yield from self._tied_weights_keys.items()
+
+    def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
+        out = self._encode(input_ids, kwargs)
+        hidden = self.activation(self.vocab_transform(out.last_hidden_state))
+        logits = self.vocab_projector(self.vocab_layer_norm(hidden))
+        labels = as_labels(labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))
+
+
+class DistilBertForSequenceClassification(_DistilBertHead):
+    """On the first token: `pre_classifier`, ReLU, dropout (`seq_classif_dropout`),
+    `classifier`; the loss follows `config.problem_type` as BERT's does."""
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.distilbert = DistilBertModel(config)
+        self.pre_classifier = nn.Linear(config.dim, config.dim)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+        self.post_init()
+
+    def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
+        out = self._encode(input_ids, kwargs)
+        pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
+        logits = self.classifier(self.dropout(pooled))
+        labels = as_labels(labels)
+        loss = None if labels is None else sequence_classification_loss(self, logits, labels)
+        output = SequenceClassifierOutput(loss=loss, logits=logits,
+                                          hidden_states=out.hidden_states,
+                                          attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))
+
+
+class DistilBertForTokenClassification(_DistilBertHead):
+    """DistilBERT with a linear classifier per token (NER); `labels` -100 are ignored."""
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.distilbert = DistilBertModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.dim, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
+        out = self._encode(input_ids, kwargs)
+        logits = self.classifier(self.dropout(out.last_hidden_state))
+        labels = as_labels(labels)
+        loss = (None if labels is None
+                else token_classification_loss(logits, labels, self.num_labels))
+        output = TokenClassifierOutput(loss=loss, logits=logits,
+                                       hidden_states=out.hidden_states,
+                                       attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))
+
+
+class DistilBertForQuestionAnswering(_DistilBertHead):
+    """DistilBERT with a span head (dropout `qa_dropout`, then `qa_outputs`)."""
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        if config.num_labels != 2:
+            raise ValueError(f"DistilBertForQuestionAnswering: num_labels must be 2 (start and "
+                             f"end logits), got {config.num_labels}")
+        self.distilbert = DistilBertModel(config)
+        self.qa_outputs = nn.Linear(config.dim, config.num_labels)
+        self.dropout = nn.Dropout(config.qa_dropout)
+        self.post_init()
+
+    def forward(self, input_ids=None, start_positions=None, end_positions=None,
+                return_dict=None, **kwargs):
+        out = self._encode(input_ids, kwargs)
+        logits = self.qa_outputs(self.dropout(out.last_hidden_state))
+        start_logits, end_logits = logits[..., 0], logits[..., 1]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits,
+                                              end_logits=end_logits,
+                                              hidden_states=out.hidden_states,
+                                              attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))
+
+
+__all__ = [
+    "DistilBertForMaskedLM", "DistilBertForQuestionAnswering",
+    "DistilBertForSequenceClassification", "DistilBertForTokenClassification",
+    "DistilBertModel", "DistilBertPreTrainedModel", "sinusoidal_position_table",
+]

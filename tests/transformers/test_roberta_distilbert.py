@@ -1,0 +1,368 @@
+"""RoBERTa and DistilBERT against HuggingFace transformers (PyTorch). Tiny random models built
+by transformers from a config (no downloads) are saved with save_pretrained and loaded into
+ember; outputs (with padded batches), losses and gradients agree; ember's folders load back
+into transformers; the Auto classes pick the family from config.json. One tester class walks
+a table of (family, head) rows (STYLE.md habit 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import ember
+from ember import transformers as et
+
+BATCH, SEQ = 3, 7
+TOL = 1e-5
+
+# family -> how to build it. `pad` is the padding id written into padded positions (RoBERTa's
+# position ids depend on it: Note [RoBERTa positions]).
+FAMILIES = {
+    "roberta": dict(
+        config="RobertaConfig", prefix="Roberta", pad=1, token_types=True,
+        tiny=dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, type_vocab_size=1,
+                  pad_token_id=1, layer_norm_eps=1e-5)),
+    "distilbert": dict(
+        config="DistilBertConfig", prefix="DistilBert", pad=0, token_types=False,
+        tiny=dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                  max_position_embeddings=64)),
+    "distilbert-sinusoidal": dict(
+        config="DistilBertConfig", prefix="DistilBert", pad=0, token_types=False,
+        tiny=dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                  max_position_embeddings=64, sinusoidal_pos_embds=True, activation="relu")),
+}
+HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM",
+         "ForQuestionAnswering"]
+CASES = [(family, head) for family in FAMILIES for head in HEADS]
+AUTO = {"Model": "AutoModel", "ForSequenceClassification": "AutoModelForSequenceClassification",
+        "ForTokenClassification": "AutoModelForTokenClassification",
+        "ForMaskedLM": "AutoModelForMaskedLM",
+        "ForQuestionAnswering": "AutoModelForQuestionAnswering"}
+
+
+def _err(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def _labels(rng, head: str, num_labels: int = 3):
+    if head == "ForSequenceClassification":
+        return {"labels": rng.integers(0, num_labels, BATCH)}
+    if head == "ForTokenClassification":
+        labels = rng.integers(0, num_labels, (BATCH, SEQ))
+        labels[2, 3:] = -100  # padding ignored
+        return {"labels": labels}
+    if head == "ForMaskedLM":
+        labels = np.full((BATCH, SEQ), -100)
+        labels[:, 2] = rng.integers(0, 99, BATCH)
+        labels[0, 4] = 7
+        return {"labels": labels}
+    if head == "ForQuestionAnswering":
+        return {"start_positions": rng.integers(0, SEQ, BATCH),
+                "end_positions": np.array([1, SEQ + 3, 2])}  # one out of range: ignored
+    return {}
+
+
+class EncoderTester:
+    """The tiny config, padded inputs, and both models from one folder saved by HF."""
+
+    def __init__(self, hf, tmp_path, family: str, head: str, **overrides):
+        import torch
+
+        spec = FAMILIES[family]
+        self.hf, self.torch, self.spec = hf, torch, spec
+        self.name = spec["prefix"] + head
+        rng = np.random.default_rng(0)
+        num_labels = 2 if head == "ForQuestionAnswering" else 3
+        self.config = getattr(hf, spec["config"])(
+            **{**spec["tiny"], "num_labels": num_labels, **overrides})
+        torch.manual_seed(0)
+        self.hf_model = getattr(hf, self.name)(self.config).eval()
+        self.hf_model.config._attn_implementation = "eager"
+        self.folder = str(tmp_path / self.name)
+        self.hf_model.save_pretrained(self.folder)
+        ids = rng.integers(3, 99, (BATCH, SEQ))
+        ids[:, 0] = 0 if family == "roberta" else 2  # <s> / [CLS]-like first token
+        mask = np.ones((BATCH, SEQ), np.int64)
+        mask[1, 5:] = 0
+        mask[2, 3:] = 0
+        ids[mask == 0] = spec["pad"]
+        self.inputs = {"input_ids": ids, "attention_mask": mask}
+        self.labels = _labels(rng, head)
+
+    def ember_model(self):
+        return getattr(et, self.name).from_pretrained(self.folder, output_loading_info=True)
+
+    def run_both(self, model=None, with_labels=True, **flags):
+        model = model if model is not None else self.ember_model()[0]
+        kwargs = {**self.inputs, **(self.labels if with_labels else {})}
+        torch = self.torch
+        out_hf = self.hf_model(**{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
+                               **flags)
+        out_em = model(**{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
+                       **flags)
+        return model, out_em, out_hf
+
+
+def _compare_outputs(out_em, out_hf) -> dict:
+    keys = [k for k in out_hf.keys() if k != "cross_attentions"]  # () without a decoder
+    assert list(out_em.keys()) == keys, (out_em.keys(), out_hf.keys())
+    errors = {}
+    for key in keys:
+        ref, got = out_hf[key], out_em[key]
+        if isinstance(ref, tuple):
+            assert len(ref) == len(got), key
+            errors[key] = max(_err(g.detach().numpy(), r.detach().numpy())
+                              for g, r in zip(got, ref))
+        else:
+            errors[key] = _err(got.detach().numpy(), ref.detach().numpy())
+    return errors
+
+
+@pytest.mark.parametrize("family,head", CASES)
+def test_outputs_match_huggingface(hf, tmp_path, family, head):
+    tester = EncoderTester(hf, tmp_path, family, head)
+    model, info = tester.ember_model()
+    assert info["missing_keys"] == [] and info["mismatched_keys"] == [], info
+    assert info["unexpected_keys"] == [], info
+    _, out_em, out_hf = tester.run_both(model, output_hidden_states=True,
+                                        output_attentions=True)
+    errors = _compare_outputs(out_em, out_hf)
+    print(family, head, "max abs err", {k: f"{v:.2e}" for k, v in errors.items()})
+    assert all(v < TOL for v in errors.values()), errors
+    # the fast attention path (no probabilities asked for) agrees too
+    _, out_em, out_hf = tester.run_both(model, with_labels=False)
+    first = list(out_hf.keys())[0]
+    fast = _err(out_em[first].detach().numpy(), out_hf[first].detach().numpy())
+    print(family, head, f"sdpa path {first} max abs err {fast:.2e}")
+    assert fast < TOL
+
+
+@pytest.mark.parametrize("family,head", [(f, h) for f, h in CASES if h != "Model"])
+def test_loss_and_gradients_match_huggingface(hf, tmp_path, family, head):
+    tester = EncoderTester(hf, tmp_path, family, head)
+    model, out_em, out_hf = tester.run_both()
+    ref_loss = out_hf.loss.detach().numpy()
+    loss_rel = _err(out_em.loss.detach().numpy(), ref_loss) / abs(float(ref_loss))
+    out_em.loss.backward()
+    out_hf.loss.backward()
+    hf_grads = {n: p.grad for n, p in tester.hf_model.named_parameters()}
+    # Relative error per tensor, against the tensor's largest gradient, floored at 1% of the
+    # model's largest: some gradients are zero in exact arithmetic (key biases: softmax
+    # ignores a shift; QA's output bias and last LayerNorm bias: the span softmax sums to
+    # one) and both sides hold only rounding noise there.
+    overall = max(float(g.abs().max()) for g in hf_grads.values() if g is not None)
+    worst, worst_abs, compared = 0.0, 0.0, 0
+    for name, param in model.named_parameters():
+        ref = hf_grads.get(name)
+        if ref is None:  # a tied name HF lists once; the same Parameter in ember
+            continue
+        assert param.grad is not None, name
+        err = _err(param.grad.numpy(), ref.numpy())
+        worst = max(worst, err / max(float(ref.abs().max()), 1e-2 * overall))
+        worst_abs = max(worst_abs, err)
+        compared += 1
+    print(family, head, f"loss rel err {loss_rel:.2e}, grads ({compared} tensors) "
+          f"max rel err {worst:.2e}, max abs err {worst_abs:.2e}")
+    assert compared >= 20
+    assert loss_rel < TOL and worst < TOL
+
+
+@pytest.mark.parametrize("problem_type,labels", [
+    ("regression", np.array([0.5, -1.0, 2.0], np.float32)),
+    ("multi_label_classification", np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0]], np.float32)),
+])
+@pytest.mark.parametrize("family", ["roberta", "distilbert"])
+def test_sequence_classification_problem_types(hf, tmp_path, family, problem_type, labels):
+    import torch
+
+    num_labels = 1 if problem_type == "regression" else 3
+    tester = EncoderTester(hf, tmp_path, family, "ForSequenceClassification",
+                           num_labels=num_labels)
+    model, _ = tester.ember_model()
+    got = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
+                labels=ember.from_numpy(labels))
+    ref = tester.hf_model(**{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
+                          labels=torch.from_numpy(labels))
+    assert model.config.problem_type == tester.hf_model.config.problem_type == problem_type
+    err = _err(got.loss.detach().numpy(), ref.loss.detach().numpy())
+    print(family, problem_type, f"loss max abs err {err:.2e}")
+    assert err < TOL
+
+
+@pytest.mark.parametrize("family,head", CASES)
+def test_ember_folder_loads_into_huggingface(hf, tmp_path, family, head):
+    import torch
+
+    spec = FAMILIES[family]
+    name = spec["prefix"] + head
+    num_labels = 2 if head == "ForQuestionAnswering" else 3
+    config = getattr(et, spec["config"])(**spec["tiny"], num_labels=num_labels)
+    ember.manual_seed(1)
+    model = getattr(et, name)(config).eval()
+    folder = tmp_path / "ember-saved"
+    model.save_pretrained(folder)
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]
+    hf_model, info = getattr(hf, name).from_pretrained(str(folder), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert not info["mismatched_keys"], info
+    hf_model.eval()
+    rng = np.random.default_rng(3)
+    ids = rng.integers(3, 99, (2, 6))
+    mask = np.array([[1] * 6, [1] * 4 + [0] * 2])
+    ids[mask == 0] = spec["pad"]
+    ours = model(ember.from_numpy(ids), attention_mask=ember.from_numpy(mask))
+    theirs = hf_model(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    err = _err(ours[0].detach().numpy(), theirs[0].detach().numpy())
+    print(family, head, f"ember-saved -> HF max abs err {err:.2e}")
+    assert err < TOL
+    if head == "ForMaskedLM":  # HF ties the decoder to the word embeddings as ember does
+        decoder = hf_model.get_output_embeddings().weight
+        assert decoder.data_ptr() == hf_model.get_input_embeddings().weight.data_ptr()
+    # and back into ember: identical parameters
+    again = getattr(et, name).from_pretrained(folder)
+    for (key, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert np.array_equal(a.numpy(), b.numpy()), key
+
+
+@pytest.mark.parametrize("family,head", CASES)
+def test_auto_classes_pick_the_family(hf, tmp_path, family, head):
+    tester = EncoderTester(hf, tmp_path, family, head)
+    config = et.AutoConfig.from_pretrained(tester.folder)
+    assert type(config).__name__ == FAMILIES[family]["config"]
+    model = getattr(et, AUTO[head]).from_pretrained(tester.folder)
+    assert type(model).__name__ == tester.name
+    assert not model.training
+    # a head checkpoint also loads into the bare encoder, and the reverse, by prefix
+    base = et.AutoModel.from_pretrained(tester.folder)
+    assert type(base).__name__ == FAMILIES[family]["prefix"] + "Model"
+
+
+def test_roberta_position_ids_follow_padding_idx(hf):
+    import torch
+
+    from ember.transformers.roberta.modeling_roberta import create_position_ids_from_input_ids
+
+    ids = np.array([[0, 5, 6, 2, 1, 1], [1, 0, 7, 1, 8, 2]])  # left padding and a pad inside
+    ours = create_position_ids_from_input_ids(ember.from_numpy(ids), 1).numpy()
+    theirs = hf.models.roberta.modeling_roberta.RobertaEmbeddings \
+        .create_position_ids_from_input_ids(torch.from_numpy(ids), 1).numpy()
+    print(ours.tolist())
+    assert ours.tolist() == theirs.tolist() == [[2, 3, 4, 5, 1, 1], [1, 2, 3, 1, 4, 5]]
+
+
+def test_roberta_inputs_embeds_and_left_padding_match(hf, tmp_path):
+    import torch
+
+    tester = EncoderTester(hf, tmp_path, "roberta", "Model")
+    model, _ = tester.ember_model()
+    ids = np.array([[1, 1, 0, 5, 6, 2], [0, 7, 8, 9, 10, 2]])
+    mask = (ids != 1).astype(np.int64)
+    ours = model(ember.from_numpy(ids), attention_mask=ember.from_numpy(mask))
+    theirs = tester.hf_model(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    left = _err(ours.last_hidden_state.detach().numpy(), theirs.last_hidden_state.detach().numpy())
+    embeds = tester.hf_model.get_input_embeddings()(torch.from_numpy(ids))
+    ours_e = model(inputs_embeds=ember.from_numpy(embeds.detach().numpy()))
+    theirs_e = tester.hf_model(inputs_embeds=embeds)
+    embedded = _err(ours_e.last_hidden_state.detach().numpy(), theirs_e.last_hidden_state.detach().numpy())
+    print(f"left padding {left:.2e}, inputs_embeds {embedded:.2e}")
+    assert left < TOL and embedded < TOL
+
+
+def test_roberta_token_type_ids_when_configured(hf, tmp_path):
+    """type_vocab_size 2 (some RoBERTa-derived checkpoints): given token types are used."""
+    tester = EncoderTester(hf, tmp_path, "roberta", "ForSequenceClassification",
+                           type_vocab_size=2)
+    types = np.zeros((BATCH, SEQ), np.int64)
+    types[:, 4:] = 1
+    tester.inputs["token_type_ids"] = types
+    _, out_em, out_hf = tester.run_both(with_labels=False)
+    err = _err(out_em.logits.detach().numpy(), out_hf.logits.detach().numpy())
+    print(f"token types {err:.2e}")
+    assert err < TOL
+
+
+def test_roberta_too_long_input_is_a_clear_error():
+    config = et.RobertaConfig(**FAMILIES["roberta"]["tiny"])  # 64 positions, pad 1
+    model = et.RobertaModel(config)
+    model(ember.zeros((1, 62), dtype=ember.int64))  # positions 2..63: fits
+    with pytest.raises(ValueError, match=r"RobertaEmbeddings: sequence length 63 .* 62 tokens"):
+        model(ember.zeros((1, 63), dtype=ember.int64))
+
+
+def test_distilbert_config_fields_and_aliases(hf):
+    config = et.DistilBertConfig(hidden_size=48, num_attention_heads=6, num_hidden_layers=3)
+    assert (config.dim, config.n_heads, config.n_layers) == (48, 6, 3)
+    ours = config.to_dict()
+    assert "hidden_size" not in ours and ours["dim"] == 48
+    theirs = hf.DistilBertConfig().to_dict()
+    defaults = et.DistilBertConfig().to_dict()
+    for key in ("dim", "n_layers", "n_heads", "hidden_dim", "activation", "sinusoidal_pos_embds",
+                "qa_dropout", "seq_classif_dropout", "dropout", "attention_dropout",
+                "max_position_embeddings", "vocab_size", "initializer_range", "pad_token_id"):
+        assert defaults[key] == theirs[key], key
+
+
+def test_distilbert_sinusoidal_table_matches_huggingface(hf):
+    hf_model = hf.DistilBertModel(hf.DistilBertConfig(**FAMILIES["distilbert-sinusoidal"]["tiny"]))
+    ours = et.DistilBertModel(et.DistilBertConfig(**FAMILIES["distilbert-sinusoidal"]["tiny"]))
+    err = _err(ours.embeddings.position_embeddings.weight.detach().numpy(),
+               hf_model.embeddings.position_embeddings.weight.detach().numpy())
+    print(f"sinusoidal table {err:.2e}")
+    assert err < 1e-6
+
+
+def _write_config(folder, data: dict) -> str:
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as file:
+        json.dump(data, file)
+    return str(folder)
+
+
+def test_unknown_model_type_is_a_clear_error(tmp_path):
+    folder = _write_config(tmp_path / "x", {"model_type": "robertta", "hidden_size": 32})
+    with pytest.raises(ValueError, match=r"unknown model_type 'robertta'.*'distilbert'.*"
+                                         r"'roberta'"):
+        et.AutoConfig.from_pretrained(folder)
+    with pytest.raises(ValueError, match="unknown model_type 'robertta'"):
+        et.AutoModel.from_pretrained(folder)
+    with pytest.raises(ValueError, match="unknown model_type"):
+        et.AutoConfig.for_model("xlnet")
+
+
+def test_config_of_another_family_is_a_clear_error(tmp_path):
+    folder = _write_config(tmp_path / "d", {"model_type": "distilbert", "dim": 32})
+    with pytest.raises(ValueError, match=r"RobertaConfig.*'distilbert' config, expected "
+                                         r"'roberta'"):
+        et.RobertaConfig.from_pretrained(folder)
+    with pytest.raises(ValueError, match="expected 'roberta'"):
+        et.RobertaForMaskedLM.from_pretrained(folder)
+    with pytest.raises(ValueError, match=r"AutoModelForMultipleChoice: no model for model_type "
+                                         r"'distilbert'"):
+        et.AutoModelForMultipleChoice.from_config(et.DistilBertConfig(dim=32, n_heads=4))
+
+
+def test_unknown_fields_round_trip_and_bad_values_fail_clearly(tmp_path):
+    # an unknown key is kept and written back (as HuggingFace does: Note [Config round trip])
+    data = {**FAMILIES["distilbert"]["tiny"], "model_type": "distilbert", "my_field": [1, 2]}
+    folder = _write_config(tmp_path / "u", data)
+    config = et.AutoConfig.from_pretrained(folder)
+    assert config.my_field == [1, 2] and config.to_dict()["my_field"] == [1, 2]
+    # a known field with a value ember cannot build says what it expected
+    with pytest.raises(KeyError, match=r"unknown activation 'gelu_fancy'; known: .*gelu"):
+        et.DistilBertModel(et.DistilBertConfig(**{**FAMILIES["distilbert"]["tiny"],
+                                                  "activation": "gelu_fancy"}))
+    with pytest.raises(ValueError, match=r"position_embedding_type 'relative_key' is not "
+                                         r"supported"):
+        et.RobertaModel(et.RobertaConfig(**FAMILIES["roberta"]["tiny"],
+                                         position_embedding_type="relative_key"))
+    with pytest.raises(ValueError, match=r"DistilBertSelfAttention: dim 30 is not a multiple "
+                                         r"of n_heads 4"):
+        et.DistilBertModel(et.DistilBertConfig(vocab_size=99, dim=30, n_heads=4, n_layers=1))
+    with pytest.raises(TypeError, match=r"DistilBertForMaskedLM.forward: unexpected keyword "
+                                        r"arguments \['token_type_ids'\]"):
+        model = et.DistilBertForMaskedLM(et.DistilBertConfig(**FAMILIES["distilbert"]["tiny"]))
+        model(ember.tensor([[2, 5]]), token_type_ids=ember.tensor([[0, 0]]))

@@ -267,7 +267,8 @@ def test_roberta_inputs_embeds_and_left_padding_match(hf, tmp_path):
     embeds = tester.hf_model.get_input_embeddings()(torch.from_numpy(ids))
     ours_e = model(inputs_embeds=ember.from_numpy(embeds.detach().numpy()))
     theirs_e = tester.hf_model(inputs_embeds=embeds)
-    embedded = _err(ours_e.last_hidden_state.detach().numpy(), theirs_e.last_hidden_state.detach().numpy())
+    embedded = _err(ours_e.last_hidden_state.detach().numpy(),
+                    theirs_e.last_hidden_state.detach().numpy())
     print(f"left padding {left:.2e}, inputs_embeds {embedded:.2e}")
     assert left < TOL and embedded < TOL
 

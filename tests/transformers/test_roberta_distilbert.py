@@ -363,7 +363,10 @@ def test_unknown_fields_round_trip_and_bad_values_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"DistilBertSelfAttention: dim 30 is not a multiple "
                                          r"of n_heads 4"):
         et.DistilBertModel(et.DistilBertConfig(vocab_size=99, dim=30, n_heads=4, n_layers=1))
+    model = et.DistilBertForMaskedLM(et.DistilBertConfig(**FAMILIES["distilbert"]["tiny"]))
     with pytest.raises(TypeError, match=r"DistilBertForMaskedLM.forward: unexpected keyword "
-                                        r"arguments \['token_type_ids'\]"):
-        model = et.DistilBertForMaskedLM(et.DistilBertConfig(**FAMILIES["distilbert"]["tiny"]))
-        model(ember.tensor([[2, 5]]), token_type_ids=ember.tensor([[0, 0]]))
+                                        r"arguments \['token_typeids'\]"):
+        model(ember.tensor([[2, 5]]), token_typeids=ember.tensor([[0, 0]]))
+    model(ember.tensor([[2, 5]]), token_type_ids=ember.tensor([[0, 0]]))  # zeros: accepted
+    with pytest.raises(ValueError, match="DistilBertModel: DistilBERT has no token types"):
+        model(ember.tensor([[2, 5]]), token_type_ids=ember.tensor([[0, 1]]))

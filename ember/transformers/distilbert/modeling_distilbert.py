@@ -198,11 +198,18 @@ class DistilBertModel(DistilBertPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, head_mask=None, inputs_embeds=None,
                 position_ids=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None):
+                return_dict=None, token_type_ids=None):
+        """`token_type_ids` is accepted so that a BERT tokenizer's output can be passed as it
+        is; DistilBERT has no token types, so any non-zero entry is an error rather than
+        being dropped silently."""
         output_attentions, output_hidden_states, return_dict = return_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
         if head_mask is not None:
             raise NotImplementedError("DistilBertModel: head_mask is not supported")
+        if token_type_ids is not None and bool(ember.as_tensor(token_type_ids).ne(0).any()):
+            raise ValueError("DistilBertModel: DistilBERT has no token types; token_type_ids "
+                             "must be omitted or all 0 (use a tokenizer that does not return "
+                             "them, e.g. DistilBertTokenizer)")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("DistilBertModel: pass exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
@@ -232,7 +239,7 @@ class DistilBertModel(DistilBertPreTrainedModel):
 
 
 _ENCODER_ARGS = ("attention_mask", "head_mask", "inputs_embeds", "position_ids",
-                 "output_attentions", "output_hidden_states")
+                 "output_attentions", "output_hidden_states", "token_type_ids")
 
 
 class _DistilBertHead(EncoderHeadMixin, DistilBertPreTrainedModel):

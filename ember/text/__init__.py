@@ -22,4 +22,6 @@ from ember.text.bert import (
 from ember.text.bert import (
     load_vocab as load_vocab,
 )
+from ember.text.roberta import RobertaTokenizer as RobertaTokenizer
+from ember.text.roberta import RobertaTokenizerFast as RobertaTokenizerFast
 from ember.text.tokenization import PreTrainedTokenizerFast as PreTrainedTokenizerFast

@@ -7,6 +7,7 @@ import os
 
 from ember.io.hub import resolve_pretrained_folder
 from ember.text.bert import BertTokenizer, DistilBertTokenizer
+from ember.text.roberta import RobertaTokenizer
 from ember.text.tokenization import PreTrainedTokenizerFast
 
 __all__ = ["TOKENIZER_CLASSES", "AutoTokenizer", "register_tokenizer"]
@@ -17,11 +18,13 @@ TOKENIZER_CLASSES: dict[str, type] = {
     "DistilBertTokenizer": DistilBertTokenizer,
     "PreTrainedTokenizer": PreTrainedTokenizerFast,
     "PreTrainedTokenizerFast": PreTrainedTokenizerFast,
+    "RobertaTokenizer": RobertaTokenizer,
 }
 # config.json model_type -> class, for folders whose tokenizer_config names no class.
 MODEL_TYPE_TOKENIZERS: dict[str, type] = {
     "bert": BertTokenizer,
     "distilbert": DistilBertTokenizer,
+    "roberta": RobertaTokenizer,
 }
 
 

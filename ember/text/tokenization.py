@@ -178,10 +178,17 @@ class PreTrainedTokenizerFast:
         self._additional_special_tokens = [
             _token_content(t) for t in (additional_special_tokens or [])
         ]
-        # Special tokens are whole tokens of the engine: never split, marked special (a
-        # no-op for those a tokenizer.json already lists).
-        if self.all_special_tokens:
-            self._tokenizer.add_special_tokens(self.all_special_tokens)
+        # Special tokens are whole tokens of the engine: never split, marked special. Those a
+        # tokenizer.json already lists as special keep their flags: adding one again by name
+        # would reset them (RoBERTa's <mask> strips the space on its left, lstrip=True).
+        listed = {
+            token.content: token
+            for token in self._tokenizer.get_added_tokens_decoder().values()
+            if token.special
+        }
+        missing = [token for token in self.all_special_tokens if token not in listed]
+        if missing:
+            self._tokenizer.add_special_tokens(missing)
         self.init_kwargs = dict(kwargs)
 
     def _build_backend(self, **kwargs):

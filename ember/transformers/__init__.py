@@ -9,7 +9,11 @@ from ember.text import AutoTokenizer as AutoTokenizer
 from ember.text import BatchEncoding as BatchEncoding
 from ember.text import BertTokenizer as BertTokenizer
 from ember.text import BertTokenizerFast as BertTokenizerFast
+from ember.text import DistilBertTokenizer as DistilBertTokenizer
+from ember.text import DistilBertTokenizerFast as DistilBertTokenizerFast
 from ember.text import PreTrainedTokenizerFast as PreTrainedTokenizerFast
+from ember.text import RobertaTokenizer as RobertaTokenizer
+from ember.text import RobertaTokenizerFast as RobertaTokenizerFast
 from ember.transformers.activations import ACT2FN as ACT2FN
 from ember.transformers.auto import (
     AutoConfig as AutoConfig,

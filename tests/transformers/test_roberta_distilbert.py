@@ -370,3 +370,81 @@ def test_unknown_fields_round_trip_and_bad_values_fail_clearly(tmp_path):
     model(ember.tensor([[2, 5]]), token_type_ids=ember.tensor([[0, 0]]))  # zeros: accepted
     with pytest.raises(ValueError, match="DistilBertModel: DistilBERT has no token types"):
         model(ember.tensor([[2, 5]]), token_type_ids=ember.tensor([[0, 1]]))
+
+
+def _tiny_byte_level_bpe(folder) -> int:
+    """A RoBERTa-style tokenizer.json (byte-level BPE, <s> A </s>, <mask> with lstrip) trained
+    on a few sentences with the `tokenizers` library; returns its vocabulary size."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    engine = tokenizers.Tokenizer(models.BPE())
+    engine.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    engine.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    engine.train_from_iterator(["the cat sat on the mat", "a dog ate my homework",
+                                "the quick brown fox jumps over the lazy dog"] * 20, trainer)
+    engine.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, special=True)])
+    engine.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    os.makedirs(folder, exist_ok=True)
+    engine.save(os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as file:
+        json.dump({"tokenizer_class": "RobertaTokenizer", "model_max_length": 60,
+                   "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
+                   "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
+                   "mask_token": "<mask>"}, file)
+    return engine.get_vocab_size()
+
+
+def _pipeline_scores(results) -> list:
+    return [[(r["token"], r["score"]) for r in row] for row in results]
+
+
+def test_roberta_tokenizer_and_pipelines_match_huggingface(hf, tmp_path):
+    import torch
+
+    folder = str(tmp_path / "roberta-mlm")
+    vocab_size = _tiny_byte_level_bpe(folder)
+    config = hf.RobertaConfig(**{**FAMILIES["roberta"]["tiny"], "vocab_size": vocab_size})
+    torch.manual_seed(0)
+    hf.RobertaForMaskedLM(config).eval().save_pretrained(folder)
+    texts = ["the cat sat on the <mask>", "a <mask> ate my homework, said the quick brown fox"]
+    ours_tok = et.AutoTokenizer.from_pretrained(folder)
+    theirs_tok = hf.AutoTokenizer.from_pretrained(folder)
+    assert type(ours_tok).__name__ == "RobertaTokenizer"
+    ours, theirs = ours_tok(texts, padding=True), theirs_tok(texts, padding=True)
+    assert dict(ours) == dict(theirs)  # the <mask> keeps its lstrip; no token_type_ids
+    ours_fill = et.pipeline("fill-mask", model=folder, top_k=3)(texts)
+    theirs_fill = hf.pipeline("fill-mask", model=folder, top_k=3)(texts)
+    ours_s, theirs_s = _pipeline_scores(ours_fill), _pipeline_scores(theirs_fill)
+    assert [[t for t, _ in row] for row in ours_s] == [[t for t, _ in row] for row in theirs_s]
+    err = max(abs(a[1] - b[1]) for x, y in zip(ours_s, theirs_s) for a, b in zip(x, y))
+    print(f"fill-mask scores max abs err {err:.2e}")
+    assert err < TOL
+    assert [r["sequence"] for r in ours_fill[0]] == [r["sequence"] for r in theirs_fill[0]]
+
+
+def test_distilbert_text_classification_pipeline_matches_huggingface(hf, tmp_path):
+    import torch
+
+    folder = str(tmp_path / "distilbert-cls")
+    os.makedirs(folder)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat",
+             "a", "dog", "good", "bad", "movie", "was", "!", ","]
+    with open(os.path.join(folder, "vocab.txt"), "w") as file:
+        file.write("".join(w + "\n" for w in words + [f"w{i}" for i in range(99 - len(words))]))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as file:
+        json.dump({"tokenizer_class": "DistilBertTokenizer", "do_lower_case": True}, file)
+    config = hf.DistilBertConfig(**FAMILIES["distilbert"]["tiny"], num_labels=3)
+    torch.manual_seed(0)
+    hf.DistilBertForSequenceClassification(config).eval().save_pretrained(folder)
+    texts = ["the movie was good !", "a bad , bad dog sat on the mat", "cat"]
+    ours = et.pipeline("text-classification", model=folder, top_k=None)(texts)
+    theirs = hf.pipeline("text-classification", model=folder, top_k=None)(texts)
+    for a, b in zip(ours, theirs):
+        assert [r["label"] for r in a] == [r["label"] for r in b]
+    err = max(abs(x["score"] - y["score"]) for a, b in zip(ours, theirs) for x, y in zip(a, b))
+    print(f"text-classification scores max abs err {err:.2e}")
+    assert err < TOL

@@ -29,14 +29,6 @@ MODEL_MAPPINGS: dict[str, dict[str, type]] = {
     "multiple-choice": {"bert": _bert.BertForMultipleChoice},
 }
 
-for _module, _prefix in ((_roberta, "Roberta"), (_distilbert, "DistilBert")):
-    for _task, _suffix in (("base", "Model"), ("masked-lm", "ForMaskedLM"),
-                           ("sequence-classification", "ForSequenceClassification"),
-                           ("token-classification", "ForTokenClassification"),
-                           ("question-answering", "ForQuestionAnswering")):
-        _class = getattr(_module, _prefix + _suffix)
-        MODEL_MAPPINGS[_task][_class.config_class.model_type] = _class
-
 
 def register_config(model_type: str, config_class: type[PretrainedConfig]) -> None:
     CONFIG_MAPPING[model_type] = config_class
@@ -44,6 +36,18 @@ def register_config(model_type: str, config_class: type[PretrainedConfig]) -> No
 
 def register_model(task: str, model_type: str, model_class: type) -> None:
     MODEL_MAPPINGS.setdefault(task, {})[model_type] = model_class
+
+
+# task -> class-name suffix, for the families with the common encoder heads
+_ENCODER_HEADS = {"base": "Model", "masked-lm": "ForMaskedLM",
+                  "pretraining": "ForMaskedLM",  # as in HuggingFace: MLM is their pretraining
+                  "sequence-classification": "ForSequenceClassification",
+                  "token-classification": "ForTokenClassification",
+                  "question-answering": "ForQuestionAnswering"}
+for _model_type, _module, _prefix in (("roberta", _roberta, "Roberta"),
+                                      ("distilbert", _distilbert, "DistilBert")):
+    for _task, _suffix in _ENCODER_HEADS.items():
+        register_model(_task, _model_type, getattr(_module, _prefix + _suffix))
 
 
 class AutoConfig:

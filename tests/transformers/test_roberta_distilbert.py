@@ -239,6 +239,9 @@ def test_auto_classes_pick_the_family(hf, tmp_path, family, head):
     # a head checkpoint also loads into the bare encoder, and the reverse, by prefix
     base = et.AutoModel.from_pretrained(tester.folder)
     assert type(base).__name__ == FAMILIES[family]["prefix"] + "Model"
+    if head == "ForMaskedLM":  # HuggingFace maps pretraining to the MLM head for these
+        pretraining = et.AutoModelForPreTraining.from_pretrained(tester.folder)
+        assert type(pretraining).__name__ == tester.name
 
 
 def test_roberta_position_ids_follow_padding_idx(hf):

@@ -486,6 +486,16 @@ ROWS: list[OpRow] = [
     OpRow("embedding", ("getitem", "index_add"), lambda i, w: S.embedding(i, w),
           lambda rng: [Sample((np.array([[0, 2], [2, 3]]), _r(rng, 4, 3)))],
           lambda i, w: _t("nn.functional.embedding")(i, w), lambda i, w: w[i], int_args=(0,)),
+    # the scaled gradient is not the derivative, so no finite differences; torch is the check
+    OpRow("embedding_scale_grad_by_freq", ("getitem", "index_add", "where", "isfinite"),
+          lambda i, w, **kw: S.embedding(i, w, scale_grad_by_freq=True, **kw),
+          lambda rng: [Sample((np.array([[0, 2, 2], [2, 3, 0]]), _r(rng, 4, 3)), name="basic"),
+                       Sample((np.array([1, 1, 1, 3]), _r(rng, 4, 3)), {"padding_idx": 3},
+                              name="padding")],
+          lambda i, w, **kw: _t("nn.functional.embedding")(i, w, scale_grad_by_freq=True, **kw),
+          lambda i, w, **kw: w[i], int_args=(0,), finite_differences=False,
+          errors=(ErrorCase((np.array([0, 1]), np.ones((3, 2))), {"sparse": True},
+                            NotImplementedError, "no sparse tensors; use sparse=False"),)),
     OpRow("sort", ("argsort", "gather"), lambda x: x.sort(-1, descending=True)[0] +
           x.topk(2)[0].sum(), lambda rng: [Sample((_r(rng, 3, 4),))],
           lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum()),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import ShapeError, at_user_line
 from ember.autograd.grad_mode import no_grad
 from ember.nn import functional as F
 from ember.nn import init
@@ -131,16 +131,22 @@ class Bilinear(Module):
 class Embedding(Module):
     """A lookup table: index i -> row i of `weight` (num_embeddings, embedding_dim).
 
-    The row at `padding_idx` starts at zero and receives no gradient."""
+    The row at `padding_idx` starts at zero and receives no gradient. With `max_norm`, rows
+    that a forward looks up are first rescaled in place to norm at most `max_norm`
+    (`norm_type`-norm); with `scale_grad_by_freq`, gradient rows are divided by the count of
+    their index in the batch. `sparse=True` raises: ember has no sparse gradients."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm=None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
                  sparse: bool = False, _weight: Tensor | None = None, _freeze: bool = False,
                  device=None, dtype=None) -> None:
         super().__init__()
-        if max_norm is not None or scale_grad_by_freq or sparse:
-            raise NotImplementedError("Embedding: max_norm, scale_grad_by_freq and sparse are "
-                                      "not supported")
+        if sparse:
+            raise NotImplementedError(at_user_line(
+                "Embedding: sparse=True asks for sparse gradient tensors, and ember has no "
+                "sparse tensors; use sparse=False: the gradient holds the same values as a "
+                "dense (num_embeddings, embedding_dim) tensor, which every ember optimizer "
+                "accepts"))
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         if padding_idx is not None:
@@ -149,6 +155,10 @@ class Embedding(Module):
                                  f"num_embeddings {num_embeddings}")
             padding_idx %= num_embeddings
         self.padding_idx = padding_idx
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+        self.scale_grad_by_freq = scale_grad_by_freq
+        self.sparse = sparse
         if _weight is None:
             self.weight = Parameter(empty((num_embeddings, embedding_dim),
                                           **_factory(device, dtype)), requires_grad=not _freeze)
@@ -179,7 +189,8 @@ class Embedding(Module):
             if low < 0 or high >= self.num_embeddings:
                 raise IndexError(f"index {high if high >= self.num_embeddings else low} is out "
                                  f"of range for num_embeddings {self.num_embeddings}")
-        return F.embedding(x, self.weight, self.padding_idx)
+        return F.embedding(x, self.weight, self.padding_idx, self.max_norm, self.norm_type,
+                           self.scale_grad_by_freq)
 
     def _error_label(self) -> str:
         return f"Embedding {self.num_embeddings}×{self.embedding_dim}"
@@ -188,6 +199,12 @@ class Embedding(Module):
         s = f"{self.num_embeddings}, {self.embedding_dim}"
         if self.padding_idx is not None:
             s += f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm}"
+        if self.norm_type != 2:
+            s += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq:
+            s += ", scale_grad_by_freq=True"
         return s
 
 

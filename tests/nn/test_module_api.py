@@ -59,10 +59,12 @@ def test_named_parameters_buffers_modules():
 
 def test_state_dict_keys_match_pytorch():
     ours = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(),
-                         nn.Linear(2, 2), nn.MultiheadAttention(4, 2), nn.LayerNorm(3))
+                         nn.Linear(2, 2), nn.MultiheadAttention(4, 2), nn.LayerNorm(3),
+                         nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3))
     theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2),
                                  torch.nn.Flatten(), torch.nn.Linear(2, 2),
-                                 torch.nn.MultiheadAttention(4, 2), torch.nn.LayerNorm(3))
+                                 torch.nn.MultiheadAttention(4, 2), torch.nn.LayerNorm(3),
+                                 torch.nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3))
     assert list(ours.state_dict()) == list(theirs.state_dict())
     for (k, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
         assert tuple(a.shape) == tuple(b.shape), k

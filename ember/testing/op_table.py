@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 import ember
+from ember._util.errors import ShapeError
 import ember.ops.conv as C
 import ember.ops.linalg as L
 import ember.ops.nn as N
@@ -367,6 +368,21 @@ ROWS: list[OpRow] = [
           unary_samples(), lambda x: x.half().double(),
           lambda x: x.astype(np.float16).astype(np.float64), atol=1e-3, gradgrad=False,
           finite_differences=False),
+    # x.view(dtype): the bytes read as another dtype (Note [Bit views]); no gradient. Samples
+    # run in float32 and float64, so strided layouts are in tests/core/test_tensor.py
+    OpRow("view_dtype", ("bitcast",), lambda x, target: x.view(getattr(ember, target)),
+          lambda rng: [Sample((_r(rng, 3, 4), "int32"), name="same-size"),
+                       Sample((_r(rng, 3, 4), "int16"), name="smaller"),
+                       Sample((_r(rng, 3, 4), "float64"), name="larger"),
+                       Sample((_r(rng, 2, 3, 4), "uint8"), name="bytes")],
+          lambda x, target: x.view(getattr(__import__("torch"), target)),
+          lambda x, target: x.view(np.dtype(target)),
+          grad=False,
+          errors=(ErrorCase((np.ones((2, 3)), "float64"), {}, ShapeError,
+                            r"viewing float32 as float64 needs the last dim to be divisible "
+                            r"by 2, got shape \(2, 3\)"),
+                  ErrorCase((np.ones(()), "float16"), {}, ShapeError,
+                            "needs a tensor of at least 1 dim"))),
     # --- reductions
     OpRow("sum", ("sum",), lambda x, **k: x.sum(**k), _reduce_samples, lambda x, **k: x.sum(**k),
           lambda x, dim=None, keepdim=False: np.sum(x, axis=dim, keepdims=keepdim),

@@ -1,4 +1,5 @@
-"""Elementwise primitives: unary math, binary arithmetic and comparisons, where, clamp, cast, bitcast.
+"""Elementwise primitives: unary math, binary arithmetic and comparisons, where, clamp, cast,
+bitcast.
 
 Every VJP is written with ember ops (Tensor methods and the functions here), so it can be
 traced and differentiated again (Note [OpDef] in ember.ops.registry).

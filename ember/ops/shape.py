@@ -657,14 +657,12 @@ def one_hot(index, num_classes=-1):
     return (unsqueeze(index, -1) == classes).to(_dt.int64)
 
 
-def embedding(index, weight, padding_idx=None, max_norm=None, norm_type=2.0,
-              scale_grad_by_freq=False, sparse=False):
+def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=False):
     """Rows of `weight` (num_embeddings, dim) picked by the integer tensor `index`.
 
-    With `max_norm`, every row that `index` looks up and whose `norm_type`-norm exceeds
-    `max_norm` is first rescaled to norm max_norm, in place in `weight` and without gradient
-    (PyTorch's embedding_renorm_). `padding_idx`'s row receives no gradient; with
-    `scale_grad_by_freq` each gradient row is divided by how often its index occurs in `index`.
+    `padding_idx`'s row receives no gradient; with `scale_grad_by_freq` each gradient row is
+    divided by how often its index occurs in `index`. (`max_norm`, which rewrites `weight` in
+    place, is `ember.nn.functional.embedding`'s.)
     """
     if index.dtype.is_floating_point:
         raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
@@ -681,8 +679,6 @@ def embedding(index, weight, padding_idx=None, max_norm=None, norm_type=2.0,
             raise ValueError(f"embedding: padding_idx {padding_idx} must be within "
                              f"num_embeddings {num_embeddings}")
         padding_idx %= num_embeddings
-    if max_norm is not None:
-        _embedding_renorm(index, weight, float(max_norm), float(norm_type))
     out = apply(GETITEM, weight, index, spec=(("t",),))
     if weight.requires_grad:
         if padding_idx is not None:
@@ -695,18 +691,6 @@ def embedding(index, weight, padding_idx=None, max_norm=None, norm_type=2.0,
             out = _scale_gradient(out, unsqueeze(1.0 / apply(GETITEM, counts, index,
                                                              spec=(("t",),)), -1))
     return out
-
-
-def _embedding_renorm(index, weight, max_norm, norm_type):
-    """weight[i] *= max_norm / (norm + 1e-7) for each looked-up row i whose norm exceeds
-    max_norm, in place and outside autograd (PyTorch's embedding_renorm_). A row looked up
-    several times is rescaled once: every copy is computed from the same old row, so the
-    repeated writes store one value."""
-    table = weight.detach()
-    rows = apply(GETITEM, table, index, spec=(("t",),))
-    norms = rows.norm(norm_type, dim=-1, keepdim=True)
-    scale = where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
-    table[index] = rows * scale
 
 
 def _scale_gradient(x, scale):

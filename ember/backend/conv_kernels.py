@@ -10,7 +10,8 @@ fewer and cheaper copies (tests/ops/test_kernels.py checks them against the refe
 - the input gradient is `W^T @ g` in the same layout, then col2im as one strided add per tap;
 - max pooling is an elementwise maximum over the kernel taps (no reduction over a 6-D window
   view), and its gradient routes g to the first tap equal to the window's maximum, in row-major
-  tap order, which is the reference's `argmax` (first maximum; the first NaN if there is one).
+  tap order, or to the window's last NaN, never to padding (Note [Pool windows] in
+  ember.ops.conv, which is PyTorch's rule).
 
 Each function has the signature of the op's reference forward, `fn(xp, *arrays, **attrs)`.
 """
@@ -205,7 +206,20 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
     top = taps[0].copy()
     for tap in taps[1:]:
         np.maximum(top, tap, out=top)
-    nan = bool(np.isnan(top).any())  # a window holding NaN: its first NaN is the maximum
+    last_nan = None  # a window holding NaN routes to its last NaN, as PyTorch's kernel
+    if np.isnan(top).any():
+        last_nan = [None] * len(taps)
+        later = np.zeros(top.shape, dtype=bool)
+        for k in range(len(taps) - 1, -1, -1):
+            nan = np.isnan(taps[k])
+            last_nan[k] = nan & ~later
+            later |= nan
+    inside = None  # a window of -inf routes to its first position in the input, not padding
+    if xp_.shape != x.shape and np.isneginf(top).any():
+        ones = np.ones((1, 1, h, w), dtype=bool)
+        inside_, _, _ = _pool_geometry(ones, kernel, stride, padding, dilation, ceil_mode, 0)
+        inside = [_tap(inside_, i, j, stride, dilation, ho, wo)
+                  for i in range(kernel[0]) for j in range(kernel[1])]
     # g * mask is the cheap masked copy; it would turn an infinite g into NaN off the mask
     finite = bool(np.isfinite(g).all())
     # disjoint windows: each tap's positions are written once, so assign instead of add
@@ -217,16 +231,18 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             tap = taps[k]
-            k += 1
-            np.equal(tap, top, out=hit)
-            if nan:
-                hit |= np.isnan(tap)
+            np.equal(tap, top, out=hit)  # never true in a NaN window
+            if inside is not None:
+                hit &= inside[k]
             if free is None:
                 free = ~hit
             else:
                 hit &= free
-                if k < len(taps):
+                if k + 1 < len(taps):
                     free ^= hit
+            if last_nan is not None:
+                hit |= last_nan[k]
+            k += 1
             dst = _tap(out, i, j, stride, dilation, ho, wo)
             if disjoint and finite:
                 np.multiply(g, hit, out=dst)

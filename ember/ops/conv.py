@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError
+from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError, at_user_line
 from ember.backend import conv_kernels as _np_kernels
 from ember.ops.registry import apply, defop, int64_dtype, same_dtype
 
@@ -383,7 +383,7 @@ def _ntuple(v, n, name, op):
     if len(v) == 1:
         return v * n
     if len(v) != n:
-        raise ValueError(f"{op}: {name} must be an int or {n} ints, got {v}")
+        raise ValueError(at_user_line(f"{op}: {name} must be an int or {n} ints, got {v}"))
     return v
 
 
@@ -396,7 +396,7 @@ def _pool_attrs(op, nd, kernel_size, stride, padding, dilation=1):
     for name, v, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
                          ("padding", padding, 0), ("dilation", dilation, 1)):
         if any(e < low for e in v):
-            raise ValueError(f"{op}: {name} must be at least {low}, got {v}")
+            raise ValueError(at_user_line(f"{op}: {name} must be at least {low}, got {v}"))
     return kernel, stride, padding, dilation
 
 
@@ -546,7 +546,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
     x, unbatched = _batched("avg_pool2d", 2, x)
     kernel, stride, padding, _ = _pool_attrs("avg_pool2d", 2, kernel_size, stride, padding)
     if divisor_override is not None and int(divisor_override) == 0:
-        raise ValueError("avg_pool2d: divisor_override must be non-zero, got 0")
+        raise ValueError(at_user_line("avg_pool2d: divisor_override must be non-zero, got 0"))
     outs = _pool_out_shape("avg_pool2d", tuple(x.shape), kernel, stride, padding, (1, 1),
                            bool(ceil_mode))[2:]
     extra = [max(0, (o - 1) * s + k - (n + 2 * p))

@@ -329,8 +329,7 @@ CONV2D_INPUT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_input_grad)
 CONV2D_WEIGHT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_weight_grad)
 MAX_POOL2D.def_kernel("numpy")(_np_kernels.max_pool2d)
 MAX_POOL2D_GRAD.def_kernel("numpy")(_np_kernels.max_pool2d_grad)
-# max_pool_indices and max_unpool have only their reference forwards: they run on
-# return_indices, unpooling and second-order gradients, none of them a training hot path
+MAX_POOL_INDICES.def_kernel("numpy")(_np_kernels.max_pool_indices)
 
 
 # --- wrappers -----------------------------------------------------------------------------------

@@ -32,6 +32,18 @@ from ember.ops.conv import (
 from ember.ops.conv import (
     max_pool2d as max_pool2d,
 )
+from ember.ops.conv import (
+    max_pool3d as max_pool3d,
+)
+from ember.ops.conv import (
+    max_unpool1d as max_unpool1d,
+)
+from ember.ops.conv import (
+    max_unpool2d as max_unpool2d,
+)
+from ember.ops.conv import (
+    max_unpool3d as max_unpool3d,
+)
 from ember.ops.elementwise import (
     relu as relu,
 )

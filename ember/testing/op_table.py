@@ -287,6 +287,52 @@ def _torch_pad(x, p, **kw):
     return F.pad(x, p, **kw)
 
 
+def _pool_index_samples(rng):
+    ties = lambda *shape: rng.integers(-2, 3, shape).astype(np.float64)  # noqa: E731
+    nan = _r(rng, 1, 2, 5, 6)
+    nan[0, 0, 1, 1] = nan[0, 0, 1, 2] = nan[0, 1, 3, 4] = np.nan
+    neg_inf = np.full((1, 2, 3, 4), -np.inf)
+    neg_inf[0, 1, 1, 1] = 0.5
+    return [Sample((ties(2, 3, 6, 6), 2), {"kernel_size": 2}, name="ties"),
+            Sample((ties(1, 2, 7, 7), 2), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                           "ceil_mode": True}, name="ties-pad-ceil"),
+            Sample((_r(rng, 1, 2, 8, 9), 2), {"kernel_size": (2, 3), "stride": (3, 2),
+                                              "padding": (1, 1), "dilation": (2, 3),
+                                              "ceil_mode": True}, name="dilation"),
+            Sample((nan, 2), {"kernel_size": 3, "stride": 1}, name="nan"),
+            Sample((neg_inf, 2), {"kernel_size": 2, "padding": 1}, name="-inf-padding"),
+            Sample((ties(2, 3, 9), 1), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                        "ceil_mode": True}, name="1d"),
+            Sample((ties(3, 8), 1), {"kernel_size": 2, "dilation": 3}, name="1d-unbatched"),
+            Sample((ties(1, 2, 5, 6, 7), 3), {"kernel_size": (2, 3, 2), "stride": (2, 1, 2),
+                                              "padding": 1, "ceil_mode": True}, name="3d"),
+            Sample((_r(rng, 2, 4, 5, 5), 3), {"kernel_size": 2, "dilation": (1, 2, 2)},
+                   name="3d-unbatched")]
+
+
+def _unpool_indices(rng, lead, pooled, kernel, size):
+    """Indices as max pooling (stride = kernel, no padding) of a `size` input would give."""
+    grids = np.meshgrid(*[np.arange(o) for o in pooled], indexing="ij")
+    flat = np.zeros(tuple(lead) + tuple(pooled), dtype=np.int64)
+    for d, (grid, k) in enumerate(zip(grids, kernel)):
+        pos = grid * k + rng.integers(0, k, tuple(lead) + tuple(pooled))
+        flat = flat * size[d] + pos
+    return flat
+
+
+def _unpool_samples(rng):
+    return [
+        Sample((_r(rng, 2, 3, 3, 3), _unpool_indices(rng, (2, 3), (3, 3), (2, 2), (6, 6)), 2),
+               {"kernel_size": 2}, name="2d"),
+        Sample((_r(rng, 1, 2, 3, 2), _unpool_indices(rng, (1, 2), (3, 2), (2, 3), (7, 7)), 2),
+               {"kernel_size": (2, 3), "output_size": (7, 7)}, name="2d-output-size"),
+        Sample((_r(rng, 2, 3, 4), _unpool_indices(rng, (2, 3), (4,), (2,), (9,)), 1),
+               {"kernel_size": 2, "output_size": (1, 1, 9)}, name="1d"),
+        Sample((_r(rng, 2, 2, 2, 3), _unpool_indices(rng, (2,), (2, 2, 3), (2, 2, 2),
+                                                     (4, 4, 6)), 3),
+               {"kernel_size": 2}, name="3d-unbatched")]
+
+
 def _unary_np(name):
     return lambda x: getattr(np, name)(x)
 
@@ -575,14 +621,73 @@ ROWS: list[OpRow] = [
           lambda x, **k: C.max_pool2d(x, **k), lambda rng: [
               Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
               Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
-              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 2, "ceil_mode": True})],
-          lambda x, **k: _t("nn.functional.max_pool2d")(x, **k), gradgrad=False),
-    OpRow("avg_pool2d", ("conv2d",), lambda x, **k: C.avg_pool2d(x, **k), lambda rng: [
+              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 2, "ceil_mode": True}),
+              Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": (2, 3), "stride": (1, 2),
+                                              "padding": 1, "dilation": 2, "ceil_mode": True},
+                     name="dilation-ceil"),
+              Sample((_r(rng, 2, 7, 6),), {"kernel_size": 3, "stride": 1}, name="unbatched")],
+          lambda x, **k: _t("nn.functional.max_pool2d")(x, **k), gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 1, 5, 5)),), {"kernel_size": 2, "padding": 2},
+                            ValueError, "max_pool2d: padding .* at most half the kernel"),
+                  ErrorCase((np.ones((5, 5)),), {"kernel_size": 2}, ValueError,
+                            "max_pool2d: expected a 3-D or 4-D input"))),
+    OpRow("max_pool_indices", ("max_pool_indices",),
+          lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, return_indices=True, **k)[1],
+          _pool_index_samples,
+          lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, return_indices=True,
+                                                                 **k)[1], grad=False),
+    OpRow("max_pool1d_3d", ("max_pool_indices", "gather", "max_pool2d", "max_pool2d_grad"),
+          lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, **k), lambda rng: [
+              Sample((_r(rng, 2, 3, 9), 1), {"kernel_size": 3, "stride": 2, "padding": 1},
+                     name="1d"),
+              Sample((_r(rng, 2, 9), 1), {"kernel_size": 2, "dilation": 2, "ceil_mode": True},
+                     name="1d-unbatched"),
+              Sample((_r(rng, 1, 2, 4, 5, 6), 3), {"kernel_size": 2}, name="3d"),
+              Sample((_r(rng, 1, 2, 5, 5, 6), 3), {"kernel_size": (3, 2, 3), "stride": 2,
+                                                   "padding": (1, 0, 1), "ceil_mode": True},
+                     name="3d-pad-ceil")],
+          lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, **k), gradgrad=True,
+          errors=(ErrorCase((np.ones((4, 4, 4)), 3), {"kernel_size": 2}, ValueError,
+                            "max_pool3d: expected a 4-D or 5-D input"),)),
+    OpRow("max_unpool", ("max_unpool", "gather"),
+          lambda x, i, nd, **k: getattr(C, f"max_unpool{nd}d")(x, i, **k), _unpool_samples,
+          lambda x, i, nd, **k: _t(f"nn.functional.max_unpool{nd}d")(x, i, **k),
+          int_args=(1,), gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 3), dtype=np.int64), 2),
+                            {"kernel_size": 2}, ValueError,
+                            r"max_unpool2d: indices of shape \(1, 1, 2, 3\) must have the "
+                            r"input's shape \(1, 1, 2, 2\)"),
+                  ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
+                            {"kernel_size": 2, "output_size": (6, 4)}, ValueError,
+                            "max_unpool2d: invalid output_size .*dim 0 must be between 2 and 6"),
+                  ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
+                            {"kernel_size": 2, "output_size": (1, 4, 4)}, ValueError,
+                            "max_unpool2d: output_size should have 2 or 4 elements"),
+                  ErrorCase((np.ones((1, 1, 2, 2)), np.full((1, 1, 2, 2), 16, dtype=np.int64),
+                             2), {"kernel_size": 2}, IndexError,
+                            r"max_unpool2d: index 16 is out of range .*\[0, 16\)"))),
+    OpRow("avg_pool2d", ("conv2d", "pad"), lambda x, **k: C.avg_pool2d(x, **k), lambda rng: [
         Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
         Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
         Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "padding": 1,
-                                        "count_include_pad": False})],
-          lambda x, **k: _t("nn.functional.avg_pool2d")(x, **k), atol=1e-4),
+                                        "count_include_pad": False}),
+        Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                        "ceil_mode": True}, name="ceil"),
+        Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": (3, 2), "stride": (2, 3), "padding": 1,
+                                        "ceil_mode": True, "count_include_pad": False},
+               name="ceil-exclude-pad"),
+        Sample((_r(rng, 1, 2, 6, 7),), {"kernel_size": 2, "stride": 3, "ceil_mode": True,
+                                        "divisor_override": 3}, name="ceil-divisor"),
+        Sample((_r(rng, 2, 5, 5),), {"kernel_size": 2, "ceil_mode": True}, name="unbatched")],
+          lambda x, **k: _t("nn.functional.avg_pool2d")(x, **k), atol=1e-4, gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 1, 4, 4)),), {"kernel_size": 2, "divisor_override": 0},
+                            ValueError, "avg_pool2d: divisor_override must be non-zero"),)),
+    OpRow("avg_pool1d", ("conv2d", "pad"), lambda x, **k: C.avg_pool1d(x, **k), lambda rng: [
+        Sample((_r(rng, 2, 3, 9),), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                     "ceil_mode": True, "count_include_pad": False}),
+        Sample((_r(rng, 3, 8),), {"kernel_size": 3, "stride": 2, "ceil_mode": True},
+               name="unbatched")],
+          lambda x, **k: _t("nn.functional.avg_pool1d")(x, **k), atol=1e-4),
     OpRow("adaptive_avg_pool2d", ("conv2d", "getitem"),
           lambda x, s: C.adaptive_avg_pool2d(x, s), lambda rng: [
               Sample((_r(rng, 1, 2, 6, 6), 3)), Sample((_r(rng, 1, 2, 7, 5), (3, 2)))],

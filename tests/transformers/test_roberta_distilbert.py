@@ -451,3 +451,35 @@ def test_distilbert_text_classification_pipeline_matches_huggingface(hf, tmp_pat
     err = max(abs(x["score"] - y["score"]) for a, b in zip(ours, theirs) for x, y in zip(a, b))
     print(f"text-classification scores max abs err {err:.2e}")
     assert err < TOL
+
+
+@pytest.mark.parametrize("output_attentions", [True, False], ids=["explicit", "sdpa"])
+@pytest.mark.parametrize("family", ["roberta", "distilbert"])
+def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, family,
+                                       output_attentions):
+    """BERT's head_mask (HuggingFace 4.x semantics; the reference attention comes from
+    conftest) reaches RoBERTa through BertModel.forward and DistilBERT through its own."""
+    import torch
+
+    tester = EncoderTester(hf, tmp_path, family, "ForSequenceClassification")
+    tester.hf_model.config._attn_implementation = hf_head_mask_attention
+    if family == "distilbert":  # the reference attention finds its layer by layer_idx
+        for index, layer in enumerate(tester.hf_model.distilbert.transformer.layer):
+            layer.attention.layer_idx = index
+    model, _ = tester.ember_model()
+    mask = np.array([[0.5, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.25]], np.float32)
+    with torch.no_grad():
+        ref = tester.hf_model(**{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
+                              head_mask=torch.from_numpy(mask), output_attentions=True)
+    with ember.no_grad():
+        out = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
+                    head_mask=ember.from_numpy(mask), output_attentions=output_attentions)
+        plain = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()})
+    err = _err(out.logits.numpy(), ref.logits.numpy())
+    if output_attentions:
+        err = max([err] + [_err(a.numpy(), b.numpy()) for a, b in zip(out.attentions,
+                                                                       ref.attentions)])
+        assert not out.attentions[0].numpy()[:, 2].any()  # a silenced head
+    print(family, f"head_mask max abs err {err:.2e}")
+    assert err < TOL
+    assert _err(plain.logits.numpy(), ref.logits.numpy()) > 1e-5  # the mask matters

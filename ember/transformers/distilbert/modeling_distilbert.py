@@ -112,9 +112,9 @@ class DistilBertSelfAttention(BertSelfAttention):
 
     def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
                 head_mask=None):
-        extra = {} if head_mask is None else {"head_mask": head_mask}
         context, probs = super().forward(hidden_states, attention_mask,
-                                         output_attentions=output_attentions, **extra)
+                                         output_attentions=output_attentions,
+                                         head_mask=head_mask)
         return self.out_lin(context), probs
 
 
@@ -175,7 +175,8 @@ class DistilBertPreTrainedModel(PreTrainedModel):
 
 class DistilBertModel(DistilBertPreTrainedModel):
     """The DistilBERT encoder; outputs `last_hidden_state` (plus `hidden_states` /
-    `attentions` on request). There are no token types and no pooler.
+    `attentions` on request). There are no token types and no pooler. `head_mask` is
+    BertModel's: (n_heads,) or (n_layers, n_heads), multiplying each head's probabilities.
 
     Example:
         >>> import ember
@@ -204,8 +205,6 @@ class DistilBertModel(DistilBertPreTrainedModel):
         being dropped silently."""
         output_attentions, output_hidden_states, return_dict = return_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
-        if head_mask is not None:
-            raise NotImplementedError("DistilBertModel: head_mask is not supported")
         if token_type_ids is not None and bool(ember.as_tensor(token_type_ids).ne(0).any()):
             raise ValueError("DistilBertModel: DistilBERT has no token types; token_type_ids "
                              "must be omitted or all 0 (use a tokenizer that does not return "
@@ -231,8 +230,13 @@ class DistilBertModel(DistilBertPreTrainedModel):
                 raise ValueError(f"DistilBertModel: attention_mask shape "
                                  f"{tuple(attention_mask.shape)} does not fit input {shape}")
             extended_mask = self.get_extended_attention_mask(attention_mask, embeddings.dtype)
+        layer_head_masks = None
+        if head_mask is not None:  # as BertModel's (PreTrainedModel.get_head_mask)
+            layer_head_masks = self.get_head_mask(head_mask, self.config.n_layers,
+                                                  self.config.n_heads)
         sequence_output, hidden_states, attentions = self.transformer(
-            embeddings, extended_mask, output_attentions, output_hidden_states)
+            embeddings, extended_mask, output_attentions, output_hidden_states,
+            layer_head_masks)
         output = BaseModelOutput(last_hidden_state=sequence_output, hidden_states=hidden_states,
                                  attentions=attentions)
         return finish(output, return_dict)

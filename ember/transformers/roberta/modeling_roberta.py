@@ -132,8 +132,9 @@ class RobertaPreTrainedModel(BertPreTrainedModel):
 
 
 class RobertaModel(RobertaPreTrainedModel, BertModel):
-    """The RoBERTa encoder: BERT's (`BertModel.forward`) over RobertaEmbeddings; outputs
-    `last_hidden_state` and `pooler_output` (plus `hidden_states` / `attentions` on request).
+    """The RoBERTa encoder: BERT's (`BertModel.forward`, `head_mask` included) over
+    RobertaEmbeddings; outputs `last_hidden_state` and `pooler_output` (plus `hidden_states` /
+    `attentions` on request).
 
     Example:
         >>> import ember

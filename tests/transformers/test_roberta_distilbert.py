@@ -483,3 +483,50 @@ def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, fam
     print(family, f"head_mask max abs err {err:.2e}")
     assert err < TOL
     assert _err(plain.logits.numpy(), ref.logits.numpy()) > 1e-5  # the mask matters
+
+
+@pytest.mark.parametrize("family", ["roberta", "distilbert"])
+@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification",
+                                  "ForQuestionAnswering"])
+def test_mlm_checkpoint_starts_a_task_head(hf, tmp_path, family, head):
+    """Fine-tuning starts from a pretraining (MLM) folder: the encoder loads, the task layers
+    are reported missing (newly initialised), the MLM head is skipped without a report."""
+    tester = EncoderTester(hf, tmp_path, family, "ForMaskedLM")
+    name = FAMILIES[family]["prefix"] + head
+    model, info = getattr(et, name).from_pretrained(tester.folder, output_loading_info=True,
+                                                    num_labels=2)
+    fresh = {"ForSequenceClassification": {"roberta": "classifier.",
+                                           "distilbert": ("pre_classifier.", "classifier.")},
+             "ForTokenClassification": {"roberta": "classifier.", "distilbert": "classifier."},
+             "ForQuestionAnswering": {"roberta": "qa_outputs.", "distilbert": "qa_outputs."}}
+    print(name, info)
+    assert info["missing_keys"] and all(k.startswith(fresh[head][family])
+                                        for k in info["missing_keys"])
+    assert info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    encoder = getattr(model, model.base_model_prefix)
+    reference = getattr(tester.hf_model, model.base_model_prefix)
+    ours = encoder.embeddings.word_embeddings.weight.detach().numpy()
+    assert np.array_equal(ours, reference.embeddings.word_embeddings.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("ours,theirs", [("RobertaModel", "BertModel"),
+                                         ("RobertaEmbeddings", "BertEmbeddings"),
+                                         ("DistilBertSelfAttention", "BertSelfAttention"),
+                                         ("Transformer", "BertEncoder")])
+def test_reused_bert_parts_still_fit(ours, theirs):
+    """RobertaModel, DistilBERT's attention and layer stack reuse BERT's forward with their
+    own __init__; every attribute BERT's __init__ builds must exist on them too, so a change
+    to BERT's constructor shows up here rather than as an AttributeError in a forward."""
+    from ember.transformers.bert import modeling_bert
+    from ember.transformers.distilbert import modeling_distilbert
+    from ember.transformers.roberta import modeling_roberta
+
+    bert_config = et.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=4, intermediate_size=37)
+    family_config = (et.RobertaConfig(**FAMILIES["roberta"]["tiny"]) if ours.startswith("Rob")
+                     else et.DistilBertConfig(**FAMILIES["distilbert"]["tiny"]))
+    module = getattr(modeling_roberta, ours, None) or getattr(modeling_distilbert, ours)
+    built, reference = module(family_config), getattr(modeling_bert, theirs)(bert_config)
+    names = set(vars(reference)) | set(reference._modules) | set(reference._parameters)
+    absent = sorted(n for n in names if not n.startswith("_") and not hasattr(built, n))
+    assert absent == [], f"{ours} lacks {absent} that {theirs}.__init__ builds"

@@ -60,6 +60,10 @@ class RobertaEmbeddings(BertEmbeddings):
     table has a padding row, as in HuggingFace."""
 
     def __init__(self, config: RobertaConfig):
+        if not isinstance(config.pad_token_id, int) or config.pad_token_id < 0:
+            raise ValueError(f"RobertaEmbeddings: positions are counted from pad_token_id "
+                             f"(Note [RoBERTa positions]); it must be an int >= 0, got "
+                             f"{config.pad_token_id!r}")
         super().__init__(config)
         self.padding_idx = config.pad_token_id
         self.position_embeddings = nn.Embedding(config.max_position_embeddings,

@@ -139,6 +139,11 @@ def test_outputs_match_huggingface(hf, tmp_path, family, head):
     fast = _err(out_em[first].detach().numpy(), out_hf[first].detach().numpy())
     print(family, head, f"sdpa path {first} max abs err {fast:.2e}")
     assert fast < TOL
+    # return_dict=False gives the tuple of the non-None fields (Note [ModelOutput access])
+    as_tuple = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
+                     return_dict=False)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == len(out_em)
+    assert np.array_equal(as_tuple[0].detach().numpy(), out_em[0].detach().numpy())
 
 
 @pytest.mark.parametrize("family,head", [(f, h) for f, h in CASES if h != "Model"])

@@ -155,21 +155,27 @@ def test_loss_and_gradients_match_huggingface(hf, tmp_path, family, head):
     out_em.loss.backward()
     out_hf.loss.backward()
     hf_grads = {n: p.grad for n, p in tester.hf_model.named_parameters()}
-    # Relative error per tensor, against the tensor's largest gradient, floored at 1% of the
-    # model's largest: some gradients are zero in exact arithmetic (key biases: softmax
-    # ignores a shift; QA's output bias and last LayerNorm bias: the span softmax sums to
-    # one) and both sides hold only rounding noise there.
+    # Relative error per tensor, against the tensor's largest gradient. Some gradients are
+    # zero in exact arithmetic (key biases: softmax ignores a shift; QA's output bias and
+    # last LayerNorm bias: each span softmax sums to one), and both sides then hold rounding
+    # noise, below 1e-7 of the model's largest gradient (the smallest real ones here sit
+    # near 3e-7): those are held to TOL of that largest gradient instead.
     overall = max(float(g.abs().max()) for g in hf_grads.values() if g is not None)
-    worst, worst_abs, compared = 0.0, 0.0, 0
+    worst, worst_abs, compared, noise = 0.0, 0.0, 0, []
     for name, param in model.named_parameters():
         ref = hf_grads.get(name)
         if ref is None:  # a tied name HF lists once; the same Parameter in ember
             continue
         assert param.grad is not None, name
-        err = _err(param.grad.numpy(), ref.numpy())
-        worst = max(worst, err / max(float(ref.abs().max()), 1e-2 * overall))
+        err, scale = _err(param.grad.numpy(), ref.numpy()), float(ref.abs().max())
+        if scale < 1e-7 * overall:
+            noise.append(name)
+            assert err < TOL * overall, (name, err, overall)
+        else:
+            worst = max(worst, err / scale)
         worst_abs = max(worst_abs, err)
         compared += 1
+    assert len(noise) <= 2 + 2, noise  # a key bias per layer; QA's two
     print(family, head, f"loss rel err {loss_rel:.2e}, grads ({compared} tensors) "
           f"max rel err {worst:.2e}, max abs err {worst_abs:.2e}")
     assert compared >= 20

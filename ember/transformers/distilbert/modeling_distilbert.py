@@ -49,7 +49,7 @@ def sinusoidal_position_table(n_positions: int, dim: int) -> np.ndarray:
 
     Example:
         >>> [round(float(v), 4) for v in sinusoidal_position_table(3, 4)[1]]
-        [0.8415, 0.5403, 0.01, 1.0]
+        [0.8415, 0.5403, 0.01, 0.9999]
     """
     positions = np.arange(n_positions, dtype=np.float64)[:, None]
     rates = np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)

@@ -503,7 +503,14 @@ class Tensor:
         if needs_graph:
             self._check_inplace(name)
         if _interceptors_active():
-            result = apply(op, self, *args, **attrs)
+            # traced values are never overwritten, but self's version moves: the op saves an
+            # alias of self's current value with its own counter
+            current = self
+            if needs_graph:
+                current = _wrap(self._data)
+                current._requires_grad = self._requires_grad
+                current._node = self._node
+            result = apply(op, current, *args, **attrs)
             if self._view is not None:  # the write lands in the base: rebind its traced value
                 base, steps = _dispatch.view_chain(self)
                 _graph_assign(base, apply(_S.VIEW_SCATTER, base, result, steps=steps))

@@ -466,8 +466,7 @@ class Tensor:
             value = tensor(value, dtype=self.dtype)
         if self._view is not None and self._view[3] != self._version[0]:
             _dispatch.refresh_view(self)
-        needs_graph = _state.enabled and (self._requires_grad or (
-            isinstance(value, Tensor) and value._requires_grad))
+        needs_graph = self._records_inplace((value,))
         if not needs_graph and type(self._data) is np.ndarray and not _interceptors_active():
             self._check_writable("__setitem__")
             idx = _S._decode(spec, [t._data for t in tensors])
@@ -498,8 +497,7 @@ class Tensor:
         name = _name or op.name + "_"
         if self._view is not None and self._view[3] != self._version[0]:
             _dispatch.refresh_view(self)
-        needs_graph = _state.enabled and (self._requires_grad or builtins.any(
-            isinstance(a, Tensor) and a.requires_grad for a in args))
+        needs_graph = self._records_inplace(args)
         if needs_graph:
             self._check_inplace(name)
         if _interceptors_active():
@@ -546,6 +544,18 @@ class Tensor:
             else:
                 _rebase_history(self, result)
         return self
+
+    def _records_inplace(self, args) -> bool:
+        """Whether autograd records an in-place op on self with these operands."""
+        if not _state.enabled:
+            return False
+        if self._requires_grad or builtins.any(
+                isinstance(a, Tensor) and a.requires_grad for a in args):
+            return True
+        # a view made under no_grad of a base that requires grad (PyTorch counts it as
+        # requiring grad; _check_inplace refuses it)
+        view = self._view
+        return view is not None and not view[4] and self._base._requires_grad
 
     def _check_inplace(self, name):
         """PyTorch's rules for an in-place op that autograd records."""
@@ -618,7 +628,7 @@ class Tensor:
             src = src.to(self.dtype)
         if self._view is not None and self._view[3] != self._version[0]:
             _dispatch.refresh_view(self)
-        needs_graph = _state.enabled and (self._requires_grad or src.requires_grad)
+        needs_graph = self._records_inplace((src,))
         if not needs_graph and not _interceptors_active():
             self._check_writable("copy_")
             self._data[...] = src._data
@@ -634,7 +644,7 @@ class Tensor:
             value = value.item()
         if self._view is not None and self._view[3] != self._version[0]:
             _dispatch.refresh_view(self)
-        if _interceptors_active() or (_state.enabled and self._requires_grad):
+        if _interceptors_active() or self._records_inplace(()):
             # recorded: the old value gets no gradient (PyTorch's FillBackward)
             return self.copy_(full(tuple(self.shape), value, dtype=self.dtype), _name="fill_")
         self._check_writable("fill_")

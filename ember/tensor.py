@@ -5,6 +5,28 @@ Node that made it (`grad_fn`), and a version counter shared with its views
 (Note [Saved tensor versions]). Every operator and method goes through the op registry
 (Note [Eager dispatch]); nothing here computes on arrays directly except creation, printing
 and in-place writes.
+
+Note [Views and in-place]: a view op (reshape, permute, expand, basic getitem, diagonal) whose
+result shares memory with its input gives the result `_view = (parent, op name, attrs items,
+version, made with grad mode on)` and the parent's version counter (`dispatch.make_view`).
+`detach()` shares the counter but is no view for autograd, as in PyTorch. An in-place op that
+autograd records on a view rewrites the history of the root base, as PyTorch's CopySlices does:
+the base's new Node is `view_scatter(base's old history, op(view's old value, ...))` with the
+view steps from the base to the view as its attribute (`_rebase_history`). Its VJP sends the
+gradient with the view region zeroed to the old base and the view region to the op, so
+gradients flow to both, and second order works because it is written with ember ops.
+Any in-place op bumps the shared counter; a view whose recorded version differs from the
+counter is stale, and its history is regenerated from the base's current one by replaying the
+view steps (`dispatch.refresh_view`, what PyTorch does on grad_fn access) before dispatch reads
+its autograd state (the check is one slot read for non-views on the fast path), in
+`requires_grad`/`grad_fn`, in-place ops and `backward`. So a view of a base that gains
+gradients through another view requires grad from then on. While tracing (ember.compile) the
+write is functional: the base's traced value becomes the view_scatter's, the view's the op's,
+and stale views replay their steps on the base's latest value (the tracer puts the counters
+back afterwards). PyTorch's rules are kept: in-place on a view of a leaf that requires grad is
+refused, a view made under no_grad cannot be written with grad mode on, and under no_grad
+nothing is recorded. Multi-output views (split, unbind, chunk) are plain views here, so
+writing one is allowed where PyTorch refuses it.
 """
 
 from __future__ import annotations
@@ -554,14 +576,21 @@ class Tensor:
             return True
         # a view made under no_grad of a base that requires grad (PyTorch counts it as
         # requiring grad; _check_inplace refuses it)
+        return self._view is not None and self._made_without_grad() and self._base._requires_grad
+
+    def _made_without_grad(self) -> bool:
+        """Whether this view, or a view it was made from, was made under no_grad."""
         view = self._view
-        return view is not None and not view[4] and self._base._requires_grad
+        while view is not None:
+            if not view[4]:
+                return True
+            view = view[0]._view
+        return False
 
     def _check_inplace(self, name):
         """PyTorch's rules for an in-place op that autograd records."""
-        view = self._view
-        if view is not None:
-            if not view[4]:
+        if self._view is not None:
+            if self._made_without_grad():
                 raise AutogradError(at_user_line(
                     f"{name}: a view was created in no_grad mode and is being modified in place "
                     f"with grad mode enabled; this is ambiguous, so it is forbidden (as in "

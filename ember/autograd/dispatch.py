@@ -5,7 +5,8 @@ Note [Eager dispatch]: `apply(op, *args, **attrs)`
 2. casts inputs to the op's compute dtype (Note [Type promotion]);
 3. runs the backend's kernel for the op (a registered fast kernel, else the reference forward);
 4. wraps the result, and if grad mode is on and an input requires grad, records a Node
-   (Note [Autograd graph]).
+   (Note [Autograd graph]); a view op's result remembers its source, and a stale view input
+   gets its history regenerated first (Note [Views and in-place] in ember/tensor.py).
 Kernel errors are re-raised as ember errors naming the op, the input shapes and dtypes, the
 reason from the op's shape rule, and the user's line (Note [Error messages]).
 """
@@ -227,15 +228,16 @@ def make_view(result, source, op, attrs):
     if version is None:
         version = source._version = [0, None]
     result._version = version
-    result._view = (source, op.name, tuple(attrs.items()), version[0], _state.enabled)
+    # attrs: this call's own dict, never mutated afterwards
+    result._view = (source, op.name, attrs, version[0], _state.enabled)
 
 
 def view_chain(t):
     """(root base, view steps from the base to `t`) of a differentiable view."""
     steps = []
     while t._view is not None:
-        parent, name, items = t._view[:3]
-        steps.append((name, items))
+        parent, name, attrs = t._view[:3]
+        steps.append((name, tuple(attrs.items())))
         t = parent
     steps.reverse()
     return t, tuple(steps)

@@ -171,11 +171,12 @@ def _getitem_forward(xp, x, *index_arrays, spec):
             raise IndexError(f"index: tensors used as indices must be integer or bool, "
                              f"got {a.dtype}")
     index = _decode(spec, index_arrays)
-    if not index_arrays and ("e",) not in spec:
-        # basic indexing is a view (Note [Views and in-place]); a trailing Ellipsis keeps
-        # x[0] of a vector a 0-d view instead of a NumPy scalar copy
-        index += (Ellipsis,)
-    return x[index]
+    out = x[index]
+    if isinstance(out, np.generic):
+        # basic indexing is a view (Note [Views and in-place] in ember/tensor.py); a trailing
+        # Ellipsis makes x[0] of a vector a 0-d view instead of a NumPy scalar copy
+        out = x[index + (Ellipsis,)]
+    return out
 
 
 def _index_shape(shape, *index_shapes, spec):

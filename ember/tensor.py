@@ -561,6 +561,7 @@ class Tensor:
         self._bump_version(name)
         if needs_graph:
             if self._view is None:
+                _move_retained(self, result._node)
                 self._node = result._node  # the result's node now describes self
                 self._requires_grad = True
             else:
@@ -923,8 +924,17 @@ def _rebase_history(view, result):
     base, steps = _dispatch.view_chain(view)
     new_base = _wrap(base._data)
     _dispatch._record(_S.VIEW_SCATTER, (base, result), {"steps": steps}, new_base)
+    _move_retained(base, new_base._node)
     base._node = new_base._node
     base._requires_grad = True
+
+
+def _move_retained(t, node):
+    """retain_grad() follows the tensor to its new history, as in PyTorch."""
+    old = t._node
+    if old is not None and old.retained is not None and old.retained() is t:
+        node.retained = old.retained
+        old.retained = None
 
 
 def _graph_assign(target, result):

@@ -171,3 +171,18 @@ def test_writing_a_broadcast_view_and_detaching_a_view_in_place_are_refused():
     v = (x * 2)[1:]
     with pytest.raises(AutogradError, match="can't detach views in place"):
         v.detach_()
+
+
+def test_retain_grad_follows_the_base_through_a_write_into_a_view():
+    x = ember.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = x * 2
+    y.retain_grad()
+    y[1:].mul_(3)
+    (y * y).sum().backward()
+    tx = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    ty = tx * 2
+    ty.retain_grad()
+    ty[1:].mul_(3)
+    (ty * ty).sum().backward()
+    np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy())
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy())

@@ -519,7 +519,7 @@ class Tensor:
         name = _name or op.name + "_"
         if self._view is not None and self._view[3] != self._version[0]:
             _dispatch.refresh_view(self)
-        needs_graph = self._records_inplace(args)
+        needs_graph = _state.enabled and self._records_inplace(args)
         if needs_graph:
             self._check_inplace(name)
         if _interceptors_active():

@@ -165,11 +165,12 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
     `inputs` are returned (ember.autograd.grad).
     """
 
-    for t in list(roots) + list(inputs or ()):
-        if t._view is not None and t._view[3] != t._version[0]:
-            from ember.autograd.dispatch import refresh_view
+    for group in (roots, inputs or ()):
+        for t in group:
+            if t._view is not None and t._view[3] != t._version[0]:
+                from ember.autograd.dispatch import refresh_view
 
-            refresh_view(t)  # a stale view's history (Note [Views and in-place])
+                refresh_view(t)  # a stale view's history (Note [Views and in-place])
 
     # 1. dependency counts over the reachable graph
     deps: dict = {}

@@ -222,8 +222,9 @@ def _apply_general(op, args, attrs):
 def make_view(result, source, op, attrs):
     """Views share their base's version counter (Note [Saved tensor versions]) and remember
     how they were made from `source` (Note [Views and in-place] in ember/tensor.py)."""
-    if type(result._data) is _NDARRAY and not np.may_share_memory(result._data, source._data):
-        return
+    data = result._data
+    if type(data) is _NDARRAY and data.size and not np.may_share_memory(data, source._data):
+        return  # the kernel copied (an empty result counts as a view, as in PyTorch)
     version = source._version
     if version is None:
         version = source._version = [0, None]

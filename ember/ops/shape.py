@@ -830,9 +830,10 @@ def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
 # --- assignment and device transfer -------------------------------------------------------------
 ASSIGN = defop(
     "assign", lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype, copy=True),
-    lambda g, y, x, src: (None, unbroadcast(g, src)),
+    lambda g, y, x, src: (g.new_zeros(tuple(g.shape)), unbroadcast(g, src)),
     shape=lambda s, v: tuple(s), dtype=same_dtype, save_inputs=False,
-    doc="assign(x, src): src broadcast to x's shape and dtype (x.copy_(src)); no gradient to x.")
+    doc="assign(x, src): src broadcast to x's shape and dtype (x.copy_(src)); x's old value "
+        "gets a zero gradient (as PyTorch's copy_ and fill_).")
 
 
 def _to_device_forward(xp, x, device):

@@ -185,3 +185,86 @@ PROGRAMS = [
     Program("many_writes", _many_writes, second_order=True),
     Program("no_grad_write", _no_grad_write),
 ]
+
+
+# --- seeded random programs: chains of views written and read in turn ----------------------
+def random_program(seed):
+    """A list of (view chain, action, k): each step takes a view chain of the working tensor
+    and writes it in place or reads it; k == 0 also reads the first view taken (by then
+    possibly stale)."""
+    rng = np.random.default_rng(seed)
+    program = []
+    for _ in range(int(rng.integers(2, 7))):
+        chain, shape = [], [4, 5]
+        for _ in range(int(rng.integers(1, 4))):
+            kind = str(rng.choice(["slice", "select", "t", "diagonal", "unsqueeze"]))
+            if kind == "slice" and shape[0] > 1:
+                a = int(rng.integers(0, shape[0] - 1))
+                b = int(rng.integers(a + 1, shape[0] + 1))
+                chain.append(("slice", a, b))
+                shape = [b - a] + shape[1:]
+            elif kind == "select" and len(shape) >= 2:
+                chain.append(("select", int(rng.integers(0, shape[0]))))
+                shape = shape[1:]
+            elif kind == "t" and len(shape) == 2:
+                chain.append(("t",))
+                shape = shape[::-1]
+            elif kind == "diagonal" and len(shape) == 2:
+                offset = int(rng.integers(-1, 2))
+                chain.append(("diagonal", offset))
+                n = min(shape[0], shape[1] - offset) if offset >= 0 else min(shape[0] + offset,
+                                                                              shape[1])
+                shape = [max(n, 0)]
+            elif kind == "unsqueeze":
+                chain.append(("unsqueeze",))
+                shape = [1] + shape
+        action = str(rng.choice(["mul", "add", "fill", "copy", "square", "read"]))
+        program.append((tuple(chain), action, int(rng.integers(0, 4))))
+    return program
+
+
+def _view_of(t, chain):
+    for step in chain:
+        if step[0] == "slice":
+            t = t[step[1]:step[2]]
+        elif step[0] == "select":
+            t = t[step[1]]
+        elif step[0] == "t":
+            t = t.t()
+        elif step[0] == "diagonal":
+            t = t.diagonal(step[1])
+        else:
+            t = t.unsqueeze(0)
+    return t
+
+
+def run_random_program(lib, program, seed):
+    """Run `program` on leaves x and w; returns (loss, x.grad, w.grad) as NumPy."""
+    rng = np.random.default_rng(seed)
+    x = lib.tensor(rng.standard_normal((4, 5)).astype(np.float32), requires_grad=True)
+    w = lib.tensor(rng.standard_normal((4, 5)).astype(np.float32), requires_grad=True)
+    y = x * 1.5
+    total = (x * 0).sum()
+    views = []
+    for chain, action, k in program:
+        v = _view_of(y, chain)
+        other = _view_of(w, chain)
+        if action == "mul":
+            v.mul_(other)
+        elif action == "add":
+            v.add_(other * 2)
+        elif action == "fill":
+            v.fill_(0.5)
+        elif action == "copy":
+            v.copy_(other.sin())
+        elif action == "square":
+            v.copy_(v * v)
+        else:
+            total = total + (v * other).sum()
+        views.append(v)
+        if k == 0:
+            total = total + (views[0] ** 2).sum()
+    loss = (y * y).sum() + total
+    loss.backward()
+    return (loss.detach().numpy(), x.grad.numpy(),
+            w.grad.numpy() if w.grad is not None else np.zeros((4, 5), np.float32))

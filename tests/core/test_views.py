@@ -7,7 +7,9 @@ import pytest
 
 import ember
 from ember.autograd import AutogradError
-from ember.testing.inplace_views import PROGRAMS, make_leaves
+from ember.testing.inplace_views import (
+    PROGRAMS, make_leaves, random_program, run_random_program,
+)
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference; `make test` installs it")
 
@@ -186,3 +188,25 @@ def test_retain_grad_follows_the_base_through_a_write_into_a_view():
     (ty * ty).sum().backward()
     np.testing.assert_allclose(y.grad.numpy(), ty.grad.numpy())
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy())
+
+
+@pytest.mark.parametrize("block", range(4))
+def test_random_view_programs_match_torch(block):
+    """Seeded random chains of views written in place and read (also stale ones); where
+    PyTorch refuses a program (a saved tensor changed), ember must refuse it too."""
+    worst = 0.0
+    for seed in range(block * 50, block * 50 + 50):
+        program = random_program(seed)
+        try:
+            theirs = run_random_program(torch, program, seed)
+        except RuntimeError as error:
+            assert "modified by an inplace operation" in str(error)
+            with pytest.raises(AutogradError, match="modified by an in-place operation"):
+                run_random_program(ember, program, seed)
+            continue
+        ours = run_random_program(ember, program, seed)
+        for a, b in zip(ours, theirs):
+            err = float(np.abs(a - b).max())
+            worst = max(worst, err / max(1.0, float(np.abs(b).max())))
+            assert err <= F32_TOL * max(1.0, float(np.abs(b).max())), (seed, program)
+    print(f"block {block}: worst relative error {worst:.3g}")

@@ -218,7 +218,7 @@ def random_program(seed):
             elif kind == "unsqueeze":
                 chain.append(("unsqueeze",))
                 shape = [1] + shape
-        action = str(rng.choice(["mul", "add", "fill", "copy", "square", "read"]))
+        action = str(rng.choice(["mul", "add", "fill", "copy", "square", "read", "sin"]))
         program.append((tuple(chain), action, int(rng.integers(0, 4))))
     return program
 
@@ -238,13 +238,10 @@ def _view_of(t, chain):
     return t
 
 
-def run_random_program(lib, program, seed):
-    """Run `program` on leaves x and w; returns (loss, x.grad, w.grad) as NumPy."""
-    rng = np.random.default_rng(seed)
-    x = lib.tensor(rng.standard_normal((4, 5)).astype(np.float32), requires_grad=True)
-    w = lib.tensor(rng.standard_normal((4, 5)).astype(np.float32), requires_grad=True)
+def random_program_body(program, x, w):
+    """The program's work on leaves x and w (any framework): returns (y, loss)."""
     y = x * 1.5
-    total = (x * 0).sum()
+    total = (x * 0).sum() + (w * 0).sum()
     views = []
     for chain, action, k in program:
         v = _view_of(y, chain)
@@ -258,13 +255,22 @@ def run_random_program(lib, program, seed):
         elif action == "copy":
             v.copy_(other.sin())
         elif action == "square":
-            v.copy_(v * v)
-        else:
-            total = total + (v * other).sum()
+            v.copy_(v * 2.0 + 1.0)
+        elif action == "read":
+            total = total + (v * 2.0).sum() + (v.detach().clone() * other).sum()
+        else:  # "sin" saves v: a later write to it makes backward refuse, in both frameworks
+            total = total + v.sin().sum()
         views.append(v)
         if k == 0:
-            total = total + (views[0] ** 2).sum()
-    loss = (y * y).sum() + total
+            total = total + views[0].sum() * 3.0
+    return y, (y * y).sum() + total
+
+
+def run_random_program(lib, program, seed):
+    """Run `program` on seeded leaves x and w; returns (loss, x.grad, w.grad) as NumPy."""
+    rng = np.random.default_rng(seed)
+    x = lib.tensor(rng.standard_normal((4, 5)).astype(np.float32), requires_grad=True)
+    w = lib.tensor(rng.standard_normal((4, 5)).astype(np.float32), requires_grad=True)
+    _, loss = random_program_body(program, x, w)
     loss.backward()
-    return (loss.detach().numpy(), x.grad.numpy(),
-            w.grad.numpy() if w.grad is not None else np.zeros((4, 5), np.float32))
+    return loss.detach().numpy(), x.grad.numpy(), w.grad.numpy()

@@ -16,7 +16,10 @@ rebind the written tensor's traced value (`Tensor._inplace` -> `_graph_assign`);
 tracer turns the last value of each written buffer into an `update`, and each captured leaf's
 symbolic `.grad` into a `grad` result, then restores every captured tensor's state. A captured
 buffer that nothing outside the trace still references was made while tracing: it becomes a
-constant, which constant folding can use.
+constant, which constant folding can use. A write into a view rebinds its base's traced value
+to a `view_scatter`, and views whose base was written replay their view steps on the base's
+latest value when next used (Note [Views and in-place] in ember/tensor.py); the version
+counters that moved while tracing are put back with the rest of the captured state.
 """
 
 from __future__ import annotations

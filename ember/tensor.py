@@ -533,8 +533,9 @@ class Tensor:
             result = apply(op, current, *args, **attrs)
             if self._view is not None:  # the write lands in the base: rebind its traced value
                 base, steps = _dispatch.view_chain(self)
-                _graph_assign(base, apply(_S.VIEW_SCATTER, base, result, steps=steps))
-            _graph_assign(self, result)
+                _graph_assign(base, apply(_S.VIEW_SCATTER, base, result, steps=steps),
+                              needs_graph)
+            _graph_assign(self, result, needs_graph)
             self._bump_version(name)
             return self
         if needs_graph:
@@ -937,11 +938,13 @@ def _move_retained(t, node):
         old.retained = None
 
 
-def _graph_assign(target, result):
-    """In-place op while tracing: the traced value of `target` becomes `result`'s."""
+def _graph_assign(target, result, recorded=True):
+    """In-place op while tracing: the traced value of `target` becomes `result`'s, and so does
+    its history when autograd records the op (as eager: a write under no_grad keeps it)."""
     target._data = result._data
-    target._node = result._node
-    target._requires_grad = result._requires_grad
+    if recorded:
+        target._node = result._node
+        target._requires_grad = result._requires_grad
 
 
 # --- device transfer -------------------------------------------------------------------------

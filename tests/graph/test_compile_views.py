@@ -107,3 +107,29 @@ def test_random_view_programs_compiled_match_eager():
         checked += 1
     print(f"{checked} random view programs: compiled equals eager; {refused} refused by both")
     assert checked >= 25 and refused >= 5
+
+
+def test_compiled_training_step_writes_parameter_views_under_no_grad():
+    def run(fn_of):
+        p = ember.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
+                         requires_grad=True)
+
+        def step(x):
+            loss = (p * x).sin().sum()
+            loss.backward()
+            with ember.no_grad():
+                p.sub_(0.1 * p.grad)
+                p[0].zero_()
+                p.diagonal(1).mul_(0.5)
+            p.grad = None
+            return loss
+
+        fn = fn_of(step)
+        x = ember.tensor(np.arange(12, dtype=np.float32).reshape(3, 4) / 5)
+        losses = [fn(x).item() for _ in range(3)]
+        return losses, p.detach().numpy().copy(), p.requires_grad, p.is_leaf
+
+    eager, compiled = run(lambda f: f), run(ember.compile)
+    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-6)
+    np.testing.assert_allclose(compiled[1], eager[1], rtol=1e-6, atol=1e-7)
+    assert compiled[2:] == eager[2:] == (True, True)

@@ -68,6 +68,25 @@ def bench_against_torch():
         tx = torch.from_numpy(x).requires_grad_(True)
         results += _pair(f"{name} max_pool2d(2) {xs}", lambda a=ex: F.max_pool2d(a, 2),
                          lambda a=tx: torch.nn.functional.max_pool2d(a, 2))
+    # the paths without fast kernels: indices, unpooling, 3-D max pooling, ceil-mode avg pooling
+    x = rng.standard_normal(POOLS["pool2"]).astype(np.float32)
+    ex, tx = ember.from_numpy(x).requires_grad_(True), torch.from_numpy(x).requires_grad_(True)
+    tF = torch.nn.functional
+
+    def pool_unpool(lib_f, a):
+        out, idx = lib_f.max_pool2d(a, 2, return_indices=True)
+        return lib_f.max_unpool2d(out, idx, 2)
+
+    results += _pair(f"pool2 max_pool2d(2, return_indices) + max_unpool2d {x.shape}",
+                     lambda: pool_unpool(F, ex), lambda: pool_unpool(tF, tx))
+    results += _pair(f"pool2 avg_pool2d(3, 2, 1, ceil_mode) {x.shape}",
+                     lambda: F.avg_pool2d(ex, 3, 2, 1, ceil_mode=True),
+                     lambda: tF.avg_pool2d(tx, 3, 2, 1, ceil_mode=True))
+    x3 = rng.standard_normal((16, 16, 8, 14, 14)).astype(np.float32)
+    ex3 = ember.from_numpy(x3).requires_grad_(True)
+    tx3 = torch.from_numpy(x3).requires_grad_(True)
+    results += _pair(f"max_pool3d(2) {x3.shape}", lambda: F.max_pool3d(ex3, 2),
+                     lambda: tF.max_pool3d(tx3, 2))
     return results
 
 

@@ -808,8 +808,10 @@ class Tensor:
 
     def reshape(self, *shape): return _S.reshape(self, *shape)
     def view(self, *shape):
+        """view(*shape): reshape without copying; view(dtype): the same bytes read as `dtype`
+        (PyTorch's rules, Note [Bit views]; the result never requires grad)."""
         if len(shape) == 1 and isinstance(shape[0], (_dt.DType, str)):
-            raise NotImplementedError("view(dtype) is not supported; use .to(dtype)")
+            return _E.bitcast(self, shape[0])
         return _S.reshape(self, *shape)
     def view_as(self, other): return _S.reshape(self, tuple(other.shape))
     def reshape_as(self, other): return _S.reshape(self, tuple(other.shape))

@@ -10,12 +10,15 @@ fewer and cheaper copies (tests/ops/test_kernels.py checks them against the refe
 - the input gradient is `W^T @ g` in the same layout, then col2im as one strided add per tap;
 - max pooling is an elementwise maximum over the kernel taps (no reduction over a 6-D window
   view), and its gradient routes g to the first tap equal to the window's maximum, in row-major
-  tap order, which is the reference's `argmax` (first maximum; the first NaN if there is one).
+  tap order, or to the window's last NaN, never to padding (Note [Pool windows] in
+  ember.ops.conv, which is PyTorch's rule).
 
 Each function has the signature of the op's reference forward, `fn(xp, *arrays, **attrs)`.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -205,7 +208,20 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
     top = taps[0].copy()
     for tap in taps[1:]:
         np.maximum(top, tap, out=top)
-    nan = bool(np.isnan(top).any())  # a window holding NaN: its first NaN is the maximum
+    last_nan = None  # a window holding NaN routes to its last NaN, as PyTorch's kernel
+    if np.isnan(top).any():
+        last_nan = [None] * len(taps)
+        later = np.zeros(top.shape, dtype=bool)
+        for k in range(len(taps) - 1, -1, -1):
+            nan = np.isnan(taps[k])
+            last_nan[k] = nan & ~later
+            later |= nan
+    inside = None  # a window of -inf routes to its first position in the input, not padding
+    if xp_.shape != x.shape and np.isneginf(top).any():
+        ones = np.ones((1, 1, h, w), dtype=bool)
+        inside_, _, _ = _pool_geometry(ones, kernel, stride, padding, dilation, ceil_mode, 0)
+        inside = [_tap(inside_, i, j, stride, dilation, ho, wo)
+                  for i in range(kernel[0]) for j in range(kernel[1])]
     # g * mask is the cheap masked copy; it would turn an infinite g into NaN off the mask
     finite = bool(np.isfinite(g).all())
     # disjoint windows: each tap's positions are written once, so assign instead of add
@@ -217,16 +233,18 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             tap = taps[k]
-            k += 1
-            np.equal(tap, top, out=hit)
-            if nan:
-                hit |= np.isnan(tap)
+            np.equal(tap, top, out=hit)  # never true in a NaN window
+            if inside is not None:
+                hit &= inside[k]
             if free is None:
                 free = ~hit
             else:
                 hit &= free
-                if k < len(taps):
+                if k + 1 < len(taps):
                     free ^= hit
+            if last_nan is not None:
+                hit |= last_nan[k]
+            k += 1
             dst = _tap(out, i, j, stride, dilation, ho, wo)
             if disjoint and finite:
                 np.multiply(g, hit, out=dst)
@@ -235,3 +253,54 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
             else:
                 dst += g * hit if finite else np.where(hit, g, 0)
     return out[:, :, padding[0]: padding[0] + h, padding[1]: padding[1] + w]
+
+
+def max_pool_indices(xp, x, kernel, stride, padding, dilation, ceil_mode):
+    """Each window's argmax as a flat index into its (N, C) plane, any number of spatial dims.
+
+    PyTorch's scan written over whole arrays: one pass per kernel tap in row-major order,
+    taking a tap where it beats the running maximum or is NaN (so the first maximum, or the
+    last NaN), never at a padding position; a window starts at its first position inside the
+    input, which a window of -inf keeps.
+    """
+    nd = len(kernel)
+    spatial = x.shape[2:]
+    outs = [_out_size(n, k, s, p, d, ceil_mode)
+            for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)]
+    floating = x.dtype.kind == "f"
+    lowest = -np.inf if floating else np.iinfo(x.dtype).min
+    widths = [max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p)) + 2 * p
+              for n, k, s, p, d, o in zip(spatial, kernel, stride, padding, dilation, outs)]
+    if any(widths):
+        padded = np.full(x.shape[:2] + tuple(n + w for n, w in zip(spatial, widths)), lowest,
+                         dtype=x.dtype)
+        padded[(Ellipsis,) + tuple(slice(p, p + n) for p, n in zip(padding, spatial))] = x
+    else:
+        padded = x
+    plane_strides = [int(np.prod(spatial[d + 1:], dtype=np.int64)) for d in range(nd)]
+    best = np.full(x.shape[:2] + tuple(outs), lowest, dtype=x.dtype)
+    index = np.full(best.shape, -1, dtype=np.int64)
+    take = np.empty(best.shape, dtype=bool)
+    unset = True  # some window has not met a position inside the input yet
+    for offsets in itertools.product(*[range(k) for k in kernel]):
+        flat, inside = 0, True
+        for d, (j, o, s, p, dil, n) in enumerate(zip(offsets, outs, stride, padding, dilation,
+                                                     spatial)):
+            pos = (np.arange(o) * s - p + j * dil).reshape((o,) + (1,) * (nd - 1 - d))
+            flat = flat + pos * plane_strides[d]
+            inside = inside & (pos >= 0) & (pos < n)
+        tap = padded[(Ellipsis,) + tuple(
+            slice(j * dil, j * dil + s * (o - 1) + 1, s)
+            for j, o, s, dil in zip(offsets, outs, stride, dilation))]
+        everywhere = bool(inside.all())
+        if unset:  # the windows' first positions inside the input
+            np.copyto(index, flat, where=(index < 0) if everywhere else (index < 0) & inside)
+            unset = not everywhere and bool((index < 0).any())
+        np.greater(tap, best, out=take)
+        if floating:
+            take |= np.isnan(tap)
+        if not everywhere:
+            take &= inside
+        np.copyto(best, tap, where=take)
+        np.copyto(index, flat, where=take)
+    return index

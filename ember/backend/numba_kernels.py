@@ -2,7 +2,7 @@
 
 `available()` says whether numba can be used: it is installed and EMBER_NO_NUMBA is not set.
 `jit_source(source, name)` compiles the function `name` defined by Python `source` with
-`numba.njit` and caches the dispatcher by its source text, so a kernel that several graphs
+`numba.njit` and caches the dispatcher by its source text and name, so a kernel that several graphs
 generate alike (same expression, dtypes and rank: the source spells all three) compiles once
 per process; numba then specialises it once per argument type (dtype, rank, memory layout).
 `compile_seconds()` reports the time spent compiling, for benchmarks.
@@ -97,7 +97,7 @@ def jit_source(source: str, name: str, disk: bool = True):
     """The numba-compiled function `name` from `source` (cached by source text); None when
     numba is not available. `disk=False` skips the on-disk cache (a retry when loading from
     it failed)."""
-    kernel = _cache.get((source, disk))
+    kernel = _cache.get((source, name, disk))
     if kernel is not None:
         return kernel
     numba = _load()
@@ -108,7 +108,7 @@ def jit_source(source: str, name: str, disk: bool = True):
                                                                               name)
     kernel = numba.njit(fastmath=False, nogil=True, cache=on_disk, error_model="numpy")(fn)
     _state["seconds"] += time.perf_counter() - start
-    _cache[(source, disk)] = kernel
+    _cache[(source, name, disk)] = kernel
     return kernel
 
 

@@ -14,17 +14,18 @@ import numpy as np
 __all__ = ["is_tensor", "tensor_type", "to_numpy", "to_tensor"]
 
 _TENSOR_TYPE = None
+_FROM_NUMPY = None
 
 
 def tensor_type():
     """ember's Tensor class, or None while the core is not importable."""
-    global _TENSOR_TYPE
+    global _TENSOR_TYPE, _FROM_NUMPY
     if _TENSOR_TYPE is None:
         try:
-            from ember.tensor import Tensor
+            from ember.tensor import Tensor, from_numpy
         except ImportError:  # the core has not landed yet
             return None
-        _TENSOR_TYPE = Tensor
+        _TENSOR_TYPE, _FROM_NUMPY = Tensor, from_numpy
     return _TENSOR_TYPE
 
 
@@ -35,14 +36,14 @@ def is_tensor(value) -> bool:
 
 def to_tensor(array):
     """Wrap a NumPy array (or scalar) as an ember Tensor sharing its memory."""
+    if type(array) is np.ndarray and _FROM_NUMPY is not None:  # the per-element fast path
+        return _FROM_NUMPY(array)
     cls = tensor_type()
     if cls is None:
         return np.asarray(array)
     if isinstance(array, cls):
         return array
-    from ember.tensor import from_numpy
-
-    return from_numpy(np.asarray(array))
+    return _FROM_NUMPY(np.asarray(array))
 
 
 def to_numpy(value):

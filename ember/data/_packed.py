@@ -13,13 +13,15 @@ What the DataLoader does about it, before forking its workers (fork start method
 1. `pack_dataset` walks the dataset's instance attributes (and those of datasets it holds,
    such as `Subset.dataset` or `ConcatDataset.datasets`) and finds each list or tuple of at
    least `PACK_MIN_LENGTH` elements. Each worker swaps its (copy-on-write) view of such an
-   attribute for a read-only column that gives back the same values, and keeps the original
-   alive, so the original is never freed (never walked, never written) in the worker. The
-   parent's dataset is untouched. A dataset that needs the list object itself in its workers
-   turns this off with `DataLoader(..., pack_dataset=False)`.
+   attribute for a column that gives back the same values, and keeps the original alive, so
+   the original is never freed (never walked, never written) in the worker. The parent's
+   dataset is untouched. A dataset that needs the list object itself in its workers (an
+   `isinstance(x, list)` check, or writes to a packed column) turns this off with
+   `DataLoader(..., pack_dataset=False)`.
 2. The column is, on CPython, a `BorrowedColumn`: it reads the shared objects' memory directly
    (Note [Borrowed reads]) and builds the worker's own copy of each value it is asked for, so
-   nothing is copied up front and no shared page is written. Where that reader is not
+   nothing is copied up front and no shared page is written; writes and list methods go to
+   the list itself. Where that reader is not
    available (another interpreter, or an object layout it does not recognise), it is a
    `PackedColumn`: lists of str, bytes, int, float, bool or tuples of them are packed into
    NumPy buffers (one pass over the list at each worker start, about 0.3 s per million
@@ -296,9 +298,11 @@ def _same(got, want) -> bool:
 
 
 class BorrowedColumn(_Column):
-    """A read-only view of a list or tuple whose str, bytes, int, float, bool, None and tuple
-    elements are read from the shared objects without writing to them (Note [Borrowed reads]);
-    other elements are read the ordinary way. Made in the parent, read in forked workers.
+    """A view of a list or tuple whose str, bytes, int, float, bool, None and tuple elements
+    are read from the shared objects without writing to them (Note [Borrowed reads]); other
+    elements are read the ordinary way. Made in the parent, read in forked workers. Everything
+    else (assignment, `append`, `sort`, `+`, ...) goes to the list itself, so a dataset that
+    changes its list in a worker still can (the pages it writes are then copied, as usual).
 
     Example:
         >>> values = ["cat", 3, (b"x", 0.5), {"d": 1}]
@@ -314,22 +318,63 @@ class BorrowedColumn(_Column):
             )
         if not borrowing_supported():
             raise RuntimeError("BorrowedColumn: this interpreter's objects cannot be read in place")
+        self._bind(values)
+
+    def _bind(self, values) -> None:
         self.values = values
-        self.length = len(values)
         self._address = id(values) - _MEMORY_START
         self._inline = type(values) is tuple  # a tuple's item pointers follow its header
+
+    @property
+    def length(self) -> int:
+        return len(self.values)
 
     def _one(self, index: int):
         memory = _memory_view
         if self._inline:
-            size, items = self.length, self._address + 24
-        else:  # a list's size and item array, read again each time (the list may change)
+            items = self._address + 24
+        else:  # a list's size and item array, read together (the list may have changed)
             size, items = _UNPACK_QQ(memory, self._address + 16)
+            if index >= size:
+                return self.values[index]  # the ordinary error
             items -= _MEMORY_START
-        if size != self.length:  # the worker changed the list through another reference
-            return self.values[index]
         value = _read(_UNPACK_Q(memory, items + 8 * index)[0])
         return self.values[index] if value is _MISSING else value
+
+    # -- the rest is the list's ------------------------------------------------------------
+    def __getattr__(self, name):
+        if name in ("values", "_address", "_inline"):  # not set yet (copying, unpickling)
+            raise AttributeError(name)
+        return getattr(self.values, name)
+
+    def __setitem__(self, index, value):
+        self.values[index] = value
+
+    def __delitem__(self, index):
+        del self.values[index]
+
+    def __iadd__(self, other):
+        if self._inline:
+            self._bind(self.values + tuple(other))
+        else:
+            self.values += other
+        return self
+
+    def __add__(self, other):
+        return self.values + (other.values if isinstance(other, BorrowedColumn) else other)
+
+    def __radd__(self, other):
+        return other + self.values
+
+    def __mul__(self, count):
+        return self.values * count
+
+    __rmul__ = __mul__
+
+    def __eq__(self, other):
+        return self.values == (other.values if isinstance(other, BorrowedColumn) else other)
+
+    __hash__ = None
 
     def __repr__(self) -> str:
         return f"BorrowedColumn({type(self.values).__name__}, len={self.length})"

@@ -199,7 +199,11 @@ class Pipeline(IterableDataset):
         return self._make_iterator()
 
     def __iter__(self):
-        return (_map_structure(_leaf_to_user, e) for e in self._make_iterator())
+        for element in self._make_iterator():
+            if type(element) is np.ndarray and element.dtype.kind not in "USO":
+                yield to_tensor(element)  # the common case, without the structure walk
+            else:
+                yield _map_structure(_leaf_to_user, element)
 
     def as_numpy_iterator(self) -> Iterator:
         """Iterate with NumPy arrays as leaves (str as bytes)."""

@@ -54,6 +54,9 @@ from ember.nn.modules.layers import (
     AdaptiveMaxPool2d as AdaptiveMaxPool2d,
 )
 from ember.nn.modules.layers import (
+    AvgPool1d as AvgPool1d,
+)
+from ember.nn.modules.layers import (
     AvgPool2d as AvgPool2d,
 )
 from ember.nn.modules.layers import (
@@ -93,7 +96,22 @@ from ember.nn.modules.layers import (
     Linear as Linear,
 )
 from ember.nn.modules.layers import (
+    MaxPool1d as MaxPool1d,
+)
+from ember.nn.modules.layers import (
     MaxPool2d as MaxPool2d,
+)
+from ember.nn.modules.layers import (
+    MaxPool3d as MaxPool3d,
+)
+from ember.nn.modules.layers import (
+    MaxUnpool1d as MaxUnpool1d,
+)
+from ember.nn.modules.layers import (
+    MaxUnpool2d as MaxUnpool2d,
+)
+from ember.nn.modules.layers import (
+    MaxUnpool3d as MaxUnpool3d,
 )
 from ember.nn.modules.layers import (
     Unflatten as Unflatten,

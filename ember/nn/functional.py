@@ -1,11 +1,13 @@
 """`ember.nn.functional`: the functional form of every layer, activation and loss.
 
 Names only: each is the op (or composite) from `ember.ops`, re-exported (STYLE.md habit 13).
-The few functions defined here are thin argument adapters with PyTorch's signatures.
+The few functions defined here are thin argument adapters with PyTorch's signatures, and
+`embedding`, whose `max_norm` rewrites the weight in place outside autograd (a layer-5 job).
 """
 
 from __future__ import annotations
 
+from ember._util.errors import at_user_line
 from ember.ops.conv import (
     adaptive_avg_pool2d as adaptive_avg_pool2d,
 )
@@ -29,6 +31,18 @@ from ember.ops.conv import (
 )
 from ember.ops.conv import (
     max_pool2d as max_pool2d,
+)
+from ember.ops.conv import (
+    max_pool3d as max_pool3d,
+)
+from ember.ops.conv import (
+    max_unpool1d as max_unpool1d,
+)
+from ember.ops.conv import (
+    max_unpool2d as max_unpool2d,
+)
+from ember.ops.conv import (
+    max_unpool3d as max_unpool3d,
 )
 from ember.ops.elementwise import (
     relu as relu,
@@ -103,15 +117,58 @@ from ember.ops.nn import (
 from ember.ops.nn import (
     softplus as softplus,
 )
-from ember.ops.shape import (
-    embedding as embedding,
-)
+from ember.ops.elementwise import where
+from ember.ops.shape import embedding as _embedding
 from ember.ops.shape import (
     one_hot as one_hot,
 )
 from ember.ops.shape import (
     pad as pad,
 )
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False):
+    """Rows of `weight` picked by the integer tensor `input` (PyTorch's F.embedding).
+
+    With `max_norm`, each row that `input` looks up and whose `norm_type`-norm exceeds
+    `max_norm` is first rescaled to norm max_norm, in place in `weight` and without gradient
+    (PyTorch's embedding_renorm_; a row looked up several times is rescaled once). The rest is
+    `ember.ops.shape.embedding`: no gradient to `padding_idx`'s row, `scale_grad_by_freq`.
+
+    Example:
+        >>> import ember
+        >>> weight = ember.tensor([[3.0, 4.0], [0.3, 0.4]])
+        >>> out = embedding(ember.tensor([0, 0, 1]), weight, max_norm=1.0)
+        >>> [round(n, 4) for n in out.norm(dim=-1).tolist()]  # row 1's norm 0.5 is kept
+        [1.0, 1.0, 0.5]
+        >>> [round(v, 4) for v in weight[0].tolist()]  # row 0 was rescaled in place
+        [0.6, 0.8]
+    """
+    if max_norm is not None:
+        _embedding_renorm_(weight, input, float(max_norm), float(norm_type))
+    return _embedding(input, weight, padding_idx, scale_grad_by_freq, sparse)
+
+
+def _embedding_renorm_(weight, index, max_norm: float, norm_type: float) -> None:
+    """weight[i] *= max_norm / (norm + 1e-7) for each looked-up row i whose norm exceeds
+    max_norm, in place and outside autograd. Every copy of a repeated index is computed from
+    the same old row, so the repeated writes store one value."""
+    from ember.autograd.grad_mode import no_grad
+    from ember.tensor import _interceptors_active
+
+    if _interceptors_active():
+        raise NotImplementedError(at_user_line(
+            "embedding: max_norm rewrites weight rows in place before the lookup, which a "
+            "compiled function cannot trace yet (the lookup would lose weight's gradient); call "
+            "the embedding outside ember.compile, or leave max_norm out"))
+    if index.dtype.is_floating_point:
+        raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
+    with no_grad():
+        rows = weight[index]
+        norms = rows.norm(norm_type, dim=-1, keepdim=True)
+        scale = where(norms > max_norm, max_norm / (norms + 1e-7), 1.0)
+        weight[index] = rows * scale
 
 
 def bilinear(input1, input2, weight, bias=None):

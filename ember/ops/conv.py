@@ -1,5 +1,10 @@
 """Convolution and pooling primitives (NCHW), and composites (conv1d, avg/adaptive pooling).
 
+Pooling primitives: max_pool2d and its gradient (fast NumPy kernels), max_pool_indices (each
+window's argmax, for return_indices and second-order gradients) and max_unpool, the last two
+over any number of spatial dims (Note [Pool windows]). max_pool1d runs as 2-D, max_pool3d
+gathers the input at max_pool_indices; avg pooling is a depthwise conv2d.
+
 conv2d is computed as im2col (a strided window view, copied once) times a GEMM, per group in
 one batched matmul. Its VJPs are two more primitives, `conv2d_input_grad` and
 `conv2d_weight_grad`; the three are bilinear and their VJPs are written with each other, so
@@ -8,9 +13,15 @@ second-order gradients work.
 
 from __future__ import annotations
 
-from ember._util.errors import ShapeError
+import math
+
+from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError, at_user_line
 from ember.backend import conv_kernels as _np_kernels
-from ember.ops.registry import apply, defop, same_dtype
+from ember.ops.registry import apply, defop, int64_dtype, same_dtype
+
+
+def _needs_grad(t):
+    return getattr(t, "requires_grad", True)
 
 
 def _pair(v, name):
@@ -89,10 +100,6 @@ def _conv_vjp(g, y, x, w, stride, padding, dilation, groups):
     return gx, gw
 
 
-def _needs_grad(t):
-    return getattr(t, "requires_grad", True)
-
-
 CONV2D = defop("conv2d", _conv_forward, _conv_vjp, shape=_conv_shape,
                dtype=lambda a, b, **k: a, promote="common")
 
@@ -150,39 +157,64 @@ CONV2D_WEIGHT_GRAD = defop(
     promote="common", doc="Gradient of conv2d with respect to its weight.")
 
 
-# --- max pooling ------------------------------------------------------------------------------
+# --- pooling primitives ---------------------------------------------------------------------------
+# Note [Pool windows]: along one spatial dim of size n, output window o covers the input
+# positions o*s - p + j*d for j < k (s stride, p padding, d dilation, k kernel). ceil_mode adds a
+# last, partial window only if it starts inside the input or the left padding ((o-1)*s < n + p),
+# as PyTorch does. Max pooling never picks a padding position: a window's index (flat over the
+# (N, C) plane's spatial dims, row-major, as PyTorch's `return_indices`) is its first maximum in
+# row-major scan order, or its last NaN if it holds one (PyTorch's CPU kernels keep
+# `val > max || isnan(val)`); a window of nothing but -inf picks its first position in the input.
+# The reference kernels below are written for any number of spatial dims; max_pool2d's fast
+# NumPy kernels (ember.backend.conv_kernels) follow the same rules and are tested against them.
+
+
 def _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode, fill):
-    _n, _c, h, w = x.shape
-    kh, kw = kernel
-    ho = _out_size(h, kh, stride[0], padding[0], dilation[0], ceil_mode)
-    wo = _out_size(w, kw, stride[1], padding[1], dilation[1], ceil_mode)
-    eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
-    extra_h = max(0, (ho - 1) * stride[0] + eh - (h + 2 * padding[0]))
-    extra_w = max(0, (wo - 1) * stride[1] + ew - (w + 2 * padding[1]))
-    xp_ = xp.pad(x, ((0, 0), (0, 0), (padding[0], padding[0] + extra_h),
-                     (padding[1], padding[1] + extra_w)), constant_values=fill)
-    win = xp.windows(xp_, (eh, ew), axis=(2, 3))
-    win = win[:, :, ::stride[0], ::stride[1], ::dilation[0], ::dilation[1]][:, :, :ho, :wo]
-    return win, xp_.shape
+    """(N, C, *out, *kernel) windows of x, padded at `fill` (plus the ceil-mode overhang)."""
+    outs, extents, widths = [], [], [(0, 0)] * (x.ndim - len(kernel))
+    for n, k, s, p, d in zip(x.shape[x.ndim - len(kernel):], kernel, stride, padding, dilation):
+        o = _out_size(n, k, s, p, d, ceil_mode)
+        e = d * (k - 1) + 1
+        outs.append(o)
+        extents.append(e)
+        widths.append((p, p + max(0, (o - 1) * s + e - (n + 2 * p))))
+    padded = xp.pad(x, tuple(widths), constant_values=fill)
+    nd = len(kernel)
+    win = xp.windows(padded, tuple(extents), axis=tuple(range(x.ndim - nd, x.ndim)))
+    lead = (slice(None),) * (x.ndim - nd)
+    return win[lead + tuple(slice(None, (o - 1) * s + 1, s) for o, s in zip(outs, stride))
+               + tuple(slice(None, None, d) for d in dilation)]
+
+
+def _lowest(xp, dtype):
+    return -xp.inf if dtype.kind == "f" else xp.iinfo(dtype).min
+
+
+def _pool_out_shape(op, x, kernel, stride, padding, dilation, ceil_mode):
+    """The output shape of max pooling over x's last len(kernel) dims; errors name `op`."""
+    nd = len(kernel)
+    x = tuple(x)
+    if len(x) != nd + 2:
+        dims = ("L",) if nd == 1 else ("H", "W") if nd == 2 else ("D", "H", "W")
+        raise ShapeError(f"{op}: expected a {nd + 2}-D input (N, C, {', '.join(dims)}), got {x}")
+    for k, p in zip(kernel, padding):
+        if p > k // 2:
+            raise ShapeError(f"{op}: padding {padding} must be at most half the kernel {kernel}")
+    outs = tuple(_out_size(n, k, s, p, d, ceil_mode)
+                 for n, k, s, p, d in zip(x[2:], kernel, stride, padding, dilation))
+    if any(o <= 0 for o in outs):
+        raise ShapeError(f"{op}: kernel {kernel} (dilation {dilation}, padding {padding}) is "
+                         f"larger than the input {x}")
+    return x[:2] + outs
 
 
 def _max_pool_shape(x, kernel, stride, padding, dilation, ceil_mode):
-    if len(x) != 4:
-        raise ShapeError(f"max_pool2d: expected a 4-D input (N, C, H, W), got {tuple(x)}")
-    for k, p in zip(kernel, padding):
-        if p > k // 2:
-            raise ShapeError(f"max_pool2d: padding {padding} must be at most half the kernel "
-                             f"{kernel}")
-    ho = _out_size(x[2], kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
-    wo = _out_size(x[3], kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
-    if ho <= 0 or wo <= 0:
-        raise ShapeError(f"max_pool2d: kernel {kernel} is larger than the input {tuple(x)}")
-    return (x[0], x[1], ho, wo)
+    return _pool_out_shape("max_pool2d", x, kernel, stride, padding, dilation, ceil_mode)
 
 
 def _max_pool_forward(xp, x, kernel, stride, padding, dilation, ceil_mode):
-    fill = -xp.inf if x.dtype.kind == "f" else xp.iinfo(x.dtype).min
-    win, _ = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode, fill)
+    win = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode,
+                        _lowest(xp, x.dtype))
     return win.max(axis=(4, 5))
 
 
@@ -195,28 +227,101 @@ MAX_POOL2D = defop("max_pool2d", _max_pool_forward, _max_pool_vjp, shape=_max_po
                    dtype=same_dtype)
 
 
+def _max_pool_indices_forward(xp, x, kernel, stride, padding, dilation, ceil_mode):
+    nd = len(kernel)
+    spatial = tuple(x.shape[2:])
+    win = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode,
+                        _lowest(xp, x.dtype))
+    outs = tuple(win.shape[2: 2 + nd])
+    taps = math.prod(kernel)
+    values = win.reshape(tuple(x.shape[:2]) + outs + (taps,))
+    plane = xp.arange(math.prod(spatial), dtype=xp.int64).reshape((1, 1) + spatial)
+    where = _pool_windows(xp, plane, kernel, stride, padding, dilation, ceil_mode, -1)
+    where = where.reshape((1, 1) + outs + (taps,))
+    hits = (where >= 0) & (values == values.max(axis=-1, keepdims=True))
+    pick = hits.argmax(axis=-1)  # first maximum inside the input (Note [Pool windows])
+    if x.dtype.kind == "f":
+        nan = xp.isnan(values)
+        last_nan = taps - 1 - nan[..., ::-1].argmax(axis=-1)
+        pick = xp.where(nan.any(axis=-1), last_nan, pick)
+    where = xp.broadcast_to(where, values.shape)
+    return xp.take_along_axis(where, pick[..., None], axis=-1)[..., 0].astype(xp.int64)
+
+
+def _max_pool_indices_shape(x, kernel, stride, padding, dilation, ceil_mode):
+    return _pool_out_shape(f"max_pool{len(kernel)}d", x, kernel, stride, padding, dilation,
+                           ceil_mode)
+
+
+MAX_POOL_INDICES = defop(
+    "max_pool_indices", _max_pool_indices_forward, shape=_max_pool_indices_shape,
+    dtype=int64_dtype,
+    doc="Each max-pooling window's argmax as a flat index into its (N, C) plane, over any "
+        "number of spatial dims (Note [Pool windows]); PyTorch's return_indices.")
+
+
+def _gather_planes(t, index, shape):
+    """t's values at the flat per-(N, C)-plane positions `index`, reshaped to `shape`."""
+    n, c = index.shape[0], index.shape[1]
+    plane = math.prod(tuple(t.shape)[2:])
+    picked = t.reshape(n, c, plane).gather(2, index.reshape(n, c, math.prod(index.shape[2:])))
+    return picked.reshape(shape)
+
+
 def _max_pool_grad_forward(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
-    n, c, h, w = x.shape
-    win, padded_shape = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode,
-                                      -xp.inf)
-    ho, wo = win.shape[2], win.shape[3]
-    kh, kw = kernel
-    arg = win.reshape(n, c, ho, wo, kh * kw).argmax(axis=-1)  # first max, as PyTorch
-    ki, kj = arg // kw, arg % kw
-    rows = xp.arange(ho).reshape(1, 1, ho, 1) * stride[0] + ki * dilation[0]
-    cols = xp.arange(wo).reshape(1, 1, 1, wo) * stride[1] + kj * dilation[1]
-    hp, wp = padded_shape[2], padded_shape[3]
-    plane = (xp.arange(n * c).reshape(n, c, 1, 1)) * (hp * wp)
-    flat = (plane + rows * wp + cols).reshape(-1)
-    out = xp.bincount(flat, weights=g.reshape(-1).astype(xp.float64), minlength=n * c * hp * wp)
-    out = out.reshape(n, c, hp, wp)[:, :, padding[0]: padding[0] + h, padding[1]: padding[1] + w]
-    return out.astype(g.dtype)
+    index = _max_pool_indices_forward(xp, x, kernel, stride, padding, dilation, ceil_mode)
+    n, c = x.shape[0], x.shape[1]
+    plane = math.prod(x.shape[2:])
+    offsets = xp.arange(n * c, dtype=xp.int64).reshape((n, c) + (1,) * (index.ndim - 2)) * plane
+    flat = (offsets + index).reshape(-1)
+    out = xp.bincount(flat, weights=g.reshape(-1).astype(xp.float64), minlength=n * c * plane)
+    return out.reshape(x.shape).astype(g.dtype)
+
+
+def _max_pool_grad_vjp(gg, y, g, x, kernel, stride, padding, dilation, ceil_mode):
+    # linear in g: its transpose picks each window's maximum position out of gg (PyTorch's
+    # max_pool_double_backward); piecewise constant in x, so zero there, as in PyTorch
+    index = apply(MAX_POOL_INDICES, x, kernel=kernel, stride=stride, padding=padding,
+                  dilation=dilation, ceil_mode=ceil_mode)
+    gx = gg.new_zeros(tuple(x.shape)) if _needs_grad(x) else None
+    return _gather_planes(gg, index, tuple(g.shape)), gx
 
 
 MAX_POOL2D_GRAD = defop(
-    "max_pool2d_grad", _max_pool_grad_forward,
+    "max_pool2d_grad", _max_pool_grad_forward, _max_pool_grad_vjp,
     shape=lambda g, x, **a: tuple(x), dtype=same_dtype,
-    doc="Routes each window's gradient to its (first) maximum. Not differentiable again.")
+    doc="Routes each window's gradient to its maximum (Note [Pool windows]).")
+
+
+def _max_unpool_shape(x, index, output_size):
+    if tuple(x) != tuple(index):
+        raise ShapeError(f"max_unpool{len(output_size)}d: indices of shape {tuple(index)} must "
+                         f"have the input's shape {tuple(x)}")
+    return tuple(x[:2]) + tuple(output_size)
+
+
+def _max_unpool_forward(xp, x, index, output_size):
+    n, c = x.shape[0], x.shape[1]
+    plane = math.prod(output_size)
+    flat = index.reshape(n, c, math.prod(index.shape[2:]))
+    if flat.size:
+        low, high = int(flat.min()), int(flat.max())
+        if low < 0 or high >= plane:
+            raise IndexOutOfRange(
+                f"max_unpool{len(output_size)}d: index {low if low < 0 else high} is out of "
+                f"range for an output of spatial size {tuple(output_size)} (expected indices "
+                f"in [0, {plane}))")
+    out = xp.zeros((n, c, plane), dtype=x.dtype)
+    xp.put_along_axis(out, flat, x.reshape(flat.shape), axis=2)
+    return out.reshape((n, c) + tuple(output_size))
+
+
+MAX_UNPOOL = defop(
+    "max_unpool", _max_unpool_forward,
+    lambda g, y, x, index, output_size: (_gather_planes(g, index, tuple(x.shape)), None),
+    shape=_max_unpool_shape, dtype=lambda a, b, **k: a,
+    doc="Zeros of (N, C, *output_size) with x written at the flat per-plane positions `index` "
+        "(max pooling's indices); any number of spatial dims.")
 
 # faster NumPy kernels (ember.backend.conv_kernels); the forwards above stay the spec
 CONV2D.def_kernel("numpy")(_np_kernels.conv2d)
@@ -224,6 +329,7 @@ CONV2D_INPUT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_input_grad)
 CONV2D_WEIGHT_GRAD.def_kernel("numpy")(_np_kernels.conv2d_weight_grad)
 MAX_POOL2D.def_kernel("numpy")(_np_kernels.max_pool2d)
 MAX_POOL2D_GRAD.def_kernel("numpy")(_np_kernels.max_pool2d_grad)
+MAX_POOL_INDICES.def_kernel("numpy")(_np_kernels.max_pool_indices)
 
 
 # --- wrappers -----------------------------------------------------------------------------------
@@ -269,59 +375,209 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return out if bias is None else out + bias.reshape(1, -1, 1)
 
 
+def _ntuple(v, n, name, op):
+    if isinstance(v, int):
+        return (v,) * n
+    v = tuple(int(x) for x in v)
+    if len(v) == 1:
+        return v * n
+    if len(v) != n:
+        raise ValueError(at_user_line(f"{op}: {name} must be an int or {n} ints, got {v}"))
+    return v
+
+
+def _pool_attrs(op, nd, kernel_size, stride, padding, dilation=1):
+    kernel = _ntuple(kernel_size, nd, "kernel_size", op)
+    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) \
+        else _ntuple(stride, nd, "stride", op)
+    padding = _ntuple(padding, nd, "padding", op)
+    dilation = _ntuple(dilation, nd, "dilation", op)
+    for name, v, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
+                         ("padding", padding, 0), ("dilation", dilation, 1)):
+        if any(e < low for e in v):
+            raise ValueError(at_user_line(f"{op}: {name} must be at least {low}, got {v}"))
+    return kernel, stride, padding, dilation
+
+
+def _batched(op, nd, x):
+    """x with a batch dim (unbatched inputs get one), and whether it was added."""
+    if x.ndim not in (nd + 1, nd + 2):
+        raise ShapeError(f"{op}: expected a {nd + 1}-D or {nd + 2}-D input, got shape "
+                         f"{tuple(x.shape)}")
+    return (x.unsqueeze(0), True) if x.ndim == nd + 1 else (x, False)
+
+
+def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    x, unbatched = _batched(op, nd, x)
+    kernel, stride, padding, dilation = _pool_attrs(op, nd, kernel_size, stride, padding,
+                                                    dilation)
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+             "ceil_mode": bool(ceil_mode)}
+    shape = _pool_out_shape(op, tuple(x.shape), **attrs)  # errors in the caller's terms
+    index = None
+    if nd == 3:  # the values are the input at the indices; gather's VJPs give every order
+        index = apply(MAX_POOL_INDICES, x, **attrs)
+        out = _gather_planes(x, index, shape)
+    else:  # 1-D as 2-D with a unit height: the fast kernels; flat indices are the same
+        x2 = x.unsqueeze(2) if nd == 1 else x
+        attrs2 = attrs if nd == 2 else {
+            "kernel": (1,) + kernel, "stride": (1,) + stride, "padding": (0,) + padding,
+            "dilation": (1,) + dilation, "ceil_mode": bool(ceil_mode)}
+        out = apply(MAX_POOL2D, x2, **attrs2)
+        if return_indices:
+            index = apply(MAX_POOL_INDICES, x2, **attrs2)
+        if nd == 1:
+            out = out.squeeze(2)
+            index = None if index is None else index.squeeze(2)
+    if unbatched:
+        out = out.squeeze(0)
+        index = None if index is None else index.squeeze(0)
+    return (out, index) if return_indices else out
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling over (N, C, L) or (C, L); with return_indices, also each window's argmax.
+
+    Example:
+        >>> import ember
+        >>> out, idx = max_pool1d(ember.tensor([[[1.0, 3.0, 2.0, 0.0]]]), 2, return_indices=True)
+        >>> out.tolist(), idx.tolist()
+        ([[[3.0, 2.0]]], [[[1, 2]]])
+    """
+    return _max_pool("max_pool1d", 1, x, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    if return_indices:
-        raise NotImplementedError("max_pool2d: return_indices=True is not supported yet")
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x.unsqueeze(0)
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
-    out = apply(MAX_POOL2D, x, kernel=kernel, stride=stride, padding=_pair(padding, "padding"),
-                dilation=_pair(dilation, "dilation"), ceil_mode=bool(ceil_mode))
-    return out.squeeze(0) if squeeze else out
+    """Max pooling over (N, C, H, W) or (C, H, W) (Note [Pool windows]).
+
+    With return_indices=True it returns (values, indices): int64 flat indices into each
+    (N, C) plane of H*W, the input of `max_unpool2d`.
+    """
+    return _max_pool("max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
 
 
-def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    one = lambda v: (1, v if isinstance(v, int) else v[0])
-    return max_pool2d(x.unsqueeze(-2), one(kernel_size), None if stride is None else one(stride),
-                      (0, padding if isinstance(padding, int) else padding[0]), one(dilation),
-                      ceil_mode).squeeze(-2)
+def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max pooling over (N, C, D, H, W) or (C, D, H, W); indices are flat over D*H*W."""
+    return _max_pool("max_pool3d", 3, x, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def _max_unpool(op, nd, x, indices, kernel_size, stride, padding, output_size):
+    x, unbatched = _batched(op, nd, x)
+    if indices.dtype.is_floating_point or indices.dtype.name == "bool":
+        raise DTypeError(f"{op}: indices must be an integer tensor, got {indices.dtype}")
+    if unbatched:
+        indices = indices.unsqueeze(0)
+    if tuple(indices.shape) != tuple(x.shape):
+        shown = tuple(indices.shape)[1:] if unbatched else tuple(indices.shape)
+        raise ShapeError(f"{op}: indices of shape {shown} must have the input's shape "
+                         f"{tuple(x.shape)[1:] if unbatched else tuple(x.shape)}")
+    kernel, stride, padding, _ = _pool_attrs(op, nd, kernel_size, stride, padding)
+    default = tuple((n - 1) * s + k - 2 * p
+                    for n, k, s, p in zip(tuple(x.shape)[2:], kernel, stride, padding))
+    if output_size is None:
+        size = default
+    else:
+        size = tuple(int(v) for v in output_size)
+        if len(size) == nd + 2 or (unbatched and len(size) == nd + 1):
+            size = size[len(size) - nd:]
+        if len(size) != nd:
+            raise ShapeError(f"{op}: output_size should have {nd} or {nd + 2} elements, got "
+                             f"{tuple(output_size)}")
+        for d, (want, base, s) in enumerate(zip(size, default, stride)):
+            if not base - s < want < base + s:
+                raise ShapeError(f"{op}: invalid output_size {tuple(output_size)}: dim {d} must "
+                                 f"be between {base - s} and {base + s} (exclusive), got {want}")
+    if any(v < 0 for v in size):
+        raise ShapeError(f"{op}: the output size {size} has a negative dim (input "
+                         f"{tuple(x.shape)}, kernel {kernel}, stride {stride}, padding {padding})")
+    out = apply(MAX_UNPOOL, x, indices, output_size=size)
+    return out.squeeze(0) if unbatched else out
+
+
+def max_unpool1d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool1d: x written at `indices`, zeros elsewhere."""
+    return _max_unpool("max_unpool1d", 1, x, indices, kernel_size, stride, padding, output_size)
+
+
+def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool2d: x written at `indices` (flat over H*W), zeros elsewhere.
+
+    Example:
+        >>> import ember
+        >>> x = ember.tensor([[[[1.0, 2.0], [4.0, 3.0]]]])
+        >>> out, idx = max_pool2d(x, 2, return_indices=True)
+        >>> max_unpool2d(out, idx, 2).tolist()
+        [[[[0.0, 0.0], [4.0, 0.0]]]]
+    """
+    return _max_unpool("max_unpool2d", 2, x, indices, kernel_size, stride, padding, output_size)
+
+
+def max_unpool3d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool3d: x written at `indices` (flat over D*H*W)."""
+    return _max_unpool("max_unpool3d", 3, x, indices, kernel_size, stride, padding, output_size)
+
+
+def _window_counts(n, k, s, p, out, count_include_pad):
+    """How many positions each window along one dim averages (PyTorch's CPU avg_pool rule)."""
+    counts = []
+    for o in range(out):
+        start = o * s - p
+        end = min(start + k, n + p)  # the ceil-mode overhang past the padding never counts
+        if not count_include_pad:
+            start, end = max(start, 0), min(end, n)
+        counts.append(end - start)
+    return counts
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    """Average pooling as a depthwise convolution with a constant kernel."""
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x.unsqueeze(0)
-    if x.ndim != 4:
-        raise ShapeError(f"avg_pool2d: expected a 3-D or 4-D input, got {tuple(x.shape)}")
-    if ceil_mode:
-        raise NotImplementedError("avg_pool2d: ceil_mode=True is not supported yet")
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
+    """Average pooling as a depthwise convolution with a constant kernel (Note [Pool windows]).
+
+    The divisor is divisor_override if given, else the window's size inside the padded input
+    (count_include_pad) or inside the input alone.
+    """
+    x, unbatched = _batched("avg_pool2d", 2, x)
+    kernel, stride, padding, _ = _pool_attrs("avg_pool2d", 2, kernel_size, stride, padding)
+    if divisor_override is not None and int(divisor_override) == 0:
+        raise ValueError(at_user_line("avg_pool2d: divisor_override must be non-zero, got 0"))
+    outs = _pool_out_shape("avg_pool2d", tuple(x.shape), kernel, stride, padding, (1, 1),
+                           bool(ceil_mode))[2:]
+    extra = [max(0, (o - 1) * s + k - (n + 2 * p))
+             for n, k, s, p, o in zip(tuple(x.shape)[2:], kernel, stride, padding, outs)]
     c = x.shape[1]
     weight = x.new_ones((c, 1) + kernel)
-    total = conv2d(x, weight, None, stride, padding, 1, c)
-    if divisor_override:
+    if any(extra):  # ceil mode's last windows run past the padding: zeros there, then no padding
+        from ember.ops.shape import pad as _pad
+
+        padded = _pad(x, (padding[1], padding[1] + extra[1], padding[0], padding[0] + extra[0]))
+        total = conv2d(padded, weight, None, stride, 0, 1, c)
+    else:
+        total = conv2d(x, weight, None, stride, padding, 1, c)
+    if divisor_override is not None:
         out = total / divisor_override
-    elif count_include_pad or padding == (0, 0):
+    elif not any(extra) and (count_include_pad or padding == (0, 0)):
         out = total / (kernel[0] * kernel[1])
     else:
-        counts = conv2d(x.new_ones((1, 1) + tuple(x.shape[2:])), x.new_ones((1, 1) + kernel),
-                        None, stride, padding)
-        out = total / counts
-    return out.squeeze(0) if squeeze else out
+        rows = _window_counts(x.shape[2], kernel[0], stride[0], padding[0], outs[0],
+                              count_include_pad)
+        cols = _window_counts(x.shape[3], kernel[1], stride[1], padding[1], outs[1],
+                              count_include_pad)
+        out = total / x.new_tensor([[r * q for q in cols] for r in rows])
+    return out.squeeze(0) if unbatched else out
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    one = lambda v: (1, v if isinstance(v, int) else v[0])
-    return avg_pool2d(x.unsqueeze(-2), one(kernel_size), None if stride is None else one(stride),
-                      (0, padding if isinstance(padding, int) else padding[0]), ceil_mode,
-                      count_include_pad).squeeze(-2)
+    x, unbatched = _batched("avg_pool1d", 1, x)
+    kernel, stride, padding, _ = _pool_attrs("avg_pool1d", 1, kernel_size, stride, padding)
+    out = avg_pool2d(x.unsqueeze(2), (1,) + kernel, (1,) + stride, (0,) + padding, ceil_mode,
+                     count_include_pad).squeeze(2)
+    return out.squeeze(0) if unbatched else out
 
 
 def _adaptive(x, output_size, reduce_fn, name):

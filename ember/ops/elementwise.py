@@ -1,4 +1,5 @@
-"""Elementwise primitives: unary math, binary arithmetic and comparisons, where, clamp, cast.
+"""Elementwise primitives: unary math, binary arithmetic and comparisons, where, clamp, cast,
+bitcast.
 
 Every VJP is written with ember ops (Tensor methods and the functions here), so it can be
 traced and differentiated again (Note [OpDef] in ember.ops.registry).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
+from ember._util.errors import ShapeError
 from ember.ops.registry import (
     apply, bool_dtype, broadcast_shapes, defop, same_dtype, same_shape,
 )
@@ -237,6 +239,74 @@ CAST = defop("cast", _cast_forward, lambda g, y, x, dtype: (g,), shape=same_shap
              doc="cast(x, dtype): convert elements (gradient flows back in the input dtype).")
 
 
+# Note [Bit views]: `x.view(dtype)` reinterprets the bytes, PyTorch's rules: the same element
+# size keeps the shape; another size rescales the last dim, which needs a tensor of at least
+# one dim whose last dim has stride 1 and, going to a larger element, a last dim, storage
+# offset and other strides divisible by the size ratio. Bits have no derivative: like
+# PyTorch's, the result never requires grad (the op has no VJP).
+def _bitcast_kind(source, dtype):
+    return f"{source.name} as {dtype.name}"
+
+
+def _bitcast_shape(shape, dtype, source):
+    shape = tuple(shape)
+    if dtype.itemsize == source.itemsize:
+        return shape
+    if not shape:
+        raise ShapeError(f"view(dtype): viewing {_bitcast_kind(source, dtype)} changes the "
+                         f"element size, which needs a tensor of at least 1 dim, got a 0-d one")
+    if dtype.itemsize < source.itemsize:
+        return shape[:-1] + (shape[-1] * (source.itemsize // dtype.itemsize),)
+    ratio = dtype.itemsize // source.itemsize
+    if shape[-1] % ratio:
+        raise ShapeError(f"view(dtype): viewing {_bitcast_kind(source, dtype)} needs the last "
+                         f"dim to be divisible by {ratio}, got shape {shape}")
+    return shape[:-1] + (shape[-1] // ratio,)
+
+
+def _element_offset(x):
+    """x's offset in elements from the start of the memory it views (NumPy arrays)."""
+    root = x
+    while getattr(root, "base", None) is not None and hasattr(root.base, "__array_interface__"):
+        root = root.base
+    try:
+        start = root.__array_interface__["data"][0]
+        return (x.__array_interface__["data"][0] - start) // x.itemsize
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _bitcast_forward(xp, x, dtype, source):
+    old, new = x.itemsize, dtype.itemsize
+    if old != new and x.size == 0:  # no bytes to read: strides do not matter
+        return xp.empty(_bitcast_shape(x.shape, dtype, source), dtype=dtype.numpy)
+    if old != new:
+        kind = _bitcast_kind(source, dtype)
+        if x.ndim and x.shape[-1] > 1 and x.strides[-1] != old:
+            raise ShapeError(f"view(dtype): viewing {kind} (different element sizes) needs the "
+                             f"last dim to have stride 1, got stride {x.strides[-1] // old}; "
+                             f"call .contiguous() first")
+        _bitcast_shape(x.shape, dtype, source)  # 0-d and divisibility
+        if new > old:
+            ratio = new // old
+            offset = _element_offset(x)
+            if offset % ratio:
+                raise ShapeError(f"view(dtype): viewing {kind} needs a storage offset divisible "
+                                 f"by {ratio}, got {offset}; call .contiguous() first")
+            for d, (n, step) in enumerate(zip(x.shape[:-1], x.strides[:-1])):
+                if n > 1 and (step // old) % ratio:
+                    raise ShapeError(f"view(dtype): viewing {kind} needs dim {d}'s stride to be "
+                                     f"divisible by {ratio}, got {step // old}; call "
+                                     f".contiguous() first")
+    return x.view(dtype.numpy)
+
+
+BITCAST = defop("bitcast", _bitcast_forward, None, shape=_bitcast_shape,
+                dtype=lambda d, dtype, source: dtype, view=True, save_inputs=False,
+                doc="bitcast(x, dtype): the same bytes read as another dtype (x.view(dtype), "
+                    "Note [Bit views]); not differentiable.")
+
+
 # --- functional wrappers ------------------------------------------------------------------------
 def neg(x): return apply(NEG, x)
 def abs(x): return apply(ABS, x)  # noqa: A001
@@ -301,6 +371,12 @@ def clamp(x, min=None, max=None):  # noqa: A002
     if max is not None:
         x = minimum(x, max)
     return x
+
+
+def bitcast(x, dtype):
+    """x.view(dtype): the same memory read as `dtype` (Note [Bit views])."""
+    dtype = _dt.as_dtype(dtype)
+    return apply(BITCAST, x, dtype=dtype, source=x.dtype)
 
 
 def cast(x, dtype):

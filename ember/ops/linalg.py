@@ -3,9 +3,12 @@ linear."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from ember import dtypes as _dt
 from ember._util.errors import ShapeError
 from ember.ops.registry import apply, broadcast_shapes, defop, same_dtype
-from ember.ops.elementwise import unbroadcast
+from ember.ops.elementwise import unbroadcast, where
 
 
 def _matmul_shape(a, b):
@@ -122,19 +125,44 @@ def _einsum_vjp(g, y, *operands, equation):
     terms = lhs.split(",")
     grads = []
     for i, (term, x) in enumerate(zip(terms, operands)):
-        if len(set(term)) != len(term):
-            raise NotImplementedError(f"einsum {equation}: gradient of an operand with a "
-                                      f"repeated subscript ({term!r}) is not supported")
+        # Note [Repeated subscripts]: an operand 'iij' enters only through its diagonal
+        # d[i, j] = x[i, i, j]; the gradient is d's gradient (subscripts 'ij', one per
+        # distinct letter) written on that diagonal, zero elsewhere.
+        letters = "".join(dict.fromkeys(term))
+        sizes = {c: x.shape[k] for k, c in reversed(list(enumerate(term)))}
         others = [(t, o) for j, (t, o) in enumerate(zip(terms, operands)) if j != i]
         available = set(out).union(*[set(t) for t, _ in others])
-        reduced = "".join(c for c in term if c in available)
+        reduced = "".join(c for c in letters if c in available)
         spec = ",".join([out] + [t for t, _ in others]) + "->" + reduced
         gi = apply(EINSUM, g, *[o for _, o in others], equation=spec)
-        if reduced != term:  # subscripts summed only inside this operand: broadcast back
-            shape = [x.shape[k] if c in available else 1 for k, c in enumerate(term)]
-            gi = gi.reshape(tuple(shape)).expand(tuple(x.shape))
+        if reduced != letters:  # subscripts summed only inside this operand: broadcast back
+            shape = tuple(sizes[c] if c in available else 1 for c in letters)
+            gi = gi.reshape(shape).expand(tuple(sizes[c] for c in letters))
+        if letters != term:
+            gi = _on_diagonal(gi, term, tuple(x.shape))
         grads.append(unbroadcast(gi, x) if tuple(gi.shape) != tuple(x.shape) else gi)
     return tuple(grads)
+
+
+def _on_diagonal(d, term, shape):
+    """The tensor of `shape` (subscripts `term`, with repeats) that holds `d` (one subscript
+    per distinct letter, first-appearance order) where repeated subscripts agree, else 0."""
+    first = {}
+    for k, c in enumerate(term):
+        first.setdefault(c, k)
+    # d's dims sit at each letter's first position; the repeats get size 1, then broadcast
+    placed = d.reshape(tuple(shape[k] if first[c] == k else 1 for k, c in enumerate(term)))
+    keep = np.ones((1,) * len(shape), dtype=bool)
+    for k, c in enumerate(term):
+        if first[c] != k:
+            along = [1] * len(shape)
+            along[k] = shape[k]
+            at_first = [1] * len(shape)
+            at_first[first[c]] = shape[first[c]]
+            keep = keep & (np.arange(shape[k]).reshape(along)
+                           == np.arange(shape[first[c]]).reshape(at_first))
+    mask = d.new_tensor(np.broadcast_to(keep, shape).copy(), dtype=_dt.bool_)
+    return where(mask, placed.expand(shape), 0.0)
 
 
 EINSUM = defop("einsum", lambda xp, *xs, equation: xp.einsum(equation, *xs, optimize=True),

@@ -19,7 +19,7 @@ import builtins
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
 from ember.ops.registry import apply, defop, same_dtype, int64_dtype
 from ember.ops.elementwise import unbroadcast, where
 
@@ -664,17 +664,48 @@ def one_hot(index, num_classes=-1):
     return (unsqueeze(index, -1) == classes).to(_dt.int64)
 
 
-def embedding(index, weight, padding_idx=None):
+def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=False):
+    """Rows of `weight` (num_embeddings, dim) picked by the integer tensor `index`.
+
+    `padding_idx`'s row receives no gradient; with `scale_grad_by_freq` each gradient row is
+    divided by how often its index occurs in `index`. (`max_norm`, which rewrites `weight` in
+    place, is `ember.nn.functional.embedding`'s.)
+    """
     if index.dtype.is_floating_point:
         raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D, got shape {tuple(weight.shape)}")
+    if sparse:
+        raise NotImplementedError(at_user_line(
+            "embedding: sparse=True asks for a sparse gradient tensor, and ember has no sparse "
+            "tensors; use sparse=False: the gradient is the same values as a dense "
+            "(num_embeddings, dim) tensor, which every ember optimizer accepts"))
+    num_embeddings = weight.shape[0]
+    if padding_idx is not None:
+        if not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"embedding: padding_idx {padding_idx} must be within "
+                             f"num_embeddings {num_embeddings}")
+        padding_idx %= num_embeddings
     out = apply(GETITEM, weight, index, spec=(("t",),))
-    if padding_idx is not None and weight.requires_grad:
-        # PyTorch: the padding row receives no gradient
-        keep = unsqueeze(index != padding_idx, -1)
-        out = where(keep, out, out.detach())
+    if weight.requires_grad:
+        if padding_idx is not None:
+            # PyTorch: the padding row receives no gradient
+            keep = unsqueeze(index != padding_idx, -1)
+            out = where(keep, out, out.detach())
+        if scale_grad_by_freq:
+            counts = apply(INDEX_ADD, weight.new_zeros((num_embeddings,)),
+                           weight.new_ones(tuple(index.shape)), index, spec=(("t",),))
+            out = _scale_gradient(out, unsqueeze(1.0 / apply(GETITEM, counts, index,
+                                                             spec=(("t",),)), -1))
     return out
+
+
+def _scale_gradient(x, scale):
+    """x unchanged, with gradient g * scale: x_detached + (x - x_detached) * scale adds an exact
+    zero forward; non-finite entries (where x - x is not zero) pass through untouched."""
+    frozen = x.detach()
+    zero = x - frozen
+    return where(frozen.isfinite(), frozen + zero * scale, x)
 
 
 def argsort(x, dim=-1, descending=False, stable=False):

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 import ember
+from ember._util.errors import ShapeError
 import ember.ops.conv as C
 import ember.ops.linalg as L
 import ember.ops.nn as N
@@ -307,6 +308,52 @@ def _torch_pad(x, p, **kw):
     return F.pad(x, p, **kw)
 
 
+def _pool_index_samples(rng):
+    ties = lambda *shape: rng.integers(-2, 3, shape).astype(np.float64)  # noqa: E731
+    nan = _r(rng, 1, 2, 5, 6)
+    nan[0, 0, 1, 1] = nan[0, 0, 1, 2] = nan[0, 1, 3, 4] = np.nan
+    neg_inf = np.full((1, 2, 3, 4), -np.inf)
+    neg_inf[0, 1, 1, 1] = 0.5
+    return [Sample((ties(2, 3, 6, 6), 2), {"kernel_size": 2}, name="ties"),
+            Sample((ties(1, 2, 7, 7), 2), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                           "ceil_mode": True}, name="ties-pad-ceil"),
+            Sample((_r(rng, 1, 2, 8, 9), 2), {"kernel_size": (2, 3), "stride": (3, 2),
+                                              "padding": (1, 1), "dilation": (2, 3),
+                                              "ceil_mode": True}, name="dilation"),
+            Sample((nan, 2), {"kernel_size": 3, "stride": 1}, name="nan"),
+            Sample((neg_inf, 2), {"kernel_size": 2, "padding": 1}, name="-inf-padding"),
+            Sample((ties(2, 3, 9), 1), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                        "ceil_mode": True}, name="1d"),
+            Sample((ties(3, 8), 1), {"kernel_size": 2, "dilation": 3}, name="1d-unbatched"),
+            Sample((ties(1, 2, 5, 6, 7), 3), {"kernel_size": (2, 3, 2), "stride": (2, 1, 2),
+                                              "padding": 1, "ceil_mode": True}, name="3d"),
+            Sample((_r(rng, 2, 4, 5, 5), 3), {"kernel_size": 2, "dilation": (1, 2, 2)},
+                   name="3d-unbatched")]
+
+
+def _unpool_indices(rng, lead, pooled, kernel, size):
+    """Indices as max pooling (stride = kernel, no padding) of a `size` input would give."""
+    grids = np.meshgrid(*[np.arange(o) for o in pooled], indexing="ij")
+    flat = np.zeros(tuple(lead) + tuple(pooled), dtype=np.int64)
+    for d, (grid, k) in enumerate(zip(grids, kernel)):
+        pos = grid * k + rng.integers(0, k, tuple(lead) + tuple(pooled))
+        flat = flat * size[d] + pos
+    return flat
+
+
+def _unpool_samples(rng):
+    return [
+        Sample((_r(rng, 2, 3, 3, 3), _unpool_indices(rng, (2, 3), (3, 3), (2, 2), (6, 6)), 2),
+               {"kernel_size": 2}, name="2d"),
+        Sample((_r(rng, 1, 2, 3, 2), _unpool_indices(rng, (1, 2), (3, 2), (2, 3), (7, 7)), 2),
+               {"kernel_size": (2, 3), "output_size": (7, 7)}, name="2d-output-size"),
+        Sample((_r(rng, 2, 3, 4), _unpool_indices(rng, (2, 3), (4,), (2,), (9,)), 1),
+               {"kernel_size": 2, "output_size": (1, 1, 9)}, name="1d"),
+        Sample((_r(rng, 2, 2, 2, 3), _unpool_indices(rng, (2,), (2, 2, 3), (2, 2, 2),
+                                                     (4, 4, 6)), 3),
+               {"kernel_size": 2}, name="3d-unbatched")]
+
+
 def _unary_np(name):
     return lambda x: getattr(np, name)(x)
 
@@ -388,6 +435,21 @@ ROWS: list[OpRow] = [
           unary_samples(), lambda x: x.half().double(),
           lambda x: x.astype(np.float16).astype(np.float64), atol=1e-3, gradgrad=False,
           finite_differences=False),
+    # x.view(dtype): the bytes read as another dtype (Note [Bit views]); no gradient. Samples
+    # run in float32 and float64, so strided layouts are in tests/core/test_tensor.py
+    OpRow("view_dtype", ("bitcast",), lambda x, target: x.view(getattr(ember, target)),
+          lambda rng: [Sample((_r(rng, 3, 4), "int32"), name="same-size"),
+                       Sample((_r(rng, 3, 4), "int16"), name="smaller"),
+                       Sample((_r(rng, 3, 4), "float64"), name="larger"),
+                       Sample((_r(rng, 2, 3, 4), "uint8"), name="bytes")],
+          lambda x, target: x.view(getattr(__import__("torch"), target)),
+          lambda x, target: x.view(np.dtype(target)),
+          grad=False,
+          errors=(ErrorCase((np.ones((2, 3)), "float64"), {}, ShapeError,
+                            r"viewing float32 as float64 needs the last dim to be divisible "
+                            r"by 2, got shape \(2, 3\)"),
+                  ErrorCase((np.ones(()), "float16"), {}, ShapeError,
+                            "needs a tensor of at least 1 dim"))),
     # --- reductions
     OpRow("sum", ("sum",), lambda x, **k: x.sum(**k), _reduce_samples, lambda x, **k: x.sum(**k),
           lambda x, dim=None, keepdim=False: np.sum(x, axis=dim, keepdims=keepdim),
@@ -524,6 +586,16 @@ ROWS: list[OpRow] = [
     OpRow("embedding", ("getitem", "index_add"), lambda i, w: S.embedding(i, w),
           lambda rng: [Sample((np.array([[0, 2], [2, 3]]), _r(rng, 4, 3)))],
           lambda i, w: _t("nn.functional.embedding")(i, w), lambda i, w: w[i], int_args=(0,)),
+    # the scaled gradient is not the derivative, so no finite differences; torch is the check
+    OpRow("embedding_scale_grad_by_freq", ("getitem", "index_add", "where", "isfinite"),
+          lambda i, w, **kw: S.embedding(i, w, scale_grad_by_freq=True, **kw),
+          lambda rng: [Sample((np.array([[0, 2, 2], [2, 3, 0]]), _r(rng, 4, 3)), name="basic"),
+                       Sample((np.array([1, 1, 1, 3]), _r(rng, 4, 3)), {"padding_idx": 3},
+                              name="padding")],
+          lambda i, w, **kw: _t("nn.functional.embedding")(i, w, scale_grad_by_freq=True, **kw),
+          lambda i, w, **kw: w[i], int_args=(0,), finite_differences=False,
+          errors=(ErrorCase((np.array([0, 1]), np.ones((3, 2))), {"sparse": True},
+                            NotImplementedError, "no sparse tensors; use sparse=False"),)),
     OpRow("sort", ("argsort", "gather"), lambda x: x.sort(-1, descending=True)[0] +
           x.topk(2)[0].sum(), lambda rng: [Sample((_r(rng, 3, 4),))],
           lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum()),
@@ -549,6 +621,24 @@ ROWS: list[OpRow] = [
         Sample((_r(rng, 2, 3, 4), _r(rng, 4, 3), "...ij,ji->...")),
     ], lambda a, b, eq: _t("einsum")(eq, a, b), lambda a, b, eq: np.einsum(eq, a, b),
           gradgrad=True),
+    # repeated subscripts (Note [Repeated subscripts] in ember/ops/linalg.py): the gradient
+    # lands on the diagonal; the equation comes last
+    OpRow("einsum_repeated_subscripts", ("einsum", "where", "reshape", "expand"),
+          lambda *a: ember.einsum(a[-1], *a[:-1]), lambda rng: [
+              Sample((_r(rng, 3, 3), "ii->i"), name="diagonal"),
+              Sample((_r(rng, 4, 4), "ii->"), name="trace"),
+              Sample((_r(rng, 4, 4), "ii"), name="implicit-trace"),
+              Sample((_r(rng, 3, 3, 2), "iij->j"), name="iij"),
+              Sample((_r(rng, 3, 2, 3), "iji->ij"), name="iji"),
+              Sample((_r(rng, 2, 3, 3), "bii->b"), name="batched-trace"),
+              Sample((_r(rng, 2, 2, 2), "iii->i"), name="triple"),
+              Sample((_r(rng, 3, 3), "ii->i"), noncontiguous=True, name="noncontiguous"),
+              Sample((_r(rng, 3, 4, 4), _r(rng, 3, 4), "bii,bi->b"), name="with-operand"),
+              Sample((_r(rng, 3, 3, 2), _r(rng, 2, 5), "iij,jk->ik"), name="iij-matmul"),
+              Sample((_r(rng, 3, 3), _r(rng, 3, 3), "ii,jj->ij"), name="two-diagonals"),
+              Sample((_r(rng, 2, 3, 3), "...ii->...i"), name="ellipsis"),
+          ], lambda *a: _t("einsum")(a[-1], *a[:-1]), lambda *a: np.einsum(a[-1], *a[:-1]),
+          gradgrad=True),
     OpRow("outer", ("mul",), lambda a, b: ember.outer(a, b),
           lambda rng: [Sample((_r(rng, 3), _r(rng, 4)))], _t("outer"), np.outer),
     OpRow("bmm", ("matmul",), lambda a, b: ember.bmm(a, b),
@@ -569,14 +659,73 @@ ROWS: list[OpRow] = [
           lambda x, **k: C.max_pool2d(x, **k), lambda rng: [
               Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
               Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
-              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 2, "ceil_mode": True})],
-          lambda x, **k: _t("nn.functional.max_pool2d")(x, **k), gradgrad=False),
-    OpRow("avg_pool2d", ("conv2d",), lambda x, **k: C.avg_pool2d(x, **k), lambda rng: [
+              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 2, "ceil_mode": True}),
+              Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": (2, 3), "stride": (1, 2),
+                                              "padding": 1, "dilation": 2, "ceil_mode": True},
+                     name="dilation-ceil"),
+              Sample((_r(rng, 2, 7, 6),), {"kernel_size": 3, "stride": 1}, name="unbatched")],
+          lambda x, **k: _t("nn.functional.max_pool2d")(x, **k), gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 1, 5, 5)),), {"kernel_size": 2, "padding": 2},
+                            ValueError, "max_pool2d: padding .* at most half the kernel"),
+                  ErrorCase((np.ones((5, 5)),), {"kernel_size": 2}, ValueError,
+                            "max_pool2d: expected a 3-D or 4-D input"))),
+    OpRow("max_pool_indices", ("max_pool_indices",),
+          lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, return_indices=True, **k)[1],
+          _pool_index_samples,
+          lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, return_indices=True,
+                                                                 **k)[1], grad=False),
+    OpRow("max_pool1d_3d", ("max_pool_indices", "gather", "max_pool2d", "max_pool2d_grad"),
+          lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, **k), lambda rng: [
+              Sample((_r(rng, 2, 3, 9), 1), {"kernel_size": 3, "stride": 2, "padding": 1},
+                     name="1d"),
+              Sample((_r(rng, 2, 9), 1), {"kernel_size": 2, "dilation": 2, "ceil_mode": True},
+                     name="1d-unbatched"),
+              Sample((_r(rng, 1, 2, 4, 5, 6), 3), {"kernel_size": 2}, name="3d"),
+              Sample((_r(rng, 1, 2, 5, 5, 6), 3), {"kernel_size": (3, 2, 3), "stride": 2,
+                                                   "padding": (1, 0, 1), "ceil_mode": True},
+                     name="3d-pad-ceil")],
+          lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, **k), gradgrad=True,
+          errors=(ErrorCase((np.ones((4, 4, 4)), 3), {"kernel_size": 2}, ValueError,
+                            "max_pool3d: expected a 4-D or 5-D input"),)),
+    OpRow("max_unpool", ("max_unpool", "gather"),
+          lambda x, i, nd, **k: getattr(C, f"max_unpool{nd}d")(x, i, **k), _unpool_samples,
+          lambda x, i, nd, **k: _t(f"nn.functional.max_unpool{nd}d")(x, i, **k),
+          int_args=(1,), gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 3), dtype=np.int64), 2),
+                            {"kernel_size": 2}, ValueError,
+                            r"max_unpool2d: indices of shape \(1, 1, 2, 3\) must have the "
+                            r"input's shape \(1, 1, 2, 2\)"),
+                  ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
+                            {"kernel_size": 2, "output_size": (6, 4)}, ValueError,
+                            "max_unpool2d: invalid output_size .*dim 0 must be between 2 and 6"),
+                  ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
+                            {"kernel_size": 2, "output_size": (1, 4, 4)}, ValueError,
+                            "max_unpool2d: output_size should have 2 or 4 elements"),
+                  ErrorCase((np.ones((1, 1, 2, 2)), np.full((1, 1, 2, 2), 16, dtype=np.int64),
+                             2), {"kernel_size": 2}, IndexError,
+                            r"max_unpool2d: index 16 is out of range .*\[0, 16\)"))),
+    OpRow("avg_pool2d", ("conv2d", "pad"), lambda x, **k: C.avg_pool2d(x, **k), lambda rng: [
         Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
         Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
         Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "padding": 1,
-                                        "count_include_pad": False})],
-          lambda x, **k: _t("nn.functional.avg_pool2d")(x, **k), atol=1e-4),
+                                        "count_include_pad": False}),
+        Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                        "ceil_mode": True}, name="ceil"),
+        Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": (3, 2), "stride": (2, 3), "padding": 1,
+                                        "ceil_mode": True, "count_include_pad": False},
+               name="ceil-exclude-pad"),
+        Sample((_r(rng, 1, 2, 6, 7),), {"kernel_size": 2, "stride": 3, "ceil_mode": True,
+                                        "divisor_override": 3}, name="ceil-divisor"),
+        Sample((_r(rng, 2, 5, 5),), {"kernel_size": 2, "ceil_mode": True}, name="unbatched")],
+          lambda x, **k: _t("nn.functional.avg_pool2d")(x, **k), atol=1e-4, gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 1, 4, 4)),), {"kernel_size": 2, "divisor_override": 0},
+                            ValueError, "avg_pool2d: divisor_override must be non-zero"),)),
+    OpRow("avg_pool1d", ("conv2d", "pad"), lambda x, **k: C.avg_pool1d(x, **k), lambda rng: [
+        Sample((_r(rng, 2, 3, 9),), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                     "ceil_mode": True, "count_include_pad": False}),
+        Sample((_r(rng, 3, 8),), {"kernel_size": 3, "stride": 2, "ceil_mode": True},
+               name="unbatched")],
+          lambda x, **k: _t("nn.functional.avg_pool1d")(x, **k), atol=1e-4),
     OpRow("adaptive_avg_pool2d", ("conv2d", "getitem"),
           lambda x, s: C.adaptive_avg_pool2d(x, s), lambda rng: [
               Sample((_r(rng, 1, 2, 6, 6), 3)), Sample((_r(rng, 1, 2, 7, 5), (3, 2)))],

@@ -341,11 +341,18 @@ class EarlyStoppingCallback(TrainerCallback):
 
 class TensorBoardCallback(TrainerCallback):
     """Writes every numeric log value as a TensorBoard scalar under `args.logging_dir`
-    ("train/loss", "train/learning_rate", "train/grad_norm", "train/epoch", "eval/accuracy"...).
+    ("train/loss", "train/learning_rate", "train/grad_norm", "train/epoch", "eval/accuracy"...)
+    and, when asked, a histogram of every trainable parameter ("weights/<name>") at each
+    training log step.
+
+    Args:
+        tb_writer: a SummaryWriter to write to (default: one in `args.logging_dir`).
+        histograms: log weight histograms (default: `args.logging_weight_histograms`).
     """
 
-    def __init__(self, writer=None):
-        self.writer = writer
+    def __init__(self, tb_writer=None, histograms: bool | None = None):
+        self.writer = tb_writer
+        self.histograms = histograms
 
     def _writer(self, args):
         if self.writer is None:
@@ -359,9 +366,10 @@ class TensorBoardCallback(TrainerCallback):
         if state.global_step == 0:
             writer.add_text("args", args.to_json_string(), 0)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         writer = self._writer(args)
-        for key, value in (logs or {}).items():
+        logs = logs or {}
+        for key, value in logs.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if not math.isfinite(float(value)) and key != "loss":
@@ -373,6 +381,15 @@ class TensorBoardCallback(TrainerCallback):
             else:
                 tag = "train/" + key
             writer.add_scalar(tag, float(value), state.global_step)
+        histograms = (
+            self.histograms
+            if self.histograms is not None
+            else getattr(args, "logging_weight_histograms", False)
+        )
+        if histograms and model is not None and "loss" in logs:  # training logs only
+            for name, parameter in model.named_parameters():
+                if parameter.requires_grad:
+                    writer.add_histogram(f"weights/{name}", parameter, state.global_step)
         writer.flush()
 
     def on_train_end(self, args, state, control, **kwargs):

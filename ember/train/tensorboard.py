@@ -8,7 +8,7 @@ where mask(c) = ((c >> 15) | (c << 17)) + 0xa282ead8 (mod 2^32). The first event
 carries `file_version = "brain.Event:2"`. The messages used here, with their field numbers
 (from tensorboard/compat/proto/{event,summary,tensor,tensor_shape}.proto):
     Event          wall_time=1 (double), step=2 (int64), file_version=3 (string),
-                   summary=5 (Summary)
+                   summary=5 (Summary), session_log=7 (SessionLog: status=1, START = 1)
     Summary        value=1 (repeated Value)
     Value          tag=1, simple_value=2 (float), histo=5 (HistogramProto),
                    tensor=8 (TensorProto), metadata=9 (SummaryMetadata)
@@ -17,6 +17,12 @@ carries `file_version = "brain.Event:2"`. The messages used here, with their fie
                    bucket_limit=6, bucket=7 (packed repeated doubles)
     TensorProto    dtype=1 (DT_STRING = 7), tensor_shape=2 (dim=2: size=1), string_val=8
 Scalars are written as `simple_value`, a float32, as PyTorch's SummaryWriter does.
+
+Note [Purging a restarted run]: a run that crashed at step T+X and resumes at step T in the same
+folder writes, right after the file version, an event at step T with session_log.status START.
+TensorBoard's reader (EventAccumulator with purge_orphaned_data, its default, for files of
+version 2) then drops every event already read with step >= T, across all tags; the new file
+sorts after the old ones by its name (time first), so the old events are read before it.
 """
 
 from __future__ import annotations
@@ -122,6 +128,7 @@ def _event(
     *,
     file_version: str | None = None,
     summary_values: list[bytes] = (),
+    session_status: int | None = None,
 ) -> bytes:
     message = _field_double(1, wall_time)
     if step is not None:
@@ -130,7 +137,12 @@ def _event(
         message += _field_bytes(3, file_version.encode())
     if summary_values:
         message += _field_bytes(5, b"".join(_field_bytes(1, v) for v in summary_values))
+    if session_status is not None:
+        message += _field_bytes(7, _field_varint(1, session_status))
     return message
+
+
+_SESSION_START = 1  # SessionLog.SessionStatus.START
 
 
 def _plugin_metadata(plugin_name: str, content: bytes = b"", data_class: int = 0) -> bytes:
@@ -292,6 +304,10 @@ class SummaryWriter:
     Args:
         log_dir: the folder; default `runs/<date>_<time>_<host><comment>`.
         comment: appended to the default log_dir.
+        purge_step: resuming a crashed run at this step: events that earlier runs wrote to the
+            same log_dir at steps >= purge_step are hidden when TensorBoard reads the folder
+            (Note [Purging a restarted run]). Unlike PyTorch, the `add_scalars` run folders
+            are purged too.
         max_queue: events held in memory before they are written.
         flush_secs: the longest time an event waits in memory, checked on each add.
         filename_suffix: appended to the event file name.
@@ -315,16 +331,27 @@ class SummaryWriter:
         if log_dir is None:
             stamp = time.strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", f"{stamp}_{socket.gethostname()}{comment}")
-        if purge_step is not None:
-            raise NotImplementedError(
-                "SummaryWriter: purge_step is not supported; start a new log_dir instead"
+        if purge_step is not None and (
+            isinstance(purge_step, bool) or not isinstance(purge_step, (int, np.integer))
+        ):
+            raise TypeError(
+                f"SummaryWriter: purge_step must be an int step, got {purge_step!r}"
             )
         self.log_dir = os.fspath(log_dir)
+        self.purge_step = None if purge_step is None else int(purge_step)
         self._options = dict(
             max_queue=max_queue, flush_secs=flush_secs, filename_suffix=filename_suffix
         )
-        self._writer: EventFileWriter | None = EventFileWriter(self.log_dir, **self._options)
+        self._writer: EventFileWriter | None = self._open(self.log_dir)
         self._sub_writers: dict[str, EventFileWriter] = {}
+
+    def _open(self, folder: str) -> EventFileWriter:
+        writer = EventFileWriter(folder, **self._options)
+        if self.purge_step is not None:  # Note [Purging a restarted run]
+            writer.add_event(
+                _event(time.time(), self.purge_step, session_status=_SESSION_START)
+            )
+        return writer
 
     # The file writer of the main folder (PyTorch's name).
     def get_logdir(self) -> str:
@@ -381,7 +408,7 @@ class SummaryWriter:
             folder = os.path.join(self.log_dir, f"{main_tag}_{key}".replace("/", "_"))
             writer = self._sub_writers.get(folder)
             if writer is None:
-                writer = self._sub_writers[folder] = EventFileWriter(folder, **self._options)
+                writer = self._sub_writers[folder] = self._open(folder)
             value = _scalar(scalar_value, f"add_scalars({main_tag!r}, {key!r})")
             self._add(
                 _field_bytes(1, main_tag.encode()) + _field_float(2, value),

@@ -83,6 +83,9 @@ class TrainingArguments:
         save_strategy / save_steps / save_total_limit: checkpoints and their rotation.
         load_best_model_at_end, metric_for_best_model, greater_is_better: best-model tracking.
         report_to: "none", "tensorboard" or a list; logging_dir: TensorBoard's folder.
+        logging_weight_histograms: with TensorBoard, also a histogram of every trainable
+            weight at each training log step (ember's; TensorBoardCallback(histograms=True)
+            does the same for one callback).
         seed / data_seed: the seed for weights, dropout and (unless data_seed) shuffling.
         dataloader_num_workers, dataloader_drop_last: DataLoader settings.
         remove_unused_columns: drop dataset fields the model's forward does not take.
@@ -138,6 +141,7 @@ class TrainingArguments:
     metric_for_best_model: str | None = None
     greater_is_better: bool | None = None
     report_to: str | list | None = "none"
+    logging_weight_histograms: bool = False
     resume_from_checkpoint: str | None = None
     torch_compile: bool = False
     use_cpu: bool = False

@@ -193,6 +193,23 @@ class PreTrainedModel(nn.Module):
         extended = extended.to(dtype)
         return (1.0 - extended) * float(np.finfo(dtype.numpy).min)
 
+    def get_head_mask(self, head_mask, num_hidden_layers: int, num_heads: int) -> list:
+        """HuggingFace's head mask: (num_heads,) for every layer or (num_layers, num_heads),
+        1 keeps a head, 0 silences it (values multiply the attention probabilities). Returns
+        one (1, num_heads, 1, 1) tensor per layer in the model's dtype, or Nones."""
+        if head_mask is None:
+            return [None] * num_hidden_layers
+        head_mask = ember.as_tensor(head_mask)
+        shape = tuple(head_mask.shape)
+        if shape == (num_heads,):
+            head_mask = head_mask.reshape(1, num_heads).expand(num_hidden_layers, num_heads)
+        elif shape != (num_hidden_layers, num_heads):
+            raise ValueError(f"{type(self).__name__}: head_mask must have shape (num_heads,) = "
+                             f"({num_heads},) or (num_layers, num_heads) = "
+                             f"({num_hidden_layers}, {num_heads}), got {shape}")
+        head_mask = head_mask.to(self.dtype)
+        return [head_mask[i].reshape(1, num_heads, 1, 1) for i in range(num_hidden_layers)]
+
     # --- loading ---------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: PretrainedConfig, **kwargs):

@@ -137,13 +137,29 @@ def decode_jpeg(
         if ratio > 1:
             image.draft(image.mode, (max(1, image.width // ratio), max(1, image.height // ratio)))
         if try_recover_truncated:
-            from PIL import ImageFile
-
-            ImageFile.LOAD_TRUNCATED_IMAGES = True
-        image.load()
+            _load_truncated(image)
+        else:
+            image.load()
     except (OSError, SyntaxError) as error:
         raise ValueError(f"decode_jpeg: invalid JPEG data ({error})") from error
     return to_tensor(_to_array(image, channels))
+
+
+_TRUNCATED_LOCK = threading.Lock()
+
+
+def _load_truncated(image) -> None:
+    """Load what a truncated file holds (the rest grey), with Pillow's process-wide switch
+    turned on for this image only."""
+    from PIL import ImageFile
+
+    with _TRUNCATED_LOCK:
+        before = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
 def decode_png(contents, channels: int = 0, dtype=None, name=None):
@@ -456,6 +472,138 @@ def _resample_width(array: np.ndarray, taps, nearest: bool, out=None) -> np.ndar
     return _weighted_sum(flat, taps, flat.ndim - 1, 1, flat_out).reshape(*lead, -1, channels)
 
 
+# Note [Compiled resampling]: with numba (the `fast` extra), each separable pass is one
+# compiled call that holds no GIL: per output row (height pass) or pixel (width pass), the
+# float32 sum over taps of weight * float32(input), taps in the same order and float32 products
+# and sums as the NumPy path, so both give the same bits (no fused multiply-adds). The NumPy
+# path gathers whole rows per tap (np.take) and holds the GIL between its many calls, so two
+# threads resizing at once mostly wait for each other; the compiled pass runs in parallel and
+# reads each input value once per tap instead of copying it. EMBER_FAST_KERNELS=0 or no numba
+# gives the NumPy path; tests/vision/test_image.py checks the two against each other.
+_HEIGHT_SOURCE = """
+def resample_height(source, index, weights, out):
+    # source [N, H, R], out [N, OH, R] float32: out[b, i] = sum_t w[i, t] * source[b, idx[i, t]]
+    for b in range(source.shape[0]):
+        for i in range(index.shape[0]):
+            row = out[b, i]
+            first = source[b, index[i, 0]]
+            w = weights[i, 0]
+            for k in range(row.shape[0]):
+                row[k] = w * np.float32(first[k])
+            for t in range(1, index.shape[1]):
+                line = source[b, index[i, t]]
+                w = weights[i, t]
+                for k in range(row.shape[0]):
+                    row[k] += w * np.float32(line[k])
+"""
+# The width pass gathers along the pixels of a row: with the channel count and (for short
+# filters) the tap count spelled as constants, numba unrolls the inner loops, 3-4x faster
+# than with run-time bounds; unsigned indices spare the negative-index checks.
+_WIDTH_SOURCE = """
+def resample_width(source, index, weights, out):
+    # source [N, H, W, C], out [N, H, OW, C] float32:
+    # out[.., j, c] = sum_t w[j, t] * source[.., idx[j, t], c]
+    for b in range(source.shape[0]):
+        for y in range(source.shape[1]):
+            line = source[b, y]
+            target = out[b, y]
+            for j in range(index.shape[0]):
+                for c in range(CHANNELS):
+                    total = weights[j, 0] * np.float32(line[index[j, 0], c])
+                    for t in range(1, TAPS):
+                        total += weights[j, t] * np.float32(line[index[j, t], c])
+                    target[j, c] = total
+"""
+_RESAMPLERS: dict = {}  # (pass, channels, taps) -> compiled kernel, or None without numba
+
+
+def _compiled_resampler(which: str, channels: int, taps: int):
+    """The compiled pass (Note [Compiled resampling]) for `which` ("height" or "width"), or
+    None without numba (or with EMBER_FAST_KERNELS=0)."""
+    if which == "width":
+        key = ("width", channels if channels <= 4 else 0, taps if taps <= 4 else 0)
+    else:
+        key = ("height",)
+    if key not in _RESAMPLERS:
+        from ember._util.env import flag
+        from ember.backend import numba_kernels
+
+        kernel = None
+        if flag("EMBER_FAST_KERNELS", True) and numba_kernels.available():
+            if which == "width":
+                source = _WIDTH_SOURCE.replace(
+                    "CHANNELS", str(key[1]) if key[1] else "source.shape[3]"
+                ).replace("TAPS", str(key[2]) if key[2] else "index.shape[1]")
+                kernel = numba_kernels.jit_source(source, "resample_width")
+            else:
+                kernel = numba_kernels.jit_source(_HEIGHT_SOURCE, "resample_height")
+        _RESAMPLERS[key] = kernel
+    return _RESAMPLERS[key]
+
+
+def _compiled_weights(size: int, new_size: int, method: str, antialias: bool):
+    """`_axis_weights` with unsigned indices, for the compiled passes."""
+    key = ("compiled", size, new_size, method, antialias)
+    cached = _WEIGHT_CACHE.get(key)
+    if cached is None:
+        index, weights = _axis_weights(size, new_size, method, antialias)
+        cached = _WEIGHT_CACHE[key] = (index.astype(np.uint64), weights)
+    return cached
+
+
+def _resize_compiled(array, new_height, new_width, method, antialias):
+    """`_resize_images` with the compiled passes (Note [Compiled resampling]): the same pass
+    order and weights (so the same bits), the intermediate in a per-thread scratch buffer.
+    None where a pass has no compiled kernel."""
+    height, width, channels = array.shape[-3:]
+    lead = array.shape[:-3]
+    do_height = new_height != height or method == "area"
+    do_width = new_width != width or method == "area"
+    rows = _compiled_weights(height, new_height, method, antialias) if do_height else None
+    cols = _compiled_weights(width, new_width, method, antialias) if do_width else None
+    height_pass = _compiled_resampler("height", channels, 0) if rows is not None else None
+    width_pass = (
+        _compiled_resampler("width", channels, cols[0].shape[1]) if cols is not None else None
+    )
+    if (rows is not None and height_pass is None) or (cols is not None and width_pass is None):
+        return None
+    if array.dtype not in (np.uint8, np.float32):
+        array = array.astype(np.float32)
+    source = np.ascontiguousarray(array).reshape(-1, height, width, channels)
+    count = source.shape[0]
+
+    def by_height(image, out):
+        rows_out = rows[0].shape[0]
+        flat = image.shape[2] * channels
+        height_pass(
+            image.reshape(count, -1, flat), rows[0], rows[1], out.reshape(count, rows_out, flat)
+        )
+        return out
+
+    def by_width(image, out):
+        width_pass(image, cols[0], cols[1], out.reshape(count, image.shape[1], -1, channels))
+        return out
+
+    out = np.empty((count, new_height, new_width, channels), np.float32)
+    if rows is not None and cols is not None:
+        taps_rows, taps_cols = rows[0].shape[1], cols[0].shape[1]
+        height_first = new_height * width * taps_rows + new_height * new_width * taps_cols
+        width_first = height * new_width * taps_cols + new_height * new_width * taps_rows
+        if height_first <= width_first:
+            middle = _scratch(2, (count, new_height, width, channels), np.float32)
+            by_width(by_height(source, middle), out)
+        else:
+            middle = _scratch(2, (count, height, new_width, channels), np.float32)
+            by_height(by_width(source, middle), out)
+    elif rows is not None:
+        by_height(source, out)
+    elif cols is not None:
+        by_width(source, out)
+    else:
+        out[...] = source
+    return out.reshape(lead + out.shape[1:])
+
+
 def _resize_images(
     array: np.ndarray, new_height: int, new_width: int, method: str, antialias: bool
 ) -> np.ndarray:
@@ -467,6 +615,10 @@ def _resize_images(
     nearest = method == "nearest"
     do_height = new_height != height or method == "area"
     do_width = new_width != width or method == "area"
+    if not nearest and array.size:
+        out = _resize_compiled(array, new_height, new_width, method, antialias)
+        if out is not None:
+            return out
     rows = _axis_plan(height, new_height, channels, method, antialias) if do_height else None
     cols = _axis_plan(width, new_width, channels, method, antialias) if do_width else None
     if rows is not None and cols is not None:

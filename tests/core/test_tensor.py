@@ -144,3 +144,75 @@ def test_cuda_reports_unavailable_without_a_backend():
     assert ember.cuda.device_count() == 0
     with pytest.raises(DeviceError, match="not available"):
         ember.zeros(2).to("cuda")
+
+
+# --- view(dtype): bit reinterpretation (Note [Bit views]) ------------------------------------
+def _random_bits(rng, dtype, shape):
+    if dtype == "bool":
+        return rng.integers(0, 2, shape).astype(bool)
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return rng.integers(0, 256, n).astype(np.uint8).view(dtype).reshape(shape)
+
+
+# (name, shape, how the viewed tensor is taken from the base tensor)
+VIEW_LAYOUTS = [
+    ("contiguous", (3, 8), lambda t: t),
+    ("1d", (8,), lambda t: t),
+    ("transposed", (4, 6), lambda t: t.t()),
+    ("last_dim_sliced", (3, 8), lambda t: t[:, :6]),
+    ("odd_last_dim", (2, 3), lambda t: t),
+    ("odd_offset", (17,), lambda t: t[1:9]),
+    ("even_offset", (3, 8), lambda t: t[:, 4:]),
+    ("odd_row_stride", (3, 5), lambda t: t[:, :4]),
+    ("zero_dim", (), lambda t: t),
+    ("size_one_last_dim", (3, 1), lambda t: t),
+    ("empty", (0, 8), lambda t: t),
+]
+
+
+@pytest.mark.parametrize("layout", VIEW_LAYOUTS, ids=[v[0] for v in VIEW_LAYOUTS])
+def test_view_dtype_matches_torch(layout):
+    """Every dtype pair: the same shape and bytes as torch, or an error where torch has one."""
+    name, shape, take = layout
+    rng = np.random.default_rng(0)
+    agreed = failed = 0
+    for source, target in itertools.product(DTYPES, DTYPES):
+        base = _random_bits(rng, source, shape)
+        # (torch.from_numpy gives an empty array zero strides, which its view(dtype) refuses)
+        theirs_in = take(torch.from_numpy(base.copy()) if base.size else
+                         torch.empty(shape, dtype=getattr(torch, source)))
+        ours_in = take(ember.tensor(base.copy()))
+        try:
+            theirs = theirs_in.view(getattr(torch, target))
+        except RuntimeError as error:
+            with pytest.raises(ShapeError, match=r"view\(dtype\): viewing "
+                                                 f"{source} as {target}") as info:
+                ours_in.view(getattr(ember, target))
+            assert "test_tensor.py" in str(info.value)
+            failed += 1
+            reason = str(error)
+            continue
+        ours = ours_in.view(getattr(ember, target))
+        assert ours.dtype.name == target
+        assert tuple(ours.shape) == tuple(theirs.shape), (source, target)
+        assert np.ascontiguousarray(ours.numpy()).tobytes() == \
+            np.ascontiguousarray(theirs.numpy()).tobytes(), (source, target)
+        agreed += 1
+    print(f"view(dtype) {name}: {agreed} pairs viewed identically, {failed} refused as by torch"
+          + (f" (e.g. {reason})" if failed else ""))
+
+
+def test_view_dtype_shares_memory_and_is_not_differentiable():
+    x = ember.tensor([[1.0, 2.0], [3.0, -0.0]])
+    bits = x.view(ember.int32)
+    bits[1, 1] = 0  # -0.0 -> +0.0 through the view
+    assert np.signbit(x.numpy()[1, 1]) == np.False_ and bits.numpy()[0, 0] == 0x3F800000
+    halves = x.view("float16")
+    assert tuple(halves.shape) == (2, 4) and halves.is_contiguous()
+    w = ember.randn(2, 4, requires_grad=True)
+    tw = torch.randn(2, 4, requires_grad=True)
+    for target in ("float32", "float16", "float64", "int32"):
+        assert w.view(getattr(ember, target)).requires_grad is False
+        assert tw.view(getattr(torch, target)).requires_grad is False
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        w.view(ember.float32).sum().backward()

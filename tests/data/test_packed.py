@@ -55,8 +55,9 @@ def test_columns_give_back_the_same_values(values, make):
     assert values[1] in column and column.index(values[1]) == values.index(values[1])
     with pytest.raises(IndexError, match=f"{name}: index"):
         column[len(values)]
-    with pytest.raises(TypeError):
-        column[0] = values[0]  # read-only
+    if name == "PackedColumn":
+        with pytest.raises(TypeError):
+            column[0] = values[0]  # packed copies are read-only
 
 
 class Colour(enum.IntEnum):
@@ -115,8 +116,36 @@ def test_borrowed_column_follows_changes_to_the_list():
     column = BorrowedColumn(values)
     values[1] = "changed"
     assert column[1] == "changed"
-    values.extend(["d"] * 1000)  # reallocated, longer: read the ordinary way
-    assert column[0] == "a" and column[2] == "c" and len(column) == 3
+    values.extend(["d"] * 1000)  # reallocated and longer
+    assert column[0] == "a" and column[1002] == "d" and len(column) == 1003
+    del values[3:]
+    assert len(column) == 3 and list(column) == ["a", "changed", "c"]
+    with pytest.raises(IndexError):
+        column[3]
+
+
+@needs_borrowing
+def test_borrowed_column_is_otherwise_the_list():
+    """Writes, list methods and operators go to the list itself (a worker's dataset may
+    change its own list, e.g. to cache items)."""
+    values = [f"v{i}" for i in range(10)]
+    column = BorrowedColumn(values)
+    column[0] = "first"
+    column.append("appended")
+    column += ["added"]
+    del column[1]
+    column.sort(key=len)
+    assert values == sorted(
+        ["first"] + [f"v{i}" for i in range(2, 10)] + ["appended", "added"], key=len
+    )
+    assert list(column) == values and column == values and column.copy() == values
+    assert column + ["x"] == values + ["x"] and ["x"] + column == ["x"] + values
+    assert column * 2 == values * 2 and column.count("first") == 1
+    frozen = BorrowedColumn(tuple(values))
+    frozen += ("more",)
+    assert frozen[-1] == "more" and len(frozen) == len(values) + 1
+    with pytest.raises(TypeError):
+        frozen[0] = "no"  # a tuple stays immutable
 
 
 def test_borrowed_column_refuses_what_it_cannot_view():
@@ -187,6 +216,30 @@ def test_workers_read_columns_with_the_same_results(pack, column_kind):
     kinds = {kind for batch in batches for kind in batch[2]}
     assert kinds == ({column_kind} if pack else {"list"})
     assert type(dataset.names) is list  # the parent's dataset is untouched
+
+
+class Cache(data.Dataset):
+    """Fills a list slot per item in the worker: the list must stay writable there."""
+
+    def __init__(self, n):
+        self.items = [None] * n
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        if self.items[index] is None:
+            self.items[index] = f"item-{index}"
+        return self.items[index], type(self.items).__name__
+
+
+def test_workers_may_change_their_lists(column_kind):
+    loader = data.DataLoader(Cache(5000), batch_size=1000, num_workers=2)
+    got = [name for names, _ in loader for name in names]
+    assert got == [f"item-{i}" for i in range(5000)]
+    kinds = {kind for _, kinds in loader for kind in kinds}
+    # the packed fallback cannot be written to, so a list of None (not packable) stays a list
+    assert kinds == ({"BorrowedColumn"} if column_kind == "BorrowedColumn" else {"list"})
 
 
 def _private_dirty_kb(pid):

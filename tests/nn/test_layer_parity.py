@@ -47,6 +47,19 @@ ROWS = [
     ("embedding", "Embedding", (10, 4), {}, [ints(10, 3, 5)], "both"),
     ("embedding_padding", "Embedding", (10, 4), {"padding_idx": 0},
      [const([[0, 1, 2], [3, 0, 9]])], "both"),
+    # max_norm renormalises the looked-up rows in place (repeated indices included): the
+    # weights after the forward are compared too
+    ("embedding_max_norm", "Embedding", (10, 4), {"max_norm": 1.5}, [ints(10, 3, 5)], "both"),
+    ("embedding_max_norm_l1_padding", "Embedding", (10, 4),
+     {"max_norm": 2.0, "norm_type": 1.0, "padding_idx": -1}, [const([[9, 1, 1], [3, 9, 1]])],
+     "both"),
+    ("embedding_max_norm_inf", "Embedding", (10, 4), {"max_norm": 0.8, "norm_type": float("inf")},
+     [ints(10, 2, 6)], "both"),
+    ("embedding_scale_grad_by_freq", "Embedding", (10, 4), {"scale_grad_by_freq": True},
+     [const([[0, 1, 1, 4], [1, 4, 7, 1]])], "both"),
+    ("embedding_scale_grad_padding_max_norm", "Embedding", (10, 4),
+     {"scale_grad_by_freq": True, "padding_idx": 2, "max_norm": 1.0},
+     [const([[2, 2, 5], [5, 8, 2]])], "both"),
     ("conv1d", "Conv1d", (3, 4, 3), {"stride": 2, "padding": 1}, [f32(2, 3, 11)], "both"),
     ("conv2d", "Conv2d", (3, 4, 3), {"padding": 1}, [f32(2, 3, 8, 8)], "both"),
     ("conv2d_strided_groups", "Conv2d", (4, 6, (3, 2)),
@@ -58,6 +71,20 @@ ROWS = [
     ("maxpool2d_stride_pad", "MaxPool2d", (3,), {"stride": 2, "padding": 1},
      [f32(2, 3, 9, 9)], "both"),
     ("avgpool2d", "AvgPool2d", (2,), {}, [f32(2, 3, 8, 8)], "both"),
+    ("maxpool2d_indices", "MaxPool2d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True,
+                                              "return_indices": True}, [f32(2, 3, 8, 7)],
+     "both"),
+    ("maxpool1d_indices", "MaxPool1d", (3,), {"stride": 2, "dilation": 2,
+                                              "return_indices": True}, [f32(2, 3, 11)], "both"),
+    ("maxpool3d", "MaxPool3d", ((2, 3, 2),), {"stride": 2, "padding": 1, "ceil_mode": True},
+     [f32(2, 2, 5, 6, 5)], "both"),
+    ("maxpool3d_indices_unbatched", "MaxPool3d", (2,), {"return_indices": True},
+     [f32(3, 4, 4, 5)], "both"),
+    ("avgpool2d_ceil", "AvgPool2d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True,
+                                          "count_include_pad": False}, [f32(2, 3, 8, 7)],
+     "both"),
+    ("avgpool1d_ceil", "AvgPool1d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True},
+     [f32(2, 3, 10)], "both"),
     ("avgpool2d_pad", "AvgPool2d", (3,), {"stride": 2, "padding": 1,
                                           "count_include_pad": False}, [f32(2, 3, 9, 9)], "both"),
     ("adaptive_avgpool2d", "AdaptiveAvgPool2d", ((1, 1),), {}, [f32(2, 3, 7, 7)], "both"),
@@ -132,6 +159,28 @@ ROWS = [
       "average_attn_weights": False}),
     ("mha_kdim_vdim", "MultiheadAttention", (8, 2), {"kdim": 6, "vdim": 5},
      [f32(4, 2, 8), f32(3, 2, 6), f32(3, 2, 5)], "both"),
+    # add_bias_kv / add_zero_attn: one more source position each, masks padded as unmasked
+    ("mha_bias_kv_masks", "MultiheadAttention", (8, 2), {"add_bias_kv": True},
+     [f32(5, 3, 8), f32(4, 3, 8), f32(4, 3, 8)], "both",
+     {"key_padding_mask": const([[False] * 4, [False] * 2 + [True] * 2, [True] * 4]),
+      "attn_mask": lambda rng: rng.uniform(-1, 1, (5, 4)).astype(np.float32)}),
+    ("mha_zero_attn_batch_first_per_head", "MultiheadAttention", (8, 4),
+     {"add_zero_attn": True, "batch_first": True},
+     [f32(2, 4, 8), f32(2, 3, 8), f32(2, 3, 8)], "both",
+     {"key_padding_mask": const([[False] * 3, [False, True, True]]),
+      "attn_mask": const(np.triu(np.ones((4, 3), bool), 1)), "average_attn_weights": False}),
+    ("mha_bias_kv_zero_attn_kdim_vdim", "MultiheadAttention", (8, 2),
+     {"add_bias_kv": True, "add_zero_attn": True, "kdim": 6, "vdim": 5, "bias": False},
+     [f32(4, 2, 8), f32(3, 2, 6), f32(3, 2, 5)], "both",
+     {"attn_mask": lambda rng: rng.uniform(-1, 1, (4, 4, 3)).astype(np.float32),
+      "key_padding_mask": const([[False, True, False], [False] * 3])}),
+    ("mha_bias_kv_zero_attn_batch_first_average", "MultiheadAttention", (8, 2),
+     {"add_bias_kv": True, "add_zero_attn": True, "batch_first": True},
+     [f32(3, 5, 8), f32(3, 6, 8), f32(3, 6, 8)], "both",
+     {"key_padding_mask": const([[False] * 6, [False] * 4 + [True] * 2, [True] * 6])}),
+    ("mha_bias_kv_unbatched", "MultiheadAttention", (8, 2),
+     {"add_bias_kv": True, "add_zero_attn": True}, [f32(5, 8), f32(4, 8), f32(4, 8)], "both",
+     {"average_attn_weights": False}),
     ("encoder_layer", "TransformerEncoderLayer", (8, 2, 16), {"dropout": 0.0},
      [f32(5, 3, 8)], "train"),
     ("encoder_layer_norm_first_gelu", "TransformerEncoderLayer", (8, 2, 16),
@@ -226,27 +275,38 @@ def test_layer_matches_pytorch(row, mode):
     t_out, t_grads, t_params = _run(torch, torch_module, inputs, call_kwargs, mode, upstream)
     e_out, e_grads, e_params = _run(ember, ember_module, inputs, call_kwargs, mode, upstream)
 
+    worst = {}
+
+    def close(e, t, what):
+        e, t = np.asarray(e), np.asarray(t)
+        if e.size:
+            worst[what.split(" ")[0]] = max(worst.get(what.split(" ")[0], 0.0),
+                                            float(np.max(np.abs(e.astype(np.float64) - t))))
+        np.testing.assert_allclose(e, t, rtol=RTOL, atol=ATOL, err_msg=f"{name} {mode}: {what}")
+
     assert len(e_out) == len(t_out)
-    for e, t in zip(e_out, t_out):
+    for i, (e, t) in enumerate(zip(e_out, t_out)):
         assert tuple(e.shape) == tuple(t.shape)
-        np.testing.assert_allclose(_as_numpy(e), _as_numpy(t), rtol=RTOL, atol=ATOL,
-                                   err_msg=f"{name} {mode}: output")
+        close(_as_numpy(e), _as_numpy(t), f"output {i}")
     for i, (e, t) in enumerate(zip(e_grads, t_grads)):
-        np.testing.assert_allclose(_as_numpy(e), _as_numpy(t), rtol=RTOL, atol=ATOL,
-                                   err_msg=f"{name} {mode}: input {i} gradient")
+        close(_as_numpy(e), _as_numpy(t), f"input_grad {i}")
     assert set(e_params) == set(t_params)
     for key, t in t_params.items():
         e = e_params[key]
         if t is None:
             assert e is None or not np.any(_as_numpy(e)), key
             continue
-        np.testing.assert_allclose(_as_numpy(e), _as_numpy(t), rtol=RTOL, atol=ATOL,
-                                   err_msg=f"{name} {mode}: gradient of {key}")
+        close(_as_numpy(e), _as_numpy(t), f"param_grad of {key}")
+    # parameter values after the step (Embedding's max_norm rescales rows in place)
+    t_values = dict(torch_module.named_parameters())
+    for key, p in ember_module.named_parameters():
+        close(_as_numpy(p), t_values[key].detach().numpy(), f"param_value of {key}")
     # buffers (BatchNorm running statistics) after the step
     t_buffers = dict(torch_module.named_buffers())
     for key, b in ember_module.named_buffers():
-        np.testing.assert_allclose(_as_numpy(b), t_buffers[key].numpy(), rtol=RTOL, atol=ATOL,
-                                   err_msg=f"{name} {mode}: buffer {key}")
+        close(_as_numpy(b), t_buffers[key].numpy(), f"buffer {key}")
+    print(f"{name} {mode}: max abs error " + ", ".join(f"{k} {v:.2e}"
+                                                      for k, v in worst.items()))
 
 
 def test_every_listed_layer_has_a_row():

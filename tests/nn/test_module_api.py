@@ -59,10 +59,12 @@ def test_named_parameters_buffers_modules():
 
 def test_state_dict_keys_match_pytorch():
     ours = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(),
-                         nn.Linear(2, 2), nn.MultiheadAttention(4, 2), nn.LayerNorm(3))
+                         nn.Linear(2, 2), nn.MultiheadAttention(4, 2), nn.LayerNorm(3),
+                         nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3))
     theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2),
                                  torch.nn.Flatten(), torch.nn.Linear(2, 2),
-                                 torch.nn.MultiheadAttention(4, 2), torch.nn.LayerNorm(3))
+                                 torch.nn.MultiheadAttention(4, 2), torch.nn.LayerNorm(3),
+                                 torch.nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3))
     assert list(ours.state_dict()) == list(theirs.state_dict())
     for (k, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
         assert tuple(a.shape) == tuple(b.shape), k
@@ -142,12 +144,48 @@ def test_repr_matches_pytorch():
             n.Conv2d(1, 2, 3, stride=2, padding=1, bias=False), n.BatchNorm2d(2), n.ReLU(),
             n.MaxPool2d(2), n.Flatten(), n.Linear(8, 4), n.Dropout(0.2), n.GELU("tanh"),
             n.LayerNorm(4), n.Embedding(10, 3, padding_idx=0), n.GroupNorm(2, 4),
+            n.Embedding(10, 3, max_norm=1.0, norm_type=1.0, scale_grad_by_freq=True),
             n.MultiheadAttention(8, 2), n.TransformerEncoderLayer(8, 2, 16),
             n.ModuleList([n.ReLU(), n.ReLU(), n.Tanh()]), n.ModuleDict({"x": n.Identity()}),
             n.Conv1d(2, 3, 3), n.AvgPool2d(2), n.AdaptiveAvgPool2d(1), n.Softmax(dim=1),
             n.LogSoftmax(dim=1), n.LeakyReLU(0.2), n.ELU(), n.SiLU(), n.Sigmoid(), n.Tanh(),
             n.CrossEntropyLoss(), n.Bilinear(2, 3, 4), n.BatchNorm1d(3, affine=False))
     assert repr(build(ember)) == repr(build(torch))
+
+
+def test_embedding_sparse_says_why_and_what_to_use():
+    with pytest.raises(NotImplementedError, match=r"ember has no sparse tensors; use "
+                                                  r"sparse=False.*test_module_api\.py"):
+        nn.Embedding(10, 3, sparse=True)
+
+
+def test_embedding_functional_max_norm_matches_pytorch():
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((8, 5)).astype(np.float32) * 2
+    index = np.array([[1, 7, 1], [7, 0, 1]])
+    ew, tw = ember.tensor(weight), torch.tensor(weight)
+    out = nn.functional.embedding(ember.tensor(index), ew, max_norm=1.25, norm_type=3.0)
+    expected = torch.nn.functional.embedding(torch.tensor(index), tw, max_norm=1.25,
+                                             norm_type=3.0)
+    error = max(float(np.abs(out.numpy() - expected.numpy()).max()),
+                float(np.abs(ew.numpy() - tw.numpy()).max()))
+    print(f"F.embedding max_norm: max abs error {error:.2e}")
+    assert error < 1e-6
+    # rows 1, 7 and 0 were rescaled in place; the rest untouched
+    assert np.array_equal(ew.numpy()[2:7], weight[2:7])
+    assert not np.allclose(ew.numpy()[[0, 1, 7]], weight[[0, 1, 7]])
+
+
+def test_embedding_max_norm_inside_compile_is_a_clear_error():
+    weight = nn.Parameter(ember.randn(6, 3))
+    compiled = ember.compile(lambda i: nn.functional.embedding(i, weight, max_norm=1.0))
+    with pytest.raises(NotImplementedError, match="max_norm rewrites weight rows in place.*"
+                                                  "call the embedding outside ember.compile"):
+        compiled(ember.tensor([1, 2]))
+    # without max_norm the same lookup compiles
+    plain = ember.compile(lambda i: nn.functional.embedding(i, weight, scale_grad_by_freq=True))
+    assert np.array_equal(plain(ember.tensor([1, 2])).detach().numpy(),
+                          weight.detach().numpy()[[1, 2]])
 
 
 def test_train_eval_propagate():

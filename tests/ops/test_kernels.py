@@ -20,7 +20,7 @@ from ember.testing.op_table import ROWS
 
 XP = get_backend("cpu").xp
 KERNEL_OPS = sorted(name for name, op in REGISTRY.items() if op.kernels)
-EXACT = {"max_pool2d"}  # picks values: bitwise equal; the others sum in another order
+EXACT = {"max_pool2d", "max_pool_indices"}  # pick values or positions: bitwise equal
 
 
 def _tolerance(op_name, dtype):
@@ -85,7 +85,7 @@ def _row_cases():
 
 def test_the_conv_and_pool_kernels_are_registered():
     for name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d",
-                 "max_pool2d_grad"):
+                 "max_pool2d_grad", "max_pool_indices"):
         assert REGISTRY[name].kernels.get("numpy") is not None, name
 
 
@@ -196,7 +196,7 @@ def _pool_inputs(shape, dtype, rng):
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}p{c[3]}d{c[4]}"
                          f"{'-ceil' if c[5] else ''}")
 def test_max_pool_kernels_on_random_shapes(case, dtype):
-    from ember.ops.conv import MAX_POOL2D, MAX_POOL2D_GRAD
+    from ember.ops.conv import MAX_POOL2D, MAX_POOL2D_GRAD, MAX_POOL_INDICES
 
     xs, kernel, stride, padding, dilation, ceil_mode = case
     rng = np.random.default_rng(2)
@@ -215,10 +215,35 @@ def test_max_pool_kernels_on_random_shapes(case, dtype):
         for gg in gs:
             _compare("max_pool2d_grad", MAX_POOL2D_GRAD.kernels["numpy"](XP, gg, x, **attrs),
                      MAX_POOL2D_GRAD.forward(XP, gg, x, **attrs), dtype, f"{case} {name}")
+        _compare("max_pool_indices", MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
+                 MAX_POOL_INDICES.forward(XP, x, **attrs), dtype, f"{case} {name}")
+
+
+POOL_INDEX_CASES = [
+    # x shape, kernel, stride, padding, dilation, ceil_mode: 1-D and 3-D (2-D: POOL_CASES)
+    ((4, 3, 17), (3,), (2,), (1,), (1,), True),
+    ((2, 5, 20), (2,), (3,), (1,), (4,), False),
+    ((2, 3, 6, 9, 7), (2, 3, 2), (2, 1, 2), (1, 1, 0), (1, 1, 2), True),
+    ((2, 2, 7, 7, 8), (3, 3, 3), (3, 3, 3), (1, 1, 1), (1, 1, 1), True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_INDEX_CASES, ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}p{c[3]}"
+                         f"d{c[4]}{'-ceil' if c[5] else ''}")
+def test_max_pool_indices_kernel_in_1d_and_3d(case, dtype):
+    from ember.ops.conv import MAX_POOL_INDICES
+
+    xs, kernel, stride, padding, dilation, ceil_mode = case
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
+             "ceil_mode": ceil_mode}
+    for name, x in _pool_inputs(xs, dtype, np.random.default_rng(4)):
+        _compare("max_pool_indices", MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
+                 MAX_POOL_INDICES.forward(XP, x, **attrs), dtype, f"{case} {name}")
 
 
 def test_max_pool_kernel_on_integers():
-    from ember.ops.conv import MAX_POOL2D
+    from ember.ops.conv import MAX_POOL2D, MAX_POOL_INDICES
 
     x = np.random.default_rng(3).integers(-100, 100, (2, 3, 9, 8)).astype(np.int32)
     for k, s, p, c in itertools.product((2, 3), (1, 2), (0, 1), (False, True)):
@@ -226,3 +251,5 @@ def test_max_pool_kernel_on_integers():
                  "ceil_mode": c}
         _compare("max_pool2d", MAX_POOL2D.kernels["numpy"](XP, x, **attrs),
                  MAX_POOL2D.forward(XP, x, **attrs), np.int32, str(attrs))
+        _compare("max_pool_indices", MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
+                 MAX_POOL_INDICES.forward(XP, x, **attrs), np.int32, str(attrs))

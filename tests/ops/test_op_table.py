@@ -72,6 +72,8 @@ def test_forward_matches_torch(row, sample):
     theirs = row.torch_fn(*targs, **sample.kwargs)
     assert tuple(ours.shape) == tuple(theirs.shape)
     assert ours.dtype.name == str(theirs.dtype).removeprefix("torch."), (ours.dtype, theirs.dtype)
+    error = float(np.max(np.abs(_np(ours).astype(np.float64) - _np(theirs)), initial=0.0))
+    print(f"{row.name}-{sample.name}: forward max abs error {error:.2e}")
     np.testing.assert_allclose(_np(ours), _np(theirs), atol=row.atol, rtol=row.rtol * 10)
 
 
@@ -124,11 +126,67 @@ def test_gradients_match_torch(row, sample):
     cot = np.random.default_rng(1).standard_normal(tuple(ours.shape)).astype(np.float32)
     ours.backward(ember.from_numpy(cot))
     theirs.backward(torch.from_numpy(cot))
+    worst = 0.0
     for a, t in zip(args, targs):
         if isinstance(a, ember.Tensor) and a.requires_grad:
             expected = t.grad.numpy() if t.grad is not None else np.zeros(tuple(a.shape))
             got = _np(a.grad) if a.grad is not None else np.zeros(tuple(a.shape))
+            worst = max(worst, float(np.max(np.abs(got - expected), initial=0.0)))
             np.testing.assert_allclose(got, expected, atol=max(row.atol, 1e-5) * 10, rtol=1e-4)
+    print(f"{row.name}-{sample.name}: gradient max abs error {worst:.2e}")
+
+
+def _second_order_cases():
+    """gradgrad rows with a PyTorch reference, samples with a non-empty float input only."""
+    def has_input(row, sample):
+        return sample.grad and any(
+            isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size
+            and i not in row.int_args and i not in row.const_args
+            for i, a in enumerate(sample.args))
+    return [c for c in _cases(lambda r: r.gradgrad and r.torch_fn is not None)
+            if has_input(*c.values)]
+
+
+def _second(output, inputs, lib):
+    """Gradients of `output` (a Python 0 when nothing depends on the inputs)."""
+    if not getattr(output, "requires_grad", False):
+        return [None] * len(inputs)
+    return lib.autograd.grad(output, inputs, allow_unused=True)
+
+
+@pytest.mark.parametrize("row,sample", _second_order_cases())
+def test_second_order_gradients_match_torch(row, sample):
+    """d/dx <grad(f)(x), v> against torch.autograd.grad with create_graph, in float64."""
+    args = [_to_ember(a, np.float64, sample.noncontiguous, i in row.int_args,
+                      requires_grad=i not in row.const_args)
+            for i, a in enumerate(sample.args)]
+    targs = [_to_torch(a, np.float64, i in row.int_args) for i, a in enumerate(sample.args)]
+    pairs = [(a, t) for i, (a, t) in enumerate(zip(args, targs))
+             if isinstance(a, ember.Tensor) and a.requires_grad]
+    for _, t in pairs:
+        t.requires_grad_(True)
+    rng = np.random.default_rng(2)
+    ours = row.fn(*args, **sample.kwargs)
+    theirs = row.torch_fn(*targs, **sample.kwargs)
+    cot = rng.standard_normal(tuple(ours.shape))
+    firsts = ember.autograd.grad(ours, [a for a, _ in pairs], ember.from_numpy(cot),
+                                 create_graph=True, allow_unused=True)
+    tfirsts = torch.autograd.grad(theirs, [t for _, t in pairs], torch.from_numpy(cot),
+                                  create_graph=True, allow_unused=True)
+    probes = [rng.standard_normal(tuple(a.shape)) for a, _ in pairs]
+    ours2 = sum((f * ember.from_numpy(v)).sum() for f, v in zip(firsts, probes)
+                if f is not None)
+    theirs2 = sum((f * torch.from_numpy(v)).sum() for f, v in zip(tfirsts, probes)
+                  if f is not None)
+    seconds = _second(ours2, [a for a, _ in pairs], ember)
+    tseconds = _second(theirs2, [t for _, t in pairs], torch)
+    worst = 0.0
+    for (a, _), e, t in zip(pairs, seconds, tseconds):
+        expected = t.numpy() if t is not None else np.zeros(tuple(a.shape))
+        got = _np(e) if e is not None else np.zeros(tuple(a.shape))
+        worst = max(worst, float(np.max(np.abs(got - expected), initial=0.0)))
+        np.testing.assert_allclose(got, expected, atol=1e-8, rtol=1e-7)
+    print(f"{row.name}-{sample.name}: second-order max abs error {worst:.2e}")
 
 
 def _error_cases():

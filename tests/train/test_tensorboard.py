@@ -1,6 +1,7 @@
 """ember's event-file writer, read back by TensorBoard's own EventAccumulator."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -114,3 +115,42 @@ def test_flush_makes_events_visible_before_close(tmp_path):
     writer.flush()
     assert [e.value for e in _accumulate(tmp_path).Scalars("a")] == [1.0]
     writer.close()
+
+
+def _scalar_steps(folder, tag):
+    return [(e.step, e.value) for e in _accumulate(folder).Scalars(tag)]
+
+
+@pytest.mark.parametrize("purge_step", [0, 3, 8])
+def test_purge_step_hides_the_crashed_runs_later_steps(tmp_path, monkeypatch, purge_step):
+    """Run 1 logs steps 0..7 and 'crashes'; run 2 resumes at purge_step in the same folder."""
+    now = time.time()
+    # run 1 an hour ago: event file names start with the time, so the resumed run's sorts last
+    monkeypatch.setattr(time, "time", lambda: now - 3600)
+    with SummaryWriter(tmp_path) as first:
+        for step in range(8):
+            first.add_scalar("loss", float(step), step)
+            first.add_scalar("lr", 0.1, step)
+            first.add_scalars("acc", {"eval": float(step)}, step)
+            first.add_histogram("w", np.arange(4.0) + step, step)
+    monkeypatch.undo()
+    with SummaryWriter(tmp_path, purge_step=purge_step) as resumed:
+        for step in range(purge_step, purge_step + 2):
+            resumed.add_scalar("loss", 100.0 + step, step)
+            resumed.add_scalars("acc", {"eval": 100.0 + step}, step)
+    kept = [(s, float(s)) for s in range(min(purge_step, 8))]
+    new = [(s, 100.0 + s) for s in range(purge_step, purge_step + 2)]
+    assert _scalar_steps(tmp_path, "loss") == kept + new
+    # every tag is purged, also the ones the resumed run does not write again
+    assert [s for s, _ in _scalar_steps(tmp_path, "lr")] == [s for s, _ in kept]
+    assert [e.step for e in _accumulate(tmp_path).Histograms("w")] == [s for s, _ in kept]
+    assert _scalar_steps(tmp_path / "acc_eval", "acc") == kept + new
+
+
+def test_purge_step_without_restart_changes_nothing(tmp_path):
+    with SummaryWriter(tmp_path, purge_step=4) as writer:
+        for step in range(6):
+            writer.add_scalar("loss", float(step), step)
+    assert [s for s, _ in _scalar_steps(tmp_path, "loss")] == list(range(6))
+    with pytest.raises(TypeError, match="purge_step must be an int step, got '3'"):
+        SummaryWriter(tmp_path, purge_step="3")

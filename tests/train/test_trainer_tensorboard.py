@@ -59,3 +59,57 @@ def test_tensorboard_scalars_read_back(tmp_path):
         )
     assert [e.step for e in reader.Scalars("train/loss")] == [2, 4, 6, 8, 10]
     assert "args" in reader.Tags()["tensors"]
+
+
+@pytest.mark.parametrize("how", ["arguments", "callback"])
+def test_weight_histograms_read_back(tmp_path, how):
+    """logging_weight_histograms (or TensorBoardCallback(histograms=True)): one histogram per
+    trainable weight at each training log step, of the weights as they were then."""
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    from ember.train import TensorBoardCallback, TrainerCallback
+
+    logs = str(tmp_path / "logs")
+    seen = {}
+
+    class Snapshot(TrainerCallback):  # what the weights were at each log step
+        def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+            if "loss" in (logs or {}):
+                seen[state.global_step] = {
+                    n: p.detach().numpy().copy() for n, p in model.named_parameters()
+                }
+
+    args = TrainingArguments(
+        str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        logging_steps=2,
+        report_to="tensorboard" if how == "arguments" else "none",
+        logging_weight_histograms=how == "arguments",
+        logging_dir=logs,
+        disable_tqdm=True,
+        save_strategy="no",
+        learning_rate=1e-2,
+    )
+    callbacks = [Snapshot()]
+    if how == "callback":
+        callbacks.append(TensorBoardCallback(histograms=True))
+    model = make_model()
+    trainer = Trainer(model, args, train_dataset=classification_data(40), callbacks=callbacks)
+    trainer.train()
+    reader = event_accumulator.EventAccumulator(logs, size_guidance={"histograms": 0})
+    reader.Reload()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert set(reader.Tags()["histograms"]) == {f"weights/{n}" for n in names}
+    for name in names:
+        events = reader.Histograms(f"weights/{name}")
+        assert [e.step for e in events] == sorted(seen) == [2, 4]
+        for event in events:
+            weights = seen[event.step][name]
+            value = event.histogram_value
+            assert value.num == weights.size
+            total = weights.sum(dtype=np.float64)
+            np.testing.assert_allclose(value.sum, total, rtol=1e-5, atol=1e-6)
+            extremes = [weights.min(), weights.max()]
+            np.testing.assert_allclose([value.min, value.max], extremes, rtol=1e-6)

@@ -97,6 +97,22 @@ def test_decode_encode_roundtrip(tf, photo_paths):
     assert floats.dtype == np.float32 and floats.max() <= 1.0
 
 
+def test_truncated_jpeg_fails_unless_recovery_is_asked_for(photo_paths):
+    from PIL import ImageFile
+
+    data = read_file(photo_paths[0])
+    truncated = data[: len(data) * 2 // 3]
+    with pytest.raises(ValueError, match="decode_jpeg: invalid JPEG data"):
+        image.decode_jpeg(truncated)
+    recovered = to_numpy(image.decode_jpeg(truncated, channels=3, try_recover_truncated=True))
+    whole = to_numpy(image.decode_jpeg(data, channels=3))
+    assert recovered.shape == whole.shape
+    assert np.array_equal(recovered[:10], whole[:10])  # the rows the file still holds
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # Pillow's global switch is left alone
+    with pytest.raises(ValueError, match="decode_jpeg: invalid JPEG data"):
+        image.decode_jpeg(truncated)
+
+
 def test_decode_errors_are_clear():
     with pytest.raises(ValueError, match="decode_jpeg"):
         image.decode_jpeg(b"not an image")
@@ -166,3 +182,41 @@ def test_bilinear_tables_match_the_general_kernel():
         kernel = np.maximum(0, 1 - np.abs(np.arange(in_size)[None, :] + 0.5 - centers[:, None]))
         kernel /= kernel.sum(axis=1, keepdims=True)
         assert np.abs(dense - kernel).max() < 1e-6, (in_size, out_size)
+
+
+COMPILED_CASES = [
+    # (image shape, dtype, size): one image and a batch, 1/3/4/5 channels, up and down
+    ((97, 131, 3), np.uint8, [40, 200]),
+    ((97, 131, 3), np.uint8, [256, 341]),
+    ((2, 50, 70, 3), np.float32, [33, 90]),
+    ((61, 47, 1), np.uint8, [61, 20]),
+    ((30, 40, 4), np.float64, [90, 40]),
+    ((3, 25, 19, 5), np.float32, [12, 57]),
+]
+
+
+@pytest.mark.parametrize("shape,dtype,size", COMPILED_CASES)
+@pytest.mark.parametrize("method", ["bilinear", "bicubic", "area", "lanczos3", "gaussian"])
+@pytest.mark.parametrize("antialias", [False, True])
+def test_compiled_resize_gives_the_same_bits_as_numpy(shape, dtype, size, method, antialias):
+    """Note [Compiled resampling]: the numba passes and the NumPy passes compute the same
+    float32 sums in the same order."""
+    from ember.backend import numba_kernels
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed (the `fast` extra): only the NumPy path exists")
+    values = np.random.default_rng(len(shape) + size[0]).random(shape) * 255
+    array = values.astype(dtype)
+    compiled = image._resize_compiled(array, *size, method, antialias)
+    assert compiled is not None
+    with numba_kernels.disable_for_tests():
+        saved = dict(image._RESAMPLERS)
+        image._RESAMPLERS.clear()
+        try:
+            reference = to_numpy(image.resize(array, size, method=method, antialias=antialias))
+        finally:
+            image._RESAMPLERS.clear()
+            image._RESAMPLERS.update(saved)
+    assert compiled.dtype == reference.dtype == np.float32
+    assert compiled.shape == reference.shape
+    assert np.array_equal(compiled, reference)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import ShapeError, at_user_line
 from ember.autograd.grad_mode import no_grad
 from ember.nn import functional as F
 from ember.nn import init
@@ -131,16 +131,22 @@ class Bilinear(Module):
 class Embedding(Module):
     """A lookup table: index i -> row i of `weight` (num_embeddings, embedding_dim).
 
-    The row at `padding_idx` starts at zero and receives no gradient."""
+    The row at `padding_idx` starts at zero and receives no gradient. With `max_norm`, rows
+    that a forward looks up are first rescaled in place to norm at most `max_norm`
+    (`norm_type`-norm); with `scale_grad_by_freq`, gradient rows are divided by the count of
+    their index in the batch. `sparse=True` raises: ember has no sparse gradients."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm=None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
                  sparse: bool = False, _weight: Tensor | None = None, _freeze: bool = False,
                  device=None, dtype=None) -> None:
         super().__init__()
-        if max_norm is not None or scale_grad_by_freq or sparse:
-            raise NotImplementedError("Embedding: max_norm, scale_grad_by_freq and sparse are "
-                                      "not supported")
+        if sparse:
+            raise NotImplementedError(at_user_line(
+                "Embedding: sparse=True asks for sparse gradient tensors, and ember has no "
+                "sparse tensors; use sparse=False: the gradient holds the same values as a "
+                "dense (num_embeddings, embedding_dim) tensor, which every ember optimizer "
+                "accepts"))
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         if padding_idx is not None:
@@ -149,6 +155,10 @@ class Embedding(Module):
                                  f"num_embeddings {num_embeddings}")
             padding_idx %= num_embeddings
         self.padding_idx = padding_idx
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+        self.scale_grad_by_freq = scale_grad_by_freq
+        self.sparse = sparse
         if _weight is None:
             self.weight = Parameter(empty((num_embeddings, embedding_dim),
                                           **_factory(device, dtype)), requires_grad=not _freeze)
@@ -179,7 +189,8 @@ class Embedding(Module):
             if low < 0 or high >= self.num_embeddings:
                 raise IndexError(f"index {high if high >= self.num_embeddings else low} is out "
                                  f"of range for num_embeddings {self.num_embeddings}")
-        return F.embedding(x, self.weight, self.padding_idx)
+        return F.embedding(x, self.weight, self.padding_idx, self.max_norm, self.norm_type,
+                           self.scale_grad_by_freq)
 
     def _error_label(self) -> str:
         return f"Embedding {self.num_embeddings}×{self.embedding_dim}"
@@ -188,6 +199,12 @@ class Embedding(Module):
         s = f"{self.num_embeddings}, {self.embedding_dim}"
         if self.padding_idx is not None:
             s += f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm}"
+        if self.norm_type != 2:
+            s += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq:
+            s += ", scale_grad_by_freq=True"
         return s
 
 
@@ -310,18 +327,22 @@ class Conv2d(_ConvNd):
 
 
 class _Pool2d(Module):
+    _n = 2
+
     def _check(self, x: Tensor) -> None:
-        if x.ndim not in (3, 4):
-            raise ShapeError(f"expected a 3-D (C, H, W) or 4-D (N, C, H, W) input, got "
-                             f"{tuple(x.shape)}")
+        n = self._n
+        if x.ndim not in (n + 1, n + 2):
+            dims = ("L",) if n == 1 else ("H", "W") if n == 2 else ("D", "H", "W")
+            raise ShapeError(f"expected a {n + 1}-D (C, {', '.join(dims)}) or {n + 2}-D (N, C, "
+                             f"{', '.join(dims)}) input, got {tuple(x.shape)}")
 
 
-class MaxPool2d(_Pool2d):
+class _MaxPoolNd(_Pool2d):
+    _pool = None
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
         super().__init__()
-        if return_indices:
-            raise NotImplementedError("MaxPool2d: return_indices=True is not supported")
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding = padding
@@ -329,14 +350,112 @@ class MaxPool2d(_Pool2d):
         self.return_indices = return_indices
         self.ceil_mode = ceil_mode
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor):
         self._check(x)
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                            self.ceil_mode)
+        return type(self)._pool(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                                self.ceil_mode, self.return_indices)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+
+
+class MaxPool1d(_MaxPoolNd):
+    """Max pooling over (N, C, L); with return_indices=True, forward returns (out, indices)."""
+
+    _n = 1
+    _pool = staticmethod(F.max_pool1d)
+
+
+class MaxPool2d(_MaxPoolNd):
+    """Max pooling over (N, C, H, W); with return_indices=True, forward returns (out, indices).
+
+    Example:
+        >>> import ember, ember.nn as nn
+        >>> out, idx = nn.MaxPool2d(2, return_indices=True)(ember.zeros(1, 1, 4, 4))
+        >>> tuple(out.shape), idx.dtype
+        ((1, 1, 2, 2), ember.int64)
+    """
+
+    _n = 2
+    _pool = staticmethod(F.max_pool2d)
+
+
+class MaxPool3d(_MaxPoolNd):
+    """Max pooling over (N, C, D, H, W); with return_indices=True, also the flat indices."""
+
+    _n = 3
+    _pool = staticmethod(F.max_pool3d)
+
+
+class _MaxUnpoolNd(_Pool2d):
+    _unpool = None
+
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+
+    def forward(self, x: Tensor, indices: Tensor, output_size=None) -> Tensor:
+        self._check(x)
+        return type(self)._unpool(x, indices, self.kernel_size, self.stride, self.padding,
+                                  output_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool1d(_MaxUnpoolNd):
+    """The partial inverse of MaxPool1d: forward(x, indices, output_size=None)."""
+
+    _n = 1
+    _unpool = staticmethod(F.max_unpool1d)
+
+
+class MaxUnpool2d(_MaxUnpoolNd):
+    """The partial inverse of MaxPool2d: forward(x, indices, output_size=None).
+
+    Example:
+        >>> import ember, ember.nn as nn
+        >>> pool, unpool = nn.MaxPool2d(2, return_indices=True), nn.MaxUnpool2d(2)
+        >>> out, idx = pool(ember.arange(16.0).reshape(1, 1, 4, 4))
+        >>> unpool(out, idx)[0, 0].tolist()
+        [[0.0, 0.0, 0.0, 0.0], [0.0, 5.0, 0.0, 7.0], [0.0, 0.0, 0.0, 0.0], [0.0, 13.0, 0.0, 15.0]]
+    """
+
+    _n = 2
+    _unpool = staticmethod(F.max_unpool2d)
+
+
+class MaxUnpool3d(_MaxUnpoolNd):
+    """The partial inverse of MaxPool3d: forward(x, indices, output_size=None)."""
+
+    _n = 3
+    _unpool = staticmethod(F.max_unpool3d)
+
+
+class AvgPool1d(_Pool2d):
+    """Average pooling over (N, C, L) or (C, L)."""
+
+    _n = 1
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AvgPool2d(_Pool2d):

@@ -21,6 +21,7 @@ from ember.nn.modules.layers import Dropout, LayerNorm, Linear
 from ember.nn.modules.module import Module
 from ember.nn.parameter import Parameter
 from ember.ops import elementwise as E
+from ember.ops import shape as S
 from ember.tensor import Tensor, empty
 
 
@@ -42,6 +43,10 @@ class MultiheadAttention(Module):
     Returns (output, weights); weights are averaged over heads unless
     `average_attn_weights=False`, and None when `need_weights=False`.
 
+    As in PyTorch, `add_bias_kv` appends learned `bias_k` / `bias_v` (1, 1, embed_dim) to the
+    projected keys and values, and `add_zero_attn` then appends a zero key and value per head;
+    each adds one source position (to the weights too) that no mask hides.
+
     Example:
         >>> import ember, ember.nn as nn
         >>> mha = nn.MultiheadAttention(16, 4, batch_first=True)
@@ -58,9 +63,6 @@ class MultiheadAttention(Module):
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by "
                              f"num_heads {num_heads}")
-        if add_bias_kv or add_zero_attn:
-            raise NotImplementedError("MultiheadAttention: add_bias_kv and add_zero_attn are not "
-                                      "supported")
         factory = {"device": device, "dtype": dtype}
         self.embed_dim = embed_dim
         self.kdim = kdim if kdim is not None else embed_dim
@@ -86,7 +88,12 @@ class MultiheadAttention(Module):
             self.register_parameter("in_proj_bias", None)
         self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias,
                                                         **factory)
-        self.bias_k = self.bias_v = None
+        if add_bias_kv:
+            # a learned key and value appended to every sequence (one more source position)
+            self.bias_k = Parameter(empty((1, 1, embed_dim), **factory))
+            self.bias_v = Parameter(empty((1, 1, embed_dim), **factory))
+        else:
+            self.bias_k = self.bias_v = None
         self.add_zero_attn = add_zero_attn
         self._reset_parameters()
 
@@ -100,6 +107,9 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             init.constant_(self.in_proj_bias, 0.0)
             init.constant_(self.out_proj.bias, 0.0)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
 
     def _projections(self):
         e = self.embed_dim
@@ -170,6 +180,18 @@ class MultiheadAttention(Module):
                                  f"({n}, {src_len})")
             pad = _additive_mask(key_padding_mask, q.dtype).reshape(n, 1, 1, src_len)
             mask = pad if mask is None else mask + pad
+
+        extra = 0  # source positions appended after projection, never masked
+        if self.bias_k is not None:
+            k = S.cat([k, self.bias_k.reshape(1, h, 1, d).expand(n, h, 1, d)], 2)
+            v = S.cat([v, self.bias_v.reshape(1, h, 1, d).expand(n, h, 1, d)], 2)
+            extra += 1
+        if self.add_zero_attn:
+            k = S.cat([k, k.new_zeros((n, h, 1, d))], 2)
+            v = S.cat([v, v.new_zeros((n, h, 1, d))], 2)
+            extra += 1
+        if mask is not None and extra:
+            mask = F.pad(mask, (0, extra))
 
         scores = (q @ k.mT) * (1.0 / math.sqrt(d))
         if mask is not None:

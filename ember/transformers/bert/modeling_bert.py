@@ -3,7 +3,9 @@
 Weight names are HuggingFace's (`bert.encoder.layer.0.attention.self.query.weight`, ...), so
 HuggingFace folders load as they are (Note [Weight map] in modeling_utils). Self-attention
 runs through `scaled_dot_product_attention` unless the caller asks for the attention
-probabilities (`output_attentions=True`), which takes the explicit softmax path.
+probabilities (`output_attentions=True`), which takes the explicit softmax path. A head mask
+(HuggingFace's `head_mask`) scales each head's probabilities; as it is constant over positions
+it scales that head's context the same way, so the fast path applies it there.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class BertSelfAttention(nn.Module):
         return x.reshape(batch, length, self.num_attention_heads,
                          self.attention_head_size).transpose(1, 2).contiguous()
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False):
+    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
+                head_mask=None):
         query = self._heads(self.query(hidden_states))
         key = self._heads(self.key(hidden_states))
         value = self._heads(self.value(hidden_states))
@@ -97,12 +100,18 @@ class BertSelfAttention(nn.Module):
             if attention_mask is not None:
                 scores = scores + attention_mask
             probs = F.softmax(scores, -1)
-            context = self.dropout(probs) @ value
+            dropped = self.dropout(probs)
+            if head_mask is not None:
+                probs = probs * head_mask
+                dropped = dropped * head_mask
+            context = dropped @ value
         else:
             probs = None
             context = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask,
                 dropout_p=self.dropout_prob if self.training else 0.0, scale=scale)
+            if head_mask is not None:  # (p * m) @ v == m * (p @ v): m is per head
+                context = context * head_mask
         batch, length = hidden_states.shape[0], hidden_states.shape[1]
         context = context.transpose(1, 2).reshape(batch, length, self.all_head_size)
         return context, probs
@@ -125,8 +134,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False):
-        context, probs = self.self(hidden_states, attention_mask, output_attentions)
+    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
+                head_mask=None):
+        context, probs = self.self(hidden_states, attention_mask, output_attentions, head_mask)
         return self.output(context, hidden_states), probs
 
 
@@ -158,9 +168,10 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False):
+    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
+                head_mask=None):
         attention_output, probs = self.attention(hidden_states, attention_mask,
-                                                 output_attentions)
+                                                 output_attentions, head_mask)
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, probs
 
@@ -171,11 +182,13 @@ class BertEncoder(nn.Module):
         self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
 
     def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
-                output_hidden_states: bool = False):
+                output_hidden_states: bool = False, head_mask=None):
+        """`head_mask`: None, or one (1, heads, 1, 1) tensor (or None) per layer."""
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layer:
-            hidden_states, probs = layer(hidden_states, attention_mask, output_attentions)
+        for i, layer in enumerate(self.layer):
+            hidden_states, probs = layer(hidden_states, attention_mask, output_attentions,
+                                         None if head_mask is None else head_mask[i])
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions:
@@ -293,7 +306,9 @@ def _finish(output, return_dict: bool):
 
 class BertModel(BertPreTrainedModel):
     """The BERT encoder with an optional pooler; outputs `last_hidden_state` and
-    `pooler_output` (plus `hidden_states` / `attentions` on request).
+    `pooler_output` (plus `hidden_states` / `attentions` on request). `head_mask`, shaped
+    (num_heads,) or (num_layers, num_heads), multiplies each head's attention probabilities
+    (HuggingFace 4.x semantics: 0 silences a head; it is differentiable).
 
     Example:
         >>> import ember
@@ -319,8 +334,6 @@ class BertModel(BertPreTrainedModel):
                 output_attentions=None, output_hidden_states=None, return_dict=None):
         output_attentions, output_hidden_states, return_dict = _return_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
-        if head_mask is not None:
-            raise NotImplementedError("BertModel: head_mask is not supported")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("BertModel: pass exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
@@ -344,8 +357,13 @@ class BertModel(BertPreTrainedModel):
                 raise ValueError(f"BertModel: attention_mask shape "
                                  f"{tuple(attention_mask.shape)} does not fit input {shape}")
             extended_mask = self.get_extended_attention_mask(attention_mask, embeddings.dtype)
+        layer_head_masks = None
+        if head_mask is not None:
+            layer_head_masks = self.get_head_mask(head_mask, self.config.num_hidden_layers,
+                                                  self.config.num_attention_heads)
         sequence_output, hidden_states, attentions = self.encoder(
-            embeddings, extended_mask, output_attentions, output_hidden_states)
+            embeddings, extended_mask, output_attentions, output_hidden_states,
+            layer_head_masks)
         pooled = self.pooler(sequence_output) if self.pooler is not None else None
         output = BaseModelOutputWithPooling(last_hidden_state=sequence_output,
                                             pooler_output=pooled, hidden_states=hidden_states,

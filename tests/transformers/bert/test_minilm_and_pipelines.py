@@ -63,6 +63,50 @@ def test_minilm_matches_huggingface(minilm, hf):
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_minilm_head_mask_matches_huggingface(minilm, hf, hf_head_mask_attention):
+    """head_mask on the real checkpoint, against HF's eager attention with 4.x's head-mask
+    semantics (the `hf_head_mask_attention` fixture)."""
+    import torch
+
+    tokenizer = et.AutoTokenizer.from_pretrained(minilm)
+    batch = tokenizer(SENTENCES[:4], padding=True, truncation=True, max_length=64,
+                      return_tensors="np")
+    ours = et.BertModel.from_pretrained(minilm)
+    theirs = hf.BertModel.from_pretrained(
+        minilm, attn_implementation=hf_head_mask_attention).eval()
+    layers, heads = ours.config.num_hidden_layers, ours.config.num_attention_heads
+    mask = np.random.default_rng(0).integers(0, 2, (layers, heads)).astype(np.float32)
+    mask[0, :2] = [0.0, 0.5]
+    with ember.no_grad():
+        out = ours(**{k: ember.from_numpy(v) for k, v in batch.items()},
+                   head_mask=ember.from_numpy(mask), output_attentions=True)
+        fast = ours(**{k: ember.from_numpy(v) for k, v in batch.items()},
+                    head_mask=ember.from_numpy(mask))
+    with torch.no_grad():
+        ref = theirs(**{k: torch.from_numpy(v) for k, v in batch.items()},
+                     head_mask=torch.from_numpy(mask), output_attentions=True)
+    errors = {
+        "last_hidden_state": _err(out.last_hidden_state.numpy(), ref.last_hidden_state),
+        "last_hidden_state (sdpa path)": _err(fast.last_hidden_state.numpy(),
+                                              ref.last_hidden_state),
+        "pooler_output": _err(out.pooler_output.numpy(), ref.pooler_output),
+        "attentions": max(_err(a.numpy(), b) for a, b in zip(out.attentions, ref.attentions)),
+    }
+    # the same comparison without a head mask: float32 rounding over 6 layers, the floor
+    with ember.no_grad():
+        plain = ours(**{k: ember.from_numpy(v) for k, v in batch.items()})
+    with torch.no_grad():
+        plain_ref = theirs(**{k: torch.from_numpy(v) for k, v in batch.items()})
+    errors["last_hidden_state without head_mask"] = _err(plain.last_hidden_state.numpy(),
+                                                         plain_ref.last_hidden_state)
+    print("MiniLM head_mask max abs errors vs HF:", {k: f"{v:.2e}" for k, v in errors.items()})
+    assert errors["pooler_output"] < 1e-5 and errors["attentions"] < 1e-5, errors
+    # hidden states reach |x| ~ 10: the same 1e-4 bound as test_minilm_matches_huggingface
+    assert all(v < 1e-4 for v in errors.values()), errors
+    assert _err(plain.last_hidden_state.numpy(), ref.last_hidden_state) > 1e-2  # it matters
+
+
 @pytest.fixture(scope="module")
 def tiny_folders(minilm, hf, tmp_path_factory):
     """Small random BERTs over MiniLM's vocabulary, saved by HF with MiniLM's tokenizer."""

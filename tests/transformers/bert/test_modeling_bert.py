@@ -325,3 +325,88 @@ def test_dropout_is_active_in_train_mode():
     model.eval()
     assert np.array_equal(model(ids).last_hidden_state.detach().numpy(),
                           model(ids).last_hidden_state.detach().numpy())
+
+
+# --- head_mask ---------------------------------------------------------------------------------
+HEAD_MASKS = {
+    "per_head": np.array([1.0, 0.0, 1.0, 1.0], np.float32),
+    "per_layer": np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]], np.float32),
+    "fractional": np.array([[0.5, 1.0, 0.25, 1.0], [1.0, 1.0, 1.0, 0.0]], np.float32),
+}
+
+
+def _full_head_mask(mask, layers=2):
+    return np.broadcast_to(mask, (layers, mask.shape[-1]))
+
+
+@pytest.mark.parametrize("kind", list(HEAD_MASKS))
+@pytest.mark.parametrize("output_attentions", [True, False], ids=["explicit", "sdpa"])
+def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, kind,
+                                      output_attentions):
+    import torch
+
+    tester = BertModelTester(hf, tmp_path, "BertModel")
+    tester.hf_model.config._attn_implementation = hf_head_mask_attention
+    ember_model, _ = tester.ember_model()
+    mask = HEAD_MASKS[kind]
+    with torch.no_grad():
+        ref = tester.hf_model(**{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
+                              head_mask=torch.from_numpy(_full_head_mask(mask).copy()),
+                              output_attentions=True)
+    with ember.no_grad():
+        out = ember_model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
+                          head_mask=ember.from_numpy(mask), output_attentions=output_attentions)
+    errors = {"last_hidden_state": _err(out.last_hidden_state.numpy(), ref.last_hidden_state),
+              "pooler_output": _err(out.pooler_output.numpy(), ref.pooler_output)}
+    if output_attentions:
+        errors["attentions"] = max(_err(a.numpy(), b) for a, b in zip(out.attentions,
+                                                                      ref.attentions))
+        silenced = np.argwhere(_full_head_mask(mask) == 0)
+        assert all(not out.attentions[layer].numpy()[:, head].any() for layer, head in silenced)
+    print(kind, "max abs errors:", {k: f"{v:.2e}" for k, v in errors.items()})
+    assert all(v < TOL for v in errors.values()), errors
+    # the mask matters: without it the output differs
+    with ember.no_grad():
+        plain = ember_model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()})
+    assert _err(plain.last_hidden_state.numpy(), ref.last_hidden_state) > 1e-3
+
+
+def test_head_mask_gradients_match_huggingface(hf, hf_head_mask_attention, tmp_path):
+    """Loss and gradients, the head mask's own included (HF's head-importance scores)."""
+    import torch
+
+    head = "BertForSequenceClassification"
+    tester = BertModelTester(hf, tmp_path, head)
+    tester.hf_model.config._attn_implementation = hf_head_mask_attention
+    ember_model, _ = tester.ember_model()
+    mask = HEAD_MASKS["fractional"]
+    t_mask = torch.from_numpy(mask.copy()).requires_grad_(True)
+    e_mask = ember.from_numpy(mask.copy()).requires_grad_(True)
+    kwargs = {**tester.inputs, **tester.labels}
+    out_hf = tester.hf_model(**{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
+                             head_mask=t_mask)
+    out_em = ember_model(**{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
+                         head_mask=e_mask)
+    out_hf.loss.backward()
+    out_em.loss.backward()
+    hf_grads = {n: p.grad for n, p in tester.hf_model.named_parameters()}
+    worst = max(_err(p.grad.numpy(), hf_grads[n].numpy())
+                for n, p in ember_model.named_parameters() if n in hf_grads)
+    errors = {"loss": _err(out_em.loss.detach().numpy(), out_hf.loss.detach().numpy()),
+              "parameter grads": worst,
+              "head_mask grad": _err(e_mask.grad.numpy(), t_mask.grad.numpy())}
+    relative = errors["head_mask grad"] / float(np.abs(t_mask.grad.numpy()).max())
+    print("head_mask max abs errors:", {k: f"{v:.2e}" for k, v in errors.items()},
+          f"head_mask grad relative {relative:.2e}")
+    assert relative < 1e-4
+    assert all(v < TOL for v in errors.values()), errors
+    assert np.abs(t_mask.grad.numpy()).min() > 0  # every head's score is informative
+
+
+def test_head_mask_shape_is_checked():
+    model = et.BertModel(et.BertConfig(**TINY))
+    ids = ember.tensor([[3, 4, 5]])
+    for bad in (ember.ones(3), ember.ones((3, 4)), ember.ones((2, 4, 1))):
+        with pytest.raises(ValueError, match=r"head_mask must have shape \(num_heads,\) = "
+                                             r"\(4,\) or \(num_layers, num_heads\) = \(2, 4\)"):
+            model(ids, head_mask=bad)

@@ -229,8 +229,9 @@ def make_view(result, source, op, attrs):
     if version is None:
         version = source._version = [0, None]
     result._version = version
-    # attrs: this call's own dict, never mutated afterwards
-    result._view = (source, op.name, attrs, version[0], _state.enabled)
+    if op.vjp is not None:  # a non-differentiable view (bitcast) only shares the counter
+        # attrs: this call's own dict, never mutated afterwards
+        result._view = (source, op.name, attrs, version[0], _state.enabled)
 
 
 def view_chain(t):

@@ -835,6 +835,15 @@ VIEW_SCATTER = defop(
 
 
 def diagonal(x, offset=0, dim1=0, dim2=1):
+    """The diagonal of dims (dim1, dim2), shifted by `offset`, as the last dim: a view.
+
+    Example:
+        >>> x = ember.zeros(3, 3)
+        >>> x.diagonal().fill_(1.0)
+        tensor([1., 1., 1.])
+        >>> x.diagonal(1).tolist()
+        [0.0, 0.0]
+    """
     if x.ndim < 2:
         raise ShapeError(f"diagonal: input must have at least 2 dims, got shape "
                          f"{tuple(x.shape)}")
@@ -845,14 +854,24 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
 
 
 def diagonal_scatter(x, src, offset=0, dim1=0, dim2=1):
-    """A copy of x with its diagonal (offset, dim1, dim2) replaced by src."""
+    """A copy of x with its diagonal (offset, dim1, dim2) replaced by src.
+
+    Example:
+        >>> ember.diagonal_scatter(ember.zeros(2, 2), ember.ones(2)).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
     d1, d2 = _dim(dim1, x.ndim, "diagonal_scatter"), _dim(dim2, x.ndim, "diagonal_scatter")
     steps = (("diagonal", (("offset", int(offset)), ("dim1", d1), ("dim2", d2))),)
     return apply(VIEW_SCATTER, x, src, steps=steps)
 
 
 def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
-    """A copy of x with x[..., start:end:step, ...] (along dim) replaced by src."""
+    """A copy of x with x[..., start:end:step, ...] (along dim) replaced by src.
+
+    Example:
+        >>> ember.slice_scatter(ember.zeros(4), ember.ones(2), 0, 1, 3).tolist()
+        [0.0, 1.0, 1.0, 0.0]
+    """
     d = _dim(dim, x.ndim, "slice_scatter")
     spec = (("s", None, None, None),) * d + (("s", start, end, step),)
     return apply(VIEW_SCATTER, x, src, steps=(("getitem", (("spec", spec),)),))

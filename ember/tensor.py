@@ -5,6 +5,28 @@ Node that made it (`grad_fn`), and a version counter shared with its views
 (Note [Saved tensor versions]). Every operator and method goes through the op registry
 (Note [Eager dispatch]); nothing here computes on arrays directly except creation, printing
 and in-place writes.
+
+Note [Views and in-place]: a view op (reshape, permute, expand, basic getitem, diagonal) whose
+result shares memory with its input gives the result `_view = (parent, op name, attrs items,
+version, made with grad mode on)` and the parent's version counter (`dispatch.make_view`).
+`detach()` shares the counter but is no view for autograd, as in PyTorch. An in-place op that
+autograd records on a view rewrites the history of the root base, as PyTorch's CopySlices does:
+the base's new Node is `view_scatter(base's old history, op(view's old value, ...))` with the
+view steps from the base to the view as its attribute (`_rebase_history`). Its VJP sends the
+gradient with the view region zeroed to the old base and the view region to the op, so
+gradients flow to both, and second order works because it is written with ember ops.
+Any in-place op bumps the shared counter; a view whose recorded version differs from the
+counter is stale, and its history is regenerated from the base's current one by replaying the
+view steps (`dispatch.refresh_view`, what PyTorch does on grad_fn access) before dispatch reads
+its autograd state (the check is one slot read for non-views on the fast path), in
+`requires_grad`/`grad_fn`, in-place ops and `backward`. So a view of a base that gains
+gradients through another view requires grad from then on. While tracing (ember.compile) the
+write is functional: the base's traced value becomes the view_scatter's, the view's the op's,
+and stale views replay their steps on the base's latest value (the tracer puts the counters
+back afterwards). PyTorch's rules are kept: in-place on a view of a leaf that requires grad is
+refused, a view made under no_grad cannot be written with grad mode on, and under no_grad
+nothing is recorded. Multi-output views (split, unbind, chunk) are plain views here, so
+writing one is allowed where PyTorch refuses it.
 """
 
 from __future__ import annotations
@@ -47,7 +69,7 @@ class Tensor:
         tensor([2., 4., 6.])
     """
 
-    __slots__ = ("_data", "_requires_grad", "grad", "_node", "_version", "_base", "_hooks",
+    __slots__ = ("_data", "_requires_grad", "grad", "_node", "_version", "_view", "_hooks",
                  "__weakref__", "__dict__")
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor
 
@@ -61,7 +83,7 @@ class Tensor:
         self.grad = None
         self._node = None
         self._version = None
-        self._base = None
+        self._view = None
         self._hooks = None
         if requires_grad:
             self.requires_grad_(True)
@@ -131,6 +153,8 @@ class Tensor:
     # --- autograd state ------------------------------------------------------------------------
     @property
     def requires_grad(self) -> bool:
+        if self._view is not None and self._view[3] != self._version[0]:
+            _dispatch.refresh_view(self)
         return self._requires_grad
 
     @requires_grad.setter
@@ -138,6 +162,8 @@ class Tensor:
         self.requires_grad_(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if self._view is not None and self._view[3] != self._version[0]:
+            _dispatch.refresh_view(self)
         if self._node is not None:
             if not requires_grad:
                 raise AutogradError(at_user_line(
@@ -153,11 +179,26 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._node is None
+        return self.grad_fn is None
 
     @property
     def grad_fn(self):
+        if self._view is not None and self._view[3] != self._version[0]:
+            _dispatch.refresh_view(self)
         return self._node
+
+    @property
+    def _base(self) -> "Tensor | None":
+        """The tensor this one is a (differentiable) view of, as PyTorch's `_base`."""
+        view = self._view
+        if view is None:
+            return None
+        while view[0]._view is not None:
+            view = view[0]._view
+        return view[0]
+
+    def _is_view(self) -> bool:
+        return self._view is not None
 
     @property
     def _version_value(self) -> int:
@@ -172,14 +213,17 @@ class Tensor:
         self._data = value._data if isinstance(value, Tensor) else np.asarray(value)
 
     def detach(self) -> "Tensor":
+        # shares data and the version counter, but is no view for autograd (as in PyTorch)
         t = _wrap(self._data)
         if self._version is None:
             self._version = [0, None]
         t._version = self._version
-        t._base = self._base if self._base is not None else self
         return t
 
     def detach_(self) -> "Tensor":
+        if self._view is not None:
+            raise AutogradError(at_user_line(
+                "detach_: can't detach views in place; use detach() instead"))
         self._node = None
         self._requires_grad = False
         return self
@@ -193,12 +237,12 @@ class Tensor:
 
     def register_hook(self, hook):
         """Call `hook(grad)` when this tensor's gradient is computed; it may return a new one."""
-        if not self._requires_grad:
+        if not self.requires_grad:
             raise AutogradError(at_user_line(
                 "register_hook: cannot register a hook on a tensor that doesn't require grad"))
         from ember.autograd.engine import _RemovableHandle
 
-        if self._node is not None:
+        if self.grad_fn is not None:
             return self._node.register_hook(hook)
         if self._hooks is None:
             self._hooks = []
@@ -207,7 +251,7 @@ class Tensor:
 
     def retain_grad(self) -> None:
         """Keep `.grad` for this non-leaf tensor after backward."""
-        if self._node is None:
+        if self.grad_fn is None:
             return
         import weakref
 
@@ -442,8 +486,9 @@ class Tensor:
             value = value.item()
         elif isinstance(value, (list, np.ndarray)):
             value = tensor(value, dtype=self.dtype)
-        needs_graph = _state.enabled and (self._requires_grad or (
-            isinstance(value, Tensor) and value._requires_grad))
+        if self._view is not None and self._view[3] != self._version[0]:
+            _dispatch.refresh_view(self)
+        needs_graph = self._records_inplace((value,))
         if not needs_graph and type(self._data) is np.ndarray and not _interceptors_active():
             self._check_writable("__setitem__")
             idx = _S._decode(spec, [t._data for t in tensors])
@@ -468,24 +513,33 @@ class Tensor:
             self._version[0] += 1
             self._version[1] = (name, user_location(3))
 
-    def _inplace(self, op, *args, **attrs):
-        """Run `op(self, *args)` and write the result into self (Note [Saved tensor versions])."""
-        name = op.name + "_"
-        if _interceptors_active():
-            result = apply(op, self, *args, **attrs)
-            _graph_assign(self, result)
-            return self
-        needs_graph = _state.enabled and (self._requires_grad or builtins.any(
-            isinstance(a, Tensor) and a._requires_grad for a in args))
+    def _inplace(self, op, *args, _name=None, **attrs):
+        """Run `op(self, *args)` and write the result into self (Note [Saved tensor versions],
+        Note [Views and in-place])."""
+        name = _name or op.name + "_"
+        if self._view is not None and self._view[3] != self._version[0]:
+            _dispatch.refresh_view(self)
+        needs_graph = _state.enabled and self._records_inplace(args)
         if needs_graph:
-            if self._node is None and self._requires_grad:
-                raise AutogradError(at_user_line(
-                    f"{name}: a leaf tensor that requires grad is used in an in-place "
-                    f"operation; wrap it in `with ember.no_grad():` or use an out-of-place op"))
-            if self._base is not None and (self._base._requires_grad or self._requires_grad):
-                raise AutogradError(at_user_line(
-                    f"{name}: in-place operations on a view of a tensor that takes part in "
-                    f"autograd are not supported; use an out-of-place op or .clone() first"))
+            self._check_inplace(name)
+        if _interceptors_active():
+            # traced values are never overwritten, but self's version moves: the op saves an
+            # alias of self's current value with its own counter
+            current = self
+            if needs_graph:
+                current = _wrap(self._data)
+                current._requires_grad = self._requires_grad
+                current._node = self._node
+            result = apply(op, current, *args, **attrs)
+            if self._view is not None:  # the write lands in the base: rebind its traced value
+                base, steps = _dispatch.view_chain(self)
+                _graph_assign(base, apply(_S.VIEW_SCATTER, base, result, steps=steps),
+                              needs_graph)
+            _graph_assign(self, result, needs_graph)
+            self._bump_version(name)
+            return self
+        if needs_graph:
+            # the op's VJP may need self's old value, which the write below overwrites
             snapshot = _wrap(self._data.copy())
             snapshot._requires_grad = self._requires_grad
             snapshot._node = self._node
@@ -507,10 +561,52 @@ class Tensor:
             self._backend().xp.copyto(self._data, out)
         self._bump_version(name)
         if needs_graph:
-            self._node = result._node
-            self._requires_grad = True
-            # the result's node now describes self
+            if self._view is None:
+                _move_retained(self, result._node)
+                self._node = result._node  # the result's node now describes self
+                self._requires_grad = True
+            else:
+                _rebase_history(self, result)
         return self
+
+    def _records_inplace(self, args) -> bool:
+        """Whether autograd records an in-place op on self with these operands."""
+        if not _state.enabled:
+            return False
+        if self._requires_grad or builtins.any(
+                isinstance(a, Tensor) and a.requires_grad for a in args):
+            return True
+        # a view made under no_grad of a base that requires grad (PyTorch counts it as
+        # requiring grad; _check_inplace refuses it)
+        return self._view is not None and self._made_without_grad() and self._base._requires_grad
+
+    def _made_without_grad(self) -> bool:
+        """Whether this view, or a view it was made from, was made under no_grad."""
+        view = self._view
+        while view is not None:
+            if not view[4]:
+                return True
+            view = view[0]._view
+        return False
+
+    def _check_inplace(self, name):
+        """PyTorch's rules for an in-place op that autograd records."""
+        if self._view is not None:
+            if self._made_without_grad():
+                raise AutogradError(at_user_line(
+                    f"{name}: a view was created in no_grad mode and is being modified in place "
+                    f"with grad mode enabled; this is ambiguous, so it is forbidden (as in "
+                    f"PyTorch). Make both the view and the in-place op inside the no_grad block "
+                    f"(not tracked) or both outside it (tracked)"))
+            if self._requires_grad and self._base._node is None:
+                raise AutogradError(at_user_line(
+                    f"{name}: a view of a leaf Variable that requires grad is being used in an "
+                    f"in-place operation; wrap it in `with ember.no_grad():` or clone the leaf "
+                    f"first"))
+        elif self._node is None and self._requires_grad:
+            raise AutogradError(at_user_line(
+                f"{name}: a leaf tensor that requires grad is used in an in-place "
+                f"operation; wrap it in `with ember.no_grad():` or use an out-of-place op"))
 
     def add_(self, other, alpha=1):
         return self._inplace(_E.ADD, other if alpha == 1 else other * alpha)
@@ -551,7 +647,7 @@ class Tensor:
     def masked_fill_(self, mask, value):
         return self.copy_(_S.masked_fill(self, mask, value))
 
-    def copy_(self, src, non_blocking=False):
+    def copy_(self, src, non_blocking=False, _name="copy_"):
         """Copy `src` (broadcast to this shape) into this tensor."""
         if not isinstance(src, Tensor):
             src = tensor(src, dtype=self.dtype, device=self.device)
@@ -561,13 +657,15 @@ class Tensor:
             src = src.expand(tuple(self._data.shape))
         if src.dtype is not self.dtype:
             src = src.to(self.dtype)
-        needs_graph = _state.enabled and (self._requires_grad or src._requires_grad)
+        if self._view is not None and self._view[3] != self._version[0]:
+            _dispatch.refresh_view(self)
+        needs_graph = self._records_inplace((src,))
         if not needs_graph and not _interceptors_active():
             self._check_writable("copy_")
             self._data[...] = src._data
-            self._bump_version("copy_")
+            self._bump_version(_name)
             return self
-        return self._inplace(_S.ASSIGN, src)
+        return self._inplace(_S.ASSIGN, src, _name=_name)
 
     def zero_(self):
         return self.fill_(0)
@@ -575,18 +673,14 @@ class Tensor:
     def fill_(self, value):
         if isinstance(value, Tensor):
             value = value.item()
-        if _state.enabled and self._requires_grad and self._node is None:
-            raise AutogradError(at_user_line(
-                "fill_: a leaf tensor that requires grad is used in an in-place operation; "
-                "wrap it in `with ember.no_grad():`"))
-        if _interceptors_active():
-            return self.copy_(full(tuple(self.shape), value, dtype=self.dtype))
+        if self._view is not None and self._view[3] != self._version[0]:
+            _dispatch.refresh_view(self)
+        if _interceptors_active() or self._records_inplace(()):
+            # recorded: the old value gets no gradient (PyTorch's FillBackward)
+            return self.copy_(full(tuple(self.shape), value, dtype=self.dtype), _name="fill_")
         self._check_writable("fill_")
         self._data[...] = value
         self._bump_version("fill_")
-        if self._node is not None:
-            self._node = None
-            self._requires_grad = False
         return self
 
     def uniform_(self, a=0.0, b=1.0, generator=None):
@@ -752,6 +846,7 @@ class Tensor:
     def flip(self, dims): return _S.flip(self, dims)
     def roll(self, shifts, dims=None): return _S.roll(self, shifts, dims)
     def repeat(self, *sizes): return _S.repeat(self, *sizes)
+    def diagonal(self, offset=0, dim1=0, dim2=1): return _S.diagonal(self, offset, dim1, dim2)
     def tril(self, diagonal=0): return _S.tril(self, diagonal)
     def triu(self, diagonal=0): return _S.triu(self, diagonal)
     def gather(self, dim, index): return _S.gather(self, dim, index)
@@ -809,7 +904,7 @@ def _wrap(array) -> Tensor:
     t.grad = None
     t._node = None
     t._version = None
-    t._base = None
+    t._view = None
     t._hooks = None
     return t
 
@@ -825,11 +920,33 @@ def _interceptors_active() -> bool:
     return bool(_dispatch._interceptors)
 
 
-def _graph_assign(target, result):
-    """In-place op while tracing: the traced value of `target` becomes `result`'s."""
+def _rebase_history(view, result):
+    """An in-place op wrote `result` into `view`: the base's history becomes a view_scatter of
+    its old history and `result` (PyTorch's CopySlices); the view's own history is regenerated
+    from the base's when next used (Note [Views and in-place])."""
+    base, steps = _dispatch.view_chain(view)
+    new_base = _wrap(base._data)
+    _dispatch._record(_S.VIEW_SCATTER, (base, result), {"steps": steps}, new_base)
+    _move_retained(base, new_base._node)
+    base._node = new_base._node
+    base._requires_grad = True
+
+
+def _move_retained(t, node):
+    """retain_grad() follows the tensor to its new history, as in PyTorch."""
+    old = t._node
+    if old is not None and old.retained is not None and old.retained() is t:
+        node.retained = old.retained
+        old.retained = None
+
+
+def _graph_assign(target, result, recorded=True):
+    """In-place op while tracing: the traced value of `target` becomes `result`'s, and so does
+    its history when autograd records the op (as eager: a write under no_grad keeps it)."""
     target._data = result._data
-    target._node = result._node
-    target._requires_grad = result._requires_grad
+    if recorded:
+        target._node = result._node
+        target._requires_grad = result._requires_grad
 
 
 # --- device transfer -------------------------------------------------------------------------

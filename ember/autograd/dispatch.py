@@ -5,7 +5,8 @@ Note [Eager dispatch]: `apply(op, *args, **attrs)`
 2. casts inputs to the op's compute dtype (Note [Type promotion]);
 3. runs the backend's kernel for the op (a registered fast kernel, else the reference forward);
 4. wraps the result, and if grad mode is on and an input requires grad, records a Node
-   (Note [Autograd graph]).
+   (Note [Autograd graph]); a view op's result remembers its source, and a stale view input
+   gets its history regenerated first (Note [Views and in-place] in ember/tensor.py).
 Kernel errors are re-raised as ember errors naming the op, the input shapes and dtypes, the
 reason from the op's shape rule, and the user's line (Note [Error messages]).
 """
@@ -86,6 +87,8 @@ def apply(op, *args, **attrs):
         if isinstance(a, Tensor):
             d0 = a._data
             if type(d0) is _NDARRAY:
+                if a._view is not None and a._view[3] != a._version[0]:
+                    refresh_view(a)
                 if n == 1:
                     if promote != "float" or d0.dtype.kind == "f":
                         arrays = (d0,)
@@ -94,6 +97,8 @@ def apply(op, *args, **attrs):
                     b = args[1]
                     if isinstance(b, Tensor):
                         d1 = b._data
+                        if b._view is not None and b._view[3] != b._version[0]:
+                            refresh_view(b)
                         if type(d1) is _NDARRAY and (promote is None or (
                                 d1.dtype is d0.dtype and (promote != "float"
                                                           or d0.dtype.kind == "f"))):
@@ -106,6 +111,8 @@ def apply(op, *args, **attrs):
             b = args[1]
             if isinstance(b, Tensor):
                 d1 = b._data
+                if b._view is not None and b._view[3] != b._version[0]:
+                    refresh_view(b)
                 if type(d1) is _NDARRAY and d1.dtype.kind == "f":
                     arrays = (a, d1)
                     need_grad = b._requires_grad
@@ -120,8 +127,8 @@ def apply(op, *args, **attrs):
             if type(out) is not _NDARRAY:
                 out = _NUMPY_XP.asarray(out)
             result = _wrap(out)
-            if op.view:
-                _share_version(result, a)
+            if op.view and n == 1:
+                make_view(result, a, op, attrs)
             if need_grad and op.vjp is not None and _state.enabled and out.dtype.kind == "f":
                 _record(op, args, attrs, result)
             return result
@@ -129,6 +136,9 @@ def apply(op, *args, **attrs):
 
 
 def _apply_general(op, args, attrs):
+    for a in args:
+        if isinstance(a, Tensor) and a._view is not None and a._view[3] != a._version[0]:
+            refresh_view(a)
     promote = op.promote
     backend = None
     arrays = []
@@ -202,21 +212,64 @@ def _apply_general(op, args, attrs):
     if type(out) is not backend.array_type:
         out = backend.xp.asarray(out)
     result = _wrap(out)
-    if op.view:
-        _share_version(result, args_t[0])
+    if op.view and len(args_t) == 1:
+        make_view(result, args_t[0], op, attrs)
     if need_grad and op.vjp is not None and _state.enabled and out.dtype.kind == "f":
         _record(op, args_t, attrs, result)
     return result
 
 
-def _share_version(result, source):
-    """Views share their base's version counter (Note [Saved tensor versions])."""
-    if type(result._data) is _NDARRAY and not np.may_share_memory(result._data, source._data):
+def make_view(result, source, op, attrs):
+    """Views share their base's version counter (Note [Saved tensor versions]) and remember
+    how they were made from `source` (Note [Views and in-place] in ember/tensor.py)."""
+    data = result._data
+    if type(data) is _NDARRAY and data.size and not np.may_share_memory(data, source._data):
+        return  # the kernel copied (an empty result counts as a view, as in PyTorch)
+    version = source._version
+    if version is None:
+        version = source._version = [0, None]
+    result._version = version
+    if op.vjp is not None:  # a non-differentiable view (bitcast) only shares the counter
+        # attrs: this call's own dict, never mutated afterwards
+        result._view = (source, op.name, attrs, version[0], _state.enabled)
+
+
+def view_chain(t):
+    """(root base, view steps from the base to `t`) of a differentiable view."""
+    steps = []
+    while t._view is not None:
+        parent, name, attrs = t._view[:3]
+        steps.append((name, tuple(attrs.items())))
+        t = parent
+    steps.reverse()
+    return t, tuple(steps)
+
+
+def refresh_view(t):
+    """A view whose version counter moved since its history was made (an in-place op on it, on
+    its base or on another view of the base) gets its history regenerated from the base's
+    current one, as PyTorch does on grad_fn access (Note [Views and in-place]). While tracing,
+    its traced value is regenerated too."""
+    parent, name, items, _, grad_mode = t._view
+    t._view = (parent, name, items, t._version[0], grad_mode)
+    base, steps = view_chain(t)
+    tracing = bool(_interceptors)
+    if not tracing and t._node is None and not base._requires_grad:
         return
-    if source._version is None:
-        source._version = [0, None]
-    result._version = source._version
-    result._base = source._base if source._base is not None else source
+    prev = _state.enabled
+    _state.enabled = True
+    try:
+        r = base
+        for step_name, step_items in steps:
+            r = apply(_registry.REGISTRY[step_name], r, **dict(step_items))
+    finally:
+        _state.enabled = prev
+    if not tracing and r._node is None and t._node is None:
+        return
+    t._node = r._node
+    t._requires_grad = r._requires_grad
+    if tracing:
+        t._data = r._data
 
 
 def _record(op, args, attrs, result):

@@ -9,7 +9,8 @@ when the VJP needs it, and is rebuilt at backward time (no reference cycle).
 Note [Saved tensor versions]: each saved tensor's version counter value is recorded when it is
 saved; in-place ops bump the counter shared by a tensor and its views. At backward, a changed
 version raises an error naming the op that saved the tensor, where that op ran, where the
-tensor was made and which in-place op changed it.
+tensor was made and which in-place op changed it. In-place ops on views rewrite the base's
+history and regenerate stale views' (Note [Views and in-place] in ember/tensor.py).
 """
 
 from __future__ import annotations
@@ -164,6 +165,13 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
     With `accumulate`, leaf gradients are added to `.grad`; otherwise the gradients of
     `inputs` are returned (ember.autograd.grad).
     """
+
+    for group in (roots, inputs or ()):
+        for t in group:
+            if t._view is not None and t._view[3] != t._version[0]:
+                from ember.autograd.dispatch import refresh_view
+
+                refresh_view(t)  # a stale view's history (Note [Views and in-place])
 
     # 1. dependency counts over the reachable graph
     deps: dict = {}

@@ -16,7 +16,10 @@ rebind the written tensor's traced value (`Tensor._inplace` -> `_graph_assign`);
 tracer turns the last value of each written buffer into an `update`, and each captured leaf's
 symbolic `.grad` into a `grad` result, then restores every captured tensor's state. A captured
 buffer that nothing outside the trace still references was made while tracing: it becomes a
-constant, which constant folding can use.
+constant, which constant folding can use. A write into a view rebinds its base's traced value
+to a `view_scatter`, and views whose base was written replay their view steps on the base's
+latest value when next used (Note [Views and in-place] in ember/tensor.py); the version
+counters that moved while tracing are put back with the rest of the captured state.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ class _Buffer:
         self.array = array
         self.var = var
         self.tensors: list = []  # weakrefs
-        self.saved: dict = {}  # id(tensor) -> (ref, _data, _node, _requires_grad, grad)
+        self.saved: dict = {}  # id(tensor) -> (ref, _data, _node, _requires_grad, grad,
+        #                                        _version, _view)
 
 
 class Tracer:
@@ -93,6 +97,9 @@ class Tracer:
         self.buffers: dict[int, _Buffer] = {}
         self.by_var: dict[Var, _Buffer] = {}
         self.state_guards: dict = {}  # key -> (fn, value when first asked)
+        # version counters of captured tensors -> (counter, value, last change) before tracing:
+        # in-place ops while tracing bump them (so views regenerate, Note [Views and in-place])
+        self.counters: dict = {}
 
     def add_guard(self, key, fn) -> None:
         """The traced Python took a branch that depends on `fn()` (e.g. whether an optimizer's
@@ -129,8 +136,11 @@ class Tracer:
             self.graph.captures.append((var, None))
         if id(t) not in buf.saved:
             buf.saved[id(t)] = (weakref.ref(t), t._data, t._node, t._requires_grad, t.grad,
-                                t._version)
+                                t._version, t._view)
             buf.tensors.append(weakref.ref(t))
+            counter = t._version
+            if counter is not None and id(counter) not in self.counters:
+                self.counters[id(counter)] = (counter, counter[0], counter[1])
         return self._latest(buf)
 
     def _latest(self, buf) -> Var:
@@ -153,6 +163,9 @@ class Tracer:
 
     # --- the interceptor ---------------------------------------------------------------------
     def __call__(self, op, args, attrs):
+        for a in args:
+            if isinstance(a, Tensor) and a._view is not None and a._view[3] != a._version[0]:
+                _dispatch.refresh_view(a)  # its base was written: its traced value is stale
         args_t = tuple(a if isinstance(a, Tensor) else _dispatch._operand(a) for a in args)
         # make concrete tensors graph values first (so aliases see writes)
         atoms = [self.atom(a) for a in args_t]
@@ -185,6 +198,8 @@ class Tracer:
                 f"cannot know; compute it outside the compiled function"))
         (out,) = self.emit(op, inputs, attrs, shape, dtype.numpy)
         result = _wrap(out)
+        if op.view and len(args_t) == 1:
+            _dispatch.make_view(result, args_t[0], op, attrs)
         if (_state.enabled and op.vjp is not None and out.dtype.kind == "f"
                 and any(isinstance(a, Tensor) and a._requires_grad for a in rec_args)):
             _dispatch._record(op, rec_args, attrs, result)
@@ -194,8 +209,14 @@ class Tracer:
         """Tracing failed: give every captured tensor its state back."""
         for buf in self.buffers.values():
             _restore(buf)
+        self._restore_counters()
         self.buffers.clear()
         self.by_var.clear()
+
+    def _restore_counters(self) -> None:
+        for counter, value, last in self.counters.values():
+            counter[0], counter[1] = value, last
+        self.counters.clear()
 
     # --- finishing -----------------------------------------------------------------------------
     def finish(self, outputs) -> Graph:
@@ -212,6 +233,7 @@ class Tracer:
             self._collect_grads(buf)
         for buf in self.buffers.values():
             _restore(buf)
+        self._restore_counters()
         g.grads = [(c, v) for c, (v, _) in self.grad_writes.items() if v is not None]
         written = {c for c, _ in g.updates} | set(self.grad_writes)
         captures = []
@@ -248,7 +270,7 @@ class Tracer:
 
 
 def _restore(buf):
-    for ref, data, node, requires_grad, grad, version in buf.saved.values():
+    for ref, data, node, requires_grad, grad, version, view in buf.saved.values():
         t = ref()
         if t is not None:
             t._data = data
@@ -256,6 +278,7 @@ def _restore(buf):
             t._requires_grad = requires_grad
             t.grad = grad
             t._version = version
+            t._view = view
 
 
 def _holder(buf):

@@ -30,7 +30,7 @@ class Parameter(Tensor):
         p.grad = None
         p._node = None
         p._version = data._version
-        p._base = None
+        p._view = None
         p._hooks = None
         if requires_grad:
             p.requires_grad_(True)
@@ -64,7 +64,7 @@ class Buffer(Tensor):
         b.grad = None
         b._node = None
         b._version = data._version
-        b._base = None
+        b._view = None
         b._hooks = None
         b.persistent = persistent
         return b

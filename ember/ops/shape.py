@@ -1,7 +1,8 @@
 """Movement and indexing primitives, and the composites built on them.
 
 Primitives: reshape, permute, expand, cat, flip, roll, pad (constant), tril, triu, copy,
-getitem, index_put, index_add, gather, scatter, scatter_add, argsort, nonzero.
+getitem, index_put, index_add, gather, scatter, scatter_add, argsort, nonzero, diagonal,
+view_scatter.
 Composites: transpose, squeeze, unsqueeze, flatten, stack, split, chunk, narrow, index_select,
 masked_fill, one_hot, embedding, repeat, movedim, sort, topk, pad in reflect/replicate mode.
 
@@ -169,7 +170,13 @@ def _getitem_forward(xp, x, *index_arrays, spec):
         if a.dtype.kind not in "biu":
             raise IndexError(f"index: tensors used as indices must be integer or bool, "
                              f"got {a.dtype}")
-    return x[_decode(spec, index_arrays)]
+    index = _decode(spec, index_arrays)
+    out = x[index]
+    if isinstance(out, np.generic):
+        # basic indexing is a view (Note [Views and in-place] in ember/tensor.py); a trailing
+        # Ellipsis makes x[0] of a vector a 0-d view instead of a NumPy scalar copy
+        out = x[index + (Ellipsis,)]
+    return out
 
 
 def _index_shape(shape, *index_shapes, spec):
@@ -742,12 +749,141 @@ def broadcast_pair(a, b):
     return broadcast_shapes(tuple(a), tuple(b))
 
 
+# --- diagonal and writing through views (Note [Views and in-place] in ember/tensor.py) ----------
+def _diagonal_forward(xp, x, offset, dim1, dim2):
+    d = xp.diagonal(x, offset, dim1, dim2)
+    if isinstance(d, np.ndarray) and not d.flags.writeable and x.flags.writeable:
+        d.flags.writeable = True  # NumPy's diagonal view is read-only; PyTorch's can be written
+    return d
+
+
+def _diagonal_shape(s, offset, dim1, dim2):
+    rows, cols = s[dim1], s[dim2]
+    n = builtins.max(0, builtins.min(rows, cols - offset) if offset >= 0
+                     else builtins.min(rows + offset, cols))
+    return tuple(k for i, k in enumerate(s) if i not in (dim1, dim2)) + (n,)
+
+
+DIAGONAL = defop(
+    "diagonal", _diagonal_forward,
+    lambda g, y, x, offset, dim1, dim2: (apply(
+        VIEW_SCATTER, g.new_zeros(tuple(x.shape)), g,
+        steps=(("diagonal", (("offset", offset), ("dim1", dim1), ("dim2", dim2))),)),),
+    shape=_diagonal_shape, dtype=same_dtype, save_inputs=False, view=True,
+    doc="The diagonal (offset, dim1, dim2) as the last dim; a view, as in PyTorch.")
+
+
+def view_steps_forward(xp, x, steps):
+    """Replay view steps ((op name, attrs items), ...) on an array with the ops' forwards."""
+    from ember.ops.registry import REGISTRY
+
+    for name, attrs in steps:
+        x = REGISTRY[name].forward(xp, x, **dict(attrs))
+    return x
+
+
+def replay_view(x, steps):
+    """Replay view steps on a Tensor with ember ops (differentiable, traceable)."""
+    from ember.ops.registry import REGISTRY
+
+    for name, attrs in steps:
+        x = apply(REGISTRY[name], x, **dict(attrs))
+    return x
+
+
+def _view_scatter_forward(xp, base, src, steps):
+    out = xp.array(base, copy=True)
+    region = view_steps_forward(xp, out, steps)
+    if isinstance(out, np.ndarray) and region.size and not np.may_share_memory(region, out):
+        # a step copied (a reshape NumPy could not do as a view of the fresh copy): write
+        # through flat positions instead
+        positions = view_steps_forward(xp, xp.arange(out.size).reshape(out.shape), steps)
+        out.reshape(-1)[positions] = src
+        return out
+    region[...] = src
+    return out
+
+
+def _view_scatter_shape(s, v, steps):
+    from ember.ops.registry import REGISTRY
+
+    region = tuple(s)
+    for name, attrs in steps:
+        region = tuple(REGISTRY[name].shape(region, **dict(attrs)))
+    try:
+        broadcast = np.broadcast_shapes(tuple(v), region)
+    except ValueError:
+        broadcast = None
+    if broadcast != region:
+        raise ShapeError(f"view_scatter: the source of shape {tuple(v)} does not fit the view "
+                         f"of shape {region}")
+    return tuple(s)
+
+
+def _view_scatter_vjp(g, y, base, src, steps):
+    g_base = apply(VIEW_SCATTER, g, 0.0, steps=steps)
+    g_src = None if isinstance(src, (int, float, bool)) else unbroadcast(replay_view(g, steps),
+                                                                         src)
+    return g_base, g_src
+
+
+VIEW_SCATTER = defop(
+    "view_scatter", _view_scatter_forward, _view_scatter_vjp, shape=_view_scatter_shape,
+    dtype=same_dtype, save_inputs=False,
+    doc="out = base with the view `steps` of it replaced by src (PyTorch's CopySlices; "
+        "slice_scatter, diagonal_scatter and select_scatter are cases of it).")
+
+
+def diagonal(x, offset=0, dim1=0, dim2=1):
+    """The diagonal of dims (dim1, dim2), shifted by `offset`, as the last dim: a view.
+
+    Example:
+        >>> x = ember.zeros(3, 3)
+        >>> x.diagonal().fill_(1.0)
+        tensor([1., 1., 1.])
+        >>> x.diagonal(1).tolist()
+        [0.0, 0.0]
+    """
+    if x.ndim < 2:
+        raise ShapeError(f"diagonal: input must have at least 2 dims, got shape "
+                         f"{tuple(x.shape)}")
+    d1, d2 = _dim(dim1, x.ndim, "diagonal"), _dim(dim2, x.ndim, "diagonal")
+    if d1 == d2:
+        raise ShapeError(f"diagonal: dim1 and dim2 cannot be the same dim ({dim1}, {dim2})")
+    return apply(DIAGONAL, x, offset=int(offset), dim1=d1, dim2=d2)
+
+
+def diagonal_scatter(x, src, offset=0, dim1=0, dim2=1):
+    """A copy of x with its diagonal (offset, dim1, dim2) replaced by src.
+
+    Example:
+        >>> ember.diagonal_scatter(ember.zeros(2, 2), ember.ones(2)).tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    d1, d2 = _dim(dim1, x.ndim, "diagonal_scatter"), _dim(dim2, x.ndim, "diagonal_scatter")
+    steps = (("diagonal", (("offset", int(offset)), ("dim1", d1), ("dim2", d2))),)
+    return apply(VIEW_SCATTER, x, src, steps=steps)
+
+
+def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
+    """A copy of x with x[..., start:end:step, ...] (along dim) replaced by src.
+
+    Example:
+        >>> ember.slice_scatter(ember.zeros(4), ember.ones(2), 0, 1, 3).tolist()
+        [0.0, 1.0, 1.0, 0.0]
+    """
+    d = _dim(dim, x.ndim, "slice_scatter")
+    spec = (("s", None, None, None),) * d + (("s", start, end, step),)
+    return apply(VIEW_SCATTER, x, src, steps=(("getitem", (("spec", spec),)),))
+
+
 # --- assignment and device transfer -------------------------------------------------------------
 ASSIGN = defop(
     "assign", lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype, copy=True),
-    lambda g, y, x, src: (None, unbroadcast(g, src)),
+    lambda g, y, x, src: (g.new_zeros(tuple(g.shape)), unbroadcast(g, src)),
     shape=lambda s, v: tuple(s), dtype=same_dtype, save_inputs=False,
-    doc="assign(x, src): src broadcast to x's shape and dtype (x.copy_(src)); no gradient to x.")
+    doc="assign(x, src): src broadcast to x's shape and dtype (x.copy_(src)); x's old value "
+        "gets a zero gradient (as PyTorch's copy_ and fill_).")
 
 
 def _to_device_forward(xp, x, device):

@@ -201,6 +201,27 @@ def _setitem(x, v, kind):
     return y
 
 
+def _view_scatter(x, v, kind):
+    lib = ember if isinstance(x, ember.Tensor) else __import__("torch")
+    if kind == "diagonal":
+        return lib.diagonal_scatter(x, v, 1) * 2
+    if kind == "diagonal-batched":
+        return lib.diagonal_scatter(x, v, -1, 2, 1)
+    return lib.slice_scatter(x, v, 1, 1, 5, 2)
+
+
+def _view_scatter_ref(x, v, kind):
+    out = x.copy()
+    if kind == "diagonal":
+        np.einsum("ii->i", out[:, 1:])[...] = v
+        return out * 2
+    if kind == "diagonal-batched":
+        out[:, np.arange(3), np.arange(3) + 1] = v
+        return out
+    out[:, 1:5:2] = v
+    return out
+
+
 def _torch_or_np_index(x):
     if isinstance(x, np.ndarray):
         return np.array([0, 2])
@@ -515,6 +536,23 @@ ROWS: list[OpRow] = [
     OpRow("tril_triu", ("tril", "triu"), lambda x: x.tril(-1) * 2 + x.triu(1),
           lambda rng: [Sample((_r(rng, 4, 4),)), Sample((_r(rng, 2, 3, 5),))],
           lambda x: x.tril(-1) * 2 + x.triu(1), lambda x: np.tril(x, -1) * 2 + np.triu(x, 1)),
+    OpRow("diagonal", ("diagonal", "view_scatter"), lambda x, o, a, b: x.diagonal(o, a, b) * 2,
+          lambda rng: [Sample((_r(rng, 3, 4), 0, 0, 1), name="main"),
+                       Sample((_r(rng, 3, 4), 1, 0, 1), noncontiguous=True, name="above"),
+                       Sample((_r(rng, 2, 3, 4), -1, 2, 0), name="batched-below"),
+                       Sample((_r(rng, 3, 4), 5, 0, 1), name="empty")],
+          lambda x, o, a, b: x.diagonal(o, a, b) * 2,
+          lambda x, o, a, b: np.diagonal(x, o, a, b) * 2, gradgrad=True,
+          errors=(ErrorCase((np.ones(3), 0, 0, 1), {}, ValueError, "at least 2 dims"),)),
+    OpRow("view_scatter", ("view_scatter", "diagonal", "getitem"), _view_scatter,
+          lambda rng: [Sample((_r(rng, 3, 4), _r(rng, 3), "diagonal"), name="diagonal"),
+                       Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3), "diagonal-batched"),
+                              name="diagonal-batched"),
+                       Sample((_r(rng, 3, 5), _r(rng, 3, 2), "slice"), noncontiguous=True,
+                              name="slice")],
+          _view_scatter, _view_scatter_ref, gradgrad=True,
+          errors=(ErrorCase((np.ones((3, 4)), np.ones(4), "diagonal"), {}, ValueError,
+                            "does not fit the view"),)),
     OpRow("clone", ("copy",), lambda x: x.clone() * 1.0 + x.contiguous(),
           lambda rng: [Sample((_r(rng, 4, 3),), noncontiguous=True)],
           lambda x: x.clone() * 1.0 + x.contiguous()),

@@ -351,12 +351,17 @@ def _axis_weights(in_size: int, out_size: int, method: str, antialias: bool):
     elif method == "bilinear" and (not antialias or scale <= 1.0):
         # The triangle kernel at unit width covers two pixels: the general path below gives
         # the same table (edge weights renormalized = clamped indices), computed directly.
+        # (few NumPy calls: a pipeline resizing photos of many sizes builds a table per image)
         centers = (outputs + 0.5) * scale - 0.5
         lower = np.floor(centers)
-        fraction = centers - lower
-        lower = lower.astype(np.intp)
-        index = np.stack([np.clip(lower, 0, in_size - 1), np.clip(lower + 1, 0, in_size - 1)], 1)
-        weights = np.stack([1.0 - fraction, fraction], 1).astype(np.float32)
+        index = np.empty((out_size, 2), np.intp)
+        index[:, 0] = lower
+        index[:, 1] = index[:, 0] + 1
+        np.minimum(np.maximum(index, 0, out=index), in_size - 1, out=index)
+        weights = np.empty((out_size, 2), np.float32)
+        fraction = np.subtract(centers, lower, out=centers)
+        weights[:, 1] = fraction
+        weights[:, 0] = np.subtract(1.0, fraction, out=lower)
         result = (index, weights)
     else:
         try:

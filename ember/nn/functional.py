@@ -7,7 +7,6 @@ The few functions defined here are thin argument adapters with PyTorch's signatu
 
 from __future__ import annotations
 
-from ember._util.errors import at_user_line
 from ember.ops.conv import (
     adaptive_avg_pool2d as adaptive_avg_pool2d,
 )
@@ -155,13 +154,7 @@ def _embedding_renorm_(weight, index, max_norm: float, norm_type: float) -> None
     max_norm, in place and outside autograd. Every copy of a repeated index is computed from
     the same old row, so the repeated writes store one value."""
     from ember.autograd.grad_mode import no_grad
-    from ember.tensor import _interceptors_active
 
-    if _interceptors_active():
-        raise NotImplementedError(at_user_line(
-            "embedding: max_norm rewrites weight rows in place before the lookup, which a "
-            "compiled function cannot trace yet (the lookup would lose weight's gradient); call "
-            "the embedding outside ember.compile, or leave max_norm out"))
     if index.dtype.is_floating_point:
         raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
     with no_grad():

@@ -176,16 +176,33 @@ def test_embedding_functional_max_norm_matches_pytorch():
     assert not np.allclose(ew.numpy()[[0, 1, 7]], weight[[0, 1, 7]])
 
 
-def test_embedding_max_norm_inside_compile_is_a_clear_error():
-    weight = nn.Parameter(ember.randn(6, 3))
-    compiled = ember.compile(lambda i: nn.functional.embedding(i, weight, max_norm=1.0))
-    with pytest.raises(NotImplementedError, match="max_norm rewrites weight rows in place.*"
-                                                  "call the embedding outside ember.compile"):
-        compiled(ember.tensor([1, 2]))
-    # without max_norm the same lookup compiles
-    plain = ember.compile(lambda i: nn.functional.embedding(i, weight, scale_grad_by_freq=True))
-    assert np.array_equal(plain(ember.tensor([1, 2])).detach().numpy(),
-                          weight.detach().numpy()[[1, 2]])
+@pytest.mark.parametrize("max_norm", [None, 1.0])
+@pytest.mark.parametrize("scale_grad_by_freq", [False, True])
+def test_embedding_compiles_like_eager(max_norm, scale_grad_by_freq):
+    """An Embedding module in a compiled training step (max_norm's in-place renorm included)
+    gives eager's loss, gradient and renormalised weight, call after call."""
+    index = ember.tensor(np.array([[1, 2], [3, 1]]))
+    runs = []
+    for compiled in (True, False):
+        ember.manual_seed(0)
+        layer = nn.Embedding(10, 4, max_norm=max_norm, scale_grad_by_freq=scale_grad_by_freq)
+
+        def step(i, layer=layer):
+            loss = (layer(i) ** 2).sum()
+            loss.backward()
+            return loss
+
+        run = ember.compile(step) if compiled else step
+        seen = []
+        for _ in range(2):
+            layer.weight.grad = None
+            loss = run(index)
+            seen.append((float(loss), layer.weight.grad.numpy().copy(),
+                         layer.weight.detach().numpy().copy()))
+        runs.append(seen)
+    for (loss_c, grad_c, weight_c), (loss_e, grad_e, weight_e) in zip(*runs):
+        assert loss_c == loss_e
+        assert np.array_equal(grad_c, grad_e) and np.array_equal(weight_c, weight_e)
 
 
 def test_train_eval_propagate():

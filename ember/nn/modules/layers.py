@@ -184,7 +184,10 @@ class Embedding(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype.is_floating_point:
             raise TypeError(f"indices must be an integer tensor, got {x.dtype}")
-        if x.numel():
+        # The range check reads the indices, which a traced (compiled) call does not have:
+        # there an index past the end fails in the gather, and a negative one counts from
+        # the end as in NumPy indexing.
+        if x.numel() and not getattr(x._data, "symbolic", False):
             low, high = int(x.min().item()), int(x.max().item())
             if low < 0 or high >= self.num_embeddings:
                 raise IndexError(f"index {high if high >= self.num_embeddings else low} is out "

@@ -13,17 +13,18 @@
 
 Prints ratios and one JSON line per workload. Run: python bench/bench_data.py [--quick | --memory]
 
-Figures (2 CPUs shared with other jobs, load average about 7, so absolute rates swing by 2x
-between runs; main at 2e570d6 then this branch, back to back), images/s:
-    before: ember Pipeline 126, tf.data 207, PyTorch 2 workers 155 (ember/tf 0.61, /torch 0.81)
-    after:  ember Pipeline 259, tf.data 161, PyTorch 2 workers 108 (ember/tf 1.61, /torch 2.41)
-The ember map normalizes on [224, 672] rows since this branch (about 1 ms of the 4 ms CPU per
-image before); the rest is the resize (no transposes, cached two-tap bilinear tables, scratch
-buffers) and AUTOTUNE's 2 threads per CPU.
-Memory, 1M strings in a list, 2 workers vs 0 (PSS, 163 MB with 0 workers): 2.14x with the
+Figures, images/s (one run each; 2 CPUs; absolute rates swing by up to 2x between runs on
+this shared machine, and other jobs' load favours whichever side runs more threads):
+    earlier, loaded machine: ember Pipeline 259, tf.data 161, PyTorch 2 workers 108
+    quiet machine, NumPy resize, 4 map threads: ember 421, tf.data 750 (0.56), PyTorch 507
+    quiet machine, compiled resize (Note [Compiled resampling]), bilinear tables in a few NumPy
+    calls, one map thread per CPU: ember 750, tf.data 774 (0.97), PyTorch 523 (1.43); ember's
+    DataLoader (ImageFolder + transforms, 2 workers) 613.
+Per-element overhead against a generator: 1.15 with NumPy elements, 1.88 with Tensors.
+Memory, 1M strings in a list, 2 workers vs 0 (PSS, 161 MB with 0 workers): 2.16x with the
 lists themselves, 1.39x with packed columns, 1.07x with borrowed reads (the default); a
-StringArray 1.11x. Epoch over the million strings with 2 workers: 1.34 s with the list, 1.99 s
-packed (0.3 s of it packing), 2.15 s borrowed (about 1.4 us per string read in place).
+StringArray 1.11x. Epoch over the million strings with 2 workers: 1.08 s with the list, 1.40 s
+packed (0.3 s of it packing), 1.63 s borrowed (about 1.4 us per string read in place).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import math
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError
+from ember.backend import norm_kernels as _norm_kernels
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
@@ -105,10 +106,9 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     return out
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
-    """PyTorch's F.batch_norm: batch statistics in training (and running-stat updates in place,
-    with the unbiased variance), running statistics in eval."""
+def batch_norm_reference(x, running_mean, running_var, weight=None, bias=None, training=False,
+                         momentum=0.1, eps=1e-5):
+    """The decomposition of batch_norm (the fused training op is tested against it)."""
     if x.ndim < 2:
         raise ShapeError(f"batch_norm: expected at least 2-D input (N, C, ...), got "
                          f"{tuple(x.shape)}")
@@ -134,6 +134,154 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if bias is not None:
         out = out + bias.reshape(shape)
     return out
+
+
+# --- batch norm in training mode: fused (Note [Fused composites]) -----------------------------
+# Per channel c over the n values of dims (0, 2, 3, ...): mean, var (biased), r = 1/sqrt(var+eps),
+# xhat = (x - mean) r, y = w xhat + b. Gradients: gb = sum g, gw = sum g xhat,
+# gx = w r (g - mean(g) - xhat mean(g xhat)). The three ops below are those formulas, their
+# VJPs are written with each other (second order works); batch_norm_stats gives the running
+# statistics (no gradient: PyTorch updates them outside the graph).
+def _bn_axes(ndim, c):
+    return (0,) + tuple(range(2, ndim)), (1, c) + (1,) * (ndim - 2)
+
+
+def _bn_centred(xp, x):
+    dims, shape = _bn_axes(x.ndim, x.shape[1])
+    c = x - x.mean(axis=dims, keepdims=True)
+    return c, (c * c).mean(axis=dims, keepdims=True), dims, shape
+
+
+def _bn_stats_forward(xp, x):
+    c, var, dims, _ = _bn_centred(xp, x)
+    return xp.stack([x.mean(axis=dims), var.reshape(-1)])
+
+
+def _bn_train_forward(xp, x, w, b, eps):
+    c, var, _, shape = _bn_centred(xp, x)
+    return c * (1 / xp.sqrt(var + eps)) * w.reshape(shape) + b.reshape(shape)
+
+
+def _bn_input_grad_forward(xp, g, x, w, eps):
+    c, var, dims, shape = _bn_centred(xp, x)
+    r = 1 / xp.sqrt(var + eps)
+    xhat = c * r
+    return w.reshape(shape) * r * (g - g.mean(axis=dims, keepdims=True)
+                                   - xhat * (g * xhat).mean(axis=dims, keepdims=True))
+
+
+def _bn_weight_grad_forward(xp, g, x, eps):
+    c, var, dims, _ = _bn_centred(xp, x)
+    return (g * (c * (1 / xp.sqrt(var + eps)))).sum(axis=dims)
+
+
+def _bn_shape(x, *rest, **attrs):
+    if len(x) < 2:
+        raise ShapeError(f"batch_norm: expected at least 2-D input (N, C, ...), got {tuple(x)}")
+    for p in rest:
+        if tuple(p) != (x[1],):
+            raise ShapeError(f"batch_norm: weight and bias must have shape ({x[1]},) for input "
+                             f"{tuple(x)}, got {tuple(p)}")
+    return tuple(x)
+
+
+def _bn_ewise(t, attr):
+    """(x - mean) and rsqrt(var + eps) of a Tensor x, in ember ops, keepdim shapes."""
+    dims, _ = _bn_axes(t.ndim, t.shape[1])
+    c = t - t.mean(dims, keepdim=True)
+    return c, E.rsqrt((c * c).mean(dims, keepdim=True) + attr), dims
+
+
+def _bn_train_vjp(g, y, x, w, b, eps):
+    dims, _ = _bn_axes(x.ndim, x.shape[1])
+    need = lambda t: getattr(t, "requires_grad", True)  # noqa: E731
+    return (apply(BATCH_NORM_INPUT_GRAD, g, x, w, eps=eps) if need(x) else None,
+            apply(BATCH_NORM_WEIGHT_GRAD, g, x, eps=eps) if need(w) else None,
+            g.sum(dims) if need(b) else None)
+
+
+def _bn_input_grad_vjp(h, y, g, x, w, eps):
+    # y = w r P(g), P the projection off {1, xhat} (self-adjoint), so the VJP in g is the op
+    # itself; in w it is sum(h * y / w); in x, with c = x - mean, m = mean(g c), H1 = sum h (g -
+    # mean g), Hc = sum h c: w [-(r^3/n) c (H1 - 3 r^2 m Hc) - r^3 m (h - mean h)
+    # - (r^3/n) Hc (g - mean g)]
+    _, shape = _bn_axes(x.ndim, x.shape[1])
+    g_g = apply(BATCH_NORM_INPUT_GRAD, h, x, w, eps=eps)
+    c, r, dims = _bn_ewise(x, eps)
+    n = x.numel() // x.shape[1]
+    gc = g - g.mean(dims, keepdim=True)
+    m = (g * c).mean(dims, keepdim=True)
+    h1 = (h * gc).sum(dims, keepdim=True)
+    hc = (h * c).sum(dims, keepdim=True)
+    r3 = r * r * r
+    g_x = (c * ((h1 - hc * m * r * r * 3.0) * (r3 / -n)) - (h - h.mean(dims, keepdim=True))
+           * (r3 * m) - gc * (hc * (r3 / n))) * w.reshape(shape)
+    unit = apply(BATCH_NORM_INPUT_GRAD, g, x, w.new_ones(tuple(w.shape)), eps=eps)
+    return g_g, g_x, (h * unit).sum(dims)
+
+
+def _bn_weight_grad_vjp(h, y, g, x, eps):
+    # y = sum g xhat per channel: linear in g; its derivative in x is the input gradient with
+    # h as the weight
+    c, r, _ = _bn_ewise(x, eps)
+    _, shape = _bn_axes(x.ndim, x.shape[1])
+    return (c * r * h.reshape(shape), apply(BATCH_NORM_INPUT_GRAD, g, x, h, eps=eps))
+
+
+BATCH_NORM_TRAIN = defop(
+    "batch_norm_train", _bn_train_forward, _bn_train_vjp, shape=_bn_shape,
+    dtype=lambda x, w, b, **k: x, promote="common",
+    doc="Batch normalization with batch statistics: (x - mean) / sqrt(var + eps) * w + b per "
+        "channel (dim 1); `batch_norm_reference` is its decomposition (Note [Fused composites]).")
+BATCH_NORM_INPUT_GRAD = defop(
+    "batch_norm_input_grad", _bn_input_grad_forward, _bn_input_grad_vjp,
+    shape=lambda g, x, w, **k: _bn_shape(x, w), dtype=lambda g, x, w, **k: g, promote="common",
+    doc="Gradient of batch_norm_train with respect to its input.")
+BATCH_NORM_WEIGHT_GRAD = defop(
+    "batch_norm_weight_grad", _bn_weight_grad_forward, _bn_weight_grad_vjp,
+    shape=lambda g, x, **k: (_bn_shape(x)[1],), dtype=lambda g, x, **k: g, promote="common",
+    doc="Gradient of batch_norm_train with respect to its weight: sum(g * xhat) per channel.")
+BATCH_NORM_STATS = defop(
+    "batch_norm_stats", _bn_stats_forward, None, shape=lambda x: (2, _bn_shape(x)[1]),
+    dtype=lambda x: x, doc="(2, C): each channel's mean and biased variance over dims 0, 2, ...")
+
+
+def _with_reference(fast, reference):
+    """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
+    def kernel(xp, *arrays, **attrs):
+        out = fast(*arrays, **attrs)
+        return reference(xp, *arrays, **attrs) if out is None else out
+    return kernel
+
+
+for _op, _fast, _ref in (
+        (BATCH_NORM_TRAIN, _norm_kernels.batch_norm_train, _bn_train_forward),
+        (BATCH_NORM_INPUT_GRAD, _norm_kernels.batch_norm_input_grad, _bn_input_grad_forward),
+        (BATCH_NORM_WEIGHT_GRAD, _norm_kernels.batch_norm_weight_grad, _bn_weight_grad_forward),
+        (BATCH_NORM_STATS, _norm_kernels.batch_norm_stats, _bn_stats_forward)):
+    _op.def_kernel("numpy")(_with_reference(_fast, _ref))
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """PyTorch's F.batch_norm: batch statistics in training (and running-stat updates in place,
+    with the unbiased variance), running statistics in eval."""
+    if not training or x.ndim < 2 or not x.dtype.is_floating_point:
+        return batch_norm_reference(x, running_mean, running_var, weight, bias, training,
+                                    momentum, eps)
+    n = x.numel() // x.shape[1]
+    if n <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                         f"training, got input {tuple(x.shape)}")
+    if running_mean is not None:  # detached: these updates record no graph
+        stats = apply(BATCH_NORM_STATS, x.detach())
+        m = momentum
+        running_mean.mul_(1 - m).add_(stats[0] * m)
+        running_var.mul_(1 - m).add_(stats[1] * (m * n / (n - 1)))
+    c = x.shape[1]
+    w = weight if weight is not None else x.new_ones((c,))
+    b = bias if bias is not None else x.new_zeros((c,))
+    return apply(BATCH_NORM_TRAIN, x, w, b, eps=float(eps))
 
 
 def dropout(x, p=0.5, training=True, generator=None):

@@ -93,10 +93,13 @@ def _helpers(numba):
     return _state["helpers"]
 
 
-def jit_source(source: str, name: str, disk: bool = True):
+def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
     """The numba-compiled function `name` from `source` (cached by source text); None when
     numba is not available. `disk=False` skips the on-disk cache (a retry when loading from
-    it failed)."""
+    it failed). `fastmath` is numba's flag set (e.g. {"reassoc"} lets LLVM vectorize a sum);
+    it is part of the cached source text, so kernels compiled with other flags never mix."""
+    if fastmath:
+        source = f"# fastmath: {sorted(fastmath)}\n{source}"
     kernel = _cache.get((source, name, disk))
     if kernel is not None:
         return kernel
@@ -106,7 +109,8 @@ def jit_source(source: str, name: str, disk: bool = True):
     start = time.perf_counter()
     fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source,
                                                                               name)
-    kernel = numba.njit(fastmath=False, nogil=True, cache=on_disk, error_model="numpy")(fn)
+    flags = set(fastmath) if fastmath else False
+    kernel = numba.njit(fastmath=flags, nogil=True, cache=on_disk, error_model="numpy")(fn)
     _state["seconds"] += time.perf_counter() - start
     _cache[(source, name, disk)] = kernel
     return kernel

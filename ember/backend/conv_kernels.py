@@ -200,7 +200,57 @@ def max_pool2d(xp, x, kernel, stride, padding, dilation, ceil_mode):
     return out
 
 
+_POOL_GRAD_SOURCE = """
+def max_pool2d_grad(g, x, kh, kw, sh, sw, ph, pw, dh, dw, out):
+    n, c, h, w = x.shape
+    ho, wo = g.shape[2], g.shape[3]
+    for b in range(n):
+        for ch in range(c):
+            for oi in range(ho):
+                for oj in range(wo):
+                    best = -np.inf
+                    bi = -1
+                    bj = -1
+                    for i in range(kh):
+                        r = oi * sh - ph + i * dh
+                        if r < 0 or r >= h:
+                            continue
+                        for j in range(kw):
+                            q = oj * sw - pw + j * dw
+                            if q < 0 or q >= w:
+                                continue
+                            v = x[b, ch, r, q]
+                            if bi < 0 or v > best or v != v:
+                                best = v
+                                bi = r
+                                bj = q
+                    if bi >= 0:
+                        out[b, ch, bi, bj] += g[b, ch, oi, oj]
+"""
+
+
+def _pool_grad_kernel():
+    from ember.backend import numba_kernels
+
+    if not numba_kernels.available():
+        return None
+    return numba_kernels.jit_source(_POOL_GRAD_SOURCE, "max_pool2d_grad")
+
+
 def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
+    """Routes g to each window's maximum (Note [Pool windows]): with numba, one compiled scan
+    per window (PyTorch's: the first position inside the input starts it, a later tap is taken
+    where it beats the running maximum or is NaN); else the whole-array NumPy passes below."""
+    fast = _pool_grad_kernel() if x.dtype.kind == "f" and g.dtype.kind == "f" else None
+    if fast is not None and x.size and g.size:
+        out = np.zeros(x.shape, dtype=g.dtype)
+        fast(np.ascontiguousarray(g), np.ascontiguousarray(x), kernel[0], kernel[1],
+             stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], out)
+        return out
+    return _max_pool2d_grad_numpy(g, x, kernel, stride, padding, dilation, ceil_mode)
+
+
+def _max_pool2d_grad_numpy(g, x, kernel, stride, padding, dilation, ceil_mode):
     h, w = x.shape[2], x.shape[3]
     xp_, ho, wo = _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, -np.inf)
     taps = [_tap(xp_, i, j, stride, dilation, ho, wo)

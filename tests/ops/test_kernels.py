@@ -192,10 +192,27 @@ def _pool_inputs(shape, dtype, rng):
     yield "all -inf", np.full(shape, -np.inf, dtype=dtype)
 
 
+def _numba_modes():
+    """The kernels' paths: with numba where it is installed, and the NumPy fallback."""
+    from ember.backend import numba_kernels
+
+    modes = [pytest.param(contextlib.nullcontext, id="numpy" if not numba_kernels.available()
+                          else "numba")]
+    if numba_kernels.available():
+        modes.append(pytest.param(numba_kernels.disable_for_tests, id="numpy"))
+    return modes
+
+
+@pytest.mark.parametrize("mode", _numba_modes())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}p{c[3]}d{c[4]}"
                          f"{'-ceil' if c[5] else ''}")
-def test_max_pool_kernels_on_random_shapes(case, dtype):
+def test_max_pool_kernels_on_random_shapes(case, dtype, mode):
+    with mode():
+        _check_max_pool_kernels(case, dtype)
+
+
+def _check_max_pool_kernels(case, dtype):
     from ember.ops.conv import MAX_POOL2D, MAX_POOL2D_GRAD, MAX_POOL_INDICES
 
     xs, kernel, stride, padding, dilation, ceil_mode = case
@@ -253,3 +270,35 @@ def test_max_pool_kernel_on_integers():
                  MAX_POOL2D.forward(XP, x, **attrs), np.int32, str(attrs))
         _compare("max_pool_indices", MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
                  MAX_POOL_INDICES.forward(XP, x, **attrs), np.int32, str(attrs))
+
+
+BN_CASES = [(16, 8, 14, 14), (8, 3, 5, 7), (6, 4), (5, 3, 4, 2, 3), (2, 5, 1, 1)]
+
+
+@pytest.mark.parametrize("mode", _numba_modes())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BN_CASES, ids=str)
+def test_batch_norm_kernels_on_random_shapes(shape, dtype, mode):
+    from ember.ops.nn import (
+        BATCH_NORM_INPUT_GRAD,
+        BATCH_NORM_STATS,
+        BATCH_NORM_TRAIN,
+        BATCH_NORM_WEIGHT_GRAD,
+    )
+
+    rng = np.random.default_rng(5)
+    c = shape[1]
+    w = rng.standard_normal(c).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    with mode():
+        for name, offset in (("centred", 0.0), ("offset", 50.0)):  # a large mean: cancellation
+            x = (rng.standard_normal(shape) * 2 + offset).astype(dtype)
+            g = rng.standard_normal(shape).astype(dtype)
+            for gx in (x, np.ascontiguousarray(np.swapaxes(x, 0, -1)).swapaxes(0, -1)):
+                for op, args, attrs in (
+                        (BATCH_NORM_STATS, (gx,), {}),
+                        (BATCH_NORM_TRAIN, (gx, w, b), {"eps": 1e-5}),
+                        (BATCH_NORM_INPUT_GRAD, (g, gx, w), {"eps": 1e-5}),
+                        (BATCH_NORM_WEIGHT_GRAD, (g, gx), {"eps": 1e-5})):
+                    _compare(op.name, op.kernels["numpy"](XP, *args, **attrs),
+                             op.forward(XP, *args, **attrs), dtype, f"{shape} {name}")

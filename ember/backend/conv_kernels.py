@@ -83,9 +83,66 @@ def _gemm(a, b):
     return a[0] @ b[0] if a.shape[0] == 1 else np.matmul(a, b)
 
 
+_DIRECT_SOURCE = """
+def conv2d_direct(x, w, dh, dw, wp, out):
+    n, c = x.shape[0], x.shape[1]
+    o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    ho, wo = out.shape[2], out.shape[3]
+    run = (ho - 1) * wp + wo
+    acc = np.empty(run, dtype=out.dtype)
+    for b in range(n):
+        for oc in range(o):
+            for t in range(run):
+                acc[t] = 0
+            for ch in range(c):
+                plane = x[b, ch]
+                for ki in range(kh):
+                    for kj in range(kw):
+                        wv = w[oc, ch, ki, kj]
+                        at = ki * dh * wp + kj * dw
+                        src = plane[at: at + run]
+                        for t in range(run):
+                            acc[t] += wv * src[t]
+            for i in range(ho):
+                src = acc[i * wp: i * wp + wo]
+                dst = out[b, oc, i]
+                for j in range(wo):
+                    dst[j] = src[j]
+"""
+
+# Note [Direct convolution]: with few input taps (C * kh * kw, e.g. a first layer on one
+# channel) im2col copies the input kh * kw times to feed a GEMM with a tiny inner dimension,
+# and the GEMM's (O, N, Ho, Wo) result needs a transposed copy. A compiled loop instead adds
+# w[o, c, i, j] * (the padded input plane, flattened, from offset i*dh*Wp + j*dw) into one
+# accumulator per output plane, in the padded width (as the stride-1 gradients below), so
+# its inner loop is one long contiguous run that vectorizes; the valid columns are then
+# written to the NCHW output once. Stride 1, one group; numba only.
+_DIRECT_MAX_TAPS = 27
+
+
+def _direct_kernel(x, w, stride, groups):
+    if stride != (1, 1) or groups != 1 or w.shape[1] * w.shape[2] * w.shape[3] > \
+            _DIRECT_MAX_TAPS or x.dtype.kind != "f" or x.dtype != w.dtype:
+        return None
+    from ember.backend import numba_kernels
+
+    if not numba_kernels.available():
+        return None
+    return numba_kernels.jit_source(_DIRECT_SOURCE, "conv2d_direct")
+
+
 def conv2d(xp, x, w, stride, padding, dilation, groups):
     o, cg, kh, kw = w.shape
     n = x.shape[0]
+    direct = _direct_kernel(x, w, stride, groups)
+    if direct is not None:
+        xp_ = np.ascontiguousarray(_pad(x, padding[0], padding[0], padding[1], padding[1], 0))
+        ho = _out_size(x.shape[2], kh, 1, padding[0], dilation[0])
+        wo = _out_size(x.shape[3], kw, 1, padding[1], dilation[1])
+        out = np.empty((n, o, ho, wo), dtype=x.dtype)
+        direct(xp_.reshape(n, x.shape[1], -1), np.ascontiguousarray(w), dilation[0],
+               dilation[1], xp_.shape[3], out)
+        return out
     cols, ho, wo = _cols(x, kh, kw, stride, padding, dilation, channels_first=True)
     k = cg * kh * kw
     out = _gemm(w.reshape(groups, o // groups, k), cols.reshape(groups, k, n * ho * wo))
@@ -200,53 +257,88 @@ def max_pool2d(xp, x, kernel, stride, padding, dilation, ceil_mode):
     return out
 
 
-_POOL_GRAD_SOURCE = """
-def max_pool2d_grad(g, x, kh, kw, sh, sw, ph, pw, dh, dw, out):
-    n, c, h, w = x.shape
-    ho, wo = g.shape[2], g.shape[3]
-    for b in range(n):
-        for ch in range(c):
-            for oi in range(ho):
-                for oj in range(wo):
-                    best = -np.inf
-                    bi = -1
-                    bj = -1
-                    for i in range(kh):
-                        r = oi * sh - ph + i * dh
-                        if r < 0 or r >= h:
+_POOL_GRAD_CHECKED = """
+def max_pool2d_grad(g, x, out):
+    p, h, w = x.shape
+    ho, wo = g.shape[1], g.shape[2]
+    for b in range(p):
+        for oi in range(ho):
+            for oj in range(wo):
+                best = x[b, 0, 0]
+                bi = -1
+                bj = -1
+                for i in range(KH):
+                    r = oi * SH - PH + i * DH
+                    if r < 0 or r >= h:
+                        continue
+                    for j in range(KW):
+                        q = oj * SW - PW + j * DW
+                        if q < 0 or q >= w:
                             continue
-                        for j in range(kw):
-                            q = oj * sw - pw + j * dw
-                            if q < 0 or q >= w:
-                                continue
-                            v = x[b, ch, r, q]
-                            if bi < 0 or v > best or v != v:
-                                best = v
-                                bi = r
-                                bj = q
-                    if bi >= 0:
-                        out[b, ch, bi, bj] += g[b, ch, oi, oj]
+                        v = x[b, r, q]
+                        if bi < 0 or v > best or v != v:
+                            best = v
+                            bi = r
+                            bj = q
+                if bi >= 0:
+                    out[b, bi, bj] += g[b, oi, oj]
 """
 
 
-def _pool_grad_kernel():
-    from ember.backend import numba_kernels
-
-    if not numba_kernels.available():
-        return None
-    return numba_kernels.jit_source(_POOL_GRAD_SOURCE, "max_pool2d_grad")
+def _pool_grad_source(kernel, stride, padding, dilation, checked):
+    """The numba source of max_pool2d_grad for one geometry (its numbers are constants, so
+    the tap loop unrolls). Unchecked (every window inside the input): the first tap starts
+    the scan, each later one is taken where it beats the running maximum or is NaN."""
+    consts = {"KH": kernel[0], "KW": kernel[1], "SH": stride[0], "SW": stride[1],
+              "PH": padding[0], "PW": padding[1], "DH": dilation[0], "DW": dilation[1]}
+    if checked:
+        source = _POOL_GRAD_CHECKED
+        for name, value in consts.items():
+            source = source.replace(name, str(value))
+        return source
+    taps = list(itertools.product(range(kernel[0]), range(kernel[1])))
+    pos = [(f"oi * {stride[0]} + {i * dilation[0]}", f"oj * {stride[1]} + {j * dilation[1]}")
+           for i, j in taps]
+    ind = "                "
+    lines = ["def max_pool2d_grad(g, x, out):",
+             "    p, ho, wo = g.shape",
+             "    for b in range(p):",
+             "        for oi in range(ho):",
+             "            for oj in range(wo):"]
+    lines += [f"{ind}v{k} = x[b, {r}, {q}]" for k, (r, q) in enumerate(pos)]
+    # no branch on the data (random maxima mispredict): the maximum by `>` selects, the first
+    # tap equal to it by integer arithmetic (x holds no NaN here: the caller checks)
+    lines.append(f"{ind}m = v0")
+    lines += [f"{ind}m = v{k} if v{k} > m else m" for k in range(1, len(taps))]
+    lines.append(f"{ind}k = {len(taps) - 1}")
+    for k in range(len(taps) - 2, -1, -1):
+        lines += [f"{ind}e = np.int64(v{k} == m)", f"{ind}k = e * {k} + (1 - e) * k"]
+    lines.append(f"{ind}gv = g[b, oi, oj]")
+    # g is finite here (the caller checks): gv * 0 is 0
+    lines += [f"{ind}out[b, {r}, {q}] += gv * (k == {k})" for k, (r, q) in enumerate(pos)]
+    return "\n".join(lines) + "\n"
 
 
 def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
     """Routes g to each window's maximum (Note [Pool windows]): with numba, one compiled scan
     per window (PyTorch's: the first position inside the input starts it, a later tap is taken
-    where it beats the running maximum or is NaN); else the whole-array NumPy passes below."""
-    fast = _pool_grad_kernel() if x.dtype.kind == "f" and g.dtype.kind == "f" else None
-    if fast is not None and x.size and g.size:
-        out = np.zeros(x.shape, dtype=g.dtype)
-        fast(np.ascontiguousarray(g), np.ascontiguousarray(x), kernel[0], kernel[1],
-             stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], out)
-        return out
+    where it beats the running maximum or is NaN); else (or where g is not finite or x holds
+    NaN) the whole-array NumPy passes below."""
+    from ember.backend import numba_kernels
+
+    if (numba_kernels.available() and x.dtype.kind == "f" and g.dtype.kind == "f" and x.size
+            and g.size and np.isfinite(g).all() and not np.isnan(x).any()):
+        n, c, h, w = x.shape
+        ho, wo = g.shape[2], g.shape[3]
+        checked = any(padding) or (ho - 1) * stride[0] + dilation[0] * (kernel[0] - 1) >= h \
+            or (wo - 1) * stride[1] + dilation[1] * (kernel[1] - 1) >= w
+        fast = numba_kernels.jit_source(
+            _pool_grad_source(kernel, stride, padding, dilation, checked), "max_pool2d_grad")
+        if fast is not None:
+            out = np.zeros((n * c, h, w), dtype=g.dtype)
+            fast(np.ascontiguousarray(g).reshape(n * c, ho, wo),
+                 np.ascontiguousarray(x).reshape(n * c, h, w), out)
+            return out.reshape(x.shape)
     return _max_pool2d_grad_numpy(g, x, kernel, stride, padding, dilation, ceil_mode)
 
 

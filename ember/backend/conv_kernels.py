@@ -118,11 +118,12 @@ def conv2d_direct(x, w, dh, dw, wp, out):
 # its inner loop is one long contiguous run that vectorizes; the valid columns are then
 # written to the NCHW output once. Stride 1, one group; numba only.
 _DIRECT_MAX_TAPS = 27
+_COMPILED = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes numba kernels take
 
 
 def _direct_kernel(x, w, stride, groups):
     if stride != (1, 1) or groups != 1 or w.shape[1] * w.shape[2] * w.shape[3] > \
-            _DIRECT_MAX_TAPS or x.dtype.kind != "f" or x.dtype != w.dtype:
+            _DIRECT_MAX_TAPS or x.dtype not in _COMPILED or x.dtype != w.dtype:
         return None
     from ember.backend import numba_kernels
 
@@ -326,7 +327,7 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
     NaN) the whole-array NumPy passes below."""
     from ember.backend import numba_kernels
 
-    if (numba_kernels.available() and x.dtype.kind == "f" and g.dtype.kind == "f" and x.size
+    if (numba_kernels.available() and x.dtype in _COMPILED and g.dtype in _COMPILED and x.size
             and g.size and np.isfinite(g).all() and not np.isnan(x).any()):
         n, c, h, w = x.shape
         ho, wo = g.shape[2], g.shape[3]

@@ -104,8 +104,8 @@ def _ncl(a):
 
 
 def _usable(name, *arrays):
-    """The kernel for these arrays: floating, not empty, at least 2-D; else None."""
-    if any(a.dtype.kind != "f" for a in arrays) or arrays[0].size == 0 or arrays[0].ndim < 2:
+    """The kernel for these arrays: float32/float64, not empty, at least 2-D; else None."""
+    if any(a.dtype not in (np.float32, np.float64) for a in arrays) or arrays[0].size == 0 or arrays[0].ndim < 2:
         return None
     return _kernel(name)
 

@@ -119,6 +119,17 @@ def test_every_kernel_is_exercised_by_the_op_table():
     assert not missing, f"kernels that no op-table sample reaches: {missing}"
 
 
+def _numba_modes():
+    """The kernels' paths: with numba where it is installed, and the NumPy fallback."""
+    from ember.backend import numba_kernels
+
+    modes = [pytest.param(contextlib.nullcontext, id="numpy" if not numba_kernels.available()
+                          else "numba")]
+    if numba_kernels.available():
+        modes.append(pytest.param(numba_kernels.disable_for_tests, id="numpy"))
+    return modes
+
+
 # --- larger random shapes ------------------------------------------------------------------------
 CONV_CASES = [
     # x shape, w shape, stride, padding, dilation, groups
@@ -129,13 +140,20 @@ CONV_CASES = [
     ((2, 8, 11, 12), (6, 8, 1, 1), (1, 1), (0, 0), (1, 1), 1),   # 1x1
     ((2, 3, 9, 10), (5, 3, 4, 2), (3, 2), (0, 1), (2, 1), 1),
     ((2, 4, 7, 7), (4, 2, 7, 7), (1, 1), (3, 3), (1, 1), 2),     # kernel as large as input
+    ((3, 2, 9, 8), (5, 2, 3, 2), (1, 1), (2, 0), (2, 3), 1),     # direct, dilated
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CONV_CASES,
                          ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}p{c[3]}d{c[4]}g{c[5]}")
-def test_conv_kernels_on_random_shapes(case, dtype):
+@pytest.mark.parametrize("mode", _numba_modes())
+def test_conv_kernels_on_random_shapes(case, dtype, mode):
+    with mode():
+        _check_conv_kernels(case, dtype)
+
+
+def _check_conv_kernels(case, dtype):
     from ember.ops.conv import CONV2D, CONV2D_INPUT_GRAD, CONV2D_WEIGHT_GRAD
 
     xs, ws, stride, padding, dilation, groups = case
@@ -190,17 +208,6 @@ def _pool_inputs(shape, dtype, rng):
     flat[rng.choice(flat.size, flat.size // 20, replace=False)] = np.inf
     yield "nan-inf", special
     yield "all -inf", np.full(shape, -np.inf, dtype=dtype)
-
-
-def _numba_modes():
-    """The kernels' paths: with numba where it is installed, and the NumPy fallback."""
-    from ember.backend import numba_kernels
-
-    modes = [pytest.param(contextlib.nullcontext, id="numpy" if not numba_kernels.available()
-                          else "numba")]
-    if numba_kernels.available():
-        modes.append(pytest.param(numba_kernels.disable_for_tests, id="numpy"))
-    return modes
 
 
 @pytest.mark.parametrize("mode", _numba_modes())

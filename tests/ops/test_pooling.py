@@ -411,6 +411,21 @@ def test_compiled_pool_unpool_and_gradient_equal_eager():
     np.testing.assert_allclose(float(compiled_loss), float(eager_loss), rtol=1e-12)
 
 
+def test_compiled_adaptive_and_avg3d_pooling_equal_eager():
+    def f(x):
+        out, idx = F.adaptive_max_pool2d(x, (3, 4), return_indices=True)
+        avg = F.adaptive_avg_pool2d(x, (2, None))
+        box = F.avg_pool3d(x.unsqueeze(1), 2, padding=1, ceil_mode=True,
+                           count_include_pad=False)
+        return (out * out).sum() + avg.sum() + box.sum(), idx
+
+    a = np.random.default_rng(10).standard_normal((2, 3, 7, 9))
+    eager_loss, eager_idx = f(ember.from_numpy(a))
+    compiled_loss, compiled_idx = ember.compile(f)(ember.from_numpy(a))
+    np.testing.assert_array_equal(np.asarray(compiled_idx), np.asarray(eager_idx))
+    np.testing.assert_allclose(float(compiled_loss), float(eager_loss), rtol=1e-12)
+
+
 # --- errors: the op, what was expected, what came -----------------------------------------------
 ERRORS = [
     (lambda: F.max_unpool2d(ember.ones(1, 1, 2, 2), ember.zeros(1, 1, 2, 3, dtype=ember.int64),

@@ -669,6 +669,9 @@ def _adaptive_avg(op, nd, x, output_size):
     x, unbatched = _batched(op, nd, x)
     sizes = _adaptive_sizes(op, nd, x, output_size)
     n, c = x.shape[0], x.shape[1]
+    if all(o == 1 for o in sizes):  # global pooling: one mean over the spatial dims
+        out = x.mean(tuple(range(2, 2 + nd)), keepdim=True)
+        return out.squeeze(0) if unbatched else out
     out = x
     # one dim at a time, last first: (size, rest) -> (output size, rest) by a matmul
     for d in range(nd - 1, -1, -1):
@@ -691,6 +694,15 @@ def _adaptive_max(op, nd, x, output_size, return_indices):
     sizes = _adaptive_sizes(op, nd, x, output_size)
     spatial = tuple(x.shape)[2:]
     shape = tuple(x.shape)[:2] + sizes
+    if nd <= 2 and not return_indices and 0 not in sizes and all(
+        n % o == 0 for n, o in zip(spatial, sizes)
+    ):
+        # windows that tile the input evenly are a regular pool (kernel = stride = n / o):
+        # the fast max_pool2d kernels, the same first-maximum rule (Note [Pool windows])
+        kernel = tuple(n // o for n, o in zip(spatial, sizes))
+        pool = max_pool1d if nd == 1 else max_pool2d
+        out = pool(x, kernel, kernel)
+        return out.squeeze(0) if unbatched else out
     if 0 in sizes:
         out, index = x.new_zeros(shape), x.new_zeros(shape, dtype=int64_dtype())
     else:

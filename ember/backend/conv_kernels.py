@@ -123,8 +123,9 @@ _COMPILED = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes numba ker
 
 def _direct_kernel(x, w, stride, groups):
     if stride != (1, 1) or groups != 1 or w.shape[1] * w.shape[2] * w.shape[3] > \
-            _DIRECT_MAX_TAPS or x.dtype not in _COMPILED or x.dtype != w.dtype:
-        return None
+            _DIRECT_MAX_TAPS or x.dtype not in _COMPILED or x.dtype != w.dtype \
+            or x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
+        return None  # (bad shapes take the NumPy path, whose error the dispatcher reports)
     from ember.backend import numba_kernels
 
     if not numba_kernels.available():
@@ -136,7 +137,8 @@ def conv2d(xp, x, w, stride, padding, dilation, groups):
     o, cg, kh, kw = w.shape
     n = x.shape[0]
     direct = _direct_kernel(x, w, stride, groups)
-    if direct is not None:
+    if direct is not None and min(x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1),
+                                  x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1)) > 0:
         xp_ = np.ascontiguousarray(_pad(x, padding[0], padding[0], padding[1], padding[1], 0))
         ho = _out_size(x.shape[2], kh, 1, padding[0], dilation[0])
         wo = _out_size(x.shape[3], kw, 1, padding[1], dilation[1])

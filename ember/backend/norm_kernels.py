@@ -103,9 +103,14 @@ def _ncl(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def _usable(name, *arrays):
-    """The kernel for these arrays: float32/float64, not empty, at least 2-D; else None."""
-    if any(a.dtype not in (np.float32, np.float64) for a in arrays) or arrays[0].size == 0 or arrays[0].ndim < 2:
+def _usable(name, x, same=(), per_channel=()):
+    """The kernel for x (N, C, ...), arrays of x's shape and arrays of shape (C,): float32 or
+    float64, not empty; else None (bad shapes go to the reference forward, whose error the
+    dispatcher reports: the compiled loops do not check bounds)."""
+    arrays = (x,) + tuple(same) + tuple(per_channel)
+    if any(a.dtype not in (np.float32, np.float64) for a in arrays) or x.size == 0 \
+            or x.ndim < 2 or any(a.shape != x.shape for a in same) \
+            or any(a.shape != (x.shape[1],) for a in per_channel):
         return None
     return _kernel(name)
 
@@ -122,7 +127,7 @@ def batch_norm_stats(x):
 
 
 def batch_norm_train(x, w, b, eps):
-    kernel = _usable("bn_train", x, w, b)
+    kernel = _usable("bn_train", x, per_channel=(w, b))
     if kernel is None:
         return None
     dtype = np.result_type(x, w, b)
@@ -133,7 +138,7 @@ def batch_norm_train(x, w, b, eps):
 
 
 def batch_norm_input_grad(g, x, w, eps):
-    kernel = _usable("bn_input_grad", x, g, w)
+    kernel = _usable("bn_input_grad", x, (g,), (w,))
     if kernel is None:
         return None
     dtype = np.result_type(g, x, w)
@@ -144,7 +149,7 @@ def batch_norm_input_grad(g, x, w, eps):
 
 
 def batch_norm_weight_grad(g, x, eps):
-    kernel = _usable("bn_weight_grad", x, g)
+    kernel = _usable("bn_weight_grad", x, (g,))
     if kernel is None:
         return None
     out = np.empty((x.shape[1],), dtype=np.float64)

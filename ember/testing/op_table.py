@@ -811,7 +811,7 @@ ROWS: list[OpRow] = [
                               name="noncontiguous")],
           lambda x, w, b: _t("nn.functional.batch_norm")(x, None, None, w, b, True),
           gradgrad=True, atol=1e-4),
-    OpRow("batch_norm_reference", ("mean", "rsqrt"),
+    OpRow("batch_norm_reference", ("sum", "rsqrt"),
           lambda x, w, b: N.batch_norm_reference(x, None, None, w, b, True),
           lambda rng: [Sample((_r(rng, 4, 3, 2, 3), _r(rng, 3), _r(rng, 3)))],
           lambda x, w, b: _t("nn.functional.batch_norm")(x, None, None, w, b, True),

@@ -112,6 +112,35 @@ def erf_fast(x):
     return kernel(x)
 
 
+# Note [Bitwise where]: np.where(c, a, b) over a random boolean mask runs a data-dependent
+# branch per element: 3.3 ms for ReLU's gradient at (64, 16, 28, 28) float32, against 0.3 ms
+# for g * c. `where_bits` selects by bits instead, with no branch: the mask as all-ones or
+# all-zero integers of the float's width, ANDed with each operand's bits (NaN payloads, signed
+# zeros and infinities pass through), so it equals np.where bit for bit. It takes a bool
+# condition and two operands of one float32/float64 dtype (0-d included); else np.where.
+_BIT_INTS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
+
+
+def where_bits(c, a, b):
+    ints = _BIT_INTS.get(getattr(a, "dtype", None))
+    if (ints is None or type(c) is not np.ndarray or c.dtype != np.bool_
+            or type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype
+            or c.size < 1024):
+        return np.where(c, a, b)
+    mask = c.view(np.int8).astype(ints)
+    np.negative(mask, out=mask)  # 0 or -1: all bits set
+    if b.ndim == 0 and not b.view(ints):  # where(c, a, +0.0): ReLU's and dropout's gradients
+        out = np.bitwise_and(a.view(ints), mask)
+    else:
+        out = np.bitwise_and(a.view(ints), mask)
+        np.invert(mask, out=mask)
+        out = np.bitwise_or(out, np.bitwise_and(b.view(ints), mask))
+    if out.ndim < max(c.ndim, a.ndim, b.ndim) or out.shape != np.broadcast_shapes(
+            c.shape, a.shape, b.shape):
+        out = np.broadcast_to(out, np.broadcast_shapes(c.shape, a.shape, b.shape)).copy()
+    return out.view(a.dtype)
+
+
 def scatter_add(target, index, values):
     """target[index] += values, accumulating repeated indices (in place; returns target)."""
     np.add.at(target, index, values)

@@ -209,6 +209,13 @@ WHERE = defop(
     doc="where(condition, a, b): a where condition is true, else b (promotes a with b).")
 
 
+@WHERE.def_kernel("numpy")
+def _where_numpy_fast(xp, c, a, b):  # Note [Bitwise where] in ember/backend/numpy_backend.py
+    from ember.backend.numpy_backend import where_bits
+
+    return where_bits(c, a, b)
+
+
 def _clamp_forward(xp, x, min, max):
     if min is not None:
         x = xp.maximum(x, min)

@@ -21,3 +21,26 @@ def test_fast_erf_matches_reference(dtype):
     print(dtype.__name__, "max relative error", rel.max())
     assert rel.max() <= (2 * np.finfo(dtype).eps)
     assert np.signbit(fast[x == 0]).tolist() == np.signbit(ref[x == 0]).tolist()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bitwise_where_matches_reference_bit_for_bit(dtype):
+    from ember.ops.elementwise import WHERE
+
+    xp = numpy_backend.backend.xp
+    rng = np.random.default_rng(0)
+    cases = [((64, 16, 8, 8), (64, 16, 8, 8), ()), ((40, 50), (40, 50), (40, 50)),
+             ((40, 50), (50,), (40, 1)), ((1, 50), (40, 50), ()), ((40, 50), (), (40, 50))]
+    for cs, a_shape, b_shape in cases:
+        c = rng.random(cs) > 0.5
+        a = np.asarray(rng.standard_normal(a_shape)).astype(dtype)
+        if a.ndim:  # NaN, -0.0 and inf pass through unchanged
+            a.reshape(-1)[::7], a.reshape(-1)[::11], a.reshape(-1)[::13] = np.nan, -0.0, np.inf
+        for b in (np.asarray(rng.standard_normal(b_shape)).astype(dtype),
+                  np.asarray(0.0, dtype), np.asarray(-0.0, dtype)):
+            ref = WHERE.forward(xp, c, a, b)
+            fast = WHERE.kernels["numpy"](xp, c, a, b)
+            assert fast.shape == ref.shape and fast.dtype == ref.dtype
+            assert np.array_equal(np.ascontiguousarray(fast).view(np.uint8),
+                                  np.ascontiguousarray(ref).view(np.uint8)), (cs, a_shape,
+                                                                              b_shape)

@@ -20,7 +20,7 @@ from ember.testing.op_table import ROWS
 
 XP = get_backend("cpu").xp
 KERNEL_OPS = sorted(name for name, op in REGISTRY.items() if op.kernels)
-EXACT = {"max_pool2d", "max_pool_indices"}  # pick values or positions: bitwise equal
+EXACT = {"max_pool2d", "max_pool_indices", "where"}  # pick values or positions: bitwise equal
 
 
 def _tolerance(op_name, dtype):
@@ -97,6 +97,8 @@ def _run_row(row, sample, dtype, calls):
             if sample.noncontiguous and arr.ndim >= 2:
                 arr = np.ascontiguousarray(arr.T).T
             args.append(ember.from_numpy(arr).requires_grad_(True))
+        elif isinstance(a, np.ndarray):  # masks and indices: tensors without gradients
+            args.append(ember.from_numpy(a))
         else:
             args.append(a)
     with _checked_kernels(calls):

@@ -125,7 +125,7 @@ def where_bits(c, a, b):
     ints = _BIT_INTS.get(getattr(a, "dtype", None))
     if (ints is None or type(c) is not np.ndarray or c.dtype != np.bool_
             or type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype
-            or c.size < 1024):
+            or max(c.size, a.size, b.size) < 16384):  # np.where as fast below (at 8192)
         return np.where(c, a, b)
     mask = c.view(np.int8).astype(ints)
     np.negative(mask, out=mask)  # 0 or -1: all bits set

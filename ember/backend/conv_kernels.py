@@ -8,6 +8,9 @@ fewer and cheaper copies (tests/ops/test_kernels.py checks them against the refe
   in NCHW with no transpose; the weight gradient uses the (C, kh, kw, N, Ho, Wo) layout instead,
   making it one GEMM over N*Ho*Wo;
 - the input gradient is `W^T @ g` in the same layout, then col2im as one strided add per tap;
+- with numba, a first layer's few input taps run as a direct convolution (Note [Direct
+  convolution]) and the gradient of max pooling over disjoint windows as a branch-free
+  compiled loop (Note [Branch-free pool gradient]); the NumPy paths stay for the rest;
 - max pooling is an elementwise maximum over the kernel taps (no reduction over a 6-D window
   view), and its gradient routes g to the first tap equal to the window's maximum, in row-major
   tap order, or to the window's last NaN, never to padding (Note [Pool windows] in
@@ -298,6 +301,8 @@ def _pool_grad_compiled(g, x, kernel, stride, padding, dilation):
     """Note [Branch-free pool gradient]; None where it does not apply."""
     from ember.backend import numba_kernels
 
+    if x.ndim != 4 or g.ndim != 4 or g.shape[:2] != x.shape[:2]:
+        return None  # (the compiled loop does not check bounds: bad shapes take NumPy's path)
     n, c, h, w = x.shape
     ho, wo = g.shape[2], g.shape[3]
     if (not numba_kernels.available() or x.dtype not in _COMPILED or g.dtype != x.dtype

@@ -20,7 +20,7 @@ from ember._util.errors import (
     DeviceError, DTypeError, EmberError, IndexOutOfRange, ShapeError, at_user_line,
     user_location,
 )
-from ember.autograd.engine import Node, TensorMeta
+from ember.autograd.engine import Node, TensorMeta, _interceptors
 from ember.autograd.grad_mode import _state
 from ember.backend import backend_of, get_backend
 from ember.ops import registry as _registry
@@ -32,9 +32,6 @@ _NUMPY_BACKEND = get_backend("cpu")
 _NUMPY_XP = _NUMPY_BACKEND.xp
 _PROMOTE = {"common": ("common", ()), "float": ("float", ()),
             "common_tail": ("common", (0,)), "common_skip_index": ("common", (1,))}
-
-_interceptors: list = []
-
 
 def push_interceptor(fn) -> None:
     """Route every op call to `fn(op, args, attrs)` (graph tracing) until popped."""

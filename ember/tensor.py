@@ -230,9 +230,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into each leaf's `.grad` (define-by-run)."""
-        from ember.autograd import backward as _backward
-
-        _backward([self], None if gradient is None else [gradient], retain_graph,
+        _autograd.backward([self], None if gradient is None else [gradient], retain_graph,
                   create_graph, inputs=inputs)
 
     def register_hook(self, hook):
@@ -1210,6 +1208,7 @@ def multinomial(probs, num_samples, replacement=False, generator=None):
 
 
 # Late imports: the ops and the dispatcher refer back to this module.
+import ember.autograd as _autograd  # noqa: E402
 from ember.autograd import dispatch as _dispatch  # noqa: E402
 from ember.autograd.dispatch import apply  # noqa: E402
 from ember.ops import elementwise as _E  # noqa: E402

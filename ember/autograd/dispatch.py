@@ -278,18 +278,22 @@ def _record(op, args, attrs, result):
     needed_by = op.needed_by
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
+            d = a._data
             if a._requires_grad:
                 edges.append(a._node if a._node is not None else a)
             else:
                 edges.append(None)
-            in_meta.append((tuple(a._data.shape), _DT_OF[a._data.dtype]))
+            in_meta.append((d.shape if type(d) is _NDARRAY else tuple(d.shape), _DT_OF[d.dtype]))
             # indices and masks (integer/bool inputs) are always kept: index VJPs need them
-            if save_inputs or a._data.dtype.kind in "biu":
+            if save_inputs or d.dtype.kind in "biu":
                 saved.append(a)
-                if needed_by is not None and not any(
-                        isinstance(args[j], Tensor) and args[j]._requires_grad
-                        for j in needed_by.get(i, ())):
-                    continue
+                if needed_by is not None:
+                    for j in needed_by.get(i, ()):
+                        other = args[j]
+                        if isinstance(other, Tensor) and other._requires_grad:
+                            break
+                    else:
+                        continue  # no gradient reads this input: no version check
                 if a._version is None:
                     a._version = [0, None]
                 versions.append((a, a._version, a._version[0], a._node))

@@ -52,6 +52,8 @@ def _sum_dtype(dtype, **attrs):
 
 def _expand_back(g, x, dim, keepdim):
     """Broadcast a reduced gradient back over the reduced dims of `x`."""
+    if dim is None and not keepdim:  # a 0-d gradient broadcasts to any shape as it is
+        return g.expand(tuple(x.shape))
     if not keepdim:
         g = g.reshape(_reduced_shape(x.shape, dim, True))
     return g.expand(tuple(x.shape))

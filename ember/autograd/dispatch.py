@@ -220,8 +220,15 @@ def make_view(result, source, op, attrs):
     """Views share their base's version counter (Note [Saved tensor versions]) and remember
     how they were made from `source` (Note [Views and in-place] in ember/tensor.py)."""
     data = result._data
-    if type(data) is _NDARRAY and data.size and not np.may_share_memory(data, source._data):
-        return  # the kernel copied (an empty result counts as a view, as in PyTorch)
+    if type(data) is _NDARRAY and data.size:
+        # the kernel copied (an empty result counts as a view, as in PyTorch); an array that
+        # owns its memory is a copy, one based on the source's memory is not
+        base = data.base
+        if base is None:
+            return
+        src = source._data
+        if base is not src and base is not src.base and not np.may_share_memory(data, src):
+            return
     version = source._version
     if version is None:
         version = source._version = [0, None]

@@ -33,9 +33,11 @@ def normalize_dims(dim, ndim: int, op: str = "reduce"):
 
 
 def _axis(dim, ndim):
-    if dim is None:
+    if dim is None or not ndim:
         return None
-    return tuple(d for d in dim if d < ndim) if ndim else None
+    if dim and builtins.max(dim) < ndim:
+        return dim
+    return tuple(d for d in dim if d < ndim)
 
 
 def _reduced_shape(shape, dim=None, keepdim=False, **attrs):
@@ -67,6 +69,13 @@ def _sum_forward(xp, x, dim, keepdim):
 SUM = defop("sum", _sum_forward,
             lambda g, y, x, dim, keepdim: (_expand_back(g, x, dim, keepdim),),
             shape=_reduced_shape, dtype=_sum_dtype, save_inputs=False)
+
+
+@SUM.def_kernel("numpy")
+def _sum_numpy(xp, x, dim, keepdim):
+    """np.sum's own reduction (add.reduce) without its Python wrappers (small tensors)."""
+    dtype = None if x.dtype.kind == "f" else xp.int64
+    return xp.add.reduce(x, _axis(dim, x.ndim), dtype, None, keepdim)
 
 
 def _prod_forward(xp, x, dim, keepdim):

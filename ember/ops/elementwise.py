@@ -55,6 +55,7 @@ class _LATE:
 
     SUM = None
     RESHAPE = None
+    EXPAND = None
 
 
 # --- unary ------------------------------------------------------------------------------------
@@ -70,15 +71,10 @@ def _unary(name, forward, vjp=None, *, promote="float", save_inputs=True, save_o
 
 def _quiet(fn):
     """Run a NumPy kernel with floating-point warnings off: like PyTorch, log(0) is -inf and
-    x/0 is inf without a warning."""
-    import numpy as np
+    x/0 is inf without a warning (Note [Quiet kernels] in ember/backend/numpy_backend.py)."""
+    from ember.backend.numpy_backend import quiet
 
-    def forward(xp, *args, **attrs):
-        with np.errstate(all="ignore"):
-            return fn(xp, *args, **attrs)
-
-    forward.__name__ = fn.__name__
-    return forward
+    return quiet(fn)
 
 
 NEG = _unary("neg", lambda xp, x: xp.negative(x), lambda g, y, x: (-g,), promote=None,

@@ -11,6 +11,7 @@ import builtins
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError
+from ember.ops.elementwise import _LATE
 from ember.ops.registry import apply, defop, int64_dtype, same_dtype, bool_dtype
 
 __all__ = ["sum", "prod", "amax", "amin", "argmax", "argmin", "all", "any", "cumsum",
@@ -54,8 +55,8 @@ def _sum_dtype(dtype, **attrs):
 
 def _expand_back(g, x, dim, keepdim):
     """Broadcast a reduced gradient back over the reduced dims of `x`."""
-    if dim is None and not keepdim:  # a 0-d gradient broadcasts to any shape as it is
-        return g.expand(tuple(x.shape))
+    if dim is None and not keepdim and x.shape:  # a 0-d gradient broadcasts as it is
+        return apply(_LATE.EXPAND, g, shape=tuple(x.shape))
     if not keepdim:
         g = g.reshape(_reduced_shape(x.shape, dim, True))
     return g.expand(tuple(x.shape))

@@ -157,10 +157,10 @@ def _check_versions(node: Node) -> None:
 
 def _raise_freed(node: Node):
     raise AutogradError(
-            f"trying to backward through the graph a second time (through {node.name()}"
-            + (f" made at {format_location(node.site)}" if node.site else "")
-            + "): its saved tensors were freed after the first backward. "
-            "Pass retain_graph=True to the first backward() if you need to call it twice.")
+        f"trying to backward through the graph a second time (through {node.name()}"
+        + (f" made at {format_location(node.site)}" if node.site else "")
+        + "): its saved tensors were freed after the first backward. "
+        "Pass retain_graph=True to the first backward() if you need to call it twice.")
 
 
 def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=None,

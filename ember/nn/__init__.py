@@ -48,16 +48,31 @@ from ember.nn.modules.container import (
     Sequential as Sequential,
 )
 from ember.nn.modules.layers import (
+    AdaptiveAvgPool1d as AdaptiveAvgPool1d,
+)
+from ember.nn.modules.layers import (
     AdaptiveAvgPool2d as AdaptiveAvgPool2d,
 )
 from ember.nn.modules.layers import (
+    AdaptiveAvgPool3d as AdaptiveAvgPool3d,
+)
+from ember.nn.modules.layers import (
+    AdaptiveMaxPool1d as AdaptiveMaxPool1d,
+)
+from ember.nn.modules.layers import (
     AdaptiveMaxPool2d as AdaptiveMaxPool2d,
+)
+from ember.nn.modules.layers import (
+    AdaptiveMaxPool3d as AdaptiveMaxPool3d,
 )
 from ember.nn.modules.layers import (
     AvgPool1d as AvgPool1d,
 )
 from ember.nn.modules.layers import (
     AvgPool2d as AvgPool2d,
+)
+from ember.nn.modules.layers import (
+    AvgPool3d as AvgPool3d,
 )
 from ember.nn.modules.layers import (
     BatchNorm1d as BatchNorm1d,

@@ -8,16 +8,31 @@ The few functions defined here are thin argument adapters with PyTorch's signatu
 from __future__ import annotations
 
 from ember.ops.conv import (
+    adaptive_avg_pool1d as adaptive_avg_pool1d,
+)
+from ember.ops.conv import (
     adaptive_avg_pool2d as adaptive_avg_pool2d,
 )
 from ember.ops.conv import (
+    adaptive_avg_pool3d as adaptive_avg_pool3d,
+)
+from ember.ops.conv import (
+    adaptive_max_pool1d as adaptive_max_pool1d,
+)
+from ember.ops.conv import (
     adaptive_max_pool2d as adaptive_max_pool2d,
+)
+from ember.ops.conv import (
+    adaptive_max_pool3d as adaptive_max_pool3d,
 )
 from ember.ops.conv import (
     avg_pool1d as avg_pool1d,
 )
 from ember.ops.conv import (
     avg_pool2d as avg_pool2d,
+)
+from ember.ops.conv import (
+    avg_pool3d as avg_pool3d,
 )
 from ember.ops.conv import (
     conv1d as conv1d,

@@ -1,9 +1,11 @@
-"""Convolution and pooling primitives (NCHW), and composites (conv1d, avg/adaptive pooling).
+"""Convolution and pooling primitives (NCHW), and composites (conv1d, avg and adaptive pooling).
 
 Pooling primitives: max_pool2d and its gradient (fast NumPy kernels), max_pool_indices (each
 window's argmax, for return_indices and second-order gradients) and max_unpool, the last two
 over any number of spatial dims (Note [Pool windows]). max_pool1d runs as 2-D, max_pool3d
-gathers the input at max_pool_indices; avg pooling is a depthwise conv2d.
+gathers the input at max_pool_indices; avg pooling (1-D to 3-D) is depthwise conv2d window
+sums; adaptive pooling is a matmul per dim (avg) or max_pool_indices over gathered windows
+(max; Note [Adaptive windows]).
 
 conv2d is computed as im2col (a strided window view, copied once) times a GEMM, per group in
 one batched matmul. Its VJPs are two more primitives, `conv2d_input_grad` and
@@ -535,78 +537,245 @@ def _window_counts(n, k, s, p, out, count_include_pad):
     return counts
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
-    """Average pooling as a depthwise convolution with a constant kernel (Note [Pool windows]).
-
-    The divisor is divisor_override if given, else the window's size inside the padded input
-    (count_include_pad) or inside the input alone.
-    """
-    x, unbatched = _batched("avg_pool2d", 2, x)
-    kernel, stride, padding, _ = _pool_attrs("avg_pool2d", 2, kernel_size, stride, padding)
-    if divisor_override is not None and int(divisor_override) == 0:
-        raise ValueError(at_user_line("avg_pool2d: divisor_override must be non-zero, got 0"))
-    outs = _pool_out_shape("avg_pool2d", tuple(x.shape), kernel, stride, padding, (1, 1),
-                           bool(ceil_mode))[2:]
-    extra = [max(0, (o - 1) * s + k - (n + 2 * p))
-             for n, k, s, p, o in zip(tuple(x.shape)[2:], kernel, stride, padding, outs)]
+def _box_sums2d(x, kernel, stride, padding, extra):
+    """Each window's sum over the last two dims: a depthwise conv2d with a kernel of ones.
+    `extra` zeros past the bottom/right padding cover ceil mode's overhanging last windows."""
     c = x.shape[1]
-    weight = x.new_ones((c, 1) + kernel)
-    if any(extra):  # ceil mode's last windows run past the padding: zeros there, then no padding
+    weight = x.new_ones((c, 1) + tuple(kernel))
+    if any(extra):
         from ember.ops.shape import pad as _pad
 
-        padded = _pad(x, (padding[1], padding[1] + extra[1], padding[0], padding[0] + extra[0]))
-        total = conv2d(padded, weight, None, stride, 0, 1, c)
+        x = _pad(x, (padding[1], padding[1] + extra[1], padding[0], padding[0] + extra[0]))
+        padding = (0, 0)
+    return conv2d(x, weight, None, stride, padding, 1, c)
+
+
+def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+    """Average pooling over the last nd (1 to 3) dims as window sums over a divisor.
+
+    The window sums are separable: 1-D and 2-D are one depthwise conv2d; 3-D sums (H, W)
+    windows with one conv2d and then D windows with another. The divisor is divisor_override
+    if given, else the product over dims of each window's extent inside the padded input
+    (count_include_pad) or inside the input alone (Note [Pool windows]).
+    """
+    x, unbatched = _batched(op, nd, x)
+    kernel, stride, padding, _ = _pool_attrs(op, nd, kernel_size, stride, padding)
+    if divisor_override is not None and int(divisor_override) == 0:
+        raise ValueError(at_user_line(f"{op}: divisor_override must be non-zero, got 0"))
+    spatial = tuple(x.shape)[2:]
+    outs = _pool_out_shape(op, tuple(x.shape), kernel, stride, padding, (1,) * nd,
+                           bool(ceil_mode))[2:]
+    extra = [max(0, (o - 1) * s + k - (n + 2 * p))
+             for n, k, s, p, o in zip(spatial, kernel, stride, padding, outs)]
+    if nd == 1:
+        total = _box_sums2d(x.unsqueeze(2), (1,) + kernel, (1,) + stride, (0,) + padding,
+                            [0] + extra).squeeze(2)
+    elif nd == 2:
+        total = _box_sums2d(x, kernel, stride, padding, extra)
     else:
-        total = conv2d(x, weight, None, stride, padding, 1, c)
+        n, c, d = x.shape[0], x.shape[1], spatial[0]
+        planes = _box_sums2d(x.reshape(n, c * d, spatial[1], spatial[2]), kernel[1:],
+                             stride[1:], padding[1:], extra[1:])
+        planes = planes.reshape(n, c, d, outs[1] * outs[2])
+        total = _box_sums2d(planes, (kernel[0], 1), (stride[0], 1), (padding[0], 0),
+                            (extra[0], 0)).reshape((n, c) + tuple(outs))
     if divisor_override is not None:
         out = total / divisor_override
-    elif not any(extra) and (count_include_pad or padding == (0, 0)):
-        out = total / (kernel[0] * kernel[1])
+    elif not any(extra) and (count_include_pad or not any(padding)):
+        out = total / math.prod(kernel)
     else:
-        rows = _window_counts(x.shape[2], kernel[0], stride[0], padding[0], outs[0],
-                              count_include_pad)
-        cols = _window_counts(x.shape[3], kernel[1], stride[1], padding[1], outs[1],
-                              count_include_pad)
-        out = total / x.new_tensor([[r * q for q in cols] for r in rows])
+        import numpy as np  # the divisor grid is a constant built from the shapes alone
+
+        grid = np.ones((), dtype=np.float64)
+        for n, k, s, p, o in zip(spatial, kernel, stride, padding, outs):
+            counts = np.asarray(_window_counts(n, k, s, p, o, count_include_pad), np.float64)
+            grid = np.multiply.outer(grid, counts)
+        out = total / x.new_tensor(grid)
     return out.squeeze(0) if unbatched else out
 
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    x, unbatched = _batched("avg_pool1d", 1, x)
-    kernel, stride, padding, _ = _pool_attrs("avg_pool1d", 1, kernel_size, stride, padding)
-    out = avg_pool2d(x.unsqueeze(2), (1,) + kernel, (1,) + stride, (0,) + padding, ceil_mode,
-                     count_include_pad).squeeze(2)
+    """Average pooling over (N, C, L) or (C, L) (Note [Pool windows])."""
+    return _avg_pool("avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, None)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Average pooling over (N, C, H, W) or (C, H, W), as a depthwise convolution with a
+    constant kernel (Note [Pool windows]).
+
+    The divisor is divisor_override if given, else the window's size inside the padded input
+    (count_include_pad) or inside the input alone.
+    """
+    return _avg_pool("avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Average pooling over (N, C, D, H, W) or (C, D, H, W): separable window sums, two
+    depthwise conv2d calls, over the divisor of avg_pool2d's rule per dim.
+
+    Example:
+        >>> import ember
+        >>> x = ember.arange(8.0).reshape(1, 1, 2, 2, 2)
+        >>> avg_pool3d(x, 2).tolist()
+        [[[[[3.5]]]]]
+    """
+    return _avg_pool("avg_pool3d", 3, x, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+# --- adaptive pooling ---------------------------------------------------------------------------
+# Note [Adaptive windows]: along a dim of size n pooled to o outputs, output i covers the input
+# positions [floor(i*n/o), ceil((i+1)*n/o)), as PyTorch. Windows can differ in size and overlap,
+# so adaptive pooling is no regular window op: the average is a matrix per dim (each row holds
+# 1/size over its window; matmul contracts one dim at a time); the maximum gathers each dim's
+# windows side by side, each padded to the widest by repeating its last position, which makes
+# them regular (kernel = stride = the widest window) for max_pool_indices. Scan order and hence
+# PyTorch's tie and NaN rules (Note [Pool windows]) survive, as repeated positions come last.
+
+
+def _adaptive_sizes(op, nd, x, output_size):
+    if isinstance(output_size, (tuple, list)):
+        sizes = tuple(output_size)
+        if len(sizes) == 1 and nd > 1:
+            sizes = sizes * nd
+    else:
+        sizes = (output_size,) * nd
+    if len(sizes) != nd:
+        raise ValueError(at_user_line(f"{op}: output_size must be an int or {nd} ints (None "
+                                      f"keeps the input's size), got {output_size!r}"))
+    spatial = tuple(x.shape)[2:]
+    sizes = tuple(n if o is None else int(o) for o, n in zip(sizes, spatial))
+    if any(o < 0 for o in sizes):
+        raise ValueError(at_user_line(f"{op}: output_size must not be negative, got "
+                                      f"{output_size!r}"))
+    if any(n == 0 for n in spatial):
+        raise ShapeError(at_user_line(f"{op}: expected an input with non-zero spatial dims, got "
+                                      f"shape {tuple(x.shape)}"))
+    return sizes
+
+
+def _adaptive_bounds(n, o):
+    return [((i * n) // o, -(-((i + 1) * n) // o)) for i in range(o)]
+
+
+def _adaptive_avg(op, nd, x, output_size):
+    import numpy as np  # the averaging matrices are constants built from the shapes alone
+
+    x, unbatched = _batched(op, nd, x)
+    sizes = _adaptive_sizes(op, nd, x, output_size)
+    n, c = x.shape[0], x.shape[1]
+    if all(o == 1 for o in sizes):  # global pooling: one mean over the spatial dims
+        out = x.mean(tuple(range(2, 2 + nd)), keepdim=True)
+        return out.squeeze(0) if unbatched else out
+    out = x
+    # one dim at a time, last first: (size, rest) -> (output size, rest) by a matmul
+    for d in range(nd - 1, -1, -1):
+        size = out.shape[2 + d]
+        rows = np.zeros((sizes[d], size), dtype=np.float64)
+        for i, (lo, hi) in enumerate(_adaptive_bounds(size, sizes[d])):
+            rows[i, lo:hi] = 1.0 / (hi - lo)
+        lead = tuple(out.shape)[:2 + d]
+        tail = tuple(out.shape)[3 + d:]
+        folded = out.reshape(lead + (size, math.prod(tail)))
+        out = (x.new_tensor(rows) @ folded).reshape(lead + (sizes[d],) + tail)
+    out = out.reshape((n, c) + sizes)
     return out.squeeze(0) if unbatched else out
 
 
-def _adaptive(x, output_size, reduce_fn, name):
-    from ember.ops.shape import stack
+def _adaptive_max(op, nd, x, output_size, return_indices):
+    import numpy as np  # the window layout is a constant built from the shapes alone
 
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x.unsqueeze(0)
-    h, w = x.shape[2], x.shape[3]
-    oh, ow = _pair(output_size if not isinstance(output_size, (tuple, list)) else tuple(
-        h if o is None else o for o in output_size), "output_size")
-    if h % oh == 0 and w % ow == 0 and name == "avg":
-        out = avg_pool2d(x, (h // oh, w // ow))
+    x, unbatched = _batched(op, nd, x)
+    sizes = _adaptive_sizes(op, nd, x, output_size)
+    spatial = tuple(x.shape)[2:]
+    shape = tuple(x.shape)[:2] + sizes
+    if nd <= 2 and not return_indices and 0 not in sizes and all(
+        n % o == 0 for n, o in zip(spatial, sizes)
+    ):
+        # windows that tile the input evenly are a regular pool (kernel = stride = n / o):
+        # the fast max_pool2d kernels, the same first-maximum rule (Note [Pool windows])
+        kernel = tuple(n // o for n, o in zip(spatial, sizes))
+        pool = max_pool1d if nd == 1 else max_pool2d
+        out = pool(x, kernel, kernel)
+        return out.squeeze(0) if unbatched else out
+    if 0 in sizes:
+        out, index = x.new_zeros(shape), x.new_zeros(shape, dtype=int64_dtype())
     else:
-        rows = []
-        for i in range(oh):
-            h0, h1 = (i * h) // oh, -(-((i + 1) * h) // oh)
-            cells = []
-            for j in range(ow):
-                w0, w1 = (j * w) // ow, -(-((j + 1) * w) // ow)
-                cells.append(reduce_fn(x[:, :, h0:h1, w0:w1]))
-            rows.append(stack(cells, -1))
-        out = stack(rows, -2)
-    return out.squeeze(0) if squeeze else out
+        laid = x.detach()
+        widths, positions = [], []
+        for d, (n, o) in enumerate(zip(spatial, sizes)):
+            bounds = _adaptive_bounds(n, o)
+            width = max(hi - lo for lo, hi in bounds)
+            pos = np.array([[min(lo + j, hi - 1) for j in range(width)] for lo, hi in bounds],
+                           dtype=np.int64).reshape(-1)
+            widths.append(width)
+            positions.append(pos)
+            if width * o != n or not np.array_equal(pos, np.arange(n)):
+                picker = (slice(None),) * (2 + d) + (laid.new_tensor(pos, dtype=int64_dtype()),)
+                laid = laid[picker]
+        # where laid's flat per-plane positions sit in x's plane
+        strides = [math.prod(spatial[d + 1:]) for d in range(nd)]
+        table = np.zeros((), dtype=np.int64)
+        for pos, st in zip(positions, strides):
+            table = np.add.outer(table, pos * st)
+        widths = tuple(widths)
+        local = apply(MAX_POOL_INDICES, laid, kernel=widths, stride=widths, padding=(0,) * nd,
+                      dilation=(1,) * nd, ceil_mode=False)
+        index = x.new_tensor(table.reshape(-1), dtype=int64_dtype())[local]
+        out = _gather_planes(x, index, shape)
+    if unbatched:
+        out, index = out.squeeze(0), index.squeeze(0)
+    return (out, index) if return_indices else out
+
+
+def adaptive_avg_pool1d(x, output_size):
+    """Averages over (N, C, L) or (C, L) windows that tile L into output_size parts
+    (Note [Adaptive windows])."""
+    return _adaptive_avg("adaptive_avg_pool1d", 1, x, output_size)
 
 
 def adaptive_avg_pool2d(x, output_size):
-    return _adaptive(x, output_size, lambda t: t.mean((2, 3)), "avg")
+    """Averages over (N, C, H, W) or (C, H, W) windows that tile (H, W) into output_size parts
+    (Note [Adaptive windows]); None in output_size keeps that dim's size.
+
+    Example:
+        >>> import ember
+        >>> adaptive_avg_pool2d(ember.arange(6.0).reshape(1, 1, 2, 3), (1, 2)).tolist()
+        [[[[2.0, 3.0]]]]
+    """
+    return _adaptive_avg("adaptive_avg_pool2d", 2, x, output_size)
 
 
-def adaptive_max_pool2d(x, output_size):
-    return _adaptive(x, output_size, lambda t: t.amax((2, 3)), "max")
+def adaptive_avg_pool3d(x, output_size):
+    """Averages over (N, C, D, H, W) or (C, D, H, W) windows (Note [Adaptive windows])."""
+    return _adaptive_avg("adaptive_avg_pool3d", 3, x, output_size)
+
+
+def adaptive_max_pool1d(x, output_size, return_indices=False):
+    """Maxima over (N, C, L) or (C, L) windows that tile L (Note [Adaptive windows]); with
+    return_indices, also each window's argmax as a flat position in L."""
+    return _adaptive_max("adaptive_max_pool1d", 1, x, output_size, return_indices)
+
+
+def adaptive_max_pool2d(x, output_size, return_indices=False):
+    """Maxima over (N, C, H, W) or (C, H, W) windows that tile (H, W) (Note [Adaptive
+    windows]); with return_indices, also each argmax, flat over H*W as PyTorch.
+
+    Example:
+        >>> import ember
+        >>> out, idx = adaptive_max_pool2d(ember.tensor([[[[1.0, 5.0, 2.0]]]]), (1, 2), True)
+        >>> out.tolist(), idx.tolist()
+        ([[[[5.0, 5.0]]]], [[[[1, 1]]]])
+    """
+    return _adaptive_max("adaptive_max_pool2d", 2, x, output_size, return_indices)
+
+
+def adaptive_max_pool3d(x, output_size, return_indices=False):
+    """Maxima over (N, C, D, H, W) or (C, D, H, W) windows (Note [Adaptive windows]); indices
+    are flat over D*H*W."""
+    return _adaptive_max("adaptive_max_pool3d", 3, x, output_size, return_indices)

@@ -331,6 +331,21 @@ def _pool_index_samples(rng):
                    name="3d-unbatched")]
 
 
+def _adaptive_index_samples(rng):
+    ties = lambda *shape: rng.integers(-2, 3, shape).astype(np.float64)  # noqa: E731
+    nan = _r(rng, 1, 2, 5, 7)
+    nan[0, 0, 1, 1] = nan[0, 0, 2, 3] = nan[0, 1, 4, 6] = np.nan
+    neg_inf = np.full((1, 2, 5, 4), -np.inf)
+    neg_inf[0, 1, 2, 1] = 0.5
+    return [Sample((ties(2, 3, 11), 1, 4), name="1d-ties"),
+            Sample((ties(3, 9), 1, 5), name="1d-unbatched"),
+            Sample((ties(2, 3, 7, 9), 2, (3, 4)), name="2d-ties"),
+            Sample((nan, 2, (3, 3)), name="2d-nan"),
+            Sample((neg_inf, 2, (3, 2)), name="2d--inf"),
+            Sample((ties(1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d-ties"),
+            Sample((ties(2, 5, 4, 6), 3, (3, None, 4)), name="3d-unbatched-none")]
+
+
 def _unpool_indices(rng, lead, pooled, kernel, size):
     """Indices as max pooling (stride = kernel, no padding) of a `size` input would give."""
     grids = np.meshgrid(*[np.arange(o) for o in pooled], indexing="ij")
@@ -726,10 +741,51 @@ ROWS: list[OpRow] = [
         Sample((_r(rng, 3, 8),), {"kernel_size": 3, "stride": 2, "ceil_mode": True},
                name="unbatched")],
           lambda x, **k: _t("nn.functional.avg_pool1d")(x, **k), atol=1e-4),
-    OpRow("adaptive_avg_pool2d", ("conv2d", "getitem"),
-          lambda x, s: C.adaptive_avg_pool2d(x, s), lambda rng: [
-              Sample((_r(rng, 1, 2, 6, 6), 3)), Sample((_r(rng, 1, 2, 7, 5), (3, 2)))],
-          lambda x, s: _t("nn.functional.adaptive_avg_pool2d")(x, s)),
+    OpRow("avg_pool3d", ("conv2d", "pad"), lambda x, **k: C.avg_pool3d(x, **k), lambda rng: [
+        Sample((_r(rng, 2, 2, 4, 4, 6),), {"kernel_size": 2}),
+        Sample((_r(rng, 1, 2, 5, 6, 5),), {"kernel_size": (3, 2, 3), "stride": (2, 1, 2),
+                                           "padding": 1, "ceil_mode": True}, name="ceil"),
+        Sample((_r(rng, 1, 2, 5, 6, 5),), {"kernel_size": 3, "stride": 2, "padding": 1,
+                                           "ceil_mode": True, "count_include_pad": False},
+               name="ceil-exclude-pad"),
+        Sample((_r(rng, 2, 4, 5, 4),), {"kernel_size": 2, "stride": 3, "ceil_mode": True,
+                                        "divisor_override": 3}, name="unbatched-divisor")],
+          lambda x, **k: _t("nn.functional.avg_pool3d")(x, **k), atol=1e-4, gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 1, 4, 4, 4)),), {"kernel_size": 2,
+                                                         "divisor_override": 0},
+                            ValueError, "avg_pool3d: divisor_override must be non-zero"),
+                  ErrorCase((np.ones((4, 4, 4)),), {"kernel_size": 2}, ValueError,
+                            "avg_pool3d: expected a 4-D or 5-D input"))),
+    OpRow("adaptive_avg_pool", ("matmul",),
+          lambda x, nd, s: getattr(C, f"adaptive_avg_pool{nd}d")(x, s), lambda rng: [
+              Sample((_r(rng, 2, 3, 10), 1, 4), name="1d"),
+              Sample((_r(rng, 3, 7), 1, 7), name="1d-unbatched-identity"),
+              Sample((_r(rng, 1, 2, 6, 6), 2, 3), name="2d-divisible"),
+              Sample((_r(rng, 1, 2, 7, 5), 2, (3, 2)), name="2d-overlap"),
+              Sample((_r(rng, 2, 7, 5), 2, (None, 3)), name="2d-unbatched-none"),
+              Sample((_r(rng, 1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d"),
+              Sample((_r(rng, 2, 3, 4, 5), 3, 1), name="3d-unbatched-global")],
+          lambda x, nd, s: _t(f"nn.functional.adaptive_avg_pool{nd}d")(x, s), gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 2, 4, 4)), 2, (2, 2, 2)), {}, ValueError,
+                            "adaptive_avg_pool2d: output_size must be an int or 2 ints"),
+                  ErrorCase((np.ones((4,)), 1, 2), {}, ValueError,
+                            "adaptive_avg_pool1d: expected a 2-D or 3-D input"))),
+    OpRow("adaptive_max_pool", ("max_pool_indices", "getitem", "gather"),
+          lambda x, nd, s: getattr(C, f"adaptive_max_pool{nd}d")(x, s), lambda rng: [
+              Sample((_r(rng, 2, 3, 10), 1, 4), name="1d"),
+              Sample((_r(rng, 1, 2, 6, 6), 2, 3), name="2d-divisible"),
+              Sample((_r(rng, 1, 2, 7, 5), 2, (3, 2)), name="2d-overlap"),
+              Sample((_r(rng, 2, 7, 5), 2, (None, 3)), name="2d-unbatched-none"),
+              Sample((_r(rng, 1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d"),
+              Sample((_r(rng, 2, 3, 4, 5), 3, 1), name="3d-unbatched-global")],
+          lambda x, nd, s: _t(f"nn.functional.adaptive_max_pool{nd}d")(x, s), gradgrad=True,
+          errors=(ErrorCase((np.ones((1, 2, 4, 4, 4)), 3, (2, 2)), {}, ValueError,
+                            "adaptive_max_pool3d: output_size must be an int or 3 ints"),)),
+    OpRow("adaptive_max_pool_indices", ("max_pool_indices", "getitem"),
+          lambda x, nd, s: getattr(C, f"adaptive_max_pool{nd}d")(x, s, return_indices=True)[1],
+          _adaptive_index_samples,
+          lambda x, nd, s: _t(f"nn.functional.adaptive_max_pool{nd}d")(
+              x, s, return_indices=True)[1], grad=False),
     # --- composites
     OpRow("softmax", ("exp", "sum", "amax"), lambda x, dim: x.softmax(dim),
           lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],

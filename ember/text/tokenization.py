@@ -353,9 +353,9 @@ class PreTrainedTokenizerFast:
 
     @property
     def all_special_tokens(self) -> list[str]:
-        tokens = [v for v in self._special_tokens.values() if v is not None]
-        for token in self._additional_special_tokens:
-            if token not in tokens:
+        tokens: list[str] = []  # each once, in attribute order (RoBERTa's <s> is bos and cls)
+        for token in [*self._special_tokens.values(), *self._additional_special_tokens]:
+            if token is not None and token not in tokens:
                 tokens.append(token)
         return tokens
 

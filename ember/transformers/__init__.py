@@ -42,6 +42,7 @@ from ember.transformers.configuration_utils import PretrainedConfig as Pretraine
 from ember.transformers.distilbert import (
     DistilBertConfig as DistilBertConfig,
     DistilBertForMaskedLM as DistilBertForMaskedLM,
+    DistilBertForMultipleChoice as DistilBertForMultipleChoice,
     DistilBertForQuestionAnswering as DistilBertForQuestionAnswering,
     DistilBertForSequenceClassification as DistilBertForSequenceClassification,
     DistilBertForTokenClassification as DistilBertForTokenClassification,
@@ -59,6 +60,7 @@ from ember.transformers.pipelines import pipeline as pipeline
 from ember.transformers.roberta import (
     RobertaConfig as RobertaConfig,
     RobertaForMaskedLM as RobertaForMaskedLM,
+    RobertaForMultipleChoice as RobertaForMultipleChoice,
     RobertaForQuestionAnswering as RobertaForQuestionAnswering,
     RobertaForSequenceClassification as RobertaForSequenceClassification,
     RobertaForTokenClassification as RobertaForTokenClassification,

@@ -43,7 +43,8 @@ _ENCODER_HEADS = {"base": "Model", "masked-lm": "ForMaskedLM",
                   "pretraining": "ForMaskedLM",  # as in HuggingFace: MLM is their pretraining
                   "sequence-classification": "ForSequenceClassification",
                   "token-classification": "ForTokenClassification",
-                  "question-answering": "ForQuestionAnswering"}
+                  "question-answering": "ForQuestionAnswering",
+                  "multiple-choice": "ForMultipleChoice"}
 for _model_type, _module, _prefix in (("roberta", _roberta, "Roberta"),
                                       ("distilbert", _distilbert, "DistilBert")):
     for _task, _suffix in _ENCODER_HEADS.items():

@@ -14,15 +14,17 @@ from ember.transformers.bert.modeling_bert import (
     BertForSequenceClassification,
     _as_labels,
     _finish,
+    _flatten_choices,
     _return_flags,
 )
 
-__all__ = ["EncoderHeadMixin", "as_labels", "finish", "return_flags",
+__all__ = ["EncoderHeadMixin", "as_labels", "finish", "flatten_choices", "return_flags",
            "sequence_classification_loss", "span_loss", "token_classification_loss"]
 
 as_labels = _as_labels
 finish = _finish
 return_flags = _return_flags
+flatten_choices = _flatten_choices  # (batch, choices, ...) inputs -> (batch * choices, ...)
 
 
 def sequence_classification_loss(model, logits, labels):

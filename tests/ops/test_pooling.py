@@ -1,5 +1,6 @@
 """Pooling against PyTorch: max pooling's values, indices and gradients of first and second
-order (1-D, 2-D, 3-D), max unpooling, and avg pooling's ceil-mode divisors.
+order (1-D, 2-D, 3-D), max unpooling, avg pooling's ceil-mode divisors (1-D to 3-D), and
+adaptive avg and max pooling (1-D to 3-D, with indices).
 
 Each case runs ember and PyTorch on the same arrays and prints the max abs error. Inputs come
 in three kinds: random (distinct values), ties (small integers, many equal maxima per window,
@@ -258,6 +259,145 @@ def test_avg_pool1d_ceil_mode_matches_torch(kw):
     assert _err(out, t_out) <= 1e-12 and _err(x.grad, t.grad) <= 1e-12
 
 
+def _avg3d_cases():
+    cases = []
+    for k, s, p, ceil in itertools.product((2, 3), (1, 2, 3), (0, 1), (False, True)):
+        if p > k // 2:
+            continue
+        for include_pad, divisor in ((True, None), (False, None), (False, 4)):
+            cases.append(((5, 6, 7), (k, 2, k), (s, max(1, s - 1), s), (p, 1, 0), ceil,
+                          include_pad, divisor))
+    return cases
+
+
+AVG3D_CASES = _avg3d_cases()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_pool3d_grid_matches_torch(dtype):
+    """avg_pool3d over a grid of kernel, stride, padding, ceil_mode, count_include_pad and
+    divisor_override: forward and input gradient, plus one unbatched input."""
+    rng = np.random.default_rng(17)
+    worst_out = worst_grad = 0.0
+    for size, kernel, stride, padding, ceil, include_pad, divisor in AVG3D_CASES + [
+            ((4, 5, 6), 2, 1, 1, True, False, None)]:
+        kw = {"kernel_size": kernel, "stride": stride, "padding": padding, "ceil_mode": ceil,
+              "count_include_pad": include_pad, "divisor_override": divisor}
+        lead = (2, 2) if isinstance(kernel, tuple) else (3,)  # the int-kernel case: unbatched
+        a = rng.standard_normal(lead + size).astype(dtype)
+        x = ember.from_numpy(a.copy()).requires_grad_(True)
+        t = torch.from_numpy(a.copy()).requires_grad_(True)
+        out, t_out = F.avg_pool3d(x, **kw), TF.avg_pool3d(t, **kw)
+        assert tuple(out.shape) == tuple(t_out.shape), kw
+        cot = rng.standard_normal(tuple(out.shape)).astype(dtype)
+        out.backward(ember.from_numpy(cot))
+        t_out.backward(torch.from_numpy(cot))
+        worst_out = max(worst_out, _err(out, t_out))
+        worst_grad = max(worst_grad, _err(x.grad, t.grad))
+    print(f"avg_pool3d {len(AVG3D_CASES) + 1} configs {np.dtype(dtype).name}: max abs err "
+          f"forward {worst_out:.3g}, input grad {worst_grad:.3g}")
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert worst_out <= tol and worst_grad <= tol
+
+
+def test_avg_pool3d_module_and_second_order_match_torch():
+    a = np.random.default_rng(18).standard_normal((1, 2, 5, 6, 5))
+    kw = {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+          "count_include_pad": False}
+    x = ember.from_numpy(a.copy()).requires_grad_(True)
+    t = torch.from_numpy(a.copy()).requires_grad_(True)
+    out, t_out = nn.AvgPool3d(**kw)(x), torch.nn.AvgPool3d(**kw)(t)
+    (gx,) = grad((out * out).sum(), [x], create_graph=True)
+    (t_gx,) = torch.autograd.grad((t_out * t_out).sum(), [t], create_graph=True)
+    (gxx,) = grad(gx.sum(), [x])
+    (t_gxx,) = torch.autograd.grad(t_gx.sum(), [t])
+    errs = (_err(out, t_out), _err(gx, t_gx), _err(gxx, t_gxx))
+    print("AvgPool3d module: max abs err forward {:.3g}, grad {:.3g}, second order {:.3g}"
+          .format(*errs))
+    assert max(errs) <= 1e-12
+
+
+# name, nd, input shape, output_size
+ADAPTIVE_CASES = [
+    ("1d-shrink", 1, (2, 3, 11), 4),
+    ("1d-grow", 1, (2, 2, 3), 5),
+    ("1d-unbatched", 1, (3, 9), (9,)),
+    ("2d-divisible", 2, (2, 3, 6, 8), (3, 4)),
+    ("2d-overlap", 2, (2, 2, 7, 9), (3, 4)),
+    ("2d-global", 2, (2, 3, 5, 4), 1),
+    ("2d-none", 2, (1, 2, 7, 5), (None, 3)),
+    ("2d-unbatched", 2, (3, 7, 6), (4, 4)),
+    ("3d", 3, (1, 2, 5, 7, 6), (2, 3, 4)),
+    ("3d-grow-none", 3, (1, 2, 3, 4, 5), (4, None, 2)),
+    ("3d-unbatched", 3, (2, 4, 5, 6), 3),
+]
+
+
+@pytest.mark.parametrize("kind", ["random", "ties", "special"])
+@pytest.mark.parametrize("name,nd,shape,size", ADAPTIVE_CASES,
+                         ids=[c[0] for c in ADAPTIVE_CASES])
+def test_adaptive_max_pool_values_indices_and_gradients_match_torch(name, nd, shape, size,
+                                                                    kind):
+    rng = np.random.default_rng(zlib.crc32(f"adaptive-{name}-{kind}".encode()))
+    a = _inputs(kind, shape, rng).astype(np.float32)
+    x = ember.from_numpy(a.copy()).requires_grad_(True)
+    t = torch.from_numpy(a.copy()).requires_grad_(True)
+    out, idx = getattr(F, f"adaptive_max_pool{nd}d")(x, size, return_indices=True)
+    t_out, t_idx = getattr(TF, f"adaptive_max_pool{nd}d")(t, size, return_indices=True)
+    assert tuple(out.shape) == tuple(t_out.shape) and idx.dtype is ember.int64
+    np.testing.assert_array_equal(np.asarray(idx), t_idx.numpy(), err_msg=f"{name} indices")
+    values_err = _err(out, t_out)
+    module = getattr(nn, f"AdaptiveMaxPool{nd}d")(size, return_indices=True)
+    m_out, m_idx = module(x)
+    np.testing.assert_array_equal(np.asarray(m_idx), t_idx.numpy())
+    cot = rng.standard_normal(tuple(out.shape)).astype(np.float32)
+    out.backward(ember.from_numpy(cot))
+    t_out.backward(torch.from_numpy(cot))
+    grad_err = _err(x.grad, t.grad)
+    print(f"adaptive max {name} {kind}: max abs err values {values_err:.3g}, module "
+          f"{_err(m_out, t_out):.3g}, input grad {grad_err:.3g}; indices equal")
+    assert values_err == 0.0 and _err(m_out, t_out) == 0.0 and grad_err <= 1e-6
+
+
+@pytest.mark.parametrize("name,nd,shape,size", ADAPTIVE_CASES,
+                         ids=[c[0] for c in ADAPTIVE_CASES])
+def test_adaptive_pool_second_order_and_avg_match_torch(name, nd, shape, size):
+    """Adaptive max: d/dv and d/dx of <grad_x <pool(x), v>, u>; adaptive avg: forward, grad and
+    the second order of a squared loss; float64."""
+    rng = np.random.default_rng(zlib.crc32(f"adaptive2-{name}".encode()))
+    a = rng.standard_normal(shape)
+    x = ember.from_numpy(a.copy()).requires_grad_(True)
+    t = torch.from_numpy(a.copy()).requires_grad_(True)
+    out = getattr(F, f"adaptive_max_pool{nd}d")(x, size)
+    t_out = getattr(TF, f"adaptive_max_pool{nd}d")(t, size)
+    vv, uu = rng.standard_normal(tuple(out.shape)), rng.standard_normal(shape)
+    v = ember.from_numpy(vv.copy()).requires_grad_(True)
+    tv = torch.from_numpy(vv.copy()).requires_grad_(True)
+    (gx,) = grad(out, [x], v, create_graph=True)
+    (t_gx,) = torch.autograd.grad(t_out, [t], tv, create_graph=True)
+    gv, gxx = grad((gx * ember.from_numpy(uu)).sum(), [v, x], allow_unused=True)
+    t_gv, t_gxx = torch.autograd.grad((t_gx * torch.from_numpy(uu)).sum(), [tv, t],
+                                      allow_unused=True)
+    gxx = np.zeros(shape) if gxx is None else np.asarray(gxx)
+    t_gxx = torch.zeros(shape, dtype=torch.float64) if t_gxx is None else t_gxx
+    max_errs = (_err(gx, t_gx), _err(gv, t_gv), _err(gxx, t_gxx))
+
+    x = ember.from_numpy(a.copy()).requires_grad_(True)
+    t = torch.from_numpy(a.copy()).requires_grad_(True)
+    avg = getattr(nn, f"AdaptiveAvgPool{nd}d")(size)(x)
+    t_avg = getattr(TF, f"adaptive_avg_pool{nd}d")(t, size)
+    (ga,) = grad((avg * avg * avg).sum(), [x], create_graph=True)
+    (t_ga,) = torch.autograd.grad((t_avg * t_avg * t_avg).sum(), [t], create_graph=True)
+    (gaa,) = grad((ga * ember.from_numpy(uu)).sum(), [x])
+    (t_gaa,) = torch.autograd.grad((t_ga * torch.from_numpy(uu)).sum(), [t])
+    avg_errs = (_err(avg, t_avg), _err(ga, t_ga), _err(gaa, t_gaa))
+    print(f"adaptive {name}: max abs err max-pool first order {max_errs[0]:.3g}, second "
+          f"d/dv {max_errs[1]:.3g}, d/dx {max_errs[2]:.3g}; avg-pool forward {avg_errs[0]:.3g}, "
+          f"grad {avg_errs[1]:.3g}, second order {avg_errs[2]:.3g}")
+    assert max_errs[0] <= 1e-12 and max_errs[1] <= 1e-12 and max_errs[2] == 0.0
+    assert max(avg_errs) <= 1e-12
+
+
 def test_compiled_pool_unpool_and_gradient_equal_eager():
     def f(x):
         out, idx = F.max_pool2d(x, 3, stride=2, padding=1, ceil_mode=True, return_indices=True)
@@ -265,6 +405,21 @@ def test_compiled_pool_unpool_and_gradient_equal_eager():
         return (up * up).sum() + F.avg_pool2d(x, 3, 2, 1, ceil_mode=True).sum(), idx
 
     a = np.random.default_rng(9).standard_normal((2, 2, 7, 8))
+    eager_loss, eager_idx = f(ember.from_numpy(a))
+    compiled_loss, compiled_idx = ember.compile(f)(ember.from_numpy(a))
+    np.testing.assert_array_equal(np.asarray(compiled_idx), np.asarray(eager_idx))
+    np.testing.assert_allclose(float(compiled_loss), float(eager_loss), rtol=1e-12)
+
+
+def test_compiled_adaptive_and_avg3d_pooling_equal_eager():
+    def f(x):
+        out, idx = F.adaptive_max_pool2d(x, (3, 4), return_indices=True)
+        avg = F.adaptive_avg_pool2d(x, (2, None))
+        box = F.avg_pool3d(x.unsqueeze(1), 2, padding=1, ceil_mode=True,
+                           count_include_pad=False)
+        return (out * out).sum() + avg.sum() + box.sum(), idx
+
+    a = np.random.default_rng(10).standard_normal((2, 3, 7, 9))
     eager_loss, eager_idx = f(ember.from_numpy(a))
     compiled_loss, compiled_idx = ember.compile(f)(ember.from_numpy(a))
     np.testing.assert_array_equal(np.asarray(compiled_idx), np.asarray(eager_idx))
@@ -303,6 +458,14 @@ ERRORS = [
      r"max_pool2d: kernel_size must be an int or 2 ints, got \(2, 2, 2\)"),
     (lambda: F.avg_pool2d(ember.ones(1, 1, 4, 4), 2, divisor_override=0), ValueError,
      "avg_pool2d: divisor_override must be non-zero"),
+    (lambda: F.avg_pool3d(ember.ones(1, 1, 4, 4, 4), 2, padding=2), ValueError,
+     "avg_pool3d: padding .* must be at most half the kernel"),
+    (lambda: F.adaptive_max_pool2d(ember.ones(1, 1, 4, 4), (2, 2, 2)), ValueError,
+     r"adaptive_max_pool2d: output_size must be an int or 2 ints .*got \(2, 2, 2\)"),
+    (lambda: F.adaptive_avg_pool3d(ember.ones(1, 1, 0, 4, 4), 2), ValueError,
+     r"adaptive_avg_pool3d: expected an input with non-zero spatial dims, got shape"),
+    (lambda: nn.AdaptiveMaxPool1d(2)(ember.ones(1, 1, 2, 2)), ValueError,
+     r"expected a 2-D \(C, L\) or 3-D \(N, C, L\) input, got \(1, 1, 2, 2\)"),
     (lambda: F.avg_pool1d(ember.ones(4), 2), ValueError,
      r"avg_pool1d: expected a 2-D or 3-D input, got shape \(4,\)"),
 ]

@@ -11,6 +11,8 @@ Stated tolerances (values on the 0-255 scale), see Note [Resize semantics]:
   difference below 2 grey levels.
 """
 
+import io
+
 import numpy as np
 import pytest
 
@@ -134,7 +136,7 @@ def test_import_ember_does_not_import_pillow():
 
     code = (
         "import sys, ember, ember.data, ember.vision, ember.io.files; "
-        "print([m for m in ('PIL', 'multiprocessing', 'concurrent.futures') "
+        "print([m for m in ('PIL', 'simplejpeg', 'multiprocessing', 'concurrent.futures') "
         "if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -220,3 +222,42 @@ def test_compiled_resize_gives_the_same_bits_as_numpy(shape, dtype, size, method
     assert compiled.dtype == reference.dtype == np.float32
     assert compiled.shape == reference.shape
     assert np.array_equal(compiled, reference)
+
+
+def _jpeg_variants(photo):
+    """JPEG bytes of one photo in the layouts decoders treat differently."""
+    from PIL import Image
+
+    rgb = Image.fromarray(photo[:120, :160])
+    out = {}
+    for label, picture, options in (
+        ("ycbcr-444", rgb, {"subsampling": 0}),
+        ("ycbcr-420", rgb, {"subsampling": 2}),
+        ("gray", rgb.convert("L"), {}),
+        ("cmyk", rgb.convert("CMYK"), {}),
+        ("progressive", rgb, {"progressive": True}),
+    ):
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=90, **options)
+        out[label] = buffer.getvalue()
+    return out
+
+
+@pytest.mark.parametrize("channels", [0, 1, 3])
+def test_jpeg_decoders_give_the_same_pixels(photos, channels):
+    """Note [JPEG decoders]: simplejpeg and Pillow decode every layout to the same array
+    (grayscale as libjpeg's luma in both), and what simplejpeg does not take goes to Pillow."""
+    pytest.importorskip("simplejpeg")
+    for label, data in _jpeg_variants(photos[0]).items():
+        fast = to_numpy(image.decode_jpeg(data, channels=channels))
+        saved = list(image._TURBO)
+        image._TURBO[:] = [None]  # Pillow only
+        try:
+            slow = to_numpy(image.decode_jpeg(data, channels=channels))
+        finally:
+            image._TURBO[:] = saved
+        assert fast.dtype == slow.dtype == np.uint8, label
+        assert fast.shape == slow.shape, (label, fast.shape, slow.shape)
+        assert np.array_equal(fast, slow), (label, np.abs(fast.astype(int) - slow).max())
+    assert image._decode_turbo(_jpeg_variants(photos[0])["cmyk"], 0) is None  # Pillow's
+    assert image._decode_turbo(image.encode_png(photos[0][:8, :8]), 3) is None

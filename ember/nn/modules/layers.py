@@ -462,6 +462,10 @@ class AvgPool1d(_Pool2d):
 
 
 class AvgPool2d(_Pool2d):
+    """Average pooling over (N, C, H, W) or (C, H, W)."""
+
+    _pool = staticmethod(F.avg_pool2d)
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override=None) -> None:
         super().__init__()
@@ -474,30 +478,107 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                            self.count_include_pad, self.divisor_override)
+        return type(self)._pool(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                self.count_include_pad, self.divisor_override)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AdaptiveAvgPool2d(_Pool2d):
+class AvgPool3d(AvgPool2d):
+    """Average pooling over (N, C, D, H, W) or (C, D, H, W).
+
+    Example:
+        >>> import ember, ember.nn as nn
+        >>> pool = nn.AvgPool3d(2, stride=1, padding=1, count_include_pad=False)
+        >>> tuple(pool(ember.ones(1, 1, 2, 2, 2)).shape)
+        (1, 1, 3, 3, 3)
+    """
+
+    _n = 3
+    _pool = staticmethod(F.avg_pool3d)
+
+
+class _AdaptiveAvgPoolNd(_Pool2d):
+    _pool = None
+
     def __init__(self, output_size) -> None:
         super().__init__()
         self.output_size = output_size
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        return F.adaptive_avg_pool2d(x, self.output_size)
+        return type(self)._pool(x, self.output_size)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
 
 
-class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
-    def forward(self, x: Tensor) -> Tensor:
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
+    """Averages over windows that tile L into output_size parts."""
+
+    _n = 1
+    _pool = staticmethod(F.adaptive_avg_pool1d)
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    """Averages over windows that tile (H, W) into output_size parts (None keeps a dim)."""
+
+    _n = 2
+    _pool = staticmethod(F.adaptive_avg_pool2d)
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
+    """Averages over windows that tile (D, H, W) into output_size parts."""
+
+    _n = 3
+    _pool = staticmethod(F.adaptive_avg_pool3d)
+
+
+class _AdaptiveMaxPoolNd(_Pool2d):
+    _pool = None
+
+    def __init__(self, output_size, return_indices: bool = False) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.return_indices = return_indices
+
+    def forward(self, x: Tensor):
         self._check(x)
-        return F.adaptive_max_pool2d(x, self.output_size)
+        return type(self)._pool(x, self.output_size, self.return_indices)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    """Maxima over windows that tile L; with return_indices=True, also the flat argmax."""
+
+    _n = 1
+    _pool = staticmethod(F.adaptive_max_pool1d)
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    """Maxima over windows that tile (H, W); with return_indices=True, also the argmax, flat
+    over H*W.
+
+    Example:
+        >>> import ember, ember.nn as nn
+        >>> out, idx = nn.AdaptiveMaxPool2d(1, return_indices=True)(ember.arange(4.0).reshape(
+        ...     1, 2, 2))
+        >>> out.tolist(), idx.tolist()
+        ([[[3.0]]], [[[3]]])
+    """
+
+    _n = 2
+    _pool = staticmethod(F.adaptive_max_pool2d)
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    """Maxima over windows that tile (D, H, W); indices are flat over D*H*W."""
+
+    _n = 3
+    _pool = staticmethod(F.adaptive_max_pool3d)
 
 
 class _BatchNorm(Module):

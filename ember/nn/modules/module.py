@@ -68,7 +68,9 @@ def _annotate(error: BaseException, module: "Module") -> BaseException:
     path = _module_path(_calls.modules)
     label = module._error_label()
     prefix = f"{path} ({label})" if path else label
-    message = f"{prefix}: {error}"
+    if str(error).startswith(f"{label}: "):  # the layer named itself already: say it once
+        prefix = path
+    message = f"{prefix}: {error}" if prefix else str(error)
     try:
         new = type(error)(message)
     except Exception:  # an exception type with another constructor: keep it, prefix its args

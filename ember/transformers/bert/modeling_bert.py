@@ -44,7 +44,7 @@ class BertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"BertEmbeddings: position_embedding_type "
+            raise ValueError(f"{type(self).__name__}: position_embedding_type "
                              f"{config.position_embedding_type!r} is not supported; ember "
                              "implements 'absolute'")
         self.max_position_embeddings = config.max_position_embeddings
@@ -55,7 +55,7 @@ class BertEmbeddings(nn.Module):
             inputs_embeds = self.word_embeddings(input_ids)
         batch, length = inputs_embeds.shape[0], inputs_embeds.shape[1]
         if length > self.max_position_embeddings:
-            raise ValueError(f"BertEmbeddings: sequence length {length} exceeds "
+            raise ValueError(f"{type(self).__name__}: sequence length {length} exceeds "
                              f"max_position_embeddings {self.max_position_embeddings}; "
                              "truncate the input (tokenizer truncation=True)")
         if position_ids is None:
@@ -71,7 +71,7 @@ class BertSelfAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         if config.hidden_size % config.num_attention_heads:
-            raise ValueError(f"BertSelfAttention: hidden_size {config.hidden_size} is not a "
+            raise ValueError(f"{type(self).__name__}: hidden_size {config.hidden_size} is not a "
                              f"multiple of num_attention_heads {config.num_attention_heads}")
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.hidden_size // config.num_attention_heads
@@ -335,11 +335,13 @@ class BertModel(BertPreTrainedModel):
         output_attentions, output_hidden_states, return_dict = _return_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("BertModel: pass exactly one of input_ids and inputs_embeds")
+            raise ValueError(f"{type(self).__name__}: pass exactly one of input_ids and "
+                             "inputs_embeds")
         if input_ids is not None:
             input_ids = ember.as_tensor(input_ids)
             if input_ids.ndim != 2:
-                raise ValueError(f"BertModel: input_ids must be (batch, seq), got shape "
+                raise ValueError(f"{type(self).__name__}: input_ids must be (batch, seq), got "
+                                 f"shape "
                                  f"{tuple(input_ids.shape)}")
             shape = tuple(input_ids.shape)
         else:
@@ -354,7 +356,7 @@ class BertModel(BertPreTrainedModel):
             attention_mask = ember.as_tensor(attention_mask)
             if tuple(attention_mask.shape[:1]) != shape[:1] or \
                     attention_mask.shape[-1] != shape[1]:
-                raise ValueError(f"BertModel: attention_mask shape "
+                raise ValueError(f"{type(self).__name__}: attention_mask shape "
                                  f"{tuple(attention_mask.shape)} does not fit input {shape}")
             extended_mask = self.get_extended_attention_mask(attention_mask, embeddings.dtype)
         layer_head_masks = None
@@ -524,6 +526,43 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
+_CHOICE_ARGS = ("attention_mask", "token_type_ids", "position_ids")
+
+
+def _flatten_choices(model, input_ids, kwargs):
+    """Multiple choice's shapes: (batch, choices, seq) ids, masks, token types and positions
+    (and (batch, choices, seq, hidden) inputs_embeds) become (batch * choices, ...), as
+    HuggingFace's ForMultipleChoice heads do. Returns (choices, flat ids, flat kwargs)."""
+    name = type(model).__name__
+    if input_ids is not None:
+        input_ids = ember.as_tensor(input_ids)
+        if input_ids.ndim != 3:
+            raise ValueError(f"{name}: input_ids must be (batch, choices, seq), got shape "
+                             f"{tuple(input_ids.shape)}")
+        choices = input_ids.shape[1]
+    elif kwargs.get("inputs_embeds") is not None:
+        if kwargs["inputs_embeds"].ndim != 4:
+            raise ValueError(f"{name}: inputs_embeds must be (batch, choices, seq, hidden), "
+                             f"got shape {tuple(kwargs['inputs_embeds'].shape)}")
+        choices = kwargs["inputs_embeds"].shape[1]
+    else:
+        raise ValueError(f"{name}: pass exactly one of input_ids and inputs_embeds")
+
+    def flat(x, keep):
+        if x is None:
+            return None
+        x = ember.as_tensor(x)
+        return x.reshape(-1, *x.shape[x.ndim - keep:]) if x.ndim > keep else x
+
+    flat_kwargs = dict(kwargs)
+    for arg in _CHOICE_ARGS:
+        if arg in kwargs:
+            flat_kwargs[arg] = flat(kwargs[arg], 1)
+    if "inputs_embeds" in kwargs:
+        flat_kwargs["inputs_embeds"] = flat(kwargs["inputs_embeds"], 2)
+    return choices, flat(input_ids, 1), flat_kwargs
+
+
 class BertForMultipleChoice(BertPreTrainedModel):
     """Inputs (batch, choices, seq); one score per choice from the pooled output."""
 
@@ -537,18 +576,8 @@ class BertForMultipleChoice(BertPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
-        first = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
-        first = ember.as_tensor(first) if input_ids is not None else first
-        choices = first.shape[1]
-
-        def flat(x, keep):
-            return None if x is None else ember.as_tensor(x).reshape(-1, *x.shape[keep:])
-
-        flat_kwargs = dict(kwargs)
-        for name in ("attention_mask", "token_type_ids", "position_ids"):
-            flat_kwargs[name] = flat(kwargs.get(name), 2)
-        flat_kwargs["inputs_embeds"] = flat(kwargs.get("inputs_embeds"), 2)
-        out = _encode(self, flat(input_ids, 2), flat_kwargs)
+        choices, flat_ids, flat_kwargs = _flatten_choices(self, input_ids, kwargs)
+        out = _encode(self, flat_ids, flat_kwargs)
         logits = self.classifier(self.dropout(out.pooler_output)).reshape(-1, choices)
         labels = _as_labels(labels)
         loss = None if labels is None else F.cross_entropy(logits, labels)
@@ -592,7 +621,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         if config.num_labels != 2:
-            raise ValueError(f"BertForQuestionAnswering: num_labels must be 2 (start and end "
+            raise ValueError(f"{type(self).__name__}: num_labels must be 2 (start and end "
                              f"logits), got {config.num_labels}")
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)

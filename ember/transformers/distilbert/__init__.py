@@ -5,6 +5,7 @@ from ember.transformers.distilbert.configuration_distilbert import (
 )
 from ember.transformers.distilbert.modeling_distilbert import (
     DistilBertForMaskedLM as DistilBertForMaskedLM,
+    DistilBertForMultipleChoice as DistilBertForMultipleChoice,
     DistilBertForQuestionAnswering as DistilBertForQuestionAnswering,
     DistilBertForSequenceClassification as DistilBertForSequenceClassification,
     DistilBertForTokenClassification as DistilBertForTokenClassification,

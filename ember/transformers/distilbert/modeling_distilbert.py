@@ -29,6 +29,7 @@ from ember.transformers.encoder_heads import (
     EncoderHeadMixin,
     as_labels,
     finish,
+    flatten_choices,
     return_flags,
     sequence_classification_loss,
     span_loss,
@@ -37,6 +38,7 @@ from ember.transformers.encoder_heads import (
 from ember.transformers.modeling_outputs import (
     BaseModelOutput,
     MaskedLMOutput,
+    MultipleChoiceModelOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
@@ -342,6 +344,40 @@ class DistilBertForTokenClassification(_DistilBertHead):
         return finish(output, self._return_dict(return_dict))
 
 
+class DistilBertForMultipleChoice(_DistilBertHead):
+    """Inputs (batch, choices, seq); per choice, on the first token: `pre_classifier`, ReLU,
+    dropout (`seq_classif_dropout`), `classifier` to one score, as HuggingFace's.
+
+    Example:
+        >>> import ember
+        >>> from ember.transformers import DistilBertConfig, DistilBertForMultipleChoice
+        >>> model = DistilBertForMultipleChoice(DistilBertConfig(vocab_size=99, dim=32,
+        ...     n_layers=1, n_heads=4, hidden_dim=37))
+        >>> tuple(model(ember.tensor([[[2, 5, 3], [2, 7, 3], [2, 9, 3]]])).logits.shape)
+        (1, 3)
+    """
+
+    def __init__(self, config: DistilBertConfig):
+        super().__init__(config)
+        self.distilbert = DistilBertModel(config)
+        self.pre_classifier = nn.Linear(config.dim, config.dim)
+        self.classifier = nn.Linear(config.dim, 1)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+        self.post_init()
+
+    def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
+        choices, flat_ids, flat_kwargs = flatten_choices(self, input_ids, kwargs)
+        out = self._encode(flat_ids, flat_kwargs)
+        pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
+        logits = self.classifier(self.dropout(pooled)).reshape(-1, choices)
+        labels = as_labels(labels)
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        output = MultipleChoiceModelOutput(loss=loss, logits=logits,
+                                           hidden_states=out.hidden_states,
+                                           attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))
+
+
 class DistilBertForQuestionAnswering(_DistilBertHead):
     """DistilBERT with a span head (dropout `qa_dropout`, then `qa_outputs`)."""
 
@@ -371,7 +407,7 @@ class DistilBertForQuestionAnswering(_DistilBertHead):
 
 
 __all__ = [
-    "DistilBertForMaskedLM", "DistilBertForQuestionAnswering",
+    "DistilBertForMaskedLM", "DistilBertForMultipleChoice", "DistilBertForQuestionAnswering",
     "DistilBertForSequenceClassification", "DistilBertForTokenClassification",
     "DistilBertModel", "DistilBertPreTrainedModel", "sinusoidal_position_table",
 ]

@@ -28,12 +28,14 @@ from ember.transformers.encoder_heads import (
     EncoderHeadMixin,
     as_labels,
     finish,
+    flatten_choices,
     sequence_classification_loss,
     span_loss,
     token_classification_loss,
 )
 from ember.transformers.modeling_outputs import (
     MaskedLMOutput,
+    MultipleChoiceModelOutput,
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
@@ -251,6 +253,41 @@ class RobertaForTokenClassification(_RobertaHead):
         return finish(output, self._return_dict(return_dict))
 
 
+class RobertaForMultipleChoice(_RobertaHead):
+    """Inputs (batch, choices, seq); one score per choice from the pooled <s> output
+    (dropout `hidden_dropout_prob`, then `classifier`), as HuggingFace's.
+
+    Example:
+        >>> import ember
+        >>> from ember.transformers import RobertaConfig, RobertaForMultipleChoice
+        >>> model = RobertaForMultipleChoice(RobertaConfig(vocab_size=99, hidden_size=32,
+        ...     num_hidden_layers=1, num_attention_heads=4, intermediate_size=37))
+        >>> out = model(ember.tensor([[[0, 5, 2], [0, 7, 2]]]), labels=ember.tensor([1]))
+        >>> tuple(out.logits.shape), out.loss.ndim
+        ((1, 2), 0)
+    """
+
+    _keys_to_ignore_on_load_unexpected = (r"position_ids$", r"^lm_head\.")
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__(config)
+        self.roberta = RobertaModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
+        choices, flat_ids, flat_kwargs = flatten_choices(self, input_ids, kwargs)
+        out = self._encode(flat_ids, flat_kwargs)
+        logits = self.classifier(self.dropout(out.pooler_output)).reshape(-1, choices)
+        labels = as_labels(labels)
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        output = MultipleChoiceModelOutput(loss=loss, logits=logits,
+                                           hidden_states=out.hidden_states,
+                                           attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))
+
+
 class RobertaForQuestionAnswering(_RobertaHead):
     """RoBERTa with a span head: start and end logits per token."""
 
@@ -280,7 +317,8 @@ class RobertaForQuestionAnswering(_RobertaHead):
 
 
 __all__ = [
-    "RobertaForMaskedLM", "RobertaForQuestionAnswering", "RobertaForSequenceClassification",
-    "RobertaForTokenClassification", "RobertaModel", "RobertaPreTrainedModel",
+    "RobertaForMaskedLM", "RobertaForMultipleChoice", "RobertaForQuestionAnswering",
+    "RobertaForSequenceClassification", "RobertaForTokenClassification", "RobertaModel",
+    "RobertaPreTrainedModel",
     "create_position_ids_from_input_ids",
 ]

@@ -1,10 +1,14 @@
 """The backward engine: graph nodes recorded by eager ops, and reverse accumulation.
 
 Note [Autograd graph]: each op that gets an input requiring grad records a `Node` on its
-output: the op, its attributes, the inputs its VJP needs (the others are kept as shape/dtype
-metadata only), and one edge per input: the input's own Node, the input itself when it is a
-leaf that requires grad, or None. The output keeps its data only by reference from the Node
-when the VJP needs it, and is rebuilt at backward time (no reference cycle).
+output: the op, its attributes, the inputs its VJP needs (the others are kept as `TensorMeta`:
+shape, dtype, device and whether the input required grad, so a VJP can skip a gradient nobody
+takes), and one edge per input: the input's own Node, the input itself when it is a leaf that
+requires grad, or None. The output keeps its data only by reference from the Node when the VJP
+needs it, and is rebuilt at backward time (no reference cycle). `backward` counts each node's
+consumers, then runs ready nodes from a stack (one Python loop, no per-edge calls: small
+graphs are dominated by this overhead), summing gradients per node and per leaf; a leaf's
+gradient becomes its `.grad` without a copy when nothing else holds it (`_accumulate_into`).
 
 Note [Saved tensor versions]: each saved tensor's version counter value is recorded when it is
 saved; in-place ops bump the counter shared by a tensor and its views. At backward, a changed

@@ -230,9 +230,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into each leaf's `.grad` (define-by-run)."""
-        from ember.autograd import backward as _backward
-
-        _backward([self], None if gradient is None else [gradient], retain_graph,
+        _autograd.backward([self], None if gradient is None else [gradient], retain_graph,
                   create_graph, inputs=inputs)
 
     def register_hook(self, hook):
@@ -470,10 +468,10 @@ class Tensor:
     def __xor__(self, other): return self._logical(other, _E.LOGICAL_XOR)
     def __rxor__(self, other): return self._logical(other, _E.LOGICAL_XOR)
 
-    def __iadd__(self, other): return self.add_(other)
-    def __isub__(self, other): return self.sub_(other)
-    def __imul__(self, other): return self.mul_(other)
-    def __itruediv__(self, other): return self.div_(other)
+    def __iadd__(self, other): return self._inplace(_E.ADD, other)
+    def __isub__(self, other): return self._inplace(_E.SUB, other)
+    def __imul__(self, other): return self._inplace(_E.MUL, other)
+    def __itruediv__(self, other): return self._inplace(_E.DIV, other)
 
     def __getitem__(self, index):
         if isinstance(index, Tensor) and index._data.dtype.kind == "b" and index.ndim == 0:
@@ -522,7 +520,7 @@ class Tensor:
         needs_graph = _state.enabled and self._records_inplace(args)
         if needs_graph:
             self._check_inplace(name)
-        if _interceptors_active():
+        if _dispatch._interceptors:
             # traced values are never overwritten, but self's version moves: the op saves an
             # alias of self's current value with its own counter
             current = self
@@ -546,7 +544,9 @@ class Tensor:
             result = apply(op, snapshot, *args, **attrs)
         else:
             result = apply(op, self, *args, **attrs)
-        self._check_writable(name)
+        data = self._data
+        if type(data) is np.ndarray and not data.flags.writeable:
+            self._check_writable(name)
         out = result._data
         if out.dtype != self._data.dtype:
             if not np.can_cast(out.dtype, self._data.dtype, "same_kind"):
@@ -1210,6 +1210,7 @@ def multinomial(probs, num_samples, replacement=False, generator=None):
 
 
 # Late imports: the ops and the dispatcher refer back to this module.
+import ember.autograd as _autograd  # noqa: E402
 from ember.autograd import dispatch as _dispatch  # noqa: E402
 from ember.autograd.dispatch import apply  # noqa: E402
 from ember.ops import elementwise as _E  # noqa: E402

@@ -12,22 +12,27 @@ from ember.autograd.grad_mode import (
 from ember.autograd.function import Function as Function, FunctionCtx as FunctionCtx
 from ember.autograd.gradcheck import gradcheck as gradcheck, gradgradcheck as gradgradcheck
 from ember._util.errors import AutogradError as AutogradError
+from ember.autograd.engine import _accumulate_into, backward as _run
+
+import numpy as _np
 
 
 def _seed_grads(outputs, grad_outputs, who):
-    from ember.tensor import Tensor, ones_like, tensor
-
     seeds = []
     for i, out in enumerate(outputs):
         g = grad_outputs[i] if grad_outputs is not None else None
         if g is None:
-            if out.numel() != 1:
+            data = out._data
+            if data.size != 1:
                 raise AutogradError(
                     f"{who}: grad can be implicitly created only for scalar outputs; output "
                     f"{i} has shape {tuple(out.shape)} - pass a gradient of that shape")
-            g = ones_like(out)
-        elif not isinstance(g, Tensor):
-            g = tensor(g, dtype=out.dtype)
+            if type(data) is _np.ndarray:  # ones_like without the creation machinery
+                seeds.append(_tensor._wrap(_np.ones(data.shape, data.dtype)))
+                continue
+            g = _tensor.ones_like(out)
+        elif not isinstance(g, _tensor.Tensor):
+            g = _tensor.tensor(g, dtype=out.dtype)
         if tuple(g.shape) != tuple(out.shape):
             raise AutogradError(f"{who}: gradient shape {tuple(g.shape)} does not match output "
                                 f"shape {tuple(out.shape)}")
@@ -37,12 +42,9 @@ def _seed_grads(outputs, grad_outputs, who):
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
     """Accumulate gradients of `tensors` into the `.grad` of the leaves they depend on."""
-    from ember.autograd.engine import backward as _run
-    from ember.tensor import Tensor
-
-    if isinstance(tensors, Tensor):
+    if isinstance(tensors, _tensor.Tensor):
         tensors = [tensors]
-    if isinstance(grad_tensors, Tensor):
+    if isinstance(grad_tensors, _tensor.Tensor):
         grad_tensors = [grad_tensors]
     for t in tensors:
         if not t.requires_grad:
@@ -53,11 +55,9 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     if retain_graph is None:
         retain_graph = create_graph
     if inputs is not None:
-        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
         grads = _run(tensors, seeds, retain_graph, create_graph, inputs=inputs,
                      accumulate=False, allow_unused=True)
-        from ember.autograd.engine import _accumulate_into
-
         for t, g in zip(inputs, grads):
             if g is not None:
                 _accumulate_into(t, g, create_graph)
@@ -68,13 +68,11 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
          allow_unused=False):
     """Gradients of `outputs` with respect to `inputs`, returned (not accumulated)."""
-    from ember.autograd.engine import backward as _run
-    from ember.tensor import Tensor
 
-    single_input = isinstance(inputs, Tensor)
-    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single_input = isinstance(inputs, _tensor.Tensor)
+    outputs = [outputs] if isinstance(outputs, _tensor.Tensor) else list(outputs)
     inputs = [inputs] if single_input else list(inputs)
-    if isinstance(grad_outputs, Tensor):
+    if isinstance(grad_outputs, _tensor.Tensor):
         grad_outputs = [grad_outputs]
     for t in inputs:
         if not t.requires_grad:
@@ -84,3 +82,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         retain_graph = create_graph
     return _run(outputs, seeds, retain_graph, create_graph, inputs=inputs, accumulate=False,
                 allow_unused=allow_unused)
+
+
+from ember import tensor as _tensor  # noqa: E402  (circular: tensor imports autograd)

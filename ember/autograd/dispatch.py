@@ -20,7 +20,7 @@ from ember._util.errors import (
     DeviceError, DTypeError, EmberError, IndexOutOfRange, ShapeError, at_user_line,
     user_location,
 )
-from ember.autograd.engine import Node, TensorMeta
+from ember.autograd.engine import Node, TensorMeta, _interceptors
 from ember.autograd.grad_mode import _state
 from ember.backend import backend_of, get_backend
 from ember.ops import registry as _registry
@@ -32,9 +32,6 @@ _NUMPY_BACKEND = get_backend("cpu")
 _NUMPY_XP = _NUMPY_BACKEND.xp
 _PROMOTE = {"common": ("common", ()), "float": ("float", ()),
             "common_tail": ("common", (0,)), "common_skip_index": ("common", (1,))}
-
-_interceptors: list = []
-
 
 def push_interceptor(fn) -> None:
     """Route every op call to `fn(op, args, attrs)` (graph tracing) until popped."""
@@ -223,8 +220,15 @@ def make_view(result, source, op, attrs):
     """Views share their base's version counter (Note [Saved tensor versions]) and remember
     how they were made from `source` (Note [Views and in-place] in ember/tensor.py)."""
     data = result._data
-    if type(data) is _NDARRAY and data.size and not np.may_share_memory(data, source._data):
-        return  # the kernel copied (an empty result counts as a view, as in PyTorch)
+    if type(data) is _NDARRAY and data.size:
+        # the kernel copied (an empty result counts as a view, as in PyTorch); an array that
+        # owns its memory is a copy, one based on the source's memory is not
+        base = data.base
+        if base is None:
+            return
+        src = source._data
+        if base is not src and base is not src.base and not np.may_share_memory(data, src):
+            return
     version = source._version
     if version is None:
         version = source._version = [0, None]
@@ -281,18 +285,22 @@ def _record(op, args, attrs, result):
     needed_by = op.needed_by
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
+            d = a._data
             if a._requires_grad:
                 edges.append(a._node if a._node is not None else a)
             else:
                 edges.append(None)
-            in_meta.append((tuple(a._data.shape), _DT_OF[a._data.dtype]))
+            in_meta.append((d.shape if type(d) is _NDARRAY else tuple(d.shape), _DT_OF[d.dtype]))
             # indices and masks (integer/bool inputs) are always kept: index VJPs need them
-            if save_inputs or a._data.dtype.kind in "biu":
+            if save_inputs or d.dtype.kind in "biu":
                 saved.append(a)
-                if needed_by is not None and not any(
-                        isinstance(args[j], Tensor) and args[j]._requires_grad
-                        for j in needed_by.get(i, ())):
-                    continue
+                if needed_by is not None:
+                    for j in needed_by.get(i, ()):
+                        other = args[j]
+                        if isinstance(other, Tensor) and other._requires_grad:
+                            break
+                    else:
+                        continue  # no gradient reads this input: no version check
                 if a._version is None:
                     a._version = [0, None]
                 versions.append((a, a._version, a._version[0], a._node))

@@ -1,10 +1,14 @@
 """The backward engine: graph nodes recorded by eager ops, and reverse accumulation.
 
 Note [Autograd graph]: each op that gets an input requiring grad records a `Node` on its
-output: the op, its attributes, the inputs its VJP needs (the others are kept as shape/dtype
-metadata only), and one edge per input: the input's own Node, the input itself when it is a
-leaf that requires grad, or None. The output keeps its data only by reference from the Node
-when the VJP needs it, and is rebuilt at backward time (no reference cycle).
+output: the op, its attributes, the inputs its VJP needs (the others are kept as `TensorMeta`:
+shape, dtype, device and whether the input required grad, so a VJP can skip a gradient nobody
+takes), and one edge per input: the input's own Node, the input itself when it is a leaf that
+requires grad, or None. The output keeps its data only by reference from the Node when the VJP
+needs it, and is rebuilt at backward time (no reference cycle). `backward` counts each node's
+consumers, then runs ready nodes from a stack (one Python loop, no per-edge calls: small
+graphs are dominated by this overhead), summing gradients per node and per leaf; a leaf's
+gradient becomes its `.grad` without a copy when nothing else holds it (`_accumulate_into`).
 
 Note [Saved tensor versions]: each saved tensor's version counter value is recorded when it is
 saved; in-place ops bump the counter shared by a tensor and its views. At backward, a changed
@@ -20,22 +24,39 @@ import weakref
 
 import numpy as np
 
+from ember import dtypes as _dt
 from ember._util.errors import AutogradError, format_location
 from ember.autograd.grad_mode import _state
+from ember.backend import Device
 
 _SCALARS = (bool, int, float)
+_NDARRAY = np.ndarray
+_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_CPU = Device("cpu")
+
+# The graph tracers' stack (owned here so that the engine reads it without an import per call;
+# ember.autograd.dispatch re-exports it and pushes/pops).
+_interceptors: list = []
 
 
 class TensorMeta:
-    """Shape, dtype and device of an input whose data a VJP does not need."""
+    """Shape, dtype and device of an input whose data a VJP does not need, and whether it
+    required grad when recorded (its edge is None otherwise, so a VJP may skip its gradient)."""
 
-    __slots__ = ("shape", "dtype", "device", "ndim")
+    __slots__ = ("shape", "dtype", "device", "ndim", "requires_grad")
 
     def __init__(self, t):
-        self.shape = tuple(t.shape)
-        self.dtype = t.dtype
-        self.device = t.device
+        d = t._data
+        if type(d) is _NDARRAY:  # the common case, without the Tensor properties
+            self.shape = d.shape
+            self.dtype = _DT_OF[d.dtype]
+            self.device = _CPU
+        else:
+            self.shape = tuple(t.shape)
+            self.dtype = t.dtype
+            self.device = t.device
         self.ndim = len(self.shape)
+        self.requires_grad = t._requires_grad
 
 
 def _camel(name: str) -> str:
@@ -138,24 +159,12 @@ def _check_versions(node: Node) -> None:
                 f"before modifying it.")
 
 
-def _call_vjp(node: Node, grad):
-    if node.freed:
-        raise AutogradError(
-            f"trying to backward through the graph a second time (through {node.name()}"
-            + (f" made at {format_location(node.site)}" if node.site else "")
-            + "): its saved tensors were freed after the first backward. "
-            "Pass retain_graph=True to the first backward() if you need to call it twice.")
-    if node.versions:
-        _check_versions(node)
-    out = _tensor._from_node(node.out_data, node) if node.out_data is not None else None
-    grads = node.op.vjp(grad, out, *node.saved, **node.attrs)
-    return grads
-
-
-def _free(node: Node) -> None:
-    node.saved = ()
-    node.out_data = None
-    node.freed = True
+def _raise_freed(node: Node):
+    raise AutogradError(
+        f"trying to backward through the graph a second time (through {node.name()}"
+        + (f" made at {format_location(node.site)}" if node.site else "")
+        + "): its saved tensors were freed after the first backward. "
+        "Pass retain_graph=True to the first backward() if you need to call it twice.")
 
 
 def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=None,
@@ -183,7 +192,7 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
     while stack:
         node = stack.pop()
         for e in node.edges:
-            if isinstance(e, Node):
+            if e.__class__ is Node:
                 if e in deps:
                     deps[e] += 1
                 else:
@@ -199,34 +208,18 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
             wanted.setdefault(key, []).append(t)
 
     buffers: dict = {}
+    # leaf gradients by id(leaf) (Tensor.__hash__ is a Python call): id -> [leaf, gradient]
     leaf_grads: dict = {}
     ready = []
-
-    def deliver(edge, g):
-        """Pass gradient g (None: no gradient) along an edge; a node whose last dependency
-        has delivered becomes ready, or, if nothing reached it, passes None on in turn."""
-        pending = [(edge, g)]
-        while pending:
-            edge, g = pending.pop()
-            if isinstance(edge, Node):
-                if g is not None:
-                    prev = buffers.get(edge)
-                    buffers[edge] = g if prev is None else prev + g
-                deps[edge] -= 1
-                if deps[edge] == 0:
-                    if edge in buffers:
-                        ready.append(edge)
-                    else:
-                        pending.extend((e, None) for e in edge.edges if e is not None)
-            elif g is not None:  # a leaf tensor
-                prev = leaf_grads.get(edge)
-                leaf_grads[edge] = g if prev is None else prev + g
 
     for r, g in zip(roots, root_grads):
         if r._node is None:
             if r.requires_grad:
-                prev = leaf_grads.get(r)
-                leaf_grads[r] = g if prev is None else prev + g
+                entry = leaf_grads.get(id(r))
+                if entry is None:
+                    leaf_grads[id(r)] = [r, g]
+                else:
+                    entry[1] = entry[1] + g
             continue
         prev = buffers.get(r._node)
         buffers[r._node] = g if prev is None else prev + g
@@ -234,6 +227,8 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
         if r._node is not None and deps.get(r._node) == 0 and r._node not in ready:
             ready.append(r._node)
 
+    # 2. the walk: a node runs when every node that feeds it has delivered (a stack of ready
+    # nodes, so a chain runs depth first); Note [Autograd graph]
     prev_mode = _state.enabled
     _state.enabled = create_graph
     try:
@@ -251,30 +246,47 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
                     _accumulate_into(t, g, create_graph)
             if wanted is not None and node in wanted:
                 captured[node] = g
-            grads = _call_vjp(node, g)
+            if node.freed:
+                _raise_freed(node)
+            if node.versions:
+                _check_versions(node)
+            out = None if node.out_data is None else _tensor._from_node(node.out_data, node)
+            grads = node.op.vjp(g, out, *node.saved, **node.attrs)
+            out = None
             if not retain_graph:
-                _free(node)
+                node.saved = ()
+                node.out_data = None
+                node.freed = True
             for edge, ig, meta in zip(node.edges, grads, node.in_meta):
                 if edge is None:
                     continue
                 if ig is None:
-                    deliver(edge, None)
+                    _deliver_none(edge, deps, buffers, leaf_grads, ready)
                     continue
                 shape, dtype = meta
-                if ig.dtype is not dtype:
-                    ig = ig.to(dtype)
-                if tuple(ig.shape) != shape:
-                    if ig.ndim == 0 or ig.numel() == 1 and len(shape) == 0:
-                        ig = ig.reshape(shape)
+                if ig._data.dtype is not dtype.numpy or ig._data.shape != shape:
+                    ig = _conform(node, ig, shape, dtype)
+                if edge.__class__ is Node:
+                    prev = buffers.get(edge)
+                    buffers[edge] = ig if prev is None else prev + ig
+                    left = deps[edge] - 1
+                    deps[edge] = left
+                    if left == 0:
+                        ready.append(edge)
+                else:  # a leaf tensor
+                    entry = leaf_grads.get(id(edge))
+                    if entry is None:
+                        leaf_grads[id(edge)] = [edge, ig]
                     else:
-                        raise AutogradError(
-                            f"internal error: the VJP of {node.op.name} returned a gradient of "
-                            f"shape {tuple(ig.shape)} for an input of shape {shape}")
-                deliver(edge, ig)
+                        entry[1] = entry[1] + ig
+            # no stray references to the gradients (_accumulate_into steals exclusive ones)
+            grads = ig = g = result = None
     finally:
         _state.enabled = prev_mode
 
-    for leaf, g in leaf_grads.items():
+    for entry in leaf_grads.values():
+        leaf, g = entry
+        entry[1] = None  # leave `g` as the gradient's only owner (_accumulate_into steals it)
         if leaf._hooks:
             for hook in list(leaf._hooks):
                 result = hook(g)
@@ -301,16 +313,38 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
     return tuple(results)
 
 
-def _dispatch_intercepted() -> bool:
-    from ember.autograd import dispatch
+def _deliver_none(edge, deps, buffers, leaf_grads, ready):
+    """No gradient along `edge`: a node whose last dependency has delivered becomes ready, or,
+    if nothing reached it, passes None on in turn."""
+    pending = [edge]
+    while pending:
+        edge = pending.pop()
+        if edge.__class__ is Node:
+            deps[edge] -= 1
+            if deps[edge] == 0:
+                if edge in buffers:
+                    ready.append(edge)
+                else:
+                    pending.extend(e for e in edge.edges if e is not None)
 
-    return bool(dispatch._interceptors)
+
+def _conform(node, ig, shape, dtype):
+    """A VJP's gradient in its input's dtype and shape (a 0-d or one-element gradient of a
+    0-d input is reshaped; anything else is an internal error)."""
+    if ig.dtype is not dtype:
+        ig = ig.to(dtype)
+    if tuple(ig.shape) != tuple(shape):
+        if ig.ndim == 0 or ig.numel() == 1 and len(shape) == 0:
+            ig = ig.reshape(shape)
+        else:
+            raise AutogradError(
+                f"internal error: the VJP of {node.op.name} returned a gradient of "
+                f"shape {tuple(ig.shape)} for an input of shape {tuple(shape)}")
+    return ig
 
 
 def _accumulate_into(t, g, create_graph):
-    from ember.tensor import _wrap
-
-    if create_graph or _dispatch_intercepted():  # traced gradients cannot be added in place
+    if create_graph or _interceptors:  # traced gradients cannot be added in place
         t.grad = g if t.grad is None else t.grad + g
         return
     if t.grad is None:
@@ -322,9 +356,9 @@ def _accumulate_into(t, g, create_graph):
         if (type(arr) is np.ndarray and arr.base is None and arr.flags.writeable
                 and arr.flags.c_contiguous and sys.getrefcount(arr) <= _ARRAY_REFS
                 and sys.getrefcount(g) <= _TENSOR_REFS and g._version is None):
-            t.grad = _wrap(arr)
+            t.grad = _tensor._wrap(arr)
         else:
-            t.grad = _wrap(arr.copy())
+            t.grad = _tensor._wrap(arr.copy())
     else:
         if t.grad._data.shape != g._data.shape:
             raise AutogradError(f"accumulating a gradient of shape {tuple(g.shape)} into .grad "
@@ -333,10 +367,10 @@ def _accumulate_into(t, g, create_graph):
 
 
 # References held while `_accumulate_into` inspects an exclusive gradient: g._data, the local
-# `arr` and getrefcount's argument; for g: the leaf_grads dict, the caller's loop variable,
-# this function's parameter and getrefcount's argument.
+# `arr` and getrefcount's argument; for g: the caller's local (the engine has cleared its
+# leaf_grads entry), this function's parameter and getrefcount's argument.
 _ARRAY_REFS = 3
-_TENSOR_REFS = 4
+_TENSOR_REFS = 3
 
 
 def weak(t):

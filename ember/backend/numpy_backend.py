@@ -152,6 +152,37 @@ def windows(x, window_shape, axis):
     return np.lib.stride_tricks.sliding_window_view(x, window_shape, axis=axis)
 
 
+# Note [Quiet kernels]: PyTorch computes log(0), x/0 and overflowing powers without a warning;
+# the NumPy kernels that can raise floating-point warnings run under `quiet`. NumPy 2 keeps its
+# error state in a context variable: setting it to a prepared all-ignore state costs a fraction
+# of `np.errstate(all="ignore")` (which builds the state on each entry), on every pow and div.
+try:
+    from numpy._core._multiarray_umath import _make_extobj
+    from numpy._core._ufunc_config import _extobj_contextvar as _FP_STATE
+
+    _IGNORE_ALL = _make_extobj(all="ignore")
+except (ImportError, AttributeError, TypeError):  # another NumPy: the public context manager
+    _FP_STATE = None
+
+
+def quiet(fn):
+    """`fn` with NumPy's floating-point warnings off while it runs (Note [Quiet kernels])."""
+    if _FP_STATE is None:
+        def run(*args, **kwargs):
+            with np.errstate(all="ignore"):
+                return fn(*args, **kwargs)
+    else:
+        def run(*args, **kwargs):
+            token = _FP_STATE.set(_IGNORE_ALL)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _FP_STATE.reset(token)
+
+    run.__name__ = fn.__name__
+    return run
+
+
 def _make_namespace():
     ns = types.ModuleType("ember.backend.numpy_backend.xp")
     ns.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})

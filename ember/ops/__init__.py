@@ -15,3 +15,4 @@ from ember.ops import nn as nn
 
 elementwise._LATE.SUM = reduce.SUM
 elementwise._LATE.RESHAPE = shape.RESHAPE
+elementwise._LATE.EXPAND = shape.EXPAND

@@ -25,18 +25,29 @@ def unbroadcast(g, like):
     Hot in every broadcasting VJP, so it applies the sum and reshape primitives directly."""
     if isinstance(like, _SCALARS):
         return None
-    shape = tuple(like.shape)
+    shape = like.shape  # a tuple (Size for a Tensor)
     gshape = g._data.shape
     if gshape == shape:
         return g
+    shape = tuple(shape)
     lead = len(gshape) - len(shape)
-    dims = tuple(range(lead)) + tuple(
-        i + lead for i, n in enumerate(shape) if n == 1 and gshape[i + lead] != 1)
-    if dims:
-        g = apply(_LATE.SUM, g, dim=dims, keepdim=False)
+    inner = tuple(i + lead for i, n in enumerate(shape) if n == 1 and gshape[i + lead] != 1)
+    if lead == 0:
+        if inner:  # (4, 3) -> (1, 3): one sum that keeps the dims, no reshape
+            g = apply(_LATE.SUM, g, dim=inner, keepdim=True)
+    else:
+        dims = tuple(range(lead)) + inner
+        if dims:
+            g = apply(_LATE.SUM, g, dim=dims, keepdim=False)
     if g._data.shape != shape:
         g = apply(_LATE.RESHAPE, g, shape=shape)
     return g
+
+
+def _wants_grad(x) -> bool:
+    """Whether a VJP must compute a gradient for its input `x` (a Tensor, a TensorMeta, which
+    records it, or a Python scalar): one that does not require grad has no edge to take it."""
+    return not isinstance(x, _SCALARS) and getattr(x, "requires_grad", True)
 
 
 class _LATE:
@@ -44,6 +55,7 @@ class _LATE:
 
     SUM = None
     RESHAPE = None
+    EXPAND = None
 
 
 # --- unary ------------------------------------------------------------------------------------
@@ -59,15 +71,10 @@ def _unary(name, forward, vjp=None, *, promote="float", save_inputs=True, save_o
 
 def _quiet(fn):
     """Run a NumPy kernel with floating-point warnings off: like PyTorch, log(0) is -inf and
-    x/0 is inf without a warning."""
-    import numpy as np
+    x/0 is inf without a warning (Note [Quiet kernels] in ember/backend/numpy_backend.py)."""
+    from ember.backend.numpy_backend import quiet
 
-    def forward(xp, *args, **attrs):
-        with np.errstate(all="ignore"):
-            return fn(xp, *args, **attrs)
-
-    forward.__name__ = fn.__name__
-    return forward
+    return quiet(fn)
 
 
 NEG = _unary("neg", lambda xp, x: xp.negative(x), lambda g, y, x: (-g,), promote=None,
@@ -137,7 +144,12 @@ def _binary(name, forward, vjp=None, *, promote="common", dtype=same_dtype, save
 
 
 def _pow_vjp(g, y, a, b):
-    ga = None if isinstance(a, _SCALARS) else unbroadcast(g * b * a ** (b - 1), a)
+    if isinstance(a, _SCALARS):
+        ga = None
+    elif isinstance(b, _SCALARS) and b == 2:  # x ** 2: a ** 1 is a, exactly
+        ga = unbroadcast(g * b * a, a)
+    else:
+        ga = unbroadcast(g * b * a ** (b - 1), a)
     if isinstance(b, _SCALARS):
         return ga, None
     if isinstance(a, _SCALARS):
@@ -155,9 +167,13 @@ def _max_min_vjp(g, y, a, b):
 
 
 ADD = _binary("add", lambda xp, a, b: xp.add(a, b),
-              lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(g, b)), save_inputs=False)
+              lambda g, y, a, b: (unbroadcast(g, a) if _wants_grad(a) else None,
+                                  unbroadcast(g, b) if _wants_grad(b) else None),
+              save_inputs=False)
 SUB = _binary("sub", lambda xp, a, b: xp.subtract(a, b),
-              lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g, b)), save_inputs=False)
+              lambda g, y, a, b: (unbroadcast(g, a) if _wants_grad(a) else None,
+                                  unbroadcast(-g, b) if _wants_grad(b) else None),
+              save_inputs=False)
 def _mul_vjp(g, y, a, b):
     ga = unbroadcast(g * b, a) if getattr(a, "requires_grad", False) else None
     gb = unbroadcast(g * a, b) if getattr(b, "requires_grad", False) else None

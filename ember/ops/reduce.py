@@ -11,6 +11,7 @@ import builtins
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError
+from ember.ops.elementwise import _LATE
 from ember.ops.registry import apply, defop, int64_dtype, same_dtype, bool_dtype
 
 __all__ = ["sum", "prod", "amax", "amin", "argmax", "argmin", "all", "any", "cumsum",
@@ -33,9 +34,11 @@ def normalize_dims(dim, ndim: int, op: str = "reduce"):
 
 
 def _axis(dim, ndim):
-    if dim is None:
+    if dim is None or not ndim:
         return None
-    return tuple(d for d in dim if d < ndim) if ndim else None
+    if dim and builtins.max(dim) < ndim:
+        return dim
+    return tuple(d for d in dim if d < ndim)
 
 
 def _reduced_shape(shape, dim=None, keepdim=False, **attrs):
@@ -52,6 +55,8 @@ def _sum_dtype(dtype, **attrs):
 
 def _expand_back(g, x, dim, keepdim):
     """Broadcast a reduced gradient back over the reduced dims of `x`."""
+    if dim is None and not keepdim and x.shape:  # a 0-d gradient broadcasts as it is
+        return apply(_LATE.EXPAND, g, shape=tuple(x.shape))
     if not keepdim:
         g = g.reshape(_reduced_shape(x.shape, dim, True))
     return g.expand(tuple(x.shape))
@@ -65,6 +70,13 @@ def _sum_forward(xp, x, dim, keepdim):
 SUM = defop("sum", _sum_forward,
             lambda g, y, x, dim, keepdim: (_expand_back(g, x, dim, keepdim),),
             shape=_reduced_shape, dtype=_sum_dtype, save_inputs=False)
+
+
+@SUM.def_kernel("numpy")
+def _sum_numpy(xp, x, dim, keepdim):
+    """np.sum's own reduction (add.reduce) without its Python wrappers (small tensors)."""
+    dtype = None if x.dtype.kind == "f" else xp.int64
+    return xp.add.reduce(x, _axis(dim, x.ndim), dtype, None, keepdim)
 
 
 def _prod_forward(xp, x, dim, keepdim):

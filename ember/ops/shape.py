@@ -79,6 +79,31 @@ def _expand_shape(s, shape):
 EXPAND = defop("expand", lambda xp, x, shape: xp.broadcast_to(x, shape),
                lambda g, y, x, shape: (unbroadcast(g, x),),
                shape=_expand_shape, dtype=same_dtype, save_inputs=False, view=True)
+
+
+@RESHAPE.def_kernel("numpy")
+def _reshape_numpy(xp, x, shape):
+    return x.reshape(shape)  # np.reshape without its Python wrappers
+
+
+@EXPAND.def_kernel("numpy")
+def _expand_numpy(xp, x, shape):
+    """broadcast_to's read-only view, made directly on a C-contiguous input's buffer (a third
+    of broadcast_to's Python-level cost: sum's VJP expands every full reduction's gradient)."""
+    lead = len(shape) - x.ndim
+    if lead < 0 or not x.size or 0 in shape or not x.flags.c_contiguous:
+        return xp.broadcast_to(x, shape)
+    strides = [0] * lead
+    for n, t, stride in zip(x.shape, shape[lead:], x.strides):
+        if n == t:
+            strides.append(stride)
+        elif n == 1:
+            strides.append(0)
+        else:
+            return xp.broadcast_to(x, shape)  # its error names the shapes
+    out = xp.ndarray(shape, x.dtype, x, 0, tuple(strides))
+    out.flags.writeable = False
+    return out
 COPY = defop("copy", lambda xp, x: xp.array(x, copy=True, order="C"), lambda g, y, x: (g,),
              shape=lambda s: tuple(s), dtype=same_dtype, save_inputs=False,
              doc="A contiguous copy (clone, contiguous).")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ember.optim.optimizer import Optimizer, _tracing, required
-from ember.tensor import Tensor, zeros_like
+from ember.tensor import Tensor, _wrap, zeros_like
 
 
 class SGD(Optimizer):
@@ -65,3 +67,28 @@ class SGD(Optimizer):
                 buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
             grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
         param.add_(grad, alpha=-group["lr"])
+
+    def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+        """`update` fused on NumPy arrays, in the same evaluation order (Note [Optimizer
+        structure]): no dispatch, no Tensors, scalars cast to the parameter's dtype as the
+        Tensor ops cast Python numbers."""
+        p, g = param._data, grad._data
+        f = p.dtype.type
+        if group["maximize"]:
+            g = np.negative(g)
+        weight_decay, momentum = group["weight_decay"], group["momentum"]
+        if weight_decay != 0:
+            g = np.add(g, np.multiply(p, f(weight_decay)))
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                b = np.array(g, copy=True)
+                state["momentum_buffer"] = _wrap(b)
+            else:
+                b = buf._data
+                b *= f(momentum)
+                damping = 1 - group["dampening"]
+                b += g if damping == 1 else np.multiply(g, f(damping))
+                buf._bump_version("SGD.step")
+            g = np.add(g, np.multiply(b, f(momentum))) if group["nesterov"] else b
+        p += np.multiply(g, f(-group["lr"]))

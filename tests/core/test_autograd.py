@@ -234,3 +234,47 @@ def test_manual_seed_reproducibility():
     first = ember.rand(4, generator=g).tolist()
     g.set_state(state)
     assert ember.rand(4, generator=g).tolist() == first
+
+
+def test_accumulated_gradients_never_share_memory():
+    """The engine hands a gradient buffer to `.grad` without a copy only when nothing else holds
+    it (engine._accumulate_into): add's VJP passes one gradient to both inputs, the retained
+    output and the caller's seed, and each `.grad` must still be its own array."""
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    z = ember.tensor([3.0, 4.0], requires_grad=True)
+    y = x + z
+    y.retain_grad()
+    seed = ember.ones(2)
+    y.backward(seed)
+    arrays = [seed._data, y.grad._data, x.grad._data, z.grad._data]
+    for i in range(len(arrays)):
+        for j in range(i + 1, len(arrays)):
+            assert not np.shares_memory(arrays[i], arrays[j]), (i, j)
+    x.grad.add_(1.0)
+    assert y.grad.tolist() == z.grad.tolist() == seed.tolist() == [1.0, 1.0]
+    # a second backward accumulates in place into each .grad separately
+    (x * 3 + z).sum().backward()
+    assert x.grad.tolist() == [5.0, 5.0] and z.grad.tolist() == [2.0, 2.0]
+
+
+def test_vjps_skip_inputs_that_need_no_gradient(monkeypatch):
+    """add/sub VJPs skip the gradient of an input that did not require grad when recorded
+    (TensorMeta.requires_grad): sub's VJP negates the gradient only for a second input that
+    needs it, and the gradients still match PyTorch."""
+    from ember.ops.elementwise import NEG
+
+    calls = []
+    forward = NEG.forward
+    monkeypatch.setattr(NEG, "forward", lambda xp, x: calls.append(1) or forward(xp, x))
+    x = ember.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    ((x - ember.tensor([0.5, 0.5, 0.5])) ** 2).sum().backward()
+    assert calls == []  # no -g for the constant
+    w = ember.tensor([0.5, 0.5, 0.5], requires_grad=True)
+    ((x - w) ** 2).sum().backward()
+    assert calls == [1]
+    tx = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    tw = torch.tensor([0.5, 0.5, 0.5], requires_grad=True)
+    ((tx - torch.tensor([0.5, 0.5, 0.5])) ** 2).sum().backward()
+    ((tx - tw) ** 2).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-6)

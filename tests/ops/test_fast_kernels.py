@@ -44,3 +44,50 @@ def test_bitwise_where_matches_reference_bit_for_bit(dtype):
             assert np.array_equal(np.ascontiguousarray(fast).view(np.uint8),
                                   np.ascontiguousarray(ref).view(np.uint8)), (cs, a_shape,
                                                                               b_shape)
+
+
+@pytest.mark.parametrize("source,shape", [((), (4,)), ((1,), (3, 4)), ((3, 1), (2, 3, 5)),
+                                          ((2, 3), (2, 3)), ((1, 1), (0, 1)),
+                                          ("transposed", (4, 2, 3))])
+def test_fast_expand_is_broadcast_to(source, shape):
+    """expand's numpy kernel: the values, shape, strides and read-only shared memory of
+    np.broadcast_to, on contiguous inputs (its own view) and others (broadcast_to itself)."""
+    from ember.ops.shape import EXPAND
+
+    xp = numpy_backend.backend.xp
+    x = (np.arange(6.0).reshape(3, 2).T if source == "transposed"
+         else np.arange(float(np.prod(source, dtype=int))).reshape(source))
+    fast = EXPAND.kernels["numpy"](xp, x, shape=shape)
+    ref = np.broadcast_to(x, shape)
+    assert fast.shape == ref.shape and fast.strides == ref.strides
+    np.testing.assert_array_equal(fast, ref)
+    assert not fast.flags.writeable
+    if x.size and fast.size:
+        assert np.shares_memory(fast, x)
+
+
+def test_quiet_kernels_warn_nothing_and_restore_numpy_state():
+    """Note [Quiet kernels]: pow/div/log run without floating-point warnings, as PyTorch, and
+    leave NumPy's error state as it was, also when the kernel raises."""
+    import warnings
+
+    import ember
+
+    before = np.geterr()
+    x = ember.tensor([0.0, 1e30, -1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = [x.log(), x ** 2, 1 / x, x.sqrt()]
+    assert np.isneginf(values[0].numpy()[0]) and np.isinf(values[1].numpy()[1])
+    assert np.geterr() == before
+
+    def failing(a):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        numpy_backend.quiet(failing)(1.0)
+    assert np.geterr() == before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning):
+            np.array([1e30], np.float32) ** 2  # NumPy itself still warns outside

@@ -22,6 +22,10 @@ OPTIMIZERS = [
     ("sgd_nesterov_wd", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True,
                                 "weight_decay": 0.01}),
     ("sgd_maximize", "SGD", {"lr": 0.01, "momentum": 0.5, "maximize": True}),
+    ("sgd_nesterov_wd_reference", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True,
+                                          "weight_decay": 0.01, "fused": False}),
+    ("sgd_maximize_reference", "SGD", {"lr": 0.01, "momentum": 0.5, "dampening": 0.1,
+                                       "maximize": True, "fused": False}),
     ("adam", "Adam", {"lr": 0.01}),
     ("adam_wd_amsgrad", "Adam", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1,
                                  "amsgrad": True}),
@@ -195,7 +199,12 @@ def test_end_to_end_training_matches_pytorch(cls, kwargs):
 
 @pytest.mark.parametrize("cls,kwargs", [("Adam", {"weight_decay": 0.1, "amsgrad": True}),
                                         ("Adam", {"maximize": True}),
-                                        ("AdamW", {"weight_decay": 0.1})])
+                                        ("AdamW", {"weight_decay": 0.1}),
+                                        ("SGD", {}),
+                                        ("SGD", {"momentum": 0.9, "dampening": 0.1,
+                                                 "weight_decay": 0.01}),
+                                        ("SGD", {"momentum": 0.9, "nesterov": True,
+                                                 "weight_decay": 0.01, "maximize": True})])
 def test_fused_update_equals_reference_update(cls, kwargs):
     """Note [Optimizer structure]: the fused array path against the reference Tensor-op path."""
     _, model_a = _models()

@@ -94,7 +94,7 @@ def _helpers(numba):
 
 
 def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
-    """The numba-compiled function `name` from `source` (cached by source text); None when
+    """The numba-compiled function `name` from `source` (cached by source text and name); None when
     numba is not available. `disk=False` skips the on-disk cache (a retry when loading from
     it failed). `fastmath` is numba's flag set (e.g. {"reassoc"} lets LLVM vectorize a sum);
     it is part of the cached source text, so kernels compiled with other flags never mix."""

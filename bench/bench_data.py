@@ -20,7 +20,11 @@ this shared machine, and other jobs' load favours whichever side runs more threa
     quiet machine, compiled resize (Note [Compiled resampling]), bilinear tables in a few NumPy
     calls, one map thread per CPU: ember 750, tf.data 774 (0.97), PyTorch 523 (1.43); ember's
     DataLoader (ImageFolder + transforms, 2 workers) 613.
-Per-element overhead against a generator: 1.15 with NumPy elements, 1.88 with Tensors.
+    and JPEGs decoded by simplejpeg (Note [JPEG decoders]): ember 772, tf.data 614 (1.26),
+    PyTorch 487 (1.59); three more interleaved rounds: ember 715-741, tf.data 392-694,
+    PyTorch 439-495.
+Per-element overhead against a generator: 1.04-1.48 with NumPy elements, 1.66-1.97 with
+Tensors (four runs).
 Memory, 1M strings in a list, 2 workers vs 0 (PSS, 161 MB with 0 workers): 2.16x with the
 lists themselves, 1.39x with packed columns, 1.07x with borrowed reads (the default); a
 StringArray 1.11x. Epoch over the million strings with 2 workers: 1.08 s with the list, 1.40 s

@@ -17,6 +17,13 @@ from ember.transformers.bert.modeling_bert import (
     _flatten_choices,
     _return_flags,
 )
+from ember.transformers.modeling_outputs import (
+    MaskedLMOutput,
+    MultipleChoiceModelOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 
 __all__ = ["EncoderHeadMixin", "as_labels", "finish", "flatten_choices", "return_flags",
            "sequence_classification_loss", "span_loss", "token_classification_loss"]
@@ -66,3 +73,36 @@ class EncoderHeadMixin:
 
     def _return_dict(self, return_dict) -> bool:
         return self.config.return_dict if return_dict is None else return_dict
+
+    def _task_output(self, task: str, out, logits, labels, return_dict):
+        """The head's output for `task` ("masked_lm", "sequence", "token" or "choice"):
+        its loss when labels are given, the encoder's hidden states and attentions."""
+        labels = as_labels(labels)
+        loss = None
+        if labels is not None:
+            if task == "sequence":
+                loss = sequence_classification_loss(self, logits, labels)
+            elif task == "choice":
+                loss = F.cross_entropy(logits, labels)
+            else:  # one class per token: "masked_lm" (the vocabulary) or "token"
+                loss = token_classification_loss(logits, labels, logits.shape[-1])
+        output_type = {
+            "masked_lm": MaskedLMOutput,
+            "sequence": SequenceClassifierOutput,
+            "token": TokenClassifierOutput,
+            "choice": MultipleChoiceModelOutput,
+        }[task]
+        output = output_type(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                             attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))
+
+    def _span_output(self, out, logits, start_positions, end_positions, return_dict):
+        """A question-answering head's output from its (..., 2) logits."""
+        start_logits, end_logits = logits[..., 0], logits[..., 1]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        output = QuestionAnsweringModelOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits,
+            hidden_states=out.hidden_states, attentions=out.attentions)
+        return finish(output, self._return_dict(return_dict))

@@ -27,21 +27,12 @@ from ember.transformers.bert.modeling_bert import (
 from ember.transformers.distilbert.configuration_distilbert import DistilBertConfig
 from ember.transformers.encoder_heads import (
     EncoderHeadMixin,
-    as_labels,
     finish,
     flatten_choices,
     return_flags,
-    sequence_classification_loss,
-    span_loss,
-    token_classification_loss,
 )
 from ember.transformers.modeling_outputs import (
     BaseModelOutput,
-    MaskedLMOutput,
-    MultipleChoiceModelOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
 )
 from ember.transformers.modeling_utils import PreTrainedModel
 
@@ -287,13 +278,7 @@ class DistilBertForMaskedLM(_DistilBertHead):
         out = self._encode(input_ids, kwargs)
         hidden = self.activation(self.vocab_transform(out.last_hidden_state))
         logits = self.vocab_projector(self.vocab_layer_norm(hidden))
-        labels = as_labels(labels)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("masked_lm", out, logits, labels, return_dict)
 
 
 class DistilBertForSequenceClassification(_DistilBertHead):
@@ -313,12 +298,7 @@ class DistilBertForSequenceClassification(_DistilBertHead):
         out = self._encode(input_ids, kwargs)
         pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
         logits = self.classifier(self.dropout(pooled))
-        labels = as_labels(labels)
-        loss = None if labels is None else sequence_classification_loss(self, logits, labels)
-        output = SequenceClassifierOutput(loss=loss, logits=logits,
-                                          hidden_states=out.hidden_states,
-                                          attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("sequence", out, logits, labels, return_dict)
 
 
 class DistilBertForTokenClassification(_DistilBertHead):
@@ -335,13 +315,7 @@ class DistilBertForTokenClassification(_DistilBertHead):
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = self._encode(input_ids, kwargs)
         logits = self.classifier(self.dropout(out.last_hidden_state))
-        labels = as_labels(labels)
-        loss = (None if labels is None
-                else token_classification_loss(logits, labels, self.num_labels))
-        output = TokenClassifierOutput(loss=loss, logits=logits,
-                                       hidden_states=out.hidden_states,
-                                       attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("token", out, logits, labels, return_dict)
 
 
 class DistilBertForMultipleChoice(_DistilBertHead):
@@ -370,12 +344,7 @@ class DistilBertForMultipleChoice(_DistilBertHead):
         out = self._encode(flat_ids, flat_kwargs)
         pooled = F.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
         logits = self.classifier(self.dropout(pooled)).reshape(-1, choices)
-        labels = as_labels(labels)
-        loss = None if labels is None else F.cross_entropy(logits, labels)
-        output = MultipleChoiceModelOutput(loss=loss, logits=logits,
-                                           hidden_states=out.hidden_states,
-                                           attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("choice", out, logits, labels, return_dict)
 
 
 class DistilBertForQuestionAnswering(_DistilBertHead):
@@ -395,15 +364,7 @@ class DistilBertForQuestionAnswering(_DistilBertHead):
                 return_dict=None, **kwargs):
         out = self._encode(input_ids, kwargs)
         logits = self.qa_outputs(self.dropout(out.last_hidden_state))
-        start_logits, end_logits = logits[..., 0], logits[..., 1]
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits,
-                                              end_logits=end_logits,
-                                              hidden_states=out.hidden_states,
-                                              attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._span_output(out, logits, start_positions, end_positions, return_dict)
 
 
 __all__ = [

@@ -26,19 +26,7 @@ from ember.transformers.bert.modeling_bert import (
 )
 from ember.transformers.encoder_heads import (
     EncoderHeadMixin,
-    as_labels,
-    finish,
     flatten_choices,
-    sequence_classification_loss,
-    span_loss,
-    token_classification_loss,
-)
-from ember.transformers.modeling_outputs import (
-    MaskedLMOutput,
-    MultipleChoiceModelOutput,
-    QuestionAnsweringModelOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
 )
 from ember.transformers.roberta.configuration_roberta import RobertaConfig
 
@@ -199,13 +187,7 @@ class RobertaForMaskedLM(_RobertaHead):
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = self._encode(input_ids, kwargs)
         logits = self.lm_head(out.last_hidden_state)
-        labels = as_labels(labels)
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, self.config.vocab_size), labels.reshape(-1))
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("masked_lm", out, logits, labels, return_dict)
 
 
 class RobertaForSequenceClassification(_RobertaHead):
@@ -222,12 +204,7 @@ class RobertaForSequenceClassification(_RobertaHead):
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = self._encode(input_ids, kwargs)
         logits = self.classifier(out.last_hidden_state)
-        labels = as_labels(labels)
-        loss = None if labels is None else sequence_classification_loss(self, logits, labels)
-        output = SequenceClassifierOutput(loss=loss, logits=logits,
-                                          hidden_states=out.hidden_states,
-                                          attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("sequence", out, logits, labels, return_dict)
 
 
 class RobertaForTokenClassification(_RobertaHead):
@@ -244,13 +221,7 @@ class RobertaForTokenClassification(_RobertaHead):
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = self._encode(input_ids, kwargs)
         logits = self.classifier(self.dropout(out.last_hidden_state))
-        labels = as_labels(labels)
-        loss = (None if labels is None
-                else token_classification_loss(logits, labels, self.num_labels))
-        output = TokenClassifierOutput(loss=loss, logits=logits,
-                                       hidden_states=out.hidden_states,
-                                       attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("token", out, logits, labels, return_dict)
 
 
 class RobertaForMultipleChoice(_RobertaHead):
@@ -280,12 +251,7 @@ class RobertaForMultipleChoice(_RobertaHead):
         choices, flat_ids, flat_kwargs = flatten_choices(self, input_ids, kwargs)
         out = self._encode(flat_ids, flat_kwargs)
         logits = self.classifier(self.dropout(out.pooler_output)).reshape(-1, choices)
-        labels = as_labels(labels)
-        loss = None if labels is None else F.cross_entropy(logits, labels)
-        output = MultipleChoiceModelOutput(loss=loss, logits=logits,
-                                           hidden_states=out.hidden_states,
-                                           attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._task_output("choice", out, logits, labels, return_dict)
 
 
 class RobertaForQuestionAnswering(_RobertaHead):
@@ -305,15 +271,7 @@ class RobertaForQuestionAnswering(_RobertaHead):
                 return_dict=None, **kwargs):
         out = self._encode(input_ids, kwargs)
         logits = self.qa_outputs(out.last_hidden_state)
-        start_logits, end_logits = logits[..., 0], logits[..., 1]
-        loss = None
-        if start_positions is not None and end_positions is not None:
-            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
-        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits,
-                                              end_logits=end_logits,
-                                              hidden_states=out.hidden_states,
-                                              attentions=out.attentions)
-        return finish(output, self._return_dict(return_dict))
+        return self._span_output(out, logits, start_positions, end_positions, return_dict)
 
 
 __all__ = [

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 
 import numpy as np
@@ -65,9 +66,26 @@ _ERF_NUMERATOR = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508
 _ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
                     -7.37332916720468e-03, -1.42647390514189e-02)
 _ERF_UFUNC = None  # {numpy dtype: ufunc} once built; False without numba
+_EN0, _EN1, _EN2, _EN3, _EN4, _EN5, _EN6 = _ERF_NUMERATOR
+_ED0, _ED1, _ED2, _ED3, _ED4 = _ERF_DENOMINATOR
+
+
+def _erf32(x):  # compiled by _build_erf_ufunc; module-level so numba can cache it on disk
+    z = min(max(np.float64(x), -4.0), 4.0)  # NaN passes through min/max
+    z2 = z * z
+    p = ((((((_EN0 * z2 + _EN1) * z2 + _EN2) * z2 + _EN3) * z2 + _EN4) * z2 + _EN5) * z2
+         + _EN6)
+    q = ((((_ED0 * z2 + _ED1) * z2 + _ED2) * z2 + _ED3) * z2 + _ED4)
+    return np.float32(z * p / q)
+
+
+def _erf64(x):
+    return math.erf(x)
 
 
 def _build_erf_ufunc():
+    """The ufuncs, compiled once and kept in numba's on-disk cache (about 2 s to compile,
+    milliseconds to load in a later process)."""
     global _ERF_UFUNC
     from ember._util.env import flag
 
@@ -75,29 +93,15 @@ def _build_erf_ufunc():
     if not flag("EMBER_FAST_KERNELS", True):
         return
     try:
-        import math
-
         import numba
     except ImportError:
         return
-    n0, n1, n2, n3, n4, n5, n6 = _ERF_NUMERATOR
-    d0, d1, d2, d3, d4 = _ERF_DENOMINATOR
-
-    def erf32(x):
-        z = min(max(np.float64(x), -4.0), 4.0)  # NaN passes through min/max
-        z2 = z * z
-        p = ((((((n0 * z2 + n1) * z2 + n2) * z2 + n3) * z2 + n4) * z2 + n5) * z2 + n6)
-        q = ((((d0 * z2 + d1) * z2 + d2) * z2 + d3) * z2 + d4)
-        return np.float32(z * p / q)
-
-    def erf64(x):
-        return math.erf(x)
-
     # "contract" lets multiply-adds fuse; no fast-math flag that assumes finite values
     _ERF_UFUNC = {
-        np.dtype(np.float32): numba.vectorize(["float32(float32)"], fastmath={"contract"})(
-            erf32),
-        np.dtype(np.float64): numba.vectorize(["float64(float64)"])(erf64),
+        np.dtype(np.float32): numba.vectorize(
+            ["float32(float32)"], fastmath={"contract"}, cache=True
+        )(_erf32),
+        np.dtype(np.float64): numba.vectorize(["float64(float64)"], cache=True)(_erf64),
     }
 
 

@@ -11,6 +11,47 @@ from ember.optim.optimizer import Optimizer, _tracing
 from ember.tensor import Tensor, tensor, zeros_like
 
 
+# Note [Compiled Adam step]: the NumPy `update_arrays` makes about a dozen passes over each
+# parameter-sized array; with numba (the `fast` extra) the common case (no amsgrad, no
+# maximize, contiguous float32/float64 arrays) is one pass that computes, per element, the
+# same float operations in the same order with the same parameter-dtype scalars, so the same
+# bits (tests/optim/test_optim_parity.py compares them). For a 22M-parameter BERT the step
+# reads and writes each array once instead of about four times.
+_ADAM_SOURCE = """
+def adam_step(p, g, m, v, decoupled, decay, l2, weight_decay, c1, beta2, c2, bc2, eps, neg):
+    for i in range(p.shape[0]):
+        gi = g[i]
+        pi = p[i]
+        if decoupled:
+            pi = pi * decay
+        elif l2:
+            gi = gi + pi * weight_decay
+        mi = m[i] + (gi - m[i]) * c1
+        vi = v[i] * beta2 + (gi * c2) * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi + (mi * neg) / (np.sqrt(vi) / bc2 + eps)
+"""
+_ADAM_KERNEL: list = []  # [kernel or None] once looked up
+
+
+def _compiled_step(p, g, m, v):
+    """The compiled step for these arrays (Note [Compiled Adam step]), or None."""
+    if not (p.dtype == g.dtype == m.dtype == v.dtype and p.dtype in (np.float32, np.float64)):
+        return None
+    if not all(a.flags.c_contiguous for a in (p, g, m, v)):
+        return None
+    if not _ADAM_KERNEL:
+        from ember._util.env import flag
+        from ember.backend import numba_kernels
+
+        kernel = None
+        if flag("EMBER_FAST_KERNELS", True) and numba_kernels.available():
+            kernel = numba_kernels.jit_source(_ADAM_SOURCE, "adam_step")
+        _ADAM_KERNEL.append(kernel)
+    return _ADAM_KERNEL[0]
+
+
 def _scratch(optimizer: Optimizer, param: Tensor):
     """Two work arrays per parameter, kept outside `state` (which must stay PyTorch's)."""
     scratch = optimizer.__dict__.setdefault("_scratch", {})
@@ -113,12 +154,26 @@ class Adam(Optimizer):
 
     def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
         """`update` fused on NumPy arrays, in the same evaluation order (Note [Optimizer
-        structure]); scalars are cast to the parameter's dtype as PyTorch's kernels do."""
+        structure]); scalars are cast to the parameter's dtype as PyTorch's kernels do.
+        With numba, the common case is one compiled pass (Note [Compiled Adam step])."""
         p, g = param._data, grad._data
         m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
         f = p.dtype.type
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         weight_decay = group["weight_decay"]
+        if not group["maximize"] and not group["amsgrad"]:
+            kernel = _compiled_step(p, g, m, v)
+            if kernel is not None:
+                step_t = state["step"]
+                step_t._data += 1
+                step = float(step_t._data)
+                decoupled = weight_decay != 0 and group["decoupled_weight_decay"]
+                l2 = weight_decay != 0 and not decoupled
+                kernel(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                       decoupled, f(1 - lr * weight_decay), l2, f(weight_decay),
+                       f(1 - beta1), f(beta2), f(1 - beta2),
+                       f((1 - beta2 ** step) ** 0.5), f(eps), f(-(lr / (1 - beta1 ** step))))
+                return
         buf, tmp = _scratch(self, param)
         if group["maximize"]:
             g = np.negative(g, out=tmp)

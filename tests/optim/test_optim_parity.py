@@ -220,3 +220,35 @@ def test_fused_update_equals_reference_update(cls, kwargs):
     for (key, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
         np.testing.assert_allclose(np.asarray(a.detach()), np.asarray(b.detach()), rtol=1e-6,
                                    atol=1e-7, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cls,kwargs", [("Adam", {}), ("Adam", {"weight_decay": 0.1}),
+                                        ("AdamW", {"weight_decay": 0.01}),
+                                        ("AdamW", {"betas": (0.8, 0.99), "eps": 1e-6})])
+def test_compiled_adam_step_gives_the_numpy_bits(cls, kwargs, dtype):
+    """Note [Compiled Adam step]: the one-pass numba kernel and the NumPy passes of
+    update_arrays compute the same values, bit for bit, over 20 steps."""
+    from ember.backend import numba_kernels
+    from ember.optim import adam
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed (the `fast` extra): only the NumPy path exists")
+    results = []
+    saved = list(adam._ADAM_KERNEL)
+    try:
+        for compiled in (True, False):
+            adam._ADAM_KERNEL[:] = [] if compiled else [None]
+            start = np.random.default_rng(1).standard_normal((37, 53)).astype(dtype)
+            param = ember.tensor(start, requires_grad=True)
+            opt = getattr(optim, cls)([param], lr=0.01, **kwargs)
+            for step in range(20):
+                grad = np.random.default_rng(step).standard_normal((37, 53)).astype(dtype)
+                param.grad = ember.tensor(grad)
+                opt.step()
+            results.append(param.detach().numpy().copy())
+            if compiled:
+                assert adam._ADAM_KERNEL[0] is not None
+    finally:
+        adam._ADAM_KERNEL[:] = saved
+    assert np.array_equal(results[0], results[1])

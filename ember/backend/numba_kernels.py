@@ -45,8 +45,10 @@ def _load():
 
 
 def available() -> bool:
-    """numba is installed and not switched off (EMBER_NO_NUMBA=1)."""
-    return not _state["forced_off"] and not flag("EMBER_NO_NUMBA") and _load() is not None
+    """numba is installed and not switched off (EMBER_NO_NUMBA=1, or EMBER_FAST_KERNELS=0
+    which turns every compiled kernel off in favour of the NumPy reference paths)."""
+    return (not _state["forced_off"] and not flag("EMBER_NO_NUMBA")
+            and flag("EMBER_FAST_KERNELS", True) and _load() is not None)
 
 
 class disable_for_tests:
@@ -98,14 +100,14 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
     numba is not available. `disk=False` skips the on-disk cache (a retry when loading from
     it failed). `fastmath` is numba's flag set (e.g. {"reassoc"} lets LLVM vectorize a sum);
     it is part of the cached source text, so kernels compiled with other flags never mix."""
+    if not available():  # checked first: disable_for_tests also hides compiled kernels
+        return None
     if fastmath:
         source = f"# fastmath: {sorted(fastmath)}\n{source}"
     kernel = _cache.get((source, name, disk))
     if kernel is not None:
         return kernel
     numba = _load()
-    if numba is None or not available():
-        return None
     start = time.perf_counter()
     fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source,
                                                                               name)

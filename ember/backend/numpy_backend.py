@@ -87,15 +87,13 @@ def _build_erf_ufunc():
     """The ufuncs, compiled once and kept in numba's on-disk cache (about 2 s to compile,
     milliseconds to load in a later process)."""
     global _ERF_UFUNC
-    from ember._util.env import flag
+    from ember.backend import numba_kernels
 
     _ERF_UFUNC = False
-    if not flag("EMBER_FAST_KERNELS", True):
+    if not numba_kernels.available():
         return
-    try:
-        import numba
-    except ImportError:
-        return
+    import numba
+
     # "contract" lets multiply-adds fuse; no fast-math flag that assumes finite values
     _ERF_UFUNC = {
         np.dtype(np.float32): numba.vectorize(

@@ -204,8 +204,8 @@ class Pipeline(IterableDataset):
 
     def __iter__(self):
         for element in self._make_iterator():
-            if type(element) is np.ndarray and element.dtype.kind not in "USO":
-                yield to_tensor(element)  # the common case, without the structure walk
+            if type(element) is np.ndarray:  # the common case, without the structure walk
+                yield _leaf_to_user(element)
             else:
                 yield _map_structure(_leaf_to_user, element)
 

@@ -32,24 +32,15 @@ def adam_step(p, g, m, v, decoupled, decay, l2, weight_decay, c1, beta2, c2, bc2
         v[i] = vi
         p[i] = pi + (mi * neg) / (np.sqrt(vi) / bc2 + eps)
 """
-_ADAM_KERNEL: list = []  # [kernel or None] once looked up
-
-
 def _compiled_step(p, g, m, v):
     """The compiled step for these arrays (Note [Compiled Adam step]), or None."""
     if not (p.dtype == g.dtype == m.dtype == v.dtype and p.dtype in (np.float32, np.float64)):
         return None
     if not all(a.flags.c_contiguous for a in (p, g, m, v)):
         return None
-    if not _ADAM_KERNEL:
-        from ember._util.env import flag
-        from ember.backend import numba_kernels
+    from ember.backend import numba_kernels
 
-        kernel = None
-        if flag("EMBER_FAST_KERNELS", True) and numba_kernels.available():
-            kernel = numba_kernels.jit_source(_ADAM_SOURCE, "adam_step")
-        _ADAM_KERNEL.append(kernel)
-    return _ADAM_KERNEL[0]
+    return numba_kernels.jit_source(_ADAM_SOURCE, "adam_step")
 
 
 def _scratch(optimizer: Optimizer, param: Tensor):
@@ -161,30 +152,28 @@ class Adam(Optimizer):
         f = p.dtype.type
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         weight_decay = group["weight_decay"]
-        if not group["maximize"] and not group["amsgrad"]:
-            kernel = _compiled_step(p, g, m, v)
-            if kernel is not None:
-                step_t = state["step"]
-                step_t._data += 1
-                step = float(step_t._data)
-                decoupled = weight_decay != 0 and group["decoupled_weight_decay"]
-                l2 = weight_decay != 0 and not decoupled
-                kernel(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-                       decoupled, f(1 - lr * weight_decay), l2, f(weight_decay),
-                       f(1 - beta1), f(beta2), f(1 - beta2),
-                       f((1 - beta2 ** step) ** 0.5), f(eps), f(-(lr / (1 - beta1 ** step))))
-                return
-        buf, tmp = _scratch(self, param)
-        if group["maximize"]:
-            g = np.negative(g, out=tmp)
+        decoupled = weight_decay != 0 and group["decoupled_weight_decay"]
+        l2 = weight_decay != 0 and not decoupled
         step_t = state["step"]
         step_t._data += 1
         step = float(step_t._data)
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                np.multiply(p, f(1 - lr * weight_decay), out=p)
-            else:
-                g = np.add(g, np.multiply(p, f(weight_decay), out=buf), out=tmp)
+        bias_correction2_sqrt = f((1 - beta2 ** step) ** 0.5)
+        neg_step_size = f(-(lr / (1 - beta1 ** step)))
+        kernel = (None if group["maximize"] or group["amsgrad"]
+                  else _compiled_step(p, g, m, v))
+        if kernel is not None:
+            kernel(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                   decoupled, f(1 - lr * weight_decay), l2, f(weight_decay),
+                   f(1 - beta1), f(beta2), f(1 - beta2), bias_correction2_sqrt, f(eps),
+                   neg_step_size)
+            return
+        buf, tmp = _scratch(self, param)
+        if group["maximize"]:
+            g = np.negative(g, out=tmp)
+        if decoupled:
+            np.multiply(p, f(1 - lr * weight_decay), out=p)
+        elif l2:
+            g = np.add(g, np.multiply(p, f(weight_decay), out=buf), out=tmp)
         # m = lerp(m, g, 1 - beta1) = m + (1 - beta1) (g - m)
         np.subtract(g, m, out=buf)
         buf *= f(1 - beta1)
@@ -194,17 +183,14 @@ class Adam(Optimizer):
         np.multiply(g, f(1 - beta2), out=buf)
         buf *= g
         v += buf
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-        step_size = lr / bias_correction1
         if group["amsgrad"]:
             vmax = state["max_exp_avg_sq"]._data
             np.maximum(vmax, v, out=vmax)
             v = vmax
         np.sqrt(v, out=buf)
-        buf /= f(bias_correction2_sqrt)
+        buf /= bias_correction2_sqrt
         buf += f(eps)
-        np.multiply(m, f(-step_size), out=tmp)
+        np.multiply(m, neg_step_size, out=tmp)
         tmp /= buf
         p += tmp
 

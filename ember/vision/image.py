@@ -576,31 +576,26 @@ def resample_width(source, index, weights, out):
                         total += weights[j, t] * np.float32(line[index[j, t], c])
                     target[j, c] = total
 """
-_RESAMPLERS: dict = {}  # (pass, channels, taps) -> compiled kernel, or None without numba
-
-
 def _compiled_resampler(which: str, channels: int, taps: int):
     """The compiled pass (Note [Compiled resampling]) for `which` ("height" or "width"), or
-    None without numba (or with EMBER_FAST_KERNELS=0)."""
-    if which == "width":
-        key = ("width", channels if channels <= 4 else 0, taps if taps <= 4 else 0)
-    else:
-        key = ("height",)
-    if key not in _RESAMPLERS:
-        from ember._util.env import flag
-        from ember.backend import numba_kernels
+    None without numba (numba_kernels caches each kernel by its source)."""
+    from ember.backend import numba_kernels
 
-        kernel = None
-        if flag("EMBER_FAST_KERNELS", True) and numba_kernels.available():
-            if which == "width":
-                source = _WIDTH_SOURCE.replace(
-                    "CHANNELS", str(key[1]) if key[1] else "source.shape[3]"
-                ).replace("TAPS", str(key[2]) if key[2] else "index.shape[1]")
-                kernel = numba_kernels.jit_source(source, "resample_width")
-            else:
-                kernel = numba_kernels.jit_source(_HEIGHT_SOURCE, "resample_height")
-        _RESAMPLERS[key] = kernel
-    return _RESAMPLERS[key]
+    if which == "height":
+        return numba_kernels.jit_source(_HEIGHT_SOURCE, "resample_height")
+    source = _WIDTH_SOURCE.replace(
+        "CHANNELS", str(channels) if channels <= 4 else "source.shape[3]"
+    ).replace("TAPS", str(taps) if taps <= 4 else "index.shape[1]")
+    return numba_kernels.jit_source(source, "resample_width")
+
+
+def _height_first(shape, new_height: int, new_width: int, taps_rows: int, taps_cols: int):
+    """Whether resizing the height first computes fewer weighted taps than the width first
+    (both the NumPy and the compiled passes take this order, so they give the same bits)."""
+    height, width = shape[-3], shape[-2]
+    height_first = new_height * width * taps_rows + new_height * new_width * taps_cols
+    width_first = height * new_width * taps_cols + new_height * new_width * taps_rows
+    return height_first <= width_first
 
 
 def _compiled_weights(size: int, new_size: int, method: str, antialias: bool):
@@ -648,10 +643,7 @@ def _resize_compiled(array, new_height, new_width, method, antialias):
 
     out = np.empty((count, new_height, new_width, channels), np.float32)
     if rows is not None and cols is not None:
-        taps_rows, taps_cols = rows[0].shape[1], cols[0].shape[1]
-        height_first = new_height * width * taps_rows + new_height * new_width * taps_cols
-        width_first = height * new_width * taps_cols + new_height * new_width * taps_rows
-        if height_first <= width_first:
+        if _height_first(array.shape, new_height, new_width, rows[0].shape[1], cols[0].shape[1]):
             middle = _scratch(2, (count, new_height, width, channels), np.float32)
             by_width(by_height(source, middle), out)
         else:
@@ -684,11 +676,9 @@ def _resize_images(
     rows = _axis_plan(height, new_height, channels, method, antialias) if do_height else None
     cols = _axis_plan(width, new_width, channels, method, antialias) if do_width else None
     if rows is not None and cols is not None:
-        height_first = new_height * width * len(rows) + new_height * new_width * len(cols)
-        width_first = height * new_width * len(cols) + new_height * new_width * len(rows)
         if nearest:
             out = _resample_width(_resample_height(array, rows, True), cols, True)
-        elif height_first <= width_first:
+        elif _height_first(array.shape, new_height, new_width, len(rows), len(cols)):
             middle = _scratch(2, lead + (new_height, width, channels), np.float32)
             out = _resample_width(_resample_height(array, rows, False, middle), cols, False)
         else:

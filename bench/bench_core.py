@@ -25,8 +25,9 @@ def bench_add():
         a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         ea, eb = ember.tensor(a), ember.tensor(a)
         ta, tb = torch.tensor(a), torch.tensor(a)
-        results.append(compare(f"a + b {shape}", lambda ea=ea, eb=eb: ea + eb,
-                               lambda ta=ta, tb=tb: ta + tb))
+        results.append(
+            compare(f"a + b {shape}", lambda ea=ea, eb=eb: ea + eb, lambda ta=ta, tb=tb: ta + tb)
+        )
     return results
 
 
@@ -37,12 +38,13 @@ def bench_matmul():
     for n in (1024, 2048):
         a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
         ea, ta = ember.tensor(a), torch.tensor(a)
-        flops = 2 * n ** 3
+        flops = 2 * n**3
         r = compare(f"matmul {n}", lambda ea=ea: ea @ ea, lambda ta=ta: ta @ ta, repeats=5)
         r["ember_gflops"] = flops / r["ember_s"] / 1e9
         r["torch_gflops"] = flops / r["torch_s"] / 1e9
-        print(f"{'':<40} ember {r['ember_gflops']:.0f} GFLOP/s, torch {r['torch_gflops']:.0f} "
-              f"GFLOP/s")
+        print(
+            f"{'':<40} ember {r['ember_gflops']:.0f} GFLOP/s, torch {r['torch_gflops']:.0f} GFLOP/s"
+        )
         results.append(r)
     return results
 
@@ -82,8 +84,14 @@ def _linear_regression_torch():
 def bench_linear_regression():
     W, b, loss = _linear_regression_ember()
     print(f"  ember result: W {W.item():.7f} b {b.item():.7f} loss {loss.item():.3g}")
-    return [compare("seed linear regression, 1000 steps eager", _linear_regression_ember,
-                    _linear_regression_torch, repeats=5)]
+    return [
+        compare(
+            "seed linear regression, 1000 steps eager",
+            _linear_regression_ember,
+            _linear_regression_torch,
+            repeats=5,
+        )
+    ]
 
 
 def main():

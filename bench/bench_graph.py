@@ -27,8 +27,8 @@ def _seed_tf1_ember():
     import ember.tf as tf
 
     tf.reset_default_graph()
-    W = tf.Variable([.3], dtype=tf.float32)
-    b = tf.Variable([-.3], dtype=tf.float32)
+    W = tf.Variable([0.3], dtype=tf.float32)
+    b = tf.Variable([-0.3], dtype=tf.float32)
     x = tf.placeholder(tf.float32)
     y = tf.placeholder(tf.float32)
     loss = tf.reduce_sum(tf.square(W * x + b - y))
@@ -45,8 +45,8 @@ def _seed_tf1_ember():
 
 
 def _seed_compiled_ember(fuse=None):
-    W = ember.tensor([.3], requires_grad=True)
-    b = ember.tensor([-.3], requires_grad=True)
+    W = ember.tensor([0.3], requires_grad=True)
+    b = ember.tensor([-0.3], requires_grad=True)
     x, y = ember.tensor(X_TRAIN, dtype=ember.float32), ember.tensor(Y_TRAIN, dtype=ember.float32)
 
     @ember.compile(fuse=fuse)
@@ -62,8 +62,8 @@ def _seed_compiled_ember(fuse=None):
 
     def run():
         with ember.no_grad():
-            W.copy_(ember.tensor([.3]))
-            b.copy_(ember.tensor([-.3]))
+            W.copy_(ember.tensor([0.3]))
+            b.copy_(ember.tensor([-0.3]))
         for _ in range(1000):
             loss = step(x, y)
         return loss
@@ -75,10 +75,12 @@ def _seed_torch():
     import torch
 
     def run():
-        W = torch.tensor([.3], requires_grad=True)
-        b = torch.tensor([-.3], requires_grad=True)
-        x, y = torch.tensor(X_TRAIN, dtype=torch.float32), torch.tensor(Y_TRAIN,
-                                                                           dtype=torch.float32)
+        W = torch.tensor([0.3], requires_grad=True)
+        b = torch.tensor([-0.3], requires_grad=True)
+        x, y = (
+            torch.tensor(X_TRAIN, dtype=torch.float32),
+            torch.tensor(Y_TRAIN, dtype=torch.float32),
+        )
         opt = torch.optim.SGD([W, b], lr=0.01)
         for _ in range(1000):
             opt.zero_grad()
@@ -93,8 +95,8 @@ def _seed_torch():
 def _seed_tf_function():
     import tensorflow as tf
 
-    W = tf.Variable([.3], dtype=tf.float32)
-    b = tf.Variable([-.3], dtype=tf.float32)
+    W = tf.Variable([0.3], dtype=tf.float32)
+    b = tf.Variable([-0.3], dtype=tf.float32)
     x = tf.constant(X_TRAIN, dtype=tf.float32)
     y = tf.constant(Y_TRAIN, dtype=tf.float32)
     opt = tf.keras.optimizers.SGD(0.01)
@@ -107,8 +109,8 @@ def _seed_tf_function():
         return loss
 
     def run():
-        W.assign([.3])
-        b.assign([-.3])
+        W.assign([0.3])
+        b.assign([-0.3])
         for _ in range(1000):
             loss = step()
         return loss
@@ -161,8 +163,9 @@ def _mlp_torch(opt_name, data):
     import torch
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(),
-                                torch.nn.Linear(128, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    )
     criterion = torch.nn.CrossEntropyLoss()
     opt = _make_opt(torch.optim, model.parameters(), opt_name)
     x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
@@ -196,21 +199,40 @@ def _mlp_benchmarks(have_torch):
         unfused = ember.compile(unfused_step, fuse=False)
         label = f"seed MLP {opt_name} step (batch 64)"
         run_compiled = functools.partial(compiled, x, y)
-        results.append(compare(f"{label}: compiled vs ember eager", run_compiled,
-                               functools.partial(eager, x, y), reference="ember_eager",
-                               repeats=7))
-        results.append(compare(f"{label}: fused vs unfused compiled", run_compiled,
-                               functools.partial(unfused, x, y), reference="ember_unfused",
-                               repeats=7))
+        results.append(
+            compare(
+                f"{label}: compiled vs ember eager",
+                run_compiled,
+                functools.partial(eager, x, y),
+                reference="ember_eager",
+                repeats=7,
+            )
+        )
+        results.append(
+            compare(
+                f"{label}: fused vs unfused compiled",
+                run_compiled,
+                functools.partial(unfused, x, y),
+                reference="ember_unfused",
+                repeats=7,
+            )
+        )
         if have_torch:
             torch_run = _mlp_torch(opt_name, data)
-            results.append(compare(f"{label}: compiled vs torch eager", run_compiled,
-                                   torch_run, repeats=7))
-        line = {"workload": f"{label}: compile time", "ember_s": first_two,
-                "traces": compiled.trace_count, "numba_compile_s": numba_s,
-                "last_trace_s": compiled.compile_seconds}
-        print(f"{label + ': compile time':<40} ember {first_two * 1e3:.1f} ms for the first two "
-              f"calls ({compiled.trace_count} traces; numba {numba_s * 1e3:.1f} ms)")
+            results.append(
+                compare(f"{label}: compiled vs torch eager", run_compiled, torch_run, repeats=7)
+            )
+        line = {
+            "workload": f"{label}: compile time",
+            "ember_s": first_two,
+            "traces": compiled.trace_count,
+            "numba_compile_s": numba_s,
+            "last_trace_s": compiled.compile_seconds,
+        }
+        print(
+            f"{label + ': compile time':<40} ember {first_two * 1e3:.1f} ms for the first two "
+            f"calls ({compiled.trace_count} traces; numba {numba_s * 1e3:.1f} ms)"
+        )
         print(json.dumps(line))
     return results
 
@@ -219,32 +241,60 @@ def main():
     results = []
     try:
         import torch  # noqa: F401
+
         have_torch = True
     except ImportError:
         have_torch = False
     try:
         import tensorflow  # noqa: F401
+
         have_tf = True
     except ImportError:
         have_tf = False
-    tf1, compiled, unfused = _seed_tf1_ember(), _seed_compiled_ember(), \
-        _seed_compiled_ember(fuse=False)
+    tf1, compiled, unfused = (
+        _seed_tf1_ember(),
+        _seed_compiled_ember(),
+        _seed_compiled_ember(fuse=False),
+    )
     W, b, loss = tf1()
     print(f"seed check (TF1 session): W: {W} b: {b} loss: {loss}")
     if have_torch:
         torch_run = _seed_torch()
-        results.append(compare("seed 1000 steps: ember TF1 Session vs torch eager", tf1,
-                               torch_run, repeats=5))
-        results.append(compare("seed 1000 steps: ember.compile vs torch eager", compiled,
-                               torch_run, repeats=5))
-    results.append(compare("seed 1000 steps: fused vs unfused compiled", compiled, unfused,
-                           reference="ember_unfused", repeats=5))
+        results.append(
+            compare("seed 1000 steps: ember TF1 Session vs torch eager", tf1, torch_run, repeats=5)
+        )
+        results.append(
+            compare("seed 1000 steps: ember.compile vs torch eager", compiled, torch_run, repeats=5)
+        )
+    results.append(
+        compare(
+            "seed 1000 steps: fused vs unfused compiled",
+            compiled,
+            unfused,
+            reference="ember_unfused",
+            repeats=5,
+        )
+    )
     if have_tf:
         tff = _seed_tf_function()
-        results.append(compare("seed 1000 steps: ember TF1 Session vs tf.function", tf1, tff,
-                               reference="tf.function", repeats=3))
-        results.append(compare("seed 1000 steps: ember.compile vs tf.function", compiled,
-                               tff, reference="tf.function", repeats=3))
+        results.append(
+            compare(
+                "seed 1000 steps: ember TF1 Session vs tf.function",
+                tf1,
+                tff,
+                reference="tf.function",
+                repeats=3,
+            )
+        )
+        results.append(
+            compare(
+                "seed 1000 steps: ember.compile vs tf.function",
+                compiled,
+                tff,
+                reference="tf.function",
+                repeats=3,
+            )
+        )
     results += _mlp_benchmarks(have_torch)
     # compile time of the seed step
     start = time.perf_counter()

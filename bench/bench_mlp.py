@@ -59,10 +59,21 @@ def mlp(lib):
 def cnn(lib):
     nn = lib.nn
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.25), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(128, 10))
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(32 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
 
 
 def run_epoch(lib, model, x, y, batch_size=64, steps=None):
@@ -75,7 +86,7 @@ def run_epoch(lib, model, x, y, batch_size=64, steps=None):
     for i, begin in enumerate(range(0, n, batch_size)):
         if steps is not None and i >= steps:
             break
-        index = order[begin:begin + batch_size]
+        index = order[begin : begin + batch_size]
         optimizer.zero_grad()
         loss = criterion(model(x[index]), y[index])
         loss.backward()
@@ -102,30 +113,53 @@ def bench(name, build, images, labels, repeats, steps, reshape):
     n_steps = steps if steps is not None else -(-len(labels) // 64)
     per_epoch = {k: v * (-(-len(labels) // 64)) / n_steps for k, v in results.items()}
     ratio = per_epoch["ember"] / per_epoch["torch"]
-    print(f"{name}: ember {per_epoch['ember']:.2f} s/epoch, PyTorch eager "
-          f"{per_epoch['torch']:.2f} s/epoch -> ember/PyTorch = {ratio:.2f}x "
-          f"(median of {repeats}, {n_steps} steps of batch 64, {_THREADS} BLAS thread(s))")
-    print(json.dumps({"bench": name, "ember_s_per_epoch": round(per_epoch["ember"], 4),
-                      "torch_s_per_epoch": round(per_epoch["torch"], 4),
-                      "ratio": round(ratio, 3), "steps_timed": n_steps, "repeats": repeats,
-                      "threads": int(_THREADS)}))
+    print(
+        f"{name}: ember {per_epoch['ember']:.2f} s/epoch, PyTorch eager "
+        f"{per_epoch['torch']:.2f} s/epoch -> ember/PyTorch = {ratio:.2f}x "
+        f"(median of {repeats}, {n_steps} steps of batch 64, {_THREADS} BLAS thread(s))"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": name,
+                "ember_s_per_epoch": round(per_epoch["ember"], 4),
+                "torch_s_per_epoch": round(per_epoch["torch"], 4),
+                "ratio": round(ratio, 3),
+                "steps_timed": n_steps,
+                "repeats": repeats,
+                "threads": int(_THREADS),
+            }
+        )
+    )
     return ratio
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cnn-steps", type=int, default=100,
-                        help="steps timed for the CNN (per-epoch time is extrapolated)")
+    parser.add_argument(
+        "--cnn-steps",
+        type=int,
+        default=100,
+        help="steps timed for the CNN (per-epoch time is extrapolated)",
+    )
     parser.add_argument("--threads", default="1")
     parser.add_argument("--skip-cnn", action="store_true")
     args = parser.parse_args()
     images, labels = load_mnist("train")
-    bench("mlp_784_128_10_adam", mlp, images, labels, args.repeats, None,
-          lambda a: a.reshape(-1, 784))
+    bench(
+        "mlp_784_128_10_adam", mlp, images, labels, args.repeats, None, lambda a: a.reshape(-1, 784)
+    )
     if not args.skip_cnn:
-        bench("cnn_mnist_adam", cnn, images, labels, args.repeats, args.cnn_steps,
-              lambda a: a[:, None])
+        bench(
+            "cnn_mnist_adam",
+            cnn,
+            images,
+            labels,
+            args.repeats,
+            args.cnn_steps,
+            lambda a: a[:, None],
+        )
 
 
 if __name__ == "__main__":

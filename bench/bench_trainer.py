@@ -113,10 +113,18 @@ def main():
     parser = argparse.ArgumentParser(description="ember Trainer vs HuggingFace Trainer")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps to time")
     parser.add_argument("--full", action="store_true", help="one full epoch and eval accuracy")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for both (torch.set_num_threads, ember.set_num_threads)")
-    parser.add_argument("--only", choices=("ember", "huggingface"), default=None,
-                        help="run one side (e.g. both in parallel, one per core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for both (torch.set_num_threads, ember.set_num_threads)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("ember", "huggingface"),
+        default=None,
+        help="run one side (e.g. both in parallel, one per core)",
+    )
     options = parser.parse_args()
     train, test = load_reviews(seed=SEED)
     steps_per_epoch = math.ceil(len(train) / BATCH)
@@ -157,8 +165,16 @@ def main():
             line += f", eval accuracy {metrics['eval_accuracy']:.4f}"
         print(line, flush=True)
     if len(results) < 2:  # one side only: print its figures for pairing with the other run
-        print(json.dumps({"workload": "trainer_minilm_rotten_tomatoes", "side": options.only,
-                          "full_epoch": options.full, **next(iter(results.values()))}))
+        print(
+            json.dumps(
+                {
+                    "workload": "trainer_minilm_rotten_tomatoes",
+                    "side": options.only,
+                    "full_epoch": options.full,
+                    **next(iter(results.values())),
+                }
+            )
+        )
         return
     ratio = results["ember"]["s_per_step"] / results["huggingface"]["s_per_step"]
     print(f"time per step ember / HuggingFace: {ratio:.2f}x")

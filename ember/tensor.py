@@ -69,15 +69,27 @@ class Tensor:
         tensor([2., 4., 6.])
     """
 
-    __slots__ = ("_data", "_requires_grad", "grad", "_node", "_version", "_view", "_hooks",
-                 "__weakref__", "__dict__")
+    __slots__ = (
+        "_data",
+        "_requires_grad",
+        "grad",
+        "_node",
+        "_version",
+        "_view",
+        "_hooks",
+        "__weakref__",
+        "__dict__",
+    )
     __array_priority__ = 1000  # ndarray (op) Tensor defers to Tensor
 
     def __init__(self, data=None, *, dtype=None, device=None, requires_grad=False):
         # ember.Tensor(data) behaves like ember.tensor(data) with a float default
-        src = tensor(data if data is not None else [], dtype=dtype or (
-            None if isinstance(data, (Tensor, np.ndarray)) else _dt.get_default_dtype()),
-            device=device)
+        src = tensor(
+            data if data is not None else [],
+            dtype=dtype
+            or (None if isinstance(data, (Tensor, np.ndarray)) else _dt.get_default_dtype()),
+            device=device,
+        )
         self._data = src._data
         self._requires_grad = False
         self.grad = None
@@ -166,14 +178,20 @@ class Tensor:
             _dispatch.refresh_view(self)
         if self._node is not None:
             if not requires_grad:
-                raise AutogradError(at_user_line(
-                    "requires_grad_: you can only change requires_grad of leaf tensors; use "
-                    ".detach() to get a tensor without history"))
+                raise AutogradError(
+                    at_user_line(
+                        "requires_grad_: you can only change requires_grad of leaf tensors; use "
+                        ".detach() to get a tensor without history"
+                    )
+                )
             return self
         if requires_grad and self._data.dtype.kind != "f":
-            raise AutogradError(at_user_line(
-                f"requires_grad_: only floating point tensors can require gradients, got "
-                f"{self.dtype}"))
+            raise AutogradError(
+                at_user_line(
+                    f"requires_grad_: only floating point tensors can require gradients, got "
+                    f"{self.dtype}"
+                )
+            )
         self._requires_grad = bool(requires_grad)
         return self
 
@@ -222,22 +240,31 @@ class Tensor:
 
     def detach_(self) -> "Tensor":
         if self._view is not None:
-            raise AutogradError(at_user_line(
-                "detach_: can't detach views in place; use detach() instead"))
+            raise AutogradError(
+                at_user_line("detach_: can't detach views in place; use detach() instead")
+            )
         self._node = None
         self._requires_grad = False
         return self
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into each leaf's `.grad` (define-by-run)."""
-        _autograd.backward([self], None if gradient is None else [gradient], retain_graph,
-                  create_graph, inputs=inputs)
+        _autograd.backward(
+            [self],
+            None if gradient is None else [gradient],
+            retain_graph,
+            create_graph,
+            inputs=inputs,
+        )
 
     def register_hook(self, hook):
         """Call `hook(grad)` when this tensor's gradient is computed; it may return a new one."""
         if not self.requires_grad:
-            raise AutogradError(at_user_line(
-                "register_hook: cannot register a hook on a tensor that doesn't require grad"))
+            raise AutogradError(
+                at_user_line(
+                    "register_hook: cannot register a hook on a tensor that doesn't require grad"
+                )
+            )
         from ember.autograd.engine import _RemovableHandle
 
         if self.grad_fn is not None:
@@ -262,28 +289,39 @@ class Tensor:
     # --- conversion ----------------------------------------------------------------------------
     def numpy(self, force: bool = False) -> np.ndarray:
         if self._requires_grad and not force:
-            raise AutogradError(at_user_line(
-                "numpy: can't call numpy() on a tensor that requires grad; use "
-                "tensor.detach().numpy() instead"))
+            raise AutogradError(
+                at_user_line(
+                    "numpy: can't call numpy() on a tensor that requires grad; use "
+                    "tensor.detach().numpy() instead"
+                )
+            )
         if type(self._data) is np.ndarray:
             return self._data
         if not force:
-            raise TypeError(at_user_line(
-                f"numpy: the tensor is on {self.device}; call .cpu() first"))
+            raise TypeError(
+                at_user_line(f"numpy: the tensor is on {self.device}; call .cpu() first")
+            )
         return self._backend().to_numpy(self._data)
 
     def __array__(self, dtype=None, copy=None):
-        data = self._data if type(self._data) is np.ndarray else self._backend().to_numpy(
-            self._data)
+        data = (
+            self._data if type(self._data) is np.ndarray else self._backend().to_numpy(self._data)
+        )
         return data.astype(dtype) if dtype is not None else data
 
     def item(self):
         if self._data.size != 1:
-            raise ValueError(at_user_line(
-                f"item: a Tensor with {self._data.size} elements cannot be converted to a "
-                f"Python number"))
-        return self._data.reshape(()).item() if type(self._data) is np.ndarray else (
-            self._backend().to_numpy(self._data).reshape(()).item())
+            raise ValueError(
+                at_user_line(
+                    f"item: a Tensor with {self._data.size} elements cannot be converted to a "
+                    f"Python number"
+                )
+            )
+        return (
+            self._data.reshape(()).item()
+            if type(self._data) is np.ndarray
+            else (self._backend().to_numpy(self._data).reshape(()).item())
+        )
 
     def tolist(self):
         return np.asarray(self).tolist()
@@ -296,15 +334,21 @@ class Tensor:
 
     def __index__(self) -> int:
         if self._data.dtype.kind not in "iub" or self._data.size != 1:
-            raise TypeError(at_user_line(
-                "only integer tensors of a single element can be converted to an index"))
+            raise TypeError(
+                at_user_line(
+                    "only integer tensors of a single element can be converted to an index"
+                )
+            )
         return int(self.item())
 
     def __bool__(self) -> bool:
         if self._data.size != 1:
-            raise RuntimeError(at_user_line(
-                f"Boolean value of Tensor with {self._data.size} values is ambiguous; use "
-                f".any() or .all()"))
+            raise RuntimeError(
+                at_user_line(
+                    f"Boolean value of Tensor with {self._data.size} values is ambiguous; use "
+                    f".any() or .all()"
+                )
+            )
         return bool(self.item())
 
     def __len__(self) -> int:
@@ -378,22 +422,40 @@ class Tensor:
     def cuda(self, device=None) -> "Tensor":
         return self.to("cuda" if device is None else f"cuda:{int(device)}")
 
-    def float(self): return _E.cast(self, _dt.float32)
-    def double(self): return _E.cast(self, _dt.float64)
-    def half(self): return _E.cast(self, _dt.float16)
-    def long(self): return _E.cast(self, _dt.int64)
-    def int(self): return _E.cast(self, _dt.int32)
-    def short(self): return _E.cast(self, _dt.int16)
-    def byte(self): return _E.cast(self, _dt.uint8)
-    def char(self): return _E.cast(self, _dt.int8)
-    def bool(self): return _E.cast(self, _dt.bool_)
+    def float(self):
+        return _E.cast(self, _dt.float32)
+
+    def double(self):
+        return _E.cast(self, _dt.float64)
+
+    def half(self):
+        return _E.cast(self, _dt.float16)
+
+    def long(self):
+        return _E.cast(self, _dt.int64)
+
+    def int(self):
+        return _E.cast(self, _dt.int32)
+
+    def short(self):
+        return _E.cast(self, _dt.int16)
+
+    def byte(self):
+        return _E.cast(self, _dt.uint8)
+
+    def char(self):
+        return _E.cast(self, _dt.int8)
+
+    def bool(self):
+        return _E.cast(self, _dt.bool_)
 
     def type(self, dtype=None):
         if dtype is None:
             return f"ember.{self.dtype.name}"
         return _E.cast(self, dtype)
 
-    def type_as(self, other): return _E.cast(self, other.dtype)
+    def type_as(self, other):
+        return _E.cast(self, other.dtype)
 
     def clone(self, memory_format=None) -> "Tensor":
         return apply(_S.COPY, self)
@@ -403,75 +465,168 @@ class Tensor:
 
     # --- new_* -----------------------------------------------------------------------------
     def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
-        return zeros(*size, dtype=dtype or self.dtype, device=device or self.device,
-                     requires_grad=requires_grad)
+        return zeros(
+            *size,
+            dtype=dtype or self.dtype,
+            device=device or self.device,
+            requires_grad=requires_grad,
+        )
 
     def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
-        return ones(*size, dtype=dtype or self.dtype, device=device or self.device,
-                    requires_grad=requires_grad)
+        return ones(
+            *size,
+            dtype=dtype or self.dtype,
+            device=device or self.device,
+            requires_grad=requires_grad,
+        )
 
     def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
-        return full(size, fill_value, dtype=dtype or self.dtype, device=device or self.device,
-                    requires_grad=requires_grad)
+        return full(
+            size,
+            fill_value,
+            dtype=dtype or self.dtype,
+            device=device or self.device,
+            requires_grad=requires_grad,
+        )
 
     def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
-        return empty(*size, dtype=dtype or self.dtype, device=device or self.device,
-                     requires_grad=requires_grad)
+        return empty(
+            *size,
+            dtype=dtype or self.dtype,
+            device=device or self.device,
+            requires_grad=requires_grad,
+        )
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
-        return tensor(data, dtype=dtype or self.dtype, device=device or self.device,
-                      requires_grad=requires_grad)
+        return tensor(
+            data,
+            dtype=dtype or self.dtype,
+            device=device or self.device,
+            requires_grad=requires_grad,
+        )
 
     # --- operators ---------------------------------------------------------------------------
-    def __add__(self, other): return apply(_E.ADD, self, other)
-    def __radd__(self, other): return apply(_E.ADD, other, self)
-    def __sub__(self, other): return apply(_E.SUB, self, other)
-    def __rsub__(self, other): return apply(_E.SUB, other, self)
-    def __mul__(self, other): return apply(_E.MUL, self, other)
-    def __rmul__(self, other): return apply(_E.MUL, other, self)
-    def __truediv__(self, other): return apply(_E.DIV, self, other)
-    def __rtruediv__(self, other): return apply(_E.DIV, other, self)
-    def __floordiv__(self, other): return apply(_E.FLOOR_DIVIDE, self, other)
-    def __rfloordiv__(self, other): return apply(_E.FLOOR_DIVIDE, other, self)
-    def __mod__(self, other): return apply(_E.REMAINDER, self, other)
-    def __rmod__(self, other): return apply(_E.REMAINDER, other, self)
-    def __pow__(self, other): return apply(_E.POW, self, other)
-    def __rpow__(self, other): return apply(_E.POW, other, self)
-    def __matmul__(self, other): return apply(_L.MATMUL, self, other)
-    def __rmatmul__(self, other): return apply(_L.MATMUL, other, self)
-    def __neg__(self): return apply(_E.NEG, self)
-    def __pos__(self): return self
-    def __abs__(self): return apply(_E.ABS, self)
+    def __add__(self, other):
+        return apply(_E.ADD, self, other)
+
+    def __radd__(self, other):
+        return apply(_E.ADD, other, self)
+
+    def __sub__(self, other):
+        return apply(_E.SUB, self, other)
+
+    def __rsub__(self, other):
+        return apply(_E.SUB, other, self)
+
+    def __mul__(self, other):
+        return apply(_E.MUL, self, other)
+
+    def __rmul__(self, other):
+        return apply(_E.MUL, other, self)
+
+    def __truediv__(self, other):
+        return apply(_E.DIV, self, other)
+
+    def __rtruediv__(self, other):
+        return apply(_E.DIV, other, self)
+
+    def __floordiv__(self, other):
+        return apply(_E.FLOOR_DIVIDE, self, other)
+
+    def __rfloordiv__(self, other):
+        return apply(_E.FLOOR_DIVIDE, other, self)
+
+    def __mod__(self, other):
+        return apply(_E.REMAINDER, self, other)
+
+    def __rmod__(self, other):
+        return apply(_E.REMAINDER, other, self)
+
+    def __pow__(self, other):
+        return apply(_E.POW, self, other)
+
+    def __rpow__(self, other):
+        return apply(_E.POW, other, self)
+
+    def __matmul__(self, other):
+        return apply(_L.MATMUL, self, other)
+
+    def __rmatmul__(self, other):
+        return apply(_L.MATMUL, other, self)
+
+    def __neg__(self):
+        return apply(_E.NEG, self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return apply(_E.ABS, self)
+
     def __invert__(self):
         if self._data.dtype.kind == "b":
             return apply(_E.LOGICAL_NOT, self)
         return -self - 1
-    def __eq__(self, other): return apply(_E.EQ, self, other)  # type: ignore[override]
-    def __ne__(self, other): return apply(_E.NE, self, other)  # type: ignore[override]
-    def __lt__(self, other): return apply(_E.LT, self, other)
-    def __le__(self, other): return apply(_E.LE, self, other)
-    def __gt__(self, other): return apply(_E.GT, self, other)
-    def __ge__(self, other): return apply(_E.GE, self, other)
+
+    def __eq__(self, other):
+        return apply(_E.EQ, self, other)  # type: ignore[override]
+
+    def __ne__(self, other):
+        return apply(_E.NE, self, other)  # type: ignore[override]
+
+    def __lt__(self, other):
+        return apply(_E.LT, self, other)
+
+    def __le__(self, other):
+        return apply(_E.LE, self, other)
+
+    def __gt__(self, other):
+        return apply(_E.GT, self, other)
+
+    def __ge__(self, other):
+        return apply(_E.GE, self, other)
 
     def _logical(self, other, op):
-        if self._data.dtype.kind != "b" or (isinstance(other, Tensor) and
-                                             other._data.dtype.kind != "b"):
-            raise TypeError(at_user_line(
-                f"{op.name}: the & | ^ operators need bool tensors (bitwise ops on integers are "
-                f"not supported), got {self.dtype}"))
+        if self._data.dtype.kind != "b" or (
+            isinstance(other, Tensor) and other._data.dtype.kind != "b"
+        ):
+            raise TypeError(
+                at_user_line(
+                    f"{op.name}: the & | ^ operators need bool tensors (bitwise ops on integers "
+                    f"are not supported), got {self.dtype}"
+                )
+            )
         return apply(op, self, other)
 
-    def __and__(self, other): return self._logical(other, _E.LOGICAL_AND)
-    def __rand__(self, other): return self._logical(other, _E.LOGICAL_AND)
-    def __or__(self, other): return self._logical(other, _E.LOGICAL_OR)
-    def __ror__(self, other): return self._logical(other, _E.LOGICAL_OR)
-    def __xor__(self, other): return self._logical(other, _E.LOGICAL_XOR)
-    def __rxor__(self, other): return self._logical(other, _E.LOGICAL_XOR)
+    def __and__(self, other):
+        return self._logical(other, _E.LOGICAL_AND)
 
-    def __iadd__(self, other): return self._inplace(_E.ADD, other)
-    def __isub__(self, other): return self._inplace(_E.SUB, other)
-    def __imul__(self, other): return self._inplace(_E.MUL, other)
-    def __itruediv__(self, other): return self._inplace(_E.DIV, other)
+    def __rand__(self, other):
+        return self._logical(other, _E.LOGICAL_AND)
+
+    def __or__(self, other):
+        return self._logical(other, _E.LOGICAL_OR)
+
+    def __ror__(self, other):
+        return self._logical(other, _E.LOGICAL_OR)
+
+    def __xor__(self, other):
+        return self._logical(other, _E.LOGICAL_XOR)
+
+    def __rxor__(self, other):
+        return self._logical(other, _E.LOGICAL_XOR)
+
+    def __iadd__(self, other):
+        return self._inplace(_E.ADD, other)
+
+    def __isub__(self, other):
+        return self._inplace(_E.SUB, other)
+
+    def __imul__(self, other):
+        return self._inplace(_E.MUL, other)
+
+    def __itruediv__(self, other):
+        return self._inplace(_E.DIV, other)
 
     def __getitem__(self, index):
         if isinstance(index, Tensor) and index._data.dtype.kind == "b" and index.ndim == 0:
@@ -500,9 +655,12 @@ class Tensor:
     # --- in-place machinery ------------------------------------------------------------------
     def _check_writable(self, name):
         if type(self._data) is np.ndarray and not self._data.flags.writeable:
-            raise RuntimeError(at_user_line(
-                f"{name}: this tensor is a broadcast (expanded) view whose elements share "
-                f"memory; call .clone() before writing to it"))
+            raise RuntimeError(
+                at_user_line(
+                    f"{name}: this tensor is a broadcast (expanded) view whose elements share "
+                    f"memory; call .clone() before writing to it"
+                )
+            )
 
     def _bump_version(self, name):
         if self._version is None:
@@ -531,8 +689,7 @@ class Tensor:
             result = apply(op, current, *args, **attrs)
             if self._view is not None:  # the write lands in the base: rebind its traced value
                 base, steps = _dispatch.view_chain(self)
-                _graph_assign(base, apply(_S.VIEW_SCATTER, base, result, steps=steps),
-                              needs_graph)
+                _graph_assign(base, apply(_S.VIEW_SCATTER, base, result, steps=steps), needs_graph)
             _graph_assign(self, result, needs_graph)
             self._bump_version(name)
             return self
@@ -550,15 +707,22 @@ class Tensor:
         out = result._data
         if out.dtype != self._data.dtype:
             if not np.can_cast(out.dtype, self._data.dtype, "same_kind"):
-                raise TypeError(at_user_line(
-                    f"{name}: result type {_DT_OF[out.dtype].name} can't be cast to the "
-                    f"tensor's dtype {self.dtype.name}"))
+                raise TypeError(
+                    at_user_line(
+                        f"{name}: result type {_DT_OF[out.dtype].name} can't be cast to the "
+                        f"tensor's dtype {self.dtype.name}"
+                    )
+                )
         if out.shape != self._data.shape:
-            raise ValueError(at_user_line(
-                f"{name}: the result has shape {out.shape} but the tensor being written has "
-                f"shape {self._data.shape} (in-place ops cannot broadcast the written tensor)"))
-        np.copyto(self._data, out, casting="unsafe") if type(self._data) is np.ndarray else \
-            self._backend().xp.copyto(self._data, out)
+            raise ValueError(
+                at_user_line(
+                    f"{name}: the result has shape {out.shape} but the tensor being written has "
+                    f"shape {self._data.shape} (in-place ops cannot broadcast the written tensor)"
+                )
+            )
+        np.copyto(self._data, out, casting="unsafe") if type(
+            self._data
+        ) is np.ndarray else self._backend().xp.copyto(self._data, out)
         self._bump_version(name)
         if needs_graph:
             if self._view is None:
@@ -574,7 +738,8 @@ class Tensor:
         if not _state.enabled:
             return False
         if self._requires_grad or builtins.any(
-                isinstance(a, Tensor) and a.requires_grad for a in args):
+            isinstance(a, Tensor) and a.requires_grad for a in args
+        ):
             return True
         # a view made under no_grad of a base that requires grad (PyTorch counts it as
         # requiring grad; _check_inplace refuses it)
@@ -593,20 +758,29 @@ class Tensor:
         """PyTorch's rules for an in-place op that autograd records."""
         if self._view is not None:
             if self._made_without_grad():
-                raise AutogradError(at_user_line(
-                    f"{name}: a view was created in no_grad mode and is being modified in place "
-                    f"with grad mode enabled; this is ambiguous, so it is forbidden (as in "
-                    f"PyTorch). Make both the view and the in-place op inside the no_grad block "
-                    f"(not tracked) or both outside it (tracked)"))
+                raise AutogradError(
+                    at_user_line(
+                        f"{name}: a view was created in no_grad mode and is being modified in "
+                        f"place with grad mode enabled; this is ambiguous, so it is forbidden (as "
+                        f"in PyTorch). Make both the view and the in-place op inside the no_grad "
+                        f"block (not tracked) or both outside it (tracked)"
+                    )
+                )
             if self._requires_grad and self._base._node is None:
-                raise AutogradError(at_user_line(
-                    f"{name}: a view of a leaf Variable that requires grad is being used in an "
-                    f"in-place operation; wrap it in `with ember.no_grad():` or clone the leaf "
-                    f"first"))
+                raise AutogradError(
+                    at_user_line(
+                        f"{name}: a view of a leaf Variable that requires grad is being used in an "
+                        f"in-place operation; wrap it in `with ember.no_grad():` or clone the leaf "
+                        f"first"
+                    )
+                )
         elif self._node is None and self._requires_grad:
-            raise AutogradError(at_user_line(
-                f"{name}: a leaf tensor that requires grad is used in an in-place "
-                f"operation; wrap it in `with ember.no_grad():` or use an out-of-place op"))
+            raise AutogradError(
+                at_user_line(
+                    f"{name}: a leaf tensor that requires grad is used in an in-place "
+                    f"operation; wrap it in `with ember.no_grad():` or use an out-of-place op"
+                )
+            )
 
     def add_(self, other, alpha=1):
         return self._inplace(_E.ADD, other if alpha == 1 else other * alpha)
@@ -614,24 +788,54 @@ class Tensor:
     def sub_(self, other, alpha=1):
         return self._inplace(_E.SUB, other if alpha == 1 else other * alpha)
 
-    def mul_(self, other): return self._inplace(_E.MUL, other)
-    def div_(self, other): return self._inplace(_E.DIV, other)
-    def pow_(self, other): return self._inplace(_E.POW, other)
-    def neg_(self): return self._inplace(_E.NEG)
-    def abs_(self): return self._inplace(_E.ABS)
-    def exp_(self): return self._inplace(_E.EXP)
-    def log_(self): return self._inplace(_E.LOG)
-    def sqrt_(self): return self._inplace(_E.SQRT)
-    def tanh_(self): return self._inplace(_E.TANH)
-    def sigmoid_(self): return self._inplace(_E.SIGMOID)
-    def relu_(self): return self._inplace(_E.RELU)
-    def floor_(self): return self._inplace(_E.FLOOR)
-    def round_(self, decimals=0): return self._inplace(_E.ROUND, decimals=int(decimals))
+    def mul_(self, other):
+        return self._inplace(_E.MUL, other)
+
+    def div_(self, other):
+        return self._inplace(_E.DIV, other)
+
+    def pow_(self, other):
+        return self._inplace(_E.POW, other)
+
+    def neg_(self):
+        return self._inplace(_E.NEG)
+
+    def abs_(self):
+        return self._inplace(_E.ABS)
+
+    def exp_(self):
+        return self._inplace(_E.EXP)
+
+    def log_(self):
+        return self._inplace(_E.LOG)
+
+    def sqrt_(self):
+        return self._inplace(_E.SQRT)
+
+    def tanh_(self):
+        return self._inplace(_E.TANH)
+
+    def sigmoid_(self):
+        return self._inplace(_E.SIGMOID)
+
+    def relu_(self):
+        return self._inplace(_E.RELU)
+
+    def floor_(self):
+        return self._inplace(_E.FLOOR)
+
+    def round_(self, decimals=0):
+        return self._inplace(_E.ROUND, decimals=int(decimals))
 
     def clamp_(self, min=None, max=None):  # noqa: A002
-        return self.copy_(_E.clamp(self, min, max)) if not (
-            isinstance(min, (*_SCALARS, type(None))) and isinstance(max, (*_SCALARS, type(None)))
-        ) else self._inplace(_E.CLAMP, min=min, max=max)
+        return (
+            self.copy_(_E.clamp(self, min, max))
+            if not (
+                isinstance(min, (*_SCALARS, type(None)))
+                and isinstance(max, (*_SCALARS, type(None)))
+            )
+            else self._inplace(_E.CLAMP, min=min, max=max)
+        )
 
     clip_ = clamp_
 
@@ -684,23 +888,31 @@ class Tensor:
         return self
 
     def uniform_(self, a=0.0, b=1.0, generator=None):
-        return self._fill_random(_R.uniform(tuple(self.shape), a, b, self.dtype, generator,
-                                            self.device))
+        return self._fill_random(
+            _R.uniform(tuple(self.shape), a, b, self.dtype, generator, self.device)
+        )
 
     def normal_(self, mean=0.0, std=1.0, generator=None):
-        return self._fill_random(_R.normal(tuple(self.shape), mean, std, self.dtype, generator,
-                                           self.device))
+        return self._fill_random(
+            _R.normal(tuple(self.shape), mean, std, self.dtype, generator, self.device)
+        )
 
     def bernoulli_(self, p=0.5, generator=None):
         return self._fill_random(
-            (_R.uniform(tuple(self.shape), dtype=_dt.float64, generator=generator,
-                        device=self.device) < p).to(self.dtype))
+            (
+                _R.uniform(
+                    tuple(self.shape), dtype=_dt.float64, generator=generator, device=self.device
+                )
+                < p
+            ).to(self.dtype)
+        )
 
     def random_(self, low=0, high=None, generator=None):
         if high is None:
-            low, high = 0, low if low else 2 ** 24
-        return self._fill_random(_R.randint(low, high, tuple(self.shape), self.dtype, generator,
-                                            self.device))
+            low, high = 0, low if low else 2**24
+        return self._fill_random(
+            _R.randint(low, high, tuple(self.shape), self.dtype, generator, self.device)
+        )
 
     def exponential_(self, lambd=1.0, generator=None):
         u = _R.uniform(tuple(self.shape), dtype=_dt.float64, generator=generator)
@@ -718,82 +930,208 @@ class Tensor:
         return self
 
     # --- methods that are ops ----------------------------------------------------------------
-    def add(self, other, alpha=1): return _E.add(self, other, alpha)
-    def sub(self, other, alpha=1): return _E.sub(self, other, alpha)
+    def add(self, other, alpha=1):
+        return _E.add(self, other, alpha)
+
+    def sub(self, other, alpha=1):
+        return _E.sub(self, other, alpha)
+
     subtract = sub
-    def mul(self, other): return apply(_E.MUL, self, other)
+
+    def mul(self, other):
+        return apply(_E.MUL, self, other)
+
     multiply = mul
-    def div(self, other, rounding_mode=None): return _E.div(self, other, rounding_mode)
+
+    def div(self, other, rounding_mode=None):
+        return _E.div(self, other, rounding_mode)
+
     divide = true_divide = div
-    def pow(self, other): return apply(_E.POW, self, other)
-    def remainder(self, other): return apply(_E.REMAINDER, self, other)
-    def floor_divide(self, other): return apply(_E.FLOOR_DIVIDE, self, other)
-    def neg(self): return apply(_E.NEG, self)
+
+    def pow(self, other):
+        return apply(_E.POW, self, other)
+
+    def remainder(self, other):
+        return apply(_E.REMAINDER, self, other)
+
+    def floor_divide(self, other):
+        return apply(_E.FLOOR_DIVIDE, self, other)
+
+    def neg(self):
+        return apply(_E.NEG, self)
+
     negative = neg
-    def abs(self): return apply(_E.ABS, self)
-    def sign(self): return apply(_E.SIGN, self)
-    def exp(self): return apply(_E.EXP, self)
-    def log(self): return apply(_E.LOG, self)
-    def log1p(self): return apply(_E.LOG1P, self)
-    def expm1(self): return apply(_E.EXPM1, self)
-    def sqrt(self): return apply(_E.SQRT, self)
-    def rsqrt(self): return apply(_E.RSQRT, self)
-    def reciprocal(self): return apply(_E.RECIPROCAL, self)
-    def sin(self): return apply(_E.SIN, self)
-    def cos(self): return apply(_E.COS, self)
-    def tanh(self): return apply(_E.TANH, self)
-    def sigmoid(self): return apply(_E.SIGMOID, self)
-    def relu(self): return apply(_E.RELU, self)
-    def erf(self): return apply(_E.ERF, self)
-    def floor(self): return apply(_E.FLOOR, self)
-    def ceil(self): return apply(_E.CEIL, self)
-    def round(self, decimals=0): return _E.round(self, decimals)
-    def trunc(self): return apply(_E.TRUNC, self)
-    def square(self): return apply(_E.MUL, self, self)
-    def logical_not(self): return apply(_E.LOGICAL_NOT, self)
-    def logical_and(self, other): return apply(_E.LOGICAL_AND, self, other)
-    def logical_or(self, other): return apply(_E.LOGICAL_OR, self, other)
-    def logical_xor(self, other): return apply(_E.LOGICAL_XOR, self, other)
-    def isnan(self): return apply(_E.ISNAN, self)
-    def isinf(self): return apply(_E.ISINF, self)
-    def isfinite(self): return apply(_E.ISFINITE, self)
-    def maximum(self, other): return apply(_E.MAXIMUM, self, other)
-    def minimum(self, other): return apply(_E.MINIMUM, self, other)
-    def eq(self, other): return apply(_E.EQ, self, other)
-    def ne(self, other): return apply(_E.NE, self, other)
-    def lt(self, other): return apply(_E.LT, self, other)
-    def le(self, other): return apply(_E.LE, self, other)
-    def gt(self, other): return apply(_E.GT, self, other)
-    def ge(self, other): return apply(_E.GE, self, other)
-    def clamp(self, min=None, max=None): return _E.clamp(self, min, max)  # noqa: A002
+
+    def abs(self):
+        return apply(_E.ABS, self)
+
+    def sign(self):
+        return apply(_E.SIGN, self)
+
+    def exp(self):
+        return apply(_E.EXP, self)
+
+    def log(self):
+        return apply(_E.LOG, self)
+
+    def log1p(self):
+        return apply(_E.LOG1P, self)
+
+    def expm1(self):
+        return apply(_E.EXPM1, self)
+
+    def sqrt(self):
+        return apply(_E.SQRT, self)
+
+    def rsqrt(self):
+        return apply(_E.RSQRT, self)
+
+    def reciprocal(self):
+        return apply(_E.RECIPROCAL, self)
+
+    def sin(self):
+        return apply(_E.SIN, self)
+
+    def cos(self):
+        return apply(_E.COS, self)
+
+    def tanh(self):
+        return apply(_E.TANH, self)
+
+    def sigmoid(self):
+        return apply(_E.SIGMOID, self)
+
+    def relu(self):
+        return apply(_E.RELU, self)
+
+    def erf(self):
+        return apply(_E.ERF, self)
+
+    def floor(self):
+        return apply(_E.FLOOR, self)
+
+    def ceil(self):
+        return apply(_E.CEIL, self)
+
+    def round(self, decimals=0):
+        return _E.round(self, decimals)
+
+    def trunc(self):
+        return apply(_E.TRUNC, self)
+
+    def square(self):
+        return apply(_E.MUL, self, self)
+
+    def logical_not(self):
+        return apply(_E.LOGICAL_NOT, self)
+
+    def logical_and(self, other):
+        return apply(_E.LOGICAL_AND, self, other)
+
+    def logical_or(self, other):
+        return apply(_E.LOGICAL_OR, self, other)
+
+    def logical_xor(self, other):
+        return apply(_E.LOGICAL_XOR, self, other)
+
+    def isnan(self):
+        return apply(_E.ISNAN, self)
+
+    def isinf(self):
+        return apply(_E.ISINF, self)
+
+    def isfinite(self):
+        return apply(_E.ISFINITE, self)
+
+    def maximum(self, other):
+        return apply(_E.MAXIMUM, self, other)
+
+    def minimum(self, other):
+        return apply(_E.MINIMUM, self, other)
+
+    def eq(self, other):
+        return apply(_E.EQ, self, other)
+
+    def ne(self, other):
+        return apply(_E.NE, self, other)
+
+    def lt(self, other):
+        return apply(_E.LT, self, other)
+
+    def le(self, other):
+        return apply(_E.LE, self, other)
+
+    def gt(self, other):
+        return apply(_E.GT, self, other)
+
+    def ge(self, other):
+        return apply(_E.GE, self, other)
+
+    def clamp(self, min=None, max=None):
+        return _E.clamp(self, min, max)  # noqa: A002
+
     clip = clamp
-    def where(self, condition, other): return _E.where(condition, self, other)
-    def lerp(self, end, weight): return self + (end - self) * weight
+
+    def where(self, condition, other):
+        return _E.where(condition, self, other)
+
+    def lerp(self, end, weight):
+        return self + (end - self) * weight
+
     def equal(self, other) -> bool:
         return tuple(self.shape) == tuple(other.shape) and bool((self == other).all())
+
     def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
         return bool(np.allclose(np.asarray(self), np.asarray(other), rtol, atol, equal_nan))
 
-    def sum(self, dim=None, keepdim=False, dtype=None): return _Rd.sum(self, dim, keepdim, dtype)
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        return _Rd.sum(self, dim, keepdim, dtype)
+
     def prod(self, dim=None, keepdim=False, dtype=None):
         return _Rd.prod(self, dim, keepdim, dtype)
+
     def mean(self, dim=None, keepdim=False, dtype=None):
         return _Rd.mean(self, dim, keepdim, dtype)
+
     def var(self, dim=None, correction=1, keepdim=False, unbiased=None):
         return _Rd.var(self, dim, correction, keepdim, unbiased)
+
     def std(self, dim=None, correction=1, keepdim=False, unbiased=None):
         return _Rd.std(self, dim, correction, keepdim, unbiased)
-    def amax(self, dim=None, keepdim=False): return _Rd.amax(self, dim, keepdim)
-    def amin(self, dim=None, keepdim=False): return _Rd.amin(self, dim, keepdim)
-    def max(self, dim=None, keepdim=False): return _Rd.max(self, dim, keepdim)
-    def min(self, dim=None, keepdim=False): return _Rd.min(self, dim, keepdim)
-    def argmax(self, dim=None, keepdim=False): return _Rd.argmax(self, dim, keepdim)
-    def argmin(self, dim=None, keepdim=False): return _Rd.argmin(self, dim, keepdim)
-    def all(self, dim=None, keepdim=False): return _Rd.all(self, dim, keepdim)
-    def any(self, dim=None, keepdim=False): return _Rd.any(self, dim, keepdim)
-    def cumsum(self, dim, dtype=None): return _Rd.cumsum(self, dim, dtype)
-    def cumprod(self, dim, dtype=None): return _Rd.cumprod(self, dim, dtype)
-    def logsumexp(self, dim, keepdim=False): return _Rd.logsumexp(self, dim, keepdim)
+
+    def amax(self, dim=None, keepdim=False):
+        return _Rd.amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return _Rd.amin(self, dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        return _Rd.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        return _Rd.min(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return _Rd.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        return _Rd.argmin(self, dim, keepdim)
+
+    def all(self, dim=None, keepdim=False):
+        return _Rd.all(self, dim, keepdim)
+
+    def any(self, dim=None, keepdim=False):
+        return _Rd.any(self, dim, keepdim)
+
+    def cumsum(self, dim, dtype=None):
+        return _Rd.cumsum(self, dim, dtype)
+
+    def cumprod(self, dim, dtype=None):
+        return _Rd.cumprod(self, dim, dtype)
+
+    def logsumexp(self, dim, keepdim=False):
+        return _Rd.logsumexp(self, dim, keepdim)
+
     def norm(self, p=2, dim=None, keepdim=False):
         if p == 2 or p == "fro":
             return (self * self).sum(dim, keepdim).sqrt()
@@ -803,22 +1141,39 @@ class Tensor:
             return self.abs().amax(dim, keepdim)
         return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
 
-    def softmax(self, dim, dtype=None): return _N.softmax(self, dim, dtype)
-    def log_softmax(self, dim, dtype=None): return _N.log_softmax(self, dim, dtype)
+    def softmax(self, dim, dtype=None):
+        return _N.softmax(self, dim, dtype)
 
-    def reshape(self, *shape): return _S.reshape(self, *shape)
+    def log_softmax(self, dim, dtype=None):
+        return _N.log_softmax(self, dim, dtype)
+
+    def reshape(self, *shape):
+        return _S.reshape(self, *shape)
+
     def view(self, *shape):
         """view(*shape): reshape without copying; view(dtype): the same bytes read as `dtype`
         (PyTorch's rules, Note [Bit views]; the result never requires grad)."""
         if len(shape) == 1 and isinstance(shape[0], (_dt.DType, str)):
             return _E.bitcast(self, shape[0])
         return _S.reshape(self, *shape)
-    def view_as(self, other): return _S.reshape(self, tuple(other.shape))
-    def reshape_as(self, other): return _S.reshape(self, tuple(other.shape))
-    def permute(self, *dims): return _S.permute(self, *dims)
-    def transpose(self, dim0, dim1): return _S.transpose(self, dim0, dim1)
+
+    def view_as(self, other):
+        return _S.reshape(self, tuple(other.shape))
+
+    def reshape_as(self, other):
+        return _S.reshape(self, tuple(other.shape))
+
+    def permute(self, *dims):
+        return _S.permute(self, *dims)
+
+    def transpose(self, dim0, dim1):
+        return _S.transpose(self, dim0, dim1)
+
     swapaxes = swapdims = transpose
-    def movedim(self, source, destination): return _S.movedim(self, source, destination)
+
+    def movedim(self, source, destination):
+        return _S.movedim(self, source, destination)
+
     def t(self):
         if self.ndim > 2:
             raise ValueError(at_user_line(f"t: expects a tensor with <= 2 dims, got {self.ndim}"))
@@ -832,50 +1187,113 @@ class Tensor:
     def mT(self):
         return _S.transpose(self, -2, -1)
 
-    def expand(self, *shape): return _S.expand(self, *shape)
-    def expand_as(self, other): return _S.expand(self, tuple(other.shape))
-    def broadcast_to(self, shape): return _S.expand(self, tuple(shape))
-    def squeeze(self, dim=None): return _S.squeeze(self, dim)
-    def unsqueeze(self, dim): return _S.unsqueeze(self, dim)
-    def flatten(self, start_dim=0, end_dim=-1): return _S.flatten(self, start_dim, end_dim)
-    def unflatten(self, dim, sizes): return _S.unflatten(self, dim, sizes)
-    def split(self, split_size, dim=0): return _S.split(self, split_size, dim)
-    def chunk(self, chunks, dim=0): return _S.chunk(self, chunks, dim)
-    def unbind(self, dim=0): return _S.unbind(self, dim)
-    def narrow(self, dim, start, length): return _S.narrow(self, dim, start, length)
-    def flip(self, dims): return _S.flip(self, dims)
-    def roll(self, shifts, dims=None): return _S.roll(self, shifts, dims)
-    def repeat(self, *sizes): return _S.repeat(self, *sizes)
-    def diagonal(self, offset=0, dim1=0, dim2=1): return _S.diagonal(self, offset, dim1, dim2)
-    def tril(self, diagonal=0): return _S.tril(self, diagonal)
-    def triu(self, diagonal=0): return _S.triu(self, diagonal)
-    def gather(self, dim, index): return _S.gather(self, dim, index)
+    def expand(self, *shape):
+        return _S.expand(self, *shape)
+
+    def expand_as(self, other):
+        return _S.expand(self, tuple(other.shape))
+
+    def broadcast_to(self, shape):
+        return _S.expand(self, tuple(shape))
+
+    def squeeze(self, dim=None):
+        return _S.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return _S.unsqueeze(self, dim)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _S.flatten(self, start_dim, end_dim)
+
+    def unflatten(self, dim, sizes):
+        return _S.unflatten(self, dim, sizes)
+
+    def split(self, split_size, dim=0):
+        return _S.split(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        return _S.chunk(self, chunks, dim)
+
+    def unbind(self, dim=0):
+        return _S.unbind(self, dim)
+
+    def narrow(self, dim, start, length):
+        return _S.narrow(self, dim, start, length)
+
+    def flip(self, dims):
+        return _S.flip(self, dims)
+
+    def roll(self, shifts, dims=None):
+        return _S.roll(self, shifts, dims)
+
+    def repeat(self, *sizes):
+        return _S.repeat(self, *sizes)
+
+    def diagonal(self, offset=0, dim1=0, dim2=1):
+        return _S.diagonal(self, offset, dim1, dim2)
+
+    def tril(self, diagonal=0):
+        return _S.tril(self, diagonal)
+
+    def triu(self, diagonal=0):
+        return _S.triu(self, diagonal)
+
+    def gather(self, dim, index):
+        return _S.gather(self, dim, index)
+
     def scatter(self, dim, index, src=None, value=None):
         return _S.scatter(self, dim, index, src, value)
-    def scatter_add(self, dim, index, src): return _S.scatter_add(self, dim, index, src)
+
+    def scatter_add(self, dim, index, src):
+        return _S.scatter_add(self, dim, index, src)
+
     def scatter_(self, dim, index, src=None, value=None):
         return self.copy_(_S.scatter(self, dim, index, src, value))
+
     def scatter_add_(self, dim, index, src):
         return self.copy_(_S.scatter_add(self, dim, index, src))
-    def index_select(self, dim, index): return _S.index_select(self, dim, index)
-    def masked_fill(self, mask, value): return _S.masked_fill(self, mask, value)
-    def masked_select(self, mask): return _S.masked_select(self, mask)
+
+    def index_select(self, dim, index):
+        return _S.index_select(self, dim, index)
+
+    def masked_fill(self, mask, value):
+        return _S.masked_fill(self, mask, value)
+
+    def masked_select(self, mask):
+        return _S.masked_select(self, mask)
+
     def argsort(self, dim=-1, descending=False, stable=False):
         return _S.argsort(self, dim, descending, stable)
+
     def sort(self, dim=-1, descending=False, stable=False):
         return _S.sort(self, dim, descending, stable)
+
     def topk(self, k, dim=-1, largest=True, sorted=True):
         return _S.topk(self, k, dim, largest, sorted)
-    def nonzero(self, as_tuple=False): return _S.nonzero(self, as_tuple)
-    def matmul(self, other): return apply(_L.MATMUL, self, other)
+
+    def nonzero(self, as_tuple=False):
+        return _S.nonzero(self, as_tuple)
+
+    def matmul(self, other):
+        return apply(_L.MATMUL, self, other)
+
     def mm(self, other):
         if self.ndim != 2 or other.ndim != 2:
-            raise ValueError(at_user_line(
-                f"mm: expected 2-D tensors, got {tuple(self.shape)} and {tuple(other.shape)}"))
+            raise ValueError(
+                at_user_line(
+                    f"mm: expected 2-D tensors, got {tuple(self.shape)} and {tuple(other.shape)}"
+                )
+            )
         return apply(_L.MATMUL, self, other)
-    def bmm(self, other): return _L.bmm(self, other)
-    def outer(self, other): return _L.outer(self, other)
-    def dot(self, other): return (self * other).sum()
+
+    def bmm(self, other):
+        return _L.bmm(self, other)
+
+    def outer(self, other):
+        return _L.outer(self, other)
+
+    def dot(self, other):
+        return (self * other).sum()
 
 
 def _looks_like_dtype(a) -> bool:
@@ -985,9 +1403,11 @@ def _nested_to_array(data):
     if isinstance(data, (list, tuple)):
         if builtins.any(isinstance(d, Tensor) for d in data):
             return np.stack([_nested_to_array(d) for d in data]) if data else np.asarray(data)
-        return np.asarray([_nested_to_array(d) if isinstance(d, (list, tuple)) else d
-                           for d in data]) if builtins.any(
-            isinstance(d, (list, tuple)) for d in data) else np.asarray(data)
+        return (
+            np.asarray([_nested_to_array(d) if isinstance(d, (list, tuple)) else d for d in data])
+            if builtins.any(isinstance(d, (list, tuple)) for d in data)
+            else np.asarray(data)
+        )
     return data
 
 
@@ -1004,13 +1424,17 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
         dt = _dt.as_dtype(dtype) if dtype is not None else data.dtype
     else:
         raw = _nested_to_array(data)
-        dt = _dt.as_dtype(dtype) if dtype is not None else _infer_dtype(
-            raw, isinstance(data, (np.ndarray, np.generic)))
+        dt = (
+            _dt.as_dtype(dtype)
+            if dtype is not None
+            else _infer_dtype(raw, isinstance(data, (np.ndarray, np.generic)))
+        )
         try:
             arr = np.array(raw, dtype=dt.numpy, copy=True)
         except (ValueError, TypeError) as error:
-            raise TypeError(at_user_line(f"tensor: cannot make a tensor from "
-                                         f"{type(data).__name__}: {error}")) from None
+            raise TypeError(
+                at_user_line(f"tensor: cannot make a tensor from {type(data).__name__}: {error}")
+            ) from None
     if arr.dtype != dt.numpy:
         arr = arr.astype(dt.numpy)
     t = _wrap(arr)
@@ -1067,20 +1491,23 @@ def _make(array_fn, size, dtype, device, requires_grad):
 
 def zeros(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     shape = _size_args(size)
-    return _make(lambda xp, d: xp.zeros(shape, dtype=d), shape, _creation_dtype(dtype), device,
-                 requires_grad)
+    return _make(
+        lambda xp, d: xp.zeros(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
+    )
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     shape = _size_args(size)
-    return _make(lambda xp, d: xp.ones(shape, dtype=d), shape, _creation_dtype(dtype), device,
-                 requires_grad)
+    return _make(
+        lambda xp, d: xp.ones(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
+    )
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
     shape = _size_args(size)
-    return _make(lambda xp, d: xp.empty(shape, dtype=d), shape, _creation_dtype(dtype), device,
-                 requires_grad)
+    return _make(
+        lambda xp, d: xp.empty(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
+    )
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -1088,28 +1515,46 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tens
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     dt = _creation_dtype(dtype, _infer_dtype(fill_value))
-    return _make(lambda xp, d: xp.full(shape, fill_value, dtype=d), shape, dt, device,
-                 requires_grad)
+    return _make(
+        lambda xp, d: xp.full(shape, fill_value, dtype=d), shape, dt, device, requires_grad
+    )
 
 
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
-    return zeros(tuple(t.shape), dtype=dtype or t.dtype, device=device or t.device,
-                 requires_grad=requires_grad)
+    return zeros(
+        tuple(t.shape),
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+        requires_grad=requires_grad,
+    )
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
-    return ones(tuple(t.shape), dtype=dtype or t.dtype, device=device or t.device,
-                requires_grad=requires_grad)
+    return ones(
+        tuple(t.shape),
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+        requires_grad=requires_grad,
+    )
 
 
 def empty_like(t, dtype=None, device=None, requires_grad=False):
-    return empty(tuple(t.shape), dtype=dtype or t.dtype, device=device or t.device,
-                 requires_grad=requires_grad)
+    return empty(
+        tuple(t.shape),
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+        requires_grad=requires_grad,
+    )
 
 
 def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
-    return full(tuple(t.shape), fill_value, dtype=dtype or t.dtype, device=device or t.device,
-                requires_grad=requires_grad)
+    return full(
+        tuple(t.shape),
+        fill_value,
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+        requires_grad=requires_grad,
+    )
 
 
 def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -1121,26 +1566,41 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     default = _dt.int64 if builtins.all(isinstance(v, int) for v in vals) else None
     dt = _creation_dtype(dtype, default)
     n = builtins.max(0, math.ceil((vals[1] - vals[0]) / vals[2]))
-    return _make(lambda xp, d: (xp.arange(n, dtype=np.float64) * vals[2] + vals[0]).astype(d)
-                 if dt.is_floating_point else xp.arange(vals[0], vals[1], vals[2], dtype=d),
-                 (n,), dt, device, requires_grad)
+    return _make(
+        lambda xp, d: (
+            (xp.arange(n, dtype=np.float64) * vals[2] + vals[0]).astype(d)
+            if dt.is_floating_point
+            else xp.arange(vals[0], vals[1], vals[2], dtype=d)
+        ),
+        (n,),
+        dt,
+        device,
+        requires_grad,
+    )
 
 
 def linspace(start, end, steps, dtype=None, device=None, requires_grad=False) -> Tensor:
     dt = _creation_dtype(dtype)
-    return _make(lambda xp, d: xp.linspace(start, end, int(steps), dtype=np.float64).astype(d),
-                 (steps,), dt, device, requires_grad)
+    return _make(
+        lambda xp, d: xp.linspace(start, end, int(steps), dtype=np.float64).astype(d),
+        (steps,),
+        dt,
+        device,
+        requires_grad,
+    )
 
 
 def logspace(start, end, steps, base=10.0, dtype=None, device=None) -> Tensor:
     return base ** linspace(start, end, steps, dtype=_dt.float64, device=device).to(
-        _creation_dtype(dtype))
+        _creation_dtype(dtype)
+    )
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False) -> Tensor:
     m = n if m is None else m
-    return _make(lambda xp, d: xp.eye(n, m, dtype=d), (n, m), _creation_dtype(dtype), device,
-                 requires_grad)
+    return _make(
+        lambda xp, d: xp.eye(n, m, dtype=d), (n, m), _creation_dtype(dtype), device, requires_grad
+    )
 
 
 def _maybe_grad(t, requires_grad):
@@ -1148,13 +1608,17 @@ def _maybe_grad(t, requires_grad):
 
 
 def rand(*size, generator=None, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _maybe_grad(_R.uniform(_size_args(size), dtype=dtype, generator=generator,
-                                  device=device or "cpu"), requires_grad)
+    return _maybe_grad(
+        _R.uniform(_size_args(size), dtype=dtype, generator=generator, device=device or "cpu"),
+        requires_grad,
+    )
 
 
 def randn(*size, generator=None, dtype=None, device="cpu", requires_grad=False) -> Tensor:
-    return _maybe_grad(_R.normal(_size_args(size), dtype=dtype, generator=generator,
-                                 device=device or "cpu"), requires_grad)
+    return _maybe_grad(
+        _R.normal(_size_args(size), dtype=dtype, generator=generator, device=device or "cpu"),
+        requires_grad,
+    )
 
 
 def randint(low, high=None, size=None, generator=None, dtype=None, device="cpu") -> Tensor:
@@ -1180,8 +1644,9 @@ def randn_like(t, dtype=None, generator=None):
 def randint_like(t, low, high=None, dtype=None, generator=None):
     if high is None:
         low, high = 0, low
-    return randint(low, high, tuple(t.shape), generator=generator, dtype=dtype or t.dtype,
-                   device=t.device)
+    return randint(
+        low, high, tuple(t.shape), generator=generator, dtype=dtype or t.dtype, device=t.device
+    )
 
 
 def normal(mean, std, size=None, generator=None):

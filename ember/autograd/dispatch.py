@@ -17,7 +17,12 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import (
-    DeviceError, DTypeError, EmberError, IndexOutOfRange, ShapeError, at_user_line,
+    DeviceError,
+    DTypeError,
+    EmberError,
+    IndexOutOfRange,
+    ShapeError,
+    at_user_line,
     user_location,
 )
 from ember.autograd.engine import Node, TensorMeta, _interceptors
@@ -30,8 +35,13 @@ _DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
 _NDARRAY = np.ndarray
 _NUMPY_BACKEND = get_backend("cpu")
 _NUMPY_XP = _NUMPY_BACKEND.xp
-_PROMOTE = {"common": ("common", ()), "float": ("float", ()),
-            "common_tail": ("common", (0,)), "common_skip_index": ("common", (1,))}
+_PROMOTE = {
+    "common": ("common", ()),
+    "float": ("float", ()),
+    "common_tail": ("common", (0,)),
+    "common_skip_index": ("common", (1,)),
+}
+
 
 def push_interceptor(fn) -> None:
     """Route every op call to `fn(op, args, attrs)` (graph tracing) until popped."""
@@ -96,9 +106,13 @@ def apply(op, *args, **attrs):
                         d1 = b._data
                         if b._view is not None and b._view[3] != b._version[0]:
                             refresh_view(b)
-                        if type(d1) is _NDARRAY and (promote is None or (
-                                d1.dtype is d0.dtype and (promote != "float"
-                                                          or d0.dtype.kind == "f"))):
+                        if type(d1) is _NDARRAY and (
+                            promote is None
+                            or (
+                                d1.dtype is d0.dtype
+                                and (promote != "float" or d0.dtype.kind == "f")
+                            )
+                        ):
                             arrays = (d0, d1)
                             need_grad = a._requires_grad or b._requires_grad
                     elif (type(b) is float or type(b) is int) and d0.dtype.kind == "f":
@@ -324,8 +338,11 @@ def _record(op, args, attrs, result):
 
 def _mixed_devices(op, args):
     devices = sorted({str(a.device) for a in args if isinstance(a, Tensor)})
-    raise DeviceError(at_user_line(
-        f"{op.name}: expected all tensors on one device, got tensors on {' and '.join(devices)}"))
+    raise DeviceError(
+        at_user_line(
+            f"{op.name}: expected all tensors on one device, got tensors on {' and '.join(devices)}"
+        )
+    )
 
 
 def _describe(args):
@@ -344,8 +361,9 @@ def _op_error(op, args, attrs, error):
     reason = None
     kind = ShapeError
     try:
-        _registry.infer(op, avals, {k: v for k, v in attrs.items() if k != "device"}
-                        if op.stateful else attrs)
+        _registry.infer(
+            op, avals, {k: v for k, v in attrs.items() if k != "device"} if op.stateful else attrs
+        )
     except (ShapeError, ValueError, IndexError) as rule_error:
         reason = str(rule_error)
         kind = IndexError if isinstance(rule_error, IndexError) else ShapeError
@@ -356,8 +374,11 @@ def _op_error(op, args, attrs, error):
         reason = None
     if reason is None:
         reason = f"{type(error).__name__}: {error}"
-        kind = DTypeError if isinstance(error, TypeError) else (
-            IndexError if isinstance(error, IndexError) else ShapeError)
+        kind = (
+            DTypeError
+            if isinstance(error, TypeError)
+            else (IndexError if isinstance(error, IndexError) else ShapeError)
+        )
     if reason.startswith(op.name + ":"):
         message = reason
     else:

@@ -66,8 +66,21 @@ def _camel(name: str) -> str:
 class Node:
     """A recorded op in the backward graph (what PyTorch calls grad_fn)."""
 
-    __slots__ = ("op", "attrs", "saved", "edges", "in_meta", "out_data", "out_version",
-                 "versions", "site", "pre_hooks", "retained", "freed", "__weakref__")
+    __slots__ = (
+        "op",
+        "attrs",
+        "saved",
+        "edges",
+        "in_meta",
+        "out_data",
+        "out_version",
+        "versions",
+        "site",
+        "pre_hooks",
+        "retained",
+        "freed",
+        "__weakref__",
+    )
 
     def __init__(self, op, attrs, saved, edges, in_meta, site):
         self.op = op
@@ -138,9 +151,14 @@ class _RemovableHandle:
 def _check_versions(node: Node) -> None:
     for tensor, counter, value, producer in node.versions:
         if counter[0] != value:
-            made = "a leaf tensor" if producer is None else (
-                f"the output of {producer.op.name}"
-                + (f" made at {format_location(producer.site)}" if producer.site else ""))
+            made = (
+                "a leaf tensor"
+                if producer is None
+                else (
+                    f"the output of {producer.op.name}"
+                    + (f" made at {format_location(producer.site)}" if producer.site else "")
+                )
+            )
             if tensor is None:
                 tensor_shape = node.out_data.shape if node.out_data is not None else None
             else:
@@ -156,7 +174,8 @@ def _check_versions(node: Node) -> None:
                 f"in-place operation: {node.op.name}{saved_at} saved a tensor{shape}, "
                 f"{made}, which was then changed in place{changed}; it is at version "
                 f"{counter[0]}, expected version {value}. Use an out-of-place op or .clone() "
-                f"before modifying it.")
+                f"before modifying it."
+            )
 
 
 def _raise_freed(node: Node):
@@ -164,11 +183,19 @@ def _raise_freed(node: Node):
         f"trying to backward through the graph a second time (through {node.name()}"
         + (f" made at {format_location(node.site)}" if node.site else "")
         + "): its saved tensors were freed after the first backward. "
-        "Pass retain_graph=True to the first backward() if you need to call it twice.")
+        "Pass retain_graph=True to the first backward() if you need to call it twice."
+    )
 
 
-def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=None,
-             accumulate=True, allow_unused=False):
+def backward(
+    roots,
+    root_grads,
+    retain_graph=False,
+    create_graph=False,
+    inputs=None,
+    accumulate=True,
+    allow_unused=False,
+):
     """Reverse-mode accumulation from `roots` (Tensors) seeded with `root_grads`.
 
     With `accumulate`, leaf gradients are added to `.grad`; otherwise the gradients of
@@ -308,7 +335,8 @@ def backward(roots, root_grads, retain_graph=False, create_graph=False, inputs=N
         if g is None and not allow_unused:
             raise AutogradError(
                 f"one of the differentiated tensors (shape {tuple(t.shape)}) was not used in "
-                f"the graph; pass allow_unused=True to get None for it")
+                f"the graph; pass allow_unused=True to get None for it"
+            )
         results.append(g)
     return tuple(results)
 
@@ -339,7 +367,8 @@ def _conform(node, ig, shape, dtype):
         else:
             raise AutogradError(
                 f"internal error: the VJP of {node.op.name} returned a gradient of "
-                f"shape {tuple(ig.shape)} for an input of shape {tuple(shape)}")
+                f"shape {tuple(ig.shape)} for an input of shape {tuple(shape)}"
+            )
     return ig
 
 
@@ -353,16 +382,24 @@ def _accumulate_into(t, g, create_graph):
         # only by `g`, and `g` held only by the engine's bookkeeping. Anything else may be
         # shared with another leaf, the caller or a read-only broadcast view, and is copied.
         arr = g._data
-        if (type(arr) is np.ndarray and arr.base is None and arr.flags.writeable
-                and arr.flags.c_contiguous and sys.getrefcount(arr) <= _ARRAY_REFS
-                and sys.getrefcount(g) <= _TENSOR_REFS and g._version is None):
+        if (
+            type(arr) is np.ndarray
+            and arr.base is None
+            and arr.flags.writeable
+            and arr.flags.c_contiguous
+            and sys.getrefcount(arr) <= _ARRAY_REFS
+            and sys.getrefcount(g) <= _TENSOR_REFS
+            and g._version is None
+        ):
             t.grad = _tensor._wrap(arr)
         else:
             t.grad = _tensor._wrap(arr.copy())
     else:
         if t.grad._data.shape != g._data.shape:
-            raise AutogradError(f"accumulating a gradient of shape {tuple(g.shape)} into .grad "
-                                f"of shape {tuple(t.grad.shape)}")
+            raise AutogradError(
+                f"accumulating a gradient of shape {tuple(g.shape)} into .grad "
+                f"of shape {tuple(t.grad.shape)}"
+            )
         t.grad._data += g._data
 
 

@@ -67,8 +67,9 @@ class _FunctionOp:
         if len(grads) < self._n:
             grads = grads + (None,) * (self._n - len(grads))
         if len(grads) != self._n:
-            raise AutogradError(f"{self.name}.backward returned {len(grads)} gradients for "
-                                f"{self._n} inputs")
+            raise AutogradError(
+                f"{self.name}.backward returned {len(grads)} gradients for {self._n} inputs"
+            )
         return grads
 
 
@@ -92,15 +93,20 @@ class Function:
         if not (_state.enabled and any(ctx.needs_input_grad)):
             return out
         if not isinstance(out, Tensor):
-            raise AutogradError(f"{cls.__name__}.forward must return one Tensor to be "
-                                f"differentiable, got {type(out).__name__}")
+            raise AutogradError(
+                f"{cls.__name__}.forward must return one Tensor to be "
+                f"differentiable, got {type(out).__name__}"
+            )
         if out._node is not None or out is args[0] if args else False:
             out = out.detach()
         op = _FunctionOp(cls, ctx, len(args))
-        edges = tuple((a._node if a._node is not None else a)
-                      if isinstance(a, Tensor) and a.requires_grad else None for a in args)
-        in_meta = tuple((tuple(a.shape), a.dtype) if isinstance(a, Tensor) else None
-                        for a in args)
+        edges = tuple(
+            (a._node if a._node is not None else a)
+            if isinstance(a, Tensor) and a.requires_grad
+            else None
+            for a in args
+        )
+        in_meta = tuple((tuple(a.shape), a.dtype) if isinstance(a, Tensor) else None for a in args)
         node = Node(op, {}, tuple(None for _ in args), edges, in_meta, user_location(2))
         node.versions = list(ctx._versions)
         result = out.detach() if out._base is not None else out

@@ -52,8 +52,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0, raise_exceptio
         if not np.allclose(a, n, atol=atol, rtol=rtol):
             if raise_exception:
                 err = np.abs(a - n).max()
-                raise AssertionError(f"gradcheck: input {i}: analytic and numerical gradients "
-                                     f"differ by up to {err:.3g}\nanalytic:\n{a}\nnumerical:\n{n}")
+                raise AssertionError(
+                    f"gradcheck: input {i}: analytic and numerical gradients "
+                    f"differ by up to {err:.3g}\nanalytic:\n{a}\nnumerical:\n{n}"
+                )
             return False
     return True
 

@@ -14,8 +14,18 @@ import threading
 
 from ember._util.errors import DeviceError
 
-__all__ = ["Device", "device", "Backend", "get_backend", "backend_of", "Generator",
-           "default_generator", "manual_seed", "seed", "initial_seed"]
+__all__ = [
+    "Device",
+    "device",
+    "Backend",
+    "get_backend",
+    "backend_of",
+    "Generator",
+    "default_generator",
+    "manual_seed",
+    "seed",
+    "initial_seed",
+]
 
 
 class Device:
@@ -39,7 +49,9 @@ class Device:
         if isinstance(other, str):
             other = device(other)
         return isinstance(other, Device) and (self.type, self.index or 0) == (
-            other.type, other.index or 0)
+            other.type,
+            other.index or 0,
+        )
 
     def __hash__(self) -> int:
         return hash((self.type, self.index or 0))
@@ -56,8 +68,9 @@ def device(spec="cpu", index: int | None = None) -> Device:
         spec = str(spec)
     kind, _, idx = spec.partition(":")
     if kind not in _KNOWN_TYPES:
-        raise DeviceError(f"device: unknown device type {kind!r}; expected one of "
-                          f"{sorted(_KNOWN_TYPES)}")
+        raise DeviceError(
+            f"device: unknown device type {kind!r}; expected one of {sorted(_KNOWN_TYPES)}"
+        )
     if idx:
         index = int(idx)
     if kind == "cpu":
@@ -113,7 +126,8 @@ def get_backend(dev: Device | str = "cpu") -> Backend:
                 except ImportError as error:
                     raise DeviceError(
                         f"device {dev_type!r} is not available: ember has no {dev_type} backend "
-                        f"on this machine ({error}); use 'cpu'") from None
+                        f"on this machine ({error}); use 'cpu'"
+                    ) from None
                 backend = _backends[dev_type]
     return backend
 

@@ -42,15 +42,18 @@ def _pad(x, top, bottom, left, right, fill):
         out = np.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype)
     else:
         out = np.full((n, c, h + top + bottom, w + left + right), fill, dtype=x.dtype)
-    out[:, :, top: top + h, left: left + w] = x
+    out[:, :, top : top + h, left : left + w] = x
     return out
 
 
 def _tap(a, i, j, stride, dilation, ho, wo):
     """The (.., ho, wo) strided view of `a`'s last two axes under kernel tap (i, j)."""
     r, c = i * dilation[0], j * dilation[1]
-    return a[..., r: r + stride[0] * (ho - 1) + 1: stride[0],
-             c: c + stride[1] * (wo - 1) + 1: stride[1]]
+    return a[
+        ...,
+        r : r + stride[0] * (ho - 1) + 1 : stride[0],
+        c : c + stride[1] * (wo - 1) + 1 : stride[1],
+    ]
 
 
 def _cols(x, kh, kw, stride, padding, dilation, channels_first=False):
@@ -125,9 +128,16 @@ _COMPILED = (np.dtype(np.float32), np.dtype(np.float64))  # the dtypes numba ker
 
 
 def _direct_kernel(x, w, stride, groups):
-    if stride != (1, 1) or groups != 1 or w.shape[1] * w.shape[2] * w.shape[3] > \
-            _DIRECT_MAX_TAPS or x.dtype not in _COMPILED or x.dtype != w.dtype \
-            or x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[1]:
+    if (
+        stride != (1, 1)
+        or groups != 1
+        or w.shape[1] * w.shape[2] * w.shape[3] > _DIRECT_MAX_TAPS
+        or x.dtype not in _COMPILED
+        or x.dtype != w.dtype
+        or x.ndim != 4
+        or w.ndim != 4
+        or x.shape[1] != w.shape[1]
+    ):
         return None  # (bad shapes take the NumPy path, whose error the dispatcher reports)
     from ember.backend import numba_kernels
 
@@ -140,14 +150,26 @@ def conv2d(xp, x, w, stride, padding, dilation, groups):
     o, cg, kh, kw = w.shape
     n = x.shape[0]
     direct = _direct_kernel(x, w, stride, groups)
-    if direct is not None and min(x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1),
-                                  x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1)) > 0:
+    if (
+        direct is not None
+        and min(
+            x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1),
+            x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1),
+        )
+        > 0
+    ):
         xp_ = np.ascontiguousarray(_pad(x, padding[0], padding[0], padding[1], padding[1], 0))
         ho = _out_size(x.shape[2], kh, 1, padding[0], dilation[0])
         wo = _out_size(x.shape[3], kw, 1, padding[1], dilation[1])
         out = np.empty((n, o, ho, wo), dtype=x.dtype)
-        direct(xp_.reshape(n, x.shape[1], -1), np.ascontiguousarray(w), dilation[0],
-               dilation[1], xp_.shape[3], out)
+        direct(
+            xp_.reshape(n, x.shape[1], -1),
+            np.ascontiguousarray(w),
+            dilation[0],
+            dilation[1],
+            xp_.shape[3],
+            out,
+        )
         return out
     cols, ho, wo = _cols(x, kh, kw, stride, padding, dilation, channels_first=True)
     k = cg * kh * kw
@@ -165,8 +187,9 @@ def conv2d_weight_grad(xp, x, g, weight_shape, stride, padding, dilation, groups
         out = np.empty(weight_shape, dtype=np.result_type(x, g))
         for i in range(kh):
             for j in range(kw):
-                out[:, 0, i, j] = np.einsum("ncij,ncij->c", g,
-                                            _tap(xp_, i, j, stride, dilation, ho, wo))
+                out[:, 0, i, j] = np.einsum(
+                    "ncij,ncij->c", g, _tap(xp_, i, j, stride, dilation, ho, wo)
+                )
         return out
     if stride == (1, 1) and np.isfinite(x).all():
         # as in conv2d_input_grad: g widened to the padded width with zero columns, and each
@@ -182,7 +205,7 @@ def conv2d_weight_grad(xp, x, g, weight_shape, stride, padding, dilation, groups
         for i in range(kh):
             for j in range(kw):
                 at = i * dilation[0] * wp + j * dilation[1]
-                cols[:, i, j, :, :run] = flat[:, :, at: at + run]
+                cols[:, i, j, :, :run] = flat[:, :, at : at + run]
         gw = np.zeros((o, n, ho, wp), dtype=g.dtype)
         gw[..., :wo] = g.transpose(1, 0, 2, 3)
         gmat = gw.reshape(groups, og, n * ho * wp)
@@ -207,7 +230,7 @@ def conv2d_input_grad(xp, g, w, input_shape, stride, padding, dilation, groups):
             for j in range(kw):
                 tap = _tap(out, i, j, stride, dilation, ho, wo)
                 tap += g * w[:, 0, i, j, None, None]
-        return out[:, :, ph: ph + h, pw: pw + wd]
+        return out[:, :, ph : ph + h, pw : pw + wd]
     wmat = w.reshape(groups, og, k).transpose(0, 2, 1)  # (G, k, og)
     # columns in (C, kh, kw, N, rows) layout from one GEMM per group (see _gemm); col2im into
     # (C, N, hp, wp), transposed back at the end
@@ -224,7 +247,7 @@ def conv2d_input_grad(xp, g, w, input_shape, stride, padding, dilation, groups):
         for i in range(kh):
             for j in range(kw):
                 at = i * dilation[0] * wp + j * dilation[1]
-                out[:, :, at: at + run] += cols[:, i, j, :, :run]
+                out[:, :, at : at + run] += cols[:, i, j, :, :run]
         out = out.reshape(c, n, hp, wp)
     else:
         gt = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, og, n * ho * wo)
@@ -234,7 +257,7 @@ def conv2d_input_grad(xp, g, w, input_shape, stride, padding, dilation, groups):
             for j in range(kw):
                 tap = _tap(out, i, j, stride, dilation, ho, wo)
                 tap += cols[:, i, j]
-    return np.ascontiguousarray(out[:, :, ph: ph + h, pw: pw + wd].transpose(1, 0, 2, 3))
+    return np.ascontiguousarray(out[:, :, ph : ph + h, pw : pw + wd].transpose(1, 0, 2, 3))
 
 
 def _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, fill):
@@ -273,27 +296,35 @@ def max_pool2d(xp, x, kernel, stride, padding, dilation, ceil_mode):
 def _pool_grad_source(kernel, stride, dilation, bits):
     shift, low = (31, "0x7fffffff") if bits == 32 else (63, "0x7fffffffffffffff")
     taps = list(itertools.product(range(kernel[0]), range(kernel[1])))
-    lines = ["def max_pool2d_grad(g, x, out):",
-             "    p, ho, wo = g.shape",
-             "    for b in range(p):",
-             "        for oi in range(ho):",
-             "            gr = g[b, oi]"]
+    lines = [
+        "def max_pool2d_grad(g, x, out):",
+        "    p, ho, wo = g.shape",
+        "    for b in range(p):",
+        "        for oi in range(ho):",
+        "            gr = g[b, oi]",
+    ]
     for i in range(kernel[0]):
-        lines += [f"            r{i} = x[b, oi * {stride[0]} + {i * dilation[0]}]",
-                  f"            o{i} = out[b, oi * {stride[0]} + {i * dilation[0]}]"]
+        lines += [
+            f"            r{i} = x[b, oi * {stride[0]} + {i * dilation[0]}]",
+            f"            o{i} = out[b, oi * {stride[0]} + {i * dilation[0]}]",
+        ]
     lines.append("            for oj in range(wo):")
     ind = "                "
     for k, (i, j) in enumerate(taps):
-        lines += [f"{ind}a = np.int64(r{i}[oj * {stride[1]} + {j * dilation[1]}])",
-                  f"{ind}k{k} = a ^ ((a >> {shift}) & {low})",
-                  f"{ind}k{k} = k{k} + (k{k} == -1)"]
+        lines += [
+            f"{ind}a = np.int64(r{i}[oj * {stride[1]} + {j * dilation[1]}])",
+            f"{ind}k{k} = a ^ ((a >> {shift}) & {low})",
+            f"{ind}k{k} = k{k} + (k{k} == -1)",
+        ]
     lines.append(f"{ind}m = k0")
     lines += [f"{ind}m = max(m, k{k})" for k in range(1, len(taps))]
     lines += [f"{ind}gv = gr[oj]", f"{ind}taken = 0"]
     for k, (i, j) in enumerate(taps):
-        lines += [f"{ind}e = np.int64(k{k} == m) & (1 - taken)",
-                  f"{ind}taken = taken | e",
-                  f"{ind}o{i}[oj * {stride[1]} + {j * dilation[1]}] = gv & -e"]
+        lines += [
+            f"{ind}e = np.int64(k{k} == m) & (1 - taken)",
+            f"{ind}taken = taken | e",
+            f"{ind}o{i}[oj * {stride[1]} + {j * dilation[1]}] = gv & -e",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -305,23 +336,33 @@ def _pool_grad_compiled(g, x, kernel, stride, padding, dilation):
         return None  # (the compiled loop does not check bounds: bad shapes take NumPy's path)
     n, c, h, w = x.shape
     ho, wo = g.shape[2], g.shape[3]
-    if (not numba_kernels.available() or x.dtype not in _COMPILED or g.dtype != x.dtype
-            or any(padding) or not x.size or not g.size
-            or any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
-            or (ho - 1) * stride[0] + dilation[0] * (kernel[0] - 1) >= h
-            or (wo - 1) * stride[1] + dilation[1] * (kernel[1] - 1) >= w
-            or np.isnan(x).any()):
+    if (
+        not numba_kernels.available()
+        or x.dtype not in _COMPILED
+        or g.dtype != x.dtype
+        or any(padding)
+        or not x.size
+        or not g.size
+        or any(s < d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
+        or (ho - 1) * stride[0] + dilation[0] * (kernel[0] - 1) >= h
+        or (wo - 1) * stride[1] + dilation[1] * (kernel[1] - 1) >= w
+        or np.isnan(x).any()
+    ):
         return None
     bits = 8 * x.dtype.itemsize
-    fast = numba_kernels.jit_source(_pool_grad_source(kernel, stride, dilation, bits),
-                                    "max_pool2d_grad")
+    fast = numba_kernels.jit_source(
+        _pool_grad_source(kernel, stride, dilation, bits), "max_pool2d_grad"
+    )
     if fast is None:
         return None
     ints = np.int32 if bits == 32 else np.int64
     tiled = dilation == (1, 1) and kernel == stride and (ho * stride[0], wo * stride[1]) == (h, w)
     out = (np.empty if tiled else np.zeros)((n * c, h, w), dtype=x.dtype)  # tiled: all written
-    fast(np.ascontiguousarray(g).reshape(n * c, ho, wo).view(ints),
-         np.ascontiguousarray(x).reshape(n * c, h, w).view(ints), out.view(ints))
+    fast(
+        np.ascontiguousarray(g).reshape(n * c, ho, wo).view(ints),
+        np.ascontiguousarray(x).reshape(n * c, h, w).view(ints),
+        out.view(ints),
+    )
     return out.reshape(x.shape)
 
 
@@ -331,8 +372,11 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
         return out
     h, w = x.shape[2], x.shape[3]
     xp_, ho, wo = _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, -np.inf)
-    taps = [_tap(xp_, i, j, stride, dilation, ho, wo)
-            for i in range(kernel[0]) for j in range(kernel[1])]
+    taps = [
+        _tap(xp_, i, j, stride, dilation, ho, wo)
+        for i in range(kernel[0])
+        for j in range(kernel[1])
+    ]
     top = taps[0].copy()
     for tap in taps[1:]:
         np.maximum(top, tap, out=top)
@@ -348,8 +392,11 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
     if xp_.shape != x.shape and np.isneginf(top).any():
         ones = np.ones((1, 1, h, w), dtype=bool)
         inside_, _, _ = _pool_geometry(ones, kernel, stride, padding, dilation, ceil_mode, 0)
-        inside = [_tap(inside_, i, j, stride, dilation, ho, wo)
-                  for i in range(kernel[0]) for j in range(kernel[1])]
+        inside = [
+            _tap(inside_, i, j, stride, dilation, ho, wo)
+            for i in range(kernel[0])
+            for j in range(kernel[1])
+        ]
     # g * mask is the cheap masked copy; it would turn an infinite g into NaN off the mask
     finite = bool(np.isfinite(g).all())
     # disjoint windows: each tap's positions are written once, so assign instead of add
@@ -380,7 +427,7 @@ def max_pool2d_grad(xp, g, x, kernel, stride, padding, dilation, ceil_mode):
                 np.copyto(dst, g, where=hit)
             else:
                 dst += g * hit if finite else np.where(hit, g, 0)
-    return out[:, :, padding[0]: padding[0] + h, padding[1]: padding[1] + w]
+    return out[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w]
 
 
 def max_pool_indices(xp, x, kernel, stride, padding, dilation, ceil_mode):
@@ -393,33 +440,43 @@ def max_pool_indices(xp, x, kernel, stride, padding, dilation, ceil_mode):
     """
     nd = len(kernel)
     spatial = x.shape[2:]
-    outs = [_out_size(n, k, s, p, d, ceil_mode)
-            for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)]
+    outs = [
+        _out_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)
+    ]
     floating = x.dtype.kind == "f"
     lowest = -np.inf if floating else np.iinfo(x.dtype).min
-    widths = [max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p)) + 2 * p
-              for n, k, s, p, d, o in zip(spatial, kernel, stride, padding, dilation, outs)]
+    widths = [
+        max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p)) + 2 * p
+        for n, k, s, p, d, o in zip(spatial, kernel, stride, padding, dilation, outs)
+    ]
     if any(widths):
-        padded = np.full(x.shape[:2] + tuple(n + w for n, w in zip(spatial, widths)), lowest,
-                         dtype=x.dtype)
+        padded = np.full(
+            x.shape[:2] + tuple(n + w for n, w in zip(spatial, widths)), lowest, dtype=x.dtype
+        )
         padded[(Ellipsis,) + tuple(slice(p, p + n) for p, n in zip(padding, spatial))] = x
     else:
         padded = x
-    plane_strides = [int(np.prod(spatial[d + 1:], dtype=np.int64)) for d in range(nd)]
+    plane_strides = [int(np.prod(spatial[d + 1 :], dtype=np.int64)) for d in range(nd)]
     best = np.full(x.shape[:2] + tuple(outs), lowest, dtype=x.dtype)
     index = np.full(best.shape, -1, dtype=np.int64)
     take = np.empty(best.shape, dtype=bool)
     unset = True  # some window has not met a position inside the input yet
     for offsets in itertools.product(*[range(k) for k in kernel]):
         flat, inside = 0, True
-        for d, (j, o, s, p, dil, n) in enumerate(zip(offsets, outs, stride, padding, dilation,
-                                                     spatial)):
+        for d, (j, o, s, p, dil, n) in enumerate(
+            zip(offsets, outs, stride, padding, dilation, spatial)
+        ):
             pos = (np.arange(o) * s - p + j * dil).reshape((o,) + (1,) * (nd - 1 - d))
             flat = flat + pos * plane_strides[d]
             inside = inside & (pos >= 0) & (pos < n)
-        tap = padded[(Ellipsis,) + tuple(
-            slice(j * dil, j * dil + s * (o - 1) + 1, s)
-            for j, o, s, dil in zip(offsets, outs, stride, dilation))]
+        tap = padded[
+            (Ellipsis,)
+            + tuple(
+                slice(j * dil, j * dil + s * (o - 1) + 1, s)
+                for j, o, s, dil in zip(offsets, outs, stride, dilation)
+            )
+        ]
         everywhere = bool(inside.all())
         if unset:  # the windows' first positions inside the input
             np.copyto(index, flat, where=(index < 0) if everywhere else (index < 0) & inside)

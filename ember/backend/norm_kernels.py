@@ -64,23 +64,33 @@ def _inline(block, indent="        "):
 # the per-channel mean and variance (two passes, two accumulators each), inlined in each kernel
 _SOURCES = {
     "bn_stats": "def bn_stats(x, out):\n    n, l = x.shape[0], x.shape[2]\n"
-                "    for ch in range(x.shape[1]):\n" + _inline(_MOMENTS)
-                + "        out[0, ch] = mean\n        out[1, ch] = var\n",
+    "    for ch in range(x.shape[1]):\n"
+    + _inline(_MOMENTS)
+    + "        out[0, ch] = mean\n        out[1, ch] = var\n",
     "bn_train": "def bn_train(x, w, b, eps, y):\n    n, l = x.shape[0], x.shape[2]\n"
-                "    for ch in range(x.shape[1]):\n" + _inline(_MOMENTS)
-                + _inline("scale = w[ch] / math.sqrt(var + eps)\nshift = b[ch]\n"
-                          "for i in range(n):\n    for j in range(l):\n"
-                          "        y[i, ch, j] = (x[i, ch, j] - mean) * scale + shift"),
+    "    for ch in range(x.shape[1]):\n"
+    + _inline(_MOMENTS)
+    + _inline(
+        "scale = w[ch] / math.sqrt(var + eps)\nshift = b[ch]\n"
+        "for i in range(n):\n    for j in range(l):\n"
+        "        y[i, ch, j] = (x[i, ch, j] - mean) * scale + shift"
+    ),
     "bn_input_grad": "def bn_input_grad(g, x, w, eps, out):\n    n, l = x.shape[0], x.shape[2]\n"
-                     "    for ch in range(x.shape[1]):\n" + _inline(_MOMENTS) + _inline(_GRAD_SUMS)
-                     + _inline("r = 1.0 / math.sqrt(var + eps)\ngbar = sg / (n * l)\n"
-                               "k = r * r * sgc / (n * l)\na = w[ch] * r\n"
-                               "for i in range(n):\n    for j in range(l):\n"
-                               "        out[i, ch, j] = a * (g[i, ch, j] - gbar "
-                               "- (x[i, ch, j] - mean) * k)"),
+    "    for ch in range(x.shape[1]):\n"
+    + _inline(_MOMENTS)
+    + _inline(_GRAD_SUMS)
+    + _inline(
+        "r = 1.0 / math.sqrt(var + eps)\ngbar = sg / (n * l)\n"
+        "k = r * r * sgc / (n * l)\na = w[ch] * r\n"
+        "for i in range(n):\n    for j in range(l):\n"
+        "        out[i, ch, j] = a * (g[i, ch, j] - gbar "
+        "- (x[i, ch, j] - mean) * k)"
+    ),
     "bn_weight_grad": "def bn_weight_grad(g, x, eps, out):\n    n, l = x.shape[0], x.shape[2]\n"
-                      "    for ch in range(x.shape[1]):\n" + _inline(_MOMENTS) + _inline(_GRAD_SUMS)
-                      + "        out[ch] = sgc / math.sqrt(var + eps)\n",
+    "    for ch in range(x.shape[1]):\n"
+    + _inline(_MOMENTS)
+    + _inline(_GRAD_SUMS)
+    + "        out[ch] = sgc / math.sqrt(var + eps)\n",
 }
 
 _KERNELS: dict = {}
@@ -108,9 +118,13 @@ def _usable(name, x, same=(), per_channel=()):
     float64, not empty; else None (bad shapes go to the reference forward, whose error the
     dispatcher reports: the compiled loops do not check bounds)."""
     arrays = (x,) + tuple(same) + tuple(per_channel)
-    if any(a.dtype not in (np.float32, np.float64) for a in arrays) or x.size == 0 \
-            or x.ndim < 2 or any(a.shape != x.shape for a in same) \
-            or any(a.shape != (x.shape[1],) for a in per_channel):
+    if (
+        any(a.dtype not in (np.float32, np.float64) for a in arrays)
+        or x.size == 0
+        or x.ndim < 2
+        or any(a.shape != x.shape for a in same)
+        or any(a.shape != (x.shape[1],) for a in per_channel)
+    ):
         return None
     return _kernel(name)
 

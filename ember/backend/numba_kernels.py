@@ -47,8 +47,12 @@ def _load():
 def available() -> bool:
     """numba is installed and not switched off (EMBER_NO_NUMBA=1, or EMBER_FAST_KERNELS=0
     which turns every compiled kernel off in favour of the NumPy reference paths)."""
-    return (not _state["forced_off"] and not flag("EMBER_NO_NUMBA")
-            and flag("EMBER_FAST_KERNELS", True) and _load() is not None)
+    return (
+        not _state["forced_off"]
+        and not flag("EMBER_NO_NUMBA")
+        and flag("EMBER_FAST_KERNELS", True)
+        and _load() is not None
+    )
 
 
 class disable_for_tests:
@@ -109,8 +113,7 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
         return kernel
     numba = _load()
     start = time.perf_counter()
-    fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source,
-                                                                              name)
+    fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source, name)
     flags = set(fastmath) if fastmath else False
     kernel = numba.njit(fastmath=flags, nogil=True, cache=on_disk, error_model="numpy")(fn)
     _state["seconds"] += time.perf_counter() - start
@@ -118,8 +121,10 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
     return kernel
 
 
-_HEADER = "import math\nimport numpy as np\nfrom ember.backend.numba_kernels import helper\n" \
+_HEADER = (
+    "import math\nimport numpy as np\nfrom ember.backend.numba_kernels import helper\n"
     "maximum, minimum, sign = helper('maximum'), helper('minimum'), helper('sign')\n\n"
+)
 
 
 def helper(name):
@@ -130,7 +135,8 @@ def _cache_dir():
     import os
 
     root = os.environ.get("EMBER_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "ember")
+        os.path.expanduser("~"), ".cache", "ember"
+    )
     return os.path.join(root, "numba")
 
 

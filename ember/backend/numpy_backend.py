@@ -15,16 +15,43 @@ from ember.backend import Backend, Device, register_backend
 # erf by rational approximations (Cody-style, as in the Cephes library): x*T(x^2)/U(x^2) on
 # |x| < 1, and 1 - exp(-x^2) P(x)/Q(x) beyond; relative error near 1e-16 in float64, so the
 # float32 result is correctly rounded in practice.
-_ERF_T = (9.60497373987051638749e0, 9.00260197203842689217e1, 2.23200534594684319226e3,
-          7.00332514112805075473e3, 5.55923013010394962768e4)
-_ERF_U = (1.0, 3.35617141647503099647e1, 5.21357949780152679795e2, 4.59432382970980127987e3,
-          2.26290000613890934246e4, 4.92673942608635921086e4)
-_ERFC_P = (2.46196981473530512524e-10, 5.64189564831068821977e-1, 7.46321056442269912687e0,
-           4.86371970985681366614e1, 1.96520832956077098242e2, 5.26445194995477358631e2,
-           9.34528527171957607540e2, 1.02755188689515710272e3, 5.57535335369399327526e2)
-_ERFC_Q = (1.0, 1.32281951154744992508e1, 8.67072140885989742329e1, 3.54937778887819891062e2,
-           9.75708501743205489753e2, 1.82390916687909736289e3, 2.24633760818710981792e3,
-           1.65666309194161350182e3, 5.57535340817727675546e2)
+_ERF_T = (
+    9.60497373987051638749e0,
+    9.00260197203842689217e1,
+    2.23200534594684319226e3,
+    7.00332514112805075473e3,
+    5.55923013010394962768e4,
+)
+_ERF_U = (
+    1.0,
+    3.35617141647503099647e1,
+    5.21357949780152679795e2,
+    4.59432382970980127987e3,
+    2.26290000613890934246e4,
+    4.92673942608635921086e4,
+)
+_ERFC_P = (
+    2.46196981473530512524e-10,
+    5.64189564831068821977e-1,
+    7.46321056442269912687e0,
+    4.86371970985681366614e1,
+    1.96520832956077098242e2,
+    5.26445194995477358631e2,
+    9.34528527171957607540e2,
+    1.02755188689515710272e3,
+    5.57535335369399327526e2,
+)
+_ERFC_Q = (
+    1.0,
+    1.32281951154744992508e1,
+    8.67072140885989742329e1,
+    3.54937778887819891062e2,
+    9.75708501743205489753e2,
+    1.82390916687909736289e3,
+    2.24633760818710981792e3,
+    1.65666309194161350182e3,
+    5.57535340817727675546e2,
+)
 
 
 def _polyval(coefficients, x):
@@ -60,11 +87,22 @@ def erf(x):
 #   erf per element. GELU in BERT spends most of its elementwise time here.
 # - float64: libm's erf per element.
 # Tested against `erf` in tests/ops/test_fast_kernels.py (relative error <= 2 eps).
-_ERF_NUMERATOR = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
-                  -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
-                  -1.60960333262415e-02)
-_ERF_DENOMINATOR = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
-                    -7.37332916720468e-03, -1.42647390514189e-02)
+_ERF_NUMERATOR = (
+    -2.72614225801306e-10,
+    2.77068142495902e-08,
+    -2.10102402082508e-06,
+    -5.69250639462346e-05,
+    -7.34990630326855e-04,
+    -2.95459980854025e-03,
+    -1.60960333262415e-02,
+)
+_ERF_DENOMINATOR = (
+    -1.45660718464996e-05,
+    -2.13374055278905e-04,
+    -1.68282697438203e-03,
+    -7.37332916720468e-03,
+    -1.42647390514189e-02,
+)
 _ERF_UFUNC = None  # {numpy dtype: ufunc} once built; False without numba
 _EN0, _EN1, _EN2, _EN3, _EN4, _EN5, _EN6 = _ERF_NUMERATOR
 _ED0, _ED1, _ED2, _ED3, _ED4 = _ERF_DENOMINATOR
@@ -73,9 +111,8 @@ _ED0, _ED1, _ED2, _ED3, _ED4 = _ERF_DENOMINATOR
 def _erf32(x):  # compiled by _build_erf_ufunc; module-level so numba can cache it on disk
     z = min(max(np.float64(x), -4.0), 4.0)  # NaN passes through min/max
     z2 = z * z
-    p = ((((((_EN0 * z2 + _EN1) * z2 + _EN2) * z2 + _EN3) * z2 + _EN4) * z2 + _EN5) * z2
-         + _EN6)
-    q = ((((_ED0 * z2 + _ED1) * z2 + _ED2) * z2 + _ED3) * z2 + _ED4)
+    p = (((((_EN0 * z2 + _EN1) * z2 + _EN2) * z2 + _EN3) * z2 + _EN4) * z2 + _EN5) * z2 + _EN6
+    q = (((_ED0 * z2 + _ED1) * z2 + _ED2) * z2 + _ED3) * z2 + _ED4
     return np.float32(z * p / q)
 
 
@@ -125,9 +162,15 @@ _BIT_INTS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 def where_bits(c, a, b):
     ints = _BIT_INTS.get(getattr(a, "dtype", None))
-    if (ints is None or type(c) is not np.ndarray or c.dtype != np.bool_
-            or type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype
-            or max(c.size, a.size, b.size) < 16384):  # np.where as fast below (at 8192)
+    if (
+        ints is None
+        or type(c) is not np.ndarray
+        or c.dtype != np.bool_
+        or type(a) is not np.ndarray
+        or type(b) is not np.ndarray
+        or a.dtype != b.dtype
+        or max(c.size, a.size, b.size) < 16384
+    ):  # np.where as fast below (at 8192)
         return np.where(c, a, b)
     mask = c.view(np.int8).astype(ints)
     np.negative(mask, out=mask)  # 0 or -1: all bits set
@@ -138,7 +181,8 @@ def where_bits(c, a, b):
         np.invert(mask, out=mask)
         out = np.bitwise_or(out, np.bitwise_and(b.view(ints), mask))
     if out.ndim < max(c.ndim, a.ndim, b.ndim) or out.shape != np.broadcast_shapes(
-            c.shape, a.shape, b.shape):
+        c.shape, a.shape, b.shape
+    ):
         out = np.broadcast_to(out, np.broadcast_shapes(c.shape, a.shape, b.shape)).copy()
     return out.view(a.dtype)
 
@@ -170,10 +214,12 @@ except (ImportError, AttributeError, TypeError):  # another NumPy: the public co
 def quiet(fn):
     """`fn` with NumPy's floating-point warnings off while it runs (Note [Quiet kernels])."""
     if _FP_STATE is None:
+
         def run(*args, **kwargs):
             with np.errstate(all="ignore"):
                 return fn(*args, **kwargs)
     else:
+
         def run(*args, **kwargs):
             token = _FP_STATE.set(_IGNORE_ALL)
             try:

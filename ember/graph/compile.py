@@ -50,8 +50,16 @@ def _describe(desc) -> str:
 
 
 class _Entry:
-    __slots__ = ("graph", "executor", "out_tree", "grad_owners", "grad_none", "trace_seconds",
-                 "guards", "state_guards")
+    __slots__ = (
+        "graph",
+        "executor",
+        "out_tree",
+        "grad_owners",
+        "grad_none",
+        "trace_seconds",
+        "guards",
+        "state_guards",
+    )
 
     def __init__(self, graph, executor, out_tree, grad_owners, grad_none, trace_seconds):
         self.graph = graph
@@ -85,8 +93,10 @@ def _flatten(obj, path, leaves, descs, names):
         descs.append(("module", id(obj), type(obj).__name__, bool(obj.training)))
         names.append(path)
     elif isinstance(obj, np.ndarray):
-        raise TypeError(f"compiled function argument {path}: pass NumPy arrays as ember tensors "
-                        f"(ember.from_numpy)")
+        raise TypeError(
+            f"compiled function argument {path}: pass NumPy arrays as ember tensors "
+            f"(ember.from_numpy)"
+        )
     else:
         try:
             hash(obj)
@@ -131,8 +141,13 @@ class CompiledFunction:
         >>> print(f.graph)  # doctest: +SKIP
     """
 
-    def __init__(self, fn, name: str | None = None, fuse: bool | None = None,
-                 max_cache_size: int | None = None):
+    def __init__(
+        self,
+        fn,
+        name: str | None = None,
+        fuse: bool | None = None,
+        max_cache_size: int | None = None,
+    ):
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
         self.fuse = fuse
@@ -145,8 +160,9 @@ class CompiledFunction:
         self._last = None
         try:
             params = list(inspect.signature(fn).parameters.values())
-            self._param_names = [p.name for p in params
-                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            self._param_names = [
+                p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
         except (TypeError, ValueError):
             self._param_names = []
         functools.update_wrapper(self, fn, updated=())
@@ -187,11 +203,14 @@ class CompiledFunction:
             state = tuple(t.grad is not None for t, _ in entry.guards)
             extra = tuple(fn() for fn, _ in entry.state_guards)
             if not all(v == old for (_, old), v in zip(entry.state_guards, extra)):
-                reason = "state the traced function branched on changed since tracing " \
-                         "(an optimizer's per-parameter state was created)"
+                reason = (
+                    "state the traced function branched on changed since tracing "
+                    "(an optimizer's per-parameter state was created)"
+                )
             else:
                 reason = "the .grad of a captured tensor " + (
-                    "was set since tracing" if any(state) else "was cleared since tracing")
+                    "was set since tracing" if any(state) else "was cleared since tracing"
+                )
             key = key + (("grads", state, extra),)
             entry = self.cache.get(key)
         if entry is None:
@@ -200,8 +219,9 @@ class CompiledFunction:
         else:
             self.cache.move_to_end(key)
         if not kwargs and all(isinstance(a, Tensor) for a in args):
-            self._fast[tuple([(a._data.shape, a._data.dtype, a._requires_grad)
-                              for a in args])] = entry
+            self._fast[tuple([(a._data.shape, a._data.dtype, a._requires_grad) for a in args])] = (
+                entry
+            )
         self._last = entry
         return self._run(entry, leaves)
 
@@ -211,8 +231,11 @@ class CompiledFunction:
         Trace that variant now, with the `.grad` tensors it will find already in place
         (zeros that this call's gradients are copied into), so the second call runs a compiled
         graph at once; the first call pays the second trace instead."""
-        missing = [t for t in entry.grad_owners if t.grad is None and any(
-            g is t and not had for g, had in entry.guards)]
+        missing = [
+            t
+            for t in entry.grad_owners
+            if t.grad is None and any(g is t and not had for g, had in entry.guards)
+        ]
         if not missing or len(self.cache) >= (self.max_cache_size or _config.max_cache_size):
             return
         for t in missing:
@@ -223,9 +246,14 @@ class CompiledFunction:
         if ahead in self.cache:
             return
         try:
-            self._trace(ahead, args, kwargs, leaves, names,
-                        reason="traced ahead: the .grad of captured tensors exists after the "
-                               "first call")
+            self._trace(
+                ahead,
+                args,
+                kwargs,
+                leaves,
+                names,
+                reason="traced ahead: the .grad of captured tensors exists after the first call",
+            )
         except Exception:  # the variant will be traced (and fail visibly) when it is called
             for t in missing:
                 t.grad = None
@@ -238,8 +266,12 @@ class CompiledFunction:
         if grads:
             for owner, g in zip(entry.grad_owners, grads):
                 current = owner.grad
-                if current is not None and type(current._data) is np.ndarray and \
-                        current._data.shape == g.shape and current._data.dtype == g.dtype:
+                if (
+                    current is not None
+                    and type(current._data) is np.ndarray
+                    and current._data.shape == g.shape
+                    and current._data.dtype == g.dtype
+                ):
                     np.copyto(current._data, g)
                 else:
                     owner.grad = _wrap(np.array(g, copy=True))
@@ -265,14 +297,18 @@ class CompiledFunction:
                     f"times; each trace compiles a new graph. Reasons: "
                     + "; ".join(self.retrace_reasons[-limit:])
                     + ". Pass tensors instead of changing Python values, or keep shapes fixed.",
-                    RetraceWarning, stacklevel=3)
+                    RetraceWarning,
+                    stacklevel=3,
+                )
         graph, out_tree, grad_owners, grad_none, guards = trace(
-            self.fn, args, kwargs, leaves, names, self.name, with_guards=True)
+            self.fn, args, kwargs, leaves, names, self.name, with_guards=True
+        )
         fuse = _config.fusion if self.fuse is None else self.fuse
         graph = run_passes(graph, fuse=fuse)
         executor = Executor(graph)
-        entry = _Entry(graph, executor, out_tree, grad_owners, grad_none,
-                       time.perf_counter() - start)
+        entry = _Entry(
+            graph, executor, out_tree, grad_owners, grad_none, time.perf_counter() - start
+        )
         entry.guards, entry.state_guards = guards
         self.trace_count += 1
         self.cache[key] = entry
@@ -306,8 +342,7 @@ class CompiledFunction:
     def graph(self):
         """The optimised graph of the most recent call (prints like a jaxpr)."""
         if self._last is None:
-            raise RuntimeError(f"{self.name}: not traced yet; call it (or use .trace(*args)) "
-                               f"first")
+            raise RuntimeError(f"{self.name}: not traced yet; call it (or use .trace(*args)) first")
         return self._last.graph
 
     def trace(self, *args, **kwargs):
@@ -345,8 +380,10 @@ def _guards_hold(entry) -> bool:
 def trace(fn, args, kwargs, leaves, names, name="graph", with_guards=False):
     """Trace `fn(*args, **kwargs)` with symbolic tensors in place of `leaves`."""
     tracer = Tracer(name)
-    symbolic = [tracer.new_input(t._data.shape, t._data.dtype,
-                                 _safe_name(n), t._requires_grad) for t, n in zip(leaves, names)]
+    symbolic = [
+        tracer.new_input(t._data.shape, t._data.dtype, _safe_name(n), t._requires_grad)
+        for t, n in zip(leaves, names)
+    ]
     it = iter(symbolic)
     sym_args = [_rebuild(a, it) for a in args]
     sym_kwargs = {k: _rebuild(v, it) for k, v in kwargs.items()}
@@ -365,8 +402,13 @@ def trace(fn, args, kwargs, leaves, names, name="graph", with_guards=False):
     grad_none = [t for c, (v, t) in owners.items() if v is None]
     graph.check()
     if with_guards:
-        return graph, out_tree, grad_owners, grad_none, (tracer.guards,
-                                                          list(tracer.state_guards.values()))
+        return (
+            graph,
+            out_tree,
+            grad_owners,
+            grad_none,
+            (tracer.guards, list(tracer.state_guards.values())),
+        )
     return graph, out_tree, grad_owners, grad_none
 
 
@@ -376,8 +418,9 @@ def _safe_name(path: str) -> str | None:
     return None
 
 
-def compile(fn=None, *, name: str | None = None, fuse: bool | None = None,
-            max_cache_size: int | None = None):
+def compile(
+    fn=None, *, name: str | None = None, fuse: bool | None = None, max_cache_size: int | None = None
+):
     """Compile `fn` (a function of tensors and modules: forward, loss, backward(), optimizer
     step) into a graph; later calls with the same signature run the compiled graph.
 

@@ -92,25 +92,29 @@ def while_loop(cond_fn, body_fn, loop_vars):
     _interceptors.clear()  # the nested traces own the dispatcher while they run
     try:
         probes = [_wrap(t._data) for t in state]
-        cond_graph = trace(lambda *s: cond_fn(*s), tuple(probes), {}, probes, names,
-                           "while_cond")[0]
-        body_graph = trace(lambda *s: tuple(as_tuple(body_fn(*s))), tuple(probes), {}, probes,
-                           names, "while_body")[0]
+        cond_graph = trace(lambda *s: cond_fn(*s), tuple(probes), {}, probes, names, "while_cond")[
+            0
+        ]
+        body_graph = trace(
+            lambda *s: tuple(as_tuple(body_fn(*s))), tuple(probes), {}, probes, names, "while_body"
+        )[0]
     finally:
         _interceptors.extend(saved)
     for g in (cond_graph, body_graph):
         if any(isinstance(t._data, Var) for _, t in g.captures):
-            raise GraphError("while_loop: the condition or body uses a tensor computed "
-                             "outside the loop; pass it in loop_vars")
+            raise GraphError(
+                "while_loop: the condition or body uses a tensor computed "
+                "outside the loop; pass it in loop_vars"
+            )
     for v, s in zip(body_graph.outputs, state):
         if not isinstance(v, Var) or v.shape != s._data.shape or v.dtype != s._data.dtype:
-            raise GraphError("while_loop: the body must return tensors of the loop_vars' "
-                             "shapes and dtypes")
+            raise GraphError(
+                "while_loop: the body must return tensors of the loop_vars' shapes and dtypes"
+            )
     run_passes(cond_graph, fuse=False)
     run_passes(body_graph, fuse=False)
     op = _WhileOp(cond_graph, body_graph)
     ins = [outer.atom(t) for t in state]
-    outs = outer.emit(op, ins, {}, [s._data.shape for s in state],
-                      [s._data.dtype for s in state])
+    outs = outer.emit(op, ins, {}, [s._data.shape for s in state], [s._data.dtype for s in state])
     results = tuple(_wrap(v) for v in outs)
     return results[0] if single else results

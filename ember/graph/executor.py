@@ -27,24 +27,50 @@ _XP = get_backend("cpu").xp
 
 # op name -> (NumPy ufunc name, extra literal args): kernels that accept out=
 _UFUNCS = {
-    "add": "add", "sub": "subtract", "mul": "multiply", "div": "true_divide",
-    "neg": "negative", "exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh",
-    "sin": "sin", "cos": "cos", "abs": "absolute", "maximum": "maximum", "minimum": "minimum",
-    "pow": "power", "eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal",
-    "gt": "greater", "ge": "greater_equal", "log1p": "log1p", "expm1": "expm1",
-    "floor": "floor", "ceil": "ceil", "trunc": "trunc", "sign": "sign",
-    "logical_and": "logical_and", "logical_or": "logical_or", "logical_xor": "logical_xor",
-    "logical_not": "logical_not", "reciprocal": "reciprocal",
+    "add": "add",
+    "sub": "subtract",
+    "mul": "multiply",
+    "div": "true_divide",
+    "neg": "negative",
+    "exp": "exp",
+    "log": "log",
+    "sqrt": "sqrt",
+    "tanh": "tanh",
+    "sin": "sin",
+    "cos": "cos",
+    "abs": "absolute",
+    "maximum": "maximum",
+    "minimum": "minimum",
+    "pow": "power",
+    "eq": "equal",
+    "ne": "not_equal",
+    "lt": "less",
+    "le": "less_equal",
+    "gt": "greater",
+    "ge": "greater_equal",
+    "log1p": "log1p",
+    "expm1": "expm1",
+    "floor": "floor",
+    "ceil": "ceil",
+    "trunc": "trunc",
+    "sign": "sign",
+    "logical_and": "logical_and",
+    "logical_or": "logical_or",
+    "logical_xor": "logical_xor",
+    "logical_not": "logical_not",
+    "reciprocal": "reciprocal",
 }
 # ops whose NumPy kernels may warn (log(0), x/0): run under errstate(all="ignore") as eager does
-_QUIET = {"div", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "pow", "remainder",
-          "floor_divide"}
+_QUIET = {"div", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "pow", "remainder", "floor_divide"}
 
 
 def _literal(plan, value) -> str:
     """Source for a literal operand: simple values inline, anything else bound by name."""
-    if value is None or isinstance(value, (bool, int)) or (
-            isinstance(value, float) and np.isfinite(value)):
+    if (
+        value is None
+        or isinstance(value, (bool, int))
+        or (isinstance(value, float) and np.isfinite(value))
+    ):
         return repr(value)
     return plan.bind(value, "l")
 
@@ -54,9 +80,13 @@ class _Plan:
 
     def __init__(self):
         self.lines: list[str] = []
-        self.globals: dict = {"np": np, "xp": _XP, "asarray": np.asarray,
-                              "copyto": np.copyto,
-                              "add_reduce": np.add.reduce}
+        self.globals: dict = {
+            "np": np,
+            "xp": _XP,
+            "asarray": np.asarray,
+            "copyto": np.copyto,
+            "add_reduce": np.add.reduce,
+        }
         self.n = 0
 
     def bind(self, value, prefix="g") -> str:
@@ -118,14 +148,21 @@ class Executor:
             target = None
             if kind is not None:
                 cap = update_of.get(out)
-                if (cap is not None and self.inplace_updates and out.shape == cap.shape
-                        and out.dtype == cap.dtype
-                        and self._old_value_dead(g, cap, idx, last_use, aliases, names)):
+                if (
+                    cap is not None
+                    and self.inplace_updates
+                    and out.shape == cap.shape
+                    and out.dtype == cap.dtype
+                    and self._old_value_dead(g, cap, idx, last_use, aliases, names)
+                ):
                     target = names[cap]
                     inplace_done.add(cap)
                     aliases[out] = {names[cap]}
-                elif last_use.get(out) == forever and out not in update_of and all(
-                        out is not v for _, v in g.grads):
+                elif (
+                    last_use.get(out) == forever
+                    and out not in update_of
+                    and all(out is not v for _, v in g.grads)
+                ):
                     target = None  # a result: a fresh array each call
                     aliases[out] = set()
                 else:
@@ -145,9 +182,13 @@ class Executor:
                 if getattr(e.op, "fresh_outputs", False):  # fused kernels: new arrays
                     for v in e.outs:
                         aliases[v] = set()
-                aliases[out] = set() if getattr(e.op, "fresh_outputs", False) else set().union(
-                    *(aliases[a] for a in e.inputs if isinstance(a, Var))) if any(
-                    isinstance(a, Var) for a in e.inputs) else set()
+                aliases[out] = (
+                    set()
+                    if getattr(e.op, "fresh_outputs", False)
+                    else set().union(*(aliases[a] for a in e.inputs if isinstance(a, Var)))
+                    if any(isinstance(a, Var) for a in e.inputs)
+                    else set()
+                )
                 for key in aliases[out]:
                     if key in buffer_live:
                         buffer_live[key].add(out)
@@ -190,8 +231,10 @@ class Executor:
             src.append("    with np.errstate(all='ignore'):")
             indent = "        "
         src += [indent + line for line in body] or [indent + "pass"]
-        src.append(indent + f"return ({', '.join(outs)}{',' if outs else ''}), "
-                            f"({', '.join(grads)}{',' if grads else ''})")
+        src.append(
+            indent + f"return ({', '.join(outs)}{',' if outs else ''}), "
+            f"({', '.join(grads)}{',' if grads else ''})"
+        )
         self.source = "\n".join(src)
         namespace = dict(plan.globals)
         exec(compile(self.source, f"<ember graph {g.name}>", "exec"), namespace)
@@ -237,8 +280,14 @@ class Executor:
             return "ufunc"
         if name == "relu" and vars_[0].dtype.kind == "f":
             return "relu"
-        if name == "matmul" and len(vars_) == 2 and vars_[0].dtype == vars_[1].dtype and \
-                vars_[0].dtype.kind == "f" and vars_[0].ndim >= 1 and vars_[1].ndim >= 1:
+        if (
+            name == "matmul"
+            and len(vars_) == 2
+            and vars_[0].dtype == vars_[1].dtype
+            and vars_[0].dtype.kind == "f"
+            and vars_[0].ndim >= 1
+            and vars_[1].ndim >= 1
+        ):
             return "matmul"
         if name == "sum" and vars_[0].dtype.kind == "f":
             return "sum"
@@ -252,8 +301,9 @@ class Executor:
             call = f"{fn}({', '.join(args)}{out})"
             return f"asarray({call})" if scalar else call
         if kind == "relu":
-            return f"asarray(np.maximum({args[0]}, 0))" if scalar else \
-                f"np.maximum({args[0]}, 0{out})"
+            return (
+                f"asarray(np.maximum({args[0]}, 0))" if scalar else f"np.maximum({args[0]}, 0{out})"
+            )
         if kind == "fused":
             fn = plan.bind(e.op.make_runner(e), "p")
             return f"{fn}({', '.join(args)}{out})"
@@ -280,8 +330,7 @@ class Executor:
                 attrs = plan.bind(dict(e.attrs), "a")
                 call += f", **{attrs}"
             call += ")"
-            if e.op.promote is not None and any(type(v) in (bool, int, float)
-                                                for v in e.inputs):
+            if e.op.promote is not None and any(type(v) in (bool, int, float) for v in e.inputs):
                 # Python-number operands: NumPy would widen the result (float64 from
                 # where(c, 1.5, -0.5)); the graph's dtype is the rule's, as in eager dispatch
                 call = f"asarray({call}, dtype={plan.bind(e.out.dtype, 'd')})"
@@ -323,12 +372,15 @@ class Executor:
                         out = e.op.make_runner(e)(*vals)
                         outs = list(out) if len(e.outs) > 1 else [out]
             except Exception as inner:
-                shapes = ", ".join(f"{tuple(np.shape(x))} {np.asarray(x).dtype}"
-                                   if isinstance(a, Var) else repr(a)
-                                   for a, x in zip(e.inputs, vals))
+                shapes = ", ".join(
+                    f"{tuple(np.shape(x))} {np.asarray(x).dtype}" if isinstance(a, Var) else repr(a)
+                    for a, x in zip(e.inputs, vals)
+                )
                 where = f" (created at {format_location(e.site)})" if e.site else ""
-                return GraphError(f"compiled graph {g.name!r}: op {e.name} failed{where}: "
-                                  f"{type(inner).__name__}: {inner} [inputs: {shapes}]")
+                return GraphError(
+                    f"compiled graph {g.name!r}: op {e.name} failed{where}: "
+                    f"{type(inner).__name__}: {inner} [inputs: {shapes}]"
+                )
             for v, o in zip(e.outs, outs):
                 env[v] = o
         return GraphError(f"compiled graph {g.name!r} failed: {type(error).__name__}: {error}")

@@ -39,19 +39,38 @@ __all__ = ["fuse_elementwise", "FusedOp"]
 
 # op name -> scalar expression template over the operands {0}, {1}, {2}; D is the result dtype
 _TEMPLATES = {
-    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
-    "neg": "-{0}", "exp": "np.exp({0})", "log": "np.log({0})", "sqrt": "np.sqrt({0})",
-    "tanh": "np.tanh({0})", "sin": "np.sin({0})", "cos": "np.cos({0})", "abs": "abs({0})",
-    "log1p": "np.log1p({0})", "expm1": "np.expm1({0})",
-    "reciprocal": "D(1) / {0}", "rsqrt": "D(1) / np.sqrt({0})",
-    "maximum": "maximum({0}, {1})", "minimum": "minimum({0}, {1})",
-    "relu": "maximum({0}, D(0))", "sign": "sign({0})",
+    "add": "{0} + {1}",
+    "sub": "{0} - {1}",
+    "mul": "{0} * {1}",
+    "div": "{0} / {1}",
+    "neg": "-{0}",
+    "exp": "np.exp({0})",
+    "log": "np.log({0})",
+    "sqrt": "np.sqrt({0})",
+    "tanh": "np.tanh({0})",
+    "sin": "np.sin({0})",
+    "cos": "np.cos({0})",
+    "abs": "abs({0})",
+    "log1p": "np.log1p({0})",
+    "expm1": "np.expm1({0})",
+    "reciprocal": "D(1) / {0}",
+    "rsqrt": "D(1) / np.sqrt({0})",
+    "maximum": "maximum({0}, {1})",
+    "minimum": "minimum({0}, {1})",
+    "relu": "maximum({0}, D(0))",
+    "sign": "sign({0})",
     "sigmoid": "(D(1) / (D(1) + D(np.exp(-{0}))) if {0} >= 0 else "
-               "D(np.exp({0})) / (D(1) + D(np.exp({0}))))",
+    "D(np.exp({0})) / (D(1) + D(np.exp({0}))))",
     "pow": "{0} ** {1}",
-    "eq": "{0} == {1}", "ne": "{0} != {1}", "lt": "{0} < {1}", "le": "{0} <= {1}",
-    "gt": "{0} > {1}", "ge": "{0} >= {1}",
-    "logical_not": "not {0}", "logical_and": "{0} and {1}", "logical_or": "{0} or {1}",
+    "eq": "{0} == {1}",
+    "ne": "{0} != {1}",
+    "lt": "{0} < {1}",
+    "le": "{0} <= {1}",
+    "gt": "{0} > {1}",
+    "ge": "{0} >= {1}",
+    "logical_not": "not {0}",
+    "logical_and": "{0} and {1}",
+    "logical_or": "{0} or {1}",
     "logical_xor": "{0} != {1}",
     "where": "({1} if {0} else {2})",
     "cast": None,  # by target dtype
@@ -78,8 +97,10 @@ def _fusible(e) -> bool:
     name = op.name
     if name not in _TEMPLATES or len(e.outs) != 1:
         return False
-    if any(not isinstance(a, Var) and (isinstance(a, bool) or not isinstance(a, (int, float)))
-           for a in e.inputs):
+    if any(
+        not isinstance(a, Var) and (isinstance(a, bool) or not isinstance(a, (int, float)))
+        for a in e.inputs
+    ):
         return False
     if not any(isinstance(a, Var) for a in e.inputs):
         return False
@@ -92,12 +113,12 @@ def _fusible(e) -> bool:
     if name == "where":
         c, a, b = e.inputs
         vals = {x.dtype for x in (a, b) if isinstance(x, Var)}
-        return (isinstance(c, Var) and c.dtype == _BOOL and vals <= {out}
-                and out in (_FLOATS | _INTS))
+        return (
+            isinstance(c, Var) and c.dtype == _BOOL and vals <= {out} and out in (_FLOATS | _INTS)
+        )
     if name == "cast":
         return dtypes <= (_FLOATS | _INTS | {_BOOL}) and out in (_FLOATS | _INTS | {_BOOL})
-    if name == "pow" and any(not isinstance(a, Var) and isinstance(a, int)
-                             for a in e.inputs):
+    if name == "pow" and any(not isinstance(a, Var) and isinstance(a, int) for a in e.inputs):
         return out in _FLOATS and dtypes == {out}
     return out in _FLOATS and dtypes == {out}
 
@@ -108,8 +129,13 @@ def _reducible(e) -> bool:
     if not isinstance(e.op, OpDef) or e.op.name not in _REDUCTIONS:
         return False
     x = e.inputs[0]
-    return (isinstance(x, Var) and x.dtype in _FLOATS and e.out.dtype == x.dtype
-            and x.ndim > 0 and x.size > 0)
+    return (
+        isinstance(x, Var)
+        and x.dtype in _FLOATS
+        and e.out.dtype == x.dtype
+        and x.ndim > 0
+        and x.size > 0
+    )
 
 
 class _Group:
@@ -230,8 +256,12 @@ def _build(eqns, members, reductions, readers, roots, graph):
             if isinstance(a, Var):
                 if a not in produced:
                     src = producer.get(a)
-                    if src is not None and src.name == "expand" and isinstance(
-                            src.inputs[0], Var) and src.inputs[0].ndim <= len(shape):
+                    if (
+                        src is not None
+                        and src.name == "expand"
+                        and isinstance(src.inputs[0], Var)
+                        and src.inputs[0].ndim <= len(shape)
+                    ):
                         a = src.inputs[0]  # read through the broadcast copy
                     if a not in ext:
                         ext.append(a)
@@ -246,12 +276,19 @@ def _build(eqns, members, reductions, readers, roots, graph):
     red = []
     for i in reductions:
         r = eqns[i]
-        red.append((r.name, r.inputs[0], r.attrs.get("dim"), bool(r.attrs.get("keepdim")),
-                    r.out))
+        red.append((r.name, r.inputs[0], r.attrs.get("dim"), bool(r.attrs.get("keepdim")), r.out))
     names = [s[0] for s in steps] + [r[0] for r in red]
-    op = FusedOp(shape, ext, steps, outputs, red, layouts=[
-        "A" if (producer.get(a) is not None and producer[a].name in _STRIDED) else "C"
-        for a in ext])
+    op = FusedOp(
+        shape,
+        ext,
+        steps,
+        outputs,
+        red,
+        layouts=[
+            "A" if (producer.get(a) is not None and producer[a].name in _STRIDED) else "C"
+            for a in ext
+        ],
+    )
     outs = outputs + [r[4] for r in red]
     site = eqns[members[-1]].site
     return Eqn(op, ext, {"ops": ",".join(names)}, outs, site)
@@ -301,8 +338,10 @@ class FusedOp:
             env = {}
             with np.errstate(all="ignore"):
                 for fn, refs, attrs, var in plan:
-                    vals = [arrays[r[1]] if r[0] == "in" else env[r[1]] if r[0] == "val"
-                            else r[1] for r in refs]
+                    vals = [
+                        arrays[r[1]] if r[0] == "in" else env[r[1]] if r[0] == "val" else r[1]
+                        for r in refs
+                    ]
                     env[var] = np.asarray(fn(xp, *vals, **attrs))
                 results = [env[v] for v in outputs]
                 for red_fn, x, dim, keep in reds:
@@ -332,8 +371,11 @@ class FusedOp:
             operands = []
             ref_dtype = out.dtype
             if name in _COMPARE:
-                ref_dtype = next(r[1].dtype if r[0] == "val" else self.ext[r[1]].dtype
-                                 for r in refs if r[0] != "lit")
+                ref_dtype = next(
+                    r[1].dtype if r[0] == "val" else self.ext[r[1]].dtype
+                    for r in refs
+                    if r[0] != "lit"
+                )
             for r in refs:
                 if r[0] == "in":
                     operands.append(f"x{r[1]}")
@@ -344,8 +386,9 @@ class FusedOp:
                     operands.append(f"s{len(lits) - 1}")
             dname = _dtype_name(out.dtype)
             if name == "cast":
-                expr = f"({operands[0]} != 0)" if out.dtype == _BOOL else \
-                    f"np.{dname}({operands[0]})"
+                expr = (
+                    f"({operands[0]} != 0)" if out.dtype == _BOOL else f"np.{dname}({operands[0]})"
+                )
             else:
                 expr = _TEMPLATES[name].format(*operands).replace("D(", f"np.{dname}(")
             if out.dtype == _BOOL:
@@ -372,8 +415,11 @@ class FusedOp:
                 acc = f"r{q}[{ridx}]"
                 params_red += [f"r{q}", f"R{q}"]
                 kept = [d for d in range(n) if d not in axes]
-                out_idx = ", ".join("0" if d in axes else f"i{d}" for d in range(n)) if keep \
+                out_idx = (
+                    ", ".join("0" if d in axes else f"i{d}" for d in range(n))
+                    if keep
                     else ", ".join(f"i{d}" for d in kept)
+                )
                 for depth, d in enumerate(kept):
                     post.append((depth, f"for i{d} in range(n{d}):"))
                 post.append((len(kept), f"R{q}[{out_idx}] = np.{dname}({acc})"))
@@ -383,8 +429,13 @@ class FusedOp:
                 body.append(f"if {acc} == {acc} and not ({value} <= {acc}): {acc} = {value}")
             else:
                 body.append(f"if {acc} == {acc} and not ({value} >= {acc}): {acc} = {value}")
-        params = params_out + params_red + params_in + [f"s{k}" for k in range(len(lits))] + [
-            f"n{d}" for d in range(n)]
+        params = (
+            params_out
+            + params_red
+            + params_in
+            + [f"s{k}" for k in range(len(lits))]
+            + [f"n{d}" for d in range(n)]
+        )
         src = [f"def kernel({', '.join(params)}):"]
         src += ["    " + line for line in pre]
         indent = "    "
@@ -489,9 +540,12 @@ def _warn_fallback(eqn, error) -> None:
     if key in _warned:
         return
     _warned.add(key)
-    warnings.warn(f"ember.graph fusion: numba could not compile the fused kernel [{key}] "
-                  f"({type(error).__name__}: {error}); running it with NumPy instead",
-                  RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"ember.graph fusion: numba could not compile the fused kernel [{key}] "
+        f"({type(error).__name__}: {error}); running it with NumPy instead",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def _axes(dim, n) -> set:

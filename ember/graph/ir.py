@@ -46,8 +46,13 @@ _counter = [0]
 
 
 def _short(dtype: np.dtype) -> str:
-    return _dt.from_numpy_dtype(dtype).name.replace("float", "f").replace(
-        "uint", "u").replace("int", "i").replace("bool", "bool")
+    return (
+        _dt.from_numpy_dtype(dtype)
+        .name.replace("float", "f")
+        .replace("uint", "u")
+        .replace("int", "i")
+        .replace("bool", "bool")
+    )
 
 
 class Var:
@@ -113,7 +118,8 @@ def _concrete_message(what: str) -> str:
         ".numpy() need concrete values: use ember.cond(pred, true_fn, false_fn, *operands) or "
         "ember.while_loop(cond_fn, body_fn, init) for data-dependent control flow, keep the "
         "Python value outside the compiled function, or set ember.config.run_eagerly = True "
-        "to debug eagerly")
+        "to debug eagerly"
+    )
 
 
 class Eqn:
@@ -214,8 +220,9 @@ class Graph:
         ins = " ".join(decl(v) for v in self.inputs)
         caps = " ".join(decl(v) for v, _ in self.captures)
         consts = " ".join(decl(v) for v in self.consts)
-        lines.append(f"{{ lambda {ins} ; {caps}"
-                     + (f" ; consts {consts}" if consts else "") + ". let")
+        lines.append(
+            f"{{ lambda {ins} ; {caps}" + (f" ; consts {consts}" if consts else "") + ". let"
+        )
         for e in self.eqns:
             outs = " ".join(decl(v) for v in e.outs)
             args = " ".join(atom(a) for a in e.inputs)
@@ -279,17 +286,21 @@ def check(graph: Graph) -> None:
     for i, e in enumerate(graph.eqns):
         for a in e.inputs:
             if isinstance(a, Var) and a not in defined:
-                raise GraphError(f"{graph.name}: equation {i} ({e.name}) uses {a!r} before "
-                                 f"it is defined")
+                raise GraphError(
+                    f"{graph.name}: equation {i} ({e.name}) uses {a!r} before it is defined"
+                )
         if isinstance(e.op, OpDef):
-            avals = [(a.shape, _dt.from_numpy_dtype(a.dtype)) if isinstance(a, Var) else a
-                     for a in e.inputs]
+            avals = [
+                (a.shape, _dt.from_numpy_dtype(a.dtype)) if isinstance(a, Var) else a
+                for a in e.inputs
+            ]
             attrs = e.attrs
             shape, dtype = infer(e.op, avals, attrs)
             if tuple(shape) != e.out.shape or dtype.numpy != e.out.dtype:
                 raise GraphError(
                     f"{graph.name}: equation {i} ({e.name}) declares {e.out.type_str()} but "
-                    f"its rules give {_short(dtype.numpy)}{list(shape)}")
+                    f"its rules give {_short(dtype.numpy)}{list(shape)}"
+                )
         for v in e.outs:
             define(v, f"output of {e.name}")
     for a in graph.roots():
@@ -311,5 +322,3 @@ def dump(graph: Graph, stage: str) -> None:
     if dump_enabled():
         print(f"--- {graph.name}: after {stage} ({len(graph.eqns)} equations) ---")
         print(graph.pretty(), flush=True)
-
-

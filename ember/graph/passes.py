@@ -95,10 +95,14 @@ def fold_constants(graph: Graph) -> Graph:
     kept = []
     for e in graph.eqns:
         op = e.op
-        if (isinstance(op, OpDef) and not op.stateful and len(e.outs) == 1
-                and all(not isinstance(a, Var) or a in graph.consts for a in e.inputs)
-                and any(isinstance(a, Var) for a in e.inputs)
-                and e.out.size <= _FOLD_LIMIT):
+        if (
+            isinstance(op, OpDef)
+            and not op.stateful
+            and len(e.outs) == 1
+            and all(not isinstance(a, Var) or a in graph.consts for a in e.inputs)
+            and any(isinstance(a, Var) for a in e.inputs)
+            and e.out.size <= _FOLD_LIMIT
+        ):
             vals = [graph.consts[a] if isinstance(a, Var) else a for a in e.inputs]
             with np.errstate(all="ignore"):
                 out = np.asarray((op.kernels.get("numpy") or op.forward)(xp, *vals, **e.attrs))
@@ -131,9 +135,15 @@ def _splat_to_literal(graph, ins, out):
     operand alone has the result's shape and dtype (NumPy keeps the array's dtype)."""
     a, b = ins
     for i, (x, other) in enumerate(((a, b), (b, a))):
-        if (isinstance(x, Var) and x in graph.consts and isinstance(other, Var)
-                and other.shape == out.shape and other.dtype == out.dtype
-                and out.dtype.kind == "f" and x.dtype.kind in "fi"):
+        if (
+            isinstance(x, Var)
+            and x in graph.consts
+            and isinstance(other, Var)
+            and other.shape == out.shape
+            and other.dtype == out.dtype
+            and out.dtype.kind == "f"
+            and x.dtype.kind in "fi"
+        ):
             value = _const_value(graph, x)
             if value is not None:
                 value = float(value)
@@ -158,8 +168,12 @@ def _swap_transposed_matmul(e, producer, uses, kept):
     from ember.ops.shape import PERMUTE
 
     inner = producer.get(e.inputs[0])
-    if (inner is None or inner.name != "matmul" or uses.get(inner.out, 0) != 1
-            or not all(isinstance(a, Var) and a.ndim == 2 for a in inner.inputs)):
+    if (
+        inner is None
+        or inner.name != "matmul"
+        or uses.get(inner.out, 0) != 1
+        or not all(isinstance(a, Var) and a.ndim == 2 for a in inner.inputs)
+    ):
         return False
     a, b = inner.inputs
     operands = []
@@ -195,8 +209,13 @@ def simplify(graph: Graph) -> Graph:
 
         if name in _SPLAT_OPS and len(ins) == 2:
             ins = e.inputs = _splat_to_literal(graph, ins, out)
-        if name == "pow" and len(ins) == 2 and isinstance(ins[1], (int, float)) \
-                and not isinstance(ins[1], bool) and same(ins[0]):
+        if (
+            name == "pow"
+            and len(ins) == 2
+            and isinstance(ins[1], (int, float))
+            and not isinstance(ins[1], bool)
+            and same(ins[0])
+        ):
             if ins[1] == 1:
                 replacement = ins[0]
             elif ins[1] == 2:
@@ -224,11 +243,17 @@ def simplify(graph: Graph) -> Graph:
             replacement = ins[0]
         elif name == "cast" and same(ins[0]):
             replacement = ins[0]
-        elif name == "permute" and tuple(e.attrs.get("dims", ())) == tuple(
-                range(out.ndim)) and same(ins[0]):
+        elif (
+            name == "permute"
+            and tuple(e.attrs.get("dims", ())) == tuple(range(out.ndim))
+            and same(ins[0])
+        ):
             replacement = ins[0]
-        elif name == "permute" and isinstance(ins[0], Var) and tuple(
-                e.attrs.get("dims", ())) == (1, 0):
+        elif (
+            name == "permute"
+            and isinstance(ins[0], Var)
+            and tuple(e.attrs.get("dims", ())) == (1, 0)
+        ):
             twice = _transpose_source(producer, ins[0])
             if twice is not None and same(twice):
                 replacement = twice  # the transpose of a transpose
@@ -249,8 +274,13 @@ def simplify(graph: Graph) -> Graph:
     return graph
 
 
-PIPELINE = (("simplify", simplify), ("constant folding", fold_constants), ("cse", cse),
-            ("simplify", simplify), ("dce", dce))
+PIPELINE = (
+    ("simplify", simplify),
+    ("constant folding", fold_constants),
+    ("cse", cse),
+    ("simplify", simplify),
+    ("dce", dce),
+)
 
 
 def run_passes(graph: Graph, fuse: bool = True) -> Graph:

@@ -133,22 +133,53 @@ class Tensor:
     __hash__ = object.__hash__
 
     # operators record ember's operators
-    def __add__(self, o): return _op(operator.add, self, o, name="add")
-    def __radd__(self, o): return _op(operator.add, o, self, name="add")
-    def __sub__(self, o): return _op(operator.sub, self, o, name="sub")
-    def __rsub__(self, o): return _op(operator.sub, o, self, name="sub")
-    def __mul__(self, o): return _op(operator.mul, self, o, name="mul")
-    def __rmul__(self, o): return _op(operator.mul, o, self, name="mul")
-    def __truediv__(self, o): return _op(operator.truediv, self, o, name="truediv")
-    def __rtruediv__(self, o): return _op(operator.truediv, o, self, name="truediv")
-    def __pow__(self, o): return _op(operator.pow, self, o, name="pow")
-    def __matmul__(self, o): return _op(operator.matmul, self, o, name="MatMul")
-    def __neg__(self): return _op(operator.neg, self, name="Neg")
-    def __lt__(self, o): return _op(operator.lt, self, o, name="Less")
-    def __le__(self, o): return _op(operator.le, self, o, name="LessEqual")
-    def __gt__(self, o): return _op(operator.gt, self, o, name="Greater")
-    def __ge__(self, o): return _op(operator.ge, self, o, name="GreaterEqual")
-    def __getitem__(self, index): return _op(operator.getitem, self, index, name="strided_slice")
+    def __add__(self, o):
+        return _op(operator.add, self, o, name="add")
+
+    def __radd__(self, o):
+        return _op(operator.add, o, self, name="add")
+
+    def __sub__(self, o):
+        return _op(operator.sub, self, o, name="sub")
+
+    def __rsub__(self, o):
+        return _op(operator.sub, o, self, name="sub")
+
+    def __mul__(self, o):
+        return _op(operator.mul, self, o, name="mul")
+
+    def __rmul__(self, o):
+        return _op(operator.mul, o, self, name="mul")
+
+    def __truediv__(self, o):
+        return _op(operator.truediv, self, o, name="truediv")
+
+    def __rtruediv__(self, o):
+        return _op(operator.truediv, o, self, name="truediv")
+
+    def __pow__(self, o):
+        return _op(operator.pow, self, o, name="pow")
+
+    def __matmul__(self, o):
+        return _op(operator.matmul, self, o, name="MatMul")
+
+    def __neg__(self):
+        return _op(operator.neg, self, name="Neg")
+
+    def __lt__(self, o):
+        return _op(operator.lt, self, o, name="Less")
+
+    def __le__(self, o):
+        return _op(operator.le, self, o, name="LessEqual")
+
+    def __gt__(self, o):
+        return _op(operator.gt, self, o, name="Greater")
+
+    def __ge__(self, o):
+        return _op(operator.ge, self, o, name="GreaterEqual")
+
+    def __getitem__(self, index):
+        return _op(operator.getitem, self, index, name="strided_slice")
 
     def eval(self, feed_dict=None, session=None):
         return (session or _default_session()).run(self, feed_dict)
@@ -168,9 +199,16 @@ class Placeholder(Tensor):
     _kind = "placeholder"
 
     def __init__(self, dtype, shape=None, name=None):
-        super().__init__(None, (), None, name=name or "Placeholder", dtype=dtype,
-                         shape=None if shape is None else tuple(
-                             None if d is None or d == -1 else int(d) for d in shape))
+        super().__init__(
+            None,
+            (),
+            None,
+            name=name or "Placeholder",
+            dtype=dtype,
+            shape=None
+            if shape is None
+            else tuple(None if d is None or d == -1 else int(d) for d in shape),
+        )
         if self.dtype is None:
             raise TypeError("placeholder: a dtype is required (e.g. tf.float32)")
 
@@ -189,13 +227,15 @@ class Variable(Tensor):
             value = _evaluate_eagerly(initial_value)
             self._initializer = initial_value
         else:
-            value = ember.tensor(np.asarray(initial_value),
-                                 dtype=dtype or _infer_tf_dtype(initial_value))
+            value = ember.tensor(
+                np.asarray(initial_value), dtype=dtype or _infer_tf_dtype(initial_value)
+            )
             self._initializer = value.detach().clone()
         if dtype is not None and value.dtype is not dtype:
             value = value.to(dtype)
-        super().__init__(None, (), None, name=name or "Variable", dtype=value.dtype,
-                         shape=tuple(value.shape))
+        super().__init__(
+            None, (), None, name=name or "Variable", dtype=value.dtype, shape=tuple(value.shape)
+        )
         self.tensor = value.detach().clone()
         self.trainable = trainable
         if trainable and self.tensor.is_floating_point():
@@ -268,7 +308,8 @@ def _eval(x, env, memo):
             if x not in env:
                 raise InvalidArgumentError(
                     f"You must feed a value for placeholder tensor '{x.name}' with dtype "
-                    f"{x.dtype.name}" + (f" and shape {list(x._shape)}" if x._shape else ""))
+                    f"{x.dtype.name}" + (f" and shape {list(x._shape)}" if x._shape else "")
+                )
             value = env[x]
         elif kind == "variable":
             value = x.tensor
@@ -363,8 +404,7 @@ class _Minimize:
     def __call__(self, env, memo):
         loss = _eval(self.loss, env, memo)
         tensors = [v.tensor for v in self.var_list]
-        grads = ember.autograd.grad(loss.sum() if loss.ndim else loss, tensors,
-                                    allow_unused=True)
+        grads = ember.autograd.grad(loss.sum() if loss.ndim else loss, tensors, allow_unused=True)
         with ember.no_grad():
             self.optimizer._apply(list(zip(grads, self.var_list)))
         return None
@@ -379,8 +419,7 @@ class Optimizer:
 
     def minimize(self, loss, var_list=None, global_step=None, name=None):
         if var_list is None:
-            var_list = [v for v in loss.graph.trainable if any(
-                n is v for n in _walk([loss]))]
+            var_list = [v for v in loss.graph.trainable if any(n is v for n in _walk([loss]))]
         if not var_list:
             raise ValueError("minimize: no variables to optimize")
         self._create_slots(var_list)
@@ -390,8 +429,12 @@ class Optimizer:
         pass
 
     def _slot(self, var, name):
-        slot = Variable(np.zeros(tuple(var.tensor.shape)), dtype=var.dtype,
-                        name=f"{var.name}/{self.name}/{name}", trainable=False)
+        slot = Variable(
+            np.zeros(tuple(var.tensor.shape)),
+            dtype=var.dtype,
+            name=f"{var.name}/{self.name}/{name}",
+            trainable=False,
+        )
         return slot.tensor
 
 
@@ -408,8 +451,9 @@ class GradientDescentOptimizer(Optimizer):
 class MomentumOptimizer(Optimizer):
     """accum = momentum * accum + g; var -= lr * accum (Nesterov: lr * (g + momentum*accum))."""
 
-    def __init__(self, learning_rate, momentum, use_locking=False, name="Momentum",
-                 use_nesterov=False):
+    def __init__(
+        self, learning_rate, momentum, use_locking=False, name="Momentum", use_nesterov=False
+    ):
         super().__init__(learning_rate, name)
         self.momentum = momentum
         self.use_nesterov = use_nesterov
@@ -435,8 +479,15 @@ class AdamOptimizer(Optimizer):
     var -= lr_t * m / (sqrt(v) + epsilon). The beta powers are tensors (so a compiled step
     counts its own steps)."""
 
-    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8,
-                 use_locking=False, name="Adam"):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta1=0.9,
+        beta2=0.999,
+        epsilon=1e-8,
+        use_locking=False,
+        name="Adam",
+    ):
         super().__init__(learning_rate, name)
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.slots: dict = {}
@@ -448,10 +499,10 @@ class AdamOptimizer(Optimizer):
                 self.slots[id(v)] = (self._slot(v, "Adam"), self._slot(v, "Adam_1"))
         if self.powers is None:
             dtype = var_list[0].dtype
-            self.powers = (Variable([self.beta1], dtype=dtype, name="beta1_power",
-                                    trainable=False).tensor,
-                           Variable([self.beta2], dtype=dtype, name="beta2_power",
-                                    trainable=False).tensor)
+            self.powers = (
+                Variable([self.beta1], dtype=dtype, name="beta1_power", trainable=False).tensor,
+                Variable([self.beta2], dtype=dtype, name="beta2_power", trainable=False).tensor,
+            )
 
     def _apply(self, pairs):
         b1p, b2p = self.powers
@@ -496,8 +547,10 @@ _sessions: list = []
 
 def _default_session():
     if not _sessions:
-        raise ValueError("Cannot evaluate tensor using `eval()`: No default session is "
-                         "registered. Use `with sess.as_default()` or pass session=")
+        raise ValueError(
+            "Cannot evaluate tensor using `eval()`: No default session is "
+            "registered. Use `with sess.as_default()` or pass session="
+        )
     return _sessions[-1]
 
 
@@ -557,7 +610,8 @@ class Session:
                 if id(v) not in self.initialized:
                     raise FailedPreconditionError(
                         f"Attempting to use uninitialized value {v.name}: run "
-                        f"tf.global_variables_initializer() in this session first")
+                        f"tf.global_variables_initializer() in this session first"
+                    )
             plan.checked = True
         outs = plan.compiled(*feeds)
         return _restructure(plan.structure, outs)
@@ -567,12 +621,16 @@ class Session:
         _flatten_fetches(fetches, flat)
         for f in flat:
             if not isinstance(f, Tensor):
-                raise TypeError(f"Fetch argument {f!r} has invalid type {type(f).__name__}, "
-                                f"must be a string or Tensor. (Can not convert a "
-                                f"{type(f).__name__} into a Tensor or Operation.)")
+                raise TypeError(
+                    f"Fetch argument {f!r} has invalid type {type(f).__name__}, "
+                    f"must be a string or Tensor. (Can not convert a "
+                    f"{type(f).__name__} into a Tensor or Operation.)"
+                )
             if f.graph is not self.graph:
-                raise ValueError(f"Fetch argument {f!r} cannot be interpreted as a Tensor. "
-                                 f"(Tensor {f.name} is not an element of this graph.)")
+                raise ValueError(
+                    f"Fetch argument {f!r} cannot be interpreted as a Tensor. "
+                    f"(Tensor {f.name} is not an element of this graph.)"
+                )
         for k in feed_dict:
             if not isinstance(k, Tensor):
                 raise TypeError(f"The key of feed_dict {k!r} is not a graph tensor")
@@ -685,19 +743,31 @@ def _convert_feed(p, value):
         arr = value
     else:
         src = np.asarray(value)
-        if src.dtype.kind in "USO" or not np.can_cast(src.dtype, dtype, "same_kind") and not (
-                src.dtype.kind in "iub" and dtype.kind in "iuf"):
-            raise TypeError(f"Cannot feed value of dtype {src.dtype} for Tensor '{p.name}:0', "
-                            f"which has dtype {p.dtype.name}")
+        if (
+            src.dtype.kind in "USO"
+            or not np.can_cast(src.dtype, dtype, "same_kind")
+            and not (src.dtype.kind in "iub" and dtype.kind in "iuf")
+        ):
+            raise TypeError(
+                f"Cannot feed value of dtype {src.dtype} for Tensor '{p.name}:0', "
+                f"which has dtype {p.dtype.name}"
+            )
         arr = src.astype(dtype, copy=False)
     if p._shape is not None:
         ok = len(arr.shape) == len(p._shape) and all(
-            d is None or d == n for d, n in zip(p._shape, arr.shape))
+            d is None or d == n for d, n in zip(p._shape, arr.shape)
+        )
         if not ok:
-            shape = "(" + ", ".join("?" if d is None else str(d) for d in p._shape) + \
-                    ("," if len(p._shape) == 1 else "") + ")"
-            raise ValueError(f"Cannot feed value of shape {arr.shape} for Tensor "
-                             f"'{p.name}:0', which has shape '{shape}'")
+            shape = (
+                "("
+                + ", ".join("?" if d is None else str(d) for d in p._shape)
+                + ("," if len(p._shape) == 1 else "")
+                + ")"
+            )
+            raise ValueError(
+                f"Cannot feed value of shape {arr.shape} for Tensor "
+                f"'{p.name}:0', which has shape '{shape}'"
+            )
     return arr
 
 
@@ -722,18 +792,15 @@ def _axis(axis):
 
 
 def reduce_sum(x, axis=None, keepdims=False, name=None):
-    return _op(lambda x: ember.sum(x, dim=_axis(axis), keepdim=keepdims), x,
-               name=name or "Sum")
+    return _op(lambda x: ember.sum(x, dim=_axis(axis), keepdim=keepdims), x, name=name or "Sum")
 
 
 def reduce_mean(x, axis=None, keepdims=False, name=None):
-    return _op(lambda x: ember.mean(x, dim=_axis(axis), keepdim=keepdims), x,
-               name=name or "Mean")
+    return _op(lambda x: ember.mean(x, dim=_axis(axis), keepdim=keepdims), x, name=name or "Mean")
 
 
 def reduce_max(x, axis=None, keepdims=False, name=None):
-    return _op(lambda x: ember.amax(x, dim=_axis(axis), keepdim=keepdims), x,
-               name=name or "Max")
+    return _op(lambda x: ember.amax(x, dim=_axis(axis), keepdim=keepdims), x, name=name or "Max")
 
 
 def _unary(fn, default):
@@ -754,12 +821,28 @@ abs = _unary(ember.abs, "Abs")  # noqa: A001
 negative = _unary(ember.neg, "Neg")
 
 
-def add(x, y, name=None): return _op(operator.add, x, y, name=name or "Add")
-def subtract(x, y, name=None): return _op(operator.sub, x, y, name=name or "Sub")
-def multiply(x, y, name=None): return _op(operator.mul, x, y, name=name or "Mul")
-def divide(x, y, name=None): return _op(operator.truediv, x, y, name=name or "RealDiv")
-def maximum(x, y, name=None): return _op(ember.maximum, x, y, name=name or "Maximum")
-def minimum(x, y, name=None): return _op(ember.minimum, x, y, name=name or "Minimum")
+def add(x, y, name=None):
+    return _op(operator.add, x, y, name=name or "Add")
+
+
+def subtract(x, y, name=None):
+    return _op(operator.sub, x, y, name=name or "Sub")
+
+
+def multiply(x, y, name=None):
+    return _op(operator.mul, x, y, name=name or "Mul")
+
+
+def divide(x, y, name=None):
+    return _op(operator.truediv, x, y, name=name or "RealDiv")
+
+
+def maximum(x, y, name=None):
+    return _op(ember.maximum, x, y, name=name or "Maximum")
+
+
+def minimum(x, y, name=None):
+    return _op(ember.minimum, x, y, name=name or "Minimum")
 
 
 def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
@@ -771,17 +854,26 @@ def matmul(a, b, transpose_a=False, transpose_b=False, name=None):
 
 def argmax(x, axis=None, output_type=None, name=None):
     dtype = _as_dtype(output_type) or _dt.int64
-    return _op(lambda x: ember.argmax(x, dim=0 if axis is None else axis).to(dtype), x,
-               name=name or "ArgMax", dtype=dtype)
+    return _op(
+        lambda x: ember.argmax(x, dim=0 if axis is None else axis).to(dtype),
+        x,
+        name=name or "ArgMax",
+        dtype=dtype,
+    )
 
 
-def equal(x, y, name=None): return _op(ember.eq, x, y, name=name or "Equal", dtype=_dt.bool_)
+def equal(x, y, name=None):
+    return _op(ember.eq, x, y, name=name or "Equal", dtype=_dt.bool_)
 
 
 def cast(x, dtype, name=None):
     dtype = _as_dtype(dtype)
-    return _op(lambda x: x.to(dtype) if isinstance(x, _ETensor) else ember.tensor(x, dtype=dtype),
-               x, name=name or "Cast", dtype=dtype)
+    return _op(
+        lambda x: x.to(dtype) if isinstance(x, _ETensor) else ember.tensor(x, dtype=dtype),
+        x,
+        name=name or "Cast",
+        dtype=dtype,
+    )
 
 
 def reshape(x, shape, name=None):
@@ -790,26 +882,42 @@ def reshape(x, shape, name=None):
 
 def zeros(shape, dtype=_dt.float32, name=None):
     dtype = _as_dtype(dtype)
-    return Tensor(lambda: ember.zeros(tuple(shape), dtype=dtype), name=name or "zeros",
-                  dtype=dtype, shape=tuple(shape))
+    return Tensor(
+        lambda: ember.zeros(tuple(shape), dtype=dtype),
+        name=name or "zeros",
+        dtype=dtype,
+        shape=tuple(shape),
+    )
 
 
 def ones(shape, dtype=_dt.float32, name=None):
     dtype = _as_dtype(dtype)
-    return Tensor(lambda: ember.ones(tuple(shape), dtype=dtype), name=name or "ones",
-                  dtype=dtype, shape=tuple(shape))
+    return Tensor(
+        lambda: ember.ones(tuple(shape), dtype=dtype),
+        name=name or "ones",
+        dtype=dtype,
+        shape=tuple(shape),
+    )
 
 
 def _random_normal(shape, mean=0.0, stddev=1.0, dtype=_dt.float32, seed=None, name=None):
     dtype = _as_dtype(dtype)
-    return Tensor(lambda: ember.randn(tuple(shape), dtype=dtype) * stddev + mean,
-                  name=name or "random_normal", dtype=dtype, shape=tuple(shape))
+    return Tensor(
+        lambda: ember.randn(tuple(shape), dtype=dtype) * stddev + mean,
+        name=name or "random_normal",
+        dtype=dtype,
+        shape=tuple(shape),
+    )
 
 
 def _random_uniform(shape, minval=0.0, maxval=1.0, dtype=_dt.float32, seed=None, name=None):
     dtype = _as_dtype(dtype)
-    return Tensor(lambda: ember.rand(tuple(shape), dtype=dtype) * (maxval - minval) + minval,
-                  name=name or "random_uniform", dtype=dtype, shape=tuple(shape))
+    return Tensor(
+        lambda: ember.rand(tuple(shape), dtype=dtype) * (maxval - minval) + minval,
+        name=name or "random_uniform",
+        dtype=dtype,
+        shape=tuple(shape),
+    )
 
 
 def _truncated_normal(shape, mean=0.0, stddev=1.0, dtype=_dt.float32, seed=None, name=None):
@@ -882,12 +990,17 @@ class nn:  # noqa: N801  (tf.nn namespace)
 
     @staticmethod
     def softmax_cross_entropy_with_logits(labels=None, logits=None, axis=-1, name=None):
-        return _op(lambda z, x: _softmax_ce(z, x, axis), labels, logits,
-                   name=name or "softmax_cross_entropy_with_logits")
+        return _op(
+            lambda z, x: _softmax_ce(z, x, axis),
+            labels,
+            logits,
+            name=name or "softmax_cross_entropy_with_logits",
+        )
 
     softmax_cross_entropy_with_logits_v2 = softmax_cross_entropy_with_logits
 
     @staticmethod
     def sparse_softmax_cross_entropy_with_logits(labels=None, logits=None, name=None):
-        return _op(_sparse_softmax_ce, labels, logits,
-                   name=name or "SparseSoftmaxCrossEntropyWithLogits")
+        return _op(
+            _sparse_softmax_ce, labels, logits, name=name or "SparseSoftmaxCrossEntropyWithLogits"
+        )

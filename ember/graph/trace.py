@@ -116,8 +116,11 @@ class Tracer:
         return t
 
     def emit(self, op, inputs, attrs, shape, dtype, nouts=1):
-        outs = [Var(shape, dtype) for _ in range(nouts)] if not isinstance(shape, list) else [
-            Var(s, d) for s, d in zip(shape, dtype)]
+        outs = (
+            [Var(shape, dtype) for _ in range(nouts)]
+            if not isinstance(shape, list)
+            else [Var(s, d) for s, d in zip(shape, dtype)]
+        )
         self.graph.eqns.append(Eqn(op, inputs, attrs, outs, user_location(2)))
         return outs
 
@@ -135,8 +138,15 @@ class Tracer:
             self.by_var[var] = buf
             self.graph.captures.append((var, None))
         if id(t) not in buf.saved:
-            buf.saved[id(t)] = (weakref.ref(t), t._data, t._node, t._requires_grad, t.grad,
-                                t._version, t._view)
+            buf.saved[id(t)] = (
+                weakref.ref(t),
+                t._data,
+                t._node,
+                t._requires_grad,
+                t.grad,
+                t._version,
+                t._view,
+            )
             buf.tensors.append(weakref.ref(t))
             counter = t._version
             if counter is not None and id(counter) not in self.counters:
@@ -169,8 +179,10 @@ class Tracer:
         args_t = tuple(a if isinstance(a, Tensor) else _dispatch._operand(a) for a in args)
         # make concrete tensors graph values first (so aliases see writes)
         atoms = [self.atom(a) for a in args_t]
-        view_args = tuple(_wrap(v) if isinstance(a, Tensor) and not isinstance(a._data, Var)
-                          else a for a, v in zip(args_t, atoms))
+        view_args = tuple(
+            _wrap(v) if isinstance(a, Tensor) and not isinstance(a._data, Var) else a
+            for a, v in zip(args_t, atoms)
+        )
         # restore autograd identity of captured leaves for _record
         rec_args = args_t
         promote = op.promote
@@ -181,8 +193,7 @@ class Tracer:
             if cdt is not None:
                 for i, a in enumerate(inputs):
                     if isinstance(a, Var) and i not in skip and a.dtype != cdt.numpy:
-                        (inputs[i],) = self.emit(_E.CAST, (a,), {"dtype": cdt}, a.shape,
-                                                 cdt.numpy)
+                        (inputs[i],) = self.emit(_E.CAST, (a,), {"dtype": cdt}, a.shape, cdt.numpy)
         avals = [(v.shape, _DT_OF[v.dtype]) if isinstance(v, Var) else v for v in atoms]
         try:
             shape, dtype = _registry.infer(op, avals, attrs)
@@ -190,18 +201,30 @@ class Tracer:
             raise
         except (ShapeError, ValueError, TypeError, IndexError) as error:
             raise _dispatch._op_error(op, view_args, attrs, error) from error
-        if shape is None or any(d is None for d in shape) or (
-                op.name in _MASK_INDEXED and any(isinstance(a, Var) and a.dtype.kind == "b"
-                                                 for a in atoms[1:])):
-            raise GraphError(_at_user(
-                f"{op.name}: its output shape depends on the data, which a compiled graph "
-                f"cannot know; compute it outside the compiled function"))
+        if (
+            shape is None
+            or any(d is None for d in shape)
+            or (
+                op.name in _MASK_INDEXED
+                and any(isinstance(a, Var) and a.dtype.kind == "b" for a in atoms[1:])
+            )
+        ):
+            raise GraphError(
+                _at_user(
+                    f"{op.name}: its output shape depends on the data, which a compiled graph "
+                    f"cannot know; compute it outside the compiled function"
+                )
+            )
         (out,) = self.emit(op, inputs, attrs, shape, dtype.numpy)
         result = _wrap(out)
         if op.view and len(args_t) == 1:
             _dispatch.make_view(result, args_t[0], op, attrs)
-        if (_state.enabled and op.vjp is not None and out.dtype.kind == "f"
-                and any(isinstance(a, Tensor) and a._requires_grad for a in rec_args)):
+        if (
+            _state.enabled
+            and op.vjp is not None
+            and out.dtype.kind == "f"
+            and any(isinstance(a, Tensor) and a._requires_grad for a in rec_args)
+        ):
             _dispatch._record(op, rec_args, attrs, result)
         return result
 
@@ -322,4 +345,3 @@ class tracing:
     def __exit__(self, *exc):
         _dispatch.pop_interceptor()
         return False
-

@@ -141,8 +141,15 @@ from ember.ops.shape import (
 )
 
 
-def embedding(input, weight, padding_idx=None, max_norm=None, norm_type: float = 2.0,
-              scale_grad_by_freq: bool = False, sparse: bool = False):
+def embedding(
+    input,
+    weight,
+    padding_idx=None,
+    max_norm=None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+):
     """Rows of `weight` picked by the integer tensor `input` (PyTorch's F.embedding).
 
     With `max_norm`, each row that `input` looks up and whose `norm_type`-norm exceeds

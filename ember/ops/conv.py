@@ -50,20 +50,26 @@ def _out_size(n, k, s, p, d, ceil_mode=False):
 
 def _conv_shape(x, w, stride, padding, dilation, groups):
     if len(x) != 4 or len(w) != 4:
-        raise ShapeError(f"conv2d: expected 4-D input (N, C, H, W) and weight (O, C/groups, kH, "
-                         f"kW), got {tuple(x)} and {tuple(w)}")
+        raise ShapeError(
+            f"conv2d: expected 4-D input (N, C, H, W) and weight (O, C/groups, kH, "
+            f"kW), got {tuple(x)} and {tuple(w)}"
+        )
     n, c, h, wd = x
     o, cg, kh, kw = w
     if c != cg * groups:
-        raise ShapeError(f"conv2d: input has {c} channels but weight {tuple(w)} with groups="
-                         f"{groups} expects {cg * groups}")
+        raise ShapeError(
+            f"conv2d: input has {c} channels but weight {tuple(w)} with groups="
+            f"{groups} expects {cg * groups}"
+        )
     if o % groups:
         raise ShapeError(f"conv2d: out channels {o} not divisible by groups={groups}")
     ho = _out_size(h, kh, stride[0], padding[0], dilation[0])
     wo = _out_size(wd, kw, stride[1], padding[1], dilation[1])
     if ho <= 0 or wo <= 0:
-        raise ShapeError(f"conv2d: kernel {(kh, kw)} (dilation {dilation}) is larger than the "
-                         f"padded input {(h + 2 * padding[0], wd + 2 * padding[1])}")
+        raise ShapeError(
+            f"conv2d: kernel {(kh, kw)} (dilation {dilation}) is larger than the "
+            f"padded input {(h + 2 * padding[0], wd + 2 * padding[1])}"
+        )
     return (n, o, ho, wo)
 
 
@@ -75,7 +81,7 @@ def _im2col(xp, x, kh, kw, stride, padding, dilation, groups):
         x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dh, dw = dilation
     win = xp.windows(x, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
-    win = win[:, :, ::stride[0], ::stride[1], ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw)
+    win = win[:, :, :: stride[0], :: stride[1], ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw)
     ho, wo = win.shape[2], win.shape[3]
     cg = c // groups
     win = win.reshape(n, groups, cg, ho, wo, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
@@ -95,15 +101,27 @@ def _conv_forward(xp, x, w, stride, padding, dilation, groups):
 def _conv_vjp(g, y, x, w, stride, padding, dilation, groups):
     attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     # skip the input gradient of a first layer (its input needs none): the larger half
-    gx = apply(CONV2D_INPUT_GRAD, g, w, input_shape=tuple(x.shape), **attrs) \
-        if _needs_grad(x) else None
-    gw = apply(CONV2D_WEIGHT_GRAD, x, g, weight_shape=tuple(w.shape), **attrs) \
-        if _needs_grad(w) else None
+    gx = (
+        apply(CONV2D_INPUT_GRAD, g, w, input_shape=tuple(x.shape), **attrs)
+        if _needs_grad(x)
+        else None
+    )
+    gw = (
+        apply(CONV2D_WEIGHT_GRAD, x, g, weight_shape=tuple(w.shape), **attrs)
+        if _needs_grad(w)
+        else None
+    )
     return gx, gw
 
 
-CONV2D = defop("conv2d", _conv_forward, _conv_vjp, shape=_conv_shape,
-               dtype=lambda a, b, **k: a, promote="common")
+CONV2D = defop(
+    "conv2d",
+    _conv_forward,
+    _conv_vjp,
+    shape=_conv_shape,
+    dtype=lambda a, b, **k: a,
+    promote="common",
+)
 
 
 def _input_grad_forward(xp, g, w, input_shape, stride, padding, dilation, groups):
@@ -121,21 +139,32 @@ def _input_grad_forward(xp, g, w, input_shape, stride, padding, dilation, groups
     out = xp.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            out[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh,
-                j * dw: j * dw + sw * (wo - 1) + 1: sw] += cols[:, :, i, j]
-    return out[:, :, ph: ph + h, pw: pw + wd]
+            out[
+                :,
+                :,
+                i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                j * dw : j * dw + sw * (wo - 1) + 1 : sw,
+            ] += cols[:, :, i, j]
+    return out[:, :, ph : ph + h, pw : pw + wd]
 
 
 def _input_grad_vjp(gg, y, g, w, input_shape, stride, padding, dilation, groups):
     attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    return (apply(CONV2D, gg, w, **attrs),
-            apply(CONV2D_WEIGHT_GRAD, gg, g, weight_shape=tuple(w.shape), **attrs))
+    return (
+        apply(CONV2D, gg, w, **attrs),
+        apply(CONV2D_WEIGHT_GRAD, gg, g, weight_shape=tuple(w.shape), **attrs),
+    )
 
 
 CONV2D_INPUT_GRAD = defop(
-    "conv2d_input_grad", _input_grad_forward, _input_grad_vjp,
-    shape=lambda g, w, input_shape, **a: tuple(input_shape), dtype=lambda a, b, **k: a,
-    promote="common", doc="Gradient of conv2d with respect to its input (a transposed conv).")
+    "conv2d_input_grad",
+    _input_grad_forward,
+    _input_grad_vjp,
+    shape=lambda g, w, input_shape, **a: tuple(input_shape),
+    dtype=lambda a, b, **k: a,
+    promote="common",
+    doc="Gradient of conv2d with respect to its input (a transposed conv).",
+)
 
 
 def _weight_grad_forward(xp, x, g, weight_shape, stride, padding, dilation, groups):
@@ -149,14 +178,21 @@ def _weight_grad_forward(xp, x, g, weight_shape, stride, padding, dilation, grou
 
 def _weight_grad_vjp(gw, y, x, g, weight_shape, stride, padding, dilation, groups):
     attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
-    return (apply(CONV2D_INPUT_GRAD, g, gw, input_shape=tuple(x.shape), **attrs),
-            apply(CONV2D, x, gw, **attrs))
+    return (
+        apply(CONV2D_INPUT_GRAD, g, gw, input_shape=tuple(x.shape), **attrs),
+        apply(CONV2D, x, gw, **attrs),
+    )
 
 
 CONV2D_WEIGHT_GRAD = defop(
-    "conv2d_weight_grad", _weight_grad_forward, _weight_grad_vjp,
-    shape=lambda x, g, weight_shape, **a: tuple(weight_shape), dtype=lambda a, b, **k: a,
-    promote="common", doc="Gradient of conv2d with respect to its weight.")
+    "conv2d_weight_grad",
+    _weight_grad_forward,
+    _weight_grad_vjp,
+    shape=lambda x, g, weight_shape, **a: tuple(weight_shape),
+    dtype=lambda a, b, **k: a,
+    promote="common",
+    doc="Gradient of conv2d with respect to its weight.",
+)
 
 
 # --- pooling primitives ---------------------------------------------------------------------------
@@ -174,7 +210,7 @@ CONV2D_WEIGHT_GRAD = defop(
 def _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode, fill):
     """(N, C, *out, *kernel) windows of x, padded at `fill` (plus the ceil-mode overhang)."""
     outs, extents, widths = [], [], [(0, 0)] * (x.ndim - len(kernel))
-    for n, k, s, p, d in zip(x.shape[x.ndim - len(kernel):], kernel, stride, padding, dilation):
+    for n, k, s, p, d in zip(x.shape[x.ndim - len(kernel) :], kernel, stride, padding, dilation):
         o = _out_size(n, k, s, p, d, ceil_mode)
         e = d * (k - 1) + 1
         outs.append(o)
@@ -184,8 +220,11 @@ def _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode, fill):
     nd = len(kernel)
     win = xp.windows(padded, tuple(extents), axis=tuple(range(x.ndim - nd, x.ndim)))
     lead = (slice(None),) * (x.ndim - nd)
-    return win[lead + tuple(slice(None, (o - 1) * s + 1, s) for o, s in zip(outs, stride))
-               + tuple(slice(None, None, d) for d in dilation)]
+    return win[
+        lead
+        + tuple(slice(None, (o - 1) * s + 1, s) for o, s in zip(outs, stride))
+        + tuple(slice(None, None, d) for d in dilation)
+    ]
 
 
 def _lowest(xp, dtype):
@@ -202,11 +241,15 @@ def _pool_out_shape(op, x, kernel, stride, padding, dilation, ceil_mode):
     for k, p in zip(kernel, padding):
         if p > k // 2:
             raise ShapeError(f"{op}: padding {padding} must be at most half the kernel {kernel}")
-    outs = tuple(_out_size(n, k, s, p, d, ceil_mode)
-                 for n, k, s, p, d in zip(x[2:], kernel, stride, padding, dilation))
+    outs = tuple(
+        _out_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip(x[2:], kernel, stride, padding, dilation)
+    )
     if any(o <= 0 for o in outs):
-        raise ShapeError(f"{op}: kernel {kernel} (dilation {dilation}, padding {padding}) is "
-                         f"larger than the input {x}")
+        raise ShapeError(
+            f"{op}: kernel {kernel} (dilation {dilation}, padding {padding}) is "
+            f"larger than the input {x}"
+        )
     return x[:2] + outs
 
 
@@ -215,26 +258,35 @@ def _max_pool_shape(x, kernel, stride, padding, dilation, ceil_mode):
 
 
 def _max_pool_forward(xp, x, kernel, stride, padding, dilation, ceil_mode):
-    win = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode,
-                        _lowest(xp, x.dtype))
+    win = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode, _lowest(xp, x.dtype))
     return win.max(axis=(4, 5))
 
 
 def _max_pool_vjp(g, y, x, kernel, stride, padding, dilation, ceil_mode):
-    return (apply(MAX_POOL2D_GRAD, g, x, kernel=kernel, stride=stride, padding=padding,
-                  dilation=dilation, ceil_mode=ceil_mode),)
+    return (
+        apply(
+            MAX_POOL2D_GRAD,
+            g,
+            x,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            ceil_mode=ceil_mode,
+        ),
+    )
 
 
-MAX_POOL2D = defop("max_pool2d", _max_pool_forward, _max_pool_vjp, shape=_max_pool_shape,
-                   dtype=same_dtype)
+MAX_POOL2D = defop(
+    "max_pool2d", _max_pool_forward, _max_pool_vjp, shape=_max_pool_shape, dtype=same_dtype
+)
 
 
 def _max_pool_indices_forward(xp, x, kernel, stride, padding, dilation, ceil_mode):
     nd = len(kernel)
     spatial = tuple(x.shape[2:])
-    win = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode,
-                        _lowest(xp, x.dtype))
-    outs = tuple(win.shape[2: 2 + nd])
+    win = _pool_windows(xp, x, kernel, stride, padding, dilation, ceil_mode, _lowest(xp, x.dtype))
+    outs = tuple(win.shape[2 : 2 + nd])
     taps = math.prod(kernel)
     values = win.reshape(tuple(x.shape[:2]) + outs + (taps,))
     plane = xp.arange(math.prod(spatial), dtype=xp.int64).reshape((1, 1) + spatial)
@@ -251,15 +303,19 @@ def _max_pool_indices_forward(xp, x, kernel, stride, padding, dilation, ceil_mod
 
 
 def _max_pool_indices_shape(x, kernel, stride, padding, dilation, ceil_mode):
-    return _pool_out_shape(f"max_pool{len(kernel)}d", x, kernel, stride, padding, dilation,
-                           ceil_mode)
+    return _pool_out_shape(
+        f"max_pool{len(kernel)}d", x, kernel, stride, padding, dilation, ceil_mode
+    )
 
 
 MAX_POOL_INDICES = defop(
-    "max_pool_indices", _max_pool_indices_forward, shape=_max_pool_indices_shape,
+    "max_pool_indices",
+    _max_pool_indices_forward,
+    shape=_max_pool_indices_shape,
     dtype=int64_dtype,
     doc="Each max-pooling window's argmax as a flat index into its (N, C) plane, over any "
-        "number of spatial dims (Note [Pool windows]); PyTorch's return_indices.")
+    "number of spatial dims (Note [Pool windows]); PyTorch's return_indices.",
+)
 
 
 def _gather_planes(t, index, shape):
@@ -283,22 +339,35 @@ def _max_pool_grad_forward(xp, g, x, kernel, stride, padding, dilation, ceil_mod
 def _max_pool_grad_vjp(gg, y, g, x, kernel, stride, padding, dilation, ceil_mode):
     # linear in g: its transpose picks each window's maximum position out of gg (PyTorch's
     # max_pool_double_backward); piecewise constant in x, so zero there, as in PyTorch
-    index = apply(MAX_POOL_INDICES, x, kernel=kernel, stride=stride, padding=padding,
-                  dilation=dilation, ceil_mode=ceil_mode)
+    index = apply(
+        MAX_POOL_INDICES,
+        x,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        ceil_mode=ceil_mode,
+    )
     gx = gg.new_zeros(tuple(x.shape)) if _needs_grad(x) else None
     return _gather_planes(gg, index, tuple(g.shape)), gx
 
 
 MAX_POOL2D_GRAD = defop(
-    "max_pool2d_grad", _max_pool_grad_forward, _max_pool_grad_vjp,
-    shape=lambda g, x, **a: tuple(x), dtype=same_dtype,
-    doc="Routes each window's gradient to its maximum (Note [Pool windows]).")
+    "max_pool2d_grad",
+    _max_pool_grad_forward,
+    _max_pool_grad_vjp,
+    shape=lambda g, x, **a: tuple(x),
+    dtype=same_dtype,
+    doc="Routes each window's gradient to its maximum (Note [Pool windows]).",
+)
 
 
 def _max_unpool_shape(x, index, output_size):
     if tuple(x) != tuple(index):
-        raise ShapeError(f"max_unpool{len(output_size)}d: indices of shape {tuple(index)} must "
-                         f"have the input's shape {tuple(x)}")
+        raise ShapeError(
+            f"max_unpool{len(output_size)}d: indices of shape {tuple(index)} must "
+            f"have the input's shape {tuple(x)}"
+        )
     return tuple(x[:2]) + tuple(output_size)
 
 
@@ -312,18 +381,22 @@ def _max_unpool_forward(xp, x, index, output_size):
             raise IndexOutOfRange(
                 f"max_unpool{len(output_size)}d: index {low if low < 0 else high} is out of "
                 f"range for an output of spatial size {tuple(output_size)} (expected indices "
-                f"in [0, {plane}))")
+                f"in [0, {plane}))"
+            )
     out = xp.zeros((n, c, plane), dtype=x.dtype)
     xp.put_along_axis(out, flat, x.reshape(flat.shape), axis=2)
     return out.reshape((n, c) + tuple(output_size))
 
 
 MAX_UNPOOL = defop(
-    "max_unpool", _max_unpool_forward,
+    "max_unpool",
+    _max_unpool_forward,
     lambda g, y, x, index, output_size: (_gather_planes(g, index, tuple(x.shape)), None),
-    shape=_max_unpool_shape, dtype=lambda a, b, **k: a,
+    shape=_max_unpool_shape,
+    dtype=lambda a, b, **k: a,
     doc="Zeros of (N, C, *output_size) with x written at the flat per-plane positions `index` "
-        "(max pooling's indices); any number of spatial dims.")
+    "(max pooling's indices); any number of spatial dims.",
+)
 
 # faster NumPy kernels (ember.backend.conv_kernels); the forwards above stay the spec
 CONV2D.def_kernel("numpy")(_np_kernels.conv2d)
@@ -353,10 +426,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             else:
                 padding = tuple(t // 2 for t in total)
         else:
-            raise ValueError(f"conv2d: padding must be 'same', 'valid' or numbers, got "
-                             f"{padding!r}")
-    out = apply(CONV2D, x, weight, stride=stride, padding=_pair(padding, "padding"),
-                dilation=dilation, groups=int(groups))
+            raise ValueError(f"conv2d: padding must be 'same', 'valid' or numbers, got {padding!r}")
+    out = apply(
+        CONV2D,
+        x,
+        weight,
+        stride=stride,
+        padding=_pair(padding, "padding"),
+        dilation=dilation,
+        groups=int(groups),
+    )
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
     return out
@@ -364,15 +443,18 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if x.ndim != 3 or weight.ndim != 3:
-        raise ShapeError(f"conv1d: expected 3-D input (N, C, L) and weight (O, C/groups, K), "
-                         f"got {tuple(x.shape)} and {tuple(weight.shape)}")
+        raise ShapeError(
+            f"conv1d: expected 3-D input (N, C, L) and weight (O, C/groups, K), "
+            f"got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
     if isinstance(padding, str):
         pad2 = padding
     else:
         pad2 = (0, padding if isinstance(padding, int) else padding[0])
     one = lambda v: (1, v if isinstance(v, int) else v[0])
-    out = conv2d(x.unsqueeze(2), weight.unsqueeze(2), None, one(stride), pad2, one(dilation),
-                 groups)
+    out = conv2d(
+        x.unsqueeze(2), weight.unsqueeze(2), None, one(stride), pad2, one(dilation), groups
+    )
     out = out.squeeze(2)
     return out if bias is None else out + bias.reshape(1, -1, 1)
 
@@ -390,12 +472,19 @@ def _ntuple(v, n, name, op):
 
 def _pool_attrs(op, nd, kernel_size, stride, padding, dilation=1):
     kernel = _ntuple(kernel_size, nd, "kernel_size", op)
-    stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) \
+    stride = (
+        kernel
+        if stride is None or (not isinstance(stride, int) and len(stride) == 0)
         else _ntuple(stride, nd, "stride", op)
+    )
     padding = _ntuple(padding, nd, "padding", op)
     dilation = _ntuple(dilation, nd, "dilation", op)
-    for name, v, low in (("kernel_size", kernel, 1), ("stride", stride, 1),
-                         ("padding", padding, 0), ("dilation", dilation, 1)):
+    for name, v, low in (
+        ("kernel_size", kernel, 1),
+        ("stride", stride, 1),
+        ("padding", padding, 0),
+        ("dilation", dilation, 1),
+    ):
         if any(e < low for e in v):
             raise ValueError(at_user_line(f"{op}: {name} must be at least {low}, got {v}"))
     return kernel, stride, padding, dilation
@@ -404,17 +493,22 @@ def _pool_attrs(op, nd, kernel_size, stride, padding, dilation=1):
 def _batched(op, nd, x):
     """x with a batch dim (unbatched inputs get one), and whether it was added."""
     if x.ndim not in (nd + 1, nd + 2):
-        raise ShapeError(f"{op}: expected a {nd + 1}-D or {nd + 2}-D input, got shape "
-                         f"{tuple(x.shape)}")
+        raise ShapeError(
+            f"{op}: expected a {nd + 1}-D or {nd + 2}-D input, got shape {tuple(x.shape)}"
+        )
     return (x.unsqueeze(0), True) if x.ndim == nd + 1 else (x, False)
 
 
 def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     x, unbatched = _batched(op, nd, x)
-    kernel, stride, padding, dilation = _pool_attrs(op, nd, kernel_size, stride, padding,
-                                                    dilation)
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
-             "ceil_mode": bool(ceil_mode)}
+    kernel, stride, padding, dilation = _pool_attrs(op, nd, kernel_size, stride, padding, dilation)
+    attrs = {
+        "kernel": kernel,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "ceil_mode": bool(ceil_mode),
+    }
     shape = _pool_out_shape(op, tuple(x.shape), **attrs)  # errors in the caller's terms
     index = None
     if nd == 3:  # the values are the input at the indices; gather's VJPs give every order
@@ -422,9 +516,17 @@ def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, retu
         out = _gather_planes(x, index, shape)
     else:  # 1-D as 2-D with a unit height: the fast kernels; flat indices are the same
         x2 = x.unsqueeze(2) if nd == 1 else x
-        attrs2 = attrs if nd == 2 else {
-            "kernel": (1,) + kernel, "stride": (1,) + stride, "padding": (0,) + padding,
-            "dilation": (1,) + dilation, "ceil_mode": bool(ceil_mode)}
+        attrs2 = (
+            attrs
+            if nd == 2
+            else {
+                "kernel": (1,) + kernel,
+                "stride": (1,) + stride,
+                "padding": (0,) + padding,
+                "dilation": (1,) + dilation,
+                "ceil_mode": bool(ceil_mode),
+            }
+        )
         out = apply(MAX_POOL2D, x2, **attrs2)
         if return_indices:
             index = apply(MAX_POOL_INDICES, x2, **attrs2)
@@ -437,8 +539,9 @@ def _max_pool(op, nd, x, kernel_size, stride, padding, dilation, ceil_mode, retu
     return (out, index) if return_indices else out
 
 
-def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool1d(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
     """Max pooling over (N, C, L) or (C, L); with return_indices, also each window's argmax.
 
     Example:
@@ -447,26 +550,31 @@ def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
         >>> out.tolist(), idx.tolist()
         ([[[3.0, 2.0]]], [[[1, 2]]])
     """
-    return _max_pool("max_pool1d", 1, x, kernel_size, stride, padding, dilation, ceil_mode,
-                     return_indices)
+    return _max_pool(
+        "max_pool1d", 1, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool2d(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
     """Max pooling over (N, C, H, W) or (C, H, W) (Note [Pool windows]).
 
     With return_indices=True it returns (values, indices): int64 flat indices into each
     (N, C) plane of H*W, the input of `max_unpool2d`.
     """
-    return _max_pool("max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode,
-                     return_indices)
+    return _max_pool(
+        "max_pool2d", 2, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
 
 
-def max_pool3d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
+def max_pool3d(
+    x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+):
     """Max pooling over (N, C, D, H, W) or (C, D, H, W); indices are flat over D*H*W."""
-    return _max_pool("max_pool3d", 3, x, kernel_size, stride, padding, dilation, ceil_mode,
-                     return_indices)
+    return _max_pool(
+        "max_pool3d", 3, x, kernel_size, stride, padding, dilation, ceil_mode, return_indices
+    )
 
 
 def _max_unpool(op, nd, x, indices, kernel_size, stride, padding, output_size):
@@ -477,27 +585,35 @@ def _max_unpool(op, nd, x, indices, kernel_size, stride, padding, output_size):
         indices = indices.unsqueeze(0)
     if tuple(indices.shape) != tuple(x.shape):
         shown = tuple(indices.shape)[1:] if unbatched else tuple(indices.shape)
-        raise ShapeError(f"{op}: indices of shape {shown} must have the input's shape "
-                         f"{tuple(x.shape)[1:] if unbatched else tuple(x.shape)}")
+        raise ShapeError(
+            f"{op}: indices of shape {shown} must have the input's shape "
+            f"{tuple(x.shape)[1:] if unbatched else tuple(x.shape)}"
+        )
     kernel, stride, padding, _ = _pool_attrs(op, nd, kernel_size, stride, padding)
-    default = tuple((n - 1) * s + k - 2 * p
-                    for n, k, s, p in zip(tuple(x.shape)[2:], kernel, stride, padding))
+    default = tuple(
+        (n - 1) * s + k - 2 * p for n, k, s, p in zip(tuple(x.shape)[2:], kernel, stride, padding)
+    )
     if output_size is None:
         size = default
     else:
         size = tuple(int(v) for v in output_size)
         if len(size) == nd + 2 or (unbatched and len(size) == nd + 1):
-            size = size[len(size) - nd:]
+            size = size[len(size) - nd :]
         if len(size) != nd:
-            raise ShapeError(f"{op}: output_size should have {nd} or {nd + 2} elements, got "
-                             f"{tuple(output_size)}")
+            raise ShapeError(
+                f"{op}: output_size should have {nd} or {nd + 2} elements, got {tuple(output_size)}"
+            )
         for d, (want, base, s) in enumerate(zip(size, default, stride)):
             if not base - s < want < base + s:
-                raise ShapeError(f"{op}: invalid output_size {tuple(output_size)}: dim {d} must "
-                                 f"be between {base - s} and {base + s} (exclusive), got {want}")
+                raise ShapeError(
+                    f"{op}: invalid output_size {tuple(output_size)}: dim {d} must "
+                    f"be between {base - s} and {base + s} (exclusive), got {want}"
+                )
     if any(v < 0 for v in size):
-        raise ShapeError(f"{op}: the output size {size} has a negative dim (input "
-                         f"{tuple(x.shape)}, kernel {kernel}, stride {stride}, padding {padding})")
+        raise ShapeError(
+            f"{op}: the output size {size} has a negative dim (input "
+            f"{tuple(x.shape)}, kernel {kernel}, stride {stride}, padding {padding})"
+        )
     out = apply(MAX_UNPOOL, x, indices, output_size=size)
     return out.squeeze(0) if unbatched else out
 
@@ -550,8 +666,9 @@ def _box_sums2d(x, kernel, stride, padding, extra):
     return conv2d(x, weight, None, stride, padding, 1, c)
 
 
-def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
-              divisor_override):
+def _avg_pool(
+    op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
     """Average pooling over the last nd (1 to 3) dims as window sums over a divisor.
 
     The window sums are separable: 1-D and 2-D are one depthwise conv2d; 3-D sums (H, W)
@@ -564,22 +681,32 @@ def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_
     if divisor_override is not None and int(divisor_override) == 0:
         raise ValueError(at_user_line(f"{op}: divisor_override must be non-zero, got 0"))
     spatial = tuple(x.shape)[2:]
-    outs = _pool_out_shape(op, tuple(x.shape), kernel, stride, padding, (1,) * nd,
-                           bool(ceil_mode))[2:]
-    extra = [max(0, (o - 1) * s + k - (n + 2 * p))
-             for n, k, s, p, o in zip(spatial, kernel, stride, padding, outs)]
+    outs = _pool_out_shape(op, tuple(x.shape), kernel, stride, padding, (1,) * nd, bool(ceil_mode))[
+        2:
+    ]
+    extra = [
+        max(0, (o - 1) * s + k - (n + 2 * p))
+        for n, k, s, p, o in zip(spatial, kernel, stride, padding, outs)
+    ]
     if nd == 1:
-        total = _box_sums2d(x.unsqueeze(2), (1,) + kernel, (1,) + stride, (0,) + padding,
-                            [0] + extra).squeeze(2)
+        total = _box_sums2d(
+            x.unsqueeze(2), (1,) + kernel, (1,) + stride, (0,) + padding, [0] + extra
+        ).squeeze(2)
     elif nd == 2:
         total = _box_sums2d(x, kernel, stride, padding, extra)
     else:
         n, c, d = x.shape[0], x.shape[1], spatial[0]
-        planes = _box_sums2d(x.reshape(n, c * d, spatial[1], spatial[2]), kernel[1:],
-                             stride[1:], padding[1:], extra[1:])
+        planes = _box_sums2d(
+            x.reshape(n, c * d, spatial[1], spatial[2]),
+            kernel[1:],
+            stride[1:],
+            padding[1:],
+            extra[1:],
+        )
         planes = planes.reshape(n, c, d, outs[1] * outs[2])
-        total = _box_sums2d(planes, (kernel[0], 1), (stride[0], 1), (padding[0], 0),
-                            (extra[0], 0)).reshape((n, c) + tuple(outs))
+        total = _box_sums2d(
+            planes, (kernel[0], 1), (stride[0], 1), (padding[0], 0), (extra[0], 0)
+        ).reshape((n, c) + tuple(outs))
     if divisor_override is not None:
         out = total / divisor_override
     elif not any(extra) and (count_include_pad or not any(padding)):
@@ -597,24 +724,48 @@ def _avg_pool(op, nd, x, kernel_size, stride, padding, ceil_mode, count_include_
 
 def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
     """Average pooling over (N, C, L) or (C, L) (Note [Pool windows])."""
-    return _avg_pool("avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode,
-                     count_include_pad, None)
+    return _avg_pool(
+        "avg_pool1d", 1, x, kernel_size, stride, padding, ceil_mode, count_include_pad, None
+    )
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool2d(
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """Average pooling over (N, C, H, W) or (C, H, W), as a depthwise convolution with a
     constant kernel (Note [Pool windows]).
 
     The divisor is divisor_override if given, else the window's size inside the padded input
     (count_include_pad) or inside the input alone.
     """
-    return _avg_pool("avg_pool2d", 2, x, kernel_size, stride, padding, ceil_mode,
-                     count_include_pad, divisor_override)
+    return _avg_pool(
+        "avg_pool2d",
+        2,
+        x,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
 
 
-def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool3d(
+    x,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """Average pooling over (N, C, D, H, W) or (C, D, H, W): separable window sums, two
     depthwise conv2d calls, over the divisor of avg_pool2d's rule per dim.
 
@@ -624,8 +775,17 @@ def avg_pool3d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_in
         >>> avg_pool3d(x, 2).tolist()
         [[[[[3.5]]]]]
     """
-    return _avg_pool("avg_pool3d", 3, x, kernel_size, stride, padding, ceil_mode,
-                     count_include_pad, divisor_override)
+    return _avg_pool(
+        "avg_pool3d",
+        3,
+        x,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        divisor_override,
+    )
 
 
 # --- adaptive pooling ---------------------------------------------------------------------------
@@ -646,16 +806,24 @@ def _adaptive_sizes(op, nd, x, output_size):
     else:
         sizes = (output_size,) * nd
     if len(sizes) != nd:
-        raise ValueError(at_user_line(f"{op}: output_size must be an int or {nd} ints (None "
-                                      f"keeps the input's size), got {output_size!r}"))
+        raise ValueError(
+            at_user_line(
+                f"{op}: output_size must be an int or {nd} ints (None "
+                f"keeps the input's size), got {output_size!r}"
+            )
+        )
     spatial = tuple(x.shape)[2:]
     sizes = tuple(n if o is None else int(o) for o, n in zip(sizes, spatial))
     if any(o < 0 for o in sizes):
-        raise ValueError(at_user_line(f"{op}: output_size must not be negative, got "
-                                      f"{output_size!r}"))
+        raise ValueError(
+            at_user_line(f"{op}: output_size must not be negative, got {output_size!r}")
+        )
     if any(n == 0 for n in spatial):
-        raise ShapeError(at_user_line(f"{op}: expected an input with non-zero spatial dims, got "
-                                      f"shape {tuple(x.shape)}"))
+        raise ShapeError(
+            at_user_line(
+                f"{op}: expected an input with non-zero spatial dims, got shape {tuple(x.shape)}"
+            )
+        )
     return sizes
 
 
@@ -679,8 +847,8 @@ def _adaptive_avg(op, nd, x, output_size):
         rows = np.zeros((sizes[d], size), dtype=np.float64)
         for i, (lo, hi) in enumerate(_adaptive_bounds(size, sizes[d])):
             rows[i, lo:hi] = 1.0 / (hi - lo)
-        lead = tuple(out.shape)[:2 + d]
-        tail = tuple(out.shape)[3 + d:]
+        lead = tuple(out.shape)[: 2 + d]
+        tail = tuple(out.shape)[3 + d :]
         folded = out.reshape(lead + (size, math.prod(tail)))
         out = (x.new_tensor(rows) @ folded).reshape(lead + (sizes[d],) + tail)
     out = out.reshape((n, c) + sizes)
@@ -694,8 +862,11 @@ def _adaptive_max(op, nd, x, output_size, return_indices):
     sizes = _adaptive_sizes(op, nd, x, output_size)
     spatial = tuple(x.shape)[2:]
     shape = tuple(x.shape)[:2] + sizes
-    if nd <= 2 and not return_indices and 0 not in sizes and all(
-        n % o == 0 for n, o in zip(spatial, sizes)
+    if (
+        nd <= 2
+        and not return_indices
+        and 0 not in sizes
+        and all(n % o == 0 for n, o in zip(spatial, sizes))
     ):
         # windows that tile the input evenly are a regular pool (kernel = stride = n / o):
         # the fast max_pool2d kernels, the same first-maximum rule (Note [Pool windows])
@@ -711,21 +882,29 @@ def _adaptive_max(op, nd, x, output_size, return_indices):
         for d, (n, o) in enumerate(zip(spatial, sizes)):
             bounds = _adaptive_bounds(n, o)
             width = max(hi - lo for lo, hi in bounds)
-            pos = np.array([[min(lo + j, hi - 1) for j in range(width)] for lo, hi in bounds],
-                           dtype=np.int64).reshape(-1)
+            pos = np.array(
+                [[min(lo + j, hi - 1) for j in range(width)] for lo, hi in bounds], dtype=np.int64
+            ).reshape(-1)
             widths.append(width)
             positions.append(pos)
             if width * o != n or not np.array_equal(pos, np.arange(n)):
                 picker = (slice(None),) * (2 + d) + (laid.new_tensor(pos, dtype=int64_dtype()),)
                 laid = laid[picker]
         # where laid's flat per-plane positions sit in x's plane
-        strides = [math.prod(spatial[d + 1:]) for d in range(nd)]
+        strides = [math.prod(spatial[d + 1 :]) for d in range(nd)]
         table = np.zeros((), dtype=np.int64)
         for pos, st in zip(positions, strides):
             table = np.add.outer(table, pos * st)
         widths = tuple(widths)
-        local = apply(MAX_POOL_INDICES, laid, kernel=widths, stride=widths, padding=(0,) * nd,
-                      dilation=(1,) * nd, ceil_mode=False)
+        local = apply(
+            MAX_POOL_INDICES,
+            laid,
+            kernel=widths,
+            stride=widths,
+            padding=(0,) * nd,
+            dilation=(1,) * nd,
+            ceil_mode=False,
+        )
         index = x.new_tensor(table.reshape(-1), dtype=int64_dtype())[local]
         out = _gather_planes(x, index, shape)
     if unbatched:

@@ -12,7 +12,12 @@ import math
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
 from ember.ops.registry import (
-    apply, bool_dtype, broadcast_shapes, defop, same_dtype, same_shape,
+    apply,
+    bool_dtype,
+    broadcast_shapes,
+    defop,
+    same_dtype,
+    same_shape,
 )
 
 _SCALARS = (bool, int, float)
@@ -63,10 +68,28 @@ def _float_out(dtype, **attrs):
     return dtype  # compute dtype is already floating (promote="float")
 
 
-def _unary(name, forward, vjp=None, *, promote="float", save_inputs=True, save_output=False,
-           dtype=_float_out, doc=""):
-    return defop(name, forward, vjp, shape=same_shape, dtype=dtype, promote=promote,
-                 save_inputs=save_inputs, save_output=save_output, doc=doc)
+def _unary(
+    name,
+    forward,
+    vjp=None,
+    *,
+    promote="float",
+    save_inputs=True,
+    save_output=False,
+    dtype=_float_out,
+    doc="",
+):
+    return defop(
+        name,
+        forward,
+        vjp,
+        shape=same_shape,
+        dtype=dtype,
+        promote=promote,
+        save_inputs=save_inputs,
+        save_output=save_output,
+        doc=doc,
+    )
 
 
 def _quiet(fn):
@@ -77,30 +100,70 @@ def _quiet(fn):
     return quiet(fn)
 
 
-NEG = _unary("neg", lambda xp, x: xp.negative(x), lambda g, y, x: (-g,), promote=None,
-             save_inputs=False, dtype=same_dtype)
-ABS = _unary("abs", lambda xp, x: xp.abs(x), lambda g, y, x: (g * sign(x),), promote=None,
-             dtype=same_dtype)
-SIGN = _unary("sign", lambda xp, x: xp.sign(x), lambda g, y, x: (None,), promote=None,
-              save_inputs=False, dtype=same_dtype)
-EXP = _unary("exp", lambda xp, x: xp.exp(x), lambda g, y, x: (g * y,), save_inputs=False,
-             save_output=True)
+NEG = _unary(
+    "neg",
+    lambda xp, x: xp.negative(x),
+    lambda g, y, x: (-g,),
+    promote=None,
+    save_inputs=False,
+    dtype=same_dtype,
+)
+ABS = _unary(
+    "abs", lambda xp, x: xp.abs(x), lambda g, y, x: (g * sign(x),), promote=None, dtype=same_dtype
+)
+SIGN = _unary(
+    "sign",
+    lambda xp, x: xp.sign(x),
+    lambda g, y, x: (None,),
+    promote=None,
+    save_inputs=False,
+    dtype=same_dtype,
+)
+EXP = _unary(
+    "exp", lambda xp, x: xp.exp(x), lambda g, y, x: (g * y,), save_inputs=False, save_output=True
+)
 LOG = _unary("log", _quiet(lambda xp, x: xp.log(x)), lambda g, y, x: (g / x,))
 LOG1P = _unary("log1p", _quiet(lambda xp, x: xp.log1p(x)), lambda g, y, x: (g / (x + 1),))
-EXPM1 = _unary("expm1", lambda xp, x: xp.expm1(x), lambda g, y, x: (g * (y + 1),),
-               save_inputs=False, save_output=True)
-SQRT = _unary("sqrt", _quiet(lambda xp, x: xp.sqrt(x)), lambda g, y, x: (g / (y * 2),),
-              save_inputs=False, save_output=True)
-RSQRT = _unary("rsqrt", _quiet(lambda xp, x: 1 / xp.sqrt(x)),
-               lambda g, y, x: (g * (y * y * y) * -0.5,), save_inputs=False, save_output=True)
-RECIPROCAL = _unary("reciprocal", _quiet(lambda xp, x: 1 / x),
-                    lambda g, y, x: (-g * y * y,), save_inputs=False, save_output=True)
+EXPM1 = _unary(
+    "expm1",
+    lambda xp, x: xp.expm1(x),
+    lambda g, y, x: (g * (y + 1),),
+    save_inputs=False,
+    save_output=True,
+)
+SQRT = _unary(
+    "sqrt",
+    _quiet(lambda xp, x: xp.sqrt(x)),
+    lambda g, y, x: (g / (y * 2),),
+    save_inputs=False,
+    save_output=True,
+)
+RSQRT = _unary(
+    "rsqrt",
+    _quiet(lambda xp, x: 1 / xp.sqrt(x)),
+    lambda g, y, x: (g * (y * y * y) * -0.5,),
+    save_inputs=False,
+    save_output=True,
+)
+RECIPROCAL = _unary(
+    "reciprocal",
+    _quiet(lambda xp, x: 1 / x),
+    lambda g, y, x: (-g * y * y,),
+    save_inputs=False,
+    save_output=True,
+)
 SIN = _unary("sin", lambda xp, x: xp.sin(x), lambda g, y, x: (g * cos(x),))
 COS = _unary("cos", lambda xp, x: xp.cos(x), lambda g, y, x: (-g * sin(x),))
-TANH = _unary("tanh", lambda xp, x: xp.tanh(x), lambda g, y, x: (g * (1 - y * y),),
-              save_inputs=False, save_output=True)
-ERF = _unary("erf", lambda xp, x: xp.erf(x),
-             lambda g, y, x: (g * exp(-(x * x)) * _TWO_OVER_SQRT_PI,))
+TANH = _unary(
+    "tanh",
+    lambda xp, x: xp.tanh(x),
+    lambda g, y, x: (g * (1 - y * y),),
+    save_inputs=False,
+    save_output=True,
+)
+ERF = _unary(
+    "erf", lambda xp, x: xp.erf(x), lambda g, y, x: (g * exp(-(x * x)) * _TWO_OVER_SQRT_PI,)
+)
 
 
 @ERF.def_kernel("numpy")
@@ -115,32 +178,83 @@ def _sigmoid_forward(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-SIGMOID = _unary("sigmoid", _sigmoid_forward, lambda g, y, x: (g * y * (1 - y),),
-                 save_inputs=False, save_output=True)
-RELU = _unary("relu", lambda xp, x: xp.maximum(x, 0),
-              lambda g, y, x: (where(y > 0, g, 0.0),), promote=None, save_inputs=False,
-              save_output=True, dtype=same_dtype)
-FLOOR = _unary("floor", lambda xp, x: xp.floor(x), lambda g, y, x: (None,), promote=None,
-               save_inputs=False, dtype=same_dtype)
-CEIL = _unary("ceil", lambda xp, x: xp.ceil(x), lambda g, y, x: (None,), promote=None,
-              save_inputs=False, dtype=same_dtype)
-ROUND = _unary("round", lambda xp, x, decimals: xp.round(x, decimals),
-               lambda g, y, x, decimals: (None,), promote=None, save_inputs=False,
-               dtype=same_dtype)
-TRUNC = _unary("trunc", lambda xp, x: xp.trunc(x), lambda g, y, x: (None,), promote=None,
-               save_inputs=False, dtype=same_dtype)
-LOGICAL_NOT = _unary("logical_not", lambda xp, x: xp.logical_not(x), promote=None,
-                     dtype=bool_dtype)
+SIGMOID = _unary(
+    "sigmoid",
+    _sigmoid_forward,
+    lambda g, y, x: (g * y * (1 - y),),
+    save_inputs=False,
+    save_output=True,
+)
+RELU = _unary(
+    "relu",
+    lambda xp, x: xp.maximum(x, 0),
+    lambda g, y, x: (where(y > 0, g, 0.0),),
+    promote=None,
+    save_inputs=False,
+    save_output=True,
+    dtype=same_dtype,
+)
+FLOOR = _unary(
+    "floor",
+    lambda xp, x: xp.floor(x),
+    lambda g, y, x: (None,),
+    promote=None,
+    save_inputs=False,
+    dtype=same_dtype,
+)
+CEIL = _unary(
+    "ceil",
+    lambda xp, x: xp.ceil(x),
+    lambda g, y, x: (None,),
+    promote=None,
+    save_inputs=False,
+    dtype=same_dtype,
+)
+ROUND = _unary(
+    "round",
+    lambda xp, x, decimals: xp.round(x, decimals),
+    lambda g, y, x, decimals: (None,),
+    promote=None,
+    save_inputs=False,
+    dtype=same_dtype,
+)
+TRUNC = _unary(
+    "trunc",
+    lambda xp, x: xp.trunc(x),
+    lambda g, y, x: (None,),
+    promote=None,
+    save_inputs=False,
+    dtype=same_dtype,
+)
+LOGICAL_NOT = _unary("logical_not", lambda xp, x: xp.logical_not(x), promote=None, dtype=bool_dtype)
 ISNAN = _unary("isnan", lambda xp, x: xp.isnan(x), promote=None, dtype=bool_dtype)
 ISINF = _unary("isinf", lambda xp, x: xp.isinf(x), promote=None, dtype=bool_dtype)
 ISFINITE = _unary("isfinite", lambda xp, x: xp.isfinite(x), promote=None, dtype=bool_dtype)
 
 
 # --- binary -----------------------------------------------------------------------------------
-def _binary(name, forward, vjp=None, *, promote="common", dtype=same_dtype, save_inputs=True,
-            save_output=False, doc=""):
-    return defop(name, forward, vjp, shape=broadcast_shapes, dtype=dtype, promote=promote,
-                 save_inputs=save_inputs, save_output=save_output, doc=doc)
+def _binary(
+    name,
+    forward,
+    vjp=None,
+    *,
+    promote="common",
+    dtype=same_dtype,
+    save_inputs=True,
+    save_output=False,
+    doc="",
+):
+    return defop(
+        name,
+        forward,
+        vjp,
+        shape=broadcast_shapes,
+        dtype=dtype,
+        promote=promote,
+        save_inputs=save_inputs,
+        save_output=save_output,
+        doc=doc,
+    )
 
 
 def _pow_vjp(g, y, a, b):
@@ -166,14 +280,26 @@ def _max_min_vjp(g, y, a, b):
     return unbroadcast(a_wins, a), unbroadcast(b_wins, b)
 
 
-ADD = _binary("add", lambda xp, a, b: xp.add(a, b),
-              lambda g, y, a, b: (unbroadcast(g, a) if _wants_grad(a) else None,
-                                  unbroadcast(g, b) if _wants_grad(b) else None),
-              save_inputs=False)
-SUB = _binary("sub", lambda xp, a, b: xp.subtract(a, b),
-              lambda g, y, a, b: (unbroadcast(g, a) if _wants_grad(a) else None,
-                                  unbroadcast(-g, b) if _wants_grad(b) else None),
-              save_inputs=False)
+ADD = _binary(
+    "add",
+    lambda xp, a, b: xp.add(a, b),
+    lambda g, y, a, b: (
+        unbroadcast(g, a) if _wants_grad(a) else None,
+        unbroadcast(g, b) if _wants_grad(b) else None,
+    ),
+    save_inputs=False,
+)
+SUB = _binary(
+    "sub",
+    lambda xp, a, b: xp.subtract(a, b),
+    lambda g, y, a, b: (
+        unbroadcast(g, a) if _wants_grad(a) else None,
+        unbroadcast(-g, b) if _wants_grad(b) else None,
+    ),
+    save_inputs=False,
+)
+
+
 def _mul_vjp(g, y, a, b):
     ga = unbroadcast(g * b, a) if getattr(a, "requires_grad", False) else None
     gb = unbroadcast(g * a, b) if getattr(b, "requires_grad", False) else None
@@ -182,15 +308,21 @@ def _mul_vjp(g, y, a, b):
 
 MUL = _binary("mul", lambda xp, a, b: xp.multiply(a, b), _mul_vjp)
 MUL.needed_by = {0: (1,), 1: (0,)}
-DIV = _binary("div", _quiet(lambda xp, a, b: xp.true_divide(a, b)),
-              lambda g, y, a, b: (unbroadcast(g / b, a), unbroadcast(-g * y / b, b)),
-              promote="float", save_output=True)
+DIV = _binary(
+    "div",
+    _quiet(lambda xp, a, b: xp.true_divide(a, b)),
+    lambda g, y, a, b: (unbroadcast(g / b, a), unbroadcast(-g * y / b, b)),
+    promote="float",
+    save_output=True,
+)
 POW = _binary("pow", _quiet(lambda xp, a, b: xp.power(a, b)), _pow_vjp, save_output=True)
 MAXIMUM = _binary("maximum", lambda xp, a, b: xp.maximum(a, b), _max_min_vjp, save_output=True)
 MINIMUM = _binary("minimum", lambda xp, a, b: xp.minimum(a, b), _max_min_vjp, save_output=True)
-REMAINDER = _binary("remainder", _quiet(lambda xp, a, b: xp.mod(a, b)),
-                    lambda g, y, a, b: (unbroadcast(g, a),
-                                        unbroadcast(-g * floor(a / b), b)))
+REMAINDER = _binary(
+    "remainder",
+    _quiet(lambda xp, a, b: xp.mod(a, b)),
+    lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g * floor(a / b), b)),
+)
 FLOOR_DIVIDE = _binary("floor_divide", _quiet(lambda xp, a, b: xp.floor_divide(a, b)))
 EQ = _binary("eq", lambda xp, a, b: xp.equal(a, b), dtype=bool_dtype)
 NE = _binary("ne", lambda xp, a, b: xp.not_equal(a, b), dtype=bool_dtype)
@@ -198,12 +330,15 @@ LT = _binary("lt", lambda xp, a, b: xp.less(a, b), dtype=bool_dtype)
 LE = _binary("le", lambda xp, a, b: xp.less_equal(a, b), dtype=bool_dtype)
 GT = _binary("gt", lambda xp, a, b: xp.greater(a, b), dtype=bool_dtype)
 GE = _binary("ge", lambda xp, a, b: xp.greater_equal(a, b), dtype=bool_dtype)
-LOGICAL_AND = _binary("logical_and", lambda xp, a, b: xp.logical_and(a, b), promote=None,
-                      dtype=bool_dtype)
-LOGICAL_OR = _binary("logical_or", lambda xp, a, b: xp.logical_or(a, b), promote=None,
-                     dtype=bool_dtype)
-LOGICAL_XOR = _binary("logical_xor", lambda xp, a, b: xp.logical_xor(a, b), promote=None,
-                      dtype=bool_dtype)
+LOGICAL_AND = _binary(
+    "logical_and", lambda xp, a, b: xp.logical_and(a, b), promote=None, dtype=bool_dtype
+)
+LOGICAL_OR = _binary(
+    "logical_or", lambda xp, a, b: xp.logical_or(a, b), promote=None, dtype=bool_dtype
+)
+LOGICAL_XOR = _binary(
+    "logical_xor", lambda xp, a, b: xp.logical_xor(a, b), promote=None, dtype=bool_dtype
+)
 
 
 # --- ternary, clamp, cast -----------------------------------------------------------------------
@@ -218,11 +353,18 @@ def _where_dtype(c, a, b, **attrs):
 
 
 WHERE = defop(
-    "where", lambda xp, c, a, b: xp.where(c, a, b),
-    lambda g, y, c, a, b: (None, unbroadcast(where(c, g, 0.0), a),
-                           unbroadcast(where(c, 0.0, g), b)),
-    shape=_where_shape, dtype=_where_dtype, promote="common_tail",
-    doc="where(condition, a, b): a where condition is true, else b (promotes a with b).")
+    "where",
+    lambda xp, c, a, b: xp.where(c, a, b),
+    lambda g, y, c, a, b: (
+        None,
+        unbroadcast(where(c, g, 0.0), a),
+        unbroadcast(where(c, 0.0, g), b),
+    ),
+    shape=_where_shape,
+    dtype=_where_dtype,
+    promote="common_tail",
+    doc="where(condition, a, b): a where condition is true, else b (promotes a with b).",
+)
 
 
 @WHERE.def_kernel("numpy")
@@ -249,17 +391,29 @@ def _clamp_vjp(g, y, x, min, max):
     return (g if keep is None else where(keep, g, 0.0),)
 
 
-CLAMP = defop("clamp", _clamp_forward, _clamp_vjp, shape=same_shape, dtype=same_dtype,
-              doc="clamp(x, min, max) with scalar bounds (tensor bounds use maximum/minimum).")
+CLAMP = defop(
+    "clamp",
+    _clamp_forward,
+    _clamp_vjp,
+    shape=same_shape,
+    dtype=same_dtype,
+    doc="clamp(x, min, max) with scalar bounds (tensor bounds use maximum/minimum).",
+)
 
 
 def _cast_forward(xp, x, dtype):
     return x.astype(dtype.numpy, copy=False)
 
 
-CAST = defop("cast", _cast_forward, lambda g, y, x, dtype: (g,), shape=same_shape,
-             dtype=lambda d, dtype: dtype, save_inputs=False,
-             doc="cast(x, dtype): convert elements (gradient flows back in the input dtype).")
+CAST = defop(
+    "cast",
+    _cast_forward,
+    lambda g, y, x, dtype: (g,),
+    shape=same_shape,
+    dtype=lambda d, dtype: dtype,
+    save_inputs=False,
+    doc="cast(x, dtype): convert elements (gradient flows back in the input dtype).",
+)
 
 
 # Note [Bit views]: `x.view(dtype)` reinterprets the bytes, PyTorch's rules: the same element
@@ -276,14 +430,18 @@ def _bitcast_shape(shape, dtype, source):
     if dtype.itemsize == source.itemsize:
         return shape
     if not shape:
-        raise ShapeError(f"view(dtype): viewing {_bitcast_kind(source, dtype)} changes the "
-                         f"element size, which needs a tensor of at least 1 dim, got a 0-d one")
+        raise ShapeError(
+            f"view(dtype): viewing {_bitcast_kind(source, dtype)} changes the "
+            f"element size, which needs a tensor of at least 1 dim, got a 0-d one"
+        )
     if dtype.itemsize < source.itemsize:
         return shape[:-1] + (shape[-1] * (source.itemsize // dtype.itemsize),)
     ratio = dtype.itemsize // source.itemsize
     if shape[-1] % ratio:
-        raise ShapeError(f"view(dtype): viewing {_bitcast_kind(source, dtype)} needs the last "
-                         f"dim to be divisible by {ratio}, got shape {shape}")
+        raise ShapeError(
+            f"view(dtype): viewing {_bitcast_kind(source, dtype)} needs the last "
+            f"dim to be divisible by {ratio}, got shape {shape}"
+        )
     return shape[:-1] + (shape[-1] // ratio,)
 
 
@@ -306,58 +464,152 @@ def _bitcast_forward(xp, x, dtype, source):
     if old != new:
         kind = _bitcast_kind(source, dtype)
         if x.ndim and x.shape[-1] > 1 and x.strides[-1] != old:
-            raise ShapeError(f"view(dtype): viewing {kind} (different element sizes) needs the "
-                             f"last dim to have stride 1, got stride {x.strides[-1] // old}; "
-                             f"call .contiguous() first")
+            raise ShapeError(
+                f"view(dtype): viewing {kind} (different element sizes) needs the "
+                f"last dim to have stride 1, got stride {x.strides[-1] // old}; "
+                f"call .contiguous() first"
+            )
         _bitcast_shape(x.shape, dtype, source)  # 0-d and divisibility
         if new > old:
             ratio = new // old
             offset = _element_offset(x)
             if offset % ratio:
-                raise ShapeError(f"view(dtype): viewing {kind} needs a storage offset divisible "
-                                 f"by {ratio}, got {offset}; call .contiguous() first")
+                raise ShapeError(
+                    f"view(dtype): viewing {kind} needs a storage offset divisible "
+                    f"by {ratio}, got {offset}; call .contiguous() first"
+                )
             for d, (n, step) in enumerate(zip(x.shape[:-1], x.strides[:-1])):
                 if n > 1 and (step // old) % ratio:
-                    raise ShapeError(f"view(dtype): viewing {kind} needs dim {d}'s stride to be "
-                                     f"divisible by {ratio}, got {step // old}; call "
-                                     f".contiguous() first")
+                    raise ShapeError(
+                        f"view(dtype): viewing {kind} needs dim {d}'s stride to be "
+                        f"divisible by {ratio}, got {step // old}; call "
+                        f".contiguous() first"
+                    )
     return x.view(dtype.numpy)
 
 
-BITCAST = defop("bitcast", _bitcast_forward, None, shape=_bitcast_shape,
-                dtype=lambda d, dtype, source: dtype, view=True, save_inputs=False,
-                doc="bitcast(x, dtype): the same bytes read as another dtype (x.view(dtype), "
-                    "Note [Bit views]); not differentiable.")
+BITCAST = defop(
+    "bitcast",
+    _bitcast_forward,
+    None,
+    shape=_bitcast_shape,
+    dtype=lambda d, dtype, source: dtype,
+    view=True,
+    save_inputs=False,
+    doc="bitcast(x, dtype): the same bytes read as another dtype (x.view(dtype), "
+    "Note [Bit views]); not differentiable.",
+)
 
 
 # --- functional wrappers ------------------------------------------------------------------------
-def neg(x): return apply(NEG, x)
-def abs(x): return apply(ABS, x)  # noqa: A001
-def sign(x): return apply(SIGN, x)
-def exp(x): return apply(EXP, x)
-def log(x): return apply(LOG, x)
-def log1p(x): return apply(LOG1P, x)
-def expm1(x): return apply(EXPM1, x)
-def sqrt(x): return apply(SQRT, x)
-def rsqrt(x): return apply(RSQRT, x)
-def reciprocal(x): return apply(RECIPROCAL, x)
-def sin(x): return apply(SIN, x)
-def cos(x): return apply(COS, x)
-def tanh(x): return apply(TANH, x)
-def sigmoid(x): return apply(SIGMOID, x)
-def relu(x): return apply(RELU, x)
-def erf(x): return apply(ERF, x)
-def floor(x): return apply(FLOOR, x)
-def ceil(x): return apply(CEIL, x)
-def round(x, decimals=0): return apply(ROUND, x, decimals=int(decimals))  # noqa: A001
-def trunc(x): return apply(TRUNC, x)
-def logical_not(x): return apply(LOGICAL_NOT, x)
-def isnan(x): return apply(ISNAN, x)
-def isinf(x): return apply(ISINF, x)
-def isfinite(x): return apply(ISFINITE, x)
-def add(a, b, alpha=1): return apply(ADD, a, b if alpha == 1 else b * alpha)
-def sub(a, b, alpha=1): return apply(SUB, a, b if alpha == 1 else b * alpha)
-def mul(a, b): return apply(MUL, a, b)
+def neg(x):
+    return apply(NEG, x)
+
+
+def abs(x):
+    return apply(ABS, x)  # noqa: A001
+
+
+def sign(x):
+    return apply(SIGN, x)
+
+
+def exp(x):
+    return apply(EXP, x)
+
+
+def log(x):
+    return apply(LOG, x)
+
+
+def log1p(x):
+    return apply(LOG1P, x)
+
+
+def expm1(x):
+    return apply(EXPM1, x)
+
+
+def sqrt(x):
+    return apply(SQRT, x)
+
+
+def rsqrt(x):
+    return apply(RSQRT, x)
+
+
+def reciprocal(x):
+    return apply(RECIPROCAL, x)
+
+
+def sin(x):
+    return apply(SIN, x)
+
+
+def cos(x):
+    return apply(COS, x)
+
+
+def tanh(x):
+    return apply(TANH, x)
+
+
+def sigmoid(x):
+    return apply(SIGMOID, x)
+
+
+def relu(x):
+    return apply(RELU, x)
+
+
+def erf(x):
+    return apply(ERF, x)
+
+
+def floor(x):
+    return apply(FLOOR, x)
+
+
+def ceil(x):
+    return apply(CEIL, x)
+
+
+def round(x, decimals=0):
+    return apply(ROUND, x, decimals=int(decimals))  # noqa: A001
+
+
+def trunc(x):
+    return apply(TRUNC, x)
+
+
+def logical_not(x):
+    return apply(LOGICAL_NOT, x)
+
+
+def isnan(x):
+    return apply(ISNAN, x)
+
+
+def isinf(x):
+    return apply(ISINF, x)
+
+
+def isfinite(x):
+    return apply(ISFINITE, x)
+
+
+def add(a, b, alpha=1):
+    return apply(ADD, a, b if alpha == 1 else b * alpha)
+
+
+def sub(a, b, alpha=1):
+    return apply(SUB, a, b if alpha == 1 else b * alpha)
+
+
+def mul(a, b):
+    return apply(MUL, a, b)
+
+
 def div(a, b, rounding_mode=None):
     if rounding_mode is None:
         return apply(DIV, a, b)
@@ -366,21 +618,66 @@ def div(a, b, rounding_mode=None):
     if rounding_mode == "trunc":
         return trunc(apply(DIV, a, b)).to(_result_of(a, b))
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
-def pow(a, b): return apply(POW, a, b)  # noqa: A001
-def maximum(a, b): return apply(MAXIMUM, a, b)
-def minimum(a, b): return apply(MINIMUM, a, b)
-def remainder(a, b): return apply(REMAINDER, a, b)
-def floor_divide(a, b): return apply(FLOOR_DIVIDE, a, b)
-def eq(a, b): return apply(EQ, a, b)
-def ne(a, b): return apply(NE, a, b)
-def lt(a, b): return apply(LT, a, b)
-def le(a, b): return apply(LE, a, b)
-def gt(a, b): return apply(GT, a, b)
-def ge(a, b): return apply(GE, a, b)
-def logical_and(a, b): return apply(LOGICAL_AND, a, b)
-def logical_or(a, b): return apply(LOGICAL_OR, a, b)
-def logical_xor(a, b): return apply(LOGICAL_XOR, a, b)
-def where(condition, a, b): return apply(WHERE, condition, a, b)
+
+
+def pow(a, b):
+    return apply(POW, a, b)  # noqa: A001
+
+
+def maximum(a, b):
+    return apply(MAXIMUM, a, b)
+
+
+def minimum(a, b):
+    return apply(MINIMUM, a, b)
+
+
+def remainder(a, b):
+    return apply(REMAINDER, a, b)
+
+
+def floor_divide(a, b):
+    return apply(FLOOR_DIVIDE, a, b)
+
+
+def eq(a, b):
+    return apply(EQ, a, b)
+
+
+def ne(a, b):
+    return apply(NE, a, b)
+
+
+def lt(a, b):
+    return apply(LT, a, b)
+
+
+def le(a, b):
+    return apply(LE, a, b)
+
+
+def gt(a, b):
+    return apply(GT, a, b)
+
+
+def ge(a, b):
+    return apply(GE, a, b)
+
+
+def logical_and(a, b):
+    return apply(LOGICAL_AND, a, b)
+
+
+def logical_or(a, b):
+    return apply(LOGICAL_OR, a, b)
+
+
+def logical_xor(a, b):
+    return apply(LOGICAL_XOR, a, b)
+
+
+def where(condition, a, b):
+    return apply(WHERE, condition, a, b)
 
 
 def clamp(x, min=None, max=None):  # noqa: A002
@@ -414,10 +711,15 @@ def _result_of(a, b):
         if isinstance(v, _SCALARS):
             return v
         return ("weak", v.dtype) if v.ndim == 0 else v.dtype
+
     return _dt.result_type(operand(a), operand(b))
 
 
-def square(x): return apply(MUL, x, x)
+def square(x):
+    return apply(MUL, x, x)
+
+
 def sum_(x, dim=None, keepdim=False):
     from ember.ops.reduce import sum as _sum
+
     return _sum(x, dim, keepdim)

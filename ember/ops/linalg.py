@@ -17,13 +17,16 @@ def _matmul_shape(a, b):
     a2 = (1,) + tuple(a) if len(a) == 1 else tuple(a)
     b2 = tuple(b) + (1,) if len(b) == 1 else tuple(b)
     if a2[-1] != b2[-2]:
-        raise ShapeError(f"matmul: {tuple(a)} @ {tuple(b)}: inner dimensions {a2[-1]} and "
-                         f"{b2[-2]} differ")
+        raise ShapeError(
+            f"matmul: {tuple(a)} @ {tuple(b)}: inner dimensions {a2[-1]} and {b2[-2]} differ"
+        )
     try:
         batch = broadcast_shapes(a2[:-2], b2[:-2])
     except ShapeError:
-        raise ShapeError(f"matmul: {tuple(a)} @ {tuple(b)}: batch dimensions {a2[:-2]} and "
-                         f"{b2[:-2]} cannot be broadcast") from None
+        raise ShapeError(
+            f"matmul: {tuple(a)} @ {tuple(b)}: batch dimensions {a2[:-2]} and "
+            f"{b2[:-2]} cannot be broadcast"
+        ) from None
     out = batch + (a2[-2], b2[-1])
     if len(a) == 1:
         out = out[:-2] + out[-1:]
@@ -63,9 +66,15 @@ def _matmul_forward(xp, a, b):
     return xp.matmul(a, b)
 
 
-MATMUL = defop("matmul", _matmul_forward, _matmul_vjp, shape=_matmul_shape,
-               dtype=lambda a, b: a, promote="common",
-               doc="Matrix product with NumPy/PyTorch batching, broadcasting and 1-D rules.")
+MATMUL = defop(
+    "matmul",
+    _matmul_forward,
+    _matmul_vjp,
+    shape=_matmul_shape,
+    dtype=lambda a, b: a,
+    promote="common",
+    doc="Matrix product with NumPy/PyTorch batching, broadcasting and 1-D rules.",
+)
 MATMUL.needed_by = {0: (1,), 1: (0,)}
 
 
@@ -79,8 +88,9 @@ def normalize_equation(equation: str, shapes) -> str:
     lhs, arrow, rhs = equation.partition("->")
     terms = lhs.split(",")
     if len(terms) != len(shapes):
-        raise ShapeError(f"einsum: equation {equation!r} names {len(terms)} operands, "
-                         f"got {len(shapes)}")
+        raise ShapeError(
+            f"einsum: equation {equation!r} names {len(terms)} operands, got {len(shapes)}"
+        )
     used = set(equation) - set(".,->")
     spare = [c for c in _LETTERS if c not in used]
     ell_rank = 0
@@ -92,10 +102,11 @@ def normalize_equation(equation: str, shapes) -> str:
     for term, shape in zip(terms, shapes):
         if "..." in term:
             k = len(shape) - (len(term) - 3)
-            term = term.replace("...", ell[ell_rank - k:])
+            term = term.replace("...", ell[ell_rank - k :])
         if len(term) != len(shape):
-            raise ShapeError(f"einsum: operand {term!r} has {len(term)} subscripts but shape "
-                             f"{tuple(shape)}")
+            raise ShapeError(
+                f"einsum: operand {term!r} has {len(term)} subscripts but shape {tuple(shape)}"
+            )
         new_terms.append(term)
     if arrow:
         out = rhs.replace("...", ell)
@@ -114,8 +125,7 @@ def _einsum_shape(*shapes, equation):
     for term, shape in zip(lhs.split(","), shapes):
         for c, n in zip(term, shape):
             if sizes.get(c, n) != n and 1 not in (sizes[c], n):
-                raise ShapeError(f"einsum {equation}: subscript {c!r} has sizes {sizes[c]} and "
-                                 f"{n}")
+                raise ShapeError(f"einsum {equation}: subscript {c!r} has sizes {sizes[c]} and {n}")
             sizes[c] = max(sizes.get(c, n), n)
     return tuple(sizes[c] for c in out)
 
@@ -159,15 +169,21 @@ def _on_diagonal(d, term, shape):
             along[k] = shape[k]
             at_first = [1] * len(shape)
             at_first[first[c]] = shape[first[c]]
-            keep = keep & (np.arange(shape[k]).reshape(along)
-                           == np.arange(shape[first[c]]).reshape(at_first))
+            keep = keep & (
+                np.arange(shape[k]).reshape(along) == np.arange(shape[first[c]]).reshape(at_first)
+            )
     mask = d.new_tensor(np.broadcast_to(keep, shape).copy(), dtype=_dt.bool_)
     return where(mask, placed.expand(shape), 0.0)
 
 
-EINSUM = defop("einsum", lambda xp, *xs, equation: xp.einsum(equation, *xs, optimize=True),
-               _einsum_vjp, shape=_einsum_shape, dtype=lambda *d, equation: d[0],
-               promote="common")
+EINSUM = defop(
+    "einsum",
+    lambda xp, *xs, equation: xp.einsum(equation, *xs, optimize=True),
+    _einsum_vjp,
+    shape=_einsum_shape,
+    dtype=lambda *d, equation: d[0],
+    promote="common",
+)
 
 
 def matmul(a, b):
@@ -200,8 +216,10 @@ def _linear_shape(x, w, b=None):
     if len(w) != 2:
         raise ShapeError(f"linear: weight must be 2-D (out_features, in_features), got {tuple(w)}")
     if len(x) == 0 or x[-1] != w[1]:
-        raise ShapeError(f"linear: input {tuple(x)} last dim {x[-1] if x else None} != weight "
-                         f"{tuple(w)} in_features {w[1]}")
+        raise ShapeError(
+            f"linear: input {tuple(x)} last dim {x[-1] if x else None} != weight "
+            f"{tuple(w)} in_features {w[1]}"
+        )
     if b is not None and tuple(b) not in ((w[0],), ()):
         raise ShapeError(f"linear: bias {tuple(b)} does not match out_features {w[0]}")
     return tuple(x[:-1]) + (w[0],)
@@ -226,10 +244,16 @@ def _linear_vjp(g, y, x, w, b=None):
     return (gx, gw) if b is None else (gx, gw, gb)
 
 
-LINEAR = defop("linear", _linear_forward, _linear_vjp, shape=_linear_shape,
-               dtype=lambda *d: d[0], promote="common",
-               doc="x @ weight.T + bias as one op; the reference decomposition is "
-                   "`linear_reference` (Note [Fused composites]).")
+LINEAR = defop(
+    "linear",
+    _linear_forward,
+    _linear_vjp,
+    shape=_linear_shape,
+    dtype=lambda *d: d[0],
+    promote="common",
+    doc="x @ weight.T + bias as one op; the reference decomposition is "
+    "`linear_reference` (Note [Fused composites]).",
+)
 LINEAR.needed_by = {0: (1,), 1: (0,)}
 
 

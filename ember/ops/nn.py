@@ -70,9 +70,10 @@ def hardtanh(x, min_val=-1.0, max_val=1.0):
 
 def _check_normalized_shape(x, normalized_shape, name):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if tuple(x.shape[x.ndim - len(shape):]) != shape:
-        raise ShapeError(f"{name}: input {tuple(x.shape)} does not end with normalized_shape "
-                         f"{shape}")
+    if tuple(x.shape[x.ndim - len(shape) :]) != shape:
+        raise ShapeError(
+            f"{name}: input {tuple(x.shape)} does not end with normalized_shape {shape}"
+        )
     return tuple(range(x.ndim - len(shape), x.ndim))
 
 
@@ -106,19 +107,23 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     return out
 
 
-def batch_norm_reference(x, running_mean, running_var, weight=None, bias=None, training=False,
-                         momentum=0.1, eps=1e-5):
+def batch_norm_reference(
+    x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
+):
     """The decomposition of batch_norm (the fused training op is tested against it)."""
     if x.ndim < 2:
-        raise ShapeError(f"batch_norm: expected at least 2-D input (N, C, ...), got "
-                         f"{tuple(x.shape)}")
+        raise ShapeError(
+            f"batch_norm: expected at least 2-D input (N, C, ...), got {tuple(x.shape)}"
+        )
     dims = (0,) + tuple(range(2, x.ndim))
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     if training:
         n = x.numel() // x.shape[1]
         if n <= 1:
-            raise ValueError(f"batch_norm: expected more than 1 value per channel when "
-                             f"training, got input {tuple(x.shape)}")
+            raise ValueError(
+                f"batch_norm: expected more than 1 value per channel when "
+                f"training, got input {tuple(x.shape)}"
+            )
         mean = x.mean(dims, keepdim=True)
         centered = x - mean
         var = (centered * centered).mean(dims, keepdim=True)
@@ -166,8 +171,11 @@ def _bn_input_grad_forward(xp, g, x, w, eps):
     c, var, dims, shape = _bn_centred(xp, x)
     r = 1 / xp.sqrt(var + eps)
     xhat = c * r
-    return w.reshape(shape) * r * (g - g.mean(axis=dims, keepdims=True)
-                                   - xhat * (g * xhat).mean(axis=dims, keepdims=True))
+    return (
+        w.reshape(shape)
+        * r
+        * (g - g.mean(axis=dims, keepdims=True) - xhat * (g * xhat).mean(axis=dims, keepdims=True))
+    )
 
 
 def _bn_weight_grad_forward(xp, g, x, eps):
@@ -180,8 +188,10 @@ def _bn_shape(x, *rest, **attrs):
         raise ShapeError(f"batch_norm: expected at least 2-D input (N, C, ...), got {tuple(x)}")
     for p in rest:
         if tuple(p) != (x[1],):
-            raise ShapeError(f"batch_norm: weight and bias must have shape ({x[1]},) for input "
-                             f"{tuple(x)}, got {tuple(p)}")
+            raise ShapeError(
+                f"batch_norm: weight and bias must have shape ({x[1]},) for input "
+                f"{tuple(x)}, got {tuple(p)}"
+            )
     return tuple(x)
 
 
@@ -195,9 +205,11 @@ def _bn_ewise(t, attr):
 def _bn_train_vjp(g, y, x, w, b, eps):
     dims, _ = _bn_axes(x.ndim, x.shape[1])
     need = lambda t: getattr(t, "requires_grad", True)  # noqa: E731
-    return (apply(BATCH_NORM_INPUT_GRAD, g, x, w, eps=eps) if need(x) else None,
-            apply(BATCH_NORM_WEIGHT_GRAD, g, x, eps=eps) if need(w) else None,
-            g.sum(dims) if need(b) else None)
+    return (
+        apply(BATCH_NORM_INPUT_GRAD, g, x, w, eps=eps) if need(x) else None,
+        apply(BATCH_NORM_WEIGHT_GRAD, g, x, eps=eps) if need(w) else None,
+        g.sum(dims) if need(b) else None,
+    )
 
 
 def _bn_input_grad_vjp(h, y, g, x, w, eps):
@@ -214,8 +226,11 @@ def _bn_input_grad_vjp(h, y, g, x, w, eps):
     h1 = (h * gc).sum(dims, keepdim=True)
     hc = (h * c).sum(dims, keepdim=True)
     r3 = r * r * r
-    g_x = (c * ((h1 - hc * m * r * r * 3.0) * (r3 / -n)) - (h - h.mean(dims, keepdim=True))
-           * (r3 * m) - gc * (hc * (r3 / n))) * w.reshape(shape)
+    g_x = (
+        c * ((h1 - hc * m * r * r * 3.0) * (r3 / -n))
+        - (h - h.mean(dims, keepdim=True)) * (r3 * m)
+        - gc * (hc * (r3 / n))
+    ) * w.reshape(shape)
     unit = apply(BATCH_NORM_INPUT_GRAD, g, x, w.new_ones(tuple(w.shape)), eps=eps)
     return g_g, g_x, (h * unit).sum(dims)
 
@@ -229,50 +244,77 @@ def _bn_weight_grad_vjp(h, y, g, x, eps):
 
 
 BATCH_NORM_TRAIN = defop(
-    "batch_norm_train", _bn_train_forward, _bn_train_vjp, shape=_bn_shape,
-    dtype=lambda x, w, b, **k: x, promote="common",
+    "batch_norm_train",
+    _bn_train_forward,
+    _bn_train_vjp,
+    shape=_bn_shape,
+    dtype=lambda x, w, b, **k: x,
+    promote="common",
     doc="Batch normalization with batch statistics: (x - mean) / sqrt(var + eps) * w + b per "
-        "channel (dim 1); `batch_norm_reference` is its decomposition (Note [Fused composites]).")
+    "channel (dim 1); `batch_norm_reference` is its decomposition (Note [Fused composites]).",
+)
 BATCH_NORM_INPUT_GRAD = defop(
-    "batch_norm_input_grad", _bn_input_grad_forward, _bn_input_grad_vjp,
-    shape=lambda g, x, w, **k: _bn_shape(x, w), dtype=lambda g, x, w, **k: g, promote="common",
-    doc="Gradient of batch_norm_train with respect to its input.")
+    "batch_norm_input_grad",
+    _bn_input_grad_forward,
+    _bn_input_grad_vjp,
+    shape=lambda g, x, w, **k: _bn_shape(x, w),
+    dtype=lambda g, x, w, **k: g,
+    promote="common",
+    doc="Gradient of batch_norm_train with respect to its input.",
+)
 BATCH_NORM_WEIGHT_GRAD = defop(
-    "batch_norm_weight_grad", _bn_weight_grad_forward, _bn_weight_grad_vjp,
-    shape=lambda g, x, **k: (_bn_shape(x)[1],), dtype=lambda g, x, **k: g, promote="common",
-    doc="Gradient of batch_norm_train with respect to its weight: sum(g * xhat) per channel.")
+    "batch_norm_weight_grad",
+    _bn_weight_grad_forward,
+    _bn_weight_grad_vjp,
+    shape=lambda g, x, **k: (_bn_shape(x)[1],),
+    dtype=lambda g, x, **k: g,
+    promote="common",
+    doc="Gradient of batch_norm_train with respect to its weight: sum(g * xhat) per channel.",
+)
 BATCH_NORM_STATS = defop(
-    "batch_norm_stats", _bn_stats_forward, None, shape=lambda x: (2, _bn_shape(x)[1]),
-    dtype=lambda x: x, doc="(2, C): each channel's mean and biased variance over dims 0, 2, ...")
+    "batch_norm_stats",
+    _bn_stats_forward,
+    None,
+    shape=lambda x: (2, _bn_shape(x)[1]),
+    dtype=lambda x: x,
+    doc="(2, C): each channel's mean and biased variance over dims 0, 2, ...",
+)
 
 
 def _with_reference(fast, reference):
     """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
+
     def kernel(xp, *arrays, **attrs):
         out = fast(*arrays, **attrs)
         return reference(xp, *arrays, **attrs) if out is None else out
+
     return kernel
 
 
 for _op, _fast, _ref in (
-        (BATCH_NORM_TRAIN, _norm_kernels.batch_norm_train, _bn_train_forward),
-        (BATCH_NORM_INPUT_GRAD, _norm_kernels.batch_norm_input_grad, _bn_input_grad_forward),
-        (BATCH_NORM_WEIGHT_GRAD, _norm_kernels.batch_norm_weight_grad, _bn_weight_grad_forward),
-        (BATCH_NORM_STATS, _norm_kernels.batch_norm_stats, _bn_stats_forward)):
+    (BATCH_NORM_TRAIN, _norm_kernels.batch_norm_train, _bn_train_forward),
+    (BATCH_NORM_INPUT_GRAD, _norm_kernels.batch_norm_input_grad, _bn_input_grad_forward),
+    (BATCH_NORM_WEIGHT_GRAD, _norm_kernels.batch_norm_weight_grad, _bn_weight_grad_forward),
+    (BATCH_NORM_STATS, _norm_kernels.batch_norm_stats, _bn_stats_forward),
+):
     _op.def_kernel("numpy")(_with_reference(_fast, _ref))
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
+def batch_norm(
+    x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5
+):
     """PyTorch's F.batch_norm: batch statistics in training (and running-stat updates in place,
     with the unbiased variance), running statistics in eval."""
     if not training or x.ndim < 2 or not x.dtype.is_floating_point:
-        return batch_norm_reference(x, running_mean, running_var, weight, bias, training,
-                                    momentum, eps)
+        return batch_norm_reference(
+            x, running_mean, running_var, weight, bias, training, momentum, eps
+        )
     n = x.numel() // x.shape[1]
     if n <= 1:
-        raise ValueError(f"batch_norm: expected more than 1 value per channel when "
-                         f"training, got input {tuple(x.shape)}")
+        raise ValueError(
+            f"batch_norm: expected more than 1 value per channel when "
+            f"training, got input {tuple(x.shape)}"
+        )
     if running_mean is not None:  # detached: these updates record no graph
         stats = apply(BATCH_NORM_STATS, x.detach())
         m = momentum
@@ -320,20 +362,25 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     c = log_probs.shape[0] if log_probs.ndim == 1 else log_probs.shape[1]
     expected = () if log_probs.ndim == 1 else (log_probs.shape[0],) + tuple(log_probs.shape[2:])
     if tuple(target.shape) != expected:
-        raise ShapeError(f"nll_loss: target shape {tuple(target.shape)} does not match input "
-                         f"{tuple(log_probs.shape)} (expected {expected})")
+        raise ShapeError(
+            f"nll_loss: target shape {tuple(target.shape)} does not match input "
+            f"{tuple(log_probs.shape)} (expected {expected})"
+        )
     if target.dtype.is_floating_point:
-        raise TypeError(f"nll_loss: target must hold class indices (integers), got "
-                        f"{target.dtype}")
+        raise TypeError(f"nll_loss: target must hold class indices (integers), got {target.dtype}")
     flat = _class_dim_last(log_probs)
     t = target.reshape(-1)
     valid = t != ignore_index
     safe_t = E.where(valid, t, 0)
     # (a traced target has no values to check: the compiled gather reports a bad index)
-    if (safe_t.numel() and not getattr(safe_t._data, "symbolic", False)
-            and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)):
-        raise IndexOutOfRange(f"nll_loss: target {int(t.max().item())} is out of range for "
-                         f"{c} classes")
+    if (
+        safe_t.numel()
+        and not getattr(safe_t._data, "symbolic", False)
+        and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)
+    ):
+        raise IndexOutOfRange(
+            f"nll_loss: target {int(t.max().item())} is out of range for {c} classes"
+        )
     picked = -S.gather(flat, 1, safe_t.unsqueeze(1)).squeeze(1)
     w = valid.to(flat.dtype)
     if weight is not None:
@@ -347,8 +394,9 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
 # --- softmax cross entropy over class indices: fused (Note [Fused composites]) ----------------
 def _xent_shape(x, t, ignore_index, reduction):
     if len(x) != 2 or tuple(t) != (x[0],):
-        raise ShapeError(f"cross_entropy: expected logits (N, C) and target (N,), got {tuple(x)} "
-                         f"and {tuple(t)}")
+        raise ShapeError(
+            f"cross_entropy: expected logits (N, C) and target (N,), got {tuple(x)} and {tuple(t)}"
+        )
     return (x[0],) if reduction == "none" else ()
 
 
@@ -382,10 +430,14 @@ def _xent_vjp(g, y, x, t, ignore_index, reduction):
 
 
 SOFTMAX_CROSS_ENTROPY = defop(
-    "softmax_cross_entropy", _xent_forward, _xent_vjp, shape=_xent_shape,
+    "softmax_cross_entropy",
+    _xent_forward,
+    _xent_vjp,
+    shape=_xent_shape,
     dtype=lambda d, t, **a: d,
     doc="Cross entropy of logits (N, C) against class indices (N,), with ignore_index and "
-        "reduction; `cross_entropy_reference` is its decomposition (Note [Fused composites]).")
+    "reduction; `cross_entropy_reference` is its decomposition (Note [Fused composites]).",
+)
 
 
 def _xent_grad_forward(xp, g, x, t, ignore_index, reduction):
@@ -417,39 +469,58 @@ def _xent_grad_vjp(gg, y, g, x, t, ignore_index, reduction):
 
 
 XENT_GRAD = defop(
-    "softmax_cross_entropy_grad", _xent_grad_forward, _xent_grad_vjp,
-    shape=lambda g, x, t, **a: tuple(x), dtype=lambda g, x, t, **a: x,
-    doc="Gradient of softmax_cross_entropy with respect to the logits.")
+    "softmax_cross_entropy_grad",
+    _xent_grad_forward,
+    _xent_grad_vjp,
+    shape=lambda g, x, t, **a: tuple(x),
+    dtype=lambda g, x, t, **a: x,
+    doc="Gradient of softmax_cross_entropy with respect to the logits.",
+)
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0):
+def cross_entropy(
+    input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
     """PyTorch's F.cross_entropy: class indices or class probabilities as target."""
-    if (weight is None and not label_smoothing and input.ndim == 2 and target.ndim == 1
-            and not target.dtype.is_floating_point and reduction in ("mean", "sum", "none")
-            and input.dtype.is_floating_point):
+    if (
+        weight is None
+        and not label_smoothing
+        and input.ndim == 2
+        and target.ndim == 1
+        and not target.dtype.is_floating_point
+        and reduction in ("mean", "sum", "none")
+        and input.dtype.is_floating_point
+    ):
         if target.shape[0] != input.shape[0]:
-            raise ShapeError(f"cross_entropy: target shape {tuple(target.shape)} does not match "
-                             f"input {tuple(input.shape)} (expected ({input.shape[0]},))")
-        return apply(SOFTMAX_CROSS_ENTROPY, input, target, ignore_index=int(ignore_index),
-                     reduction=reduction)
-    return cross_entropy_reference(input, target, weight, ignore_index, reduction,
-                                   label_smoothing)
+            raise ShapeError(
+                f"cross_entropy: target shape {tuple(target.shape)} does not match "
+                f"input {tuple(input.shape)} (expected ({input.shape[0]},))"
+            )
+        return apply(
+            SOFTMAX_CROSS_ENTROPY,
+            input,
+            target,
+            ignore_index=int(ignore_index),
+            reduction=reduction,
+        )
+    return cross_entropy_reference(input, target, weight, ignore_index, reduction, label_smoothing)
 
 
-def cross_entropy_reference(input, target, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0):
+def cross_entropy_reference(
+    input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
     """The decomposition of cross entropy (all cases; the fused op is tested against it)."""
     if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
-                         f"{label_smoothing}")
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     class_dim = 0 if input.ndim == 1 else 1
     logp = log_softmax(input, class_dim)
     c = input.shape[class_dim]
     if target.dtype.is_floating_point:  # probabilities
         if tuple(target.shape) != tuple(input.shape):
-            raise ShapeError(f"cross_entropy: probability target shape {tuple(target.shape)} "
-                             f"must equal input shape {tuple(input.shape)}")
+            raise ShapeError(
+                f"cross_entropy: probability target shape {tuple(target.shape)} "
+                f"must equal input shape {tuple(input.shape)}"
+            )
         if label_smoothing:
             target = target * (1.0 - label_smoothing) + label_smoothing / c
         terms = logp * target
@@ -482,16 +553,21 @@ def cross_entropy_reference(input, target, weight=None, ignore_index=-100, reduc
     return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
 
 
-def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
-                                 is_causal=False, scale=None, generator=None):
+def scaled_dot_product_attention(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, generator=None
+):
     """softmax(q k^T * scale + mask) v. A bool mask marks positions that take part (True);
     a float mask is added to the scores. Shapes (..., L, E), (..., S, E), (..., S, Ev)."""
     if query.shape[-1] != key.shape[-1]:
-        raise ShapeError(f"scaled_dot_product_attention: query {tuple(query.shape)} and key "
-                         f"{tuple(key.shape)} differ in the last (embedding) dim")
+        raise ShapeError(
+            f"scaled_dot_product_attention: query {tuple(query.shape)} and key "
+            f"{tuple(key.shape)} differ in the last (embedding) dim"
+        )
     if key.shape[-2] != value.shape[-2]:
-        raise ShapeError(f"scaled_dot_product_attention: key {tuple(key.shape)} and value "
-                         f"{tuple(value.shape)} differ in sequence length")
+        raise ShapeError(
+            f"scaled_dot_product_attention: key {tuple(key.shape)} and value "
+            f"{tuple(value.shape)} differ in sequence length"
+        )
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     # k^T made contiguous: NumPy's batched matmul is ~4x slower on a transposed view
     scores = (query @ key.mT.contiguous()) * scale
@@ -536,8 +612,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     return _reduce(loss, reduction, "binary_cross_entropy")
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
-                                     pos_weight=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
     # log(sigmoid(x)) = -softplus(-x), computed stably
     log_sig = -(E.log1p(E.exp(-E.abs(input))) + E.maximum(-input, 0.0))
     log_one_minus = log_sig - input
@@ -554,8 +629,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
     if log_target:
         loss = target.exp() * (target - input)
     else:
-        loss = E.where(target > 0, target * (E.log(E.where(target > 0, target, 1.0)) - input),
-                       0.0)
+        loss = E.where(target > 0, target * (E.log(E.where(target > 0, target, 1.0)) - input), 0.0)
     if reduction == "batchmean":
         return loss.sum() / input.shape[0]
     return _reduce(loss, reduction, "kl_div")

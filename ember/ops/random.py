@@ -20,8 +20,9 @@ def _uniform(xp, shape, low, high, dtype, generator, device):
 
 
 def _normal(xp, shape, mean, std, dtype, generator, device):
-    r = _rng(generator).standard_normal(shape, dtype=xp.float64 if dtype is _dt.float64
-                                        else xp.float32)
+    r = _rng(generator).standard_normal(
+        shape, dtype=xp.float64 if dtype is _dt.float64 else xp.float32
+    )
     if mean != 0.0 or std != 1.0:
         r = r * std + mean
     return r.astype(dtype.numpy, copy=False)
@@ -39,17 +40,38 @@ def _bernoulli(xp, p, generator):
     return (_rng(generator).random(p.shape) < p).astype(p.dtype)
 
 
-UNIFORM = defop("uniform", _uniform, shape=lambda shape, **a: tuple(shape),
-                dtype=lambda **a: a["dtype"], stateful=True)
-NORMAL = defop("normal", _normal, shape=lambda shape, **a: tuple(shape),
-               dtype=lambda **a: a["dtype"], stateful=True)
-RANDINT = defop("randint", _randint, shape=lambda shape, **a: tuple(shape),
-                dtype=lambda **a: a["dtype"], stateful=True)
-RANDPERM = defop("randperm", _randperm, shape=lambda n, **a: (n,),
-                 dtype=lambda **a: a["dtype"], stateful=True)
-BERNOULLI = defop("bernoulli", _bernoulli, shape=lambda s, **a: tuple(s),
-                  dtype=lambda d, **a: d, stateful=True,
-                  doc="1 with probability p (elementwise), else 0.")
+UNIFORM = defop(
+    "uniform",
+    _uniform,
+    shape=lambda shape, **a: tuple(shape),
+    dtype=lambda **a: a["dtype"],
+    stateful=True,
+)
+NORMAL = defop(
+    "normal",
+    _normal,
+    shape=lambda shape, **a: tuple(shape),
+    dtype=lambda **a: a["dtype"],
+    stateful=True,
+)
+RANDINT = defop(
+    "randint",
+    _randint,
+    shape=lambda shape, **a: tuple(shape),
+    dtype=lambda **a: a["dtype"],
+    stateful=True,
+)
+RANDPERM = defop(
+    "randperm", _randperm, shape=lambda n, **a: (n,), dtype=lambda **a: a["dtype"], stateful=True
+)
+BERNOULLI = defop(
+    "bernoulli",
+    _bernoulli,
+    shape=lambda s, **a: tuple(s),
+    dtype=lambda d, **a: d,
+    stateful=True,
+    doc="1 with probability p (elementwise), else 0.",
+)
 
 
 def _gen(generator, device):
@@ -61,30 +83,55 @@ def _gen(generator, device):
 def uniform(shape, low=0.0, high=1.0, dtype=None, generator=None, device="cpu"):
     dtype = _dt.as_dtype(dtype) if dtype is not None else _dt.get_default_dtype()
     g = _gen(generator, device)
-    return apply(UNIFORM, shape=tuple(int(s) for s in shape), low=float(low), high=float(high),
-                 dtype=dtype, generator=g, device=g.device)
+    return apply(
+        UNIFORM,
+        shape=tuple(int(s) for s in shape),
+        low=float(low),
+        high=float(high),
+        dtype=dtype,
+        generator=g,
+        device=g.device,
+    )
 
 
 def normal(shape, mean=0.0, std=1.0, dtype=None, generator=None, device="cpu"):
     dtype = _dt.as_dtype(dtype) if dtype is not None else _dt.get_default_dtype()
     g = _gen(generator, device)
-    return apply(NORMAL, shape=tuple(int(s) for s in shape), mean=float(mean), std=float(std),
-                 dtype=dtype, generator=g, device=g.device)
+    return apply(
+        NORMAL,
+        shape=tuple(int(s) for s in shape),
+        mean=float(mean),
+        std=float(std),
+        dtype=dtype,
+        generator=g,
+        device=g.device,
+    )
 
 
 def randint(low, high, shape, dtype=None, generator=None, device="cpu"):
     if high <= low:
         raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
     g = _gen(generator, device)
-    return apply(RANDINT, shape=tuple(int(s) for s in shape), low=int(low), high=int(high),
-                 dtype=_dt.as_dtype(dtype) if dtype is not None else _dt.int64, generator=g,
-                 device=g.device)
+    return apply(
+        RANDINT,
+        shape=tuple(int(s) for s in shape),
+        low=int(low),
+        high=int(high),
+        dtype=_dt.as_dtype(dtype) if dtype is not None else _dt.int64,
+        generator=g,
+        device=g.device,
+    )
 
 
 def randperm(n, dtype=None, generator=None, device="cpu"):
     g = _gen(generator, device)
-    return apply(RANDPERM, n=int(n), dtype=_dt.as_dtype(dtype) if dtype is not None
-                 else _dt.int64, generator=g, device=g.device)
+    return apply(
+        RANDPERM,
+        n=int(n),
+        dtype=_dt.as_dtype(dtype) if dtype is not None else _dt.int64,
+        generator=g,
+        device=g.device,
+    )
 
 
 def bernoulli(p, generator=None):

@@ -14,8 +14,25 @@ from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops.elementwise import _LATE
 from ember.ops.registry import apply, defop, int64_dtype, same_dtype, bool_dtype
 
-__all__ = ["sum", "prod", "amax", "amin", "argmax", "argmin", "all", "any", "cumsum",
-           "cumprod", "mean", "var", "std", "logsumexp", "max", "min", "normalize_dims"]
+__all__ = [
+    "sum",
+    "prod",
+    "amax",
+    "amin",
+    "argmax",
+    "argmin",
+    "all",
+    "any",
+    "cumsum",
+    "cumprod",
+    "mean",
+    "var",
+    "std",
+    "logsumexp",
+    "max",
+    "min",
+    "normalize_dims",
+]
 
 
 def normalize_dims(dim, ndim: int, op: str = "reduce"):
@@ -67,9 +84,14 @@ def _sum_forward(xp, x, dim, keepdim):
     return xp.sum(x, axis=_axis(dim, x.ndim), keepdims=keepdim, dtype=dtype)
 
 
-SUM = defop("sum", _sum_forward,
-            lambda g, y, x, dim, keepdim: (_expand_back(g, x, dim, keepdim),),
-            shape=_reduced_shape, dtype=_sum_dtype, save_inputs=False)
+SUM = defop(
+    "sum",
+    _sum_forward,
+    lambda g, y, x, dim, keepdim: (_expand_back(g, x, dim, keepdim),),
+    shape=_reduced_shape,
+    dtype=_sum_dtype,
+    save_inputs=False,
+)
 
 
 @SUM.def_kernel("numpy")
@@ -117,12 +139,22 @@ def _extreme_vjp(g, y, x, dim, keepdim):
     return (_expand_back(g, x, dim, keepdim) * mask / count,)
 
 
-AMAX = defop("amax", lambda xp, x, dim, keepdim: xp.max(x, axis=_axis(dim, x.ndim),
-                                                         keepdims=keepdim),
-             _extreme_vjp, shape=_reduced_shape, dtype=same_dtype, save_output=True)
-AMIN = defop("amin", lambda xp, x, dim, keepdim: xp.min(x, axis=_axis(dim, x.ndim),
-                                                         keepdims=keepdim),
-             _extreme_vjp, shape=_reduced_shape, dtype=same_dtype, save_output=True)
+AMAX = defop(
+    "amax",
+    lambda xp, x, dim, keepdim: xp.max(x, axis=_axis(dim, x.ndim), keepdims=keepdim),
+    _extreme_vjp,
+    shape=_reduced_shape,
+    dtype=same_dtype,
+    save_output=True,
+)
+AMIN = defop(
+    "amin",
+    lambda xp, x, dim, keepdim: xp.min(x, axis=_axis(dim, x.ndim), keepdims=keepdim),
+    _extreme_vjp,
+    shape=_reduced_shape,
+    dtype=same_dtype,
+    save_output=True,
+)
 
 
 def _arg_forward(fn):
@@ -130,19 +162,27 @@ def _arg_forward(fn):
         if dim is None:
             r = getattr(xp, fn)(x.reshape(-1))
             return xp.asarray(r, dtype=xp.int64).reshape((1,) * x.ndim if keepdim else ())
-        return getattr(xp, fn)(x, axis=dim[0] if x.ndim else None,
-                               keepdims=keepdim).astype(xp.int64, copy=False)
+        return getattr(xp, fn)(x, axis=dim[0] if x.ndim else None, keepdims=keepdim).astype(
+            xp.int64, copy=False
+        )
+
     return forward
 
 
 ARGMAX = defop("argmax", _arg_forward("argmax"), shape=_reduced_shape, dtype=int64_dtype)
 ARGMIN = defop("argmin", _arg_forward("argmin"), shape=_reduced_shape, dtype=int64_dtype)
-ALL = defop("all", lambda xp, x, dim, keepdim: xp.all(x, axis=_axis(dim, x.ndim),
-                                                       keepdims=keepdim),
-            shape=_reduced_shape, dtype=bool_dtype)
-ANY = defop("any", lambda xp, x, dim, keepdim: xp.any(x, axis=_axis(dim, x.ndim),
-                                                       keepdims=keepdim),
-            shape=_reduced_shape, dtype=bool_dtype)
+ALL = defop(
+    "all",
+    lambda xp, x, dim, keepdim: xp.all(x, axis=_axis(dim, x.ndim), keepdims=keepdim),
+    shape=_reduced_shape,
+    dtype=bool_dtype,
+)
+ANY = defop(
+    "any",
+    lambda xp, x, dim, keepdim: xp.any(x, axis=_axis(dim, x.ndim), keepdims=keepdim),
+    shape=_reduced_shape,
+    dtype=bool_dtype,
+)
 
 
 def _cum_shape(shape, dim):
@@ -160,9 +200,14 @@ def _reverse_cumsum(g, dim):
     return flip(cumsum(flip(g, (dim,)), dim), (dim,))
 
 
-CUMSUM = defop("cumsum", _cumsum_forward,
-               lambda g, y, x, dim: (_reverse_cumsum(g, dim) if g.ndim else g,),
-               shape=_cum_shape, dtype=_sum_dtype, save_inputs=False)
+CUMSUM = defop(
+    "cumsum",
+    _cumsum_forward,
+    lambda g, y, x, dim: (_reverse_cumsum(g, dim) if g.ndim else g,),
+    shape=_cum_shape,
+    dtype=_sum_dtype,
+    save_inputs=False,
+)
 
 
 def _cumprod_forward(xp, x, dim):
@@ -170,11 +215,16 @@ def _cumprod_forward(xp, x, dim):
     return xp.cumprod(x, axis=dim if x.ndim else None, dtype=dtype).reshape(x.shape)
 
 
-CUMPROD = defop("cumprod", _cumprod_forward,
-                # d/dx_i of y_j = y_j / x_i for i <= j (inputs assumed non-zero here; `prod`
-                # does not rely on this rule for its zero-safe gradient)
-                lambda g, y, x, dim: ((_reverse_cumsum(g * y, dim) / x) if g.ndim else g,),
-                shape=_cum_shape, dtype=_sum_dtype, save_output=True)
+CUMPROD = defop(
+    "cumprod",
+    _cumprod_forward,
+    # d/dx_i of y_j = y_j / x_i for i <= j (inputs assumed non-zero here; `prod`
+    # does not rely on this rule for its zero-safe gradient)
+    lambda g, y, x, dim: ((_reverse_cumsum(g * y, dim) / x) if g.ndim else g,),
+    shape=_cum_shape,
+    dtype=_sum_dtype,
+    save_output=True,
+)
 
 
 # --- wrappers -----------------------------------------------------------------------------------
@@ -249,8 +299,10 @@ def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
     if not x.dtype.is_floating_point:
-        raise TypeError(f"mean: input dtype must be floating point, got {x.dtype}; "
-                        "pass dtype=ember.float32 or cast first")
+        raise TypeError(
+            f"mean: input dtype must be floating point, got {x.dtype}; "
+            "pass dtype=ember.float32 or cast first"
+        )
     dims = _norm(x, dim, "mean")
     return sum(x, dims, keepdim) / _count(x, dims)
 

@@ -32,12 +32,38 @@ __all__ = ["OpDef", "REGISTRY", "defop", "apply", "set_dispatcher", "infer"]
 
 
 class OpDef:
-    __slots__ = ("name", "forward", "vjp", "shape", "dtype", "promote", "save_inputs",
-                 "save_output", "view", "stateful", "differentiable", "kernels", "doc",
-                 "needed_by", "__weakref__")
+    __slots__ = (
+        "name",
+        "forward",
+        "vjp",
+        "shape",
+        "dtype",
+        "promote",
+        "save_inputs",
+        "save_output",
+        "view",
+        "stateful",
+        "differentiable",
+        "kernels",
+        "doc",
+        "needed_by",
+        "__weakref__",
+    )
 
-    def __init__(self, name, forward, vjp, shape, dtype, promote, save_inputs, save_output,
-                 view, stateful, doc):
+    def __init__(
+        self,
+        name,
+        forward,
+        vjp,
+        shape,
+        dtype,
+        promote,
+        save_inputs,
+        save_output,
+        view,
+        stateful,
+        doc,
+    ):
         self.name = name
         self.forward = forward
         self.vjp = vjp
@@ -77,13 +103,25 @@ class OpDef:
 REGISTRY: dict[str, OpDef] = {}
 
 
-def defop(name: str, forward: Callable, vjp: Callable | None = None, *, shape, dtype,
-          promote: str | None = None, save_inputs: bool = True, save_output: bool = False,
-          view: bool = False, stateful: bool = False, doc: str = "") -> OpDef:
+def defop(
+    name: str,
+    forward: Callable,
+    vjp: Callable | None = None,
+    *,
+    shape,
+    dtype,
+    promote: str | None = None,
+    save_inputs: bool = True,
+    save_output: bool = False,
+    view: bool = False,
+    stateful: bool = False,
+    doc: str = "",
+) -> OpDef:
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is already registered")
-    op = OpDef(name, forward, vjp, shape, dtype, promote, save_inputs, save_output, view,
-               stateful, doc)
+    op = OpDef(
+        name, forward, vjp, shape, dtype, promote, save_inputs, save_output, view, stateful, doc
+    )
     REGISTRY[name] = op
     return op
 
@@ -115,7 +153,8 @@ def broadcast_shapes(*shapes) -> tuple:
                 result[i] = d
             else:
                 raise ShapeError(
-                    "shapes " + ", ".join(str(tuple(x)) for x in shapes)
+                    "shapes "
+                    + ", ".join(str(tuple(x)) for x in shapes)
                     + f" cannot be broadcast: dimension {i - ndim} is {r} in one and {d} in another"
                 )
     return tuple(result)

@@ -39,18 +39,26 @@ def _resolve_shape(shape, numel, op="reshape", source=None):
             known *= s
     if unknown:
         if known == 0 or numel % known:
-            raise ShapeError(f"{op}: shape {shape} is invalid for input of shape {source} "
-                             f"({numel} elements)")
-        shape = shape[: unknown[0]] + (numel // known,) + shape[unknown[0] + 1:]
+            raise ShapeError(
+                f"{op}: shape {shape} is invalid for input of shape {source} ({numel} elements)"
+            )
+        shape = shape[: unknown[0]] + (numel // known,) + shape[unknown[0] + 1 :]
     elif known != numel:
-        raise ShapeError(f"{op}: shape {shape} is invalid for input of shape {source} "
-                         f"({numel} elements)")
+        raise ShapeError(
+            f"{op}: shape {shape} is invalid for input of shape {source} ({numel} elements)"
+        )
     return shape
 
 
-RESHAPE = defop("reshape", lambda xp, x, shape: xp.reshape(x, shape),
-                lambda g, y, x, shape: (g.reshape(tuple(x.shape)),),
-                shape=lambda s, shape: shape, dtype=same_dtype, save_inputs=False, view=True)
+RESHAPE = defop(
+    "reshape",
+    lambda xp, x, shape: xp.reshape(x, shape),
+    lambda g, y, x, shape: (g.reshape(tuple(x.shape)),),
+    shape=lambda s, shape: shape,
+    dtype=same_dtype,
+    save_inputs=False,
+    view=True,
+)
 
 
 def _inverse_permutation(dims):
@@ -60,10 +68,15 @@ def _inverse_permutation(dims):
     return tuple(inverse)
 
 
-PERMUTE = defop("permute", lambda xp, x, dims: xp.transpose(x, dims),
-                lambda g, y, x, dims: (g.permute(_inverse_permutation(dims)),),
-                shape=lambda s, dims: tuple(s[d] for d in dims), dtype=same_dtype,
-                save_inputs=False, view=True)
+PERMUTE = defop(
+    "permute",
+    lambda xp, x, dims: xp.transpose(x, dims),
+    lambda g, y, x, dims: (g.permute(_inverse_permutation(dims)),),
+    shape=lambda s, dims: tuple(s[d] for d in dims),
+    dtype=same_dtype,
+    save_inputs=False,
+    view=True,
+)
 
 
 def _expand_shape(s, shape):
@@ -71,14 +84,22 @@ def _expand_shape(s, shape):
         raise ShapeError(f"expand: target {shape} has fewer dims than the input {tuple(s)}")
     for n, t in zip(reversed(s), reversed(shape)):
         if n != t and n != 1:
-            raise ShapeError(f"expand: cannot expand {tuple(s)} to {shape}: a non-singleton "
-                             f"dimension {n} would become {t}")
+            raise ShapeError(
+                f"expand: cannot expand {tuple(s)} to {shape}: a non-singleton "
+                f"dimension {n} would become {t}"
+            )
     return tuple(shape)
 
 
-EXPAND = defop("expand", lambda xp, x, shape: xp.broadcast_to(x, shape),
-               lambda g, y, x, shape: (unbroadcast(g, x),),
-               shape=_expand_shape, dtype=same_dtype, save_inputs=False, view=True)
+EXPAND = defop(
+    "expand",
+    lambda xp, x, shape: xp.broadcast_to(x, shape),
+    lambda g, y, x, shape: (unbroadcast(g, x),),
+    shape=_expand_shape,
+    dtype=same_dtype,
+    save_inputs=False,
+    view=True,
+)
 
 
 @RESHAPE.def_kernel("numpy")
@@ -104,9 +125,17 @@ def _expand_numpy(xp, x, shape):
     out = xp.ndarray(shape, x.dtype, x, 0, tuple(strides))
     out.flags.writeable = False
     return out
-COPY = defop("copy", lambda xp, x: xp.array(x, copy=True, order="C"), lambda g, y, x: (g,),
-             shape=lambda s: tuple(s), dtype=same_dtype, save_inputs=False,
-             doc="A contiguous copy (clone, contiguous).")
+
+
+COPY = defop(
+    "copy",
+    lambda xp, x: xp.array(x, copy=True, order="C"),
+    lambda g, y, x: (g,),
+    shape=lambda s: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
+    doc="A contiguous copy (clone, contiguous).",
+)
 
 
 # --- cat / flip / roll / pad / tril / triu -------------------------------------------------------
@@ -115,11 +144,14 @@ def _cat_shape(*shapes, dim):
     total = 0
     for s in shapes:
         if len(s) != len(first) or builtins.any(
-                a != b for i, (a, b) in enumerate(zip(s, first)) if i != dim):
-            raise ShapeError(f"cat: tensors must have the same shape except in dim {dim}, got "
-                             + ", ".join(str(tuple(x)) for x in shapes))
+            a != b for i, (a, b) in enumerate(zip(s, first)) if i != dim
+        ):
+            raise ShapeError(
+                f"cat: tensors must have the same shape except in dim {dim}, got "
+                + ", ".join(str(tuple(x)) for x in shapes)
+            )
         total += s[dim]
-    return first[:dim] + (total,) + first[dim + 1:]
+    return first[:dim] + (total,) + first[dim + 1 :]
 
 
 def _cat_vjp(g, y, *inputs, dim):
@@ -131,20 +163,37 @@ def _cat_vjp(g, y, *inputs, dim):
     return tuple(grads)
 
 
-CAT = defop("cat", lambda xp, *xs, dim: xp.concatenate(xs, axis=dim), _cat_vjp,
-            shape=_cat_shape, dtype=lambda *d, dim: d[0], promote="common", save_inputs=False)
-FLIP = defop("flip", lambda xp, x, dims: xp.flip(x, dims),
-             lambda g, y, x, dims: (flip(g, dims),), shape=lambda s, dims: tuple(s),
-             dtype=same_dtype, save_inputs=False)
-ROLL = defop("roll", lambda xp, x, shifts, dims: xp.roll(x, shifts, dims),
-             lambda g, y, x, shifts, dims: (apply(ROLL, g, shifts=tuple(-s for s in shifts),
-                                                  dims=dims),),
-             shape=lambda s, shifts, dims: tuple(s), dtype=same_dtype, save_inputs=False)
+CAT = defop(
+    "cat",
+    lambda xp, *xs, dim: xp.concatenate(xs, axis=dim),
+    _cat_vjp,
+    shape=_cat_shape,
+    dtype=lambda *d, dim: d[0],
+    promote="common",
+    save_inputs=False,
+)
+FLIP = defop(
+    "flip",
+    lambda xp, x, dims: xp.flip(x, dims),
+    lambda g, y, x, dims: (flip(g, dims),),
+    shape=lambda s, dims: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
+)
+ROLL = defop(
+    "roll",
+    lambda xp, x, shifts, dims: xp.roll(x, shifts, dims),
+    lambda g, y, x, shifts, dims: (apply(ROLL, g, shifts=tuple(-s for s in shifts), dims=dims),),
+    shape=lambda s, shifts, dims: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
+)
 
 
 def _pad_forward(xp, x, pad, value):
-    crop = tuple(slice(-b if b < 0 else 0, (n + a) if a < 0 else n)
-                 for (b, a), n in zip(pad, x.shape))
+    crop = tuple(
+        slice(-b if b < 0 else 0, (n + a) if a < 0 else n) for (b, a), n in zip(pad, x.shape)
+    )
     x = x[crop]
     widths = tuple((builtins.max(b, 0), builtins.max(a, 0)) for b, a in pad)
     return xp.pad(x, widths, mode="constant", constant_values=value)
@@ -157,14 +206,30 @@ def _pad_shape(s, pad, value):
     return out
 
 
-PAD = defop("pad", _pad_forward,
-            lambda g, y, x, pad, value: (apply(PAD, g, pad=tuple((-b, -a) for b, a in pad),
-                                               value=0),),
-            shape=_pad_shape, dtype=same_dtype, save_inputs=False)
-TRIL = defop("tril", lambda xp, x, k: xp.tril(x, k), lambda g, y, x, k: (tril(g, k),),
-             shape=lambda s, k: tuple(s), dtype=same_dtype, save_inputs=False)
-TRIU = defop("triu", lambda xp, x, k: xp.triu(x, k), lambda g, y, x, k: (triu(g, k),),
-             shape=lambda s, k: tuple(s), dtype=same_dtype, save_inputs=False)
+PAD = defop(
+    "pad",
+    _pad_forward,
+    lambda g, y, x, pad, value: (apply(PAD, g, pad=tuple((-b, -a) for b, a in pad), value=0),),
+    shape=_pad_shape,
+    dtype=same_dtype,
+    save_inputs=False,
+)
+TRIL = defop(
+    "tril",
+    lambda xp, x, k: xp.tril(x, k),
+    lambda g, y, x, k: (tril(g, k),),
+    shape=lambda s, k: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
+)
+TRIU = defop(
+    "triu",
+    lambda xp, x, k: xp.triu(x, k),
+    lambda g, y, x, k: (triu(g, k),),
+    shape=lambda s, k: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
+)
 
 
 # --- indexing ---------------------------------------------------------------------------------
@@ -193,8 +258,9 @@ def _is_advanced(spec):
 def _getitem_forward(xp, x, *index_arrays, spec):
     for a in index_arrays:
         if a.dtype.kind not in "biu":
-            raise IndexError(f"index: tensors used as indices must be integer or bool, "
-                             f"got {a.dtype}")
+            raise IndexError(
+                f"index: tensors used as indices must be integer or bool, got {a.dtype}"
+            )
     index = _decode(spec, index_arrays)
     out = x[index]
     if isinstance(out, np.generic):
@@ -218,9 +284,16 @@ def _getitem_vjp(g, y, x, *indices, spec):
     return (apply(INDEX_ADD, zeros, g, *indices, spec=spec),) + (None,) * len(indices)
 
 
-GETITEM = defop("getitem", _getitem_forward, _getitem_vjp, shape=_index_shape,
-                dtype=same_dtype, view=True, save_inputs=False,
-                doc="x[index] with basic, advanced and boolean indices (Note [Index specs]).")
+GETITEM = defop(
+    "getitem",
+    _getitem_forward,
+    _getitem_vjp,
+    shape=_index_shape,
+    dtype=same_dtype,
+    view=True,
+    save_inputs=False,
+    doc="x[index] with basic, advanced and boolean indices (Note [Index specs]).",
+)
 
 
 def _index_add_forward(xp, base, values, *index_arrays, spec):
@@ -234,11 +307,16 @@ def _index_add_forward(xp, base, values, *index_arrays, spec):
 
 
 INDEX_ADD = defop(
-    "index_add", _index_add_forward,
+    "index_add",
+    _index_add_forward,
     lambda g, y, base, values, *indices, spec: (
-        g, unbroadcast(apply(GETITEM, g, *indices, spec=spec), values)) + (None,) * len(indices),
-    shape=lambda s, v, *i, spec: tuple(s), dtype=same_dtype, promote=None,
-    doc="out = base; out[index] += values, accumulating repeated indices.")
+        (g, unbroadcast(apply(GETITEM, g, *indices, spec=spec), values)) + (None,) * len(indices)
+    ),
+    shape=lambda s, v, *i, spec: tuple(s),
+    dtype=same_dtype,
+    promote=None,
+    doc="out = base; out[index] += values, accumulating repeated indices.",
+)
 
 
 def _index_put_forward(xp, x, values, *index_arrays, spec):
@@ -253,16 +331,24 @@ def _index_put_vjp(g, y, x, values, *indices, spec):
     return (gx, gv) + (None,) * len(indices)
 
 
-INDEX_PUT = defop("index_put", _index_put_forward, _index_put_vjp,
-                  shape=lambda s, v, *i, spec: tuple(s), dtype=same_dtype, promote=None,
-                  save_inputs=False, doc="out = x; out[index] = values (x[index] = v).")
+INDEX_PUT = defop(
+    "index_put",
+    _index_put_forward,
+    _index_put_vjp,
+    shape=lambda s, v, *i, spec: tuple(s),
+    dtype=same_dtype,
+    promote=None,
+    save_inputs=False,
+    doc="out = x; out[index] = values (x[index] = v).",
+)
 
 
 def _limit(x, shape, skip):
     """x[:shape[0], :shape[1], ...] except along `skip` (PyTorch's gather/scatter use only the
     leading part of the other dims)."""
-    sl = tuple(slice(None) if d == skip or n == x.shape[d] else slice(0, n)
-               for d, n in enumerate(shape))
+    sl = tuple(
+        slice(None) if d == skip or n == x.shape[d] else slice(0, n) for d, n in enumerate(shape)
+    )
     return x[sl]
 
 
@@ -282,9 +368,12 @@ def _gather_shape(s, i, dim):
 
 
 GATHER = defop(
-    "gather", _gather_forward,
+    "gather",
+    _gather_forward,
     lambda g, y, x, index, dim: (scatter_add(g.new_zeros(tuple(x.shape)), dim, index, g), None),
-    shape=_gather_shape, dtype=same_dtype)
+    shape=_gather_shape,
+    dtype=same_dtype,
+)
 
 
 def _scatter_add_forward(xp, x, index, src, dim):
@@ -304,10 +393,14 @@ def _src_grad(g, index, src, dim):
 
 
 SCATTER_ADD = defop(
-    "scatter_add", _scatter_add_forward,
+    "scatter_add",
+    _scatter_add_forward,
     lambda g, y, x, index, src, dim: (g, None, _src_grad(g, index, src, dim)),
-    shape=lambda s, i, v, dim: tuple(s), dtype=same_dtype, promote="common_skip_index",
-    save_inputs=False)
+    shape=lambda s, i, v, dim: tuple(s),
+    dtype=same_dtype,
+    promote="common_skip_index",
+    save_inputs=False,
+)
 
 
 def _scatter_forward(xp, x, index, src, dim):
@@ -319,11 +412,18 @@ def _scatter_forward(xp, x, index, src, dim):
 
 
 SCATTER = defop(
-    "scatter", _scatter_forward,
-    lambda g, y, x, index, src, dim: (apply(SCATTER, g, index, 0.0, dim=dim), None,
-                                      _src_grad(g, index, src, dim)),
-    shape=lambda s, i, v, dim: tuple(s), dtype=same_dtype, promote="common_skip_index",
-    save_inputs=False)
+    "scatter",
+    _scatter_forward,
+    lambda g, y, x, index, src, dim: (
+        apply(SCATTER, g, index, 0.0, dim=dim),
+        None,
+        _src_grad(g, index, src, dim),
+    ),
+    shape=lambda s, i, v, dim: tuple(s),
+    dtype=same_dtype,
+    promote="common_skip_index",
+    save_inputs=False,
+)
 
 
 def _argsort_forward(xp, x, dim, descending, stable):
@@ -331,14 +431,17 @@ def _argsort_forward(xp, x, dim, descending, stable):
         # stable descending order: sort the negated keys (ints and floats alike)
         keys = -x if x.dtype.kind != "b" else ~x
         return xp.argsort(keys, axis=dim, kind="stable").astype(xp.int64, copy=False)
-    return xp.argsort(x, axis=dim, kind="stable" if stable else None).astype(xp.int64,
-                                                                             copy=False)
+    return xp.argsort(x, axis=dim, kind="stable" if stable else None).astype(xp.int64, copy=False)
 
 
 ARGSORT = defop("argsort", _argsort_forward, shape=lambda s, **a: tuple(s), dtype=int64_dtype)
-NONZERO = defop("nonzero", lambda xp, x: xp.stack(xp.nonzero(x), axis=-1).astype(xp.int64),
-                shape=lambda s: (None, len(s)), dtype=int64_dtype,
-                doc="Indices of non-zero elements, shape (n, ndim); n depends on the data.")
+NONZERO = defop(
+    "nonzero",
+    lambda xp, x: xp.stack(xp.nonzero(x), axis=-1).astype(xp.int64),
+    shape=lambda s: (None, len(s)),
+    dtype=int64_dtype,
+    doc="Indices of non-zero elements, shape (n, ndim); n depends on the data.",
+)
 
 
 # --- wrappers -----------------------------------------------------------------------------------
@@ -395,10 +498,8 @@ def expand(x, *shape):
     shape = tuple(int(s) for s in shape)
     lead = len(shape) - x.ndim
     if lead < 0:
-        raise ShapeError(f"expand: target {shape} has fewer dims than the input "
-                         f"{tuple(x.shape)}")
-    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s
-                  for i, s in enumerate(shape))
+        raise ShapeError(f"expand: target {shape} has fewer dims than the input {tuple(x.shape)}")
+    shape = tuple(x.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape))
     if shape == tuple(x.shape):
         return x
     return apply(EXPAND, x, shape=shape)
@@ -427,16 +528,16 @@ def flatten(x, start_dim=0, end_dim=-1):
     e = _dim(end_dim, x.ndim, "flatten")
     shape = tuple(x.shape)
     n = 1
-    for k in shape[s:e + 1]:
+    for k in shape[s : e + 1]:
         n *= k
-    return reshape(x, shape[:s] + (n,) + shape[e + 1:])
+    return reshape(x, shape[:s] + (n,) + shape[e + 1 :])
 
 
 def unflatten(x, dim, sizes):
     d = _dim(dim, x.ndim, "unflatten")
     shape = tuple(x.shape)
     sizes = _resolve_shape(sizes, shape[d], "unflatten", shape)
-    return reshape(x, shape[:d] + sizes + shape[d + 1:])
+    return reshape(x, shape[:d] + sizes + shape[d + 1 :])
 
 
 def cat(tensors, dim=0):
@@ -461,8 +562,10 @@ def stack(tensors, dim=0):
     first = tuple(tensors[0].shape)
     for t in tensors:
         if tuple(t.shape) != first:
-            raise ShapeError("stack: expects each tensor to be equal size, got "
-                             + ", ".join(str(tuple(t.shape)) for t in tensors))
+            raise ShapeError(
+                "stack: expects each tensor to be equal size, got "
+                + ", ".join(str(tuple(t.shape)) for t in tensors)
+            )
     d = _dim(dim, len(first) + 1, "stack")
     return apply(CAT, *[unsqueeze(t, d) for t in tensors], dim=d)
 
@@ -514,8 +617,12 @@ def roll(x, shifts, dims=None):
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     if len(shifts) != len(dims):
         raise ValueError(f"roll: shifts {shifts} and dims {dims} differ in length")
-    return apply(ROLL, x, shifts=tuple(int(s) for s in shifts),
-                 dims=tuple(_dim(d, x.ndim, "roll") for d in dims))
+    return apply(
+        ROLL,
+        x,
+        shifts=tuple(int(s) for s in shifts),
+        dims=tuple(_dim(d, x.ndim, "roll") for d in dims),
+    )
 
 
 def tril(x, diagonal=0):
@@ -541,15 +648,17 @@ def pad(x, pad, mode="constant", value=0.0):
     if mode == "constant":
         return apply(PAD, x, pad=tuple(pairs), value=value if value is not None else 0.0)
     if mode not in ("reflect", "replicate", "circular"):
-        raise ValueError(f"pad: mode must be constant, reflect, replicate or circular, "
-                         f"got {mode!r}")
+        raise ValueError(
+            f"pad: mode must be constant, reflect, replicate or circular, got {mode!r}"
+        )
     for d, (before, after) in enumerate(pairs):
         if before == after == 0:
             continue
         n = x.shape[d]
         if mode == "reflect" and (before >= n or after >= n):
-            raise ShapeError(f"pad: reflect padding ({before}, {after}) must be smaller than "
-                             f"dim {d}'s size {n}")
+            raise ShapeError(
+                f"pad: reflect padding ({before}, {after}) must be smaller than dim {d}'s size {n}"
+            )
         pieces = []
         if before:
             if mode == "reflect":
@@ -605,8 +714,9 @@ def encode_index(x, index):
     spec, tensors = [], []
     for item in index:
         if isinstance(item, slice):
-            spec.append(("s", _int_or_none(item.start), _int_or_none(item.stop),
-                         _int_or_none(item.step)))
+            spec.append(
+                ("s", _int_or_none(item.start), _int_or_none(item.stop), _int_or_none(item.step))
+            )
         elif item is None:
             spec.append(("n",))
         elif item is Ellipsis:
@@ -626,8 +736,9 @@ def encode_index(x, index):
             spec.append(("t",))
             tensors.append(make_tensor(item))
         else:
-            raise IndexError(f"index: unsupported index element {item!r} of type "
-                             f"{type(item).__name__}")
+            raise IndexError(
+                f"index: unsupported index element {item!r} of type {type(item).__name__}"
+            )
     return tuple(spec), tensors
 
 
@@ -701,15 +812,20 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D, got shape {tuple(weight.shape)}")
     if sparse:
-        raise NotImplementedError(at_user_line(
-            "embedding: sparse=True asks for a sparse gradient tensor, and ember has no sparse "
-            "tensors; use sparse=False: the gradient is the same values as a dense "
-            "(num_embeddings, dim) tensor, which every ember optimizer accepts"))
+        raise NotImplementedError(
+            at_user_line(
+                "embedding: sparse=True asks for a sparse gradient tensor, and ember has no sparse "
+                "tensors; use sparse=False: the gradient is the same values as a dense "
+                "(num_embeddings, dim) tensor, which every ember optimizer accepts"
+            )
+        )
     num_embeddings = weight.shape[0]
     if padding_idx is not None:
         if not -num_embeddings <= padding_idx < num_embeddings:
-            raise ValueError(f"embedding: padding_idx {padding_idx} must be within "
-                             f"num_embeddings {num_embeddings}")
+            raise ValueError(
+                f"embedding: padding_idx {padding_idx} must be within "
+                f"num_embeddings {num_embeddings}"
+            )
         padding_idx %= num_embeddings
     out = apply(GETITEM, weight, index, spec=(("t",),))
     if weight.requires_grad:
@@ -718,10 +834,16 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
             keep = unsqueeze(index != padding_idx, -1)
             out = where(keep, out, out.detach())
         if scale_grad_by_freq:
-            counts = apply(INDEX_ADD, weight.new_zeros((num_embeddings,)),
-                           weight.new_ones(tuple(index.shape)), index, spec=(("t",),))
-            out = _scale_gradient(out, unsqueeze(1.0 / apply(GETITEM, counts, index,
-                                                             spec=(("t",),)), -1))
+            counts = apply(
+                INDEX_ADD,
+                weight.new_zeros((num_embeddings,)),
+                weight.new_ones(tuple(index.shape)),
+                index,
+                spec=(("t",),),
+            )
+            out = _scale_gradient(
+                out, unsqueeze(1.0 / apply(GETITEM, counts, index, spec=(("t",),)), -1)
+            )
     return out
 
 
@@ -734,8 +856,13 @@ def _scale_gradient(x, scale):
 
 
 def argsort(x, dim=-1, descending=False, stable=False):
-    return apply(ARGSORT, x, dim=_dim(dim, x.ndim, "argsort"), descending=bool(descending),
-                 stable=bool(stable))
+    return apply(
+        ARGSORT,
+        x,
+        dim=_dim(dim, x.ndim, "argsort"),
+        descending=bool(descending),
+        stable=bool(stable),
+    )
 
 
 def sort(x, dim=-1, descending=False, stable=False):
@@ -763,8 +890,10 @@ def nonzero(x, as_tuple=False):
 
 
 def masked_select(x, mask):
-    x, mask = x.expand(broadcast_pair(x.shape, mask.shape)), mask.expand(
-        broadcast_pair(x.shape, mask.shape))
+    x, mask = (
+        x.expand(broadcast_pair(x.shape, mask.shape)),
+        mask.expand(broadcast_pair(x.shape, mask.shape)),
+    )
     return apply(GETITEM, x, mask, spec=(("t",),))
 
 
@@ -784,18 +913,29 @@ def _diagonal_forward(xp, x, offset, dim1, dim2):
 
 def _diagonal_shape(s, offset, dim1, dim2):
     rows, cols = s[dim1], s[dim2]
-    n = builtins.max(0, builtins.min(rows, cols - offset) if offset >= 0
-                     else builtins.min(rows + offset, cols))
+    n = builtins.max(
+        0, builtins.min(rows, cols - offset) if offset >= 0 else builtins.min(rows + offset, cols)
+    )
     return tuple(k for i, k in enumerate(s) if i not in (dim1, dim2)) + (n,)
 
 
 DIAGONAL = defop(
-    "diagonal", _diagonal_forward,
-    lambda g, y, x, offset, dim1, dim2: (apply(
-        VIEW_SCATTER, g.new_zeros(tuple(x.shape)), g,
-        steps=(("diagonal", (("offset", offset), ("dim1", dim1), ("dim2", dim2))),)),),
-    shape=_diagonal_shape, dtype=same_dtype, save_inputs=False, view=True,
-    doc="The diagonal (offset, dim1, dim2) as the last dim; a view, as in PyTorch.")
+    "diagonal",
+    _diagonal_forward,
+    lambda g, y, x, offset, dim1, dim2: (
+        apply(
+            VIEW_SCATTER,
+            g.new_zeros(tuple(x.shape)),
+            g,
+            steps=(("diagonal", (("offset", offset), ("dim1", dim1), ("dim2", dim2))),),
+        ),
+    ),
+    shape=_diagonal_shape,
+    dtype=same_dtype,
+    save_inputs=False,
+    view=True,
+    doc="The diagonal (offset, dim1, dim2) as the last dim; a view, as in PyTorch.",
+)
 
 
 def view_steps_forward(xp, x, steps):
@@ -840,23 +980,28 @@ def _view_scatter_shape(s, v, steps):
     except ValueError:
         broadcast = None
     if broadcast != region:
-        raise ShapeError(f"view_scatter: the source of shape {tuple(v)} does not fit the view "
-                         f"of shape {region}")
+        raise ShapeError(
+            f"view_scatter: the source of shape {tuple(v)} does not fit the view of shape {region}"
+        )
     return tuple(s)
 
 
 def _view_scatter_vjp(g, y, base, src, steps):
     g_base = apply(VIEW_SCATTER, g, 0.0, steps=steps)
-    g_src = None if isinstance(src, (int, float, bool)) else unbroadcast(replay_view(g, steps),
-                                                                         src)
+    g_src = None if isinstance(src, (int, float, bool)) else unbroadcast(replay_view(g, steps), src)
     return g_base, g_src
 
 
 VIEW_SCATTER = defop(
-    "view_scatter", _view_scatter_forward, _view_scatter_vjp, shape=_view_scatter_shape,
-    dtype=same_dtype, save_inputs=False,
+    "view_scatter",
+    _view_scatter_forward,
+    _view_scatter_vjp,
+    shape=_view_scatter_shape,
+    dtype=same_dtype,
+    save_inputs=False,
     doc="out = base with the view `steps` of it replaced by src (PyTorch's CopySlices; "
-        "slice_scatter, diagonal_scatter and select_scatter are cases of it).")
+    "slice_scatter, diagonal_scatter and select_scatter are cases of it).",
+)
 
 
 def diagonal(x, offset=0, dim1=0, dim2=1):
@@ -870,8 +1015,7 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
         [0.0, 0.0]
     """
     if x.ndim < 2:
-        raise ShapeError(f"diagonal: input must have at least 2 dims, got shape "
-                         f"{tuple(x.shape)}")
+        raise ShapeError(f"diagonal: input must have at least 2 dims, got shape {tuple(x.shape)}")
     d1, d2 = _dim(dim1, x.ndim, "diagonal"), _dim(dim2, x.ndim, "diagonal")
     if d1 == d2:
         raise ShapeError(f"diagonal: dim1 and dim2 cannot be the same dim ({dim1}, {dim2})")
@@ -904,11 +1048,15 @@ def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
 
 # --- assignment and device transfer -------------------------------------------------------------
 ASSIGN = defop(
-    "assign", lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype, copy=True),
+    "assign",
+    lambda xp, x, src: xp.array(xp.broadcast_to(src, x.shape), dtype=x.dtype, copy=True),
     lambda g, y, x, src: (g.new_zeros(tuple(g.shape)), unbroadcast(g, src)),
-    shape=lambda s, v: tuple(s), dtype=same_dtype, save_inputs=False,
+    shape=lambda s, v: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
     doc="assign(x, src): src broadcast to x's shape and dtype (x.copy_(src)); x's old value "
-        "gets a zero gradient (as PyTorch's copy_ and fill_).")
+    "gets a zero gradient (as PyTorch's copy_ and fill_).",
+)
 
 
 def _to_device_forward(xp, x, device):
@@ -922,7 +1070,11 @@ def _to_device_forward(xp, x, device):
 
 
 TO_DEVICE = defop(
-    "to_device", _to_device_forward,
+    "to_device",
+    _to_device_forward,
     lambda g, y, x, device: (apply(TO_DEVICE, g, device=x.device),),
-    shape=lambda s, device: tuple(s), dtype=same_dtype, save_inputs=False,
-    doc="Copy to another device; the gradient is copied back to the input's device.")
+    shape=lambda s, device: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
+    doc="Copy to another device; the gradient is copied back to the input's device.",
+)

@@ -21,10 +21,20 @@ class Adagrad(Optimizer):
         p = p - clr * g / (sqrt(s) + eps)
     """
 
-    def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10, foreach=None, *, maximize: bool = False,
-                 differentiable: bool = False, fused=None) -> None:
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        foreach=None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused=None,
+    ) -> None:
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if lr_decay < 0.0:
@@ -32,13 +42,22 @@ class Adagrad(Optimizer):
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if initial_accumulator_value < 0.0:
-            raise ValueError(f"Invalid initial_accumulator_value value: "
-                             f"{initial_accumulator_value}")
+            raise ValueError(
+                f"Invalid initial_accumulator_value value: {initial_accumulator_value}"
+            )
         if eps < 0.0:
             raise ValueError(f"Invalid epsilon value: {eps}")
-        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
-                        initial_accumulator_value=initial_accumulator_value, foreach=foreach,
-                        maximize=maximize, differentiable=differentiable, fused=fused)
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            eps=eps,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
+        )
         super().__init__(params, defaults)
         # PyTorch creates Adagrad's state eagerly, in the constructor
         for group in self.param_groups:
@@ -46,8 +65,10 @@ class Adagrad(Optimizer):
                 self.state[p] = self.init_state(p, group)
 
     def init_state(self, param: Tensor, group: dict) -> dict:
-        return {"step": tensor(0.0, dtype=_dt.float32),
-                "sum": full_like(param, group["initial_accumulator_value"])}
+        return {
+            "step": tensor(0.0, dtype=_dt.float32),
+            "sum": full_like(param, group["initial_accumulator_value"]),
+        }
 
     def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
         step_t = state["step"]

@@ -32,6 +32,8 @@ def adam_step(p, g, m, v, decoupled, decay, l2, weight_decay, c1, beta2, c2, bc2
         v[i] = vi
         p[i] = pi + (mi * neg) / (np.sqrt(vi) / bc2 + eps)
 """
+
+
 def _compiled_step(p, g, m, v):
     """The compiled step for these arrays (Note [Compiled Adam step]), or None."""
     if not (p.dtype == g.dtype == m.dtype == v.dtype and p.dtype in (np.float32, np.float64)):
@@ -77,10 +79,22 @@ class Adam(Optimizer):
 
     _decoupled = False
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *, foreach=None,
-                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
-                 fused=None, decoupled_weight_decay: bool = False) -> None:
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        foreach=None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused=None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if eps < 0.0:
@@ -91,16 +105,27 @@ class Adam(Optimizer):
             raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        amsgrad=amsgrad, maximize=maximize, foreach=foreach,
-                        capturable=capturable, differentiable=differentiable, fused=fused,
-                        decoupled_weight_decay=decoupled_weight_decay or self._decoupled)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay or self._decoupled,
+        )
         super().__init__(params, defaults)
 
     def init_state(self, param: Tensor, group: dict) -> dict:
-        state = {"step": tensor(0.0, dtype=_dt.float32),
-                 "exp_avg": zeros_like(param),
-                 "exp_avg_sq": zeros_like(param)}
+        state = {
+            "step": tensor(0.0, dtype=_dt.float32),
+            "exp_avg": zeros_like(param),
+            "exp_avg_sq": zeros_like(param),
+        }
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = zeros_like(param)
         return state
@@ -124,14 +149,14 @@ class Adam(Optimizer):
             # compiled: the step count is a graph value, so the bias corrections are too
             # (in float64, then rounded to the parameter's dtype as the eager scalars are)
             step = step_t.to(_dt.float64)
-            step_size = (lr / (1 - beta1 ** step)).to(param.dtype)
-            bias_correction2_sqrt = (1 - beta2 ** step).sqrt().to(param.dtype)
+            step_size = (lr / (1 - beta1**step)).to(param.dtype)
+            bias_correction2_sqrt = (1 - beta2**step).sqrt().to(param.dtype)
         else:
             step = step_t.item()
-            bias_correction1 = 1 - beta1 ** step
-            bias_correction2 = 1 - beta2 ** step
+            bias_correction1 = 1 - beta1**step
+            bias_correction2 = 1 - beta2**step
             step_size = lr / bias_correction1
-            bias_correction2_sqrt = bias_correction2 ** 0.5
+            bias_correction2_sqrt = bias_correction2**0.5
         if group["amsgrad"]:
             max_sq = state["max_exp_avg_sq"]
             max_sq.copy_(maximum(max_sq, exp_avg_sq))
@@ -157,15 +182,26 @@ class Adam(Optimizer):
         step_t = state["step"]
         step_t._data += 1
         step = float(step_t._data)
-        bias_correction2_sqrt = f((1 - beta2 ** step) ** 0.5)
-        neg_step_size = f(-(lr / (1 - beta1 ** step)))
-        kernel = (None if group["maximize"] or group["amsgrad"]
-                  else _compiled_step(p, g, m, v))
+        bias_correction2_sqrt = f((1 - beta2**step) ** 0.5)
+        neg_step_size = f(-(lr / (1 - beta1**step)))
+        kernel = None if group["maximize"] or group["amsgrad"] else _compiled_step(p, g, m, v)
         if kernel is not None:
-            kernel(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-                   decoupled, f(1 - lr * weight_decay), l2, f(weight_decay),
-                   f(1 - beta1), f(beta2), f(1 - beta2), bias_correction2_sqrt, f(eps),
-                   neg_step_size)
+            kernel(
+                p.reshape(-1),
+                g.reshape(-1),
+                m.reshape(-1),
+                v.reshape(-1),
+                decoupled,
+                f(1 - lr * weight_decay),
+                l2,
+                f(weight_decay),
+                f(1 - beta1),
+                f(beta2),
+                f(1 - beta2),
+                bias_correction2_sqrt,
+                f(eps),
+                neg_step_size,
+            )
             return
         buf, tmp = _scratch(self, param)
         if group["maximize"]:
@@ -202,11 +238,32 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 foreach=None, capturable: bool = False, differentiable: bool = False,
-                 fused=None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
-                         maximize=maximize, capturable=capturable,
-                         differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True)
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach=None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused=None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )

@@ -49,8 +49,10 @@ class Optimizer:
         self.state: defaultdict = defaultdict(dict)
         self.param_groups: list[dict] = []
         if isinstance(params, Tensor):
-            raise TypeError(f"params argument given to the optimizer should be an iterable of "
-                            f"Tensors or dicts, but got {type(params).__name__}")
+            raise TypeError(
+                f"params argument given to the optimizer should be an iterable of "
+                f"Tensors or dicts, but got {type(params).__name__}"
+            )
         param_groups = list(params)
         if not param_groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -70,8 +72,7 @@ class Optimizer:
         return "\n".join(lines)
 
     def __getstate__(self):
-        return {"defaults": self.defaults, "state": self.state,
-                "param_groups": self.param_groups}
+        return {"defaults": self.defaults, "state": self.state, "param_groups": self.param_groups}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -84,21 +85,27 @@ class Optimizer:
         if isinstance(params, Tensor):
             param_group["params"] = [params]
         elif isinstance(params, set):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, "
-                            "but the ordering of tensors in sets will change between runs; use "
-                            "a list instead")
+            raise TypeError(
+                "optimizer parameters need to be organized in ordered collections, "
+                "but the ordering of tensors in sets will change between runs; use "
+                "a list instead"
+            )
         else:
             param_group["params"] = list(params)
         for p in param_group["params"]:
             if not isinstance(p, Tensor):
-                raise TypeError(f"optimizer can only optimize Tensors, but one of the params is "
-                                f"{type(p).__name__}")
+                raise TypeError(
+                    f"optimizer can only optimize Tensors, but one of the params is "
+                    f"{type(p).__name__}"
+                )
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
         for name, default in self.defaults.items():
             if default is required and name not in param_group:
-                raise ValueError(f"parameter group didn't specify a value of required "
-                                 f"optimization parameter {name}")
+                raise ValueError(
+                    f"parameter group didn't specify a value of required "
+                    f"optimization parameter {name}"
+                )
             param_group.setdefault(name, default)
         seen = {id(p) for group in self.param_groups for p in group["params"]}
         ids = [id(p) for p in param_group["params"]]
@@ -147,8 +154,11 @@ class Optimizer:
                     state = self.state[p]
                     if not state:
                         state.update(self.init_state(p, group))
-                    if use_fused and type(p._data) is np.ndarray and type(
-                            p.grad._data) is np.ndarray:
+                    if (
+                        use_fused
+                        and type(p._data) is np.ndarray
+                        and type(p.grad._data) is np.ndarray
+                    ):
                         fused(p, p.grad, state, group)
                         p._bump_version(type(self).__name__ + ".step")
                     else:
@@ -183,13 +193,17 @@ class Optimizer:
         groups = self.param_groups
         saved_groups = state_dict["param_groups"]
         if len(groups) != len(saved_groups):
-            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, the "
-                             f"optimizer has {len(groups)}")
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, the "
+                f"optimizer has {len(groups)}"
+            )
         for i, (g, s) in enumerate(zip(groups, saved_groups)):
             if len(g["params"]) != len(s["params"]):
-                raise ValueError(f"loaded state dict's parameter group {i} has "
-                                 f"{len(s['params'])} parameters, the optimizer's has "
-                                 f"{len(g['params'])}")
+                raise ValueError(
+                    f"loaded state dict's parameter group {i} has "
+                    f"{len(s['params'])} parameters, the optimizer's has "
+                    f"{len(g['params'])}"
+                )
         id_map = {}
         for g, s in zip(groups, saved_groups):
             for saved_id, p in zip(s["params"], g["params"]):
@@ -198,8 +212,10 @@ class Optimizer:
         for key, value in state_dict["state"].items():
             key = int(key) if isinstance(key, str) and key.isdigit() else key
             if key not in id_map:
-                raise KeyError(f"loaded state dict has state for parameter {key}, which is not "
-                               f"in any parameter group")
+                raise KeyError(
+                    f"loaded state dict has state for parameter {key}, which is not "
+                    f"in any parameter group"
+                )
             p = id_map[key]
             new_state[p] = {k: _cast_state(p, k, v) for k, v in value.items()}
         new_groups = []

@@ -29,7 +29,7 @@ def make_leaves(lib, dtype=np.float32, seed=0):
 @dataclass
 class Program:
     name: str
-    fn: Callable            # fn(lib, x, w, z, s) -> Tensor
+    fn: Callable  # fn(lib, x, w, z, s) -> Tensor
     second_order: bool = False
     compiled: bool = False  # also checked compiled against eager
 
@@ -212,8 +212,11 @@ def random_program(seed):
             elif kind == "diagonal" and len(shape) == 2:
                 offset = int(rng.integers(-1, 2))
                 chain.append(("diagonal", offset))
-                n = min(shape[0], shape[1] - offset) if offset >= 0 else min(shape[0] + offset,
-                                                                              shape[1])
+                n = (
+                    min(shape[0], shape[1] - offset)
+                    if offset >= 0
+                    else min(shape[0] + offset, shape[1])
+                )
                 shape = [max(n, 0)]
             elif kind == "unsqueeze":
                 chain.append(("unsqueeze",))
@@ -226,7 +229,7 @@ def random_program(seed):
 def _view_of(t, chain):
     for step in chain:
         if step[0] == "slice":
-            t = t[step[1]:step[2]]
+            t = t[step[1] : step[2]]
         elif step[0] == "select":
             t = t[step[1]]
         elif step[0] == "t":

@@ -44,20 +44,20 @@ class ErrorCase:
 @dataclass
 class OpRow:
     name: str
-    ops: tuple                     # registry op names exercised
-    fn: Callable                   # ember: fn(*tensors, **kwargs)
-    samples: Callable              # rng -> list[Sample]
+    ops: tuple  # registry op names exercised
+    fn: Callable  # ember: fn(*tensors, **kwargs)
+    samples: Callable  # rng -> list[Sample]
     torch_fn: Callable | None = None
-    ref: Callable | None = None    # NumPy reference: ref(*arrays, **kwargs)
+    ref: Callable | None = None  # NumPy reference: ref(*arrays, **kwargs)
     grad: bool = True
     gradgrad: bool = False
     errors: tuple = ()
-    int_args: tuple = ()           # positions of integer-index arguments (never float-cast)
+    int_args: tuple = ()  # positions of integer-index arguments (never float-cast)
     atol: float = 1e-5
     rtol: float = 1e-5
-    random: bool = False           # output depends on the generator: checked statistically
+    random: bool = False  # output depends on the generator: checked statistically
     finite_differences: bool = True  # False where float64 differences are meaningless
-    const_args: tuple = ()         # float inputs that are not differentiated (e.g. class weights)
+    const_args: tuple = ()  # float inputs that are not differentiated (e.g. class weights)
 
 
 def _r(rng, *shape, low=None):
@@ -69,40 +69,65 @@ def _r(rng, *shape, low=None):
 
 def unary_samples(low=None, edge=None):
     def samples(rng):
-        out = [Sample((_r(rng, 3, 4, low=low),), name="2d"),
-               Sample((_r(rng, 4, 3, low=low),), noncontiguous=True, name="noncontiguous"),
-               Sample((_r(rng, low=low).reshape(()),), name="0d"),
-               Sample((np.zeros((0, 3)),), name="empty")]
+        out = [
+            Sample((_r(rng, 3, 4, low=low),), name="2d"),
+            Sample((_r(rng, 4, 3, low=low),), noncontiguous=True, name="noncontiguous"),
+            Sample((_r(rng, low=low).reshape(()),), name="0d"),
+            Sample((np.zeros((0, 3)),), name="empty"),
+        ]
         if edge is not None:
             out.append(Sample((np.array(edge, dtype=np.float64),), name="edge", grad=False))
         return out
+
     return samples
 
 
 def binary_samples(positive_b=False):
     def samples(rng):
         b = lambda *s: _r(rng, *s, low=0.5 if positive_b else None)  # noqa: E731
-        return [Sample((_r(rng, 3, 4), b(3, 4)), name="same"),
-                Sample((_r(rng, 2, 3, 4), b(4)), name="broadcast"),
-                Sample((_r(rng, 3, 1), b(1, 4)), name="outer-broadcast"),
-                Sample((_r(rng, 4, 3), b(4, 3)), noncontiguous=True, name="noncontiguous"),
-                Sample((_r(rng, 3, 4), 2.5), name="scalar"),
-                Sample((np.zeros((0, 4)), b(4)), name="empty")]
+        return [
+            Sample((_r(rng, 3, 4), b(3, 4)), name="same"),
+            Sample((_r(rng, 2, 3, 4), b(4)), name="broadcast"),
+            Sample((_r(rng, 3, 1), b(1, 4)), name="outer-broadcast"),
+            Sample((_r(rng, 4, 3), b(4, 3)), noncontiguous=True, name="noncontiguous"),
+            Sample((_r(rng, 3, 4), 2.5), name="scalar"),
+            Sample((np.zeros((0, 4)), b(4)), name="empty"),
+        ]
+
     return samples
 
 
-_BROADCAST_ERROR = ErrorCase((np.ones((2, 3)), np.ones((4,))), {}, ValueError,
-                             "cannot be broadcast")
+_BROADCAST_ERROR = ErrorCase(
+    (np.ones((2, 3)), np.ones((4,))), {}, ValueError, "cannot be broadcast"
+)
 
 
 def _unary(name, fn, tfn, ref, low=None, edge=None, grad=True, gradgrad=True, atol=1e-5):
-    return OpRow(name, (name,), fn, unary_samples(low, edge), tfn, ref, grad=grad,
-                 gradgrad=gradgrad, atol=atol)
+    return OpRow(
+        name,
+        (name,),
+        fn,
+        unary_samples(low, edge),
+        tfn,
+        ref,
+        grad=grad,
+        gradgrad=gradgrad,
+        atol=atol,
+    )
 
 
 def _binary(name, fn, tfn, ref, positive_b=False, grad=True, gradgrad=True, ops=None):
-    return OpRow(name, ops or (name,), fn, binary_samples(positive_b), tfn, ref, grad=grad,
-                 gradgrad=gradgrad and grad, errors=(_BROADCAST_ERROR,))
+    return OpRow(
+        name,
+        ops or (name,),
+        fn,
+        binary_samples(positive_b),
+        tfn,
+        ref,
+        grad=grad,
+        gradgrad=gradgrad and grad,
+        errors=(_BROADCAST_ERROR,),
+    )
 
 
 def _erf_ref(x):
@@ -111,6 +136,7 @@ def _erf_ref(x):
 
 def _t(name):
     """A torch function by dotted name, resolved at call time (torch is a test-only import)."""
+
     def call(*args, **kwargs):
         import torch
 
@@ -118,6 +144,7 @@ def _t(name):
         for part in name.split("."):
             obj = getattr(obj, part)
         return obj(*args, **kwargs)
+
     return call
 
 
@@ -130,14 +157,18 @@ def _tt(v):
 
 def _cmp_samples(rng):
     a = np.round(_r(rng, 3, 4))
-    return [Sample((a, np.round(_r(rng, 3, 4))), name="same"),
-            Sample((a, np.round(_r(rng, 4))), name="broadcast"),
-            Sample((a, 0.0), name="scalar")]
+    return [
+        Sample((a, np.round(_r(rng, 3, 4))), name="same"),
+        Sample((a, np.round(_r(rng, 4))), name="broadcast"),
+        Sample((a, 0.0), name="scalar"),
+    ]
 
 
 def _bool_samples(rng):
-    return [Sample((rng.random((3, 4)) > 0.5, rng.random((3, 4)) > 0.5)),
-            Sample((rng.random((3, 4)) > 0.5, rng.random((4,)) > 0.5))]
+    return [
+        Sample((rng.random((3, 4)) > 0.5, rng.random((3, 4)) > 0.5)),
+        Sample((rng.random((3, 4)) > 0.5, rng.random((4,)) > 0.5)),
+    ]
 
 
 def _bool1(rng):
@@ -145,16 +176,21 @@ def _bool1(rng):
 
 
 def _reduce_samples(rng):
-    return [Sample((_r(rng, 3, 4),), {}, name="all"),
-            Sample((_r(rng, 3, 4),), {"dim": 1}, name="dim1"),
-            Sample((_r(rng, 2, 3, 4),), {"dim": (0, 2), "keepdim": True}, name="dims-keep"),
-            Sample((_r(rng, 4, 3),), {"dim": 0}, noncontiguous=True, name="noncontiguous"),
-            Sample((_r(rng, 2, 3),), {"dim": -1, "keepdim": True}, name="negdim")]
+    return [
+        Sample((_r(rng, 3, 4),), {}, name="all"),
+        Sample((_r(rng, 3, 4),), {"dim": 1}, name="dim1"),
+        Sample((_r(rng, 2, 3, 4),), {"dim": (0, 2), "keepdim": True}, name="dims-keep"),
+        Sample((_r(rng, 4, 3),), {"dim": 0}, noncontiguous=True, name="noncontiguous"),
+        Sample((_r(rng, 2, 3),), {"dim": -1, "keepdim": True}, name="negdim"),
+    ]
 
 
 def _one_dim(rng):
-    return [Sample((_r(rng, 3, 4),), {"dim": 1}), Sample((_r(rng, 2, 3, 4),), {"dim": 0}),
-            Sample((_r(rng, 4, 3),), {"dim": 1, "keepdim": True}, noncontiguous=True)]
+    return [
+        Sample((_r(rng, 3, 4),), {"dim": 1}),
+        Sample((_r(rng, 2, 3, 4),), {"dim": 0}),
+        Sample((_r(rng, 4, 3),), {"dim": 1, "keepdim": True}, noncontiguous=True),
+    ]
 
 
 def _dim_err(fn_name):
@@ -162,11 +198,19 @@ def _dim_err(fn_name):
 
 
 def _conv_samples(rng):
-    return [Sample((_r(rng, 2, 3, 6, 6), _r(rng, 4, 3, 3, 3)), {}, name="basic"),
-            Sample((_r(rng, 1, 4, 7, 6), _r(rng, 4, 2, 3, 2)),
-                   {"stride": 2, "padding": 1, "groups": 2}, name="stride-pad-groups"),
-            Sample((_r(rng, 1, 2, 7, 7), _r(rng, 2, 2, 2, 2)), {"dilation": 2, "padding": (1, 2)},
-                   name="dilation")]
+    return [
+        Sample((_r(rng, 2, 3, 6, 6), _r(rng, 4, 3, 3, 3)), {}, name="basic"),
+        Sample(
+            (_r(rng, 1, 4, 7, 6), _r(rng, 4, 2, 3, 2)),
+            {"stride": 2, "padding": 1, "groups": 2},
+            name="stride-pad-groups",
+        ),
+        Sample(
+            (_r(rng, 1, 2, 7, 7), _r(rng, 2, 2, 2, 2)),
+            {"dilation": 2, "padding": (1, 2)},
+            name="dilation",
+        ),
+    ]
 
 
 def _getitem(x, kind):
@@ -233,13 +277,20 @@ def _torch_or_np_index(x):
 def _sdpa_samples(rng):
     mask = rng.random((3, 5)) > 0.3
     mask[:, 0] = True
-    return [Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6)), {}, name="plain"),
-            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6), mask), {},
-                   name="bool-mask"),
-            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6), _r(rng, 3, 5)), {},
-                   name="float-mask"),
-            Sample((_r(rng, 1, 4, 4), _r(rng, 1, 4, 4), _r(rng, 1, 4, 3)), {"is_causal": True},
-                   name="causal")]
+    return [
+        Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6)), {}, name="plain"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6), mask), {}, name="bool-mask"),
+        Sample(
+            (_r(rng, 2, 3, 4), _r(rng, 2, 5, 4), _r(rng, 2, 5, 6), _r(rng, 3, 5)),
+            {},
+            name="float-mask",
+        ),
+        Sample(
+            (_r(rng, 1, 4, 4), _r(rng, 1, 4, 4), _r(rng, 1, 4, 3)),
+            {"is_causal": True},
+            name="causal",
+        ),
+    ]
 
 
 def _sdpa(q, k, v, mask=None, **kw):
@@ -253,15 +304,16 @@ def _sdpa_torch(q, k, v, mask=None, **kw):
 
 
 def _ce_samples(rng):
-    return [Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {}, name="indices"),
-            Sample((_r(rng, 4, 5), np.array([1, -100, 3, 0])), {"ignore_index": -100},
-                   name="ignore"),
-            Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {"label_smoothing": 0.1},
-                   name="smoothing"),
-            Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {"reduction": "none"}, name="none"),
-            Sample((_r(rng, 2, 3, 4), rng.integers(0, 3, (2, 4))), {"reduction": "sum"},
-                   name="spatial"),
-            Sample((_r(rng, 4, 5), _softmax(_r(rng, 4, 5))), {}, name="probabilities")]
+    return [
+        Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {}, name="indices"),
+        Sample((_r(rng, 4, 5), np.array([1, -100, 3, 0])), {"ignore_index": -100}, name="ignore"),
+        Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {"label_smoothing": 0.1}, name="smoothing"),
+        Sample((_r(rng, 4, 5), rng.integers(0, 5, 4)), {"reduction": "none"}, name="none"),
+        Sample(
+            (_r(rng, 2, 3, 4), rng.integers(0, 3, (2, 4))), {"reduction": "sum"}, name="spatial"
+        ),
+        Sample((_r(rng, 4, 5), _softmax(_r(rng, 4, 5))), {}, name="probabilities"),
+    ]
 
 
 def _softmax(a):
@@ -280,8 +332,10 @@ def _ce_weight_torch(x, t, w, **kw):
 
 
 def _gather_samples(rng):
-    return [Sample((_r(rng, 3, 4), 1, rng.integers(0, 4, (3, 2))), name="dim1"),
-            Sample((_r(rng, 3, 4), 0, rng.integers(0, 3, (2, 4))), name="dim0")]
+    return [
+        Sample((_r(rng, 3, 4), 1, rng.integers(0, 4, (3, 2))), name="dim1"),
+        Sample((_r(rng, 3, 4), 0, rng.integers(0, 3, (2, 4))), name="dim0"),
+    ]
 
 
 def _scatter_samples(rng):
@@ -290,16 +344,19 @@ def _scatter_samples(rng):
 
 
 def _scatter_add_samples(rng):
-    return [Sample((_r(rng, 3, 4), 1, np.array([[0, 0], [2, 2], [1, 3]]), _r(rng, 3, 2)),
-                   name="dup")]
+    return [
+        Sample((_r(rng, 3, 4), 1, np.array([[0, 0], [2, 2], [1, 3]]), _r(rng, 3, 2)), name="dup")
+    ]
 
 
 def _pad_samples(rng):
-    return [Sample((_r(rng, 2, 3, 4), (1, 2)), {}, name="last"),
-            Sample((_r(rng, 2, 3, 4), (1, 0, 0, 2)), {"value": 1.5}, name="two-dims"),
-            Sample((_r(rng, 2, 3, 4), (-1, 1)), {}, name="negative"),
-            Sample((_r(rng, 2, 3, 4), (2, 1)), {"mode": "reflect"}, name="reflect"),
-            Sample((_r(rng, 2, 3, 4), (2, 1, 1, 0)), {"mode": "replicate"}, name="replicate")]
+    return [
+        Sample((_r(rng, 2, 3, 4), (1, 2)), {}, name="last"),
+        Sample((_r(rng, 2, 3, 4), (1, 0, 0, 2)), {"value": 1.5}, name="two-dims"),
+        Sample((_r(rng, 2, 3, 4), (-1, 1)), {}, name="negative"),
+        Sample((_r(rng, 2, 3, 4), (2, 1)), {"mode": "reflect"}, name="reflect"),
+        Sample((_r(rng, 2, 3, 4), (2, 1, 1, 0)), {"mode": "replicate"}, name="replicate"),
+    ]
 
 
 def _torch_pad(x, p, **kw):
@@ -314,21 +371,41 @@ def _pool_index_samples(rng):
     nan[0, 0, 1, 1] = nan[0, 0, 1, 2] = nan[0, 1, 3, 4] = np.nan
     neg_inf = np.full((1, 2, 3, 4), -np.inf)
     neg_inf[0, 1, 1, 1] = 0.5
-    return [Sample((ties(2, 3, 6, 6), 2), {"kernel_size": 2}, name="ties"),
-            Sample((ties(1, 2, 7, 7), 2), {"kernel_size": 3, "stride": 2, "padding": 1,
-                                           "ceil_mode": True}, name="ties-pad-ceil"),
-            Sample((_r(rng, 1, 2, 8, 9), 2), {"kernel_size": (2, 3), "stride": (3, 2),
-                                              "padding": (1, 1), "dilation": (2, 3),
-                                              "ceil_mode": True}, name="dilation"),
-            Sample((nan, 2), {"kernel_size": 3, "stride": 1}, name="nan"),
-            Sample((neg_inf, 2), {"kernel_size": 2, "padding": 1}, name="-inf-padding"),
-            Sample((ties(2, 3, 9), 1), {"kernel_size": 3, "stride": 2, "padding": 1,
-                                        "ceil_mode": True}, name="1d"),
-            Sample((ties(3, 8), 1), {"kernel_size": 2, "dilation": 3}, name="1d-unbatched"),
-            Sample((ties(1, 2, 5, 6, 7), 3), {"kernel_size": (2, 3, 2), "stride": (2, 1, 2),
-                                              "padding": 1, "ceil_mode": True}, name="3d"),
-            Sample((_r(rng, 2, 4, 5, 5), 3), {"kernel_size": 2, "dilation": (1, 2, 2)},
-                   name="3d-unbatched")]
+    return [
+        Sample((ties(2, 3, 6, 6), 2), {"kernel_size": 2}, name="ties"),
+        Sample(
+            (ties(1, 2, 7, 7), 2),
+            {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+            name="ties-pad-ceil",
+        ),
+        Sample(
+            (_r(rng, 1, 2, 8, 9), 2),
+            {
+                "kernel_size": (2, 3),
+                "stride": (3, 2),
+                "padding": (1, 1),
+                "dilation": (2, 3),
+                "ceil_mode": True,
+            },
+            name="dilation",
+        ),
+        Sample((nan, 2), {"kernel_size": 3, "stride": 1}, name="nan"),
+        Sample((neg_inf, 2), {"kernel_size": 2, "padding": 1}, name="-inf-padding"),
+        Sample(
+            (ties(2, 3, 9), 1),
+            {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+            name="1d",
+        ),
+        Sample((ties(3, 8), 1), {"kernel_size": 2, "dilation": 3}, name="1d-unbatched"),
+        Sample(
+            (ties(1, 2, 5, 6, 7), 3),
+            {"kernel_size": (2, 3, 2), "stride": (2, 1, 2), "padding": 1, "ceil_mode": True},
+            name="3d",
+        ),
+        Sample(
+            (_r(rng, 2, 4, 5, 5), 3), {"kernel_size": 2, "dilation": (1, 2, 2)}, name="3d-unbatched"
+        ),
+    ]
 
 
 def _adaptive_index_samples(rng):
@@ -337,13 +414,15 @@ def _adaptive_index_samples(rng):
     nan[0, 0, 1, 1] = nan[0, 0, 2, 3] = nan[0, 1, 4, 6] = np.nan
     neg_inf = np.full((1, 2, 5, 4), -np.inf)
     neg_inf[0, 1, 2, 1] = 0.5
-    return [Sample((ties(2, 3, 11), 1, 4), name="1d-ties"),
-            Sample((ties(3, 9), 1, 5), name="1d-unbatched"),
-            Sample((ties(2, 3, 7, 9), 2, (3, 4)), name="2d-ties"),
-            Sample((nan, 2, (3, 3)), name="2d-nan"),
-            Sample((neg_inf, 2, (3, 2)), name="2d--inf"),
-            Sample((ties(1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d-ties"),
-            Sample((ties(2, 5, 4, 6), 3, (3, None, 4)), name="3d-unbatched-none")]
+    return [
+        Sample((ties(2, 3, 11), 1, 4), name="1d-ties"),
+        Sample((ties(3, 9), 1, 5), name="1d-unbatched"),
+        Sample((ties(2, 3, 7, 9), 2, (3, 4)), name="2d-ties"),
+        Sample((nan, 2, (3, 3)), name="2d-nan"),
+        Sample((neg_inf, 2, (3, 2)), name="2d--inf"),
+        Sample((ties(1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d-ties"),
+        Sample((ties(2, 5, 4, 6), 3, (3, None, 4)), name="3d-unbatched-none"),
+    ]
 
 
 def _unpool_indices(rng, lead, pooled, kernel, size):
@@ -358,15 +437,27 @@ def _unpool_indices(rng, lead, pooled, kernel, size):
 
 def _unpool_samples(rng):
     return [
-        Sample((_r(rng, 2, 3, 3, 3), _unpool_indices(rng, (2, 3), (3, 3), (2, 2), (6, 6)), 2),
-               {"kernel_size": 2}, name="2d"),
-        Sample((_r(rng, 1, 2, 3, 2), _unpool_indices(rng, (1, 2), (3, 2), (2, 3), (7, 7)), 2),
-               {"kernel_size": (2, 3), "output_size": (7, 7)}, name="2d-output-size"),
-        Sample((_r(rng, 2, 3, 4), _unpool_indices(rng, (2, 3), (4,), (2,), (9,)), 1),
-               {"kernel_size": 2, "output_size": (1, 1, 9)}, name="1d"),
-        Sample((_r(rng, 2, 2, 2, 3), _unpool_indices(rng, (2,), (2, 2, 3), (2, 2, 2),
-                                                     (4, 4, 6)), 3),
-               {"kernel_size": 2}, name="3d-unbatched")]
+        Sample(
+            (_r(rng, 2, 3, 3, 3), _unpool_indices(rng, (2, 3), (3, 3), (2, 2), (6, 6)), 2),
+            {"kernel_size": 2},
+            name="2d",
+        ),
+        Sample(
+            (_r(rng, 1, 2, 3, 2), _unpool_indices(rng, (1, 2), (3, 2), (2, 3), (7, 7)), 2),
+            {"kernel_size": (2, 3), "output_size": (7, 7)},
+            name="2d-output-size",
+        ),
+        Sample(
+            (_r(rng, 2, 3, 4), _unpool_indices(rng, (2, 3), (4,), (2,), (9,)), 1),
+            {"kernel_size": 2, "output_size": (1, 1, 9)},
+            name="1d",
+        ),
+        Sample(
+            (_r(rng, 2, 2, 2, 3), _unpool_indices(rng, (2,), (2, 2, 3), (2, 2, 2), (4, 4, 6)), 3),
+            {"kernel_size": 2},
+            name="3d-unbatched",
+        ),
+    ]
 
 
 def _unary_np(name):
@@ -384,483 +475,1154 @@ ROWS: list[OpRow] = [
     _unary("expm1", lambda x: x.expm1(), lambda x: x.expm1(), np.expm1),
     _unary("sqrt", lambda x: x.sqrt(), lambda x: x.sqrt(), np.sqrt, low=0.1),
     _unary("rsqrt", lambda x: x.rsqrt(), lambda x: x.rsqrt(), lambda x: 1 / np.sqrt(x), low=0.1),
-    _unary("reciprocal", lambda x: x.reciprocal(), lambda x: x.reciprocal(), np.reciprocal,
-           low=0.5),
+    _unary(
+        "reciprocal", lambda x: x.reciprocal(), lambda x: x.reciprocal(), np.reciprocal, low=0.5
+    ),
     _unary("sin", lambda x: x.sin(), lambda x: x.sin(), np.sin),
     _unary("cos", lambda x: x.cos(), lambda x: x.cos(), np.cos),
     _unary("tanh", lambda x: x.tanh(), lambda x: x.tanh(), np.tanh, edge=[-50.0, 0.0, 50.0]),
-    _unary("sigmoid", lambda x: x.sigmoid(), lambda x: x.sigmoid(),
-           lambda x: 1 / (1 + np.exp(-x)), edge=[-800.0, 0.0, 800.0]),
-    _unary("relu", lambda x: x.relu(), lambda x: x.relu(), lambda x: np.maximum(x, 0),
-           gradgrad=False),
-    _unary("erf", lambda x: x.erf(), lambda x: x.erf(), _erf_ref,
-           edge=[-7.0, -1.0, -0.5, 0.0, 1e-8, 0.999, 1.0, 3.0, 7.0]),
+    _unary(
+        "sigmoid",
+        lambda x: x.sigmoid(),
+        lambda x: x.sigmoid(),
+        lambda x: 1 / (1 + np.exp(-x)),
+        edge=[-800.0, 0.0, 800.0],
+    ),
+    _unary(
+        "relu", lambda x: x.relu(), lambda x: x.relu(), lambda x: np.maximum(x, 0), gradgrad=False
+    ),
+    _unary(
+        "erf",
+        lambda x: x.erf(),
+        lambda x: x.erf(),
+        _erf_ref,
+        edge=[-7.0, -1.0, -0.5, 0.0, 1e-8, 0.999, 1.0, 3.0, 7.0],
+    ),
     _unary("floor", lambda x: x.floor(), lambda x: x.floor(), np.floor, gradgrad=False),
     _unary("ceil", lambda x: x.ceil(), lambda x: x.ceil(), np.ceil, gradgrad=False),
     _unary("trunc", lambda x: x.trunc(), lambda x: x.trunc(), np.trunc, gradgrad=False),
-    OpRow("round", ("round",), lambda x, **k: x.round(**k), unary_samples(),
-          lambda x, **k: x.round(**k), lambda x, **k: np.round(x, **k), gradgrad=False),
-    OpRow("isnan", ("isnan", "isinf", "isfinite"),
-          lambda x: ember.stack([x.isnan(), x.isinf(), x.isfinite()]),
-          lambda rng: [Sample((np.array([1.0, np.nan, np.inf, -np.inf]),))],
-          lambda x: _t("stack")([x.isnan(), x.isinf(), x.isfinite()]),
-          lambda x: np.stack([np.isnan(x), np.isinf(x), np.isfinite(x)]), grad=False),
-    OpRow("logical_not", ("logical_not",), lambda x: x.logical_not(), _bool1,
-          lambda x: x.logical_not(), np.logical_not, grad=False),
+    OpRow(
+        "round",
+        ("round",),
+        lambda x, **k: x.round(**k),
+        unary_samples(),
+        lambda x, **k: x.round(**k),
+        lambda x, **k: np.round(x, **k),
+        gradgrad=False,
+    ),
+    OpRow(
+        "isnan",
+        ("isnan", "isinf", "isfinite"),
+        lambda x: ember.stack([x.isnan(), x.isinf(), x.isfinite()]),
+        lambda rng: [Sample((np.array([1.0, np.nan, np.inf, -np.inf]),))],
+        lambda x: _t("stack")([x.isnan(), x.isinf(), x.isfinite()]),
+        lambda x: np.stack([np.isnan(x), np.isinf(x), np.isfinite(x)]),
+        grad=False,
+    ),
+    OpRow(
+        "logical_not",
+        ("logical_not",),
+        lambda x: x.logical_not(),
+        _bool1,
+        lambda x: x.logical_not(),
+        np.logical_not,
+        grad=False,
+    ),
     # --- binary
     _binary("add", lambda a, b: a + b, lambda a, b: a + b, np.add),
     _binary("sub", lambda a, b: a - b, lambda a, b: a - b, np.subtract),
     _binary("mul", lambda a, b: a * b, lambda a, b: a * b, np.multiply),
     _binary("div", lambda a, b: a / b, lambda a, b: a / b, np.divide, positive_b=True),
-    OpRow("pow", ("pow",), lambda a, b: a ** b,
-          lambda rng: [Sample((_r(rng, 3, 4, low=0.5), _r(rng, 3, 4))),
-                       Sample((_r(rng, 3, 4, low=0.5), 2.0)),
-                       Sample((_r(rng, 3, 4), 3))],
-          lambda a, b: a ** b, np.power, gradgrad=True),
-    _binary("maximum", lambda a, b: ember.maximum(a, b), lambda a, b: _t("maximum")(a, _tt(b)),
-            np.maximum,
-            gradgrad=False),
-    _binary("minimum", lambda a, b: ember.minimum(a, b), lambda a, b: _t("minimum")(a, _tt(b)),
-            np.minimum,
-            gradgrad=False),
-    _binary("remainder", lambda a, b: a % b, lambda a, b: a % b, np.mod, positive_b=True,
-            gradgrad=False),
-    _binary("floor_divide", lambda a, b: a // b, lambda a, b: a // b, np.floor_divide,
-            positive_b=True, grad=False),
-    OpRow("compare", ("eq", "ne", "lt", "le", "gt", "ge"),
-          lambda a, b: ember.stack([a == b, a != b, a < b, a <= b, a > b, a >= b]),
-          _cmp_samples,
-          lambda a, b: _t("stack")([a == b, a != b, a < b, a <= b, a > b, a >= b]),
-          lambda a, b: np.stack(np.broadcast_arrays(a == b, a != b, a < b, a <= b, a > b,
-                                                    a >= b)), grad=False),
-    OpRow("logical", ("logical_and", "logical_or", "logical_xor"),
-          lambda a, b: ember.stack([a & b, a | b, a ^ b]), _bool_samples,
-          lambda a, b: _t("stack")([a & b, a | b, a ^ b]),
-          lambda a, b: np.stack(np.broadcast_arrays(a & b, a | b, a ^ b)), grad=False),
-    OpRow("where", ("where",), lambda c, a, b: ember.where(c, a, b),
-          lambda rng: [Sample((rng.random((3, 4)) > 0.5, _r(rng, 3, 4), _r(rng, 4))),
-                       Sample((rng.random((3, 1)) > 0.5, _r(rng, 1, 4), 0.0))],
-          _t("where"), np.where, gradgrad=True),
-    OpRow("clamp", ("clamp",), lambda x, **k: x.clamp(**k),
-          lambda rng: [Sample((_r(rng, 3, 4),), {"min": -0.5, "max": 0.5}),
-                       Sample((_r(rng, 3, 4),), {"min": 0.0}),
-                       Sample((_r(rng, 3, 4),), {"max": 0.1})],
-          lambda x, **k: x.clamp(**k), lambda x, min=None, max=None: np.clip(x, min, max)),
-    OpRow("cast", ("cast",), lambda x: x.to(ember.float16).to(ember.float64) * 1.0,
-          unary_samples(), lambda x: x.half().double(),
-          lambda x: x.astype(np.float16).astype(np.float64), atol=1e-3, gradgrad=False,
-          finite_differences=False),
+    OpRow(
+        "pow",
+        ("pow",),
+        lambda a, b: a**b,
+        lambda rng: [
+            Sample((_r(rng, 3, 4, low=0.5), _r(rng, 3, 4))),
+            Sample((_r(rng, 3, 4, low=0.5), 2.0)),
+            Sample((_r(rng, 3, 4), 3)),
+        ],
+        lambda a, b: a**b,
+        np.power,
+        gradgrad=True,
+    ),
+    _binary(
+        "maximum",
+        lambda a, b: ember.maximum(a, b),
+        lambda a, b: _t("maximum")(a, _tt(b)),
+        np.maximum,
+        gradgrad=False,
+    ),
+    _binary(
+        "minimum",
+        lambda a, b: ember.minimum(a, b),
+        lambda a, b: _t("minimum")(a, _tt(b)),
+        np.minimum,
+        gradgrad=False,
+    ),
+    _binary(
+        "remainder", lambda a, b: a % b, lambda a, b: a % b, np.mod, positive_b=True, gradgrad=False
+    ),
+    _binary(
+        "floor_divide",
+        lambda a, b: a // b,
+        lambda a, b: a // b,
+        np.floor_divide,
+        positive_b=True,
+        grad=False,
+    ),
+    OpRow(
+        "compare",
+        ("eq", "ne", "lt", "le", "gt", "ge"),
+        lambda a, b: ember.stack([a == b, a != b, a < b, a <= b, a > b, a >= b]),
+        _cmp_samples,
+        lambda a, b: _t("stack")([a == b, a != b, a < b, a <= b, a > b, a >= b]),
+        lambda a, b: np.stack(np.broadcast_arrays(a == b, a != b, a < b, a <= b, a > b, a >= b)),
+        grad=False,
+    ),
+    OpRow(
+        "logical",
+        ("logical_and", "logical_or", "logical_xor"),
+        lambda a, b: ember.stack([a & b, a | b, a ^ b]),
+        _bool_samples,
+        lambda a, b: _t("stack")([a & b, a | b, a ^ b]),
+        lambda a, b: np.stack(np.broadcast_arrays(a & b, a | b, a ^ b)),
+        grad=False,
+    ),
+    OpRow(
+        "where",
+        ("where",),
+        lambda c, a, b: ember.where(c, a, b),
+        lambda rng: [
+            Sample((rng.random((3, 4)) > 0.5, _r(rng, 3, 4), _r(rng, 4))),
+            Sample((rng.random((3, 1)) > 0.5, _r(rng, 1, 4), 0.0)),
+        ],
+        _t("where"),
+        np.where,
+        gradgrad=True,
+    ),
+    OpRow(
+        "clamp",
+        ("clamp",),
+        lambda x, **k: x.clamp(**k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {"min": -0.5, "max": 0.5}),
+            Sample((_r(rng, 3, 4),), {"min": 0.0}),
+            Sample((_r(rng, 3, 4),), {"max": 0.1}),
+        ],
+        lambda x, **k: x.clamp(**k),
+        lambda x, min=None, max=None: np.clip(x, min, max),
+    ),
+    OpRow(
+        "cast",
+        ("cast",),
+        lambda x: x.to(ember.float16).to(ember.float64) * 1.0,
+        unary_samples(),
+        lambda x: x.half().double(),
+        lambda x: x.astype(np.float16).astype(np.float64),
+        atol=1e-3,
+        gradgrad=False,
+        finite_differences=False,
+    ),
     # x.view(dtype): the bytes read as another dtype (Note [Bit views]); no gradient. Samples
     # run in float32 and float64, so strided layouts are in tests/core/test_tensor.py
-    OpRow("view_dtype", ("bitcast",), lambda x, target: x.view(getattr(ember, target)),
-          lambda rng: [Sample((_r(rng, 3, 4), "int32"), name="same-size"),
-                       Sample((_r(rng, 3, 4), "int16"), name="smaller"),
-                       Sample((_r(rng, 3, 4), "float64"), name="larger"),
-                       Sample((_r(rng, 2, 3, 4), "uint8"), name="bytes")],
-          lambda x, target: x.view(getattr(__import__("torch"), target)),
-          lambda x, target: x.view(np.dtype(target)),
-          grad=False,
-          errors=(ErrorCase((np.ones((2, 3)), "float64"), {}, ShapeError,
-                            r"viewing float32 as float64 needs the last dim to be divisible "
-                            r"by 2, got shape \(2, 3\)"),
-                  ErrorCase((np.ones(()), "float16"), {}, ShapeError,
-                            "needs a tensor of at least 1 dim"))),
+    OpRow(
+        "view_dtype",
+        ("bitcast",),
+        lambda x, target: x.view(getattr(ember, target)),
+        lambda rng: [
+            Sample((_r(rng, 3, 4), "int32"), name="same-size"),
+            Sample((_r(rng, 3, 4), "int16"), name="smaller"),
+            Sample((_r(rng, 3, 4), "float64"), name="larger"),
+            Sample((_r(rng, 2, 3, 4), "uint8"), name="bytes"),
+        ],
+        lambda x, target: x.view(getattr(__import__("torch"), target)),
+        lambda x, target: x.view(np.dtype(target)),
+        grad=False,
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), "float64"),
+                {},
+                ShapeError,
+                r"viewing float32 as float64 needs the last dim to be divisible "
+                r"by 2, got shape \(2, 3\)",
+            ),
+            ErrorCase((np.ones(()), "float16"), {}, ShapeError, "needs a tensor of at least 1 dim"),
+        ),
+    ),
     # --- reductions
-    OpRow("sum", ("sum",), lambda x, **k: x.sum(**k), _reduce_samples, lambda x, **k: x.sum(**k),
-          lambda x, dim=None, keepdim=False: np.sum(x, axis=dim, keepdims=keepdim),
-          gradgrad=True, errors=_dim_err("sum")),
-    OpRow("mean", ("sum",), lambda x, **k: x.mean(**k), _reduce_samples,
-          lambda x, **k: x.mean(**k),
-          lambda x, dim=None, keepdim=False: np.mean(x, axis=dim, keepdims=keepdim)),
-    OpRow("var", ("sum",), lambda x, **k: x.var(**k), _reduce_samples,
-          lambda x, **k: x.var(**k),
-          lambda x, dim=None, keepdim=False: np.var(x, axis=dim, keepdims=keepdim, ddof=1),
-          gradgrad=True),
-    OpRow("std", ("sum", "sqrt"), lambda x, **k: x.std(**k), _reduce_samples,
-          lambda x, **k: x.std(**k),
-          lambda x, dim=None, keepdim=False: np.std(x, axis=dim, keepdims=keepdim, ddof=1)),
-    OpRow("prod", ("prod", "cumprod"), lambda x, **k: x.prod(**k),
-          lambda rng: [Sample((_r(rng, 3, 4),), {}), Sample((_r(rng, 3, 4),), {"dim": 1}),
-                       Sample((np.array([[1.5, 0.0, 2.0], [0.0, 0.0, 3.0]]),), {"dim": 1},
-                              name="zeros")],
-          lambda x, **k: x.prod(**k),
-          lambda x, dim=None, keepdim=False: np.prod(x, axis=dim, keepdims=keepdim)),
-    OpRow("amax", ("amax",), lambda x, **k: x.amax(**k), _reduce_samples,
-          lambda x, **k: _t("amax")(x, **k) if k else x.amax(),
-          lambda x, dim=None, keepdim=False: np.max(x, axis=dim, keepdims=keepdim),
-          gradgrad=False),
-    OpRow("amin", ("amin",), lambda x, **k: x.amin(**k), _reduce_samples,
-          lambda x, **k: _t("amin")(x, **k) if k else x.amin(),
-          lambda x, dim=None, keepdim=False: np.min(x, axis=dim, keepdims=keepdim),
-          gradgrad=False),
-    OpRow("max_dim", ("argmax", "gather"), lambda x, **k: x.max(**k)[0], _one_dim,
-          lambda x, **k: x.max(**k)[0], grad=True, gradgrad=False),
-    OpRow("argmax", ("argmax", "argmin"),
-          lambda x, **k: ember.stack([x.argmax(**k), x.argmin(**k)]), _one_dim,
-          lambda x, **k: _t("stack")([x.argmax(**k), x.argmin(**k)]), grad=False),
-    OpRow("all_any", ("all", "any"), lambda x, **k: ember.stack([x.all(**k), x.any(**k)]),
-          lambda rng: [Sample((rng.random((3, 4)) > 0.3,), {"dim": 1}),
-                       Sample((rng.random((3, 4)) > 0.3,), {})],
-          lambda x, **k: _t("stack")([x.all(**k), x.any(**k)]), grad=False),
-    OpRow("cumsum", ("cumsum",), lambda x, **k: x.cumsum(**k), _one_dim_nokeep := (
-        lambda rng: [Sample((_r(rng, 3, 4),), {"dim": 1}), Sample((_r(rng, 2, 3),), {"dim": 0})]),
-          lambda x, **k: x.cumsum(**k), lambda x, dim: np.cumsum(x, axis=dim), gradgrad=True),
-    OpRow("cumprod", ("cumprod",), lambda x, **k: x.cumprod(**k),
-          lambda rng: [Sample((_r(rng, 3, 4, low=0.5),), {"dim": 1})],
-          lambda x, **k: x.cumprod(**k), lambda x, dim: np.cumprod(x, axis=dim)),
-    OpRow("logsumexp", ("amax", "exp", "log"), lambda x, **k: x.logsumexp(**k), _one_dim_nokeep,
-          lambda x, **k: x.logsumexp(**k), gradgrad=True),
+    OpRow(
+        "sum",
+        ("sum",),
+        lambda x, **k: x.sum(**k),
+        _reduce_samples,
+        lambda x, **k: x.sum(**k),
+        lambda x, dim=None, keepdim=False: np.sum(x, axis=dim, keepdims=keepdim),
+        gradgrad=True,
+        errors=_dim_err("sum"),
+    ),
+    OpRow(
+        "mean",
+        ("sum",),
+        lambda x, **k: x.mean(**k),
+        _reduce_samples,
+        lambda x, **k: x.mean(**k),
+        lambda x, dim=None, keepdim=False: np.mean(x, axis=dim, keepdims=keepdim),
+    ),
+    OpRow(
+        "var",
+        ("sum",),
+        lambda x, **k: x.var(**k),
+        _reduce_samples,
+        lambda x, **k: x.var(**k),
+        lambda x, dim=None, keepdim=False: np.var(x, axis=dim, keepdims=keepdim, ddof=1),
+        gradgrad=True,
+    ),
+    OpRow(
+        "std",
+        ("sum", "sqrt"),
+        lambda x, **k: x.std(**k),
+        _reduce_samples,
+        lambda x, **k: x.std(**k),
+        lambda x, dim=None, keepdim=False: np.std(x, axis=dim, keepdims=keepdim, ddof=1),
+    ),
+    OpRow(
+        "prod",
+        ("prod", "cumprod"),
+        lambda x, **k: x.prod(**k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}),
+            Sample((_r(rng, 3, 4),), {"dim": 1}),
+            Sample((np.array([[1.5, 0.0, 2.0], [0.0, 0.0, 3.0]]),), {"dim": 1}, name="zeros"),
+        ],
+        lambda x, **k: x.prod(**k),
+        lambda x, dim=None, keepdim=False: np.prod(x, axis=dim, keepdims=keepdim),
+    ),
+    OpRow(
+        "amax",
+        ("amax",),
+        lambda x, **k: x.amax(**k),
+        _reduce_samples,
+        lambda x, **k: _t("amax")(x, **k) if k else x.amax(),
+        lambda x, dim=None, keepdim=False: np.max(x, axis=dim, keepdims=keepdim),
+        gradgrad=False,
+    ),
+    OpRow(
+        "amin",
+        ("amin",),
+        lambda x, **k: x.amin(**k),
+        _reduce_samples,
+        lambda x, **k: _t("amin")(x, **k) if k else x.amin(),
+        lambda x, dim=None, keepdim=False: np.min(x, axis=dim, keepdims=keepdim),
+        gradgrad=False,
+    ),
+    OpRow(
+        "max_dim",
+        ("argmax", "gather"),
+        lambda x, **k: x.max(**k)[0],
+        _one_dim,
+        lambda x, **k: x.max(**k)[0],
+        grad=True,
+        gradgrad=False,
+    ),
+    OpRow(
+        "argmax",
+        ("argmax", "argmin"),
+        lambda x, **k: ember.stack([x.argmax(**k), x.argmin(**k)]),
+        _one_dim,
+        lambda x, **k: _t("stack")([x.argmax(**k), x.argmin(**k)]),
+        grad=False,
+    ),
+    OpRow(
+        "all_any",
+        ("all", "any"),
+        lambda x, **k: ember.stack([x.all(**k), x.any(**k)]),
+        lambda rng: [
+            Sample((rng.random((3, 4)) > 0.3,), {"dim": 1}),
+            Sample((rng.random((3, 4)) > 0.3,), {}),
+        ],
+        lambda x, **k: _t("stack")([x.all(**k), x.any(**k)]),
+        grad=False,
+    ),
+    OpRow(
+        "cumsum",
+        ("cumsum",),
+        lambda x, **k: x.cumsum(**k),
+        _one_dim_nokeep := (
+            lambda rng: [Sample((_r(rng, 3, 4),), {"dim": 1}), Sample((_r(rng, 2, 3),), {"dim": 0})]
+        ),
+        lambda x, **k: x.cumsum(**k),
+        lambda x, dim: np.cumsum(x, axis=dim),
+        gradgrad=True,
+    ),
+    OpRow(
+        "cumprod",
+        ("cumprod",),
+        lambda x, **k: x.cumprod(**k),
+        lambda rng: [Sample((_r(rng, 3, 4, low=0.5),), {"dim": 1})],
+        lambda x, **k: x.cumprod(**k),
+        lambda x, dim: np.cumprod(x, axis=dim),
+    ),
+    OpRow(
+        "logsumexp",
+        ("amax", "exp", "log"),
+        lambda x, **k: x.logsumexp(**k),
+        _one_dim_nokeep,
+        lambda x, **k: x.logsumexp(**k),
+        gradgrad=True,
+    ),
     # --- movement
-    OpRow("reshape", ("reshape",), lambda x: x.reshape(4, -1), lambda rng: [
-        Sample((_r(rng, 2, 6),)), Sample((_r(rng, 6, 2),), noncontiguous=True)],
-          lambda x: x.reshape(4, -1), lambda x: x.reshape(4, -1), gradgrad=True,
-          errors=(ErrorCase((np.ones((2, 5)),), {}, ValueError, "invalid for input"),)),
-    OpRow("permute", ("permute",), lambda x: x.permute(2, 0, 1),
-          lambda rng: [Sample((_r(rng, 2, 3, 4),))], lambda x: x.permute(2, 0, 1),
-          lambda x: x.transpose(2, 0, 1), gradgrad=True),
-    OpRow("transpose", ("permute",), lambda x: x.transpose(0, 1).T.mT,
-          lambda rng: [Sample((_r(rng, 2, 3, 4),))],
-          lambda x: x.transpose(0, 1).permute(2, 1, 0).mT),
-    OpRow("expand", ("expand",), lambda x: x.expand(2, 3, 4),
-          lambda rng: [Sample((_r(rng, 3, 1),)), Sample((_r(rng, 4),))],
-          lambda x: x.expand(2, 3, 4), lambda x: np.broadcast_to(x, (2, 3, 4)), gradgrad=True,
-          errors=(ErrorCase((np.ones((3, 2)),), {}, ValueError, "cannot expand"),)),
-    OpRow("squeeze", ("reshape",), lambda x: x.unsqueeze(0).squeeze(2).flatten(),
-          lambda rng: [Sample((_r(rng, 3, 1, 2),))],
-          lambda x: x.unsqueeze(0).squeeze(2).flatten()),
-    OpRow("cat", ("cat",), lambda a, b: ember.cat([a, b, a], 1),
-          lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 2, 1))),
-                       Sample((_r(rng, 2, 0), _r(rng, 2, 2)), name="empty")],
-          lambda a, b: _t("cat")([a, b, a], 1), lambda a, b: np.concatenate([a, b, a], 1),
-          gradgrad=True,
-          errors=(ErrorCase((np.ones((2, 3)), np.ones((3, 3))), {}, ValueError,
-                            "same shape except in dim 1"),)),
-    OpRow("stack", ("cat",), lambda a, b: ember.stack([a, b], -1),
-          lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 2, 3)))],
-          lambda a, b: _t("stack")([a, b], -1), lambda a, b: np.stack([a, b], -1)),
-    OpRow("split", ("getitem",), lambda x: x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum(),
-          lambda rng: [Sample((_r(rng, 4, 4),))],
-          lambda x: x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum()),
-    OpRow("flip", ("flip",), lambda x: x.flip((0, 2)), lambda rng: [Sample((_r(rng, 2, 3, 4),))],
-          lambda x: x.flip((0, 2)), lambda x: np.flip(x, (0, 2))),
-    OpRow("roll", ("roll",), lambda x: x.roll((1, -2), (0, 1)),
-          lambda rng: [Sample((_r(rng, 3, 4),))], lambda x: x.roll((1, -2), (0, 1)),
-          lambda x: np.roll(x, (1, -2), (0, 1))),
-    OpRow("pad", ("pad",), lambda x, p, **k: S.pad(x, p, **k), _pad_samples, _torch_pad,
-          gradgrad=True),
-    OpRow("tril_triu", ("tril", "triu"), lambda x: x.tril(-1) * 2 + x.triu(1),
-          lambda rng: [Sample((_r(rng, 4, 4),)), Sample((_r(rng, 2, 3, 5),))],
-          lambda x: x.tril(-1) * 2 + x.triu(1), lambda x: np.tril(x, -1) * 2 + np.triu(x, 1)),
-    OpRow("diagonal", ("diagonal", "view_scatter"), lambda x, o, a, b: x.diagonal(o, a, b) * 2,
-          lambda rng: [Sample((_r(rng, 3, 4), 0, 0, 1), name="main"),
-                       Sample((_r(rng, 3, 4), 1, 0, 1), noncontiguous=True, name="above"),
-                       Sample((_r(rng, 2, 3, 4), -1, 2, 0), name="batched-below"),
-                       Sample((_r(rng, 3, 4), 5, 0, 1), name="empty")],
-          lambda x, o, a, b: x.diagonal(o, a, b) * 2,
-          lambda x, o, a, b: np.diagonal(x, o, a, b) * 2, gradgrad=True,
-          errors=(ErrorCase((np.ones(3), 0, 0, 1), {}, ValueError, "at least 2 dims"),)),
-    OpRow("view_scatter", ("view_scatter", "diagonal", "getitem"), _view_scatter,
-          lambda rng: [Sample((_r(rng, 3, 4), _r(rng, 3), "diagonal"), name="diagonal"),
-                       Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3), "diagonal-batched"),
-                              name="diagonal-batched"),
-                       Sample((_r(rng, 3, 5), _r(rng, 3, 2), "slice"), noncontiguous=True,
-                              name="slice")],
-          _view_scatter, _view_scatter_ref, gradgrad=True,
-          errors=(ErrorCase((np.ones((3, 4)), np.ones(4), "diagonal"), {}, ValueError,
-                            "does not fit the view"),)),
-    OpRow("clone", ("copy",), lambda x: x.clone() * 1.0 + x.contiguous(),
-          lambda rng: [Sample((_r(rng, 4, 3),), noncontiguous=True)],
-          lambda x: x.clone() * 1.0 + x.contiguous()),
+    OpRow(
+        "reshape",
+        ("reshape",),
+        lambda x: x.reshape(4, -1),
+        lambda rng: [Sample((_r(rng, 2, 6),)), Sample((_r(rng, 6, 2),), noncontiguous=True)],
+        lambda x: x.reshape(4, -1),
+        lambda x: x.reshape(4, -1),
+        gradgrad=True,
+        errors=(ErrorCase((np.ones((2, 5)),), {}, ValueError, "invalid for input"),),
+    ),
+    OpRow(
+        "permute",
+        ("permute",),
+        lambda x: x.permute(2, 0, 1),
+        lambda rng: [Sample((_r(rng, 2, 3, 4),))],
+        lambda x: x.permute(2, 0, 1),
+        lambda x: x.transpose(2, 0, 1),
+        gradgrad=True,
+    ),
+    OpRow(
+        "transpose",
+        ("permute",),
+        lambda x: x.transpose(0, 1).T.mT,
+        lambda rng: [Sample((_r(rng, 2, 3, 4),))],
+        lambda x: x.transpose(0, 1).permute(2, 1, 0).mT,
+    ),
+    OpRow(
+        "expand",
+        ("expand",),
+        lambda x: x.expand(2, 3, 4),
+        lambda rng: [Sample((_r(rng, 3, 1),)), Sample((_r(rng, 4),))],
+        lambda x: x.expand(2, 3, 4),
+        lambda x: np.broadcast_to(x, (2, 3, 4)),
+        gradgrad=True,
+        errors=(ErrorCase((np.ones((3, 2)),), {}, ValueError, "cannot expand"),),
+    ),
+    OpRow(
+        "squeeze",
+        ("reshape",),
+        lambda x: x.unsqueeze(0).squeeze(2).flatten(),
+        lambda rng: [Sample((_r(rng, 3, 1, 2),))],
+        lambda x: x.unsqueeze(0).squeeze(2).flatten(),
+    ),
+    OpRow(
+        "cat",
+        ("cat",),
+        lambda a, b: ember.cat([a, b, a], 1),
+        lambda rng: [
+            Sample((_r(rng, 2, 3), _r(rng, 2, 1))),
+            Sample((_r(rng, 2, 0), _r(rng, 2, 2)), name="empty"),
+        ],
+        lambda a, b: _t("cat")([a, b, a], 1),
+        lambda a, b: np.concatenate([a, b, a], 1),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), np.ones((3, 3))), {}, ValueError, "same shape except in dim 1"
+            ),
+        ),
+    ),
+    OpRow(
+        "stack",
+        ("cat",),
+        lambda a, b: ember.stack([a, b], -1),
+        lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 2, 3)))],
+        lambda a, b: _t("stack")([a, b], -1),
+        lambda a, b: np.stack([a, b], -1),
+    ),
+    OpRow(
+        "split",
+        ("getitem",),
+        lambda x: x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum(),
+        lambda rng: [Sample((_r(rng, 4, 4),))],
+        lambda x: x.split([1, 3], 1)[1] * 2 + x.chunk(2, 1)[0].sum(),
+    ),
+    OpRow(
+        "flip",
+        ("flip",),
+        lambda x: x.flip((0, 2)),
+        lambda rng: [Sample((_r(rng, 2, 3, 4),))],
+        lambda x: x.flip((0, 2)),
+        lambda x: np.flip(x, (0, 2)),
+    ),
+    OpRow(
+        "roll",
+        ("roll",),
+        lambda x: x.roll((1, -2), (0, 1)),
+        lambda rng: [Sample((_r(rng, 3, 4),))],
+        lambda x: x.roll((1, -2), (0, 1)),
+        lambda x: np.roll(x, (1, -2), (0, 1)),
+    ),
+    OpRow(
+        "pad", ("pad",), lambda x, p, **k: S.pad(x, p, **k), _pad_samples, _torch_pad, gradgrad=True
+    ),
+    OpRow(
+        "tril_triu",
+        ("tril", "triu"),
+        lambda x: x.tril(-1) * 2 + x.triu(1),
+        lambda rng: [Sample((_r(rng, 4, 4),)), Sample((_r(rng, 2, 3, 5),))],
+        lambda x: x.tril(-1) * 2 + x.triu(1),
+        lambda x: np.tril(x, -1) * 2 + np.triu(x, 1),
+    ),
+    OpRow(
+        "diagonal",
+        ("diagonal", "view_scatter"),
+        lambda x, o, a, b: x.diagonal(o, a, b) * 2,
+        lambda rng: [
+            Sample((_r(rng, 3, 4), 0, 0, 1), name="main"),
+            Sample((_r(rng, 3, 4), 1, 0, 1), noncontiguous=True, name="above"),
+            Sample((_r(rng, 2, 3, 4), -1, 2, 0), name="batched-below"),
+            Sample((_r(rng, 3, 4), 5, 0, 1), name="empty"),
+        ],
+        lambda x, o, a, b: x.diagonal(o, a, b) * 2,
+        lambda x, o, a, b: np.diagonal(x, o, a, b) * 2,
+        gradgrad=True,
+        errors=(ErrorCase((np.ones(3), 0, 0, 1), {}, ValueError, "at least 2 dims"),),
+    ),
+    OpRow(
+        "view_scatter",
+        ("view_scatter", "diagonal", "getitem"),
+        _view_scatter,
+        lambda rng: [
+            Sample((_r(rng, 3, 4), _r(rng, 3), "diagonal"), name="diagonal"),
+            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3), "diagonal-batched"), name="diagonal-batched"),
+            Sample((_r(rng, 3, 5), _r(rng, 3, 2), "slice"), noncontiguous=True, name="slice"),
+        ],
+        _view_scatter,
+        _view_scatter_ref,
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((3, 4)), np.ones(4), "diagonal"), {}, ValueError, "does not fit the view"
+            ),
+        ),
+    ),
+    OpRow(
+        "clone",
+        ("copy",),
+        lambda x: x.clone() * 1.0 + x.contiguous(),
+        lambda rng: [Sample((_r(rng, 4, 3),), noncontiguous=True)],
+        lambda x: x.clone() * 1.0 + x.contiguous(),
+    ),
     # --- indexing
-    OpRow("getitem", ("getitem", "index_add"), lambda x, kind: _getitem(x, kind),
-          lambda rng: [Sample((_r(rng, 3, 4), k), name=k)
-                       for k in ("basic", "int", "advanced", "bool", "mixed")],
-          lambda x, kind: _getitem_torch(x, kind), lambda x, kind: _getitem(x, kind),
-          gradgrad=True,
-          errors=(ErrorCase((np.ones((1, 3)), "int"), {}, IndexError, "out of bounds"),)),
-    OpRow("setitem", ("index_put",), lambda x, v, kind: _setitem(x, v, kind),
-          lambda rng: [Sample((_r(rng, 3, 4), _r(rng, 2), "slice")),
-                       Sample((_r(rng, 3, 4), _r(rng, 4), "tensor"))],
-          lambda x, v, kind: _setitem(x, v, kind), lambda x, v, kind: _setitem(x, v, kind)),
-    OpRow("gather", ("gather", "scatter_add"), lambda x, d, i: x.gather(d, i), _gather_samples,
-          lambda x, d, i: x.gather(d, i), lambda x, d, i: np.take_along_axis(x, i, d),
-          int_args=(2,), gradgrad=True),
-    OpRow("scatter", ("scatter",), lambda x, d, i, s: x.scatter(d, i, s), _scatter_samples,
-          lambda x, d, i, s: x.scatter(d, i, s), int_args=(2,)),
-    OpRow("scatter_add", ("scatter_add",), lambda x, d, i, s: x.scatter_add(d, i, s),
-          _scatter_add_samples, lambda x, d, i, s: x.scatter_add(d, i, s), int_args=(2,)),
-    OpRow("index_select", ("getitem",), lambda x, i: x.index_select(1, i),
-          lambda rng: [Sample((_r(rng, 3, 4), np.array([3, 0, 3])))],
-          lambda x, i: x.index_select(1, i), lambda x, i: x[:, i], int_args=(1,)),
-    OpRow("masked_fill", ("where",), lambda x, m: x.masked_fill(m, -1.5),
-          lambda rng: [Sample((_r(rng, 3, 4), rng.random((3, 4)) > 0.5))],
-          lambda x, m: x.masked_fill(m, -1.5), lambda x, m: np.where(m, -1.5, x)),
-    OpRow("one_hot", ("eq",), lambda i: S.one_hot(i, 5), lambda rng: [
-        Sample((np.array([0, 3, 4, 1]),))], lambda i: _t("nn.functional.one_hot")(i, 5),
-          lambda i: np.eye(5, dtype=np.int64)[i], grad=False, int_args=(0,)),
-    OpRow("embedding", ("getitem", "index_add"), lambda i, w: S.embedding(i, w),
-          lambda rng: [Sample((np.array([[0, 2], [2, 3]]), _r(rng, 4, 3)))],
-          lambda i, w: _t("nn.functional.embedding")(i, w), lambda i, w: w[i], int_args=(0,)),
+    OpRow(
+        "getitem",
+        ("getitem", "index_add"),
+        lambda x, kind: _getitem(x, kind),
+        lambda rng: [
+            Sample((_r(rng, 3, 4), k), name=k)
+            for k in ("basic", "int", "advanced", "bool", "mixed")
+        ],
+        lambda x, kind: _getitem_torch(x, kind),
+        lambda x, kind: _getitem(x, kind),
+        gradgrad=True,
+        errors=(ErrorCase((np.ones((1, 3)), "int"), {}, IndexError, "out of bounds"),),
+    ),
+    OpRow(
+        "setitem",
+        ("index_put",),
+        lambda x, v, kind: _setitem(x, v, kind),
+        lambda rng: [
+            Sample((_r(rng, 3, 4), _r(rng, 2), "slice")),
+            Sample((_r(rng, 3, 4), _r(rng, 4), "tensor")),
+        ],
+        lambda x, v, kind: _setitem(x, v, kind),
+        lambda x, v, kind: _setitem(x, v, kind),
+    ),
+    OpRow(
+        "gather",
+        ("gather", "scatter_add"),
+        lambda x, d, i: x.gather(d, i),
+        _gather_samples,
+        lambda x, d, i: x.gather(d, i),
+        lambda x, d, i: np.take_along_axis(x, i, d),
+        int_args=(2,),
+        gradgrad=True,
+    ),
+    OpRow(
+        "scatter",
+        ("scatter",),
+        lambda x, d, i, s: x.scatter(d, i, s),
+        _scatter_samples,
+        lambda x, d, i, s: x.scatter(d, i, s),
+        int_args=(2,),
+    ),
+    OpRow(
+        "scatter_add",
+        ("scatter_add",),
+        lambda x, d, i, s: x.scatter_add(d, i, s),
+        _scatter_add_samples,
+        lambda x, d, i, s: x.scatter_add(d, i, s),
+        int_args=(2,),
+    ),
+    OpRow(
+        "index_select",
+        ("getitem",),
+        lambda x, i: x.index_select(1, i),
+        lambda rng: [Sample((_r(rng, 3, 4), np.array([3, 0, 3])))],
+        lambda x, i: x.index_select(1, i),
+        lambda x, i: x[:, i],
+        int_args=(1,),
+    ),
+    OpRow(
+        "masked_fill",
+        ("where",),
+        lambda x, m: x.masked_fill(m, -1.5),
+        lambda rng: [Sample((_r(rng, 3, 4), rng.random((3, 4)) > 0.5))],
+        lambda x, m: x.masked_fill(m, -1.5),
+        lambda x, m: np.where(m, -1.5, x),
+    ),
+    OpRow(
+        "one_hot",
+        ("eq",),
+        lambda i: S.one_hot(i, 5),
+        lambda rng: [Sample((np.array([0, 3, 4, 1]),))],
+        lambda i: _t("nn.functional.one_hot")(i, 5),
+        lambda i: np.eye(5, dtype=np.int64)[i],
+        grad=False,
+        int_args=(0,),
+    ),
+    OpRow(
+        "embedding",
+        ("getitem", "index_add"),
+        lambda i, w: S.embedding(i, w),
+        lambda rng: [Sample((np.array([[0, 2], [2, 3]]), _r(rng, 4, 3)))],
+        lambda i, w: _t("nn.functional.embedding")(i, w),
+        lambda i, w: w[i],
+        int_args=(0,),
+    ),
     # the scaled gradient is not the derivative, so no finite differences; torch is the check
-    OpRow("embedding_scale_grad_by_freq", ("getitem", "index_add", "where", "isfinite"),
-          lambda i, w, **kw: S.embedding(i, w, scale_grad_by_freq=True, **kw),
-          lambda rng: [Sample((np.array([[0, 2, 2], [2, 3, 0]]), _r(rng, 4, 3)), name="basic"),
-                       Sample((np.array([1, 1, 1, 3]), _r(rng, 4, 3)), {"padding_idx": 3},
-                              name="padding")],
-          lambda i, w, **kw: _t("nn.functional.embedding")(i, w, scale_grad_by_freq=True, **kw),
-          lambda i, w, **kw: w[i], int_args=(0,), finite_differences=False,
-          errors=(ErrorCase((np.array([0, 1]), np.ones((3, 2))), {"sparse": True},
-                            NotImplementedError, "no sparse tensors; use sparse=False"),)),
-    OpRow("sort", ("argsort", "gather"), lambda x: x.sort(-1, descending=True)[0] +
-          x.topk(2)[0].sum(), lambda rng: [Sample((_r(rng, 3, 4),))],
-          lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum()),
-    OpRow("nonzero", ("nonzero",), lambda x: x.nonzero(),
-          lambda rng: [Sample((np.array([[0.0, 1.0], [2.0, 0.0]]),))],
-          lambda x: x.nonzero(), lambda x: np.argwhere(x), grad=False),
+    OpRow(
+        "embedding_scale_grad_by_freq",
+        ("getitem", "index_add", "where", "isfinite"),
+        lambda i, w, **kw: S.embedding(i, w, scale_grad_by_freq=True, **kw),
+        lambda rng: [
+            Sample((np.array([[0, 2, 2], [2, 3, 0]]), _r(rng, 4, 3)), name="basic"),
+            Sample((np.array([1, 1, 1, 3]), _r(rng, 4, 3)), {"padding_idx": 3}, name="padding"),
+        ],
+        lambda i, w, **kw: _t("nn.functional.embedding")(i, w, scale_grad_by_freq=True, **kw),
+        lambda i, w, **kw: w[i],
+        int_args=(0,),
+        finite_differences=False,
+        errors=(
+            ErrorCase(
+                (np.array([0, 1]), np.ones((3, 2))),
+                {"sparse": True},
+                NotImplementedError,
+                "no sparse tensors; use sparse=False",
+            ),
+        ),
+    ),
+    OpRow(
+        "sort",
+        ("argsort", "gather"),
+        lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum(),
+        lambda rng: [Sample((_r(rng, 3, 4),))],
+        lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum(),
+    ),
+    OpRow(
+        "nonzero",
+        ("nonzero",),
+        lambda x: x.nonzero(),
+        lambda rng: [Sample((np.array([[0.0, 1.0], [2.0, 0.0]]),))],
+        lambda x: x.nonzero(),
+        lambda x: np.argwhere(x),
+        grad=False,
+    ),
     # --- linear algebra
-    OpRow("matmul", ("matmul",), lambda a, b: a @ b, lambda rng: [
-        Sample((_r(rng, 3, 4), _r(rng, 4, 2)), name="2d"),
-        Sample((_r(rng, 2, 3, 4), _r(rng, 4, 5)), name="batched-broadcast"),
-        Sample((_r(rng, 2, 1, 3, 4), _r(rng, 3, 4, 2)), name="batch-broadcast"),
-        Sample((_r(rng, 4), _r(rng, 4, 3)), name="vec-mat"),
-        Sample((_r(rng, 2, 3, 4), _r(rng, 4)), name="mat-vec"),
-        Sample((_r(rng, 4), _r(rng, 4)), name="dot"),
-        Sample((_r(rng, 3, 4), _r(rng, 4, 2)), noncontiguous=True, name="noncontiguous")],
-          lambda a, b: a @ b, np.matmul, gradgrad=True,
-          errors=(ErrorCase((np.ones((2, 11, 512)), np.ones((768, 768))), {}, ValueError,
-                            "inner dimensions 512 and 768 differ"),)),
-    OpRow("einsum", ("einsum",), lambda a, b, eq: ember.einsum(eq, a, b), lambda rng: [
-        Sample((_r(rng, 2, 3, 4), _r(rng, 2, 4, 5), "bij,bjk->bik")),
-        Sample((_r(rng, 3, 4), _r(rng, 4), "ij,j->i")),
-        Sample((_r(rng, 3, 4), _r(rng, 5), "ij,k->ik")),
-        Sample((_r(rng, 2, 3, 4), _r(rng, 4, 3), "...ij,ji->...")),
-    ], lambda a, b, eq: _t("einsum")(eq, a, b), lambda a, b, eq: np.einsum(eq, a, b),
-          gradgrad=True),
+    OpRow(
+        "matmul",
+        ("matmul",),
+        lambda a, b: a @ b,
+        lambda rng: [
+            Sample((_r(rng, 3, 4), _r(rng, 4, 2)), name="2d"),
+            Sample((_r(rng, 2, 3, 4), _r(rng, 4, 5)), name="batched-broadcast"),
+            Sample((_r(rng, 2, 1, 3, 4), _r(rng, 3, 4, 2)), name="batch-broadcast"),
+            Sample((_r(rng, 4), _r(rng, 4, 3)), name="vec-mat"),
+            Sample((_r(rng, 2, 3, 4), _r(rng, 4)), name="mat-vec"),
+            Sample((_r(rng, 4), _r(rng, 4)), name="dot"),
+            Sample((_r(rng, 3, 4), _r(rng, 4, 2)), noncontiguous=True, name="noncontiguous"),
+        ],
+        lambda a, b: a @ b,
+        np.matmul,
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((2, 11, 512)), np.ones((768, 768))),
+                {},
+                ValueError,
+                "inner dimensions 512 and 768 differ",
+            ),
+        ),
+    ),
+    OpRow(
+        "einsum",
+        ("einsum",),
+        lambda a, b, eq: ember.einsum(eq, a, b),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 4, 5), "bij,bjk->bik")),
+            Sample((_r(rng, 3, 4), _r(rng, 4), "ij,j->i")),
+            Sample((_r(rng, 3, 4), _r(rng, 5), "ij,k->ik")),
+            Sample((_r(rng, 2, 3, 4), _r(rng, 4, 3), "...ij,ji->...")),
+        ],
+        lambda a, b, eq: _t("einsum")(eq, a, b),
+        lambda a, b, eq: np.einsum(eq, a, b),
+        gradgrad=True,
+    ),
     # repeated subscripts (Note [Repeated subscripts] in ember/ops/linalg.py): the gradient
     # lands on the diagonal; the equation comes last
-    OpRow("einsum_repeated_subscripts", ("einsum", "where", "reshape", "expand"),
-          lambda *a: ember.einsum(a[-1], *a[:-1]), lambda rng: [
-              Sample((_r(rng, 3, 3), "ii->i"), name="diagonal"),
-              Sample((_r(rng, 4, 4), "ii->"), name="trace"),
-              Sample((_r(rng, 4, 4), "ii"), name="implicit-trace"),
-              Sample((_r(rng, 3, 3, 2), "iij->j"), name="iij"),
-              Sample((_r(rng, 3, 2, 3), "iji->ij"), name="iji"),
-              Sample((_r(rng, 2, 3, 3), "bii->b"), name="batched-trace"),
-              Sample((_r(rng, 2, 2, 2), "iii->i"), name="triple"),
-              Sample((_r(rng, 3, 3), "ii->i"), noncontiguous=True, name="noncontiguous"),
-              Sample((_r(rng, 3, 4, 4), _r(rng, 3, 4), "bii,bi->b"), name="with-operand"),
-              Sample((_r(rng, 3, 3, 2), _r(rng, 2, 5), "iij,jk->ik"), name="iij-matmul"),
-              Sample((_r(rng, 3, 3), _r(rng, 3, 3), "ii,jj->ij"), name="two-diagonals"),
-              Sample((_r(rng, 2, 3, 3), "...ii->...i"), name="ellipsis"),
-          ], lambda *a: _t("einsum")(a[-1], *a[:-1]), lambda *a: np.einsum(a[-1], *a[:-1]),
-          gradgrad=True),
-    OpRow("outer", ("mul",), lambda a, b: ember.outer(a, b),
-          lambda rng: [Sample((_r(rng, 3), _r(rng, 4)))], _t("outer"), np.outer),
-    OpRow("bmm", ("matmul",), lambda a, b: ember.bmm(a, b),
-          lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 2, 4, 2)))], _t("bmm"), np.matmul,
-          errors=(ErrorCase((np.ones((2, 3, 4)), np.ones((3, 4, 2))), {}, ValueError,
-                            "batch sizes differ"),)),
+    OpRow(
+        "einsum_repeated_subscripts",
+        ("einsum", "where", "reshape", "expand"),
+        lambda *a: ember.einsum(a[-1], *a[:-1]),
+        lambda rng: [
+            Sample((_r(rng, 3, 3), "ii->i"), name="diagonal"),
+            Sample((_r(rng, 4, 4), "ii->"), name="trace"),
+            Sample((_r(rng, 4, 4), "ii"), name="implicit-trace"),
+            Sample((_r(rng, 3, 3, 2), "iij->j"), name="iij"),
+            Sample((_r(rng, 3, 2, 3), "iji->ij"), name="iji"),
+            Sample((_r(rng, 2, 3, 3), "bii->b"), name="batched-trace"),
+            Sample((_r(rng, 2, 2, 2), "iii->i"), name="triple"),
+            Sample((_r(rng, 3, 3), "ii->i"), noncontiguous=True, name="noncontiguous"),
+            Sample((_r(rng, 3, 4, 4), _r(rng, 3, 4), "bii,bi->b"), name="with-operand"),
+            Sample((_r(rng, 3, 3, 2), _r(rng, 2, 5), "iij,jk->ik"), name="iij-matmul"),
+            Sample((_r(rng, 3, 3), _r(rng, 3, 3), "ii,jj->ij"), name="two-diagonals"),
+            Sample((_r(rng, 2, 3, 3), "...ii->...i"), name="ellipsis"),
+        ],
+        lambda *a: _t("einsum")(a[-1], *a[:-1]),
+        lambda *a: np.einsum(a[-1], *a[:-1]),
+        gradgrad=True,
+    ),
+    OpRow(
+        "outer",
+        ("mul",),
+        lambda a, b: ember.outer(a, b),
+        lambda rng: [Sample((_r(rng, 3), _r(rng, 4)))],
+        _t("outer"),
+        np.outer,
+    ),
+    OpRow(
+        "bmm",
+        ("matmul",),
+        lambda a, b: ember.bmm(a, b),
+        lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 2, 4, 2)))],
+        _t("bmm"),
+        np.matmul,
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3, 4)), np.ones((3, 4, 2))), {}, ValueError, "batch sizes differ"
+            ),
+        ),
+    ),
     # --- convolution and pooling
-    OpRow("conv2d", ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"),
-          lambda x, w, **k: C.conv2d(x, w, **k), _conv_samples,
-          lambda x, w, **k: _t("nn.functional.conv2d")(x, w, **k), gradgrad=True, atol=1e-4,
-          errors=(ErrorCase((np.ones((1, 3, 5, 5)), np.ones((2, 2, 3, 3))), {}, ValueError,
-                            "input has 3 channels"),)),
-    OpRow("conv1d", ("conv2d",), lambda x, w, **k: C.conv1d(x, w, **k),
-          lambda rng: [Sample((_r(rng, 2, 3, 9), _r(rng, 4, 3, 3)), {"stride": 2,
-                                                                     "padding": 1})],
-          lambda x, w, **k: _t("nn.functional.conv1d")(x, w, **k), atol=1e-4),
-    OpRow("max_pool2d", ("max_pool2d", "max_pool2d_grad"),
-          lambda x, **k: C.max_pool2d(x, **k), lambda rng: [
-              Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
-              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
-              Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 2, "ceil_mode": True}),
-              Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": (2, 3), "stride": (1, 2),
-                                              "padding": 1, "dilation": 2, "ceil_mode": True},
-                     name="dilation-ceil"),
-              Sample((_r(rng, 2, 7, 6),), {"kernel_size": 3, "stride": 1}, name="unbatched")],
-          lambda x, **k: _t("nn.functional.max_pool2d")(x, **k), gradgrad=True,
-          errors=(ErrorCase((np.ones((1, 1, 5, 5)),), {"kernel_size": 2, "padding": 2},
-                            ValueError, "max_pool2d: padding .* at most half the kernel"),
-                  ErrorCase((np.ones((5, 5)),), {"kernel_size": 2}, ValueError,
-                            "max_pool2d: expected a 3-D or 4-D input"))),
-    OpRow("max_pool_indices", ("max_pool_indices",),
-          lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, return_indices=True, **k)[1],
-          _pool_index_samples,
-          lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, return_indices=True,
-                                                                 **k)[1], grad=False),
-    OpRow("max_pool1d_3d", ("max_pool_indices", "gather", "max_pool2d", "max_pool2d_grad"),
-          lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, **k), lambda rng: [
-              Sample((_r(rng, 2, 3, 9), 1), {"kernel_size": 3, "stride": 2, "padding": 1},
-                     name="1d"),
-              Sample((_r(rng, 2, 9), 1), {"kernel_size": 2, "dilation": 2, "ceil_mode": True},
-                     name="1d-unbatched"),
-              Sample((_r(rng, 1, 2, 4, 5, 6), 3), {"kernel_size": 2}, name="3d"),
-              Sample((_r(rng, 1, 2, 5, 5, 6), 3), {"kernel_size": (3, 2, 3), "stride": 2,
-                                                   "padding": (1, 0, 1), "ceil_mode": True},
-                     name="3d-pad-ceil")],
-          lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, **k), gradgrad=True,
-          errors=(ErrorCase((np.ones((4, 4, 4)), 3), {"kernel_size": 2}, ValueError,
-                            "max_pool3d: expected a 4-D or 5-D input"),)),
-    OpRow("max_unpool", ("max_unpool", "gather"),
-          lambda x, i, nd, **k: getattr(C, f"max_unpool{nd}d")(x, i, **k), _unpool_samples,
-          lambda x, i, nd, **k: _t(f"nn.functional.max_unpool{nd}d")(x, i, **k),
-          int_args=(1,), gradgrad=True,
-          errors=(ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 3), dtype=np.int64), 2),
-                            {"kernel_size": 2}, ValueError,
-                            r"max_unpool2d: indices of shape \(1, 1, 2, 3\) must have the "
-                            r"input's shape \(1, 1, 2, 2\)"),
-                  ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
-                            {"kernel_size": 2, "output_size": (6, 4)}, ValueError,
-                            "max_unpool2d: invalid output_size .*dim 0 must be between 2 and 6"),
-                  ErrorCase((np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
-                            {"kernel_size": 2, "output_size": (1, 4, 4)}, ValueError,
-                            "max_unpool2d: output_size should have 2 or 4 elements"),
-                  ErrorCase((np.ones((1, 1, 2, 2)), np.full((1, 1, 2, 2), 16, dtype=np.int64),
-                             2), {"kernel_size": 2}, IndexError,
-                            r"max_unpool2d: index 16 is out of range .*\[0, 16\)"))),
-    OpRow("avg_pool2d", ("conv2d", "pad"), lambda x, **k: C.avg_pool2d(x, **k), lambda rng: [
-        Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
-        Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
-        Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "padding": 1,
-                                        "count_include_pad": False}),
-        Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": 3, "stride": 2, "padding": 1,
-                                        "ceil_mode": True}, name="ceil"),
-        Sample((_r(rng, 1, 2, 8, 7),), {"kernel_size": (3, 2), "stride": (2, 3), "padding": 1,
-                                        "ceil_mode": True, "count_include_pad": False},
-               name="ceil-exclude-pad"),
-        Sample((_r(rng, 1, 2, 6, 7),), {"kernel_size": 2, "stride": 3, "ceil_mode": True,
-                                        "divisor_override": 3}, name="ceil-divisor"),
-        Sample((_r(rng, 2, 5, 5),), {"kernel_size": 2, "ceil_mode": True}, name="unbatched")],
-          lambda x, **k: _t("nn.functional.avg_pool2d")(x, **k), atol=1e-4, gradgrad=True,
-          errors=(ErrorCase((np.ones((1, 1, 4, 4)),), {"kernel_size": 2, "divisor_override": 0},
-                            ValueError, "avg_pool2d: divisor_override must be non-zero"),)),
-    OpRow("avg_pool1d", ("conv2d", "pad"), lambda x, **k: C.avg_pool1d(x, **k), lambda rng: [
-        Sample((_r(rng, 2, 3, 9),), {"kernel_size": 3, "stride": 2, "padding": 1,
-                                     "ceil_mode": True, "count_include_pad": False}),
-        Sample((_r(rng, 3, 8),), {"kernel_size": 3, "stride": 2, "ceil_mode": True},
-               name="unbatched")],
-          lambda x, **k: _t("nn.functional.avg_pool1d")(x, **k), atol=1e-4),
-    OpRow("avg_pool3d", ("conv2d", "pad"), lambda x, **k: C.avg_pool3d(x, **k), lambda rng: [
-        Sample((_r(rng, 2, 2, 4, 4, 6),), {"kernel_size": 2}),
-        Sample((_r(rng, 1, 2, 5, 6, 5),), {"kernel_size": (3, 2, 3), "stride": (2, 1, 2),
-                                           "padding": 1, "ceil_mode": True}, name="ceil"),
-        Sample((_r(rng, 1, 2, 5, 6, 5),), {"kernel_size": 3, "stride": 2, "padding": 1,
-                                           "ceil_mode": True, "count_include_pad": False},
-               name="ceil-exclude-pad"),
-        Sample((_r(rng, 2, 4, 5, 4),), {"kernel_size": 2, "stride": 3, "ceil_mode": True,
-                                        "divisor_override": 3}, name="unbatched-divisor")],
-          lambda x, **k: _t("nn.functional.avg_pool3d")(x, **k), atol=1e-4, gradgrad=True,
-          errors=(ErrorCase((np.ones((1, 1, 4, 4, 4)),), {"kernel_size": 2,
-                                                         "divisor_override": 0},
-                            ValueError, "avg_pool3d: divisor_override must be non-zero"),
-                  ErrorCase((np.ones((4, 4, 4)),), {"kernel_size": 2}, ValueError,
-                            "avg_pool3d: expected a 4-D or 5-D input"))),
-    OpRow("adaptive_avg_pool", ("matmul",),
-          lambda x, nd, s: getattr(C, f"adaptive_avg_pool{nd}d")(x, s), lambda rng: [
-              Sample((_r(rng, 2, 3, 10), 1, 4), name="1d"),
-              Sample((_r(rng, 3, 7), 1, 7), name="1d-unbatched-identity"),
-              Sample((_r(rng, 1, 2, 6, 6), 2, 3), name="2d-divisible"),
-              Sample((_r(rng, 1, 2, 7, 5), 2, (3, 2)), name="2d-overlap"),
-              Sample((_r(rng, 2, 7, 5), 2, (None, 3)), name="2d-unbatched-none"),
-              Sample((_r(rng, 1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d"),
-              Sample((_r(rng, 2, 3, 4, 5), 3, 1), name="3d-unbatched-global")],
-          lambda x, nd, s: _t(f"nn.functional.adaptive_avg_pool{nd}d")(x, s), gradgrad=True,
-          errors=(ErrorCase((np.ones((1, 2, 4, 4)), 2, (2, 2, 2)), {}, ValueError,
-                            "adaptive_avg_pool2d: output_size must be an int or 2 ints"),
-                  ErrorCase((np.ones((4,)), 1, 2), {}, ValueError,
-                            "adaptive_avg_pool1d: expected a 2-D or 3-D input"))),
-    OpRow("adaptive_max_pool", ("max_pool_indices", "getitem", "gather"),
-          lambda x, nd, s: getattr(C, f"adaptive_max_pool{nd}d")(x, s), lambda rng: [
-              Sample((_r(rng, 2, 3, 10), 1, 4), name="1d"),
-              Sample((_r(rng, 1, 2, 6, 6), 2, 3), name="2d-divisible"),
-              Sample((_r(rng, 1, 2, 7, 5), 2, (3, 2)), name="2d-overlap"),
-              Sample((_r(rng, 2, 7, 5), 2, (None, 3)), name="2d-unbatched-none"),
-              Sample((_r(rng, 1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d"),
-              Sample((_r(rng, 2, 3, 4, 5), 3, 1), name="3d-unbatched-global")],
-          lambda x, nd, s: _t(f"nn.functional.adaptive_max_pool{nd}d")(x, s), gradgrad=True,
-          errors=(ErrorCase((np.ones((1, 2, 4, 4, 4)), 3, (2, 2)), {}, ValueError,
-                            "adaptive_max_pool3d: output_size must be an int or 3 ints"),)),
-    OpRow("adaptive_max_pool_indices", ("max_pool_indices", "getitem"),
-          lambda x, nd, s: getattr(C, f"adaptive_max_pool{nd}d")(x, s, return_indices=True)[1],
-          _adaptive_index_samples,
-          lambda x, nd, s: _t(f"nn.functional.adaptive_max_pool{nd}d")(
-              x, s, return_indices=True)[1], grad=False),
+    OpRow(
+        "conv2d",
+        ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"),
+        lambda x, w, **k: C.conv2d(x, w, **k),
+        _conv_samples,
+        lambda x, w, **k: _t("nn.functional.conv2d")(x, w, **k),
+        gradgrad=True,
+        atol=1e-4,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 3, 5, 5)), np.ones((2, 2, 3, 3))),
+                {},
+                ValueError,
+                "input has 3 channels",
+            ),
+        ),
+    ),
+    OpRow(
+        "conv1d",
+        ("conv2d",),
+        lambda x, w, **k: C.conv1d(x, w, **k),
+        lambda rng: [Sample((_r(rng, 2, 3, 9), _r(rng, 4, 3, 3)), {"stride": 2, "padding": 1})],
+        lambda x, w, **k: _t("nn.functional.conv1d")(x, w, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "max_pool2d",
+        ("max_pool2d", "max_pool2d_grad"),
+        lambda x, **k: C.max_pool2d(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
+            Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
+            Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 2, "ceil_mode": True}),
+            Sample(
+                (_r(rng, 1, 2, 8, 7),),
+                {
+                    "kernel_size": (2, 3),
+                    "stride": (1, 2),
+                    "padding": 1,
+                    "dilation": 2,
+                    "ceil_mode": True,
+                },
+                name="dilation-ceil",
+            ),
+            Sample((_r(rng, 2, 7, 6),), {"kernel_size": 3, "stride": 1}, name="unbatched"),
+        ],
+        lambda x, **k: _t("nn.functional.max_pool2d")(x, **k),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 1, 5, 5)),),
+                {"kernel_size": 2, "padding": 2},
+                ValueError,
+                "max_pool2d: padding .* at most half the kernel",
+            ),
+            ErrorCase(
+                (np.ones((5, 5)),),
+                {"kernel_size": 2},
+                ValueError,
+                "max_pool2d: expected a 3-D or 4-D input",
+            ),
+        ),
+    ),
+    OpRow(
+        "max_pool_indices",
+        ("max_pool_indices",),
+        lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, return_indices=True, **k)[1],
+        _pool_index_samples,
+        lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, return_indices=True, **k)[1],
+        grad=False,
+    ),
+    OpRow(
+        "max_pool1d_3d",
+        ("max_pool_indices", "gather", "max_pool2d", "max_pool2d_grad"),
+        lambda x, nd, **k: getattr(C, f"max_pool{nd}d")(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 9), 1), {"kernel_size": 3, "stride": 2, "padding": 1}, name="1d"),
+            Sample(
+                (_r(rng, 2, 9), 1),
+                {"kernel_size": 2, "dilation": 2, "ceil_mode": True},
+                name="1d-unbatched",
+            ),
+            Sample((_r(rng, 1, 2, 4, 5, 6), 3), {"kernel_size": 2}, name="3d"),
+            Sample(
+                (_r(rng, 1, 2, 5, 5, 6), 3),
+                {"kernel_size": (3, 2, 3), "stride": 2, "padding": (1, 0, 1), "ceil_mode": True},
+                name="3d-pad-ceil",
+            ),
+        ],
+        lambda x, nd, **k: _t(f"nn.functional.max_pool{nd}d")(x, **k),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((4, 4, 4)), 3),
+                {"kernel_size": 2},
+                ValueError,
+                "max_pool3d: expected a 4-D or 5-D input",
+            ),
+        ),
+    ),
+    OpRow(
+        "max_unpool",
+        ("max_unpool", "gather"),
+        lambda x, i, nd, **k: getattr(C, f"max_unpool{nd}d")(x, i, **k),
+        _unpool_samples,
+        lambda x, i, nd, **k: _t(f"nn.functional.max_unpool{nd}d")(x, i, **k),
+        int_args=(1,),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 3), dtype=np.int64), 2),
+                {"kernel_size": 2},
+                ValueError,
+                r"max_unpool2d: indices of shape \(1, 1, 2, 3\) must have the "
+                r"input's shape \(1, 1, 2, 2\)",
+            ),
+            ErrorCase(
+                (np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
+                {"kernel_size": 2, "output_size": (6, 4)},
+                ValueError,
+                "max_unpool2d: invalid output_size .*dim 0 must be between 2 and 6",
+            ),
+            ErrorCase(
+                (np.ones((1, 1, 2, 2)), np.zeros((1, 1, 2, 2), dtype=np.int64), 2),
+                {"kernel_size": 2, "output_size": (1, 4, 4)},
+                ValueError,
+                "max_unpool2d: output_size should have 2 or 4 elements",
+            ),
+            ErrorCase(
+                (np.ones((1, 1, 2, 2)), np.full((1, 1, 2, 2), 16, dtype=np.int64), 2),
+                {"kernel_size": 2},
+                IndexError,
+                r"max_unpool2d: index 16 is out of range .*\[0, 16\)",
+            ),
+        ),
+    ),
+    OpRow(
+        "avg_pool2d",
+        ("conv2d", "pad"),
+        lambda x, **k: C.avg_pool2d(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 6, 6),), {"kernel_size": 2}),
+            Sample((_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "stride": 2, "padding": 1}),
+            Sample(
+                (_r(rng, 1, 2, 7, 7),), {"kernel_size": 3, "padding": 1, "count_include_pad": False}
+            ),
+            Sample(
+                (_r(rng, 1, 2, 8, 7),),
+                {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+                name="ceil",
+            ),
+            Sample(
+                (_r(rng, 1, 2, 8, 7),),
+                {
+                    "kernel_size": (3, 2),
+                    "stride": (2, 3),
+                    "padding": 1,
+                    "ceil_mode": True,
+                    "count_include_pad": False,
+                },
+                name="ceil-exclude-pad",
+            ),
+            Sample(
+                (_r(rng, 1, 2, 6, 7),),
+                {"kernel_size": 2, "stride": 3, "ceil_mode": True, "divisor_override": 3},
+                name="ceil-divisor",
+            ),
+            Sample((_r(rng, 2, 5, 5),), {"kernel_size": 2, "ceil_mode": True}, name="unbatched"),
+        ],
+        lambda x, **k: _t("nn.functional.avg_pool2d")(x, **k),
+        atol=1e-4,
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 1, 4, 4)),),
+                {"kernel_size": 2, "divisor_override": 0},
+                ValueError,
+                "avg_pool2d: divisor_override must be non-zero",
+            ),
+        ),
+    ),
+    OpRow(
+        "avg_pool1d",
+        ("conv2d", "pad"),
+        lambda x, **k: C.avg_pool1d(x, **k),
+        lambda rng: [
+            Sample(
+                (_r(rng, 2, 3, 9),),
+                {
+                    "kernel_size": 3,
+                    "stride": 2,
+                    "padding": 1,
+                    "ceil_mode": True,
+                    "count_include_pad": False,
+                },
+            ),
+            Sample(
+                (_r(rng, 3, 8),),
+                {"kernel_size": 3, "stride": 2, "ceil_mode": True},
+                name="unbatched",
+            ),
+        ],
+        lambda x, **k: _t("nn.functional.avg_pool1d")(x, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "avg_pool3d",
+        ("conv2d", "pad"),
+        lambda x, **k: C.avg_pool3d(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 2, 4, 4, 6),), {"kernel_size": 2}),
+            Sample(
+                (_r(rng, 1, 2, 5, 6, 5),),
+                {"kernel_size": (3, 2, 3), "stride": (2, 1, 2), "padding": 1, "ceil_mode": True},
+                name="ceil",
+            ),
+            Sample(
+                (_r(rng, 1, 2, 5, 6, 5),),
+                {
+                    "kernel_size": 3,
+                    "stride": 2,
+                    "padding": 1,
+                    "ceil_mode": True,
+                    "count_include_pad": False,
+                },
+                name="ceil-exclude-pad",
+            ),
+            Sample(
+                (_r(rng, 2, 4, 5, 4),),
+                {"kernel_size": 2, "stride": 3, "ceil_mode": True, "divisor_override": 3},
+                name="unbatched-divisor",
+            ),
+        ],
+        lambda x, **k: _t("nn.functional.avg_pool3d")(x, **k),
+        atol=1e-4,
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 1, 4, 4, 4)),),
+                {"kernel_size": 2, "divisor_override": 0},
+                ValueError,
+                "avg_pool3d: divisor_override must be non-zero",
+            ),
+            ErrorCase(
+                (np.ones((4, 4, 4)),),
+                {"kernel_size": 2},
+                ValueError,
+                "avg_pool3d: expected a 4-D or 5-D input",
+            ),
+        ),
+    ),
+    OpRow(
+        "adaptive_avg_pool",
+        ("matmul",),
+        lambda x, nd, s: getattr(C, f"adaptive_avg_pool{nd}d")(x, s),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 10), 1, 4), name="1d"),
+            Sample((_r(rng, 3, 7), 1, 7), name="1d-unbatched-identity"),
+            Sample((_r(rng, 1, 2, 6, 6), 2, 3), name="2d-divisible"),
+            Sample((_r(rng, 1, 2, 7, 5), 2, (3, 2)), name="2d-overlap"),
+            Sample((_r(rng, 2, 7, 5), 2, (None, 3)), name="2d-unbatched-none"),
+            Sample((_r(rng, 1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d"),
+            Sample((_r(rng, 2, 3, 4, 5), 3, 1), name="3d-unbatched-global"),
+        ],
+        lambda x, nd, s: _t(f"nn.functional.adaptive_avg_pool{nd}d")(x, s),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 2, 4, 4)), 2, (2, 2, 2)),
+                {},
+                ValueError,
+                "adaptive_avg_pool2d: output_size must be an int or 2 ints",
+            ),
+            ErrorCase(
+                (np.ones((4,)), 1, 2),
+                {},
+                ValueError,
+                "adaptive_avg_pool1d: expected a 2-D or 3-D input",
+            ),
+        ),
+    ),
+    OpRow(
+        "adaptive_max_pool",
+        ("max_pool_indices", "getitem", "gather"),
+        lambda x, nd, s: getattr(C, f"adaptive_max_pool{nd}d")(x, s),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 10), 1, 4), name="1d"),
+            Sample((_r(rng, 1, 2, 6, 6), 2, 3), name="2d-divisible"),
+            Sample((_r(rng, 1, 2, 7, 5), 2, (3, 2)), name="2d-overlap"),
+            Sample((_r(rng, 2, 7, 5), 2, (None, 3)), name="2d-unbatched-none"),
+            Sample((_r(rng, 1, 2, 5, 7, 6), 3, (2, 3, 4)), name="3d"),
+            Sample((_r(rng, 2, 3, 4, 5), 3, 1), name="3d-unbatched-global"),
+        ],
+        lambda x, nd, s: _t(f"nn.functional.adaptive_max_pool{nd}d")(x, s),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 2, 4, 4, 4)), 3, (2, 2)),
+                {},
+                ValueError,
+                "adaptive_max_pool3d: output_size must be an int or 3 ints",
+            ),
+        ),
+    ),
+    OpRow(
+        "adaptive_max_pool_indices",
+        ("max_pool_indices", "getitem"),
+        lambda x, nd, s: getattr(C, f"adaptive_max_pool{nd}d")(x, s, return_indices=True)[1],
+        _adaptive_index_samples,
+        lambda x, nd, s: _t(f"nn.functional.adaptive_max_pool{nd}d")(x, s, return_indices=True)[1],
+        grad=False,
+    ),
     # --- composites
-    OpRow("softmax", ("exp", "sum", "amax"), lambda x, dim: x.softmax(dim),
-          lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
-          lambda x, dim: x.softmax(dim), gradgrad=True),
-    OpRow("log_softmax", ("exp", "log", "sum"), lambda x, dim: x.log_softmax(dim),
-          lambda rng: [Sample((_r(rng, 3, 4), -1)),
-                       Sample((np.array([[1000.0, 0.0, -1000.0]]), 1), name="extreme")],
-          lambda x, dim: x.log_softmax(dim), gradgrad=True),
-    OpRow("gelu", ("erf", "tanh"), lambda x, a: N.gelu(x, a),
-          lambda rng: [Sample((_r(rng, 3, 4), "none")), Sample((_r(rng, 3, 4), "tanh"))],
-          lambda x, a: _t("nn.functional.gelu")(x, approximate=a), gradgrad=True),
-    OpRow("layer_norm", ("rsqrt", "sum"), lambda x, w, b: N.layer_norm(x, (4,), w, b),
-          lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
-          lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b), gradgrad=True,
-          atol=1e-4),
-    OpRow("batch_norm", ("batch_norm_train", "batch_norm_input_grad", "batch_norm_weight_grad",
-                         "batch_norm_stats"),
-          lambda x, w, b: N.batch_norm(x, x.new_zeros((x.shape[1],)), x.new_ones((x.shape[1],)),
-                                       w, b, True),
-          lambda rng: [Sample((_r(rng, 4, 3, 2, 3) * 2 + 1, _r(rng, 3), _r(rng, 3)), name="4d"),
-                       Sample((_r(rng, 5, 2), _r(rng, 2), _r(rng, 2)), name="2d"),
-                       Sample((_r(rng, 3, 2, 4), _r(rng, 2), _r(rng, 2)), noncontiguous=True,
-                              name="noncontiguous")],
-          lambda x, w, b: _t("nn.functional.batch_norm")(x, None, None, w, b, True),
-          gradgrad=True, atol=1e-4,
-          errors=(ErrorCase((np.ones((4, 3, 5, 5)), np.ones(2), np.ones(3)), {}, ShapeError,
-                            "weight and bias must have shape"),)),
-    OpRow("batch_norm_reference", ("sum", "rsqrt"),
-          lambda x, w, b: N.batch_norm_reference(x, None, None, w, b, True),
-          lambda rng: [Sample((_r(rng, 4, 3, 2, 3), _r(rng, 3), _r(rng, 3)))],
-          lambda x, w, b: _t("nn.functional.batch_norm")(x, None, None, w, b, True),
-          gradgrad=True, atol=1e-4),
-    OpRow("cross_entropy", ("softmax_cross_entropy", "softmax_cross_entropy_grad", "gather"),
-          lambda x, t, **k: N.cross_entropy(x, t, **k),
-          _ce_samples, lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k),
-          gradgrad=True),
-    OpRow("cross_entropy_reference", ("gather", "exp", "log"),
-          lambda x, t, **k: N.cross_entropy_reference(x, t, **k),
-          _ce_samples, lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k)),
-    OpRow("linear", ("linear",), lambda x, w, *b: L.linear(x, w, *b), lambda rng: [
-        Sample((_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), name="bias"),
-        Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3)), name="3d-no-bias"),
-        Sample((_r(rng, 3), _r(rng, 5, 3), _r(rng, 5)), name="1d"),
-        Sample((_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), noncontiguous=True,
-               name="noncontiguous")],
-          lambda x, w, *b: _t("nn.functional.linear")(x, w, *b),
-          lambda x, w, *b: x @ w.T + (b[0] if b else 0), gradgrad=True,
-          errors=(ErrorCase((np.ones((2, 4)), np.ones((5, 3))), {}, ValueError,
-                            "last dim 4 != weight"),)),
-    OpRow("linear_reference", ("matmul",), lambda x, w, b: L.linear_reference(x, w, b),
-          lambda rng: [Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3), _r(rng, 5)))],
-          lambda x, w, b: _t("nn.functional.linear")(x, w, b)),
-    OpRow("cross_entropy_weight", ("gather",), _ce_weight, lambda rng: [
-        Sample((_r(rng, 4, 5), np.array([1, -100, 3, 0]), _r(rng, 5, low=0.1)), {},
-               name="weight"),
-        Sample((_r(rng, 4, 5), rng.integers(0, 5, 4), _r(rng, 5, low=0.1)),
-               {"label_smoothing": 0.2}, name="weight-smoothing")], _ce_weight_torch,
-          const_args=(2,)),
-    OpRow("scaled_dot_product_attention", ("matmul", "exp", "where"), _sdpa, _sdpa_samples,
-          _sdpa_torch, gradgrad=True, atol=1e-5),
+    OpRow(
+        "softmax",
+        ("exp", "sum", "amax"),
+        lambda x, dim: x.softmax(dim),
+        lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
+        lambda x, dim: x.softmax(dim),
+        gradgrad=True,
+    ),
+    OpRow(
+        "log_softmax",
+        ("exp", "log", "sum"),
+        lambda x, dim: x.log_softmax(dim),
+        lambda rng: [
+            Sample((_r(rng, 3, 4), -1)),
+            Sample((np.array([[1000.0, 0.0, -1000.0]]), 1), name="extreme"),
+        ],
+        lambda x, dim: x.log_softmax(dim),
+        gradgrad=True,
+    ),
+    OpRow(
+        "gelu",
+        ("erf", "tanh"),
+        lambda x, a: N.gelu(x, a),
+        lambda rng: [Sample((_r(rng, 3, 4), "none")), Sample((_r(rng, 3, 4), "tanh"))],
+        lambda x, a: _t("nn.functional.gelu")(x, approximate=a),
+        gradgrad=True,
+    ),
+    OpRow(
+        "layer_norm",
+        ("rsqrt", "sum"),
+        lambda x, w, b: N.layer_norm(x, (4,), w, b),
+        lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
+        lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "batch_norm",
+        ("batch_norm_train", "batch_norm_input_grad", "batch_norm_weight_grad", "batch_norm_stats"),
+        lambda x, w, b: N.batch_norm(
+            x, x.new_zeros((x.shape[1],)), x.new_ones((x.shape[1],)), w, b, True
+        ),
+        lambda rng: [
+            Sample((_r(rng, 4, 3, 2, 3) * 2 + 1, _r(rng, 3), _r(rng, 3)), name="4d"),
+            Sample((_r(rng, 5, 2), _r(rng, 2), _r(rng, 2)), name="2d"),
+            Sample(
+                (_r(rng, 3, 2, 4), _r(rng, 2), _r(rng, 2)), noncontiguous=True, name="noncontiguous"
+            ),
+        ],
+        lambda x, w, b: _t("nn.functional.batch_norm")(x, None, None, w, b, True),
+        gradgrad=True,
+        atol=1e-4,
+        errors=(
+            ErrorCase(
+                (np.ones((4, 3, 5, 5)), np.ones(2), np.ones(3)),
+                {},
+                ShapeError,
+                "weight and bias must have shape",
+            ),
+        ),
+    ),
+    OpRow(
+        "batch_norm_reference",
+        ("sum", "rsqrt"),
+        lambda x, w, b: N.batch_norm_reference(x, None, None, w, b, True),
+        lambda rng: [Sample((_r(rng, 4, 3, 2, 3), _r(rng, 3), _r(rng, 3)))],
+        lambda x, w, b: _t("nn.functional.batch_norm")(x, None, None, w, b, True),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "cross_entropy",
+        ("softmax_cross_entropy", "softmax_cross_entropy_grad", "gather"),
+        lambda x, t, **k: N.cross_entropy(x, t, **k),
+        _ce_samples,
+        lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k),
+        gradgrad=True,
+    ),
+    OpRow(
+        "cross_entropy_reference",
+        ("gather", "exp", "log"),
+        lambda x, t, **k: N.cross_entropy_reference(x, t, **k),
+        _ce_samples,
+        lambda x, t, **k: _t("nn.functional.cross_entropy")(x, t, **k),
+    ),
+    OpRow(
+        "linear",
+        ("linear",),
+        lambda x, w, *b: L.linear(x, w, *b),
+        lambda rng: [
+            Sample((_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), name="bias"),
+            Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3)), name="3d-no-bias"),
+            Sample((_r(rng, 3), _r(rng, 5, 3), _r(rng, 5)), name="1d"),
+            Sample(
+                (_r(rng, 4, 3), _r(rng, 5, 3), _r(rng, 5)), noncontiguous=True, name="noncontiguous"
+            ),
+        ],
+        lambda x, w, *b: _t("nn.functional.linear")(x, w, *b),
+        lambda x, w, *b: x @ w.T + (b[0] if b else 0),
+        gradgrad=True,
+        errors=(
+            ErrorCase((np.ones((2, 4)), np.ones((5, 3))), {}, ValueError, "last dim 4 != weight"),
+        ),
+    ),
+    OpRow(
+        "linear_reference",
+        ("matmul",),
+        lambda x, w, b: L.linear_reference(x, w, b),
+        lambda rng: [Sample((_r(rng, 2, 4, 3), _r(rng, 5, 3), _r(rng, 5)))],
+        lambda x, w, b: _t("nn.functional.linear")(x, w, b),
+    ),
+    OpRow(
+        "cross_entropy_weight",
+        ("gather",),
+        _ce_weight,
+        lambda rng: [
+            Sample(
+                (_r(rng, 4, 5), np.array([1, -100, 3, 0]), _r(rng, 5, low=0.1)), {}, name="weight"
+            ),
+            Sample(
+                (_r(rng, 4, 5), rng.integers(0, 5, 4), _r(rng, 5, low=0.1)),
+                {"label_smoothing": 0.2},
+                name="weight-smoothing",
+            ),
+        ],
+        _ce_weight_torch,
+        const_args=(2,),
+    ),
+    OpRow(
+        "scaled_dot_product_attention",
+        ("matmul", "exp", "where"),
+        _sdpa,
+        _sdpa_samples,
+        _sdpa_torch,
+        gradgrad=True,
+        atol=1e-5,
+    ),
     # --- random (statistical checks; no gradients)
-    OpRow("uniform", ("uniform",), lambda: ember.rand(2000, 50), lambda rng: [Sample(())],
-          grad=False, random=True),
-    OpRow("normal", ("normal",), lambda: ember.randn(2000, 50), lambda rng: [Sample(())],
-          grad=False, random=True),
-    OpRow("randint", ("randint",), lambda: ember.randint(0, 10, (1000,)).float(),
-          lambda rng: [Sample(())], grad=False, random=True),
-    OpRow("randperm", ("randperm",), lambda: ember.randperm(100).sort()[0].float(),
-          lambda rng: [Sample(())], grad=False, random=True),
-    OpRow("bernoulli", ("bernoulli",), lambda: ember.bernoulli(ember.full((4000,), 0.25)),
-          lambda rng: [Sample(())], grad=False, random=True),
-    OpRow("to_device", ("to_device", "assign"),
-          lambda x: x.to("cpu") * 1.0 + ember.zeros(tuple(x.shape), dtype=x.dtype).copy_(x),
-          lambda rng: [Sample((_r(rng, 3, 4),))],
-          lambda x: x.to("cpu") * 1.0 + x.clone()),
+    OpRow(
+        "uniform",
+        ("uniform",),
+        lambda: ember.rand(2000, 50),
+        lambda rng: [Sample(())],
+        grad=False,
+        random=True,
+    ),
+    OpRow(
+        "normal",
+        ("normal",),
+        lambda: ember.randn(2000, 50),
+        lambda rng: [Sample(())],
+        grad=False,
+        random=True,
+    ),
+    OpRow(
+        "randint",
+        ("randint",),
+        lambda: ember.randint(0, 10, (1000,)).float(),
+        lambda rng: [Sample(())],
+        grad=False,
+        random=True,
+    ),
+    OpRow(
+        "randperm",
+        ("randperm",),
+        lambda: ember.randperm(100).sort()[0].float(),
+        lambda rng: [Sample(())],
+        grad=False,
+        random=True,
+    ),
+    OpRow(
+        "bernoulli",
+        ("bernoulli",),
+        lambda: ember.bernoulli(ember.full((4000,), 0.25)),
+        lambda rng: [Sample(())],
+        grad=False,
+        random=True,
+    ),
+    OpRow(
+        "to_device",
+        ("to_device", "assign"),
+        lambda x: x.to("cpu") * 1.0 + ember.zeros(tuple(x.shape), dtype=x.dtype).copy_(x),
+        lambda rng: [Sample((_r(rng, 3, 4),))],
+        lambda x: x.to("cpu") * 1.0 + x.clone(),
+    ),
 ]
 
 

@@ -36,8 +36,10 @@ def load_merges(merges_file: str) -> list[tuple[str, str]]:
                 continue
             parts = line.split(" ")
             if len(parts) != 2:
-                raise ValueError(f"load_merges: line {number} of {merges_file!r} should be two "
-                                 f"tokens separated by one space, got {line!r}")
+                raise ValueError(
+                    f"load_merges: line {number} of {merges_file!r} should be two "
+                    f"tokens separated by one space, got {line!r}"
+                )
             merges.append((parts[0], parts[1]))
     return merges
 
@@ -47,8 +49,9 @@ def _load_vocab_json(vocab_file: str) -> dict[str, int]:
         try:
             vocab = json.load(file)
         except json.JSONDecodeError as error:
-            raise ValueError(f"RobertaTokenizer: {vocab_file!r} is not valid JSON ({error})"
-                             ) from None
+            raise ValueError(
+                f"RobertaTokenizer: {vocab_file!r} is not valid JSON ({error})"
+            ) from None
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise ValueError(f"RobertaTokenizer: {vocab_file!r} should map each token to an int id")
     return vocab
@@ -107,8 +110,10 @@ class RobertaTokenizer(PreTrainedTokenizerFast):
     ):
         from_vocabulary = tokenizer_file is None and tokenizer_object is None
         if from_vocabulary and (vocab_file is None) != (merges_file is None):
-            raise ValueError(f"RobertaTokenizer: needs both vocab_file and merges_file, got "
-                             f"vocab_file={vocab_file!r}, merges_file={merges_file!r}")
+            raise ValueError(
+                f"RobertaTokenizer: needs both vocab_file and merges_file, got "
+                f"vocab_file={vocab_file!r}, merges_file={merges_file!r}"
+            )
         super().__init__(
             tokenizer_object=tokenizer_object,
             tokenizer_file=tokenizer_file,
@@ -134,11 +139,20 @@ class RobertaTokenizer(PreTrainedTokenizerFast):
 
             sep, cls = self.sep_token, self.cls_token
             self._tokenizer.post_processor = processors.RobertaProcessing(
-                (sep, self.convert_tokens_to_ids(sep)), (cls, self.convert_tokens_to_ids(cls)),
-                trim_offsets=trim_offsets, add_prefix_space=add_prefix_space)
+                (sep, self.convert_tokens_to_ids(sep)),
+                (cls, self.convert_tokens_to_ids(cls)),
+                trim_offsets=trim_offsets,
+                add_prefix_space=add_prefix_space,
+            )
 
-    def _build_backend(self, vocab_file=None, merges_file=None, add_prefix_space=False,
-                       added_tokens_decoder=None, **kwargs):
+    def _build_backend(
+        self,
+        vocab_file=None,
+        merges_file=None,
+        add_prefix_space=False,
+        added_tokens_decoder=None,
+        **kwargs,
+    ):
         if vocab_file is None:
             return None
         tokenizers = require_tokenizers()
@@ -147,11 +161,19 @@ class RobertaTokenizer(PreTrainedTokenizerFast):
         vocab = _load_vocab_json(vocab_file)
         merges = load_merges(merges_file)
         try:
-            model = models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="",
-                               end_of_word_suffix="", fuse_unk=False)
+            model = models.BPE(
+                vocab,
+                merges,
+                dropout=None,
+                continuing_subword_prefix="",
+                end_of_word_suffix="",
+                fuse_unk=False,
+            )
         except Exception as error:  # the engine's own message (e.g. a merge out of the vocab)
-            raise ValueError(f"RobertaTokenizer: cannot build BPE from {vocab_file!r} and "
-                             f"{merges_file!r}: {error}") from None
+            raise ValueError(
+                f"RobertaTokenizer: cannot build BPE from {vocab_file!r} and "
+                f"{merges_file!r}: {error}"
+            ) from None
         backend = tokenizers.Tokenizer(model)
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
         backend.decoder = decoders.ByteLevel()
@@ -159,8 +181,15 @@ class RobertaTokenizer(PreTrainedTokenizerFast):
         added = []
         for _, value in sorted((added_tokens_decoder or {}).items(), key=lambda kv: int(kv[0])):
             added.append(_added_token(tokenizers, value, special=False))
-        for attribute in ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token",
-                          "cls_token", "mask_token"):
+        for attribute in (
+            "bos_token",
+            "eos_token",
+            "unk_token",
+            "sep_token",
+            "pad_token",
+            "cls_token",
+            "mask_token",
+        ):
             value = kwargs.get(attribute)
             if value is not None:
                 added.append(_added_token(tokenizers, value))
@@ -195,7 +224,8 @@ class RobertaTokenizer(PreTrainedTokenizerFast):
         if not (os.path.isfile(vocab_file) and os.path.isfile(merges_file)):
             raise FileNotFoundError(
                 f"{cls.__name__}.from_pretrained: {folder!r} holds neither tokenizer.json nor "
-                f"vocab.json with merges.txt; found {sorted(os.listdir(folder))}")
+                f"vocab.json with merges.txt; found {sorted(os.listdir(folder))}"
+            )
         return cls(vocab_file=vocab_file, merges_file=merges_file, **config)
 
 

@@ -334,9 +334,7 @@ class SummaryWriter:
         if purge_step is not None and (
             isinstance(purge_step, bool) or not isinstance(purge_step, (int, np.integer))
         ):
-            raise TypeError(
-                f"SummaryWriter: purge_step must be an int step, got {purge_step!r}"
-            )
+            raise TypeError(f"SummaryWriter: purge_step must be an int step, got {purge_step!r}")
         self.log_dir = os.fspath(log_dir)
         self.purge_step = None if purge_step is None else int(purge_step)
         self._options = dict(
@@ -348,9 +346,7 @@ class SummaryWriter:
     def _open(self, folder: str) -> EventFileWriter:
         writer = EventFileWriter(folder, **self._options)
         if self.purge_step is not None:  # Note [Purging a restarted run]
-            writer.add_event(
-                _event(time.time(), self.purge_step, session_status=_SESSION_START)
-            )
+            writer.add_event(_event(time.time(), self.purge_step, session_status=_SESSION_START))
         return writer
 
     # The file writer of the main folder (PyTorch's name).

@@ -46,21 +46,24 @@ class _ActivationRegistry(dict):
         try:
             factory = super().__getitem__(name)
         except KeyError:
-            raise KeyError(f"ACT2FN: unknown activation {name!r}; known: "
-                           f"{', '.join(sorted(self))}") from None
+            raise KeyError(
+                f"ACT2FN: unknown activation {name!r}; known: {', '.join(sorted(self))}"
+            ) from None
         return factory()
 
 
-ACT2FN = _ActivationRegistry({
-    "gelu": GELUActivation,
-    "gelu_new": GELUTanhActivation,
-    "gelu_pytorch_tanh": GELUTanhActivation,
-    "relu": lambda: _Wrap(F.relu, "relu"),
-    "silu": lambda: _Wrap(F.silu, "silu"),
-    "swish": lambda: _Wrap(F.silu, "swish"),
-    "tanh": lambda: _Wrap(F.tanh, "tanh"),
-    "sigmoid": lambda: _Wrap(F.sigmoid, "sigmoid"),
-})
+ACT2FN = _ActivationRegistry(
+    {
+        "gelu": GELUActivation,
+        "gelu_new": GELUTanhActivation,
+        "gelu_pytorch_tanh": GELUTanhActivation,
+        "relu": lambda: _Wrap(F.relu, "relu"),
+        "silu": lambda: _Wrap(F.silu, "silu"),
+        "swish": lambda: _Wrap(F.silu, "swish"),
+        "tanh": lambda: _Wrap(F.tanh, "tanh"),
+        "sigmoid": lambda: _Wrap(F.sigmoid, "sigmoid"),
+    }
+)
 
 
 def get_activation(name: str) -> nn.Module:

@@ -15,7 +15,10 @@ from ember.transformers.roberta import modeling_roberta as _roberta
 from ember.transformers.roberta.configuration_roberta import RobertaConfig
 
 CONFIG_MAPPING: dict[str, type[PretrainedConfig]] = {
-    "bert": BertConfig, "roberta": RobertaConfig, "distilbert": DistilBertConfig}
+    "bert": BertConfig,
+    "roberta": RobertaConfig,
+    "distilbert": DistilBertConfig,
+}
 
 # task -> model_type -> class
 MODEL_MAPPINGS: dict[str, dict[str, type]] = {
@@ -39,14 +42,19 @@ def register_model(task: str, model_type: str, model_class: type) -> None:
 
 
 # task -> class-name suffix, for the families with the common encoder heads
-_ENCODER_HEADS = {"base": "Model", "masked-lm": "ForMaskedLM",
-                  "pretraining": "ForMaskedLM",  # as in HuggingFace: MLM is their pretraining
-                  "sequence-classification": "ForSequenceClassification",
-                  "token-classification": "ForTokenClassification",
-                  "question-answering": "ForQuestionAnswering",
-                  "multiple-choice": "ForMultipleChoice"}
-for _model_type, _module, _prefix in (("roberta", _roberta, "Roberta"),
-                                      ("distilbert", _distilbert, "DistilBert")):
+_ENCODER_HEADS = {
+    "base": "Model",
+    "masked-lm": "ForMaskedLM",
+    "pretraining": "ForMaskedLM",  # as in HuggingFace: MLM is their pretraining
+    "sequence-classification": "ForSequenceClassification",
+    "token-classification": "ForTokenClassification",
+    "question-answering": "ForQuestionAnswering",
+    "multiple-choice": "ForMultipleChoice",
+}
+for _model_type, _module, _prefix in (
+    ("roberta", _roberta, "Roberta"),
+    ("distilbert", _distilbert, "DistilBert"),
+):
     for _task, _suffix in _ENCODER_HEADS.items():
         register_model(_task, _model_type, getattr(_module, _prefix + _suffix))
 
@@ -66,8 +74,9 @@ class AutoConfig:
     @staticmethod
     def _class_for(model_type, where: str) -> type[PretrainedConfig]:
         if model_type not in CONFIG_MAPPING:
-            raise ValueError(f"{where}: unknown model_type {model_type!r}; ember knows "
-                             f"{sorted(CONFIG_MAPPING)}")
+            raise ValueError(
+                f"{where}: unknown model_type {model_type!r}; ember knows {sorted(CONFIG_MAPPING)}"
+            )
         return CONFIG_MAPPING[model_type]
 
     @classmethod
@@ -85,15 +94,19 @@ class _AutoModel:
     _task = "base"
 
     def __init__(self):
-        raise TypeError(f"{type(self).__name__} is not instantiated: use "
-                        f"{type(self).__name__}.from_pretrained(folder) or .from_config(config)")
+        raise TypeError(
+            f"{type(self).__name__} is not instantiated: use "
+            f"{type(self).__name__}.from_pretrained(folder) or .from_config(config)"
+        )
 
     @classmethod
     def _class_for(cls, config: PretrainedConfig) -> type:
         table = MODEL_MAPPINGS[cls._task]
         if config.model_type not in table:
-            raise ValueError(f"{cls.__name__}: no model for model_type {config.model_type!r} "
-                             f"and task {cls._task!r}; known: {sorted(table)}")
+            raise ValueError(
+                f"{cls.__name__}: no model for model_type {config.model_type!r} "
+                f"and task {cls._task!r}; known: {sorted(table)}"
+            )
         return table[config.model_type]
 
     @classmethod
@@ -103,10 +116,12 @@ class _AutoModel:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
         if config is None:
-            config, kwargs = AutoConfig.from_pretrained(pretrained_model_name_or_path,
-                                                        return_unused_kwargs=True, **kwargs)
-        return cls._class_for(config).from_pretrained(pretrained_model_name_or_path,
-                                                      *model_args, config=config, **kwargs)
+            config, kwargs = AutoConfig.from_pretrained(
+                pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
+            )
+        return cls._class_for(config).from_pretrained(
+            pretrained_model_name_or_path, *model_args, config=config, **kwargs
+        )
 
 
 class AutoModel(_AutoModel):

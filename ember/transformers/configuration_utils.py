@@ -38,11 +38,12 @@ class PretrainedConfig:
         self.output_attentions = kwargs.pop("output_attentions", False)
         self.architectures = kwargs.pop("architectures", None)
         self.problem_type = kwargs.pop("problem_type", None)
-        allowed = (None, "regression", "single_label_classification",
-                   "multi_label_classification")
+        allowed = (None, "regression", "single_label_classification", "multi_label_classification")
         if self.problem_type not in allowed:
-            raise ValueError(f"{type(self).__name__}: problem_type must be one of {allowed}, got "
-                             f"{self.problem_type!r}")
+            raise ValueError(
+                f"{type(self).__name__}: problem_type must be one of {allowed}, got "
+                f"{self.problem_type!r}"
+            )
         self.tie_word_embeddings = kwargs.pop("tie_word_embeddings", True)
         self.pad_token_id = kwargs.pop("pad_token_id", None)
         self.bos_token_id = kwargs.pop("bos_token_id", None)
@@ -53,12 +54,17 @@ class PretrainedConfig:
         if id2label is not None:
             self.id2label = {int(k): v for k, v in id2label.items()}
             if num_labels is not None and num_labels != len(self.id2label):
-                raise ValueError(f"{type(self).__name__}: num_labels={num_labels} disagrees with "
-                                 f"id2label of {len(self.id2label)} labels")
+                raise ValueError(
+                    f"{type(self).__name__}: num_labels={num_labels} disagrees with "
+                    f"id2label of {len(self.id2label)} labels"
+                )
         else:
             self.num_labels = 2 if num_labels is None else num_labels
-        self.label2id = ({k: int(v) for k, v in label2id.items()} if label2id is not None
-                         else {v: k for k, v in self.id2label.items()})
+        self.label2id = (
+            {k: int(v) for k, v in label2id.items()}
+            if label2id is not None
+            else {v: k for k, v in self.id2label.items()}
+        )
         kwargs.pop("model_type", None)  # a class attribute
         for key, value in kwargs.items():  # Note [Config round trip]
             setattr(self, key, value)
@@ -98,32 +104,40 @@ class PretrainedConfig:
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path) -> dict:
-        folder = resolve_pretrained_folder(pretrained_model_name_or_path,
-                                           f"{cls.__name__}.from_pretrained")
+        folder = resolve_pretrained_folder(
+            pretrained_model_name_or_path, f"{cls.__name__}.from_pretrained"
+        )
         path = os.path.join(folder, CONFIG_NAME)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{cls.__name__}.from_pretrained: no {CONFIG_NAME} in "
-                                    f"{folder!r}")
+            raise FileNotFoundError(
+                f"{cls.__name__}.from_pretrained: no {CONFIG_NAME} in {folder!r}"
+            )
         with open(path, encoding="utf-8") as file:
             try:
                 data = json.load(file)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{cls.__name__}.from_pretrained: {path} is not valid JSON "
-                                 f"({error})") from None
+                raise ValueError(
+                    f"{cls.__name__}.from_pretrained: {path} is not valid JSON ({error})"
+                ) from None
         if not isinstance(data, dict):
-            raise ValueError(f"{cls.__name__}.from_pretrained: {path} holds a "
-                             f"{type(data).__name__}, expected a JSON object")
+            raise ValueError(
+                f"{cls.__name__}.from_pretrained: {path} holds a "
+                f"{type(data).__name__}, expected a JSON object"
+            )
         return data
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, return_unused_kwargs: bool = False,
-                        **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, return_unused_kwargs: bool = False, **kwargs
+    ):
         """Read `config.json` from a folder; `kwargs` naming config fields override them."""
         data = cls.get_config_dict(pretrained_model_name_or_path)
         model_type = data.get("model_type")
         if cls.model_type and model_type and model_type != cls.model_type:
-            raise ValueError(f"{cls.__name__}.from_pretrained: the folder holds a "
-                             f"{model_type!r} config, expected {cls.model_type!r}")
+            raise ValueError(
+                f"{cls.__name__}.from_pretrained: the folder holds a "
+                f"{model_type!r} config, expected {cls.model_type!r}"
+            )
         config = cls.from_dict(data)
         unused = config.update_known(kwargs)
         return (config, unused) if return_unused_kwargs else config
@@ -149,8 +163,10 @@ class PretrainedConfig:
         """Write `config.json` into `save_directory` (created if needed), atomically."""
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
-            raise NotADirectoryError(f"{type(self).__name__}.save_pretrained: "
-                                     f"{save_directory!r} is a file; expected a folder")
+            raise NotADirectoryError(
+                f"{type(self).__name__}.save_pretrained: "
+                f"{save_directory!r} is a file; expected a folder"
+            )
         os.makedirs(save_directory, exist_ok=True)
         path = os.path.join(save_directory, CONFIG_NAME)
         with atomic_write(path, "w") as file:

@@ -27,17 +27,29 @@ class DataCollatorForLanguageModeling:
         return_tensors: 'ember' or 'np'.
     """
 
-    def __init__(self, tokenizer, mlm: bool = True, mlm_probability: float = 0.15,
-                 seed: int | None = None, return_tensors: str = "ember"):
+    def __init__(
+        self,
+        tokenizer,
+        mlm: bool = True,
+        mlm_probability: float = 0.15,
+        seed: int | None = None,
+        return_tensors: str = "ember",
+    ):
         if mlm and tokenizer.mask_token_id is None:
-            raise ValueError("DataCollatorForLanguageModeling: the tokenizer has no mask token; "
-                             "pass mlm=False or a tokenizer with one")
+            raise ValueError(
+                "DataCollatorForLanguageModeling: the tokenizer has no mask token; "
+                "pass mlm=False or a tokenizer with one"
+            )
         if not 0.0 < mlm_probability < 1.0:
-            raise ValueError(f"DataCollatorForLanguageModeling: mlm_probability must be in "
-                             f"(0, 1), got {mlm_probability}")
+            raise ValueError(
+                f"DataCollatorForLanguageModeling: mlm_probability must be in "
+                f"(0, 1), got {mlm_probability}"
+            )
         if return_tensors not in ("ember", "np"):
-            raise ValueError(f"DataCollatorForLanguageModeling: return_tensors must be 'ember' "
-                             f"or 'np', got {return_tensors!r}")
+            raise ValueError(
+                f"DataCollatorForLanguageModeling: return_tensors must be 'ember' "
+                f"or 'np', got {return_tensors!r}"
+            )
         self.tokenizer = tokenizer
         self.mlm = mlm
         self.mlm_probability = mlm_probability
@@ -60,8 +72,11 @@ class DataCollatorForLanguageModeling:
             attention_mask[row, :n] = 1
             if "token_type_ids" in example:
                 token_type_ids[row, :n] = list(example["token_type_ids"])
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-                 "token_type_ids": token_type_ids}
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+        }
         if self.mlm:
             batch["input_ids"], batch["labels"] = self.mask_tokens(input_ids, attention_mask)
         else:

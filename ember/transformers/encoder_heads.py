@@ -25,8 +25,16 @@ from ember.transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-__all__ = ["EncoderHeadMixin", "as_labels", "finish", "flatten_choices", "return_flags",
-           "sequence_classification_loss", "span_loss", "token_classification_loss"]
+__all__ = [
+    "EncoderHeadMixin",
+    "as_labels",
+    "finish",
+    "flatten_choices",
+    "return_flags",
+    "sequence_classification_loss",
+    "span_loss",
+    "token_classification_loss",
+]
 
 as_labels = _as_labels
 finish = _finish
@@ -52,8 +60,10 @@ def span_loss(start_logits, end_logits, start_positions, end_positions):
     length = start_logits.shape[1]
     start = ember.as_tensor(start_positions).reshape(-1).clamp(0, length)
     end = ember.as_tensor(end_positions).reshape(-1).clamp(0, length)
-    return (F.cross_entropy(start_logits, start, ignore_index=length)
-            + F.cross_entropy(end_logits, end, ignore_index=length)) / 2
+    return (
+        F.cross_entropy(start_logits, start, ignore_index=length)
+        + F.cross_entropy(end_logits, end, ignore_index=length)
+    ) / 2
 
 
 class EncoderHeadMixin:
@@ -65,11 +75,12 @@ class EncoderHeadMixin:
     def _encode(self, input_ids, kwargs: dict):
         unknown = sorted(set(kwargs) - set(self._encoder_args))
         if unknown:
-            raise TypeError(f"{type(self).__name__}.forward: unexpected keyword arguments "
-                            f"{unknown}; the encoder takes {list(self._encoder_args)}")
+            raise TypeError(
+                f"{type(self).__name__}.forward: unexpected keyword arguments "
+                f"{unknown}; the encoder takes {list(self._encoder_args)}"
+            )
         base = getattr(self, self.base_model_prefix)
-        return base(input_ids, **{k: kwargs.get(k) for k in self._encoder_args},
-                    return_dict=True)
+        return base(input_ids, **{k: kwargs.get(k) for k in self._encoder_args}, return_dict=True)
 
     def _return_dict(self, return_dict) -> bool:
         return self.config.return_dict if return_dict is None else return_dict
@@ -92,8 +103,9 @@ class EncoderHeadMixin:
             "token": TokenClassifierOutput,
             "choice": MultipleChoiceModelOutput,
         }[task]
-        output = output_type(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                             attentions=out.attentions)
+        output = output_type(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return finish(output, self._return_dict(return_dict))
 
     def _span_output(self, out, logits, start_positions, end_positions, return_dict):
@@ -103,6 +115,10 @@ class EncoderHeadMixin:
         if start_positions is not None and end_positions is not None:
             loss = span_loss(start_logits, end_logits, start_positions, end_positions)
         output = QuestionAnsweringModelOutput(
-            loss=loss, start_logits=start_logits, end_logits=end_logits,
-            hidden_states=out.hidden_states, attentions=out.attentions)
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
         return finish(output, self._return_dict(return_dict))

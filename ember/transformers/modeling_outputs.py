@@ -29,8 +29,9 @@ class ModelOutput:
     def __getitem__(self, key):
         if isinstance(key, str):
             if key not in self.keys():
-                raise KeyError(f"{type(self).__name__} has no (non-None) field {key!r}; "
-                               f"fields: {self.keys()}")
+                raise KeyError(
+                    f"{type(self).__name__} has no (non-None) field {key!r}; fields: {self.keys()}"
+                )
             return getattr(self, key)
         return self.to_tuple()[key]
 

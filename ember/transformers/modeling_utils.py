@@ -48,17 +48,24 @@ class LoadingInfo(dict):
     def summary(self, model_name: str, source: str) -> str:
         lines = []
         if self["missing_keys"]:
-            lines.append(f"Some weights of {model_name} were not in the checkpoint at {source} "
-                         f"and are newly initialised: {', '.join(self['missing_keys'])}. "
-                         "Train the model on a down-stream task before using it for predictions.")
+            lines.append(
+                f"Some weights of {model_name} were not in the checkpoint at {source} "
+                f"and are newly initialised: {', '.join(self['missing_keys'])}. "
+                "Train the model on a down-stream task before using it for predictions."
+            )
         if self["mismatched_keys"]:
-            shown = ", ".join(f"{k} (checkpoint {c}, model {m})"
-                              for k, c, m in self["mismatched_keys"])
-            lines.append(f"Some weights of {model_name} had other shapes in the checkpoint at "
-                         f"{source} and are newly initialised: {shown}.")
+            shown = ", ".join(
+                f"{k} (checkpoint {c}, model {m})" for k, c, m in self["mismatched_keys"]
+            )
+            lines.append(
+                f"Some weights of {model_name} had other shapes in the checkpoint at "
+                f"{source} and are newly initialised: {shown}."
+            )
         if self["unexpected_keys"]:
-            lines.append(f"Some weights of the checkpoint at {source} were not used by "
-                         f"{model_name}: {', '.join(self['unexpected_keys'])}.")
+            lines.append(
+                f"Some weights of the checkpoint at {source} were not used by "
+                f"{model_name}: {', '.join(self['unexpected_keys'])}."
+            )
         return "\n".join(lines)
 
 
@@ -86,8 +93,9 @@ class _CheckpointReader:
                 path = os.path.join(folder, shard)
                 if path not in self.handles:
                     if not os.path.isfile(path):
-                        raise FileNotFoundError(f"{where}: shard {shard!r} named in {index} is "
-                                                "not in the folder")
+                        raise FileNotFoundError(
+                            f"{where}: shard {shard!r} named in {index} is not in the folder"
+                        )
                     self.handles[path] = safe_open(path, framework="np")
                 self.location[key] = path
         elif os.path.isfile(pickled):
@@ -96,13 +104,15 @@ class _CheckpointReader:
                 raise ValueError(
                     f"{where}: {folder!r} holds only {PICKLE_WEIGHTS_NAME}, a pickle file, which "
                     "can run code when loaded. Pass allow_pickle=True if you trust it, or "
-                    "convert it to model.safetensors")
+                    "convert it to model.safetensors"
+                )
             self.arrays = ember.load(pickled, allow_pickle=True, framework="np")
             self.arrays = {k: np.asarray(v) for k, v in self.arrays.items()}
         else:
             raise FileNotFoundError(
                 f"{where}: no weights in {folder!r}: expected {SAFE_WEIGHTS_NAME}, "
-                f"{SAFE_WEIGHTS_INDEX_NAME} (sharded) or {PICKLE_WEIGHTS_NAME} (allow_pickle)")
+                f"{SAFE_WEIGHTS_INDEX_NAME} (sharded) or {PICKLE_WEIGHTS_NAME} (allow_pickle)"
+            )
 
     def keys(self) -> list[str]:
         return list(self.arrays) if self.arrays is not None else list(self.location)
@@ -137,8 +147,10 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: PretrainedConfig, *args, **kwargs):
         super().__init__()
         if not isinstance(config, PretrainedConfig):
-            raise TypeError(f"{type(self).__name__}: expected a PretrainedConfig (e.g. "
-                            f"{self.config_class.__name__}), got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: expected a PretrainedConfig (e.g. "
+                f"{self.config_class.__name__}), got {type(config).__name__}"
+            )
         self.config = config
 
     # --- init and tying ---------------------------------------------------------------------
@@ -154,7 +166,8 @@ class PreTrainedModel(nn.Module):
     def _tied_pairs(self):
         for target, source in self._tied_weights_keys.items():
             if target.endswith("decoder.weight") and not getattr(
-                    self.config, "tie_word_embeddings", True):
+                self.config, "tie_word_embeddings", True
+            ):
                 continue
             yield target, source
 
@@ -168,8 +181,7 @@ class PreTrainedModel(nn.Module):
         return base.embeddings.word_embeddings
 
     def num_parameters(self, only_trainable: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters()
-                   if p.requires_grad or not only_trainable)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not only_trainable)
 
     @property
     def dtype(self):
@@ -188,8 +200,10 @@ class PreTrainedModel(nn.Module):
         elif attention_mask.ndim == 3:
             extended = attention_mask[:, None, :, :]
         else:
-            raise ValueError(f"attention_mask: expected (batch, seq) or (batch, q, k), got shape "
-                             f"{tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"attention_mask: expected (batch, seq) or (batch, q, k), got shape "
+                f"{tuple(attention_mask.shape)}"
+            )
         extended = extended.to(dtype)
         return (1.0 - extended) * float(np.finfo(dtype.numpy).min)
 
@@ -204,9 +218,11 @@ class PreTrainedModel(nn.Module):
         if shape == (num_heads,):
             head_mask = head_mask.reshape(1, num_heads).expand(num_hidden_layers, num_heads)
         elif shape != (num_hidden_layers, num_heads):
-            raise ValueError(f"{type(self).__name__}: head_mask must have shape (num_heads,) = "
-                             f"({num_heads},) or (num_layers, num_heads) = "
-                             f"({num_hidden_layers}, {num_heads}), got {shape}")
+            raise ValueError(
+                f"{type(self).__name__}: head_mask must have shape (num_heads,) = "
+                f"({num_heads},) or (num_layers, num_heads) = "
+                f"({num_hidden_layers}, {num_heads}), got {shape}"
+            )
         head_mask = head_mask.to(self.dtype)
         return [head_mask[i].reshape(1, num_heads, 1, 1) for i in range(num_hidden_layers)]
 
@@ -216,10 +232,19 @@ class PreTrainedModel(nn.Module):
         return cls(config, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None,
-                        allow_pickle: bool = False, output_loading_info: bool = False,
-                        ignore_mismatched_sizes: bool = False, dtype=None, torch_dtype=None,
-                        local_files_only: bool = True, **kwargs):
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *model_args,
+        config=None,
+        allow_pickle: bool = False,
+        output_loading_info: bool = False,
+        ignore_mismatched_sizes: bool = False,
+        dtype=None,
+        torch_dtype=None,
+        local_files_only: bool = True,
+        **kwargs,
+    ):
         """Build the model from a HuggingFace folder: `config.json` plus `model.safetensors`
         (or a sharded `model.safetensors.index.json`; `pytorch_model.bin` only with
         `allow_pickle=True`). Keyword arguments naming config fields override the config
@@ -276,15 +301,18 @@ class PreTrainedModel(nn.Module):
             if model_has_prefix and not checkpoint_has_prefix:  # base checkpoint -> head model
                 renamed = {prefix + k: v for k, v in renamed.items()}
             elif checkpoint_has_prefix and not model_has_prefix:  # head checkpoint -> base
-                renamed = {(k[len(prefix):] if k.startswith(prefix) else "\0" + k): v
-                           for k, v in renamed.items()}
+                renamed = {
+                    (k[len(prefix) :] if k.startswith(prefix) else "\0" + k): v
+                    for k, v in renamed.items()
+                }
         mapping = {k: renamed[k] for k in own if k in renamed}
         used = set(mapping.values())
         unused = [k for k in checkpoint_keys if k not in used]
         return mapping, own, unused
 
-    def _load_checkpoint(self, reader: _CheckpointReader, ignore_mismatched_sizes: bool,
-                         where: str) -> LoadingInfo:
+    def _load_checkpoint(
+        self, reader: _CheckpointReader, ignore_mismatched_sizes: bool, where: str
+    ) -> LoadingInfo:
         mapping, own, unused = self._weight_map(reader.keys())
         params = self.state_dict(keep_vars=True)
         mismatched = []
@@ -294,10 +322,12 @@ class PreTrainedModel(nn.Module):
                 mismatched.append((key, have, want))
         if mismatched and not ignore_mismatched_sizes:
             listed = "\n\t".join(f"{k}: checkpoint {c}, model {m}" for k, c, m in mismatched)
-            raise RuntimeError(f"{where}: shapes differ between the checkpoint and "
-                               f"{type(self).__name__}:\n\t{listed}\nPass "
-                               "ignore_mismatched_sizes=True to keep those weights newly "
-                               "initialised (e.g. a classifier with another number of labels)")
+            raise RuntimeError(
+                f"{where}: shapes differ between the checkpoint and "
+                f"{type(self).__name__}:\n\t{listed}\nPass "
+                "ignore_mismatched_sizes=True to keep those weights newly "
+                "initialised (e.g. a classifier with another number of labels)"
+            )
         skipped = {k for k, _, _ in mismatched}
         loaded = set()
         with no_grad():
@@ -314,30 +344,42 @@ class PreTrainedModel(nn.Module):
         missing = [k for k in own if k not in mapping and k not in tied_ok]
         ignore = [re.compile(p) for p in self._keys_to_ignore_on_load_unexpected]
         unexpected = [k for k in unused if not any(p.search(k) for p in ignore)]
-        return LoadingInfo(missing_keys=missing, unexpected_keys=unexpected,
-                           mismatched_keys=mismatched, error_msgs=[])
+        return LoadingInfo(
+            missing_keys=missing,
+            unexpected_keys=unexpected,
+            mismatched_keys=mismatched,
+            error_msgs=[],
+        )
 
     # --- saving ----------------------------------------------------------------------------
-    def save_pretrained(self, save_directory, state_dict=None,
-                        safe_serialization: bool = True) -> None:
+    def save_pretrained(
+        self, save_directory, state_dict=None, safe_serialization: bool = True
+    ) -> None:
         """Write `config.json` and `model.safetensors` (each atomically) into a folder that
         HuggingFace transformers and ember both load. Tied copies are left out
         (Note [Tied weights])."""
         if not safe_serialization:
-            raise ValueError(f"{type(self).__name__}.save_pretrained: ember writes safetensors "
-                             "only (pickle files can run code when loaded)")
+            raise ValueError(
+                f"{type(self).__name__}.save_pretrained: ember writes safetensors "
+                "only (pickle files can run code when loaded)"
+            )
         save_directory = os.fspath(save_directory)
         if os.path.isfile(save_directory):
-            raise NotADirectoryError(f"{type(self).__name__}.save_pretrained: "
-                                     f"{save_directory!r} is a file; expected a folder")
+            raise NotADirectoryError(
+                f"{type(self).__name__}.save_pretrained: "
+                f"{save_directory!r} is a file; expected a folder"
+            )
         os.makedirs(save_directory, exist_ok=True)
         state = self.state_dict() if state_dict is None else dict(state_dict)
         for target, _ in self._tied_pairs():
             state.pop(target, None)
-        tensors = {k: np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v)
-                   for k, v in state.items()}
-        save_file(tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME),
-                  metadata={"format": "pt"})
+        tensors = {
+            k: np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v)
+            for k, v in state.items()
+        }
+        save_file(
+            tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"}
+        )
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(save_directory)
 

@@ -56,8 +56,11 @@ class Pipeline:
         return self.tokenizer(texts, padding=True, truncation=True, return_tensors="np", **extra)
 
     def _forward(self, encoded) -> object:
-        inputs = {k: ember.from_numpy(np.asarray(encoded[k]))
-                  for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded}
+        inputs = {
+            k: ember.from_numpy(np.asarray(encoded[k]))
+            for k in ("input_ids", "attention_mask", "token_type_ids")
+            if k in encoded
+        }
         with ember.no_grad():
             return self.model(**inputs)
 
@@ -69,7 +72,7 @@ class Pipeline:
             raise TypeError(f"pipeline {self.task!r}: expected a str or a list of str")
         results = []
         for start in range(0, len(texts), self.batch_size):
-            results.extend(self._run_batch(texts[start:start + self.batch_size], **options))
+            results.extend(self._run_batch(texts[start : start + self.batch_size], **options))
         return results[0] if single else results
 
     def _run_batch(self, texts: list[str], **options) -> list:
@@ -87,7 +90,7 @@ class FeatureExtractionPipeline(Pipeline):
         hidden = self._forward(encoded).last_hidden_state.numpy()
         out = []
         for row, mask in enumerate(np.asarray(encoded["attention_mask"])):
-            values = hidden[row:row + 1, : int(mask.sum())]
+            values = hidden[row : row + 1, : int(mask.sum())]
             out.append(ember.from_numpy(values.copy()) if return_tensors else values.tolist())
         return out
 
@@ -103,15 +106,20 @@ class TextClassificationPipeline(Pipeline):
         logits = self._forward(self._tokenize(texts)).logits.numpy().astype(np.float64)
         config = self.model.config
         if function_to_apply is None:
-            function_to_apply = ("sigmoid" if config.num_labels == 1
-                                 or config.problem_type == "multi_label_classification"
-                                 else "softmax")
-        scores = {"softmax": _softmax, "sigmoid": _sigmoid, "none": lambda x: x}[
-            function_to_apply](logits)
+            function_to_apply = (
+                "sigmoid"
+                if config.num_labels == 1 or config.problem_type == "multi_label_classification"
+                else "softmax"
+            )
+        scores = {"softmax": _softmax, "sigmoid": _sigmoid, "none": lambda x: x}[function_to_apply](
+            logits
+        )
         out = []
         for row in scores:
-            ranked = [{"label": config.id2label[i], "score": float(row[i])}
-                      for i in np.argsort(-row, kind="stable")]
+            ranked = [
+                {"label": config.id2label[i], "score": float(row[i])}
+                for i in np.argsort(-row, kind="stable")
+            ]
             if top_k == "default":
                 out.append(ranked[0])
             else:
@@ -147,9 +155,14 @@ class FillMaskPipeline(Pipeline):
                     filled = row_ids.copy()
                     filled[position] = token
                     kept = [int(t) for t in filled if int(t) not in special]
-                    choices.append({"score": float(probs[token]), "token": int(token),
-                                    "token_str": self.tokenizer.decode([int(token)]),
-                                    "sequence": self.tokenizer.decode(kept)})
+                    choices.append(
+                        {
+                            "score": float(probs[token]),
+                            "token": int(token),
+                            "token_str": self.tokenizer.decode([int(token)]),
+                            "sequence": self.tokenizer.decode(kept),
+                        }
+                    )
                 per_mask.append(choices)
             out.append(per_mask[0] if len(per_mask) == 1 else per_mask)
         return out
@@ -172,10 +185,13 @@ class TokenClassificationPipeline(Pipeline):
 
     def _run_batch(self, texts, aggregation_strategy: str = "none", ignore_labels=("O",), **_):
         if aggregation_strategy not in ("none", "simple"):
-            raise ValueError(f"token-classification: aggregation_strategy must be 'none' or "
-                             f"'simple', got {aggregation_strategy!r}")
-        encoded = self._tokenize(texts, return_offsets_mapping=True,
-                                 return_special_tokens_mask=True)
+            raise ValueError(
+                f"token-classification: aggregation_strategy must be 'none' or "
+                f"'simple', got {aggregation_strategy!r}"
+            )
+        encoded = self._tokenize(
+            texts, return_offsets_mapping=True, return_special_tokens_mask=True
+        )
         logits = self._forward(encoded).logits.numpy().astype(np.float64)
         id2label = self.model.config.id2label
         out = []
@@ -191,10 +207,16 @@ class TokenClassificationPipeline(Pipeline):
                     continue
                 best = int(probs[index].argmax())
                 start, end = (int(v) for v in offsets[index])
-                tokens.append({"entity": id2label[best], "score": float(probs[index, best]),
-                               "index": index,
-                               "word": self.tokenizer.convert_ids_to_tokens(int(ids[index])),
-                               "start": start, "end": end})
+                tokens.append(
+                    {
+                        "entity": id2label[best],
+                        "score": float(probs[index, best]),
+                        "index": index,
+                        "word": self.tokenizer.convert_ids_to_tokens(int(ids[index])),
+                        "start": start,
+                        "end": end,
+                    }
+                )
             if aggregation_strategy == "simple":
                 tokens = self._group(tokens, text)
                 out.append([g for g in tokens if g["entity_group"] not in ignore_labels])
@@ -217,10 +239,13 @@ class TokenClassificationPipeline(Pipeline):
         return groups
 
     def _merge(self, tokens: list) -> dict:
-        return {"entity_group": _tag(tokens[0]["entity"])[1],
-                "score": float(np.mean([t["score"] for t in tokens])),
-                "word": self.tokenizer.convert_tokens_to_string([t["word"] for t in tokens]),
-                "start": tokens[0]["start"], "end": tokens[-1]["end"]}
+        return {
+            "entity_group": _tag(tokens[0]["entity"])[1],
+            "score": float(np.mean([t["score"] for t in tokens])),
+            "word": self.tokenizer.convert_tokens_to_string([t["word"] for t in tokens]),
+            "start": tokens[0]["start"],
+            "end": tokens[-1]["end"],
+        }
 
 
 PIPELINE_REGISTRY: dict[str, type[Pipeline]] = {
@@ -245,9 +270,10 @@ def pipeline(task: str, model=None, tokenizer=None, batch_size: int = 8, **kwarg
 'fill-mask', 'ner', 'sentiment-analysis', 'text-classification', 'token-classification']
     """
     if task not in PIPELINE_REGISTRY:
-        raise ValueError(f"pipeline: unknown task {task!r}; ember has "
-                         f"{sorted(PIPELINE_REGISTRY)}")
+        raise ValueError(f"pipeline: unknown task {task!r}; ember has {sorted(PIPELINE_REGISTRY)}")
     if model is None:
-        raise ValueError(f"pipeline {task!r}: pass model= (a local folder or a model object); "
-                         "ember has no default models and never downloads")
+        raise ValueError(
+            f"pipeline {task!r}: pass model= (a local folder or a model object); "
+            "ember has no default models and never downloads"
+        )
     return PIPELINE_REGISTRY[task](model, tokenizer=tokenizer, batch_size=batch_size, **kwargs)

@@ -24,8 +24,14 @@ def mean_pooling(last_hidden_state, attention_mask):
     return summed / counts
 
 
-def encode_sentences(model, tokenizer, sentences, batch_size: int = 32,
-                     normalize: bool = True, max_length: int | None = None):
+def encode_sentences(
+    model,
+    tokenizer,
+    sentences,
+    batch_size: int = 32,
+    normalize: bool = True,
+    max_length: int | None = None,
+):
     """Embed a list of sentences: tokenize (padding, truncation), run the encoder without
     gradients, mean-pool, and L2-normalise. Returns an ember Tensor (n, hidden).
 
@@ -47,8 +53,13 @@ def encode_sentences(model, tokenizer, sentences, batch_size: int = 32,
     try:
         with ember.no_grad():
             for start in range(0, len(sentences), batch_size):
-                batch = tokenizer(list(sentences[start:start + batch_size]), padding=True,
-                                  truncation=True, max_length=max_length, return_tensors="ember")
+                batch = tokenizer(
+                    list(sentences[start : start + batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="ember",
+                )
                 out = model(**batch)
                 pooled = mean_pooling(out.last_hidden_state, batch["attention_mask"])
                 chunks.append(F.normalize(pooled, p=2, dim=1) if normalize else pooled)

@@ -576,6 +576,8 @@ def resample_width(source, index, weights, out):
                         total += weights[j, t] * np.float32(line[index[j, t], c])
                     target[j, c] = total
 """
+
+
 def _compiled_resampler(which: str, channels: int, taps: int):
     """The compiled pass (Note [Compiled resampling]) for `which` ("height" or "width"), or
     None without numba (numba_kernels caches each kernel by its source)."""

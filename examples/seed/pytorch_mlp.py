@@ -37,7 +37,7 @@ class TensorLoader:
         n = len(self.labels)
         order = torch.randperm(n) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = order[start : start + self.batch_size]
             yield self.inputs[index], self.labels[index]
 
 
@@ -93,21 +93,21 @@ def main():
             # print statistics
             running_loss += loss.item()
             epoch_loss += loss.item()
-            if i % 2000 == 1999:    # print every 2000 mini-batches
-                print('[%d, %5d] loss: %.3f' %
-                      (epoch + 1, i + 1, running_loss / 2000))
+            if i % 2000 == 1999:  # print every 2000 mini-batches
+                print("[%d, %5d] loss: %.3f" % (epoch + 1, i + 1, running_loss / 2000))
                 running_loss = 0.0
-        print('[%d] mean loss over %d mini-batches: %.3f' % (epoch + 1, i + 1,
-                                                             epoch_loss / (i + 1)))
+        print(
+            "[%d] mean loss over %d mini-batches: %.3f" % (epoch + 1, i + 1, epoch_loss / (i + 1))
+        )
 
-    print('Finished Training')
+    print("Finished Training")
 
     model.eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(normalized(test_images).reshape(-1, 784)))
         predicted = np.asarray(logits.argmax(1))
     accuracy = float((predicted == test_labels).mean())
-    print('Accuracy of the network on the 10000 test images: %.2f %%' % (100 * accuracy))
+    print("Accuracy of the network on the 10000 test images: %.2f %%" % (100 * accuracy))
     return accuracy
 
 

@@ -54,9 +54,11 @@ def test_attention_gradients_match_torch(masked):
     mask = rng.random((6, 6)) > 0.3
     np.fill_diagonal(mask, True)
     out = ember.ops.nn.scaled_dot_product_attention(
-        q, k, v, attn_mask=ember.tensor(mask) if masked else None)
+        q, k, v, attn_mask=ember.tensor(mask) if masked else None
+    )
     tout = torch.nn.functional.scaled_dot_product_attention(
-        tq, tk, tv, attn_mask=torch.tensor(mask) if masked else None)
+        tq, tk, tv, attn_mask=torch.tensor(mask) if masked else None
+    )
     cot = rng.standard_normal(tuple(out.shape)).astype(np.float32)
     out.backward(ember.tensor(cot))
     tout.backward(torch.tensor(cot))
@@ -138,7 +140,7 @@ def test_hooks_and_retain_grad():
 def test_autograd_grad_and_unused_inputs():
     x = ember.tensor([1.0, 2.0], requires_grad=True)
     z = ember.tensor([1.0], requires_grad=True)
-    (g,) = ember.autograd.grad((x ** 3).sum(), x)
+    (g,) = ember.autograd.grad((x**3).sum(), x)
     np.testing.assert_allclose(g.numpy(), [3.0, 12.0])
     assert x.grad is None
     with pytest.raises(AutogradError, match="not used"):
@@ -152,7 +154,7 @@ def test_custom_function():
         @staticmethod
         def forward(ctx, x):
             ctx.save_for_backward(x)
-            return x ** 3
+            return x**3
 
         @staticmethod
         def backward(ctx, g):
@@ -169,9 +171,9 @@ def test_custom_function():
 def test_in_place_modification_error_names_op_and_lines():
     x = ember.tensor([1.0, 2.0], requires_grad=True)
     w = ember.tensor([3.0, 4.0], requires_grad=True)
-    y = x.tanh()          # made here
-    z = y * w             # mul saves y (for w's gradient)
-    y.add_(1)             # modified here
+    y = x.tanh()  # made here
+    z = y * w  # mul saves y (for w's gradient)
+    y.add_(1)  # modified here
     with pytest.raises(AutogradError) as info:
         z.sum().backward()
     message = str(info.value)

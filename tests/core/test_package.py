@@ -9,16 +9,27 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "ember"
 
 LAYERS = {
-    "ember._util": 0, "ember.dtypes": 0,
+    "ember._util": 0,
+    "ember.dtypes": 0,
     "ember.backend": 1,
     "ember.ops": 2,
-    "ember.autograd": 3, "ember.tensor": 3, "ember._tensor_str": 3,
+    "ember.autograd": 3,
+    "ember.tensor": 3,
+    "ember._tensor_str": 3,
     "ember.graph": 4,
-    "ember.nn": 5, "ember.optim": 5, "ember.data": 5, "ember.io": 5, "ember.utils": 5,
-    "ember.vision": 6, "ember.text": 6,
+    "ember.nn": 5,
+    "ember.optim": 5,
+    "ember.data": 5,
+    "ember.io": 5,
+    "ember.utils": 5,
+    "ember.vision": 6,
+    "ember.text": 6,
     "ember.transformers": 7,
     "ember.train": 8,
-    "ember.serve": 9, "ember.onnx": 9, "ember.distributed": 9, "ember.cli": 9,
+    "ember.serve": 9,
+    "ember.onnx": 9,
+    "ember.distributed": 9,
+    "ember.cli": 9,
 }
 # Faces and test support may import from any layer.
 UNLAYERED = ("ember.testing", "ember.tf", "ember.cuda", "ember")
@@ -79,8 +90,9 @@ def test_import_is_fast_and_light():
     )
     best = None
     for _ in range(5):
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             cwd=ROOT, check=True).stdout.split(maxsplit=1)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+        ).stdout.split(maxsplit=1)
         seconds, heavy = float(out[0]), out[1].strip()
         best = seconds if best is None else min(best, seconds)
         assert heavy == "[]", f"import ember pulled in heavy modules: {heavy}"
@@ -97,6 +109,18 @@ def test_ruff_finds_nothing():
     ruff = shutil.which("ruff", path=here) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (it comes with the test extra)")
-    result = subprocess.run([ruff, "check", "ember", "tests", "bench", "examples"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [ruff, "check", "ember", "tests", "bench", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
+    # House style (STYLE.md): the tree is `ruff format`-clean, so diffs carry changes only.
+    result = subprocess.run(
+        [ruff, "format", "--check", "ember", "tests", "bench", "examples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, "run `ruff format` on:\n" + result.stdout[-3000:]

@@ -16,8 +16,9 @@ DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float3
 @pytest.mark.parametrize("a,b", list(itertools.product(DTYPES, DTYPES)))
 def test_promotion_table_matches_torch(a, b):
     ours = (ember.ones(2, dtype=a) * ember.ones(2, dtype=b)).dtype.name
-    theirs = str((torch.ones(2, dtype=getattr(torch, a)) * torch.ones(2, dtype=getattr(torch, b))
-                  ).dtype).removeprefix("torch.")
+    theirs = str(
+        (torch.ones(2, dtype=getattr(torch, a)) * torch.ones(2, dtype=getattr(torch, b))).dtype
+    ).removeprefix("torch.")
     assert ours == theirs
 
 
@@ -31,37 +32,51 @@ def test_scalar_and_zero_dim_promotion_matches_torch(dtype, scalar):
     assert (et + scalar).dtype.name == str((tt + scalar).dtype).removeprefix("torch.")
     zero_dim = torch.tensor(scalar)
     assert (et + ember.tensor(scalar)).dtype.name == str((tt + zero_dim).dtype).removeprefix(
-        "torch.")
+        "torch."
+    )
 
 
-@pytest.mark.parametrize("expr", [
-    "x / 2", "x.exp()", "x.sum()", "x.cumsum(0)", "(x > 1)", "x.argmax()", "x.float().mean()",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "x / 2",
+        "x.exp()",
+        "x.sum()",
+        "x.cumsum(0)",
+        "(x > 1)",
+        "x.argmax()",
+        "x.float().mean()",
+    ],
+)
 def test_integer_results_match_torch(expr):
     x = ember.tensor([1, 2, 3], dtype=ember.int32)
     ours = eval(expr, {"x": x})
     x = torch.tensor([1, 2, 3], dtype=torch.int32)
     theirs = eval(expr, {"x": x})
     assert ours.dtype.name == str(theirs.dtype).removeprefix("torch.")
-    np.testing.assert_allclose(np.asarray(ours, dtype=np.float64),
-                               theirs.numpy().astype(np.float64), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ours, dtype=np.float64), theirs.numpy().astype(np.float64), rtol=1e-6
+    )
 
 
-@pytest.mark.parametrize("make", [
-    lambda m: m.tensor([1.0, 2.5, -3.0]),
-    lambda m: m.tensor([[1.0, 2.0], [3.0, 4.0]]),
-    lambda m: m.tensor([1, 2, 3]),
-    lambda m: m.tensor([True, False]),
-    lambda m: m.tensor(3.5),
-    lambda m: m.tensor([1e-5, 1e5]),
-    lambda m: m.tensor([0.1234567, 10.5]),
-    lambda m: m.arange(12).reshape(3, 4),
-    lambda m: m.zeros(0, 3),
-    lambda m: m.tensor([1.0, float("nan"), float("inf")]),
-    lambda m: m.arange(2000).float(),
-    lambda m: m.tensor([1, 2], dtype=m.int32),
-    lambda m: m.tensor([1.5], dtype=m.float64),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.tensor([1.0, 2.5, -3.0]),
+        lambda m: m.tensor([[1.0, 2.0], [3.0, 4.0]]),
+        lambda m: m.tensor([1, 2, 3]),
+        lambda m: m.tensor([True, False]),
+        lambda m: m.tensor(3.5),
+        lambda m: m.tensor([1e-5, 1e5]),
+        lambda m: m.tensor([0.1234567, 10.5]),
+        lambda m: m.arange(12).reshape(3, 4),
+        lambda m: m.zeros(0, 3),
+        lambda m: m.tensor([1.0, float("nan"), float("inf")]),
+        lambda m: m.arange(2000).float(),
+        lambda m: m.tensor([1, 2], dtype=m.int32),
+        lambda m: m.tensor([1.5], dtype=m.float64),
+    ],
+)
 def test_printing_matches_torch(make):
     ours = repr(make(ember))
     theirs = repr(make(torch)).replace("torch.", "ember.")
@@ -179,14 +194,20 @@ def test_view_dtype_matches_torch(layout):
     for source, target in itertools.product(DTYPES, DTYPES):
         base = _random_bits(rng, source, shape)
         # (torch.from_numpy gives an empty array zero strides, which its view(dtype) refuses)
-        theirs_in = take(torch.from_numpy(base.copy()) if base.size else
-                         torch.empty(shape, dtype=getattr(torch, source)))
+        theirs_in = take(
+            torch.from_numpy(base.copy())
+            if base.size
+            else torch.empty(shape, dtype=getattr(torch, source))
+        )
         ours_in = take(ember.tensor(base.copy()))
         try:
             theirs = theirs_in.view(getattr(torch, target))
         except RuntimeError as error:
-            with pytest.raises(ShapeError, match=r"view\(dtype\): viewing "
-                                                 f"{source} as {target}") as info:
+            with pytest.raises(
+                ShapeError,
+                match=r"view\(dtype\): viewing "
+                f"{source} as {target}",
+            ) as info:
                 ours_in.view(getattr(ember, target))
             assert "test_tensor.py" in str(info.value)
             failed += 1
@@ -195,11 +216,15 @@ def test_view_dtype_matches_torch(layout):
         ours = ours_in.view(getattr(ember, target))
         assert ours.dtype.name == target
         assert tuple(ours.shape) == tuple(theirs.shape), (source, target)
-        assert np.ascontiguousarray(ours.numpy()).tobytes() == \
-            np.ascontiguousarray(theirs.numpy()).tobytes(), (source, target)
+        assert (
+            np.ascontiguousarray(ours.numpy()).tobytes()
+            == np.ascontiguousarray(theirs.numpy()).tobytes()
+        ), (source, target)
         agreed += 1
-    print(f"view(dtype) {name}: {agreed} pairs viewed identically, {failed} refused as by torch"
-          + (f" (e.g. {reason})" if failed else ""))
+    print(
+        f"view(dtype) {name}: {agreed} pairs viewed identically, {failed} refused as by torch"
+        + (f" (e.g. {reason})" if failed else "")
+    )
 
 
 def test_view_dtype_shares_memory_and_is_not_differentiable():

@@ -13,8 +13,9 @@ def test_set_and_get_num_threads_round_trip():
         ember.set_num_threads(1)
         assert ember.get_num_threads() == 1
         a = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
-        np.testing.assert_allclose((ember.tensor(a) @ ember.tensor(a)).numpy(), a @ a,
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            (ember.tensor(a) @ ember.tensor(a)).numpy(), a @ a, rtol=1e-5, atol=1e-5
+        )
     finally:
         ember.set_num_threads(before)
     assert ember.get_num_threads() == before

@@ -8,7 +8,10 @@ import pytest
 import ember
 from ember.autograd import AutogradError
 from ember.testing.inplace_views import (
-    PROGRAMS, make_leaves, random_program, run_random_program,
+    PROGRAMS,
+    make_leaves,
+    random_program,
+    run_random_program,
 )
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference; `make test` installs it")
@@ -58,15 +61,19 @@ def _second_order(lib, program):
     names = list(leaves)
     out = program.fn(lib, **leaves)
     loss = (out * out).sum()
-    grads = lib.autograd.grad(loss, [leaves[n] for n in names], create_graph=True,
-                              allow_unused=True)
+    grads = lib.autograd.grad(
+        loss, [leaves[n] for n in names], create_graph=True, allow_unused=True
+    )
     total = sum((g * g).sum() for g in grads if g is not None)
     total.backward()
     return {n: (None if leaves[n].grad is None else _np(leaves[n].grad)) for n in names}
 
 
-@pytest.mark.parametrize("program", [p for p in PROGRAMS if p.second_order],
-                         ids=[p.name for p in PROGRAMS if p.second_order])
+@pytest.mark.parametrize(
+    "program",
+    [p for p in PROGRAMS if p.second_order],
+    ids=[p.name for p in PROGRAMS if p.second_order],
+)
 def test_second_order_matches_torch(program):
     ours = _second_order(ember, program)
     theirs = _second_order(torch, program)
@@ -107,8 +114,10 @@ def test_view_of_base_without_grad_gets_grad_when_the_base_does():
 
 def test_view_of_leaf_requiring_grad_is_refused_with_torch_message():
     x = ember.randn(3, 4, requires_grad=True)
-    with pytest.raises(AutogradError, match="a view of a leaf Variable that requires grad is "
-                                            "being used in an in-place operation") as info:
+    with pytest.raises(
+        AutogradError,
+        match="a view of a leaf Variable that requires grad is being used in an in-place operation",
+    ) as info:
         x[0].mul_(2)
     assert "mul_" in str(info.value) and "test_views.py" in str(info.value)
     with pytest.raises(AutogradError, match="view of a leaf Variable"):
@@ -147,9 +156,9 @@ def test_view_made_under_no_grad_then_written_with_grad_is_refused():
 
 def test_saved_tensor_changed_through_a_view_names_ops_and_lines():
     x = ember.randn(3, 4, requires_grad=True)
-    y = x * 2            # made here
-    z = y.sin()          # sin saves y
-    y[0].mul_(3)         # changed here, through a view
+    y = x * 2  # made here
+    z = y.sin()  # sin saves y
+    y[0].mul_(3)  # changed here, through a view
     with pytest.raises(AutogradError) as info:
         z.sum().backward()
     message = str(info.value)
@@ -158,8 +167,8 @@ def test_saved_tensor_changed_through_a_view_names_ops_and_lines():
 
     y = x * 2
     v = y[1]
-    z = v.sin()          # sin saves the view
-    y.add_(1)            # the base changes: so does the view
+    z = v.sin()  # sin saves the view
+    y.add_(1)  # the base changes: so does the view
     with pytest.raises(AutogradError, match="add_") as info:
         z.sum().backward()
     assert "sin" in str(info.value)
@@ -210,5 +219,7 @@ def test_random_view_programs_match_torch(block):
             err = float(np.abs(a - b).max())
             worst = max(worst, err / max(1.0, float(np.abs(b).max())))
             assert err <= F32_TOL * max(1.0, float(np.abs(b).max())), (seed, program)
-    print(f"block {block}: {50 - refused} programs match, worst relative error {worst:.3g}; "
-          f"{refused} refused by both")
+    print(
+        f"block {block}: {50 - refused} programs match, worst relative error {worst:.3g}; "
+        f"{refused} refused by both"
+    )

@@ -22,11 +22,14 @@ def _cases():
             marks = ()
             if row.random:
                 marks = pytest.mark.skip(reason="random op: draws differ between runs")
-            elif (set(row.ops) & _DATA_DEPENDENT or row.name in _DATA_DEPENDENT
-                  or "bool" in (sample.name or "") and row.name in ("getitem", "setitem")):
+            elif (
+                set(row.ops) & _DATA_DEPENDENT
+                or row.name in _DATA_DEPENDENT
+                or "bool" in (sample.name or "")
+                and row.name in ("getitem", "setitem")
+            ):
                 marks = pytest.mark.skip(reason="data-dependent output shape (tested to raise)")
-            out.append(pytest.param(row, sample, id=f"{row.name}-{sample.name or i}",
-                                    marks=marks))
+            out.append(pytest.param(row, sample, id=f"{row.name}-{sample.name or i}", marks=marks))
     return out
 
 

@@ -7,7 +7,10 @@ import pytest
 import ember
 from ember.autograd import AutogradError
 from ember.testing.inplace_views import (
-    LEAF_SHAPES, PROGRAMS, random_program, random_program_body,
+    LEAF_SHAPES,
+    PROGRAMS,
+    random_program,
+    random_program_body,
 )
 
 COMPILED = [p for p in PROGRAMS if p.compiled]
@@ -15,8 +18,10 @@ COMPILED = [p for p in PROGRAMS if p.compiled]
 
 def _inputs(seed=0):
     rng = np.random.default_rng(seed)
-    return [ember.tensor(rng.standard_normal(shape).astype(np.float32))
-            for shape in LEAF_SHAPES.values()]
+    return [
+        ember.tensor(rng.standard_normal(shape).astype(np.float32))
+        for shape in LEAF_SHAPES.values()
+    ]
 
 
 def _step(program):
@@ -24,8 +29,8 @@ def _step(program):
         leaves = [t.detach().requires_grad_() for t in (x, w, z, s)]
         out = program.fn(ember, *leaves)
         (out * out).sum().backward()
-        return (out,) + tuple(t.grad if t.grad is not None else ember.zeros_like(t)
-                              for t in leaves)
+        return (out,) + tuple(t.grad if t.grad is not None else ember.zeros_like(t) for t in leaves)
+
     return step
 
 
@@ -83,6 +88,7 @@ def _random_step(program):
         y, loss = random_program_body(program, x, w)
         loss.backward()
         return y, x.grad, w.grad
+
     return step
 
 
@@ -111,8 +117,7 @@ def test_random_view_programs_compiled_match_eager():
 
 def test_compiled_training_step_writes_parameter_views_under_no_grad():
     def run(fn_of):
-        p = ember.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
-                         requires_grad=True)
+        p = ember.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), requires_grad=True)
 
         def step(x):
             loss = (p * x).sin().sum()

@@ -15,8 +15,9 @@ from ember.graph.fusion import _TEMPLATES
 from ember.testing.op_table import ROWS
 
 HAVE_NUMBA = numba_kernels.available()
-needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba (the `fast` extra) is not "
-                                 "installed or EMBER_NO_NUMBA is set")
+needs_numba = pytest.mark.skipif(
+    not HAVE_NUMBA, reason="numba (the `fast` extra) is not installed or EMBER_NO_NUMBA is set"
+)
 
 
 def _fused_names(graph):
@@ -89,8 +90,10 @@ def test_fused_chains_match_unfused_and_eager_over_the_op_table(row, sample):
 
     leaves = [args[i] for i in pos]
     eager = _arrays(chain(*leaves))
-    results = {"unfused": _run(chain, leaves, fuse=False)[0],
-               "numpy path": _run(chain, leaves, fuse=True, numpy_path=True)[0]}
+    results = {
+        "unfused": _run(chain, leaves, fuse=False)[0],
+        "numpy path": _run(chain, leaves, fuse=True, numpy_path=True)[0],
+    }
     if HAVE_NUMBA:
         results["numba"], c = _run(chain, leaves, fuse=True)
         if eager[0].dtype.kind == "f" and eager[0].size > 1:
@@ -100,10 +103,10 @@ def test_fused_chains_match_unfused_and_eager_over_the_op_table(row, sample):
         for e, g in zip(eager, got):
             assert e.shape == g.shape and e.dtype == g.dtype, (how, e.shape, g.shape)
             with np.errstate(all="ignore"):
-                err = np.max(np.abs(g.astype(np.float64) - e), initial=0.0,
-                             where=np.isfinite(e))
-            np.testing.assert_allclose(g, e, rtol=2e-6, atol=2e-6, equal_nan=True,
-                                       err_msg=f"{how}: max abs error {err}")
+                err = np.max(np.abs(g.astype(np.float64) - e), initial=0.0, where=np.isfinite(e))
+            np.testing.assert_allclose(
+                g, e, rtol=2e-6, atol=2e-6, equal_nan=True, err_msg=f"{how}: max abs error {err}"
+            )
 
 
 # --- broadcasting, reductions, dtypes ----------------------------------------------------------
@@ -120,8 +123,15 @@ def test_broadcasting_and_reductions(numpy_path):
         m = labels != -1
         picked = ember.where(m, labels, 0)  # int64 where with a literal
         count = m.to(ember.float32).sum()
-        return (y, y.sum(dim=(0, 2)), y.amax(dim=1, keepdim=True), (y * 2.0).amin(),
-                picked, count, (x.sum() * 3.0).sqrt())
+        return (
+            y,
+            y.sum(dim=(0, 2)),
+            y.amax(dim=1, keepdim=True),
+            (y * 2.0).amin(),
+            picked,
+            count,
+            (x.sum() * 3.0).sqrt(),
+        )
 
     eager = _arrays(f(x, b, w, labels))
     got, c = _run(f, (x, b, w, labels), fuse=True, numpy_path=numpy_path)
@@ -174,8 +184,7 @@ def test_kernels_are_cached_by_expression_not_by_literal_values():
     before = numba_kernels.cache_size()
     out = ember.compile(lambda x: (x * 0.2 + 3.0).exp())(x)
     assert numba_kernels.cache_size() == before
-    np.testing.assert_allclose(out.numpy(), np.exp(np.float32(0.2) + np.float32(3.0)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(out.numpy(), np.exp(np.float32(0.2) + np.float32(3.0)), rtol=1e-6)
 
 
 def test_fused_parameter_update_writes_in_place():
@@ -255,14 +264,20 @@ _OPTS = {
 
 
 @pytest.mark.parametrize("opt_name", list(_OPTS))
-@pytest.mark.parametrize("model_cls,shape", [(_MLP, (16, 784)), (_CNN, (8, 1, 8, 8))],
-                         ids=["mlp", "cnn"])
+@pytest.mark.parametrize(
+    "model_cls,shape", [(_MLP, (16, 784)), (_CNN, (8, 1, 8, 8))], ids=["mlp", "cnn"]
+)
 def test_fused_training_steps_match_unfused_and_eager(model_cls, shape, opt_name):
     ember.manual_seed(0)
     base = model_cls()
     rng = np.random.default_rng(0)
-    data = [(ember.tensor(rng.standard_normal(shape).astype(np.float32)),
-             ember.tensor(rng.integers(0, 10, shape[0]))) for _ in range(20)]
+    data = [
+        (
+            ember.tensor(rng.standard_normal(shape).astype(np.float32)),
+            ember.tensor(rng.integers(0, 10, shape[0])),
+        )
+        for _ in range(20)
+    ]
     modes = ["eager", "unfused", "fused", "numpy path"]
     runs = {}
     for mode in modes:
@@ -280,14 +295,17 @@ def test_fused_training_steps_match_unfused_and_eager(model_cls, shape, opt_name
     # the optimizer state stays PyTorch's layout, with concrete arrays
     opt = runs["fused"][3]
     state = opt.state_dict()["state"][0]
-    expected = {"sgd-momentum": {"momentum_buffer"},
-                "adam": {"step", "exp_avg", "exp_avg_sq"},
-                "adamw": {"step", "exp_avg", "exp_avg_sq"}}[opt_name]
+    expected = {
+        "sgd-momentum": {"momentum_buffer"},
+        "adam": {"step", "exp_avg", "exp_avg_sq"},
+        "adamw": {"step", "exp_avg", "exp_avg_sq"},
+    }[opt_name]
     assert set(state) == expected
     assert all(type(t._data) is np.ndarray for t in state.values())
     if "step" in state:
         assert state["step"].item() == 20.0
     eager_state = runs["eager"][3].state_dict()["state"][0]
     for k in expected:
-        np.testing.assert_allclose(state[k].numpy(), eager_state[k].numpy(), rtol=1e-4,
-                                   atol=1e-7, err_msg=k)
+        np.testing.assert_allclose(
+            state[k].numpy(), eager_state[k].numpy(), rtol=1e-4, atol=1e-7, err_msg=k
+        )

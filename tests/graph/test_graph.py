@@ -176,8 +176,13 @@ def test_print_graph_after_each_pass(monkeypatch, capsys):
     monkeypatch.setenv("EMBER_PRINT_GRAPH", "1")
     ember.compile(lambda x: x * 1.0 + 0.0)(ember.ones(2))
     out = capsys.readouterr().out
-    for stage in ("after tracing", "after simplify", "after constant folding", "after cse",
-                  "after dce"):
+    for stage in (
+        "after tracing",
+        "after simplify",
+        "after constant folding",
+        "after cse",
+        "after dce",
+    ):
         assert stage in out
 
 
@@ -207,7 +212,7 @@ def test_results_are_not_overwritten_by_later_calls():
     a1, b1 = c(ember.ones(2))
     c(ember.zeros(2))
     np.testing.assert_allclose(a1.numpy(), 2.0)
-    np.testing.assert_allclose(b1.numpy(), np.e ** 2, rtol=1e-6)
+    np.testing.assert_allclose(b1.numpy(), np.e**2, rtol=1e-6)
 
 
 def test_gradients_accumulate_without_zero_grad():
@@ -227,8 +232,11 @@ def test_cond_and_while_loop():
     f = ember.compile(lambda x: ember.cond(x.sum() > 0, lambda v: v * 2.0, lambda v: -v, x))
     np.testing.assert_allclose(f(ember.ones(2)).numpy(), 2.0)
     np.testing.assert_allclose(f(-ember.ones(2)).numpy(), 1.0)
-    g = ember.compile(lambda x: ember.while_loop(
-        lambda i, s: i < 10, lambda i, s: (i + 1, s * 2.0), (ember.tensor(0), x)))
+    g = ember.compile(
+        lambda x: ember.while_loop(
+            lambda i, s: i < 10, lambda i, s: (i + 1, s * 2.0), (ember.tensor(0), x)
+        )
+    )
     i, s = g(ember.ones(3))
     assert i.item() == 10 and np.allclose(s.numpy(), 1024.0)
     assert any(e.name == "while_loop" for e in g.graph.eqns)
@@ -291,22 +299,27 @@ def _train(model, data, compiled, momentum=0.0):
     return losses, run
 
 
-@pytest.mark.parametrize("model_cls,shape", [(_MLP, (16, 784)), (_CNN, (8, 1, 8, 8))],
-                         ids=["mlp", "cnn"])
+@pytest.mark.parametrize(
+    "model_cls,shape", [(_MLP, (16, 784)), (_CNN, (8, 1, 8, 8))], ids=["mlp", "cnn"]
+)
 def test_compiled_training_step_matches_eager_after_20_steps(model_cls, shape):
     ember.manual_seed(0)
     eager_model = model_cls()
     compiled_model = copy.deepcopy(eager_model)
     rng = np.random.default_rng(0)
-    data = [(ember.tensor(rng.standard_normal(shape).astype(np.float32)),
-             ember.tensor(rng.integers(0, 10, shape[0]))) for _ in range(20)]
+    data = [
+        (
+            ember.tensor(rng.standard_normal(shape).astype(np.float32)),
+            ember.tensor(rng.integers(0, 10, shape[0])),
+        )
+        for _ in range(20)
+    ]
     eager_losses, _ = _train(eager_model, data, compiled=False)
     compiled_losses, run = _train(compiled_model, data, compiled=True)
     assert run.trace_count <= 2
     np.testing.assert_allclose(compiled_losses, eager_losses, rtol=1e-5, atol=1e-6)
     for (name, p), q in zip(eager_model.named_parameters(), compiled_model.parameters()):
-        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), atol=1e-5,
-                                   err_msg=name)
+        np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), atol=1e-5, err_msg=name)
 
 
 def test_second_call_of_a_training_step_does_not_retrace():

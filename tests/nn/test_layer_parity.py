@@ -32,6 +32,7 @@ def probs(*shape):
     def make(rng):
         x = rng.uniform(0.05, 1.0, shape).astype(np.float32)
         return x / x.sum(axis=1, keepdims=True)
+
     return make
 
 
@@ -45,60 +46,148 @@ ROWS = [
     ("linear_3d_nobias", "Linear", (7, 5), {"bias": False}, [f32(2, 3, 7)], "both"),
     ("bilinear", "Bilinear", (3, 4, 5), {}, [f32(6, 3), f32(6, 4)], "both"),
     ("embedding", "Embedding", (10, 4), {}, [ints(10, 3, 5)], "both"),
-    ("embedding_padding", "Embedding", (10, 4), {"padding_idx": 0},
-     [const([[0, 1, 2], [3, 0, 9]])], "both"),
+    (
+        "embedding_padding",
+        "Embedding",
+        (10, 4),
+        {"padding_idx": 0},
+        [const([[0, 1, 2], [3, 0, 9]])],
+        "both",
+    ),
     # max_norm renormalises the looked-up rows in place (repeated indices included): the
     # weights after the forward are compared too
     ("embedding_max_norm", "Embedding", (10, 4), {"max_norm": 1.5}, [ints(10, 3, 5)], "both"),
-    ("embedding_max_norm_l1_padding", "Embedding", (10, 4),
-     {"max_norm": 2.0, "norm_type": 1.0, "padding_idx": -1}, [const([[9, 1, 1], [3, 9, 1]])],
-     "both"),
-    ("embedding_max_norm_inf", "Embedding", (10, 4), {"max_norm": 0.8, "norm_type": float("inf")},
-     [ints(10, 2, 6)], "both"),
-    ("embedding_scale_grad_by_freq", "Embedding", (10, 4), {"scale_grad_by_freq": True},
-     [const([[0, 1, 1, 4], [1, 4, 7, 1]])], "both"),
-    ("embedding_scale_grad_padding_max_norm", "Embedding", (10, 4),
-     {"scale_grad_by_freq": True, "padding_idx": 2, "max_norm": 1.0},
-     [const([[2, 2, 5], [5, 8, 2]])], "both"),
+    (
+        "embedding_max_norm_l1_padding",
+        "Embedding",
+        (10, 4),
+        {"max_norm": 2.0, "norm_type": 1.0, "padding_idx": -1},
+        [const([[9, 1, 1], [3, 9, 1]])],
+        "both",
+    ),
+    (
+        "embedding_max_norm_inf",
+        "Embedding",
+        (10, 4),
+        {"max_norm": 0.8, "norm_type": float("inf")},
+        [ints(10, 2, 6)],
+        "both",
+    ),
+    (
+        "embedding_scale_grad_by_freq",
+        "Embedding",
+        (10, 4),
+        {"scale_grad_by_freq": True},
+        [const([[0, 1, 1, 4], [1, 4, 7, 1]])],
+        "both",
+    ),
+    (
+        "embedding_scale_grad_padding_max_norm",
+        "Embedding",
+        (10, 4),
+        {"scale_grad_by_freq": True, "padding_idx": 2, "max_norm": 1.0},
+        [const([[2, 2, 5], [5, 8, 2]])],
+        "both",
+    ),
     ("conv1d", "Conv1d", (3, 4, 3), {"stride": 2, "padding": 1}, [f32(2, 3, 11)], "both"),
     ("conv2d", "Conv2d", (3, 4, 3), {"padding": 1}, [f32(2, 3, 8, 8)], "both"),
-    ("conv2d_strided_groups", "Conv2d", (4, 6, (3, 2)),
-     {"stride": (2, 1), "dilation": (1, 2), "groups": 2, "bias": False}, [f32(2, 4, 9, 9)],
-     "both"),
-    ("conv2d_same_reflect", "Conv2d", (2, 3, 3), {"padding": 1, "padding_mode": "reflect"},
-     [f32(1, 2, 6, 6)], "both"),
+    (
+        "conv2d_strided_groups",
+        "Conv2d",
+        (4, 6, (3, 2)),
+        {"stride": (2, 1), "dilation": (1, 2), "groups": 2, "bias": False},
+        [f32(2, 4, 9, 9)],
+        "both",
+    ),
+    (
+        "conv2d_same_reflect",
+        "Conv2d",
+        (2, 3, 3),
+        {"padding": 1, "padding_mode": "reflect"},
+        [f32(1, 2, 6, 6)],
+        "both",
+    ),
     ("maxpool2d", "MaxPool2d", (2,), {}, [f32(2, 3, 8, 8)], "both"),
-    ("maxpool2d_stride_pad", "MaxPool2d", (3,), {"stride": 2, "padding": 1},
-     [f32(2, 3, 9, 9)], "both"),
+    (
+        "maxpool2d_stride_pad",
+        "MaxPool2d",
+        (3,),
+        {"stride": 2, "padding": 1},
+        [f32(2, 3, 9, 9)],
+        "both",
+    ),
     ("avgpool2d", "AvgPool2d", (2,), {}, [f32(2, 3, 8, 8)], "both"),
-    ("maxpool2d_indices", "MaxPool2d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True,
-                                              "return_indices": True}, [f32(2, 3, 8, 7)],
-     "both"),
-    ("maxpool1d_indices", "MaxPool1d", (3,), {"stride": 2, "dilation": 2,
-                                              "return_indices": True}, [f32(2, 3, 11)], "both"),
-    ("maxpool3d", "MaxPool3d", ((2, 3, 2),), {"stride": 2, "padding": 1, "ceil_mode": True},
-     [f32(2, 2, 5, 6, 5)], "both"),
-    ("maxpool3d_indices_unbatched", "MaxPool3d", (2,), {"return_indices": True},
-     [f32(3, 4, 4, 5)], "both"),
-    ("avgpool2d_ceil", "AvgPool2d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True,
-                                          "count_include_pad": False}, [f32(2, 3, 8, 7)],
-     "both"),
-    ("avgpool1d_ceil", "AvgPool1d", (3,), {"stride": 2, "padding": 1, "ceil_mode": True},
-     [f32(2, 3, 10)], "both"),
-    ("avgpool2d_pad", "AvgPool2d", (3,), {"stride": 2, "padding": 1,
-                                          "count_include_pad": False}, [f32(2, 3, 9, 9)], "both"),
+    (
+        "maxpool2d_indices",
+        "MaxPool2d",
+        (3,),
+        {"stride": 2, "padding": 1, "ceil_mode": True, "return_indices": True},
+        [f32(2, 3, 8, 7)],
+        "both",
+    ),
+    (
+        "maxpool1d_indices",
+        "MaxPool1d",
+        (3,),
+        {"stride": 2, "dilation": 2, "return_indices": True},
+        [f32(2, 3, 11)],
+        "both",
+    ),
+    (
+        "maxpool3d",
+        "MaxPool3d",
+        ((2, 3, 2),),
+        {"stride": 2, "padding": 1, "ceil_mode": True},
+        [f32(2, 2, 5, 6, 5)],
+        "both",
+    ),
+    (
+        "maxpool3d_indices_unbatched",
+        "MaxPool3d",
+        (2,),
+        {"return_indices": True},
+        [f32(3, 4, 4, 5)],
+        "both",
+    ),
+    (
+        "avgpool2d_ceil",
+        "AvgPool2d",
+        (3,),
+        {"stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False},
+        [f32(2, 3, 8, 7)],
+        "both",
+    ),
+    (
+        "avgpool1d_ceil",
+        "AvgPool1d",
+        (3,),
+        {"stride": 2, "padding": 1, "ceil_mode": True},
+        [f32(2, 3, 10)],
+        "both",
+    ),
+    (
+        "avgpool2d_pad",
+        "AvgPool2d",
+        (3,),
+        {"stride": 2, "padding": 1, "count_include_pad": False},
+        [f32(2, 3, 9, 9)],
+        "both",
+    ),
     ("adaptive_avgpool2d", "AdaptiveAvgPool2d", ((1, 1),), {}, [f32(2, 3, 7, 7)], "both"),
-    ("adaptive_avgpool2d_uneven", "AdaptiveAvgPool2d", ((3, 2),), {}, [f32(2, 3, 7, 5)],
-     "both"),
+    ("adaptive_avgpool2d_uneven", "AdaptiveAvgPool2d", ((3, 2),), {}, [f32(2, 3, 7, 5)], "both"),
     ("batchnorm1d", "BatchNorm1d", (5,), {}, [f32(8, 5)], "both"),
     ("batchnorm1d_3d", "BatchNorm1d", (5,), {"momentum": 0.3}, [f32(4, 5, 6)], "both"),
     ("batchnorm2d", "BatchNorm2d", (3,), {}, [f32(4, 3, 5, 5)], "both"),
-    ("batchnorm2d_no_affine", "BatchNorm2d", (3,), {"affine": False}, [f32(4, 3, 5, 5)],
-     "both"),
-    ("batchnorm2d_cumulative", "BatchNorm2d", (3,), {"momentum": None}, [f32(4, 3, 5, 5)],
-     "both"),
-    ("batchnorm2d_untracked", "BatchNorm2d", (3,), {"track_running_stats": False},
-     [f32(4, 3, 5, 5)], "both"),
+    ("batchnorm2d_no_affine", "BatchNorm2d", (3,), {"affine": False}, [f32(4, 3, 5, 5)], "both"),
+    ("batchnorm2d_cumulative", "BatchNorm2d", (3,), {"momentum": None}, [f32(4, 3, 5, 5)], "both"),
+    (
+        "batchnorm2d_untracked",
+        "BatchNorm2d",
+        (3,),
+        {"track_running_stats": False},
+        [f32(4, 3, 5, 5)],
+        "both",
+    ),
     ("layernorm", "LayerNorm", (6,), {}, [f32(3, 4, 6)], "both"),
     ("layernorm_2d", "LayerNorm", ((4, 6),), {"eps": 1e-3}, [f32(3, 4, 6)], "both"),
     ("layernorm_nobias", "LayerNorm", (6,), {"bias": False}, [f32(3, 6)], "both"),
@@ -118,75 +207,201 @@ ROWS = [
     ("leaky_relu", "LeakyReLU", (0.2,), {}, [f32(4, 5)], "both"),
     ("elu", "ELU", (), {"alpha": 0.5}, [f32(4, 5, low=-3, high=3)], "both"),
     ("cross_entropy", "CrossEntropyLoss", (), {}, [f32(6, 5), ints(5, 6)], "both"),
-    ("cross_entropy_opts", "CrossEntropyLoss", (),
-     {"ignore_index": 1, "label_smoothing": 0.1, "reduction": "sum"},
-     [f32(6, 5), const([0, 1, 2, 3, 4, 1])], "both"),
-    ("cross_entropy_weight", "CrossEntropyLoss", (), {"weight": "W5"},
-     [f32(6, 5), ints(5, 6)], "both"),
-    ("cross_entropy_weight_smooth", "CrossEntropyLoss", (),
-     {"weight": "W5", "label_smoothing": 0.2}, [f32(6, 5), ints(5, 6)], "both"),
-    ("cross_entropy_probs", "CrossEntropyLoss", (), {"label_smoothing": 0.05},
-     [f32(6, 5), probs(6, 5)], "both"),
-    ("cross_entropy_spatial", "CrossEntropyLoss", (), {"reduction": "none"},
-     [f32(2, 5, 3, 3), ints(5, 2, 3, 3)], "both"),
+    (
+        "cross_entropy_opts",
+        "CrossEntropyLoss",
+        (),
+        {"ignore_index": 1, "label_smoothing": 0.1, "reduction": "sum"},
+        [f32(6, 5), const([0, 1, 2, 3, 4, 1])],
+        "both",
+    ),
+    (
+        "cross_entropy_weight",
+        "CrossEntropyLoss",
+        (),
+        {"weight": "W5"},
+        [f32(6, 5), ints(5, 6)],
+        "both",
+    ),
+    (
+        "cross_entropy_weight_smooth",
+        "CrossEntropyLoss",
+        (),
+        {"weight": "W5", "label_smoothing": 0.2},
+        [f32(6, 5), ints(5, 6)],
+        "both",
+    ),
+    (
+        "cross_entropy_probs",
+        "CrossEntropyLoss",
+        (),
+        {"label_smoothing": 0.05},
+        [f32(6, 5), probs(6, 5)],
+        "both",
+    ),
+    (
+        "cross_entropy_spatial",
+        "CrossEntropyLoss",
+        (),
+        {"reduction": "none"},
+        [f32(2, 5, 3, 3), ints(5, 2, 3, 3)],
+        "both",
+    ),
     ("nll", "NLLLoss", (), {}, [f32(6, 5, low=-3, high=-0.1), ints(5, 6)], "both"),
-    ("nll_weight", "NLLLoss", (), {"weight": "W5", "ignore_index": 2},
-     [f32(6, 5, low=-3, high=-0.1), ints(5, 6)], "both"),
+    (
+        "nll_weight",
+        "NLLLoss",
+        (),
+        {"weight": "W5", "ignore_index": 2},
+        [f32(6, 5, low=-3, high=-0.1), ints(5, 6)],
+        "both",
+    ),
     ("mse", "MSELoss", (), {}, [f32(4, 5), f32(4, 5)], "both"),
     ("mse_none", "MSELoss", (), {"reduction": "none"}, [f32(4, 5), f32(4, 5)], "both"),
     ("l1", "L1Loss", (), {"reduction": "sum"}, [f32(4, 5), f32(4, 5)], "both"),
     ("smooth_l1", "SmoothL1Loss", (), {"beta": 0.5}, [f32(4, 5), f32(4, 5)], "both"),
-    ("bce", "BCELoss", (), {}, [f32(4, 5, low=0.05, high=0.95), f32(4, 5, low=0, high=1)],
-     "both"),
-    ("bce_logits", "BCEWithLogitsLoss", (), {}, [f32(4, 5, low=-3, high=3),
-                                                f32(4, 5, low=0, high=1)], "both"),
-    ("bce_logits_pos_weight", "BCEWithLogitsLoss", (), {"pos_weight": "W5"},
-     [f32(4, 5, low=-3, high=3), f32(4, 5, low=0, high=1)], "both"),
-    ("kl_div", "KLDivLoss", (), {"reduction": "batchmean"},
-     [f32(4, 5, low=-3, high=-0.1), probs(4, 5)], "both"),
-    ("kl_div_log_target", "KLDivLoss", (), {"reduction": "sum", "log_target": True},
-     [f32(4, 5, low=-3, high=-0.1), f32(4, 5, low=-3, high=-0.1)], "both"),
-    ("mha", "MultiheadAttention", (8, 2), {}, [f32(5, 3, 8), f32(4, 3, 8), f32(4, 3, 8)],
-     "both"),
-    ("mha_batch_first_masks", "MultiheadAttention", (8, 4), {"batch_first": True},
-     [f32(3, 5, 8), f32(3, 6, 8), f32(3, 6, 8)], "both",
-     {"key_padding_mask": const([[False] * 6, [False] * 4 + [True] * 2,
-                                 [False] * 5 + [True]]),
-      "attn_mask": lambda rng: rng.uniform(-1, 1, (5, 6)).astype(np.float32)}),
-    ("mha_bool_attn_mask_per_head", "MultiheadAttention", (8, 2), {"batch_first": True},
-     [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)], "both",
-     {"attn_mask": const(np.triu(np.ones((4, 4), bool), 1)),
-      "average_attn_weights": False}),
-    ("mha_kdim_vdim", "MultiheadAttention", (8, 2), {"kdim": 6, "vdim": 5},
-     [f32(4, 2, 8), f32(3, 2, 6), f32(3, 2, 5)], "both"),
+    ("bce", "BCELoss", (), {}, [f32(4, 5, low=0.05, high=0.95), f32(4, 5, low=0, high=1)], "both"),
+    (
+        "bce_logits",
+        "BCEWithLogitsLoss",
+        (),
+        {},
+        [f32(4, 5, low=-3, high=3), f32(4, 5, low=0, high=1)],
+        "both",
+    ),
+    (
+        "bce_logits_pos_weight",
+        "BCEWithLogitsLoss",
+        (),
+        {"pos_weight": "W5"},
+        [f32(4, 5, low=-3, high=3), f32(4, 5, low=0, high=1)],
+        "both",
+    ),
+    (
+        "kl_div",
+        "KLDivLoss",
+        (),
+        {"reduction": "batchmean"},
+        [f32(4, 5, low=-3, high=-0.1), probs(4, 5)],
+        "both",
+    ),
+    (
+        "kl_div_log_target",
+        "KLDivLoss",
+        (),
+        {"reduction": "sum", "log_target": True},
+        [f32(4, 5, low=-3, high=-0.1), f32(4, 5, low=-3, high=-0.1)],
+        "both",
+    ),
+    ("mha", "MultiheadAttention", (8, 2), {}, [f32(5, 3, 8), f32(4, 3, 8), f32(4, 3, 8)], "both"),
+    (
+        "mha_batch_first_masks",
+        "MultiheadAttention",
+        (8, 4),
+        {"batch_first": True},
+        [f32(3, 5, 8), f32(3, 6, 8), f32(3, 6, 8)],
+        "both",
+        {
+            "key_padding_mask": const(
+                [[False] * 6, [False] * 4 + [True] * 2, [False] * 5 + [True]]
+            ),
+            "attn_mask": lambda rng: rng.uniform(-1, 1, (5, 6)).astype(np.float32),
+        },
+    ),
+    (
+        "mha_bool_attn_mask_per_head",
+        "MultiheadAttention",
+        (8, 2),
+        {"batch_first": True},
+        [f32(2, 4, 8), f32(2, 4, 8), f32(2, 4, 8)],
+        "both",
+        {"attn_mask": const(np.triu(np.ones((4, 4), bool), 1)), "average_attn_weights": False},
+    ),
+    (
+        "mha_kdim_vdim",
+        "MultiheadAttention",
+        (8, 2),
+        {"kdim": 6, "vdim": 5},
+        [f32(4, 2, 8), f32(3, 2, 6), f32(3, 2, 5)],
+        "both",
+    ),
     # add_bias_kv / add_zero_attn: one more source position each, masks padded as unmasked
-    ("mha_bias_kv_masks", "MultiheadAttention", (8, 2), {"add_bias_kv": True},
-     [f32(5, 3, 8), f32(4, 3, 8), f32(4, 3, 8)], "both",
-     {"key_padding_mask": const([[False] * 4, [False] * 2 + [True] * 2, [True] * 4]),
-      "attn_mask": lambda rng: rng.uniform(-1, 1, (5, 4)).astype(np.float32)}),
-    ("mha_zero_attn_batch_first_per_head", "MultiheadAttention", (8, 4),
-     {"add_zero_attn": True, "batch_first": True},
-     [f32(2, 4, 8), f32(2, 3, 8), f32(2, 3, 8)], "both",
-     {"key_padding_mask": const([[False] * 3, [False, True, True]]),
-      "attn_mask": const(np.triu(np.ones((4, 3), bool), 1)), "average_attn_weights": False}),
-    ("mha_bias_kv_zero_attn_kdim_vdim", "MultiheadAttention", (8, 2),
-     {"add_bias_kv": True, "add_zero_attn": True, "kdim": 6, "vdim": 5, "bias": False},
-     [f32(4, 2, 8), f32(3, 2, 6), f32(3, 2, 5)], "both",
-     {"attn_mask": lambda rng: rng.uniform(-1, 1, (4, 4, 3)).astype(np.float32),
-      "key_padding_mask": const([[False, True, False], [False] * 3])}),
-    ("mha_bias_kv_zero_attn_batch_first_average", "MultiheadAttention", (8, 2),
-     {"add_bias_kv": True, "add_zero_attn": True, "batch_first": True},
-     [f32(3, 5, 8), f32(3, 6, 8), f32(3, 6, 8)], "both",
-     {"key_padding_mask": const([[False] * 6, [False] * 4 + [True] * 2, [True] * 6])}),
-    ("mha_bias_kv_unbatched", "MultiheadAttention", (8, 2),
-     {"add_bias_kv": True, "add_zero_attn": True}, [f32(5, 8), f32(4, 8), f32(4, 8)], "both",
-     {"average_attn_weights": False}),
-    ("encoder_layer", "TransformerEncoderLayer", (8, 2, 16), {"dropout": 0.0},
-     [f32(5, 3, 8)], "train"),
-    ("encoder_layer_norm_first_gelu", "TransformerEncoderLayer", (8, 2, 16),
-     {"dropout": 0.0, "norm_first": True, "activation": "gelu", "batch_first": True},
-     [f32(3, 5, 8)], "train", {"src_key_padding_mask": const(
-         [[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]])}),
+    (
+        "mha_bias_kv_masks",
+        "MultiheadAttention",
+        (8, 2),
+        {"add_bias_kv": True},
+        [f32(5, 3, 8), f32(4, 3, 8), f32(4, 3, 8)],
+        "both",
+        {
+            "key_padding_mask": const([[False] * 4, [False] * 2 + [True] * 2, [True] * 4]),
+            "attn_mask": lambda rng: rng.uniform(-1, 1, (5, 4)).astype(np.float32),
+        },
+    ),
+    (
+        "mha_zero_attn_batch_first_per_head",
+        "MultiheadAttention",
+        (8, 4),
+        {"add_zero_attn": True, "batch_first": True},
+        [f32(2, 4, 8), f32(2, 3, 8), f32(2, 3, 8)],
+        "both",
+        {
+            "key_padding_mask": const([[False] * 3, [False, True, True]]),
+            "attn_mask": const(np.triu(np.ones((4, 3), bool), 1)),
+            "average_attn_weights": False,
+        },
+    ),
+    (
+        "mha_bias_kv_zero_attn_kdim_vdim",
+        "MultiheadAttention",
+        (8, 2),
+        {"add_bias_kv": True, "add_zero_attn": True, "kdim": 6, "vdim": 5, "bias": False},
+        [f32(4, 2, 8), f32(3, 2, 6), f32(3, 2, 5)],
+        "both",
+        {
+            "attn_mask": lambda rng: rng.uniform(-1, 1, (4, 4, 3)).astype(np.float32),
+            "key_padding_mask": const([[False, True, False], [False] * 3]),
+        },
+    ),
+    (
+        "mha_bias_kv_zero_attn_batch_first_average",
+        "MultiheadAttention",
+        (8, 2),
+        {"add_bias_kv": True, "add_zero_attn": True, "batch_first": True},
+        [f32(3, 5, 8), f32(3, 6, 8), f32(3, 6, 8)],
+        "both",
+        {"key_padding_mask": const([[False] * 6, [False] * 4 + [True] * 2, [True] * 6])},
+    ),
+    (
+        "mha_bias_kv_unbatched",
+        "MultiheadAttention",
+        (8, 2),
+        {"add_bias_kv": True, "add_zero_attn": True},
+        [f32(5, 8), f32(4, 8), f32(4, 8)],
+        "both",
+        {"average_attn_weights": False},
+    ),
+    (
+        "encoder_layer",
+        "TransformerEncoderLayer",
+        (8, 2, 16),
+        {"dropout": 0.0},
+        [f32(5, 3, 8)],
+        "train",
+    ),
+    (
+        "encoder_layer_norm_first_gelu",
+        "TransformerEncoderLayer",
+        (8, 2, 16),
+        {"dropout": 0.0, "norm_first": True, "activation": "gelu", "batch_first": True},
+        [f32(3, 5, 8)],
+        "train",
+        {
+            "src_key_padding_mask": const(
+                [[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]]
+            )
+        },
+    ),
 ]
 
 
@@ -230,8 +445,9 @@ def _load_torch_weights(ember_module, torch_module):
 def _run(lib, module, inputs, call_kwargs, mode, upstream):
     module.train(mode == "train")
     xs = [_to(lib, a, True) for a in inputs]
-    kw = {k: (_to(lib, v, False) if isinstance(v, np.ndarray) else v)
-          for k, v in call_kwargs.items()}
+    kw = {
+        k: (_to(lib, v, False) if isinstance(v, np.ndarray) else v) for k, v in call_kwargs.items()
+    }
     out = _outputs(module(*xs, **kw))
     total = None
     for o, u in zip(out, upstream):
@@ -247,8 +463,7 @@ def _modes(spec):
     return ["train", "eval"] if spec == "both" else [spec]
 
 
-CASES = [pytest.param(row, mode, id=f"{row[0]}-{mode}") for row in ROWS
-         for mode in _modes(row[5])]
+CASES = [pytest.param(row, mode, id=f"{row[0]}-{mode}") for row in ROWS for mode in _modes(row[5])]
 
 
 @pytest.mark.parametrize("row,mode", CASES)
@@ -257,8 +472,9 @@ def test_layer_matches_pytorch(row, mode):
     call_makers = row[6] if len(row) > 6 else {}
     seed = abs(hash(name)) % 2**31
     torch.manual_seed(0)
-    torch_module = getattr(torch.nn, cls)(*args, **_kwargs(kwargs, torch,
-                                                          np.random.default_rng(seed)))
+    torch_module = getattr(torch.nn, cls)(
+        *args, **_kwargs(kwargs, torch, np.random.default_rng(seed))
+    )
     ember_module = getattr(nn, cls)(*args, **_kwargs(kwargs, ember, np.random.default_rng(seed)))
     _load_torch_weights(ember_module, torch_module)
 
@@ -266,10 +482,15 @@ def test_layer_matches_pytorch(row, mode):
     inputs = [m(rng) for m in makers]
     call_kwargs = {k: m(rng) if callable(m) else m for k, m in call_makers.items()}
     with torch.no_grad():  # a copy, so that BatchNorm's running statistics stay untouched
-        probe = _outputs(copy.deepcopy(torch_module).train(mode == "train")(
-            *[torch.tensor(a) for a in inputs],
-            **{k: torch.tensor(v) if isinstance(v, np.ndarray) else v
-               for k, v in call_kwargs.items()}))
+        probe = _outputs(
+            copy.deepcopy(torch_module).train(mode == "train")(
+                *[torch.tensor(a) for a in inputs],
+                **{
+                    k: torch.tensor(v) if isinstance(v, np.ndarray) else v
+                    for k, v in call_kwargs.items()
+                },
+            )
+        )
     upstream = [rng.standard_normal(tuple(o.shape)).astype(np.float32) for o in probe]
 
     t_out, t_grads, t_params = _run(torch, torch_module, inputs, call_kwargs, mode, upstream)
@@ -280,8 +501,9 @@ def test_layer_matches_pytorch(row, mode):
     def close(e, t, what):
         e, t = np.asarray(e), np.asarray(t)
         if e.size:
-            worst[what.split(" ")[0]] = max(worst.get(what.split(" ")[0], 0.0),
-                                            float(np.max(np.abs(e.astype(np.float64) - t))))
+            worst[what.split(" ")[0]] = max(
+                worst.get(what.split(" ")[0], 0.0), float(np.max(np.abs(e.astype(np.float64) - t)))
+            )
         np.testing.assert_allclose(e, t, rtol=RTOL, atol=ATOL, err_msg=f"{name} {mode}: {what}")
 
     assert len(e_out) == len(t_out)
@@ -305,29 +527,61 @@ def test_layer_matches_pytorch(row, mode):
     t_buffers = dict(torch_module.named_buffers())
     for key, b in ember_module.named_buffers():
         close(_as_numpy(b), t_buffers[key].numpy(), f"buffer {key}")
-    print(f"{name} {mode}: max abs error " + ", ".join(f"{k} {v:.2e}"
-                                                      for k, v in worst.items()))
+    print(f"{name} {mode}: max abs error " + ", ".join(f"{k} {v:.2e}" for k, v in worst.items()))
 
 
 def test_every_listed_layer_has_a_row():
-    listed = {"Linear", "Bilinear", "Embedding", "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d",
-              "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm",
-              "Dropout", "Flatten", "Identity", "ReLU", "GELU", "Tanh", "Sigmoid", "SiLU",
-              "Softmax", "LogSoftmax", "LeakyReLU", "ELU", "MultiheadAttention",
-              "TransformerEncoderLayer", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss",
-              "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss", "KLDivLoss"}
+    listed = {
+        "Linear",
+        "Bilinear",
+        "Embedding",
+        "Conv1d",
+        "Conv2d",
+        "MaxPool2d",
+        "AvgPool2d",
+        "AdaptiveAvgPool2d",
+        "BatchNorm1d",
+        "BatchNorm2d",
+        "LayerNorm",
+        "GroupNorm",
+        "Dropout",
+        "Flatten",
+        "Identity",
+        "ReLU",
+        "GELU",
+        "Tanh",
+        "Sigmoid",
+        "SiLU",
+        "Softmax",
+        "LogSoftmax",
+        "LeakyReLU",
+        "ELU",
+        "MultiheadAttention",
+        "TransformerEncoderLayer",
+        "CrossEntropyLoss",
+        "NLLLoss",
+        "MSELoss",
+        "L1Loss",
+        "SmoothL1Loss",
+        "BCELoss",
+        "BCEWithLogitsLoss",
+        "KLDivLoss",
+    }
     assert listed <= {row[1] for row in ROWS}
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_transformer_encoder_matches_pytorch(norm_first):
     torch.manual_seed(0)
-    t_layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
-                                               norm_first=norm_first)
-    t_enc = torch.nn.TransformerEncoder(t_layer, 2, norm=torch.nn.LayerNorm(8),
-                                        enable_nested_tensor=False)
-    e_layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
-                                         norm_first=norm_first)
+    t_layer = torch.nn.TransformerEncoderLayer(
+        8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first
+    )
+    t_enc = torch.nn.TransformerEncoder(
+        t_layer, 2, norm=torch.nn.LayerNorm(8), enable_nested_tensor=False
+    )
+    e_layer = nn.TransformerEncoderLayer(
+        8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first
+    )
     e_enc = nn.TransformerEncoder(e_layer, 2, norm=nn.LayerNorm(8))
     _load_torch_weights(e_enc, t_enc)
     x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
@@ -345,7 +599,8 @@ def test_transformer_encoder_matches_pytorch(norm_first):
         np.testing.assert_allclose(_as_numpy(ex.grad), tx.grad.numpy(), rtol=RTOL, atol=ATOL)
         t_params = dict(t_enc.named_parameters())
         for key, p in e_enc.named_parameters():
-            np.testing.assert_allclose(_as_numpy(p.grad), t_params[key].grad.numpy(),
-                                       rtol=RTOL, atol=ATOL, err_msg=key)
+            np.testing.assert_allclose(
+                _as_numpy(p.grad), t_params[key].grad.numpy(), rtol=RTOL, atol=ATOL, err_msg=key
+            )
         t_enc.zero_grad()
         e_enc.zero_grad()

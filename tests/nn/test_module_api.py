@@ -45,26 +45,58 @@ class Net(nn.Module):
 def test_named_parameters_buffers_modules():
     net = Net()
     assert [n for n, _ in net.named_parameters()] == [
-        "body.0.weight", "body.0.bias", "body.1.weight", "body.1.bias", "heads.a.weight",
-        "heads.a.bias", "heads.b.weight", "heads.b.bias"]
+        "body.0.weight",
+        "body.0.bias",
+        "body.1.weight",
+        "body.1.bias",
+        "heads.a.weight",
+        "heads.a.bias",
+        "heads.b.weight",
+        "heads.b.bias",
+    ]
     assert [n for n, _ in net.named_buffers()] == [
-        "scale", "cache", "body.1.running_mean", "body.1.running_var",
-        "body.1.num_batches_tracked"]
+        "scale",
+        "cache",
+        "body.1.running_mean",
+        "body.1.running_var",
+        "body.1.num_batches_tracked",
+    ]
     assert [n for n, _ in net.named_modules()] == [
-        "", "body", "body.0", "body.1", "body.2", "heads", "heads.a", "heads.b", "blocks",
-        "blocks.0", "blocks.1"]
+        "",
+        "body",
+        "body.0",
+        "body.1",
+        "body.2",
+        "heads",
+        "heads.a",
+        "heads.b",
+        "blocks",
+        "blocks.0",
+        "blocks.1",
+    ]
     assert [n for n, _ in net.named_children()] == ["body", "heads", "blocks"]
     assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in net.parameters())
 
 
 def test_state_dict_keys_match_pytorch():
-    ours = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(),
-                         nn.Linear(2, 2), nn.MultiheadAttention(4, 2), nn.LayerNorm(3),
-                         nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3))
-    theirs = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2),
-                                 torch.nn.Flatten(), torch.nn.Linear(2, 2),
-                                 torch.nn.MultiheadAttention(4, 2), torch.nn.LayerNorm(3),
-                                 torch.nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3))
+    ours = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.BatchNorm2d(2),
+        nn.Flatten(),
+        nn.Linear(2, 2),
+        nn.MultiheadAttention(4, 2),
+        nn.LayerNorm(3),
+        nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3),
+    )
+    theirs = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3),
+        torch.nn.BatchNorm2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(2, 2),
+        torch.nn.MultiheadAttention(4, 2),
+        torch.nn.LayerNorm(3),
+        torch.nn.MultiheadAttention(4, 2, add_bias_kv=True, kdim=3),
+    )
     assert list(ours.state_dict()) == list(theirs.state_dict())
     for (k, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items()):
         assert tuple(a.shape) == tuple(b.shape), k
@@ -84,16 +116,19 @@ def test_load_state_dict_strict_reports_all_problems():
     assert "Error(s) in loading state_dict for Linear" in message
     assert 'Missing key(s) in state_dict: "bias".' in message
     assert 'Unexpected key(s) in state_dict: "bias2".' in message
-    assert "size mismatch for weight: copying a param with shape (4, 2) from checkpoint, the " \
-           "shape in current model is (4, 3)." in message
+    assert (
+        "size mismatch for weight: copying a param with shape (4, 2) from checkpoint, the "
+        "shape in current model is (4, 3)." in message
+    )
     # nothing was copied
     assert not np.allclose(np.asarray(model.weight.detach()), 0.0)
 
 
 def test_load_state_dict_non_strict_returns_keys():
     model = nn.Linear(3, 4)
-    result = model.load_state_dict({"weight": ember.ones(4, 3), "extra": ember.ones(1)},
-                                   strict=False)
+    result = model.load_state_dict(
+        {"weight": ember.ones(4, 3), "extra": ember.ones(1)}, strict=False
+    )
     assert result.missing_keys == ["bias"] and result.unexpected_keys == ["extra"]
     assert np.allclose(np.asarray(model.weight.detach()), 1.0)
     assert repr(model.load_state_dict(model.state_dict())) == "<All keys matched successfully>"
@@ -107,27 +142,31 @@ def test_load_state_dict_copies_in_place_and_keeps_identity():
     other = MLP()
     model.load_state_dict(other.state_dict())
     assert model.fc1.weight is weight
-    np.testing.assert_array_equal(np.asarray(weight.detach()), np.asarray(
-        other.fc1.weight.detach()))
+    np.testing.assert_array_equal(
+        np.asarray(weight.detach()), np.asarray(other.fc1.weight.detach())
+    )
 
 
 def test_state_dict_round_trip_through_pytorch():
     ours = Net()
     theirs = torch.nn.Module()
-    theirs.body = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8),
-                                      torch.nn.ReLU())
+    theirs.body = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU()
+    )
     theirs.heads = torch.nn.ModuleDict({"a": torch.nn.Linear(8, 2), "b": torch.nn.Linear(8, 3)})
     theirs.register_buffer("scale", torch.ones(1))
-    theirs.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in
-                            ours.state_dict().items()})
+    theirs.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in ours.state_dict().items()})
     back = Net()
     back.load_state_dict({k: ember.tensor(v.numpy()) for k, v in theirs.state_dict().items()})
     for (k, a), (_, b) in zip(ours.state_dict().items(), back.state_dict().items()):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=k)
 
 
-@pytest.mark.skipif(not hasattr(ember, "save"), reason="ember.save/load are built on branch "
-                    "`formats` (issue 4, Saving); round-trip tested there")
+@pytest.mark.skipif(
+    not hasattr(ember, "save"),
+    reason="ember.save/load are built on branch "
+    "`formats` (issue 4, Saving); round-trip tested there",
+)
 def test_save_load_round_trip(tmp_path):
     model = Net()
     ember.save(model.state_dict(), tmp_path / "model.safetensors")
@@ -141,21 +180,46 @@ def test_repr_matches_pytorch():
     def build(lib):
         n = lib.nn
         return n.Sequential(
-            n.Conv2d(1, 2, 3, stride=2, padding=1, bias=False), n.BatchNorm2d(2), n.ReLU(),
-            n.MaxPool2d(2), n.Flatten(), n.Linear(8, 4), n.Dropout(0.2), n.GELU("tanh"),
-            n.LayerNorm(4), n.Embedding(10, 3, padding_idx=0), n.GroupNorm(2, 4),
+            n.Conv2d(1, 2, 3, stride=2, padding=1, bias=False),
+            n.BatchNorm2d(2),
+            n.ReLU(),
+            n.MaxPool2d(2),
+            n.Flatten(),
+            n.Linear(8, 4),
+            n.Dropout(0.2),
+            n.GELU("tanh"),
+            n.LayerNorm(4),
+            n.Embedding(10, 3, padding_idx=0),
+            n.GroupNorm(2, 4),
             n.Embedding(10, 3, max_norm=1.0, norm_type=1.0, scale_grad_by_freq=True),
-            n.MultiheadAttention(8, 2), n.TransformerEncoderLayer(8, 2, 16),
-            n.ModuleList([n.ReLU(), n.ReLU(), n.Tanh()]), n.ModuleDict({"x": n.Identity()}),
-            n.Conv1d(2, 3, 3), n.AvgPool2d(2), n.AdaptiveAvgPool2d(1), n.Softmax(dim=1),
-            n.LogSoftmax(dim=1), n.LeakyReLU(0.2), n.ELU(), n.SiLU(), n.Sigmoid(), n.Tanh(),
-            n.CrossEntropyLoss(), n.Bilinear(2, 3, 4), n.BatchNorm1d(3, affine=False))
+            n.MultiheadAttention(8, 2),
+            n.TransformerEncoderLayer(8, 2, 16),
+            n.ModuleList([n.ReLU(), n.ReLU(), n.Tanh()]),
+            n.ModuleDict({"x": n.Identity()}),
+            n.Conv1d(2, 3, 3),
+            n.AvgPool2d(2),
+            n.AdaptiveAvgPool2d(1),
+            n.Softmax(dim=1),
+            n.LogSoftmax(dim=1),
+            n.LeakyReLU(0.2),
+            n.ELU(),
+            n.SiLU(),
+            n.Sigmoid(),
+            n.Tanh(),
+            n.CrossEntropyLoss(),
+            n.Bilinear(2, 3, 4),
+            n.BatchNorm1d(3, affine=False),
+        )
+
     assert repr(build(ember)) == repr(build(torch))
 
 
 def test_embedding_sparse_says_why_and_what_to_use():
-    with pytest.raises(NotImplementedError, match=r"ember has no sparse tensors; use "
-                                                  r"sparse=False.*test_module_api\.py"):
+    with pytest.raises(
+        NotImplementedError,
+        match=r"ember has no sparse tensors; use "
+        r"sparse=False.*test_module_api\.py",
+    ):
         nn.Embedding(10, 3, sparse=True)
 
 
@@ -165,10 +229,11 @@ def test_embedding_functional_max_norm_matches_pytorch():
     index = np.array([[1, 7, 1], [7, 0, 1]])
     ew, tw = ember.tensor(weight), torch.tensor(weight)
     out = nn.functional.embedding(ember.tensor(index), ew, max_norm=1.25, norm_type=3.0)
-    expected = torch.nn.functional.embedding(torch.tensor(index), tw, max_norm=1.25,
-                                             norm_type=3.0)
-    error = max(float(np.abs(out.numpy() - expected.numpy()).max()),
-                float(np.abs(ew.numpy() - tw.numpy()).max()))
+    expected = torch.nn.functional.embedding(torch.tensor(index), tw, max_norm=1.25, norm_type=3.0)
+    error = max(
+        float(np.abs(out.numpy() - expected.numpy()).max()),
+        float(np.abs(ew.numpy() - tw.numpy()).max()),
+    )
     print(f"F.embedding max_norm: max abs error {error:.2e}")
     assert error < 1e-6
     # rows 1, 7 and 0 were rescaled in place; the rest untouched
@@ -197,8 +262,13 @@ def test_embedding_compiles_like_eager(max_norm, scale_grad_by_freq):
         for _ in range(2):
             layer.weight.grad = None
             loss = run(index)
-            seen.append((float(loss), layer.weight.grad.numpy().copy(),
-                         layer.weight.detach().numpy().copy()))
+            seen.append(
+                (
+                    float(loss),
+                    layer.weight.grad.numpy().copy(),
+                    layer.weight.detach().numpy().copy(),
+                )
+            )
         runs.append(seen)
     for (loss_c, grad_c, weight_c), (loss_e, grad_e, weight_e) in zip(*runs):
         assert loss_c == loss_e
@@ -250,8 +320,9 @@ def test_deepcopy_and_parameter_sharing():
     twin = copy.deepcopy(net)
     assert twin.fc1.weight is not net.fc1.weight
     assert isinstance(twin.fc1.weight, nn.Parameter)
-    np.testing.assert_array_equal(np.asarray(twin.fc1.weight.detach()),
-                                  np.asarray(net.fc1.weight.detach()))
+    np.testing.assert_array_equal(
+        np.asarray(twin.fc1.weight.detach()), np.asarray(net.fc1.weight.detach())
+    )
     shared = nn.Sequential(net.fc1, net.fc1)
     assert len(list(shared.parameters())) == 2  # de-duplicated, as in PyTorch
 
@@ -287,13 +358,17 @@ def test_wrong_input_shape_names_the_module_path():
     with pytest.raises(ShapeError) as info:
         MLP()(ember.zeros(32, 64))
     assert str(info.value).startswith(
-        "fc1 (Linear 784→128): input (32, 64) last dim 64 ≠ in_features 784")
+        "fc1 (Linear 784→128): input (32, 64) last dim 64 ≠ in_features 784"
+    )
 
 
 def test_nested_error_path():
     net = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), nn.Flatten())
-    with pytest.raises(ShapeError, match=r"^0\.0 \(Conv2d 3→8\): input \(2, 1, 8, 8\) has 1 "
-                                         r"channels"):
+    with pytest.raises(
+        ShapeError,
+        match=r"^0\.0 \(Conv2d 3→8\): input \(2, 1, 8, 8\) has 1 "
+        r"channels",
+    ):
         net(ember.zeros(2, 1, 8, 8))
     enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 2)
     with pytest.raises(ShapeError, match=r"^layers\.0\.self_attn \(MultiheadAttention"):
@@ -330,18 +405,27 @@ def test_default_init_bounds_follow_pytorch():
     assert np.abs(np.asarray(mha.in_proj_weight.detach())).max() <= xavier
 
 
-@pytest.mark.parametrize("fn,kwargs,check", [
-    ("xavier_normal_", {}, lambda w: abs(w.std() - math.sqrt(2 / (200 + 100))) < 0.005),
-    ("kaiming_normal_", {"nonlinearity": "relu"},
-     lambda w: abs(w.std() - math.sqrt(2 / 100)) < 0.01),
-    ("trunc_normal_", {"std": 0.02, "a": -0.04, "b": 0.04},
-     lambda w: np.abs(w).max() <= 0.04 and 0.012 < w.std() < 0.02),
-    ("constant_", {"val": 0.3}, lambda w: np.allclose(w, 0.3)),
-    ("zeros_", {}, lambda w: not w.any()),
-    ("ones_", {}, lambda w: np.all(w == 1)),
-    ("uniform_", {"a": -2, "b": -1}, lambda w: w.min() >= -2 and w.max() <= -1),
-    ("normal_", {"mean": 5, "std": 0.1}, lambda w: abs(w.mean() - 5) < 0.01),
-])
+@pytest.mark.parametrize(
+    "fn,kwargs,check",
+    [
+        ("xavier_normal_", {}, lambda w: abs(w.std() - math.sqrt(2 / (200 + 100))) < 0.005),
+        (
+            "kaiming_normal_",
+            {"nonlinearity": "relu"},
+            lambda w: abs(w.std() - math.sqrt(2 / 100)) < 0.01,
+        ),
+        (
+            "trunc_normal_",
+            {"std": 0.02, "a": -0.04, "b": 0.04},
+            lambda w: np.abs(w).max() <= 0.04 and 0.012 < w.std() < 0.02,
+        ),
+        ("constant_", {"val": 0.3}, lambda w: np.allclose(w, 0.3)),
+        ("zeros_", {}, lambda w: not w.any()),
+        ("ones_", {}, lambda w: np.all(w == 1)),
+        ("uniform_", {"a": -2, "b": -1}, lambda w: w.min() >= -2 and w.max() <= -1),
+        ("normal_", {"mean": 5, "std": 0.1}, lambda w: abs(w.mean() - 5) < 0.01),
+    ],
+)
 def test_init_functions(fn, kwargs, check):
     t = nn.Parameter(ember.empty(200, 100))
     out = getattr(nn.init, fn)(t, **kwargs)
@@ -350,10 +434,17 @@ def test_init_functions(fn, kwargs, check):
 
 
 def test_calculate_gain_matches_pytorch():
-    for name, param in [("relu", None), ("tanh", None), ("leaky_relu", 0.2), ("linear", None),
-                        ("selu", None), ("sigmoid", None)]:
+    for name, param in [
+        ("relu", None),
+        ("tanh", None),
+        ("leaky_relu", 0.2),
+        ("linear", None),
+        ("selu", None),
+        ("sigmoid", None),
+    ]:
         assert nn.init.calculate_gain(name, param) == pytest.approx(
-            torch.nn.init.calculate_gain(name, param))
+            torch.nn.init.calculate_gain(name, param)
+        )
 
 
 # --- clip_grad ------------------------------------------------------------------------------------
@@ -382,8 +473,19 @@ def test_clip_grad_value():
 
 # --- layers ---------------------------------------------------------------------------------
 LAYERS = {"nn": 5, "optim": 5}
-ORDER = {"_util": 0, "dtypes": 0, "backend": 1, "ops": 2, "tensor": 3, "autograd": 3,
-         "graph": 4, "nn": 5, "optim": 5, "data": 5, "io": 5}
+ORDER = {
+    "_util": 0,
+    "dtypes": 0,
+    "backend": 1,
+    "ops": 2,
+    "tensor": 3,
+    "autograd": 3,
+    "graph": 4,
+    "nn": 5,
+    "optim": 5,
+    "data": 5,
+    "io": 5,
+}
 
 
 @pytest.mark.parametrize("package", sorted(LAYERS))
@@ -411,6 +513,11 @@ def test_import_ember_does_not_load_nn():
     import sys
 
     code = "import sys, ember; print('ember.nn' in sys.modules, 'ember.optim' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=pathlib.Path(ember.__file__).parent.parent, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=pathlib.Path(ember.__file__).parent.parent,
+        check=True,
+    )
     assert out.stdout.split() == ["False", "False"]

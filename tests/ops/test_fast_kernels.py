@@ -10,8 +10,9 @@ from ember.ops.elementwise import ERF
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_erf_matches_reference(dtype):
     pytest.importorskip("numba", reason="the fast erf kernel needs numba (the `fast` extra)")
-    x = np.concatenate([np.linspace(-7, 7, 20001), [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30,
-                                                    -1e-8]]).astype(dtype)
+    x = np.concatenate(
+        [np.linspace(-7, 7, 20001), [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-8]]
+    ).astype(dtype)
     fast = ERF.kernels["numpy"](numpy_backend.backend.xp, x)
     ref = ERF.forward(numpy_backend.backend.xp, x)
     assert fast.dtype == ref.dtype == dtype
@@ -29,34 +30,53 @@ def test_bitwise_where_matches_reference_bit_for_bit(dtype):
 
     xp = numpy_backend.backend.xp
     rng = np.random.default_rng(0)
-    cases = [((64, 16, 8, 8), (64, 16, 8, 8), ()), ((400, 50), (400, 50), (400, 50)),
-             ((400, 50), (50,), (400, 1)), ((1, 50), (400, 50), ()), ((400, 50), (), (400, 50))]
+    cases = [
+        ((64, 16, 8, 8), (64, 16, 8, 8), ()),
+        ((400, 50), (400, 50), (400, 50)),
+        ((400, 50), (50,), (400, 1)),
+        ((1, 50), (400, 50), ()),
+        ((400, 50), (), (400, 50)),
+    ]
     for cs, a_shape, b_shape in cases:
         c = rng.random(cs) > 0.5
         a = np.asarray(rng.standard_normal(a_shape)).astype(dtype)
         if a.ndim:  # NaN, -0.0 and inf pass through unchanged
             a.reshape(-1)[::7], a.reshape(-1)[::11], a.reshape(-1)[::13] = np.nan, -0.0, np.inf
-        for b in (np.asarray(rng.standard_normal(b_shape)).astype(dtype),
-                  np.asarray(0.0, dtype), np.asarray(-0.0, dtype)):
+        for b in (
+            np.asarray(rng.standard_normal(b_shape)).astype(dtype),
+            np.asarray(0.0, dtype),
+            np.asarray(-0.0, dtype),
+        ):
             ref = WHERE.forward(xp, c, a, b)
             fast = WHERE.kernels["numpy"](xp, c, a, b)
             assert fast.shape == ref.shape and fast.dtype == ref.dtype
-            assert np.array_equal(np.ascontiguousarray(fast).view(np.uint8),
-                                  np.ascontiguousarray(ref).view(np.uint8)), (cs, a_shape,
-                                                                              b_shape)
+            assert np.array_equal(
+                np.ascontiguousarray(fast).view(np.uint8), np.ascontiguousarray(ref).view(np.uint8)
+            ), (cs, a_shape, b_shape)
 
 
-@pytest.mark.parametrize("source,shape", [((), (4,)), ((1,), (3, 4)), ((3, 1), (2, 3, 5)),
-                                          ((2, 3), (2, 3)), ((1, 1), (0, 1)),
-                                          ("transposed", (4, 2, 3))])
+@pytest.mark.parametrize(
+    "source,shape",
+    [
+        ((), (4,)),
+        ((1,), (3, 4)),
+        ((3, 1), (2, 3, 5)),
+        ((2, 3), (2, 3)),
+        ((1, 1), (0, 1)),
+        ("transposed", (4, 2, 3)),
+    ],
+)
 def test_fast_expand_is_broadcast_to(source, shape):
     """expand's numpy kernel: the values, shape, strides and read-only shared memory of
     np.broadcast_to, on contiguous inputs (its own view) and others (broadcast_to itself)."""
     from ember.ops.shape import EXPAND
 
     xp = numpy_backend.backend.xp
-    x = (np.arange(6.0).reshape(3, 2).T if source == "transposed"
-         else np.arange(float(np.prod(source, dtype=int))).reshape(source))
+    x = (
+        np.arange(6.0).reshape(3, 2).T
+        if source == "transposed"
+        else np.arange(float(np.prod(source, dtype=int))).reshape(source)
+    )
     fast = EXPAND.kernels["numpy"](xp, x, shape=shape)
     ref = np.broadcast_to(x, shape)
     assert fast.shape == ref.shape and fast.strides == ref.strides
@@ -77,7 +97,7 @@ def test_quiet_kernels_warn_nothing_and_restore_numpy_state():
     x = ember.tensor([0.0, 1e30, -1.0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        values = [x.log(), x ** 2, 1 / x, x.sqrt()]
+        values = [x.log(), x**2, 1 / x, x.sqrt()]
     assert np.isneginf(values[0].numpy()[0]) and np.isinf(values[1].numpy()[1])
     assert np.geterr() == before
 

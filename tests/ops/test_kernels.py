@@ -38,8 +38,9 @@ def _compare(op_name, ours, ref, dtype, context):
     scale = max(1.0, float(np.abs(ref[finite]).max(initial=0.0)))
     err = np.abs(ours[finite].astype(np.float64) - ref[finite].astype(np.float64))
     print(f"{op_name} {context}: max abs err {err.max(initial=0.0):.3g}")
-    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol * scale, equal_nan=True,
-                               err_msg=f"{op_name} {context}")
+    np.testing.assert_allclose(
+        ours, ref, rtol=rtol, atol=atol * scale, equal_nan=True, err_msg=f"{op_name} {context}"
+    )
 
 
 @contextlib.contextmanager
@@ -57,8 +58,7 @@ def _checked_kernels(calls):
             ours = _kernel(xp, *arrays, **attrs)
             ref = _op.forward(xp, *arrays, **attrs)
             dtype = np.result_type(*[a for a in arrays if isinstance(a, np.ndarray)])
-            _compare(_op.name, ours, ref, dtype, f"shapes {[np.shape(a) for a in arrays]} "
-                     f"{attrs}")
+            _compare(_op.name, ours, ref, dtype, f"shapes {[np.shape(a) for a in arrays]} {attrs}")
             calls[_op.name] = calls.get(_op.name, 0) + 1
             return ours
 
@@ -78,14 +78,23 @@ def _row_cases():
             continue
         for i, sample in enumerate(row.samples(rng)):
             for dtype in (np.float32, np.float64):
-                cases.append(pytest.param(row, sample, dtype,
-                                          id=f"{row.name}-{sample.name or i}-{dtype.__name__}"))
+                cases.append(
+                    pytest.param(
+                        row, sample, dtype, id=f"{row.name}-{sample.name or i}-{dtype.__name__}"
+                    )
+                )
     return cases
 
 
 def test_the_conv_and_pool_kernels_are_registered():
-    for name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d",
-                 "max_pool2d_grad", "max_pool_indices"):
+    for name in (
+        "conv2d",
+        "conv2d_input_grad",
+        "conv2d_weight_grad",
+        "max_pool2d",
+        "max_pool2d_grad",
+        "max_pool_indices",
+    ):
         assert REGISTRY[name].kernels.get("numpy") is not None, name
 
 
@@ -125,8 +134,11 @@ def _numba_modes():
     """The kernels' paths: with numba where it is installed, and the NumPy fallback."""
     from ember.backend import numba_kernels
 
-    modes = [pytest.param(contextlib.nullcontext, id="numpy" if not numba_kernels.available()
-                          else "numba")]
+    modes = [
+        pytest.param(
+            contextlib.nullcontext, id="numpy" if not numba_kernels.available() else "numba"
+        )
+    ]
     if numba_kernels.available():
         modes.append(pytest.param(numba_kernels.disable_for_tests, id="numpy"))
     return modes
@@ -138,17 +150,18 @@ CONV_CASES = [
     ((8, 1, 28, 28), (16, 1, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     ((8, 16, 14, 14), (32, 16, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     ((4, 6, 17, 13), (8, 3, 5, 3), (2, 3), (2, 1), (1, 1), 2),
-    ((3, 4, 16, 15), (4, 1, 3, 3), (1, 1), (0, 2), (2, 3), 4),   # depthwise, dilated
-    ((2, 8, 11, 12), (6, 8, 1, 1), (1, 1), (0, 0), (1, 1), 1),   # 1x1
+    ((3, 4, 16, 15), (4, 1, 3, 3), (1, 1), (0, 2), (2, 3), 4),  # depthwise, dilated
+    ((2, 8, 11, 12), (6, 8, 1, 1), (1, 1), (0, 0), (1, 1), 1),  # 1x1
     ((2, 3, 9, 10), (5, 3, 4, 2), (3, 2), (0, 1), (2, 1), 1),
-    ((2, 4, 7, 7), (4, 2, 7, 7), (1, 1), (3, 3), (1, 1), 2),     # kernel as large as input
-    ((3, 2, 9, 8), (5, 2, 3, 2), (1, 1), (2, 0), (2, 3), 1),     # direct, dilated
+    ((2, 4, 7, 7), (4, 2, 7, 7), (1, 1), (3, 3), (1, 1), 2),  # kernel as large as input
+    ((3, 2, 9, 8), (5, 2, 3, 2), (1, 1), (2, 0), (2, 3), 1),  # direct, dilated
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CONV_CASES,
-                         ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}p{c[3]}d{c[4]}g{c[5]}")
+@pytest.mark.parametrize(
+    "case", CONV_CASES, ids=lambda c: f"{c[0]}-{c[1]}-s{c[2]}p{c[3]}d{c[4]}g{c[5]}"
+)
 @pytest.mark.parametrize("mode", _numba_modes())
 def test_conv_kernels_on_random_shapes(case, dtype, mode):
     with mode():
@@ -167,26 +180,39 @@ def _check_conv_kernels(case, dtype):
     _compare("conv2d", CONV2D.kernels["numpy"](XP, x, w, **attrs), y, dtype, str(case))
     g = rng.standard_normal(y.shape).astype(dtype)
     for gg in (g, g.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)):  # contiguous, not
-        _compare("conv2d_input_grad",
-                 CONV2D_INPUT_GRAD.kernels["numpy"](XP, gg, w, input_shape=xs, **attrs),
-                 CONV2D_INPUT_GRAD.forward(XP, gg, w, input_shape=xs, **attrs), dtype, str(case))
-        _compare("conv2d_weight_grad",
-                 CONV2D_WEIGHT_GRAD.kernels["numpy"](XP, x, gg, weight_shape=ws, **attrs),
-                 CONV2D_WEIGHT_GRAD.forward(XP, x, gg, weight_shape=ws, **attrs), dtype,
-                 str(case))
+        _compare(
+            "conv2d_input_grad",
+            CONV2D_INPUT_GRAD.kernels["numpy"](XP, gg, w, input_shape=xs, **attrs),
+            CONV2D_INPUT_GRAD.forward(XP, gg, w, input_shape=xs, **attrs),
+            dtype,
+            str(case),
+        )
+        _compare(
+            "conv2d_weight_grad",
+            CONV2D_WEIGHT_GRAD.kernels["numpy"](XP, x, gg, weight_shape=ws, **attrs),
+            CONV2D_WEIGHT_GRAD.forward(XP, x, gg, weight_shape=ws, **attrs),
+            dtype,
+            str(case),
+        )
     # non-finite values: the kernels' zero-padded shortcuts must not turn 0 * inf into NaN
     x_inf, w_inf = x.copy(), w.copy()
     x_inf.reshape(-1)[::37] = np.inf
     w_inf.reshape(-1)[::5] = -np.inf
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in both
-        _compare("conv2d_weight_grad",
-                 CONV2D_WEIGHT_GRAD.kernels["numpy"](XP, x_inf, g, weight_shape=ws, **attrs),
-                 CONV2D_WEIGHT_GRAD.forward(XP, x_inf, g, weight_shape=ws, **attrs), dtype,
-                 f"{case} inf")
-        _compare("conv2d_input_grad",
-                 CONV2D_INPUT_GRAD.kernels["numpy"](XP, g, w_inf, input_shape=xs, **attrs),
-                 CONV2D_INPUT_GRAD.forward(XP, g, w_inf, input_shape=xs, **attrs), dtype,
-                 f"{case} inf")
+        _compare(
+            "conv2d_weight_grad",
+            CONV2D_WEIGHT_GRAD.kernels["numpy"](XP, x_inf, g, weight_shape=ws, **attrs),
+            CONV2D_WEIGHT_GRAD.forward(XP, x_inf, g, weight_shape=ws, **attrs),
+            dtype,
+            f"{case} inf",
+        )
+        _compare(
+            "conv2d_input_grad",
+            CONV2D_INPUT_GRAD.kernels["numpy"](XP, g, w_inf, input_shape=xs, **attrs),
+            CONV2D_INPUT_GRAD.forward(XP, g, w_inf, input_shape=xs, **attrs),
+            dtype,
+            f"{case} inf",
+        )
 
 
 POOL_CASES = [
@@ -195,7 +221,7 @@ POOL_CASES = [
     ((4, 3, 15, 13), (3, 3), (2, 2), (1, 1), (1, 1), False),
     ((4, 3, 15, 13), (3, 2), (2, 1), (1, 0), (1, 1), True),
     ((2, 5, 12, 11), (2, 3), (1, 2), (1, 1), (2, 1), False),
-    ((2, 5, 12, 11), (2, 2), (3, 3), (0, 1), (1, 1), True),     # gaps between windows
+    ((2, 5, 12, 11), (2, 2), (3, 3), (0, 1), (1, 1), True),  # gaps between windows
     ((2, 2, 9, 9), (3, 3), (3, 3), (1, 1), (1, 1), True),
 ]
 
@@ -214,8 +240,11 @@ def _pool_inputs(shape, dtype, rng):
 
 @pytest.mark.parametrize("mode", _numba_modes())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}p{c[3]}d{c[4]}"
-                         f"{'-ceil' if c[5] else ''}")
+@pytest.mark.parametrize(
+    "case",
+    POOL_CASES,
+    ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}p{c[3]}d{c[4]}{'-ceil' if c[5] else ''}",
+)
 def test_max_pool_kernels_on_random_shapes(case, dtype, mode):
     with mode():
         _check_max_pool_kernels(case, dtype)
@@ -226,12 +255,18 @@ def _check_max_pool_kernels(case, dtype):
 
     xs, kernel, stride, padding, dilation, ceil_mode = case
     rng = np.random.default_rng(2)
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
-                 "ceil_mode": ceil_mode}
+    attrs = {
+        "kernel": kernel,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "ceil_mode": ceil_mode,
+    }
     for name, x in _pool_inputs(xs, dtype, rng):
         y = MAX_POOL2D.forward(XP, x, **attrs)
-        _compare("max_pool2d", MAX_POOL2D.kernels["numpy"](XP, x, **attrs), y, dtype,
-                 f"{case} {name}")
+        _compare(
+            "max_pool2d", MAX_POOL2D.kernels["numpy"](XP, x, **attrs), y, dtype, f"{case} {name}"
+        )
         g = rng.standard_normal(y.shape).astype(dtype)
         gs = [g, g.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)]
         if name == "nan-inf":
@@ -239,10 +274,20 @@ def _check_max_pool_kernels(case, dtype):
             g2.reshape(-1)[::7] = np.inf
             gs.append(g2)  # an infinite gradient stays off the non-maximal positions
         for gg in gs:
-            _compare("max_pool2d_grad", MAX_POOL2D_GRAD.kernels["numpy"](XP, gg, x, **attrs),
-                     MAX_POOL2D_GRAD.forward(XP, gg, x, **attrs), dtype, f"{case} {name}")
-        _compare("max_pool_indices", MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
-                 MAX_POOL_INDICES.forward(XP, x, **attrs), dtype, f"{case} {name}")
+            _compare(
+                "max_pool2d_grad",
+                MAX_POOL2D_GRAD.kernels["numpy"](XP, gg, x, **attrs),
+                MAX_POOL2D_GRAD.forward(XP, gg, x, **attrs),
+                dtype,
+                f"{case} {name}",
+            )
+        _compare(
+            "max_pool_indices",
+            MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
+            MAX_POOL_INDICES.forward(XP, x, **attrs),
+            dtype,
+            f"{case} {name}",
+        )
 
 
 POOL_INDEX_CASES = [
@@ -255,17 +300,30 @@ POOL_INDEX_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", POOL_INDEX_CASES, ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}p{c[3]}"
-                         f"d{c[4]}{'-ceil' if c[5] else ''}")
+@pytest.mark.parametrize(
+    "case",
+    POOL_INDEX_CASES,
+    ids=lambda c: f"{c[0]}-k{c[1]}s{c[2]}p{c[3]}d{c[4]}{'-ceil' if c[5] else ''}",
+)
 def test_max_pool_indices_kernel_in_1d_and_3d(case, dtype):
     from ember.ops.conv import MAX_POOL_INDICES
 
     xs, kernel, stride, padding, dilation, ceil_mode = case
-    attrs = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation,
-             "ceil_mode": ceil_mode}
+    attrs = {
+        "kernel": kernel,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "ceil_mode": ceil_mode,
+    }
     for name, x in _pool_inputs(xs, dtype, np.random.default_rng(4)):
-        _compare("max_pool_indices", MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
-                 MAX_POOL_INDICES.forward(XP, x, **attrs), dtype, f"{case} {name}")
+        _compare(
+            "max_pool_indices",
+            MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
+            MAX_POOL_INDICES.forward(XP, x, **attrs),
+            dtype,
+            f"{case} {name}",
+        )
 
 
 def test_max_pool_kernel_on_integers():
@@ -273,12 +331,27 @@ def test_max_pool_kernel_on_integers():
 
     x = np.random.default_rng(3).integers(-100, 100, (2, 3, 9, 8)).astype(np.int32)
     for k, s, p, c in itertools.product((2, 3), (1, 2), (0, 1), (False, True)):
-        attrs = {"kernel": (k, k), "stride": (s, s), "padding": (p, p), "dilation": (1, 1),
-                 "ceil_mode": c}
-        _compare("max_pool2d", MAX_POOL2D.kernels["numpy"](XP, x, **attrs),
-                 MAX_POOL2D.forward(XP, x, **attrs), np.int32, str(attrs))
-        _compare("max_pool_indices", MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
-                 MAX_POOL_INDICES.forward(XP, x, **attrs), np.int32, str(attrs))
+        attrs = {
+            "kernel": (k, k),
+            "stride": (s, s),
+            "padding": (p, p),
+            "dilation": (1, 1),
+            "ceil_mode": c,
+        }
+        _compare(
+            "max_pool2d",
+            MAX_POOL2D.kernels["numpy"](XP, x, **attrs),
+            MAX_POOL2D.forward(XP, x, **attrs),
+            np.int32,
+            str(attrs),
+        )
+        _compare(
+            "max_pool_indices",
+            MAX_POOL_INDICES.kernels["numpy"](XP, x, **attrs),
+            MAX_POOL_INDICES.forward(XP, x, **attrs),
+            np.int32,
+            str(attrs),
+        )
 
 
 BN_CASES = [(16, 8, 14, 14), (8, 3, 5, 7), (6, 4), (5, 3, 4, 2, 3), (2, 5, 1, 1)]
@@ -305,9 +378,15 @@ def test_batch_norm_kernels_on_random_shapes(shape, dtype, mode):
             g = rng.standard_normal(shape).astype(dtype)
             for gx in (x, np.ascontiguousarray(np.swapaxes(x, 0, -1)).swapaxes(0, -1)):
                 for op, args, attrs in (
-                        (BATCH_NORM_STATS, (gx,), {}),
-                        (BATCH_NORM_TRAIN, (gx, w, b), {"eps": 1e-5}),
-                        (BATCH_NORM_INPUT_GRAD, (g, gx, w), {"eps": 1e-5}),
-                        (BATCH_NORM_WEIGHT_GRAD, (g, gx), {"eps": 1e-5})):
-                    _compare(op.name, op.kernels["numpy"](XP, *args, **attrs),
-                             op.forward(XP, *args, **attrs), dtype, f"{shape} {name}")
+                    (BATCH_NORM_STATS, (gx,), {}),
+                    (BATCH_NORM_TRAIN, (gx, w, b), {"eps": 1e-5}),
+                    (BATCH_NORM_INPUT_GRAD, (g, gx, w), {"eps": 1e-5}),
+                    (BATCH_NORM_WEIGHT_GRAD, (g, gx), {"eps": 1e-5}),
+                ):
+                    _compare(
+                        op.name,
+                        op.kernels["numpy"](XP, *args, **attrs),
+                        op.forward(XP, *args, **attrs),
+                        dtype,
+                        f"{shape} {name}",
+                    )

@@ -49,8 +49,11 @@ def _to_torch(value, dtype, is_int=False):
 
 def _np(x):
     if isinstance(x, ember.Tensor):
-        return np.asarray(x.detach()).astype(np.float64) if x.dtype.is_floating_point else \
-            np.asarray(x)
+        return (
+            np.asarray(x.detach()).astype(np.float64)
+            if x.dtype.is_floating_point
+            else np.asarray(x)
+        )
     if isinstance(x, torch.Tensor):
         return x.detach().numpy()
     return np.asarray(x)
@@ -65,8 +68,10 @@ def test_every_registered_op_has_a_row():
 
 @pytest.mark.parametrize("row,sample", _cases(lambda r: r.torch_fn is not None))
 def test_forward_matches_torch(row, sample):
-    args = [_to_ember(a, np.float32, sample.noncontiguous, i in row.int_args)
-            for i, a in enumerate(sample.args)]
+    args = [
+        _to_ember(a, np.float32, sample.noncontiguous, i in row.int_args)
+        for i, a in enumerate(sample.args)
+    ]
     targs = [_to_torch(a, np.float32, i in row.int_args) for i, a in enumerate(sample.args)]
     ours = row.fn(*args, **sample.kwargs)
     theirs = row.torch_fn(*targs, **sample.kwargs)
@@ -79,21 +84,31 @@ def test_forward_matches_torch(row, sample):
 
 @pytest.mark.parametrize("row,sample", _cases(lambda r: r.ref is not None))
 def test_forward_matches_numpy_reference(row, sample):
-    args = [_to_ember(a, np.float64, sample.noncontiguous, i in row.int_args)
-            for i, a in enumerate(sample.args)]
+    args = [
+        _to_ember(a, np.float64, sample.noncontiguous, i in row.int_args)
+        for i, a in enumerate(sample.args)
+    ]
     ours = row.fn(*args, **sample.kwargs)
     expected = row.ref(*sample.args, **sample.kwargs)
-    np.testing.assert_allclose(_np(ours), np.asarray(expected, dtype=_np(ours).dtype),
-                               atol=1e-12, rtol=1e-12)
+    np.testing.assert_allclose(
+        _np(ours), np.asarray(expected, dtype=_np(ours).dtype), atol=1e-12, rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("row,sample", _cases(lambda r: r.grad and r.finite_differences))
 def test_gradients_match_finite_differences(row, sample):
     if not sample.grad:
         pytest.skip("edge-value sample: finite differences are not meaningful here")
-    args = [_to_ember(a, np.float64, sample.noncontiguous, i in row.int_args,
-                      requires_grad=i not in row.const_args)
-            for i, a in enumerate(sample.args)]
+    args = [
+        _to_ember(
+            a,
+            np.float64,
+            sample.noncontiguous,
+            i in row.int_args,
+            requires_grad=i not in row.const_args,
+        )
+        for i, a in enumerate(sample.args)
+    ]
     if not any(isinstance(a, ember.Tensor) and a.requires_grad and a.numel() for a in args):
         pytest.skip("no non-empty differentiable input in this sample")
     assert gradcheck(lambda *xs: row.fn(*xs, **sample.kwargs), args)
@@ -103,8 +118,10 @@ def test_gradients_match_finite_differences(row, sample):
 def test_second_order_gradients(row, sample):
     if not sample.grad:
         pytest.skip("edge-value sample: finite differences are not meaningful here")
-    args = [_to_ember(a, np.float64, sample.noncontiguous, i in row.int_args, requires_grad=True)
-            for i, a in enumerate(sample.args)]
+    args = [
+        _to_ember(a, np.float64, sample.noncontiguous, i in row.int_args, requires_grad=True)
+        for i, a in enumerate(sample.args)
+    ]
     if not any(isinstance(a, ember.Tensor) and a.requires_grad and a.numel() for a in args):
         pytest.skip("no non-empty differentiable input in this sample")
     assert gradgradcheck(lambda *xs: row.fn(*xs, **sample.kwargs), args, atol=1e-4)
@@ -112,9 +129,16 @@ def test_second_order_gradients(row, sample):
 
 @pytest.mark.parametrize("row,sample", _cases(lambda r: r.grad and r.torch_fn is not None))
 def test_gradients_match_torch(row, sample):
-    args = [_to_ember(a, np.float32, sample.noncontiguous, i in row.int_args,
-                      requires_grad=i not in row.const_args)
-            for i, a in enumerate(sample.args)]
+    args = [
+        _to_ember(
+            a,
+            np.float32,
+            sample.noncontiguous,
+            i in row.int_args,
+            requires_grad=i not in row.const_args,
+        )
+        for i, a in enumerate(sample.args)
+    ]
     targs = [_to_torch(a, np.float32, i in row.int_args) for i, a in enumerate(sample.args)]
     for i, t in enumerate(targs):
         if isinstance(t, torch.Tensor) and t.dtype.is_floating_point and i not in row.const_args:
@@ -138,13 +162,20 @@ def test_gradients_match_torch(row, sample):
 
 def _second_order_cases():
     """gradgrad rows with a PyTorch reference, samples with a non-empty float input only."""
+
     def has_input(row, sample):
         return sample.grad and any(
-            isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size
-            and i not in row.int_args and i not in row.const_args
-            for i, a in enumerate(sample.args))
-    return [c for c in _cases(lambda r: r.gradgrad and r.torch_fn is not None)
-            if has_input(*c.values)]
+            isinstance(a, np.ndarray)
+            and a.dtype.kind == "f"
+            and a.size
+            and i not in row.int_args
+            and i not in row.const_args
+            for i, a in enumerate(sample.args)
+        )
+
+    return [
+        c for c in _cases(lambda r: r.gradgrad and r.torch_fn is not None) if has_input(*c.values)
+    ]
 
 
 def _second(output, inputs, lib):
@@ -157,27 +188,37 @@ def _second(output, inputs, lib):
 @pytest.mark.parametrize("row,sample", _second_order_cases())
 def test_second_order_gradients_match_torch(row, sample):
     """d/dx <grad(f)(x), v> against torch.autograd.grad with create_graph, in float64."""
-    args = [_to_ember(a, np.float64, sample.noncontiguous, i in row.int_args,
-                      requires_grad=i not in row.const_args)
-            for i, a in enumerate(sample.args)]
+    args = [
+        _to_ember(
+            a,
+            np.float64,
+            sample.noncontiguous,
+            i in row.int_args,
+            requires_grad=i not in row.const_args,
+        )
+        for i, a in enumerate(sample.args)
+    ]
     targs = [_to_torch(a, np.float64, i in row.int_args) for i, a in enumerate(sample.args)]
-    pairs = [(a, t) for i, (a, t) in enumerate(zip(args, targs))
-             if isinstance(a, ember.Tensor) and a.requires_grad]
+    pairs = [
+        (a, t)
+        for i, (a, t) in enumerate(zip(args, targs))
+        if isinstance(a, ember.Tensor) and a.requires_grad
+    ]
     for _, t in pairs:
         t.requires_grad_(True)
     rng = np.random.default_rng(2)
     ours = row.fn(*args, **sample.kwargs)
     theirs = row.torch_fn(*targs, **sample.kwargs)
     cot = rng.standard_normal(tuple(ours.shape))
-    firsts = ember.autograd.grad(ours, [a for a, _ in pairs], ember.from_numpy(cot),
-                                 create_graph=True, allow_unused=True)
-    tfirsts = torch.autograd.grad(theirs, [t for _, t in pairs], torch.from_numpy(cot),
-                                  create_graph=True, allow_unused=True)
+    firsts = ember.autograd.grad(
+        ours, [a for a, _ in pairs], ember.from_numpy(cot), create_graph=True, allow_unused=True
+    )
+    tfirsts = torch.autograd.grad(
+        theirs, [t for _, t in pairs], torch.from_numpy(cot), create_graph=True, allow_unused=True
+    )
     probes = [rng.standard_normal(tuple(a.shape)) for a, _ in pairs]
-    ours2 = sum((f * ember.from_numpy(v)).sum() for f, v in zip(firsts, probes)
-                if f is not None)
-    theirs2 = sum((f * torch.from_numpy(v)).sum() for f, v in zip(tfirsts, probes)
-                  if f is not None)
+    ours2 = sum((f * ember.from_numpy(v)).sum() for f, v in zip(firsts, probes) if f is not None)
+    theirs2 = sum((f * torch.from_numpy(v)).sum() for f, v in zip(tfirsts, probes) if f is not None)
     seconds = _second(ours2, [a for a, _ in pairs], ember)
     tseconds = _second(theirs2, [t for _, t in pairs], torch)
     worst = 0.0
@@ -202,8 +243,9 @@ def test_error_inputs_raise_documented_errors(row, case):
     args = [_to_ember(a, np.float32, False, i in row.int_args) for i, a in enumerate(case.args)]
     with pytest.raises(case.error, match=case.match) as info:
         row.fn(*args, **case.kwargs)
-    assert "test_op_table.py" in str(info.value) or "op_table.py" in str(info.value), \
+    assert "test_op_table.py" in str(info.value) or "op_table.py" in str(info.value), (
         f"error message should point at the caller's line: {info.value}"
+    )
 
 
 @pytest.mark.parametrize("row,sample", _cases(lambda r: not r.random))
@@ -217,8 +259,10 @@ def test_shape_and_dtype_rules_agree_with_eager(row, sample):
             result = dispatch.apply(op, *args, **attrs)
         finally:
             dispatch.push_interceptor(check)
-        if op.name == "nonzero" or (op.name in ("getitem", "index_add", "index_put") and any(
-                isinstance(a, ember.Tensor) and a.dtype is ember.bool for a in args[1:])):
+        if op.name == "nonzero" or (
+            op.name in ("getitem", "index_add", "index_put")
+            and any(isinstance(a, ember.Tensor) and a.dtype is ember.bool for a in args[1:])
+        ):
             return result  # data-dependent shapes
         avals = [(tuple(a.shape), a.dtype) if isinstance(a, ember.Tensor) else a for a in args]
         shape, dtype = registry.infer(op, avals, attrs)
@@ -227,8 +271,10 @@ def test_shape_and_dtype_rules_agree_with_eager(row, sample):
         checked.append(op.name)
         return result
 
-    args = [_to_ember(a, np.float32, sample.noncontiguous, i in row.int_args)
-            for i, a in enumerate(sample.args)]
+    args = [
+        _to_ember(a, np.float32, sample.noncontiguous, i in row.int_args)
+        for i, a in enumerate(sample.args)
+    ]
     dispatch.push_interceptor(check)
     try:
         row.fn(*args, **sample.kwargs)

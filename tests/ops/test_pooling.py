@@ -29,23 +29,47 @@ MAX_CASES = [
     ("2d-k2", 2, (2, 3, 6, 6), {"kernel_size": 2}),
     ("2d-k3s2p1", 2, (2, 3, 7, 8), {"kernel_size": 3, "stride": 2, "padding": 1}),
     ("2d-ceil", 2, (1, 2, 7, 7), {"kernel_size": 2, "ceil_mode": True}),
-    ("2d-ceil-pad-overhang", 2, (1, 2, 8, 9), {"kernel_size": 3, "stride": 2, "padding": 1,
-                                                "ceil_mode": True}),
-    ("2d-dilation", 2, (2, 2, 9, 10), {"kernel_size": (2, 3), "stride": (1, 2),
-                                       "padding": (1, 1), "dilation": (3, 2)}),
-    ("2d-dilation-ceil", 2, (1, 3, 10, 9), {"kernel_size": 3, "stride": 3, "padding": 1,
-                                            "dilation": 2, "ceil_mode": True}),
+    (
+        "2d-ceil-pad-overhang",
+        2,
+        (1, 2, 8, 9),
+        {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+    ),
+    (
+        "2d-dilation",
+        2,
+        (2, 2, 9, 10),
+        {"kernel_size": (2, 3), "stride": (1, 2), "padding": (1, 1), "dilation": (3, 2)},
+    ),
+    (
+        "2d-dilation-ceil",
+        2,
+        (1, 3, 10, 9),
+        {"kernel_size": 3, "stride": 3, "padding": 1, "dilation": 2, "ceil_mode": True},
+    ),
     ("2d-overlap-s1", 2, (2, 2, 5, 6), {"kernel_size": 3, "stride": 1, "padding": 1}),
     ("2d-unbatched", 2, (3, 6, 5), {"kernel_size": 2, "stride": 1}),
     ("1d-k3s2p1", 1, (2, 3, 11), {"kernel_size": 3, "stride": 2, "padding": 1}),
-    ("1d-dilation-ceil", 1, (2, 2, 12), {"kernel_size": 3, "stride": 2, "dilation": 2,
-                                         "ceil_mode": True}),
+    (
+        "1d-dilation-ceil",
+        1,
+        (2, 2, 12),
+        {"kernel_size": 3, "stride": 2, "dilation": 2, "ceil_mode": True},
+    ),
     ("1d-unbatched", 1, (3, 9), {"kernel_size": 2}),
     ("3d-k2", 3, (2, 2, 4, 6, 4), {"kernel_size": 2}),
-    ("3d-pad-ceil", 3, (1, 2, 5, 6, 7), {"kernel_size": (2, 3, 2), "stride": (2, 1, 2),
-                                         "padding": 1, "ceil_mode": True}),
-    ("3d-dilation", 3, (1, 2, 6, 7, 7), {"kernel_size": 2, "stride": 2, "padding": (0, 1, 1),
-                                         "dilation": (1, 2, 3)}),
+    (
+        "3d-pad-ceil",
+        3,
+        (1, 2, 5, 6, 7),
+        {"kernel_size": (2, 3, 2), "stride": (2, 1, 2), "padding": 1, "ceil_mode": True},
+    ),
+    (
+        "3d-dilation",
+        3,
+        (1, 2, 6, 7, 7),
+        {"kernel_size": 2, "stride": 2, "padding": (0, 1, 1), "dilation": (1, 2, 3)},
+    ),
     ("3d-unbatched", 3, (2, 4, 5, 4), {"kernel_size": 2, "stride": 1}),
 ]
 
@@ -78,8 +102,7 @@ def _pool(lib_f, nd):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["random", "ties", "special"])
 @pytest.mark.parametrize("name,nd,shape,kwargs", MAX_CASES, ids=[c[0] for c in MAX_CASES])
-def test_max_pool_values_indices_and_gradients_match_torch(name, nd, shape, kwargs, kind,
-                                                           dtype):
+def test_max_pool_values_indices_and_gradients_match_torch(name, nd, shape, kwargs, kind, dtype):
     rng = np.random.default_rng(zlib.crc32(f"{name}-{kind}".encode()))
     a = _inputs(kind, shape, rng).astype(dtype)
     x = ember.from_numpy(a.copy()).requires_grad_(True)
@@ -97,8 +120,10 @@ def test_max_pool_values_indices_and_gradients_match_torch(name, nd, shape, kwar
     out.backward(ember.from_numpy(cot))
     t_out.backward(torch.from_numpy(cot))
     grad_err = _err(x.grad, t.grad)
-    print(f"{name} {kind} {np.dtype(dtype).name}: max abs err values {values_err:.3g}, "
-          f"values-only {plain_err:.3g}, input grad {grad_err:.3g}; indices equal")
+    print(
+        f"{name} {kind} {np.dtype(dtype).name}: max abs err values {values_err:.3g}, "
+        f"values-only {plain_err:.3g}, input grad {grad_err:.3g}; indices equal"
+    )
     assert values_err == 0.0 and plain_err == 0.0
     assert grad_err <= (1e-6 if dtype == np.float32 else 1e-12)
 
@@ -120,14 +145,17 @@ def test_max_pool_second_order_matches_torch(name, nd, shape, kwargs):
     first = _err(gx, t_gx)
     assert gx.requires_grad
     gv, gxx = grad((gx * ember.from_numpy(uu)).sum(), [v, x], allow_unused=True)
-    t_gv, t_gxx = torch.autograd.grad((t_gx * torch.from_numpy(uu)).sum(), [tv, t],
-                                      allow_unused=True)
+    t_gv, t_gxx = torch.autograd.grad(
+        (t_gx * torch.from_numpy(uu)).sum(), [tv, t], allow_unused=True
+    )
     second = _err(gv, t_gv)
     gxx = np.zeros(shape) if gxx is None else np.asarray(gxx)
     t_gxx = torch.zeros(shape, dtype=torch.float64) if t_gxx is None else t_gxx
     second_x = _err(gxx, t_gxx)
-    print(f"{name}: max abs err first order {first:.3g}, second order d/dv {second:.3g}, "
-          f"d/dx {second_x:.3g}")
+    print(
+        f"{name}: max abs err first order {first:.3g}, second order d/dv {second:.3g}, "
+        f"d/dx {second_x:.3g}"
+    )
     assert first <= 1e-12 and second <= 1e-12 and second_x == 0.0
 
 
@@ -149,8 +177,9 @@ def _unpool(lib_f, nd):
     return getattr(lib_f, f"max_unpool{nd}d")
 
 
-@pytest.mark.parametrize("name,nd,shape,kwargs,size", UNPOOL_CASES,
-                         ids=[c[0] for c in UNPOOL_CASES])
+@pytest.mark.parametrize(
+    "name,nd,shape,kwargs,size", UNPOOL_CASES, ids=[c[0] for c in UNPOOL_CASES]
+)
 def test_max_unpool_round_trip_and_gradients_match_torch(name, nd, shape, kwargs, size):
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     a = rng.standard_normal(shape)
@@ -166,11 +195,16 @@ def test_max_unpool_round_trip_and_gradients_match_torch(name, nd, shape, kwargs
     # the round trip: every pooled value sits at its argmax, and only there
     planes = np.asarray(up.detach()).reshape(np.asarray(out).shape[:-nd] + (-1,))
     flat_idx = np.asarray(idx).reshape(planes.shape[:-1] + (-1,))
-    np.testing.assert_array_equal(np.take_along_axis(planes, flat_idx, -1),
-                                  np.asarray(out).reshape(flat_idx.shape))
-    assert np.count_nonzero(planes) == len(np.unique(
-        flat_idx + np.arange(flat_idx[..., 0].size).reshape(flat_idx.shape[:-1] + (1,))
-        * planes.shape[-1]))
+    np.testing.assert_array_equal(
+        np.take_along_axis(planes, flat_idx, -1), np.asarray(out).reshape(flat_idx.shape)
+    )
+    assert np.count_nonzero(planes) == len(
+        np.unique(
+            flat_idx
+            + np.arange(flat_idx[..., 0].size).reshape(flat_idx.shape[:-1] + (1,))
+            * planes.shape[-1]
+        )
+    )
     cot = rng.standard_normal(tuple(up.shape))
     v = ember.from_numpy(cot.copy()).requires_grad_(True)
     tv = torch.from_numpy(cot.copy()).requires_grad_(True)
@@ -183,10 +217,13 @@ def test_max_unpool_round_trip_and_gradients_match_torch(name, nd, shape, kwargs
     second_err = _err(gv, t_gv)
     # module form gives the same
     module = getattr(nn, f"MaxUnpool{nd}d")(**unpool_kw)
-    np.testing.assert_array_equal(np.asarray(module(y, idx, output_size=size).detach()),
-                                  np.asarray(up.detach()))
-    print(f"unpool {name}: max abs err forward {forward_err:.3g}, input grad {grad_err:.3g}, "
-          f"second order {second_err:.3g}")
+    np.testing.assert_array_equal(
+        np.asarray(module(y, idx, output_size=size).detach()), np.asarray(up.detach())
+    )
+    print(
+        f"unpool {name}: max abs err forward {forward_err:.3g}, input grad {grad_err:.3g}, "
+        f"second order {second_err:.3g}"
+    )
     assert forward_err == 0.0 and grad_err == 0.0 and second_err == 0.0
 
 
@@ -203,13 +240,21 @@ def test_module_round_trip_pool_unpool_matches_torch():
 
 def _avg_cases():
     cases = []
-    for n, k, s, p, ceil in itertools.product((5, 6, 7), (2, 3), (1, 2, 3), (0, 1), (False,
-                                                                                     True)):
+    for n, k, s, p, ceil in itertools.product((5, 6, 7), (2, 3), (1, 2, 3), (0, 1), (False, True)):
         if p > k // 2:
             continue
         for include_pad, divisor in ((True, None), (False, None), (True, 2), (False, 5)):
-            cases.append(((n, n + 1), (k, k - 1 if k > 2 else k), (s, max(1, s - 1)), (p, 0),
-                          ceil, include_pad, divisor))
+            cases.append(
+                (
+                    (n, n + 1),
+                    (k, k - 1 if k > 2 else k),
+                    (s, max(1, s - 1)),
+                    (p, 0),
+                    ceil,
+                    include_pad,
+                    divisor,
+                )
+            )
     return cases
 
 
@@ -223,8 +268,14 @@ def test_avg_pool2d_ceil_mode_grid_matches_torch(dtype):
     rng = np.random.default_rng(7)
     worst_out = worst_grad = 0.0
     for size, kernel, stride, padding, ceil, include_pad, divisor in AVG_CASES:
-        kw = {"kernel_size": kernel, "stride": stride, "padding": padding, "ceil_mode": ceil,
-              "count_include_pad": include_pad, "divisor_override": divisor}
+        kw = {
+            "kernel_size": kernel,
+            "stride": stride,
+            "padding": padding,
+            "ceil_mode": ceil,
+            "count_include_pad": include_pad,
+            "divisor_override": divisor,
+        }
         a = rng.standard_normal((2, 2) + size).astype(dtype)
         x = ember.from_numpy(a.copy()).requires_grad_(True)
         t = torch.from_numpy(a.copy()).requires_grad_(True)
@@ -235,18 +286,30 @@ def test_avg_pool2d_ceil_mode_grid_matches_torch(dtype):
         t_out.backward(torch.from_numpy(cot))
         worst_out = max(worst_out, _err(out, t_out))
         worst_grad = max(worst_grad, _err(x.grad, t.grad))
-    print(f"avg_pool2d {len(AVG_CASES)} configs {np.dtype(dtype).name}: max abs err "
-          f"forward {worst_out:.3g}, input grad {worst_grad:.3g}")
+    print(
+        f"avg_pool2d {len(AVG_CASES)} configs {np.dtype(dtype).name}: max abs err "
+        f"forward {worst_out:.3g}, input grad {worst_grad:.3g}"
+    )
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert worst_out <= tol and worst_grad <= tol
 
 
-@pytest.mark.parametrize("kw", [
-    {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
-    {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True, "count_include_pad": False},
-    {"kernel_size": 2, "stride": 3, "ceil_mode": True},
-    {"kernel_size": 4, "stride": 3, "padding": 2, "ceil_mode": True},
-], ids=["pad", "exclude-pad", "gaps", "k4p2"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+        {
+            "kernel_size": 3,
+            "stride": 2,
+            "padding": 1,
+            "ceil_mode": True,
+            "count_include_pad": False,
+        },
+        {"kernel_size": 2, "stride": 3, "ceil_mode": True},
+        {"kernel_size": 4, "stride": 3, "padding": 2, "ceil_mode": True},
+    ],
+    ids=["pad", "exclude-pad", "gaps", "k4p2"],
+)
 def test_avg_pool1d_ceil_mode_matches_torch(kw):
     a = np.random.default_rng(8).standard_normal((2, 3, 10))
     x = ember.from_numpy(a.copy()).requires_grad_(True)
@@ -254,8 +317,10 @@ def test_avg_pool1d_ceil_mode_matches_torch(kw):
     out, t_out = F.avg_pool1d(x, **kw), TF.avg_pool1d(t, **kw)
     out.sum().backward()
     t_out.sum().backward()
-    print(f"avg_pool1d {kw}: max abs err forward {_err(out, t_out):.3g}, grad "
-          f"{_err(x.grad, t.grad):.3g}")
+    print(
+        f"avg_pool1d {kw}: max abs err forward {_err(out, t_out):.3g}, grad "
+        f"{_err(x.grad, t.grad):.3g}"
+    )
     assert _err(out, t_out) <= 1e-12 and _err(x.grad, t.grad) <= 1e-12
 
 
@@ -265,8 +330,9 @@ def _avg3d_cases():
         if p > k // 2:
             continue
         for include_pad, divisor in ((True, None), (False, None), (False, 4)):
-            cases.append(((5, 6, 7), (k, 2, k), (s, max(1, s - 1), s), (p, 1, 0), ceil,
-                          include_pad, divisor))
+            cases.append(
+                ((5, 6, 7), (k, 2, k), (s, max(1, s - 1), s), (p, 1, 0), ceil, include_pad, divisor)
+            )
     return cases
 
 
@@ -280,9 +346,16 @@ def test_avg_pool3d_grid_matches_torch(dtype):
     rng = np.random.default_rng(17)
     worst_out = worst_grad = 0.0
     for size, kernel, stride, padding, ceil, include_pad, divisor in AVG3D_CASES + [
-            ((4, 5, 6), 2, 1, 1, True, False, None)]:
-        kw = {"kernel_size": kernel, "stride": stride, "padding": padding, "ceil_mode": ceil,
-              "count_include_pad": include_pad, "divisor_override": divisor}
+        ((4, 5, 6), 2, 1, 1, True, False, None)
+    ]:
+        kw = {
+            "kernel_size": kernel,
+            "stride": stride,
+            "padding": padding,
+            "ceil_mode": ceil,
+            "count_include_pad": include_pad,
+            "divisor_override": divisor,
+        }
         lead = (2, 2) if isinstance(kernel, tuple) else (3,)  # the int-kernel case: unbatched
         a = rng.standard_normal(lead + size).astype(dtype)
         x = ember.from_numpy(a.copy()).requires_grad_(True)
@@ -294,16 +367,23 @@ def test_avg_pool3d_grid_matches_torch(dtype):
         t_out.backward(torch.from_numpy(cot))
         worst_out = max(worst_out, _err(out, t_out))
         worst_grad = max(worst_grad, _err(x.grad, t.grad))
-    print(f"avg_pool3d {len(AVG3D_CASES) + 1} configs {np.dtype(dtype).name}: max abs err "
-          f"forward {worst_out:.3g}, input grad {worst_grad:.3g}")
+    print(
+        f"avg_pool3d {len(AVG3D_CASES) + 1} configs {np.dtype(dtype).name}: max abs err "
+        f"forward {worst_out:.3g}, input grad {worst_grad:.3g}"
+    )
     tol = 1e-5 if dtype == np.float32 else 1e-12
     assert worst_out <= tol and worst_grad <= tol
 
 
 def test_avg_pool3d_module_and_second_order_match_torch():
     a = np.random.default_rng(18).standard_normal((1, 2, 5, 6, 5))
-    kw = {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
-          "count_include_pad": False}
+    kw = {
+        "kernel_size": 3,
+        "stride": 2,
+        "padding": 1,
+        "ceil_mode": True,
+        "count_include_pad": False,
+    }
     x = ember.from_numpy(a.copy()).requires_grad_(True)
     t = torch.from_numpy(a.copy()).requires_grad_(True)
     out, t_out = nn.AvgPool3d(**kw)(x), torch.nn.AvgPool3d(**kw)(t)
@@ -312,8 +392,11 @@ def test_avg_pool3d_module_and_second_order_match_torch():
     (gxx,) = grad(gx.sum(), [x])
     (t_gxx,) = torch.autograd.grad(t_gx.sum(), [t])
     errs = (_err(out, t_out), _err(gx, t_gx), _err(gxx, t_gxx))
-    print("AvgPool3d module: max abs err forward {:.3g}, grad {:.3g}, second order {:.3g}"
-          .format(*errs))
+    print(
+        "AvgPool3d module: max abs err forward {:.3g}, grad {:.3g}, second order {:.3g}".format(
+            *errs
+        )
+    )
     assert max(errs) <= 1e-12
 
 
@@ -334,10 +417,8 @@ ADAPTIVE_CASES = [
 
 
 @pytest.mark.parametrize("kind", ["random", "ties", "special"])
-@pytest.mark.parametrize("name,nd,shape,size", ADAPTIVE_CASES,
-                         ids=[c[0] for c in ADAPTIVE_CASES])
-def test_adaptive_max_pool_values_indices_and_gradients_match_torch(name, nd, shape, size,
-                                                                    kind):
+@pytest.mark.parametrize("name,nd,shape,size", ADAPTIVE_CASES, ids=[c[0] for c in ADAPTIVE_CASES])
+def test_adaptive_max_pool_values_indices_and_gradients_match_torch(name, nd, shape, size, kind):
     rng = np.random.default_rng(zlib.crc32(f"adaptive-{name}-{kind}".encode()))
     a = _inputs(kind, shape, rng).astype(np.float32)
     x = ember.from_numpy(a.copy()).requires_grad_(True)
@@ -354,13 +435,14 @@ def test_adaptive_max_pool_values_indices_and_gradients_match_torch(name, nd, sh
     out.backward(ember.from_numpy(cot))
     t_out.backward(torch.from_numpy(cot))
     grad_err = _err(x.grad, t.grad)
-    print(f"adaptive max {name} {kind}: max abs err values {values_err:.3g}, module "
-          f"{_err(m_out, t_out):.3g}, input grad {grad_err:.3g}; indices equal")
+    print(
+        f"adaptive max {name} {kind}: max abs err values {values_err:.3g}, module "
+        f"{_err(m_out, t_out):.3g}, input grad {grad_err:.3g}; indices equal"
+    )
     assert values_err == 0.0 and _err(m_out, t_out) == 0.0 and grad_err <= 1e-6
 
 
-@pytest.mark.parametrize("name,nd,shape,size", ADAPTIVE_CASES,
-                         ids=[c[0] for c in ADAPTIVE_CASES])
+@pytest.mark.parametrize("name,nd,shape,size", ADAPTIVE_CASES, ids=[c[0] for c in ADAPTIVE_CASES])
 def test_adaptive_pool_second_order_and_avg_match_torch(name, nd, shape, size):
     """Adaptive max: d/dv and d/dx of <grad_x <pool(x), v>, u>; adaptive avg: forward, grad and
     the second order of a squared loss; float64."""
@@ -376,8 +458,9 @@ def test_adaptive_pool_second_order_and_avg_match_torch(name, nd, shape, size):
     (gx,) = grad(out, [x], v, create_graph=True)
     (t_gx,) = torch.autograd.grad(t_out, [t], tv, create_graph=True)
     gv, gxx = grad((gx * ember.from_numpy(uu)).sum(), [v, x], allow_unused=True)
-    t_gv, t_gxx = torch.autograd.grad((t_gx * torch.from_numpy(uu)).sum(), [tv, t],
-                                      allow_unused=True)
+    t_gv, t_gxx = torch.autograd.grad(
+        (t_gx * torch.from_numpy(uu)).sum(), [tv, t], allow_unused=True
+    )
     gxx = np.zeros(shape) if gxx is None else np.asarray(gxx)
     t_gxx = torch.zeros(shape, dtype=torch.float64) if t_gxx is None else t_gxx
     max_errs = (_err(gx, t_gx), _err(gv, t_gv), _err(gxx, t_gxx))
@@ -391,9 +474,11 @@ def test_adaptive_pool_second_order_and_avg_match_torch(name, nd, shape, size):
     (gaa,) = grad((ga * ember.from_numpy(uu)).sum(), [x])
     (t_gaa,) = torch.autograd.grad((t_ga * torch.from_numpy(uu)).sum(), [t])
     avg_errs = (_err(avg, t_avg), _err(ga, t_ga), _err(gaa, t_gaa))
-    print(f"adaptive {name}: max abs err max-pool first order {max_errs[0]:.3g}, second "
-          f"d/dv {max_errs[1]:.3g}, d/dx {max_errs[2]:.3g}; avg-pool forward {avg_errs[0]:.3g}, "
-          f"grad {avg_errs[1]:.3g}, second order {avg_errs[2]:.3g}")
+    print(
+        f"adaptive {name}: max abs err max-pool first order {max_errs[0]:.3g}, second "
+        f"d/dv {max_errs[1]:.3g}, d/dx {max_errs[2]:.3g}; avg-pool forward {avg_errs[0]:.3g}, "
+        f"grad {avg_errs[1]:.3g}, second order {avg_errs[2]:.3g}"
+    )
     assert max_errs[0] <= 1e-12 and max_errs[1] <= 1e-12 and max_errs[2] == 0.0
     assert max(avg_errs) <= 1e-12
 
@@ -415,8 +500,7 @@ def test_compiled_adaptive_and_avg3d_pooling_equal_eager():
     def f(x):
         out, idx = F.adaptive_max_pool2d(x, (3, 4), return_indices=True)
         avg = F.adaptive_avg_pool2d(x, (2, None))
-        box = F.avg_pool3d(x.unsqueeze(1), 2, padding=1, ceil_mode=True,
-                           count_include_pad=False)
+        box = F.avg_pool3d(x.unsqueeze(1), 2, padding=1, ceil_mode=True, count_include_pad=False)
         return (out * out).sum() + avg.sum() + box.sum(), idx
 
     a = np.random.default_rng(10).standard_normal((2, 3, 7, 9))
@@ -428,46 +512,106 @@ def test_compiled_adaptive_and_avg3d_pooling_equal_eager():
 
 # --- errors: the op, what was expected, what came -----------------------------------------------
 ERRORS = [
-    (lambda: F.max_unpool2d(ember.ones(1, 1, 2, 2), ember.zeros(1, 1, 2, 3, dtype=ember.int64),
-                            2), ValueError,
-     r"max_unpool2d: indices of shape \(1, 1, 2, 3\) must have the input's shape \(1, 1, 2, 2\)"),
-    (lambda: F.max_unpool2d(ember.ones(1, 1, 2, 2), ember.zeros(1, 1, 2, 2), 2), TypeError,
-     "max_unpool2d: indices must be an integer tensor, got ember.float32"),
-    (lambda: F.max_unpool2d(ember.ones(1, 1, 2, 2), ember.zeros(1, 1, 2, 2, dtype=ember.int64),
-                            2, output_size=(8, 4)), ValueError,
-     r"max_unpool2d: invalid output_size \(8, 4\): dim 0 must be between 2 and 6 \(exclusive\), "
-     r"got 8"),
-    (lambda: F.max_unpool1d(ember.ones(1, 1, 2), ember.zeros(1, 1, 2, dtype=ember.int64), 2,
-                            output_size=(1, 4)), ValueError,
-     "max_unpool1d: output_size should have 1 or 3 elements, got"),
-    (lambda: F.max_unpool3d(ember.ones(1, 2, 2, 2), ember.zeros(1, 2, 2, 2, dtype=ember.int64),
-                            2, output_size=(2, 4, 4)), ValueError,
-     r"max_unpool3d: invalid output_size \(2, 4, 4\): dim 0 must be between 2 and 6"),
-    (lambda: F.max_unpool2d(ember.ones(1, 1, 2, 2),
-                            ember.tensor([[[[0, 1], [2, -1]]]]), 2), IndexError,
-     r"max_unpool2d: index -1 is out of range for an output of spatial size \(4, 4\)"),
-    (lambda: nn.MaxUnpool2d(2)(ember.ones(2, 2), ember.zeros(2, 2, dtype=ember.int64)),
-     ValueError, r"expected a 3-D \(C, H, W\) or 4-D \(N, C, H, W\) input, got \(2, 2\)"),
-    (lambda: F.max_pool2d(ember.ones(1, 1, 4, 4), 2, padding=2), ValueError,
-     "max_pool2d: padding .* must be at most half the kernel"),
-    (lambda: F.max_pool3d(ember.ones(1, 1, 2, 2, 2), 3), ValueError,
-     r"max_pool3d: kernel \(3, 3, 3\) .* is larger than the input"),
-    (lambda: F.max_pool1d(ember.ones(1, 1, 4), 2, stride=0), ValueError,
-     r"max_pool1d: stride must be at least 1, got \(0,\)"),
-    (lambda: F.max_pool2d(ember.ones(1, 1, 4, 4), (2, 2, 2)), ValueError,
-     r"max_pool2d: kernel_size must be an int or 2 ints, got \(2, 2, 2\)"),
-    (lambda: F.avg_pool2d(ember.ones(1, 1, 4, 4), 2, divisor_override=0), ValueError,
-     "avg_pool2d: divisor_override must be non-zero"),
-    (lambda: F.avg_pool3d(ember.ones(1, 1, 4, 4, 4), 2, padding=2), ValueError,
-     "avg_pool3d: padding .* must be at most half the kernel"),
-    (lambda: F.adaptive_max_pool2d(ember.ones(1, 1, 4, 4), (2, 2, 2)), ValueError,
-     r"adaptive_max_pool2d: output_size must be an int or 2 ints .*got \(2, 2, 2\)"),
-    (lambda: F.adaptive_avg_pool3d(ember.ones(1, 1, 0, 4, 4), 2), ValueError,
-     r"adaptive_avg_pool3d: expected an input with non-zero spatial dims, got shape"),
-    (lambda: nn.AdaptiveMaxPool1d(2)(ember.ones(1, 1, 2, 2)), ValueError,
-     r"expected a 2-D \(C, L\) or 3-D \(N, C, L\) input, got \(1, 1, 2, 2\)"),
-    (lambda: F.avg_pool1d(ember.ones(4), 2), ValueError,
-     r"avg_pool1d: expected a 2-D or 3-D input, got shape \(4,\)"),
+    (
+        lambda: F.max_unpool2d(
+            ember.ones(1, 1, 2, 2), ember.zeros(1, 1, 2, 3, dtype=ember.int64), 2
+        ),
+        ValueError,
+        r"max_unpool2d: indices of shape \(1, 1, 2, 3\) must have the input's shape \(1, 1, 2, 2\)",
+    ),
+    (
+        lambda: F.max_unpool2d(ember.ones(1, 1, 2, 2), ember.zeros(1, 1, 2, 2), 2),
+        TypeError,
+        "max_unpool2d: indices must be an integer tensor, got ember.float32",
+    ),
+    (
+        lambda: F.max_unpool2d(
+            ember.ones(1, 1, 2, 2),
+            ember.zeros(1, 1, 2, 2, dtype=ember.int64),
+            2,
+            output_size=(8, 4),
+        ),
+        ValueError,
+        r"max_unpool2d: invalid output_size \(8, 4\): dim 0 must be between 2 and 6 \(exclusive\), "
+        r"got 8",
+    ),
+    (
+        lambda: F.max_unpool1d(
+            ember.ones(1, 1, 2), ember.zeros(1, 1, 2, dtype=ember.int64), 2, output_size=(1, 4)
+        ),
+        ValueError,
+        "max_unpool1d: output_size should have 1 or 3 elements, got",
+    ),
+    (
+        lambda: F.max_unpool3d(
+            ember.ones(1, 2, 2, 2),
+            ember.zeros(1, 2, 2, 2, dtype=ember.int64),
+            2,
+            output_size=(2, 4, 4),
+        ),
+        ValueError,
+        r"max_unpool3d: invalid output_size \(2, 4, 4\): dim 0 must be between 2 and 6",
+    ),
+    (
+        lambda: F.max_unpool2d(ember.ones(1, 1, 2, 2), ember.tensor([[[[0, 1], [2, -1]]]]), 2),
+        IndexError,
+        r"max_unpool2d: index -1 is out of range for an output of spatial size \(4, 4\)",
+    ),
+    (
+        lambda: nn.MaxUnpool2d(2)(ember.ones(2, 2), ember.zeros(2, 2, dtype=ember.int64)),
+        ValueError,
+        r"expected a 3-D \(C, H, W\) or 4-D \(N, C, H, W\) input, got \(2, 2\)",
+    ),
+    (
+        lambda: F.max_pool2d(ember.ones(1, 1, 4, 4), 2, padding=2),
+        ValueError,
+        "max_pool2d: padding .* must be at most half the kernel",
+    ),
+    (
+        lambda: F.max_pool3d(ember.ones(1, 1, 2, 2, 2), 3),
+        ValueError,
+        r"max_pool3d: kernel \(3, 3, 3\) .* is larger than the input",
+    ),
+    (
+        lambda: F.max_pool1d(ember.ones(1, 1, 4), 2, stride=0),
+        ValueError,
+        r"max_pool1d: stride must be at least 1, got \(0,\)",
+    ),
+    (
+        lambda: F.max_pool2d(ember.ones(1, 1, 4, 4), (2, 2, 2)),
+        ValueError,
+        r"max_pool2d: kernel_size must be an int or 2 ints, got \(2, 2, 2\)",
+    ),
+    (
+        lambda: F.avg_pool2d(ember.ones(1, 1, 4, 4), 2, divisor_override=0),
+        ValueError,
+        "avg_pool2d: divisor_override must be non-zero",
+    ),
+    (
+        lambda: F.avg_pool3d(ember.ones(1, 1, 4, 4, 4), 2, padding=2),
+        ValueError,
+        "avg_pool3d: padding .* must be at most half the kernel",
+    ),
+    (
+        lambda: F.adaptive_max_pool2d(ember.ones(1, 1, 4, 4), (2, 2, 2)),
+        ValueError,
+        r"adaptive_max_pool2d: output_size must be an int or 2 ints .*got \(2, 2, 2\)",
+    ),
+    (
+        lambda: F.adaptive_avg_pool3d(ember.ones(1, 1, 0, 4, 4), 2),
+        ValueError,
+        r"adaptive_avg_pool3d: expected an input with non-zero spatial dims, got shape",
+    ),
+    (
+        lambda: nn.AdaptiveMaxPool1d(2)(ember.ones(1, 1, 2, 2)),
+        ValueError,
+        r"expected a 2-D \(C, L\) or 3-D \(N, C, L\) input, got \(1, 1, 2, 2\)",
+    ),
+    (
+        lambda: F.avg_pool1d(ember.ones(4), 2),
+        ValueError,
+        r"avg_pool1d: expected a 2-D or 3-D input, got shape \(4,\)",
+    ),
 ]
 
 

@@ -19,33 +19,56 @@ STEPS = 100
 OPTIMIZERS = [
     ("sgd", "SGD", {"lr": 0.05}),
     ("sgd_momentum", "SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.1}),
-    ("sgd_nesterov_wd", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True,
-                                "weight_decay": 0.01}),
+    (
+        "sgd_nesterov_wd",
+        "SGD",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+    ),
     ("sgd_maximize", "SGD", {"lr": 0.01, "momentum": 0.5, "maximize": True}),
-    ("sgd_nesterov_wd_reference", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True,
-                                          "weight_decay": 0.01, "fused": False}),
-    ("sgd_maximize_reference", "SGD", {"lr": 0.01, "momentum": 0.5, "dampening": 0.1,
-                                       "maximize": True, "fused": False}),
+    (
+        "sgd_nesterov_wd_reference",
+        "SGD",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01, "fused": False},
+    ),
+    (
+        "sgd_maximize_reference",
+        "SGD",
+        {"lr": 0.01, "momentum": 0.5, "dampening": 0.1, "maximize": True, "fused": False},
+    ),
     ("adam", "Adam", {"lr": 0.01}),
-    ("adam_wd_amsgrad", "Adam", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1,
-                                 "amsgrad": True}),
+    (
+        "adam_wd_amsgrad",
+        "Adam",
+        {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1, "amsgrad": True},
+    ),
     ("adam_maximize", "Adam", {"lr": 0.001, "maximize": True}),
     ("adamw", "AdamW", {"lr": 0.01}),
     ("adamw_amsgrad", "AdamW", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "eps": 1e-6}),
     # fused=False: ember's reference `update` (Tensor ops) instead of its fused array path
     ("adam_reference", "Adam", {"lr": 0.01, "fused": False}),
-    ("adam_wd_amsgrad_maximize_reference", "Adam", {"lr": 0.01, "weight_decay": 0.1,
-                                                    "amsgrad": True, "maximize": True,
-                                                    "fused": False}),
-    ("adam_wd_amsgrad_maximize", "Adam", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True,
-                                          "maximize": True}),
+    (
+        "adam_wd_amsgrad_maximize_reference",
+        "Adam",
+        {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True, "fused": False},
+    ),
+    (
+        "adam_wd_amsgrad_maximize",
+        "Adam",
+        {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True},
+    ),
     ("adamw_reference", "AdamW", {"lr": 0.01, "fused": False}),
     ("rmsprop", "RMSprop", {"lr": 0.01}),
-    ("rmsprop_centered_momentum", "RMSprop", {"lr": 0.01, "centered": True, "momentum": 0.9,
-                                              "weight_decay": 0.01}),
+    (
+        "rmsprop_centered_momentum",
+        "RMSprop",
+        {"lr": 0.01, "centered": True, "momentum": 0.9, "weight_decay": 0.01},
+    ),
     ("adagrad", "Adagrad", {"lr": 0.1}),
-    ("adagrad_decay", "Adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01,
-                                  "initial_accumulator_value": 0.1}),
+    (
+        "adagrad_decay",
+        "Adagrad",
+        {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1},
+    ),
 ]
 
 
@@ -53,8 +76,7 @@ def _models():
     torch.manual_seed(0)
     t_model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     e_model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
-    e_model.load_state_dict({k: ember.tensor(v.numpy()) for k, v in
-                             t_model.state_dict().items()})
+    e_model.load_state_dict({k: ember.tensor(v.numpy()) for k, v in t_model.state_dict().items()})
     return t_model, e_model
 
 
@@ -68,9 +90,13 @@ def _data(step):
 def _assert_same_params(e_model, t_model, step, name):
     t_params = dict(t_model.named_parameters())
     for key, p in e_model.named_parameters():
-        np.testing.assert_allclose(np.asarray(p.detach()), t_params[key].detach().numpy(),
-                                   rtol=1e-5, atol=1e-6,
-                                   err_msg=f"{name}: parameter {key} after step {step}")
+        np.testing.assert_allclose(
+            np.asarray(p.detach()),
+            t_params[key].detach().numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=f"{name}: parameter {key} after step {step}",
+        )
 
 
 def _train(e_model, t_model, e_opt, t_opt, name, e_sched=None, t_sched=None, steps=STEPS):
@@ -92,8 +118,9 @@ def _train(e_model, t_model, e_opt, t_opt, name, e_sched=None, t_sched=None, ste
         if e_sched is not None:
             e_sched.step()
             t_sched.step()
-            assert e_sched.get_last_lr() == pytest.approx(t_sched.get_last_lr(), rel=1e-12,
-                                                          abs=1e-15), f"{name}: step {step}"
+            assert e_sched.get_last_lr() == pytest.approx(
+                t_sched.get_last_lr(), rel=1e-12, abs=1e-15
+            ), f"{name}: step {step}"
         _assert_same_params(e_model, t_model, step, name)
 
 
@@ -109,8 +136,9 @@ def test_optimizer_trajectory_matches_pytorch(name, cls, kwargs):
     for index, t_entry in t_state["state"].items():
         assert set(e_state["state"][index]) == set(t_entry)
         for key, value in t_entry.items():
-            np.testing.assert_allclose(np.asarray(e_state["state"][index][key]),
-                                       value.numpy(), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(e_state["state"][index][key]), value.numpy(), rtol=1e-4, atol=1e-6
+            )
     e_groups = [{k: v for k, v in g.items()} for g in e_state["param_groups"]]
     t_groups = [{k: v for k, v in g.items()} for g in t_state["param_groups"]]
     assert [g["params"] for g in e_groups] == [g["params"] for g in t_groups]
@@ -122,18 +150,27 @@ def test_optimizer_trajectory_matches_pytorch(name, cls, kwargs):
 # (id, builder(lib_optim, optimizer) -> scheduler); each lambda builds the same schedule for
 # both libraries from the library's lr_scheduler module.
 SCHEDULERS = [
-    ("lambda", lambda S, o: S.LambdaLR(o, lambda e: 0.95 ** e)),
+    ("lambda", lambda S, o: S.LambdaLR(o, lambda e: 0.95**e)),
     ("step", lambda S, o: S.StepLR(o, step_size=7, gamma=0.5)),
     ("multistep", lambda S, o: S.MultiStepLR(o, milestones=[10, 30, 30, 60], gamma=0.3)),
     ("exponential", lambda S, o: S.ExponentialLR(o, gamma=0.97)),
     ("cosine", lambda S, o: S.CosineAnnealingLR(o, T_max=40, eta_min=1e-4)),
     ("linear", lambda S, o: S.LinearLR(o, start_factor=0.1, total_iters=20)),
     ("onecycle", lambda S, o: S.OneCycleLR(o, max_lr=0.1, total_steps=STEPS)),
-    ("onecycle_linear_3phase", lambda S, o: S.OneCycleLR(
-        o, max_lr=0.05, total_steps=STEPS, anneal_strategy="linear", three_phase=True)),
-    ("sequential", lambda S, o: S.SequentialLR(
-        o, [S.LinearLR(o, start_factor=0.1, total_iters=10),
-            S.CosineAnnealingLR(o, T_max=50)], milestones=[10])),
+    (
+        "onecycle_linear_3phase",
+        lambda S, o: S.OneCycleLR(
+            o, max_lr=0.05, total_steps=STEPS, anneal_strategy="linear", three_phase=True
+        ),
+    ),
+    (
+        "sequential",
+        lambda S, o: S.SequentialLR(
+            o,
+            [S.LinearLR(o, start_factor=0.1, total_iters=10), S.CosineAnnealingLR(o, T_max=50)],
+            milestones=[10],
+        ),
+    ),
 ]
 
 
@@ -147,8 +184,16 @@ def test_scheduler_trajectory_matches_pytorch(name, build, opt_name):
     t_sched = build(torch.optim.lr_scheduler, t_opt)
     e_sched = build(optim.lr_scheduler, e_opt)
     assert e_sched.get_last_lr() == pytest.approx(t_sched.get_last_lr())
-    _train(e_model, t_model, e_opt, t_opt, f"{name}/{opt_name}", e_sched, t_sched,
-           steps=STEPS - 1 if name.startswith("onecycle") else STEPS)
+    _train(
+        e_model,
+        t_model,
+        e_opt,
+        t_opt,
+        f"{name}/{opt_name}",
+        e_sched,
+        t_sched,
+        steps=STEPS - 1 if name.startswith("onecycle") else STEPS,
+    )
 
 
 def test_scheduler_state_dict_round_trip():
@@ -177,8 +222,9 @@ def test_sequential_state_dict_holds_children():
     assert len(state["_schedulers"]) == 2 and state["_schedulers"][1]["last_epoch"] >= 1
 
 
-@pytest.mark.parametrize("cls,kwargs", [("Adam", {"lr": 0.01}), ("SGD", {"lr": 0.1,
-                                                                          "momentum": 0.9})])
+@pytest.mark.parametrize(
+    "cls,kwargs", [("Adam", {"lr": 0.01}), ("SGD", {"lr": 0.1, "momentum": 0.9})]
+)
 def test_end_to_end_training_matches_pytorch(cls, kwargs):
     """ember's own forward, backward and update against PyTorch's over 100 steps."""
     t_model, e_model = _models()
@@ -186,25 +232,35 @@ def test_end_to_end_training_matches_pytorch(cls, kwargs):
     e_opt = getattr(optim, cls)(e_model.parameters(), **kwargs)
     for step in range(STEPS):
         x, y = _data(step)
-        for model, opt, lib, F in ((e_model, e_opt, ember, nn.functional),
-                                   (t_model, t_opt, torch, torch.nn.functional)):
+        for model, opt, lib, F in (
+            (e_model, e_opt, ember, nn.functional),
+            (t_model, t_opt, torch, torch.nn.functional),
+        ):
             opt.zero_grad()
             F.cross_entropy(model(lib.tensor(x)), lib.tensor(y)).backward()
             opt.step()
     t_params = dict(t_model.named_parameters())
     for key, p in e_model.named_parameters():
-        np.testing.assert_allclose(np.asarray(p.detach()), t_params[key].detach().numpy(),
-                                   rtol=1e-4, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(p.detach()),
+            t_params[key].detach().numpy(),
+            rtol=1e-4,
+            atol=1e-5,
+            err_msg=key,
+        )
 
 
-@pytest.mark.parametrize("cls,kwargs", [("Adam", {"weight_decay": 0.1, "amsgrad": True}),
-                                        ("Adam", {"maximize": True}),
-                                        ("AdamW", {"weight_decay": 0.1}),
-                                        ("SGD", {}),
-                                        ("SGD", {"momentum": 0.9, "dampening": 0.1,
-                                                 "weight_decay": 0.01}),
-                                        ("SGD", {"momentum": 0.9, "nesterov": True,
-                                                 "weight_decay": 0.01, "maximize": True})])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        ("Adam", {"weight_decay": 0.1, "amsgrad": True}),
+        ("Adam", {"maximize": True}),
+        ("AdamW", {"weight_decay": 0.1}),
+        ("SGD", {}),
+        ("SGD", {"momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}),
+        ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01, "maximize": True}),
+    ],
+)
 def test_fused_update_equals_reference_update(cls, kwargs):
     """Note [Optimizer structure]: the fused array path against the reference Tensor-op path."""
     _, model_a = _models()
@@ -218,14 +274,21 @@ def test_fused_update_equals_reference_update(cls, kwargs):
             nn.functional.cross_entropy(model(ember.tensor(x)), ember.tensor(y)).backward()
             opt.step()
     for (key, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
-        np.testing.assert_allclose(np.asarray(a.detach()), np.asarray(b.detach()), rtol=1e-6,
-                                   atol=1e-7, err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(a.detach()), np.asarray(b.detach()), rtol=1e-6, atol=1e-7, err_msg=key
+        )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cls,kwargs", [("Adam", {}), ("Adam", {"weight_decay": 0.1}),
-                                        ("AdamW", {"weight_decay": 0.01}),
-                                        ("AdamW", {"betas": (0.8, 0.99), "eps": 1e-6})])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        ("Adam", {}),
+        ("Adam", {"weight_decay": 0.1}),
+        ("AdamW", {"weight_decay": 0.01}),
+        ("AdamW", {"betas": (0.8, 0.99), "eps": 1e-6}),
+    ],
+)
 def test_compiled_adam_step_gives_the_numpy_bits(cls, kwargs, dtype):
     """Note [Compiled Adam step]: the one-pass numba kernel and the NumPy passes of
     update_arrays compute the same values, bit for bit, over 20 steps."""

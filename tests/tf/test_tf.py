@@ -22,9 +22,14 @@ def fresh_graph():
 
 
 def test_seed_program_prints_what_tensorflow_printed():
-    out = subprocess.run([sys.executable, "examples/seed/tensorflow_linear_regression.py"],
-                         cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": ROOT}).stdout
+    out = subprocess.run(
+        [sys.executable, "examples/seed/tensorflow_linear_regression.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    ).stdout
     w = float(out.split("W: [")[1].split("]")[0])
     b = float(out.split("b: [")[1].split("]")[0])
     loss = float(out.split("loss: ")[1])
@@ -32,15 +37,43 @@ def test_seed_program_prints_what_tensorflow_printed():
 
 
 def test_names_of_the_issue_exist():
-    for name in ("Variable", "placeholder", "constant", "Session", "global_variables_initializer",
-                 "Graph", "gradients", "reduce_sum", "reduce_mean", "square", "matmul", "add",
-                 "multiply", "argmax", "equal", "cast", "reshape", "zeros", "ones", "float32",
-                 "float64", "int32", "int64", "bool", "function"):
+    for name in (
+        "Variable",
+        "placeholder",
+        "constant",
+        "Session",
+        "global_variables_initializer",
+        "Graph",
+        "gradients",
+        "reduce_sum",
+        "reduce_mean",
+        "square",
+        "matmul",
+        "add",
+        "multiply",
+        "argmax",
+        "equal",
+        "cast",
+        "reshape",
+        "zeros",
+        "ones",
+        "float32",
+        "float64",
+        "int32",
+        "int64",
+        "bool",
+        "function",
+    ):
         assert hasattr(tf, name), name
     for name in ("GradientDescentOptimizer", "MomentumOptimizer", "AdamOptimizer"):
         assert hasattr(tf.train, name)
-    for name in ("relu", "softmax", "sigmoid_cross_entropy_with_logits",
-                 "softmax_cross_entropy_with_logits", "sparse_softmax_cross_entropy_with_logits"):
+    for name in (
+        "relu",
+        "softmax",
+        "sigmoid_cross_entropy_with_logits",
+        "softmax_cross_entropy_with_logits",
+        "sparse_softmax_cross_entropy_with_logits",
+    ):
         assert hasattr(tf.nn, name)
     assert callable(tf.random.normal) and tf.function is ember.compile
 
@@ -67,16 +100,21 @@ def test_errors_are_tensorflow_like():
     w = tf.Variable([1.0, 2.0])
     y = tf.reduce_sum(x * w)
     sess = tf.Session()
-    with pytest.raises(ValueError, match=r"Cannot feed value of shape \(3,\) for Tensor 'x:0', "
-                                         r"which has shape '\(\?, 2\)'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Cannot feed value of shape \(3,\) for Tensor 'x:0', "
+        r"which has shape '\(\?, 2\)'",
+    ):
         sess.run(y, {x: [1.0, 2.0, 3.0]})
     with pytest.raises(TypeError, match="Cannot feed value of dtype float64 for Tensor 'n:0'"):
         sess.run(n * 2, {n: np.array([1.5])})
-    with pytest.raises(tf.errors.FailedPreconditionError,
-                       match="Attempting to use uninitialized value Variable"):
+    with pytest.raises(
+        tf.errors.FailedPreconditionError, match="Attempting to use uninitialized value Variable"
+    ):
         sess.run(y, {x: [[1.0, 2.0]]})
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match="You must feed a value for placeholder tensor 'x'"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="You must feed a value for placeholder tensor 'x'"
+    ):
         sess.run(tf.reduce_sum(x))
     with pytest.raises(TypeError, match="Fetch argument 3 has invalid type int"):
         sess.run(3)
@@ -104,21 +142,27 @@ def test_gradients_and_losses_match_formulas():
     sig = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
     (g,) = tf.gradients(tf.reduce_sum(dense_ce), [logits])
     with tf.Session() as sess:
-        d, s, sg, grad = sess.run([dense_ce, sparse_ce, sig, g],
-                                  {logits: logits_v, labels: labels_v, sparse: [0, 2, 1, 0]})
+        d, s, sg, grad = sess.run(
+            [dense_ce, sparse_ce, sig, g],
+            {logits: logits_v, labels: labels_v, sparse: [0, 2, 1, 0]},
+        )
     p = np.exp(logits_v) / np.exp(logits_v).sum(1, keepdims=True)
     np.testing.assert_allclose(d, -(labels_v * np.log(p)).sum(1), rtol=1e-5)
     np.testing.assert_allclose(s, d, rtol=1e-5)
     z, xx = labels_v, logits_v
-    np.testing.assert_allclose(sg, np.maximum(xx, 0) - xx * z + np.log1p(np.exp(-abs(xx))),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        sg, np.maximum(xx, 0) - xx * z + np.log1p(np.exp(-abs(xx))), rtol=1e-5
+    )
     np.testing.assert_allclose(grad, p - labels_v, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("make,update", [
-    (lambda: tf.train.MomentumOptimizer(0.1, 0.9), "momentum"),
-    (lambda: tf.train.AdamOptimizer(0.1), "adam"),
-])
+@pytest.mark.parametrize(
+    "make,update",
+    [
+        (lambda: tf.train.MomentumOptimizer(0.1, 0.9), "momentum"),
+        (lambda: tf.train.AdamOptimizer(0.1), "adam"),
+    ],
+)
 def test_optimizers_follow_tensorflow_update_rules(make, update):
     w = tf.Variable([1.0, -2.0])
     loss = tf.reduce_sum(tf.square(w))
@@ -135,7 +179,7 @@ def test_optimizers_follow_tensorflow_update_rules(make, update):
             else:
                 m = 0.9 * m + 0.1 * g
                 v = 0.999 * v + 0.001 * g * g
-                lr_t = 0.1 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+                lr_t = 0.1 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
                 ref = ref - lr_t * m / (np.sqrt(v) + 1e-8)
         np.testing.assert_allclose(sess.run(w), ref, rtol=1e-5)
 

@@ -6,8 +6,12 @@ import ember.tf as tf
 
 
 def test_tf_data_is_the_chained_pipeline():
-    ds = tf.data.Dataset.from_tensor_slices(np.arange(6)).map(
-        lambda x: x * 2, num_parallel_calls=tf.data.AUTOTUNE).batch(4).prefetch(1)
+    ds = (
+        tf.data.Dataset.from_tensor_slices(np.arange(6))
+        .map(lambda x: x * 2, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(4)
+        .prefetch(1)
+    )
     batches = [b.tolist() for b in ds.as_numpy_iterator()]
     assert batches == [[0, 2, 4, 6], [8, 10]]
     assert tf.data.experimental.AUTOTUNE == tf.data.AUTOTUNE

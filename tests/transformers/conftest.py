@@ -19,8 +19,17 @@ def hf_head_mask_attention(hf):
     import torch
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-    def eager_with_head_mask(module, query, key, value, attention_mask, scaling=None,
-                             dropout=0.0, head_mask=None, **kwargs):
+    def eager_with_head_mask(
+        module,
+        query,
+        key,
+        value,
+        attention_mask,
+        scaling=None,
+        dropout=0.0,
+        head_mask=None,
+        **kwargs,
+    ):
         weights = torch.matmul(query, key.transpose(2, 3)) * scaling
         if attention_mask is not None:
             weights = weights + attention_mask

@@ -22,28 +22,66 @@ TOL = 1e-5
 # position ids depend on it: Note [RoBERTa positions]).
 FAMILIES = {
     "roberta": dict(
-        config="RobertaConfig", prefix="Roberta", pad=1, token_types=True,
-        tiny=dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=37, max_position_embeddings=64, type_vocab_size=1,
-                  pad_token_id=1, layer_norm_eps=1e-5)),
+        config="RobertaConfig",
+        prefix="Roberta",
+        pad=1,
+        token_types=True,
+        tiny=dict(
+            vocab_size=99,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=64,
+            type_vocab_size=1,
+            pad_token_id=1,
+            layer_norm_eps=1e-5,
+        ),
+    ),
     "distilbert": dict(
-        config="DistilBertConfig", prefix="DistilBert", pad=0, token_types=False,
-        tiny=dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                  max_position_embeddings=64)),
+        config="DistilBertConfig",
+        prefix="DistilBert",
+        pad=0,
+        token_types=False,
+        tiny=dict(
+            vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=64
+        ),
+    ),
     "distilbert-sinusoidal": dict(
-        config="DistilBertConfig", prefix="DistilBert", pad=0, token_types=False,
-        tiny=dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
-                  max_position_embeddings=64, sinusoidal_pos_embds=True, activation="relu")),
+        config="DistilBertConfig",
+        prefix="DistilBert",
+        pad=0,
+        token_types=False,
+        tiny=dict(
+            vocab_size=99,
+            dim=32,
+            n_layers=2,
+            n_heads=4,
+            hidden_dim=37,
+            max_position_embeddings=64,
+            sinusoidal_pos_embds=True,
+            activation="relu",
+        ),
+    ),
 }
-HEADS = ["Model", "ForSequenceClassification", "ForTokenClassification", "ForMaskedLM",
-         "ForQuestionAnswering", "ForMultipleChoice"]
+HEADS = [
+    "Model",
+    "ForSequenceClassification",
+    "ForTokenClassification",
+    "ForMaskedLM",
+    "ForQuestionAnswering",
+    "ForMultipleChoice",
+]
 CHOICES = 2  # ForMultipleChoice's inputs are (BATCH, CHOICES, SEQ)
 CASES = [(family, head) for family in FAMILIES for head in HEADS]
-AUTO = {"Model": "AutoModel", "ForSequenceClassification": "AutoModelForSequenceClassification",
-        "ForTokenClassification": "AutoModelForTokenClassification",
-        "ForMaskedLM": "AutoModelForMaskedLM",
-        "ForQuestionAnswering": "AutoModelForQuestionAnswering",
-        "ForMultipleChoice": "AutoModelForMultipleChoice"}
+AUTO = {
+    "Model": "AutoModel",
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForMaskedLM": "AutoModelForMaskedLM",
+    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "ForMultipleChoice": "AutoModelForMultipleChoice",
+}
 
 
 def _err(a, b) -> float:
@@ -63,8 +101,10 @@ def _labels(rng, head: str, num_labels: int = 3):
         labels[0, 4] = 7
         return {"labels": labels}
     if head == "ForQuestionAnswering":
-        return {"start_positions": rng.integers(0, SEQ, BATCH),
-                "end_positions": np.array([1, SEQ + 3, 2])}  # one out of range: ignored
+        return {
+            "start_positions": rng.integers(0, SEQ, BATCH),
+            "end_positions": np.array([1, SEQ + 3, 2]),
+        }  # one out of range: ignored
     if head == "ForMultipleChoice":
         return {"labels": rng.integers(0, CHOICES, BATCH)}
     return {}
@@ -82,7 +122,8 @@ class EncoderTester:
         rng = np.random.default_rng(0)
         num_labels = 2 if head == "ForQuestionAnswering" else 3
         self.config = getattr(hf, spec["config"])(
-            **{**spec["tiny"], "num_labels": num_labels, **overrides})
+            **{**spec["tiny"], "num_labels": num_labels, **overrides}
+        )
         torch.manual_seed(0)
         self.hf_model = getattr(hf, self.name)(self.config).eval()
         self.hf_model.config._attn_implementation = "eager"
@@ -106,10 +147,10 @@ class EncoderTester:
         model = model if model is not None else self.ember_model()[0]
         kwargs = {**self.inputs, **(self.labels if with_labels else {})}
         torch = self.torch
-        out_hf = self.hf_model(**{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
-                               **flags)
-        out_em = model(**{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
-                       **flags)
+        out_hf = self.hf_model(
+            **{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()}, **flags
+        )
+        out_em = model(**{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()}, **flags)
         return model, out_em, out_hf
 
 
@@ -121,8 +162,9 @@ def _compare_outputs(out_em, out_hf) -> dict:
         ref, got = out_hf[key], out_em[key]
         if isinstance(ref, tuple):
             assert len(ref) == len(got), key
-            errors[key] = max(_err(g.detach().numpy(), r.detach().numpy())
-                              for g, r in zip(got, ref))
+            errors[key] = max(
+                _err(g.detach().numpy(), r.detach().numpy()) for g, r in zip(got, ref)
+            )
         else:
             errors[key] = _err(got.detach().numpy(), ref.detach().numpy())
     return errors
@@ -134,8 +176,7 @@ def test_outputs_match_huggingface(hf, tmp_path, family, head):
     model, info = tester.ember_model()
     assert info["missing_keys"] == [] and info["mismatched_keys"] == [], info
     assert info["unexpected_keys"] == [], info
-    _, out_em, out_hf = tester.run_both(model, output_hidden_states=True,
-                                        output_attentions=True)
+    _, out_em, out_hf = tester.run_both(model, output_hidden_states=True, output_attentions=True)
     errors = _compare_outputs(out_em, out_hf)
     print(family, head, "max abs err", {k: f"{v:.2e}" for k, v in errors.items()})
     assert all(v < TOL for v in errors.values()), errors
@@ -146,8 +187,9 @@ def test_outputs_match_huggingface(hf, tmp_path, family, head):
     print(family, head, f"sdpa path {first} max abs err {fast:.2e}")
     assert fast < TOL
     # return_dict=False gives the tuple of the non-None fields (Note [ModelOutput access])
-    as_tuple = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
-                     return_dict=False)
+    as_tuple = model(
+        **{k: ember.from_numpy(v) for k, v in tester.inputs.items()}, return_dict=False
+    )
     assert isinstance(as_tuple, tuple) and len(as_tuple) == len(out_em)
     assert np.array_equal(as_tuple[0].detach().numpy(), out_em[0].detach().numpy())
 
@@ -192,28 +234,38 @@ def test_loss_and_gradients_match_huggingface(hf, tmp_path, family, head):
     # a key bias per layer; QA's two; multiple choice's classifier, pre_classifier and last
     # LayerNorm biases (DistilBERT)
     assert len(noise) <= 2 + (3 if head == "ForMultipleChoice" else 2), noise
-    print(family, head, f"loss rel err {loss_rel:.2e}, grads ({compared} tensors) "
-          f"max rel err {worst:.2e}, max abs err {worst_abs:.2e}")
+    print(
+        family,
+        head,
+        f"loss rel err {loss_rel:.2e}, grads ({compared} tensors) "
+        f"max rel err {worst:.2e}, max abs err {worst_abs:.2e}",
+    )
     assert compared >= 20
     assert loss_rel < TOL and worst < TOL
 
 
-@pytest.mark.parametrize("problem_type,labels", [
-    ("regression", np.array([0.5, -1.0, 2.0], np.float32)),
-    ("multi_label_classification", np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0]], np.float32)),
-])
+@pytest.mark.parametrize(
+    "problem_type,labels",
+    [
+        ("regression", np.array([0.5, -1.0, 2.0], np.float32)),
+        ("multi_label_classification", np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0]], np.float32)),
+    ],
+)
 @pytest.mark.parametrize("family", ["roberta", "distilbert"])
 def test_sequence_classification_problem_types(hf, tmp_path, family, problem_type, labels):
     import torch
 
     num_labels = 1 if problem_type == "regression" else 3
-    tester = EncoderTester(hf, tmp_path, family, "ForSequenceClassification",
-                           num_labels=num_labels)
+    tester = EncoderTester(hf, tmp_path, family, "ForSequenceClassification", num_labels=num_labels)
     model, _ = tester.ember_model()
-    got = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
-                labels=ember.from_numpy(labels))
-    ref = tester.hf_model(**{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
-                          labels=torch.from_numpy(labels))
+    got = model(
+        **{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
+        labels=ember.from_numpy(labels),
+    )
+    ref = tester.hf_model(
+        **{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
+        labels=torch.from_numpy(labels),
+    )
     assert model.config.problem_type == tester.hf_model.config.problem_type == problem_type
     err = _err(got.loss.detach().numpy(), ref.loss.detach().numpy())
     print(family, problem_type, f"loss max abs err {err:.2e}")
@@ -280,8 +332,11 @@ def test_roberta_position_ids_follow_padding_idx(hf):
 
     ids = np.array([[0, 5, 6, 2, 1, 1], [1, 0, 7, 1, 8, 2]])  # left padding and a pad inside
     ours = create_position_ids_from_input_ids(ember.from_numpy(ids), 1).numpy()
-    theirs = hf.models.roberta.modeling_roberta.RobertaEmbeddings \
-        .create_position_ids_from_input_ids(torch.from_numpy(ids), 1).numpy()
+    theirs = (
+        hf.models.roberta.modeling_roberta.RobertaEmbeddings.create_position_ids_from_input_ids(
+            torch.from_numpy(ids), 1
+        ).numpy()
+    )
     print(ours.tolist())
     assert ours.tolist() == theirs.tolist() == [[2, 3, 4, 5, 1, 1], [1, 2, 3, 1, 4, 5]]
 
@@ -299,16 +354,16 @@ def test_roberta_inputs_embeds_and_left_padding_match(hf, tmp_path):
     embeds = tester.hf_model.get_input_embeddings()(torch.from_numpy(ids))
     ours_e = model(inputs_embeds=ember.from_numpy(embeds.detach().numpy()))
     theirs_e = tester.hf_model(inputs_embeds=embeds)
-    embedded = _err(ours_e.last_hidden_state.detach().numpy(),
-                    theirs_e.last_hidden_state.detach().numpy())
+    embedded = _err(
+        ours_e.last_hidden_state.detach().numpy(), theirs_e.last_hidden_state.detach().numpy()
+    )
     print(f"left padding {left:.2e}, inputs_embeds {embedded:.2e}")
     assert left < TOL and embedded < TOL
 
 
 def test_roberta_token_type_ids_when_configured(hf, tmp_path):
     """type_vocab_size 2 (some RoBERTa-derived checkpoints): given token types are used."""
-    tester = EncoderTester(hf, tmp_path, "roberta", "ForSequenceClassification",
-                           type_vocab_size=2)
+    tester = EncoderTester(hf, tmp_path, "roberta", "ForSequenceClassification", type_vocab_size=2)
     types = np.zeros((BATCH, SEQ), np.int64)
     types[:, 4:] = 1
     tester.inputs["token_type_ids"] = types
@@ -333,17 +388,32 @@ def test_distilbert_config_fields_and_aliases(hf):
     assert "hidden_size" not in ours and ours["dim"] == 48
     theirs = hf.DistilBertConfig().to_dict()
     defaults = et.DistilBertConfig().to_dict()
-    for key in ("dim", "n_layers", "n_heads", "hidden_dim", "activation", "sinusoidal_pos_embds",
-                "qa_dropout", "seq_classif_dropout", "dropout", "attention_dropout",
-                "max_position_embeddings", "vocab_size", "initializer_range", "pad_token_id"):
+    for key in (
+        "dim",
+        "n_layers",
+        "n_heads",
+        "hidden_dim",
+        "activation",
+        "sinusoidal_pos_embds",
+        "qa_dropout",
+        "seq_classif_dropout",
+        "dropout",
+        "attention_dropout",
+        "max_position_embeddings",
+        "vocab_size",
+        "initializer_range",
+        "pad_token_id",
+    ):
         assert defaults[key] == theirs[key], key
 
 
 def test_distilbert_sinusoidal_table_matches_huggingface(hf):
     hf_model = hf.DistilBertModel(hf.DistilBertConfig(**FAMILIES["distilbert-sinusoidal"]["tiny"]))
     ours = et.DistilBertModel(et.DistilBertConfig(**FAMILIES["distilbert-sinusoidal"]["tiny"]))
-    err = _err(ours.embeddings.position_embeddings.weight.detach().numpy(),
-               hf_model.embeddings.position_embeddings.weight.detach().numpy())
+    err = _err(
+        ours.embeddings.position_embeddings.weight.detach().numpy(),
+        hf_model.embeddings.position_embeddings.weight.detach().numpy(),
+    )
     print(f"sinusoidal table {err:.2e}")
     assert err < 1e-6
 
@@ -357,8 +427,11 @@ def _write_config(folder, data: dict) -> str:
 
 def test_unknown_model_type_is_a_clear_error(tmp_path):
     folder = _write_config(tmp_path / "x", {"model_type": "robertta", "hidden_size": 32})
-    with pytest.raises(ValueError, match=r"unknown model_type 'robertta'.*'distilbert'.*"
-                                         r"'roberta'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown model_type 'robertta'.*'distilbert'.*"
+        r"'roberta'",
+    ):
         et.AutoConfig.from_pretrained(folder)
     with pytest.raises(ValueError, match="unknown model_type 'robertta'"):
         et.AutoModel.from_pretrained(folder)
@@ -368,15 +441,20 @@ def test_unknown_model_type_is_a_clear_error(tmp_path):
 
 def test_config_of_another_family_is_a_clear_error(tmp_path):
     folder = _write_config(tmp_path / "d", {"model_type": "distilbert", "dim": 32})
-    with pytest.raises(ValueError, match=r"RobertaConfig.*'distilbert' config, expected "
-                                         r"'roberta'"):
+    with pytest.raises(
+        ValueError,
+        match=r"RobertaConfig.*'distilbert' config, expected "
+        r"'roberta'",
+    ):
         et.RobertaConfig.from_pretrained(folder)
     with pytest.raises(ValueError, match="expected 'roberta'"):
         et.RobertaForMaskedLM.from_pretrained(folder)
-    with pytest.raises(ValueError, match=r"AutoModelForNextSentencePrediction: no model for "
-                                         r"model_type 'distilbert'"):
-        et.AutoModelForNextSentencePrediction.from_config(et.DistilBertConfig(dim=32,
-                                                                              n_heads=4))
+    with pytest.raises(
+        ValueError,
+        match=r"AutoModelForNextSentencePrediction: no model for "
+        r"model_type 'distilbert'",
+    ):
+        et.AutoModelForNextSentencePrediction.from_config(et.DistilBertConfig(dim=32, n_heads=4))
 
 
 def test_unknown_fields_round_trip_and_bad_values_fail_clearly(tmp_path):
@@ -387,18 +465,29 @@ def test_unknown_fields_round_trip_and_bad_values_fail_clearly(tmp_path):
     assert config.my_field == [1, 2] and config.to_dict()["my_field"] == [1, 2]
     # a known field with a value ember cannot build says what it expected
     with pytest.raises(KeyError, match=r"unknown activation 'gelu_fancy'; known: .*gelu"):
-        et.DistilBertModel(et.DistilBertConfig(**{**FAMILIES["distilbert"]["tiny"],
-                                                  "activation": "gelu_fancy"}))
-    with pytest.raises(ValueError, match=r"position_embedding_type 'relative_key' is not "
-                                         r"supported"):
-        et.RobertaModel(et.RobertaConfig(**FAMILIES["roberta"]["tiny"],
-                                         position_embedding_type="relative_key"))
-    with pytest.raises(ValueError, match=r"DistilBertSelfAttention: dim 30 is not a multiple "
-                                         r"of n_heads 4"):
+        et.DistilBertModel(
+            et.DistilBertConfig(**{**FAMILIES["distilbert"]["tiny"], "activation": "gelu_fancy"})
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"position_embedding_type 'relative_key' is not "
+        r"supported",
+    ):
+        et.RobertaModel(
+            et.RobertaConfig(**FAMILIES["roberta"]["tiny"], position_embedding_type="relative_key")
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"DistilBertSelfAttention: dim 30 is not a multiple "
+        r"of n_heads 4",
+    ):
         et.DistilBertModel(et.DistilBertConfig(vocab_size=99, dim=30, n_heads=4, n_layers=1))
     model = et.DistilBertForMaskedLM(et.DistilBertConfig(**FAMILIES["distilbert"]["tiny"]))
-    with pytest.raises(TypeError, match=r"DistilBertForMaskedLM.forward: unexpected keyword "
-                                        r"arguments \['token_typeids'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"DistilBertForMaskedLM.forward: unexpected keyword "
+        r"arguments \['token_typeids'\]",
+    ):
         model(ember.tensor([[2, 5]]), token_typeids=ember.tensor([[0, 0]]))
     model(ember.tensor([[2, 5]]), token_type_ids=ember.tensor([[0, 0]]))  # zeros: accepted
     with pytest.raises(ValueError, match="DistilBertModel: DistilBERT has no token types"):
@@ -414,20 +503,40 @@ def _tiny_byte_level_bpe(folder) -> int:
     engine = tokenizers.Tokenizer(models.BPE())
     engine.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     engine.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    engine.train_from_iterator(["the cat sat on the mat", "a dog ate my homework",
-                                "the quick brown fox jumps over the lazy dog"] * 20, trainer)
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    engine.train_from_iterator(
+        [
+            "the cat sat on the mat",
+            "a dog ate my homework",
+            "the quick brown fox jumps over the lazy dog",
+        ]
+        * 20,
+        trainer,
+    )
     engine.add_special_tokens([tokenizers.AddedToken("<mask>", lstrip=True, special=True)])
     engine.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     os.makedirs(folder, exist_ok=True)
     engine.save(os.path.join(folder, "tokenizer.json"))
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as file:
-        json.dump({"tokenizer_class": "RobertaTokenizer", "model_max_length": 60,
-                   "bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
-                   "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
-                   "mask_token": "<mask>"}, file)
+        json.dump(
+            {
+                "tokenizer_class": "RobertaTokenizer",
+                "model_max_length": 60,
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "sep_token": "</s>",
+                "cls_token": "<s>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+                "mask_token": "<mask>",
+            },
+            file,
+        )
     return engine.get_vocab_size()
 
 
@@ -464,8 +573,26 @@ def test_distilbert_text_classification_pipeline_matches_huggingface(hf, tmp_pat
 
     folder = str(tmp_path / "distilbert-cls")
     os.makedirs(folder)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat",
-             "a", "dog", "good", "bad", "movie", "was", "!", ","]
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "mat",
+        "a",
+        "dog",
+        "good",
+        "bad",
+        "movie",
+        "was",
+        "!",
+        ",",
+    ]
     with open(os.path.join(folder, "vocab.txt"), "w") as file:
         file.write("".join(w + "\n" for w in words + [f"w{i}" for i in range(99 - len(words))]))
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as file:
@@ -485,8 +612,9 @@ def test_distilbert_text_classification_pipeline_matches_huggingface(hf, tmp_pat
 
 @pytest.mark.parametrize("output_attentions", [True, False], ids=["explicit", "sdpa"])
 @pytest.mark.parametrize("family", ["roberta", "distilbert"])
-def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, family,
-                                       output_attentions):
+def test_head_mask_matches_huggingface(
+    hf, hf_head_mask_attention, tmp_path, family, output_attentions
+):
     """BERT's head_mask (HuggingFace 4.x semantics; the reference attention comes from
     conftest) reaches RoBERTa through BertModel.forward and DistilBERT through its own."""
     import torch
@@ -499,16 +627,23 @@ def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, fam
     model, _ = tester.ember_model()
     mask = np.array([[0.5, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.25]], np.float32)
     with torch.no_grad():
-        ref = tester.hf_model(**{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
-                              head_mask=torch.from_numpy(mask), output_attentions=True)
+        ref = tester.hf_model(
+            **{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
+            head_mask=torch.from_numpy(mask),
+            output_attentions=True,
+        )
     with ember.no_grad():
-        out = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
-                    head_mask=ember.from_numpy(mask), output_attentions=output_attentions)
+        out = model(
+            **{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
+            head_mask=ember.from_numpy(mask),
+            output_attentions=output_attentions,
+        )
         plain = model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()})
     err = _err(out.logits.numpy(), ref.logits.numpy())
     if output_attentions:
-        err = max([err] + [_err(a.numpy(), b.numpy()) for a, b in zip(out.attentions,
-                                                                       ref.attentions)])
+        err = max(
+            [err] + [_err(a.numpy(), b.numpy()) for a, b in zip(out.attentions, ref.attentions)]
+        )
         assert not out.attentions[0].numpy()[:, 2].any()  # a silenced head
     print(family, f"head_mask max abs err {err:.2e}")
     assert err < TOL
@@ -516,22 +651,29 @@ def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, fam
 
 
 @pytest.mark.parametrize("family", ["roberta", "distilbert"])
-@pytest.mark.parametrize("head", ["ForSequenceClassification", "ForTokenClassification",
-                                  "ForQuestionAnswering"])
+@pytest.mark.parametrize(
+    "head", ["ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering"]
+)
 def test_mlm_checkpoint_starts_a_task_head(hf, tmp_path, family, head):
     """Fine-tuning starts from a pretraining (MLM) folder: the encoder loads, the task layers
     are reported missing (newly initialised), the MLM head is skipped without a report."""
     tester = EncoderTester(hf, tmp_path, family, "ForMaskedLM")
     name = FAMILIES[family]["prefix"] + head
-    model, info = getattr(et, name).from_pretrained(tester.folder, output_loading_info=True,
-                                                    num_labels=2)
-    fresh = {"ForSequenceClassification": {"roberta": "classifier.",
-                                           "distilbert": ("pre_classifier.", "classifier.")},
-             "ForTokenClassification": {"roberta": "classifier.", "distilbert": "classifier."},
-             "ForQuestionAnswering": {"roberta": "qa_outputs.", "distilbert": "qa_outputs."}}
+    model, info = getattr(et, name).from_pretrained(
+        tester.folder, output_loading_info=True, num_labels=2
+    )
+    fresh = {
+        "ForSequenceClassification": {
+            "roberta": "classifier.",
+            "distilbert": ("pre_classifier.", "classifier."),
+        },
+        "ForTokenClassification": {"roberta": "classifier.", "distilbert": "classifier."},
+        "ForQuestionAnswering": {"roberta": "qa_outputs.", "distilbert": "qa_outputs."},
+    }
     print(name, info)
-    assert info["missing_keys"] and all(k.startswith(fresh[head][family])
-                                        for k in info["missing_keys"])
+    assert info["missing_keys"] and all(
+        k.startswith(fresh[head][family]) for k in info["missing_keys"]
+    )
     assert info["unexpected_keys"] == [] and info["mismatched_keys"] == []
     encoder = getattr(model, model.base_model_prefix)
     reference = getattr(tester.hf_model, model.base_model_prefix)
@@ -539,10 +681,15 @@ def test_mlm_checkpoint_starts_a_task_head(hf, tmp_path, family, head):
     assert np.array_equal(ours, reference.embeddings.word_embeddings.weight.detach().numpy())
 
 
-@pytest.mark.parametrize("ours,theirs", [("RobertaModel", "BertModel"),
-                                         ("RobertaEmbeddings", "BertEmbeddings"),
-                                         ("DistilBertSelfAttention", "BertSelfAttention"),
-                                         ("Transformer", "BertEncoder")])
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        ("RobertaModel", "BertModel"),
+        ("RobertaEmbeddings", "BertEmbeddings"),
+        ("DistilBertSelfAttention", "BertSelfAttention"),
+        ("Transformer", "BertEncoder"),
+    ],
+)
 def test_reused_bert_parts_still_fit(ours, theirs):
     """RobertaModel, DistilBERT's attention and layer stack reuse BERT's forward with their
     own __init__; every attribute BERT's __init__ builds must exist on them too, so a change
@@ -551,10 +698,18 @@ def test_reused_bert_parts_still_fit(ours, theirs):
     from ember.transformers.distilbert import modeling_distilbert
     from ember.transformers.roberta import modeling_roberta
 
-    bert_config = et.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
-                                num_attention_heads=4, intermediate_size=37)
-    family_config = (et.RobertaConfig(**FAMILIES["roberta"]["tiny"]) if ours.startswith("Rob")
-                     else et.DistilBertConfig(**FAMILIES["distilbert"]["tiny"]))
+    bert_config = et.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+    )
+    family_config = (
+        et.RobertaConfig(**FAMILIES["roberta"]["tiny"])
+        if ours.startswith("Rob")
+        else et.DistilBertConfig(**FAMILIES["distilbert"]["tiny"])
+    )
     module = getattr(modeling_roberta, ours, None) or getattr(modeling_distilbert, ours)
     built, reference = module(family_config), getattr(modeling_bert, theirs)(bert_config)
     names = set(vars(reference)) | set(reference._modules) | set(reference._parameters)
@@ -566,23 +721,41 @@ def test_inherited_bert_errors_name_the_actual_class():
     """Code RoBERTa inherits from BERT (BertModel.forward, BertEmbeddings.forward) names the
     class the user built, not BERT."""
     model = et.RobertaModel(et.RobertaConfig(**FAMILIES["roberta"]["tiny"]))
-    with pytest.raises(ValueError, match=r"^RobertaModel: input_ids must be \(batch, seq\), got "
-                                         r"shape \(5,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^RobertaModel: input_ids must be \(batch, seq\), got "
+        r"shape \(5,\)",
+    ):
         model(ember.tensor([0, 5, 6, 7, 2]))
-    with pytest.raises(ValueError, match="^RobertaModel: pass exactly one of input_ids and "
-                                         "inputs_embeds"):
+    with pytest.raises(
+        ValueError, match="^RobertaModel: pass exactly one of input_ids and inputs_embeds"
+    ):
         model()
-    with pytest.raises(ValueError, match=r"^RobertaModel: attention_mask shape \(1, 3\) does "
-                                         r"not fit input \(1, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"^RobertaModel: attention_mask shape \(1, 3\) does "
+        r"not fit input \(1, 5\)",
+    ):
         model(ember.tensor([[0, 5, 6, 7, 2]]), attention_mask=ember.tensor([[1, 1, 1]]))
-    with pytest.raises(ValueError, match="^embeddings: RobertaEmbeddings: sequence length 70 "
-                                         "exceeds max_position_embeddings 64"):
-        model(ember.zeros((1, 70), dtype=ember.int64),
-              position_ids=ember.zeros((1, 70), dtype=ember.int64))
+    with pytest.raises(
+        ValueError,
+        match="^embeddings: RobertaEmbeddings: sequence length 70 "
+        "exceeds max_position_embeddings 64",
+    ):
+        model(
+            ember.zeros((1, 70), dtype=ember.int64),
+            position_ids=ember.zeros((1, 70), dtype=ember.int64),
+        )
     with pytest.raises(ValueError, match=r"^BertModel: input_ids must be \(batch, seq\)"):
-        et.BertModel(et.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1,
-                                   num_attention_heads=4, intermediate_size=37))(
-            ember.tensor([1, 2]))
+        et.BertModel(
+            et.BertConfig(
+                vocab_size=99,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                intermediate_size=37,
+            )
+        )(ember.tensor([1, 2]))
 
 
 @pytest.mark.parametrize("family", ["roberta", "distilbert"])
@@ -597,12 +770,16 @@ def test_multiple_choice_inputs_embeds_and_bad_shapes(hf, tmp_path, family):
     embeds = tester.hf_model.get_input_embeddings()(ids).detach()
     mask = tester.inputs["attention_mask"]
     theirs = tester.hf_model(inputs_embeds=embeds, attention_mask=torch.from_numpy(mask))
-    ours = model(inputs_embeds=ember.from_numpy(embeds.numpy()),
-                 attention_mask=ember.from_numpy(mask))
+    ours = model(
+        inputs_embeds=ember.from_numpy(embeds.numpy()), attention_mask=ember.from_numpy(mask)
+    )
     err = _err(ours.logits.detach().numpy(), theirs.logits.detach().numpy())
     print(family, f"multiple choice inputs_embeds logits max abs err {err:.2e}")
     assert err < TOL
     name = FAMILIES[family]["prefix"] + "ForMultipleChoice"
-    with pytest.raises(ValueError, match=rf"^{name}: input_ids must be \(batch, choices, seq\), "
-                                         r"got shape \(3, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}: input_ids must be \(batch, choices, seq\), "
+        r"got shape \(3, 7\)",
+    ):
         model(ember.zeros((3, 7), dtype=ember.int64))

@@ -74,7 +74,7 @@ class Sequential(Module):
 
     def __delitem__(self, index) -> None:
         keys = list(self._modules)
-        for key in (keys[index] if isinstance(index, slice) else [keys[_index(index, len(keys))]]):
+        for key in keys[index] if isinstance(index, slice) else [keys[_index(index, len(keys))]]:
             del self._modules[key]
         items = list(self._modules.values())
         self._modules.clear()

@@ -53,8 +53,9 @@ class Linear(Module):
         (32, 128)
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
-                 dtype=None) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None
+    ) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
@@ -75,29 +76,40 @@ class Linear(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             last = x.shape[-1] if x.ndim else "(none)"
-            raise ShapeError(f"input {tuple(x.shape)} last dim {last} ≠ in_features "
-                             f"{self.in_features}")
+            raise ShapeError(
+                f"input {tuple(x.shape)} last dim {last} ≠ in_features {self.in_features}"
+            )
         return F.linear(x, self.weight, self.bias)
 
     def _error_label(self) -> str:
         return f"Linear {self.in_features}→{self.out_features}"
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class Bilinear(Module):
     """y = x1^T A x2 + b, with A of shape (out_features, in1_features, in2_features)."""
 
-    def __init__(self, in1_features: int, in2_features: int, out_features: int,
-                 bias: bool = True, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in1_features: int,
+        in2_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.in1_features = in1_features
         self.in2_features = in2_features
         self.out_features = out_features
-        self.weight = Parameter(empty((out_features, in1_features, in2_features),
-                                      **_factory(device, dtype)))
+        self.weight = Parameter(
+            empty((out_features, in1_features, in2_features), **_factory(device, dtype))
+        )
         if bias:
             self.bias = Parameter(empty(out_features, **_factory(device, dtype)))
         else:
@@ -112,20 +124,25 @@ class Bilinear(Module):
 
     def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
         if input1.shape[-1] != self.in1_features or input2.shape[-1] != self.in2_features:
-            raise ShapeError(f"inputs {tuple(input1.shape)} and {tuple(input2.shape)}: last dims "
-                             f"must be in1_features {self.in1_features} and in2_features "
-                             f"{self.in2_features}")
+            raise ShapeError(
+                f"inputs {tuple(input1.shape)} and {tuple(input2.shape)}: last dims "
+                f"must be in1_features {self.in1_features} and in2_features "
+                f"{self.in2_features}"
+            )
         if tuple(input1.shape[:-1]) != tuple(input2.shape[:-1]):
-            raise ShapeError(f"inputs {tuple(input1.shape)} and {tuple(input2.shape)} differ in "
-                             f"their batch dims")
+            raise ShapeError(
+                f"inputs {tuple(input1.shape)} and {tuple(input2.shape)} differ in their batch dims"
+            )
         return F.bilinear(input1, input2, self.weight, self.bias)
 
     def _error_label(self) -> str:
         return f"Bilinear ({self.in1_features}, {self.in2_features})→{self.out_features}"
 
     def extra_repr(self) -> str:
-        return (f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
-                f"out_features={self.out_features}, bias={self.bias is not None}")
+        return (
+            f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
+            f"out_features={self.out_features}, bias={self.bias is not None}"
+        )
 
 
 class Embedding(Module):
@@ -136,23 +153,38 @@ class Embedding(Module):
     (`norm_type`-norm); with `scale_grad_by_freq`, gradient rows are divided by the count of
     their index in the batch. `sparse=True` raises: ember has no sparse gradients."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
-                 max_norm=None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
-                 sparse: bool = False, _weight: Tensor | None = None, _freeze: bool = False,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None = None,
+        max_norm=None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        _weight: Tensor | None = None,
+        _freeze: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         if sparse:
-            raise NotImplementedError(at_user_line(
-                "Embedding: sparse=True asks for sparse gradient tensors, and ember has no "
-                "sparse tensors; use sparse=False: the gradient holds the same values as a "
-                "dense (num_embeddings, embedding_dim) tensor, which every ember optimizer "
-                "accepts"))
+            raise NotImplementedError(
+                at_user_line(
+                    "Embedding: sparse=True asks for sparse gradient tensors, and ember has no "
+                    "sparse tensors; use sparse=False: the gradient holds the same values as a "
+                    "dense (num_embeddings, embedding_dim) tensor, which every ember optimizer "
+                    "accepts"
+                )
+            )
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(f"Embedding: padding_idx {padding_idx} must be within "
-                                 f"num_embeddings {num_embeddings}")
+                raise ValueError(
+                    f"Embedding: padding_idx {padding_idx} must be within "
+                    f"num_embeddings {num_embeddings}"
+                )
             padding_idx %= num_embeddings
         self.padding_idx = padding_idx
         self.max_norm = max_norm
@@ -160,13 +192,17 @@ class Embedding(Module):
         self.scale_grad_by_freq = scale_grad_by_freq
         self.sparse = sparse
         if _weight is None:
-            self.weight = Parameter(empty((num_embeddings, embedding_dim),
-                                          **_factory(device, dtype)), requires_grad=not _freeze)
+            self.weight = Parameter(
+                empty((num_embeddings, embedding_dim), **_factory(device, dtype)),
+                requires_grad=not _freeze,
+            )
             self.reset_parameters()
         else:
             if tuple(_weight.shape) != (num_embeddings, embedding_dim):
-                raise ShapeError(f"Embedding: _weight shape {tuple(_weight.shape)} must be "
-                                 f"({num_embeddings}, {embedding_dim})")
+                raise ShapeError(
+                    f"Embedding: _weight shape {tuple(_weight.shape)} must be "
+                    f"({num_embeddings}, {embedding_dim})"
+                )
             self.weight = Parameter(_weight, requires_grad=not _freeze)
 
     def reset_parameters(self) -> None:
@@ -176,8 +212,9 @@ class Embedding(Module):
                 self.weight[self.padding_idx] = 0.0
 
     @classmethod
-    def from_pretrained(cls, embeddings: Tensor, freeze: bool = True,
-                        padding_idx: int | None = None, **kwargs) -> "Embedding":
+    def from_pretrained(
+        cls, embeddings: Tensor, freeze: bool = True, padding_idx: int | None = None, **kwargs
+    ) -> "Embedding":
         rows, cols = embeddings.shape
         return cls(rows, cols, padding_idx, _weight=embeddings, _freeze=freeze, **kwargs)
 
@@ -190,10 +227,13 @@ class Embedding(Module):
         if x.numel() and not getattr(x._data, "symbolic", False):
             low, high = int(x.min().item()), int(x.max().item())
             if low < 0 or high >= self.num_embeddings:
-                raise IndexError(f"index {high if high >= self.num_embeddings else low} is out "
-                                 f"of range for num_embeddings {self.num_embeddings}")
-        return F.embedding(x, self.weight, self.padding_idx, self.max_norm, self.norm_type,
-                           self.scale_grad_by_freq)
+                raise IndexError(
+                    f"index {high if high >= self.num_embeddings else low} is out "
+                    f"of range for num_embeddings {self.num_embeddings}"
+                )
+        return F.embedding(
+            x, self.weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq
+        )
 
     def _error_label(self) -> str:
         return f"Embedding {self.num_embeddings}×{self.embedding_dim}"
@@ -214,37 +254,57 @@ class Embedding(Module):
 class _ConvNd(Module):
     _n = 2
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         n = self._n
         name = type(self).__name__
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"{name}: in_channels {in_channels} and out_channels "
-                             f"{out_channels} must be divisible by groups {groups}")
+            raise ValueError(
+                f"{name}: in_channels {in_channels} and out_channels "
+                f"{out_channels} must be divisible by groups {groups}"
+            )
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"{name}: padding_mode must be 'zeros', 'reflect', 'replicate' "
-                             f"or 'circular', got {padding_mode!r}")
+            raise ValueError(
+                f"{name}: padding_mode must be 'zeros', 'reflect', 'replicate' "
+                f"or 'circular', got {padding_mode!r}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _tuple(kernel_size, n, "kernel_size")
         self.stride = _tuple(stride, n, "stride")
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ValueError(f"{name}: padding must be 'same', 'valid' or ints, got "
-                                 f"{padding!r}")
+                raise ValueError(
+                    f"{name}: padding must be 'same', 'valid' or ints, got {padding!r}"
+                )
             if padding == "same" and any(s != 1 for s in self.stride):
-                raise ValueError(f"{name}: padding='same' is not supported for strided "
-                                 f"convolutions")
+                raise ValueError(
+                    f"{name}: padding='same' is not supported for strided convolutions"
+                )
             self.padding = padding
         else:
             self.padding = _tuple(padding, n, "padding")
         self.dilation = _tuple(dilation, n, "dilation")
         self.groups = groups
         self.padding_mode = padding_mode
-        self.weight = Parameter(empty((out_channels, in_channels // groups) + self.kernel_size,
-                                      **_factory(device, dtype)))
+        self.weight = Parameter(
+            empty(
+                (out_channels, in_channels // groups) + self.kernel_size, **_factory(device, dtype)
+            )
+        )
         if bias:
             self.bias = Parameter(empty(out_channels, **_factory(device, dtype)))
         else:
@@ -262,12 +322,16 @@ class _ConvNd(Module):
     def _check(self, x: Tensor) -> None:
         n = self._n
         if x.ndim not in (n + 1, n + 2):
-            raise ShapeError(f"expected a {n + 1}-D (unbatched) or {n + 2}-D (batched) input, "
-                             f"got {tuple(x.shape)}")
+            raise ShapeError(
+                f"expected a {n + 1}-D (unbatched) or {n + 2}-D (batched) input, "
+                f"got {tuple(x.shape)}"
+            )
         channels = x.shape[-n - 1]
         if channels != self.in_channels:
-            raise ShapeError(f"input {tuple(x.shape)} has {channels} channels (dim "
-                             f"{x.ndim - n - 1}) ≠ in_channels {self.in_channels}")
+            raise ShapeError(
+                f"input {tuple(x.shape)} has {channels} channels (dim "
+                f"{x.ndim - n - 1}) ≠ in_channels {self.in_channels}"
+            )
 
     def _padded(self, x: Tensor):
         """Explicit padding for non-zero padding modes; returns (input, conv padding)."""
@@ -282,8 +346,10 @@ class _ConvNd(Module):
         return f"{type(self).__name__} {self.in_channels}→{self.out_channels}"
 
     def extra_repr(self) -> str:
-        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-             f"stride={self.stride}")
+        s = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
         zero = (0,) * self._n
         if self.padding != zero:
             s += f", padding={self.padding!r}"
@@ -303,8 +369,9 @@ class _ConvNd(Module):
         if unbatched:
             x = x.unsqueeze(0)
         x, padding = self._padded(x)
-        out = self._conv(x, self.weight, self.bias, self.stride, padding, self.dilation,
-                         self.groups)
+        out = self._conv(
+            x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups
+        )
         return out.squeeze(0) if unbatched else out
 
 
@@ -336,15 +403,24 @@ class _Pool2d(Module):
         n = self._n
         if x.ndim not in (n + 1, n + 2):
             dims = ("L",) if n == 1 else ("H", "W") if n == 2 else ("D", "H", "W")
-            raise ShapeError(f"expected a {n + 1}-D (C, {', '.join(dims)}) or {n + 2}-D (N, C, "
-                             f"{', '.join(dims)}) input, got {tuple(x.shape)}")
+            raise ShapeError(
+                f"expected a {n + 1}-D (C, {', '.join(dims)}) or {n + 2}-D (N, C, "
+                f"{', '.join(dims)}) input, got {tuple(x.shape)}"
+            )
 
 
 class _MaxPoolNd(_Pool2d):
     _pool = None
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 return_indices: bool = False, ceil_mode: bool = False) -> None:
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dilation=1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -355,12 +431,21 @@ class _MaxPoolNd(_Pool2d):
 
     def forward(self, x: Tensor):
         self._check(x)
-        return type(self)._pool(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                self.ceil_mode, self.return_indices)
+        return type(self)._pool(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.ceil_mode,
+            self.return_indices,
+        )
 
     def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -402,8 +487,9 @@ class _MaxUnpoolNd(_Pool2d):
 
     def forward(self, x: Tensor, indices: Tensor, output_size=None) -> Tensor:
         self._check(x)
-        return type(self)._unpool(x, indices, self.kernel_size, self.stride, self.padding,
-                                  output_size)
+        return type(self)._unpool(
+            x, indices, self.kernel_size, self.stride, self.padding, output_size
+        )
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -443,8 +529,14 @@ class AvgPool1d(_Pool2d):
 
     _n = 1
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> None:
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -454,8 +546,9 @@ class AvgPool1d(_Pool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        return F.avg_pool1d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                            self.count_include_pad)
+        return F.avg_pool1d(
+            x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad
+        )
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -466,8 +559,15 @@ class AvgPool2d(_Pool2d):
 
     _pool = staticmethod(F.avg_pool2d)
 
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override=None) -> None:
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override=None,
+    ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
@@ -478,8 +578,15 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        return type(self)._pool(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                                self.count_include_pad, self.divisor_override)
+        return type(self)._pool(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -584,9 +691,18 @@ class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
 class _BatchNorm(Module):
     _dims: tuple = (2, 3)
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, track_running_stats: bool = True, device=None,
-                 dtype=None, *, bias: bool = True) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
@@ -605,8 +721,7 @@ class _BatchNorm(Module):
         if track_running_stats:
             self.register_buffer("running_mean", zeros(num_features, **_factory(device, dtype)))
             self.register_buffer("running_var", ones(num_features, **_factory(device, dtype)))
-            self.register_buffer("num_batches_tracked", tensor(0, dtype=_dt.int64,
-                                                               device=device))
+            self.register_buffer("num_batches_tracked", tensor(0, dtype=_dt.int64, device=device))
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
@@ -629,11 +744,15 @@ class _BatchNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim not in self._dims:
-            raise ShapeError(f"expected a {' or '.join(f'{d}-D' for d in self._dims)} input, got "
-                             f"{tuple(x.shape)}")
+            raise ShapeError(
+                f"expected a {' or '.join(f'{d}-D' for d in self._dims)} input, got "
+                f"{tuple(x.shape)}"
+            )
         if x.shape[1] != self.num_features:
-            raise ShapeError(f"input {tuple(x.shape)} has {x.shape[1]} channels (dim 1) ≠ "
-                             f"num_features {self.num_features}")
+            raise ShapeError(
+                f"input {tuple(x.shape)} has {x.shape[1]} channels (dim 1) ≠ "
+                f"num_features {self.num_features}"
+            )
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             with no_grad():
@@ -642,17 +761,25 @@ class _BatchNorm(Module):
                 momentum = 1.0 / float(self.num_batches_tracked.item())
         use_batch_stats = self.training or self.running_mean is None
         return F.batch_norm(
-            x, self.running_mean if not self.training or self.track_running_stats else None,
+            x,
+            self.running_mean if not self.training or self.track_running_stats else None,
             self.running_var if not self.training or self.track_running_stats else None,
-            self.weight, self.bias, use_batch_stats, momentum, self.eps)
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            momentum,
+            self.eps,
+        )
 
     def _error_label(self) -> str:
         return f"{type(self).__name__} {self.num_features}"
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
 
 
 class BatchNorm1d(_BatchNorm):
@@ -668,8 +795,15 @@ class BatchNorm2d(_BatchNorm):
 
 
 class LayerNorm(Module):
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
@@ -694,26 +828,40 @@ class LayerNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         n = len(self.normalized_shape)
-        if tuple(x.shape[x.ndim - n:]) != self.normalized_shape or x.ndim < n:
-            raise ShapeError(f"input {tuple(x.shape)} does not end with normalized_shape "
-                             f"{self.normalized_shape}")
+        if tuple(x.shape[x.ndim - n :]) != self.normalized_shape or x.ndim < n:
+            raise ShapeError(
+                f"input {tuple(x.shape)} does not end with normalized_shape {self.normalized_shape}"
+            )
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def _error_label(self) -> str:
         return f"LayerNorm {self.normalized_shape}"
 
     def extra_repr(self) -> str:
-        return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}"
+        )
 
 
 class GroupNorm(Module):
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
-                 affine: bool = True, device=None, dtype=None, *, bias: bool = True) -> None:
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if num_channels % num_groups:
-            raise ValueError(f"GroupNorm: num_channels {num_channels} must be divisible by "
-                             f"num_groups {num_groups}")
+            raise ValueError(
+                f"GroupNorm: num_channels {num_channels} must be divisible by "
+                f"num_groups {num_groups}"
+            )
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps
@@ -730,16 +878,19 @@ class GroupNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim < 2 or x.shape[1] != self.num_channels:
-            raise ShapeError(f"input {tuple(x.shape)}: dim 1 must be num_channels "
-                             f"{self.num_channels}")
+            raise ShapeError(
+                f"input {tuple(x.shape)}: dim 1 must be num_channels {self.num_channels}"
+            )
         return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
     def _error_label(self) -> str:
         return f"GroupNorm {self.num_groups}×{self.num_channels // self.num_groups}"
 
     def extra_repr(self) -> str:
-        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class Dropout(Module):

@@ -33,8 +33,10 @@ class _IncompatibleKeys(NamedTuple):
     def __repr__(self) -> str:
         if not self.missing_keys and not self.unexpected_keys:
             return "<All keys matched successfully>"
-        return (f"_IncompatibleKeys(missing_keys={self.missing_keys}, "
-                f"unexpected_keys={self.unexpected_keys})")
+        return (
+            f"_IncompatibleKeys(missing_keys={self.missing_keys}, "
+            f"unexpected_keys={self.unexpected_keys})"
+        )
 
 
 class _CallStack(threading.local):
@@ -110,8 +112,9 @@ class Module:
 
     # --- forward -------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required "
-                                  f"\"forward\" function")
+        raise NotImplementedError(
+            f'Module [{type(self).__name__}] is missing the required "forward" function'
+        )
 
     def __call__(self, *args, **kwargs):
         stack = _calls.modules
@@ -140,8 +143,10 @@ class Module:
             return
         if params is not None and name in params:
             if value is not None:
-                raise TypeError(f"cannot assign '{type(value).__name__}' as parameter "
-                                f"'{name}' (ember.nn.Parameter or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as parameter "
+                    f"'{name}' (ember.nn.Parameter or None expected)"
+                )
             params[name] = None
             return
         if isinstance(value, Module):
@@ -154,8 +159,10 @@ class Module:
         modules = self.__dict__.get("_modules")
         if modules is not None and name in modules:
             if value is not None:
-                raise TypeError(f"cannot assign '{type(value).__name__}' as child module "
-                                f"'{name}' (ember.nn.Module or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as child module "
+                    f"'{name}' (ember.nn.Module or None expected)"
+                )
             modules[name] = None
             return
         buffers = self.__dict__.get("_buffers")
@@ -164,8 +171,10 @@ class Module:
             return
         if buffers is not None and name in buffers:
             if value is not None and not isinstance(value, Tensor):
-                raise TypeError(f"cannot assign '{type(value).__name__}' as buffer '{name}' "
-                                f"(ember.Tensor or None expected)")
+                raise TypeError(
+                    f"cannot assign '{type(value).__name__}' as buffer '{name}' "
+                    f"(ember.Tensor or None expected)"
+                )
             buffers[name] = value
             return
         object.__setattr__(self, name, value)
@@ -193,30 +202,36 @@ class Module:
         object.__delattr__(self, name)
 
     def __dir__(self):
-        return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers)
-                      | set(self._modules))
+        return sorted(
+            set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules)
+        )
 
     def _check_name(self, name: str, kind: str) -> None:
         if not isinstance(name, str):
             raise TypeError(f"{kind} name should be a string, got {type(name).__name__}")
         if "." in name or name == "":
-            raise KeyError(f"{kind} name can't contain \".\" or be empty, got {name!r}")
-        if hasattr(self, name) and not any(name in r for r in (
-                self._parameters, self._buffers, self._modules)):
+            raise KeyError(f'{kind} name can\'t contain "." or be empty, got {name!r}')
+        if hasattr(self, name) and not any(
+            name in r for r in (self._parameters, self._buffers, self._modules)
+        ):
             raise KeyError(f"attribute '{name}' already exists")
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         self._check_name(name, "parameter")
         if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"cannot assign '{type(param).__name__}' object to parameter "
-                            f"'{name}' (ember.nn.Parameter or None required)")
+            raise TypeError(
+                f"cannot assign '{type(param).__name__}' object to parameter "
+                f"'{name}' (ember.nn.Parameter or None required)"
+            )
         self._parameters[name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         self._check_name(name, "buffer")
         if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"cannot assign '{type(tensor).__name__}' object to buffer "
-                            f"'{name}' (ember.Tensor or None required)")
+            raise TypeError(
+                f"cannot assign '{type(tensor).__name__}' object to buffer "
+                f"'{name}' (ember.Tensor or None required)"
+            )
         self._buffers[name] = tensor
         if persistent:
             self._non_persistent_buffers.discard(name)
@@ -235,8 +250,9 @@ class Module:
         module = self
         for part in target.split(".") if target else []:
             if part not in module._modules:
-                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} "
-                                     f"(looking for {target!r})")
+                raise AttributeError(
+                    f"{type(module).__name__} has no submodule {part!r} (looking for {target!r})"
+                )
             module = module._modules[part]
         return module
 
@@ -279,8 +295,11 @@ class Module:
 
     def _named_members(self, registry: str, prefix: str, recurse: bool, remove_duplicate=True):
         seen = set()
-        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) \
-            if recurse else [(prefix, self)]
+        modules = (
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else [(prefix, self)]
+        )
         for module_prefix, module in modules:
             for name, value in getattr(module, registry).items():
                 if value is None or (remove_duplicate and id(value) in seen):
@@ -288,16 +307,16 @@ class Module:
                 seen.add(id(value))
                 yield module_prefix + ("." if module_prefix else "") + name, value
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True,
-                         remove_duplicate: bool = True):
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ):
         return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True,
-                      remove_duplicate: bool = True):
+    def named_buffers(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
         return self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
     def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
@@ -424,8 +443,9 @@ class Module:
         `strict` any missing, unexpected or shape-mismatched key raises a RuntimeError that
         lists them all (nothing is copied in that case)."""
         if not hasattr(state_dict, "keys"):
-            raise TypeError(f"load_state_dict: expected a dict-like object, got "
-                            f"{type(state_dict).__name__}")
+            raise TypeError(
+                f"load_state_dict: expected a dict-like object, got {type(state_dict).__name__}"
+            )
         own = {}
         for prefix, module in self.named_modules():
             dot = prefix + "." if prefix else ""
@@ -446,21 +466,31 @@ class Module:
             if shape is None:
                 mismatched.append((key, f"expected a tensor, got {type(value).__name__}"))
             elif shape != tuple(target.shape):
-                mismatched.append((
-                    key, f"copying a param with shape {shape} from checkpoint, the shape in "
-                         f"current model is {tuple(target.shape)}"))
+                mismatched.append(
+                    (
+                        key,
+                        f"copying a param with shape {shape} from checkpoint, the shape in "
+                        f"current model is {tuple(target.shape)}",
+                    )
+                )
         errors = []
         if strict:
             if missing:
-                errors.append("Missing key(s) in state_dict: "
-                              + ", ".join(f'"{k}"' for k in missing) + ".")
+                errors.append(
+                    "Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + "."
+                )
             if unexpected:
-                errors.append("Unexpected key(s) in state_dict: "
-                              + ", ".join(f'"{k}"' for k in unexpected) + ".")
+                errors.append(
+                    "Unexpected key(s) in state_dict: "
+                    + ", ".join(f'"{k}"' for k in unexpected)
+                    + "."
+                )
         errors += [f"size mismatch for {k}: {why}." for k, why in mismatched]
         if errors:
-            raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
-                               + "\n\t".join(errors))
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                + "\n\t".join(errors)
+            )
         with no_grad():
             for key, (module, name, target) in own.items():
                 if key not in state_dict:
@@ -473,7 +503,8 @@ class Module:
                 if assign:
                     if name in module._parameters:
                         module._parameters[name] = Parameter(
-                            value.to(target.dtype), target.requires_grad)
+                            value.to(target.dtype), target.requires_grad
+                        )
                     else:
                         module._buffers[name] = value.to(target.dtype)
                 else:

@@ -56,13 +56,26 @@ class MultiheadAttention(Module):
         ((2, 5, 16), (2, 5, 5))
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim=None, vdim=None,
-                 batch_first: bool = False, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim=None,
+        vdim=None,
+        batch_first: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         if embed_dim % num_heads:
-            raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} must be divisible by "
-                             f"num_heads {num_heads}")
+            raise ValueError(
+                f"MultiheadAttention: embed_dim {embed_dim} must be divisible by "
+                f"num_heads {num_heads}"
+            )
         factory = {"device": device, "dtype": dtype}
         self.embed_dim = embed_dim
         self.kdim = kdim if kdim is not None else embed_dim
@@ -86,8 +99,7 @@ class MultiheadAttention(Module):
             self.in_proj_bias = Parameter(empty(3 * embed_dim, **factory))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias,
-                                                        **factory)
+        self.out_proj = NonDynamicallyQuantizableLinear(embed_dim, embed_dim, bias=bias, **factory)
         if add_bias_kv:
             # a learned key and value appended to every sequence (one more source position)
             self.bias_k = Parameter(empty((1, 1, embed_dim), **factory))
@@ -115,43 +127,57 @@ class MultiheadAttention(Module):
         e = self.embed_dim
         if self._qkv_same_embed_dim:
             w = self.in_proj_weight
-            wq, wk, wv = w[:e], w[e:2 * e], w[2 * e:]
+            wq, wk, wv = w[:e], w[e : 2 * e], w[2 * e :]
         else:
             wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
         b = self.in_proj_bias
         if b is None:
             return (wq, None), (wk, None), (wv, None)
-        return (wq, b[:e]), (wk, b[e:2 * e]), (wv, b[2 * e:])
+        return (wq, b[:e]), (wk, b[e : 2 * e]), (wv, b[2 * e :])
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor,
-                key_padding_mask: Tensor | None = None, need_weights: bool = True,
-                attn_mask: Tensor | None = None, average_attn_weights: bool = True,
-                is_causal: bool = False):
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        key_padding_mask: Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ):
         unbatched = query.ndim == 2
         if query.ndim not in (2, 3):
             raise ShapeError(f"query must be 2-D (L, E) or 3-D, got {tuple(query.shape)}")
         if key.ndim != query.ndim or value.ndim != query.ndim:
-            raise ShapeError(f"query {tuple(query.shape)}, key {tuple(key.shape)} and value "
-                             f"{tuple(value.shape)} must have the same number of dims")
+            raise ShapeError(
+                f"query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+                f"{tuple(value.shape)} must have the same number of dims"
+            )
         if query.shape[-1] != self.embed_dim:
-            raise ShapeError(f"query {tuple(query.shape)} last dim {query.shape[-1]} ≠ "
-                             f"embed_dim {self.embed_dim}")
+            raise ShapeError(
+                f"query {tuple(query.shape)} last dim {query.shape[-1]} ≠ "
+                f"embed_dim {self.embed_dim}"
+            )
         if key.shape[-1] != self.kdim or value.shape[-1] != self.vdim:
-            raise ShapeError(f"key {tuple(key.shape)} / value {tuple(value.shape)} last dims "
-                             f"must be kdim {self.kdim} / vdim {self.vdim}")
+            raise ShapeError(
+                f"key {tuple(key.shape)} / value {tuple(value.shape)} last dims "
+                f"must be kdim {self.kdim} / vdim {self.vdim}"
+            )
         if unbatched:
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
             if key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
         elif not self.batch_first:  # (L, N, E) -> (N, L, E)
-            query, key, value = (query.transpose(0, 1), key.transpose(0, 1),
-                                 value.transpose(0, 1))
+            query, key, value = (query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1))
         n, tgt_len, _ = query.shape
         src_len = key.shape[1]
         if key.shape[0] != n or value.shape[0] != n or value.shape[1] != src_len:
-            raise ShapeError(f"query, key and value disagree on batch or source length: "
-                             f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)} "
-                             f"(batch first)")
+            raise ShapeError(
+                f"query, key and value disagree on batch or source length: "
+                f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)} "
+                f"(batch first)"
+            )
         h, d = self.num_heads, self.head_dim
         (wq, bq), (wk, bk), (wv, bv) = self._projections()
         q = F.linear(query, wq, bq).reshape(n, tgt_len, h, d).transpose(1, 2)
@@ -163,12 +189,14 @@ class MultiheadAttention(Module):
             mask = _additive_mask(attn_mask, q.dtype)
             if mask.ndim == 2:
                 if tuple(mask.shape) != (tgt_len, src_len):
-                    raise ShapeError(f"attn_mask {tuple(mask.shape)} must be ({tgt_len}, "
-                                     f"{src_len})")
+                    raise ShapeError(
+                        f"attn_mask {tuple(mask.shape)} must be ({tgt_len}, {src_len})"
+                    )
             elif mask.ndim == 3:
                 if tuple(mask.shape) != (n * h, tgt_len, src_len):
-                    raise ShapeError(f"attn_mask {tuple(mask.shape)} must be ({n * h}, "
-                                     f"{tgt_len}, {src_len})")
+                    raise ShapeError(
+                        f"attn_mask {tuple(mask.shape)} must be ({n * h}, {tgt_len}, {src_len})"
+                    )
                 mask = mask.reshape(n, h, tgt_len, src_len)
             else:
                 raise ShapeError(f"attn_mask must be 2-D or 3-D, got {tuple(mask.shape)}")
@@ -176,8 +204,9 @@ class MultiheadAttention(Module):
             raise ValueError("is_causal=True needs attn_mask (it is only a hint, as in PyTorch)")
         if key_padding_mask is not None:
             if tuple(key_padding_mask.shape) != (n, src_len):
-                raise ShapeError(f"key_padding_mask {tuple(key_padding_mask.shape)} must be "
-                                 f"({n}, {src_len})")
+                raise ShapeError(
+                    f"key_padding_mask {tuple(key_padding_mask.shape)} must be ({n}, {src_len})"
+                )
             pad = _additive_mask(key_padding_mask, q.dtype).reshape(n, 1, 1, src_len)
             mask = pad if mask is None else mask + pad
 
@@ -230,14 +259,25 @@ class TransformerEncoderLayer(Module):
     """Self-attention then a feed-forward block, each with a residual connection and LayerNorm
     (after each block, or before it with `norm_first=True`), as in PyTorch."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048,
-                 dropout: float = 0.1, activation="relu", layer_norm_eps: float = 1e-5,
-                 batch_first: bool = False, norm_first: bool = False, bias: bool = True,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        activation="relu",
+        layer_norm_eps: float = 1e-5,
+        batch_first: bool = False,
+        norm_first: bool = False,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
-                                            batch_first=batch_first, **factory)
+        self.self_attn = MultiheadAttention(
+            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **factory
+        )
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **factory)
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **factory)
@@ -249,8 +289,13 @@ class TransformerEncoderLayer(Module):
         self.activation = _activation(activation)
         self.batch_first = batch_first
 
-    def forward(self, src: Tensor, src_mask: Tensor | None = None,
-                src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+    def forward(
+        self,
+        src: Tensor,
+        src_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Tensor:
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask)
@@ -261,8 +306,9 @@ class TransformerEncoderLayer(Module):
         return x
 
     def _sa_block(self, x, attn_mask, key_padding_mask):
-        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                           need_weights=False)[0]
+        x = self.self_attn(
+            x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False
+        )[0]
         return self.dropout1(x)
 
     def _ff_block(self, x):
@@ -276,21 +322,29 @@ class TransformerEncoder(Module):
     Unlike PyTorch's eval-mode fast path (nested tensors), padded positions are computed like
     any other rather than returned as zeros."""
 
-    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int,
-                 norm: Module | None = None, enable_nested_tensor: bool = True,
-                 mask_check: bool = True) -> None:
+    def __init__(
+        self,
+        encoder_layer: TransformerEncoderLayer,
+        num_layers: int,
+        norm: Module | None = None,
+        enable_nested_tensor: bool = True,
+        mask_check: bool = True,
+    ) -> None:
         super().__init__()
         self.layers = ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         self.num_layers = num_layers
         self.norm = norm
 
-    def forward(self, src: Tensor, mask: Tensor | None = None,
-                src_key_padding_mask: Tensor | None = None, is_causal: bool | None = None
-                ) -> Tensor:
+    def forward(
+        self,
+        src: Tensor,
+        mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
+        is_causal: bool | None = None,
+    ) -> Tensor:
         x = src
         for layer in self.layers:
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask)
         if self.norm is not None:
             x = self.norm(x)
         return x
-

@@ -15,9 +15,13 @@ def _grads(parameters) -> list:
     return [p.grad for p in parameters if p.grad is not None]
 
 
-def clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float,
-                    norm_type: float = 2.0, error_if_nonfinite: bool = False,
-                    foreach=None) -> Tensor:
+def clip_grad_norm_(
+    parameters: Iterable[Tensor] | Tensor,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach=None,
+) -> Tensor:
     """Scale all gradients together so that their joint `norm_type` norm is at most max_norm.
 
     Returns the total norm before clipping (a 0-d tensor). The scale is
@@ -43,9 +47,11 @@ def clip_grad_norm_(parameters: Iterable[Tensor] | Tensor, max_norm: float,
             norms = [g.norm(norm_type) for g in grads]
             total = _stack_reduce(norms, "sum", norm_type)
         if error_if_nonfinite and not math.isfinite(total.item()):
-            raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the "
-                               f"gradients is non-finite ({total.item()}), so it cannot be "
-                               f"clipped; set error_if_nonfinite=False to skip this check")
+            raise RuntimeError(
+                f"clip_grad_norm_: the total norm of order {norm_type} of the "
+                f"gradients is non-finite ({total.item()}), so it cannot be "
+                f"clipped; set error_if_nonfinite=False to skip this check"
+            )
         coef = max_norm / (total + 1e-6)
         coef = coef.clamp(max=1.0)
         for g in grads:
@@ -62,8 +68,9 @@ def _stack_reduce(norms, how, p=None):
     return s.norm(p)
 
 
-def clip_grad_value_(parameters: Iterable[Tensor] | Tensor, clip_value: float,
-                     foreach=None) -> None:
+def clip_grad_value_(
+    parameters: Iterable[Tensor] | Tensor, clip_value: float, foreach=None
+) -> None:
     """Clamp every gradient element to [-clip_value, clip_value] in place."""
     clip_value = float(clip_value)
     with no_grad():
@@ -82,5 +89,5 @@ def vector_to_parameters(vec: Tensor, parameters: Iterable[Tensor]) -> None:
     with no_grad():
         for p in parameters:
             n = p.numel()
-            p.copy_(vec[offset:offset + n].reshape(tuple(p.shape)))
+            p.copy_(vec[offset : offset + n].reshape(tuple(p.shape)))
             offset += n

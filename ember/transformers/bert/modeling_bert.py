@@ -36,34 +36,40 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings,
-                                                config.hidden_size)
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
-            raise ValueError(f"{type(self).__name__}: position_embedding_type "
-                             f"{config.position_embedding_type!r} is not supported; ember "
-                             "implements 'absolute'")
+            raise ValueError(
+                f"{type(self).__name__}: position_embedding_type "
+                f"{config.position_embedding_type!r} is not supported; ember "
+                "implements 'absolute'"
+            )
         self.max_position_embeddings = config.max_position_embeddings
 
-    def forward(self, input_ids=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None):
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         batch, length = inputs_embeds.shape[0], inputs_embeds.shape[1]
         if length > self.max_position_embeddings:
-            raise ValueError(f"{type(self).__name__}: sequence length {length} exceeds "
-                             f"max_position_embeddings {self.max_position_embeddings}; "
-                             "truncate the input (tokenizer truncation=True)")
+            raise ValueError(
+                f"{type(self).__name__}: sequence length {length} exceeds "
+                f"max_position_embeddings {self.max_position_embeddings}; "
+                "truncate the input (tokenizer truncation=True)"
+            )
         if position_ids is None:
             position_ids = ember.arange(length).unsqueeze(0)
         if token_type_ids is None:
             token_type_ids = ember.zeros((batch, length), dtype=ember.int64)
-        embeddings = (inputs_embeds + self.token_type_embeddings(token_type_ids)
-                      + self.position_embeddings(position_ids))
+        embeddings = (
+            inputs_embeds
+            + self.token_type_embeddings(token_type_ids)
+            + self.position_embeddings(position_ids)
+        )
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -71,8 +77,10 @@ class BertSelfAttention(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         if config.hidden_size % config.num_attention_heads:
-            raise ValueError(f"{type(self).__name__}: hidden_size {config.hidden_size} is not a "
-                             f"multiple of num_attention_heads {config.num_attention_heads}")
+            raise ValueError(
+                f"{type(self).__name__}: hidden_size {config.hidden_size} is not a "
+                f"multiple of num_attention_heads {config.num_attention_heads}"
+            )
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.hidden_size // config.num_attention_heads
         self.all_head_size = self.num_attention_heads * self.attention_head_size
@@ -86,11 +94,15 @@ class BertSelfAttention(nn.Module):
         # contiguous (batch, heads, seq, head_size): NumPy's batched matmul is several times
         # slower on strided views
         batch, length = x.shape[0], x.shape[1]
-        return x.reshape(batch, length, self.num_attention_heads,
-                         self.attention_head_size).transpose(1, 2).contiguous()
+        return (
+            x.reshape(batch, length, self.num_attention_heads, self.attention_head_size)
+            .transpose(1, 2)
+            .contiguous()
+        )
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
-                head_mask=None):
+    def forward(
+        self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
+    ):
         query = self._heads(self.query(hidden_states))
         key = self._heads(self.key(hidden_states))
         value = self._heads(self.value(hidden_states))
@@ -108,8 +120,13 @@ class BertSelfAttention(nn.Module):
         else:
             probs = None
             context = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask,
-                dropout_p=self.dropout_prob if self.training else 0.0, scale=scale)
+                query,
+                key,
+                value,
+                attn_mask=attention_mask,
+                dropout_p=self.dropout_prob if self.training else 0.0,
+                scale=scale,
+            )
             if head_mask is not None:  # (p * m) @ v == m * (p @ v): m is per head
                 context = context * head_mask
         batch, length = hidden_states.shape[0], hidden_states.shape[1]
@@ -134,8 +151,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertSelfOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
-                head_mask=None):
+    def forward(
+        self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
+    ):
         context, probs = self.self(hidden_states, attention_mask, output_attentions, head_mask)
         return self.output(context, hidden_states), probs
 
@@ -168,10 +186,12 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
-                head_mask=None):
-        attention_output, probs = self.attention(hidden_states, attention_mask,
-                                                 output_attentions, head_mask)
+    def forward(
+        self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
+    ):
+        attention_output, probs = self.attention(
+            hidden_states, attention_mask, output_attentions, head_mask
+        )
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, probs
 
@@ -181,14 +201,24 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
-                output_hidden_states: bool = False, head_mask=None):
+    def forward(
+        self,
+        hidden_states,
+        attention_mask=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        head_mask=None,
+    ):
         """`head_mask`: None, or one (1, heads, 1, 1) tensor (or None) per layer."""
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for i, layer in enumerate(self.layer):
-            hidden_states, probs = layer(hidden_states, attention_mask, output_attentions,
-                                         None if head_mask is None else head_mask[i])
+            hidden_states, probs = layer(
+                hidden_states,
+                attention_mask,
+                output_attentions,
+                None if head_mask is None else head_mask[i],
+            )
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if output_attentions:
@@ -295,9 +325,11 @@ class BertPreTrainedModel(PreTrainedModel):
 
 
 def _return_flags(config, output_attentions, output_hidden_states, return_dict):
-    return (config.output_attentions if output_attentions is None else output_attentions,
-            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            config.return_dict if return_dict is None else return_dict)
+    return (
+        config.output_attentions if output_attentions is None else output_attentions,
+        config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+        config.return_dict if return_dict is None else return_dict,
+    )
 
 
 def _finish(output, return_dict: bool):
@@ -329,20 +361,33 @@ class BertModel(BertPreTrainedModel):
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None,
-                position_ids=None, head_mask=None, inputs_embeds=None,
-                output_attentions=None, output_hidden_states=None, return_dict=None):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        head_mask=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+    ):
         output_attentions, output_hidden_states, return_dict = _return_flags(
-            self.config, output_attentions, output_hidden_states, return_dict)
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError(f"{type(self).__name__}: pass exactly one of input_ids and "
-                             "inputs_embeds")
+            raise ValueError(
+                f"{type(self).__name__}: pass exactly one of input_ids and inputs_embeds"
+            )
         if input_ids is not None:
             input_ids = ember.as_tensor(input_ids)
             if input_ids.ndim != 2:
-                raise ValueError(f"{type(self).__name__}: input_ids must be (batch, seq), got "
-                                 f"shape "
-                                 f"{tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}: input_ids must be (batch, seq), got "
+                    f"shape "
+                    f"{tuple(input_ids.shape)}"
+                )
             shape = tuple(input_ids.shape)
         else:
             shape = tuple(inputs_embeds.shape[:2])
@@ -354,27 +399,39 @@ class BertModel(BertPreTrainedModel):
         extended_mask = None
         if attention_mask is not None:
             attention_mask = ember.as_tensor(attention_mask)
-            if tuple(attention_mask.shape[:1]) != shape[:1] or \
-                    attention_mask.shape[-1] != shape[1]:
-                raise ValueError(f"{type(self).__name__}: attention_mask shape "
-                                 f"{tuple(attention_mask.shape)} does not fit input {shape}")
+            if tuple(attention_mask.shape[:1]) != shape[:1] or attention_mask.shape[-1] != shape[1]:
+                raise ValueError(
+                    f"{type(self).__name__}: attention_mask shape "
+                    f"{tuple(attention_mask.shape)} does not fit input {shape}"
+                )
             extended_mask = self.get_extended_attention_mask(attention_mask, embeddings.dtype)
         layer_head_masks = None
         if head_mask is not None:
-            layer_head_masks = self.get_head_mask(head_mask, self.config.num_hidden_layers,
-                                                  self.config.num_attention_heads)
+            layer_head_masks = self.get_head_mask(
+                head_mask, self.config.num_hidden_layers, self.config.num_attention_heads
+            )
         sequence_output, hidden_states, attentions = self.encoder(
-            embeddings, extended_mask, output_attentions, output_hidden_states,
-            layer_head_masks)
+            embeddings, extended_mask, output_attentions, output_hidden_states, layer_head_masks
+        )
         pooled = self.pooler(sequence_output) if self.pooler is not None else None
-        output = BaseModelOutputWithPooling(last_hidden_state=sequence_output,
-                                            pooler_output=pooled, hidden_states=hidden_states,
-                                            attentions=attentions)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled,
+            hidden_states=hidden_states,
+            attentions=attentions,
+        )
         return _finish(output, return_dict)
 
 
-_ENCODER_ARGS = ("attention_mask", "token_type_ids", "position_ids", "head_mask",
-                 "inputs_embeds", "output_attentions", "output_hidden_states")
+_ENCODER_ARGS = (
+    "attention_mask",
+    "token_type_ids",
+    "position_ids",
+    "head_mask",
+    "inputs_embeds",
+    "output_attentions",
+    "output_hidden_states",
+)
 
 
 def _encode(model, input_ids, kwargs):
@@ -397,21 +454,26 @@ class BertForPreTraining(BertPreTrainedModel):
         self.cls = BertPreTrainingHeads(config)
         self.post_init()
 
-    def forward(self, input_ids=None, labels=None, next_sentence_label=None, return_dict=None,
-                **kwargs):
+    def forward(
+        self, input_ids=None, labels=None, next_sentence_label=None, return_dict=None, **kwargs
+    ):
         out = _encode(self, input_ids, kwargs)
         prediction, relationship = self.cls(out.last_hidden_state, out.pooler_output)
         loss = None
         labels, next_sentence_label = _as_labels(labels), _as_labels(next_sentence_label)
         if labels is not None and next_sentence_label is not None:
-            mlm = F.cross_entropy(prediction.reshape(-1, self.config.vocab_size),
-                                  labels.reshape(-1))
+            mlm = F.cross_entropy(
+                prediction.reshape(-1, self.config.vocab_size), labels.reshape(-1)
+            )
             nsp = F.cross_entropy(relationship.reshape(-1, 2), next_sentence_label.reshape(-1))
             loss = mlm + nsp
-        output = BertForPreTrainingOutput(loss=loss, prediction_logits=prediction,
-                                          seq_relationship_logits=relationship,
-                                          hidden_states=out.hidden_states,
-                                          attentions=out.attentions)
+        output = BertForPreTrainingOutput(
+            loss=loss,
+            prediction_logits=prediction,
+            seq_relationship_logits=relationship,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
         return _finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
@@ -435,8 +497,9 @@ class BertForMaskedLM(BertPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, self.config.vocab_size), labels.reshape(-1))
-        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                attentions=out.attentions)
+        output = MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return _finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
@@ -457,17 +520,21 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
         out = _encode(self, input_ids, kwargs)
         logits = self.cls(out.pooler_output)
         labels = _as_labels(labels)
-        loss = None if labels is None else F.cross_entropy(logits.reshape(-1, 2),
-                                                           labels.reshape(-1))
-        output = NextSentencePredictorOutput(loss=loss, logits=logits,
-                                             hidden_states=out.hidden_states,
-                                             attentions=out.attentions)
+        loss = (
+            None if labels is None else F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1))
+        )
+        output = NextSentencePredictorOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return _finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 def _classifier_dropout(config: BertConfig) -> float:
-    return (config.classifier_dropout if config.classifier_dropout is not None
-            else config.hidden_dropout_prob)
+    return (
+        config.classifier_dropout
+        if config.classifier_dropout is not None
+        else config.hidden_dropout_prob
+    )
 
 
 class BertForSequenceClassification(BertPreTrainedModel):
@@ -502,9 +569,9 @@ class BertForSequenceClassification(BertPreTrainedModel):
         logits = self.classifier(self.dropout(out.pooler_output))
         labels = _as_labels(labels)
         loss = None if labels is None else self._loss(logits, labels)
-        output = SequenceClassifierOutput(loss=loss, logits=logits,
-                                          hidden_states=out.hidden_states,
-                                          attentions=out.attentions)
+        output = SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return _finish(output, self.config.return_dict if return_dict is None else return_dict)
 
     def _loss(self, logits, labels):
@@ -537,13 +604,17 @@ def _flatten_choices(model, input_ids, kwargs):
     if input_ids is not None:
         input_ids = ember.as_tensor(input_ids)
         if input_ids.ndim != 3:
-            raise ValueError(f"{name}: input_ids must be (batch, choices, seq), got shape "
-                             f"{tuple(input_ids.shape)}")
+            raise ValueError(
+                f"{name}: input_ids must be (batch, choices, seq), got shape "
+                f"{tuple(input_ids.shape)}"
+            )
         choices = input_ids.shape[1]
     elif kwargs.get("inputs_embeds") is not None:
         if kwargs["inputs_embeds"].ndim != 4:
-            raise ValueError(f"{name}: inputs_embeds must be (batch, choices, seq, hidden), "
-                             f"got shape {tuple(kwargs['inputs_embeds'].shape)}")
+            raise ValueError(
+                f"{name}: inputs_embeds must be (batch, choices, seq, hidden), "
+                f"got shape {tuple(kwargs['inputs_embeds'].shape)}"
+            )
         choices = kwargs["inputs_embeds"].shape[1]
     else:
         raise ValueError(f"{name}: pass exactly one of input_ids and inputs_embeds")
@@ -552,7 +623,7 @@ def _flatten_choices(model, input_ids, kwargs):
         if x is None:
             return None
         x = ember.as_tensor(x)
-        return x.reshape(-1, *x.shape[x.ndim - keep:]) if x.ndim > keep else x
+        return x.reshape(-1, *x.shape[x.ndim - keep :]) if x.ndim > keep else x
 
     flat_kwargs = dict(kwargs)
     for arg in _CHOICE_ARGS:
@@ -581,9 +652,9 @@ class BertForMultipleChoice(BertPreTrainedModel):
         logits = self.classifier(self.dropout(out.pooler_output)).reshape(-1, choices)
         labels = _as_labels(labels)
         loss = None if labels is None else F.cross_entropy(logits, labels)
-        output = MultipleChoiceModelOutput(loss=loss, logits=logits,
-                                           hidden_states=out.hidden_states,
-                                           attentions=out.attentions)
+        output = MultipleChoiceModelOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return _finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
@@ -604,11 +675,14 @@ class BertForTokenClassification(BertPreTrainedModel):
         out = _encode(self, input_ids, kwargs)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         labels = _as_labels(labels)
-        loss = None if labels is None else F.cross_entropy(
-            logits.reshape(-1, self.num_labels), labels.reshape(-1))
-        output = TokenClassifierOutput(loss=loss, logits=logits,
-                                       hidden_states=out.hidden_states,
-                                       attentions=out.attentions)
+        loss = (
+            None
+            if labels is None
+            else F.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1))
+        )
+        output = TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
         return _finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
@@ -621,15 +695,18 @@ class BertForQuestionAnswering(BertPreTrainedModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         if config.num_labels != 2:
-            raise ValueError(f"{type(self).__name__}: num_labels must be 2 (start and end "
-                             f"logits), got {config.num_labels}")
+            raise ValueError(
+                f"{type(self).__name__}: num_labels must be 2 (start and end "
+                f"logits), got {config.num_labels}"
+            )
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(self, input_ids=None, start_positions=None, end_positions=None,
-                return_dict=None, **kwargs):
+    def forward(
+        self, input_ids=None, start_positions=None, end_positions=None, return_dict=None, **kwargs
+    ):
         out = _encode(self, input_ids, kwargs)
         logits = self.qa_outputs(out.last_hidden_state)
         start_logits = logits[..., 0]
@@ -639,17 +716,29 @@ class BertForQuestionAnswering(BertPreTrainedModel):
             length = start_logits.shape[1]
             start = ember.as_tensor(start_positions).reshape(-1).clamp(0, length)
             end = ember.as_tensor(end_positions).reshape(-1).clamp(0, length)
-            loss = (F.cross_entropy(start_logits, start, ignore_index=length)
-                    + F.cross_entropy(end_logits, end, ignore_index=length)) / 2
-        output = QuestionAnsweringModelOutput(loss=loss, start_logits=start_logits,
-                                              end_logits=end_logits,
-                                              hidden_states=out.hidden_states,
-                                              attentions=out.attentions)
+            loss = (
+                F.cross_entropy(start_logits, start, ignore_index=length)
+                + F.cross_entropy(end_logits, end, ignore_index=length)
+            ) / 2
+        output = QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
         return _finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 __all__ = [
-    "BertForMaskedLM", "BertForMultipleChoice", "BertForNextSentencePrediction",
-    "BertForPreTraining", "BertForQuestionAnswering", "BertForSequenceClassification",
-    "BertForTokenClassification", "BertLayer", "BertModel", "BertPreTrainedModel",
+    "BertForMaskedLM",
+    "BertForMultipleChoice",
+    "BertForNextSentencePrediction",
+    "BertForPreTraining",
+    "BertForQuestionAnswering",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertLayer",
+    "BertModel",
+    "BertPreTrainedModel",
 ]

@@ -8,8 +8,7 @@ from __future__ import annotations
 from ember.transformers.configuration_utils import PretrainedConfig
 
 # BERT's name -> DistilBERT's field
-_ALIASES = {"hidden_size": "dim", "num_attention_heads": "n_heads",
-            "num_hidden_layers": "n_layers"}
+_ALIASES = {"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"}
 
 
 def _alias(field: str) -> property:
@@ -37,10 +36,24 @@ class DistilBertConfig(PretrainedConfig):
     num_attention_heads = _alias("n_heads")
     num_hidden_layers = _alias("n_layers")
 
-    def __init__(self, vocab_size=30522, max_position_embeddings=512, sinusoidal_pos_embds=False,
-                 n_layers=6, n_heads=12, dim=768, hidden_dim=4 * 768, dropout=0.1,
-                 attention_dropout=0.1, activation="gelu", initializer_range=0.02,
-                 qa_dropout=0.1, seq_classif_dropout=0.2, pad_token_id=0, **kwargs):
+    def __init__(
+        self,
+        vocab_size=30522,
+        max_position_embeddings=512,
+        sinusoidal_pos_embds=False,
+        n_layers=6,
+        n_heads=12,
+        dim=768,
+        hidden_dim=4 * 768,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation="gelu",
+        initializer_range=0.02,
+        qa_dropout=0.1,
+        seq_classif_dropout=0.2,
+        pad_token_id=0,
+        **kwargs,
+    ):
         given = {alias: kwargs.pop(alias) for alias in _ALIASES if alias in kwargs}
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size = vocab_size

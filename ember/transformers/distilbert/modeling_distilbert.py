@@ -58,8 +58,9 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: DistilBertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.dim,
-                                            padding_idx=config.pad_token_id)
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.dim, padding_idx=config.pad_token_id
+        )
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.dim)
         self.LayerNorm = nn.LayerNorm(config.dim, eps=1e-12)
         self.dropout = nn.Dropout(config.dropout)
@@ -70,9 +71,11 @@ class Embeddings(nn.Module):
             inputs_embeds = self.word_embeddings(input_ids)
         length = inputs_embeds.shape[1]
         if length > self.max_position_embeddings:
-            raise ValueError(f"DistilBertEmbeddings: sequence length {length} exceeds "
-                             f"max_position_embeddings {self.max_position_embeddings}; "
-                             "truncate the input (tokenizer truncation=True)")
+            raise ValueError(
+                f"DistilBertEmbeddings: sequence length {length} exceeds "
+                f"max_position_embeddings {self.max_position_embeddings}; "
+                "truncate the input (tokenizer truncation=True)"
+            )
         if position_ids is None:
             position_ids = ember.arange(length).unsqueeze(0)
         embeddings = inputs_embeds + self.position_embeddings(position_ids)
@@ -91,8 +94,10 @@ class DistilBertSelfAttention(BertSelfAttention):
     def __init__(self, config: DistilBertConfig):
         nn.Module.__init__(self)
         if config.dim % config.n_heads:
-            raise ValueError(f"DistilBertSelfAttention: dim {config.dim} is not a multiple of "
-                             f"n_heads {config.n_heads}")
+            raise ValueError(
+                f"DistilBertSelfAttention: dim {config.dim} is not a multiple of "
+                f"n_heads {config.n_heads}"
+            )
         self.num_attention_heads = config.n_heads
         self.attention_head_size = config.dim // config.n_heads
         self.all_head_size = config.dim
@@ -103,11 +108,12 @@ class DistilBertSelfAttention(BertSelfAttention):
         self.dropout = nn.Dropout(config.attention_dropout)
         self.dropout_prob = config.attention_dropout
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
-                head_mask=None):
-        context, probs = super().forward(hidden_states, attention_mask,
-                                         output_attentions=output_attentions,
-                                         head_mask=head_mask)
+    def forward(
+        self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
+    ):
+        context, probs = super().forward(
+            hidden_states, attention_mask, output_attentions=output_attentions, head_mask=head_mask
+        )
         return self.out_lin(context), probs
 
 
@@ -133,10 +139,12 @@ class TransformerBlock(nn.Module):
         self.ffn = FFN(config)
         self.output_layer_norm = nn.LayerNorm(config.dim, eps=1e-12)
 
-    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False,
-                head_mask=None):
-        attended, probs = self.attention(hidden_states, attention_mask, output_attentions,
-                                         head_mask)
+    def forward(
+        self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
+    ):
+        attended, probs = self.attention(
+            hidden_states, attention_mask, output_attentions, head_mask
+        )
         attended = self.sa_layer_norm(attended + hidden_states)
         return self.output_layer_norm(self.ffn(attended) + attended), probs
 
@@ -160,8 +168,7 @@ class DistilBertPreTrainedModel(PreTrainedModel):
         (Note [Sinusoidal positions])."""
         BertPreTrainedModel._init_weights(self, module)
         if isinstance(module, Embeddings) and self.config.sinusoidal_pos_embds:
-            table = sinusoidal_position_table(self.config.max_position_embeddings,
-                                              self.config.dim)
+            table = sinusoidal_position_table(self.config.max_position_embeddings, self.config.dim)
             with no_grad():
                 module.position_embeddings.weight.copy_(ember.from_numpy(table))
 
@@ -181,8 +188,13 @@ class DistilBertModel(DistilBertPreTrainedModel):
         (1, 4, 32)
     """
 
-    _keys_to_ignore_on_load_unexpected = (r"position_ids$", r"^vocab_", r"^pre_classifier\.",
-                                          r"^classifier\.", r"^qa_outputs\.")
+    _keys_to_ignore_on_load_unexpected = (
+        r"position_ids$",
+        r"^vocab_",
+        r"^pre_classifier\.",
+        r"^classifier\.",
+        r"^qa_outputs\.",
+    )
 
     def __init__(self, config: DistilBertConfig):
         super().__init__(config)
@@ -190,25 +202,39 @@ class DistilBertModel(DistilBertPreTrainedModel):
         self.transformer = Transformer(config)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, head_mask=None, inputs_embeds=None,
-                position_ids=None, output_attentions=None, output_hidden_states=None,
-                return_dict=None, token_type_ids=None):
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        head_mask=None,
+        inputs_embeds=None,
+        position_ids=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        token_type_ids=None,
+    ):
         """`token_type_ids` is accepted so that a BERT tokenizer's output can be passed as it
         is; DistilBERT has no token types, so any non-zero entry is an error rather than
         being dropped silently."""
         output_attentions, output_hidden_states, return_dict = return_flags(
-            self.config, output_attentions, output_hidden_states, return_dict)
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
         if token_type_ids is not None and bool(ember.as_tensor(token_type_ids).ne(0).any()):
-            raise ValueError("DistilBertModel: DistilBERT has no token types; token_type_ids "
-                             "must be omitted or all 0 (use a tokenizer that does not return "
-                             "them, e.g. DistilBertTokenizer)")
+            raise ValueError(
+                "DistilBertModel: DistilBERT has no token types; token_type_ids "
+                "must be omitted or all 0 (use a tokenizer that does not return "
+                "them, e.g. DistilBertTokenizer)"
+            )
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("DistilBertModel: pass exactly one of input_ids and inputs_embeds")
         if input_ids is not None:
             input_ids = ember.as_tensor(input_ids)
             if input_ids.ndim != 2:
-                raise ValueError(f"DistilBertModel: input_ids must be (batch, seq), got shape "
-                                 f"{tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"DistilBertModel: input_ids must be (batch, seq), got shape "
+                    f"{tuple(input_ids.shape)}"
+                )
             shape = tuple(input_ids.shape)
         else:
             shape = tuple(inputs_embeds.shape[:2])
@@ -218,25 +244,35 @@ class DistilBertModel(DistilBertPreTrainedModel):
         extended_mask = None
         if attention_mask is not None:
             attention_mask = ember.as_tensor(attention_mask)
-            if tuple(attention_mask.shape[:1]) != shape[:1] or \
-                    attention_mask.shape[-1] != shape[1]:
-                raise ValueError(f"DistilBertModel: attention_mask shape "
-                                 f"{tuple(attention_mask.shape)} does not fit input {shape}")
+            if tuple(attention_mask.shape[:1]) != shape[:1] or attention_mask.shape[-1] != shape[1]:
+                raise ValueError(
+                    f"DistilBertModel: attention_mask shape "
+                    f"{tuple(attention_mask.shape)} does not fit input {shape}"
+                )
             extended_mask = self.get_extended_attention_mask(attention_mask, embeddings.dtype)
         layer_head_masks = None
         if head_mask is not None:  # as BertModel's (PreTrainedModel.get_head_mask)
-            layer_head_masks = self.get_head_mask(head_mask, self.config.n_layers,
-                                                  self.config.n_heads)
+            layer_head_masks = self.get_head_mask(
+                head_mask, self.config.n_layers, self.config.n_heads
+            )
         sequence_output, hidden_states, attentions = self.transformer(
-            embeddings, extended_mask, output_attentions, output_hidden_states,
-            layer_head_masks)
-        output = BaseModelOutput(last_hidden_state=sequence_output, hidden_states=hidden_states,
-                                 attentions=attentions)
+            embeddings, extended_mask, output_attentions, output_hidden_states, layer_head_masks
+        )
+        output = BaseModelOutput(
+            last_hidden_state=sequence_output, hidden_states=hidden_states, attentions=attentions
+        )
         return finish(output, return_dict)
 
 
-_ENCODER_ARGS = ("attention_mask", "head_mask", "inputs_embeds", "position_ids",
-                 "output_attentions", "output_hidden_states", "token_type_ids")
+_ENCODER_ARGS = (
+    "attention_mask",
+    "head_mask",
+    "inputs_embeds",
+    "position_ids",
+    "output_attentions",
+    "output_hidden_states",
+    "token_type_ids",
+)
 
 
 class _DistilBertHead(EncoderHeadMixin, DistilBertPreTrainedModel):
@@ -257,8 +293,7 @@ class DistilBertForMaskedLM(_DistilBertHead):
         (1, 3, 99)
     """
 
-    _tied_weights_keys = {
-        "vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
+    _tied_weights_keys = {"vocab_projector.weight": "distilbert.embeddings.word_embeddings.weight"}
     _keys_to_ignore_on_load_unexpected = (r"position_ids$",)
 
     def __init__(self, config: DistilBertConfig):
@@ -353,22 +388,30 @@ class DistilBertForQuestionAnswering(_DistilBertHead):
     def __init__(self, config: DistilBertConfig):
         super().__init__(config)
         if config.num_labels != 2:
-            raise ValueError(f"DistilBertForQuestionAnswering: num_labels must be 2 (start and "
-                             f"end logits), got {config.num_labels}")
+            raise ValueError(
+                f"DistilBertForQuestionAnswering: num_labels must be 2 (start and "
+                f"end logits), got {config.num_labels}"
+            )
         self.distilbert = DistilBertModel(config)
         self.qa_outputs = nn.Linear(config.dim, config.num_labels)
         self.dropout = nn.Dropout(config.qa_dropout)
         self.post_init()
 
-    def forward(self, input_ids=None, start_positions=None, end_positions=None,
-                return_dict=None, **kwargs):
+    def forward(
+        self, input_ids=None, start_positions=None, end_positions=None, return_dict=None, **kwargs
+    ):
         out = self._encode(input_ids, kwargs)
         logits = self.qa_outputs(self.dropout(out.last_hidden_state))
         return self._span_output(out, logits, start_positions, end_positions, return_dict)
 
 
 __all__ = [
-    "DistilBertForMaskedLM", "DistilBertForMultipleChoice", "DistilBertForQuestionAnswering",
-    "DistilBertForSequenceClassification", "DistilBertForTokenClassification",
-    "DistilBertModel", "DistilBertPreTrainedModel", "sinusoidal_position_table",
+    "DistilBertForMaskedLM",
+    "DistilBertForMultipleChoice",
+    "DistilBertForQuestionAnswering",
+    "DistilBertForSequenceClassification",
+    "DistilBertForTokenClassification",
+    "DistilBertModel",
+    "DistilBertPreTrainedModel",
+    "sinusoidal_position_table",
 ]

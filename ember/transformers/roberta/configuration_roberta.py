@@ -21,10 +21,24 @@ class RobertaConfig(BertConfig):
 
     model_type = "roberta"
 
-    def __init__(self, vocab_size=50265, max_position_embeddings=514, type_vocab_size=1,
-                 layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                 **kwargs):
-        super().__init__(vocab_size=vocab_size, max_position_embeddings=max_position_embeddings,
-                         type_vocab_size=type_vocab_size, layer_norm_eps=layer_norm_eps,
-                         pad_token_id=pad_token_id, bos_token_id=bos_token_id,
-                         eos_token_id=eos_token_id, **kwargs)
+    def __init__(
+        self,
+        vocab_size=50265,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        **kwargs,
+    ):
+        super().__init__(
+            vocab_size=vocab_size,
+            max_position_embeddings=max_position_embeddings,
+            type_vocab_size=type_vocab_size,
+            layer_norm_eps=layer_norm_eps,
+            pad_token_id=pad_token_id,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
+            **kwargs,
+        )

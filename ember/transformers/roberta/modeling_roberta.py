@@ -51,16 +51,18 @@ class RobertaEmbeddings(BertEmbeddings):
 
     def __init__(self, config: RobertaConfig):
         if not isinstance(config.pad_token_id, int) or config.pad_token_id < 0:
-            raise ValueError(f"RobertaEmbeddings: positions are counted from pad_token_id "
-                             f"(Note [RoBERTa positions]); it must be an int >= 0, got "
-                             f"{config.pad_token_id!r}")
+            raise ValueError(
+                f"RobertaEmbeddings: positions are counted from pad_token_id "
+                f"(Note [RoBERTa positions]); it must be an int >= 0, got "
+                f"{config.pad_token_id!r}"
+            )
         super().__init__(config)
         self.padding_idx = config.pad_token_id
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings,
-                                                config.hidden_size, padding_idx=self.padding_idx)
+        self.position_embeddings = nn.Embedding(
+            config.max_position_embeddings, config.hidden_size, padding_idx=self.padding_idx
+        )
 
-    def forward(self, input_ids=None, token_type_ids=None, position_ids=None,
-                inputs_embeds=None):
+    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None):
         if position_ids is None:
             shape = tuple((input_ids if input_ids is not None else inputs_embeds).shape[:2])
             longest = shape[1] + self.padding_idx + 1  # one past the largest position id
@@ -69,12 +71,14 @@ class RobertaEmbeddings(BertEmbeddings):
                     f"RobertaEmbeddings: sequence length {shape[1]} needs position ids up to "
                     f"{longest - 1} (they start at pad_token_id + 1 = {self.padding_idx + 1}), "
                     f"but max_position_embeddings is {self.max_position_embeddings}; truncate "
-                    f"the input to {self.max_position_embeddings - self.padding_idx - 1} tokens")
+                    f"the input to {self.max_position_embeddings - self.padding_idx - 1} tokens"
+                )
             if input_ids is not None:
                 position_ids = create_position_ids_from_input_ids(input_ids, self.padding_idx)
             else:
-                position_ids = (ember.arange(self.padding_idx + 1, longest)
-                                .unsqueeze(0).expand(*shape))
+                position_ids = (
+                    ember.arange(self.padding_idx + 1, longest).unsqueeze(0).expand(*shape)
+                )
         return super().forward(input_ids, token_type_ids, position_ids, inputs_embeds)
 
 
@@ -110,8 +114,11 @@ class RobertaClassificationHead(nn.Module):
 
 
 def _classifier_dropout(config: RobertaConfig) -> float:
-    return (config.classifier_dropout if config.classifier_dropout is not None
-            else config.hidden_dropout_prob)
+    return (
+        config.classifier_dropout
+        if config.classifier_dropout is not None
+        else config.hidden_dropout_prob
+    )
 
 
 class RobertaPreTrainedModel(BertPreTrainedModel):
@@ -151,8 +158,15 @@ class RobertaModel(RobertaPreTrainedModel, BertModel):
         self.post_init()
 
 
-_ENCODER_ARGS = ("attention_mask", "token_type_ids", "position_ids", "head_mask",
-                 "inputs_embeds", "output_attentions", "output_hidden_states")
+_ENCODER_ARGS = (
+    "attention_mask",
+    "token_type_ids",
+    "position_ids",
+    "head_mask",
+    "inputs_embeds",
+    "output_attentions",
+    "output_hidden_states",
+)
 _NO_POOLER = (r"position_ids$", r"pooler", r"^lm_head\.")
 
 
@@ -174,8 +188,10 @@ class RobertaForMaskedLM(_RobertaHead):
         (1, 3, 99)
     """
 
-    _tied_weights_keys = {"lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
-                          "lm_head.decoder.bias": "lm_head.bias"}
+    _tied_weights_keys = {
+        "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+        "lm_head.decoder.bias": "lm_head.bias",
+    }
     _keys_to_ignore_on_load_unexpected = (r"position_ids$", r"pooler")
 
     def __init__(self, config: RobertaConfig):
@@ -260,23 +276,30 @@ class RobertaForQuestionAnswering(_RobertaHead):
     def __init__(self, config: RobertaConfig):
         super().__init__(config)
         if config.num_labels != 2:
-            raise ValueError(f"RobertaForQuestionAnswering: num_labels must be 2 (start and "
-                             f"end logits), got {config.num_labels}")
+            raise ValueError(
+                f"RobertaForQuestionAnswering: num_labels must be 2 (start and "
+                f"end logits), got {config.num_labels}"
+            )
         self.num_labels = config.num_labels
         self.roberta = RobertaModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(self, input_ids=None, start_positions=None, end_positions=None,
-                return_dict=None, **kwargs):
+    def forward(
+        self, input_ids=None, start_positions=None, end_positions=None, return_dict=None, **kwargs
+    ):
         out = self._encode(input_ids, kwargs)
         logits = self.qa_outputs(out.last_hidden_state)
         return self._span_output(out, logits, start_positions, end_positions, return_dict)
 
 
 __all__ = [
-    "RobertaForMaskedLM", "RobertaForMultipleChoice", "RobertaForQuestionAnswering",
-    "RobertaForSequenceClassification", "RobertaForTokenClassification", "RobertaModel",
+    "RobertaForMaskedLM",
+    "RobertaForMultipleChoice",
+    "RobertaForQuestionAnswering",
+    "RobertaForSequenceClassification",
+    "RobertaForTokenClassification",
+    "RobertaModel",
     "RobertaPreTrainedModel",
     "create_position_ids_from_input_ids",
 ]

@@ -28,31 +28,46 @@ def test_minilm_matches_huggingface(minilm, hf):
     import torch
 
     tokenizer = et.AutoTokenizer.from_pretrained(minilm)
-    batch = tokenizer(SENTENCES, ["and its second part"] * len(SENTENCES), padding=True,
-                      truncation=True, max_length=128, return_tensors="np")
+    batch = tokenizer(
+        SENTENCES,
+        ["and its second part"] * len(SENTENCES),
+        padding=True,
+        truncation=True,
+        max_length=128,
+        return_tensors="np",
+    )
     ours = et.BertModel.from_pretrained(minilm)
     theirs = hf.BertModel.from_pretrained(minilm, attn_implementation="eager").eval()
     with ember.no_grad():
-        out = ours(**{k: ember.from_numpy(v) for k, v in batch.items()},
-                   output_hidden_states=True, output_attentions=True)
+        out = ours(
+            **{k: ember.from_numpy(v) for k, v in batch.items()},
+            output_hidden_states=True,
+            output_attentions=True,
+        )
         fast = ours(**{k: ember.from_numpy(v) for k, v in batch.items()})
     with torch.no_grad():
-        ref = theirs(**{k: torch.from_numpy(v) for k, v in batch.items()},
-                     output_hidden_states=True, output_attentions=True)
+        ref = theirs(
+            **{k: torch.from_numpy(v) for k, v in batch.items()},
+            output_hidden_states=True,
+            output_attentions=True,
+        )
     errors = {
         "last_hidden_state": _err(out.last_hidden_state.numpy(), ref.last_hidden_state),
-        "last_hidden_state (sdpa path)": _err(fast.last_hidden_state.numpy(),
-                                              ref.last_hidden_state),
+        "last_hidden_state (sdpa path)": _err(
+            fast.last_hidden_state.numpy(), ref.last_hidden_state
+        ),
         "pooler_output": _err(out.pooler_output.numpy(), ref.pooler_output),
-        "hidden_states": max(_err(a.numpy(), b) for a, b in zip(out.hidden_states,
-                                                                  ref.hidden_states)),
+        "hidden_states": max(
+            _err(a.numpy(), b) for a, b in zip(out.hidden_states, ref.hidden_states)
+        ),
         "attentions": max(_err(a.numpy(), b) for a, b in zip(out.attentions, ref.attentions)),
     }
     assert len(out.hidden_states) == 7 and len(out.attentions) == 6
     # sentence-transformers style embeddings: mean over the mask, L2-normalised
     emb = et.encode_sentences(ours, tokenizer, SENTENCES, batch_size=4, max_length=128).numpy()
-    single = tokenizer(SENTENCES, padding=True, truncation=True, max_length=128,
-                       return_tensors="np")
+    single = tokenizer(
+        SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="np"
+    )
     with torch.no_grad():
         h = theirs(**{k: torch.from_numpy(v) for k, v in single.items()}).last_hidden_state
     mask = torch.from_numpy(single["attention_mask"]).unsqueeze(-1).float()
@@ -70,26 +85,34 @@ def test_minilm_head_mask_matches_huggingface(minilm, hf, hf_head_mask_attention
     import torch
 
     tokenizer = et.AutoTokenizer.from_pretrained(minilm)
-    batch = tokenizer(SENTENCES[:4], padding=True, truncation=True, max_length=64,
-                      return_tensors="np")
+    batch = tokenizer(
+        SENTENCES[:4], padding=True, truncation=True, max_length=64, return_tensors="np"
+    )
     ours = et.BertModel.from_pretrained(minilm)
-    theirs = hf.BertModel.from_pretrained(
-        minilm, attn_implementation=hf_head_mask_attention).eval()
+    theirs = hf.BertModel.from_pretrained(minilm, attn_implementation=hf_head_mask_attention).eval()
     layers, heads = ours.config.num_hidden_layers, ours.config.num_attention_heads
     mask = np.random.default_rng(0).integers(0, 2, (layers, heads)).astype(np.float32)
     mask[0, :2] = [0.0, 0.5]
     with ember.no_grad():
-        out = ours(**{k: ember.from_numpy(v) for k, v in batch.items()},
-                   head_mask=ember.from_numpy(mask), output_attentions=True)
-        fast = ours(**{k: ember.from_numpy(v) for k, v in batch.items()},
-                    head_mask=ember.from_numpy(mask))
+        out = ours(
+            **{k: ember.from_numpy(v) for k, v in batch.items()},
+            head_mask=ember.from_numpy(mask),
+            output_attentions=True,
+        )
+        fast = ours(
+            **{k: ember.from_numpy(v) for k, v in batch.items()}, head_mask=ember.from_numpy(mask)
+        )
     with torch.no_grad():
-        ref = theirs(**{k: torch.from_numpy(v) for k, v in batch.items()},
-                     head_mask=torch.from_numpy(mask), output_attentions=True)
+        ref = theirs(
+            **{k: torch.from_numpy(v) for k, v in batch.items()},
+            head_mask=torch.from_numpy(mask),
+            output_attentions=True,
+        )
     errors = {
         "last_hidden_state": _err(out.last_hidden_state.numpy(), ref.last_hidden_state),
-        "last_hidden_state (sdpa path)": _err(fast.last_hidden_state.numpy(),
-                                              ref.last_hidden_state),
+        "last_hidden_state (sdpa path)": _err(
+            fast.last_hidden_state.numpy(), ref.last_hidden_state
+        ),
         "pooler_output": _err(out.pooler_output.numpy(), ref.pooler_output),
         "attentions": max(_err(a.numpy(), b) for a, b in zip(out.attentions, ref.attentions)),
     }
@@ -98,8 +121,9 @@ def test_minilm_head_mask_matches_huggingface(minilm, hf, hf_head_mask_attention
         plain = ours(**{k: ember.from_numpy(v) for k, v in batch.items()})
     with torch.no_grad():
         plain_ref = theirs(**{k: torch.from_numpy(v) for k, v in batch.items()})
-    errors["last_hidden_state without head_mask"] = _err(plain.last_hidden_state.numpy(),
-                                                         plain_ref.last_hidden_state)
+    errors["last_hidden_state without head_mask"] = _err(
+        plain.last_hidden_state.numpy(), plain_ref.last_hidden_state
+    )
     print("MiniLM head_mask max abs errors vs HF:", {k: f"{v:.2e}" for k, v in errors.items()})
     assert errors["pooler_output"] < 1e-5 and errors["attentions"] < 1e-5, errors
     # hidden states reach |x| ~ 10: the same 1e-4 bound as test_minilm_matches_huggingface
@@ -116,12 +140,16 @@ def tiny_folders(minilm, hf, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-    config = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=37)
+    config = dict(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+    )
     made = {}
     for name, cls, extra in [
-        ("cls", hf.BertForSequenceClassification,
-         dict(id2label={0: "NEGATIVE", 1: "POSITIVE"})),
+        ("cls", hf.BertForSequenceClassification, dict(id2label={0: "NEGATIVE", 1: "POSITIVE"})),
         ("mlm", hf.BertForMaskedLM, {}),
         ("ner", hf.BertForTokenClassification, dict(id2label=dict(enumerate(labels)))),
         ("base", hf.BertModel, {}),
@@ -133,8 +161,12 @@ def tiny_folders(minilm, hf, tmp_path_factory):
                 model.classifier.weight.mul_(40.0)
         folder = root / name
         model.save_pretrained(folder)
-        for file in ("vocab.txt", "tokenizer.json", "tokenizer_config.json",
-                     "special_tokens_map.json"):
+        for file in (
+            "vocab.txt",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ):
             shutil.copy(f"{minilm}/{file}", folder / file)
         made[name] = str(folder)
     return made
@@ -178,8 +210,9 @@ def test_token_classification_pipeline(hf, tiny_folders, strategy):
     key = "entity" if strategy == "none" else "entity_group"
     assert sum(len(r) for r in ref) > 0
     for g, r in zip(got, ref):
-        assert [(e[key], e["word"], e["start"], e["end"]) for e in g] == \
-               [(e[key], e["word"], e["start"], e["end"]) for e in r]
+        assert [(e[key], e["word"], e["start"], e["end"]) for e in g] == [
+            (e[key], e["word"], e["start"], e["end"]) for e in r
+        ]
         if g:
             assert _err([e["score"] for e in g], [e["score"] for e in r]) < 1e-5
 

@@ -13,8 +13,15 @@ import pytest
 import ember
 from ember import transformers as et
 
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)
+TINY = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    type_vocab_size=2,
+)
 BATCH, SEQ = 3, 7
 TOL = 1e-5
 
@@ -37,16 +44,25 @@ def _labels(rng, head: str, num_labels: int = 3):
         labels[:, 1] = rng.integers(0, 99, BATCH)
         return {"labels": labels, "next_sentence_label": rng.integers(0, 2, BATCH)}
     if head == "BertForQuestionAnswering":
-        return {"start_positions": rng.integers(0, SEQ, BATCH),
-                "end_positions": np.array([1, SEQ + 3, 2])}  # one out of range: ignored
+        return {
+            "start_positions": rng.integers(0, SEQ, BATCH),
+            "end_positions": np.array([1, SEQ + 3, 2]),
+        }  # one out of range: ignored
     if head == "BertForMultipleChoice":
         return {"labels": rng.integers(0, 2, BATCH)}
     return {}
 
 
-HEADS = ["BertModel", "BertForSequenceClassification", "BertForTokenClassification",
-         "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
-         "BertForQuestionAnswering", "BertForMultipleChoice"]
+HEADS = [
+    "BertModel",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertForMaskedLM",
+    "BertForNextSentencePrediction",
+    "BertForPreTraining",
+    "BertForQuestionAnswering",
+    "BertForMultipleChoice",
+]
 
 
 def _err(a, b) -> float:
@@ -80,18 +96,19 @@ class BertModelTester:
         self.labels = _labels(rng, head)
 
     def ember_model(self):
-        model, info = getattr(et, self.head).from_pretrained(self.folder,
-                                                             output_loading_info=True)
+        model, info = getattr(et, self.head).from_pretrained(self.folder, output_loading_info=True)
         return model, info
 
     def run_both(self, with_labels=True, **flags):
         ember_model, _ = self.ember_model()
         kwargs = {**self.inputs, **(self.labels if with_labels else {})}
         torch = self.torch
-        out_hf = self.hf_model(**{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
-                               **flags)
-        out_em = ember_model(**{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
-                             **flags)
+        out_hf = self.hf_model(
+            **{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()}, **flags
+        )
+        out_em = ember_model(
+            **{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()}, **flags
+        )
         return ember_model, out_em, out_hf
 
 
@@ -109,8 +126,9 @@ def test_head_matches_huggingface(hf, tmp_path, head):
         ref, got = out_hf[key], out_em[key]
         if isinstance(ref, tuple):
             assert len(ref) == len(got), key
-            errors[key] = max(_err(g.detach().numpy(), r.detach().numpy())
-                              for g, r in zip(got, ref))
+            errors[key] = max(
+                _err(g.detach().numpy(), r.detach().numpy()) for g, r in zip(got, ref)
+            )
         else:
             errors[key] = _err(got.detach().numpy(), ref.detach().numpy())
     print(head, {k: f"{v:.2e}" for k, v in errors.items()})
@@ -150,32 +168,37 @@ def test_loss_and_gradients_match_huggingface(hf, tmp_path, head):
     assert loss_err < TOL and worst < TOL
 
 
-@pytest.mark.parametrize("problem_type,labels", [
-    ("regression", np.array([0.5, -1.0, 2.0], np.float32)),
-    ("single_label_classification", np.array([0, 2, 1])),
-    ("multi_label_classification", np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0]], np.float32)),
-])
+@pytest.mark.parametrize(
+    "problem_type,labels",
+    [
+        ("regression", np.array([0.5, -1.0, 2.0], np.float32)),
+        ("single_label_classification", np.array([0, 2, 1])),
+        ("multi_label_classification", np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0]], np.float32)),
+    ],
+)
 def test_sequence_classification_problem_types(hf, tmp_path, problem_type, labels):
     import torch
 
     num_labels = 1 if problem_type == "regression" else 3
-    tester = BertModelTester(hf, tmp_path, "BertForSequenceClassification",
-                             num_labels=num_labels)
+    tester = BertModelTester(hf, tmp_path, "BertForSequenceClassification", num_labels=num_labels)
     model, _ = tester.ember_model()
     inputs = tester.inputs
     labels = labels[:, None][:, :1].reshape(-1) if num_labels == 1 else labels
-    got = model(**{k: ember.from_numpy(v) for k, v in inputs.items()},
-                labels=ember.from_numpy(labels))
-    ref = tester.hf_model(**{k: torch.from_numpy(v) for k, v in inputs.items()},
-                          labels=torch.from_numpy(labels))
+    got = model(
+        **{k: ember.from_numpy(v) for k, v in inputs.items()}, labels=ember.from_numpy(labels)
+    )
+    ref = tester.hf_model(
+        **{k: torch.from_numpy(v) for k, v in inputs.items()}, labels=torch.from_numpy(labels)
+    )
     assert model.config.problem_type == tester.hf_model.config.problem_type == problem_type
     err = _err(got.loss.detach().numpy(), ref.loss.detach().numpy())
     print(problem_type, f"{err:.2e}")
     assert err < TOL
 
 
-@pytest.mark.parametrize("head", ["BertForPreTraining", "BertForSequenceClassification",
-                                  "BertForTokenClassification"])
+@pytest.mark.parametrize(
+    "head", ["BertForPreTraining", "BertForSequenceClassification", "BertForTokenClassification"]
+)
 def test_ember_folder_loads_into_huggingface(hf, tmp_path, head):
     import torch
 
@@ -207,14 +230,16 @@ def test_mlm_decoder_is_tied_to_word_embeddings():
     assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
     assert model.cls.predictions.decoder.bias is model.cls.predictions.bias
     untied = et.BertForMaskedLM(et.BertConfig(**TINY, tie_word_embeddings=False))
-    assert (untied.cls.predictions.decoder.weight
-            is not untied.bert.embeddings.word_embeddings.weight)
+    assert (
+        untied.cls.predictions.decoder.weight is not untied.bert.embeddings.word_embeddings.weight
+    )
 
 
 def test_init_weights_like_huggingface():
     ember.manual_seed(0)
-    model = et.BertForPreTraining(et.BertConfig(**{**TINY, "hidden_size": 256,
-                                                   "num_attention_heads": 4}))
+    model = et.BertForPreTraining(
+        et.BertConfig(**{**TINY, "hidden_size": 256, "num_attention_heads": 4})
+    )
     weight = model.bert.encoder.layer[0].attention.self.query.weight.detach().numpy()
     assert abs(weight.std() - 0.02) < 0.002 and abs(weight.mean()) < 0.002
     assert np.all(model.bert.encoder.layer[0].attention.self.query.bias.detach().numpy() == 0)
@@ -229,29 +254,38 @@ def test_loading_report_names_new_and_unused_weights(tmp_path, caplog):
     base.save_pretrained(tmp_path / "base")
     with caplog.at_level("WARNING", logger="ember.transformers"):
         model, info = et.BertForSequenceClassification.from_pretrained(
-            tmp_path / "base", num_labels=4, output_loading_info=True)
+            tmp_path / "base", num_labels=4, output_loading_info=True
+        )
     assert info["missing_keys"] == ["classifier.weight", "classifier.bias"]
     assert info["unexpected_keys"] == [] and info["mismatched_keys"] == []
     assert "classifier.weight, classifier.bias" in caplog.text
     assert model.config.num_labels == 4 and model.classifier.out_features == 4
     # the encoder weights did load
-    assert np.array_equal(model.bert.embeddings.word_embeddings.weight.detach().numpy(),
-                          base.embeddings.word_embeddings.weight.detach().numpy())
+    assert np.array_equal(
+        model.bert.embeddings.word_embeddings.weight.detach().numpy(),
+        base.embeddings.word_embeddings.weight.detach().numpy(),
+    )
     # a head checkpoint into the bare model: prefix stripped, the head is unexpected
     model.save_pretrained(tmp_path / "head")
     bare, info = et.BertModel.from_pretrained(tmp_path / "head", output_loading_info=True)
-    assert info["missing_keys"] == [] and info["unexpected_keys"] == ["classifier.bias",
-                                                                       "classifier.weight"]
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [
+        "classifier.bias",
+        "classifier.weight",
+    ]
 
 
 def test_mismatched_sizes_raise_unless_ignored(tmp_path):
     model = et.BertForSequenceClassification(et.BertConfig(**TINY, num_labels=3))
     model.save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="classifier.weight: checkpoint \\(3, 32\\), "
-                                           "model \\(5, 32\\)(.|\n)*ignore_mismatched_sizes"):
+    with pytest.raises(
+        RuntimeError,
+        match="classifier.weight: checkpoint \\(3, 32\\), "
+        "model \\(5, 32\\)(.|\n)*ignore_mismatched_sizes",
+    ):
         et.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=5)
     model5, info = et.BertForSequenceClassification.from_pretrained(
-        tmp_path, num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True)
+        tmp_path, num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True
+    )
     assert [k for k, _, _ in info["mismatched_keys"]] == ["classifier.weight", "classifier.bias"]
     assert tuple(model5.classifier.weight.shape) == (5, 32)
 
@@ -266,15 +300,22 @@ def test_pickle_weights_need_allow_pickle(hf, tmp_path):
         et.BertModel.from_pretrained(tmp_path)
     model = et.BertModel.from_pretrained(tmp_path, allow_pickle=True)
     ids = np.array([[5, 6, 7, 8]])
-    err = _err(model(ember.from_numpy(ids)).last_hidden_state.detach().numpy(),
-               hf_model(torch.from_numpy(ids)).last_hidden_state.detach().numpy())
+    err = _err(
+        model(ember.from_numpy(ids)).last_hidden_state.detach().numpy(),
+        hf_model(torch.from_numpy(ids)).last_hidden_state.detach().numpy(),
+    )
     assert err < TOL
 
 
 def test_config_round_trip_keeps_unknown_keys(tmp_path):
-    data = {**TINY, "model_type": "bert", "gradient_checkpointing": False,
-            "my_custom_field": [1, 2], "id2label": {"0": "NEG", "1": "POS"},
-            "label2id": {"NEG": 0, "POS": 1}}
+    data = {
+        **TINY,
+        "model_type": "bert",
+        "gradient_checkpointing": False,
+        "my_custom_field": [1, 2],
+        "id2label": {"0": "NEG", "1": "POS"},
+        "label2id": {"NEG": 0, "POS": 1},
+    }
     (tmp_path / "config.json").write_text(json.dumps(data))
     config = et.AutoConfig.from_pretrained(tmp_path)
     assert isinstance(config, et.BertConfig)
@@ -323,8 +364,9 @@ def test_dropout_is_active_in_train_mode():
     b = model(ids).last_hidden_state.detach().numpy()
     assert not np.allclose(a, b)
     model.eval()
-    assert np.array_equal(model(ids).last_hidden_state.detach().numpy(),
-                          model(ids).last_hidden_state.detach().numpy())
+    assert np.array_equal(
+        model(ids).last_hidden_state.detach().numpy(), model(ids).last_hidden_state.detach().numpy()
+    )
 
 
 # --- head_mask ---------------------------------------------------------------------------------
@@ -341,8 +383,9 @@ def _full_head_mask(mask, layers=2):
 
 @pytest.mark.parametrize("kind", list(HEAD_MASKS))
 @pytest.mark.parametrize("output_attentions", [True, False], ids=["explicit", "sdpa"])
-def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, kind,
-                                      output_attentions):
+def test_head_mask_matches_huggingface(
+    hf, hf_head_mask_attention, tmp_path, kind, output_attentions
+):
     import torch
 
     tester = BertModelTester(hf, tmp_path, "BertModel")
@@ -350,17 +393,25 @@ def test_head_mask_matches_huggingface(hf, hf_head_mask_attention, tmp_path, kin
     ember_model, _ = tester.ember_model()
     mask = HEAD_MASKS[kind]
     with torch.no_grad():
-        ref = tester.hf_model(**{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
-                              head_mask=torch.from_numpy(_full_head_mask(mask).copy()),
-                              output_attentions=True)
+        ref = tester.hf_model(
+            **{k: torch.from_numpy(v) for k, v in tester.inputs.items()},
+            head_mask=torch.from_numpy(_full_head_mask(mask).copy()),
+            output_attentions=True,
+        )
     with ember.no_grad():
-        out = ember_model(**{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
-                          head_mask=ember.from_numpy(mask), output_attentions=output_attentions)
-    errors = {"last_hidden_state": _err(out.last_hidden_state.numpy(), ref.last_hidden_state),
-              "pooler_output": _err(out.pooler_output.numpy(), ref.pooler_output)}
+        out = ember_model(
+            **{k: ember.from_numpy(v) for k, v in tester.inputs.items()},
+            head_mask=ember.from_numpy(mask),
+            output_attentions=output_attentions,
+        )
+    errors = {
+        "last_hidden_state": _err(out.last_hidden_state.numpy(), ref.last_hidden_state),
+        "pooler_output": _err(out.pooler_output.numpy(), ref.pooler_output),
+    }
     if output_attentions:
-        errors["attentions"] = max(_err(a.numpy(), b) for a, b in zip(out.attentions,
-                                                                      ref.attentions))
+        errors["attentions"] = max(
+            _err(a.numpy(), b) for a, b in zip(out.attentions, ref.attentions)
+        )
         silenced = np.argwhere(_full_head_mask(mask) == 0)
         assert all(not out.attentions[layer].numpy()[:, head].any() for layer, head in silenced)
     print(kind, "max abs errors:", {k: f"{v:.2e}" for k, v in errors.items()})
@@ -383,21 +434,31 @@ def test_head_mask_gradients_match_huggingface(hf, hf_head_mask_attention, tmp_p
     t_mask = torch.from_numpy(mask.copy()).requires_grad_(True)
     e_mask = ember.from_numpy(mask.copy()).requires_grad_(True)
     kwargs = {**tester.inputs, **tester.labels}
-    out_hf = tester.hf_model(**{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
-                             head_mask=t_mask)
-    out_em = ember_model(**{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()},
-                         head_mask=e_mask)
+    out_hf = tester.hf_model(
+        **{k: torch.from_numpy(np.asarray(v)) for k, v in kwargs.items()}, head_mask=t_mask
+    )
+    out_em = ember_model(
+        **{k: ember.from_numpy(np.asarray(v)) for k, v in kwargs.items()}, head_mask=e_mask
+    )
     out_hf.loss.backward()
     out_em.loss.backward()
     hf_grads = {n: p.grad for n, p in tester.hf_model.named_parameters()}
-    worst = max(_err(p.grad.numpy(), hf_grads[n].numpy())
-                for n, p in ember_model.named_parameters() if n in hf_grads)
-    errors = {"loss": _err(out_em.loss.detach().numpy(), out_hf.loss.detach().numpy()),
-              "parameter grads": worst,
-              "head_mask grad": _err(e_mask.grad.numpy(), t_mask.grad.numpy())}
+    worst = max(
+        _err(p.grad.numpy(), hf_grads[n].numpy())
+        for n, p in ember_model.named_parameters()
+        if n in hf_grads
+    )
+    errors = {
+        "loss": _err(out_em.loss.detach().numpy(), out_hf.loss.detach().numpy()),
+        "parameter grads": worst,
+        "head_mask grad": _err(e_mask.grad.numpy(), t_mask.grad.numpy()),
+    }
     relative = errors["head_mask grad"] / float(np.abs(t_mask.grad.numpy()).max())
-    print("head_mask max abs errors:", {k: f"{v:.2e}" for k, v in errors.items()},
-          f"head_mask grad relative {relative:.2e}")
+    print(
+        "head_mask max abs errors:",
+        {k: f"{v:.2e}" for k, v in errors.items()},
+        f"head_mask grad relative {relative:.2e}",
+    )
     assert relative < 1e-4
     assert all(v < TOL for v in errors.values()), errors
     assert np.abs(t_mask.grad.numpy()).min() > 0  # every head's score is informative
@@ -407,6 +468,9 @@ def test_head_mask_shape_is_checked():
     model = et.BertModel(et.BertConfig(**TINY))
     ids = ember.tensor([[3, 4, 5]])
     for bad in (ember.ones(3), ember.ones((3, 4)), ember.ones((2, 4, 1))):
-        with pytest.raises(ValueError, match=r"head_mask must have shape \(num_heads,\) = "
-                                             r"\(4,\) or \(num_layers, num_heads\) = \(2, 4\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"head_mask must have shape \(num_heads,\) = "
+            r"\(4,\) or \(num_layers, num_heads\) = \(2, 4\)",
+        ):
             model(ids, head_mask=bad)

@@ -41,3 +41,6 @@ from ember.io.safetensors import (
     serialize as serialize,
 )
 from ember.io.files import read_file as read_file, write_file as write_file
+from ember.io.formats import UnsafePickleError as UnsafePickleError
+from ember.io.formats import sniff as sniff
+from ember.io.formats import sniff_file as sniff_file

@@ -26,6 +26,7 @@ import numpy as np
 
 from ember.io._arrays import from_numpy, to_numpy
 from ember.io.atomic import atomic_write
+from ember.io.formats import MAX_SAFETENSORS_HEADER
 
 __all__ = ["deserialize", "load_file", "read_metadata", "safe_open", "save_file", "serialize"]
 
@@ -68,7 +69,7 @@ _WRITE_RANK = {
         ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
     )
 }
-_MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
+_MAX_HEADER = MAX_SAFETENSORS_HEADER  # the reference implementation's limit
 _LITTLE = sys.byteorder == "little"
 
 
@@ -358,7 +359,12 @@ class safe_open:
 
     def close(self) -> None:
         if isinstance(self._map, mmap.mmap):
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                # A view of the map is still alive (an exception's traceback may hold one):
+                # the map closes when it goes. Raising here would hide the real error.
+                pass
         self._map = None
 
     def __enter__(self) -> safe_open:

@@ -35,12 +35,10 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 def default_loader(path: str):
     """Open an image file as an RGB Pillow image (torchvision's `pil_loader`)."""
-    from ember.vision.image import pillow
+    from ember.vision.image import open_image
 
-    Image = pillow()
     with open(path, "rb") as handle:
-        image = Image.open(handle)
-        return image.convert("RGB")
+        return open_image(handle, repr(path)).convert("RGB")
 
 
 def draft_loader(min_size: int):
@@ -62,11 +60,10 @@ def draft_loader(min_size: int):
     min_size = int(min_size)
 
     def load(path: str):
-        from ember.vision.image import pillow
+        from ember.vision.image import open_image
 
-        Image = pillow()
         with open(path, "rb") as handle:
-            image = Image.open(handle)
+            image = open_image(handle, repr(path))
             if image.format == "JPEG":
                 short = min(image.width, image.height)
                 if short >= 2 * min_size:

@@ -86,3 +86,45 @@ def test_image_folder_loader_names_the_file(tmp_path):
     path.write_bytes(_patched_jpeg(65000, 65000))
     with pytest.raises(ImageTooLargeError, match="bomb.jpg"):
         default_loader(str(path))
+
+
+# ---------------------------------------------------------------- IDX files (items 11 and 13)
+
+
+def _idx(shape, payload: bytes) -> bytes:
+    return bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + payload
+
+
+def test_idx_gzip_bomb_is_refused_before_inflating(tmp_path):
+    import gzip
+
+    from ember.vision.datasets import read_idx
+
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(_idx((64 << 20,), b""))  # claims 64 MiB
+        f.write(bytes(64 << 20))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ValueError, match="bomb-idx1-ubyte.gz.*67,108,864 bytes.*max_bytes"):
+        read_idx(str(path), max_bytes=1 << 20)
+    assert read_idx(str(path)).shape == (64 << 20,)  # within the default limit: reads
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (_idx((0xFFFFFFFF, 0xFFFFFFFF), b""), "limit"),
+        (_idx((3,), b"ab"), "holds 2 bytes.*promises 3"),
+        (_idx((3,), b"abcd"), "holds more than 3 bytes"),
+        (b"\x00\x00\x08\x02\x00", "truncated inside its header"),
+        (b"\x1f\x8b\x08\x00garbage-not-deflate", "damaged"),
+        (b"PK\x03\x04", "not an IDX file"),
+    ],
+)
+def test_idx_errors_name_the_file(tmp_path, content, message):
+    from ember.vision.datasets import read_idx
+
+    path = tmp_path / "labels.idx"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=f"labels.idx.*{message}"):
+        read_idx(str(path))

@@ -1133,13 +1133,7 @@ class Tensor:
         return _Rd.logsumexp(self, dim, keepdim)
 
     def norm(self, p=2, dim=None, keepdim=False):
-        if p == 2 or p == "fro":
-            return (self * self).sum(dim, keepdim).sqrt()
-        if p == 1:
-            return self.abs().sum(dim, keepdim)
-        if p == float("inf"):
-            return self.abs().amax(dim, keepdim)
-        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+        return _Rd.norm(self, p, dim, keepdim)
 
     def softmax(self, dim, dtype=None):
         return _N.softmax(self, dim, dtype)

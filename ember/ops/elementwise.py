@@ -258,12 +258,20 @@ def _binary(
 
 
 def _pow_vjp(g, y, a, b):
+    # Note [Zero-safe gradients]: where torch's backward gives a finite value at an edge (x ** 0
+    # at x = 0, norm and std of zeros, BCE at saturation), the rule masks the 0 * inf term.
     if isinstance(a, _SCALARS):
         ga = None
+    elif isinstance(b, _SCALARS) and b == 0:  # x ** 0 is constant: torch's gradient is 0
+        ga = unbroadcast(g * 0.0, a)
     elif isinstance(b, _SCALARS) and b == 2:  # x ** 2: a ** 1 is a, exactly
         ga = unbroadcast(g * b * a, a)
-    else:
+    elif isinstance(b, _SCALARS):
         ga = unbroadcast(g * b * a ** (b - 1), a)
+    else:
+        exponent_zero = b == 0
+        base = where(exponent_zero, 1.0, a)  # no 0 ** -1 computed where it is not used
+        ga = unbroadcast(where(exponent_zero, 0.0, g * b * base ** (b - 1)), a)
     if isinstance(b, _SCALARS):
         return ga, None
     if isinstance(a, _SCALARS):

@@ -31,6 +31,8 @@ class Sample:
     noncontiguous: bool = False  # pass float arrays as transposed views
     name: str = ""
     grad: bool = True  # False for edge values where finite differences mean nothing
+    dtype: type | None = None  # float dtype to run in (default float32; np.float16 samples
+    # check Note [Half-precision accumulation] against torch)
 
 
 @dataclass
@@ -541,6 +543,13 @@ ROWS: list[OpRow] = [
             Sample((_r(rng, 3, 4, low=0.5), _r(rng, 3, 4))),
             Sample((_r(rng, 3, 4, low=0.5), 2.0)),
             Sample((_r(rng, 3, 4), 3)),
+            # Note [Zero-safe gradients]: x ** 0 at x = 0 has gradient 0, as in torch
+            Sample((np.array([0.0, 1.0, -2.0]), 0.0), name="zero-exponent", grad=False),
+            Sample(
+                (np.array([0.0, 2.0, 0.0]), np.array([0.0, 0.0, 2.0])),
+                name="zero-exponent-tensor",
+                grad=False,
+            ),
         ],
         lambda a, b: a**b,
         np.power,
@@ -655,7 +664,10 @@ ROWS: list[OpRow] = [
         "sum",
         ("sum",),
         lambda x, **k: x.sum(**k),
-        _reduce_samples,
+        lambda rng: [
+            *_reduce_samples(rng),
+            Sample((np.full((4, 1024), 0.1),), {"dim": 1}, name="float16", dtype=np.float16),
+        ],
         lambda x, **k: x.sum(**k),
         lambda x, dim=None, keepdim=False: np.sum(x, axis=dim, keepdims=keepdim),
         gradgrad=True,
@@ -665,7 +677,11 @@ ROWS: list[OpRow] = [
         "mean",
         ("sum",),
         lambda x, **k: x.mean(**k),
-        _reduce_samples,
+        lambda rng: [
+            *_reduce_samples(rng),
+            # Note [Half-precision accumulation]: 4,096 x 20.0 sums to 81,920 > float16's max
+            Sample((np.full(4096, 20.0),), {}, name="float16", grad=False, dtype=np.float16),
+        ],
         lambda x, **k: x.mean(**k),
         lambda x, dim=None, keepdim=False: np.mean(x, axis=dim, keepdims=keepdim),
     ),
@@ -682,9 +698,40 @@ ROWS: list[OpRow] = [
         "std",
         ("sum", "sqrt"),
         lambda x, **k: x.std(**k),
-        _reduce_samples,
+        lambda rng: [
+            *_reduce_samples(rng),
+            Sample((np.full((2, 3), 2.5),), {"dim": 1}, name="equal-values", grad=False),
+            Sample((_r(rng, 64) * 300,), {}, name="float16", grad=False, dtype=np.float16),
+        ],
         lambda x, **k: x.std(**k),
         lambda x, dim=None, keepdim=False: np.std(x, axis=dim, keepdims=keepdim, ddof=1),
+    ),
+    OpRow(
+        "norm",
+        ("sum", "sqrt", "abs", "amax", "pow", "where"),
+        lambda x, **k: x.norm(**k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}, name="2"),
+            Sample((_r(rng, 3, 4),), {"p": 1, "dim": 1}, name="1"),
+            Sample((_r(rng, 3, 4),), {"p": 3, "dim": 0, "keepdim": True}, name="3"),
+            Sample((_r(rng, 3, 4),), {"p": float("inf"), "dim": 1}, name="inf"),
+            Sample((np.array([0.0, 1.5, -2.0, 0.0]),), {"p": 0}, name="0", grad=False),
+            Sample((np.zeros((2, 3)),), {"dim": 1}, name="zeros", grad=False),
+            Sample((np.zeros((2, 3)),), {"p": 3}, name="zeros-p3", grad=False),
+            Sample((np.full(4096, 20.0),), {}, name="float16", grad=False, dtype=np.float16),
+        ],
+        lambda x, **k: x.norm(**k),
+    ),
+    OpRow(
+        "normalize",
+        ("sum", "sqrt", "maximum", "div"),
+        lambda x, **k: ember.nn.functional.normalize(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}),
+            Sample((_r(rng, 3, 4),), {"dim": 0, "p": 1.0}),
+            Sample((np.array([[0.0, 0.0], [3.0, 4.0]]),), {}, name="zero-row", grad=False),
+        ],
+        lambda x, **k: _t("nn.functional.normalize")(x, **k),
     ),
     OpRow(
         "prod",
@@ -1439,10 +1486,68 @@ ROWS: list[OpRow] = [
     ),
     # --- composites
     OpRow(
+        "binary_cross_entropy",
+        ("binary_cross_entropy",),
+        lambda x, t, **k: N.binary_cross_entropy(x, t, **k),
+        lambda rng: [
+            Sample((rng.uniform(0.05, 0.95, (3, 4)), rng.uniform(0, 1, (3, 4))), name="mean"),
+            Sample(
+                (rng.uniform(0.05, 0.95, (5,)), rng.uniform(0, 1, (5,))),
+                {"reduction": "none"},
+                name="none",
+            ),
+            # saturated probabilities: log clamped at -100, gradient finite (torch's rule)
+            Sample(
+                (np.array([0.0, 1.0, 0.0, 1.0, 0.5]), np.array([0.0, 1.0, 1.0, 0.0, 1.0])),
+                {"reduction": "sum"},
+                name="saturated",
+                grad=False,
+            ),
+        ],
+        lambda x, t, **k: _t("nn.functional.binary_cross_entropy")(x, t, **k),
+        errors=(
+            ErrorCase(
+                (np.array([1.5, 0.5]), np.array([1.0, 0.0])),
+                {},
+                ValueError,
+                "binary_cross_entropy: all elements of input should be between 0 and 1",
+            ),
+            ErrorCase(
+                (np.array([0.5, 0.5]), np.array([1.0, 0.0, 1.0])),
+                {},
+                ShapeError,
+                "target size",
+            ),
+        ),
+    ),
+    OpRow(
+        "softplus",
+        ("log1p", "exp", "maximum", "abs", "where"),
+        lambda x, **k: N.softplus(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}),
+            Sample((_r(rng, 3, 4) * 10,), {"beta": 2.0, "threshold": 5.0}),
+            Sample(
+                (np.array([12.0, -30.0, 0.0, 25.0]),),
+                {},
+                name="float16",
+                grad=False,
+                dtype=np.float16,
+            ),
+        ],
+        lambda x, **k: _t("nn.functional.softplus")(x, **k),
+        gradgrad=True,
+    ),
+    OpRow(
         "softmax",
         ("exp", "sum", "amax"),
         lambda x, dim: x.softmax(dim),
-        lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
+        lambda rng: [
+            Sample((_r(rng, 3, 4), -1)),
+            Sample((_r(rng, 3, 4), 0)),
+            Sample((np.ones((0, 3)), 0), name="empty"),
+            Sample((_r(rng, 2, 5) * 30, -1), name="float16", grad=False, dtype=np.float16),
+        ],
         lambda x, dim: x.softmax(dim),
         gradgrad=True,
     ),
@@ -1469,7 +1574,15 @@ ROWS: list[OpRow] = [
         "layer_norm",
         ("rsqrt", "sum"),
         lambda x, w, b: N.layer_norm(x, (4,), w, b),
-        lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4))),
+            Sample(
+                (np.array([[300.0, -300.0, 300.0, -300.0]]), np.ones(4), np.zeros(4)),
+                name="float16",
+                grad=False,
+                dtype=np.float16,
+            ),
+        ],
         lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b),
         gradgrad=True,
         atol=1e-4,

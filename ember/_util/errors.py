@@ -37,6 +37,14 @@ class IndexOutOfRange(EmberError, IndexError):
     """A dim or index is out of range."""
 
 
+class ValueOutOfRange(EmberError, ValueError):
+    """An op got input values outside its domain (e.g. probabilities outside [0, 1])."""
+
+
+class IntegerDivisionByZero(EmberError, ZeroDivisionError):
+    """Integer `//` or `%` by zero (torch raises; NumPy would give 0)."""
+
+
 class DeviceError(EmberError, RuntimeError):
     """Tensors on different devices met in one op, or a device is not available."""
 

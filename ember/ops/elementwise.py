@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IntegerDivisionByZero, ShapeError
 from ember.ops.registry import (
     apply,
     bool_dtype,
@@ -326,12 +326,35 @@ DIV = _binary(
 POW = _binary("pow", _quiet(lambda xp, a, b: xp.power(a, b)), _pow_vjp, save_output=True)
 MAXIMUM = _binary("maximum", lambda xp, a, b: xp.maximum(a, b), _max_min_vjp, save_output=True)
 MINIMUM = _binary("minimum", lambda xp, a, b: xp.minimum(a, b), _max_min_vjp, save_output=True)
+
+
+def _is_integer(value) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind in ("i", "u", "b") if kind is not None else isinstance(value, int)
+
+
+def _integer_divisor_check(xp, a, b, op):
+    """Integer division by zero raises, as in torch (NumPy would give 0 with a warning)."""
+    if _is_integer(a) and _is_integer(b) and not bool(xp.all(xp.asarray(b) != 0)):
+        raise IntegerDivisionByZero(f"{op}: integer division by zero")
+
+
+def _remainder_forward(xp, a, b):
+    _integer_divisor_check(xp, a, b, "remainder")
+    return xp.mod(a, b)
+
+
+def _floor_divide_forward(xp, a, b):
+    _integer_divisor_check(xp, a, b, "floor_divide")
+    return xp.floor_divide(a, b)
+
+
 REMAINDER = _binary(
     "remainder",
-    _quiet(lambda xp, a, b: xp.mod(a, b)),
+    _quiet(_remainder_forward),
     lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g * floor(a / b), b)),
 )
-FLOOR_DIVIDE = _binary("floor_divide", _quiet(lambda xp, a, b: xp.floor_divide(a, b)))
+FLOOR_DIVIDE = _binary("floor_divide", _quiet(_floor_divide_forward))
 EQ = _binary("eq", lambda xp, a, b: xp.equal(a, b), dtype=bool_dtype)
 NE = _binary("ne", lambda xp, a, b: xp.not_equal(a, b), dtype=bool_dtype)
 LT = _binary("lt", lambda xp, a, b: xp.less(a, b), dtype=bool_dtype)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError, ValueOutOfRange
 from ember.backend import norm_kernels as _norm_kernels
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
@@ -629,7 +629,7 @@ def _bce_forward(xp, x, t):
     inside = (x >= 0) & (x <= 1)  # nan is outside, as in torch
     if not bool(xp.all(inside)):
         bad = x[~inside].reshape(-1)[0]
-        raise ValueError(
+        raise ValueOutOfRange(
             f"binary_cross_entropy: all elements of input should be between 0 and 1 "
             f"(probabilities), got {float(bad)}; for logits use binary_cross_entropy_with_logits"
         )

@@ -569,16 +569,35 @@ ROWS: list[OpRow] = [
         np.minimum,
         gradgrad=False,
     ),
-    _binary(
-        "remainder", lambda a, b: a % b, lambda a, b: a % b, np.mod, positive_b=True, gradgrad=False
+    OpRow(
+        "remainder",
+        ("remainder",),
+        lambda a, b: a % b,
+        binary_samples(positive_b=True),
+        lambda a, b: a % b,
+        np.mod,
+        errors=(
+            _BROADCAST_ERROR,
+            # integer division by zero raises, as in torch
+            ErrorCase((np.array([4, 5]), np.array([2, 0])), {}, ZeroDivisionError, "remainder"),
+        ),
+        int_args=(),
     ),
-    _binary(
+    OpRow(
         "floor_divide",
+        ("floor_divide",),
         lambda a, b: a // b,
+        lambda rng: [
+            *binary_samples(positive_b=True)(rng),
+            Sample((np.array([4.0, -1.0]), 0.0), name="float-by-zero", grad=False),
+        ],
         lambda a, b: a // b,
         np.floor_divide,
-        positive_b=True,
         grad=False,
+        errors=(
+            _BROADCAST_ERROR,
+            ErrorCase((np.array([4, 5]), 0), {}, ZeroDivisionError, "floor_divide"),
+        ),
     ),
     OpRow(
         "compare",
@@ -995,6 +1014,10 @@ ROWS: list[OpRow] = [
         lambda x, d, i: np.take_along_axis(x, i, d),
         int_args=(2,),
         gradgrad=True,
+        errors=(
+            ErrorCase((np.ones(3), 0, np.array([-1])), {}, IndexError, "gather: index -1"),
+            ErrorCase((np.ones(3), 0, np.array([3])), {}, IndexError, "gather: index 3"),
+        ),
     ),
     OpRow(
         "scatter",
@@ -1014,12 +1037,32 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "index_select",
-        ("getitem",),
+        ("getitem", "check_index"),
         lambda x, i: x.index_select(1, i),
         lambda rng: [Sample((_r(rng, 3, 4), np.array([3, 0, 3])))],
         lambda x, i: x.index_select(1, i),
         lambda x, i: x[:, i],
         int_args=(1,),
+        errors=(
+            ErrorCase((np.ones((2, 3)), np.array([-1])), {}, IndexError, "index_select: index -1"),
+            ErrorCase((np.ones((2, 3)), np.array([3])), {}, IndexError, "index_select: index 3"),
+        ),
+    ),
+    OpRow(
+        "narrow",
+        ("getitem",),
+        lambda x, start, length: x.narrow(0, start, length),
+        lambda rng: [
+            Sample((_r(rng, 5, 2), 1, 3), name="middle"),
+            Sample((_r(rng, 5, 2), -2, 2), name="negative-start"),
+            Sample((_r(rng, 5, 2), 5, 0), name="empty-at-end"),
+        ],
+        lambda x, start, length: x.narrow(0, start, length),
+        errors=(
+            ErrorCase((np.ones(4), 3, 2), {}, IndexError, r"start \(3\) \+ length \(2\)"),
+            ErrorCase((np.ones(4), 5, 0), {}, IndexError, "start 5 is out of range"),
+            ErrorCase((np.ones(4), 0, -1), {}, IndexError, "length must be non-negative"),
+        ),
     ),
     OpRow(
         "masked_fill",
@@ -1031,22 +1074,31 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "one_hot",
-        ("eq",),
+        ("eq", "check_index"),
         lambda i: S.one_hot(i, 5),
         lambda rng: [Sample((np.array([0, 3, 4, 1]),))],
         lambda i: _t("nn.functional.one_hot")(i, 5),
         lambda i: np.eye(5, dtype=np.int64)[i],
         grad=False,
         int_args=(0,),
+        errors=(
+            ErrorCase((np.array([0, 5]),), {}, IndexError, "one_hot: index 5 is out of range"),
+            ErrorCase((np.array([-1]),), {}, IndexError, "one_hot: index -1 is out of range"),
+        ),
     ),
     OpRow(
         "embedding",
-        ("getitem", "index_add"),
+        ("getitem", "index_add", "check_index"),
         lambda i, w: S.embedding(i, w),
         lambda rng: [Sample((np.array([[0, 2], [2, 3]]), _r(rng, 4, 3)))],
         lambda i, w: _t("nn.functional.embedding")(i, w),
         lambda i, w: w[i],
         int_args=(0,),
+        errors=(
+            # Note [Index ranges]: -1 is refused (numpy would give the last row)
+            ErrorCase((np.array([-1]), np.ones((3, 2))), {}, IndexError, "embedding: index -1"),
+            ErrorCase((np.array([0, 3]), np.ones((3, 2))), {}, IndexError, "embedding: index 3"),
+        ),
     ),
     # the scaled gradient is not the derivative, so no finite differences; torch is the check
     OpRow(
@@ -1076,6 +1128,23 @@ ROWS: list[OpRow] = [
         lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum(),
         lambda rng: [Sample((_r(rng, 3, 4),))],
         lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum(),
+    ),
+    OpRow(
+        "topk",
+        ("argsort", "gather", "getitem"),
+        lambda x, k, **kw: ember.stack(list(x.topk(k, **kw)[0:1])) * 1.0,
+        lambda rng: [
+            Sample((_r(rng, 3, 4), 2), name="rows"),
+            Sample((np.array(3.0), 1), name="0d"),
+            Sample((np.array([1.0, np.nan, 3.0, np.nan]), 3), name="nan-largest", grad=False),
+            Sample(
+                (np.array([1.0, np.nan, 3.0]), 2),
+                {"largest": False},
+                name="nan-smallest",
+                grad=False,
+            ),
+        ],
+        lambda x, k, **kw: _t("stack")(list(x.topk(k, **kw)[0:1])) * 1.0,
     ),
     OpRow(
         "nonzero",

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from ember.io.atomic import atomic_write
+from ember.io.atomic import atomic_folder, atomic_write
 from ember.io.hub import resolve_pretrained_folder
 from ember.text.batch_encoding import BatchEncoding
 
@@ -302,13 +302,14 @@ class PreTrainedTokenizerFast:
                 file.write("\n")
             written.append(path)
 
-        write_json(TOKENIZER_CONFIG_FILE, self._config_to_save())
-        write_json(SPECIAL_TOKENS_MAP_FILE, self.special_tokens_map)
-        engine = json.loads(self._tokenizer.to_str())
-        engine["truncation"] = None
-        engine["padding"] = None
-        write_json(TOKENIZER_FILE, engine)
-        written.extend(self._save_vocabulary(folder))
+        with atomic_folder(folder):  # all the files or none: Note [Atomic folders]
+            write_json(TOKENIZER_CONFIG_FILE, self._config_to_save())
+            write_json(SPECIAL_TOKENS_MAP_FILE, self.special_tokens_map)
+            engine = json.loads(self._tokenizer.to_str())
+            engine["truncation"] = None
+            engine["padding"] = None
+            write_json(TOKENIZER_FILE, engine)
+            written.extend(self._save_vocabulary(folder))
         return tuple(written)
 
     def _save_vocabulary(self, folder: str) -> list[str]:

@@ -28,7 +28,7 @@ import numpy as np
 import ember
 from ember import nn
 from ember.autograd import no_grad
-from ember.io import resolve_pretrained_folder, safe_open, save_file
+from ember.io import atomic_folder, resolve_pretrained_folder, safe_open, save_file
 from ember.transformers.configuration_utils import PretrainedConfig
 
 logger = logging.getLogger("ember.transformers")
@@ -355,9 +355,9 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(
         self, save_directory, state_dict=None, safe_serialization: bool = True
     ) -> None:
-        """Write `config.json` and `model.safetensors` (each atomically) into a folder that
-        HuggingFace transformers and ember both load. Tied copies are left out
-        (Note [Tied weights])."""
+        """Write `config.json` and `model.safetensors` (together atomically: a kill leaves the
+        old pair or the new one) into a folder that HuggingFace transformers and ember load.
+        Tied copies are left out (Note [Tied weights])."""
         if not safe_serialization:
             raise ValueError(
                 f"{type(self).__name__}.save_pretrained: ember writes safetensors "
@@ -377,11 +377,12 @@ class PreTrainedModel(nn.Module):
             k: np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v)
             for k, v in state.items()
         }
-        save_file(
-            tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"}
-        )
         self.config.architectures = [type(self).__name__]
-        self.config.save_pretrained(save_directory)
+        with atomic_folder(save_directory):  # weights and config together: Note [Atomic folders]
+            save_file(
+                tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"}
+            )
+            self.config.save_pretrained(save_directory)
 
 
 __all__ = ["LoadingInfo", "PreTrainedModel"]

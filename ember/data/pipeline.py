@@ -974,8 +974,11 @@ def _process_pool(fn: Callable, workers: int):
     import multiprocessing
     from concurrent import futures
 
-    from ember.data._worker import shared_memory_dir
+    from ember.data._worker import remove_orphaned_segments, shared_memory_dir
 
+    remove_orphaned_segments(
+        shared_memory_dir()
+    )  # of processes that died (Note [Shared-memory batches])
     key = next(_process_counter)
     prefix = f"ember-map-{os.getpid()}-{key}-"
     _PROCESS_FUNCTIONS[key] = (fn, shared_memory_dir(), prefix)

@@ -9,6 +9,9 @@ uniform(±1/sqrt(fan_in)) on the bias; Embedding: normal(0, 1)).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
 
 from ember.autograd.grad_mode import no_grad
@@ -28,7 +31,41 @@ __all__ = [
     "kaiming_uniform_",
     "kaiming_normal_",
     "orthogonal_",
+    "skip_init",
+    "initialization_skipped",
 ]
+
+# Note [Skipped initialisation]: `from_pretrained` builds the model inside `skip_init()`, where
+# every initialiser below returns its tensor untouched (and `PreTrainedModel.post_init` only
+# ties weights), so that a model whose weights all come from the checkpoint is never filled
+# twice, and a config that does not match the checkpoint is reported before any memory is
+# touched. Whatever the checkpoint lacks is then initialised normally.
+_SKIP = contextvars.ContextVar("ember_skip_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Inside the block, the `ember.nn.init` functions leave tensors as they are."""
+    token = _SKIP.set(True)
+    try:
+        yield
+    finally:
+        _SKIP.reset(token)
+
+
+def initialization_skipped() -> bool:
+    """Whether a `skip_init()` block is active (Note [Skipped initialisation])."""
+    return _SKIP.get()
+
+
+def _skippable(fn):
+    @functools.wraps(fn)
+    def wrapper(tensor, *args, **kwargs):
+        if _SKIP.get():
+            return tensor
+        return fn(tensor, *args, **kwargs)
+
+    return wrapper
 
 
 def calculate_gain(nonlinearity: str, param=None) -> float:
@@ -74,16 +111,19 @@ def _fan(tensor: Tensor, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
+@_skippable
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator=None) -> Tensor:
     with no_grad():
         return tensor.uniform_(a, b, generator=generator)
 
 
+@_skippable
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
     with no_grad():
         return tensor.normal_(mean, std, generator=generator)
 
 
+@_skippable
 def trunc_normal_(
     tensor: Tensor,
     mean: float = 0.0,
@@ -145,19 +185,23 @@ def _erfinv(xp, y):
     return x
 
 
+@_skippable
 def constant_(tensor: Tensor, val: float) -> Tensor:
     with no_grad():
         return tensor.fill_(val)
 
 
+@_skippable
 def ones_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 1.0)
 
 
+@_skippable
 def zeros_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 0.0)
 
 
+@_skippable
 def eye_(tensor: Tensor) -> Tensor:
     if tensor.ndim != 2:
         raise ValueError("eye_: only 2-D tensors are supported")
@@ -167,18 +211,21 @@ def eye_(tensor: Tensor) -> Tensor:
         return tensor.copy_(eye(*tensor.shape, dtype=tensor.dtype))
 
 
+@_skippable
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / float(fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)
 
 
+@_skippable
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     return normal_(tensor, 0.0, std, generator)
 
 
+@_skippable
 def kaiming_uniform_(
     tensor: Tensor,
     a: float = 0.0,
@@ -193,6 +240,7 @@ def kaiming_uniform_(
     return uniform_(tensor, -bound, bound, generator)
 
 
+@_skippable
 def kaiming_normal_(
     tensor: Tensor,
     a: float = 0.0,
@@ -206,6 +254,7 @@ def kaiming_normal_(
     return normal_(tensor, 0.0, std, generator)
 
 
+@_skippable
 def orthogonal_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
     if tensor.ndim < 2:
         raise ValueError("orthogonal_: only tensors with 2 or more dimensions are supported")

@@ -69,6 +69,20 @@ class LoadingInfo(dict):
         return "\n".join(lines)
 
 
+def _shard_path(root: str, shard, index: str, where: str) -> str:
+    """A shard file named by an index, confined to the model folder: an absolute path, '..'
+    or a link that leads outside is refused (a hostile index could name any file)."""
+    if not isinstance(shard, str) or not shard or "\0" in shard:
+        raise ValueError(f"{where}: {index} names shard {shard!r}; expected a file name")
+    path = os.path.realpath(os.path.join(root, shard))
+    if os.path.isabs(shard) or os.path.commonpath([root, path]) != root:
+        raise ValueError(
+            f"{where}: {index} names shard {shard!r}, which is outside the model folder "
+            f"{root!r}; shards must be files inside it"
+        )
+    return path
+
+
 class _CheckpointReader:
     """name -> NumPy array over model.safetensors, a sharded index, or (allowed) a pickle."""
 
@@ -85,12 +99,17 @@ class _CheckpointReader:
             self.location = dict.fromkeys(self.handles[single].keys(), single)
         elif os.path.isfile(index):
             self.source = index
-            with open(index, encoding="utf-8") as file:
-                weight_map = json.load(file).get("weight_map")
+            try:
+                with open(index, "rb") as file:
+                    parsed = json.loads(file.read().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+                raise ValueError(f"{where}: {index} is not valid UTF-8 JSON ({error})") from None
+            weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
             if not isinstance(weight_map, dict):
                 raise ValueError(f"{where}: {index} has no 'weight_map' object")
+            root = os.path.realpath(folder)
             for key, shard in weight_map.items():
-                path = os.path.join(folder, shard)
+                path = _shard_path(root, shard, index, where)
                 if path not in self.handles:
                     if not os.path.isfile(path):
                         raise FileNotFoundError(
@@ -116,6 +135,13 @@ class _CheckpointReader:
 
     def keys(self) -> list[str]:
         return list(self.arrays) if self.arrays is not None else list(self.location)
+
+    def nbytes(self) -> int:
+        if self.arrays is not None:
+            return sum(a.nbytes for a in self.arrays.values())
+        return sum(
+            end - begin for h in self.handles.values() for _, _, begin, end in h._entries.values()
+        )
 
     def shape(self, key: str) -> tuple:
         if self.arrays is not None:
@@ -158,9 +184,11 @@ class PreTrainedModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must define _init_weights")
 
     def post_init(self) -> None:
-        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights])."""
-        with no_grad():
-            self.apply(self._init_weights)
+        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights]). Inside
+        `nn.init.skip_init()` it only ties (Note [Skipped initialisation])."""
+        if not nn.init.initialization_skipped():
+            with no_grad():
+                self.apply(self._init_weights)
         self.tie_weights()
 
     def _tied_pairs(self):
@@ -267,16 +295,34 @@ class PreTrainedModel(nn.Module):
             config = cls.config_class.from_pretrained(folder)
         elif not isinstance(config, PretrainedConfig):
             config = cls.config_class.from_pretrained(config)
+        dtype = dtype if dtype is not None else torch_dtype
+        if isinstance(dtype, str):
+            if dtype == "auto":
+                dtype = None
+            elif dtype not in ("float32", "float16", "float64", "float", "half", "double"):
+                raise ValueError(
+                    f"{where}: dtype must be 'float32', 'float16', 'float64' or 'auto' "
+                    f"(or an ember dtype), got {dtype!r}"
+                )
+            else:
+                dtype = getattr(ember, dtype)
         model_kwargs = config.update_known(kwargs)
-        model = cls(config, *model_args, **model_kwargs)
-        reader = _CheckpointReader(folder, allow_pickle, where)
+        reader = _CheckpointReader(folder, allow_pickle, where)  # file errors come first
         try:
+            with nn.init.skip_init():  # Note [Skipped initialisation]
+                try:
+                    model = cls(config, *model_args, **model_kwargs)
+                except MemoryError as error:
+                    raise MemoryError(
+                        f"{where}: the model that {folder!r}'s config.json describes does not "
+                        f"fit in memory ({error}), while its checkpoint {reader.source!r} "
+                        f"holds {reader.nbytes():,} bytes: is config.json right?"
+                    ) from None
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
-        dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None:
-            model.to(getattr(ember, dtype) if isinstance(dtype, str) else dtype)
+            model.to(dtype)
         model.eval()  # as HuggingFace: dropout off until .train()
         message = info.summary(cls.__name__, folder)
         if info["missing_keys"] or info["mismatched_keys"]:
@@ -329,6 +375,16 @@ class PreTrainedModel(nn.Module):
                 "initialised (e.g. a classifier with another number of labels)"
             )
         skipped = {k for k, _, _ in mismatched}
+        tied_targets = {t for t, s in self._tied_pairs() if s in mapping}
+        if skipped or any(k not in mapping and k not in tied_targets for k in own):
+            # the checkpoint does not cover everything: initialise as the constructors would
+            # have (Note [Skipped initialisation]), then load over it
+            with no_grad():
+                for module in self.modules():
+                    if hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+                self.apply(self._init_weights)
+            self.tie_weights()
         loaded = set()
         with no_grad():
             for key, source in mapping.items():

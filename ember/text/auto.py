@@ -38,10 +38,10 @@ def register_tokenizer(class_name: str, cls: type, model_type: str | None = None
 def _json(path: str) -> dict:
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as file:
+    with open(path, "rb") as file:
         try:
-            value = json.load(file)
-        except json.JSONDecodeError as error:
+            value = json.loads(file.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise ValueError(
                 f"AutoTokenizer.from_pretrained: {path!r} is not valid JSON ({error})"
             ) from None

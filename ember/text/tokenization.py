@@ -67,12 +67,64 @@ def _token_content(value):
     return value
 
 
+def _is_token(value) -> bool:
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, dict) and isinstance(value.get("content"), str))
+        or isinstance(getattr(value, "content", None), str)  # a tokenizers.AddedToken
+    )
+
+
+def validate_special_tokens(values: dict, source: str) -> None:
+    """Check the special-token fields of a tokenizer config or special_tokens_map.json: each of
+    bos/eos/unk/sep/pad/cls/mask_token a string, an AddedToken dict {"content": str, ...} or
+    null, and additional_special_tokens a list of those (HuggingFace refuses the rest, e.g.
+    "additional_special_tokens": "abc", which would otherwise become three tokens)."""
+    for key in SPECIAL_TOKENS_ATTRIBUTES:
+        if key in values and not _is_token(values[key]):
+            raise ValueError(
+                f"{source}: {key!r} should be a string or an AddedToken object "
+                f'({{"content": "..."}}), got {values[key]!r}'
+            )
+    extra = values.get("additional_special_tokens")
+    if extra is not None:
+        if not isinstance(extra, (list, tuple)) or not all(
+            _is_token(t) and t is not None for t in extra
+        ):
+            raise ValueError(
+                f"{source}: 'additional_special_tokens' should be a list of strings or "
+                f"AddedToken objects, got {extra!r}"
+            )
+
+
 def _read_json(path: str):
-    with open(path, encoding="utf-8") as file:
-        try:
-            return json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"from_pretrained: {path!r} is not valid JSON ({error})") from None
+    try:
+        with open(path, "rb") as file:
+            value = json.loads(file.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"from_pretrained: {path!r} is not valid UTF-8 JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"from_pretrained: {path!r} holds a {type(value).__name__}; expected a JSON object"
+        )
+    return value
+
+
+def _load_tokenizer_file(tokenizers, path: str, cls):
+    """tokenizers.Tokenizer.from_file, with errors that name the file."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode("utf-8")
+        return tokenizers.Tokenizer.from_str(text)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{cls.__name__}: {path!r} is not valid UTF-8 ({error})") from None
+    except Exception as error:  # noqa: BLE001 - the engine raises its own exception type
+        if isinstance(error, OSError):
+            raise
+        raise ValueError(
+            f"{cls.__name__}: {path!r} is not a valid tokenizer.json ({error})"
+        ) from None
 
 
 def clean_up_tokenization(text: str) -> str:
@@ -140,10 +192,13 @@ class PreTrainedTokenizerFast:
         **kwargs,
     ):
         tokenizers = require_tokenizers()
+        validate_special_tokens(
+            {**kwargs, "additional_special_tokens": additional_special_tokens}, type(self).__name__
+        )
         if tokenizer_object is not None:
             backend = copy.deepcopy(tokenizer_object)
         elif tokenizer_file is not None:
-            backend = tokenizers.Tokenizer.from_file(os.fspath(tokenizer_file))
+            backend = _load_tokenizer_file(tokenizers, os.fspath(tokenizer_file), type(self))
         else:
             backend = self._build_backend(**kwargs)
         if backend is None:
@@ -230,10 +285,14 @@ class PreTrainedTokenizerFast:
         config: dict = {}
         path = os.path.join(folder, TOKENIZER_CONFIG_FILE)
         if os.path.isfile(path):
-            config.update(_read_json(path))
+            values = _read_json(path)
+            validate_special_tokens(values, path)
+            config.update(values)
         path = os.path.join(folder, SPECIAL_TOKENS_MAP_FILE)
         if os.path.isfile(path):
-            for key, value in _read_json(path).items():
+            values = _read_json(path)
+            validate_special_tokens(values, path)
+            for key, value in values.items():
                 config[key] = value
         for key in (
             "tokenizer_class",

@@ -334,7 +334,7 @@ def _build(metadata, get_array, framework, source, names):
             )
         try:
             tree = json.loads(metadata["ember.tree"])
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise ValueError(
                 f"ember.load: {source!r}: the 'ember.tree' metadata is not valid "
                 f"JSON ({error}); the file is damaged"
@@ -345,6 +345,13 @@ def _build(metadata, get_array, framework, source, names):
             raise ValueError(
                 f"ember.load: {source!r}: the tree names tensor {error} which the "
                 "file does not hold; the file is damaged"
+            ) from None
+        except (TypeError, ValueError, AttributeError, RecursionError) as error:
+            # a tag with a payload of the wrong kind ({"__tuple__": 3}, {"__float__": "x"},
+            # {"__bytes__": "!"}, nesting too deep...): the file is damaged, and says where
+            raise ValueError(
+                f"ember.load: {source!r}: the 'ember.tree' metadata is malformed "
+                f"({type(error).__name__}: {error}); the file is damaged"
             ) from None
     # A plain safetensors file (e.g. saved by PyTorch): a flat dict of tensors.
     return {name: decoder.decode({"__tensor__": name}) for name in names}

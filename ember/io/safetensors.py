@@ -17,6 +17,7 @@ bfloat16 is the top half of a float32.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -182,7 +183,7 @@ def _parse_header(raw: bytes, data_size: int, source: str):
     """Validate a header against the layout rules; return (entries, metadata)."""
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise SafetensorsError(
             f"{source}: the header is not valid UTF-8 JSON ({error}); the file "
             "is damaged or not a safetensors file"
@@ -227,7 +228,7 @@ def _parse_header(raw: bytes, data_size: int, source: str):
                 f"{source}: tensor {name!r} has data_offsets {offsets!r}; "
                 "expected [begin, end] with 0 <= begin <= end"
             )
-        nbytes = int(np.prod(shape, dtype=np.int64)) * _CODE_TO_NUMPY[code].itemsize
+        nbytes = math.prod(shape) * _CODE_TO_NUMPY[code].itemsize  # exact: no int64 wrap
         if offsets[1] - offsets[0] != nbytes:
             raise SafetensorsError(
                 f"{source}: tensor {name!r} ({code}, shape {shape}) needs {nbytes} bytes but its "

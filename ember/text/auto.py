@@ -75,11 +75,17 @@ class AutoTokenizer:
         config = _json(os.path.join(folder, "tokenizer_config.json"))
         class_name = kwargs.pop("tokenizer_type", None) or config.get("tokenizer_class")
         tokenizer_class = None
+        if class_name is not None and not isinstance(class_name, str):
+            raise ValueError(
+                f"AutoTokenizer.from_pretrained: {folder!r}: tokenizer_config.json's "
+                f"'tokenizer_class' should be a string, got {class_name!r}"
+            )
         if class_name:
             tokenizer_class = TOKENIZER_CLASSES.get(class_name.removesuffix("Fast"))
         if tokenizer_class is None:
             model_type = _json(os.path.join(folder, "config.json")).get("model_type")
-            tokenizer_class = MODEL_TYPE_TOKENIZERS.get(model_type)
+            if isinstance(model_type, str):
+                tokenizer_class = MODEL_TYPE_TOKENIZERS.get(model_type)
         if tokenizer_class is None:
             if os.path.isfile(os.path.join(folder, "tokenizer.json")):
                 tokenizer_class = PreTrainedTokenizerFast

@@ -278,7 +278,13 @@ class PreTrainedTokenizerFast:
         )
         config = cls._folder_config(folder)
         config.update(kwargs)
-        return cls._from_config(folder, config)
+        try:
+            return cls._from_config(folder, config)
+        except (TypeError, ValueError, AttributeError) as error:
+            if folder in str(error) and isinstance(error, ValueError):
+                raise
+            # a field of tokenizer_config.json with a value the tokenizer cannot take
+            raise ValueError(f"{cls.__name__}.from_pretrained: {folder!r}: {error}") from None
 
     @staticmethod
     def _folder_config(folder: str) -> dict:

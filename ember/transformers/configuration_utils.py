@@ -74,9 +74,11 @@ def validate_config_dict(cls, data: dict, source: str) -> None:
         )
 
     for key, default in _declared_defaults(cls).items():
-        if key not in data or data[key] is None:
+        if key not in data or (data[key] is None and default is None):
             continue
         value = data[key]
+        if value is None:
+            fail(key, f"a {_type_name(default)} (not null)", value)
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 fail(key, "true or false", value)
@@ -91,6 +93,8 @@ def validate_config_dict(cls, data: dict, source: str) -> None:
         elif isinstance(default, str) and not isinstance(value, str):
             fail(key, "a string", value)
     for key, value in data.items():
+        if key in ("id2label", "label2id") and not isinstance(value, (dict, type(None))):
+            fail(key, "an object", value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if key in _POSITIVE_FIELDS and value <= 0:
@@ -194,8 +198,12 @@ class PretrainedConfig:
         validation]); `kwargs` override its fields."""
         merged = dict(config_dict)
         merged.update(kwargs)
-        validate_config_dict(cls, merged, _source or f"{cls.__name__}.from_dict")
-        return cls(**merged)
+        source = _source or f"{cls.__name__}.from_dict"
+        validate_config_dict(cls, merged, source)
+        try:
+            return cls(**merged)
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            raise ValueError(f"{source}: {error}") from None
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path) -> dict:

@@ -312,6 +312,8 @@ class PreTrainedModel(nn.Module):
             with nn.init.skip_init():  # Note [Skipped initialisation]
                 try:
                     model = cls(config, *model_args, **model_kwargs)
+                except (TypeError, ValueError, KeyError) as error:  # a config value it refuses
+                    raise ValueError(f"{where}: {folder!r} (config.json): {error}") from None
                 except MemoryError as error:
                     raise MemoryError(
                         f"{where}: the model that {folder!r}'s config.json describes does not "
@@ -369,8 +371,8 @@ class PreTrainedModel(nn.Module):
         if mismatched and not ignore_mismatched_sizes:
             listed = "\n\t".join(f"{k}: checkpoint {c}, model {m}" for k, c, m in mismatched)
             raise RuntimeError(
-                f"{where}: shapes differ between the checkpoint and "
-                f"{type(self).__name__}:\n\t{listed}\nPass "
+                f"{where}: shapes differ between the checkpoint {reader.source!r} and "
+                f"{type(self).__name__} built from its config.json:\n\t{listed}\nPass "
                 "ignore_mismatched_sizes=True to keep those weights newly "
                 "initialised (e.g. a classifier with another number of labels)"
             )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import threading
 
 import numpy as np
@@ -61,6 +62,19 @@ __all__ = [
 # (None turns the check off), or set EMBER_MAX_IMAGE_PIXELS in the environment. Pillow still
 # refuses images beyond twice its own limit; raise `PIL.Image.MAX_IMAGE_PIXELS` too for those.
 MAX_IMAGE_PIXELS: int | None = 89_478_485
+# What Pillow's decoders raise on damaged data besides OSError (struct errors, short reads,
+# bad tables): all become ValueError("<decoder>: invalid ... data (...)").
+_DECODER_ERRORS = (
+    OSError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
 
 
 class ImageTooLargeError(ValueError):
@@ -209,7 +223,7 @@ def decode_jpeg(
             _load_truncated(image)
         else:
             image.load()
-    except (OSError, SyntaxError) as error:
+    except _DECODER_ERRORS as error:
         raise ValueError(f"decode_jpeg: invalid JPEG data ({error})") from error
     return to_tensor(_to_array(image, channels))
 
@@ -288,7 +302,7 @@ def decode_png(contents, channels: int = 0, dtype=None, name=None):
         if image.format != "PNG":
             raise ValueError(f"decode_png: expected a PNG, got {image.format or 'unknown'} data")
         image.load()
-    except (OSError, SyntaxError) as error:
+    except _DECODER_ERRORS as error:
         raise ValueError(f"decode_png: invalid PNG data ({error})") from error
     if image.mode in ("I;16", "I;16B", "I"):
         # 16-bit grey: ember has no uint16, so scale to 8 bits as convert_image_dtype would.
@@ -315,13 +329,16 @@ def decode_image(
         if image.format == "GIF" and expand_animations:
             _check_pixels(image.width, image.height, "decode_image", image.n_frames)
         image.load()
-    except (OSError, SyntaxError) as error:
+    except _DECODER_ERRORS as error:
         raise ValueError(f"decode_image: unknown or invalid image data ({error})") from error
     if image.format == "GIF" and expand_animations:
         frames = []
-        for index in range(getattr(image, "n_frames", 1)):
-            image.seek(index)
-            frames.append(_to_array(image.convert("RGB"), channels or 3))
+        try:
+            for index in range(getattr(image, "n_frames", 1)):
+                image.seek(index)
+                frames.append(_to_array(image.convert("RGB"), channels or 3))
+        except _DECODER_ERRORS as error:
+            raise ValueError(f"decode_image: invalid GIF frame ({error})") from error
         array = np.stack(frames)
     else:
         array = _to_array(image, channels)

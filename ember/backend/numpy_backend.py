@@ -87,6 +87,11 @@ def erf(x):
 #   erf per element. GELU in BERT spends most of its elementwise time here.
 # - float64: libm's erf per element.
 # Tested against `erf` in tests/ops/test_fast_kernels.py (relative error <= 2 eps).
+# Across machines: the float32 kernel allows one flag, "contract" (fused multiply-adds), and
+# no reassociation, so its bits depend only on whether the CPU has FMA (every AVX2/AVX-512
+# CPU does); numba's disk cache is keyed by the CPU model and features, so machine code built
+# on another CPU is never loaded. The 2-eps bound holds either way; parity tests against other
+# frameworks use Note [Parity tolerances] (ember/testing/parity.py), which is far above it.
 _ERF_NUMERATOR = (
     -2.72614225801306e-10,
     2.77068142495902e-08,

@@ -483,3 +483,21 @@ def test_head_mask_shape_is_checked():
             r"\(4,\) or \(num_layers, num_heads\) = \(2, 4\)",
         ):
             model(ids, head_mask=bad)
+
+
+def test_weights_the_checkpoint_lacks_are_initialised(tmp_path):
+    """Note [Skipped initialisation]: from_pretrained draws no weights it will overwrite, and
+    initialises the ones the checkpoint lacks as a fresh model would (HF's _init_weights)."""
+    config = et.BertConfig(**TINY, num_labels=3)
+    base = et.BertModel(config)
+    base.save_pretrained(tmp_path)
+    model, info = et.BertForSequenceClassification.from_pretrained(
+        tmp_path, output_loading_info=True
+    )
+    assert info["missing_keys"] == ["classifier.weight", "classifier.bias"]
+    weight = model.classifier.weight.detach().numpy()
+    bias = model.classifier.bias.detach().numpy()
+    assert np.isfinite(weight).all() and np.array_equal(bias, np.zeros(3, np.float32))
+    assert abs(weight.std() - config.initializer_range) < 0.3 * config.initializer_range
+    for name, value in base.state_dict().items():  # the loaded ones are the checkpoint's
+        assert np.array_equal(model.bert.state_dict()[name].numpy(), value.numpy()), name

@@ -75,9 +75,8 @@ def test_covered_names_do_not_disappear(label):
     names, have = _covered(label)
     baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     before = set(baseline.get(label, []))
-    print(
-        f"{label}: ember has {len(have)} of {len(names)} public names ({len(have) / len(names):.1%})"
-    )
+    share = len(have) / len(names)
+    print(f"{label}: ember has {len(have)} of {len(names)} public names ({share:.1%})")
     if os.environ.get("EMBER_UPDATE_API_BASELINE") == "1":
         baseline[label] = sorted(before | have)
         BASELINE.write_text(json.dumps(baseline, indent=1, sort_keys=True) + "\n")

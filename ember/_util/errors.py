@@ -25,11 +25,15 @@ class EmberError(Exception):
         super().__init__(message, *args)
 
 
-class ShapeError(EmberError, ValueError):
+# Note [Error classes]: where PyTorch raises RuntimeError (shapes that do not fit, dtypes an
+# op refuses), ember's error is a RuntimeError too, so ported `except RuntimeError` code keeps
+# working; it stays a ValueError / TypeError as well, the Python convention ember's own code
+# and users of NumPy expect.
+class ShapeError(EmberError, RuntimeError, ValueError):
     """An op got inputs whose shapes do not fit together."""
 
 
-class DTypeError(EmberError, TypeError):
+class DTypeError(EmberError, RuntimeError, TypeError):
     """An op got an input of a dtype it does not accept."""
 
 
@@ -37,12 +41,13 @@ class IndexOutOfRange(EmberError, IndexError):
     """A dim or index is out of range."""
 
 
-class ValueOutOfRange(EmberError, ValueError):
-    """An op got input values outside its domain (e.g. probabilities outside [0, 1])."""
+class ValueOutOfRange(EmberError, RuntimeError, ValueError):
+    """An op got input values outside its domain (e.g. probabilities outside [0, 1]);
+    torch raises RuntimeError there (Note [Error classes])."""
 
 
-class IntegerDivisionByZero(EmberError, ZeroDivisionError):
-    """Integer `//` or `%` by zero (torch raises; NumPy would give 0)."""
+class IntegerDivisionByZero(EmberError, RuntimeError, ZeroDivisionError):
+    """Integer `//` or `%` by zero (torch raises RuntimeError; NumPy would give 0)."""
 
 
 class DeviceError(EmberError, RuntimeError):

@@ -18,6 +18,7 @@ from ember.autograd.grad_mode import no_grad
 from ember.tensor import Tensor
 
 __all__ = [
+    "skip_initialization",
     "calculate_gain",
     "uniform_",
     "normal_",
@@ -31,39 +32,45 @@ __all__ = [
     "kaiming_uniform_",
     "kaiming_normal_",
     "orthogonal_",
-    "skip_init",
-    "initialization_skipped",
 ]
 
-# Note [Skipped initialisation]: `from_pretrained` builds the model inside `skip_init()`, where
-# every initialiser below returns its tensor untouched (and `PreTrainedModel.post_init` only
-# ties weights), so that a model whose weights all come from the checkpoint is never filled
-# twice, and a config that does not match the checkpoint is reported before any memory is
-# touched. Whatever the checkpoint lacks is then initialised normally.
-_SKIP = contextvars.ContextVar("ember_skip_init", default=False)
+
+# Note [Skipped initialisation]: a model about to be filled from a checkpoint need not draw
+# random weights first (for MiniLM, drawing them was 95% of `from_pretrained`'s time). Inside
+# `skip_initialization()` every initialiser below returns its tensor untouched, so modules
+# keep the memory `empty` gave them; the loader then initialises only the modules whose
+# weights the checkpoint did not hold (PreTrainedModel.from_pretrained). HuggingFace does the
+# same (`no_init_weights`). A context variable, so another thread's modules are unaffected.
+_SKIPPING = contextvars.ContextVar("ember_skip_initialization", default=False)
 
 
 @contextlib.contextmanager
-def skip_init():
-    """Inside the block, the `ember.nn.init` functions leave tensors as they are."""
-    token = _SKIP.set(True)
+def skip_initialization():
+    """Leave parameters uninitialised while building modules whose weights will be loaded.
+
+    Example:
+        >>> import ember
+        >>> with ember.nn.init.skip_initialization():
+        ...     layer = ember.nn.Linear(3, 2)  # weight holds whatever `empty` gave
+        >>> _ = layer.load_state_dict({"weight": ember.ones(2, 3), "bias": ember.zeros(2)})
+        >>> layer.weight.sum().item()
+        6.0
+    """
+    token = _SKIPPING.set(True)
     try:
         yield
     finally:
-        _SKIP.reset(token)
+        _SKIPPING.reset(token)
 
 
-def initialization_skipped() -> bool:
-    """Whether a `skip_init()` block is active (Note [Skipped initialisation])."""
-    return _SKIP.get()
+def _skippable(initialiser):
+    """An initialiser that returns its tensor untouched inside `skip_initialization()`."""
 
-
-def _skippable(fn):
-    @functools.wraps(fn)
+    @functools.wraps(initialiser)
     def wrapper(tensor, *args, **kwargs):
-        if _SKIP.get():
+        if _SKIPPING.get():
             return tensor
-        return fn(tensor, *args, **kwargs)
+        return initialiser(tensor, *args, **kwargs)
 
     return wrapper
 
@@ -191,12 +198,10 @@ def constant_(tensor: Tensor, val: float) -> Tensor:
         return tensor.fill_(val)
 
 
-@_skippable
 def ones_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 1.0)
 
 
-@_skippable
 def zeros_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 0.0)
 
@@ -211,21 +216,18 @@ def eye_(tensor: Tensor) -> Tensor:
         return tensor.copy_(eye(*tensor.shape, dtype=tensor.dtype))
 
 
-@_skippable
 def xavier_uniform_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / float(fan_in + fan_out))
     return uniform_(tensor, -bound, bound, generator)
 
 
-@_skippable
 def xavier_normal_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     return normal_(tensor, 0.0, std, generator)
 
 
-@_skippable
 def kaiming_uniform_(
     tensor: Tensor,
     a: float = 0.0,
@@ -240,7 +242,6 @@ def kaiming_uniform_(
     return uniform_(tensor, -bound, bound, generator)
 
 
-@_skippable
 def kaiming_normal_(
     tensor: Tensor,
     a: float = 0.0,

@@ -184,11 +184,28 @@ class PreTrainedModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must define _init_weights")
 
     def post_init(self) -> None:
-        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights]). Inside
-        `nn.init.skip_init()` it only ties (Note [Skipped initialisation])."""
-        if not nn.init.initialization_skipped():
-            with no_grad():
-                self.apply(self._init_weights)
+        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights])."""
+        with no_grad():
+            self.apply(self._init_weights)
+        self.tie_weights()
+
+    def _initialize_unloaded(self, info: LoadingInfo) -> None:
+        """Initialise the modules that hold a weight the checkpoint did not (missing, or
+        mismatched and ignored): their own `reset_parameters`, then `_init_weights`, as a
+        freshly built model would have them (Note [Skipped initialisation])."""
+        unloaded = set(info["missing_keys"]) | {k for k, _, _ in info["mismatched_keys"]}
+        if not unloaded:
+            return
+        with no_grad():
+            for prefix, module in self.named_modules():
+                prefix = prefix + "." if prefix else ""
+                own = [name for name, _ in module.named_parameters(recurse=False)]
+                own += [name for name, _ in module.named_buffers(recurse=False)]
+                if not any(prefix + name in unloaded for name in own):
+                    continue
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                self._init_weights(module)
         self.tie_weights()
 
     def _tied_pairs(self):
@@ -309,7 +326,7 @@ class PreTrainedModel(nn.Module):
         model_kwargs = config.update_known(kwargs)
         reader = _CheckpointReader(folder, allow_pickle, where)  # file errors come first
         try:
-            with nn.init.skip_init():  # Note [Skipped initialisation]
+            with nn.init.skip_initialization():  # Note [Skipped initialisation]
                 try:
                     model = cls(config, *model_args, **model_kwargs)
                 except (TypeError, ValueError, KeyError) as error:  # a config value it refuses
@@ -323,6 +340,7 @@ class PreTrainedModel(nn.Module):
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
+        model._initialize_unloaded(info)
         if dtype is not None:
             model.to(dtype)
         model.eval()  # as HuggingFace: dropout off until .train()
@@ -377,16 +395,6 @@ class PreTrainedModel(nn.Module):
                 "initialised (e.g. a classifier with another number of labels)"
             )
         skipped = {k for k, _, _ in mismatched}
-        tied_targets = {t for t, s in self._tied_pairs() if s in mapping}
-        if skipped or any(k not in mapping and k not in tied_targets for k in own):
-            # the checkpoint does not cover everything: initialise as the constructors would
-            # have (Note [Skipped initialisation]), then load over it
-            with no_grad():
-                for module in self.modules():
-                    if hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
-                self.apply(self._init_weights)
-            self.tie_weights()
         loaded = set()
         with no_grad():
             for key, source in mapping.items():

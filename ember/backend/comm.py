@@ -19,9 +19,12 @@ exception sends `failed <rank> <reason>` before exiting; a rank that is killed c
 `DistributedError("rank 1 ... failed: ...")` from its current or next collective wait; if it
 reaches none within `FAILURE_GRACE_S`, the watchdog prints the error and ends the process. A
 process that ends after a failure skips `MPI_Finalize` (which would wait for the dead rank) and
-exits with status 1, so nothing hangs. Ranks that finish normally say `bye` first. `ember launch`
-runs MPICH's mpiexec with `-disable-auto-cleanup`, so the launcher does not kill the survivors
-before they report; under a plain `mpiexec` the launcher ends them itself.
+exits with status 1 (after unlinking the MPI library's shared-memory segments), so nothing
+hangs and nothing is left in /dev/shm. Ranks that finish normally say `bye` first. `ember
+launch` runs MPICH's mpiexec with `-disable-auto-cleanup` and each rank under a supervisor that
+turns a death by signal into an exit status, so the launcher does not kill the survivors before
+they report; under a plain `mpiexec` the launcher kills them itself at once (its message names
+the pid, not the rank).
 """
 
 from __future__ import annotations
@@ -638,6 +641,7 @@ def init(backend: str = "mpi", timeout: float | None = None, watchdog: bool = Tr
     MPI = _mpi()
     if not MPI.Is_initialized():
         MPI.Init_thread(MPI.THREAD_MULTIPLE)
+    _ignore_launcher_notice()
     comm = MPI.COMM_WORLD.Dup()
     comm.Set_errhandler(MPI.ERRORS_RETURN)
     group = ProcessGroup(comm, DEFAULT_TIMEOUT_S if timeout is None else _seconds(timeout))
@@ -646,6 +650,16 @@ def init(backend: str = "mpi", timeout: float | None = None, watchdog: bool = Tr
     _default = group
     _install_exit_hooks()
     return group
+
+
+def _ignore_launcher_notice() -> None:
+    """MPICH's hydra sends SIGUSR1 to the surviving ranks when one exits early; its default
+    action would end them before they report the failure (Note [Rank failure])."""
+    import signal
+
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _seconds(timeout) -> float:
@@ -682,8 +696,35 @@ def _at_exit() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         dog.close(wait_s=FAILURE_GRACE_S + 5 if dog._own_exception else 0.5)
+        _unlink_shared_memory()
         os._exit(1)
     dog.close()
+
+
+def _unlink_shared_memory() -> None:
+    """Remove the names of the MPI library's shared-memory segments this process maps.
+
+    MPI_Finalize unlinks them; a process that skips it after a failure (Note [Rank failure]),
+    or a rank that was killed, would leave them in /dev/shm. Every rank on a host maps the
+    same segments, so the first survivor to leave removes them for the dead one too.
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    names = set()
+    for line in lines:
+        path = line.split(maxsplit=5)[-1] if len(line.split(maxsplit=5)) == 6 else ""
+        if path.startswith("/dev/shm/") and not path.endswith("(deleted)"):
+            name = os.path.basename(path)
+            if name.startswith(("mpich", "mpi_", "ompi", "vader", "sm_segment", "psm", "shm")):
+                names.add(path)
+    for path in names:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def destroy() -> None:

@@ -646,7 +646,8 @@ def init(backend: str = "mpi", timeout: float | None = None, watchdog: bool = Tr
     comm.Set_errhandler(MPI.ERRORS_RETURN)
     group = ProcessGroup(comm, DEFAULT_TIMEOUT_S if timeout is None else _seconds(timeout))
     if watchdog and group.size > 1:
-        group.watchdog = _Watchdog(group)
+        group.watchdog = _Watchdog(group)  # its first allgather: every rank is past MPI_Init
+        _unlink_shared_memory()  # Note [Rank failure]: the names only, the mappings stay
     _default = group
     _install_exit_hooks()
     return group
@@ -705,8 +706,10 @@ def _unlink_shared_memory() -> None:
     """Remove the names of the MPI library's shared-memory segments this process maps.
 
     MPI_Finalize unlinks them; a process that skips it after a failure (Note [Rank failure]),
-    or a rank that was killed, would leave them in /dev/shm. Every rank on a host maps the
-    same segments, so the first survivor to leave removes them for the dead one too.
+    or a job whose launcher SIGKILLs every rank, would leave them in /dev/shm. Once every rank
+    on the host has mapped them (after init's first collective) the names are not needed: the
+    mappings live on, as with any unlinked file, and the memory goes when the last rank ends,
+    however it ends. Called again when a process leaves after a failure, for segments made later.
     """
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:

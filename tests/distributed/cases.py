@@ -92,14 +92,13 @@ def rows(batch, start, stop):
 
 
 def train(model, kind, rank, micro, ddp_model=None, dtype="float64"):
-    """SGD with momentum (MLP) or AdamW (BERT); with `ddp_model`, rank `rank` takes its share of
+    """SGD with momentum; with `ddp_model`, rank `rank` takes its share of
     each micro-batch and all but the last micro-batch of a step run under no_sync(); without,
     one process takes the whole global batch."""
     runner = ddp_model if ddp_model is not None else model
-    if kind == "bert":
-        optimizer = ember.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    else:
-        optimizer = ember.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    # SGD: Adam divides by sqrt(v), which turns float32 rounding in near-zero gradients into
+    # relative weight changes of ~1e-6 whatever the reduction (the engines are compared here)
+    optimizer = ember.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     losses = []
     for batch in global_batches(kind, micro, dtype):
         optimizer.zero_grad()
@@ -169,17 +168,17 @@ def run_collectives(out: str) -> None:
     for op in ("SUM", "AVG", "MAX", "MIN", "PRODUCT"):
         t = ember.tensor(base.copy())
         dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
-        got[f"all_reduce_{op}"] = t.numpy()
+        got[f"all_reduce_{op}"] = t.numpy().copy()
     t = ember.tensor(base.astype(np.int32) + rank)
     dist.all_reduce(t)
-    got["all_reduce_int32"] = t.numpy()
+    got["all_reduce_int32"] = t.numpy().copy()
     t = ember.tensor(base.copy())
     work = dist.all_reduce(t, async_op=True)
     work.wait()
-    got["all_reduce_async"] = t.numpy()
+    got["all_reduce_async"] = t.numpy().copy()
     t = ember.tensor(base.copy())
     dist.broadcast(t, src=1)
-    got["broadcast_src1"] = t.numpy()
+    got["broadcast_src1"] = t.numpy().copy()
     outs = [ember.zeros(3, 4, dtype=ember.float64) for _ in range(world)]
     dist.all_gather(outs, ember.tensor(base))
     got["all_gather"] = np.stack([o.numpy() for o in outs])
@@ -189,23 +188,23 @@ def run_collectives(out: str) -> None:
     chunks = [ember.tensor(base * (i + 1)) for i in range(world)]
     t = ember.zeros(3, 4, dtype=ember.float64)
     dist.reduce_scatter(t, chunks)
-    got["reduce_scatter"] = t.numpy()
+    got["reduce_scatter"] = t.numpy().copy()
     gathered = [ember.zeros(3, 4, dtype=ember.float64) for _ in range(world)] if rank == 0 else None
     dist.gather(ember.tensor(base), gathered, dst=0)
     if rank == 0:
         got["gather"] = np.stack([g.numpy() for g in gathered])
     t = ember.zeros(3, 4, dtype=ember.float64)
     dist.scatter(t, [ember.tensor(base + i) for i in range(world)] if rank == 1 else None, src=1)
-    got["scatter_src1"] = t.numpy()
+    got["scatter_src1"] = t.numpy().copy()
     if rank == 0:
         dist.send(ember.tensor(base), dst=1)
         work = dist.irecv(t, src=1)
         work.wait()
-        got["recv"] = t.numpy()
+        got["recv"] = t.numpy().copy()
     else:
         sender = dist.recv(t)  # from any rank
         got["recv_sender"] = np.array(sender)
-        got["recv"] = t.numpy()
+        got["recv"] = t.numpy().copy()
         dist.isend(ember.tensor(base), dst=0).wait()
     objects = [None] * world
     dist.all_gather_object(objects, {"rank": rank})

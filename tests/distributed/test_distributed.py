@@ -239,7 +239,7 @@ def test_post_accumulate_grad_hooks_fire_during_backward_in_reverse_order():
     h.register_hook(lambda g: queue_callback(lambda: events.append(("end",))))
     loss.backward()
     assert [e[:2] for e in events] == [("ready", 2), ("ready", 1), ("ready", 0), ("end",)]
-    for (_, i, total), layer in zip(events, layers[::-1]):
+    for (_, _index, total), layer in zip(events, layers[::-1]):
         assert total == pytest.approx(float(layer.weight.grad.numpy().sum()))
     with pytest.raises(Exception, match="only leaf tensors"):
         h.register_post_accumulate_grad_hook(lambda p: None)

@@ -98,6 +98,24 @@ def env_world() -> tuple[int, int] | None:
     return None
 
 
+def mpi_launched_size() -> int:
+    """The number of ranks an MPI launcher (mpiexec/mpirun, Slurm's srun with PMI) started this
+    process among, from its environment; 1 outside one. Read without importing MPI."""
+    env = os.environ
+    for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
+        if key in env:
+            try:
+                return int(env[key])
+            except ValueError:
+                pass
+    if "PMIX_RANK" in env and "SLURM_NTASKS" in env:
+        try:
+            return int(env["SLURM_NTASKS"])
+        except ValueError:
+            pass
+    return 1
+
+
 def _mpi():
     try:
         from mpi4py import MPI

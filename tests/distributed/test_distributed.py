@@ -264,3 +264,75 @@ def test_launch_builds_the_mpiexec_command(tmp_path):
     assert command[-3:] == ["train.py", "--lr", "1"] and sys.executable in command
     assert main(["-n", "0", "train.py"]) == 2
     assert main(["-n", "2", "--hostfile", str(tmp_path / "missing"), "train.py"]) == 2
+
+
+# -------------------------------------------------------------------- the Trainer
+@pytest.fixture(scope="module")
+def trainer_runs(tmp_path_factory):
+    """The same Trainer script on 2 ranks x 4 per device and on 1 process x 8."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed")
+    import trainer_cases
+
+    two = str(tmp_path_factory.mktemp("trainer2"))
+    code, output, _ = _mpiexec(two, os.path.join(HERE, "trainer_cases.py"), two, "4")
+    assert code == 0, output[-4000:]
+    one = str(tmp_path_factory.mktemp("trainer1"))
+    arrays, info = trainer_cases.run(one, 8)
+    return two, arrays, info, output
+
+
+@requires_mpi
+def test_trainer_on_2_ranks_equals_1_rank_with_twice_the_batch(trainer_runs):
+    two, arrays, info, _ = trainer_runs
+    for rank in (0, 1):
+        got = _load(two, "trainer", rank)
+        for key, expected in arrays.items():
+            if key.startswith("final."):
+                error = np.abs(got[key] - expected).max()
+                assert error <= 1e-6, f"rank {rank} {key}: {error:.2e}"
+        # the logged (global) losses are one process's
+        logs = _load(two, "trainer", rank, "json")["log_history"]
+        assert len(logs) == len(info["log_history"])
+        for theirs, ours in zip(logs, info["log_history"]):
+            assert theirs.keys() == ours.keys()
+            for k in ours:
+                assert theirs[k] == pytest.approx(ours[k], rel=1e-9, abs=1e-12), k
+        assert _load(two, "trainer", rank, "json")["world_size"] == 2
+    assert info["world_size"] == 1
+
+
+@requires_mpi
+def test_trainer_gathers_evaluation_across_ranks(trainer_runs):
+    two, arrays, info, _ = trainer_runs
+    for rank in (0, 1):
+        got = _load(two, "trainer", rank)
+        metrics = _load(two, "trainer", rank, "json")["eval"]
+        assert metrics["eval_accuracy"] == info["eval"]["eval_accuracy"]
+        assert metrics["eval_loss"] == pytest.approx(info["eval"]["eval_loss"], rel=1e-12)
+        np.testing.assert_allclose(got["predictions"], arrays["predictions"], rtol=1e-12)
+        np.testing.assert_array_equal(got["label_ids"], arrays["label_ids"])  # 21 rows, in order
+
+
+@requires_mpi
+def test_trainer_resumed_on_2_ranks_equals_the_uninterrupted_run(trainer_runs):
+    two, _, _, _ = trainer_runs
+    for rank in (0, 1):
+        got = _load(two, "trainer", rank)
+        for key in got:
+            if key.startswith("final."):
+                resumed = got["resumed." + key[len("final.") :]]
+                assert np.array_equal(resumed, got[key]), key
+
+
+@requires_mpi
+def test_trainer_logs_and_saves_on_rank_0_only(trainer_runs):
+    two, _, info, output = trainer_runs
+    files = _load(two, "trainer", 0, "json")["files"]
+
+    def shape(names):  # event files carry a time stamp and a pid in their names
+        names = [n for n in names if n.startswith(("run/", "resumed/"))]
+        return sorted(n if "/runs/" not in n else n.split("/runs/")[0] + "/runs" for n in names)
+
+    assert shape(files) == shape(info["files"])  # one set of checkpoints and event files
+    assert output.count("'train_runtime'") == 2  # printed once per run, by rank 0

@@ -281,6 +281,13 @@ class DistributedDataParallel(Module):
         param = self._params[index]
         view = bucket.views[slot]
         grad = param.grad
+        if grad is not None and not isinstance(grad._data, np.ndarray):
+            raise DistributedError(
+                f"DistributedDataParallel: the gradient of {self._names[index]!r} is not a "
+                f"NumPy array ({type(grad._data).__name__}): a DDP model cannot run inside "
+                f"ember.compile; compile the unwrapped module's step and average the gradients "
+                f"with ember.distributed.all_reduce (the Trainer does this)"
+            )
         if grad is None:
             view[...] = 0
         elif grad._data is not view:

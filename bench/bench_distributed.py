@@ -159,9 +159,6 @@ def worker_allreduce(rounds: int, megabytes: int) -> None:
 
 
 def worker_overlap(rounds: int, per_device: int) -> None:
-    import numpy as np
-
-    import ember
     import ember.distributed as dist
     from ember.nn.parallel import DistributedDataParallel
 
@@ -229,7 +226,6 @@ def worker_overlap(rounds: int, per_device: int) -> None:
             ),
             flush=True,
         )
-    np.zeros(1)
     dist.destroy_process_group()
 
 

@@ -53,7 +53,8 @@ def _run(command: list, threads: int, timeout: int = 900) -> list:
         raise RuntimeError(
             f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
         )
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    # the JSON lines only (the Trainer prints its logs as Python dicts)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"')]
 
 
 # ---------------------------------------------------------------------- workers (one process)

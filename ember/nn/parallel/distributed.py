@@ -245,7 +245,10 @@ class DistributedDataParallel(Module):
                     stack.append(e)
                 else:
                     reached.add(id(e))
-        flags = np.array([id(p) in reached for p in self._params], dtype=np.uint8)
+        # a gradient accumulated under no_sync() counts as use: it must be reduced too
+        flags = np.array(
+            [id(p) in reached or p.grad is not None for p in self._params], dtype=np.uint8
+        )
         self._used_flags = flags
         self._unused_work = self._group.allreduce(flags, "max", async_op=True)
         self._unused_local = [i for i, used in enumerate(flags) if not used]

@@ -121,7 +121,10 @@ def train(model, kind, rank, micro, ddp_model=None, dtype="float64"):
 
 def build(case: str, seed: int):
     kind, dtype = case.split("_")[1], case.split("_")[2]
-    return (tiny_bert(seed) if kind == "bert" else mlp(dtype, seed)), kind, dtype
+    model = tiny_bert(seed) if kind == "bert" else mlp(dtype, seed)
+    if case.endswith("unused"):
+        model.spare = nn.Linear(3, 3, dtype=getattr(ember, dtype))  # in no forward
+    return model, kind, dtype
 
 
 DDP_CASES = {
@@ -132,6 +135,7 @@ DDP_CASES = {
     "ddp_mlp_float64_view": (1, {"gradient_as_bucket_view": True, "bucket_cap_mb": 0.002}),
     "ddp_bert_float32": (1, {"bucket_cap_mb": 0.01}),
     "ddp_bert_float32_nosync": (2, {"find_unused_parameters": True}),
+    "ddp_mlp_float64_unused": (2, {"find_unused_parameters": True, "bucket_cap_mb": 0.002}),
 }
 
 
@@ -153,8 +157,9 @@ def run_ddp(case: str, out: str) -> None:
     ddp = DistributedDataParallel(model, **kwargs)
     weights, losses = train(model, kind, rank, micro, ddp_model=ddp, dtype=dtype)
     np.savez(os.path.join(out, f"{case}.rank{rank}.npz"), **weights)
+    unused = [n for n, p in model.named_parameters() if p.grad is None]
     with open(os.path.join(out, f"{case}.rank{rank}.json"), "w") as f:
-        json.dump({"losses": losses, "buckets": ddp.bucket_sizes}, f)
+        json.dump({"losses": losses, "buckets": ddp.bucket_sizes, "no_grad": unused}, f)
 
 
 def run_collectives(out: str) -> None:
@@ -254,6 +259,24 @@ def run_shape_mismatch(out: str) -> None:
         json.dump(message, f)
 
 
+def run_unused_error(out: str) -> None:
+    """A parameter without a gradient and no find_unused_parameters: an error naming it."""
+    import ember.distributed as dist
+    from ember.nn.parallel import DistributedDataParallel
+
+    rank = dist.get_rank()
+    model, kind, _ = build("ddp_mlp_float64_unused", seed=0)
+    ddp = DistributedDataParallel(model)
+    batch = rows(global_batches(kind, 1)[0], rank * PER_RANK, (rank + 1) * PER_RANK)
+    try:
+        loss_of(ddp, kind, batch).backward()
+        message = None
+    except dist.DistributedError as e:
+        message = str(e)
+    with open(os.path.join(out, f"unused_error.rank{rank}.json"), "w") as f:
+        json.dump(message, f)
+
+
 def main(argv) -> None:
     import ember.distributed as dist
 
@@ -267,6 +290,7 @@ def main(argv) -> None:
                 "collectives": run_collectives,
                 "sampler": run_sampler,
                 "shape_mismatch": run_shape_mismatch,
+                "unused_error": run_unused_error,
             }[case](out)
     dist.destroy_process_group()
 

@@ -59,7 +59,7 @@ def mpi_run(tmp_path_factory):
     if importlib.util.find_spec("mpi4py") is None:
         pytest.skip("mpi4py is not installed")
     out = str(tmp_path_factory.mktemp("mpi"))
-    names = ["collectives", "sampler", "shape_mismatch", *cases.DDP_CASES]
+    names = ["collectives", "sampler", "shape_mismatch", "unused_error", *cases.DDP_CASES]
     code, output, _ = _mpiexec(out, os.path.join(HERE, "cases.py"), out, *names)
     assert code == 0, output[-4000:]
     return out
@@ -95,6 +95,18 @@ def test_ddp_equals_one_process_on_the_global_batch(mpi_run, case):
     buckets = _load(mpi_run, case, 0, "json")["buckets"]
     if "bucket_cap_mb" in cases.DDP_CASES[case][1]:
         assert len(buckets) > 1, f"{case}: a small bucket_cap_mb should give several buckets"
+    # a parameter no rank used keeps .grad None (the optimizer skips it), as in one process
+    expected_unused = ["spare.weight", "spare.bias"] if case.endswith("unused") else []
+    for rank in (0, 1):
+        assert _load(mpi_run, case, rank, "json")["no_grad"] == expected_unused
+
+
+@requires_mpi
+def test_ddp_error_names_parameters_without_gradient(mpi_run):
+    for rank in (0, 1):
+        message = _load(mpi_run, "unused_error", rank, "json")
+        assert message is not None and "'spare.weight'" in message
+        assert "find_unused_parameters=True" in message
 
 
 @requires_mpi

@@ -146,41 +146,45 @@ def barrier(group=None, async_op: bool = False, device_ids=None):
 
 
 # ---------------------------------------------------------------------- collectives
-def _array(tensor, what: str):
+def _array(tensor, what: str, written: bool = False):
+    """The tensor's array; a tensor the collective writes gets its version bumped, so autograd
+    refuses a backward that would read its old value (Note [Saved tensor versions])."""
     data = getattr(tensor, "_data", None)
     if data is None:
         raise DistributedError(f"{what}: expected an ember Tensor, got {type(tensor).__name__}")
+    if written:
+        tensor._bump_version(what)
     return data
 
 
-def _arrays(tensors, what: str, name: str):
+def _arrays(tensors, what: str, name: str, written: bool = False):
     if tensors is None:
         return None
     if not isinstance(tensors, (list, tuple)):
         raise DistributedError(f"{what}: {name} should be a list of Tensors")
-    return [_array(t, what) for t in tensors]
+    return [_array(t, what, written) for t in tensors]
 
 
 def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op: bool = False):
     """Reduce `tensor` over all ranks, in place on every rank."""
-    return _group(group).allreduce(_array(tensor, "all_reduce"), op, async_op=async_op)
+    return _group(group).allreduce(_array(tensor, "all_reduce", True), op, async_op=async_op)
 
 
 def broadcast(tensor, src: int = 0, group=None, async_op: bool = False):
     """Copy rank `src`'s `tensor` into `tensor` on every rank."""
-    return _group(group).broadcast(_array(tensor, "broadcast"), src, async_op=async_op)
+    return _group(group).broadcast(_array(tensor, "broadcast", True), src, async_op=async_op)
 
 
 def all_gather(tensor_list: list, tensor, group=None, async_op: bool = False):
     """tensor_list[r] <- rank r's `tensor`, on every rank."""
-    outputs = _arrays(tensor_list, "all_gather", "tensor_list")
+    outputs = _arrays(tensor_list, "all_gather", "tensor_list", True)
     return _group(group).allgather(outputs, _array(tensor, "all_gather"), async_op=async_op)
 
 
 def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op: bool = False):
     """`output_tensor` <- every rank's `input_tensor`, concatenated in rank order."""
     return _group(group).allgather_into(
-        _array(output_tensor, "all_gather_into_tensor"),
+        _array(output_tensor, "all_gather_into_tensor", True),
         _array(input_tensor, "all_gather_into_tensor"),
         async_op=async_op,
     )
@@ -190,20 +194,20 @@ def reduce_scatter(output, input_list: list, op=ReduceOp.SUM, group=None, async_
     """output <- the reduction over ranks of each rank's input_list[this rank]."""
     inputs = _arrays(input_list, "reduce_scatter", "input_list")
     return _group(group).reduce_scatter(
-        _array(output, "reduce_scatter"), inputs, op, async_op=async_op
+        _array(output, "reduce_scatter", True), inputs, op, async_op=async_op
     )
 
 
 def gather(tensor, gather_list: list | None = None, dst: int = 0, group=None, async_op=False):
     """On rank `dst`: gather_list[r] <- rank r's `tensor`."""
-    outputs = _arrays(gather_list, "gather", "gather_list")
+    outputs = _arrays(gather_list, "gather", "gather_list", True)
     return _group(group).gather(_array(tensor, "gather"), outputs, dst, async_op=async_op)
 
 
 def scatter(tensor, scatter_list: list | None = None, src: int = 0, group=None, async_op=False):
     """`tensor` <- rank `src`'s scatter_list[this rank]."""
     inputs = _arrays(scatter_list, "scatter", "scatter_list")
-    return _group(group).scatter(_array(tensor, "scatter"), inputs, src, async_op=async_op)
+    return _group(group).scatter(_array(tensor, "scatter", True), inputs, src, async_op=async_op)
 
 
 def send(tensor, dst: int, group=None, tag: int = 0) -> None:
@@ -212,7 +216,7 @@ def send(tensor, dst: int, group=None, tag: int = 0) -> None:
 
 def recv(tensor, src: int | None = None, group=None, tag: int = 0) -> int:
     """Receive into `tensor` (from any rank when `src` is None); returns the sender's rank."""
-    return _group(group).recv(_array(tensor, "recv"), src, tag)
+    return _group(group).recv(_array(tensor, "recv", True), src, tag)
 
 
 def isend(tensor, dst: int, group=None, tag: int = 0) -> Work:
@@ -220,7 +224,7 @@ def isend(tensor, dst: int, group=None, tag: int = 0) -> Work:
 
 
 def irecv(tensor, src: int | None = None, group=None, tag: int = 0) -> Work:
-    return _group(group).recv(_array(tensor, "irecv"), src, tag, async_op=True)
+    return _group(group).recv(_array(tensor, "irecv", True), src, tag, async_op=True)
 
 
 def all_gather_object(object_list: list, obj, group=None) -> None:

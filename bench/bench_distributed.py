@@ -232,34 +232,39 @@ def worker_overlap(rounds: int, per_device: int) -> None:
 
 # ---------------------------------------------------------------------- orchestration
 def part_minilm(rounds: int, steps: int) -> None:
-    one, two = [], []
+    """1 process x 2 threads vs 2 processes x 1 thread (and 1 x 1 for scale), interleaved."""
     script = os.path.abspath(__file__)
+    configs = {  # name: (processes, threads)
+        "1 process x 2 threads": (1, 2),
+        "2 processes x 1 thread": (2, 1),
+        "1 process x 1 thread": (1, 1),
+    }
+    times = {name: [] for name in configs}
     for i in range(rounds):
-        order = ("one", "two") if i % 2 == 0 else ("two", "one")
-        for side in order:
-            if side == "one":
-                command = [sys.executable, script, "--worker", "minilm"]
-                command += ["--per-device", str(GLOBAL_BATCH), "--steps", str(steps)]
-                one.append(_run(command, threads=2)[0]["s_per_step"])
-            else:
-                command = [_mpiexec(), "-n", "2", sys.executable, script, "--worker", "minilm"]
-                command += ["--per-device", str(GLOBAL_BATCH // 2), "--steps", str(steps)]
-                two.append(_run(command, threads=1)[0]["s_per_step"])
-            print(
-                f"  round {i} {side}: {(one if side == 'one' else two)[-1]:.3f} s/step", flush=True
-            )
-    m1, m2 = statistics.median(one), statistics.median(two)
+        names = list(configs) if i % 2 == 0 else list(configs)[::-1]
+        for name in names:
+            processes, threads = configs[name]
+            command = [sys.executable, script, "--worker", "minilm", "--steps", str(steps)]
+            command += ["--per-device", str(GLOBAL_BATCH // processes)]
+            if processes > 1:
+                command = [_mpiexec(), "-n", str(processes), *command]
+            times[name].append(_run(command, threads=threads)[0]["s_per_step"])
+            print(f"  round {i} {name}: {times[name][-1]:.3f} s/step", flush=True)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    one, two = medians["1 process x 2 threads"], medians["2 processes x 1 thread"]
     print(
-        f"MiniLM, global batch {GLOBAL_BATCH}: 1 process x 2 threads {m1:.3f} s/step, "
-        f"2 processes x 1 thread {m2:.3f} s/step, ratio {m2 / m1:.2f}"
+        f"MiniLM, global batch {GLOBAL_BATCH}: "
+        + ", ".join(f"{name} {m:.3f} s/step" for name, m in medians.items())
+        + f"; 2 processes / 1 process x 2 threads: {two / one:.2f}"
     )
     print(
         json.dumps(
             {
                 "workload": "minilm_finetune_global_batch_16",
-                "one_process_2_threads_s_per_step": m1,
-                "two_processes_1_thread_s_per_step": m2,
-                "ratio_2proc_over_1proc": m2 / m1,
+                "one_process_2_threads_s_per_step": one,
+                "two_processes_1_thread_s_per_step": two,
+                "one_process_1_thread_s_per_step": medians["1 process x 1 thread"],
+                "ratio_2proc_over_1proc_2threads": two / one,
             }
         )
     )

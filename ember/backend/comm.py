@@ -20,11 +20,15 @@ exception sends `failed <rank> <reason>` before exiting; a rank that is killed c
 reaches none within `FAILURE_GRACE_S`, the watchdog prints the error and ends the process. A
 process that ends after a failure skips `MPI_Finalize` (which would wait for the dead rank) and
 exits with status 1 (after unlinking the MPI library's shared-memory segments), so nothing
-hangs and nothing is left in /dev/shm. Ranks that finish normally say `bye` first. `ember
-launch` runs MPICH's mpiexec with `-disable-auto-cleanup` and each rank under a supervisor that
-turns a death by signal into an exit status, so the launcher does not kill the survivors before
-they report; under a plain `mpiexec` the launcher kills them itself at once (its message names
-the pid, not the rank).
+hangs and nothing is left in /dev/shm. A rank that ends normally says `bye` (relayed by rank
+0) and waits, watched, in a barrier on a communicator of its own for the others to end too
+(MPI_Finalize would wait unwatched, after Python's threads have stopped); a collective still
+waiting `LEFT_GRACE_S` after a rank said bye fails naming it (a rank that called sys.exit
+early): a healthy job never waits on a rank that has ended. `ember launch` runs MPICH's
+mpiexec with `-disable-auto-cleanup` and each rank under a supervisor that turns a death by
+signal into an exit status, so the launcher does not kill the survivors before they report;
+under a plain `mpiexec` the launcher kills them itself at once (its message names the pid, not
+the rank).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 1800.0  # PyTorch's default process-group timeout
 FAILURE_GRACE_S = 10.0  # Note [Rank failure]
+LEFT_GRACE_S = 5.0  # a collective still waiting this long after a rank said bye gives up
 
 
 class ReduceOp:
@@ -184,6 +189,7 @@ class ProcessGroup:
         self.size = comm.Get_size()
         self.timeout = float(timeout)
         self.watchdog: _Watchdog | None = None
+        self.exit_comm = None
 
     # ---------------------------------------------------------------- waiting
     def _test(self, requests, statuses=None) -> bool:
@@ -199,7 +205,14 @@ class ProcessGroup:
         if self.watchdog is not None and self.watchdog.failure is not None:
             raise DistributedError(f"{what}: {self.watchdog.failure}")
 
-    def wait(self, requests, what: str, timeout: float | None = None, statuses=None) -> None:
+    def wait(
+        self,
+        requests,
+        what: str,
+        timeout: float | None = None,
+        statuses=None,
+        check_departed: bool = True,
+    ) -> None:
         """Poll `requests` to completion (Note [Collective waits])."""
         limit = self.timeout if timeout is None else float(timeout)
         start = time.monotonic()
@@ -210,9 +223,16 @@ class ProcessGroup:
             if spins & 1023:
                 continue
             watchdog = self.watchdog
-            if watchdog is not None and watchdog.failure is not None:
-                raise DistributedError(f"{what} on rank {self.rank}: {watchdog.failure}")
             waited = time.monotonic() - start
+            if watchdog is not None:
+                if watchdog.failure is not None:
+                    raise DistributedError(f"{what} on rank {self.rank}: {watchdog.failure}")
+                if check_departed and watchdog.departed and waited > LEFT_GRACE_S:
+                    left = ", ".join(watchdog.describe(r) for r in sorted(watchdog.departed))
+                    raise DistributedError(
+                        f"{what} on rank {self.rank}: {left} ended its program (sys.exit, or "
+                        f"the end of its script) while this rank waits for it"
+                    )
             if waited > limit:
                 raise DistributedError(
                     f"{what} on rank {self.rank} of {self.size} did not complete within "
@@ -528,7 +548,7 @@ class _Watchdog:
     def _send_all(self, line: str, skip: int | None = None) -> None:
         data = (line.replace("\n", " ") + "\n").encode()
         for r, conn in list(self.peers.items()):
-            if r == skip or r in self.departed:
+            if r == skip:
                 continue
             try:
                 conn.sendall(data)
@@ -582,6 +602,10 @@ class _Watchdog:
         kind, _, rest = line.partition(" ")
         if kind == "bye":
             self.departed.add(sender)
+            if self.rank == 0:
+                self._send_all(f"left {sender}", skip=sender)
+        elif kind == "left":
+            self.departed.add(int(rest))
         elif kind == "failed":
             failed, _, reason = rest.partition(" ")
             self._set_failure(reason)
@@ -664,6 +688,7 @@ def init(backend: str = "mpi", timeout: float | None = None, watchdog: bool = Tr
     comm.Set_errhandler(MPI.ERRORS_RETURN)
     group = ProcessGroup(comm, DEFAULT_TIMEOUT_S if timeout is None else _seconds(timeout))
     if watchdog and group.size > 1:
+        group.exit_comm = comm.Dup()  # the end-of-program barrier's own (Note [Rank failure])
         group.watchdog = _Watchdog(group)  # its first allgather: every rank is past MPI_Init
         _unlink_shared_memory()  # Note [Rank failure]: the names only, the mappings stay
     _default = group
@@ -717,6 +742,21 @@ def _at_exit() -> None:
         dog.close(wait_s=FAILURE_GRACE_S + 5 if dog._own_exception else 0.5)
         _unlink_shared_memory()
         os._exit(1)
+    # A normal end. MPI_Finalize waits for every rank and runs after Python's threads have
+    # stopped, so wait here instead, watched: a rank that fails meanwhile ends this one too.
+    dog._send_all("bye")
+    try:
+        group.wait(
+            [group.exit_comm.Ibarrier()],
+            "the end of the program (waiting for the other ranks to end theirs)",
+            check_departed=False,
+        )
+    except DistributedError as e:
+        sys.stdout.flush()
+        sys.stderr.write(f"ember.distributed: {e}\n")
+        sys.stderr.flush()
+        _unlink_shared_memory()
+        os._exit(1)
     dog.close()
 
 
@@ -758,10 +798,12 @@ def destroy() -> None:
         group.barrier()
         group.watchdog.close()
     group.watchdog = None
-    try:
-        group.comm.Free()
-    except Exception:
-        pass
+    for comm in (group.comm, group.exit_comm):
+        try:
+            if comm is not None:
+                comm.Free()
+        except Exception:
+            pass
     _default = None
 
 

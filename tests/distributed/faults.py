@@ -1,8 +1,8 @@
 """A 2-rank training run in which one rank fails at step 5 (the fault tests' worker).
 
-`python faults.py OUT MODE RANK`: MODE "kill" (the rank SIGKILLs itself) or "raise" (its Python
-raises). Every rank writes its pid to OUT/pid.rank{r}; the survivors must end with an error
-naming the failed rank.
+`python faults.py OUT MODE RANK`: MODE "kill" (the rank SIGKILLs itself), "raise" (its Python
+raises) or "exit" (it calls sys.exit(3) mid-training). Every rank writes its pid to
+OUT/pid.rank{r}; the survivors must end with an error naming the failed rank.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main(out: str, mode: str, failing: int) -> None:
         if step == 5 and rank == failing:
             if mode == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if mode == "exit":
+                sys.exit(3)
             raise ValueError(f"boom at step {step}")
         x = ember.tensor(rng.normal(size=(4, 8)).astype(np.float32))
         y = ember.tensor(rng.integers(0, 2, size=4))

@@ -189,11 +189,11 @@ def test_distributed_sampler_matches_pytorch():
 
 # -------------------------------------------------------------------- faults
 @requires_mpi
-@pytest.mark.parametrize("mode", ["kill", "raise"])
+@pytest.mark.parametrize("mode", ["kill", "raise", "exit"])
 def test_a_failed_rank_ends_the_others_with_an_error_naming_it(tmp_path, mode):
-    """Rank 1 is SIGKILLed (or raises) at step 5 of a DDP run under `ember launch`: rank 0
-    ends within the timeout with a DistributedError naming rank 1, no rank is left running and
-    no MPI shared memory is left in /dev/shm."""
+    """Rank 1 is SIGKILLed (or raises, or calls sys.exit) at step 5 of a DDP run under `ember
+    launch`: rank 0 ends within the timeout with a DistributedError naming rank 1, no rank is
+    left running and no MPI shared memory is left in /dev/shm."""
     shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     code, output, seconds = _mpiexec(
         str(tmp_path),
@@ -208,8 +208,10 @@ def test_a_failed_rank_ends_the_others_with_an_error_naming_it(tmp_path, mode):
     assert "DistributedError: all_reduce on rank 0: rank 1 (host" in output, output[-3000:]
     if mode == "raise":
         assert "failed: ValueError: boom at step 5" in output
+    elif mode == "exit":
+        assert "rank 1 (host" in output and "ended its program (sys.exit" in output
     else:
-        assert "rank 1" in output and "killed" in output
+        assert "ended without a word" in output and "rank 1 (pid" in output
     assert "finished every step" not in output
     assert seconds < 60
     for rank in (0, 1):

@@ -10,6 +10,10 @@ and finished by `ProcessGroup.wait`, which polls `Testall` (spinning first, then
 briefly) instead of blocking inside MPI. Polling drives MPI's progress engine as fast as a
 blocking wait would, and lets the wait give up with a `DistributedError` when the watchdog
 reports a failed rank or the group's timeout passes, where a blocking `MPI_Wait` would hang.
+One exception: a blocking (`async_op=False`) allreduce or broadcast of `BLOCKING_MIN_BYTES`
+or more calls MPI's blocking collective, whose algorithms for large buffers are faster than
+the non-blocking ones (MPICH: a 100 MB allreduce ~5% faster); if a rank fails during it, the
+watchdog ends this process after `FAILURE_GRACE_S` with the error naming that rank.
 
 Note [Rank failure]: MPI itself does not say which rank died (MPICH's launcher kills the job and
 names a pid). At `init`, each rank opens a TCP connection to rank 0 (127.0.0.1 when all ranks
@@ -60,6 +64,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 1800.0  # PyTorch's default process-group timeout
 FAILURE_GRACE_S = 10.0  # Note [Rank failure]
+BLOCKING_MIN_BYTES = 1 << 20  # Note [Collective waits]
 LEFT_GRACE_S = 5.0  # a collective still waiting this long after a rank said bye gives up
 
 
@@ -242,6 +247,17 @@ class ProcessGroup:
             if waited > 2.0:  # a long wait (a slow rank): stop burning its core
                 time.sleep(0.001)
 
+    def _blocking(self, what: str, call, *args, **kwargs) -> None:
+        """A blocking MPI collective (Note [Collective waits])."""
+        watchdog = self.watchdog
+        if watchdog is not None and watchdog.failure is not None:
+            raise DistributedError(f"{what} on rank {self.rank}: {watchdog.failure}")
+        try:
+            call(*args, **kwargs)
+        except self.MPI.Exception as e:
+            self._raise_failure(f"{what} on rank {self.rank}")
+            raise DistributedError(f"{what} on rank {self.rank}: MPI error: {e}") from None
+
     def _done(self, requests, what: str, async_op: bool, then=None):
         work = Work(self, requests, what, then)
         if async_op:
@@ -300,6 +316,9 @@ class ProcessGroup:
         target, copy_back = _contiguous(array)
         if array.size == 0:
             return self._done([], what, async_op, then)
+        if not async_op and target.nbytes >= BLOCKING_MIN_BYTES:
+            self._blocking(what, self.comm.Allreduce, self.MPI.IN_PLACE, target, self._mpi_op(op))
+            return _chain(copy_back, then)() if (copy_back or then) else None
         request = self.comm.Iallreduce(self.MPI.IN_PLACE, target, self._mpi_op(op))
         return self._done([request], what, async_op, _chain(copy_back, then))
 
@@ -309,6 +328,9 @@ class ProcessGroup:
         src = self._check_rank(src, what, "src")
         self._buffer(array, what)
         target, copy_back = _contiguous(array)
+        if not async_op and target.nbytes >= BLOCKING_MIN_BYTES:
+            self._blocking(what, self.comm.Bcast, target, root=src)
+            return copy_back() if copy_back is not None else None
         request = self.comm.Ibcast(target, root=src)
         return self._done([request], what, async_op, copy_back)
 

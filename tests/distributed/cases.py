@@ -211,6 +211,11 @@ def run_collectives(out: str) -> None:
         got["recv_sender"] = np.array(sender)
         got["recv"] = t.numpy().copy()
         dist.isend(ember.tensor(base), dst=0).wait()
+    big = ember.tensor(np.arange(300_000, dtype=np.float64) * (rank + 1))  # 2.4 MB: blocking
+    dist.all_reduce(big, op=dist.ReduceOp.AVG)
+    got["all_reduce_big_avg"] = big.numpy().copy()
+    dist.broadcast(big, src=1)
+    got["broadcast_big"] = big.numpy()[:10].copy()
     objects = [None] * world
     dist.all_gather_object(objects, {"rank": rank})
     got["objects"] = np.array([o["rank"] for o in objects])

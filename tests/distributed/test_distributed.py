@@ -147,6 +147,10 @@ def test_collectives_equal_numpy(mpi_run):
     np.testing.assert_array_equal(r1["recv"], a)
     assert int(r1["recv_sender"]) == 0
     np.testing.assert_array_equal(r0["recv"], b)
+    big = np.arange(300_000, dtype=np.float64) * 1.5  # the blocking path for large buffers
+    for got in (r0, r1):
+        np.testing.assert_array_equal(got["all_reduce_big_avg"], big)
+        np.testing.assert_array_equal(got["broadcast_big"], big[:10])
     errors = _load(mpi_run, "collectives_errors", 0, "json")
     assert "src=5 is not a rank" in errors[0]
     assert "unknown reduce op 'median'" in errors[1]

@@ -116,6 +116,8 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
     fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source, name)
     flags = set(fastmath) if fastmath else False
     kernel = numba.njit(fastmath=flags, nogil=True, cache=on_disk, error_model="numpy")(fn)
+    if on_disk:
+        _rebuild_on_bad_machine_code(kernel, fn)
     _state["seconds"] += time.perf_counter() - start
     _cache[(source, name, disk)] = kernel
     return kernel
@@ -166,6 +168,28 @@ def _drop_machine_code(folder: str, stem: str) -> None:
             os.unlink(cached)
         except OSError:
             pass
+
+
+def _rebuild_on_bad_machine_code(kernel, fn) -> None:
+    """If numba's cached machine code for `kernel` cannot be loaded (damaged, or written by an
+    incompatible process), drop it and let numba compile afresh and save again, instead of
+    failing on every call until the files are deleted by hand (Note [Kernel cache checks])."""
+    import os
+
+    cache = getattr(kernel, "_cache", None)
+    load = getattr(cache, "load_overload", None)
+    if load is None:
+        return
+    folder, stem = os.path.split(os.path.splitext(fn.__code__.co_filename)[0])
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception:  # noqa: BLE001 - whatever the damaged cache raises: compile instead
+            _drop_machine_code(folder, stem)
+            return None
+
+    cache.load_overload = load_overload
 
 
 def _define(numba, source, name):

@@ -20,18 +20,22 @@ def cache_dir(tmp_path, monkeypatch):
     if not numba_kernels.available():
         pytest.skip("compiled kernels are switched off (EMBER_FAST_KERNELS=0)")
     yield tmp_path / "numba"
+    _forget()
+
+
+def _forget():
+    """Drop SOURCE's kernel from this process's caches (only its own module: other kernels'
+    dispatchers still need theirs)."""
     for key in [k for k in numba_kernels._cache if k[0] == SOURCE]:
         del numba_kernels._cache[key]
-    for name in [n for n in sys.modules if n.startswith("ember_numba_k3_")]:
-        del sys.modules[name]
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ember_numba_k3_") and getattr(module, "twice", None) is not None:
+            del sys.modules[name]
 
 
 def _fresh_kernel():
     """Compile SOURCE as a new process would (no in-memory caches)."""
-    for key in [k for k in numba_kernels._cache if k[0] == SOURCE]:
-        del numba_kernels._cache[key]
-    for name in [n for n in sys.modules if n.startswith("ember_numba_k3_")]:
-        del sys.modules[name]
+    _forget()
     return numba_kernels.jit_source(SOURCE, "twice")
 
 
@@ -56,6 +60,16 @@ def test_a_planted_entry_never_runs(cache_dir, tmp_path):
     entry.write_text(f"open({str(marker)!r}, 'w').close()\ndef twice(x):\n    return x * 3.0\n")
     assert _fresh_kernel()(np.float64(2.0)) == 4.0
     assert not marker.exists()
+
+
+def test_damaged_machine_code_is_dropped_and_recompiled(cache_dir):
+    assert _fresh_kernel()(np.float64(2.0)) == 4.0
+    cached = [p for p in (cache_dir / "__pycache__").iterdir() if p.suffix == ".nbc"]
+    assert cached
+    for path in cached:
+        path.write_bytes(b"not numba's data")
+    assert _fresh_kernel()(np.float64(5.0)) == 10.0  # recompiled, not an error
+    assert _fresh_kernel()(np.float64(1.5)) == 3.0  # and saved again in working order
 
 
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")

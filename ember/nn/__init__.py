@@ -156,6 +156,14 @@ from ember.nn.modules.loss import (
     SmoothL1Loss as SmoothL1Loss,
 )
 from ember.nn.modules.module import Module as Module
+from ember.nn.modules.rnn import GRU as GRU
+from ember.nn.modules.rnn import LSTM as LSTM
+from ember.nn.modules.rnn import RNN as RNN
+from ember.nn.modules.rnn import GRUCell as GRUCell
+from ember.nn.modules.rnn import LSTMCell as LSTMCell
+from ember.nn.modules.rnn import RNNBase as RNNBase
+from ember.nn.modules.rnn import RNNCell as RNNCell
+from ember.nn.modules.rnn import RNNCellBase as RNNCellBase
 from ember.nn.modules.transformer import (
     MultiheadAttention as MultiheadAttention,
 )

@@ -464,6 +464,100 @@ def _unary_np(name):
     return lambda x: getattr(np, name)(x)
 
 
+# --- recurrences (Note [Fused recurrence] in ember/ops/rnn.py) --------------------------------
+def _recurrence(mode, nonlinearity="tanh"):
+    """ember: one direction of one layer; output, then the final state(s), along dim 0."""
+    import ember.ops.rnn as R
+
+    def call(x, h0, *rest, reverse=False, lengths=None):
+        if mode == "LSTM":
+            y, h, c = R.lstm_layer(x, h0, *rest, reverse=reverse, lengths=lengths)
+            finals = [h, c]
+        elif mode == "GRU":
+            y, h = R.gru_layer(x, h0, *rest, reverse=reverse, lengths=lengths)
+            finals = [h]
+        else:
+            y, h = R.rnn_layer(
+                x, h0, *rest, nonlinearity=nonlinearity, reverse=reverse, lengths=lengths
+            )
+            finals = [h]
+        return S.cat([y] + [f.unsqueeze(0) for f in finals], 0)
+
+    return call
+
+
+def _recurrence_torch(mode, nonlinearity="tanh"):
+    """PyTorch: the same through torch.nn.LSTM/GRU/RNN with the given weights (a reversed
+    direction as the forward one over the time-flipped sequence)."""
+
+    def call(x, h0, *rest, reverse=False, lengths=None):
+        import torch
+
+        c0, weights = (rest[0], rest[1:]) if mode == "LSTM" else (None, rest)
+        kwargs = {"nonlinearity": nonlinearity} if mode == "RNN" else {}
+        module = getattr(torch.nn, mode)(x.shape[-1], h0.shape[-1], **kwargs).to(x.dtype)
+        names = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+        params = dict(zip(names, weights))
+        if reverse:
+            x = x.flip(0)
+        inp = x
+        if lengths is not None:
+            inp = torch.nn.utils.rnn.pack_padded_sequence(x, list(lengths), enforce_sorted=False)
+        hx = (h0[None], c0[None]) if mode == "LSTM" else h0[None]
+        out, finals = torch.func.functional_call(module, params, (inp, hx))
+        if lengths is not None:
+            out = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])[0]
+        if reverse:
+            out = out.flip(0)
+        finals = list(finals) if mode == "LSTM" else [finals]
+        return torch.cat([out] + finals, 0)
+
+    return call
+
+
+def _recurrence_samples(gates, cell=False):
+    def samples(rng):
+        T, B, F, H = 4, 3, 2, 3
+
+        def args(t=T):
+            state = [_r(rng, B, H) for _ in range(2 if cell else 1)]
+            w = [_r(rng, gates * H, F) * 0.5, _r(rng, gates * H, H) * 0.5]
+            return (_r(rng, t, B, F), *state, *w, _r(rng, gates * H), _r(rng, gates * H))
+
+        return [
+            Sample(args(), name="forward"),
+            Sample(args(), {"reverse": True}, name="reverse"),
+            Sample(args(), {"lengths": (2, 4, 1)}, name="lengths"),
+            Sample(args(1), name="one-step"),
+        ]
+
+    return samples
+
+
+def _recurrence_row(name, mode, gates, ops, nonlinearity="tanh"):
+    return OpRow(
+        name,
+        ops,
+        _recurrence(mode, nonlinearity),
+        _recurrence_samples(gates, cell=mode == "LSTM"),
+        _recurrence_torch(mode, nonlinearity),
+        atol=1e-5,
+        errors=(
+            ErrorCase(
+                (
+                    np.ones((4, 3, 2)),
+                    *[np.ones((2, 3))] * (2 if mode == "LSTM" else 1),
+                    np.ones((gates * 3, 2)),
+                    np.ones((gates * 3, 3)),
+                ),
+                {},
+                ShapeError,
+                "initial state must be",
+            ),
+        ),
+    )
+
+
 ROWS: list[OpRow] = [
     # --- elementwise unary
     _unary("neg", lambda x: -x, lambda x: -x, np.negative),
@@ -1575,6 +1669,10 @@ ROWS: list[OpRow] = [
         gradgrad=True,
         atol=1e-5,
     ),
+    _recurrence_row("lstm_layer", "LSTM", 4, ("lstm_recurrence", "lstm_recurrence_grad")),
+    _recurrence_row("gru_layer", "GRU", 3, ("gru_recurrence", "gru_recurrence_grad")),
+    _recurrence_row("rnn_tanh_layer", "RNN", 1, ("rnn_recurrence", "rnn_recurrence_grad")),
+    _recurrence_row("rnn_relu_layer", "RNN", 1, ("rnn_recurrence",), "relu"),
     # --- random (statistical checks; no gradients)
     OpRow(
         "uniform",

@@ -26,6 +26,7 @@ The gate order and formulas are PyTorch's: LSTM (i, f, g, o), GRU (r, z, n).
 from __future__ import annotations
 
 from ember._util.errors import ShapeError
+from ember.backend import rnn_kernels as _rnn_kernels
 from ember.ops import elementwise as E
 from ember.ops import shape as S
 from ember.ops.linalg import linear
@@ -534,3 +535,23 @@ def recurrent_layer_reference(
             outputs[t] = new[0]
         state = new
     return S.stack(outputs, 0), state
+
+
+# --- compiled kernels (ember/backend/rnn_kernels.py), each checked against the reference ------
+def _with_reference(fast, reference):
+    """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
+
+    def kernel(xp, *arrays, **attrs):
+        out = fast(*arrays, **attrs)
+        return reference(xp, *arrays, **attrs) if out is None else out
+
+    return kernel
+
+
+for _op, _fast, _ref in (
+    (LSTM_RECURRENCE, _rnn_kernels.lstm_forward, _lstm_forward),
+    (LSTM_GRAD, _rnn_kernels.lstm_grad, _lstm_grad),
+    (GRU_RECURRENCE, _rnn_kernels.gru_forward, _gru_forward),
+    (GRU_GRAD, _rnn_kernels.gru_grad, _gru_grad),
+):
+    _op.def_kernel("numpy")(_with_reference(_fast, _ref))

@@ -9,11 +9,14 @@ rtol=atol=1e-5 relative to the values' scale.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
 import ember
 import ember.nn as nn
+from ember.backend import numba_kernels
 from ember.nn.utils import rnn as rnn_utils
 from ember.ops import rnn as R
 
@@ -244,8 +247,17 @@ FUSED_ROWS = [
 ]
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("mode,reverse,lengths", FUSED_ROWS)
-def test_fused_recurrence_matches_decomposition(mode, reverse, lengths):
+def test_fused_recurrence_matches_decomposition(mode, reverse, lengths, compiled):
+    if compiled and not numba_kernels.available():
+        pytest.skip("numba is not installed: the compiled recurrence kernels are off")
+    context = contextlib.nullcontext() if compiled else numba_kernels.disable_for_tests()
+    with context:
+        _check_fused_against_decomposition(mode, reverse, lengths)
+
+
+def _check_fused_against_decomposition(mode, reverse, lengths):
     rng = np.random.default_rng(3)
     T, B, F, H = 5, 3, 4, 6
     gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
@@ -284,6 +296,46 @@ def test_fused_recurrence_matches_decomposition(mode, reverse, lengths):
         assert (a is None) == (b is None)
         if a is not None:
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_compiled_recurrence_kernels_match_numpy_reference_on_larger_shapes(mode, dtype):
+    from ember.backend import rnn_kernels as K
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed: the compiled recurrence kernels are off")
+    rng = np.random.default_rng(4)
+    T, B, H = 9, 7, 33
+    G = (4 if mode == "LSTM" else 3) * H
+    cast = lambda a: np.asarray(a, dtype=dtype)  # noqa: E731
+    x, w = cast(rng.standard_normal((T, B, G)) * 2), cast(rng.standard_normal((G, H)) * 0.3)
+    h0, c0, b = (
+        cast(rng.standard_normal((B, H))),
+        cast(rng.standard_normal((B, H))),
+        cast(rng.standard_normal(G)),
+    )
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for reverse in (False, True):
+        for lengths in (None, tuple(int(n) for n in rng.integers(1, T + 1, B))):
+            kw = {"reverse": reverse, "lengths": lengths}
+            if mode == "LSTM":
+                ours, ref = (
+                    K.lstm_forward(x, w, h0, c0, **kw),
+                    R._lstm_forward(np, x, w, h0, c0, **kw),
+                )
+                g = cast(rng.standard_normal(ref.shape))
+                d_ours = K.lstm_grad(g, ref, x, w, h0, c0, **kw)
+                d_ref = R._lstm_grad(np, g, ref, x, w, h0, c0, **kw)
+            else:
+                ours, ref = K.gru_forward(x, w, b, h0, **kw), R._gru_forward(np, x, w, b, h0, **kw)
+                g = cast(rng.standard_normal(ref.shape))
+                d_ours = K.gru_grad(g, ref, x, w, b, h0, **kw)
+                d_ref = R._gru_grad(np, g, ref, x, w, b, h0, **kw)
+            assert ours.dtype == ref.dtype == d_ours.dtype == d_ref.dtype == dtype
+            np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol)
+            scale = float(np.abs(d_ref).max())
+            np.testing.assert_allclose(d_ours, d_ref, rtol=tol, atol=tol * scale)
 
 
 def test_fused_recurrence_refuses_second_order_with_a_clear_error():

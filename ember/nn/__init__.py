@@ -11,6 +11,16 @@ from ember.nn import utils as utils
 from ember.nn.modules.activation import (
     ELU as ELU,
 )
+from ember.nn.modules.activation import CELU as CELU
+from ember.nn.modules.activation import SELU as SELU
+from ember.nn.modules.activation import Hardsigmoid as Hardsigmoid
+from ember.nn.modules.activation import Hardswish as Hardswish
+from ember.nn.modules.activation import Hardtanh as Hardtanh
+from ember.nn.modules.activation import LogSigmoid as LogSigmoid
+from ember.nn.modules.activation import Mish as Mish
+from ember.nn.modules.activation import ReLU6 as ReLU6
+from ember.nn.modules.activation import Softmin as Softmin
+from ember.nn.modules.activation import Softsign as Softsign
 from ember.nn.modules.activation import (
     GELU as GELU,
 )
@@ -92,6 +102,9 @@ from ember.nn.modules.layers import (
 from ember.nn.modules.layers import (
     Dropout as Dropout,
 )
+from ember.nn.modules.layers import Dropout1d as Dropout1d
+from ember.nn.modules.layers import Dropout2d as Dropout2d
+from ember.nn.modules.layers import Dropout3d as Dropout3d
 from ember.nn.modules.layers import (
     Embedding as Embedding,
 )

@@ -131,6 +131,39 @@ from ember.ops.nn import (
 from ember.ops.nn import (
     softplus as softplus,
 )
+from ember.ops.nn import (
+    hardsigmoid as hardsigmoid,
+)
+from ember.ops.nn import (
+    hardswish as hardswish,
+)
+from ember.ops.nn import (
+    softsign as softsign,
+)
+from ember.ops.nn import (
+    celu as celu,
+)
+from ember.ops.nn import (
+    selu as selu,
+)
+from ember.ops.nn import (
+    mish as mish,
+)
+from ember.ops.nn import (
+    softmin as softmin,
+)
+from ember.ops.nn import (
+    dropout1d as dropout1d,
+)
+from ember.ops.nn import (
+    dropout2d as dropout2d,
+)
+from ember.ops.nn import (
+    dropout3d as dropout3d,
+)
+from ember.ops.nn import (
+    feature_dropout as feature_dropout,
+)
 from ember.ops.elementwise import where
 from ember.ops.shape import embedding as _embedding
 from ember.ops.shape import (
@@ -207,6 +240,8 @@ def logsigmoid(input):
 
 
 def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12):
+    """input / max(||input||_p, eps) along dim (p=0 counts the nonzero entries, and like
+    PyTorch's 0-norm passes no gradient through the denominator)."""
     from ember.ops.elementwise import maximum
 
     norm = input.norm(p, dim, keepdim=True)

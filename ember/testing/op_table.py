@@ -1673,6 +1673,76 @@ ROWS: list[OpRow] = [
     _recurrence_row("gru_layer", "GRU", 3, ("gru_recurrence", "gru_recurrence_grad")),
     _recurrence_row("rnn_tanh_layer", "RNN", 1, ("rnn_recurrence", "rnn_recurrence_grad")),
     _recurrence_row("rnn_relu_layer", "RNN", 1, ("rnn_recurrence",), "relu"),
+    # --- activations (compositions)
+    OpRow(
+        "hardsigmoid",
+        ("clamp",),
+        lambda x: N.hardsigmoid(x * 4.0),
+        unary_samples(),
+        lambda x: _t("nn.functional.hardsigmoid")(x * 4.0),
+    ),
+    OpRow(
+        "hardswish",
+        ("clamp", "mul"),
+        lambda x: N.hardswish(x * 4.0),
+        unary_samples(),
+        lambda x: _t("nn.functional.hardswish")(x * 4.0),
+    ),
+    OpRow(
+        "softsign",
+        ("abs", "div"),
+        N.softsign,
+        unary_samples(),
+        lambda x: _t("nn.functional.softsign")(x),
+        lambda x: x / (1 + np.abs(x)),
+        gradgrad=True,
+    ),
+    OpRow(
+        "celu",
+        ("expm1", "where"),
+        lambda x, alpha=1.0: N.celu(x, alpha),
+        lambda rng: [Sample((_r(rng, 3, 4),)), Sample((_r(rng, 3, 4),), {"alpha": 0.5})],
+        lambda x, alpha=1.0: _t("nn.functional.celu")(x, alpha),
+        gradgrad=True,
+    ),
+    OpRow(
+        "selu",
+        ("expm1", "where"),
+        N.selu,
+        unary_samples(),
+        lambda x: _t("nn.functional.selu")(x),
+        gradgrad=True,
+    ),
+    OpRow(
+        "mish",
+        ("tanh", "log1p"),
+        N.mish,
+        unary_samples(edge=[-30.0, 0.0, 30.0]),
+        lambda x: _t("nn.functional.mish")(x),
+        gradgrad=True,
+    ),
+    OpRow(
+        "softmin",
+        ("exp", "sum"),
+        lambda x, dim: N.softmin(x, dim),
+        lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
+        lambda x, dim: _t("nn.functional.softmin")(x, dim),
+        gradgrad=True,
+    ),
+    OpRow(
+        "normalize",
+        ("sum", "div", "maximum"),
+        lambda x, **k: ember.nn.functional.normalize(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {"p": 2.0, "dim": 1}),
+            Sample((_r(rng, 3, 4),), {"p": 1.0, "dim": 0}),
+            # p=0 counts nonzeros: a finite difference at a zero entry changes the count
+            Sample(
+                (np.array([[0.0, 1.5, -2.0], [0.0, 0.0, 3.0]]),), {"p": 0.0, "dim": 1}, grad=False
+            ),
+        ],
+        lambda x, **k: _t("nn.functional.normalize")(x, **k),
+    ),
     # --- random (statistical checks; no gradients)
     OpRow(
         "uniform",

@@ -180,6 +180,11 @@ from ember.nn.modules.rnn import RNNCellBase as RNNCellBase
 from ember.nn.modules.transformer import (
     MultiheadAttention as MultiheadAttention,
 )
+from ember.nn.modules.transformer import Transformer as Transformer
+from ember.nn.modules.transformer import TransformerDecoder as TransformerDecoder
+from ember.nn.modules.transformer import (
+    TransformerDecoderLayer as TransformerDecoderLayer,
+)
 from ember.nn.modules.transformer import (
     TransformerEncoder as TransformerEncoder,
 )

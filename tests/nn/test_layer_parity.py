@@ -395,6 +395,30 @@ ROWS = [
         {"average_attn_weights": False},
     ),
     (
+        "decoder_layer_causal",
+        "TransformerDecoderLayer",
+        (8, 2, 16),
+        {"dropout": 0.0},
+        [f32(5, 3, 8), f32(6, 3, 8)],
+        "both",
+        {"tgt_mask": const(np.triu(np.full((5, 5), -np.inf, dtype=np.float32), 1))},
+    ),
+    (
+        "decoder_layer_norm_first_padding",
+        "TransformerDecoderLayer",
+        (8, 2, 16),
+        {"dropout": 0.0, "norm_first": True, "batch_first": True, "activation": "gelu"},
+        [f32(3, 5, 8), f32(3, 6, 8)],
+        "both",
+        {
+            "memory_key_padding_mask": const(
+                [[False] * 6, [False] * 4 + [True] * 2, [False] * 5 + [True]]
+            ),
+            "tgt_is_causal": True,
+            "tgt_mask": const(np.triu(np.full((5, 5), -np.inf, dtype=np.float32), 1)),
+        },
+    ),
+    (
         "encoder_layer",
         "TransformerEncoderLayer",
         (8, 2, 16),
@@ -571,6 +595,7 @@ def test_every_listed_layer_has_a_row():
         "ELU",
         "MultiheadAttention",
         "TransformerEncoderLayer",
+        "TransformerDecoderLayer",
         "CrossEntropyLoss",
         "NLLLoss",
         "MSELoss",
@@ -617,3 +642,54 @@ def test_transformer_encoder_matches_pytorch(norm_first):
             )
         t_enc.zero_grad()
         e_enc.zero_grad()
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_full_transformer_matches_pytorch(batch_first):
+    torch.manual_seed(0)
+    kwargs = dict(
+        d_model=8,
+        nhead=2,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=16,
+        dropout=0.0,
+        batch_first=batch_first,
+    )
+    t_model = torch.nn.Transformer(**kwargs)
+    e_model = nn.Transformer(**kwargs)
+    assert list(e_model.state_dict()) == list(t_model.state_dict())
+    _load_torch_weights(e_model, t_model)
+    rng = np.random.default_rng(1)
+    src = rng.standard_normal((2, 6, 8) if batch_first else (6, 2, 8)).astype(np.float32)
+    tgt = rng.standard_normal((2, 4, 8) if batch_first else (4, 2, 8)).astype(np.float32)
+    t_mask = torch.nn.Transformer.generate_square_subsequent_mask(4)
+    e_mask = nn.Transformer.generate_square_subsequent_mask(4)
+    np.testing.assert_array_equal(_as_numpy(e_mask), t_mask.numpy())
+    pad = np.array([[False] * 6, [False] * 4 + [True] * 2])
+    t_src, e_src = torch.tensor(src, requires_grad=True), ember.tensor(src, requires_grad=True)
+    t_out = t_model(
+        t_src,
+        torch.tensor(tgt),
+        tgt_mask=t_mask,
+        src_key_padding_mask=torch.tensor(pad),
+        memory_key_padding_mask=torch.tensor(pad),
+    )
+    e_out = e_model(
+        e_src,
+        ember.tensor(tgt),
+        tgt_mask=e_mask,
+        src_key_padding_mask=ember.tensor(pad),
+        memory_key_padding_mask=ember.tensor(pad),
+    )
+    np.testing.assert_allclose(_as_numpy(e_out), _as_numpy(t_out), rtol=RTOL, atol=ATOL)
+    t_out.pow(2).sum().backward()
+    e_out.pow(2).sum().backward()
+    np.testing.assert_allclose(_as_numpy(e_src.grad), t_src.grad.numpy(), rtol=RTOL, atol=ATOL)
+    t_params = dict(t_model.named_parameters())
+    for key, p in e_model.named_parameters():
+        np.testing.assert_allclose(
+            _as_numpy(p.grad), t_params[key].grad.numpy(), rtol=RTOL, atol=1e-4, err_msg=key
+        )
+    with pytest.raises(ValueError, match="batch number of src and tgt"):
+        e_model(ember.tensor(src), ember.tensor(tgt[:1] if batch_first else tgt[:, :1]))

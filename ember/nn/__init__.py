@@ -99,6 +99,15 @@ from ember.nn.modules.layers import (
 from ember.nn.modules.layers import (
     Conv2d as Conv2d,
 )
+from ember.nn.modules.layers import Conv3d as Conv3d
+from ember.nn.modules.layers import ConvTranspose1d as ConvTranspose1d
+from ember.nn.modules.layers import ConvTranspose2d as ConvTranspose2d
+from ember.nn.modules.layers import ConvTranspose3d as ConvTranspose3d
+from ember.nn.modules.layers import Fold as Fold
+from ember.nn.modules.layers import Unfold as Unfold
+from ember.nn.modules.layers import Upsample as Upsample
+from ember.nn.modules.layers import UpsamplingBilinear2d as UpsamplingBilinear2d
+from ember.nn.modules.layers import UpsamplingNearest2d as UpsamplingNearest2d
 from ember.nn.modules.layers import (
     Dropout as Dropout,
 )

@@ -40,6 +40,12 @@ from ember.ops.conv import (
 from ember.ops.conv import (
     conv2d as conv2d,
 )
+from ember.ops.conv import conv3d as conv3d
+from ember.ops.conv import conv_transpose1d as conv_transpose1d
+from ember.ops.conv import conv_transpose2d as conv_transpose2d
+from ember.ops.conv import conv_transpose3d as conv_transpose3d
+from ember.ops.conv import fold as fold
+from ember.ops.conv import unfold as unfold
 from ember.ops.conv import (
     max_pool1d as max_pool1d,
 )
@@ -67,6 +73,10 @@ from ember.ops.elementwise import (
 from ember.ops.elementwise import (
     tanh as tanh,
 )
+from ember.ops.interpolate import interpolate as interpolate
+from ember.ops.interpolate import upsample as upsample
+from ember.ops.interpolate import upsample_bilinear as upsample_bilinear
+from ember.ops.interpolate import upsample_nearest as upsample_nearest
 from ember.ops.linalg import linear as linear
 from ember.ops.nn import (
     batch_norm as batch_norm,

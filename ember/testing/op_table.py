@@ -1743,6 +1743,86 @@ ROWS: list[OpRow] = [
         ],
         lambda x, **k: _t("nn.functional.normalize")(x, **k),
     ),
+    # --- transposed / 3-D convolutions, unfold, fold, interpolate (compositions)
+    OpRow(
+        "conv_transpose2d",
+        ("conv2d_input_grad",),
+        lambda x, w, b, **k: C.conv_transpose2d(x, w, b, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 4, 3, 4), _r(rng, 4, 3, 3, 2), _r(rng, 3)), {"stride": 2}),
+            Sample(
+                (_r(rng, 1, 4, 3, 3), _r(rng, 4, 1, 2, 2), _r(rng, 2)),
+                {"stride": (2, 1), "padding": 1, "output_padding": (1, 0), "groups": 2},
+                name="groups",
+            ),
+        ],
+        lambda x, w, b, **k: _t("nn.functional.conv_transpose2d")(x, w, b, **k),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "conv3d",
+        ("conv2d",),
+        lambda x, w, b, **k: C.conv3d(x, w, b, **k),
+        lambda rng: [
+            Sample(
+                (_r(rng, 1, 2, 4, 3, 4), _r(rng, 3, 2, 2, 2, 3), _r(rng, 3)),
+                {"stride": (2, 1, 1), "padding": (1, 0, 1)},
+            )
+        ],
+        lambda x, w, b, **k: _t("nn.functional.conv3d")(x, w, b, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "conv_transpose3d",
+        ("conv2d_input_grad", "pad"),
+        lambda x, w, b, **k: C.conv_transpose3d(x, w, b, **k),
+        lambda rng: [
+            Sample(
+                (_r(rng, 1, 2, 2, 3, 2), _r(rng, 2, 2, 2, 2, 2), _r(rng, 2)),
+                {"stride": (2, 1, 2), "padding": (1, 0, 0), "output_padding": (1, 0, 1)},
+            )
+        ],
+        lambda x, w, b, **k: _t("nn.functional.conv_transpose3d")(x, w, b, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "unfold_fold",
+        ("conv2d", "conv2d_input_grad"),
+        lambda x: C.fold(
+            C.unfold(x, (2, 3), padding=1, stride=(2, 1)) * 1.5,
+            (4, 5),
+            (2, 3),
+            padding=1,
+            stride=(2, 1),
+        ),
+        lambda rng: [Sample((_r(rng, 2, 3, 4, 5),))],
+        lambda x: _t("nn.functional.fold")(
+            _t("nn.functional.unfold")(x, (2, 3), padding=1, stride=(2, 1)) * 1.5,
+            (4, 5),
+            (2, 3),
+            padding=1,
+            stride=(2, 1),
+        ),
+        gradgrad=True,
+    ),
+    OpRow(
+        "interpolate",
+        ("matmul",),
+        lambda x, **k: ember.nn.functional.interpolate(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 1, 2, 3, 4),), {"scale_factor": 2, "mode": "nearest"}),
+            Sample((_r(rng, 1, 2, 3, 4),), {"size": (5, 3), "mode": "bilinear"}),
+            Sample(
+                (_r(rng, 1, 2, 4, 4),),
+                {"size": (6, 7), "mode": "bicubic", "align_corners": True},
+                name="bicubic",
+            ),
+            Sample((_r(rng, 2, 3, 5),), {"scale_factor": 1.5, "mode": "linear"}, name="1d"),
+        ],
+        lambda x, **k: _t("nn.functional.interpolate")(x, **k),
+        gradgrad=True,
+    ),
     # --- random (statistical checks; no gradients)
     OpRow(
         "uniform",

@@ -4,8 +4,9 @@ The reference forwards and gradients in `ember.ops.rnn` (NumPy, about a dozen ar
 time step, each on strided gate slices) are the spec. Here each time step is one NumPy GEMM
 for h W_hh^T (BLAS does that best) and one compiled loop (numba, the `fast` extra) for all of
 the step's pointwise work: gate activations, the cell update, the masking of finished rows,
-and in the backward pass the gate gradients and the carried state gradients. Activations are
-recomputed in the backward pass from the gates, which one GEMM over all steps rebuilds.
+and in the backward pass the gate gradients and the carried state gradients. The LSTM's
+forward keeps its gate activations in its output for the backward pass; the GRU's backward
+rebuilds its gates with one GEMM over all steps.
 Without numba (or with EMBER_NO_NUMBA=1 / EMBER_FAST_KERNELS=0) each function returns None
 and the op runs its reference. tests/ops/test_kernels.py checks them against the references.
 """
@@ -22,19 +23,27 @@ _SOURCES = {
     # step's whole gate block gives every activation (NumPy's tanh is SIMD; a compiled scalar
     # loop calls libm once per element and is ~10x slower); the loops here only combine.
     # LSTM, part 1: c = f c_prev + i g from the activated gates a (i, f, o as 0.5 a + 0.5)
+    # (acts_out: the gate activations i, f, g, o kept for the backward pass; 0 where masked)
     "lstm_cell": """\
-def lstm_cell(a, c_prev, active, c_out):
+def lstm_cell(a, c_prev, active, c_out, acts_out):
     B, G = a.shape
     H = G // 4
     for b in range(B):
         if not active[b]:
             for j in range(H):
                 c_out[b, j] = c_prev[b, j]
+            for j in range(G):
+                acts_out[b, j] = 0.0
             continue
         for j in range(H):
             i = 0.5 * a[b, j] + 0.5
             f = 0.5 * a[b, H + j] + 0.5
-            c_out[b, j] = f * c_prev[b, j] + i * a[b, 2 * H + j]
+            g = a[b, 2 * H + j]
+            c_out[b, j] = f * c_prev[b, j] + i * g
+            acts_out[b, j] = i
+            acts_out[b, H + j] = f
+            acts_out[b, 2 * H + j] = g
+            acts_out[b, 3 * H + j] = 0.5 * a[b, 3 * H + j] + 0.5
 """,
     # LSTM, part 2: h = o tanh(c)
     "lstm_hidden": """\
@@ -52,8 +61,8 @@ def lstm_hidden(a, tanh_c, h_prev, active, h_out):
     # one step back: dh, dc carry the state gradients in and out; dh leaves holding only the
     # carried part (the caller adds d_gates W_hh)
     "lstm_step_grad": """\
-def lstm_step_grad(a, tanh_c, c_prev, g_t, active, dh, dc, d_gates):
-    B, G = a.shape
+def lstm_step_grad(acts, tanh_c, c_prev, g_t, active, dh, dc, d_gates):
+    B, G = acts.shape
     H = G // 4
     for b in range(B):
         if not active[b]:
@@ -66,10 +75,10 @@ def lstm_step_grad(a, tanh_c, c_prev, g_t, active, dh, dc, d_gates):
                 d_gates[b, 3 * H + j] = 0.0
             continue
         for j in range(H):
-            i = 0.5 * a[b, j] + 0.5
-            f = 0.5 * a[b, H + j] + 0.5
-            g = a[b, 2 * H + j]
-            o = 0.5 * a[b, 3 * H + j] + 0.5
+            i = acts[b, j]
+            f = acts[b, H + j]
+            g = acts[b, 2 * H + j]
+            o = acts[b, 3 * H + j]
             tc = tanh_c[b, j]
             dh_t = g_t[b, j] + dh[b, j]
             dca = g_t[b, H + j] + dc[b, j] + dh_t * o * (1.0 - tc * tc)
@@ -190,7 +199,7 @@ def lstm_forward(xproj, w_hh, h0, c0, reverse=False, lengths=None):
     scale = _halves(G, H, xproj.dtype, (0, 1, 3))
     x_scaled = xproj * scale
     w_t = np.ascontiguousarray(w_hh.T * scale)
-    out = np.empty((T, B, 2 * H), dtype=xproj.dtype)
+    out = np.empty((T, B, 6 * H), dtype=xproj.dtype)
     active = _active(T, B, lengths)
     h, c = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     a = np.empty((B, G), dtype=xproj.dtype)
@@ -199,8 +208,8 @@ def lstm_forward(xproj, w_hh, h0, c0, reverse=False, lengths=None):
         np.matmul(h, w_t, out=a)
         a += x_scaled[t]
         np.tanh(a, out=a)
-        c_new = out[t, :, H:]
-        cell(a, c, active[t], c_new)
+        c_new = out[t, :, H : 2 * H]
+        cell(a, c, active[t], c_new, out[t, :, 2 * H :])
         np.tanh(c_new, out=tanh_c)
         hidden(a, tanh_c, h, active[t], out[t, :, :H])
         h, c = out[t, :, :H], c_new
@@ -213,15 +222,11 @@ def lstm_grad(g_out, out, xproj, w_hh, h0, c0, reverse=False, lengths=None):
         return None
     T, B, G = xproj.shape
     H = G // 4
-    scale = _halves(G, H, xproj.dtype, (0, 1, 3))
     h_prev = _previous(out[:, :, :H], h0, reverse)
-    c_prev = _previous(out[:, :, H:], c0, reverse)
-    a = np.matmul(h_prev.reshape(-1, H), w_hh.T).reshape(T, B, G)
-    a += xproj
-    a *= scale
-    np.tanh(a, out=a)
+    c_prev = _previous(out[:, :, H : 2 * H], c0, reverse)
+    acts = out[:, :, 2 * H :]
     # an active step's own cell is the state it leaves (inactive steps get no gate gradient)
-    tanh_c = np.tanh(out[:, :, H:])
+    tanh_c = np.tanh(out[:, :, H : 2 * H])
     active = _active(T, B, lengths)
     g_out = np.ascontiguousarray(g_out)
     d_gates = np.empty((T, B, G), dtype=xproj.dtype)
@@ -229,7 +234,7 @@ def lstm_grad(g_out, out, xproj, w_hh, h0, c0, reverse=False, lengths=None):
     dc = np.zeros((B, H), dtype=xproj.dtype)
     step = np.empty((B, H), dtype=xproj.dtype)
     for t in _steps(T, not reverse):
-        kernel(a[t], tanh_c[t], c_prev[t], g_out[t], active[t], dh, dc, d_gates[t])
+        kernel(acts[t], tanh_c[t], c_prev[t], g_out[t], active[t], dh, dc, d_gates[t])
         np.matmul(d_gates[t], w_hh, out=step)
         dh += step
     d_w = np.matmul(d_gates.reshape(-1, G).T, h_prev.reshape(-1, H))

@@ -13,8 +13,10 @@ time in reverse), with the weight gradient as one GEMM over all steps. Layout:
 - attributes: `reverse` (run t = T-1 .. 0) and `lengths` (None, or one length per batch row:
   a row takes part in step t only while t < length, else its state is carried and its output
   is masked by the caller; a reversed row starts at its own last step from the initial state);
-- output: each step's state after the step, (T, B, H) (LSTM: (T, B, 2H) holding [h_t, c_t]),
-  so h_n and c_n are slices of it (the last step run, carried states included).
+- output: each step's state after the step, (T, B, H), so h_n (and c_n) are slices of it (the
+  last step run, carried states included). The LSTM's is (T, B, 6H): [h_t, c_t, i, f, g, o],
+  the step's gate activations kept for the backward pass (0 where a row is masked), which
+  then needs no GEMM to rebuild them.
 The gradient ops return every input gradient flattened and concatenated in input order (one
 array; the VJP slices it), and are not differentiable again (their VJP raises
 NotImplementedError, never a silent zero): a second-order gradient through a recurrence uses
@@ -74,7 +76,7 @@ def _previous(xp, states, first, reverse):
 def _lstm_forward(xp, xproj, w_hh, h0, c0, reverse=False, lengths=None):
     T, B, G = xproj.shape
     H = G // 4
-    out = xp.empty((T, B, 2 * H), dtype=xproj.dtype)
+    out = xp.empty((T, B, 6 * H), dtype=xproj.dtype)
     masks = _masks(xp, T, B, lengths, xproj.dtype)
     w_t = w_hh.T
     h, c = h0, c0
@@ -86,12 +88,15 @@ def _lstm_forward(xp, xproj, w_hh, h0, c0, reverse=False, lengths=None):
         o = _sigmoid(xp, gates[:, 3 * H :])
         c_new = f * c + i * g
         h_new = o * xp.tanh(c_new)
+        acts = xp.concatenate([i, f, g, o], axis=1)
         if masks is not None:
             h_new = xp.where(masks[t], h_new, h)
             c_new = xp.where(masks[t], c_new, c)
+            acts = xp.where(masks[t], acts, 0)
         h, c = h_new, c_new
         out[t, :, :H] = h
-        out[t, :, H:] = c
+        out[t, :, H : 2 * H] = c
+        out[t, :, 2 * H :] = acts
     return out
 
 
@@ -99,21 +104,17 @@ def _lstm_grad(xp, g_out, out, xproj, w_hh, h0, c0, reverse=False, lengths=None)
     T, B, G = xproj.shape
     H = G // 4
     h_prev = _previous(xp, out[:, :, :H], h0, reverse)
-    c_prev = _previous(xp, out[:, :, H:], c0, reverse)
-    gates = xproj + h_prev @ w_hh.T
-    i = _sigmoid(xp, gates[..., :H])
-    f = _sigmoid(xp, gates[..., H : 2 * H])
-    g = xp.tanh(gates[..., 2 * H : 3 * H])
-    o = _sigmoid(xp, gates[..., 3 * H :])
-    # the step's own cell (before masking): c = f c_prev + i g
-    tanh_c = xp.tanh(f * c_prev + i * g)
+    c_prev = _previous(xp, out[:, :, H : 2 * H], c0, reverse)
+    i, f, g, o = (out[..., (2 + k) * H : (3 + k) * H] for k in range(4))
+    # an active step's own cell is the state it leaves (inactive steps get no gate gradient)
+    tanh_c = xp.tanh(out[..., H : 2 * H])
     masks = _masks(xp, T, B, lengths, xproj.dtype)
-    d_gates = xp.zeros_like(gates)
+    d_gates = xp.zeros_like(xproj)
     dh = xp.zeros_like(h0)
     dc = xp.zeros_like(c0)
     for t in _steps(T, not reverse):
         dh_t = g_out[t, :, :H] + dh
-        dc_t = g_out[t, :, H:] + dc
+        dc_t = g_out[t, :, H : 2 * H] + dc
         d_o = dh_t * tanh_c[t]
         dc_all = dc_t + dh_t * o[t] * (1 - tanh_c[t] * tanh_c[t])
         dg = d_gates[t]
@@ -247,7 +248,7 @@ def _check(name, gates, xproj, w_hh, states, lengths):
 
 def _lstm_shape(xproj, w_hh, h0, c0, reverse=False, lengths=None):
     T, B, H = _check("lstm_recurrence", 4, xproj, w_hh, (h0, c0), lengths)
-    return (T, B, 2 * H)
+    return (T, B, 6 * H)
 
 
 def _gru_shape(xproj, w_hh, b_hh, h0, reverse=False, lengths=None):
@@ -332,7 +333,8 @@ LSTM_RECURRENCE = defop(
     dtype=lambda x, *rest, **a: x,
     promote="common",
     save_output=True,
-    doc="The LSTM recurrence over a projected sequence: each step's [h, c]" + _FUSED_DOC,
+    doc="The LSTM recurrence over a projected sequence: each step's [h, c, gate activations]"
+    + _FUSED_DOC,
 )
 LSTM_GRAD = defop(
     "lstm_recurrence_grad",
@@ -431,7 +433,7 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     xproj = linear(x, w_ih, _bias(b_ih, b_hh)).unsqueeze(0)
     out = apply(LSTM_RECURRENCE, xproj, w_hh, h, c)[0]
     H = h.shape[-1]
-    return out[:, :H], out[:, H:]
+    return out[:, :H], out[:, H : 2 * H]
 
 
 def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
@@ -477,7 +479,7 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengt
     y = out[..., :H]
     if lengths is not None:
         y = y * _mask(x, lengths)
-    return y, last[:, :H], last[:, H:]
+    return y, last[:, :H], last[:, H : 2 * H]
 
 
 def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None):

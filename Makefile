@@ -29,6 +29,7 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 demo: $(VENV)/.base
 	$(PY) examples/seed/tour.py
 	$(PY) examples/hostile_files.py
+	$(PY) examples/rnn_mnist.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 
 demo-data: $(VENV)/.base

@@ -382,8 +382,7 @@ def norm(x, p=2, dim=None, keepdim=False):
     if p == float("-inf"):
         return abs_(x).amin(dim, keepdim)
     if p == 0:
-        # the count of non-zeros; differentiable with gradient 0, as in torch
-        return where(x != 0, abs_(x) ** 0, 0.0).sum(dim, keepdim)
+        return (x != 0).to(x.dtype).sum(dim, keepdim)  # the count: no gradient, as torch
     total = (abs_(x) ** p).sum(dim, keepdim)
     nonzero = total != 0
     return where(nonzero, where(nonzero, total, 1.0) ** (1.0 / p), 0.0)

@@ -201,7 +201,16 @@ class _Decoder:
         key = (name, as_numpy)
         if key not in self._made:
             array = self._get_array(name)
-            self._made[key] = array if as_numpy else from_numpy(array, self._framework)
+            if as_numpy:
+                self._made[key] = array
+            else:
+                try:
+                    self._made[key] = from_numpy(array, self._framework)
+                except TypeError as error:  # a dtype ember lacks (uint16, uint32, uint64)
+                    raise TypeError(
+                        f"ember.load: {self._source!r}: tensor {name!r}: {error}; pass "
+                        "framework='np' to get the NumPy array"
+                    ) from None
         return self._made[key]
 
     def decode(self, node):

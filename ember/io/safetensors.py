@@ -293,13 +293,24 @@ def _decode(buffer, code: str, shape, begin: int, end: int, base: int) -> np.nda
     return array
 
 
+def _wrap(array: np.ndarray, framework: str, source: str, name: str):
+    """from_numpy, with an error naming the file and tensor for a dtype ember lacks (U16...)."""
+    try:
+        return from_numpy(array, framework)
+    except TypeError as error:
+        raise TypeError(
+            f"{source}: tensor {name!r}: {error}; read it with framework='np' to get the "
+            "NumPy array"
+        ) from None
+
+
 def deserialize(data: bytes, framework: str = "ember") -> dict:
     """Tensors from safetensors bytes: name -> ember Tensor (or NumPy array for 'np')."""
     source = "ember.io.deserialize"
     length = _read_header_length(data[:8], len(data), source)
     entries, _ = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, source)
     return {
-        name: from_numpy(_decode(data, *entry, base=8 + length), framework)
+        name: _wrap(_decode(data, *entry, base=8 + length), framework, source, name)
         for name, entry in entries.items()
     }
 
@@ -350,9 +361,10 @@ class safe_open:
         if self._map is None:
             raise ValueError(f"{self._source} is closed")
         array = _decode(self._map, *self._entry(name), base=self._base)
+        tensor = _wrap(array, self.framework, self._source, name)
         if self.device not in ("cpu", None) and self.framework not in ("np", "numpy"):
-            return from_numpy(array, self.framework).to(self.device)
-        return from_numpy(array, self.framework)
+            return tensor.to(self.device)
+        return tensor
 
     def get_slice(self, name: str) -> _LazySlice:
         """A handle whose `[...]` reads only the indexed part, e.g. one shard of a weight."""
@@ -410,7 +422,7 @@ class _LazySlice:
             del view
         if code == "BF16":
             part = (part.astype(np.uint32) << 16).view(np.float32)
-        return from_numpy(np.asarray(part), handle.framework)
+        return _wrap(np.asarray(part), handle.framework, handle._source, self._name)
 
 
 def load_file(filename: str | os.PathLike, framework: str = "ember", device: str = "cpu") -> dict:

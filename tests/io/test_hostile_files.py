@@ -220,3 +220,16 @@ def test_safe_open_does_not_mask_the_real_error(tmp_path):
             view = np.frombuffer(handle._map, np.uint8)  # a live export of the map
             assert view.size
             raise ZeroDivisionError
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_unsigned_dtypes_ember_lacks_are_named_with_file_and_tensor(tmp_path, dtype):
+    from ember.io import load_file, save_file
+
+    path = str(tmp_path / "unsigned.safetensors")
+    save_file({"ids": np.arange(3, dtype=dtype)}, path)
+    for read in (load_file, load):
+        with pytest.raises(TypeError, match=r"unsigned.safetensors.*'ids'.*framework='np'"):
+            read(path)
+    assert load_file(path, framework="np")["ids"].dtype == dtype
+    assert load(path, framework="np")["ids"].dtype == dtype

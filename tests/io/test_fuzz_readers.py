@@ -6,6 +6,18 @@ OSError, the pickle refusals) whose message names the file; anything else (KeyEr
 TypeError, struct.error, UnicodeDecodeError, RecursionError, MemoryError...), a message that
 does not name the file, a run longer than the deadline, or a peak allocation above
 `MAX_PEAK_BYTES` fails. Bounded: a few hundred cases per reader, ~20 s in all.
+
+Case counts at the default 150 examples (derandomized, so the same every run; the module
+prints them with `-s`), accepted / refused with a named error:
+    safetensors (bytes) 150: 5 / 145       safetensors (header) 150: 0 / 150
+    checkpoint (bytes) 150: 9 / 141        checkpoint (tree) 150: 54 / 96
+    checkpoint (nesting) 30                image decoders 150: 0 / 150 (JPEG, PNG, GIF, BMP)
+    tokenizer (bytes) 150: 54 / 96         tokenizer (fields) 150: 61 / 89
+    config.json (bytes) 150: 6 / 144       config.json (fields) 150: 25 / 125
+Before the fixes of issue 19 they found: RecursionError from deep JSON, TypeError and
+binascii errors from malformed checkpoint trees, int64 wrap-around in shape products, Pillow
+errors other than OSError, AttributeError/TypeError from non-string config and tokenizer
+fields, and config values refused by the model or tokenizer without the file's name.
 """
 
 import io

@@ -431,7 +431,8 @@ def export(
         >>> prog = ember.export(lin, (ember.ones(4, 3),))
         >>> prog.signature["inputs"]
         [{'name': 'x', 'dtype': 'float32', 'shape': [-1, 3]}]
-        >>> bool(np.allclose(prog(ember.ones(5, 3)).numpy(), lin(ember.ones(5, 3)).detach().numpy()))
+        >>> x = ember.ones(5, 3)
+        >>> bool(np.allclose(prog(x).numpy(), lin(x).detach().numpy()))
         True
     """
     import inspect
@@ -680,7 +681,8 @@ class ExportedProgram:
                 if symbol is None:
                     if want != got:
                         raise ValueError(
-                            f"input {n!r}: expected shape {shape}, got {list(array.shape)} (dim {axis})"
+                            f"input {n!r}: expected shape {shape}, got "
+                            f"{list(array.shape)} (dim {axis})"
                         )
                     continue
                 if got < 1:
@@ -780,7 +782,8 @@ class ExportedProgram:
         if args:
             if len(args) != len(self.input_names):
                 raise TypeError(
-                    f"{self.name}: expected {len(self.input_names)} inputs {self.input_names}, got {len(args)}"
+                    f"{self.name}: expected {len(self.input_names)} inputs "
+                    f"{self.input_names}, got {len(args)}"
                 )
             kwargs = dict(zip(self.input_names, args))
         feeds = {
@@ -864,7 +867,8 @@ def load_exported(folder: str | os.PathLike) -> ExportedProgram:
         raise ExportError(f"load_exported: {folder}: malformed JSON ({e})") from None
     if signature.get("format") != FORMAT:
         raise ExportError(
-            f"load_exported: {files[SIGNATURE_FILE]} format is {signature.get('format')!r}, expected {FORMAT!r}"
+            f"load_exported: {files[SIGNATURE_FILE]} format is "
+            f"{signature.get('format')!r}, expected {FORMAT!r}"
         )
     if signature.get("version", 0) > VERSION:
         raise ExportError(

@@ -4,6 +4,7 @@ lay them out on disk.
 Note [Model repository]: `ember serve PATH` accepts
 - a model folder (an exported program, or an HF folder with config.json): one model, named
   after the folder (or `--model-name`), version 1;
+- a model's folder of versions `PATH/<version>/` (with its optional serving.json): one model;
 - a repository `ROOT/<model>/<version>/...` with integer versions (TF Serving's layout), or
   `ROOT/<model>/` holding a model folder directly (version 1). An optional
   `ROOT/<model>/serving.json` sets the version policy and labels, in TF Serving's words:
@@ -12,8 +13,8 @@ Note [Model repository]: `ember serve PATH` accepts
   "task": "...", "max_batch_size": 8}. The default policy is the latest version only.
 Requests address models by name only through the table built here at start-up: a request's
 path never reaches the filesystem, so no name can escape ROOT. Model names are letters,
-digits, `_`, `-` and `.` (not starting with `.`); folders that resolve outside ROOT (links)
-are skipped with a warning.
+digits, `_`, `-` and `.` (not starting with `.`); other folders are skipped with a warning.
+Links in ROOT are the operator's choice and are followed (as Triton does).
 """
 
 from __future__ import annotations
@@ -42,11 +43,6 @@ class ModelSpec:
     @property
     def latest(self) -> str:
         return max(self.versions, key=int)
-
-
-def _inside(root: str, path: str) -> bool:
-    real_root = os.path.realpath(root)
-    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
 
 
 def _policy(options: dict, available: list, where: str) -> list:
@@ -87,12 +83,18 @@ class ModelRepository:
             self._check_name(name, "--model-name")
             self.models[name] = ModelSpec(name, {"1": self.path}, {}, {})
             return
+        single = self._scan(model_name or os.path.basename(self.path.rstrip(os.sep)), self.path)
+        if single is not None and not folder_kind(self.path):
+            # PATH/<version>/ folders: one model with versions
+            self._check_name(single.name, "--model-name")
+            self.models[single.name] = single
+            return
         for entry in sorted(os.listdir(self.path)):
             folder = os.path.join(self.path, entry)
             if entry.startswith(".") or not os.path.isdir(folder):
                 continue
-            if not _inside(self.path, folder) or not NAME_PATTERN.match(entry):
-                print(f"ember serve: skipping {folder} (name or link not allowed)", file=sys.stderr)
+            if not NAME_PATTERN.match(entry):
+                print(f"ember serve: skipping {folder} (not a model name)", file=sys.stderr)
                 continue
             spec = self._scan(entry, folder)
             if spec is not None:
@@ -134,7 +136,7 @@ class ModelRepository:
             versions = {}
             for entry in os.listdir(folder):
                 sub = os.path.join(folder, entry)
-                if entry.isdigit() and os.path.isdir(sub) and _inside(self.path, sub):
+                if entry.isdigit() and os.path.isdir(sub):
                     if folder_kind(sub) is not None:
                         versions[str(int(entry))] = sub
             if not versions:

@@ -211,12 +211,17 @@ class Server:
         try:
             while not stop.wait(0.2):
                 pass
-            self._log(
-                f"ember serve: signal received, finishing {len(self._connections)} connections"
+            print(
+                f"ember serve: stopping; finishing {len(self._connections)} connections",
+                file=sys.stderr,
+                flush=True,
             )
             self.stop(grace)
-            self._log(
-                f"ember serve: stopped; {self.accepted} requests accepted, {self.answered} answered"
+            print(
+                f"ember serve: stopped; {self.accepted} requests accepted, {self.answered} "
+                "answered",
+                file=sys.stderr,
+                flush=True,
             )
         finally:
             for s, h in old.items():
@@ -411,8 +416,27 @@ class _Handler(BaseHTTPRequestHandler):
                 raise RequestError(f"no route for {method} {path}", status=404)
         except RequestError as e:
             self._error(e, protocol, model)
+            if getattr(self, "_discard", 0):
+                self._linger(self._discard)
         except Exception as e:  # a bug or a model failure: say what failed, keep serving
             self._respond(500, {"error": f"{type(e).__name__}: {e}"}, None, protocol, model)
+
+    def _linger(self, n: int, seconds: float = 2.0) -> None:
+        """Read and drop up to `n` bytes of an unread body, for at most `seconds`."""
+        self._discard = 0
+        deadline = time.monotonic() + seconds
+        try:
+            self.connection.settimeout(0.2)
+            while n > 0 and time.monotonic() < deadline:
+                try:
+                    chunk = self.rfile.read1(min(n, 1 << 16))
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                n -= len(chunk)
+        except OSError:
+            pass
 
     def _body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -433,7 +457,10 @@ class _Handler(BaseHTTPRequestHandler):
             ) from None
         limit = self.owner.max_body_bytes
         if n > limit:
-            self.close_connection = True  # the body is not read: the connection cannot be reused
+            # answered before the body is read, which is then discarded for a while (a client
+            # that writes its whole body before reading would otherwise see a broken pipe)
+            self.close_connection = True
+            self._discard = min(n, 4 * limit + (1 << 20))
             raise RequestError(
                 f"the request body has {n} bytes; this server accepts at most {limit}", status=413
             )

@@ -175,7 +175,9 @@ def test_minilm_export_matches_eager(minilm, tmp_path):
         dynamic_dims=TOKEN_DIMS,
     )
     loaded = ember.load_exported(tmp_path / "minilm")
-    ids = np.array([[101, 1037, 4937, 2938, 2006, 1996, 13523, 102], [101, 7592, 102, 0, 0, 0, 0, 0]])
+    ids = np.array(
+        [[101, 1037, 4937, 2938, 2006, 1996, 13523, 102], [101, 7592, 102, 0, 0, 0, 0, 0]]
+    )
     mask = (ids != 0).astype(np.int64)
     got = loaded.run({"input_ids": ids, "attention_mask": mask})["output"]
     np.testing.assert_allclose(got, _eager(embed, ids, mask), rtol=1e-5, atol=1e-6)

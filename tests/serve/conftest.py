@@ -95,7 +95,7 @@ def repository(tmp_path_factory, minilm):
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(repository):
     from ember.serve import Server
 

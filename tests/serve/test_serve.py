@@ -3,6 +3,7 @@ over loopback: results equal ember's in-process forward, every bad request gets 
 documented 4xx and message, and the operations endpoints behave (metrics, access log, queue
 limits, version policy and labels)."""
 
+import functools
 import http.client as httplib
 import io
 import json
@@ -27,11 +28,18 @@ def _client(server):
     return httpclient.InferenceServerClient(f"127.0.0.1:{server.port}", network_timeout=60)
 
 
-def _minilm_reference(minilm, texts):
-    from ember.transformers import AutoTokenizer, BertModel, encode_sentences
+@functools.lru_cache(maxsize=1)
+def _minilm_in_process(minilm):
+    from ember.transformers import AutoTokenizer, BertModel
 
-    model = BertModel.from_pretrained(minilm).eval()
-    return encode_sentences(model, AutoTokenizer.from_pretrained(minilm), texts).numpy()
+    return BertModel.from_pretrained(minilm).eval(), AutoTokenizer.from_pretrained(minilm)
+
+
+def _minilm_reference(minilm, texts):
+    """ember's in-process sentence embeddings (the sentence-transformers recipe)."""
+    from ember.transformers import encode_sentences
+
+    return encode_sentences(*_minilm_in_process(minilm), texts).numpy()
 
 
 def _bytes_input(texts, binary):

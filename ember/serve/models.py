@@ -26,6 +26,7 @@ from ember.serve.protocol import DATATYPES, RequestError, datatype_of
 __all__ = ["TensorSpec", "ServedModel", "ExportedModel", "TextModel", "load_model", "folder_kind"]
 
 PAD_MULTIPLE = 8
+GROUP_COST = 64  # the overhead of one model run, in tokens (TextModel._groups)
 
 
 class TensorSpec:
@@ -323,22 +324,64 @@ class TextModel(ServedModel):
         return Prepared({"text": texts}, len(texts), "text")
 
     def tokenize(self, texts: list) -> dict:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
-        ids = np.asarray(enc["input_ids"], np.int64)
-        mask = np.asarray(enc["attention_mask"], np.int64)
-        length = ids.shape[1]
-        padded = min(-(-length // PAD_MULTIPLE) * PAD_MULTIPLE, self.max_length)
-        if padded > length:
-            pad_id = self.tokenizer.pad_token_id or 0
-            ids = np.pad(ids, ((0, 0), (0, padded - length)), constant_values=pad_id)
-            mask = np.pad(mask, ((0, 0), (0, padded - length)))
+        """Token ids and attention mask, padded to the longest text rounded up to a multiple
+        of 8 (Note [Batching and padding])."""
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return self._pad(enc["input_ids"])
+
+    def _pad(self, rows: list) -> dict:
+        longest = max(len(r) for r in rows)
+        length = min(-(-longest // PAD_MULTIPLE) * PAD_MULTIPLE, self.max_length)
+        pad_id = self.tokenizer.pad_token_id or 0
+        ids = np.full((len(rows), length), pad_id, np.int64)
+        mask = np.zeros((len(rows), length), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
         return {"input_ids": ids, "attention_mask": mask}
+
+    def _groups(self, lengths: list) -> list:
+        """Row indices in runs of similar length: a batch of short and long texts runs as a
+        few padded blocks rather than one where most tokens are padding. Greedy over the
+        sorted lengths: a row joins the current block unless the padding it adds to the
+        block costs more than a run of its own (GROUP_COST tokens of per-run overhead)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        groups, current, width = [], [], 0
+        for i in order:
+            padded = -(-lengths[i] // PAD_MULTIPLE) * PAD_MULTIPLE
+            joined = (len(current) + 1) * padded - len(current) * width
+            if current and joined > GROUP_COST + padded:
+                groups.append(current)
+                current = []
+            current.append(i)
+            width = padded
+        groups.append(current)
+        return groups
+
+    def _forward(self, texts: list) -> dict:
+        """The head's outputs for every text, run in length groups (rows keep their order)."""
+        rows = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        groups = self._groups([len(r) for r in rows]) if len(rows) > 1 else [[0]]
+        if len(groups) == 1:
+            return self.program.run(self._pad(rows))
+        out: dict = {}
+        for group in groups:
+            part = self.program.run(self._pad([rows[i] for i in group]))
+            for name, value in part.items():
+                if name not in out:
+                    out[name] = np.zeros((len(rows),) + value.shape[1:], value.dtype)
+                if value.ndim >= 2 and value.shape[1] != out[name].shape[1]:
+                    # per-token outputs: groups have different lengths; keep the longest
+                    width = max(value.shape[1], out[name].shape[1])
+                    grown = np.zeros((len(rows), width) + value.shape[2:], value.dtype)
+                    grown[:, : out[name].shape[1]] = out[name]
+                    out[name] = grown
+                out[name][group, : value.shape[1]] = value
+        return out
 
     def run_batch(self, batch: list[Prepared]) -> list[dict]:
         texts = [t for p in batch for t in p.feeds["text"]]
-        out = self.program.run(self.tokenize(texts))
+        out = self._forward(texts)
         if self.task == "sequence-classification":
             logits = out["logits"]
             shifted = np.exp(logits - logits.max(-1, keepdims=True))

@@ -110,7 +110,7 @@ class Server:
         request_timeout: float = 60.0,
         keepalive_timeout: float = 30.0,
     ):
-        self.path = os.fspath(path)
+        self.path = None if path is None else os.fspath(path)
         self.host = host
         self.port = int(port)
         self.model_name = model_name
@@ -136,12 +136,38 @@ class Server:
         self._httpd = None
         self._thread = None
         self._stopped = threading.Event()
+        self._loaded = False
         self.metrics.queue_depth = lambda: {
             f"{n}:{v}": s.batcher.depth() for n, vs in self.models.items() for v, s in vs.items()
         }
 
     # --- life cycle ------------------------------------------------------------------------
+    def add_model(
+        self, name: str, model, version: str = "1", max_batch_size: int | None = None
+    ) -> "Server":
+        """Serve a model object (the interface of ember.serve.models.ServedModel: `inputs`,
+        `outputs`, `prepare`, `run_batch`) under `name`, next to those of the path."""
+        if not NAME_PATTERN.match(name):
+            raise ValueError(f"serve: model name {name!r}: letters, digits, '_', '-', '.'")
+        batcher = Batcher(
+            model,
+            f"{name}:{version}",
+            max_batch_size=self.max_batch_size if max_batch_size is None else max_batch_size,
+            max_queue_delay=self.max_queue_delay,
+            max_queue_size=self.max_queue_size,
+            metrics=self.metrics,
+        )
+        if self.warmup and hasattr(model, "warmup"):
+            model.warmup()
+        self.models.setdefault(name, {})[str(version)] = _Served(name, str(version), model, batcher)
+        self.labels.setdefault(name, {})
+        return self
+
     def load(self) -> "Server":
+        """Load the models of `path` (Note [Model repository])."""
+        self._loaded = True
+        if self.path is None:
+            return self
         repo = ModelRepository(self.path, self.model_name)
         for name, spec in repo.models.items():
             for version, folder in spec.versions.items():
@@ -163,7 +189,7 @@ class Server:
 
     def start(self) -> "Server":
         """Load the models, bind, and serve on a background thread; returns self."""
-        if not self.models:
+        if not self._loaded:
             self.load()
         server = self
 

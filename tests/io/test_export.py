@@ -163,6 +163,7 @@ def test_saving_over_a_folder_replaces_it_whole(tmp_path):
     assert [p for p in os.listdir(tmp_path) if p != "m"] == []  # no staging folders left
 
 
+@pytest.mark.slow
 def test_minilm_export_matches_eager(minilm, tmp_path):
     from ember.transformers import BertModel
 

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
                 max_queue_delay_ms=args.max_queue_delay_ms,
                 max_queue_size=args.max_queue_size,
                 max_body_bytes=args.max_body_bytes,
-                access_log=None if args.no_access_log else sys.stderr,
+                access_log=None if args.no_access_log else "stderr",
                 warmup=not args.no_warmup,
             ).start()
         except (OSError, ValueError) as e:

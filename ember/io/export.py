@@ -2,7 +2,11 @@
 
 `ember.export(fn_or_module, example_inputs, folder)` traces a function (or a module's forward)
 with ember's graph tracer (ember/graph/) and writes the one artefact that `ember serve` loads
-and that the ONNX exporter reads; `ember.load_exported(folder)` gives back a callable.
+and that the ONNX exporter reads; `ember.load_exported(folder)` gives back a callable. It sits
+in ember.io (L5) because it writes safetensors; it uses the graph layer (L4) below it.
+A reader of the artefact (an ONNX lowering, another runtime) takes `graph_spec` as it is, or
+`program.graph_for(batch=..., ...)`: an ordinary `ember.graph.Graph` whose equations are
+registry ops, at concrete sizes.
 
 Public API:
     export(fn, example_inputs, folder=None, *, input_names=None, output_names=None,

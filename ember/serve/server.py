@@ -89,7 +89,8 @@ class Server:
         max_queue_delay_ms: how long the oldest request waits for others to join its batch.
         max_queue_size: requests queued per model before 503.
         max_body_bytes: the largest request body (413 beyond it).
-        access_log: a file object for one line per request (default stderr; None: off).
+        access_log: a file object for one line per request ("stderr", the default, is
+            sys.stderr at the time of writing; None: off).
         warmup: run each model once at load, so the first request is not cold.
         request_timeout: seconds a request may wait for its result (504 beyond).
     """
@@ -105,7 +106,7 @@ class Server:
         max_queue_delay_ms: float = 2.0,
         max_queue_size: int = 256,
         max_body_bytes: int = 64 << 20,
-        access_log=sys.stderr,
+        access_log="stderr",
         warmup: bool = True,
         request_timeout: float = 60.0,
         keepalive_timeout: float = 30.0,
@@ -260,10 +261,11 @@ class Server:
         self.stop()
 
     def _log(self, line: str) -> None:
-        if self.access_log is not None:
+        log = sys.stderr if self.access_log == "stderr" else self.access_log
+        if log is not None:
             with self._log_lock:
-                self.access_log.write(line + "\n")
-                self.access_log.flush()
+                log.write(line + "\n")
+                log.flush()
 
     # --- lookup ----------------------------------------------------------------------------
     def lookup(self, name: str, version: str | None = None, label: str | None = None) -> _Served:

@@ -613,3 +613,20 @@ def test_cli_help_names_the_knobs(capsys):
     text = capsys.readouterr().out
     for knob in ("--max-batch-size", "--max-queue-delay-ms", "--host", "--port", "--model-name"):
         assert knob in text
+
+
+def test_text_batches_in_length_groups_equal_lone_requests(repository):
+    from ember.serve import load_model
+    from ember.serve.models import Prepared
+
+    model = load_model(os.path.join(repository, "sentiment", "1"))
+    texts = ["ok", "a much longer review that goes on and on about the plot " * 4, "fine film"]
+    texts += ["short", "the acting was good but the second half drags badly", "meh"]
+    requests = [Prepared({"text": [t]}, 1, "text") for t in texts]
+    lengths = [len(r) for r in model.tokenizer(texts)["input_ids"]]
+    assert len(model._groups(lengths)) > 1  # the batch runs as several length groups
+    together = model.run_batch(requests)
+    for request, got in zip(requests, together):
+        alone = model.run_batch([request])[0]
+        np.testing.assert_allclose(got["logits"], alone["logits"], rtol=1e-5, atol=1e-6)
+        assert got["label"].tolist() == alone["label"].tolist()

@@ -384,7 +384,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             all_headers["Connection"] = "close"
         head.extend(f"{k}: {v}" for k, v in all_headers.items())
-        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        if getattr(self, "command", None) != "HEAD":  # HEAD: the headers of a GET, no body
+            data += body
         try:
             self.wfile.write(data)  # one send (Note [Serving stack])
         except OSError:
@@ -413,7 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def do_HEAD(self):
-        self._dispatch("HEAD")
+        self._dispatch("GET")  # answered as GET, without the body (_respond)
 
     def do_PUT(self):
         self._dispatch("PUT")

@@ -451,6 +451,17 @@ def test_bodies_without_a_usable_length(server, head, status, message):
     assert response.status == status and message in payload["error"]
 
 
+def test_head_has_the_headers_of_get_and_no_body(server):
+    conn = httplib.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("HEAD", "/v2/health/ready")
+    response = conn.getresponse()
+    assert response.status == 200 and response.read() == b""
+    assert int(response.headers["Content-Length"]) == len(b'{"ready":true}')
+    conn.request("GET", "/v2/health/live")  # the connection is still in step
+    assert json.loads(conn.getresponse().read()) == {"live": True}
+    conn.close()
+
+
 def test_keep_alive_survives_a_bad_request(server):
     conn = httplib.HTTPConnection("127.0.0.1", server.port, timeout=10)
     for body, want in ((b"{bad", 400), (json.dumps({"inputs": [MLP_X]}).encode(), 200)):

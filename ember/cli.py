@@ -67,7 +67,10 @@ def main(argv=None) -> int:
                 warmup=not args.no_warmup,
             ).start()
         except (OSError, ValueError) as e:
-            print(f"ember serve: {e}", file=sys.stderr)
+            print(
+                f"ember {e}" if str(e).startswith("serve:") else f"ember serve: {e}",
+                file=sys.stderr,
+            )
             return 2
         names = ", ".join(
             f"{n} (versions {', '.join(sorted(v, key=int))})" for n, v in server.models.items()

@@ -641,3 +641,10 @@ def test_text_batches_in_length_groups_equal_lone_requests(repository):
         alone = model.run_batch([request])[0]
         np.testing.assert_allclose(got["logits"], alone["logits"], rtol=1e-5, atol=1e-6)
         assert got["label"].tolist() == alone["label"].tolist()
+
+
+def test_cli_refuses_a_folder_without_models(tmp_path, capsys):
+    from ember.cli import main
+
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 2
+    assert "holds no model" in capsys.readouterr().err

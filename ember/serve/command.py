@@ -38,6 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-access-log", action="store_true", help="no line per request")
     serve.add_argument("--no-warmup", action="store_true", help="skip the warm-up run")
+    serve.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=(
+            "CPU threads for the model's kernels (BLAS; TF Serving's intra-op parallelism). "
+            "Default: ember's. On a machine shared with other busy processes use 1: BLAS "
+            "threads that wait for a busy core make every small GEMM slow"
+        ),
+    )
     return serve
 
 
@@ -45,6 +55,11 @@ def main(argv=None) -> int:
     """Run `ember serve` with these arguments; returns the exit code."""
     args = _parser().parse_args(argv)
     from ember.serve import Server
+
+    if args.threads is not None:
+        import ember
+
+        ember.set_num_threads(args.threads)
 
     try:
         server = Server(

@@ -413,8 +413,12 @@ class TextModel(ServedModel):
         return [[[self.labels[j], float(row[j])] for j in range(len(row))] for row in probs]
 
     def warmup(self) -> None:
-        for rows in (1, 2):
-            self.run_batch([Prepared({"text": ["warm up"] * rows}, rows, "text")])
+        """Compile and run the shapes short requests and small batches meet first: 1-4 rows
+        of up to 8 and up to 16 tokens."""
+        for words in (1, 12):
+            text = " ".join(["warm"] * words)
+            for rows in (1, 2, 3, 4):
+                self.run_batch([Prepared({"text": [text] * rows}, rows, "text")])
 
 
 def _sentence_transformers_pooling(folder: str) -> tuple[str, bool]:

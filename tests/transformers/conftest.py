@@ -110,3 +110,15 @@ def _decoder_prompts(padded: bool):
         mask[2, :4] = 0
         ids[mask == 0] = SPECIAL_TOKENS["pad_token_id"]
     return ids, mask
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread(hf):
+    """PyTorch on one thread for the module: its idle threads busy-wait on a shared machine,
+    which makes the tiny models' generate() loops ~10x slower (restored afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

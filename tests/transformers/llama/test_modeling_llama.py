@@ -14,6 +14,8 @@ import pytest
 import ember
 from ember import transformers as et
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 TOL = 1e-5
 
 

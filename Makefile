@@ -28,6 +28,7 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 
 demo: $(VENV)/.base
 	$(PY) examples/seed/tour.py
+	$(PY) examples/decoder_lm.py
 
 demo-data: $(VENV)/.base
 	$(PY) examples/seed/tf_data_pipeline.py

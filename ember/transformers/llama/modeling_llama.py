@@ -33,7 +33,12 @@ from ember.transformers.decoder_utils import (
     returned_cache,
 )
 from ember.transformers.generation import GenerationMixin
-from ember.transformers.llama.configuration_llama import LlamaConfig
+from ember.transformers.llama.configuration_llama import (
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    SmolLM3Config,
+)
 from ember.transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ember.transformers.modeling_utils import PreTrainedModel
 
@@ -389,7 +394,47 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         return output if return_dict else output.to_tuple()
 
 
+# HuggingFace's class names for the Llama-shaped families (Note [Llama-shaped configs]): the
+# same model, reading its own config class
+class MistralModel(LlamaModel):
+    config_class = MistralConfig
+
+
+class MistralForCausalLM(LlamaForCausalLM):
+    config_class = MistralConfig
+
+
+class Qwen2Model(LlamaModel):
+    config_class = Qwen2Config
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    config_class = Qwen2Config
+
+
+class SmolLM3Model(LlamaModel):
+    config_class = SmolLM3Config
+
+
+class SmolLM3ForCausalLM(LlamaForCausalLM):
+    config_class = SmolLM3Config
+
+
+FAMILY_MODELS = {  # model_type -> (base model, causal LM)
+    "llama": (LlamaModel, LlamaForCausalLM),
+    "mistral": (MistralModel, MistralForCausalLM),
+    "qwen2": (Qwen2Model, Qwen2ForCausalLM),
+    "smollm3": (SmolLM3Model, SmolLM3ForCausalLM),
+}
+
 __all__ = [
+    "FAMILY_MODELS",
+    "MistralForCausalLM",
+    "MistralModel",
+    "Qwen2ForCausalLM",
+    "Qwen2Model",
+    "SmolLM3ForCausalLM",
+    "SmolLM3Model",
     "LlamaForCausalLM",
     "LlamaModel",
     "LlamaPreTrainedModel",

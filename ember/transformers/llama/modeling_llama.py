@@ -27,6 +27,7 @@ from ember import nn
 from ember.nn import functional as F
 from ember.transformers.activations import ACT2FN
 from ember.transformers.decoder_utils import (
+    cache_argument,
     causal_lm_loss,
     decoder_inputs,
     keep_logits,
@@ -274,8 +275,10 @@ class LlamaModel(LlamaPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         cache_position=None,
+        cache=None,
     ):
         del cache_position  # positions come from the cache length (HuggingFace's is redundant)
+        past_key_values = cache_argument(self, past_key_values, cache)
         config = self.config
         output_attentions = (
             config.output_attentions if output_attentions is None else output_attentions
@@ -369,8 +372,10 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         return_dict=None,
         cache_position=None,
         logits_to_keep=0,
+        cache=None,
     ):
         out = self.model(
+            cache=cache,
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,

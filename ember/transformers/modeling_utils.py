@@ -344,6 +344,9 @@ class PreTrainedModel(nn.Module):
         if dtype is not None:
             model.to(dtype)
         model.eval()  # as HuggingFace: dropout off until .train()
+        load_extras = getattr(model, "_load_extras", None)  # e.g. generation_config.json
+        if load_extras is not None:
+            load_extras(folder)
         message = info.summary(cls.__name__, folder)
         if info["missing_keys"] or info["mismatched_keys"]:
             logger.warning(message)
@@ -444,11 +447,18 @@ class PreTrainedModel(nn.Module):
             for k, v in state.items()
         }
         self.config.architectures = [type(self).__name__]
+<<<<<<< HEAD
         with atomic_folder(save_directory):  # weights and config together: Note [Atomic folders]
             save_file(
                 tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"}
             )
             self.config.save_pretrained(save_directory)
+=======
+        self.config.save_pretrained(save_directory)
+        save_extras = getattr(self, "_save_extras", None)  # e.g. generation_config.json
+        if save_extras is not None:
+            save_extras(save_directory)
+>>>>>>> main
 
 
 __all__ = ["LoadingInfo", "PreTrainedModel"]

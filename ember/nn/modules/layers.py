@@ -246,8 +246,12 @@ class Embedding(Module):
         # The range check reads the indices, which a traced (compiled) call does not have:
         # there an index past the end fails in the gather, and a negative one counts from
         # the end as in NumPy indexing.
-        if x.numel() and not getattr(x._data, "symbolic", False):
-            low, high = int(x.min().item()), int(x.max().item())
+        # A concrete index tensor made while tracing (`ember.arange(n)` for position ids) is
+        # read straight from its buffer: ops on it would be traced, and so not readable.
+        data = x._data
+        if x.numel() and not getattr(data, "symbolic", False):
+            xp = x._backend().xp
+            low, high = int(xp.min(data)), int(xp.max(data))
             if low < 0 or high >= self.num_embeddings:
                 raise IndexError(
                     f"index {high if high >= self.num_embeddings else low} is out "

@@ -447,18 +447,14 @@ class PreTrainedModel(nn.Module):
             for k, v in state.items()
         }
         self.config.architectures = [type(self).__name__]
-<<<<<<< HEAD
         with atomic_folder(save_directory):  # weights and config together: Note [Atomic folders]
             save_file(
                 tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"}
             )
             self.config.save_pretrained(save_directory)
-=======
-        self.config.save_pretrained(save_directory)
-        save_extras = getattr(self, "_save_extras", None)  # e.g. generation_config.json
-        if save_extras is not None:
-            save_extras(save_directory)
->>>>>>> main
+            save_extras = getattr(self, "_save_extras", None)  # e.g. generation_config.json
+            if save_extras is not None:
+                save_extras(save_directory)
 
 
 __all__ = ["LoadingInfo", "PreTrainedModel"]

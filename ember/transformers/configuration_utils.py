@@ -10,8 +10,9 @@ Note [Config validation]: a `config.json` is data from outside, so `from_dict` c
 before any model is built from it, and errors name the file and the field:
 - a field the config class declares (an `__init__` parameter of it or of a base class) must
   have its default's type: int fields take ints (not "384", not 3.5, not true), float
-  fields ints or floats, bool fields bools, str fields strings (None is allowed where the
-  default is None);
+  fields ints or floats, bool fields bools, str fields strings (null is allowed: HuggingFace
+  writes it for unset fields such as `sliding_window`; a model that cannot take it says so,
+  naming the folder);
 - sizes and counts (`_POSITIVE_FIELDS`) must be positive, layer counts non-negative,
   probabilities (`*dropout*`, `*_prob`) within [0, 1], `hidden_size` divisible by
   `num_attention_heads`;
@@ -74,11 +75,9 @@ def validate_config_dict(cls, data: dict, source: str) -> None:
         )
 
     for key, default in _declared_defaults(cls).items():
-        if key not in data or (data[key] is None and default is None):
+        if key not in data or data[key] is None:  # null: HF's "unset" (e.g. sliding_window)
             continue
         value = data[key]
-        if value is None:
-            fail(key, f"a {_type_name(default)} (not null)", value)
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 fail(key, "true or false", value)

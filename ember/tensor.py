@@ -42,7 +42,7 @@ from ember.backend import Device, backend_of, device as _device, get_backend
 from ember.autograd.grad_mode import _state
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
 
 
@@ -430,6 +430,9 @@ class Tensor:
 
     def half(self):
         return _E.cast(self, _dt.float16)
+
+    def bfloat16(self):
+        return _E.cast(self, _dt.bfloat16)
 
     def long(self):
         return _E.cast(self, _dt.int64)

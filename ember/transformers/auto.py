@@ -85,7 +85,9 @@ class AutoConfig:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> PretrainedConfig:
-        data = PretrainedConfig.get_config_dict(pretrained_model_name_or_path)
+        data = PretrainedConfig.get_config_dict(
+            pretrained_model_name_or_path, kwargs.get("gguf_file")
+        )
         config_class = cls._class_for(data.get("model_type"), "AutoConfig.from_pretrained")
         return config_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
@@ -117,7 +119,10 @@ class _AutoModel:
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
         if config is None:
             config, kwargs = AutoConfig.from_pretrained(
-                pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
+                pretrained_model_name_or_path,
+                return_unused_kwargs=True,
+                gguf_file=kwargs.get("gguf_file"),
+                **{k: v for k, v in kwargs.items() if k != "gguf_file"},
             )
         return cls._class_for(config).from_pretrained(
             pretrained_model_name_or_path, *model_args, config=config, **kwargs

@@ -26,6 +26,7 @@ import re
 import numpy as np
 
 import ember
+from ember import dtypes as _dt
 from ember import nn
 from ember.autograd import no_grad
 from ember.io import resolve_pretrained_folder, safe_open, save_file
@@ -243,6 +244,7 @@ class PreTrainedModel(nn.Module):
         dtype=None,
         torch_dtype=None,
         local_files_only: bool = True,
+        gguf_file=None,
         **kwargs,
     ):
         """Build the model from a HuggingFace folder: `config.json` plus `model.safetensors`
@@ -264,19 +266,28 @@ class PreTrainedModel(nn.Module):
         where = f"{cls.__name__}.from_pretrained"
         folder = resolve_pretrained_folder(pretrained_model_name_or_path, where)
         if config is None:
-            config = cls.config_class.from_pretrained(folder)
+            config = cls.config_class.from_pretrained(folder, gguf_file=gguf_file)
         elif not isinstance(config, PretrainedConfig):
             config = cls.config_class.from_pretrained(config)
         model_kwargs = config.update_known(kwargs)
         model = cls(config, *model_args, **model_kwargs)
-        reader = _CheckpointReader(folder, allow_pickle, where)
+        dtype = dtype if dtype is not None else torch_dtype
+        if isinstance(dtype, str) and dtype == "auto":  # the dtype the config names, if any
+            dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        if dtype is not None:
+            # Note [Half-precision weights]: cast before loading, so that each checkpoint tensor
+            # is converted on its way in and the float32 copy never exists whole
+            model.to(_dt.as_dtype(dtype))
+        if gguf_file is not None:
+            from ember.transformers.gguf_utils import GGUFCheckpointReader, gguf_path
+
+            reader = GGUFCheckpointReader(gguf_path(folder, gguf_file, where), where)
+        else:
+            reader = _CheckpointReader(folder, allow_pickle, where)
         try:
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
-        dtype = dtype if dtype is not None else torch_dtype
-        if dtype is not None:
-            model.to(getattr(ember, dtype) if isinstance(dtype, str) else dtype)
         model.eval()  # as HuggingFace: dropout off until .train()
         message = info.summary(cls.__name__, folder)
         if info["missing_keys"] or info["mismatched_keys"]:

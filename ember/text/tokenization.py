@@ -287,6 +287,12 @@ class PreTrainedTokenizerFast:
         from ember.text.gguf import tokenizer_from_gguf
 
         path = os.path.join(folder, os.fspath(gguf_file))
+        if not os.path.isfile(path):
+            found = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
+            raise FileNotFoundError(
+                f"{where}: no GGUF file {os.fspath(gguf_file)!r} in {folder!r}; GGUF files "
+                f"there: {found}"
+            )
         engine, config = tokenizer_from_gguf(path, where)
         config.update(kwargs)
         config["name_or_path"] = folder

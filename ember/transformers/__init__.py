@@ -20,6 +20,7 @@ from ember.transformers.activations import ACT2FN as ACT2FN
 from ember.transformers.auto import (
     AutoConfig as AutoConfig,
     AutoModel as AutoModel,
+    AutoModelForCausalLM as AutoModelForCausalLM,
     AutoModelForMaskedLM as AutoModelForMaskedLM,
     AutoModelForMultipleChoice as AutoModelForMultipleChoice,
     AutoModelForNextSentencePrediction as AutoModelForNextSentencePrediction,
@@ -40,6 +41,7 @@ from ember.transformers.bert import (
     BertModel as BertModel,
     BertPreTrainedModel as BertPreTrainedModel,
 )
+from ember.transformers.cache_utils import DynamicCache as DynamicCache
 from ember.transformers.configuration_utils import PretrainedConfig as PretrainedConfig
 from ember.transformers.distilbert import (
     DistilBertConfig as DistilBertConfig,
@@ -53,6 +55,43 @@ from ember.transformers.distilbert import (
 )
 from ember.transformers.data_collator import (
     DataCollatorForLanguageModeling as DataCollatorForLanguageModeling,
+)
+from ember.transformers.generation import (
+    EosTokenCriteria as EosTokenCriteria,
+    GenerateBeamDecoderOnlyOutput as GenerateBeamDecoderOnlyOutput,
+    GenerateDecoderOnlyOutput as GenerateDecoderOnlyOutput,
+    GenerationConfig as GenerationConfig,
+    GenerationMixin as GenerationMixin,
+    LogitsProcessor as LogitsProcessor,
+    LogitsProcessorList as LogitsProcessorList,
+    MaxLengthCriteria as MaxLengthCriteria,
+    MaxTimeCriteria as MaxTimeCriteria,
+    MinLengthLogitsProcessor as MinLengthLogitsProcessor,
+    MinNewTokensLengthLogitsProcessor as MinNewTokensLengthLogitsProcessor,
+    MinPLogitsWarper as MinPLogitsWarper,
+    NoRepeatNGramLogitsProcessor as NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor as RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria as StoppingCriteria,
+    StoppingCriteriaList as StoppingCriteriaList,
+    TemperatureLogitsWarper as TemperatureLogitsWarper,
+    TextIteratorStreamer as TextIteratorStreamer,
+    TextStreamer as TextStreamer,
+    TopKLogitsWarper as TopKLogitsWarper,
+    TopPLogitsWarper as TopPLogitsWarper,
+)
+from ember.transformers.gpt2 import (
+    GPT2Config as GPT2Config,
+    GPT2LMHeadModel as GPT2LMHeadModel,
+    GPT2Model as GPT2Model,
+    GPT2PreTrainedModel as GPT2PreTrainedModel,
+)
+from ember.transformers.llama import (
+    LlamaConfig as LlamaConfig,
+    LlamaForCausalLM as LlamaForCausalLM,
+    LlamaModel as LlamaModel,
+    LlamaPreTrainedModel as LlamaPreTrainedModel,
+    MistralConfig as MistralConfig,
+    Qwen2Config as Qwen2Config,
 )
 from ember.transformers.modeling_outputs import ModelOutput as ModelOutput
 from ember.transformers.modeling_utils import LoadingInfo as LoadingInfo

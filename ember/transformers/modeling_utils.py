@@ -289,6 +289,9 @@ class PreTrainedModel(nn.Module):
         finally:
             reader.close()
         model.eval()  # as HuggingFace: dropout off until .train()
+        load_extras = getattr(model, "_load_extras", None)  # e.g. generation_config.json
+        if load_extras is not None:
+            load_extras(folder)
         message = info.summary(cls.__name__, folder)
         if info["missing_keys"] or info["mismatched_keys"]:
             logger.warning(message)
@@ -393,6 +396,9 @@ class PreTrainedModel(nn.Module):
         )
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(save_directory)
+        save_extras = getattr(self, "_save_extras", None)  # e.g. generation_config.json
+        if save_extras is not None:
+            save_extras(save_directory)
 
 
 __all__ = ["LoadingInfo", "PreTrainedModel"]

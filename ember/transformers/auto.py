@@ -133,13 +133,13 @@ class _AutoModel:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+        gguf_file = kwargs.get("gguf_file")
         if config is None:
             config, kwargs = AutoConfig.from_pretrained(
-                pretrained_model_name_or_path,
-                return_unused_kwargs=True,
-                gguf_file=kwargs.get("gguf_file"),
-                **{k: v for k, v in kwargs.items() if k != "gguf_file"},
+                pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
             )
+            if gguf_file is not None:  # the config read it; the model's weights are in it too
+                kwargs["gguf_file"] = gguf_file
         return cls._class_for(config).from_pretrained(
             pretrained_model_name_or_path, *model_args, config=config, **kwargs
         )

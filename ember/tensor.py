@@ -160,7 +160,7 @@ class Tensor:
         return bool(self._data.flags.c_contiguous)
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point  # bfloat16 too (ml_dtypes' kind is 'V')
 
     # --- autograd state ------------------------------------------------------------------------
     @property
@@ -185,7 +185,7 @@ class Tensor:
                     )
                 )
             return self
-        if requires_grad and self._data.dtype.kind != "f":
+        if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 at_user_line(
                     f"requires_grad_: only floating point tensors can require gradients, got "

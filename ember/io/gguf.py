@@ -148,10 +148,15 @@ class GGUFFile:
             array = array.astype(np.float32)
         return array.reshape(self.shape(name))
 
-    def close(self) -> None:
-        """Drop the memory map (tensors already read stay valid: they are copies)."""
+    def close(self, forget: bool = False) -> None:
+        """Drop this handle; with `forget`, also the kept parse of the file, so that its memory
+        map (whose touched pages count as resident memory) goes once nothing else holds it.
+        Tensors already read stay valid: they are copies or are kept alive by their owner."""
         self._tensors = {}
         self._reader = None
+        if forget:
+            for key in [k for k in _READERS if k[0] == os.path.realpath(self.path)]:
+                del _READERS[key]
 
     def __repr__(self) -> str:
         return f"GGUFFile({self.path!r}, tensors={len(self._tensors)})"

@@ -199,4 +199,4 @@ class GGUFCheckpointReader:
         return array
 
     def close(self) -> None:
-        self._file.close()
+        self._file.close(forget=True)  # the weights are in the model now

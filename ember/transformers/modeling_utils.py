@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import threading
 
 import numpy as np
 
@@ -133,6 +134,18 @@ class _CheckpointReader:
             handle.close()
 
 
+class _SkipInit(threading.local):
+    """Note [Init on load]: `from_pretrained` builds the model with `post_init`'s weight
+    initialisation off (drawing 135M normal numbers costs seconds, and the checkpoint
+    overwrites them), then initialises only the weights the checkpoint lacks (missing or
+    mismatched keys), as HuggingFace does."""
+
+    active = False
+
+
+_skip_init = _SkipInit()
+
+
 class PreTrainedModel(nn.Module):
     """Base class of the models: config handling, weight init, tying, loading and saving.
 
@@ -159,10 +172,20 @@ class PreTrainedModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must define _init_weights")
 
     def post_init(self) -> None:
-        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights])."""
-        with no_grad():
-            self.apply(self._init_weights)
+        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights]). Inside
+        `from_pretrained` the initialisation waits for the checkpoint (Note [Init on load])."""
+        if not _skip_init.active:
+            with no_grad():
+                self.apply(self._init_weights)
         self.tie_weights()
+
+    def _init_missing(self, keys) -> None:
+        """Note [Init on load]: `_init_weights` on the modules owning `keys`, the weights the
+        checkpoint did not give."""
+        owners = {key.rpartition(".")[0] for key in keys}
+        with no_grad():
+            for owner in sorted(owners):
+                self._init_weights(self.get_submodule(owner) if owner else self)
 
     def _tied_pairs(self):
         for target, source in self._tied_weights_keys.items():
@@ -270,14 +293,24 @@ class PreTrainedModel(nn.Module):
         elif not isinstance(config, PretrainedConfig):
             config = cls.config_class.from_pretrained(config)
         model_kwargs = config.update_known(kwargs)
-        model = cls(config, *model_args, **model_kwargs)
         dtype = dtype if dtype is not None else torch_dtype
         if isinstance(dtype, str) and dtype == "auto":  # the dtype the config names, if any
             dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        dtype = None if dtype is None else _dt.as_dtype(dtype)
+        # Note [Half-precision weights]: the parameters are made in the requested dtype and each
+        # checkpoint tensor is converted on its way in, so no float32 copy of the model is ever
+        # made (its freed pages would stay in the allocator and count as resident memory)
+        default = _dt.get_default_dtype()
+        _skip_init.active = True
+        try:
+            if dtype is not None and dtype.is_floating_point:
+                _dt.set_default_dtype(dtype)
+            model = cls(config, *model_args, **model_kwargs)
+        finally:
+            _skip_init.active = False
+            _dt.set_default_dtype(default)
         if dtype is not None:
-            # Note [Half-precision weights]: cast before loading, so that each checkpoint tensor
-            # is converted on its way in and the float32 copy never exists whole
-            model.to(_dt.as_dtype(dtype))
+            model.to(dtype)
         if gguf_file is not None:
             from ember.transformers.gguf_utils import GGUFCheckpointReader, gguf_path
 
@@ -288,6 +321,9 @@ class PreTrainedModel(nn.Module):
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
+        fresh = [*info["missing_keys"], *(k for k, _, _ in info["mismatched_keys"])]
+        if fresh:
+            model._init_missing(fresh)
         model.eval()  # as HuggingFace: dropout off until .train()
         load_extras = getattr(model, "_load_extras", None)  # e.g. generation_config.json
         if load_extras is not None:

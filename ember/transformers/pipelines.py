@@ -303,9 +303,11 @@ class TextGenerationPipeline(Pipeline):
                     "pipeline 'text-generation': a chat input needs a tokenizer with "
                     "apply_chat_template (a chat template in tokenizer_config.json)"
                 )
-            text = self.tokenizer.apply_chat_template(
-                list(item), add_generation_prompt=True, tokenize=False
-            )
+            if item[-1]["role"] == "assistant":  # a prefilled reply: continue it
+                options = {"continue_final_message": True}
+            else:
+                options = {"add_generation_prompt": True}
+            text = self.tokenizer.apply_chat_template(list(item), tokenize=False, **options)
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return list(
             self.tokenizer(prefix + item, add_special_tokens=add_special_tokens)["input_ids"]
@@ -352,11 +354,16 @@ class TextGenerationPipeline(Pipeline):
                 if return_tensors:
                     records.append({"generated_token_ids": prompt + generated})
                     continue
-                prompt_text = self.tokenizer.decode(prompt, **decode)
-                new_text = self.tokenizer.decode(prompt + generated, **decode)[len(prompt_text) :]
-                if _is_chat(item):
-                    reply = {"role": "assistant", "content": new_text}
-                    text = list(item) + [reply] if return_full_text else new_text
+                new_text = self.tokenizer.decode(generated, **decode)  # as transformers 5
+                if _is_chat(item) and return_full_text:
+                    messages = [dict(m) for m in item]
+                    if messages[-1]["role"] == "assistant":  # a prefilled reply continues
+                        messages[-1]["content"] += new_text
+                        text = messages
+                    else:
+                        text = messages + [{"role": "assistant", "content": new_text}]
+                elif _is_chat(item):
+                    text = new_text
                 else:
                     text = item + new_text if return_full_text else new_text
                 records.append({"generated_text": text})

@@ -454,7 +454,8 @@ class GenerationMixin:
         beams_to_keep = max(2, 1 + len(eos or [])) * num_beams
         top_num_beam_mask = np.zeros(beams_to_keep, bool)
         top_num_beam_mask[:num_beams] = True
-        fill = config.pad_token_id if config.pad_token_id is not None else (eos or [-1])[0]
+        # HuggingFace's fill value, quirk included: pad_token_id 0 counts as unset (`pad or eos`)
+        fill = config.pad_token_id or (eos[0] if eos else -1)
         running = np.full((batch, num_beams, max_length), fill, np.int64)
         running[:, :, :prompt_length] = ids[:, None, :]
         sequences = running.copy()

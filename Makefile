@@ -30,6 +30,7 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 
 demo: $(VENV)/.base
 	$(PY) examples/seed/tour.py
+	$(PY) examples/llm_chat.py
 
 demo-data: $(VENV)/.base
 	$(PY) examples/seed/tf_data_pipeline.py

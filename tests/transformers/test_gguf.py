@@ -222,3 +222,50 @@ def test_bad_gguf_files_say_what_is_wrong(tiny, tmp_path):
         truncated.write_bytes(file.read(200))
     with pytest.raises(ValueError, match="cannot read"):
         GGUFFile(truncated)
+
+
+def test_model_from_gguf_equals_huggingface(tiny, hf_from_gguf):
+    import torch
+
+    import ember
+    from ember.transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    folder, name, _ = tiny
+    model, info = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, output_loading_info=True
+    )
+    assert isinstance(model, LlamaForCausalLM)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    ids = np.array([[1, 17, 99, 250, 3, 42, 42, 7], [5, 6, 7, 8, 9, 10, 11, 12]])
+    with ember.no_grad():
+        ours = model(ember.tensor(ids)).logits.numpy()
+    with torch.no_grad():
+        theirs = hf_from_gguf(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    generated = model.generate(ember.tensor(ids[:1]), max_new_tokens=8, do_sample=False)
+    with torch.no_grad():
+        reference = hf_from_gguf.generate(
+            torch.tensor(ids[:1]), max_new_tokens=8, do_sample=False, pad_token_id=2
+        )
+    assert np.asarray(generated.numpy()).tolist() == reference.numpy().tolist()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_model_from_gguf(tiny, dtype):
+    import ember
+    from ember.transformers import AutoModelForCausalLM
+
+    folder, name, _ = tiny
+    full = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    half = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=dtype)
+    assert {p.dtype for p in half.parameters()} == {getattr(ember, dtype)}
+    ids = ember.tensor([[1, 17, 99, 250, 3, 42]])
+    with ember.no_grad():
+        ours = half(ids).logits
+        reference = full(ids).logits.numpy()
+    assert ours.dtype is ember.float32
+    tolerance = 0.05 if dtype == "bfloat16" else 0.005  # 8 / 11 significant bits per weight
+    np.testing.assert_allclose(ours.numpy(), reference, rtol=tolerance, atol=tolerance)
+    back = half.float()
+    assert {p.dtype for p in back.parameters()} == {ember.float32}

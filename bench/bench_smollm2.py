@@ -8,7 +8,7 @@ and time to first token (prefill + one token), at 1 and 2 threads. Then, each in
 process: resident memory after loading (ember float32, ember bfloat16, transformers float32)
 and the peak (VmHWM) over loading plus one 128-token decode at batch 1.
 
-Run: PYTHONPATH=. python bench/bench_decode.py [--quick] [--threads 1 2]
+Run: PYTHONPATH=. python bench/bench_smollm2.py [--quick] [--threads 1 2]
 """
 
 from __future__ import annotations

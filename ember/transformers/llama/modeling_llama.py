@@ -141,8 +141,11 @@ class LlamaAttention(nn.Module):
         key = self.k_proj(hidden_states).reshape(batch, length, kv, dim)
         value = self.v_proj(hidden_states).reshape(batch, length, kv, dim)
         query = apply_rotary(query, cos, sin, dim // 2)
-        key = apply_rotary(key, cos, sin, dim // 2).transpose(1, 2)
-        value = value.transpose(1, 2)
+        key = apply_rotary(key, cos, sin, dim // 2)
+        if length == 1:  # (batch, 1, kv, dim) -> (batch, kv, 1, dim) moves no data
+            key, value = key.reshape(batch, kv, 1, dim), value.reshape(batch, kv, 1, dim)
+        else:
+            key, value = key.transpose(1, 2), value.transpose(1, 2)
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
         keys_seen = key.shape[2]
@@ -152,12 +155,15 @@ class LlamaAttention(nn.Module):
                 f"sliding_window={self.sliding_window}; ember does not implement windowed "
                 "attention (Note [Llama-shaped configs])"
             )
-        # (batch, q, kv * groups, dim) -> (batch, kv, groups * q, dim)
-        query = (
-            query.reshape(batch, length, kv, groups, dim)
-            .permute(0, 2, 3, 1, 4)
-            .reshape(batch, kv, groups * length, dim)
-        )
+        # (batch, q, kv * groups, dim) -> (batch, kv, groups * q, dim); one token: a reshape
+        if length == 1:
+            query = query.reshape(batch, kv, groups, dim)
+        else:
+            query = (
+                query.reshape(batch, length, kv, groups, dim)
+                .permute(0, 2, 3, 1, 4)
+                .reshape(batch, kv, groups * length, dim)
+            )
         scores = (query @ key.mT) * self.scaling
         if mask is not None:
             scores = (
@@ -167,11 +173,14 @@ class LlamaAttention(nn.Module):
         if self.training and self.attention_dropout > 0.0:
             probs = F.dropout(probs, self.attention_dropout, True)
         context = probs @ value  # (batch, kv, groups * q, dim)
-        context = (
-            context.reshape(batch, kv, groups, length, dim)
-            .permute(0, 3, 1, 2, 4)
-            .reshape(batch, length, self.num_heads * dim)
-        )
+        if length == 1:
+            context = context.reshape(batch, 1, self.num_heads * dim)
+        else:
+            context = (
+                context.reshape(batch, kv, groups, length, dim)
+                .permute(0, 3, 1, 2, 4)
+                .reshape(batch, length, self.num_heads * dim)
+            )
         weights = None
         if output_attentions:
             weights = probs.reshape(batch, kv * groups, length, keys_seen)

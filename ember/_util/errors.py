@@ -25,11 +25,15 @@ class EmberError(Exception):
         super().__init__(message, *args)
 
 
-class ShapeError(EmberError, ValueError):
+# Note [Error classes]: where PyTorch raises RuntimeError (shapes that do not fit, dtypes an
+# op refuses), ember's error is a RuntimeError too, so ported `except RuntimeError` code keeps
+# working; it stays a ValueError / TypeError as well, the Python convention ember's own code
+# and users of NumPy expect.
+class ShapeError(EmberError, RuntimeError, ValueError):
     """An op got inputs whose shapes do not fit together."""
 
 
-class DTypeError(EmberError, TypeError):
+class DTypeError(EmberError, RuntimeError, TypeError):
     """An op got an input of a dtype it does not accept."""
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import threading
 
 import numpy as np
 
@@ -134,18 +133,6 @@ class _CheckpointReader:
             handle.close()
 
 
-class _SkipInit(threading.local):
-    """Note [Init on load]: `from_pretrained` builds the model with `post_init`'s weight
-    initialisation off (drawing 135M normal numbers costs seconds, and the checkpoint
-    overwrites them), then initialises only the weights the checkpoint lacks (missing or
-    mismatched keys), as HuggingFace does."""
-
-    active = False
-
-
-_skip_init = _SkipInit()
-
-
 class PreTrainedModel(nn.Module):
     """Base class of the models: config handling, weight init, tying, loading and saving.
 
@@ -172,20 +159,29 @@ class PreTrainedModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must define _init_weights")
 
     def post_init(self) -> None:
-        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights]). Inside
-        `from_pretrained` the initialisation waits for the checkpoint (Note [Init on load])."""
-        if not _skip_init.active:
-            with no_grad():
-                self.apply(self._init_weights)
+        """Initialise every weight (`_init_weights`), then tie (Note [Tied weights])."""
+        with no_grad():
+            self.apply(self._init_weights)
         self.tie_weights()
 
-    def _init_missing(self, keys) -> None:
-        """Note [Init on load]: `_init_weights` on the modules owning `keys`, the weights the
-        checkpoint did not give."""
-        owners = {key.rpartition(".")[0] for key in keys}
+    def _initialize_unloaded(self, info: LoadingInfo) -> None:
+        """Initialise the modules that hold a weight the checkpoint did not (missing, or
+        mismatched and ignored): their own `reset_parameters`, then `_init_weights`, as a
+        freshly built model would have them (Note [Skipped initialisation])."""
+        unloaded = set(info["missing_keys"]) | {k for k, _, _ in info["mismatched_keys"]}
+        if not unloaded:
+            return
         with no_grad():
-            for owner in sorted(owners):
-                self._init_weights(self.get_submodule(owner) if owner else self)
+            for prefix, module in self.named_modules():
+                prefix = prefix + "." if prefix else ""
+                own = [name for name, _ in module.named_parameters(recurse=False)]
+                own += [name for name, _ in module.named_buffers(recurse=False)]
+                if not any(prefix + name in unloaded for name in own):
+                    continue
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                self._init_weights(module)
+        self.tie_weights()
 
     def _tied_pairs(self):
         for target, source in self._tied_weights_keys.items():
@@ -301,13 +297,12 @@ class PreTrainedModel(nn.Module):
         # checkpoint tensor is converted on its way in, so no float32 copy of the model is ever
         # made (its freed pages would stay in the allocator and count as resident memory)
         default = _dt.get_default_dtype()
-        _skip_init.active = True
         try:
             if dtype is not None and dtype.is_floating_point:
                 _dt.set_default_dtype(dtype)
-            model = cls(config, *model_args, **model_kwargs)
+            with nn.init.skip_initialization():  # Note [Skipped initialisation]
+                model = cls(config, *model_args, **model_kwargs)
         finally:
-            _skip_init.active = False
             _dt.set_default_dtype(default)
         if dtype is not None:
             model.to(dtype)
@@ -321,9 +316,7 @@ class PreTrainedModel(nn.Module):
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
-        fresh = [*info["missing_keys"], *(k for k, _, _ in info["mismatched_keys"])]
-        if fresh:
-            model._init_missing(fresh)
+        model._initialize_unloaded(info)
         model.eval()  # as HuggingFace: dropout off until .train()
         load_extras = getattr(model, "_load_extras", None)  # e.g. generation_config.json
         if load_extras is not None:

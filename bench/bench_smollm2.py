@@ -8,7 +8,7 @@ and time to first token (prefill + one token), at 1 and 2 threads. Then, each in
 process: resident memory after loading (ember float32, ember bfloat16, transformers float32)
 and the peak (VmHWM) over loading plus one 128-token decode at batch 1.
 
-Run: PYTHONPATH=. python bench/bench_smollm2.py [--quick] [--threads 1 2]
+Run: PYTHONPATH=. python bench/bench_smollm2.py [--quick] [--new-tokens 128] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -135,10 +135,9 @@ def _generators(model, reference, ids, pad: int, new: int):
     return ours, theirs
 
 
-def bench_speed(tokenizer, model, reference, threads: int, quick: bool) -> list[dict]:
+def bench_speed(tokenizer, model, reference, threads: int, new: int, quick: bool) -> list[dict]:
     set_threads(threads)
     results = []
-    new = 16 if quick else 128
     for batch in (1, 8):
         ids = prompt_ids(tokenizer, batch)
         ours, theirs = _generators(model, reference, ids, tokenizer.pad_token_id, new)
@@ -165,7 +164,7 @@ def bench_speed(tokenizer, model, reference, threads: int, quick: bool) -> list[
             f"time to first token {tag}",
             functools.partial(ours, 1),
             functools.partial(theirs, 1),
-            repeats=3 if quick else 5,
+            repeats=3,
             warmup=1,
             extra={"batch": batch, "threads": threads},
         )
@@ -213,9 +212,8 @@ _SIDES = {
 }
 
 
-def bench_memory(quick: bool) -> list[dict]:
+def bench_memory(new: int) -> list[dict]:
     results = []
-    new = 16 if quick else 128
     for side, (imports, load, decode) in _SIDES.items():
         code = _MEMORY.format(
             root=ROOT,
@@ -243,15 +241,17 @@ def bench_memory(quick: bool) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="16 new tokens, fewer rounds")
+    parser.add_argument("--quick", action="store_true", help="16 new tokens")
+    parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
+    new = 16 if args.quick else args.new_tokens
     tokenizer, model, reference = load_pair()
     for threads in args.threads:
-        bench_speed(tokenizer, model, reference, threads, args.quick)
+        bench_speed(tokenizer, model, reference, threads, new, args.quick)
     if not args.no_memory:
-        bench_memory(args.quick)
+        bench_memory(new)
 
 
 if __name__ == "__main__":

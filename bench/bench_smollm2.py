@@ -135,7 +135,7 @@ def _generators(model, reference, ids, pad: int, new: int):
     return ours, theirs
 
 
-def bench_speed(tokenizer, model, reference, threads: int, new: int, quick: bool) -> list[dict]:
+def bench_speed(tokenizer, model, reference, threads: int, new: int) -> list[dict]:
     set_threads(threads)
     results = []
     for batch in (1, 8):
@@ -249,7 +249,7 @@ def main() -> None:
     new = 16 if args.quick else args.new_tokens
     tokenizer, model, reference = load_pair()
     for threads in args.threads:
-        bench_speed(tokenizer, model, reference, threads, new, args.quick)
+        bench_speed(tokenizer, model, reference, threads, new)
     if not args.no_memory:
         bench_memory(new)
 

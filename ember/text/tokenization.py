@@ -212,6 +212,7 @@ class PreTrainedTokenizerFast:
     @add_bos_token.setter
     def add_bos_token(self, value: bool) -> None:
         self._add_bos_token = bool(value)
+        self._bos_eos_explicit = True
         self._update_post_processor()
 
     @property
@@ -221,6 +222,7 @@ class PreTrainedTokenizerFast:
     @add_eos_token.setter
     def add_eos_token(self, value: bool) -> None:
         self._add_eos_token = bool(value)
+        self._bos_eos_explicit = True
         self._update_post_processor()
 
     def _update_post_processor(self) -> None:

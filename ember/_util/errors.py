@@ -49,6 +49,11 @@ class AutogradError(EmberError, RuntimeError):
     """Backward could not be computed (freed graph, in-place modification, no grad_fn)."""
 
 
+class DistributedError(RuntimeError):
+    """A collective could not complete: another rank failed or left, a timeout passed, or the
+    ranks disagree (shapes, dtypes). The message names the rank and the collective."""
+
+
 _inside: dict = {}  # filename -> whether it belongs to the ember package
 
 

@@ -31,6 +31,7 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 demo: $(VENV)/.base
 	$(PY) examples/seed/tour.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
+	$(PY) examples/decoder_lm.py
 	$(PY) examples/llm_chat.py
 
 demo-data: $(VENV)/.base

@@ -63,7 +63,15 @@ from ember.transformers.data_collator import (
     DataCollatorForLanguageModeling as DataCollatorForLanguageModeling,
 )
 from ember.transformers.generation import (
+    BaseStreamer as BaseStreamer,
     EosTokenCriteria as EosTokenCriteria,
+    ForcedBOSTokenLogitsProcessor as ForcedBOSTokenLogitsProcessor,
+    ForcedEOSTokenLogitsProcessor as ForcedEOSTokenLogitsProcessor,
+    InfNanRemoveLogitsProcessor as InfNanRemoveLogitsProcessor,
+    LogitNormalization as LogitNormalization,
+    LogitsWarper as LogitsWarper,
+    SuppressTokensAtBeginLogitsProcessor as SuppressTokensAtBeginLogitsProcessor,
+    SuppressTokensLogitsProcessor as SuppressTokensLogitsProcessor,
     GenerateBeamDecoderOnlyOutput as GenerateBeamDecoderOnlyOutput,
     GenerateDecoderOnlyOutput as GenerateDecoderOnlyOutput,
     GenerationConfig as GenerationConfig,
@@ -86,6 +94,7 @@ from ember.transformers.generation import (
     TopPLogitsWarper as TopPLogitsWarper,
 )
 from ember.transformers.gpt2 import (
+    Conv1D as Conv1D,
     GPT2Config as GPT2Config,
     GPT2LMHeadModel as GPT2LMHeadModel,
     GPT2Model as GPT2Model,
@@ -96,8 +105,16 @@ from ember.transformers.llama import (
     LlamaForCausalLM as LlamaForCausalLM,
     LlamaModel as LlamaModel,
     LlamaPreTrainedModel as LlamaPreTrainedModel,
+    LlamaRMSNorm as LlamaRMSNorm,
     MistralConfig as MistralConfig,
+    MistralForCausalLM as MistralForCausalLM,
+    MistralModel as MistralModel,
     Qwen2Config as Qwen2Config,
+    Qwen2ForCausalLM as Qwen2ForCausalLM,
+    Qwen2Model as Qwen2Model,
+    SmolLM3Config as SmolLM3Config,
+    SmolLM3ForCausalLM as SmolLM3ForCausalLM,
+    SmolLM3Model as SmolLM3Model,
 )
 from ember.transformers.modeling_outputs import ModelOutput as ModelOutput
 from ember.transformers.modeling_utils import LoadingInfo as LoadingInfo

@@ -70,9 +70,9 @@ for _model_type, _module, _prefix in (
 # decoders: the Llama-shaped families share Llama's model (Note [Llama-shaped configs])
 register_model("base", "gpt2", _gpt2.GPT2Model)
 register_model("causal-lm", "gpt2", _gpt2.GPT2LMHeadModel)
-for _model_type in _llama_configs.LLAMA_SHAPED:
-    register_model("base", _model_type, _llama.LlamaModel)
-    register_model("causal-lm", _model_type, _llama.LlamaForCausalLM)
+for _model_type, (_base, _causal_lm) in _llama.FAMILY_MODELS.items():
+    register_model("base", _model_type, _base)
+    register_model("causal-lm", _model_type, _causal_lm)
 
 
 class AutoConfig:

@@ -106,6 +106,17 @@ def decoder_inputs(
     return input_ids, DecoderInputs(cache, legacy, past_length, mask, positions)
 
 
+def cache_argument(model, past_key_values, cache):
+    """transformers 5.25 renames `past_key_values` to `cache`; either name is accepted."""
+    if cache is not None:
+        if past_key_values is not None:
+            raise ValueError(
+                f"{type(model).__name__}: pass the cache as past_key_values or cache, not both"
+            )
+        return cache
+    return past_key_values
+
+
 def returned_cache(state: DecoderInputs, use_cache: bool):
     if not use_cache or state.cache is None:
         return None

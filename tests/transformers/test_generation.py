@@ -418,3 +418,62 @@ def test_text_generation_pipeline_matches_huggingface(
     assert ours(texts[0], return_full_text=False, **kwargs) == theirs(
         texts[0], return_full_text=False, **kwargs
     )
+
+
+# --------------------------------------------------------------------------- cache and masks
+def test_dynamic_cache_update_reorder_crop_and_legacy_format():
+    from ember.transformers.cache_utils import causal_attention_mask
+
+    cache = et.DynamicCache()
+    rng = np.random.default_rng(0)
+    k1, v1 = (
+        rng.standard_normal((2, 2, 3, 4), np.float32),
+        rng.standard_normal((2, 2, 3, 4), np.float32),
+    )
+    k2, v2 = (
+        rng.standard_normal((2, 2, 1, 4), np.float32),
+        rng.standard_normal((2, 2, 1, 4), np.float32),
+    )
+    with ember.no_grad():
+        cache.update(ember.from_numpy(k1), ember.from_numpy(v1), 0)
+        keys, values = cache.update(ember.from_numpy(k2), ember.from_numpy(v2), 0)
+    np.testing.assert_array_equal(keys.numpy(), np.concatenate([k1, k2], 2))
+    np.testing.assert_array_equal(values.numpy(), np.concatenate([v1, v2], 2))
+    assert cache.get_seq_length() == 4 and len(cache) == 1
+    cache.reorder_cache(np.array([1, 1]))
+    np.testing.assert_array_equal(cache[0][0].numpy()[0], np.concatenate([k1, k2], 2)[1])
+    legacy = cache.to_legacy_cache()
+    again = et.DynamicCache.from_legacy_cache(legacy)
+    assert again.get_seq_length() == 4
+    cache.crop(2)
+    assert cache.get_seq_length() == 2 and tuple(cache[0][0].shape) == (2, 2, 2, 4)
+    # autograd records through the cache when gradients are on
+    k = ember.from_numpy(k1).requires_grad_()
+    grad_cache = et.DynamicCache()
+    keys, _ = grad_cache.update(k, ember.from_numpy(v1), 0)
+    keys, _ = grad_cache.update(ember.from_numpy(k2), ember.from_numpy(v2), 0)
+    keys.sum().backward()
+    np.testing.assert_array_equal(k.grad.numpy(), np.ones_like(k1))
+    # Note [Causal mask]: no padding and one new token -> no mask at all
+    assert causal_attention_mask(None, 1, 9, ember.float32, "t") is None
+    assert causal_attention_mask(np.ones((2, 9)), 1, 9, ember.float32, "t") is None
+    block = causal_attention_mask(None, 3, 5, ember.float32, "t").numpy()
+    assert block.shape == (1, 1, 3, 5)
+    assert (block[0, 0] == 0).tolist() == [
+        [True, True, True, False, False],
+        [True, True, True, True, False],
+        [True, True, True, True, True],
+    ]
+    padded = causal_attention_mask(np.array([[0, 1, 1]]), 1, 3, ember.float32, "t").numpy()
+    assert (padded[0, 0, 0] == 0).tolist() == [False, True, True]
+
+
+def test_generation_config_validates_fields():
+    with pytest.raises(ValueError, match="top_p must be in \\[0, 1\\]"):
+        et.GenerationConfig(top_p=1.5)
+    with pytest.raises(ValueError, match="num_beams must be >= 1"):
+        et.GenerationConfig(num_beams=0)
+    with pytest.raises(ValueError, match="early_stopping"):
+        et.GenerationConfig(early_stopping="sometimes")
+    config = et.GenerationConfig(max_new_tokens=5, custom_field="kept")
+    assert config.to_diff_dict()["custom_field"] == "kept"  # unknown keys round-trip

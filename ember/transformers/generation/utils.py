@@ -260,20 +260,16 @@ class GenerationMixin:
         processors = self._logits_processors(config, prompt_length, mask, logits_processor)
         criteria = self._stopping_criteria(config, eos, stopping_criteria)
         rng = (generator or default_generator()).rng
-        was_training = self.training
-        self.eval()
-        try:
-            with no_grad():
-                if num_beams > 1:
-                    return self._beam_search(ids, mask, config, processors, criteria, eos, rng)
-                expand = config.num_return_sequences
-                if expand > 1:
-                    ids = np.repeat(ids, expand, 0)
-                    mask = None if mask is None else np.repeat(mask, expand, 0)
-                return self._sample(ids, mask, config, processors, criteria, streamer, rng)
-        finally:
-            if was_training:
-                self.train()
+        # the mode is the caller's, as in HuggingFace: a model in train() mode decodes with
+        # dropout on (from_pretrained returns it in eval mode)
+        with no_grad():
+            if num_beams > 1:
+                return self._beam_search(ids, mask, config, processors, criteria, eos, rng)
+            expand = config.num_return_sequences
+            if expand > 1:
+                ids = np.repeat(ids, expand, 0)
+                mask = None if mask is None else np.repeat(mask, expand, 0)
+            return self._sample(ids, mask, config, processors, criteria, streamer, rng)
 
     # --- setup --------------------------------------------------------------------------------
     @staticmethod

@@ -16,6 +16,7 @@ from ember import nn
 from ember.nn import functional as F
 from ember.transformers.activations import ACT2FN
 from ember.transformers.decoder_utils import (
+    cache_argument,
     causal_lm_loss,
     decoder_inputs,
     keep_logits,
@@ -191,8 +192,10 @@ class GPT2Model(GPT2PreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         cache_position=None,
+        cache=None,
     ):
         del cache_position  # positions come from the cache length
+        past_key_values = cache_argument(self, past_key_values, cache)
         config = self.config
         output_attentions = (
             config.output_attentions if output_attentions is None else output_attentions
@@ -291,8 +294,10 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         return_dict=None,
         cache_position=None,
         logits_to_keep=0,
+        cache=None,
     ):
         out = self.transformer(
+            cache=cache,
             input_ids=input_ids,
             past_key_values=past_key_values,
             attention_mask=attention_mask,

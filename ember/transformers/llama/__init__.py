@@ -11,4 +11,10 @@ from ember.transformers.llama.modeling_llama import (
     LlamaModel as LlamaModel,
     LlamaPreTrainedModel as LlamaPreTrainedModel,
     LlamaRMSNorm as LlamaRMSNorm,
+    MistralForCausalLM as MistralForCausalLM,
+    MistralModel as MistralModel,
+    Qwen2ForCausalLM as Qwen2ForCausalLM,
+    Qwen2Model as Qwen2Model,
+    SmolLM3ForCausalLM as SmolLM3ForCausalLM,
+    SmolLM3Model as SmolLM3Model,
 )

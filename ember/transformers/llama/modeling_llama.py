@@ -27,13 +27,19 @@ from ember import nn
 from ember.nn import functional as F
 from ember.transformers.activations import ACT2FN
 from ember.transformers.decoder_utils import (
+    cache_argument,
     causal_lm_loss,
     decoder_inputs,
     keep_logits,
     returned_cache,
 )
 from ember.transformers.generation import GenerationMixin
-from ember.transformers.llama.configuration_llama import LlamaConfig
+from ember.transformers.llama.configuration_llama import (
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    SmolLM3Config,
+)
 from ember.transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ember.transformers.modeling_utils import PreTrainedModel
 
@@ -269,8 +275,10 @@ class LlamaModel(LlamaPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
         cache_position=None,
+        cache=None,
     ):
         del cache_position  # positions come from the cache length (HuggingFace's is redundant)
+        past_key_values = cache_argument(self, past_key_values, cache)
         config = self.config
         output_attentions = (
             config.output_attentions if output_attentions is None else output_attentions
@@ -364,8 +372,10 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         return_dict=None,
         cache_position=None,
         logits_to_keep=0,
+        cache=None,
     ):
         out = self.model(
+            cache=cache,
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -389,7 +399,47 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         return output if return_dict else output.to_tuple()
 
 
+# HuggingFace's class names for the Llama-shaped families (Note [Llama-shaped configs]): the
+# same model, reading its own config class
+class MistralModel(LlamaModel):
+    config_class = MistralConfig
+
+
+class MistralForCausalLM(LlamaForCausalLM):
+    config_class = MistralConfig
+
+
+class Qwen2Model(LlamaModel):
+    config_class = Qwen2Config
+
+
+class Qwen2ForCausalLM(LlamaForCausalLM):
+    config_class = Qwen2Config
+
+
+class SmolLM3Model(LlamaModel):
+    config_class = SmolLM3Config
+
+
+class SmolLM3ForCausalLM(LlamaForCausalLM):
+    config_class = SmolLM3Config
+
+
+FAMILY_MODELS = {  # model_type -> (base model, causal LM)
+    "llama": (LlamaModel, LlamaForCausalLM),
+    "mistral": (MistralModel, MistralForCausalLM),
+    "qwen2": (Qwen2Model, Qwen2ForCausalLM),
+    "smollm3": (SmolLM3Model, SmolLM3ForCausalLM),
+}
+
 __all__ = [
+    "FAMILY_MODELS",
+    "MistralForCausalLM",
+    "MistralModel",
+    "Qwen2ForCausalLM",
+    "Qwen2Model",
+    "SmolLM3ForCausalLM",
+    "SmolLM3Model",
     "LlamaForCausalLM",
     "LlamaModel",
     "LlamaPreTrainedModel",

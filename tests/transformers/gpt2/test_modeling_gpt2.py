@@ -96,6 +96,7 @@ def test_loss_and_gradients_match_huggingface(tiny_decoder, decoder_prompts):
 
 
 def test_cache_one_token_at_a_time_equals_one_forward(tiny_decoder, decoder_prompts):
+    """(through `cache=`, transformers 5.25's name for past_key_values)"""
     _, folder = tiny_decoder("gpt2")
     model = et.GPT2LMHeadModel.from_pretrained(folder)
     ids, _ = decoder_prompts(False)
@@ -103,7 +104,7 @@ def test_cache_one_token_at_a_time_equals_one_forward(tiny_decoder, decoder_prom
         full = model(ember.from_numpy(ids)).logits.numpy()
         past, steps = None, []
         for i in range(ids.shape[1]):
-            out = model(ember.from_numpy(ids[:, i : i + 1]), past_key_values=past, use_cache=True)
+            out = model(ember.from_numpy(ids[:, i : i + 1]), cache=past, use_cache=True)
             past = out.past_key_values
             steps.append(out.logits.numpy())
     assert _close(np.concatenate(steps, 1), full) <= TOL

@@ -92,6 +92,7 @@ def test_logits_hidden_states_attentions_match_huggingface(
     hf_model, folder = variant_folder(variant)
     model, info = et.AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
     assert isinstance(model, et.LlamaForCausalLM)
+    assert type(model).__name__ == type(hf_model).__name__  # HF's class names
     assert info["missing_keys"] == [] and info["unexpected_keys"] == [], info
     assert type(model.config).model_type == hf_model.config.model_type
     ids, mask = decoder_prompts(padded=True)

@@ -42,7 +42,7 @@ from ember.backend import Device, backend_of, device as _device, get_backend
 from ember.autograd.grad_mode import _state
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
 
 
@@ -160,7 +160,7 @@ class Tensor:
         return bool(self._data.flags.c_contiguous)
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point  # bfloat16 too (ml_dtypes' kind is 'V')
 
     # --- autograd state ------------------------------------------------------------------------
     @property
@@ -185,7 +185,7 @@ class Tensor:
                     )
                 )
             return self
-        if requires_grad and self._data.dtype.kind != "f":
+        if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 at_user_line(
                     f"requires_grad_: only floating point tensors can require gradients, got "
@@ -461,6 +461,9 @@ class Tensor:
 
     def half(self):
         return _E.cast(self, _dt.float16)
+
+    def bfloat16(self):
+        return _E.cast(self, _dt.bfloat16)
 
     def long(self):
         return _E.cast(self, _dt.int64)

@@ -26,6 +26,7 @@ import re
 import numpy as np
 
 import ember
+from ember import dtypes as _dt
 from ember import nn
 from ember.autograd import no_grad
 from ember.io import atomic_folder, resolve_pretrained_folder, safe_open, save_file
@@ -288,6 +289,7 @@ class PreTrainedModel(nn.Module):
         dtype=None,
         torch_dtype=None,
         local_files_only: bool = True,
+        gguf_file=None,
         **kwargs,
     ):
         """Build the model from a HuggingFace folder: `config.json` plus `model.safetensors`
@@ -309,40 +311,48 @@ class PreTrainedModel(nn.Module):
         where = f"{cls.__name__}.from_pretrained"
         folder = resolve_pretrained_folder(pretrained_model_name_or_path, where)
         if config is None:
-            config = cls.config_class.from_pretrained(folder)
+            config = cls.config_class.from_pretrained(folder, gguf_file=gguf_file)
         elif not isinstance(config, PretrainedConfig):
             config = cls.config_class.from_pretrained(config)
-        dtype = dtype if dtype is not None else torch_dtype
-        if isinstance(dtype, str):
-            if dtype == "auto":
-                dtype = None
-            elif dtype not in ("float32", "float16", "float64", "float", "half", "double"):
-                raise ValueError(
-                    f"{where}: dtype must be 'float32', 'float16', 'float64' or 'auto' "
-                    f"(or an ember dtype), got {dtype!r}"
-                )
-            else:
-                dtype = getattr(ember, dtype)
         model_kwargs = config.update_known(kwargs)
-        reader = _CheckpointReader(folder, allow_pickle, where)  # file errors come first
+        dtype = dtype if dtype is not None else torch_dtype
+        if isinstance(dtype, str) and dtype == "auto":  # the dtype the config names, if any
+            dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
         try:
-            with nn.init.skip_initialization():  # Note [Skipped initialisation]
-                try:
+            dtype = None if dtype is None else _dt.as_dtype(dtype)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"{where}: dtype {dtype!r} is not one ember has ({error})") from None
+        if gguf_file is not None:
+            from ember.transformers.gguf_utils import GGUFCheckpointReader, gguf_path
+
+            reader = GGUFCheckpointReader(gguf_path(folder, gguf_file, where), where)
+        else:
+            reader = _CheckpointReader(folder, allow_pickle, where)  # file errors come first
+        # Note [Half-precision weights]: the parameters are made in the requested dtype and each
+        # checkpoint tensor is converted on its way in, so no float32 copy of the model is ever
+        # made (its freed pages would stay in the allocator and count as resident memory)
+        default = _dt.get_default_dtype()
+        try:
+            try:
+                if dtype is not None and dtype.is_floating_point:
+                    _dt.set_default_dtype(dtype)
+                with nn.init.skip_initialization():  # Note [Skipped initialisation]
                     model = cls(config, *model_args, **model_kwargs)
-                except (TypeError, ValueError, KeyError) as error:  # a config value it refuses
-                    raise ValueError(f"{where}: {folder!r} (config.json): {error}") from None
-                except MemoryError as error:
-                    raise MemoryError(
-                        f"{where}: the model that {folder!r}'s config.json describes does not "
-                        f"fit in memory ({error}), while its checkpoint {reader.source!r} "
-                        f"holds {reader.nbytes():,} bytes: is config.json right?"
-                    ) from None
+            except (TypeError, ValueError, KeyError) as error:  # a config value it refuses
+                raise ValueError(f"{where}: {folder!r} (config.json): {error}") from None
+            except MemoryError as error:
+                raise MemoryError(
+                    f"{where}: the model that {folder!r}'s config.json describes does not "
+                    f"fit in memory ({error}): is config.json right?"
+                ) from None
+            finally:
+                _dt.set_default_dtype(default)
+            if dtype is not None:
+                model.to(dtype)
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
         model._initialize_unloaded(info)
-        if dtype is not None:
-            model.to(dtype)
         model.eval()  # as HuggingFace: dropout off until .train()
         load_extras = getattr(model, "_load_extras", None)  # e.g. generation_config.json
         if load_extras is not None:

@@ -322,6 +322,8 @@ class PreTrainedModel(nn.Module):
             dtype = None if dtype is None else _dt.as_dtype(dtype)
         except (TypeError, ValueError, KeyError) as error:
             raise ValueError(f"{where}: dtype {dtype!r} is not one ember has ({error})") from None
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"{where}: dtype must be a floating dtype or 'auto', got {dtype}")
         if gguf_file is not None:
             from ember.transformers.gguf_utils import GGUFCheckpointReader, gguf_path
 

@@ -20,7 +20,8 @@ carry the rest, each a one-key object:
     {"__dtype__": "float32"}    an ember dtype
 A tensor that appears twice in the tree (tied weights) is stored once and comes back as one
 object. Nothing on the loading path can run code from the file: pickle files are refused
-unless the caller passes `allow_pickle=True` (Note [Pickle policy]).
+unless the caller passes `allow_pickle=True` (Note [Pickle policy]). A tree holding whole
+Modules uses layout "2", with the tags of Note [Whole-module checkpoints].
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ def save(obj, f, *, metadata: dict | None = None) -> None:
 
     `obj` may be an ember Tensor or any nest of dicts, lists and tuples holding tensors, NumPy
     arrays and plain Python values (Note [Checkpoint layout]). A flat dict of tensors is a
-    plain safetensors file that PyTorch reads with `safetensors.torch.load_file`.
+    plain safetensors file that PyTorch reads with `safetensors.torch.load_file`. An
+    `ember.nn.Module` (the whole model, or one inside the tree) is saved as its class path,
+    plain attributes and tensors, and `load` rebuilds it for allowed classes (Note
+    [Whole-module checkpoints], ember/io/serialization.py).
 
     Args:
         obj: what to save.

@@ -291,3 +291,27 @@ def test_damaged_module_node_is_named(tmp_path):
     _rewrite(path, bad, lambda t: t["__module__"].pop("modules"))
     with pytest.raises(ValueError, match="damaged"):
         ember.load(bad)
+
+
+def test_tied_weights_stay_tied(tmp_path):
+    from ember.transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=40,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+    model = BertForMaskedLM(config).eval()
+    ember.save(model, tmp_path / "mlm.safetensors")
+    loaded = ember.load(tmp_path / "mlm.safetensors")
+    tied = loaded.cls.predictions.decoder.weight
+    assert tied is loaded.bert.embeddings.word_embeddings.weight
+    assert type(loaded.config) is type(model.config)
+    assert loaded.config.to_dict() == model.config.to_dict()
+    ids = ember.tensor(np.arange(12).reshape(2, 6))
+    np.testing.assert_allclose(
+        loaded(ids).logits.detach().numpy(), model(ids).logits.detach().numpy(), atol=1e-6
+    )

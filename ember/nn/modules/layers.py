@@ -17,7 +17,7 @@ from ember.nn import functional as F
 from ember.nn import init
 from ember.nn.modules.module import Module
 from ember.nn.parameter import Parameter
-from ember.tensor import Tensor, empty, ones, tensor, zeros
+from ember.tensor import Tensor, _interceptors_active, empty, ones, tensor, zeros
 
 
 def _factory(device, dtype):
@@ -223,8 +223,9 @@ class Embedding(Module):
             raise TypeError(f"indices must be an integer tensor, got {x.dtype}")
         # The range check reads the indices, which a traced (compiled) call does not have:
         # there an index past the end fails in the gather, and a negative one counts from
-        # the end as in NumPy indexing.
-        if x.numel() and not getattr(x._data, "symbolic", False):
+        # the end as in NumPy indexing. A concrete index tensor made while tracing (BERT's
+        # default token_type_ids) is read by traced ops too, so the check waits for eager calls.
+        if x.numel() and not getattr(x._data, "symbolic", False) and not _interceptors_active():
             low, high = int(x.min().item()), int(x.max().item())
             if low < 0 or high >= self.num_embeddings:
                 raise IndexError(

@@ -520,8 +520,11 @@ GATHER = defop(
 
 @onnx_lowering("gather")
 def _gather_onnx(b, x, index, dim):
-    if b.ins[0].shape != b.ins[1].shape:  # torch's gather reads a leading block of x
-        x = b.op("Slice", x, b.ints([0] * b.ins[1].ndim), b.op("Shape", index))
+    axes = [a for a in range(b.ins[1].ndim) if a != dim]
+    if any(b.ins[0].shape[a] != b.ins[1].shape[a] for a in axes):
+        # torch's gather reads the leading block of x that the index covers outside `dim`
+        ends = b.ints_across([[s[a] for a in axes] for s in b.shapes_of(b.ins[1])])
+        x = b.op("Slice", x, b.ints([0] * len(axes)), ends, b.ints(axes))
     return b.op("GatherElements", x, index, axis=dim)
 
 
@@ -1252,3 +1255,8 @@ TO_DEVICE = defop(
     save_inputs=False,
     doc="Copy to another device; the gradient is copied back to the input's device.",
 )
+
+
+@onnx_lowering("to_device")
+def _to_device_onnx(b, x, device):
+    return b.op("Identity", x)  # an ONNX file has no devices: the runtime places tensors

@@ -125,8 +125,8 @@ def main():
             feed = _inputs(batch, seq)
             compare(
                 f"ort on ember's vs torch's file {batch}x{seq} t{threads}",
-                lambda: ours.run(None, feed),
-                lambda: theirs.run(None, feed),
+                lambda s=ours, f=feed: s.run(None, f),
+                lambda s=theirs, f=feed: s.run(None, f),
                 reference="torch-file",
                 repeats=repeats,
                 extra={"threads": threads},
@@ -134,8 +134,8 @@ def main():
             tensors = [ember.from_numpy(v) for v in feed.values()]
             compare(
                 f"ember (imported, compiled) vs ort {batch}x{seq} t{threads}",
-                lambda: compiled(*tensors),
-                lambda: ours.run(None, feed),
+                lambda t=tensors: compiled(*t),
+                lambda s=ours, f=feed: s.run(None, f),
                 reference="onnxruntime",
                 repeats=repeats,
                 extra={"threads": threads},

@@ -12,6 +12,7 @@ so most transformer reshapes stay constants.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from fractions import Fraction
 
@@ -144,6 +145,16 @@ class Builder:
             ins.pop()
         self.nodes.append(helper.make_node(op_type, ins, names, name=names[0], **attrs))
         return names[0] if outputs == 1 else names
+
+    @contextlib.contextmanager
+    def scoped(self, ins, outs, in_names):
+        """Lower a sub-step as if it were its own equation (same attributes and traces)."""
+        saved = self.ins, self.outs, self.in_names
+        self.ins, self.outs, self.in_names = list(ins), list(outs), list(in_names)
+        try:
+            yield self
+        finally:
+            self.ins, self.outs, self.in_names = saved
 
     def fail(self, message: str):
         op = self.eqns[0].name if self.eqns else "export"

@@ -485,6 +485,49 @@ INDEX_PUT = defop(
 )
 
 
+class _Aval:
+    """Shape and dtype of a value an ONNX lowering makes itself (no graph Var at L2)."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.ndim, self.dtype = tuple(shape), len(shape), dtype
+
+
+def _onnx_index_write(reduction):
+    """x[index] = values (or +=): scatter into the flat x at the flat positions that the same
+    index selects from an iota of x's shape (any spec getitem lowers, one Scatter)."""
+
+    def lower(b, x, values, *indices, spec):
+        x_aval, v_aval = b.ins[0], b.ins[1]
+        index_avals = b.ins[2:]
+        shape = b.op("Shape", x)
+        count = b.op("Size", x)
+        iota = b.op("Range", b.const(0, "int64"), count, b.const(1, "int64"))
+        positions = b.op("Reshape", iota, shape)
+        picked_shape = _index_shape(x_aval.shape, *[tuple(i.shape) for i in index_avals], spec=spec)
+        picked_aval = _Aval(picked_shape, x_aval.dtype)
+        with b.scoped([x_aval, *index_avals], [picked_aval], [positions, *indices]):
+            picked = _getitem_onnx(b, positions, *indices, spec=spec)
+        if hasattr(v_aval, "dtype") and v_aval.dtype != x_aval.dtype:
+            values = b.op("Cast", values, to=b.onnx_type(x_aval.dtype))
+        values = b.op("Expand", values, b.op("Shape", picked))
+        flat = b.ints([-1])
+        out = b.op(
+            "ScatterElements",
+            b.op("Reshape", x, flat),
+            b.op("Reshape", picked, flat),
+            b.op("Reshape", values, flat),
+            axis=0,
+            reduction=reduction,
+        )
+        return b.op("Reshape", out, shape)
+
+    return lower
+
+
+_index_put_onnx = onnx_lowering("index_put")(_onnx_index_write("none"))
+_index_add_onnx = onnx_lowering("index_add")(_onnx_index_write("add"))
+
+
 def _limit(x, shape, skip):
     """x[:shape[0], :shape[1], ...] except along `skip` (PyTorch's gather/scatter use only the
     leading part of the other dims)."""

@@ -230,6 +230,8 @@ def _export(
     import onnx
     from onnx import helper, numpy_helper
 
+    if not 13 <= opset <= 21:
+        raise OnnxExportError(f"export: opset_version must be 13 to 21, got {opset}")
     args, kwargs = _split_args(args)
     leaves, default_names = _leaf_names(fn, args, kwargs)
     if not leaves:
@@ -275,12 +277,6 @@ def _export(
             else:
                 symbol_names.append(sym)
                 example_sizes.append(size)
-    traces_sizes = [tuple(example_sizes)]
-    if symbol_names:
-        for k in range(2):
-            traces_sizes.append(
-                tuple(s + _GROW[i % len(_GROW)][k] for i, s in enumerate(example_sizes))
-            )
 
     def graph_at(sizes):
         shapes = _shapes_for(leaves, input_names, dyn, symbol_names, sizes)
@@ -300,7 +296,10 @@ def _export(
         graph, *_ = trace(flat, a, k, new, input_names, name or type(fn).__name__)
         return run_passes(graph, fuse=False)
 
-    graphs = [graph_at(sizes) for sizes in traces_sizes]
+    traces_sizes = [tuple(example_sizes)]
+    graphs = [graph_at(traces_sizes[0])]
+    if symbol_names:
+        graphs += _other_traces(graph_at, example_sizes, symbol_names, traces_sizes)
     _check_same_structure(graphs, symbol_names, traces_sizes)
     if fuse:
         for g in graphs:
@@ -340,7 +339,10 @@ def _export(
         for n in input_names:
             axes = [a for a, s in dyn.get(n, {}).items() if s == sym]
             if axes:
-                size = b.op("Shape", n, start=axes[0], end=axes[0] + 1)
+                if opset >= 15:
+                    size = b.op("Shape", n, start=axes[0], end=axes[0] + 1)
+                else:
+                    size = b.op("Gather", b.op("Shape", n), b.ints([axes[0]]))
                 symbol_value_names.append((sym, size))
                 break
     b.symbols = symbol_value_names
@@ -454,6 +456,30 @@ def _export(
     if f is not None:
         _write(model, f)
     return report
+
+
+def _other_traces(graph_at, example, symbol_names, traces_sizes) -> list:
+    """Trace at two other sizes of every dynamic axis (Note [Dynamic dims]): larger ones, or
+    smaller ones where the larger fail (a sequence at the model's maximum length)."""
+    failures = []
+    for sign in (1, -1):
+        candidates = []
+        for k in range(2):
+            deltas = [_GROW[i % len(_GROW)][k] for i in range(len(example))]
+            candidates.append(
+                tuple(s + d if sign > 0 or s - d < 1 else s - d for s, d in zip(example, deltas))
+            )
+        try:
+            graphs = [graph_at(sizes) for sizes in candidates]
+        except Exception as error:  # the model refuses these sizes: try the other side
+            failures.append(f"{dict(zip(symbol_names, candidates[0]))}: {error}")
+            continue
+        traces_sizes.extend(candidates)
+        return graphs
+    raise OnnxExportError(
+        "export traces the function at other sizes of the dynamic axes to find how sizes "
+        "follow them (Note [Dynamic dims]), and it failed at " + "; ".join(failures)
+    )
 
 
 def _site(e) -> str:
@@ -629,9 +655,9 @@ def _check(report, fn, args, kwargs, leaves, input_names, dyn, symbol_names, siz
         report.model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     rng = np.random.default_rng(0)
-    # two shapes other than the example's: each dynamic axis one and two larger (or the
-    # example's shape twice when nothing is dynamic)
-    check_sizes = [tuple(s + 1 for s in sizes[0]), tuple(s + 2 for s in sizes[0])]
+    # two shapes other than the example's, those the extra traces ran at (the model takes
+    # them), or the example's shape twice (fresh values) when nothing is dynamic
+    check_sizes = list(sizes[1:]) if len(sizes) > 1 else [sizes[0], sizes[0]]
     worst = (0.0, None, 0.0)
     for trial in check_sizes:
         shapes = _shapes_for(leaves, input_names, dyn, symbol_names, trial)

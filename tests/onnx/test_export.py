@@ -333,3 +333,19 @@ def test_minilm_exports_within_1e4(minilm, tmp_path):
     with ember.no_grad():
         ref = model(**feed)
     _close(outs[0].numpy(), ref.last_hidden_state.numpy(), 1e-4, 1e-4)
+
+
+@pytest.mark.parametrize("opset", [13, 17, 21])
+def test_opsets_and_an_example_at_the_maximum_length(opset):
+    """At max_position_embeddings the extra traces go below the example's length."""
+    from ember import transformers as et
+
+    model = et.BertModel(et.BertConfig(**TINY["Bert"])).eval()
+    ids = ember.from_numpy(np.random.default_rng(3).integers(0, 99, (2, 64)).astype(np.int64))
+    report = ember.onnx.export(
+        model, (ids,), None, dynamic_axes={"input_ids": {0: "b", 1: "s"}}, opset_version=opset
+    )
+    assert report.checked and all(s["input_ids"][1] < 64 for s in report.checked_shapes)
+    assert report.model.opset_import[0].version == opset
+    with pytest.raises(ember.onnx.OnnxExportError, match="opset_version must be 13 to 21"):
+        ember.onnx.export(model, (ids,), None, opset_version=12)

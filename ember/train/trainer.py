@@ -89,12 +89,38 @@ _NO_DECAY_PATTERNS = re.compile(
 _RUNTIME_KEYS = ("_runtime", "_per_second")
 
 
-class EvalPrediction(NamedTuple):
-    """What `compute_metrics` receives: NumPy predictions (logits) and label_ids."""
+class EvalPrediction:
+    """What `compute_metrics` receives: NumPy predictions (logits) and label_ids, plus the
+    inputs when asked for. Unpacks as HuggingFace's does: `logits, labels = eval_pred` (a
+    third item only when `inputs` is set).
 
-    predictions: Any
-    label_ids: Any
-    inputs: Any = None
+    Example:
+        >>> from ember.train import EvalPrediction
+        >>> logits, labels = EvalPrediction([[0.1, 0.9]], [1])
+        >>> labels
+        [1]
+    """
+
+    def __init__(self, predictions, label_ids, inputs=None):
+        self.predictions = predictions
+        self.label_ids = label_ids
+        self.inputs = inputs
+
+    def _items(self) -> tuple:
+        base = (self.predictions, self.label_ids)
+        return base if self.inputs is None else base + (self.inputs,)
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __getitem__(self, index):
+        return self._items()[index]
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return f"EvalPrediction(predictions={self.predictions!r}, label_ids={self.label_ids!r})"
 
 
 class PredictionOutput(NamedTuple):

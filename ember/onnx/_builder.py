@@ -3,9 +3,9 @@
 Note [Dynamic dims]: ember traces with concrete shapes, so a reshape's target or a slice's end
 is a plain int in the graph. The exporter traces the function three times: at the example's
 shapes and at two other sizes of every dynamic axis. A value that is the same in all three
-traces is static; one that changes is fitted as `coefficient * prod(symbol ** power)`
-(powers -2..2) over the dynamic axes' sizes, and emitted as shape arithmetic on the inputs'
-`Shape`. A value no such monomial fits stops the export with the op and the user's line.
+traces is static; one that changes is fitted as `coefficient * prod(symbol ** power) + offset`
+(powers -2..2; the offset for ints, such as `seq - 1`) over the dynamic axes' sizes, and
+emitted as shape arithmetic on the inputs' `Shape`. A value no such monomial fits stops the export with the op and the user's line.
 Reshape targets use ONNX's 0 (copy the input's dim) and -1 (infer one dim) where they can,
 so most transformer reshapes stay constants.
 """
@@ -30,22 +30,30 @@ class OnnxExportError(RuntimeError):
 
 
 def fit_monomial(values, symbol_values, allow_negative=False):
-    """The (coefficient, powers) with value == coefficient * prod(symbol ** power) in every
-    trace, or None. `values`: one number per trace; `symbol_values`: per trace, a tuple of the
-    symbols' sizes."""
+    """(coefficient, powers, offset) with value == coefficient * prod(symbol ** power) +
+    offset in every trace, or None (the simplest fit: no offset, then the lowest degree).
+    `values`: one number per trace; `symbol_values`: per trace, a tuple of the symbols'
+    sizes. An offset needs a third trace to be told apart from chance."""
     if len(set(values)) == 1:
-        return (Fraction(values[0]).limit_denominator(1 << 20), (0,) * len(symbol_values[0]))
+        return (Fraction(0), (0,) * len(symbol_values[0]), Fraction(values[0]))
     powers = _POWERS if allow_negative else (0, 1, 2)
     best = None
     for exps in itertools.product(powers, repeat=len(symbol_values[0])):
         if not any(exps):
             continue
         monos = [_mono(s, exps) for s in symbol_values]
+        fits = []
         coef = Fraction(values[0]) / monos[0]
-        if all(Fraction(v) == coef * m for v, m in zip(values[1:], monos[1:])):
-            degree = sum(abs(e) for e in exps)
-            if best is None or degree < best[0]:
-                best = (degree, (coef, exps))
+        fits.append((coef, Fraction(0)))
+        if len(values) >= 3 and monos[1] != monos[0]:
+            coef = (Fraction(values[1]) - Fraction(values[0])) / (monos[1] - monos[0])
+            fits.append((coef, Fraction(values[0]) - coef * monos[0]))
+        for rank, (coef, offset) in enumerate(fits):
+            if coef != 0 and all(Fraction(v) == coef * m + offset for v, m in zip(values, monos)):
+                key = (rank, sum(abs(e) for e in exps))
+                if best is None or key < best[0]:
+                    best = (key, (coef, exps, offset))
+                break
     return None if best is None else best[1]
 
 
@@ -261,8 +269,8 @@ class Builder:
         )
 
     def _monomial(self, fit, dtype) -> str:
-        coef, exps = fit
-        key = (coef, exps, str(dtype))
+        coef, exps, offset = fit
+        key = (coef, exps, offset, str(dtype))
         if key in self._dim_cache:
             return self._dim_cache[key]
         np_dtype = numpy_dtype(dtype)
@@ -283,5 +291,8 @@ class Builder:
             out = self.op("Div", out, term)
         if coef.denominator != 1:
             out = self.op("Div", out, self.const(np.asarray([coef.denominator], np_dtype)))
+        if offset:
+            value = float(offset) if np_dtype.kind == "f" else int(offset)
+            out = self.op("Add", out, self.const(np.asarray([value], np_dtype)))
         self._dim_cache[key] = out
         return out

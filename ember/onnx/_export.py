@@ -21,7 +21,7 @@ import numpy as np
 from ember.graph.compile import _flatten, trace
 from ember.graph.ir import Var
 from ember.graph.passes import run_passes
-from ember.onnx._builder import Builder, OnnxExportError, fit_monomial, numpy_dtype, onnx_type
+from ember.onnx._builder import Builder, OnnxExportError, fit_monomial, onnx_type
 from ember.onnx import _fuse
 from ember.tensor import Tensor
 
@@ -415,6 +415,7 @@ def _export(
                 single = (
                     fit is not None
                     and fit[0] == 1
+                    and fit[2] == 0
                     and sorted(fit[1]) == [0] * (len(fit[1]) - 1) + [1]
                 )
                 dims.append(symbol_names[fit[1].index(1)] if single else None)
@@ -521,11 +522,10 @@ def _lower_const(b, var, arrays) -> str:
     shape = b.ints_across([list(a.shape) for a in arrays])
     flat = [a.reshape(-1) for a in arrays]
     if all(a.size and (a == a[0]).all() for a in flat) and len({a[0] for a in flat}) == 1:
-        return b.op(
-            "ConstantOfShape",
-            shape,
-            value=__import__("onnx").numpy_helper.from_array(flat[0][:1].copy()),
-        )
+        from onnx import numpy_helper
+
+        fill = numpy_helper.from_array(flat[0][:1].copy())
+        return b.op("ConstantOfShape", shape, value=fill)
     steps = [np.diff(a) for a in flat]
     if all(a.size > 1 for a in flat) and all((s == steps[0][0]).all() for s in steps):
         start, step = flat[0][0], steps[0][0]
@@ -700,7 +700,3 @@ def _check(report, fn, args, kwargs, leaves, input_names, dyn, symbol_names, siz
             f"{worst[0]:.3g} past atol={atol} + rtol={rtol}*|ember|; all outputs: "
             + ", ".join(f"{k}: {v:.3g}" for k, v in report.max_abs_diff.items())
         )
-
-
-def numpy_dtype_of(dtype):
-    return numpy_dtype(dtype)

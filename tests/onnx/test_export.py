@@ -349,3 +349,37 @@ def test_opsets_and_an_example_at_the_maximum_length(opset):
     assert report.model.opset_import[0].version == opset
     with pytest.raises(ember.onnx.OnnxExportError, match="opset_version must be 13 to 21"):
         ember.onnx.export(model, (ids,), None, opset_version=12)
+
+
+# Python idioms whose sizes follow the dynamic axes (Note [Dynamic dims]): x is (b, s, 8)
+DYNAMIC_IDIOMS = [
+    ("mean over a dynamic axis (1/s)", lambda x: x.mean(1)),
+    ("reshape to (s, b, 8): computed dims", lambda x: x.reshape(x.shape[1], x.shape[0], 8)),
+    ("flatten (b*s, 8)", lambda x: x.reshape(-1, 8) * 2),
+    ("slice to s - 1", lambda x: x[:, : x.shape[1] - 1]),
+    ("ones like x", lambda x: x + ember.ones(x.shape)),
+    ("arange over s", lambda x: x * ember.arange(x.shape[1]).float().reshape(1, -1, 1)),
+    ("expand to (b, s, s)", lambda x: x[:, :, :1].expand(x.shape[0], x.shape[1], x.shape[1])),
+    ("pad then narrow", lambda x: F.pad(x, (1, 1))[:, :, 1:-1] + x.sum(1, keepdim=True)),
+]
+
+
+@pytest.mark.parametrize("name,fn", DYNAMIC_IDIOMS, ids=[d[0] for d in DYNAMIC_IDIOMS])
+def test_dynamic_idioms(name, fn):
+    x = ember.randn(2, 5, 8)
+    axes = {"x": {0: "batch", 1: "seq"}}
+    report = ember.onnx.export(fn, (x,), None, input_names=["x"], dynamic_axes=axes)
+    assert report.checked
+    for batch, seq in [(1, 2), (6, 11)]:
+        y = ember.randn(batch, seq, 8)
+        (theirs,) = _ort_run(report.model, {"x": y.numpy()})
+        _close(theirs, fn(y).numpy(), 1e-5, 1e-5)
+
+
+def test_a_size_no_formula_fits_is_named():
+    def fn(x):
+        return x[:, : x.shape[1] // 2 + x.shape[0] ** 3]  # not c * b^i * s^j + d
+
+    with pytest.raises(ember.onnx.OnnxExportError, match="varies with the dynamic axes"):
+        ember.onnx.export(fn, (ember.randn(2, 40),), None, input_names=["x"],
+                          dynamic_axes={"x": {0: "b", 1: "s"}})  # fmt: skip

@@ -4,10 +4,12 @@ Note [Dynamic dims]: ember traces with concrete shapes, so a reshape's target or
 is a plain int in the graph. The exporter traces the function three times: at the example's
 shapes and at two other sizes of every dynamic axis. A value that is the same in all three
 traces is static; one that changes is fitted as `coefficient * prod(symbol ** power) + offset`
-(powers -2..2; the offset for ints, such as `seq - 1`) over the dynamic axes' sizes, and
-emitted as shape arithmetic on the inputs' `Shape`. A value no such monomial fits stops the export with the op and the user's line.
-Reshape targets use ONNX's 0 (copy the input's dim) and -1 (infer one dim) where they can,
-so most transformer reshapes stay constants.
+(powers -2..2, such as `seq - 1` or a mean's `1 / seq`) over the dynamic axes' sizes, and
+emitted as shape arithmetic on the inputs' `Shape`. A value no such formula fits stops the
+export with the op and the user's line. Reshape targets use ONNX's 0 (copy the input's dim)
+and -1 (infer one dim) where they can, so most transformer reshapes stay constants. A
+constant made while tracing whose shape follows the axes must be a fill (ConstantOfShape) or
+an arange (Range); a Python branch on a size shows as traces that differ, and is refused.
 """
 
 from __future__ import annotations

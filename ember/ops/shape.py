@@ -1158,6 +1158,23 @@ DIAGONAL = defop(
 )
 
 
+@onnx_lowering("diagonal")
+def _diagonal_onnx(b, x, offset, dim1, dim2):
+    # move dim1, dim2 last, then GatherND picks (i, i + offset) in each trailing matrix
+    ndim = b.ins[0].ndim
+    rest = [d for d in range(ndim) if d not in (dim1, dim2)]
+    x = b.op("Transpose", x, perm=rest + [dim1, dim2])
+    length = b.out.shape[-1]
+    if len({s[-1] for s in b.shapes_of(b.outs[0])}) > 1:
+        b.fail("a diagonal whose length follows a dynamic axis is not lowered to ONNX")
+    rows = np.arange(length, dtype=np.int64) + builtins.max(-offset, 0)
+    pairs = b.const(np.stack([rows, rows + offset], axis=-1))
+    if rest:
+        lead = b.op("Slice", b.op("Shape", x), b.ints([0]), b.ints([len(rest)]))
+        pairs = b.op("Expand", pairs, b.op("Concat", lead, b.ints([length, 2]), axis=0))
+    return b.op("GatherND", x, pairs, batch_dims=len(rest))
+
+
 def view_steps_forward(xp, x, steps):
     """Replay view steps ((op name, attrs items), ...) on an array with the ops' forwards."""
     from ember.ops.registry import REGISTRY

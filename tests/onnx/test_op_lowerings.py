@@ -65,3 +65,16 @@ def test_row_exports_and_matches_onnxruntime(row, sample):
         atol=max(row.atol, 1e-5),
     )
     assert report.checked
+
+
+@pytest.mark.parametrize(
+    "shape,offset,dim1,dim2",
+    [((4, 4), 0, 0, 1), ((3, 5), 2, 0, 1), ((5, 3), -1, 0, 1), ((2, 4, 3, 5), 1, 3, 1)],
+)
+def test_diagonal_lowering(shape, offset, dim1, dim2):
+    """diagonal's op-table row also writes through the view (view_scatter), so it is checked
+    here on its own."""
+    report = ember.onnx.export(
+        lambda x: ember.diagonal(x, offset, dim1, dim2) * 1.0, (ember.randn(*shape),), None
+    )
+    assert report.checked

@@ -23,7 +23,7 @@ from ember.graph.ir import Var
 from ember.graph.passes import run_passes
 from ember.onnx._builder import Builder, OnnxExportError, fit_monomial, onnx_type
 from ember.onnx import _fuse
-from ember.tensor import Tensor
+from ember.tensor import Tensor, from_numpy
 
 __all__ = ["export", "ExportReport", "ExportCheckError"]
 
@@ -137,23 +137,20 @@ def _shapes_for(leaves, names, dyn, symbol_names, sizes):
     return shapes
 
 
-def _placeholder(t, shape, rng=None):
-    """A tensor like `t` at `shape`; with `rng`, random values like t's (ids stay valid)."""
-    from ember.tensor import from_numpy
-
-    a = t.numpy()
+def _placeholder(a: np.ndarray, shape, rng=None) -> np.ndarray:
+    """An array like `a` at `shape`; with `rng`, random values like a's (ids stay valid)."""
     if rng is None:
-        return from_numpy(np.zeros(shape, a.dtype))
+        return np.zeros(shape, a.dtype)
     if a.dtype.kind == "f":
         scale = float(a.std()) if a.size > 1 and a.std() > 0 else 1.0
         vals = rng.normal(float(a.mean()) if a.size else 0.0, scale, size=shape)
-        return from_numpy(vals.astype(a.dtype))
+        return vals.astype(a.dtype)
     pool = np.unique(a) if a.size else np.zeros(1, a.dtype)
     if a.dtype.kind in "iu" and pool.size == 2 and set(pool.tolist()) <= {0, 1}:
         vals = rng.random(shape) < 0.8  # masks: mostly ones, never a fully masked row
         vals[..., 0] = True
-        return from_numpy(vals.astype(a.dtype))
-    return from_numpy(rng.choice(pool, size=shape).astype(a.dtype))
+        return vals.astype(a.dtype)
+    return rng.choice(pool, size=shape).astype(a.dtype)
 
 
 def export(
@@ -227,8 +224,6 @@ def _export(
     fn, args, f, input_names, output_names, dynamic_axes, opset, check, rtol, atol, fuse, name,
     is_module,
 ):  # fmt: skip
-    import onnx
-    from onnx import helper, numpy_helper
 
     if not 13 <= opset <= 21:
         raise OnnxExportError(f"export: opset_version must be 13 to 21, got {opset}")
@@ -283,7 +278,7 @@ def _export(
         new = (
             leaves
             if sizes == traces_sizes[0]
-            else [_placeholder(t, s) for t, s in zip(leaves, shapes)]
+            else [from_numpy(_placeholder(t.numpy(), s)) for t, s in zip(leaves, shapes)]
         )
         a, k = _rebuild(args, kwargs, leaves, new)
 
@@ -300,6 +295,50 @@ def _export(
     graphs = [graph_at(traces_sizes[0])]
     if symbol_names:
         graphs += _other_traces(graph_at, example_sizes, symbol_names, traces_sizes)
+    param_names = {}
+    if is_module:
+        for pname, p in list(fn.named_parameters()) + list(fn.named_buffers()):
+            param_names.setdefault(id(p._data), pname)
+    report = _lower_graphs(
+        graphs,
+        traces_sizes,
+        symbol_names,
+        input_names,
+        output_names,
+        dyn,
+        opset,
+        fuse,
+        name or type(fn).__name__,
+        param_names,
+        [t.numpy().dtype for t in out_tensors],
+    )
+    report.path = f if isinstance(f, (str, os.PathLike)) else None
+    if check:
+
+        def reference(arrays):
+            fresh = [from_numpy(a) for a in arrays]
+            a, k = _rebuild(args, kwargs, leaves, fresh)
+            ours: list = []
+            _flatten_outputs(fn(*a, **k), "", ours, [])
+            return [t.numpy() for t in ours]
+
+        templates = [t.numpy() for t in leaves]
+        _check(report, reference, templates, input_names, dyn, symbol_names, traces_sizes,
+               rtol, atol)  # fmt: skip
+    if f is not None:
+        _write(report.model, f)
+    return report
+
+
+def _lower_graphs(
+    graphs, traces_sizes, symbol_names, input_names, output_names, dyn, opset, fuse, name,
+    param_names, literal_dtypes,
+) -> ExportReport:  # fmt: skip
+    """The ONNX model of `graphs` (one trace per size in `traces_sizes`, the first the
+    example's): fuse composites, lower every equation, name values, declare symbolic dims."""
+    import onnx
+    from onnx import helper, numpy_helper
+
     _check_same_structure(graphs, symbol_names, traces_sizes)
     if fuse:
         for g in graphs:
@@ -349,10 +388,6 @@ def _export(
 
     names: dict = {v: n for v, n in zip(graph.inputs, input_names)}
     # parameters and buffers keep their module names
-    param_names = {}
-    if is_module:
-        for pname, p in list(fn.named_parameters()) + list(fn.named_buffers()):
-            param_names.setdefault(id(p._data), pname)
     used_names = set(input_names) | set(output_names)
     for var, holder in graph.captures:
         data = holder._data if isinstance(holder, Tensor) else holder
@@ -396,7 +431,7 @@ def _export(
     outputs = []
     for k, (a, oname) in enumerate(zip(graph.outputs, output_names)):
         if not isinstance(a, Var):
-            src = b.const(np.asarray(a, out_tensors[k].numpy().dtype))
+            src = b.const(np.asarray(a, literal_dtypes[k]))
         else:
             src = names[a]
         b.nodes.append(helper.make_node("Identity", [src], [oname], name=f"{oname}_identity"))
@@ -429,34 +464,27 @@ def _export(
     for oname, var, k in outputs:
         if var is None:
             shape = np.asarray(graph.outputs[k]).shape
-            outputs_vi.append(value_info(oname, None, [shape] * len(graphs), np.float32, {}))
+            dtype = literal_dtypes[k]
+            outputs_vi.append(value_info(oname, None, [shape] * len(graphs), dtype, {}))
         else:
             outputs_vi.append(value_info(oname, var, shapes_of(var), var.dtype, dyn.get(oname, {})))
     _fold_constant_transposes(b)
     used = {i for n in b.nodes for i in n.input}
     initializers = [numpy_helper.from_array(a, n) for n, a in b.initializers.items() if n in used]
-    onnx_graph = helper.make_graph(
-        b.nodes, name or type(fn).__name__, inputs_vi, outputs_vi, initializer=initializers
-    )
+    onnx_graph = helper.make_graph(b.nodes, name, inputs_vi, outputs_vi, initializer=initializers)
     model = helper.make_model(
         onnx_graph,
         opset_imports=[helper.make_opsetid("", opset)],
         producer_name="ember",
         ir_version=min(onnx.IR_VERSION, 10),
     )
-    report = ExportReport(
-        path=f if isinstance(f, (str, os.PathLike)) else None,
+    return ExportReport(
+        path=None,
         model=model,
         input_names=input_names,
         output_names=[o[0] for o in outputs],
         node_count=len(b.nodes),
     )
-    if check:
-        _check(report, fn, args, kwargs, leaves, input_names, dyn, symbol_names, traces_sizes,
-               rtol, atol)  # fmt: skip
-    if f is not None:
-        _write(model, f)
-    return report
 
 
 def _other_traces(graph_at, example, symbol_names, traces_sizes) -> list:
@@ -636,7 +664,9 @@ def _write(model, f) -> None:
         raise OnnxExportError(f"export: f must be a path or a binary file, got {type(f).__name__}")
 
 
-def _check(report, fn, args, kwargs, leaves, input_names, dyn, symbol_names, sizes, rtol, atol):
+def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, rtol, atol):
+    """Note [Checked export]: `reference(arrays)` runs ember on inputs made like `templates`
+    (NumPy arrays) at two new shapes; onnxruntime runs the file on the same ones."""
     import onnx
 
     try:
@@ -660,12 +690,10 @@ def _check(report, fn, args, kwargs, leaves, input_names, dyn, symbol_names, siz
     check_sizes = list(sizes[1:]) if len(sizes) > 1 else [sizes[0], sizes[0]]
     worst = (0.0, None, 0.0)
     for trial in check_sizes:
-        shapes = _shapes_for(leaves, input_names, dyn, symbol_names, trial)
-        fresh = [_placeholder(t, s, rng) for t, s in zip(leaves, shapes)]
-        a, k = _rebuild(args, kwargs, leaves, fresh)
-        ours: list = []
-        _flatten_outputs(fn(*a, **k), "", ours, [])
-        feed = {n: t.numpy() for n, t in zip(input_names, fresh)}
+        shapes = _shapes_for(templates, input_names, dyn, symbol_names, trial)
+        fresh = [_placeholder(t, s, rng) for t, s in zip(templates, shapes)]
+        ours = reference(fresh)
+        feed = dict(zip(input_names, fresh))
         try:
             theirs = session.run(report.output_names, feed)
         except Exception as error:
@@ -674,7 +702,7 @@ def _check(report, fn, args, kwargs, leaves, input_names, dyn, symbol_names, siz
             ) from error
         report.checked_shapes.append(dict(zip(input_names, shapes)))
         for name, mine, ref in zip(report.output_names, ours, theirs):
-            mine = mine.numpy()
+            mine = np.asarray(mine)
             if mine.shape != ref.shape:
                 raise ExportCheckError(
                     f"output {name!r}: onnxruntime gives shape {ref.shape}, ember {mine.shape} "

@@ -193,7 +193,10 @@ def export(
             error
         ) from None
     from ember.autograd.grad_mode import no_grad
+    from ember.graph.compile import CompiledFunction
 
+    if isinstance(model_or_fn, CompiledFunction):  # export the Python function it traces
+        model_or_fn = model_or_fn.fn
     is_module = hasattr(model_or_fn, "parameters") and hasattr(model_or_fn, "training")
     was_training = bool(model_or_fn.training) if is_module else False
     if is_module:
@@ -469,6 +472,7 @@ def _lower_graphs(
         else:
             outputs_vi.append(value_info(oname, var, shapes_of(var), var.dtype, dyn.get(oname, {})))
     _fold_constant_transposes(b)
+    _drop_unused_nodes(b, [o[0] for o in outputs])
     used = {i for n in b.nodes for i in n.input}
     initializers = [numpy_helper.from_array(a, n) for n, a in b.initializers.items() if n in used]
     onnx_graph = helper.make_graph(b.nodes, name, inputs_vi, outputs_vi, initializer=initializers)
@@ -599,6 +603,17 @@ def _rename_identities(b, keep: set) -> None:
         drop.append(node)
     for node in drop:
         b.nodes.remove(node)
+
+
+def _drop_unused_nodes(b, outputs) -> None:
+    """Nodes nothing reads (a dynamic axis' Shape that no size needed)."""
+    live = set(outputs)
+    kept = []
+    for node in reversed(b.nodes):
+        if any(o in live for o in node.output):
+            kept.append(node)
+            live.update(i for i in node.input if i)
+    b.nodes[:] = kept[::-1]
 
 
 def _fold_constant_transposes(b) -> None:

@@ -383,3 +383,12 @@ def test_a_size_no_formula_fits_is_named():
     with pytest.raises(ember.onnx.OnnxExportError, match="varies with the dynamic axes"):
         ember.onnx.export(fn, (ember.randn(2, 40),), None, input_names=["x"],
                           dynamic_axes={"x": {0: "b", 1: "s"}})  # fmt: skip
+
+
+def test_compiled_functions_export_their_python_function():
+    w = ember.randn(3, 2)
+    step = ember.compile(lambda x: (x @ w).relu())
+    step(ember.randn(4, 3))
+    report = ember.onnx.export(step, (ember.randn(4, 3),), None, input_names=["x"],
+                               dynamic_axes={"x": [0]})  # fmt: skip
+    assert report.checked and [n.op_type for n in report.model.graph.node] == ["MatMul", "Relu"]

@@ -5,7 +5,7 @@ imported ONNX MiniLM (ember.onnx.load, compiled) against onnxruntime on the same
 pair runs interleaved in one process, at 1 and 2 threads (onnxruntime's intra-op threads and
 ember's BLAS threads alike).
 
-Run: PYTHONPATH=. python bench/bench_onnx.py [--quick]
+Run: PYTHONPATH=. python bench/bench_onnx.py [--quick] [--threads 1 2]
 """
 
 from __future__ import annotations
@@ -80,12 +80,16 @@ def session(path, threads):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # onnxruntime's pool spins after each run by default; ember's BLAS threads run right after
+    # it in this process, so a spinning pool would take their cores (2 threads on 2 cores)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     import onnx
@@ -118,7 +122,7 @@ def main():
     )
     program = ember.onnx.load(ember_path)
     compiled = program.compile()
-    for threads in (1, 2):
+    for threads in args.threads:
         set_threads(threads)
         ours, theirs = session(ember_path, threads), session(torch_path, threads)
         for batch, seq in ((1, 16), (32, 128)):

@@ -178,6 +178,21 @@ def export(
     (`fuse=False` keeps the primitives). The export is checked (Note [Checked export]) unless
     `check=False`.
 
+    Args:
+        model_or_fn: an `ember.nn.Module`, a function of tensors, or an `ember.compile`d one.
+        args: example inputs; their sizes along `dynamic_axes` may change in the file.
+        f: where to write the file (atomically), or None.
+        input_names, output_names: ONNX value names (default: the parameters' names; the
+            output's field names for a ModelOutput or dict, else output / output_i).
+        dynamic_axes: symbolic dims (Note [Dynamic dims]); axes sharing a name share a size.
+        opset_version: 13 to 21.
+        check, rtol, atol: the check and its tolerance (Note [Checked export]).
+        fuse: use ONNX's fused ops for softmax, layer norm, GELU (Note [ONNX fused composites]).
+        model_name: the ONNX graph's name (default: the model's class or function name).
+
+    Returns:
+        ExportReport: the `onnx.ModelProto`, names, node count and the check's differences.
+
     Example:
         >>> import ember, ember.onnx
         >>> mlp = ember.nn.Sequential(ember.nn.Linear(4, 8), ember.nn.ReLU())
@@ -189,9 +204,9 @@ def export(
     try:
         import onnx  # noqa: F401
     except ImportError as error:  # pragma: no cover - the extra is missing
-        raise ImportError("ember.onnx.export needs the onnx package: pip install ember[onnx]")(
-            error
-        ) from None
+        raise ImportError(
+            "ember.onnx.export needs the onnx package: pip install ember[onnx]"
+        ) from error
     from ember.autograd.grad_mode import no_grad
     from ember.graph.compile import CompiledFunction
 

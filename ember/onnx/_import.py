@@ -294,8 +294,10 @@ def _gather(attrs, x, index):
     axis = attrs.get("axis", 0)
     axis = axis + x.ndim if axis < 0 else axis
     if index.ndim == 0:
-        i = _ints(index)[0]
-        return x[(slice(None),) * axis + (i,)]
+        if not getattr(index._data, "symbolic", False):
+            return x[(slice(None),) * axis + (_ints(index)[0],)]
+        out = x[(slice(None),) * axis + (index.reshape(1),)]  # a traced scalar index
+        return out.reshape(tuple(n for i, n in enumerate(out.shape) if i != axis))
     return x[(slice(None),) * axis + (index,)]
 
 

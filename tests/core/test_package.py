@@ -32,7 +32,7 @@ LAYERS = {
     "ember.cli": 9,
 }
 # Faces and test support may import from any layer.
-UNLAYERED = ("ember.testing", "ember.tf", "ember.cuda", "ember")
+UNLAYERED = ("ember.testing", "ember.tf", "ember.cuda", "ember", "ember.accelerator")
 
 
 def _layer(module: str):

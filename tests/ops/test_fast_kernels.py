@@ -126,7 +126,10 @@ def test_quiet_kernels_warn_nothing_and_restore_numpy_state():
 def test_small_erf_path_matches_compiled_kernel():
     """Note [Fast erf]: the NumPy path for small float32 arrays and the compiled kernel are
     the same approximation: equal bit for bit here, within 1 ulp by construction."""
-    pytest.importorskip("numba", reason="the compiled erf kernel needs numba (the `fast` extra)")
+    from ember.backend import numba_kernels
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed (the `fast` extra) or EMBER_FAST_KERNELS=0")
     size = numpy_backend.ERF_COMPILED_MIN_SIZE
     x = np.concatenate(
         [

@@ -244,3 +244,31 @@ def test_feature_extraction_pipeline(hf, tiny_folders):
 def test_unknown_task_is_named():
     with pytest.raises(ValueError, match="unknown task 'summarization'"):
         et.pipeline("summarization", model=".")
+
+
+def _nesting(x) -> str:
+    """The list/dict structure of a pipeline's output, without its values."""
+    if isinstance(x, list):
+        return "[" + ",".join(_nesting(item) for item in x) + "]"
+    return "{}" if isinstance(x, dict) else "."
+
+
+@pytest.mark.parametrize(
+    "task,folder,inputs",
+    [
+        ("fill-mask", "mlm", "a [MASK] b"),
+        ("fill-mask", "mlm", ["a [MASK] b"]),
+        ("fill-mask", "mlm", ["a [MASK] b", "c [MASK]"]),
+        ("fill-mask", "mlm", "a [MASK] [MASK] b"),
+        ("sentiment-analysis", "cls", "good"),
+        ("sentiment-analysis", "cls", ["good"]),
+        ("ner", "ner", "Sarah lives in Paris"),
+        ("ner", "ner", ["Sarah lives in Paris"]),
+        ("feature-extraction", "base", "hi"),
+        ("feature-extraction", "base", ["hi", "hello there"]),
+    ],
+)
+def test_pipeline_outputs_nest_as_huggingface(hf, tiny_folders, task, folder, inputs):
+    ours = et.pipeline(task, model=tiny_folders[folder])(inputs)
+    theirs = _hf_pipeline(hf, task, tiny_folders[folder])(inputs)
+    assert _nesting(ours) == _nesting(theirs)

@@ -30,6 +30,11 @@ from _rotten_tomatoes import load_reviews, minilm_folder  # noqa: E402
 
 
 def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="ember-onnx-") as scratch:
+        run(os.path.join(scratch, "minilm.onnx"))
+
+
+def run(path: str) -> None:
     folder = minilm_folder()
     model = BertModel.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -39,7 +44,6 @@ def main() -> None:
     feed = {k: ember.from_numpy(example[k]) for k in ("input_ids", "attention_mask")}
     axes = {k: {0: "batch", 1: "sequence"} for k in feed}
     check = importlib.util.find_spec("onnxruntime") is not None
-    path = os.path.join(tempfile.mkdtemp(prefix="ember-onnx-"), "minilm.onnx")
     start = time.perf_counter()
     report = ember.onnx.export(model, (feed,), path, dynamic_axes=axes, check=check, atol=1e-4)
     print(

@@ -16,6 +16,7 @@ __all__ = [
     "OnnxExportError",
     "ExportCheckError",
     "OnnxImportError",
+    "OnnxProgram",
     "unsupported_ops",
 ]
 

@@ -259,6 +259,8 @@ _LAZY_FUNCTIONS = {
     "cond": ("ember.graph.control", "cond"),
     "while_loop": ("ember.graph.control", "while_loop"),
     "config": ("ember.graph", "config"),
+    "export": ("ember.io.export", "export"),
+    "load_exported": ("ember.io.export", "load_exported"),
     "diagonal": ("ember.ops.shape", "diagonal"),
     "diagonal_scatter": ("ember.ops.shape", "diagonal_scatter"),
     "slice_scatter": ("ember.ops.shape", "slice_scatter"),

@@ -1170,6 +1170,10 @@ class Tensor:
             return self.abs().sum(dim, keepdim)
         if p == float("inf"):
             return self.abs().amax(dim, keepdim)
+        if p == float("-inf"):
+            return self.abs().amin(dim, keepdim)
+        if p == 0:  # the count of nonzero entries (no gradient, as in PyTorch)
+            return (self != 0).to(self.dtype).sum(dim, keepdim)
         return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
 
     def softmax(self, dim, dtype=None):

@@ -179,7 +179,9 @@ def export(
     `check=False`.
 
     Args:
-        model_or_fn: an `ember.nn.Module`, a function of tensors, or an `ember.compile`d one.
+        model_or_fn: an `ember.nn.Module`, a function of tensors, an `ember.compile`d one, or
+            an `ember.export` folder (path or loaded program; its own dynamic dims and names
+            are used, and `args`, names and `dynamic_axes` are ignored).
         args: example inputs; their sizes along `dynamic_axes` may change in the file.
         f: where to write the file (atomically), or None.
         input_names, output_names: ONNX value names (default: the parameters' names; the
@@ -210,6 +212,10 @@ def export(
     from ember.autograd.grad_mode import no_grad
     from ember.graph.compile import CompiledFunction
 
+    from ember.onnx._program import export_program, is_exported_program
+
+    if is_exported_program(model_or_fn):  # an ember.export folder (or its loaded program)
+        return export_program(model_or_fn, f, opset_version, check, rtol, atol, fuse, model_name)
     if isinstance(model_or_fn, CompiledFunction):  # export the Python function it traces
         model_or_fn = model_or_fn.fn
     is_module = hasattr(model_or_fn, "parameters") and hasattr(model_or_fn, "training")

@@ -595,10 +595,55 @@ def _lower_const(b, var, arrays) -> str:
                 "Range", b.const(np.asarray(start, dtype)), limit, b.const(np.asarray(step, dtype))
             )
             return b.op("Reshape", out, shape)
+    band = _triangular(arrays)
+    if band is not None:  # a causal mask: where(tril(ones, k), inside, outside)
+        upper, k, inside, outside, dtype = band
+        ones = b.op("ConstantOfShape", shape, value=_onnx_array(np.ones(1, np.int64)))
+        tri = b.op("Trilu", ones, b.const(k, "int64"), upper=int(upper))
+        keep = b.op("Cast", tri, to=onnx_type("bool"))
+        return b.op(
+            "Where", keep, b.const(np.asarray(inside, dtype)), b.const(np.asarray(outside, dtype))
+        )
     b.fail(
         f"a constant made while tracing has a shape that follows the dynamic axes "
         f"({[a.shape for a in arrays]}) but is neither a fill nor an arange"
     )
+
+
+def _onnx_array(array):
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(array)
+
+
+def _triangular(arrays):
+    """(upper, k, inside, outside, dtype) when every array is where(tril/triu(ones, k), inside,
+    outside) over its last two dims (a causal mask made while tracing), else None."""
+    first = arrays[0]
+    if first.ndim < 2 or first.shape[-1] < 2 or first.shape[-2] < 2:
+        return None
+    row = first.reshape(-1, *first.shape[-2:])[0]
+    for upper in (False, True):
+        inside = row[0, 0] if not upper else row[0, -1]
+        outside = row[0, -1] if not upper else row[-1, 0]
+        if inside == outside:
+            continue
+        if upper:
+            k = int(np.argmax(row[0] == inside))
+        else:
+            k = int(np.argmax(row[0] != inside)) - 1
+        fn = np.triu if upper else np.tril
+        if all(
+            np.array_equal(
+                a,
+                np.broadcast_to(
+                    np.where(fn(np.ones(a.shape[-2:], bool), k), inside, outside), a.shape
+                ),
+            )
+            for a in arrays
+        ):
+            return upper, k, inside, outside, first.dtype
+    return None
 
 
 def _rename_identities(b, keep: set) -> None:

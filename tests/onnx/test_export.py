@@ -408,3 +408,24 @@ def test_compiled_functions_export_their_python_function():
     report = ember.onnx.export(step, (ember.randn(4, 3),), None, input_names=["x"],
                                dynamic_axes={"x": [0]})  # fmt: skip
     assert report.checked and [n.op_type for n in report.model.graph.node] == ["MatMul", "Relu"]
+
+
+def test_gpt2_exports():
+    """A causal LM without a cache: the causal mask made while tracing becomes a Trilu.
+    (Llama's rotary tables are computed in NumPy while tracing, so they are constants whose
+    values follow the sequence length, which the exporter refuses by name.)"""
+    from ember import transformers as et
+
+    config = et.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    model = et.GPT2LMHeadModel(config).eval()
+    ids = ember.from_numpy(np.random.default_rng(4).integers(0, 99, (2, 7)).astype(np.int64))
+    report = ember.onnx.export(
+        model,
+        ({"input_ids": ids, "use_cache": False},),
+        None,
+        dynamic_axes={"input_ids": {0: "batch", 1: "seq"}},
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    assert report.checked and report.output_names == ["logits"]
+    assert "Trilu" in [n.op_type for n in report.model.graph.node]

@@ -42,7 +42,7 @@ from ember.backend import Device, backend_of, device as _device, get_backend
 from ember.autograd.grad_mode import _state
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
 
 
@@ -160,7 +160,7 @@ class Tensor:
         return bool(self._data.flags.c_contiguous)
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point  # bfloat16 too (ml_dtypes' kind is 'V')
 
     # --- autograd state ------------------------------------------------------------------------
     @property
@@ -185,7 +185,7 @@ class Tensor:
                     )
                 )
             return self
-        if requires_grad and self._data.dtype.kind != "f":
+        if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 at_user_line(
                     f"requires_grad_: only floating point tensors can require gradients, got "
@@ -461,6 +461,9 @@ class Tensor:
 
     def half(self):
         return _E.cast(self, _dt.float16)
+
+    def bfloat16(self):
+        return _E.cast(self, _dt.bfloat16)
 
     def long(self):
         return _E.cast(self, _dt.int64)
@@ -1164,17 +1167,7 @@ class Tensor:
         return _Rd.logsumexp(self, dim, keepdim)
 
     def norm(self, p=2, dim=None, keepdim=False):
-        if p == 2 or p == "fro":
-            return (self * self).sum(dim, keepdim).sqrt()
-        if p == 1:
-            return self.abs().sum(dim, keepdim)
-        if p == float("inf"):
-            return self.abs().amax(dim, keepdim)
-        if p == float("-inf"):
-            return self.abs().amin(dim, keepdim)
-        if p == 0:  # the count of nonzero entries (no gradient, as in PyTorch)
-            return (self != 0).to(self.dtype).sum(dim, keepdim)
-        return (self.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+        return _Rd.norm(self, p, dim, keepdim)
 
     def softmax(self, dim, dtype=None):
         return _N.softmax(self, dim, dtype)
@@ -1502,10 +1495,22 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return _wrap(array)
 
 
-def _size_args(size):
+def _size_args(size, where: str = "size"):
+    """A shape from `*size` or one sequence: ints only (torch refuses '3' and 3.5), >= 0."""
     if len(size) == 1 and isinstance(size[0], (tuple, list, Size)):
         size = size[0]
-    return tuple(int(s) for s in size)
+    shape = []
+    for s in size:
+        if isinstance(s, bool) or not hasattr(s, "__index__"):
+            raise TypeError(
+                f"{where}: size must be a tuple of ints, but found element {s!r} of type "
+                f"{type(s).__name__}"
+            )
+        n = s.__index__()
+        if n < 0:
+            raise ValueError(f"{where}: cannot create a tensor with negative dimension {n}")
+        shape.append(n)
+    return tuple(shape)
 
 
 def _creation_dtype(dtype, default=None):
@@ -1525,31 +1530,39 @@ def _make(array_fn, size, dtype, device, requires_grad):
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args(size)
+    shape = _size_args(size, "zeros")
     return _make(
         lambda xp, d: xp.zeros(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
     )
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args(size)
+    shape = _size_args(size, "ones")
     return _make(
         lambda xp, d: xp.ones(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
     )
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args(size)
+    shape = _size_args(size, "empty")
     return _make(
         lambda xp, d: xp.empty(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
     )
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args((size,)) if isinstance(size, (tuple, list, Size)) else (int(size),)
+    shape = _size_args((size,) if isinstance(size, (tuple, list, Size)) else (size,), "full")
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     dt = _creation_dtype(dtype, _infer_dtype(fill_value))
+    if not dt.is_floating_point and isinstance(fill_value, float):
+        info = np.iinfo(dt.numpy) if dt is not _dt.bool_ else None
+        if not math.isfinite(fill_value) or (
+            info is not None and not info.min <= fill_value <= info.max
+        ):
+            raise ValueError(
+                f"full: fill_value {fill_value} cannot be converted to {dt.name} without overflow"
+            )
     return _make(
         lambda xp, d: xp.full(shape, fill_value, dtype=d), shape, dt, device, requires_grad
     )

@@ -31,7 +31,7 @@ from ember.backend import backend_of, get_backend
 from ember.ops import registry as _registry
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _NDARRAY = np.ndarray
 _NUMPY_BACKEND = get_backend("cpu")
 _NUMPY_XP = _NUMPY_BACKEND.xp

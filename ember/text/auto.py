@@ -7,6 +7,7 @@ import os
 
 from ember.io.hub import resolve_pretrained_folder
 from ember.text.bert import BertTokenizer, DistilBertTokenizer
+from ember.text.gpt2 import GPT2Tokenizer
 from ember.text.roberta import RobertaTokenizer
 from ember.text.tokenization import PreTrainedTokenizerFast
 
@@ -16,6 +17,7 @@ __all__ = ["TOKENIZER_CLASSES", "AutoTokenizer", "register_tokenizer"]
 TOKENIZER_CLASSES: dict[str, type] = {
     "BertTokenizer": BertTokenizer,
     "DistilBertTokenizer": DistilBertTokenizer,
+    "GPT2Tokenizer": GPT2Tokenizer,
     "PreTrainedTokenizer": PreTrainedTokenizerFast,
     "PreTrainedTokenizerFast": PreTrainedTokenizerFast,
     "RobertaTokenizer": RobertaTokenizer,
@@ -24,6 +26,7 @@ TOKENIZER_CLASSES: dict[str, type] = {
 MODEL_TYPE_TOKENIZERS: dict[str, type] = {
     "bert": BertTokenizer,
     "distilbert": DistilBertTokenizer,
+    "gpt2": GPT2Tokenizer,
     "roberta": RobertaTokenizer,
 }
 
@@ -38,10 +41,10 @@ def register_tokenizer(class_name: str, cls: type, model_type: str | None = None
 def _json(path: str) -> dict:
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as file:
+    with open(path, "rb") as file:
         try:
-            value = json.load(file)
-        except json.JSONDecodeError as error:
+            value = json.loads(file.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise ValueError(
                 f"AutoTokenizer.from_pretrained: {path!r} is not valid JSON ({error})"
             ) from None
@@ -72,14 +75,31 @@ class AutoTokenizer:
         folder = resolve_pretrained_folder(
             pretrained_model_name_or_path, "AutoTokenizer.from_pretrained"
         )
+        if kwargs.get("gguf_file") is not None:
+            # a GGUF's tokenizer is byte-level BPE, the only kind ember rebuilds from one
+            # (Note [GGUF tokenizers]); an explicit tokenizer_type still wins
+            class_name = kwargs.pop("tokenizer_type", None) or "GPT2Tokenizer"
+            tokenizer_class = TOKENIZER_CLASSES.get(class_name.removesuffix("Fast"))
+            if tokenizer_class is None:
+                raise ValueError(
+                    f"AutoTokenizer.from_pretrained: unknown tokenizer_type {class_name!r}; "
+                    f"ember knows {sorted(TOKENIZER_CLASSES)}"
+                )
+            return tokenizer_class.from_pretrained(folder, *inputs, **kwargs)
         config = _json(os.path.join(folder, "tokenizer_config.json"))
         class_name = kwargs.pop("tokenizer_type", None) or config.get("tokenizer_class")
         tokenizer_class = None
+        if class_name is not None and not isinstance(class_name, str):
+            raise ValueError(
+                f"AutoTokenizer.from_pretrained: {folder!r}: tokenizer_config.json's "
+                f"'tokenizer_class' should be a string, got {class_name!r}"
+            )
         if class_name:
             tokenizer_class = TOKENIZER_CLASSES.get(class_name.removesuffix("Fast"))
         if tokenizer_class is None:
             model_type = _json(os.path.join(folder, "config.json")).get("model_type")
-            tokenizer_class = MODEL_TYPE_TOKENIZERS.get(model_type)
+            if isinstance(model_type, str):
+                tokenizer_class = MODEL_TYPE_TOKENIZERS.get(model_type)
         if tokenizer_class is None:
             if os.path.isfile(os.path.join(folder, "tokenizer.json")):
                 tokenizer_class = PreTrainedTokenizerFast

@@ -290,7 +290,7 @@ def test_op_without_lowering_names_op_and_line(monkeypatch):
         ember.onnx.export(fn, (ember.randn(3),), None)
     message = str(info.value)
     assert "tanh" in message and "no ONNX lowering" in message
-    assert "test_export.py" in message
+    assert "test_onnx_export.py" in message
 
 
 def test_wrong_lowering_fails_the_check_naming_the_output(monkeypatch):

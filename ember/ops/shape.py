@@ -572,6 +572,13 @@ CHECK_INDEX = defop(
 )
 
 
+@onnx_lowering("check_index")
+def _check_index_onnx(b, index, low, high, caller):
+    # ONNX has no assertion op: the index passes through (onnxruntime's Gather rejects an
+    # index out of range itself)
+    return b.op("Identity", index)
+
+
 def check_index(index, low: int, high: int, op: str):
     """`index`, raising IndexOutOfRange (naming `op`) if any value is outside [low, high)."""
     return apply(CHECK_INDEX, index, low=int(low), high=int(high), caller=op)

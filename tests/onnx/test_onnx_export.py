@@ -31,6 +31,8 @@ UNLOWERED = {
     # output (NaN handling differs), no exact cumulative product
     "gru_recurrence", "lstm_recurrence", "rnn_recurrence", "max_pool_indices", "max_unpool",
     "cumprod",
+    # added on main just before this branch's last merge, not lowered yet
+    "binary_cross_entropy",
 }  # fmt: skip
 UNLOWERED_CEILING = len(UNLOWERED)
 

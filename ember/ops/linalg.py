@@ -7,7 +7,7 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
-from ember.ops.registry import apply, broadcast_shapes, defop, same_dtype
+from ember.ops.registry import apply, broadcast_shapes, defop, onnx_lowering, same_dtype
 from ember.ops.elementwise import unbroadcast, where
 
 
@@ -76,6 +76,11 @@ MATMUL = defop(
     doc="Matrix product with NumPy/PyTorch batching, broadcasting and 1-D rules.",
 )
 MATMUL.needed_by = {0: (1,), 1: (0,)}
+
+
+@onnx_lowering("matmul")
+def _matmul_onnx(b, x, y):
+    return b.op("MatMul", x, y)
 
 
 # --- einsum -----------------------------------------------------------------------------------
@@ -186,6 +191,11 @@ EINSUM = defop(
 )
 
 
+@onnx_lowering("einsum")
+def _einsum_onnx(b, *xs, equation):
+    return b.op("Einsum", *xs, equation=equation.replace(" ", ""))
+
+
 def matmul(a, b):
     return apply(MATMUL, a, b)
 
@@ -255,6 +265,12 @@ LINEAR = defop(
     "`linear_reference` (Note [Fused composites]).",
 )
 LINEAR.needed_by = {0: (1,), 1: (0,)}
+
+
+@onnx_lowering("linear")
+def _linear_onnx(b, x, w, bias=None):
+    out = b.op("MatMul", x, b.op("Transpose", w, perm=[1, 0]))  # folded for a constant w
+    return out if bias is None else b.op("Add", out, bias)
 
 
 def linear_reference(x, weight, bias=None):

@@ -28,7 +28,7 @@ from typing import Callable
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
 
-__all__ = ["OpDef", "REGISTRY", "defop", "apply", "set_dispatcher", "infer"]
+__all__ = ["OpDef", "REGISTRY", "defop", "apply", "set_dispatcher", "infer", "onnx_lowering"]
 
 
 class OpDef:
@@ -47,6 +47,7 @@ class OpDef:
         "kernels",
         "doc",
         "needed_by",
+        "onnx",
         "__weakref__",
     )
 
@@ -81,6 +82,7 @@ class OpDef:
         # A saved input is version-checked only if one of those requires grad, as in PyTorch
         # (x[0] * 3 does not keep x[0]'s value).
         self.needed_by: dict | None = None
+        self.onnx: Callable | None = None  # Note [ONNX lowerings]
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
@@ -124,6 +126,27 @@ def defop(
     )
     REGISTRY[name] = op
     return op
+
+
+def onnx_lowering(name: str):
+    """Attach an ONNX lowering to the registered primitive `name` (Note [ONNX lowerings]).
+
+    Note [ONNX lowerings]: an op's ONNX lowering sits in the op's module right after its
+    definition, as JAX keeps `mlir.register_lowering` beside each primitive. It is a function
+    `lower(b, *inputs, **attrs)`: `b` is the node builder of ember.onnx (L9; the lowering never
+    imports onnx), `inputs` are ONNX value names (None for an absent optional input; Python
+    scalars of the traced equation arrive as constants of the compute dtype), `attrs` the
+    equation's attributes. It returns the output's value name (a list for several outputs).
+    Shape-valued attributes that may follow a dynamic axis go through `b.ints(...)`, which
+    emits them as constants where static and as shape arithmetic where they vary. An op whose
+    `onnx` is None cannot be exported: the exporter names it and the user's line.
+    """
+
+    def attach(fn):
+        REGISTRY[name].onnx = fn
+        return fn
+
+    return attach
 
 
 # --- dispatch -------------------------------------------------------------------------------

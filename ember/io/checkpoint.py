@@ -70,6 +70,7 @@ _TAGS = (
     "__module_ref__",
     "__function__",
     "__config__",
+    "__parameter__",
 )
 
 

@@ -8,10 +8,11 @@ layout (Note [Checkpoint layout]) with each Module in the tree replaced by a nod
                     "non_persistent": [...], "modules": {name: node | None}}}
 ("class" is the class's `__module__` + "." + `__qualname__`). "attrs" holds what the class's
 `__init__` stored besides tensors and submodules (in_features, padding, training...): plain
-values, containers of them, tensors, dtypes, plus two tagged kinds: {"__function__": path}
-(an activation function) and {"__config__": {"class": path, "data": {...}}} (a configuration
-object rebuilt by `cls.from_dict(data)`). Anything else makes `save` refuse, naming the
-attribute's path and type: nothing is silently dropped. A module met twice (shared
+values, containers of them, tensors, dtypes, plus three tagged kinds: {"__function__": path}
+(an activation function), {"__parameter__": {...}} (a Parameter held in a plain attribute,
+the same object as the registered one) and {"__config__": {"class": path, "data": {...}}}
+(a configuration object rebuilt by `cls.from_dict(data)`). Anything else makes `save` refuse,
+naming the attribute's path and type: nothing is silently dropped. A module met twice (shared
 submodules) is {"__module_ref__": n} the second time; a tensor met twice is stored once.
 Loading rebuilds each module by `cls.__new__(cls)`, `Module.__init__` and restoring the
 recorded state; no `__init__` of the class runs, and no code named by the file runs beyond
@@ -170,15 +171,10 @@ class ModuleEncoder:
             if key in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers"):
                 continue
             attrs[key] = self._attr(value, _join(path, key))
-        params = {}
-        for key, value in module._parameters.items():
-            if value is None:
-                params[key] = None
-            else:
-                params[key] = {
-                    "tensor": self._encode_value(value, _join(path, key)),
-                    "requires_grad": bool(value.requires_grad),
-                }
+        params = {
+            key: None if value is None else self._parameter(value, _join(path, key))
+            for key, value in module._parameters.items()
+        }
         buffers = {
             key: self._encode_value(value, _join(path, key))
             for key, value in module._buffers.items()
@@ -199,11 +195,21 @@ class ModuleEncoder:
             }
         }
 
+    def _parameter(self, param, path: str):
+        return {
+            "tensor": self._encode_value(param, path),
+            "requires_grad": bool(param.requires_grad),
+        }
+
     def _attr(self, value, path: str):
         import types
 
+        from ember.nn import Parameter
+
         if isinstance(value, _PLAIN):
             return self._encode_value(value, path)
+        if isinstance(value, Parameter):  # e.g. a list of the module's own parameters
+            return {"__parameter__": self._parameter(value, path)}
         if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)):
             return {"__function__": _importable(value, "function", f"'{path}'")}
         if hasattr(value, "to_dict") and hasattr(type(value), "from_dict"):
@@ -289,6 +295,8 @@ class ModuleDecoder:
             if payload not in self._made:
                 raise ValueError(f"module reference {payload!r} comes before its module")
             return self._made[payload]
+        if tag == "__parameter__":
+            return self._parameter(payload)
         if tag == "__function__":
             return _resolve(payload, "function", _EMBER_FUNCTION_PREFIXES, self._source)
         if tag == "__config__":
@@ -299,7 +307,7 @@ class ModuleDecoder:
         return NotImplemented
 
     def _module(self, node):
-        from ember.nn import Module, Parameter
+        from ember.nn import Module
 
         cls = _resolve(node["class"], "class", _EMBER_CLASS_PREFIXES, self._source)
         if not (isinstance(cls, type) and issubclass(cls, Module)):
@@ -316,17 +324,20 @@ class ModuleDecoder:
             if value is None:
                 module._parameters[key] = None
                 continue
-            tensor = self._decode_value(value["tensor"])
-            param = self._params.get(id(tensor))
-            if param is None:
-                param = Parameter(tensor, requires_grad=bool(value["requires_grad"]))
-                self._params[id(tensor)] = (param, tensor)
-            else:
-                param = param[0]
-            module._parameters[key] = param
+            module._parameters[key] = self._parameter(value)
         for key, value in node["buffers"].items():
             module._buffers[key] = self._decode_value(value)
         module._non_persistent_buffers.update(node["non_persistent"])
         for key, value in node["modules"].items():
             module._modules[key] = None if value is None else self._decode_value(value)
         return module
+
+    def _parameter(self, node):
+        from ember.nn import Parameter
+
+        tensor = self._decode_value(node["tensor"])
+        made = self._params.get(id(tensor))  # a tied parameter comes back as one object
+        if made is None:
+            made = (Parameter(tensor, requires_grad=bool(node["requires_grad"])), tensor)
+            self._params[id(tensor)] = made
+        return made[0]

@@ -32,6 +32,7 @@ class ScaledNet(nn.Module):
         self.act = F.gelu
         self.inner = nn.Linear(width, width)
         self.again = self.inner  # the same module twice: it must come back as one
+        self.flat = [self.inner.weight, self.inner.bias]  # parameters held in a plain list
         self.register_buffer("offset", ember.tensor(np.linspace(-1, 1, width, dtype=np.float32)))
 
     def forward(self, x):
@@ -171,6 +172,7 @@ def test_user_module_needs_the_allow_list(tmp_path):
         assert ScaledNet in get_safe_globals()
         loaded = ember.load(path)
         assert loaded.inner is loaded.again  # a shared submodule stays shared
+        assert loaded.flat[0] is loaded.inner.weight and loaded.flat[1] is loaded.inner.bias
         assert loaded.act is F.gelu and loaded.names == ("in", "out")
         assert loaded.options == {"residual": True, "eps": [1e-5, None]}
     finally:

@@ -239,7 +239,7 @@ def simplify(graph: Graph) -> Graph:
                 replacement = a
             elif name == "div" and vb == 1 and same(a):
                 replacement = a
-        elif name in ("reshape", "expand", "copy_view") and same(ins[0]):
+        elif name in ("reshape", "expand") and same(ins[0]):
             replacement = ins[0]
         elif name == "cast" and same(ins[0]):
             replacement = ins[0]

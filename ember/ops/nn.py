@@ -17,12 +17,13 @@ from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
 from ember.ops.random import bernoulli, uniform
-from ember.ops.registry import apply, defop
+from ember.ops.registry import apply, defop, public
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+@public("softmax")
 def softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
@@ -31,6 +32,7 @@ def softmax(x, dim=-1, dtype=None):
     return e / e.sum(dim, keepdim=True)
 
 
+@public("log_softmax")
 def log_softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)

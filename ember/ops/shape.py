@@ -20,7 +20,7 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
-from ember.ops.registry import apply, defop, same_dtype, int64_dtype
+from ember.ops.registry import apply, defop, int64_dtype, public, same_dtype
 from ember.ops.elementwise import unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
@@ -452,6 +452,7 @@ def _dim(d, ndim, op):
     return d % n
 
 
+@RESHAPE.public("reshape")
 def reshape(x, *shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
@@ -461,6 +462,7 @@ def reshape(x, *shape):
     return apply(RESHAPE, x, shape=shape)
 
 
+@PERMUTE.public("permute")
 def permute(x, *dims):
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = dims[0]
@@ -472,6 +474,7 @@ def permute(x, *dims):
     return apply(PERMUTE, x, dims=dims)
 
 
+@public("transpose", "swapaxes", "swapdims")
 def transpose(x, dim0, dim1):
     if x.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return x
@@ -481,6 +484,7 @@ def transpose(x, dim0, dim1):
     return permute(x, dims)
 
 
+@public("movedim")
 def movedim(x, source, destination):
     src = [source] if isinstance(source, int) else list(source)
     dst = [destination] if isinstance(destination, int) else list(destination)
@@ -492,6 +496,7 @@ def movedim(x, source, destination):
     return permute(x, order)
 
 
+@EXPAND.public("expand", function=False)
 def expand(x, *shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
@@ -505,6 +510,7 @@ def expand(x, *shape):
     return apply(EXPAND, x, shape=shape)
 
 
+@public("squeeze")
 def squeeze(x, dim=None):
     if dim is None:
         shape = tuple(n for n in x.shape if n != 1)
@@ -515,12 +521,14 @@ def squeeze(x, dim=None):
     return reshape(x, shape)
 
 
+@public("unsqueeze")
 def unsqueeze(x, dim):
     d = _dim(dim, x.ndim + 1, "unsqueeze")
     shape = tuple(x.shape)
     return reshape(x, shape[:d] + (1,) + shape[d:])
 
 
+@public("flatten")
 def flatten(x, start_dim=0, end_dim=-1):
     if x.ndim == 0:
         return reshape(x, (1,))
@@ -533,6 +541,7 @@ def flatten(x, start_dim=0, end_dim=-1):
     return reshape(x, shape[:s] + (n,) + shape[e + 1 :])
 
 
+@public("unflatten")
 def unflatten(x, dim, sizes):
     d = _dim(dim, x.ndim, "unflatten")
     shape = tuple(x.shape)
@@ -540,6 +549,7 @@ def unflatten(x, dim, sizes):
     return reshape(x, shape[:d] + sizes + shape[d + 1 :])
 
 
+@CAT.public("cat", "concat", "concatenate", method=False)
 def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
@@ -555,6 +565,7 @@ def cat(tensors, dim=0):
 concat = concatenate = cat
 
 
+@public("stack", method=False)
 def stack(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
@@ -570,12 +581,14 @@ def stack(tensors, dim=0):
     return apply(CAT, *[unsqueeze(t, d) for t in tensors], dim=d)
 
 
+@public("narrow")
 def narrow(x, dim, start, length):
     d = _dim(dim, x.ndim, "narrow")
     index = [("s", None, None, None)] * d + [("s", int(start), int(start) + int(length), None)]
     return apply(GETITEM, x, spec=tuple(index))
 
 
+@public("split")
 def split(x, split_size_or_sections, dim=0):
     d = _dim(dim, x.ndim, "split")
     n = x.shape[d]
@@ -593,23 +606,27 @@ def split(x, split_size_or_sections, dim=0):
     return tuple(out)
 
 
+@public("chunk")
 def chunk(x, chunks, dim=0):
     d = _dim(dim, x.ndim, "chunk")
     size = -(-x.shape[d] // chunks)
     return split(x, builtins.max(size, 1), d)
 
 
+@public("unbind")
 def unbind(x, dim=0):
     d = _dim(dim, x.ndim, "unbind")
     return tuple(squeeze(narrow(x, d, i, 1), d) for i in range(x.shape[d]))
 
 
+@FLIP.public("flip")
 def flip(x, dims):
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims))
     return apply(FLIP, x, dims=dims)
 
 
+@ROLL.public("roll")
 def roll(x, shifts, dims=None):
     if dims is None:
         return reshape(roll(flatten(x), shifts, 0), tuple(x.shape))
@@ -625,12 +642,14 @@ def roll(x, shifts, dims=None):
     )
 
 
+@TRIL.public("tril")
 def tril(x, diagonal=0):
     if x.ndim < 2:
         raise ShapeError(f"tril: input must have at least 2 dims, got shape {tuple(x.shape)}")
     return apply(TRIL, x, k=int(diagonal))
 
 
+@TRIU.public("triu")
 def triu(x, diagonal=0):
     if x.ndim < 2:
         raise ShapeError(f"triu: input must have at least 2 dims, got shape {tuple(x.shape)}")
@@ -685,6 +704,7 @@ def expand_dim(x, dim, size):
     return expand(x, tuple(shape))
 
 
+@public("repeat", function=False)
 def repeat(x, *sizes):
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = sizes[0]
@@ -751,6 +771,7 @@ def getitem(x, index):
     return apply(GETITEM, x, *tensors, spec=spec)
 
 
+@public("index_select")
 def index_select(x, dim, index):
     d = _dim(dim, x.ndim, "index_select")
     if index.ndim > 1:
@@ -759,20 +780,24 @@ def index_select(x, dim, index):
     return apply(GETITEM, x, index.reshape(-1), spec=spec)
 
 
+@GATHER.public("gather")
 def gather(x, dim, index):
     return apply(GATHER, x, index, dim=_dim(dim, x.ndim, "gather"))
 
 
+@SCATTER.public("scatter")
 def scatter(x, dim, index, src=None, value=None):
     if src is None:
         src = value
     return apply(SCATTER, x, index, src, dim=_dim(dim, x.ndim, "scatter"))
 
 
+@SCATTER_ADD.public("scatter_add")
 def scatter_add(x, dim, index, src):
     return apply(SCATTER_ADD, x, index, src, dim=_dim(dim, x.ndim, "scatter_add"))
 
 
+@public("masked_fill")
 def masked_fill(x, mask, value):
     if mask.dtype is not _dt.bool_:
         raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
@@ -855,6 +880,7 @@ def _scale_gradient(x, scale):
     return where(frozen.isfinite(), frozen + zero * scale, x)
 
 
+@ARGSORT.public("argsort")
 def argsort(x, dim=-1, descending=False, stable=False):
     return apply(
         ARGSORT,
@@ -865,6 +891,7 @@ def argsort(x, dim=-1, descending=False, stable=False):
     )
 
 
+@public("sort")
 def sort(x, dim=-1, descending=False, stable=False):
     from ember.ops.reduce import _ValuesIndices
 
@@ -872,6 +899,7 @@ def sort(x, dim=-1, descending=False, stable=False):
     return _ValuesIndices((gather(x, _dim(dim, x.ndim, "sort"), idx), idx))
 
 
+@public("topk")
 def topk(x, k, dim=-1, largest=True, sorted=True):
     from ember.ops.reduce import _ValuesIndices
 
@@ -882,6 +910,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     return _ValuesIndices((gather(x, d, idx), idx))
 
 
+@NONZERO.public("nonzero")
 def nonzero(x, as_tuple=False):
     idx = apply(NONZERO, x)
     if as_tuple:
@@ -889,6 +918,7 @@ def nonzero(x, as_tuple=False):
     return idx
 
 
+@public("masked_select")
 def masked_select(x, mask):
     x, mask = (
         x.expand(broadcast_pair(x.shape, mask.shape)),
@@ -1004,6 +1034,7 @@ VIEW_SCATTER = defop(
 )
 
 
+@DIAGONAL.public("diagonal")
 def diagonal(x, offset=0, dim1=0, dim2=1):
     """The diagonal of dims (dim1, dim2), shifted by `offset`, as the last dim: a view.
 
@@ -1022,6 +1053,7 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
     return apply(DIAGONAL, x, offset=int(offset), dim1=d1, dim2=d2)
 
 
+@public("diagonal_scatter", method=False)
 def diagonal_scatter(x, src, offset=0, dim1=0, dim2=1):
     """A copy of x with its diagonal (offset, dim1, dim2) replaced by src.
 
@@ -1034,6 +1066,7 @@ def diagonal_scatter(x, src, offset=0, dim1=0, dim2=1):
     return apply(VIEW_SCATTER, x, src, steps=steps)
 
 
+@public("slice_scatter", method=False)
 def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
     """A copy of x with x[..., start:end:step, ...] (along dim) replaced by src.
 

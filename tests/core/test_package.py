@@ -15,6 +15,7 @@ LAYERS = {
     "ember.ops": 2,
     "ember.autograd": 3,
     "ember.tensor": 3,
+    "ember.creation": 3,
     "ember._tensor_str": 3,
     "ember.graph": 4,
     "ember.nn": 5,

@@ -23,6 +23,7 @@ from ember.ops.registry import (
 
 _SCALARS = (bool, int, float)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_LN2 = math.log(2.0)
 
 
 def unbroadcast(g, like):
@@ -130,6 +131,14 @@ LOG = _unary(
     inplace=("log_",),
     ufunc="log",
     template="np.log({0})",
+)
+LOG2 = _unary(
+    "log2",
+    lambda xp, x: xp.log2(x),
+    lambda g, y, x: (g / (x * _LN2),),
+    quiet=True,
+    ufunc="log2",
+    template="np.log2({0})",
 )
 LOG1P = _unary(
     "log1p",
@@ -401,6 +410,15 @@ MINIMUM = _binary(
     save_output=True,
     ufunc="minimum",
     template="minimum({0}, {1})",
+)
+HYPOT = _binary(
+    "hypot",
+    lambda xp, a, b: xp.hypot(a, b),
+    lambda g, y, a, b: (unbroadcast(g * a / y, a), unbroadcast(g * b / y, b)),
+    promote="float",
+    save_output=True,
+    ufunc="hypot",
+    template="np.hypot({0}, {1})",
 )
 REMAINDER = _binary(
     "remainder",

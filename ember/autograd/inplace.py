@@ -13,6 +13,7 @@ import numpy as np
 
 from ember._util.errors import AutogradError, at_user_line, user_location
 from ember.autograd.grad_mode import _state
+from ember.backend import runs_eagerly
 
 
 class InplaceMixin:
@@ -45,9 +46,9 @@ class InplaceMixin:
         needs_graph = _state.enabled and self._records_inplace(args)
         if needs_graph:
             self._check_inplace(name)
-        if _dispatch._interceptors:
-            # traced values are never overwritten, but self's version moves: the op saves an
-            # alias of self's current value with its own counter
+        if not runs_eagerly(self._data):
+            # staged (Note [Staging backends]): traced values are never overwritten, but self's
+            # version moves: the op saves an alias of self's current value with its own counter
             current = self
             if needs_graph:
                 current = _wrap(self._data)
@@ -171,8 +172,8 @@ def _move_retained(t, node):
 
 
 def _graph_assign(target, result, recorded=True):
-    """In-place op while tracing: the traced value of `target` becomes `result`'s, and so does
-    its history when autograd records the op (as eager: a write under no_grad keeps it)."""
+    """In-place op on a staging backend: the traced value of `target` becomes `result`'s, and
+    so does its history when autograd records the op (as eager: a write under no_grad keeps it)."""
     target._data = result._data
     if recorded:
         target._node = result._node

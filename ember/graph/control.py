@@ -86,10 +86,10 @@ def while_loop(cond_fn, body_fn, loop_vars):
     outer = current_tracer()
     state = tuple(t if isinstance(t, Tensor) else outer.atom(t) for t in state)
     names = [f"s{i}" for i in range(len(state))]
-    from ember.autograd.dispatch import _interceptors
+    from ember.backend import _staging
 
-    saved = list(_interceptors)
-    _interceptors.clear()  # the nested traces own the dispatcher while they run
+    saved = list(_staging)
+    _staging.clear()  # the nested traces own the dispatcher while they run
     try:
         probes = [_wrap(t._data) for t in state]
         cond_graph = trace(lambda *s: cond_fn(*s), tuple(probes), {}, probes, names, "while_cond")[
@@ -99,7 +99,7 @@ def while_loop(cond_fn, body_fn, loop_vars):
             lambda *s: tuple(as_tuple(body_fn(*s))), tuple(probes), {}, probes, names, "while_body"
         )[0]
     finally:
-        _interceptors.extend(saved)
+        _staging.extend(saved)
     for g in (cond_graph, body_graph):
         if any(isinstance(t._data, Var) for _, t in g.captures):
             raise GraphError(

@@ -1,7 +1,9 @@
 """Tracing: run a Python function on symbolic tensors and record the ops it calls as a Graph.
 
-Note [Tracing]: while a `Tracer` is active it is the dispatcher's interceptor
-(`ember.autograd.dispatch.push_interceptor`): every op call comes here instead of computing.
+Note [Tracing]: a `Tracer` is a staging backend (Note [Staging backends] in
+ember/backend/__init__.py): while it is active every op call comes to its `apply` instead of
+computing, and the symbolic values it returns (`Var`) belong to the graph backend, which has
+no host values.
 The tracer casts operands to the op's compute dtype like eager dispatch does (as explicit
 `cast` equations), asks the op's shape/dtype rule for the result, appends an equation and
 returns a Tensor whose `_data` is the result `Var`. When grad mode is on and an input requires
@@ -31,6 +33,7 @@ from ember import dtypes as _dt
 from ember._util.errors import EmberError, ShapeError, user_location
 from ember.autograd import dispatch as _dispatch
 from ember.autograd.grad_mode import _state
+from ember.backend import Backend, pop_staging, push_staging, staging_backends
 from ember.graph.ir import ConcretizationError, Eqn, Graph, GraphError, Var
 from ember.ops import elementwise as _E
 from ember.ops import registry as _registry
@@ -44,10 +47,12 @@ _DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
 _MASK_INDEXED = {"getitem", "index_put", "index_add"}
 
 
-class _TracerBackend:
+class _TracerBackend(Backend):
     """What `ember.backend.backend_of` answers for a traced value (device, no data)."""
 
     name = "graph"
+    device_type = "graph"
+    concrete = False
 
     def device_of(self, array):
         from ember.backend import Device
@@ -89,8 +94,12 @@ class _Buffer:
         #                                        _version, _view)
 
 
-class Tracer:
-    """The interceptor that records ops into `self.graph` (Note [Tracing])."""
+class Tracer(Backend):
+    """The staging backend that records ops into `self.graph` (Note [Tracing])."""
+
+    name = "graph"
+    device_type = "graph"
+    concrete = False
 
     def __init__(self, name: str = "graph"):
         self.graph = Graph(name)
@@ -101,7 +110,7 @@ class Tracer:
         # in-place ops while tracing bump them (so views regenerate, Note [Views and in-place])
         self.counters: dict = {}
 
-    def add_guard(self, key, fn) -> None:
+    def guard(self, key, fn) -> None:
         """The traced Python took a branch that depends on `fn()` (e.g. whether an optimizer's
         state exists yet): the graph is valid while `fn()` returns what it returns now."""
         if key not in self.state_guards:
@@ -171,8 +180,10 @@ class Tracer:
             return self.capture(a)
         return a
 
-    # --- the interceptor ---------------------------------------------------------------------
-    def __call__(self, op, args, attrs):
+    add_guard = guard
+
+    # --- the staging backend's op call ---------------------------------------------------------
+    def apply(self, op, args, attrs):
         for a in args:
             if isinstance(a, Tensor) and a._view is not None and a._view[3] != a._version[0]:
                 _dispatch.refresh_view(a)  # its base was written: its traced value is stale
@@ -326,22 +337,22 @@ def _at_user(message: str) -> str:
 
 
 def current_tracer() -> Tracer | None:
-    for fn in reversed(_dispatch._interceptors):
-        if isinstance(fn, Tracer):
-            return fn
+    for backend in reversed(staging_backends()):
+        if isinstance(backend, Tracer):
+            return backend
     return None
 
 
 class tracing:
-    """Context manager: install `tracer` as the dispatcher's interceptor."""
+    """Context manager: make `tracer` the active staging backend."""
 
     def __init__(self, tracer: Tracer):
         self.tracer = tracer
 
     def __enter__(self):
-        _dispatch.push_interceptor(self.tracer)
+        push_staging(self.tracer)
         return self.tracer
 
     def __exit__(self, *exc):
-        _dispatch.pop_interceptor()
+        pop_staging()
         return False

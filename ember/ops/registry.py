@@ -32,7 +32,8 @@ entropy). Its decomposition stays in the code as `<name>_reference`, and the op 
 the fused op against it, against PyTorch and against finite differences.
 
 Layers above install the dispatcher (`set_dispatcher`): eager execution with autograd (L3), and
-graph tracing (L4) pushes an interceptor. Ops never create Tensors themselves.
+graph tracing (L4) is a staging backend (Note [Staging backends] in ember/backend/__init__.py).
+Ops never create Tensors themselves.
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember import backend as _backend
 from ember import dtypes as _dt
 from ember.ops.elementwise import maximum
 from ember.optim._functional import addcdiv_, addcmul_, lerp_
-from ember.optim.optimizer import Optimizer, _tracing
+from ember.optim.optimizer import Optimizer
 from ember.tensor import Tensor, tensor, zeros_like
 
 
@@ -145,14 +146,15 @@ class Adam(Optimizer):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         lerp_(exp_avg, grad, 1 - beta1)
         addcmul_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
-        if _tracing():
-            # compiled: the step count is a graph value, so the bias corrections are too
-            # (in float64, then rounded to the parameter's dtype as the eager scalars are)
+        step = _backend.host_values(step_t._data)
+        if step is None:
+            # staged (compiled): the step count is a graph value, so the bias corrections are
+            # too (in float64, then rounded to the parameter's dtype as the eager scalars are)
             step = step_t.to(_dt.float64)
             step_size = (lr / (1 - beta1**step)).to(param.dtype)
             bias_correction2_sqrt = (1 - beta2**step).sqrt().to(param.dtype)
         else:
-            step = step_t.item()
+            step = step.item()
             bias_correction1 = 1 - beta1**step
             bias_correction2 = 1 - beta2**step
             step_size = lr / bias_correction1

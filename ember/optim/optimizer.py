@@ -23,13 +23,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from ember import backend as _backend
 from ember.autograd.grad_mode import no_grad
-from ember.tensor import Tensor, _interceptors_active
-
-
-def _tracing() -> bool:
-    """True while a graph is being traced: then updates must go through ember ops."""
-    return _interceptors_active()
+from ember.tensor import Tensor
 
 
 class _RequiredParameter:
@@ -142,22 +138,21 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         fused = getattr(self, "update_arrays", None)
-        tracing = _tracing()
-        if tracing:
-            _guard_state(self)
+        _guard_state(self)
         with no_grad():
             for group in self.param_groups:
-                use_fused = fused is not None and group.get("fused") is not False and not tracing
+                use_fused = fused is not None and group.get("fused") is not False
                 for p in group["params"]:
                     if p.grad is None:
                         continue
                     state = self.state[p]
                     if not state:
                         state.update(self.init_state(p, group))
-                    if (
+                    if (  # Note [Staging backends]: the fused kernel writes NumPy memory
                         use_fused
                         and type(p._data) is np.ndarray
                         and type(p.grad._data) is np.ndarray
+                        and _backend.runs_eagerly(p._data)
                     ):
                         fused(p, p.grad, state, group)
                         p._bump_version(type(self).__name__ + ".step")
@@ -235,18 +230,15 @@ def _state_signature(ref):
 
 
 def _guard_state(optimizer) -> None:
-    """While tracing (Note [Optimizer structure]): the traced update branches on whether
-    each parameter's state exists yet (SGD's momentum buffer starts as the first gradient), so
-    the compiled graph holds only while the state's layout is what it was when traced; a
-    compiled step retraces once the first step has created it."""
+    """The update branches on whether each parameter's state exists yet (SGD's momentum buffer
+    starts as the first gradient): a staging backend (a compiled step, Note [Staging backends])
+    keeps the state's layout, and its graph holds only while the layout stays the same; a
+    compiled step retraces once the first step has created the state (Note [Optimizer
+    structure])."""
     import weakref
 
-    from ember.graph.trace import current_tracer
-
-    tracer = current_tracer()
-    if tracer is not None:
-        ref = weakref.ref(optimizer)
-        tracer.add_guard(("optimizer state", id(optimizer)), lambda: _state_signature(ref))
+    ref = weakref.ref(optimizer)
+    _backend.guard(("optimizer state", id(optimizer)), lambda: _state_signature(ref))
 
 
 def _shallow_tensors(state_dict: dict) -> dict:

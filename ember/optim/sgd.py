@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.optim.optimizer import Optimizer, _tracing, required
+from ember.optim.optimizer import Optimizer, required
 from ember.tensor import Tensor, _wrap, zeros_like
 
 
@@ -76,11 +76,8 @@ class SGD(Optimizer):
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                if _tracing():  # a concrete buffer that the compiled step writes in place
-                    buf = state["momentum_buffer"] = zeros_like(param)
-                    buf.copy_(grad)
-                else:
-                    buf = state["momentum_buffer"] = grad.detach().clone()
+                # a concrete buffer, which a compiled step writes in place
+                buf = state["momentum_buffer"] = zeros_like(param).copy_(grad)
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
             grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf

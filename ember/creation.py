@@ -61,6 +61,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new tensor holding a copy of `data` (nested lists, numbers, arrays, tensors).
 
     Example:
+        >>> import ember
         >>> ember.tensor([[1, 2], [3, 4]])
         tensor([[1, 2],
                 [3, 4]])

@@ -6,6 +6,10 @@ Node that made it (`grad_fn`), and a version counter shared with its views
 (Note [Eager dispatch]); nothing here computes on arrays directly except creation, printing
 and in-place writes.
 
+Note [Tensor interface]: the layers above L3 reach a tensor's storage through two public names,
+`Tensor.from_array(array)` (wrap, no copy) and `tensor.array` (the backend array); `_wrap` and
+`._data` are the same things under their private names, kept for older code.
+
 Note [Views and in-place]: a view op (reshape, permute, expand, basic getitem, diagonal) whose
 result shares memory with its input gives the result `_view = (parent, op name, attrs items,
 version, made with grad mode on)` and the parent's version counter (`dispatch.make_view`).
@@ -105,6 +109,22 @@ class Tensor(OpMixin, InplaceMixin):
         self._hooks = None
         if requires_grad:
             self.requires_grad_(True)
+
+    # --- the interface to the layers above (Note [Tensor interface]) -----------------------
+    @staticmethod
+    def from_array(array) -> "Tensor":
+        """A new Tensor around a backend array (or a symbolic one): no copy, no history."""
+        return _wrap(array)
+
+    @property
+    def array(self):
+        """The backend array (NumPy, CuPy, or a graph value while tracing) this tensor holds;
+        writing it rebinds the tensor to another array (no copy, no version bump)."""
+        return self._data
+
+    @array.setter
+    def array(self, value) -> None:
+        self._data = value
 
     # --- basic properties --------------------------------------------------------------------
     @property

@@ -308,11 +308,11 @@ class Executor:
     # --- running -------------------------------------------------------------------------------
     def __call__(self, *arrays):
         try:
-            return self.run(*arrays, *[t._data for t in self.captures])
+            return self.run(*arrays, *[t.array for t in self.captures])
         except GraphError:
             raise
         except Exception as error:  # find the failing equation (slow path, errors only)
-            caps = [t._data for t in self.captures]
+            caps = [t.array for t in self.captures]
             raise self._locate(arrays, caps, error) from error
 
     def _locate(self, arrays, caps, error):

@@ -243,6 +243,8 @@ def simplify(graph: Graph) -> Graph:
             replacement = ins[0]
         elif name == "cast" and same(ins[0]):
             replacement = ins[0]
+        elif name == "assign" and same(ins[1]):  # x.copy_(y) of a y like x: y's value
+            replacement = ins[1]
         elif (
             name == "permute"
             and tuple(e.attrs.get("dims", ())) == tuple(range(out.ndim))

@@ -37,7 +37,7 @@ from ember.backend import Backend, pop_staging, push_staging, staging_backends
 from ember.graph.ir import ConcretizationError, Eqn, Graph, GraphError, Var
 from ember.ops import elementwise as _E
 from ember.ops import registry as _registry
-from ember.tensor import Tensor, _wrap
+from ember.tensor import Tensor
 
 _SCALARS = (bool, int, float)
 _DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
@@ -120,7 +120,7 @@ class Tracer(Backend):
     def new_input(self, shape, dtype, name=None, requires_grad=False) -> Tensor:
         v = Var(shape, dtype, name)
         self.graph.inputs.append(v)
-        t = _wrap(v)
+        t = Tensor.from_array(v)
         t._requires_grad = bool(requires_grad)
         return t
 
@@ -135,7 +135,7 @@ class Tracer(Backend):
 
     def capture(self, t: Tensor) -> Var:
         """The graph value of a concrete tensor: its buffer's latest traced value."""
-        array = t._data
+        array = t.array
         buf = self.buffers.get(id(array))
         if buf is None:
             dtype = array.dtype
@@ -149,7 +149,7 @@ class Tracer(Backend):
         if id(t) not in buf.saved:
             buf.saved[id(t)] = (
                 weakref.ref(t),
-                t._data,
+                t.array,
                 t._node,
                 t._requires_grad,
                 t.grad,
@@ -168,13 +168,13 @@ class Tracer(Backend):
         best = buf.var
         for ref in buf.tensors:
             t = ref()
-            if t is not None and isinstance(t._data, Var) and t._data.id > best.id:
-                best = t._data
+            if t is not None and isinstance(t.array, Var) and t.array.id > best.id:
+                best = t.array
         return best
 
     def atom(self, a):
         if isinstance(a, Tensor):
-            d = a._data
+            d = a.array
             if isinstance(d, Var):
                 return d
             return self.capture(a)
@@ -191,7 +191,7 @@ class Tracer(Backend):
         # make concrete tensors graph values first (so aliases see writes)
         atoms = [self.atom(a) for a in args_t]
         view_args = tuple(
-            _wrap(v) if isinstance(a, Tensor) and not isinstance(a._data, Var) else a
+            Tensor.from_array(v) if isinstance(a, Tensor) and not isinstance(a.array, Var) else a
             for a, v in zip(args_t, atoms)
         )
         # restore autograd identity of captured leaves for _record
@@ -227,7 +227,7 @@ class Tracer(Backend):
                 )
             )
         (out,) = self.emit(op, inputs, attrs, shape, dtype.numpy)
-        result = _wrap(out)
+        result = Tensor.from_array(out)
         if op.view and len(args_t) == 1:
             _dispatch.make_view(result, args_t[0], op, attrs)
         if (
@@ -276,7 +276,9 @@ class Tracer(Backend):
             buf.saved.clear()
             holder = _holder(buf)
             if var in written or holder is not None or _externally_held(buf.array):
-                captures.append((var, holder if holder is not None else _wrap(buf.array)))
+                captures.append(
+                    (var, holder if holder is not None else Tensor.from_array(buf.array))
+                )
             else:
                 g.consts[var] = buf.array
             holder = None
@@ -294,8 +296,8 @@ class Tracer(Backend):
             if not (t._requires_grad or saved[3]):
                 continue
             grad, before = t.grad, saved[4]
-            if grad is not None and isinstance(grad._data, Var):
-                self.grad_writes[buf.var] = (grad._data, t)
+            if grad is not None and isinstance(grad.array, Var):
+                self.grad_writes[buf.var] = (grad.array, t)
             elif grad is None and before is not None:
                 self.grad_writes[buf.var] = (None, t)
             else:
@@ -307,7 +309,7 @@ def _restore(buf):
     for ref, data, node, requires_grad, grad, version, view in buf.saved.values():
         t = ref()
         if t is not None:
-            t._data = data
+            t.array = data
             t._node = node
             t._requires_grad = requires_grad
             t.grad = grad
@@ -320,7 +322,7 @@ def _holder(buf):
     a live one is referenced from outside the trace)."""
     for ref in buf.tensors:
         t = ref()
-        if t is not None and t._data is buf.array:
+        if t is not None and t.array is buf.array:
             return t
     return None
 

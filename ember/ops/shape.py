@@ -1039,6 +1039,7 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
     """The diagonal of dims (dim1, dim2), shifted by `offset`, as the last dim: a view.
 
     Example:
+        >>> import ember
         >>> x = ember.zeros(3, 3)
         >>> x.diagonal().fill_(1.0)
         tensor([1., 1., 1.])
@@ -1058,6 +1059,7 @@ def diagonal_scatter(x, src, offset=0, dim1=0, dim2=1):
     """A copy of x with its diagonal (offset, dim1, dim2) replaced by src.
 
     Example:
+        >>> import ember
         >>> ember.diagonal_scatter(ember.zeros(2, 2), ember.ones(2)).tolist()
         [[1.0, 0.0], [0.0, 1.0]]
     """
@@ -1071,6 +1073,7 @@ def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
     """A copy of x with x[..., start:end:step, ...] (along dim) replaced by src.
 
     Example:
+        >>> import ember
         >>> ember.slice_scatter(ember.zeros(4), ember.ones(2), 0, 1, 3).tolist()
         [0.0, 1.0, 1.0, 0.0]
     """

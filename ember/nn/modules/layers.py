@@ -225,7 +225,7 @@ class Embedding(Module):
         # The range check reads the indices, which a symbolic (compiled) call does not have
         # (Note [Staging backends]): there an index past the end fails in the gather, and a
         # negative one counts from the end as in NumPy indexing.
-        values = host_values(x._data)
+        values = host_values(x.array)
         if values is not None and values.size:
             low, high = int(values.min()), int(values.max())
             if low < 0 or high >= self.num_embeddings:

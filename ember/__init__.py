@@ -136,6 +136,7 @@ _LAZY = {
     "tf": "ember.tf",
     "testing": "ember.testing",
     "cuda": "ember.cuda",
+    "accelerator": "ember.accelerator",
     "backend": "ember.backend",
     "image": "ember.vision.image",
 }

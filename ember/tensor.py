@@ -300,6 +300,37 @@ class Tensor(OpMixin, InplaceMixin):
         self._hooks.append(hook)
         return _RemovableHandle(self._hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call `hook(self)` as soon as backward has accumulated this leaf's `.grad`, while the
+        rest of backward still runs (Note [Gradient-ready hooks] in ember/autograd/engine.py).
+
+        Example:
+            >>> import ember
+            >>> w = ember.tensor([1.0, 2.0], requires_grad=True)
+            >>> seen = []
+            >>> _ = w.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.tolist()))
+            >>> (w * w).sum().backward()
+            >>> seen
+            [[2.0, 4.0]]
+        """
+        if not self.requires_grad:
+            raise AutogradError(
+                at_user_line(
+                    "register_post_accumulate_grad_hook: cannot register a hook on a tensor "
+                    "that doesn't require grad"
+                )
+            )
+        if self.grad_fn is not None:
+            raise AutogradError(
+                at_user_line(
+                    "register_post_accumulate_grad_hook: only leaf tensors accumulate .grad; "
+                    "this tensor is the output of an op (use register_hook)"
+                )
+            )
+        from ember.autograd.engine import register_post_accumulate_grad_hook
+
+        return register_post_accumulate_grad_hook(self, hook)
+
     def retain_grad(self) -> None:
         """Keep `.grad` for this non-leaf tensor after backward."""
         if self.grad_fn is None:

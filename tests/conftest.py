@@ -27,6 +27,19 @@ def minilm():
     return folder
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """Both thread counts users run with, for ember's BLAS and kernels and for PyTorch: the
+    parity bound must hold at each (Note [Parity tolerances])."""
+    torch = pytest.importorskip("torch")
+    before = (ember.get_num_threads(), torch.get_num_threads())
+    ember.set_num_threads(request.param)
+    torch.set_num_threads(request.param)
+    yield request.param
+    ember.set_num_threads(before[0])
+    torch.set_num_threads(before[1])
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     ember.manual_seed(0)

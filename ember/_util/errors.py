@@ -25,11 +25,15 @@ class EmberError(Exception):
         super().__init__(message, *args)
 
 
-class ShapeError(EmberError, ValueError):
+# Note [Error classes]: where PyTorch raises RuntimeError (shapes that do not fit, dtypes an
+# op refuses), ember's error is a RuntimeError too, so ported `except RuntimeError` code keeps
+# working; it stays a ValueError / TypeError as well, the Python convention ember's own code
+# and users of NumPy expect.
+class ShapeError(EmberError, RuntimeError, ValueError):
     """An op got inputs whose shapes do not fit together."""
 
 
-class DTypeError(EmberError, TypeError):
+class DTypeError(EmberError, RuntimeError, TypeError):
     """An op got an input of a dtype it does not accept."""
 
 
@@ -43,6 +47,11 @@ class DeviceError(EmberError, RuntimeError):
 
 class AutogradError(EmberError, RuntimeError):
     """Backward could not be computed (freed graph, in-place modification, no grad_fn)."""
+
+
+class DistributedError(RuntimeError):
+    """A collective could not complete: another rank failed or left, a timeout passed, or the
+    ranks disagree (shapes, dtypes). The message names the rank and the collective."""
 
 
 _inside: dict = {}  # filename -> whether it belongs to the ember package

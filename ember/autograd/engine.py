@@ -15,6 +15,15 @@ saved; in-place ops bump the counter shared by a tensor and its views. At backwa
 version raises an error naming the op that saved the tensor, where that op ran, where the
 tensor was made and which in-place op changed it. In-place ops on views rewrite the base's
 history and regenerate stale views' (Note [Views and in-place] in ember/tensor.py).
+
+Note [Gradient-ready hooks]: `Tensor.register_post_accumulate_grad_hook(hook)` (PyTorch's name)
+calls `hook(tensor)` as soon as a leaf's `.grad` holds this backward's whole contribution, while
+the rest of the graph is still being walked: for the leaves that have such hooks, step 1 also
+counts the edges into them, and the walk finishes a leaf (tensor hooks, accumulation, post hooks)
+when its count reaches zero. Data-parallel training starts each gradient bucket's allreduce
+from these hooks, so communication overlaps the remaining backward. Leaves without such hooks
+are accumulated after the walk, as before, and cost nothing extra. `queue_callback(fn)` runs `fn`
+once when the outermost `backward` ends (DDP waits for its allreduces there).
 """
 
 from __future__ import annotations
@@ -33,6 +42,12 @@ _SCALARS = (bool, int, float)
 _NDARRAY = np.ndarray
 _DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
 _CPU = Device("cpu")
+
+# Note [Gradient-ready hooks]: id(leaf) -> its post-accumulate hooks (entries leave with the
+# tensor), the callbacks queued for the end of the current backward, and the backward depth.
+_post_hooks: dict = {}
+_final_callbacks: list = []
+_depth = [0]
 
 # The graph tracers' stack (owned here so that the engine reads it without an import per call;
 # ember.autograd.dispatch re-exports it and pushes/pops).
@@ -120,6 +135,24 @@ class Node:
         return _RemovableHandle(self.pre_hooks, fn)
 
 
+def register_post_accumulate_grad_hook(tensor, hook):
+    """Note [Gradient-ready hooks]: `hook(tensor)` after `tensor.grad` is accumulated."""
+    hooks = _post_hooks.get(id(tensor))
+    if hooks is None:
+        hooks = _post_hooks[id(tensor)] = []
+        weakref.finalize(tensor, _post_hooks.pop, id(tensor), None)
+    hooks.append(hook)
+    return _RemovableHandle(hooks, hook)
+
+
+def queue_callback(fn) -> None:
+    """Run `fn()` once when the outermost running backward ends (PyTorch's
+    `Variable._execution_engine.queue_callback`)."""
+    if _depth[0] == 0:
+        raise AutogradError("queue_callback: no backward is running")
+    _final_callbacks.append(fn)
+
+
 class AccumulateGrad:
     """Shown in `next_functions` for leaf tensors, as in PyTorch."""
 
@@ -186,7 +219,25 @@ def _raise_freed(node: Node):
     )
 
 
-def backward(
+def backward(*args, **kwargs):
+    """Reverse-mode accumulation (see `_backward`), then the queued callbacks (Note
+    [Gradient-ready hooks])."""
+    _depth[0] += 1
+    try:
+        result = _backward(*args, **kwargs)
+    except BaseException:
+        if _depth[0] == 1:
+            _final_callbacks.clear()
+        raise
+    finally:
+        _depth[0] -= 1
+    if _depth[0] == 0:
+        while _final_callbacks:
+            _final_callbacks.pop(0)()
+    return result
+
+
+def _backward(
     roots,
     root_grads,
     retain_graph=False,
@@ -208,13 +259,16 @@ def backward(
 
                 refresh_view(t)  # a stale view's history (Note [Views and in-place])
 
-    # 1. dependency counts over the reachable graph
+    # 1. dependency counts over the reachable graph (and into hooked leaves: Note
+    # [Gradient-ready hooks])
     deps: dict = {}
     stack = []
     for r in roots:
         if r._node is not None and r._node not in deps:
             deps[r._node] = 0
             stack.append(r._node)
+    hooked = _post_hooks if (_post_hooks and accumulate and inputs is None) else None
+    leaf_deps: dict | None = {} if hooked is not None else None
     while stack:
         node = stack.pop()
         for e in node.edges:
@@ -224,6 +278,8 @@ def backward(
                 else:
                     deps[e] = 1
                     stack.append(e)
+            elif hooked is not None and e is not None and id(e) in hooked:
+                leaf_deps[id(e)] = leaf_deps.get(id(e), 0) + 1
 
     wanted = None
     captured = {}
@@ -257,6 +313,7 @@ def backward(
     # nodes, so a chain runs depth first); Note [Autograd graph]
     prev_mode = _state.enabled
     _state.enabled = create_graph
+    finished: list = []  # hooked leaves whose last edge delivered, finished after each node
     try:
         while ready:
             node = ready.pop()
@@ -287,7 +344,7 @@ def backward(
                 if edge is None:
                     continue
                 if ig is None:
-                    _deliver_none(edge, deps, buffers, leaf_grads, ready)
+                    _deliver_none(edge, deps, buffers, leaf_grads, ready, leaf_deps, finished)
                     continue
                 shape, dtype = meta
                 if ig._data.dtype is not dtype.numpy or ig._data.shape != shape:
@@ -305,25 +362,31 @@ def backward(
                         leaf_grads[id(edge)] = [edge, ig]
                     else:
                         entry[1] = entry[1] + ig
+                    if leaf_deps is not None and id(edge) in leaf_deps:
+                        _leaf_delivered(edge, leaf_deps, finished)
             # no stray references to the gradients (_accumulate_into steals exclusive ones)
-            grads = ig = g = result = None
+            grads = ig = g = result = entry = None
+            while finished:
+                entry = leaf_grads.pop(finished.pop(), None)
+                if entry is not None:
+                    _finish_leaf(entry, create_graph)
     finally:
         _state.enabled = prev_mode
 
     for entry in leaf_grads.values():
-        leaf, g = entry
-        entry[1] = None  # leave `g` as the gradient's only owner (_accumulate_into steals it)
-        if leaf._hooks:
-            for hook in list(leaf._hooks):
-                result = hook(g)
-                if result is not None:
-                    g = result
         if wanted is not None:
+            leaf, g = entry
+            entry[1] = None
+            if leaf._hooks:
+                for hook in list(leaf._hooks):
+                    result = hook(g)
+                    if result is not None:
+                        g = result
             if leaf in wanted:
                 captured[leaf] = g
             continue
         if accumulate:
-            _accumulate_into(leaf, g, create_graph)
+            _finish_leaf(entry, create_graph)
 
     if wanted is None:
         return None
@@ -340,12 +403,42 @@ def backward(
     return tuple(results)
 
 
-def _deliver_none(edge, deps, buffers, leaf_grads, ready):
+def _leaf_delivered(leaf, leaf_deps, finished) -> None:
+    left = leaf_deps[id(leaf)] - 1
+    leaf_deps[id(leaf)] = left
+    if left == 0:
+        finished.append(id(leaf))
+
+
+def _finish_leaf(entry, create_graph) -> None:
+    """A leaf's whole gradient `entry = [leaf, g]`: its tensor hooks, `.grad`, its post
+    hooks (Note [Gradient-ready hooks])."""
+    leaf, g = entry
+    entry[1] = None  # leave `g` as the gradient's only owner (_accumulate_into steals it)
+    if leaf._hooks:
+        for hook in list(leaf._hooks):
+            result = hook(g)
+            if result is not None:
+                g = result
+        result = None
+    _accumulate_into(leaf, g, create_graph)
+    g = None
+    post = _post_hooks.get(id(leaf)) if _post_hooks else None
+    if post:
+        for hook in list(post):
+            hook(leaf)
+
+
+def _deliver_none(edge, deps, buffers, leaf_grads, ready, leaf_deps=None, finished=None):
     """No gradient along `edge`: a node whose last dependency has delivered becomes ready, or,
     if nothing reached it, passes None on in turn."""
     pending = [edge]
     while pending:
         edge = pending.pop()
+        if edge.__class__ is not Node:
+            if leaf_deps is not None and edge is not None and id(edge) in leaf_deps:
+                _leaf_delivered(edge, leaf_deps, finished)
+            continue
         if edge.__class__ is Node:
             deps[edge] -= 1
             if deps[edge] == 0:

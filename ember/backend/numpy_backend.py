@@ -86,7 +86,18 @@ def erf(x):
 #   correctly rounded value: about 100x faster than the reference, 11x faster than libm's
 #   erf per element. GELU in BERT spends most of its elementwise time here.
 # - float64: libm's erf per element.
+# Small float32 arrays (under ERF_COMPILED_MIN_SIZE elements: a short sequence's GELU) take
+# `_erf32_numpy`, the same approximation as NumPy passes, so a fresh process answers without
+# loading numba; it is used with or without numba, so results do not depend on the extra. The
+# two paths do the same float64 operations in the same order; the compiled one may fuse a
+# multiply-add ("contract"), which can move the float64 intermediate by an ulp, almost never
+# the float32 result: they agree bit for bit on the test grid and within 1 float32 ulp always.
 # Tested against `erf` in tests/ops/test_fast_kernels.py (relative error <= 2 eps).
+# Across machines: the float32 kernel allows one flag, "contract" (fused multiply-adds), and
+# no reassociation, so its bits depend only on whether the CPU has FMA (every AVX2/AVX-512
+# CPU does); numba's disk cache is keyed by the CPU model and features, so machine code built
+# on another CPU is never loaded. The 2-eps bound holds either way; parity tests against other
+# frameworks use Note [Parity tolerances] (ember/testing/parity.py), which is far above it.
 _ERF_NUMERATOR = (
     -2.72614225801306e-10,
     2.77068142495902e-08,
@@ -140,11 +151,35 @@ def _build_erf_ufunc():
     }
 
 
+def _erf32_numpy(x):
+    """`_erf32` in NumPy: the same float64 operations in the same order (Note [Fast erf])."""
+    z = np.clip(x.astype(np.float64), -4.0, 4.0)  # NaN passes through
+    z2 = z * z
+    p = _EN0 * z2 + _EN1
+    for c in (_EN2, _EN3, _EN4, _EN5, _EN6):
+        p *= z2
+        p += c
+    q = _ED0 * z2 + _ED1
+    for c in (_ED2, _ED3, _ED4):
+        q *= z2
+        q += c
+    p *= z
+    p /= q
+    return p.astype(np.float32)
+
+
+# Below this many elements a float32 erf runs `_erf32_numpy`: a few NumPy passes cost less than
+# loading numba and the cached kernel on a process's first GELU (0.5-1 s; Note [Fast erf]).
+ERF_COMPILED_MIN_SIZE = 1 << 16
+
+
 def erf_fast(x):
     """erf by the fast kernel where there is one (Note [Fast erf]), else the reference."""
+    x = np.asarray(x)
+    if x.dtype == np.float32 and x.size < ERF_COMPILED_MIN_SIZE:
+        return _erf32_numpy(x)
     if _ERF_UFUNC is None:
         _build_erf_ufunc()
-    x = np.asarray(x)
     kernel = _ERF_UFUNC.get(x.dtype) if _ERF_UFUNC else None
     if kernel is None:
         return erf(x)

@@ -10,7 +10,6 @@ so the order of samples never depends on `num_workers`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -199,13 +198,42 @@ class BatchSampler(Sampler):
         return (len(self.sampler) + self.batch_size - 1) // self.batch_size
 
 
+def shard_indices(indices: list, num_replicas: int, rank: int, drop_last: bool = False) -> list:
+    """Replica `rank`'s share of `indices` (DistributedSampler's rule): pad by repeating from
+    the start to a multiple of `num_replicas` (or trim with `drop_last`), then take every
+    `num_replicas`-th from position `rank`."""
+    indices = list(indices)
+    n = len(indices)
+    if drop_last and n % num_replicas:
+        total = math.ceil((n - num_replicas) / num_replicas) * num_replicas
+    else:
+        total = math.ceil(n / num_replicas) * num_replicas
+    if total > n:
+        padding = total - n
+        if padding <= n:
+            indices += indices[:padding]
+        else:
+            indices += (indices * math.ceil(padding / n))[:padding]
+    else:
+        indices = indices[:total]
+    return indices[rank:total:num_replicas]
+
+
 class DistributedSampler(Sampler):
     """The share of the dataset that belongs to one of `num_replicas` processes.
 
     Every replica sees `ceil(len / num_replicas)` samples (padded by repeating the first
     ones, or trimmed with `drop_last`); with `shuffle`, the permutation is seeded by
-    `seed + epoch`, so call `set_epoch(epoch)` before each epoch. `num_replicas` and `rank`
-    default to the `WORLD_SIZE` and `RANK` environment variables (torchrun's), else 1 and 0.
+    `seed + epoch`, so call `set_epoch(epoch)` before each epoch. Replica `r` takes positions
+    `r, r + num_replicas, ...` of the (padded) order, so the replicas' i-th samples together are
+    the i-th `num_replicas` samples of one process's order. `num_replicas` and `rank` default to
+    the process group's (`ember.distributed.init_process_group`), else to the launcher's
+    environment (mpiexec, Slurm, torchrun's `WORLD_SIZE`/`RANK`), else 1 and 0.
+
+    Example:
+        >>> s = DistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False)
+        >>> list(s)  # padded with sample 0 to 6 = 2 x 3
+        [1, 3, 0]
     """
 
     def __init__(
@@ -217,10 +245,15 @@ class DistributedSampler(Sampler):
         seed: int = 0,
         drop_last: bool = False,
     ):
-        if num_replicas is None:
-            num_replicas = int(os.environ.get("WORLD_SIZE", "1"))
-        if rank is None:
-            rank = int(os.environ.get("RANK", "0"))
+        if num_replicas is None or rank is None:
+            from ember.backend import comm
+
+            num_replicas = comm.world_size() if num_replicas is None else num_replicas
+            rank = comm.rank() if rank is None else rank
+        if not isinstance(num_replicas, int) or num_replicas < 1:
+            raise ValueError(
+                f"DistributedSampler: num_replicas should be a positive int, got {num_replicas!r}"
+            )
         if not 0 <= rank < num_replicas:
             raise ValueError(
                 f"DistributedSampler: invalid rank {rank}, rank should be in the "
@@ -246,15 +279,7 @@ class DistributedSampler(Sampler):
             indices = np.random.default_rng(self.seed + self.epoch).permutation(n).tolist()
         else:
             indices = list(range(n))
-        if not self.drop_last:
-            padding = self.total_size - len(indices)
-            if padding <= len(indices):
-                indices += indices[:padding]
-            else:
-                indices += (indices * math.ceil(padding / len(indices)))[:padding]
-        else:
-            indices = indices[: self.total_size]
-        return iter(indices[self.rank : self.total_size : self.num_replicas])
+        return iter(shard_indices(indices, self.num_replicas, self.rank, self.drop_last))
 
     def __len__(self) -> int:
         return self.num_samples

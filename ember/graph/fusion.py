@@ -314,7 +314,12 @@ class FusedOp:
                         arrays[r[1]] if r[0] == "in" else env[r[1]] if r[0] == "val" else r[1]
                         for r in refs
                     ]
-                    env[var] = np.asarray(fn(xp, *vals, **attrs))
+                    value = np.asarray(fn(xp, *vals, **attrs))
+                    # an `expand` read through (see _build) leaves operands smaller than the
+                    # member: its value has the member's shape, as in the compiled kernel
+                    if value.shape != var.shape:
+                        value = np.broadcast_to(value, var.shape)
+                    env[var] = value
                 results = [env[v] for v in outputs]
                 for red_fn, x, dim, keep in reds:
                     results.append(np.asarray(red_fn(xp, env[x], dim=dim, keepdim=keep)))

@@ -7,6 +7,7 @@ ops of `ember.ops`: the nn layer holds no math of its own (DESIGN.md, layer L5).
 
 from ember.nn import functional as functional
 from ember.nn import init as init
+from ember.nn import parallel as parallel
 from ember.nn import utils as utils
 from ember.nn.modules.activation import (
     ELU as ELU,

@@ -9,12 +9,16 @@ uniform(±1/sqrt(fan_in)) on the bias; Embedding: normal(0, 1)).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
 
 from ember.autograd.grad_mode import no_grad
 from ember.tensor import Tensor
 
 __all__ = [
+    "skip_initialization",
     "calculate_gain",
     "uniform_",
     "normal_",
@@ -29,6 +33,46 @@ __all__ = [
     "kaiming_normal_",
     "orthogonal_",
 ]
+
+
+# Note [Skipped initialisation]: a model about to be filled from a checkpoint need not draw
+# random weights first (for MiniLM, drawing them was 95% of `from_pretrained`'s time). Inside
+# `skip_initialization()` every initialiser below returns its tensor untouched, so modules
+# keep the memory `empty` gave them; the loader then initialises only the modules whose
+# weights the checkpoint did not hold (PreTrainedModel.from_pretrained). HuggingFace does the
+# same (`no_init_weights`). A context variable, so another thread's modules are unaffected.
+_SKIPPING = contextvars.ContextVar("ember_skip_initialization", default=False)
+
+
+@contextlib.contextmanager
+def skip_initialization():
+    """Leave parameters uninitialised while building modules whose weights will be loaded.
+
+    Example:
+        >>> import ember
+        >>> with ember.nn.init.skip_initialization():
+        ...     layer = ember.nn.Linear(3, 2)  # weight holds whatever `empty` gave
+        >>> _ = layer.load_state_dict({"weight": ember.ones(2, 3), "bias": ember.zeros(2)})
+        >>> layer.weight.sum().item()
+        6.0
+    """
+    token = _SKIPPING.set(True)
+    try:
+        yield
+    finally:
+        _SKIPPING.reset(token)
+
+
+def _skippable(initialiser):
+    """An initialiser that returns its tensor untouched inside `skip_initialization()`."""
+
+    @functools.wraps(initialiser)
+    def wrapper(tensor, *args, **kwargs):
+        if _SKIPPING.get():
+            return tensor
+        return initialiser(tensor, *args, **kwargs)
+
+    return wrapper
 
 
 def calculate_gain(nonlinearity: str, param=None) -> float:
@@ -74,16 +118,19 @@ def _fan(tensor: Tensor, mode: str) -> int:
     return fan_in if mode == "fan_in" else fan_out
 
 
+@_skippable
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, generator=None) -> Tensor:
     with no_grad():
         return tensor.uniform_(a, b, generator=generator)
 
 
+@_skippable
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
     with no_grad():
         return tensor.normal_(mean, std, generator=generator)
 
 
+@_skippable
 def trunc_normal_(
     tensor: Tensor,
     mean: float = 0.0,
@@ -145,6 +192,7 @@ def _erfinv(xp, y):
     return x
 
 
+@_skippable
 def constant_(tensor: Tensor, val: float) -> Tensor:
     with no_grad():
         return tensor.fill_(val)
@@ -158,6 +206,7 @@ def zeros_(tensor: Tensor) -> Tensor:
     return constant_(tensor, 0.0)
 
 
+@_skippable
 def eye_(tensor: Tensor) -> Tensor:
     if tensor.ndim != 2:
         raise ValueError("eye_: only 2-D tensors are supported")
@@ -206,6 +255,7 @@ def kaiming_normal_(
     return normal_(tensor, 0.0, std, generator)
 
 
+@_skippable
 def orthogonal_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
     if tensor.ndim < 2:
         raise ValueError("orthogonal_: only tensors with 2 or more dimensions are supported")

@@ -227,6 +227,8 @@ class PrinterCallback(TrainerCallback):
     """Prints each log as one line (the default when the progress bar is off)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # one printer for all ranks
+            return
         logs = dict(logs or {})
         logs.pop("total_flos", None)
         print(_format_logs(logs), flush=True)
@@ -249,7 +251,7 @@ class ProgressCallback(TrainerCallback):
         return bool(getattr(stream, "isatty", lambda: False)())
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self._interactive():
+        if self._interactive() and state.is_world_process_zero:
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # no bar without tqdm: logs print as lines
@@ -268,6 +270,8 @@ class ProgressCallback(TrainerCallback):
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         logs = dict(logs or {})
         logs.pop("total_flos", None)
         if self.bar is not None:
@@ -362,11 +366,15 @@ class TensorBoardCallback(TrainerCallback):
         return self.writer
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # one event file, written by rank 0
+            return
         writer = self._writer(args)
         if state.global_step == 0:
             writer.add_text("args", args.to_json_string(), 0)
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
         writer = self._writer(args)
         logs = logs or {}
         for key, value in logs.items():

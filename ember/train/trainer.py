@@ -26,6 +26,22 @@ log history are then the uninterrupted run's, bit for bit (the runtime entries a
 Randomness inside a dataset's `__getitem__` (augmentation) is seeded per batch by the DataLoader
 from the batch's position in the remaining epoch, so it is not replayed after a mid-epoch resume.
 
+Note [Distributed Trainer]: a script run under MPI (`mpiexec -n 2 python train.py`, `ember
+launch`) trains data-parallel with no code change: the Trainer joins the process group, wraps
+the model in DistributedDataParallel (the unwrapped `self.model` is what callbacks see and what
+is saved), and gives rank r the positions r, r + world, ... of each epoch's shuffled order (the
+same order on every rank, padded as DistributedSampler pads), so the global batch is
+per_device_train_batch_size x world size and the ranks' k-th batches together are the k-th
+batch of one process with world times the batch. The items a window's loss averages over
+(Note [Accumulation]) are summed over the ranks and each rank's loss is scaled by the world
+size, so DDP's average gives the global mean exactly, even when ranks hold different numbers
+of label items; the logged loss is summed over ranks. Micro-batches before a window's last run
+under no_sync(). Rank 0 alone prints, writes TensorBoard events, checkpoints and models; the
+others wait for each checkpoint, and every rank resumes from the checkpoint rank 0 names.
+Evaluation and prediction give rank r the samples r, r + world, ... (no padding), gather the
+losses, predictions and labels on every rank and put them back in dataset order, so metrics
+are those of one process over the whole set.
+
 Note [Compiled training step]: with `TrainingArguments(torch_compile=True)` each micro-batch's
 forward, loss and backward run as one graph compiled by `ember.compile` (the optimizer update
 stays eager). The graph is cached per input signature, so batches must keep their shapes: pad to
@@ -90,12 +106,38 @@ _NO_DECAY_PATTERNS = re.compile(
 _RUNTIME_KEYS = ("_runtime", "_per_second")
 
 
-class EvalPrediction(NamedTuple):
-    """What `compute_metrics` receives: NumPy predictions (logits) and label_ids."""
+class EvalPrediction:
+    """What `compute_metrics` receives: NumPy predictions (logits) and label_ids, plus the
+    inputs when asked for. Unpacks as HuggingFace's does: `logits, labels = eval_pred` (a
+    third item only when `inputs` is set).
 
-    predictions: Any
-    label_ids: Any
-    inputs: Any = None
+    Example:
+        >>> from ember.train import EvalPrediction
+        >>> logits, labels = EvalPrediction([[0.1, 0.9]], [1])
+        >>> labels
+        [1]
+    """
+
+    def __init__(self, predictions, label_ids, inputs=None):
+        self.predictions = predictions
+        self.label_ids = label_ids
+        self.inputs = inputs
+
+    def _items(self) -> tuple:
+        base = (self.predictions, self.label_ids)
+        return base if self.inputs is None else base + (self.inputs,)
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __getitem__(self, index):
+        return self._items()[index]
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return f"EvalPrediction(predictions={self.predictions!r}, label_ids={self.label_ids!r})"
 
 
 class PredictionOutput(NamedTuple):
@@ -183,6 +225,31 @@ class _EpochBatches:
 # --------------------------------------------------------------------------- the Trainer
 
 
+def _process_group():
+    """The process group to train data-parallel over (Note [Distributed Trainer]): the one
+    initialised already, or the MPI job this process was launched in; None in one process."""
+    from ember.backend import comm
+
+    if not comm.is_initialized() and comm.mpi_launched_size() <= 1:
+        return None
+    group = comm.init("mpi")
+    return group if group.size > 1 else None
+
+
+def _interleave(parts: list, n: int):
+    """Rank-sharded rows (rank r holds rows r, r + world, ...) back in dataset order."""
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], (tuple, list)):
+        return type(parts[0])(_interleave([p[i] for p in parts], n) for i in range(len(parts[0])))
+    world = len(parts)
+    stacked = _concat_padded([np.atleast_1d(p) for p in parts])
+    positions = np.concatenate([np.arange(len(p)) * world + r for r, p in enumerate(parts)])
+    out = np.empty_like(stacked)
+    out[positions] = stacked
+    return out[:n]
+
+
 class Trainer:
     """Train, evaluate and predict with an ember model (HuggingFace's Trainer API).
 
@@ -228,6 +295,8 @@ class Trainer:
             raise TypeError(f"Trainer: args should be TrainingArguments, got {type(args).__name__}")
         self.args = args
         set_seed(args.seed)
+        self._group = _process_group()  # Note [Distributed Trainer]
+        self.model_wrapped = None
         if model is None:
             if model_init is None:
                 raise ValueError("Trainer: pass a model (or model_init, a function making one)")
@@ -293,11 +362,59 @@ class Trainer:
             self.optimizer,
             self.lr_scheduler,
         )
-        self.state = TrainerState()
+        self.state = self._new_state()
         self.control = TrainerControl()
         self._compiled_step = None
         self._column_warning_shown = False
         self.control = self._event("on_init_end")
+
+    # ------------------------------------------------------------------ distributed
+    def _new_state(self) -> TrainerState:
+        state = TrainerState()
+        rank = 0 if self._group is None else self._group.rank
+        state.is_world_process_zero = rank == 0
+        state.is_local_process_zero = rank == 0
+        return state
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self._group is None else self._group.size
+
+    def is_world_process_zero(self) -> bool:
+        return self._group is None or self._group.rank == 0
+
+    def _wrap_model(self):
+        """The model the training steps call: DistributedDataParallel over the process group
+        (Note [Distributed Trainer]), the model itself in one process or a compiled step."""
+        if self._group is None or self.args.torch_compile:
+            return self.model
+        if self.model_wrapped is None or self.model_wrapped.module is not self.model:
+            from ember.nn.parallel.distributed import DistributedDataParallel
+
+            self.model_wrapped = DistributedDataParallel(self.model, process_group=self._group)
+        return self.model_wrapped
+
+    def _all_sum(self, value: float) -> float:
+        if self._group is None:
+            return value
+        buffer = np.array([value], dtype=np.float64)
+        self._group.allreduce(buffer, "sum")
+        return float(buffer[0])
+
+    def _average_gradients(self) -> None:
+        """One flat allreduce of every gradient (the compiled step, which DDP's hooks do not
+        see), averaged over the ranks."""
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        for p in parameters:
+            if p.grad is None:
+                p.grad = p.detach() * 0
+        flat = np.concatenate([p.grad._data.reshape(-1) for p in parameters])
+        self._group.allreduce(flat, "avg")
+        offset = 0
+        for p in parameters:
+            size = p.grad._data.size
+            p.grad._data[...] = flat[offset : offset + size].reshape(p.grad._data.shape)
+            offset += size
 
     # ------------------------------------------------------------------ callbacks
     def add_callback(self, callback) -> None:
@@ -365,6 +482,10 @@ class Trainer:
         from ember.data import BatchSampler, RandomSampler
 
         sampler = RandomSampler(dataset, generator=self._data_generator)
+        if self._group is not None:  # Note [Distributed Trainer]
+            from ember.data.sampler import shard_indices
+
+            sampler = shard_indices(list(sampler), self._group.size, self._group.rank)
         return list(
             BatchSampler(
                 sampler, self.args.per_device_train_batch_size, self.args.dataloader_drop_last
@@ -384,10 +505,15 @@ class Trainer:
         dataset = self._prepare_dataset(
             eval_dataset if eval_dataset is not None else self.eval_dataset, "evaluation"
         )
-        batches = BatchSampler(
-            SequentialSampler(dataset), self.args.per_device_eval_batch_size, False
-        )
-        return self._loader(dataset, batches, self.args.seed)
+        if self._group is None:
+            order = SequentialSampler(dataset)
+        else:  # rank r: samples r, r + world, ... (Note [Distributed Trainer])
+            order = list(range(self._group.rank, len(dataset), self._group.size))
+        batches = BatchSampler(order, self.args.per_device_eval_batch_size, False)
+        loader = self._loader(dataset, batches, self.args.seed)
+        if self._group is not None:
+            loader._ember_sharded_length = len(dataset)
+        return loader
 
     def get_test_dataloader(self, test_dataset):
         return self.get_eval_dataloader(test_dataset)
@@ -504,13 +630,15 @@ class Trainer:
             scale = 1.0 / self.args.gradient_accumulation_steps
         else:
             scale = 1.0 if own else self._count_items(inputs) / max(num_items_in_batch, 1)
+        # the items are counted over all ranks: DDP's average then needs the world size back
+        world = self.world_size if num_items_in_batch is not None else 1
         if self.args.torch_compile:
-            return self._compiled_training_step(model, inputs, scale)
+            return self._compiled_training_step(model, inputs, scale * world) / world
         if own:
             loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
         else:
             loss = self.compute_loss(model, inputs) * scale
-        loss.backward()
+        (loss * world if world > 1 else loss).backward()
         return loss.detach()
 
     def _compiled_training_step(self, model, inputs, scale: float):
@@ -596,6 +724,8 @@ class Trainer:
                 )
         elif resume_from_checkpoint is False:
             resume_from_checkpoint = None
+        if self._group is not None:  # every rank resumes from the checkpoint rank 0 names
+            resume_from_checkpoint = self._group.broadcast_object(resume_from_checkpoint, 0)
         if resume_from_checkpoint is not None and not is_complete(resume_from_checkpoint):
             raise ValueError(
                 f"Trainer.train: {resume_from_checkpoint!r} is not a complete "
@@ -606,6 +736,8 @@ class Trainer:
         self._data_generator = self._new_data_generator()
         batch_size = args.per_device_train_batch_size
         n = len(dataset)
+        if self._group is not None:  # this rank's share, padded (Note [Distributed Trainer])
+            n = math.ceil(n / self._group.size)
         len_dataloader = n // batch_size if args.dataloader_drop_last else math.ceil(n / batch_size)
         if len_dataloader == 0:
             raise ValueError(
@@ -626,7 +758,7 @@ class Trainer:
                 "give 0 optimizer steps"
             )
 
-        self.state = TrainerState()
+        self.state = self._new_state()
         self.state.max_steps = max_steps
         self.state.num_train_epochs = num_train_epochs
         self.state.train_batch_size = batch_size
@@ -654,7 +786,11 @@ class Trainer:
         start_time = time.perf_counter()
         start_step = self.state.global_step
         grad_norm = None
-        model = self.model
+        model = self._wrap_model()
+        distributed = self._group is not None
+        if distributed and args.torch_compile:  # the compiled step bypasses DDP's broadcast
+            for tensor in [*self.model.parameters(), *self.model.buffers()]:
+                self._group.broadcast(tensor._data, 0)
 
         for epoch in range(epochs_trained, num_train_epochs):
             if position is not None and epoch == epochs_trained:
@@ -671,14 +807,35 @@ class Trainer:
                 window_size = min(accumulation, len_dataloader - done)
                 window = [next(iterator) for _ in range(window_size)]
                 num_items = sum(self._count_items(b) for b in window)
+                if distributed:
+                    num_items = int(round(self._all_sum(float(num_items))))
                 self.control = self._event("on_step_begin")
+                window_loss = 0.0
                 for i, inputs in enumerate(window):
-                    loss = float(self.training_step(model, inputs, num_items).item())
-                    if args.logging_nan_inf_filter and not math.isfinite(loss):
-                        loss = self._tr_loss / (1 + self.state.global_step - self._last_logged_step)
-                    self._tr_loss += loss
+                    if distributed and i < window_size - 1 and model is not self.model:
+                        with model.no_sync():
+                            loss = float(self.training_step(model, inputs, num_items).item())
+                    else:
+                        loss = float(self.training_step(model, inputs, num_items).item())
+                    if distributed:
+                        window_loss += loss
+                    else:
+                        if args.logging_nan_inf_filter and not math.isfinite(loss):
+                            loss = self._tr_loss / (
+                                1 + self.state.global_step - self._last_logged_step
+                            )
+                        self._tr_loss += loss
                     if i < window_size - 1:
                         self.control = self._event("on_substep_end")
+                if distributed:
+                    if args.torch_compile:
+                        self._average_gradients()
+                    window_loss = self._all_sum(window_loss)
+                    if args.logging_nan_inf_filter and not math.isfinite(window_loss):
+                        window_loss = self._tr_loss / (
+                            1 + self.state.global_step - self._last_logged_step
+                        )
+                    self._tr_loss += window_loss
                 done += window_size
                 if args.max_grad_norm:
                     from ember.nn.utils import clip_grad_norm_
@@ -716,7 +873,7 @@ class Trainer:
         metrics = {
             "train_runtime": round(runtime, 4),
             "train_samples_per_second": round(
-                done_steps * batch_size * accumulation / max(runtime, 1e-9), 3
+                done_steps * batch_size * accumulation * self.world_size / max(runtime, 1e-9), 3
             ),
             "train_steps_per_second": round(done_steps / max(runtime, 1e-9), 3),
             "total_flos": float(self.state.total_flos),
@@ -847,9 +1004,19 @@ class Trainer:
                 self.control = self._event("on_prediction_step")
         finally:
             model.train(was_training)
-        runtime = time.perf_counter() - start
         predictions = self._nested_concat(predictions)
         label_ids = self._nested_concat(labels)
+        length = getattr(loader, "_ember_sharded_length", None)
+        if self._group is not None and length is not None:  # Note [Distributed Trainer]
+            rows = np.concatenate(losses) if losses else None
+            parts = self._group.allgather_object((rows, predictions, label_ids))
+            rows = _interleave([p[0] for p in parts], length)
+            losses = [rows] if rows is not None else []
+            predictions = _interleave([p[1] for p in parts], length)
+            label_ids = _interleave([p[2] for p in parts], length)
+            n_samples = length
+            n_batches = self._all_sum(float(n_batches))
+        runtime = time.perf_counter() - start
         metrics = {}
         if self.compute_metrics is not None and predictions is not None and label_ids is not None:
             computed = self.compute_metrics(EvalPrediction(predictions, label_ids))
@@ -919,6 +1086,8 @@ class Trainer:
 
     def save_model(self, output_dir: str | None = None) -> None:
         """Write the model (safetensors + config), the tokenizer and the training arguments."""
+        if not self.is_world_process_zero():  # rank 0 writes (Note [Distributed Trainer])
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         self._model_files(output_dir)
@@ -977,8 +1146,15 @@ class Trainer:
             with open(os.path.join(folder, TRAINING_ARGS_NAME), "w", encoding="utf-8") as f:
                 f.write(args.to_json_string())
 
-        path = write_checkpoint(args.output_dir, step, write)
-        rotate_checkpoints(args.output_dir, args.save_total_limit, self.state.best_model_checkpoint)
+        if self.is_world_process_zero():
+            path = write_checkpoint(args.output_dir, step, write)
+            rotate_checkpoints(
+                args.output_dir, args.save_total_limit, self.state.best_model_checkpoint
+            )
+        else:
+            path = final
+        if self._group is not None:  # the others go on once the checkpoint is complete
+            self._group.barrier()
         return path
 
     def _load_model_weights(self, folder: str) -> None:
@@ -1024,6 +1200,8 @@ class Trainer:
             "train_batch_size",
         ):
             setattr(saved, name, getattr(self.state, name))
+        saved.is_world_process_zero = self.state.is_world_process_zero
+        saved.is_local_process_zero = self.state.is_local_process_zero
         self.state = saved
         for callback in self.callback_handler.callbacks:
             stored = saved.stateful_callbacks.get(type(callback).__name__)

@@ -359,6 +359,29 @@ class TrainingArguments:
     def eval_batch_size(self) -> int:
         return self.per_device_eval_batch_size
 
+    @property
+    def world_size(self) -> int:
+        """Processes training together (the MPI job's ranks; 1 in a single process)."""
+        from ember.backend import comm
+
+        return comm.world_size() if comm.is_initialized() else comm.mpi_launched_size()
+
+    @property
+    def process_index(self) -> int:
+        from ember.backend import comm
+
+        return comm.rank() if comm.is_initialized() or comm.mpi_launched_size() > 1 else 0
+
+    @property
+    def should_log(self) -> bool:
+        """Whether this process logs (rank 0 of a distributed run)."""
+        return self.process_index == 0
+
+    @property
+    def should_save(self) -> bool:
+        """Whether this process writes checkpoints and models (rank 0)."""
+        return self.process_index == 0
+
     def get_warmup_steps(self, num_training_steps: int) -> int:
         """Warmup steps for a run of `num_training_steps` optimizer steps."""
         if self.warmup_ratio > 0:

@@ -2,8 +2,14 @@
 pipelines and the tokenizers of `ember.text`, under HuggingFace's names.
 
 `from ember.transformers import BertTokenizer, BertForSequenceClassification` works as the
-HuggingFace import does; models load HuggingFace folders with no network access.
+HuggingFace import does; models load HuggingFace folders with no network access. As in
+HuggingFace, the Trainer and its companions are importable from here too (`from
+ember.transformers import Trainer, TrainingArguments`): they live one layer up, in `ember.train`,
+and are re-exported lazily (the face rule of DESIGN.md), so importing this package does not
+import the Trainer.
 """
+
+import importlib as _importlib
 
 from ember.text import AutoTokenizer as AutoTokenizer
 from ember.text import BatchEncoding as BatchEncoding
@@ -71,3 +77,36 @@ from ember.transformers.sentence_embeddings import (
     encode_sentences as encode_sentences,
     mean_pooling as mean_pooling,
 )
+
+# The face's lazy re-exports from `ember.train` (L8), under HuggingFace's top-level names.
+_TRAIN_NAMES = (
+    "Trainer",
+    "TrainingArguments",
+    "TrainerCallback",
+    "TrainerState",
+    "TrainerControl",
+    "EarlyStoppingCallback",
+    "PrinterCallback",
+    "ProgressCallback",
+    "DefaultFlowCallback",
+    "TensorBoardCallback",
+    "EvalPrediction",
+    "PredictionOutput",
+    "TrainOutput",
+    "DataCollatorWithPadding",
+    "default_data_collator",
+    "get_scheduler",
+    "set_seed",
+)
+
+
+def __getattr__(name):
+    if name in _TRAIN_NAMES:
+        value = getattr(_importlib.import_module("ember.train"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ember.transformers' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_TRAIN_NAMES))

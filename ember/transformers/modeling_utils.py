@@ -163,6 +163,25 @@ class PreTrainedModel(nn.Module):
             self.apply(self._init_weights)
         self.tie_weights()
 
+    def _initialize_unloaded(self, info: LoadingInfo) -> None:
+        """Initialise the modules that hold a weight the checkpoint did not (missing, or
+        mismatched and ignored): their own `reset_parameters`, then `_init_weights`, as a
+        freshly built model would have them (Note [Skipped initialisation])."""
+        unloaded = set(info["missing_keys"]) | {k for k, _, _ in info["mismatched_keys"]}
+        if not unloaded:
+            return
+        with no_grad():
+            for prefix, module in self.named_modules():
+                prefix = prefix + "." if prefix else ""
+                own = [name for name, _ in module.named_parameters(recurse=False)]
+                own += [name for name, _ in module.named_buffers(recurse=False)]
+                if not any(prefix + name in unloaded for name in own):
+                    continue
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                self._init_weights(module)
+        self.tie_weights()
+
     def _tied_pairs(self):
         for target, source in self._tied_weights_keys.items():
             if target.endswith("decoder.weight") and not getattr(
@@ -268,12 +287,14 @@ class PreTrainedModel(nn.Module):
         elif not isinstance(config, PretrainedConfig):
             config = cls.config_class.from_pretrained(config)
         model_kwargs = config.update_known(kwargs)
-        model = cls(config, *model_args, **model_kwargs)
+        with nn.init.skip_initialization():  # Note [Skipped initialisation]
+            model = cls(config, *model_args, **model_kwargs)
         reader = _CheckpointReader(folder, allow_pickle, where)
         try:
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
+        model._initialize_unloaded(info)
         dtype = dtype if dtype is not None else torch_dtype
         if dtype is not None:
             model.to(getattr(ember, dtype) if isinstance(dtype, str) else dtype)

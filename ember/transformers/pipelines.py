@@ -73,10 +73,15 @@ class Pipeline:
         results = []
         for start in range(0, len(texts), self.batch_size):
             results.extend(self._run_batch(texts[start : start + self.batch_size], **options))
-        return results[0] if single else results
+        return self._shape_output(results, single, options)
 
     def _run_batch(self, texts: list[str], **options) -> list:
         raise NotImplementedError
+
+    def _shape_output(self, results: list, single: bool, options: dict):
+        """One result for a str, a list for a list: HuggingFace's rule, which some tasks
+        bend (their overrides say how)."""
+        return results[0] if single else results
 
 
 class FeatureExtractionPipeline(Pipeline):
@@ -126,6 +131,12 @@ class TextClassificationPipeline(Pipeline):
                 out.append(ranked if top_k is None else ranked[:top_k])
         return out
 
+    def _shape_output(self, results, single, options):
+        # HuggingFace returns a list even for one str when top_k is left at its default
+        if single and options.get("top_k", "default") == "default":
+            return results
+        return super()._shape_output(results, single, options)
+
 
 class FillMaskPipeline(Pipeline):
     """Per input: the `top_k` (default 5) fillings of the mask token, each {'score', 'token',
@@ -166,6 +177,10 @@ class FillMaskPipeline(Pipeline):
                 per_mask.append(choices)
             out.append(per_mask[0] if len(per_mask) == 1 else per_mask)
         return out
+
+    def _shape_output(self, results, single, options):
+        # HuggingFace unwraps a one-element list too: ["a [MASK]"] gives the flat list
+        return results[0] if single or len(results) == 1 else results
 
 
 def _tag(entity: str) -> tuple[str, str]:

@@ -34,7 +34,7 @@ LAYERS = {
     "ember.cli": 9,
 }
 # Faces and test support may import from any layer.
-UNLAYERED = ("ember.testing", "ember.tf", "ember.cuda", "ember")
+UNLAYERED = ("ember.testing", "ember.tf", "ember.cuda", "ember", "ember.accelerator")
 
 
 def _layer(module: str):
@@ -120,3 +120,20 @@ def test_ruff_finds_nothing():
         text=True,
     )
     assert result.returncode == 0, "run `ruff format` on:\n" + result.stdout[-3000:]
+
+
+def test_transformers_face_reexports_the_trainer_lazily():
+    """DESIGN.md's face rule: `from ember.transformers import Trainer` works as HuggingFace's
+    import does, and importing ember.transformers (L7) does not import ember.train (L8)."""
+    code = (
+        "import sys, ember.transformers as t\n"
+        "assert 'ember.train' not in sys.modules, 'ember.transformers imported ember.train'\n"
+        "from ember.transformers import Trainer, TrainingArguments, get_scheduler, set_seed\n"
+        "from ember.transformers import EvalPrediction, DataCollatorWithPadding\n"
+        "import ember.train as train\n"
+        "assert Trainer is train.Trainer and EvalPrediction is train.EvalPrediction\n"
+        "assert 'Trainer' in dir(t)\n"
+        "logits, labels = EvalPrediction([[0.0, 1.0]], [1])\n"
+        "assert labels == [1] and len(EvalPrediction(1, 2, inputs=3)) == 3\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

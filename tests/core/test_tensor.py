@@ -241,3 +241,17 @@ def test_view_dtype_shares_memory_and_is_not_differentiable():
         assert tw.view(getattr(torch, target)).requires_grad is False
     with pytest.raises(RuntimeError, match="does not require grad"):
         w.view(ember.float32).sum().backward()
+
+
+def test_accelerator_answers_as_torch_on_a_cpu_build():
+    torch = pytest.importorskip("torch")
+    if torch.accelerator.is_available():
+        pytest.skip("the reference PyTorch has an accelerator here")
+    assert ember.accelerator.is_available() is torch.accelerator.is_available() is False
+    assert ember.accelerator.current_accelerator() is None
+    assert ember.accelerator.device_count() == torch.accelerator.device_count() == 0
+    for call in ("current_device_index", "synchronize"):
+        with pytest.raises(RuntimeError):
+            getattr(torch.accelerator, call)()
+        with pytest.raises(RuntimeError, match=f"ember.accelerator.{call}: cannot access"):
+            getattr(ember.accelerator, call)()

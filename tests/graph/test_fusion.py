@@ -309,3 +309,19 @@ def test_fused_training_steps_match_unfused_and_eager(model_cls, shape, opt_name
         np.testing.assert_allclose(
             state[k].numpy(), eager_state[k].numpy(), rtol=1e-4, atol=1e-7, err_msg=k
         )
+
+
+def test_expand_read_through_on_the_numpy_path():
+    """A fused group that reads an `expand` through (the kernel broadcasts the source) gives the
+    member's full shape on the NumPy path too: x.expand(2, 3, 4)'s gradient sums a (2, 3, 4)
+    product, not the (3, 1) source (failed with EMBER_FAST_KERNELS=0 before)."""
+    x = ember.tensor(np.random.default_rng(0).random((3, 1)), requires_grad=True)
+
+    def grads(x):
+        y = x.expand(2, 3, 4)
+        return ember.autograd.grad((y * y).sum(), [x])
+
+    (expected,) = grads(x)
+    (got,), compiled = _run(grads, (x,), fuse=True, numpy_path=True)
+    assert "add,sum" in _fused_names(compiled.graph)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected.detach()), rtol=1e-12)

@@ -16,6 +16,7 @@ import ember.nn as nn
 
 torch = pytest.importorskip("torch")
 
+# single layers (depth <= 2): rtol, atol in the rtol-atol form of Note [Parity tolerances]
 RTOL = 1e-5
 ATOL = 1e-5
 

@@ -13,7 +13,17 @@ def test_fast_erf_matches_reference(dtype):
     x = np.concatenate(
         [np.linspace(-7, 7, 20001), [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-8]]
     ).astype(dtype)
-    fast = ERF.kernels["numpy"](numpy_backend.backend.xp, x)
+    # once as it is (small: float32 takes the NumPy path) and once tiled past the size from
+    # which the compiled kernel runs (Note [Fast erf])
+    repeats = numpy_backend.ERF_COMPILED_MIN_SIZE // x.size + 1
+    for fast in (
+        ERF.kernels["numpy"](numpy_backend.backend.xp, x),
+        ERF.kernels["numpy"](numpy_backend.backend.xp, np.tile(x, repeats))[: x.size],
+    ):
+        _check_erf(x, fast, dtype)
+
+
+def _check_erf(x, fast, dtype):
     ref = ERF.forward(numpy_backend.backend.xp, x)
     assert fast.dtype == ref.dtype == dtype
     assert np.array_equal(np.isnan(fast), np.isnan(ref))
@@ -111,3 +121,32 @@ def test_quiet_kernels_warn_nothing_and_restore_numpy_state():
         warnings.simplefilter("error")
         with pytest.raises(RuntimeWarning):
             np.array([1e30], np.float32) ** 2  # NumPy itself still warns outside
+
+
+def test_small_erf_path_matches_compiled_kernel():
+    """Note [Fast erf]: the NumPy path for small float32 arrays and the compiled kernel are
+    the same approximation: equal bit for bit here, within 1 ulp by construction."""
+    from ember.backend import numba_kernels
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed (the `fast` extra) or EMBER_FAST_KERNELS=0")
+    size = numpy_backend.ERF_COMPILED_MIN_SIZE
+    x = np.concatenate(
+        [
+            np.linspace(-7, 7, size),
+            np.random.default_rng(0).standard_normal(size) * 3,
+            [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-8],
+        ]
+    ).astype(np.float32)
+    compiled = numpy_backend.erf_fast(x)  # large: the compiled kernel
+    small = np.concatenate(
+        [numpy_backend.erf_fast(part) for part in np.array_split(x, 4)]  # each under the size
+    )
+    assert all(len(part) < size for part in np.array_split(x, 4))
+    assert np.array_equal(np.isnan(compiled), np.isnan(small))
+    ok = ~np.isnan(compiled)
+    ulps = np.abs(compiled[ok].view(np.int32).astype(np.int64) - small[ok].view(np.int32))
+    print("elements differing:", int((ulps > 0).sum()), "of", ok.sum())
+    assert ulps.max() <= 1
+    assert np.array_equal(compiled[ok], small[ok])
+    assert np.signbit(small[x == 0]).tolist() == [False, True]

@@ -59,11 +59,12 @@ class _Bucket:
 class DistributedDataParallel(Module):
     """Data-parallel training: `module` replicated on every rank, gradients averaged by MPI.
 
-    Example:
+    Example (run under `ember launch`; after `backward`, `.grad` holds the average over all
+    ranks):
         >>> import ember.distributed as dist  # doctest: +SKIP
         >>> dist.init_process_group(backend="mpi")  # doctest: +SKIP
         >>> ddp = ember.nn.parallel.DistributedDataParallel(model)  # doctest: +SKIP
-        >>> loss_fn(ddp(x), y).backward()  # .grad holds the average over all ranks
+        >>> loss_fn(ddp(x), y).backward()  # doctest: +SKIP
 
     Args:
         module: the model; its parameters and buffers are broadcast from rank 0.

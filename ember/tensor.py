@@ -43,7 +43,6 @@ import numpy as np
 from ember import dtypes as _dt
 from ember._util.errors import AutogradError, at_user_line
 from ember.backend import Device, _staging, backend_of, device as _device, runs_eagerly
-from ember.autograd.grad_mode import _state
 from ember.autograd import inplace as _inplace_module
 from ember.autograd.inplace import InplaceMixin
 from ember.ops.surface import OpMixin
@@ -479,33 +478,6 @@ class Tensor(OpMixin, InplaceMixin):
     def cuda(self, device=None) -> "Tensor":
         return self.to("cuda" if device is None else f"cuda:{int(device)}")
 
-    def float(self):
-        return _E.cast(self, _dt.float32)
-
-    def double(self):
-        return _E.cast(self, _dt.float64)
-
-    def half(self):
-        return _E.cast(self, _dt.float16)
-
-    def long(self):
-        return _E.cast(self, _dt.int64)
-
-    def int(self):
-        return _E.cast(self, _dt.int32)
-
-    def short(self):
-        return _E.cast(self, _dt.int16)
-
-    def byte(self):
-        return _E.cast(self, _dt.uint8)
-
-    def char(self):
-        return _E.cast(self, _dt.int8)
-
-    def bool(self):
-        return _E.cast(self, _dt.bool_)
-
     def type(self, dtype=None):
         if dtype is None:
             return f"ember.{self.dtype.name}"
@@ -521,46 +493,26 @@ class Tensor(OpMixin, InplaceMixin):
         return self if self._data.flags.c_contiguous else apply(_S.COPY, self)
 
     # --- new_* -----------------------------------------------------------------------------
-    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
-        return zeros(
-            *size,
-            dtype=dtype or self.dtype,
-            device=device or self.device,
-            requires_grad=requires_grad,
+    def _like(self, make, size, fill, dtype, device, requires_grad):
+        args = (size,) if fill is None else (size, fill)
+        return make(*args, dtype=dtype or self.dtype, device=device or self.device).requires_grad_(
+            requires_grad
         )
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._like(zeros, _size_args(size), None, dtype, device, requires_grad)
 
     def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
-        return ones(
-            *size,
-            dtype=dtype or self.dtype,
-            device=device or self.device,
-            requires_grad=requires_grad,
-        )
-
-    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
-        return full(
-            size,
-            fill_value,
-            dtype=dtype or self.dtype,
-            device=device or self.device,
-            requires_grad=requires_grad,
-        )
+        return self._like(ones, _size_args(size), None, dtype, device, requires_grad)
 
     def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
-        return empty(
-            *size,
-            dtype=dtype or self.dtype,
-            device=device or self.device,
-            requires_grad=requires_grad,
-        )
+        return self._like(empty, _size_args(size), None, dtype, device, requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        return self._like(full, size, fill_value, dtype, device, requires_grad)
 
     def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
-        return tensor(
-            data,
-            dtype=dtype or self.dtype,
-            device=device or self.device,
-            requires_grad=requires_grad,
-        )
+        return self._like(tensor, data, None, dtype, device, requires_grad)
 
     # --- operators ---------------------------------------------------------------------------
     def __pos__(self):
@@ -694,48 +646,6 @@ class Tensor(OpMixin, InplaceMixin):
         self._bump_version("fill_")
         return self
 
-    def uniform_(self, a=0.0, b=1.0, generator=None):
-        return self._fill_random(
-            _R.uniform(tuple(self.shape), a, b, self.dtype, generator, self.device)
-        )
-
-    def normal_(self, mean=0.0, std=1.0, generator=None):
-        return self._fill_random(
-            _R.normal(tuple(self.shape), mean, std, self.dtype, generator, self.device)
-        )
-
-    def bernoulli_(self, p=0.5, generator=None):
-        return self._fill_random(
-            (
-                _R.uniform(
-                    tuple(self.shape), dtype=_dt.float64, generator=generator, device=self.device
-                )
-                < p
-            ).to(self.dtype)
-        )
-
-    def random_(self, low=0, high=None, generator=None):
-        if high is None:
-            low, high = 0, low if low else 2**24
-        return self._fill_random(
-            _R.randint(low, high, tuple(self.shape), self.dtype, generator, self.device)
-        )
-
-    def exponential_(self, lambd=1.0, generator=None):
-        u = _R.uniform(tuple(self.shape), dtype=_dt.float64, generator=generator)
-        return self._fill_random((-(1.0 - u).log() / lambd).to(self.dtype))
-
-    def _fill_random(self, values):
-        if _state.enabled and self._requires_grad and self._node is None:
-            from ember.autograd.grad_mode import no_grad
-
-            with no_grad():  # PyTorch's nn.init runs these under no_grad
-                return self._fill_random(values)
-        self._check_writable("random fill")
-        self._data[...] = values._data
-        self._bump_version("random fill")
-        return self
-
     # --- methods beyond the op surface (the op methods come from OpMixin) ----------------------
     def equal(self, other) -> bool:
         return tuple(self.shape) == tuple(other.shape) and bool((self == other).all())
@@ -825,6 +735,31 @@ def _interceptors_active() -> bool:
     return bool(_staging)
 
 
+def _caster(name: str, dtype):
+    def method(self):
+        return _E.cast(self, dtype)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"This tensor as {dtype.name} (itself if it is one already)."
+    return method
+
+
+# x.float(), x.long(), ...: PyTorch's dtype shorthands
+for _name, _dtype in (
+    ("float", _dt.float32),
+    ("double", _dt.float64),
+    ("half", _dt.float16),
+    ("long", _dt.int64),
+    ("int", _dt.int32),
+    ("short", _dt.int16),
+    ("byte", _dt.uint8),
+    ("char", _dt.int8),
+    ("bool", _dt.bool_),
+):
+    setattr(Tensor, _name, _caster(_name, _dtype))
+del _name, _dtype
+
+
 # --- device transfer -------------------------------------------------------------------------
 def _to_device(t: Tensor, dev: Device) -> Tensor:
     return apply(_S.TO_DEVICE, t, device=dev)
@@ -868,7 +803,6 @@ import ember.autograd as _autograd  # noqa: E402
 from ember.autograd import dispatch as _dispatch  # noqa: E402
 from ember.autograd.dispatch import apply  # noqa: E402
 from ember.ops import elementwise as _E  # noqa: E402
-from ember.ops import random as _R  # noqa: E402
 from ember.ops import shape as _S  # noqa: E402
 
 _inplace_module.bind_late_names()

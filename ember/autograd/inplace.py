@@ -13,7 +13,9 @@ import numpy as np
 
 from ember._util.errors import AutogradError, at_user_line, user_location
 from ember.autograd.grad_mode import _state
+from ember import dtypes as _dt
 from ember.backend import runs_eagerly
+from ember.ops import random as _R
 
 
 class InplaceMixin:
@@ -149,6 +151,49 @@ class InplaceMixin:
                     f"operation; wrap it in `with ember.no_grad():` or use an out-of-place op"
                 )
             )
+
+    # --- random fills (nn.init) ----------------------------------------------------------
+    def uniform_(self, a=0.0, b=1.0, generator=None):
+        return self._fill_random(
+            _R.uniform(tuple(self.shape), a, b, self.dtype, generator, self.device)
+        )
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        return self._fill_random(
+            _R.normal(tuple(self.shape), mean, std, self.dtype, generator, self.device)
+        )
+
+    def bernoulli_(self, p=0.5, generator=None):
+        return self._fill_random(
+            (
+                _R.uniform(
+                    tuple(self.shape), dtype=_dt.float64, generator=generator, device=self.device
+                )
+                < p
+            ).to(self.dtype)
+        )
+
+    def random_(self, low=0, high=None, generator=None):
+        if high is None:
+            low, high = 0, low if low else 2**24
+        return self._fill_random(
+            _R.randint(low, high, tuple(self.shape), self.dtype, generator, self.device)
+        )
+
+    def exponential_(self, lambd=1.0, generator=None):
+        u = _R.uniform(tuple(self.shape), dtype=_dt.float64, generator=generator)
+        return self._fill_random((-(1.0 - u).log() / lambd).to(self.dtype))
+
+    def _fill_random(self, values):
+        if _state.enabled and self._requires_grad and self._node is None:
+            from ember.autograd.grad_mode import no_grad
+
+            with no_grad():  # PyTorch's nn.init runs these under no_grad
+                return self._fill_random(values)
+        self._check_writable("random fill")
+        self._data[...] = values._data
+        self._bump_version("random fill")
+        return self
 
 
 def _rebase_history(view, result):

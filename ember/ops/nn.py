@@ -71,6 +71,45 @@ def hardtanh(x, min_val=-1.0, max_val=1.0):
     return E.clamp(x, min_val, max_val)
 
 
+def hardsigmoid(x):
+    """relu6(x + 3) / 6: 0 below -3, 1 above 3, linear between."""
+    return E.clamp(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def hardswish(x):
+    """x * hardsigmoid(x) (MobileNetV3)."""
+    return x * (E.clamp(x + 3.0, 0.0, 6.0) / 6.0)
+
+
+def softsign(x):
+    return x / (E.abs(x) + 1.0)
+
+
+def celu(x, alpha=1.0):
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    if alpha == 0:
+        raise ValueError("celu: alpha must not be 0")
+    return E.where(x > 0, x, E.expm1(E.minimum(x, 0.0) / alpha) * alpha)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x):
+    """scale * elu(x, alpha) with the self-normalising constants of Klambauer et al."""
+    return elu(x, _SELU_ALPHA) * _SELU_SCALE
+
+
+def mish(x):
+    """x * tanh(softplus(x))."""
+    return x * E.tanh(softplus(x))
+
+
+def softmin(x, dim=-1, dtype=None):
+    return softmax(-x, dim, dtype)
+
+
 def _check_normalized_shape(x, normalized_shape, name):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(x.shape[x.ndim - len(shape) :]) != shape:
@@ -338,6 +377,38 @@ def dropout(x, p=0.5, training=True, generator=None):
         return x * 0.0
     keep = uniform(tuple(x.shape), dtype=x.dtype, generator=generator, device=x.device) >= p
     return E.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+def feature_dropout(x, p=0.5, training=True, spatial_dims=2, generator=None, name="dropout2d"):
+    """Zero whole channels: each (sample, channel) map of an input (N, C, *spatial) or
+    (C, *spatial) is kept with probability 1 - p and scaled by 1 / (1 - p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name}: probability must be in [0, 1], got {p}")
+    if x.ndim not in (spatial_dims + 1, spatial_dims + 2):
+        raise ShapeError(
+            f"{name}: expected a {spatial_dims + 1}-D (unbatched) or {spatial_dims + 2}-D "
+            f"(batched) input, got {tuple(x.shape)}"
+        )
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    lead = x.ndim - spatial_dims
+    shape = tuple(x.shape[:lead]) + (1,) * spatial_dims
+    keep = uniform(shape, dtype=x.dtype, generator=generator, device=x.device) >= p
+    return E.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+def dropout1d(x, p=0.5, training=True, inplace=False):
+    return feature_dropout(x, p, training, 1, name="dropout1d")
+
+
+def dropout2d(x, p=0.5, training=True, inplace=False):
+    return feature_dropout(x, p, training, 2, name="dropout2d")
+
+
+def dropout3d(x, p=0.5, training=True, inplace=False):
+    return feature_dropout(x, p, training, 3, name="dropout3d")
 
 
 def _reduce(loss, reduction, name, denominator=None):

@@ -351,13 +351,18 @@ def logsumexp(x, dim, keepdim=False):
 
 @public("norm")
 def norm(x, p=2, dim=None, keepdim=False):
-    """The p-norm over `dim` (all dims by default); p may be 2 ("fro"), 1, inf or a number."""
+    """The p-norm over `dim` (all dims by default); p may be 2 ("fro"), 1, inf, -inf, 0 or a
+    number."""
     if p == 2 or p == "fro":
         return (x * x).sum(dim, keepdim).sqrt()
     if p == 1:
         return x.abs().sum(dim, keepdim)
     if p == float("inf"):
         return x.abs().amax(dim, keepdim)
+    if p == float("-inf"):
+        return x.abs().amin(dim, keepdim)
+    if p == 0:  # the count of nonzero entries (no gradient, as in PyTorch)
+        return (x != 0).to(x.dtype).sum(dim, keepdim)
     return (x.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
 
 

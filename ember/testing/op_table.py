@@ -464,6 +464,100 @@ def _unary_np(name):
     return lambda x: getattr(np, name)(x)
 
 
+# --- recurrences (Note [Fused recurrence] in ember/ops/rnn.py) --------------------------------
+def _recurrence(mode, nonlinearity="tanh"):
+    """ember: one direction of one layer; output, then the final state(s), along dim 0."""
+    import ember.ops.rnn as R
+
+    def call(x, h0, *rest, reverse=False, lengths=None):
+        if mode == "LSTM":
+            y, h, c = R.lstm_layer(x, h0, *rest, reverse=reverse, lengths=lengths)
+            finals = [h, c]
+        elif mode == "GRU":
+            y, h = R.gru_layer(x, h0, *rest, reverse=reverse, lengths=lengths)
+            finals = [h]
+        else:
+            y, h = R.rnn_layer(
+                x, h0, *rest, nonlinearity=nonlinearity, reverse=reverse, lengths=lengths
+            )
+            finals = [h]
+        return S.cat([y] + [f.unsqueeze(0) for f in finals], 0)
+
+    return call
+
+
+def _recurrence_torch(mode, nonlinearity="tanh"):
+    """PyTorch: the same through torch.nn.LSTM/GRU/RNN with the given weights (a reversed
+    direction as the forward one over the time-flipped sequence)."""
+
+    def call(x, h0, *rest, reverse=False, lengths=None):
+        import torch
+
+        c0, weights = (rest[0], rest[1:]) if mode == "LSTM" else (None, rest)
+        kwargs = {"nonlinearity": nonlinearity} if mode == "RNN" else {}
+        module = getattr(torch.nn, mode)(x.shape[-1], h0.shape[-1], **kwargs).to(x.dtype)
+        names = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+        params = dict(zip(names, weights))
+        if reverse:
+            x = x.flip(0)
+        inp = x
+        if lengths is not None:
+            inp = torch.nn.utils.rnn.pack_padded_sequence(x, list(lengths), enforce_sorted=False)
+        hx = (h0[None], c0[None]) if mode == "LSTM" else h0[None]
+        out, finals = torch.func.functional_call(module, params, (inp, hx))
+        if lengths is not None:
+            out = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])[0]
+        if reverse:
+            out = out.flip(0)
+        finals = list(finals) if mode == "LSTM" else [finals]
+        return torch.cat([out] + finals, 0)
+
+    return call
+
+
+def _recurrence_samples(gates, cell=False):
+    def samples(rng):
+        T, B, F, H = 4, 3, 2, 3
+
+        def args(t=T):
+            state = [_r(rng, B, H) for _ in range(2 if cell else 1)]
+            w = [_r(rng, gates * H, F) * 0.5, _r(rng, gates * H, H) * 0.5]
+            return (_r(rng, t, B, F), *state, *w, _r(rng, gates * H), _r(rng, gates * H))
+
+        return [
+            Sample(args(), name="forward"),
+            Sample(args(), {"reverse": True}, name="reverse"),
+            Sample(args(), {"lengths": (2, 4, 1)}, name="lengths"),
+            Sample(args(1), name="one-step"),
+        ]
+
+    return samples
+
+
+def _recurrence_row(name, mode, gates, ops, nonlinearity="tanh"):
+    return OpRow(
+        name,
+        ops,
+        _recurrence(mode, nonlinearity),
+        _recurrence_samples(gates, cell=mode == "LSTM"),
+        _recurrence_torch(mode, nonlinearity),
+        atol=1e-5,
+        errors=(
+            ErrorCase(
+                (
+                    np.ones((4, 3, 2)),
+                    *[np.ones((2, 3))] * (2 if mode == "LSTM" else 1),
+                    np.ones((gates * 3, 2)),
+                    np.ones((gates * 3, 3)),
+                ),
+                {},
+                ShapeError,
+                "initial state must be",
+            ),
+        ),
+    )
+
+
 ROWS: list[OpRow] = [
     # --- elementwise unary
     _unary("neg", lambda x: -x, lambda x: -x, np.negative),
@@ -1576,6 +1670,160 @@ ROWS: list[OpRow] = [
         _sdpa_torch,
         gradgrad=True,
         atol=1e-5,
+    ),
+    _recurrence_row("lstm_layer", "LSTM", 4, ("lstm_recurrence", "lstm_recurrence_grad")),
+    _recurrence_row("gru_layer", "GRU", 3, ("gru_recurrence", "gru_recurrence_grad")),
+    _recurrence_row("rnn_tanh_layer", "RNN", 1, ("rnn_recurrence", "rnn_recurrence_grad")),
+    _recurrence_row("rnn_relu_layer", "RNN", 1, ("rnn_recurrence",), "relu"),
+    # --- activations (compositions)
+    OpRow(
+        "hardsigmoid",
+        ("clamp",),
+        lambda x: N.hardsigmoid(x * 4.0),
+        unary_samples(),
+        lambda x: _t("nn.functional.hardsigmoid")(x * 4.0),
+    ),
+    OpRow(
+        "hardswish",
+        ("clamp", "mul"),
+        lambda x: N.hardswish(x * 4.0),
+        unary_samples(),
+        lambda x: _t("nn.functional.hardswish")(x * 4.0),
+    ),
+    OpRow(
+        "softsign",
+        ("abs", "div"),
+        N.softsign,
+        unary_samples(),
+        lambda x: _t("nn.functional.softsign")(x),
+        lambda x: x / (1 + np.abs(x)),
+        gradgrad=True,
+    ),
+    OpRow(
+        "celu",
+        ("expm1", "where"),
+        lambda x, alpha=1.0: N.celu(x, alpha),
+        lambda rng: [Sample((_r(rng, 3, 4),)), Sample((_r(rng, 3, 4),), {"alpha": 0.5})],
+        lambda x, alpha=1.0: _t("nn.functional.celu")(x, alpha),
+        gradgrad=True,
+    ),
+    OpRow(
+        "selu",
+        ("expm1", "where"),
+        N.selu,
+        unary_samples(),
+        lambda x: _t("nn.functional.selu")(x),
+        gradgrad=True,
+    ),
+    OpRow(
+        "mish",
+        ("tanh", "log1p"),
+        N.mish,
+        unary_samples(edge=[-30.0, 0.0, 30.0]),
+        lambda x: _t("nn.functional.mish")(x),
+        gradgrad=True,
+    ),
+    OpRow(
+        "softmin",
+        ("exp", "sum"),
+        lambda x, dim: N.softmin(x, dim),
+        lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
+        lambda x, dim: _t("nn.functional.softmin")(x, dim),
+        gradgrad=True,
+    ),
+    OpRow(
+        "normalize",
+        ("sum", "div", "maximum"),
+        lambda x, **k: ember.nn.functional.normalize(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {"p": 2.0, "dim": 1}),
+            Sample((_r(rng, 3, 4),), {"p": 1.0, "dim": 0}),
+            # p=0 counts nonzeros: a finite difference at a zero entry changes the count
+            Sample(
+                (np.array([[0.0, 1.5, -2.0], [0.0, 0.0, 3.0]]),), {"p": 0.0, "dim": 1}, grad=False
+            ),
+        ],
+        lambda x, **k: _t("nn.functional.normalize")(x, **k),
+    ),
+    # --- transposed / 3-D convolutions, unfold, fold, interpolate (compositions)
+    OpRow(
+        "conv_transpose2d",
+        ("conv2d_input_grad",),
+        lambda x, w, b, **k: C.conv_transpose2d(x, w, b, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 4, 3, 4), _r(rng, 4, 3, 3, 2), _r(rng, 3)), {"stride": 2}),
+            Sample(
+                (_r(rng, 1, 4, 3, 3), _r(rng, 4, 1, 2, 2), _r(rng, 2)),
+                {"stride": (2, 1), "padding": 1, "output_padding": (1, 0), "groups": 2},
+                name="groups",
+            ),
+        ],
+        lambda x, w, b, **k: _t("nn.functional.conv_transpose2d")(x, w, b, **k),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "conv3d",
+        ("conv2d",),
+        lambda x, w, b, **k: C.conv3d(x, w, b, **k),
+        lambda rng: [
+            Sample(
+                (_r(rng, 1, 2, 4, 3, 4), _r(rng, 3, 2, 2, 2, 3), _r(rng, 3)),
+                {"stride": (2, 1, 1), "padding": (1, 0, 1)},
+            )
+        ],
+        lambda x, w, b, **k: _t("nn.functional.conv3d")(x, w, b, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "conv_transpose3d",
+        ("conv2d_input_grad", "pad"),
+        lambda x, w, b, **k: C.conv_transpose3d(x, w, b, **k),
+        lambda rng: [
+            Sample(
+                (_r(rng, 1, 2, 2, 3, 2), _r(rng, 2, 2, 2, 2, 2), _r(rng, 2)),
+                {"stride": (2, 1, 2), "padding": (1, 0, 0), "output_padding": (1, 0, 1)},
+            )
+        ],
+        lambda x, w, b, **k: _t("nn.functional.conv_transpose3d")(x, w, b, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "unfold_fold",
+        ("conv2d", "conv2d_input_grad"),
+        lambda x: C.fold(
+            C.unfold(x, (2, 3), padding=1, stride=(2, 1)) * 1.5,
+            (4, 5),
+            (2, 3),
+            padding=1,
+            stride=(2, 1),
+        ),
+        lambda rng: [Sample((_r(rng, 2, 3, 4, 5),))],
+        lambda x: _t("nn.functional.fold")(
+            _t("nn.functional.unfold")(x, (2, 3), padding=1, stride=(2, 1)) * 1.5,
+            (4, 5),
+            (2, 3),
+            padding=1,
+            stride=(2, 1),
+        ),
+        gradgrad=True,
+    ),
+    OpRow(
+        "interpolate",
+        ("matmul",),
+        lambda x, **k: ember.nn.functional.interpolate(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 1, 2, 3, 4),), {"scale_factor": 2, "mode": "nearest"}),
+            Sample((_r(rng, 1, 2, 3, 4),), {"size": (5, 3), "mode": "bilinear"}),
+            Sample(
+                (_r(rng, 1, 2, 4, 4),),
+                {"size": (6, 7), "mode": "bicubic", "align_corners": True},
+                name="bicubic",
+            ),
+            Sample((_r(rng, 2, 3, 5),), {"scale_factor": 1.5, "mode": "linear"}, name="1d"),
+        ],
+        lambda x, **k: _t("nn.functional.interpolate")(x, **k),
+        gradgrad=True,
     ),
     # --- random (statistical checks; no gradients)
     OpRow(

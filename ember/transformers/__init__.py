@@ -24,6 +24,7 @@ from ember.transformers.activations import ACT2FN as ACT2FN
 from ember.transformers.auto import (
     AutoConfig as AutoConfig,
     AutoModel as AutoModel,
+    AutoModelForCausalLM as AutoModelForCausalLM,
     AutoModelForMaskedLM as AutoModelForMaskedLM,
     AutoModelForMultipleChoice as AutoModelForMultipleChoice,
     AutoModelForNextSentencePrediction as AutoModelForNextSentencePrediction,
@@ -44,6 +45,7 @@ from ember.transformers.bert import (
     BertModel as BertModel,
     BertPreTrainedModel as BertPreTrainedModel,
 )
+from ember.transformers.cache_utils import DynamicCache as DynamicCache
 from ember.transformers.configuration_utils import PretrainedConfig as PretrainedConfig
 from ember.transformers.distilbert import (
     DistilBertConfig as DistilBertConfig,
@@ -57,6 +59,60 @@ from ember.transformers.distilbert import (
 )
 from ember.transformers.data_collator import (
     DataCollatorForLanguageModeling as DataCollatorForLanguageModeling,
+)
+from ember.transformers.generation import (
+    BaseStreamer as BaseStreamer,
+    EosTokenCriteria as EosTokenCriteria,
+    ForcedBOSTokenLogitsProcessor as ForcedBOSTokenLogitsProcessor,
+    ForcedEOSTokenLogitsProcessor as ForcedEOSTokenLogitsProcessor,
+    InfNanRemoveLogitsProcessor as InfNanRemoveLogitsProcessor,
+    LogitNormalization as LogitNormalization,
+    LogitsWarper as LogitsWarper,
+    SuppressTokensAtBeginLogitsProcessor as SuppressTokensAtBeginLogitsProcessor,
+    SuppressTokensLogitsProcessor as SuppressTokensLogitsProcessor,
+    GenerateBeamDecoderOnlyOutput as GenerateBeamDecoderOnlyOutput,
+    GenerateDecoderOnlyOutput as GenerateDecoderOnlyOutput,
+    GenerationConfig as GenerationConfig,
+    GenerationMixin as GenerationMixin,
+    LogitsProcessor as LogitsProcessor,
+    LogitsProcessorList as LogitsProcessorList,
+    MaxLengthCriteria as MaxLengthCriteria,
+    MaxTimeCriteria as MaxTimeCriteria,
+    MinLengthLogitsProcessor as MinLengthLogitsProcessor,
+    MinNewTokensLengthLogitsProcessor as MinNewTokensLengthLogitsProcessor,
+    MinPLogitsWarper as MinPLogitsWarper,
+    NoRepeatNGramLogitsProcessor as NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor as RepetitionPenaltyLogitsProcessor,
+    StoppingCriteria as StoppingCriteria,
+    StoppingCriteriaList as StoppingCriteriaList,
+    TemperatureLogitsWarper as TemperatureLogitsWarper,
+    TextIteratorStreamer as TextIteratorStreamer,
+    TextStreamer as TextStreamer,
+    TopKLogitsWarper as TopKLogitsWarper,
+    TopPLogitsWarper as TopPLogitsWarper,
+)
+from ember.transformers.gpt2 import (
+    Conv1D as Conv1D,
+    GPT2Config as GPT2Config,
+    GPT2LMHeadModel as GPT2LMHeadModel,
+    GPT2Model as GPT2Model,
+    GPT2PreTrainedModel as GPT2PreTrainedModel,
+)
+from ember.transformers.llama import (
+    LlamaConfig as LlamaConfig,
+    LlamaForCausalLM as LlamaForCausalLM,
+    LlamaModel as LlamaModel,
+    LlamaPreTrainedModel as LlamaPreTrainedModel,
+    LlamaRMSNorm as LlamaRMSNorm,
+    MistralConfig as MistralConfig,
+    MistralForCausalLM as MistralForCausalLM,
+    MistralModel as MistralModel,
+    Qwen2Config as Qwen2Config,
+    Qwen2ForCausalLM as Qwen2ForCausalLM,
+    Qwen2Model as Qwen2Model,
+    SmolLM3Config as SmolLM3Config,
+    SmolLM3ForCausalLM as SmolLM3ForCausalLM,
+    SmolLM3Model as SmolLM3Model,
 )
 from ember.transformers.modeling_outputs import ModelOutput as ModelOutput
 from ember.transformers.modeling_utils import LoadingInfo as LoadingInfo

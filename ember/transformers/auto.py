@@ -11,6 +11,10 @@ from ember.transformers.bert import modeling_bert as _bert
 from ember.transformers.configuration_utils import PretrainedConfig
 from ember.transformers.distilbert import modeling_distilbert as _distilbert
 from ember.transformers.distilbert.configuration_distilbert import DistilBertConfig
+from ember.transformers.gpt2 import modeling_gpt2 as _gpt2
+from ember.transformers.gpt2.configuration_gpt2 import GPT2Config
+from ember.transformers.llama import configuration_llama as _llama_configs
+from ember.transformers.llama import modeling_llama as _llama
 from ember.transformers.roberta import modeling_roberta as _roberta
 from ember.transformers.roberta.configuration_roberta import RobertaConfig
 
@@ -18,6 +22,11 @@ CONFIG_MAPPING: dict[str, type[PretrainedConfig]] = {
     "bert": BertConfig,
     "roberta": RobertaConfig,
     "distilbert": DistilBertConfig,
+    "gpt2": GPT2Config,
+    "llama": _llama_configs.LlamaConfig,
+    "mistral": _llama_configs.MistralConfig,
+    "qwen2": _llama_configs.Qwen2Config,
+    "smollm3": _llama_configs.SmolLM3Config,
 }
 
 # task -> model_type -> class
@@ -57,6 +66,13 @@ for _model_type, _module, _prefix in (
 ):
     for _task, _suffix in _ENCODER_HEADS.items():
         register_model(_task, _model_type, getattr(_module, _prefix + _suffix))
+
+# decoders: the Llama-shaped families share Llama's model (Note [Llama-shaped configs])
+register_model("base", "gpt2", _gpt2.GPT2Model)
+register_model("causal-lm", "gpt2", _gpt2.GPT2LMHeadModel)
+for _model_type, (_base, _causal_lm) in _llama.FAMILY_MODELS.items():
+    register_model("base", _model_type, _base)
+    register_model("causal-lm", _model_type, _causal_lm)
 
 
 class AutoConfig:
@@ -156,3 +172,19 @@ class AutoModelForQuestionAnswering(_AutoModel):
 
 class AutoModelForMultipleChoice(_AutoModel):
     _task = "multiple-choice"
+
+
+class AutoModelForCausalLM(_AutoModel):
+    """A decoder language model with `generate()` (GPT-2, Llama, Mistral, Qwen2, SmolLM).
+
+    Example:
+        >>> import tempfile
+        >>> from ember.transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+        >>> folder = tempfile.mkdtemp()
+        >>> GPT2LMHeadModel(GPT2Config(vocab_size=99, n_embd=32, n_layer=1, n_head=4)
+        ...                 ).save_pretrained(folder)
+        >>> type(AutoModelForCausalLM.from_pretrained(folder)).__name__
+        'GPT2LMHeadModel'
+    """
+
+    _task = "causal-lm"

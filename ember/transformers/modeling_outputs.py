@@ -106,6 +106,26 @@ class BertForPreTrainingOutput(ModelOutput):
     attentions: tuple | None = None
 
 
+@dataclass(repr=False)
+class BaseModelOutputWithPast(ModelOutput):
+    """A decoder's output: `past_key_values` is the cache (Note [KV cache]) when
+    `use_cache`."""
+
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass(repr=False)
+class CausalLMOutputWithPast(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
 def _repr(self) -> str:
     parts = []
     for k, v in self.items():

@@ -299,6 +299,9 @@ class PreTrainedModel(nn.Module):
         if dtype is not None:
             model.to(getattr(ember, dtype) if isinstance(dtype, str) else dtype)
         model.eval()  # as HuggingFace: dropout off until .train()
+        load_extras = getattr(model, "_load_extras", None)  # e.g. generation_config.json
+        if load_extras is not None:
+            load_extras(folder)
         message = info.summary(cls.__name__, folder)
         if info["missing_keys"] or info["mismatched_keys"]:
             logger.warning(message)
@@ -403,6 +406,9 @@ class PreTrainedModel(nn.Module):
         )
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(save_directory)
+        save_extras = getattr(self, "_save_extras", None)  # e.g. generation_config.json
+        if save_extras is not None:
+            save_extras(save_directory)
 
 
 __all__ = ["LoadingInfo", "PreTrainedModel"]

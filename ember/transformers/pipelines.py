@@ -2,8 +2,8 @@
 
 Tasks (a small registry, `PIPELINE_REGISTRY`): 'feature-extraction', 'text-classification'
 (alias 'sentiment-analysis'), 'fill-mask', 'token-classification' (alias 'ner', aggregation
-'none' or 'simple'). Inputs run in padded batches of `batch_size` without gradients; outputs
-have HuggingFace's shapes and keys.
+'none' or 'simple'), 'text-generation' (a causal LM's `generate()`). Inputs run in padded
+batches of `batch_size` without gradients; outputs have HuggingFace's shapes and keys.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import ember
 from ember.text import AutoTokenizer
 from ember.transformers.auto import (
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -263,6 +264,136 @@ class TokenClassificationPipeline(Pipeline):
         }
 
 
+class TextGenerationPipeline(Pipeline):
+    """Per input (a str, or a chat: a list of {'role', 'content'} messages, formatted with the
+    tokenizer's chat template): a list of `num_return_sequences` dicts {'generated_text'},
+    the prompt followed by its continuation (`return_full_text=False`: the continuation
+    only; for a chat, the conversation with the assistant's reply appended), or
+    {'generated_token_ids'} with `return_tensors=True`. Other keyword arguments go to
+    `generate()` (max_new_tokens, do_sample, temperature, ...). Batches are padded on the
+    left, as decoder models need.
+
+    Example:
+        >>> from ember.transformers import pipeline
+        >>> generator = pipeline("text-generation", model=folder)  # doctest: +SKIP
+        >>> generator("Once upon a time", max_new_tokens=8)  # doctest: +SKIP
+        [{'generated_text': 'Once upon a time, ...'}]
+    """
+
+    auto_model = AutoModelForCausalLM
+    task = "text-generation"
+    _pipeline_keys = (
+        "return_full_text",
+        "return_text",
+        "return_tensors",
+        "prefix",
+        "clean_up_tokenization_spaces",
+        "add_special_tokens",
+        "skip_special_tokens",
+    )
+
+    def __init__(self, model, tokenizer=None, batch_size: int = 1, **defaults):
+        super().__init__(model, tokenizer=tokenizer, batch_size=batch_size, **defaults)
+
+    def __call__(self, inputs, **kwargs):
+        options = {**self.defaults, **kwargs}
+        chat = _is_chat(inputs)
+        single = isinstance(inputs, str) or chat
+        items = [inputs] if single else list(inputs)
+        for item in items:
+            if not isinstance(item, str) and not _is_chat(item):
+                raise TypeError(
+                    "pipeline 'text-generation': expected a str, a chat (list of "
+                    f"{{'role', 'content'}} dicts) or a list of those, got {type(item).__name__}"
+                )
+        results = []
+        for start in range(0, len(items), self.batch_size):
+            results.extend(self._run_batch(items[start : start + self.batch_size], **options))
+        return results[0] if single else results
+
+    def _prompt_ids(self, item, prefix: str, add_special_tokens: bool) -> list[int]:
+        if _is_chat(item):
+            if not hasattr(self.tokenizer, "apply_chat_template"):
+                raise ValueError(
+                    "pipeline 'text-generation': a chat input needs a tokenizer with "
+                    "apply_chat_template (a chat template in tokenizer_config.json)"
+                )
+            if item[-1]["role"] == "assistant":  # a prefilled reply: continue it
+                options = {"continue_final_message": True}
+            else:
+                options = {"add_generation_prompt": True}
+            text = self.tokenizer.apply_chat_template(list(item), tokenize=False, **options)
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(
+            self.tokenizer(prefix + item, add_special_tokens=add_special_tokens)["input_ids"]
+        )
+
+    def _run_batch(
+        self,
+        items,
+        return_full_text: bool = True,
+        return_text: bool = True,
+        return_tensors: bool = False,
+        prefix: str = "",
+        clean_up_tokenization_spaces=None,
+        add_special_tokens: bool = False,
+        skip_special_tokens: bool = True,
+        **generate_kwargs,
+    ):
+        prompts = [self._prompt_ids(item, prefix, add_special_tokens) for item in items]
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.model.generation_config.pad_token_id
+        if pad_id is None:
+            eos = self.model.generation_config.eos_token_id
+            pad_id = (eos if isinstance(eos, int) else (eos or [0])[0]) if eos is not None else 0
+        width = max(len(p) for p in prompts)
+        ids = np.full((len(prompts), width), pad_id, np.int64)
+        mask = np.zeros((len(prompts), width), np.int64)
+        for row, prompt in enumerate(prompts):  # left padding
+            ids[row, width - len(prompt) :] = prompt
+            mask[row, width - len(prompt) :] = 1
+        generate_kwargs.setdefault("pad_token_id", pad_id)
+        sequences = self.model.generate(
+            ember.from_numpy(ids), attention_mask=ember.from_numpy(mask), **generate_kwargs
+        ).numpy()
+        per_prompt = sequences.shape[0] // len(prompts)
+        decode = {"skip_special_tokens": skip_special_tokens}
+        if clean_up_tokenization_spaces is not None:
+            decode["clean_up_tokenization_spaces"] = clean_up_tokenization_spaces
+        out = []
+        for row, (item, prompt) in enumerate(zip(items, prompts)):
+            records = []
+            for k in range(per_prompt):
+                generated = [int(t) for t in sequences[row * per_prompt + k, width:]]
+                if return_tensors:
+                    records.append({"generated_token_ids": prompt + generated})
+                    continue
+                new_text = self.tokenizer.decode(generated, **decode)  # as transformers 5
+                if _is_chat(item) and return_full_text:
+                    messages = [dict(m) for m in item]
+                    if messages[-1]["role"] == "assistant":  # a prefilled reply continues
+                        messages[-1]["content"] += new_text
+                        text = messages
+                    else:
+                        text = messages + [{"role": "assistant", "content": new_text}]
+                elif _is_chat(item):
+                    text = new_text
+                else:
+                    text = item + new_text if return_full_text else new_text
+                records.append({"generated_text": text})
+            out.append(records)
+        return out
+
+
+def _is_chat(value) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    )
+
+
 PIPELINE_REGISTRY: dict[str, type[Pipeline]] = {
     "feature-extraction": FeatureExtractionPipeline,
     "text-classification": TextClassificationPipeline,
@@ -270,6 +401,7 @@ PIPELINE_REGISTRY: dict[str, type[Pipeline]] = {
     "fill-mask": FillMaskPipeline,
     "token-classification": TokenClassificationPipeline,
     "ner": TokenClassificationPipeline,
+    "text-generation": TextGenerationPipeline,
 }
 
 
@@ -282,7 +414,8 @@ def pipeline(task: str, model=None, tokenizer=None, batch_size: int = 8, **kwarg
         Traceback (most recent call last):
         ...
         ValueError: pipeline: unknown task 'summarization'; ember has ['feature-extraction', \
-'fill-mask', 'ner', 'sentiment-analysis', 'text-classification', 'token-classification']
+'fill-mask', 'ner', 'sentiment-analysis', 'text-classification', 'text-generation', \
+'token-classification']
     """
     if task not in PIPELINE_REGISTRY:
         raise ValueError(f"pipeline: unknown task {task!r}; ember has {sorted(PIPELINE_REGISTRY)}")

@@ -193,8 +193,89 @@ ROWS = [
     ("layernorm_2d", "LayerNorm", ((4, 6),), {"eps": 1e-3}, [f32(3, 4, 6)], "both"),
     ("layernorm_nobias", "LayerNorm", (6,), {"bias": False}, [f32(3, 6)], "both"),
     ("groupnorm", "GroupNorm", (2, 6), {}, [f32(3, 6, 4, 4)], "both"),
+    (
+        "conv3d",
+        "Conv3d",
+        (4, 6, (3, 2, 3)),
+        {"stride": (2, 1, 1), "padding": 1, "groups": 2},
+        [f32(2, 4, 5, 4, 5)],
+        "both",
+    ),
+    (
+        "conv_transpose1d",
+        "ConvTranspose1d",
+        (4, 3, 3),
+        {"stride": 2, "output_padding": 1},
+        [f32(2, 4, 6)],
+        "both",
+    ),
+    (
+        "conv_transpose2d",
+        "ConvTranspose2d",
+        (4, 6, (3, 2)),
+        {"stride": 2, "padding": 1, "groups": 2, "dilation": (1, 2)},
+        [f32(2, 4, 5, 6)],
+        "both",
+    ),
+    (
+        "conv_transpose2d_unbatched_nobias",
+        "ConvTranspose2d",
+        (3, 2, 3),
+        {"bias": False},
+        [f32(3, 4, 4)],
+        "both",
+    ),
+    (
+        "conv_transpose3d",
+        "ConvTranspose3d",
+        (2, 3, 3),
+        {"stride": (2, 1, 2), "padding": (1, 0, 1), "output_padding": (1, 0, 0)},
+        [f32(1, 2, 3, 4, 3)],
+        "both",
+    ),
+    ("unfold", "Unfold", ((2, 3),), {"padding": 1, "stride": (2, 1)}, [f32(2, 3, 5, 6)], "both"),
+    ("fold", "Fold", ((5, 6), (2, 3)), {"padding": 1, "stride": (2, 1)}, [f32(2, 18, 18)], "both"),
+    ("upsample_nearest", "Upsample", (), {"scale_factor": 2}, [f32(1, 2, 3, 4)], "both"),
+    ("upsample_bilinear", "Upsample", ((5, 7),), {"mode": "bilinear"}, [f32(1, 2, 3, 4)], "both"),
+    (
+        "upsample_bicubic_corners",
+        "Upsample",
+        (),
+        {"scale_factor": 1.5, "mode": "bicubic", "align_corners": True},
+        [f32(1, 2, 4, 4)],
+        "both",
+    ),
+    (
+        "upsample_trilinear",
+        "Upsample",
+        ((4, 3, 5),),
+        {"mode": "trilinear"},
+        [f32(1, 2, 2, 3, 4)],
+        "both",
+    ),
+    (
+        "upsampling_bilinear2d",
+        "UpsamplingBilinear2d",
+        (),
+        {"scale_factor": 2},
+        [f32(1, 2, 3, 4)],
+        "both",
+    ),
     ("dropout_p0", "Dropout", (0.0,), {}, [f32(4, 5)], "both"),
     ("dropout_eval", "Dropout", (0.5,), {}, [f32(4, 5)], "eval"),
+    ("dropout1d_eval", "Dropout1d", (0.5,), {}, [f32(2, 3, 5)], "eval"),
+    ("dropout2d_p0", "Dropout2d", (0.0,), {}, [f32(2, 3, 4, 5)], "both"),
+    ("dropout3d_eval", "Dropout3d", (0.5,), {}, [f32(3, 2, 4, 5)], "eval"),
+    ("hardsigmoid", "Hardsigmoid", (), {}, [f32(4, 5, low=-5, high=5)], "both"),
+    ("hardswish", "Hardswish", (), {}, [f32(4, 5, low=-5, high=5)], "both"),
+    ("hardtanh", "Hardtanh", (-0.5, 0.7), {}, [f32(4, 5)], "both"),
+    ("relu6", "ReLU6", (), {}, [f32(4, 5, low=-2, high=8)], "both"),
+    ("softsign", "Softsign", (), {}, [f32(4, 5, low=-3, high=3)], "both"),
+    ("celu", "CELU", (0.7,), {}, [f32(4, 5, low=-3, high=3)], "both"),
+    ("selu", "SELU", (), {}, [f32(4, 5, low=-3, high=3)], "both"),
+    ("mish", "Mish", (), {}, [f32(4, 5, low=-3, high=3)], "both"),
+    ("logsigmoid", "LogSigmoid", (), {}, [f32(4, 5, low=-3, high=3)], "both"),
+    ("softmin", "Softmin", (1,), {}, [f32(4, 5)], "both"),
     ("flatten", "Flatten", (), {}, [f32(2, 3, 4)], "both"),
     ("identity", "Identity", (), {}, [f32(2, 3)], "both"),
     ("relu", "ReLU", (), {}, [f32(4, 5)], "both"),
@@ -383,6 +464,30 @@ ROWS = [
         {"average_attn_weights": False},
     ),
     (
+        "decoder_layer_causal",
+        "TransformerDecoderLayer",
+        (8, 2, 16),
+        {"dropout": 0.0},
+        [f32(5, 3, 8), f32(6, 3, 8)],
+        "both",
+        {"tgt_mask": const(np.triu(np.full((5, 5), -np.inf, dtype=np.float32), 1))},
+    ),
+    (
+        "decoder_layer_norm_first_padding",
+        "TransformerDecoderLayer",
+        (8, 2, 16),
+        {"dropout": 0.0, "norm_first": True, "batch_first": True, "activation": "gelu"},
+        [f32(3, 5, 8), f32(3, 6, 8)],
+        "both",
+        {
+            "memory_key_padding_mask": const(
+                [[False] * 6, [False] * 4 + [True] * 2, [False] * 5 + [True]]
+            ),
+            "tgt_is_causal": True,
+            "tgt_mask": const(np.triu(np.full((5, 5), -np.inf, dtype=np.float32), 1)),
+        },
+    ),
+    (
         "encoder_layer",
         "TransformerEncoderLayer",
         (8, 2, 16),
@@ -559,6 +664,7 @@ def test_every_listed_layer_has_a_row():
         "ELU",
         "MultiheadAttention",
         "TransformerEncoderLayer",
+        "TransformerDecoderLayer",
         "CrossEntropyLoss",
         "NLLLoss",
         "MSELoss",
@@ -605,3 +711,54 @@ def test_transformer_encoder_matches_pytorch(norm_first):
             )
         t_enc.zero_grad()
         e_enc.zero_grad()
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_full_transformer_matches_pytorch(batch_first):
+    torch.manual_seed(0)
+    kwargs = dict(
+        d_model=8,
+        nhead=2,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        dim_feedforward=16,
+        dropout=0.0,
+        batch_first=batch_first,
+    )
+    t_model = torch.nn.Transformer(**kwargs)
+    e_model = nn.Transformer(**kwargs)
+    assert list(e_model.state_dict()) == list(t_model.state_dict())
+    _load_torch_weights(e_model, t_model)
+    rng = np.random.default_rng(1)
+    src = rng.standard_normal((2, 6, 8) if batch_first else (6, 2, 8)).astype(np.float32)
+    tgt = rng.standard_normal((2, 4, 8) if batch_first else (4, 2, 8)).astype(np.float32)
+    t_mask = torch.nn.Transformer.generate_square_subsequent_mask(4)
+    e_mask = nn.Transformer.generate_square_subsequent_mask(4)
+    np.testing.assert_array_equal(_as_numpy(e_mask), t_mask.numpy())
+    pad = np.array([[False] * 6, [False] * 4 + [True] * 2])
+    t_src, e_src = torch.tensor(src, requires_grad=True), ember.tensor(src, requires_grad=True)
+    t_out = t_model(
+        t_src,
+        torch.tensor(tgt),
+        tgt_mask=t_mask,
+        src_key_padding_mask=torch.tensor(pad),
+        memory_key_padding_mask=torch.tensor(pad),
+    )
+    e_out = e_model(
+        e_src,
+        ember.tensor(tgt),
+        tgt_mask=e_mask,
+        src_key_padding_mask=ember.tensor(pad),
+        memory_key_padding_mask=ember.tensor(pad),
+    )
+    np.testing.assert_allclose(_as_numpy(e_out), _as_numpy(t_out), rtol=RTOL, atol=ATOL)
+    t_out.pow(2).sum().backward()
+    e_out.pow(2).sum().backward()
+    np.testing.assert_allclose(_as_numpy(e_src.grad), t_src.grad.numpy(), rtol=RTOL, atol=ATOL)
+    t_params = dict(t_model.named_parameters())
+    for key, p in e_model.named_parameters():
+        np.testing.assert_allclose(
+            _as_numpy(p.grad), t_params[key].grad.numpy(), rtol=RTOL, atol=1e-4, err_msg=key
+        )
+    with pytest.raises(ValueError, match="batch number of src and tgt"):
+        e_model(ember.tensor(src), ember.tensor(tgt[:1] if batch_first else tgt[:, :1]))

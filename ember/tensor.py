@@ -7,8 +7,10 @@ Node that made it (`grad_fn`), and a version counter shared with its views
 and in-place writes.
 
 Note [Tensor interface]: the layers above L3 reach a tensor's storage through two public names,
-`Tensor.from_array(array)` (wrap, no copy) and `tensor.array` (the backend array); `_wrap` and
-`._data` are the same things under their private names, kept for older code.
+`Tensor.from_array(array)` (a new Tensor around a backend array or a graph value: no copy, no
+history) and `tensor.array` (the backend array it holds; assigning it rebinds the tensor, no
+copy, no version bump); `_wrap` and `._data` are the same things under their private names,
+kept for older code.
 
 Note [Views and in-place]: a view op (reshape, permute, expand, basic getitem, diagonal) whose
 result shares memory with its input gives the result `_view = (parent, op name, attrs items,
@@ -108,22 +110,6 @@ class Tensor(OpMixin, InplaceMixin):
         self._hooks = None
         if requires_grad:
             self.requires_grad_(True)
-
-    # --- the interface to the layers above (Note [Tensor interface]) -----------------------
-    @staticmethod
-    def from_array(array) -> "Tensor":
-        """A new Tensor around a backend array (or a symbolic one): no copy, no history."""
-        return _wrap(array)
-
-    @property
-    def array(self):
-        """The backend array (NumPy, CuPy, or a graph value while tracing) this tensor holds;
-        writing it rebinds the tensor to another array (no copy, no version bump)."""
-        return self._data
-
-    @array.setter
-    def array(self, value) -> None:
-        self._data = value
 
     # --- basic properties --------------------------------------------------------------------
     @property
@@ -721,6 +707,13 @@ def _wrap(array) -> Tensor:
     t._view = None
     t._hooks = None
     return t
+
+
+# Note [Tensor interface]: `Tensor.from_array(array)` is `_wrap` itself (no extra call), and
+# `tensor.array` is the `_data` slot's own descriptor under a public name (read and written at
+# the slot's speed, no property call): the compiled path reads it on every call.
+Tensor.from_array = staticmethod(_wrap)
+Tensor.array = Tensor.__dict__["_data"]
 
 
 def _from_node(array, node) -> Tensor:

@@ -50,7 +50,7 @@ from ember.autograd.inplace import InplaceMixin
 from ember.ops.surface import OpMixin
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
 
 
@@ -171,7 +171,7 @@ class Tensor(OpMixin, InplaceMixin):
         return bool(self._data.flags.c_contiguous)
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point  # bfloat16 too (ml_dtypes' kind is 'V')
 
     # --- autograd state ------------------------------------------------------------------------
     @property
@@ -196,7 +196,7 @@ class Tensor(OpMixin, InplaceMixin):
                     )
                 )
             return self
-        if requires_grad and self._data.dtype.kind != "f":
+        if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 at_user_line(
                     f"requires_grad_: only floating point tensors can require gradients, got "
@@ -742,6 +742,7 @@ for _name, _dtype in (
     ("float", _dt.float32),
     ("double", _dt.float64),
     ("half", _dt.float16),
+    ("bfloat16", _dt.bfloat16),
     ("long", _dt.int64),
     ("int", _dt.int32),
     ("short", _dt.int16),

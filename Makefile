@@ -35,6 +35,7 @@ $(VENV)/.serve: $(VENV)/.base pyproject.toml Makefile
 
 demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
+	$(PY) examples/hostile_files.py
 	$(PY) examples/rnn_mnist.py
 	$(PY) examples/decoder_lm.py
 	$(PY) examples/llm_chat.py

@@ -429,12 +429,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 padding = tuple(t // 2 for t in total)
         else:
             raise ValueError(f"conv2d: padding must be 'same', 'valid' or numbers, got {padding!r}")
+    padding = _pair(padding, "padding")
+    # The shape rule checks kernel against padded input, channels and groups before the kernel
+    # runs (the NumPy kernel would return an empty tensor for a kernel larger than the input).
+    _conv_shape(tuple(x.shape), tuple(weight.shape), stride, padding, dilation, int(groups))
     out = apply(
         CONV2D,
         x,
         weight,
         stride=stride,
-        padding=_pair(padding, "padding"),
+        padding=padding,
         dilation=dilation,
         groups=int(groups),
     )

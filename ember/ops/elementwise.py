@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IntegerDivisionByZero, ShapeError
 from ember.ops.registry import (
     apply,
     bool_dtype,
@@ -302,12 +302,20 @@ def _compare(name, forward, ufunc, symbol, operator):
 
 
 def _pow_vjp(g, y, a, b):
+    # Note [Zero-safe gradients]: where torch's backward gives a finite value at an edge (x ** 0
+    # at x = 0, norm and std of zeros, BCE at saturation), the rule masks the 0 * inf term.
     if isinstance(a, _SCALARS):
         ga = None
+    elif isinstance(b, _SCALARS) and b == 0:  # x ** 0 is constant: torch's gradient is 0
+        ga = unbroadcast(g * 0.0, a)
     elif isinstance(b, _SCALARS) and b == 2:  # x ** 2: a ** 1 is a, exactly
         ga = unbroadcast(g * b * a, a)
-    else:
+    elif isinstance(b, _SCALARS):
         ga = unbroadcast(g * b * a ** (b - 1), a)
+    else:
+        exponent_zero = b == 0
+        base = where(exponent_zero, 1.0, a)  # no 0 ** -1 computed where it is not used
+        ga = unbroadcast(where(exponent_zero, 0.0, g * b * base ** (b - 1)), a)
     if isinstance(b, _SCALARS):
         return ga, None
     if isinstance(a, _SCALARS):
@@ -420,16 +428,39 @@ HYPOT = _binary(
     ufunc="hypot",
     template="np.hypot({0}, {1})",
 )
+
+
+def _is_integer(value) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind in ("i", "u", "b") if kind is not None else isinstance(value, int)
+
+
+def _integer_divisor_check(xp, a, b, op):
+    """Integer division by zero raises, as in torch (NumPy would give 0 with a warning)."""
+    if _is_integer(a) and _is_integer(b) and not bool(xp.all(xp.asarray(b) != 0)):
+        raise IntegerDivisionByZero(f"{op}: integer division by zero")
+
+
+def _remainder_forward(xp, a, b):
+    _integer_divisor_check(xp, a, b, "remainder")
+    return xp.mod(a, b)
+
+
+def _floor_divide_forward(xp, a, b):
+    _integer_divisor_check(xp, a, b, "floor_divide")
+    return xp.floor_divide(a, b)
+
+
 REMAINDER = _binary(
     "remainder",
-    lambda xp, a, b: xp.mod(a, b),
+    _remainder_forward,
     lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g * (a / b).floor(), b)),
     quiet=True,
     operators=("__mod__", "__rmod__"),
 )
 FLOOR_DIVIDE = _binary(
     "floor_divide",
-    lambda xp, a, b: xp.floor_divide(a, b),
+    _floor_divide_forward,
     quiet=True,
     operators=("__floordiv__", "__rfloordiv__"),
 )

@@ -20,7 +20,7 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
-from ember.ops.registry import apply, defop, int64_dtype, public, same_dtype
+from ember.ops.registry import apply, defop, int64_dtype, public, same_dtype, same_shape
 from ember.ops.elementwise import unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
@@ -357,7 +357,43 @@ def _full_index(xp, index, dim):
     return tuple(index if d == dim else grid for d, grid in enumerate(grids))
 
 
+# Note [Index ranges]: numpy wraps negative indices and takes any in-range value, so ops whose
+# torch counterparts refuse an index (embedding, one_hot, index_select, gather, scatter) check
+# the range on the data, in the forward kernel, wherever it runs (eager or compiled): a
+# negative or too-large index raises IndexOutOfRange naming the op, never picks a row.
+def _check_range(xp, index, low: int, high: int, op: str) -> None:
+    if index.size == 0:
+        return
+    smallest, largest = int(index.min()), int(index.max())
+    if smallest < low or largest >= high:
+        bad = smallest if smallest < low else largest
+        raise IndexOutOfRange(
+            f"{op}: index {bad} is out of range: expected {low} <= index < {high}"
+        )
+
+
+def _check_index_forward(xp, index, low, high, caller):
+    _check_range(xp, index, low, high, caller)
+    return index.copy()
+
+
+CHECK_INDEX = defop(
+    "check_index",
+    _check_index_forward,
+    shape=same_shape,
+    dtype=same_dtype,
+    save_inputs=False,
+    doc="The integer index unchanged, after checking low <= index < high (Note [Index ranges]).",
+)
+
+
+def check_index(index, low: int, high: int, op: str):
+    """`index`, raising IndexOutOfRange (naming `op`) if any value is outside [low, high)."""
+    return apply(CHECK_INDEX, index, low=int(low), high=int(high), caller=op)
+
+
 def _gather_forward(xp, x, index, dim):
+    _check_range(xp, index, 0, x.shape[dim], "gather")
     return xp.take_along_axis(_limit(x, index.shape, dim), index, axis=dim)
 
 
@@ -377,6 +413,7 @@ GATHER = defop(
 
 
 def _scatter_add_forward(xp, x, index, src, dim):
+    _check_range(xp, index, 0, x.shape[dim], "scatter_add")
     out = xp.array(x, copy=True)
     src = _limit(src, index.shape, -1) if src.shape != index.shape else src
     xp.scatter_add(out, _full_index(xp, index, dim), src)
@@ -404,6 +441,7 @@ SCATTER_ADD = defop(
 
 
 def _scatter_forward(xp, x, index, src, dim):
+    _check_range(xp, index, 0, x.shape[dim], "scatter")
     out = xp.array(x, copy=True)
     if hasattr(src, "shape") and src.ndim:
         src = _limit(src, index.shape, -1)
@@ -430,7 +468,13 @@ def _argsort_forward(xp, x, dim, descending, stable):
     if descending:
         # stable descending order: sort the negated keys (ints and floats alike)
         keys = -x if x.dtype.kind != "b" else ~x
-        return xp.argsort(keys, axis=dim, kind="stable").astype(xp.int64, copy=False)
+        order = xp.argsort(keys, axis=dim, kind="stable").astype(xp.int64, copy=False)
+        if x.dtype.kind == "f":
+            # torch orders nan above every number: descending puts it first (-nan is still
+            # nan, which the negated sort left last); a second stable pass moves it up.
+            is_number = ~xp.isnan(xp.take_along_axis(x, order, axis=dim))
+            order = xp.take_along_axis(order, xp.argsort(is_number, axis=dim, kind="stable"), dim)
+        return order
     return xp.argsort(x, axis=dim, kind="stable" if stable else None).astype(xp.int64, copy=False)
 
 
@@ -584,7 +628,21 @@ def stack(tensors, dim=0):
 @public("narrow")
 def narrow(x, dim, start, length):
     d = _dim(dim, x.ndim, "narrow")
-    index = [("s", None, None, None)] * d + [("s", int(start), int(start) + int(length), None)]
+    size = x.shape[d]
+    start, length = int(start), int(length)
+    if not -size <= start <= size:
+        raise IndexOutOfRange(
+            f"narrow: start {start} is out of range for dim {d} of size {size} "
+            f"(expected {-size} <= start <= {size})"
+        )
+    start %= builtins.max(size, 1) if start < 0 else size + 1
+    if length < 0 or start + length > size:
+        raise IndexOutOfRange(
+            f"narrow: start ({start}) + length ({length}) exceeds dim {d} of size {size}"
+            if length >= 0
+            else f"narrow: length must be non-negative, got {length}"
+        )
+    index = [("s", None, None, None)] * d + [("s", start, start + length, None)]
     return apply(GETITEM, x, spec=tuple(index))
 
 
@@ -776,8 +834,11 @@ def index_select(x, dim, index):
     d = _dim(dim, x.ndim, "index_select")
     if index.ndim > 1:
         raise ShapeError(f"index_select: index must be 0-D or 1-D, got shape {tuple(index.shape)}")
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise TypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
     spec = (("s", None, None, None),) * d + (("t",),)
-    return apply(GETITEM, x, index.reshape(-1), spec=spec)
+    index = check_index(index.reshape(-1), 0, x.shape[d] if x.ndim else 1, "index_select")
+    return apply(GETITEM, x, index, spec=spec)
 
 
 @GATHER.public("gather")
@@ -820,7 +881,11 @@ def one_hot(index, num_classes=-1):
     if index.dtype.is_floating_point or index.dtype is _dt.bool_:
         raise TypeError(f"one_hot: index must be an integer tensor, got {index.dtype}")
     if num_classes < 0:
+        if index.numel() and int(index.min().item()) < 0:
+            raise IndexOutOfRange("one_hot: class values must be non-negative")
         num_classes = int(index.max().item()) + 1 if index.numel() else 0
+    else:
+        index = check_index(index, 0, num_classes, "one_hot")
     classes = index.new_tensor(np.arange(num_classes), dtype=_dt.int64)
     return (unsqueeze(index, -1) == classes).to(_dt.int64)
 
@@ -852,6 +917,7 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
                 f"num_embeddings {num_embeddings}"
             )
         padding_idx %= num_embeddings
+    index = check_index(index, 0, num_embeddings, "embedding")
     out = apply(GETITEM, weight, index, spec=(("t",),))
     if weight.requires_grad:
         if padding_idx is not None:
@@ -904,8 +970,12 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     from ember.ops.reduce import _ValuesIndices
 
     d = _dim(dim, x.ndim, "topk")
-    if not 0 <= k <= x.shape[d]:
-        raise ShapeError(f"topk: k={k} is out of range for dim {d} of size {x.shape[d]}")
+    size = x.shape[d] if x.ndim else 1
+    if not 0 <= k <= size:
+        raise ShapeError(f"topk: k={k} is out of range for dim {d} of size {size}")
+    if x.ndim == 0:  # a 0-d tensor is its own top-1, as in torch
+        values, idx = topk(x.reshape(1), k, 0, largest, sorted)
+        return _ValuesIndices((values.reshape(()), idx.reshape(())) if k else (values, idx))
     idx = narrow(argsort(x, d, descending=largest, stable=True), d, 0, k)
     return _ValuesIndices((gather(x, d, idx), idx))
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError, at_user_line
 from ember.backend import conv_kernels as _np_kernels
-from ember.ops.registry import apply, defop, int64_dtype, same_dtype
+from ember.ops.registry import apply, defop, int64_dtype, onnx_lowering, same_dtype
 
 
 def _needs_grad(t):
@@ -124,6 +124,20 @@ CONV2D = defop(
     dtype=lambda a, b, **k: a,
     promote="common",
 )
+
+
+@onnx_lowering("conv2d")
+def _conv2d_onnx(b, x, w, stride, padding, dilation, groups):
+    return b.op(
+        "Conv",
+        x,
+        w,
+        kernel_shape=list(b.ins[1].shape[2:]),
+        strides=list(stride),
+        pads=list(padding) * 2,
+        dilations=list(dilation),
+        group=groups,
+    )
 
 
 def _input_grad_forward(xp, g, w, input_shape, stride, padding, dilation, groups):
@@ -282,6 +296,19 @@ def _max_pool_vjp(g, y, x, kernel, stride, padding, dilation, ceil_mode):
 MAX_POOL2D = defop(
     "max_pool2d", _max_pool_forward, _max_pool_vjp, shape=_max_pool_shape, dtype=same_dtype
 )
+
+
+@onnx_lowering("max_pool2d")
+def _max_pool2d_onnx(b, x, kernel, stride, padding, dilation, ceil_mode):
+    return b.op(
+        "MaxPool",
+        x,
+        kernel_shape=list(kernel),
+        strides=list(stride),
+        pads=list(padding) * 2,
+        dilations=list(dilation),
+        ceil_mode=int(ceil_mode),
+    )
 
 
 def _max_pool_indices_forward(xp, x, kernel, stride, padding, dilation, ceil_mode):

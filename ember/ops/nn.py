@@ -20,7 +20,7 @@ from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
 from ember.ops.random import bernoulli, uniform
-from ember.ops.registry import apply, defop, public
+from ember.ops.registry import apply, defop, onnx_lowering, public
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -532,6 +532,11 @@ SOFTMAX_CROSS_ENTROPY = defop(
     doc="Cross entropy of logits (N, C) against class indices (N,), with ignore_index and "
     "reduction; `cross_entropy_reference` is its decomposition (Note [Fused composites]).",
 )
+
+
+@onnx_lowering("softmax_cross_entropy")
+def _xent_onnx(b, x, t, ignore_index, reduction):
+    return b.op("SoftmaxCrossEntropyLoss", x, t, reduction=reduction, ignore_index=ignore_index)
 
 
 def _xent_grad_forward(xp, g, x, t, ignore_index, reduction):

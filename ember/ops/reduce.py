@@ -12,7 +12,16 @@ import builtins
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops.elementwise import _LATE
-from ember.ops.registry import apply, bool_dtype, defop, int64_dtype, public, same_dtype
+from ember.ops.registry import (
+    REGISTRY,
+    apply,
+    bool_dtype,
+    defop,
+    int64_dtype,
+    onnx_lowering,
+    public,
+    same_dtype,
+)
 
 __all__ = [
     "sum",
@@ -210,6 +219,47 @@ ANY = defop(
 )
 
 
+# ONNX lowerings of the reductions (Note [ONNX lowerings] in ember.ops.registry)
+def _onnx_reduction(onnx_type, via=None):
+    def lower(b, x, dim, keepdim):
+        x_var = b.ins[0]
+        if via is not None:  # all/any: reduce 0/1 integers, then back to bool
+            x = b.op("Cast", x, to=b.onnx_type(via))
+        elif x_var.dtype != b.out.dtype:  # integer sums accumulate in int64
+            x = b.op("Cast", x, to=b.onnx_type(b.out.dtype))
+        if x_var.ndim == 0:
+            out = b.op("Identity", x)
+        else:
+            axes = list(range(x_var.ndim)) if dim is None else list(dim)
+            out = b.reduce(onnx_type, x, axes, keepdim)
+        return b.op("Cast", out, to=b.onnx_type("bool")) if via is not None else out
+
+    return lower
+
+
+REGISTRY["sum"].onnx = _onnx_reduction("ReduceSum")
+REGISTRY["prod"].onnx = _onnx_reduction("ReduceProd")
+REGISTRY["amax"].onnx = _onnx_reduction("ReduceMax")
+REGISTRY["amin"].onnx = _onnx_reduction("ReduceMin")
+REGISTRY["all"].onnx = _onnx_reduction("ReduceMin", via="int32")
+REGISTRY["any"].onnx = _onnx_reduction("ReduceMax", via="int32")
+
+
+def _onnx_arg(onnx_type):
+    def lower(b, x, dim, keepdim):
+        if dim is None or b.ins[0].ndim == 0:
+            flat = b.op("Reshape", x, b.ints([-1]))
+            out = b.op(onnx_type, flat, axis=0, keepdims=0)
+            return b.op("Reshape", out, b.ints([1] * b.ins[0].ndim if keepdim else []))
+        return b.op(onnx_type, x, axis=dim[0], keepdims=int(keepdim))
+
+    return lower
+
+
+REGISTRY["argmax"].onnx = _onnx_arg("ArgMax")
+REGISTRY["argmin"].onnx = _onnx_arg("ArgMin")
+
+
 def _cum_shape(shape, dim):
     return tuple(shape)
 
@@ -233,6 +283,15 @@ CUMSUM = defop(
     dtype=_sum_dtype,
     save_inputs=False,
 )
+
+
+@onnx_lowering("cumsum")
+def _cumsum_onnx(b, x, dim):
+    if b.ins[0].dtype != b.out.dtype:
+        x = b.op("Cast", x, to=b.onnx_type(b.out.dtype))
+    if b.ins[0].ndim == 0:
+        return b.op("Identity", x)
+    return b.op("CumSum", x, b.const(dim, "int64"))
 
 
 def _cumprod_forward(xp, x, dim):

@@ -20,7 +20,15 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
-from ember.ops.registry import apply, defop, int64_dtype, public, same_dtype, same_shape
+from ember.ops.registry import (
+    apply,
+    defop,
+    int64_dtype,
+    onnx_lowering,
+    public,
+    same_dtype,
+    same_shape,
+)
 from ember.ops.elementwise import unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
@@ -102,6 +110,26 @@ EXPAND = defop(
 )
 
 
+# ONNX lowerings of the movement ops (Note [ONNX lowerings] in ember.ops.registry)
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+
+@onnx_lowering("reshape")
+def _reshape_onnx(b, x, shape):
+    return b.op("Reshape", x, b.ints(lambda attrs: attrs["shape"], reshape_of=0))
+
+
+@onnx_lowering("permute")
+def _permute_onnx(b, x, dims):
+    return b.op("Transpose", x, perm=list(dims))
+
+
+@onnx_lowering("expand")
+def _expand_onnx(b, x, shape):
+    return b.op("Expand", x, b.ints(lambda attrs: attrs["shape"], expand_of=0))
+
+
 @RESHAPE.def_kernel("numpy")
 def _reshape_numpy(xp, x, shape):
     return x.reshape(shape)  # np.reshape without its Python wrappers
@@ -136,6 +164,11 @@ COPY = defop(
     save_inputs=False,
     doc="A contiguous copy (clone, contiguous).",
 )
+
+
+@onnx_lowering("copy")
+def _copy_onnx(b, x):
+    return b.op("Identity", x)
 
 
 # --- cat / flip / roll / pad / tril / triu -------------------------------------------------------
@@ -190,6 +223,33 @@ ROLL = defop(
 )
 
 
+@onnx_lowering("cat")
+def _cat_onnx(b, *xs, dim):
+    return b.op("Concat", *xs, axis=dim)
+
+
+@onnx_lowering("flip")
+def _flip_onnx(b, x, dims):
+    n = len(dims)
+    return b.op(
+        "Slice", x, b.ints([-1] * n), b.ints([_INT64_MIN] * n), b.ints(dims), b.ints([-1] * n)
+    )
+
+
+@onnx_lowering("roll")
+def _roll_onnx(b, x, shifts, dims):
+    if not dims:  # roll the flattened tensor, then restore the shape
+        flat = b.op("Reshape", x, b.ints([-1]))
+        rolled = _roll_onnx(b, flat, shifts, (0,))
+        return b.op("Reshape", rolled, b.op("Shape", x))
+    for shift, dim in zip(shifts, dims):
+        if shift:  # out = cat(x[-shift:], x[:-shift]) along dim (|shift| < size)
+            tail = b.op("Slice", x, b.ints([-shift]), b.ints([_INT64_MAX]), b.ints([dim]))
+            head = b.op("Slice", x, b.ints([0]), b.ints([-shift]), b.ints([dim]))
+            x = b.op("Concat", tail, head, axis=dim)
+    return b.op("Identity", x)
+
+
 def _pad_forward(xp, x, pad, value):
     crop = tuple(
         slice(-b if b < 0 else 0, (n + a) if a < 0 else n) for (b, a), n in zip(pad, x.shape)
@@ -214,6 +274,14 @@ PAD = defop(
     dtype=same_dtype,
     save_inputs=False,
 )
+
+
+@onnx_lowering("pad")
+def _pad_onnx(b, x, pad, value):
+    pads = [before for before, _ in pad] + [after for _, after in pad]
+    return b.op("Pad", x, b.ints(pads), b.const(value, b.out.dtype))
+
+
 TRIL = defop(
     "tril",
     lambda xp, x, k: xp.tril(x, k),
@@ -230,6 +298,16 @@ TRIU = defop(
     dtype=same_dtype,
     save_inputs=False,
 )
+
+
+@onnx_lowering("tril")
+def _tril_onnx(b, x, k):
+    return b.op("Trilu", x, b.const(k, "int64"), upper=0)
+
+
+@onnx_lowering("triu")
+def _triu_onnx(b, x, k):
+    return b.op("Trilu", x, b.const(k, "int64"), upper=1)
 
 
 # --- indexing ---------------------------------------------------------------------------------
@@ -306,6 +384,78 @@ def _index_add_forward(xp, base, values, *index_arrays, spec):
     return out
 
 
+def _index_items(spec, ndim):
+    """The spec with its ellipsis expanded and trailing dims filled: one item per input dim
+    (plus the ("n",) items, which add dims)."""
+    used = builtins.sum(1 for item in spec if item[0] in "sit")
+    items = []
+    for item in spec:
+        items.extend([("s", None, None, None)] * (ndim - used) if item[0] == "e" else [item])
+    used = builtins.sum(1 for item in items if item[0] in "sit")
+    return items + [("s", None, None, None)] * (ndim - used)
+
+
+def _slice_bounds(spec, ndim):
+    """ONNX Slice starts, ends and steps for every input dim (ints as one-element slices)."""
+    bounds = []
+    for item in _index_items(spec, ndim):
+        if item[0] == "s":
+            _, start, stop, step = item
+            step = 1 if step is None else step
+            if start is None:
+                start = 0 if step > 0 else _INT64_MAX
+            if stop is None:
+                stop = _INT64_MAX if step > 0 else _INT64_MIN
+            bounds.append((start, stop, step))
+        elif item[0] == "i":
+            bounds.append((item[1], item[1] + 1 if item[1] != -1 else _INT64_MAX, 1))
+        elif item[0] == "t":
+            bounds.append((0, _INT64_MAX, 1))
+    return bounds
+
+
+@onnx_lowering("getitem")
+def _getitem_onnx(b, x, *indices, spec):
+    ndim = b.ins[0].ndim
+    items = _index_items(spec, ndim)
+    dims = [item for item in items if item[0] != "n"]
+    tensor_dims = [d for d, item in enumerate(dims) if item[0] == "t"]
+    if len(tensor_dims) > 1:
+        b.fail("indexing with more than one tensor index is not lowered to ONNX")
+    sliced = [d for d, bound in enumerate(_slice_bounds(spec, ndim)) if bound != (0, _INT64_MAX, 1)]
+    if sliced:
+
+        def part(k):
+            return lambda attrs: [_slice_bounds(attrs["spec"], ndim)[d][k] for d in sliced]
+
+        x = b.op("Slice", x, b.ints(part(0)), b.ints(part(1)), b.ints(sliced), b.ints(part(2)))
+    k = 1
+    if tensor_dims:
+        k = b.ins[1].ndim
+        x = b.op("Gather", x, indices[0], axis=tensor_dims[0])
+    shift = lambda d: d + k - 1 if tensor_dims and d > tensor_dims[0] else d
+    squeezed = [shift(d) for d, item in enumerate(dims) if item[0] == "i"]
+    if squeezed:
+        x = b.op("Squeeze", x, b.ints(squeezed))
+    new_axes, position = [], 0
+    for item in items:
+        if item[0] == "n":
+            new_axes.append(position)
+        position += {"s": 1, "i": 0, "t": k, "n": 1}[item[0]]
+    if new_axes:
+        x = b.op("Unsqueeze", x, b.ints(new_axes))
+    if position + ndim - len(dims) != len(b.out.shape) or (
+        tensor_dims
+        and squeezed
+        and builtins.any(abs(d - tensor_dims[0]) > 1 for d in range(len(dims)) if dims[d][0] == "i")
+    ):
+        b.fail(
+            "this mix of integer and tensor indices (NumPy moves the indexed dims first) "
+            "is not lowered to ONNX"
+        )
+    return b.op("Identity", x) if x == b.name_of(0) else x
+
+
 INDEX_ADD = defop(
     "index_add",
     _index_add_forward,
@@ -341,6 +491,49 @@ INDEX_PUT = defop(
     save_inputs=False,
     doc="out = x; out[index] = values (x[index] = v).",
 )
+
+
+class _Aval:
+    """Shape and dtype of a value an ONNX lowering makes itself (no graph Var at L2)."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.ndim, self.dtype = tuple(shape), len(shape), dtype
+
+
+def _onnx_index_write(reduction):
+    """x[index] = values (or +=): scatter into the flat x at the flat positions that the same
+    index selects from an iota of x's shape (any spec getitem lowers, one Scatter)."""
+
+    def lower(b, x, values, *indices, spec):
+        x_aval, v_aval = b.ins[0], b.ins[1]
+        index_avals = b.ins[2:]
+        shape = b.op("Shape", x)
+        count = b.op("Size", x)
+        iota = b.op("Range", b.const(0, "int64"), count, b.const(1, "int64"))
+        positions = b.op("Reshape", iota, shape)
+        picked_shape = _index_shape(x_aval.shape, *[tuple(i.shape) for i in index_avals], spec=spec)
+        picked_aval = _Aval(picked_shape, x_aval.dtype)
+        with b.scoped([x_aval, *index_avals], [picked_aval], [positions, *indices]):
+            picked = _getitem_onnx(b, positions, *indices, spec=spec)
+        if hasattr(v_aval, "dtype") and v_aval.dtype != x_aval.dtype:
+            values = b.op("Cast", values, to=b.onnx_type(x_aval.dtype))
+        values = b.op("Expand", values, b.op("Shape", picked))
+        flat = b.ints([-1])
+        out = b.op(
+            "ScatterElements",
+            b.op("Reshape", x, flat),
+            b.op("Reshape", picked, flat),
+            b.op("Reshape", values, flat),
+            axis=0,
+            reduction=reduction,
+        )
+        return b.op("Reshape", out, shape)
+
+    return lower
+
+
+_index_put_onnx = onnx_lowering("index_put")(_onnx_index_write("none"))
+_index_add_onnx = onnx_lowering("index_add")(_onnx_index_write("add"))
 
 
 def _limit(x, shape, skip):
@@ -387,6 +580,13 @@ CHECK_INDEX = defop(
 )
 
 
+@onnx_lowering("check_index")
+def _check_index_onnx(b, index, low, high, caller):
+    # ONNX has no assertion op: the index passes through (onnxruntime's Gather rejects an
+    # index out of range itself)
+    return b.op("Identity", index)
+
+
 def check_index(index, low: int, high: int, op: str):
     """`index`, raising IndexOutOfRange (naming `op`) if any value is outside [low, high)."""
     return apply(CHECK_INDEX, index, low=int(low), high=int(high), caller=op)
@@ -410,6 +610,29 @@ GATHER = defop(
     shape=_gather_shape,
     dtype=same_dtype,
 )
+
+
+@onnx_lowering("gather")
+def _gather_onnx(b, x, index, dim):
+    axes = [a for a in range(b.ins[1].ndim) if a != dim]
+    if any(b.ins[0].shape[a] != b.ins[1].shape[a] for a in axes):
+        # torch's gather reads the leading block of x that the index covers outside `dim`
+        ends = b.ints_across([[s[a] for a in axes] for s in b.shapes_of(b.ins[1])])
+        x = b.op("Slice", x, b.ints([0] * len(axes)), ends, b.ints(axes))
+    return b.op("GatherElements", x, index, axis=dim)
+
+
+def _onnx_scatter(reduction):
+    def lower(b, x, index, src, dim):
+        src_var = b.ins[2]
+        if not hasattr(src_var, "shape") or src_var.shape != b.ins[1].shape:
+            if hasattr(src_var, "shape") and src_var.ndim:
+                src = b.op("Slice", src, b.ints([0] * b.ins[1].ndim), b.op("Shape", index))
+            else:
+                src = b.op("Expand", src, b.op("Shape", index))
+        return b.op("ScatterElements", x, index, src, axis=dim, reduction=reduction)
+
+    return lower
 
 
 def _scatter_add_forward(xp, x, index, src, dim):
@@ -479,6 +702,18 @@ def _argsort_forward(xp, x, dim, descending, stable):
 
 
 ARGSORT = defop("argsort", _argsort_forward, shape=lambda s, **a: tuple(s), dtype=int64_dtype)
+
+_scatter_add_onnx = onnx_lowering("scatter_add")(_onnx_scatter("add"))
+_scatter_onnx = onnx_lowering("scatter")(_onnx_scatter("none"))
+
+
+@onnx_lowering("argsort")
+def _argsort_onnx(b, x, dim, descending, stable):
+    # TopK over the whole dim; ties may come in another order than a stable sort's
+    size = b.op("Gather", b.op("Shape", x), b.ints([dim]))
+    return b.op("TopK", x, size, axis=dim, largest=int(descending), sorted=1, outputs=2)[1]
+
+
 NONZERO = defop(
     "nonzero",
     lambda xp, x: xp.stack(xp.nonzero(x), axis=-1).astype(xp.int64),
@@ -1038,6 +1273,23 @@ DIAGONAL = defop(
 )
 
 
+@onnx_lowering("diagonal")
+def _diagonal_onnx(b, x, offset, dim1, dim2):
+    # move dim1, dim2 last, then GatherND picks (i, i + offset) in each trailing matrix
+    ndim = b.ins[0].ndim
+    rest = [d for d in range(ndim) if d not in (dim1, dim2)]
+    x = b.op("Transpose", x, perm=rest + [dim1, dim2])
+    length = b.out.shape[-1]
+    if len({s[-1] for s in b.shapes_of(b.outs[0])}) > 1:
+        b.fail("a diagonal whose length follows a dynamic axis is not lowered to ONNX")
+    rows = np.arange(length, dtype=np.int64) + builtins.max(-offset, 0)
+    pairs = b.const(np.stack([rows, rows + offset], axis=-1))
+    if rest:
+        lead = b.op("Slice", b.op("Shape", x), b.ints([0]), b.ints([len(rest)]))
+        pairs = b.op("Expand", pairs, b.op("Concat", lead, b.ints([length, 2]), axis=0))
+    return b.op("GatherND", x, pairs, batch_dims=len(rest))
+
+
 def view_steps_forward(xp, x, steps):
     """Replay view steps ((op name, attrs items), ...) on an array with the ops' forwards."""
     from ember.ops.registry import REGISTRY
@@ -1184,3 +1436,8 @@ TO_DEVICE = defop(
     save_inputs=False,
     doc="Copy to another device; the gradient is copied back to the input's device.",
 )
+
+
+@onnx_lowering("to_device")
+def _to_device_onnx(b, x, device):
+    return b.op("Identity", x)  # an ONNX file has no devices: the runtime places tensors

@@ -88,117 +88,10 @@ from ember.autograd import (
     set_grad_enabled as set_grad_enabled,
 )
 from ember import ops as ops
-from ember.ops.elementwise import (
-    abs as abs,  # noqa: A004
-    add as add,
-    cast as cast,
-    ceil as ceil,
-    clamp as clamp,
-    cos as cos,
-    div as div,
-    eq as eq,
-    erf as erf,
-    exp as exp,
-    expm1 as expm1,
-    floor as floor,
-    floor_divide as floor_divide,
-    ge as ge,
-    gt as gt,
-    isfinite as isfinite,
-    isinf as isinf,
-    isnan as isnan,
-    le as le,
-    log as log,
-    log1p as log1p,
-    logical_and as logical_and,
-    logical_not as logical_not,
-    logical_or as logical_or,
-    logical_xor as logical_xor,
-    lt as lt,
-    maximum as maximum,
-    minimum as minimum,
-    mul as mul,
-    ne as ne,
-    neg as neg,
-    pow as pow,  # noqa: A004
-    reciprocal as reciprocal,
-    relu as relu,
-    remainder as remainder,
-    round as round,  # noqa: A004
-    rsqrt as rsqrt,
-    sigmoid as sigmoid,
-    sign as sign,
-    sin as sin,
-    sqrt as sqrt,
-    square as square,
-    sub as sub,
-    tanh as tanh,
-    trunc as trunc,
-    where as where,
-)
-from ember.ops.reduce import (
-    all as all,  # noqa: A004
-    amax as amax,
-    amin as amin,
-    any as any,  # noqa: A004
-    argmax as argmax,
-    argmin as argmin,
-    cumprod as cumprod,
-    cumsum as cumsum,
-    logsumexp as logsumexp,
-    max as max,  # noqa: A004
-    mean as mean,
-    min as min,  # noqa: A004
-    prod as prod,
-    std as std,
-    sum as sum,  # noqa: A004
-    var as var,
-)
-from ember.ops.shape import (
-    argsort as argsort,
-    cat as cat,
-    chunk as chunk,
-    concat as concat,
-    flatten as flatten,
-    flip as flip,
-    gather as gather,
-    index_select as index_select,
-    masked_fill as masked_fill,
-    masked_select as masked_select,
-    movedim as movedim,
-    narrow as narrow,
-    nonzero as nonzero,
-    permute as permute,
-    reshape as reshape,
-    roll as roll,
-    scatter as scatter,
-    scatter_add as scatter_add,
-    sort as sort,
-    split as split,
-    squeeze as squeeze,
-    stack as stack,
-    topk as topk,
-    transpose as transpose,
-    tril as tril,
-    triu as triu,
-    unbind as unbind,
-    unflatten as unflatten,
-    unsqueeze as unsqueeze,
-)
-from ember.ops.linalg import (
-    bmm as bmm,
-    einsum as einsum,
-    matmul as matmul,
-    outer as outer,
-)
-from ember.ops.nn import softmax as softmax, log_softmax as log_softmax
 
-concatenate = cat
-clip = clamp
-swapaxes = transpose
-true_divide = divide = div
-multiply = mul
-subtract = sub
+# ember.exp, ember.sum, ember.cat, ...: every public op function, from the registry
+# (Note [Op surface] in ember/ops/surface.py)
+globals().update(ops.surface.functions())
 
 
 def is_tensor(obj) -> bool:
@@ -263,9 +156,6 @@ _LAZY_FUNCTIONS = {
     "config": ("ember.graph", "config"),
     "export": ("ember.io.export", "export"),
     "load_exported": ("ember.io.export", "load_exported"),
-    "diagonal": ("ember.ops.shape", "diagonal"),
-    "diagonal_scatter": ("ember.ops.shape", "diagonal_scatter"),
-    "slice_scatter": ("ember.ops.shape", "slice_scatter"),
 }
 
 

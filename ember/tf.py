@@ -1,7 +1,8 @@
 """`import ember.tf as tf`: the TensorFlow-flavoured face of ember (names only).
 
-TF1 graphs (`placeholder`, `Variable`, `Session`, `train.*Optimizer`) map onto
-`ember.graph.tf1`, which replays them through ember's compiler; `tf.function` is
+TF1 graphs (`placeholder`, `Variable`, `Session`) map onto `ember.graph.tf1`, which replays
+them through ember's compiler; `tf.train.*Optimizer` are ember.optim's optimizers under
+TensorFlow's names (one update rule per algorithm for both faces); `tf.function` is
 `ember.compile`; `tf.data` is ember's data pipeline (loaded on first use).
 
 Example:
@@ -9,7 +10,7 @@ Example:
     >>> x = tf.placeholder(tf.float32)
     >>> y = tf.reduce_sum(x * 2.0)
     >>> with tf.Session() as sess:
-    ...     sess.run(y, {x: [1.0, 2.0]})
+    ...     float(sess.run(y, {x: [1.0, 2.0]}))
     6.0
 """
 
@@ -29,6 +30,7 @@ from ember.dtypes import (
     int64 as int64,
     uint8 as uint8,
 )
+from ember.graph import tf1 as _tf1
 from ember.graph.compile import compile as function  # noqa: F401  (tf.function)
 from ember.graph.tf1 import (
     Graph as Graph,
@@ -73,7 +75,6 @@ from ember.graph.tf1 import (
     square as square,
     subtract as subtract,
     tanh as tanh,
-    train as train,
     trainable_variables as trainable_variables,
     truncated_normal as truncated_normal,
     variables_initializer as variables_initializer,
@@ -83,6 +84,93 @@ from ember.graph.tf1 import (
 double = float64
 half = float16
 DType = type(float32)
+
+
+# --- tf.train: TensorFlow's optimizer names over ember.optim ----------------------------------
+class _OptimOptimizer(_tf1.Optimizer):
+    """A TF1 optimizer that runs an ember.optim optimizer over the variables it minimizes."""
+
+    def __init__(self, learning_rate, name):
+        super().__init__(learning_rate, name)
+        self.optimizers: dict = {}  # ids of the variables -> their ember.optim optimizer
+
+    def _make(self, params):
+        raise NotImplementedError
+
+    def _apply(self, pairs):
+        pairs = [(g, v) for g, v in pairs if g is not None]
+        key = tuple(id(v) for _, v in pairs)
+        optimizer = self.optimizers.get(key)
+        if optimizer is None:
+            optimizer = self.optimizers[key] = self._make([v.tensor for _, v in pairs])
+        for g, v in pairs:
+            v.tensor.grad = g
+        try:
+            optimizer.step()
+        finally:
+            for _, v in pairs:
+                v.tensor.grad = None
+
+
+class GradientDescentOptimizer(_OptimOptimizer):
+    """var -= learning_rate * gradient (ember.optim.SGD)."""
+
+    def __init__(self, learning_rate, use_locking=False, name="GradientDescent"):
+        super().__init__(learning_rate, name)
+
+    def _make(self, params):
+        from ember.optim import SGD
+
+        return SGD(params, lr=self.learning_rate)
+
+
+class MomentumOptimizer(_OptimOptimizer):
+    """accum = momentum * accum + g; var -= lr * accum (Nesterov: lr * (g + momentum * accum)):
+    ember.optim.SGD with momentum, whose buffer starts as the first gradient, as accum does."""
+
+    def __init__(
+        self, learning_rate, momentum, use_locking=False, name="Momentum", use_nesterov=False
+    ):
+        super().__init__(learning_rate, name)
+        self.momentum = momentum
+        self.use_nesterov = use_nesterov
+
+    def _make(self, params):
+        from ember.optim import SGD
+
+        return SGD(
+            params, lr=self.learning_rate, momentum=self.momentum, nesterov=self.use_nesterov
+        )
+
+
+class AdamOptimizer(_OptimOptimizer):
+    """ember.optim.Adam under TF1's name. TF1 adds epsilon to sqrt(v) before the bias
+    correction of v (its "epsilon hat"), PyTorch and ember after: the two differ by
+    epsilon * (1 - sqrt(1 - beta2^t)), far below float32 rounding for the default 1e-8."""
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta1=0.9,
+        beta2=0.999,
+        epsilon=1e-8,
+        use_locking=False,
+        name="Adam",
+    ):
+        super().__init__(learning_rate, name)
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+
+    def _make(self, params):
+        from ember.optim import Adam
+
+        return Adam(params, lr=self.learning_rate, betas=(self.beta1, self.beta2), eps=self.epsilon)
+
+
+class train:  # noqa: N801  (tf.train namespace)
+    Optimizer = _tf1.Optimizer
+    GradientDescentOptimizer = GradientDescentOptimizer
+    MomentumOptimizer = MomentumOptimizer
+    AdamOptimizer = AdamOptimizer
 
 
 # tf.data, tf.io and tf.image come from ember's data, io and vision layers, loaded when first

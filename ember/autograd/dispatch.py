@@ -1,7 +1,8 @@
 """Eager dispatch: run an op's kernel on its inputs' backend and record the backward graph.
 
 Note [Eager dispatch]: `apply(op, *args, **attrs)`
-1. gives the graph tracer (L4) the call if one is active (`push_interceptor`);
+1. gives the call to the active staging backend if there is one (graph tracing, L4; Note
+   [Staging backends] in ember/backend/__init__.py);
 2. casts inputs to the op's compute dtype (Note [Type promotion]);
 3. runs the backend's kernel for the op (a registered fast kernel, else the reference forward);
 4. wraps the result, and if grad mode is on and an input requires grad, records a Node
@@ -25,9 +26,9 @@ from ember._util.errors import (
     at_user_line,
     user_location,
 )
-from ember.autograd.engine import Node, TensorMeta, _interceptors
+from ember.autograd.engine import Node, TensorMeta
 from ember.autograd.grad_mode import _state
-from ember.backend import backend_of, get_backend
+from ember.backend import _staging, backend_of, get_backend, pop_staging, push_staging
 from ember.ops import registry as _registry
 
 _SCALARS = (bool, int, float)
@@ -43,13 +44,9 @@ _PROMOTE = {
 }
 
 
-def push_interceptor(fn) -> None:
-    """Route every op call to `fn(op, args, attrs)` (graph tracing) until popped."""
-    _interceptors.append(fn)
-
-
-def pop_interceptor() -> None:
-    _interceptors.pop()
+# the names tools and tests used before staging backends (Note [Staging backends])
+push_interceptor = push_staging
+pop_interceptor = pop_staging
 
 
 def _operand(a):
@@ -82,8 +79,8 @@ def _compute_dtype(mode, skip, args):
 
 
 def apply(op, *args, **attrs):
-    if _interceptors:
-        return _interceptors[-1](op, args, attrs)
+    if _staging:
+        return _staging[-1].apply(op, args, attrs)
     # Fast path (Note [Eager dispatch]): one or two operands on the CPU that need no casting,
     # e.g. float tensor (op) same-dtype tensor, float tensor (op) Python number.
     n = len(args)
@@ -271,8 +268,8 @@ def refresh_view(t):
     parent, name, items, _, grad_mode = t._view
     t._view = (parent, name, items, t._version[0], grad_mode)
     base, steps = view_chain(t)
-    tracing = bool(_interceptors)
-    if not tracing and t._node is None and not base._requires_grad:
+    staged = bool(_staging)  # Note [Staging backends]: the replay is the view's value too
+    if not staged and t._node is None and not base._requires_grad:
         return
     prev = _state.enabled
     _state.enabled = True
@@ -282,11 +279,11 @@ def refresh_view(t):
             r = apply(_registry.REGISTRY[step_name], r, **dict(step_items))
     finally:
         _state.enabled = prev
-    if not tracing and r._node is None and t._node is None:
+    if not staged and r._node is None and t._node is None:
         return
     t._node = r._node
     t._requires_grad = r._requires_grad
-    if tracing:
+    if staged:
         t._data = r._data
 
 

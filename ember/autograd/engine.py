@@ -36,7 +36,7 @@ import numpy as np
 from ember import dtypes as _dt
 from ember._util.errors import AutogradError, format_location
 from ember.autograd.grad_mode import _state
-from ember.backend import Device
+from ember.backend import Device, runs_eagerly
 
 _SCALARS = (bool, int, float)
 _NDARRAY = np.ndarray
@@ -51,7 +51,6 @@ _depth = [0]
 
 # The graph tracers' stack (owned here so that the engine reads it without an import per call;
 # ember.autograd.dispatch re-exports it and pushes/pops).
-_interceptors: list = []
 
 
 class TensorMeta:
@@ -466,7 +465,7 @@ def _conform(node, ig, shape, dtype):
 
 
 def _accumulate_into(t, g, create_graph):
-    if create_graph or _interceptors:  # traced gradients cannot be added in place
+    if create_graph or not runs_eagerly(g._data):  # staged gradients are never written into
         t.grad = g if t.grad is None else t.grad + g
         return
     if t.grad is None:

@@ -2,6 +2,7 @@
 `backward(ctx, *grads)`, call `MyFunction.apply(...)`.
 
 Example:
+    >>> import ember
     >>> class Square(ember.autograd.Function):
     ...     @staticmethod
     ...     def forward(ctx, x):

@@ -5,6 +5,19 @@ the backend that holds their inputs (NumPy on the CPU, CuPy on CUDA), plus a few
 the array API lacks (`xp.erf`, `xp.scatter_add`, `xp.windows`). A new backend registers a
 `Backend` for its device type; `get_backend` loads it on first use, so `import ember` never
 imports CuPy.
+
+Note [Staging backends]: graph tracing is a backend too. Its arrays are symbolic values
+(`ember.graph.ir.Var`, registered like CuPy's arrays are) whose backend is not `concrete`: it
+has no values to give the host. While a staging backend is active (`push_staging`), every op
+goes to it (`Backend.apply`) instead of running, concrete inputs included (they become graph
+captures, Note [Captured tensors] in ember/graph/trace.py). Layers above ask the backend, never
+whether they are tracing:
+- `runs_eagerly(array)`: may code write this array's memory now (a concrete array, no staging
+  backend)? Tensor writes and optimizers' fused kernels take their fast paths only then;
+- `host_values(array)`: the values as a NumPy array, or None where the backend has none
+  (value checks such as "targets within the classes" run only where there are values);
+- `guard(key, fn)`: Python code branched on host state (`fn()`, e.g. whether optimizer state
+  exists): a staging backend keeps the answer and its graph holds only while it stays the same.
 """
 
 from __future__ import annotations
@@ -20,6 +33,12 @@ __all__ = [
     "Backend",
     "get_backend",
     "backend_of",
+    "push_staging",
+    "pop_staging",
+    "runs_eagerly",
+    "host_values",
+    "guard",
+    "unstaged",
     "Generator",
     "default_generator",
     "manual_seed",
@@ -102,6 +121,80 @@ class Backend:
 
     def synchronize(self) -> None:
         pass
+
+    # Note [Staging backends]: concrete backends hold values; a staging one records ops
+    concrete = True
+
+    def apply(self, op, args, attrs):  # pragma: no cover - staging backends override it
+        raise NotImplementedError(f"{self.name} backend does not stage ops")
+
+    def guard(self, key, fn) -> None:
+        """Python code branched on `fn()`; only a staging backend keeps it."""
+
+
+class _Interceptor(Backend):
+    """A plain function `fn(op, args, attrs)` used as a staging backend (tests, tools)."""
+
+    name = "interceptor"
+    concrete = False
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def apply(self, op, args, attrs):
+        return self.fn(op, args, attrs)
+
+
+# the active staging backends, innermost last (Note [Staging backends])
+_staging: list = []
+
+
+def push_staging(backend) -> None:
+    """Send every op to `backend.apply` (or to a function `fn(op, args, attrs)`) until popped."""
+    _staging.append(backend if isinstance(backend, Backend) else _Interceptor(backend))
+
+
+def pop_staging() -> None:
+    _staging.pop()
+
+
+def staging_backends() -> list:
+    """The active staging backends, innermost last."""
+    return list(_staging)
+
+
+def runs_eagerly(array) -> bool:
+    """Whether ops on `array` run now on its memory: a concrete array and no staging backend."""
+    if _staging:
+        return False
+    backend = _by_array_type.get(type(array))
+    return backend is not None and backend.concrete
+
+
+def host_values(array):
+    """`array`'s values as a NumPy array, or None where its backend has none (symbolic)."""
+    backend = backend_of(array)
+    return backend.to_numpy(array) if backend.concrete else None
+
+
+class unstaged:
+    """Context manager: ops run now, on their arrays, even inside a staging backend (values
+    that are static while tracing, e.g. an imported ONNX graph's shape computations)."""
+
+    def __enter__(self):
+        self.saved = list(_staging)
+        _staging.clear()
+        return self
+
+    def __exit__(self, *exc):
+        _staging[:] = self.saved
+        return False
+
+
+def guard(key, fn) -> None:
+    """Tell the active staging backend, if any, that Python branched on `fn()`."""
+    if _staging:
+        _staging[-1].guard(key, fn)
 
 
 _backends: dict[str, Backend] = {}

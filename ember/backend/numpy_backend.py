@@ -263,6 +263,8 @@ def quiet(fn):
                 _FP_STATE.reset(token)
 
     run.__name__ = fn.__name__
+    run.__module__ = fn.__module__
+    run.__wrapped__ = fn  # inspect.signature reads the kernel's own signature
     return run
 
 

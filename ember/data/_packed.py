@@ -18,31 +18,37 @@ What the DataLoader does about it, before forking its workers (fork start method
    dataset is untouched. A dataset that needs the list object itself in its workers (an
    `isinstance(x, list)` check, or writes to a packed column) turns this off with
    `DataLoader(..., pack_dataset=False)`.
-2. The column is, on CPython, a `BorrowedColumn`: it reads the shared objects' memory directly
-   (Note [Borrowed reads]) and builds the worker's own copy of each value it is asked for, so
-   nothing is copied up front and no shared page is written; writes and list methods go to
-   the list itself. Where that reader is not
-   available (another interpreter, or an object layout it does not recognise), it is a
-   `PackedColumn`: lists of str, bytes, int, float, bool or tuples of them are packed into
-   NumPy buffers (one pass over the list at each worker start, about 0.3 s per million
-   strings, and the packed bytes, about a quarter of the list's memory for short strings).
+2. The column is a `PackedColumn`: lists of str, bytes, int, float, bool or tuples of them are
+   packed into NumPy buffers in the parent (one pass over the list, about 0.3 s per million
+   strings, and the packed bytes, about a quarter of the list's memory for short strings),
+   which the forked workers share and never write; other lists are left as they are. With
+   `DataLoader(pack_dataset="borrow")` it is instead, on CPython, a `BorrowedColumn`, which
+   reads the shared objects' memory in place (Note [Borrowed reads]): nothing is copied or
+   packed up front, at the price of reading interpreter memory directly, so it is an opt-in.
 3. `gc.freeze()` around the fork: every object that exists then is moved to the collector's
    permanent generation in the children, so their collections never traverse (and write to)
    the parent's containers. The parent unfreezes right after the fork.
 
-Note [Borrowed reads]: CPython's immutable scalars have a fixed layout: a header (reference
-count, type pointer) and then their value (a str's length, state bits and characters; a bytes'
-size and bytes; an int's digits; a float's double; a tuple's item pointers). A memoryview over
-the process's address space (`_memory()`) reads those fields with `struct.unpack_from` and
-`str(view, codec)` without creating a reference to the object, so its reference count (and
-the page it lives on) is not written. Every read starts from the live container (its size and
-item array are read again at each access) and checks the element's type pointer, so only
-objects that exist are read. Elements of other types (dicts, lists, subclasses, non-compact
-strings) are read the ordinary way, which is correct and only costs their pages. The layout is
-checked once per process against probe values of every supported kind (`borrowing_supported`);
-any mismatch turns borrowing off in favour of packing. Not thread-safe against another thread
-of the worker mutating the same list while it is read (the worker's dataset holds the column,
-not the list, so that takes a second reference to the list).
+Note [Borrowed reads] (opt-in: `pack_dataset="borrow"`): CPython's immutable scalars have a
+fixed layout: a header (reference count, type pointer) and then their value (a str's length,
+state bits and characters; a bytes' size and bytes; an int's digits; a float's double; a
+tuple's item pointers). A memoryview over the process's address space (`_memory()`) reads those
+fields with `struct.unpack_from` and `str(view, codec)` without creating a reference to the
+object, so its reference count (and the page it lives on) is not written. Every read starts
+from the live container (its size and item array are read again at each access) and checks the
+element's type pointer, so only objects that exist are read. Elements of other types (dicts,
+lists, subclasses, non-compact strings) are read the ordinary way, which is correct and only
+costs their pages. The layout is checked once per process against probe values of every
+supported kind (`borrowing_supported`); any mismatch turns borrowing off in favour of packing.
+Not thread-safe against another thread of the worker mutating the same list while it is read
+(the worker's dataset holds the column, not the list, so that takes a second reference to the
+list).
+Why it is safe enough to offer, and why it is not the default: the reader never writes, reads
+only through addresses it took from a live container in this same process an instant before,
+and checks each type pointer against the probe-verified types, so a wrong read can only come
+from a layout change that the probe missed or from another thread mutating the list mid-read;
+either would return wrong values rather than crash in most cases, but nothing in Python
+guarantees it, so the packed columns (plain NumPy memory) are the default.
 """
 
 from __future__ import annotations
@@ -443,20 +449,23 @@ def _children(value) -> Iterable:
                 yield item
 
 
-def share_sequence(values, min_length: int = PACK_MIN_LENGTH) -> _Column | None:
-    """The column a forked worker reads instead of `values` (Note [Copy-on-read]): borrowed
-    where the interpreter allows it, else packed; None for what is left as it is (not a list
-    or tuple, shorter than `min_length`, or not packable)."""
+def share_sequence(
+    values, min_length: int = PACK_MIN_LENGTH, borrow: bool = False
+) -> _Column | None:
+    """The column a forked worker reads instead of `values` (Note [Copy-on-read]): packed, or
+    with `borrow` read in place where the interpreter allows it (Note [Borrowed reads]); None
+    for what is left as it is (not a list or tuple, shorter than `min_length`, or not
+    packable)."""
     if type(values) is not list and type(values) is not tuple:
         return None
     if len(values) < max(min_length, 1):
         return None
-    if borrowing_supported():
+    if borrow and borrowing_supported():
         return BorrowedColumn(values)
     return pack_sequence(values, min_length)
 
 
-def pack_dataset(dataset, min_length: int = PACK_MIN_LENGTH) -> list[tuple]:
+def pack_dataset(dataset, min_length: int = PACK_MIN_LENGTH, borrow: bool = False) -> list[tuple]:
     """(holder, attribute, column) for every long list or tuple held by the dataset or the
     datasets inside it (Note [Copy-on-read]). Nothing is modified."""
     found: list[tuple] = []
@@ -471,7 +480,7 @@ def pack_dataset(dataset, min_length: int = PACK_MIN_LENGTH) -> list[tuple]:
         if not isinstance(attributes, dict):
             continue
         for name, value in list(attributes.items()):
-            column = share_sequence(value, min_length)
+            column = share_sequence(value, min_length, borrow)
             if column is not None:
                 found.append((holder, name, column))
             else:

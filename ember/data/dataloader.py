@@ -77,9 +77,10 @@ class DataLoader:
         persistent_workers: keep the workers between epochs.
         pack_dataset: with forked workers, give them read-only columns in place of the
             dataset's large lists and tuples, so reading them does not copy the parent's
-            memory into every worker (Note [Copy-on-read] in `_packed.py`): on CPython the
-            columns read the shared str/bytes/number/tuple objects in place, elsewhere they
-            are packed copies. False gives workers the lists themselves.
+            memory into every worker (Note [Copy-on-read] in `_packed.py`): True packs them
+            into shared NumPy buffers; "borrow" reads the shared str/bytes/number/tuple
+            objects in place on CPython (Note [Borrowed reads]: no packing pass, but it reads
+            interpreter memory directly); False gives workers the lists themselves.
     """
 
     def __init__(
@@ -101,7 +102,7 @@ class DataLoader:
         prefetch_factor: int | None = None,
         persistent_workers: bool = False,
         pin_memory_device: str = "",
-        pack_dataset: bool = True,
+        pack_dataset: bool | str = True,
     ):
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(
@@ -133,6 +134,10 @@ class DataLoader:
         self.multiprocessing_context = multiprocessing_context
         self.persistent_workers = persistent_workers
         self.generator = generator
+        if pack_dataset not in (True, False, "borrow"):
+            raise ValueError(
+                f"DataLoader: pack_dataset must be True, False or 'borrow', got {pack_dataset!r}"
+            )
         self.pack_dataset = pack_dataset
 
         self._is_iterable = isinstance(dataset, IterableDataset)
@@ -324,7 +329,7 @@ class _WorkerPool:
         if forked and loader.pack_dataset:
             from ember.data._packed import pack_dataset
 
-            config["packed"] = pack_dataset(loader.dataset)
+            config["packed"] = pack_dataset(loader.dataset, borrow=loader.pack_dataset == "borrow")
         try:
             if forked:  # Note [Copy-on-read]: children never collect what exists now
                 gc.freeze()

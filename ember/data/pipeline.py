@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from ember._util.pytree import flatten, leaves, map_leaves, unflatten
 from ember.data._arrays import is_tensor, to_numpy, to_tensor
 from ember.data.dataset import IterableDataset
 
@@ -68,12 +69,8 @@ def _call(fn: Callable, element):
 
 
 def _map_structure(fn: Callable, element):
-    kind = type(element)
-    if kind is tuple:
-        return tuple(_map_structure(fn, e) for e in element)
-    if kind is dict:
-        return {key: _map_structure(fn, value) for key, value in element.items()}
-    return fn(element)
+    """`fn` over an element's leaves; a list is one value, as in tf.data (Note [Pytrees])."""
+    return map_leaves(fn, element, lists=False)
 
 
 def _leaf_to_user(leaf):
@@ -114,19 +111,11 @@ def _as_source_leaf(value):
 
 
 def _leaves_of(structure):
-    if type(structure) is tuple:
-        return [leaf for item in structure for leaf in _leaves_of(item)]
-    if type(structure) is dict:
-        return [leaf for item in structure.values() for leaf in _leaves_of(item)]
-    return [structure]
+    return leaves(structure, lists=False)
 
 
 def _rebuild(template, leaves_iter):
-    if type(template) is tuple:
-        return tuple(_rebuild(item, leaves_iter) for item in template)
-    if type(template) is dict:
-        return {key: _rebuild(item, leaves_iter) for key, item in template.items()}
-    return next(leaves_iter)
+    return unflatten(flatten(template, lists=False)[1], leaves_iter)
 
 
 def _normalize_structure(value):
@@ -157,12 +146,10 @@ def _stack_leaves(values: list):
 
 
 def _batch_structure(elements: list):
-    first = elements[0]
-    if type(first) is tuple:
-        return tuple(_batch_structure([e[i] for e in elements]) for i in range(len(first)))
-    if type(first) is dict:
-        return {key: _batch_structure([e[key] for e in elements]) for key in first}
-    return _stack_leaves(elements)
+    """Elements of one structure -> one element of stacked leaves (Note [Pytrees])."""
+    structure = flatten(elements[0], lists=False)[1]
+    columns = zip(*(leaves(e, lists=False) for e in elements))
+    return unflatten(structure, (_stack_leaves(list(column)) for column in columns))
 
 
 def _unbatch_structure(element) -> Iterator:

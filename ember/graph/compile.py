@@ -21,12 +21,12 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ember._util.pytree import map_leaves
+from ember._util.pytree import flatten_with_paths, map_leaves
 from ember.graph import config as _config
 from ember.graph.executor import Executor
 from ember.graph.passes import run_passes
 from ember.graph.trace import Tracer, tracing
-from ember.tensor import Tensor, _wrap
+from ember.tensor import Tensor
 
 __all__ = ["compile", "function", "CompiledFunction", "RetraceWarning"]
 
@@ -46,6 +46,8 @@ def _describe(desc) -> str:
         return f"tensor {dtype}{list(shape)}" + (" requires_grad" if rg else "")
     if kind == "module":
         return f"module {desc[2]} at 0x{desc[1]:x} ({'train' if desc[3] else 'eval'})"
+    if kind == "tree":
+        return f"structure {desc[1]!r}"
     return f"{desc[1]!r}"
 
 
@@ -73,37 +75,30 @@ class _Entry:
 
 
 def _flatten(obj, path, leaves, descs, names):
-    """Tensor leaves in order, and the static description of everything (the cache key)."""
-    if isinstance(obj, Tensor):
-        leaves.append(obj)
-        d = obj._data
-        descs.append(("tensor", d.shape, d.dtype.name, obj._requires_grad))
-        names.append(path)
-    elif isinstance(obj, (list, tuple)):
-        descs.append(("seq", type(obj).__name__, len(obj)))
-        names.append(path)
-        for i, x in enumerate(obj):
-            _flatten(x, f"{path}[{i}]", leaves, descs, names)
-    elif isinstance(obj, dict):
-        descs.append(("dict", tuple(obj)))
-        names.append(path)
-        for k, x in obj.items():
-            _flatten(x, f"{path}[{k!r}]", leaves, descs, names)
-    elif _is_module(obj):
-        descs.append(("module", id(obj), type(obj).__name__, bool(obj.training)))
-        names.append(path)
-    elif isinstance(obj, np.ndarray):
-        raise TypeError(
-            f"compiled function argument {path}: pass NumPy arrays as ember tensors "
-            f"(ember.from_numpy)"
-        )
-    else:
-        try:
-            hash(obj)
-            descs.append(("value", obj))
-        except TypeError:
-            descs.append(("value", id(obj)))
-        names.append(path)
+    """Tensor leaves in order, and the static description of everything (the cache key): the
+    container structure (Note [Pytrees]), then one description per leaf, named by its path."""
+    pairs, treedef = flatten_with_paths(obj, path)
+    descs.append(("tree", treedef))
+    names.append(path)
+    for where, leaf in pairs:
+        names.append(where)
+        if isinstance(leaf, Tensor):
+            leaves.append(leaf)
+            d = leaf.array
+            descs.append(("tensor", d.shape, d.dtype.name, leaf._requires_grad))
+        elif _is_module(leaf):
+            descs.append(("module", id(leaf), type(leaf).__name__, bool(leaf.training)))
+        elif isinstance(leaf, np.ndarray):
+            raise TypeError(
+                f"compiled function argument {where}: pass NumPy arrays as ember tensors "
+                f"(ember.from_numpy)"
+            )
+        else:
+            try:
+                hash(leaf)
+                descs.append(("value", leaf))
+            except TypeError:
+                descs.append(("value", id(leaf)))
 
 
 def _rebuild(obj, it):
@@ -128,13 +123,14 @@ def _out_tree(obj, atoms, tracer):
 
 
 def _fill(tree, arrays):
-    return map_leaves(lambda leaf: _wrap(arrays[leaf.index]), tree, _Leaf)
+    return map_leaves(lambda leaf: Tensor.from_array(arrays[leaf.index]), tree, _Leaf)
 
 
 class CompiledFunction:
     """A Python function compiled to graphs, one per call signature (Note [Compile cache]).
 
     Example:
+        >>> import ember
         >>> f = ember.compile(lambda x: (x * 2.0).sum())
         >>> f(ember.ones(3))
         tensor(6.)
@@ -179,7 +175,7 @@ class CompiledFunction:
         if not kwargs:
             # fast path: only tensor arguments (the common training-step call)
             try:
-                fast = tuple([(a._data.shape, a._data.dtype, a._requires_grad) for a in args])
+                fast = tuple([(a.array.shape, a.array.dtype, a._requires_grad) for a in args])
             except AttributeError:
                 fast = None
             if fast is not None:
@@ -219,7 +215,7 @@ class CompiledFunction:
         else:
             self.cache.move_to_end(key)
         if not kwargs and all(isinstance(a, Tensor) for a in args):
-            self._fast[tuple([(a._data.shape, a._data.dtype, a._requires_grad) for a in args])] = (
+            self._fast[tuple([(a.array.shape, a.array.dtype, a._requires_grad) for a in args])] = (
                 entry
             )
         self._last = entry
@@ -239,7 +235,7 @@ class CompiledFunction:
         if not missing or len(self.cache) >= (self.max_cache_size or _config.max_cache_size):
             return
         for t in missing:
-            t.grad = _wrap(np.zeros(t._data.shape, t._data.dtype))
+            t.grad = Tensor.from_array(np.zeros(t.array.shape, t.array.dtype))
         state = tuple(t.grad is not None for t, _ in entry.guards)
         extra = tuple(fn() for fn, _ in entry.state_guards)
         ahead = key + (("grads", state, extra),)
@@ -262,24 +258,24 @@ class CompiledFunction:
         return self._param_names[i] if i < len(self._param_names) else f"args[{i}]"
 
     def _run(self, entry, leaves):
-        outs, grads = entry.executor(*[t._data for t in leaves])
+        outs, grads = entry.executor(*[t.array for t in leaves])
         if grads:
             for owner, g in zip(entry.grad_owners, grads):
                 current = owner.grad
                 if (
                     current is not None
-                    and type(current._data) is np.ndarray
-                    and current._data.shape == g.shape
-                    and current._data.dtype == g.dtype
+                    and type(current.array) is np.ndarray
+                    and current.array.shape == g.shape
+                    and current.array.dtype == g.dtype
                 ):
-                    np.copyto(current._data, g)
+                    np.copyto(current.array, g)
                 else:
-                    owner.grad = _wrap(np.array(g, copy=True))
+                    owner.grad = Tensor.from_array(np.array(g, copy=True))
         for owner in entry.grad_none:
             owner.grad = None
         tree = entry.out_tree
         if type(tree) is _Leaf:
-            return _wrap(outs[0])
+            return Tensor.from_array(outs[0])
         return _fill(tree, outs)
 
     # --- tracing -------------------------------------------------------------------------------
@@ -300,8 +296,9 @@ class CompiledFunction:
                     RetraceWarning,
                     stacklevel=3,
                 )
+        leaf_names = [n for n, d in zip(names, key[0]) if d[0] == "tensor"]  # one per leaf
         graph, out_tree, grad_owners, grad_none, guards = trace(
-            self.fn, args, kwargs, leaves, names, self.name, with_guards=True
+            self.fn, args, kwargs, leaves, leaf_names, self.name, with_guards=True
         )
         fuse = _config.fusion if self.fuse is None else self.fuse
         graph = run_passes(graph, fuse=fuse)
@@ -381,7 +378,7 @@ def trace(fn, args, kwargs, leaves, names, name="graph", with_guards=False):
     """Trace `fn(*args, **kwargs)` with symbolic tensors in place of `leaves`."""
     tracer = Tracer(name)
     symbolic = [
-        tracer.new_input(t._data.shape, t._data.dtype, _safe_name(n), t._requires_grad)
+        tracer.new_input(t.array.shape, t.array.dtype, _safe_name(n), t._requires_grad)
         for t, n in zip(leaves, names)
     ]
     it = iter(symbolic)
@@ -425,6 +422,7 @@ def compile(
     step) into a graph; later calls with the same signature run the compiled graph.
 
     Example:
+        >>> import ember
         >>> step = ember.compile(lambda x, y: ((x - y) ** 2).sum())
         >>> step(ember.ones(4), ember.zeros(4))
         tensor(4.)

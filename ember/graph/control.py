@@ -9,17 +9,18 @@ executor); a `cond` on a traced predicate traces both branches and selects eleme
 from __future__ import annotations
 
 from ember.graph.ir import GraphError, Var
-from ember.tensor import Tensor, _wrap
+from ember.tensor import Tensor
 
 
 def _symbolic(x) -> bool:
-    return isinstance(x, Tensor) and isinstance(x._data, Var)
+    return isinstance(x, Tensor) and isinstance(x.array, Var)
 
 
 def cond(pred, true_fn, false_fn, *operands):
     """`true_fn(*operands)` if pred else `false_fn(*operands)`; pred may be a traced tensor.
 
     Example:
+        >>> import ember
         >>> ember.cond(ember.tensor(True), lambda x: x + 1, lambda x: x - 1, ember.tensor(1.0))
         tensor(2.)
     """
@@ -66,6 +67,7 @@ def while_loop(cond_fn, body_fn, loop_vars):
     computes with from the loop state (parameters and other concrete tensors may be read).
 
     Example:
+        >>> import ember
         >>> ember.while_loop(lambda i: i < 10, lambda i: i * 2, ember.tensor(1))
         tensor(16)
     """
@@ -86,12 +88,12 @@ def while_loop(cond_fn, body_fn, loop_vars):
     outer = current_tracer()
     state = tuple(t if isinstance(t, Tensor) else outer.atom(t) for t in state)
     names = [f"s{i}" for i in range(len(state))]
-    from ember.autograd.dispatch import _interceptors
+    from ember.backend import _staging
 
-    saved = list(_interceptors)
-    _interceptors.clear()  # the nested traces own the dispatcher while they run
+    saved = list(_staging)
+    _staging.clear()  # the nested traces own the dispatcher while they run
     try:
-        probes = [_wrap(t._data) for t in state]
+        probes = [Tensor.from_array(t.array) for t in state]
         cond_graph = trace(lambda *s: cond_fn(*s), tuple(probes), {}, probes, names, "while_cond")[
             0
         ]
@@ -99,15 +101,15 @@ def while_loop(cond_fn, body_fn, loop_vars):
             lambda *s: tuple(as_tuple(body_fn(*s))), tuple(probes), {}, probes, names, "while_body"
         )[0]
     finally:
-        _interceptors.extend(saved)
+        _staging.extend(saved)
     for g in (cond_graph, body_graph):
-        if any(isinstance(t._data, Var) for _, t in g.captures):
+        if any(isinstance(t.array, Var) for _, t in g.captures):
             raise GraphError(
                 "while_loop: the condition or body uses a tensor computed "
                 "outside the loop; pass it in loop_vars"
             )
     for v, s in zip(body_graph.outputs, state):
-        if not isinstance(v, Var) or v.shape != s._data.shape or v.dtype != s._data.dtype:
+        if not isinstance(v, Var) or v.shape != s.array.shape or v.dtype != s.array.dtype:
             raise GraphError(
                 "while_loop: the body must return tensors of the loop_vars' shapes and dtypes"
             )
@@ -115,6 +117,6 @@ def while_loop(cond_fn, body_fn, loop_vars):
     run_passes(body_graph, fuse=False)
     op = _WhileOp(cond_graph, body_graph)
     ins = [outer.atom(t) for t in state]
-    outs = outer.emit(op, ins, {}, [s._data.shape for s in state], [s._data.dtype for s in state])
-    results = tuple(_wrap(v) for v in outs)
+    outs = outer.emit(op, ins, {}, [s.array.shape for s in state], [s.array.dtype for s in state])
+    results = tuple(Tensor.from_array(v) for v in outs)
     return results[0] if single else results

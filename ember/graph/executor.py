@@ -3,7 +3,9 @@
 Note [Executor]: `Executor(graph)` turns the equations into Python source, one line per
 equation, each line a single kernel call on local variables (no per-op dispatch, no dicts):
 NumPy ufuncs, `matmul` and `sum` write into buffers allocated once when the executor is built
-(`out=`), other ops call their registered kernel or reference forward. Buffers are planned
+(`out=`; an op's ufunc is a fact of its OpDef, Note [OpDef]), other ops call their
+registered kernel or reference forward. Ops whose OpDef says `quiet` run with floating-point
+warnings off, as eager does. Buffers are planned
 from value lifetimes: a buffer returns to the pool after the last use of every value that may
 alias it (a view, or an op whose kernel may return its input), and the next value of the same
 shape and dtype takes it. Parameter updates whose old value is dead by then are computed
@@ -24,44 +26,6 @@ from ember.backend import get_backend
 from ember.graph.ir import Graph, GraphError, Var
 
 _XP = get_backend("cpu").xp
-
-# op name -> (NumPy ufunc name, extra literal args): kernels that accept out=
-_UFUNCS = {
-    "add": "add",
-    "sub": "subtract",
-    "mul": "multiply",
-    "div": "true_divide",
-    "neg": "negative",
-    "exp": "exp",
-    "log": "log",
-    "sqrt": "sqrt",
-    "tanh": "tanh",
-    "sin": "sin",
-    "cos": "cos",
-    "abs": "absolute",
-    "maximum": "maximum",
-    "minimum": "minimum",
-    "pow": "power",
-    "eq": "equal",
-    "ne": "not_equal",
-    "lt": "less",
-    "le": "less_equal",
-    "gt": "greater",
-    "ge": "greater_equal",
-    "log1p": "log1p",
-    "expm1": "expm1",
-    "floor": "floor",
-    "ceil": "ceil",
-    "trunc": "trunc",
-    "sign": "sign",
-    "logical_and": "logical_and",
-    "logical_or": "logical_or",
-    "logical_xor": "logical_xor",
-    "logical_not": "logical_not",
-    "reciprocal": "reciprocal",
-}
-# ops whose NumPy kernels may warn (log(0), x/0): run under errstate(all="ignore") as eager does
-_QUIET = {"div", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "pow", "remainder", "floor_divide"}
 
 
 def _literal(plan, value) -> str:
@@ -144,7 +108,7 @@ class Executor:
             produced_at[out] = idx
             args = [names[a] if isinstance(a, Var) else _literal(plan, a) for a in e.inputs]
             kind = self._kernel_kind(e)
-            quiet = quiet or e.name in _QUIET
+            quiet = quiet or getattr(e.op, "quiet", False)
             target = None
             if kind is not None:
                 cap = update_of.get(out)
@@ -266,7 +230,7 @@ class Executor:
         vars_ = [a for a in e.inputs if isinstance(a, Var)]
         if not vars_:
             return None
-        if name in _UFUNCS:
+        if op.ufunc is not None:
             if any(not isinstance(a, (Var, bool, int, float)) for a in e.inputs):
                 return None
             kinds = {a.dtype for a in vars_}
@@ -297,7 +261,7 @@ class Executor:
         out = f", out={target}" if target is not None else ""
         scalar = e.out.ndim == 0 and target is None  # NumPy gives scalars for 0-d results
         if kind == "ufunc":
-            fn = plan.bind(getattr(np, _UFUNCS[e.name]), "u")
+            fn = plan.bind(getattr(np, e.op.ufunc), "u")
             call = f"{fn}({', '.join(args)}{out})"
             return f"asarray({call})" if scalar else call
         if kind == "relu":
@@ -334,7 +298,7 @@ class Executor:
                 # Python-number operands: NumPy would widen the result (float64 from
                 # where(c, 1.5, -0.5)); the graph's dtype is the rule's, as in eager dispatch
                 call = f"asarray({call}, dtype={plan.bind(e.out.dtype, 'd')})"
-            elif e.out.ndim == 0 or e.name in ("sum", "prod", "amax", "amin", "mean"):
+            elif e.out.ndim == 0 or e.name in ("sum", "prod", "amax", "amin"):
                 call = f"asarray({call})"
             return call
         # graph-level primitives (fused kernels, cond, while_loop) have a `run(*arrays)`
@@ -344,11 +308,11 @@ class Executor:
     # --- running -------------------------------------------------------------------------------
     def __call__(self, *arrays):
         try:
-            return self.run(*arrays, *[t._data for t in self.captures])
+            return self.run(*arrays, *[t.array for t in self.captures])
         except GraphError:
             raise
         except Exception as error:  # find the failing equation (slow path, errors only)
-            caps = [t._data for t in self.captures]
+            caps = [t.array for t in self.captures]
             raise self._locate(arrays, caps, error) from error
 
     def _locate(self, arrays, caps, error):

@@ -12,6 +12,10 @@ outside reader comes after it. Its results are the members' values read outside 
 by the graph's results, updates and gradients) and the reductions. An `expand` feeding a member
 is read through (the kernel broadcasts its source itself), so the expanded copy never exists.
 
+What an op contributes is a fact of its OpDef (Note [OpDef]): its scalar `template` (a string
+for an elementwise op, (start, update) of a float64 accumulator for a reduction); an op without
+one is not fused. Comparisons and logical ops are told apart by their dtype and promotion rules.
+
 Each fused equation has two implementations, chosen when the executor is built:
 - a kernel generated as Python source (nested loops over S, one local per member, each rounded
   to its equation's dtype so results match eager up to the last bit of transcendental
@@ -34,68 +38,39 @@ import math
 import numpy as np
 
 from ember.graph.ir import Eqn, Graph, Var
+from ember.ops.registry import REGISTRY, OpDef, bool_dtype
 
 __all__ = ["fuse_elementwise", "FusedOp"]
 
-# op name -> scalar expression template over the operands {0}, {1}, {2}; D is the result dtype
-_TEMPLATES = {
-    "add": "{0} + {1}",
-    "sub": "{0} - {1}",
-    "mul": "{0} * {1}",
-    "div": "{0} / {1}",
-    "neg": "-{0}",
-    "exp": "np.exp({0})",
-    "log": "np.log({0})",
-    "sqrt": "np.sqrt({0})",
-    "tanh": "np.tanh({0})",
-    "sin": "np.sin({0})",
-    "cos": "np.cos({0})",
-    "abs": "abs({0})",
-    "log1p": "np.log1p({0})",
-    "expm1": "np.expm1({0})",
-    "reciprocal": "D(1) / {0}",
-    "rsqrt": "D(1) / np.sqrt({0})",
-    "maximum": "maximum({0}, {1})",
-    "minimum": "minimum({0}, {1})",
-    "relu": "maximum({0}, D(0))",
-    "sign": "sign({0})",
-    "sigmoid": "(D(1) / (D(1) + D(np.exp(-{0}))) if {0} >= 0 else "
-    "D(np.exp({0})) / (D(1) + D(np.exp({0}))))",
-    "pow": "{0} ** {1}",
-    "eq": "{0} == {1}",
-    "ne": "{0} != {1}",
-    "lt": "{0} < {1}",
-    "le": "{0} <= {1}",
-    "gt": "{0} > {1}",
-    "ge": "{0} >= {1}",
-    "logical_not": "not {0}",
-    "logical_and": "{0} and {1}",
-    "logical_or": "{0} or {1}",
-    "logical_xor": "{0} != {1}",
-    "where": "({1} if {0} else {2})",
-    "cast": None,  # by target dtype
-}
-_COMPARE = {"eq", "ne", "lt", "le", "gt", "ge"}
-_LOGICAL = {"logical_not", "logical_and", "logical_or", "logical_xor"}
-_REDUCTIONS = {"sum", "amax", "amin"}
 _FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
 _INTS = {np.dtype(np.int32), np.dtype(np.int64)}
 _BOOL = np.dtype(bool)
 # a two-op chain over this many elements or more stays unfused: the generated loop is scalar
 # code, which no longer beats two vectorised NumPy passes once the arrays leave the L1 cache
 _LARGE = 1 << 14
-# view ops whose results are usually not C-contiguous (kernels are warmed up with that layout)
-_STRIDED = {"permute", "transpose", "expand", "getitem", "slice", "diagonal", "windows"}
+
+
+def _compare(op) -> bool:
+    """eq, lt, ...: bool results of operands promoted to a common dtype."""
+    return op.dtype is bool_dtype and op.promote == "common"
+
+
+def _logical(op) -> bool:
+    """logical_and, ...: bool results of bool operands."""
+    return op.dtype is bool_dtype and op.promote is None
+
+
+def _strided(op) -> bool:
+    """A view op whose results are usually not C-contiguous (kernels are warmed up so)."""
+    return op.view and op.name != "reshape"
 
 
 def _fusible(e) -> bool:
-    from ember.ops.registry import OpDef
-
     op = e.op
     if not isinstance(op, OpDef) or op.kernels.get("numpy") is not None:
         return False
     name = op.name
-    if name not in _TEMPLATES or len(e.outs) != 1:
+    if not isinstance(op.template, str) or len(e.outs) != 1:
         return False
     if any(
         not isinstance(a, Var) and (isinstance(a, bool) or not isinstance(a, (int, float)))
@@ -106,9 +81,9 @@ def _fusible(e) -> bool:
         return False
     out = e.out.dtype
     dtypes = {a.dtype for a in e.inputs if isinstance(a, Var)}
-    if name in _LOGICAL:
+    if _logical(op):
         return dtypes == {_BOOL} and out == _BOOL
-    if name in _COMPARE:
+    if _compare(op):
         return len(dtypes) == 1 and dtypes <= (_FLOATS | _INTS)
     if name == "where":
         c, a, b = e.inputs
@@ -124,9 +99,8 @@ def _fusible(e) -> bool:
 
 
 def _reducible(e) -> bool:
-    from ember.ops.registry import OpDef
-
-    if not isinstance(e.op, OpDef) or e.op.name not in _REDUCTIONS:
+    """A reduction whose OpDef gives an accumulator template (sum, amax, amin)."""
+    if not isinstance(e.op, OpDef) or not isinstance(e.op.template, tuple):
         return False
     x = e.inputs[0]
     return (
@@ -285,8 +259,7 @@ def _build(eqns, members, reductions, readers, roots, graph):
         outputs,
         red,
         layouts=[
-            "A" if (producer.get(a) is not None and producer[a].name in _STRIDED) else "C"
-            for a in ext
+            "A" if (producer.get(a) is not None and _strided(producer[a].op)) else "C" for a in ext
         ],
     )
     outs = outputs + [r[4] for r in red]
@@ -320,7 +293,6 @@ class FusedOp:
     # --- NumPy path --------------------------------------------------------------------------
     def numpy_runner(self):
         from ember.backend import get_backend
-        from ember.ops.registry import REGISTRY
 
         xp = get_backend("cpu").xp
         plan = []
@@ -375,7 +347,8 @@ class FusedOp:
         for j, (name, refs, _attrs, out) in enumerate(self.steps):
             operands = []
             ref_dtype = out.dtype
-            if name in _COMPARE:
+            op = REGISTRY[name]
+            if _compare(op):
                 ref_dtype = next(
                     r[1].dtype if r[0] == "val" else self.ext[r[1]].dtype
                     for r in refs
@@ -395,7 +368,7 @@ class FusedOp:
                     f"({operands[0]} != 0)" if out.dtype == _BOOL else f"np.{dname}({operands[0]})"
                 )
             else:
-                expr = _TEMPLATES[name].format(*operands).replace("D(", f"np.{dname}(")
+                expr = op.template.format(*operands).replace("D(", f"np.{dname}(")
             if out.dtype == _BOOL:
                 body.append(f"t{j} = bool({expr})")
             else:
@@ -408,7 +381,7 @@ class FusedOp:
             axes = _axes(dim, n)
             value = local[x]
             dname = _dtype_name(rout.dtype)
-            start = "0.0" if name == "sum" else "-np.inf" if name == "amax" else "np.inf"
+            start, update = REGISTRY[name].template
             if len(axes) == n:  # a full reduction: a scalar accumulator
                 acc = f"acc{q}"
                 pre.append(f"{acc} = np.float64({start})")
@@ -428,12 +401,7 @@ class FusedOp:
                 for depth, d in enumerate(kept):
                     post.append((depth, f"for i{d} in range(n{d}):"))
                 post.append((len(kept), f"R{q}[{out_idx}] = np.{dname}({acc})"))
-            if name == "sum":
-                body.append(f"{acc} += {value}")
-            elif name == "amax":
-                body.append(f"if {acc} == {acc} and not ({value} <= {acc}): {acc} = {value}")
-            else:
-                body.append(f"if {acc} == {acc} and not ({value} >= {acc}): {acc} = {value}")
+            body.append(update.format(value, acc=acc))
         params = (
             params_out
             + params_red
@@ -493,7 +461,7 @@ class FusedOp:
             if len(axes) != n:
                 kshape = tuple(1 if d in axes else s for d, s in enumerate(shape))
                 g["f64"] = np.float64
-                fill = "0.0" if name == "sum" else "-np.inf" if name == "amax" else "np.inf"
+                fill = REGISTRY[name].template[0]
                 lines.append(f"r{q} = full({kshape!r}, {fill}, f64)")
                 args.append(f"r{q}")
             lines.append(f"R{q} = empty({tuple(rout.shape)!r}, rdt{q})")

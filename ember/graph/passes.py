@@ -239,10 +239,12 @@ def simplify(graph: Graph) -> Graph:
                 replacement = a
             elif name == "div" and vb == 1 and same(a):
                 replacement = a
-        elif name in ("reshape", "expand", "copy_view") and same(ins[0]):
+        elif name in ("reshape", "expand") and same(ins[0]):
             replacement = ins[0]
         elif name == "cast" and same(ins[0]):
             replacement = ins[0]
+        elif name == "assign" and same(ins[1]):  # x.copy_(y) of a y like x: y's value
+            replacement = ins[1]
         elif (
             name == "permute"
             and tuple(e.attrs.get("dims", ())) == tuple(range(out.ndim))

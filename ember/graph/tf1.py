@@ -20,8 +20,8 @@ import numpy as np
 
 import ember
 from ember import dtypes as _dt
+from ember._util.pytree import flatten, unflatten
 from ember.tensor import Tensor as _ETensor
-from ember.tensor import _wrap
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -411,7 +411,11 @@ class _Minimize:
 
 
 class Optimizer:
-    """Base of the TF1 optimizers: `minimize(loss, var_list=None)` returns a train op."""
+    """Base of the TF1 optimizers: `minimize(loss, var_list=None)` returns a train op.
+
+    The optimizers themselves (`tf.train.GradientDescentOptimizer`, ...) live in the face,
+    ember/tf.py, over ember.optim's update rules (one rule per algorithm for both faces); a
+    subclass gives `_apply(pairs of (gradient, Variable))`."""
 
     def __init__(self, learning_rate, name):
         self.learning_rate = learning_rate
@@ -436,93 +440,6 @@ class Optimizer:
             trainable=False,
         )
         return slot.tensor
-
-
-class GradientDescentOptimizer(Optimizer):
-    def __init__(self, learning_rate, use_locking=False, name="GradientDescent"):
-        super().__init__(learning_rate, name)
-
-    def _apply(self, pairs):
-        for g, v in pairs:
-            if g is not None:
-                v.tensor.sub_(g * self.learning_rate)
-
-
-class MomentumOptimizer(Optimizer):
-    """accum = momentum * accum + g; var -= lr * accum (Nesterov: lr * (g + momentum*accum))."""
-
-    def __init__(
-        self, learning_rate, momentum, use_locking=False, name="Momentum", use_nesterov=False
-    ):
-        super().__init__(learning_rate, name)
-        self.momentum = momentum
-        self.use_nesterov = use_nesterov
-        self.slots: dict = {}
-
-    def _create_slots(self, var_list):
-        for v in var_list:
-            if id(v) not in self.slots:
-                self.slots[id(v)] = self._slot(v, "Momentum")
-
-    def _apply(self, pairs):
-        for g, v in pairs:
-            if g is None:
-                continue
-            accum = self.slots[id(v)]
-            accum.mul_(self.momentum).add_(g)
-            step = g + accum * self.momentum if self.use_nesterov else accum
-            v.tensor.sub_(step * self.learning_rate)
-
-
-class AdamOptimizer(Optimizer):
-    """TF1 Adam: lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t); m, v moments;
-    var -= lr_t * m / (sqrt(v) + epsilon). The beta powers are tensors (so a compiled step
-    counts its own steps)."""
-
-    def __init__(
-        self,
-        learning_rate=0.001,
-        beta1=0.9,
-        beta2=0.999,
-        epsilon=1e-8,
-        use_locking=False,
-        name="Adam",
-    ):
-        super().__init__(learning_rate, name)
-        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-        self.slots: dict = {}
-        self.powers = None
-
-    def _create_slots(self, var_list):
-        for v in var_list:
-            if id(v) not in self.slots:
-                self.slots[id(v)] = (self._slot(v, "Adam"), self._slot(v, "Adam_1"))
-        if self.powers is None:
-            dtype = var_list[0].dtype
-            self.powers = (
-                Variable([self.beta1], dtype=dtype, name="beta1_power", trainable=False).tensor,
-                Variable([self.beta2], dtype=dtype, name="beta2_power", trainable=False).tensor,
-            )
-
-    def _apply(self, pairs):
-        b1p, b2p = self.powers
-        lr_t = (1 - b2p).sqrt() / (1 - b1p) * self.learning_rate
-        for g, v in pairs:
-            if g is None:
-                continue
-            m, s = self.slots[id(v)]
-            m.mul_(self.beta1).add_(g * (1 - self.beta1))
-            s.mul_(self.beta2).add_(g * g * (1 - self.beta2))
-            v.tensor.sub_(lr_t * m / (s.sqrt() + self.epsilon))
-        b1p.mul_(self.beta1)
-        b2p.mul_(self.beta2)
-
-
-class train:  # noqa: N801  (tf.train namespace)
-    Optimizer = Optimizer
-    GradientDescentOptimizer = GradientDescentOptimizer
-    MomentumOptimizer = MomentumOptimizer
-    AdamOptimizer = AdamOptimizer
 
 
 def global_variables_initializer():
@@ -595,7 +512,8 @@ class Session:
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
         feed_dict = feed_dict or {}
-        key = (_fetch_key(fetches), tuple(id(k) for k in feed_dict))
+        flat, structure = flatten(fetches)
+        key = (structure, tuple(map(id, flat)), tuple(id(k) for k in feed_dict))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(fetches, feed_dict)
@@ -604,7 +522,7 @@ class Session:
             return self._run_init(plan)
         feeds = []
         for p, value in zip(plan.placeholders, feed_dict.values()):
-            feeds.append(_wrap(_convert_feed(p, value)))
+            feeds.append(_ETensor.from_array(_convert_feed(p, value)))
         if not plan.checked:
             for v in plan.variables:
                 if id(v) not in self.initialized:
@@ -617,8 +535,7 @@ class Session:
         return _restructure(plan.structure, outs)
 
     def _plan(self, fetches, feed_dict):
-        flat, structure = [], _structure(fetches, [])
-        _flatten_fetches(fetches, flat)
+        flat, structure = flatten(fetches)
         for f in flat:
             if not isinstance(f, Tensor):
                 raise TypeError(
@@ -668,71 +585,23 @@ class Session:
         for op in plan.variables:
             variables = op.fn.variables if op.fn.variables is not None else self.graph.variables
             for v in variables:
-                v.tensor._data[...] = v.initial_value_array()
+                v.tensor.array[...] = v.initial_value_array()
                 self.initialized.add(id(v))
         for p in self._plans.values():
             p.checked = False
-        return _restructure(plan.structure, [None] * _count(plan.structure))
-
-
-def _count(structure):
-    if isinstance(structure, int):
-        return 1
-    if isinstance(structure, dict):
-        return sum(_count(v) for v in structure.values())
-    if isinstance(structure, (list, tuple)):
-        return sum(_count(v) for v in structure)
-    return 1
-
-
-def _fetch_key(fetches):
-    if isinstance(fetches, (list, tuple)):
-        return (type(fetches),) + tuple(_fetch_key(f) for f in fetches)
-    if isinstance(fetches, dict):
-        return tuple((k, _fetch_key(v)) for k, v in fetches.items())
-    return id(fetches)
-
-
-def _flatten_fetches(fetches, flat):
-    if isinstance(fetches, (list, tuple)):
-        for f in fetches:
-            _flatten_fetches(f, flat)
-    elif isinstance(fetches, dict):
-        for f in fetches.values():
-            _flatten_fetches(f, flat)
-    else:
-        flat.append(fetches)
-
-
-def _structure(fetches, counter):
-    if isinstance(fetches, (list, tuple)):
-        return type(fetches)(_structure(f, counter) for f in fetches)
-    if isinstance(fetches, dict):
-        return {k: _structure(v, counter) for k, v in fetches.items()}
-    counter.append(None)
-    return _Slot(len(counter) - 1)
-
-
-class _Slot:
-    __slots__ = ("index",)
-
-    def __init__(self, index):
-        self.index = index
+        return _restructure(plan.structure, [None] * plan.structure.num_leaves)
 
 
 def _numpy_value(out):
     if out is None:
         return None
-    arr = out._data if isinstance(out, _ETensor) else np.asarray(out)
+    arr = out.array if isinstance(out, _ETensor) else np.asarray(out)
     return arr[()] if arr.ndim == 0 else arr
 
 
 def _restructure(structure, outs):
-    if isinstance(structure, _Slot):
-        return _numpy_value(outs[structure.index])
-    if isinstance(structure, dict):
-        return {k: _restructure(v, outs) for k, v in structure.items()}
-    return type(structure)(_restructure(s, outs) for s in structure)
+    """The fetched values in the fetches' structure (Note [Pytrees])."""
+    return unflatten(structure, (_numpy_value(o) for o in outs))
 
 
 def _convert_feed(p, value):

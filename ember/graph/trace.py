@@ -1,7 +1,9 @@
 """Tracing: run a Python function on symbolic tensors and record the ops it calls as a Graph.
 
-Note [Tracing]: while a `Tracer` is active it is the dispatcher's interceptor
-(`ember.autograd.dispatch.push_interceptor`): every op call comes here instead of computing.
+Note [Tracing]: a `Tracer` is a staging backend (Note [Staging backends] in
+ember/backend/__init__.py): while it is active every op call comes to its `apply` instead of
+computing, and the symbolic values it returns (`Var`) belong to the graph backend, which has
+no host values.
 The tracer casts operands to the op's compute dtype like eager dispatch does (as explicit
 `cast` equations), asks the op's shape/dtype rule for the result, appends an equation and
 returns a Tensor whose `_data` is the result `Var`. When grad mode is on and an input requires
@@ -31,10 +33,11 @@ from ember import dtypes as _dt
 from ember._util.errors import EmberError, ShapeError, user_location
 from ember.autograd import dispatch as _dispatch
 from ember.autograd.grad_mode import _state
+from ember.backend import Backend, pop_staging, push_staging, staging_backends
 from ember.graph.ir import ConcretizationError, Eqn, Graph, GraphError, Var
 from ember.ops import elementwise as _E
 from ember.ops import registry as _registry
-from ember.tensor import Tensor, _wrap
+from ember.tensor import Tensor
 
 _SCALARS = (bool, int, float)
 _DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
@@ -44,10 +47,12 @@ _DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _MASK_INDEXED = {"getitem", "index_put", "index_add"}
 
 
-class _TracerBackend:
+class _TracerBackend(Backend):
     """What `ember.backend.backend_of` answers for a traced value (device, no data)."""
 
     name = "graph"
+    device_type = "graph"
+    concrete = False
 
     def device_of(self, array):
         from ember.backend import Device
@@ -89,8 +94,12 @@ class _Buffer:
         #                                        _version, _view)
 
 
-class Tracer:
-    """The interceptor that records ops into `self.graph` (Note [Tracing])."""
+class Tracer(Backend):
+    """The staging backend that records ops into `self.graph` (Note [Tracing])."""
+
+    name = "graph"
+    device_type = "graph"
+    concrete = False
 
     def __init__(self, name: str = "graph"):
         self.graph = Graph(name)
@@ -101,7 +110,7 @@ class Tracer:
         # in-place ops while tracing bump them (so views regenerate, Note [Views and in-place])
         self.counters: dict = {}
 
-    def add_guard(self, key, fn) -> None:
+    def guard(self, key, fn) -> None:
         """The traced Python took a branch that depends on `fn()` (e.g. whether an optimizer's
         state exists yet): the graph is valid while `fn()` returns what it returns now."""
         if key not in self.state_guards:
@@ -111,7 +120,7 @@ class Tracer:
     def new_input(self, shape, dtype, name=None, requires_grad=False) -> Tensor:
         v = Var(shape, dtype, name)
         self.graph.inputs.append(v)
-        t = _wrap(v)
+        t = Tensor.from_array(v)
         t._requires_grad = bool(requires_grad)
         return t
 
@@ -126,7 +135,7 @@ class Tracer:
 
     def capture(self, t: Tensor) -> Var:
         """The graph value of a concrete tensor: its buffer's latest traced value."""
-        array = t._data
+        array = t.array
         buf = self.buffers.get(id(array))
         if buf is None:
             dtype = array.dtype
@@ -140,7 +149,7 @@ class Tracer:
         if id(t) not in buf.saved:
             buf.saved[id(t)] = (
                 weakref.ref(t),
-                t._data,
+                t.array,
                 t._node,
                 t._requires_grad,
                 t.grad,
@@ -159,20 +168,22 @@ class Tracer:
         best = buf.var
         for ref in buf.tensors:
             t = ref()
-            if t is not None and isinstance(t._data, Var) and t._data.id > best.id:
-                best = t._data
+            if t is not None and isinstance(t.array, Var) and t.array.id > best.id:
+                best = t.array
         return best
 
     def atom(self, a):
         if isinstance(a, Tensor):
-            d = a._data
+            d = a.array
             if isinstance(d, Var):
                 return d
             return self.capture(a)
         return a
 
-    # --- the interceptor ---------------------------------------------------------------------
-    def __call__(self, op, args, attrs):
+    add_guard = guard
+
+    # --- the staging backend's op call ---------------------------------------------------------
+    def apply(self, op, args, attrs):
         for a in args:
             if isinstance(a, Tensor) and a._view is not None and a._view[3] != a._version[0]:
                 _dispatch.refresh_view(a)  # its base was written: its traced value is stale
@@ -180,7 +191,7 @@ class Tracer:
         # make concrete tensors graph values first (so aliases see writes)
         atoms = [self.atom(a) for a in args_t]
         view_args = tuple(
-            _wrap(v) if isinstance(a, Tensor) and not isinstance(a._data, Var) else a
+            Tensor.from_array(v) if isinstance(a, Tensor) and not isinstance(a.array, Var) else a
             for a, v in zip(args_t, atoms)
         )
         # restore autograd identity of captured leaves for _record
@@ -216,7 +227,7 @@ class Tracer:
                 )
             )
         (out,) = self.emit(op, inputs, attrs, shape, dtype.numpy)
-        result = _wrap(out)
+        result = Tensor.from_array(out)
         if op.view and len(args_t) == 1:
             _dispatch.make_view(result, args_t[0], op, attrs)
         if (
@@ -265,7 +276,9 @@ class Tracer:
             buf.saved.clear()
             holder = _holder(buf)
             if var in written or holder is not None or _externally_held(buf.array):
-                captures.append((var, holder if holder is not None else _wrap(buf.array)))
+                captures.append(
+                    (var, holder if holder is not None else Tensor.from_array(buf.array))
+                )
             else:
                 g.consts[var] = buf.array
             holder = None
@@ -283,8 +296,8 @@ class Tracer:
             if not (t._requires_grad or saved[3]):
                 continue
             grad, before = t.grad, saved[4]
-            if grad is not None and isinstance(grad._data, Var):
-                self.grad_writes[buf.var] = (grad._data, t)
+            if grad is not None and isinstance(grad.array, Var):
+                self.grad_writes[buf.var] = (grad.array, t)
             elif grad is None and before is not None:
                 self.grad_writes[buf.var] = (None, t)
             else:
@@ -296,7 +309,7 @@ def _restore(buf):
     for ref, data, node, requires_grad, grad, version, view in buf.saved.values():
         t = ref()
         if t is not None:
-            t._data = data
+            t.array = data
             t._node = node
             t._requires_grad = requires_grad
             t.grad = grad
@@ -309,7 +322,7 @@ def _holder(buf):
     a live one is referenced from outside the trace)."""
     for ref in buf.tensors:
         t = ref()
-        if t is not None and t._data is buf.array:
+        if t is not None and t.array is buf.array:
             return t
     return None
 
@@ -326,22 +339,22 @@ def _at_user(message: str) -> str:
 
 
 def current_tracer() -> Tracer | None:
-    for fn in reversed(_dispatch._interceptors):
-        if isinstance(fn, Tracer):
-            return fn
+    for backend in reversed(staging_backends()):
+        if isinstance(backend, Tracer):
+            return backend
     return None
 
 
 class tracing:
-    """Context manager: install `tracer` as the dispatcher's interceptor."""
+    """Context manager: make `tracer` the active staging backend."""
 
     def __init__(self, tracer: Tracer):
         self.tracer = tracer
 
     def __enter__(self):
-        _dispatch.push_interceptor(self.tracer)
+        push_staging(self.tracer)
         return self.tracer
 
     def __exit__(self, *exc):
-        _dispatch.pop_interceptor()
+        pop_staging()
         return False

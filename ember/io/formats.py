@@ -60,9 +60,9 @@ def sniff(prefix: bytes, total_size: int | None = None, name: str = "") -> str:
     Example:
         >>> import struct
         >>> header = b'{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}'
-        >>> sniff(struct.pack("<Q", len(header)) + header)
+        >>> sniff(struct.pack("<Q", len(header)) + header, total_size=8 + len(header))
         'safetensors'
-        >>> sniff(struct.pack("<Q", 640) + b"{")  # 640 = 0x280: starts with the byte 0x80
+        >>> sniff(struct.pack("<Q", 640) + b"{", total_size=648)  # 640 = 0x280: byte 0x80 first
         'safetensors'
         >>> sniff(b"\\x80\\x04\\x95" + bytes(13))
         'pickle'

@@ -149,9 +149,9 @@ def trunc_normal_(
         tensor.uniform_(2 * low - 1, 2 * high - 1, generator=generator)
         # erfinv is not an op: apply it on the array, under no_grad, on the tensor's backend
         xp = tensor._backend().xp
-        data = tensor._data.astype("float64")
+        data = tensor.array.astype("float64")
         data = _erfinv(xp, data) * (std * math.sqrt(2.0)) + mean
-        tensor._data[...] = xp.clip(data, a, b)
+        tensor.array[...] = xp.clip(data, a, b)
         tensor._bump_version("trunc_normal_")
         return tensor
 
@@ -265,12 +265,12 @@ def orthogonal_(tensor: Tensor, gain: float = 1.0, generator=None) -> Tensor:
     cols = tensor.numel() // rows
     flat = randn(rows, cols, generator=generator, dtype=tensor.dtype)
     xp = tensor._backend().xp
-    a = flat._data.T if rows < cols else flat._data
+    a = flat.array.T if rows < cols else flat.array
     q, r = xp.linalg.qr(a)
     q = q * xp.sign(xp.diagonal(r))
     if rows < cols:
         q = q.T
     with no_grad():
-        tensor._data[...] = (q * gain).reshape(tensor._data.shape)
+        tensor.array[...] = (q * gain).reshape(tensor.array.shape)
         tensor._bump_version("orthogonal_")
     return tensor

@@ -25,7 +25,7 @@ class Parameter(Tensor):
         if not isinstance(data, Tensor):
             raise TypeError(f"Parameter: expected a Tensor, got {type(data).__name__}")
         p = object.__new__(cls)
-        p._data = data._data
+        p.array = data.array
         p._requires_grad = False
         p.grad = None
         p._node = None
@@ -49,9 +49,8 @@ class Parameter(Tensor):
 
 
 def _rebuild_parameter(array, requires_grad):
-    from ember.tensor import _wrap
 
-    return Parameter(_wrap(array), requires_grad)
+    return Parameter(Tensor.from_array(array), requires_grad)
 
 
 class Buffer(Tensor):
@@ -59,7 +58,7 @@ class Buffer(Tensor):
 
     def __new__(cls, data: Tensor, persistent: bool = True):
         b = object.__new__(cls)
-        b._data = data._data
+        b.array = data.array
         b._requires_grad = False
         b.grad = None
         b._node = None

@@ -14,7 +14,6 @@ their names.
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from ember import dtypes as _dt
 from ember import ops as _ops
 from ember.ops import nn as _nn
+from ember.backend import host_values
 from ember.tensor import Tensor, from_numpy
 
 __all__ = ["load", "OnnxProgram", "OnnxImportError"]
@@ -33,17 +33,11 @@ class OnnxImportError(RuntimeError):
     """An ONNX file cannot be read or run by ember (names the node and op)."""
 
 
-@contextlib.contextmanager
 def _eager():
     """Run ops eagerly even inside a trace (static values, Note [ONNX import])."""
-    from ember.autograd.engine import _interceptors
+    from ember.backend import unstaged
 
-    saved = list(_interceptors)
-    _interceptors.clear()
-    try:
-        yield
-    finally:
-        _interceptors.extend(saved)
+    return unstaged()
 
 
 def _np(t) -> np.ndarray:
@@ -294,7 +288,7 @@ def _gather(attrs, x, index):
     axis = attrs.get("axis", 0)
     axis = axis + x.ndim if axis < 0 else axis
     if index.ndim == 0:
-        if not getattr(index._data, "symbolic", False):
+        if host_values(index.array) is not None:  # a concrete index (Note [Staging backends])
             return x[(slice(None),) * axis + (_ints(index)[0],)]
         out = x[(slice(None),) * axis + (index.reshape(1),)]  # a traced scalar index
         return out.reshape(tuple(n for i, n in enumerate(out.shape) if i != axis))

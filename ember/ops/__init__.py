@@ -4,7 +4,12 @@ Importing this package registers every op. The functions here take Tensors and P
 scalars and return Tensors, through the dispatcher that L3 installs (Note [Eager dispatch]).
 """
 
-from ember.ops.registry import REGISTRY as REGISTRY, OpDef as OpDef, defop as defop
+from ember.ops.registry import (
+    REGISTRY as REGISTRY,
+    OpDef as OpDef,
+    defop as defop,
+    public as public,
+)
 from ember.ops import elementwise as elementwise
 from ember.ops import reduce as reduce
 from ember.ops import shape as shape
@@ -17,3 +22,11 @@ from ember.ops import rnn as rnn
 elementwise._LATE.SUM = reduce.SUM
 elementwise._LATE.RESHAPE = shape.RESHAPE
 elementwise._LATE.EXPAND = shape.EXPAND
+
+from ember.ops import surface as surface  # noqa: E402  (after every op module: Note [Op surface])
+
+surface.install()
+for _name, _fn in surface.functions().items():  # ember.ops.exp, ember.ops.sum, ...
+    if _name not in globals():
+        globals()[_name] = _fn
+del _name, _fn

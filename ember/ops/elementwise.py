@@ -18,12 +18,14 @@ from ember.ops.registry import (
     broadcast_shapes,
     defop,
     onnx_lowering,
+    public,
     same_dtype,
     same_shape,
 )
 
 _SCALARS = (bool, int, float)
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_LN2 = math.log(2.0)
 
 
 def unbroadcast(g, like):
@@ -70,101 +72,150 @@ def _float_out(dtype, **attrs):
     return dtype  # compute dtype is already floating (promote="float")
 
 
-def _unary(
-    name,
-    forward,
-    vjp=None,
-    *,
-    promote="float",
-    save_inputs=True,
-    save_output=False,
-    dtype=_float_out,
-    doc="",
-):
-    return defop(
-        name,
-        forward,
-        vjp,
-        shape=same_shape,
-        dtype=dtype,
-        promote=promote,
-        save_inputs=save_inputs,
-        save_output=save_output,
-        doc=doc,
-    )
+def _unary(name, forward, vjp=None, *, promote="float", dtype=_float_out, **facts):
+    """A unary elementwise primitive; `facts`: the rest of Note [OpDef] (names, ufunc, ...)."""
+    facts.setdefault("names", (name,))
+    return defop(name, forward, vjp, shape=same_shape, dtype=dtype, promote=promote, **facts)
 
 
-def _quiet(fn):
-    """Run a NumPy kernel with floating-point warnings off: like PyTorch, log(0) is -inf and
-    x/0 is inf without a warning (Note [Quiet kernels] in ember/backend/numpy_backend.py)."""
-    from ember.backend.numpy_backend import quiet
-
-    return quiet(fn)
+def _exact(name, forward, vjp=None, **facts):
+    """A unary primitive that keeps the input dtype (integers stay integers)."""
+    return _unary(name, forward, vjp, promote=None, dtype=same_dtype, **facts)
 
 
-NEG = _unary(
+def _no_grad(g, y, x):
+    return (None,)
+
+
+NEG = _exact(
     "neg",
     lambda xp, x: xp.negative(x),
     lambda g, y, x: (-g,),
-    promote=None,
     save_inputs=False,
-    dtype=same_dtype,
+    names=("neg", "negative"),
+    operators=("__neg__",),
+    inplace=("neg_",),
+    ufunc="negative",
+    template="-{0}",
 )
-ABS = _unary(
-    "abs", lambda xp, x: xp.abs(x), lambda g, y, x: (g * sign(x),), promote=None, dtype=same_dtype
+ABS = _exact(
+    "abs",
+    lambda xp, x: xp.abs(x),
+    lambda g, y, x: (g * x.sign(),),
+    operators=("__abs__",),
+    inplace=("abs_",),
+    ufunc="absolute",
+    template="abs({0})",
 )
-SIGN = _unary(
+SIGN = _exact(
     "sign",
     lambda xp, x: xp.sign(x),
-    lambda g, y, x: (None,),
-    promote=None,
+    _no_grad,
     save_inputs=False,
-    dtype=same_dtype,
+    ufunc="sign",
+    template="sign({0})",
 )
 EXP = _unary(
-    "exp", lambda xp, x: xp.exp(x), lambda g, y, x: (g * y,), save_inputs=False, save_output=True
+    "exp",
+    lambda xp, x: xp.exp(x),
+    lambda g, y, x: (g * y,),
+    save_inputs=False,
+    save_output=True,
+    inplace=("exp_",),
+    ufunc="exp",
+    template="np.exp({0})",
 )
-LOG = _unary("log", _quiet(lambda xp, x: xp.log(x)), lambda g, y, x: (g / x,))
-LOG1P = _unary("log1p", _quiet(lambda xp, x: xp.log1p(x)), lambda g, y, x: (g / (x + 1),))
+LOG = _unary(
+    "log",
+    lambda xp, x: xp.log(x),
+    lambda g, y, x: (g / x,),
+    quiet=True,
+    inplace=("log_",),
+    ufunc="log",
+    template="np.log({0})",
+)
+LOG2 = _unary(
+    "log2",
+    lambda xp, x: xp.log2(x),
+    lambda g, y, x: (g / (x * _LN2),),
+    quiet=True,
+    ufunc="log2",
+    template="np.log2({0})",
+    onnx=lambda b, x: b.op("Div", b.op("Log", x), b.const(_LN2, b.out.dtype)),
+)
+LOG1P = _unary(
+    "log1p",
+    lambda xp, x: xp.log1p(x),
+    lambda g, y, x: (g / (x + 1),),
+    quiet=True,
+    ufunc="log1p",
+    template="np.log1p({0})",
+)
 EXPM1 = _unary(
     "expm1",
     lambda xp, x: xp.expm1(x),
     lambda g, y, x: (g * (y + 1),),
     save_inputs=False,
     save_output=True,
+    ufunc="expm1",
+    template="np.expm1({0})",
 )
 SQRT = _unary(
     "sqrt",
-    _quiet(lambda xp, x: xp.sqrt(x)),
+    lambda xp, x: xp.sqrt(x),
     lambda g, y, x: (g / (y * 2),),
     save_inputs=False,
     save_output=True,
+    quiet=True,
+    inplace=("sqrt_",),
+    ufunc="sqrt",
+    template="np.sqrt({0})",
 )
 RSQRT = _unary(
     "rsqrt",
-    _quiet(lambda xp, x: 1 / xp.sqrt(x)),
+    lambda xp, x: 1 / xp.sqrt(x),
     lambda g, y, x: (g * (y * y * y) * -0.5,),
     save_inputs=False,
     save_output=True,
+    quiet=True,
+    template="D(1) / np.sqrt({0})",
 )
 RECIPROCAL = _unary(
     "reciprocal",
-    _quiet(lambda xp, x: 1 / x),
+    lambda xp, x: 1 / x,
     lambda g, y, x: (-g * y * y,),
     save_inputs=False,
     save_output=True,
+    quiet=True,
+    ufunc="reciprocal",
+    template="D(1) / {0}",
 )
-SIN = _unary("sin", lambda xp, x: xp.sin(x), lambda g, y, x: (g * cos(x),))
-COS = _unary("cos", lambda xp, x: xp.cos(x), lambda g, y, x: (-g * sin(x),))
+SIN = _unary(
+    "sin",
+    lambda xp, x: xp.sin(x),
+    lambda g, y, x: (g * x.cos(),),
+    ufunc="sin",
+    template="np.sin({0})",
+)
+COS = _unary(
+    "cos",
+    lambda xp, x: xp.cos(x),
+    lambda g, y, x: (-g * x.sin(),),
+    ufunc="cos",
+    template="np.cos({0})",
+)
 TANH = _unary(
     "tanh",
     lambda xp, x: xp.tanh(x),
     lambda g, y, x: (g * (1 - y * y),),
     save_inputs=False,
     save_output=True,
+    inplace=("tanh_",),
+    ufunc="tanh",
+    template="np.tanh({0})",
 )
 ERF = _unary(
-    "erf", lambda xp, x: xp.erf(x), lambda g, y, x: (g * exp(-(x * x)) * _TWO_OVER_SQRT_PI,)
+    "erf", lambda xp, x: xp.erf(x), lambda g, y, x: (g * (-(x * x)).exp() * _TWO_OVER_SQRT_PI,)
 )
 
 
@@ -186,52 +237,53 @@ SIGMOID = _unary(
     lambda g, y, x: (g * y * (1 - y),),
     save_inputs=False,
     save_output=True,
+    inplace=("sigmoid_",),
+    template="(D(1) / (D(1) + D(np.exp(-{0}))) if {0} >= 0 else "
+    "D(np.exp({0})) / (D(1) + D(np.exp({0}))))",
 )
-RELU = _unary(
+RELU = _exact(
     "relu",
     lambda xp, x: xp.maximum(x, 0),
     lambda g, y, x: (where(y > 0, g, 0.0),),
-    promote=None,
     save_inputs=False,
     save_output=True,
-    dtype=same_dtype,
+    inplace=("relu_",),
+    template="maximum({0}, D(0))",
 )
-FLOOR = _unary(
+FLOOR = _exact(
     "floor",
     lambda xp, x: xp.floor(x),
-    lambda g, y, x: (None,),
-    promote=None,
+    _no_grad,
     save_inputs=False,
-    dtype=same_dtype,
+    inplace=("floor_",),
+    ufunc="floor",
 )
-CEIL = _unary(
-    "ceil",
-    lambda xp, x: xp.ceil(x),
-    lambda g, y, x: (None,),
-    promote=None,
-    save_inputs=False,
-    dtype=same_dtype,
-)
-ROUND = _unary(
+CEIL = _exact("ceil", lambda xp, x: xp.ceil(x), _no_grad, save_inputs=False, ufunc="ceil")
+ROUND = _exact(
     "round",
     lambda xp, x, decimals: xp.round(x, decimals),
     lambda g, y, x, decimals: (None,),
-    promote=None,
     save_inputs=False,
-    dtype=same_dtype,
+    names=(),
 )
-TRUNC = _unary(
-    "trunc",
-    lambda xp, x: xp.trunc(x),
-    lambda g, y, x: (None,),
+TRUNC = _exact("trunc", lambda xp, x: xp.trunc(x), _no_grad, save_inputs=False, ufunc="trunc")
+LOGICAL_NOT = _unary(
+    "logical_not",
+    lambda xp, x: xp.logical_not(x),
     promote=None,
-    save_inputs=False,
-    dtype=same_dtype,
+    dtype=bool_dtype,
+    ufunc="logical_not",
+    template="not {0}",
 )
-LOGICAL_NOT = _unary("logical_not", lambda xp, x: xp.logical_not(x), promote=None, dtype=bool_dtype)
 ISNAN = _unary("isnan", lambda xp, x: xp.isnan(x), promote=None, dtype=bool_dtype)
 ISINF = _unary("isinf", lambda xp, x: xp.isinf(x), promote=None, dtype=bool_dtype)
 ISFINITE = _unary("isfinite", lambda xp, x: xp.isfinite(x), promote=None, dtype=bool_dtype)
+
+
+@ROUND.public("round")
+def round(x, decimals=0):  # noqa: A001
+    """Round to `decimals` decimal places (half to even, as PyTorch and NumPy)."""
+    return apply(ROUND, x, decimals=int(decimals))
 
 
 # ONNX lowerings of the unary ops (Note [ONNX lowerings] in ember.ops.registry)
@@ -298,27 +350,20 @@ def _isfinite_onnx(b, x):
 
 
 # --- binary -----------------------------------------------------------------------------------
-def _binary(
-    name,
-    forward,
-    vjp=None,
-    *,
-    promote="common",
-    dtype=same_dtype,
-    save_inputs=True,
-    save_output=False,
-    doc="",
-):
-    return defop(
+def _binary(name, forward, vjp=None, *, promote="common", dtype=same_dtype, **facts):
+    """A broadcasting binary primitive; `facts`: the rest of Note [OpDef]."""
+    facts.setdefault("names", (name,))
+    return defop(name, forward, vjp, shape=broadcast_shapes, dtype=dtype, promote=promote, **facts)
+
+
+def _compare(name, forward, ufunc, symbol, operator):
+    return _binary(
         name,
         forward,
-        vjp,
-        shape=broadcast_shapes,
-        dtype=dtype,
-        promote=promote,
-        save_inputs=save_inputs,
-        save_output=save_output,
-        doc=doc,
+        dtype=bool_dtype,
+        operators=(operator,),
+        ufunc=ufunc,
+        template="{0} " + symbol + " {1}",
     )
 
 
@@ -342,7 +387,7 @@ def _pow_vjp(g, y, a, b):
     if isinstance(a, _SCALARS):
         log_a = math.log(a) if a > 0 else 0.0
     else:
-        log_a = log(where(a > 0, a, 1.0))
+        log_a = where(a > 0, a, 1.0).log()
     return ga, unbroadcast(g * y * log_a, b)
 
 
@@ -361,6 +406,11 @@ ADD = _binary(
         unbroadcast(g, b) if _wants_grad(b) else None,
     ),
     save_inputs=False,
+    names=(),
+    operators=("__add__", "__radd__"),
+    inplace=("__iadd__",),
+    ufunc="add",
+    template="{0} + {1}",
 )
 SUB = _binary(
     "sub",
@@ -370,6 +420,11 @@ SUB = _binary(
         unbroadcast(-g, b) if _wants_grad(b) else None,
     ),
     save_inputs=False,
+    names=(),
+    operators=("__sub__", "__rsub__"),
+    inplace=("__isub__",),
+    ufunc="subtract",
+    template="{0} - {1}",
 )
 
 
@@ -379,18 +434,67 @@ def _mul_vjp(g, y, a, b):
     return ga, gb
 
 
-MUL = _binary("mul", lambda xp, a, b: xp.multiply(a, b), _mul_vjp)
+MUL = _binary(
+    "mul",
+    lambda xp, a, b: xp.multiply(a, b),
+    _mul_vjp,
+    names=("mul", "multiply"),
+    operators=("__mul__", "__rmul__"),
+    inplace=("mul_", "__imul__"),
+    ufunc="multiply",
+    template="{0} * {1}",
+)
 MUL.needed_by = {0: (1,), 1: (0,)}
 DIV = _binary(
     "div",
-    _quiet(lambda xp, a, b: xp.true_divide(a, b)),
+    lambda xp, a, b: xp.true_divide(a, b),
     lambda g, y, a, b: (unbroadcast(g / b, a), unbroadcast(-g * y / b, b)),
     promote="float",
     save_output=True,
+    quiet=True,
+    names=(),
+    operators=("__truediv__", "__rtruediv__"),
+    inplace=("div_", "__itruediv__"),
+    ufunc="true_divide",
+    template="{0} / {1}",
 )
-POW = _binary("pow", _quiet(lambda xp, a, b: xp.power(a, b)), _pow_vjp, save_output=True)
-MAXIMUM = _binary("maximum", lambda xp, a, b: xp.maximum(a, b), _max_min_vjp, save_output=True)
-MINIMUM = _binary("minimum", lambda xp, a, b: xp.minimum(a, b), _max_min_vjp, save_output=True)
+POW = _binary(
+    "pow",
+    lambda xp, a, b: xp.power(a, b),
+    _pow_vjp,
+    save_output=True,
+    quiet=True,
+    operators=("__pow__", "__rpow__"),
+    inplace=("pow_",),
+    ufunc="power",
+    template="{0} ** {1}",
+)
+MAXIMUM = _binary(
+    "maximum",
+    lambda xp, a, b: xp.maximum(a, b),
+    _max_min_vjp,
+    save_output=True,
+    ufunc="maximum",
+    template="maximum({0}, {1})",
+)
+MINIMUM = _binary(
+    "minimum",
+    lambda xp, a, b: xp.minimum(a, b),
+    _max_min_vjp,
+    save_output=True,
+    ufunc="minimum",
+    template="minimum({0}, {1})",
+)
+HYPOT = _binary(
+    "hypot",
+    lambda xp, a, b: xp.hypot(a, b),
+    lambda g, y, a, b: (unbroadcast(g * a / y, a), unbroadcast(g * b / y, b)),
+    promote="float",
+    save_output=True,
+    ufunc="hypot",
+    template="np.hypot({0}, {1})",
+    onnx=lambda b, x, y: b.op("Sqrt", b.op("Add", b.op("Mul", x, x), b.op("Mul", y, y))),
+)
 
 
 def _is_integer(value) -> bool:
@@ -416,25 +520,71 @@ def _floor_divide_forward(xp, a, b):
 
 REMAINDER = _binary(
     "remainder",
-    _quiet(_remainder_forward),
-    lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g * floor(a / b), b)),
+    _remainder_forward,
+    lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g * (a / b).floor(), b)),
+    quiet=True,
+    operators=("__mod__", "__rmod__"),
 )
-FLOOR_DIVIDE = _binary("floor_divide", _quiet(_floor_divide_forward))
-EQ = _binary("eq", lambda xp, a, b: xp.equal(a, b), dtype=bool_dtype)
-NE = _binary("ne", lambda xp, a, b: xp.not_equal(a, b), dtype=bool_dtype)
-LT = _binary("lt", lambda xp, a, b: xp.less(a, b), dtype=bool_dtype)
-LE = _binary("le", lambda xp, a, b: xp.less_equal(a, b), dtype=bool_dtype)
-GT = _binary("gt", lambda xp, a, b: xp.greater(a, b), dtype=bool_dtype)
-GE = _binary("ge", lambda xp, a, b: xp.greater_equal(a, b), dtype=bool_dtype)
+FLOOR_DIVIDE = _binary(
+    "floor_divide",
+    _floor_divide_forward,
+    quiet=True,
+    operators=("__floordiv__", "__rfloordiv__"),
+)
+EQ = _compare("eq", lambda xp, a, b: xp.equal(a, b), "equal", "==", "__eq__")
+NE = _compare("ne", lambda xp, a, b: xp.not_equal(a, b), "not_equal", "!=", "__ne__")
+LT = _compare("lt", lambda xp, a, b: xp.less(a, b), "less", "<", "__lt__")
+LE = _compare("le", lambda xp, a, b: xp.less_equal(a, b), "less_equal", "<=", "__le__")
+GT = _compare("gt", lambda xp, a, b: xp.greater(a, b), "greater", ">", "__gt__")
+GE = _compare("ge", lambda xp, a, b: xp.greater_equal(a, b), "greater_equal", ">=", "__ge__")
 LOGICAL_AND = _binary(
-    "logical_and", lambda xp, a, b: xp.logical_and(a, b), promote=None, dtype=bool_dtype
+    "logical_and",
+    lambda xp, a, b: xp.logical_and(a, b),
+    promote=None,
+    dtype=bool_dtype,
+    ufunc="logical_and",
+    template="{0} and {1}",
 )
 LOGICAL_OR = _binary(
-    "logical_or", lambda xp, a, b: xp.logical_or(a, b), promote=None, dtype=bool_dtype
+    "logical_or",
+    lambda xp, a, b: xp.logical_or(a, b),
+    promote=None,
+    dtype=bool_dtype,
+    ufunc="logical_or",
+    template="{0} or {1}",
 )
 LOGICAL_XOR = _binary(
-    "logical_xor", lambda xp, a, b: xp.logical_xor(a, b), promote=None, dtype=bool_dtype
+    "logical_xor",
+    lambda xp, a, b: xp.logical_xor(a, b),
+    promote=None,
+    dtype=bool_dtype,
+    ufunc="logical_xor",
+    template="{0} != {1}",
 )
+
+
+@ADD.public("add")
+def add(a, b, alpha=1):
+    """a + alpha * b."""
+    return apply(ADD, a, b if alpha == 1 else b * alpha)
+
+
+@SUB.public("sub", "subtract")
+def sub(a, b, alpha=1):
+    """a - alpha * b."""
+    return apply(SUB, a, b if alpha == 1 else b * alpha)
+
+
+@DIV.public("div", "divide", "true_divide")
+def div(a, b, rounding_mode=None):
+    """a / b; rounding_mode "floor" or "trunc" rounds the quotient (PyTorch's div)."""
+    if rounding_mode is None:
+        return apply(DIV, a, b)
+    if rounding_mode == "floor":
+        return apply(FLOOR_DIVIDE, a, b)
+    if rounding_mode == "trunc":
+        return apply(TRUNC, apply(DIV, a, b)).to(_result_of(a, b))
+    raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
 
 # ONNX lowerings of the binary ops (Note [ONNX lowerings] in ember.ops.registry)
@@ -491,6 +641,7 @@ WHERE = defop(
     dtype=_where_dtype,
     promote="common_tail",
     doc="where(condition, a, b): a where condition is true, else b (promotes a with b).",
+    template="({1} if {0} else {2})",
 )
 
 
@@ -514,7 +665,7 @@ def _clamp_vjp(g, y, x, min, max):
     if min is not None:
         keep = x >= min
     if max is not None:
-        keep = (x <= max) if keep is None else logical_and(keep, x <= max)
+        keep = (x <= max) if keep is None else apply(LOGICAL_AND, keep, x <= max)
     return (g if keep is None else where(keep, g, 0.0),)
 
 
@@ -540,6 +691,7 @@ CAST = defop(
     dtype=lambda d, dtype: dtype,
     save_inputs=False,
     doc="cast(x, dtype): convert elements (gradient flows back in the input dtype).",
+    template="D({0})",
 )
 
 
@@ -645,185 +797,20 @@ BITCAST = defop(
 )
 
 
-# --- functional wrappers ------------------------------------------------------------------------
-def neg(x):
-    return apply(NEG, x)
-
-
-def abs(x):
-    return apply(ABS, x)  # noqa: A001
-
-
-def sign(x):
-    return apply(SIGN, x)
-
-
-def exp(x):
-    return apply(EXP, x)
-
-
-def log(x):
-    return apply(LOG, x)
-
-
-def log1p(x):
-    return apply(LOG1P, x)
-
-
-def expm1(x):
-    return apply(EXPM1, x)
-
-
-def sqrt(x):
-    return apply(SQRT, x)
-
-
-def rsqrt(x):
-    return apply(RSQRT, x)
-
-
-def reciprocal(x):
-    return apply(RECIPROCAL, x)
-
-
-def sin(x):
-    return apply(SIN, x)
-
-
-def cos(x):
-    return apply(COS, x)
-
-
-def tanh(x):
-    return apply(TANH, x)
-
-
-def sigmoid(x):
-    return apply(SIGMOID, x)
-
-
-def relu(x):
-    return apply(RELU, x)
-
-
-def erf(x):
-    return apply(ERF, x)
-
-
-def floor(x):
-    return apply(FLOOR, x)
-
-
-def ceil(x):
-    return apply(CEIL, x)
-
-
-def round(x, decimals=0):
-    return apply(ROUND, x, decimals=int(decimals))  # noqa: A001
-
-
-def trunc(x):
-    return apply(TRUNC, x)
-
-
-def logical_not(x):
-    return apply(LOGICAL_NOT, x)
-
-
-def isnan(x):
-    return apply(ISNAN, x)
-
-
-def isinf(x):
-    return apply(ISINF, x)
-
-
-def isfinite(x):
-    return apply(ISFINITE, x)
-
-
-def add(a, b, alpha=1):
-    return apply(ADD, a, b if alpha == 1 else b * alpha)
-
-
-def sub(a, b, alpha=1):
-    return apply(SUB, a, b if alpha == 1 else b * alpha)
-
-
-def mul(a, b):
-    return apply(MUL, a, b)
-
-
-def div(a, b, rounding_mode=None):
-    if rounding_mode is None:
-        return apply(DIV, a, b)
-    if rounding_mode == "floor":
-        return apply(FLOOR_DIVIDE, a, b)
-    if rounding_mode == "trunc":
-        return trunc(apply(DIV, a, b)).to(_result_of(a, b))
-    raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
-
-
-def pow(a, b):
-    return apply(POW, a, b)  # noqa: A001
-
-
-def maximum(a, b):
-    return apply(MAXIMUM, a, b)
-
-
-def minimum(a, b):
-    return apply(MINIMUM, a, b)
-
-
-def remainder(a, b):
-    return apply(REMAINDER, a, b)
-
-
-def floor_divide(a, b):
-    return apply(FLOOR_DIVIDE, a, b)
-
-
-def eq(a, b):
-    return apply(EQ, a, b)
-
-
-def ne(a, b):
-    return apply(NE, a, b)
-
-
-def lt(a, b):
-    return apply(LT, a, b)
-
-
-def le(a, b):
-    return apply(LE, a, b)
-
-
-def gt(a, b):
-    return apply(GT, a, b)
-
-
-def ge(a, b):
-    return apply(GE, a, b)
-
-
-def logical_and(a, b):
-    return apply(LOGICAL_AND, a, b)
-
-
-def logical_or(a, b):
-    return apply(LOGICAL_OR, a, b)
-
-
-def logical_xor(a, b):
-    return apply(LOGICAL_XOR, a, b)
-
-
+# --- public functions that are not a plain apply (Note [Op surface]) -------------------------
+@WHERE.public("where", method=False)
 def where(condition, a, b):
+    """a where condition is true, else b (promoting a with b)."""
     return apply(WHERE, condition, a, b)
 
 
+@public("where", function=False)
+def _where_method(self, condition, other):
+    """x.where(condition, other): x where condition is true, else other."""
+    return apply(WHERE, condition, self, other)
+
+
+@CLAMP.public("clamp", "clip")
 def clamp(x, min=None, max=None):  # noqa: A002
     """clamp(x, min, max); bounds may be Python numbers or tensors."""
     if min is None and max is None:
@@ -831,9 +818,9 @@ def clamp(x, min=None, max=None):  # noqa: A002
     if isinstance(min, _SCALARS + (type(None),)) and isinstance(max, _SCALARS + (type(None),)):
         return apply(CLAMP, x, min=min, max=max)
     if min is not None:
-        x = maximum(x, min)
+        x = apply(MAXIMUM, x, min)
     if max is not None:
-        x = minimum(x, max)
+        x = apply(MINIMUM, x, max)
     return x
 
 
@@ -843,7 +830,9 @@ def bitcast(x, dtype):
     return apply(BITCAST, x, dtype=dtype, source=x.dtype)
 
 
+@CAST.public("cast", method=False)
 def cast(x, dtype):
+    """x converted to `dtype` (x itself when it has it already)."""
     dtype = _dt.as_dtype(dtype)
     if x.dtype is dtype:
         return x
@@ -859,11 +848,21 @@ def _result_of(a, b):
     return _dt.result_type(operand(a), operand(b))
 
 
+@public("square")
 def square(x):
+    """x * x."""
     return apply(MUL, x, x)
 
 
-def sum_(x, dim=None, keepdim=False):
-    from ember.ops.reduce import sum as _sum
+@public("lerp")
+def lerp(x, end, weight):
+    """x + (end - x) * weight."""
+    return x + (end - x) * weight
 
-    return _sum(x, dim, keepdim)
+
+def __getattr__(name):
+    """The generated public functions of the ops above (`exp`, `maximum`; Note [Op surface])."""
+    from ember.ops.surface import function
+
+    fn = globals()[name] = function(name, __name__)
+    return fn

@@ -7,7 +7,14 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
-from ember.ops.registry import apply, broadcast_shapes, defop, onnx_lowering, same_dtype
+from ember.ops.registry import (
+    apply,
+    broadcast_shapes,
+    defop,
+    onnx_lowering,
+    public,
+    same_dtype,
+)
 from ember.ops.elementwise import unbroadcast, where
 
 
@@ -74,6 +81,7 @@ MATMUL = defop(
     dtype=lambda a, b: a,
     promote="common",
     doc="Matrix product with NumPy/PyTorch batching, broadcasting and 1-D rules.",
+    operators=("__matmul__", "__rmatmul__"),
 )
 MATMUL.needed_by = {0: (1,), 1: (0,)}
 
@@ -196,10 +204,27 @@ def _einsum_onnx(b, *xs, equation):
     return b.op("Einsum", *xs, equation=equation.replace(" ", ""))
 
 
+@MATMUL.public("matmul")
 def matmul(a, b):
+    """The matrix product a @ b (NumPy's batching and 1-D rules)."""
     return apply(MATMUL, a, b)
 
 
+@public("mm")
+def mm(a, b):
+    """The product of two 2-D matrices."""
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError(f"mm: expected 2-D tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return apply(MATMUL, a, b)
+
+
+@public("dot")
+def dot(a, b):
+    """The inner product of two 1-D tensors."""
+    return (a * b).sum()
+
+
+@EINSUM.public("einsum", method=False)
 def einsum(equation, *operands):
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
@@ -207,6 +232,7 @@ def einsum(equation, *operands):
     return apply(EINSUM, *operands, equation=eq)
 
 
+@public("bmm")
 def bmm(a, b):
     if a.ndim != 3 or b.ndim != 3:
         raise ShapeError(f"bmm: expected 3-D tensors, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -215,6 +241,7 @@ def bmm(a, b):
     return apply(MATMUL, a, b)
 
 
+@public("outer")
 def outer(a, b):
     if a.ndim != 1 or b.ndim != 1:
         raise ShapeError(f"outer: expected 1-D tensors, got {tuple(a.shape)} and {tuple(b.shape)}")

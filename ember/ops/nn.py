@@ -14,12 +14,13 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError, ValueOutOfRange
+from ember.backend import host_values
 from ember.backend import norm_kernels as _norm_kernels
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
 from ember.ops.random import bernoulli, uniform
-from ember.ops.registry import apply, defop, onnx_lowering
+from ember.ops.registry import apply, defop, onnx_lowering, public
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -30,6 +31,7 @@ def _half_to_float(x):
     return (x.to(_dt.float32), x.dtype) if x.dtype == _dt.float16 else (x, None)
 
 
+@public("softmax")
 def softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
@@ -43,6 +45,7 @@ def softmax(x, dim=-1, dtype=None):
     return out if half is None else out.to(half)
 
 
+@public("log_softmax")
 def log_softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
@@ -465,14 +468,12 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
     t = target.reshape(-1)
     valid = t != ignore_index
     safe_t = E.where(valid, t, 0)
-    # (a traced target has no values to check: the compiled gather reports a bad index)
-    if (
-        safe_t.numel()
-        and not getattr(safe_t._data, "symbolic", False)
-        and (int(safe_t.max().item()) >= c or int(safe_t.min().item()) < 0)
-    ):
+    # a symbolic target has no values to check (Note [Staging backends]): the compiled
+    # gather reports a bad index
+    values = host_values(safe_t._data)
+    if values is not None and values.size and (int(values.max()) >= c or int(values.min()) < 0):
         raise IndexOutOfRange(
-            f"nll_loss: target {int(t.max().item())} is out of range for {c} classes"
+            f"nll_loss: target {int(host_values(t._data).max())} is out of range for {c} classes"
         )
     picked = -S.gather(flat, 1, safe_t.unsqueeze(1)).squeeze(1)
     w = valid.to(flat.dtype)

@@ -12,8 +12,16 @@ import builtins
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops.elementwise import _LATE
-from ember.ops.registry import REGISTRY, apply, defop, int64_dtype, onnx_lowering, same_dtype
-from ember.ops.registry import bool_dtype
+from ember.ops.registry import (
+    REGISTRY,
+    apply,
+    bool_dtype,
+    defop,
+    int64_dtype,
+    onnx_lowering,
+    public,
+    same_dtype,
+)
 
 __all__ = [
     "sum",
@@ -111,6 +119,8 @@ SUM = defop(
     shape=_reduced_shape,
     dtype=_sum_dtype,
     save_inputs=False,
+    # fused reductions (Note [Fusion]): the float64 accumulator's start and its update
+    template=("0.0", "{acc} += {0}"),
 )
 
 
@@ -168,6 +178,7 @@ AMAX = defop(
     shape=_reduced_shape,
     dtype=same_dtype,
     save_output=True,
+    template=("-np.inf", "if {acc} == {acc} and not ({0} <= {acc}): {acc} = {0}"),
 )
 AMIN = defop(
     "amin",
@@ -176,6 +187,7 @@ AMIN = defop(
     shape=_reduced_shape,
     dtype=same_dtype,
     save_output=True,
+    template=("np.inf", "if {acc} == {acc} and not ({0} >= {acc}): {acc} = {0}"),
 )
 
 
@@ -304,11 +316,13 @@ def _norm(x, dim, op):
     return normalize_dims(dim, x.ndim, op)
 
 
+@SUM.public("sum")
 def sum(x, dim=None, keepdim=False, dtype=None):  # noqa: A001
     out = apply(SUM, x, dim=_norm(x, dim, "sum"), keepdim=bool(keepdim))
     return out if dtype is None else out.to(dtype)
 
 
+@PROD.public("prod")
 def prod(x, dim=None, keepdim=False, dtype=None):
     if dim is not None and not isinstance(dim, int):
         raise TypeError(f"prod: dim must be an int or None, got {dim!r}")
@@ -316,44 +330,52 @@ def prod(x, dim=None, keepdim=False, dtype=None):
     return out if dtype is None else out.to(dtype)
 
 
+@AMAX.public("amax")
 def amax(x, dim=None, keepdim=False):
     if x.numel() == 0:
         raise ShapeError(f"amax: cannot reduce an empty tensor of shape {tuple(x.shape)}")
     return apply(AMAX, x, dim=_norm(x, dim, "amax"), keepdim=bool(keepdim))
 
 
+@AMIN.public("amin")
 def amin(x, dim=None, keepdim=False):
     if x.numel() == 0:
         raise ShapeError(f"amin: cannot reduce an empty tensor of shape {tuple(x.shape)}")
     return apply(AMIN, x, dim=_norm(x, dim, "amin"), keepdim=bool(keepdim))
 
 
+@ARGMAX.public("argmax")
 def argmax(x, dim=None, keepdim=False):
     if dim is not None and not isinstance(dim, int):
         raise TypeError(f"argmax: dim must be an int or None, got {dim!r}")
     return apply(ARGMAX, x, dim=_norm(x, dim, "argmax"), keepdim=bool(keepdim))
 
 
+@ARGMIN.public("argmin")
 def argmin(x, dim=None, keepdim=False):
     if dim is not None and not isinstance(dim, int):
         raise TypeError(f"argmin: dim must be an int or None, got {dim!r}")
     return apply(ARGMIN, x, dim=_norm(x, dim, "argmin"), keepdim=bool(keepdim))
 
 
+@ALL.public("all")
 def all(x, dim=None, keepdim=False):  # noqa: A001
     return apply(ALL, x, dim=_norm(x, dim, "all"), keepdim=bool(keepdim))
 
 
+@ANY.public("any")
 def any(x, dim=None, keepdim=False):  # noqa: A001
     return apply(ANY, x, dim=_norm(x, dim, "any"), keepdim=bool(keepdim))
 
 
+@CUMSUM.public("cumsum")
 def cumsum(x, dim, dtype=None):
     (d,) = normalize_dims(dim, x.ndim, "cumsum")
     out = apply(CUMSUM, x, dim=d)
     return out if dtype is None else out.to(dtype)
 
 
+@CUMPROD.public("cumprod")
 def cumprod(x, dim, dtype=None):
     (d,) = normalize_dims(dim, x.ndim, "cumprod")
     out = apply(CUMPROD, x, dim=d)
@@ -371,6 +393,7 @@ def _is_half(x) -> bool:
     return x.dtype == _dt.float16
 
 
+@public("mean")
 def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
@@ -385,6 +408,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
     return sum(x, dims, keepdim) / _count(x, dims)
 
 
+@public("var")
 def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
     if unbiased is not None:
         correction = 1 if unbiased else 0
@@ -406,12 +430,14 @@ def sqrt_zero_safe(s):
     return where(nonzero, where(nonzero, s, 1.0).sqrt(), 0.0)
 
 
+@public("std")
 def std(x, dim=None, correction=1, keepdim=False, unbiased=None):
     if _is_half(x):  # Note [Half-precision accumulation]
         return std(x.to(_dt.float32), dim, correction, keepdim, unbiased).to(x.dtype)
     return sqrt_zero_safe(var(x, dim, correction, keepdim, unbiased))
 
 
+@public("norm")
 def norm(x, p=2, dim=None, keepdim=False):
     """The vector p-norm over `dim` (all elements for None), as `torch.norm`: p may be any
     number, inf, -inf, 0 (the count of non-zeros) or 'fro'. The gradient at a zero vector
@@ -439,6 +465,7 @@ def norm(x, p=2, dim=None, keepdim=False):
     return where(nonzero, where(nonzero, total, 1.0) ** (1.0 / p), 0.0)
 
 
+@public("logsumexp")
 def logsumexp(x, dim, keepdim=False):
     from ember.ops.elementwise import isinf, where
 
@@ -482,6 +509,7 @@ def _max_min(x, dim, keepdim, other, arg_fn, full_fn, name):
     return _ValuesIndices((values, idx))
 
 
+@public("max")
 def max(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
     """max(x) -> value (gradient spread over ties); max(x, dim) -> (values, indices)."""
     if not isinstance(dim, (int, type(None))):  # max(a, b) elementwise, as torch.max(a, b)
@@ -489,6 +517,7 @@ def max(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
     return _max_min(x, dim, keepdim, other, argmax, amax, "max")
 
 
+@public("min")
 def min(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
     if not isinstance(dim, (int, type(None))):
         dim, other = None, dim

@@ -11,6 +11,20 @@ Note [OpDef]: a primitive is an `OpDef` holding, side by side,
   None (no casting), "common" (to the common dtype), "float" (common, integers to default float).
 Attributes are hashable Python values (ints, tuples, DTypes, strings) so that compiled graphs
 can key caches and common-subexpression elimination on them.
+Besides its rules, an OpDef holds every other fact about the op, so that no layer keeps a
+table of op names of its own (a test checks that every name-keyed table names registered ops):
+- `methods`, `functions`, `operators`, `inplace`: the Tensor methods, the `ember.*` /
+  `ember.ops.*` functions, the Python operators (`"__add__"`, `"__radd__"`) and the in-place
+  methods and operators (`"exp_"`, `"__iadd__"`) it provides; `api` is the hand-written
+  public function (argument checks, defaults) where a plain `apply(op, *args)` does not do
+  (Note [Op surface] in ember.ops.surface);
+- `ufunc`: the NumPy ufunc (name) that computes the forward and accepts `out=` (the executor
+  writes into preallocated buffers with it);
+- `template`: the scalar expression of one element for generated fused kernels, over the
+  operands `{0}`, `{1}`, `{2}` (`D(...)` casts to the result dtype; Note [Fusion]);
+- `quiet`: the NumPy kernel may warn on valid input (log(0), x/0): eager and compiled run it
+  with floating-point warnings off (Note [Quiet kernels] in ember/backend/numpy_backend.py);
+- `onnx`: its ONNX lowering (used by the exporter), None where it has none.
 
 Note [Fused composites]: a composite gets a primitive of its own (one kernel, one VJP) only
 where a benchmark shows the decomposition's per-op cost matters (linear, softmax cross
@@ -18,7 +32,8 @@ entropy). Its decomposition stays in the code as `<name>_reference`, and the op 
 the fused op against it, against PyTorch and against finite differences.
 
 Layers above install the dispatcher (`set_dispatcher`): eager execution with autograd (L3), and
-graph tracing (L4) pushes an interceptor. Ops never create Tensors themselves.
+graph tracing (L4) is a staging backend (Note [Staging backends] in ember/backend/__init__.py).
+Ops never create Tensors themselves.
 """
 
 from __future__ import annotations
@@ -28,7 +43,17 @@ from typing import Callable
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
 
-__all__ = ["OpDef", "REGISTRY", "defop", "apply", "set_dispatcher", "infer", "onnx_lowering"]
+__all__ = [
+    "OpDef",
+    "REGISTRY",
+    "COMPOSITES",
+    "defop",
+    "public",
+    "apply",
+    "set_dispatcher",
+    "infer",
+    "onnx_lowering",
+]
 
 
 class OpDef:
@@ -47,6 +72,14 @@ class OpDef:
         "kernels",
         "doc",
         "needed_by",
+        "methods",
+        "functions",
+        "operators",
+        "inplace",
+        "api",
+        "ufunc",
+        "template",
+        "quiet",
         "onnx",
         "__weakref__",
     )
@@ -82,7 +115,15 @@ class OpDef:
         # A saved input is version-checked only if one of those requires grad, as in PyTorch
         # (x[0] * 3 does not keep x[0]'s value).
         self.needed_by: dict | None = None
-        self.onnx: Callable | None = None  # Note [ONNX lowerings]
+        self.methods: tuple = ()
+        self.functions: tuple = ()
+        self.operators: tuple = ()
+        self.inplace: tuple = ()
+        self.api: Callable | None = None
+        self.ufunc: str | None = None
+        self.template: str | None = None
+        self.quiet = False
+        self.onnx = None
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"
@@ -101,6 +142,46 @@ class OpDef:
 
         return register
 
+    def public(self, *names: str, method: bool = True, function: bool = True):
+        """Decorator: `fn` is this op's public function, provided under `names` as Tensor
+        methods (self first) and/or `ember.*` functions (Note [Op surface])."""
+
+        def register(fn):
+            self.api = fn
+            if method:
+                self.methods = names
+            if function:
+                self.functions = names
+            _surface_changed()
+            return fn
+
+        return register
+
+
+# Composites (functions without an OpDef of their own) that the op surface provides:
+# (function, method names, function names), in definition order (Note [Op surface]).
+COMPOSITES: list = []
+
+
+def public(*names: str, method: bool = True, function: bool = True):
+    """Decorator for a composite: provide `fn` under `names` as Tensor methods (self first)
+    and/or `ember.*` functions (Note [Op surface] in ember.ops.surface)."""
+
+    def register(fn):
+        COMPOSITES.append((fn, names if method else (), names if function else ()))
+        _surface_changed()
+        return fn
+
+    return register
+
+
+def _surface_changed():
+    import sys
+
+    surface = sys.modules.get("ember.ops.surface")
+    if surface is not None:
+        surface.refresh()
+
 
 REGISTRY: dict[str, OpDef] = {}
 
@@ -118,13 +199,33 @@ def defop(
     view: bool = False,
     stateful: bool = False,
     doc: str = "",
+    names: tuple = (),
+    operators: tuple = (),
+    inplace: tuple = (),
+    ufunc: str | None = None,
+    template: str | None = None,
+    quiet: bool = False,
+    onnx=None,
 ) -> OpDef:
+    """Register a primitive (Note [OpDef]); `names` are both Tensor methods and functions."""
     if name in REGISTRY:
         raise ValueError(f"op {name!r} is already registered")
+    if quiet:
+        from ember.backend.numpy_backend import quiet as _quiet
+
+        forward = _quiet(forward)
     op = OpDef(
         name, forward, vjp, shape, dtype, promote, save_inputs, save_output, view, stateful, doc
     )
+    op.methods = op.functions = tuple(names)
+    op.operators = tuple(operators)
+    op.inplace = tuple(inplace)
+    op.ufunc = ufunc
+    op.template = template
+    op.quiet = quiet
+    op.onnx = onnx
     REGISTRY[name] = op
+    _surface_changed()
     return op
 
 
@@ -156,6 +257,9 @@ _dispatcher: Callable | None = None
 def set_dispatcher(fn: Callable) -> None:
     global _dispatcher
     _dispatcher = fn
+    from ember.ops import surface
+
+    surface.bind(fn)
 
 
 def apply(op: OpDef, *args, **attrs):

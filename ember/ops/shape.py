@@ -20,7 +20,15 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
-from ember.ops.registry import apply, defop, int64_dtype, onnx_lowering, same_dtype, same_shape
+from ember.ops.registry import (
+    apply,
+    defop,
+    int64_dtype,
+    onnx_lowering,
+    public,
+    same_dtype,
+    same_shape,
+)
 from ember.ops.elementwise import unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
@@ -723,6 +731,7 @@ def _dim(d, ndim, op):
     return d % n
 
 
+@RESHAPE.public("reshape")
 def reshape(x, *shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
@@ -732,6 +741,7 @@ def reshape(x, *shape):
     return apply(RESHAPE, x, shape=shape)
 
 
+@PERMUTE.public("permute")
 def permute(x, *dims):
     if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
         dims = dims[0]
@@ -743,6 +753,7 @@ def permute(x, *dims):
     return apply(PERMUTE, x, dims=dims)
 
 
+@public("transpose", "swapaxes", "swapdims")
 def transpose(x, dim0, dim1):
     if x.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return x
@@ -752,6 +763,7 @@ def transpose(x, dim0, dim1):
     return permute(x, dims)
 
 
+@public("movedim")
 def movedim(x, source, destination):
     src = [source] if isinstance(source, int) else list(source)
     dst = [destination] if isinstance(destination, int) else list(destination)
@@ -763,6 +775,7 @@ def movedim(x, source, destination):
     return permute(x, order)
 
 
+@EXPAND.public("expand", function=False)
 def expand(x, *shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
@@ -776,6 +789,7 @@ def expand(x, *shape):
     return apply(EXPAND, x, shape=shape)
 
 
+@public("squeeze")
 def squeeze(x, dim=None):
     if dim is None:
         shape = tuple(n for n in x.shape if n != 1)
@@ -786,12 +800,14 @@ def squeeze(x, dim=None):
     return reshape(x, shape)
 
 
+@public("unsqueeze")
 def unsqueeze(x, dim):
     d = _dim(dim, x.ndim + 1, "unsqueeze")
     shape = tuple(x.shape)
     return reshape(x, shape[:d] + (1,) + shape[d:])
 
 
+@public("flatten")
 def flatten(x, start_dim=0, end_dim=-1):
     if x.ndim == 0:
         return reshape(x, (1,))
@@ -804,6 +820,7 @@ def flatten(x, start_dim=0, end_dim=-1):
     return reshape(x, shape[:s] + (n,) + shape[e + 1 :])
 
 
+@public("unflatten")
 def unflatten(x, dim, sizes):
     d = _dim(dim, x.ndim, "unflatten")
     shape = tuple(x.shape)
@@ -811,6 +828,7 @@ def unflatten(x, dim, sizes):
     return reshape(x, shape[:d] + sizes + shape[d + 1 :])
 
 
+@CAT.public("cat", "concat", "concatenate", method=False)
 def cat(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
@@ -826,6 +844,7 @@ def cat(tensors, dim=0):
 concat = concatenate = cat
 
 
+@public("stack", method=False)
 def stack(tensors, dim=0):
     tensors = list(tensors)
     if not tensors:
@@ -841,6 +860,7 @@ def stack(tensors, dim=0):
     return apply(CAT, *[unsqueeze(t, d) for t in tensors], dim=d)
 
 
+@public("narrow")
 def narrow(x, dim, start, length):
     d = _dim(dim, x.ndim, "narrow")
     size = x.shape[d]
@@ -861,6 +881,7 @@ def narrow(x, dim, start, length):
     return apply(GETITEM, x, spec=tuple(index))
 
 
+@public("split")
 def split(x, split_size_or_sections, dim=0):
     d = _dim(dim, x.ndim, "split")
     n = x.shape[d]
@@ -878,23 +899,27 @@ def split(x, split_size_or_sections, dim=0):
     return tuple(out)
 
 
+@public("chunk")
 def chunk(x, chunks, dim=0):
     d = _dim(dim, x.ndim, "chunk")
     size = -(-x.shape[d] // chunks)
     return split(x, builtins.max(size, 1), d)
 
 
+@public("unbind")
 def unbind(x, dim=0):
     d = _dim(dim, x.ndim, "unbind")
     return tuple(squeeze(narrow(x, d, i, 1), d) for i in range(x.shape[d]))
 
 
+@FLIP.public("flip")
 def flip(x, dims):
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
     dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims))
     return apply(FLIP, x, dims=dims)
 
 
+@ROLL.public("roll")
 def roll(x, shifts, dims=None):
     if dims is None:
         return reshape(roll(flatten(x), shifts, 0), tuple(x.shape))
@@ -910,12 +935,14 @@ def roll(x, shifts, dims=None):
     )
 
 
+@TRIL.public("tril")
 def tril(x, diagonal=0):
     if x.ndim < 2:
         raise ShapeError(f"tril: input must have at least 2 dims, got shape {tuple(x.shape)}")
     return apply(TRIL, x, k=int(diagonal))
 
 
+@TRIU.public("triu")
 def triu(x, diagonal=0):
     if x.ndim < 2:
         raise ShapeError(f"triu: input must have at least 2 dims, got shape {tuple(x.shape)}")
@@ -970,6 +997,7 @@ def expand_dim(x, dim, size):
     return expand(x, tuple(shape))
 
 
+@public("repeat", function=False)
 def repeat(x, *sizes):
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = sizes[0]
@@ -1036,6 +1064,7 @@ def getitem(x, index):
     return apply(GETITEM, x, *tensors, spec=spec)
 
 
+@public("index_select")
 def index_select(x, dim, index):
     d = _dim(dim, x.ndim, "index_select")
     if index.ndim > 1:
@@ -1047,20 +1076,24 @@ def index_select(x, dim, index):
     return apply(GETITEM, x, index, spec=spec)
 
 
+@GATHER.public("gather")
 def gather(x, dim, index):
     return apply(GATHER, x, index, dim=_dim(dim, x.ndim, "gather"))
 
 
+@SCATTER.public("scatter")
 def scatter(x, dim, index, src=None, value=None):
     if src is None:
         src = value
     return apply(SCATTER, x, index, src, dim=_dim(dim, x.ndim, "scatter"))
 
 
+@SCATTER_ADD.public("scatter_add")
 def scatter_add(x, dim, index, src):
     return apply(SCATTER_ADD, x, index, src, dim=_dim(dim, x.ndim, "scatter_add"))
 
 
+@public("masked_fill")
 def masked_fill(x, mask, value):
     if mask.dtype is not _dt.bool_:
         raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
@@ -1148,6 +1181,7 @@ def _scale_gradient(x, scale):
     return where(frozen.isfinite(), frozen + zero * scale, x)
 
 
+@ARGSORT.public("argsort")
 def argsort(x, dim=-1, descending=False, stable=False):
     return apply(
         ARGSORT,
@@ -1158,6 +1192,7 @@ def argsort(x, dim=-1, descending=False, stable=False):
     )
 
 
+@public("sort")
 def sort(x, dim=-1, descending=False, stable=False):
     from ember.ops.reduce import _ValuesIndices
 
@@ -1165,6 +1200,7 @@ def sort(x, dim=-1, descending=False, stable=False):
     return _ValuesIndices((gather(x, _dim(dim, x.ndim, "sort"), idx), idx))
 
 
+@public("topk")
 def topk(x, k, dim=-1, largest=True, sorted=True):
     from ember.ops.reduce import _ValuesIndices
 
@@ -1179,6 +1215,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     return _ValuesIndices((gather(x, d, idx), idx))
 
 
+@NONZERO.public("nonzero")
 def nonzero(x, as_tuple=False):
     idx = apply(NONZERO, x)
     if as_tuple:
@@ -1186,6 +1223,7 @@ def nonzero(x, as_tuple=False):
     return idx
 
 
+@public("masked_select")
 def masked_select(x, mask):
     x, mask = (
         x.expand(broadcast_pair(x.shape, mask.shape)),
@@ -1318,10 +1356,12 @@ VIEW_SCATTER = defop(
 )
 
 
+@DIAGONAL.public("diagonal")
 def diagonal(x, offset=0, dim1=0, dim2=1):
     """The diagonal of dims (dim1, dim2), shifted by `offset`, as the last dim: a view.
 
     Example:
+        >>> import ember
         >>> x = ember.zeros(3, 3)
         >>> x.diagonal().fill_(1.0)
         tensor([1., 1., 1.])
@@ -1336,10 +1376,12 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
     return apply(DIAGONAL, x, offset=int(offset), dim1=d1, dim2=d2)
 
 
+@public("diagonal_scatter", method=False)
 def diagonal_scatter(x, src, offset=0, dim1=0, dim2=1):
     """A copy of x with its diagonal (offset, dim1, dim2) replaced by src.
 
     Example:
+        >>> import ember
         >>> ember.diagonal_scatter(ember.zeros(2, 2), ember.ones(2)).tolist()
         [[1.0, 0.0], [0.0, 1.0]]
     """
@@ -1348,10 +1390,12 @@ def diagonal_scatter(x, src, offset=0, dim1=0, dim2=1):
     return apply(VIEW_SCATTER, x, src, steps=steps)
 
 
+@public("slice_scatter", method=False)
 def slice_scatter(x, src, dim=0, start=None, end=None, step=1):
     """A copy of x with x[..., start:end:step, ...] (along dim) replaced by src.
 
     Example:
+        >>> import ember
         >>> ember.slice_scatter(ember.zeros(4), ember.ones(2), 0, 1, 3).tolist()
         [0.0, 1.0, 1.0, 0.0]
     """

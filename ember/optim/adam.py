@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ember import dtypes as _dt
-from ember.ops.elementwise import maximum
-from ember.optim._functional import addcdiv_, addcmul_, lerp_
-from ember.optim.optimizer import Optimizer, _tracing
+from ember.optim.optimizer import Optimizer, lerp
 from ember.tensor import Tensor, tensor, zeros_like
 
 
-# Note [Compiled Adam step]: the NumPy `update_arrays` makes about a dozen passes over each
+# Note [Compiled Adam step]: `Adam.rule` on NumPy arrays makes about a dozen passes over each
 # parameter-sized array; with numba (the `fast` extra) the common case (no amsgrad, no
 # maximize, contiguous float32/float64 arrays) is one pass that computes, per element, the
 # same float operations in the same order with the same parameter-dtype scalars, so the same
@@ -43,15 +41,6 @@ def _compiled_step(p, g, m, v):
     from ember.backend import numba_kernels
 
     return numba_kernels.jit_source(_ADAM_SOURCE, "adam_step")
-
-
-def _scratch(optimizer: Optimizer, param: Tensor):
-    """Two work arrays per parameter, kept outside `state` (which must stay PyTorch's)."""
-    scratch = optimizer.__dict__.setdefault("_scratch", {})
-    pair = scratch.get(id(param))
-    if pair is None or pair[0].shape != param._data.shape or pair[0].dtype != param._data.dtype:
-        pair = scratch[id(param)] = (np.empty_like(param._data), np.empty_like(param._data))
-    return pair
 
 
 class Adam(Optimizer):
@@ -130,105 +119,64 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = zeros_like(param)
         return state
 
-    def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+    def rule(self, ops, p, g, state, group):
+        """The algorithm of the class docstring, once (Note [Optimizer structure])."""
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         weight_decay = group["weight_decay"]
+        step = state["step"] + 1
         if group["maximize"]:
-            grad = -grad
-        step_t = state["step"]
-        step_t.add_(1)
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        lerp_(exp_avg, grad, 1 - beta1)
-        addcmul_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
-        if _tracing():
-            # compiled: the step count is a graph value, so the bias corrections are too
-            # (in float64, then rounded to the parameter's dtype as the eager scalars are)
-            step = step_t.to(_dt.float64)
-            step_size = (lr / (1 - beta1**step)).to(param.dtype)
-            bias_correction2_sqrt = (1 - beta2**step).sqrt().to(param.dtype)
-        else:
-            step = step_t.item()
-            bias_correction1 = 1 - beta1**step
-            bias_correction2 = 1 - beta2**step
-            step_size = lr / bias_correction1
-            bias_correction2_sqrt = bias_correction2**0.5
+            g = -g
+        if weight_decay != 0 and group["decoupled_weight_decay"]:
+            p = p * (1 - lr * weight_decay)
+        elif weight_decay != 0:
+            g = g + p * weight_decay
+        m = lerp(state["exp_avg"], g, 1 - beta1)
+        v = state["exp_avg_sq"] * beta2 + (g * (1 - beta2)) * g
+        new = {"step": step, "exp_avg": m, "exp_avg_sq": v}
         if group["amsgrad"]:
-            max_sq = state["max_exp_avg_sq"]
-            max_sq.copy_(maximum(max_sq, exp_avg_sq))
-            denom = (max_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        else:
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        if isinstance(step_size, Tensor):  # traced: (value * a) / b with a graph value
-            param.add_((exp_avg * -step_size) / denom)
-        else:
-            addcdiv_(param, exp_avg, denom, -step_size)
+            v = new["max_exp_avg_sq"] = ops.maximum(state["max_exp_avg_sq"], v)
+        # the bias corrections in float64 (a graph value when compiled), then the param dtype
+        t = ops.float64(step)
+        neg_step_size = ops.like(-(lr / (1 - beta1**t)), p)
+        bias_correction2_sqrt = ops.like((1 - beta2**t) ** 0.5, p)
+        return p + (m * neg_step_size) / (ops.sqrt(v) / bias_correction2_sqrt + eps), new
 
     def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
-        """`update` fused on NumPy arrays, in the same evaluation order (Note [Optimizer
-        structure]); scalars are cast to the parameter's dtype as PyTorch's kernels do.
-        With numba, the common case is one compiled pass (Note [Compiled Adam step])."""
-        p, g = param._data, grad._data
-        m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
-        f = p.dtype.type
+        """`rule` on the NumPy arrays; with numba, the common case (no amsgrad, no maximize,
+        contiguous float arrays, 1 - beta1 < 0.5) is one compiled pass of it (Note [Compiled
+        Adam step])."""
+        p, g = param.array, grad.array
+        m, v = state["exp_avg"].array, state["exp_avg_sq"].array
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        kernel = (
+            None
+            if group["maximize"] or group["amsgrad"] or 1 - beta1 >= 0.5
+            else _compiled_step(p, g, m, v)
+        )
+        if kernel is None:
+            return super().update_arrays(param, grad, state, group)
+        f = p.dtype.type
         weight_decay = group["weight_decay"]
         decoupled = weight_decay != 0 and group["decoupled_weight_decay"]
-        l2 = weight_decay != 0 and not decoupled
         step_t = state["step"]
-        step_t._data += 1
-        step = float(step_t._data)
-        bias_correction2_sqrt = f((1 - beta2**step) ** 0.5)
-        neg_step_size = f(-(lr / (1 - beta1**step)))
-        kernel = None if group["maximize"] or group["amsgrad"] else _compiled_step(p, g, m, v)
-        if kernel is not None:
-            kernel(
-                p.reshape(-1),
-                g.reshape(-1),
-                m.reshape(-1),
-                v.reshape(-1),
-                decoupled,
-                f(1 - lr * weight_decay),
-                l2,
-                f(weight_decay),
-                f(1 - beta1),
-                f(beta2),
-                f(1 - beta2),
-                bias_correction2_sqrt,
-                f(eps),
-                neg_step_size,
-            )
-            return
-        buf, tmp = _scratch(self, param)
-        if group["maximize"]:
-            g = np.negative(g, out=tmp)
-        if decoupled:
-            np.multiply(p, f(1 - lr * weight_decay), out=p)
-        elif l2:
-            g = np.add(g, np.multiply(p, f(weight_decay), out=buf), out=tmp)
-        # m = lerp(m, g, 1 - beta1) = m + (1 - beta1) (g - m)
-        np.subtract(g, m, out=buf)
-        buf *= f(1 - beta1)
-        m += buf
-        # v = beta2 v + ((1 - beta2) g) g
-        v *= f(beta2)
-        np.multiply(g, f(1 - beta2), out=buf)
-        buf *= g
-        v += buf
-        if group["amsgrad"]:
-            vmax = state["max_exp_avg_sq"]._data
-            np.maximum(vmax, v, out=vmax)
-            v = vmax
-        np.sqrt(v, out=buf)
-        buf /= bias_correction2_sqrt
-        buf += f(eps)
-        np.multiply(m, neg_step_size, out=tmp)
-        tmp /= buf
-        p += tmp
+        step_t.array += 1
+        step = float(step_t.array)
+        kernel(
+            p.reshape(-1),
+            g.reshape(-1),
+            m.reshape(-1),
+            v.reshape(-1),
+            decoupled,
+            f(1 - lr * weight_decay),
+            weight_decay != 0 and not decoupled,
+            f(weight_decay),
+            f(1 - beta1),
+            f(beta2),
+            f(1 - beta2),
+            f((1 - beta2**step) ** 0.5),
+            f(eps),
+            f(-(lr / (1 - beta1**step))),
+        )
 
 
 class AdamW(Adam):

@@ -3,13 +3,20 @@
 Note [Optimizer structure] (STYLE.md habit 9, after MLX's `init_single`/`apply_single`): an
 optimizer subclass writes two things per parameter,
 - `init_state(param, group) -> dict`: the state it keeps (moments, step count...), and
-- `update(param, grad, state, group)`: one step of the algorithm, written out in the class
-  docstring, applied in place to `param` and `state` with ember's in-place tensor ops.
-The base class runs `update` under `no_grad` for every parameter that has a gradient. An
-optimizer may also define `update_arrays(param, grad, state, group)`: the same step fused on the
-raw NumPy arrays (in-place ufuncs with `out=`, no dispatch, no temporaries), used in eager mode
-for CPU tensors unless the group says `fused=False`; `update` stays the reference, and the tests
-check that both give the same trajectory. The
+- `rule(ops, param, grad, state, group) -> (new param, {state key: new value})`: one step of the
+  algorithm, written once, out of place, with arithmetic operators and the few functions of
+  `ops` (`sqrt`, `maximum`, `float64`, `like`), as the class docstring writes it out.
+The base class applies the rule under `no_grad` for every parameter that has a gradient, in
+one of two ways, both from that one definition:
+- `update` runs it on Tensors (`TENSOR_OPS`) and writes the results into the parameter and
+  the state with `copy_`: the reference, used on any backend and when a step is compiled (the
+  writes become the graph's in-place updates, Note [Staging backends]);
+- `update_arrays` runs it on the raw NumPy arrays (`ARRAY_OPS`: no dispatch) and copies the
+  results back, for CPU tensors in eager mode unless the group says `fused=False`; a subclass
+  may first try a compiled kernel of the same rule (Note [Compiled Adam step]).
+Scalars take the parameter's dtype as the Tensor ops cast Python numbers, so both ways give the
+same bits, and the tests check the trajectories against each other and against PyTorch.
+The
 state dict has PyTorch's layout: `{"state": {index: {...}}, "param_groups": [{..., "params":
 [indices]}]}` with parameters numbered in group order, so a state dict round-trips through
 PyTorch's `Optimizer.load_state_dict` by converting the tensors.
@@ -23,13 +30,54 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from ember import backend as _backend
+from ember import dtypes as _dt
+from ember import ops as _ops
 from ember.autograd.grad_mode import no_grad
-from ember.tensor import Tensor, _interceptors_active
+from ember.tensor import Tensor, zeros_like
 
 
-def _tracing() -> bool:
-    """True while a graph is being traced: then updates must go through ember ops."""
-    return _interceptors_active()
+class _TensorOps:
+    """What a `rule` needs beyond operators, on Tensors (Note [Optimizer structure])."""
+
+    sqrt = staticmethod(_ops.sqrt)
+    maximum = staticmethod(_ops.maximum)
+
+    @staticmethod
+    def float64(x):
+        """A step count as a float64 value (a Tensor: a compiled step counts its own)."""
+        return x.to(_dt.float64)
+
+    @staticmethod
+    def like(x, param):
+        """A scalar in the parameter's dtype."""
+        return x.to(param.dtype) if isinstance(x, Tensor) else x
+
+
+class _ArrayOps:
+    """What a `rule` needs beyond operators, on NumPy arrays (the fused eager path)."""
+
+    sqrt = staticmethod(np.sqrt)
+    maximum = staticmethod(np.maximum)
+
+    @staticmethod
+    def float64(x):
+        return float(x)
+
+    @staticmethod
+    def like(x, param):
+        return param.dtype.type(x)
+
+
+TENSOR_OPS = _TensorOps()
+ARRAY_OPS = _ArrayOps()
+
+
+def lerp(start, end, weight: float):
+    """start + weight (end - start), as PyTorch evaluates it (the other end for weight >= 0.5)."""
+    if weight < 0.5:
+        return start + (end - start) * weight
+    return end - (end - start) * (1.0 - weight)
 
 
 class _RequiredParameter:
@@ -130,8 +178,34 @@ class Optimizer:
     def init_state(self, param: Tensor, group: dict) -> dict:
         return {}
 
-    def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+    def rule(self, ops, param, grad, state: dict, group: dict):
+        """One step, out of place: (new param, {state key: new value}) (Note [Optimizer
+        structure])."""
         raise NotImplementedError
+
+    def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+        """`rule` on Tensors, written back in place (the reference; compiled steps trace it)."""
+        new_param, new_state = self.rule(TENSOR_OPS, param, grad, state, group)
+        for key, value in new_state.items():
+            old = state.get(key)
+            if old is None:  # a concrete buffer, which a compiled step then writes in place
+                state[key] = zeros_like(param).copy_(value)
+            else:
+                old.copy_(value)
+        param.copy_(new_param)
+
+    def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+        """`rule` on the NumPy arrays (no dispatch, no Tensors), copied back in place."""
+        arrays = {k: v.array if isinstance(v, Tensor) else v for k, v in state.items()}
+        new_param, new_state = self.rule(ARRAY_OPS, param.array, grad.array, arrays, group)
+        for key, value in new_state.items():
+            old = state.get(key)
+            if old is None:
+                state[key] = Tensor.from_array(np.array(value, dtype=param.array.dtype, copy=True))
+            else:
+                np.copyto(old.array, value)
+                old._bump_version(type(self).__name__ + ".step")
+        np.copyto(param.array, new_param)
 
     def step(self, closure: Callable[[], Any] | None = None):
         """Apply one update to every parameter that has a gradient; returns closure's loss."""
@@ -141,23 +215,23 @@ class Optimizer:
 
             with enable_grad():
                 loss = closure()
-        fused = getattr(self, "update_arrays", None)
-        tracing = _tracing()
-        if tracing:
-            _guard_state(self)
+        has_rule = type(self).rule is not Optimizer.rule  # else `update` is written by hand
+        fused = self.update_arrays if has_rule else None
+        _guard_state(self)
         with no_grad():
             for group in self.param_groups:
-                use_fused = fused is not None and group.get("fused") is not False and not tracing
+                use_fused = fused is not None and group.get("fused") is not False
                 for p in group["params"]:
                     if p.grad is None:
                         continue
                     state = self.state[p]
                     if not state:
                         state.update(self.init_state(p, group))
-                    if (
+                    if (  # Note [Staging backends]: the fused kernel writes NumPy memory
                         use_fused
-                        and type(p._data) is np.ndarray
-                        and type(p.grad._data) is np.ndarray
+                        and type(p.array) is np.ndarray
+                        and type(p.grad.array) is np.ndarray
+                        and _backend.runs_eagerly(p.array)
                     ):
                         fused(p, p.grad, state, group)
                         p._bump_version(type(self).__name__ + ".step")
@@ -235,18 +309,15 @@ def _state_signature(ref):
 
 
 def _guard_state(optimizer) -> None:
-    """While tracing (Note [Optimizer structure]): the traced update branches on whether
-    each parameter's state exists yet (SGD's momentum buffer starts as the first gradient), so
-    the compiled graph holds only while the state's layout is what it was when traced; a
-    compiled step retraces once the first step has created it."""
+    """The update branches on whether each parameter's state exists yet (SGD's momentum buffer
+    starts as the first gradient): a staging backend (a compiled step, Note [Staging backends])
+    keeps the state's layout, and its graph holds only while the layout stays the same; a
+    compiled step retraces once the first step has created the state (Note [Optimizer
+    structure])."""
     import weakref
 
-    from ember.graph.trace import current_tracer
-
-    tracer = current_tracer()
-    if tracer is not None:
-        ref = weakref.ref(optimizer)
-        tracer.add_guard(("optimizer state", id(optimizer)), lambda: _state_signature(ref))
+    ref = weakref.ref(optimizer)
+    _backend.guard(("optimizer state", id(optimizer)), lambda: _state_signature(ref))
 
 
 def _shallow_tensors(state_dict: dict) -> dict:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from ember.optim.optimizer import Optimizer, _tracing, required
-from ember.tensor import Tensor, _wrap, zeros_like
+from ember.optim.optimizer import Optimizer, required
+from ember.tensor import Tensor
 
 
 class SGD(Optimizer):
@@ -67,46 +65,21 @@ class SGD(Optimizer):
     def init_state(self, param: Tensor, group: dict) -> dict:
         return {}  # the momentum buffer appears at the first step, as in PyTorch
 
-    def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
+    def rule(self, ops, p, g, state, group):
+        """The algorithm of the class docstring, once (Note [Optimizer structure])."""
         if group["maximize"]:
-            grad = -grad
+            g = -g
         weight_decay, momentum = group["weight_decay"], group["momentum"]
         if weight_decay != 0:
-            grad = grad.add(param, alpha=weight_decay)
+            g = g + p * weight_decay
+        new = {}
         if momentum != 0:
             buf = state.get("momentum_buffer")
-            if buf is None:
-                if _tracing():  # a concrete buffer that the compiled step writes in place
-                    buf = state["momentum_buffer"] = zeros_like(param)
-                    buf.copy_(grad)
-                else:
-                    buf = state["momentum_buffer"] = grad.detach().clone()
+            if buf is None:  # the first step: the buffer starts as the gradient
+                buf = g
             else:
-                buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
-            grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-        param.add_(grad, alpha=-group["lr"])
-
-    def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
-        """`update` fused on NumPy arrays, in the same evaluation order (Note [Optimizer
-        structure]): no dispatch, no Tensors, scalars cast to the parameter's dtype as the
-        Tensor ops cast Python numbers."""
-        p, g = param._data, grad._data
-        f = p.dtype.type
-        if group["maximize"]:
-            g = np.negative(g)
-        weight_decay, momentum = group["weight_decay"], group["momentum"]
-        if weight_decay != 0:
-            g = np.add(g, np.multiply(p, f(weight_decay)))
-        if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                b = np.array(g, copy=True)
-                state["momentum_buffer"] = _wrap(b)
-            else:
-                b = buf._data
-                b *= f(momentum)
                 damping = 1 - group["dampening"]
-                b += g if damping == 1 else np.multiply(g, f(damping))
-                buf._bump_version("SGD.step")
-            g = np.add(g, np.multiply(b, f(momentum))) if group["nesterov"] else b
-        p += np.multiply(g, f(-group["lr"]))
+                buf = buf * momentum + (g if damping == 1 else g * damping)
+            new["momentum_buffer"] = buf
+            g = g + buf * momentum if group["nesterov"] else buf
+        return p + g * -group["lr"], new

@@ -568,6 +568,7 @@ ROWS: list[OpRow] = [
     _unary("exp", lambda x: x.exp(), lambda x: x.exp(), np.exp, edge=[-100.0, 0.0, 80.0]),
     _unary("log", lambda x: x.log(), lambda x: x.log(), np.log, low=0.1, edge=[0.0, 1e-30, 1.0]),
     _unary("log1p", lambda x: x.log1p(), lambda x: x.log1p(), np.log1p, low=0.1),
+    _unary("log2", lambda x: x.log2(), lambda x: x.log2(), np.log2, low=0.1, edge=[0.0, 1.0]),
     _unary("expm1", lambda x: x.expm1(), lambda x: x.expm1(), np.expm1),
     _unary("sqrt", lambda x: x.sqrt(), lambda x: x.sqrt(), np.sqrt, low=0.1),
     _unary("rsqrt", lambda x: x.rsqrt(), lambda x: x.rsqrt(), lambda x: 1 / np.sqrt(x), low=0.1),
@@ -663,6 +664,7 @@ ROWS: list[OpRow] = [
         np.minimum,
         gradgrad=False,
     ),
+    _binary("hypot", ember.hypot, lambda a, b: _t("hypot")(a, _tt(b)), np.hypot),
     OpRow(
         "remainder",
         ("remainder",),

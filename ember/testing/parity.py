@@ -104,7 +104,8 @@ def assert_close(actual, expected, *, rtol: float, scale: float | None = None, n
     Example:
         >>> import numpy as np
         >>> from ember.testing.parity import assert_close
-        >>> assert_close(np.float32([1.0, 2.0]), np.float64([1.0, 2.0000001]), rtol=1e-6)
+        >>> assert_close(np.float32([1.0, 2.0]), np.float64([1.0, 2.0000001]), rtol=1e-6)["ok"]
+        True
     """
     report = close_report(actual, expected, rtol=rtol, scale=scale)
     if not report["ok"]:

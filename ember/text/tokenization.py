@@ -1097,7 +1097,7 @@ class PreTrainedTokenizerFast:
             >>> messages = [{"role": "user", "content": "What is 2 + 2?"}]  # doctest: +SKIP
             >>> tokenizer.apply_chat_template(messages, tokenize=False,      # doctest: +SKIP
             ...                               add_generation_prompt=True)
-            '<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n'
+            '<|im_start|>user\\nWhat is 2 + 2?<|im_end|>\\n<|im_start|>assistant\\n'
         """
         from ember.text.chat_template import render_chat_template
 

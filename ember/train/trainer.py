@@ -67,6 +67,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ember._util.pytree import flatten, leaves, map_leaves, unflatten
 from ember.train.callbacks import (
     CallbackHandler,
     DefaultFlowCallback,
@@ -407,12 +408,12 @@ class Trainer:
         for p in parameters:
             if p.grad is None:
                 p.grad = p.detach() * 0
-        flat = np.concatenate([p.grad._data.reshape(-1) for p in parameters])
+        flat = np.concatenate([p.grad.array.reshape(-1) for p in parameters])
         self._group.allreduce(flat, "avg")
         offset = 0
         for p in parameters:
-            size = p.grad._data.size
-            p.grad._data[...] = flat[offset : offset + size].reshape(p.grad._data.shape)
+            size = p.grad.array.size
+            p.grad.array[...] = flat[offset : offset + size].reshape(p.grad.array.shape)
             offset += size
 
     # ------------------------------------------------------------------ callbacks
@@ -665,7 +666,7 @@ class Trainer:
         loss = self._compiled_step(dict(inputs), tensor(scale, dtype=dtype)).detach()
         for p, old in zip(parameters, held):
             if old is not None and p.grad is not None:
-                np.add(p.grad._data, old._data, out=p.grad._data)
+                np.add(p.grad.array, old.array, out=p.grad.array)
             elif old is not None:
                 p.grad = old
         return loss
@@ -789,7 +790,7 @@ class Trainer:
         distributed = self._group is not None
         if distributed and args.torch_compile:  # the compiled step bypasses DDP's broadcast
             for tensor in [*self.model.parameters(), *self.model.buffers()]:
-                self._group.broadcast(tensor._data, 0)
+                self._group.broadcast(tensor.array, 0)
 
         for epoch in range(epochs_trained, num_train_epochs):
             if position is not None and epoch == epochs_trained:
@@ -1046,19 +1047,18 @@ class Trainer:
 
     @staticmethod
     def _nested_numpy(value):
-        if isinstance(value, (tuple, list)):
-            return type(value)(Trainer._nested_numpy(v) for v in value)
-        return _to_numpy(value)
+        return map_leaves(_to_numpy, value)
 
     @staticmethod
     def _nested_concat(parts: list):
+        """Batches of one structure -> one structure of concatenated leaves (Note [Pytrees])."""
         if not parts:
             return None
-        if isinstance(parts[0], (tuple, list)):
-            return type(parts[0])(
-                Trainer._nested_concat([p[i] for p in parts]) for i in range(len(parts[0]))
-            )
-        return _concat_padded([np.atleast_1d(p) for p in parts])
+        structure = flatten(parts[0])[1]
+        columns = zip(*(leaves(p) for p in parts))
+        return unflatten(
+            structure, (_concat_padded([np.atleast_1d(p) for p in col]) for col in columns)
+        )
 
     # ------------------------------------------------------------------ saving
     def _model_files(self, folder: str) -> None:

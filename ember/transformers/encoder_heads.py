@@ -1,22 +1,20 @@
-"""What the encoder families' task heads share: calling the base model, the label losses,
-and the output flags.
+"""What the encoder families (BERT, RoBERTa, DistilBERT) share, under public names: the
+multi-head self-attention and the layer loop, the weight initialisation, calling the base
+model, the label losses and the output flags.
 
-BERT defined these first (ember/transformers/bert/modeling_bert.py); RoBERTa and DistilBERT
-reuse them from here so that a loss rule (e.g. how `problem_type` is inferred) lives in one
-place. A head model finds its encoder under `base_model_prefix` (`roberta`, `distilbert`).
+Each model file imports these from here and none imports another model's private helpers, so
+a rule (e.g. how `problem_type` is inferred) lives in one place and a model file reads on its
+own. A head model finds its encoder under `base_model_prefix` (`bert`, `roberta`,
+`distilbert`).
 """
 
 from __future__ import annotations
 
+import math
+
 import ember
+from ember import nn
 from ember.nn import functional as F
-from ember.transformers.bert.modeling_bert import (
-    BertForSequenceClassification,
-    _as_labels,
-    _finish,
-    _flatten_choices,
-    _return_flags,
-)
 from ember.transformers.modeling_outputs import (
     MaskedLMOutput,
     MultipleChoiceModelOutput,
@@ -30,23 +28,195 @@ __all__ = [
     "as_labels",
     "finish",
     "flatten_choices",
+    "init_encoder_weights",
     "return_flags",
+    "run_layers",
+    "self_attention",
     "sequence_classification_loss",
     "span_loss",
+    "split_heads",
     "token_classification_loss",
 ]
 
-as_labels = _as_labels
-finish = _finish
-return_flags = _return_flags
-flatten_choices = _flatten_choices  # (batch, choices, ...) inputs -> (batch * choices, ...)
+
+# --------------------------------------------------------------------------- the encoder
+def split_heads(x, num_heads: int):
+    """(batch, seq, hidden) -> contiguous (batch, heads, seq, head_size): NumPy's batched
+    matmul is several times slower on strided views."""
+    batch, length, hidden = x.shape
+    return x.reshape(batch, length, num_heads, hidden // num_heads).transpose(1, 2).contiguous()
+
+
+def self_attention(
+    hidden_states,
+    query,
+    key,
+    value,
+    num_heads: int,
+    attention_mask=None,
+    output_attentions: bool = False,
+    head_mask=None,
+    dropout=None,
+):
+    """Multi-head self-attention of `hidden_states` with the projections `query`, `key`,
+    `value` (modules): scaled dot-product attention, or the explicit softmax when the
+    probabilities are asked for. `head_mask` (per head) multiplies the probabilities; `dropout`
+    (an nn.Dropout) drops them in training. Returns (context (batch, seq, hidden), probs)."""
+    q = split_heads(query(hidden_states), num_heads)
+    k = split_heads(key(hidden_states), num_heads)
+    v = split_heads(value(hidden_states), num_heads)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if output_attentions:
+        scores = (q @ k.mT.contiguous()) * scale
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        probs = F.softmax(scores, -1)
+        dropped = dropout(probs) if dropout is not None else probs
+        if head_mask is not None:
+            probs = probs * head_mask
+            dropped = dropped * head_mask
+        context = dropped @ v
+    else:
+        probs = None
+        context = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attention_mask,
+            dropout_p=dropout.p if dropout is not None and dropout.training else 0.0,
+            scale=scale,
+        )
+        if head_mask is not None:  # (p * m) @ v == m * (p @ v): m is per head
+            context = context * head_mask
+    batch, length = hidden_states.shape[0], hidden_states.shape[1]
+    return context.transpose(1, 2).reshape(batch, length, -1), probs
+
+
+def run_layers(
+    layers,
+    hidden_states,
+    attention_mask=None,
+    output_attentions: bool = False,
+    output_hidden_states: bool = False,
+    head_mask=None,
+):
+    """The encoder loop: each layer maps (hidden, mask, output_attentions, its head mask) to
+    (hidden, probs). Returns (last hidden, all hidden states or None, all probs or None);
+    `head_mask`: None, or one (1, heads, 1, 1) tensor (or None) per layer."""
+    all_hidden = (hidden_states,) if output_hidden_states else None
+    all_attentions = () if output_attentions else None
+    for i, layer in enumerate(layers):
+        hidden_states, probs = layer(
+            hidden_states,
+            attention_mask,
+            output_attentions,
+            None if head_mask is None else head_mask[i],
+        )
+        if output_hidden_states:
+            all_hidden += (hidden_states,)
+        if output_attentions:
+            all_attentions += (probs,)
+    return hidden_states, all_hidden, all_attentions
+
+
+def init_encoder_weights(module: nn.Module, std: float) -> None:
+    """HuggingFace's initialisation: normal(0, std) for Linear and Embedding weights (the
+    padding row zero), zero biases, LayerNorm ones and zeros."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.padding_idx is not None:
+            module.weight[module.padding_idx] = 0.0
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# --------------------------------------------------------------------------- heads
+def return_flags(config, output_attentions, output_hidden_states, return_dict):
+    """(output_attentions, output_hidden_states, return_dict), the config's where None."""
+    return (
+        config.output_attentions if output_attentions is None else output_attentions,
+        config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+        config.return_dict if return_dict is None else return_dict,
+    )
+
+
+def finish(output, return_dict: bool):
+    """The ModelOutput, or its tuple when return_dict is False."""
+    return output if return_dict else output.to_tuple()
+
+
+def as_labels(labels):
+    """Labels as a tensor (None stays None)."""
+    return None if labels is None else ember.as_tensor(labels)
+
+
+_CHOICE_ARGS = ("attention_mask", "token_type_ids", "position_ids")
+
+
+def flatten_choices(model, input_ids, kwargs):
+    """Multiple choice's shapes: (batch, choices, seq) ids, masks, token types and positions
+    (and (batch, choices, seq, hidden) inputs_embeds) become (batch * choices, ...), as
+    HuggingFace's ForMultipleChoice heads do. Returns (choices, flat ids, flat kwargs)."""
+    name = type(model).__name__
+    if input_ids is not None:
+        input_ids = ember.as_tensor(input_ids)
+        if input_ids.ndim != 3:
+            raise ValueError(
+                f"{name}: input_ids must be (batch, choices, seq), got shape "
+                f"{tuple(input_ids.shape)}"
+            )
+        choices = input_ids.shape[1]
+    elif kwargs.get("inputs_embeds") is not None:
+        if kwargs["inputs_embeds"].ndim != 4:
+            raise ValueError(
+                f"{name}: inputs_embeds must be (batch, choices, seq, hidden), "
+                f"got shape {tuple(kwargs['inputs_embeds'].shape)}"
+            )
+        choices = kwargs["inputs_embeds"].shape[1]
+    else:
+        raise ValueError(f"{name}: pass exactly one of input_ids and inputs_embeds")
+
+    def flat(x, keep):
+        if x is None:
+            return None
+        x = ember.as_tensor(x)
+        return x.reshape(-1, *x.shape[x.ndim - keep :]) if x.ndim > keep else x
+
+    flat_kwargs = dict(kwargs)
+    for arg in _CHOICE_ARGS:
+        if arg in kwargs:
+            flat_kwargs[arg] = flat(kwargs[arg], 1)
+    if "inputs_embeds" in kwargs:
+        flat_kwargs["inputs_embeds"] = flat(kwargs["inputs_embeds"], 2)
+    return choices, flat(input_ids, 1), flat_kwargs
 
 
 def sequence_classification_loss(model, logits, labels):
-    """BERT's rule (BertForSequenceClassification): `config.problem_type` picks MSE,
-    cross-entropy or BCE-with-logits, inferred from `num_labels` and the labels' dtype when
-    unset (and then stored in the config, as HuggingFace does)."""
-    return BertForSequenceClassification._loss(model, logits, labels)
+    """`config.problem_type` picks MSE, cross-entropy or BCE-with-logits, inferred from
+    `num_labels` and the labels' dtype when unset (and then stored in the config, as
+    HuggingFace does)."""
+    problem = model.config.problem_type
+    num_labels = model.num_labels
+    if problem is None:
+        if num_labels == 1:
+            problem = "regression"
+        elif not labels.dtype.is_floating_point:
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+        model.config.problem_type = problem
+    if problem == "regression":
+        if num_labels == 1:
+            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+        return F.mse_loss(logits, labels.to(logits.dtype))
+    if problem == "single_label_classification":
+        return F.cross_entropy(logits.reshape(-1, num_labels), labels.reshape(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
 def token_classification_loss(logits, labels, num_labels: int):

@@ -71,7 +71,7 @@ def make_grid(
     Example:
         >>> import ember
         >>> from ember.vision.utils import make_grid
-        >>> make_grid(ember.ones(5, 3, 4, 4), nrow=2, padding=1).shape
+        >>> tuple(make_grid(ember.ones(5, 3, 4, 4), nrow=2, padding=1).shape)
         (3, 16, 11)
     """
     if value_range is not None and len(value_range) != 2:

@@ -67,9 +67,10 @@ for epoch in (1, 2):
         f"{count / (time.perf_counter() - start):.0f} images/s"
     )
 
-# "Handles large data": workers read a dataset's big Python lists in place instead of copying
-# them (Note [Copy-on-read] in ember/data/_packed.py). A million strings, 0 vs 2 workers,
-# memory as PSS (shared pages split between the processes that map them) of all processes.
+# "Handles large data": workers read a dataset's big Python lists as shared packed columns
+# instead of copying them (Note [Copy-on-read] in ember/data/_packed.py). A million strings,
+# 0 vs 2 workers, memory as PSS (shared pages split between the processes that map them) of
+# all processes.
 
 
 class Strings(ember.data.Dataset):

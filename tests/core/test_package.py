@@ -1,4 +1,5 @@
-"""Package-level rules: the layer import direction and a fast, light `import ember`."""
+"""Package-level rules: the layer import direction, a light `import ember` (its time is measured
+in bench/bench_import.py), ruff."""
 
 import ast
 import pathlib
@@ -15,6 +16,7 @@ LAYERS = {
     "ember.ops": 2,
     "ember.autograd": 3,
     "ember.tensor": 3,
+    "ember.creation": 3,
     "ember._tensor_str": 3,
     "ember.graph": 4,
     "ember.nn": 5,
@@ -78,26 +80,20 @@ def test_layers_import_only_downwards():
     assert not violations, "\n".join(violations)
 
 
-def test_import_is_fast_and_light():
+def test_import_is_light():
+    """`import ember` needs only NumPy: nothing heavy comes with it (its time: bench/)."""
     code = (
-        "import sys, time\n"
-        # CPU time of the imports: steady on a loaded machine, unlike wall time
-        "t0 = time.process_time(); import numpy; t1 = time.process_time()\n"
-        "import ember; t2 = time.process_time()\n"
+        "import sys\n"
+        "import ember\n"
         "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'numba', 'tokenizers', 'PIL',"
         " 'transformers', 'scipy', 'ember.nn', 'ember.graph', 'ember.data', 'multiprocessing')"
         " if m in sys.modules]\n"
-        "print(t2 - t1, heavy)\n"
+        "print(heavy)\n"
     )
-    best = None
-    for _ in range(5):
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
-        ).stdout.split(maxsplit=1)
-        seconds, heavy = float(out[0]), out[1].strip()
-        best = seconds if best is None else min(best, seconds)
-        assert heavy == "[]", f"import ember pulled in heavy modules: {heavy}"
-    assert best < 0.3, f"import ember took {best:.3f}s more than import numpy"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.strip()
+    assert out == "[]", f"import ember pulled in heavy modules: {out}"
 
 
 def test_ruff_finds_nothing():

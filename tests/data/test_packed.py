@@ -14,8 +14,8 @@ from ember.data._packed import (
     BorrowedColumn,
     PackedColumn,
     borrowing_supported,
-    pack_dataset,
     pack_sequence,
+    share_sequence,
 )
 
 needs_borrowing = pytest.mark.skipif(
@@ -182,9 +182,13 @@ class Names(data.Dataset):
 @pytest.fixture(params=["borrowed", "packed"])
 def column_kind(request, monkeypatch):
     """Each loader test runs with borrowed columns and with the packed fallback."""
-    if request.param == "borrowed":
+    if request.param == "borrowed":  # DataLoader(pack_dataset="borrow")
         if not borrowing_supported():
             pytest.skip("this interpreter's object layout cannot be read in place")
+        original = _packed.pack_dataset
+        monkeypatch.setattr(
+            _packed, "pack_dataset", lambda dataset, *a, **k: original(dataset, borrow=True)
+        )
         return "BorrowedColumn"
     monkeypatch.setattr(_packed, "_supported", False)
     return "PackedColumn"
@@ -194,7 +198,7 @@ def test_pack_dataset_finds_nested_lists_and_changes_nothing(column_kind):
     names = [f"n{i}" for i in range(5000)]
     inner = Names(names, list(range(5000)))
     outer = data.ConcatDataset([data.Subset(inner, list(range(10))), inner])
-    found = pack_dataset(outer)
+    found = _packed.pack_dataset(outer)
     packed = {name: value for holder, name, value in found if holder is inner}
     assert set(packed) == {"names", "labels"}  # `small` is below the threshold
     assert {type(value).__name__ for value in packed.values()} == {column_kind}
@@ -276,3 +280,15 @@ def test_reading_every_string_does_not_copy_the_list_into_workers(column_kind):
         private[pack] = max(int(np.asarray(batch).max()) for batch in loader) / 1024
     print(f"worker private dirty MB: {column_kind} {private[True]:.1f}, list {private[False]:.1f}")
     assert private[False] - private[True] > (8 if column_kind == "PackedColumn" else 20), private
+
+
+def test_packing_is_the_default_and_borrowing_an_opt_in():
+    """Note [Copy-on-read]: reading interpreter memory in place is never the silent default."""
+    names = [f"n{i}" for i in range(5000)]
+    assert type(share_sequence(names)).__name__ == "PackedColumn"
+    if borrowing_supported():
+        assert type(share_sequence(names, borrow=True)).__name__ == "BorrowedColumn"
+    assert data.DataLoader(Names(names, names)).pack_dataset is True
+    assert data.DataLoader(Names(names, names), pack_dataset="borrow").pack_dataset == "borrow"
+    with pytest.raises(ValueError, match="pack_dataset must be True, False or 'borrow'"):
+        data.DataLoader(Names(names, names), pack_dataset="yes")

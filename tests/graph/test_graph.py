@@ -257,8 +257,7 @@ def test_cond_is_differentiable():
 
 
 # --- compiled training steps of nn models -------------------------------------------------------
-nn = pytest.importorskip("ember.nn", reason="ember.nn (branch nn) is not merged")
-optim = pytest.importorskip("ember.optim", reason="ember.optim (branch nn) is not merged")
+from ember import nn, optim  # noqa: E402
 
 
 class _MLP(nn.Module):

@@ -162,11 +162,6 @@ def test_state_dict_round_trip_through_pytorch():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=k)
 
 
-@pytest.mark.skipif(
-    not hasattr(ember, "save"),
-    reason="ember.save/load are built on branch "
-    "`formats` (issue 4, Saving); round-trip tested there",
-)
 def test_save_load_round_trip(tmp_path):
     model = Net()
     ember.save(model.state_dict(), tmp_path / "model.safetensors")

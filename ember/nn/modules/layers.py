@@ -12,6 +12,7 @@ import math
 
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError, at_user_line
+from ember.backend import host_values
 from ember.autograd.grad_mode import no_grad
 from ember.nn import functional as F
 from ember.nn import init
@@ -243,15 +244,13 @@ class Embedding(Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype.is_floating_point:
             raise TypeError(f"indices must be an integer tensor, got {x.dtype}")
-        # The range check reads the indices, which a traced (compiled) call does not have:
-        # there an index past the end fails in the gather, and a negative one counts from
-        # the end as in NumPy indexing.
-        # A concrete index tensor made while tracing (`ember.arange(n)` for position ids) is
-        # read straight from its buffer: ops on it would be traced, and so not readable.
-        data = x._data
-        if x.numel() and not getattr(data, "symbolic", False):
-            xp = x._backend().xp
-            low, high = int(xp.min(data)), int(xp.max(data))
+        # The range check reads the indices, which a symbolic (compiled) call does not have
+        # (Note [Staging backends]): there an index past the end fails in the gather, and a
+        # negative one counts from the end as in NumPy indexing. A concrete index tensor made
+        # while tracing (`ember.arange(n)` for position ids) is still read from its buffer.
+        values = host_values(x.array)
+        if values is not None and values.size:
+            low, high = int(values.min()), int(values.max())
             if low < 0 or high >= self.num_embeddings:
                 raise IndexError(
                     f"index {high if high >= self.num_embeddings else low} is out "

@@ -364,12 +364,12 @@ class Module:
                 for p in module._parameters.values():
                     if p is None:
                         continue
-                    p._data = fn(p)._data
+                    p.array = fn(p).array
                     if p.grad is not None:
-                        p.grad._data = fn(p.grad)._data
+                        p.grad.array = fn(p.grad).array
                 for _name, b in module._buffers.items():
                     if b is not None:
-                        b._data = fn(b)._data
+                        b.array = fn(b).array
         return self
 
     def to(self, *args, **kwargs) -> "Module":

@@ -10,7 +10,6 @@ it scales that head's context the same way, so the fast path applies it there.
 
 from __future__ import annotations
 
-import math
 
 import ember
 from ember import nn
@@ -26,6 +25,16 @@ from ember.transformers.modeling_outputs import (
     QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
+)
+from ember.transformers.encoder_heads import (
+    as_labels,
+    finish,
+    flatten_choices,
+    init_encoder_weights,
+    return_flags,
+    run_layers,
+    self_attention,
+    sequence_classification_loss,
 )
 from ember.transformers.modeling_utils import PreTrainedModel
 
@@ -90,48 +99,20 @@ class BertSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.dropout_prob = config.attention_probs_dropout_prob
 
-    def _heads(self, x):
-        # contiguous (batch, heads, seq, head_size): NumPy's batched matmul is several times
-        # slower on strided views
-        batch, length = x.shape[0], x.shape[1]
-        return (
-            x.reshape(batch, length, self.num_attention_heads, self.attention_head_size)
-            .transpose(1, 2)
-            .contiguous()
-        )
-
     def forward(
         self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
     ):
-        query = self._heads(self.query(hidden_states))
-        key = self._heads(self.key(hidden_states))
-        value = self._heads(self.value(hidden_states))
-        scale = 1.0 / math.sqrt(self.attention_head_size)
-        if output_attentions:
-            scores = (query @ key.mT.contiguous()) * scale
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            probs = F.softmax(scores, -1)
-            dropped = self.dropout(probs)
-            if head_mask is not None:
-                probs = probs * head_mask
-                dropped = dropped * head_mask
-            context = dropped @ value
-        else:
-            probs = None
-            context = F.scaled_dot_product_attention(
-                query,
-                key,
-                value,
-                attn_mask=attention_mask,
-                dropout_p=self.dropout_prob if self.training else 0.0,
-                scale=scale,
-            )
-            if head_mask is not None:  # (p * m) @ v == m * (p @ v): m is per head
-                context = context * head_mask
-        batch, length = hidden_states.shape[0], hidden_states.shape[1]
-        context = context.transpose(1, 2).reshape(batch, length, self.all_head_size)
-        return context, probs
+        return self_attention(
+            hidden_states,
+            self.query,
+            self.key,
+            self.value,
+            self.num_attention_heads,
+            attention_mask,
+            output_attentions,
+            head_mask,
+            self.dropout,
+        )
 
 
 class BertSelfOutput(nn.Module):
@@ -210,20 +191,14 @@ class BertEncoder(nn.Module):
         head_mask=None,
     ):
         """`head_mask`: None, or one (1, heads, 1, 1) tensor (or None) per layer."""
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for i, layer in enumerate(self.layer):
-            hidden_states, probs = layer(
-                hidden_states,
-                attention_mask,
-                output_attentions,
-                None if head_mask is None else head_mask[i],
-            )
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            if output_attentions:
-                all_attentions += (probs,)
-        return hidden_states, all_hidden, all_attentions
+        return run_layers(
+            self.layer,
+            hidden_states,
+            attention_mask,
+            output_attentions,
+            output_hidden_states,
+            head_mask,
+        )
 
 
 class BertPooler(nn.Module):
@@ -308,32 +283,13 @@ class BertPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """HuggingFace's: normal(0, initializer_range) for Linear and Embedding weights
         (padding row zero), zero biases, LayerNorm ones/zeros."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, BertLMPredictionHead):
+        init_encoder_weights(module, self.config.initializer_range)
+        if isinstance(module, BertLMPredictionHead):
             nn.init.zeros_(module.bias)
 
 
-def _return_flags(config, output_attentions, output_hidden_states, return_dict):
-    return (
-        config.output_attentions if output_attentions is None else output_attentions,
-        config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-        config.return_dict if return_dict is None else return_dict,
-    )
-
-
-def _finish(output, return_dict: bool):
-    return output if return_dict else output.to_tuple()
+# the names these helpers had here before they moved to encoder_heads (kept for callers)
+_return_flags, _finish, _as_labels = return_flags, finish, as_labels
 
 
 class BertModel(BertPreTrainedModel):
@@ -373,7 +329,7 @@ class BertModel(BertPreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
     ):
-        output_attentions, output_hidden_states, return_dict = _return_flags(
+        output_attentions, output_hidden_states, return_dict = return_flags(
             self.config, output_attentions, output_hidden_states, return_dict
         )
         if (input_ids is None) == (inputs_embeds is None):
@@ -420,7 +376,7 @@ class BertModel(BertPreTrainedModel):
             hidden_states=hidden_states,
             attentions=attentions,
         )
-        return _finish(output, return_dict)
+        return finish(output, return_dict)
 
 
 _ENCODER_ARGS = (
@@ -436,10 +392,6 @@ _ENCODER_ARGS = (
 
 def _encode(model, input_ids, kwargs):
     return model.bert(input_ids, **{k: kwargs.get(k) for k in _ENCODER_ARGS}, return_dict=True)
-
-
-def _as_labels(labels):
-    return None if labels is None else ember.as_tensor(labels)
 
 
 class BertForPreTraining(BertPreTrainedModel):
@@ -460,7 +412,7 @@ class BertForPreTraining(BertPreTrainedModel):
         out = _encode(self, input_ids, kwargs)
         prediction, relationship = self.cls(out.last_hidden_state, out.pooler_output)
         loss = None
-        labels, next_sentence_label = _as_labels(labels), _as_labels(next_sentence_label)
+        labels, next_sentence_label = as_labels(labels), as_labels(next_sentence_label)
         if labels is not None and next_sentence_label is not None:
             mlm = F.cross_entropy(
                 prediction.reshape(-1, self.config.vocab_size), labels.reshape(-1)
@@ -474,7 +426,7 @@ class BertForPreTraining(BertPreTrainedModel):
             hidden_states=out.hidden_states,
             attentions=out.attentions,
         )
-        return _finish(output, self.config.return_dict if return_dict is None else return_dict)
+        return finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 class BertForMaskedLM(BertPreTrainedModel):
@@ -493,14 +445,14 @@ class BertForMaskedLM(BertPreTrainedModel):
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = _encode(self, input_ids, kwargs)
         logits = self.cls(out.last_hidden_state)
-        labels = _as_labels(labels)
+        labels = as_labels(labels)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.reshape(-1, self.config.vocab_size), labels.reshape(-1))
         output = MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return _finish(output, self.config.return_dict if return_dict is None else return_dict)
+        return finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 class BertForNextSentencePrediction(BertPreTrainedModel):
@@ -519,14 +471,14 @@ class BertForNextSentencePrediction(BertPreTrainedModel):
             labels = kwargs.pop("next_sentence_label")
         out = _encode(self, input_ids, kwargs)
         logits = self.cls(out.pooler_output)
-        labels = _as_labels(labels)
+        labels = as_labels(labels)
         loss = (
             None if labels is None else F.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1))
         )
         output = NextSentencePredictorOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return _finish(output, self.config.return_dict if return_dict is None else return_dict)
+        return finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 def _classifier_dropout(config: BertConfig) -> float:
@@ -567,71 +519,18 @@ class BertForSequenceClassification(BertPreTrainedModel):
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = _encode(self, input_ids, kwargs)
         logits = self.classifier(self.dropout(out.pooler_output))
-        labels = _as_labels(labels)
+        labels = as_labels(labels)
         loss = None if labels is None else self._loss(logits, labels)
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return _finish(output, self.config.return_dict if return_dict is None else return_dict)
+        return finish(output, self.config.return_dict if return_dict is None else return_dict)
 
     def _loss(self, logits, labels):
-        problem = self.config.problem_type
-        if problem is None:
-            if self.num_labels == 1:
-                problem = "regression"
-            elif not labels.dtype.is_floating_point:
-                problem = "single_label_classification"
-            else:
-                problem = "multi_label_classification"
-            self.config.problem_type = problem
-        if problem == "regression":
-            if self.num_labels == 1:
-                return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
-            return F.mse_loss(logits, labels.to(logits.dtype))
-        if problem == "single_label_classification":
-            return F.cross_entropy(logits.reshape(-1, self.num_labels), labels.reshape(-1))
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return sequence_classification_loss(self, logits, labels)
 
 
-_CHOICE_ARGS = ("attention_mask", "token_type_ids", "position_ids")
-
-
-def _flatten_choices(model, input_ids, kwargs):
-    """Multiple choice's shapes: (batch, choices, seq) ids, masks, token types and positions
-    (and (batch, choices, seq, hidden) inputs_embeds) become (batch * choices, ...), as
-    HuggingFace's ForMultipleChoice heads do. Returns (choices, flat ids, flat kwargs)."""
-    name = type(model).__name__
-    if input_ids is not None:
-        input_ids = ember.as_tensor(input_ids)
-        if input_ids.ndim != 3:
-            raise ValueError(
-                f"{name}: input_ids must be (batch, choices, seq), got shape "
-                f"{tuple(input_ids.shape)}"
-            )
-        choices = input_ids.shape[1]
-    elif kwargs.get("inputs_embeds") is not None:
-        if kwargs["inputs_embeds"].ndim != 4:
-            raise ValueError(
-                f"{name}: inputs_embeds must be (batch, choices, seq, hidden), "
-                f"got shape {tuple(kwargs['inputs_embeds'].shape)}"
-            )
-        choices = kwargs["inputs_embeds"].shape[1]
-    else:
-        raise ValueError(f"{name}: pass exactly one of input_ids and inputs_embeds")
-
-    def flat(x, keep):
-        if x is None:
-            return None
-        x = ember.as_tensor(x)
-        return x.reshape(-1, *x.shape[x.ndim - keep :]) if x.ndim > keep else x
-
-    flat_kwargs = dict(kwargs)
-    for arg in _CHOICE_ARGS:
-        if arg in kwargs:
-            flat_kwargs[arg] = flat(kwargs[arg], 1)
-    if "inputs_embeds" in kwargs:
-        flat_kwargs["inputs_embeds"] = flat(kwargs["inputs_embeds"], 2)
-    return choices, flat(input_ids, 1), flat_kwargs
+_flatten_choices = flatten_choices
 
 
 class BertForMultipleChoice(BertPreTrainedModel):
@@ -647,15 +546,15 @@ class BertForMultipleChoice(BertPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
-        choices, flat_ids, flat_kwargs = _flatten_choices(self, input_ids, kwargs)
+        choices, flat_ids, flat_kwargs = flatten_choices(self, input_ids, kwargs)
         out = _encode(self, flat_ids, flat_kwargs)
         logits = self.classifier(self.dropout(out.pooler_output)).reshape(-1, choices)
-        labels = _as_labels(labels)
+        labels = as_labels(labels)
         loss = None if labels is None else F.cross_entropy(logits, labels)
         output = MultipleChoiceModelOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return _finish(output, self.config.return_dict if return_dict is None else return_dict)
+        return finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 class BertForTokenClassification(BertPreTrainedModel):
@@ -674,7 +573,7 @@ class BertForTokenClassification(BertPreTrainedModel):
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = _encode(self, input_ids, kwargs)
         logits = self.classifier(self.dropout(out.last_hidden_state))
-        labels = _as_labels(labels)
+        labels = as_labels(labels)
         loss = (
             None
             if labels is None
@@ -683,7 +582,7 @@ class BertForTokenClassification(BertPreTrainedModel):
         output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
         )
-        return _finish(output, self.config.return_dict if return_dict is None else return_dict)
+        return finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):
@@ -727,7 +626,7 @@ class BertForQuestionAnswering(BertPreTrainedModel):
             hidden_states=out.hidden_states,
             attentions=out.attentions,
         )
-        return _finish(output, self.config.return_dict if return_dict is None else return_dict)
+        return finish(output, self.config.return_dict if return_dict is None else return_dict)
 
 
 __all__ = [

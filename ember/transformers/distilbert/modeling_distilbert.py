@@ -1,8 +1,8 @@
 """DistilBERT: a BERT with half the layers, no token types and no pooler, under its own
 names (`distilbert.transformer.layer.0.attention.q_lin.weight`, `ffn.lin1`,
-`sa_layer_norm`, `vocab_projector`, ...), which are HuggingFace's. The attention arithmetic
-and the layer loop are BERT's (BertSelfAttention, BertEncoder); the loss rules come from
-encoder_heads.
+`sa_layer_norm`, `vocab_projector`, ...), which are HuggingFace's. The attention arithmetic,
+the layer loop, the initialisation and the loss rules are the encoder families' shared ones
+(ember/transformers/encoder_heads.py); this file imports nothing from BERT.
 
 Note [Sinusoidal positions]: with `sinusoidal_pos_embds=True` the position table starts as
 the fixed sin/cos table of "Attention is all you need" (row p, column j: sin for even j and
@@ -19,17 +19,15 @@ from ember import nn
 from ember.autograd import no_grad
 from ember.nn import functional as F
 from ember.transformers.activations import ACT2FN
-from ember.transformers.bert.modeling_bert import (
-    BertEncoder,
-    BertPreTrainedModel,
-    BertSelfAttention,
-)
 from ember.transformers.distilbert.configuration_distilbert import DistilBertConfig
 from ember.transformers.encoder_heads import (
     EncoderHeadMixin,
     finish,
     flatten_choices,
+    init_encoder_weights,
     return_flags,
+    run_layers,
+    self_attention,
 )
 from ember.transformers.modeling_outputs import (
     BaseModelOutput,
@@ -82,37 +80,37 @@ class Embeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
-class DistilBertSelfAttention(BertSelfAttention):
-    """BERT's self-attention (SDPA, or the explicit softmax when the probabilities are asked
-    for) under DistilBERT's names, with the output projection `out_lin` inside."""
-
-    # BertSelfAttention.forward reads query/key/value: here they are q_lin/k_lin/v_lin
-    query = property(lambda self: self.q_lin)
-    key = property(lambda self: self.k_lin)
-    value = property(lambda self: self.v_lin)
+class DistilBertSelfAttention(nn.Module):
+    """Multi-head self-attention (encoder_heads.self_attention) with DistilBERT's projections
+    `q_lin`, `k_lin`, `v_lin` and the output projection `out_lin` inside."""
 
     def __init__(self, config: DistilBertConfig):
-        nn.Module.__init__(self)
+        super().__init__()
         if config.dim % config.n_heads:
             raise ValueError(
                 f"DistilBertSelfAttention: dim {config.dim} is not a multiple of "
                 f"n_heads {config.n_heads}"
             )
-        self.num_attention_heads = config.n_heads
-        self.attention_head_size = config.dim // config.n_heads
-        self.all_head_size = config.dim
+        self.n_heads = config.n_heads
         self.q_lin = nn.Linear(config.dim, config.dim)
         self.k_lin = nn.Linear(config.dim, config.dim)
         self.v_lin = nn.Linear(config.dim, config.dim)
         self.out_lin = nn.Linear(config.dim, config.dim)
         self.dropout = nn.Dropout(config.attention_dropout)
-        self.dropout_prob = config.attention_dropout
 
     def forward(
         self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
     ):
-        context, probs = super().forward(
-            hidden_states, attention_mask, output_attentions=output_attentions, head_mask=head_mask
+        context, probs = self_attention(
+            hidden_states,
+            self.q_lin,
+            self.k_lin,
+            self.v_lin,
+            self.n_heads,
+            attention_mask,
+            output_attentions,
+            head_mask,
+            self.dropout,
         )
         return self.out_lin(context), probs
 
@@ -149,13 +147,29 @@ class TransformerBlock(nn.Module):
         return self.output_layer_norm(self.ffn(attended) + attended), probs
 
 
-class Transformer(BertEncoder):
-    """The stack of blocks; the loop (and its hidden-state / attention collection) is
-    BertEncoder's."""
+class Transformer(nn.Module):
+    """The stack of blocks (the loop: encoder_heads.run_layers)."""
 
     def __init__(self, config: DistilBertConfig):
-        nn.Module.__init__(self)
+        super().__init__()
         self.layer = nn.ModuleList([TransformerBlock(config) for _ in range(config.n_layers)])
+
+    def forward(
+        self,
+        hidden_states,
+        attention_mask=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        head_mask=None,
+    ):
+        return run_layers(
+            self.layer,
+            hidden_states,
+            attention_mask,
+            output_attentions,
+            output_hidden_states,
+            head_mask,
+        )
 
 
 class DistilBertPreTrainedModel(PreTrainedModel):
@@ -166,7 +180,7 @@ class DistilBertPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation; a sinusoidal position table when configured
         (Note [Sinusoidal positions])."""
-        BertPreTrainedModel._init_weights(self, module)
+        init_encoder_weights(module, self.config.initializer_range)
         if isinstance(module, Embeddings) and self.config.sinusoidal_pos_embds:
             table = sinusoidal_position_table(self.config.max_position_embeddings, self.config.dim)
             with no_grad():

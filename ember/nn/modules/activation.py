@@ -227,3 +227,7 @@ class Hardtanh(Module):
         return f"min_val={self.min_val}, max_val={self.max_val}" + (
             ", inplace=True" if self.inplace else ""
         )
+
+
+# PyTorch keeps MultiheadAttention among the activations (Note [Module paths])
+from ember.nn.modules.transformer import MultiheadAttention as MultiheadAttention  # noqa: E402

@@ -140,6 +140,11 @@ def _explicit_pads(op, padding, x_hw, windows, strides, dilations, data_format):
     )
 
 
+def _check_padding(op, padding, data_format):
+    """Refuse a bad padding while the graph is built, as TensorFlow does."""
+    _explicit_pads(op, padding, (1, 1), (1, 1), (1, 1), (1, 1), data_format)
+
+
 def _to_nchw(x, data_format):
     return x.permute(0, 3, 1, 2) if data_format == "NHWC" else x
 
@@ -207,6 +212,7 @@ def conv2d(
         raise TypeError("conv2d: input, filter, strides and padding are required")
     s = _four("conv2d", strides, "strides", data_format)
     d = _four("conv2d", dilations, "dilations", data_format)
+    _check_padding("conv2d", padding, data_format)
     return _op(
         lambda x, w: _conv2d(x, w, s, padding, data_format, d),
         input,
@@ -250,6 +256,7 @@ def _pool_op(op, reduce, default):
             raise TypeError(f"{op}: value, ksize, strides and padding are required")
         k = _four(op, ksize, "ksize", data_format)
         s = _four(op, strides, "strides", data_format)
+        _check_padding(op, padding, data_format)
         return _op(
             lambda x: _pool(op, x, k, s, padding, data_format, reduce), x, name=name or default
         )

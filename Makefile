@@ -34,6 +34,7 @@ $(VENV)/.serve: $(VENV)/.base pyproject.toml Makefile
 demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
 	$(PY) examples/rnn_mnist.py
+	$(PY) examples/tf_mnist_deep.py --min-accuracy 0.5
 	$(PY) examples/decoder_lm.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 	$(PY) examples/serve_minilm.py

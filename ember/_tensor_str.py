@@ -56,6 +56,8 @@ def _summarize(a: np.ndarray) -> np.ndarray:
 
 def format_array(a: np.ndarray, indent: int) -> str:
     summarize = a.size > THRESHOLD
+    if a.dtype.name == "bfloat16":  # ml_dtypes' kind is 'V'; its values print as floats
+        a = a.astype(np.float32)
     if a.dtype.kind == "f":
         fmt = _float_formatter(_summarize(a).astype(np.float64))
     elif a.dtype.kind == "b":

@@ -24,6 +24,7 @@ __all__ = [
     "int32",
     "int64",
     "float16",
+    "bfloat16",
     "float32",
     "float64",
     "promote_types",
@@ -71,12 +72,56 @@ float16 = DType("float16", "float16", _FLOAT)
 float32 = DType("float32", "float32", _FLOAT)
 float64 = DType("float64", "float64", _FLOAT)
 
+
+class _BFloat16(DType):
+    """bfloat16, whose NumPy dtype comes from `ml_dtypes` (Note [Half-precision weights]).
+
+    `ml_dtypes` is imported when the NumPy dtype is first needed (a cast, an array of that
+    type), never by `import ember`; it then joins the NumPy -> ember dtype table.
+    """
+
+    __slots__ = ()
+
+    def __init__(self):
+        self.name = "bfloat16"
+        self.itemsize = 2
+        self.category = _FLOAT
+        self.is_floating_point = True
+        self.is_signed = True
+
+    @property
+    def numpy(self):
+        try:
+            import ml_dtypes
+        except ImportError:
+            raise ImportError(
+                "ember.bfloat16 needs the ml_dtypes package (NumPy has no bfloat16): "
+                "pip install 'ember[llm]' (or pip install ml_dtypes)"
+            ) from None
+        numpy_dtype = np.dtype(ml_dtypes.bfloat16)
+        BY_NUMPY.setdefault(numpy_dtype, self)
+        return numpy_dtype
+
+
+bfloat16 = _BFloat16()
+
 ALL_DTYPES = (bool_, uint8, int8, int16, int32, int64, float16, float32, float64)
 FLOATING_DTYPES = (float16, float32, float64)
 INTEGER_DTYPES = (uint8, int8, int16, int32, int64)
+# Note [Half-precision weights]: float16 and bfloat16 are storage types for weights. A model
+# cast to one of them (`model.to(ember.bfloat16)`, `from_pretrained(dtype=...)`) keeps its
+# parameters in 2 bytes each, and computes in float32: an op mixing a half-precision weight
+# with float32 activations promotes to float32 (Note [Type promotion]), so the weight is
+# widened for that op only (NumPy has no fast half-precision matmul: a float16 GEMM is
+# hundreds of times slower than float32), and `F.embedding` returns float32 rows from a
+# half-precision table, so that activations are float32 from the first layer on.
+HALF_DTYPES = (float16, bfloat16)
 
-_BY_NUMPY = {d.numpy: d for d in ALL_DTYPES}
-_BY_NAME = {d.name: d for d in ALL_DTYPES}
+# NumPy dtype -> ember dtype; bfloat16 joins when ml_dtypes is first loaded (the tensor,
+# dispatch and graph modules share this one table).
+BY_NUMPY = {d.numpy: d for d in ALL_DTYPES}
+_BY_NUMPY = BY_NUMPY
+_BY_NAME = {d.name: d for d in (*ALL_DTYPES, bfloat16)}
 _BY_NAME.update(
     bool_=bool_,
     half=float16,
@@ -109,6 +154,10 @@ def from_numpy_dtype(numpy_dtype) -> DType:
     try:
         return _BY_NUMPY[np.dtype(numpy_dtype)]
     except (KeyError, TypeError):
+        if "bfloat16" in str(numpy_dtype):  # ml_dtypes' type, first seen: register it
+            resolved = bfloat16.numpy
+            if np.dtype(numpy_dtype) == resolved:
+                return bfloat16
         raise TypeError(
             f"ember has no dtype for NumPy's {numpy_dtype}; supported: "
             + ", ".join(d.name for d in ALL_DTYPES)
@@ -144,11 +193,15 @@ def _same_category(a: DType, b: DType) -> DType:
 
 
 def promote_types(a: DType, b: DType) -> DType:
-    """Promotion of two dimensioned operands (Note [Type promotion])."""
+    """Promotion of two dimensioned operands (Note [Type promotion]); bfloat16 with float16
+    gives float32 (as in PyTorch), with a wider float that float."""
     if a is b:
         return a
     if a.category != b.category:
         return a if a.category > b.category else b
+    if a is bfloat16 or b is bfloat16:
+        other = b if a is bfloat16 else a
+        return float32 if other is float16 else other
     return _same_category(a, b)
 
 

@@ -7,8 +7,10 @@ Node that made it (`grad_fn`), and a version counter shared with its views
 and in-place writes.
 
 Note [Tensor interface]: the layers above L3 reach a tensor's storage through two public names,
-`Tensor.from_array(array)` (wrap, no copy) and `tensor.array` (the backend array); `_wrap` and
-`._data` are the same things under their private names, kept for older code.
+`Tensor.from_array(array)` (a new Tensor around a backend array or a graph value: no copy, no
+history) and `tensor.array` (the backend array it holds; assigning it rebinds the tensor, no
+copy, no version bump); `_wrap` and `._data` are the same things under their private names,
+kept for older code.
 
 Note [Views and in-place]: a view op (reshape, permute, expand, basic getitem, diagonal) whose
 result shares memory with its input gives the result `_view = (parent, op name, attrs items,
@@ -48,7 +50,7 @@ from ember.autograd.inplace import InplaceMixin
 from ember.ops.surface import OpMixin
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
 
 
@@ -108,22 +110,6 @@ class Tensor(OpMixin, InplaceMixin):
         self._hooks = None
         if requires_grad:
             self.requires_grad_(True)
-
-    # --- the interface to the layers above (Note [Tensor interface]) -----------------------
-    @staticmethod
-    def from_array(array) -> "Tensor":
-        """A new Tensor around a backend array (or a symbolic one): no copy, no history."""
-        return _wrap(array)
-
-    @property
-    def array(self):
-        """The backend array (NumPy, CuPy, or a graph value while tracing) this tensor holds;
-        writing it rebinds the tensor to another array (no copy, no version bump)."""
-        return self._data
-
-    @array.setter
-    def array(self, value) -> None:
-        self._data = value
 
     # --- basic properties --------------------------------------------------------------------
     @property
@@ -185,7 +171,7 @@ class Tensor(OpMixin, InplaceMixin):
         return bool(self._data.flags.c_contiguous)
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return self.dtype.is_floating_point  # bfloat16 too (ml_dtypes' kind is 'V')
 
     # --- autograd state ------------------------------------------------------------------------
     @property
@@ -210,7 +196,7 @@ class Tensor(OpMixin, InplaceMixin):
                     )
                 )
             return self
-        if requires_grad and self._data.dtype.kind != "f":
+        if requires_grad and not self.dtype.is_floating_point:
             raise AutogradError(
                 at_user_line(
                     f"requires_grad_: only floating point tensors can require gradients, got "
@@ -723,6 +709,13 @@ def _wrap(array) -> Tensor:
     return t
 
 
+# Note [Tensor interface]: `Tensor.from_array(array)` is `_wrap` itself (no extra call), and
+# `tensor.array` is the `_data` slot's own descriptor under a public name (read and written at
+# the slot's speed, no property call): the compiled path reads it on every call.
+Tensor.from_array = staticmethod(_wrap)
+Tensor.array = Tensor.__dict__["_data"]
+
+
 def _from_node(array, node) -> Tensor:
     t = _wrap(array)
     t._node = node
@@ -749,6 +742,7 @@ for _name, _dtype in (
     ("float", _dt.float32),
     ("double", _dt.float64),
     ("half", _dt.float16),
+    ("bfloat16", _dt.bfloat16),
     ("long", _dt.int64),
     ("int", _dt.int32),
     ("short", _dt.int16),

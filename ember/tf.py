@@ -22,6 +22,7 @@ import sys as _sys
 from ember.dtypes import (
     bool_ as bool,  # noqa: A001, F401  (tf.bool)
     float16 as float16,
+    bfloat16 as bfloat16,
     float32 as float32,
     float64 as float64,
     int8 as int8,

@@ -32,7 +32,7 @@ from ember.backend import _staging, backend_of, get_backend, pop_staging, push_s
 from ember.ops import registry as _registry
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _NDARRAY = np.ndarray
 _NUMPY_BACKEND = get_backend("cpu")
 _NUMPY_XP = _NUMPY_BACKEND.xp

@@ -40,7 +40,7 @@ from ember.backend import Device, runs_eagerly
 
 _SCALARS = (bool, int, float)
 _NDARRAY = np.ndarray
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
 
 # Note [Gradient-ready hooks]: id(leaf) -> its post-accumulate hooks (entries leave with the

@@ -40,7 +40,7 @@ from ember.ops import registry as _registry
 from ember.tensor import Tensor
 
 _SCALARS = (bool, int, float)
-_DT_OF = {d.numpy: d for d in _dt.ALL_DTYPES}
+_DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 
 
 # ops whose result shape depends on the data when indexed with a boolean mask

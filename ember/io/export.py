@@ -65,7 +65,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ember import dtypes as _dt
-from ember.tensor import Tensor, _wrap
+from ember.tensor import Tensor
 
 __all__ = ["export", "load_exported", "ExportedProgram", "ExportError", "FORMAT"]
 
@@ -258,7 +258,7 @@ def _weight_names(fn) -> dict:
         for name, t in list(module.state_dict(keep_vars=True).items()) + list(
             module.named_buffers()
         ):
-            names.setdefault(id(t._data), name)
+            names.setdefault(id(t.array), name)
     return names
 
 
@@ -266,7 +266,7 @@ def _as_tensor(x, where: str) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray):
-        return _wrap(x)
+        return Tensor.from_array(x)
     raise ExportError(
         f"export: example input {where} is a {type(x).__name__}; expected a Tensor or a NumPy array"
     )
@@ -343,7 +343,7 @@ def _structure(graph, weight_names):
     weights = []
     for i, (v, holder) in enumerate(graph.captures):
         define(v)
-        weights.append((index[v], weight_names.get(id(holder._data), f"capture.{i}"), holder._data))
+        weights.append((index[v], weight_names.get(id(holder.array), f"capture.{i}"), holder.array))
     consts = []
     for v, array in graph.consts.items():
         define(v)
@@ -512,9 +512,9 @@ def export(
             for axis, symbol in (dynamic_dims.get(n) or {}).items():
                 shape[int(axis) % t.ndim] = point[symbol]
             if point == {s: sizes[s] for s in symbols} or not symbols:
-                arrays.append(t._data)
+                arrays.append(t.array)
             else:
-                arrays.append(np.zeros(shape, t._data.dtype))
+                arrays.append(np.zeros(shape, t.array.dtype))
         graph, out_names, single = _trace_once(fn, arrays, names, as_kwargs, output_names)
         traces.append(_structure(graph, weight_names))
     spec = _merge_traces(traces, points, symbols)
@@ -548,7 +548,7 @@ def export(
         "inputs": [
             {
                 "name": n,
-                "dtype": _dt.from_numpy_dtype(t._data.dtype).name,
+                "dtype": _dt.from_numpy_dtype(t.array.dtype).name,
                 "shape": [
                     -1 if axis in {int(a) % t.ndim for a in (dynamic_dims.get(n) or {})} else int(d)
                     for axis, d in enumerate(t.shape)
@@ -644,7 +644,7 @@ class ExportedProgram:
         self.cache_size = cache_size
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
-        self._tensors = {k: _wrap(v) for k, v in weights.items()}
+        self._tensors = {k: Tensor.from_array(v) for k, v in weights.items()}
         self.input_names = [i["name"] for i in signature["inputs"]]
         self.output_names = [o["name"] for o in signature["outputs"]]
         self._input_dtypes = [_dtype(i["dtype"]).numpy for i in signature["inputs"]]
@@ -794,7 +794,7 @@ class ExportedProgram:
             k: v.numpy() if isinstance(v, Tensor) else np.asarray(v) for k, v in kwargs.items()
         }
         outs = self.run(feeds)
-        tensors = tuple(_wrap(outs[n]) for n in self.output_names)
+        tensors = tuple(Tensor.from_array(outs[n]) for n in self.output_names)
         if self.signature.get("single_output") and len(tensors) == 1:
             return tensors[0]
         return tensors

@@ -91,6 +91,8 @@ def _prepare(tensors, metadata, where: str):
         array = to_numpy(value, f"{where} ({name!r})")
         if array.dtype.byteorder not in ("=", "|"):  # e.g. '>i4': make it native first
             array = array.astype(array.dtype.newbyteorder("="))
+        if array.dtype.name == "bfloat16":  # ml_dtypes' bfloat16 (ember.bfloat16): BF16 bits
+            _NUMPY_TO_CODE.setdefault(array.dtype, "BF16")
         if array.dtype not in _NUMPY_TO_CODE:
             raise TypeError(
                 f"{where}: tensor {name!r} has dtype {array.dtype}, which safetensors "

@@ -176,6 +176,7 @@ from ember.ops.nn import (
 )
 from ember.ops.elementwise import where
 from ember.ops.shape import embedding as _embedding
+from ember.dtypes import HALF_DTYPES as _HALF_DTYPES
 from ember.ops.shape import (
     one_hot as one_hot,
 )
@@ -199,6 +200,7 @@ def embedding(
     `max_norm` is first rescaled to norm max_norm, in place in `weight` and without gradient
     (PyTorch's embedding_renorm_; a row looked up several times is rescaled once). The rest is
     `ember.ops.shape.embedding`: no gradient to `padding_idx`'s row, `scale_grad_by_freq`.
+    A float16 or bfloat16 table gives float32 rows (Note [Half-precision weights]).
 
     Example:
         >>> import ember
@@ -211,7 +213,10 @@ def embedding(
     """
     if max_norm is not None:
         _embedding_renorm_(weight, input, float(max_norm), float(norm_type))
-    return _embedding(input, weight, padding_idx, scale_grad_by_freq, sparse)
+    out = _embedding(input, weight, padding_idx, scale_grad_by_freq, sparse)
+    if weight.dtype in _HALF_DTYPES:  # Note [Half-precision weights]: compute in float32
+        out = out.float()
+    return out
 
 
 def _embedding_renorm_(weight, index, max_norm: float, norm_type: float) -> None:

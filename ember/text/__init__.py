@@ -22,6 +22,8 @@ from ember.text.bert import (
 from ember.text.bert import (
     load_vocab as load_vocab,
 )
+from ember.text.gpt2 import GPT2Tokenizer as GPT2Tokenizer
+from ember.text.gpt2 import GPT2TokenizerFast as GPT2TokenizerFast
 from ember.text.roberta import RobertaTokenizer as RobertaTokenizer
 from ember.text.roberta import RobertaTokenizerFast as RobertaTokenizerFast
 from ember.text.tokenization import PreTrainedTokenizerFast as PreTrainedTokenizerFast

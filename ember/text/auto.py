@@ -7,6 +7,7 @@ import os
 
 from ember.io.hub import resolve_pretrained_folder
 from ember.text.bert import BertTokenizer, DistilBertTokenizer
+from ember.text.gpt2 import GPT2Tokenizer
 from ember.text.roberta import RobertaTokenizer
 from ember.text.tokenization import PreTrainedTokenizerFast
 
@@ -16,6 +17,7 @@ __all__ = ["TOKENIZER_CLASSES", "AutoTokenizer", "register_tokenizer"]
 TOKENIZER_CLASSES: dict[str, type] = {
     "BertTokenizer": BertTokenizer,
     "DistilBertTokenizer": DistilBertTokenizer,
+    "GPT2Tokenizer": GPT2Tokenizer,
     "PreTrainedTokenizer": PreTrainedTokenizerFast,
     "PreTrainedTokenizerFast": PreTrainedTokenizerFast,
     "RobertaTokenizer": RobertaTokenizer,
@@ -24,6 +26,7 @@ TOKENIZER_CLASSES: dict[str, type] = {
 MODEL_TYPE_TOKENIZERS: dict[str, type] = {
     "bert": BertTokenizer,
     "distilbert": DistilBertTokenizer,
+    "gpt2": GPT2Tokenizer,
     "roberta": RobertaTokenizer,
 }
 
@@ -72,6 +75,17 @@ class AutoTokenizer:
         folder = resolve_pretrained_folder(
             pretrained_model_name_or_path, "AutoTokenizer.from_pretrained"
         )
+        if kwargs.get("gguf_file") is not None:
+            # a GGUF's tokenizer is byte-level BPE, the only kind ember rebuilds from one
+            # (Note [GGUF tokenizers]); an explicit tokenizer_type still wins
+            class_name = kwargs.pop("tokenizer_type", None) or "GPT2Tokenizer"
+            tokenizer_class = TOKENIZER_CLASSES.get(class_name.removesuffix("Fast"))
+            if tokenizer_class is None:
+                raise ValueError(
+                    f"AutoTokenizer.from_pretrained: unknown tokenizer_type {class_name!r}; "
+                    f"ember knows {sorted(TOKENIZER_CLASSES)}"
+                )
+            return tokenizer_class.from_pretrained(folder, *inputs, **kwargs)
         config = _json(os.path.join(folder, "tokenizer_config.json"))
         class_name = kwargs.pop("tokenizer_type", None) or config.get("tokenizer_class")
         tokenizer_class = None

@@ -42,6 +42,7 @@ SPECIAL_TOKENS_ATTRIBUTES = (
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 _TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 
 
@@ -137,6 +138,7 @@ class PreTrainedTokenizerFast:
         clean_up_tokenization_spaces: bool = False,
         name_or_path: str = "",
         additional_special_tokens=None,
+        chat_template: str | None = None,
         **kwargs,
     ):
         tokenizers = require_tokenizers()
@@ -178,6 +180,9 @@ class PreTrainedTokenizerFast:
         self._additional_special_tokens = [
             _token_content(t) for t in (additional_special_tokens or [])
         ]
+        self.chat_template = chat_template
+        add_bos_token = kwargs.pop("add_bos_token", None)
+        add_eos_token = kwargs.pop("add_eos_token", None)
         # Special tokens are whole tokens of the engine: never split, marked special. Those a
         # tokenizer.json already lists as special keep their flags: adding one again by name
         # would reset them (RoBERTa's <mask> strips the space on its left, lstrip=True).
@@ -189,7 +194,58 @@ class PreTrainedTokenizerFast:
         missing = [token for token in self.all_special_tokens if token not in listed]
         if missing:
             self._tokenizer.add_special_tokens(missing)
+        self._add_bos_token = bool(add_bos_token)
+        self._add_eos_token = bool(add_eos_token)
+        self._bos_eos_explicit = add_bos_token is not None or add_eos_token is not None
+        if self._bos_eos_explicit:
+            self._update_post_processor()
         self.init_kwargs = dict(kwargs)
+
+    # Note [BOS and EOS flags]: as HuggingFace's fast tokenizers, a folder (or a GGUF) that sets
+    # add_bos_token / add_eos_token replaces the engine's post-processor with a template that
+    # adds those tokens (bos A eos, bos A eos bos B eos); without the flags the engine's own
+    # post-processor (from tokenizer.json, or the model's class) stays.
+    @property
+    def add_bos_token(self) -> bool:
+        return self._add_bos_token
+
+    @add_bos_token.setter
+    def add_bos_token(self, value: bool) -> None:
+        self._add_bos_token = bool(value)
+        self._bos_eos_explicit = True
+        self._update_post_processor()
+
+    @property
+    def add_eos_token(self) -> bool:
+        return self._add_eos_token
+
+    @add_eos_token.setter
+    def add_eos_token(self, value: bool) -> None:
+        self._add_eos_token = bool(value)
+        self._bos_eos_explicit = True
+        self._update_post_processor()
+
+    def _update_post_processor(self) -> None:
+        """Note [BOS and EOS flags]."""
+        from tokenizers import processors
+
+        bos, eos = self.bos_token, self.eos_token
+        add_bos = self._add_bos_token and bos is not None
+        add_eos = self._add_eos_token and eos is not None
+        first = [f"{bos}:0"] if add_bos else []
+        last = [f"{eos}:0"] if add_eos else []
+        single = " ".join([*first, "$A:0", *last])
+        pair = " ".join(
+            [single, *([f"{bos}:1"] if add_bos else []), "$B:1", *([f"{eos}:1"] if add_eos else [])]
+        )
+        special = []
+        if add_bos:
+            special.append((bos, self.convert_tokens_to_ids(bos)))
+        if add_eos and eos != (bos if add_bos else None):
+            special.append((eos, self.convert_tokens_to_ids(eos)))
+        self._tokenizer.post_processor = processors.TemplateProcessing(
+            single=single, pair=pair, special_tokens=special
+        )
 
     def _build_backend(self, **kwargs):
         return None
@@ -218,12 +274,31 @@ class PreTrainedTokenizerFast:
             "force_download",
         ):
             kwargs.pop(ignored, None)
-        folder = resolve_pretrained_folder(
-            pretrained_model_name_or_path, f"{cls.__name__}.from_pretrained"
-        )
+        where = f"{cls.__name__}.from_pretrained"
+        gguf_file = kwargs.pop("gguf_file", None)
+        folder = resolve_pretrained_folder(pretrained_model_name_or_path, where)
+        if gguf_file is not None:
+            return cls._from_gguf(folder, gguf_file, kwargs, where)
         config = cls._folder_config(folder)
         config.update(kwargs)
         return cls._from_config(folder, config)
+
+    @classmethod
+    def _from_gguf(cls, folder: str, gguf_file: str, kwargs: dict, where: str):
+        """The tokenizer stored in a GGUF file's metadata (Note [GGUF tokenizers])."""
+        from ember.text.gguf import tokenizer_from_gguf
+
+        path = os.path.join(folder, os.fspath(gguf_file))
+        if not os.path.isfile(path):
+            found = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
+            raise FileNotFoundError(
+                f"{where}: no GGUF file {os.fspath(gguf_file)!r} in {folder!r}; GGUF files "
+                f"there: {found}"
+            )
+        engine, config = tokenizer_from_gguf(path, where)
+        config.update(kwargs)
+        config["name_or_path"] = folder
+        return cls(tokenizer_object=engine, **config)
 
     @staticmethod
     def _folder_config(folder: str) -> dict:
@@ -247,6 +322,10 @@ class PreTrainedTokenizerFast:
             "extra_special_tokens",
         ):
             config.pop(key, None)
+        path = os.path.join(folder, CHAT_TEMPLATE_FILE)
+        if os.path.isfile(path):  # transformers 5 writes the template beside the config
+            with open(path, encoding="utf-8") as file:
+                config["chat_template"] = file.read()
         config["name_or_path"] = folder
         return config
 
@@ -279,6 +358,10 @@ class PreTrainedTokenizerFast:
             clean_up_tokenization_spaces=self.clean_up_tokenization_spaces,
         )
         config.update(self.special_tokens_map)
+        if self._bos_eos_explicit:
+            config.update(add_bos_token=self._add_bos_token, add_eos_token=self._add_eos_token)
+        if self.chat_template is not None and not isinstance(self.chat_template, str):
+            config["chat_template"] = self.chat_template  # named templates: a list of dicts
         return config
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> tuple[str, ...]:
@@ -308,6 +391,11 @@ class PreTrainedTokenizerFast:
         engine["truncation"] = None
         engine["padding"] = None
         write_json(TOKENIZER_FILE, engine)
+        if isinstance(self.chat_template, str):
+            path = os.path.join(folder, CHAT_TEMPLATE_FILE)
+            with atomic_write(path, "w") as file:
+                file.write(self.chat_template)
+            written.append(path)
         written.extend(self._save_vocabulary(folder))
         return tuple(written)
 
@@ -888,6 +976,103 @@ class PreTrainedTokenizerFast:
         if single:
             out = {key: value[0] for key, value in out.items()}
         return BatchEncoding(out, tensor_type=return_tensors)
+
+    # ------------------------------------------------------------------ chat templates
+
+    def get_chat_template(self, chat_template: str | None = None) -> str:
+        """The template text: `chat_template` itself (Jinja source) or the name of one of this
+        tokenizer's named templates, else this tokenizer's (default) template."""
+        where = f"{type(self).__name__}.apply_chat_template"
+        own = self.chat_template
+        named = (
+            {t["name"]: t["template"] for t in own}
+            if isinstance(own, (list, tuple))
+            else ({} if own is None else {"default": own})
+        )
+        if chat_template is not None:
+            return named.get(chat_template, chat_template)
+        if not named:
+            raise ValueError(
+                f"{where}: this tokenizer has no chat template (tokenizer_config.json's "
+                "chat_template, chat_template.jinja or a GGUF's tokenizer.chat_template); "
+                "pass chat_template= with a Jinja template"
+            )
+        if "default" in named:
+            return named["default"]
+        raise ValueError(
+            f"{where}: this tokenizer has named chat templates {sorted(named)} and no "
+            "'default'; pick one with chat_template=NAME"
+        )
+
+    def apply_chat_template(
+        self,
+        conversation,
+        tools=None,
+        documents=None,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = False,
+        continue_final_message: bool = False,
+        tokenize: bool = True,
+        padding=False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors=None,
+        return_dict: bool = True,
+        **kwargs,
+    ):
+        """Render a conversation (or a batch of them) with the chat template, and tokenize it.
+
+        As HuggingFace transformers 5 (Note [Chat templates]): `tokenize=False` returns the
+        text; otherwise the text is tokenized without adding special tokens (the template
+        writes them) and a BatchEncoding is returned (`return_dict=False`: the input ids).
+        Extra keyword arguments are template variables.
+
+        Example:
+            >>> messages = [{"role": "user", "content": "What is 2 + 2?"}]  # doctest: +SKIP
+            >>> tokenizer.apply_chat_template(messages, tokenize=False,      # doctest: +SKIP
+            ...                               add_generation_prompt=True)
+            '<|im_start|>user\\nWhat is 2 + 2?<|im_end|>\\n<|im_start|>assistant\\n'
+        """
+        from ember.text.chat_template import render_chat_template
+
+        where = f"{type(self).__name__}.apply_chat_template"
+        if continue_final_message and add_generation_prompt:
+            raise ValueError(
+                f"{where}: continue_final_message and add_generation_prompt cannot both be "
+                "set (one continues the last message, the other starts a new one)"
+            )
+        template = self.get_chat_template(chat_template)
+        batched = (
+            isinstance(conversation, (list, tuple))
+            and bool(conversation)
+            and isinstance(conversation[0], (list, tuple))
+        ) or (bool(conversation) and hasattr(conversation[0], "messages"))
+        conversations = list(conversation) if batched else [conversation]
+        variables = {**self.special_tokens_map, **kwargs}
+        texts = [
+            render_chat_template(
+                template,
+                chat,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                tools=tools,
+                documents=documents,
+                where=where,
+                **variables,
+            )
+            for chat in conversations
+        ]
+        if not tokenize:
+            return texts if batched else texts[0]
+        encoding = self(
+            texts if batched else texts[0],
+            add_special_tokens=False,
+            padding=padding,
+            truncation=truncation,
+            max_length=max_length,
+            return_tensors=return_tensors,
+        )
+        return encoding if return_dict else encoding["input_ids"]
 
     # ------------------------------------------------------------------ decoding
 

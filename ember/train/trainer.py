@@ -408,12 +408,12 @@ class Trainer:
         for p in parameters:
             if p.grad is None:
                 p.grad = p.detach() * 0
-        flat = np.concatenate([p.grad._data.reshape(-1) for p in parameters])
+        flat = np.concatenate([p.grad.array.reshape(-1) for p in parameters])
         self._group.allreduce(flat, "avg")
         offset = 0
         for p in parameters:
-            size = p.grad._data.size
-            p.grad._data[...] = flat[offset : offset + size].reshape(p.grad._data.shape)
+            size = p.grad.array.size
+            p.grad.array[...] = flat[offset : offset + size].reshape(p.grad.array.shape)
             offset += size
 
     # ------------------------------------------------------------------ callbacks
@@ -790,7 +790,7 @@ class Trainer:
         distributed = self._group is not None
         if distributed and args.torch_compile:  # the compiled step bypasses DDP's broadcast
             for tensor in [*self.model.parameters(), *self.model.buffers()]:
-                self._group.broadcast(tensor._data, 0)
+                self._group.broadcast(tensor.array, 0)
 
         for epoch in range(epochs_trained, num_train_epochs):
             if position is not None and epoch == epochs_trained:

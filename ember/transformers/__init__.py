@@ -17,6 +17,8 @@ from ember.text import BertTokenizer as BertTokenizer
 from ember.text import BertTokenizerFast as BertTokenizerFast
 from ember.text import DistilBertTokenizer as DistilBertTokenizer
 from ember.text import DistilBertTokenizerFast as DistilBertTokenizerFast
+from ember.text import GPT2Tokenizer as GPT2Tokenizer
+from ember.text import GPT2TokenizerFast as GPT2TokenizerFast
 from ember.text import PreTrainedTokenizerFast as PreTrainedTokenizerFast
 from ember.text import RobertaTokenizer as RobertaTokenizer
 from ember.text import RobertaTokenizerFast as RobertaTokenizerFast

@@ -101,7 +101,9 @@ class AutoConfig:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> PretrainedConfig:
-        data = PretrainedConfig.get_config_dict(pretrained_model_name_or_path)
+        data = PretrainedConfig.get_config_dict(
+            pretrained_model_name_or_path, kwargs.get("gguf_file")
+        )
         config_class = cls._class_for(data.get("model_type"), "AutoConfig.from_pretrained")
         return config_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
@@ -131,10 +133,13 @@ class _AutoModel:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, config=None, **kwargs):
+        gguf_file = kwargs.get("gguf_file")
         if config is None:
             config, kwargs = AutoConfig.from_pretrained(
                 pretrained_model_name_or_path, return_unused_kwargs=True, **kwargs
             )
+            if gguf_file is not None:  # the config read it; the model's weights are in it too
+                kwargs["gguf_file"] = gguf_file
         return cls._class_for(config).from_pretrained(
             pretrained_model_name_or_path, *model_args, config=config, **kwargs
         )

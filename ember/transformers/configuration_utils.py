@@ -103,10 +103,15 @@ class PretrainedConfig:
         return cls(**merged)
 
     @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path) -> dict:
-        folder = resolve_pretrained_folder(
-            pretrained_model_name_or_path, f"{cls.__name__}.from_pretrained"
-        )
+    def get_config_dict(cls, pretrained_model_name_or_path, gguf_file=None) -> dict:
+        """The folder's config.json as a dict, or with `gguf_file` the config that the GGUF
+        file's metadata describes (Note [GGUF checkpoints])."""
+        where = f"{cls.__name__}.from_pretrained"
+        folder = resolve_pretrained_folder(pretrained_model_name_or_path, where)
+        if gguf_file is not None:
+            from ember.transformers.gguf_utils import config_dict_from_gguf, gguf_path
+
+            return config_dict_from_gguf(gguf_path(folder, gguf_file, where), where)
         path = os.path.join(folder, CONFIG_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(
@@ -130,8 +135,9 @@ class PretrainedConfig:
     def from_pretrained(
         cls, pretrained_model_name_or_path, return_unused_kwargs: bool = False, **kwargs
     ):
-        """Read `config.json` from a folder; `kwargs` naming config fields override them."""
-        data = cls.get_config_dict(pretrained_model_name_or_path)
+        """Read `config.json` from a folder (or, with `gguf_file=`, a GGUF file's metadata);
+        `kwargs` naming config fields override them."""
+        data = cls.get_config_dict(pretrained_model_name_or_path, kwargs.pop("gguf_file", None))
         model_type = data.get("model_type")
         if cls.model_type and model_type and model_type != cls.model_type:
             raise ValueError(

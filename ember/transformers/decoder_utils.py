@@ -86,6 +86,8 @@ def decoder_inputs(
                 f"{where}: attention_mask has batch {attention_mask.shape[0]}, input_ids {batch}"
             )
     key_length = past_length + length
+    if dtype in ember.dtypes.HALF_DTYPES:  # Note [Half-precision weights]: float32 compute
+        dtype = ember.float32
     mask = causal_attention_mask(attention_mask, length, key_length, dtype, where)
     if position_ids is None:  # as HuggingFace: the cache's next positions, padding or not
         positions = np.arange(past_length, key_length, dtype=np.int64)[None]

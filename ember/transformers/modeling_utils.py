@@ -26,6 +26,7 @@ import re
 import numpy as np
 
 import ember
+from ember import dtypes as _dt
 from ember import nn
 from ember.autograd import no_grad
 from ember.io import resolve_pretrained_folder, safe_open, save_file
@@ -262,6 +263,7 @@ class PreTrainedModel(nn.Module):
         dtype=None,
         torch_dtype=None,
         local_files_only: bool = True,
+        gguf_file=None,
         **kwargs,
     ):
         """Build the model from a HuggingFace folder: `config.json` plus `model.safetensors`
@@ -283,21 +285,38 @@ class PreTrainedModel(nn.Module):
         where = f"{cls.__name__}.from_pretrained"
         folder = resolve_pretrained_folder(pretrained_model_name_or_path, where)
         if config is None:
-            config = cls.config_class.from_pretrained(folder)
+            config = cls.config_class.from_pretrained(folder, gguf_file=gguf_file)
         elif not isinstance(config, PretrainedConfig):
             config = cls.config_class.from_pretrained(config)
         model_kwargs = config.update_known(kwargs)
-        with nn.init.skip_initialization():  # Note [Skipped initialisation]
-            model = cls(config, *model_args, **model_kwargs)
-        reader = _CheckpointReader(folder, allow_pickle, where)
+        dtype = dtype if dtype is not None else torch_dtype
+        if isinstance(dtype, str) and dtype == "auto":  # the dtype the config names, if any
+            dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        dtype = None if dtype is None else _dt.as_dtype(dtype)
+        # Note [Half-precision weights]: the parameters are made in the requested dtype and each
+        # checkpoint tensor is converted on its way in, so no float32 copy of the model is ever
+        # made (its freed pages would stay in the allocator and count as resident memory)
+        default = _dt.get_default_dtype()
+        try:
+            if dtype is not None and dtype.is_floating_point:
+                _dt.set_default_dtype(dtype)
+            with nn.init.skip_initialization():  # Note [Skipped initialisation]
+                model = cls(config, *model_args, **model_kwargs)
+        finally:
+            _dt.set_default_dtype(default)
+        if dtype is not None:
+            model.to(dtype)
+        if gguf_file is not None:
+            from ember.transformers.gguf_utils import GGUFCheckpointReader, gguf_path
+
+            reader = GGUFCheckpointReader(gguf_path(folder, gguf_file, where), where)
+        else:
+            reader = _CheckpointReader(folder, allow_pickle, where)
         try:
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
         model._initialize_unloaded(info)
-        dtype = dtype if dtype is not None else torch_dtype
-        if dtype is not None:
-            model.to(getattr(ember, dtype) if isinstance(dtype, str) else dtype)
         model.eval()  # as HuggingFace: dropout off until .train()
         load_extras = getattr(model, "_load_extras", None)  # e.g. generation_config.json
         if load_extras is not None:

@@ -420,6 +420,11 @@ class Module:
     def half(self) -> "Module":
         return self.to(_dt.float16)
 
+    def bfloat16(self) -> "Module":
+        """Parameters and buffers in bfloat16, computing in float32 (Note [Half-precision
+        weights])."""
+        return self.to(_dt.bfloat16)
+
     # --- state dict ----------------------------------------------------------------------------
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):
         """Parameters and persistent buffers by dotted name (detached unless keep_vars)."""

@@ -35,7 +35,7 @@ from ember._util.errors import DistributedError
 from ember.autograd.engine import Node, queue_callback
 from ember.backend import comm
 from ember.nn.modules.module import Module
-from ember.tensor import _wrap
+from ember.tensor import Tensor
 
 __all__ = ["DistributedDataParallel"]
 
@@ -166,9 +166,9 @@ class DistributedDataParallel(Module):
         """Rank 0's parameters and buffers, on every rank."""
         group = self._group
         for p in self.module.parameters():
-            group.broadcast(p._data, 0)
+            group.broadcast(p.array, 0)
         for b in self.module.buffers():
-            group.broadcast(b._data, 0)
+            group.broadcast(b.array, 0)
 
     def _make_buckets(self, cap_mb: float) -> list:
         order = list(range(len(self._params)))[::-1]
@@ -178,10 +178,10 @@ class DistributedDataParallel(Module):
         closed = []
         for i in order:
             p = self._params[i]
-            dtype = p._data.dtype
+            dtype = p.array.dtype
             params, size = open_buckets.get(dtype, ([], 0))
             params.append(i)
-            size += p._data.nbytes
+            size += p.array.nbytes
             cap = caps[0] if not closed else caps[1]
             if size >= cap:
                 closed.append((dtype, params))
@@ -195,11 +195,11 @@ class DistributedDataParallel(Module):
             offset = 0
             for i in params:
                 bucket.offsets.append(offset)
-                offset += self._params[i]._data.size
+                offset += self._params[i].array.size
             bucket.buffer = np.zeros(offset, dtype=dtype)
             bucket.views = [
-                bucket.buffer[o : o + self._params[i]._data.size].reshape(
-                    self._params[i]._data.shape
+                bucket.buffer[o : o + self._params[i].array.size].reshape(
+                    self._params[i].array.shape
                 )
                 for o, i in zip(bucket.offsets, params)
             ]
@@ -220,7 +220,7 @@ class DistributedDataParallel(Module):
             )
         if self.training and self.broadcast_buffers and self._group.size > 1:
             for b in self.module.buffers():
-                self._group.broadcast(b._data, 0)
+                self._group.broadcast(b.array, 0)
         output = self.module(*inputs, **kwargs)
         if self.find_unused_parameters and self.require_backward_grad_sync and self.training:
             self._find_unused(output)
@@ -285,19 +285,19 @@ class DistributedDataParallel(Module):
         param = self._params[index]
         view = bucket.views[slot]
         grad = param.grad
-        if grad is not None and not isinstance(grad._data, np.ndarray):
+        if grad is not None and not isinstance(grad.array, np.ndarray):
             raise DistributedError(
                 f"DistributedDataParallel: the gradient of {self._names[index]!r} is not a "
-                f"NumPy array ({type(grad._data).__name__}): a DDP model cannot run inside "
+                f"NumPy array ({type(grad.array).__name__}): a DDP model cannot run inside "
                 f"ember.compile; compile the unwrapped module's step and average the gradients "
                 f"with ember.distributed.all_reduce (the Trainer does this)"
             )
         if grad is None:
             view[...] = 0
-        elif grad._data is not view:
-            np.copyto(view, grad._data)
+        elif grad.array is not view:
+            np.copyto(view, grad.array)
             if self.gradient_as_bucket_view:
-                param.grad = _wrap(view)
+                param.grad = Tensor.from_array(view)
         bucket.pending -= 1
         if bucket.pending == 0:
             self._ready_buckets.add(bucket.index)
@@ -341,12 +341,12 @@ class DistributedDataParallel(Module):
                 param = self._params[i]
                 view = bucket.views[slot]
                 if self.gradient_as_bucket_view:
-                    if param.grad is None or param.grad._data is not view:
-                        param.grad = _wrap(view)
+                    if param.grad is None or param.grad.array is not view:
+                        param.grad = Tensor.from_array(view)
                 elif param.grad is None:
-                    param.grad = _wrap(view.copy())
+                    param.grad = Tensor.from_array(view.copy())
                 else:
-                    np.copyto(param.grad._data, view)
+                    np.copyto(param.grad.array, view)
 
     @contextlib.contextmanager
     def no_sync(self):

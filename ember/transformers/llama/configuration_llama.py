@@ -90,7 +90,7 @@ class LlamaConfig(PretrainedConfig):
         """Read `config.json`; on a Mistral/Qwen2/SmolLM3 folder, `LlamaConfig` gives that
         family's config, since they share the model (Note [Llama-shaped configs])."""
         if cls is LlamaConfig:
-            data = cls.get_config_dict(pretrained_model_name_or_path)
+            data = cls.get_config_dict(pretrained_model_name_or_path, kwargs.get("gguf_file"))
             family = LLAMA_SHAPED.get(data.get("model_type"))
             if family is not None and family is not LlamaConfig:
                 return family.from_pretrained(

@@ -222,10 +222,21 @@ class compat:  # noqa: N801  (tf.compat: `tf.compat.v1` is this face)
 _LAZY = {"io": "ember.io", "image": "ember.vision.image"}
 
 
+def _tf_summary():
+    import types
+
+    from ember.train.tf1_summary import FileWriter
+
+    return types.SimpleNamespace(FileWriter=FileWriter)
+
+
 def __getattr__(name: str):
     if name == "data":
         value = _tf_data()
         globals()[name] = value
+        return value
+    if name == "summary":
+        value = globals()[name] = _tf_summary()
         return value
     module = _LAZY.get(name)
     if module is not None:

@@ -15,6 +15,7 @@ drawn from the first --train-size images (default 6,000) and tests on --test-siz
 import argparse
 import os
 import sys
+import tempfile
 
 import numpy as np
 
@@ -132,6 +133,11 @@ def main(_):
         correct_prediction = tf.equal(tf.argmax(y_conv, 1), tf.argmax(y_, 1))
         correct_prediction = tf.cast(correct_prediction, tf.float32)
     accuracy = tf.reduce_mean(correct_prediction)
+
+    graph_location = tempfile.mkdtemp()
+    print("Saving graph to: %s" % graph_location)
+    train_writer = tf.summary.FileWriter(graph_location)
+    train_writer.add_graph(tf.get_default_graph())
 
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())

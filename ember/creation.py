@@ -114,10 +114,22 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return _wrap(array)
 
 
-def _size_args(size):
+def _size_args(size, where: str = "size"):
+    """A shape from `*size` or one sequence: ints only (torch refuses '3' and 3.5), >= 0."""
     if len(size) == 1 and isinstance(size[0], (tuple, list, Size)):
         size = size[0]
-    return tuple(int(s) for s in size)
+    shape = []
+    for s in size:
+        if isinstance(s, bool) or not hasattr(s, "__index__"):
+            raise TypeError(
+                f"{where}: size must be a tuple of ints, but found element {s!r} of type "
+                f"{type(s).__name__}"
+            )
+        n = s.__index__()
+        if n < 0:
+            raise ValueError(f"{where}: cannot create a tensor with negative dimension {n}")
+        shape.append(n)
+    return tuple(shape)
 
 
 def _creation_dtype(dtype, default=None):
@@ -137,31 +149,39 @@ def _make(array_fn, size, dtype, device, requires_grad):
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args(size)
+    shape = _size_args(size, "zeros")
     return _make(
         lambda xp, d: xp.zeros(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
     )
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args(size)
+    shape = _size_args(size, "ones")
     return _make(
         lambda xp, d: xp.ones(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
     )
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args(size)
+    shape = _size_args(size, "empty")
     return _make(
         lambda xp, d: xp.empty(shape, dtype=d), shape, _creation_dtype(dtype), device, requires_grad
     )
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    shape = _size_args((size,)) if isinstance(size, (tuple, list, Size)) else (int(size),)
+    shape = _size_args((size,) if isinstance(size, (tuple, list, Size)) else (size,), "full")
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     dt = _creation_dtype(dtype, _infer_dtype(fill_value))
+    if not dt.is_floating_point and isinstance(fill_value, float):
+        info = np.iinfo(dt.numpy) if dt is not _dt.bool_ else None
+        if not math.isfinite(fill_value) or (
+            info is not None and not info.min <= fill_value <= info.max
+        ):
+            raise ValueError(
+                f"full: fill_value {fill_value} cannot be converted to {dt.name} without overflow"
+            )
     return _make(
         lambda xp, d: xp.full(shape, fill_value, dtype=d), shape, dt, device, requires_grad
     )

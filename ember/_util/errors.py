@@ -41,6 +41,15 @@ class IndexOutOfRange(EmberError, IndexError):
     """A dim or index is out of range."""
 
 
+class ValueOutOfRange(EmberError, RuntimeError, ValueError):
+    """An op got input values outside its domain (e.g. probabilities outside [0, 1]);
+    torch raises RuntimeError there (Note [Error classes])."""
+
+
+class IntegerDivisionByZero(EmberError, RuntimeError, ZeroDivisionError):
+    """Integer `//` or `%` by zero (torch raises RuntimeError; NumPy would give 0)."""
+
+
 class DeviceError(EmberError, RuntimeError):
     """Tensors on different devices met in one op, or a device is not available."""
 

@@ -38,6 +38,7 @@ __all__ = [
     "runs_eagerly",
     "host_values",
     "guard",
+    "unstaged",
     "Generator",
     "default_generator",
     "manual_seed",
@@ -174,6 +175,20 @@ def host_values(array):
     """`array`'s values as a NumPy array, or None where its backend has none (symbolic)."""
     backend = backend_of(array)
     return backend.to_numpy(array) if backend.concrete else None
+
+
+class unstaged:
+    """Context manager: ops run now, on their arrays, even inside a staging backend (values
+    that are static while tracing, e.g. an imported ONNX graph's shape computations)."""
+
+    def __enter__(self):
+        self.saved = list(_staging)
+        _staging.clear()
+        return self
+
+    def __exit__(self, *exc):
+        _staging[:] = self.saved
+        return False
 
 
 def guard(key, fn) -> None:

@@ -8,7 +8,7 @@ per process; numba then specialises it once per argument type (dtype, rank, memo
 `compile_seconds()` reports the time spent compiling, for benchmarks.
 
 Compiled kernels are also cached on disk between processes: each source is written once to
-`$EMBER_CACHE_DIR/numba/k_<hash>.py` (default `~/.cache/ember`) and compiled with numba's
+`$EMBER_CACHE_DIR/numba/k3_<sha256>.py` (default `~/.cache/ember`) and compiled with numba's
 `cache=True`, which keeps the machine code beside it, so a later process loads a kernel in
 milliseconds instead of compiling it again. Where that folder cannot be written, kernels are
 compiled in memory only.
@@ -116,6 +116,8 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
     fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source, name)
     flags = set(fastmath) if fastmath else False
     kernel = numba.njit(fastmath=flags, nogil=True, cache=on_disk, error_model="numpy")(fn)
+    if on_disk:
+        _rebuild_on_bad_machine_code(kernel, fn)
     _state["seconds"] += time.perf_counter() - start
     _cache[(source, name, disk)] = kernel
     return kernel
@@ -140,32 +142,96 @@ def _cache_dir():
     return os.path.join(root, "numba")
 
 
+# Note [Kernel cache checks]: the kernel cache folder holds Python source that ember executes,
+# so nothing in it is trusted as found: the folder must belong to this user and be writable
+# by nobody else (else the cache is not used: kernels compile in memory), and a kernel file is
+# executed only if its bytes are exactly the source being compiled (the file name is a hash
+# of it; the content is compared in full). A file that differs (corrupt, truncated, planted)
+# is rewritten atomically and the machine code numba cached beside it is dropped, so a damaged
+# entry is rebuilt instead of breaking the kernel until someone deletes it by hand.
+def _private_folder(folder: str) -> bool:
+    import os
+    import stat
+
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.stat(folder)
+    owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    return owner_ok and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _drop_machine_code(folder: str, stem: str) -> None:
+    import glob
+    import os
+
+    for cached in glob.glob(os.path.join(folder, "__pycache__", f"{stem}.*")):
+        try:
+            os.unlink(cached)
+        except OSError:
+            pass
+
+
+def _rebuild_on_bad_machine_code(kernel, fn) -> None:
+    """If numba's cached machine code for `kernel` cannot be loaded (damaged, or written by an
+    incompatible process), drop it and let numba compile afresh and save again, instead of
+    failing on every call until the files are deleted by hand (Note [Kernel cache checks])."""
+    import os
+
+    cache = getattr(kernel, "_cache", None)
+    load = getattr(cache, "load_overload", None)
+    if load is None:
+        return
+    folder, stem = os.path.split(os.path.splitext(fn.__code__.co_filename)[0])
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception:  # noqa: BLE001 - whatever the damaged cache raises: compile instead
+            _drop_machine_code(folder, stem)
+            return None
+
+    cache.load_overload = load_overload
+
+
 def _define(numba, source, name):
-    """The Python function `name` of `source`: from a file in the kernel cache folder when it
-    can be written (so numba can cache the machine code), else defined in memory."""
+    """The Python function `name` of `source`: from a checked file in the kernel cache folder
+    when it can be used (so numba can cache the machine code), else defined in memory
+    (Note [Kernel cache checks])."""
     import hashlib
     import importlib.util
     import os
     import sys
 
-    digest = hashlib.sha1(source.encode()).hexdigest()[:20]
+    text = _HEADER + source
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    stem = f"k3_{digest}"
     try:
         folder = _cache_dir()
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"k2_{digest}.py")
-        if not os.path.exists(path):
+        if not _private_folder(folder):
+            return _define_in_memory(numba, source, name)
+        path = os.path.join(folder, f"{stem}.py")
+        try:
+            with open(path, "rb") as f:
+                intact = f.read() == text.encode()
+        except FileNotFoundError:
+            intact = False
+        if not intact:
+            _drop_machine_code(folder, stem)
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
-                f.write(_HEADER + source)
+                f.write(text)
             os.replace(tmp, path)  # atomic: concurrent processes see whole files only
-        modname = f"ember_numba_k_{digest}"
+        modname = f"ember_numba_{stem}"
         module = sys.modules.get(modname)
         if module is None:
             spec = importlib.util.spec_from_file_location(modname, path)
             module = importlib.util.module_from_spec(spec)
             # registered first: numba's cache finds the kernel's module by name when it loads
             sys.modules[modname] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except Exception:  # noqa: BLE001 - changed under us: compile in memory instead
+                del sys.modules[modname]
+                return _define_in_memory(numba, source, name)
         return getattr(module, name), True
     except OSError:
         return _define_in_memory(numba, source, name)

@@ -17,6 +17,11 @@ copied once. The main process maps each file and unlinks it at once, so the segm
 exactly as long as the array that views it, and nothing is left behind if either side dies
 later. Files are named `<loader prefix>w<worker id>-<n>`; whatever a dead worker or an
 abandoned epoch leaves is removed by prefix when the workers shut down.
+A segment sent but not yet mapped belongs to nobody if the main process dies (SIGKILL,
+SIGTERM): each worker, on finding its parent gone, removes every file of its own prefix before
+it exits, and a new loader (or process-backed map) removes the segments whose owning process
+(the pid in `ember-dl-<pid>-...` / `ember-map-<pid>-...`) no longer exists
+(`remove_orphaned_segments`), in case the workers died with their parent.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = ["SHARED_MIN_BYTES", "WorkerInfo", "get_worker_info", "shared_memory_d
 
 SHARED_MIN_BYTES = 1 << 14
 _POLL_SECONDS = 0.5
+_NO_TASK = object()
 
 _worker_info = None
 
@@ -216,6 +222,34 @@ class _ArenaPickler(pickle.Pickler):
         return NotImplemented
 
 
+def remove_orphaned_segments(directory: str) -> int:
+    """Remove the segments of DataLoaders and process maps whose main process is gone
+    (Note [Shared-memory batches])."""
+    import re
+
+    from ember.io.atomic import process_alive
+
+    pattern = re.compile(r"^ember-(?:dl|map)-(\d+)-")
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        match = pattern.match(name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def remove_segments(directory: str, prefix: str) -> int:
     removed = 0
     try:
@@ -352,8 +386,13 @@ def worker_loop(config: dict, index_queue, result_queue, worker_id: int) -> None
         try:
             task = index_queue.get(timeout=_POLL_SECONDS)
         except queue.Empty:
-            if os.getppid() != parent:  # the main process is gone: nobody will ask again
-                break
+            task = _NO_TASK
+        if os.getppid() != parent:  # the main process is gone: nobody will ask again
+            # nor map what was sent: those segments are ours to remove
+            arena.release_unsent()
+            remove_segments(arena.directory, arena.prefix)
+            return
+        if task is _NO_TASK:
             continue
         if task is None:
             break

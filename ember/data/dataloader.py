@@ -305,6 +305,7 @@ class _WorkerPool:
         elif isinstance(context, str):
             context = multiprocessing.get_context(context)
         self.shm_dir = _worker.shared_memory_dir()
+        _worker.remove_orphaned_segments(self.shm_dir)  # of loaders whose process died
         self.shm_prefix = f"ember-dl-{os.getpid()}-{next(_loader_counter)}-"
         config = {
             "dataset": loader.dataset,

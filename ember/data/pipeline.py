@@ -686,10 +686,14 @@ class Pipeline(IterableDataset):
             lambda: _read_ahead(upstream._elements(), size), self._cardinality, "PrefetchDataset"
         )
 
-    def cache(self, filename: str = "") -> Pipeline:
+    def cache(self, filename: str = "", *, allow_unsafe_pickle: bool = False) -> Pipeline:
         """Keep the elements of the first complete iteration, in memory (`filename=""`) or in
         a file, and replay them afterwards. A file cache survives the process: a later
-        pipeline with the same file reads it instead of running the upstream recipe."""
+        pipeline with the same file reads it instead of running the upstream recipe.
+
+        The file is read back with the restricted unpickler (Note [Pickle policy]): arrays,
+        tensors, containers, numbers and strings. Elements of other types need
+        `allow_unsafe_pickle=True`, which trusts whatever file sits at `filename`."""
         upstream = self
         if not filename:
             store: dict[str, list] = {}
@@ -704,7 +708,7 @@ class Pipeline(IterableDataset):
 
         def make_file():
             if os.path.exists(path):
-                return _read_cache_file(path)
+                return _read_cache_file(path, allow_unsafe_pickle)
             return _writing_cache_file(upstream._elements(), path)
 
         return self._derive(make_file, self._cardinality, "CacheDataset")
@@ -957,8 +961,11 @@ def _process_pool(fn: Callable, workers: int):
     import multiprocessing
     from concurrent import futures
 
-    from ember.data._worker import shared_memory_dir
+    from ember.data._worker import remove_orphaned_segments, shared_memory_dir
 
+    remove_orphaned_segments(
+        shared_memory_dir()
+    )  # of processes that died (Note [Shared-memory batches])
     key = next(_process_counter)
     prefix = f"ember-map-{os.getpid()}-{key}-"
     _PROCESS_FUNCTIONS[key] = (fn, shared_memory_dir(), prefix)
@@ -990,10 +997,15 @@ def _recording(iterator: Iterator, store: dict) -> Iterator:
 
 
 def _writing_cache_file(iterator: Iterator, path: str) -> Iterator:
+    from ember.io.atomic import remove_stale_temporaries
+    from ember.io.formats import CACHE_MAGIC
+
+    remove_stale_temporaries(path)
     temporary = f"{path}.tmp-{os.getpid()}"
     complete = False
     try:
         with open(temporary, "wb") as handle:
+            handle.write(CACHE_MAGIC)
             for element in iterator:
                 pickle.dump(element, handle, protocol=pickle.HIGHEST_PROTOCOL)
                 yield element
@@ -1004,10 +1016,26 @@ def _writing_cache_file(iterator: Iterator, path: str) -> Iterator:
             os.unlink(temporary)
 
 
-def _read_cache_file(path: str) -> Iterator:
+def _read_cache_file(path: str, allow_unsafe_pickle: bool) -> Iterator:
+    """The elements of a cache file, through the restricted unpickler (Note [Pickle policy]):
+    a file that ember did not write, or one planted at the path, runs no code."""
+    from ember.io.formats import CACHE_MAGIC, sniff, unpickle
+
     with open(path, "rb") as handle:
+        prefix = handle.read(len(CACHE_MAGIC))
+        if sniff(prefix, name="") != "ember-cache":
+            raise ValueError(
+                f"Pipeline.cache: {path!r} exists but is not an ember cache file (it does not "
+                f"start with {CACHE_MAGIC!r}); delete it or choose another filename"
+            )
         while True:
             try:
-                yield pickle.load(handle)
+                yield unpickle(
+                    handle,
+                    path,
+                    allow_pickle=True,
+                    allow_unsafe_pickle=allow_unsafe_pickle,
+                    where="Pipeline.cache",
+                )
             except EOFError:
                 return

@@ -7,7 +7,9 @@ not on this branch; once it lands, re-export it here:
     from ember.io.files import read_file as read_file, write_file as write_file
 """
 
+from ember.io.atomic import atomic_folder as atomic_folder
 from ember.io.atomic import atomic_write as atomic_write
+from ember.io.atomic import recover_folder as recover_folder
 from ember.io.atomic import fsync_dir as fsync_dir
 from ember.io.checkpoint import (
     PickleRefusedError as PickleRefusedError,
@@ -41,3 +43,6 @@ from ember.io.safetensors import (
     serialize as serialize,
 )
 from ember.io.files import read_file as read_file, write_file as write_file
+from ember.io.formats import UnsafePickleError as UnsafePickleError
+from ember.io.formats import sniff as sniff
+from ember.io.formats import sniff_file as sniff_file

@@ -20,7 +20,7 @@ carry the rest, each a one-key object:
     {"__dtype__": "float32"}    an ember dtype
 A tensor that appears twice in the tree (tied weights) is stored once and comes back as one
 object. Nothing on the loading path can run code from the file: pickle files are refused
-unless the caller passes `allow_pickle=True` (Note [Pickle refusal]).
+unless the caller passes `allow_pickle=True` (Note [Pickle policy]).
 """
 
 from __future__ import annotations
@@ -35,6 +35,14 @@ import numpy as np
 
 from ember.io._arrays import from_numpy, is_tensor, to_numpy
 from ember.io.atomic import atomic_write
+from ember.io.formats import (
+    SNIFF_BYTES,
+    PickleRefusedError,
+    refuse_pickle,
+    sniff,
+    sniff_file,
+    unpickle,
+)
 from ember.io.safetensors import (
     _parse_header,
     _prepare,
@@ -56,10 +64,6 @@ _TAGS = (
     "__bytes__",
     "__dtype__",
 )
-
-
-class PickleRefusedError(ValueError):
-    """`ember.load` met a pickle file and was not allowed to unpickle it."""
 
 
 # --------------------------------------------------------------------------- saving
@@ -197,7 +201,16 @@ class _Decoder:
         key = (name, as_numpy)
         if key not in self._made:
             array = self._get_array(name)
-            self._made[key] = array if as_numpy else from_numpy(array, self._framework)
+            if as_numpy:
+                self._made[key] = array
+            else:
+                try:
+                    self._made[key] = from_numpy(array, self._framework)
+                except TypeError as error:  # a dtype ember lacks (uint16, uint32, uint64)
+                    raise TypeError(
+                        f"ember.load: {self._source!r}: tensor {name!r}: {error}; pass "
+                        "framework='np' to get the NumPy array"
+                    ) from None
         return self._made[key]
 
     def decode(self, node):
@@ -230,24 +243,11 @@ def _hashable(key):
     return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
 
 
-# Note [Pickle refusal]: unpickling calls whatever callables the file names, so a pickle from
-# an untrusted source can run any code. `load` recognises pickles by their first bytes (the
-# protocol-2+ opcode 0x80, or the zip container of torch.save) and refuses them unless the
-# caller passes allow_pickle=True. Then a zip written by torch.save is read without torch: its
-# tensors are rebuilt as NumPy arrays from the zip's storage records.
-_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
-
-
-def _sniff(prefix: bytes, name: str) -> str:
-    if prefix[:4] == b"PK\x03\x04":
-        return "zip"
-    if prefix[:1] == b"\x80" and prefix[1:2] in {bytes([p]) for p in range(2, 6)}:
-        return "pickle"
-    if len(prefix) >= 8 and prefix[8:9] == b"{":
-        return "safetensors"
-    if name.lower().endswith(_PICKLE_SUFFIXES):
-        return "pickle"
-    return "unknown"
+# Note [Pickle refusal]: see Note [Pickle policy] (ember/io/formats.py): a pickle, or the zip of
+# torch.save, loads only with allow_pickle=True, and then through a restricted unpickler
+# (tensors, arrays, containers, numbers, strings); full pickle needs allow_unsafe_pickle=True.
+# A torch.save zip is read without torch: its tensors are rebuilt as NumPy arrays from the
+# zip's storage records. What a file is comes from its structure (Note [File sniffing]).
 
 
 def load(
@@ -257,16 +257,21 @@ def load(
     allow_pickle: bool = False,
     framework: str = "ember",
     weights_only: bool | None = None,
+    allow_unsafe_pickle: bool = False,
 ):
     """Load what `ember.save` wrote (or any safetensors file), without running code from it.
 
     Args:
         f: a path or a readable binary file object.
         map_location: a device for the loaded tensors (accepted for PyTorch compatibility).
-        allow_pickle: load pickle files (and torch.save zips) too. Unpickling can execute
-            arbitrary code: pass True only for files you trust.
+        allow_pickle: load pickle files (and torch.save zips) too, through a restricted
+            unpickler that builds only tensors, arrays, containers, numbers and strings (as
+            torch.load(weights_only=True) does; Note [Pickle policy]).
         framework: 'ember' for ember Tensors, 'np' for NumPy arrays.
-        weights_only: PyTorch's flag; accepted and ignored (ember never unpickles by default).
+        weights_only: PyTorch's flag; accepted for compatibility. It never widens what loads:
+            ember's opt-in is always the restricted unpickler.
+        allow_unsafe_pickle: full unpickling, which can execute arbitrary code from the file:
+            only for files you trust completely.
 
     Example:
         >>> import ember, tempfile, os
@@ -276,32 +281,55 @@ def load(
         (1, 2)
     """
     del weights_only
+    opted_in = allow_pickle or allow_unsafe_pickle
     if hasattr(f, "read"):
         data = f.read()
-        name = getattr(f, "name", "<file object>")
-        kind = _sniff(data[:16], str(name))
-        if kind in ("zip", "pickle"):
-            _refuse_or(kind, name, allow_pickle)
-            return _load_pickle(io.BytesIO(data), kind, framework, name)
+        name = str(getattr(f, "name", "<file object>"))
+        kind = sniff(data[:SNIFF_BYTES], len(data), name)
+        if kind == "zip" and _is_torch_zip(io.BytesIO(data)):
+            kind = "torch-zip"
+        if kind in ("zip", "torch-zip", "pickle"):
+            _refuse_or(kind, name, opted_in)
+            return _load_pickle(io.BytesIO(data), kind, framework, name, allow_unsafe_pickle)
+        _check_safetensors(kind, name)
         tensors = deserialize(data, framework="np")
 
-        length = _read_header_length(data[:8], len(data), str(name))
-        _, metadata = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, str(name))
-        result = _build(metadata, tensors.__getitem__, framework, str(name), list(tensors))
+        length = _read_header_length(data[:8], len(data), name)
+        _, metadata = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, name)
+        result = _build(metadata, tensors.__getitem__, framework, name, list(tensors))
         return _to_device(result, map_location)
     path = os.fspath(f)
     if os.path.isdir(path):
         raise IsADirectoryError(f"ember.load: {path!r} is a folder; expected a checkpoint file")
-    with open(path, "rb") as file:
-        prefix = file.read(16)
-    kind = _sniff(prefix, path)
-    if kind in ("zip", "pickle"):
-        _refuse_or(kind, path, allow_pickle)
+    kind = sniff_file(path)
+    if kind in ("zip", "torch-zip", "pickle"):
+        _refuse_or(kind, path, opted_in)
         with open(path, "rb") as file:
-            return _to_device(_load_pickle(file, kind, framework, path), map_location)
+            result = _load_pickle(file, kind, framework, path, allow_unsafe_pickle)
+        return _to_device(result, map_location)
+    _check_safetensors(kind, path)
     with safe_open(path, framework="np") as handle:
         result = _build(handle.metadata(), handle.get_tensor, framework, path, handle.keys())
     return _to_device(result, map_location)
+
+
+def _is_torch_zip(file) -> bool:
+    import zipfile
+
+    try:
+        names = zipfile.ZipFile(file).namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+    return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+
+
+def _check_safetensors(kind: str, source: str) -> None:
+    if kind in ("safetensors", "unknown"):
+        return  # 'unknown' goes to the safetensors reader, whose errors say what is wrong
+    raise ValueError(
+        f"ember.load: {source!r} is a {kind} file, not a checkpoint (ember.load reads "
+        "safetensors files, and pickles or torch.save zips with allow_pickle=True)"
+    )
 
 
 def _build(metadata, get_array, framework, source, names):
@@ -315,7 +343,7 @@ def _build(metadata, get_array, framework, source, names):
             )
         try:
             tree = json.loads(metadata["ember.tree"])
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise ValueError(
                 f"ember.load: {source!r}: the 'ember.tree' metadata is not valid "
                 f"JSON ({error}); the file is damaged"
@@ -326,6 +354,13 @@ def _build(metadata, get_array, framework, source, names):
             raise ValueError(
                 f"ember.load: {source!r}: the tree names tensor {error} which the "
                 "file does not hold; the file is damaged"
+            ) from None
+        except (TypeError, ValueError, AttributeError, RecursionError) as error:
+            # a tag with a payload of the wrong kind ({"__tuple__": 3}, {"__float__": "x"},
+            # {"__bytes__": "!"}, nesting too deep...): the file is damaged, and says where
+            raise ValueError(
+                f"ember.load: {source!r}: the 'ember.tree' metadata is malformed "
+                f"({type(error).__name__}: {error}); the file is damaged"
             ) from None
     # A plain safetensors file (e.g. saved by PyTorch): a flat dict of tensors.
     return {name: decoder.decode({"__tensor__": name}) for name in names}
@@ -343,29 +378,27 @@ def _to_device(obj, map_location):
     return obj
 
 
-def _refuse_or(kind: str, source, allow_pickle: bool) -> None:
-    if allow_pickle:
+def _refuse_or(kind: str, source, allowed: bool) -> None:
+    if allowed:
         return
-    what = (
-        "a PyTorch zip checkpoint (torch.save), which stores its objects as a pickle"
-        if kind == "zip"
-        else "a Python pickle"
-    )
-    raise PickleRefusedError(
-        f"ember.load: refusing to load {str(source)!r}: it is {what}. Unpickling can execute "
-        "arbitrary code from the file, so ember never does it unless asked. If you trust this "
-        "file, call ember.load(path, allow_pickle=True); better, convert it once to "
-        "safetensors (ember.save(ember.load(path, allow_pickle=True), 'model.safetensors'))."
-    )
+    what = {
+        "torch-zip": "a PyTorch zip checkpoint (torch.save), which stores its objects as a pickle",
+        "zip": "a zip archive (not a safetensors file)",
+    }.get(kind, "a Python pickle")
+    raise refuse_pickle(str(source), what, "ember.load")
 
 
-def _load_pickle(file, kind: str, framework: str, source):
-    import pickle
-
+def _load_pickle(file, kind: str, framework: str, source, allow_unsafe_pickle: bool):
     if kind == "pickle":
-        # The caller passed allow_pickle=True (Note [Pickle refusal]): plain unpickling.
-        return pickle.load(file)
-    return _load_torch_zip(file, framework, source)
+        return unpickle(
+            file, str(source), allow_pickle=True, allow_unsafe_pickle=allow_unsafe_pickle
+        )
+    if kind == "zip":
+        raise ValueError(
+            f"ember.load: {str(source)!r} is a zip but holds no data.pkl; it is not "
+            "a torch.save checkpoint"
+        )
+    return _load_torch_zip(file, framework, source, allow_unsafe_pickle)
 
 
 _TORCH_STORAGE_DTYPES = {
@@ -400,9 +433,8 @@ _TORCH_DTYPE_NAMES = {
 }
 
 
-def _load_torch_zip(file, framework: str, source):
+def _load_torch_zip(file, framework: str, source, allow_unsafe_pickle: bool = False):
     """Read a torch.save zip without torch: storages from the zip, tensors as strided views."""
-    import pickle
     import zipfile
 
     archive = zipfile.ZipFile(file)
@@ -420,40 +452,74 @@ def _load_torch_zip(file, framework: str, source):
         def __init__(self, dtype):
             self.dtype = dtype
 
-    class _TorchUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if module == "torch._utils" and name == "_rebuild_tensor_v2":
-                return _rebuild_tensor
-            if module == "torch._utils" and name == "_rebuild_parameter_with_state":
-                return lambda data, requires_grad, hooks, state: data
-            if module == "torch._utils" and name == "_rebuild_parameter":
-                return lambda data, requires_grad, hooks: data
-            if module == "torch" and name in _TORCH_STORAGE_DTYPES:
-                return _StorageType(_TORCH_STORAGE_DTYPES[name])
-            if module == "torch" and name in _TORCH_DTYPE_NAMES:
-                return _StorageType(_TORCH_DTYPE_NAMES[name])
-            return super().find_class(module, name)  # allowed by the caller's allow_pickle
-
-        def persistent_load(self, saved_id):
-            _, storage_type, key, _location, numel = saved_id
-            if key not in storages:
-                raw = archive.read(f"{root}data/{key}")
-                dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else np.uint8
-                if dtype == "bfloat16":
-                    bits = np.frombuffer(raw, "<u2", count=numel)
-                    storages[key] = (bits.astype(np.uint32) << 16).view(np.float32)
-                else:
-                    storages[key] = np.frombuffer(
-                        raw, np.dtype(dtype).newbyteorder("<"), count=numel
-                    ).astype(np.dtype(dtype))
-            return storages[key]
+    def persistent_load(saved_id):
+        if not (isinstance(saved_id, tuple) and len(saved_id) == 5 and saved_id[0] == "storage"):
+            raise ValueError(f"unexpected persistent id {saved_id!r}")
+        _, storage_type, key, _location, numel = saved_id
+        if key not in storages:
+            dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else np.uint8
+            info = archive.getinfo(f"{root}data/{key}")
+            needed = int(numel) * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
+            # torch stores its storages uncompressed; a compressed one is held to deflate's
+            # best ratio, so a small file cannot claim gigabytes (a decompression bomb).
+            if info.file_size < needed or (
+                info.compress_type != zipfile.ZIP_STORED
+                and info.file_size > 1100 * max(info.compress_size, 1)
+            ):
+                raise ValueError(
+                    f"storage {key!r} holds {info.file_size} bytes "
+                    f"({info.compress_size} compressed) but the tensor needs {needed}"
+                )
+            raw = archive.read(info)
+            if dtype == "bfloat16":
+                bits = np.frombuffer(raw, "<u2", count=numel)
+                storages[key] = (bits.astype(np.uint32) << 16).view(np.float32)
+            else:
+                storages[key] = np.frombuffer(
+                    raw, np.dtype(dtype).newbyteorder("<"), count=numel
+                ).astype(np.dtype(dtype))
+        return storages[key]
 
     def _rebuild_tensor(storage, offset, size, stride, *args):
+        # A hostile file may name any size and stride: as_strided would then read memory
+        # outside the storage, so the extent is checked first.
+        if not (
+            isinstance(storage, np.ndarray)
+            and isinstance(offset, int)
+            and all(isinstance(n, int) and n >= 0 for n in (*size, *stride))
+            and len(size) == len(stride)
+            and offset >= 0
+        ):
+            raise ValueError(f"tensor record ({offset}, {size}, {stride}) is malformed")
+        if any(n == 0 for n in size):
+            return from_numpy(np.empty(tuple(size), storage.dtype), framework)
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= storage.size:
+            raise ValueError(
+                f"tensor of size {tuple(size)}, stride {tuple(stride)} at offset {offset} "
+                f"reaches element {last} of a storage of {storage.size}"
+            )
         itemsize = storage.itemsize
         view = np.lib.stride_tricks.as_strided(
             storage[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
         )
         return from_numpy(np.array(view, copy=True), framework)
 
+    torch_globals = {
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter_with_state"): (
+            lambda data, requires_grad, hooks, state: data
+        ),
+        ("torch._utils", "_rebuild_parameter"): lambda data, requires_grad, hooks: data,
+    }
+    for name, dtype in {**_TORCH_STORAGE_DTYPES, **_TORCH_DTYPE_NAMES}.items():
+        torch_globals[("torch", name)] = _StorageType(dtype)
     with archive.open(pickles[0]) as data:
-        return _TorchUnpickler(data).load()
+        return unpickle(
+            data,
+            str(source),
+            allow_pickle=True,
+            allow_unsafe_pickle=allow_unsafe_pickle,
+            extra_globals=torch_globals,
+            persistent_load=persistent_load,
+        )

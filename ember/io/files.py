@@ -41,9 +41,9 @@ def read_file(filename) -> bytes:
 
 def write_file(filename, contents) -> None:
     """Write `contents` (bytes or str) to a file atomically (temporary file, then rename)."""
+    from ember.io.atomic import atomic_write
+
     path = _path(filename)
     data = contents.encode("utf-8") if isinstance(contents, str) else bytes(contents)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as handle:
+    with atomic_write(path, "wb") as handle:  # on ENOSPC no temporary file stays behind
         handle.write(data)
-    os.replace(temporary, path)

@@ -40,6 +40,9 @@ def resolve_pretrained_folder(
     """
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
+        from ember.io.atomic import recover_folder
+
+        recover_folder(path)  # a save killed mid-way: Note [Atomic folders]
         return path
     if os.path.exists(path):
         raise NotADirectoryError(

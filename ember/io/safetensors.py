@@ -17,6 +17,7 @@ bfloat16 is the top half of a float32.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -26,6 +27,7 @@ import numpy as np
 
 from ember.io._arrays import from_numpy, to_numpy
 from ember.io.atomic import atomic_write
+from ember.io.formats import MAX_SAFETENSORS_HEADER
 
 __all__ = ["deserialize", "load_file", "read_metadata", "safe_open", "save_file", "serialize"]
 
@@ -68,7 +70,7 @@ _WRITE_RANK = {
         ["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
     )
 }
-_MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
+_MAX_HEADER = MAX_SAFETENSORS_HEADER  # the reference implementation's limit
 _LITTLE = sys.byteorder == "little"
 
 
@@ -183,7 +185,7 @@ def _parse_header(raw: bytes, data_size: int, source: str):
     """Validate a header against the layout rules; return (entries, metadata)."""
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise SafetensorsError(
             f"{source}: the header is not valid UTF-8 JSON ({error}); the file "
             "is damaged or not a safetensors file"
@@ -228,7 +230,7 @@ def _parse_header(raw: bytes, data_size: int, source: str):
                 f"{source}: tensor {name!r} has data_offsets {offsets!r}; "
                 "expected [begin, end] with 0 <= begin <= end"
             )
-        nbytes = int(np.prod(shape, dtype=np.int64)) * _CODE_TO_NUMPY[code].itemsize
+        nbytes = math.prod(shape) * _CODE_TO_NUMPY[code].itemsize  # exact: no int64 wrap
         if offsets[1] - offsets[0] != nbytes:
             raise SafetensorsError(
                 f"{source}: tensor {name!r} ({code}, shape {shape}) needs {nbytes} bytes but its "
@@ -293,13 +295,24 @@ def _decode(buffer, code: str, shape, begin: int, end: int, base: int) -> np.nda
     return array
 
 
+def _wrap(array: np.ndarray, framework: str, source: str, name: str):
+    """from_numpy, with an error naming the file and tensor for a dtype ember lacks (U16...)."""
+    try:
+        return from_numpy(array, framework)
+    except TypeError as error:
+        raise TypeError(
+            f"{source}: tensor {name!r}: {error}; read it with framework='np' to get the "
+            "NumPy array"
+        ) from None
+
+
 def deserialize(data: bytes, framework: str = "ember") -> dict:
     """Tensors from safetensors bytes: name -> ember Tensor (or NumPy array for 'np')."""
     source = "ember.io.deserialize"
     length = _read_header_length(data[:8], len(data), source)
     entries, _ = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, source)
     return {
-        name: from_numpy(_decode(data, *entry, base=8 + length), framework)
+        name: _wrap(_decode(data, *entry, base=8 + length), framework, source, name)
         for name, entry in entries.items()
     }
 
@@ -350,9 +363,10 @@ class safe_open:
         if self._map is None:
             raise ValueError(f"{self._source} is closed")
         array = _decode(self._map, *self._entry(name), base=self._base)
+        tensor = _wrap(array, self.framework, self._source, name)
         if self.device not in ("cpu", None) and self.framework not in ("np", "numpy"):
-            return from_numpy(array, self.framework).to(self.device)
-        return from_numpy(array, self.framework)
+            return tensor.to(self.device)
+        return tensor
 
     def get_slice(self, name: str) -> _LazySlice:
         """A handle whose `[...]` reads only the indexed part, e.g. one shard of a weight."""
@@ -360,7 +374,12 @@ class safe_open:
 
     def close(self) -> None:
         if isinstance(self._map, mmap.mmap):
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                # A view of the map is still alive (an exception's traceback may hold one):
+                # the map closes when it goes. Raising here would hide the real error.
+                pass
         self._map = None
 
     def __enter__(self) -> safe_open:
@@ -405,7 +424,7 @@ class _LazySlice:
             del view
         if code == "BF16":
             part = (part.astype(np.uint32) << 16).view(np.float32)
-        return from_numpy(np.asarray(part), handle.framework)
+        return _wrap(np.asarray(part), handle.framework, handle._source, self._name)
 
 
 def load_file(filename: str | os.PathLike, framework: str = "ember", device: str = "cpu") -> dict:

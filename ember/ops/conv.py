@@ -21,7 +21,7 @@ import numpy as np
 
 from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError, at_user_line
 from ember.backend import conv_kernels as _np_kernels
-from ember.ops.registry import apply, defop, int64_dtype, same_dtype
+from ember.ops.registry import apply, defop, int64_dtype, onnx_lowering, same_dtype
 
 
 def _needs_grad(t):
@@ -124,6 +124,20 @@ CONV2D = defop(
     dtype=lambda a, b, **k: a,
     promote="common",
 )
+
+
+@onnx_lowering("conv2d")
+def _conv2d_onnx(b, x, w, stride, padding, dilation, groups):
+    return b.op(
+        "Conv",
+        x,
+        w,
+        kernel_shape=list(b.ins[1].shape[2:]),
+        strides=list(stride),
+        pads=list(padding) * 2,
+        dilations=list(dilation),
+        group=groups,
+    )
 
 
 def _input_grad_forward(xp, g, w, input_shape, stride, padding, dilation, groups):
@@ -284,6 +298,19 @@ MAX_POOL2D = defop(
 )
 
 
+@onnx_lowering("max_pool2d")
+def _max_pool2d_onnx(b, x, kernel, stride, padding, dilation, ceil_mode):
+    return b.op(
+        "MaxPool",
+        x,
+        kernel_shape=list(kernel),
+        strides=list(stride),
+        pads=list(padding) * 2,
+        dilations=list(dilation),
+        ceil_mode=int(ceil_mode),
+    )
+
+
 def _max_pool_indices_forward(xp, x, kernel, stride, padding, dilation, ceil_mode):
     nd = len(kernel)
     spatial = tuple(x.shape[2:])
@@ -429,12 +456,16 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 padding = tuple(t // 2 for t in total)
         else:
             raise ValueError(f"conv2d: padding must be 'same', 'valid' or numbers, got {padding!r}")
+    padding = _pair(padding, "padding")
+    # The shape rule checks kernel against padded input, channels and groups before the kernel
+    # runs (the NumPy kernel would return an empty tensor for a kernel larger than the input).
+    _conv_shape(tuple(x.shape), tuple(weight.shape), stride, padding, dilation, int(groups))
     out = apply(
         CONV2D,
         x,
         weight,
         stride=stride,
-        padding=_pair(padding, "padding"),
+        padding=padding,
         dilation=dilation,
         groups=int(groups),
     )

@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import IntegerDivisionByZero, ShapeError
 from ember.ops.registry import (
+    REGISTRY,
     apply,
     bool_dtype,
     broadcast_shapes,
     defop,
+    onnx_lowering,
     public,
     same_dtype,
     same_shape,
@@ -139,6 +141,7 @@ LOG2 = _unary(
     quiet=True,
     ufunc="log2",
     template="np.log2({0})",
+    onnx=lambda b, x: b.op("Div", b.op("Log", x), b.const(_LN2, b.out.dtype)),
 )
 LOG1P = _unary(
     "log1p",
@@ -283,6 +286,69 @@ def round(x, decimals=0):  # noqa: A001
     return apply(ROUND, x, decimals=int(decimals))
 
 
+# ONNX lowerings of the unary ops (Note [ONNX lowerings] in ember.ops.registry)
+def _onnx_same(name, onnx_type):
+    REGISTRY[name].onnx = lambda b, *xs, **attrs: b.op(onnx_type, *xs)
+
+
+for _name, _type in [
+    ("neg", "Neg"), ("abs", "Abs"), ("sign", "Sign"), ("exp", "Exp"), ("log", "Log"),
+    ("sqrt", "Sqrt"), ("reciprocal", "Reciprocal"), ("sin", "Sin"), ("cos", "Cos"),
+    ("tanh", "Tanh"), ("erf", "Erf"), ("sigmoid", "Sigmoid"), ("relu", "Relu"),
+    ("logical_not", "Not"), ("isnan", "IsNaN"), ("isinf", "IsInf"),
+]:  # fmt: skip
+    _onnx_same(_name, _type)
+
+
+@onnx_lowering("log1p")
+def _log1p_onnx(b, x):
+    return b.op("Log", b.op("Add", x, b.const(1, b.out.dtype)))
+
+
+@onnx_lowering("expm1")
+def _expm1_onnx(b, x):
+    return b.op("Sub", b.op("Exp", x), b.const(1, b.out.dtype))
+
+
+@onnx_lowering("rsqrt")
+def _rsqrt_onnx(b, x):
+    return b.op("Reciprocal", b.op("Sqrt", x))
+
+
+def _onnx_rounding(onnx_type):
+    def lower(b, x):  # integers are already whole: ONNX's rounding ops take floats only
+        return b.op(onnx_type, x) if b.out.dtype.kind == "f" else b.op("Identity", x)
+
+    return lower
+
+
+REGISTRY["floor"].onnx = _onnx_rounding("Floor")
+REGISTRY["ceil"].onnx = _onnx_rounding("Ceil")
+
+
+@onnx_lowering("round")
+def _round_onnx(b, x, decimals):
+    if b.out.dtype.kind != "f":
+        return b.op("Identity", x)
+    if not decimals:
+        return b.op("Round", x)  # half to even, as NumPy
+    scale = b.const(10.0**decimals, b.out.dtype)
+    return b.op("Div", b.op("Round", b.op("Mul", x, scale)), scale)
+
+
+@onnx_lowering("trunc")
+def _trunc_onnx(b, x):
+    if b.out.dtype.kind != "f":
+        return b.op("Identity", x)
+    negative = b.op("Less", x, b.const(0, b.out.dtype))
+    return b.op("Where", negative, b.op("Ceil", x), b.op("Floor", x))
+
+
+@onnx_lowering("isfinite")
+def _isfinite_onnx(b, x):
+    return b.op("Not", b.op("Or", b.op("IsNaN", x), b.op("IsInf", x)))
+
+
 # --- binary -----------------------------------------------------------------------------------
 def _binary(name, forward, vjp=None, *, promote="common", dtype=same_dtype, **facts):
     """A broadcasting binary primitive; `facts`: the rest of Note [OpDef]."""
@@ -302,12 +368,20 @@ def _compare(name, forward, ufunc, symbol, operator):
 
 
 def _pow_vjp(g, y, a, b):
+    # Note [Zero-safe gradients]: where torch's backward gives a finite value at an edge (x ** 0
+    # at x = 0, norm and std of zeros, BCE at saturation), the rule masks the 0 * inf term.
     if isinstance(a, _SCALARS):
         ga = None
+    elif isinstance(b, _SCALARS) and b == 0:  # x ** 0 is constant: torch's gradient is 0
+        ga = unbroadcast(g * 0.0, a)
     elif isinstance(b, _SCALARS) and b == 2:  # x ** 2: a ** 1 is a, exactly
         ga = unbroadcast(g * b * a, a)
-    else:
+    elif isinstance(b, _SCALARS):
         ga = unbroadcast(g * b * a ** (b - 1), a)
+    else:
+        exponent_zero = b == 0
+        base = where(exponent_zero, 1.0, a)  # no 0 ** -1 computed where it is not used
+        ga = unbroadcast(where(exponent_zero, 0.0, g * b * base ** (b - 1)), a)
     if isinstance(b, _SCALARS):
         return ga, None
     if isinstance(a, _SCALARS):
@@ -419,17 +493,41 @@ HYPOT = _binary(
     save_output=True,
     ufunc="hypot",
     template="np.hypot({0}, {1})",
+    onnx=lambda b, x, y: b.op("Sqrt", b.op("Add", b.op("Mul", x, x), b.op("Mul", y, y))),
 )
+
+
+def _is_integer(value) -> bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    return kind in ("i", "u", "b") if kind is not None else isinstance(value, int)
+
+
+def _integer_divisor_check(xp, a, b, op):
+    """Integer division by zero raises, as in torch (NumPy would give 0 with a warning)."""
+    if _is_integer(a) and _is_integer(b) and not bool(xp.all(xp.asarray(b) != 0)):
+        raise IntegerDivisionByZero(f"{op}: integer division by zero")
+
+
+def _remainder_forward(xp, a, b):
+    _integer_divisor_check(xp, a, b, "remainder")
+    return xp.mod(a, b)
+
+
+def _floor_divide_forward(xp, a, b):
+    _integer_divisor_check(xp, a, b, "floor_divide")
+    return xp.floor_divide(a, b)
+
+
 REMAINDER = _binary(
     "remainder",
-    lambda xp, a, b: xp.mod(a, b),
+    _remainder_forward,
     lambda g, y, a, b: (unbroadcast(g, a), unbroadcast(-g * (a / b).floor(), b)),
     quiet=True,
     operators=("__mod__", "__rmod__"),
 )
 FLOOR_DIVIDE = _binary(
     "floor_divide",
-    lambda xp, a, b: xp.floor_divide(a, b),
+    _floor_divide_forward,
     quiet=True,
     operators=("__floordiv__", "__rfloordiv__"),
 )
@@ -487,6 +585,37 @@ def div(a, b, rounding_mode=None):
     if rounding_mode == "trunc":
         return apply(TRUNC, apply(DIV, a, b)).to(_result_of(a, b))
     raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
+
+
+# ONNX lowerings of the binary ops (Note [ONNX lowerings] in ember.ops.registry)
+for _name, _type in [
+    ("add", "Add"), ("sub", "Sub"), ("mul", "Mul"), ("div", "Div"), ("pow", "Pow"),
+    ("maximum", "Max"), ("minimum", "Min"), ("eq", "Equal"), ("lt", "Less"),
+    ("le", "LessOrEqual"), ("gt", "Greater"), ("ge", "GreaterOrEqual"),
+    ("logical_and", "And"), ("logical_or", "Or"), ("logical_xor", "Xor"),
+]:  # fmt: skip
+    _onnx_same(_name, _type)
+
+
+@onnx_lowering("ne")
+def _ne_onnx(b, x, y):
+    return b.op("Not", b.op("Equal", x, y))
+
+
+@onnx_lowering("remainder")
+def _remainder_onnx(b, x, y):
+    if b.out.dtype.kind != "f":
+        return b.op("Mod", x, y)  # integer Mod takes the divisor's sign, as Python's %
+    return b.op("Sub", x, b.op("Mul", b.op("Floor", b.op("Div", x, y)), y))
+
+
+@onnx_lowering("floor_divide")
+def _floor_divide_onnx(b, x, y):
+    if b.out.dtype.kind == "f":
+        return b.op("Floor", b.op("Div", x, y))
+    # ONNX's integer Div truncates; Python's // floors: divide in float64, floor, cast back
+    as_double = [b.op("Cast", v, to=b.onnx_type("float64")) for v in (x, y)]
+    return b.op("Cast", b.op("Floor", b.op("Div", *as_double)), to=b.onnx_type(b.out.dtype))
 
 
 # --- ternary, clamp, cast -----------------------------------------------------------------------
@@ -564,6 +693,23 @@ CAST = defop(
     doc="cast(x, dtype): convert elements (gradient flows back in the input dtype).",
     template="D({0})",
 )
+
+
+@onnx_lowering("where")
+def _where_onnx(b, c, x, y):
+    return b.op("Where", c, x, y)
+
+
+@onnx_lowering("clamp")
+def _clamp_onnx(b, x, min, max):
+    low = b.const(min, b.out.dtype) if min is not None else ""
+    high = b.const(max, b.out.dtype) if max is not None else ""
+    return b.op("Clip", x, low, high)
+
+
+@onnx_lowering("cast")
+def _cast_onnx(b, x, dtype):
+    return b.op("Cast", x, to=b.onnx_type(dtype))
 
 
 # Note [Bit views]: `x.view(dtype)` reinterprets the bytes, PyTorch's rules: the same element

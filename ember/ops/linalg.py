@@ -7,7 +7,14 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
-from ember.ops.registry import apply, broadcast_shapes, defop, public, same_dtype
+from ember.ops.registry import (
+    apply,
+    broadcast_shapes,
+    defop,
+    onnx_lowering,
+    public,
+    same_dtype,
+)
 from ember.ops.elementwise import unbroadcast, where
 
 
@@ -77,6 +84,11 @@ MATMUL = defop(
     operators=("__matmul__", "__rmatmul__"),
 )
 MATMUL.needed_by = {0: (1,), 1: (0,)}
+
+
+@onnx_lowering("matmul")
+def _matmul_onnx(b, x, y):
+    return b.op("MatMul", x, y)
 
 
 # --- einsum -----------------------------------------------------------------------------------
@@ -187,6 +199,11 @@ EINSUM = defop(
 )
 
 
+@onnx_lowering("einsum")
+def _einsum_onnx(b, *xs, equation):
+    return b.op("Einsum", *xs, equation=equation.replace(" ", ""))
+
+
 @MATMUL.public("matmul")
 def matmul(a, b):
     """The matrix product a @ b (NumPy's batching and 1-D rules)."""
@@ -275,6 +292,12 @@ LINEAR = defop(
     "`linear_reference` (Note [Fused composites]).",
 )
 LINEAR.needed_by = {0: (1,), 1: (0,)}
+
+
+@onnx_lowering("linear")
+def _linear_onnx(b, x, w, bias=None):
+    out = b.op("MatMul", x, b.op("Transpose", w, perm=[1, 0]))  # folded for a constant w
+    return out if bias is None else b.op("Add", out, bias)
 
 
 def linear_reference(x, weight, bias=None):

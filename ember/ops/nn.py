@@ -10,35 +10,52 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError, ValueOutOfRange
 from ember.backend import host_values
 from ember.backend import norm_kernels as _norm_kernels
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
 from ember.ops.random import bernoulli, uniform
-from ember.ops.registry import apply, defop, public
+from ember.ops.registry import apply, defop, onnx_lowering, public
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _half_to_float(x):
+    """float16 computes in float32 (Note [Half-precision accumulation]); (x, dtype to return)."""
+    return (x.to(_dt.float32), x.dtype) if x.dtype == _dt.float16 else (x, None)
 
 
 @public("softmax")
 def softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
-    shifted = x - R.amax(x, dim, keepdim=True).detach()
-    e = shifted.exp()
-    return e / e.sum(dim, keepdim=True)
+    x, half = _half_to_float(x)
+    if x.numel() == 0:  # nothing to normalise (amax of an empty tensor has no value)
+        out = x * 1.0
+    else:
+        shifted = x - R.amax(x, dim, keepdim=True).detach()
+        e = shifted.exp()
+        out = e / e.sum(dim, keepdim=True)
+    return out if half is None else out.to(half)
 
 
 @public("log_softmax")
 def log_softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
-    shifted = x - R.amax(x, dim, keepdim=True).detach()
-    return shifted - shifted.exp().sum(dim, keepdim=True).log()
+    x, half = _half_to_float(x)
+    if x.numel() == 0:
+        out = x * 1.0
+    else:
+        shifted = x - R.amax(x, dim, keepdim=True).detach()
+        out = shifted - shifted.exp().sum(dim, keepdim=True).log()
+    return out if half is None else out.to(half)
 
 
 def gelu(x, approximate="none"):
@@ -63,8 +80,11 @@ def elu(x, alpha=1.0):
 
 
 def softplus(x, beta=1.0, threshold=20.0):
+    # log(1 + e^s) = max(s, 0) + log1p(e^-|s|): no exp that overflows (softplus(12) in float16
+    # is 12, not inf); above `threshold` it is x itself, as in torch.
     scaled = x * beta
-    return E.where(scaled > threshold, x, E.log1p(E.exp(E.minimum(scaled, threshold))) / beta)
+    stable = (E.maximum(scaled, 0.0) + E.log1p(E.exp(-E.abs(scaled)))) / beta
+    return E.where(scaled > threshold, x, stable)
 
 
 def hardtanh(x, min_val=-1.0, max_val=1.0):
@@ -121,6 +141,7 @@ def _check_normalized_shape(x, normalized_shape, name):
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    x, half = _half_to_float(x)  # Note [Half-precision accumulation]
     mean = x.mean(dims, keepdim=True)
     centered = x - mean
     var = (centered * centered).mean(dims, keepdim=True)
@@ -129,13 +150,14 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
         out = out * weight
     if bias is not None:
         out = out + bias
-    return out
+    return out if half is None else out.to(half)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     n, c = x.shape[0], x.shape[1]
     if c % num_groups:
         raise ShapeError(f"group_norm: {c} channels are not divisible by {num_groups} groups")
+    x, half = _half_to_float(x)  # Note [Half-precision accumulation]
     grouped = x.reshape(n, num_groups, -1)
     mean = grouped.mean(-1, keepdim=True)
     centered = grouped - mean
@@ -146,7 +168,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
         out = out * weight.reshape(shape)
     if bias is not None:
         out = out + bias.reshape(shape)
-    return out
+    return out if half is None else out.to(half)
 
 
 def batch_norm_reference(
@@ -512,6 +534,11 @@ SOFTMAX_CROSS_ENTROPY = defop(
 )
 
 
+@onnx_lowering("softmax_cross_entropy")
+def _xent_onnx(b, x, t, ignore_index, reduction):
+    return b.op("SoftmaxCrossEntropyLoss", x, t, reduction=reduction, ignore_index=ignore_index)
+
+
 def _xent_grad_forward(xp, g, x, t, ignore_index, reduction):
     valid, safe, shifted, lse, _ = _xent_parts(xp, x, t, ignore_index)
     p = xp.exp(shifted - lse[:, None])
@@ -675,10 +702,51 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     return _reduce(loss, reduction, "smooth_l1_loss")
 
 
+def _bce_forward(xp, x, t):
+    inside = (x >= 0) & (x <= 1)  # nan is outside, as in torch
+    if not bool(xp.all(inside)):
+        bad = x[~inside].reshape(-1)[0]
+        raise ValueOutOfRange(
+            f"binary_cross_entropy: all elements of input should be between 0 and 1 "
+            f"(probabilities), got {float(bad)}; for logits use binary_cross_entropy_with_logits"
+        )
+    with np.errstate(divide="ignore"):
+        log_p = xp.maximum(xp.log(x), -100.0)
+        log_q = xp.maximum(xp.log1p(-x), -100.0)
+    return -(t * log_p + (1 - t) * log_q)
+
+
+def _bce_vjp(g, y, x, t):
+    # torch's rule: (x - t) / max(x (1 - x), 1e-12), finite where x saturates to 0 or 1
+    # (Note [Zero-safe gradients]).
+    gx = g * (x - t) / E.maximum((1.0 - x) * x, 1e-12)
+    gt = g * (E.log1p(-x) - E.log(x))
+    return gx, gt
+
+
+def _bce_shape(x, t, **attrs):
+    if tuple(x) != tuple(t):
+        raise ShapeError(
+            f"binary_cross_entropy: target size {tuple(t)} differs from input size {tuple(x)}; "
+            "they must match"
+        )
+    return tuple(x)
+
+
+BINARY_CROSS_ENTROPY = defop(
+    "binary_cross_entropy",
+    _bce_forward,
+    _bce_vjp,
+    shape=_bce_shape,
+    dtype=lambda x, t, **k: x,
+    promote="float",
+    doc="Elementwise -(t log x + (1 - t) log(1 - x)), logs clamped at -100 as in torch, with "
+    "torch's finite gradient at saturated probabilities; input must lie in [0, 1].",
+)
+
+
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
-    log_p = E.clamp(E.log(input), min=-100.0)
-    log_1p = E.clamp(E.log(1.0 - input), min=-100.0)
-    loss = -(target * log_p + (1.0 - target) * log_1p)
+    loss = apply(BINARY_CROSS_ENTROPY, input, target)
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction, "binary_cross_entropy")

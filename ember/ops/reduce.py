@@ -12,7 +12,16 @@ import builtins
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError
 from ember.ops.elementwise import _LATE
-from ember.ops.registry import apply, bool_dtype, defop, int64_dtype, public, same_dtype
+from ember.ops.registry import (
+    REGISTRY,
+    apply,
+    bool_dtype,
+    defop,
+    int64_dtype,
+    onnx_lowering,
+    public,
+    same_dtype,
+)
 
 __all__ = [
     "sum",
@@ -28,6 +37,8 @@ __all__ = [
     "mean",
     "var",
     "std",
+    "norm",
+    "sqrt_zero_safe",
     "logsumexp",
     "max",
     "min",
@@ -79,9 +90,26 @@ def _expand_back(g, x, dim, keepdim):
     return g.expand(tuple(x.shape))
 
 
+# Note [Half-precision accumulation]: as in PyTorch, float16 reductions and normalisations
+# accumulate in float32 and round once at the end: the sum of 4,096 x 20.0 is 81,920 (inf
+# in float16 only because the result is), and mean, var, std, norm, softmax and layer_norm of
+# float16 inputs compute in float32 and return float16, so no partial sum overflows.
 def _sum_forward(xp, x, dim, keepdim):
+    if x.dtype == xp.float16:
+        return _half_sum(xp, x, dim, keepdim)
     dtype = None if x.dtype.kind == "f" else xp.int64
     return xp.sum(x, axis=_axis(dim, x.ndim), keepdims=keepdim, dtype=dtype)
+
+
+def _half_sum_kernel(xp, x, dim, keepdim):
+    out = xp.sum(x, axis=_axis(dim, x.ndim), keepdims=keepdim, dtype=xp.float32)
+    return xp.asarray(out).astype(xp.float16)  # inf where the sum is out of range
+
+
+def _half_sum(xp, x, dim, keepdim):
+    from ember.backend.numpy_backend import quiet
+
+    return quiet(_half_sum_kernel)(xp, x, dim, keepdim)
 
 
 SUM = defop(
@@ -99,6 +127,8 @@ SUM = defop(
 @SUM.def_kernel("numpy")
 def _sum_numpy(xp, x, dim, keepdim):
     """np.sum's own reduction (add.reduce) without its Python wrappers (small tensors)."""
+    if x.dtype == xp.float16:
+        return _half_sum(xp, x, dim, keepdim)
     dtype = None if x.dtype.kind == "f" else xp.int64
     return xp.add.reduce(x, _axis(dim, x.ndim), dtype, None, keepdim)
 
@@ -189,6 +219,47 @@ ANY = defop(
 )
 
 
+# ONNX lowerings of the reductions (Note [ONNX lowerings] in ember.ops.registry)
+def _onnx_reduction(onnx_type, via=None):
+    def lower(b, x, dim, keepdim):
+        x_var = b.ins[0]
+        if via is not None:  # all/any: reduce 0/1 integers, then back to bool
+            x = b.op("Cast", x, to=b.onnx_type(via))
+        elif x_var.dtype != b.out.dtype:  # integer sums accumulate in int64
+            x = b.op("Cast", x, to=b.onnx_type(b.out.dtype))
+        if x_var.ndim == 0:
+            out = b.op("Identity", x)
+        else:
+            axes = list(range(x_var.ndim)) if dim is None else list(dim)
+            out = b.reduce(onnx_type, x, axes, keepdim)
+        return b.op("Cast", out, to=b.onnx_type("bool")) if via is not None else out
+
+    return lower
+
+
+REGISTRY["sum"].onnx = _onnx_reduction("ReduceSum")
+REGISTRY["prod"].onnx = _onnx_reduction("ReduceProd")
+REGISTRY["amax"].onnx = _onnx_reduction("ReduceMax")
+REGISTRY["amin"].onnx = _onnx_reduction("ReduceMin")
+REGISTRY["all"].onnx = _onnx_reduction("ReduceMin", via="int32")
+REGISTRY["any"].onnx = _onnx_reduction("ReduceMax", via="int32")
+
+
+def _onnx_arg(onnx_type):
+    def lower(b, x, dim, keepdim):
+        if dim is None or b.ins[0].ndim == 0:
+            flat = b.op("Reshape", x, b.ints([-1]))
+            out = b.op(onnx_type, flat, axis=0, keepdims=0)
+            return b.op("Reshape", out, b.ints([1] * b.ins[0].ndim if keepdim else []))
+        return b.op(onnx_type, x, axis=dim[0], keepdims=int(keepdim))
+
+    return lower
+
+
+REGISTRY["argmax"].onnx = _onnx_arg("ArgMax")
+REGISTRY["argmin"].onnx = _onnx_arg("ArgMin")
+
+
 def _cum_shape(shape, dim):
     return tuple(shape)
 
@@ -212,6 +283,15 @@ CUMSUM = defop(
     dtype=_sum_dtype,
     save_inputs=False,
 )
+
+
+@onnx_lowering("cumsum")
+def _cumsum_onnx(b, x, dim):
+    if b.ins[0].dtype != b.out.dtype:
+        x = b.op("Cast", x, to=b.onnx_type(b.out.dtype))
+    if b.ins[0].ndim == 0:
+        return b.op("Identity", x)
+    return b.op("CumSum", x, b.const(dim, "int64"))
 
 
 def _cumprod_forward(xp, x, dim):
@@ -309,6 +389,10 @@ def _count(x, dims):
     return n
 
 
+def _is_half(x) -> bool:
+    return x.dtype == _dt.float16
+
+
 @public("mean")
 def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
@@ -318,6 +402,8 @@ def mean(x, dim=None, keepdim=False, dtype=None):
             f"mean: input dtype must be floating point, got {x.dtype}; "
             "pass dtype=ember.float32 or cast first"
         )
+    if _is_half(x):  # Note [Half-precision accumulation]
+        return mean(x.to(_dt.float32), dim, keepdim).to(x.dtype)
     dims = _norm(x, dim, "mean")
     return sum(x, dims, keepdim) / _count(x, dims)
 
@@ -328,14 +414,55 @@ def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
         correction = 1 if unbiased else 0
     if not x.dtype.is_floating_point:
         raise TypeError(f"var: input dtype must be floating point, got {x.dtype}")
+    if _is_half(x):  # Note [Half-precision accumulation]
+        return var(x.to(_dt.float32), dim, correction, keepdim).to(x.dtype)
     dims = _norm(x, dim, "var")
     centered = x - mean(x, dims, keepdim=True)
     return sum(centered * centered, dims, keepdim) / (_count(x, dims) - correction)
 
 
+def sqrt_zero_safe(s):
+    """sqrt(s) for s >= 0 whose gradient is 0 where s == 0 (torch's norm and std backward),
+    not 0 * inf = nan (Note [Zero-safe gradients] in ember/ops/elementwise.py)."""
+    from ember.ops.elementwise import where
+
+    nonzero = s != 0  # nan stays nan
+    return where(nonzero, where(nonzero, s, 1.0).sqrt(), 0.0)
+
+
 @public("std")
 def std(x, dim=None, correction=1, keepdim=False, unbiased=None):
-    return var(x, dim, correction, keepdim, unbiased).sqrt()
+    if _is_half(x):  # Note [Half-precision accumulation]
+        return std(x.to(_dt.float32), dim, correction, keepdim, unbiased).to(x.dtype)
+    return sqrt_zero_safe(var(x, dim, correction, keepdim, unbiased))
+
+
+@public("norm")
+def norm(x, p=2, dim=None, keepdim=False):
+    """The vector p-norm over `dim` (all elements for None), as `torch.norm`: p may be any
+    number, inf, -inf, 0 (the count of non-zeros) or 'fro'. The gradient at a zero vector
+    is 0, as in torch."""
+    from ember.ops.elementwise import abs as abs_, where
+
+    if _is_half(x):  # Note [Half-precision accumulation]
+        return norm(x.to(_dt.float32), p, dim, keepdim).to(x.dtype)
+    if p == "fro":
+        p = 2
+    if isinstance(p, str) or not isinstance(p, (int, float)):
+        raise ValueError(f"norm: p must be a number or 'fro', got {p!r}")
+    if p == 2:
+        return sqrt_zero_safe((x * x).sum(dim, keepdim))
+    if p == 1:
+        return abs_(x).sum(dim, keepdim)
+    if p == float("inf"):
+        return abs_(x).amax(dim, keepdim)
+    if p == float("-inf"):
+        return abs_(x).amin(dim, keepdim)
+    if p == 0:
+        return (x != 0).to(x.dtype).sum(dim, keepdim)  # the count: no gradient, as torch
+    total = (abs_(x) ** p).sum(dim, keepdim)
+    nonzero = total != 0
+    return where(nonzero, where(nonzero, total, 1.0) ** (1.0 / p), 0.0)
 
 
 @public("logsumexp")
@@ -347,23 +474,6 @@ def logsumexp(x, dim, keepdim=False):
     m = where(isinf(m), 0.0, m)
     out = (x - m).exp().sum(dims, keepdim=True).log() + m
     return out if keepdim else out.reshape(_reduced_shape(x.shape, dims, False))
-
-
-@public("norm")
-def norm(x, p=2, dim=None, keepdim=False):
-    """The p-norm over `dim` (all dims by default); p may be 2 ("fro"), 1, inf, -inf, 0 or a
-    number."""
-    if p == 2 or p == "fro":
-        return (x * x).sum(dim, keepdim).sqrt()
-    if p == 1:
-        return x.abs().sum(dim, keepdim)
-    if p == float("inf"):
-        return x.abs().amax(dim, keepdim)
-    if p == float("-inf"):
-        return x.abs().amin(dim, keepdim)
-    if p == 0:  # the count of nonzero entries (no gradient, as in PyTorch)
-        return (x != 0).to(x.dtype).sum(dim, keepdim)
-    return (x.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
 
 
 class _ValuesIndices(tuple):

@@ -43,7 +43,17 @@ from typing import Callable
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
 
-__all__ = ["OpDef", "REGISTRY", "COMPOSITES", "defop", "public", "apply", "set_dispatcher", "infer"]
+__all__ = [
+    "OpDef",
+    "REGISTRY",
+    "COMPOSITES",
+    "defop",
+    "public",
+    "apply",
+    "set_dispatcher",
+    "infer",
+    "onnx_lowering",
+]
 
 
 class OpDef:
@@ -217,6 +227,27 @@ def defop(
     REGISTRY[name] = op
     _surface_changed()
     return op
+
+
+def onnx_lowering(name: str):
+    """Attach an ONNX lowering to the registered primitive `name` (Note [ONNX lowerings]).
+
+    Note [ONNX lowerings]: an op's ONNX lowering sits in the op's module right after its
+    definition, as JAX keeps `mlir.register_lowering` beside each primitive. It is a function
+    `lower(b, *inputs, **attrs)`: `b` is the node builder of ember.onnx (L9; the lowering never
+    imports onnx), `inputs` are ONNX value names (None for an absent optional input; Python
+    scalars of the traced equation arrive as constants of the compute dtype), `attrs` the
+    equation's attributes. It returns the output's value name (a list for several outputs).
+    Shape-valued attributes that may follow a dynamic axis go through `b.ints(...)`, which
+    emits them as constants where static and as shape arithmetic where they vary. An op whose
+    `onnx` is None cannot be exported: the exporter names it and the user's line.
+    """
+
+    def attach(fn):
+        REGISTRY[name].onnx = fn
+        return fn
+
+    return attach
 
 
 # --- dispatch -------------------------------------------------------------------------------

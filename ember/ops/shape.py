@@ -20,7 +20,15 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
-from ember.ops.registry import apply, defop, int64_dtype, public, same_dtype
+from ember.ops.registry import (
+    apply,
+    defop,
+    int64_dtype,
+    onnx_lowering,
+    public,
+    same_dtype,
+    same_shape,
+)
 from ember.ops.elementwise import unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
@@ -102,6 +110,26 @@ EXPAND = defop(
 )
 
 
+# ONNX lowerings of the movement ops (Note [ONNX lowerings] in ember.ops.registry)
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+
+
+@onnx_lowering("reshape")
+def _reshape_onnx(b, x, shape):
+    return b.op("Reshape", x, b.ints(lambda attrs: attrs["shape"], reshape_of=0))
+
+
+@onnx_lowering("permute")
+def _permute_onnx(b, x, dims):
+    return b.op("Transpose", x, perm=list(dims))
+
+
+@onnx_lowering("expand")
+def _expand_onnx(b, x, shape):
+    return b.op("Expand", x, b.ints(lambda attrs: attrs["shape"], expand_of=0))
+
+
 @RESHAPE.def_kernel("numpy")
 def _reshape_numpy(xp, x, shape):
     return x.reshape(shape)  # np.reshape without its Python wrappers
@@ -136,6 +164,11 @@ COPY = defop(
     save_inputs=False,
     doc="A contiguous copy (clone, contiguous).",
 )
+
+
+@onnx_lowering("copy")
+def _copy_onnx(b, x):
+    return b.op("Identity", x)
 
 
 # --- cat / flip / roll / pad / tril / triu -------------------------------------------------------
@@ -190,6 +223,33 @@ ROLL = defop(
 )
 
 
+@onnx_lowering("cat")
+def _cat_onnx(b, *xs, dim):
+    return b.op("Concat", *xs, axis=dim)
+
+
+@onnx_lowering("flip")
+def _flip_onnx(b, x, dims):
+    n = len(dims)
+    return b.op(
+        "Slice", x, b.ints([-1] * n), b.ints([_INT64_MIN] * n), b.ints(dims), b.ints([-1] * n)
+    )
+
+
+@onnx_lowering("roll")
+def _roll_onnx(b, x, shifts, dims):
+    if not dims:  # roll the flattened tensor, then restore the shape
+        flat = b.op("Reshape", x, b.ints([-1]))
+        rolled = _roll_onnx(b, flat, shifts, (0,))
+        return b.op("Reshape", rolled, b.op("Shape", x))
+    for shift, dim in zip(shifts, dims):
+        if shift:  # out = cat(x[-shift:], x[:-shift]) along dim (|shift| < size)
+            tail = b.op("Slice", x, b.ints([-shift]), b.ints([_INT64_MAX]), b.ints([dim]))
+            head = b.op("Slice", x, b.ints([0]), b.ints([-shift]), b.ints([dim]))
+            x = b.op("Concat", tail, head, axis=dim)
+    return b.op("Identity", x)
+
+
 def _pad_forward(xp, x, pad, value):
     crop = tuple(
         slice(-b if b < 0 else 0, (n + a) if a < 0 else n) for (b, a), n in zip(pad, x.shape)
@@ -214,6 +274,14 @@ PAD = defop(
     dtype=same_dtype,
     save_inputs=False,
 )
+
+
+@onnx_lowering("pad")
+def _pad_onnx(b, x, pad, value):
+    pads = [before for before, _ in pad] + [after for _, after in pad]
+    return b.op("Pad", x, b.ints(pads), b.const(value, b.out.dtype))
+
+
 TRIL = defop(
     "tril",
     lambda xp, x, k: xp.tril(x, k),
@@ -230,6 +298,16 @@ TRIU = defop(
     dtype=same_dtype,
     save_inputs=False,
 )
+
+
+@onnx_lowering("tril")
+def _tril_onnx(b, x, k):
+    return b.op("Trilu", x, b.const(k, "int64"), upper=0)
+
+
+@onnx_lowering("triu")
+def _triu_onnx(b, x, k):
+    return b.op("Trilu", x, b.const(k, "int64"), upper=1)
 
 
 # --- indexing ---------------------------------------------------------------------------------
@@ -306,6 +384,78 @@ def _index_add_forward(xp, base, values, *index_arrays, spec):
     return out
 
 
+def _index_items(spec, ndim):
+    """The spec with its ellipsis expanded and trailing dims filled: one item per input dim
+    (plus the ("n",) items, which add dims)."""
+    used = builtins.sum(1 for item in spec if item[0] in "sit")
+    items = []
+    for item in spec:
+        items.extend([("s", None, None, None)] * (ndim - used) if item[0] == "e" else [item])
+    used = builtins.sum(1 for item in items if item[0] in "sit")
+    return items + [("s", None, None, None)] * (ndim - used)
+
+
+def _slice_bounds(spec, ndim):
+    """ONNX Slice starts, ends and steps for every input dim (ints as one-element slices)."""
+    bounds = []
+    for item in _index_items(spec, ndim):
+        if item[0] == "s":
+            _, start, stop, step = item
+            step = 1 if step is None else step
+            if start is None:
+                start = 0 if step > 0 else _INT64_MAX
+            if stop is None:
+                stop = _INT64_MAX if step > 0 else _INT64_MIN
+            bounds.append((start, stop, step))
+        elif item[0] == "i":
+            bounds.append((item[1], item[1] + 1 if item[1] != -1 else _INT64_MAX, 1))
+        elif item[0] == "t":
+            bounds.append((0, _INT64_MAX, 1))
+    return bounds
+
+
+@onnx_lowering("getitem")
+def _getitem_onnx(b, x, *indices, spec):
+    ndim = b.ins[0].ndim
+    items = _index_items(spec, ndim)
+    dims = [item for item in items if item[0] != "n"]
+    tensor_dims = [d for d, item in enumerate(dims) if item[0] == "t"]
+    if len(tensor_dims) > 1:
+        b.fail("indexing with more than one tensor index is not lowered to ONNX")
+    sliced = [d for d, bound in enumerate(_slice_bounds(spec, ndim)) if bound != (0, _INT64_MAX, 1)]
+    if sliced:
+
+        def part(k):
+            return lambda attrs: [_slice_bounds(attrs["spec"], ndim)[d][k] for d in sliced]
+
+        x = b.op("Slice", x, b.ints(part(0)), b.ints(part(1)), b.ints(sliced), b.ints(part(2)))
+    k = 1
+    if tensor_dims:
+        k = b.ins[1].ndim
+        x = b.op("Gather", x, indices[0], axis=tensor_dims[0])
+    shift = lambda d: d + k - 1 if tensor_dims and d > tensor_dims[0] else d
+    squeezed = [shift(d) for d, item in enumerate(dims) if item[0] == "i"]
+    if squeezed:
+        x = b.op("Squeeze", x, b.ints(squeezed))
+    new_axes, position = [], 0
+    for item in items:
+        if item[0] == "n":
+            new_axes.append(position)
+        position += {"s": 1, "i": 0, "t": k, "n": 1}[item[0]]
+    if new_axes:
+        x = b.op("Unsqueeze", x, b.ints(new_axes))
+    if position + ndim - len(dims) != len(b.out.shape) or (
+        tensor_dims
+        and squeezed
+        and builtins.any(abs(d - tensor_dims[0]) > 1 for d in range(len(dims)) if dims[d][0] == "i")
+    ):
+        b.fail(
+            "this mix of integer and tensor indices (NumPy moves the indexed dims first) "
+            "is not lowered to ONNX"
+        )
+    return b.op("Identity", x) if x == b.name_of(0) else x
+
+
 INDEX_ADD = defop(
     "index_add",
     _index_add_forward,
@@ -343,6 +493,49 @@ INDEX_PUT = defop(
 )
 
 
+class _Aval:
+    """Shape and dtype of a value an ONNX lowering makes itself (no graph Var at L2)."""
+
+    def __init__(self, shape, dtype):
+        self.shape, self.ndim, self.dtype = tuple(shape), len(shape), dtype
+
+
+def _onnx_index_write(reduction):
+    """x[index] = values (or +=): scatter into the flat x at the flat positions that the same
+    index selects from an iota of x's shape (any spec getitem lowers, one Scatter)."""
+
+    def lower(b, x, values, *indices, spec):
+        x_aval, v_aval = b.ins[0], b.ins[1]
+        index_avals = b.ins[2:]
+        shape = b.op("Shape", x)
+        count = b.op("Size", x)
+        iota = b.op("Range", b.const(0, "int64"), count, b.const(1, "int64"))
+        positions = b.op("Reshape", iota, shape)
+        picked_shape = _index_shape(x_aval.shape, *[tuple(i.shape) for i in index_avals], spec=spec)
+        picked_aval = _Aval(picked_shape, x_aval.dtype)
+        with b.scoped([x_aval, *index_avals], [picked_aval], [positions, *indices]):
+            picked = _getitem_onnx(b, positions, *indices, spec=spec)
+        if hasattr(v_aval, "dtype") and v_aval.dtype != x_aval.dtype:
+            values = b.op("Cast", values, to=b.onnx_type(x_aval.dtype))
+        values = b.op("Expand", values, b.op("Shape", picked))
+        flat = b.ints([-1])
+        out = b.op(
+            "ScatterElements",
+            b.op("Reshape", x, flat),
+            b.op("Reshape", picked, flat),
+            b.op("Reshape", values, flat),
+            axis=0,
+            reduction=reduction,
+        )
+        return b.op("Reshape", out, shape)
+
+    return lower
+
+
+_index_put_onnx = onnx_lowering("index_put")(_onnx_index_write("none"))
+_index_add_onnx = onnx_lowering("index_add")(_onnx_index_write("add"))
+
+
 def _limit(x, shape, skip):
     """x[:shape[0], :shape[1], ...] except along `skip` (PyTorch's gather/scatter use only the
     leading part of the other dims)."""
@@ -357,7 +550,50 @@ def _full_index(xp, index, dim):
     return tuple(index if d == dim else grid for d, grid in enumerate(grids))
 
 
+# Note [Index ranges]: numpy wraps negative indices and takes any in-range value, so ops whose
+# torch counterparts refuse an index (embedding, one_hot, index_select, gather, scatter) check
+# the range on the data, in the forward kernel, wherever it runs (eager or compiled): a
+# negative or too-large index raises IndexOutOfRange naming the op, never picks a row.
+def _check_range(xp, index, low: int, high: int, op: str) -> None:
+    if index.size == 0:
+        return
+    smallest, largest = int(index.min()), int(index.max())
+    if smallest < low or largest >= high:
+        bad = smallest if smallest < low else largest
+        raise IndexOutOfRange(
+            f"{op}: index {bad} is out of range: expected {low} <= index < {high}"
+        )
+
+
+def _check_index_forward(xp, index, low, high, caller):
+    _check_range(xp, index, low, high, caller)
+    return index.copy()
+
+
+CHECK_INDEX = defop(
+    "check_index",
+    _check_index_forward,
+    shape=same_shape,
+    dtype=same_dtype,
+    save_inputs=False,
+    doc="The integer index unchanged, after checking low <= index < high (Note [Index ranges]).",
+)
+
+
+@onnx_lowering("check_index")
+def _check_index_onnx(b, index, low, high, caller):
+    # ONNX has no assertion op: the index passes through (onnxruntime's Gather rejects an
+    # index out of range itself)
+    return b.op("Identity", index)
+
+
+def check_index(index, low: int, high: int, op: str):
+    """`index`, raising IndexOutOfRange (naming `op`) if any value is outside [low, high)."""
+    return apply(CHECK_INDEX, index, low=int(low), high=int(high), caller=op)
+
+
 def _gather_forward(xp, x, index, dim):
+    _check_range(xp, index, 0, x.shape[dim], "gather")
     return xp.take_along_axis(_limit(x, index.shape, dim), index, axis=dim)
 
 
@@ -376,7 +612,31 @@ GATHER = defop(
 )
 
 
+@onnx_lowering("gather")
+def _gather_onnx(b, x, index, dim):
+    axes = [a for a in range(b.ins[1].ndim) if a != dim]
+    if any(b.ins[0].shape[a] != b.ins[1].shape[a] for a in axes):
+        # torch's gather reads the leading block of x that the index covers outside `dim`
+        ends = b.ints_across([[s[a] for a in axes] for s in b.shapes_of(b.ins[1])])
+        x = b.op("Slice", x, b.ints([0] * len(axes)), ends, b.ints(axes))
+    return b.op("GatherElements", x, index, axis=dim)
+
+
+def _onnx_scatter(reduction):
+    def lower(b, x, index, src, dim):
+        src_var = b.ins[2]
+        if not hasattr(src_var, "shape") or src_var.shape != b.ins[1].shape:
+            if hasattr(src_var, "shape") and src_var.ndim:
+                src = b.op("Slice", src, b.ints([0] * b.ins[1].ndim), b.op("Shape", index))
+            else:
+                src = b.op("Expand", src, b.op("Shape", index))
+        return b.op("ScatterElements", x, index, src, axis=dim, reduction=reduction)
+
+    return lower
+
+
 def _scatter_add_forward(xp, x, index, src, dim):
+    _check_range(xp, index, 0, x.shape[dim], "scatter_add")
     out = xp.array(x, copy=True)
     src = _limit(src, index.shape, -1) if src.shape != index.shape else src
     xp.scatter_add(out, _full_index(xp, index, dim), src)
@@ -404,6 +664,7 @@ SCATTER_ADD = defop(
 
 
 def _scatter_forward(xp, x, index, src, dim):
+    _check_range(xp, index, 0, x.shape[dim], "scatter")
     out = xp.array(x, copy=True)
     if hasattr(src, "shape") and src.ndim:
         src = _limit(src, index.shape, -1)
@@ -430,11 +691,29 @@ def _argsort_forward(xp, x, dim, descending, stable):
     if descending:
         # stable descending order: sort the negated keys (ints and floats alike)
         keys = -x if x.dtype.kind != "b" else ~x
-        return xp.argsort(keys, axis=dim, kind="stable").astype(xp.int64, copy=False)
+        order = xp.argsort(keys, axis=dim, kind="stable").astype(xp.int64, copy=False)
+        if x.dtype.kind == "f":
+            # torch orders nan above every number: descending puts it first (-nan is still
+            # nan, which the negated sort left last); a second stable pass moves it up.
+            is_number = ~xp.isnan(xp.take_along_axis(x, order, axis=dim))
+            order = xp.take_along_axis(order, xp.argsort(is_number, axis=dim, kind="stable"), dim)
+        return order
     return xp.argsort(x, axis=dim, kind="stable" if stable else None).astype(xp.int64, copy=False)
 
 
 ARGSORT = defop("argsort", _argsort_forward, shape=lambda s, **a: tuple(s), dtype=int64_dtype)
+
+_scatter_add_onnx = onnx_lowering("scatter_add")(_onnx_scatter("add"))
+_scatter_onnx = onnx_lowering("scatter")(_onnx_scatter("none"))
+
+
+@onnx_lowering("argsort")
+def _argsort_onnx(b, x, dim, descending, stable):
+    # TopK over the whole dim; ties may come in another order than a stable sort's
+    size = b.op("Gather", b.op("Shape", x), b.ints([dim]))
+    return b.op("TopK", x, size, axis=dim, largest=int(descending), sorted=1, outputs=2)[1]
+
+
 NONZERO = defop(
     "nonzero",
     lambda xp, x: xp.stack(xp.nonzero(x), axis=-1).astype(xp.int64),
@@ -584,7 +863,21 @@ def stack(tensors, dim=0):
 @public("narrow")
 def narrow(x, dim, start, length):
     d = _dim(dim, x.ndim, "narrow")
-    index = [("s", None, None, None)] * d + [("s", int(start), int(start) + int(length), None)]
+    size = x.shape[d]
+    start, length = int(start), int(length)
+    if not -size <= start <= size:
+        raise IndexOutOfRange(
+            f"narrow: start {start} is out of range for dim {d} of size {size} "
+            f"(expected {-size} <= start <= {size})"
+        )
+    start %= builtins.max(size, 1) if start < 0 else size + 1
+    if length < 0 or start + length > size:
+        raise IndexOutOfRange(
+            f"narrow: start ({start}) + length ({length}) exceeds dim {d} of size {size}"
+            if length >= 0
+            else f"narrow: length must be non-negative, got {length}"
+        )
+    index = [("s", None, None, None)] * d + [("s", start, start + length, None)]
     return apply(GETITEM, x, spec=tuple(index))
 
 
@@ -776,8 +1069,11 @@ def index_select(x, dim, index):
     d = _dim(dim, x.ndim, "index_select")
     if index.ndim > 1:
         raise ShapeError(f"index_select: index must be 0-D or 1-D, got shape {tuple(index.shape)}")
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise TypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
     spec = (("s", None, None, None),) * d + (("t",),)
-    return apply(GETITEM, x, index.reshape(-1), spec=spec)
+    index = check_index(index.reshape(-1), 0, x.shape[d] if x.ndim else 1, "index_select")
+    return apply(GETITEM, x, index, spec=spec)
 
 
 @GATHER.public("gather")
@@ -820,7 +1116,11 @@ def one_hot(index, num_classes=-1):
     if index.dtype.is_floating_point or index.dtype is _dt.bool_:
         raise TypeError(f"one_hot: index must be an integer tensor, got {index.dtype}")
     if num_classes < 0:
+        if index.numel() and int(index.min().item()) < 0:
+            raise IndexOutOfRange("one_hot: class values must be non-negative")
         num_classes = int(index.max().item()) + 1 if index.numel() else 0
+    else:
+        index = check_index(index, 0, num_classes, "one_hot")
     classes = index.new_tensor(np.arange(num_classes), dtype=_dt.int64)
     return (unsqueeze(index, -1) == classes).to(_dt.int64)
 
@@ -852,6 +1152,7 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
                 f"num_embeddings {num_embeddings}"
             )
         padding_idx %= num_embeddings
+    index = check_index(index, 0, num_embeddings, "embedding")
     out = apply(GETITEM, weight, index, spec=(("t",),))
     if weight.requires_grad:
         if padding_idx is not None:
@@ -904,8 +1205,12 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     from ember.ops.reduce import _ValuesIndices
 
     d = _dim(dim, x.ndim, "topk")
-    if not 0 <= k <= x.shape[d]:
-        raise ShapeError(f"topk: k={k} is out of range for dim {d} of size {x.shape[d]}")
+    size = x.shape[d] if x.ndim else 1
+    if not 0 <= k <= size:
+        raise ShapeError(f"topk: k={k} is out of range for dim {d} of size {size}")
+    if x.ndim == 0:  # a 0-d tensor is its own top-1, as in torch
+        values, idx = topk(x.reshape(1), k, 0, largest, sorted)
+        return _ValuesIndices((values.reshape(()), idx.reshape(())) if k else (values, idx))
     idx = narrow(argsort(x, d, descending=largest, stable=True), d, 0, k)
     return _ValuesIndices((gather(x, d, idx), idx))
 
@@ -966,6 +1271,23 @@ DIAGONAL = defop(
     view=True,
     doc="The diagonal (offset, dim1, dim2) as the last dim; a view, as in PyTorch.",
 )
+
+
+@onnx_lowering("diagonal")
+def _diagonal_onnx(b, x, offset, dim1, dim2):
+    # move dim1, dim2 last, then GatherND picks (i, i + offset) in each trailing matrix
+    ndim = b.ins[0].ndim
+    rest = [d for d in range(ndim) if d not in (dim1, dim2)]
+    x = b.op("Transpose", x, perm=rest + [dim1, dim2])
+    length = b.out.shape[-1]
+    if len({s[-1] for s in b.shapes_of(b.outs[0])}) > 1:
+        b.fail("a diagonal whose length follows a dynamic axis is not lowered to ONNX")
+    rows = np.arange(length, dtype=np.int64) + builtins.max(-offset, 0)
+    pairs = b.const(np.stack([rows, rows + offset], axis=-1))
+    if rest:
+        lead = b.op("Slice", b.op("Shape", x), b.ints([0]), b.ints([len(rest)]))
+        pairs = b.op("Expand", pairs, b.op("Concat", lead, b.ints([length, 2]), axis=0))
+    return b.op("GatherND", x, pairs, batch_dims=len(rest))
 
 
 def view_steps_forward(xp, x, steps):
@@ -1114,3 +1436,8 @@ TO_DEVICE = defop(
     save_inputs=False,
     doc="Copy to another device; the gradient is copied back to the input's device.",
 )
+
+
+@onnx_lowering("to_device")
+def _to_device_onnx(b, x, device):
+    return b.op("Identity", x)  # an ONNX file has no devices: the runtime places tensors

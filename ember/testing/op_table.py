@@ -31,6 +31,8 @@ class Sample:
     noncontiguous: bool = False  # pass float arrays as transposed views
     name: str = ""
     grad: bool = True  # False for edge values where finite differences mean nothing
+    dtype: type | None = None  # float dtype to run in (default float32; np.float16 samples
+    # check Note [Half-precision accumulation] against torch)
 
 
 @dataclass
@@ -636,6 +638,13 @@ ROWS: list[OpRow] = [
             Sample((_r(rng, 3, 4, low=0.5), _r(rng, 3, 4))),
             Sample((_r(rng, 3, 4, low=0.5), 2.0)),
             Sample((_r(rng, 3, 4), 3)),
+            # Note [Zero-safe gradients]: x ** 0 at x = 0 has gradient 0, as in torch
+            Sample((np.array([0.0, 1.0, -2.0]), 0.0), name="zero-exponent", grad=False),
+            Sample(
+                (np.array([0.0, 2.0, 0.0]), np.array([0.0, 0.0, 2.0])),
+                name="zero-exponent-tensor",
+                grad=False,
+            ),
         ],
         lambda a, b: a**b,
         np.power,
@@ -656,16 +665,35 @@ ROWS: list[OpRow] = [
         gradgrad=False,
     ),
     _binary("hypot", ember.hypot, lambda a, b: _t("hypot")(a, _tt(b)), np.hypot),
-    _binary(
-        "remainder", lambda a, b: a % b, lambda a, b: a % b, np.mod, positive_b=True, gradgrad=False
+    OpRow(
+        "remainder",
+        ("remainder",),
+        lambda a, b: a % b,
+        binary_samples(positive_b=True),
+        lambda a, b: a % b,
+        np.mod,
+        errors=(
+            _BROADCAST_ERROR,
+            # integer division by zero raises, as in torch
+            ErrorCase((np.array([4, 5]), np.array([2, 0])), {}, ZeroDivisionError, "remainder"),
+        ),
+        int_args=(),
     ),
-    _binary(
+    OpRow(
         "floor_divide",
+        ("floor_divide",),
         lambda a, b: a // b,
+        lambda rng: [
+            *binary_samples(positive_b=True)(rng),
+            Sample((np.array([4.0, -1.0]), 0.0), name="float-by-zero", grad=False),
+        ],
         lambda a, b: a // b,
         np.floor_divide,
-        positive_b=True,
         grad=False,
+        errors=(
+            _BROADCAST_ERROR,
+            ErrorCase((np.array([4, 5]), 0), {}, ZeroDivisionError, "floor_divide"),
+        ),
     ),
     OpRow(
         "compare",
@@ -751,7 +779,10 @@ ROWS: list[OpRow] = [
         "sum",
         ("sum",),
         lambda x, **k: x.sum(**k),
-        _reduce_samples,
+        lambda rng: [
+            *_reduce_samples(rng),
+            Sample((np.full((4, 1024), 0.1),), {"dim": 1}, name="float16", dtype=np.float16),
+        ],
         lambda x, **k: x.sum(**k),
         lambda x, dim=None, keepdim=False: np.sum(x, axis=dim, keepdims=keepdim),
         gradgrad=True,
@@ -761,7 +792,11 @@ ROWS: list[OpRow] = [
         "mean",
         ("sum",),
         lambda x, **k: x.mean(**k),
-        _reduce_samples,
+        lambda rng: [
+            *_reduce_samples(rng),
+            # Note [Half-precision accumulation]: 4,096 x 20.0 sums to 81,920 > float16's max
+            Sample((np.full(4096, 20.0),), {}, name="float16", grad=False, dtype=np.float16),
+        ],
         lambda x, **k: x.mean(**k),
         lambda x, dim=None, keepdim=False: np.mean(x, axis=dim, keepdims=keepdim),
     ),
@@ -778,9 +813,40 @@ ROWS: list[OpRow] = [
         "std",
         ("sum", "sqrt"),
         lambda x, **k: x.std(**k),
-        _reduce_samples,
+        lambda rng: [
+            *_reduce_samples(rng),
+            Sample((np.full((2, 3), 2.5),), {"dim": 1}, name="equal-values", grad=False),
+            Sample((_r(rng, 64) * 300,), {}, name="float16", grad=False, dtype=np.float16),
+        ],
         lambda x, **k: x.std(**k),
         lambda x, dim=None, keepdim=False: np.std(x, axis=dim, keepdims=keepdim, ddof=1),
+    ),
+    OpRow(
+        "norm",
+        ("sum", "sqrt", "abs", "amax", "pow", "where"),
+        lambda x, **k: x.norm(**k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}, name="2"),
+            Sample((_r(rng, 3, 4),), {"p": 1, "dim": 1}, name="1"),
+            Sample((_r(rng, 3, 4),), {"p": 3, "dim": 0, "keepdim": True}, name="3"),
+            Sample((_r(rng, 3, 4),), {"p": float("inf"), "dim": 1}, name="inf"),
+            Sample((np.array([0.0, 1.5, -2.0, 0.0]),), {"p": 0}, name="0", grad=False),
+            Sample((np.zeros((2, 3)),), {"dim": 1}, name="zeros", grad=False),
+            Sample((np.zeros((2, 3)),), {"p": 3}, name="zeros-p3", grad=False),
+            Sample((np.full(4096, 20.0),), {}, name="float16", grad=False, dtype=np.float16),
+        ],
+        lambda x, **k: x.norm(**k),
+    ),
+    OpRow(
+        "normalize",
+        ("sum", "sqrt", "maximum", "div"),
+        lambda x, **k: ember.nn.functional.normalize(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}),
+            Sample((_r(rng, 3, 4),), {"dim": 0, "p": 1.0}),
+            Sample((np.array([[0.0, 0.0], [3.0, 4.0]]),), {}, name="zero-row", grad=False),
+        ],
+        lambda x, **k: _t("nn.functional.normalize")(x, **k),
     ),
     OpRow(
         "prod",
@@ -1044,6 +1110,10 @@ ROWS: list[OpRow] = [
         lambda x, d, i: np.take_along_axis(x, i, d),
         int_args=(2,),
         gradgrad=True,
+        errors=(
+            ErrorCase((np.ones(3), 0, np.array([-1])), {}, IndexError, "gather: index -1"),
+            ErrorCase((np.ones(3), 0, np.array([3])), {}, IndexError, "gather: index 3"),
+        ),
     ),
     OpRow(
         "scatter",
@@ -1063,12 +1133,32 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "index_select",
-        ("getitem",),
+        ("getitem", "check_index"),
         lambda x, i: x.index_select(1, i),
         lambda rng: [Sample((_r(rng, 3, 4), np.array([3, 0, 3])))],
         lambda x, i: x.index_select(1, i),
         lambda x, i: x[:, i],
         int_args=(1,),
+        errors=(
+            ErrorCase((np.ones((2, 3)), np.array([-1])), {}, IndexError, "index_select: index -1"),
+            ErrorCase((np.ones((2, 3)), np.array([3])), {}, IndexError, "index_select: index 3"),
+        ),
+    ),
+    OpRow(
+        "narrow",
+        ("getitem",),
+        lambda x, start, length: x.narrow(0, start, length),
+        lambda rng: [
+            Sample((_r(rng, 5, 2), 1, 3), name="middle"),
+            Sample((_r(rng, 5, 2), -2, 2), name="negative-start"),
+            Sample((_r(rng, 5, 2), 5, 0), name="empty-at-end"),
+        ],
+        lambda x, start, length: x.narrow(0, start, length),
+        errors=(
+            ErrorCase((np.ones(4), 3, 2), {}, IndexError, r"start \(3\) \+ length \(2\)"),
+            ErrorCase((np.ones(4), 5, 0), {}, IndexError, "start 5 is out of range"),
+            ErrorCase((np.ones(4), 0, -1), {}, IndexError, "length must be non-negative"),
+        ),
     ),
     OpRow(
         "masked_fill",
@@ -1080,22 +1170,31 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "one_hot",
-        ("eq",),
+        ("eq", "check_index"),
         lambda i: S.one_hot(i, 5),
         lambda rng: [Sample((np.array([0, 3, 4, 1]),))],
         lambda i: _t("nn.functional.one_hot")(i, 5),
         lambda i: np.eye(5, dtype=np.int64)[i],
         grad=False,
         int_args=(0,),
+        errors=(
+            ErrorCase((np.array([0, 5]),), {}, IndexError, "one_hot: index 5 is out of range"),
+            ErrorCase((np.array([-1]),), {}, IndexError, "one_hot: index -1 is out of range"),
+        ),
     ),
     OpRow(
         "embedding",
-        ("getitem", "index_add"),
+        ("getitem", "index_add", "check_index"),
         lambda i, w: S.embedding(i, w),
         lambda rng: [Sample((np.array([[0, 2], [2, 3]]), _r(rng, 4, 3)))],
         lambda i, w: _t("nn.functional.embedding")(i, w),
         lambda i, w: w[i],
         int_args=(0,),
+        errors=(
+            # Note [Index ranges]: -1 is refused (numpy would give the last row)
+            ErrorCase((np.array([-1]), np.ones((3, 2))), {}, IndexError, "embedding: index -1"),
+            ErrorCase((np.array([0, 3]), np.ones((3, 2))), {}, IndexError, "embedding: index 3"),
+        ),
     ),
     # the scaled gradient is not the derivative, so no finite differences; torch is the check
     OpRow(
@@ -1125,6 +1224,23 @@ ROWS: list[OpRow] = [
         lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum(),
         lambda rng: [Sample((_r(rng, 3, 4),))],
         lambda x: x.sort(-1, descending=True)[0] + x.topk(2)[0].sum(),
+    ),
+    OpRow(
+        "topk",
+        ("argsort", "gather", "getitem"),
+        lambda x, k, **kw: ember.stack(list(x.topk(k, **kw)[0:1])) * 1.0,
+        lambda rng: [
+            Sample((_r(rng, 3, 4), 2), name="rows"),
+            Sample((np.array(3.0), 1), name="0d"),
+            Sample((np.array([1.0, np.nan, 3.0, np.nan]), 3), name="nan-largest", grad=False),
+            Sample(
+                (np.array([1.0, np.nan, 3.0]), 2),
+                {"largest": False},
+                name="nan-smallest",
+                grad=False,
+            ),
+        ],
+        lambda x, k, **kw: _t("stack")(list(x.topk(k, **kw)[0:1])) * 1.0,
     ),
     OpRow(
         "nonzero",
@@ -1535,10 +1651,68 @@ ROWS: list[OpRow] = [
     ),
     # --- composites
     OpRow(
+        "binary_cross_entropy",
+        ("binary_cross_entropy",),
+        lambda x, t, **k: N.binary_cross_entropy(x, t, **k),
+        lambda rng: [
+            Sample((rng.uniform(0.05, 0.95, (3, 4)), rng.uniform(0, 1, (3, 4))), name="mean"),
+            Sample(
+                (rng.uniform(0.05, 0.95, (5,)), rng.uniform(0, 1, (5,))),
+                {"reduction": "none"},
+                name="none",
+            ),
+            # saturated probabilities: log clamped at -100, gradient finite (torch's rule)
+            Sample(
+                (np.array([0.0, 1.0, 0.0, 1.0, 0.5]), np.array([0.0, 1.0, 1.0, 0.0, 1.0])),
+                {"reduction": "sum"},
+                name="saturated",
+                grad=False,
+            ),
+        ],
+        lambda x, t, **k: _t("nn.functional.binary_cross_entropy")(x, t, **k),
+        errors=(
+            ErrorCase(
+                (np.array([1.5, 0.5]), np.array([1.0, 0.0])),
+                {},
+                ValueError,
+                "binary_cross_entropy: all elements of input should be between 0 and 1",
+            ),
+            ErrorCase(
+                (np.array([0.5, 0.5]), np.array([1.0, 0.0, 1.0])),
+                {},
+                ShapeError,
+                "target size",
+            ),
+        ),
+    ),
+    OpRow(
+        "softplus",
+        ("log1p", "exp", "maximum", "abs", "where"),
+        lambda x, **k: N.softplus(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}),
+            Sample((_r(rng, 3, 4) * 10,), {"beta": 2.0, "threshold": 5.0}),
+            Sample(
+                (np.array([12.0, -30.0, 0.0, 25.0]),),
+                {},
+                name="float16",
+                grad=False,
+                dtype=np.float16,
+            ),
+        ],
+        lambda x, **k: _t("nn.functional.softplus")(x, **k),
+        gradgrad=True,
+    ),
+    OpRow(
         "softmax",
         ("exp", "sum", "amax"),
         lambda x, dim: x.softmax(dim),
-        lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
+        lambda rng: [
+            Sample((_r(rng, 3, 4), -1)),
+            Sample((_r(rng, 3, 4), 0)),
+            Sample((np.ones((0, 3)), 0), name="empty"),
+            Sample((_r(rng, 2, 5) * 30, -1), name="float16", grad=False, dtype=np.float16),
+        ],
         lambda x, dim: x.softmax(dim),
         gradgrad=True,
     ),
@@ -1565,7 +1739,15 @@ ROWS: list[OpRow] = [
         "layer_norm",
         ("rsqrt", "sum"),
         lambda x, w, b: N.layer_norm(x, (4,), w, b),
-        lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4))),
+            Sample(
+                (np.array([[300.0, -300.0, 300.0, -300.0]]), np.ones(4), np.zeros(4)),
+                name="float16",
+                grad=False,
+                dtype=np.float16,
+            ),
+        ],
         lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b),
         gradgrad=True,
         atol=1e-4,

@@ -41,10 +41,10 @@ def register_tokenizer(class_name: str, cls: type, model_type: str | None = None
 def _json(path: str) -> dict:
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as file:
+    with open(path, "rb") as file:
         try:
-            value = json.load(file)
-        except json.JSONDecodeError as error:
+            value = json.loads(file.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
             raise ValueError(
                 f"AutoTokenizer.from_pretrained: {path!r} is not valid JSON ({error})"
             ) from None
@@ -89,11 +89,17 @@ class AutoTokenizer:
         config = _json(os.path.join(folder, "tokenizer_config.json"))
         class_name = kwargs.pop("tokenizer_type", None) or config.get("tokenizer_class")
         tokenizer_class = None
+        if class_name is not None and not isinstance(class_name, str):
+            raise ValueError(
+                f"AutoTokenizer.from_pretrained: {folder!r}: tokenizer_config.json's "
+                f"'tokenizer_class' should be a string, got {class_name!r}"
+            )
         if class_name:
             tokenizer_class = TOKENIZER_CLASSES.get(class_name.removesuffix("Fast"))
         if tokenizer_class is None:
             model_type = _json(os.path.join(folder, "config.json")).get("model_type")
-            tokenizer_class = MODEL_TYPE_TOKENIZERS.get(model_type)
+            if isinstance(model_type, str):
+                tokenizer_class = MODEL_TYPE_TOKENIZERS.get(model_type)
         if tokenizer_class is None:
             if os.path.isfile(os.path.join(folder, "tokenizer.json")):
                 tokenizer_class = PreTrainedTokenizerFast

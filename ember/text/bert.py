@@ -31,8 +31,13 @@ def load_vocab(vocab_file: str) -> dict[str, int]:
     """token -> id from a vocab.txt (one token a line, the line number is the id)."""
     vocab: dict[str, int] = {}
     with open(vocab_file, encoding="utf-8") as file:
-        for index, line in enumerate(file):
-            vocab[line.rstrip("\n")] = index  # a repeated token keeps its last id, as in HF
+        try:
+            for index, line in enumerate(file):
+                vocab[line.rstrip("\n")] = index  # a repeated token keeps its last id, as in HF
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"load_vocab: {vocab_file!r} is not valid UTF-8 (line {len(vocab) + 1}: {error})"
+            ) from None
     if not vocab:
         raise ValueError(f"load_vocab: {vocab_file!r} is empty; expected one token a line")
     return vocab

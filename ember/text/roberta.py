@@ -29,26 +29,30 @@ def load_merges(merges_file: str) -> list[tuple[str, str]]:
     """The merge rules of a merges.txt, highest priority first: one `left right` pair a line,
     after an optional `#version` header (the `tokenizers` library's format)."""
     merges = []
-    with open(merges_file, encoding="utf-8") as file:
-        for number, line in enumerate(file, 1):
-            line = line.rstrip("\r\n")
-            if line.startswith("#version") or not line:
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2:
-                raise ValueError(
-                    f"load_merges: line {number} of {merges_file!r} should be two "
-                    f"tokens separated by one space, got {line!r}"
-                )
-            merges.append((parts[0], parts[1]))
+    try:
+        with open(merges_file, "rb") as file:
+            lines = file.read().decode("utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"load_merges: {merges_file!r} is not valid UTF-8 ({error})") from None
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r\n")
+        if line.startswith("#version") or not line:
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise ValueError(
+                f"load_merges: line {number} of {merges_file!r} should be two "
+                f"tokens separated by one space, got {line!r}"
+            )
+        merges.append((parts[0], parts[1]))
     return merges
 
 
 def _load_vocab_json(vocab_file: str) -> dict[str, int]:
-    with open(vocab_file, encoding="utf-8") as file:
+    with open(vocab_file, "rb") as file:
         try:
-            vocab = json.load(file)
-        except json.JSONDecodeError as error:
+            vocab = json.loads(file.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(
                 f"RobertaTokenizer: {vocab_file!r} is not valid JSON ({error})"
             ) from None

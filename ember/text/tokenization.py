@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from ember.io.atomic import atomic_write
+from ember.io.atomic import atomic_folder, atomic_write
 from ember.io.hub import resolve_pretrained_folder
 from ember.text.batch_encoding import BatchEncoding
 
@@ -68,12 +68,64 @@ def _token_content(value):
     return value
 
 
+def _is_token(value) -> bool:
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, dict) and isinstance(value.get("content"), str))
+        or isinstance(getattr(value, "content", None), str)  # a tokenizers.AddedToken
+    )
+
+
+def validate_special_tokens(values: dict, source: str) -> None:
+    """Check the special-token fields of a tokenizer config or special_tokens_map.json: each of
+    bos/eos/unk/sep/pad/cls/mask_token a string, an AddedToken dict {"content": str, ...} or
+    null, and additional_special_tokens a list of those (HuggingFace refuses the rest, e.g.
+    "additional_special_tokens": "abc", which would otherwise become three tokens)."""
+    for key in SPECIAL_TOKENS_ATTRIBUTES:
+        if key in values and not _is_token(values[key]):
+            raise ValueError(
+                f"{source}: {key!r} should be a string or an AddedToken object "
+                f'({{"content": "..."}}), got {values[key]!r}'
+            )
+    extra = values.get("additional_special_tokens")
+    if extra is not None:
+        if not isinstance(extra, (list, tuple)) or not all(
+            _is_token(t) and t is not None for t in extra
+        ):
+            raise ValueError(
+                f"{source}: 'additional_special_tokens' should be a list of strings or "
+                f"AddedToken objects, got {extra!r}"
+            )
+
+
 def _read_json(path: str):
-    with open(path, encoding="utf-8") as file:
-        try:
-            return json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"from_pretrained: {path!r} is not valid JSON ({error})") from None
+    try:
+        with open(path, "rb") as file:
+            value = json.loads(file.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"from_pretrained: {path!r} is not valid UTF-8 JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"from_pretrained: {path!r} holds a {type(value).__name__}; expected a JSON object"
+        )
+    return value
+
+
+def _load_tokenizer_file(tokenizers, path: str, cls):
+    """tokenizers.Tokenizer.from_file, with errors that name the file."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode("utf-8")
+        return tokenizers.Tokenizer.from_str(text)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{cls.__name__}: {path!r} is not valid UTF-8 ({error})") from None
+    except Exception as error:  # noqa: BLE001 - the engine raises its own exception type
+        if isinstance(error, OSError):
+            raise
+        raise ValueError(
+            f"{cls.__name__}: {path!r} is not a valid tokenizer.json ({error})"
+        ) from None
 
 
 def clean_up_tokenization(text: str) -> str:
@@ -142,10 +194,13 @@ class PreTrainedTokenizerFast:
         **kwargs,
     ):
         tokenizers = require_tokenizers()
+        validate_special_tokens(
+            {**kwargs, "additional_special_tokens": additional_special_tokens}, type(self).__name__
+        )
         if tokenizer_object is not None:
             backend = copy.deepcopy(tokenizer_object)
         elif tokenizer_file is not None:
-            backend = tokenizers.Tokenizer.from_file(os.fspath(tokenizer_file))
+            backend = _load_tokenizer_file(tokenizers, os.fspath(tokenizer_file), type(self))
         else:
             backend = self._build_backend(**kwargs)
         if backend is None:
@@ -281,7 +336,13 @@ class PreTrainedTokenizerFast:
             return cls._from_gguf(folder, gguf_file, kwargs, where)
         config = cls._folder_config(folder)
         config.update(kwargs)
-        return cls._from_config(folder, config)
+        try:
+            return cls._from_config(folder, config)
+        except (TypeError, ValueError, AttributeError) as error:
+            if folder in str(error) and isinstance(error, ValueError):
+                raise
+            # a field of tokenizer_config.json with a value the tokenizer cannot take
+            raise ValueError(f"{cls.__name__}.from_pretrained: {folder!r}: {error}") from None
 
     @classmethod
     def _from_gguf(cls, folder: str, gguf_file: str, kwargs: dict, where: str):
@@ -305,10 +366,14 @@ class PreTrainedTokenizerFast:
         config: dict = {}
         path = os.path.join(folder, TOKENIZER_CONFIG_FILE)
         if os.path.isfile(path):
-            config.update(_read_json(path))
+            values = _read_json(path)
+            validate_special_tokens(values, path)
+            config.update(values)
         path = os.path.join(folder, SPECIAL_TOKENS_MAP_FILE)
         if os.path.isfile(path):
-            for key, value in _read_json(path).items():
+            values = _read_json(path)
+            validate_special_tokens(values, path)
+            for key, value in values.items():
                 config[key] = value
         for key in (
             "tokenizer_class",
@@ -385,18 +450,19 @@ class PreTrainedTokenizerFast:
                 file.write("\n")
             written.append(path)
 
-        write_json(TOKENIZER_CONFIG_FILE, self._config_to_save())
-        write_json(SPECIAL_TOKENS_MAP_FILE, self.special_tokens_map)
-        engine = json.loads(self._tokenizer.to_str())
-        engine["truncation"] = None
-        engine["padding"] = None
-        write_json(TOKENIZER_FILE, engine)
-        if isinstance(self.chat_template, str):
-            path = os.path.join(folder, CHAT_TEMPLATE_FILE)
-            with atomic_write(path, "w") as file:
-                file.write(self.chat_template)
-            written.append(path)
-        written.extend(self._save_vocabulary(folder))
+        with atomic_folder(folder):  # all the files or none: Note [Atomic folders]
+            write_json(TOKENIZER_CONFIG_FILE, self._config_to_save())
+            write_json(SPECIAL_TOKENS_MAP_FILE, self.special_tokens_map)
+            engine = json.loads(self._tokenizer.to_str())
+            engine["truncation"] = None
+            engine["padding"] = None
+            write_json(TOKENIZER_FILE, engine)
+            if isinstance(self.chat_template, str):
+                path = os.path.join(folder, CHAT_TEMPLATE_FILE)
+                with atomic_write(path, "w") as file:
+                    file.write(self.chat_template)
+                written.append(path)
+            written.extend(self._save_vocabulary(folder))
         return tuple(written)
 
     def _save_vocabulary(self, folder: str) -> list[str]:

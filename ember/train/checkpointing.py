@@ -7,7 +7,11 @@ then the staging folder is fsynced and renamed to `checkpoint-N`, and the output
 fsynced so the rename survives a power cut. A process killed at any point leaves either no
 `checkpoint-N` or a complete one; a left-over staging folder is removed by the next save.
 Resuming takes the newest folder that has the marker; rotation (save_total_limit) only ever
-deletes complete checkpoints that are neither the newest nor the best.
+deletes complete checkpoints that are neither the newest nor the best, and it first renames the
+folder to `.tmp-checkpoint-N-deleting-<pid>` (atomic), so a kill during the deletion never
+leaves a half-deleted `checkpoint-N` in view. A staging folder of a dead process that already
+holds its marker was a checkpoint being put in place (or the old one moved aside to replace
+it): the next save puts it back as `checkpoint-N` if that name is free, else removes it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 
 import numpy as np
 
-from ember.io.atomic import fsync_dir
+from ember.io.atomic import fsync_dir, process_alive
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -38,6 +42,7 @@ __all__ = [
 PREFIX_CHECKPOINT_DIR = "checkpoint"
 COMPLETE_MARKER = "checkpoint_complete.json"
 _STAGING_PREFIX = ".tmp-checkpoint-"
+_STAGING_RE = re.compile(r"^\.tmp-checkpoint-(\d+)-(?:deleting-)?(\d+)(\.old)?$")
 _CHECKPOINT_RE = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # Test hook: seconds to sleep half-way through a checkpoint write, so a test can kill the
 # process while a checkpoint is being written.
@@ -105,11 +110,34 @@ def write_checkpoint(output_dir: str, step: int, write_files) -> str:
 
 
 def _remove_stale_staging(output_dir: str) -> None:
-    """Staging folders of other (dead) processes: what a kill mid-write leaves behind."""
-    mine = f"-{os.getpid()}"
-    for name in os.listdir(output_dir):
-        if name.startswith(_STAGING_PREFIX) and not name.endswith(mine):
-            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    """Staging folders of other (dead) processes: what a kill mid-write leaves behind
+    (Note [Atomic checkpoints])."""
+    # a new checkpoint (staging) before the old one it was replacing (.old)
+    for name in sorted(os.listdir(output_dir), key=lambda n: n.endswith(".old")):
+        if not name.startswith(_STAGING_PREFIX):
+            continue
+        path = os.path.join(output_dir, name)
+        match = _STAGING_RE.match(name)
+        if match is not None:
+            pid = int(match.group(2))
+            if pid == os.getpid() or process_alive(pid):
+                continue
+            final = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{match.group(1)}")
+            if "-deleting-" not in name and is_complete(path) and not os.path.exists(final):
+                os.replace(path, final)  # killed between its two renames: finish the swap
+                fsync_dir(output_dir)
+                continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _delete_checkpoint(path: str) -> None:
+    """Remove a checkpoint folder so that no half of it is ever seen as `checkpoint-N`."""
+    folder, name = os.path.split(path)
+    step = name.rsplit("-", 1)[-1]
+    doomed = os.path.join(folder, f"{_STAGING_PREFIX}{step}-deleting-{os.getpid()}")
+    os.replace(path, doomed)
+    fsync_dir(folder)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def is_complete(folder: str) -> bool:
@@ -150,7 +178,7 @@ def rotate_checkpoints(
     deleted = []
     for path in checkpoints:
         if path not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+            _delete_checkpoint(path)
             deleted.append(path)
     if deleted:
         fsync_dir(output_dir)

@@ -111,7 +111,10 @@ def _field_double(field: int, value: float) -> bytes:
 
 
 def _field_float(field: int, value: float) -> bytes:
-    return _key(field, 5) + struct.pack("<f", value)
+    # float32 rounding as PyTorch's writer does it: beyond float32's range is +-inf (struct
+    # would raise OverflowError), nan stays nan.
+    with np.errstate(over="ignore"):
+        return _key(field, 5) + np.asarray(value, dtype="<f4").tobytes()
 
 
 def _field_bytes(field: int, value: bytes) -> bytes:
@@ -226,10 +229,34 @@ def _scalar(value, where: str) -> float:
         value = value.item()
     try:
         return float(value)
+    except OverflowError:  # an int beyond float64: +-inf, as float32 would hold it
+        return math.inf if value > 0 else -math.inf
     except (TypeError, ValueError):
         raise TypeError(
             f"{where}: expected a number or a one-element tensor, got {type(value).__name__}"
         ) from None
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _step(global_step) -> int:
+    """A step as the event's int64 field: ints exactly (no trip through float), whole floats
+    accepted; out of int64's range, nan or fractional steps raise instead of wrapping."""
+    if hasattr(global_step, "item"):
+        global_step = global_step.item()
+    if isinstance(global_step, bool) or not isinstance(global_step, (int, float)):
+        raise TypeError(f"global_step: expected an int, got {type(global_step).__name__}")
+    if isinstance(global_step, float):
+        if not global_step.is_integer():
+            raise ValueError(f"global_step: expected a whole number, got {global_step!r}")
+        global_step = int(global_step)
+    if not _INT64_MIN <= global_step <= _INT64_MAX:
+        raise ValueError(
+            f"global_step: {global_step} does not fit the event file's int64 step field "
+            f"[{_INT64_MIN}, {_INT64_MAX}]"
+        )
+    return global_step
 
 
 def _as_array(values, where: str) -> np.ndarray:
@@ -359,7 +386,7 @@ class SummaryWriter:
         return self._writer
 
     def _add(self, value: bytes, global_step, walltime, writer: EventFileWriter | None = None):
-        step = None if global_step is None else int(_scalar(global_step, "global_step"))
+        step = None if global_step is None else _step(global_step)
         wall_time = time.time() if walltime is None else float(walltime)
         (writer or self._file_writer()).add_event(_event(wall_time, step, summary_values=[value]))
 

@@ -6,6 +6,8 @@ with `register_model`.
 
 from __future__ import annotations
 
+import os
+
 from ember.transformers.bert.configuration_bert import BertConfig
 from ember.transformers.bert import modeling_bert as _bert
 from ember.transformers.configuration_utils import PretrainedConfig
@@ -89,7 +91,7 @@ class AutoConfig:
 
     @staticmethod
     def _class_for(model_type, where: str) -> type[PretrainedConfig]:
-        if model_type not in CONFIG_MAPPING:
+        if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
             raise ValueError(
                 f"{where}: unknown model_type {model_type!r}; ember knows {sorted(CONFIG_MAPPING)}"
             )
@@ -104,7 +106,8 @@ class AutoConfig:
         data = PretrainedConfig.get_config_dict(
             pretrained_model_name_or_path, kwargs.get("gguf_file")
         )
-        config_class = cls._class_for(data.get("model_type"), "AutoConfig.from_pretrained")
+        where = f"AutoConfig.from_pretrained: {os.fspath(pretrained_model_name_or_path)!r}"
+        config_class = cls._class_for(data.get("model_type"), where)
         return config_class.from_pretrained(pretrained_model_name_or_path, **kwargs)
 
 

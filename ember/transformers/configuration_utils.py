@@ -5,17 +5,112 @@ Note [Config round trip]: every key of a `config.json` becomes an attribute, kno
 `to_dict()` writes them all back, so a folder saved by ember keeps fields that ember does not
 use (e.g. `gradient_checkpointing`, `transformers_version`). Label maps are stored with int
 keys in memory and str keys in JSON, as HuggingFace does.
+
+Note [Config validation]: a `config.json` is data from outside, so `from_dict` checks it
+before any model is built from it, and errors name the file and the field:
+- a field the config class declares (an `__init__` parameter of it or of a base class) must
+  have its default's type: int fields take ints (not "384", not 3.5, not true), float
+  fields ints or floats, bool fields bools, str fields strings (null is allowed: HuggingFace
+  writes it for unset fields such as `sliding_window`; a model that cannot take it says so,
+  naming the folder);
+- sizes and counts (`_POSITIVE_FIELDS`) must be positive, layer counts non-negative,
+  probabilities (`*dropout*`, `*_prob`) within [0, 1], `hidden_size` divisible by
+  `num_attention_heads`;
+- `dtype` / `torch_dtype` must name a floating dtype ("float32", "float16", "bfloat16",
+  "float64") or be "auto" or null.
+Unknown fields are kept as they are (Note [Config round trip]).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
+import math
 import os
 
 from ember.io import atomic_write, resolve_pretrained_folder
 
 CONFIG_NAME = "config.json"
+_POSITIVE_FIELDS = frozenset(
+    [
+        "vocab_size",
+        "hidden_size",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+        "dim",
+        "hidden_dim",
+        "n_heads",
+    ]
+)
+_NON_NEGATIVE_FIELDS = frozenset(["num_hidden_layers", "n_layers", "type_vocab_size"])
+_DTYPE_NAMES = frozenset(
+    ["float32", "float16", "bfloat16", "float64", "float", "half", "double", "auto"]
+)
+
+
+def _declared_defaults(cls) -> dict:
+    """name -> default of the __init__ parameters of `cls` and its config bases."""
+    defaults: dict = {}
+    for klass in reversed(cls.__mro__):
+        if not (isinstance(klass, type) and issubclass(klass, PretrainedConfig)):
+            continue
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults[name] = parameter.default
+    return defaults
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def validate_config_dict(cls, data: dict, source: str) -> None:
+    """Check a config dict's fields (Note [Config validation]); errors name `source`."""
+
+    def fail(key, expected, value):
+        raise ValueError(
+            f"{source}: field {key!r} should be {expected}, got {value!r} ({_type_name(value)})"
+        )
+
+    for key, default in _declared_defaults(cls).items():
+        if key not in data or data[key] is None:  # null: HF's "unset" (e.g. sliding_window)
+            continue
+        value = data[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                fail(key, "true or false", value)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                fail(key, "an integer", value)
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                fail(key, "a number", value)
+            if not math.isfinite(value):
+                fail(key, "a finite number", value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            fail(key, "a string", value)
+    for key, value in data.items():
+        if key in ("id2label", "label2id") and not isinstance(value, (dict, type(None))):
+            fail(key, "an object", value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in _POSITIVE_FIELDS and value <= 0:
+            fail(key, "a positive integer", value)
+        if key in _NON_NEGATIVE_FIELDS and value < 0:
+            fail(key, "a non-negative integer", value)
+        if ("dropout" in key or key.endswith("_prob")) and not 0 <= value <= 1:
+            fail(key, "a probability in [0, 1]", value)
+    hidden, heads = data.get("hidden_size"), data.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 and hidden % heads:
+        raise ValueError(
+            f"{source}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+        )
+    for key in ("dtype", "torch_dtype"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, str) or value not in _DTYPE_NAMES):
+            fail(key, f"one of {sorted(_DTYPE_NAMES)} or null", value)
 
 
 class PretrainedConfig:
@@ -97,10 +192,17 @@ class PretrainedConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, config_dict: dict, **kwargs) -> "PretrainedConfig":
+    def from_dict(cls, config_dict: dict, _source: str | None = None, **kwargs):
+        """A config from a dict (a parsed config.json), checked first (Note [Config
+        validation]); `kwargs` override its fields."""
         merged = dict(config_dict)
         merged.update(kwargs)
-        return cls(**merged)
+        source = _source or f"{cls.__name__}.from_dict"
+        validate_config_dict(cls, merged, source)
+        try:
+            return cls(**merged)
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            raise ValueError(f"{source}: {error}") from None
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, gguf_file=None) -> dict:
@@ -117,12 +219,12 @@ class PretrainedConfig:
             raise FileNotFoundError(
                 f"{cls.__name__}.from_pretrained: no {CONFIG_NAME} in {folder!r}"
             )
-        with open(path, encoding="utf-8") as file:
+        with open(path, "rb") as file:
             try:
-                data = json.load(file)
-            except json.JSONDecodeError as error:
+                data = json.loads(file.read().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
                 raise ValueError(
-                    f"{cls.__name__}.from_pretrained: {path} is not valid JSON ({error})"
+                    f"{cls.__name__}.from_pretrained: {path} is not valid UTF-8 JSON ({error})"
                 ) from None
         if not isinstance(data, dict):
             raise ValueError(
@@ -144,7 +246,11 @@ class PretrainedConfig:
                 f"{cls.__name__}.from_pretrained: the folder holds a "
                 f"{model_type!r} config, expected {cls.model_type!r}"
             )
-        config = cls.from_dict(data)
+        folder = resolve_pretrained_folder(
+            pretrained_model_name_or_path, f"{cls.__name__}.from_pretrained"
+        )
+        source = f"{cls.__name__}.from_pretrained: {os.path.join(folder, CONFIG_NAME)}"
+        config = cls.from_dict(data, _source=source)
         unused = config.update_known(kwargs)
         return (config, unused) if return_unused_kwargs else config
 

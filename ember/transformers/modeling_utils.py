@@ -29,7 +29,7 @@ import ember
 from ember import dtypes as _dt
 from ember import nn
 from ember.autograd import no_grad
-from ember.io import resolve_pretrained_folder, safe_open, save_file
+from ember.io import atomic_folder, resolve_pretrained_folder, safe_open, save_file
 from ember.transformers.configuration_utils import PretrainedConfig
 
 logger = logging.getLogger("ember.transformers")
@@ -70,6 +70,20 @@ class LoadingInfo(dict):
         return "\n".join(lines)
 
 
+def _shard_path(root: str, shard, index: str, where: str) -> str:
+    """A shard file named by an index, confined to the model folder: an absolute path, '..'
+    or a link that leads outside is refused (a hostile index could name any file)."""
+    if not isinstance(shard, str) or not shard or "\0" in shard:
+        raise ValueError(f"{where}: {index} names shard {shard!r}; expected a file name")
+    path = os.path.realpath(os.path.join(root, shard))
+    if os.path.isabs(shard) or os.path.commonpath([root, path]) != root:
+        raise ValueError(
+            f"{where}: {index} names shard {shard!r}, which is outside the model folder "
+            f"{root!r}; shards must be files inside it"
+        )
+    return path
+
+
 class _CheckpointReader:
     """name -> NumPy array over model.safetensors, a sharded index, or (allowed) a pickle."""
 
@@ -86,12 +100,17 @@ class _CheckpointReader:
             self.location = dict.fromkeys(self.handles[single].keys(), single)
         elif os.path.isfile(index):
             self.source = index
-            with open(index, encoding="utf-8") as file:
-                weight_map = json.load(file).get("weight_map")
+            try:
+                with open(index, "rb") as file:
+                    parsed = json.loads(file.read().decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+                raise ValueError(f"{where}: {index} is not valid UTF-8 JSON ({error})") from None
+            weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
             if not isinstance(weight_map, dict):
                 raise ValueError(f"{where}: {index} has no 'weight_map' object")
+            root = os.path.realpath(folder)
             for key, shard in weight_map.items():
-                path = os.path.join(folder, shard)
+                path = _shard_path(root, shard, index, where)
                 if path not in self.handles:
                     if not os.path.isfile(path):
                         raise FileNotFoundError(
@@ -117,6 +136,13 @@ class _CheckpointReader:
 
     def keys(self) -> list[str]:
         return list(self.arrays) if self.arrays is not None else list(self.location)
+
+    def nbytes(self) -> int:
+        if self.arrays is not None:
+            return sum(a.nbytes for a in self.arrays.values())
+        return sum(
+            end - begin for h in self.handles.values() for _, _, begin, end in h._entries.values()
+        )
 
     def shape(self, key: str) -> tuple:
         if self.arrays is not None:
@@ -292,27 +318,39 @@ class PreTrainedModel(nn.Module):
         dtype = dtype if dtype is not None else torch_dtype
         if isinstance(dtype, str) and dtype == "auto":  # the dtype the config names, if any
             dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-        dtype = None if dtype is None else _dt.as_dtype(dtype)
-        # Note [Half-precision weights]: the parameters are made in the requested dtype and each
-        # checkpoint tensor is converted on its way in, so no float32 copy of the model is ever
-        # made (its freed pages would stay in the allocator and count as resident memory)
-        default = _dt.get_default_dtype()
         try:
-            if dtype is not None and dtype.is_floating_point:
-                _dt.set_default_dtype(dtype)
-            with nn.init.skip_initialization():  # Note [Skipped initialisation]
-                model = cls(config, *model_args, **model_kwargs)
-        finally:
-            _dt.set_default_dtype(default)
-        if dtype is not None:
-            model.to(dtype)
+            dtype = None if dtype is None else _dt.as_dtype(dtype)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"{where}: dtype {dtype!r} is not one ember has ({error})") from None
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"{where}: dtype must be a floating dtype or 'auto', got {dtype}")
         if gguf_file is not None:
             from ember.transformers.gguf_utils import GGUFCheckpointReader, gguf_path
 
             reader = GGUFCheckpointReader(gguf_path(folder, gguf_file, where), where)
         else:
-            reader = _CheckpointReader(folder, allow_pickle, where)
+            reader = _CheckpointReader(folder, allow_pickle, where)  # file errors come first
+        # Note [Half-precision weights]: the parameters are made in the requested dtype and each
+        # checkpoint tensor is converted on its way in, so no float32 copy of the model is ever
+        # made (its freed pages would stay in the allocator and count as resident memory)
+        default = _dt.get_default_dtype()
         try:
+            try:
+                if dtype is not None and dtype.is_floating_point:
+                    _dt.set_default_dtype(dtype)
+                with nn.init.skip_initialization():  # Note [Skipped initialisation]
+                    model = cls(config, *model_args, **model_kwargs)
+            except (TypeError, ValueError, KeyError) as error:  # a config value it refuses
+                raise ValueError(f"{where}: {folder!r} (config.json): {error}") from None
+            except MemoryError as error:
+                raise MemoryError(
+                    f"{where}: the model that {folder!r}'s config.json describes does not "
+                    f"fit in memory ({error}): is config.json right?"
+                ) from None
+            finally:
+                _dt.set_default_dtype(default)
+            if dtype is not None:
+                model.to(dtype)
             info = model._load_checkpoint(reader, ignore_mismatched_sizes, where)
         finally:
             reader.close()
@@ -366,8 +404,8 @@ class PreTrainedModel(nn.Module):
         if mismatched and not ignore_mismatched_sizes:
             listed = "\n\t".join(f"{k}: checkpoint {c}, model {m}" for k, c, m in mismatched)
             raise RuntimeError(
-                f"{where}: shapes differ between the checkpoint and "
-                f"{type(self).__name__}:\n\t{listed}\nPass "
+                f"{where}: shapes differ between the checkpoint {reader.source!r} and "
+                f"{type(self).__name__} built from its config.json:\n\t{listed}\nPass "
                 "ignore_mismatched_sizes=True to keep those weights newly "
                 "initialised (e.g. a classifier with another number of labels)"
             )
@@ -398,9 +436,9 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(
         self, save_directory, state_dict=None, safe_serialization: bool = True
     ) -> None:
-        """Write `config.json` and `model.safetensors` (each atomically) into a folder that
-        HuggingFace transformers and ember both load. Tied copies are left out
-        (Note [Tied weights])."""
+        """Write `config.json` and `model.safetensors` (together atomically: a kill leaves the
+        old pair or the new one) into a folder that HuggingFace transformers and ember load.
+        Tied copies are left out (Note [Tied weights])."""
         if not safe_serialization:
             raise ValueError(
                 f"{type(self).__name__}.save_pretrained: ember writes safetensors "
@@ -420,14 +458,15 @@ class PreTrainedModel(nn.Module):
             k: np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v)
             for k, v in state.items()
         }
-        save_file(
-            tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"}
-        )
         self.config.architectures = [type(self).__name__]
-        self.config.save_pretrained(save_directory)
-        save_extras = getattr(self, "_save_extras", None)  # e.g. generation_config.json
-        if save_extras is not None:
-            save_extras(save_directory)
+        with atomic_folder(save_directory):  # weights and config together: Note [Atomic folders]
+            save_file(
+                tensors, os.path.join(save_directory, SAFE_WEIGHTS_NAME), metadata={"format": "pt"}
+            )
+            self.config.save_pretrained(save_directory)
+            save_extras = getattr(self, "_save_extras", None)  # e.g. generation_config.json
+            if save_extras is not None:
+                save_extras(save_directory)
 
 
 __all__ = ["LoadingInfo", "PreTrainedModel"]

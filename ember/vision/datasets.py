@@ -12,6 +12,7 @@ import gzip
 import importlib.util
 import math
 import os
+import zlib
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -35,12 +36,10 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 def default_loader(path: str):
     """Open an image file as an RGB Pillow image (torchvision's `pil_loader`)."""
-    from ember.vision.image import pillow
+    from ember.vision.image import open_image
 
-    Image = pillow()
     with open(path, "rb") as handle:
-        image = Image.open(handle)
-        return image.convert("RGB")
+        return open_image(handle, repr(path)).convert("RGB")
 
 
 def draft_loader(min_size: int):
@@ -62,11 +61,10 @@ def draft_loader(min_size: int):
     min_size = int(min_size)
 
     def load(path: str):
-        from ember.vision.image import pillow
+        from ember.vision.image import open_image
 
-        Image = pillow()
         with open(path, "rb") as handle:
-            image = Image.open(handle)
+            image = open_image(handle, repr(path))
             if image.format == "JPEG":
                 short = min(image.width, image.height)
                 if short >= 2 * min_size:
@@ -211,24 +209,53 @@ class ImageFolder(DatasetFolder):
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): the format of the MNIST distribution."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
-        raise ValueError(f"read_idx: {path} is not an IDX file (bad magic number)")
-    dtype = np.dtype(_IDX_TYPES[data[2]])
-    ndim = data[3]
-    shape = tuple(int(v) for v in np.frombuffer(data, ">i4", count=ndim, offset=4))
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - offset != expected:
+# Note [IDX limits]: an IDX header states the array's shape, so the reader knows the data size
+# before reading it: it refuses a header that promises more than `max_bytes` (1 GiB by default;
+# pass a larger value for bigger files you trust), then reads at most that many bytes plus one.
+# A gzip bomb (1 MB of gzip claiming a gigabyte) therefore never inflates past the limit, and a
+# file whose data is shorter or longer than promised is an error naming the file.
+MAX_IDX_BYTES = 1 << 30
+
+
+def read_idx(path: str, max_bytes: int | None = None) -> np.ndarray:
+    """Read an IDX file (gzipped or not, told by its content): MNIST's format.
+
+    Args:
+        path: the file.
+        max_bytes: the most data bytes to accept (Note [IDX limits]); None: MAX_IDX_BYTES.
+    """
+    from ember.io.formats import sniff
+
+    limit = MAX_IDX_BYTES if max_bytes is None else int(max_bytes)
+    with open(path, "rb") as raw:
+        zipped = sniff(raw.read(16), name="") == "gzip"
+    with (gzip.open if zipped else open)(path, "rb") as handle:
+        try:
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
+                raise ValueError(f"read_idx: {path} is not an IDX file (bad magic number)")
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            ndim = head[3]
+            dims = handle.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"read_idx: {path} is truncated inside its header")
+            shape = tuple(int(v) for v in np.frombuffer(dims, ">u4", count=ndim))
+            expected = math.prod(shape) * dtype.itemsize
+            if expected > limit:
+                raise ValueError(
+                    f"read_idx: {path} promises shape {shape} ({expected:,} bytes), more than "
+                    f"the limit of {limit:,} bytes; pass max_bytes= to read it (Note [IDX limits])"
+                )
+            data = handle.read(expected + 1)
+        except (OSError, EOFError, zlib.error) as error:  # a damaged gzip stream
+            raise ValueError(f"read_idx: {path} is damaged ({error})") from error
+    if len(data) != expected:
         raise ValueError(
-            f"read_idx: {path} holds {len(data) - offset} bytes of data, the "
-            f"header promises {expected} for shape {shape}"
+            f"read_idx: {path} holds {'more than ' if len(data) > expected else ''}"
+            f"{min(len(data), expected)} bytes of data, the header promises {expected} "
+            f"for shape {shape}"
         )
-    array = np.frombuffer(data, dtype, offset=offset).reshape(shape)
+    array = np.frombuffer(data, dtype).reshape(shape)
     return array.astype(dtype.newbyteorder("="))
 
 

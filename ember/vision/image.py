@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import threading
 
 import numpy as np
@@ -33,6 +34,8 @@ import numpy as np
 from ember.data._arrays import to_numpy, to_tensor
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
+    "ImageTooLargeError",
     "ResizeMethod",
     "central_crop",
     "convert_image_dtype",
@@ -48,6 +51,78 @@ __all__ = [
     "resize",
     "rgb_to_grayscale",
 ]
+
+
+# Note [Image size limit]: a few kilobytes of JPEG or PNG may claim 65000x65000 pixels, and
+# decoding would allocate gigabytes. Every decoder here (simplejpeg and Pillow alike) reads the
+# size from the header first and refuses images with more than MAX_IMAGE_PIXELS pixels (all
+# frames together for an animated GIF) with ImageTooLargeError, before allocating anything.
+# The default is Pillow's own MAX_IMAGE_PIXELS (89,478,485: about 0.25 GB of RGB). To decode
+# larger images you trust, raise it: `ember.vision.image.MAX_IMAGE_PIXELS = 300_000_000`
+# (None turns the check off), or set EMBER_MAX_IMAGE_PIXELS in the environment. Pillow still
+# refuses images beyond twice its own limit; raise `PIL.Image.MAX_IMAGE_PIXELS` too for those.
+MAX_IMAGE_PIXELS: int | None = 89_478_485
+# What Pillow's decoders raise on damaged data besides OSError (struct errors, short reads,
+# bad tables): all become ValueError("<decoder>: invalid ... data (...)").
+_DECODER_ERRORS = (
+    OSError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
+
+
+class ImageTooLargeError(ValueError):
+    """An encoded image claims more pixels than MAX_IMAGE_PIXELS (Note [Image size limit])."""
+
+
+def _max_pixels() -> int | None:
+    import os
+
+    value = os.environ.get("EMBER_MAX_IMAGE_PIXELS", "").strip()
+    if value:
+        if value.lower() == "none":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(
+                f"EMBER_MAX_IMAGE_PIXELS must be an integer or 'none', got {value!r}"
+            ) from None
+    return MAX_IMAGE_PIXELS
+
+
+def _check_pixels(width: int, height: int, where: str, frames: int = 1) -> None:
+    limit = _max_pixels()
+    pixels = int(width) * int(height) * int(frames)
+    if limit is not None and pixels > limit:
+        what = f"{width}x{height}" + (f" x {frames} frames" if frames > 1 else "")
+        raise ImageTooLargeError(
+            f"{where}: the image claims {what} = {pixels:,} pixels, more than the limit of "
+            f"{limit:,} (a decompression bomb?). If you trust it, raise "
+            "ember.vision.image.MAX_IMAGE_PIXELS or set EMBER_MAX_IMAGE_PIXELS "
+            "(Note [Image size limit])"
+        )
+
+
+def open_image(data, where: str):
+    """A lazily decoded Pillow image (from bytes or a binary file) whose size has passed the
+    pixel limit (Note [Image size limit]); `where` names the caller or file in errors."""
+    Image = pillow()
+    try:
+        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(
+            f"{where}: {error} (raise PIL.Image.MAX_IMAGE_PIXELS as well as "
+            "ember.vision.image.MAX_IMAGE_PIXELS to decode it; Note [Image size limit])"
+        ) from None
+    _check_pixels(image.width, image.height, where)
+    return image
 
 
 def pillow():
@@ -130,9 +205,8 @@ def decode_jpeg(
         array = _decode_turbo(data, channels)
         if array is not None:
             return to_tensor(array)
-    Image = pillow()
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(data, "decode_jpeg")
         if image.format != "JPEG":
             raise ValueError(
                 f"decode_jpeg: expected a JPEG, got {image.format or 'unknown'} "
@@ -149,7 +223,7 @@ def decode_jpeg(
             _load_truncated(image)
         else:
             image.load()
-    except (OSError, SyntaxError) as error:
+    except _DECODER_ERRORS as error:
         raise ValueError(f"decode_jpeg: invalid JPEG data ({error})") from error
     return to_tensor(_to_array(image, channels))
 
@@ -180,13 +254,18 @@ def _turbo():
     return _TURBO[0]
 
 
-def _decode_turbo(data: bytes, channels: int):
+def _decode_turbo(data: bytes, channels: int, where: str = "decode_jpeg"):
     """uint8 [H, W, C] decoded by simplejpeg (Note [JPEG decoders]), or None for Pillow."""
     turbo = _turbo()
     if turbo is None:
         return None
     try:
-        space = _TURBO_SPACES.get(turbo.decode_jpeg_header(data)[2])
+        height, width, colour_space, _ = turbo.decode_jpeg_header(data)
+    except (ValueError, TypeError, RuntimeError, OSError):
+        return None
+    _check_pixels(width, height, where)
+    try:
+        space = _TURBO_SPACES.get(colour_space)
         if space is None:
             return None
         if channels:
@@ -219,11 +298,11 @@ def decode_png(contents, channels: int = 0, dtype=None, name=None):
     _check_channels(channels, (0, 1, 2, 3, 4), "decode_png")
     Image = pillow()
     try:
-        image = Image.open(io.BytesIO(_bytes_of(contents)))
+        image = open_image(_bytes_of(contents), "decode_png")
         if image.format != "PNG":
             raise ValueError(f"decode_png: expected a PNG, got {image.format or 'unknown'} data")
         image.load()
-    except (OSError, SyntaxError) as error:
+    except _DECODER_ERRORS as error:
         raise ValueError(f"decode_png: invalid PNG data ({error})") from error
     if image.mode in ("I;16", "I;16B", "I"):
         # 16-bit grey: ember has no uint16, so scale to 8 bits as convert_image_dtype would.
@@ -242,20 +321,24 @@ def decode_image(
     _check_channels(channels, (0, 1, 3, 4), "decode_image")
     data = _bytes_of(contents)
     if data[:2] == b"\xff\xd8" and channels != 4:  # a JPEG: Note [JPEG decoders]
-        array = _decode_turbo(data, channels)
+        array = _decode_turbo(data, channels, "decode_image")
         if array is not None:
             return convert_image_dtype(array, dtype) if dtype is not None else to_tensor(array)
-    Image = pillow()
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(data, "decode_image")
+        if image.format == "GIF" and expand_animations:
+            _check_pixels(image.width, image.height, "decode_image", image.n_frames)
         image.load()
-    except (OSError, SyntaxError) as error:
+    except _DECODER_ERRORS as error:
         raise ValueError(f"decode_image: unknown or invalid image data ({error})") from error
     if image.format == "GIF" and expand_animations:
         frames = []
-        for index in range(getattr(image, "n_frames", 1)):
-            image.seek(index)
-            frames.append(_to_array(image.convert("RGB"), channels or 3))
+        try:
+            for index in range(getattr(image, "n_frames", 1)):
+                image.seek(index)
+                frames.append(_to_array(image.convert("RGB"), channels or 3))
+        except _DECODER_ERRORS as error:
+            raise ValueError(f"decode_image: invalid GIF frame ({error})") from error
         array = np.stack(frames)
     else:
         array = _to_array(image, channels)

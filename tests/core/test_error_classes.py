@@ -20,6 +20,13 @@ CASES = {
     "index out of range": lambda m: m.ones(3)[5],
     "Embedding index": lambda m: m.nn.Embedding(3, 2)(m.tensor([4])),
     "mse_loss shapes": lambda m: m.nn.functional.mse_loss(m.ones(2, 3), m.ones(3, 2)),
+    "BCE input outside [0, 1]": lambda m: m.nn.functional.binary_cross_entropy(
+        m.tensor([1.5]), m.tensor([1.0])
+    ),
+    "integer // 0": lambda m: m.tensor([4]) // 0,
+    "integer % 0": lambda m: m.tensor([4]) % m.tensor([0]),
+    "Embedding index -1": lambda m: m.nn.Embedding(3, 2)(m.tensor([-1])),
+    "zeros('3')": lambda m: m.zeros("3"),
 }
 
 

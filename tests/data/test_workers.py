@@ -119,3 +119,72 @@ def test_unpicklable_exception_class_still_reported():
 
     with pytest.raises(RuntimeError, match="custom"):
         list(data.DataLoader(Raising(), num_workers=1))
+
+
+_KILLED_MAIN = """
+import sys, time
+import numpy as np
+from ember import data
+
+class Big(data.Dataset):
+    def __len__(self):
+        return 1000
+
+    def __getitem__(self, index):
+        return np.full(8192, index, np.float32)  # 32 KB: travels through /dev/shm
+
+loader = data.DataLoader(Big(), batch_size=2, num_workers=2, prefetch_factor=4)
+iterator = iter(loader)
+next(iterator)
+time.sleep(1.0)  # the workers fill their prefetch: segments sent, not yet mapped
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killing_the_main_process_leaves_no_shared_memory(how):
+    """Item 7 of issue 19: the workers remove what they sent once their parent is gone."""
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this machine")
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    main = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_MAIN], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert main.stdout.readline().strip() == "ready"
+        prefix = f"ember-dl-{main.pid}-"
+        assert any(n.startswith(prefix) for n in _shm())  # there was something to leak
+        main.send_signal(how)
+        main.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(n.startswith(prefix) for n in _shm()):
+            time.sleep(0.1)
+        assert not [n for n in _shm() if n.startswith(prefix)]
+    finally:
+        if main.poll() is None:
+            main.kill()
+
+
+def test_a_new_loader_removes_segments_of_dead_processes():
+    from ember.data._worker import remove_orphaned_segments
+
+    dead = 2**22 + 99  # above the default pid_max: no such process
+    path = f"/dev/shm/ember-dl-{dead}-0-w0-1"
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this machine")
+    with open(path, "wb") as f:
+        f.write(b"x")
+    mine = f"/dev/shm/ember-dl-{os.getpid()}-999-w0-1"
+    with open(mine, "wb") as f:
+        f.write(b"x")
+    try:
+        assert remove_orphaned_segments("/dev/shm") >= 1
+        assert not os.path.exists(path) and os.path.exists(mine)
+    finally:
+        for p in (path, mine):
+            if os.path.exists(p):
+                os.unlink(p)

@@ -169,7 +169,7 @@ def test_kernels_compile_with_numba_and_are_cached_on_disk(tmp_path, monkeypatch
     runners = [v for v in f._last.executor.run.__globals__.values() if hasattr(v, "source")]
     assert runners, "the fused equation did not get a numba kernel"
     np.testing.assert_allclose(out.numpy(), 5 * np.tanh(np.float32(0.625)), rtol=1e-6)
-    files = list((tmp_path / "numba").glob("k2_*.py"))
+    files = list((tmp_path / "numba").glob("k3_*.py"))
     assert files and list((tmp_path / "numba" / "__pycache__").glob("*.nbi"))
     # a new dispatcher for the same source loads the machine code from the cache folder
     source = files[0].read_text().split("\n\n", 1)[1]

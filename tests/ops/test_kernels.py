@@ -112,7 +112,7 @@ def _run_row(row, sample, dtype, calls):
             args.append(a)
     with _checked_kernels(calls):
         out = row.fn(*args, **sample.kwargs)
-        if row.grad:
+        if row.grad and out.requires_grad:  # e.g. norm(p=0), a count, has no gradient
             weights = np.linspace(-1, 1, out.numel(), dtype=dtype).reshape(tuple(out.shape))
             (out * ember.from_numpy(weights)).sum().backward()
 

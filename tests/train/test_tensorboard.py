@@ -154,3 +154,33 @@ def test_purge_step_without_restart_changes_nothing(tmp_path):
     assert [s for s, _ in _scalar_steps(tmp_path, "loss")] == list(range(6))
     with pytest.raises(TypeError, match="purge_step must be an int step, got '3'"):
         SummaryWriter(tmp_path, purge_step="3")
+
+
+def test_values_beyond_float32_are_written_as_inf_like_torch(tmp_path):
+    """Issue 19, item 10: a huge metric must not crash a Trainer's logging."""
+    values = [1e39, -1e300, 10**400, float("nan"), 3.4028235e38]
+    with SummaryWriter(tmp_path) as writer:
+        for step, value in enumerate(values):
+            writer.add_scalar("huge", value, step)
+    got = [e.value for e in _accumulate(tmp_path).Scalars("huge")]
+    assert got[:3] == [float("inf"), float("-inf"), float("inf")]
+    assert np.isnan(got[3]) and got[4] == np.float32(3.4028235e38)
+    torch_tb = pytest.importorskip("torch.utils.tensorboard")
+    with torch_tb.SummaryWriter(str(tmp_path / "torch")) as writer:
+        writer.add_scalar("huge", 1e39, 0)
+    assert _accumulate(tmp_path / "torch").Scalars("huge")[0].value == float("inf")
+
+
+@pytest.mark.parametrize("step", [2**64, 2**63, -(2**63) - 1, 1.5, float("nan")])
+def test_steps_outside_int64_raise_instead_of_wrapping(tmp_path, step):
+    with SummaryWriter(tmp_path) as writer:
+        with pytest.raises((ValueError, TypeError), match="global_step"):
+            writer.add_scalar("x", 1.0, step)
+
+
+def test_extreme_int64_steps_are_exact(tmp_path):
+    with SummaryWriter(tmp_path) as writer:
+        writer.add_scalar("x", 1.0, 2**63 - 1)
+        writer.add_scalar("x", 2.0, 2**53 + 1)  # not representable as a float64
+    steps = sorted(e.step for e in _accumulate(tmp_path).Scalars("x"))
+    assert steps == [2**53 + 1, 2**63 - 1]

@@ -21,6 +21,21 @@ from ember.nn.parameter import Parameter
 from ember.tensor import Tensor, empty, ones, tensor, zeros
 
 
+def _size(value, name: str, layer: str) -> int:
+    """A constructor's size argument as an int >= 0, or an error naming the layer (torch:
+    nn.Linear(3.5, 4) raises TypeError)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(
+            at_user_line(
+                f"{layer}: {name} must be an int, got {value!r} of type {type(value).__name__}"
+            )
+        )
+    value = value.__index__()
+    if value < 0:
+        raise ValueError(at_user_line(f"{layer}: {name} must be non-negative, got {value}"))
+    return value
+
+
 def _factory(device, dtype):
     return {"device": device, "dtype": dtype}
 
@@ -58,6 +73,8 @@ class Linear(Module):
         self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None
     ) -> None:
         super().__init__()
+        in_features = _size(in_features, "in_features", "Linear")
+        out_features = _size(out_features, "out_features", "Linear")
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(empty((out_features, in_features), **_factory(device, dtype)))
@@ -105,6 +122,9 @@ class Bilinear(Module):
         dtype=None,
     ) -> None:
         super().__init__()
+        in1_features = _size(in1_features, "in1_features", "Bilinear")
+        in2_features = _size(in2_features, "in2_features", "Bilinear")
+        out_features = _size(out_features, "out_features", "Bilinear")
         self.in1_features = in1_features
         self.in2_features = in2_features
         self.out_features = out_features
@@ -178,6 +198,8 @@ class Embedding(Module):
                     "accepts"
                 )
             )
+        num_embeddings = _size(num_embeddings, "num_embeddings", "Embedding")
+        embedding_dim = _size(embedding_dim, "embedding_dim", "Embedding")
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         if padding_idx is not None:
@@ -274,6 +296,11 @@ class _ConvNd(Module):
         super().__init__()
         n = self._n
         name = type(self).__name__
+        in_channels = _size(in_channels, "in_channels", name)
+        out_channels = _size(out_channels, "out_channels", name)
+        groups = _size(groups, "groups", name)
+        if groups == 0:
+            raise ValueError(at_user_line(f"{name}: groups must be positive, got 0"))
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"{name}: in_channels {in_channels} and out_channels "

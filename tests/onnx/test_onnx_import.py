@@ -1,0 +1,146 @@
+"""ember.onnx.load: ember's own files round-trip (import equals ember eager), torch.onnx's
+files of a tiny HuggingFace BERT run in ember equal to onnxruntime, eagerly and compiled, and
+unknown ops or bad inputs are named."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import ember
+import ember.onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TINY_BERT = dict(
+    vocab_size=99,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+)
+
+
+def _inputs(batch, seq, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 99, (batch, seq)).astype(np.int64)
+    mask = np.ones((batch, seq), np.int64)
+    mask[0, seq - 2 :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(scope="module")
+def torch_bert_file(tmp_path_factory):
+    """torch.onnx.export(dynamo=True) of a tiny HF BERT (the TorchScript exporter fails on
+    transformers 5's BertModel.forward: 'got multiple values for argument use_cache')."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    model = transformers.BertModel(transformers.BertConfig(**TINY_BERT)).eval()
+    feed = _inputs(2, 7)
+    args = tuple(torch.from_numpy(v) for v in feed.values())
+    path = str(tmp_path_factory.mktemp("torch") / "bert_dynamo.onnx")
+    axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}}
+    torch.onnx.export(
+        model,
+        args,
+        path,
+        input_names=list(feed),
+        output_names=["last_hidden_state", "pooler_output"],
+        dynamic_axes=axes,
+        opset_version=18,
+        dynamo=True,
+    )
+    return path
+
+
+def test_torch_export_of_bert_runs_in_ember_like_onnxruntime(torch_bert_file):
+    program = ember.onnx.load(torch_bert_file)
+    session = ort.InferenceSession(torch_bert_file, providers=["CPUExecutionProvider"])
+    compiled = program.compile()
+    for batch, seq in [(2, 7), (3, 12), (1, 5)]:
+        feed = _inputs(batch, seq, seed=batch)
+        reference = session.run(None, feed)
+        eager = program(**feed)
+        traced = compiled(*[ember.from_numpy(v) for v in feed.values()])
+        for a, b, c in zip(reference, eager, traced):
+            np.testing.assert_allclose(b.numpy(), a, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(c.numpy(), a, rtol=1e-5, atol=1e-5)
+    graph = program.trace(*[ember.from_numpy(v) for v in _inputs(2, 7).values()])
+    assert len(graph.eqns) > 0 and "matmul" in str(graph)
+
+
+def test_ember_export_then_import_equals_ember_eager(tmp_path):
+    from ember import transformers as et
+
+    model = et.BertForSequenceClassification(et.BertConfig(**TINY_BERT, num_labels=3)).eval()
+    feed = {k: ember.from_numpy(v) for k, v in _inputs(2, 7).items()}
+    path = str(tmp_path / "bert.onnx")
+    axes = {k: {0: "batch", 1: "seq"} for k in feed}
+    ember.onnx.export(model, (feed,), path, dynamic_axes=axes)
+    program = ember.onnx.load(path)
+    assert program.input_names == ["input_ids", "attention_mask"]
+    assert program.output_names == ["logits"]
+    for batch, seq in [(4, 9), (1, 3)]:
+        fresh = {k: ember.from_numpy(v) for k, v in _inputs(batch, seq, seed=seq).items()}
+        with ember.no_grad():
+            ref = model(**fresh).logits.numpy()
+        (eager,) = program(**fresh)
+        (compiled,) = program.compile()(*fresh.values())
+        np.testing.assert_allclose(eager.numpy(), ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(compiled.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_imported_program_differentiates(tmp_path):
+    """An imported graph is ember code: gradients flow to its inputs."""
+    mlp = ember.nn.Sequential(ember.nn.Linear(3, 5), ember.nn.Tanh(), ember.nn.Linear(5, 1))
+    path = str(tmp_path / "mlp.onnx")
+    ember.onnx.export(mlp, (ember.randn(2, 3),), path, input_names=["x"])
+    x = ember.randn(2, 3, requires_grad=True)
+    (y,) = ember.onnx.load(path)(x)
+    y.sum().backward()
+    x2 = x.detach().requires_grad_(True)
+    mlp(x2).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), x2.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _model_with(node_types):
+    from onnx import TensorProto, helper
+
+    nodes, last = [], "x"
+    for i, op in enumerate(node_types):
+        nodes.append(helper.make_node(op, [last], [f"y{i}"]))
+        last = f"y{i}"
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info(last, TensorProto.FLOAT, ["n", 3])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_unknown_ops_are_named(tmp_path):
+    path = str(tmp_path / "odd.onnx")
+    onnx.save(_model_with(["Relu", "Hardmax", "Mish", "Relu"]), path)
+    with pytest.raises(ember.onnx.OnnxImportError, match="Hardmax, Mish") as info:
+        ember.onnx.load(path)
+    assert "odd.onnx" in str(info.value)
+
+
+def test_bad_inputs_are_named(tmp_path):
+    program = ember.onnx.load(_model_with(["Relu"]))
+    with pytest.raises(ember.onnx.OnnxImportError, match="must be float32, got int64"):
+        program(np.zeros((2, 3), np.int64))
+    with pytest.raises(ember.onnx.OnnxImportError, match=r"must have shape \['n', 3\]"):
+        program(np.zeros((2, 4), np.float32))
+    with pytest.raises(ember.onnx.OnnxImportError, match="no input named 'y'"):
+        program(y=np.zeros((2, 3), np.float32))
+    with pytest.raises(ember.onnx.OnnxImportError, match="no file"):
+        ember.onnx.load(str(tmp_path / "missing.onnx"))

@@ -37,6 +37,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
 	$(PY) examples/onnx_export.py
 	$(PY) examples/hostile_files.py
+	$(PY) examples/save_module.py
 	$(PY) examples/rnn_mnist.py
 	$(PY) examples/tf_mnist_deep.py --min-accuracy 0.5
 	$(PY) examples/decoder_lm.py

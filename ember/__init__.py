@@ -129,6 +129,7 @@ _LAZY = {
     "data": "ember.data",
     "utils": "ember.utils",
     "io": "ember.io",
+    "serialization": "ember.serialization",
     "graph": "ember.graph",
     "vision": "ember.vision",
     "text": "ember.text",

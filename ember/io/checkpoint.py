@@ -20,7 +20,8 @@ carry the rest, each a one-key object:
     {"__dtype__": "float32"}    an ember dtype
 A tensor that appears twice in the tree (tied weights) is stored once and comes back as one
 object. Nothing on the loading path can run code from the file: pickle files are refused
-unless the caller passes `allow_pickle=True` (Note [Pickle policy]).
+unless the caller passes `allow_pickle=True` (Note [Pickle policy]). A tree holding whole
+Modules uses layout "2", with the tags of Note [Whole-module checkpoints].
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from ember.io.formats import (
     sniff_file,
     unpickle,
 )
+from ember.io.serialization import ModuleDecoder, ModuleEncoder, UnsafeClassError
 from ember.io.safetensors import (
     _parse_header,
     _prepare,
@@ -55,6 +57,7 @@ from ember.io.safetensors import (
 __all__ = ["PickleRefusedError", "load", "save"]
 
 _LAYOUT_VERSION = "1"
+_MODULE_LAYOUT_VERSION = "2"  # the tree holds whole Modules (Note [Whole-module checkpoints])
 _TAGS = (
     "__tensor__",
     "__ndarray__",
@@ -63,6 +66,11 @@ _TAGS = (
     "__float__",
     "__bytes__",
     "__dtype__",
+    "__module__",
+    "__module_ref__",
+    "__function__",
+    "__config__",
+    "__parameter__",
 )
 
 
@@ -74,6 +82,7 @@ class _Encoder:
         self.tensors: dict[str, np.ndarray] = {}
         self._names_by_id: dict[int, str] = {}
         self._keep_alive: list = []  # ids stay unique while we hold the objects
+        self.modules = ModuleEncoder(self.encode)
 
     def _tensor_name(self, value, path: str) -> str:
         known = self._names_by_id.get(id(value))
@@ -127,10 +136,14 @@ class _Encoder:
         dtype_name = _dtype_name(value)
         if dtype_name is not None:
             return {"__dtype__": dtype_name}
+        node = self.modules.encode_other(value, path)
+        if node is not None:
+            return node
         raise TypeError(
             f"ember.save: cannot save a {type(value).__name__} at {_show(path)}; a checkpoint "
             "holds tensors, NumPy arrays, dicts, lists, tuples, str, int, float, bool, None, "
-            "bytes and dtypes (save an object's state_dict() rather than the object)"
+            "bytes, dtypes and ember.nn Modules (save an object's state_dict() rather than the "
+            "object)"
         )
 
 
@@ -153,7 +166,10 @@ def save(obj, f, *, metadata: dict | None = None) -> None:
 
     `obj` may be an ember Tensor or any nest of dicts, lists and tuples holding tensors, NumPy
     arrays and plain Python values (Note [Checkpoint layout]). A flat dict of tensors is a
-    plain safetensors file that PyTorch reads with `safetensors.torch.load_file`.
+    plain safetensors file that PyTorch reads with `safetensors.torch.load_file`. An
+    `ember.nn.Module` (the whole model, or one inside the tree) is saved as its class path,
+    plain attributes and tensors, and `load` rebuilds it for allowed classes (Note
+    [Whole-module checkpoints], ember/io/serialization.py).
 
     Args:
         obj: what to save.
@@ -171,7 +187,7 @@ def save(obj, f, *, metadata: dict | None = None) -> None:
     tree = encoder.encode(obj, "")
     header_metadata = {
         "format": "ember",
-        "ember.checkpoint": _LAYOUT_VERSION,
+        "ember.checkpoint": _MODULE_LAYOUT_VERSION if encoder.modules.used else _LAYOUT_VERSION,
         "ember.tree": json.dumps(tree, separators=(",", ":"), allow_nan=False),
     }
     if metadata:
@@ -191,11 +207,12 @@ def save(obj, f, *, metadata: dict | None = None) -> None:
 
 
 class _Decoder:
-    def __init__(self, get_array, framework: str, source: str):
+    def __init__(self, get_array, framework: str, source: str, modules: bool = False):
         self._get_array = get_array
         self._framework = framework
         self._source = source
         self._made: dict[str, object] = {}
+        self._modules = ModuleDecoder(self.decode, source) if modules else None
 
     def _tensor(self, name: str, as_numpy: bool):
         key = (name, as_numpy)
@@ -236,6 +253,10 @@ class _Decoder:
                 from ember.dtypes import as_dtype
 
                 return as_dtype(payload)
+            if self._modules is not None:
+                made = self._modules.decode_tag(tag, payload)
+                if made is not NotImplemented:
+                    return made
         return {k: self.decode(v) for k, v in node.items()}
 
 
@@ -268,8 +289,10 @@ def load(
             unpickler that builds only tensors, arrays, containers, numbers and strings (as
             torch.load(weights_only=True) does; Note [Pickle policy]).
         framework: 'ember' for ember Tensors, 'np' for NumPy arrays.
-        weights_only: PyTorch's flag; accepted for compatibility. It never widens what loads:
-            ember's opt-in is always the restricted unpickler.
+        weights_only: PyTorch's flag. For pickles it never widens what loads: ember's opt-in
+            is always the restricted unpickler. A whole-Module file (`ember.save(model)`)
+            loads by default and with False, its classes checked against the allow-list
+            (Note [Whole-module checkpoints]); True refuses it, as torch 2.6+ does.
         allow_unsafe_pickle: full unpickling, which can execute arbitrary code from the file:
             only for files you trust completely.
 
@@ -280,7 +303,6 @@ def load(
         >>> tuple(ember.io.load(path)["w"].shape)
         (1, 2)
     """
-    del weights_only
     opted_in = allow_pickle or allow_unsafe_pickle
     if hasattr(f, "read"):
         data = f.read()
@@ -296,7 +318,7 @@ def load(
 
         length = _read_header_length(data[:8], len(data), name)
         _, metadata = _parse_header(bytes(data[8 : 8 + length]), len(data) - 8 - length, name)
-        result = _build(metadata, tensors.__getitem__, framework, name, list(tensors))
+        result = _build(metadata, tensors.__getitem__, framework, name, list(tensors), weights_only)
         return _to_device(result, map_location)
     path = os.fspath(f)
     if os.path.isdir(path):
@@ -309,7 +331,9 @@ def load(
         return _to_device(result, map_location)
     _check_safetensors(kind, path)
     with safe_open(path, framework="np") as handle:
-        result = _build(handle.metadata(), handle.get_tensor, framework, path, handle.keys())
+        result = _build(
+            handle.metadata(), handle.get_tensor, framework, path, handle.keys(), weights_only
+        )
     return _to_device(result, map_location)
 
 
@@ -332,15 +356,30 @@ def _check_safetensors(kind: str, source: str) -> None:
     )
 
 
-def _build(metadata, get_array, framework, source, names):
+def _build(metadata, get_array, framework, source, names, weights_only=None):
     decoder = _Decoder(get_array, framework, source)
     if metadata and metadata.get("format") == "ember" and "ember.tree" in metadata:
         version = metadata.get("ember.checkpoint")
-        if version != _LAYOUT_VERSION:
+        if version not in (_LAYOUT_VERSION, _MODULE_LAYOUT_VERSION):
             raise ValueError(
                 f"ember.load: {source!r} uses checkpoint layout {version!r}; this "
-                f"ember reads layout {_LAYOUT_VERSION!r}"
+                f"ember reads layouts {_LAYOUT_VERSION!r} and {_MODULE_LAYOUT_VERSION!r}"
             )
+        if version == _MODULE_LAYOUT_VERSION:
+            if weights_only:
+                raise UnsafeClassError(
+                    f"ember.load: {source!r} holds a whole Module (saved by "
+                    "ember.save(model)), and weights_only=True loads only tensors and plain "
+                    "containers. If you trust the file, pass weights_only=False (its classes "
+                    "are still checked against the allow-list: ember's own, and "
+                    "ember.serialization.add_safe_globals), or save model.state_dict() instead"
+                )
+            if framework != "ember":
+                raise ValueError(
+                    f"ember.load: {source!r} holds a whole Module, whose tensors are ember "
+                    f"Tensors; framework={framework!r} cannot rebuild it (use framework='ember')"
+                )
+            decoder = _Decoder(get_array, framework, source, modules=True)
         try:
             tree = json.loads(metadata["ember.tree"])
         except (json.JSONDecodeError, RecursionError) as error:
@@ -350,10 +389,12 @@ def _build(metadata, get_array, framework, source, names):
             ) from None
         try:
             return decoder.decode(tree)
+        except UnsafeClassError:
+            raise
         except KeyError as error:
             raise ValueError(
                 f"ember.load: {source!r}: the tree names tensor {error} which the "
-                "file does not hold; the file is damaged"
+                "file does not hold (or a module node lacks that field); the file is damaged"
             ) from None
         except (TypeError, ValueError, AttributeError, RecursionError) as error:
             # a tag with a payload of the wrong kind ({"__tuple__": 3}, {"__float__": "x"},
@@ -369,13 +410,20 @@ def _build(metadata, get_array, framework, source, names):
 def _to_device(obj, map_location):
     if map_location is None or str(map_location) == "cpu" or callable(map_location):
         return obj
-    if is_tensor(obj):
+    if is_tensor(obj) or _is_module(obj):
         return obj.to(map_location)
     if isinstance(obj, dict):
         return {k: _to_device(v, map_location) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(v, map_location) for v in obj)
     return obj
+
+
+def _is_module(obj) -> bool:
+    import sys
+
+    nn = sys.modules.get("ember.nn")
+    return nn is not None and isinstance(obj, nn.Module)
 
 
 def _refuse_or(kind: str, source, allowed: bool) -> None:

@@ -23,6 +23,7 @@ LAYERS = {
     "ember.optim": 5,
     "ember.data": 5,
     "ember.io": 5,
+    "ember.serialization": 5,
     "ember.utils": 5,
     "ember.vision": 6,
     "ember.text": 6,

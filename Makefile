@@ -39,6 +39,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/hostile_files.py
 	$(PY) examples/save_module.py
 	$(PY) examples/rnn_mnist.py
+	$(PY) examples/tf_mnist_deep.py --min-accuracy 0.5
 	$(PY) examples/decoder_lm.py
 	$(PY) examples/llm_chat.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py

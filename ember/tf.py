@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import importlib as _importlib
+import sys as _sys
 
 from ember.dtypes import (
     bool_ as bool,  # noqa: A001, F401  (tf.bool)
@@ -59,15 +60,11 @@ from ember.graph.tf1 import (
     minimum as minimum,
     multiply as multiply,
     negative as negative,
-    nn as nn,
     ones as ones,
     placeholder as placeholder,
     random as random,
     random_normal as random_normal,
     random_uniform as random_uniform,
-    reduce_max as reduce_max,
-    reduce_mean as reduce_mean,
-    reduce_sum as reduce_sum,
     reset_default_graph as reset_default_graph,
     reshape as reshape,
     sigmoid as sigmoid,
@@ -79,6 +76,34 @@ from ember.graph.tf1 import (
     truncated_normal as truncated_normal,
     variables_initializer as variables_initializer,
     zeros as zeros,
+)
+from ember.graph.tf1_nn import (
+    AUTO_REUSE as AUTO_REUSE,
+    InteractiveSession as InteractiveSession,
+    app as app,
+    constant_initializer as constant_initializer,
+    disable_eager_execution as disable_eager_execution,
+    disable_v2_behavior as disable_v2_behavior,
+    get_variable as get_variable,
+    get_variable_scope as get_variable_scope,
+    glorot_normal_initializer as glorot_normal_initializer,
+    glorot_uniform_initializer as glorot_uniform_initializer,
+    initialize_all_variables as initialize_all_variables,
+    layers as layers,
+    name_scope as name_scope,
+    nn as nn,
+    ones_initializer as ones_initializer,
+    random_normal_initializer as random_normal_initializer,
+    random_uniform_initializer as random_uniform_initializer,
+    reduce_logsumexp as reduce_logsumexp,
+    reduce_max as reduce_max,
+    reduce_mean as reduce_mean,
+    reduce_min as reduce_min,
+    reduce_prod as reduce_prod,
+    reduce_sum as reduce_sum,
+    truncated_normal_initializer as truncated_normal_initializer,
+    variable_scope as variable_scope,
+    zeros_initializer as zeros_initializer,
 )
 
 double = float64
@@ -190,13 +215,28 @@ def _tf_data():
     )
 
 
+class compat:  # noqa: N801  (tf.compat: `tf.compat.v1` is this face)
+    v1 = _sys.modules[__name__]
+
+
 _LAZY = {"io": "ember.io", "image": "ember.vision.image"}
+
+
+def _tf_summary():
+    import types
+
+    from ember.train.tf1_summary import FileWriter
+
+    return types.SimpleNamespace(FileWriter=FileWriter)
 
 
 def __getattr__(name: str):
     if name == "data":
         value = _tf_data()
         globals()[name] = value
+        return value
+    if name == "summary":
+        value = globals()[name] = _tf_summary()
         return value
     module = _LAZY.get(name)
     if module is not None:

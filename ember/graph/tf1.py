@@ -56,8 +56,15 @@ class Graph:
         self.variables: list = []
         self.trainable: list = []
         self._names: dict = {}
+        self.operations: list = []  # every node, in the order built (tf.summary's add_graph)
+
+    def get_operations(self):
+        return list(self.operations)
+
+    name_scope = ""  # "outer/inner/" while tf.name_scope blocks are open (ember/graph/tf1_nn.py)
 
     def unique_name(self, base: str) -> str:
+        base = self.name_scope + base
         n = self._names.get(base, 0)
         self._names[base] = n + 1
         return base if n == 0 else f"{base}_{n}"
@@ -114,9 +121,15 @@ class Tensor:
         self.fn = fn
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
-        self.name = self.graph.unique_name(name)
+        self.op_name = self.graph.unique_name(name)
+        self.graph.operations.append(self)
         self.dtype = _as_dtype(dtype)
         self._shape = shape
+
+    @property
+    def name(self) -> str:
+        """TensorFlow's tensor name, 'scope/op:0' (an Operation's is its op name)."""
+        return self.op_name if self._kind == "operation" else f"{self.op_name}:0"
 
     @property
     def shape(self):
@@ -128,7 +141,7 @@ class Tensor:
     def __repr__(self):
         dt = f", dtype={self.dtype.name}" if self.dtype is not None else ""
         shape = f", shape={tuple(self._shape)}" if self._shape is not None else ""
-        return f"<tf.Tensor '{self.name}:0'{shape}{dt}>"
+        return f"<tf.Tensor '{self.name}'{shape}{dt}>"
 
     __hash__ = object.__hash__
 
@@ -193,6 +206,10 @@ class Operation(Tensor):
     """A node run for its effect (train ops, initialisers); fetching it gives None."""
 
     _kind = "operation"
+
+    def run(self, feed_dict=None, session=None):
+        """Run this op in `session` or the default session (TF's Operation.run)."""
+        (session or _default_session()).run(self, feed_dict)
 
 
 class Placeholder(Tensor):
@@ -307,7 +324,7 @@ def _eval(x, env, memo):
         if kind == "placeholder":
             if x not in env:
                 raise InvalidArgumentError(
-                    f"You must feed a value for placeholder tensor '{x.name}' with dtype "
+                    f"You must feed a value for placeholder tensor '{x.op_name}' with dtype "
                     f"{x.dtype.name}" + (f" and shape {list(x._shape)}" if x._shape else "")
                 )
             value = env[x]
@@ -436,7 +453,7 @@ class Optimizer:
         slot = Variable(
             np.zeros(tuple(var.tensor.shape)),
             dtype=var.dtype,
-            name=f"{var.name}/{self.name}/{name}",
+            name=f"{var.op_name}/{self.name}/{name}",
             trainable=False,
         )
         return slot.tensor
@@ -527,7 +544,7 @@ class Session:
             for v in plan.variables:
                 if id(v) not in self.initialized:
                     raise FailedPreconditionError(
-                        f"Attempting to use uninitialized value {v.name}: run "
+                        f"Attempting to use uninitialized value {v.op_name}: run "
                         f"tf.global_variables_initializer() in this session first"
                     )
             plan.checked = True
@@ -618,7 +635,7 @@ def _convert_feed(p, value):
             and not (src.dtype.kind in "iub" and dtype.kind in "iuf")
         ):
             raise TypeError(
-                f"Cannot feed value of dtype {src.dtype} for Tensor '{p.name}:0', "
+                f"Cannot feed value of dtype {src.dtype} for Tensor '{p.name}', "
                 f"which has dtype {p.dtype.name}"
             )
         arr = src.astype(dtype, copy=False)
@@ -635,7 +652,7 @@ def _convert_feed(p, value):
             )
             raise ValueError(
                 f"Cannot feed value of shape {arr.shape} for Tensor "
-                f"'{p.name}:0', which has shape '{shape}'"
+                f"'{p.name}', which has shape '{shape}'"
             )
     return arr
 

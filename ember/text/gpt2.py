@@ -14,15 +14,16 @@ pre-tokenizer (Llama 3's split pattern, SmolLM's digit splitting) and post-proce
 
 from __future__ import annotations
 
-import os
 
-from ember.text.roberta import _added_token, _load_vocab_json, load_merges
+from ember.text.roberta import (
+    VocabMergesFiles,
+    _added_token,
+    _load_vocab_json,
+    load_merges,
+)
 from ember.text.tokenization import PreTrainedTokenizerFast, require_tokenizers
 
 __all__ = ["GPT2Tokenizer", "GPT2TokenizerFast", "byte_level_bpe_engine", "bytes_to_unicode"]
-
-VOCAB_FILE = "vocab.json"
-MERGES_FILE = "merges.txt"
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -70,7 +71,7 @@ def byte_level_bpe_engine(
     return engine
 
 
-class GPT2Tokenizer(PreTrainedTokenizerFast):
+class GPT2Tokenizer(VocabMergesFiles, PreTrainedTokenizerFast):
     """GPT-2's byte-level BPE tokenizer (Note [Byte-level BPE]), HuggingFace's defaults:
     `<|endoftext|>` as bos, eos and unknown token, no padding token, no special tokens added.
 
@@ -151,30 +152,6 @@ class GPT2Tokenizer(PreTrainedTokenizerFast):
                 seen.add(token.content)
                 (engine.add_special_tokens if token.special else engine.add_tokens)([token])
         return engine
-
-    @classmethod
-    def _from_config(cls, folder: str, config: dict):
-        if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
-            path = os.path.join(folder, "tokenizer_config.json")
-            if os.path.isfile(path) and "added_tokens_decoder" not in config:
-                import json
-
-                with open(path, encoding="utf-8") as file:
-                    decoder = json.load(file).get("added_tokens_decoder")
-                if decoder:
-                    config = {**config, "added_tokens_decoder": decoder}
-        return super()._from_config(folder, config)
-
-    @classmethod
-    def _from_vocabulary_files(cls, folder: str, config: dict):
-        vocab_file = os.path.join(folder, VOCAB_FILE)
-        merges_file = os.path.join(folder, MERGES_FILE)
-        if not (os.path.isfile(vocab_file) and os.path.isfile(merges_file)):
-            raise FileNotFoundError(
-                f"{cls.__name__}.from_pretrained: {folder!r} holds neither tokenizer.json nor "
-                f"vocab.json with merges.txt; found {sorted(os.listdir(folder))}"
-            )
-        return cls(vocab_file=vocab_file, merges_file=merges_file, **config)
 
     def _save_vocabulary(self, folder: str) -> list[str]:
         return []  # tokenizer.json holds the vocabulary and merges

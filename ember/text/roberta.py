@@ -73,7 +73,36 @@ def _added_token(tokenizers, value, special: bool = True):
     return tokenizers.AddedToken(str(value), special=special, normalized=not special)
 
 
-class RobertaTokenizer(PreTrainedTokenizerFast):
+class VocabMergesFiles:
+    """Loading from HuggingFace's byte-level BPE files (`vocab.json` + `merges.txt`) when a folder
+    has no `tokenizer.json`: shared by the RoBERTa and GPT-2 tokenizers."""
+
+    @classmethod
+    def _from_config(cls, folder: str, config: dict):
+        # the vocabulary-files path honours added_tokens_decoder's flags, which
+        # _folder_config leaves out (a tokenizer.json lists its added tokens itself)
+        if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
+            path = os.path.join(folder, "tokenizer_config.json")
+            if os.path.isfile(path) and "added_tokens_decoder" not in config:
+                with open(path, encoding="utf-8") as file:
+                    decoder = json.load(file).get("added_tokens_decoder")
+                if decoder:
+                    config = {**config, "added_tokens_decoder": decoder}
+        return super()._from_config(folder, config)
+
+    @classmethod
+    def _from_vocabulary_files(cls, folder: str, config: dict):
+        vocab_file = os.path.join(folder, VOCAB_FILE)
+        merges_file = os.path.join(folder, MERGES_FILE)
+        if not (os.path.isfile(vocab_file) and os.path.isfile(merges_file)):
+            raise FileNotFoundError(
+                f"{cls.__name__}.from_pretrained: {folder!r} holds neither tokenizer.json nor "
+                f"vocab.json with merges.txt; found {sorted(os.listdir(folder))}"
+            )
+        return cls(vocab_file=vocab_file, merges_file=merges_file, **config)
+
+
+class RobertaTokenizer(VocabMergesFiles, PreTrainedTokenizerFast):
     """RoBERTa's tokenizer (byte-level BPE) from a tokenizer.json, or from vocab.json and
     merges.txt.
 
@@ -207,30 +236,6 @@ class RobertaTokenizer(PreTrainedTokenizerFast):
             else:
                 backend.add_tokens([token])
         return backend
-
-    @classmethod
-    def _from_config(cls, folder: str, config: dict):
-        # the vocabulary-files path honours added_tokens_decoder's flags, which
-        # _folder_config leaves out (a tokenizer.json lists its added tokens itself)
-        if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
-            path = os.path.join(folder, "tokenizer_config.json")
-            if os.path.isfile(path) and "added_tokens_decoder" not in config:
-                with open(path, encoding="utf-8") as file:
-                    decoder = json.load(file).get("added_tokens_decoder")
-                if decoder:
-                    config = {**config, "added_tokens_decoder": decoder}
-        return super()._from_config(folder, config)
-
-    @classmethod
-    def _from_vocabulary_files(cls, folder: str, config: dict):
-        vocab_file = os.path.join(folder, VOCAB_FILE)
-        merges_file = os.path.join(folder, MERGES_FILE)
-        if not (os.path.isfile(vocab_file) and os.path.isfile(merges_file)):
-            raise FileNotFoundError(
-                f"{cls.__name__}.from_pretrained: {folder!r} holds neither tokenizer.json nor "
-                f"vocab.json with merges.txt; found {sorted(os.listdir(folder))}"
-            )
-        return cls(vocab_file=vocab_file, merges_file=merges_file, **config)
 
 
 RobertaTokenizerFast = RobertaTokenizer  # one class, as in transformers 5

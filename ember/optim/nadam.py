@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ember import dtypes as _dt
-from ember.optim._functional import addcdiv_, addcmul_, lerp_
-from ember.optim.adamax import _check_adam_args
+from ember.optim._functional import addcdiv_
+from ember.optim.adamax import _check_adam_args, _moment_step
 from ember.optim.optimizer import Optimizer
 from ember.tensor import Tensor, tensor, zeros_like
 
@@ -69,26 +69,15 @@ class NAdam(Optimizer):
         }
 
     def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
-        step_t = state["step"]
-        step_t.add_(1)
-        step = step_t.item()
-        lr, weight_decay = group["lr"], group["weight_decay"]
+        step, grad = _moment_step(param, grad, state, group)
+        lr = group["lr"]
         beta1, beta2 = group["betas"]
-        if group["maximize"]:
-            grad = -grad
-        if weight_decay != 0:
-            if group["decoupled_weight_decay"]:
-                param.mul_(1 - lr * weight_decay)
-            else:
-                grad = grad.add(param, alpha=weight_decay)
         decay = group["momentum_decay"]
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * decay)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * decay)))
         mu_product = state["mu_product"]
         mu_product.mul_(mu)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        lerp_(exp_avg, grad, 1 - beta1)
-        addcmul_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)
         denom = exp_avg_sq.div(1 - beta2**step).sqrt().add_(group["eps"])
         product = mu_product.item()
         product_next = product * mu_next

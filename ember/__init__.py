@@ -41,6 +41,7 @@ from ember.backend.threads import (
     get_num_threads as get_num_threads,
     set_num_threads as set_num_threads,
 )
+from ember.backend.denormals import set_flush_denormal as set_flush_denormal
 from ember.backend import (
     Device as Device,
     Generator as Generator,

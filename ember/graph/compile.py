@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import time
 import warnings
 from collections import OrderedDict
@@ -150,6 +151,7 @@ class CompiledFunction:
         self.max_cache_size = max_cache_size
         self.cache: OrderedDict = OrderedDict()
         self._fast: dict = {}
+        self._captured: set = set()
         self.retrace_reasons: list[str] = []
         self.trace_count = 0
         self._warned = False
@@ -179,8 +181,9 @@ class CompiledFunction:
             except AttributeError:
                 fast = None
             if fast is not None:
-                entry = self._fast.get(fast)
-                if entry is not None and _guards_hold(entry):
+                hit = self._fast.get(fast)
+                if hit is not None and _state_holds(*hit):
+                    entry = hit[0]
                     self._last = entry
                     return self._run(entry, args)
         leaves: list = []
@@ -214,10 +217,18 @@ class CompiledFunction:
             self._trace_ahead(entry, key[:2], args, kwargs, leaves, names)
         else:
             self.cache.move_to_end(key)
-        if not kwargs and all(isinstance(a, Tensor) for a in args):
-            self._fast[tuple([(a.array.shape, a.array.dtype, a._requires_grad) for a in args])] = (
-                entry
-            )
+            if not kwargs and all(isinstance(a, Tensor) for a in args):
+                # Note [Fast path]: the cached entry chosen for this state (.grad present or
+                # not, the optimizer state's values), as observed before this call runs; the
+                # next call with the same shapes checks the same state (an entry traced after
+                # `zero_grad()` cleared .grad has guards that a call with .grad set fails,
+                # though its cache key says which state it is for)
+                fast = tuple([(a.array.shape, a.array.dtype, a._requires_grad) for a in args])
+                self._fast[fast] = (
+                    entry,
+                    tuple([t.grad is not None for t, _ in entry.guards]),
+                    tuple([fn() for fn, _ in entry.state_guards]),
+                )
         self._last = entry
         return self._run(entry, leaves)
 
@@ -258,17 +269,35 @@ class CompiledFunction:
         return self._param_names[i] if i < len(self._param_names) else f"args[{i}]"
 
     def _run(self, entry, leaves):
-        outs, grads = entry.executor(*[t.array for t in leaves])
+        executor = entry.executor
+        owned = executor.grads_owned
+        if owned:
+            _release_shared_buffers(executor, entry.grad_owners, owned)
+        outs, grads = executor(*[t.array for t in leaves])
         if grads:
-            for owner, g in zip(entry.grad_owners, grads):
+            captured = self._captured
+            for owner, g, own in zip(entry.grad_owners, grads, owned):
                 current = owner.grad
+                if current is not None and current._data is g:
+                    continue  # Note [Gradient buffers]: already the executor's buffer
                 if (
                     current is not None
-                    and type(current.array) is np.ndarray
-                    and current.array.shape == g.shape
-                    and current.array.dtype == g.dtype
+                    and id(current) in captured
+                    and current._data.shape == g.shape
+                    and current._data.dtype == g.dtype
                 ):
-                    np.copyto(current.array, g)
+                    np.copyto(current._data, g)  # a graph reads this tensor: keep it
+                elif own:
+                    # a new tensor (as eager's backward makes), holding the graph's buffer
+                    owner.grad = Tensor.from_array(g)
+                elif (
+                    current is not None
+                    and sys.getrefcount(current) <= 3  # held by its owner only
+                    and type(current._data) is np.ndarray
+                    and current._data.shape == g.shape
+                    and current._data.dtype == g.dtype
+                ):
+                    np.copyto(current._data, g)
                 else:
                     owner.grad = Tensor.from_array(np.array(g, copy=True))
         for owner in entry.grad_none:
@@ -312,7 +341,10 @@ class CompiledFunction:
         limit = self.max_cache_size or _config.max_cache_size
         while len(self.cache) > limit:
             _, dropped = self.cache.popitem(last=False)
-            self._fast = {k: v for k, v in self._fast.items() if v is not dropped}
+            self._fast = {k: v for k, v in self._fast.items() if v[0] is not dropped}
+        # tensors some graph reads by reference (a .grad it accumulates into): their .grad
+        # owners keep them, and receive gradients by copy (Note [Gradient buffers])
+        self._captured = {id(t) for e in self.cache.values() for t in e.executor.captures}
         return entry
 
     def _explain(self, key, old, names) -> str:
@@ -362,6 +394,37 @@ class CompiledFunction:
 
     def __repr__(self) -> str:
         return f"<ember.compile {self.name}: {len(self.cache)} graph(s)>"
+
+
+def _release_shared_buffers(executor, owners, owned) -> None:
+    """Note [Gradient buffers]: the graph writes each gradient into a buffer of its own, and
+    that buffer becomes the owner's `.grad`. If anything else still holds it (the old `.grad`
+    kept by gradient accumulation, a view of it), the graph gets a new buffer for this call, so
+    what is held keeps its values, as with eager's new gradient tensors."""
+    names = executor.globals
+    for owner, name in zip(owners, owned):
+        if name is None:
+            continue
+        buf = names[name]
+        current = owner.grad
+        # the references expected: the executor's namespace, `buf`, getrefcount's argument,
+        # and the owner's .grad tensor if it is the buffer's (itself held by the owner only:
+        # its attribute, `current`, the argument)
+        mine = current is not None and current._data is buf and sys.getrefcount(current) <= 3
+        if sys.getrefcount(buf) > 3 + mine:
+            names[name] = np.empty_like(buf)
+
+
+def _state_holds(entry, grads, state) -> bool:
+    """The captured tensors' .grad presence and the guarded state are as when `entry` was
+    chosen for this call signature (Note [Fast path])."""
+    for (t, _), had in zip(entry.guards, grads):
+        if (t.grad is not None) is not had:
+            return False
+    for (fn, _), value in zip(entry.state_guards, state):
+        if fn() != value:
+            return False
+    return True
 
 
 def _guards_hold(entry) -> bool:

@@ -103,6 +103,39 @@ class Executor:
         inplace_done = set()
         quiet = False
         produced_at: dict = {}
+        grad_vars = {v for _, v in g.grads}
+
+        def place(v, idx, e):
+            """The buffer name kernel result `v` of equation `e` is written into, or None (a
+            fresh array); records what it aliases."""
+            cap = update_of.get(v)
+            if (
+                cap is not None
+                and self.inplace_updates
+                and cap not in inplace_done
+                and v.shape == cap.shape
+                and v.dtype == cap.dtype
+                and self._old_value_dead(g, cap, idx, last_use, aliases, names)
+                and self._reads_in_step(e, cap, aliases, names)
+            ):
+                inplace_done.add(cap)
+                aliases[v] = {names[cap]}
+                return names[cap]
+            if last_use.get(v) == forever and v not in update_of and v not in grad_vars:
+                aliases[v] = set()  # a result: a fresh array each call
+                return None
+            key = (v.shape, v.dtype.str)
+            free = pool.get(key)
+            if free:
+                target = free.pop()
+            else:
+                target = plan.bind(np.empty(v.shape, v.dtype), "b")
+                self.buffers_bytes += v.nbytes
+                buffer_key[target] = key
+            aliases[v] = {target}
+            buffer_live.setdefault(target, set()).add(v)
+            return target
+
         for idx, e in enumerate(g.eqns):
             out = e.out
             produced_at[out] = idx
@@ -111,51 +144,29 @@ class Executor:
             quiet = quiet or getattr(e.op, "quiet", False)
             target = None
             if kind is not None:
-                cap = update_of.get(out)
-                if (
-                    cap is not None
-                    and self.inplace_updates
-                    and out.shape == cap.shape
-                    and out.dtype == cap.dtype
-                    and self._old_value_dead(g, cap, idx, last_use, aliases, names)
-                ):
-                    target = names[cap]
-                    inplace_done.add(cap)
-                    aliases[out] = {names[cap]}
-                elif (
-                    last_use.get(out) == forever
-                    and out not in update_of
-                    and all(out is not v for _, v in g.grads)
-                ):
-                    target = None  # a result: a fresh array each call
-                    aliases[out] = set()
-                else:
-                    key = (out.shape, out.dtype.str)
-                    free = pool.get(key)
-                    if free:
-                        target = free.pop()
-                    else:
-                        target = plan.bind(np.empty(out.shape, out.dtype), "b")
-                        self.buffers_bytes += out.nbytes
-                        buffer_key[target] = key
-                    aliases[out] = {target}
-                    buffer_live.setdefault(target, set()).add(out)
+                target = place(out, idx, e)
                 line = self._kernel_line(plan, e, kind, args, target)
             else:
-                line = self._generic_line(plan, e, args)
-                if getattr(e.op, "fresh_outputs", False):  # fused kernels: new arrays
-                    for v in e.outs:
+                targets = None
+                if getattr(e.op, "accepts_outs", False):
+                    # a fused kernel with several results: each elementwise result goes into a
+                    # planned buffer or straight into the captured state it updates
+                    targets = [place(v, idx, e) for v in e.outs[: len(e.op.outputs)]]
+                    for v in e.outs[len(e.op.outputs) :]:
                         aliases[v] = set()
-                aliases[out] = (
-                    set()
-                    if getattr(e.op, "fresh_outputs", False)
-                    else set().union(*(aliases[a] for a in e.inputs if isinstance(a, Var)))
-                    if any(isinstance(a, Var) for a in e.inputs)
-                    else set()
-                )
-                for key in aliases[out]:
-                    if key in buffer_live:
-                        buffer_live[key].add(out)
+                line = self._generic_line(plan, e, args, targets)
+                if targets is None:
+                    if getattr(e.op, "fresh_outputs", False):  # fused kernels: new arrays
+                        for v in e.outs:
+                            aliases[v] = set()
+                    aliases[out] = (
+                        set()
+                        if getattr(e.op, "fresh_outputs", False) or self._scalar_result(e)
+                        else set().union(*(aliases[a] for a in self._may_return(e)))
+                    )
+                    for key in aliases[out]:
+                        if key in buffer_live:
+                            buffer_live[key].add(out)
             for v in e.outs:
                 names[v] = f"v{v.id}"
             if len(e.outs) > 1:
@@ -164,7 +175,7 @@ class Executor:
                 line = f"{names[out]} = {line}"
             plan.lines.append(line)
             # free buffers whose values are all dead after this equation
-            for a in list(e.inputs) + [out]:
+            for a in list(e.inputs) + list(e.outs):
                 if isinstance(a, Var) and last_use.get(a, -1) <= idx:
                     for key in aliases.get(a, ()):
                         live = buffer_live.get(key)
@@ -186,8 +197,23 @@ class Executor:
                 outs.append(ref)
             else:
                 outs.append(_literal(plan, a))
-        # gradients go into the owners' existing .grad buffers (copied by the caller)
+        # Note [Gradient buffers]: a gradient computed into a buffer of this executor's own
+        # (not a view of an input, a capture or a constant, and not another gradient's) becomes
+        # its owner's .grad as it is, with no copy; the next call writes its new value there,
+        # as copying into the existing .grad would. Others are copied by the caller.
         grads = [names[v] for _, v in g.grads]
+        seen: set = set()
+        self.grads_owned = []  # per gradient: the name of the buffer it is computed in, or None
+        for _, v in g.grads:
+            keys = aliases.get(v, {"?"}) if isinstance(v, Var) else {"?"}
+            own = (
+                len(keys) == 1
+                and all(k in buffer_key for k in keys)
+                and not (keys & seen)
+                and v not in g.outputs
+            )
+            seen |= keys
+            self.grads_owned.append(next(iter(keys)) if own else None)
         params = [names[v] for v in g.inputs] + [f"c{i}" for i in range(len(g.captures))]
         src = [f"def run({', '.join(params)}):"]
         indent = "    "
@@ -203,6 +229,7 @@ class Executor:
         namespace = dict(plan.globals)
         exec(compile(self.source, f"<ember graph {g.name}>", "exec"), namespace)
         self.run = namespace["run"]
+        self.globals = namespace  # the buffers by name (a gradient's may be swapped per call)
         self.captures = [t for _, t in g.captures]
 
     @staticmethod
@@ -216,6 +243,59 @@ class Executor:
             if key in keys and last_use.get(v, -1) > idx:
                 return False
         return True
+
+    @staticmethod
+    def _may_return(e) -> list:
+        """The inputs whose storage a kernel's result may share: any input of a view op or of
+        a one-input op (a kernel may hand back its operand, or a view of it, as NumPy's einsum
+        does for a transpose); of ops with several inputs, those with the result's shape and
+        dtype (the operand itself returned unchanged). A kernel of several inputs computes a
+        result of another shape anew (linear, cross entropy's gradient)."""
+        from ember.ops.registry import OpDef
+
+        vars_ = [a for a in e.inputs if isinstance(a, Var)]
+        if not isinstance(e.op, OpDef) or e.op.view or len(vars_) <= 1:
+            return vars_
+        out = e.out
+        return [a for a in vars_ if a.shape == out.shape and a.dtype == out.dtype]
+
+    @staticmethod
+    def _scalar_result(e) -> bool:
+        """A result that is a new array, never a view of an input, so it pins no buffer or
+        capture: a 0-d result of a non-view op computed from arrays (a loss; the line wraps it
+        in `asarray`), or a reduction's (its OpDef has an accumulator template)."""
+        from ember.ops.registry import OpDef
+
+        op = e.op
+        if not isinstance(op, OpDef) or op.view or len(e.outs) != 1:
+            return False
+        if isinstance(op.template, tuple):
+            return True
+        return e.out.ndim == 0 and all(a.ndim > 0 for a in e.inputs if isinstance(a, Var))
+
+    @staticmethod
+    def _overwritten(e, args, targets) -> dict:
+        """{output k: operand j} for the fused kernel's outputs written over an operand's own
+        buffer (Note [In-place fused kernels])."""
+        pairs = {}
+        for k, t in enumerate(targets):
+            if t is not None and t in args:
+                j = args.index(t)
+                if isinstance(e.inputs[j], Var) and e.inputs[j].shape == e.outs[k].shape:
+                    pairs[k] = j
+        return pairs
+
+    @staticmethod
+    def _reads_in_step(e, cap, aliases, names) -> bool:
+        """Writing `cap`'s buffer while `e` runs is safe: an elementwise kernel (a ufunc handles
+        overlap itself) or a fused kernel that reads the buffer only as `cap` itself, element i
+        before it writes element i."""
+        if not (getattr(e.op, "accepts_out", False) or getattr(e.op, "accepts_outs", False)):
+            return True
+        key = names[cap]
+        return all(
+            a is cap or key not in aliases.get(a, ()) for a in e.inputs if isinstance(a, Var)
+        )
 
     @staticmethod
     def _kernel_kind(e):
@@ -269,7 +349,8 @@ class Executor:
                 f"asarray(np.maximum({args[0]}, 0))" if scalar else f"np.maximum({args[0]}, 0{out})"
             )
         if kind == "fused":
-            fn = plan.bind(e.op.make_runner(e), "p")
+            inplace = self._overwritten(e, args, [target]) if target is not None else None
+            fn = plan.bind(e.op.make_runner(e, inplace=inplace), "p")
             return f"{fn}({', '.join(args)}{out})"
         if kind == "matmul":
             call = f"np.matmul({args[0]}, {args[1]}{out})"
@@ -283,7 +364,7 @@ class Executor:
             return f"add_reduce({args[0]}, axis={axis!r}, keepdims={keep}{out})"
         raise AssertionError(kind)
 
-    def _generic_line(self, plan, e, args):
+    def _generic_line(self, plan, e, args, targets=None):
         from ember.ops.registry import OpDef
 
         if isinstance(e.op, OpDef):
@@ -302,8 +383,13 @@ class Executor:
                 call = f"asarray({call})"
             return call
         # graph-level primitives (fused kernels, cond, while_loop) have a `run(*arrays)`
-        fn = plan.bind(e.op.make_runner(e), "p")
-        return f"{fn}({', '.join(args)})"
+        if targets:
+            runner = e.op.make_runner(e, inplace=self._overwritten(e, args, targets))
+        else:
+            runner = e.op.make_runner(e)
+        fn = plan.bind(runner, "p")
+        outs = [f"o{k}={t}" for k, t in enumerate(targets or ()) if t is not None]
+        return f"{fn}({', '.join(list(args) + outs)})"
 
     # --- running -------------------------------------------------------------------------------
     def __call__(self, *arrays):

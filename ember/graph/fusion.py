@@ -252,16 +252,19 @@ def _build(eqns, members, reductions, readers, roots, graph):
         r = eqns[i]
         red.append((r.name, r.inputs[0], r.attrs.get("dim"), bool(r.attrs.get("keepdim")), r.out))
     names = [s[0] for s in steps] + [r[0] for r in red]
-    op = FusedOp(
-        shape,
-        ext,
-        steps,
-        outputs,
-        red,
-        layouts=[
-            "A" if (producer.get(a) is not None and _strided(producer[a].op)) else "C" for a in ext
-        ],
+    layouts = [
+        "A" if (producer.get(a) is not None and _strided(producer[a].op)) else "C" for a in ext
+    ]
+    # Note [Flat fused loops]: every operand either has the group's shape or is one value, and
+    # none is usually strided: the kernel runs one loop over the flattened arrays, which LLVM
+    # vectorises (a nested loop over (128, 784) ran the Adam update ~2x slower)
+    flat = (
+        len(shape) >= 2
+        and all(a.ndim == 0 or a.shape == tuple(shape) for a in ext)
+        and all(layout == "C" for layout in layouts)
+        and all(dim is None or len(_axes(dim, len(shape))) == len(shape) for _, _, dim, _, _ in red)
     )
+    op = FusedOp(shape, ext, steps, outputs, red, layouts=layouts, flat=flat)
     outs = outputs + [r[4] for r in red]
     site = eqns[members[-1]].site
     return Eqn(op, ext, {"ops": ",".join(names)}, outs, site)
@@ -279,13 +282,22 @@ class FusedOp:
         """One elementwise result: the executor may pass a buffer (`out=`) to write it in."""
         return not self.red and len(self.outputs) == 1
 
-    def __init__(self, shape, ext, steps, outputs, red, layouts):
+    @property
+    def accepts_outs(self) -> bool:
+        """Elementwise results (with or without reductions): the executor may pass a buffer for
+        each (`o0=`, `o1=`, ...; None: a new array), e.g. an optimizer's state to update in
+        place (Note [Executor])."""
+        return bool(self.outputs)
+
+    def __init__(self, shape, ext, steps, outputs, red, layouts, flat=False):
         self.shape = tuple(shape)
         self.ext = list(ext)
         self.steps = steps
         self.outputs = list(outputs)
         self.red = red
         self.layouts = layouts
+        self.flat = flat  # Note [Flat fused loops]
+        self.loop_shape = (math.prod(self.shape),) if flat else self.shape
 
     def __repr__(self):
         return f"<fused {len(self.steps)} ops>"
@@ -306,7 +318,7 @@ class FusedOp:
         outputs = self.outputs
         single = len(outputs) + len(reds) == 1
 
-        def run(*arrays, out=None):
+        def run(*arrays, out=None, **targets):
             env = {}
             with np.errstate(all="ignore"):
                 for fn, refs, attrs, var in plan:
@@ -326,23 +338,37 @@ class FusedOp:
             if out is not None:
                 np.copyto(out, results[0])
                 return out
+            for k in range(len(outputs)):
+                target = targets.get(f"o{k}")
+                if target is not None:
+                    np.copyto(target, results[k])
+                    results[k] = target
             return results[0] if single else tuple(results)
 
         return run
 
     # --- numba kernel ------------------------------------------------------------------------
-    def kernel_source(self):
-        """(source, literal values with their dtypes) of the loop kernel."""
-        n = len(self.shape)
+    def kernel_source(self, inplace=None):
+        """(source, literal values with their dtypes) of the loop kernel; `inplace` maps an
+        output to the operand whose buffer it overwrites (Note [In-place fused kernels])."""
+        inplace = inplace or {}
+        shape = self.loop_shape
+        n = len(shape)
         idx_all = ", ".join(f"i{d}" for d in range(n)) if n else "()"
         if n == 1:
             idx_all = "i0"
-        params_out = [f"o{k}" for k in range(len(self.outputs))]
+        params_out = [f"o{k}" for k in range(len(self.outputs)) if k not in inplace]
         params_in = [f"a{k}" for k in range(len(self.ext))]
         lits = []
         body = []
+        hoisted = []  # one-value operands are read once, before the loops: a read inside
+        # them may alias an output's store, which keeps LLVM from vectorising the loop
         for k, a in enumerate(self.ext):
-            body.append(f"x{k} = a{k}[{_index(a.shape, self.shape)}]")
+            if a.ndim == 0:
+                hoisted.append(f"x{k} = a{k}[()]")
+                continue
+            in_shape = shape if self.flat else a.shape
+            body.append(f"x{k} = a{k}[{_index(in_shape, shape)}]")
         local = {}
         for j, (name, refs, _attrs, out) in enumerate(self.steps):
             operands = []
@@ -375,7 +401,8 @@ class FusedOp:
                 body.append(f"t{j} = np.{dname}({expr})")
             local[out] = f"t{j}"
         for k, v in enumerate(self.outputs):
-            body.append(f"o{k}[{idx_all}] = {local[v]}")
+            dest = f"a{inplace[k]}" if k in inplace else f"o{k}"
+            body.append(f"{dest}[{idx_all}] = {local[v]}")
         params_red, pre, post = [], [], []
         for q, (name, x, dim, keep, rout) in enumerate(self.red):
             axes = _axes(dim, n)
@@ -410,7 +437,7 @@ class FusedOp:
             + [f"n{d}" for d in range(n)]
         )
         src = [f"def kernel({', '.join(params)}):"]
-        src += ["    " + line for line in pre]
+        src += ["    " + line for line in hoisted + pre]
         indent = "    "
         for d in range(n):
             src.append(f"{indent}for i{d} in range(n{d}):")
@@ -419,19 +446,19 @@ class FusedOp:
         src += ["    " + "    " * depth + line for depth, line in post]
         return "\n".join(src) + "\n", lits
 
-    def make_runner(self, eqn):
+    def make_runner(self, eqn, inplace=None):
         from ember.backend import numba_kernels
 
         if not numba_kernels.available():
             return self.numpy_runner()
-        source, lits = self.kernel_source()
+        source, lits = self.kernel_source(inplace)
         error = None
         for disk in (True, False):  # a kernel cached on disk that fails to load: compile it
             try:
                 kernel = numba_kernels.jit_source(source, "kernel", disk=disk)
                 if kernel is None:
                     return self.numpy_runner()
-                run = self._numba_runner(kernel, lits)
+                run = self._numba_runner(kernel, lits, inplace or {})
                 self._warm_up(run)
                 return run
             except Exception as exc:  # noqa: BLE001 - any numba failure: the NumPy path
@@ -439,23 +466,57 @@ class FusedOp:
         _warn_fallback(eqn, error)
         return self.numpy_runner()
 
-    def _numba_runner(self, kernel, lits):
+    def _numba_runner(self, kernel, lits, inplace):
+        """Note [In-place fused kernels]: an output the executor writes over one of the
+        kernel's operands (an optimizer's state, a parameter) is stored through that operand's
+        own argument, element i after it was read: the kernel then has one pointer for both,
+        and LLVM vectorises the loop, where two arguments that overlap fail its runtime alias
+        check and leave the loop scalar (Adam over 100k floats: 54 us against 252 us)."""
         shape = self.shape
+        flat = self.flat
         out_dtypes = [v.dtype for v in self.outputs]
-        g = {"kernel": kernel, "empty": np.empty, "full": np.full, "zeros": np.zeros}
+        g = {
+            "kernel": kernel,
+            "empty": np.empty,
+            "full": np.full,
+            "zeros": np.zeros,
+            "copyto": np.copyto,
+        }
         args = []
         lines = []
+        post = []
+        if self.accepts_out:
+            lines.append("o0 = out if out is not None else o0")
+        flat_in = {}  # operand -> the name its flat view is passed as
+        for k, j in inplace.items():
+            lines.append(f"o{k} = a{j}")
+            if flat:
+                flat_in[j] = f"w_a{j}"
+                lines.append(f"w_a{j} = a{j}.reshape(-1)")
+                lines.append(f"if not a{j}.flags.c_contiguous:")
+                lines.append(f"    w_a{j} = w_a{j}.copy()")
+                post.append(f"if not a{j}.flags.c_contiguous:")
+                post.append(f"    copyto(a{j}, w_a{j}.reshape({shape!r}))")
         for k, dt in enumerate(out_dtypes):
             g[f"d{k}"] = dt
-            if self.accepts_out:
-                lines.append(f"o{k} = empty({shape!r}, d{k}) if out is None else out")
+            if k in inplace:
+                continue
+            lines.append(f"if o{k} is None:")
+            lines.append(f"    o{k} = empty({shape!r}, d{k})")
+            if flat:  # a target that is not C-contiguous is written through a flat copy
+                lines.append(f"w{k} = o{k}.reshape(-1)")
+                lines.append(f"if not o{k}.flags.c_contiguous:")
+                lines.append(f"    w{k} = w{k}.copy()")
+                post.append(f"if not o{k}.flags.c_contiguous:")
+                post.append(f"    copyto(o{k}, w{k}.reshape({shape!r}))")
+                args.append(f"w{k}")
             else:
-                lines.append(f"o{k} = empty({shape!r}, d{k})")
-            args.append(f"o{k}")
+                args.append(f"o{k}")
         results = [f"o{k}" for k in range(len(out_dtypes))]
-        n = len(shape)
+        loop = self.loop_shape
+        n = len(loop)
         for q, (name, _x, dim, _keep, rout) in enumerate(self.red):
-            axes = _axes(dim, n)
+            axes = set(range(n)) if flat else _axes(dim, n)
             g["np"] = np
             g[f"rdt{q}"] = rout.dtype
             if len(axes) != n:
@@ -468,15 +529,21 @@ class FusedOp:
             args.append(f"R{q}")
             results.append(f"R{q}")
         params = [f"a{k}" for k in range(len(self.ext))]
-        args += params
+        args += [
+            flat_in.get(k, f"a{k}.reshape(-1)") if flat and a.ndim else f"a{k}"
+            for k, a in enumerate(self.ext)
+        ]
         for k, value in enumerate(lits):
             g[f"s{k}"] = value
             args.append(f"s{k}")
-        args += [str(int(s)) for s in shape]
+        args += [str(int(s)) for s in loop]
         lines.append(f"kernel({', '.join(args)})")
+        lines += post
         ret = results[0] if len(results) == 1 else "(" + ", ".join(results) + ",)"
         lines.append(f"return {ret}")
-        sig = params + (["out=None"] if self.accepts_out else [])
+        sig = params + [f"o{k}=None" for k in range(len(out_dtypes))]
+        if self.accepts_out:
+            sig.append("out=None")
         src = f"def run({', '.join(sig)}):\n" + "\n".join("    " + x for x in lines)
         exec(compile(src, "<ember fused runner>", "exec"), g)
         run = g["run"]

@@ -192,7 +192,8 @@ def _swap_transposed_matmul(e, producer, uses, kept):
 def simplify(graph: Graph) -> Graph:
     """x*1, 1*x, x+0, 0+x, x-0, x/1, neg(neg x), reshape/expand to the same shape, cast to
     the same dtype, identity permutation -> x (only where shape and dtype are unchanged);
-    a transposed 2-D matmul -> the matmul of the transposed operands."""
+    a transposed 2-D matmul -> the matmul of the transposed operands; a 2-D matmul over a
+    length-1 contraction -> a broadcast multiply."""
     mapping: dict = {}
     producer: dict = {}
     kept = []
@@ -261,6 +262,19 @@ def simplify(graph: Graph) -> Graph:
                 replacement = twice  # the transpose of a transpose
             else:
                 _swap_transposed_matmul(e, producer, uses, kept)
+        elif (
+            name == "matmul"
+            and len(ins) == 2
+            and all(isinstance(x, Var) and x.ndim == 2 and x.dtype == out.dtype for x in ins)
+            and ins[0].shape[1] == 1
+            and out.dtype.kind == "f"
+        ):
+            # an outer product (a weight gradient at batch 1): each element is one product, as
+            # the GEMM computes it, so a broadcast multiply gives the same bits, and fusion can
+            # fold it into the optimizer update that reads it
+            from ember.ops.elementwise import MUL
+
+            e.op, e.attrs = MUL, {}
         elif name == "neg" and isinstance(ins[0], Var):
             inner = producer.get(ins[0])
             if inner is not None and inner.name == "neg" and same(inner.inputs[0]):

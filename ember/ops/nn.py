@@ -504,7 +504,7 @@ def _xent_parts(xp, x, t, ignore_index):
     m = x.max(axis=1, keepdims=True) if x.shape[1] else xp.zeros((x.shape[0], 1), x.dtype)
     shifted = x - m
     lse = xp.log(xp.exp(shifted).sum(axis=1))
-    picked = xp.take_along_axis(shifted, safe[:, None], axis=1)[:, 0]
+    picked = shifted[xp.arange(x.shape[0]), safe]  # take_along_axis, without its overhead
     return valid, safe, shifted, lse, picked
 
 

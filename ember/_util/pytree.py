@@ -2,8 +2,10 @@
 compiler's arguments and results, the TF1 session's fetches, the data pipeline's elements and
 the Trainer's outputs.
 
-Note [Pytrees]: lists, tuples (named tuples rebuilt by field) and dicts are the nodes; anything
-else is a leaf (`lists=False` makes lists leaves too, as tf.data treats a list as one value).
+Note [Pytrees]: lists, tuples (named tuples rebuilt by field) and dicts are the nodes, and
+classes registered with `register_node` (and their subclasses: a model's output dataclasses);
+anything else is a leaf (`lists=False` makes lists leaves too, as tf.data treats a list as one
+value).
 `flatten` gives the leaves in order (dicts in insertion order) and a `TreeDef`, which is
 hashable and equal for equal structures (a cache key) and rebuilds the tree around new leaves
 (`unflatten`); `map_leaves` is both in one pass; `flatten_with_paths` names each leaf the way
@@ -14,7 +16,35 @@ from __future__ import annotations
 
 from typing import Callable
 
-__all__ = ["TreeDef", "flatten", "flatten_with_paths", "leaves", "map_leaves", "unflatten"]
+__all__ = [
+    "TreeDef",
+    "flatten",
+    "flatten_with_paths",
+    "leaves",
+    "map_leaves",
+    "register_node",
+    "unflatten",
+]
+
+_NODES: dict = {}  # registered class -> (items(obj) -> (keys, values), rebuild(cls, keys, values))
+_NODE_OF: dict = {}  # any class -> its registered base's functions, or None (cached)
+
+
+def register_node(cls: type, items: Callable, rebuild: Callable) -> None:
+    """Make instances of `cls` (and of its subclasses) tree nodes: `items(obj)` gives (keys,
+    values) in order and `rebuild(type, keys, values)` makes the object again, as JAX's
+    `register_pytree_node` (Note [Pytrees])."""
+    _NODES[cls] = (items, rebuild)
+    _NODE_OF.clear()
+
+
+def _node_fns(kind):
+    try:
+        return _NODE_OF[kind]
+    except KeyError:
+        fns = next((_NODES[c] for c in kind.__mro__ if c in _NODES), None) if _NODES else None
+        _NODE_OF[kind] = fns
+        return fns
 
 
 class TreeDef:
@@ -50,10 +80,17 @@ _LEAF = TreeDef(None, (), ())
 
 
 def _is_node(tree, lists: bool) -> bool:
-    return isinstance(tree, (tuple, dict)) or (lists and isinstance(tree, list))
+    return (
+        isinstance(tree, (tuple, dict))
+        or (lists and isinstance(tree, list))
+        or _node_fns(type(tree)) is not None
+    )
 
 
 def _rebuild(node, keys, items):
+    fns = _node_fns(node)
+    if fns is not None:
+        return fns[1](node, keys, items)
     if node is dict or issubclass(node, dict):
         return dict(zip(keys, items))
     if hasattr(node, "_fields"):  # a named tuple
@@ -74,6 +111,10 @@ def _flatten(tree, out, lists):
     if isinstance(tree, dict):
         keys = tuple(tree)
         return TreeDef(dict, keys, tuple(_flatten(tree[k], out, lists) for k in keys))
+    fns = _node_fns(type(tree))
+    if fns is not None:
+        keys, values = fns[0](tree)
+        return TreeDef(type(tree), tuple(keys), tuple(_flatten(x, out, lists) for x in values))
     return TreeDef(type(tree), (), tuple(_flatten(x, out, lists) for x in tree))
 
 
@@ -91,6 +132,11 @@ def _flatten_paths(tree, path, out, lists):
         keys = tuple(tree)
         children = tuple(_flatten_paths(tree[k], f"{path}[{k!r}]", out, lists) for k in keys)
         return TreeDef(dict, keys, children)
+    fns = _node_fns(type(tree))
+    if fns is not None:
+        keys, values = fns[0](tree)
+        children = tuple(_flatten_paths(x, f"{path}.{k}", out, lists) for k, x in zip(keys, values))
+        return TreeDef(type(tree), tuple(keys), children)
     children = tuple(_flatten_paths(x, f"{path}[{i}]", out, lists) for i, x in enumerate(tree))
     return TreeDef(type(tree), (), children)
 
@@ -123,6 +169,10 @@ def map_leaves(fn: Callable, tree, leaf_type: type | None = None, *, lists: bool
     if kind is dict:
         return {k: map_leaves(fn, v, leaf_type, lists=lists) for k, v in tree.items()}
     if _is_node(tree, lists):
+        fns = _node_fns(kind)
+        if fns is not None:
+            keys, values = fns[0](tree)
+            return fns[1](kind, keys, [map_leaves(fn, v, leaf_type, lists=lists) for v in values])
         if isinstance(tree, dict):
             items = [map_leaves(fn, v, leaf_type, lists=lists) for v in tree.values()]
             return _rebuild(dict, tuple(tree), items)

@@ -9,6 +9,11 @@ recently used dropped). Every retrace records why (`compiled.retrace_reasons`: w
 changed, from what to what) and after `ember.config.retrace_warning_after` retraces a
 `RetraceWarning` says so with the reasons. `ember.config.run_eagerly = True` (or
 EMBER_RUN_EAGERLY=1) runs the Python function instead, for debugging.
+
+Note [Shape buckets]: a compiled module that has a `_compile_padding(args, kwargs)` method
+(the Transformer encoders, Note [Sequence buckets] in ember/transformers/compile_buckets.py)
+is called with its inputs padded up to a bucket, and its result cut back: the cache then
+holds one graph per bucket rather than one per length, and a retrace names the bucket.
 """
 
 from __future__ import annotations
@@ -144,9 +149,14 @@ class CompiledFunction:
         name: str | None = None,
         fuse: bool | None = None,
         max_cache_size: int | None = None,
+        buckets: bool = True,
     ):
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        # Note [Shape buckets]: a module may pad a call up to a shape bucket (and cut the
+        # result back), so that a few graphs serve every sequence length
+        self._pad = getattr(fn, "_compile_padding", None) if buckets else None
+        self._bucket_note = ""
         self.fuse = fuse
         self.max_cache_size = max_cache_size
         self.cache: OrderedDict = OrderedDict()
@@ -174,6 +184,16 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         if _config.run_eagerly:
             return self.fn(*args, **kwargs)
+        if self._pad is not None:
+            padded = self._pad(args, kwargs)
+            if padded is not None:  # Note [Shape buckets]
+                call, restore, (length, target) = padded
+                self._bucket_note = f" (sequence length {length} runs in its bucket {target})"
+                return restore(self._call((), call))
+        self._bucket_note = ""
+        return self._call(args, kwargs)
+
+    def _call(self, args, kwargs):
         if not kwargs:
             # fast path: only tensor arguments (the common training-step call)
             try:
@@ -313,7 +333,7 @@ class CompiledFunction:
         if self.cache:
             if reason is None:
                 reason = self._explain(key, next(reversed(self.cache)), names)
-            self.retrace_reasons.append(reason)
+            self.retrace_reasons.append(reason + self._bucket_note)
             limit = _config.retrace_warning_after
             if len(self.retrace_reasons) >= limit and not self._warned:
                 self._warned = True
@@ -479,10 +499,19 @@ def _safe_name(path: str) -> str | None:
 
 
 def compile(
-    fn=None, *, name: str | None = None, fuse: bool | None = None, max_cache_size: int | None = None
+    fn=None,
+    *,
+    name: str | None = None,
+    fuse: bool | None = None,
+    max_cache_size: int | None = None,
+    buckets: bool = True,
 ):
     """Compile `fn` (a function of tensors and modules: forward, loss, backward(), optimizer
-    step) into a graph; later calls with the same signature run the compiled graph.
+    step; or a model) into a graph; later calls with the same signature run the compiled graph.
+
+    A model that knows how to pad its inputs (the Transformer encoders: Note [Sequence buckets]
+    in ember/transformers/compile_buckets.py) runs each sequence length in the graph of its
+    length bucket; `buckets=False` traces every length as it comes.
 
     Example:
         >>> import ember
@@ -491,10 +520,14 @@ def compile(
         tensor(4.)
     """
     if fn is None:
-        return lambda f: compile(f, name=name, fuse=fuse, max_cache_size=max_cache_size)
+        return lambda f: compile(
+            f, name=name, fuse=fuse, max_cache_size=max_cache_size, buckets=buckets
+        )
     if isinstance(fn, CompiledFunction):
         return fn
-    return CompiledFunction(fn, name=name, fuse=fuse, max_cache_size=max_cache_size)
+    return CompiledFunction(
+        fn, name=name, fuse=fuse, max_cache_size=max_cache_size, buckets=buckets
+    )
 
 
 function = compile

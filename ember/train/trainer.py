@@ -44,11 +44,14 @@ are those of one process over the whole set.
 
 Note [Compiled training step]: with `TrainingArguments(torch_compile=True)` each micro-batch's
 forward, loss and backward run as one graph compiled by `ember.compile` (the optimizer update
-stays eager). The graph is cached per input signature, so batches must keep their shapes: pad to
-a fixed length (`padding="max_length"` when tokenizing, or a collator with a fixed max_length)
-and use `dataloader_drop_last=True`, or each new shape traces a new graph (a RetraceWarning says
-so). The model's forward must be traceable: no Python branches on tensor values. Random ops
-(dropout) must be supported by the graph compiler; put the model's dropout at 0 otherwise.
+stays eager). The graph is cached per input signature. For the encoders that take a padding
+mask (BERT, RoBERTa, DistilBERT) each batch is padded up to its sequence-length bucket first
+(Note [Sequence buckets] in ember/transformers/compile_buckets.py), so dynamic padding costs a
+few graphs, one per bucket and batch size; for other models pad to a fixed length
+(`padding="max_length"`) and use `dataloader_drop_last=True`, or each new shape traces a new
+graph (a RetraceWarning says so). The model's forward must be traceable: no Python branches on
+tensor values. Random ops (dropout) must be supported by the graph compiler; put the model's
+dropout at 0 otherwise.
 Gradients are accumulated outside the graph (the graph always starts from cleared .grad), which
 gives the same sums as eager accumulation.
 """
@@ -663,7 +666,13 @@ class Trainer:
         for p in parameters:
             p.grad = None
         dtype = parameters[0].dtype
-        loss = self._compiled_step(dict(inputs), tensor(scale, dtype=dtype)).detach()
+        batch = dict(inputs)
+        padding = getattr(model, "_compile_padding", None)
+        if padding is not None:  # one graph per sequence bucket (Note [Sequence buckets])
+            padded = padding((), batch)
+            if padded is not None:
+                batch = padded[0]
+        loss = self._compiled_step(batch, tensor(scale, dtype=dtype)).detach()
         for p, old in zip(parameters, held):
             if old is not None and p.grad is not None:
                 np.add(p.grad.array, old.array, out=p.grad.array)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ember._util.pytree import register_node
+
 
 class ModelOutput:
     """Base of the output dataclasses (Note [ModelOutput access])."""
@@ -43,6 +45,19 @@ class ModelOutput:
 
     def __len__(self) -> int:
         return len(self.keys())
+
+
+def _output_items(out: ModelOutput):
+    names = [f.name for f in fields(out)]
+    return names, [getattr(out, n) for n in names]
+
+
+def _output_rebuild(cls, names, values) -> ModelOutput:
+    return cls(**dict(zip(names, values)))
+
+
+# outputs are tree nodes (Note [Pytrees]): a compiled model returns the same output class
+register_node(ModelOutput, _output_items, _output_rebuild)
 
 
 @dataclass(repr=False)

@@ -234,6 +234,13 @@ class PreTrainedModel(nn.Module):
         return next(self.parameters()).dtype
 
     # --- attention masks -------------------------------------------------------------------
+    def _compile_padding(self, args, kwargs):
+        """`ember.compile(model)` pads a call's sequence length up to its bucket (Note
+        [Sequence buckets] in ember/transformers/compile_buckets.py); None: run it as it is."""
+        from ember.transformers.compile_buckets import padded_call
+
+        return padded_call(self, args, kwargs)
+
     @staticmethod
     def get_extended_attention_mask(attention_mask, dtype=None):
         """A (batch, seq) or (batch, q, k) mask of 1 (attend) / 0 (padding) -> an additive

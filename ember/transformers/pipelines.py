@@ -4,6 +4,8 @@ Tasks (a small registry, `PIPELINE_REGISTRY`): 'feature-extraction', 'text-class
 (alias 'sentiment-analysis'), 'fill-mask', 'token-classification' (alias 'ner', aggregation
 'none' or 'simple'), 'text-generation' (a causal LM's `generate()`). Inputs run in padded
 batches of `batch_size` without gradients; outputs have HuggingFace's shapes and keys.
+`compile=True` (or a model given as `ember.compile(model)`) runs the forward passes as compiled
+graphs, one per batch size and sequence-length bucket.
 """
 
 from __future__ import annotations
@@ -36,7 +38,19 @@ class Pipeline:
     auto_model = AutoModel
     task = ""
 
-    def __init__(self, model, tokenizer=None, batch_size: int = 8, **defaults):
+    def __init__(
+        self, model, tokenizer=None, batch_size: int = 8, compile: bool = False, **defaults
+    ):
+        from ember.graph.compile import CompiledFunction, compile as ember_compile
+
+        compiled = None
+        if isinstance(model, CompiledFunction):  # ember.compile(model): run that
+            compiled, model = model, model.fn
+            if not hasattr(model, "config"):
+                raise TypeError(
+                    f"pipeline {self.task!r}: a compiled model must be ember.compile(model) of "
+                    f"a model object, got a compiled {type(model).__name__}"
+                )
         if isinstance(model, str) or hasattr(model, "__fspath__"):
             folder = model
             model = self.auto_model.from_pretrained(folder)
@@ -49,6 +63,16 @@ class Pipeline:
         if batch_size < 1:
             raise ValueError(f"pipeline {self.task!r}: batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
+        if compile and compiled is None:
+            if self.task == "text-generation":
+                raise ValueError(
+                    "pipeline 'text-generation': compile=True is not supported (generate() "
+                    "grows the sequence one token at a time); compile=False"
+                )
+            compiled = ember_compile(self.model, name=f"{self.task} pipeline")
+        # the forward pass: the model, or its compiled graphs (one per batch size and sequence
+        # bucket, Note [Sequence buckets] in ember/transformers/compile_buckets.py)
+        self.forward_fn = compiled if compiled is not None else self.model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.defaults = defaults
@@ -63,7 +87,7 @@ class Pipeline:
             if k in encoded
         }
         with ember.no_grad():
-            return self.model(**inputs)
+            return self.forward_fn(**inputs)
 
     def __call__(self, inputs, **kwargs):
         options = {**self.defaults, **kwargs}

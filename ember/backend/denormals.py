@@ -16,8 +16,6 @@ below float32's smallest normal (1.2e-38) reads and writes as zero, as in JAX.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import platform
 
 __all__ = ["set_flush_denormal", "flush_denormal"]
 
@@ -29,6 +27,9 @@ _libm = None
 def _lib():
     global _libm
     if _libm is None:
+        import ctypes.util
+        import platform
+
         _libm = False
         if platform.machine().lower() in ("x86_64", "amd64") and platform.system() == "Linux":
             name = ctypes.util.find_library("m") or "libm.so.6"

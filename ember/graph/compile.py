@@ -157,6 +157,8 @@ class CompiledFunction:
         # result back), so that a few graphs serve every sequence length
         self._pad = getattr(fn, "_compile_padding", None) if buckets else None
         self._bucket_note = ""
+        # Note [Trace ahead]; off for callers that always clear .grad before calling
+        self.trace_ahead = True
         self.fuse = fuse
         self.max_cache_size = max_cache_size
         self.cache: OrderedDict = OrderedDict()
@@ -234,7 +236,8 @@ class CompiledFunction:
             entry = self.cache.get(key)
         if entry is None:
             entry = self._trace(key, args, kwargs, leaves, names, reason)
-            self._trace_ahead(entry, key[:2], args, kwargs, leaves, names)
+            if self.trace_ahead:
+                self._trace_ahead(entry, key[:2], args, kwargs, leaves, names)
         else:
             self.cache.move_to_end(key)
             if not kwargs and all(isinstance(a, Tensor) for a in args):

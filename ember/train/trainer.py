@@ -658,6 +658,7 @@ class Trainer:
                 return loss
 
             self._compiled_step = ember_compile(train_step, name="train_step")
+            self._compiled_step.trace_ahead = False  # .grad is always cleared (below)
         # The graph always runs with .grad cleared and the sum is done here: a graph variant
         # traced with .grad set would capture those gradient tensors (Note [Compiled training
         # step]), and one variant per shape is cheaper to keep anyway.

@@ -16,6 +16,7 @@ from ember import dtypes as _dt
 from ember._util.errors import IndexOutOfRange, ShapeError, ValueOutOfRange
 from ember.backend import host_values
 from ember.backend import norm_kernels as _norm_kernels
+from ember.backend import xent_kernels as _xent_kernels
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
@@ -575,6 +576,12 @@ XENT_GRAD = defop(
     dtype=lambda g, x, t, **a: x,
     doc="Gradient of softmax_cross_entropy with respect to the logits.",
 )
+
+# one compiled loop over the rows each, where numba is there (ember/backend/xent_kernels.py)
+SOFTMAX_CROSS_ENTROPY.def_kernel("numpy")(
+    _with_reference(_xent_kernels.cross_entropy, _xent_forward)
+)
+XENT_GRAD.def_kernel("numpy")(_with_reference(_xent_kernels.cross_entropy_grad, _xent_grad_forward))
 
 
 def cross_entropy(

@@ -57,7 +57,9 @@ def _checked_kernels(calls):
         def checking(xp, *arrays, _op=op, _kernel=kernel, **attrs):
             ours = _kernel(xp, *arrays, **attrs)
             ref = _op.forward(xp, *arrays, **attrs)
-            dtype = np.result_type(*[a for a in arrays if isinstance(a, np.ndarray)])
+            # the tolerance follows the floating operands (class indices are int64)
+            floats = [a for a in arrays if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+            dtype = np.result_type(*(floats or [a for a in arrays if isinstance(a, np.ndarray)]))
             _compare(_op.name, ours, ref, dtype, f"shapes {[np.shape(a) for a in arrays]} {attrs}")
             calls[_op.name] = calls.get(_op.name, 0) + 1
             return ours
@@ -390,3 +392,38 @@ def test_batch_norm_kernels_on_random_shapes(shape, dtype, mode):
                         dtype,
                         f"{shape} {name}",
                     )
+
+
+XENT_CASES = [((64, 10), -100), ((1, 10), -100), ((7, 3), 1), ((5, 30522), -100)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,ignore_index", XENT_CASES, ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_kernels_on_random_shapes(shape, ignore_index, reduction, dtype):
+    """softmax_cross_entropy and its gradient: the compiled row loops (float64 sums) against
+    the reference forwards, with ignored targets, each reduction, and large logits."""
+    from ember.backend import numba_kernels, xent_kernels
+
+    if not numba_kernels.available():
+        pytest.skip("numba (the `fast` extra) is not installed or EMBER_NO_NUMBA is set")
+    rng = np.random.default_rng(len(shape) + shape[0])
+    x = (rng.standard_normal(shape) * 8).astype(dtype)
+    t = rng.integers(0, shape[1], shape[0])
+    t[::3] = ignore_index if ignore_index < 0 else t[::3]
+    g = np.asarray(rng.standard_normal(shape[0]) if reduction == "none" else 0.7, dtype=dtype)
+    fwd, grad = REGISTRY["softmax_cross_entropy"], REGISTRY["softmax_cross_entropy_grad"]
+    attrs = {"ignore_index": ignore_index, "reduction": reduction}
+    ours = xent_kernels.cross_entropy(x, t, **attrs)
+    assert ours is not None
+    _compare("softmax_cross_entropy", ours, fwd.forward(XP, x, t, **attrs), dtype, "random")
+    ours = xent_kernels.cross_entropy_grad(g, x, t, **attrs)
+    assert ours is not None
+    ref = grad.forward(XP, g, x, t, **attrs)
+    _compare("softmax_cross_entropy_grad", ours, ref, dtype, "random")
+    # a target out of range: the kernel declines, the reference raises with the target
+    bad = t.copy()
+    bad[0] = shape[1]
+    assert xent_kernels.cross_entropy(x, bad, **attrs) is None
+    with pytest.raises(IndexError, match="out of range"):
+        fwd.kernels["numpy"](XP, x, bad, **attrs)

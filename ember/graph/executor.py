@@ -14,8 +14,9 @@ other updates are copied back at the end. A fused kernel with several results (a
 update: the parameter and its moments) gets a buffer for each (`o0=`, `o1=`, ...), so one
 kernel updates all of a parameter's state in place (Note [In-place fused kernels]). Which
 results may share an input's storage is decided per op: a view op's or a one-input op's may,
-a reduction's and a 0-d loss's never, another op's only an input of its own shape and dtype. Results that may alias a pooled buffer are copied,
-so what the caller gets is never overwritten by a later call. Executors are not re-entrant.
+a reduction's and a 0-d loss's never, another op's only an input of its own shape and dtype.
+Results that may alias a pooled buffer are copied, so what the caller gets is never overwritten
+by a later call. Executors are not re-entrant.
 
 When a kernel raises, the graph is run again equation by equation to find the failing one, and
 the error names its op, the input shapes and dtypes and the user's line that created it.

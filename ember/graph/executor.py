@@ -179,6 +179,17 @@ class Executor:
             else:
                 line = f"{names[out]} = {line}"
             plan.lines.append(line)
+            # values dead after this equation: drop the local now, so an array a kernel made
+            # (not a planned buffer) is freed here, not when the whole graph returns
+            dead = [
+                names[a]
+                for a in dict.fromkeys([*e.inputs, *e.outs])
+                if isinstance(a, Var)
+                and last_use.get(a, -1) <= idx
+                and names.get(a, "").startswith("v")
+            ]
+            if dead:
+                plan.lines.append("del " + ", ".join(dead))
             # free buffers whose values are all dead after this equation
             for a in list(e.inputs) + list(e.outs):
                 if isinstance(a, Var) and last_use.get(a, -1) <= idx:

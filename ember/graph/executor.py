@@ -44,6 +44,16 @@ def _literal(plan, value) -> str:
     return plan.bind(value, "l")
 
 
+def _matmul_flat(a, b, out):
+    """(..., M, K) @ (K, N) as one (prod(...) * M, K) @ (K, N) GEMM, into `out` (a C-contiguous
+    planned buffer) or a new array."""
+    k, n = b.shape
+    if out is None:
+        return np.matmul(a.reshape(-1, k), b).reshape(a.shape[:-1] + (n,))
+    np.matmul(a.reshape(-1, k), b, out=out.reshape(-1, n))
+    return out
+
+
 class _Plan:
     """Per-equation decisions: the kernel line and the buffer it writes."""
 
@@ -53,6 +63,7 @@ class _Plan:
             "np": np,
             "xp": _XP,
             "asarray": np.asarray,
+            "ascontiguousarray": np.ascontiguousarray,
             "copyto": np.copyto,
             "add_reduce": np.add.reduce,
         }
@@ -141,6 +152,14 @@ class Executor:
             buffer_live.setdefault(target, set()).add(v)
             return target
 
+        from ember.ops.registry import OpDef
+
+        # values made by view ops that may leave them strided (everything but reshape)
+        self._strided = {
+            e.out
+            for e in g.eqns
+            if isinstance(e.op, OpDef) and e.op.view and e.op.name != "reshape"
+        }
         for idx, e in enumerate(g.eqns):
             out = e.out
             produced_at[out] = idx
@@ -369,6 +388,21 @@ class Executor:
             fn = plan.bind(e.op.make_runner(e, inplace=inplace), "p")
             return f"{fn}({', '.join(args)}{out})"
         if kind == "matmul":
+            a, b = e.inputs[0], e.inputs[1]
+            # an operand made by a strided view (k.mT): NumPy's matmul would skip BLAS for a
+            # stack of such matrices (eager code calls .contiguous(), which a graph value,
+            # having no strides, skips); a contiguous copy first, as eager makes, and none for
+            # an array that is contiguous already
+            args = [
+                f"ascontiguousarray({x})" if v in self._strided else x
+                for v, x in zip(e.inputs, args)
+            ]
+            if b.ndim == 2 and a.ndim > 2 and (target is None or target.startswith("b")):
+                # (..., M, K) @ (K, N) as one GEMM over the flattened batch, as the op's
+                # forward does: NumPy's matmul would loop over small GEMMs, each a thread
+                # handoff for a multi-threaded BLAS
+                fn = plan.bind(_matmul_flat, "m")
+                return f"{fn}({args[0]}, {args[1]}, {target})"
             call = f"np.matmul({args[0]}, {args[1]}{out})"
             return f"asarray({call})" if scalar else call
         if kind == "sum":

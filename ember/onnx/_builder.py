@@ -5,7 +5,10 @@ is a plain int in the graph. The exporter traces the function three times: at th
 shapes and at two other sizes of every dynamic axis. A value that is the same in all three
 traces is static; one that changes is fitted as `coefficient * prod(symbol ** power) + offset`
 (powers -2..2, such as `seq - 1` or a mean's `1 / seq`) over the dynamic axes' sizes, and
-emitted as shape arithmetic on the inputs' `Shape`. A value no such formula fits stops the
+emitted as shape arithmetic on the inputs' `Shape`; failing that, as a sum of two or three
+of them plus an offset (a decoder's key length, past + new). An axis named "a + b" in
+`dynamic_axes` is such a sum of symbols a and b, not a symbol of its own (optimum's name for
+an attention mask over past and new tokens). A value no such formula fits stops the
 export with the op and the user's line. Reshape targets use ONNX's 0 (copy the input's dim)
 and -1 (infer one dim) where they can, so most transformer reshapes stay constants. A
 constant made while tracing whose shape follows the axes must be a fill (ConstantOfShape) or
@@ -22,7 +25,7 @@ import numpy as np
 
 from ember import dtypes as _dt
 
-__all__ = ["Builder", "OnnxExportError", "fit_monomial"]
+__all__ = ["Builder", "OnnxExportError", "fit_monomial", "fit_sum"]
 
 _POWERS = (-2, -1, 0, 1, 2)
 
@@ -57,6 +60,22 @@ def fit_monomial(values, symbol_values, allow_negative=False):
                     best = (key, (coef, exps, offset))
                 break
     return None if best is None else best[1]
+
+
+def fit_sum(values, symbol_values):
+    """(indices, offset) with value == sum of those symbols' sizes + offset in every trace
+    (two or three symbols, such as a past length plus a new length), or None. Needs three
+    traces, so an offset is told apart from chance."""
+    if len(values) < 3:
+        return None
+    count = len(symbol_values[0])
+    for k in (2, 3):
+        for idx in itertools.combinations(range(count), k):
+            sums = [sum(s[i] for i in idx) for s in symbol_values]
+            offset = values[0] - sums[0]
+            if all(v - t == offset for v, t in zip(values, sums)):
+                return idx, offset
+    return None
 
 
 def _mono(sizes, exps):
@@ -247,11 +266,27 @@ class Builder:
         """A 1-element int64 tensor computing a varying size (one value per trace)."""
         fit = fit_monomial(per_trace_values, self.symbol_values)
         if fit is None:
+            summed = fit_sum(list(per_trace_values), self.symbol_values)
+            if summed is not None:
+                return self._sum(*summed)
             self.fail(
                 f"a size that varies with the dynamic axes ({list(per_trace_values)} across "
-                f"the traced sizes {self._symbol_text()}) is not a product of their sizes"
+                f"the traced sizes {self._symbol_text()}) is not a product of their sizes "
+                f"nor a sum of them"
             )
         return self._monomial(fit, "int64")
+
+    def _sum(self, indices, offset) -> str:
+        key = ("sum", indices, offset)
+        if key in self._dim_cache:
+            return self._dim_cache[key]
+        out = self.symbols[indices[0]][1]
+        for i in indices[1:]:
+            out = self.op("Add", out, self.symbols[i][1])
+        if offset:
+            out = self.op("Add", out, self.const(np.asarray([offset], np.int64)))
+        self._dim_cache[key] = out
+        return out
 
     def scalar(self, per_trace_values, dtype) -> str:
         """A 0-d constant of `dtype` that varies with the dynamic axes (a mean's 1/n)."""

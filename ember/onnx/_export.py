@@ -127,14 +127,66 @@ def _rebuild(args, kwargs, leaves, new_leaves):
     }
 
 
+def _derived_parts(sym, names) -> list | None:
+    """The symbols a derived axis name sums ("past_sequence_length + sequence_length", as
+    optimum names the attention mask's length), or None for a plain symbol."""
+    parts = [p.strip() for p in str(sym).split("+")]
+    if len(parts) > 1 and all(p in names for p in parts):
+        return parts
+    return None
+
+
+def _size_of(sym, symbol_names, sizes) -> int:
+    if sym in symbol_names:
+        return sizes[symbol_names.index(sym)]
+    return sum(sizes[symbol_names.index(p)] for p in _derived_parts(sym, symbol_names))
+
+
 def _shapes_for(leaves, names, dyn, symbol_names, sizes):
     shapes = []
     for t, name in zip(leaves, names):
         shape = list(t.shape)
         for axis, sym in dyn.get(name, {}).items():
-            shape[axis] = sizes[symbol_names.index(sym)]
+            shape[axis] = _size_of(sym, symbol_names, sizes)
         shapes.append(tuple(shape))
     return shapes
+
+
+def _collect_symbols(leaves, input_names, dyn):
+    """(plain symbol names, their example sizes). An axis named "a + b" after plain symbols
+    a and b is derived (Note [Dynamic dims]): its size is their sum in every trace."""
+    seen: dict = {}
+    for t, n in zip(leaves, input_names):
+        for axis, sym in sorted(dyn.get(n, {}).items()):
+            if axis >= t.ndim or axis < 0:
+                raise OnnxExportError(
+                    f"dynamic_axes[{n!r}] names axis {axis} but {n} has shape {tuple(t.shape)}"
+                )
+            seen.setdefault(sym, []).append((n, int(t.shape[axis])))
+    names = [s for s in seen if _derived_parts(s, seen) is None]
+    symbol_names: list = []
+    example_sizes: list = []
+    for sym in names:
+        (first, size), *rest = seen[sym]
+        for n, other in rest:
+            if other != size:
+                raise OnnxExportError(
+                    f"dynamic axis {sym!r} is {size} in {first} and {other} in {n}: axes "
+                    f"sharing a name share a size"
+                )
+        symbol_names.append(sym)
+        example_sizes.append(size)
+    for sym, where in seen.items():
+        if sym in symbol_names:
+            continue
+        total = _size_of(sym, symbol_names, example_sizes)
+        for n, size in where:
+            if size != total:
+                raise OnnxExportError(
+                    f"dynamic axis {sym!r} of {n} is {size}, but the sum of its parts is "
+                    f"{total} in the example"
+                )
+    return symbol_names, example_sizes
 
 
 def _placeholder(a: np.ndarray, shape, rng=None) -> np.ndarray:
@@ -278,24 +330,7 @@ def _export(
     dyn = _normalize_dynamic_axes(dynamic_axes, input_names, output_names)
 
     # the dynamic axes' symbols and their sizes in the example
-    symbol_names: list = []
-    example_sizes: list = []
-    for t, n in zip(leaves, input_names):
-        for axis, sym in sorted(dyn.get(n, {}).items()):
-            if axis >= t.ndim or axis < 0:
-                raise OnnxExportError(
-                    f"dynamic_axes[{n!r}] names axis {axis} but {n} has shape {tuple(t.shape)}"
-                )
-            size = int(t.shape[axis])
-            if sym in symbol_names:
-                if example_sizes[symbol_names.index(sym)] != size:
-                    raise OnnxExportError(
-                        f"dynamic axis {sym!r} is {example_sizes[symbol_names.index(sym)]} in "
-                        f"one input and {size} in {n}: axes sharing a name share a size"
-                    )
-            else:
-                symbol_names.append(sym)
-                example_sizes.append(size)
+    symbol_names, example_sizes = _collect_symbols(leaves, input_names, dyn)
 
     def graph_at(sizes):
         shapes = _shapes_for(leaves, input_names, dyn, symbol_names, sizes)
@@ -581,25 +616,37 @@ def _lower_const(b, var, arrays) -> str:
         return b.op("ConstantOfShape", shape, value=fill)
     steps = [np.diff(a) for a in flat]
     if all(a.size > 1 for a in flat) and all((s == steps[0][0]).all() for s in steps):
-        start, step = flat[0][0], steps[0][0]
-        if len({a[0] for a in flat}) == 1:
+        step = steps[0][0]
+        dtype = first.dtype
+        scalar = b.const(np.zeros(0, np.int64), "int64")
+        starts = [a[0] for a in flat]
+        if len(set(starts)) == 1:
+            start = b.const(np.asarray(starts[0], dtype))
+        elif dtype.kind in "iu" and all(float(v).is_integer() for v in starts):
+            # arange(past, past + q): a start that follows the axes
+            start = b.op("Reshape", b.dim([int(v) for v in starts]), scalar)
+            if dtype != np.int64:
+                start = b.op("Cast", start, to=onnx_type(dtype))
+        else:
+            start = None
+        if start is not None:
             count = b.dim([a.size for a in flat])
-            dtype = first.dtype
-            scalar = b.const(np.zeros(0, np.int64), "int64")
             n = b.op("Reshape", count, scalar)
             if dtype != np.int64:
                 n = b.op("Cast", n, to=onnx_type(dtype))
             limit = b.op("Mul", n, b.const(np.asarray(step, dtype)))
-            limit = b.op("Add", limit, b.const(np.asarray(start, dtype)))
-            out = b.op(
-                "Range", b.const(np.asarray(start, dtype)), limit, b.const(np.asarray(step, dtype))
-            )
+            limit = b.op("Add", limit, start)
+            out = b.op("Range", start, limit, b.const(np.asarray(step, dtype)))
             return b.op("Reshape", out, shape)
     band = _triangular(arrays)
     if band is not None:  # a causal mask: where(tril(ones, k), inside, outside)
-        upper, k, inside, outside, dtype = band
+        upper, ks, inside, outside, dtype = band
+        if len(set(ks)) == 1:
+            k = b.const(ks[0], "int64")
+        else:  # the diagonal follows the axes (a past length)
+            k = b.op("Reshape", b.dim(ks), b.const(np.zeros(0, np.int64), "int64"))
         ones = b.op("ConstantOfShape", shape, value=_onnx_array(np.ones(1, np.int64)))
-        tri = b.op("Trilu", ones, b.const(k, "int64"), upper=int(upper))
+        tri = b.op("Trilu", ones, k, upper=int(upper))
         keep = b.op("Cast", tri, to=onnx_type("bool"))
         return b.op(
             "Where", keep, b.const(np.asarray(inside, dtype)), b.const(np.asarray(outside, dtype))
@@ -617,8 +664,9 @@ def _onnx_array(array):
 
 
 def _triangular(arrays):
-    """(upper, k, inside, outside, dtype) when every array is where(tril/triu(ones, k), inside,
-    outside) over its last two dims (a causal mask made while tracing), else None."""
+    """(upper, k per array, inside, outside, dtype) when every array is where(tril/triu(ones,
+    k), inside, outside) over its last two dims (a causal mask made while tracing; k may follow
+    the axes, as a past length does), else None."""
     first = arrays[0]
     if first.ndim < 2 or first.shape[-1] < 2 or first.shape[-2] < 2:
         return None
@@ -628,21 +676,20 @@ def _triangular(arrays):
         outside = row[0, -1] if not upper else row[-1, 0]
         if inside == outside:
             continue
-        if upper:
-            k = int(np.argmax(row[0] == inside))
-        else:
-            k = int(np.argmax(row[0] != inside)) - 1
         fn = np.triu if upper else np.tril
-        if all(
-            np.array_equal(
-                a,
-                np.broadcast_to(
-                    np.where(fn(np.ones(a.shape[-2:], bool), k), inside, outside), a.shape
-                ),
-            )
-            for a in arrays
-        ):
-            return upper, k, inside, outside, first.dtype
+        ks = []
+        for a in arrays:
+            top = a.reshape(-1, *a.shape[-2:])[0][0]
+            if upper:
+                k = int(np.argmax(top == inside))
+            else:
+                k = int(np.argmax(top != inside)) - 1 if (top != inside).any() else a.shape[-1]
+            expected = np.where(fn(np.ones(a.shape[-2:], bool), k), inside, outside)
+            if not np.array_equal(a, np.broadcast_to(expected, a.shape)):
+                break
+            ks.append(k)
+        else:
+            return upper, ks, inside, outside, first.dtype
     return None
 
 

@@ -414,8 +414,7 @@ def test_compiled_functions_export_their_python_function():
 
 def test_gpt2_exports():
     """A causal LM without a cache: the causal mask made while tracing becomes a Trilu.
-    (Llama's rotary tables are computed in NumPy while tracing, so they are constants whose
-    values follow the sequence length, which the exporter refuses by name.)"""
+    (Decoders with past_key_values: tests/onnx/test_decoder_export.py.)"""
     from ember import transformers as et
 
     config = et.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)

@@ -13,6 +13,11 @@ export with the op and the user's line. Reshape targets use ONNX's 0 (copy the i
 and -1 (infer one dim) where they can, so most transformer reshapes stay constants. A
 constant made while tracing whose shape follows the axes must be a fill (ConstantOfShape) or
 an arange (Range); a Python branch on a size shows as traces that differ, and is refused.
+
+Note [ONNX loops]: a primitive that is a loop over steps (the fused recurrences, cumprod, whose
+exact sequential products ONNX has no op for) lowers to a Scan whose body is built with the same
+`Builder.op` calls; the body reads outer values (weights, constants) by name, as ONNX allows,
+so the passes that count a value's readers (`subgraph_inputs`) look inside bodies too.
 """
 
 from __future__ import annotations
@@ -76,6 +81,22 @@ def fit_sum(values, symbol_values):
             if all(v - t == offset for v, t in zip(values, sums)):
                 return idx, offset
     return None
+
+
+def subgraph_inputs(node) -> list:
+    """The names a node reads: its inputs and the outer values its bodies read (Note [ONNX
+    loops])."""
+    names = [i for i in node.input if i]
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.HasField("g") else list(attr.graphs)
+        for graph in graphs:
+            inner = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+            for n in graph.node:
+                inner.update(n.output)
+            for n in graph.node:
+                names.extend(i for i in subgraph_inputs(n) if i not in inner)
+            names.extend(o.name for o in graph.output if o.name not in inner)
+    return names
 
 
 def _mono(sizes, exps):
@@ -184,6 +205,49 @@ class Builder:
             yield self
         finally:
             self.ins, self.outs, self.in_names = saved
+
+    def scan(self, body, states, scan_inputs, state_dtypes, scan_dtypes, out_dtypes, *,
+             reverse=False, input_axes=None, output_axes=None):  # fmt: skip
+        """A Scan node (Note [ONNX loops]): `body(*state_names, *slice_names)` builds the step
+        with `self.op` and returns (new state names, per-step output names); the node's
+        outputs, the final states then each per-step output stacked along its axis, are
+        returned as a list. `reverse` runs the steps last to first and writes each output
+        at its own step's position."""
+        from onnx import helper
+
+        saved = self.nodes
+        self.nodes = []
+        state_in = [self.fresh("state") for _ in states]
+        slice_in = [self.fresh("slice") for _ in scan_inputs]
+        try:
+            new_states, step_outs = body(*state_in, *slice_in)
+        finally:
+            body_nodes, self.nodes = self.nodes, saved
+        outputs = []
+        for src in list(new_states) + list(step_outs):  # body outputs are fresh names
+            out = self.fresh("body_out")
+            body_nodes.append(helper.make_node("Identity", [src], [out], name=out))
+            outputs.append(out)
+        info = helper.make_tensor_value_info
+        graph = helper.make_graph(
+            body_nodes,
+            self.fresh("scan_body"),
+            [info(n, onnx_type(d), None) for n, d in zip(state_in, state_dtypes)]
+            + [info(n, onnx_type(d), None) for n, d in zip(slice_in, scan_dtypes)],
+            [info(n, onnx_type(d), None)
+             for n, d in zip(outputs, list(state_dtypes) + list(out_dtypes))],
+        )  # fmt: skip
+        attrs = {"num_scan_inputs": len(scan_inputs)}
+        if reverse:
+            attrs["scan_input_directions"] = [1] * len(scan_inputs)
+            attrs["scan_output_directions"] = [1] * len(step_outs)
+        if input_axes is not None:
+            attrs["scan_input_axes"] = list(input_axes)
+        if output_axes is not None:
+            attrs["scan_output_axes"] = list(output_axes)
+        result = self.op("Scan", *states, *scan_inputs, outputs=len(outputs), body=graph,
+                         **attrs)  # fmt: skip
+        return result if isinstance(result, list) else [result]
 
     def fail(self, message: str):
         op = self.eqns[0].name if self.eqns else "export"

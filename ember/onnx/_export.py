@@ -21,7 +21,13 @@ import numpy as np
 from ember.graph.compile import _flatten, trace
 from ember.graph.ir import Var
 from ember.graph.passes import run_passes
-from ember.onnx._builder import Builder, OnnxExportError, fit_monomial, onnx_type
+from ember.onnx._builder import (
+    Builder,
+    OnnxExportError,
+    fit_monomial,
+    onnx_type,
+    subgraph_inputs,
+)
 from ember.onnx import _fuse
 from ember.tensor import Tensor, from_numpy
 
@@ -196,6 +202,9 @@ def _placeholder(a: np.ndarray, shape, rng=None) -> np.ndarray:
     if a.dtype.kind == "f":
         scale = float(a.std()) if a.size > 1 and a.std() > 0 else 1.0
         vals = rng.normal(float(a.mean()) if a.size else 0.0, scale, size=shape)
+        finite = a[np.isfinite(a)]
+        if finite.size > 1:  # inside the example's range: probabilities stay in [0, 1]
+            vals = np.clip(vals, finite.min(), finite.max())
         return vals.astype(a.dtype)
     pool = np.unique(a) if a.size else np.zeros(1, a.dtype)
     if a.dtype.kind in "iu" and pool.size == 2 and set(pool.tolist()) <= {0, 1}:
@@ -529,7 +538,7 @@ def _lower_graphs(
             outputs_vi.append(value_info(oname, var, shapes_of(var), var.dtype, dyn.get(oname, {})))
     _fold_constant_transposes(b)
     _drop_unused_nodes(b, [o[0] for o in outputs])
-    used = {i for n in b.nodes for i in n.input}
+    used = {i for n in b.nodes for i in subgraph_inputs(n)}
     initializers = [numpy_helper.from_array(a, n) for n, a in b.initializers.items() if n in used]
     onnx_graph = helper.make_graph(b.nodes, name, inputs_vi, outputs_vi, initializer=initializers)
     model = helper.make_model(
@@ -698,7 +707,7 @@ def _rename_identities(b, keep: set) -> None:
     producers = {o: n for n in b.nodes for o in n.output}
     consumers: dict = {}
     for n in b.nodes:
-        for i in n.input:
+        for i in subgraph_inputs(n):
             consumers[i] = consumers.get(i, 0) + 1
     drop = []
     for node in b.nodes:
@@ -725,7 +734,7 @@ def _drop_unused_nodes(b, outputs) -> None:
     for node in reversed(b.nodes):
         if any(o in live for o in node.output):
             kept.append(node)
-            live.update(i for i in node.input if i)
+            live.update(subgraph_inputs(node))
     b.nodes[:] = kept[::-1]
 
 

@@ -385,7 +385,17 @@ H["ReduceSum"] = _reduction(lambda x, d, k: _ops.reduce.sum(x, d, k).to(x.dtype)
 H["ReduceMean"] = _reduction(lambda x, d, k: _ops.reduce.mean(x, d, k))
 H["ReduceMax"] = _reduction(lambda x, d, k: _ops.reduce.amax(x, d, k))
 H["ReduceMin"] = _reduction(lambda x, d, k: _ops.reduce.amin(x, d, k))
-H["ReduceProd"] = _reduction(lambda x, d, k: _ops.reduce.prod(x, d, k).to(x.dtype))
+
+
+def _prod(x, dims, keepdim):
+    """ember's prod takes one dim: reduce the dims one by one, last first."""
+    out = x
+    for d in sorted(dims, reverse=True):
+        out = _ops.reduce.prod(out, d, keepdim)
+    return out.to(x.dtype)
+
+
+H["ReduceProd"] = _reduction(_prod)
 
 
 @_handler("ArgMax", "ArgMin")
@@ -463,19 +473,30 @@ def _conv(attrs, x, w, bias=None):
 
 
 @_handler("MaxPool")
-def _max_pool(attrs, x):
+def _max_pool(attrs, x, n_outputs=1):
+    """1-D to 3-D; the optional Indices output is flat over the whole (N, C, *spatial)
+    tensor (ember's max_pool_indices are per (N, C) plane, so the plane offsets are added)."""
     _check_auto_pad("MaxPool", attrs)
     kernel = tuple(attrs["kernel_shape"])
-    if len(kernel) != 2:
-        raise OnnxImportError(f"MaxPool: only 2-D pooling is supported, got kernel {kernel}")
-    return _ops.conv.max_pool2d(
-        x,
-        kernel,
-        stride=tuple(attrs.get("strides", kernel)),
-        padding=_symmetric_pads("MaxPool", attrs.get("pads"), 2),
-        dilation=tuple(attrs.get("dilations", [1, 1])),
+    nd = len(kernel)
+    if attrs.get("storage_order", 0):
+        raise OnnxImportError("MaxPool: storage_order=1 (column-major indices) is not supported")
+    options = dict(
+        stride=tuple(attrs.get("strides", [1] * nd)),
+        padding=_symmetric_pads("MaxPool", attrs.get("pads"), nd),
+        dilation=tuple(attrs.get("dilations", [1] * nd)),
         ceil_mode=bool(attrs.get("ceil_mode", 0)),
     )
+    if nd == 2 and n_outputs == 1:
+        return _ops.conv.max_pool2d(x, kernel, **options)
+    index = _ops.registry.apply(_ops.conv.MAX_POOL_INDICES, x, kernel=kernel, **options)
+    values = _ops.conv._gather_planes(x, index, tuple(index.shape))
+    if n_outputs == 1:
+        return values
+    n, c = int(x.shape[0]), int(x.shape[1])
+    plane = int(np.prod(x.shape[2:]))
+    offsets = np.arange(n * c, dtype=np.int64).reshape((n, c) + (1,) * nd) * plane
+    return [values, index + _const(offsets)]
 
 
 @_handler("AveragePool")
@@ -594,7 +615,30 @@ def _dropout(attrs, x, ratio=None, training=None):
 
 
 _NEEDS_OP_TYPE = {"Max", "Min", "Sum", "Mean", "ArgMax", "ArgMin", "Softmax", "LogSoftmax"}
-_NEEDS_N_OUTPUTS = {"Split"}
+_NEEDS_N_OUTPUTS = {"Split", "MaxPool"}
+
+
+@_handler("Scan")
+def _scan_placeholder(attrs, *xs):  # pragma: no cover - OnnxProgram runs Scan itself
+    raise OnnxImportError("Scan runs through its program (it reads outer values)")
+
+
+def _all_op_types(graph) -> set:
+    """Op types of a graph and of the bodies of its nodes (Scan, Loop, If)."""
+    from onnx import helper
+
+    types = set()
+    for n in graph.node:
+        types.add((n.domain, n.op_type))
+        for a in n.attribute:
+            value = helper.get_attribute_value(a)
+            bodies = [value] if hasattr(value, "node") else (
+                list(value) if isinstance(value, list) and value and hasattr(value[0], "node")
+                else []
+            )  # fmt: skip
+            for body in bodies:
+                types |= _all_op_types(body)
+    return types
 
 
 def _attributes(node) -> dict:
@@ -645,8 +689,9 @@ class OnnxProgram:
         self.opset = max(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0
         )
-        others = sorted({n.domain for n in graph.node if n.domain not in ("", "ai.onnx")})
-        unknown = sorted({n.op_type for n in graph.node if n.op_type not in H})
+        types = _all_op_types(graph)
+        others = sorted({d for d, _ in types if d not in ("", "ai.onnx")})
+        unknown = sorted({t for _, t in types if t not in H})
         if unknown or others:
             where = f" in {path}" if path else ""
             parts = []
@@ -693,12 +738,55 @@ class OnnxProgram:
         self.initializers = known
 
     def _run_node(self, node, values) -> dict:
+        if node.op_type == "Scan":
+            return self._run_scan(node, values)
         args = [values[i] if i else None for i in node.inputs]
         while args and args[-1] is None:
             args.pop()
         result = node.handler(node.attrs, *args)
         results = result if isinstance(result, list) else [result]
         return {n: r for n, r in zip(node.outputs, results) if n}
+
+    def _run_scan(self, node, values) -> dict:
+        """ONNX Scan (opset 9+): the body runs once per step over the scan inputs' slices,
+        reading outer values by name; per-step outputs are stacked (reversed where their
+        direction is 1, so each lands at its own step)."""
+        from ember.ops import shape as _shape
+
+        body = node.attrs["body"]
+        nodes = [_Node(n) for n in body.node]
+        m = int(node.attrs["num_scan_inputs"])
+        inputs = [values[i] if i else None for i in node.inputs]
+        n_states = len(inputs) - m
+        states, scans = inputs[:n_states], inputs[n_states:]
+        in_dirs = list(node.attrs.get("scan_input_directions", [0] * m))
+        in_axes = [a % scans[k].ndim for k, a in
+                   enumerate(node.attrs.get("scan_input_axes", [0] * m))]  # fmt: skip
+        n_out = len(body.output) - n_states
+        out_dirs = list(node.attrs.get("scan_output_directions", [0] * n_out))
+        out_axes = list(node.attrs.get("scan_output_axes", [0] * n_out))
+        steps = int(scans[0].shape[in_axes[0]]) if scans else 0
+        if steps == 0:
+            raise OnnxImportError("Scan over zero steps (its outputs' shapes are unknown)")
+        body_in = [i.name for i in body.input]
+        body_out = [o.name for o in body.output]
+        collected: list = [[] for _ in range(n_out)]
+        for t in range(steps):
+            local = dict(values)
+            local.update(zip(body_in[:n_states], states))
+            for k, x in enumerate(scans):
+                index = steps - 1 - t if in_dirs[k] else t
+                local[body_in[n_states + k]] = x[(slice(None),) * in_axes[k] + (index,)]
+            self._run_nodes(nodes, local, set())
+            states = [local[n] for n in body_out[:n_states]]
+            for k in range(n_out):
+                collected[k].append(local[body_out[n_states + k]])
+        outs = list(states)
+        for k in range(n_out):
+            items = collected[k][::-1] if out_dirs[k] else collected[k]
+            axis = out_axes[k] % (items[0].ndim + 1)
+            outs.append(_shape.stack(items, axis))
+        return {n: r for n, r in zip(node.outputs, outs) if n}
 
     def _feed(self, args, kwargs) -> dict:
         if len(args) > len(self.input_names):
@@ -741,8 +829,12 @@ class OnnxProgram:
         feed = self._feed(args, kwargs)
         values = dict(self.initializers)
         values.update(feed)
-        static = set(self.initializers)
-        for node in self.nodes:
+        self._run_nodes(self.nodes, values, set(self.initializers))
+        return tuple(values[n] for n in self.output_names)
+
+    def _run_nodes(self, nodes, values, static) -> None:
+        """Run `nodes` in order, adding their outputs to `values` (Note [ONNX import])."""
+        for node in nodes:
             ins = [i for i in node.inputs if i]
             try:
                 if node.op_type in ("Shape", "Size", "Constant") or all(i in static for i in ins):
@@ -760,7 +852,6 @@ class OnnxProgram:
                     f"{type(error).__name__}: {error}"
                 ) from error
             values.update(outs)
-        return tuple(values[n] for n in self.output_names)
 
     def compile(self, **options):
         """This program as an `ember.compile`d function (one graph per input signature)."""

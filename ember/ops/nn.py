@@ -745,6 +745,19 @@ BINARY_CROSS_ENTROPY = defop(
 )
 
 
+@onnx_lowering("binary_cross_entropy")
+def _bce_onnx(b, x, t):
+    """-(t max(log x, -100) + (1 - t) max(log(1 - x), -100)); the range check of the
+    reference is a runtime error ONNX cannot raise, so it is left out."""
+    dtype = b.out.dtype
+    low = b.const(-100.0, dtype)
+    one = b.const(1.0, dtype)
+    log_p = b.op("Max", b.op("Log", x), low)
+    log_q = b.op("Max", b.op("Log", b.op("Sub", one, x)), low)
+    total = b.op("Add", b.op("Mul", t, log_p), b.op("Mul", b.op("Sub", one, t), log_q))
+    return b.op("Neg", total)
+
+
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     loss = apply(BINARY_CROSS_ENTROPY, input, target)
     if weight is not None:

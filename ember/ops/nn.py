@@ -345,6 +345,33 @@ BATCH_NORM_STATS = defop(
 )
 
 
+def _onnx_bn_centred(b, x):
+    """(x - mean, biased variance) over dims 0, 2, ... (kept), as ONNX nodes."""
+    dims, _ = _bn_axes(b.ins[0].ndim, b.ins[0].shape[1])
+    mean = b.reduce("ReduceMean", x, dims, True)
+    centred = b.op("Sub", x, mean)
+    var = b.reduce("ReduceMean", b.op("Mul", centred, centred), dims, True)
+    return mean, centred, var
+
+
+@onnx_lowering("batch_norm_train")
+def _bn_train_onnx(b, x, w, bias, eps):
+    """Batch statistics (a BatchNorm with track_running_stats=False runs this in eval too)."""
+    _, shape = _bn_axes(b.ins[0].ndim, b.ins[0].shape[1])
+    _, centred, var = _onnx_bn_centred(b, x)
+    scale = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var, b.const(eps, b.out.dtype))))
+    target = b.const(list(shape), "int64")
+    out = b.op("Mul", b.op("Mul", centred, scale), b.op("Reshape", w, target))
+    return b.op("Add", out, b.op("Reshape", bias, target))
+
+
+@onnx_lowering("batch_norm_stats")
+def _bn_stats_onnx(b, x):
+    mean, _, var = _onnx_bn_centred(b, x)
+    row = b.const([1, -1], "int64")
+    return b.op("Concat", b.op("Reshape", mean, row), b.op("Reshape", var, row), axis=0)
+
+
 def _with_reference(fast, reference):
     """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
 

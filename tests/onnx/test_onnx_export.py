@@ -21,7 +21,7 @@ ort = pytest.importorskip("onnxruntime")
 # lowering, and this set shrinks as lowerings are added (the test names any op outside it).
 UNLOWERED = {
     # gradients and training-only statistics (not part of an inference graph)
-    "batch_norm_input_grad", "batch_norm_stats", "batch_norm_train", "batch_norm_weight_grad",
+    "batch_norm_input_grad", "batch_norm_weight_grad",
     "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_grad", "softmax_cross_entropy_grad",
     "gru_recurrence_grad", "lstm_recurrence_grad", "rnn_recurrence_grad",
     # random draws, data-dependent shapes, in-place writes, bit casts
@@ -189,6 +189,21 @@ def test_recurrent_modules_export(cls, kwargs, batch_first):
     for a, b, c in zip(expected, imported, theirs):
         _close(b.numpy(), a.numpy(), 1e-5, 1e-5)
         _close(c, a.numpy(), 1e-5, 1e-5)
+
+
+def test_batch_statistics_export():
+    """A BatchNorm without running statistics normalizes with the batch's, in eval too
+    (batch_norm_train); batch_norm_stats gives (mean, biased variance) per channel."""
+    from ember.ops.registry import REGISTRY, apply
+
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    model.eval()
+    report = ember.onnx.export(model, (ember.randn(3, 2, 6, 6),), None, input_names=["x"],
+                               dynamic_axes={"x": {0: "batch"}})  # fmt: skip
+    assert report.checked and max(report.max_abs_diff.values()) <= 1e-5
+    stats = ember.onnx.export(lambda x: apply(REGISTRY["batch_norm_stats"], x),
+                              (ember.randn(5, 3, 4) * 2 + 1,), None)  # fmt: skip
+    assert stats.checked and max(stats.max_abs_diff.values()) <= 1e-5
 
 
 LAYERS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]

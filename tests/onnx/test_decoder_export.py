@@ -191,6 +191,13 @@ def test_decoder_files_load_back_into_ember(files, name):
     _close(outs[0].numpy(), second.logits.numpy(), 1e-5, 1e-5)
     key, _ = second.past_key_values[1]
     _close(outs[3].numpy(), key.numpy(), 1e-5, 1e-5)
+    # compiled, on the prompt step (an empty past)
+    prompt = {"input_ids": ids[:, :4], "attention_mask": np.ones((1, 4), np.int64),
+              "position_ids": np.arange(4, dtype=np.int64)[None]}  # fmt: skip
+    for name in past.input_names[3:]:
+        prompt[name] = np.zeros(feed[name].shape[:2] + (0,) + feed[name].shape[3:], np.float32)
+    compiled = program.compile()(**{k: ember.from_numpy(v) for k, v in prompt.items()})
+    _close(compiled[0].numpy(), first.logits.numpy(), 1e-5, 1e-5)
 
 
 def test_short_example_sequence_is_refused():

@@ -184,7 +184,7 @@ def test_recurrent_modules_export(cls, kwargs, batch_first):
     with ember.no_grad():
         out, state = model(fresh)
     expected = [out] + (list(state) if isinstance(state, tuple) else [state])
-    imported = ember.onnx.load(report.model)(fresh.numpy())
+    imported = ember.onnx.load(report.model).compile()(fresh)
     theirs = _ort_run(report.model, {"x": fresh.numpy()})
     for a, b, c in zip(expected, imported, theirs):
         _close(b.numpy(), a.numpy(), 1e-5, 1e-5)

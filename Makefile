@@ -36,6 +36,7 @@ $(VENV)/.serve: $(VENV)/.base pyproject.toml Makefile
 demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
 	$(PY) examples/onnx_export.py
+	$(PY) examples/onnx_decoder.py
 	$(PY) examples/hostile_files.py
 	$(PY) examples/save_module.py
 	$(PY) examples/rnn_mnist.py

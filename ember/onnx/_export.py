@@ -739,14 +739,17 @@ def _drop_unused_nodes(b, outputs) -> None:
 
 
 def _fold_constant_transposes(b) -> None:
-    """Transpose of an initializer (a linear layer's weight) becomes a transposed initializer."""
+    """Transpose of an initializer (a linear layer's weight) becomes a transposed initializer,
+    unless something else reads the initializer too (a tied embedding and LM head): a second,
+    transposed copy would double the file, and runtimes fold the Transpose when they load."""
     uses: dict = {}
     for n in b.nodes:
-        for i in n.input:
+        for i in set(subgraph_inputs(n)):
             uses[i] = uses.get(i, 0) + 1
     kept = []
     for n in b.nodes:
-        if n.op_type == "Transpose" and n.input[0] in b.initializers:
+        source = n.input[0] if n.input else None
+        if n.op_type == "Transpose" and source in b.initializers and uses.get(source) == 1:
             perm = list(n.attribute[0].ints) if n.attribute else None
             b.initializers[n.output[0]] = np.ascontiguousarray(
                 np.transpose(b.initializers[n.input[0]], perm)

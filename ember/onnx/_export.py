@@ -703,25 +703,44 @@ def _triangular(arrays):
 
 
 def _rename_identities(b, keep: set) -> None:
-    """`x -> Identity -> out`: let x's producer write `out` directly (fewer nodes)."""
+    """Fewer Identity nodes: `x -> Identity -> out` (a graph output) lets x's producer write
+    `out` directly, its other readers reading `out`; an Identity inside the graph (a no-op
+    cast or copy) is bypassed. Values read inside a Scan body keep their names."""
     producers = {o: n for n in b.nodes for o in n.output}
-    consumers: dict = {}
+    in_bodies: set = set()
     for n in b.nodes:
-        for i in subgraph_inputs(n):
-            consumers[i] = consumers.get(i, 0) + 1
+        direct = set(n.input)
+        in_bodies.update(i for i in subgraph_inputs(n) if i not in direct)
+    outputs = {n.output[0] for n in b.nodes if n.op_type == "Identity" and
+               n.name.endswith("_identity")}  # fmt: skip
+
+    def rename(old, new):
+        for n in b.nodes:
+            for k, i in enumerate(n.input):
+                if i == old:
+                    n.input[k] = new
+
     drop = []
     for node in b.nodes:
-        if node.op_type != "Identity" or not node.name.endswith("_identity"):
+        if node.op_type != "Identity":
             continue
-        src = node.input[0]
+        src, out = node.input[0], node.output[0]
+        if src in in_bodies or out in in_bodies:
+            continue
+        if out not in outputs:  # inside the graph: readers read the source
+            rename(out, src)
+            drop.append(node)
+            continue
         producer = producers.get(src)
-        if producer is None or src in keep or consumers.get(src, 0) != 1:
+        if producer is None or src in keep or src in outputs:
             continue
         if producer.op_type == "Identity" and producer.name.endswith("_identity"):
             continue
         for k, o in enumerate(producer.output):
             if o == src:
-                producer.output[k] = node.output[0]
+                producer.output[k] = out
+        producers[out] = producer
+        rename(src, out)
         drop.append(node)
     for node in drop:
         b.nodes.remove(node)

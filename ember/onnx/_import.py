@@ -615,7 +615,103 @@ def _dropout(attrs, x, ratio=None, training=None):
 
 
 _NEEDS_OP_TYPE = {"Max", "Min", "Sum", "Mean", "ArgMax", "ArgMin", "Softmax", "LogSoftmax"}
-_NEEDS_N_OUTPUTS = {"Split", "MaxPool"}
+_NEEDS_N_OUTPUTS = {"Split", "MaxPool", "LSTM", "GRU", "RNN"}
+
+
+# --- recurrent layers (what PyTorch's TorchScript exporter writes for nn.LSTM/GRU/RNN) ---------
+# ONNX's gate blocks are LSTM (i, o, f, c), GRU (z, r, h); ember's recurrences take PyTorch's
+# (i, f, g, o) and (r, z, n) (Note [Fused recurrence] in ember/ops/rnn.py).
+_GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
+_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
+                        "RNN": ["Tanh"]}  # fmt: skip
+
+
+def _regate(t, op_type, axis):
+    """Reorder the gate blocks of `t` along `axis` from ONNX's order to PyTorch's."""
+    order = _GATE_ORDER[op_type]
+    size = t.shape[axis] // len(order)
+    blocks = [t.narrow(axis, k * size, size) for k in order]
+    return blocks[0] if len(blocks) == 1 else _ops.shape.cat(blocks, axis)
+
+
+def _recurrent(op_type):
+    def handle(attrs, x, w, r, b=None, lengths=None, h0=None, c0=None, p=None, n_outputs=1):
+        from ember.ops import rnn as _rnn
+
+        name = op_type
+        direction = attrs.get("direction", "forward")
+        dirs = 2 if direction == "bidirectional" else 1
+        hidden = int(attrs["hidden_size"])
+        activations = [a if isinstance(a, str) else a.decode() for a in
+                       attrs.get("activations", _DEFAULT_ACTIVATIONS[op_type] * dirs)]  # fmt: skip
+        per_dir = len(activations) // dirs
+        nonlinearity = "tanh"
+        if op_type == "RNN" and all(a == "Relu" for a in activations):
+            nonlinearity = "relu"
+        elif activations != _DEFAULT_ACTIVATIONS[op_type][:per_dir] * dirs:
+            raise OnnxImportError(f"{name}: activations {activations} are not supported")
+        for unsupported in ("clip", "activation_alpha", "activation_beta"):
+            if unsupported in attrs:
+                raise OnnxImportError(f"{name}: the {unsupported} attribute is not supported")
+        if attrs.get("input_forget", 0) or p is not None:
+            raise OnnxImportError(f"{name}: input_forget and peepholes are not supported")
+        if op_type == "GRU" and not attrs.get("linear_before_reset", 0):
+            raise OnnxImportError(
+                "GRU: linear_before_reset=0 (the reset gate applied before the hidden "
+                "projection) is not supported; PyTorch's GRU is linear_before_reset=1"
+            )
+        batch_first = bool(attrs.get("layout", 0))
+        if batch_first:
+            x = x.transpose(0, 1)
+            h0 = None if h0 is None else h0.transpose(0, 1)
+            c0 = None if c0 is None else c0.transpose(0, 1)
+        steps, batch = int(x.shape[0]), int(x.shape[1])
+        seq = None
+        if lengths is not None:
+            values = host_values(lengths.array)
+            if values is None:
+                raise OnnxImportError(
+                    f"{name}: sequence_lens computed from the traced inputs cannot be compiled"
+                )
+            seq = [int(v) for v in values.reshape(-1)]
+            if all(v == steps for v in seq):
+                seq = None
+        zeros = x.new_zeros((dirs, batch, hidden))
+        h0 = zeros if h0 is None else h0
+        c0 = zeros if c0 is None else c0
+        ys, hs, cs = [], [], []
+        for d in range(dirs):
+            reverse = direction == "reverse" or d == 1
+            w_ih = _regate(w[d], op_type, 0)
+            w_hh = _regate(r[d], op_type, 0)
+            b_ih = b_hh = None
+            if b is not None:
+                b_ih = _regate(b[d, : b.shape[1] // 2], op_type, 0)
+                b_hh = _regate(b[d, b.shape[1] // 2 :], op_type, 0)
+            if op_type == "LSTM":
+                y, h, c = _rnn.lstm_layer(x, h0[d], c0[d], w_ih, w_hh, b_ih, b_hh,
+                                          reverse=reverse, lengths=seq)  # fmt: skip
+                cs.append(c)
+            elif op_type == "GRU":
+                y, h = _rnn.gru_layer(x, h0[d], w_ih, w_hh, b_ih, b_hh, reverse=reverse,
+                                      lengths=seq)  # fmt: skip
+            else:
+                y, h = _rnn.rnn_layer(x, h0[d], w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity,
+                                      reverse=reverse, lengths=seq)  # fmt: skip
+            ys.append(y)
+            hs.append(h)
+        y = _ops.shape.stack(ys, 1)  # (seq, dirs, batch, hidden)
+        h = _ops.shape.stack(hs, 0)
+        outs = [y, h] + ([_ops.shape.stack(cs, 0)] if op_type == "LSTM" else [])
+        if batch_first:
+            outs = [outs[0].permute(2, 0, 1, 3)] + [o.transpose(0, 1) for o in outs[1:]]
+        return outs[:n_outputs]
+
+    return handle
+
+
+for _name in ("LSTM", "GRU", "RNN"):
+    H[_name] = _recurrent(_name)
 
 
 @_handler("Scan")

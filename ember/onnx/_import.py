@@ -62,7 +62,8 @@ def _ember_dtype(onnx_elem_type: int):
 
 def _const(array) -> Tensor:
     array = np.asarray(array)
-    return from_numpy(np.ascontiguousarray(array))
+    # ascontiguousarray makes a 0-d array 1-d: keep the shape (a Constant scalar index)
+    return from_numpy(np.ascontiguousarray(array).reshape(array.shape))
 
 
 # --- handlers: fn(attrs, *inputs) -> Tensor or list of Tensors -----------------------------------

@@ -226,3 +226,21 @@ def test_unsupported_recurrent_attributes_are_named():
     feed = {"X": np.zeros((5, 3, 4), np.float32), "h0": np.zeros((1, 3, 6), np.float32)}
     with pytest.raises(ember.onnx.OnnxImportError, match="linear_before_reset=0"):
         ember.onnx.load(model)(**feed)
+
+
+@pytest.mark.parametrize("cls,dynamo", [("LSTM", True), ("GRU", False), ("RNN", False)])
+def test_torch_exported_recurrent_modules_import(cls, dynamo, tmp_path):
+    """torch.onnx.export of a 2-layer bidirectional nn.LSTM / GRU / RNN (ONNX recurrent ops,
+    and for the TorchScript exporter the Shape/Gather/Constant arithmetic of the initial
+    states) runs in ember equal to torch."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = getattr(torch.nn, cls)(4, 6, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(5, 3, 4)
+    path = str(tmp_path / f"{cls}.onnx")
+    torch.onnx.export(model, (x,), path, input_names=["x"], dynamo=dynamo, opset_version=18)
+    assert cls in {n.op_type for n in onnx.load(path).graph.node}
+    with torch.no_grad():
+        expected, _ = model(x)
+    (got, *_) = ember.onnx.load(path)(x.numpy())
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)

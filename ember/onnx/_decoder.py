@@ -16,6 +16,8 @@ values at two other sizes of every axis.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["export_causal_lm", "causal_lm_io_names"]
@@ -28,6 +30,18 @@ def _layers(config) -> int:
         if getattr(config, name, None) is not None:
             return int(getattr(config, name))
     raise ValueError(f"export_causal_lm: {type(config).__name__} names no layer count")
+
+
+def _parity_rtol(config, layers: int) -> float:
+    """Note [Parity tolerances] (ember.testing.parity): 8 * depth * sqrt(width) * u, u the
+    float32 unit roundoff, width the widest matmul (the MLP's inner size)."""
+    width = max(
+        int(getattr(config, name, 0) or 0)
+        for name in ("hidden_size", "n_embd", "intermediate_size", "n_inner")
+    )
+    if getattr(config, "n_embd", None) and not getattr(config, "n_inner", None):
+        width = max(width, 4 * int(config.n_embd))  # GPT-2's MLP is 4x wide by default
+    return 8.0 * layers * math.sqrt(max(width, 1)) * 2.0**-24
 
 
 def causal_lm_io_names(num_layers: int, with_past: bool = True):
@@ -61,7 +75,7 @@ def export_causal_lm(
     past_sequence_length: int = 4,
     opset_version: int = 18,
     check: bool = True,
-    rtol: float = 1e-4,
+    rtol: float | None = None,
     atol: float = 1e-5,
     fuse: bool = True,
 ):
@@ -75,7 +89,10 @@ def export_causal_lm(
         batch_size, sequence_length, past_sequence_length: the example's sizes (all dynamic
             in the file; sequence_length must be at least 2 so the traced forward is the
             general one, and the file then runs on one-token steps too).
-        opset_version, check, rtol, atol, fuse: as `ember.onnx.export`.
+        opset_version, check, atol, fuse: as `ember.onnx.export`.
+        rtol: the check's relative tolerance; by default Note [Parity tolerances]' bound for
+            the model's depth and width, 8 * layers * sqrt(width) * 2**-24, relative to
+            |x| + the output's rms (`rms_scale`), so 30-layer models check as 2-layer ones do.
 
     Returns:
         ExportReport, as `ember.onnx.export`.
@@ -136,6 +153,8 @@ def export_causal_lm(
         if with_past:
             kwargs["past_key_values"] = past_values
         input_names, output_names, axes = causal_lm_io_names(layers, with_past)
+        if rtol is None:
+            rtol = _parity_rtol(config, layers)
         return export(
             model,
             (kwargs,),
@@ -148,6 +167,7 @@ def export_causal_lm(
             rtol=rtol,
             atol=atol,
             fuse=fuse,
+            rms_scale=True,
         )
     finally:
         if was_training:

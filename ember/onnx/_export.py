@@ -5,7 +5,10 @@ Note [Checked export]: every export is checked unless `check=False`: `onnx.check
 (full_check=True)`, then onnxruntime runs the file on fresh inputs at two shapes other than the
 example's (every dynamic axis changed) and its outputs are compared with ember's eager ones;
 the largest absolute difference per output is reported in the returned `ExportReport`, and a
-difference past `atol + rtol * |ember|` raises `ExportCheckError` naming the worst output.
+difference past `atol + rtol * |ember|` raises `ExportCheckError` naming the worst output. With
+`rms_scale=True` the bound is `atol + rtol * (|ember| + rms)`, rms the output's root mean square
+(Note [Parity tolerances] in ember.testing.parity): an element of a deep network carries the
+rounding of the terms it was summed from, whose size is the tensor's, not its own.
 """
 
 from __future__ import annotations
@@ -228,6 +231,7 @@ def export(
     atol: float = 1e-5,
     fuse: bool = True,
     model_name: str | None = None,
+    rms_scale: bool = False,
 ) -> ExportReport:
     """Export a module or function of tensors to an ONNX file, checked by onnxruntime.
 
@@ -250,6 +254,8 @@ def export(
         dynamic_axes: symbolic dims (Note [Dynamic dims]); axes sharing a name share a size.
         opset_version: 13 to 21.
         check, rtol, atol: the check and its tolerance (Note [Checked export]).
+        rms_scale: bound each element by rtol * (|x| + the output's rms) too (Note [Checked
+            export]), for deep models.
         fuse: use ONNX's fused ops for softmax, layer norm, GELU (Note [ONNX fused composites]).
         model_name: the ONNX graph's name (default: the model's class or function name).
 
@@ -299,6 +305,7 @@ def export(
                 fuse,
                 model_name,
                 is_module,
+                rms_scale,
             )
     finally:
         if is_module and was_training:
@@ -307,7 +314,7 @@ def export(
 
 def _export(
     fn, args, f, input_names, output_names, dynamic_axes, opset, check, rtol, atol, fuse, name,
-    is_module,
+    is_module, rms_scale=False,
 ):  # fmt: skip
 
     if not 13 <= opset <= 21:
@@ -392,7 +399,7 @@ def _export(
 
         templates = [t.numpy() for t in leaves]
         _check(report, reference, templates, input_names, dyn, symbol_names, traces_sizes,
-               rtol, atol)  # fmt: skip
+               rtol, atol, rms_scale)  # fmt: skip
     if f is not None:
         _write(report.model, f)
     return report
@@ -823,7 +830,8 @@ def _write(model, f) -> None:
         raise OnnxExportError(f"export: f must be a path or a binary file, got {type(f).__name__}")
 
 
-def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, rtol, atol):
+def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, rtol, atol,
+           rms_scale=False):  # fmt: skip
     """Note [Checked export]: `reference(arrays)` runs ember on inputs made like `templates`
     (NumPy arrays) at two new shapes; onnxruntime runs the file on the same ones."""
     import onnx
@@ -872,7 +880,11 @@ def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, 
                 both_nan = np.isnan(mine) & np.isnan(ref)
                 diff = np.where(both_nan, 0.0, diff)
                 err = float(np.max(diff)) if diff.size else 0.0
-                limit = atol + rtol * np.abs(mine.astype(np.float64))
+                magnitude = np.abs(mine.astype(np.float64))
+                if rms_scale and mine.size:
+                    finite = mine[np.isfinite(mine)].astype(np.float64)
+                    magnitude = magnitude + (np.sqrt(np.mean(finite**2)) if finite.size else 0)
+                limit = atol + rtol * magnitude
                 excess = float(np.max(np.where(np.isnan(diff), np.inf, diff - limit), initial=0))
             else:
                 err = float(np.max(mine != ref, initial=0))
@@ -884,6 +896,8 @@ def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, 
     if worst[1] is not None and worst[2] > 0:
         raise ExportCheckError(
             f"onnxruntime disagrees with ember on output {worst[1]!r}: max |diff| "
-            f"{worst[0]:.3g} past atol={atol} + rtol={rtol}*|ember|; all outputs: "
+            f"{worst[0]:.3g} past atol={atol} + rtol={rtol}*|ember"
+            + (" + rms" if rms_scale else "")
+            + "|; all outputs: "
             + ", ".join(f"{k}: {v:.3g}" for k, v in report.max_abs_diff.items())
         )

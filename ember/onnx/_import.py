@@ -593,6 +593,18 @@ def _dropout(attrs, x, ratio=None, training=None):
     return [x, _const(np.ones(tuple(x.shape), bool))]
 
 
+# inverse and hyperbolic trig and the bitwise ops (issue 18)
+for _name in ("Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh"):
+    _unary(_name, getattr(_ops.elementwise, _name.lower()))
+_unary("BitwiseNot", _ops.elementwise.bitwise_not)
+for _name, _fn in {
+    "BitwiseAnd": _ops.elementwise.bitwise_and,
+    "BitwiseOr": _ops.elementwise.bitwise_or,
+    "BitwiseXor": _ops.elementwise.bitwise_xor,
+}.items():
+    H[_name] = (lambda f: lambda attrs, a, b: f(a, b))(_fn)
+
+
 _NEEDS_OP_TYPE = {"Max", "Min", "Sum", "Mean", "ArgMax", "ArgMin", "Softmax", "LogSoftmax"}
 _NEEDS_N_OUTPUTS = {"Split"}
 

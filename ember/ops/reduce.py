@@ -141,6 +141,8 @@ def _prod_forward(xp, x, dim, keepdim):
 def _prod_vjp(g, y, x, dim, keepdim):
     # The product of all other elements, without dividing (exact when x has zeros): exclusive
     # cumulative products from the left and from the right.
+    if not x.shape:  # a 0-d product is its input
+        return (g,)
     if dim is None:
         flat = x.reshape(-1)
         return (_expand_back(g, x, None, keepdim) * _others_product(flat, 0).reshape(x.shape),)

@@ -19,7 +19,7 @@ import builtins
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
+from ember._util.errors import IndexOutOfRange, IndexValueOutOfRange, ShapeError, at_user_line
 from ember.ops.registry import (
     apply,
     defop,
@@ -553,15 +553,17 @@ def _full_index(xp, index, dim):
 # Note [Index ranges]: numpy wraps negative indices and takes any in-range value, so ops whose
 # torch counterparts refuse an index (embedding, one_hot, index_select, gather, scatter) check
 # the range on the data, in the forward kernel, wherever it runs (eager or compiled): a
-# negative or too-large index raises IndexOutOfRange naming the op, never picks a row.
+# negative or too-large index raises IndexValueOutOfRange (an IndexError and a RuntimeError,
+# as torch raises either) naming the op, the index and the size, never picks a row.
 def _check_range(xp, index, low: int, high: int, op: str) -> None:
     if index.size == 0:
         return
     smallest, largest = int(index.min()), int(index.max())
     if smallest < low or largest >= high:
         bad = smallest if smallest < low else largest
-        raise IndexOutOfRange(
-            f"{op}: index {bad} is out of range: expected {low} <= index < {high}"
+        raise IndexValueOutOfRange(
+            f"{op}: index {bad} is out of range for a dim of size {high}: expected "
+            f"{low} <= index < {high}"
         )
 
 
@@ -588,7 +590,7 @@ def _check_index_onnx(b, index, low, high, caller):
 
 
 def check_index(index, low: int, high: int, op: str):
-    """`index`, raising IndexOutOfRange (naming `op`) if any value is outside [low, high)."""
+    """`index`, raising IndexValueOutOfRange (naming `op`) if any value is outside [low, high)."""
     return apply(CHECK_INDEX, index, low=int(low), high=int(high), caller=op)
 
 
@@ -1117,7 +1119,9 @@ def one_hot(index, num_classes=-1):
         raise TypeError(f"one_hot: index must be an integer tensor, got {index.dtype}")
     if num_classes < 0:
         if index.numel() and int(index.min().item()) < 0:
-            raise IndexOutOfRange("one_hot: class values must be non-negative")
+            raise IndexValueOutOfRange(
+                f"one_hot: class values must be non-negative, got {int(index.min().item())}"
+            )
         num_classes = int(index.max().item()) + 1 if index.numel() else 0
     else:
         index = check_index(index, 0, num_classes, "one_hot")

@@ -560,6 +560,36 @@ def _recurrence_row(name, mode, gates, ops, nonlinearity="tanh"):
     )
 
 
+def _unary_in(name, low, high, edge=None):
+    """A row for a float unary op (torch's name) on samples drawn inside its domain."""
+
+    def samples(rng):
+        out = [
+            Sample((rng.uniform(low, high, (3, 4)),), name="2d"),
+            Sample((rng.uniform(low, high, (4, 3)),), noncontiguous=True, name="noncontiguous"),
+            Sample((np.asarray(rng.uniform(low, high)).reshape(()),), name="0d"),
+            Sample((np.zeros((0, 3)),), name="empty"),
+        ]
+        if edge is not None:
+            out.append(Sample((np.array(edge, dtype=np.float64),), name="edge", grad=False))
+        return out
+
+    method = lambda x: getattr(x, name)()  # noqa: E731
+    ref = getattr(np, {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "asinh": "arcsinh",
+                       "acosh": "arccosh", "atanh": "arctanh"}.get(name, name))  # fmt: skip
+    return OpRow(name, (name,), method, samples, method, ref, gradgrad=True)
+
+
+def _bitwise_samples(rng):
+    return [
+        Sample((rng.integers(-100, 100, (3, 4)), rng.integers(-100, 100, (3, 4))), name="int"),
+        Sample((rng.integers(-100, 100, (2, 3, 4)), rng.integers(0, 100, (4,))), name="bcast"),
+        Sample((rng.integers(-100, 100, (3, 4)), 6), name="scalar"),
+        Sample((rng.random((3, 4)) > 0.5, rng.random((3, 4)) > 0.5), name="bool"),
+        Sample((rng.random((3, 4)) > 0.5, True), name="bool-scalar"),
+    ]
+
+
 ROWS: list[OpRow] = [
     # --- elementwise unary
     _unary("neg", lambda x: -x, lambda x: -x, np.negative),
@@ -707,7 +737,9 @@ ROWS: list[OpRow] = [
     OpRow(
         "logical",
         ("logical_and", "logical_or", "logical_xor"),
-        lambda a, b: ember.stack([a & b, a | b, a ^ b]),
+        lambda a, b: ember.stack(
+            [ember.logical_and(a, b), ember.logical_or(a, b), ember.logical_xor(a, b)]
+        ),
         _bool_samples,
         lambda a, b: _t("stack")([a & b, a | b, a ^ b]),
         lambda a, b: np.stack(np.broadcast_arrays(a & b, a | b, a ^ b)),
@@ -856,6 +888,8 @@ ROWS: list[OpRow] = [
             Sample((_r(rng, 3, 4),), {}),
             Sample((_r(rng, 3, 4),), {"dim": 1}),
             Sample((np.array([[1.5, 0.0, 2.0], [0.0, 0.0, 3.0]]),), {"dim": 1}, name="zeros"),
+            Sample((np.array(1.7),), {}, name="0d"),
+            Sample((np.array(-0.7),), {"dim": 0}, name="0d-dim"),
         ],
         lambda x, **k: x.prod(**k),
         lambda x, dim=None, keepdim=False: np.prod(x, axis=dim, keepdims=keepdim),
@@ -2054,6 +2088,211 @@ ROWS: list[OpRow] = [
         lambda x: x.to("cpu") * 1.0 + ember.zeros(tuple(x.shape), dtype=x.dtype).copy_(x),
         lambda rng: [Sample((_r(rng, 3, 4),))],
         lambda x: x.to("cpu") * 1.0 + x.clone(),
+    ),
+    # --- issue 18: inverse and hyperbolic trig, log10, exp2, binary math, bitwise ops
+    _unary_in("asin", -0.9, 0.9, edge=[-1.0, 0.0, 1.0]),
+    _unary_in("acos", -0.9, 0.9, edge=[-1.0, 0.0, 1.0]),
+    _unary_in("atan", -3.0, 3.0, edge=[-1e30, 0.0, 1e30]),
+    _unary_in("sinh", -3.0, 3.0, edge=[-100.0, 0.0, 100.0]),
+    _unary_in("cosh", -3.0, 3.0, edge=[-100.0, 0.0, 100.0]),
+    _unary_in("asinh", -3.0, 3.0, edge=[-1e15, 0.0, 1e15]),
+    _unary_in("acosh", 1.1, 4.0, edge=[1.0, 1e15]),
+    _unary_in("atanh", -0.9, 0.9, edge=[-1.0, 0.0, 1.0]),
+    _unary_in("log10", 0.1, 4.0, edge=[0.0, 1.0, 1e30]),
+    _unary_in("exp2", -3.0, 3.0, edge=[-200.0, 0.0, 100.0]),
+    OpRow(
+        "trig_aliases",
+        ("asin", "acos", "atan", "asinh", "acosh", "atanh", "atan2"),
+        lambda x: ember.stack(
+            [
+                x.arcsin(),
+                ember.arccos(x),
+                x.arctan(),
+                ember.arcsinh(x),
+                (x + 2).arccosh(),
+                x.arctanh(),
+                ember.arctan2(x, x + 1),
+            ]
+        ),  # fmt: skip
+        lambda rng: [Sample((rng.uniform(-0.9, 0.9, (3, 4)),))],
+        lambda x: _t("stack")(
+            [
+                x.arcsin(),
+                _t("arccos")(x),
+                x.arctan(),
+                _t("arcsinh")(x),
+                (x + 2).arccosh(),
+                x.arctanh(),
+                _t("arctan2")(x, x + 1),
+            ]
+        ),  # fmt: skip
+    ),
+    OpRow(
+        "atan2",
+        ("atan2",),
+        ember.atan2,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (np.array([0.0, 1.0, -1.0, 0.0, 2.0, -2.0]), np.array([0.0, 0.0, 0.0, -1, -3, -3])),
+                name="axes-and-quadrants",
+                grad=False,
+            ),
+        ],
+        lambda a, b: _t("atan2")(a, _tt(b)),
+        np.arctan2,
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "copysign",
+        ("copysign",),
+        ember.copysign,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (np.array([1.0, -2.0, 0.0, 3.0]), np.array([-0.0, 0.0, -1.0, -0.0])),
+                name="signed-zeros",
+                grad=False,
+            ),  # fmt: skip
+        ],
+        lambda a, b: _t("copysign")(a, b),
+        np.copysign,
+        gradgrad=False,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "fmod",
+        ("fmod",),
+        ember.fmod,
+        lambda rng: [
+            *binary_samples(positive_b=True)(rng),
+            Sample(
+                (np.array([-7.5, 7.5, -7.5, 7.5]), np.array([2.0, 2.0, -2.0, -2.0])),
+                name="signs",
+                grad=False,
+            ),  # fmt: skip
+            Sample((np.array([-7, 7, -7, 7, 0]), np.array([3, 3, -3, -3, 5])), name="int"),
+        ],
+        lambda a, b: _t("fmod")(a, b),
+        np.fmod,
+        gradgrad=False,
+        errors=(
+            _BROADCAST_ERROR,
+            ErrorCase((np.array([4, 5]), np.array([2, 0])), {}, ZeroDivisionError, "fmod"),
+        ),
+    ),
+    OpRow(
+        "remainder_signs",
+        ("remainder",),
+        lambda a, b: ember.remainder(a, b),
+        lambda rng: [
+            Sample(
+                (np.array([-7.5, 7.5, -7.5, 7.5]), np.array([2.0, 2.0, -2.0, -2.0])),
+                name="signs",
+                grad=False,
+            ),  # fmt: skip
+            Sample((np.array([-7, 7, -7, 7, 0]), np.array([3, 3, -3, -3, 5])), name="int"),
+            Sample((np.array([-7, 7, -7, 7]), -3), name="int-scalar"),
+        ],
+        lambda a, b: _t("remainder")(a, b),
+        np.remainder,
+        grad=False,
+    ),
+    OpRow(
+        "logaddexp",
+        ("logaddexp",),
+        ember.logaddexp,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (
+                    np.array([-np.inf, 0.0, 800.0, -800.0]),
+                    np.array([-np.inf, -np.inf, 800.0, -801.0]),
+                ),
+                name="edge",
+                grad=False,
+            ),  # fmt: skip
+        ],
+        lambda a, b: _t("logaddexp")(a, _tt(b)),
+        np.logaddexp,
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "logaddexp2",
+        ("logaddexp2", "exp2"),
+        ember.logaddexp2,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (
+                    np.array([-np.inf, 0.0, 800.0, -800.0]),
+                    np.array([-np.inf, -np.inf, 800.0, -801.0]),
+                ),
+                name="edge",
+                grad=False,
+            ),  # fmt: skip
+        ],
+        lambda a, b: _t("logaddexp2")(a, _tt(b)),
+        np.logaddexp2,
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "bitwise",
+        ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not"),
+        lambda a, b: ember.stack(
+            [
+                a & b,
+                a | b,
+                a ^ b,
+                ~a,
+                ember.bitwise_and(a, b),
+                a.bitwise_or(b),
+                ember.bitwise_xor(a, b),
+                ember.bitwise_not(a),
+            ]
+        ),  # fmt: skip
+        _bitwise_samples,
+        lambda a, b: _t("stack")(
+            [
+                a & b,
+                a | b,
+                a ^ b,
+                ~a,
+                _t("bitwise_and")(a, b),
+                a.bitwise_or(b),
+                _t("bitwise_xor")(a, b),
+                _t("bitwise_not")(a),
+            ]
+        ),  # fmt: skip
+        lambda a, b: np.stack(
+            np.broadcast_arrays(a & b, a | b, a ^ b, ~a, a & b, a | b, a ^ b, ~a)
+        ),
+        grad=False,
+        errors=(
+            ErrorCase((np.ones(3), np.ones(3)), {}, RuntimeError, "bitwise_and: takes integer"),
+            ErrorCase((np.ones(3), 1), {}, NotImplementedError, "bitwise_and: .*got float32"),
+        ),
+    ),
+    OpRow(
+        "bitwise_shift",
+        ("bitwise_left_shift", "bitwise_right_shift"),
+        lambda a, b: ember.stack(
+            [a << b, a >> b, ember.bitwise_left_shift(a, b), a.bitwise_right_shift(b)]
+        ),
+        lambda rng: [
+            Sample((rng.integers(-100, 100, (3, 4)), rng.integers(0, 6, (3, 4))), name="same"),
+            Sample((rng.integers(-100, 100, (2, 3, 4)), rng.integers(0, 6, (4,))), name="bcast"),
+            Sample((rng.integers(-100, 100, (3, 4)), 2), name="scalar"),
+        ],
+        lambda a, b: _t("stack")(
+            [a << b, a >> b, _t("bitwise_left_shift")(a, b), a.bitwise_right_shift(b)]
+        ),
+        lambda a, b: np.stack(np.broadcast_arrays(a << b, a >> b, a << b, a >> b)),
+        grad=False,
+        errors=(ErrorCase((np.ones(3), 1), {}, RuntimeError, "bitwise_left_shift: takes integer"),),
     ),
 ]
 

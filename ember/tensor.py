@@ -638,8 +638,8 @@ class Tensor(OpMixin, InplaceMixin):
     def broadcast_to(self, shape):
         return _S.expand(self, tuple(shape))
 
-    def scatter_(self, dim, index, src=None, value=None):
-        return self.copy_(_S.scatter(self, dim, index, src, value))
+    def scatter_(self, dim, index, src=None, value=None, *, reduce=None):
+        return self.copy_(_S.scatter(self, dim, index, src, value, reduce=reduce))
 
     def scatter_add_(self, dim, index, src):
         return self.copy_(_S.scatter_add(self, dim, index, src))

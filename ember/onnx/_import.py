@@ -326,6 +326,9 @@ def _scatter_elements(attrs, x, index, updates):
     axis = attrs.get("axis", 0)
     if reduction == "add":
         return _ops.shape.scatter_add(x, axis, index, updates)
+    if reduction in ("mul", "max", "min"):
+        reduce = {"mul": "prod", "max": "amax", "min": "amin"}[reduction]
+        return _ops.shape.scatter_reduce(x, axis, index, updates, reduce)
     if reduction != "none":
         raise OnnxImportError(f"ScatterElements: reduction {reduction!r} is not supported")
     return _ops.shape.scatter(x, axis, index, updates)

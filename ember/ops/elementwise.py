@@ -10,7 +10,13 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import DTypeNotImplemented, IntegerDivisionByZero, ShapeError
+from ember._util.errors import (
+    DTypeError,
+    DTypeNotImplemented,
+    IntegerDivisionByZero,
+    ShapeError,
+    at_user_line,
+)
 from ember.ops.registry import (
     REGISTRY,
     apply,
@@ -859,6 +865,45 @@ def square(x):
 def lerp(x, end, weight):
     """x + (end - x) * weight."""
     return x + (end - x) * weight
+
+
+@public("isclose")
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Elementwise |a - b| <= atol + rtol * |b| (and a == b, which covers equal infinities),
+    as `torch.isclose`; NaNs are close to each other only with equal_nan=True.
+
+    Example:
+        >>> import ember
+        >>> a = ember.tensor([1.0, float("nan"), float("inf"), 1e-9])
+        >>> ember.isclose(a, ember.tensor([1.0 + 1e-6, float("nan"), float("inf"), 0.0])).tolist()
+        [True, False, True, True]
+    """
+    if rtol < 0 or atol < 0:
+        raise ValueError(
+            at_user_line(
+                f"isclose: rtol and atol must be non-negative, got rtol={rtol}, atol={atol}"
+            )
+        )
+    if not hasattr(b, "dtype"):
+        b = a.new_tensor(b, dtype=a.dtype)
+    a_dtype, b_dtype = a.dtype, b.dtype
+    if a_dtype is not b_dtype:
+        raise DTypeError(
+            f"isclose: expected both inputs to have the same dtype, got {a_dtype} and {b_dtype}"
+        )
+    close = apply(EQ, a, b)
+    floating = a_dtype.is_floating_point
+    if equal_nan and floating:
+        close = apply(LOGICAL_OR, close, apply(LOGICAL_AND, apply(ISNAN, a), apply(ISNAN, b)))
+    if rtol == 0 and atol == 0:
+        return close
+    if not floating:  # integers and bools compare in the default float dtype, as torch
+        a, b = a.to(_dt.get_default_dtype()), b.to(_dt.get_default_dtype())
+    equal = apply(EQ, a, b)  # equal infinities: their difference would be nan (and warn)
+    error = apply(ABS, where(equal, 0.0, a) - where(equal, 0.0, b))
+    allowed = apply(ABS, b * rtol) + atol
+    within = apply(LOGICAL_AND, apply(ISFINITE, error), apply(LE, error, allowed))
+    return apply(LOGICAL_OR, close, within)
 
 
 # --- inverse and hyperbolic trig, log10, exp2 (issue 18) ----------------------------------------

@@ -119,6 +119,7 @@ SIGN = _exact(
     lambda xp, x: xp.sign(x),
     _no_grad,
     save_inputs=False,
+    inplace=("sign_",),
     ufunc="sign",
     template="sign({0})",
 )
@@ -269,7 +270,7 @@ CEIL = _exact("ceil", lambda xp, x: xp.ceil(x), _no_grad, save_inputs=False, ufu
 ROUND = _exact(
     "round",
     lambda xp, x, decimals: xp.round(x, decimals),
-    lambda g, y, x, decimals: (None,),
+    lambda g, y, x, decimals: (g.new_zeros(tuple(g.shape)),),
     save_inputs=False,
     names=(),
 )

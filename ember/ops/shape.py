@@ -1733,10 +1733,80 @@ def repeat_interleave(x, repeats=None, dim=None, *, output_size=None):
     return index_select(x, d, picks)
 
 
-@public("unfold", function=False)
+def _unfold_count(length, size, step):
+    return (length - size) // step + 1
+
+
+def _unfold_shape(s, dim, size, step):
+    s = tuple(s)
+    if not s:
+        return (size,)
+    return s[:dim] + (_unfold_count(s[dim], size, step),) + s[dim + 1 :] + (size,)
+
+
+def _unfold_forward(xp, x, dim, size, step):
+    # Note [Unfold views]: the windows are a strided view of x (no copy), as torch's: window
+    # w, element k of dim `dim` is x[..., w * step + k, ...], a new last dim of stride
+    # x.strides[dim]; overlapping windows share memory
+    if x.ndim == 0:
+        return x.reshape(1)
+    shape = _unfold_shape(x.shape, dim, size, step)
+    strides = x.strides[:dim] + (x.strides[dim] * step,) + x.strides[dim + 1 :] + (x.strides[dim],)
+    if isinstance(x, np.ndarray):
+        return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=x.flags.writeable)
+    starts = xp.arange(shape[dim])[:, None] * step + xp.arange(size)[None, :]
+    picked = xp.take(x, starts.reshape(-1), axis=dim).reshape(
+        x.shape[:dim] + (shape[dim], size) + x.shape[dim + 1 :]
+    )
+    return xp.moveaxis(picked, dim + 1, -1)
+
+
+def _unfold_window_index(length, size, step):
+    count = _unfold_count(length, size, step)
+    return (np.arange(count)[:, None] * step + np.arange(size)[None, :]).reshape(-1)
+
+
+def _unfold_vjp(g, y, x, dim, size, step):
+    # each window's gradient lands back on the elements it viewed (summed where they overlap)
+    if not x.shape:
+        return (g.reshape(()),)
+    shape = tuple(x.shape)
+    count = _unfold_count(shape[dim], size, step)
+    flat = movedim(g, -1, dim + 1).reshape(shape[:dim] + (count * size,) + shape[dim + 1 :])
+    index = g.new_tensor(_unfold_window_index(shape[dim], size, step), dtype=_dt.int64)
+    spec = (("s", None, None, None),) * dim + (("t",),)
+    return (apply(INDEX_ADD, g.new_zeros(shape), flat, index, spec=spec),)
+
+
+UNFOLD = defop(
+    "unfold",
+    _unfold_forward,
+    _unfold_vjp,
+    shape=lambda s, dim, size, step: _unfold_shape(s, dim, size, step),
+    dtype=same_dtype,
+    view=True,
+    doc="Tensor.unfold(dim, size, step): every window of `size` elements `step` apart along "
+    "dim as a new last dim; a view (Note [Unfold views]).",
+)
+
+
+@onnx_lowering("unfold")
+def _unfold_onnx(b, x, dim, size, step):
+    shape = b.ins[0].shape
+    if not shape:
+        return b.op("Reshape", x, b.ints([1]))
+    count = _unfold_count(shape[dim], size, step)
+    index = b.const(_unfold_window_index(shape[dim], size, step).reshape(count, size), "int64")
+    picked = b.op("Gather", x, index, axis=dim)  # (..., count, size, ...)
+    rank = len(shape) + 1
+    perm = [a for a in range(rank) if a != dim + 1] + [dim + 1]
+    return b.op("Transpose", picked, perm=perm)
+
+
+@UNFOLD.public("unfold", function=False)
 def unfold(x, dimension, size, step):
     """Every window of `size` elements along `dimension`, `step` apart, as a new last dim
-    (`Tensor.unfold`); differentiable (a copy here, where torch returns a view).
+    (`Tensor.unfold`): a view of x, as torch's, and differentiable.
 
     Example:
         >>> import ember
@@ -1749,14 +1819,7 @@ def unfold(x, dimension, size, step):
         raise ShapeError(f"unfold: step is {step} but must be > 0")
     if size < 0 or size > length:
         raise ShapeError(f"unfold: maximum size for dimension {d} is {length} but size is {size}")
-    if x.ndim == 0:
-        return x.reshape(1)
-    windows = (length - size) // step + 1
-    starts = np.arange(windows)[:, None] * step + np.arange(size)[None, :]
-    picked = index_select(x, d, x.new_tensor(starts.reshape(-1), dtype=_dt.int64))
-    shape = tuple(x.shape)
-    picked = picked.reshape(shape[:d] + (windows, size) + shape[d + 1 :])
-    return movedim(picked, d + 1, -1)
+    return apply(UNFOLD, x, dim=d, size=int(size), step=int(step))
 
 
 @public("meshgrid", method=False)

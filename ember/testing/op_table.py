@@ -2492,7 +2492,7 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "unfold",
-        ("getitem", "check_index", "reshape", "permute"),
+        ("unfold", "index_add"),
         lambda x, *a: x.unfold(*a),
         lambda rng: [
             Sample((_r(rng, 7), 0, 2, 2), name="1d"),

@@ -253,6 +253,7 @@ def test_meshgrid_forms():
         ember.meshgrid(ember.tensor(a), ember.tensor([1, 2]))
 
 
+@pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter")
 def test_scatter_reduce_in_place_scatter_with_reduce_and_larger_src():
     x = np.arange(8.0, dtype=np.float32).reshape(2, 4)
     index = np.array([[0, 0, 3]])
@@ -328,3 +329,18 @@ def test_isclose_method_and_integer_tolerance():
     )
     with pytest.raises(RuntimeError, match="same dtype"):
         ember.isclose(ember.tensor([1.0]), ember.tensor([1]))
+
+
+def test_unfold_is_a_view_as_torch():
+    ours, theirs = ember.arange(10.0), torch.arange(10.0)
+    w, tw = ours.unfold(0, 4, 3), theirs.unfold(0, 4, 3)
+    w[1, 0] = -1.0
+    tw[1, 0] = -1.0
+    _same(ours, theirs)
+    ours[4] = 7.0  # a write to the base shows in the windows
+    theirs[4] = 7.0
+    _same(w, tw)
+    _same(
+        ember.arange(6.0).reshape(2, 3).t().unfold(0, 2, 1),
+        torch.arange(6.0).reshape(2, 3).t().unfold(0, 2, 1),
+    )

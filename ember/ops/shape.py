@@ -1673,9 +1673,9 @@ def repeat_interleave(x, repeats=None, dim=None, *, output_size=None):
             x = x.reshape(1)
     n = x.shape[d]
     if hasattr(repeats, "shape") and output_size is not None:
-        # the output's size is given: the picks from the counts with ops alone (traceable,
-        # as torch's output_size): position j takes the element whose cumulative count first
-        # exceeds j
+        # the output's size is given: the picks come from the counts with ops alone (so this
+        # traces and exports, as torch's output_size is for): a 1 where each element's copies
+        # start, summed from the left, is the element index at every output position
         if repeats.dtype.is_floating_point or repeats.dtype is _dt.bool_:
             raise TypeError(
                 at_user_line(f"repeat_interleave: repeats must be integers, got {repeats.dtype}")
@@ -1686,9 +1686,16 @@ def repeat_interleave(x, repeats=None, dim=None, *, output_size=None):
                 f"repeat_interleave: repeats has {counts.shape[0]} counts but dim {d} of the "
                 f"input has size {n}"
             )
-        ends = cumsum_(counts.expand(n) if counts.shape[0] == 1 else counts, 0)
-        positions = x.new_tensor(np.arange(int(output_size)), dtype=_dt.int64)
-        picks = (ends.unsqueeze(0) <= positions.unsqueeze(1)).to(_dt.int64).sum(1)
+        size = int(output_size)
+        if n == 0 or size == 0:
+            return index_select(x, d, x.new_zeros((0,), dtype=_dt.int64))
+        ends = cumsum_(counts.expand(n) if counts.shape[0] == 1 else counts, 0).to(_dt.int64)
+        # torch refuses an output_size other than the sum ("allocated size does not match")
+        check_index(ends[-1:], size, size + 1, "repeat_interleave: output_size != sum(repeats)")
+        starts = x.new_zeros((size + 1,), dtype=_dt.int64)
+        if n > 1:
+            starts = scatter_add(starts, 0, ends[:-1], x.new_ones((n - 1,), dtype=_dt.int64))
+        picks = cumsum_(starts, 0)[:size]
         return index_select(x, d, picks)
     if hasattr(repeats, "shape"):
         if repeats.dtype.is_floating_point or repeats.dtype is _dt.bool_:

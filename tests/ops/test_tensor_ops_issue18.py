@@ -194,6 +194,9 @@ def test_repeat_interleave_forms():
         ((torch.tensor([2]),), {"dim": 0}),
         ((torch.tensor(2),), {}),
         ((3,), {"dim": -1, "output_size": 9}),
+        ((torch.tensor([1, 0, 3]),), {"dim": 1, "output_size": 4}),
+        ((torch.tensor([0, 0, 0]),), {"dim": 1, "output_size": 0}),
+        ((torch.tensor([2]),), {"dim": 0, "output_size": 4}),
     ]
     for args, kwargs in cases:
         eargs = [ember.tensor(a.numpy()) if isinstance(a, torch.Tensor) else a for a in args]
@@ -208,6 +211,8 @@ def test_repeat_interleave_forms():
     _same(ember.tensor(5.0).repeat_interleave(3), torch.tensor(5.0).repeat_interleave(3))
     with pytest.raises(ValueError, match="repeats must be non-negative"):
         ember.tensor(x).repeat_interleave(ember.tensor([1, -1, 2]), dim=1)
+    with pytest.raises(RuntimeError, match=r"output_size != sum\(repeats\)"):
+        ember.tensor(x).repeat_interleave(ember.tensor([1, 2, 2]), dim=1, output_size=4)
     with pytest.raises(RuntimeError, match="repeats has 2 counts but dim 1"):
         ember.tensor(x).repeat_interleave(ember.tensor([1, 2]), dim=1)
     # the gradient sums over the copies, as torch's

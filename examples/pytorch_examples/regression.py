@@ -57,7 +57,7 @@ def get_batch(batch_size=32):
 # Define model
 fc = torch.nn.Linear(W_target.size(0), 1)
 
-for batch_idx in count(1):
+for batch_idx in count(1):  # noqa: B007  (read after the loop)
     # Get data
     batch_x, batch_y = get_batch()
 

@@ -50,7 +50,7 @@ class Sequence(nn.Module):
             h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
             output = self.linear(h_t2)
             outputs += [output]
-        for i in range(future):  # if we should predict the future
+        for i in range(future):  # noqa: B007  (if we should predict the future)
             h_t, c_t = self.lstm1(output, (h_t, c_t))
             h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
             output = self.linear(h_t2)
@@ -123,7 +123,7 @@ def main(argv=None):
             def draw(yi, color):
                 plt.plot(np.arange(input.size(1)), yi[: input.size(1)], color, linewidth=2.0)
                 plt.plot(
-                    np.arange(input.size(1), input.size(1) + future),
+                    np.arange(input.size(1), input.size(1) + future),  # noqa: B023
                     yi[input.size(1) :],
                     color + ":",
                     linewidth=2.0,

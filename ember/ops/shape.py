@@ -950,7 +950,9 @@ def triu(x, diagonal=0):
 
 
 def pad(x, pad, mode="constant", value=0.0):
-    """PyTorch's F.pad: `pad` lists (before, after) pairs starting from the last dim."""
+    """PyTorch's F.pad: `pad` lists (before, after) pairs starting from the last dim; a
+    negative amount crops. reflect and replicate pad from the whole input and then crop;
+    circular crops first and wraps what is left (Note [Padding modes])."""
     pad = tuple(int(p) for p in pad)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ShapeError(f"pad: padding {pad} must have an even length of at most 2*{x.ndim}")
@@ -958,37 +960,97 @@ def pad(x, pad, mode="constant", value=0.0):
     for i in range(len(pad) // 2):
         pairs[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     if mode == "constant":
+        for d, (before, after) in enumerate(pairs):
+            if x.shape[d] + before + after < 0:
+                raise ShapeError(
+                    f"pad: padding ({before}, {after}) of dim {d} (size {x.shape[d]}) makes a "
+                    f"negative size {x.shape[d] + before + after}"
+                )
         return apply(PAD, x, pad=tuple(pairs), value=value if value is not None else 0.0)
     if mode not in ("reflect", "replicate", "circular"):
         raise ValueError(
             f"pad: mode must be constant, reflect, replicate or circular, got {mode!r}"
         )
+    padded = len(pad) // 2
+    if padded not in (1, 2, 3) or x.ndim not in (padded + 1, padded + 2):
+        raise NotImplementedError(
+            f"pad: padding size {len(pad)} is not supported for a {x.ndim}-D input in {mode} "
+            "mode; supported: 2-D or 3-D input with 2 pads (the last dim), 3-D or 4-D with 4 "
+            "(the last 2 dims), 4-D or 5-D with 6 (the last 3 dims), as in torch"
+        )
     for d, (before, after) in enumerate(pairs):
         if before == after == 0:
             continue
-        n = x.shape[d]
-        if mode == "reflect" and (before >= n or after >= n):
-            raise ShapeError(
-                f"pad: reflect padding ({before}, {after}) must be smaller than dim {d}'s size {n}"
-            )
-        pieces = []
-        if before:
-            if mode == "reflect":
-                pieces.append(flip(narrow(x, d, 1, before), d))
-            elif mode == "replicate":
-                pieces.append(expand_dim(narrow(x, d, 0, 1), d, before))
-            else:
-                pieces.append(narrow(x, d, n - before, before))
-        pieces.append(x)
-        if after:
-            if mode == "reflect":
-                pieces.append(flip(narrow(x, d, n - 1 - after, after), d))
-            elif mode == "replicate":
-                pieces.append(expand_dim(narrow(x, d, n - 1, 1), d, after))
-            else:
-                pieces.append(narrow(x, d, 0, after))
-        x = cat(pieces, d)
+        x = (_pad_circular if mode == "circular" else _pad_edge)(x, d, before, after, mode)
     return x
+
+
+# Note [Padding modes]: torch's non-constant padding with negative amounts (cropping), which
+# ember matches: reflect and replicate pad the whole input and then crop the negative sides
+# (F.pad(x, (-2, 4), "reflect") reflects 4 off the uncropped right edge); the output must
+# keep at least one element, and a reflect pad must be smaller than the input. Circular crops
+# first and wraps the cropped input (F.pad(arange(5), (-1, 2), "circular") = [1 2 3 4 1 2]);
+# a pad may not exceed the input size (wrapping more than once) and the output may be empty.
+# Where torch's circular kernel reads past a cropped input (a pad wider than what is left),
+# ember keeps wrapping it.
+def _pad_edge(x, d, before, after, mode):
+    n = x.shape[d]
+    if mode == "reflect" and (before >= n or after >= n):
+        raise ShapeError(
+            f"pad: reflect padding ({before}, {after}) must be smaller than the input size "
+            f"{n} of dim {d} (input shape {tuple(x.shape)})"
+        )
+    if n + before + after <= 0:
+        raise ShapeError(
+            f"pad: input size {n} of dim {d} is too small for {mode} padding ({before}, "
+            f"{after}): the output size would be {n + before + after}"
+        )
+    pieces = []
+    if before > 0:
+        if mode == "reflect":
+            pieces.append(flip(narrow(x, d, 1, before), d))
+        else:
+            pieces.append(expand_dim(narrow(x, d, 0, 1), d, before))
+    pieces.append(x)
+    if after > 0:
+        if mode == "reflect":
+            pieces.append(flip(narrow(x, d, n - 1 - after, after), d))
+        else:
+            pieces.append(expand_dim(narrow(x, d, n - 1, 1), d, after))
+    out = cat(pieces, d) if len(pieces) > 1 else x
+    start = -before if before < 0 else 0
+    return narrow(out, d, start, out.shape[d] - start + builtins.min(after, 0))
+
+
+def _pad_circular(x, d, before, after, mode):
+    n = x.shape[d]
+    if before > n or after > n:
+        raise ShapeError(
+            f"pad: circular padding ({before}, {after}) wraps around more than once: it must "
+            f"be at most the input size {n} of dim {d} (input shape {tuple(x.shape)})"
+        )
+    kept = n + builtins.min(before, 0) + builtins.min(after, 0)
+    if n + before + after < 0:
+        raise ShapeError(
+            f"pad: negative circular padding ({before}, {after}) is larger than dim {d}'s size "
+            f"{n}: the output size would be {n + before + after}"
+        )
+    if kept <= 0:
+        if n + before + after == 0:
+            return narrow(x, d, 0, 0)
+        raise ShapeError(
+            f"pad: negative circular padding ({before}, {after}) crops all {n} elements of "
+            f"dim {d}, leaving nothing to wrap"
+        )
+    x = narrow(x, d, -before if before < 0 else 0, kept)
+    wide = builtins.max(before, after, 0)
+    tiled = cat([x] * -(-wide // kept), d) if wide > kept else x
+    m = tiled.shape[d]
+    pieces = [narrow(tiled, d, m - before, before)] if before > 0 else []
+    pieces.append(x)
+    if after > 0:
+        pieces.append(narrow(tiled, d, 0, after))
+    return cat(pieces, d) if len(pieces) > 1 else x
 
 
 def expand_dim(x, dim, size):

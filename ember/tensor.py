@@ -555,8 +555,8 @@ class Tensor(OpMixin, InplaceMixin):
         needs_graph = self._records_inplace((value,))
         if not needs_graph and type(self._data) is np.ndarray and runs_eagerly(self._data):
             self._check_writable("__setitem__")
-            idx = _S._decode(spec, [t._data for t in tensors])
-            self._data[idx] = value._data if isinstance(value, Tensor) else value
+            target, idx = _S._locate(self._data, spec, [t._data for t in tensors])
+            target[idx] = value._data if isinstance(value, Tensor) else value
             self._bump_version("__setitem__")
             return
         if isinstance(value, Tensor) and value.dtype is not self.dtype:

@@ -15,6 +15,7 @@ graphs like any other op, and the spec keys caches.
 from __future__ import annotations
 
 import builtins
+import warnings
 
 import numpy as np
 
@@ -333,13 +334,61 @@ def _is_advanced(spec):
     return builtins.any(item[0] == "t" for item in spec)
 
 
+# Note [Advanced index placement]: NumPy and torch place the dims of advanced (tensor) indices
+# alike, with one difference: NumPy counts an integer as an advanced index when a tensor index
+# is present, torch applies integers first as basic indexing. Where the tensor indices are
+# adjacent once integers are dropped but an integer sits apart from them (`x[0, :, [1, 2]]`),
+# NumPy moves the indexed dims first ((2, 3) from a (2, 3, 4) tensor) and torch keeps them in
+# place ((3, 2)). ember follows torch: such an index is applied in two steps on the backend's
+# array, the basic part (integers) as a view, then the advanced part (`_locate`), so getitem,
+# index_put, index_add and setitem agree, eager and compiled.
+def _torch_two_steps(spec) -> bool:
+    tensors = [i for i, item in enumerate(spec) if item[0] == "t"]
+    ints = [i for i, item in enumerate(spec) if item[0] == "i"]
+    if not tensors or not ints:
+        return False
+    group = sorted(tensors + ints)
+    numpy_adjacent = group[-1] - group[0] + 1 == len(group)
+    torch_adjacent = builtins.all(spec[i][0] in "ti" for i in range(tensors[0], tensors[-1] + 1))
+    return torch_adjacent and not numpy_adjacent
+
+
+def _locate(x, spec, arrays):
+    """(array, index) such that `array[index]` is `x[spec]` with torch's placement of advanced
+    dims (Note [Advanced index placement]); `array` is `x` or a view of it, so assigning
+    through it writes into `x`."""
+    if not _torch_two_steps(spec):
+        return x, _decode(spec, arrays)
+    it = iter(arrays)
+    basic, advanced = [], []
+    for item in spec:
+        kind = item[0]
+        if kind == "i":
+            basic.append(item[1])
+        elif kind == "t":
+            a = next(it)
+            dims = a.ndim if a.dtype.kind == "b" else 1
+            basic.extend([slice(None)] * dims)
+            advanced.append(a)
+        elif kind == "s":
+            basic.append(slice(item[1], item[2], item[3]))
+            advanced.append(slice(None))
+        elif kind == "n":
+            basic.append(None)
+            advanced.append(slice(None))
+        else:
+            basic.append(Ellipsis)
+            advanced.append(Ellipsis)
+    return x[tuple(basic)], tuple(advanced)
+
+
 def _getitem_forward(xp, x, *index_arrays, spec):
     for a in index_arrays:
         if a.dtype.kind not in "biu":
             raise IndexError(
                 f"index: tensors used as indices must be integer or bool, got {a.dtype}"
             )
-    index = _decode(spec, index_arrays)
+    x, index = _locate(x, spec, index_arrays)
     out = x[index]
     if isinstance(out, np.generic):
         # basic indexing is a view (Note [Views and in-place] in ember/tensor.py); a trailing
@@ -352,7 +401,8 @@ def _index_shape(shape, *index_shapes, spec):
     dummies = [np.zeros(s, dtype=np.int64) for s in index_shapes]
     probe = np.broadcast_to(np.empty((), dtype=np.int8), tuple(shape))
     try:
-        return probe[_decode(spec, dummies)].shape
+        view, index = _locate(probe, spec, dummies)
+        return view[index].shape
     except IndexError as error:
         raise IndexOutOfRange(f"index: {error} (tensor of shape {tuple(shape)})") from None
 
@@ -376,11 +426,11 @@ GETITEM = defop(
 
 def _index_add_forward(xp, base, values, *index_arrays, spec):
     out = xp.array(base, copy=True)
-    index = _decode(spec, index_arrays)
+    target, index = _locate(out, spec, index_arrays)
     if _is_advanced(spec):
-        xp.scatter_add(out, index, values)
+        xp.scatter_add(target, index, values)
     else:
-        out[index] += values
+        target[index] += values
     return out
 
 
@@ -471,7 +521,8 @@ INDEX_ADD = defop(
 
 def _index_put_forward(xp, x, values, *index_arrays, spec):
     out = xp.array(x, copy=True)
-    out[_decode(spec, index_arrays)] = values
+    target, index = _locate(out, spec, index_arrays)
+    target[index] = values
     return out
 
 
@@ -1085,7 +1136,19 @@ def encode_index(x, index):
         return x.new_tensor(arr, dtype=_dt.bool_ if arr.dtype.kind == "b" else _dt.int64)
 
     if not isinstance(index, tuple):
-        index = (index,)
+        if _sequence_as_tuple(index, Tensor):
+            warnings.warn(
+                at_user_line(
+                    "index: a list holding tensors, sequences, slices, None or Ellipsis is read "
+                    "as a tuple of indices, as torch reads it (torch deprecates this); write "
+                    "x[tuple(seq)] for that, or x[tensor(seq)] for one advanced index"
+                ),
+                UserWarning,
+                stacklevel=3,
+            )
+            index = tuple(index)
+        else:
+            index = (index,)
     spec, tensors = [], []
     for item in index:
         if isinstance(item, slice):
@@ -1107,7 +1170,7 @@ def encode_index(x, index):
             tensors.append(make_tensor(item))
         elif isinstance(item, (int, np.integer)):
             spec.append(("i", int(item)))
-        elif isinstance(item, (list, np.ndarray)):
+        elif isinstance(item, (list, tuple, np.ndarray)):  # a tuple inside an index is a list
             spec.append(("t",))
             tensors.append(make_tensor(item))
         else:
@@ -1119,6 +1182,20 @@ def encode_index(x, index):
 
 def _int_or_none(v):
     return None if v is None else int(v)
+
+
+def _sequence_as_tuple(index, Tensor) -> bool:
+    """torch's (and old NumPy's) reading of a list index: `x[[0, [1, 2]]]`, `x[[t, None]]` are
+    `x[0, [1, 2]]`, `x[t, None]` when the list is short (< 32) and holds a tensor, a sequence,
+    a slice, None or Ellipsis; a list of plain integers stays one advanced index."""
+    if not isinstance(index, list) or len(index) >= 32:
+        return False
+    return builtins.any(
+        isinstance(item, (Tensor, list, tuple, slice, np.ndarray))
+        or item is None
+        or item is Ellipsis
+        for item in index
+    )
 
 
 def getitem(x, index):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import IntegerDivisionByZero, ShapeError
+from ember._util.errors import DTypeError, IntegerDivisionByZero, ShapeError, ValueOutOfRange
 from ember.ops.registry import (
     REGISTRY,
     apply,
@@ -801,12 +801,20 @@ BITCAST = defop(
 @WHERE.public("where", method=False)
 def where(condition, a, b):
     """a where condition is true, else b (promoting a with b)."""
+    _bool_condition(condition, "where")
     return apply(WHERE, condition, a, b)
+
+
+def _bool_condition(condition, op):
+    dtype = getattr(condition, "dtype", None)
+    if dtype is not None and dtype is not _dt.bool_ and hasattr(condition, "shape"):
+        raise DTypeError(f"{op}: the condition must be a bool tensor, got {dtype}")
 
 
 @public("where", function=False)
 def _where_method(self, condition, other):
     """x.where(condition, other): x where condition is true, else other."""
+    _bool_condition(condition, "where")
     return apply(WHERE, condition, self, other)
 
 
@@ -814,7 +822,7 @@ def _where_method(self, condition, other):
 def clamp(x, min=None, max=None):  # noqa: A002
     """clamp(x, min, max); bounds may be Python numbers or tensors."""
     if min is None and max is None:
-        raise ValueError("clamp: at least one of min and max must be given")
+        raise ValueOutOfRange("clamp: at least one of min and max must be given")
     if isinstance(min, _SCALARS + (type(None),)) and isinstance(max, _SCALARS + (type(None),)):
         return apply(CLAMP, x, min=min, max=max)
     if min is not None:

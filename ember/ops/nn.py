@@ -786,6 +786,7 @@ BINARY_CROSS_ENTROPY = defop(
 
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    _bce_shape(tuple(input.shape), tuple(target.shape))  # torch refuses broadcasting here
     loss = apply(BINARY_CROSS_ENTROPY, input, target)
     if weight is not None:
         loss = loss * weight

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError
+from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError
 from ember.ops.elementwise import _LATE
 from ember.ops.registry import (
     REGISTRY,
@@ -398,7 +398,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
     if not x.dtype.is_floating_point:
-        raise TypeError(
+        raise DTypeError(
             f"mean: input dtype must be floating point, got {x.dtype}; "
             "pass dtype=ember.float32 or cast first"
         )
@@ -413,7 +413,7 @@ def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
     if unbiased is not None:
         correction = 1 if unbiased else 0
     if not x.dtype.is_floating_point:
-        raise TypeError(f"var: input dtype must be floating point, got {x.dtype}")
+        raise DTypeError(f"var: input dtype must be floating point, got {x.dtype}")
     if _is_half(x):  # Note [Half-precision accumulation]
         return var(x.to(_dt.float32), dim, correction, keepdim).to(x.dtype)
     dims = _norm(x, dim, "var")

@@ -20,7 +20,13 @@ import warnings
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
+from ember._util.errors import (
+    DTypeError,
+    IndexOutOfRange,
+    ShapeError,
+    ValueOutOfRange,
+    at_user_line,
+)
 from ember.ops.registry import (
     apply,
     defop,
@@ -522,8 +528,22 @@ INDEX_ADD = defop(
 def _index_put_forward(xp, x, values, *index_arrays, spec):
     out = xp.array(x, copy=True)
     target, index = _locate(out, spec, index_arrays)
-    target[index] = values
+    assign(target, index, values)
     return out
+
+
+def assign(target, index, values):
+    """target[index] = values, refusing values whose shape does not broadcast to the indexed
+    shape with torch's error class (RuntimeError; Note [Error classes])."""
+    try:
+        target[index] = values
+    except ValueError as error:
+        if getattr(values, "shape", None) is None:
+            raise
+        raise ShapeError(
+            f"setitem: values of shape {tuple(values.shape)} do not broadcast to the indexed "
+            f"shape {tuple(target[index].shape)} ({error})"
+        ) from None
 
 
 def _index_put_vjp(g, y, x, values, *indices, spec):
@@ -953,6 +973,8 @@ def split(x, split_size_or_sections, dim=0):
 @public("chunk")
 def chunk(x, chunks, dim=0):
     d = _dim(dim, x.ndim, "chunk")
+    if int(chunks) <= 0:
+        raise ValueOutOfRange(f"chunk: chunks must be greater than 0, got {chunks}")
     size = -(-x.shape[d] // chunks)
     return split(x, builtins.max(size, 1), d)
 
@@ -964,9 +986,13 @@ def unbind(x, dim=0):
 
 
 @FLIP.public("flip")
-def flip(x, dims):
+def flip(x, dims, *more_dims):
+    """x with the order of its elements reversed along `dims` (`x.flip(0, 1)`, as torch's
+    method, or `flip(x, (0, 1))`)."""
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims))
+    dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims + tuple(more_dims)))
+    if len(set(dims)) != len(dims):
+        raise ShapeError(f"flip: a dim appears more than once in {dims}")
     return apply(FLIP, x, dims=dims)
 
 
@@ -1209,14 +1235,27 @@ def index_select(x, dim, index):
     if index.ndim > 1:
         raise ShapeError(f"index_select: index must be 0-D or 1-D, got shape {tuple(index.shape)}")
     if index.dtype.is_floating_point or index.dtype is _dt.bool_:
-        raise TypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
+        raise DTypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
     spec = (("s", None, None, None),) * d + (("t",),)
     index = check_index(index.reshape(-1), 0, x.shape[d] if x.ndim else 1, "index_select")
     return apply(GETITEM, x, index, spec=spec)
 
 
+def _check_index_tensor(x, index, op):
+    """torch's refusals of a gather/scatter index: a float or bool index, or an index whose
+    number of dims differs from the input's (RuntimeErrors; Note [Error classes])."""
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise DTypeError(f"{op}: index must be an integer tensor, got {index.dtype}")
+    if index.ndim != x.ndim and not (x.ndim <= 1 and index.ndim <= 1):
+        raise ShapeError(
+            f"{op}: index must have the same number of dims as the input, got index of shape "
+            f"{tuple(index.shape)} for input of shape {tuple(x.shape)}"
+        )
+
+
 @GATHER.public("gather")
 def gather(x, dim, index):
+    _check_index_tensor(x, index, "gather")
     return apply(GATHER, x, index, dim=_dim(dim, x.ndim, "gather"))
 
 
@@ -1224,18 +1263,20 @@ def gather(x, dim, index):
 def scatter(x, dim, index, src=None, value=None):
     if src is None:
         src = value
+    _check_index_tensor(x, index, "scatter")
     return apply(SCATTER, x, index, src, dim=_dim(dim, x.ndim, "scatter"))
 
 
 @SCATTER_ADD.public("scatter_add")
 def scatter_add(x, dim, index, src):
+    _check_index_tensor(x, index, "scatter_add")
     return apply(SCATTER_ADD, x, index, src, dim=_dim(dim, x.ndim, "scatter_add"))
 
 
 @public("masked_fill")
 def masked_fill(x, mask, value):
     if mask.dtype is not _dt.bool_:
-        raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
+        raise DTypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
     if hasattr(value, "shape"):
         value = value.to(x.dtype)
     if hasattr(value, "shape"):
@@ -1272,7 +1313,7 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
     place, is `ember.nn.functional.embedding`'s.)
     """
     if index.dtype.is_floating_point:
-        raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
+        raise DTypeError(f"embedding: indices must be integer, got {index.dtype}")
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D, got shape {tuple(weight.shape)}")
     if sparse:

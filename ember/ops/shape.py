@@ -1319,9 +1319,8 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
     if sparse:
         raise NotImplementedError(
             at_user_line(
-                "embedding: sparse=True asks for a sparse gradient tensor, and ember has no sparse "
-                "tensors; use sparse=False: the gradient is the same values as a dense "
-                "(num_embeddings, dim) tensor, which every ember optimizer accepts"
+                "embedding: the sparse gradient of sparse=True is ember.nn.functional."
+                "embedding's (an autograd Function, above the ops layer); call that"
             )
         )
     num_embeddings = weight.shape[0]

@@ -173,3 +173,30 @@ def test_dim_and_axis_together_are_a_type_error_as_in_torch(name):
         _call(torch, name, {"dim": 0, "axis": 0})
     with pytest.raises(TypeError, match="both 'dim' and its NumPy alias 'axis'"):
         _call(ember, name, {"dim": 0, "axis": 0})
+
+
+_NAN_X = _RNG.standard_normal((4, 5, 6))
+_NAN_X[0, 1, 2] = np.nan
+_NAN_X[1, :, 3] = np.nan  # an all-NaN slice along dim 1
+
+
+@pytest.mark.parametrize("name", ["median", "nanmedian", "nansum", "nanmean"])
+@pytest.mark.parametrize("dim", [None, 0, 1, -1])
+def test_nan_reductions_and_median_as_torch(name, dim):
+    kwargs = {} if dim is None else {"dim": dim}
+    x = _NAN_X if name.startswith("nan") else _NAN_X[2:]  # median: NaN-free rows too
+    tx = torch.tensor(x, requires_grad=True)
+    ex = ember.tensor(x, requires_grad=True)
+    want, got = getattr(torch, name)(tx, **kwargs), getattr(ember, name)(ex, **kwargs)
+    tv, ev = (want[0], got[0]) if isinstance(want, tuple) else (want, got)
+    np.testing.assert_allclose(ev.detach().numpy(), tv.detach().numpy(), rtol=1e-12)
+    if isinstance(want, tuple):  # median's indices: torch's, where values tie or not
+        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+        assert got.indices is got[1] and got.values is got[0]
+    g = np.ones(tuple(tv.shape))
+    finite = ~np.isnan(tv.detach().numpy())
+    tv.backward(torch.tensor(np.where(finite, g, 0.0)))
+    ev.backward(ember.tensor(np.where(finite, g, 0.0)))
+    # torch's nanmean gradient is 0/0 = NaN on an all-NaN slice, ember's is 0 there
+    defined = ~np.isnan(tx.grad.numpy())
+    np.testing.assert_allclose(ex.grad.numpy()[defined], tx.grad.numpy()[defined], rtol=1e-12)

@@ -807,7 +807,7 @@ def where(condition, a, b):
 
 def _bool_condition(condition, op):
     dtype = getattr(condition, "dtype", None)
-    if dtype is not None and dtype is not _dt.bool_ and hasattr(condition, "shape"):
+    if isinstance(dtype, _dt.DType) and dtype is not _dt.bool_:  # an ember tensor's
         raise DTypeError(f"{op}: the condition must be a bool tensor, got {dtype}")
 
 

@@ -77,6 +77,9 @@ def set_num_threads(n: int) -> None:
     blas = _find_blas()
     if blas:
         blas[0](n)
+    from ember.backend import blas as small_gemm
+
+    small_gemm.set_num_threads(n)
     numba = sys.modules.get("numba")
     if numba is not None:
         try:

@@ -41,7 +41,7 @@ PAD_MULTIPLE = 8
 GROUP_COST = 64  # the overhead of one model run, in tokens (TextModel._groups)
 PACK_WIDTH = 64  # tokens per packed row (Note [Packed batches])
 WARM_PACKED_ROWS = 4  # 16 requests of 16 tokens
-PACKING = os.environ.get("EMBER_SERVE_PACKING", "1") != "0"
+PACKING = os.environ.get("EMBER_SERVE_PACKING", "1") != "0"  # the default of TextModel.packing
 
 
 class TensorSpec:
@@ -268,6 +268,7 @@ class TextModel(ServedModel):
         self.pooling, self.normalize = _sentence_transformers_pooling(folder)
         self.program = self._export()
         self.packed_program = self._export_packed() if self._packable() else None
+        self.packing = PACKING  # False: pad batches in length groups instead
         hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", -1)
         self.inputs = [TensorSpec("text", "BYTES", [-1])]
         if self.task == "feature-extraction":
@@ -476,7 +477,7 @@ class TextModel(ServedModel):
     def _forward(self, texts: list) -> dict:
         """The head's outputs for every text, run in length groups (rows keep their order)."""
         rows = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
-        if len(rows) > 1 and self.packed_program is not None and PACKING:
+        if len(rows) > 1 and self.packed_program is not None and self.packing:
             return self._forward_packed(rows)
         groups = self._groups([len(r) for r in rows]) if len(rows) > 1 else [[0]]
         if len(groups) == 1:

@@ -627,12 +627,12 @@ def test_cli_help_names_the_knobs(capsys):
 
 
 @pytest.mark.parametrize("packing", [False, True])
-def test_text_batches_in_length_groups_equal_lone_requests(repository, monkeypatch, packing):
-    from ember.serve import load_model, models
+def test_text_batches_in_length_groups_equal_lone_requests(repository, packing):
+    from ember.serve import load_model
     from ember.serve.models import Prepared
 
-    monkeypatch.setattr(models, "PACKING", packing)
     model = load_model(os.path.join(repository, "sentiment", "1"))
+    model.packing = packing
     texts = ["ok", "a much longer review that goes on and on about the plot " * 4, "fine film"]
     texts += ["short", "the acting was good but the second half drags badly", "meh"]
     requests = [Prepared({"text": [t]}, 1, "text") for t in texts]

@@ -10,11 +10,11 @@ at 64, about equal from 320 rows on, where OpenBLAS stays. A compiled (numba) sm
 kernel (4 rows per weight-row load, fastmath) reached 0.35-0.55x of OpenBLAS's speed at these
 shapes, so it is no option.
 
-MKL's gain shrinks with the rows (1.3-1.5x at 64, about none at 320) and ember serve's packed
-batches (Note [Packed batches]) run as fast on either library when timed alone, but in
-bench_serve's process, where PyTorch's own MKL also runs, batched serving with 160-256-row
-products on this MKL ran at half its OpenBLAS speed (not understood); so MKL takes only the
-products of one short request: up to `MKL_MAX_ROWS` = 48 rows.
+MKL's gain shrinks with the rows (1.3-1.5x at 64, about none from 256 on) and ember serve's
+packed batches (Note [Packed batches], 100-400 rows) ran as fast on either library, so MKL
+takes the products of one short request: up to `MKL_MAX_ROWS` = 64 rows. (With MKL loaded,
+`ember.set_num_threads` must still find NumPy's OpenBLAS first, not MKL's setter: an
+OpenBLAS left on all cores busy-waits and ran MiniLM 20x slower on the loaded machine.)
 
 So `matmul` sends a 2-D float32/float64 product with `MKL_MIN_ROWS <= rows <= MKL_MAX_ROWS`
 to MKL's `cblas_?gemm` through ctypes when MKL is installed (the PyPI `mkl` wheel, the `mkl`
@@ -42,7 +42,7 @@ import numpy as np
 __all__ = ["matmul", "mkl_available"]
 
 MKL_MIN_ROWS = 2  # one row is a GEMV, where OpenBLAS is as fast
-MKL_MAX_ROWS = 48  # one BLAS thread: the products one short request makes (Note [Small GEMMs])
+MKL_MAX_ROWS = 64  # one BLAS thread: the products one short request makes (Note [Small GEMMs])
 MKL_MAX_ROWS_THREADED = 32  # more threads: sequential MKL wins only on the smallest products
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112

@@ -50,6 +50,9 @@ def _find_blas():
                         paths.append(path)
     except OSError:  # not Linux: no portable way without extra packages
         return _blas
+    # NumPy's OpenBLAS first: MKL loaded for few-row products (Note [Small GEMMs]) runs
+    # sequentially, and taking its setter would leave OpenBLAS on all cores, busy-waiting
+    paths.sort(key=lambda p: "mkl_rt" in os.path.basename(p).lower())
     for path in paths:
         try:
             lib = ctypes.CDLL(path)

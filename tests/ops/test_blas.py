@@ -99,3 +99,14 @@ def test_out_that_overlaps_an_operand_is_safe():
 
 def test_the_numpy_backend_multiplies_through_it():
     assert backend.xp.matmul is blas.matmul
+
+
+@pytest.mark.skipif(not blas.mkl_available(), reason="MKL not installed (the `mkl` extra)")
+def test_thread_count_still_goes_to_numpy_s_openblas(monkeypatch):
+    """With MKL loaded, set_num_threads must find OpenBLAS's setter, not MKL's (Note [Small
+    GEMMs]): an OpenBLAS left on every core busy-waits."""
+    from ember.backend import threads
+
+    monkeypatch.setattr(threads, "_blas", None)
+    setter, _ = threads._find_blas()
+    assert "openblas" in setter.__name__

@@ -1,6 +1,6 @@
 """Few-row matrix products (Note [Small GEMMs]): x @ weight.T at MiniLM's shapes (hidden 384,
 intermediate 1536) for 1 to 512 rows, through ember's CPU matmul dispatch (MKL's cblas for
-few rows when the `mkl` extra is installed), plain NumPy (OpenBLAS) and PyTorch (MKL), in
+few rows with the `mkl` extra and EMBER_BLAS=mkl), plain NumPy (OpenBLAS) and PyTorch (MKL), in
 interleaved rounds, at 1 and 2 threads. Prints min and median per call and the ratios.
 
     python bench/bench_matmul_small.py [--rounds 9] [--threads 1 2]

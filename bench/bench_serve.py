@@ -8,7 +8,7 @@ loopback keep-alive connections. Requests/s and p50/p99 latency for
   user would write today),
 in interleaved rounds, at 1 and 2 CPU threads for both frameworks. Prints ratios against the
 PyTorch server and one JSON line per configuration, and whether ember's few-row matrix
-products ran on MKL (Note [Small GEMMs]; EMBER_BLAS=numpy turns that off).
+products ran on MKL (Note [Small GEMMs]; EMBER_BLAS=mkl turns that on).
 
     python bench/bench_serve.py [--requests 400] [--rounds 3] [--threads 1 2]
 """

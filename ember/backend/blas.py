@@ -16,12 +16,17 @@ takes the products of one short request: up to `MKL_MAX_ROWS` = 64 rows. (With M
 `ember.set_num_threads` must still find NumPy's OpenBLAS first, not MKL's setter: an
 OpenBLAS left on all cores busy-waits and ran MiniLM 20x slower on the loaded machine.)
 
-So `matmul` sends a 2-D float32/float64 product with `MKL_MIN_ROWS <= rows <= MKL_MAX_ROWS`
-to MKL's `cblas_?gemm` through ctypes when MKL is installed (the PyPI `mkl` wheel, the `mkl`
-extra: Intel Simplified Software License, free to use and redistribute, about 1 GB
-installed), and everything else to `numpy.matmul`. MKL is found lazily, on the first
-product that qualifies, in the environment's `lib` folder (where the wheel puts
-`libmkl_rt.so`) or at `EMBER_MKL_LIBRARY`; `EMBER_BLAS=numpy` turns it off. MKL runs with its
+So, with `EMBER_BLAS=mkl`, `matmul` sends a 2-D float32/float64 product with
+`MKL_MIN_ROWS <= rows <= MKL_MAX_ROWS` to MKL's `cblas_?gemm` through ctypes (the PyPI `mkl`
+wheel, the `mkl` extra: Intel Simplified Software License, free to use and redistribute,
+about 1 GB installed), and everything else to `numpy.matmul`. MKL is found lazily, on the
+first product that qualifies, in the environment's `lib` folder (where the wheel puts
+`libmkl_rt.so`) or at `EMBER_MKL_LIBRARY`. It is opt-in, not taken whenever installed,
+because in a process that also runs PyTorch, loading it made OpenBLAS's own products (the
+rows above the limit) 2-20x slower on this machine (MiniLM 16 x 20: 1.8 s against 0.3 s
+for PyTorch; batched serving at half speed), which is not understood yet; without PyTorch in
+the process no slowdown was seen. MKL runs with its
+sequentialMKL runs with its
 sequential threading layer and its thread count left at 1, so it starts no thread pool that
 could spin against NumPy's and numba's threads on a loaded machine; this is why its row limit
 stays low when `ember.set_num_threads(n > 1)` gives OpenBLAS more threads
@@ -71,7 +76,7 @@ def _load():
     if _mkl is not None:
         return _mkl
     _mkl = False
-    if os.environ.get("EMBER_BLAS", "").lower() == "numpy":
+    if os.environ.get("EMBER_BLAS", "").lower() != "mkl":  # opt-in (Note [Small GEMMs])
         return _mkl
     for path in _library_paths():
         try:

@@ -8,6 +8,8 @@ import pytest
 from ember.backend import blas
 from ember.backend.numpy_backend import backend
 
+NO_MKL = "MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)"
+
 # (rows, inner, cols, layout of a, layout of b): "c" C-contiguous, "f" Fortran (a transposed
 # view, as linear's weight.T is), "s" a column slice of a wider matrix (leading dim > cols)
 CASES = [
@@ -51,7 +53,10 @@ def test_matmul_matches_float64_product(m, k, n, la, lb, dtype):
     _check(out, a, b)
 
 
-@pytest.mark.skipif(not blas.mkl_available(), reason="MKL not installed (the `mkl` extra)")
+@pytest.mark.skipif(
+    not blas.mkl_available(),
+    reason="MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)",
+)
 def test_mkl_takes_few_row_products(monkeypatch):
     calls = []
     table = blas._load()
@@ -101,7 +106,10 @@ def test_the_numpy_backend_multiplies_through_it():
     assert backend.xp.matmul is blas.matmul
 
 
-@pytest.mark.skipif(not blas.mkl_available(), reason="MKL not installed (the `mkl` extra)")
+@pytest.mark.skipif(
+    not blas.mkl_available(),
+    reason="MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)",
+)
 def test_thread_count_still_goes_to_numpy_s_openblas(monkeypatch):
     """With MKL loaded, set_num_threads must find OpenBLAS's setter, not MKL's (Note [Small
     GEMMs]): an OpenBLAS left on every core busy-waits."""

@@ -10,7 +10,12 @@ from __future__ import annotations
 import builtins
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError
+from ember._util.errors import (
+    DTypeError,
+    IndexOutOfRange,
+    ShapeError,
+    at_user_line,
+)
 from ember.ops.elementwise import _LATE
 from ember.ops.registry import (
     REGISTRY,
@@ -141,6 +146,8 @@ def _prod_forward(xp, x, dim, keepdim):
 def _prod_vjp(g, y, x, dim, keepdim):
     # The product of all other elements, without dividing (exact when x has zeros): exclusive
     # cumulative products from the left and from the right.
+    if not x.shape:  # a 0-d product is its input
+        return (g,)
     if dim is None:
         flat = x.reshape(-1)
         return (_expand_back(g, x, None, keepdim) * _others_product(flat, 0).reshape(x.shape),)
@@ -311,6 +318,28 @@ CUMPROD = defop(
 )
 
 
+@onnx_lowering("cumprod")
+def _cumprod_onnx(b, x, dim):
+    """ONNX has no cumulative product; a Scan multiplies step by step along `dim` as NumPy's
+    cumprod does (Note [ONNX loops] in ember.onnx), so the products are the same."""
+    if b.ins[0].dtype != b.out.dtype:
+        x = b.op("Cast", x, to=b.onnx_type(b.out.dtype))
+    shapes = b.shapes_of(b.ins[0])
+    if b.ins[0].ndim == 0 or builtins.all(s[dim] == 0 for s in shapes):
+        return b.op("Identity", x)
+    rest = b.ints_across([list(s[:dim]) + list(s[dim + 1 :]) for s in shapes])
+    one = b.op("Cast", b.op("ConstantOfShape", rest), to=b.onnx_type(b.out.dtype))
+    one = b.op("Add", one, b.const(1, b.out.dtype))
+
+    def body(state, x_t):
+        product = b.op("Mul", state, x_t)
+        return [product], [product]
+
+    _, out = b.scan(body, [one], [x], [b.out.dtype], [b.out.dtype], [b.out.dtype],
+                    input_axes=[dim], output_axes=[dim])  # fmt: skip
+    return out
+
+
 # --- wrappers -----------------------------------------------------------------------------------
 def _norm(x, dim, op):
     return normalize_dims(dim, x.ndim, op)
@@ -398,7 +427,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
     if not x.dtype.is_floating_point:
-        raise TypeError(
+        raise DTypeError(
             f"mean: input dtype must be floating point, got {x.dtype}; "
             "pass dtype=ember.float32 or cast first"
         )
@@ -413,7 +442,7 @@ def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
     if unbiased is not None:
         correction = 1 if unbiased else 0
     if not x.dtype.is_floating_point:
-        raise TypeError(f"var: input dtype must be floating point, got {x.dtype}")
+        raise DTypeError(f"var: input dtype must be floating point, got {x.dtype}")
     if _is_half(x):  # Note [Half-precision accumulation]
         return var(x.to(_dt.float32), dim, correction, keepdim).to(x.dtype)
     dims = _norm(x, dim, "var")
@@ -522,3 +551,275 @@ def min(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
     if not isinstance(dim, (int, type(None))):
         dim, other = None, dim
     return _max_min(x, dim, keepdim, other, argmin, amin, "min")
+
+
+@public("nansum")
+def nansum(x, dim=None, keepdim=False, dtype=None):
+    """sum treating NaN as zero (the gradient at a NaN is zero), as torch.nansum."""
+    from ember.ops.elementwise import isnan, where
+
+    if x.dtype.is_floating_point:
+        x = where(isnan(x), 0.0, x)
+    return sum(x, dim, keepdim, dtype)
+
+
+@public("nanmean")
+def nanmean(x, dim=None, keepdim=False, dtype=None):
+    """mean over the non-NaN elements, as torch.nanmean (NaN where a slice has none)."""
+    from ember.ops.elementwise import isnan
+
+    if dtype is not None:
+        x = x.to(dtype)
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"nanmean: input dtype must be floating point, got {x.dtype}")
+    count = sum((~isnan(x)).to(x.dtype), dim, keepdim)
+    return nansum(x, dim, keepdim) / count
+
+
+def _median(x, dim, keepdim, name, skip_nan):
+    from ember.ops.elementwise import isnan, where
+    from ember.ops.shape import argsort, gather
+
+    if x.ndim == 0:
+        return _ValuesIndices((x, x.new_zeros((), dtype=_dt.int64)))
+    (d,) = normalize_dims(dim, x.ndim, name)
+    n = x.shape[d]
+    if n == 0:
+        raise IndexOutOfRange(f"{name}: cannot take the median of an empty dim {d}")
+    order = argsort(x, d, stable=True)  # NaN sorts last
+    nan = isnan(x) if x.dtype.is_floating_point else None
+    if skip_nan and nan is not None:  # the lower median of each slice's non-NaN values
+        kept = n - sum(nan.to(_dt.int64), d, True)
+        k = where(kept > 0, (kept - 1) // 2, (n - 1) // 2)  # all NaN: torch's middle NaN
+        idx = gather(order, d, k)
+    else:
+        k = (n - 1) // 2
+        idx = order.narrow(d, k, 1)
+        if nan is not None:  # a NaN in the slice: the median is NaN, at the first NaN
+            idx = where(any(nan, d, True), argmax(nan.to(_dt.int8), d, True), idx)
+    values = gather(x, d, idx)
+    if not keepdim:
+        values, idx = values.squeeze(d), idx.squeeze(d)
+    return _ValuesIndices((values, idx))
+
+
+@public("median")
+def median(x, dim=None, keepdim=False):
+    """The lower median: median(x) -> value (NaN if any); median(x, dim) -> (values,
+    indices), as torch.median; the gradient goes to the chosen element."""
+    if dim is None:
+        return _median(x.reshape(-1), 0, False, "median", False)[0]
+    return _median(x, dim, keepdim, "median", False)
+
+
+@public("nanmedian")
+def nanmedian(x, dim=None, keepdim=False):
+    """median ignoring NaN (NaN only where a slice is all NaN), as torch.nanmedian."""
+    if dim is None:
+        return _median(x.reshape(-1), 0, False, "nanmedian", True)[0]
+    return _median(x, dim, keepdim, "nanmedian", True)
+
+
+# --- issue 18: std_mean / var_mean, cummax / cummin, logcumsumexp -------------------------------
+def _moments_args(op, dim, unbiased, correction):
+    """torch's std_mean/var_mean overloads: (x, unbiased), (x, dim, unbiased, keepdim) and
+    (x, dim, *, correction, keepdim)."""
+    if isinstance(dim, bool):  # std_mean(x, True): the old `unbiased` overload
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise ValueError(at_user_line(f"{op}: pass either unbiased or correction, not both"))
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    return dim, 1 if correction is None else correction
+
+
+@public("var_mean", method=False)
+def var_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(variance, mean) over `dim` in one call, as `torch.var_mean`.
+
+    Example:
+        >>> import ember
+        >>> v, m = ember.var_mean(ember.tensor([1.0, 2.0, 3.0, 4.0]))
+        >>> round(v.item(), 4), m.item()
+        (1.6667, 2.5)
+    """
+    dim, correction = _moments_args("var_mean", dim, unbiased, correction)
+    return var(x, dim, correction, keepdim), mean(x, dim, keepdim)
+
+
+@public("std_mean", method=False)
+def std_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(standard deviation, mean) over `dim` in one call, as `torch.std_mean`.
+
+    Example:
+        >>> import ember
+        >>> s, m = ember.std_mean(ember.tensor([[1.0, 3.0], [2.0, 6.0]]), dim=1, correction=0)
+        >>> s.tolist(), m.tolist()
+        ([1.0, 2.0], [2.0, 4.0])
+    """
+    dim, correction = _moments_args("std_mean", dim, unbiased, correction)
+    return std(x, dim, correction, keepdim), mean(x, dim, keepdim)
+
+
+def _cum_extreme_index_forward(xp, x, dim, largest):
+    # Note [Running extremes]: as torch's cummax/cummin, a tie moves the index to the later
+    # element, and a NaN wins (the index of the latest NaN). An element is a candidate where it
+    # equals the running extreme at its own position (or is NaN); the index at j is the last
+    # candidate at or before j.
+    if x.ndim == 0:
+        return xp.zeros((), dtype=xp.int64)
+    running = (xp.maximum if largest else xp.minimum).accumulate(x, axis=dim)
+    candidate = x == running
+    if x.dtype.kind == "f":
+        candidate = candidate | xp.isnan(x)
+    shape = [1] * x.ndim
+    shape[dim] = x.shape[dim]
+    positions = xp.arange(x.shape[dim], dtype=xp.int64).reshape(shape)
+    return xp.maximum.accumulate(xp.where(candidate, positions, 0), axis=dim)
+
+
+CUM_EXTREME_INDEX = defop(
+    "cum_extreme_index",
+    _cum_extreme_index_forward,
+    shape=lambda s, dim, largest: tuple(s),
+    dtype=int64_dtype,
+    save_inputs=False,
+    doc="The index of the running max (largest=True) or min along dim, ties to the later "
+    "element, NaN winning (Note [Running extremes]); cummax/cummin gather with it.",
+)
+
+
+@onnx_lowering("cum_extreme_index")
+def _cum_extreme_index_onnx(b, x, dim, largest):
+    # Note [Running extremes] in O(n^2): element i counts for position j when i <= j
+    import numpy as np
+
+    shape = b.ins[0].shape
+    if not shape:
+        return b.const(0, "int64")
+    if 0 in shape:
+        return b.const(np.zeros(shape, np.int64))
+    n = shape[dim]
+    rank = len(shape)
+    # x at axis `dim` against a new axis `dim + 1` (the positions j): mask[i, j] = i <= j
+    tri = np.triu(np.ones((n, n), dtype=bool)).reshape((n, n) + (1,) * (rank - dim - 1))
+    mask = b.const(tri, "bool")
+    xi = b.op("Unsqueeze", x, b.ints([dim + 1]))
+    kind = b.ins[0].dtype.kind
+    if kind == "f":
+        fill = float("-inf") if largest else float("inf")
+    else:
+        info = np.iinfo(b.ins[0].dtype)
+        fill = int(info.min if largest else info.max)
+    masked = b.op("Where", mask, xi, b.const(fill, b.ins[0].dtype))
+    running = b.reduce("ReduceMax" if largest else "ReduceMin", masked, [dim], False)
+    candidate = b.op("Equal", x, running)
+    if kind == "f":
+        candidate = b.op("Or", candidate, b.op("IsNaN", x))
+    positions = b.const(np.arange(n, dtype=np.int64).reshape((n,) + (1,) * (rank - dim - 1)))
+    where = b.op("Where", candidate, positions, b.const(0, "int64"))
+    spread = b.op("Where", mask, b.op("Unsqueeze", where, b.ints([dim + 1])), b.const(0, "int64"))
+    return b.reduce("ReduceMax", spread, [dim], False)
+
+
+def _cum_extreme(x, dim, largest, name):
+    from ember.ops.shape import gather
+
+    (d,) = normalize_dims(dim, x.ndim, name)
+    if x.ndim == 0:
+        return _ValuesIndices((x * 1, apply(CUM_EXTREME_INDEX, x, dim=0, largest=largest)))
+    index = apply(CUM_EXTREME_INDEX, x, dim=d, largest=largest)
+    return _ValuesIndices((gather(x, d, index), index))
+
+
+@public("cummax")
+def cummax(x, dim):
+    """(values, indices) of the running maximum along `dim`, as `torch.cummax`: ties take the
+    later index and NaN propagates; the gradient flows to the element each value came from.
+
+    Example:
+        >>> import ember
+        >>> values, indices = ember.cummax(ember.tensor([1.0, 3.0, 2.0, 3.0]), dim=0)
+        >>> values.tolist(), indices.tolist()
+        ([1.0, 3.0, 3.0, 3.0], [0, 1, 1, 3])
+    """
+    return _cum_extreme(x, dim, True, "cummax")
+
+
+@public("cummin")
+def cummin(x, dim):
+    """(values, indices) of the running minimum along `dim`, as `torch.cummin`."""
+    return _cum_extreme(x, dim, False, "cummin")
+
+
+def _logcumsumexp_forward(xp, x, dim):
+    if x.ndim == 0:
+        return x.copy()
+    return xp.logaddexp.accumulate(x, axis=dim)
+
+
+def _logcumsumexp_vjp(g, y, x, dim):
+    # torch's rule (after TensorFlow's): the positive and negative parts of g in log space,
+    # each summed from the right with logcumsumexp itself, so nothing overflows
+    from ember.ops.elementwise import where
+    from ember.ops.shape import flip
+
+    if x.ndim == 0:
+        return (g,)
+    lowest = -3.0e38 if g.dtype.itemsize <= 4 else -1.0e308
+
+    def from_right(v):
+        return flip(apply(LOGCUMSUMEXP, flip(v, (dim,)), dim=dim), (dim,))
+
+    log_abs = where(g == 0, 1.0, g.abs()).log()
+    positive = where(g > 0, log_abs, lowest)
+    negative = where(g < 0, log_abs, lowest)
+    return ((from_right(positive - y) + x).exp() - (from_right(negative - y) + x).exp(),)
+
+
+LOGCUMSUMEXP = defop(
+    "logcumsumexp",
+    _logcumsumexp_forward,
+    _logcumsumexp_vjp,
+    shape=lambda s, dim: tuple(s),
+    dtype=lambda d, dim: d,
+    promote="float",
+    save_output=True,
+    quiet=True,
+)
+
+
+@onnx_lowering("logcumsumexp")
+def _logcumsumexp_onnx(b, x, dim):
+    # out[j] = logsumexp(x[i] for i <= j), in O(n^2): each position subtracts its own running
+    # maximum, so wide ranges neither overflow nor underflow
+    import numpy as np
+
+    shape = b.ins[0].shape
+    if not shape or 0 in shape:
+        return b.op("Identity", x)
+    n = shape[dim]
+    tri = np.triu(np.ones((n, n), dtype=bool)).reshape((n, n) + (1,) * (len(shape) - dim - 1))
+    dt = b.out.dtype
+    masked = b.op(
+        "Where", b.const(tri, "bool"), b.op("Unsqueeze", x, b.ints([dim + 1])),
+        b.const(float("-inf"), dt),
+    )  # fmt: skip
+    high = b.reduce("ReduceMax", masked, [dim], True)
+    high = b.op("Where", b.op("IsInf", high), b.const(0, dt), high)
+    total = b.reduce("ReduceSum", b.op("Exp", b.op("Sub", masked, high)), [dim], True)
+    out = b.op("Add", b.op("Log", total), high)
+    return b.op("Squeeze", out, b.ints([dim]))
+
+
+@LOGCUMSUMEXP.public("logcumsumexp")
+def logcumsumexp(x, dim):
+    """log(cumsum(exp(x))) along `dim` without overflow, as `torch.logcumsumexp`.
+
+    Example:
+        >>> import ember
+        >>> ember.logcumsumexp(ember.tensor([0.0, 0.0, 1000.0]), dim=0).tolist()
+        [0.0, 0.6931471824645996, 1000.0]
+    """
+    (d,) = normalize_dims(dim, x.ndim, "logcumsumexp")
+    return apply(LOGCUMSUMEXP, x, dim=d)

@@ -15,11 +15,19 @@ graphs like any other op, and the spec keys caches.
 from __future__ import annotations
 
 import builtins
+import warnings
 
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
+from ember._util.errors import (
+    DTypeError,
+    IndexOutOfRange,
+    IndexValueOutOfRange,
+    ShapeError,
+    ValueOutOfRange,
+    at_user_line,
+)
 from ember.ops.registry import (
     apply,
     defop,
@@ -29,7 +37,7 @@ from ember.ops.registry import (
     same_dtype,
     same_shape,
 )
-from ember.ops.elementwise import unbroadcast, where
+from ember.ops.elementwise import FLOOR_DIVIDE, LOGICAL_AND, unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
 
@@ -333,13 +341,61 @@ def _is_advanced(spec):
     return builtins.any(item[0] == "t" for item in spec)
 
 
+# Note [Advanced index placement]: NumPy and torch place the dims of advanced (tensor) indices
+# alike, with one difference: NumPy counts an integer as an advanced index when a tensor index
+# is present, torch applies integers first as basic indexing. Where the tensor indices are
+# adjacent once integers are dropped but an integer sits apart from them (`x[0, :, [1, 2]]`),
+# NumPy moves the indexed dims first ((2, 3) from a (2, 3, 4) tensor) and torch keeps them in
+# place ((3, 2)). ember follows torch: such an index is applied in two steps on the backend's
+# array, the basic part (integers) as a view, then the advanced part (`_locate`), so getitem,
+# index_put, index_add and setitem agree, eager and compiled.
+def _torch_two_steps(spec) -> bool:
+    tensors = [i for i, item in enumerate(spec) if item[0] == "t"]
+    ints = [i for i, item in enumerate(spec) if item[0] == "i"]
+    if not tensors or not ints:
+        return False
+    group = sorted(tensors + ints)
+    numpy_adjacent = group[-1] - group[0] + 1 == len(group)
+    torch_adjacent = builtins.all(spec[i][0] in "ti" for i in range(tensors[0], tensors[-1] + 1))
+    return torch_adjacent and not numpy_adjacent
+
+
+def _locate(x, spec, arrays):
+    """(array, index) such that `array[index]` is `x[spec]` with torch's placement of advanced
+    dims (Note [Advanced index placement]); `array` is `x` or a view of it, so assigning
+    through it writes into `x`."""
+    if not _torch_two_steps(spec):
+        return x, _decode(spec, arrays)
+    it = iter(arrays)
+    basic, advanced = [], []
+    for item in spec:
+        kind = item[0]
+        if kind == "i":
+            basic.append(item[1])
+        elif kind == "t":
+            a = next(it)
+            dims = a.ndim if a.dtype.kind == "b" else 1
+            basic.extend([slice(None)] * dims)
+            advanced.append(a)
+        elif kind == "s":
+            basic.append(slice(item[1], item[2], item[3]))
+            advanced.append(slice(None))
+        elif kind == "n":
+            basic.append(None)
+            advanced.append(slice(None))
+        else:
+            basic.append(Ellipsis)
+            advanced.append(Ellipsis)
+    return x[tuple(basic)], tuple(advanced)
+
+
 def _getitem_forward(xp, x, *index_arrays, spec):
     for a in index_arrays:
         if a.dtype.kind not in "biu":
             raise IndexError(
                 f"index: tensors used as indices must be integer or bool, got {a.dtype}"
             )
-    index = _decode(spec, index_arrays)
+    x, index = _locate(x, spec, index_arrays)
     out = x[index]
     if isinstance(out, np.generic):
         # basic indexing is a view (Note [Views and in-place] in ember/tensor.py); a trailing
@@ -352,7 +408,8 @@ def _index_shape(shape, *index_shapes, spec):
     dummies = [np.zeros(s, dtype=np.int64) for s in index_shapes]
     probe = np.broadcast_to(np.empty((), dtype=np.int8), tuple(shape))
     try:
-        return probe[_decode(spec, dummies)].shape
+        view, index = _locate(probe, spec, dummies)
+        return view[index].shape
     except IndexError as error:
         raise IndexOutOfRange(f"index: {error} (tensor of shape {tuple(shape)})") from None
 
@@ -376,11 +433,11 @@ GETITEM = defop(
 
 def _index_add_forward(xp, base, values, *index_arrays, spec):
     out = xp.array(base, copy=True)
-    index = _decode(spec, index_arrays)
+    target, index = _locate(out, spec, index_arrays)
     if _is_advanced(spec):
-        xp.scatter_add(out, index, values)
+        xp.scatter_add(target, index, values)
     else:
-        out[index] += values
+        target[index] += values
     return out
 
 
@@ -471,8 +528,23 @@ INDEX_ADD = defop(
 
 def _index_put_forward(xp, x, values, *index_arrays, spec):
     out = xp.array(x, copy=True)
-    out[_decode(spec, index_arrays)] = values
+    target, index = _locate(out, spec, index_arrays)
+    assign(target, index, values)
     return out
+
+
+def assign(target, index, values):
+    """target[index] = values, refusing values whose shape does not broadcast to the indexed
+    shape with torch's error class (RuntimeError; Note [Error classes])."""
+    try:
+        target[index] = values
+    except ValueError as error:
+        if getattr(values, "shape", None) is None:
+            raise
+        raise ShapeError(
+            f"setitem: values of shape {tuple(values.shape)} do not broadcast to the indexed "
+            f"shape {tuple(target[index].shape)} ({error})"
+        ) from None
 
 
 def _index_put_vjp(g, y, x, values, *indices, spec):
@@ -553,15 +625,17 @@ def _full_index(xp, index, dim):
 # Note [Index ranges]: numpy wraps negative indices and takes any in-range value, so ops whose
 # torch counterparts refuse an index (embedding, one_hot, index_select, gather, scatter) check
 # the range on the data, in the forward kernel, wherever it runs (eager or compiled): a
-# negative or too-large index raises IndexOutOfRange naming the op, never picks a row.
+# negative or too-large index raises IndexValueOutOfRange (an IndexError and a RuntimeError,
+# as torch raises either) naming the op, the index and the size, never picks a row.
 def _check_range(xp, index, low: int, high: int, op: str) -> None:
     if index.size == 0:
         return
     smallest, largest = int(index.min()), int(index.max())
     if smallest < low or largest >= high:
         bad = smallest if smallest < low else largest
-        raise IndexOutOfRange(
-            f"{op}: index {bad} is out of range: expected {low} <= index < {high}"
+        raise IndexValueOutOfRange(
+            f"{op}: index {bad} is out of range for a dim of size {high}: expected "
+            f"{low} <= index < {high}"
         )
 
 
@@ -588,7 +662,7 @@ def _check_index_onnx(b, index, low, high, caller):
 
 
 def check_index(index, low: int, high: int, op: str):
-    """`index`, raising IndexOutOfRange (naming `op`) if any value is outside [low, high)."""
+    """`index`, raising IndexValueOutOfRange (naming `op`) if any value is outside [low, high)."""
     return apply(CHECK_INDEX, index, low=int(low), high=int(high), caller=op)
 
 
@@ -902,6 +976,8 @@ def split(x, split_size_or_sections, dim=0):
 @public("chunk")
 def chunk(x, chunks, dim=0):
     d = _dim(dim, x.ndim, "chunk")
+    if int(chunks) <= 0:
+        raise ValueOutOfRange(f"chunk: chunks must be greater than 0, got {chunks}")
     size = -(-x.shape[d] // chunks)
     return split(x, builtins.max(size, 1), d)
 
@@ -913,9 +989,13 @@ def unbind(x, dim=0):
 
 
 @FLIP.public("flip")
-def flip(x, dims):
+def flip(x, dims, *more_dims):
+    """x with the order of its elements reversed along `dims` (`x.flip(0, 1)`, as torch's
+    method, or `flip(x, (0, 1))`)."""
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims))
+    dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims + tuple(more_dims)))
+    if len(set(dims)) != len(dims):
+        raise ShapeError(f"flip: a dim appears more than once in {dims}")
     return apply(FLIP, x, dims=dims)
 
 
@@ -950,7 +1030,9 @@ def triu(x, diagonal=0):
 
 
 def pad(x, pad, mode="constant", value=0.0):
-    """PyTorch's F.pad: `pad` lists (before, after) pairs starting from the last dim."""
+    """PyTorch's F.pad: `pad` lists (before, after) pairs starting from the last dim; a
+    negative amount crops. reflect and replicate pad from the whole input and then crop;
+    circular crops first and wraps what is left (Note [Padding modes])."""
     pad = tuple(int(p) for p in pad)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ShapeError(f"pad: padding {pad} must have an even length of at most 2*{x.ndim}")
@@ -958,37 +1040,97 @@ def pad(x, pad, mode="constant", value=0.0):
     for i in range(len(pad) // 2):
         pairs[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     if mode == "constant":
+        for d, (before, after) in enumerate(pairs):
+            if x.shape[d] + before + after < 0:
+                raise ShapeError(
+                    f"pad: padding ({before}, {after}) of dim {d} (size {x.shape[d]}) makes a "
+                    f"negative size {x.shape[d] + before + after}"
+                )
         return apply(PAD, x, pad=tuple(pairs), value=value if value is not None else 0.0)
     if mode not in ("reflect", "replicate", "circular"):
         raise ValueError(
             f"pad: mode must be constant, reflect, replicate or circular, got {mode!r}"
         )
+    padded = len(pad) // 2
+    if padded not in (1, 2, 3) or x.ndim not in (padded + 1, padded + 2):
+        raise NotImplementedError(
+            f"pad: padding size {len(pad)} is not supported for a {x.ndim}-D input in {mode} "
+            "mode; supported: 2-D or 3-D input with 2 pads (the last dim), 3-D or 4-D with 4 "
+            "(the last 2 dims), 4-D or 5-D with 6 (the last 3 dims), as in torch"
+        )
     for d, (before, after) in enumerate(pairs):
         if before == after == 0:
             continue
-        n = x.shape[d]
-        if mode == "reflect" and (before >= n or after >= n):
-            raise ShapeError(
-                f"pad: reflect padding ({before}, {after}) must be smaller than dim {d}'s size {n}"
-            )
-        pieces = []
-        if before:
-            if mode == "reflect":
-                pieces.append(flip(narrow(x, d, 1, before), d))
-            elif mode == "replicate":
-                pieces.append(expand_dim(narrow(x, d, 0, 1), d, before))
-            else:
-                pieces.append(narrow(x, d, n - before, before))
-        pieces.append(x)
-        if after:
-            if mode == "reflect":
-                pieces.append(flip(narrow(x, d, n - 1 - after, after), d))
-            elif mode == "replicate":
-                pieces.append(expand_dim(narrow(x, d, n - 1, 1), d, after))
-            else:
-                pieces.append(narrow(x, d, 0, after))
-        x = cat(pieces, d)
+        x = (_pad_circular if mode == "circular" else _pad_edge)(x, d, before, after, mode)
     return x
+
+
+# Note [Padding modes]: torch's non-constant padding with negative amounts (cropping), which
+# ember matches: reflect and replicate pad the whole input and then crop the negative sides
+# (F.pad(x, (-2, 4), "reflect") reflects 4 off the uncropped right edge); the output must
+# keep at least one element, and a reflect pad must be smaller than the input. Circular crops
+# first and wraps the cropped input (F.pad(arange(5), (-1, 2), "circular") = [1 2 3 4 1 2]);
+# a pad may not exceed the input size (wrapping more than once) and the output may be empty.
+# Where torch's circular kernel reads past a cropped input (a pad wider than what is left),
+# ember keeps wrapping it.
+def _pad_edge(x, d, before, after, mode):
+    n = x.shape[d]
+    if mode == "reflect" and (before >= n or after >= n):
+        raise ShapeError(
+            f"pad: reflect padding ({before}, {after}) must be smaller than the input size "
+            f"{n} of dim {d} (input shape {tuple(x.shape)})"
+        )
+    if n + before + after <= 0:
+        raise ShapeError(
+            f"pad: input size {n} of dim {d} is too small for {mode} padding ({before}, "
+            f"{after}): the output size would be {n + before + after}"
+        )
+    pieces = []
+    if before > 0:
+        if mode == "reflect":
+            pieces.append(flip(narrow(x, d, 1, before), d))
+        else:
+            pieces.append(expand_dim(narrow(x, d, 0, 1), d, before))
+    pieces.append(x)
+    if after > 0:
+        if mode == "reflect":
+            pieces.append(flip(narrow(x, d, n - 1 - after, after), d))
+        else:
+            pieces.append(expand_dim(narrow(x, d, n - 1, 1), d, after))
+    out = cat(pieces, d) if len(pieces) > 1 else x
+    start = -before if before < 0 else 0
+    return narrow(out, d, start, out.shape[d] - start + builtins.min(after, 0))
+
+
+def _pad_circular(x, d, before, after, mode):
+    n = x.shape[d]
+    if before > n or after > n:
+        raise ShapeError(
+            f"pad: circular padding ({before}, {after}) wraps around more than once: it must "
+            f"be at most the input size {n} of dim {d} (input shape {tuple(x.shape)})"
+        )
+    kept = n + builtins.min(before, 0) + builtins.min(after, 0)
+    if n + before + after < 0:
+        raise ShapeError(
+            f"pad: negative circular padding ({before}, {after}) is larger than dim {d}'s size "
+            f"{n}: the output size would be {n + before + after}"
+        )
+    if kept <= 0:
+        if n + before + after == 0:
+            return narrow(x, d, 0, 0)
+        raise ShapeError(
+            f"pad: negative circular padding ({before}, {after}) crops all {n} elements of "
+            f"dim {d}, leaving nothing to wrap"
+        )
+    x = narrow(x, d, -before if before < 0 else 0, kept)
+    wide = builtins.max(before, after, 0)
+    tiled = cat([x] * -(-wide // kept), d) if wide > kept else x
+    m = tiled.shape[d]
+    pieces = [narrow(tiled, d, m - before, before)] if before > 0 else []
+    pieces.append(x)
+    if after > 0:
+        pieces.append(narrow(tiled, d, 0, after))
+    return cat(pieces, d) if len(pieces) > 1 else x
 
 
 def expand_dim(x, dim, size):
@@ -1023,7 +1165,19 @@ def encode_index(x, index):
         return x.new_tensor(arr, dtype=_dt.bool_ if arr.dtype.kind == "b" else _dt.int64)
 
     if not isinstance(index, tuple):
-        index = (index,)
+        if _sequence_as_tuple(index, Tensor):
+            warnings.warn(
+                at_user_line(
+                    "index: a list holding tensors, sequences, slices, None or Ellipsis is read "
+                    "as a tuple of indices, as torch reads it (torch deprecates this); write "
+                    "x[tuple(seq)] for that, or x[tensor(seq)] for one advanced index"
+                ),
+                UserWarning,
+                stacklevel=3,
+            )
+            index = tuple(index)
+        else:
+            index = (index,)
     spec, tensors = [], []
     for item in index:
         if isinstance(item, slice):
@@ -1045,7 +1199,7 @@ def encode_index(x, index):
             tensors.append(make_tensor(item))
         elif isinstance(item, (int, np.integer)):
             spec.append(("i", int(item)))
-        elif isinstance(item, (list, np.ndarray)):
+        elif isinstance(item, (list, tuple, np.ndarray)):  # a tuple inside an index is a list
             spec.append(("t",))
             tensors.append(make_tensor(item))
         else:
@@ -1059,6 +1213,20 @@ def _int_or_none(v):
     return None if v is None else int(v)
 
 
+def _sequence_as_tuple(index, Tensor) -> bool:
+    """torch's (and old NumPy's) reading of a list index: `x[[0, [1, 2]]]`, `x[[t, None]]` are
+    `x[0, [1, 2]]`, `x[t, None]` when the list is short (< 32) and holds a tensor, a sequence,
+    a slice, None or Ellipsis; a list of plain integers stays one advanced index."""
+    if not isinstance(index, list) or len(index) >= 32:
+        return False
+    return builtins.any(
+        isinstance(item, (Tensor, list, tuple, slice, np.ndarray))
+        or item is None
+        or item is Ellipsis
+        for item in index
+    )
+
+
 def getitem(x, index):
     spec, tensors = encode_index(x, index)
     return apply(GETITEM, x, *tensors, spec=spec)
@@ -1070,33 +1238,50 @@ def index_select(x, dim, index):
     if index.ndim > 1:
         raise ShapeError(f"index_select: index must be 0-D or 1-D, got shape {tuple(index.shape)}")
     if index.dtype.is_floating_point or index.dtype is _dt.bool_:
-        raise TypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
+        raise DTypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
     spec = (("s", None, None, None),) * d + (("t",),)
     index = check_index(index.reshape(-1), 0, x.shape[d] if x.ndim else 1, "index_select")
     return apply(GETITEM, x, index, spec=spec)
 
 
+def _check_index_tensor(x, index, op):
+    """torch's refusals of a gather/scatter index: a float or bool index, or an index whose
+    number of dims differs from the input's (RuntimeErrors; Note [Error classes])."""
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise DTypeError(f"{op}: index must be an integer tensor, got {index.dtype}")
+    if index.ndim != x.ndim and not (x.ndim <= 1 and index.ndim <= 1):
+        raise ShapeError(
+            f"{op}: index must have the same number of dims as the input, got index of shape "
+            f"{tuple(index.shape)} for input of shape {tuple(x.shape)}"
+        )
+
+
 @GATHER.public("gather")
 def gather(x, dim, index):
+    _check_index_tensor(x, index, "gather")
     return apply(GATHER, x, index, dim=_dim(dim, x.ndim, "gather"))
 
 
 @SCATTER.public("scatter")
-def scatter(x, dim, index, src=None, value=None):
+def scatter(x, dim, index, src=None, value=None, *, reduce=None):
+    if reduce is not None:  # torch's scatter(..., reduce="add" | "multiply")
+        return _scatter_with_reduce(x, dim, index, src, value, reduce)
     if src is None:
         src = value
+    _check_index_tensor(x, index, "scatter")
     return apply(SCATTER, x, index, src, dim=_dim(dim, x.ndim, "scatter"))
 
 
 @SCATTER_ADD.public("scatter_add")
 def scatter_add(x, dim, index, src):
+    _check_index_tensor(x, index, "scatter_add")
     return apply(SCATTER_ADD, x, index, src, dim=_dim(dim, x.ndim, "scatter_add"))
 
 
 @public("masked_fill")
 def masked_fill(x, mask, value):
     if mask.dtype is not _dt.bool_:
-        raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
+        raise DTypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
     if hasattr(value, "shape"):
         value = value.to(x.dtype)
     if hasattr(value, "shape"):
@@ -1117,7 +1302,9 @@ def one_hot(index, num_classes=-1):
         raise TypeError(f"one_hot: index must be an integer tensor, got {index.dtype}")
     if num_classes < 0:
         if index.numel() and int(index.min().item()) < 0:
-            raise IndexOutOfRange("one_hot: class values must be non-negative")
+            raise IndexValueOutOfRange(
+                f"one_hot: class values must be non-negative, got {int(index.min().item())}"
+            )
         num_classes = int(index.max().item()) + 1 if index.numel() else 0
     else:
         index = check_index(index, 0, num_classes, "one_hot")
@@ -1133,15 +1320,14 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
     place, is `ember.nn.functional.embedding`'s.)
     """
     if index.dtype.is_floating_point:
-        raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
+        raise DTypeError(f"embedding: indices must be integer, got {index.dtype}")
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D, got shape {tuple(weight.shape)}")
     if sparse:
         raise NotImplementedError(
             at_user_line(
-                "embedding: sparse=True asks for a sparse gradient tensor, and ember has no sparse "
-                "tensors; use sparse=False: the gradient is the same values as a dense "
-                "(num_embeddings, dim) tensor, which every ember optimizer accepts"
+                "embedding: the sparse gradient of sparse=True is ember.nn.functional."
+                "embedding's (an autograd Function, above the ops layer); call that"
             )
         )
     num_embeddings = weight.shape[0]
@@ -1356,6 +1542,31 @@ VIEW_SCATTER = defop(
 )
 
 
+@onnx_lowering("view_scatter")
+def _view_scatter_onnx(b, base, src, steps):
+    """The view's flat positions in the base, found by replaying its steps on an arange of the
+    base's shape, then ScatterElements of the (broadcast) source into the flattened base.
+    The positions are a constant, so a view whose positions follow a dynamic axis is refused."""
+    shapes = b.shapes_of(b.ins[0])
+    positions = []
+    for shape in shapes:
+        plane = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        positions.append(np.asarray(view_steps_forward(np, plane, steps)))
+    first = positions[0]
+    if any(p.shape != first.shape or not np.array_equal(p, first) for p in positions[1:]):
+        b.fail("an in-place write through a view whose positions follow a dynamic axis")
+    flat = b.const([-1], "int64")
+    updates = b.op("Expand", src, b.const(list(first.shape), "int64"))
+    scattered = b.op(
+        "ScatterElements",
+        b.op("Reshape", base, flat),
+        b.const(first.reshape(-1)),
+        b.op("Reshape", updates, flat),
+        axis=0,
+    )
+    return b.op("Reshape", scattered, b.op("Shape", base))
+
+
 @DIAGONAL.public("diagonal")
 def diagonal(x, offset=0, dim1=0, dim2=1):
     """The diagonal of dims (dim1, dim2), shifted by `offset`, as the last dim: a view.
@@ -1441,3 +1652,426 @@ TO_DEVICE = defop(
 @onnx_lowering("to_device")
 def _to_device_onnx(b, x, device):
     return b.op("Identity", x)  # an ONNX file has no devices: the runtime places tensors
+
+
+# --- issue 18: scatter_reduce, diag, repeat_interleave, Tensor.unfold, meshgrid -----------------
+_SCATTER_REDUCTIONS = {"sum": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum"}
+
+
+def _reduction_identity(xp, dtype, reduce):
+    if reduce in ("sum", "prod"):
+        return 0 if reduce == "sum" else 1
+    if dtype.kind == "f":
+        return -np.inf if reduce == "amax" else np.inf
+    if dtype.kind == "b":
+        return reduce == "amin"
+    info = np.iinfo(dtype)
+    return info.min if reduce == "amax" else info.max
+
+
+def _scatter_reduce_forward(xp, x, index, src, dim, reduce, include_self):
+    _check_range(xp, index, 0, x.shape[dim], "scatter_reduce")
+    out = xp.array(x, copy=True)
+    where_to = _full_index(xp, index, dim)
+    if not include_self:  # the positions written start from the reduction's identity
+        out[where_to] = _reduction_identity(xp, out.dtype, reduce)
+    getattr(xp, _SCATTER_REDUCTIONS[reduce]).at(out, where_to, src)
+    return out
+
+
+def _scatter_reduce_vjp(g, y, x, index, src, dim, reduce, include_self):
+    # torch's scatter_reduce_backward, written with ember ops
+    def again(base, values):
+        return apply(
+            SCATTER_REDUCE, base, index, values, dim=dim, reduce=reduce, include_self=include_self
+        )
+
+    if reduce == "sum":
+        gx, gsrc = g, gather(g, dim, index)
+    elif reduce == "prod":
+        zero_self = x == 0
+        masked_self = where(zero_self, 1.0, x)
+        gx = g * again(masked_self, src) / masked_self
+        src_zero = src == 0
+        zeros = scatter_add(g.new_zeros(tuple(x.shape)), dim, index, src_zero.to(g.dtype))
+        single_zero = apply(LOGICAL_AND, src_zero, gather(zeros, dim, index) == 1)
+        without_zero = again(x, where(single_zero, 1.0, src))
+        gsrc = where(
+            single_zero,
+            gather(g * without_zero, dim, index),
+            gather(g * y, dim, index) / where(src_zero, 1.0, src),
+        )
+    else:  # amax, amin: ties share the gradient evenly
+        value = gather(y, dim, index)
+        self_is = (x == y).to(g.dtype)
+        src_is = (src == value).to(g.dtype)
+        share = g / scatter_add(self_is, dim, index, src_is)
+        gx = self_is * share
+        gsrc = src_is * gather(share, dim, index)
+    if not include_self:  # self's values at the written positions were not used
+        written = apply(SCATTER, g.new_zeros(tuple(x.shape)), index, 1.0, dim=dim)
+        gx = where(written > 0, 0.0, gx)
+    return gx, None, gsrc
+
+
+SCATTER_REDUCE = defop(
+    "scatter_reduce",
+    _scatter_reduce_forward,
+    _scatter_reduce_vjp,
+    shape=lambda s, i, v, dim, reduce, include_self: tuple(s),
+    dtype=same_dtype,
+    promote="common_skip_index",
+    save_output=True,
+    doc="scatter_reduce(x, index, src, dim, reduce, include_self): src reduced into x at index "
+    "along dim with sum, prod, amax or amin (mean is a composite of sum and a count).",
+)
+
+
+@onnx_lowering("scatter_reduce")
+def _scatter_reduce_onnx(b, x, index, src, dim, reduce, include_self):
+    if not include_self:
+        identity = _reduction_identity(np, b.out.dtype, reduce)
+        fill = b.op("Expand", b.const(identity, b.out.dtype), b.op("Shape", index))
+        x = b.op("ScatterElements", x, index, fill, axis=dim)
+    reduction = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}[reduce]
+    return b.op("ScatterElements", x, index, src, axis=dim, reduction=reduction)
+
+
+@public("scatter_reduce")
+def scatter_reduce(x, dim, index, src, reduce, *, include_self=True):
+    """x with src reduced into it at `index` along `dim`, as `torch.scatter_reduce`: reduce is
+    "sum", "prod", "mean", "amax" or "amin"; include_self=False leaves x's own values at the
+    written positions out of the reduction. Differentiable in x and src.
+
+    Example:
+        >>> import ember
+        >>> x = ember.tensor([1.0, 2.0, 3.0])
+        >>> index = ember.tensor([0, 0, 2])
+        >>> x.scatter_reduce(0, index, ember.tensor([5.0, 7.0, 1.0]), "amax").tolist()
+        [7.0, 2.0, 3.0]
+        >>> x.scatter_reduce(0, index, ember.tensor([5.0, 7.0, 1.0]), "mean",
+        ...                  include_self=False).tolist()
+        [6.0, 2.0, 1.0]
+    """
+    if reduce not in ("sum", "prod", "mean", "amax", "amin"):
+        raise ValueError(
+            at_user_line(
+                f"scatter_reduce: reduce must be 'sum', 'prod', 'mean', 'amax' or 'amin', "
+                f"got {reduce!r}"
+            )
+        )
+    d = _dim(dim, x.ndim, "scatter_reduce")
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise TypeError(
+            at_user_line(f"scatter_reduce: index must be an int64 tensor, got {index.dtype}")
+        )
+    if index.ndim != x.ndim or src.ndim != index.ndim:
+        raise ShapeError(
+            f"scatter_reduce: index and src must have as many dims as the input ({x.ndim}), got "
+            f"index {tuple(index.shape)} and src {tuple(src.shape)}"
+        )
+    for i, (n, m) in enumerate(zip(index.shape, src.shape)):
+        if m < n or (i != d and x.shape[i] < n):
+            raise ShapeError(
+                f"scatter_reduce: index {tuple(index.shape)} is larger than src "
+                f"{tuple(src.shape)} or than the input {tuple(x.shape)} in dim {i}"
+            )
+    if tuple(src.shape) != tuple(index.shape):  # torch reads the leading block of src
+        src = src[tuple(slice(0, n) for n in index.shape)]
+    include_self = bool(include_self)
+    if reduce != "mean":
+        return apply(SCATTER_REDUCE, x, index, src, dim=d, reduce=reduce, include_self=include_self)
+    total = apply(SCATTER_REDUCE, x, index, src, dim=d, reduce="sum", include_self=include_self)
+    start = x.new_ones(tuple(x.shape)) if include_self else x.new_zeros(tuple(x.shape))
+    count = scatter_add(start, d, index, x.new_ones(tuple(index.shape)))
+    count = where(count == 0, 1, count)
+    if x.dtype.is_floating_point:
+        return total / count
+    return apply(FLOOR_DIVIDE, total, count)
+
+
+@public("scatter_reduce_", function=False)
+def scatter_reduce_(x, dim, index, src, reduce, *, include_self=True):
+    """In-place `scatter_reduce`."""
+    return x.copy_(scatter_reduce(x, dim, index, src, reduce, include_self=include_self))
+
+
+def _scatter_with_reduce(x, dim, index, src, value, reduce):
+    """torch's scatter(..., reduce='add' | 'multiply') (a scalar value or a tensor src)."""
+    if reduce not in ("add", "multiply"):
+        raise ValueError(
+            at_user_line(f"scatter: reduce must be 'add' or 'multiply', got {reduce!r}")
+        )
+    values = src if src is not None else value
+    if not hasattr(values, "shape"):
+        values = x.new_full(tuple(index.shape), values)
+    return scatter_reduce(x, dim, index, values, "sum" if reduce == "add" else "prod")
+
+
+def cumsum_(x, dim):
+    from ember.ops.reduce import cumsum
+
+    return cumsum(x, dim)
+
+
+_diagonal_view = diagonal  # `diag`'s argument is called `diagonal`, as torch's
+
+
+@public("diag")
+def diag(x, diagonal=0):
+    """A 1-D tensor as a square matrix with it on the `diagonal` (0: the main one, > 0 above,
+    < 0 below); of a 2-D tensor, that diagonal as a new 1-D tensor, as `torch.diag`.
+
+    Example:
+        >>> import ember
+        >>> ember.diag(ember.tensor([1, 2]), 1).tolist()
+        [[0, 1, 0], [0, 0, 2], [0, 0, 0]]
+        >>> ember.diag(ember.tensor([[1, 2], [3, 4]])).tolist()
+        [1, 4]
+    """
+    k = int(diagonal)
+    if x.ndim == 2:
+        return apply(COPY, _diagonal_view(x, k))
+    if x.ndim != 1:
+        raise ShapeError(f"diag: input must be 1-D or 2-D, got shape {tuple(x.shape)}")
+    m = x.shape[0]
+    # [v | 0 ... 0] row by row, read m * m at a time: v lands on the main diagonal exactly
+    rows = cat([x.reshape(m, 1), x.new_zeros((m, m))], 1).reshape(-1)
+    square = rows[: m * m].reshape(m, m)
+    if k == 0:
+        return square
+    a = builtins.abs(k)
+    return apply(PAD, square, pad=((0, a), (a, 0)) if k > 0 else ((a, 0), (0, a)), value=0)
+
+
+@public("repeat_interleave")
+def repeat_interleave(x, repeats=None, dim=None, *, output_size=None):
+    """Each element repeated `repeats` times along `dim` (the flattened input for dim=None);
+    `repeats` an int or a tensor with one count per element, as `torch.repeat_interleave`.
+    With a tensor only, `repeat_interleave(counts)` repeats 0, 1, 2, ... counts[i] times.
+
+    Example:
+        >>> import ember
+        >>> ember.tensor([[1, 2], [3, 4]]).repeat_interleave(2, dim=0).tolist()
+        [[1, 2], [1, 2], [3, 4], [3, 4]]
+        >>> ember.repeat_interleave(ember.tensor([1, 2]), ember.tensor([1, 2])).tolist()
+        [1, 2, 2]
+    """
+    if repeats is None:  # repeat_interleave(counts)
+        if x.ndim > 1 or x.dtype.is_floating_point:
+            raise ShapeError(
+                f"repeat_interleave: counts must be a 1-D integer tensor, got shape "
+                f"{tuple(x.shape)} {x.dtype}"
+            )
+        counts = x.reshape(-1)
+        return repeat_interleave(
+            x.new_tensor(np.arange(counts.shape[0]), dtype=_dt.int64),
+            counts,
+            0,
+            output_size=output_size,
+        )
+    if dim is None:
+        x, d = x.reshape(-1), 0
+    else:
+        d = _dim(dim, x.ndim, "repeat_interleave")
+        if x.ndim == 0:
+            x = x.reshape(1)
+    n = x.shape[d]
+    if hasattr(repeats, "shape") and output_size is not None:
+        # the output's size is given: the picks come from the counts with ops alone (so this
+        # traces and exports, as torch's output_size is for): a 1 where each element's copies
+        # start, summed from the left, is the element index at every output position
+        if repeats.dtype.is_floating_point or repeats.dtype is _dt.bool_:
+            raise TypeError(
+                at_user_line(f"repeat_interleave: repeats must be integers, got {repeats.dtype}")
+            )
+        counts = repeats.reshape(-1)
+        if counts.shape[0] not in (1, n):
+            raise ShapeError(
+                f"repeat_interleave: repeats has {counts.shape[0]} counts but dim {d} of the "
+                f"input has size {n}"
+            )
+        size = int(output_size)
+        if n == 0 or size == 0:
+            return index_select(x, d, x.new_zeros((0,), dtype=_dt.int64))
+        ends = cumsum_(counts.expand(n) if counts.shape[0] == 1 else counts, 0).to(_dt.int64)
+        # torch refuses an output_size other than the sum ("allocated size does not match")
+        check_index(ends[-1:], size, size + 1, "repeat_interleave: output_size != sum(repeats)")
+        starts = x.new_zeros((size + 1,), dtype=_dt.int64)
+        if n > 1:
+            starts = scatter_add(starts, 0, ends[:-1], x.new_ones((n - 1,), dtype=_dt.int64))
+        picks = cumsum_(starts, 0)[:size]
+        return index_select(x, d, picks)
+    if hasattr(repeats, "shape"):
+        if repeats.dtype.is_floating_point or repeats.dtype is _dt.bool_:
+            raise TypeError(
+                at_user_line(f"repeat_interleave: repeats must be integers, got {repeats.dtype}")
+            )
+        if repeats.ndim > 1:
+            raise ShapeError(
+                f"repeat_interleave: repeats must be 0-D or 1-D, got shape {tuple(repeats.shape)}"
+            )
+        counts = np.asarray(repeats.detach().cpu().numpy()).reshape(-1).astype(np.int64)
+        if counts.size == 1:
+            repeats = int(counts[0])
+        elif counts.size != n:
+            raise ShapeError(
+                f"repeat_interleave: repeats has {counts.size} counts but dim {d} of the input "
+                f"has size {n}"
+            )
+    if isinstance(repeats, (int, np.integer)):
+        counts = None
+        if repeats < 0:
+            raise ValueError(
+                at_user_line(f"repeat_interleave: repeats must be non-negative, got {repeats}")
+            )
+        total = n * int(repeats)
+    else:
+        if (counts < 0).any():
+            raise ValueError(
+                at_user_line(f"repeat_interleave: repeats must be non-negative, got {counts}")
+            )
+        total = int(counts.sum())
+    if output_size is not None and int(output_size) != total:
+        raise ShapeError(
+            f"repeat_interleave: output_size is {output_size} but the repeats give {total}"
+        )
+    if counts is None:  # each element r times: a new axis after d, expanded and merged
+        shape = tuple(x.shape)
+        grown = shape[: d + 1] + (int(repeats),) + shape[d + 1 :]
+        merged = shape[:d] + (total,) + shape[d + 1 :]
+        return x.unsqueeze(d + 1).expand(grown).reshape(merged)
+    picks = x.new_tensor(np.repeat(np.arange(n), counts), dtype=_dt.int64)
+    return index_select(x, d, picks)
+
+
+def _unfold_count(length, size, step):
+    return (length - size) // step + 1
+
+
+def _unfold_shape(s, dim, size, step):
+    s = tuple(s)
+    if not s:
+        return (size,)
+    return s[:dim] + (_unfold_count(s[dim], size, step),) + s[dim + 1 :] + (size,)
+
+
+def _unfold_forward(xp, x, dim, size, step):
+    # Note [Unfold views]: the windows are a strided view of x (no copy), as torch's: window
+    # w, element k of dim `dim` is x[..., w * step + k, ...], a new last dim of stride
+    # x.strides[dim]; overlapping windows share memory
+    if x.ndim == 0:
+        return x.reshape(1)
+    shape = _unfold_shape(x.shape, dim, size, step)
+    strides = x.strides[:dim] + (x.strides[dim] * step,) + x.strides[dim + 1 :] + (x.strides[dim],)
+    if isinstance(x, np.ndarray):
+        return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=x.flags.writeable)
+    starts = xp.arange(shape[dim])[:, None] * step + xp.arange(size)[None, :]
+    picked = xp.take(x, starts.reshape(-1), axis=dim).reshape(
+        x.shape[:dim] + (shape[dim], size) + x.shape[dim + 1 :]
+    )
+    return xp.moveaxis(picked, dim + 1, -1)
+
+
+def _unfold_window_index(length, size, step):
+    count = _unfold_count(length, size, step)
+    return (np.arange(count)[:, None] * step + np.arange(size)[None, :]).reshape(-1)
+
+
+def _unfold_vjp(g, y, x, dim, size, step):
+    # each window's gradient lands back on the elements it viewed (summed where they overlap)
+    if not x.shape:
+        return (g.reshape(()),)
+    shape = tuple(x.shape)
+    count = _unfold_count(shape[dim], size, step)
+    flat = movedim(g, -1, dim + 1).reshape(shape[:dim] + (count * size,) + shape[dim + 1 :])
+    index = g.new_tensor(_unfold_window_index(shape[dim], size, step), dtype=_dt.int64)
+    spec = (("s", None, None, None),) * dim + (("t",),)
+    return (apply(INDEX_ADD, g.new_zeros(shape), flat, index, spec=spec),)
+
+
+UNFOLD = defop(
+    "unfold",
+    _unfold_forward,
+    _unfold_vjp,
+    shape=lambda s, dim, size, step: _unfold_shape(s, dim, size, step),
+    dtype=same_dtype,
+    view=True,
+    doc="Tensor.unfold(dim, size, step): every window of `size` elements `step` apart along "
+    "dim as a new last dim; a view (Note [Unfold views]).",
+)
+
+
+@onnx_lowering("unfold")
+def _unfold_onnx(b, x, dim, size, step):
+    shape = b.ins[0].shape
+    if not shape:
+        return b.op("Reshape", x, b.ints([1]))
+    count = _unfold_count(shape[dim], size, step)
+    index = b.const(_unfold_window_index(shape[dim], size, step).reshape(count, size), "int64")
+    picked = b.op("Gather", x, index, axis=dim)  # (..., count, size, ...)
+    rank = len(shape) + 1
+    perm = [a for a in range(rank) if a != dim + 1] + [dim + 1]
+    return b.op("Transpose", picked, perm=perm)
+
+
+@UNFOLD.public("unfold", function=False)
+def unfold(x, dimension, size, step):
+    """Every window of `size` elements along `dimension`, `step` apart, as a new last dim
+    (`Tensor.unfold`): a view of x, as torch's, and differentiable.
+
+    Example:
+        >>> import ember
+        >>> ember.arange(5).unfold(0, 2, 2).tolist()
+        [[0, 1], [2, 3]]
+    """
+    d = _dim(dimension, x.ndim, "unfold")
+    length = x.shape[d] if x.ndim else 1
+    if step <= 0:
+        raise ShapeError(f"unfold: step is {step} but must be > 0")
+    if size < 0 or size > length:
+        raise ShapeError(f"unfold: maximum size for dimension {d} is {length} but size is {size}")
+    return apply(UNFOLD, x, dim=d, size=int(size), step=int(step))
+
+
+@public("meshgrid", method=False)
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids from 1-D tensors, as `torch.meshgrid`: indexing="ij" (matrix, torch's
+    default) gives grids of shape (len(t0), len(t1), ...), "xy" (Cartesian) swaps the first
+    two. The grids are expanded views.
+
+    Example:
+        >>> import ember
+        >>> gx, gy = ember.meshgrid(ember.tensor([1, 2, 3]), ember.tensor([4, 5]), indexing="xy")
+        >>> gx.tolist(), gy.tolist()
+        ([[1, 2, 3], [1, 2, 3]], [[4, 4, 4], [5, 5, 5]])
+    """
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(at_user_line(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}"))
+    if not tensors:
+        raise ValueError(at_user_line("meshgrid: expects at least one tensor"))
+    for t in tensors:
+        if t.ndim > 1:
+            raise ShapeError(f"meshgrid: expects 0-D or 1-D tensors, got shape {tuple(t.shape)}")
+        if t.dtype is not tensors[0].dtype:
+            raise TypeError(
+                at_user_line(
+                    f"meshgrid: expects all tensors to have the same dtype, got {tensors[0].dtype} "
+                    f"and {t.dtype}"
+                )
+            )
+    swap = indexing == "xy" and len(tensors) >= 2
+    order = list(tensors)
+    if swap:
+        order[0], order[1] = order[1], order[0]
+    shape = tuple(t.numel() for t in order)
+    grids = []
+    for i, t in enumerate(order):
+        view = [1] * len(order)
+        view[i] = shape[i]
+        grids.append(t.reshape(tuple(view)).expand(shape))
+    if swap:
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)

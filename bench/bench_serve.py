@@ -1,12 +1,14 @@
 """ember serve under load: MiniLM sentence embeddings and sequence classification on short
 texts (Rotten Tomatoes snippets), 16 concurrent clients speaking KServe V2 JSON over
 loopback keep-alive connections. Requests/s and p50/p99 latency for
-- ember serve with dynamic batching (max_batch_size 32, max_queue_delay 2 ms),
+- ember serve with dynamic batching (max_batch_size 32, max_queue_delay 2 ms), short texts
+  packed end to end (Note [Packed batches]) and, for comparison, padded in length groups,
 - ember serve without batching (one forward per request),
 - transformers on PyTorch behind the same HTTP stack, one forward per request (the server a
   user would write today),
 in interleaved rounds, at 1 and 2 CPU threads for both frameworks. Prints ratios against the
-PyTorch server and one JSON line per configuration.
+PyTorch server and one JSON line per configuration, and whether ember's few-row matrix
+products ran on MKL (Note [Small GEMMs]; EMBER_BLAS=mkl turns that on).
 
     python bench/bench_serve.py [--requests 400] [--rounds 3] [--threads 1 2]
 """
@@ -181,14 +183,22 @@ def main():
     folders = {"embeddings": (minilm, "feature-extraction")}
     folders["classification"] = (classification_folder(minilm), "sequence-classification")
     bodies = [_body(t) for t in _texts()]
+    from ember.backend import blas
+
     print(f"{CLIENTS} clients, {args.requests} requests per round, {args.rounds} rounds")
+    print(f"ember's few-row matrix products on MKL: {blas.mkl_available()}")
     for threads in args.threads:
         set_threads(threads)
         for workload, (folder, task) in folders.items():
+            padded = Server(folder, port=0, task=task, access_log=None, max_batch_size=32)
+            for versions in padded.load().models.values():
+                for served in versions.values():
+                    served.model.packing = False  # length groups (Note [Packed batches])
             servers = {
                 "ember batched": Server(
                     folder, port=0, task=task, access_log=None, max_batch_size=32
                 ),
+                "ember batched padded": padded,
                 "ember unbatched": Server(
                     folder, port=0, task=task, access_log=None, max_batch_size=0
                 ),
@@ -217,12 +227,13 @@ def main():
                     "workload": f"serve {workload}",
                     "server": key,
                     "threads": threads,
+                    "mkl": blas.mkl_available(),
                     **{k: round(v, 2) for k, v in s.items()},
                     "rps_ratio_vs_torch": round(s["rps"] / ref["rps"], 2),
                     "p99_ratio_vs_torch": round(s["p99_ms"] / ref["p99_ms"], 2),
                 }
                 print(
-                    f"{workload:<15} {threads}T {key:<16} {s['rps']:8.1f} req/s  "
+                    f"{workload:<15} {threads}T {key:<21} {s['rps']:8.1f} req/s  "
                     f"p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  "
                     f"x{line['rps_ratio_vs_torch']:.2f} req/s, x{line['p99_ratio_vs_torch']:.2f} "
                     f"p99 vs torch  errors {int(s['errors'])}"

@@ -10,7 +10,7 @@ import types
 
 import numpy as np
 
-from ember.backend import Backend, Device, register_backend
+from ember.backend import Backend, Device, blas, register_backend
 
 # erf by rational approximations (Cody-style, as in the Cephes library): x*T(x^2)/U(x^2) on
 # |x| < 1, and 1 - exp(-x^2) P(x)/Q(x) beyond; relative error near 1e-16 in float64, so the
@@ -274,6 +274,7 @@ def _make_namespace():
     ns.erf = erf
     ns.scatter_add = scatter_add
     ns.windows = windows
+    ns.matmul = blas.matmul  # few-row products on MKL when installed (Note [Small GEMMs])
     return ns
 
 

@@ -50,6 +50,9 @@ def _find_blas():
                         paths.append(path)
     except OSError:  # not Linux: no portable way without extra packages
         return _blas
+    # NumPy's OpenBLAS first: MKL loaded for few-row products (Note [Small GEMMs]) runs
+    # sequentially, and taking its setter would leave OpenBLAS on all cores, busy-waiting
+    paths.sort(key=lambda p: "mkl_rt" in os.path.basename(p).lower())
     for path in paths:
         try:
             lib = ctypes.CDLL(path)
@@ -77,6 +80,9 @@ def set_num_threads(n: int) -> None:
     blas = _find_blas()
     if blas:
         blas[0](n)
+    from ember.backend import blas as small_gemm
+
+    small_gemm.set_num_threads(n)
     numba = sys.modules.get("numba")
     if numba is not None:
         try:

@@ -11,6 +11,18 @@ tokenized for the whole batch with padding to the longest text (rounded up to a 
 and a masked position). Outputs are split back by rows, and output dims that follow a padded
 symbol are cropped back to the request's own size, so a request's result equals what it gets
 alone up to float rounding (the masked positions add exact zeros).
+
+Note [Packed batches]: a batch of short texts padded to its longest computes padding: at 16
+Rotten Tomatoes snippets (6-38 tokens, median 20) a third of the tokens run were padding even
+in length groups. For BERT-family encoders (absolute positions, the base model's outputs
+pooled or classified per text) the batch is packed instead: texts are laid end to end in
+rows of `PACK_WIDTH` tokens (first fit, longest first), each text with its own position ids
+from 0 and a block-diagonal (row, width, width) attention mask, so that a token attends only
+to its own text, with exactly zero weight elsewhere (the additive mask's lowest float, as for
+padding). Each text's token states are then what it gets alone up to float rounding; the
+sentence embedding pools its own tokens and the classifier reads its own [CLS] state. Rows
+have few distinct shapes (rows x PACK_WIDTH, or the longest text rounded up to 8 when it is
+longer), so few executors get compiled.
 """
 
 from __future__ import annotations
@@ -27,6 +39,9 @@ __all__ = ["TensorSpec", "ServedModel", "ExportedModel", "TextModel", "load_mode
 
 PAD_MULTIPLE = 8
 GROUP_COST = 64  # the overhead of one model run, in tokens (TextModel._groups)
+PACK_WIDTH = 64  # tokens per packed row (Note [Packed batches])
+WARM_PACKED_ROWS = 4  # 16 requests of 16 tokens
+PACKING = os.environ.get("EMBER_SERVE_PACKING", "1") != "0"  # the default of TextModel.packing
 
 
 class TensorSpec:
@@ -252,6 +267,8 @@ class TextModel(ServedModel):
         self.config = config
         self.pooling, self.normalize = _sentence_transformers_pooling(folder)
         self.program = self._export()
+        self.packed_program = self._export_packed() if self._packable() else None
+        self.packing = PACKING  # False: pad batches in length groups instead
         hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", -1)
         self.inputs = [TensorSpec("text", "BYTES", [-1])]
         if self.task == "feature-extraction":
@@ -305,6 +322,105 @@ class TextModel(ServedModel):
             dynamic_dims=dims,
             name=os.path.basename(os.path.normpath(self.folder)),
         )
+
+    def _base(self):
+        """The encoder whose token states packing reuses (Note [Packed batches])."""
+        return self.model if self.task == "feature-extraction" else self.model.bert
+
+    def _packable(self) -> bool:
+        """BERT encoders with absolute positions, answering per text (Note [Packed batches])."""
+        config = self.config
+        if getattr(config, "model_type", None) != "bert":
+            return False
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            return False
+        if self.task == "feature-extraction":
+            return True
+        model = self.model
+        return (
+            self.task == "sequence-classification"
+            and getattr(config, "problem_type", None) in (None, "single_label_classification")
+            and all(hasattr(model, n) for n in ("bert", "dropout", "classifier"))
+            and getattr(model.bert, "pooler", None) is not None
+        )
+
+    def _export_packed(self):
+        from ember.io.export import export
+
+        base = self._base()
+        ids = np.ones((2, 8), np.int64)
+        mask = np.ones((2, 8, 8), np.int64)
+        dims = {
+            "input_ids": {0: "rows", 1: "width"},
+            "position_ids": {0: "rows", 1: "width"},
+            "attention_mask": {0: "rows", 1: "width", 2: "width"},
+        }
+
+        def forward(input_ids, position_ids, attention_mask):
+            out = base(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask
+            )
+            return {"hidden": out.last_hidden_state}
+
+        return export(
+            forward,
+            {"input_ids": ids, "position_ids": ids.copy(), "attention_mask": mask},
+            None,
+            dynamic_dims=dims,
+            name=os.path.basename(os.path.normpath(self.folder)) + "-packed",
+        )
+
+    def _pack(self, rows: list) -> tuple:
+        """Token rows laid end to end (Note [Packed batches]): the program's feeds and, per
+        text, (row, start, length)."""
+        longest = max(len(r) for r in rows)
+        width = max(PACK_WIDTH, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE)
+        used: list = []  # tokens taken in each packed row
+        places = [None] * len(rows)
+        for i in sorted(range(len(rows)), key=lambda i: -len(rows[i])):
+            n = len(rows[i])
+            for r, taken in enumerate(used):
+                if taken + n <= width:
+                    places[i] = (r, taken, n)
+                    used[r] += n
+                    break
+            else:
+                places[i] = (len(used), 0, n)
+                used.append(n)
+        pad_id = self.tokenizer.pad_token_id or 0
+        ids = np.full((len(used), width), pad_id, np.int64)
+        positions = np.zeros((len(used), width), np.int64)
+        mask = np.zeros((len(used), width, width), np.int64)
+        for row, (r, start, n) in zip(rows, places):
+            ids[r, start : start + n] = row
+            positions[r, start : start + n] = np.arange(n)
+            mask[r, start : start + n, start : start + n] = 1
+        feeds = {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
+        return feeds, places
+
+    def _forward_packed(self, rows: list) -> dict:
+        """Sentence embeddings or logits of many texts in one packed run."""
+        feeds, places = self._pack(rows)
+        hidden = self.packed_program.run(feeds)["hidden"]
+        if self.task == "feature-extraction":
+            if self.pooling == "cls":
+                pooled = np.stack([hidden[r, start] for r, start, _ in places])
+            else:
+                pooled = np.stack(
+                    [hidden[r, start : start + n].sum(0) / np.float32(n) for r, start, n in places]
+                )
+            if self.normalize:  # F.normalize: x / max(||x||, 1e-12)
+                norms = np.sqrt(np.einsum("ij,ij->i", pooled, pooled))[:, None]
+                pooled = pooled / np.maximum(norms, np.float32(1e-12))
+            return {"embedding": pooled.astype(np.float32, copy=False)}
+        import ember
+
+        first = np.stack([hidden[r, start] for r, start, _ in places])[:, None, :]
+        model = self.model
+        with ember.no_grad():
+            pooled = model.bert.pooler(ember.Tensor.from_array(first))
+            logits = model.classifier(model.dropout(pooled))
+        return {"logits": np.ascontiguousarray(logits.numpy(), dtype=np.float32)}
 
     def prepare(self, feeds: dict) -> Prepared:
         self.check_names(feeds)
@@ -361,6 +477,8 @@ class TextModel(ServedModel):
     def _forward(self, texts: list) -> dict:
         """The head's outputs for every text, run in length groups (rows keep their order)."""
         rows = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        if len(rows) > 1 and self.packed_program is not None and self.packing:
+            return self._forward_packed(rows)
         groups = self._groups([len(r) for r in rows]) if len(rows) > 1 else [[0]]
         if len(groups) == 1:
             return self.program.run(self._pad(rows))
@@ -414,11 +532,16 @@ class TextModel(ServedModel):
 
     def warmup(self) -> None:
         """Compile and run the shapes short requests and small batches meet first: 1-4 rows
-        of up to 8 and up to 16 tokens."""
+        of up to 8 and up to 16 tokens, and packed batches of short texts up to 32 requests
+        (Note [Packed batches])."""
         for words in (1, 12):
             text = " ".join(["warm"] * words)
             for rows in (1, 2, 3, 4):
                 self.run_batch([Prepared({"text": [text] * rows}, rows, "text")])
+        if self.packed_program is not None:
+            for rows in range(1, WARM_PACKED_ROWS + 1):
+                ids = [[self.tokenizer.pad_token_id or 0] * PACK_WIDTH] * rows
+                self.packed_program.run(self._pack(ids)[0])
 
 
 def _sentence_transformers_pooling(folder: str) -> tuple[str, bool]:

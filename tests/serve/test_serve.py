@@ -626,16 +626,24 @@ def test_cli_help_names_the_knobs(capsys):
         assert knob in text
 
 
-def test_text_batches_in_length_groups_equal_lone_requests(repository):
+@pytest.mark.parametrize("packing", [False, True])
+def test_text_batches_in_length_groups_equal_lone_requests(repository, packing):
     from ember.serve import load_model
     from ember.serve.models import Prepared
 
     model = load_model(os.path.join(repository, "sentiment", "1"))
+    model.packing = packing
     texts = ["ok", "a much longer review that goes on and on about the plot " * 4, "fine film"]
     texts += ["short", "the acting was good but the second half drags badly", "meh"]
     requests = [Prepared({"text": [t]}, 1, "text") for t in texts]
-    lengths = [len(r) for r in model.tokenizer(texts)["input_ids"]]
-    assert len(model._groups(lengths)) > 1  # the batch runs as several length groups
+    rows = model.tokenizer(texts)["input_ids"]
+    if packing:  # Note [Packed batches]: short texts share rows, the long one widens them
+        feeds, places = model._pack(rows)
+        assert feeds["input_ids"].shape[0] < len(texts)
+        assert feeds["input_ids"].shape[1] >= max(len(r) for r in rows)
+        assert len({r for r, _, _ in places}) < len(texts)
+    else:
+        assert len(model._groups([len(r) for r in rows])) > 1  # several length groups
     together = model.run_batch(requests)
     for request, got in zip(requests, together):
         alone = model.run_batch([request])[0]
@@ -648,3 +656,20 @@ def test_cli_refuses_a_folder_without_models(tmp_path, capsys):
 
     assert main(["serve", str(tmp_path), "--port", "0"]) == 2
     assert "holds no model" in capsys.readouterr().err
+
+
+def test_packed_sentence_embeddings_equal_lone_requests(minilm):
+    """MiniLM's embeddings of a packed batch (Note [Packed batches]) are each text's own."""
+    from ember.serve.models import Prepared, TextModel
+
+    model = TextModel(minilm)
+    assert model.packed_program is not None
+    texts = ["a gripping, funny film", "the plot drags", "x", "stunning visuals " * 9]
+    texts += [f"review number {i} of a long week at the festival" for i in range(9)]
+    requests = [Prepared({"text": [t]}, 1, "text") for t in texts]
+    feeds, places = model._pack(model.tokenizer(texts)["input_ids"])
+    assert feeds["input_ids"].shape[0] < len(texts) and len({p[0] for p in places}) > 1
+    together = model.run_batch(requests)
+    for request, got in zip(requests, together):
+        alone = model.run_batch([request])[0]["embedding"]
+        np.testing.assert_allclose(got["embedding"], alone, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,120 @@
+"""The CPU matmul dispatch (ember/backend/blas.py, Note [Small GEMMs]): few-row products on
+MKL when it is installed, NumPy otherwise, equal to the float64 product within the bound of
+a length-K dot product in float rounding, for every operand layout the dispatch accepts."""
+
+import numpy as np
+import pytest
+
+from ember.backend import blas
+from ember.backend.numpy_backend import backend
+
+NO_MKL = "MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)"
+
+# (rows, inner, cols, layout of a, layout of b): "c" C-contiguous, "f" Fortran (a transposed
+# view, as linear's weight.T is), "s" a column slice of a wider matrix (leading dim > cols)
+CASES = [
+    (16, 384, 1536, "c", "f"),  # MiniLM latency: x @ weight.T
+    (16, 1536, 384, "c", "f"),
+    (2, 3, 4, "c", "c"),
+    (7, 33, 65, "f", "f"),
+    (32, 64, 48, "s", "c"),
+    (256, 17, 9, "c", "s"),
+    (5, 1, 1, "c", "c"),
+]
+
+
+def _operand(rng, shape, layout, dtype):
+    if layout == "c":
+        return rng.standard_normal(shape).astype(dtype)
+    if layout == "f":
+        return np.ascontiguousarray(rng.standard_normal(shape[::-1]).astype(dtype)).T
+    wide = rng.standard_normal((shape[0], shape[1] + 5)).astype(dtype)
+    return wide[:, 2 : 2 + shape[1]]
+
+
+def _check(result, a, b):
+    """|result - a@b| <= 2 K eps (|a| @ |b|) elementwise, against a float64 product."""
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    eps = np.finfo(a.dtype).eps
+    bound = 2 * a.shape[1] * eps * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert result.dtype == a.dtype and result.shape == exact.shape
+    assert result.flags.c_contiguous
+    assert np.all(np.abs(result - exact) <= bound + np.finfo(a.dtype).tiny)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n,la,lb", CASES)
+def test_matmul_matches_float64_product(m, k, n, la, lb, dtype):
+    rng = np.random.default_rng(m * 1000 + k)
+    a, b = _operand(rng, (m, k), la, dtype), _operand(rng, (k, n), lb, dtype)
+    _check(blas.matmul(a, b), a, b)
+    out = np.full((m, n), np.nan, dtype)
+    assert blas.matmul(a, b, out=out) is out
+    _check(out, a, b)
+
+
+@pytest.mark.skipif(
+    not blas.mkl_available(),
+    reason="MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)",
+)
+def test_mkl_takes_few_row_products(monkeypatch):
+    calls = []
+    table = blas._load()
+    monkeypatch.setattr(
+        blas,
+        "_mkl",
+        {d: (lambda *args, f=f: calls.append(1) or f(*args)) for d, f in table.items()},
+    )
+    rng = np.random.default_rng(0)
+    a, w = rng.standard_normal((16, 384), np.float32), rng.standard_normal((64, 384), np.float32)
+    _check(blas.matmul(a, w.T), a, w.T)
+    assert calls == [1]
+    big = rng.standard_normal((blas.MKL_MAX_ROWS + 1, 384), np.float32)
+    blas.matmul(big, w.T)  # many rows: OpenBLAS
+    blas.matmul(a[:1], w.T)  # one row: a GEMV
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        (np.ones((3, 4, 5), np.float32), np.ones((5, 2), np.float32)),  # batched: NumPy's loop
+        (np.ones((4, 5), np.int64), np.ones((5, 2), np.int64)),  # integers
+        (np.ones((4, 5), np.float32), np.ones((5, 2), np.float64)),  # mixed: NumPy promotes
+        (np.ones(5, np.float32), np.ones((5, 2), np.float32)),  # 1-D
+        (np.ones((4, 0), np.float32), np.ones((0, 2), np.float32)),  # empty inner dim
+        (np.ones((4, 5), np.float32)[:, ::-1], np.ones((5, 3), np.float32)),  # negative stride
+    ],
+)
+def test_other_products_are_numpy_s(a, b):
+    np.testing.assert_array_equal(blas.matmul(a, b), np.matmul(a, b))
+
+
+def test_shape_errors_are_numpy_s():
+    with pytest.raises(ValueError):
+        blas.matmul(np.ones((4, 5), np.float32), np.ones((6, 2), np.float32))
+
+
+def test_out_that_overlaps_an_operand_is_safe():
+    a = np.arange(16.0, dtype=np.float32).reshape(4, 4)
+    expected = a @ a
+    blas.matmul(a, a, out=a)
+    np.testing.assert_array_equal(a, expected)
+
+
+def test_the_numpy_backend_multiplies_through_it():
+    assert backend.xp.matmul is blas.matmul
+
+
+@pytest.mark.skipif(
+    not blas.mkl_available(),
+    reason="MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)",
+)
+def test_thread_count_still_goes_to_numpy_s_openblas(monkeypatch):
+    """With MKL loaded, set_num_threads must find OpenBLAS's setter, not MKL's (Note [Small
+    GEMMs]): an OpenBLAS left on every core busy-waits."""
+    from ember.backend import threads
+
+    monkeypatch.setattr(threads, "_blas", None)
+    setter, _ = threads._find_blas()
+    assert "openblas" in setter.__name__

@@ -407,8 +407,15 @@ def _softmax_grad_forward(xp, g, y, scale=1.0):
 def _softmax_shape(s, m=None, scale=1.0):
     if len(s) == 0:
         raise ShapeError("softmax: expected at least a 1-D input, got a scalar")
-    if m is not None and broadcast_shapes(tuple(s), tuple(m)) != tuple(s):
-        raise ShapeError(f"softmax: mask {tuple(m)} does not broadcast to the scores {tuple(s)}")
+    if m is not None:
+        try:
+            fits = broadcast_shapes(tuple(s), tuple(m)) == tuple(s)
+        except ShapeError:
+            fits = False
+        if not fits:
+            raise ShapeError(
+                f"softmax: mask {tuple(m)} does not broadcast to the scores {tuple(s)}"
+            )
     return tuple(s)
 
 

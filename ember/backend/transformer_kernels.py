@@ -12,9 +12,12 @@ one row is computed by one thread from start to end, in the same order of operat
 serial build of the same source, so the parallel result equals the serial one bit for bit
 (no fast-math reassociation: sums run in order, in float64). The parameter gradient of layer
 norm sums over rows: it adds fixed blocks of `_BLOCK` rows in parallel and then the blocks in
-order, so its bits do not depend on the thread count either. Below `PARALLEL_MIN_SIZE`
-elements the serial build runs (waking threads costs more than a short row set takes). The
-parallel build uses the threads `ember.set_num_threads` asks for (numba's own count).
+order, so its bits do not depend on the thread count either. Below `COMPILED_MIN_SIZE`
+elements an op runs its NumPy reference forward instead (a short sequence's activations: a
+fresh process answers without loading numba, as Note [Fast erf] does for erf); below
+`PARALLEL_MIN_SIZE` a serial build would run (the two are equal by default, so every compiled
+call is parallel; the tests lower them to compare the builds). The parallel build uses the
+threads `ember.set_num_threads` asks for (numba's own count).
 Without numba (or EMBER_NO_NUMBA=1 / EMBER_FAST_KERNELS=0) every function returns None and
 the op runs its reference forward (NumPy). tests/ops/test_fused.py checks both.
 """
@@ -25,7 +28,8 @@ import numpy as np
 
 from ember.backend import numba_kernels
 
-PARALLEL_MIN_SIZE = 1 << 15
+COMPILED_MIN_SIZE = 1 << 16
+PARALLEL_MIN_SIZE = 1 << 16
 _BLOCK = 64  # rows per partial sum of the layer-norm parameter gradient
 
 _SQRT_HALF = 0.7071067811865476
@@ -300,6 +304,8 @@ def _kernel(group: str, name: str, parallel: bool):
 
 
 def _pick(group, name, size):
+    if size < COMPILED_MIN_SIZE:
+        return None
     return _kernel(group, name, size >= PARALLEL_MIN_SIZE)
 
 

@@ -39,37 +39,37 @@ def _grads(out, inputs, cot):
     return ember.autograd.grad((out * cot).sum(), inputs)
 
 
-# (name, input shapes, fused fn, decomposition fn); the shapes exceed PARALLEL_MIN_SIZE
+# (name, input shapes, fused fn, decomposition fn); the shapes exceed COMPILED_MIN_SIZE
 CASES = [
-    ("gelu", [(8, 64, 96)], lambda x: N.gelu(x), lambda x: N.gelu_reference(x)),
+    ("gelu", [(8, 128, 96)], lambda x: N.gelu(x), lambda x: N.gelu_reference(x)),
     (
         "gelu-tanh",
-        [(8, 64, 96)],
+        [(8, 128, 96)],
         lambda x: N.gelu(x, "tanh"),
         lambda x: N.gelu_reference(x, "tanh"),
     ),
     (
         "bias-gelu",
-        [(4, 128, 96), (96,)],
+        [(8, 128, 96), (96,)],
         lambda x, b: N.gelu(x, bias=b),
         lambda x, b: N.gelu_reference(x + b),
     ),
     (
         "layer-norm",
-        [(4, 128, 96), (96,), (96,)],
+        [(8, 128, 96), (96,), (96,)],
         lambda x, w, b: N.layer_norm(x, (96,), w, b, 1e-12),
         lambda x, w, b: N.layer_norm_reference(x, (96,), w, b, 1e-12),
     ),
     (
         "residual-layer-norm",
-        [(4, 128, 96), (4, 128, 96), (96,), (96,)],
+        [(8, 128, 96), (8, 128, 96), (96,), (96,)],
         lambda x, r, w, b: N.residual_layer_norm(x, r, (96,), w, b),
         lambda x, r, w, b: N.layer_norm_reference(x + r, (96,), w, b),
     ),
-    ("softmax", [(4, 3, 64, 48)], lambda s: N.softmax(s, -1), N.softmax_reference),
+    ("softmax", [(4, 3, 128, 48)], lambda s: N.softmax(s, -1), N.softmax_reference),
     (
         "bert-mask-softmax",
-        [(4, 3, 64, 48), (4, 1, 1, 48)],
+        [(4, 3, 128, 48), (4, 1, 1, 48)],
         lambda s, m: Fz.fused_softmax(s, m, 0.125),
         lambda s, m: N.softmax_reference(s * 0.125 + m),
     ),
@@ -120,14 +120,14 @@ def test_a_row_that_is_all_masked_gives_nan_as_the_decomposition():
 
 def _serial_and_parallel(fn):
     """fn() with every kernel serial, then with every kernel parallel."""
-    saved = K.PARALLEL_MIN_SIZE
+    saved = K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE
     try:
-        K.PARALLEL_MIN_SIZE = 1 << 62
+        K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE = 1 << 62, 0
         serial = fn()
         K.PARALLEL_MIN_SIZE = 0
         parallel = fn()
     finally:
-        K.PARALLEL_MIN_SIZE = saved
+        K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE = saved
     return serial, parallel
 
 
@@ -158,11 +158,12 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
         np.testing.assert_array_equal(serial, parallel, err_msg=name)
         for threads in (1, 2):  # the thread count does not change the bits either
             ember.set_num_threads(threads)
-            K.PARALLEL_MIN_SIZE, saved = 0, K.PARALLEL_MIN_SIZE
+            saved = K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE
+            K.PARALLEL_MIN_SIZE = K.COMPILED_MIN_SIZE = 0
             try:
                 np.testing.assert_array_equal(call(), serial, err_msg=f"{name} x{threads}")
             finally:
-                K.PARALLEL_MIN_SIZE = saved
+                K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE = saved
 
 
 @needs_numba
@@ -184,7 +185,7 @@ def test_the_numpy_path_gives_the_kernels_results():
     """EMBER_FAST_KERNELS=0 (or no numba) runs the reference forwards: dropout's mask is the
     same bits, the rest agree within rounding."""
     rng = np.random.default_rng(3)
-    x = ember.from_numpy(rng.standard_normal((64, 600)).astype(np.float32))
+    x = ember.from_numpy(rng.standard_normal((128, 600)).astype(np.float32))
     b = ember.from_numpy(rng.standard_normal(600).astype(np.float32))
     seed = ember.tensor(2024)
 

@@ -311,3 +311,7 @@ def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12):
 
     norm = input.norm(p, dim, keepdim=True)
     return input / maximum(norm, eps)
+
+
+# ember's extension for Transformer blocks: layer_norm(x + residual) in one pass
+from ember.ops.nn import residual_layer_norm as residual_layer_norm  # noqa: E402

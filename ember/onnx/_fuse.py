@@ -191,8 +191,36 @@ def _match_gelu(m, e):
     return None
 
 
+def _fused_softmax_lower(b, s, m=None, scale=1.0):
+    z = s if scale == 1.0 else b.op("Mul", s, b.const(scale, b.out.dtype))
+    return _softmax_lower(b, z if m is None else b.op("Add", z, m), -1)
+
+
+def _fused_layer_norm_lower(b, x, weight, bias, r=None, eps=1e-5):
+    s = x if r is None else b.op("Add", x, r)
+    return b.op("LayerNormalization", s, weight, bias, axis=-1, epsilon=eps)
+
+
+def _fused_gelu_lower(b, x, bias=None, approximate="none"):
+    u = x if bias is None else b.op("Add", x, bias)
+    return b.op("Gelu", u, approximate=approximate)
+
+
+# ember's fused primitives (Note [Fused Transformer ops] in ember.ops.fused): the opset that
+# has their ONNX op, and the lowering that emits it
+_PRIMITIVES = {
+    "fused_softmax": (13, FusedOp("softmax", _fused_softmax_lower)),
+    "fused_layer_norm": (17, FusedOp("layer_norm", _fused_layer_norm_lower)),
+    "fused_gelu": (20, FusedOp("gelu", _fused_gelu_lower)),
+}
+
+
 def fuse_composites(graph, opset: int) -> None:
     """Replace softmax / layer norm / GELU decompositions with fused equations (in place)."""
+    for e in graph.eqns:
+        swap = _PRIMITIVES.get(e.name)
+        if swap is not None and opset >= swap[0] and hasattr(e.op, "forward"):
+            e.op = swap[1]
     matchers = []
     if opset >= 13:
         matchers.append(_match_softmax)

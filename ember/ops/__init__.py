@@ -16,6 +16,7 @@ from ember.ops import shape as shape
 from ember.ops import linalg as linalg
 from ember.ops import conv as conv
 from ember.ops import random as random
+from ember.ops import fused as fused
 from ember.ops import nn as nn
 from ember.ops import rnn as rnn
 

@@ -2,8 +2,10 @@
 softmax, log_softmax, gelu (exact and tanh), silu, leaky_relu, elu, softplus, layer_norm,
 group_norm, batch_norm, dropout, nll_loss, cross_entropy, scaled_dot_product_attention.
 
-Faster fused kernels may be registered later where a benchmark shows it matters; these stay
-as their reference (DESIGN.md, "The op registry is the single source of truth").
+Where a benchmark showed it matters, the composite runs a fused primitive (ember.ops.fused:
+gelu, layer_norm, softmax, dropout, the softmax of attention) and its decomposition stays as
+`<name>_reference`, the reference the op table checks it against (Note [Fused Transformer ops];
+DESIGN.md, "The op registry is the single source of truth").
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from ember.backend import xent_kernels as _xent_kernels
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
+from ember.ops.fused import fused_dropout, fused_gelu, fused_layer_norm, fused_softmax
 from ember.ops.random import bernoulli, uniform
-from ember.ops.registry import apply, defop, onnx_lowering, public
+from ember.ops.registry import apply, broadcast_shapes, defop, onnx_lowering, public
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -32,8 +35,26 @@ def _half_to_float(x):
     return (x.to(_dt.float32), x.dtype) if x.dtype == _dt.float16 else (x, None)
 
 
+_FUSED_DTYPES = (_dt.float32, _dt.float64)
+
+
+def _fused(x):
+    """x takes the fused ops' path (float32/float64; float16 keeps its decomposition, which
+    accumulates in float32: Note [Half-precision accumulation])."""
+    return x.dtype in _FUSED_DTYPES
+
+
 @public("softmax")
 def softmax(x, dim=-1, dtype=None):
+    if dtype is not None:
+        x = x.to(dtype)
+    if _fused(x) and x.ndim > 0 and dim in (-1, x.ndim - 1):
+        return fused_softmax(x)
+    return softmax_reference(x, dim)
+
+
+def softmax_reference(x, dim=-1, dtype=None):
+    """The decomposition of softmax (the fused op is tested against it)."""
     if dtype is not None:
         x = x.to(dtype)
     x, half = _half_to_float(x)
@@ -59,7 +80,18 @@ def log_softmax(x, dim=-1, dtype=None):
     return out if half is None else out.to(half)
 
 
-def gelu(x, approximate="none"):
+def gelu(x, approximate="none", bias=None):
+    """x * Phi(x) (exact, with erf) or its tanh approximation; `bias` (over the last dim,
+    ember's extension) is added first in the same pass (Note [Fused Transformer ops])."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    if _fused(x) and (bias is None or _fused(bias)):
+        return fused_gelu(x, bias, approximate)
+    return gelu_reference(x if bias is None else x + bias, approximate)
+
+
+def gelu_reference(x, approximate="none"):
+    """The decomposition of gelu (the fused op is tested against it)."""
     if approximate == "tanh":
         inner = (x + x * x * x * 0.044715) * _SQRT_2_OVER_PI
         return x * 0.5 * (E.tanh(inner) + 1.0)
@@ -141,6 +173,35 @@ def _check_normalized_shape(x, normalized_shape, name):
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    if len(dims) == 1 and _fused(x) and x.shape[-1] > 0:
+        d = x.shape[-1]
+        w = weight if weight is not None else x.new_ones((d,))
+        b = bias if bias is not None else x.new_zeros((d,))
+        return fused_layer_norm(x, w, b, None, eps)
+    return layer_norm_reference(x, normalized_shape, weight, bias, eps)
+
+
+def residual_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """layer_norm(x + residual) with the add in the same pass (Transformer blocks' post-norm
+    residual; Note [Fused Transformer ops])."""
+    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    if (
+        len(dims) == 1
+        and _fused(x)
+        and residual.dtype == x.dtype
+        and tuple(residual.shape) == tuple(x.shape)
+        and x.shape[-1] > 0
+    ):
+        d = x.shape[-1]
+        w = weight if weight is not None else x.new_ones((d,))
+        b = bias if bias is not None else x.new_zeros((d,))
+        return fused_layer_norm(x, w, b, residual, eps)
+    return layer_norm_reference(x + residual, normalized_shape, weight, bias, eps)
+
+
+def layer_norm_reference(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """The decomposition of layer_norm (the fused op is tested against it)."""
     dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
     x, half = _half_to_float(x)  # Note [Half-precision accumulation]
     mean = x.mean(dims, keepdim=True)
@@ -421,6 +482,17 @@ def batch_norm(
 def dropout(x, p=0.5, training=True, generator=None):
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    if x.dtype.is_floating_point:
+        return fused_dropout(x, p, generator)
+    return dropout_reference(x, p, training, generator)
+
+
+def dropout_reference(x, p=0.5, training=True, generator=None):
+    """The decomposition of dropout (a uniform draw per element; the fused op hashes a seed)."""
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -765,8 +837,21 @@ def scaled_dot_product_attention(
         )
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     # k^T made contiguous: NumPy's batched matmul is ~4x slower on a transposed view
-    scores = (query @ key.mT.contiguous()) * scale
+    scores = query @ key.mT.contiguous()
     L, Sk = query.shape[-2], key.shape[-2]
+    if _fused(scores) and not (is_causal and attn_mask is not None):
+        mask = attn_mask
+        if is_causal:
+            mask = S.tril(query.new_ones((L, Sk), dtype=_dt.bool_))
+        if mask is None or (
+            (mask.dtype is _dt.bool_ or mask.dtype == scores.dtype)
+            and broadcast_shapes(tuple(scores.shape), tuple(mask.shape)) == tuple(scores.shape)
+        ):
+            weights = fused_softmax(scores, mask, scale)
+            if dropout_p > 0.0:
+                weights = dropout(weights, dropout_p, True, generator)
+            return weights @ value
+    scores = scores * scale
     if is_causal:
         causal = S.tril(query.new_ones((L, Sk), dtype=_dt.bool_))
         scores = S.masked_fill(scores, E.logical_not(causal), float("-inf"))

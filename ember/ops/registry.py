@@ -28,8 +28,11 @@ table of op names of its own (a test checks that every name-keyed table names re
 
 Note [Fused composites]: a composite gets a primitive of its own (one kernel, one VJP) only
 where a benchmark shows the decomposition's per-op cost matters (linear, softmax cross
-entropy). Its decomposition stays in the code as `<name>_reference`, and the op table checks
-the fused op against it, against PyTorch and against finite differences.
+entropy, and the Transformer hot path: Note [Fused Transformer ops] in ember.ops.fused). Its
+decomposition stays in the code as `<name>_reference`, and the op table checks the fused op
+against it, against PyTorch and against finite differences. The rule: every fused kernel has
+a decomposition and a test comparing the two; a fused primitive also gets an ONNX lowering
+written with ONNX primitives (the exporter may swap in ONNX's own fused op).
 
 Layers above install the dispatcher (`set_dispatcher`): eager execution with autograd (L3), and
 graph tracing (L4) is a staging backend (Note [Staging backends] in ember/backend/__init__.py).

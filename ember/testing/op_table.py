@@ -19,6 +19,7 @@ import numpy as np
 import ember
 from ember._util.errors import ShapeError
 import ember.ops.conv as C
+import ember.ops.fused as _fused
 import ember.ops.linalg as L
 import ember.ops.nn as N
 import ember.ops.shape as S
@@ -1810,7 +1811,7 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "softmax",
-        ("exp", "sum", "amax"),
+        ("fused_softmax", "fused_softmax_grad", "exp", "sum", "amax"),
         lambda x, dim: x.softmax(dim),
         lambda rng: [
             Sample((_r(rng, 3, 4), -1)),
@@ -1834,15 +1835,98 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "gelu",
-        ("erf", "tanh"),
+        ("fused_gelu", "fused_gelu_grad"),
         lambda x, a: N.gelu(x, a),
+        lambda rng: [
+            Sample((_r(rng, 3, 4), "none")),
+            Sample((_r(rng, 3, 4), "tanh")),
+            Sample((_r(rng, 2, 3, 4) * 3, "none"), noncontiguous=True, name="noncontiguous"),
+            Sample((_r(rng).reshape(()), "tanh"), name="0d"),
+        ],
+        lambda x, a: _t("nn.functional.gelu")(x, approximate=a),
+        gradgrad=True,
+    ),
+    # Note [Fused Transformer ops]: each fused composite above, its bias / residual / mask
+    # form, and its decomposition (`<name>_reference`) against torch
+    OpRow(
+        "gelu_bias",
+        ("fused_gelu", "fused_gelu_grad"),
+        lambda x, b, a: N.gelu(x, a, bias=b),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 4), "none")),
+            Sample((_r(rng, 3, 4) * 2, _r(rng, 4), "tanh")),
+        ],
+        lambda x, b, a: _t("nn.functional.gelu")(x + b, approximate=a),
+        gradgrad=True,
+    ),
+    OpRow(
+        "gelu_reference",
+        ("erf", "tanh"),
+        lambda x, a: N.gelu_reference(x, a),
         lambda rng: [Sample((_r(rng, 3, 4), "none")), Sample((_r(rng, 3, 4), "tanh"))],
         lambda x, a: _t("nn.functional.gelu")(x, approximate=a),
         gradgrad=True,
     ),
     OpRow(
-        "layer_norm",
+        "softmax_reference",
+        ("exp", "sum", "amax"),
+        lambda x, dim: N.softmax_reference(x, dim),
+        lambda rng: [Sample((_r(rng, 3, 4), -1)), Sample((_r(rng, 3, 4), 0))],
+        lambda x, dim: x.softmax(dim),
+        gradgrad=True,
+    ),
+    OpRow(
+        "masked_softmax",
+        ("fused_softmax", "fused_softmax_grad"),
+        lambda s, m, scale: _fused.fused_softmax(s, m, scale),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4, 5), _r(rng, 2, 1, 1, 5), 0.5), name="bert-mask"),
+            Sample((_r(rng, 3, 4, 5), _r(rng, 4, 5), 2.0), name="per-query-mask"),
+            Sample((_r(rng, 2, 3, 5), _r(rng, 5), 1.0), noncontiguous=False, name="row-mask"),
+        ],
+        lambda s, m, scale: (s * scale + m).softmax(-1),
+        gradgrad=True,
+    ),
+    OpRow(
+        "fused_dropout",
+        ("fused_dropout",),
+        lambda x, seed, p: _fused.apply(_fused.DROPOUT, x, seed, p=p),
+        lambda rng: [
+            Sample((_r(rng, 6, 7), np.array(12345), 0.3)),
+            Sample((_r(rng, 3, 4, 5), np.array(7), 0.5), noncontiguous=True, name="noncontiguous"),
+        ],
+        ref=lambda x, seed, p: _fused._dropout_forward(np, x, seed, p),
+        gradgrad=True,
+        int_args=(1,),
+    ),
+    OpRow(
+        "residual_layer_norm",
+        ("fused_layer_norm", "fused_layer_norm_input_grad", "fused_layer_norm_param_grad"),
+        lambda x, r, w, b: N.residual_layer_norm(x, r, (4,), w, b),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4))),
+            Sample(
+                (_r(rng, 5, 4), _r(rng, 5, 4), _r(rng, 4), _r(rng, 4)),
+                noncontiguous=True,
+                name="noncontiguous",
+            ),
+        ],
+        lambda x, r, w, b: _t("nn.functional.layer_norm")(x + r, (4,), w, b),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "layer_norm_reference",
         ("rsqrt", "sum"),
+        lambda x, w, b: N.layer_norm_reference(x, (4,), w, b),
+        lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4)))],
+        lambda x, w, b: _t("nn.functional.layer_norm")(x, (4,), w, b),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "layer_norm",
+        ("fused_layer_norm", "fused_layer_norm_input_grad", "fused_layer_norm_param_grad"),
         lambda x, w, b: N.layer_norm(x, (4,), w, b),
         lambda rng: [
             Sample((_r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4))),
@@ -1951,7 +2035,7 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "scaled_dot_product_attention",
-        ("matmul", "exp", "where"),
+        ("matmul", "fused_softmax", "fused_softmax_grad", "where"),
         _sdpa,
         _sdpa_samples,
         _sdpa_torch,

@@ -66,5 +66,15 @@ ACT2FN = _ActivationRegistry(
 )
 
 
+def biased_activation(act: nn.Module, x, bias):
+    """act(x + bias): GELU fuses the bias add into its own pass (Note [Fused Transformer ops]
+    in ember.ops.fused); other activations add it first."""
+    if isinstance(act, GELUActivation):
+        return F.gelu(x, bias=bias)
+    if isinstance(act, GELUTanhActivation):
+        return F.gelu(x, approximate="tanh", bias=bias)
+    return act(x if bias is None else x + bias)
+
+
 def get_activation(name: str) -> nn.Module:
     return ACT2FN[name]

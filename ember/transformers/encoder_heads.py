@@ -92,6 +92,14 @@ def self_attention(
     return context.transpose(1, 2).reshape(batch, length, -1), probs
 
 
+def add_and_norm(layer_norm: nn.LayerNorm, x, residual):
+    """layer_norm(x + residual) with the add in the norm's pass (Note [Fused Transformer ops]
+    in ember.ops.fused): the post-norm residual of BERT-family blocks."""
+    return F.residual_layer_norm(
+        x, residual, layer_norm.normalized_shape, layer_norm.weight, layer_norm.bias, layer_norm.eps
+    )
+
+
 def run_layers(
     layers,
     hidden_states,

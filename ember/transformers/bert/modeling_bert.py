@@ -14,7 +14,7 @@ from __future__ import annotations
 import ember
 from ember import nn
 from ember.nn import functional as F
-from ember.transformers.activations import ACT2FN
+from ember.transformers.activations import ACT2FN, biased_activation
 from ember.transformers.bert.configuration_bert import BertConfig
 from ember.transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -27,6 +27,7 @@ from ember.transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 from ember.transformers.encoder_heads import (
+    add_and_norm,
     as_labels,
     finish,
     flatten_choices,
@@ -74,12 +75,9 @@ class BertEmbeddings(nn.Module):
             position_ids = ember.arange(length).unsqueeze(0)
         if token_type_ids is None:
             token_type_ids = ember.zeros((batch, length), dtype=ember.int64)
-        embeddings = (
-            inputs_embeds
-            + self.token_type_embeddings(token_type_ids)
-            + self.position_embeddings(position_ids)
-        )
-        return self.dropout(self.LayerNorm(embeddings))
+        embeddings = inputs_embeds + self.position_embeddings(position_ids)
+        token_types = self.token_type_embeddings(token_type_ids)
+        return self.dropout(add_and_norm(self.LayerNorm, embeddings, token_types))
 
 
 class BertSelfAttention(nn.Module):
@@ -123,7 +121,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return add_and_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
 
 
 class BertAttention(nn.Module):
@@ -146,7 +144,11 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
-        return self.intermediate_act_fn(self.dense(hidden_states))
+        if type(self.dense) is not nn.Linear or self.dense.bias is None:  # a wrapped layer
+            return self.intermediate_act_fn(self.dense(hidden_states))
+        # the bias joins the activation's pass (Note [Fused Transformer ops] in ember.ops.fused)
+        projected = F.linear(hidden_states, self.dense.weight)
+        return biased_activation(self.intermediate_act_fn, projected, self.dense.bias)
 
 
 class BertOutput(nn.Module):
@@ -157,7 +159,7 @@ class BertOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+        return add_and_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
 
 
 class BertLayer(nn.Module):

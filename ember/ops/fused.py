@@ -1,0 +1,570 @@
+"""Fused Transformer ops: (bias +) GELU, layer norm with an optional residual, scale + mask +
+softmax, and dropout, each forward and backward as one primitive (one pass over memory with
+the compiled kernels of ember/backend/transformer_kernels.py).
+
+Note [Fused Transformer ops]: these follow Note [Fused composites] (ember.ops.registry). Each
+primitive's NumPy forward here is the reference, the kernel registered for the numpy backend
+is tested against it (tests/ops/test_fused.py, tests/ops/test_kernels.py through the op
+table), and each composite that uses it (`ember.ops.nn.gelu`, `layer_norm`, `softmax`,
+`dropout`, `scaled_dot_product_attention`) keeps its decomposition into elementwise and
+reduction primitives as `<name>_reference`, checked against the fused op in the op table.
+- The VJPs call the gradient primitives; those have VJPs of their own written with ember ops,
+  so second-order gradients flow (the op table checks them by finite differences).
+- Layer norm recomputes each row's mean and 1/std in its backward kernels instead of saving
+  them: the row is in cache, and the op keeps one output.
+- Dropout's keep mask is a counter-based hash (splitmix64) of (seed, flat element index), the
+  seed a 0-d int64 tensor drawn from ember's generator (`ember.manual_seed` makes it
+  reproducible); the backward regenerates the same mask from the seed (no mask is stored) and
+  is the same op applied to the gradient. The NumPy reference computes the same hash, so the
+  fused kernel and EMBER_FAST_KERNELS=0 give the same bits.
+- Every primitive has an ONNX lowering written with standard ONNX primitives (dropout exports
+  as ONNX `Dropout` in training mode: the same distribution, not the same mask); the exporter
+  turns the forward ones into ONNX Softmax / LayerNormalization / Gelu where the opset has them
+  (Note [ONNX fused composites] in ember/onnx/_fuse.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ember import dtypes as _dt
+from ember._util.errors import ShapeError
+from ember.backend import transformer_kernels as _kernels
+from ember.ops import elementwise as E
+from ember.ops.elementwise import unbroadcast
+from ember.ops.registry import apply, broadcast_shapes, defop, onnx_lowering
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_K = 0.044715
+
+
+def _needs_grad(t):
+    return getattr(t, "requires_grad", True)
+
+
+def _with_reference(fast, reference):
+    """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
+
+    def kernel(xp, *arrays, **attrs):
+        out = fast(*arrays, **attrs)
+        return reference(xp, *arrays, **attrs) if out is None else out
+
+    return kernel
+
+
+def _row_sum(t, shape):
+    """t summed over every dim but the last, as `shape` ((D,))."""
+    return t.reshape(-1, t.shape[-1]).sum(0).reshape(tuple(shape))
+
+
+def _bias_shape(name, x, b):
+    if len(x) == 0 or tuple(b) != (x[-1],):
+        raise ShapeError(f"{name}: bias must have shape ({x[-1] if x else '?'},), got {tuple(b)}")
+
+
+# --- GELU with an optional bias ------------------------------------------------------------
+def _gelu_value(xp, u, approximate):
+    if approximate == "tanh":
+        return u * 0.5 * (xp.tanh((u + u * u * u * _K) * _SQRT_2_OVER_PI) + 1.0)
+    return u * 0.5 * (xp.erf(u * _SQRT_HALF) + 1.0)
+
+
+def _gelu_slope(xp, u, approximate):
+    if approximate == "tanh":
+        t = xp.tanh((u + u * u * u * _K) * _SQRT_2_OVER_PI)
+        return (t + 1.0) * 0.5 + u * 0.5 * (1.0 - t * t) * _SQRT_2_OVER_PI * (
+            u * u * (3.0 * _K) + 1.0
+        )
+    return (xp.erf(u * _SQRT_HALF) + 1.0) * 0.5 + u * _INV_SQRT_2PI * xp.exp(u * u * -0.5)
+
+
+def _gelu_forward(xp, x, b=None, approximate="none"):
+    return _gelu_value(xp, x if b is None else x + b, approximate)
+
+
+def _gelu_grad_forward(xp, g, x, b=None, approximate="none"):
+    return g * _gelu_slope(xp, x if b is None else x + b, approximate)
+
+
+def _gelu_shape(x, b=None, approximate="none"):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    if b is not None:
+        _bias_shape("gelu", x, b)
+    return tuple(x)
+
+
+def _gelu_vjp(g, y, x, b=None, approximate="none"):
+    rest = () if b is None else (b,)
+    gx = apply(GELU_GRAD, g, x, *rest, approximate=approximate)
+    if b is None:
+        return (gx,)
+    return gx, _row_sum(gx, b.shape) if _needs_grad(b) else None
+
+
+def _gelu_curvature(u, approximate):
+    """GELU's second derivative at u (ember ops)."""
+    if approximate == "tanh":
+        t = E.tanh((u + u * u * u * _K) * _SQRT_2_OVER_PI)
+        s = (u * u * (3.0 * _K) + 1.0) * _SQRT_2_OVER_PI
+        return (1.0 - t * t) * (s - u * t * s * s + u * u * (3.0 * _SQRT_2_OVER_PI * _K))
+    return E.exp(u * u * -0.5) * _INV_SQRT_2PI * (2.0 - u * u)
+
+
+def _gelu_grad_vjp(h, y, g, x, b=None, approximate="none"):
+    rest = () if b is None else (b,)
+    u = x if b is None else x + b
+    g_g = apply(GELU_GRAD, h, x, *rest, approximate=approximate)
+    g_x = h * g * _gelu_curvature(u, approximate)
+    if b is None:
+        return g_g, g_x
+    return g_g, g_x, _row_sum(g_x, b.shape) if _needs_grad(b) else None
+
+
+GELU = defop(
+    "fused_gelu",
+    _gelu_forward,
+    _gelu_vjp,
+    shape=_gelu_shape,
+    dtype=lambda x, b=None, **a: x,
+    promote="float",
+    doc="gelu(x + bias) (bias optional, over the last dim), exact or tanh; the decomposition "
+    "is `ember.ops.nn.gelu_reference` (Note [Fused Transformer ops]).",
+)
+GELU_GRAD = defop(
+    "fused_gelu_grad",
+    _gelu_grad_forward,
+    _gelu_grad_vjp,
+    shape=lambda g, x, b=None, **a: _gelu_shape(x, b, **a),
+    dtype=lambda g, x, b=None, **a: g,
+    promote="float",
+    doc="g * gelu'(x + bias): the gradient of fused_gelu with respect to its input.",
+)
+GELU.def_kernel("numpy")(
+    _with_reference(
+        lambda x, b=None, approximate="none": _kernels.gelu(x, b, approximate), _gelu_forward
+    )
+)
+GELU_GRAD.def_kernel("numpy")(
+    _with_reference(
+        lambda g, x, b=None, approximate="none": _kernels.gelu_grad(g, x, b, approximate),
+        _gelu_grad_forward,
+    )
+)
+
+
+def _onnx_gelu_slope(b, u, approximate, dtype):
+    c = lambda v: b.const(v, dtype)  # noqa: E731
+    if approximate == "tanh":
+        u2 = b.op("Mul", u, u)
+        inner = b.op(
+            "Mul", b.op("Add", u, b.op("Mul", b.op("Mul", u2, u), c(_K))), c(_SQRT_2_OVER_PI)
+        )
+        t = b.op("Tanh", inner)
+        left = b.op("Mul", b.op("Add", t, c(1.0)), c(0.5))
+        ds = b.op("Mul", b.op("Add", b.op("Mul", u2, c(3.0 * _K)), c(1.0)), c(_SQRT_2_OVER_PI))
+        sech2 = b.op("Sub", c(1.0), b.op("Mul", t, t))
+        return b.op("Add", left, b.op("Mul", b.op("Mul", b.op("Mul", u, c(0.5)), sech2), ds))
+    cdf = b.op("Mul", b.op("Add", b.op("Erf", b.op("Mul", u, c(_SQRT_HALF))), c(1.0)), c(0.5))
+    pdf = b.op("Mul", b.op("Exp", b.op("Mul", b.op("Mul", u, u), c(-0.5))), c(_INV_SQRT_2PI))
+    return b.op("Add", cdf, b.op("Mul", u, pdf))
+
+
+@onnx_lowering("fused_gelu")
+def _gelu_onnx(b, x, bias=None, approximate="none"):
+    u = x if bias is None else b.op("Add", x, bias)
+    c = lambda v: b.const(v, b.out.dtype)  # noqa: E731
+    if approximate == "tanh":
+        cube = b.op("Mul", b.op("Mul", b.op("Mul", u, u), u), c(_K))
+        t = b.op("Tanh", b.op("Mul", b.op("Add", u, cube), c(_SQRT_2_OVER_PI)))
+    else:
+        t = b.op("Erf", b.op("Mul", u, c(_SQRT_HALF)))
+    return b.op("Mul", b.op("Mul", u, c(0.5)), b.op("Add", t, c(1.0)))
+
+
+@onnx_lowering("fused_gelu_grad")
+def _gelu_grad_onnx(b, g, x, bias=None, approximate="none"):
+    u = x if bias is None else b.op("Add", x, bias)
+    return b.op("Mul", g, _onnx_gelu_slope(b, u, approximate, b.out.dtype))
+
+
+def fused_gelu(x, bias=None, approximate="none"):
+    """gelu(x + bias) as one op (Note [Fused Transformer ops])."""
+    return (
+        apply(GELU, x, approximate=approximate)
+        if bias is None
+        else apply(GELU, x, bias, approximate=approximate)
+    )
+
+
+# --- layer norm over the last dim, with an optional residual -------------------------------
+def _ln_input(x, r):
+    return x if r is None else x + r
+
+
+def _ln_forward(xp, x, w, b, r=None, eps=1e-5):
+    s = _ln_input(x, r)
+    c = s - s.mean(axis=-1, keepdims=True)
+    var = (c * c).mean(axis=-1, keepdims=True)
+    return c * (1.0 / xp.sqrt(var + eps)) * w + b
+
+
+def _ln_input_grad_forward(xp, g, x, w, r=None, eps=1e-5):
+    s = _ln_input(x, r)
+    c = s - s.mean(axis=-1, keepdims=True)
+    rstd = 1.0 / xp.sqrt((c * c).mean(axis=-1, keepdims=True) + eps)
+    xhat = c * rstd
+    gw = g * w
+    return rstd * (
+        gw - gw.mean(axis=-1, keepdims=True) - xhat * (gw * xhat).mean(axis=-1, keepdims=True)
+    )
+
+
+def _ln_param_grad_forward(xp, g, x, r=None, eps=1e-5):
+    s = _ln_input(x, r)
+    c = s - s.mean(axis=-1, keepdims=True)
+    xhat = c / xp.sqrt((c * c).mean(axis=-1, keepdims=True) + eps)
+    d = x.shape[-1]
+    return xp.stack([(g * xhat).reshape(-1, d).sum(axis=0), g.reshape(-1, d).sum(axis=0)])
+
+
+def _ln_check(name, x, params, r=None):
+    if len(x) == 0:
+        raise ShapeError(f"{name}: expected at least a 1-D input, got {tuple(x)}")
+    for p in params:
+        if tuple(p) != (x[-1],):
+            raise ShapeError(
+                f"{name}: weight and bias must have shape ({x[-1]},) for input {tuple(x)}, "
+                f"got {tuple(p)}"
+            )
+    if r is not None and tuple(r) != tuple(x):
+        raise ShapeError(f"{name}: residual {tuple(r)} must have the input's shape {tuple(x)}")
+    return tuple(x)
+
+
+def _xhat(s, eps):
+    """(s - mean) * rstd and rstd over the last dim, in ember ops (keepdim shapes)."""
+    c = s - s.mean(-1, keepdim=True)
+    rstd = E.rsqrt((c * c).mean(-1, keepdim=True) + eps)
+    return c, rstd
+
+
+def _ln_vjp(g, y, x, w, b, r=None, eps=1e-5):
+    rest = () if r is None else (r,)
+    gx = None
+    if _needs_grad(x) or (r is not None and _needs_grad(r)):
+        gx = apply(LAYER_NORM_INPUT_GRAD, g, x, w, *rest, eps=eps)
+    gw = gb = None
+    if _needs_grad(w) or _needs_grad(b):
+        both = apply(LAYER_NORM_PARAM_GRAD, g, x, *rest, eps=eps)
+        gw, gb = both[0], both[1]
+    return (gx, gw, gb) + ((gx,) if r is not None else ())
+
+
+def _ln_input_grad_vjp(h, y, g, x, w, r=None, eps=1e-5):
+    # y = rstd P(g w), P the projection off {1, xhat} (self-adjoint): in g it is the op
+    # itself times w; in w, sum over rows of h' g with h' = P(h) rstd; in s (Note [Fused
+    # Transformer ops]) batch norm's second-order formula (ember.ops.nn._bn_input_grad_vjp)
+    # with G = g w, over the last dim
+    rest = () if r is None else (r,)
+    unit = apply(LAYER_NORM_INPUT_GRAD, h, x, w.new_ones(tuple(w.shape)), *rest, eps=eps)
+    s = _ln_input(x, r)
+    c, rstd = _xhat(s, eps)
+    n = s.shape[-1]
+    big_g = g * w
+    gc = big_g - big_g.mean(-1, keepdim=True)
+    m = (big_g * c).mean(-1, keepdim=True)
+    h1 = (h * gc).sum(-1, keepdim=True)
+    hc = (h * c).sum(-1, keepdim=True)
+    r3 = rstd * rstd * rstd
+    g_s = (
+        c * ((h1 - hc * m * rstd * rstd * 3.0) * (r3 / -n))
+        - (h - h.mean(-1, keepdim=True)) * (r3 * m)
+        - gc * (hc * (r3 / n))
+    )
+    g_w = _row_sum(unit * g, w.shape) if _needs_grad(w) else None
+    return (unit * w, g_s, g_w) + ((g_s,) if r is not None else ())
+
+
+def _ln_param_grad_vjp(h, y, g, x, r=None, eps=1e-5):
+    # y[0] = sum g xhat, y[1] = sum g over rows: in g, h[0] xhat + h[1]; in s, the input
+    # gradient with h[0] as the weight
+    rest = () if r is None else (r,)
+    c, rstd = _xhat(_ln_input(x, r), eps)
+    g_g = c * rstd * h[0] + h[1]
+    g_s = apply(LAYER_NORM_INPUT_GRAD, g, x, h[0], *rest, eps=eps)
+    return (g_g, g_s) + ((g_s,) if r is not None else ())
+
+
+LAYER_NORM = defop(
+    "fused_layer_norm",
+    _ln_forward,
+    _ln_vjp,
+    shape=lambda x, w, b, r=None, **a: _ln_check("layer_norm", x, (w, b), r),
+    dtype=lambda *d, **a: d[0],
+    promote="common",
+    doc="(s - mean) / sqrt(var + eps) * w + b over the last dim, s = x (+ residual); the "
+    "decomposition is `ember.ops.nn.layer_norm_reference` (Note [Fused Transformer ops]).",
+)
+LAYER_NORM_INPUT_GRAD = defop(
+    "fused_layer_norm_input_grad",
+    _ln_input_grad_forward,
+    _ln_input_grad_vjp,
+    shape=lambda g, x, w, r=None, **a: _ln_check("layer_norm", x, (w,), r),
+    dtype=lambda *d, **a: d[0],
+    promote="common",
+    doc="Gradient of fused_layer_norm with respect to its input (and residual).",
+)
+LAYER_NORM_PARAM_GRAD = defop(
+    "fused_layer_norm_param_grad",
+    _ln_param_grad_forward,
+    _ln_param_grad_vjp,
+    shape=lambda g, x, r=None, **a: (2, _ln_check("layer_norm", x, (), r)[-1]),
+    dtype=lambda *d, **a: d[0],
+    promote="common",
+    doc="(2, D): the gradients of fused_layer_norm's weight (sum of g * xhat) and bias "
+    "(sum of g) over all rows.",
+)
+LAYER_NORM.def_kernel("numpy")(
+    _with_reference(
+        lambda x, w, b, r=None, eps=1e-5: _kernels.layer_norm(x, r, w, b, eps), _ln_forward
+    )
+)
+LAYER_NORM_INPUT_GRAD.def_kernel("numpy")(
+    _with_reference(
+        lambda g, x, w, r=None, eps=1e-5: _kernels.layer_norm_input_grad(g, x, r, w, eps),
+        _ln_input_grad_forward,
+    )
+)
+LAYER_NORM_PARAM_GRAD.def_kernel("numpy")(
+    _with_reference(
+        lambda g, x, r=None, eps=1e-5: _kernels.layer_norm_param_grad(g, x, r, eps),
+        _ln_param_grad_forward,
+    )
+)
+
+
+def _onnx_normalized(b, x, r, eps):
+    s = x if r is None else b.op("Add", x, r)
+    c = b.op("Sub", s, b.reduce("ReduceMean", s, [-1], True))
+    var = b.reduce("ReduceMean", b.op("Mul", c, c), [-1], True)
+    rstd = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var, b.const(eps, b.out.dtype))))
+    return b.op("Mul", c, rstd), rstd
+
+
+@onnx_lowering("fused_layer_norm")
+def _ln_onnx(b, x, w, bias, r=None, eps=1e-5):
+    xhat, _ = _onnx_normalized(b, x, r, eps)
+    return b.op("Add", b.op("Mul", xhat, w), bias)
+
+
+@onnx_lowering("fused_layer_norm_input_grad")
+def _ln_input_grad_onnx(b, g, x, w, r=None, eps=1e-5):
+    xhat, rstd = _onnx_normalized(b, x, r, eps)
+    gw = b.op("Mul", g, w)
+    mean_gw = b.reduce("ReduceMean", gw, [-1], True)
+    mean_gx = b.reduce("ReduceMean", b.op("Mul", gw, xhat), [-1], True)
+    return b.op("Mul", rstd, b.op("Sub", b.op("Sub", gw, mean_gw), b.op("Mul", xhat, mean_gx)))
+
+
+@onnx_lowering("fused_layer_norm_param_grad")
+def _ln_param_grad_onnx(b, g, x, r=None, eps=1e-5):
+    xhat, _ = _onnx_normalized(b, x, r, eps)
+    d = b.shapes_of(b.ins[0])[0][-1]
+    rows = b.const(np.asarray([-1, d], np.int64), "int64")
+    flat = lambda t: b.op("Reshape", t, rows)  # noqa: E731
+    gw = b.reduce("ReduceSum", flat(b.op("Mul", g, xhat)), [0], True)
+    gb = b.reduce("ReduceSum", flat(g), [0], True)
+    return b.op("Concat", gw, gb, axis=0)
+
+
+def fused_layer_norm(x, weight, bias, residual=None, eps=1e-5):
+    """layer_norm(x + residual) over the last dim as one op (Note [Fused Transformer ops])."""
+    rest = () if residual is None else (residual,)
+    return apply(LAYER_NORM, x, weight, bias, *rest, eps=float(eps))
+
+
+# --- scale + mask + softmax over the last dim -----------------------------------------------
+def _softmax_forward(xp, s, m=None, scale=1.0):
+    z = s * scale
+    if m is not None:
+        z = z + m
+    if z.size == 0:
+        return z.astype(z.dtype, copy=True)
+    with np.errstate(invalid="ignore"):  # a row of -inf gives NaN, as the composite does
+        e = xp.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _softmax_grad_forward(xp, g, y, scale=1.0):
+    return (y * (g - (g * y).sum(axis=-1, keepdims=True))) * scale
+
+
+def _softmax_shape(s, m=None, scale=1.0):
+    if len(s) == 0:
+        raise ShapeError("softmax: expected at least a 1-D input, got a scalar")
+    if m is not None:
+        try:
+            fits = broadcast_shapes(tuple(s), tuple(m)) == tuple(s)
+        except ShapeError:
+            fits = False
+        if not fits:
+            raise ShapeError(
+                f"softmax: mask {tuple(m)} does not broadcast to the scores {tuple(s)}"
+            )
+    return tuple(s)
+
+
+def _softmax_vjp(g, y, s, m=None, scale=1.0):
+    gs = apply(SOFTMAX_GRAD, g, y, scale=scale) if _needs_grad(s) else None
+    if m is None:
+        return (gs,)
+    gm = None
+    if _needs_grad(m):
+        gm = unbroadcast(apply(SOFTMAX_GRAD, g, y, scale=1.0), m)
+    return gs, gm
+
+
+def _softmax_grad_vjp(h, out, g, y, scale=1.0):
+    # out = scale y (g - <g, y>): linear in g (the op itself, self-adjoint); in y,
+    # scale (g (h - <h, y>) - h <g, y>)
+    g_g = apply(SOFTMAX_GRAD, h, y, scale=scale)
+    hy = (h * y).sum(-1, keepdim=True)
+    gy = (g * y).sum(-1, keepdim=True)
+    return g_g, (g * (h - hy) - h * gy) * scale
+
+
+SOFTMAX = defop(
+    "fused_softmax",
+    _softmax_forward,
+    _softmax_vjp,
+    shape=_softmax_shape,
+    dtype=lambda *d, **a: d[0],
+    promote="float",
+    save_output=True,
+    quiet=True,
+    doc="softmax(s * scale + mask) over the last dim, mask additive and broadcast to s; the "
+    "decomposition is `ember.ops.nn.softmax_reference` (Note [Fused Transformer ops]).",
+)
+SOFTMAX_GRAD = defop(
+    "fused_softmax_grad",
+    _softmax_grad_forward,
+    _softmax_grad_vjp,
+    shape=lambda g, y, **a: tuple(y),
+    dtype=lambda *d, **a: d[0],
+    promote="float",
+    doc="scale * y * (g - sum(g * y)) over the last dim: the gradient of fused_softmax.",
+)
+SOFTMAX.def_kernel("numpy")(
+    _with_reference(lambda s, m=None, scale=1.0: _kernels.softmax(s, m, scale), _softmax_forward)
+)
+SOFTMAX_GRAD.def_kernel("numpy")(
+    _with_reference(
+        lambda g, y, scale=1.0: _kernels.softmax_grad(g, y, scale), _softmax_grad_forward
+    )
+)
+
+
+@onnx_lowering("fused_softmax")
+def _softmax_onnx(b, s, m=None, scale=1.0):
+    z = b.op("Mul", s, b.const(scale, b.out.dtype))
+    if m is not None:
+        z = b.op("Add", z, m)
+    # the primitives; the exporter emits ONNX Softmax where the opset has it (Note [ONNX fused
+    # composites] in ember/onnx/_fuse.py)
+    e = b.op("Exp", b.op("Sub", z, b.reduce("ReduceMax", z, [-1], True)))
+    return b.op("Div", e, b.reduce("ReduceSum", e, [-1], True))
+
+
+@onnx_lowering("fused_softmax_grad")
+def _softmax_grad_onnx(b, g, y, scale=1.0):
+    dot = b.reduce("ReduceSum", b.op("Mul", g, y), [-1], True)
+    return b.op("Mul", b.op("Mul", y, b.op("Sub", g, dot)), b.const(scale, b.out.dtype))
+
+
+def fused_softmax(scores, mask=None, scale=1.0):
+    """softmax(scores * scale + mask) over the last dim as one op; a bool mask marks the
+    positions that take part (True), a float mask is added (Note [Fused Transformer ops])."""
+    if mask is None:
+        return apply(SOFTMAX, scores, scale=float(scale))
+    if mask.dtype is _dt.bool_:
+        mask = E.where(mask, 0.0, float("-inf")).to(scores.dtype)
+    return apply(SOFTMAX, scores, mask, scale=float(scale))
+
+
+# --- dropout with its mask hashed from a seed -----------------------------------------------
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_MASK_BITS = 24  # the hash's top 24 bits against floor(p 2^24)
+
+
+def _threshold(p):
+    return int(p * (1 << _MASK_BITS))
+
+
+def _keep(shape, seed):
+    """The keep test's 24-bit hash of every element (NumPy; the kernel computes the same)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    z = np.uint64(int(seed)) + np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(64 - _MASK_BITS)).reshape(shape)
+
+
+def _dropout_forward(xp, x, seed, p=0.5):
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    keep = _keep(x.shape, np.asarray(seed).reshape(()).item()) >= _threshold(p)
+    return xp.where(keep, x * scale, x.dtype.type(0))
+
+
+def _dropout_vjp(g, y, x, seed, p=0.5):
+    return apply(DROPOUT, g, seed, p=p), None
+
+
+def _dropout_shape(x, seed, p=0.5):
+    if tuple(seed) != ():
+        raise ShapeError(f"dropout: the seed must be a 0-d tensor, got shape {tuple(seed)}")
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"dropout: the fused op takes 0 < p < 1, got {p}")
+    return tuple(x)
+
+
+DROPOUT = defop(
+    "fused_dropout",
+    _dropout_forward,
+    _dropout_vjp,
+    shape=_dropout_shape,
+    dtype=lambda x, seed, **a: x,
+    doc="x / (1 - p) where a hash of (seed, element index) keeps it (probability 1 - p), else "
+    "0; its gradient is the same op on the gradient (Note [Fused Transformer ops]).",
+)
+DROPOUT.needed_by = {0: (), 1: (0,)}
+DROPOUT.def_kernel("numpy")(
+    _with_reference(
+        lambda x, seed, p=0.5: _kernels.dropout(
+            x, np.asarray(seed).reshape(()).item(), _threshold(p), x.dtype.type(1.0 / (1.0 - p))
+        ),
+        _dropout_forward,
+    )
+)
+
+
+@onnx_lowering("fused_dropout")
+def _dropout_onnx(b, x, seed, p=0.5):
+    ratio = b.const(p, b.out.dtype)
+    return b.op("Dropout", x, ratio, b.const(True, "bool"))
+
+
+def fused_dropout(x, p, generator=None):
+    """Dropout (training) as one op whose mask a seed drawn from `generator` (ember's default
+    generator if None) determines (Note [Fused Transformer ops])."""
+    from ember.ops.random import randint
+
+    seed = randint(0, 1 << 62, (), generator=generator, device=x.device)
+    return apply(DROPOUT, x, seed, p=float(p))

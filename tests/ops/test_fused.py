@@ -1,0 +1,235 @@
+"""The fused Transformer ops (Note [Fused Transformer ops] in ember.ops.fused) against their
+decompositions, forward and backward, at sizes that take the row-parallel kernels; serial and
+parallel kernels equal bit for bit (Note [Row-parallel kernels]); dropout's seeded mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ember
+from ember.backend import numba_kernels
+from ember.backend import transformer_kernels as K
+from ember.ops import fused as Fz
+from ember.ops import nn as N
+
+needs_numba = pytest.mark.skipif(
+    not numba_kernels.available(),
+    reason="numba is not installed (the `fast` extra) or EMBER_FAST_KERNELS=0",
+)
+DTYPES = [np.float32, np.float64]
+
+
+def _tol(dtype):
+    return (2e-5, 2e-5) if dtype == np.float32 else (1e-11, 1e-11)
+
+
+def _close(ours, ref, dtype, what):
+    rtol, atol = _tol(dtype)
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    scale = max(1.0, float(np.abs(ref).max(initial=0.0)))
+    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def _leaves(rng, dtype, *shapes):
+    return [ember.from_numpy(rng.standard_normal(s).astype(dtype)).requires_grad_() for s in shapes]
+
+
+def _grads(out, inputs, cot):
+    return ember.autograd.grad((out * cot).sum(), inputs)
+
+
+# (name, input shapes, fused fn, decomposition fn); the shapes exceed COMPILED_MIN_SIZE
+CASES = [
+    ("gelu", [(8, 128, 96)], lambda x: N.gelu(x), lambda x: N.gelu_reference(x)),
+    (
+        "gelu-tanh",
+        [(8, 128, 96)],
+        lambda x: N.gelu(x, "tanh"),
+        lambda x: N.gelu_reference(x, "tanh"),
+    ),
+    (
+        "bias-gelu",
+        [(8, 128, 96), (96,)],
+        lambda x, b: N.gelu(x, bias=b),
+        lambda x, b: N.gelu_reference(x + b),
+    ),
+    (
+        "layer-norm",
+        [(8, 128, 96), (96,), (96,)],
+        lambda x, w, b: N.layer_norm(x, (96,), w, b, 1e-12),
+        lambda x, w, b: N.layer_norm_reference(x, (96,), w, b, 1e-12),
+    ),
+    (
+        "residual-layer-norm",
+        [(8, 128, 96), (8, 128, 96), (96,), (96,)],
+        lambda x, r, w, b: N.residual_layer_norm(x, r, (96,), w, b),
+        lambda x, r, w, b: N.layer_norm_reference(x + r, (96,), w, b),
+    ),
+    ("softmax", [(4, 3, 128, 48)], lambda s: N.softmax(s, -1), N.softmax_reference),
+    (
+        "bert-mask-softmax",
+        [(4, 3, 128, 48), (4, 1, 1, 48)],
+        lambda s, m: Fz.fused_softmax(s, m, 0.125),
+        lambda s, m: N.softmax_reference(s * 0.125 + m),
+    ),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_fused_op_equals_its_decomposition(case, dtype):
+    name, shapes, fused, reference = case
+    rng = np.random.default_rng(0)
+    inputs = _leaves(rng, dtype, *shapes)
+    ours, ref = fused(*inputs), reference(*inputs)
+    _close(ours, ref, dtype, f"{name} forward")
+    cot = ember.from_numpy(rng.standard_normal(tuple(ref.shape)).astype(dtype))
+    for i, (a, b) in enumerate(zip(_grads(ours, inputs, cot), _grads(ref, inputs, cot))):
+        _close(a, b, dtype, f"{name} gradient of input {i}")
+
+
+def test_bool_mask_softmax_and_attention_equal_the_decomposition():
+    rng = np.random.default_rng(1)
+    s = ember.from_numpy(rng.standard_normal((2, 3, 5, 6)).astype(np.float32))
+    keep = rng.random((2, 1, 1, 6)) > 0.3
+    keep[..., 0] = True
+    mask = ember.from_numpy(keep)
+    ref = N.softmax_reference(ember.ops.shape.masked_fill(s * 0.5, ~mask, float("-inf")))
+    _close(Fz.fused_softmax(s, mask, 0.5), ref, np.float32, "bool mask")
+    q, k, v = (
+        ember.from_numpy(rng.standard_normal((2, 3, 5, 4)).astype(np.float32)) for _ in "qkv"
+    )
+    for kwargs in ({"attn_mask": mask[..., :5]}, {"is_causal": True}):
+        out = N.scaled_dot_product_attention(q, k, v, **kwargs)
+        scores = (q @ k.mT) * 0.5
+        m = kwargs.get("attn_mask")
+        if m is None:
+            m = ember.ops.shape.tril(ember.ones((5, 5), dtype=ember.bool))
+        probs = N.softmax_reference(ember.ops.shape.masked_fill(scores, ~m, float("-inf")))
+        _close(out, probs @ v, np.float32, f"attention {list(kwargs)}")
+
+
+def test_a_row_that_is_all_masked_gives_nan_as_the_decomposition():
+    s = ember.zeros((1, 1, 2, 3))
+    mask = ember.tensor([[[[True, False, True]], [[False, False, False]]]]).reshape(1, 1, 2, 3)
+    out = np.asarray(Fz.fused_softmax(s, mask))
+    np.testing.assert_allclose(out[0, 0, 0], [0.5, 0.0, 0.5])
+    assert np.isnan(out[0, 0, 1]).all()
+
+
+def _serial_and_parallel(fn):
+    """fn() with every kernel serial, then with every kernel parallel."""
+    saved = K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE
+    try:
+        K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE = 1 << 62, 0
+        serial = fn()
+        K.PARALLEL_MIN_SIZE = 0
+        parallel = fn()
+    finally:
+        K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE = saved
+    return serial, parallel
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, 96)).astype(dtype)
+    r = rng.standard_normal((300, 96)).astype(dtype)
+    g = rng.standard_normal((300, 96)).astype(dtype)
+    w, b = rng.standard_normal(96).astype(dtype), rng.standard_normal(96).astype(dtype)
+    s = rng.standard_normal((2, 3, 50, 96)).astype(dtype)
+    m = rng.standard_normal((2, 1, 1, 96)).astype(dtype)
+    y = Fz._softmax_forward(np, s, m, 0.3)
+    calls = {
+        "gelu": lambda: K.gelu(x, b, "none"),
+        "gelu_grad": lambda: K.gelu_grad(g, x, b, "tanh"),
+        "layer_norm": lambda: K.layer_norm(x, r, w, b, 1e-5),
+        "layer_norm_input_grad": lambda: K.layer_norm_input_grad(g, x, r, w, 1e-5),
+        "layer_norm_param_grad": lambda: K.layer_norm_param_grad(g, x, None, 1e-5),
+        "softmax": lambda: K.softmax(s, m, 0.3),
+        "softmax_grad": lambda: K.softmax_grad(s, y, 0.3),
+        "dropout": lambda: K.dropout(x, 99, Fz._threshold(0.1), dtype(1 / 0.9)),
+    }
+    for name, call in calls.items():
+        serial, parallel = _serial_and_parallel(call)
+        assert serial is not None, name
+        np.testing.assert_array_equal(serial, parallel, err_msg=name)
+        for threads in (1, 2):  # the thread count does not change the bits either
+            ember.set_num_threads(threads)
+            saved = K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE
+            K.PARALLEL_MIN_SIZE = K.COMPILED_MIN_SIZE = 0
+            try:
+                np.testing.assert_array_equal(call(), serial, err_msg=f"{name} x{threads}")
+            finally:
+                K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE = saved
+
+
+@needs_numba
+def test_kernel_threads_follow_set_num_threads():
+    import numba
+
+    K.gelu(np.ones((256, 256), np.float32), None, "none")  # loads the parallel kernel
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(1)
+        assert numba.get_num_threads() == 1
+        ember.set_num_threads(2)
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        ember.set_num_threads(before)
+
+
+def test_the_numpy_path_gives_the_kernels_results():
+    """EMBER_FAST_KERNELS=0 (or no numba) runs the reference forwards: dropout's mask is the
+    same bits, the rest agree within rounding."""
+    rng = np.random.default_rng(3)
+    x = ember.from_numpy(rng.standard_normal((128, 600)).astype(np.float32))
+    b = ember.from_numpy(rng.standard_normal(600).astype(np.float32))
+    seed = ember.tensor(2024)
+
+    def run():
+        return (
+            np.asarray(ember.ops.fused.apply(Fz.DROPOUT, x, seed, p=0.2)),
+            np.asarray(N.gelu(x, bias=b)),
+            np.asarray(N.layer_norm(x, (600,))),
+            np.asarray(N.softmax(x, -1)),
+        )
+
+    fast = run()
+    with numba_kernels.disable_for_tests():
+        plain = run()
+    np.testing.assert_array_equal(fast[0], plain[0])
+    for ours, ref in zip(fast[1:], plain[1:]):
+        _close(ours, ref, np.float32, "numpy path")
+
+
+def test_dropout_is_seeded_scaled_and_its_backward_regenerates_the_mask():
+    x = ember.ones((400, 250), requires_grad=True)
+    ember.manual_seed(7)
+    a = N.dropout(x, 0.25)
+    ember.manual_seed(7)
+    b = N.dropout(x, 0.25)
+    c = N.dropout(x, 0.25)  # the generator moved on: another mask
+    a_np = np.asarray(a.detach())
+    np.testing.assert_array_equal(a_np, np.asarray(b.detach()))
+    assert not np.array_equal(a_np, np.asarray(c.detach()))
+    assert set(np.unique(a_np)) == {0.0, np.float32(1 / 0.75)}
+    assert abs((a_np == 0).mean() - 0.25) < 0.01
+    (g,) = ember.autograd.grad((a * 3.0).sum(), [x])
+    np.testing.assert_array_equal(np.asarray(g), a_np * 3.0)
+    assert N.dropout(x, 0.25, training=False) is x
+    np.testing.assert_array_equal(np.asarray(ember.nn.Dropout(0.5).eval()(x).detach()), 1.0)
+
+
+def test_fused_ops_refuse_bad_shapes_naming_the_op():
+    x = ember.randn(2, 4)
+    with pytest.raises(ValueError, match="gelu: bias must have shape"):
+        N.gelu(x, bias=ember.randn(3))
+    with pytest.raises(ValueError, match="residual"):
+        Fz.fused_layer_norm(x, ember.ones(4), ember.zeros(4), ember.randn(3, 4))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        Fz.fused_softmax(x, ember.randn(3, 4))
+    with pytest.raises(ValueError, match="approximate"):
+        N.gelu(x, "fast")

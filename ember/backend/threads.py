@@ -5,7 +5,8 @@ wheels), whose worker threads busy-wait: with more runnable threads than free co
 processes, or a data loader's workers) a small GEMM can take 20x longer. PyTorch users set
 `torch.set_num_threads`; this is ember's equivalent. It finds the BLAS library already loaded
 in this process (Linux: /proc/self/maps) and calls its own thread-count setter through ctypes,
-so it needs no package beyond NumPy; numba's kernel threads follow when numba is loaded.
+so it needs no package beyond NumPy; numba's kernel threads and the pool that runs large
+elementwise ops and reductions in parallel (ember/backend/parallel.py) follow.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def _find_blas():
 
 
 def set_num_threads(n: int) -> None:
-    """Use `n` threads in the CPU kernels (BLAS matmuls, numba kernels)."""
+    """Use `n` threads in the CPU kernels: BLAS matmuls, numba kernels and the chunked NumPy
+    ops (Note [Thread budget] in ember/backend/parallel.py). The default is the cores this
+    process may use."""
     global _requested
     n = int(n)
     if n < 1:
@@ -77,11 +80,15 @@ def set_num_threads(n: int) -> None:
     blas = _find_blas()
     if blas:
         blas[0](n)
-    numba = sys.modules.get("numba")
-    if numba is not None:
+    from ember.backend import parallel
+
+    parallel.set_threads(n)  # the chunked NumPy ops (Note [Thread budget])
+    if "numba" in sys.modules:
+        from ember.backend import numba_kernels
+
         try:
-            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        except Exception:  # noqa: BLE001 - numba's threading layer not started: nothing to set
+            numba_kernels.start_threads()
+        except Exception:  # noqa: BLE001 - numba's threading layer cannot start: nothing to set
             pass
 
 

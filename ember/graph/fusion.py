@@ -37,6 +37,7 @@ import math
 
 import numpy as np
 
+from ember.backend import parallel
 from ember.graph.ir import Eqn, Graph, Var
 from ember.ops.registry import REGISTRY, OpDef, bool_dtype
 
@@ -48,6 +49,14 @@ _BOOL = np.dtype(bool)
 # a two-op chain over this many elements or more stays unfused: the generated loop is scalar
 # code, which no longer beats two vectorised NumPy passes once the arrays leave the L1 cache
 _LARGE = 1 << 14
+# Note [Parallel loops]: a fused kernel over at least parallel.threshold() elements runs one
+# loop, the outermost with at least this many trips, as numba's `prange` (compiled with
+# parallel=True, on numba's threads: ember.set_num_threads governs them), unless a reduction
+# reduces over that loop's axis (its iterations would share accumulators). Each iteration
+# computes its elements, and its own accumulators, with the same code in the same order as the
+# serial kernel (no reassociation: fastmath stays off), so the results are equal bit for bit;
+# only which thread runs an iteration changes. Smaller kernels stay serial loops.
+_MIN_PARALLEL_TRIPS = 4
 
 
 def _compare(op) -> bool:
@@ -331,8 +340,9 @@ class FusedOp:
         return run
 
     # --- numba kernel ------------------------------------------------------------------------
-    def kernel_source(self):
-        """(source, literal values with their dtypes) of the loop kernel."""
+    def kernel_source(self, in_parallel=True):
+        """(source, literal values with their dtypes) of the loop kernel; its loop over
+        `parallel_axis()` is a prange unless `in_parallel` is False (Note [Parallel loops])."""
         n = len(self.shape)
         idx_all = ", ".join(f"i{d}" for d in range(n)) if n else "()"
         if n == 1:
@@ -412,23 +422,43 @@ class FusedOp:
         src = [f"def kernel({', '.join(params)}):"]
         src += ["    " + line for line in pre]
         indent = "    "
+        split = self.parallel_axis() if in_parallel else None
         for d in range(n):
-            src.append(f"{indent}for i{d} in range(n{d}):")
+            loop = "prange" if d == split else "range"
+            src.append(f"{indent}for i{d} in {loop}(n{d}):")
             indent += "    "
         src += [indent + line for line in body]
         src += ["    " + "    " * depth + line for depth, line in post]
         return "\n".join(src) + "\n", lits
+
+    def parallel_axis(self):
+        """The loop that runs in parallel (prange), or None for a serial kernel (Note [Parallel
+        loops])."""
+        n = len(self.shape)
+        if n == 0 or math.prod(self.shape) < parallel.threshold():
+            return None
+        split = next((d for d, size in enumerate(self.shape) if size >= _MIN_PARALLEL_TRIPS), None)
+        if split is None:
+            return None
+        for _name, _x, dim, _keep, _rout in self.red:
+            if split in _axes(dim, n):
+                return None  # iterations would share accumulators
+        return split
 
     def make_runner(self, eqn):
         from ember.backend import numba_kernels
 
         if not numba_kernels.available():
             return self.numpy_runner()
-        source, lits = self.kernel_source()
+        in_parallel = self.parallel_axis() is not None
+        attempts = [(True, in_parallel), (False, in_parallel)]  # a bad disk cache: compile
+        if in_parallel:
+            attempts.append((False, False))  # numba cannot parallelise it: the serial loop
         error = None
-        for disk in (True, False):  # a kernel cached on disk that fails to load: compile it
+        for disk, par in attempts:
+            source, lits = self.kernel_source(in_parallel=par)
             try:
-                kernel = numba_kernels.jit_source(source, "kernel", disk=disk)
+                kernel = numba_kernels.jit_source(source, "kernel", disk=disk, parallel=par)
                 if kernel is None:
                     return self.numpy_runner()
                 run = self._numba_runner(kernel, lits)

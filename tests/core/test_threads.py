@@ -32,3 +32,217 @@ def test_the_blas_library_is_found_on_linux():
     if not sys.platform.startswith("linux"):
         pytest.skip("BLAS discovery reads /proc/self/maps, which only Linux has")
     assert threads._find_blas(), "NumPy's BLAS library was not found among the loaded libraries"
+
+
+# --- Note [Parallel kernels] (ember/backend/parallel.py): serial and parallel results equal ---
+from ember.backend import numba_kernels, parallel  # noqa: E402
+
+F = ember.nn.functional
+_ROWS, _COLS = 1031, 387  # above the threshold; odd sizes so chunks split unevenly
+assert _ROWS * _COLS >= parallel.threshold()
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((_ROWS, _COLS)).astype(np.float32)
+    b = rng.standard_normal((_ROWS, _COLS)).astype(np.float32)
+    bias = rng.standard_normal(_COLS).astype(np.float32)
+    return ember.tensor(a), ember.tensor(b), ember.tensor(bias)
+
+
+# (name, fn(a, b, bias)): each result is compared bit for bit at 1 and 2 threads
+PARALLEL_CASES = [
+    ("add", lambda a, b, c: a + b),
+    ("add bias (broadcast)", lambda a, b, c: a + c),
+    ("add scalar", lambda a, b, c: a + 1.5),
+    ("sub", lambda a, b, c: a - b),
+    ("mul", lambda a, b, c: a * b),
+    ("div", lambda a, b, c: a / b),
+    ("pow", lambda a, b, c: a.abs() ** b),
+    ("maximum", lambda a, b, c: ember.maximum(a, b)),
+    ("neg", lambda a, b, c: -a),
+    ("exp", lambda a, b, c: a.exp()),
+    ("log", lambda a, b, c: a.abs().log()),
+    ("tanh", lambda a, b, c: a.tanh()),
+    ("sqrt", lambda a, b, c: a.abs().sqrt()),
+    ("sigmoid", lambda a, b, c: a.sigmoid()),
+    ("erf", lambda a, b, c: ember.erf(a)),
+    ("gelu", lambda a, b, c: F.gelu(a)),
+    ("relu", lambda a, b, c: F.relu(a)),
+    ("less", lambda a, b, c: a < b),
+    ("equal", lambda a, b, c: a == 0.5),
+    ("where", lambda a, b, c: ember.where(a > 0, a, b)),
+    ("where scalar", lambda a, b, c: ember.where(a > 0, a, 0.0)),
+    ("cast float64", lambda a, b, c: a.to(ember.float64)),
+    ("cast int32", lambda a, b, c: (a * 100).to(ember.int32)),
+    ("sum all", lambda a, b, c: a.sum()),
+    ("sum last", lambda a, b, c: a.sum(-1)),
+    ("sum first", lambda a, b, c: a.sum(0, keepdim=True)),
+    ("sum float64", lambda a, b, c: a.to(ember.float64).sum()),
+    ("sum int", lambda a, b, c: (a * 100).to(ember.int32).sum()),
+    ("mean", lambda a, b, c: a.mean(-1)),
+    ("mean all", lambda a, b, c: a.mean()),
+    ("var", lambda a, b, c: a.var(-1)),
+    ("amax", lambda a, b, c: a.amax(-1)),
+    ("amin all", lambda a, b, c: a.amin()),
+    ("softmax", lambda a, b, c: F.softmax(a, -1)),
+    ("log_softmax", lambda a, b, c: F.log_softmax(a, -1)),
+    ("layer_norm", lambda a, b, c: F.layer_norm(a, (_COLS,), c, c)),
+]
+
+
+def _run_at(threads, fn, fast):
+    before = ember.get_num_threads()
+    ember.set_num_threads(threads)
+    try:
+        if fast:
+            return fn(*_inputs()).numpy()
+        with numba_kernels.disable_for_tests():
+            return fn(*_inputs()).numpy()
+    finally:
+        ember.set_num_threads(before)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["kernels-on", "kernels-off"])
+@pytest.mark.parametrize("name, fn", PARALLEL_CASES, ids=[c[0] for c in PARALLEL_CASES])
+def test_parallel_results_equal_serial_bit_for_bit(name, fn, fast):
+    serial = _run_at(1, fn, fast)
+    two = _run_at(2, fn, fast)
+    assert serial.dtype == two.dtype and serial.shape == two.shape
+    assert serial.tobytes() == two.tobytes(), f"{name}: 2 threads changed the result"
+
+
+def test_large_ops_run_on_the_pool_and_small_ones_do_not(monkeypatch):
+    calls = []
+    real = parallel.run_chunks
+
+    def counting(fn, argsets):
+        calls.append(len(argsets))
+        return real(fn, argsets)
+
+    monkeypatch.setattr(parallel, "run_chunks", counting)
+    a, b, _ = _inputs()
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(2)
+        a + b
+        a.sum(-1)
+        a.sum()
+        assert calls == [2, 2, 2]
+        small = ember.ones(100, 100)
+        small + small
+        small.sum()
+        assert calls == [2, 2, 2], "a small op went to the pool"
+        ember.set_num_threads(1)
+        a + b
+        assert calls == [2, 2, 2], "one thread set, but the op ran on the pool"
+    finally:
+        ember.set_num_threads(before)
+
+
+def test_full_float_sums_follow_numpys_pairwise_tree():
+    rng = np.random.default_rng(1)
+    xp = ember.backend.get_backend("cpu").xp
+    before = parallel.num_threads()
+    try:
+        for threads in (2, 3, 4):
+            parallel.set_threads(threads)
+            for n in (parallel.threshold(), parallel.threshold() + 7, 1_000_003):
+                for dtype in (np.float32, np.float64):
+                    x = (rng.standard_normal(n) * 1e3).astype(dtype)
+                    for shape in ((n,), (1, n)):
+                        assert xp.add.reduce(x.reshape(shape), None) == np.add.reduce(x, None)
+                        assert xp.sum(x.reshape(shape)) == np.sum(x)
+    finally:
+        parallel.set_threads(before)
+
+
+def test_worker_threads_keep_the_callers_floating_point_state():
+    import warnings
+
+    zeros = ember.zeros(_ROWS, _COLS)
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert np.isneginf(zeros.log().numpy()).all()  # log is quiet (Note [Quiet kernels])
+        xp = ember.backend.get_backend("cpu").xp
+        with np.errstate(divide="raise"), pytest.raises(FloatingPointError):
+            xp.log(zeros.numpy())
+    finally:
+        ember.set_num_threads(before)
+
+
+def test_concurrent_callers_get_correct_results():
+    import threading
+
+    a, b, _ = _inputs()
+    expected = a.numpy() + b.numpy()
+    failures = []
+
+    def work():
+        for _ in range(20):
+            if not np.array_equal((a + b).numpy(), expected):
+                failures.append(1)
+
+    before = ember.get_num_threads()
+    ember.set_num_threads(2)
+    try:
+        workers = [threading.Thread(target=work) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=60)
+    finally:
+        ember.set_num_threads(before)
+    assert not failures
+
+
+def test_set_num_threads_governs_the_pool_and_numba():
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(1)
+        assert parallel.num_threads() == 1
+        ember.set_num_threads(2)
+        assert parallel.num_threads() == 2
+        if numba_kernels.available():
+            import numba
+
+            numba_kernels.start_threads()
+            assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    finally:
+        ember.set_num_threads(before)
+
+
+def _row_step(x, bias):
+    y = (x + bias) * 0.5
+    z = y.exp() * y + 1.0
+    return z, z.sum(-1), (y * y).amax(-1, keepdim=True)
+
+
+def _column_step(x, bias):  # a sum over the rows: iterations would share accumulators
+    y = (x + bias) * 0.5
+    return y.exp() * y, (y * 2.0).sum(0)
+
+
+@pytest.mark.skipif(not numba_kernels.available(), reason="fused kernels need numba")
+@pytest.mark.parametrize("step, loops", [(_row_step, True), (_column_step, False)])
+def test_fused_kernels_loop_in_parallel_above_the_threshold(monkeypatch, step, loops):
+    """Note [Parallel loops] (ember/graph/fusion.py): prange over the rows where no reduction
+    runs over them, and the same bits as the serial loop."""
+    from ember.graph.fusion import FusedOp
+
+    a, _, bias = _inputs()
+    results = {}
+    for label, size in (("parallel", parallel.threshold()), ("serial", 1 << 60)):
+        monkeypatch.setattr(parallel, "_MIN_SIZE", size)
+        compiled = ember.compile(step)
+        results[label] = [t.numpy() for t in compiled(a, bias)]
+        sources = [
+            e.op.kernel_source()[0] for e in compiled.graph.eqns if isinstance(e.op, FusedOp)
+        ]
+        assert sources
+        assert all(("prange" in s) == (loops and label == "parallel") for s in sources)
+    for par, ser in zip(results["parallel"], results["serial"]):
+        assert par.tobytes() == ser.tobytes()

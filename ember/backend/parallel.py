@@ -1,0 +1,522 @@
+"""Elementwise and reduction work on every core: a small persistent thread pool that runs NumPy's
+own loops on slices of one result (Note [Parallel kernels]).
+
+L1 (backend). `ember.backend.numpy_backend` routes the NumPy namespace's elementwise ufuncs,
+`where`, `astype` and the sum/max/min reductions through here; the graph compiler's fused
+kernels use `threshold()` to choose a parallel (prange) or serial loop, and other kernels may
+use `chunked(fn, out, *operands)` and `run_chunks(fn, argsets)` directly.
+
+Note [Parallel kernels]: NumPy runs elementwise ufuncs and reductions on one thread, but it
+releases the GIL inside their loops. Above `threshold()` elements (and with
+`ember.set_num_threads(n)`, n > 1) an eager op splits its result into n slices along one axis
+and runs the same NumPy call on each slice, the caller's thread taking the first and the
+pool's n - 1 persistent workers the others (a chunk's operands are the matching slices, or the
+whole operand where it broadcasts along that axis). Below the threshold, or while another
+thread holds the pool, the op runs serially, as before. Why results equal the serial ones:
+- elementwise ops (ufuncs, where, casts): each element's value is computed by the same NumPy
+  loop from the same operand values; NumPy's SIMD loops compute an element the same way
+  wherever it sits in a slice (tails use the same vector code, masked), so chunking changes no
+  bit. Tested op by op at sizes above the threshold (tests/core/test_threads.py).
+- reductions over some axes (sum/max/min along the last axis, over rows, ...): the slices split
+  a kept axis, so every output element is reduced from the same values in the same order by
+  the same loop (NumPy's pairwise sum along a contiguous row, the row-by-row accumulation along
+  a leading axis): bit for bit.
+- a full sum of a C-contiguous float array: NumPy sums it in one pairwise tree (halves split at
+  a multiple of 8 below n / 2, recursively, down to blocks of 128). The slices are that tree's
+  top nodes (2 or 4 of them: the largest power of two not above the thread count), and their
+  sums are added in the tree's order, so the result is again bit for bit the serial one.
+  Integer sums are exact in any order; max and min are order-free (a tie between -0.0 and
+  +0.0 may return either zero, as the serial SIMD loop may too).
+Anything else (a non-contiguous full sum, float sums with a cast to another dtype, a float16
+sum through float32, ufunc calls with `out=`/`where=`/`dtype=` keywords, F-ordered operands)
+stays serial, so no path changes a result.
+
+The threshold was measured on the 2-core machine (bench/bench_parallel.py): below ~128k
+elements the hand-off to a worker (a lock release and a wake-up, ~10-20 us) costs more than
+the second core saves on a cheap op like `a + b`.
+
+Note [Thread budget]: `ember.set_num_threads(n)` sets OpenBLAS's threads, numba's and this
+pool's to n (default: the cores this process may use), so the three never ask for more than n
+cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one after another
+from the caller's thread, never nested. OpenBLAS's idle workers and numba's OpenMP workers spin
+for a while after their last job; ember starts numba's OpenMP layer with a passive wait policy
+(ember/backend/numba_kernels.py) so its idle threads sleep instead of taking a core from the
+next BLAS call or chunked op.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextvars
+import os
+import threading
+
+import numpy as np
+
+__all__ = [
+    "threshold",
+    "num_threads",
+    "set_threads",
+    "chunked",
+    "run_chunks",
+    "ufunc",
+    "where_into",
+    "reduce",
+]
+
+# Note [Parallel kernels]: measured crossover of a cheap float32 op (a + b) on 2 cores
+_MIN_SIZE = 1 << 17
+_NDARRAY = np.ndarray
+
+_threads = 0  # 0: not yet known (the cores available, or what set_num_threads gave)
+_active = False  # _threads > 1: the ufunc wrappers check this first
+_pool = None
+
+
+def threshold() -> int:
+    """Elements from which an op runs in parallel (Note [Parallel kernels])."""
+    return _MIN_SIZE
+
+
+def num_threads() -> int:
+    """Threads the parallel kernels use (the caller's included)."""
+    if not _threads:
+        set_threads(_default_threads())
+    return _threads
+
+
+def _default_threads() -> int:
+    for name in ("EMBER_NUM_THREADS", "OMP_NUM_THREADS"):  # as OpenBLAS and numba read them
+        value = os.environ.get(name, "").split(",")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def set_threads(n: int) -> None:
+    """Use `n` threads (called by `ember.set_num_threads`; Note [Thread budget])."""
+    global _threads, _active
+    _threads = max(1, int(n))
+    _active = _threads > 1
+
+
+def parallel_worth(size: int) -> bool:
+    """Whether an op over `size` elements should run on the pool now."""
+    if not _threads:
+        num_threads()
+    return _active and size >= _MIN_SIZE
+
+
+class _Worker:
+    """One pool thread: waits on `go`, runs `task`, releases `done`."""
+
+    __slots__ = ("go", "done", "task", "error")
+
+    def __init__(self):
+        self.go = _thread.allocate_lock()
+        self.go.acquire()
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.task = None
+        self.error = None
+        threading.Thread(target=self._loop, name="ember-parallel", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            context, fn, args = self.task
+            self.task = None
+            try:
+                context.run(fn, *args)
+            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+                self.error = error
+            self.done.release()
+
+
+class _Pool:
+    def __init__(self):
+        self.workers: list[_Worker] = []
+        self.busy = _thread.allocate_lock()
+
+    def run(self, fn, argsets) -> bool:
+        """Run fn(*args) for every args in `argsets` (the caller takes the first); False, doing
+        nothing, when another thread is using the pool."""
+        if not self.busy.acquire(False):
+            return False
+        try:
+            extra = len(argsets) - 1
+            while len(self.workers) < extra:
+                self.workers.append(_Worker())
+            started = []
+            try:
+                for worker, args in zip(self.workers, argsets[1:]):
+                    # floating-point error state (np.errstate) lives in a context variable:
+                    # the workers run in a copy of the caller's context
+                    worker.task = (contextvars.copy_context(), fn, args)
+                    worker.go.release()
+                    started.append(worker)
+                fn(*argsets[0])
+            finally:
+                error = None
+                for worker in started:
+                    worker.done.acquire()
+                    if worker.error is not None and error is None:
+                        error = worker.error
+                    worker.error = None
+            if error is not None:
+                raise error
+            return True
+        finally:
+            self.busy.release()
+
+
+def _forget_pool():  # a forked child has none of the parent's threads
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run_chunks(fn, argsets) -> None:
+    """Run fn(*args) for each args in `argsets`, in parallel on the pool when it is free,
+    else one after another on this thread."""
+    global _pool
+    if len(argsets) > 1:
+        pool = _pool
+        if pool is None:
+            pool = _pool = _Pool()
+        if pool.run(fn, argsets):
+            return
+    for args in argsets:
+        fn(*args)
+
+
+def _split_axis(shape, n):
+    """The first axis with at least n elements, else None."""
+    for d, size in enumerate(shape):
+        if size >= n:
+            return d
+    return None
+
+
+def _bounds(size, n):
+    return [(size * i // n, size * (i + 1) // n) for i in range(n)]
+
+
+def _slice_operand(x, axis, out_ndim, lo, hi):
+    """`x`'s part that broadcasts to [lo, hi) of the result's `axis` (all of it if it
+    broadcasts along that axis)."""
+    if type(x) is not _NDARRAY:
+        return x
+    d = axis - (out_ndim - x.ndim)
+    if d < 0 or x.shape[d] == 1:
+        return x
+    return x[(slice(None),) * d + (slice(lo, hi),)]
+
+
+def chunked(fn, out, *operands):
+    """fn(*operand_chunks, out=out_chunk) over slices of `out` on the pool; returns `out`.
+
+    `operands` broadcast to `out.shape` (arrays or scalars); each chunk gets the matching slices
+    (Note [Parallel kernels]). Serial when `out` is below the threshold or one thread is set."""
+    n = num_threads()
+    axis = _split_axis(out.shape, n) if parallel_worth(out.size) else None
+    if axis is None:
+        fn(*operands, out=out)
+        return out
+    argsets = []
+    lead = (slice(None),) * axis
+    for lo, hi in _bounds(out.shape[axis], n):
+        chunk = [_slice_operand(x, axis, out.ndim, lo, hi) for x in operands]
+        argsets.append((fn, chunk, out[lead + (slice(lo, hi),)]))
+    run_chunks(_call_into, argsets)
+    return out
+
+
+def _call_into(fn, operands, out):
+    fn(*operands, out=out)
+
+
+# --- elementwise -------------------------------------------------------------------------------
+_SCALAR_TYPES = (bool, int, float, complex)
+
+
+def _operand_dtype(x):
+    if type(x) is _NDARRAY:
+        return x.dtype
+    if type(x) in _SCALAR_TYPES:
+        return type(x)  # a weak Python scalar (NEP 50)
+    if isinstance(x, np.generic):
+        return x.dtype
+    return None
+
+
+def _layout_ok(operands, shape) -> bool:
+    """Every full-size array operand is C-contiguous (then the serial result is C-ordered too,
+    and so is ours)."""
+    for x in operands:
+        if type(x) is _NDARRAY and x.ndim == len(shape) and not x.flags.c_contiguous:
+            return False
+    return True
+
+
+def _parallel_ufunc(uf, operands):
+    """The ufunc's result computed in chunks, or None where the serial call must run."""
+    try:
+        shape = np.broadcast_shapes(*(np.shape(x) for x in operands))
+        dtypes = tuple(_operand_dtype(x) for x in operands)
+        if None in dtypes:
+            return None
+        out_dtype = uf.resolve_dtypes(dtypes + (None,))[-1]
+    except (TypeError, ValueError, np.exceptions.DTypePromotionError):
+        return None  # the serial call gives its own error
+    size = 1
+    for s in shape:
+        size *= s
+    if not parallel_worth(size) or out_dtype.kind == "O" or not _layout_ok(operands, shape):
+        return None
+    out = np.empty(shape, out_dtype)
+    return chunked(uf, out, *operands)
+
+
+def ufunc(uf):
+    """`uf` (a NumPy ufunc with one result) that runs large calls in parallel: same arguments,
+    same results, same attributes (`reduce`, `at`, ...) (Note [Parallel kernels])."""
+    nin = uf.nin
+    if uf.nout != 1:
+        return uf
+
+    if nin == 1:
+
+        def call(*args, **kwargs):
+            if _active and not kwargs and len(args) == 1:
+                x = args[0]
+                if type(x) is _NDARRAY and x.size >= _MIN_SIZE:
+                    result = _parallel_ufunc(uf, args)
+                    if result is not None:
+                        return result
+            return uf(*args, **kwargs)
+
+    else:
+
+        def call(*args, **kwargs):
+            if _active and not kwargs and len(args) == nin:
+                for x in args:
+                    if type(x) is _NDARRAY and x.size >= _MIN_SIZE:
+                        result = _parallel_ufunc(uf, args)
+                        if result is not None:
+                            return result
+                        break
+            return uf(*args, **kwargs)
+
+    for name in (
+        "nin",
+        "nout",
+        "nargs",
+        "ntypes",
+        "types",
+        "identity",
+        "signature",
+        "reduce",
+        "accumulate",
+        "reduceat",
+        "outer",
+        "at",
+        "resolve_dtypes",
+    ):
+        if hasattr(uf, name):
+            setattr(call, name, getattr(uf, name))
+    call.__name__ = uf.__name__
+    call.__qualname__ = uf.__name__
+    call.__doc__ = uf.__doc__
+    call.__wrapped__ = uf
+    return call
+
+
+def _where_chunk(c, a, b, out):
+    np.copyto(out, b)
+    np.copyto(out, a, where=c)
+
+
+def where_into(c, a, b, kernel=_where_chunk):
+    """np.where(c, a, b) in chunks (`kernel(c, a, b, out)` fills one), or None where it must
+    run serially."""
+    if not _active:
+        return None
+    try:
+        shape = np.broadcast_shapes(np.shape(c), np.shape(a), np.shape(b))
+    except ValueError:
+        return None
+    size = 1
+    for s in shape:
+        size *= s
+    if (
+        not parallel_worth(size)
+        or type(c) is not _NDARRAY
+        or c.dtype != np.bool_
+        or not _layout_ok((c, a, b), shape)
+    ):
+        return None
+    da, db = _operand_dtype(a), _operand_dtype(b)
+    if da is None or db is None:
+        return None
+    dtype = np.result_type(a, b)
+    if dtype.kind not in "biuf":
+        return None
+    out = np.empty(shape, dtype)
+    return chunked(kernel, out, c, a, b)
+
+
+def _copy_chunk(x, out):
+    np.copyto(out, x, casting="unsafe")
+
+
+def astype(x, dtype, /, *, copy=True, **kwargs):
+    """np.astype(x, dtype, copy=...) with large casts in chunks (Note [Parallel kernels])."""
+    if (
+        _active
+        and not kwargs
+        and type(x) is _NDARRAY
+        and x.size >= _MIN_SIZE
+        and x.flags.c_contiguous
+    ):
+        dtype = np.dtype(dtype)
+        if dtype == x.dtype:
+            return x.copy() if copy else x
+        if dtype.kind in "biuf" and x.dtype.kind in "biuf" and parallel_worth(x.size):
+            return chunked(_copy_chunk, np.empty(x.shape, dtype), x)
+    if isinstance(x, (_NDARRAY, np.generic)):
+        return x.astype(dtype, copy=copy, **kwargs)
+    return np.astype(x, dtype, copy=copy, **kwargs)
+
+
+# --- reductions --------------------------------------------------------------------------------
+def _normal_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (int(axis),)
+    axes = []
+    for a in axis:
+        a = int(a)
+        if not -ndim <= a < ndim:
+            return None
+        axes.append(a % ndim)
+    if len(set(axes)) != len(axes):
+        return None
+    return tuple(sorted(axes))
+
+
+def _tree_leaves(lo, hi, depth):
+    """NumPy's pairwise-sum split of [lo, hi), `depth` levels down (Note [Parallel kernels])."""
+    if depth == 0:
+        return [(lo, hi)]
+    n = hi - lo
+    half = n // 2
+    half -= half % 8
+    return _tree_leaves(lo, lo + half, depth - 1) + _tree_leaves(lo + half, hi, depth - 1)
+
+
+def _tree_combine(uf, values):
+    while len(values) > 1:
+        values = [uf(values[i], values[i + 1]) for i in range(0, len(values), 2)]
+    return values[0]
+
+
+def reduce(uf, x, axis=None, dtype=None, keepdims=False):
+    """uf.reduce(x, axis, dtype, keepdims=keepdims) in chunks for `uf` in add, maximum and
+    minimum, or None where the serial call must run (Note [Parallel kernels])."""
+    if not _active or type(x) is not _NDARRAY or x.size < _MIN_SIZE or x.ndim == 0:
+        return None
+    kind = x.dtype.kind
+    if kind not in "fiu" or not x.flags.c_contiguous or not parallel_worth(x.size):
+        return None
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if kind == "f" and dtype != x.dtype:
+            return None  # a cast inside the loop changes NumPy's blocking of a float sum
+        if dtype.kind not in "iuf" or (kind in "iu" and dtype.kind == "f"):
+            return None
+    axes = _normal_axes(axis, x.ndim)
+    if axes is None:
+        return None
+    n = num_threads()
+    kept = [d for d in range(x.ndim) if d not in axes]
+    if kept:
+        split = next((d for d in kept if x.shape[d] >= n), None)
+        if split is None:
+            return None
+        results = [None] * n
+        lead = (slice(None),) * split
+
+        def part(i, lo, hi):
+            results[i] = uf.reduce(x[lead + (slice(lo, hi),)], axes, dtype, None, True)
+
+        run_chunks(part, [(i, lo, hi) for i, (lo, hi) in enumerate(_bounds(x.shape[split], n))])
+        out = np.concatenate(results, axis=split)
+        if not keepdims:
+            out = out.reshape(tuple(x.shape[d] for d in kept))
+        return out
+    # a full reduction
+    if uf is np.add and kind == "f":
+        depth = 2 if n >= 4 else 1
+        leaves = _tree_leaves(0, x.size, depth)
+    else:  # integer sums, max, min: any split gives the same result
+        leaves = _bounds(x.size, n)
+    flat = x.reshape(-1)
+    results = [None] * len(leaves)
+
+    def leaf(i, lo, hi):
+        results[i] = uf.reduce(flat[lo:hi], 0, dtype)
+
+    run_chunks(leaf, [(i, lo, hi) for i, (lo, hi) in enumerate(leaves)])
+    total = _tree_combine(uf, results)
+    if keepdims:
+        return np.asarray(total).reshape((1,) * x.ndim)
+    return total
+
+
+def reducer(uf):
+    """`uf.reduce` running large reductions in parallel (add, maximum, minimum)."""
+    serial = uf.reduce
+
+    def call(array, axis=0, dtype=None, out=None, keepdims=False, **kwargs):
+        if out is None and not kwargs and _active:
+            result = reduce(uf, array, axis, dtype, keepdims)
+            if result is not None:
+                return result
+        return serial(array, axis, dtype, out, keepdims, **kwargs)
+
+    call.__name__ = "reduce"
+    return call
+
+
+def extreme(name, uf):
+    """np.max / np.min (`name`) with large reductions in parallel."""
+    serial = getattr(np, name)
+
+    def call(a, axis=None, out=None, keepdims=False, **kwargs):
+        if out is None and not kwargs and _active:
+            result = reduce(uf, a, axis, None, keepdims)
+            if result is not None:
+                return result
+        return serial(a, axis=axis, out=out, keepdims=keepdims, **kwargs)
+
+    call.__name__ = name
+    call.__wrapped__ = serial
+    return call
+
+
+def total(a, axis=None, dtype=None, out=None, keepdims=False, **kwargs):
+    """np.sum with large sums in parallel."""
+    if out is None and not kwargs and _active and type(a) is _NDARRAY and a.size >= _MIN_SIZE:
+        if a.dtype.kind in "iu" and dtype is None:
+            dtype = np.add.reduce(a[:0].reshape(-1), 0).dtype  # NumPy's integer sum dtype
+        result = reduce(np.add, a, axis, dtype, keepdims)
+        if result is not None:
+            return result
+    return np.sum(a, axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kwargs)

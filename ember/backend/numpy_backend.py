@@ -181,9 +181,10 @@ def erf_fast(x):
     if _ERF_UFUNC is None:
         _build_erf_ufunc()
     kernel = _ERF_UFUNC.get(x.dtype) if _ERF_UFUNC else None
-    if parallel.parallel_worth(x.size) and x.flags.c_contiguous:  # Note [Parallel kernels]
+    if parallel.parallel_worth(x.size, costly=True) and x.flags.c_contiguous:
         out = np.empty(x.shape, x.dtype if x.dtype.kind == "f" else np.float64)
-        return parallel.chunked(kernel if kernel is not None else _erf_into, out, x)
+        fn = kernel if kernel is not None else _erf_into  # Note [Parallel kernels]
+        return parallel.chunked(fn, out, x, costly=True)
     if kernel is None:
         return erf(x)
     return kernel(x)

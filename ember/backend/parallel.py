@@ -31,17 +31,24 @@ Anything else (a non-contiguous full sum, float sums with a cast to another dtyp
 sum through float32, ufunc calls with `out=`/`where=`/`dtype=` keywords, F-ordered operands)
 stays serial, so no path changes a result.
 
-The threshold was measured on the 2-core machine (bench/bench_parallel.py): below ~128k
-elements the hand-off to a worker (a lock release and a wake-up, ~10-20 us) costs more than
-the second core saves on a cheap op like `a + b`.
+Thresholds (`threshold()`): a parallel call costs ~13 us more than a serial one (measured on
+the 2-core machine: result allocation, slicing, a lock hand-off and the GIL passing between
+the two threads; the bare hand-off alone is ~3-6 us), so it pays once half the serial time
+exceeds that: from 2**18 elements for a cheap op (`a + b` on float32 takes ~25-90 us at 2**17
+to 2**18 here) and 2**16 for a costly one (exp, tanh, erf, pow: several times dearer per
+element), and for the graph compiler's fused kernels (Note [Parallel loops] in
+ember/graph/fusion.py).
 
 Note [Thread budget]: `ember.set_num_threads(n)` sets OpenBLAS's threads, numba's and this
 pool's to n (default: the cores this process may use), so the three never ask for more than n
 cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one after another
-from the caller's thread, never nested. OpenBLAS's idle workers and numba's OpenMP workers spin
-for a while after their last job; ember starts numba's OpenMP layer with a passive wait policy
-(ember/backend/numba_kernels.py) so its idle threads sleep instead of taking a core from the
-next BLAS call or chunked op.
+from the caller's thread, never nested. Idle workers must not hold a core either: this pool's
+threads sleep on a lock; numba's OpenMP layer starts with a passive wait policy
+(`numba_kernels.start_threads`; measured: an idle OpenMP worker otherwise spins ~0.4 core on
+this loaded machine after each kernel, none with it); OpenBLAS's workers spin ~30 ms of CPU
+after every GEMM by default, which `set_num_threads` cuts to ~0.4 ms (Note [BLAS spin] in
+ember/backend/threads.py). The pool's workers are started on first use and dropped in a
+forked child (a DataLoader worker starts its own).
 """
 
 from __future__ import annotations
@@ -64,8 +71,15 @@ __all__ = [
     "reduce",
 ]
 
-# Note [Parallel kernels]: measured crossover of a cheap float32 op (a + b) on 2 cores
-_MIN_SIZE = 1 << 17
+# Note [Parallel kernels]: from this many elements a cheap op (a + b, a sum, a cast) runs in
+# parallel; a costly one (exp, tanh, erf, a fused kernel: tens of cycles per element) from a
+# quarter of it
+_MIN_SIZE = 1 << 18
+_COSTLY_SHIFT = 2
+_COSTLY = frozenset(
+    "exp exp2 expm1 log log2 log10 log1p sin cos tan arcsin arccos arctan arctan2 sinh cosh "
+    "tanh arcsinh arccosh arctanh power float_power hypot cbrt logaddexp logaddexp2".split()
+)
 _NDARRAY = np.ndarray
 
 _threads = 0  # 0: not yet known (the cores available, or what set_num_threads gave)
@@ -73,9 +87,10 @@ _active = False  # _threads > 1: the ufunc wrappers check this first
 _pool = None
 
 
-def threshold() -> int:
-    """Elements from which an op runs in parallel (Note [Parallel kernels])."""
-    return _MIN_SIZE
+def threshold(costly: bool = False) -> int:
+    """Elements from which an op runs in parallel: a cheap one (arithmetic, comparisons, sums)
+    or a `costly` one (transcendental functions, fused kernels) (Note [Parallel kernels])."""
+    return _MIN_SIZE >> _COSTLY_SHIFT if costly else _MIN_SIZE
 
 
 def num_threads() -> int:
@@ -102,11 +117,11 @@ def set_threads(n: int) -> None:
     _active = _threads > 1
 
 
-def parallel_worth(size: int) -> bool:
+def parallel_worth(size: int, costly: bool = False) -> bool:
     """Whether an op over `size` elements should run on the pool now."""
     if not _threads:
         num_threads()
-    return _active and size >= _MIN_SIZE
+    return _active and size >= threshold(costly)
 
 
 class _Worker:
@@ -218,13 +233,14 @@ def _slice_operand(x, axis, out_ndim, lo, hi):
     return x[(slice(None),) * d + (slice(lo, hi),)]
 
 
-def chunked(fn, out, *operands):
+def chunked(fn, out, *operands, costly=False):
     """fn(*operand_chunks, out=out_chunk) over slices of `out` on the pool; returns `out`.
 
     `operands` broadcast to `out.shape` (arrays or scalars); each chunk gets the matching slices
-    (Note [Parallel kernels]). Serial when `out` is below the threshold or one thread is set."""
+    (Note [Parallel kernels]). Serial when `out` is below `threshold(costly)` or one thread is
+    set."""
     n = num_threads()
-    axis = _split_axis(out.shape, n) if parallel_worth(out.size) else None
+    axis = _split_axis(out.shape, n) if parallel_worth(out.size, costly) else None
     if axis is None:
         fn(*operands, out=out)
         return out
@@ -264,7 +280,7 @@ def _layout_ok(operands, shape) -> bool:
     return True
 
 
-def _parallel_ufunc(uf, operands):
+def _parallel_ufunc(uf, operands, costly):
     """The ufunc's result computed in chunks, or None where the serial call must run."""
     try:
         shape = np.broadcast_shapes(*(np.shape(x) for x in operands))
@@ -277,10 +293,10 @@ def _parallel_ufunc(uf, operands):
     size = 1
     for s in shape:
         size *= s
-    if not parallel_worth(size) or out_dtype.kind == "O" or not _layout_ok(operands, shape):
+    if not parallel_worth(size, costly) or out_dtype.kind == "O" or not _layout_ok(operands, shape):
         return None
     out = np.empty(shape, out_dtype)
-    return chunked(uf, out, *operands)
+    return chunked(uf, out, *operands, costly=costly)
 
 
 def ufunc(uf):
@@ -289,14 +305,16 @@ def ufunc(uf):
     nin = uf.nin
     if uf.nout != 1:
         return uf
+    costly = uf.__name__ in _COSTLY
+    shift = _COSTLY_SHIFT if costly else 0
 
     if nin == 1:
 
         def call(*args, **kwargs):
             if _active and not kwargs and len(args) == 1:
                 x = args[0]
-                if type(x) is _NDARRAY and x.size >= _MIN_SIZE:
-                    result = _parallel_ufunc(uf, args)
+                if type(x) is _NDARRAY and x.size >= _MIN_SIZE >> shift:
+                    result = _parallel_ufunc(uf, args, costly)
                     if result is not None:
                         return result
             return uf(*args, **kwargs)
@@ -306,8 +324,8 @@ def ufunc(uf):
         def call(*args, **kwargs):
             if _active and not kwargs and len(args) == nin:
                 for x in args:
-                    if type(x) is _NDARRAY and x.size >= _MIN_SIZE:
-                        result = _parallel_ufunc(uf, args)
+                    if type(x) is _NDARRAY and x.size >= _MIN_SIZE >> shift:
+                        result = _parallel_ufunc(uf, args, costly)
                         if result is not None:
                             return result
                         break

@@ -29,8 +29,21 @@ _GETTERS = (
     "openblas_get_num_threads",
     "MKL_Get_Max_Threads",
 )
-_blas = None  # (setter, getter) once found; False when none is loaded
+_blas = None  # (setter, getter, library) once found; False when none is loaded
 _requested: int | None = None
+
+# Note [BLAS spin]: after each job OpenBLAS's worker threads busy-wait for the next one, for
+# 2**28 CPU cycles by default (~0.1 s; measured here: ~30 ms of a core after every GEMM, with
+# the caller asleep). Between the GEMMs of a Transformer layer ember runs its elementwise
+# kernels on the same cores (Note [Thread budget] in ember/backend/parallel.py), where a
+# spinning BLAS worker competes with them. `set_num_threads` therefore shortens the spin to
+# 2**20 cycles (~0.4 ms): GEMMs issued back to back still find their workers awake, and a
+# worker sleeps once the caller moves on to other work. OpenBLAS reads the limit from
+# OPENBLAS_THREAD_TIMEOUT when its threads start; ember sets the variable only while it asks
+# OpenBLAS to re-read its settings and restart its threads (once, from `set_num_threads`), and
+# leaves a limit the user chose alone.
+_SPIN_LOG2_CYCLES = 20
+_spin_limited = False
 
 
 def _find_blas():
@@ -63,9 +76,27 @@ def _find_blas():
             setter.restype = None
             if getter is not None:
                 getter.restype = ctypes.c_int
-            _blas = (setter, getter)
+            _blas = (setter, getter, lib)
             break
     return _blas
+
+
+def _limit_blas_spin(lib) -> None:
+    """Shorten OpenBLAS's busy-wait between jobs (Note [BLAS spin])."""
+    global _spin_limited
+    if _spin_limited or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+        return
+    names = ("openblas_read_env", "blas_thread_shutdown_", "blas_thread_init")
+    if not all(hasattr(lib, name) for name in names):
+        return  # MKL, or an OpenBLAS without these entry points
+    _spin_limited = True
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(_SPIN_LOG2_CYCLES)
+    try:
+        lib.openblas_read_env()
+    finally:
+        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    lib.blas_thread_shutdown_()  # the workers restart with the new limit
+    lib.blas_thread_init()
 
 
 def set_num_threads(n: int) -> None:
@@ -79,6 +110,7 @@ def set_num_threads(n: int) -> None:
     _requested = n
     blas = _find_blas()
     if blas:
+        _limit_blas_spin(blas[2])
         blas[0](n)
     from ember.backend import parallel
 

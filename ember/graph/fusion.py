@@ -49,9 +49,10 @@ _BOOL = np.dtype(bool)
 # a two-op chain over this many elements or more stays unfused: the generated loop is scalar
 # code, which no longer beats two vectorised NumPy passes once the arrays leave the L1 cache
 _LARGE = 1 << 14
-# Note [Parallel loops]: a fused kernel over at least parallel.threshold() elements runs one
-# loop, the outermost with at least this many trips, as numba's `prange` (compiled with
-# parallel=True, on numba's threads: ember.set_num_threads governs them), unless a reduction
+# Note [Parallel loops]: a fused kernel over at least parallel.threshold(costly=True) elements
+# (several ops per element cost as much as a transcendental function) runs one loop, the
+# outermost with at least _MIN_PARALLEL_TRIPS trips, as numba's `prange` (compiled with
+# parallel=True, on numba's threads, which ember.set_num_threads governs), unless a reduction
 # reduces over that loop's axis (its iterations would share accumulators). Each iteration
 # computes its elements, and its own accumulators, with the same code in the same order as the
 # serial kernel (no reassociation: fastmath stays off), so the results are equal bit for bit;
@@ -435,7 +436,7 @@ class FusedOp:
         """The loop that runs in parallel (prange), or None for a serial kernel (Note [Parallel
         loops])."""
         n = len(self.shape)
-        if n == 0 or math.prod(self.shape) < parallel.threshold():
+        if n == 0 or math.prod(self.shape) < parallel.threshold(costly=True):
             return None
         split = next((d for d, size in enumerate(self.shape) if size >= _MIN_PARALLEL_TRIPS), None)
         if split is None:

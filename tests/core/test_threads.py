@@ -246,3 +246,22 @@ def test_fused_kernels_loop_in_parallel_above_the_threshold(monkeypatch, step, l
         assert all(("prange" in s) == (loops and label == "parallel") for s in sources)
     for par, ser in zip(results["parallel"], results["serial"]):
         assert par.tobytes() == ser.tobytes()
+
+
+def test_blas_restarted_with_a_short_spin_still_multiplies():
+    """Note [BLAS spin]: set_num_threads restarts OpenBLAS's workers once; GEMMs stay right."""
+    a = np.random.default_rng(2).standard_normal((257, 263)).astype(np.float64)
+    before = ember.get_num_threads()
+    try:
+        for n in (2, 1, 2):
+            ember.set_num_threads(n)
+            np.testing.assert_allclose(
+                a @ a.T, np.einsum("ik,jk->ij", a, a), rtol=1e-12, atol=1e-11
+            )
+    finally:
+        ember.set_num_threads(before)
+    import os
+
+    blas = threads._find_blas()
+    if blas and hasattr(blas[2], "blas_thread_init"):
+        assert threads._spin_limited or "OPENBLAS_THREAD_TIMEOUT" in os.environ

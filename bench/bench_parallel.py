@@ -108,11 +108,15 @@ def workloads():
         a = rng.standard_normal(shape).astype(np.float32)
         b = rng.standard_normal(shape).astype(np.float32)
         ea, eb, ta, tb = ember.tensor(a), ember.tensor(b), torch.tensor(a), torch.tensor(b)
-        yield f"a + b {shape}", (lambda: ea + eb), (lambda: ta + tb)
+        yield f"a + b {shape}", (lambda a=ea, b=eb: a + b), (lambda a=ta, b=tb: a + b)
         yield f"exp {shape}", ea.exp, ta.exp
-        yield f"gelu {shape}", (lambda: F.gelu(ea)), (lambda: TF.gelu(ta))
-        yield f"sum(-1) {shape}", (lambda: ea.sum(-1)), (lambda: ta.sum(-1))
-        yield f"softmax(-1) {shape}", (lambda: F.softmax(ea, -1)), (lambda: TF.softmax(ta, -1))
+        yield f"gelu {shape}", (lambda a=ea: F.gelu(a)), (lambda a=ta: TF.gelu(a))
+        yield f"sum(-1) {shape}", (lambda a=ea: a.sum(-1)), (lambda a=ta: a.sum(-1))
+        yield (
+            f"softmax(-1) {shape}",
+            (lambda a=ea: F.softmax(a, -1)),
+            (lambda a=ta: TF.softmax(a, -1)),
+        )
     x = rng.standard_normal((32 * 128, 384)).astype(np.float32)
     w = rng.standard_normal((384, 1536)).astype(np.float32) * 0.05
     bias = rng.standard_normal(1536).astype(np.float32)

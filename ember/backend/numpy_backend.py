@@ -296,7 +296,13 @@ def _parallel_paths(ns):
     """Large elementwise ops and sum/max/min in `ns` run on every core (Note [Parallel
     kernels] in ember/backend/parallel.py): the same NumPy loops on slices of the result."""
     for name, value in np.__dict__.items():
-        if isinstance(value, np.ufunc) and value.nout == 1 and not name.startswith("_"):
+        # elementwise ufuncs only: a generalized one (matmul, vecdot) has core dimensions
+        if (
+            isinstance(value, np.ufunc)
+            and value.nout == 1
+            and value.signature is None
+            and not name.startswith("_")
+        ):
             ns.__dict__[name] = parallel.ufunc(value)
     for name in ("add", "maximum", "minimum"):
         ns.__dict__[name].reduce = parallel.reducer(getattr(np, name))

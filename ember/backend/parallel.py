@@ -303,7 +303,7 @@ def ufunc(uf):
     """`uf` (a NumPy ufunc with one result) that runs large calls in parallel: same arguments,
     same results, same attributes (`reduce`, `at`, ...) (Note [Parallel kernels])."""
     nin = uf.nin
-    if uf.nout != 1:
+    if uf.nout != 1 or uf.signature is not None:  # not elementwise (matmul) or two results
         return uf
     costly = uf.__name__ in _COSTLY
     shift = _COSTLY_SHIFT if costly else 0

@@ -265,3 +265,21 @@ def test_blas_restarted_with_a_short_spin_still_multiplies():
     blas = threads._find_blas()
     if blas and hasattr(blas[2], "blas_thread_init"):
         assert threads._spin_limited or "OPENBLAS_THREAD_TIMEOUT" in os.environ
+
+
+def test_generalized_ufuncs_are_not_chunked():
+    """matmul is a NumPy ufunc with core dimensions: it keeps its own (BLAS) path and shapes."""
+    xp = ember.backend.get_backend("cpu").xp
+    assert xp.matmul is np.matmul
+    a, b, c = _inputs()
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(2)
+        for result, expected in (
+            ((a @ c).numpy(), a.numpy().astype(np.float64) @ c.numpy()),
+            ((a @ b.T).numpy(), a.numpy().astype(np.float64) @ b.numpy().T),
+        ):
+            assert result.shape == expected.shape
+            np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-3)
+    finally:
+        ember.set_num_threads(before)

@@ -44,6 +44,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/llm_chat.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 	$(PY) examples/serve_minilm.py
+	$(PY) examples/parallel_ops.py
 
 demo-serve: $(VENV)/.serve
 	$(PY) examples/serve_minilm.py

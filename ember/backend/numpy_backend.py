@@ -322,10 +322,11 @@ def _where(condition, *values):
     return np.where(condition, *values)
 
 
-def _make_namespace():
+def _make_namespace(parallel_paths=True):
     ns = types.ModuleType("ember.backend.numpy_backend.xp")
     ns.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
-    _parallel_paths(ns)
+    if parallel_paths:
+        _parallel_paths(ns)
     ns.erf = erf
     ns.scatter_add = scatter_add
     ns.windows = windows
@@ -337,6 +338,10 @@ class NumpyBackend(Backend):
     device_type = "cpu"
     array_type = np.ndarray
     xp = _make_namespace()
+    # the same namespace with NumPy's own functions, no parallel paths: eager dispatch hands
+    # it to kernels whose operands are all below parallel.threshold(costly=True), so small
+    # ops skip the size checks of the parallel wrappers (Note [Parallel kernels])
+    serial_xp = _make_namespace(parallel_paths=False)
     _cpu = Device("cpu")
 
     def device_of(self, array) -> Device:

@@ -187,9 +187,18 @@ class _Pool:
             self.busy.release()
 
 
+_forked_child = False
+
+
 def _forget_pool():  # a forked child has none of the parent's threads
-    global _pool
+    global _pool, _forked_child
     _pool = None
+    _forked_child = True
+
+
+def in_forked_child() -> bool:
+    """Whether this process was forked from another (whose thread pools it does not have)."""
+    return _forked_child
 
 
 if hasattr(os, "register_at_fork"):

@@ -56,7 +56,8 @@ _LARGE = 1 << 14
 # reduces over that loop's axis (its iterations would share accumulators). Each iteration
 # computes its elements, and its own accumulators, with the same code in the same order as the
 # serial kernel (no reassociation: fastmath stays off), so the results are equal bit for bit;
-# only which thread runs an iteration changes. Smaller kernels stay serial loops.
+# only which thread runs an iteration changes. Smaller kernels stay serial loops, and so does
+# every kernel in a process forked from one that used numba's threads (`_fork_safe`).
 _MIN_PARALLEL_TRIPS = 4
 
 
@@ -462,6 +463,8 @@ class FusedOp:
                 kernel = numba_kernels.jit_source(source, "kernel", disk=disk, parallel=par)
                 if kernel is None:
                     return self.numpy_runner()
+                if par:
+                    kernel = _fork_safe(kernel, self.kernel_source(in_parallel=False)[0])
                 run = self._numba_runner(kernel, lits)
                 self._warm_up(run)
                 return run
@@ -530,6 +533,24 @@ class FusedOp:
         with np.errstate(all="ignore"):
             run(*dummies)
         numba_kernels.note_compile_time(time.perf_counter() - start)
+
+
+def _fork_safe(kernel, serial_source):
+    """`kernel` (a prange build), or in a process forked after numba's OpenMP threads ran
+    (a DataLoader worker) the serial build of the same loop: GNU OpenMP kills a forked child
+    that starts a parallel region (Note [Parallel loops])."""
+    from ember.backend import numba_kernels
+
+    serial = []
+
+    def call(*args):
+        if parallel.in_forked_child():
+            if not serial:
+                serial.append(numba_kernels.jit_source(serial_source, "kernel", disk=False))
+            return serial[0](*args)
+        return kernel(*args)
+
+    return call
 
 
 _warned: set = set()

@@ -283,3 +283,30 @@ def test_generalized_ufuncs_are_not_chunked():
             np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-3)
     finally:
         ember.set_num_threads(before)
+
+
+@pytest.mark.skipif(not numba_kernels.available(), reason="fused kernels need numba")
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_parallel_fused_kernels_serially():
+    """GNU OpenMP kills a forked child that starts a parallel region: a DataLoader worker
+    forked after a parallel fused kernel ran must still run it (Note [Parallel loops])."""
+    import os
+
+    a, _, bias = _inputs()
+    compiled = ember.compile(_row_step)
+    expected = [t.numpy() for t in compiled(a, bias)]  # numba's threads have run here
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        ok = b"0"
+        try:
+            got = [t.numpy() for t in compiled(a, bias)]
+            ok = b"1" if all(g.tobytes() == e.tobytes() for g, e in zip(got, expected)) else ok
+        finally:
+            os.write(write, ok)
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 1)
+    os.close(read)
+    assert status == 0 and answer == b"1", f"child exit status {status}, answer {answer!r}"

@@ -79,6 +79,9 @@ PARALLEL_CASES = [
     ("sum last", lambda a, b, c: a.sum(-1)),
     ("sum first", lambda a, b, c: a.sum(0, keepdim=True)),
     ("sum float64", lambda a, b, c: a.to(ember.float64).sum()),
+    ("sum middle (3-d)", lambda a, b, c: a.reshape(_ROWS, 9, 43).sum(1)),
+    ("sum leading (3-d)", lambda a, b, c: a.reshape(_ROWS, 9, 43).sum((0, 1))),
+    ("amax middle (3-d)", lambda a, b, c: a.reshape(_ROWS, 9, 43).amax(1)),
     ("sum int", lambda a, b, c: (a * 100).to(ember.int32).sum()),
     ("mean", lambda a, b, c: a.mean(-1)),
     ("mean all", lambda a, b, c: a.mean()),
@@ -310,3 +313,16 @@ def test_a_forked_child_runs_parallel_fused_kernels_serially():
     answer = os.read(read, 1)
     os.close(read)
     assert status == 0 and answer == b"1", f"child exit status {status}, answer {answer!r}"
+
+
+@pytest.mark.parametrize("name, fn", PARALLEL_CASES, ids=[c[0] for c in PARALLEL_CASES])
+def test_every_case_reaches_the_pool(name, fn, monkeypatch):
+    """The equality table above compares parallel runs, not serial fallbacks: each case sends
+    work to the pool at 2 threads."""
+    calls = []
+    real = parallel.run_chunks
+    monkeypatch.setattr(
+        parallel, "run_chunks", lambda f, argsets: calls.append(1) or real(f, argsets)
+    )
+    _run_at(2, fn, fast=True)
+    assert calls, f"{name}: nothing ran on the pool"

@@ -8,23 +8,26 @@ use `chunked(fn, out, *operands)` and `run_chunks(fn, argsets)` directly.
 
 Note [Parallel kernels]: NumPy runs elementwise ufuncs and reductions on one thread, but it
 releases the GIL inside their loops. Above `threshold()` elements (and with
-`ember.set_num_threads(n)`, n > 1) an eager op splits its result into n slices along one axis
-and runs the same NumPy call on each slice, the caller's thread taking the first and the
-pool's n - 1 persistent workers the others (a chunk's operands are the matching slices, or the
-whole operand where it broadcasts along that axis). Below the threshold, or while another
+`ember.set_num_threads(n)`, n > 1) an eager op splits its result into 2n chunks along one axis
+and runs the same NumPy call on each chunk (its operands are the matching slices, or the whole
+operand where it broadcasts along that axis). The caller's thread and the pool's n - 1
+persistent workers claim chunks one at a time until none is left, and the caller waits only
+for chunks a worker has started: on a loaded machine, where a worker may be scheduled late,
+the caller does the work itself instead of waiting for it (which is what makes 2-thread
+NumPy-style parallelism collapse on a shared machine). Below the threshold, or while another
 thread holds the pool, the op runs serially, as before. Why results equal the serial ones:
 - elementwise ops (ufuncs, where, casts): each element's value is computed by the same NumPy
   loop from the same operand values; NumPy's SIMD loops compute an element the same way
   wherever it sits in a slice (tails use the same vector code, masked), so chunking changes no
   bit. Tested op by op at sizes above the threshold (tests/core/test_threads.py).
-- reductions over some axes (sum/max/min along the last axis, over rows, ...): the slices split
+- reductions over some axes (sum/max/min along the last axis, over rows, ...): the chunks split
   a kept axis, so every output element is reduced from the same values in the same order by
   the same loop (NumPy's pairwise sum along a contiguous row, the row-by-row accumulation along
   a leading axis): bit for bit.
 - a full sum of a C-contiguous float array: NumPy sums it in one pairwise tree (halves split at
-  a multiple of 8 below n / 2, recursively, down to blocks of 128). The slices are that tree's
-  top nodes (2 or 4 of them: the largest power of two not above the thread count), and their
-  sums are added in the tree's order, so the result is again bit for bit the serial one.
+  a multiple of 8 below n / 2, recursively, down to blocks of 128). The chunks are that tree's
+  nodes a few levels down (2n rounded up to a power of two of them), and their sums are added
+  in the tree's order, so the result is again bit for bit the serial one.
   Integer sums are exact in any order; max and min are order-free (a tie between -0.0 and
   +0.0 may return either zero, as the serial SIMD loop may too).
 Anything else (a non-contiguous full sum, float sums with a cast to another dtype, a float16
@@ -56,6 +59,7 @@ from __future__ import annotations
 import _thread
 import contextvars
 import os
+import queue
 import threading
 
 import numpy as np
@@ -82,6 +86,9 @@ _COSTLY = frozenset(
 )
 _NDARRAY = np.ndarray
 
+# each thread's share is cut in this many chunks, claimed by whichever thread is free: a
+# worker that the OS schedules late takes fewer (Note [Parallel kernels])
+_CHUNKS_PER_THREAD = 2
 _threads = 0  # 0: not yet known (the cores available, or what set_num_threads gave)
 _active = False  # _threads > 1: the ufunc wrappers check this first
 _pool = None
@@ -124,64 +131,111 @@ def parallel_worth(size: int, costly: bool = False) -> bool:
     return _active and size >= threshold(costly)
 
 
-class _Worker:
-    """One pool thread: waits on `go`, runs `task`, releases `done`."""
+class _Job:
+    """One parallel call: its chunks, claimed one at a time by whichever thread is free."""
 
-    __slots__ = ("go", "done", "task", "error")
+    __slots__ = ("fn", "argsets", "next", "closed", "running", "waiting", "lock", "done")
+    __slots__ += ("error", "context")
 
-    def __init__(self):
-        self.go = _thread.allocate_lock()
-        self.go.acquire()
+    def __init__(self, fn, argsets, context):
+        self.fn = fn
+        self.argsets = argsets
+        self.next = 0
+        self.closed = False  # the caller found nothing left: workers claim no more
+        self.running = 0  # chunks claimed by workers and not finished
+        self.waiting = False
+        self.lock = _thread.allocate_lock()
         self.done = _thread.allocate_lock()
         self.done.acquire()
-        self.task = None
         self.error = None
-        threading.Thread(target=self._loop, name="ember-parallel", daemon=True).start()
+        self.context = context
 
-    def _loop(self):
-        while True:
-            self.go.acquire()
-            context, fn, args = self.task
-            self.task = None
-            try:
-                context.run(fn, *args)
-            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+    def claim(self, by_worker: bool):
+        with self.lock:
+            if self.closed or self.next == len(self.argsets):
+                return None
+            index = self.next
+            self.next += 1
+            if by_worker:
+                self.running += 1
+            return index
+
+    def run_chunk(self, index) -> None:
+        try:
+            self.fn(*self.argsets[index])
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            if self.error is None:
                 self.error = error
-            self.done.release()
+
+    def worker_finished(self) -> None:
+        with self.lock:
+            self.running -= 1
+            if self.running == 0 and self.waiting:
+                self.waiting = False
+                self.done.release()
+
+    def close_and_wait(self) -> None:
+        """The caller: no more claims; wait only for chunks workers are running now."""
+        with self.lock:
+            self.closed = True
+            if self.running == 0:
+                return
+            self.waiting = True
+        self.done.acquire()
+
+
+def _work(job):
+    while True:
+        index = job.claim(True)
+        if index is None:
+            return
+        try:
+            job.run_chunk(index)
+        finally:
+            job.worker_finished()
+
+
+def _worker_loop(jobs):
+    while True:
+        job = jobs.get()
+        # floating-point error state (np.errstate) lives in a context variable: each worker
+        # runs in its own copy of the caller's context
+        job.context.copy().run(_work, job)
 
 
 class _Pool:
+    """Persistent worker threads fed through one queue (Note [Parallel kernels])."""
+
     def __init__(self):
-        self.workers: list[_Worker] = []
+        self.jobs = queue.SimpleQueue()
+        self.workers = 0
         self.busy = _thread.allocate_lock()
 
-    def run(self, fn, argsets) -> bool:
-        """Run fn(*args) for every args in `argsets` (the caller takes the first); False, doing
-        nothing, when another thread is using the pool."""
+    def run(self, fn, argsets, threads) -> bool:
+        """Run fn(*args) for every args in `argsets` on this thread and `threads - 1` workers;
+        False, doing nothing, when another thread is using the pool."""
         if not self.busy.acquire(False):
             return False
         try:
-            extra = len(argsets) - 1
-            while len(self.workers) < extra:
-                self.workers.append(_Worker())
-            started = []
+            helpers = min(threads, len(argsets)) - 1
+            while self.workers < helpers:
+                threading.Thread(
+                    target=_worker_loop, args=(self.jobs,), name="ember-parallel", daemon=True
+                ).start()
+                self.workers += 1
+            job = _Job(fn, argsets, contextvars.copy_context())
+            for _ in range(helpers):
+                self.jobs.put(job)
             try:
-                for worker, args in zip(self.workers, argsets[1:]):
-                    # floating-point error state (np.errstate) lives in a context variable:
-                    # the workers run in a copy of the caller's context
-                    worker.task = (contextvars.copy_context(), fn, args)
-                    worker.go.release()
-                    started.append(worker)
-                fn(*argsets[0])
+                while True:
+                    index = job.claim(False)
+                    if index is None:
+                        break
+                    job.run_chunk(index)
             finally:
-                error = None
-                for worker in started:
-                    worker.done.acquire()
-                    if worker.error is not None and error is None:
-                        error = worker.error
-                    worker.error = None
-            if error is not None:
-                raise error
+                job.close_and_wait()
+            if job.error is not None:
+                raise job.error
             return True
         finally:
             self.busy.release()
@@ -209,11 +263,11 @@ def run_chunks(fn, argsets) -> None:
     """Run fn(*args) for each args in `argsets`, in parallel on the pool when it is free,
     else one after another on this thread."""
     global _pool
-    if len(argsets) > 1:
+    if len(argsets) > 1 and num_threads() > 1:
         pool = _pool
         if pool is None:
             pool = _pool = _Pool()
-        if pool.run(fn, argsets):
+        if pool.run(fn, argsets, _threads):
             return
     for args in argsets:
         fn(*args)
@@ -248,7 +302,7 @@ def chunked(fn, out, *operands, costly=False):
     `operands` broadcast to `out.shape` (arrays or scalars); each chunk gets the matching slices
     (Note [Parallel kernels]). Serial when `out` is below `threshold(costly)` or one thread is
     set."""
-    n = num_threads()
+    n = num_threads() * _CHUNKS_PER_THREAD
     axis = _split_axis(out.shape, n) if parallel_worth(out.size, costly) else None
     if axis is None:
         fn(*operands, out=out)
@@ -471,7 +525,7 @@ def reduce(uf, x, axis=None, dtype=None, keepdims=False):
     axes = _normal_axes(axis, x.ndim)
     if axes is None:
         return None
-    n = num_threads()
+    n = num_threads() * _CHUNKS_PER_THREAD
     kept = [d for d in range(x.ndim) if d not in axes]
     if kept:
         split = next((d for d in kept if x.shape[d] >= n), None)
@@ -490,8 +544,7 @@ def reduce(uf, x, axis=None, dtype=None, keepdims=False):
         return out
     # a full reduction
     if uf is np.add and kind == "f":
-        depth = 2 if n >= 4 else 1
-        leaves = _tree_leaves(0, x.size, depth)
+        leaves = _tree_leaves(0, x.size, (n - 1).bit_length())  # n rounded up to a power of 2
     else:  # integer sums, max, min: any split gives the same result
         leaves = _bounds(x.size, n)
     flat = x.reshape(-1)

@@ -131,14 +131,14 @@ def test_large_ops_run_on_the_pool_and_small_ones_do_not(monkeypatch):
         a + b
         a.sum(-1)
         a.sum()
-        assert calls == [2, 2, 2]
+        assert len(calls) == 3 and min(calls) >= 2
         small = ember.ones(100, 100)
         small + small
         small.sum()
-        assert calls == [2, 2, 2], "a small op went to the pool"
+        assert len(calls) == 3, "a small op went to the pool"
         ember.set_num_threads(1)
         a + b
-        assert calls == [2, 2, 2], "one thread set, but the op ran on the pool"
+        assert len(calls) == 3, "one thread set, but the op ran on the pool"
     finally:
         ember.set_num_threads(before)
 

@@ -8,6 +8,10 @@ import pytest
 from ember import data
 from ember.data._arrays import to_numpy
 
+# Shared-memory files this test process made (`ember-dl-<pid>-...`, `ember-map-<pid>-...`):
+# other test runs on the machine make theirs at the same time.
+_OURS = (f"ember-dl-{os.getpid()}-", f"ember-map-{os.getpid()}-")
+
 torch = pytest.importorskip("torch")
 
 
@@ -35,7 +39,7 @@ def torch_lists(batches):
 
 def shm_files():
     return (
-        {n for n in os.listdir("/dev/shm") if n.startswith("ember-")}
+        {n for n in os.listdir("/dev/shm") if n.startswith(_OURS)}
         if os.path.isdir("/dev/shm")
         else set()
     )

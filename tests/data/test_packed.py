@@ -96,6 +96,23 @@ def test_borrowed_column_reads_every_kind_and_falls_back_for_the_rest():
 
 
 @needs_borrowing
+def test_borrowed_reads_survive_cached_utf8_copies(monkeypatch):
+    """A shared string such as the interned "\xe9" gains a cached UTF-8 copy once C code asks
+    for it (tokenizers do), and sys.getsizeof then counts that copy: the reader's header
+    offsets must not come from such a string."""
+    import ctypes
+
+    as_utf8 = ctypes.pythonapi.PyUnicode_AsUTF8
+    as_utf8.argtypes, as_utf8.restype = (ctypes.py_object,), ctypes.c_char_p
+    for shared in ("\xe9", "\xff", "\u0100"):
+        as_utf8(shared)
+    monkeypatch.setattr(_packed, "_supported", None)
+    monkeypatch.setattr(_packed, "_read", None)
+    assert _packed.borrowing_supported()
+    values = ["\xe9", "caf\xe9", "\u65e5\u672c", "\U0001f600 ok"]
+    assert list(BorrowedColumn(values)) == values
+
+
 def test_borrowed_reads_do_not_touch_the_objects():
     """The point of borrowing: reading leaves every element's reference count (and so the
     memory page it lives on) unwritten."""

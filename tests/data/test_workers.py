@@ -10,6 +10,10 @@ import pytest
 
 from ember import data
 
+# Shared-memory files this test process made (`ember-dl-<pid>-...`, `ember-map-<pid>-...`):
+# other test runs on the machine make theirs at the same time.
+_OURS = (f"ember-dl-{os.getpid()}-", f"ember-map-{os.getpid()}-")
+
 
 class Failing(data.Dataset):
     def __len__(self):
@@ -45,8 +49,8 @@ def _children():
     return [p for p in multiprocessing.active_children() if p.name.startswith("ember-")]
 
 
-def _shm():
-    return {n for n in os.listdir("/dev/shm") if n.startswith("ember-")}
+def _shm(prefixes=_OURS):
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefixes)}
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -157,13 +161,13 @@ def test_killing_the_main_process_leaves_no_shared_memory(how):
     try:
         assert main.stdout.readline().strip() == "ready"
         prefix = f"ember-dl-{main.pid}-"
-        assert any(n.startswith(prefix) for n in _shm())  # there was something to leak
+        assert _shm(prefix)  # there was something to leak
         main.send_signal(how)
         main.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(n.startswith(prefix) for n in _shm()):
+        while time.monotonic() < deadline and _shm(prefix):
             time.sleep(0.1)
-        assert not [n for n in _shm() if n.startswith(prefix)]
+        assert not _shm(prefix)
     finally:
         if main.poll() is None:
             main.kill()

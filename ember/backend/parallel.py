@@ -13,9 +13,11 @@ and runs the same NumPy call on each chunk (its operands are the matching slices
 operand where it broadcasts along that axis). The caller's thread and the pool's n - 1
 persistent workers claim chunks one at a time until none is left, and the caller waits only
 for chunks a worker has started: on a loaded machine, where a worker may be scheduled late,
-the caller does the work itself instead of waiting for it (which is what makes 2-thread
-NumPy-style parallelism collapse on a shared machine). Below the threshold, or while another
-thread holds the pool, the op runs serially, as before. Why results equal the serial ones:
+the caller does the work itself instead of waiting for it (with a fixed split in halves, an op
+waits for the slowest thread: at a load average of ~20 on this 2-core machine that made 2-thread
+ops 1.5-7x slower than serial ones). Below the threshold, or while another thread holds the
+pool, the op runs serially, as before; eager dispatch gives ops whose operands are all small
+NumPy's own functions (`serial_xp`), so small ops pay no size checks. Why results equal the serial ones:
 - elementwise ops (ufuncs, where, casts): each element's value is computed by the same NumPy
   loop from the same operand values; NumPy's SIMD loops compute an element the same way
   wherever it sits in a slice (tails use the same vector code, masked), so chunking changes no
@@ -34,9 +36,9 @@ Anything else (a non-contiguous full sum, float sums with a cast to another dtyp
 sum through float32, ufunc calls with `out=`/`where=`/`dtype=` keywords, F-ordered operands)
 stays serial, so no path changes a result.
 
-Thresholds (`threshold()`): a parallel call costs ~13 us more than a serial one (measured on
-the 2-core machine: result allocation, slicing, a lock hand-off and the GIL passing between
-the two threads; the bare hand-off alone is ~3-6 us), so it pays once half the serial time
+Thresholds (`threshold()`): a parallel call costs ~13-22 us more than a serial one (measured on
+the loaded 2-core machine: result allocation, slicing, four NumPy calls instead of one, a queue
+hand-off and the GIL passing between threads; the bare hand-off alone is ~3 us), so it pays once half the serial time
 exceeds that: from 2**18 elements for a cheap op (`a + b` on float32 takes ~25-90 us at 2**17
 to 2**18 here) and 2**16 for a costly one (exp, tanh, erf, pow: several times dearer per
 element), and for the graph compiler's fused kernels (Note [Parallel loops] in
@@ -46,7 +48,7 @@ Note [Thread budget]: `ember.set_num_threads(n)` sets OpenBLAS's threads, numba'
 pool's to n (default: the cores this process may use), so the three never ask for more than n
 cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one after another
 from the caller's thread, never nested. Idle workers must not hold a core either: this pool's
-threads sleep on a lock; numba's OpenMP layer starts with a passive wait policy
+threads sleep on a queue; numba's OpenMP layer starts with a passive wait policy
 (`numba_kernels.start_threads`; measured: an idle OpenMP worker otherwise spins ~0.4 core on
 this loaded machine after each kernel, none with it); OpenBLAS's workers spin ~30 ms of CPU
 after every GEMM by default, which `set_num_threads` cuts to ~0.4 ms (Note [BLAS spin] in
@@ -89,7 +91,7 @@ _NDARRAY = np.ndarray
 # each thread's share is cut in this many chunks, claimed by whichever thread is free: a
 # worker that the OS schedules late takes fewer (Note [Parallel kernels])
 _CHUNKS_PER_THREAD = 2
-_threads = 0  # 0: not yet known (the cores available, or what set_num_threads gave)
+_threads = 0  # the cores available (set below), or what set_num_threads gave
 _active = False  # _threads > 1: the ufunc wrappers check this first
 _pool = None
 
@@ -122,6 +124,9 @@ def set_threads(n: int) -> None:
     global _threads, _active
     _threads = max(1, int(n))
     _active = _threads > 1
+
+
+set_threads(_default_threads())  # the default: every core this process may use
 
 
 def parallel_worth(size: int, costly: bool = False) -> bool:

@@ -326,3 +326,36 @@ def test_every_case_reaches_the_pool(name, fn, monkeypatch):
     )
     _run_at(2, fn, fast=True)
     assert calls, f"{name}: nothing ran on the pool"
+
+
+def test_the_default_uses_every_core_without_set_num_threads():
+    """A fresh process that never calls set_num_threads runs large ops on the pool when it may
+    use two or more cores."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, ember\n"
+        "from ember.backend import parallel\n"
+        "calls = []\n"
+        "real = parallel.run_chunks\n"
+        "parallel.run_chunks = lambda f, a: calls.append(len(a)) or real(f, a)\n"
+        "x = ember.ones(1024, 1024)\n"
+        "y = x + x\n"
+        "print(parallel.num_threads(), len(calls))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "EMBER_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert out.returncode == 0, out.stderr
+    threads_used, pool_calls = map(int, out.stdout.split())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert threads_used == cores
+    assert pool_calls == (1 if cores > 1 else 0)

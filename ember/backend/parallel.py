@@ -17,7 +17,8 @@ the caller does the work itself instead of waiting for it (with a fixed split in
 waits for the slowest thread: at a load average of ~20 on this 2-core machine that made 2-thread
 ops 1.5-7x slower than serial ones). Below the threshold, or while another thread holds the
 pool, the op runs serially, as before; eager dispatch gives ops whose operands are all small
-NumPy's own functions (`serial_xp`), so small ops pay no size checks. Why results equal the serial ones:
+NumPy's own functions (`serial_xp`), so small ops pay no size checks.
+Why results equal the serial ones:
 - elementwise ops (ufuncs, where, casts): each element's value is computed by the same NumPy
   loop from the same operand values; NumPy's SIMD loops compute an element the same way
   wherever it sits in a slice (tails use the same vector code, masked), so chunking changes no
@@ -38,9 +39,9 @@ stays serial, so no path changes a result.
 
 Thresholds (`threshold()`): a parallel call costs ~13-22 us more than a serial one (measured on
 the loaded 2-core machine: result allocation, slicing, four NumPy calls instead of one, a queue
-hand-off and the GIL passing between threads; the bare hand-off alone is ~3 us), so it pays once half the serial time
-exceeds that: from 2**18 elements for a cheap op (`a + b` on float32 takes ~25-90 us at 2**17
-to 2**18 here) and 2**16 for a costly one (exp, tanh, erf, pow: several times dearer per
+hand-off and the GIL passing between threads; the bare hand-off alone is ~3 us), so it pays
+once half the serial time exceeds that: from 2**18 elements for a cheap op (`a + b` on float32
+takes ~25-90 us at 2**17 to 2**18 here) and 2**16 for a costly one (exp, tanh, erf, pow: several times dearer per
 element), and for the graph compiler's fused kernels (Note [Parallel loops] in
 ember/graph/fusion.py).
 

@@ -41,9 +41,9 @@ Thresholds (`threshold()`): a parallel call costs ~13-22 us more than a serial o
 the loaded 2-core machine: result allocation, slicing, four NumPy calls instead of one, a queue
 hand-off and the GIL passing between threads; the bare hand-off alone is ~3 us), so it pays
 once half the serial time exceeds that: from 2**18 elements for a cheap op (`a + b` on float32
-takes ~25-90 us at 2**17 to 2**18 here) and 2**16 for a costly one (exp, tanh, erf, pow: several times dearer per
-element), and for the graph compiler's fused kernels (Note [Parallel loops] in
-ember/graph/fusion.py).
+takes ~25-90 us at 2**17 to 2**18 here) and 2**16 for a costly one (exp, tanh, erf, pow:
+several times dearer per element), and for the graph compiler's fused kernels (Note [Parallel
+loops] in ember/graph/fusion.py).
 
 Note [Thread budget]: `ember.set_num_threads(n)` sets OpenBLAS's threads, numba's and this
 pool's to n (default: the cores this process may use), so the three never ask for more than n

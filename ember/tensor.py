@@ -504,40 +504,7 @@ class Tensor(OpMixin, InplaceMixin):
     def __pos__(self):
         return self
 
-    def __invert__(self):
-        if self._data.dtype.kind == "b":
-            return apply(_E.LOGICAL_NOT, self)
-        return -self - 1
-
-    def _logical(self, other, op):
-        if self._data.dtype.kind != "b" or (
-            isinstance(other, Tensor) and other._data.dtype.kind != "b"
-        ):
-            raise TypeError(
-                at_user_line(
-                    f"{op.name}: the & | ^ operators need bool tensors (bitwise ops on integers "
-                    f"are not supported), got {self.dtype}"
-                )
-            )
-        return apply(op, self, other)
-
-    def __and__(self, other):
-        return self._logical(other, _E.LOGICAL_AND)
-
-    def __rand__(self, other):
-        return self._logical(other, _E.LOGICAL_AND)
-
-    def __or__(self, other):
-        return self._logical(other, _E.LOGICAL_OR)
-
-    def __ror__(self, other):
-        return self._logical(other, _E.LOGICAL_OR)
-
-    def __xor__(self, other):
-        return self._logical(other, _E.LOGICAL_XOR)
-
-    def __rxor__(self, other):
-        return self._logical(other, _E.LOGICAL_XOR)
+    # & | ^ ~ << >> come from the bitwise ops (Note [Bitwise ops] in ember/ops/elementwise.py)
 
     def __getitem__(self, index):
         if isinstance(index, Tensor) and index._data.dtype.kind == "b" and index.ndim == 0:
@@ -671,8 +638,8 @@ class Tensor(OpMixin, InplaceMixin):
     def broadcast_to(self, shape):
         return _S.expand(self, tuple(shape))
 
-    def scatter_(self, dim, index, src=None, value=None):
-        return self.copy_(_S.scatter(self, dim, index, src, value))
+    def scatter_(self, dim, index, src=None, value=None, *, reduce=None):
+        return self.copy_(_S.scatter(self, dim, index, src, value, reduce=reduce))
 
     def scatter_add_(self, dim, index, src):
         return self.copy_(_S.scatter_add(self, dim, index, src))

@@ -50,6 +50,16 @@ class IntegerDivisionByZero(EmberError, RuntimeError, ZeroDivisionError):
     """Integer `//` or `%` by zero (torch raises RuntimeError; NumPy would give 0)."""
 
 
+class IndexValueOutOfRange(IndexOutOfRange, RuntimeError):
+    """An index tensor holds a value outside the indexed dim (gather, one_hot, index_select):
+    torch raises RuntimeError (IndexError for index_select), so this is both."""
+
+
+class DTypeNotImplemented(DTypeError, NotImplementedError):
+    """An op has no kernel for this dtype (bitwise ops on floats): torch raises
+    NotImplementedError, a RuntimeError (Note [Error classes])."""
+
+
 class DeviceError(EmberError, RuntimeError):
     """Tensors on different devices met in one op, or a device is not available."""
 

@@ -326,6 +326,9 @@ def _scatter_elements(attrs, x, index, updates):
     axis = attrs.get("axis", 0)
     if reduction == "add":
         return _ops.shape.scatter_add(x, axis, index, updates)
+    if reduction in ("mul", "max", "min"):
+        reduce = {"mul": "prod", "max": "amax", "min": "amin"}[reduction]
+        return _ops.shape.scatter_reduce(x, axis, index, updates, reduce)
     if reduction != "none":
         raise OnnxImportError(f"ScatterElements: reduction {reduction!r} is not supported")
     return _ops.shape.scatter(x, axis, index, updates)
@@ -591,6 +594,18 @@ def _tile(attrs, x, repeats):
 @_handler("Dropout")
 def _dropout(attrs, x, ratio=None, training=None):
     return [x, _const(np.ones(tuple(x.shape), bool))]
+
+
+# inverse and hyperbolic trig and the bitwise ops (issue 18)
+for _name in ("Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh"):
+    _unary(_name, getattr(_ops.elementwise, _name.lower()))
+_unary("BitwiseNot", _ops.elementwise.bitwise_not)
+for _name, _fn in {
+    "BitwiseAnd": _ops.elementwise.bitwise_and,
+    "BitwiseOr": _ops.elementwise.bitwise_or,
+    "BitwiseXor": _ops.elementwise.bitwise_xor,
+}.items():
+    H[_name] = (lambda f: lambda attrs, a, b: f(a, b))(_fn)
 
 
 _NEEDS_OP_TYPE = {"Max", "Min", "Sum", "Mean", "ArgMax", "ArgMin", "Softmax", "LogSoftmax"}

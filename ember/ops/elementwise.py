@@ -10,7 +10,13 @@ from __future__ import annotations
 import math
 
 from ember import dtypes as _dt
-from ember._util.errors import IntegerDivisionByZero, ShapeError
+from ember._util.errors import (
+    DTypeError,
+    DTypeNotImplemented,
+    IntegerDivisionByZero,
+    ShapeError,
+    at_user_line,
+)
 from ember.ops.registry import (
     REGISTRY,
     apply,
@@ -84,7 +90,8 @@ def _exact(name, forward, vjp=None, **facts):
 
 
 def _no_grad(g, y, x):
-    return (None,)
+    # piecewise-constant ops (sign, floor, ...): a zero gradient, as torch's (not None)
+    return (g.new_zeros(tuple(g.shape)),)
 
 
 NEG = _exact(
@@ -112,6 +119,7 @@ SIGN = _exact(
     lambda xp, x: xp.sign(x),
     _no_grad,
     save_inputs=False,
+    inplace=("sign_",),
     ufunc="sign",
     template="sign({0})",
 )
@@ -262,7 +270,7 @@ CEIL = _exact("ceil", lambda xp, x: xp.ceil(x), _no_grad, save_inputs=False, ufu
 ROUND = _exact(
     "round",
     lambda xp, x, decimals: xp.round(x, decimals),
-    lambda g, y, x, decimals: (None,),
+    lambda g, y, x, decimals: (g.new_zeros(tuple(g.shape)),),
     save_inputs=False,
     names=(),
 )
@@ -860,6 +868,352 @@ def square(x):
 def lerp(x, end, weight):
     """x + (end - x) * weight."""
     return x + (end - x) * weight
+
+
+@public("isclose")
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Elementwise |a - b| <= atol + rtol * |b| (and a == b, which covers equal infinities),
+    as `torch.isclose`; NaNs are close to each other only with equal_nan=True.
+
+    Example:
+        >>> import ember
+        >>> a = ember.tensor([1.0, float("nan"), float("inf"), 1e-9])
+        >>> ember.isclose(a, ember.tensor([1.0 + 1e-6, float("nan"), float("inf"), 0.0])).tolist()
+        [True, False, True, True]
+    """
+    if rtol < 0 or atol < 0:
+        raise ValueError(
+            at_user_line(
+                f"isclose: rtol and atol must be non-negative, got rtol={rtol}, atol={atol}"
+            )
+        )
+    if not hasattr(b, "dtype"):
+        b = a.new_tensor(b, dtype=a.dtype)
+    a_dtype, b_dtype = a.dtype, b.dtype
+    if a_dtype is not b_dtype:
+        raise DTypeError(
+            f"isclose: expected both inputs to have the same dtype, got {a_dtype} and {b_dtype}"
+        )
+    close = apply(EQ, a, b)
+    floating = a_dtype.is_floating_point
+    if equal_nan and floating:
+        close = apply(LOGICAL_OR, close, apply(LOGICAL_AND, apply(ISNAN, a), apply(ISNAN, b)))
+    if rtol == 0 and atol == 0:
+        return close
+    if not floating:  # integers and bools compare in the default float dtype, as torch
+        a, b = a.to(_dt.get_default_dtype()), b.to(_dt.get_default_dtype())
+    equal = apply(EQ, a, b)  # equal infinities: their difference would be nan (and warn)
+    error = apply(ABS, where(equal, 0.0, a) - where(equal, 0.0, b))
+    allowed = apply(ABS, b * rtol) + atol
+    within = apply(LOGICAL_AND, apply(ISFINITE, error), apply(LE, error, allowed))
+    return apply(LOGICAL_OR, close, within)
+
+
+# --- inverse and hyperbolic trig, log10, exp2 (issue 18) ----------------------------------------
+_LN10 = math.log(10.0)
+
+
+def _trig(name, ufunc, vjp, onnx_type, alias, **facts):
+    """A float unary primitive with its NumPy ufunc, torch's alias (`arcsin`) and in-place
+    names (`asin_`, `arcsin_`)."""
+    return _unary(
+        name,
+        lambda xp, x: getattr(xp, ufunc)(x),
+        vjp,
+        names=(name, alias) if alias else (name,),
+        inplace=(name + "_", alias + "_") if alias else (name + "_",),
+        ufunc=ufunc,
+        template=f"np.{ufunc}({{0}})",
+        onnx=(lambda b, x: b.op(onnx_type, x)) if isinstance(onnx_type, str) else onnx_type,
+        **facts,
+    )
+
+
+ASIN = _trig(
+    "asin", "arcsin", lambda g, y, x: (g / (1 - x * x).sqrt(),), "Asin", "arcsin", quiet=True
+)
+ACOS = _trig(
+    "acos", "arccos", lambda g, y, x: (-g / (1 - x * x).sqrt(),), "Acos", "arccos", quiet=True
+)
+ATAN = _trig("atan", "arctan", lambda g, y, x: (g / (x * x + 1),), "Atan", "arctan")
+SINH = _trig("sinh", "sinh", lambda g, y, x: (g * x.cosh(),), "Sinh", None, quiet=True)
+COSH = _trig("cosh", "cosh", lambda g, y, x: (g * x.sinh(),), "Cosh", None, quiet=True)
+ASINH = _trig("asinh", "arcsinh", lambda g, y, x: (g / (x * x + 1).sqrt(),), "Asinh", "arcsinh")
+ACOSH = _trig(
+    "acosh", "arccosh", lambda g, y, x: (g / (x * x - 1).sqrt(),), "Acosh", "arccosh", quiet=True
+)
+ATANH = _trig(
+    "atanh", "arctanh", lambda g, y, x: (g / (1 - x * x),), "Atanh", "arctanh", quiet=True
+)
+LOG10 = _trig(
+    "log10",
+    "log10",
+    lambda g, y, x: (g / (x * _LN10),),
+    lambda b, x: b.op("Div", b.op("Log", x), b.const(_LN10, b.out.dtype)),
+    None,
+    quiet=True,
+)
+EXP2 = _trig(
+    "exp2",
+    "exp2",
+    lambda g, y, x: (g * y * _LN2,),
+    lambda b, x: b.op("Pow", b.const(2.0, b.out.dtype), x),
+    None,
+    save_inputs=False,
+    save_output=True,
+    quiet=True,
+)
+REGISTRY["log2"].inplace = ("log2_",)
+
+
+# --- binary math: atan2, copysign, fmod, logaddexp, logaddexp2 (issue 18) ------------------------
+def _atan2_vjp(g, y, a, b):
+    # at the origin torch's gradient is 0 (Note [Zero-safe gradients])
+    norm2 = a * a + b * b
+    origin = norm2 == 0
+    scale = where(origin, 0.0, g / where(origin, 1.0, norm2))
+    return unbroadcast(scale * b, a), unbroadcast(-scale * a, b)
+
+
+ATAN2 = _binary(
+    "atan2",
+    lambda xp, a, b: xp.arctan2(a, b),
+    _atan2_vjp,
+    promote="float",
+    names=("atan2", "arctan2"),
+    inplace=("atan2_", "arctan2_"),
+    ufunc="arctan2",
+    template="np.arctan2({0}, {1})",
+)
+
+
+@onnx_lowering("atan2")
+def _atan2_onnx(b, y, x):
+    # atan(y / x), moved to the right quadrant; on the axis x == 0: +-pi/2 (0 at the origin)
+    dt = b.out.dtype
+    zero, pi = b.const(0, dt), b.const(math.pi, dt)
+    base = b.op("Atan", b.op("Div", y, x))
+    shifted = b.op("Where", b.op("Less", y, zero), b.op("Sub", base, pi), b.op("Add", base, pi))
+    on_axis = b.op("Mul", b.op("Sign", y), b.const(math.pi / 2, dt))
+    off_axis = b.op("Where", b.op("Less", x, zero), shifted, base)
+    return b.op("Where", b.op("Equal", x, zero), on_axis, off_axis)
+
+
+def _copysign_vjp(g, y, a, b):
+    # torch: grad * result / a, 0 where a == 0; b gets no gradient (its sign only)
+    ratio = where(a == 0, 0.0, y / where(a == 0, 1.0, a))
+    return unbroadcast(g * ratio, a), None
+
+
+COPYSIGN = _binary(
+    "copysign",
+    lambda xp, a, b: xp.copysign(a, b),
+    _copysign_vjp,
+    promote="float",
+    save_output=True,
+    inplace=("copysign_",),
+    ufunc="copysign",
+    template="np.copysign({0}, {1})",
+)
+
+
+@onnx_lowering("copysign")
+def _copysign_onnx(b, x, y):
+    dt = b.out.dtype
+    zero = b.const(0, dt)
+    # a negative y, or -0.0 (1 / -0.0 is -inf): ONNX has no sign-bit test
+    negative = b.op("Or", b.op("Less", y, zero), b.op("Less", b.op("Div", b.const(1, dt), y), zero))
+    magnitude = b.op("Abs", x)
+    return b.op("Where", negative, b.op("Neg", magnitude), magnitude)
+
+
+def _fmod_forward(xp, a, b):
+    _integer_divisor_check(xp, a, b, "fmod")
+    return xp.fmod(a, b)
+
+
+FMOD = _binary(
+    "fmod",
+    _fmod_forward,
+    lambda g, y, a, b: (
+        unbroadcast(g, a) if _wants_grad(a) else None,
+        unbroadcast(-g * (a / b).trunc(), b) if _wants_grad(b) else None,
+    ),
+    quiet=True,
+    inplace=("fmod_",),
+)
+
+
+@onnx_lowering("fmod")
+def _fmod_onnx(b, x, y):
+    return b.op("Mod", x, y, fmod=1)  # C's fmod: the sign of the dividend, floats and ints
+
+
+def _logaddexp_vjp(g, y, a, b):
+    return unbroadcast(g * (a - y).exp(), a), unbroadcast(g * (b - y).exp(), b)
+
+
+def _logaddexp2_vjp(g, y, a, b):
+    return unbroadcast(g * (a - y).exp2(), a), unbroadcast(g * (b - y).exp2(), b)
+
+
+LOGADDEXP = _binary(
+    "logaddexp",
+    lambda xp, a, b: xp.logaddexp(a, b),
+    _logaddexp_vjp,
+    promote="float",
+    save_output=True,
+    ufunc="logaddexp",
+    template="np.logaddexp({0}, {1})",
+)
+LOGADDEXP2 = _binary(
+    "logaddexp2",
+    lambda xp, a, b: xp.logaddexp2(a, b),
+    _logaddexp2_vjp,
+    promote="float",
+    save_output=True,
+    ufunc="logaddexp2",
+    template="np.logaddexp2({0}, {1})",
+)
+
+
+def _logaddexp_onnx(scale):
+    def lower(b, x, y):
+        # max(x, y) + log1p(exp(-|x - y| * s)) / s, s = ln 2 for base 2; equal infinities
+        # (x - y = nan) give max(x, y)
+        dt = b.out.dtype
+        high = b.op("Max", x, y)
+        gap = b.op("Abs", b.op("Sub", x, y))
+        gap = b.op("Where", b.op("IsNaN", gap), b.const(float("inf"), dt), gap)
+        if scale != 1:
+            gap = b.op("Mul", gap, b.const(scale, dt))
+        tail = b.op("Log", b.op("Add", b.const(1, dt), b.op("Exp", b.op("Neg", gap))))
+        if scale != 1:
+            tail = b.op("Div", tail, b.const(scale, dt))
+        return b.op("Add", high, tail)
+
+    return lower
+
+
+REGISTRY["logaddexp"].onnx = _logaddexp_onnx(1)
+REGISTRY["logaddexp2"].onnx = _logaddexp_onnx(_LN2)
+REGISTRY["hypot"].inplace = ("hypot_",)
+REGISTRY["remainder"].inplace = ("remainder_", "__imod__")
+
+
+# --- integer bitwise ops (issue 18) -------------------------------------------------------------
+# Note [Bitwise ops]: & | ^ ~ << >> and bitwise_* take integer and bool tensors (shifts:
+# integers only), as torch's; a float operand is refused with DTypeNotImplemented (a
+# NotImplementedError, hence a RuntimeError, as torch's "not implemented for 'Float'"),
+# checked by the dtype rule (graph tracing) and the kernel (eager and compiled alike).
+def _bitwise_check(op, kinds, *dtypes):
+    for dt in dtypes:
+        kind = dt.numpy.kind if isinstance(dt, _dt.DType) else getattr(dt, "kind", None)
+        if kind is not None and kind not in kinds:
+            name = dt.name if isinstance(dt, _dt.DType) else str(dt)
+            wanted = "integer and bool" if "b" in kinds else "integer"
+            raise DTypeNotImplemented(
+                f"{op}: takes {wanted} tensors only, got {name} (not implemented for "
+                f"floating point)"
+            )
+
+
+def _bitwise(name, ufunc, kinds, operators, inplace, template):
+    def forward(xp, a, b):
+        _bitwise_check(name, kinds, *(getattr(v, "dtype", None) for v in (a, b)))
+        return getattr(xp, ufunc)(a, b)
+
+    def dtype(a, b, **attrs):
+        _bitwise_check(name, kinds, a, b)
+        return a if isinstance(a, _dt.DType) else b
+
+    return _binary(
+        name,
+        forward,
+        dtype=dtype,
+        names=(name,),
+        operators=operators,
+        inplace=inplace,
+        ufunc=ufunc,
+        template=template,
+    )
+
+
+BITWISE_AND = _bitwise(
+    "bitwise_and", "bitwise_and", "iub", ("__and__", "__rand__"),
+    ("bitwise_and_", "__iand__"), "{0} & {1}",
+)  # fmt: skip
+BITWISE_OR = _bitwise(
+    "bitwise_or", "bitwise_or", "iub", ("__or__", "__ror__"),
+    ("bitwise_or_", "__ior__"), "{0} | {1}",
+)  # fmt: skip
+BITWISE_XOR = _bitwise(
+    "bitwise_xor", "bitwise_xor", "iub", ("__xor__", "__rxor__"),
+    ("bitwise_xor_", "__ixor__"), "{0} ^ {1}",
+)  # fmt: skip
+BITWISE_LEFT_SHIFT = _bitwise(
+    "bitwise_left_shift", "left_shift", "iu", ("__lshift__", "__rlshift__"),
+    ("bitwise_left_shift_", "__ilshift__"), None,
+)  # fmt: skip
+BITWISE_RIGHT_SHIFT = _bitwise(
+    "bitwise_right_shift", "right_shift", "iu", ("__rshift__", "__rrshift__"),
+    ("bitwise_right_shift_", "__irshift__"), None,
+)  # fmt: skip
+
+
+def _bitwise_not_forward(xp, x):
+    _bitwise_check("bitwise_not", "iub", x.dtype)
+    return xp.invert(x)
+
+
+def _bitwise_not_dtype(x, **attrs):
+    _bitwise_check("bitwise_not", "iub", x)
+    return x
+
+
+BITWISE_NOT = _unary(
+    "bitwise_not",
+    _bitwise_not_forward,
+    promote=None,
+    dtype=_bitwise_not_dtype,
+    operators=("__invert__",),
+    inplace=("bitwise_not_",),
+    ufunc="invert",
+)
+
+
+def _onnx_bitwise(logical, bitwise):
+    def lower(b, *xs):
+        return b.op(logical if b.out.dtype.kind == "b" else bitwise, *xs)
+
+    return lower
+
+
+REGISTRY["bitwise_and"].onnx = _onnx_bitwise("And", "BitwiseAnd")
+REGISTRY["bitwise_or"].onnx = _onnx_bitwise("Or", "BitwiseOr")
+REGISTRY["bitwise_xor"].onnx = _onnx_bitwise("Xor", "BitwiseXor")
+REGISTRY["bitwise_not"].onnx = _onnx_bitwise("Not", "BitwiseNot")
+
+
+def _onnx_shift(direction):
+    def lower(b, x, y):
+        # x * 2**y, and floor(x / 2**y) for the arithmetic right shift, in integers (ONNX's
+        # BitShift takes unsigned types only); 2**y is exact in float64 up to y = 62
+        dt = b.out.dtype
+        power = b.op("Pow", b.const(2.0, "float64"), b.op("Cast", y, to=b.onnx_type("float64")))
+        power = b.op("Cast", power, to=b.onnx_type(dt))
+        if direction == "LEFT":
+            return b.op("Mul", x, power)
+        quotient = b.op("Div", x, power)  # truncates toward zero
+        inexact = b.op("Not", b.op("Equal", b.op("Mul", quotient, power), x))
+        below = b.op("And", b.op("Less", x, b.const(0, dt)), inexact)
+        return b.op("Where", below, b.op("Sub", quotient, b.const(1, dt)), quotient)
+
+    return lower
+
+
+REGISTRY["bitwise_left_shift"].onnx = _onnx_shift("LEFT")
+REGISTRY["bitwise_right_shift"].onnx = _onnx_shift("RIGHT")
 
 
 def __getattr__(name):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError
+from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
 from ember.ops.elementwise import _LATE
 from ember.ops.registry import (
     REGISTRY,
@@ -141,6 +141,8 @@ def _prod_forward(xp, x, dim, keepdim):
 def _prod_vjp(g, y, x, dim, keepdim):
     # The product of all other elements, without dividing (exact when x has zeros): exclusive
     # cumulative products from the left and from the right.
+    if not x.shape:  # a 0-d product is its input
+        return (g,)
     if dim is None:
         flat = x.reshape(-1)
         return (_expand_back(g, x, None, keepdim) * _others_product(flat, 0).reshape(x.shape),)
@@ -522,3 +524,208 @@ def min(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
     if not isinstance(dim, (int, type(None))):
         dim, other = None, dim
     return _max_min(x, dim, keepdim, other, argmin, amin, "min")
+
+
+# --- issue 18: std_mean / var_mean, cummax / cummin, logcumsumexp -------------------------------
+def _moments_args(op, dim, unbiased, correction):
+    """torch's std_mean/var_mean overloads: (x, unbiased), (x, dim, unbiased, keepdim) and
+    (x, dim, *, correction, keepdim)."""
+    if isinstance(dim, bool):  # std_mean(x, True): the old `unbiased` overload
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise ValueError(at_user_line(f"{op}: pass either unbiased or correction, not both"))
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    return dim, 1 if correction is None else correction
+
+
+@public("var_mean", method=False)
+def var_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(variance, mean) over `dim` in one call, as `torch.var_mean`.
+
+    Example:
+        >>> import ember
+        >>> v, m = ember.var_mean(ember.tensor([1.0, 2.0, 3.0, 4.0]))
+        >>> round(v.item(), 4), m.item()
+        (1.6667, 2.5)
+    """
+    dim, correction = _moments_args("var_mean", dim, unbiased, correction)
+    return var(x, dim, correction, keepdim), mean(x, dim, keepdim)
+
+
+@public("std_mean", method=False)
+def std_mean(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(standard deviation, mean) over `dim` in one call, as `torch.std_mean`.
+
+    Example:
+        >>> import ember
+        >>> s, m = ember.std_mean(ember.tensor([[1.0, 3.0], [2.0, 6.0]]), dim=1, correction=0)
+        >>> s.tolist(), m.tolist()
+        ([1.0, 2.0], [2.0, 4.0])
+    """
+    dim, correction = _moments_args("std_mean", dim, unbiased, correction)
+    return std(x, dim, correction, keepdim), mean(x, dim, keepdim)
+
+
+def _cum_extreme_index_forward(xp, x, dim, largest):
+    # Note [Running extremes]: as torch's cummax/cummin, a tie moves the index to the later
+    # element, and a NaN wins (the index of the latest NaN). An element is a candidate where it
+    # equals the running extreme at its own position (or is NaN); the index at j is the last
+    # candidate at or before j.
+    if x.ndim == 0:
+        return xp.zeros((), dtype=xp.int64)
+    running = (xp.maximum if largest else xp.minimum).accumulate(x, axis=dim)
+    candidate = x == running
+    if x.dtype.kind == "f":
+        candidate = candidate | xp.isnan(x)
+    shape = [1] * x.ndim
+    shape[dim] = x.shape[dim]
+    positions = xp.arange(x.shape[dim], dtype=xp.int64).reshape(shape)
+    return xp.maximum.accumulate(xp.where(candidate, positions, 0), axis=dim)
+
+
+CUM_EXTREME_INDEX = defop(
+    "cum_extreme_index",
+    _cum_extreme_index_forward,
+    shape=lambda s, dim, largest: tuple(s),
+    dtype=int64_dtype,
+    save_inputs=False,
+    doc="The index of the running max (largest=True) or min along dim, ties to the later "
+    "element, NaN winning (Note [Running extremes]); cummax/cummin gather with it.",
+)
+
+
+@onnx_lowering("cum_extreme_index")
+def _cum_extreme_index_onnx(b, x, dim, largest):
+    # Note [Running extremes] in O(n^2): element i counts for position j when i <= j
+    import numpy as np
+
+    shape = b.ins[0].shape
+    if not shape:
+        return b.const(0, "int64")
+    if 0 in shape:
+        return b.const(np.zeros(shape, np.int64))
+    n = shape[dim]
+    rank = len(shape)
+    # x at axis `dim` against a new axis `dim + 1` (the positions j): mask[i, j] = i <= j
+    tri = np.triu(np.ones((n, n), dtype=bool)).reshape((n, n) + (1,) * (rank - dim - 1))
+    mask = b.const(tri, "bool")
+    xi = b.op("Unsqueeze", x, b.ints([dim + 1]))
+    kind = b.ins[0].dtype.kind
+    if kind == "f":
+        fill = float("-inf") if largest else float("inf")
+    else:
+        info = np.iinfo(b.ins[0].dtype)
+        fill = int(info.min if largest else info.max)
+    masked = b.op("Where", mask, xi, b.const(fill, b.ins[0].dtype))
+    running = b.reduce("ReduceMax" if largest else "ReduceMin", masked, [dim], False)
+    candidate = b.op("Equal", x, running)
+    if kind == "f":
+        candidate = b.op("Or", candidate, b.op("IsNaN", x))
+    positions = b.const(np.arange(n, dtype=np.int64).reshape((n,) + (1,) * (rank - dim - 1)))
+    where = b.op("Where", candidate, positions, b.const(0, "int64"))
+    spread = b.op("Where", mask, b.op("Unsqueeze", where, b.ints([dim + 1])), b.const(0, "int64"))
+    return b.reduce("ReduceMax", spread, [dim], False)
+
+
+def _cum_extreme(x, dim, largest, name):
+    from ember.ops.shape import gather
+
+    (d,) = normalize_dims(dim, x.ndim, name)
+    if x.ndim == 0:
+        return _ValuesIndices((x * 1, apply(CUM_EXTREME_INDEX, x, dim=0, largest=largest)))
+    index = apply(CUM_EXTREME_INDEX, x, dim=d, largest=largest)
+    return _ValuesIndices((gather(x, d, index), index))
+
+
+@public("cummax")
+def cummax(x, dim):
+    """(values, indices) of the running maximum along `dim`, as `torch.cummax`: ties take the
+    later index and NaN propagates; the gradient flows to the element each value came from.
+
+    Example:
+        >>> import ember
+        >>> values, indices = ember.cummax(ember.tensor([1.0, 3.0, 2.0, 3.0]), dim=0)
+        >>> values.tolist(), indices.tolist()
+        ([1.0, 3.0, 3.0, 3.0], [0, 1, 1, 3])
+    """
+    return _cum_extreme(x, dim, True, "cummax")
+
+
+@public("cummin")
+def cummin(x, dim):
+    """(values, indices) of the running minimum along `dim`, as `torch.cummin`."""
+    return _cum_extreme(x, dim, False, "cummin")
+
+
+def _logcumsumexp_forward(xp, x, dim):
+    if x.ndim == 0:
+        return x.copy()
+    return xp.logaddexp.accumulate(x, axis=dim)
+
+
+def _logcumsumexp_vjp(g, y, x, dim):
+    # torch's rule (after TensorFlow's): the positive and negative parts of g in log space,
+    # each summed from the right with logcumsumexp itself, so nothing overflows
+    from ember.ops.elementwise import where
+    from ember.ops.shape import flip
+
+    if x.ndim == 0:
+        return (g,)
+    lowest = -3.0e38 if g.dtype.itemsize <= 4 else -1.0e308
+
+    def from_right(v):
+        return flip(apply(LOGCUMSUMEXP, flip(v, (dim,)), dim=dim), (dim,))
+
+    log_abs = where(g == 0, 1.0, g.abs()).log()
+    positive = where(g > 0, log_abs, lowest)
+    negative = where(g < 0, log_abs, lowest)
+    return ((from_right(positive - y) + x).exp() - (from_right(negative - y) + x).exp(),)
+
+
+LOGCUMSUMEXP = defop(
+    "logcumsumexp",
+    _logcumsumexp_forward,
+    _logcumsumexp_vjp,
+    shape=lambda s, dim: tuple(s),
+    dtype=lambda d, dim: d,
+    promote="float",
+    save_output=True,
+    quiet=True,
+)
+
+
+@onnx_lowering("logcumsumexp")
+def _logcumsumexp_onnx(b, x, dim):
+    # out[j] = logsumexp(x[i] for i <= j), in O(n^2): each position subtracts its own running
+    # maximum, so wide ranges neither overflow nor underflow
+    import numpy as np
+
+    shape = b.ins[0].shape
+    if not shape or 0 in shape:
+        return b.op("Identity", x)
+    n = shape[dim]
+    tri = np.triu(np.ones((n, n), dtype=bool)).reshape((n, n) + (1,) * (len(shape) - dim - 1))
+    dt = b.out.dtype
+    masked = b.op(
+        "Where", b.const(tri, "bool"), b.op("Unsqueeze", x, b.ints([dim + 1])),
+        b.const(float("-inf"), dt),
+    )  # fmt: skip
+    high = b.reduce("ReduceMax", masked, [dim], True)
+    high = b.op("Where", b.op("IsInf", high), b.const(0, dt), high)
+    total = b.reduce("ReduceSum", b.op("Exp", b.op("Sub", masked, high)), [dim], True)
+    out = b.op("Add", b.op("Log", total), high)
+    return b.op("Squeeze", out, b.ints([dim]))
+
+
+@LOGCUMSUMEXP.public("logcumsumexp")
+def logcumsumexp(x, dim):
+    """log(cumsum(exp(x))) along `dim` without overflow, as `torch.logcumsumexp`.
+
+    Example:
+        >>> import ember
+        >>> ember.logcumsumexp(ember.tensor([0.0, 0.0, 1000.0]), dim=0).tolist()
+        [0.0, 0.6931471824645996, 1000.0]
+    """
+    (d,) = normalize_dims(dim, x.ndim, "logcumsumexp")
+    return apply(LOGCUMSUMEXP, x, dim=d)

@@ -19,7 +19,7 @@ import builtins
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
+from ember._util.errors import IndexOutOfRange, IndexValueOutOfRange, ShapeError, at_user_line
 from ember.ops.registry import (
     apply,
     defop,
@@ -29,7 +29,7 @@ from ember.ops.registry import (
     same_dtype,
     same_shape,
 )
-from ember.ops.elementwise import unbroadcast, where
+from ember.ops.elementwise import FLOOR_DIVIDE, LOGICAL_AND, unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
 
@@ -553,15 +553,17 @@ def _full_index(xp, index, dim):
 # Note [Index ranges]: numpy wraps negative indices and takes any in-range value, so ops whose
 # torch counterparts refuse an index (embedding, one_hot, index_select, gather, scatter) check
 # the range on the data, in the forward kernel, wherever it runs (eager or compiled): a
-# negative or too-large index raises IndexOutOfRange naming the op, never picks a row.
+# negative or too-large index raises IndexValueOutOfRange (an IndexError and a RuntimeError,
+# as torch raises either) naming the op, the index and the size, never picks a row.
 def _check_range(xp, index, low: int, high: int, op: str) -> None:
     if index.size == 0:
         return
     smallest, largest = int(index.min()), int(index.max())
     if smallest < low or largest >= high:
         bad = smallest if smallest < low else largest
-        raise IndexOutOfRange(
-            f"{op}: index {bad} is out of range: expected {low} <= index < {high}"
+        raise IndexValueOutOfRange(
+            f"{op}: index {bad} is out of range for a dim of size {high}: expected "
+            f"{low} <= index < {high}"
         )
 
 
@@ -588,7 +590,7 @@ def _check_index_onnx(b, index, low, high, caller):
 
 
 def check_index(index, low: int, high: int, op: str):
-    """`index`, raising IndexOutOfRange (naming `op`) if any value is outside [low, high)."""
+    """`index`, raising IndexValueOutOfRange (naming `op`) if any value is outside [low, high)."""
     return apply(CHECK_INDEX, index, low=int(low), high=int(high), caller=op)
 
 
@@ -1082,7 +1084,9 @@ def gather(x, dim, index):
 
 
 @SCATTER.public("scatter")
-def scatter(x, dim, index, src=None, value=None):
+def scatter(x, dim, index, src=None, value=None, *, reduce=None):
+    if reduce is not None:  # torch's scatter(..., reduce="add" | "multiply")
+        return _scatter_with_reduce(x, dim, index, src, value, reduce)
     if src is None:
         src = value
     return apply(SCATTER, x, index, src, dim=_dim(dim, x.ndim, "scatter"))
@@ -1117,7 +1121,9 @@ def one_hot(index, num_classes=-1):
         raise TypeError(f"one_hot: index must be an integer tensor, got {index.dtype}")
     if num_classes < 0:
         if index.numel() and int(index.min().item()) < 0:
-            raise IndexOutOfRange("one_hot: class values must be non-negative")
+            raise IndexValueOutOfRange(
+                f"one_hot: class values must be non-negative, got {int(index.min().item())}"
+            )
         num_classes = int(index.max().item()) + 1 if index.numel() else 0
     else:
         index = check_index(index, 0, num_classes, "one_hot")
@@ -1441,3 +1447,426 @@ TO_DEVICE = defop(
 @onnx_lowering("to_device")
 def _to_device_onnx(b, x, device):
     return b.op("Identity", x)  # an ONNX file has no devices: the runtime places tensors
+
+
+# --- issue 18: scatter_reduce, diag, repeat_interleave, Tensor.unfold, meshgrid -----------------
+_SCATTER_REDUCTIONS = {"sum": "add", "prod": "multiply", "amax": "maximum", "amin": "minimum"}
+
+
+def _reduction_identity(xp, dtype, reduce):
+    if reduce in ("sum", "prod"):
+        return 0 if reduce == "sum" else 1
+    if dtype.kind == "f":
+        return -np.inf if reduce == "amax" else np.inf
+    if dtype.kind == "b":
+        return reduce == "amin"
+    info = np.iinfo(dtype)
+    return info.min if reduce == "amax" else info.max
+
+
+def _scatter_reduce_forward(xp, x, index, src, dim, reduce, include_self):
+    _check_range(xp, index, 0, x.shape[dim], "scatter_reduce")
+    out = xp.array(x, copy=True)
+    where_to = _full_index(xp, index, dim)
+    if not include_self:  # the positions written start from the reduction's identity
+        out[where_to] = _reduction_identity(xp, out.dtype, reduce)
+    getattr(xp, _SCATTER_REDUCTIONS[reduce]).at(out, where_to, src)
+    return out
+
+
+def _scatter_reduce_vjp(g, y, x, index, src, dim, reduce, include_self):
+    # torch's scatter_reduce_backward, written with ember ops
+    def again(base, values):
+        return apply(
+            SCATTER_REDUCE, base, index, values, dim=dim, reduce=reduce, include_self=include_self
+        )
+
+    if reduce == "sum":
+        gx, gsrc = g, gather(g, dim, index)
+    elif reduce == "prod":
+        zero_self = x == 0
+        masked_self = where(zero_self, 1.0, x)
+        gx = g * again(masked_self, src) / masked_self
+        src_zero = src == 0
+        zeros = scatter_add(g.new_zeros(tuple(x.shape)), dim, index, src_zero.to(g.dtype))
+        single_zero = apply(LOGICAL_AND, src_zero, gather(zeros, dim, index) == 1)
+        without_zero = again(x, where(single_zero, 1.0, src))
+        gsrc = where(
+            single_zero,
+            gather(g * without_zero, dim, index),
+            gather(g * y, dim, index) / where(src_zero, 1.0, src),
+        )
+    else:  # amax, amin: ties share the gradient evenly
+        value = gather(y, dim, index)
+        self_is = (x == y).to(g.dtype)
+        src_is = (src == value).to(g.dtype)
+        share = g / scatter_add(self_is, dim, index, src_is)
+        gx = self_is * share
+        gsrc = src_is * gather(share, dim, index)
+    if not include_self:  # self's values at the written positions were not used
+        written = apply(SCATTER, g.new_zeros(tuple(x.shape)), index, 1.0, dim=dim)
+        gx = where(written > 0, 0.0, gx)
+    return gx, None, gsrc
+
+
+SCATTER_REDUCE = defop(
+    "scatter_reduce",
+    _scatter_reduce_forward,
+    _scatter_reduce_vjp,
+    shape=lambda s, i, v, dim, reduce, include_self: tuple(s),
+    dtype=same_dtype,
+    promote="common_skip_index",
+    save_output=True,
+    doc="scatter_reduce(x, index, src, dim, reduce, include_self): src reduced into x at index "
+    "along dim with sum, prod, amax or amin (mean is a composite of sum and a count).",
+)
+
+
+@onnx_lowering("scatter_reduce")
+def _scatter_reduce_onnx(b, x, index, src, dim, reduce, include_self):
+    if not include_self:
+        identity = _reduction_identity(np, b.out.dtype, reduce)
+        fill = b.op("Expand", b.const(identity, b.out.dtype), b.op("Shape", index))
+        x = b.op("ScatterElements", x, index, fill, axis=dim)
+    reduction = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}[reduce]
+    return b.op("ScatterElements", x, index, src, axis=dim, reduction=reduction)
+
+
+@public("scatter_reduce")
+def scatter_reduce(x, dim, index, src, reduce, *, include_self=True):
+    """x with src reduced into it at `index` along `dim`, as `torch.scatter_reduce`: reduce is
+    "sum", "prod", "mean", "amax" or "amin"; include_self=False leaves x's own values at the
+    written positions out of the reduction. Differentiable in x and src.
+
+    Example:
+        >>> import ember
+        >>> x = ember.tensor([1.0, 2.0, 3.0])
+        >>> index = ember.tensor([0, 0, 2])
+        >>> x.scatter_reduce(0, index, ember.tensor([5.0, 7.0, 1.0]), "amax").tolist()
+        [7.0, 2.0, 3.0]
+        >>> x.scatter_reduce(0, index, ember.tensor([5.0, 7.0, 1.0]), "mean",
+        ...                  include_self=False).tolist()
+        [6.0, 2.0, 1.0]
+    """
+    if reduce not in ("sum", "prod", "mean", "amax", "amin"):
+        raise ValueError(
+            at_user_line(
+                f"scatter_reduce: reduce must be 'sum', 'prod', 'mean', 'amax' or 'amin', "
+                f"got {reduce!r}"
+            )
+        )
+    d = _dim(dim, x.ndim, "scatter_reduce")
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise TypeError(
+            at_user_line(f"scatter_reduce: index must be an int64 tensor, got {index.dtype}")
+        )
+    if index.ndim != x.ndim or src.ndim != index.ndim:
+        raise ShapeError(
+            f"scatter_reduce: index and src must have as many dims as the input ({x.ndim}), got "
+            f"index {tuple(index.shape)} and src {tuple(src.shape)}"
+        )
+    for i, (n, m) in enumerate(zip(index.shape, src.shape)):
+        if m < n or (i != d and x.shape[i] < n):
+            raise ShapeError(
+                f"scatter_reduce: index {tuple(index.shape)} is larger than src "
+                f"{tuple(src.shape)} or than the input {tuple(x.shape)} in dim {i}"
+            )
+    if tuple(src.shape) != tuple(index.shape):  # torch reads the leading block of src
+        src = src[tuple(slice(0, n) for n in index.shape)]
+    include_self = bool(include_self)
+    if reduce != "mean":
+        return apply(SCATTER_REDUCE, x, index, src, dim=d, reduce=reduce, include_self=include_self)
+    total = apply(SCATTER_REDUCE, x, index, src, dim=d, reduce="sum", include_self=include_self)
+    start = x.new_ones(tuple(x.shape)) if include_self else x.new_zeros(tuple(x.shape))
+    count = scatter_add(start, d, index, x.new_ones(tuple(index.shape)))
+    count = where(count == 0, 1, count)
+    if x.dtype.is_floating_point:
+        return total / count
+    return apply(FLOOR_DIVIDE, total, count)
+
+
+@public("scatter_reduce_", function=False)
+def scatter_reduce_(x, dim, index, src, reduce, *, include_self=True):
+    """In-place `scatter_reduce`."""
+    return x.copy_(scatter_reduce(x, dim, index, src, reduce, include_self=include_self))
+
+
+def _scatter_with_reduce(x, dim, index, src, value, reduce):
+    """torch's scatter(..., reduce='add' | 'multiply') (a scalar value or a tensor src)."""
+    if reduce not in ("add", "multiply"):
+        raise ValueError(
+            at_user_line(f"scatter: reduce must be 'add' or 'multiply', got {reduce!r}")
+        )
+    values = src if src is not None else value
+    if not hasattr(values, "shape"):
+        values = x.new_full(tuple(index.shape), values)
+    return scatter_reduce(x, dim, index, values, "sum" if reduce == "add" else "prod")
+
+
+def cumsum_(x, dim):
+    from ember.ops.reduce import cumsum
+
+    return cumsum(x, dim)
+
+
+_diagonal_view = diagonal  # `diag`'s argument is called `diagonal`, as torch's
+
+
+@public("diag")
+def diag(x, diagonal=0):
+    """A 1-D tensor as a square matrix with it on the `diagonal` (0: the main one, > 0 above,
+    < 0 below); of a 2-D tensor, that diagonal as a new 1-D tensor, as `torch.diag`.
+
+    Example:
+        >>> import ember
+        >>> ember.diag(ember.tensor([1, 2]), 1).tolist()
+        [[0, 1, 0], [0, 0, 2], [0, 0, 0]]
+        >>> ember.diag(ember.tensor([[1, 2], [3, 4]])).tolist()
+        [1, 4]
+    """
+    k = int(diagonal)
+    if x.ndim == 2:
+        return apply(COPY, _diagonal_view(x, k))
+    if x.ndim != 1:
+        raise ShapeError(f"diag: input must be 1-D or 2-D, got shape {tuple(x.shape)}")
+    m = x.shape[0]
+    # [v | 0 ... 0] row by row, read m * m at a time: v lands on the main diagonal exactly
+    rows = cat([x.reshape(m, 1), x.new_zeros((m, m))], 1).reshape(-1)
+    square = rows[: m * m].reshape(m, m)
+    if k == 0:
+        return square
+    a = builtins.abs(k)
+    return apply(PAD, square, pad=((0, a), (a, 0)) if k > 0 else ((a, 0), (0, a)), value=0)
+
+
+@public("repeat_interleave")
+def repeat_interleave(x, repeats=None, dim=None, *, output_size=None):
+    """Each element repeated `repeats` times along `dim` (the flattened input for dim=None);
+    `repeats` an int or a tensor with one count per element, as `torch.repeat_interleave`.
+    With a tensor only, `repeat_interleave(counts)` repeats 0, 1, 2, ... counts[i] times.
+
+    Example:
+        >>> import ember
+        >>> ember.tensor([[1, 2], [3, 4]]).repeat_interleave(2, dim=0).tolist()
+        [[1, 2], [1, 2], [3, 4], [3, 4]]
+        >>> ember.repeat_interleave(ember.tensor([1, 2]), ember.tensor([1, 2])).tolist()
+        [1, 2, 2]
+    """
+    if repeats is None:  # repeat_interleave(counts)
+        if x.ndim > 1 or x.dtype.is_floating_point:
+            raise ShapeError(
+                f"repeat_interleave: counts must be a 1-D integer tensor, got shape "
+                f"{tuple(x.shape)} {x.dtype}"
+            )
+        counts = x.reshape(-1)
+        return repeat_interleave(
+            x.new_tensor(np.arange(counts.shape[0]), dtype=_dt.int64),
+            counts,
+            0,
+            output_size=output_size,
+        )
+    if dim is None:
+        x, d = x.reshape(-1), 0
+    else:
+        d = _dim(dim, x.ndim, "repeat_interleave")
+        if x.ndim == 0:
+            x = x.reshape(1)
+    n = x.shape[d]
+    if hasattr(repeats, "shape") and output_size is not None:
+        # the output's size is given: the picks come from the counts with ops alone (so this
+        # traces and exports, as torch's output_size is for): a 1 where each element's copies
+        # start, summed from the left, is the element index at every output position
+        if repeats.dtype.is_floating_point or repeats.dtype is _dt.bool_:
+            raise TypeError(
+                at_user_line(f"repeat_interleave: repeats must be integers, got {repeats.dtype}")
+            )
+        counts = repeats.reshape(-1)
+        if counts.shape[0] not in (1, n):
+            raise ShapeError(
+                f"repeat_interleave: repeats has {counts.shape[0]} counts but dim {d} of the "
+                f"input has size {n}"
+            )
+        size = int(output_size)
+        if n == 0 or size == 0:
+            return index_select(x, d, x.new_zeros((0,), dtype=_dt.int64))
+        ends = cumsum_(counts.expand(n) if counts.shape[0] == 1 else counts, 0).to(_dt.int64)
+        # torch refuses an output_size other than the sum ("allocated size does not match")
+        check_index(ends[-1:], size, size + 1, "repeat_interleave: output_size != sum(repeats)")
+        starts = x.new_zeros((size + 1,), dtype=_dt.int64)
+        if n > 1:
+            starts = scatter_add(starts, 0, ends[:-1], x.new_ones((n - 1,), dtype=_dt.int64))
+        picks = cumsum_(starts, 0)[:size]
+        return index_select(x, d, picks)
+    if hasattr(repeats, "shape"):
+        if repeats.dtype.is_floating_point or repeats.dtype is _dt.bool_:
+            raise TypeError(
+                at_user_line(f"repeat_interleave: repeats must be integers, got {repeats.dtype}")
+            )
+        if repeats.ndim > 1:
+            raise ShapeError(
+                f"repeat_interleave: repeats must be 0-D or 1-D, got shape {tuple(repeats.shape)}"
+            )
+        counts = np.asarray(repeats.detach().cpu().numpy()).reshape(-1).astype(np.int64)
+        if counts.size == 1:
+            repeats = int(counts[0])
+        elif counts.size != n:
+            raise ShapeError(
+                f"repeat_interleave: repeats has {counts.size} counts but dim {d} of the input "
+                f"has size {n}"
+            )
+    if isinstance(repeats, (int, np.integer)):
+        counts = None
+        if repeats < 0:
+            raise ValueError(
+                at_user_line(f"repeat_interleave: repeats must be non-negative, got {repeats}")
+            )
+        total = n * int(repeats)
+    else:
+        if (counts < 0).any():
+            raise ValueError(
+                at_user_line(f"repeat_interleave: repeats must be non-negative, got {counts}")
+            )
+        total = int(counts.sum())
+    if output_size is not None and int(output_size) != total:
+        raise ShapeError(
+            f"repeat_interleave: output_size is {output_size} but the repeats give {total}"
+        )
+    if counts is None:  # each element r times: a new axis after d, expanded and merged
+        shape = tuple(x.shape)
+        grown = shape[: d + 1] + (int(repeats),) + shape[d + 1 :]
+        merged = shape[:d] + (total,) + shape[d + 1 :]
+        return x.unsqueeze(d + 1).expand(grown).reshape(merged)
+    picks = x.new_tensor(np.repeat(np.arange(n), counts), dtype=_dt.int64)
+    return index_select(x, d, picks)
+
+
+def _unfold_count(length, size, step):
+    return (length - size) // step + 1
+
+
+def _unfold_shape(s, dim, size, step):
+    s = tuple(s)
+    if not s:
+        return (size,)
+    return s[:dim] + (_unfold_count(s[dim], size, step),) + s[dim + 1 :] + (size,)
+
+
+def _unfold_forward(xp, x, dim, size, step):
+    # Note [Unfold views]: the windows are a strided view of x (no copy), as torch's: window
+    # w, element k of dim `dim` is x[..., w * step + k, ...], a new last dim of stride
+    # x.strides[dim]; overlapping windows share memory
+    if x.ndim == 0:
+        return x.reshape(1)
+    shape = _unfold_shape(x.shape, dim, size, step)
+    strides = x.strides[:dim] + (x.strides[dim] * step,) + x.strides[dim + 1 :] + (x.strides[dim],)
+    if isinstance(x, np.ndarray):
+        return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=x.flags.writeable)
+    starts = xp.arange(shape[dim])[:, None] * step + xp.arange(size)[None, :]
+    picked = xp.take(x, starts.reshape(-1), axis=dim).reshape(
+        x.shape[:dim] + (shape[dim], size) + x.shape[dim + 1 :]
+    )
+    return xp.moveaxis(picked, dim + 1, -1)
+
+
+def _unfold_window_index(length, size, step):
+    count = _unfold_count(length, size, step)
+    return (np.arange(count)[:, None] * step + np.arange(size)[None, :]).reshape(-1)
+
+
+def _unfold_vjp(g, y, x, dim, size, step):
+    # each window's gradient lands back on the elements it viewed (summed where they overlap)
+    if not x.shape:
+        return (g.reshape(()),)
+    shape = tuple(x.shape)
+    count = _unfold_count(shape[dim], size, step)
+    flat = movedim(g, -1, dim + 1).reshape(shape[:dim] + (count * size,) + shape[dim + 1 :])
+    index = g.new_tensor(_unfold_window_index(shape[dim], size, step), dtype=_dt.int64)
+    spec = (("s", None, None, None),) * dim + (("t",),)
+    return (apply(INDEX_ADD, g.new_zeros(shape), flat, index, spec=spec),)
+
+
+UNFOLD = defop(
+    "unfold",
+    _unfold_forward,
+    _unfold_vjp,
+    shape=lambda s, dim, size, step: _unfold_shape(s, dim, size, step),
+    dtype=same_dtype,
+    view=True,
+    doc="Tensor.unfold(dim, size, step): every window of `size` elements `step` apart along "
+    "dim as a new last dim; a view (Note [Unfold views]).",
+)
+
+
+@onnx_lowering("unfold")
+def _unfold_onnx(b, x, dim, size, step):
+    shape = b.ins[0].shape
+    if not shape:
+        return b.op("Reshape", x, b.ints([1]))
+    count = _unfold_count(shape[dim], size, step)
+    index = b.const(_unfold_window_index(shape[dim], size, step).reshape(count, size), "int64")
+    picked = b.op("Gather", x, index, axis=dim)  # (..., count, size, ...)
+    rank = len(shape) + 1
+    perm = [a for a in range(rank) if a != dim + 1] + [dim + 1]
+    return b.op("Transpose", picked, perm=perm)
+
+
+@UNFOLD.public("unfold", function=False)
+def unfold(x, dimension, size, step):
+    """Every window of `size` elements along `dimension`, `step` apart, as a new last dim
+    (`Tensor.unfold`): a view of x, as torch's, and differentiable.
+
+    Example:
+        >>> import ember
+        >>> ember.arange(5).unfold(0, 2, 2).tolist()
+        [[0, 1], [2, 3]]
+    """
+    d = _dim(dimension, x.ndim, "unfold")
+    length = x.shape[d] if x.ndim else 1
+    if step <= 0:
+        raise ShapeError(f"unfold: step is {step} but must be > 0")
+    if size < 0 or size > length:
+        raise ShapeError(f"unfold: maximum size for dimension {d} is {length} but size is {size}")
+    return apply(UNFOLD, x, dim=d, size=int(size), step=int(step))
+
+
+@public("meshgrid", method=False)
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids from 1-D tensors, as `torch.meshgrid`: indexing="ij" (matrix, torch's
+    default) gives grids of shape (len(t0), len(t1), ...), "xy" (Cartesian) swaps the first
+    two. The grids are expanded views.
+
+    Example:
+        >>> import ember
+        >>> gx, gy = ember.meshgrid(ember.tensor([1, 2, 3]), ember.tensor([4, 5]), indexing="xy")
+        >>> gx.tolist(), gy.tolist()
+        ([[1, 2, 3], [1, 2, 3]], [[4, 4, 4], [5, 5, 5]])
+    """
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(at_user_line(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}"))
+    if not tensors:
+        raise ValueError(at_user_line("meshgrid: expects at least one tensor"))
+    for t in tensors:
+        if t.ndim > 1:
+            raise ShapeError(f"meshgrid: expects 0-D or 1-D tensors, got shape {tuple(t.shape)}")
+        if t.dtype is not tensors[0].dtype:
+            raise TypeError(
+                at_user_line(
+                    f"meshgrid: expects all tensors to have the same dtype, got {tensors[0].dtype} "
+                    f"and {t.dtype}"
+                )
+            )
+    swap = indexing == "xy" and len(tensors) >= 2
+    order = list(tensors)
+    if swap:
+        order[0], order[1] = order[1], order[0]
+    shape = tuple(t.numel() for t in order)
+    grids = []
+    for i, t in enumerate(order):
+        view = [1] * len(order)
+        view[i] = shape[i]
+        grids.append(t.reshape(tuple(view)).expand(shape))
+    if swap:
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)

@@ -39,6 +39,8 @@ _REFLECTED = {
     "__rand__",
     "__ror__",
     "__rxor__",
+    "__rlshift__",
+    "__rrshift__",
 }
 _functions: dict = {}
 _methods: dict = {}

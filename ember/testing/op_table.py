@@ -560,6 +560,107 @@ def _recurrence_row(name, mode, gates, ops, nonlinearity="tanh"):
     )
 
 
+def _unary_in(name, low, high, edge=None):
+    """A row for a float unary op (torch's name) on samples drawn inside its domain."""
+
+    def samples(rng):
+        out = [
+            Sample((rng.uniform(low, high, (3, 4)),), name="2d"),
+            Sample((rng.uniform(low, high, (4, 3)),), noncontiguous=True, name="noncontiguous"),
+            Sample((np.asarray(rng.uniform(low, high)).reshape(()),), name="0d"),
+            Sample((np.zeros((0, 3)),), name="empty"),
+        ]
+        if edge is not None:
+            out.append(Sample((np.array(edge, dtype=np.float64),), name="edge", grad=False))
+        return out
+
+    method = lambda x: getattr(x, name)()  # noqa: E731
+    ref = getattr(
+        np,
+        {
+            "asin": "arcsin",
+            "acos": "arccos",
+            "atan": "arctan",
+            "asinh": "arcsinh",
+            "acosh": "arccosh",
+            "atanh": "arctanh",
+        }.get(name, name),
+    )
+    return OpRow(name, (name,), method, samples, method, ref, gradgrad=True)
+
+
+def _bitwise_samples(rng):
+    return [
+        Sample((rng.integers(-100, 100, (3, 4)), rng.integers(-100, 100, (3, 4))), name="int"),
+        Sample((rng.integers(-100, 100, (2, 3, 4)), rng.integers(0, 100, (4,))), name="bcast"),
+        Sample((rng.integers(-100, 100, (3, 4)), 6), name="scalar"),
+        Sample((rng.random((3, 4)) > 0.5, rng.random((3, 4)) > 0.5), name="bool"),
+        Sample((rng.random((3, 4)) > 0.5, True), name="bool-scalar"),
+    ]
+
+
+def _moments_samples(rng):
+    return [
+        Sample((_r(rng, 3, 4),), {}, name="all"),
+        Sample((_r(rng, 3, 4), 1), {}, name="dim"),
+        Sample((_r(rng, 2, 3, 4), (0, 2)), {"keepdim": True, "correction": 0}, name="dims-keep"),
+        Sample((_r(rng, 3, 4), 0, False), {}, name="unbiased-positional"),
+        Sample((_r(rng, 4, 3),), {"dim": 1, "correction": 2}, noncontiguous=True, name="nc"),
+    ]
+
+
+def _values_and_indices(pair):
+    """cummax/cummin's (values, indices) as one tensor: the indices as float offsets."""
+    values, indices = pair
+    return values + indices.to(values.dtype) * 1000
+
+
+def _cum_extreme_samples(rng):
+    ties = np.array([[1.0, 3.0, 2.0, 3.0, 0.5, 3.0], [2.0, 2.0, 1.0, 1.0, 4.0, -1.0]])
+    return [
+        Sample((_r(rng, 3, 5), 1), name="dim1"),
+        Sample((_r(rng, 4, 3), 0), noncontiguous=True, name="dim0"),
+        Sample((ties, 1), name="ties", grad=False),  # a kink: torch's gradient only
+        Sample((np.array([1.0, np.nan, 0.0, np.nan, 5.0]), 0), name="nan", grad=False),
+        Sample((np.array(2.5), 0), name="0d"),
+        Sample((np.zeros((0, 3)), 1), name="empty"),
+        Sample((np.array([[3, 1, 4, 1, 5]]), 1), name="int", grad=False),
+    ]
+
+
+def _scatter_reduce_samples(rng):
+    index = np.array([[0, 1, 0], [2, 2, 0], [1, 3, 3]])
+    out = []
+    for reduce in ("sum", "prod", "mean", "amax", "amin"):
+        for include_self in (True, False):
+            out.append(
+                Sample(
+                    (_r(rng, 3, 4), 1, index, _r(rng, 3, 3)),
+                    {"reduce": reduce, "include_self": include_self},
+                    name=f"{reduce}-{'self' if include_self else 'noself'}",
+                )
+            )
+    out += [
+        Sample(
+            (np.array([1.0, 2.0, 0.0]), 0, np.array([0, 0, 1, 2]), np.array([0.0, 3.0, 0.0, 0.0])),
+            {"reduce": "prod"},
+            name="prod-zeros",
+        ),
+        Sample(
+            (np.array([1.0, 2.0, 3.0]), 0, np.array([0, 0, 2]), np.array([2.0, 2.0, 3.0])),
+            {"reduce": "amax"},
+            name="ties",
+            grad=False,
+        ),
+        Sample(
+            (np.array([1, 2, 3]), 0, np.array([0, 0, 2]), np.array([4, 5, 1])),
+            {"reduce": "mean"},
+            name="int-mean",
+        ),
+    ]
+    return out
+
+
 ROWS: list[OpRow] = [
     # --- elementwise unary
     _unary("neg", lambda x: -x, lambda x: -x, np.negative),
@@ -707,7 +808,9 @@ ROWS: list[OpRow] = [
     OpRow(
         "logical",
         ("logical_and", "logical_or", "logical_xor"),
-        lambda a, b: ember.stack([a & b, a | b, a ^ b]),
+        lambda a, b: ember.stack(
+            [ember.logical_and(a, b), ember.logical_or(a, b), ember.logical_xor(a, b)]
+        ),
         _bool_samples,
         lambda a, b: _t("stack")([a & b, a | b, a ^ b]),
         lambda a, b: np.stack(np.broadcast_arrays(a & b, a | b, a ^ b)),
@@ -856,6 +959,8 @@ ROWS: list[OpRow] = [
             Sample((_r(rng, 3, 4),), {}),
             Sample((_r(rng, 3, 4),), {"dim": 1}),
             Sample((np.array([[1.5, 0.0, 2.0], [0.0, 0.0, 3.0]]),), {"dim": 1}, name="zeros"),
+            Sample((np.array(1.7),), {}, name="0d"),
+            Sample((np.array(-0.7),), {"dim": 0}, name="0d-dim"),
         ],
         lambda x, **k: x.prod(**k),
         lambda x, dim=None, keepdim=False: np.prod(x, axis=dim, keepdims=keepdim),
@@ -2054,6 +2159,461 @@ ROWS: list[OpRow] = [
         lambda x: x.to("cpu") * 1.0 + ember.zeros(tuple(x.shape), dtype=x.dtype).copy_(x),
         lambda rng: [Sample((_r(rng, 3, 4),))],
         lambda x: x.to("cpu") * 1.0 + x.clone(),
+    ),
+    # --- issue 18: inverse and hyperbolic trig, log10, exp2, binary math, bitwise ops
+    _unary_in("asin", -0.9, 0.9, edge=[-1.0, 0.0, 1.0]),
+    _unary_in("acos", -0.9, 0.9, edge=[-1.0, 0.0, 1.0]),
+    _unary_in("atan", -3.0, 3.0, edge=[-1e30, 0.0, 1e30]),
+    _unary_in("sinh", -3.0, 3.0, edge=[-100.0, 0.0, 100.0]),
+    _unary_in("cosh", -3.0, 3.0, edge=[-100.0, 0.0, 100.0]),
+    _unary_in("asinh", -3.0, 3.0, edge=[-1e15, 0.0, 1e15]),
+    _unary_in("acosh", 1.1, 4.0, edge=[1.0, 1e15]),
+    _unary_in("atanh", -0.9, 0.9, edge=[-1.0, 0.0, 1.0]),
+    _unary_in("log10", 0.1, 4.0, edge=[0.0, 1.0, 1e30]),
+    _unary_in("exp2", -3.0, 3.0, edge=[-200.0, 0.0, 100.0]),
+    OpRow(
+        "trig_aliases",
+        ("asin", "acos", "atan", "asinh", "acosh", "atanh", "atan2"),
+        lambda x: ember.stack(
+            [
+                x.arcsin(),
+                ember.arccos(x),
+                x.arctan(),
+                ember.arcsinh(x),
+                (x + 2).arccosh(),
+                x.arctanh(),
+                ember.arctan2(x, x + 1),
+            ]
+        ),
+        lambda rng: [Sample((rng.uniform(-0.9, 0.9, (3, 4)),))],
+        lambda x: _t("stack")(
+            [
+                x.arcsin(),
+                _t("arccos")(x),
+                x.arctan(),
+                _t("arcsinh")(x),
+                (x + 2).arccosh(),
+                x.arctanh(),
+                _t("arctan2")(x, x + 1),
+            ]
+        ),
+    ),
+    OpRow(
+        "atan2",
+        ("atan2",),
+        ember.atan2,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (np.array([0.0, 1.0, -1.0, 0.0, 2.0, -2.0]), np.array([0.0, 0.0, 0.0, -1, -3, -3])),
+                name="axes-and-quadrants",
+                grad=False,
+            ),
+        ],
+        lambda a, b: _t("atan2")(a, _tt(b)),
+        np.arctan2,
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "copysign",
+        ("copysign",),
+        ember.copysign,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (np.array([1.0, -2.0, 0.0, 3.0]), np.array([-0.0, 0.0, -1.0, -0.0])),
+                name="signed-zeros",
+                grad=False,
+            ),
+        ],
+        lambda a, b: _t("copysign")(a, b),
+        np.copysign,
+        gradgrad=False,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "fmod",
+        ("fmod",),
+        ember.fmod,
+        lambda rng: [
+            *binary_samples(positive_b=True)(rng),
+            Sample(
+                (np.array([-7.5, 7.5, -7.5, 7.5]), np.array([2.0, 2.0, -2.0, -2.0])),
+                name="signs",
+                grad=False,
+            ),
+            Sample((np.array([-7, 7, -7, 7, 0]), np.array([3, 3, -3, -3, 5])), name="int"),
+        ],
+        lambda a, b: _t("fmod")(a, b),
+        np.fmod,
+        gradgrad=False,
+        errors=(
+            _BROADCAST_ERROR,
+            ErrorCase((np.array([4, 5]), np.array([2, 0])), {}, ZeroDivisionError, "fmod"),
+        ),
+    ),
+    OpRow(
+        "remainder_signs",
+        ("remainder",),
+        lambda a, b: ember.remainder(a, b),
+        lambda rng: [
+            Sample(
+                (np.array([-7.5, 7.5, -7.5, 7.5]), np.array([2.0, 2.0, -2.0, -2.0])),
+                name="signs",
+                grad=False,
+            ),
+            Sample((np.array([-7, 7, -7, 7, 0]), np.array([3, 3, -3, -3, 5])), name="int"),
+            Sample((np.array([-7, 7, -7, 7]), -3), name="int-scalar"),
+        ],
+        lambda a, b: _t("remainder")(a, b),
+        np.remainder,
+        grad=False,
+    ),
+    OpRow(
+        "logaddexp",
+        ("logaddexp",),
+        ember.logaddexp,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (
+                    np.array([-np.inf, 0.0, 800.0, -800.0]),
+                    np.array([-np.inf, -np.inf, 800.0, -801.0]),
+                ),
+                name="edge",
+                grad=False,
+            ),
+        ],
+        lambda a, b: _t("logaddexp")(a, _tt(b)),
+        np.logaddexp,
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "logaddexp2",
+        ("logaddexp2", "exp2"),
+        ember.logaddexp2,
+        lambda rng: [
+            *binary_samples()(rng),
+            Sample(
+                (
+                    np.array([-np.inf, 0.0, 800.0, -800.0]),
+                    np.array([-np.inf, -np.inf, 800.0, -801.0]),
+                ),
+                name="edge",
+                grad=False,
+            ),
+        ],
+        lambda a, b: _t("logaddexp2")(a, _tt(b)),
+        np.logaddexp2,
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "bitwise",
+        ("bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not"),
+        lambda a, b: ember.stack(
+            [
+                a & b,
+                a | b,
+                a ^ b,
+                ~a,
+                ember.bitwise_and(a, b),
+                a.bitwise_or(b),
+                ember.bitwise_xor(a, b),
+                ember.bitwise_not(a),
+            ]
+        ),
+        _bitwise_samples,
+        lambda a, b: _t("stack")(
+            [
+                a & b,
+                a | b,
+                a ^ b,
+                ~a,
+                _t("bitwise_and")(a, b),
+                a.bitwise_or(b),
+                _t("bitwise_xor")(a, b),
+                _t("bitwise_not")(a),
+            ]
+        ),
+        lambda a, b: np.stack(
+            np.broadcast_arrays(a & b, a | b, a ^ b, ~a, a & b, a | b, a ^ b, ~a)
+        ),
+        grad=False,
+        errors=(
+            ErrorCase((np.ones(3), np.ones(3)), {}, RuntimeError, "bitwise_and: takes integer"),
+            ErrorCase((np.ones(3), 1), {}, NotImplementedError, "bitwise_and: .*got float32"),
+        ),
+    ),
+    OpRow(
+        "bitwise_shift",
+        ("bitwise_left_shift", "bitwise_right_shift"),
+        lambda a, b: ember.stack(
+            [a << b, a >> b, ember.bitwise_left_shift(a, b), a.bitwise_right_shift(b)]
+        ),
+        lambda rng: [
+            Sample((rng.integers(-100, 100, (3, 4)), rng.integers(0, 6, (3, 4))), name="same"),
+            Sample((rng.integers(-100, 100, (2, 3, 4)), rng.integers(0, 6, (4,))), name="bcast"),
+            Sample((rng.integers(-100, 100, (3, 4)), 2), name="scalar"),
+        ],
+        lambda a, b: _t("stack")(
+            [a << b, a >> b, _t("bitwise_left_shift")(a, b), a.bitwise_right_shift(b)]
+        ),
+        lambda a, b: np.stack(np.broadcast_arrays(a << b, a >> b, a << b, a >> b)),
+        grad=False,
+        errors=(ErrorCase((np.ones(3), 1), {}, RuntimeError, "bitwise_left_shift: takes integer"),),
+    ),
+    OpRow(
+        "isclose",
+        ("eq", "isnan", "isfinite", "abs", "le", "logical_or", "logical_and", "where"),
+        lambda a, b, **k: ember.isclose(a, b, **k),
+        lambda rng: [
+            Sample(
+                (
+                    np.array([1.0, np.nan, np.inf, 1e-9, -np.inf, 1.0, 2.0]),
+                    np.array([1.0 + 1e-6, np.nan, np.inf, 0.0, np.inf, 1.1, 2.00001]),
+                ),
+                {},
+            ),
+            Sample(
+                (np.array([1.0, np.nan, 1.0]), np.array([1.0, np.nan, 1.2])),
+                {"equal_nan": True, "rtol": 0.1, "atol": 0.0},
+                name="equal-nan",
+            ),
+            Sample(
+                (np.array([1.0, 2.0]), np.array([1.0, 2.1])), {"rtol": 0, "atol": 0}, name="exact"
+            ),
+            Sample((np.array([1, 2, 5]), np.array([1, 3, 3])), {"atol": 1}, name="int"),
+            Sample((_r(rng, 2, 3), _r(rng, 3)), {"atol": 1.0}, name="broadcast"),
+        ],
+        lambda a, b, **k: _t("isclose")(a, b, **k),
+        grad=False,
+        errors=(ErrorCase((np.ones(2), np.ones(2)), {"rtol": -1.0}, ValueError, "isclose: rtol"),),
+    ),
+    OpRow(
+        "std_mean",
+        ("sum", "sqrt"),
+        lambda x, *a, **k: ember.stack(list(ember.std_mean(x, *a, **k))),
+        _moments_samples,
+        lambda x, *a, **k: _t("stack")(list(_t("std_mean")(x, *a, **k))),
+    ),
+    OpRow(
+        "var_mean",
+        ("sum",),
+        lambda x, *a, **k: ember.stack(list(ember.var_mean(x, *a, **k))),
+        _moments_samples,
+        lambda x, *a, **k: _t("stack")(list(_t("var_mean")(x, *a, **k))),
+        gradgrad=True,
+    ),
+    OpRow(
+        "cummax",
+        ("cum_extreme_index", "gather"),
+        lambda x, dim: _values_and_indices(ember.cummax(x, dim)),
+        _cum_extreme_samples,
+        lambda x, dim: _values_and_indices(_t("cummax")(x, dim)),
+        errors=(ErrorCase((np.ones((2, 3)),), {"dim": 2}, IndexError, "cummax: dim 2"),),
+    ),
+    OpRow(
+        "cummin",
+        ("cum_extreme_index", "gather"),
+        lambda x, dim: _values_and_indices(x.cummin(dim)),
+        _cum_extreme_samples,
+        lambda x, dim: _values_and_indices(x.cummin(dim)),
+    ),
+    OpRow(
+        "logcumsumexp",
+        ("logcumsumexp",),
+        lambda x, dim: x.logcumsumexp(dim),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {"dim": 1}),
+            Sample((_r(rng, 2, 3, 4),), {"dim": 0}, name="dim0"),
+            Sample((_r(rng, 4, 3),), {"dim": -1}, noncontiguous=True, name="noncontiguous"),
+            Sample((np.array(0.5),), {"dim": 0}, name="0d"),
+            Sample(
+                (np.array([-1000.0, 0.0, 1000.0, -np.inf]),), {"dim": 0}, name="wide", grad=False
+            ),
+        ],
+        lambda x, dim: _t("logcumsumexp")(x, dim),
+        lambda x, dim: np.logaddexp.accumulate(x, axis=dim) if x.ndim else x,
+        gradgrad=True,
+    ),
+    OpRow(
+        "diag",
+        ("cat", "reshape", "getitem", "pad", "diagonal", "copy"),
+        lambda x, *a: ember.diag(x, *a),
+        lambda rng: [
+            Sample((_r(rng, 4),), name="1d"),
+            Sample((_r(rng, 3), 2), name="1d-above"),
+            Sample((_r(rng, 3), -1), name="1d-below"),
+            Sample((_r(rng, 3, 4),), name="2d"),
+            Sample((_r(rng, 4, 3), -2), noncontiguous=True, name="2d-below"),
+            Sample((_r(rng, 3, 4), 5), name="2d-outside"),
+            Sample((np.array([1, 2, 3]), 1), name="int"),
+        ],
+        lambda x, *a: _t("diag")(x, *a),
+        lambda x, k=0: np.diag(x, k),
+        gradgrad=True,
+        errors=(ErrorCase((np.ones((2, 2, 2)),), {}, RuntimeError, "diag: input must be 1-D"),),
+    ),
+    OpRow(
+        "repeat_interleave",
+        ("reshape", "expand", "getitem", "check_index", "cumsum", "scatter_add"),
+        lambda x, r, **k: x.repeat_interleave(r, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 3), 2), name="flat"),
+            Sample((_r(rng, 2, 3), 3), {"dim": 1}, name="int-dim"),
+            # equal counts: the ONNX export check draws fresh counts from the sample's values
+            Sample(
+                (_r(rng, 3, 2), np.array([2, 2, 2])), {"dim": 0, "output_size": 6}, name="tensor"
+            ),
+            Sample((_r(rng, 3, 2), np.array([2])), {"dim": -1, "output_size": 4}, name="one"),
+            Sample(
+                (_r(rng, 4, 3), np.array([3, 3, 3])),
+                {"dim": 1, "output_size": 9},
+                noncontiguous=True,
+                name="noncontiguous",
+            ),
+        ],
+        lambda x, r, **k: x.repeat_interleave(r, **k),
+        gradgrad=True,
+        int_args=(1,),
+        errors=(
+            ErrorCase(
+                (np.ones((3, 2)), np.array([1, 2])),
+                {"dim": 0},
+                RuntimeError,
+                "repeat_interleave: repeats has 2 counts",
+            ),
+            ErrorCase(
+                (np.ones((3, 2)), 2), {"dim": 0, "output_size": 5}, RuntimeError, "output_size is 5"
+            ),
+        ),
+    ),
+    OpRow(
+        "unfold",
+        ("unfold", "index_add"),
+        lambda x, *a: x.unfold(*a),
+        lambda rng: [
+            Sample((_r(rng, 7), 0, 2, 2), name="1d"),
+            Sample((_r(rng, 3, 8), 1, 3, 2), name="overlap"),
+            Sample((_r(rng, 5, 4), 0, 5, 1), noncontiguous=True, name="whole"),
+            Sample((_r(rng, 2, 6, 3), -2, 2, 3), name="middle"),
+            Sample((np.array(1.5), 0, 1, 1), name="0d"),
+        ],
+        lambda x, *a: x.unfold(*a),
+        gradgrad=True,
+        errors=(
+            ErrorCase((np.ones((2, 3)), 1, 4, 1), {}, RuntimeError, "maximum size for dim"),
+            ErrorCase((np.ones((2, 3)), 1, 2, 0), {}, RuntimeError, "step is 0"),
+        ),
+    ),
+    OpRow(
+        "meshgrid",
+        ("reshape", "expand"),
+        lambda *xs, **k: ember.stack(list(ember.meshgrid(*xs, **k))),
+        lambda rng: [
+            Sample((_r(rng, 3), _r(rng, 4)), {"indexing": "ij"}, name="ij"),
+            Sample((_r(rng, 3), _r(rng, 4)), {"indexing": "xy"}, name="xy"),
+            Sample((_r(rng, 2), _r(rng, 3), _r(rng, 4)), {"indexing": "xy"}, name="xy3"),
+            Sample((_r(rng, 2), np.array(0.5)), {"indexing": "ij"}, name="0d"),
+        ],
+        lambda *xs, **k: _t("stack")(list(_t("meshgrid")(*xs, **k))),
+        errors=(ErrorCase((np.ones(2), np.ones(2)), {"indexing": "yx"}, ValueError, "meshgrid"),),
+    ),
+    OpRow(
+        "scatter_reduce",
+        ("scatter_reduce", "scatter_add", "scatter", "gather"),
+        lambda x, d, i, s, **k: x.scatter_reduce(d, i, s, **k),
+        _scatter_reduce_samples,
+        lambda x, d, i, s, **k: x.scatter_reduce(d, i, s, **k),
+        int_args=(2,),
+        gradgrad=False,
+        errors=(
+            ErrorCase(
+                (np.ones(3), 0, np.array([3]), np.ones(1)),
+                {"reduce": "sum"},
+                RuntimeError,
+                "scatter_reduce: index 3 is out of range",
+            ),
+            ErrorCase(
+                (np.ones(3), 0, np.array([0]), np.ones(1)),
+                {"reduce": "max"},
+                ValueError,
+                "reduce must be",
+            ),
+        ),
+    ),
+    OpRow(
+        "scatter_with_reduce",
+        ("scatter_reduce",),
+        lambda x, d, i, s, **k: x.scatter(d, i, s, **k),
+        lambda rng: [
+            Sample(
+                (_r(rng, 3, 4), 1, np.array([[0, 1], [2, 0], [1, 1]]), _r(rng, 3, 2)),
+                {"reduce": "add"},
+                name="add",
+            ),
+            Sample(
+                (_r(rng, 3, 4), 0, np.array([[0, 1, 2, 0], [0, 1, 1, 2]]), _r(rng, 2, 4)),
+                {"reduce": "multiply"},
+                name="multiply",
+            ),
+            Sample(
+                (_r(rng, 3, 4), 1, np.array([[0, 0], [3, 3], [1, 2]]), 1.5),
+                {"reduce": "multiply"},
+                name="value",
+            ),
+        ],
+        lambda x, d, i, s, **k: x.scatter(d, i, s, **k),
+        int_args=(2,),
+        grad=False,  # torch has no derivative for scatter(reduce=); scatter_reduce has ours
+    ),
+    OpRow(
+        "gather_range",
+        ("gather",),
+        lambda x, d, i: ember.gather(x, d, i),
+        lambda rng: [Sample((_r(rng, 3, 4), 1, np.array([[0, 3], [1, 2], [2, 2]])))],
+        lambda x, d, i: _t("gather")(x, d, i),
+        int_args=(2,),
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), 1, np.array([[0, 3]])),
+                {},
+                RuntimeError,
+                "gather: index 3 is out of range for a dim of size 3",
+            ),
+            ErrorCase(
+                (np.ones((2, 3)), 1, np.array([[0, -1]])), {}, IndexError, "gather: index -1"
+            ),
+        ),
+    ),
+    OpRow(
+        "one_hot_range",
+        ("check_index", "eq", "cast"),
+        lambda i, n: ember.nn.functional.one_hot(i, n),
+        lambda rng: [Sample((np.array([0, 2, 1]), 4))],
+        lambda i, n: _t("nn.functional.one_hot")(i, n),
+        grad=False,
+        int_args=(0,),
+        errors=(ErrorCase((np.array([0, 4]), 4), {}, RuntimeError, "one_hot: index 4 .* size 4"),),
+    ),
+    OpRow(
+        "index_select_range",
+        ("getitem", "check_index"),
+        lambda x, d, i: ember.index_select(x, d, i),
+        lambda rng: [Sample((_r(rng, 3, 4), 1, np.array([3, 0, 3])))],
+        lambda x, d, i: _t("index_select")(x, d, i),
+        int_args=(2,),
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), 0, np.array([2])),
+                {},
+                RuntimeError,
+                "index_select: index 2 is out of range for a dim of size 2",
+            ),
+        ),
     ),
 ]
 

@@ -12,7 +12,10 @@ and prints the medians with the ratios ember/torch, serial/torch and parallel/se
 up to S seconds for the 1-minute load average to fall below the thread count before each
 workload.
 
-    python bench/bench_parallel.py [--threads 1 2] [--rounds 7] [--wait-idle 0]
+    python bench/bench_parallel.py [--threads 1 2] [--rounds 7] [--wait-idle 0] [--ignore-load]
+
+On a machine whose load average exceeds 1.5x its cores the parallel paths run serially (Note
+[Overloaded machine]); `--ignore-load` measures the threaded paths there anyway.
 """
 
 from __future__ import annotations
@@ -137,8 +140,19 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--wait-idle", type=float, default=0.0)
+    parser.add_argument(
+        "--ignore-load",
+        action="store_true",
+        help="thread even on an overloaded machine (Note [Overloaded machine])",
+    )
     args = parser.parse_args()
-    print(f"threshold: {parallel.threshold()} elements")
+    if args.ignore_load:
+        parallel._LOAD_LIMIT = float("inf")
+    print(
+        f"threshold: {parallel.threshold()} elements; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores; overloaded (parallel paths run serially): "
+        f"{parallel.overloaded()}"
+    )
     for threads in args.threads:
         set_threads(threads)
         for name, ember_fn, torch_fn in workloads():

@@ -49,6 +49,12 @@ def main():
     cores = parallel.num_threads()
     compiled = ember.compile(layer_work)
     print(f"input {tuple(x.shape)}, threshold {parallel.threshold()} elements, cores {cores}")
+    if parallel.overloaded():
+        print(
+            f"the machine is overloaded (load average {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} cores): the parallel paths run on one thread "
+            "(Note [Overloaded machine])"
+        )
     results = {}
     before = ember.get_num_threads()
     try:

@@ -265,11 +265,38 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+# Note [Overloaded machine]: with more runnable threads than cores on the machine (other
+# processes), an op split over two threads ends when the later of the two is scheduled: on this
+# 2-core machine at a load average of ~20, 2-thread ops took 1.3-2.7x their serial time even
+# with chunks claimed dynamically (PyTorch's took 10-30x). So while the 1-minute load average
+# exceeds _LOAD_LIMIT x the machine's cores (read at most twice a second), the chunks run on
+# the caller's thread and fused kernels take their serial build, as OpenMP's dynamic mode
+# (OMP_DYNAMIC) would lower the thread count. Results are the same either way.
+_LOAD_LIMIT = 1.5
+_load_state = [0.0, False]  # (when read, overloaded)
+
+
+def overloaded() -> bool:
+    """Whether the machine has many more runnable threads than cores (Note [Overloaded
+    machine])."""
+    import time
+
+    now = time.monotonic()
+    if now - _load_state[0] > 0.5:
+        _load_state[0] = now
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):  # no load average on this platform
+            load = 0.0
+        _load_state[1] = load > _LOAD_LIMIT * (os.cpu_count() or 1)
+    return _load_state[1]
+
+
 def run_chunks(fn, argsets) -> None:
     """Run fn(*args) for each args in `argsets`, in parallel on the pool when it is free,
     else one after another on this thread."""
     global _pool
-    if len(argsets) > 1 and num_threads() > 1:
+    if len(argsets) > 1 and num_threads() > 1 and not overloaded():
         pool = _pool
         if pool is None:
             pool = _pool = _Pool()

@@ -57,7 +57,8 @@ _LARGE = 1 << 14
 # computes its elements, and its own accumulators, with the same code in the same order as the
 # serial kernel (no reassociation: fastmath stays off), so the results are equal bit for bit;
 # only which thread runs an iteration changes. Smaller kernels stay serial loops, and so does
-# every kernel in a process forked from one that used numba's threads (`_fork_safe`).
+# every kernel in a process forked from one that used numba's threads, or while the machine is
+# overloaded (`_fork_safe`).
 _MIN_PARALLEL_TRIPS = 4
 
 
@@ -536,15 +537,16 @@ class FusedOp:
 
 
 def _fork_safe(kernel, serial_source):
-    """`kernel` (a prange build), or in a process forked after numba's OpenMP threads ran
-    (a DataLoader worker) the serial build of the same loop: GNU OpenMP kills a forked child
-    that starts a parallel region (Note [Parallel loops])."""
+    """`kernel` (a prange build), or the serial build of the same loop in a process forked
+    after numba's OpenMP threads ran (a DataLoader worker: GNU OpenMP kills a forked child that
+    starts a parallel region) and on an overloaded machine (Note [Overloaded machine] in
+    ember/backend/parallel.py) (Note [Parallel loops])."""
     from ember.backend import numba_kernels
 
     serial = []
 
     def call(*args):
-        if parallel.in_forked_child():
+        if parallel.in_forked_child() or parallel.overloaded():
             if not serial:
                 serial.append(numba_kernels.jit_source(serial_source, "kernel", disk=False))
             return serial[0](*args)

@@ -38,6 +38,16 @@ def test_the_blas_library_is_found_on_linux():
 from ember.backend import numba_kernels, parallel  # noqa: E402
 
 F = ember.nn.functional
+
+
+@pytest.fixture(autouse=True)
+def _even_when_the_machine_is_busy(monkeypatch):
+    """Run the parallel paths even on a loaded machine (Note [Overloaded machine] would run
+    them serially there), so the tests below compare threaded runs with serial ones."""
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", float("inf"))
+    monkeypatch.setattr(parallel, "_load_state", [0.0, False])
+
+
 _ROWS, _COLS = 1031, 387  # above the threshold; odd sizes so chunks split unevenly
 assert _ROWS * _COLS >= parallel.threshold()
 
@@ -338,6 +348,7 @@ def test_the_default_uses_every_core_without_set_num_threads():
     code = (
         "import numpy as np, ember\n"
         "from ember.backend import parallel\n"
+        "parallel._LOAD_LIMIT = float('inf')\n"
         "calls = []\n"
         "real = parallel.run_chunks\n"
         "parallel.run_chunks = lambda f, a: calls.append(len(a)) or real(f, a)\n"
@@ -359,3 +370,20 @@ def test_the_default_uses_every_core_without_set_num_threads():
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert threads_used == cores
     assert pool_calls == (1 if cores > 1 else 0)
+
+
+def test_an_overloaded_machine_runs_the_chunks_on_the_caller(monkeypatch):
+    """Note [Overloaded machine]: the same results, no work handed to the pool's threads."""
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", -1.0)  # any load average counts as overloaded
+    monkeypatch.setattr(parallel, "_load_state", [0.0, False])
+    a, b, _ = _inputs()
+    before = ember.get_num_threads()
+    ember.set_num_threads(2)
+    try:
+        assert parallel.overloaded()
+        monkeypatch.setattr(parallel, "_Pool", None)  # building a pool would fail the test
+        monkeypatch.setattr(parallel, "_pool", None)
+        np.testing.assert_array_equal((a + b).numpy(), a.numpy() + b.numpy())
+        assert a.sum().item() == np.sum(a.numpy())
+    finally:
+        ember.set_num_threads(before)

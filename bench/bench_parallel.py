@@ -8,9 +8,9 @@ budget]), it times in one process, interleaved round by round:
 - ember with the parallel paths off (the threshold raised: the serial NumPy calls, as before),
 - PyTorch,
 and prints the medians with the ratios ember/torch, serial/torch and parallel/serial, at 1 and
-2 threads (`--threads 1 2`). The figures move with the machine's load: `--wait-idle S` waits
-up to S seconds for the 1-minute load average to fall below the thread count before each
-workload.
+2 threads (`--threads 1 2`; the order of the three rotates round by round). The figures move
+with the machine's load: `--wait-idle S` waits up to S seconds for the 1-minute load average
+to fall below the thread count before each workload.
 
     python bench/bench_parallel.py [--threads 1 2] [--rounds 7] [--wait-idle 0] [--ignore-load]
 
@@ -78,9 +78,12 @@ def compare3(name, ember_fn, torch_fn, rounds, threads):
         fn()
     numbers = {k: _number(fn) for k, fn in fns.items()}
     times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            times[k].append(_time(fn, numbers[k]))
+    keys = list(fns)
+    for r in range(rounds):
+        # the order rotates: whichever runs right after PyTorch meets its OpenMP threads still
+        # spinning, so no side always pays for that
+        for k in keys[r % 3 :] + keys[: r % 3]:
+            times[k].append(_time(fns[k], numbers[k]))
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {
         "workload": name,

@@ -134,7 +134,7 @@ def parallel_worth(size: int, costly: bool = False) -> bool:
     """Whether an op over `size` elements should run on the pool now."""
     if not _threads:
         num_threads()
-    return _active and size >= threshold(costly)
+    return _active and size >= threshold(costly) and not overloaded()
 
 
 class _Job:
@@ -269,9 +269,9 @@ if hasattr(os, "register_at_fork"):
 # processes), an op split over two threads ends when the later of the two is scheduled: on this
 # 2-core machine at a load average of ~20, 2-thread ops took 1.3-2.7x their serial time even
 # with chunks claimed dynamically (PyTorch's took 10-30x). So while the 1-minute load average
-# exceeds _LOAD_LIMIT x the machine's cores (read at most twice a second), the chunks run on
-# the caller's thread and fused kernels take their serial build, as OpenMP's dynamic mode
-# (OMP_DYNAMIC) would lower the thread count. Results are the same either way.
+# exceeds _LOAD_LIMIT x the machine's cores (read at most twice a second), ops take NumPy's
+# serial call (`parallel_worth` says no) and fused kernels their serial build, as OpenMP's
+# dynamic mode (OMP_DYNAMIC) would lower the thread count. Results are the same either way.
 _LOAD_LIMIT = 1.5
 _load_state = [0.0, False]  # (when read, overloaded)
 

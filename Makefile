@@ -36,6 +36,7 @@ $(VENV)/.serve: $(VENV)/.base pyproject.toml Makefile
 demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/seed/tour.py
 	$(PY) examples/onnx_export.py
+	$(PY) examples/onnx_decoder.py
 	$(PY) examples/hostile_files.py
 	$(PY) examples/save_module.py
 	$(PY) examples/rnn_mnist.py
@@ -45,6 +46,12 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 	$(PY) examples/serve_minilm.py
 	$(PY) examples/parallel_ops.py
+	$(PY) examples/pytorch_examples/regression.py --seed 0
+	$(PY) examples/pytorch_examples/mnist.py --limit 1000 --test-limit 1000
+	$(PY) examples/pytorch_examples/mnist_rnn.py --limit 2000 --test-limit 1000 --lr 1.0
+	$(PY) examples/pytorch_examples/vae.py --limit 2000 --epochs 1
+	$(PY) examples/pytorch_examples/time_sequence_prediction.py --steps 1 --length 60
+	$(PY) examples/pytorch_examples/word_language_model/main.py --lines 1500 --epochs 1
 
 demo-serve: $(VENV)/.serve
 	$(PY) examples/serve_minilm.py

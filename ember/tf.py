@@ -52,6 +52,9 @@ from ember.graph.tf1 import (
     get_default_graph as get_default_graph,
     global_variables as global_variables,
     global_variables_initializer as global_variables_initializer,
+    GraphKeys as GraphKeys,
+    add_to_collection as add_to_collection,
+    get_collection as get_collection,
     gradients as gradients,
     group as group,
     log as log,
@@ -65,9 +68,12 @@ from ember.graph.tf1 import (
     random as random,
     random_normal as random_normal,
     random_uniform as random_uniform,
+    rank as rank,
     reset_default_graph as reset_default_graph,
     reshape as reshape,
+    shape as shape,
     sigmoid as sigmoid,
+    size as size,
     sqrt as sqrt,
     square as square,
     subtract as subtract,
@@ -77,6 +83,8 @@ from ember.graph.tf1 import (
     variables_initializer as variables_initializer,
     zeros as zeros,
 )
+from ember.graph import tf1_flags as flags  # noqa: F401  (tf.flags)
+from ember.io import tf1_saver as _saver
 from ember.graph.tf1_nn import (
     AUTO_REUSE as AUTO_REUSE,
     InteractiveSession as InteractiveSession,
@@ -196,6 +204,9 @@ class train:  # noqa: N801  (tf.train namespace)
     GradientDescentOptimizer = GradientDescentOptimizer
     MomentumOptimizer = MomentumOptimizer
     AdamOptimizer = AdamOptimizer
+    Saver = _saver.Saver
+    latest_checkpoint = staticmethod(_saver.latest_checkpoint)
+    checkpoint_exists = staticmethod(_saver.checkpoint_exists)
 
 
 # tf.data, tf.io and tf.image come from ember's data, io and vision layers, loaded when first
@@ -225,9 +236,15 @@ _LAZY = {"io": "ember.io", "image": "ember.vision.image"}
 def _tf_summary():
     import types
 
-    from ember.train.tf1_summary import FileWriter
+    from ember.train import tf1_summary as _summary
 
-    return types.SimpleNamespace(FileWriter=FileWriter)
+    return types.SimpleNamespace(
+        FileWriter=_summary.FileWriter,
+        scalar=_summary.scalar,
+        histogram=_summary.histogram,
+        merge=_summary.merge,
+        merge_all=_summary.merge_all,
+    )
 
 
 def __getattr__(name: str):

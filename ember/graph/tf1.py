@@ -57,6 +57,7 @@ class Graph:
         self.trainable: list = []
         self._names: dict = {}
         self.operations: list = []  # every node, in the order built (tf.summary's add_graph)
+        self.collections: dict = {}  # tf.add_to_collection's lists (tf.summary's "summaries")
 
     def get_operations(self):
         return list(self.operations)
@@ -64,10 +65,20 @@ class Graph:
     name_scope = ""  # "outer/inner/" while tf.name_scope blocks are open (ember/graph/tf1_nn.py)
 
     def unique_name(self, base: str) -> str:
-        base = self.name_scope + base
-        n = self._names.get(base, 0)
-        self._names[base] = n + 1
-        return base if n == 0 else f"{base}_{n}"
+        """`scope/base`, or `scope/base_n` when taken; as in TensorFlow, names that differ
+        only in case count as taken ('train/Mean' makes a later 'train/mean' 'train/mean_1')."""
+        name = self.name_scope + base
+        key = name.lower()
+        i = self._names.get(key, 0)
+        self._names[key] = i + 1
+        if i == 0:
+            return name
+        base_key = key
+        while key in self._names:  # TensorFlow's Graph.unique_name, step for step
+            key = f"{base_key}_{i}"
+            i += 1
+        self._names[key] = 1
+        return f"{name}_{i - 1}"
 
     @contextlib.contextmanager
     def as_default(self):
@@ -82,7 +93,10 @@ class Graph:
             return list(self.variables)
         if key == "trainable_variables":
             return list(self.trainable)
-        return []
+        return list(self.collections.get(key, []))
+
+    def add_to_collection(self, name, value) -> None:
+        self.collections.setdefault(name, []).append(value)
 
 
 _stack: list = [Graph()]
@@ -96,19 +110,172 @@ def reset_default_graph() -> None:
     _stack[0] = Graph()
 
 
+def add_to_collection(name, value) -> None:
+    get_default_graph().add_to_collection(name, value)
+
+
+def get_collection(key, scope=None):
+    items = get_default_graph().get_collection(key)
+    if scope is not None:
+        items = [v for v in items if getattr(v, "op_name", "").startswith(scope)]
+    return items
+
+
+class GraphKeys:
+    """tf.GraphKeys: the standard collection names."""
+
+    GLOBAL_VARIABLES = "variables"
+    TRAINABLE_VARIABLES = "trainable_variables"
+    SUMMARIES = "summaries"
+
+
 # --- nodes --------------------------------------------------------------------------------------
 def _as_dtype(dtype):
     return None if dtype is None else _dt.as_dtype(dtype)
 
 
 class TensorShape(tuple):
-    """A static shape with None for unknown dimensions (tf.TensorShape)."""
+    """A static shape (tf.TensorShape): a tuple of dimensions, None where a dimension is
+    unknown; `TensorShape(None)` is a shape whose rank is unknown too (Note [Static shapes])."""
+
+    def __new__(cls, dims=None):
+        if dims is None:
+            shape = super().__new__(cls, ())
+            shape._unknown_rank = True
+            return shape
+        if isinstance(dims, int):
+            dims = (dims,)
+        shape = super().__new__(cls, (None if d is None else int(d) for d in dims))
+        shape._unknown_rank = False
+        return shape
+
+    @property
+    def ndims(self):
+        return None if self._unknown_rank else len(self)
+
+    rank = ndims
+
+    @property
+    def dims(self):
+        return None if self._unknown_rank else list(self)
 
     def as_list(self):
+        if self._unknown_rank:
+            raise ValueError("as_list() is not defined on an unknown TensorShape.")
         return list(self)
 
+    def is_fully_defined(self) -> bool:
+        return not self._unknown_rank and all(d is not None for d in self)
+
+    def num_elements(self):
+        return int(np.prod(self)) if self.is_fully_defined() else None
+
+    def is_compatible_with(self, other) -> bool:
+        other = other if isinstance(other, TensorShape) else TensorShape(other)
+        if self._unknown_rank or other._unknown_rank:
+            return True
+        return len(self) == len(other) and all(
+            a is None or b is None or a == b for a, b in zip(self, other)
+        )
+
+    def merge_with(self, other) -> TensorShape:
+        other = other if isinstance(other, TensorShape) else TensorShape(other)
+        if not self.is_compatible_with(other):
+            raise ValueError(f"Shapes {self._text()} and {other._text()} are not compatible")
+        if self._unknown_rank:
+            return other
+        if other._unknown_rank:
+            return self
+        return TensorShape(a if a is not None else b for a, b in zip(self, other))
+
+    def _text(self) -> str:
+        if self._unknown_rank:
+            return "<unknown>"
+        dims = ", ".join("None" if d is None else str(d) for d in self)
+        return f"({dims}{',' if len(self) == 1 else ''})"
+
     def __repr__(self):
-        return f"TensorShape({list(self)})"
+        return "TensorShape(None)" if self._unknown_rank else f"TensorShape({list(self)})"
+
+    def __str__(self):
+        return self._text()
+
+
+# Note [Static shapes]: TF1 code reads `t.shape` / `t.get_shape()` while building a graph
+# (layer sizes, reshapes). Placeholders, constants and variables record theirs; an op node's
+# shape and dtype are found on first use by tracing its ember function (the graph backend,
+# Note [Tracing]: no data, no compute) on symbolic inputs of its inputs' static shapes, twice,
+# with the unknown dimensions set to two different sizes: a result dimension that is the
+# same both times is known, one that differs is None. A function that cannot be traced (or
+# whose inputs' ranks are unknown) gives an unknown shape, never an error. `set_shape` merges
+# what the caller knows into it; `tf.shape(t)` is the dynamic shape, a tensor.
+_UNKNOWN_FILLS = (12, 60)  # two sizes for unknown dimensions (even, divisible by 2, 3, 4, 6)
+
+
+def _trace_static(node):
+    """(shape with None for unknown dimensions, dtype) of an op node, or None."""
+    from ember.graph.trace import Tracer, tracing
+
+    inputs = []
+
+    def note(x):
+        if isinstance(x, Tensor):
+            if x._kind == "variable":
+                return None
+            shape, dtype = x._static()
+            if dtype is None:
+                raise _NoStaticShape
+            inputs.append((x, shape, dtype))
+            return None
+        if isinstance(x, (list, tuple)):
+            for a in x:
+                note(a)
+        return None
+
+    try:
+        note(node.args)
+        note(list(node.kwargs.values()))
+    except _NoStaticShape:
+        return None
+    # an input of unknown rank is traced as a scalar: the dtype holds, the shape is unknown
+    rank_unknown = any(shape is None for _, shape, _ in inputs)
+    results = []
+    for fill in _UNKNOWN_FILLS[:1] if rank_unknown else _UNKNOWN_FILLS:
+        tracer = Tracer("static_shape")
+        values = {}
+        try:
+            with tracing(tracer), ember.no_grad():
+                for x, shape, dtype in inputs:
+                    dims = () if shape is None else tuple(fill if d is None else d for d in shape)
+                    values[id(x)] = tracer.new_input(dims, dtype.numpy)
+
+                def value_of(x, values=values):
+                    if isinstance(x, Tensor):
+                        return x.tensor if x._kind == "variable" else values[id(x)]
+                    if isinstance(x, (list, tuple)):
+                        return type(x)(value_of(a) for a in x)
+                    return x
+
+                args = value_of(node.args)
+                kwargs = {k: value_of(v) for k, v in node.kwargs.items()}
+                out = node.fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001  (an untraceable function: its shape stays unknown)
+            return None
+        finally:
+            tracer.finish([])
+        if not isinstance(out, _ETensor):
+            return None
+        results.append((tuple(out.shape), out.dtype))
+    if rank_unknown:
+        return None, results[0][1]
+    (first, dtype), (second, _) = results
+    if len(first) != len(second):
+        return None, dtype
+    return tuple(a if a == b else None for a, b in zip(first, second)), dtype
+
+
+class _NoStaticShape(Exception):
+    pass
 
 
 class Tensor:
@@ -125,6 +292,7 @@ class Tensor:
         self.graph.operations.append(self)
         self.dtype = _as_dtype(dtype)
         self._shape = shape
+        self._inferred = False
 
     @property
     def name(self) -> str:
@@ -132,15 +300,75 @@ class Tensor:
         return self.op_name if self._kind == "operation" else f"{self.op_name}:0"
 
     @property
-    def shape(self):
-        return TensorShape(self._shape) if self._shape is not None else None
+    def dtype(self):
+        if self._dtype is None and not self._inferred:
+            self._static()
+        return self._dtype
 
-    def get_shape(self):
+    @dtype.setter
+    def dtype(self, value):
+        self._dtype = value
+
+    def _static(self):
+        """(static shape or None, dtype or None), inferred once for op nodes (Note [Static
+        shapes]); inputs first, without recursion, so long chains do not overflow."""
+        known = self._shape is not None and self._dtype is not None
+        if not self._inferred and not known and self._kind == "op" and callable(self.fn):
+            pending, stack, seen = [], [(self, False)], set()
+            while stack:  # post-order: every input before the nodes that read it
+                x, expanded = stack.pop()
+                if expanded:
+                    pending.append(x)
+                    continue
+                if isinstance(x, (list, tuple)):
+                    stack.extend((a, False) for a in x)
+                    continue
+                if not isinstance(x, Tensor) or x._inferred or x._kind != "op" or id(x) in seen:
+                    continue
+                seen.add(id(x))
+                stack.append((x, True))
+                like = getattr(x, "_like", None)
+                deps = (like,) if like is not None else (*x.args, *x.kwargs.values())
+                stack.extend((a, False) for a in deps)
+            for x in pending:
+                x._inferred = True
+                if x._shape is not None and x._dtype is not None:
+                    continue
+                if not callable(x.fn) or isinstance(x.fn, (_HostOp, _Gradients)):
+                    continue
+                like = getattr(x, "_like", None)
+                if like is not None:
+                    found = like._static()
+                else:
+                    found = _trace_static(x)
+                if found is not None:
+                    shape, dtype = found
+                    if x._shape is None:
+                        x._shape = shape
+                    elif shape is not None:  # set_shape before: keep what both know
+                        x._shape = tuple(TensorShape(x._shape).merge_with(shape))
+                    if x._dtype is None:
+                        x._dtype = dtype
+        self._inferred = True
+        return self._shape, self._dtype
+
+    @property
+    def shape(self) -> TensorShape:
+        """The static shape: known dimensions as ints, None for unknown (Note [Static shapes])."""
+        shape, _ = self._static()
+        return TensorShape(shape)
+
+    def get_shape(self) -> TensorShape:
         return self.shape
 
+    def set_shape(self, shape) -> None:
+        """Merge `shape` into this tensor's static shape (ValueError if they disagree)."""
+        merged = self.shape.merge_with(TensorShape(shape))
+        self._shape = None if merged.ndims is None else tuple(merged)
+
     def __repr__(self):
-        dt = f", dtype={self.dtype.name}" if self.dtype is not None else ""
-        shape = f", shape={tuple(self._shape)}" if self._shape is not None else ""
+        dt = f", dtype={self._dtype.name}" if self._dtype is not None else ""
+        shape = f", shape={TensorShape(self._shape)._text()}" if self._shape is not None else ""
         return f"<tf.Tensor '{self.name}'{shape}{dt}>"
 
     __hash__ = object.__hash__
@@ -342,6 +570,15 @@ def _eval(x, env, memo):
             args = [_eval(a, env, memo) for a in x.args]
             kwargs = {k: _eval(v, env, memo) for k, v in x.kwargs.items()}
             value = x.fn(*args, **kwargs)
+        targets = memo.get(_GRAD_TARGETS)
+        if (
+            targets is not None
+            and key in targets
+            and isinstance(value, _ETensor)
+            and value.is_floating_point()
+            and not value.requires_grad
+        ):  # Note [Gradients of intermediate tensors]
+            value = value.detach().requires_grad_(True)
         memo[key] = value
         return value
     if isinstance(x, (list, tuple)):
@@ -381,7 +618,28 @@ def _walk(nodes):
         elif isinstance(fn, _Gradients):
             stack.extend(fn.ys)
             stack.extend(fn.xs)
+        elif isinstance(fn, _HostOp):
+            stack.extend(fn.inputs)
     return out
+
+
+# Note [Host ops]: a few TF1 ops make Python values from fetched arrays (tf.summary's
+# serialized Summary protos): they are `_HostOp` nodes, which the compiled graph never sees.
+# Session.run fetches their `inputs` together with the other fetches and calls `finish` with
+# the inputs' NumPy values.
+class _HostOp:
+    """A node function run on the host after the graph (Note [Host ops])."""
+
+    def __init__(self, inputs):
+        self.inputs = list(inputs)
+
+    def finish(self, values):
+        raise NotImplementedError
+
+    def __call__(self, *args):
+        raise TypeError(
+            "a host op (tf.summary) is fetched with Session.run, not used as another op's input"
+        )
 
 
 class _Group:
@@ -394,23 +652,71 @@ def group(*inputs, name=None):
 
 
 class _Gradients:
-    def __init__(self, ys, xs):
-        self.ys, self.xs = ys, xs
+    def __init__(self, ys, xs, grad_ys=None):
+        self.ys, self.xs, self.grad_ys = ys, xs, grad_ys
 
     def __call__(self, *values):
         n = len(self.ys)
-        ys, xs = values[:n], values[n:]
-        total = ys[0].sum() if len(ys) == 1 else sum(y.sum() for y in ys)
-        return ember.autograd.grad(total, list(xs), allow_unused=True)
+        ys, xs = values[:n], values[n : n + len(self.xs)]
+        weights = values[n + len(self.xs) :] if self.grad_ys is not None else [None] * n
+        total = None
+        for y, w in zip(ys, weights):
+            term = y.sum() if w is None else (y * w).sum()
+            total = term if total is None else total + term
+        # retain_graph: other tf.gradients fetched in the same run differentiate it again
+        return ember.autograd.grad(total, list(xs), retain_graph=True, allow_unused=True)
 
 
-def gradients(ys, xs, name=None):
-    """Symbolic gradients of sum(ys) with respect to xs (a list, None where unused)."""
+# Note [Gradients of intermediate tensors]: tf.gradients(ys, xs) may name any node as an x: a
+# placeholder, a variable or an op's output. A run that fetches such gradients marks each x's
+# value as a differentiation target when it is computed (`_eval` looks the node up in
+# memo[_GRAD_TARGETS]): a value that does not already require grad becomes a fresh leaf that
+# does (nothing upstream of it is differentiated then, so detaching it loses nothing), and
+# `ember.autograd.grad` gives d(sum ys)/dx with the rest of the graph held fixed, as
+# TensorFlow's partial derivative does. An x that no y depends on gets None when the graph is
+# built, as in TensorFlow.
+_GRAD_TARGETS = object()
+
+
+def _depends_on(ys, x) -> bool:
+    return any(n is x for n in _walk(list(ys)))
+
+
+def gradients(ys, xs, grad_ys=None, name=None, stop_gradients=None):
+    """Symbolic gradients of sum(ys) (weighted by `grad_ys`) with respect to each of xs: a
+    list with None where an x does not affect the ys (Note [Gradients of intermediate
+    tensors])."""
     ys = list(ys) if isinstance(ys, (list, tuple)) else [ys]
-    single = not isinstance(xs, (list, tuple))
-    xs = [xs] if single else list(xs)
-    grads = Tensor(_Gradients(ys, xs), tuple(ys) + tuple(xs), name=name or "gradients")
-    return [_op(operator.getitem, grads, i, name="gradients") for i in range(len(xs))]
+    xs = [xs] if not isinstance(xs, (list, tuple)) else list(xs)
+    for x in xs:
+        if not isinstance(x, Tensor) or x._kind == "operation":
+            raise TypeError(f"gradients: each x must be a graph tensor, got {x!r}")
+    if grad_ys is not None:
+        grad_ys = list(grad_ys) if isinstance(grad_ys, (list, tuple)) else [grad_ys]
+        if len(grad_ys) != len(ys):
+            raise ValueError(
+                f"gradients: grad_ys has {len(grad_ys)} tensors for {len(ys)} ys; they must match"
+            )
+    connected = [_depends_on(ys, x) for x in xs]
+    if not any(connected):
+        return [None] * len(xs)
+    extra = tuple(grad_ys) if grad_ys is not None else ()
+    linked_xs = [x for x, linked in zip(xs, connected) if linked]  # only these are evaluated
+    grads = Tensor(
+        _Gradients(ys, linked_xs, grad_ys),
+        tuple(ys) + tuple(linked_xs) + extra,
+        name=name or "gradients",
+    )
+    out, i = [], 0
+    for x, linked in zip(xs, connected):
+        if not linked:
+            out.append(None)
+            continue
+        g = _op(operator.getitem, grads, i, name="gradients")
+        i += 1
+        g._like = x  # a gradient has its x's shape and dtype (Note [Static shapes])
+        out.append(g)
+    return out
 
 
 # --- optimizers ---------------------------------------------------------------------------------
@@ -530,6 +836,8 @@ class Session:
             raise RuntimeError("Attempted to use a closed Session.")
         feed_dict = feed_dict or {}
         flat, structure = flatten(fetches)
+        if any(isinstance(f, Tensor) and isinstance(f.fn, _HostOp) for f in flat):
+            return self._run_host(flat, structure, feed_dict)
         key = (structure, tuple(map(id, flat)), tuple(id(k) for k in feed_dict))
         plan = self._plans.get(key)
         if plan is None:
@@ -550,6 +858,26 @@ class Session:
             plan.checked = True
         outs = plan.compiled(*feeds)
         return _restructure(plan.structure, outs)
+
+    def _run_host(self, flat, structure, feed_dict):
+        """A run whose fetches include host ops (Note [Host ops]): their inputs are fetched
+        with the rest in one compiled run, then each host op makes its value from them."""
+        wanted, slots = [], []
+        for f in flat:
+            if isinstance(f, Tensor) and isinstance(f.fn, _HostOp):
+                slots.append((f, len(wanted), len(f.fn.inputs)))
+                wanted.extend(f.fn.inputs)
+            else:
+                slots.append((f, len(wanted), None))
+                wanted.append(f)
+        values = self.run(wanted, feed_dict) if wanted else []
+        results = []
+        for f, start, count in slots:
+            if count is None:
+                results.append(values[start])
+            else:
+                results.append(f.fn.finish(values[start : start + count]))
+        return unflatten(structure, results)
 
     def _plan(self, fetches, feed_dict):
         flat, structure = flatten(fetches)
@@ -591,7 +919,7 @@ class Session:
                 if wanted:
                     t.requires_grad_(True)
             env = dict(zip(placeholders, feeds))
-            memo: dict = {}
+            memo: dict = {_GRAD_TARGETS: targets} if targets else {}
             return [_eval(f, env, memo) for f in flat]
 
         run_graph.__name__ = "session_run"
@@ -764,6 +1092,30 @@ def cast(x, dtype, name=None):
 
 def reshape(x, shape, name=None):
     return _op(lambda x: x.reshape(tuple(int(d) for d in shape)), x, name=name or "Reshape")
+
+
+def shape(input, name=None, out_type=_dt.int32):  # noqa: A002  (TensorFlow's argument)
+    """The dynamic shape of `input`, a 1-D int32 tensor (Note [Static shapes])."""
+    out_type = _as_dtype(out_type)
+    node = _op(lambda x: ember.tensor(list(x.shape), dtype=out_type), input, name=name or "Shape")
+    rank = input.shape.ndims if isinstance(input, Tensor) else np.ndim(input)
+    node._shape, node._dtype = (None if rank is None else (rank,)), out_type
+    return node
+
+
+def rank(input, name=None):  # noqa: A002
+    """The number of dimensions of `input`, a 0-d int32 tensor."""
+    node = _op(lambda x: ember.tensor(x.ndim, dtype=_dt.int32), input, name=name or "Rank")
+    node._shape, node._dtype = (), _dt.int32
+    return node
+
+
+def size(input, name=None, out_type=_dt.int32):  # noqa: A002
+    """The number of elements of `input`, a 0-d tensor."""
+    out_type = _as_dtype(out_type)
+    node = _op(lambda x: ember.tensor(x.numel(), dtype=out_type), input, name=name or "Size")
+    node._shape, node._dtype = (), out_type
+    return node
 
 
 def zeros(shape, dtype=_dt.float32, name=None):

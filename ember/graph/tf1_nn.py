@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 
 import numpy as np
 
 import ember
 from ember import dtypes as _dt
 from ember.graph import tf1 as _tf1
+from ember.graph import tf1_flags as _flags
 from ember.graph.tf1 import Tensor, Variable, _op
 from ember.ops import conv as _conv
 from ember.ops.shape import pad as _pad
@@ -317,7 +317,10 @@ def dropout(x, keep_prob=None, noise_shape=None, seed=None, name=None, rate=None
         keep = _op(lambda r: 1.0 - r, rate, name="sub")
     if isinstance(keep, (int, float)) and keep == 1:
         return _op(lambda v: v, x, name=name or "Identity")
-    return _op(lambda v, k: _dropout(v, k, noise_shape), x, keep, name=name or "dropout")
+    node = _op(lambda v, k: _dropout(v, k, noise_shape), x, keep, name=name or "dropout")
+    if isinstance(x, Tensor):
+        node._like = x  # x's static shape and dtype, whatever keep_prob's shape (unknown)
+    return node
 
 
 # --- scopes and shared variables --------------------------------------------------------------
@@ -807,18 +810,11 @@ class InteractiveSession(_tf1.Session):
         super().close()
 
 
-def _run(main=None, argv=None):
-    """tf.app.run: call `main(argv)` (argv defaults to sys.argv; main to __main__.main) and
-    exit with its result."""
-    if main is None:
-        main = getattr(sys.modules["__main__"], "main", None)
-        if main is None:
-            raise ValueError("app.run: no main given and __main__ defines no main()")
-    sys.exit(main(list(sys.argv if argv is None else argv)))
-
-
 class app:  # noqa: N801  (tf.app namespace)
-    run = staticmethod(_run)
+    """tf.app: `run` parses the flags (ember/graph/tf1_flags.py), then calls main."""
+
+    run = staticmethod(_flags.run)
+    flags = _flags
 
 
 def initialize_all_variables():

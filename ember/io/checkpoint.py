@@ -207,12 +207,14 @@ def save(obj, f, *, metadata: dict | None = None) -> None:
 
 
 class _Decoder:
-    def __init__(self, get_array, framework: str, source: str, modules: bool = False):
+    def __init__(
+        self, get_array, framework: str, source: str, modules: bool = False, trusted: bool = False
+    ):
         self._get_array = get_array
         self._framework = framework
         self._source = source
         self._made: dict[str, object] = {}
-        self._modules = ModuleDecoder(self.decode, source) if modules else None
+        self._modules = ModuleDecoder(self.decode, source, trusted) if modules else None
 
     def _tensor(self, name: str, as_numpy: bool):
         key = (name, as_numpy)
@@ -291,8 +293,9 @@ def load(
         framework: 'ember' for ember Tensors, 'np' for NumPy arrays.
         weights_only: PyTorch's flag. For pickles it never widens what loads: ember's opt-in
             is always the restricted unpickler. A whole-Module file (`ember.save(model)`)
-            loads by default and with False, its classes checked against the allow-list
-            (Note [Whole-module checkpoints]); True refuses it, as torch 2.6+ does.
+            loads by default with its classes checked against the allow-list; False trusts
+            the file and imports the classes it names (Note [Whole-module checkpoints]);
+            True refuses it, as torch 2.6+ does.
         allow_unsafe_pickle: full unpickling, which can execute arbitrary code from the file:
             only for files you trust completely.
 
@@ -370,16 +373,18 @@ def _build(metadata, get_array, framework, source, names, weights_only=None):
                 raise UnsafeClassError(
                     f"ember.load: {source!r} holds a whole Module (saved by "
                     "ember.save(model)), and weights_only=True loads only tensors and plain "
-                    "containers. If you trust the file, pass weights_only=False (its classes "
-                    "are still checked against the allow-list: ember's own, and "
-                    "ember.serialization.add_safe_globals), or save model.state_dict() instead"
+                    "containers. If you trust the file, pass weights_only=False (which imports "
+                    "the Module classes it names), or save model.state_dict() instead"
                 )
             if framework != "ember":
                 raise ValueError(
                     f"ember.load: {source!r} holds a whole Module, whose tensors are ember "
                     f"Tensors; framework={framework!r} cannot rebuild it (use framework='ember')"
                 )
-            decoder = _Decoder(get_array, framework, source, modules=True)
+            # weights_only=False: the caller trusts the file (Note [Whole-module checkpoints])
+            decoder = _Decoder(
+                get_array, framework, source, modules=True, trusted=weights_only is False
+            )
         try:
             tree = json.loads(metadata["ember.tree"])
         except (json.JSONDecodeError, RecursionError) as error:

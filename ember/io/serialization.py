@@ -20,8 +20,13 @@ importing ember's own modules. A class (or function, or config class) is rebuilt
 is allowed: ember's own (`ember.nn.*`, `ember.transformers.*`; functions also from
 `ember.ops.*`), or registered with `add_safe_globals` / inside `with safe_globals([...])`,
 as torch's `weights_only` unpickler does. Otherwise the load fails naming the class and how
-to allow it. Such files carry the metadata "ember.checkpoint": "2"; state-dict files stay
-layout "1". `load(path, weights_only=True)` refuses them, as torch 2.6+ does for full modules.
+to allow it. `load(path, weights_only=False)` is the caller's statement that the file is
+trusted, as it is for torch.load (whose full unpickler then runs whatever the file names): ember
+then also imports a class or function recorded outside the allow-list by its path, and still
+builds nothing but `ember.nn.Module` subclasses, configs with `from_dict`, and functions kept as
+attributes (never called). Such files carry the metadata "ember.checkpoint": "2"; state-dict
+files stay layout "1". `load(path, weights_only=True)` refuses them, as torch 2.6+ does for
+full modules.
 """
 
 from __future__ import annotations
@@ -247,8 +252,9 @@ def _join(path: str, key) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def _resolve(name, kind: str, prefixes, source: str):
-    """The allowed class or function called `name`, or an UnsafeClassError saying how to allow."""
+def _resolve(name, kind: str, prefixes, source: str, trusted: bool = False):
+    """The allowed class or function called `name`, or an UnsafeClassError saying how to allow.
+    `trusted` (weights_only=False) imports any recorded path (Note [Whole-module checkpoints])."""
     if not isinstance(name, str):
         raise ValueError(f"ember.load: {source!r}: a {kind} name is {name!r}; the file is damaged")
     registered = _SAFE.get(name)
@@ -256,7 +262,7 @@ def _resolve(name, kind: str, prefixes, source: str):
         return registered
     module_name, _, qualname = name.rpartition(".")
     while module_name:
-        if module_name.startswith(prefixes) or module_name + "." in prefixes:
+        if trusted or module_name.startswith(prefixes) or module_name + "." in prefixes:
             try:
                 target = importlib.import_module(module_name)
             except ImportError:
@@ -274,16 +280,19 @@ def _resolve(name, kind: str, prefixes, source: str):
         f"ember.load: {source!r} holds a {kind} {name}, which is not allowed to load: only "
         f"ember's own classes load without asking. If you trust the file, allow it with "
         f"ember.serialization.add_safe_globals([{short}]) or inside "
-        f"`with ember.serialization.safe_globals([{short}]):` (import {short} first)"
+        f"`with ember.serialization.safe_globals([{short}]):` (import {short} first), or "
+        "load it with weights_only=False"
+        + (f" (which was given, but {name} cannot be imported)" if trusted else "")
     )
 
 
 class ModuleDecoder:
     """Rebuilds Modules from nodes (Note [Whole-module checkpoints])."""
 
-    def __init__(self, decode_value, source: str):
+    def __init__(self, decode_value, source: str, trusted: bool = False):
         self._decode_value = decode_value
         self._source = source
+        self._trusted = trusted
         self._made: dict[int, object] = {}
         self._params: dict[int, object] = {}
 
@@ -298,9 +307,13 @@ class ModuleDecoder:
         if tag == "__parameter__":
             return self._parameter(payload)
         if tag == "__function__":
-            return _resolve(payload, "function", _EMBER_FUNCTION_PREFIXES, self._source)
+            return _resolve(
+                payload, "function", _EMBER_FUNCTION_PREFIXES, self._source, self._trusted
+            )
         if tag == "__config__":
-            cls = _resolve(payload["class"], "config class", _EMBER_CLASS_PREFIXES, self._source)
+            cls = _resolve(
+                payload["class"], "config class", _EMBER_CLASS_PREFIXES, self._source, self._trusted
+            )
             if not isinstance(cls, type) or not hasattr(cls, "from_dict"):
                 raise ValueError(f"{payload['class']} is not a config class")
             return cls.from_dict(self._decode_value(payload["data"]))
@@ -309,7 +322,7 @@ class ModuleDecoder:
     def _module(self, node):
         from ember.nn import Module
 
-        cls = _resolve(node["class"], "class", _EMBER_CLASS_PREFIXES, self._source)
+        cls = _resolve(node["class"], "class", _EMBER_CLASS_PREFIXES, self._source, self._trusted)
         if not (isinstance(cls, type) and issubclass(cls, Module)):
             raise UnsafeClassError(
                 f"ember.load: {self._source!r}: {node['class']} is not an ember.nn.Module "

@@ -2,8 +2,10 @@
 
 `export` writes an ONNX file from an ember module or function, lowering every traced equation
 through its op's ONNX lowering in the registry (Note [ONNX lowerings]) and checking the file
-with onnx's checker and onnxruntime (Note [Checked export]). `load` reads an ONNX file into an
-ember program that runs eagerly or compiled, with no onnxruntime (Note [ONNX import]).
+with onnx's checker and onnxruntime (Note [Checked export]); `export_causal_lm` writes a decoder
+LM with optimum's past_key_values inputs and present outputs (Note [Decoder export]). `load`
+reads an ONNX file into an ember program that runs eagerly or compiled, with no onnxruntime
+(Note [ONNX import]).
 The `onnx` package is imported when these run, never by `import ember`.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 __all__ = [
     "export",
+    "export_causal_lm",
+    "causal_lm_io_names",
     "load",
     "ExportReport",
     "OnnxExportError",
@@ -33,6 +37,10 @@ def __getattr__(name):
         from ember.onnx import _export
 
         return getattr(_export, name)
+    if name in ("export_causal_lm", "causal_lm_io_names"):
+        from ember.onnx import _decoder
+
+        return getattr(_decoder, name)
     if name == "OnnxExportError":
         from ember.onnx._builder import OnnxExportError
 

@@ -5,11 +5,19 @@ is a plain int in the graph. The exporter traces the function three times: at th
 shapes and at two other sizes of every dynamic axis. A value that is the same in all three
 traces is static; one that changes is fitted as `coefficient * prod(symbol ** power) + offset`
 (powers -2..2, such as `seq - 1` or a mean's `1 / seq`) over the dynamic axes' sizes, and
-emitted as shape arithmetic on the inputs' `Shape`. A value no such formula fits stops the
+emitted as shape arithmetic on the inputs' `Shape`; failing that, as a sum of two or three
+of them plus an offset (a decoder's key length, past + new). An axis named "a + b" in
+`dynamic_axes` is such a sum of symbols a and b, not a symbol of its own (optimum's name for
+an attention mask over past and new tokens). A value no such formula fits stops the
 export with the op and the user's line. Reshape targets use ONNX's 0 (copy the input's dim)
 and -1 (infer one dim) where they can, so most transformer reshapes stay constants. A
 constant made while tracing whose shape follows the axes must be a fill (ConstantOfShape) or
 an arange (Range); a Python branch on a size shows as traces that differ, and is refused.
+
+Note [ONNX loops]: a primitive that is a loop over steps (the fused recurrences, cumprod, whose
+exact sequential products ONNX has no op for) lowers to a Scan whose body is built with the same
+`Builder.op` calls; the body reads outer values (weights, constants) by name, as ONNX allows,
+so the passes that count a value's readers (`subgraph_inputs`) look inside bodies too.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import numpy as np
 
 from ember import dtypes as _dt
 
-__all__ = ["Builder", "OnnxExportError", "fit_monomial"]
+__all__ = ["Builder", "OnnxExportError", "fit_monomial", "fit_sum"]
 
 _POWERS = (-2, -1, 0, 1, 2)
 
@@ -57,6 +65,38 @@ def fit_monomial(values, symbol_values, allow_negative=False):
                     best = (key, (coef, exps, offset))
                 break
     return None if best is None else best[1]
+
+
+def fit_sum(values, symbol_values):
+    """(indices, offset) with value == sum of those symbols' sizes + offset in every trace
+    (two or three symbols, such as a past length plus a new length), or None. Needs three
+    traces, so an offset is told apart from chance."""
+    if len(values) < 3:
+        return None
+    count = len(symbol_values[0])
+    for k in (2, 3):
+        for idx in itertools.combinations(range(count), k):
+            sums = [sum(s[i] for i in idx) for s in symbol_values]
+            offset = values[0] - sums[0]
+            if all(v - t == offset for v, t in zip(values, sums)):
+                return idx, offset
+    return None
+
+
+def subgraph_inputs(node) -> list:
+    """The names a node reads: its inputs and the outer values its bodies read (Note [ONNX
+    loops])."""
+    names = [i for i in node.input if i]
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.HasField("g") else list(attr.graphs)
+        for graph in graphs:
+            inner = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+            for n in graph.node:
+                inner.update(n.output)
+            for n in graph.node:
+                names.extend(i for i in subgraph_inputs(n) if i not in inner)
+            names.extend(o.name for o in graph.output if o.name not in inner)
+    return names
 
 
 def _mono(sizes, exps):
@@ -166,6 +206,49 @@ class Builder:
         finally:
             self.ins, self.outs, self.in_names = saved
 
+    def scan(self, body, states, scan_inputs, state_dtypes, scan_dtypes, out_dtypes, *,
+             reverse=False, input_axes=None, output_axes=None):  # fmt: skip
+        """A Scan node (Note [ONNX loops]): `body(*state_names, *slice_names)` builds the step
+        with `self.op` and returns (new state names, per-step output names); the node's
+        outputs, the final states then each per-step output stacked along its axis, are
+        returned as a list. `reverse` runs the steps last to first and writes each output
+        at its own step's position."""
+        from onnx import helper
+
+        saved = self.nodes
+        self.nodes = []
+        state_in = [self.fresh("state") for _ in states]
+        slice_in = [self.fresh("slice") for _ in scan_inputs]
+        try:
+            new_states, step_outs = body(*state_in, *slice_in)
+        finally:
+            body_nodes, self.nodes = self.nodes, saved
+        outputs = []
+        for src in list(new_states) + list(step_outs):  # body outputs are fresh names
+            out = self.fresh("body_out")
+            body_nodes.append(helper.make_node("Identity", [src], [out], name=out))
+            outputs.append(out)
+        info = helper.make_tensor_value_info
+        graph = helper.make_graph(
+            body_nodes,
+            self.fresh("scan_body"),
+            [info(n, onnx_type(d), None) for n, d in zip(state_in, state_dtypes)]
+            + [info(n, onnx_type(d), None) for n, d in zip(slice_in, scan_dtypes)],
+            [info(n, onnx_type(d), None)
+             for n, d in zip(outputs, list(state_dtypes) + list(out_dtypes))],
+        )  # fmt: skip
+        attrs = {"num_scan_inputs": len(scan_inputs)}
+        if reverse:
+            attrs["scan_input_directions"] = [1] * len(scan_inputs)
+            attrs["scan_output_directions"] = [1] * len(step_outs)
+        if input_axes is not None:
+            attrs["scan_input_axes"] = list(input_axes)
+        if output_axes is not None:
+            attrs["scan_output_axes"] = list(output_axes)
+        result = self.op("Scan", *states, *scan_inputs, outputs=len(outputs), body=graph,
+                         **attrs)  # fmt: skip
+        return result if isinstance(result, list) else [result]
+
     def fail(self, message: str):
         op = self.eqns[0].name if self.eqns else "export"
         raise OnnxExportError(f"{op}: {message}{self.where}")
@@ -247,11 +330,27 @@ class Builder:
         """A 1-element int64 tensor computing a varying size (one value per trace)."""
         fit = fit_monomial(per_trace_values, self.symbol_values)
         if fit is None:
+            summed = fit_sum(list(per_trace_values), self.symbol_values)
+            if summed is not None:
+                return self._sum(*summed)
             self.fail(
                 f"a size that varies with the dynamic axes ({list(per_trace_values)} across "
-                f"the traced sizes {self._symbol_text()}) is not a product of their sizes"
+                f"the traced sizes {self._symbol_text()}) is not a product of their sizes "
+                f"nor a sum of them"
             )
         return self._monomial(fit, "int64")
+
+    def _sum(self, indices, offset) -> str:
+        key = ("sum", indices, offset)
+        if key in self._dim_cache:
+            return self._dim_cache[key]
+        out = self.symbols[indices[0]][1]
+        for i in indices[1:]:
+            out = self.op("Add", out, self.symbols[i][1])
+        if offset:
+            out = self.op("Add", out, self.const(np.asarray([offset], np.int64)))
+        self._dim_cache[key] = out
+        return out
 
     def scalar(self, per_trace_values, dtype) -> str:
         """A 0-d constant of `dtype` that varies with the dynamic axes (a mean's 1/n)."""

@@ -5,7 +5,10 @@ Note [Checked export]: every export is checked unless `check=False`: `onnx.check
 (full_check=True)`, then onnxruntime runs the file on fresh inputs at two shapes other than the
 example's (every dynamic axis changed) and its outputs are compared with ember's eager ones;
 the largest absolute difference per output is reported in the returned `ExportReport`, and a
-difference past `atol + rtol * |ember|` raises `ExportCheckError` naming the worst output.
+difference past `atol + rtol * |ember|` raises `ExportCheckError` naming the worst output. With
+`rms_scale=True` the bound is `atol + rtol * (|ember| + rms)`, rms the output's root mean square
+(Note [Parity tolerances] in ember.testing.parity): an element of a deep network carries the
+rounding of the terms it was summed from, whose size is the tensor's, not its own.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ import numpy as np
 from ember.graph.compile import _flatten, trace
 from ember.graph.ir import Var
 from ember.graph.passes import run_passes
-from ember.onnx._builder import Builder, OnnxExportError, fit_monomial, onnx_type
+from ember.onnx._builder import (
+    Builder,
+    OnnxExportError,
+    fit_monomial,
+    onnx_type,
+    subgraph_inputs,
+)
 from ember.onnx import _fuse
 from ember.tensor import Tensor, from_numpy
 
@@ -127,14 +136,66 @@ def _rebuild(args, kwargs, leaves, new_leaves):
     }
 
 
+def _derived_parts(sym, names) -> list | None:
+    """The symbols a derived axis name sums ("past_sequence_length + sequence_length", as
+    optimum names the attention mask's length), or None for a plain symbol."""
+    parts = [p.strip() for p in str(sym).split("+")]
+    if len(parts) > 1 and all(p in names for p in parts):
+        return parts
+    return None
+
+
+def _size_of(sym, symbol_names, sizes) -> int:
+    if sym in symbol_names:
+        return sizes[symbol_names.index(sym)]
+    return sum(sizes[symbol_names.index(p)] for p in _derived_parts(sym, symbol_names))
+
+
 def _shapes_for(leaves, names, dyn, symbol_names, sizes):
     shapes = []
     for t, name in zip(leaves, names):
         shape = list(t.shape)
         for axis, sym in dyn.get(name, {}).items():
-            shape[axis] = sizes[symbol_names.index(sym)]
+            shape[axis] = _size_of(sym, symbol_names, sizes)
         shapes.append(tuple(shape))
     return shapes
+
+
+def _collect_symbols(leaves, input_names, dyn):
+    """(plain symbol names, their example sizes). An axis named "a + b" after plain symbols
+    a and b is derived (Note [Dynamic dims]): its size is their sum in every trace."""
+    seen: dict = {}
+    for t, n in zip(leaves, input_names):
+        for axis, sym in sorted(dyn.get(n, {}).items()):
+            if axis >= t.ndim or axis < 0:
+                raise OnnxExportError(
+                    f"dynamic_axes[{n!r}] names axis {axis} but {n} has shape {tuple(t.shape)}"
+                )
+            seen.setdefault(sym, []).append((n, int(t.shape[axis])))
+    names = [s for s in seen if _derived_parts(s, seen) is None]
+    symbol_names: list = []
+    example_sizes: list = []
+    for sym in names:
+        (first, size), *rest = seen[sym]
+        for n, other in rest:
+            if other != size:
+                raise OnnxExportError(
+                    f"dynamic axis {sym!r} is {size} in {first} and {other} in {n}: axes "
+                    f"sharing a name share a size"
+                )
+        symbol_names.append(sym)
+        example_sizes.append(size)
+    for sym, where in seen.items():
+        if sym in symbol_names:
+            continue
+        total = _size_of(sym, symbol_names, example_sizes)
+        for n, size in where:
+            if size != total:
+                raise OnnxExportError(
+                    f"dynamic axis {sym!r} of {n} is {size}, but the sum of its parts is "
+                    f"{total} in the example"
+                )
+    return symbol_names, example_sizes
 
 
 def _placeholder(a: np.ndarray, shape, rng=None) -> np.ndarray:
@@ -144,6 +205,9 @@ def _placeholder(a: np.ndarray, shape, rng=None) -> np.ndarray:
     if a.dtype.kind == "f":
         scale = float(a.std()) if a.size > 1 and a.std() > 0 else 1.0
         vals = rng.normal(float(a.mean()) if a.size else 0.0, scale, size=shape)
+        finite = a[np.isfinite(a)]
+        if finite.size > 1:  # inside the example's range: probabilities stay in [0, 1]
+            vals = np.clip(vals, finite.min(), finite.max())
         return vals.astype(a.dtype)
     pool = np.unique(a) if a.size else np.zeros(1, a.dtype)
     if a.dtype.kind in "iu" and pool.size == 2 and set(pool.tolist()) <= {0, 1}:
@@ -167,6 +231,7 @@ def export(
     atol: float = 1e-5,
     fuse: bool = True,
     model_name: str | None = None,
+    rms_scale: bool = False,
 ) -> ExportReport:
     """Export a module or function of tensors to an ONNX file, checked by onnxruntime.
 
@@ -189,6 +254,8 @@ def export(
         dynamic_axes: symbolic dims (Note [Dynamic dims]); axes sharing a name share a size.
         opset_version: 13 to 21.
         check, rtol, atol: the check and its tolerance (Note [Checked export]).
+        rms_scale: bound each element by rtol * (|x| + the output's rms) too (Note [Checked
+            export]), for deep models.
         fuse: use ONNX's fused ops for softmax, layer norm, GELU (Note [ONNX fused composites]).
         model_name: the ONNX graph's name (default: the model's class or function name).
 
@@ -238,6 +305,7 @@ def export(
                 fuse,
                 model_name,
                 is_module,
+                rms_scale,
             )
     finally:
         if is_module and was_training:
@@ -246,7 +314,7 @@ def export(
 
 def _export(
     fn, args, f, input_names, output_names, dynamic_axes, opset, check, rtol, atol, fuse, name,
-    is_module,
+    is_module, rms_scale=False,
 ):  # fmt: skip
 
     if not 13 <= opset <= 21:
@@ -278,24 +346,7 @@ def _export(
     dyn = _normalize_dynamic_axes(dynamic_axes, input_names, output_names)
 
     # the dynamic axes' symbols and their sizes in the example
-    symbol_names: list = []
-    example_sizes: list = []
-    for t, n in zip(leaves, input_names):
-        for axis, sym in sorted(dyn.get(n, {}).items()):
-            if axis >= t.ndim or axis < 0:
-                raise OnnxExportError(
-                    f"dynamic_axes[{n!r}] names axis {axis} but {n} has shape {tuple(t.shape)}"
-                )
-            size = int(t.shape[axis])
-            if sym in symbol_names:
-                if example_sizes[symbol_names.index(sym)] != size:
-                    raise OnnxExportError(
-                        f"dynamic axis {sym!r} is {example_sizes[symbol_names.index(sym)]} in "
-                        f"one input and {size} in {n}: axes sharing a name share a size"
-                    )
-            else:
-                symbol_names.append(sym)
-                example_sizes.append(size)
+    symbol_names, example_sizes = _collect_symbols(leaves, input_names, dyn)
 
     def graph_at(sizes):
         shapes = _shapes_for(leaves, input_names, dyn, symbol_names, sizes)
@@ -348,7 +399,7 @@ def _export(
 
         templates = [t.numpy() for t in leaves]
         _check(report, reference, templates, input_names, dyn, symbol_names, traces_sizes,
-               rtol, atol)  # fmt: skip
+               rtol, atol, rms_scale)  # fmt: skip
     if f is not None:
         _write(report.model, f)
     return report
@@ -494,7 +545,7 @@ def _lower_graphs(
             outputs_vi.append(value_info(oname, var, shapes_of(var), var.dtype, dyn.get(oname, {})))
     _fold_constant_transposes(b)
     _drop_unused_nodes(b, [o[0] for o in outputs])
-    used = {i for n in b.nodes for i in n.input}
+    used = {i for n in b.nodes for i in subgraph_inputs(n)}
     initializers = [numpy_helper.from_array(a, n) for n, a in b.initializers.items() if n in used]
     onnx_graph = helper.make_graph(b.nodes, name, inputs_vi, outputs_vi, initializer=initializers)
     model = helper.make_model(
@@ -581,25 +632,37 @@ def _lower_const(b, var, arrays) -> str:
         return b.op("ConstantOfShape", shape, value=fill)
     steps = [np.diff(a) for a in flat]
     if all(a.size > 1 for a in flat) and all((s == steps[0][0]).all() for s in steps):
-        start, step = flat[0][0], steps[0][0]
-        if len({a[0] for a in flat}) == 1:
+        step = steps[0][0]
+        dtype = first.dtype
+        scalar = b.const(np.zeros(0, np.int64), "int64")
+        starts = [a[0] for a in flat]
+        if len(set(starts)) == 1:
+            start = b.const(np.asarray(starts[0], dtype))
+        elif dtype.kind in "iu" and all(float(v).is_integer() for v in starts):
+            # arange(past, past + q): a start that follows the axes
+            start = b.op("Reshape", b.dim([int(v) for v in starts]), scalar)
+            if dtype != np.int64:
+                start = b.op("Cast", start, to=onnx_type(dtype))
+        else:
+            start = None
+        if start is not None:
             count = b.dim([a.size for a in flat])
-            dtype = first.dtype
-            scalar = b.const(np.zeros(0, np.int64), "int64")
             n = b.op("Reshape", count, scalar)
             if dtype != np.int64:
                 n = b.op("Cast", n, to=onnx_type(dtype))
             limit = b.op("Mul", n, b.const(np.asarray(step, dtype)))
-            limit = b.op("Add", limit, b.const(np.asarray(start, dtype)))
-            out = b.op(
-                "Range", b.const(np.asarray(start, dtype)), limit, b.const(np.asarray(step, dtype))
-            )
+            limit = b.op("Add", limit, start)
+            out = b.op("Range", start, limit, b.const(np.asarray(step, dtype)))
             return b.op("Reshape", out, shape)
     band = _triangular(arrays)
     if band is not None:  # a causal mask: where(tril(ones, k), inside, outside)
-        upper, k, inside, outside, dtype = band
+        upper, ks, inside, outside, dtype = band
+        if len(set(ks)) == 1:
+            k = b.const(ks[0], "int64")
+        else:  # the diagonal follows the axes (a past length)
+            k = b.op("Reshape", b.dim(ks), b.const(np.zeros(0, np.int64), "int64"))
         ones = b.op("ConstantOfShape", shape, value=_onnx_array(np.ones(1, np.int64)))
-        tri = b.op("Trilu", ones, b.const(k, "int64"), upper=int(upper))
+        tri = b.op("Trilu", ones, k, upper=int(upper))
         keep = b.op("Cast", tri, to=onnx_type("bool"))
         return b.op(
             "Where", keep, b.const(np.asarray(inside, dtype)), b.const(np.asarray(outside, dtype))
@@ -617,8 +680,9 @@ def _onnx_array(array):
 
 
 def _triangular(arrays):
-    """(upper, k, inside, outside, dtype) when every array is where(tril/triu(ones, k), inside,
-    outside) over its last two dims (a causal mask made while tracing), else None."""
+    """(upper, k per array, inside, outside, dtype) when every array is where(tril/triu(ones,
+    k), inside, outside) over its last two dims (a causal mask made while tracing; k may follow
+    the axes, as a past length does), else None."""
     first = arrays[0]
     if first.ndim < 2 or first.shape[-1] < 2 or first.shape[-2] < 2:
         return None
@@ -628,44 +692,62 @@ def _triangular(arrays):
         outside = row[0, -1] if not upper else row[-1, 0]
         if inside == outside:
             continue
-        if upper:
-            k = int(np.argmax(row[0] == inside))
-        else:
-            k = int(np.argmax(row[0] != inside)) - 1
         fn = np.triu if upper else np.tril
-        if all(
-            np.array_equal(
-                a,
-                np.broadcast_to(
-                    np.where(fn(np.ones(a.shape[-2:], bool), k), inside, outside), a.shape
-                ),
-            )
-            for a in arrays
-        ):
-            return upper, k, inside, outside, first.dtype
+        ks = []
+        for a in arrays:
+            top = a.reshape(-1, *a.shape[-2:])[0][0]
+            if upper:
+                k = int(np.argmax(top == inside))
+            else:
+                k = int(np.argmax(top != inside)) - 1 if (top != inside).any() else a.shape[-1]
+            expected = np.where(fn(np.ones(a.shape[-2:], bool), k), inside, outside)
+            if not np.array_equal(a, np.broadcast_to(expected, a.shape)):
+                break
+            ks.append(k)
+        else:
+            return upper, ks, inside, outside, first.dtype
     return None
 
 
 def _rename_identities(b, keep: set) -> None:
-    """`x -> Identity -> out`: let x's producer write `out` directly (fewer nodes)."""
+    """Fewer Identity nodes: `x -> Identity -> out` (a graph output) lets x's producer write
+    `out` directly, its other readers reading `out`; an Identity inside the graph (a no-op
+    cast or copy) is bypassed. Values read inside a Scan body keep their names."""
     producers = {o: n for n in b.nodes for o in n.output}
-    consumers: dict = {}
+    in_bodies: set = set()
     for n in b.nodes:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
+        direct = set(n.input)
+        in_bodies.update(i for i in subgraph_inputs(n) if i not in direct)
+    outputs = {n.output[0] for n in b.nodes if n.op_type == "Identity" and
+               n.name.endswith("_identity")}  # fmt: skip
+
+    def rename(old, new):
+        for n in b.nodes:
+            for k, i in enumerate(n.input):
+                if i == old:
+                    n.input[k] = new
+
     drop = []
     for node in b.nodes:
-        if node.op_type != "Identity" or not node.name.endswith("_identity"):
+        if node.op_type != "Identity":
             continue
-        src = node.input[0]
+        src, out = node.input[0], node.output[0]
+        if src in in_bodies or out in in_bodies:
+            continue
+        if out not in outputs:  # inside the graph: readers read the source
+            rename(out, src)
+            drop.append(node)
+            continue
         producer = producers.get(src)
-        if producer is None or src in keep or consumers.get(src, 0) != 1:
+        if producer is None or src in keep or src in outputs:
             continue
         if producer.op_type == "Identity" and producer.name.endswith("_identity"):
             continue
         for k, o in enumerate(producer.output):
             if o == src:
-                producer.output[k] = node.output[0]
+                producer.output[k] = out
+        producers[out] = producer
+        rename(src, out)
         drop.append(node)
     for node in drop:
         b.nodes.remove(node)
@@ -678,19 +760,22 @@ def _drop_unused_nodes(b, outputs) -> None:
     for node in reversed(b.nodes):
         if any(o in live for o in node.output):
             kept.append(node)
-            live.update(i for i in node.input if i)
+            live.update(subgraph_inputs(node))
     b.nodes[:] = kept[::-1]
 
 
 def _fold_constant_transposes(b) -> None:
-    """Transpose of an initializer (a linear layer's weight) becomes a transposed initializer."""
+    """Transpose of an initializer (a linear layer's weight) becomes a transposed initializer,
+    unless something else reads the initializer too (a tied embedding and LM head): a second,
+    transposed copy would double the file, and runtimes fold the Transpose when they load."""
     uses: dict = {}
     for n in b.nodes:
-        for i in n.input:
+        for i in set(subgraph_inputs(n)):
             uses[i] = uses.get(i, 0) + 1
     kept = []
     for n in b.nodes:
-        if n.op_type == "Transpose" and n.input[0] in b.initializers:
+        source = n.input[0] if n.input else None
+        if n.op_type == "Transpose" and source in b.initializers and uses.get(source) == 1:
             perm = list(n.attribute[0].ints) if n.attribute else None
             b.initializers[n.output[0]] = np.ascontiguousarray(
                 np.transpose(b.initializers[n.input[0]], perm)
@@ -745,7 +830,8 @@ def _write(model, f) -> None:
         raise OnnxExportError(f"export: f must be a path or a binary file, got {type(f).__name__}")
 
 
-def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, rtol, atol):
+def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, rtol, atol,
+           rms_scale=False):  # fmt: skip
     """Note [Checked export]: `reference(arrays)` runs ember on inputs made like `templates`
     (NumPy arrays) at two new shapes; onnxruntime runs the file on the same ones."""
     import onnx
@@ -795,7 +881,11 @@ def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, 
                 # equal values (equal infinities too, whose difference is nan) agree
                 diff = np.where(both_nan | (mine == ref), 0.0, diff)
                 err = float(np.max(diff)) if diff.size else 0.0
-                limit = atol + rtol * np.abs(mine.astype(np.float64))
+                magnitude = np.abs(mine.astype(np.float64))
+                if rms_scale and mine.size:
+                    finite = mine[np.isfinite(mine)].astype(np.float64)
+                    magnitude = magnitude + (np.sqrt(np.mean(finite**2)) if finite.size else 0)
+                limit = atol + rtol * magnitude
                 excess = float(np.max(np.where(np.isnan(diff), np.inf, diff - limit), initial=0))
             else:
                 err = float(np.max(mine != ref, initial=0))
@@ -807,6 +897,8 @@ def _check(report, reference, templates, input_names, dyn, symbol_names, sizes, 
     if worst[1] is not None and worst[2] > 0:
         raise ExportCheckError(
             f"onnxruntime disagrees with ember on output {worst[1]!r}: max |diff| "
-            f"{worst[0]:.3g} past atol={atol} + rtol={rtol}*|ember|; all outputs: "
+            f"{worst[0]:.3g} past atol={atol} + rtol={rtol}*|ember"
+            + (" + rms" if rms_scale else "")
+            + "|; all outputs: "
             + ", ".join(f"{k}: {v:.3g}" for k, v in report.max_abs_diff.items())
         )

@@ -62,7 +62,8 @@ def _ember_dtype(onnx_elem_type: int):
 
 def _const(array) -> Tensor:
     array = np.asarray(array)
-    return from_numpy(np.ascontiguousarray(array))
+    # ascontiguousarray makes a 0-d array 1-d: keep the shape (a Constant scalar index)
+    return from_numpy(np.ascontiguousarray(array).reshape(array.shape))
 
 
 # --- handlers: fn(attrs, *inputs) -> Tensor or list of Tensors -----------------------------------
@@ -388,7 +389,17 @@ H["ReduceSum"] = _reduction(lambda x, d, k: _ops.reduce.sum(x, d, k).to(x.dtype)
 H["ReduceMean"] = _reduction(lambda x, d, k: _ops.reduce.mean(x, d, k))
 H["ReduceMax"] = _reduction(lambda x, d, k: _ops.reduce.amax(x, d, k))
 H["ReduceMin"] = _reduction(lambda x, d, k: _ops.reduce.amin(x, d, k))
-H["ReduceProd"] = _reduction(lambda x, d, k: _ops.reduce.prod(x, d, k).to(x.dtype))
+
+
+def _prod(x, dims, keepdim):
+    """ember's prod takes one dim: reduce the dims one by one, last first."""
+    out = x
+    for d in sorted(dims, reverse=True):
+        out = _ops.reduce.prod(out, d, keepdim)
+    return out.to(x.dtype)
+
+
+H["ReduceProd"] = _reduction(_prod)
 
 
 @_handler("ArgMax", "ArgMin")
@@ -466,19 +477,30 @@ def _conv(attrs, x, w, bias=None):
 
 
 @_handler("MaxPool")
-def _max_pool(attrs, x):
+def _max_pool(attrs, x, n_outputs=1):
+    """1-D to 3-D; the optional Indices output is flat over the whole (N, C, *spatial)
+    tensor (ember's max_pool_indices are per (N, C) plane, so the plane offsets are added)."""
     _check_auto_pad("MaxPool", attrs)
     kernel = tuple(attrs["kernel_shape"])
-    if len(kernel) != 2:
-        raise OnnxImportError(f"MaxPool: only 2-D pooling is supported, got kernel {kernel}")
-    return _ops.conv.max_pool2d(
-        x,
-        kernel,
-        stride=tuple(attrs.get("strides", kernel)),
-        padding=_symmetric_pads("MaxPool", attrs.get("pads"), 2),
-        dilation=tuple(attrs.get("dilations", [1, 1])),
+    nd = len(kernel)
+    if attrs.get("storage_order", 0):
+        raise OnnxImportError("MaxPool: storage_order=1 (column-major indices) is not supported")
+    options = dict(
+        stride=tuple(attrs.get("strides", [1] * nd)),
+        padding=_symmetric_pads("MaxPool", attrs.get("pads"), nd),
+        dilation=tuple(attrs.get("dilations", [1] * nd)),
         ceil_mode=bool(attrs.get("ceil_mode", 0)),
     )
+    if nd == 2 and n_outputs == 1:
+        return _ops.conv.max_pool2d(x, kernel, **options)
+    index = _ops.registry.apply(_ops.conv.MAX_POOL_INDICES, x, kernel=kernel, **options)
+    values = _ops.conv._gather_planes(x, index, tuple(index.shape))
+    if n_outputs == 1:
+        return values
+    n, c = int(x.shape[0]), int(x.shape[1])
+    plane = int(np.prod(x.shape[2:]))
+    offsets = np.arange(n * c, dtype=np.int64).reshape((n, c) + (1,) * nd) * plane
+    return [values, index + _const(offsets)]
 
 
 @_handler("AveragePool")
@@ -609,7 +631,126 @@ for _name, _fn in {
 
 
 _NEEDS_OP_TYPE = {"Max", "Min", "Sum", "Mean", "ArgMax", "ArgMin", "Softmax", "LogSoftmax"}
-_NEEDS_N_OUTPUTS = {"Split"}
+_NEEDS_N_OUTPUTS = {"Split", "MaxPool", "LSTM", "GRU", "RNN"}
+
+
+# --- recurrent layers (what PyTorch's TorchScript exporter writes for nn.LSTM/GRU/RNN) ---------
+# ONNX's gate blocks are LSTM (i, o, f, c), GRU (z, r, h); ember's recurrences take PyTorch's
+# (i, f, g, o) and (r, z, n) (Note [Fused recurrence] in ember/ops/rnn.py).
+_GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
+_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"],
+                        "RNN": ["Tanh"]}  # fmt: skip
+
+
+def _regate(t, op_type, axis):
+    """Reorder the gate blocks of `t` along `axis` from ONNX's order to PyTorch's."""
+    order = _GATE_ORDER[op_type]
+    size = t.shape[axis] // len(order)
+    blocks = [t.narrow(axis, k * size, size) for k in order]
+    return blocks[0] if len(blocks) == 1 else _ops.shape.cat(blocks, axis)
+
+
+def _recurrent(op_type):
+    def handle(attrs, x, w, r, b=None, lengths=None, h0=None, c0=None, p=None, n_outputs=1):
+        from ember.ops import rnn as _rnn
+
+        name = op_type
+        direction = attrs.get("direction", "forward")
+        dirs = 2 if direction == "bidirectional" else 1
+        hidden = int(attrs["hidden_size"])
+        activations = [a if isinstance(a, str) else a.decode() for a in
+                       attrs.get("activations", _DEFAULT_ACTIVATIONS[op_type] * dirs)]  # fmt: skip
+        per_dir = len(activations) // dirs
+        nonlinearity = "tanh"
+        if op_type == "RNN" and all(a == "Relu" for a in activations):
+            nonlinearity = "relu"
+        elif activations != _DEFAULT_ACTIVATIONS[op_type][:per_dir] * dirs:
+            raise OnnxImportError(f"{name}: activations {activations} are not supported")
+        for unsupported in ("clip", "activation_alpha", "activation_beta"):
+            if unsupported in attrs:
+                raise OnnxImportError(f"{name}: the {unsupported} attribute is not supported")
+        if attrs.get("input_forget", 0) or p is not None:
+            raise OnnxImportError(f"{name}: input_forget and peepholes are not supported")
+        if op_type == "GRU" and not attrs.get("linear_before_reset", 0):
+            raise OnnxImportError(
+                "GRU: linear_before_reset=0 (the reset gate applied before the hidden "
+                "projection) is not supported; PyTorch's GRU is linear_before_reset=1"
+            )
+        batch_first = bool(attrs.get("layout", 0))
+        if batch_first:
+            x = x.transpose(0, 1)
+            h0 = None if h0 is None else h0.transpose(0, 1)
+            c0 = None if c0 is None else c0.transpose(0, 1)
+        steps, batch = int(x.shape[0]), int(x.shape[1])
+        seq = None
+        if lengths is not None:
+            values = host_values(lengths.array)
+            if values is None:
+                raise OnnxImportError(
+                    f"{name}: sequence_lens computed from the traced inputs cannot be compiled"
+                )
+            seq = [int(v) for v in values.reshape(-1)]
+            if all(v == steps for v in seq):
+                seq = None
+        zeros = x.new_zeros((dirs, batch, hidden))
+        h0 = zeros if h0 is None else h0
+        c0 = zeros if c0 is None else c0
+        ys, hs, cs = [], [], []
+        for d in range(dirs):
+            reverse = direction == "reverse" or d == 1
+            w_ih = _regate(w[d], op_type, 0)
+            w_hh = _regate(r[d], op_type, 0)
+            b_ih = b_hh = None
+            if b is not None:
+                b_ih = _regate(b[d, : b.shape[1] // 2], op_type, 0)
+                b_hh = _regate(b[d, b.shape[1] // 2 :], op_type, 0)
+            if op_type == "LSTM":
+                y, h, c = _rnn.lstm_layer(x, h0[d], c0[d], w_ih, w_hh, b_ih, b_hh,
+                                          reverse=reverse, lengths=seq)  # fmt: skip
+                cs.append(c)
+            elif op_type == "GRU":
+                y, h = _rnn.gru_layer(x, h0[d], w_ih, w_hh, b_ih, b_hh, reverse=reverse,
+                                      lengths=seq)  # fmt: skip
+            else:
+                y, h = _rnn.rnn_layer(x, h0[d], w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity,
+                                      reverse=reverse, lengths=seq)  # fmt: skip
+            ys.append(y)
+            hs.append(h)
+        y = _ops.shape.stack(ys, 1)  # (seq, dirs, batch, hidden)
+        h = _ops.shape.stack(hs, 0)
+        outs = [y, h] + ([_ops.shape.stack(cs, 0)] if op_type == "LSTM" else [])
+        if batch_first:
+            outs = [outs[0].permute(2, 0, 1, 3)] + [o.transpose(0, 1) for o in outs[1:]]
+        return outs[:n_outputs]
+
+    return handle
+
+
+for _name in ("LSTM", "GRU", "RNN"):
+    H[_name] = _recurrent(_name)
+
+
+@_handler("Scan")
+def _scan_placeholder(attrs, *xs):  # pragma: no cover - OnnxProgram runs Scan itself
+    raise OnnxImportError("Scan runs through its program (it reads outer values)")
+
+
+def _all_op_types(graph) -> set:
+    """Op types of a graph and of the bodies of its nodes (Scan, Loop, If)."""
+    from onnx import helper
+
+    types = set()
+    for n in graph.node:
+        types.add((n.domain, n.op_type))
+        for a in n.attribute:
+            value = helper.get_attribute_value(a)
+            bodies = [value] if hasattr(value, "node") else (
+                list(value) if isinstance(value, list) and value and hasattr(value[0], "node")
+                else []
+            )  # fmt: skip
+            for body in bodies:
+                types |= _all_op_types(body)
+    return types
 
 
 def _attributes(node) -> dict:
@@ -660,8 +801,9 @@ class OnnxProgram:
         self.opset = max(
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0
         )
-        others = sorted({n.domain for n in graph.node if n.domain not in ("", "ai.onnx")})
-        unknown = sorted({n.op_type for n in graph.node if n.op_type not in H})
+        types = _all_op_types(graph)
+        others = sorted({d for d, _ in types if d not in ("", "ai.onnx")})
+        unknown = sorted({t for _, t in types if t not in H})
         if unknown or others:
             where = f" in {path}" if path else ""
             parts = []
@@ -708,12 +850,55 @@ class OnnxProgram:
         self.initializers = known
 
     def _run_node(self, node, values) -> dict:
+        if node.op_type == "Scan":
+            return self._run_scan(node, values)
         args = [values[i] if i else None for i in node.inputs]
         while args and args[-1] is None:
             args.pop()
         result = node.handler(node.attrs, *args)
         results = result if isinstance(result, list) else [result]
         return {n: r for n, r in zip(node.outputs, results) if n}
+
+    def _run_scan(self, node, values) -> dict:
+        """ONNX Scan (opset 9+): the body runs once per step over the scan inputs' slices,
+        reading outer values by name; per-step outputs are stacked (reversed where their
+        direction is 1, so each lands at its own step)."""
+        from ember.ops import shape as _shape
+
+        body = node.attrs["body"]
+        nodes = [_Node(n) for n in body.node]
+        m = int(node.attrs["num_scan_inputs"])
+        inputs = [values[i] if i else None for i in node.inputs]
+        n_states = len(inputs) - m
+        states, scans = inputs[:n_states], inputs[n_states:]
+        in_dirs = list(node.attrs.get("scan_input_directions", [0] * m))
+        in_axes = [a % scans[k].ndim for k, a in
+                   enumerate(node.attrs.get("scan_input_axes", [0] * m))]  # fmt: skip
+        n_out = len(body.output) - n_states
+        out_dirs = list(node.attrs.get("scan_output_directions", [0] * n_out))
+        out_axes = list(node.attrs.get("scan_output_axes", [0] * n_out))
+        steps = int(scans[0].shape[in_axes[0]]) if scans else 0
+        if steps == 0:
+            raise OnnxImportError("Scan over zero steps (its outputs' shapes are unknown)")
+        body_in = [i.name for i in body.input]
+        body_out = [o.name for o in body.output]
+        collected: list = [[] for _ in range(n_out)]
+        for t in range(steps):
+            local = dict(values)
+            local.update(zip(body_in[:n_states], states))
+            for k, x in enumerate(scans):
+                index = steps - 1 - t if in_dirs[k] else t
+                local[body_in[n_states + k]] = x[(slice(None),) * in_axes[k] + (index,)]
+            self._run_nodes(nodes, local, set())
+            states = [local[n] for n in body_out[:n_states]]
+            for k in range(n_out):
+                collected[k].append(local[body_out[n_states + k]])
+        outs = list(states)
+        for k in range(n_out):
+            items = collected[k][::-1] if out_dirs[k] else collected[k]
+            axis = out_axes[k] % (items[0].ndim + 1)
+            outs.append(_shape.stack(items, axis))
+        return {n: r for n, r in zip(node.outputs, outs) if n}
 
     def _feed(self, args, kwargs) -> dict:
         if len(args) > len(self.input_names):
@@ -756,8 +941,12 @@ class OnnxProgram:
         feed = self._feed(args, kwargs)
         values = dict(self.initializers)
         values.update(feed)
-        static = set(self.initializers)
-        for node in self.nodes:
+        self._run_nodes(self.nodes, values, set(self.initializers))
+        return tuple(values[n] for n in self.output_names)
+
+    def _run_nodes(self, nodes, values, static) -> None:
+        """Run `nodes` in order, adding their outputs to `values` (Note [ONNX import])."""
+        for node in nodes:
             ins = [i for i in node.inputs if i]
             try:
                 if node.op_type in ("Shape", "Size", "Constant") or all(i in static for i in ins):
@@ -775,7 +964,6 @@ class OnnxProgram:
                     f"{type(error).__name__}: {error}"
                 ) from error
             values.update(outs)
-        return tuple(values[n] for n in self.output_names)
 
     def compile(self, **options):
         """This program as an `ember.compile`d function (one graph per input signature)."""

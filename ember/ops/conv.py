@@ -298,17 +298,34 @@ MAX_POOL2D = defop(
 )
 
 
-@onnx_lowering("max_pool2d")
-def _max_pool2d_onnx(b, x, kernel, stride, padding, dilation, ceil_mode):
-    return b.op(
+def _onnx_max_pool(b, x, kernel, stride, padding, dilation, ceil_mode, outputs=1):
+    """MaxPool; with ceil_mode, ONNX runtimes may add a last window that starts in the right
+    padding, which PyTorch's rule (Note [Pool windows]) drops: the outputs are sliced to
+    ember's output size."""
+    result = b.op(
         "MaxPool",
         x,
+        outputs=outputs,
         kernel_shape=list(kernel),
         strides=list(stride),
         pads=list(padding) * 2,
         dilations=list(dilation),
         ceil_mode=int(ceil_mode),
     )
+    if not ceil_mode:
+        return result
+    nd = len(kernel)
+    ends = b.ints_across([list(s[2:]) for s in b.shapes_of(b.out)])
+    axes = b.const(list(range(2, 2 + nd)), "int64")
+    starts = b.const([0] * nd, "int64")
+    results = result if isinstance(result, list) else [result]
+    sliced = [b.op("Slice", r, starts, ends, axes) for r in results]
+    return sliced if isinstance(result, list) else sliced[0]
+
+
+@onnx_lowering("max_pool2d")
+def _max_pool2d_onnx(b, x, kernel, stride, padding, dilation, ceil_mode):
+    return _onnx_max_pool(b, x, kernel, stride, padding, dilation, ceil_mode)
 
 
 def _max_pool_indices_forward(xp, x, kernel, stride, padding, dilation, ceil_mode):
@@ -426,6 +443,39 @@ MAX_UNPOOL = defop(
     doc="Zeros of (N, C, *output_size) with x written at the flat per-plane positions `index` "
     "(max pooling's indices); any number of spatial dims.",
 )
+
+
+@onnx_lowering("max_pool_indices")
+def _max_pool_indices_onnx(b, x, kernel, stride, padding, dilation, ceil_mode):
+    """MaxPool's Indices output, flat over the whole (N, C, *spatial) tensor in ONNX, taken
+    modulo the plane size to be per (N, C) plane. Both pick a window's first maximum; a
+    window holding NaN is where they part (ember: its last NaN, as PyTorch's CPU kernels)."""
+    _, indices = _onnx_max_pool(b, x, kernel, stride, padding, dilation, ceil_mode, outputs=2)
+    plane = b.ints_across([[math.prod(s[2:])] for s in b.shapes_of(b.ins[0])])
+    return b.op("Mod", indices, plane)
+
+
+@onnx_lowering("max_unpool")
+def _max_unpool_onnx(b, x, index, output_size):
+    """ScatterElements of x into zeros of (N, C, prod(output_size)) along the plane, then the
+    output's shape (ONNX's MaxUnpool wants indices flat over the whole tensor instead)."""
+    shapes = b.shapes_of(b.ins[0])
+    plane = math.prod(output_size)
+    flat = b.ints_across([[s[0], s[1], -1] for s in shapes])
+    zeros_shape = b.ints_across([[s[0], s[1], plane] for s in shapes])
+    zeros = b.op("ConstantOfShape", zeros_shape)
+    if b.out.dtype != np.float32:
+        zeros = b.op("Cast", zeros, to=b.onnx_type(b.out.dtype))
+    scattered = b.op(
+        "ScatterElements",
+        zeros,
+        b.op("Reshape", index, flat),
+        b.op("Reshape", x, flat),
+        axis=2,
+    )
+    out_shape = b.ints_across([[s[0], s[1], *output_size] for s in shapes])
+    return b.op("Reshape", scattered, out_shape)
+
 
 # faster NumPy kernels (ember.backend.conv_kernels); the forwards above stay the spec
 CONV2D.def_kernel("numpy")(_np_kernels.conv2d)

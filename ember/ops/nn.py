@@ -345,6 +345,33 @@ BATCH_NORM_STATS = defop(
 )
 
 
+def _onnx_bn_centred(b, x):
+    """(x - mean, biased variance) over dims 0, 2, ... (kept), as ONNX nodes."""
+    dims, _ = _bn_axes(b.ins[0].ndim, b.ins[0].shape[1])
+    mean = b.reduce("ReduceMean", x, dims, True)
+    centred = b.op("Sub", x, mean)
+    var = b.reduce("ReduceMean", b.op("Mul", centred, centred), dims, True)
+    return mean, centred, var
+
+
+@onnx_lowering("batch_norm_train")
+def _bn_train_onnx(b, x, w, bias, eps):
+    """Batch statistics (a BatchNorm with track_running_stats=False runs this in eval too)."""
+    _, shape = _bn_axes(b.ins[0].ndim, b.ins[0].shape[1])
+    _, centred, var = _onnx_bn_centred(b, x)
+    scale = b.op("Reciprocal", b.op("Sqrt", b.op("Add", var, b.const(eps, b.out.dtype))))
+    target = b.const(list(shape), "int64")
+    out = b.op("Mul", b.op("Mul", centred, scale), b.op("Reshape", w, target))
+    return b.op("Add", out, b.op("Reshape", bias, target))
+
+
+@onnx_lowering("batch_norm_stats")
+def _bn_stats_onnx(b, x):
+    mean, _, var = _onnx_bn_centred(b, x)
+    row = b.const([1, -1], "int64")
+    return b.op("Concat", b.op("Reshape", mean, row), b.op("Reshape", var, row), axis=0)
+
+
 def _with_reference(fast, reference):
     """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
 
@@ -403,9 +430,29 @@ def dropout(x, p=0.5, training=True, generator=None):
 
 def feature_dropout(x, p=0.5, training=True, spatial_dims=2, generator=None, name="dropout2d"):
     """Zero whole channels: each (sample, channel) map of an input (N, C, *spatial) or
-    (C, *spatial) is kept with probability 1 - p and scaled by 1 / (1 - p)."""
+    (C, *spatial) is kept with probability 1 - p and scaled by 1 / (1 - p). dropout2d takes
+    any rank >= 2 as torch's does, masking (dim 0, dim 1) entries (with a warning)."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name}: probability must be in [0, 1], got {p}")
+    if spatial_dims == 2 and x.ndim != 4 and x.ndim >= 2:
+        # PyTorch's dropout2d masks (dim 0, dim 1) entries whatever the rank: a 3-D input is
+        # read as (N, C, L) (1-D channel dropout) and a 2-D one drops single elements, each
+        # with a warning; ember follows it, so ported code keeps its behaviour
+        import warnings
+
+        warnings.warn(
+            f"{name}: received a {x.ndim}-D input; as torch's dropout2d does, it is read as "
+            f"(N, C{', L' if x.ndim == 3 else ''}) and each (n, c) entry is dropped whole "
+            f"(use {'dropout1d' if x.ndim == 3 else 'dropout'} to say so and silence this)",
+            stacklevel=3,
+        )
+        if not training or p == 0.0:
+            return x
+        if p == 1.0:
+            return x * 0.0
+        shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
+        keep = uniform(shape, dtype=x.dtype, generator=generator, device=x.device) >= p
+        return E.where(keep, x * (1.0 / (1.0 - p)), 0.0)
     if x.ndim not in (spatial_dims + 1, spatial_dims + 2):
         raise ShapeError(
             f"{name}: expected a {spatial_dims + 1}-D (unbatched) or {spatial_dims + 2}-D "
@@ -502,14 +549,16 @@ def _xent_parts(xp, x, t, ignore_index):
         bad = int(safe.max()) if int(safe.max()) >= c else int(safe.min())
         raise IndexError(f"cross_entropy: target {bad} is out of range for {c} classes")
     m = x.max(axis=1, keepdims=True) if x.shape[1] else xp.zeros((x.shape[0], 1), x.dtype)
-    shifted = x - m
-    lse = xp.log(xp.exp(shifted).sum(axis=1))
-    picked = xp.take_along_axis(shifted, safe[:, None], axis=1)[:, 0]
-    return valid, safe, shifted, lse, picked
+    exps = x - m  # exp(x - m), in place: one (N, C) buffer for the whole computation
+    xp.exp(exps, out=exps)
+    total = exps.sum(axis=1)
+    lse = xp.log(total)
+    picked = xp.take_along_axis(x, safe[:, None], axis=1)[:, 0] - m[:, 0]
+    return valid, safe, exps, total, lse, picked
 
 
 def _xent_forward(xp, x, t, ignore_index, reduction):
-    valid, _, _, lse, picked = _xent_parts(xp, x, t, ignore_index)
+    valid, _, _, _, lse, picked = _xent_parts(xp, x, t, ignore_index)
     loss = xp.where(valid, lse - picked, 0).astype(x.dtype, copy=False)
     if reduction == "none":
         return loss
@@ -540,8 +589,8 @@ def _xent_onnx(b, x, t, ignore_index, reduction):
 
 
 def _xent_grad_forward(xp, g, x, t, ignore_index, reduction):
-    valid, safe, shifted, lse, _ = _xent_parts(xp, x, t, ignore_index)
-    p = xp.exp(shifted - lse[:, None])
+    valid, safe, p, total, _, _ = _xent_parts(xp, x, t, ignore_index)
+    p *= (1.0 / total)[:, None].astype(p.dtype, copy=False)  # softmax, in the same buffer
     p[xp.arange(x.shape[0]), safe] -= 1.0
     scale = valid.astype(x.dtype)
     if reduction == "mean":
@@ -743,6 +792,19 @@ BINARY_CROSS_ENTROPY = defop(
     doc="Elementwise -(t log x + (1 - t) log(1 - x)), logs clamped at -100 as in torch, with "
     "torch's finite gradient at saturated probabilities; input must lie in [0, 1].",
 )
+
+
+@onnx_lowering("binary_cross_entropy")
+def _bce_onnx(b, x, t):
+    """-(t max(log x, -100) + (1 - t) max(log(1 - x), -100)); the range check of the
+    reference is a runtime error ONNX cannot raise, so it is left out."""
+    dtype = b.out.dtype
+    low = b.const(-100.0, dtype)
+    one = b.const(1.0, dtype)
+    log_p = b.op("Max", b.op("Log", x), low)
+    log_q = b.op("Max", b.op("Log", b.op("Sub", one, x)), low)
+    total = b.op("Add", b.op("Mul", t, log_p), b.op("Mul", b.op("Sub", one, t), log_q))
+    return b.op("Neg", total)
 
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):

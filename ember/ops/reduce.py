@@ -313,6 +313,28 @@ CUMPROD = defop(
 )
 
 
+@onnx_lowering("cumprod")
+def _cumprod_onnx(b, x, dim):
+    """ONNX has no cumulative product; a Scan multiplies step by step along `dim` as NumPy's
+    cumprod does (Note [ONNX loops] in ember.onnx), so the products are the same."""
+    if b.ins[0].dtype != b.out.dtype:
+        x = b.op("Cast", x, to=b.onnx_type(b.out.dtype))
+    shapes = b.shapes_of(b.ins[0])
+    if b.ins[0].ndim == 0 or builtins.all(s[dim] == 0 for s in shapes):
+        return b.op("Identity", x)
+    rest = b.ints_across([list(s[:dim]) + list(s[dim + 1 :]) for s in shapes])
+    one = b.op("Cast", b.op("ConstantOfShape", rest), to=b.onnx_type(b.out.dtype))
+    one = b.op("Add", one, b.const(1, b.out.dtype))
+
+    def body(state, x_t):
+        product = b.op("Mul", state, x_t)
+        return [product], [product]
+
+    _, out = b.scan(body, [one], [x], [b.out.dtype], [b.out.dtype], [b.out.dtype],
+                    input_axes=[dim], output_axes=[dim])  # fmt: skip
+    return out
+
+
 # --- wrappers -----------------------------------------------------------------------------------
 def _norm(x, dim, op):
     return normalize_dims(dim, x.ndim, op)

@@ -32,7 +32,7 @@ from ember.backend import rnn_kernels as _rnn_kernels
 from ember.ops import elementwise as E
 from ember.ops import shape as S
 from ember.ops.linalg import linear
-from ember.ops.registry import apply, defop
+from ember.ops.registry import apply, defop, onnx_lowering
 
 __all__ = [
     "lstm_cell",
@@ -383,6 +383,109 @@ RNN_GRAD = defop(
     promote="common",
     doc="Gradients of rnn_recurrence's inputs, flattened and concatenated" + _FUSED_DOC,
 )
+
+
+# --- ONNX lowerings ----------------------------------------------------------------------------
+# Note [Recurrences in ONNX]: ONNX's LSTM/GRU/RNN ops return each step's h but only the last c,
+# and no gate activations, and they project the input themselves; the fused recurrences here
+# take the projected input and return [h, c, i, f, g, o] per step. So each lowers to a Scan over
+# time (Note [ONNX loops] in ember.onnx) whose body is the step of the reference kernel above,
+# in PyTorch's gate order; `reverse` becomes the Scan's directions (each step's output still
+# lands at its own time), and `lengths` a (T, B, 1) mask scanned beside the input.
+
+
+def _onnx_mask(b, xproj, lengths):
+    """(T, B, 1) bool: row b takes part in step t (None without lengths)."""
+    if lengths is None:
+        return None
+    steps = (
+        b.op("Squeeze", b.op("Shape", xproj, start=0, end=1))
+        if b.opset >= 15
+        else b.op("Squeeze", b.op("Gather", b.op("Shape", xproj), b.const([0], "int64")))
+    )
+    t = b.op("Range", b.const(0, "int64"), steps, b.const(1, "int64"))
+    t = b.op("Unsqueeze", t, b.const([1], "int64"))
+    keep = b.op("Less", t, b.const(list(lengths), "int64"))
+    return b.op("Unsqueeze", keep, b.const([2], "int64"))
+
+
+def _onnx_recurrence(b, xproj, states, lengths, reverse, step):
+    """A Scan over time of `step(h..., x_t)` -> (new states, step output)."""
+    mask = _onnx_mask(b, xproj, lengths)
+    dtype = b.out.dtype
+
+    def body(*names):
+        n = len(states)
+        olds, x_t = list(names[:n]), names[n]
+        news, out = step(*olds, x_t)
+        if mask is not None:
+            keep = names[n + 1]
+            news = [b.op("Where", keep, new, old) for new, old in zip(news, olds)]
+            out = step.masked(keep, news, out)
+        return news, [out]
+
+    scan_inputs = [xproj] + ([mask] if mask is not None else [])
+    scan_dtypes = [dtype] + (["bool"] if mask is not None else [])
+    results = b.scan(body, states, scan_inputs, [dtype] * len(states), scan_dtypes, [dtype],
+                     reverse=reverse)  # fmt: skip
+    return results[-1]
+
+
+def _gates(b, x, count):
+    return b.op("Split", x, b.const([b.ins[0].shape[2] // count] * count, "int64"), axis=1,
+                outputs=count)  # fmt: skip
+
+
+@onnx_lowering("lstm_recurrence")
+def _lstm_onnx(b, xproj, w_hh, h0, c0, reverse=False, lengths=None):
+    w_t = b.op("Transpose", w_hh, perm=[1, 0])
+
+    def step(h, c, x_t):
+        i, f, g, o = _gates(b, b.op("Add", x_t, b.op("MatMul", h, w_t)), 4)
+        i, f, o = (b.op("Sigmoid", v) for v in (i, f, o))
+        g = b.op("Tanh", g)
+        c_new = b.op("Add", b.op("Mul", f, c), b.op("Mul", i, g))
+        h_new = b.op("Mul", o, b.op("Tanh", c_new))
+        step.acts = b.op("Concat", i, f, g, o, axis=1)
+        return [h_new, c_new], b.op("Concat", h_new, c_new, step.acts, axis=1)
+
+    def masked(keep, news, out):
+        acts = b.op("Where", keep, step.acts, b.const(0.0, b.out.dtype))
+        return b.op("Concat", news[0], news[1], acts, axis=1)
+
+    step.masked = masked
+    return _onnx_recurrence(b, xproj, [h0, c0], lengths, reverse, step)
+
+
+@onnx_lowering("gru_recurrence")
+def _gru_onnx(b, xproj, w_hh, b_hh, h0, reverse=False, lengths=None):
+    w_t = b.op("Transpose", w_hh, perm=[1, 0])
+
+    def step(h, x_t):
+        hp = b.op("Add", b.op("MatMul", h, w_t), b_hh)
+        xr, xz, xn = _gates(b, x_t, 3)
+        hr, hz, hn = _gates(b, hp, 3)
+        r = b.op("Sigmoid", b.op("Add", xr, hr))
+        z = b.op("Sigmoid", b.op("Add", xz, hz))
+        n = b.op("Tanh", b.op("Add", xn, b.op("Mul", r, hn)))
+        h_new = b.op("Add", n, b.op("Mul", z, b.op("Sub", h, n)))
+        return [h_new], h_new
+
+    step.masked = lambda keep, news, out: news[0]
+    return _onnx_recurrence(b, xproj, [h0], lengths, reverse, step)
+
+
+@onnx_lowering("rnn_recurrence")
+def _rnn_onnx(b, xproj, w_hh, h0, nonlinearity="tanh", reverse=False, lengths=None):
+    w_t = b.op("Transpose", w_hh, perm=[1, 0])
+
+    def step(h, x_t):
+        pre = b.op("Add", x_t, b.op("MatMul", h, w_t))
+        h_new = b.op("Tanh" if nonlinearity == "tanh" else "Relu", pre)
+        return [h_new], h_new
+
+    step.masked = lambda keep, news, out: news[0]
+    return _onnx_recurrence(b, xproj, [h0], lengths, reverse, step)
 
 
 # --- cells: the decompositions (reference) and the fused single steps --------------------------

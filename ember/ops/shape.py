@@ -1362,6 +1362,31 @@ VIEW_SCATTER = defop(
 )
 
 
+@onnx_lowering("view_scatter")
+def _view_scatter_onnx(b, base, src, steps):
+    """The view's flat positions in the base, found by replaying its steps on an arange of the
+    base's shape, then ScatterElements of the (broadcast) source into the flattened base.
+    The positions are a constant, so a view whose positions follow a dynamic axis is refused."""
+    shapes = b.shapes_of(b.ins[0])
+    positions = []
+    for shape in shapes:
+        plane = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        positions.append(np.asarray(view_steps_forward(np, plane, steps)))
+    first = positions[0]
+    if any(p.shape != first.shape or not np.array_equal(p, first) for p in positions[1:]):
+        b.fail("an in-place write through a view whose positions follow a dynamic axis")
+    flat = b.const([-1], "int64")
+    updates = b.op("Expand", src, b.const(list(first.shape), "int64"))
+    scattered = b.op(
+        "ScatterElements",
+        b.op("Reshape", base, flat),
+        b.const(first.reshape(-1)),
+        b.op("Reshape", updates, flat),
+        axis=0,
+    )
+    return b.op("Reshape", scattered, b.op("Shape", base))
+
+
 @DIAGONAL.public("diagonal")
 def diagonal(x, offset=0, dim1=0, dim2=1):
     """The diagonal of dims (dim1, dim2), shifted by `offset`, as the last dim: a view.

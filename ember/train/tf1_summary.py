@@ -1,4 +1,8 @@
-"""tf.summary's TF1 FileWriter over ember's event files (ember/train/tensorboard.py).
+"""tf.summary's TF1 FileWriter and summary ops over ember's event files (tensorboard.py).
+
+`scalar`, `histogram`, `merge` and `merge_all` are graph nodes whose fetched values are
+serialized `Summary` protos (host ops, Note [Host ops] in ember/graph/tf1.py), made with the
+same encoders as SummaryWriter's; `FileWriter.add_summary(summary, step)` writes them.
 
 `FileWriter(logdir, graph=None)` writes a TensorBoard log folder; `add_graph(graph)` writes
 the TF1 graph as a GraphDef (Note [GraphDef events]) so TensorBoard's Graphs tab draws it;
@@ -17,8 +21,19 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
+
 from ember.graph import tf1 as _tf1
-from ember.train.tensorboard import EventFileWriter, _event, _field_bytes, _field_double
+from ember.train.tensorboard import (
+    EventFileWriter,
+    _as_array,
+    _event,
+    _field_bytes,
+    _field_double,
+    _field_float,
+    _histogram,
+    _scalar,
+)
 
 _SUFFIX = re.compile(r"_\d+$")
 
@@ -98,3 +113,89 @@ class FileWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# --- summary ops (Note [Host ops] in ember/graph/tf1.py) ---------------------------------------
+class _SummaryOp(_tf1._HostOp):
+    """A summary node: its input's fetched value -> a serialized Summary proto (bytes)."""
+
+    def __init__(self, tag, inputs):
+        super().__init__(inputs)
+        self.tag = tag
+
+
+class _ScalarSummary(_SummaryOp):
+    def finish(self, values):
+        value = np.asarray(values[0])
+        if value.size != 1:
+            raise _tf1.InvalidArgumentError(
+                f"tf.summary.scalar {self.tag!r}: the value must be a scalar, got shape "
+                f"{list(value.shape)}"
+            )
+        value = _scalar(value.reshape(()), f"tf.summary.scalar({self.tag!r})")
+        return _field_bytes(1, _field_bytes(1, self.tag.encode()) + _field_float(2, value))
+
+
+class _HistogramSummary(_SummaryOp):
+    def finish(self, values):
+        array = _as_array(values[0], f"tf.summary.histogram({self.tag!r})")
+        histo = _histogram(array, "tensorflow", None)
+        return _field_bytes(1, _field_bytes(1, self.tag.encode()) + _field_bytes(5, histo))
+
+
+class _MergeSummary(_SummaryOp):
+    """Summary protos concatenate: the merged one holds each input's values in order."""
+
+    def __init__(self, parts):
+        super().__init__(None, [i for p in parts for i in p.fn.inputs])
+        self.parts = [p.fn for p in parts]
+
+    def finish(self, values):
+        out, start = [], 0
+        for part in self.parts:
+            n = len(part.inputs)
+            out.append(part.finish(values[start : start + n]))
+            start += n
+        return b"".join(out)
+
+
+def _summary_node(fn_class, name, tensor, collections):
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"tf.summary: the name must be a non-empty string, got {name!r}")
+    node = _tf1.Tensor(fn_class(None, [tensor]), (), name=name)
+    node.fn.tag = node.op_name  # the op name, scoped and made unique: TensorFlow's tag
+    node._shape = ()
+    for key in ["summaries"] if collections is None else collections:
+        node.graph.add_to_collection(key, node)
+    return node
+
+
+def scalar(name, tensor, collections=None, family=None):
+    """tf.summary.scalar: a node whose fetched value is a Summary proto holding the scalar
+    `tensor` under the tag `name` (scoped by tf.name_scope); add it to a FileWriter."""
+    return _summary_node(_ScalarSummary, name, tensor, collections)
+
+
+def histogram(name, values, collections=None, family=None):
+    """tf.summary.histogram: a node whose fetched value is a Summary proto with the histogram
+    of `values` in TensorFlow's default buckets (TensorBoard's Histograms and Distributions)."""
+    return _summary_node(_HistogramSummary, name, values, collections)
+
+
+def merge(inputs, collections=None, name=None):
+    """tf.summary.merge: one Summary holding the values of every summary in `inputs`."""
+    inputs = list(inputs)
+    for s in inputs:
+        if not (isinstance(s, _tf1.Tensor) and isinstance(s.fn, _SummaryOp)):
+            raise TypeError(f"tf.summary.merge: expected summary nodes, got {s!r}")
+    node = _tf1.Tensor(_MergeSummary(inputs), (), name=name or "Merge/MergeSummary")
+    node._shape = ()
+    for key in collections or []:
+        node.graph.add_to_collection(key, node)
+    return node
+
+
+def merge_all(key="summaries", scope=None, name=None):
+    """tf.summary.merge_all: merge every summary of the default graph (None if there are none)."""
+    summaries = _tf1.get_collection(key, scope)
+    return merge(summaries, name=name) if summaries else None

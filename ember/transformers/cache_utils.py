@@ -6,7 +6,9 @@ preallocated arrays with room to spare: `update` writes the new positions in pla
 views of the filled part, so a decode step copies one position per layer instead of
 concatenating the whole history (`generate` reserves prompt + max_new_tokens up front, so the
 arrays never move). When autograd records (training with `use_cache=True`), the cache
-concatenates with `ember.cat` instead, so gradients flow into the cached keys. HuggingFace's
+concatenates with `ember.cat` instead, so gradients flow into the cached keys; so does a
+traced forward, whose keys have no values to copy (an exported graph's present = concat(past,
+new)). HuggingFace's
 legacy format, a tuple of (key, value) per layer, converts both ways (`from_legacy_cache`,
 `to_legacy_cache`); a model given a tuple returns a tuple. Beam search reorders the batch with
 `reorder_cache(beam_idx)`.
@@ -25,6 +27,7 @@ import numpy as np
 
 import ember
 from ember.autograd import is_grad_enabled
+from ember.backend import backend_of
 
 
 class DynamicCache:
@@ -73,6 +76,8 @@ class DynamicCache:
             or value_states.requires_grad
             or isinstance(old_k, ember.Tensor)
         )
+        # traced keys (no host values) concatenate too (Note [Traced decoder inputs])
+        records = records or not backend_of(key_states.array).concrete
         if records:  # autograd: concatenate Tensors
             if old_k is None:
                 keys, values = key_states, value_states
@@ -247,6 +252,28 @@ def causal_attention_mask(attention_mask, query_length: int, key_length: int, dt
     if query_length == 1:
         return None
     return ember.from_numpy(_causal_block(query_length, key_length, np_dtype)[None, None])
+
+
+def graph_attention_mask(attention_mask, query_length: int, key_length: int, dtype, where: str):
+    """`causal_attention_mask` written with ember ops, for inputs without host values (Note
+    [Traced decoder inputs] in decoder_utils): (batch, 1, q, k) additive, the dtype's lowest
+    value where a key is padding or after the query; a 4-D float mask is passed through."""
+    np_dtype = np.dtype(dtype.numpy if hasattr(dtype, "numpy") else dtype)
+    ember_dtype = ember.dtypes.from_numpy_dtype(np_dtype)
+    if attention_mask.ndim == 4:
+        return attention_mask.to(ember_dtype)
+    if attention_mask.ndim != 2 or attention_mask.shape[1] != key_length:
+        raise ValueError(
+            f"{where}: attention_mask must be (batch, past + new tokens) = (batch, "
+            f"{key_length}), got shape {tuple(attention_mask.shape)}"
+        )
+    lowest = float(np.finfo(np_dtype).min)
+    padding = (attention_mask == 0).to(ember_dtype).reshape(attention_mask.shape[0], 1, 1, -1)
+    keys = padding * lowest  # 0 (as -0.0) where a key may be seen, lowest where not
+    if query_length > 1:
+        causal = ember.from_numpy(_causal_block(query_length, key_length, np_dtype).copy())
+        keys = ember.minimum(keys, causal.reshape(1, 1, query_length, key_length))
+    return keys
 
 
 def position_ids_from_mask(attention_mask: np.ndarray, query_length: int) -> np.ndarray:

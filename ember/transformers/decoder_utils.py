@@ -4,6 +4,15 @@ class of the causal-LM heads (`generate()` comes from `GenerationMixin`).
 
 The models (gpt2/, llama/) call `decoder_inputs` first and `causal_lm_output` last, so the
 conventions (Note [KV cache], Note [Causal mask] in cache_utils) live in one place.
+
+Note [Traced decoder inputs]: eagerly, the mask and the positions are NumPy arrays made from the
+attention mask's values (a padding-free decode step takes no mask at all). When the ids have
+no host values (they are symbolic: `ember.compile`, `ember.onnx.export`), there are no values
+to look at, so the same numbers are made with ember ops instead and become part of the graph:
+the additive mask from the 2-D 0/1 mask (`graph_attention_mask`), the positions an
+int64 Tensor (the given `position_ids`, or arange(past, past + q)), which the models embed or
+turn into rotary tables with ember ops; the cache concatenates (Note [KV cache]). The file an
+export writes then runs on any batch, length and past length.
 """
 
 from __future__ import annotations
@@ -13,11 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 import ember
+from ember.backend import backend_of
 from ember.nn import functional as F
 from ember.transformers.cache_utils import (
     DynamicCache,
     as_cache,
     causal_attention_mask,
+    graph_attention_mask,
 )
 
 
@@ -29,7 +40,7 @@ class DecoderInputs:
     legacy: bool  # the caller gave a tuple: return a tuple
     past_length: int
     mask: object  # additive (batch or 1, 1, q, k) Tensor or None
-    position_ids: np.ndarray  # (batch or 1, q) int64
+    position_ids: object  # (batch or 1, q) int64: np.ndarray, a Tensor when traced
 
 
 def decoder_inputs(
@@ -75,6 +86,11 @@ def decoder_inputs(
             raise ValueError(
                 f"{where}: past_key_values hold batch {cached_batch}, the input has batch {batch}"
             )
+    traced = _symbolic(input_ids if input_ids is not None else inputs_embeds)
+    if traced:  # Note [Traced decoder inputs]
+        return input_ids, _traced_inputs(
+            where, cache, legacy, past_length, attention_mask, position_ids, length, dtype
+        )
     if attention_mask is not None:
         attention_mask = (
             attention_mask.numpy(force=True)
@@ -104,6 +120,37 @@ def decoder_inputs(
                 f"{where}: position_ids must be (batch, {length}), got shape {positions.shape}"
             )
     return input_ids, DecoderInputs(cache, legacy, past_length, mask, positions)
+
+
+def _symbolic(t) -> bool:
+    """A Tensor without host values (traced)."""
+    return isinstance(t, ember.Tensor) and not backend_of(t.array).concrete
+
+
+def _traced_inputs(where, cache, legacy, past_length, attention_mask, position_ids, length, dtype):
+    """Note [Traced decoder inputs]: the mask and positions as ember ops."""
+    key_length = past_length + length
+    if dtype in ember.dtypes.HALF_DTYPES:
+        dtype = ember.float32
+    if attention_mask is not None:
+        mask = graph_attention_mask(ember.as_tensor(attention_mask), length, key_length, dtype,
+                                    where)  # fmt: skip
+    else:
+        mask = causal_attention_mask(None, length, key_length, dtype, where)
+    if position_ids is None:
+        positions = ember.arange(past_length, key_length, dtype=ember.int64).reshape(1, length)
+    else:
+        positions = ember.as_tensor(position_ids)
+        if positions.ndim == 1:
+            positions = positions.reshape(1, -1)
+        if positions.ndim != 2 or positions.shape[-1] != length:
+            raise ValueError(
+                f"{where}: position_ids must be (batch, {length}), got shape "
+                f"{tuple(positions.shape)}"
+            )
+        if positions.dtype != ember.int64:
+            positions = positions.to(ember.int64)
+    return DecoderInputs(cache, legacy, past_length, mask, positions)
 
 
 def cache_argument(model, past_key_values, cache):

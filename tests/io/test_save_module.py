@@ -165,8 +165,6 @@ def test_user_module_needs_the_allow_list(tmp_path):
     ember.save(model, path)
     with pytest.raises(UnsafeClassError, match=r"ScaledNet.*add_safe_globals\(\[ScaledNet\]\)"):
         ember.load(path)
-    with pytest.raises(UnsafeClassError, match="safe_globals"):
-        ember.load(path, weights_only=False)
     add_safe_globals([ScaledNet])
     try:
         assert ScaledNet in get_safe_globals()
@@ -317,3 +315,39 @@ def test_tied_weights_stay_tied(tmp_path):
     np.testing.assert_allclose(
         loaded(ids).logits.detach().numpy(), model(ids).logits.detach().numpy(), atol=1e-6
     )
+
+
+def test_weights_only_false_trusts_the_file(tmp_path):
+    """torch.load(f, weights_only=False) is the caller's trust: the recorded classes import."""
+    model, x = _user()
+    path = tmp_path / "user.safetensors"
+    ember.save(model, path)
+    loaded = ember.load(path, weights_only=False)
+    assert type(loaded) is ScaledNet and loaded.inner is loaded.again
+    with ember.no_grad():
+        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+    # a path that does not import still fails, naming the class
+    metadata = read_metadata(path)
+    tree = metadata["ember.tree"].replace(
+        f"{ScaledNet.__module__}.ScaledNet", "no_such_module_xyz.ScaledNet"
+    )
+    from ember.io.safetensors import load_file, save_file
+
+    save_file(
+        load_file(str(path), framework="np"),
+        str(tmp_path / "bad.safetensors"),
+        {**metadata, "ember.tree": tree},
+    )
+    with pytest.raises(UnsafeClassError, match="no_such_module_xyz.ScaledNet.*cannot be imported"):
+        ember.load(tmp_path / "bad.safetensors", weights_only=False)
+    # a class that is not a Module is refused even when trusted
+    tree = metadata["ember.tree"].replace(
+        f"{ScaledNet.__module__}.ScaledNet", "collections.OrderedDict"
+    )
+    save_file(
+        load_file(str(path), framework="np"),
+        str(tmp_path / "odd.safetensors"),
+        {**metadata, "ember.tree": tree},
+    )
+    with pytest.raises(UnsafeClassError, match="not an ember.nn.Module subclass"):
+        ember.load(tmp_path / "odd.safetensors", weights_only=False)

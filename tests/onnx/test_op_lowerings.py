@@ -44,6 +44,11 @@ def test_most_rows_are_exportable():
 def test_row_exports_and_matches_onnxruntime(row, sample):
     if row.name == "floor_divide" and sample.name == "float-by-zero":
         pytest.skip("the lowering Floor(Div(a, 0)) disagrees with NumPy's floor_divide by zero")
+    if "max_pool_indices" in row.ops and "nan" in (sample.name or ""):
+        pytest.skip(
+            "a window holding NaN: ember's index is its last NaN (PyTorch's CPU rule), "
+            "onnxruntime's MaxPool never picks a NaN"
+        )
     args = [_tensor(a, i in row.int_args) for i, a in enumerate(sample.args)]
     positions = [i for i, a in enumerate(args) if isinstance(a, ember.Tensor)]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import ember
 from ember import nn
 from ember.nn import functional as F
@@ -216,13 +218,16 @@ class GPT2Model(GPT2PreTrainedModel):
         )
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
-        top = int(state.position_ids.max()) + 1 if state.position_ids.size else 0
-        if top > config.n_positions:
-            raise ValueError(
-                f"{type(self).__name__}: position {top - 1} is beyond n_positions "
-                f"{config.n_positions} (the prompt plus new tokens are too long)"
-            )
-        hidden_states = inputs_embeds + self.wpe(ember.from_numpy(state.position_ids))
+        positions = state.position_ids  # a Tensor when traced (Note [Traced decoder inputs])
+        if isinstance(positions, np.ndarray):
+            top = int(positions.max()) + 1 if positions.size else 0
+            if top > config.n_positions:
+                raise ValueError(
+                    f"{type(self).__name__}: position {top - 1} is beyond n_positions "
+                    f"{config.n_positions} (the prompt plus new tokens are too long)"
+                )
+            positions = ember.from_numpy(positions)
+        hidden_states = inputs_embeds + self.wpe(positions)
         if token_type_ids is not None:  # GPT-2 reuses the token embeddings for token types
             hidden_states = hidden_states + self.wte(ember.as_tensor(token_type_ids))
         hidden_states = self.drop(hidden_states)

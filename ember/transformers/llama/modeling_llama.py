@@ -15,7 +15,9 @@ Note [Rotary tables]: cos and sin are computed once per position in float32, as
 HuggingFace does (position * inv_freq, then cos/sin of the doubled frequencies), kept in a table
 that grows with the longest position seen, and gathered by position ids (which follow the
 attention mask under left padding). rotate_half(x) * sin is written as roll(x, d/2) * sin',
-sin' = (-sin_1, sin_2): one op instead of slicing, negating and concatenating.
+sin' = (-sin_1, sin_2): one op instead of slicing, negating and concatenating. Traced positions
+(a Tensor, Note [Traced decoder inputs]) get the same float32 products, cos and sin computed by
+ember ops in the graph, so an exported file runs at any position.
 """
 
 from __future__ import annotations
@@ -85,8 +87,14 @@ class LlamaRotaryEmbedding:
         sin[:, : self.half] *= -1.0  # Note [Rotary tables]: sign of rotate_half folded in
         self._sin = sin
 
-    def __call__(self, position_ids: np.ndarray):
+    def __call__(self, position_ids):
         """(batch or 1, q) positions -> cos, signed sin as (batch or 1, q, 1, head_dim)."""
+        if isinstance(position_ids, ember.Tensor):  # traced: Note [Rotary tables]
+            freqs = position_ids.to(ember.float32).unsqueeze(-1) * ember.from_numpy(self.inv_freq)
+            emb = ember.cat([freqs, freqs], -1)
+            sign = np.ones(2 * self.half, np.float32)
+            sign[: self.half] = -1.0
+            return emb.cos().unsqueeze(2), (emb.sin() * ember.from_numpy(sign)).unsqueeze(2)
         top = int(position_ids.max()) + 1 if position_ids.size else 0
         if top > self._cos.shape[0]:
             self._grow(max(top, 2 * self._cos.shape[0]))

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import at_user_line
+from ember._util.errors import ShapeError, ValueOutOfRange, at_user_line
 from ember.backend import device as _device, get_backend
 from ember.ops import random as _R
 from ember.tensor import _DT_OF, Size, Tensor, _wrap
@@ -127,7 +127,7 @@ def _size_args(size, where: str = "size"):
             )
         n = s.__index__()
         if n < 0:
-            raise ValueError(f"{where}: cannot create a tensor with negative dimension {n}")
+            raise ValueOutOfRange(f"{where}: cannot create a tensor with negative dimension {n}")
         shape.append(n)
     return tuple(shape)
 
@@ -229,7 +229,7 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
         start, end = 0, start
     vals = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
     if step == 0:
-        raise ValueError("arange: step must be non-zero")
+        raise ValueOutOfRange("arange: step must be non-zero")
     default = _dt.int64 if builtins.all(isinstance(v, int) for v in vals) else None
     dt = _creation_dtype(dtype, default)
     n = builtins.max(0, math.ceil((vals[1] - vals[0]) / vals[2]))
@@ -332,6 +332,17 @@ def multinomial(probs, num_samples, replacement=False, generator=None):
 
     gen = generator or default_generator(probs.device)
     p = np.asarray(probs.detach(), dtype=np.float64)
+    if p.ndim not in (1, 2):
+        raise ShapeError(f"multinomial: probs must be 1-D or 2-D, got shape {p.shape}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueOutOfRange(
+            "multinomial: the probability tensor holds inf, nan or a negative value"
+        )
+    if not replacement and num_samples > p.shape[-1]:
+        raise ValueOutOfRange(
+            f"multinomial: cannot draw {num_samples} samples from {p.shape[-1]} categories "
+            "without replacement"
+        )
     p2 = p.reshape(-1, p.shape[-1])
     rows = []
     for row in p2:

@@ -43,7 +43,7 @@ import math
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import AutogradError, at_user_line
+from ember._util.errors import AutogradError, ShapeError, at_user_line
 from ember.backend import Device, _staging, backend_of, device as _device, runs_eagerly
 from ember.autograd import inplace as _inplace_module
 from ember.autograd.inplace import InplaceMixin
@@ -172,6 +172,10 @@ class Tensor(OpMixin, InplaceMixin):
 
     def is_floating_point(self) -> bool:
         return self.dtype.is_floating_point  # bfloat16 too (ml_dtypes' kind is 'V')
+
+    # a dense (strided) tensor; sparse gradients are SparseRowTensor (Note [Sparse gradients])
+    is_sparse = False
+    layout = "strided"
 
     # --- autograd state ------------------------------------------------------------------------
     @property
@@ -353,7 +357,7 @@ class Tensor(OpMixin, InplaceMixin):
 
     def item(self):
         if self._data.size != 1:
-            raise ValueError(
+            raise ShapeError(  # torch: RuntimeError (Note [Error classes])
                 at_user_line(
                     f"item: a Tensor with {self._data.size} elements cannot be converted to a "
                     f"Python number"
@@ -522,8 +526,8 @@ class Tensor(OpMixin, InplaceMixin):
         needs_graph = self._records_inplace((value,))
         if not needs_graph and type(self._data) is np.ndarray and runs_eagerly(self._data):
             self._check_writable("__setitem__")
-            idx = _S._decode(spec, [t._data for t in tensors])
-            self._data[idx] = value._data if isinstance(value, Tensor) else value
+            target, idx = _S._locate(self._data, spec, [t._data for t in tensors])
+            _S.assign(target, idx, value._data if isinstance(value, Tensor) else value)
             self._bump_version("__setitem__")
             return
         if isinstance(value, Tensor) and value.dtype is not self.dtype:

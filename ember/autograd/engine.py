@@ -36,6 +36,7 @@ import numpy as np
 from ember import dtypes as _dt
 from ember._util.errors import AutogradError, format_location
 from ember.autograd.grad_mode import _state
+from ember.autograd.sparse import add_gradients
 from ember.backend import Device, runs_eagerly
 
 _SCALARS = (bool, int, float)
@@ -301,7 +302,7 @@ def _backward(
                 if entry is None:
                     leaf_grads[id(r)] = [r, g]
                 else:
-                    entry[1] = entry[1] + g
+                    entry[1] = add_gradients(entry[1], g)
             continue
         prev = buffers.get(r._node)
         buffers[r._node] = g if prev is None else prev + g
@@ -346,9 +347,13 @@ def _backward(
                 if ig is None:
                     _deliver_none(edge, deps, buffers, leaf_grads, ready, leaf_deps, finished)
                     continue
-                shape, dtype = meta
-                if ig._data.dtype is not dtype.numpy or ig._data.shape != shape:
-                    ig = _conform(node, ig, shape, dtype)
+                if ig.is_sparse:  # Note [Sparse gradients]: sparse into leaves only
+                    if edge.__class__ is Node:
+                        ig = ig.to_dense()
+                else:
+                    shape, dtype = meta
+                    if ig._data.dtype is not dtype.numpy or ig._data.shape != shape:
+                        ig = _conform(node, ig, shape, dtype)
                 if edge.__class__ is Node:
                     prev = buffers.get(edge)
                     buffers[edge] = ig if prev is None else prev + ig
@@ -361,7 +366,7 @@ def _backward(
                     if entry is None:
                         leaf_grads[id(edge)] = [edge, ig]
                     else:
-                        entry[1] = entry[1] + ig
+                        entry[1] = add_gradients(entry[1], ig)
                     if leaf_deps is not None and id(edge) in leaf_deps:
                         _leaf_delivered(edge, leaf_deps, finished)
             # no stray references to the gradients (_accumulate_into steals exclusive ones)
@@ -465,6 +470,9 @@ def _conform(node, ig, shape, dtype):
 
 
 def _accumulate_into(t, g, create_graph):
+    if g.is_sparse or (t.grad is not None and t.grad.is_sparse):  # Note [Sparse gradients]
+        t.grad = g if t.grad is None else add_gradients(t.grad, g)
+        return
     if create_graph or not runs_eagerly(g._data):  # staged gradients are never written into
         t.grad = g if t.grad is None else t.grad + g
         return

@@ -176,6 +176,11 @@ from ember.ops.nn import (
 )
 from ember.ops.elementwise import where
 from ember.ops.shape import embedding as _embedding
+from ember.autograd.function import Function
+from ember.autograd.grad_mode import is_grad_enabled
+from ember.autograd.sparse import SparseRowTensor
+from ember.backend import runs_eagerly
+from ember._util.errors import DTypeError, at_user_line
 from ember.dtypes import HALF_DTYPES as _HALF_DTYPES
 from ember.ops.shape import (
     one_hot as one_hot,
@@ -213,10 +218,55 @@ def embedding(
     """
     if max_norm is not None:
         _embedding_renorm_(weight, input, float(max_norm), float(norm_type))
-    out = _embedding(input, weight, padding_idx, scale_grad_by_freq, sparse)
+    if sparse and weight.requires_grad and is_grad_enabled():
+        out = _sparse_embedding(input, weight, padding_idx, scale_grad_by_freq)
+    else:
+        out = _embedding(input, weight, padding_idx, scale_grad_by_freq)
     if weight.dtype in _HALF_DTYPES:  # Note [Half-precision weights]: compute in float32
         out = out.float()
     return out
+
+
+class _SparseEmbedding(Function):
+    """Rows of the weight whose gradient is a SparseRowTensor: one row per looked-up index,
+    uncoalesced, without `padding_idx`'s rows, as torch's embedding_sparse_backward
+    (Note [Sparse gradients] in ember/autograd/sparse.py)."""
+
+    @staticmethod
+    def forward(ctx, weight, index, padding_idx):
+        ctx.index, ctx.padding_idx, ctx.size = index, padding_idx, tuple(weight.shape)
+        return _embedding(index, weight, padding_idx)
+
+    @staticmethod
+    def backward(ctx, g):
+        rows = ctx.index.reshape(-1)
+        values = g.reshape(-1, ctx.size[1])
+        if ctx.padding_idx is not None:
+            keep = rows != ctx.padding_idx
+            rows, values = rows[keep], values[keep]
+        return SparseRowTensor(rows.reshape(1, -1), values, ctx.size), None, None
+
+
+def _sparse_embedding(index, weight, padding_idx, scale_grad_by_freq):
+    if scale_grad_by_freq:
+        raise NotImplementedError(
+            at_user_line(
+                "embedding: scale_grad_by_freq is not supported with sparse gradients (as in "
+                "torch); use sparse=False"
+            )
+        )
+    if not runs_eagerly(weight.array):
+        raise NotImplementedError(
+            at_user_line(
+                "embedding: sparse gradients are eager only; a compiled graph keeps dense "
+                "gradients, so use sparse=False inside ember.compile"
+            )
+        )
+    if index.dtype.is_floating_point:
+        raise DTypeError(f"embedding: indices must be integer, got {index.dtype}")
+    if padding_idx is not None:
+        padding_idx %= weight.shape[0]
+    return _SparseEmbedding.apply(weight, index, padding_idx)
 
 
 def _embedding_renorm_(weight, index, max_norm: float, norm_type: float) -> None:

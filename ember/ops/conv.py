@@ -19,7 +19,13 @@ import math
 
 import numpy as np
 
-from ember._util.errors import DTypeError, IndexOutOfRange, ShapeError, at_user_line
+from ember._util.errors import (
+    DTypeError,
+    IndexOutOfRange,
+    ShapeError,
+    ValueOutOfRange,
+    at_user_line,
+)
 from ember.backend import conv_kernels as _np_kernels
 from ember.ops.registry import apply, defop, int64_dtype, onnx_lowering, same_dtype
 
@@ -37,6 +43,40 @@ def _pair(v, name):
     if len(v) != 2:
         raise ValueError(f"conv2d: {name} must be an int or a pair, got {v}")
     return v
+
+
+def _check_conv(op, x_shape, w_shape, stride, padding, dilation, groups):
+    """Refuse what torch refuses before a conv runs, naming `op` (conv1d/2d/3d) with its own
+    dims: non-positive stride, dilation or groups, negative padding, channels that do not fit
+    the weight and groups, and a kernel larger than the padded input (torch's RuntimeErrors;
+    Note [Error classes])."""
+    for name, values, low in (
+        ("stride", stride, 1),
+        ("dilation", dilation, 1),
+        ("groups", (groups,), 1),
+        ("padding", padding, 0),
+    ):
+        if any(int(v) < low for v in values):
+            raise ValueOutOfRange(
+                f"{op}: {name} must be {'non-negative' if low == 0 else 'positive'}, got "
+                f"{tuple(values) if name != 'groups' else groups}"
+            )
+    c, cg, o = x_shape[1], w_shape[1], w_shape[0]
+    if c != cg * groups:
+        raise ShapeError(
+            f"{op}: input has {c} channels (shape {tuple(x_shape)}) but weight "
+            f"{tuple(w_shape)} with groups={groups} expects {cg * groups}"
+        )
+    if o % groups:
+        raise ShapeError(f"{op}: out channels {o} are not divisible by groups={groups}")
+    sizes = tuple(n + 2 * p for n, p in zip(x_shape[2:], padding))
+    kernel = tuple(w_shape[2:])
+    effective = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
+    if any(e > n for e, n in zip(effective, sizes)):
+        raise ShapeError(
+            f"{op}: kernel {kernel} (dilation {tuple(dilation)}) is larger than the padded "
+            f"input {sizes} (input {tuple(x_shape)}, padding {tuple(padding)})"
+        )
 
 
 def _out_size(n, k, s, p, d, ceil_mode=False):
@@ -507,9 +547,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         else:
             raise ValueError(f"conv2d: padding must be 'same', 'valid' or numbers, got {padding!r}")
     padding = _pair(padding, "padding")
-    # The shape rule checks kernel against padded input, channels and groups before the kernel
+    # The kernel against the padded input, channels and groups are checked before the kernel
     # runs (the NumPy kernel would return an empty tensor for a kernel larger than the input).
-    _conv_shape(tuple(x.shape), tuple(weight.shape), stride, padding, dilation, int(groups))
+    if x.ndim != 4 or weight.ndim != 4:
+        _conv_shape(tuple(x.shape), tuple(weight.shape), stride, padding, dilation, int(groups))
+    _check_conv("conv2d", x.shape, weight.shape, stride, padding, dilation, int(groups))
     out = apply(
         CONV2D,
         x,
@@ -530,11 +572,20 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"conv1d: expected 3-D input (N, C, L) and weight (O, C/groups, K), "
             f"got {tuple(x.shape)} and {tuple(weight.shape)}"
         )
+    one = lambda v: (1, v if isinstance(v, int) else v[0])
     if isinstance(padding, str):
         pad2 = padding
     else:
         pad2 = (0, padding if isinstance(padding, int) else padding[0])
-    one = lambda v: (1, v if isinstance(v, int) else v[0])
+        _check_conv(
+            "conv1d",
+            x.shape,
+            weight.shape,
+            one(stride)[1:],
+            pad2[1:],
+            one(dilation)[1:],
+            int(groups),
+        )
     out = conv2d(
         x.unsqueeze(2), weight.unsqueeze(2), None, one(stride), pad2, one(dilation), groups
     )
@@ -568,8 +619,8 @@ def _pool_attrs(op, nd, kernel_size, stride, padding, dilation=1):
         ("padding", padding, 0),
         ("dilation", dilation, 1),
     ):
-        if any(e < low for e in v):
-            raise ValueError(at_user_line(f"{op}: {name} must be at least {low}, got {v}"))
+        if any(e < low for e in v):  # torch: RuntimeError (Note [Error classes])
+            raise ValueOutOfRange(at_user_line(f"{op}: {name} must be at least {low}, got {v}"))
     return kernel, stride, padding, dilation
 
 
@@ -1162,14 +1213,10 @@ def conv3d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     stride = _triple(stride, "stride", "conv3d")
     padding = _triple(padding, "padding", "conv3d")
     dilation = _triple(dilation, "dilation", "conv3d")
+    _check_conv("conv3d", x.shape, weight.shape, stride, padding, dilation, int(groups))
     n, c, d = x.shape[0], x.shape[1], x.shape[2]
     kd = weight.shape[2]
     do = _out_size(d, kd, stride[0], padding[0], dilation[0])
-    if do <= 0:
-        raise ShapeError(
-            f"conv3d: kernel depth {kd} (dilation {dilation[0]}) is larger than the padded "
-            f"input depth {d + 2 * padding[0]}"
-        )
     if padding[0]:
         from ember.ops.shape import pad as _pad
 

@@ -15,6 +15,7 @@ from ember._util.errors import (
     DTypeNotImplemented,
     IntegerDivisionByZero,
     ShapeError,
+    ValueOutOfRange,
     at_user_line,
 )
 from ember.ops.registry import (
@@ -811,12 +812,20 @@ BITCAST = defop(
 @WHERE.public("where", method=False)
 def where(condition, a, b):
     """a where condition is true, else b (promoting a with b)."""
+    _bool_condition(condition, "where")
     return apply(WHERE, condition, a, b)
+
+
+def _bool_condition(condition, op):
+    dtype = getattr(condition, "dtype", None)
+    if isinstance(dtype, _dt.DType) and dtype is not _dt.bool_:  # an ember tensor's
+        raise DTypeError(f"{op}: the condition must be a bool tensor, got {dtype}")
 
 
 @public("where", function=False)
 def _where_method(self, condition, other):
     """x.where(condition, other): x where condition is true, else other."""
+    _bool_condition(condition, "where")
     return apply(WHERE, condition, self, other)
 
 
@@ -824,7 +833,7 @@ def _where_method(self, condition, other):
 def clamp(x, min=None, max=None):  # noqa: A002
     """clamp(x, min, max); bounds may be Python numbers or tensors."""
     if min is None and max is None:
-        raise ValueError("clamp: at least one of min and max must be given")
+        raise ValueOutOfRange("clamp: at least one of min and max must be given")
     if isinstance(min, _SCALARS + (type(None),)) and isinstance(max, _SCALARS + (type(None),)):
         return apply(CLAMP, x, min=min, max=max)
     if min is not None:

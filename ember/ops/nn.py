@@ -701,11 +701,51 @@ def cross_entropy_reference(
     return nll * (1.0 - label_smoothing) + smooth * (label_smoothing / c)
 
 
+def _repeat_heads(x, heads, name):
+    """`x` (..., H, S, E) with each head repeated heads // H times in place (torch's
+    repeat_interleave on dim -3), for grouped-query attention."""
+    if x.ndim < 3:
+        raise IndexOutOfRange(
+            f"scaled_dot_product_attention: enable_gqa needs a heads dim (-3); {name} has shape "
+            f"{tuple(x.shape)}"
+        )
+    h = x.shape[-3]
+    if h == heads:
+        return x
+    if h == 0 or heads % h:
+        raise ShapeError(
+            f"scaled_dot_product_attention: number of heads in key and value must divide the "
+            f"number of heads in query: query has {heads}, {name} has {h}"
+        )
+    lead, rest = tuple(x.shape[:-3]), tuple(x.shape[-2:])
+    x = S.expand(S.unsqueeze(x, -3), lead + (h, heads // h) + rest)
+    return x.reshape(lead + (heads,) + rest)
+
+
 def scaled_dot_product_attention(
-    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, generator=None
+    query,
+    key,
+    value,
+    attn_mask=None,
+    dropout_p=0.0,
+    is_causal=False,
+    scale=None,
+    enable_gqa=False,
+    generator=None,
 ):
     """softmax(q k^T * scale + mask) v. A bool mask marks positions that take part (True);
-    a float mask is added to the scores. Shapes (..., L, E), (..., S, E), (..., S, Ev)."""
+    a float mask is added to the scores. Shapes (..., L, E), (..., S, E), (..., S, Ev).
+    `enable_gqa`: key and value may have fewer heads (dim -3) than query, each repeated to
+    query's count as torch does; `is_causal` and `attn_mask` together are refused, as in torch.
+    """
+    if is_causal and attn_mask is not None:
+        raise ShapeError(
+            "scaled_dot_product_attention: explicit attn_mask should not be set when "
+            "is_causal=True (fold the causal mask into attn_mask instead)"
+        )
+    if enable_gqa:
+        key = _repeat_heads(key, query.shape[-3] if query.ndim >= 3 else 0, "key")
+        value = _repeat_heads(value, query.shape[-3] if query.ndim >= 3 else 0, "value")
     if query.shape[-1] != key.shape[-1]:
         raise ShapeError(
             f"scaled_dot_product_attention: query {tuple(query.shape)} and key "
@@ -808,6 +848,7 @@ def _bce_onnx(b, x, t):
 
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    _bce_shape(tuple(input.shape), tuple(target.shape))  # torch refuses broadcasting here
     loss = apply(BINARY_CROSS_ENTROPY, input, target)
     if weight is not None:
         loss = loss * weight

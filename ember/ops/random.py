@@ -37,6 +37,13 @@ def _randperm(xp, n, dtype, generator, device):
 
 
 def _bernoulli(xp, p, generator):
+    if p.size and not bool(((p >= 0) & (p <= 1)).all()):  # nan fails too, as in torch
+        from ember._util.errors import ValueOutOfRange
+
+        raise ValueOutOfRange(
+            f"bernoulli: probabilities must lie in [0, 1], got values from {float(p.min())} to "
+            f"{float(p.max())}"
+        )
     return (_rng(generator).random(p.shape) < p).astype(p.dtype)
 
 

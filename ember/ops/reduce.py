@@ -10,7 +10,12 @@ from __future__ import annotations
 import builtins
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError, at_user_line
+from ember._util.errors import (
+    DTypeError,
+    IndexOutOfRange,
+    ShapeError,
+    at_user_line,
+)
 from ember.ops.elementwise import _LATE
 from ember.ops.registry import (
     REGISTRY,
@@ -422,7 +427,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
     if not x.dtype.is_floating_point:
-        raise TypeError(
+        raise DTypeError(
             f"mean: input dtype must be floating point, got {x.dtype}; "
             "pass dtype=ember.float32 or cast first"
         )
@@ -437,7 +442,7 @@ def var(x, dim=None, correction=1, keepdim=False, unbiased=None):
     if unbiased is not None:
         correction = 1 if unbiased else 0
     if not x.dtype.is_floating_point:
-        raise TypeError(f"var: input dtype must be floating point, got {x.dtype}")
+        raise DTypeError(f"var: input dtype must be floating point, got {x.dtype}")
     if _is_half(x):  # Note [Half-precision accumulation]
         return var(x.to(_dt.float32), dim, correction, keepdim).to(x.dtype)
     dims = _norm(x, dim, "var")
@@ -546,6 +551,73 @@ def min(x, dim=None, keepdim=False, *, other=None):  # noqa: A001
     if not isinstance(dim, (int, type(None))):
         dim, other = None, dim
     return _max_min(x, dim, keepdim, other, argmin, amin, "min")
+
+
+@public("nansum")
+def nansum(x, dim=None, keepdim=False, dtype=None):
+    """sum treating NaN as zero (the gradient at a NaN is zero), as torch.nansum."""
+    from ember.ops.elementwise import isnan, where
+
+    if x.dtype.is_floating_point:
+        x = where(isnan(x), 0.0, x)
+    return sum(x, dim, keepdim, dtype)
+
+
+@public("nanmean")
+def nanmean(x, dim=None, keepdim=False, dtype=None):
+    """mean over the non-NaN elements, as torch.nanmean (NaN where a slice has none)."""
+    from ember.ops.elementwise import isnan
+
+    if dtype is not None:
+        x = x.to(dtype)
+    if not x.dtype.is_floating_point:
+        raise DTypeError(f"nanmean: input dtype must be floating point, got {x.dtype}")
+    count = sum((~isnan(x)).to(x.dtype), dim, keepdim)
+    return nansum(x, dim, keepdim) / count
+
+
+def _median(x, dim, keepdim, name, skip_nan):
+    from ember.ops.elementwise import isnan, where
+    from ember.ops.shape import argsort, gather
+
+    if x.ndim == 0:
+        return _ValuesIndices((x, x.new_zeros((), dtype=_dt.int64)))
+    (d,) = normalize_dims(dim, x.ndim, name)
+    n = x.shape[d]
+    if n == 0:
+        raise IndexOutOfRange(f"{name}: cannot take the median of an empty dim {d}")
+    order = argsort(x, d, stable=True)  # NaN sorts last
+    nan = isnan(x) if x.dtype.is_floating_point else None
+    if skip_nan and nan is not None:  # the lower median of each slice's non-NaN values
+        kept = n - sum(nan.to(_dt.int64), d, True)
+        k = where(kept > 0, (kept - 1) // 2, (n - 1) // 2)  # all NaN: torch's middle NaN
+        idx = gather(order, d, k)
+    else:
+        k = (n - 1) // 2
+        idx = order.narrow(d, k, 1)
+        if nan is not None:  # a NaN in the slice: the median is NaN, at the first NaN
+            idx = where(any(nan, d, True), argmax(nan.to(_dt.int8), d, True), idx)
+    values = gather(x, d, idx)
+    if not keepdim:
+        values, idx = values.squeeze(d), idx.squeeze(d)
+    return _ValuesIndices((values, idx))
+
+
+@public("median")
+def median(x, dim=None, keepdim=False):
+    """The lower median: median(x) -> value (NaN if any); median(x, dim) -> (values,
+    indices), as torch.median; the gradient goes to the chosen element."""
+    if dim is None:
+        return _median(x.reshape(-1), 0, False, "median", False)[0]
+    return _median(x, dim, keepdim, "median", False)
+
+
+@public("nanmedian")
+def nanmedian(x, dim=None, keepdim=False):
+    """median ignoring NaN (NaN only where a slice is all NaN), as torch.nanmedian."""
+    if dim is None:
+        return _median(x.reshape(-1), 0, False, "nanmedian", True)[0]
+    return _median(x, dim, keepdim, "nanmedian", True)
 
 
 # --- issue 18: std_mean / var_mean, cummax / cummin, logcumsumexp -------------------------------

@@ -15,11 +15,19 @@ graphs like any other op, and the spec keys caches.
 from __future__ import annotations
 
 import builtins
+import warnings
 
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, IndexValueOutOfRange, ShapeError, at_user_line
+from ember._util.errors import (
+    DTypeError,
+    IndexOutOfRange,
+    IndexValueOutOfRange,
+    ShapeError,
+    ValueOutOfRange,
+    at_user_line,
+)
 from ember.ops.registry import (
     apply,
     defop,
@@ -333,13 +341,61 @@ def _is_advanced(spec):
     return builtins.any(item[0] == "t" for item in spec)
 
 
+# Note [Advanced index placement]: NumPy and torch place the dims of advanced (tensor) indices
+# alike, with one difference: NumPy counts an integer as an advanced index when a tensor index
+# is present, torch applies integers first as basic indexing. Where the tensor indices are
+# adjacent once integers are dropped but an integer sits apart from them (`x[0, :, [1, 2]]`),
+# NumPy moves the indexed dims first ((2, 3) from a (2, 3, 4) tensor) and torch keeps them in
+# place ((3, 2)). ember follows torch: such an index is applied in two steps on the backend's
+# array, the basic part (integers) as a view, then the advanced part (`_locate`), so getitem,
+# index_put, index_add and setitem agree, eager and compiled.
+def _torch_two_steps(spec) -> bool:
+    tensors = [i for i, item in enumerate(spec) if item[0] == "t"]
+    ints = [i for i, item in enumerate(spec) if item[0] == "i"]
+    if not tensors or not ints:
+        return False
+    group = sorted(tensors + ints)
+    numpy_adjacent = group[-1] - group[0] + 1 == len(group)
+    torch_adjacent = builtins.all(spec[i][0] in "ti" for i in range(tensors[0], tensors[-1] + 1))
+    return torch_adjacent and not numpy_adjacent
+
+
+def _locate(x, spec, arrays):
+    """(array, index) such that `array[index]` is `x[spec]` with torch's placement of advanced
+    dims (Note [Advanced index placement]); `array` is `x` or a view of it, so assigning
+    through it writes into `x`."""
+    if not _torch_two_steps(spec):
+        return x, _decode(spec, arrays)
+    it = iter(arrays)
+    basic, advanced = [], []
+    for item in spec:
+        kind = item[0]
+        if kind == "i":
+            basic.append(item[1])
+        elif kind == "t":
+            a = next(it)
+            dims = a.ndim if a.dtype.kind == "b" else 1
+            basic.extend([slice(None)] * dims)
+            advanced.append(a)
+        elif kind == "s":
+            basic.append(slice(item[1], item[2], item[3]))
+            advanced.append(slice(None))
+        elif kind == "n":
+            basic.append(None)
+            advanced.append(slice(None))
+        else:
+            basic.append(Ellipsis)
+            advanced.append(Ellipsis)
+    return x[tuple(basic)], tuple(advanced)
+
+
 def _getitem_forward(xp, x, *index_arrays, spec):
     for a in index_arrays:
         if a.dtype.kind not in "biu":
             raise IndexError(
                 f"index: tensors used as indices must be integer or bool, got {a.dtype}"
             )
-    index = _decode(spec, index_arrays)
+    x, index = _locate(x, spec, index_arrays)
     out = x[index]
     if isinstance(out, np.generic):
         # basic indexing is a view (Note [Views and in-place] in ember/tensor.py); a trailing
@@ -352,7 +408,8 @@ def _index_shape(shape, *index_shapes, spec):
     dummies = [np.zeros(s, dtype=np.int64) for s in index_shapes]
     probe = np.broadcast_to(np.empty((), dtype=np.int8), tuple(shape))
     try:
-        return probe[_decode(spec, dummies)].shape
+        view, index = _locate(probe, spec, dummies)
+        return view[index].shape
     except IndexError as error:
         raise IndexOutOfRange(f"index: {error} (tensor of shape {tuple(shape)})") from None
 
@@ -376,11 +433,11 @@ GETITEM = defop(
 
 def _index_add_forward(xp, base, values, *index_arrays, spec):
     out = xp.array(base, copy=True)
-    index = _decode(spec, index_arrays)
+    target, index = _locate(out, spec, index_arrays)
     if _is_advanced(spec):
-        xp.scatter_add(out, index, values)
+        xp.scatter_add(target, index, values)
     else:
-        out[index] += values
+        target[index] += values
     return out
 
 
@@ -471,8 +528,23 @@ INDEX_ADD = defop(
 
 def _index_put_forward(xp, x, values, *index_arrays, spec):
     out = xp.array(x, copy=True)
-    out[_decode(spec, index_arrays)] = values
+    target, index = _locate(out, spec, index_arrays)
+    assign(target, index, values)
     return out
+
+
+def assign(target, index, values):
+    """target[index] = values, refusing values whose shape does not broadcast to the indexed
+    shape with torch's error class (RuntimeError; Note [Error classes])."""
+    try:
+        target[index] = values
+    except ValueError as error:
+        if getattr(values, "shape", None) is None:
+            raise
+        raise ShapeError(
+            f"setitem: values of shape {tuple(values.shape)} do not broadcast to the indexed "
+            f"shape {tuple(target[index].shape)} ({error})"
+        ) from None
 
 
 def _index_put_vjp(g, y, x, values, *indices, spec):
@@ -904,6 +976,8 @@ def split(x, split_size_or_sections, dim=0):
 @public("chunk")
 def chunk(x, chunks, dim=0):
     d = _dim(dim, x.ndim, "chunk")
+    if int(chunks) <= 0:
+        raise ValueOutOfRange(f"chunk: chunks must be greater than 0, got {chunks}")
     size = -(-x.shape[d] // chunks)
     return split(x, builtins.max(size, 1), d)
 
@@ -915,9 +989,13 @@ def unbind(x, dim=0):
 
 
 @FLIP.public("flip")
-def flip(x, dims):
+def flip(x, dims, *more_dims):
+    """x with the order of its elements reversed along `dims` (`x.flip(0, 1)`, as torch's
+    method, or `flip(x, (0, 1))`)."""
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims))
+    dims = tuple(sorted(_dim(d, x.ndim, "flip") for d in dims + tuple(more_dims)))
+    if len(set(dims)) != len(dims):
+        raise ShapeError(f"flip: a dim appears more than once in {dims}")
     return apply(FLIP, x, dims=dims)
 
 
@@ -952,7 +1030,9 @@ def triu(x, diagonal=0):
 
 
 def pad(x, pad, mode="constant", value=0.0):
-    """PyTorch's F.pad: `pad` lists (before, after) pairs starting from the last dim."""
+    """PyTorch's F.pad: `pad` lists (before, after) pairs starting from the last dim; a
+    negative amount crops. reflect and replicate pad from the whole input and then crop;
+    circular crops first and wraps what is left (Note [Padding modes])."""
     pad = tuple(int(p) for p in pad)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ShapeError(f"pad: padding {pad} must have an even length of at most 2*{x.ndim}")
@@ -960,37 +1040,97 @@ def pad(x, pad, mode="constant", value=0.0):
     for i in range(len(pad) // 2):
         pairs[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
     if mode == "constant":
+        for d, (before, after) in enumerate(pairs):
+            if x.shape[d] + before + after < 0:
+                raise ShapeError(
+                    f"pad: padding ({before}, {after}) of dim {d} (size {x.shape[d]}) makes a "
+                    f"negative size {x.shape[d] + before + after}"
+                )
         return apply(PAD, x, pad=tuple(pairs), value=value if value is not None else 0.0)
     if mode not in ("reflect", "replicate", "circular"):
         raise ValueError(
             f"pad: mode must be constant, reflect, replicate or circular, got {mode!r}"
         )
+    padded = len(pad) // 2
+    if padded not in (1, 2, 3) or x.ndim not in (padded + 1, padded + 2):
+        raise NotImplementedError(
+            f"pad: padding size {len(pad)} is not supported for a {x.ndim}-D input in {mode} "
+            "mode; supported: 2-D or 3-D input with 2 pads (the last dim), 3-D or 4-D with 4 "
+            "(the last 2 dims), 4-D or 5-D with 6 (the last 3 dims), as in torch"
+        )
     for d, (before, after) in enumerate(pairs):
         if before == after == 0:
             continue
-        n = x.shape[d]
-        if mode == "reflect" and (before >= n or after >= n):
-            raise ShapeError(
-                f"pad: reflect padding ({before}, {after}) must be smaller than dim {d}'s size {n}"
-            )
-        pieces = []
-        if before:
-            if mode == "reflect":
-                pieces.append(flip(narrow(x, d, 1, before), d))
-            elif mode == "replicate":
-                pieces.append(expand_dim(narrow(x, d, 0, 1), d, before))
-            else:
-                pieces.append(narrow(x, d, n - before, before))
-        pieces.append(x)
-        if after:
-            if mode == "reflect":
-                pieces.append(flip(narrow(x, d, n - 1 - after, after), d))
-            elif mode == "replicate":
-                pieces.append(expand_dim(narrow(x, d, n - 1, 1), d, after))
-            else:
-                pieces.append(narrow(x, d, 0, after))
-        x = cat(pieces, d)
+        x = (_pad_circular if mode == "circular" else _pad_edge)(x, d, before, after, mode)
     return x
+
+
+# Note [Padding modes]: torch's non-constant padding with negative amounts (cropping), which
+# ember matches: reflect and replicate pad the whole input and then crop the negative sides
+# (F.pad(x, (-2, 4), "reflect") reflects 4 off the uncropped right edge); the output must
+# keep at least one element, and a reflect pad must be smaller than the input. Circular crops
+# first and wraps the cropped input (F.pad(arange(5), (-1, 2), "circular") = [1 2 3 4 1 2]);
+# a pad may not exceed the input size (wrapping more than once) and the output may be empty.
+# Where torch's circular kernel reads past a cropped input (a pad wider than what is left),
+# ember keeps wrapping it.
+def _pad_edge(x, d, before, after, mode):
+    n = x.shape[d]
+    if mode == "reflect" and (before >= n or after >= n):
+        raise ShapeError(
+            f"pad: reflect padding ({before}, {after}) must be smaller than the input size "
+            f"{n} of dim {d} (input shape {tuple(x.shape)})"
+        )
+    if n + before + after <= 0:
+        raise ShapeError(
+            f"pad: input size {n} of dim {d} is too small for {mode} padding ({before}, "
+            f"{after}): the output size would be {n + before + after}"
+        )
+    pieces = []
+    if before > 0:
+        if mode == "reflect":
+            pieces.append(flip(narrow(x, d, 1, before), d))
+        else:
+            pieces.append(expand_dim(narrow(x, d, 0, 1), d, before))
+    pieces.append(x)
+    if after > 0:
+        if mode == "reflect":
+            pieces.append(flip(narrow(x, d, n - 1 - after, after), d))
+        else:
+            pieces.append(expand_dim(narrow(x, d, n - 1, 1), d, after))
+    out = cat(pieces, d) if len(pieces) > 1 else x
+    start = -before if before < 0 else 0
+    return narrow(out, d, start, out.shape[d] - start + builtins.min(after, 0))
+
+
+def _pad_circular(x, d, before, after, mode):
+    n = x.shape[d]
+    if before > n or after > n:
+        raise ShapeError(
+            f"pad: circular padding ({before}, {after}) wraps around more than once: it must "
+            f"be at most the input size {n} of dim {d} (input shape {tuple(x.shape)})"
+        )
+    kept = n + builtins.min(before, 0) + builtins.min(after, 0)
+    if n + before + after < 0:
+        raise ShapeError(
+            f"pad: negative circular padding ({before}, {after}) is larger than dim {d}'s size "
+            f"{n}: the output size would be {n + before + after}"
+        )
+    if kept <= 0:
+        if n + before + after == 0:
+            return narrow(x, d, 0, 0)
+        raise ShapeError(
+            f"pad: negative circular padding ({before}, {after}) crops all {n} elements of "
+            f"dim {d}, leaving nothing to wrap"
+        )
+    x = narrow(x, d, -before if before < 0 else 0, kept)
+    wide = builtins.max(before, after, 0)
+    tiled = cat([x] * -(-wide // kept), d) if wide > kept else x
+    m = tiled.shape[d]
+    pieces = [narrow(tiled, d, m - before, before)] if before > 0 else []
+    pieces.append(x)
+    if after > 0:
+        pieces.append(narrow(tiled, d, 0, after))
+    return cat(pieces, d) if len(pieces) > 1 else x
 
 
 def expand_dim(x, dim, size):
@@ -1025,7 +1165,19 @@ def encode_index(x, index):
         return x.new_tensor(arr, dtype=_dt.bool_ if arr.dtype.kind == "b" else _dt.int64)
 
     if not isinstance(index, tuple):
-        index = (index,)
+        if _sequence_as_tuple(index, Tensor):
+            warnings.warn(
+                at_user_line(
+                    "index: a list holding tensors, sequences, slices, None or Ellipsis is read "
+                    "as a tuple of indices, as torch reads it (torch deprecates this); write "
+                    "x[tuple(seq)] for that, or x[tensor(seq)] for one advanced index"
+                ),
+                UserWarning,
+                stacklevel=3,
+            )
+            index = tuple(index)
+        else:
+            index = (index,)
     spec, tensors = [], []
     for item in index:
         if isinstance(item, slice):
@@ -1047,7 +1199,7 @@ def encode_index(x, index):
             tensors.append(make_tensor(item))
         elif isinstance(item, (int, np.integer)):
             spec.append(("i", int(item)))
-        elif isinstance(item, (list, np.ndarray)):
+        elif isinstance(item, (list, tuple, np.ndarray)):  # a tuple inside an index is a list
             spec.append(("t",))
             tensors.append(make_tensor(item))
         else:
@@ -1061,6 +1213,20 @@ def _int_or_none(v):
     return None if v is None else int(v)
 
 
+def _sequence_as_tuple(index, Tensor) -> bool:
+    """torch's (and old NumPy's) reading of a list index: `x[[0, [1, 2]]]`, `x[[t, None]]` are
+    `x[0, [1, 2]]`, `x[t, None]` when the list is short (< 32) and holds a tensor, a sequence,
+    a slice, None or Ellipsis; a list of plain integers stays one advanced index."""
+    if not isinstance(index, list) or len(index) >= 32:
+        return False
+    return builtins.any(
+        isinstance(item, (Tensor, list, tuple, slice, np.ndarray))
+        or item is None
+        or item is Ellipsis
+        for item in index
+    )
+
+
 def getitem(x, index):
     spec, tensors = encode_index(x, index)
     return apply(GETITEM, x, *tensors, spec=spec)
@@ -1072,14 +1238,27 @@ def index_select(x, dim, index):
     if index.ndim > 1:
         raise ShapeError(f"index_select: index must be 0-D or 1-D, got shape {tuple(index.shape)}")
     if index.dtype.is_floating_point or index.dtype is _dt.bool_:
-        raise TypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
+        raise DTypeError(f"index_select: index must be an integer tensor, got {index.dtype}")
     spec = (("s", None, None, None),) * d + (("t",),)
     index = check_index(index.reshape(-1), 0, x.shape[d] if x.ndim else 1, "index_select")
     return apply(GETITEM, x, index, spec=spec)
 
 
+def _check_index_tensor(x, index, op):
+    """torch's refusals of a gather/scatter index: a float or bool index, or an index whose
+    number of dims differs from the input's (RuntimeErrors; Note [Error classes])."""
+    if index.dtype.is_floating_point or index.dtype is _dt.bool_:
+        raise DTypeError(f"{op}: index must be an integer tensor, got {index.dtype}")
+    if index.ndim != x.ndim and not (x.ndim <= 1 and index.ndim <= 1):
+        raise ShapeError(
+            f"{op}: index must have the same number of dims as the input, got index of shape "
+            f"{tuple(index.shape)} for input of shape {tuple(x.shape)}"
+        )
+
+
 @GATHER.public("gather")
 def gather(x, dim, index):
+    _check_index_tensor(x, index, "gather")
     return apply(GATHER, x, index, dim=_dim(dim, x.ndim, "gather"))
 
 
@@ -1089,18 +1268,20 @@ def scatter(x, dim, index, src=None, value=None, *, reduce=None):
         return _scatter_with_reduce(x, dim, index, src, value, reduce)
     if src is None:
         src = value
+    _check_index_tensor(x, index, "scatter")
     return apply(SCATTER, x, index, src, dim=_dim(dim, x.ndim, "scatter"))
 
 
 @SCATTER_ADD.public("scatter_add")
 def scatter_add(x, dim, index, src):
+    _check_index_tensor(x, index, "scatter_add")
     return apply(SCATTER_ADD, x, index, src, dim=_dim(dim, x.ndim, "scatter_add"))
 
 
 @public("masked_fill")
 def masked_fill(x, mask, value):
     if mask.dtype is not _dt.bool_:
-        raise TypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
+        raise DTypeError(f"masked_fill: mask must be a bool tensor, got {mask.dtype}")
     if hasattr(value, "shape"):
         value = value.to(x.dtype)
     if hasattr(value, "shape"):
@@ -1139,15 +1320,14 @@ def embedding(index, weight, padding_idx=None, scale_grad_by_freq=False, sparse=
     place, is `ember.nn.functional.embedding`'s.)
     """
     if index.dtype.is_floating_point:
-        raise TypeError(f"embedding: indices must be integer, got {index.dtype}")
+        raise DTypeError(f"embedding: indices must be integer, got {index.dtype}")
     if weight.ndim != 2:
         raise ShapeError(f"embedding: weight must be 2-D, got shape {tuple(weight.shape)}")
     if sparse:
         raise NotImplementedError(
             at_user_line(
-                "embedding: sparse=True asks for a sparse gradient tensor, and ember has no sparse "
-                "tensors; use sparse=False: the gradient is the same values as a dense "
-                "(num_embeddings, dim) tensor, which every ember optimizer accepts"
+                "embedding: the sparse gradient of sparse=True is ember.nn.functional."
+                "embedding's (an autograd Function, above the ops layer); call that"
             )
         )
     num_embeddings = weight.shape[0]

@@ -16,15 +16,25 @@ A method `Tensor` defines in its own body overrides the mixin's (view(dtype), th
 `&`, conversions). Two providers of one name are an error at import. Generated functions call
 the dispatcher installed by L3 (`bind`), read from a module global at each call, so eager
 dispatch costs no more than a hand-written method.
+
+Note [NumPy argument names]: torch's argument parser takes NumPy's names for two parameters of
+every native function and Tensor method: `axis` for `dim` and `keepdims` for `keepdim`
+(`torch.sum(x, axis=0, keepdims=True)`, `x.softmax(axis=-1)`, `torch.cat(ts, axis=1)`). ember
+accepts them in this one place: every public function or method whose signature has `dim` or
+`keepdim` is wrapped once by `numpy_names`, which renames the aliases before the call (giving
+both names is a TypeError, as in torch). The wrapper keeps the op's name, doc and signature
+(`__wrapped__`), and costs one dict check on calls without keywords. Ops do not handle the
+aliases themselves, so an op registered later gets them too.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 from ember.ops import registry as _registry
 
-__all__ = ["OpMixin", "functions", "function", "install", "refresh", "bind"]
+__all__ = ["OpMixin", "functions", "function", "install", "refresh", "bind", "numpy_names"]
 
 _apply = _registry.apply  # the eager dispatcher once L3 binds it (`bind`)
 _REFLECTED = {
@@ -45,6 +55,8 @@ _REFLECTED = {
 _functions: dict = {}
 _methods: dict = {}
 _generated: dict = {}  # (op name, name, kind) -> generated function, made once
+_aliased: dict = {}  # id(function) -> (function, its numpy_names wrapper), made once
+_NUMPY_NAMES = (("axis", "dim"), ("keepdims", "keepdim"))
 _built = False
 
 
@@ -121,16 +133,49 @@ def _inplace(op, name):
     return fn
 
 
+def numpy_names(fn):
+    """`fn` taking `axis=` for `dim=` and `keepdims=` for `keepdim=` as torch does (Note [NumPy
+    argument names]); `fn` itself where its signature has neither."""
+    made = _aliased.get(id(fn))
+    if made is not None and made[0] is fn:
+        return made[1]
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    renames = {
+        alias: name for alias, name in _NUMPY_NAMES if name in params and alias not in params
+    }
+    wrapper = fn
+    if renames:
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if kwargs and not renames.keys().isdisjoint(kwargs):
+                for alias, name in renames.items():
+                    if alias in kwargs:
+                        if name in kwargs:
+                            raise TypeError(
+                                f"{fn.__name__}(): got both {name!r} and its NumPy alias "
+                                f"{alias!r}; pass one"
+                            )
+                        kwargs[name] = kwargs.pop(alias)
+            return fn(*args, **kwargs)
+
+    _aliased[id(fn)] = (fn, wrapper)
+    return wrapper
+
+
 def _entries():
     """(provider, method names, function names, operator names, in-place names, fn)."""
     for op in _registry.REGISTRY.values():
         if not (op.methods or op.functions or op.operators or op.inplace):
             continue
         primary = (op.functions or op.methods or (op.name,))[0]
-        fn = op.api or _made(_generic, op, primary)
+        fn = numpy_names(op.api or _made(_generic, op, primary))
         yield op, op.methods, op.functions, op.operators, op.inplace, fn
     for fn, methods, functions in _registry.COMPOSITES:
-        yield fn, methods, functions, (), (), fn
+        yield fn, methods, functions, (), (), numpy_names(fn)
 
 
 def refresh() -> None:

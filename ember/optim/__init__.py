@@ -13,3 +13,4 @@ from ember.optim.optimizer import Optimizer as Optimizer
 from ember.optim.radam import RAdam as RAdam
 from ember.optim.rmsprop import RMSprop as RMSprop
 from ember.optim.sgd import SGD as SGD
+from ember.optim.sparse_adam import SparseAdam as SparseAdam

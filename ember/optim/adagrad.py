@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ember import dtypes as _dt
 from ember.optim._functional import addcdiv_, addcmul_
-from ember.optim.optimizer import Optimizer
+from ember.optim.optimizer import Optimizer, dense_equivalent
 from ember.tensor import Tensor, full_like, tensor
 
 
@@ -63,6 +63,9 @@ class Adagrad(Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self.state[p] = self.init_state(p, group)
+
+    def sparse_gradient(self, grad, group: dict):
+        return dense_equivalent(self, grad, group)  # Note [Sparse gradients]
 
     def init_state(self, param: Tensor, group: dict) -> dict:
         return {

@@ -44,7 +44,8 @@ def _compiled_step(p, g, m, v):
 
 
 class Adam(Optimizer):
-    r"""Adam (Kingma & Ba), as PyTorch computes it.
+    r"""Adam (Kingma & Ba), as PyTorch computes it. Sparse gradients are refused (SparseAdam
+    takes them).
 
     State per parameter: `step`, `exp_avg` (m), `exp_avg_sq` (v), and `max_exp_avg_sq` with
     amsgrad. For each parameter p with gradient g, at step t::
@@ -140,6 +141,8 @@ class Adam(Optimizer):
         neg_step_size = ops.like(-(lr / (1 - beta1**t)), p)
         bias_correction2_sqrt = ops.like((1 - beta2**t) ** 0.5, p)
         return p + (m * neg_step_size) / (ops.sqrt(v) / bias_correction2_sqrt + eps), new
+
+    sparse_message = "does not support sparse gradients, please consider SparseAdam instead"
 
     def update_arrays(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
         """`rule` on the NumPy arrays; with numba, the common case (no amsgrad, no maximize,

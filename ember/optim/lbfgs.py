@@ -177,7 +177,9 @@ class LBFGS(Optimizer):
 
     def _gather_flat_grad(self) -> Tensor:
         views = [
-            p.new_zeros((p.numel(),)) if p.grad is None else p.grad.reshape(-1)
+            p.new_zeros((p.numel(),))
+            if p.grad is None
+            else (p.grad.to_dense() if p.grad.is_sparse else p.grad).reshape(-1)
             for p in self._params
         ]
         return S.cat(views, 0)

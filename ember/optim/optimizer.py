@@ -33,8 +33,25 @@ import numpy as np
 from ember import backend as _backend
 from ember import dtypes as _dt
 from ember import ops as _ops
+from ember._util.errors import EmberError
 from ember.autograd.grad_mode import no_grad
 from ember.tensor import Tensor, zeros_like
+
+
+class SparseGradientError(EmberError, RuntimeError):
+    """An optimizer got a gradient of a layout it does not support (torch: RuntimeError)."""
+
+
+def dense_equivalent(optimizer, grad, group: dict):
+    """A sparse gradient as the dense one that gives the same update, for optimizers whose
+    update of a zero-gradient row is none (Note [Sparse gradients]); weight decay would update
+    every row, and torch refuses it, so this does too."""
+    if group.get("weight_decay", 0) != 0:
+        raise SparseGradientError(
+            f"{type(optimizer).__name__}: the weight_decay option is not compatible with sparse "
+            "gradients (as in torch); set weight_decay=0 or use dense gradients"
+        )
+    return grad.to_dense()
 
 
 class _TensorOps:
@@ -174,6 +191,15 @@ class Optimizer:
                     p.grad = p.grad.detach()
                     p.grad.zero_()
 
+    # Note [Sparse gradients] (ember/autograd/sparse.py): an optimizer whose update of a row
+    # with zero gradient is no update (SGD, Adagrad) takes a sparse gradient as its dense
+    # equivalent; the others refuse it, as torch does, and SparseAdam takes only sparse ones.
+    sparse_message = "does not support sparse gradients"
+
+    def sparse_gradient(self, grad, group: dict):
+        """The dense gradient `step` uses for a sparse one, or torch's RuntimeError."""
+        raise SparseGradientError(f"{type(self).__name__} {self.sparse_message}")
+
     # --- the algorithm (Note [Optimizer structure]) --------------------------------------------
     def init_state(self, param: Tensor, group: dict) -> dict:
         return {}
@@ -222,21 +248,24 @@ class Optimizer:
             for group in self.param_groups:
                 use_fused = fused is not None and group.get("fused") is not False
                 for p in group["params"]:
-                    if p.grad is None:
+                    grad = p.grad
+                    if grad is None:
                         continue
+                    if grad.is_sparse:
+                        grad = self.sparse_gradient(grad, group)
                     state = self.state[p]
                     if not state:
                         state.update(self.init_state(p, group))
                     if (  # Note [Staging backends]: the fused kernel writes NumPy memory
                         use_fused
                         and type(p.array) is np.ndarray
-                        and type(p.grad.array) is np.ndarray
+                        and type(grad.array) is np.ndarray
                         and _backend.runs_eagerly(p.array)
                     ):
-                        fused(p, p.grad, state, group)
+                        fused(p, grad, state, group)
                         p._bump_version(type(self).__name__ + ".step")
                     else:
-                        self.update(p, p.grad, state, group)
+                        self.update(p, grad, state, group)
         return loss
 
     # --- state dicts -----------------------------------------------------------------------------

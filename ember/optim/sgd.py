@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ember.optim.optimizer import Optimizer, required
+from ember.optim.optimizer import dense_equivalent, Optimizer, required
 from ember.tensor import Tensor
 
 
@@ -18,6 +18,9 @@ class SGD(Optimizer):
             b = momentum * b + (1 - dampening) * g   otherwise
             g = g + momentum * b                 if nesterov, else g = b
         p = p - lr * g
+
+    A sparse gradient (Note [Sparse gradients]) is taken as its dense equivalent, which gives
+    torch's sparse update; with weight_decay it is refused, as torch refuses it.
 
     Example:
         >>> import ember, ember.nn as nn
@@ -61,6 +64,9 @@ class SGD(Optimizer):
             fused=fused,
         )
         super().__init__(params, defaults)
+
+    def sparse_gradient(self, grad, group: dict):
+        return dense_equivalent(self, grad, group)
 
     def init_state(self, param: Tensor, group: dict) -> dict:
         return {}  # the momentum buffer appears at the first step, as in PyTorch

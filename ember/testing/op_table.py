@@ -1319,7 +1319,7 @@ ROWS: list[OpRow] = [
                 (np.array([0, 1]), np.ones((3, 2))),
                 {"sparse": True},
                 NotImplementedError,
-                "no sparse tensors; use sparse=False",
+                "sparse=True is ember.nn.functional.embedding.s",
             ),
         ),
     ),

@@ -172,7 +172,8 @@ class Embedding(Module):
     The row at `padding_idx` starts at zero and receives no gradient. With `max_norm`, rows
     that a forward looks up are first rescaled in place to norm at most `max_norm`
     (`norm_type`-norm); with `scale_grad_by_freq`, gradient rows are divided by the count of
-    their index in the batch. `sparse=True` raises: ember has no sparse gradients."""
+    their index in the batch. With `sparse=True` the weight's gradient is a SparseRowTensor of
+    the looked-up rows (Note [Sparse gradients]), for `optim.SparseAdam`."""
 
     def __init__(
         self,
@@ -189,15 +190,6 @@ class Embedding(Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        if sparse:
-            raise NotImplementedError(
-                at_user_line(
-                    "Embedding: sparse=True asks for sparse gradient tensors, and ember has no "
-                    "sparse tensors; use sparse=False: the gradient holds the same values as a "
-                    "dense (num_embeddings, embedding_dim) tensor, which every ember optimizer "
-                    "accepts"
-                )
-            )
         num_embeddings = _size(num_embeddings, "num_embeddings", "Embedding")
         embedding_dim = _size(embedding_dim, "embedding_dim", "Embedding")
         self.num_embeddings = num_embeddings
@@ -257,7 +249,13 @@ class Embedding(Module):
                     f"of range for num_embeddings {self.num_embeddings}"
                 )
         return F.embedding(
-            x, self.weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq
+            x,
+            self.weight,
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
         )
 
     def _error_label(self) -> str:
@@ -273,6 +271,8 @@ class Embedding(Module):
             s += f", norm_type={self.norm_type}"
         if self.scale_grad_by_freq:
             s += ", scale_grad_by_freq=True"
+        if self.sparse:
+            s += ", sparse=True"
         return s
 
 

@@ -40,11 +40,14 @@ def clip_grad_norm_(
     if not grads:
         return tensor(0.0)
     with no_grad():
+        # a sparse gradient's norm is its coalesced values' (Note [Sparse gradients])
+        dense = [g.coalesce()._values().reshape(-1) if g.is_sparse else g for g in grads]
+        dense = [g if g.numel() else g.new_zeros((1,)) for g in dense]
         if norm_type == math.inf:
-            norms = [g.abs().amax() for g in grads]
+            norms = [g.abs().amax() for g in dense]
             total = norms[0] if len(norms) == 1 else _stack_reduce(norms, "max")
         else:
-            norms = [g.norm(norm_type) for g in grads]
+            norms = [g.norm(norm_type) for g in dense]
             total = _stack_reduce(norms, "sum", norm_type)
         if error_if_nonfinite and not math.isfinite(total.item()):
             raise RuntimeError(

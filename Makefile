@@ -45,6 +45,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/llm_chat.py
 	$(VENV)/bin/ember launch -n 2 examples/distributed_mnist.py
 	$(PY) examples/serve_minilm.py
+	$(PY) examples/parallel_ops.py
 	$(PY) examples/pytorch_examples/regression.py --seed 0
 	$(PY) examples/pytorch_examples/mnist.py --limit 1000 --test-limit 1000
 	$(PY) examples/pytorch_examples/mnist_rnn.py --limit 2000 --test-limit 1000 --lr 1.0

@@ -29,6 +29,7 @@ from ember._util.errors import (
 from ember.autograd.engine import Node, TensorMeta
 from ember.autograd.grad_mode import _state
 from ember.backend import _staging, backend_of, get_backend, pop_staging, push_staging
+from ember.backend import parallel as _parallel
 from ember.ops import registry as _registry
 
 _SCALARS = (bool, int, float)
@@ -36,6 +37,10 @@ _DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _NDARRAY = np.ndarray
 _NUMPY_BACKEND = get_backend("cpu")
 _NUMPY_XP = _NUMPY_BACKEND.xp
+# operands all smaller than this take NumPy's own functions (Note [Parallel kernels] in
+# ember/backend/parallel.py): no parallel wrapper on the small-op path
+_NUMPY_SERIAL_XP = _NUMPY_BACKEND.serial_xp
+_PARALLEL_FROM = _parallel.threshold(costly=True)
 _PROMOTE = {
     "common": ("common", ()),
     "float": ("float", ()),
@@ -126,8 +131,16 @@ def apply(op, *args, **attrs):
                     need_grad = b._requires_grad
         if arrays is not None:
             kernel = op.kernels.get("numpy") or op.forward if op.kernels else op.forward
+            x0 = arrays[0]
+            x1 = arrays[-1]
+            if (type(x0) is _NDARRAY and x0.size >= _PARALLEL_FROM) or (
+                type(x1) is _NDARRAY and x1.size >= _PARALLEL_FROM
+            ):
+                xp = _NUMPY_XP
+            else:
+                xp = _NUMPY_SERIAL_XP
             try:
-                out = kernel(_NUMPY_XP, *arrays, **attrs)
+                out = kernel(xp, *arrays, **attrs)
             except EmberError:
                 raise
             except (ValueError, TypeError, IndexError, AttributeError) as error:
@@ -211,8 +224,13 @@ def _apply_general(op, args, attrs):
         device = attrs.get("device")
         backend = _NUMPY_BACKEND if device is None else get_backend(device)
     kernel = op.kernels.get(backend.name) or op.forward
+    xp = backend.xp
+    if backend is _NUMPY_BACKEND and not any(
+        type(d) is _NDARRAY and d.size >= _PARALLEL_FROM for d in arrays
+    ):
+        xp = _NUMPY_SERIAL_XP
     try:
-        out = kernel(backend.xp, *arrays, **attrs)
+        out = kernel(xp, *arrays, **attrs)
     except EmberError:
         raise
     except (ValueError, TypeError, IndexError, AttributeError) as error:

@@ -99,28 +99,63 @@ def _helpers(numba):
     return _state["helpers"]
 
 
-def jit_source(source: str, name: str, disk: bool = True, fastmath=False):
+def jit_source(source: str, name: str, disk: bool = True, fastmath=False, parallel=False):
     """The numba-compiled function `name` from `source` (cached by source text and name); None when
     numba is not available. `disk=False` skips the on-disk cache (a retry when loading from
     it failed). `fastmath` is numba's flag set (e.g. {"reassoc"} lets LLVM vectorize a sum);
-    it is part of the cached source text, so kernels compiled with other flags never mix."""
+    it is part of the cached source text, so kernels compiled with other flags never mix.
+    `parallel=True` compiles `prange` loops to run on numba's threads (Note [Parallel kernels]
+    in ember/backend/parallel.py); the source then imports prange itself."""
     if not available():  # checked first: disable_for_tests also hides compiled kernels
         return None
     if fastmath:
         source = f"# fastmath: {sorted(fastmath)}\n{source}"
+    if parallel:
+        source = f"# parallel\nfrom numba import prange\n\n{source}"
     kernel = _cache.get((source, name, disk))
     if kernel is not None:
         return kernel
     numba = _load()
+    if parallel:
+        start_threads()
     start = time.perf_counter()
     fn, on_disk = _define(numba, source, name) if disk else _define_in_memory(numba, source, name)
     flags = set(fastmath) if fastmath else False
-    kernel = numba.njit(fastmath=flags, nogil=True, cache=on_disk, error_model="numpy")(fn)
+    kernel = numba.njit(
+        fastmath=flags, nogil=True, cache=on_disk, error_model="numpy", parallel=bool(parallel)
+    )(fn)
     if on_disk:
         _rebuild_on_bad_machine_code(kernel, fn)
     _state["seconds"] += time.perf_counter() - start
     _cache[(source, name, disk)] = kernel
     return kernel
+
+
+def start_threads() -> None:
+    """Start numba's threads with ember's thread budget (Note [Thread budget] in
+    ember/backend/parallel.py). Its OpenMP layer starts with OMP_WAIT_POLICY=PASSIVE unless the
+    user chose a policy: idle OpenMP workers then sleep instead of spinning on the cores that
+    the next BLAS call or chunked NumPy op needs. The variable is set only while numba loads its
+    OpenMP library (read once, at load), so other libraries in the process never see it."""
+    numba = _load()
+    if numba is None:
+        return
+    import os
+
+    from numba.np.ufunc import parallel as numba_parallel
+
+    from ember.backend import parallel
+
+    if not numba_parallel._is_initialized:
+        chosen = "OMP_WAIT_POLICY" in os.environ
+        if not chosen:
+            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        try:
+            numba_parallel._launch_threads()
+        finally:
+            if not chosen:
+                del os.environ["OMP_WAIT_POLICY"]
+    numba.set_num_threads(min(parallel.num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 _HEADER = (

@@ -10,7 +10,7 @@ import types
 
 import numpy as np
 
-from ember.backend import Backend, Device, blas, register_backend
+from ember.backend import Backend, Device, blas, parallel, register_backend
 
 # erf by rational approximations (Cody-style, as in the Cephes library): x*T(x^2)/U(x^2) on
 # |x| < 1, and 1 - exp(-x^2) P(x)/Q(x) beyond; relative error near 1e-16 in float64, so the
@@ -181,9 +181,17 @@ def erf_fast(x):
     if _ERF_UFUNC is None:
         _build_erf_ufunc()
     kernel = _ERF_UFUNC.get(x.dtype) if _ERF_UFUNC else None
+    if parallel.parallel_worth(x.size, costly=True) and x.flags.c_contiguous:
+        out = np.empty(x.shape, x.dtype if x.dtype.kind == "f" else np.float64)
+        fn = kernel if kernel is not None else _erf_into  # Note [Parallel kernels]
+        return parallel.chunked(fn, out, x, costly=True)
     if kernel is None:
         return erf(x)
     return kernel(x)
+
+
+def _erf_into(x, out):
+    out[...] = erf(x)
 
 
 # Note [Bitwise where]: np.where(c, a, b) over a random boolean mask runs a data-dependent
@@ -207,6 +215,10 @@ def where_bits(c, a, b):
         or max(c.size, a.size, b.size) < 16384
     ):  # np.where as fast below (at 8192)
         return np.where(c, a, b)
+    if parallel._active:  # Note [Parallel kernels]
+        out = parallel.where_into(c, a, b, _where_bits_into)
+        if out is not None:
+            return out
     mask = c.view(np.int8).astype(ints)
     np.negative(mask, out=mask)  # 0 or -1: all bits set
     if b.ndim == 0 and not b.view(ints):  # where(c, a, +0.0): ReLU's and dropout's gradients
@@ -220,6 +232,18 @@ def where_bits(c, a, b):
     ):
         out = np.broadcast_to(out, np.broadcast_shapes(c.shape, a.shape, b.shape)).copy()
     return out.view(a.dtype)
+
+
+def _where_bits_into(c, a, b, out):
+    """`where_bits` of one chunk, written into `out` (operands broadcast to it)."""
+    ints = _BIT_INTS[out.dtype]
+    mask = c.view(np.int8).astype(ints)
+    np.negative(mask, out=mask)
+    bits = out.view(ints)
+    np.bitwise_and(a.view(ints), mask, out=bits)
+    if not (b.ndim == 0 and not b.view(ints)):
+        np.invert(mask, out=mask)
+        np.bitwise_or(bits, np.bitwise_and(b.view(ints), mask), out=bits)
 
 
 def scatter_add(target, index, values):
@@ -268,9 +292,41 @@ def quiet(fn):
     return run
 
 
-def _make_namespace():
+def _parallel_paths(ns):
+    """Large elementwise ops and sum/max/min in `ns` run on every core (Note [Parallel
+    kernels] in ember/backend/parallel.py): the same NumPy loops on slices of the result."""
+    for name, value in np.__dict__.items():
+        # elementwise ufuncs only: a generalized one (matmul, vecdot) has core dimensions
+        if (
+            isinstance(value, np.ufunc)
+            and value.nout == 1
+            and value.signature is None
+            and not name.startswith("_")
+        ):
+            ns.__dict__[name] = parallel.ufunc(value)
+    for name in ("add", "maximum", "minimum"):
+        ns.__dict__[name].reduce = parallel.reducer(getattr(np, name))
+    ns.where = _where
+    ns.astype = parallel.astype
+    ns.sum = parallel.total
+    ns.max = ns.amax = parallel.extreme("max", np.maximum)
+    ns.min = ns.amin = parallel.extreme("min", np.minimum)
+
+
+def _where(condition, *values):
+    """np.where, in parallel over large results (Note [Parallel kernels])."""
+    if len(values) == 2 and parallel._active:
+        out = parallel.where_into(condition, *values)
+        if out is not None:
+            return out
+    return np.where(condition, *values)
+
+
+def _make_namespace(parallel_paths=True):
     ns = types.ModuleType("ember.backend.numpy_backend.xp")
     ns.__dict__.update({k: v for k, v in np.__dict__.items() if not k.startswith("__")})
+    if parallel_paths:
+        _parallel_paths(ns)
     ns.erf = erf
     ns.scatter_add = scatter_add
     ns.windows = windows
@@ -283,6 +339,10 @@ class NumpyBackend(Backend):
     device_type = "cpu"
     array_type = np.ndarray
     xp = _make_namespace()
+    # the same namespace with NumPy's own functions, no parallel paths: eager dispatch hands
+    # it to kernels whose operands are all below parallel.threshold(costly=True), so small
+    # ops skip the size checks of the parallel wrappers (Note [Parallel kernels])
+    serial_xp = _make_namespace(parallel_paths=False)
     _cpu = Device("cpu")
 
     def device_of(self, array) -> Device:

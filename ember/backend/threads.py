@@ -5,7 +5,8 @@ wheels), whose worker threads busy-wait: with more runnable threads than free co
 processes, or a data loader's workers) a small GEMM can take 20x longer. PyTorch users set
 `torch.set_num_threads`; this is ember's equivalent. It finds the BLAS library already loaded
 in this process (Linux: /proc/self/maps) and calls its own thread-count setter through ctypes,
-so it needs no package beyond NumPy; numba's kernel threads follow when numba is loaded.
+so it needs no package beyond NumPy; numba's kernel threads and the pool that runs large
+elementwise ops and reductions in parallel (ember/backend/parallel.py) follow.
 """
 
 from __future__ import annotations
@@ -28,8 +29,21 @@ _GETTERS = (
     "openblas_get_num_threads",
     "MKL_Get_Max_Threads",
 )
-_blas = None  # (setter, getter) once found; False when none is loaded
+_blas = None  # (setter, getter, library) once found; False when none is loaded
 _requested: int | None = None
+
+# Note [BLAS spin]: after each job OpenBLAS's worker threads busy-wait for the next one, for
+# 2**28 CPU cycles by default (~0.1 s; measured here: ~30 ms of a core after every GEMM, with
+# the caller asleep). Between the GEMMs of a Transformer layer ember runs its elementwise
+# kernels on the same cores (Note [Thread budget] in ember/backend/parallel.py), where a
+# spinning BLAS worker competes with them. `set_num_threads` therefore shortens the spin to
+# 2**20 cycles (~0.4 ms): GEMMs issued back to back still find their workers awake, and a
+# worker sleeps once the caller moves on to other work. OpenBLAS reads the limit from
+# OPENBLAS_THREAD_TIMEOUT when its threads start; ember sets the variable only while it asks
+# OpenBLAS to re-read its settings and restart its threads (once, from `set_num_threads`), and
+# leaves a limit the user chose alone.
+_SPIN_LOG2_CYCLES = 20
+_spin_limited = False
 
 
 def _find_blas():
@@ -65,13 +79,33 @@ def _find_blas():
             setter.restype = None
             if getter is not None:
                 getter.restype = ctypes.c_int
-            _blas = (setter, getter)
+            _blas = (setter, getter, lib)
             break
     return _blas
 
 
+def _limit_blas_spin(lib) -> None:
+    """Shorten OpenBLAS's busy-wait between jobs (Note [BLAS spin])."""
+    global _spin_limited
+    if _spin_limited or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+        return
+    names = ("openblas_read_env", "blas_thread_shutdown_", "blas_thread_init")
+    if not all(hasattr(lib, name) for name in names):
+        return  # MKL, or an OpenBLAS without these entry points
+    _spin_limited = True
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(_SPIN_LOG2_CYCLES)
+    try:
+        lib.openblas_read_env()
+    finally:
+        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    lib.blas_thread_shutdown_()  # the workers restart with the new limit
+    lib.blas_thread_init()
+
+
 def set_num_threads(n: int) -> None:
-    """Use `n` threads in the CPU kernels (BLAS matmuls, numba kernels)."""
+    """Use `n` threads in the CPU kernels: BLAS matmuls, numba kernels and the chunked NumPy
+    ops (Note [Thread budget] in ember/backend/parallel.py). The default is the cores this
+    process may use."""
     global _requested
     n = int(n)
     if n < 1:
@@ -79,15 +113,19 @@ def set_num_threads(n: int) -> None:
     _requested = n
     blas = _find_blas()
     if blas:
+        _limit_blas_spin(blas[2])
         blas[0](n)
     from ember.backend import blas as small_gemm
+    from ember.backend import parallel
 
     small_gemm.set_num_threads(n)
-    numba = sys.modules.get("numba")
-    if numba is not None:
+    parallel.set_threads(n)  # the chunked NumPy ops (Note [Thread budget])
+    if "numba" in sys.modules:
+        from ember.backend import numba_kernels
+
         try:
-            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        except Exception:  # noqa: BLE001 - numba's threading layer not started: nothing to set
+            numba_kernels.start_threads()
+        except Exception:  # noqa: BLE001 - numba's threading layer cannot start: nothing to set
             pass
 
 

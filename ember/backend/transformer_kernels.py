@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.backend import numba_kernels
+from ember.backend import numba_kernels, parallel
 
 COMPILED_MIN_SIZE = 1 << 16
 PARALLEL_MIN_SIZE = 1 << 16
@@ -274,15 +274,12 @@ _KERNELS: dict = {}
 
 
 def _threads():
-    """Apply ember.set_num_threads to numba once it is loaded (it may be asked for before)."""
-    from ember.backend import threads
-
-    numba = numba_kernels._load()
-    if threads._requested is not None and numba is not None:
-        try:
-            numba.set_num_threads(min(threads._requested, numba.config.NUMBA_NUM_THREADS))
-        except Exception:  # noqa: BLE001 - numba's threading layer could not start: serial
-            pass
+    """Start numba's threads with ember's thread budget (Note [Thread budget] in
+    ember/backend/parallel.py)."""
+    try:
+        numba_kernels.start_threads()
+    except Exception:  # noqa: BLE001 - numba's threading layer could not start: serial
+        pass
 
 
 def _kernel(group: str, name: str, parallel: bool):
@@ -306,7 +303,12 @@ def _kernel(group: str, name: str, parallel: bool):
 def _pick(group, name, size):
     if size < COMPILED_MIN_SIZE:
         return None
-    return _kernel(group, name, size >= PARALLEL_MIN_SIZE)
+    # the serial build in a forked child (GNU OpenMP kills one that starts a parallel region
+    # after its parent's threads ran) and on an overloaded machine (Note [Overloaded machine])
+    in_parallel = (
+        size >= PARALLEL_MIN_SIZE and not parallel.in_forked_child() and not parallel.overloaded()
+    )
+    return _kernel(group, name, in_parallel)
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))

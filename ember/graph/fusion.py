@@ -37,6 +37,7 @@ import math
 
 import numpy as np
 
+from ember.backend import parallel
 from ember.graph.ir import Eqn, Graph, Var
 from ember.ops.registry import REGISTRY, OpDef, bool_dtype
 
@@ -48,6 +49,17 @@ _BOOL = np.dtype(bool)
 # a two-op chain over this many elements or more stays unfused: the generated loop is scalar
 # code, which no longer beats two vectorised NumPy passes once the arrays leave the L1 cache
 _LARGE = 1 << 14
+# Note [Parallel loops]: a fused kernel over at least parallel.threshold(costly=True) elements
+# (several ops per element cost as much as a transcendental function) runs one loop, the
+# outermost with at least _MIN_PARALLEL_TRIPS trips, as numba's `prange` (compiled with
+# parallel=True, on numba's threads, which ember.set_num_threads governs), unless a reduction
+# reduces over that loop's axis (its iterations would share accumulators). Each iteration
+# computes its elements, and its own accumulators, with the same code in the same order as the
+# serial kernel (no reassociation: fastmath stays off), so the results are equal bit for bit;
+# only which thread runs an iteration changes. Smaller kernels stay serial loops, and so does
+# every kernel in a process forked from one that used numba's threads, or while the machine is
+# overloaded (`_fork_safe`).
+_MIN_PARALLEL_TRIPS = 4
 
 
 def _compare(op) -> bool:
@@ -348,9 +360,11 @@ class FusedOp:
         return run
 
     # --- numba kernel ------------------------------------------------------------------------
-    def kernel_source(self, inplace=None):
+    def kernel_source(self, inplace=None, in_parallel=True):
         """(source, literal values with their dtypes) of the loop kernel; `inplace` maps an
-        output to the operand whose buffer it overwrites (Note [In-place fused kernels])."""
+        output to the operand whose buffer it overwrites (Note [In-place fused kernels]); its
+        loop over `parallel_axis()` is a prange unless `in_parallel` is False (Note [Parallel
+        loops])."""
         inplace = inplace or {}
         shape = self.loop_shape
         n = len(shape)
@@ -439,25 +453,49 @@ class FusedOp:
         src = [f"def kernel({', '.join(params)}):"]
         src += ["    " + line for line in hoisted + pre]
         indent = "    "
+        split = self.parallel_axis() if in_parallel else None
         for d in range(n):
-            src.append(f"{indent}for i{d} in range(n{d}):")
+            loop = "prange" if d == split else "range"
+            src.append(f"{indent}for i{d} in {loop}(n{d}):")
             indent += "    "
         src += [indent + line for line in body]
         src += ["    " + "    " * depth + line for depth, line in post]
         return "\n".join(src) + "\n", lits
+
+    def parallel_axis(self):
+        """The loop that runs in parallel (prange), or None for a serial kernel (Note [Parallel
+        loops])."""
+        shape = self.loop_shape
+        n = len(shape)
+        if n == 0 or math.prod(shape) < parallel.threshold(costly=True):
+            return None
+        split = next((d for d, size in enumerate(shape) if size >= _MIN_PARALLEL_TRIPS), None)
+        if split is None:
+            return None
+        for _name, _x, dim, _keep, _rout in self.red:
+            if self.flat or split in _axes(dim, n):
+                return None  # iterations would share accumulators
+        return split
 
     def make_runner(self, eqn, inplace=None):
         from ember.backend import numba_kernels
 
         if not numba_kernels.available():
             return self.numpy_runner()
-        source, lits = self.kernel_source(inplace)
+        in_parallel = self.parallel_axis() is not None
+        attempts = [(True, in_parallel), (False, in_parallel)]  # a bad disk cache: compile
+        if in_parallel:
+            attempts.append((False, False))  # numba cannot parallelise it: the serial loop
         error = None
-        for disk in (True, False):  # a kernel cached on disk that fails to load: compile it
+        for disk, par in attempts:
+            source, lits = self.kernel_source(inplace, in_parallel=par)
             try:
-                kernel = numba_kernels.jit_source(source, "kernel", disk=disk)
+                kernel = numba_kernels.jit_source(source, "kernel", disk=disk, parallel=par)
                 if kernel is None:
                     return self.numpy_runner()
+                if par:
+                    serial = self.kernel_source(inplace, in_parallel=False)[0]
+                    kernel = _fork_safe(kernel, serial)
                 run = self._numba_runner(kernel, lits, inplace or {})
                 self._warm_up(run)
                 return run
@@ -566,6 +604,25 @@ class FusedOp:
         with np.errstate(all="ignore"):
             run(*dummies)
         numba_kernels.note_compile_time(time.perf_counter() - start)
+
+
+def _fork_safe(kernel, serial_source):
+    """`kernel` (a prange build), or the serial build of the same loop in a process forked
+    after numba's OpenMP threads ran (a DataLoader worker: GNU OpenMP kills a forked child that
+    starts a parallel region) and on an overloaded machine (Note [Overloaded machine] in
+    ember/backend/parallel.py) (Note [Parallel loops])."""
+    from ember.backend import numba_kernels
+
+    serial = []
+
+    def call(*args):
+        if parallel.in_forked_child() or parallel.overloaded():
+            if not serial:
+                serial.append(numba_kernels.jit_source(serial_source, "kernel", disk=False))
+            return serial[0](*args)
+        return kernel(*args)
+
+    return call
 
 
 _warned: set = set()

@@ -292,6 +292,11 @@ def _kernel(group: str, name: str, parallel: bool):
         numba = numba_kernels._load()
         body = _SOURCES[group] if group != "gelu" else _erf_source() + _GELU
         source = _HEADER + body
+        if not parallel:
+            # the serial build is its own source, so its own cache file: numba's disk cache
+            # does not tell a parallel build from a serial one of the same function, and a
+            # serial call (a forked child) that loads the parallel machine code is killed
+            source = source.replace(" in prange(", " in range(")
         fn, on_disk = numba_kernels._define(numba, source, name)
         kernel = numba.njit(parallel=parallel, nogil=True, cache=on_disk, error_model="numpy")(fn)
         if parallel:

@@ -281,9 +281,12 @@ def test_blas_restarted_with_a_short_spin_still_multiplies():
 
 
 def test_generalized_ufuncs_are_not_chunked():
-    """matmul is a NumPy ufunc with core dimensions: it keeps its own (BLAS) path and shapes."""
+    """matmul is a NumPy ufunc with core dimensions: it keeps its own (BLAS) path and shapes
+    (the small-GEMM dispatch of Note [Small GEMMs], never the chunked pool)."""
+    from ember.backend import blas
+
     xp = ember.backend.get_backend("cpu").xp
-    assert xp.matmul is np.matmul
+    assert xp.matmul is blas.matmul
     a, b, c = _inputs()
     before = ember.get_num_threads()
     try:
@@ -328,14 +331,23 @@ def test_a_forked_child_runs_parallel_fused_kernels_serially():
 @pytest.mark.parametrize("name, fn", PARALLEL_CASES, ids=[c[0] for c in PARALLEL_CASES])
 def test_every_case_reaches_the_pool(name, fn, monkeypatch):
     """The equality table above compares parallel runs, not serial fallbacks: each case sends
-    work to the pool at 2 threads."""
+    work to the pool at 2 threads, or (GELU, softmax, layer norm) runs a row-parallel fused
+    Transformer kernel (Note [Row-parallel kernels])."""
+    from ember.backend import transformer_kernels
+
     calls = []
     real = parallel.run_chunks
     monkeypatch.setattr(
         parallel, "run_chunks", lambda f, argsets: calls.append(1) or real(f, argsets)
     )
+    real_kernel = transformer_kernels._kernel
+    monkeypatch.setattr(
+        transformer_kernels,
+        "_kernel",
+        lambda group, kname, par: (par and calls.append(kname)) or real_kernel(group, kname, par),
+    )
     _run_at(2, fn, fast=True)
-    assert calls, f"{name}: nothing ran on the pool"
+    assert calls, f"{name}: nothing ran on the pool or in a parallel fused kernel"
 
 
 def test_the_default_uses_every_core_without_set_num_threads():

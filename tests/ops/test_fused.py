@@ -13,6 +13,17 @@ from ember.backend import transformer_kernels as K
 from ember.ops import fused as Fz
 from ember.ops import nn as N
 
+
+@pytest.fixture(autouse=True)
+def _even_when_the_machine_is_busy(monkeypatch):
+    """Run the parallel builds even on a loaded machine (Note [Overloaded machine] would pick
+    the serial ones there), so the tests compare threaded runs with serial ones."""
+    from ember.backend import parallel
+
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", float("inf"))
+    monkeypatch.setattr(parallel, "_load_state", [0.0, False])
+
+
 needs_numba = pytest.mark.skipif(
     not numba_kernels.available(),
     reason="numba is not installed (the `fast` extra) or EMBER_FAST_KERNELS=0",
@@ -233,3 +244,31 @@ def test_fused_ops_refuse_bad_shapes_naming_the_op():
         Fz.fused_softmax(x, ember.randn(3, 4))
     with pytest.raises(ValueError, match="approximate"):
         N.gelu(x, "fast")
+
+
+@pytest.mark.skipif(not numba_kernels.available(), reason="the fused kernels need numba")
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_fused_kernels_serially():
+    """GNU OpenMP kills a forked child that starts a parallel region: a DataLoader worker
+    forked after a row-parallel kernel ran must still run it, on the serial build."""
+    import os
+
+    rng = np.random.default_rng(0)
+    x = ember.tensor(rng.standard_normal((512, 384)).astype(np.float32))
+    expected = ember.nn.functional.gelu(x).numpy()  # numba's threads have run here
+    assert x.numel() >= K.PARALLEL_MIN_SIZE
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        ok = b"0"
+        try:
+            got = ember.nn.functional.gelu(x).numpy()
+            ok = b"1" if got.tobytes() == expected.tobytes() else ok
+        finally:
+            os.write(write, ok)
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 1)
+    os.close(read)
+    assert status == 0 and answer == b"1", f"child exit status {status}, answer {answer!r}"

@@ -52,7 +52,7 @@ from the caller's thread, never nested. Idle workers must not hold a core either
 threads sleep on a queue; numba's OpenMP layer starts with a passive wait policy
 (`numba_kernels.start_threads`; measured: an idle OpenMP worker otherwise spins ~0.4 core on
 this loaded machine after each kernel, none with it); OpenBLAS's workers spin ~30 ms of CPU
-after every GEMM by default, which `set_num_threads` cuts to ~0.4 ms (Note [BLAS spin] in
+after every GEMM by default, which only the environment can shorten (Note [BLAS spin] in
 ember/backend/threads.py). The pool's workers are started on first use and dropped in a
 forked child (a DataLoader worker starts its own).
 """

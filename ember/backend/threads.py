@@ -33,17 +33,15 @@ _blas = None  # (setter, getter, library) once found; False when none is loaded
 _requested: int | None = None
 
 # Note [BLAS spin]: after each job OpenBLAS's worker threads busy-wait for the next one, for
-# 2**28 CPU cycles by default (~0.1 s; measured here: ~30 ms of a core after every GEMM, with
-# the caller asleep). Between the GEMMs of a Transformer layer ember runs its elementwise
-# kernels on the same cores (Note [Thread budget] in ember/backend/parallel.py), where a
-# spinning BLAS worker competes with them. `set_num_threads` therefore shortens the spin to
-# 2**20 cycles (~0.4 ms): GEMMs issued back to back still find their workers awake, and a
-# worker sleeps once the caller moves on to other work. OpenBLAS reads the limit from
-# OPENBLAS_THREAD_TIMEOUT when its threads start; ember sets the variable only while it asks
-# OpenBLAS to re-read its settings and restart its threads (once, from `set_num_threads`), and
-# leaves a limit the user chose alone.
-_SPIN_LOG2_CYCLES = 20
-_spin_limited = False
+# 2**28 CPU cycles by default (~0.1 s; ~30 ms of a core after every GEMM with the caller
+# asleep), where they compete with ember's elementwise kernels on a loaded machine. OpenBLAS
+# reads the limit (OPENBLAS_THREAD_TIMEOUT, log2 of the cycles) only when its threads start.
+# ember does not restart them to change it: restarting them from a running process
+# (openblas_read_env, blas_thread_shutdown_, blas_thread_init) left every later 2-thread GEMM
+# stalling, measured on the quiet 2-core machine as a compiled MNIST MLP step of 26.6 ms
+# instead of 0.46 ms; the same limit given in the environment at start (e.g.
+# OPENBLAS_THREAD_TIMEOUT=20 for ~0.4 ms) costs nothing. So a user on a shared machine sets the
+# variable before Python starts; ember leaves OpenBLAS's threads alone.
 
 
 def _find_blas():
@@ -84,24 +82,6 @@ def _find_blas():
     return _blas
 
 
-def _limit_blas_spin(lib) -> None:
-    """Shorten OpenBLAS's busy-wait between jobs (Note [BLAS spin])."""
-    global _spin_limited
-    if _spin_limited or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
-        return
-    names = ("openblas_read_env", "blas_thread_shutdown_", "blas_thread_init")
-    if not all(hasattr(lib, name) for name in names):
-        return  # MKL, or an OpenBLAS without these entry points
-    _spin_limited = True
-    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(_SPIN_LOG2_CYCLES)
-    try:
-        lib.openblas_read_env()
-    finally:
-        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
-    lib.blas_thread_shutdown_()  # the workers restart with the new limit
-    lib.blas_thread_init()
-
-
 def set_num_threads(n: int) -> None:
     """Use `n` threads in the CPU kernels: BLAS matmuls, numba kernels and the chunked NumPy
     ops (Note [Thread budget] in ember/backend/parallel.py). The default is the cores this
@@ -113,7 +93,6 @@ def set_num_threads(n: int) -> None:
     _requested = n
     blas = _find_blas()
     if blas:
-        _limit_blas_spin(blas[2])
         blas[0](n)
     from ember.backend import blas as small_gemm
     from ember.backend import parallel

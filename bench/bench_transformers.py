@@ -88,6 +88,40 @@ def load_memory_mib(which: str) -> tuple[float, float]:
 from harness import set_threads  # noqa: E402
 
 
+def finetune_pair(rng, batch: int = 16, length: int = 128):
+    """(ember step, PyTorch step): one fine-tuning step (forward, loss, backward, AdamW) of
+    BertForSequenceClassification on the bundled MiniLM, the same random batch on both sides."""
+    import torch
+    import transformers
+
+    import ember
+    from ember import transformers as et
+
+    ember.manual_seed(0)
+    ours_cls = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2).train()
+    theirs_cls = transformers.BertForSequenceClassification.from_pretrained(
+        FOLDER, num_labels=2
+    ).train()
+    ids = rng.integers(1000, 20000, (batch, length))
+    labels = rng.integers(0, 2, batch)
+    e_opt = ember.optim.AdamW(ours_cls.parameters(), lr=2e-5)
+    t_opt = torch.optim.AdamW(theirs_cls.parameters(), lr=2e-5)
+    e_ids, e_labels = ember.from_numpy(ids), ember.from_numpy(labels)
+    t_ids, t_labels = torch.from_numpy(ids), torch.from_numpy(labels)
+
+    def step_ember():
+        e_opt.zero_grad()
+        ours_cls(e_ids, labels=e_labels).loss.backward()
+        e_opt.step()
+
+    def step_torch():
+        t_opt.zero_grad()
+        theirs_cls(t_ids, labels=t_labels).loss.backward()
+        t_opt.step()
+
+    return step_ember, step_torch
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -150,27 +184,7 @@ def main():
     results.append(compare("minilm forward 1x16 (latency)", e, t, repeats=repeats))
 
     # fine-tuning step: forward + loss + backward + AdamW, batch 16 x 128
-    ember.manual_seed(0)
-    ours_cls = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2).train()
-    theirs_cls = transformers.BertForSequenceClassification.from_pretrained(
-        FOLDER, num_labels=2
-    ).train()
-    ids = rng.integers(1000, 20000, (16, 128))
-    labels = rng.integers(0, 2, 16)
-    e_opt = ember.optim.AdamW(ours_cls.parameters(), lr=2e-5)
-    t_opt = torch.optim.AdamW(theirs_cls.parameters(), lr=2e-5)
-    e_ids, e_labels = ember.from_numpy(ids), ember.from_numpy(labels)
-    t_ids, t_labels = torch.from_numpy(ids), torch.from_numpy(labels)
-
-    def step_ember():
-        e_opt.zero_grad()
-        ours_cls(e_ids, labels=e_labels).loss.backward()
-        e_opt.step()
-
-    def step_torch():
-        t_opt.zero_grad()
-        theirs_cls(t_ids, labels=t_labels).loss.backward()
-        t_opt.step()
+    step_ember, step_torch = finetune_pair(rng)
 
     results.append(
         compare(

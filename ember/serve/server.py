@@ -31,7 +31,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from ember.serve import protocol as P
-from ember.serve.batching import Batcher
+from ember.serve.batching import Batcher, usable_cores
 from ember.serve.metrics import Metrics
 from ember.serve.models import TextModel, load_model
 from ember.serve.protocol import RequestError
@@ -93,6 +93,15 @@ class Server:
             sys.stderr at the time of writing; None: off).
         warmup: run each model once at load, so the first request is not cold.
         request_timeout: seconds a request may wait for its result (504 beyond).
+        instances: worker threads per model, each running its own replica of the model
+            (Triton's `instance_group count`; Note [Model instances]). Default: one per
+            `threads_per_instance` usable cores, at most 8 (2 on a 2-core machine); models
+            added with `add_model` that have no `replica()` get 1.
+        threads_per_instance: kernel threads of each instance (TF Serving's intra-op
+            parallelism). Default: 1 when `instances` is not given, else the usable cores
+            divided among the instances. The server sets ember's thread count
+            (`ember.set_num_threads`, process-wide, as BLAS's is) to it while it serves, and
+            each worker numba's.
     """
 
     def __init__(
@@ -110,6 +119,8 @@ class Server:
         warmup: bool = True,
         request_timeout: float = 60.0,
         keepalive_timeout: float = 30.0,
+        instances: int | None = None,
+        threads_per_instance: int | None = None,
     ):
         self.path = None if path is None else os.fspath(path)
         self.host = host
@@ -124,6 +135,18 @@ class Server:
         self.warmup = warmup
         self.request_timeout = float(request_timeout)
         self.keepalive_timeout = float(keepalive_timeout)
+        for knob, value in (
+            ("instances", instances),
+            ("threads_per_instance", threads_per_instance),
+        ):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"serve: {knob} must be at least 1, got {value}")
+        self.instances = None if instances is None else int(instances)
+        if threads_per_instance is None:
+            cores = usable_cores()
+            threads_per_instance = 1 if instances is None else max(1, cores // int(instances))
+        self.threads_per_instance = int(threads_per_instance)
+        self._threads_before: int | None = None
         self.metrics = Metrics()
         self.models: dict[str, dict[str, _Served]] = {}
         self.labels: dict[str, dict[str, str]] = {}
@@ -144,12 +167,19 @@ class Server:
 
     # --- life cycle ------------------------------------------------------------------------
     def add_model(
-        self, name: str, model, version: str = "1", max_batch_size: int | None = None
+        self,
+        name: str,
+        model,
+        version: str = "1",
+        max_batch_size: int | None = None,
+        instances: int | None = None,
     ) -> "Server":
         """Serve a model object (the interface of ember.serve.models.ServedModel: `inputs`,
-        `outputs`, `prepare`, `run_batch`) under `name`, next to those of the path."""
+        `outputs`, `prepare`, `run_batch`, optionally `replica`) under `name`, next to those
+        of the path."""
         if not NAME_PATTERN.match(name):
             raise ValueError(f"serve: model name {name!r}: letters, digits, '_', '-', '.'")
+        self._apply_threads()
         batcher = Batcher(
             model,
             f"{name}:{version}",
@@ -157,9 +187,11 @@ class Server:
             max_queue_delay=self.max_queue_delay,
             max_queue_size=self.max_queue_size,
             metrics=self.metrics,
+            instances=self.instances if instances is None else instances,
+            threads_per_instance=self.threads_per_instance,
         )
-        if self.warmup and hasattr(model, "warmup"):
-            model.warmup()
+        if self.warmup:
+            _warm(batcher)
         self.models.setdefault(name, {})[str(version)] = _Served(name, str(version), model, batcher)
         self.labels.setdefault(name, {})
         return self
@@ -170,6 +202,7 @@ class Server:
         if self.path is None:
             return self
         repo = ModelRepository(self.path, self.model_name)
+        self._apply_threads()
         for name, spec in repo.models.items():
             for version, folder in spec.versions.items():
                 model = load_model(folder, spec.options.get("task", self.task))
@@ -181,12 +214,24 @@ class Server:
                     max_queue_delay=self.max_queue_delay,
                     max_queue_size=self.max_queue_size,
                     metrics=self.metrics,
+                    instances=spec.options.get("instances", self.instances),
+                    threads_per_instance=self.threads_per_instance,
                 )
                 if self.warmup:
-                    model.warmup()
+                    _warm(batcher)
                 self.models.setdefault(name, {})[version] = _Served(name, version, model, batcher)
             self.labels[name] = dict(spec.labels)
         return self
+
+    def _apply_threads(self) -> None:
+        """Set ember's kernel threads to `threads_per_instance` (once; undone by stop())."""
+        if self._threads_before is not None:
+            return
+        import ember
+
+        self._threads_before = ember.get_num_threads()
+        if self._threads_before != self.threads_per_instance:
+            ember.set_num_threads(self.threads_per_instance)
 
     def start(self) -> "Server":
         """Load the models, bind, and serve on a background thread; returns self."""
@@ -224,6 +269,11 @@ class Server:
                 served.batcher.close(max(0.0, deadline - time.monotonic()))
         self._httpd.server_close()
         self._stopped.set()
+        if self._threads_before is not None:
+            import ember
+
+            if ember.get_num_threads() == self.threads_per_instance:
+                ember.set_num_threads(self._threads_before)
 
     def serve_forever(self, grace: float = 30.0) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully (the `ember serve` command)."""
@@ -669,6 +719,15 @@ class _Handler(BaseHTTPRequestHandler):
         probs = shifted / shifted.sum(-1, keepdims=True)
         results = [[[model.labels[j], float(row[j])] for j in range(len(row))] for row in probs]
         return {"results": results}
+
+
+def _warm(batcher: Batcher) -> None:
+    """Warm up every instance's replica once (each compiles its own executors)."""
+    seen = set()
+    for model in batcher.models:
+        if id(model) not in seen and hasattr(model, "warmup"):
+            seen.add(id(model))
+            model.warmup()
 
 
 def _tf_metadata(name: str, served: _Served) -> dict:

@@ -531,7 +531,12 @@ class _Gate:
 
 def test_full_queue_answers_503_with_retry_after(repository):
     srv = Server(
-        os.path.join(repository, "mlp"), port=0, max_queue_size=1, access_log=None, warmup=False
+        os.path.join(repository, "mlp"),
+        port=0,
+        max_queue_size=1,
+        access_log=None,
+        warmup=False,
+        instances=1,  # one worker to hold busy
     ).start()
     try:
         served = srv.models["mlp"]["3"]

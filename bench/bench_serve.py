@@ -1,14 +1,18 @@
 """ember serve under load: MiniLM sentence embeddings and sequence classification on short
 texts (Rotten Tomatoes snippets), 16 concurrent clients speaking KServe V2 JSON over
 loopback keep-alive connections. Requests/s and p50/p99 latency for
-- ember serve with dynamic batching (max_batch_size 32, max_queue_delay 2 ms), short texts
-  packed end to end (Note [Packed batches]) and, for comparison, padded in length groups,
-- ember serve without batching (one forward per request),
-- transformers on PyTorch behind the same HTTP stack, one forward per request (the server a
-  user would write today),
-in interleaved rounds, at 1 and 2 CPU threads for both frameworks. Prints ratios against the
-PyTorch server and one JSON line per configuration, and whether ember's few-row matrix
-products ran on MKL (Note [Small GEMMs]; EMBER_BLAS=mkl turns that on).
+- ember serve with dynamic batching (max_batch_size 32, max_queue_delay 2 ms) on its default
+  instances (Note [Model instances]: one worker per core at 1 thread each; at T threads per
+  forward, cores / T workers), short texts packed end to end (Note [Packed batches]) and,
+  for comparison, padded in length groups, and on one instance with T threads,
+- ember serve without batching (one forward per request, same instances),
+- transformers on PyTorch behind the same HTTP stack, one forward per request, run the way a
+  user's threaded server runs it: on each request's own thread, 16 at once (torch releases
+  the GIL), and, for comparison, one at a time on one worker ("torch 1 worker"),
+in interleaved rounds, at 1 and 2 threads per forward for both frameworks (torch's intra-op
+threads; ember's threads per instance). Prints ratios against the faster PyTorch server, the
+cores the server process used, and one JSON line per configuration, and whether ember's
+few-row matrix products ran on MKL (Note [Small GEMMs]; EMBER_BLAS=mkl turns that on).
 
     python bench/bench_serve.py [--requests 400] [--rounds 3] [--threads 1 2]
 """
@@ -36,6 +40,7 @@ from harness import set_threads  # noqa: E402
 
 import ember  # noqa: E402
 from ember.serve import Server  # noqa: E402
+from ember.serve.batching import usable_cores  # noqa: E402
 from ember.serve.models import Prepared, ServedModel, TensorSpec  # noqa: E402
 
 CLIENTS = 16
@@ -88,6 +93,9 @@ class TorchTextModel(ServedModel):
     def warmup(self):
         self.run_batch([Prepared({"text": ["warm up"]}, 1, "text")])
 
+    def replica(self):
+        return self  # torch's eager forward is re-entrant: the threads share one model
+
 
 def _texts(n: int = 256) -> list:
     try:
@@ -116,7 +124,10 @@ def load(port: int, model: str, bodies: list, total: int) -> dict:
 
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
-        return pool.apply(_load_here, (port, model, bodies, total))
+        cpu = sum(os.times()[:2])
+        result = pool.apply(_load_here, (port, model, bodies, total))
+        result["server_cores"] = (sum(os.times()[:2]) - cpu) / result.pop("wall")
+        return result
 
 
 def _load_here(port: int, model: str, bodies: list, total: int) -> dict:
@@ -153,6 +164,7 @@ def _load_here(port: int, model: str, bodies: list, total: int) -> dict:
         "p50_ms": float(np.percentile(lat, 50) * 1e3),
         "p99_ms": float(np.percentile(lat, 99) * 1e3),
         "errors": len(errors),
+        "wall": wall,
     }
 
 
@@ -187,33 +199,58 @@ def main():
 
     print(f"{CLIENTS} clients, {args.requests} requests per round, {args.rounds} rounds")
     print(f"ember's few-row matrix products on MKL: {blas.mkl_available()}")
+    cores = usable_cores()
+    print(f"{cores} usable cores; ember's default instances at T threads: cores // T")
     for threads in args.threads:
         set_threads(threads)
+        instances = max(1, cores // threads)
         for workload, (folder, task) in folders.items():
-            padded = Server(folder, port=0, task=task, access_log=None, max_batch_size=32)
+
+            def ember_server(
+                max_batch_size=32, instances=instances, threads=threads, folder=folder, task=task
+            ):
+                return Server(
+                    folder,
+                    port=0,
+                    task=task,
+                    access_log=None,
+                    max_batch_size=max_batch_size,
+                    instances=instances,
+                    threads_per_instance=threads,
+                )
+
+            padded = ember_server()
             for versions in padded.load().models.values():
                 for served in versions.values():
-                    served.model.packing = False  # length groups (Note [Packed batches])
-            servers = {
-                "ember batched": Server(
-                    folder, port=0, task=task, access_log=None, max_batch_size=32
-                ),
+                    for model in served.batcher.models:
+                        model.packing = False  # length groups (Note [Packed batches])
+            torch_model = TorchTextModel(folder, task)
+            servers = {f"ember batched {instances}x{threads}": ember_server()}
+            if instances > 1:
+                servers[f"ember batched 1x{threads}"] = ember_server(instances=1)
+            if cores > 1 and threads > 1:  # the default: one instance per core, 1 thread
+                servers[f"ember batched {cores}x1"] = ember_server(instances=cores, threads=1)
+            servers |= {
                 "ember batched padded": padded,
-                "ember unbatched": Server(
-                    folder, port=0, task=task, access_log=None, max_batch_size=0
-                ),
-                "torch": Server(None, port=0, access_log=None, max_batch_size=0).add_model(
-                    "model", TorchTextModel(folder, task)
-                ),
+                "ember unbatched": ember_server(max_batch_size=0),
+                "torch": Server(
+                    None, port=0, access_log=None, max_batch_size=0, threads_per_instance=threads
+                ).add_model("model", torch_model, instances=CLIENTS),
+                "torch 1 worker": Server(
+                    None, port=0, access_log=None, max_batch_size=0, threads_per_instance=threads
+                ).add_model("model", torch_model, instances=1),
             }
-            names = {"torch": "model"}
+            names = {"torch": "model", "torch 1 worker": "model"}
             for key, server in servers.items():
                 server.start()
                 names.setdefault(key, next(iter(server.models)))
+                # BLAS's thread count is per process: each server's while it runs
+                ember.set_num_threads(server.threads_per_instance)
                 load(server.port, names[key], bodies, 64)  # warm the compiled shapes
             rounds: dict = {k: [] for k in servers}
             for _ in range(args.rounds):
                 for key, server in servers.items():
+                    ember.set_num_threads(server.threads_per_instance)
                     rounds[key].append(load(server.port, names[key], bodies, args.requests))
             for server in servers.values():
                 server.stop(grace=10)
@@ -221,7 +258,10 @@ def main():
                 key: {m: statistics.median(r[m] for r in rs) for m in rs[0]}
                 for key, rs in rounds.items()
             }
-            ref = summary["torch"]
+            # the reference: the faster of the two PyTorch servers
+            ref_key = max(("torch", "torch 1 worker"), key=lambda k: summary[k]["rps"])
+            ref = summary[ref_key]
+            print(f"ratios against {ref_key!r}, the faster PyTorch server here")
             for key, s in summary.items():
                 line = {
                     "workload": f"serve {workload}",
@@ -229,6 +269,7 @@ def main():
                     "threads": threads,
                     "mkl": blas.mkl_available(),
                     **{k: round(v, 2) for k, v in s.items()},
+                    "reference": ref_key,
                     "rps_ratio_vs_torch": round(s["rps"] / ref["rps"], 2),
                     "p99_ratio_vs_torch": round(s["p99_ms"] / ref["p99_ms"], 2),
                 }
@@ -236,7 +277,7 @@ def main():
                     f"{workload:<15} {threads}T {key:<21} {s['rps']:8.1f} req/s  "
                     f"p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  "
                     f"x{line['rps_ratio_vs_torch']:.2f} req/s, x{line['p99_ratio_vs_torch']:.2f} "
-                    f"p99 vs torch  errors {int(s['errors'])}"
+                    f"p99 vs torch  {s['server_cores']:.2f} cores  errors {int(s['errors'])}"
                 )
                 print(json.dumps(line))
 

@@ -39,13 +39,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", action="store_true", help="no line per request")
     serve.add_argument("--no-warmup", action="store_true", help="skip the warm-up run")
     serve.add_argument(
-        "--threads",
+        "--instances",
         type=int,
         default=None,
         help=(
-            "CPU threads for the model's kernels (BLAS; TF Serving's intra-op parallelism). "
-            "Default: ember's. On a machine shared with other busy processes use 1: BLAS "
-            "threads that wait for a busy core make every small GEMM slow"
+            "worker threads per model, each with its own replica, that run batches at once "
+            "(Triton's instance_group count). Default: one per --threads-per-instance usable "
+            "cores, at most 8"
+        ),
+    )
+    serve.add_argument(
+        "--threads-per-instance",
+        "--threads",
+        dest="threads_per_instance",
+        type=int,
+        default=None,
+        help=(
+            "CPU threads for each instance's kernels (BLAS, numba; TF Serving's intra-op "
+            "parallelism). Default: 1 without --instances, else the usable cores divided "
+            "among the instances. Many small batches at once (more instances, 1 thread each) "
+            "serve the most requests/s; more threads shorten one batch"
         ),
     )
     return serve
@@ -55,11 +68,6 @@ def main(argv=None) -> int:
     """Run `ember serve` with these arguments; returns the exit code."""
     args = _parser().parse_args(argv)
     from ember.serve import Server
-
-    if args.threads is not None:
-        import ember
-
-        ember.set_num_threads(args.threads)
 
     try:
         server = Server(
@@ -74,6 +82,8 @@ def main(argv=None) -> int:
             max_body_bytes=args.max_body_bytes,
             access_log=None if args.no_access_log else "stderr",
             warmup=not args.no_warmup,
+            instances=args.instances,
+            threads_per_instance=args.threads_per_instance,
         ).start()
     except (OSError, ValueError) as e:
         print(
@@ -84,7 +94,12 @@ def main(argv=None) -> int:
     names = ", ".join(
         f"{n} (versions {', '.join(sorted(v, key=int))})" for n, v in server.models.items()
     )
-    print(f"ember serve: {names} at {server.url} (KServe V2 /v2, TF Serving /v1)", flush=True)
+    counts = sorted({s.batcher.instances for v in server.models.values() for s in v.values()})
+    workers = f"{'/'.join(map(str, counts))} instances x {server.threads_per_instance} threads"
+    print(
+        f"ember serve: {names} at {server.url} (KServe V2 /v2, TF Serving /v1; {workers})",
+        flush=True,
+    )
     server.serve_forever(grace=args.grace_period)
     return 0
 

@@ -95,7 +95,7 @@ def repository(tmp_path_factory, minilm):
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped after tests/serve: it sets ember's thread count
 def server(repository):
     from ember.serve import Server
 

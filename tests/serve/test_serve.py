@@ -8,6 +8,7 @@ import http.client as httplib
 import io
 import json
 import os
+import sys
 import threading
 import time
 
@@ -591,6 +592,87 @@ def test_batcher_pads_and_splits_like_lone_requests(repository):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
 
 
+def test_instances_run_batches_at_once_and_equal_lone_requests(repository):
+    """Note [Model instances]: two workers, each with its own replica (own compiled programs)
+    and one numba thread, run two batches at the same time; every result equals the lone
+    request's."""
+    from ember.backend import numba_kernels
+    from ember.serve import Batcher, load_model
+
+    model = load_model(os.path.join(repository, "sentiment", "1"))
+    texts = [f"{w} review number {i}" for i, w in enumerate(["good", "bad", "fine"] * 8)]
+    feeds = [{"text": np.array([t.encode()], dtype=object)} for t in texts]
+    lone = [model.run_batch([model.prepare(f)])[0]["logits"] for f in feeds]
+    batcher = Batcher(model, "sentiment", max_batch_size=4, instances=2, threads_per_instance=1)
+    assert batcher.instances == 2
+    first, second = batcher.models
+    assert first is model and second is not model
+    assert second.program is not first.program  # executors are not re-entrant
+    assert second.program.weights is first.program.weights  # one copy of the weights
+    lock, active, seen = threading.Lock(), [0], []
+    both_running = threading.Event()
+
+    def watched(run):
+        def run_batch(batch):
+            with lock:
+                active[0] += 1
+                if active[0] == 2:
+                    both_running.set()
+                numba = sys.modules.get("numba")
+                threads = numba.get_num_threads() if numba_kernels.available() and numba else 1
+                seen.append((threading.current_thread().name, threads))
+            both_running.wait(30)  # the first batch waits until a second one runs beside it
+            try:
+                return run(batch)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        return run_batch
+
+    for replica in batcher.models:
+        replica.run_batch = watched(replica.run_batch)
+    try:
+        futures = [batcher.submit(model.prepare(f)) for f in feeds]
+        got = [f.result(60)["logits"] for f in futures]
+    finally:
+        batcher.close(30)
+    assert both_running.is_set()
+    assert {name for name, _ in seen} == {"ember-serve-sentiment-0", "ember-serve-sentiment-1"}
+    assert {threads for _, threads in seen} == {1}  # numba's count is per thread
+    for g, want in zip(got, lone):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+
+
+def test_server_instances_defaults_and_thread_budget(repository):
+    from ember.serve.batching import default_instances
+
+    before = ember.get_num_threads()
+    srv = Server(os.path.join(repository, "mlp"), port=0, access_log=None, warmup=False)
+    srv.add_model("shared", _Gate(load_model_mlp(repository)))  # no replica(): one instance
+    srv.start()
+    try:
+        assert srv.models["mlp"]["3"].batcher.instances == default_instances(1)
+        assert srv.models["shared"]["1"].batcher.instances == 1
+        assert srv.threads_per_instance == 1 and ember.get_num_threads() == 1
+    finally:
+        srv.stop(grace=10)
+    assert ember.get_num_threads() == before  # the server gives the thread count back
+    two = Server(None, port=0, instances=2, threads_per_instance=1, access_log=None)
+    two.add_model("mlp", load_model_mlp(repository))
+    assert two.models["mlp"]["1"].batcher.instances == 2
+    two.models["mlp"]["1"].batcher.close(10)
+    for knob in ("instances", "threads_per_instance"):
+        with pytest.raises(ValueError, match=f"{knob} must be at least 1, got 0"):
+            Server(None, port=0, **{knob: 0})
+
+
+def load_model_mlp(repository):
+    from ember.serve import load_model
+
+    return load_model(os.path.join(repository, "mlp", "3"))
+
+
 def test_closed_batcher_refuses_with_503(repository):
     from ember.serve import Batcher, load_model
 
@@ -627,7 +709,15 @@ def test_cli_help_names_the_knobs(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     text = capsys.readouterr().out
-    for knob in ("--max-batch-size", "--max-queue-delay-ms", "--host", "--port", "--model-name"):
+    for knob in (
+        "--max-batch-size",
+        "--max-queue-delay-ms",
+        "--host",
+        "--port",
+        "--model-name",
+        "--instances",
+        "--threads-per-instance",
+    ):
         assert knob in text
 
 

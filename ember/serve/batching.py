@@ -94,8 +94,8 @@ class Batcher:
         max_queue_delay: seconds the oldest request waits for others to join its batch.
         max_queue_size: queued requests before 503.
         metrics: an ember.serve.metrics.Metrics, or None.
-        instances: worker threads, each with its own replica of the model (default: one per
-            usable core for models with `replica()`, else 1).
+        instances: worker threads, each with its own replica of the model (None:
+            `default_instances` for models with `replica()`, else 1).
         threads_per_instance: numba kernel threads of each worker (None: leave numba's
             count alone; BLAS's count is per process: ember.set_num_threads).
     """

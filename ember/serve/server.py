@@ -207,6 +207,14 @@ class Server:
             for version, folder in spec.versions.items():
                 model = load_model(folder, spec.options.get("task", self.task))
                 mbs = int(spec.options.get("max_batch_size", self.max_batch_size))
+                instances = spec.options.get("instances", self.instances)
+                if instances is not None and (
+                    not isinstance(instances, int) or isinstance(instances, bool) or instances < 1
+                ):
+                    raise ValueError(
+                        f"serve: {name}/serving.json: 'instances' must be a positive integer, "
+                        f"got {instances!r}"
+                    )
                 batcher = Batcher(
                     model,
                     f"{name}:{version}",
@@ -214,7 +222,7 @@ class Server:
                     max_queue_delay=self.max_queue_delay,
                     max_queue_size=self.max_queue_size,
                     metrics=self.metrics,
-                    instances=spec.options.get("instances", self.instances),
+                    instances=instances,
                     threads_per_instance=self.threads_per_instance,
                 )
                 if self.warmup:
@@ -256,7 +264,14 @@ class Server:
 
     def stop(self, grace: float = 30.0) -> None:
         """Graceful shutdown (Note [Graceful shutdown])."""
-        if self._httpd is None or self._stopped.is_set():
+        if self._stopped.is_set():
+            return
+        if self._httpd is None:  # loaded, never started: only the model workers to stop
+            for versions in self.models.values():
+                for served in versions.values():
+                    served.batcher.close(grace)
+            self._stopped.set()
+            self._restore_threads()
             return
         deadline = time.monotonic() + grace
         self.draining = True
@@ -269,6 +284,9 @@ class Server:
                 served.batcher.close(max(0.0, deadline - time.monotonic()))
         self._httpd.server_close()
         self._stopped.set()
+        self._restore_threads()
+
+    def _restore_threads(self) -> None:
         if self._threads_before is not None:
             import ember
 

@@ -661,7 +661,8 @@ def test_server_instances_defaults_and_thread_budget(repository):
     two = Server(None, port=0, instances=2, threads_per_instance=1, access_log=None)
     two.add_model("mlp", load_model_mlp(repository))
     assert two.models["mlp"]["1"].batcher.instances == 2
-    two.models["mlp"]["1"].batcher.close(10)
+    two.stop(grace=10)  # never started: stops its workers, gives the thread count back
+    assert ember.get_num_threads() == before
     for knob in ("instances", "threads_per_instance"):
         with pytest.raises(ValueError, match=f"{knob} must be at least 1, got 0"):
             Server(None, port=0, **{knob: 0})
@@ -693,6 +694,8 @@ def test_closed_batcher_refuses_with_503(repository):
             {"version_labels": {"stable": 1}},
             "label 'stable' points at version 1, which is not served",
         ),
+        ({"instances": 0}, "'instances' must be a positive integer, got 0"),
+        ({"instances": "two"}, "'instances' must be a positive integer, got 'two'"),
     ],
 )
 def test_bad_repository_configs_fail_at_load(tmp_path, serving, message):

@@ -4,8 +4,10 @@ The workloads of issue 21: forward 32 x 128 (throughput) and 1 x 16 (latency), a
 fine-tuning step (forward, loss, backward, AdamW) of BertForSequenceClassification at
 16 x 128. For each thread count both frameworks get the same `set_num_threads`; each round
 times one call of ember then one of torch, so load from other processes on a shared machine
-hits both sides alike. Prints min / median per side and the median of the per-round ratios
-(ember / torch; below 1 is faster), and one JSON line per workload.
+hits both sides alike, each once the other's idle threads have stopped spinning
+(`harness.wait_idle`, Note [Quiet side] in bench/harness.py). Prints min / median / max per
+side and the median of the per-round ratios (ember / torch; below 1 is faster), and one JSON
+line per workload.
 
 Run: PYTHONPATH=. python bench/bench_minilm_threads.py [--rounds 7] [--threads 1 2]
 """
@@ -26,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from bench.bench_transformers import FOLDER, finetune_pair  # noqa: E402
+from bench.harness import wait_idle  # noqa: E402
 
 
 def _once(fn) -> float:
@@ -38,7 +41,10 @@ def interleaved(name, ember_fn, torch_fn, rounds, threads):
     ember_fn(), torch_fn()  # warm-up (kernels compiled or loaded, buffers touched)
     te, tt, ratios = [], [], []
     for _ in range(rounds):
-        e, t = _once(ember_fn), _once(torch_fn)
+        wait_idle()
+        e = _once(ember_fn)
+        wait_idle()
+        t = _once(torch_fn)
         te.append(e)
         tt.append(t)
         ratios.append(e / t)
@@ -49,15 +55,18 @@ def interleaved(name, ember_fn, torch_fn, rounds, threads):
         "ember_median_s": statistics.median(te),
         "torch_min_s": min(tt),
         "torch_median_s": statistics.median(tt),
+        "ember_max_s": max(te),
+        "torch_max_s": max(tt),
         "ratio_median": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
         "ratio_of_mins": min(te) / min(tt),
     }
     print(
-        f"{name:<32} x{threads}  ember min {min(te) * 1e3:8.1f} ms med "
-        f"{statistics.median(te) * 1e3:8.1f}  torch min {min(tt) * 1e3:8.1f} med "
-        f"{statistics.median(tt) * 1e3:8.1f}  ratio med {result['ratio_median']:.2f} "
+        f"{name:<26} x{threads}  ember min/med/max {min(te) * 1e3:6.1f} "
+        f"{statistics.median(te) * 1e3:6.1f} {max(te) * 1e3:6.1f} ms  torch {min(tt) * 1e3:6.1f} "
+        f"{statistics.median(tt) * 1e3:6.1f} {max(tt) * 1e3:6.1f}  ratio med "
+        f"{result['ratio_median']:.2f} "
         f"(min {result['ratio_min']:.2f}, max {result['ratio_max']:.2f}, of mins "
         f"{result['ratio_of_mins']:.2f})",
         flush=True,

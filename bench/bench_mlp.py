@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _mnist import load_mnist, normalized  # noqa: E402
-from harness import set_threads  # noqa: E402
+from harness import set_threads, wait_idle  # noqa: E402
 
 
 def mlp(lib):
@@ -135,7 +135,10 @@ def bench(name, build, images, labels, repeats, steps, reshape):
         lib.manual_seed(0)
         model = build(lib)
         run_epoch(lib, model, x, y, steps=20)  # warm-up
-        times = [run_epoch(lib, model, x, y, steps=steps) for _ in range(repeats)]
+        times = []
+        for _ in range(repeats):
+            wait_idle()  # the other library's threads idle (Note [Quiet side] in harness.py)
+            times.append(run_epoch(lib, model, x, y, steps=steps))
         results[lib.__name__] = statistics.median(times)
     n_steps = steps if steps is not None else -(-len(labels) // 64)
     per_epoch = {k: v * (-(-len(labels) // 64)) / n_steps for k, v in results.items()}
@@ -260,11 +263,13 @@ def bench_compiled_vs_jax(images, labels, batch_size, steps, rounds):
 
     run_ember(), run_jax()  # warm-up: traces, compiles, first steps
     te, tj, ce, cj = [], [], [], []  # wall seconds; CPU seconds of this process
-    for _ in range(rounds):
+    for _ in range(rounds):  # each side once the other's threads are idle (Note [Quiet side])
+        wait_idle()
         start, cpu = time.perf_counter(), time.process_time()
         loss_e = run_ember()
         te.append(time.perf_counter() - start)
         ce.append(time.process_time() - cpu)
+        wait_idle()
         start, cpu = time.perf_counter(), time.process_time()
         loss_j = run_jax()
         tj.append(time.perf_counter() - start)

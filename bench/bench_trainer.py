@@ -13,7 +13,9 @@ weight decay 0.01, 10% warmup, linear decay, seed 42), in one process.
 Prints seconds per step (min / median / max over the steps after the first, and the epoch
 time scaled from the median), the ratio ember/HF of the median steps, eval accuracy when
 --full, and one JSON line per thread count. Each side starts once the other's idle threads
-have stopped spinning (`harness.wait_idle`, Note [Quiet side] in bench/harness.py).
+have stopped spinning (`harness.wait_idle`, Note [Quiet side] in bench/harness.py). ember is
+imported before NumPy, as in a script that starts with `import ember` (Note [BLAS spin] in
+ember/backend/threads.py; OPENBLAS_THREAD_TIMEOUT=28 gives a NumPy-first script's setting).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "examples", "seed"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import ember  # noqa: E402, F401, I001  (before NumPy, as a user's script: Note [BLAS spin])
 
 from _rotten_tomatoes import load_reviews, minilm_folder, tokenize
 
@@ -177,7 +181,8 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         f"Rotten Tomatoes: {len(train)} train / {len(test)} test reviews; "
         f"{steps_per_epoch} steps per epoch; timing "
         f"{'the full epoch' if options.full else f'{steps} steps'} of each; "
-        f"{threads or 'default'} thread(s)"
+        f"{threads or 'default'} thread(s); OPENBLAS_THREAD_TIMEOUT="
+        f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
     )
     results = {}
     sides = (("huggingface", run_huggingface), ("ember", run_ember))

@@ -47,7 +47,12 @@ def _threads_list_from_argv() -> list[int]:
 
 _THREADS = _threads_list_from_argv()[0]
 _KEEP_DENORMALS = "--keep-denormals" in sys.argv
-if "--jax-only" in sys.argv or "--skip-jax" not in sys.argv:
+# only in the process that runs the workloads: with several thread counts this one starts a
+# child per count, which would inherit the first count's XLA_FLAGS and CPU affinity (the
+# "2-thread" child then ran on one core: ember's 2-thread step 40 ms instead of 0.45 ms)
+if len(_threads_list_from_argv()) == 1 and (
+    "--jax-only" in sys.argv or "--skip-jax" not in sys.argv
+):
     # before jax is imported: XLA's CPU thread pool size is fixed when it starts
     os.environ.setdefault(
         "XLA_FLAGS",

@@ -517,3 +517,21 @@ def test_bench_wait_idle_returns_once_other_threads_stop():
     assert time.perf_counter() >= stop, "wait_idle returned while the other thread was busy"
     worker.join()
     assert harness.wait_idle(quiet_ms=10, timeout_s=5.0) < 1.0  # nothing else runs: soon done
+
+
+def test_the_load_average_fallback_is_off_unless_asked(monkeypatch):
+    """Note [Overloaded machine]: by default a crowded machine still gets chunked ops (measured
+    faster than serial ones); EMBER_SERIAL_LOAD turns the serial fallback on."""
+    import os
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1e6, 1e6, 1e6), raising=False)
+    monkeypatch.setattr(parallel, "_load_state", [0.0, False])
+    monkeypatch.delenv("EMBER_SERIAL_LOAD", raising=False)
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", parallel._load_limit())
+    assert not parallel.overloaded()
+    monkeypatch.setenv("EMBER_SERIAL_LOAD", "1.5")
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", parallel._load_limit())
+    assert parallel.overloaded()
+    monkeypatch.setenv("EMBER_SERIAL_LOAD", "lots")
+    with pytest.raises(ValueError, match="EMBER_SERIAL_LOAD"):
+        parallel._load_limit()

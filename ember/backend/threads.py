@@ -50,7 +50,13 @@ _requested: int | None = None
 # OpenBLAS's threads to change it, because restarting them from a running process
 # (openblas_read_env, blas_thread_shutdown_, blas_thread_init) left every later 2-thread GEMM
 # stalling, measured on the quiet 2-core machine as a compiled MNIST MLP step of 26.6 ms
-# instead of 0.46 ms; the same limit given in the environment at start costs nothing.
+# instead of 0.46 ms; the same limit given in the environment at start costs nothing. (To
+# re-check: that measurement ran where two other stalls, since fixed, also hit the 2-thread
+# MLP step: numba's kernels on PyTorch's spinning OpenMP workers, Note [Own OpenMP] in
+# ember/backend/numba_kernels.py, 7.1 ms a step; and bench_mlp's 2-thread child pinned to one
+# core, 40 ms. Without them, in a NumPy-first process at 2 threads, the restart to 2**16
+# cycles gave an MLP step of 0.35-0.38 ms against 0.39 ms and a MiniLM forward 32x128 of
+# 530-540 ms against 660-682 ms, the worker idle right after a GEMM instead of spinning 128 ms.)
 
 
 def _find_blas():

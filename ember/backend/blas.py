@@ -28,9 +28,10 @@ for PyTorch; batched serving at half speed), which is not understood yet; withou
 the process no slowdown was seen. MKL runs with its sequential threading layer and its
 thread count left at 1, so it starts no thread pool that could spin against NumPy's and
 numba's threads on a loaded machine; this is why its row limit stays low when
-`ember.set_num_threads(n > 1)` gives OpenBLAS more threads (`MKL_MAX_ROWS_THREADED`). Results differ from NumPy's only by float rounding: each element
-is a length-K dot product in another summation order, so |mkl - numpy| <= 2 K eps sum|a_ik
-b_kj| (tests/ops/test_blas.py checks that bound against a float64 product).
+`ember.set_num_threads(n > 1)` gives OpenBLAS more threads (`MKL_MAX_ROWS_THREADED`).
+Results differ from NumPy's only by float rounding: each element is a length-K dot product in
+another summation order, so |mkl - numpy| <= 2 K eps sum|a_ik b_kj| (tests/ops/test_blas.py
+checks that bound against a float64 product).
 """
 
 from __future__ import annotations

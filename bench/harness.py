@@ -11,8 +11,9 @@ running for a while, waiting for the next job: NumPy's OpenBLAS workers spin 2**
 OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded; Note [BLAS spin] in ember/backend/threads.py),
 PyTorch's OpenMP workers ~4.5 ms, XLA's Eigen pool and ember's own pool and numba workers
 (passive) none measurable. Timed back to back, the 128 ms spin landed in the reference's
-round: PyTorch's LSTM layer (bench_rnn, 2 threads) took 61.7 ms instead of 5.2 ms, its OpenMP
-barrier waiting for a worker that shared a core with the spinning BLAS thread. So before each
+round: at 2 threads PyTorch's LSTM layer (bench_rnn) took 33.8 ms and its GRU layer 104 ms,
+against 5.8 ms and 9.0 ms with this wait (5.2 ms and 8.2 ms with OpenBLAS's spin cut to 2**4
+cycles instead: the spin, not ember's other threads, was the cause). So before each
 timed call `wait_idle()` waits until no other thread of the process has run for `quiet_ms`
 (10 ms), reading each thread's CPU time from /proc/self/task/*/schedstat every 2 ms, and gives
 up after 1 s (then times anyway). Without /proc (not Linux) it returns at once.

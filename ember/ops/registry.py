@@ -20,6 +20,12 @@ table of op names of its own (a test checks that every name-keyed table names re
   (Note [Op surface] in ember.ops.surface);
 - `ufunc`: the NumPy ufunc (name) that computes the forward and accepts `out=` (the executor
   writes into preallocated buffers with it);
+- `writes_out`: the forward (and every kernel registered for it) also takes a keyword `out=`:
+  an array of the result's shape and dtype, sharing no memory with the inputs, which it fills
+  and returns. Eager dispatch never passes it; the graph executor passes its planned buffers,
+  so an op that needs more than one ufunc call (matmul: its layout checks and the BLAS it
+  dispatches to, Note [Small GEMMs]) still writes into them through its one forward, not
+  through a second implementation in the executor (Note [Executor]);
 - `template`: the scalar expression of one element for generated fused kernels, over the
   operands `{0}`, `{1}`, `{2}` (`D(...)` casts to the result dtype; Note [Fusion]);
 - `quiet`: the NumPy kernel may warn on valid input (log(0), x/0): eager and compiled run it
@@ -81,6 +87,7 @@ class OpDef:
         "inplace",
         "api",
         "ufunc",
+        "writes_out",
         "template",
         "quiet",
         "onnx",
@@ -124,6 +131,7 @@ class OpDef:
         self.inplace: tuple = ()
         self.api: Callable | None = None
         self.ufunc: str | None = None
+        self.writes_out = False
         self.template: str | None = None
         self.quiet = False
         self.onnx = None
@@ -206,6 +214,7 @@ def defop(
     operators: tuple = (),
     inplace: tuple = (),
     ufunc: str | None = None,
+    writes_out: bool = False,
     template: str | None = None,
     quiet: bool = False,
     onnx=None,
@@ -224,6 +233,7 @@ def defop(
     op.operators = tuple(operators)
     op.inplace = tuple(inplace)
     op.ufunc = ufunc
+    op.writes_out = writes_out
     op.template = template
     op.quiet = quiet
     op.onnx = onnx

@@ -26,6 +26,12 @@ table of op names of its own (a test checks that every name-keyed table names re
   so an op that needs more than one ufunc call (matmul: its layout checks and the BLAS it
   dispatches to, Note [Small GEMMs]) still writes into them through its one forward, not
   through a second implementation in the executor (Note [Executor]);
+- `joint`: kernels that compute this op's result together with another op's over the same
+  operands, by the other op's name: `joint[name](xp, *inputs of name, **attrs)` returns (this
+  op's result, that op's result), or None where it does not apply (both kernels then run).
+  This op's inputs are the last inputs of the other, with the same attributes: a loss and its
+  gradient, which a compiled training step computes one after the other (Note [Joint
+  kernels] in ember.graph.fusion);
 - `template`: the scalar expression of one element for generated fused kernels, over the
   operands `{0}`, `{1}`, `{2}` (`D(...)` casts to the result dtype; Note [Fusion]);
 - `quiet`: the NumPy kernel may warn on valid input (log(0), x/0): eager and compiled run it
@@ -88,6 +94,7 @@ class OpDef:
         "api",
         "ufunc",
         "writes_out",
+        "joint",
         "template",
         "quiet",
         "onnx",
@@ -132,6 +139,7 @@ class OpDef:
         self.api: Callable | None = None
         self.ufunc: str | None = None
         self.writes_out = False
+        self.joint: dict[str, Callable] = {}
         self.template: str | None = None
         self.quiet = False
         self.onnx = None

@@ -150,8 +150,7 @@ def _reduced(losses, valid, reduction, dtype):
     total = losses.sum()
     if reduction == "sum":
         return np.asarray(total, dtype=dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):  # no valid target: nan, as PyTorch
-        return np.asarray(total / valid if valid else np.nan, dtype=dtype)
+    return np.asarray(total / valid if valid else np.nan, dtype=dtype)  # none valid: nan
 
 
 def cross_entropy_grad(g, x, t, ignore_index, reduction):

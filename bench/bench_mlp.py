@@ -6,6 +6,7 @@ medians, the ratio, and one JSON line per workload.
 
     python bench/bench_mlp.py [--repeats 3] [--cnn-steps 100] [--threads 1] [--skip-jax]
     python bench/bench_mlp.py --jax-only --threads 1,2   # one process per thread count
+    python bench/bench_mlp.py --profile-lines [--threads 1]  # time each generated line
 
 Both libraries run their BLAS on `--threads` threads (default 1: on a shared 2-core machine
 oversubscribed OpenBLAS threads made NumPy's matmul ~20x slower). XLA reads its thread count
@@ -315,6 +316,63 @@ def bench_compiled_vs_jax(images, labels, batch_size, steps, rounds):
     return me / mj
 
 
+def profile_compiled_step(batch_size, steps=300, rounds=5):
+    """Time each line of the compiled MLP step's generated executor (Note [Executor]): the
+    kernel calls one step makes and where the time goes. The lines are timed in a copy of the
+    executor's source with a clock read around each; the whole call and the bare executor are
+    timed unchanged first."""
+    import ember
+
+    set_threads(_THREADS)
+    ember.set_flush_denormal(not _KEEP_DENORMALS)
+    step, _ = _ember_compiled_step()
+    rng = np.random.default_rng(0)
+    xs = [ember.from_numpy(rng.random((batch_size, 784), dtype=np.float32)) for _ in range(steps)]
+    ys = [ember.from_numpy(rng.integers(0, 10, batch_size)) for _ in range(steps)]
+    for x, y in zip(xs[:50], ys[:50]):
+        step(x, y)
+    executor = step._last.executor
+    lines = executor.source.splitlines()
+    labels, timed = [], [lines[0], "    _clock = _perf_counter"]
+    for line in lines[1:-1]:
+        text = line.strip()
+        if text.startswith(("del ", "with ")):
+            timed.append(line)
+            continue
+        indent = line[: len(line) - len(text)]
+        timed += [indent + "_t0 = _clock()", line]
+        timed.append(indent + f"_TIMES[{len(labels)}] += _clock() - _t0")
+        labels.append(text)
+    timed.append(lines[-1])
+    namespace = dict(executor.globals)
+    totals = np.zeros(len(labels))
+    namespace.update(_TIMES=totals, _perf_counter=time.perf_counter)
+    exec(compile("\n".join(timed), "<timed ember graph>", "exec"), namespace)
+    arrays = [(x.array, y.array) for x, y in zip(xs, ys)]
+    captures = [t.array for t in executor.captures]
+
+    def per_step(fn):
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for i in range(steps):
+                fn(i)
+            times.append((time.perf_counter() - start) / steps * 1e6)
+        return f"min {min(times):.0f} us, median {statistics.median(times):.0f} us"
+
+    print(f"compiled MLP step, batch {batch_size}, {_THREADS} thread(s):")
+    print(f"  the compiled function: {per_step(lambda i: step(xs[i], ys[i]))}")
+    print(f"  its executor alone:    {per_step(lambda i: executor.run(*arrays[i], *captures))}")
+    timed_run = namespace["run"]
+    per_step(lambda i: timed_run(*arrays[i], *captures))  # warm-up
+    totals[:] = 0
+    per_step(lambda i: timed_run(*arrays[i], *captures))
+    totals *= 1e6 / (rounds * steps)
+    print(f"  {len(labels)} kernel calls, {totals.sum():.0f} us timed line by line (per step):")
+    for us, text in sorted(zip(totals, labels), reverse=True):
+        print(f"  {us:8.1f} us  {text[:100]}")
+
+
 def _jax_available() -> bool:
     try:
         import jax  # noqa: F401
@@ -338,6 +396,11 @@ def main():
     parser.add_argument("--jax-only", action="store_true", help="only the compiled-step one")
     parser.add_argument("--jax-rounds", type=int, default=5)
     parser.add_argument(
+        "--profile-lines",
+        action="store_true",
+        help="time each line of the compiled step's executor (batch 64 and 1), no JAX",
+    )
+    parser.add_argument(
         "--keep-denormals", action="store_true", help="ember computes with denormals (JAX never)"
     )
     args = parser.parse_args()
@@ -352,6 +415,10 @@ def main():
             ]
             cmd = [sys.executable, os.path.abspath(__file__), *argv, "--threads", str(n)]
             subprocess.run(cmd, check=True)
+        return
+    if args.profile_lines:
+        profile_compiled_step(64)
+        profile_compiled_step(1)
         return
     images, labels = load_mnist("train")
     if args.jax_only or (not args.skip_jax and _jax_available()):

@@ -672,6 +672,9 @@ def mode(x, dim=-1, keepdim=False):
     (d,) = normalize_dims(dim, x.ndim, "mode")
     nonempty_reduction(x, (d,), "mode")
     n = x.shape[d]
+    if x.numel() == 0:  # another dim is empty: an empty result, no sorting
+        values = amax(x, d, keepdim)
+        return _ValuesIndices((values, values.new_zeros(tuple(values.shape), dtype=_dt.int64)))
     order = argsort(x, d, stable=True)
     ordered = gather(x, d, order)
     first = ordered.narrow(d, 0, 1) == ordered.narrow(d, 0, 1)  # True (False for NaN)

@@ -2702,6 +2702,276 @@ ROWS: list[OpRow] = [
 ]
 
 
+# --- issue 18 (ops18b): mode, spatial and distance composites ----------------------------------
+def _mode_samples(rng):
+    ties = np.round(rng.standard_normal((4, 7)))
+    return [
+        Sample((_r(rng, 3, 5),), {"dim": 1}, name="distinct"),
+        Sample((ties,), {"dim": 1}, name="ties", grad=False),
+        Sample((ties,), {"dim": 0, "keepdim": True}, name="ties-dim0", grad=False),
+        Sample(
+            (np.round(_r(rng, 5, 4)),), {"dim": 0}, noncontiguous=True, name="noncontig", grad=False
+        ),
+        Sample((np.zeros((3, 0)),), {"dim": 0}, name="empty"),
+    ]
+
+
+def _lp_pool_samples(nd):
+    # odd p over positive inputs: a window whose sum of x^p is negative gives 0 and, as in
+    # torch, a NaN gradient (pow(0, 1/p)'s infinite slope times relu's zero)
+    def samples(rng):
+        if nd == 1:
+            return [
+                Sample((_r(rng, 2, 3, 6), 2, 2), name="p2"),
+                Sample((_r(rng, 2, 3, 7, low=0.5), 1.5, 3), {"stride": 2, "ceil_mode": True}),
+                Sample(
+                    (_r(rng, 3, 6, low=0.1), 3, 3),
+                    {"stride": 1},
+                    noncontiguous=True,
+                    name="unbatched",
+                ),
+                Sample((_r(rng, 1, 2, 5), float("inf"), 2), name="inf"),
+            ]
+        if nd == 2:
+            return [
+                Sample((_r(rng, 1, 2, 4, 5, low=0.1), 3, (2, 2)), {"stride": 1}, name="p3"),
+                Sample((_r(rng, 2, 4, 4), 2, 2), noncontiguous=True, name="unbatched"),
+                Sample((_r(rng, 1, 2, 4, 4), float("-inf"), 2), name="-inf"),
+            ]
+        return [Sample((_r(rng, 1, 2, 2, 4, 4, low=0.1), 2, (2, 2, 2)), name="p2")]
+
+    return samples
+
+
+def _lp_pool_row(nd):
+    name = f"lp_pool{nd}d"
+    return OpRow(
+        name,
+        ("conv2d", "pow", "sign", "relu", "abs", "max_pool2d"),
+        lambda x, p, k, **kw: getattr(ember.nn.functional, name)(x, p, k, **kw),
+        _lp_pool_samples(nd),
+        lambda x, p, k, **kw: _t(f"nn.functional.{name}")(x, p, k, **kw),
+        errors=(
+            ErrorCase(
+                (np.ones((1, 2) + (4,) * nd), 0, 2), {}, ValueError, f"{name}: norm_type must"
+            ),
+        ),
+    )
+
+
+def _pixel_samples(rng):
+    return [
+        Sample((_r(rng, 1, 8, 2, 3), 2), name="4d"),
+        Sample((_r(rng, 2, 3, 9, 2, 2), 3), name="5d"),
+        Sample((_r(rng, 4, 3, 2), 2), noncontiguous=True, name="3d-noncontiguous"),
+        Sample((np.zeros((0, 4, 2, 2)), 2), name="empty"),
+    ]
+
+
+def _unpixel_samples(rng):
+    return [
+        Sample((_r(rng, 1, 2, 4, 6), 2), name="4d"),
+        Sample((_r(rng, 2, 1, 1, 6, 3), 3), name="5d"),
+        Sample((_r(rng, 4, 4, 2), 2), noncontiguous=True, name="3d-noncontiguous"),
+    ]
+
+
+def _instance_norm_samples(rng):
+    return [
+        Sample((_r(rng, 2, 3, 5), _r(rng, 3), _r(rng, 3), None, None), name="1d-affine"),
+        Sample((_r(rng, 2, 3, 4, 4), None, None, None, None), name="2d"),
+        Sample((_r(rng, 2, 3, 3, 4), None, None, None, None), noncontiguous=True, name="noncontig"),
+        Sample(
+            (_r(rng, 2, 3, 4), _r(rng, 3), None, _r(rng, 3), _r(rng, 3, low=0.5)),
+            name="running-stats-updated",
+        ),
+        Sample(
+            (_r(rng, 2, 3, 4), _r(rng, 3), _r(rng, 3), _r(rng, 3), _r(rng, 3, low=0.5)),
+            {"use_input_stats": False},
+            name="running-stats-used",
+        ),
+    ]
+
+
+def _instance_norm(lib_f):
+    def call(x, w, b, rm, rv, **kw):
+        return lib_f().instance_norm(x, rm, rv, w, b, **kw)
+
+    return call
+
+
+def _t_module(name):
+    import importlib
+
+    return importlib.import_module(f"torch.{name}")
+
+
+def _lrn_samples(rng):
+    return [
+        Sample((_r(rng, 2, 5, 4), 3), name="3d"),
+        Sample((_r(rng, 2, 5, 3, 3), 2), {"alpha": 0.5, "beta": 0.6, "k": 2.0}, name="4d"),
+        Sample((_r(rng, 1, 4, 2, 2, 2), 4), noncontiguous=True, name="5d"),
+    ]
+
+
+def _cosine_samples(rng):
+    return [
+        Sample((_r(rng, 3, 4), _r(rng, 3, 4)), name="dim1"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 4)), {"dim": -1}, name="broadcast"),
+        Sample((_r(rng, 4, 3), _r(rng, 4, 3)), {"dim": 0}, noncontiguous=True, name="dim0"),
+    ]
+
+
+def _pairwise_samples(rng):
+    return [
+        Sample((_r(rng, 3, 4), _r(rng, 3, 4)), name="p2"),
+        Sample((_r(rng, 3, 4), _r(rng, 4)), {"p": 1.0, "keepdim": True}, name="p1-broadcast"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3, 4)), {"p": 3.0}, name="p3"),
+    ]
+
+
+def _pdist_samples(rng):
+    return [
+        Sample((_r(rng, 5, 3),), name="p2"),
+        Sample((_r(rng, 4, 3),), {"p": 1}, name="p1"),
+        Sample((_r(rng, 4, 3),), {"p": 3.5}, name="p3.5"),
+        Sample((_r(rng, 4, 3),), {"p": float("inf")}, name="inf"),
+        Sample((_r(rng, 4, 2),), {"p": 0}, name="p0", grad=False),
+        Sample((_r(rng, 3, 4),), noncontiguous=True, name="noncontiguous"),
+        Sample((_r(rng, 1, 3),), name="one-row"),
+    ]
+
+
+def _cdist_samples(rng):
+    return [
+        Sample((_r(rng, 3, 4), _r(rng, 5, 4)), name="p2"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 1, 5, 4)), {"p": 1.0}, name="p1-batch"),
+        Sample((_r(rng, 3, 2), _r(rng, 2, 2)), {"p": float("inf")}, name="inf"),
+        Sample((_r(rng, 30, 3), _r(rng, 4, 3)), name="p2-matmul"),
+        Sample(
+            (_r(rng, 3, 3), _r(rng, 4, 3)),
+            {"compute_mode": "use_mm_for_euclid_dist"},
+            name="p2-matmul-forced",
+        ),
+        Sample((_r(rng, 4, 3), _r(rng, 2, 3)), {"p": 0.5}, noncontiguous=True, name="p0.5"),
+    ]
+
+
+_ISSUE18B_ROWS = [
+    OpRow(
+        "mode",
+        ("argsort", "gather", "cum_extreme_index", "argmax", "cat", "ne", "eq", "where"),
+        lambda x, **k: x.mode(**k).values,
+        _mode_samples,
+        lambda x, **k: x.mode(**k).values,
+        errors=(
+            ErrorCase((np.zeros((0, 3)),), {"dim": 0}, IndexError, r"mode\(\): expected reduction"),
+        ),
+    ),
+    OpRow(
+        "mode_indices",
+        ("argsort", "gather", "cum_extreme_index", "argmax"),
+        lambda x, **k: ember.mode(x, **k).indices,
+        _mode_samples,
+        lambda x, **k: x.mode(**k).indices,
+        grad=False,
+    ),
+    _lp_pool_row(1),
+    _lp_pool_row(2),
+    _lp_pool_row(3),
+    OpRow(
+        "pixel_shuffle",
+        ("reshape", "permute"),
+        lambda x, r: ember.nn.functional.pixel_shuffle(x, r),
+        _pixel_samples,
+        lambda x, r: _t("nn.functional.pixel_shuffle")(x, r),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 5, 2, 2)), 2), {}, RuntimeError, r"input.size\(-3\)=5 is not div"
+            ),
+            ErrorCase((np.ones((4, 2)), 2), {}, RuntimeError, "at least 3 dimensions"),
+        ),
+    ),
+    OpRow(
+        "pixel_unshuffle",
+        ("reshape", "permute"),
+        lambda x, r: ember.pixel_unshuffle(x, r),
+        _unpixel_samples,
+        lambda x, r: _t("pixel_unshuffle")(x, r),
+        errors=(
+            ErrorCase((np.ones((1, 1, 3, 4)), 2), {}, RuntimeError, "height to be divisible by"),
+        ),
+    ),
+    OpRow(
+        "instance_norm",
+        ("batch_norm_train", "rsqrt"),
+        _instance_norm(lambda: ember.nn.functional),
+        _instance_norm_samples,
+        _instance_norm(lambda: _t_module("nn.functional")),
+        const_args=(3, 4),
+        atol=1e-4,
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3, 1)), None, None, None, None),
+                {},
+                ValueError,
+                "more than 1 spatial element",
+            ),
+        ),
+    ),
+    OpRow(
+        "local_response_norm",
+        ("conv2d", "pad", "pow"),
+        lambda x, size, **k: ember.nn.functional.local_response_norm(x, size, **k),
+        _lrn_samples,
+        lambda x, size, **k: _t("nn.functional.local_response_norm")(x, size, **k),
+        errors=(ErrorCase((np.ones((2, 3)), 2), {}, RuntimeError, "3D or higher"),),
+    ),
+    OpRow(
+        "cosine_similarity",
+        ("sum", "sqrt", "clamp", "div"),
+        lambda a, b, **k: ember.cosine_similarity(a, b, **k),
+        _cosine_samples,
+        lambda a, b, **k: _t("cosine_similarity")(a, b, **k),
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "pairwise_distance",
+        ("sub", "sum", "sqrt", "abs", "pow"),
+        lambda a, b, **k: ember.nn.functional.pairwise_distance(a, b, **k),
+        _pairwise_samples,
+        lambda a, b, **k: _t("nn.functional.pairwise_distance")(a, b, **k),
+    ),
+    OpRow(
+        "pdist",
+        ("getitem", "sub", "sum", "sqrt", "abs", "pow", "amax"),
+        lambda x, **k: ember.pdist(x, **k),
+        _pdist_samples,
+        lambda x, **k: _t("pdist")(x, **k),
+        errors=(
+            ErrorCase((np.ones((2, 3, 4)),), {}, RuntimeError, "pdist only supports 2D"),
+            ErrorCase((np.ones((2, 3)),), {"p": -1}, RuntimeError, "non-negative p"),
+        ),
+    ),
+    OpRow(
+        "cdist",
+        ("sub", "sum", "sqrt", "abs", "pow", "amax", "matmul", "clamp"),
+        lambda a, b, **k: ember.cdist(a, b, **k),
+        _cdist_samples,
+        lambda a, b, **k: _t("cdist")(a, b, **k),
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), np.ones((2, 4))), {}, RuntimeError, "same number of columns"
+            ),
+            ErrorCase((np.ones(3), np.ones((2, 3))), {}, RuntimeError, "at least 2D"),
+        ),
+    ),
+]
+ROWS.extend(_ISSUE18B_ROWS)
+
+
 def rows_by_name() -> dict:
     return {row.name: row for row in ROWS}
 

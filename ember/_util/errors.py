@@ -66,6 +66,12 @@ class ShapeIndexError(ShapeError, IndexError):
     ShapeError (RuntimeError, ValueError) for code that catches those (Note [Error classes])."""
 
 
+class LinAlgError(EmberError, RuntimeError):
+    """A linear-algebra routine failed on its input: a singular matrix to solve with, a matrix
+    that is not positive-definite for cholesky, no convergence (torch.linalg.LinAlgError is a
+    RuntimeError too)."""
+
+
 class DeviceError(EmberError, RuntimeError):
     """Tensors on different devices met in one op, or a device is not available."""
 

@@ -2972,6 +2972,394 @@ _ISSUE18B_ROWS = [
 ROWS.extend(_ISSUE18B_ROWS)
 
 
+# --- issue 18 (ops18b): linear algebra (ember/ops/linalg_ext.py) ------------------------------
+def _well_conditioned(rng, *shape):
+    n = shape[-1]
+    return _r(rng, *shape) + 3 * np.eye(n)
+
+
+def _spd_array(rng, n):
+    x = _r(rng, n, n)
+    return x @ x.T + 3 * np.eye(n)
+
+
+def _square_samples(rng):
+    return [
+        Sample((_well_conditioned(rng, 4, 4),), name="4x4"),
+        Sample((_well_conditioned(rng, 2, 3, 3),), name="batch"),
+        Sample((_well_conditioned(rng, 3, 3),), noncontiguous=True, name="noncontiguous"),
+        Sample((_well_conditioned(rng, 1, 1),), name="1x1"),
+    ]
+
+
+def _solve_samples(rng):
+    return [
+        Sample((_well_conditioned(rng, 4, 4), _r(rng, 4, 2)), name="matrix"),
+        Sample((_well_conditioned(rng, 3, 3), _r(rng, 3)), name="vector"),
+        Sample((_well_conditioned(rng, 2, 3, 3), _r(rng, 3, 2)), name="broadcast-b"),
+        Sample((_well_conditioned(rng, 3, 3), _r(rng, 2, 3, 1)), name="broadcast-a"),
+        Sample((_well_conditioned(rng, 3, 3), _r(rng, 2, 3)), {"left": False}, name="right"),
+        Sample((_well_conditioned(rng, 4, 4), _r(rng, 4, 3)), noncontiguous=True, name="nonc"),
+    ]
+
+
+def _rect_samples(rng):
+    return [
+        Sample((_r(rng, 5, 3),), name="tall"),
+        Sample((_r(rng, 3, 5),), name="wide"),
+        Sample((_r(rng, 2, 4, 4),), name="batch-square"),
+        Sample((_r(rng, 4, 3),), noncontiguous=True, name="noncontiguous"),
+    ]
+
+
+def _spd(lib, x):
+    return x @ x.mT + 3 * lib.eye(x.shape[-1], dtype=x.dtype)
+
+
+def _sym(x):
+    return (x + x.mT) * 0.5
+
+
+def _lib(module):
+    """`ember` or `torch` by the tensor's type, for functions written once for both."""
+
+    def pick(x):
+        if isinstance(x, ember.Tensor):
+            return ember
+        import torch
+
+        return torch
+
+    return pick(module)
+
+
+_SQUARE_ERRORS = (
+    ErrorCase((np.ones((2, 3)),), {}, RuntimeError, "must be batches of square matrices"),
+    ErrorCase((np.ones(3),), {}, RuntimeError, "at least 2 dimensions"),
+)
+
+_LINALG_ROWS = [
+    OpRow(
+        "linalg_solve",
+        ("linalg_solve",),
+        lambda a, b, **k: ember.linalg.solve(a, b, **k),
+        _solve_samples,
+        lambda a, b, **k: _t("linalg.solve")(a, b, **k),
+        gradgrad=True,
+        atol=1e-4,
+        errors=(
+            ErrorCase(
+                (np.zeros((3, 3)), np.ones((3, 1))), {}, RuntimeError, "linalg.solve: the solver"
+            ),
+            ErrorCase((np.eye(3), np.ones((4, 1))), {}, RuntimeError, "incompatible shapes"),
+        ),
+    ),
+    OpRow(
+        "linalg_inv",
+        ("linalg_solve",),
+        lambda a: ember.linalg.inv(a),
+        _square_samples,
+        lambda a: _t("linalg.inv")(a),
+        gradgrad=True,
+        atol=1e-4,
+        errors=_SQUARE_ERRORS
+        + (
+            ErrorCase(
+                (np.array([[1, 2], [3, 4]]),), {}, TypeError, "expected a float32 or float64"
+            ),
+        ),
+        int_args=(),
+    ),
+    OpRow(
+        "linalg_det",
+        ("linalg_det",),
+        lambda a: ember.linalg.det(a),
+        _square_samples,
+        lambda a: _t("linalg.det")(a),
+        gradgrad=True,
+        atol=1e-4,
+        rtol=1e-4,
+        errors=_SQUARE_ERRORS,
+    ),
+    OpRow(
+        "linalg_slogdet",
+        ("linalg_slogdet",),
+        lambda a: ember.linalg.slogdet(a).logabsdet,
+        _square_samples,
+        lambda a: _t("linalg.slogdet")(a).logabsdet,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_slogdet_sign",
+        ("linalg_slogdet",),
+        lambda a: ember.linalg.slogdet(-a).sign,
+        _square_samples,
+        lambda a: _t("linalg.slogdet")(-a).sign,
+        grad=False,
+    ),
+    OpRow(
+        "linalg_cholesky",
+        ("linalg_cholesky", "linalg_solve"),
+        lambda x, **k: ember.linalg.cholesky(_spd(ember, x), **k),
+        lambda rng: [
+            Sample((_r(rng, 4, 4),), name="4x4"),
+            Sample((_r(rng, 2, 3, 3),), {"upper": True}, name="batch-upper"),
+            Sample((_r(rng, 3, 3),), noncontiguous=True, name="noncontiguous"),
+        ],
+        lambda x, **k: _t("linalg.cholesky")(_spd(_lib(x), x), **k),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_cholesky_raw",
+        ("linalg_cholesky",),
+        lambda x: ember.linalg.cholesky(x),
+        lambda rng: [Sample((_spd_array(rng, 3),))],
+        lambda x: _t("linalg.cholesky")(x),
+        grad=False,  # reads the lower triangle only: checked through the symmetric rows above
+        atol=1e-4,
+        errors=(
+            ErrorCase((-np.eye(3),), {}, RuntimeError, "linalg.cholesky: .*not positive-definite"),
+        ),
+    ),
+    OpRow(
+        "linalg_eigh_values",
+        ("linalg_eigh",),
+        lambda x, **k: ember.linalg.eigh(_sym(x), **k).eigenvalues,
+        lambda rng: [
+            Sample((_r(rng, 4, 4),), name="4x4"),
+            Sample((_r(rng, 2, 3, 3),), {"UPLO": "U"}, name="batch-upper"),
+            Sample((_r(rng, 3, 3),), noncontiguous=True, name="noncontiguous"),
+        ],
+        lambda x, **k: _t("linalg.eigh")(_sym(x), **k).eigenvalues,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_eigh_vectors",
+        ("linalg_eigh",),
+        lambda x: ember.linalg.eigh(_sym(x)).eigenvectors ** 2,  # free of the signs
+        lambda rng: [Sample((_r(rng, 4, 4),), name="4x4"), Sample((_r(rng, 2, 3, 3),))],
+        lambda x: _t("linalg.eigh")(_sym(x)).eigenvectors ** 2,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_svd_values",
+        ("linalg_svd",),
+        lambda x: ember.linalg.svdvals(x),
+        _rect_samples,
+        lambda x: _t("linalg.svdvals")(x),
+        atol=1e-4,
+        errors=(ErrorCase((np.ones(3),), {}, RuntimeError, "at least 2 dimensions"),),
+    ),
+    OpRow(
+        "linalg_svd_vectors",
+        ("linalg_svd",),
+        lambda x, **k: _svd_invariant(ember.linalg.svd(x, **k)),
+        lambda rng: [
+            Sample((_r(rng, 5, 3),), {"full_matrices": False}, name="tall"),
+            Sample((_r(rng, 3, 5),), {"full_matrices": False}, name="wide"),
+            Sample((_r(rng, 4, 3),), {"full_matrices": True}, name="tall-full"),
+            Sample((_r(rng, 2, 3, 4),), {"full_matrices": True}, name="wide-full-batch"),
+            Sample((_r(rng, 3, 3),), {"full_matrices": False}, noncontiguous=True, name="nonc"),
+        ],
+        lambda x, **k: _svd_invariant(_t("linalg.svd")(x, **k)),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_qr",
+        ("linalg_qr", "linalg_solve"),
+        lambda x, **k: _qr_both(ember.linalg.qr(x, **k)),
+        lambda rng: [
+            Sample((_r(rng, 5, 3),), name="tall"),
+            Sample((_r(rng, 3, 5),), name="wide"),
+            Sample((_r(rng, 2, 3, 3),), name="batch-square"),
+            Sample((_r(rng, 3, 4),), {"mode": "complete"}, name="wide-complete"),
+            Sample((_r(rng, 4, 3),), noncontiguous=True, name="noncontiguous"),
+        ],
+        lambda x, **k: _qr_both(_t("linalg.qr")(x, **k)),
+        atol=1e-4,
+        errors=(ErrorCase((np.ones((3, 3)),), {"mode": "full"}, ValueError, "mode must be"),),
+    ),
+    OpRow(
+        "linalg_pinv",
+        ("linalg_svd",),
+        lambda x: ember.linalg.pinv(x),
+        _rect_samples,
+        lambda x: _t("linalg.pinv")(x),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_lstsq",
+        ("linalg_svd",),
+        lambda a, b: ember.linalg.lstsq(a, b).solution,
+        lambda rng: [
+            Sample((_r(rng, 5, 3), _r(rng, 5, 2)), name="tall"),
+            Sample((_r(rng, 2, 4, 4) + 3 * np.eye(4), _r(rng, 2, 4, 1)), name="batch-square"),
+        ],
+        lambda a, b: _t("linalg.lstsq")(a, b).solution,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_matrix_norm",
+        ("linalg_svd", "sum", "amax", "abs"),
+        lambda x, **k: ember.linalg.matrix_norm(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {"ord": "fro"}, name="fro"),
+            Sample((_r(rng, 3, 4),), {"ord": "nuc"}, name="nuc"),
+            Sample((_r(rng, 2, 3, 4),), {"ord": 2}, name="2"),
+            Sample((_r(rng, 4, 3),), {"ord": -2, "keepdim": True}, name="-2"),
+            Sample((_r(rng, 3, 4),), {"ord": 1}, name="1"),
+            Sample((_r(rng, 3, 4),), {"ord": float("-inf")}, name="-inf"),
+            Sample((_r(rng, 2, 3, 4),), {"ord": float("inf"), "dim": (0, 2)}, name="inf-dims"),
+        ],
+        lambda x, **k: _t("linalg.matrix_norm")(x, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_vector_norm",
+        ("sum", "sqrt", "abs", "pow", "amax"),
+        lambda x, **k: ember.linalg.vector_norm(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}, name="2-all"),
+            Sample((_r(rng, 3, 4),), {"ord": 1, "dim": 1}, name="1"),
+            Sample((_r(rng, 3, 4),), {"ord": 3.5, "dim": (0, 1), "keepdim": True}, name="3.5"),
+            Sample((_r(rng, 3, 4),), {"ord": float("inf"), "dim": 0}, name="inf"),
+            Sample((_r(rng, 3, 4),), {"ord": -1.5, "dim": 1}, name="-1.5"),
+            Sample((_r(rng, 4, 3),), {"ord": 2, "dim": -1}, noncontiguous=True, name="nonc"),
+        ],
+        lambda x, **k: _t("linalg.vector_norm")(x, **k),
+    ),
+    OpRow(
+        "linalg_norm",
+        ("sum", "sqrt", "linalg_svd"),
+        lambda x, **k: ember.linalg.norm(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}, name="default"),
+            Sample((_r(rng, 3, 4),), {"ord": "nuc"}, name="nuc"),
+            Sample((_r(rng, 4),), {"ord": 1}, name="vector-1"),
+            Sample((_r(rng, 2, 3, 4),), {"dim": 1}, name="dim"),
+        ],
+        lambda x, **k: _t("linalg.norm")(x, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_cross",
+        ("cat", "mul", "sub"),
+        lambda a, b, **k: ember.linalg.cross(a, b, **k),
+        lambda rng: [
+            Sample((_r(rng, 4, 3), _r(rng, 4, 3)), name="rows"),
+            Sample((_r(rng, 3, 2), _r(rng, 3, 1)), {"dim": 0}, name="dim0-broadcast"),
+        ],
+        lambda a, b, **k: _t("linalg.cross")(a, b, **k),
+        errors=(
+            ErrorCase((np.ones((2, 4)), np.ones((2, 4))), {}, RuntimeError, "must have length 3"),
+        ),
+    ),
+    OpRow(
+        "linalg_matrix_power",
+        ("matmul", "linalg_solve"),
+        lambda a, n: ember.linalg.matrix_power(a, n),
+        lambda rng: [
+            Sample((_well_conditioned(rng, 3, 3) / 3, 3), name="3"),
+            Sample((_well_conditioned(rng, 2, 3, 3) / 3, -2), name="-2"),
+            Sample((_r(rng, 3, 3), 0), name="0"),
+        ],
+        lambda a, n: _t("linalg.matrix_power")(a, n),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_solve_triangular",
+        ("linalg_solve", "triu", "tril"),
+        lambda a, b, **k: ember.linalg.solve_triangular(a, b, **k),
+        lambda rng: [
+            Sample((_well_conditioned(rng, 3, 3), _r(rng, 3, 2)), {"upper": True}, name="upper"),
+            Sample(
+                (_well_conditioned(rng, 3, 3), _r(rng, 2, 3)),
+                {"upper": False, "left": False, "unitriangular": True},
+                name="lower-right-unit",
+            ),
+        ],
+        lambda a, b, **k: _t("linalg.solve_triangular")(a, b, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "kron",
+        ("mul", "reshape"),
+        lambda a, b: ember.kron(a, b),
+        lambda rng: [
+            Sample((_r(rng, 2, 3), _r(rng, 3, 2)), name="2d"),
+            Sample((_r(rng, 2, 2, 2), _r(rng, 3)), name="mixed-ndim"),
+        ],
+        lambda a, b: _t("kron")(a, b),
+    ),
+    OpRow(
+        "tensordot",
+        ("matmul", "permute", "reshape"),
+        lambda a, b, **k: ember.tensordot(a, b, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 3, 4, 5)), {"dims": 2}, name="int"),
+            Sample((_r(rng, 3, 2, 4), _r(rng, 4, 3)), {"dims": ([0, 2], [1, 0])}, name="lists"),
+        ],
+        lambda a, b, **k: _t("tensordot")(a, b, **k),
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), np.ones((4, 2))), {"dims": 1}, RuntimeError, "need to match"
+            ),
+        ),
+    ),
+    OpRow(
+        "matrix_products",
+        ("matmul", "mul", "add", "sum"),
+        lambda c, a, b, v: (
+            ember.addmm(c, a, b, beta=0.5, alpha=2.0)
+            + ember.addmv(c[0], a, v).unsqueeze(0)
+            + ember.addr(c, a[:, 0], b[0], alpha=3.0)
+            + a.trace()
+            + ember.inner(a, b.mT)
+            + ember.mv(a, v).unsqueeze(1)
+            + ember.dist(a, b.mT, 3)
+            + ember.vdot(v, v)
+        ),
+        lambda rng: [Sample((_r(rng, 3, 3), _r(rng, 3, 3), _r(rng, 3, 3), _r(rng, 3)))],
+        lambda c, a, b, v: (
+            _t("addmm")(c, a, b, beta=0.5, alpha=2.0)
+            + _t("addmv")(c[0], a, v).unsqueeze(0)
+            + _t("addr")(c, a[:, 0], b[0], alpha=3.0)
+            + a.trace()
+            + _t("inner")(a, b.mT)
+            + _t("mv")(a, v).unsqueeze(1)
+            + _t("dist")(a, b.mT, 3)
+            + _t("vdot")(v, v)
+        ),
+    ),
+    OpRow(
+        "batch_matrix_products",
+        ("matmul", "mul", "add", "sum"),
+        lambda c, a, b: ember.baddbmm(c, a, b, beta=2.0) + ember.addbmm(c[0], a, b, alpha=0.5),
+        lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3, 5), _r(rng, 2, 5, 4)))],
+        lambda c, a, b: _t("baddbmm")(c, a, b, beta=2.0) + _t("addbmm")(c[0], a, b, alpha=0.5),
+    ),
+]
+
+
+def _svd_invariant(usv):
+    """U diag(S) Vh with the signs of the singular vectors cancelled: the product of the
+    first k columns and rows, and the squares of U's (torch and LAPACK may pick other signs)."""
+    u, s, vh = usv
+    k = s.shape[-1]
+    product = (u[..., :k] * s.unsqueeze(-2)) @ vh[..., :k, :]
+    squares = u[..., :k] ** 2
+    return product.reshape(tuple(product.shape[:-2]) + (-1,)).sum(-1) + squares.sum((-2, -1))
+
+
+def _qr_both(qr):
+    q, r = qr
+    return q.reshape(tuple(q.shape[:-2]) + (-1,)).sum(-1) * 0.5 + r.sum((-2, -1))
+
+
+ROWS.extend(_LINALG_ROWS)
+
+
 def rows_by_name() -> dict:
     return {row.name: row for row in ROWS}
 

@@ -201,12 +201,14 @@ def instance_norm(
         if running_mean is not None or running_var is not None:
             dims = tuple(range(2, input.ndim))
             plain = input.detach()
+            # through detached aliases: the buffers' storage is updated outside autograd, as
+            # torch's kernel does (a running stat that requires grad is no leaf write)
             if running_mean is not None:
                 mean = plain.mean(dims).mean(0)
-                running_mean.mul_(1 - momentum).add_(mean * momentum)
+                running_mean.detach().mul_(1 - momentum).add_(mean * momentum)
             if running_var is not None:
                 var = plain.var(dims, correction=1).mean(0)
-                running_var.mul_(1 - momentum).add_(var * momentum)
+                running_var.detach().mul_(1 - momentum).add_(var * momentum)
     else:
         if running_mean is None or running_var is None:
             raise ValueError(

@@ -24,6 +24,7 @@ from ember.ops.linalg_ext import eigvalsh as eigvalsh
 from ember.ops.linalg_ext import inv as inv
 from ember.ops.linalg_ext import inv_ex as inv_ex
 from ember.ops.linalg_ext import lstsq as lstsq
+from ember.ops.linalg_ext import matrix_exp as matrix_exp
 from ember.ops.linalg_ext import matrix_norm as matrix_norm
 from ember.ops.linalg_ext import matrix_power as matrix_power
 from ember.ops.linalg_ext import matrix_rank as matrix_rank
@@ -37,6 +38,8 @@ from ember.ops.linalg_ext import solve_ex as solve_ex
 from ember.ops.linalg_ext import solve_triangular as solve_triangular
 from ember.ops.linalg_ext import svd as svd
 from ember.ops.linalg_ext import svdvals as svdvals
+from ember.ops.linalg_ext import tensorinv as tensorinv
+from ember.ops.linalg_ext import tensorsolve as tensorsolve
 from ember.ops.linalg_ext import vander as vander
 from ember.ops.linalg_ext import vecdot as vecdot
 from ember.ops.linalg_ext import vector_norm as vector_norm
@@ -62,6 +65,7 @@ __all__ = [
     "inv_ex",
     "lstsq",
     "matmul",
+    "matrix_exp",
     "matrix_norm",
     "matrix_power",
     "matrix_rank",
@@ -75,6 +79,8 @@ __all__ = [
     "solve_triangular",
     "svd",
     "svdvals",
+    "tensorinv",
+    "tensorsolve",
     "vander",
     "vecdot",
     "vector_norm",

@@ -1145,3 +1145,128 @@ def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False)
     tri = A.mT if transpose else A
     x = solve_triangular(tri, input, upper=upper != transpose, unitriangular=unitriangular)
     return TriangularSolveResult(x, A * 1)
+
+
+# --- more of torch's matrix builders and torch.linalg's tensor forms -----------------------------
+@public("block_diag", method=False)
+def block_diag(*tensors):
+    """The block-diagonal matrix of 0-, 1- or 2-D tensors (a 1-D tensor is one row), as
+    torch.block_diag.
+
+    Example:
+        >>> import ember
+        >>> ember.block_diag(ember.tensor([[1.0]]), ember.tensor([2.0, 3.0])).tolist()
+        [[1.0, 0.0, 0.0], [0.0, 2.0, 3.0]]
+    """
+    blocks = []
+    for i, t in enumerate(tensors):
+        if t.ndim > 2:
+            raise ShapeError(
+                f"block_diag: Input tensors must have 2 or fewer dimensions. Input {i} has "
+                f"{t.ndim} dimensions"
+            )
+        blocks.append(t.reshape(1, -1) if t.ndim < 2 else t)
+    if not blocks:
+        raise ValueError(at_user_line("block_diag: expected at least one tensor"))
+    dtype = _dt.result_type(*[b.dtype for b in blocks])
+    blocks = [b.to(dtype) for b in blocks]
+    width = builtins.sum(b.shape[1] for b in blocks)
+    rows, left = [], 0
+    for b in blocks:
+        r, c = b.shape
+        rows.append(S.cat([b.new_zeros((r, left)), b, b.new_zeros((r, width - left - c))], 1))
+        left += c
+    return S.cat(rows, 0)
+
+
+@public("cartesian_prod", method=False)
+def cartesian_prod(*tensors):
+    """Every combination of the elements of 1-D tensors, one per row, as
+    torch.cartesian_prod (itertools.product order).
+
+    Example:
+        >>> import ember
+        >>> ember.cartesian_prod(ember.tensor([1, 2]), ember.tensor([3, 4])).tolist()
+        [[1, 3], [1, 4], [2, 3], [2, 4]]
+    """
+    for i, t in enumerate(tensors):
+        if t.ndim != 1:
+            raise ShapeError(
+                f"cartesian_prod: expect a 1D vector, but got shape {tuple(t.shape)} (input {i})"
+            )
+    if len(tensors) == 1:
+        return tensors[0] * 1 if tensors[0].dtype.is_floating_point else tensors[0].clone()
+    grids = S.meshgrid(*tensors, indexing="ij")
+    return S.stack([g.reshape(-1) for g in grids], 1)
+
+
+@public("vander", method=False)
+def _vander(x, N=None, increasing=False):
+    """The Vandermonde matrix of a 1-D tensor, as torch.vander: columns x^(N-1) ... x^0
+    (increasing: x^0 ... x^(N-1))."""
+    if x.ndim != 1:
+        raise ShapeError(f"vander: x must be a one-dimensional tensor, got {tuple(x.shape)}")
+    n = x.shape[0] if N is None else int(N)
+    if n < 0:
+        raise ValueOutOfRange(f"vander: N must be non-negative, got {n}")
+    powers = np.arange(n) if increasing else np.arange(n)[::-1].copy()
+    return x.unsqueeze(-1) ** x.new_tensor(powers, dtype=x.dtype)
+
+
+@public("diagflat")
+def diagflat(input, offset=0):
+    """The flattened input as the `offset` diagonal of a square matrix, as torch.diagflat."""
+    return S.diag(input.reshape(-1), offset)
+
+
+def tensorinv(A, ind=2):
+    """The inverse of A with respect to tensordot over `ind` dims, as torch.linalg.tensorinv:
+    A's first `ind` dims multiply to the product of the rest."""
+    if ind <= 0:
+        raise ValueError(at_user_line(f"linalg.tensorinv: ind must be positive, got {ind}"))
+    rows, cols = tuple(A.shape[:ind]), tuple(A.shape[ind:])
+    if math.prod(rows) != math.prod(cols):
+        raise ShapeError(
+            f"linalg.tensorinv: expected the product of the first {ind} dims of A "
+            f"({math.prod(rows)}) to equal the product of the rest ({math.prod(cols)})"
+        )
+    return inv(A.reshape(math.prod(rows), -1)).reshape(cols + rows)
+
+
+def tensorsolve(A, B, dims=None):
+    """X with tensordot(A, X, X.ndim) = B, as torch.linalg.tensorsolve (`dims` of A moved to
+    the end first)."""
+    if dims is not None:
+        A = S.movedim(A, tuple(dims), tuple(range(A.ndim - len(dims), A.ndim)))
+    rest = tuple(A.shape[B.ndim :])
+    x = solve(A.reshape(B.numel(), -1), B.reshape(-1))
+    return x.reshape(rest)
+
+
+@public("matrix_exp")
+def matrix_exp(A):
+    """The matrix exponential of square matrices, as torch.linalg.matrix_exp: the Taylor
+    series of A / 2^s (norm <= 1/2, 18 terms, below float64 rounding) squared s times.
+    The gradient is the series' own (within rounding of torch's). s is read from A's norm,
+    so a compiled graph cannot take it (the compiler says so)."""
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise ShapeError(
+            f"linalg.matrix_exp: A must be batches of square matrices, got {tuple(A.shape)}"
+        )
+    if not A.dtype.is_floating_point:
+        raise DTypeError(f"linalg.matrix_exp: expected a floating point tensor, got {A.dtype}")
+    n = A.shape[-1]
+    if A.numel() == 0:
+        return A * 1
+    norm = float(R.amax(E.abs(A).sum(-2)).detach())  # the largest 1-norm in the batch
+    squarings = builtins.max(0, math.ceil(math.log2(norm / 0.5))) if norm > 0.5 else 0
+    scaled = A / (2.0**squarings)
+    eye = _eye_like(A, n)
+    term = eye.expand(tuple(A.shape))
+    result = term
+    for k in range(1, 19):
+        term = (term @ scaled) / k
+        result = result + term
+    for _ in range(squarings):
+        result = result @ result
+    return result

@@ -3341,6 +3341,57 @@ _LINALG_ROWS = [
     ),
 ]
 
+_LINALG_ROWS += [
+    OpRow(
+        "block_diag",
+        ("cat",),
+        lambda a, b, c: ember.block_diag(a, b, c),
+        lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 4), np.array(1.5)))],
+        lambda a, b, c: _t("block_diag")(a, b, c),
+        errors=(
+            ErrorCase((np.ones((2, 2, 2)), np.ones(2), np.ones(1)), {}, RuntimeError, "2 or fewer"),
+        ),
+    ),
+    OpRow(
+        "cartesian_prod",
+        ("reshape", "expand", "cat"),
+        lambda a, b: ember.cartesian_prod(a, b),
+        lambda rng: [Sample((_r(rng, 3), _r(rng, 2)))],
+        lambda a, b: _t("cartesian_prod")(a, b),
+    ),
+    OpRow(
+        "vander",
+        ("pow",),
+        lambda x, **k: ember.vander(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 4),), {"N": 3}, name="decreasing"),
+            Sample((_r(rng, 3),), {"increasing": True}, name="increasing"),
+        ],
+        # torch.vander's own backward fails (an in-place cumprod): its linalg form is the check
+        lambda x, N=None, increasing=False: (
+            _t("linalg.vander")(x, N=N).flip(-1) if not increasing else _t("linalg.vander")(x, N=N)
+        ),
+    ),
+    OpRow(
+        "diagflat",
+        ("pad", "reshape", "cat"),
+        lambda x, **k: ember.diagflat(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 2),), name="matrix"),
+            Sample((_r(rng, 3),), {"offset": -1}, name="below"),
+        ],
+        lambda x, **k: _t("diagflat")(x, **k),
+    ),
+    OpRow(
+        "linalg_tensorinv",
+        ("linalg_solve",),
+        lambda a: ember.linalg.tensorinv(a, ind=1),
+        lambda rng: [Sample((_well_conditioned(rng, 4, 4).reshape(4, 2, 2),))],
+        lambda a: _t("linalg.tensorinv")(a, ind=1),
+        atol=1e-4,
+    ),
+]
+
 
 def _svd_invariant(usv):
     """U diag(S) Vh with the signs of the singular vectors cancelled: the product of the

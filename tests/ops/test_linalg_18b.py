@@ -136,3 +136,34 @@ def test_compiled_solve_and_gradient_match_eager():
     got = ember.compile(loss_and_grads)(a, b)
     for e, g in zip(expected, got):
         np.testing.assert_allclose(np.asarray(g.detach()), np.asarray(e.detach()), rtol=1e-10)
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 5.0])
+def test_matrix_exp_and_its_gradient_match_torch(scale):
+    a = RNG.standard_normal((2, 4, 4)) * scale
+    g = RNG.standard_normal((2, 4, 4))
+    ours = ember.tensor(a, requires_grad=True)
+    theirs = torch.tensor(a, requires_grad=True)
+    out, expected = ember.linalg.matrix_exp(ours), torch.linalg.matrix_exp(theirs)
+    np.testing.assert_allclose(np.asarray(out.detach()), expected.detach(), rtol=1e-12, atol=1e-12)
+    out.backward(ember.tensor(g))
+    expected.backward(torch.tensor(g))
+    np.testing.assert_allclose(np.asarray(ours.grad), theirs.grad, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        np.asarray(ember.tensor(a).matrix_exp()), expected.detach(), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_matrix_exp_refuses_compilation_clearly():
+    compiled = ember.compile(lambda a: ember.linalg.matrix_exp(a))
+    with pytest.raises(Exception, match="value is not known while compiling"):
+        compiled(ember.eye(3))
+
+
+def test_tensorsolve_matches_torch():
+    a, b = RNG.standard_normal((2, 3, 6)), RNG.standard_normal((2, 3))
+    np.testing.assert_allclose(
+        np.asarray(ember.linalg.tensorsolve(ember.tensor(a), ember.tensor(b))),
+        torch.linalg.tensorsolve(torch.tensor(a), torch.tensor(b)).numpy(),
+        atol=1e-12,
+    )

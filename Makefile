@@ -53,6 +53,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/pytorch_examples/time_sequence_prediction.py --steps 1 --length 60
 	$(PY) examples/pytorch_examples/word_language_model/main.py --lines 1500 --epochs 1
 	$(PY) examples/compile_minilm.py
+	$(PY) examples/linalg_mnist.py
 
 demo-serve: $(VENV)/.serve
 	$(PY) examples/serve_minilm.py

@@ -150,6 +150,7 @@ _LAZY = {
     "accelerator": "ember.accelerator",
     "backend": "ember.backend",
     "image": "ember.vision.image",
+    "linalg": "ember.linalg",  # issue 18 (ops18b)
 }
 
 

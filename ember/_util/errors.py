@@ -60,6 +60,18 @@ class DTypeNotImplemented(DTypeError, NotImplementedError):
     NotImplementedError, a RuntimeError (Note [Error classes])."""
 
 
+class ShapeIndexError(ShapeError, IndexError):
+    """A shape problem that torch reports as IndexError: a reduction over a dim of size 0
+    (`argmax`, `max`, `mode`), the diagonal of a tensor with fewer than 2 dims. It stays a
+    ShapeError (RuntimeError, ValueError) for code that catches those (Note [Error classes])."""
+
+
+class LinAlgError(EmberError, RuntimeError):
+    """A linear-algebra routine failed on its input: a singular matrix to solve with, a matrix
+    that is not positive-definite for cholesky, no convergence (torch.linalg.LinAlgError is a
+    RuntimeError too)."""
+
+
 class DeviceError(EmberError, RuntimeError):
     """Tensors on different devices met in one op, or a device is not available."""
 

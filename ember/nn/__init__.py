@@ -179,6 +179,17 @@ from ember.nn.modules.loss import (
     SmoothL1Loss as SmoothL1Loss,
 )
 from ember.nn.modules.module import Module as Module
+from ember.nn.modules.distance import CosineSimilarity as CosineSimilarity  # issue 18 (ops18b)
+from ember.nn.modules.distance import PairwiseDistance as PairwiseDistance
+from ember.nn.modules.instancenorm import InstanceNorm1d as InstanceNorm1d
+from ember.nn.modules.instancenorm import InstanceNorm2d as InstanceNorm2d
+from ember.nn.modules.instancenorm import InstanceNorm3d as InstanceNorm3d
+from ember.nn.modules.normalization import LocalResponseNorm as LocalResponseNorm
+from ember.nn.modules.pixelshuffle import PixelShuffle as PixelShuffle
+from ember.nn.modules.pixelshuffle import PixelUnshuffle as PixelUnshuffle
+from ember.nn.modules.pooling import LPPool1d as LPPool1d
+from ember.nn.modules.pooling import LPPool2d as LPPool2d
+from ember.nn.modules.pooling import LPPool3d as LPPool3d
 from ember.nn.modules.rnn import GRU as GRU
 from ember.nn.modules.rnn import LSTM as LSTM
 from ember.nn.modules.rnn import RNN as RNN

@@ -174,6 +174,16 @@ from ember.ops.nn import (
 from ember.ops.nn import (
     feature_dropout as feature_dropout,
 )
+from ember.ops.spatial import lp_pool1d as lp_pool1d  # issue 18 (ops18b)
+from ember.ops.spatial import lp_pool2d as lp_pool2d
+from ember.ops.spatial import lp_pool3d as lp_pool3d
+from ember.ops.spatial import pixel_shuffle as pixel_shuffle
+from ember.ops.spatial import pixel_unshuffle as pixel_unshuffle
+from ember.ops.spatial import instance_norm as instance_norm
+from ember.ops.spatial import local_response_norm as local_response_norm
+from ember.ops.distance import cosine_similarity as cosine_similarity
+from ember.ops.distance import pairwise_distance as pairwise_distance
+from ember.ops.distance import pdist as pdist
 from ember.ops.elementwise import where
 from ember.ops.shape import embedding as _embedding
 from ember.autograd.function import Function

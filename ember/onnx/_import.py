@@ -448,6 +448,11 @@ def _einsum(attrs, *xs):
     return _ops.linalg.einsum(attrs["equation"], *xs)
 
 
+@_handler("Det")
+def _det(attrs, x):
+    return _ops.linalg_ext.det(x)
+
+
 def _symmetric_pads(op, pads, nd):
     pads = list(pads or [0] * (2 * nd))
     if pads[:nd] != pads[nd:]:

@@ -19,6 +19,9 @@ from ember.ops import random as random
 from ember.ops import fused as fused
 from ember.ops import nn as nn
 from ember.ops import rnn as rnn
+from ember.ops import spatial as spatial  # issue 18: lp_pool, pixel_shuffle, instance_norm
+from ember.ops import distance as distance  # issue 18: cosine_similarity, pdist, cdist
+from ember.ops import linalg_ext as linalg_ext  # issue 18: torch.linalg and matrix products
 
 elementwise._LATE.SUM = reduce.SUM
 elementwise._LATE.RESHAPE = shape.RESHAPE

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import IndexOutOfRange, ShapeError, ValueOutOfRange
+from ember._util.errors import DTypeNotImplemented, IndexOutOfRange, ShapeError, ValueOutOfRange
 from ember.backend import host_values
 from ember.backend import norm_kernels as _norm_kernels
 from ember.backend import xent_kernels as _xent_kernels
@@ -44,10 +44,33 @@ def _fused(x):
     return x.dtype in _FUSED_DTYPES
 
 
+# torch's names of the integer scalar types, for errors worded as torch's
+_TORCH_TYPE_NAMES = {
+    "bool": "Bool",
+    "uint8": "Byte",
+    "int8": "Char",
+    "int16": "Short",
+    "int32": "Int",
+    "int64": "Long",
+}
+
+
+def _floating_input(x, op: str) -> None:
+    """Refuse a non-float input as torch does ("not implemented for 'Long'"), rather than
+    compute in a float the user did not ask for."""
+    if not x.dtype.is_floating_point:
+        torch_name = _TORCH_TYPE_NAMES.get(x.dtype.name, x.dtype.name)
+        raise DTypeNotImplemented(
+            f"{op}: not implemented for {torch_name!r} (input dtype {x.dtype}): expected a "
+            f"floating-point tensor; pass dtype=ember.float32 or convert with .float()"
+        )
+
+
 @public("softmax")
 def softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
+    _floating_input(x, "softmax")
     if _fused(x) and x.ndim > 0 and dim in (-1, x.ndim - 1):
         return fused_softmax(x)
     return softmax_reference(x, dim)
@@ -71,6 +94,7 @@ def softmax_reference(x, dim=-1, dtype=None):
 def log_softmax(x, dim=-1, dtype=None):
     if dtype is not None:
         x = x.to(dtype)
+    _floating_input(x, "log_softmax")
     x, half = _half_to_float(x)
     if x.numel() == 0:
         out = x * 1.0
@@ -160,7 +184,10 @@ def mish(x):
 
 
 def softmin(x, dim=-1, dtype=None):
-    return softmax(-x, dim, dtype)
+    if dtype is not None:
+        x = x.to(dtype)
+    _floating_input(x, "softmin")
+    return softmax(-x, dim)
 
 
 def _check_normalized_shape(x, normalized_shape, name):

@@ -13,7 +13,7 @@ from ember import dtypes as _dt
 from ember._util.errors import (
     DTypeError,
     IndexOutOfRange,
-    ShapeError,
+    ShapeIndexError,
     at_user_line,
 )
 from ember.ops.elementwise import _LATE
@@ -359,32 +359,55 @@ def prod(x, dim=None, keepdim=False, dtype=None):
     return out if dtype is None else out.to(dtype)
 
 
+def nonempty_reduction(x, dims, op: str):
+    """Refuse, as torch does (IndexError), a max-like reduction over a dim of size 0, or over
+    every dim of an empty tensor; reducing a non-empty dim of an empty tensor gives an empty
+    result. `dims` are normalized dims (None: all)."""
+    if x.numel():
+        return
+    shape = tuple(x.shape)
+    if dims is None:
+        raise ShapeIndexError(
+            f"{op}(): expected a reduction dim to be specified for an empty tensor of shape "
+            f"{shape} (the result has no value); pass dim="
+        )
+    for d in dims:
+        if shape and shape[d] == 0:
+            raise ShapeIndexError(
+                f"{op}(): expected reduction dim {d} to have non-zero size, got shape {shape}"
+            )
+
+
 @AMAX.public("amax")
 def amax(x, dim=None, keepdim=False):
-    if x.numel() == 0:
-        raise ShapeError(f"amax: cannot reduce an empty tensor of shape {tuple(x.shape)}")
-    return apply(AMAX, x, dim=_norm(x, dim, "amax"), keepdim=bool(keepdim))
+    dims = _norm(x, dim, "amax")
+    nonempty_reduction(x, dims, "amax")
+    return apply(AMAX, x, dim=dims, keepdim=bool(keepdim))
 
 
 @AMIN.public("amin")
 def amin(x, dim=None, keepdim=False):
-    if x.numel() == 0:
-        raise ShapeError(f"amin: cannot reduce an empty tensor of shape {tuple(x.shape)}")
-    return apply(AMIN, x, dim=_norm(x, dim, "amin"), keepdim=bool(keepdim))
+    dims = _norm(x, dim, "amin")
+    nonempty_reduction(x, dims, "amin")
+    return apply(AMIN, x, dim=dims, keepdim=bool(keepdim))
 
 
 @ARGMAX.public("argmax")
 def argmax(x, dim=None, keepdim=False):
     if dim is not None and not isinstance(dim, int):
         raise TypeError(f"argmax: dim must be an int or None, got {dim!r}")
-    return apply(ARGMAX, x, dim=_norm(x, dim, "argmax"), keepdim=bool(keepdim))
+    dims = _norm(x, dim, "argmax")
+    nonempty_reduction(x, dims, "argmax")
+    return apply(ARGMAX, x, dim=dims, keepdim=bool(keepdim))
 
 
 @ARGMIN.public("argmin")
 def argmin(x, dim=None, keepdim=False):
     if dim is not None and not isinstance(dim, int):
         raise TypeError(f"argmin: dim must be an int or None, got {dim!r}")
-    return apply(ARGMIN, x, dim=_norm(x, dim, "argmin"), keepdim=bool(keepdim))
+    dims = _norm(x, dim, "argmin")
+    nonempty_reduction(x, dims, "argmin")
+    return apply(ARGMIN, x, dim=dims, keepdim=bool(keepdim))
 
 
 @ALL.public("all")
@@ -529,7 +552,9 @@ def _max_min(x, dim, keepdim, other, arg_fn, full_fn, name):
     if other is not None:
         return (maximum if name == "max" else minimum)(x, other)
     if dim is None:
+        nonempty_reduction(x, None, name)
         return full_fn(x)
+    nonempty_reduction(x, normalize_dims(dim, x.ndim, name), name)
     idx = arg_fn(x, dim, keepdim=True)
     d = normalize_dims(dim, x.ndim, name)[0] if x.ndim else 0
     values = gather(x, d, idx) if x.ndim else x
@@ -618,6 +643,52 @@ def nanmedian(x, dim=None, keepdim=False):
     if dim is None:
         return _median(x.reshape(-1), 0, False, "nanmedian", True)[0]
     return _median(x, dim, keepdim, "nanmedian", True)
+
+
+@public("mode")
+def mode(x, dim=-1, keepdim=False):
+    """(values, indices): the most frequent value along `dim` and the index of its last
+    occurrence, as `torch.mode` on the CPU; among equally frequent values the smallest wins,
+    and each NaN counts once (it never equals another). The gradient flows to the chosen
+    element.
+
+    Sorting does the counting (stable, so the last element of a run of equal values has the
+    largest original index): the running count within each run peaks first at the end of the
+    smallest most frequent run.
+
+    Example:
+        >>> import ember
+        >>> values, indices = ember.tensor([[1.0, 2.0, 2.0], [3.0, 1.0, 3.0]]).mode(1)
+        >>> values.tolist(), indices.tolist()
+        ([2.0, 3.0], [2, 2])
+    """
+    import numpy as np
+
+    from ember.ops.elementwise import where
+    from ember.ops.shape import argsort, cat, gather
+
+    if x.ndim == 0:
+        return _ValuesIndices((x * 1, x.new_zeros((), dtype=_dt.int64)))
+    (d,) = normalize_dims(dim, x.ndim, "mode")
+    nonempty_reduction(x, (d,), "mode")
+    n = x.shape[d]
+    if x.numel() == 0:  # another dim is empty: an empty result, no sorting
+        values = amax(x, d, keepdim)
+        return _ValuesIndices((values, values.new_zeros(tuple(values.shape), dtype=_dt.int64)))
+    order = argsort(x, d, stable=True)
+    ordered = gather(x, d, order)
+    first = ordered.narrow(d, 0, 1) == ordered.narrow(d, 0, 1)  # True (False for NaN)
+    starts = cat([first | True, ordered.narrow(d, 1, n - 1) != ordered.narrow(d, 0, n - 1)], d)
+    along = [1] * x.ndim
+    along[d] = n
+    position = x.new_tensor(np.arange(n).reshape(along), dtype=_dt.int64)
+    run_start = cummax(where(starts, position, 0), d)[0]
+    best = argmax(position - run_start, d, keepdim=True)  # the first longest run's end
+    indices = gather(order, d, best)
+    values = gather(x, d, indices)
+    if not keepdim:
+        values, indices = values.squeeze(d), indices.squeeze(d)
+    return _ValuesIndices((values, indices))
 
 
 # --- issue 18: std_mean / var_mean, cummax / cummin, logcumsumexp -------------------------------

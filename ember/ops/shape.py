@@ -25,6 +25,7 @@ from ember._util.errors import (
     IndexOutOfRange,
     IndexValueOutOfRange,
     ShapeError,
+    ShapeIndexError,
     ValueOutOfRange,
     at_user_line,
 )
@@ -945,8 +946,8 @@ def narrow(x, dim, start, length):
             f"(expected {-size} <= start <= {size})"
         )
     start %= builtins.max(size, 1) if start < 0 else size + 1
-    if length < 0 or start + length > size:
-        raise IndexOutOfRange(
+    if length < 0 or start + length > size:  # torch: RuntimeError (IndexError stays too)
+        raise IndexValueOutOfRange(
             f"narrow: start ({start}) + length ({length}) exceeds dim {d} of size {size}"
             if length >= 0
             else f"narrow: length must be non-negative, got {length}"
@@ -1579,8 +1580,11 @@ def diagonal(x, offset=0, dim1=0, dim2=1):
         >>> x.diagonal(1).tolist()
         [0.0, 0.0]
     """
-    if x.ndim < 2:
-        raise ShapeError(f"diagonal: input must have at least 2 dims, got shape {tuple(x.shape)}")
+    if x.ndim < 2:  # torch: IndexError "Dimension out of range"
+        raise ShapeIndexError(
+            f"diagonal: input must have at least 2 dims, got shape {tuple(x.shape)} "
+            f"(dim1={dim1}, dim2={dim2} are out of range)"
+        )
     d1, d2 = _dim(dim1, x.ndim, "diagonal"), _dim(dim2, x.ndim, "diagonal")
     if d1 == d2:
         raise ShapeError(f"diagonal: dim1 and dim2 cannot be the same dim ({dim1}, {dim2})")

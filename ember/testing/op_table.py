@@ -2702,6 +2702,715 @@ ROWS: list[OpRow] = [
 ]
 
 
+# --- issue 18 (ops18b): mode, spatial and distance composites ----------------------------------
+def _mode_samples(rng):
+    ties = np.round(rng.standard_normal((4, 7)))
+    return [
+        Sample((_r(rng, 3, 5),), {"dim": 1}, name="distinct"),
+        Sample((ties,), {"dim": 1}, name="ties", grad=False),
+        Sample((ties,), {"dim": 0, "keepdim": True}, name="ties-dim0", grad=False),
+        Sample(
+            (np.round(_r(rng, 5, 4)),), {"dim": 0}, noncontiguous=True, name="noncontig", grad=False
+        ),
+        Sample((np.zeros((3, 0)),), {"dim": 0}, name="empty"),
+    ]
+
+
+def _lp_pool_samples(nd):
+    # odd p over positive inputs: a window whose sum of x^p is negative gives 0 and, as in
+    # torch, a NaN gradient (pow(0, 1/p)'s infinite slope times relu's zero)
+    def samples(rng):
+        if nd == 1:
+            return [
+                Sample((_r(rng, 2, 3, 6), 2, 2), name="p2"),
+                Sample((_r(rng, 2, 3, 7, low=0.5), 1.5, 3), {"stride": 2, "ceil_mode": True}),
+                Sample(
+                    (_r(rng, 3, 6, low=0.1), 3, 3),
+                    {"stride": 1},
+                    noncontiguous=True,
+                    name="unbatched",
+                ),
+                Sample((_r(rng, 1, 2, 5), float("inf"), 2), name="inf"),
+            ]
+        if nd == 2:
+            return [
+                Sample((_r(rng, 1, 2, 4, 5, low=0.1), 3, (2, 2)), {"stride": 1}, name="p3"),
+                Sample((_r(rng, 2, 4, 4), 2, 2), noncontiguous=True, name="unbatched"),
+                Sample((_r(rng, 1, 2, 4, 4), float("-inf"), 2), name="-inf"),
+            ]
+        return [Sample((_r(rng, 1, 2, 2, 4, 4, low=0.1), 2, (2, 2, 2)), name="p2")]
+
+    return samples
+
+
+def _lp_pool_row(nd):
+    name = f"lp_pool{nd}d"
+    return OpRow(
+        name,
+        ("conv2d", "pow", "sign", "relu", "abs", "max_pool2d"),
+        lambda x, p, k, **kw: getattr(ember.nn.functional, name)(x, p, k, **kw),
+        _lp_pool_samples(nd),
+        lambda x, p, k, **kw: _t(f"nn.functional.{name}")(x, p, k, **kw),
+        errors=(
+            ErrorCase(
+                (np.ones((1, 2) + (4,) * nd), 0, 2), {}, ValueError, f"{name}: norm_type must"
+            ),
+        ),
+    )
+
+
+def _pixel_samples(rng):
+    return [
+        Sample((_r(rng, 1, 8, 2, 3), 2), name="4d"),
+        Sample((_r(rng, 2, 3, 9, 2, 2), 3), name="5d"),
+        Sample((_r(rng, 4, 3, 2), 2), noncontiguous=True, name="3d-noncontiguous"),
+        Sample((np.zeros((0, 4, 2, 2)), 2), name="empty"),
+    ]
+
+
+def _unpixel_samples(rng):
+    return [
+        Sample((_r(rng, 1, 2, 4, 6), 2), name="4d"),
+        Sample((_r(rng, 2, 1, 1, 6, 3), 3), name="5d"),
+        Sample((_r(rng, 4, 4, 2), 2), noncontiguous=True, name="3d-noncontiguous"),
+    ]
+
+
+def _instance_norm_samples(rng):
+    return [
+        Sample((_r(rng, 2, 3, 5), _r(rng, 3), _r(rng, 3), None, None), name="1d-affine"),
+        Sample((_r(rng, 2, 3, 4, 4), None, None, None, None), name="2d"),
+        Sample((_r(rng, 2, 3, 3, 4), None, None, None, None), noncontiguous=True, name="noncontig"),
+        Sample(
+            (_r(rng, 2, 3, 4), _r(rng, 3), None, _r(rng, 3), _r(rng, 3, low=0.5)),
+            name="running-stats-updated",
+        ),
+        Sample(
+            (_r(rng, 2, 3, 4), _r(rng, 3), _r(rng, 3), _r(rng, 3), _r(rng, 3, low=0.5)),
+            {"use_input_stats": False},
+            name="running-stats-used",
+        ),
+    ]
+
+
+def _instance_norm(lib_f):
+    def call(x, w, b, rm, rv, **kw):
+        return lib_f().instance_norm(x, rm, rv, w, b, **kw)
+
+    return call
+
+
+def _t_module(name):
+    import importlib
+
+    return importlib.import_module(f"torch.{name}")
+
+
+def _lrn_samples(rng):
+    return [
+        Sample((_r(rng, 2, 5, 4), 3), name="3d"),
+        Sample((_r(rng, 2, 5, 3, 3), 2), {"alpha": 0.5, "beta": 0.6, "k": 2.0}, name="4d"),
+        Sample((_r(rng, 1, 4, 2, 2, 2), 4), noncontiguous=True, name="5d"),
+    ]
+
+
+def _cosine_samples(rng):
+    return [
+        Sample((_r(rng, 3, 4), _r(rng, 3, 4)), name="dim1"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 4)), {"dim": -1}, name="broadcast"),
+        Sample((_r(rng, 4, 3), _r(rng, 4, 3)), {"dim": 0}, noncontiguous=True, name="dim0"),
+    ]
+
+
+def _pairwise_samples(rng):
+    return [
+        Sample((_r(rng, 3, 4), _r(rng, 3, 4)), name="p2"),
+        Sample((_r(rng, 3, 4), _r(rng, 4)), {"p": 1.0, "keepdim": True}, name="p1-broadcast"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3, 4)), {"p": 3.0}, name="p3"),
+    ]
+
+
+def _pdist_samples(rng):
+    return [
+        Sample((_r(rng, 5, 3),), name="p2"),
+        Sample((_r(rng, 4, 3),), {"p": 1}, name="p1"),
+        Sample((_r(rng, 4, 3),), {"p": 3.5}, name="p3.5"),
+        Sample((_r(rng, 4, 3),), {"p": float("inf")}, name="inf"),
+        Sample((_r(rng, 4, 2),), {"p": 0}, name="p0", grad=False),
+        Sample((_r(rng, 3, 4),), noncontiguous=True, name="noncontiguous"),
+        Sample((_r(rng, 1, 3),), name="one-row"),
+    ]
+
+
+def _cdist_samples(rng):
+    return [
+        Sample((_r(rng, 3, 4), _r(rng, 5, 4)), name="p2"),
+        Sample((_r(rng, 2, 3, 4), _r(rng, 1, 5, 4)), {"p": 1.0}, name="p1-batch"),
+        Sample((_r(rng, 3, 2), _r(rng, 2, 2)), {"p": float("inf")}, name="inf"),
+        Sample((_r(rng, 30, 3), _r(rng, 4, 3)), name="p2-matmul"),
+        Sample(
+            (_r(rng, 3, 3), _r(rng, 4, 3)),
+            {"compute_mode": "use_mm_for_euclid_dist"},
+            name="p2-matmul-forced",
+        ),
+        Sample((_r(rng, 4, 3), _r(rng, 2, 3)), {"p": 0.5}, noncontiguous=True, name="p0.5"),
+    ]
+
+
+_ISSUE18B_ROWS = [
+    OpRow(
+        "mode",
+        ("argsort", "gather", "cum_extreme_index", "argmax", "cat", "ne", "eq", "where"),
+        lambda x, **k: x.mode(**k).values,
+        _mode_samples,
+        lambda x, **k: x.mode(**k).values,
+        errors=(
+            ErrorCase((np.zeros((0, 3)),), {"dim": 0}, IndexError, r"mode\(\): expected reduction"),
+        ),
+    ),
+    OpRow(
+        "mode_indices",
+        ("argsort", "gather", "cum_extreme_index", "argmax"),
+        lambda x, **k: ember.mode(x, **k).indices,
+        _mode_samples,
+        lambda x, **k: x.mode(**k).indices,
+        grad=False,
+    ),
+    _lp_pool_row(1),
+    _lp_pool_row(2),
+    _lp_pool_row(3),
+    OpRow(
+        "pixel_shuffle",
+        ("reshape", "permute"),
+        lambda x, r: ember.nn.functional.pixel_shuffle(x, r),
+        _pixel_samples,
+        lambda x, r: _t("nn.functional.pixel_shuffle")(x, r),
+        gradgrad=True,
+        errors=(
+            ErrorCase(
+                (np.ones((1, 5, 2, 2)), 2), {}, RuntimeError, r"input.size\(-3\)=5 is not div"
+            ),
+            ErrorCase((np.ones((4, 2)), 2), {}, RuntimeError, "at least 3 dimensions"),
+        ),
+    ),
+    OpRow(
+        "pixel_unshuffle",
+        ("reshape", "permute"),
+        lambda x, r: ember.pixel_unshuffle(x, r),
+        _unpixel_samples,
+        lambda x, r: _t("pixel_unshuffle")(x, r),
+        errors=(
+            ErrorCase((np.ones((1, 1, 3, 4)), 2), {}, RuntimeError, "height to be divisible by"),
+        ),
+    ),
+    OpRow(
+        "instance_norm",
+        ("batch_norm_train", "rsqrt"),
+        _instance_norm(lambda: ember.nn.functional),
+        _instance_norm_samples,
+        _instance_norm(lambda: _t_module("nn.functional")),
+        const_args=(3, 4),
+        atol=1e-4,
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3, 1)), None, None, None, None),
+                {},
+                ValueError,
+                "more than 1 spatial element",
+            ),
+        ),
+    ),
+    OpRow(
+        "local_response_norm",
+        ("conv2d", "pad", "pow"),
+        lambda x, size, **k: ember.nn.functional.local_response_norm(x, size, **k),
+        _lrn_samples,
+        lambda x, size, **k: _t("nn.functional.local_response_norm")(x, size, **k),
+        errors=(ErrorCase((np.ones((2, 3)), 2), {}, RuntimeError, "3D or higher"),),
+    ),
+    OpRow(
+        "cosine_similarity",
+        ("sum", "sqrt", "clamp", "div"),
+        lambda a, b, **k: ember.cosine_similarity(a, b, **k),
+        _cosine_samples,
+        lambda a, b, **k: _t("cosine_similarity")(a, b, **k),
+        gradgrad=True,
+        errors=(_BROADCAST_ERROR,),
+    ),
+    OpRow(
+        "pairwise_distance",
+        ("sub", "sum", "sqrt", "abs", "pow"),
+        lambda a, b, **k: ember.nn.functional.pairwise_distance(a, b, **k),
+        _pairwise_samples,
+        lambda a, b, **k: _t("nn.functional.pairwise_distance")(a, b, **k),
+    ),
+    OpRow(
+        "pdist",
+        ("getitem", "sub", "sum", "sqrt", "abs", "pow", "amax"),
+        lambda x, **k: ember.pdist(x, **k),
+        _pdist_samples,
+        lambda x, **k: _t("pdist")(x, **k),
+        errors=(
+            ErrorCase((np.ones((2, 3, 4)),), {}, RuntimeError, "pdist only supports 2D"),
+            ErrorCase((np.ones((2, 3)),), {"p": -1}, RuntimeError, "non-negative p"),
+        ),
+    ),
+    OpRow(
+        "cdist",
+        ("sub", "sum", "sqrt", "abs", "pow", "amax", "matmul", "clamp"),
+        lambda a, b, **k: ember.cdist(a, b, **k),
+        _cdist_samples,
+        lambda a, b, **k: _t("cdist")(a, b, **k),
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), np.ones((2, 4))), {}, RuntimeError, "same number of columns"
+            ),
+            ErrorCase((np.ones(3), np.ones((2, 3))), {}, RuntimeError, "at least 2D"),
+        ),
+    ),
+]
+ROWS.extend(_ISSUE18B_ROWS)
+
+
+# --- issue 18 (ops18b): linear algebra (ember/ops/linalg_ext.py) ------------------------------
+def _well_conditioned(rng, *shape):
+    n = shape[-1]
+    return _r(rng, *shape) + 3 * np.eye(n)
+
+
+def _spd_array(rng, n):
+    x = _r(rng, n, n)
+    return x @ x.T + 3 * np.eye(n)
+
+
+def _square_samples(rng):
+    return [
+        Sample((_well_conditioned(rng, 4, 4),), name="4x4"),
+        Sample((_well_conditioned(rng, 2, 3, 3),), name="batch"),
+        Sample((_well_conditioned(rng, 3, 3),), noncontiguous=True, name="noncontiguous"),
+        Sample((_well_conditioned(rng, 1, 1),), name="1x1"),
+    ]
+
+
+def _solve_samples(rng):
+    return [
+        Sample((_well_conditioned(rng, 4, 4), _r(rng, 4, 2)), name="matrix"),
+        Sample((_well_conditioned(rng, 3, 3), _r(rng, 3)), name="vector"),
+        Sample((_well_conditioned(rng, 2, 3, 3), _r(rng, 3, 2)), name="broadcast-b"),
+        Sample((_well_conditioned(rng, 3, 3), _r(rng, 2, 3, 1)), name="broadcast-a"),
+        Sample((_well_conditioned(rng, 3, 3), _r(rng, 2, 3)), {"left": False}, name="right"),
+        Sample((_well_conditioned(rng, 4, 4), _r(rng, 4, 3)), noncontiguous=True, name="nonc"),
+    ]
+
+
+def _rect_samples(rng):
+    return [
+        Sample((_r(rng, 5, 3),), name="tall"),
+        Sample((_r(rng, 3, 5),), name="wide"),
+        Sample((_r(rng, 2, 4, 4),), name="batch-square"),
+        Sample((_r(rng, 4, 3),), noncontiguous=True, name="noncontiguous"),
+    ]
+
+
+def _spd(lib, x):
+    return x @ x.mT + 3 * lib.eye(x.shape[-1], dtype=x.dtype)
+
+
+def _sym(x):
+    return (x + x.mT) * 0.5
+
+
+def _lib(module):
+    """`ember` or `torch` by the tensor's type, for functions written once for both."""
+
+    def pick(x):
+        if isinstance(x, ember.Tensor):
+            return ember
+        import torch
+
+        return torch
+
+    return pick(module)
+
+
+_SQUARE_ERRORS = (
+    ErrorCase((np.ones((2, 3)),), {}, RuntimeError, "must be batches of square matrices"),
+    ErrorCase((np.ones(3),), {}, RuntimeError, "at least 2 dimensions"),
+)
+
+_LINALG_ROWS = [
+    OpRow(
+        "linalg_solve",
+        ("linalg_solve",),
+        lambda a, b, **k: ember.linalg.solve(a, b, **k),
+        _solve_samples,
+        lambda a, b, **k: _t("linalg.solve")(a, b, **k),
+        gradgrad=True,
+        atol=1e-4,
+        errors=(
+            ErrorCase(
+                (np.zeros((3, 3)), np.ones((3, 1))), {}, RuntimeError, "linalg.solve: the solver"
+            ),
+            ErrorCase((np.eye(3), np.ones((4, 1))), {}, RuntimeError, "incompatible shapes"),
+        ),
+    ),
+    OpRow(
+        "linalg_inv",
+        ("linalg_solve",),
+        lambda a: ember.linalg.inv(a),
+        _square_samples,
+        lambda a: _t("linalg.inv")(a),
+        gradgrad=True,
+        atol=1e-4,
+        errors=_SQUARE_ERRORS
+        + (
+            ErrorCase(
+                (np.array([[1, 2], [3, 4]]),), {}, TypeError, "expected a float32 or float64"
+            ),
+        ),
+        int_args=(),
+    ),
+    OpRow(
+        "linalg_det",
+        ("linalg_det",),
+        lambda a: ember.linalg.det(a),
+        _square_samples,
+        lambda a: _t("linalg.det")(a),
+        gradgrad=True,
+        atol=1e-4,
+        rtol=1e-4,
+        errors=_SQUARE_ERRORS,
+    ),
+    OpRow(
+        "linalg_slogdet",
+        ("linalg_slogdet",),
+        lambda a: ember.linalg.slogdet(a).logabsdet,
+        _square_samples,
+        lambda a: _t("linalg.slogdet")(a).logabsdet,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_slogdet_sign",
+        ("linalg_slogdet",),
+        lambda a: ember.linalg.slogdet(-a).sign,
+        _square_samples,
+        lambda a: _t("linalg.slogdet")(-a).sign,
+        grad=False,
+    ),
+    OpRow(
+        "linalg_cholesky",
+        ("linalg_cholesky", "linalg_solve"),
+        lambda x, **k: ember.linalg.cholesky(_spd(ember, x), **k),
+        lambda rng: [
+            Sample((_r(rng, 4, 4),), name="4x4"),
+            Sample((_r(rng, 2, 3, 3),), {"upper": True}, name="batch-upper"),
+            Sample((_r(rng, 3, 3),), noncontiguous=True, name="noncontiguous"),
+        ],
+        lambda x, **k: _t("linalg.cholesky")(_spd(_lib(x), x), **k),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_cholesky_raw",
+        ("linalg_cholesky",),
+        lambda x: ember.linalg.cholesky(x),
+        lambda rng: [Sample((_spd_array(rng, 3),))],
+        lambda x: _t("linalg.cholesky")(x),
+        grad=False,  # reads the lower triangle only: checked through the symmetric rows above
+        atol=1e-4,
+        errors=(
+            ErrorCase((-np.eye(3),), {}, RuntimeError, "linalg.cholesky: .*not positive-definite"),
+        ),
+    ),
+    OpRow(
+        "linalg_eigh_values",
+        ("linalg_eigh",),
+        lambda x, **k: ember.linalg.eigh(_sym(x), **k).eigenvalues,
+        lambda rng: [
+            Sample((_r(rng, 4, 4),), name="4x4"),
+            Sample((_r(rng, 2, 3, 3),), {"UPLO": "U"}, name="batch-upper"),
+            Sample((_r(rng, 3, 3),), noncontiguous=True, name="noncontiguous"),
+        ],
+        lambda x, **k: _t("linalg.eigh")(_sym(x), **k).eigenvalues,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_eigh_vectors",
+        ("linalg_eigh",),
+        lambda x: ember.linalg.eigh(_sym(x)).eigenvectors ** 2,  # free of the signs
+        lambda rng: [Sample((_r(rng, 4, 4),), name="4x4"), Sample((_r(rng, 2, 3, 3),))],
+        lambda x: _t("linalg.eigh")(_sym(x)).eigenvectors ** 2,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_svd_values",
+        ("linalg_svd",),
+        lambda x: ember.linalg.svdvals(x),
+        _rect_samples,
+        lambda x: _t("linalg.svdvals")(x),
+        atol=1e-4,
+        errors=(ErrorCase((np.ones(3),), {}, RuntimeError, "at least 2 dimensions"),),
+    ),
+    OpRow(
+        "linalg_svd_vectors",
+        ("linalg_svd",),
+        lambda x, **k: _svd_invariant(ember.linalg.svd(x, **k)),
+        lambda rng: [
+            Sample((_r(rng, 5, 3),), {"full_matrices": False}, name="tall"),
+            Sample((_r(rng, 3, 5),), {"full_matrices": False}, name="wide"),
+            Sample((_r(rng, 4, 3),), {"full_matrices": True}, name="tall-full"),
+            Sample((_r(rng, 2, 3, 4),), {"full_matrices": True}, name="wide-full-batch"),
+            Sample((_r(rng, 3, 3),), {"full_matrices": False}, noncontiguous=True, name="nonc"),
+        ],
+        lambda x, **k: _svd_invariant(_t("linalg.svd")(x, **k)),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_qr",
+        ("linalg_qr", "linalg_solve"),
+        lambda x, **k: _qr_both(ember.linalg.qr(x, **k)),
+        lambda rng: [
+            Sample((_r(rng, 5, 3),), name="tall"),
+            Sample((_r(rng, 3, 5),), name="wide"),
+            Sample((_r(rng, 2, 3, 3),), name="batch-square"),
+            Sample((_r(rng, 3, 4),), {"mode": "complete"}, name="wide-complete"),
+            Sample((_r(rng, 4, 3),), noncontiguous=True, name="noncontiguous"),
+        ],
+        lambda x, **k: _qr_both(_t("linalg.qr")(x, **k)),
+        atol=1e-4,
+        errors=(ErrorCase((np.ones((3, 3)),), {"mode": "full"}, ValueError, "mode must be"),),
+    ),
+    OpRow(
+        "linalg_pinv",
+        ("linalg_svd",),
+        lambda x: ember.linalg.pinv(x),
+        _rect_samples,
+        lambda x: _t("linalg.pinv")(x),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_lstsq",
+        ("linalg_svd",),
+        lambda a, b: ember.linalg.lstsq(a, b).solution,
+        lambda rng: [
+            Sample((_r(rng, 5, 3), _r(rng, 5, 2)), name="tall"),
+            Sample((_r(rng, 2, 4, 4) + 3 * np.eye(4), _r(rng, 2, 4, 1)), name="batch-square"),
+        ],
+        lambda a, b: _t("linalg.lstsq")(a, b).solution,
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_matrix_norm",
+        ("linalg_svd", "sum", "amax", "abs"),
+        lambda x, **k: ember.linalg.matrix_norm(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {"ord": "fro"}, name="fro"),
+            Sample((_r(rng, 3, 4),), {"ord": "nuc"}, name="nuc"),
+            Sample((_r(rng, 2, 3, 4),), {"ord": 2}, name="2"),
+            Sample((_r(rng, 4, 3),), {"ord": -2, "keepdim": True}, name="-2"),
+            Sample((_r(rng, 3, 4),), {"ord": 1}, name="1"),
+            Sample((_r(rng, 3, 4),), {"ord": float("-inf")}, name="-inf"),
+            Sample((_r(rng, 2, 3, 4),), {"ord": float("inf"), "dim": (0, 2)}, name="inf-dims"),
+        ],
+        lambda x, **k: _t("linalg.matrix_norm")(x, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_vector_norm",
+        ("sum", "sqrt", "abs", "pow", "amax"),
+        lambda x, **k: ember.linalg.vector_norm(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}, name="2-all"),
+            Sample((_r(rng, 3, 4),), {"ord": 1, "dim": 1}, name="1"),
+            Sample((_r(rng, 3, 4),), {"ord": 3.5, "dim": (0, 1), "keepdim": True}, name="3.5"),
+            Sample((_r(rng, 3, 4),), {"ord": float("inf"), "dim": 0}, name="inf"),
+            Sample((_r(rng, 3, 4),), {"ord": -1.5, "dim": 1}, name="-1.5"),
+            Sample((_r(rng, 4, 3),), {"ord": 2, "dim": -1}, noncontiguous=True, name="nonc"),
+        ],
+        lambda x, **k: _t("linalg.vector_norm")(x, **k),
+    ),
+    OpRow(
+        "linalg_norm",
+        ("sum", "sqrt", "linalg_svd"),
+        lambda x, **k: ember.linalg.norm(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 3, 4),), {}, name="default"),
+            Sample((_r(rng, 3, 4),), {"ord": "nuc"}, name="nuc"),
+            Sample((_r(rng, 4),), {"ord": 1}, name="vector-1"),
+            Sample((_r(rng, 2, 3, 4),), {"dim": 1}, name="dim"),
+        ],
+        lambda x, **k: _t("linalg.norm")(x, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_cross",
+        ("cat", "mul", "sub"),
+        lambda a, b, **k: ember.linalg.cross(a, b, **k),
+        lambda rng: [
+            Sample((_r(rng, 4, 3), _r(rng, 4, 3)), name="rows"),
+            Sample((_r(rng, 3, 2), _r(rng, 3, 1)), {"dim": 0}, name="dim0-broadcast"),
+        ],
+        lambda a, b, **k: _t("linalg.cross")(a, b, **k),
+        errors=(
+            ErrorCase((np.ones((2, 4)), np.ones((2, 4))), {}, RuntimeError, "must have length 3"),
+        ),
+    ),
+    OpRow(
+        "linalg_matrix_power",
+        ("matmul", "linalg_solve"),
+        lambda a, n: ember.linalg.matrix_power(a, n),
+        lambda rng: [
+            Sample((_well_conditioned(rng, 3, 3) / 3, 3), name="3"),
+            Sample((_well_conditioned(rng, 2, 3, 3) / 3, -2), name="-2"),
+            Sample((_r(rng, 3, 3), 0), name="0"),
+        ],
+        lambda a, n: _t("linalg.matrix_power")(a, n),
+        atol=1e-4,
+    ),
+    OpRow(
+        "linalg_solve_triangular",
+        ("linalg_solve", "triu", "tril"),
+        lambda a, b, **k: ember.linalg.solve_triangular(a, b, **k),
+        lambda rng: [
+            Sample((_well_conditioned(rng, 3, 3), _r(rng, 3, 2)), {"upper": True}, name="upper"),
+            Sample(
+                (_well_conditioned(rng, 3, 3), _r(rng, 2, 3)),
+                {"upper": False, "left": False, "unitriangular": True},
+                name="lower-right-unit",
+            ),
+        ],
+        lambda a, b, **k: _t("linalg.solve_triangular")(a, b, **k),
+        atol=1e-4,
+    ),
+    OpRow(
+        "kron",
+        ("mul", "reshape"),
+        lambda a, b: ember.kron(a, b),
+        lambda rng: [
+            Sample((_r(rng, 2, 3), _r(rng, 3, 2)), name="2d"),
+            Sample((_r(rng, 2, 2, 2), _r(rng, 3)), name="mixed-ndim"),
+        ],
+        lambda a, b: _t("kron")(a, b),
+    ),
+    OpRow(
+        "tensordot",
+        ("matmul", "permute", "reshape"),
+        lambda a, b, **k: ember.tensordot(a, b, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 3, 4, 5)), {"dims": 2}, name="int"),
+            Sample((_r(rng, 3, 2, 4), _r(rng, 4, 3)), {"dims": ([0, 2], [1, 0])}, name="lists"),
+        ],
+        lambda a, b, **k: _t("tensordot")(a, b, **k),
+        errors=(
+            ErrorCase(
+                (np.ones((2, 3)), np.ones((4, 2))), {"dims": 1}, RuntimeError, "need to match"
+            ),
+        ),
+    ),
+    OpRow(
+        "matrix_products",
+        ("matmul", "mul", "add", "sum"),
+        lambda c, a, b, v: (
+            ember.addmm(c, a, b, beta=0.5, alpha=2.0)
+            + ember.addmv(c[0], a, v).unsqueeze(0)
+            + ember.addr(c, a[:, 0], b[0], alpha=3.0)
+            + a.trace()
+            + ember.inner(a, b.mT)
+            + ember.mv(a, v).unsqueeze(1)
+            + ember.dist(a, b.mT, 3)
+            + ember.vdot(v, v)
+        ),
+        lambda rng: [Sample((_r(rng, 3, 3), _r(rng, 3, 3), _r(rng, 3, 3), _r(rng, 3)))],
+        lambda c, a, b, v: (
+            _t("addmm")(c, a, b, beta=0.5, alpha=2.0)
+            + _t("addmv")(c[0], a, v).unsqueeze(0)
+            + _t("addr")(c, a[:, 0], b[0], alpha=3.0)
+            + a.trace()
+            + _t("inner")(a, b.mT)
+            + _t("mv")(a, v).unsqueeze(1)
+            + _t("dist")(a, b.mT, 3)
+            + _t("vdot")(v, v)
+        ),
+    ),
+    OpRow(
+        "batch_matrix_products",
+        ("matmul", "mul", "add", "sum"),
+        lambda c, a, b: ember.baddbmm(c, a, b, beta=2.0) + ember.addbmm(c[0], a, b, alpha=0.5),
+        lambda rng: [Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3, 5), _r(rng, 2, 5, 4)))],
+        lambda c, a, b: _t("baddbmm")(c, a, b, beta=2.0) + _t("addbmm")(c[0], a, b, alpha=0.5),
+    ),
+]
+
+_LINALG_ROWS += [
+    OpRow(
+        "block_diag",
+        ("cat",),
+        lambda a, b, c: ember.block_diag(a, b, c),
+        lambda rng: [Sample((_r(rng, 2, 3), _r(rng, 4), np.array(1.5)))],
+        lambda a, b, c: _t("block_diag")(a, b, c),
+        errors=(
+            ErrorCase((np.ones((2, 2, 2)), np.ones(2), np.ones(1)), {}, RuntimeError, "2 or fewer"),
+        ),
+    ),
+    OpRow(
+        "cartesian_prod",
+        ("reshape", "expand", "cat"),
+        lambda a, b: ember.cartesian_prod(a, b),
+        lambda rng: [Sample((_r(rng, 3), _r(rng, 2)))],
+        lambda a, b: _t("cartesian_prod")(a, b),
+    ),
+    OpRow(
+        "vander",
+        ("pow",),
+        lambda x, **k: ember.vander(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 4),), {"N": 3}, name="decreasing"),
+            Sample((_r(rng, 3),), {"increasing": True}, name="increasing"),
+        ],
+        # torch.vander's own backward fails (an in-place cumprod): its linalg form is the check
+        lambda x, N=None, increasing=False: (
+            _t("linalg.vander")(x, N=N).flip(-1) if not increasing else _t("linalg.vander")(x, N=N)
+        ),
+    ),
+    OpRow(
+        "diagflat",
+        ("pad", "reshape", "cat"),
+        lambda x, **k: ember.diagflat(x, **k),
+        lambda rng: [
+            Sample((_r(rng, 2, 2),), name="matrix"),
+            Sample((_r(rng, 3),), {"offset": -1}, name="below"),
+        ],
+        lambda x, **k: _t("diagflat")(x, **k),
+    ),
+    OpRow(
+        "linalg_tensorinv",
+        ("linalg_solve",),
+        lambda a: ember.linalg.tensorinv(a, ind=1),
+        lambda rng: [Sample((_well_conditioned(rng, 4, 4).reshape(4, 2, 2),))],
+        lambda a: _t("linalg.tensorinv")(a, ind=1),
+        atol=1e-4,
+    ),
+]
+
+
+def _svd_invariant(usv):
+    """U diag(S) Vh with the signs of the singular vectors cancelled: the product of the
+    first k columns and rows, and the squares of U's (torch and LAPACK may pick other signs)."""
+    u, s, vh = usv
+    k = s.shape[-1]
+    product = (u[..., :k] * s.unsqueeze(-2)) @ vh[..., :k, :]
+    squares = u[..., :k] ** 2
+    return product.reshape(tuple(product.shape[:-2]) + (-1,)).sum(-1) + squares.sum((-2, -1))
+
+
+def _qr_both(qr):
+    q, r = qr
+    return q.reshape(tuple(q.shape[:-2]) + (-1,)).sum(-1) * 0.5 + r.sum((-2, -1))
+
+
+ROWS.extend(_LINALG_ROWS)
+
+
 def rows_by_name() -> dict:
     return {row.name: row for row in ROWS}
 

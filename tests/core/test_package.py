@@ -35,7 +35,14 @@ LAYERS = {
     "ember.cli": 9,
 }
 # Faces and test support may import from any layer.
-UNLAYERED = ("ember.testing", "ember.tf", "ember.cuda", "ember", "ember.accelerator")
+UNLAYERED = (
+    "ember.testing",
+    "ember.tf",
+    "ember.cuda",
+    "ember",
+    "ember.accelerator",
+    "ember.linalg",
+)
 
 
 def _layer(module: str):

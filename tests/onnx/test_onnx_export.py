@@ -26,6 +26,10 @@ UNLOWERED = {
     "gru_recurrence_grad", "lstm_recurrence_grad", "rnn_recurrence_grad",
     # random draws, data-dependent shapes, in-place writes, bit casts
     "bernoulli", "normal", "randint", "randperm", "uniform", "nonzero", "assign", "bitcast",
+    # solvers and decompositions: ONNX has no operator for them (torch.onnx refuses
+    # aten::linalg_solve, linalg_cholesky, linalg_eigh, linalg_svd and linalg_qr too); det and
+    # slogdet lower to ONNX Det (Note [Packed decompositions] in ember/ops/linalg_ext.py)
+    "linalg_solve", "linalg_cholesky", "linalg_eigh", "linalg_svd", "linalg_qr",
 }  # fmt: skip
 UNLOWERED_CEILING = len(UNLOWERED)
 

@@ -57,6 +57,8 @@ ROWS = {
     "slice_scatter": (lambda lib: (_x(lib), lib.tensor(_X[:, :2])), {"start": 0, "end": 2}),
     "repeat_interleave": (lambda lib: (_x(lib),), {"repeats": 2}),
     "norm": (lambda lib: (_x(lib),), {"p": 2}),
+    "cosine_similarity": (lambda lib: (_x(lib), lib.tensor(_X[::-1].copy())), {}),
+    "cross": (lambda lib: (lib.tensor(_X[:, :3]), lib.tensor(_X[::-1, 1:].copy())), {}),
 }
 
 

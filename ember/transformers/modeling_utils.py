@@ -13,7 +13,9 @@ parameters, so loading needs about the model's size in memory.
 Note [Tied weights]: `_tied_weights_keys` maps a target key to the source key whose Parameter
 it shares (the MLM decoder's weight is the word embedding matrix). A tied target is not saved
 (HuggingFace's safetensors files leave it out too) and is not reported missing when its source
-loads.
+loads. A tie whose source is the input embedding matrix (an LM head's weight) holds only when
+the config's `tie_word_embeddings` does, as in HuggingFace; other ties (an MLM decoder's bias)
+always hold.
 """
 
 from __future__ import annotations
@@ -210,12 +212,16 @@ class PreTrainedModel(nn.Module):
         self.tie_weights()
 
     def _tied_pairs(self):
+        """(target, source) of each tie in force (Note [Tied weights]): a tie to the input
+        embeddings holds only while the config's `tie_word_embeddings` (default True) does."""
+        tie_embeddings = getattr(self.config, "tie_word_embeddings", True)
         for target, source in self._tied_weights_keys.items():
-            if target.endswith("decoder.weight") and not getattr(
-                self.config, "tie_word_embeddings", True
-            ):
+            if not tie_embeddings and self._is_input_embeddings(source):
                 continue
             yield target, source
+
+    def _is_input_embeddings(self, key: str) -> bool:
+        return self.get_parameter(key) is self.get_input_embeddings().weight
 
     def tie_weights(self) -> None:
         for target, source in self._tied_pairs():

@@ -1185,6 +1185,13 @@ ROWS: list[OpRow] = [
         lambda rng: [Sample((_r(rng, 4, 3),), noncontiguous=True)],
         lambda x: x.clone() * 1.0 + x.contiguous(),
     ),
+    OpRow(  # strided: a copy; contiguous: the tensor itself, eager (compiled: the op)
+        "contiguous",
+        ("contiguous",),
+        lambda x: x.contiguous(),
+        unary_samples(),
+        lambda x: x.contiguous(),
+    ),
     # --- indexing
     OpRow(
         "getitem",

@@ -161,11 +161,29 @@ class _CheckpointReader:
             handle.close()
 
 
+def init_normal_weights(module: nn.Module, std: float) -> None:
+    """HuggingFace's initialisation of the common modules: normal(0, std) for Linear and
+    Embedding weights (an Embedding's padding row zero), zero biases, LayerNorm ones and
+    zeros; other modules are left as they are."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.padding_idx is not None:
+            module.weight[module.padding_idx] = 0.0
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class PreTrainedModel(nn.Module):
     """Base class of the models: config handling, weight init, tying, loading and saving.
 
-    Subclasses set `config_class`, `base_model_prefix`, `_init_weights`, and optionally
-    `_tied_weights_keys` (Note [Tied weights]) and `_keys_to_ignore_on_load_unexpected`.
+    Subclasses set `config_class`, `base_model_prefix`, and optionally `_init_weights` (for
+    modules beyond `init_normal_weights`'), `_tied_weights_keys` (Note [Tied weights]) and
+    `_keys_to_ignore_on_load_unexpected`.
     """
 
     config_class: type[PretrainedConfig] = PretrainedConfig
@@ -184,7 +202,9 @@ class PreTrainedModel(nn.Module):
 
     # --- init and tying ---------------------------------------------------------------------
     def _init_weights(self, module: nn.Module) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define _init_weights")
+        """HuggingFace's default initialisation with the config's `initializer_range`
+        (`init_normal_weights`); models with other modules extend it."""
+        init_normal_weights(module, self.config.initializer_range)
 
     def post_init(self) -> None:
         """Initialise every weight (`_init_weights`), then tie (Note [Tied weights])."""

@@ -133,19 +133,13 @@ class GPT2PreTrainedModel(PreTrainedModel):
         weights, zero biases, LayerNorm ones/zeros; the residual projections (c_proj) get
         std / sqrt(2 * n_layer) (GPT-2 paper)."""
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, Conv1D)):
+        if isinstance(module, Conv1D):
             nn.init.normal_(module.weight, 0.0, std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, (GPT2Attention, GPT2MLP)):
             nn.init.normal_(module.c_proj.weight, 0.0, std / math.sqrt(2 * self.config.n_layer))
+        else:
+            super()._init_weights(module)
 
 
 class GPT2Model(GPT2PreTrainedModel):

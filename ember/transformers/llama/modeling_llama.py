@@ -189,17 +189,10 @@ class LlamaPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """HuggingFace's: normal(0, initializer_range) for Linear and Embedding weights
         (padding row zero), zero biases, RMSNorm weights one."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-        elif isinstance(module, LlamaRMSNorm):
+        if isinstance(module, LlamaRMSNorm):
             nn.init.ones_(module.weight)
+        else:
+            super()._init_weights(module)
 
 
 class LlamaModel(LlamaPreTrainedModel):

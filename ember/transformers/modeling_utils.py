@@ -31,7 +31,13 @@ import ember
 from ember import dtypes as _dt
 from ember import nn
 from ember.autograd import no_grad
-from ember.io import atomic_folder, resolve_pretrained_folder, safe_open, save_file
+from ember.io import (
+    atomic_folder,
+    resolve_pretrained_folder,
+    safe_open,
+    save_file,
+    save_folder,
+)
 from ember.transformers.configuration_utils import PretrainedConfig
 
 logger = logging.getLogger("ember.transformers")
@@ -477,13 +483,7 @@ class PreTrainedModel(nn.Module):
                 f"{type(self).__name__}.save_pretrained: ember writes safetensors "
                 "only (pickle files can run code when loaded)"
             )
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise NotADirectoryError(
-                f"{type(self).__name__}.save_pretrained: "
-                f"{save_directory!r} is a file; expected a folder"
-            )
-        os.makedirs(save_directory, exist_ok=True)
+        save_directory = save_folder(save_directory, f"{type(self).__name__}.save_pretrained")
         state = self.state_dict() if state_dict is None else dict(state_dict)
         for target, _ in self._tied_pairs():
             state.pop(target, None)

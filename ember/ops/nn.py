@@ -688,6 +688,12 @@ XENT_GRAD = defop(
 # one compiled loop over the rows each, where numba is there (ember/backend/xent_kernels.py)
 SOFTMAX_CROSS_ENTROPY.def_fast_kernel("numpy", _xent_kernels.cross_entropy)
 XENT_GRAD.def_fast_kernel("numpy", _xent_kernels.cross_entropy_grad)
+# the loss and its gradient in one pass over the logits (a compiled training step needs both)
+SOFTMAX_CROSS_ENTROPY.joint["softmax_cross_entropy_grad"] = (
+    lambda xp, g, x, t, ignore_index, reduction: _xent_kernels.cross_entropy_with_grad(
+        g, x, t, ignore_index, reduction
+    )
+)
 
 
 def cross_entropy(

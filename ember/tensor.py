@@ -34,6 +34,18 @@ back afterwards). PyTorch's rules are kept: in-place on a view of a leaf that re
 refused, a view made under no_grad cannot be written with grad mode on, and under no_grad
 nothing is recorded. Multi-output views (split, unbind, chunk) are plain views here, so
 writing one is allowed where PyTorch refuses it.
+
+Note [Contiguous in graphs]: graph values are not always C-contiguous when a compiled graph
+runs: the executor hands view ops' results (permute, expand, basic getitem, diagonal) on as
+NumPy views with strides, and some kernels return strided arrays too. A traced value has no
+strides to look at, so its flags say "not known to be contiguous" (`c_contiguous` False in
+ember/graph/ir.py) and `contiguous()` on it records the `contiguous` op, which at run time
+returns the array itself when it is C-contiguous and a C-ordered copy when it is not, exactly
+what eager `contiguous()` does. (It used to return the traced value itself, so a compiled
+`x.mT.contiguous().view(ember.int16)` failed where eager ran, and a strided operand reached
+code that asked for a contiguous one.) `is_contiguous()` on a traced value is False for the
+same reason. An in-place write through the result of `contiguous()` inside a compiled function
+does not reach its input (the graph treats the result as a value of its own).
 """
 
 from __future__ import annotations
@@ -168,6 +180,8 @@ class Tensor(OpMixin, InplaceMixin):
         return strides if dim is None else strides[dim]
 
     def is_contiguous(self) -> bool:
+        """Whether the array is C-contiguous; False for a traced value, whose layout is known
+        only when the graph runs (Note [Contiguous in graphs])."""
         return bool(self._data.flags.c_contiguous)
 
     def is_floating_point(self) -> bool:
@@ -480,7 +494,9 @@ class Tensor(OpMixin, InplaceMixin):
         return apply(_S.COPY, self)
 
     def contiguous(self, memory_format=None) -> "Tensor":
-        return self if self._data.flags.c_contiguous else apply(_S.COPY, self)
+        """self when its array is C-contiguous, else a C-ordered copy (Note [Contiguous in
+        graphs])."""
+        return self if self._data.flags.c_contiguous else apply(_S.CONTIGUOUS, self)
 
     # --- new_* -----------------------------------------------------------------------------
     def _like(self, make, size, fill, dtype, device, requires_grad):

@@ -36,7 +36,7 @@ class ConcretizationError(TypeError):
 
 class _Flags:
     __slots__ = ()
-    c_contiguous = True
+    c_contiguous = False  # known only when the graph runs (Note [Contiguous in graphs])
     f_contiguous = False
     writeable = True
 

@@ -11,6 +11,7 @@ from ember.io.atomic import atomic_folder as atomic_folder
 from ember.io.atomic import atomic_write as atomic_write
 from ember.io.atomic import recover_folder as recover_folder
 from ember.io.atomic import fsync_dir as fsync_dir
+from ember.io.atomic import save_folder as save_folder
 from ember.io.checkpoint import (
     PickleRefusedError as PickleRefusedError,
 )

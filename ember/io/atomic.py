@@ -35,6 +35,7 @@ import re
 __all__ = [
     "atomic_folder",
     "atomic_write",
+    "save_folder",
     "fsync_dir",
     "process_alive",
     "recover_folder",
@@ -192,6 +193,23 @@ def recover_folder(folder: str | os.PathLike) -> None:
                     os.unlink(os.path.join(folder, entry))
     except (PermissionError, FileNotFoundError, NotADirectoryError):
         pass
+
+
+def save_folder(save_directory: str | os.PathLike, where: str) -> str:
+    """The folder a `save_pretrained` writes into, created if needed; a path naming a file is
+    a clear error (`where` names the caller), not a half-written save.
+
+    Example:
+        >>> import tempfile, os
+        >>> folder = save_folder(os.path.join(tempfile.mkdtemp(), "out"), "save_pretrained")
+        >>> os.path.isdir(folder)
+        True
+    """
+    folder = os.fspath(save_directory)
+    if os.path.isfile(folder):
+        raise NotADirectoryError(f"{where}: {folder!r} is a file; expected a folder")
+    os.makedirs(folder, exist_ok=True)
+    return folder
 
 
 @contextlib.contextmanager

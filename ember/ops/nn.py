@@ -461,23 +461,10 @@ def _bn_stats_onnx(b, x):
     return b.op("Concat", b.op("Reshape", mean, row), b.op("Reshape", var, row), axis=0)
 
 
-def _with_reference(fast, reference):
-    """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
-
-    def kernel(xp, *arrays, **attrs):
-        out = fast(*arrays, **attrs)
-        return reference(xp, *arrays, **attrs) if out is None else out
-
-    return kernel
-
-
-for _op, _fast, _ref in (
-    (BATCH_NORM_TRAIN, _norm_kernels.batch_norm_train, _bn_train_forward),
-    (BATCH_NORM_INPUT_GRAD, _norm_kernels.batch_norm_input_grad, _bn_input_grad_forward),
-    (BATCH_NORM_WEIGHT_GRAD, _norm_kernels.batch_norm_weight_grad, _bn_weight_grad_forward),
-    (BATCH_NORM_STATS, _norm_kernels.batch_norm_stats, _bn_stats_forward),
-):
-    _op.def_kernel("numpy")(_with_reference(_fast, _ref))
+BATCH_NORM_TRAIN.def_fast_kernel("numpy", _norm_kernels.batch_norm_train)
+BATCH_NORM_INPUT_GRAD.def_fast_kernel("numpy", _norm_kernels.batch_norm_input_grad)
+BATCH_NORM_WEIGHT_GRAD.def_fast_kernel("numpy", _norm_kernels.batch_norm_weight_grad)
+BATCH_NORM_STATS.def_fast_kernel("numpy", _norm_kernels.batch_norm_stats)
 
 
 def batch_norm(
@@ -726,10 +713,8 @@ XENT_GRAD = defop(
 )
 
 # one compiled loop over the rows each, where numba is there (ember/backend/xent_kernels.py)
-SOFTMAX_CROSS_ENTROPY.def_kernel("numpy")(
-    _with_reference(_xent_kernels.cross_entropy, _xent_forward)
-)
-XENT_GRAD.def_kernel("numpy")(_with_reference(_xent_kernels.cross_entropy_grad, _xent_grad_forward))
+SOFTMAX_CROSS_ENTROPY.def_fast_kernel("numpy", _xent_kernels.cross_entropy)
+XENT_GRAD.def_fast_kernel("numpy", _xent_kernels.cross_entropy_grad)
 # the loss and its gradient in one pass over the logits (a compiled training step needs both)
 SOFTMAX_CROSS_ENTROPY.joint["softmax_cross_entropy_grad"] = (
     lambda xp, g, x, t, ignore_index, reduction: _xent_kernels.cross_entropy_with_grad(

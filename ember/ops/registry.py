@@ -161,6 +161,19 @@ class OpDef:
 
         return register
 
+    def def_fast_kernel(self, backend_name: str, fast: Callable) -> Callable:
+        """Register `fast(*arrays, **attrs)` as the kernel for one backend, with the reference
+        `forward` run wherever it returns None (a case it does not cover: a dtype, a layout,
+        no numba); tests check both against each other."""
+        reference = self.forward
+
+        def kernel(xp, *arrays, **attrs):
+            out = fast(*arrays, **attrs)
+            return reference(xp, *arrays, **attrs) if out is None else out
+
+        self.kernels[backend_name] = kernel
+        return kernel
+
     def public(self, *names: str, method: bool = True, function: bool = True):
         """Decorator: `fn` is this op's public function, provided under `names` as Tensor
         methods (self first) and/or `ember.*` functions (Note [Op surface])."""

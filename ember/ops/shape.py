@@ -180,6 +180,23 @@ def _copy_onnx(b, x):
     return b.op("Identity", x)
 
 
+CONTIGUOUS = defop(
+    "contiguous",
+    lambda xp, x: xp.asarray(x, order="C"),
+    lambda g, y, x: (g,),
+    shape=lambda s: tuple(s),
+    dtype=same_dtype,
+    save_inputs=False,
+    doc="x in C order: a copy of a strided array, the array itself when it is C-contiguous "
+    "already (Note [Contiguous in graphs] in ember/tensor.py).",
+)
+
+
+@onnx_lowering("contiguous")
+def _contiguous_onnx(b, x):
+    return b.op("Identity", x)
+
+
 # --- cat / flip / roll / pad / tril / triu -------------------------------------------------------
 def _cat_shape(*shapes, dim):
     first = shapes[0]

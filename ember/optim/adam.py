@@ -1,10 +1,12 @@
-"""Adam and AdamW (decoupled weight decay), with AMSGrad."""
+"""Adam and AdamW (decoupled weight decay), with AMSGrad; the argument checks and the moment
+update that the rest of the Adam family (Adamax, NAdam, RAdam) shares."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ember import dtypes as _dt
+from ember.optim._functional import addcmul_, lerp_
 from ember.optim.optimizer import Optimizer, lerp
 from ember.tensor import Tensor, tensor, zeros_like
 
@@ -85,16 +87,7 @@ class Adam(Optimizer):
         fused=None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_adam_args(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -218,3 +211,38 @@ class AdamW(Adam):
             fused=fused,
             decoupled_weight_decay=True,
         )
+
+
+def adam_moment_step(param: Tensor, grad: Tensor, state: dict, group: dict) -> tuple[int, Tensor]:
+    """The step NAdam and RAdam share with Adam, in place on Tensors: count the step, negate
+    the gradient for `maximize`, apply weight decay (L2 into the gradient, or decoupled into
+    the parameter), and update the first and second moments `exp_avg` / `exp_avg_sq` in place.
+    Returns the step number and the gradient as the moments saw it."""
+    step_t = state["step"]
+    step_t.add_(1)
+    lr, weight_decay = group["lr"], group["weight_decay"]
+    beta1, beta2 = group["betas"]
+    if group["maximize"]:
+        grad = -grad
+    if weight_decay != 0:
+        if group["decoupled_weight_decay"]:
+            param.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad.add(param, alpha=weight_decay)
+    lerp_(state["exp_avg"], grad, 1 - beta1)
+    addcmul_(state["exp_avg_sq"].mul_(beta2), grad, grad, 1 - beta2)
+    return step_t.item(), grad
+
+
+def check_adam_args(lr, betas, eps, weight_decay) -> None:
+    """PyTorch's argument checks of the Adam family (Adam, AdamW, Adamax, NAdam, RAdam)."""
+    if lr < 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if eps < 0.0:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if weight_decay < 0.0:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")

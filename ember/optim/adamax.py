@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ember import dtypes as _dt
 from ember.ops.elementwise import maximum
-from ember.optim._functional import addcdiv_, addcmul_, lerp_
+from ember.optim._functional import addcdiv_, lerp_
+from ember.optim.adam import check_adam_args
 from ember.optim.optimizer import Optimizer
 from ember.tensor import Tensor, tensor, zeros_like
 
@@ -35,7 +36,7 @@ class Adamax(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        _check_adam_args(lr, betas, eps, weight_decay)
+        check_adam_args(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -68,37 +69,3 @@ class Adamax(Optimizer):
         exp_inf.copy_(maximum(exp_inf.mul_(beta2), grad.abs().add_(group["eps"])))
         clr = group["lr"] / (1 - beta1 ** step_t.item())
         addcdiv_(param, exp_avg, exp_inf, -clr)
-
-
-def _moment_step(param: Tensor, grad: Tensor, state: dict, group: dict) -> tuple[int, Tensor]:
-    """The step NAdam and RAdam share with Adam: count the step, negate the gradient for
-    `maximize`, apply weight decay (L2 into the gradient, or decoupled into the parameter),
-    and update the first and second moments `exp_avg` / `exp_avg_sq` in place. Returns the
-    step number and the gradient as the moments saw it."""
-    step_t = state["step"]
-    step_t.add_(1)
-    lr, weight_decay = group["lr"], group["weight_decay"]
-    beta1, beta2 = group["betas"]
-    if group["maximize"]:
-        grad = -grad
-    if weight_decay != 0:
-        if group["decoupled_weight_decay"]:
-            param.mul_(1 - lr * weight_decay)
-        else:
-            grad = grad.add(param, alpha=weight_decay)
-    lerp_(state["exp_avg"], grad, 1 - beta1)
-    addcmul_(state["exp_avg_sq"].mul_(beta2), grad, grad, 1 - beta2)
-    return step_t.item(), grad
-
-
-def _check_adam_args(lr, betas, eps, weight_decay) -> None:
-    if lr < 0.0:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if eps < 0.0:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    if weight_decay < 0.0:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ember import dtypes as _dt
 from ember.optim._functional import addcdiv_
-from ember.optim.adamax import _check_adam_args, _moment_step
+from ember.optim.adam import adam_moment_step, check_adam_args
 from ember.optim.optimizer import Optimizer
 from ember.tensor import Tensor, tensor, zeros_like
 
@@ -43,7 +43,7 @@ class NAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_adam_args(lr, betas, eps, weight_decay)
+        check_adam_args(lr, betas, eps, weight_decay)
         if momentum_decay < 0.0:
             raise ValueError(f"Invalid momentum_decay value: {momentum_decay}")
         defaults = dict(
@@ -69,7 +69,7 @@ class NAdam(Optimizer):
         }
 
     def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
-        step, grad = _moment_step(param, grad, state, group)
+        step, grad = adam_moment_step(param, grad, state, group)
         lr = group["lr"]
         beta1, beta2 = group["betas"]
         decay = group["momentum_decay"]

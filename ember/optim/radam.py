@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ember import dtypes as _dt
-from ember.optim.adamax import _check_adam_args, _moment_step
+from ember.optim.adam import adam_moment_step, check_adam_args
 from ember.optim.optimizer import Optimizer
 from ember.tensor import Tensor, tensor, zeros_like
 
@@ -42,7 +42,7 @@ class RAdam(Optimizer):
         capturable: bool = False,
         differentiable: bool = False,
     ) -> None:
-        _check_adam_args(lr, betas, eps, weight_decay)
+        check_adam_args(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr,
             betas=tuple(betas),
@@ -64,7 +64,7 @@ class RAdam(Optimizer):
         }
 
     def update(self, param: Tensor, grad: Tensor, state: dict, group: dict) -> None:
-        step, grad = _moment_step(param, grad, state, group)
+        step, grad = adam_moment_step(param, grad, state, group)
         lr = group["lr"]
         beta1, beta2 = group["betas"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]

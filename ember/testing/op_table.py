@@ -6,11 +6,14 @@ PyTorch (same argument order), a NumPy reference where one is short to write, sa
 raise, and whether gradients (first and second order) are checked. Generic tests in
 tests/ops/ walk the table; a test fails if a registered op has no row. Samples are NumPy
 arrays (or Python values); tests turn float arrays into float32 or float64 tensors as needed.
+A row's samples are drawn from its own generator (`row_rng`, seeded by the row's name), so
+they do not change when rows are added, removed or filtered out before it.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -1181,6 +1184,13 @@ ROWS: list[OpRow] = [
         lambda x: x.clone() * 1.0 + x.contiguous(),
         lambda rng: [Sample((_r(rng, 4, 3),), noncontiguous=True)],
         lambda x: x.clone() * 1.0 + x.contiguous(),
+    ),
+    OpRow(  # strided: a copy; contiguous: the tensor itself, eager (compiled: the op)
+        "contiguous",
+        ("contiguous",),
+        lambda x: x.contiguous(),
+        unary_samples(),
+        lambda x: x.contiguous(),
     ),
     # --- indexing
     OpRow(
@@ -3417,3 +3427,8 @@ def rows_by_name() -> dict:
 
 def covered_ops() -> set:
     return {op for row in ROWS for op in row.ops}
+
+
+def row_rng(row: OpRow) -> np.random.Generator:
+    """The generator a row's samples are drawn from (Note [Op table]): seeded by its name."""
+    return np.random.default_rng(zlib.crc32(row.name.encode()))

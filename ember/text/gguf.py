@@ -20,7 +20,7 @@ SentencePiece ('llama') and other vocabularies are not rebuilt: the error names 
 from __future__ import annotations
 
 from ember.io.gguf import GGUFFile
-from ember.text.gpt2 import byte_level_bpe_engine, bytes_to_unicode
+from ember.text.byte_level_bpe import byte_level_bpe_engine, bytes_to_unicode
 
 __all__ = ["GGUF_PRE_TOKENIZER_PATTERNS", "tokenizer_from_gguf"]
 

@@ -2,73 +2,18 @@
 language models use: from a tokenizer.json, from vocab.json + merges.txt, or from the tokens
 and merges of a GGUF file (`ember.text.gguf`).
 
-Note [Byte-level BPE]: text is split into pre-tokens (words with their leading space), each
-pre-token's UTF-8 bytes are spelled with 256 printable characters (a space is 'Ġ', a newline
-'Ċ'), and BPE merges adjacent symbols by the merges' rank. Decoding maps the characters back
-to bytes. As HuggingFace transformers 5's `GPT2Tokenizer` builds it from vocabulary files: BPE
-without continuation prefix or unknown-token fusing, the ByteLevel pre-tokenizer (GPT-2's split
-pattern) and decoder, and no special tokens added around the text unless the config says
-`add_bos_token` / `add_eos_token` (Note [BOS and EOS flags]). A tokenizer.json brings its own
-pre-tokenizer (Llama 3's split pattern, SmolLM's digit splitting) and post-processor.
+Byte-level BPE itself (Note [Byte-level BPE]) and the vocabulary files live in
+`ember.text.byte_level_bpe`. As HuggingFace transformers 5's `GPT2Tokenizer` builds it from
+vocabulary files, no special tokens are added around the text unless the config says
+`add_bos_token` / `add_eos_token` (Note [BOS and EOS flags]).
 """
 
 from __future__ import annotations
 
-
-from ember.text.roberta import (
-    VocabMergesFiles,
-    _added_token,
-    _load_vocab_json,
-    load_merges,
-)
-from ember.text.tokenization import PreTrainedTokenizerFast, require_tokenizers
+from ember.text.byte_level_bpe import VocabMergesFiles, byte_level_bpe_engine, bytes_to_unicode
+from ember.text.tokenization import PreTrainedTokenizerFast
 
 __all__ = ["GPT2Tokenizer", "GPT2TokenizerFast", "byte_level_bpe_engine", "bytes_to_unicode"]
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (Note [Byte-level BPE]): printable Latin-1
-    bytes stand for themselves, the other 68 take the characters from U+0100 on, in order."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for byte in range(256):
-        if byte not in table:
-            table[byte] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def byte_level_bpe_engine(
-    vocab: dict[str, int],
-    merges: list[tuple[str, str]],
-    *,
-    add_prefix_space: bool = False,
-    where: str = "GPT2Tokenizer",
-):
-    """A `tokenizers.Tokenizer` for byte-level BPE (Note [Byte-level BPE])."""
-    tokenizers = require_tokenizers()
-    from tokenizers import decoders, models, pre_tokenizers
-
-    try:
-        model = models.BPE(
-            vocab,
-            merges,
-            dropout=None,
-            continuing_subword_prefix="",
-            end_of_word_suffix="",
-            fuse_unk=False,
-        )
-    except Exception as error:  # the engine's own message (e.g. a merge out of the vocabulary)
-        raise ValueError(f"{where}: cannot build byte-level BPE: {error}") from None
-    engine = tokenizers.Tokenizer(model)
-    engine.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
-    engine.decoder = decoders.ByteLevel()
-    return engine
 
 
 class GPT2Tokenizer(VocabMergesFiles, PreTrainedTokenizerFast):
@@ -105,12 +50,7 @@ class GPT2Tokenizer(VocabMergesFiles, PreTrainedTokenizerFast):
         tokenizer_object=None,
         **kwargs,
     ):
-        from_vocabulary = tokenizer_file is None and tokenizer_object is None
-        if from_vocabulary and (vocab_file is None) != (merges_file is None):
-            raise ValueError(
-                f"GPT2Tokenizer: needs both vocab_file and merges_file, got "
-                f"vocab_file={vocab_file!r}, merges_file={merges_file!r}"
-            )
+        self._check_vocabulary_files(vocab_file, merges_file, tokenizer_file, tokenizer_object)
         super().__init__(
             tokenizer_object=tokenizer_object,
             tokenizer_file=tokenizer_file,
@@ -125,33 +65,7 @@ class GPT2Tokenizer(VocabMergesFiles, PreTrainedTokenizerFast):
             added_tokens_decoder=added_tokens_decoder,
             **kwargs,
         )
-        for name in ("vocab_file", "merges_file", "added_tokens_decoder"):
-            self.init_kwargs.pop(name, None)
-
-    def _build_backend(
-        self,
-        vocab_file=None,
-        merges_file=None,
-        add_prefix_space=False,
-        added_tokens_decoder=None,
-        **kwargs,
-    ):
-        if vocab_file is None:
-            return None
-        tokenizers = require_tokenizers()
-        engine = byte_level_bpe_engine(
-            _load_vocab_json(vocab_file),
-            load_merges(merges_file),
-            add_prefix_space=add_prefix_space,
-            where=f"GPT2Tokenizer ({vocab_file!r}, {merges_file!r})",
-        )
-        seen = set()
-        for _, value in sorted((added_tokens_decoder or {}).items(), key=lambda kv: int(kv[0])):
-            token = _added_token(tokenizers, value, special=False)
-            if token.content not in seen:
-                seen.add(token.content)
-                (engine.add_special_tokens if token.special else engine.add_tokens)([token])
-        return engine
+        self._drop_file_kwargs()
 
     def _save_vocabulary(self, folder: str) -> list[str]:
         return []  # tokenizer.json holds the vocabulary and merges

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from ember.io.atomic import atomic_folder, atomic_write
+from ember.io.atomic import atomic_folder, atomic_write, save_folder
 from ember.io.hub import resolve_pretrained_folder
 from ember.text.batch_encoding import BatchEncoding
 
@@ -437,10 +437,7 @@ class PreTrainedTokenizerFast:
             >>> tokenizer.save_pretrained("out/")                    # doctest: +SKIP
             ('out/tokenizer_config.json', 'out/special_tokens_map.json', 'out/tokenizer.json')
         """
-        folder = os.fspath(save_directory)
-        if os.path.isfile(folder):
-            raise NotADirectoryError(f"save_pretrained: {folder!r} is a file; expected a folder")
-        os.makedirs(folder, exist_ok=True)
+        folder = save_folder(save_directory, f"{type(self).__name__}.save_pretrained")
         written = []
 
         def write_json(name, value):

@@ -29,7 +29,7 @@ import json
 import math
 import os
 
-from ember.io import atomic_write, resolve_pretrained_folder
+from ember.io import atomic_write, resolve_pretrained_folder, save_folder
 
 CONFIG_NAME = "config.json"
 _POSITIVE_FIELDS = frozenset(
@@ -273,13 +273,7 @@ class PretrainedConfig:
 
     def save_pretrained(self, save_directory) -> str:
         """Write `config.json` into `save_directory` (created if needed), atomically."""
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise NotADirectoryError(
-                f"{type(self).__name__}.save_pretrained: "
-                f"{save_directory!r} is a file; expected a folder"
-            )
-        os.makedirs(save_directory, exist_ok=True)
+        save_directory = save_folder(save_directory, f"{type(self).__name__}.save_pretrained")
         path = os.path.join(save_directory, CONFIG_NAME)
         with atomic_write(path, "w") as file:
             file.write(self.to_json_string())

@@ -15,6 +15,7 @@ import math
 import ember
 from ember import nn
 from ember.nn import functional as F
+from ember.transformers.modeling_utils import init_normal_weights
 from ember.transformers.modeling_outputs import (
     MaskedLMOutput,
     MultipleChoiceModelOutput,
@@ -128,19 +129,9 @@ def run_layers(
 
 
 def init_encoder_weights(module: nn.Module, std: float) -> None:
-    """HuggingFace's initialisation: normal(0, std) for Linear and Embedding weights (the
-    padding row zero), zero biases, LayerNorm ones and zeros."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, 0.0, std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, 0.0, std)
-        if module.padding_idx is not None:
-            module.weight[module.padding_idx] = 0.0
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+    """HuggingFace's initialisation of the encoders' modules (`init_normal_weights`: normal(0,
+    std) Linear and Embedding weights, padding row and biases zero, LayerNorm ones/zeros)."""
+    init_normal_weights(module, std)
 
 
 # --------------------------------------------------------------------------- heads

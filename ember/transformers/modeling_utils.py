@@ -13,7 +13,9 @@ parameters, so loading needs about the model's size in memory.
 Note [Tied weights]: `_tied_weights_keys` maps a target key to the source key whose Parameter
 it shares (the MLM decoder's weight is the word embedding matrix). A tied target is not saved
 (HuggingFace's safetensors files leave it out too) and is not reported missing when its source
-loads.
+loads. A tie whose source is the input embedding matrix (an LM head's weight) holds only when
+the config's `tie_word_embeddings` does, as in HuggingFace; other ties (an MLM decoder's bias)
+always hold.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ import ember
 from ember import dtypes as _dt
 from ember import nn
 from ember.autograd import no_grad
-from ember.io import atomic_folder, resolve_pretrained_folder, safe_open, save_file
+from ember.io import (
+    atomic_folder,
+    resolve_pretrained_folder,
+    safe_open,
+    save_file,
+    save_folder,
+)
 from ember.transformers.configuration_utils import PretrainedConfig
 
 logger = logging.getLogger("ember.transformers")
@@ -159,11 +167,29 @@ class _CheckpointReader:
             handle.close()
 
 
+def init_normal_weights(module: nn.Module, std: float) -> None:
+    """HuggingFace's initialisation of the common modules: normal(0, std) for Linear and
+    Embedding weights (an Embedding's padding row zero), zero biases, LayerNorm ones and
+    zeros; other modules are left as they are."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, std)
+        if module.padding_idx is not None:
+            module.weight[module.padding_idx] = 0.0
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class PreTrainedModel(nn.Module):
     """Base class of the models: config handling, weight init, tying, loading and saving.
 
-    Subclasses set `config_class`, `base_model_prefix`, `_init_weights`, and optionally
-    `_tied_weights_keys` (Note [Tied weights]) and `_keys_to_ignore_on_load_unexpected`.
+    Subclasses set `config_class`, `base_model_prefix`, and optionally `_init_weights` (for
+    modules beyond `init_normal_weights`'), `_tied_weights_keys` (Note [Tied weights]) and
+    `_keys_to_ignore_on_load_unexpected`.
     """
 
     config_class: type[PretrainedConfig] = PretrainedConfig
@@ -182,7 +208,9 @@ class PreTrainedModel(nn.Module):
 
     # --- init and tying ---------------------------------------------------------------------
     def _init_weights(self, module: nn.Module) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define _init_weights")
+        """HuggingFace's default initialisation with the config's `initializer_range`
+        (`init_normal_weights`); models with other modules extend it."""
+        init_normal_weights(module, self.config.initializer_range)
 
     def post_init(self) -> None:
         """Initialise every weight (`_init_weights`), then tie (Note [Tied weights])."""
@@ -210,12 +238,16 @@ class PreTrainedModel(nn.Module):
         self.tie_weights()
 
     def _tied_pairs(self):
+        """(target, source) of each tie in force (Note [Tied weights]): a tie to the input
+        embeddings holds only while the config's `tie_word_embeddings` (default True) does."""
+        tie_embeddings = getattr(self.config, "tie_word_embeddings", True)
         for target, source in self._tied_weights_keys.items():
-            if target.endswith("decoder.weight") and not getattr(
-                self.config, "tie_word_embeddings", True
-            ):
+            if not tie_embeddings and self._is_input_embeddings(source):
                 continue
             yield target, source
+
+    def _is_input_embeddings(self, key: str) -> bool:
+        return self.get_parameter(key) is self.get_input_embeddings().weight
 
     def tie_weights(self) -> None:
         for target, source in self._tied_pairs():
@@ -451,13 +483,7 @@ class PreTrainedModel(nn.Module):
                 f"{type(self).__name__}.save_pretrained: ember writes safetensors "
                 "only (pickle files can run code when loaded)"
             )
-        save_directory = os.fspath(save_directory)
-        if os.path.isfile(save_directory):
-            raise NotADirectoryError(
-                f"{type(self).__name__}.save_pretrained: "
-                f"{save_directory!r} is a file; expected a folder"
-            )
-        os.makedirs(save_directory, exist_ok=True)
+        save_directory = save_folder(save_directory, f"{type(self).__name__}.save_pretrained")
         state = self.state_dict() if state_dict is None else dict(state_dict)
         for target, _ in self._tied_pairs():
             state.pop(target, None)

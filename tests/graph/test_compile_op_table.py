@@ -8,17 +8,16 @@ import pytest
 
 import ember
 from ember.graph import GraphError
-from ember.testing.op_table import ROWS
+from ember.testing.op_table import ROWS, row_rng
 
 # ops whose output shape depends on the data cannot be compiled (they raise GraphError)
 _DATA_DEPENDENT = {"nonzero", "masked_select"}
 
 
 def _cases():
-    rng = np.random.default_rng(0)
     out = []
     for row in ROWS:
-        for i, sample in enumerate(row.samples(rng)):
+        for i, sample in enumerate(row.samples(row_rng(row))):
             marks = ()
             if row.random:
                 marks = pytest.mark.skip(reason="random op: draws differ between runs")

@@ -138,3 +138,39 @@ def test_compiled_training_step_writes_parameter_views_under_no_grad():
     np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-6)
     np.testing.assert_allclose(compiled[1], eager[1], rtol=1e-6, atol=1e-7)
     assert compiled[2:] == eager[2:] == (True, True)
+
+
+CONTIGUOUS_PROGRAMS = [  # (name, fn): each needs its strided operand made contiguous
+    ("bitcast_of_transpose", lambda x: x.mT.contiguous().view(ember.int16)),
+    ("bitcast_of_permuted_slice", lambda x: x[:, 1:].permute(1, 0).contiguous().view(ember.uint8)),
+    ("contiguous_input", lambda x: x.contiguous().view(ember.int16)),
+    ("flags_of_result", lambda x: x.mT.contiguous() * 2.0),
+]
+
+
+@pytest.mark.parametrize(
+    "fn", [p[1] for p in CONTIGUOUS_PROGRAMS], ids=[p[0] for p in CONTIGUOUS_PROGRAMS]
+)
+def test_compiled_contiguous_makes_strided_values_contiguous(fn):
+    """Note [Contiguous in graphs]: a graph value may be strided when the graph runs, so
+    `contiguous()` on it is an op, not the value itself (which made the bitcasts fail)."""
+    x = ember.tensor(np.arange(12, dtype=np.float32).reshape(3, 4) / 7)
+    compiled = ember.compile(fn)
+    expected, got = fn(x), compiled(x)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    assert got.numpy().flags.c_contiguous
+    assert "contiguous" in str(compiled.graph)
+
+
+def test_traced_value_is_not_known_contiguous():
+    seen = []
+
+    def f(x):
+        seen.append((x.is_contiguous(), x.contiguous() is x))
+        return x.contiguous()
+
+    ember.compile(f)(ember.ones(2, 3))
+    assert seen == [(False, False)]
+    x = ember.ones(2, 3)
+    assert x.is_contiguous() and x.contiguous() is x  # eager: itself
+    assert not x.mT.is_contiguous() and x.mT.contiguous().is_contiguous()

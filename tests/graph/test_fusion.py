@@ -12,7 +12,7 @@ import pytest
 import ember
 from ember.backend import numba_kernels
 from ember.ops import REGISTRY
-from ember.testing.op_table import ROWS
+from ember.testing.op_table import ROWS, row_rng
 
 HAVE_NUMBA = numba_kernels.available()
 needs_numba = pytest.mark.skipif(
@@ -42,12 +42,11 @@ def _arrays(x):
 
 # --- the op table: each elementwise op inside a fused chain that ends in a reduction ----------
 def _elementwise_cases():
-    rng = np.random.default_rng(1)
     out = []
     for row in ROWS:
         if row.random or not all(isinstance(REGISTRY[op].template, str) for op in row.ops):
             continue
-        for i, sample in enumerate(row.samples(rng)):
+        for i, sample in enumerate(row.samples(row_rng(row))):
             out.append(pytest.param(row, sample, id=f"{row.name}-{sample.name or i}"))
     return out
 

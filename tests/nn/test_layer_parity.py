@@ -762,3 +762,23 @@ def test_full_transformer_matches_pytorch(batch_first):
         )
     with pytest.raises(ValueError, match="batch number of src and tgt"):
         e_model(ember.tensor(src), ember.tensor(tgt[:1] if batch_first else tgt[:, :1]))
+
+
+@pytest.mark.parametrize("name", ["TransformerEncoderLayer", "TransformerDecoderLayer"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_transformer_layer_state_dict_moves_both_ways(name, bias):
+    """Note [Transformer layer blocks]: PyTorch's submodule names, in its order, and a state
+    dict that loads strictly in either direction."""
+    torch.manual_seed(0)
+    t_layer = getattr(torch.nn, name)(8, 2, 16, bias=bias)
+    e_layer = getattr(nn, name)(8, 2, 16, bias=bias)
+    assert [n for n, _ in e_layer.named_modules()] == [n for n, _ in t_layer.named_modules()]
+    assert list(e_layer.state_dict()) == list(t_layer.state_dict())
+    e_state = {k: torch.tensor(_as_numpy(v)) for k, v in e_layer.state_dict().items()}
+    t_layer.load_state_dict(e_state, strict=True)
+    for key, value in t_layer.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), _as_numpy(e_layer.state_dict()[key]))
+    t_fresh = getattr(torch.nn, name)(8, 2, 16, bias=bias)
+    _load_torch_weights(e_layer, t_fresh)
+    for key, value in t_fresh.state_dict().items():
+        np.testing.assert_array_equal(_as_numpy(e_layer.state_dict()[key]), value.numpy())

@@ -11,19 +11,18 @@ import pytest
 import ember
 import ember.onnx
 from ember.ops.registry import REGISTRY
-from ember.testing.op_table import ROWS
+from ember.testing.op_table import ROWS, row_rng
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
 def _cases():
-    rng = np.random.default_rng(0)
     cases = []
     for row in ROWS:
         if row.random or not all(REGISTRY[o].onnx is not None for o in row.ops):
             continue
-        for i, sample in enumerate(row.samples(rng)):
+        for i, sample in enumerate(row.samples(row_rng(row))):
             cases.append(pytest.param(row, sample, id=f"{row.name}-{sample.name or i}"))
     return cases
 

@@ -16,7 +16,7 @@ import pytest
 import ember
 from ember.backend import get_backend
 from ember.ops import REGISTRY
-from ember.testing.op_table import ROWS
+from ember.testing.op_table import ROWS, row_rng
 
 XP = get_backend("cpu").xp
 KERNEL_OPS = sorted(name for name, op in REGISTRY.items() if op.kernels)
@@ -73,12 +73,11 @@ def _checked_kernels(calls):
 
 
 def _row_cases():
-    rng = np.random.default_rng(0)
     cases = []
     for row in ROWS:
         if not any(name in KERNEL_OPS for name in row.ops):
             continue
-        for i, sample in enumerate(row.samples(rng)):
+        for i, sample in enumerate(row.samples(row_rng(row))):
             for dtype in (np.float32, np.float64):
                 cases.append(
                     pytest.param(

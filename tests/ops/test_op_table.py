@@ -9,18 +9,17 @@ import ember
 from ember.autograd import dispatch
 from ember.autograd.gradcheck import gradcheck, gradgradcheck
 from ember.ops import REGISTRY, registry
-from ember.testing.op_table import ROWS, covered_ops
+from ember.testing.op_table import ROWS, covered_ops, row_rng
 
 torch = pytest.importorskip("torch", reason="PyTorch is the reference; `make test` installs it")
 
 
 def _cases(predicate=lambda row: True):
-    rng = np.random.default_rng(0)
     cases = []
     for row in ROWS:
         if not predicate(row):
             continue
-        for i, sample in enumerate(row.samples(rng)):
+        for i, sample in enumerate(row.samples(row_rng(row))):
             cases.append(pytest.param(row, sample, id=f"{row.name}-{sample.name or i}"))
     return cases
 

@@ -13,7 +13,7 @@ import pytest
 import ember
 from ember.io import atomic_folder, atomic_write, load_file, recover_folder
 from ember.io.atomic import JOURNAL_NAME
-from ember.transformers import BertConfig, BertModel
+from ember.transformers import BertConfig, BertModel, GenerationConfig
 
 KILL_POINTS = 36
 
@@ -142,3 +142,19 @@ def test_tokenizer_save_is_one_transaction(tmp_path, monkeypatch):
         tokenizer.save_pretrained(str(out))
     monkeypatch.undo()
     assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+
+
+SAVERS = [  # (name, what to save): every save_pretrained refuses a path that is a file
+    ("BertConfig", lambda: _tiny_model().config),
+    ("BertModel", _tiny_model),
+    ("GenerationConfig", GenerationConfig),
+]
+
+
+@pytest.mark.parametrize("name,make", SAVERS, ids=[s[0] for s in SAVERS])
+def test_save_pretrained_into_a_file_path_names_the_saver(tmp_path, name, make):
+    path = tmp_path / "a-file"
+    path.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match=rf"{name}.save_pretrained: .*is a file"):
+        make().save_pretrained(path)
+    assert path.read_text() == "keep me"

@@ -256,9 +256,19 @@ def _activation(activation):
     raise ValueError(f"activation should be relu/gelu or a callable, not {activation!r}")
 
 
-class TransformerEncoderLayer(Module):
-    """Self-attention then a feed-forward block, each with a residual connection and LayerNorm
-    (after each block, or before it with `norm_first=True`), as in PyTorch."""
+class _TransformerLayer(Module):
+    """What PyTorch's encoder and decoder layers share (Note [Transformer layer blocks]).
+
+    Note [Transformer layer blocks]: a layer is a sequence of sub-blocks (self-attention,
+    then, in the decoder, attention over the memory, then the feed-forward block), sub-block
+    i wrapped in a residual connection with `norm{i}` and ending in `dropout{i}`: after the
+    residual with the default post-norm, `x = norm_i(x + block(x))`, before the block with
+    `norm_first=True`, `x = x + block(norm_i(x))`. The attributes are built in PyTorch's
+    order (self_attn, multihead_attn, linear1, dropout, linear2, norm_first, norm1..n,
+    dropout1..n), so state dicts keep PyTorch's keys and key order and move both ways.
+    """
+
+    _cross_attention = False  # the decoder's attention over the memory
 
     def __init__(
         self,
@@ -276,35 +286,29 @@ class TransformerEncoderLayer(Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(
-            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **factory
-        )
+        attention_args = dict(dropout=dropout, bias=bias, batch_first=batch_first, **factory)
+        self.self_attn = MultiheadAttention(d_model, nhead, **attention_args)
+        if self._cross_attention:
+            self.multihead_attn = MultiheadAttention(d_model, nhead, **attention_args)
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **factory)
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **factory)
         self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
+        blocks = 3 if self._cross_attention else 2
+        for i in range(1, blocks + 1):
+            setattr(self, f"norm{i}", LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory))
+        for i in range(1, blocks + 1):
+            setattr(self, f"dropout{i}", Dropout(dropout))
+        self._ff_dropout = f"dropout{blocks}"  # the feed-forward block is the last one
         self.activation = _activation(activation)
         self.batch_first = batch_first
 
-    def forward(
-        self,
-        src: Tensor,
-        src_mask: Tensor | None = None,
-        src_key_padding_mask: Tensor | None = None,
-        is_causal: bool = False,
-    ) -> Tensor:
-        x = src
+    def _residual(self, x: Tensor, norm: Module, block, *args) -> Tensor:
+        """One sub-block with its residual connection and norm (Note [Transformer layer
+        blocks])."""
         if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask)
-            x = x + self._ff_block(self.norm2(x))
-        else:
-            x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask))
-            x = self.norm2(x + self._ff_block(x))
-        return x
+            return x + block(norm(x), *args)
+        return norm(x + block(x, *args))
 
     def _sa_block(self, x, attn_mask, key_padding_mask):
         x = self.self_attn(
@@ -314,7 +318,23 @@ class TransformerEncoderLayer(Module):
 
     def _ff_block(self, x):
         x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        return self.dropout2(x)
+        return getattr(self, self._ff_dropout)(x)
+
+
+class TransformerEncoderLayer(_TransformerLayer):
+    """Self-attention then a feed-forward block, each with a residual connection and LayerNorm
+    (after each block, or before it with `norm_first=True`), as in PyTorch; parameter names
+    match its state dicts (Note [Transformer layer blocks])."""
+
+    def forward(
+        self,
+        src: Tensor,
+        src_mask: Tensor | None = None,
+        src_key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        x = self._residual(src, self.norm1, self._sa_block, src_mask, src_key_padding_mask)
+        return self._residual(x, self.norm2, self._ff_block)
 
 
 class TransformerEncoder(Module):
@@ -359,45 +379,13 @@ def _generate_square_subsequent_mask(sz: int, device=None, dtype=None) -> Tensor
     return S.triu(full((sz, sz), float("-inf"), dtype=dtype, device=device), 1)
 
 
-class TransformerDecoderLayer(Module):
+class TransformerDecoderLayer(_TransformerLayer):
     """Self-attention, attention over the encoder's output (memory), then a feed-forward
     block, each with a residual connection and LayerNorm (after each block, or before it with
-    `norm_first=True`), as in PyTorch; parameter names match its state dicts."""
+    `norm_first=True`), as in PyTorch; parameter names match its state dicts (Note
+    [Transformer layer blocks])."""
 
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int = 2048,
-        dropout: float = 0.1,
-        activation="relu",
-        layer_norm_eps: float = 1e-5,
-        batch_first: bool = False,
-        norm_first: bool = False,
-        bias: bool = True,
-        device=None,
-        dtype=None,
-    ) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.self_attn = MultiheadAttention(
-            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **factory
-        )
-        self.multihead_attn = MultiheadAttention(
-            d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **factory
-        )
-        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **factory)
-        self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **factory)
-        self.norm_first = norm_first
-        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory)
-        self.dropout1 = Dropout(dropout)
-        self.dropout2 = Dropout(dropout)
-        self.dropout3 = Dropout(dropout)
-        self.activation = _activation(activation)
-        self.batch_first = batch_first
+    _cross_attention = True
 
     def forward(
         self,
@@ -410,34 +398,20 @@ class TransformerDecoderLayer(Module):
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
     ) -> Tensor:
-        x = tgt
         if tgt_is_causal and tgt_mask is None:
             L = tgt.shape[1] if self.batch_first and tgt.ndim == 3 else tgt.shape[0]
             tgt_mask = _generate_square_subsequent_mask(L, dtype=tgt.dtype)
-        if self.norm_first:
-            x = x + self._sa_block(self.norm1(x), tgt_mask, tgt_key_padding_mask)
-            x = x + self._mha_block(self.norm2(x), memory, memory_mask, memory_key_padding_mask)
-            x = x + self._ff_block(self.norm3(x))
-        else:
-            x = self.norm1(x + self._sa_block(x, tgt_mask, tgt_key_padding_mask))
-            x = self.norm2(x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask))
-            x = self.norm3(x + self._ff_block(x))
-        return x
-
-    def _sa_block(self, x, attn_mask, key_padding_mask):
-        x = self.self_attn(
-            x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False
-        )[0]
-        return self.dropout1(x)
+        x = self._residual(tgt, self.norm1, self._sa_block, tgt_mask, tgt_key_padding_mask)
+        x = self._residual(
+            x, self.norm2, self._mha_block, memory, memory_mask, memory_key_padding_mask
+        )
+        return self._residual(x, self.norm3, self._ff_block)
 
     def _mha_block(self, x, mem, attn_mask, key_padding_mask):
         x = self.multihead_attn(
             x, mem, mem, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False
         )[0]
         return self.dropout2(x)
-
-    def _ff_block(self, x):
-        return self.dropout3(self.linear2(self.dropout(self.activation(self.linear1(x)))))
 
 
 class TransformerDecoder(Module):

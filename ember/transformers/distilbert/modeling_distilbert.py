@@ -319,10 +319,6 @@ class DistilBertForMaskedLM(_DistilBertHead):
         self.vocab_projector = nn.Linear(config.dim, config.vocab_size)
         self.post_init()
 
-    def _tied_pairs(self):
-        if getattr(self.config, "tie_word_embeddings", True):
-            yield from self._tied_weights_keys.items()
-
     def forward(self, input_ids=None, labels=None, return_dict=None, **kwargs):
         out = self._encode(input_ids, kwargs)
         hidden = self.activation(self.vocab_transform(out.last_hidden_state))

@@ -14,7 +14,7 @@ import copy
 import json
 import os
 
-from ember.io import atomic_write, resolve_pretrained_folder
+from ember.io import atomic_write, resolve_pretrained_folder, save_folder
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
@@ -214,8 +214,7 @@ class GenerationConfig:
         return cls(**values)
 
     def save_pretrained(self, save_directory, config_file_name=None) -> str:
-        save_directory = os.fspath(save_directory)
-        os.makedirs(save_directory, exist_ok=True)
+        save_directory = save_folder(save_directory, "GenerationConfig.save_pretrained")
         path = os.path.join(save_directory, config_file_name or GENERATION_CONFIG_NAME)
         with atomic_write(path, "w") as file:
             file.write(self.to_json_string())

@@ -18,15 +18,13 @@ from ember import nn
 from ember.nn import functional as F
 from ember.transformers.activations import ACT2FN
 from ember.transformers.decoder_utils import (
-    cache_argument,
-    causal_lm_loss,
+    CausalLMHeadMixin,
+    decoder_attention,
     decoder_inputs,
-    keep_logits,
-    returned_cache,
+    decoder_stack,
 )
 from ember.transformers.generation import GenerationMixin
 from ember.transformers.gpt2.configuration_gpt2 import GPT2Config
-from ember.transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ember.transformers.modeling_utils import PreTrainedModel
 
 
@@ -85,19 +83,13 @@ class GPT2Attention(nn.Module):
 
     def forward(self, hidden_states, mask, cache, output_attentions: bool = False):
         batch, length = hidden_states.shape[0], hidden_states.shape[1]
-        heads, dim = self.num_heads, self.head_dim
-        qkv = self.c_attn(hidden_states).reshape(batch, length, 3, heads, dim)
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch, heads, q, dim)
-        query, key, value = qkv[0], qkv[1], qkv[2]
-        if cache is not None:
-            key, value = cache.update(key, value, self.layer_idx)
-        scores = (query @ key.mT) * self.scale
-        if mask is not None:
-            scores = scores + mask
-        probs = self.attn_dropout(F.softmax(scores, -1))
-        context = (probs @ value).transpose(1, 2).reshape(batch, length, self.embed_dim)
-        output = self.resid_dropout(self.c_proj(context))
-        return output, (probs if output_attentions else None)
+        qkv = self.c_attn(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
+        dropout = self.attn_dropout.p if self.training else 0.0
+        context, probs = decoder_attention(
+            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, cache, self.layer_idx, self.scale,
+            dropout, output_attentions,
+        )  # fmt: skip
+        return self.resid_dropout(self.c_proj(context)), probs
 
 
 class GPT2MLP(nn.Module):
@@ -141,19 +133,13 @@ class GPT2PreTrainedModel(PreTrainedModel):
         weights, zero biases, LayerNorm ones/zeros; the residual projections (c_proj) get
         std / sqrt(2 * n_layer) (GPT-2 paper)."""
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, Conv1D)):
+        if isinstance(module, Conv1D):
             nn.init.normal_(module.weight, 0.0, std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, (GPT2Attention, GPT2MLP)):
             nn.init.normal_(module.c_proj.weight, 0.0, std / math.sqrt(2 * self.config.n_layer))
+        else:
+            super()._init_weights(module)
 
 
 class GPT2Model(GPT2PreTrainedModel):
@@ -197,15 +183,6 @@ class GPT2Model(GPT2PreTrainedModel):
         cache=None,
     ):
         del cache_position  # positions come from the cache length
-        past_key_values = cache_argument(self, past_key_values, cache)
-        config = self.config
-        output_attentions = (
-            config.output_attentions if output_attentions is None else output_attentions
-        )
-        output_hidden_states = (
-            config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        use_cache = config.use_cache if use_cache is None else use_cache
         input_ids, state = decoder_inputs(
             self,
             input_ids,
@@ -215,45 +192,29 @@ class GPT2Model(GPT2PreTrainedModel):
             past_key_values,
             use_cache,
             self.wte.weight.dtype,
+            cache,
+            output_attentions,
+            output_hidden_states,
         )
         if inputs_embeds is None:
             inputs_embeds = self.wte(input_ids)
         positions = state.position_ids  # a Tensor when traced (Note [Traced decoder inputs])
         if isinstance(positions, np.ndarray):
             top = int(positions.max()) + 1 if positions.size else 0
-            if top > config.n_positions:
+            if top > self.config.n_positions:
                 raise ValueError(
                     f"{type(self).__name__}: position {top - 1} is beyond n_positions "
-                    f"{config.n_positions} (the prompt plus new tokens are too long)"
+                    f"{self.config.n_positions} (the prompt plus new tokens are too long)"
                 )
             positions = ember.from_numpy(positions)
         hidden_states = inputs_embeds + self.wpe(positions)
         if token_type_ids is not None:  # GPT-2 reuses the token embeddings for token types
             hidden_states = hidden_states + self.wte(ember.as_tensor(token_type_ids))
         hidden_states = self.drop(hidden_states)
-        all_hidden = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        cache = state.cache if use_cache else None
-        for block in self.h:
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            hidden_states, probs = block(hidden_states, state.mask, cache, output_attentions)
-            if output_attentions:
-                all_attentions += (probs,)
-        hidden_states = self.ln_f(hidden_states)
-        if output_hidden_states:
-            all_hidden += (hidden_states,)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            past_key_values=returned_cache(state, use_cache),
-            hidden_states=all_hidden,
-            attentions=all_attentions,
-        )
-        return_dict = config.return_dict if return_dict is None else return_dict
-        return output if return_dict else output.to_tuple()
+        return decoder_stack(self, self.h, self.ln_f, hidden_states, state, return_dict)
 
 
-class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
+class GPT2LMHeadModel(CausalLMHeadMixin, GPT2PreTrainedModel, GenerationMixin):
     """GPT-2 with the language-model head (weight tied to `transformer.wte`); `labels` give
     the shifted next-token loss; `generate()` decodes.
 
@@ -273,16 +234,6 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
         self.transformer = GPT2Model(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.post_init()
-
-    def _tied_pairs(self):
-        if self.config.tie_word_embeddings:
-            yield from self._tied_weights_keys.items()
-
-    def get_input_embeddings(self):
-        return self.transformer.wte
-
-    def get_output_embeddings(self):
-        return self.lm_head
 
     def forward(
         self,
@@ -314,17 +265,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.lm_head(keep_logits(out.last_hidden_state, logits_to_keep))
-        loss = None if labels is None else causal_lm_loss(logits, labels, self.config.vocab_size)
-        output = CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        return output if return_dict else output.to_tuple()
+        return self.causal_lm_output(out, labels, logits_to_keep, return_dict)
 
 
 __all__ = ["Conv1D", "GPT2LMHeadModel", "GPT2Model", "GPT2PreTrainedModel"]

@@ -5,12 +5,6 @@ HuggingFace folders of Llama, SmolLM, Mistral and Qwen2 load as they are (Note [
 configs]). The forward runs on ember ops, so it trains; decoding reuses the cache
 (Note [KV cache]) and masks only where padding or causality needs it (Note [Causal mask]).
 
-Note [Grouped-query attention]: with H query heads sharing KV key/value heads (G = H / KV
-queries per key head, HuggingFace's head order h = kv * G + g), the queries are laid out as
-(batch, KV, G * q, head_dim), so one batched matmul per key head scores all its G query heads
-without repeating the keys G times (what `repeat_kv` does in HuggingFace). The result is the
-same numbers; the cache stays KV heads wide.
-
 Note [Rotary tables]: cos and sin are computed once per position in float32, as
 HuggingFace does (position * inv_freq, then cos/sin of the doubled frequencies), kept in a table
 that grows with the longest position seen, and gathered by position ids (which follow the
@@ -26,14 +20,12 @@ import numpy as np
 
 import ember
 from ember import nn
-from ember.nn import functional as F
 from ember.transformers.activations import ACT2FN
 from ember.transformers.decoder_utils import (
-    cache_argument,
-    causal_lm_loss,
+    CausalLMHeadMixin,
+    decoder_attention,
     decoder_inputs,
-    keep_logits,
-    returned_cache,
+    decoder_stack,
 )
 from ember.transformers.generation import GenerationMixin
 from ember.transformers.llama.configuration_llama import (
@@ -42,7 +34,6 @@ from ember.transformers.llama.configuration_llama import (
     Qwen2Config,
     SmolLM3Config,
 )
-from ember.transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from ember.transformers.modeling_utils import PreTrainedModel
 
 
@@ -124,8 +115,8 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaAttention(nn.Module):
-    """Causal self-attention with rotary embeddings and grouped key/value heads
-    (Note [Grouped-query attention])."""
+    """Causal self-attention with rotary embeddings and grouped key/value heads (Note [Decoder
+    attention] in decoder_utils)."""
 
     def __init__(self, config: LlamaConfig, layer_idx: int):
         super().__init__()
@@ -149,55 +140,25 @@ class LlamaAttention(nn.Module):
 
     def forward(self, hidden_states, rotary, mask, cache, output_attentions: bool = False):
         batch, length = hidden_states.shape[0], hidden_states.shape[1]
-        kv, groups, dim = self.num_key_value_heads, self.groups, self.head_dim
+        kv, dim = self.num_key_value_heads, self.head_dim
         cos, sin = rotary
         query = self.q_proj(hidden_states).reshape(batch, length, self.num_heads, dim)
         key = self.k_proj(hidden_states).reshape(batch, length, kv, dim)
         value = self.v_proj(hidden_states).reshape(batch, length, kv, dim)
         query = apply_rotary(query, cos, sin, dim // 2)
         key = apply_rotary(key, cos, sin, dim // 2)
-        if length == 1:  # (batch, 1, kv, dim) -> (batch, kv, 1, dim) moves no data
-            key, value = key.reshape(batch, kv, 1, dim), value.reshape(batch, kv, 1, dim)
-        else:
-            key, value = key.transpose(1, 2), value.transpose(1, 2)
-        if cache is not None:
-            key, value = cache.update(key, value, self.layer_idx)
-        keys_seen = key.shape[2]
+        keys_seen = length + (cache.get_seq_length(self.layer_idx) if cache is not None else 0)
         if self.sliding_window is not None and keys_seen > self.sliding_window:
             raise ValueError(
                 f"{type(self).__name__}: {keys_seen} positions exceed the config's "
                 f"sliding_window={self.sliding_window}; ember does not implement windowed "
                 "attention (Note [Llama-shaped configs])"
             )
-        # (batch, q, kv * groups, dim) -> (batch, kv, groups * q, dim); one token: a reshape
-        if length == 1:
-            query = query.reshape(batch, kv, groups, dim)
-        else:
-            query = (
-                query.reshape(batch, length, kv, groups, dim)
-                .permute(0, 2, 3, 1, 4)
-                .reshape(batch, kv, groups * length, dim)
-            )
-        scores = (query @ key.mT) * self.scaling
-        if mask is not None:
-            scores = (
-                scores.reshape(batch, kv, groups, length, keys_seen) + mask.unsqueeze(2)
-            ).reshape(batch, kv, groups * length, keys_seen)
-        probs = F.softmax(scores, -1)
-        if self.training and self.attention_dropout > 0.0:
-            probs = F.dropout(probs, self.attention_dropout, True)
-        context = probs @ value  # (batch, kv, groups * q, dim)
-        if length == 1:
-            context = context.reshape(batch, 1, self.num_heads * dim)
-        else:
-            context = (
-                context.reshape(batch, kv, groups, length, dim)
-                .permute(0, 3, 1, 2, 4)
-                .reshape(batch, length, self.num_heads * dim)
-            )
-        weights = None
-        if output_attentions:
-            weights = probs.reshape(batch, kv * groups, length, keys_seen)
+        dropout = self.attention_dropout if self.training else 0.0
+        context, weights = decoder_attention(
+            query, key, value, mask, cache, self.layer_idx, self.scaling, dropout,
+            output_attentions,
+        )  # fmt: skip
         return self.o_proj(context), weights
 
 
@@ -228,17 +189,10 @@ class LlamaPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """HuggingFace's: normal(0, initializer_range) for Linear and Embedding weights
         (padding row zero), zero biases, RMSNorm weights one."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-        elif isinstance(module, LlamaRMSNorm):
+        if isinstance(module, LlamaRMSNorm):
             nn.init.ones_(module.weight)
+        else:
+            super()._init_weights(module)
 
 
 class LlamaModel(LlamaPreTrainedModel):
@@ -286,15 +240,6 @@ class LlamaModel(LlamaPreTrainedModel):
         cache=None,
     ):
         del cache_position  # positions come from the cache length (HuggingFace's is redundant)
-        past_key_values = cache_argument(self, past_key_values, cache)
-        config = self.config
-        output_attentions = (
-            config.output_attentions if output_attentions is None else output_attentions
-        )
-        output_hidden_states = (
-            config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        use_cache = config.use_cache if use_cache is None else use_cache
         input_ids, state = decoder_inputs(
             self,
             input_ids,
@@ -304,35 +249,19 @@ class LlamaModel(LlamaPreTrainedModel):
             past_key_values,
             use_cache,
             self.embed_tokens.weight.dtype,
+            cache,
+            output_attentions,
+            output_hidden_states,
         )
         hidden_states = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         cos, sin = self.rotary_emb(state.position_ids)
         rotary = (cos.to(hidden_states.dtype), sin.to(hidden_states.dtype))
-        all_hidden = () if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        cache = state.cache if use_cache else None
-        for layer in self.layers:
-            if output_hidden_states:
-                all_hidden += (hidden_states,)
-            hidden_states, weights = layer(
-                hidden_states, rotary, state.mask, cache, output_attentions
-            )
-            if output_attentions:
-                all_attentions += (weights,)
-        hidden_states = self.norm(hidden_states)
-        if output_hidden_states:
-            all_hidden += (hidden_states,)
-        output = BaseModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            past_key_values=returned_cache(state, use_cache),
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+        return decoder_stack(
+            self, self.layers, self.norm, hidden_states, state, return_dict, rotary
         )
-        return_dict = config.return_dict if return_dict is None else return_dict
-        return output if return_dict else output.to_tuple()
 
 
-class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
+class LlamaForCausalLM(CausalLMHeadMixin, LlamaPreTrainedModel, GenerationMixin):
     """Llama with the language-model head (tied to the embeddings when
     `tie_word_embeddings`); `labels` give the shifted next-token loss; `generate()` decodes.
 
@@ -355,16 +284,6 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def _tied_pairs(self):
-        if self.config.tie_word_embeddings:
-            yield from self._tied_weights_keys.items()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def get_output_embeddings(self):
-        return self.lm_head
 
     def forward(
         self,
@@ -394,17 +313,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
-        logits = self.lm_head(keep_logits(out.last_hidden_state, logits_to_keep))
-        loss = None if labels is None else causal_lm_loss(logits, labels, self.vocab_size)
-        output = CausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        return output if return_dict else output.to_tuple()
+        return self.causal_lm_output(out, labels, logits_to_keep, return_dict)
 
 
 # HuggingFace's class names for the Llama-shaped families (Note [Llama-shaped configs]): the

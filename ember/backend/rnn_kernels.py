@@ -59,36 +59,50 @@ def lstm_hidden(a, tanh_c, h_prev, active, h_out):
         for j in range(H):
             h_out[b, j] = (0.5 * a[b, 3 * H + j] + 0.5) * tanh_c[b, j]
 """,
-    # one step back: dh, dc carry the state gradients in and out; dh leaves holding only the
-    # carried part (the caller adds d_gates W_hh)
+    # one step back. dh, dc carry the state gradients in and out; rec is the recurrent part
+    # of dh that the previous step back computed (its d_gates W_hh, added here so that it
+    # needs no NumPy call of its own); dh leaves holding only the carried part. Each row is
+    # done in passes over contiguous row slices with a few arrays each, which LLVM vectorizes
+    # (one loop over all the arrays at once it did not: too many possible aliases to check).
     "lstm_step_grad": """\
-def lstm_step_grad(acts, tanh_c, c_prev, g_t, active, dh, dc, d_gates):
-    B, G = acts.shape
+def lstm_step_grad(out_t, tanh_c, c_prev, g_t, rec, active, dh, dc, d_gates):
+    B, G = d_gates.shape
     H = G // 4
+    dht = np.empty(H, d_gates.dtype)
+    dca = np.empty(H, d_gates.dtype)
     for b in range(B):
+        g = g_t[b]
+        r = rec[b]
+        dhb = dh[b]
+        dcb = dc[b]
+        dg = d_gates[b]
         if not active[b]:
             for j in range(H):
-                dh[b, j] += g_t[b, j]
-                dc[b, j] += g_t[b, H + j]
-                d_gates[b, j] = 0.0
-                d_gates[b, H + j] = 0.0
-                d_gates[b, 2 * H + j] = 0.0
-                d_gates[b, 3 * H + j] = 0.0
+                dhb[j] += g[j] + r[j]
+                dcb[j] += g[H + j]
+            for j in range(G):
+                dg[j] = 0.0
             continue
+        a = out_t[b]  # [h, c, i, f, g, o]
+        tc = tanh_c[b]
+        cp = c_prev[b]
         for j in range(H):
-            i = acts[b, j]
-            f = acts[b, H + j]
-            g = acts[b, 2 * H + j]
-            o = acts[b, 3 * H + j]
-            tc = tanh_c[b, j]
-            dh_t = g_t[b, j] + dh[b, j]
-            dca = g_t[b, H + j] + dc[b, j] + dh_t * o * (1.0 - tc * tc)
-            d_gates[b, j] = dca * g * i * (1.0 - i)
-            d_gates[b, H + j] = dca * c_prev[b, j] * f * (1.0 - f)
-            d_gates[b, 2 * H + j] = dca * i * (1.0 - g * g)
-            d_gates[b, 3 * H + j] = dh_t * tc * o * (1.0 - o)
-            dc[b, j] = dca * f
-            dh[b, j] = 0.0
+            dht[j] = g[j] + dhb[j] + r[j]
+        for j in range(H):
+            dca[j] = g[H + j] + dcb[j] + dht[j] * a[5 * H + j] * (1.0 - tc[j] * tc[j])
+        for j in range(H):
+            i = a[2 * H + j]
+            gg = a[4 * H + j]
+            dg[j] = dca[j] * gg * i * (1.0 - i)
+            dg[2 * H + j] = dca[j] * i * (1.0 - gg * gg)
+        for j in range(H):
+            f = a[3 * H + j]
+            dg[H + j] = dca[j] * cp[j] * f * (1.0 - f)
+            dcb[j] = dca[j] * f
+        for j in range(H):
+            o = a[5 * H + j]
+            dg[3 * H + j] = dht[j] * tc[j] * o * (1.0 - o)
+            dhb[j] = 0.0
 """,
     # GRU, part 1: from rz = tanh((x + hp) / 2) over the r, z columns, pre_n = x_n + r hp_n
     "gru_candidate": """\
@@ -179,19 +193,20 @@ _CLAMP = np.float32(7.90531110763549805)
 _HALF = np.float32(0.5)
 
 
-def lstm_step32(rec, x_t, scale, h_prev, c_prev, active, h_out, c_out, acts_out):
+def lstm_step32(rec, x_t, scale, prev, active, out_t):
     B, G = rec.shape
     H = G // 4
     a = np.empty(G, np.float32)
     cb = np.empty(H, np.float32)
     tc = np.empty(H, np.float32)
     for b in range(B):
+        o = out_t[b]  # [h, c, i, f, g, o] of the step; prev[b] holds the step before's
+        p = prev[b]
         if not active[b]:
-            for j in range(H):
-                h_out[b, j] = h_prev[b, j]
-                c_out[b, j] = c_prev[b, j]
+            for j in range(2 * H):
+                o[j] = p[j]
             for j in range(G):
-                acts_out[b, j] = 0.0
+                o[2 * H + j] = 0.0
             continue
         r = rec[b]
         xb = x_t[b]
@@ -202,19 +217,18 @@ def lstm_step32(rec, x_t, scale, h_prev, c_prev, active, h_out, c_out, acts_out)
     + """\
         for j in range(G):
             a[j] = _HALF * a[j] + _HALF if scale[j] == _HALF else a[j]
-        cp = c_prev[b]
         for j in range(H):
-            cb[j] = a[H + j] * cp[j] + a[j] * a[2 * H + j]
+            cb[j] = a[H + j] * p[H + j] + a[j] * a[2 * H + j]
         for j in range(H):
             v = cb[j]
 """
     + _tanh32("v", "tc[j]", 12)
     + """\
         for j in range(H):
-            h_out[b, j] = a[3 * H + j] * tc[j]
-            c_out[b, j] = cb[j]
+            o[j] = a[3 * H + j] * tc[j]
+            o[H + j] = cb[j]
         for j in range(G):
-            acts_out[b, j] = a[j]
+            o[2 * H + j] = a[j]
 """
 )
 
@@ -311,14 +325,16 @@ def _lstm_forward32(xproj, w_hh, h0, c0, reverse, lengths):
     w_t = np.ascontiguousarray(w_hh.T)
     out = np.empty((T, B, 6 * H), dtype=xproj.dtype)
     active = _active(T, B, lengths)
-    h, c = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
+    # the kernel reads the step before from a C-contiguous (B, 6H) block (its row slices then
+    # have unit stride and its loops vectorize): the previous step's output, or h0, c0 here
+    prev = np.empty((B, 6 * H), dtype=xproj.dtype)
+    prev[:, :H], prev[:, H : 2 * H] = h0, c0
     rec = np.empty((B, G), dtype=xproj.dtype)
     scale = _halves(G, H, xproj.dtype, (0, 1, 3))
     for t in _steps(T, reverse):
-        np.matmul(h, w_t, out=rec)
-        o = out[t]
-        step(rec, xproj[t], scale, h, c, active[t], o[:, :H], o[:, H : 2 * H], o[:, 2 * H :])
-        h, c = o[:, :H], o[:, H : 2 * H]
+        np.matmul(prev[:, :H], w_t, out=rec)
+        step(rec, xproj[t], scale, prev, active[t], out[t])
+        prev = out[t]
     return out
 
 
@@ -328,23 +344,30 @@ def lstm_grad(g_out, out, xproj, w_hh, h0, c0, reverse=False, lengths=None):
         return None
     T, B, G = xproj.shape
     H = G // 4
+    dtype = xproj.dtype
     h_prev = _previous(out[:, :, :H], h0, reverse)
     c_prev = _previous(out[:, :, H : 2 * H], c0, reverse)
-    acts = out[:, :, 2 * H :]
     # an active step's own cell is the state it leaves (inactive steps get no gate gradient)
     tanh_c = np.tanh(out[:, :, H : 2 * H])
     active = _active(T, B, lengths)
-    g_out = np.ascontiguousarray(g_out)
-    d_gates = np.empty((T, B, G), dtype=xproj.dtype)
-    dh = np.zeros((B, H), dtype=xproj.dtype)
-    dc = np.zeros((B, H), dtype=xproj.dtype)
-    step = np.empty((B, H), dtype=xproj.dtype)
+    # every array the step kernel reads is C-contiguous: its row slices then have unit stride
+    # and its loops vectorize
+    out, g_out = np.ascontiguousarray(out), np.ascontiguousarray(g_out)
+    # the result, [d_xproj, d_w_hh, d_h0, d_c0] flat, is written in place (no concatenation)
+    flat = np.empty(T * B * G + G * H + 2 * B * H, dtype=dtype)
+    d_gates = flat[: T * B * G].reshape(T, B, G)
+    d_w = flat[T * B * G : T * B * G + G * H].reshape(G, H)
+    dh = flat[T * B * G + G * H : T * B * G + G * H + B * H].reshape(B, H)
+    dc = flat[T * B * G + G * H + B * H :].reshape(B, H)
+    dh[...] = 0
+    dc[...] = 0
+    rec = np.zeros((B, H), dtype=dtype)
     for t in _steps(T, not reverse):
-        kernel(acts[t], tanh_c[t], c_prev[t], g_out[t], active[t], dh, dc, d_gates[t])
-        np.matmul(d_gates[t], w_hh, out=step)
-        dh += step
-    d_w = np.matmul(d_gates.reshape(-1, G).T, h_prev.reshape(-1, H))
-    return np.concatenate([d_gates.ravel(), d_w.ravel(), dh.ravel(), dc.ravel()])
+        kernel(out[t], tanh_c[t], c_prev[t], g_out[t], rec, active[t], dh, dc, d_gates[t])
+        np.matmul(d_gates[t], w_hh, out=rec)
+    dh += rec
+    np.matmul(d_gates.reshape(-1, G).T, h_prev.reshape(-1, H), out=d_w)
+    return flat
 
 
 def gru_forward(xproj, w_hh, b_hh, h0, reverse=False, lengths=None):

@@ -6,6 +6,7 @@ medians, the ratio, and one JSON line per workload.
 
     python bench/bench_mlp.py [--repeats 3] [--cnn-steps 100] [--threads 1] [--skip-jax]
     python bench/bench_mlp.py --jax-only --threads 1,2   # one process per thread count
+    python bench/bench_mlp.py --profile-lines [--threads 1]  # time each generated line
 
 Both libraries run their BLAS on `--threads` threads (default 1: on a shared 2-core machine
 oversubscribed OpenBLAS threads made NumPy's matmul ~20x slower). XLA reads its thread count
@@ -47,7 +48,12 @@ def _threads_list_from_argv() -> list[int]:
 
 _THREADS = _threads_list_from_argv()[0]
 _KEEP_DENORMALS = "--keep-denormals" in sys.argv
-if "--jax-only" in sys.argv or "--skip-jax" not in sys.argv:
+# only in the process that runs the workloads: with several thread counts this one starts a
+# child per count, which would inherit the first count's XLA_FLAGS and CPU affinity (the
+# "2-thread" child then ran on one core: ember's 2-thread step 40 ms instead of 0.45 ms)
+if len(_threads_list_from_argv()) == 1 and (
+    "--jax-only" in sys.argv or "--skip-jax" not in sys.argv
+):
     # before jax is imported: XLA's CPU thread pool size is fixed when it starts
     os.environ.setdefault(
         "XLA_FLAGS",
@@ -65,7 +71,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _mnist import load_mnist, normalized  # noqa: E402
-from harness import set_threads  # noqa: E402
+from harness import set_threads, wait_idle  # noqa: E402
 
 
 def mlp(lib):
@@ -135,7 +141,10 @@ def bench(name, build, images, labels, repeats, steps, reshape):
         lib.manual_seed(0)
         model = build(lib)
         run_epoch(lib, model, x, y, steps=20)  # warm-up
-        times = [run_epoch(lib, model, x, y, steps=steps) for _ in range(repeats)]
+        times = []
+        for _ in range(repeats):
+            wait_idle()  # the other library's threads idle (Note [Quiet side] in harness.py)
+            times.append(run_epoch(lib, model, x, y, steps=steps))
         results[lib.__name__] = statistics.median(times)
     n_steps = steps if steps is not None else -(-len(labels) // 64)
     per_epoch = {k: v * (-(-len(labels) // 64)) / n_steps for k, v in results.items()}
@@ -260,11 +269,13 @@ def bench_compiled_vs_jax(images, labels, batch_size, steps, rounds):
 
     run_ember(), run_jax()  # warm-up: traces, compiles, first steps
     te, tj, ce, cj = [], [], [], []  # wall seconds; CPU seconds of this process
-    for _ in range(rounds):
+    for _ in range(rounds):  # each side once the other's threads are idle (Note [Quiet side])
+        wait_idle()
         start, cpu = time.perf_counter(), time.process_time()
         loss_e = run_ember()
         te.append(time.perf_counter() - start)
         ce.append(time.process_time() - cpu)
+        wait_idle()
         start, cpu = time.perf_counter(), time.process_time()
         loss_j = run_jax()
         tj.append(time.perf_counter() - start)
@@ -305,6 +316,63 @@ def bench_compiled_vs_jax(images, labels, batch_size, steps, rounds):
     return me / mj
 
 
+def profile_compiled_step(batch_size, steps=300, rounds=5):
+    """Time each line of the compiled MLP step's generated executor (Note [Executor]): the
+    kernel calls one step makes and where the time goes. The lines are timed in a copy of the
+    executor's source with a clock read around each; the whole call and the bare executor are
+    timed unchanged first."""
+    import ember
+
+    set_threads(_THREADS)
+    ember.set_flush_denormal(not _KEEP_DENORMALS)
+    step, _ = _ember_compiled_step()
+    rng = np.random.default_rng(0)
+    xs = [ember.from_numpy(rng.random((batch_size, 784), dtype=np.float32)) for _ in range(steps)]
+    ys = [ember.from_numpy(rng.integers(0, 10, batch_size)) for _ in range(steps)]
+    for x, y in zip(xs[:50], ys[:50]):
+        step(x, y)
+    executor = step._last.executor
+    lines = executor.source.splitlines()
+    labels, timed = [], [lines[0], "    _clock = _perf_counter"]
+    for line in lines[1:-1]:
+        text = line.strip()
+        if text.startswith(("del ", "with ")):
+            timed.append(line)
+            continue
+        indent = line[: len(line) - len(text)]
+        timed += [indent + "_t0 = _clock()", line]
+        timed.append(indent + f"_TIMES[{len(labels)}] += _clock() - _t0")
+        labels.append(text)
+    timed.append(lines[-1])
+    namespace = dict(executor.globals)
+    totals = np.zeros(len(labels))
+    namespace.update(_TIMES=totals, _perf_counter=time.perf_counter)
+    exec(compile("\n".join(timed), "<timed ember graph>", "exec"), namespace)
+    arrays = [(x.array, y.array) for x, y in zip(xs, ys)]
+    captures = [t.array for t in executor.captures]
+
+    def per_step(fn):
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for i in range(steps):
+                fn(i)
+            times.append((time.perf_counter() - start) / steps * 1e6)
+        return f"min {min(times):.0f} us, median {statistics.median(times):.0f} us"
+
+    print(f"compiled MLP step, batch {batch_size}, {_THREADS} thread(s):")
+    print(f"  the compiled function: {per_step(lambda i: step(xs[i], ys[i]))}")
+    print(f"  its executor alone:    {per_step(lambda i: executor.run(*arrays[i], *captures))}")
+    timed_run = namespace["run"]
+    per_step(lambda i: timed_run(*arrays[i], *captures))  # warm-up
+    totals[:] = 0
+    per_step(lambda i: timed_run(*arrays[i], *captures))
+    totals *= 1e6 / (rounds * steps)
+    print(f"  {len(labels)} kernel calls, {totals.sum():.0f} us timed line by line (per step):")
+    for us, text in sorted(zip(totals, labels), reverse=True):
+        print(f"  {us:8.1f} us  {text[:100]}")
+
+
 def _jax_available() -> bool:
     try:
         import jax  # noqa: F401
@@ -328,6 +396,11 @@ def main():
     parser.add_argument("--jax-only", action="store_true", help="only the compiled-step one")
     parser.add_argument("--jax-rounds", type=int, default=5)
     parser.add_argument(
+        "--profile-lines",
+        action="store_true",
+        help="time each line of the compiled step's executor (batch 64 and 1), no JAX",
+    )
+    parser.add_argument(
         "--keep-denormals", action="store_true", help="ember computes with denormals (JAX never)"
     )
     args = parser.parse_args()
@@ -342,6 +415,10 @@ def main():
             ]
             cmd = [sys.executable, os.path.abspath(__file__), *argv, "--threads", str(n)]
             subprocess.run(cmd, check=True)
+        return
+    if args.profile_lines:
+        profile_compiled_step(64)
+        profile_compiled_step(1)
         return
     images, labels = load_mnist("train")
     if args.jax_only or (not args.skip_jax and _jax_available()):

@@ -8,9 +8,14 @@ weight decay 0.01, 10% warmup, linear decay, seed 42), in one process.
     python bench/bench_trainer.py                 # time --steps optimizer steps of each
     python bench/bench_trainer.py --steps 50      # more steps, steadier numbers
     python bench/bench_trainer.py --full          # one full epoch of each + eval accuracy
+    python bench/bench_trainer.py --threads 1 2   # both thread counts, one process
 
-Prints seconds per step (and the epoch time scaled from it), the ratio ember/HF, eval
-accuracy when --full, and one JSON line.
+Prints seconds per step (min / median / max over the steps after the first, and the epoch
+time scaled from the median), the ratio ember/HF of the median steps, eval accuracy when
+--full, and one JSON line per thread count. Each side starts once the other's idle threads
+have stopped spinning (`harness.wait_idle`, Note [Quiet side] in bench/harness.py). ember is
+imported before NumPy, as in a script that starts with `import ember` (Note [BLAS spin] in
+ember/backend/threads.py; OPENBLAS_THREAD_TIMEOUT=28 gives a NumPy-first script's setting).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +35,11 @@ sys.path.insert(0, os.path.join(ROOT, "examples", "seed"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import ember  # noqa: E402, F401, I001  (before NumPy, as a user's script: Note [BLAS spin])
+
 from _rotten_tomatoes import load_reviews, minilm_folder, tokenize
+
+from bench.harness import wait_idle
 
 BATCH, LR, MAX_LENGTH, SEED = 16, 5e-5, 64, 42
 
@@ -39,6 +49,26 @@ def accuracy(prediction):
     if isinstance(predictions, tuple):
         predictions = predictions[0]
     return {"accuracy": float((predictions.argmax(-1) == labels).mean())}
+
+
+def step_timer(base):
+    """A callback (subclass of the library's `base` TrainerCallback) that records the seconds
+    of each optimizer step, from on_step_begin to on_step_end."""
+
+    class StepTimer(base):
+        def __init__(self):
+            self.seconds = []
+            self._start = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self._start is not None:
+                self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    return StepTimer()
 
 
 def _settings(steps: int | None, output_dir: str) -> dict:
@@ -60,7 +90,7 @@ def _settings(steps: int | None, output_dir: str) -> dict:
 
 
 def run_ember(train, test, steps, evaluate):
-    from ember.train import Trainer, TrainingArguments
+    from ember.train import Trainer, TrainerCallback, TrainingArguments
     from ember.transformers import AutoTokenizer, BertForSequenceClassification
 
     folder = minilm_folder()
@@ -74,10 +104,11 @@ def run_ember(train, test, steps, evaluate):
         eval_dataset=tokenize(tokenizer, test),
         processing_class=tokenizer,
         compute_metrics=accuracy,
+        callbacks=[timer := step_timer(TrainerCallback)],
     )
     result = trainer.train()
     metrics = trainer.evaluate() if evaluate else {}
-    return result.global_step, result.metrics["train_runtime"], metrics
+    return result.global_step, result.metrics["train_runtime"], metrics, timer.seconds
 
 
 def run_huggingface(train, test, steps, evaluate):
@@ -86,6 +117,7 @@ def run_huggingface(train, test, steps, evaluate):
         AutoTokenizer,
         BertForSequenceClassification,
         Trainer,
+        TrainerCallback,
         TrainingArguments,
     )
 
@@ -103,10 +135,11 @@ def run_huggingface(train, test, steps, evaluate):
         eval_dataset=tokenize(tokenizer, test),
         processing_class=tokenizer,
         compute_metrics=accuracy,
+        callbacks=[timer := step_timer(TrainerCallback)],
     )
     result = trainer.train()
     metrics = trainer.evaluate() if evaluate else {}
-    return result.global_step, result.metrics["train_runtime"], metrics
+    return result.global_step, result.metrics["train_runtime"], metrics, timer.seconds
 
 
 def main():
@@ -116,8 +149,10 @@ def main():
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="CPU threads for both (torch.set_num_threads, ember.set_num_threads)",
+        nargs="+",
+        default=[None],
+        help="CPU threads for both (torch.set_num_threads, ember.set_num_threads); several "
+        "values run one after another in this process",
     )
     parser.add_argument(
         "--only",
@@ -129,37 +164,50 @@ def main():
     train, test = load_reviews(seed=SEED)
     steps_per_epoch = math.ceil(len(train) / BATCH)
     steps = None if options.full else options.steps
-    if options.threads:
+    for threads in options.threads:
+        run_at(threads, options, train, test, steps, steps_per_epoch)
+
+
+def run_at(threads, options, train, test, steps, steps_per_epoch):
+    """Both sides (or --only one) at `threads` CPU threads; prints and returns the figures."""
+    if threads:
         import torch
 
         import ember
 
-        torch.set_num_threads(options.threads)
-        ember.set_num_threads(options.threads)
+        torch.set_num_threads(threads)
+        ember.set_num_threads(threads)
     print(
         f"Rotten Tomatoes: {len(train)} train / {len(test)} test reviews; "
         f"{steps_per_epoch} steps per epoch; timing "
-        f"{'the full epoch' if options.full else f'{steps} steps'} of each"
+        f"{'the full epoch' if options.full else f'{steps} steps'} of each; "
+        f"{threads or 'default'} thread(s); OPENBLAS_THREAD_TIMEOUT="
+        f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
     )
     results = {}
     sides = (("huggingface", run_huggingface), ("ember", run_ember))
     for name, run in sides:
         if options.only and name != options.only:
             continue
+        wait_idle()
         start = time.perf_counter()
-        done, runtime, metrics = run(train, test, steps, options.full)
-        per_step = runtime / done
+        done, runtime, metrics, seconds = run(train, test, steps, options.full)
+        timed = seconds[1:] or seconds  # the first step warms up (kernels, buffers)
+        per_step = statistics.median(timed)
         results[name] = {
             "steps": done,
             "train_runtime_s": runtime,
             "s_per_step": per_step,
+            "s_per_step_min": min(timed),
+            "s_per_step_max": max(timed),
             "epoch_s_estimate": per_step * steps_per_epoch,
             "eval_accuracy": metrics.get("eval_accuracy"),
             "wall_s": time.perf_counter() - start,
         }
         line = (
-            f"{name:<12} {done} steps in {runtime:.1f} s: {per_step:.3f} s/step, "
-            f"epoch ~{per_step * steps_per_epoch / 60:.1f} min"
+            f"{name:<12} {done} steps in {runtime:.1f} s; per step after the first: min "
+            f"{min(timed):.3f} median {per_step:.3f} max {max(timed):.3f} s, epoch "
+            f"~{per_step * steps_per_epoch / 60:.1f} min"
         )
         if metrics:
             line += f", eval accuracy {metrics['eval_accuracy']:.4f}"
@@ -170,26 +218,36 @@ def main():
                 {
                     "workload": "trainer_minilm_rotten_tomatoes",
                     "side": options.only,
+                    "threads": threads,
                     "full_epoch": options.full,
                     **next(iter(results.values())),
                 }
             )
         )
-        return
+        return results
     ratio = results["ember"]["s_per_step"] / results["huggingface"]["s_per_step"]
-    print(f"time per step ember / HuggingFace: {ratio:.2f}x")
+    print(f"time per step ember / HuggingFace ({threads or 'default'} thread(s)): {ratio:.2f}x")
     summary = {
         "workload": "trainer_minilm_rotten_tomatoes",
         "reference": "transformers",
+        "threads": threads,
         "ratio": ratio,
         "full_epoch": options.full,
         **{
             f"{k}_{field}": v[field]
             for k, v in results.items()
-            for field in ("steps", "s_per_step", "epoch_s_estimate", "eval_accuracy")
+            for field in (
+                "steps",
+                "s_per_step",
+                "s_per_step_min",
+                "s_per_step_max",
+                "epoch_s_estimate",
+                "eval_accuracy",
+            )
         },
     }
-    print(json.dumps(summary))
+    print(json.dumps(summary), flush=True)
+    return results
 
 
 if __name__ == "__main__":

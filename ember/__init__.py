@@ -9,6 +9,13 @@ Heavy parts (nn, data pipelines, graph compiler, tokenizers, models) load on fir
 from __future__ import annotations
 
 import importlib as _importlib
+import os as _os
+import sys as _sys
+
+# first, before anything loads NumPy: OpenBLAS's idle workers then spin ~30 us after a product
+# instead of ~0.1 s (Note [BLAS spin] in ember/backend/threads.py)
+if "numpy" not in _sys.modules:
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
 
 __version__ = "0.1.0"
 

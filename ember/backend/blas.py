@@ -25,14 +25,13 @@ first product that qualifies, in the environment's `lib` folder (where the wheel
 because in a process that also runs PyTorch, loading it made OpenBLAS's own products (the
 rows above the limit) 2-20x slower on this machine (MiniLM 16 x 20: 1.8 s against 0.3 s
 for PyTorch; batched serving at half speed), which is not understood yet; without PyTorch in
-the process no slowdown was seen. MKL runs with its
-sequentialMKL runs with its
-sequential threading layer and its thread count left at 1, so it starts no thread pool that
-could spin against NumPy's and numba's threads on a loaded machine; this is why its row limit
-stays low when `ember.set_num_threads(n > 1)` gives OpenBLAS more threads
-(`MKL_MAX_ROWS_THREADED`). Results differ from NumPy's only by float rounding: each element
-is a length-K dot product in another summation order, so |mkl - numpy| <= 2 K eps sum|a_ik
-b_kj| (tests/ops/test_blas.py checks that bound against a float64 product).
+the process no slowdown was seen. MKL runs with its sequential threading layer and its
+thread count left at 1, so it starts no thread pool that could spin against NumPy's and
+numba's threads on a loaded machine; this is why its row limit stays low when
+`ember.set_num_threads(n > 1)` gives OpenBLAS more threads (`MKL_MAX_ROWS_THREADED`).
+Results differ from NumPy's only by float rounding: each element is a length-K dot product in
+another summation order, so |mkl - numpy| <= 2 K eps sum|a_ik b_kj| (tests/ops/test_blas.py
+checks that bound against a float64 product).
 """
 
 from __future__ import annotations

@@ -131,16 +131,31 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False, parall
     return kernel
 
 
+# Note [Own OpenMP]: numba's OpenMP layer (numba/np/ufunc/omppool, linked to the system's
+# libgomp) starts with OMP_WAIT_POLICY=PASSIVE unless the user chose a policy: idle OpenMP
+# workers then sleep instead of spinning on the cores that the next BLAS call or chunked NumPy
+# op needs. The variable is set only while numba loads its OpenMP library (libgomp reads it
+# once, at load), so other libraries in the process never see it. A process that imported
+# PyTorch first already holds PyTorch's own libgomp, loaded with RTLD_GLOBAL; numba's layer
+# then bound to it, so ember's parallel kernels ran on PyTorch's OpenMP workers with PyTorch's
+# wait policy (spinning ~ms after every region) while OpenBLAS's worker spun too (Note [BLAS
+# spin] in ember/backend/threads.py): each pool's idle spin took the core the other's work
+# needed. Measured on the quiet 2-core machine at 2 threads: the compiled MNIST MLP step (batch
+# 64, bench/bench_mlp.py) took 7.1 ms beside torch (the OpenMP worker 0.7 s and OpenBLAS's
+# 1.3 s of CPU in a 1.4 s round) against 0.40 ms without torch. So numba's layer is loaded with
+# RTLD_DEEPBIND: its GOMP_* calls bind to the libgomp it links (a second copy, with ember's
+# passive policy and its own workers), never to one another library put in the global scope:
+# 0.37-0.47 ms beside torch and JAX. (Where numba starts first, a later `import torch` finds
+# that libgomp already loaded under its soname and shares it, passive policy included.)
 def start_threads() -> None:
     """Start numba's threads with ember's thread budget (Note [Thread budget] in
-    ember/backend/parallel.py). Its OpenMP layer starts with OMP_WAIT_POLICY=PASSIVE unless the
-    user chose a policy: idle OpenMP workers then sleep instead of spinning on the cores that
-    the next BLAS call or chunked NumPy op needs. The variable is set only while numba loads its
-    OpenMP library (read once, at load), so other libraries in the process never see it."""
+    ember/backend/parallel.py) on an OpenMP runtime of ember's own, waiting passively (Note
+    [Own OpenMP])."""
     numba = _load()
     if numba is None:
         return
     import os
+    import sys
 
     from numba.np.ufunc import parallel as numba_parallel
 
@@ -150,9 +165,14 @@ def start_threads() -> None:
         chosen = "OMP_WAIT_POLICY" in os.environ
         if not chosen:
             os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        flags = sys.getdlopenflags() if hasattr(sys, "getdlopenflags") else None
+        if flags is not None and hasattr(os, "RTLD_DEEPBIND"):
+            sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
         try:
             numba_parallel._launch_threads()
         finally:
+            if flags is not None:
+                sys.setdlopenflags(flags)
             if not chosen:
                 del os.environ["OMP_WAIT_POLICY"]
     numba.set_num_threads(min(parallel.num_threads(), numba.config.NUMBA_NUM_THREADS))

@@ -49,12 +49,12 @@ Note [Thread budget]: `ember.set_num_threads(n)` sets OpenBLAS's threads, numba'
 pool's to n (default: the cores this process may use), so the three never ask for more than n
 cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one after another
 from the caller's thread, never nested. Idle workers must not hold a core either: this pool's
-threads sleep on a queue; numba's OpenMP layer starts with a passive wait policy
-(`numba_kernels.start_threads`; measured: an idle OpenMP worker otherwise spins ~0.4 core on
-this loaded machine after each kernel, none with it); OpenBLAS's workers spin ~30 ms of CPU
-after every GEMM by default, which only the environment can shorten (Note [BLAS spin] in
-ember/backend/threads.py). The pool's workers are started on first use and dropped in a
-forked child (a DataLoader worker starts its own).
+threads sleep on a queue; numba's OpenMP layer runs on its own libgomp with a passive wait
+policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
+ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) after every
+GEMM unless OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded, which `import ember` does when
+it comes first (Note [BLAS spin] in ember/backend/threads.py). The pool's workers are started
+on first use and dropped in a forked child (a DataLoader worker starts its own).
 """
 
 from __future__ import annotations
@@ -266,19 +266,41 @@ if hasattr(os, "register_at_fork"):
 
 
 # Note [Overloaded machine]: with more runnable threads than cores on the machine (other
-# processes), an op split over two threads ends when the later of the two is scheduled: on this
-# 2-core machine at a load average of ~20, 2-thread ops took 1.3-2.7x their serial time even
-# with chunks claimed dynamically (PyTorch's took 10-30x). So while the 1-minute load average
-# exceeds _LOAD_LIMIT x the machine's cores (read at most twice a second), ops take NumPy's
-# serial call (`parallel_worth` says no) and fused kernels their serial build, as OpenMP's
-# dynamic mode (OMP_DYNAMIC) would lower the thread count. Results are the same either way.
-_LOAD_LIMIT = 1.5
+# processes), an op split over two threads ends when the later of the two is scheduled. ember
+# used to run everything serially while the 1-minute load average exceeded 1.5x the cores;
+# measured again on the 2-core machine with the shared lock held and k busy-looping processes
+# beside a 2-thread MiniLM forward 32x128 (ember alone, medians of 3, the fallback forced on
+# against plain chunking): k=0 753 ms serial against 549 ms chunked; k=2 980 against 940; k=4
+# 2484 against 1835; k=12 (load ~14) 5174 against 4304; the fine-tune step 16x128: k=0 948
+# against 816, k=2 2547 against 2284, k=4 4051 against 4172. Chunks are claimed dynamically
+# (Note [Parallel kernels]), so a descheduled worker leaves its chunks to the caller, and the
+# second core still helps whenever it is given to this process; serial never won by more than
+# the noise. A process's own threads count in the load average too: a 2-thread ember run with
+# OpenBLAS's default spin (Note [BLAS spin] in ember/backend/threads.py) keeps ~3 threads
+# runnable, enough to pass 1.5x on 2 cores by itself. So the fallback is off by default: only
+# EMBER_SERIAL_LOAD=x (a factor of the cores) turns it on, for a user who would rather leave a
+# crowded machine's cores to others; then ops take NumPy's serial call (`parallel_worth` says
+# no) and fused kernels their serial build while the load average exceeds x times the cores
+# (read at most twice a second). Results are the same either way.
+def _load_limit():
+    value = os.environ.get("EMBER_SERIAL_LOAD", "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise ValueError(
+            f"EMBER_SERIAL_LOAD: expected a number (a factor of the cores), got {value!r}"
+        ) from None
+
+
+_LOAD_LIMIT = _load_limit()
 _load_state = [0.0, False]  # (when read, overloaded)
 
 
 def overloaded() -> bool:
-    """Whether the machine has many more runnable threads than cores (Note [Overloaded
-    machine])."""
+    """Whether EMBER_SERIAL_LOAD is set and the machine's load average exceeds it (Note
+    [Overloaded machine])."""
+    if _LOAD_LIMIT is None:
+        return False
     import time
 
     now = time.monotonic()

@@ -33,15 +33,30 @@ _blas = None  # (setter, getter, library) once found; False when none is loaded
 _requested: int | None = None
 
 # Note [BLAS spin]: after each job OpenBLAS's worker threads busy-wait for the next one, for
-# 2**28 CPU cycles by default (~0.1 s; ~30 ms of a core after every GEMM with the caller
-# asleep), where they compete with ember's elementwise kernels on a loaded machine. OpenBLAS
-# reads the limit (OPENBLAS_THREAD_TIMEOUT, log2 of the cycles) only when its threads start.
-# ember does not restart them to change it: restarting them from a running process
+# 2**28 CPU cycles by default: measured 128 ms of a core after the last GEMM on this 2-core
+# machine (bench/harness.py's Note [Quiet side] has the per-thread figures). Inside ember's own
+# 2-thread work the spinning worker takes the core that numba's and the pool's workers need
+# between GEMMs (MiniLM forward 32x128: the BLAS worker ran 0.65 s of CPU in a 0.72 s call);
+# after ember's work it takes the core from whatever runs next (the data loader, another
+# library: PyTorch's LSTM layer beside it took 33.8 ms instead of 5.8 ms at 2 threads). OpenBLAS
+# reads the limit (OPENBLAS_THREAD_TIMEOUT, log2 of the cycles, 4 to 30) only when NumPy loads
+# it, so `import ember` sets OPENBLAS_THREAD_TIMEOUT=16 (~30 us) when NumPy is not loaded yet
+# and the user has not chosen a value (at the top of ember/__init__.py, before anything imports
+# NumPy; child processes inherit it). Measured on the quiet 2-core machine, ember alone at 2
+# threads, one process each way (min / median): MiniLM forward 32x128 651 / 669 ms -> 517 / 529
+# ms, fine-tune step 16x128 872 / 978 -> 756 / 819 ms, forward 1x16 unchanged (107 ms per 10);
+# the compiled MNIST MLP step 0.37-0.40 ms either way. A process that imported NumPy first
+# keeps the default spin unless the variable is set in its environment: ember does not restart
+# OpenBLAS's threads to change it, because restarting them from a running process
 # (openblas_read_env, blas_thread_shutdown_, blas_thread_init) left every later 2-thread GEMM
 # stalling, measured on the quiet 2-core machine as a compiled MNIST MLP step of 26.6 ms
-# instead of 0.46 ms; the same limit given in the environment at start (e.g.
-# OPENBLAS_THREAD_TIMEOUT=20 for ~0.4 ms) costs nothing. So a user on a shared machine sets the
-# variable before Python starts; ember leaves OpenBLAS's threads alone.
+# instead of 0.46 ms; the same limit given in the environment at start costs nothing. (To
+# re-check: that measurement ran where two other stalls, since fixed, also hit the 2-thread
+# MLP step: numba's kernels on PyTorch's spinning OpenMP workers, Note [Own OpenMP] in
+# ember/backend/numba_kernels.py, 7.1 ms a step; and bench_mlp's 2-thread child pinned to one
+# core, 40 ms. Without them, in a NumPy-first process at 2 threads, the restart to 2**16
+# cycles gave an MLP step of 0.35-0.38 ms against 0.39 ms and a MiniLM forward 32x128 of
+# 530-540 ms against 660-682 ms, the worker idle right after a GEMM instead of spinning 128 ms.)
 
 
 def _find_blas():

@@ -80,6 +80,38 @@ def xent_grad_rows(x, t, ignore_index, scale, out):
         out[i, k] = out[i, k] - scale[i]
     return 0
 """,
+    # both at once (a compiled training step needs the loss and its gradient): each exp once,
+    # the same arithmetic in the same order as the two kernels above, so equal bit for bit
+    "xent_with_grad_rows": """\
+def xent_with_grad_rows(x, t, ignore_index, scale, losses, out):
+    n, c = x.shape
+    exps = np.empty(c, np.float64)
+    valid = 0
+    for i in range(n):
+        k = t[i]
+        if k == ignore_index:
+            losses[i] = 0.0
+            for j in range(c):
+                out[i, j] = 0.0
+            continue
+        if k < 0 or k >= c:
+            return -1
+        m = x[i, 0]
+        for j in range(1, c):
+            if x[i, j] > m:
+                m = x[i, j]
+        s = 0.0
+        for j in range(c):
+            exps[j] = np.exp(np.float64(x[i, j]) - m)
+            s += exps[j]
+        losses[i] = np.log(s) - (np.float64(x[i, k]) - m)
+        f = scale[i] / s
+        for j in range(c):
+            out[i, j] = exps[j] * f
+        out[i, k] = out[i, k] - scale[i]
+        valid += 1
+    return valid
+""",
 }
 
 _KERNELS: dict = {}
@@ -186,13 +218,17 @@ def cross_entropy(x, t, ignore_index, reduction):
         valid = kernel(x, t, int(ignore_index), losses)
     if valid < 0:
         return None
+    return _reduced(losses, valid, reduction, x.dtype)
+
+
+def _reduced(losses, valid, reduction, dtype):
+    """The loss from the rows' float64 losses and the count of valid rows."""
     if reduction == "none":
-        return losses.astype(x.dtype)
+        return losses.astype(dtype)
     total = losses.sum()
     if reduction == "sum":
-        return np.asarray(total, dtype=x.dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):  # no valid target: nan, as PyTorch
-        return np.asarray(total / valid if valid else np.nan, dtype=x.dtype)
+        return np.asarray(total, dtype=dtype)
+    return np.asarray(total / valid if valid else np.nan, dtype=dtype)  # none valid: nan
 
 
 def cross_entropy_grad(g, x, t, ignore_index, reduction):
@@ -203,28 +239,59 @@ def cross_entropy_grad(g, x, t, ignore_index, reduction):
     if kernel is None:
         return None
     t = np.ascontiguousarray(t)
-    n = x.shape[0]
-    if reduction == "none":
-        if g.shape != (n,):
-            return None
-        scale = g.astype(np.float64)
-    else:
-        if g.size != 1:
-            return None
-        if reduction == "mean":
-            count = int(np.count_nonzero(t != ignore_index))
-            # the reference rounds the per-row scale to the logits' dtype first
-            s = x.dtype.type(1.0) / x.dtype.type(max(count, 1)) * g.reshape(())
-        else:
-            s = g.reshape(())
-        scale = np.full(n, np.float64(x.dtype.type(s)))
-    scale[t == ignore_index] = 0.0  # ignored rows: a zero gradient row
+    scale = _row_scale(g, x, t, ignore_index, reduction)
+    if scale is None:
+        return None
     out = np.empty(x.shape, x.dtype)
     x = np.ascontiguousarray(x)
     if x.shape[1] >= _WIDE:
         if not _targets_ok(t, x.shape[1], ignore_index):
             return None
+        scale[t == ignore_index] = 0.0  # ignored rows: a zero gradient row
         return _wide_grad(x, t, int(ignore_index), scale, out)
     if kernel(x, t, int(ignore_index), scale, out) < 0:
         return None
     return out
+
+
+def _row_scale(g, x, t, ignore_index, reduction):
+    """Each row's factor of the gradient (float64), rounded as the reference rounds it."""
+    n = x.shape[0]
+    if reduction == "none":
+        if g.shape != (n,):
+            return None
+        return g.astype(np.float64)
+    if g.size != 1:
+        return None
+    if reduction == "mean":
+        count = int(np.count_nonzero(t != ignore_index))
+        # the reference rounds the per-row scale to the logits' dtype first
+        s = x.dtype.type(1.0) / x.dtype.type(max(count, 1)) * g.reshape(())
+    else:
+        s = g.reshape(())
+    return np.full(n, np.float64(x.dtype.type(s)))
+
+
+def cross_entropy_with_grad(g, x, t, ignore_index, reduction):
+    """(softmax_cross_entropy's forward, softmax_cross_entropy_grad's forward with upstream
+    gradient `g`) in one pass over the logits, equal to `cross_entropy` and
+    `cross_entropy_grad` bit for bit; None where those would return None."""
+    if not _usable(x, t) or g.dtype != x.dtype:
+        return None
+    kernel = _kernel("xent_with_grad_rows")
+    if kernel is None:
+        return None
+    if x.shape[1] >= _WIDE:  # the NumPy row blocks (Note [Wide softmax rows]), as those two
+        loss = cross_entropy(x, t, ignore_index, reduction)
+        grad = cross_entropy_grad(g, x, t, ignore_index, reduction)
+        return None if loss is None or grad is None else (loss, grad)
+    t = np.ascontiguousarray(t)
+    scale = _row_scale(g, x, t, ignore_index, reduction)
+    if scale is None:
+        return None
+    losses = np.empty(x.shape[0], np.float64)
+    out = np.empty(x.shape, x.dtype)
+    valid = kernel(np.ascontiguousarray(x), t, int(ignore_index), scale, losses, out)
+    if valid < 0:
+        return None
+    return _reduced(losses, valid, reduction, x.dtype), out

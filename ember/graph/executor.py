@@ -1,11 +1,13 @@
 """The executor: a compiled graph as one generated straight-line Python function.
 
 Note [Executor]: `Executor(graph)` turns the equations into Python source, one line per
-equation, each line a single kernel call on local variables (no per-op dispatch, no dicts):
-NumPy ufuncs, `matmul` and `sum` write into buffers allocated once when the executor is built
-(`out=`; an op's ufunc is a fact of its OpDef, Note [OpDef]), other ops call their
-registered kernel or reference forward. Ops whose OpDef says `quiet` run with floating-point
-warnings off, as eager does. Buffers are planned
+equation, each line a single kernel call on local variables (no per-op dispatch, no dicts).
+Every line calls what the op's OpDef names (Note [OpDef]): its NumPy `ufunc`, or its registered
+kernel or reference forward; the executor has no kernel of its own. Ufuncs and ops whose OpDef
+says `writes_out` (matmul, linear, relu: the forward takes `out=`) write into buffers allocated
+once when the executor is built, so a compiled matmul runs the same layout checks and BLAS
+dispatch (Note [Small GEMMs]) as an eager one. Ops whose OpDef says `quiet` run with
+floating-point warnings off, as eager does. Buffers are planned
 from value lifetimes: a buffer returns to the pool after the last use of every value that may
 alias it (a view, or an op whose kernel may return its input), and the next value of the same
 shape and dtype takes it. Parameter updates whose old value is dead by then are computed
@@ -44,16 +46,6 @@ def _literal(plan, value) -> str:
     return plan.bind(value, "l")
 
 
-def _matmul_flat(a, b, out):
-    """(..., M, K) @ (K, N) as one (prod(...) * M, K) @ (K, N) GEMM, into `out` (a C-contiguous
-    planned buffer) or a new array."""
-    k, n = b.shape
-    if out is None:
-        return np.matmul(a.reshape(-1, k), b).reshape(a.shape[:-1] + (n,))
-    np.matmul(a.reshape(-1, k), b, out=out.reshape(-1, n))
-    return out
-
-
 class _Plan:
     """Per-equation decisions: the kernel line and the buffer it writes."""
 
@@ -63,9 +55,7 @@ class _Plan:
             "np": np,
             "xp": _XP,
             "asarray": np.asarray,
-            "ascontiguousarray": np.ascontiguousarray,
             "copyto": np.copyto,
-            "add_reduce": np.add.reduce,
         }
         self.n = 0
 
@@ -152,14 +142,6 @@ class Executor:
             buffer_live.setdefault(target, set()).add(v)
             return target
 
-        from ember.ops.registry import OpDef
-
-        # values made by view ops that may leave them strided (everything but reshape)
-        self._strided = {
-            e.out
-            for e in g.eqns
-            if isinstance(e.op, OpDef) and e.op.view and e.op.name != "reshape"
-        }
         for idx, e in enumerate(g.eqns):
             out = e.out
             produced_at[out] = idx
@@ -323,13 +305,21 @@ class Executor:
     @staticmethod
     def _reads_in_step(e, cap, aliases, names) -> bool:
         """Writing `cap`'s buffer while `e` runs is safe: an elementwise kernel (a ufunc handles
-        overlap itself) or a fused kernel that reads the buffer only as `cap` itself, element i
-        before it writes element i."""
-        if not (getattr(e.op, "accepts_out", False) or getattr(e.op, "accepts_outs", False)):
+        overlap itself), a fused kernel that reads the buffer only as `cap` itself, element i
+        before it writes element i, or an op that `writes_out` none of whose inputs shares the
+        buffer (Note [OpDef])."""
+        writes_out = getattr(e.op, "writes_out", False)
+        if not (
+            writes_out
+            or getattr(e.op, "accepts_out", False)
+            or getattr(e.op, "accepts_outs", False)
+        ):
             return True
         key = names[cap]
         return all(
-            a is cap or key not in aliases.get(a, ()) for a in e.inputs if isinstance(a, Var)
+            (a is cap and not writes_out) or key not in aliases.get(a, ())
+            for a in e.inputs
+            if isinstance(a, Var)
         )
 
     @staticmethod
@@ -339,13 +329,12 @@ class Executor:
         op = e.op
         if getattr(op, "accepts_out", False) and len(e.outs) == 1:
             return "fused"  # a fused kernel (ember.graph.fusion) writing one result
-        if not isinstance(op, OpDef) or op.kernels.get("numpy") is not None:
+        if not isinstance(op, OpDef):
             return None
-        name = op.name
         vars_ = [a for a in e.inputs if isinstance(a, Var)]
         if not vars_:
             return None
-        if op.ufunc is not None:
+        if op.ufunc is not None and op.kernels.get("numpy") is None:
             if any(not isinstance(a, (Var, bool, int, float)) for a in e.inputs):
                 return None
             kinds = {a.dtype for a in vars_}
@@ -354,22 +343,18 @@ class Executor:
                 return None
             if out.dtype.kind != "b" and out.dtype != vars_[0].dtype:
                 return None
-            if out.dtype.kind not in "fb" and name in ("div", "pow", "reciprocal"):
+            if out.dtype.kind not in "fb" and op.name in ("div", "pow", "reciprocal"):
                 return None
             return "ufunc"
-        if name == "relu" and vars_[0].dtype.kind == "f":
-            return "relu"
         if (
-            name == "matmul"
-            and len(vars_) == 2
-            and vars_[0].dtype == vars_[1].dtype
-            and vars_[0].dtype.kind == "f"
-            and vars_[0].ndim >= 1
-            and vars_[1].ndim >= 1
+            op.writes_out
+            and len(e.outs) == 1
+            and all(a.dtype == e.out.dtype for a in vars_)
+            and not any(type(a) in (bool, int, float) for a in e.inputs)
         ):
-            return "matmul"
-        if name == "sum" and vars_[0].dtype.kind == "f":
-            return "sum"
+            # the op's own forward writes into the planned buffer (Note [OpDef], `writes_out`),
+            # which has the dtype it computes in (no operand to promote)
+            return "forward"
         return None
 
     def _kernel_line(self, plan, e, kind, args, target):
@@ -379,52 +364,30 @@ class Executor:
             fn = plan.bind(getattr(np, e.op.ufunc), "u")
             call = f"{fn}({', '.join(args)}{out})"
             return f"asarray({call})" if scalar else call
-        if kind == "relu":
-            return (
-                f"asarray(np.maximum({args[0]}, 0))" if scalar else f"np.maximum({args[0]}, 0{out})"
-            )
         if kind == "fused":
             inplace = self._overwritten(e, args, [target]) if target is not None else None
             fn = plan.bind(e.op.make_runner(e, inplace=inplace), "p")
             return f"{fn}({', '.join(args)}{out})"
-        if kind == "matmul":
-            a, b = e.inputs[0], e.inputs[1]
-            # an operand made by a strided view (k.mT): NumPy's matmul would skip BLAS for a
-            # stack of such matrices (eager code calls .contiguous(), which a graph value,
-            # having no strides, skips); a contiguous copy first, as eager makes, and none for
-            # an array that is contiguous already
-            args = [
-                f"ascontiguousarray({x})" if v in self._strided else x
-                for v, x in zip(e.inputs, args)
-            ]
-            if b.ndim == 2 and a.ndim > 2 and (target is None or target.startswith("b")):
-                # (..., M, K) @ (K, N) as one GEMM over the flattened batch, as the op's
-                # forward does: NumPy's matmul would loop over small GEMMs, each a thread
-                # handoff for a multi-threaded BLAS
-                fn = plan.bind(_matmul_flat, "m")
-                return f"{fn}({args[0]}, {args[1]}, {target})"
-            call = f"np.matmul({args[0]}, {args[1]}{out})"
+        if kind == "forward":
+            call = self._forward_call(plan, e, args, out)
             return f"asarray({call})" if scalar else call
-        if kind == "sum":
-            dim = e.attrs.get("dim")
-            axis = None if dim is None else tuple(dim)
-            keep = bool(e.attrs.get("keepdim"))
-            if e.out.ndim == 0 and target is None:
-                return f"asarray(add_reduce({args[0]}, axis={axis!r}))"
-            return f"add_reduce({args[0]}, axis={axis!r}, keepdims={keep}{out})"
         raise AssertionError(kind)
+
+    @staticmethod
+    def _forward_call(plan, e, args, out=""):
+        """The call of an op's registered kernel (or reference forward) on `args`; `out` is
+        "" or ", out=<buffer>" for an op whose OpDef says it `writes_out`."""
+        fn = plan.bind(e.op.kernels.get("numpy") or e.op.forward, "f")
+        call = f"{fn}(xp" + "".join(f", {a}" for a in args)  # ops may have no inputs
+        if e.attrs:
+            call += f", **{plan.bind(dict(e.attrs), 'a')}"
+        return call + out + ")"
 
     def _generic_line(self, plan, e, args, targets=None):
         from ember.ops.registry import OpDef
 
         if isinstance(e.op, OpDef):
-            kernel = e.op.kernels.get("numpy") or e.op.forward
-            fn = plan.bind(kernel, "f")
-            call = f"{fn}(xp" + "".join(f", {a}" for a in args)  # ops may have no inputs
-            if e.attrs:
-                attrs = plan.bind(dict(e.attrs), "a")
-                call += f", **{attrs}"
-            call += ")"
+            call = self._forward_call(plan, e, args)
             if e.op.promote is not None and any(type(v) in (bool, int, float) for v in e.inputs):
                 # Python-number operands: NumPy would widen the result (float64 from
                 # where(c, 1.5, -0.5)); the graph's dtype is the rule's, as in eager dispatch

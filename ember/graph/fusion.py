@@ -29,6 +29,14 @@ Groups of a single elementwise equation are left alone: the executor already run
 ufuncs into preallocated buffers (Note [Executor]); so are two-op chains without a reduction
 over large arrays (`_LARGE`), where the scalar generated loop measured slower than two
 vectorised ufunc passes (the SGD update of a 128x784 weight: 59 us against 52 us).
+
+Note [Joint kernels]: a training step computes a loss and, in its backward, the loss's gradient
+from the same operands (softmax cross entropy's logits and targets): two kernels that each
+redo the row's maximum, exponentials and sum. Where an OpDef offers a `joint` kernel for the
+pair (Note [OpDef]), `pair_joint` replaces the two equations by one `JointOp` equation with both
+results, at the first one's place; it does so only where the second's other operands (the
+upstream gradient) are known by then, which they are for a loss at the end of the graph. The
+joint kernel returning None (an input it does not handle) runs the two ops' kernels instead.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from ember.backend import parallel
 from ember.graph.ir import Eqn, Graph, Var
 from ember.ops.registry import REGISTRY, OpDef, bool_dtype
 
-__all__ = ["fuse_elementwise", "FusedOp"]
+__all__ = ["fuse_elementwise", "FusedOp", "pair_joint", "JointOp"]
 
 _FLOATS = {np.dtype(np.float32), np.dtype(np.float64)}
 _INTS = {np.dtype(np.int32), np.dtype(np.int64)}
@@ -79,9 +87,11 @@ def _strided(op) -> bool:
 
 def _fusible(e) -> bool:
     op = e.op
-    if not isinstance(op, OpDef) or op.kernels.get("numpy") is not None:
+    if not isinstance(op, OpDef):
         return False
     name = op.name
+    # the template is the spec of the op's part in a fused kernel: an op with a faster NumPy
+    # kernel of its own (where's bitwise select) fuses too, which saves its pass over memory
     if not isinstance(op.template, str) or len(e.outs) != 1:
         return False
     if any(
@@ -663,3 +673,90 @@ def _index(in_shape, out_shape) -> str:
         d = off + j
         parts.append("0" if s == 1 and out_shape[d] != 1 else f"i{d}")
     return ", ".join(parts)
+
+
+# --- joint kernels (Note [Joint kernels]) ------------------------------------------------------
+def _same_atom(a, b) -> bool:
+    if isinstance(a, Var) or isinstance(b, Var):
+        return a is b
+    return type(a) is type(b) and a == b
+
+
+def pair_joint(graph: Graph) -> Graph:
+    """Compute each pair of equations that an OpDef's `joint` kernel covers with one call
+    (Note [Joint kernels])."""
+    eqns = graph.eqns
+    produced_at = {v: i for i, e in enumerate(eqns) for v in e.outs}
+    replace: dict = {}  # eqn index -> joint Eqn, or None (dropped)
+    for i, first in enumerate(eqns):
+        op = first.op
+        if not isinstance(op, OpDef) or not op.joint or len(first.outs) != 1 or i in replace:
+            continue
+        n = len(first.inputs)
+        for j in range(i + 1, len(eqns)):
+            second = eqns[j]
+            if (
+                j in replace
+                or not isinstance(second.op, OpDef)
+                or second.op.name not in op.joint
+                or len(second.outs) != 1
+                or len(second.inputs) < n
+                or second.attrs != first.attrs
+                or not all(
+                    _same_atom(a, b)
+                    for a, b in zip(second.inputs[len(second.inputs) - n :], first.inputs)
+                )
+                or any(
+                    produced_at.get(a, -1) >= i
+                    for a in second.inputs[: len(second.inputs) - n]
+                    if isinstance(a, Var)
+                )
+            ):
+                continue
+            joint = JointOp(op, second.op, n)
+            replace[i] = Eqn(joint, second.inputs, first.attrs, [first.out, second.out], first.site)
+            replace[j] = None
+            break
+    if not replace:
+        return graph
+    graph.eqns = [replace.get(i, e) for i, e in enumerate(eqns) if replace.get(i, e) is not None]
+    return graph
+
+
+class JointOp:
+    """A graph-level primitive: two registered ops computed by the first one's `joint` kernel
+    (Note [Joint kernels]); its inputs are the second op's."""
+
+    stateful = False
+    fresh_outputs = True  # new arrays: the executor's buffer plan keeps nothing of them
+
+    def __init__(self, first: OpDef, second: OpDef, n_first: int):
+        self.first = first
+        self.second = second
+        self.n_first = n_first  # the first op's operands: the last n_first inputs
+        self.name = f"joint[{first.name},{second.name}]"
+        self.quiet = first.quiet or second.quiet
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+    def make_runner(self, e, inplace=None):
+        from ember.backend import get_backend
+
+        xp = get_backend("cpu").xp
+        joint = self.first.joint[self.second.name]
+        first = self.first.kernels.get("numpy") or self.first.forward
+        second = self.second.kernels.get("numpy") or self.second.forward
+        attrs = dict(e.attrs)
+        skip = len(e.inputs) - self.n_first
+
+        def run(*arrays):
+            both = joint(xp, *arrays, **attrs)
+            if both is None:
+                return (
+                    np.asarray(first(xp, *arrays[skip:], **attrs)),
+                    np.asarray(second(xp, *arrays, **attrs)),
+                )
+            return both
+
+        return run

@@ -305,8 +305,10 @@ def run_passes(graph: Graph, fuse: bool = True) -> Graph:
         graph = fn(graph)
         dump(graph, name)
     if fuse:
-        from ember.graph.fusion import fuse_elementwise
+        from ember.graph.fusion import fuse_elementwise, pair_joint
 
+        graph = pair_joint(graph)
+        dump(graph, "joint kernels")
         graph = fuse_elementwise(graph)
         dump(graph, "fusion")
     return graph

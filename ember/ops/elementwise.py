@@ -252,11 +252,12 @@ SIGMOID = _unary(
 )
 RELU = _exact(
     "relu",
-    lambda xp, x: xp.maximum(x, 0),
+    lambda xp, x, out=None: xp.maximum(x, 0) if out is None else xp.maximum(x, 0, out=out),
     lambda g, y, x: (where(y > 0, g, 0.0),),
     save_inputs=False,
     save_output=True,
     inplace=("relu_",),
+    writes_out=True,
     template="maximum({0}, D(0))",
 )
 FLOOR = _exact(

@@ -64,18 +64,27 @@ def _matmul_vjp(g, y, a, b):
     return ga, gb
 
 
-def _matmul_forward(xp, a, b):
+def _matmul_forward(xp, a, b, out=None):
+    # out: the compiled graph's planned buffer (Note [OpDef], `writes_out`)
     # (..., M, K) @ (K, N): one large GEMM over the flattened batch instead of NumPy's loop of
     # small ones (4x faster for transformer-sized activations)
     if b.ndim == 2 and a.ndim > 2:
-        out = xp.matmul(a.reshape(-1, a.shape[-1]), b)
-        return out.reshape(a.shape[:-1] + (b.shape[-1],))
-    if b.ndim > 2 and b.strides[-1] != b.itemsize and hasattr(b, "__array_interface__"):
-        # NumPy (2.x) runs a stack of products whose second operand is a transposed view
-        # (`g @ v.mT` in every batched matmul's backward) in its loop without BLAS: 40-100x
+        n = b.shape[-1]
+        if out is None:
+            out = xp.matmul(a.reshape(-1, a.shape[-1]), b)
+            return out.reshape(a.shape[:-1] + (n,))
+        if out.flags.c_contiguous:
+            xp.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, n))
+            return out
+    elif (a.ndim > 2 or b.ndim > 2) and hasattr(b, "__array_interface__"):
+        # NumPy (2.x) runs a stack of products with a transposed view as an operand (`g @ v.mT`
+        # and `k.mT @ g` in every batched matmul's backward) in its loop without BLAS: 2-100x
         # slower than copying it first (0.4 ms for attention's (16, 12, 128, 32)).
-        b = xp.ascontiguousarray(b)
-    return xp.matmul(a, b)
+        if b.ndim > 2 and b.strides[-1] != b.itemsize:
+            b = xp.ascontiguousarray(b)
+        if a.ndim > 2 and a.strides[-1] != a.itemsize:
+            a = xp.ascontiguousarray(a)
+    return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
 
 
 MATMUL = defop(
@@ -85,6 +94,7 @@ MATMUL = defop(
     shape=_matmul_shape,
     dtype=lambda a, b: a,
     promote="common",
+    writes_out=True,
     doc="Matrix product with NumPy/PyTorch batching, broadcasting and 1-D rules.",
     operators=("__matmul__", "__rmatmul__"),
 )
@@ -272,8 +282,8 @@ def _linear_shape(x, w, b=None):
     return tuple(x[:-1]) + (w[0],)
 
 
-def _linear_forward(xp, x, w, b=None):
-    out = _matmul_forward(xp, x, w.T)
+def _linear_forward(xp, x, w, b=None, out=None):
+    out = _matmul_forward(xp, x, w.T, out=out)
     if b is not None:
         out += b
     return out
@@ -298,6 +308,7 @@ LINEAR = defop(
     shape=_linear_shape,
     dtype=lambda *d: d[0],
     promote="common",
+    writes_out=True,
     doc="x @ weight.T + bias as one op; the reference decomposition is "
     "`linear_reference` (Note [Fused composites]).",
 )

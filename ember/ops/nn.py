@@ -703,6 +703,12 @@ SOFTMAX_CROSS_ENTROPY.def_kernel("numpy")(
     _with_reference(_xent_kernels.cross_entropy, _xent_forward)
 )
 XENT_GRAD.def_kernel("numpy")(_with_reference(_xent_kernels.cross_entropy_grad, _xent_grad_forward))
+# the loss and its gradient in one pass over the logits (a compiled training step needs both)
+SOFTMAX_CROSS_ENTROPY.joint["softmax_cross_entropy_grad"] = (
+    lambda xp, g, x, t, ignore_index, reduction: _xent_kernels.cross_entropy_with_grad(
+        g, x, t, ignore_index, reduction
+    )
+)
 
 
 def cross_entropy(

@@ -20,6 +20,18 @@ table of op names of its own (a test checks that every name-keyed table names re
   (Note [Op surface] in ember.ops.surface);
 - `ufunc`: the NumPy ufunc (name) that computes the forward and accepts `out=` (the executor
   writes into preallocated buffers with it);
+- `writes_out`: the forward (and every kernel registered for it) also takes a keyword `out=`:
+  an array of the result's shape and dtype, sharing no memory with the inputs, which it fills
+  and returns. Eager dispatch never passes it; the graph executor passes its planned buffers,
+  so an op that needs more than one ufunc call (matmul: its layout checks and the BLAS it
+  dispatches to, Note [Small GEMMs]) still writes into them through its one forward, not
+  through a second implementation in the executor (Note [Executor]);
+- `joint`: kernels that compute this op's result together with another op's over the same
+  operands, by the other op's name: `joint[name](xp, *inputs of name, **attrs)` returns (this
+  op's result, that op's result), or None where it does not apply (both kernels then run).
+  This op's inputs are the last inputs of the other, with the same attributes: a loss and its
+  gradient, which a compiled training step computes one after the other (Note [Joint
+  kernels] in ember.graph.fusion);
 - `template`: the scalar expression of one element for generated fused kernels, over the
   operands `{0}`, `{1}`, `{2}` (`D(...)` casts to the result dtype; Note [Fusion]);
 - `quiet`: the NumPy kernel may warn on valid input (log(0), x/0): eager and compiled run it
@@ -81,6 +93,8 @@ class OpDef:
         "inplace",
         "api",
         "ufunc",
+        "writes_out",
+        "joint",
         "template",
         "quiet",
         "onnx",
@@ -124,6 +138,8 @@ class OpDef:
         self.inplace: tuple = ()
         self.api: Callable | None = None
         self.ufunc: str | None = None
+        self.writes_out = False
+        self.joint: dict[str, Callable] = {}
         self.template: str | None = None
         self.quiet = False
         self.onnx = None
@@ -206,6 +222,7 @@ def defop(
     operators: tuple = (),
     inplace: tuple = (),
     ufunc: str | None = None,
+    writes_out: bool = False,
     template: str | None = None,
     quiet: bool = False,
     onnx=None,
@@ -224,6 +241,7 @@ def defop(
     op.operators = tuple(operators)
     op.inplace = tuple(inplace)
     op.ufunc = ufunc
+    op.writes_out = writes_out
     op.template = template
     op.quiet = quiet
     op.onnx = onnx

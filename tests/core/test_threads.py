@@ -395,3 +395,143 @@ def test_an_overloaded_machine_runs_the_chunks_on_the_caller(monkeypatch):
         assert a.sum().item() == np.sum(a.numpy())
     finally:
         ember.set_num_threads(before)
+
+
+def _python(code: str, env_drop=(), env_add=None):
+    """Run `code` in a fresh interpreter from the repository root; its stdout, stripped."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in env_drop}
+    env.update(env_add or {})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "code, user_value, expected",
+    [
+        ("import ember", None, "16"),  # NumPy not loaded yet: ember sets the short spin
+        ("import numpy, ember", None, "None"),  # too late: OpenBLAS read its setting already
+        ("import ember", "28", "28"),  # the user's choice stands
+    ],
+)
+def test_import_ember_first_shortens_openblas_spin(code, user_value, expected):
+    """Note [BLAS spin]: `import ember` before NumPy sets OPENBLAS_THREAD_TIMEOUT, never over
+    the user's value, never after NumPy loaded OpenBLAS."""
+    env_add = {"OPENBLAS_THREAD_TIMEOUT": user_value} if user_value else None
+    out = _python(
+        code + "\nimport os\nprint(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))",
+        env_drop=("OPENBLAS_THREAD_TIMEOUT",),
+        env_add=env_add,
+    )
+    assert out == expected
+
+
+def test_numba_openmp_layer_loads_passive_and_deep_bound():
+    """Note [Own OpenMP]: numba's threading layer loads with RTLD_DEEPBIND and
+    OMP_WAIT_POLICY=PASSIVE, and neither outlives the load."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
+    code = (
+        "import os, sys\n"
+        "from ember.backend import numba_kernels\n"
+        "from numba.np.ufunc import parallel as layer\n"
+        "seen = []\n"
+        "real = layer._launch_threads\n"
+        "def launch():\n"
+        "    seen.append((sys.getdlopenflags(), os.environ.get('OMP_WAIT_POLICY')))\n"
+        "    real()\n"
+        "layer._launch_threads = launch\n"
+        "numba_kernels.start_threads()\n"
+        "flags, policy = seen[0]\n"
+        "print(bool(flags & os.RTLD_DEEPBIND), policy,\n"
+        "      bool(sys.getdlopenflags() & os.RTLD_DEEPBIND), os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+    out = _python(code, env_drop=("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"))
+    assert out == "True PASSIVE False None"
+
+
+def test_numba_kernels_do_not_run_on_pytorchs_openmp_workers():
+    """Note [Own OpenMP]: with PyTorch imported first, ember's parallel kernels run on their
+    own OpenMP runtime, so a later PyTorch parallel region starts PyTorch's own worker (on a
+    shared runtime it would reuse numba's and the thread count would not grow)."""
+    pytest.importorskip("torch")
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
+    import os
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("counts threads through /proc (Linux)")
+    code = (
+        "import os, torch\n"
+        "torch.set_num_threads(2)\n"
+        "import numpy as np, numba, ember\n"
+        "from ember.backend import numba_kernels\n"
+        "ember.set_num_threads(2)\n"
+        "numba_kernels.start_threads()\n"
+        "@numba.njit(parallel=True)\n"
+        "def total(a):\n"
+        "    s = 0.0\n"
+        "    for i in numba.prange(a.size):\n"
+        "        s += a[i]\n"
+        "    return s\n"
+        "total(np.ones(1 << 16))\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "torch.ones(1 << 22).exp_().sum()\n"
+        "print(before, len(os.listdir('/proc/self/task')))\n"
+    )
+    out = _python(code, env_drop=("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "OMP_NUM_THREADS"))
+    before, after = map(int, out.split())
+    assert after > before, f"PyTorch reused numba's OpenMP workers ({before} -> {after} threads)"
+
+
+def test_bench_wait_idle_returns_once_other_threads_stop():
+    """bench/harness.py Note [Quiet side]: wait_idle waits out a busy thread (and only it)."""
+    import threading
+    import time
+
+    harness = pytest.importorskip("bench.harness")
+    import os
+
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("reads thread times from /proc (Linux)")
+    stop = time.perf_counter() + 0.15
+
+    def busy():
+        while time.perf_counter() < stop:
+            sum(range(1000))
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    harness.wait_idle(quiet_ms=50, timeout_s=5.0)
+    assert time.perf_counter() >= stop, "wait_idle returned while the other thread was busy"
+    worker.join()
+    assert harness.wait_idle(quiet_ms=10, timeout_s=5.0) < 1.0  # nothing else runs: soon done
+
+
+def test_the_load_average_fallback_is_off_unless_asked(monkeypatch):
+    """Note [Overloaded machine]: by default a crowded machine still gets chunked ops (measured
+    faster than serial ones); EMBER_SERIAL_LOAD turns the serial fallback on."""
+    import os
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (1e6, 1e6, 1e6), raising=False)
+    monkeypatch.setattr(parallel, "_load_state", [0.0, False])
+    monkeypatch.delenv("EMBER_SERIAL_LOAD", raising=False)
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", parallel._load_limit())
+    assert not parallel.overloaded()
+    monkeypatch.setenv("EMBER_SERIAL_LOAD", "1.5")
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", parallel._load_limit())
+    assert parallel.overloaded()
+    monkeypatch.setenv("EMBER_SERIAL_LOAD", "lots")
+    with pytest.raises(ValueError, match="EMBER_SERIAL_LOAD"):
+        parallel._load_limit()

@@ -27,6 +27,7 @@ CASES = [
     (np.float64, 9, 5, "mean", (0,)),
     (np.float32, 6, 3, "none", (1,)),
     (np.float32, 4, 3, "mean", (0, 1, 2, 3)),  # no valid target: nan, as PyTorch
+    (np.float32, 20, 1000, "mean", (3,)),  # wide rows: NumPy row blocks (Note [Wide softmax rows])
 ]
 
 

@@ -428,3 +428,23 @@ def test_dropout_between_layers_only_in_training():
     c, _ = lstm(x)
     assert not np.allclose(c.detach().numpy(), a.numpy())
     assert repr(lstm) == "LSTM(3, 4, num_layers=2, dropout=0.5)"
+
+
+def test_float32_lstm_step_saturates_and_keeps_nan_as_the_reference():
+    """The float32 LSTM step computes tanh as a rational approximation (Note [Vectorized tanh]
+    in ember/backend/rnn_kernels.py): saturated gates (|x| up to 60, and +-inf) and NaN inputs
+    give the reference's values."""
+    from ember.backend import rnn_kernels as K
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed: the compiled recurrence kernels are off")
+    rng = np.random.default_rng(5)
+    T, B, H = 6, 4, 9
+    x = (rng.uniform(-60, 60, (T, B, 4 * H))).astype(np.float32)
+    x[0, 0, :3] = [np.inf, -np.inf, np.nan]
+    w = (rng.standard_normal((4 * H, H)) * 2).astype(np.float32)
+    h0, c0 = (rng.standard_normal((B, H)).astype(np.float32) for _ in range(2))
+    ours, ref = K.lstm_forward(x, w, h0, c0), R._lstm_forward(np, x, w, h0, c0)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=2e-5 * np.abs(ref[~np.isnan(ref)]).max())

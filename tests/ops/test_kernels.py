@@ -393,7 +393,7 @@ def test_batch_norm_kernels_on_random_shapes(shape, dtype, mode):
                     )
 
 
-XENT_CASES = [((64, 10), -100), ((1, 10), -100), ((7, 3), 1), ((5, 30522), -100)]
+XENT_CASES = [((64, 10), -100), ((1, 10), -100), ((7, 3), 1), ((5, 30522), -100), ((97, 2048), 5)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -36,10 +36,12 @@ forward, against PyTorch's whole fused attention at 36 ms.
   correctly rounded value on [-87, 88.5], 0 below -87 (where exp is subnormal), NaN for NaN.
   GELU's float32 erf is Note [Fast erf]'s rational approximation, written branch-free.
   float64 work keeps libm's exp, erf and tanh; float32 tanh GELU keeps libm's tanhf.
-- Small inputs: below `COMPILED_MIN_SIZE` elements an op runs its NumPy reference for its
-  first `WARM_CALLS` calls in the process, then the compiled serial build (a short request's
-  GELU costs ~29 ns per element in the NumPy passes, under 1 ns compiled): a fresh process
-  still answers its first requests without loading numba.
+- Small inputs (below `COMPILED_MIN_SIZE`) keep the NumPy reference whatever ran before in
+  the process: a switch to the compiled kernel after some calls was tried (a short request's
+  GELU costs ~29 ns per element in the NumPy passes, under 1 ns compiled) but made results
+  depend on the process's history (a training run resumed in a fresh process no longer
+  matched the uninterrupted one bit for bit, tests/train/test_checkpoints.py); it needs a
+  NumPy path with the kernel's exact operations first.
 """
 
 from __future__ import annotations
@@ -50,8 +52,6 @@ from ember.backend import numba_kernels, parallel
 
 COMPILED_MIN_SIZE = 1 << 16
 PARALLEL_MIN_SIZE = 1 << 16
-# small calls of one op before its compiled kernel takes them (Note [Vectorised rows])
-WARM_CALLS = 24
 _BLOCK = 64  # rows per partial sum of the layer-norm parameter gradient
 
 _SQRT_HALF = 0.7071067811865476
@@ -441,7 +441,6 @@ def _source(group: str) -> str:
 
 
 _KERNELS: dict = {}
-_CALLS: dict = {}  # small calls per kernel name (Note [Vectorised rows])
 
 
 def _threads():
@@ -476,13 +475,8 @@ def _kernel(group: str, name: str, parallel: bool):
 
 
 def _pick(group, name, size):
-    if size < COMPILED_MIN_SIZE:
-        # a small call: the NumPy reference until this op is warm (Note [Vectorised rows])
-        calls = _CALLS.get(name, 0) + 1
-        _CALLS[name] = calls
-        if calls <= WARM_CALLS or not numba_kernels.available():
-            return None
-        return _kernel(group, name, False)
+    if size < COMPILED_MIN_SIZE:  # the NumPy reference (Note [Vectorised rows])
+        return None
     # the serial build in a forked child (GNU OpenMP kills one that starts a parallel region
     # after its parent's threads ran) and on an overloaded machine (Note [Overloaded machine])
     in_parallel = (

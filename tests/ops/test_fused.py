@@ -305,21 +305,3 @@ def test_float32_softmax_kernel_exp_within_three_ulp_and_edges(monkeypatch):
     mask = np.zeros((1, 1, 2, 4), np.float32)
     mask[0, 0, 0] = -np.inf
     assert np.isnan(K.softmax(edge, mask, 1.0)).all()
-
-
-@needs_numba
-def test_small_calls_take_the_compiled_kernel_once_warm(monkeypatch):
-    """Below COMPILED_MIN_SIZE an op runs its NumPy reference for its first WARM_CALLS calls,
-    then the compiled serial build, with results within rounding of the reference."""
-    monkeypatch.setattr(K, "_CALLS", {})
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((16, 1536)).astype(np.float32)
-    b = rng.standard_normal(1536).astype(np.float32)
-    for _ in range(K.WARM_CALLS):
-        assert K.gelu(x, b, "none") is None
-    out = K.gelu(x, b, "none")
-    assert out is not None
-    from ember.backend.numpy_backend import NumpyBackend
-
-    ref = Fz._gelu_forward(NumpyBackend.xp, x, b)
-    _close(out, ref, np.float32, "warm gelu")

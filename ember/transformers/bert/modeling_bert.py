@@ -29,6 +29,7 @@ from ember.transformers.modeling_outputs import (
 from ember.transformers.encoder_heads import (
     add_and_norm,
     as_labels,
+    feed_forward_in_chunks,
     finish,
     flatten_choices,
     init_encoder_weights,
@@ -175,8 +176,10 @@ class BertLayer(nn.Module):
         attention_output, probs = self.attention(
             hidden_states, attention_mask, output_attentions, head_mask
         )
-        layer_output = self.output(self.intermediate(attention_output), attention_output)
-        return layer_output, probs
+        return feed_forward_in_chunks(self.feed_forward, attention_output), probs
+
+    def feed_forward(self, attention_output):
+        return self.output(self.intermediate(attention_output), attention_output)
 
 
 class BertEncoder(nn.Module):

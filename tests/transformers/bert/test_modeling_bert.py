@@ -501,3 +501,25 @@ def test_weights_the_checkpoint_lacks_are_initialised(tmp_path):
     assert abs(weight.std() - config.initializer_range) < 0.3 * config.initializer_range
     for name, value in base.state_dict().items():  # the loaded ones are the checkpoint's
         assert np.array_equal(model.bert.state_dict()[name].numpy(), value.numpy()), name
+
+
+@pytest.mark.parametrize("chunk_rows", [4, 5, 64])
+def test_feed_forward_chunks_in_inference_equal_the_whole_batch(monkeypatch, chunk_rows):
+    """Note [Feed-forward chunks]: under no_grad the feed-forward block runs over blocks of
+    rows (one that does not divide the rows included); the result equals the whole-batch
+    forward (grad mode on) within float32 rounding, padding and mask included."""
+    from ember.transformers import encoder_heads
+
+    ember.manual_seed(0)
+    model = et.BertModel(et.BertConfig(**TINY)).eval()
+    rng = np.random.default_rng(0)
+    ids = ember.from_numpy(rng.integers(1, 99, (BATCH, SEQ)))
+    mask = np.ones((BATCH, SEQ), np.int64)
+    mask[1, 4:] = 0
+    mask = ember.from_numpy(mask)
+    whole = model(ids, attention_mask=mask).last_hidden_state.detach().numpy()
+    monkeypatch.setattr(encoder_heads, "FEED_FORWARD_CHUNK_ROWS", chunk_rows)
+    with ember.no_grad():
+        chunked = model(ids, attention_mask=mask)
+    assert chunked.last_hidden_state.shape == (BATCH, SEQ, TINY["hidden_size"])
+    np.testing.assert_allclose(chunked.last_hidden_state.numpy(), whole, rtol=1e-6, atol=1e-6)

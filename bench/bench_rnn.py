@@ -11,11 +11,10 @@ Run it at 1 and 2 threads (`--threads 2`). Timings on a shared machine are noisy
 ratios, which are measured in the same rounds.
 
 Both libraries share this process, so each one's idle threads must not spin while the other
-runs: OpenBLAS's workers busy-wait ~0.1 s after every GEMM by default (Note [BLAS spin] in
-ember/backend/threads.py) and PyTorch's OpenMP workers spin too; at 2 threads that made
-PyTorch's LSTM layer 8x slower and ember's LM step 35% slower on the quiet 2-core machine.
-So, unless the caller's environment says otherwise, the script starts both with short waits
-(OPENBLAS_THREAD_TIMEOUT, OMP_WAIT_POLICY=PASSIVE): read before NumPy and PyTorch load.
+runs: the harness times each side once the other's threads have gone idle (`compare` calls
+`harness.wait_idle`, Note [Quiet side] in bench/harness.py), and ember is imported before
+NumPy so that its short OpenBLAS spin applies (Note [BLAS spin] in ember/backend/threads.py).
+PyTorch keeps its own defaults: it runs as a user's script would run it.
 """
 
 from __future__ import annotations
@@ -34,10 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "examples", "seed"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# idle BLAS/OpenMP threads sleep instead of spinning (see the docstring); set before the imports
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+import ember  # noqa: E402  (before NumPy: its OpenBLAS spin setting, see the docstring)
 import numpy as np  # noqa: E402
 
 from harness import compare, set_threads  # noqa: E402
@@ -134,8 +130,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     import torch
-
-    import ember
 
     threads = set_threads(args.threads)
     print(f"threads: {threads}")

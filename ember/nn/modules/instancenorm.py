@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import warnings
 
-from ember import dtypes as _dt
 from ember._util.errors import ShapeError
-from ember.autograd.grad_mode import no_grad
 from ember.nn import functional as F
-from ember.nn import init
-from ember.nn.modules.module import Module
-from ember.nn.parameter import Parameter
-from ember.tensor import Tensor, empty, ones, tensor, zeros
+from ember.nn.modules.layers import _NormBase
+from ember.tensor import Tensor
 
 __all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
 
 
-class _InstanceNorm(Module):
+class _InstanceNorm(_NormBase):
     """The shared body of InstanceNorm1d/2d/3d; `_spatial` is the number of spatial dims."""
 
     _spatial = 1
@@ -35,45 +31,10 @@ class _InstanceNorm(Module):
         *,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = Parameter(empty(num_features, **factory))
-            if bias:
-                self.bias = Parameter(empty(num_features, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", zeros(num_features, **factory))
-            self.register_buffer("running_var", ones(num_features, **factory))
-            self.register_buffer("num_batches_tracked", tensor(0, dtype=_dt.int64, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-        self.reset_parameters()
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            with no_grad():
-                self.running_mean.zero_()
-                self.running_var.fill_(1)
-                self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        if self.affine:
-            init.ones_(self.weight)
-            if self.bias is not None:
-                init.zeros_(self.bias)
+        """torch's defaults for instance norm: no affine weight, no running statistics."""
+        super().__init__(
+            num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias
+        )
 
     def forward(self, input: Tensor) -> Tensor:
         unbatched = self._spatial + 1
@@ -108,13 +69,6 @@ class _InstanceNorm(Module):
             self.eps,
         )
         return out.squeeze(0) if input.ndim == unbatched else out
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, bias={self.bias is not None}, "
-            f"track_running_stats={self.track_running_stats}"
-        )
 
 
 class InstanceNorm1d(_InstanceNorm):

@@ -938,8 +938,9 @@ class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
     _pool = staticmethod(F.adaptive_max_pool3d)
 
 
-class _BatchNorm(Module):
-    _dims: tuple = (2, 3)
+class _NormBase(Module):
+    """What batch and instance norm share, as torch's `_NormBase`: num_features, eps,
+    momentum, the optional affine weight and bias, and the optional running statistics."""
 
     def __init__(
         self,
@@ -992,6 +993,17 @@ class _BatchNorm(Module):
             if self.bias is not None:
                 init.zeros_(self.bias)
 
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+class _BatchNorm(_NormBase):
+    _dims: tuple = (2, 3)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim not in self._dims:
             raise ShapeError(
@@ -1023,13 +1035,6 @@ class _BatchNorm(Module):
 
     def _error_label(self) -> str:
         return f"{type(self).__name__} {self.num_features}"
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-            f"affine={self.affine}, bias={self.bias is not None}, "
-            f"track_running_stats={self.track_running_stats}"
-        )
 
 
 class BatchNorm1d(_BatchNorm):

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import ember  # noqa: E402
 from ember.backend import parallel  # noqa: E402
-from harness import set_threads  # noqa: E402
+from harness import set_threads, wait_idle  # noqa: E402
 
 SHAPES = [(1000, 1000), (32 * 128, 384), (32 * 128, 1536)]
 
@@ -79,10 +79,9 @@ def compare3(name, ember_fn, torch_fn, rounds, threads):
     numbers = {k: _number(fn) for k, fn in fns.items()}
     times = {k: [] for k in fns}
     keys = list(fns)
-    for r in range(rounds):
-        # the order rotates: whichever runs right after PyTorch meets its OpenMP threads still
-        # spinning, so no side always pays for that
-        for k in keys[r % 3 :] + keys[: r % 3]:
+    for _ in range(rounds):
+        for k in keys:
+            wait_idle()  # the previous side's threads idle first (Note [Quiet side], harness.py)
             times[k].append(_time(fns[k], numbers[k]))
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {

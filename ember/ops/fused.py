@@ -46,16 +46,6 @@ def _needs_grad(t):
     return getattr(t, "requires_grad", True)
 
 
-def _with_reference(fast, reference):
-    """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
-
-    def kernel(xp, *arrays, **attrs):
-        out = fast(*arrays, **attrs)
-        return reference(xp, *arrays, **attrs) if out is None else out
-
-    return kernel
-
-
 def _row_sum(t, shape):
     """t summed over every dim but the last, as `shape` ((D,))."""
     return t.reshape(-1, t.shape[-1]).sum(0).reshape(tuple(shape))
@@ -144,16 +134,11 @@ GELU_GRAD = defop(
     promote="float",
     doc="g * gelu'(x + bias): the gradient of fused_gelu with respect to its input.",
 )
-GELU.def_kernel("numpy")(
-    _with_reference(
-        lambda x, b=None, approximate="none": _kernels.gelu(x, b, approximate), _gelu_forward
-    )
+GELU.def_fast_kernel(
+    "numpy", lambda x, b=None, approximate="none": _kernels.gelu(x, b, approximate)
 )
-GELU_GRAD.def_kernel("numpy")(
-    _with_reference(
-        lambda g, x, b=None, approximate="none": _kernels.gelu_grad(g, x, b, approximate),
-        _gelu_grad_forward,
-    )
+GELU_GRAD.def_fast_kernel(
+    "numpy", lambda g, x, b=None, approximate="none": _kernels.gelu_grad(g, x, b, approximate)
 )
 
 
@@ -329,22 +314,14 @@ LAYER_NORM_PARAM_GRAD = defop(
     doc="(2, D): the gradients of fused_layer_norm's weight (sum of g * xhat) and bias "
     "(sum of g) over all rows.",
 )
-LAYER_NORM.def_kernel("numpy")(
-    _with_reference(
-        lambda x, w, b, r=None, eps=1e-5: _kernels.layer_norm(x, r, w, b, eps), _ln_forward
-    )
+LAYER_NORM.def_fast_kernel(
+    "numpy", lambda x, w, b, r=None, eps=1e-5: _kernels.layer_norm(x, r, w, b, eps)
 )
-LAYER_NORM_INPUT_GRAD.def_kernel("numpy")(
-    _with_reference(
-        lambda g, x, w, r=None, eps=1e-5: _kernels.layer_norm_input_grad(g, x, r, w, eps),
-        _ln_input_grad_forward,
-    )
+LAYER_NORM_INPUT_GRAD.def_fast_kernel(
+    "numpy", lambda g, x, w, r=None, eps=1e-5: _kernels.layer_norm_input_grad(g, x, r, w, eps)
 )
-LAYER_NORM_PARAM_GRAD.def_kernel("numpy")(
-    _with_reference(
-        lambda g, x, r=None, eps=1e-5: _kernels.layer_norm_param_grad(g, x, r, eps),
-        _ln_param_grad_forward,
-    )
+LAYER_NORM_PARAM_GRAD.def_fast_kernel(
+    "numpy", lambda g, x, r=None, eps=1e-5: _kernels.layer_norm_param_grad(g, x, r, eps)
 )
 
 
@@ -459,14 +436,8 @@ SOFTMAX_GRAD = defop(
     promote="float",
     doc="scale * y * (g - sum(g * y)) over the last dim: the gradient of fused_softmax.",
 )
-SOFTMAX.def_kernel("numpy")(
-    _with_reference(lambda s, m=None, scale=1.0: _kernels.softmax(s, m, scale), _softmax_forward)
-)
-SOFTMAX_GRAD.def_kernel("numpy")(
-    _with_reference(
-        lambda g, y, scale=1.0: _kernels.softmax_grad(g, y, scale), _softmax_grad_forward
-    )
-)
+SOFTMAX.def_fast_kernel("numpy", lambda s, m=None, scale=1.0: _kernels.softmax(s, m, scale))
+SOFTMAX_GRAD.def_fast_kernel("numpy", lambda g, y, scale=1.0: _kernels.softmax_grad(g, y, scale))
 
 
 @onnx_lowering("fused_softmax")
@@ -545,13 +516,11 @@ DROPOUT = defop(
     "0; its gradient is the same op on the gradient (Note [Fused Transformer ops]).",
 )
 DROPOUT.needed_by = {0: (), 1: (0,)}
-DROPOUT.def_kernel("numpy")(
-    _with_reference(
-        lambda x, seed, p=0.5: _kernels.dropout(
-            x, np.asarray(seed).reshape(()).item(), _threshold(p), x.dtype.type(1.0 / (1.0 - p))
-        ),
-        _dropout_forward,
-    )
+DROPOUT.def_fast_kernel(
+    "numpy",
+    lambda x, seed, p=0.5: _kernels.dropout(
+        x, np.asarray(seed).reshape(()).item(), _threshold(p), x.dtype.type(1.0 / (1.0 - p))
+    ),
 )
 
 

@@ -643,20 +643,10 @@ def recurrent_layer_reference(
 
 
 # --- compiled kernels (ember/backend/rnn_kernels.py), each checked against the reference ------
-def _with_reference(fast, reference):
-    """A numpy kernel that runs `fast` (None where it does not apply), else the reference."""
-
-    def kernel(xp, *arrays, **attrs):
-        out = fast(*arrays, **attrs)
-        return reference(xp, *arrays, **attrs) if out is None else out
-
-    return kernel
-
-
-for _op, _fast, _ref in (
-    (LSTM_RECURRENCE, _rnn_kernels.lstm_forward, _lstm_forward),
-    (LSTM_GRAD, _rnn_kernels.lstm_grad, _lstm_grad),
-    (GRU_RECURRENCE, _rnn_kernels.gru_forward, _gru_forward),
-    (GRU_GRAD, _rnn_kernels.gru_grad, _gru_grad),
+for _op, _fast in (
+    (LSTM_RECURRENCE, _rnn_kernels.lstm_forward),
+    (LSTM_GRAD, _rnn_kernels.lstm_grad),
+    (GRU_RECURRENCE, _rnn_kernels.gru_forward),
+    (GRU_GRAD, _rnn_kernels.gru_grad),
 ):
-    _op.def_kernel("numpy")(_with_reference(_fast, _ref))
+    _op.def_fast_kernel("numpy", _fast)  # the reference forward where it returns None

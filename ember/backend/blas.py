@@ -40,20 +40,41 @@ import ctypes
 import glob
 import os
 import sys
+import warnings
 
 import numpy as np
 
-__all__ = ["matmul", "mkl_available"]
+from ember.backend import parallel
+
+__all__ = ["matmul", "mkl_available", "blas_choice"]
 
 MKL_MIN_ROWS = 2  # one row is a GEMV, where OpenBLAS is as fast
-MKL_MAX_ROWS = 64  # one BLAS thread: the products one short request makes (Note [Small GEMMs])
-MKL_MAX_ROWS_THREADED = 32  # more threads: sequential MKL wins only on the smallest products
+MKL_MAX_ROWS = 512  # from a few hundred rows on, OpenBLAS is as fast (Note [Small GEMMs])
+MKL_MAX_ROWS_THREADED = (
+    128  # n > 1 threads: MKL split over ember's pool, against n OpenBLAS threads
+)
+MKL_MIN_WORK = 1 << 18  # m * n * max(k, 16) below which the ctypes call costs more than it saves
+SPLIT_MIN_WORK = 1 << 21  # m * k * n below which one sequential call beats the pool hand-off
+_SPLIT_ALIGN = 64  # column blocks start at multiples of 64 (whole SIMD panels)
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
+_CBWR_AUTO = 2  # MKL_CBWR_AUTO: the ISA's code path with alignment-independent results
 
 _mkl = None  # {dtype: cblas function} once loaded; False when MKL is absent or turned off
 _max_rows = MKL_MAX_ROWS
+_threads = 1
+
+
+def blas_choice() -> str:
+    """`EMBER_BLAS`: "auto" (MKL for few-row products when installed; the default), "mkl"
+    (the same, warning when MKL cannot be loaded) or "openblas" (NumPy's BLAS only)."""
+    value = os.environ.get("EMBER_BLAS", "").strip().lower() or "auto"
+    if value == "numpy":
+        value = "openblas"
+    if value not in ("auto", "mkl", "openblas"):
+        raise ValueError(f"EMBER_BLAS: expected 'auto', 'mkl' or 'openblas', got {value!r}")
+    return value
 
 
 def _library_paths() -> list:
@@ -75,12 +96,14 @@ def _load():
     if _mkl is not None:
         return _mkl
     _mkl = False
-    if os.environ.get("EMBER_BLAS", "").lower() != "mkl":  # opt-in (Note [Small GEMMs])
+    choice = blas_choice()
+    if choice == "openblas":
         return _mkl
     for path in _library_paths():
         try:
             lib = ctypes.CDLL(path)
             lib.MKL_Set_Threading_Layer(ctypes.c_int(_SEQUENTIAL))
+            lib.MKL_CBWR_Set(ctypes.c_int(_CBWR_AUTO))  # before MKL's first computation
         except (OSError, AttributeError):
             continue
         table = {}
@@ -103,6 +126,13 @@ def _load():
             table[np.dtype(dtype)] = fn
         _mkl = table
         break
+    if _mkl is False and choice == "mkl":
+        warnings.warn(
+            "EMBER_BLAS=mkl: no loadable libmkl_rt (pip install 'ember[mkl]', or name it in "
+            "EMBER_MKL_LIBRARY); matrix products run on NumPy's BLAS",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return _mkl
 
 
@@ -112,10 +142,11 @@ def mkl_available() -> bool:
 
 
 def set_num_threads(n: int) -> None:
-    """Follow `ember.set_num_threads`: more BLAS threads narrow MKL's share to the smallest
-    products, which one MKL thread still does faster than OpenBLAS's team."""
-    global _max_rows
-    _max_rows = MKL_MAX_ROWS if n <= 1 else MKL_MAX_ROWS_THREADED
+    """Follow `ember.set_num_threads`: with n > 1, larger MKL products split their columns
+    over ember's thread pool (Note [Small GEMMs])."""
+    global _max_rows, _threads
+    _threads = max(1, int(n))
+    _max_rows = MKL_MAX_ROWS if _threads <= 1 else MKL_MAX_ROWS_THREADED
 
 
 def _layout(x):
@@ -129,6 +160,17 @@ def _layout(x):
     if s0 == item and s1 % item == 0 and s1 // item >= max(1, rows):
         return _TRANS, s1 // item
     return None
+
+
+def _column_blocks(n: int, parts: int) -> list:
+    """[lo, hi) column ranges, one per thread, cut at multiples of _SPLIT_ALIGN."""
+    cuts = [0]
+    for i in range(1, parts):
+        cut = (n * i // parts) // _SPLIT_ALIGN * _SPLIT_ALIGN
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    cuts.append(n)
+    return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
 
 
 def matmul(a, b, out=None):
@@ -149,7 +191,7 @@ def matmul(a, b, out=None):
     gemm = table.get(a.dtype) if table else None
     m, k = a.shape
     n = b.shape[1]
-    if gemm is None or b.shape[0] != k or k == 0 or n == 0:
+    if gemm is None or b.shape[0] != k or k == 0 or m * n * max(k, 16) < MKL_MIN_WORK:
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     layout_a = _layout(a)
     layout_b = _layout(b)
@@ -168,20 +210,18 @@ def matmul(a, b, out=None):
         result = None
     if layout_a is None or layout_b is None or result is None:
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
-    gemm(
-        _ROW_MAJOR,
-        layout_a[0],
-        layout_b[0],
-        m,
-        n,
-        k,
-        1.0,
-        a.ctypes.data,
-        layout_a[1],
-        b.ctypes.data,
-        layout_b[1],
-        0.0,
-        result.ctypes.data,
-        n,
-    )
+    trans_a, lda = layout_a
+    trans_b, ldb = layout_b
+    a_ptr, b_ptr, c_ptr = a.ctypes.data, b.ctypes.data, result.ctypes.data
+    if _threads > 1 and m * k * n >= SPLIT_MIN_WORK and n >= 2 * _SPLIT_ALIGN:
+        item = a.itemsize
+        b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from one column to the next
+
+        def block(lo, hi):
+            gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a_ptr, lda,
+                 b_ptr + lo * b_step, ldb, 0.0, c_ptr + lo * item, n)  # fmt: skip
+
+        parallel.run_chunks(block, _column_blocks(n, _threads))
+        return result
+    gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr, lda, b_ptr, ldb, 0.0, c_ptr, n)
     return result

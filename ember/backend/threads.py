@@ -59,13 +59,42 @@ _requested: int | None = None
 # 530-540 ms against 660-682 ms, the worker idle right after a GEMM instead of spinning 128 ms.)
 
 
+def _numpy_blas_folder() -> str:
+    import numpy
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(numpy.__file__)))
+
+
 def _find_blas():
+    """(setter, getter, library) of NumPy's OpenBLAS, or False when it cannot be found.
+
+    Note [Which OpenBLAS]: a process can hold several OpenBLAS copies, each with its own thread
+    pool: NumPy's (numpy.libs/libscipy_openblas64_*.so) and SciPy's (scipy.libs/
+    libscipy_openblas*.so, loaded when transformers builds a model). The one to set is NumPy's,
+    which every `xp.matmul` runs on; taking the first one mapped set SciPy's and left NumPy's on
+    every core, so benchmarks at "1 thread" ran ember's GEMMs on 2. `set_num_threads` sets
+    every BLAS it finds (`_all_blas`), and reads the count back from NumPy's.
+    """
     global _blas
     if _blas is not None:
         return _blas
+    libraries = _all_blas()
+    numpy_s = os.path.join(_numpy_blas_folder(), "numpy")
+    # NumPy's own first; an MKL that ember loaded for few-row products (Note [Small GEMMs])
+    # runs sequentially, and taking its setter would leave OpenBLAS on all cores
+    libraries.sort(key=lambda item: (not item[3].startswith(numpy_s), "mkl_rt" in item[3]))
+    _blas = libraries[0][:3] if libraries else False
+    return _blas
+
+
+_opened: dict = {}  # path -> (setter, getter, library, path) or None
+
+
+def _all_blas() -> list:
+    """(setter, getter, library, path) of every OpenBLAS or MKL mapped into this process
+    (Linux: /proc/self/maps; Note [Which OpenBLAS])."""
     import numpy  # noqa: F401  (make sure NumPy's BLAS is loaded)
 
-    _blas = False
     paths = []
     try:
         with open("/proc/self/maps") as maps:
@@ -76,25 +105,26 @@ def _find_blas():
                     if path not in paths:
                         paths.append(path)
     except OSError:  # not Linux: no portable way without extra packages
-        return _blas
-    # NumPy's OpenBLAS first: MKL loaded for few-row products (Note [Small GEMMs]) runs
-    # sequentially, and taking its setter would leave OpenBLAS on all cores, busy-waiting
-    paths.sort(key=lambda p: "mkl_rt" in os.path.basename(p).lower())
+        return []
+    found = []
     for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        setter = next((getattr(lib, n) for n in _SETTERS if hasattr(lib, n)), None)
-        getter = next((getattr(lib, n) for n in _GETTERS if hasattr(lib, n)), None)
-        if setter is not None:
-            setter.argtypes = [ctypes.c_int]
-            setter.restype = None
-            if getter is not None:
-                getter.restype = ctypes.c_int
-            _blas = (setter, getter, lib)
-            break
-    return _blas
+        if path not in _opened:
+            _opened[path] = None
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            setter = next((getattr(lib, n) for n in _SETTERS if hasattr(lib, n)), None)
+            getter = next((getattr(lib, n) for n in _GETTERS if hasattr(lib, n)), None)
+            if setter is not None:
+                setter.argtypes = [ctypes.c_int]
+                setter.restype = None
+                if getter is not None:
+                    getter.restype = ctypes.c_int
+                _opened[path] = (setter, getter, lib, path)
+        if _opened[path] is not None:
+            found.append(_opened[path])
+    return found
 
 
 def set_num_threads(n: int) -> None:
@@ -106,9 +136,9 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"set_num_threads: expected a positive number of threads, got {n}")
     _requested = n
-    blas = _find_blas()
-    if blas:
-        blas[0](n)
+    _find_blas()
+    for setter, *_ in _all_blas():  # SciPy's too (Note [Which OpenBLAS])
+        setter(n)
     from ember.backend import blas as small_gemm
     from ember.backend import parallel
 

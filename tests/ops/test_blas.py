@@ -1,14 +1,18 @@
 """The CPU matmul dispatch (ember/backend/blas.py, Note [Small GEMMs]): few-row products on
 MKL when it is installed, NumPy otherwise, equal to the float64 product within the bound of
-a length-K dot product in float rounding, for every operand layout the dispatch accepts."""
+a length-K dot product in float rounding, for every operand layout the dispatch accepts; MKL's
+results independent of alignment and of the thread count's column split; the thread setter
+finds NumPy's OpenBLAS (Note [Which OpenBLAS])."""
+
+import os
 
 import numpy as np
 import pytest
 
-from ember.backend import blas
+from ember.backend import blas, threads
 from ember.backend.numpy_backend import backend
 
-NO_MKL = "MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)"
+NO_MKL = "MKL not installed (the `mkl` extra) or turned off (EMBER_BLAS=openblas)"
 
 # (rows, inner, cols, layout of a, layout of b): "c" C-contiguous, "f" Fortran (a transposed
 # view, as linear's weight.T is), "s" a column slice of a wider matrix (leading dim > cols)
@@ -18,6 +22,9 @@ CASES = [
     (2, 3, 4, "c", "c"),
     (7, 33, 65, "f", "f"),
     (32, 64, 48, "s", "c"),
+    (24, 128, 256, "f", "f"),
+    (32, 64, 160, "s", "c"),
+    (128, 64, 784, "f", "c"),  # an MLP weight's gradient: g.mT @ x
     (256, 17, 9, "c", "s"),
     (5, 1, 1, "c", "c"),
 ]
@@ -53,10 +60,7 @@ def test_matmul_matches_float64_product(m, k, n, la, lb, dtype):
     _check(out, a, b)
 
 
-@pytest.mark.skipif(
-    not blas.mkl_available(),
-    reason="MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)",
-)
+@pytest.mark.skipif(not blas.mkl_available(), reason=NO_MKL)
 def test_mkl_takes_few_row_products(monkeypatch):
     calls = []
     table = blas._load()
@@ -72,6 +76,7 @@ def test_mkl_takes_few_row_products(monkeypatch):
     big = rng.standard_normal((blas.MKL_MAX_ROWS + 1, 384), np.float32)
     blas.matmul(big, w.T)  # many rows: OpenBLAS
     blas.matmul(a[:1], w.T)  # one row: a GEMV
+    blas.matmul(a[:, :8], w[:8, :8].T)  # a tiny product: the call would cost more
     assert calls == [1]
 
 
@@ -106,15 +111,75 @@ def test_the_numpy_backend_multiplies_through_it():
     assert backend.xp.matmul is blas.matmul
 
 
-@pytest.mark.skipif(
-    not blas.mkl_available(),
-    reason="MKL not installed (the `mkl` extra) or not asked for (EMBER_BLAS=mkl)",
-)
-def test_thread_count_still_goes_to_numpy_s_openblas(monkeypatch):
-    """With MKL loaded, set_num_threads must find OpenBLAS's setter, not MKL's (Note [Small
-    GEMMs]): an OpenBLAS left on every core busy-waits."""
-    from ember.backend import threads
-
+def test_thread_count_goes_to_numpy_s_openblas(monkeypatch):
+    """With SciPy's OpenBLAS (and MKL) loaded too, set_num_threads sets NumPy's (Note [Which
+    OpenBLAS]): taking another left NumPy's products on every core."""
+    pytest.importorskip("scipy.linalg")
+    numpy_folder = os.path.join(threads._numpy_blas_folder(), "numpy")
+    if not any(numpy_folder in path for *_, path in threads._all_blas()):
+        pytest.skip("NumPy is not linked to a bundled OpenBLAS (numpy.libs)")
+    blas.mkl_available()
     monkeypatch.setattr(threads, "_blas", None)
-    setter, _ = threads._find_blas()
-    assert "openblas" in setter.__name__
+    before = threads.get_num_threads()
+    try:
+        setter, getter, library = threads._find_blas()
+        assert library._name.startswith(numpy_folder)
+        threads.set_num_threads(1)
+        assert getter() == 1
+    finally:
+        threads.set_num_threads(before)
+
+
+def _misaligned(x, offset):
+    """A copy of x whose data starts `offset` bytes past a 64-byte boundary."""
+    raw = np.empty(x.nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    copy = raw[start : start + x.nbytes].view(x.dtype).reshape(x.shape)
+    copy[...] = x
+    return copy
+
+
+@pytest.mark.skipif(not blas.mkl_available(), reason=NO_MKL)
+@pytest.mark.parametrize("m,k,n", [(16, 384, 1536), (60, 1536, 384), (64, 784, 128)])
+def test_mkl_results_do_not_depend_on_alignment_or_threads(monkeypatch, m, k, n):
+    """Eager results must repeat bit for bit (resumed training equals uninterrupted, Note [Small
+    GEMMs]): MKL runs in its conditional-reproducibility mode, so neither the operands'
+    alignment nor the column split over n threads changes a bit."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((m, k), np.float32)
+    w = rng.standard_normal((n, k), np.float32)
+    monkeypatch.setattr(blas, "_threads", 1)
+    expected = blas.matmul(x, w.T)
+    _check(expected, x, w.T)
+    for offset in (4, 8, 16, 32):
+        got = blas.matmul(_misaligned(x, offset), _misaligned(w, 64 - offset).T)
+        np.testing.assert_array_equal(got, expected)
+    monkeypatch.setattr(blas, "_threads", 2)
+    monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
+    np.testing.assert_array_equal(blas.matmul(x, w.T), expected)
+    monkeypatch.setattr(blas, "_threads", 3)
+    np.testing.assert_array_equal(blas.matmul(x, w.T), expected)
+
+
+@pytest.mark.parametrize("value", ["openblas", "numpy"])
+def test_ember_blas_openblas_turns_mkl_off(monkeypatch, value):
+    monkeypatch.setenv("EMBER_BLAS", value)
+    monkeypatch.setattr(blas, "_mkl", None)
+    assert not blas.mkl_available()
+
+
+def test_ember_blas_mkl_without_a_library_warns(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBER_BLAS", "mkl")
+    monkeypatch.setenv("EMBER_MKL_LIBRARY", str(tmp_path / "libmkl_rt.so.3"))
+    monkeypatch.setattr(blas, "_mkl", None)
+    with pytest.warns(RuntimeWarning, match="EMBER_BLAS=mkl: no loadable libmkl_rt"):
+        assert not blas.mkl_available()
+    a = np.ones((16, 384), np.float32)
+    np.testing.assert_array_equal(blas.matmul(a, a.T), a @ a.T)
+
+
+def test_bad_ember_blas_names_the_variable(monkeypatch):
+    monkeypatch.setenv("EMBER_BLAS", "atlas")
+    monkeypatch.setattr(blas, "_mkl", None)
+    with pytest.raises(ValueError, match="EMBER_BLAS: expected 'auto', 'mkl' or 'openblas'"):
+        blas.mkl_available()

@@ -2,36 +2,73 @@
 
 Note [Small GEMMs]: a Transformer answering one short request multiplies matrices of a few
 rows (one per token: 16 x 384 @ 384 x 1536) by large weights, and there OpenBLAS (NumPy's
-BLAS in the PyPI wheels) takes 1.7-2.1x the time of Intel MKL (what PyTorch's CPU build
-uses): OpenBLAS packs the whole weight for every call, which costs as much as the product
-when the rows are few. Measured on this 2-core machine (1 thread, min of 9 rounds, float32,
-MiniLM shapes; bench/bench_matmul_small.py): MKL 1.7-2.1x faster at 16-32 rows, 1.3-1.5x
-at 64, about equal from 320 rows on, where OpenBLAS stays. A compiled (numba) small-row
-kernel (4 rows per weight-row load, fastmath) reached 0.35-0.55x of OpenBLAS's speed at these
-shapes, so it is no option.
+BLAS in the PyPI wheels) takes ~1.8x the time of Intel MKL (what PyTorch's CPU build uses):
+OpenBLAS packs the whole weight for every call, which costs as much as the product when the
+rows are few. A compiled (numba) small-row kernel (4 rows per weight-row load, fastmath)
+reached 0.35-0.55x of OpenBLAS's speed at these shapes, so it is no option.
 
-MKL's gain shrinks with the rows (1.3-1.5x at 64, about none from 256 on) and ember serve's
-packed batches (Note [Packed batches], 100-400 rows) ran as fast on either library, so MKL
-takes the products of one short request: up to `MKL_MAX_ROWS` = 64 rows. (With MKL loaded,
-`ember.set_num_threads` must still find NumPy's OpenBLAS first, not MKL's setter: an
-OpenBLAS left on all cores busy-waits and ran MiniLM 20x slower on the loaded machine.)
+So `matmul` sends a 2-D float32/float64 product with `MKL_MIN_ROWS <= rows <= MKL_MAX_ROWS`
+(512; 128 with `ember.set_num_threads(n > 1)`) and m * n * max(k, 16) >= `MKL_MIN_WORK` to
+MKL's `cblas_?gemm` through ctypes, and everything else to `numpy.matmul`. MKL is the PyPI
+`mkl` wheel (the `mkl` extra, also in `test`: Intel Simplified Software License, ~730 MB
+installed with its dependencies), found lazily, on the first product that qualifies (~6 ms),
+in the environment's `lib` folder or at `EMBER_MKL_LIBRARY`; `import ember` never loads it.
+`EMBER_BLAS` chooses: `auto` (the default: MKL when installed), `mkl` (the same, warning
+when it cannot be loaded), `openblas` (NumPy's BLAS only). Measured on the quiet 2-core
+machine (Xeon, AVX-512), float32, min of 5 rounds, bench/bench_matmul_small.py (ember's
+dispatch, NumPy and PyTorch on the same operands in one process), 1 thread, ember / torch:
+- 16 rows (MiniLM 1 x 16) x @ W.T: 1.00-1.10 (OpenBLAS 1.7-2.1); 60 rows (5 x 12): 0.99-1.08
+  (OpenBLAS 1.25-1.4); MNIST MLP 64 x 784 @ 784 x 128: 1.00 (OpenBLAS 1.45), its weight
+  gradient 128 x 64 @ 64 x 784: 1.11 (1.29); batch 1's 128 x 1 @ 1 x 784: 1.6 (NumPy takes
+  its slow non-BLAS loop for K = 1: 14x torch's time).
+- 2048-4096 rows (MiniLM 32 x 128, the fine-tuning step's forward and both backward
+  products, transposed operands included): all three within 6%: OpenBLAS stays above 512 rows.
+- Tiny products (the MLP's 64 x 128 @ 128 x 10 and its gradients, ~2 us in NumPy) stay on
+  NumPy: the ctypes call and checks cost ~7 us, hence `MKL_MIN_WORK`; one row is a GEMV, where
+  OpenBLAS is as fast as PyTorch (1 x 784 @ 784 x 128: 5.0 us against 7.3).
+MKL runs with its sequential threading layer: it starts no thread pool. With n > 1 threads a
+product of at least `SPLIT_MIN_WORK` splits its columns into n blocks (cut at multiples of 64)
+that ember's own pool (ember/backend/parallel.py; its workers sleep, never spin) runs as n
+sequential MKL calls. Each output element is then computed by the same kernel over the same
+K values as in one call, so the results equal the 1-thread ones bit for bit (tested), and no
+third thread runtime competes with OpenBLAS's and numba's for the cores (Note [Thread
+budget]). MKL's own threading layers were measured too (2 threads, torch in the process):
+the GNU one (libgomp; PyTorch's own, with PyTorch's wait policy, where PyTorch loaded it)
+matched PyTorch at every shape but is one more pool beside OpenBLAS's and numba's, and its
+2-thread results differed from its 1-thread ones; the Intel one (libiomp5, whose workers spin
+200 ms after a product) was 1.6-2.2x slower than PyTorch from 60 rows on and made products
+run beside it on ember's pool 1.6-2.8x slower; the TBB one did not load (libtbb.so.12 is not
+on the loader's path). MiniLM forwards, ember alone in one process, 2 threads,
+OpenBLAS / one sequential MKL call / MKL split over the pool (min ms): 1 x 16 14.9 / 14.0 /
+13.0, 5 x 12 15.7 / 18.7 / 14.2, 4 x 32 24.3 / 28.9 / 21.9; at 1 thread 17.1 / 13.2, 19.5 /
+15.9, 32.5 / 26.6 (OpenBLAS / MKL).
 
-So, with `EMBER_BLAS=mkl`, `matmul` sends a 2-D float32/float64 product with
-`MKL_MIN_ROWS <= rows <= MKL_MAX_ROWS` to MKL's `cblas_?gemm` through ctypes (the PyPI `mkl`
-wheel, the `mkl` extra: Intel Simplified Software License, free to use and redistribute,
-about 1 GB installed), and everything else to `numpy.matmul`. MKL is found lazily, on the
-first product that qualifies, in the environment's `lib` folder (where the wheel puts
-`libmkl_rt.so`) or at `EMBER_MKL_LIBRARY`. It is opt-in, not taken whenever installed,
-because in a process that also runs PyTorch, loading it made OpenBLAS's own products (the
-rows above the limit) 2-20x slower on this machine (MiniLM 16 x 20: 1.8 s against 0.3 s
-for PyTorch; batched serving at half speed), which is not understood yet; without PyTorch in
-the process no slowdown was seen. MKL runs with its sequential threading layer and its
-thread count left at 1, so it starts no thread pool that could spin against NumPy's and
-numba's threads on a loaded machine; this is why its row limit stays low when
-`ember.set_num_threads(n > 1)` gives OpenBLAS more threads (`MKL_MAX_ROWS_THREADED`).
-Results differ from NumPy's only by float rounding: each element is a length-K dot product in
-another summation order, so |mkl - numpy| <= 2 K eps sum|a_ik b_kj| (tests/ops/test_blas.py
-checks that bound against a float64 product).
+MKL's packed-weight API (cblas_sgemm_pack once, cblas_sgemm_compute per call) was measured
+but is not used: at 1 thread it takes 0.54-0.73x PyTorch's time at 16 rows, 0.78-0.86x at 60
+and 0.87x for the MLP's 64 x 784 @ 784 x 128, nothing at thousands of rows; using it needs a
+cache that every in-place write to a weight invalidates (the optimizers bump the Tensor's
+version counter, but a write through `.numpy()` bypasses it), which this dispatch, seeing
+bare arrays, cannot know: it would be keyed at the linear op, by Tensor and version.
+
+Determinism: MKL runs in its conditional numerical reproducibility mode (`MKL_CBWR_AUTO`, set
+before its first computation, no measurable cost), whose results do not depend on the
+operands' memory alignment (tested at offsets of 4-48 bytes; none differed on this machine
+without it either). Results differ from NumPy's only by float rounding: each element is a
+length-K dot product in another summation order, so |mkl - numpy| <= 2 K eps sum|a_ik b_kj|
+(tests/ops/test_blas.py checks that bound against a float64 product).
+
+An earlier session made MKL opt-in because, with PyTorch in the process, loading it seemed to
+slow OpenBLAS's own products 2-20x (MiniLM 16 x 20: 1.8 s against 0.3 s). It does not
+reproduce on the quiet machine, neither now nor at that commit: MKL's sequential layer maps
+libmkl_rt, _core, _sequential, _intel_lp64 and the AVX-512 kernels, no OpenMP runtime, and
+starts no thread (the process's thread count and each thread's CPU time are unchanged);
+OpenBLAS's 2-thread products with torch loaded took 565 / 1888 us (128 x 384 @ 384 x 1536,
+512 x 1536 @ 1536 x 384) before loading MKL and 576 / 2107 us after, and at that commit
+MiniLM 16 x 20 took 55 ms without MKL and 62 ms with it (torch 43 and 47 ms in the same
+processes). That measurement ran before the CPU lock, on a machine loaded by other jobs,
+while OpenBLAS's workers still spun 0.13 s after each GEMM (Note [BLAS spin]) and numba's
+kernels ran on PyTorch's spinning OpenMP workers (Note [Own OpenMP]); those, not MKL, are the
+likely cause.
 """
 
 from __future__ import annotations

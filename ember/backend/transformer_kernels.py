@@ -46,6 +46,8 @@ forward, against PyTorch's whole fused attention at 36 ms.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ember._util.env import flag
@@ -693,10 +695,12 @@ def dropout(x, seed, threshold, scale):
 # the earlier NumPy reference broke that). Other variants (tanh GELU, float64 GELU and softmax:
 # libm's tanh, erf and exp, which NumPy does not reproduce) and every backward keep the
 # reference forward below COMPILED_MIN_SIZE. Only the serial builds serve small inputs.
-WARM_UP_AFTER = 64  # small calls before the kernels load in the background; None: never
-# (EMBER_KERNEL_WARM_UP=0 turns the warm-up off; the small inputs then keep the NumPy passes)
-_small_state = {"calls": 0, "started": False, "wanted": {}}
-_READY: dict = {}  # (group, name) -> the serial kernel, once it has run on warm-up arguments
+WARM_UP_AFTER = 16  # small calls before the kernels load in the background; None: never
+# (EMBER_KERNEL_WARM_UP=0 turns the warm-up off; the small inputs then keep the NumPy passes).
+# A fork waits for a warm-up in progress: a child must not inherit numba half imported or
+# LLVM's locks held by a thread it does not have.
+_small_state: dict = {"calls": 0, "thread": None, "failed": False, "wanted": {}}
+_READY: dict = {}  # (group, name, dtype char) -> the serial kernel, once run on warm-up arguments
 
 
 def _plain(a):
@@ -734,36 +738,53 @@ def _small_kernel(group, name, dtype, example):
     state["wanted"].setdefault(key, example)
     state["calls"] += 1
     if (
-        not state["started"]
+        state["thread"] is None
+        and not state["failed"]
         and WARM_UP_AFTER is not None
         and state["calls"] >= WARM_UP_AFTER
         and not parallel.in_forked_child()
     ):
-        state["started"] = True
         if not flag("EMBER_KERNEL_WARM_UP", True):  # tests/conftest.py: no background builds
+            state["failed"] = True
             return None
         import threading
 
-        threading.Thread(target=_warm_up, name="ember-kernel-warm-up", daemon=True).start()
+        thread = threading.Thread(target=_warm_up, name="ember-kernel-warm-up", daemon=True)
+        state["thread"] = thread
+        thread.start()
     return None
 
 
 def _warm_up():
     """Load (or compile) the serial kernels the small calls asked for and run each once on
     arguments of the types the small paths pass, so that no later call compiles."""
+    state = _small_state
     try:
         if not numba_kernels.available():
+            state["failed"] = True
             return
         while True:
-            pending = [k for k in list(_small_state["wanted"]) if k not in _READY]
+            pending = [k for k in list(state["wanted"]) if k not in _READY]
             if not pending:
                 return
             for key in pending:
                 kernel = _kernel(key[0], key[1], False)
-                kernel(*_small_state["wanted"][key]())
+                kernel(*state["wanted"][key]())
                 _READY[key] = kernel
     except Exception:  # noqa: BLE001 - the small inputs keep their NumPy path
-        return
+        state["failed"] = True
+    finally:
+        state["thread"] = None
+
+
+def _finish_warm_up_before_fork():
+    thread = _small_state["thread"]
+    if thread is not None:
+        thread.join()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_finish_warm_up_before_fork)
 
 
 def _lane_sum(a):

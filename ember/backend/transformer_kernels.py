@@ -13,13 +13,14 @@ serial build of the same source, so the parallel result equals the serial one bi
 fast-math reassociation: sums run in a fixed order, in float64; Note [Vectorised rows]). The
 parameter gradient of layer norm sums over rows: it adds fixed blocks of `_BLOCK` rows in
 parallel and then the blocks in order, so its bits do not depend on the thread count either.
-Below `COMPILED_MIN_SIZE` elements an op runs its NumPy reference forward instead (a short
-sequence's activations: a fresh process answers without loading numba, as Note [Fast erf] does
-for erf); below `PARALLEL_MIN_SIZE` a serial build would run (the two are equal by default, so
-every compiled call is parallel; the tests lower them to compare the builds). The parallel
-build uses the threads `ember.set_num_threads` asks for (numba's own count).
-Without numba (or EMBER_NO_NUMBA=1 / EMBER_FAST_KERNELS=0) every function returns None and
-the op runs its reference forward (NumPy). tests/ops/test_fused.py checks both.
+Below `COMPILED_MIN_SIZE` elements an op runs NumPy passes with the kernel's own bits or its
+reference forward (a short sequence's activations: a fresh process answers without loading
+numba, as Note [Fast erf] does for erf; Note [Kernel-exact small paths]); below
+`PARALLEL_MIN_SIZE` a serial build would run (the two are equal by default, so every compiled
+call is parallel; the tests lower them to compare the builds). The parallel build uses the
+threads `ember.set_num_threads` asks for (numba's own count). Without numba (or
+EMBER_NO_NUMBA=1 / EMBER_FAST_KERNELS=0) every function returns None (above the small size)
+and the op runs its reference forward (NumPy). tests/ops/test_fused.py checks both.
 
 Note [Vectorised rows]: the inner loops are written so that LLVM turns them into SIMD code
 (AVX2/AVX-512), which a loop with a call (libm's exp), a branch or one running sum cannot be:
@@ -36,18 +37,20 @@ forward, against PyTorch's whole fused attention at 36 ms.
   correctly rounded value on [-87, 88.5], 0 below -87 (where exp is subnormal), NaN for NaN.
   GELU's float32 erf is Note [Fast erf]'s rational approximation, written branch-free.
   float64 work keeps libm's exp, erf and tanh; float32 tanh GELU keeps libm's tanhf.
-- Small inputs (below `COMPILED_MIN_SIZE`) keep the NumPy reference whatever ran before in
-  the process: a switch to the compiled kernel after some calls was tried (a short request's
-  GELU costs ~29 ns per element in the NumPy passes, under 1 ns compiled) but made results
-  depend on the process's history (a training run resumed in a fresh process no longer
-  matched the uninterrupted one bit for bit, tests/train/test_checkpoints.py); it needs a
-  NumPy path with the kernel's exact operations first.
+- Small inputs (below `COMPILED_MIN_SIZE`): Note [Kernel-exact small paths] at the end of
+  this file. A switch from the NumPy reference to the compiled kernel after some calls made
+  results depend on the process's history (a training run resumed in a fresh process no
+  longer matched the uninterrupted one bit for bit, tests/train/test_checkpoints.py); the
+  small paths now compute the kernel's exact operations in NumPy, so the switch is safe.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from ember._util.env import flag
 from ember.backend import numba_kernels, parallel
 
 COMPILED_MIN_SIZE = 1 << 16
@@ -519,12 +522,24 @@ def gelu(x, b, approximate):
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[-1]):
         return None
     dtype = x.dtype if b is None else np.result_type(x, b)
-    kernel = _pick(_gelu_group(approximate, dtype, b), "gelu_forward", x.size)
-    if kernel is None:
-        return None
-    xs = _rows(x.astype(dtype, copy=False))
+    group = _gelu_group(approximate, dtype, b)
+    if x.size < COMPILED_MIN_SIZE:
+        if approximate != "none" or dtype != np.float32:
+            return None  # the reference (Note [Kernel-exact small paths])
+        xs = _plain(_rows(x.astype(dtype, copy=False)))
+        bias = _empty_bias(dtype) if b is None else _plain(b.astype(dtype, copy=False))
+        d = 1 if b is None else 8
+        example = lambda: (np.zeros((1, 8), dtype), np.zeros(d, dtype), np.empty((1, 8), dtype))  # noqa: E731
+        kernel = _small_kernel(group, "gelu_forward", dtype, example)
+        if kernel is None:
+            return _small_gelu(xs, None if b is None else bias).reshape(x.shape)
+    else:
+        kernel = _pick(group, "gelu_forward", x.size)
+        if kernel is None:
+            return None
+        xs = _rows(x.astype(dtype, copy=False))
+        bias = _empty_bias(dtype) if b is None else b.astype(dtype, copy=False)
     out = np.empty(xs.shape, dtype)
-    bias = _empty_bias(dtype) if b is None else b.astype(dtype, copy=False)
     kernel(xs, bias, out)
     return out.reshape(x.shape)
 
@@ -560,6 +575,8 @@ def _norm_args(x, r, *params):
 
 def layer_norm(x, r, w, b, eps):
     args = _norm_args(x, r, w, b)
+    if args and x.size < COMPILED_MIN_SIZE:
+        return _small_layer_norm_call(args, r is not None, w, b, float(eps), x.shape)
     kernel = args and _pick("layer_norm", "layer_norm_forward", x.size)
     if not kernel:
         return None
@@ -606,8 +623,11 @@ def softmax(s, m, scale):
     if m is not None and (m.ndim > s.ndim or m.shape[-1] not in (1, s.shape[-1])):
         return None
     dtype = s.dtype if m is None else np.result_type(s, m)
-    kernel = _pick(_softmax_group(dtype), "softmax_forward", s.size)
-    if kernel is None:
+    small = s.size < COMPILED_MIN_SIZE
+    if small and dtype != np.float32:
+        return None  # the reference (Note [Kernel-exact small paths])
+    kernel = None if small else _pick(_softmax_group(dtype), "softmax_forward", s.size)
+    if kernel is None and not small:
         return None
     lead = (1,) * (4 - s.ndim)
     s4 = np.ascontiguousarray(s.astype(dtype, copy=False)).reshape(lead + s.shape)
@@ -617,8 +637,20 @@ def softmax(s, m, scale):
         m4 = m.astype(dtype, copy=False).reshape((1,) * (4 - m.ndim) + m.shape)
         if any(md not in (1, sd) for md, sd in zip(m4.shape, s4.shape)):
             return None
+    if small:
+        s4, m4 = _plain(s4), _plain(m4)
+        example = lambda: (  # noqa: E731
+            np.zeros((1, 1, 1, 8), dtype),
+            np.zeros((1, 1, 1, 8), dtype),
+            True,
+            1.0,
+            np.empty((1, 1, 1, 8), dtype),
+        )
+        kernel = _small_kernel("softmax32", "softmax_forward", dtype, example)
+        if kernel is None:
+            return _small_softmax(s4, m4, m is not None, float(scale)).reshape(s.shape)
     out = np.empty(s4.shape, dtype)
-    kernel(s4, m4, m is not None, scale, out)
+    kernel(s4, m4, m is not None, float(scale), out)
     return out.reshape(s.shape)
 
 
@@ -644,3 +676,230 @@ def dropout(x, seed, threshold, scale):
     out = np.empty(xs.shape, x.dtype)
     kernel(xs, int(seed), int(threshold), scale, out)
     return out.reshape(x.shape)
+
+
+# --- small inputs ---------------------------------------------------------------------------
+# Note [Kernel-exact small paths]: below COMPILED_MIN_SIZE elements the forwards of exact GELU
+# (float32), layer norm (float32 and float64) and softmax (float32) run `_small_*`: NumPy
+# passes that perform the compiled kernel's own operations in its own order and precision
+# (float64 values, the lane sums of Note [Vectorised rows] as a sum over 8 columns, exp32 and
+# erf32 written out; the kernels are built without fast-math, so no fused multiply-add either).
+# Their results equal the kernel's bit for bit (tests/ops/test_fused.py checks it on edge
+# values too), so which of the two runs a call cannot change a result: a short request's GELU
+# costs ~17 ns per element in these passes against ~1.5 compiled, and once the serial kernels
+# have loaded the small inputs use them. They load in the background (`_warm_up`, a daemon
+# thread) after WARM_UP_AFTER small calls in the process, from numba's disk cache or compiled
+# there: a process's first calls never wait for numba (Note [Fast erf]), a process that keeps
+# answering short requests gets the compiled kernels, and a training run resumed in a fresh
+# process still equals the uninterrupted one (tests/train/test_checkpoints.py; a switch from
+# the earlier NumPy reference broke that). Other variants (tanh GELU, float64 GELU and softmax:
+# libm's tanh, erf and exp, which NumPy does not reproduce) and every backward keep the
+# reference forward below COMPILED_MIN_SIZE. Only the serial builds serve small inputs.
+WARM_UP_AFTER = 16  # small calls before the kernels load in the background; None: never
+# (EMBER_KERNEL_WARM_UP=0 turns the warm-up off; the small inputs then keep the NumPy passes).
+# A fork waits for a warm-up in progress: a child must not inherit numba half imported or
+# LLVM's locks held by a thread it does not have.
+_small_state: dict = {"calls": 0, "thread": None, "failed": False, "wanted": {}}
+_READY: dict = {}  # (group, name, dtype char) -> the serial kernel, once run on warm-up arguments
+
+
+def _plain(a):
+    """`a` as the small paths pass it to a kernel: C-contiguous and writeable (numba types a
+    read-only or strided array differently: another specialisation, compiled on the call)."""
+    return a if a.flags.c_contiguous and a.flags.writeable else a.copy(order="C")
+
+
+def _small_layer_norm_call(args, has_residual, w, b, eps, shape):
+    dtype, xs, rs = args
+    xs, rs = _plain(xs), _plain(rs)
+    w, b = _plain(w.astype(dtype, copy=False)), _plain(b.astype(dtype, copy=False))
+
+    def example():
+        a = np.zeros((1, 8), dtype)
+        return a, a, True, np.ones(8, dtype), np.zeros(8, dtype), 1e-5, np.empty((1, 8), dtype)
+
+    kernel = _small_kernel("layer_norm", "layer_norm_forward", dtype, example)
+    if kernel is None:
+        return _small_layer_norm(xs, rs, has_residual, w, b, eps, dtype).reshape(shape)
+    out = np.empty(xs.shape, dtype)
+    kernel(xs, rs, has_residual, w, b, eps, out)
+    return out.reshape(shape)
+
+
+def _small_kernel(group, name, dtype, example):
+    """The loaded serial kernel for a small input of `dtype`, else None (and the call counts
+    towards the background warm-up, which runs `example()`'s arguments through it; Note
+    [Kernel-exact small paths])."""
+    key = (group, name, np.dtype(dtype).char)
+    kernel = _READY.get(key)
+    if kernel is not None and not numba_kernels._state["forced_off"]:
+        return kernel
+    state = _small_state
+    state["wanted"].setdefault(key, example)
+    state["calls"] += 1
+    if (
+        state["thread"] is None
+        and not state["failed"]
+        and WARM_UP_AFTER is not None
+        and state["calls"] >= WARM_UP_AFTER
+        and not parallel.in_forked_child()
+    ):
+        if not flag("EMBER_KERNEL_WARM_UP", True):  # tests/conftest.py: no background builds
+            state["failed"] = True
+            return None
+        import threading
+
+        thread = threading.Thread(target=_warm_up, name="ember-kernel-warm-up", daemon=True)
+        state["thread"] = thread
+        thread.start()
+    return None
+
+
+def _warm_up():
+    """Load (or compile) the serial kernels the small calls asked for and run each once on
+    arguments of the types the small paths pass, so that no later call compiles."""
+    state = _small_state
+    try:
+        if not numba_kernels.available():
+            state["failed"] = True
+            return
+        while True:
+            pending = [k for k in list(state["wanted"]) if k not in _READY]
+            if not pending:
+                return
+            for key in pending:
+                kernel = _kernel(key[0], key[1], False)
+                kernel(*state["wanted"][key]())
+                _READY[key] = kernel
+    except Exception:  # noqa: BLE001 - the small inputs keep their NumPy path
+        state["failed"] = True
+    finally:
+        state["thread"] = None
+
+
+def _finish_warm_up_before_fork():
+    thread = _small_state["thread"]
+    if thread is not None:
+        thread.join()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_finish_warm_up_before_fork)
+
+
+def _lane_sum(a):
+    """The sum over the last dim of (rows, n) float64 `a` as `_lanes` adds it: element j into
+    lane j % 8 in order, the lanes combined pairwise (Note [Vectorised rows])."""
+    rows, n = a.shape
+    n8 = n - n % 8
+    # lane l of row i sums a[i, l], a[i, 8 + l], ... in order: NumPy reduces over the leading
+    # axis of a contiguous (n // 8, rows * 8) array one slice after another
+    blocks = np.ascontiguousarray(a[:, :n8].reshape(rows, n8 // 8, 8).transpose(1, 0, 2))
+    s = np.add.reduce(blocks.reshape(n8 // 8, rows * 8), axis=0, initial=0.0).reshape(rows, 8)
+    for j in range(n8, n):  # the tail goes into lane 0
+        s[:, 0] += a[:, j]
+    pairs = s[:, 0::2] + s[:, 1::2]
+    halves = pairs[:, 0::2] + pairs[:, 1::2]
+    return halves[:, 0] + halves[:, 1]
+
+
+def _small_gelu(xs, bias):
+    """gelu_forward of the exact float32 kernel with bias (Note [Kernel-exact small paths])."""
+    from ember.backend.numpy_backend import _ERF_DENOMINATOR, _ERF_NUMERATOR
+
+    u = xs.astype(np.float64)
+    if bias is not None:
+        u += bias.astype(np.float64)
+    z = u * _SQRT_HALF
+    np.clip(z, -4.0, 4.0, out=z)
+    z2 = z * z
+    p = z2 * _ERF_NUMERATOR[0]
+    p += _ERF_NUMERATOR[1]
+    for c in _ERF_NUMERATOR[2:]:
+        p *= z2
+        p += c
+    q = z2 * _ERF_DENOMINATOR[0]
+    q += _ERF_DENOMINATOR[1]
+    for c in _ERF_DENOMINATOR[2:]:
+        q *= z2
+        q += c
+    p *= z
+    p /= q
+    p += 1.0  # a NaN u stays NaN (u's own) whatever erf32 gave, as in the kernel
+    u *= 0.5
+    u *= p
+    return u.astype(np.float32)
+
+
+def _small_layer_norm(xs, rs, has_residual, w, b, eps, dtype):
+    """layer_norm_forward (Note [Kernel-exact small paths])."""
+    s = xs.astype(np.float64)
+    if has_residual:
+        s += rs
+    d = s.shape[1]
+    mean = _lane_sum(s) / d
+    s -= mean[:, None]
+    var = _lane_sum(s * s) / d
+    rstd = 1.0 / np.sqrt(var + eps)
+    s *= rstd[:, None]
+    s *= w.astype(np.float64)
+    s += b
+    return s.astype(dtype)
+
+
+_E32 = {
+    name: np.float32(value)
+    for name, value in (
+        ("log2e", 1.4426950408889634),
+        ("ln2_hi", 0.693359375),
+        ("ln2_lo", -2.12194440e-4),
+        ("lo", -87.0),
+        ("hi", 88.5),
+    )
+}
+_EXP32_P = tuple(
+    np.float32(c)
+    for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2)
+    + (1.6666665459e-1, 5.0000001201e-1)
+)
+
+
+def _exp32(x):
+    """exp32 of _EXP32 on a float32 array, operation for operation."""
+    e = _E32
+    z = np.clip(x, e["lo"], e["hi"])
+    n = z * e["log2e"]
+    n += np.float32(0.5)
+    np.floor(n, out=n)
+    r = z - n * e["ln2_hi"]
+    r -= n * e["ln2_lo"]
+    p = r * _EXP32_P[0]
+    p += _EXP32_P[1]
+    for c in _EXP32_P[2:]:
+        p *= r
+        p += c
+    p *= r * r
+    p += r
+    p += np.float32(1.0)
+    n += np.float32(127.0)
+    p *= (n.astype(np.int32) << 23).view(np.float32)
+    p[x < e["lo"]] = 0.0
+    p[x > e["hi"]] = np.inf
+    nan = np.isnan(x)
+    if nan.any():
+        p[nan] = x[nan]
+    return p
+
+
+def _small_softmax(s4, m4, has_mask, scale):
+    """softmax_forward of the float32 kernel (Note [Kernel-exact small paths])."""
+    z = s4 * np.float32(scale)
+    if has_mask:
+        z += m4
+    n = z.shape[-1]
+    rows = z.reshape(-1, n)
+    with np.errstate(invalid="ignore"):  # row_max ignores NaN; an all -inf row gives NaN
+        top = np.fmax.reduce(rows, axis=1, initial=-np.inf)
+        e = _exp32(rows - top[:, None])
+    inverse = 1.0 / _lane_sum(e.astype(np.float64))
+    return (e * inverse[:, None]).astype(np.float32).reshape(z.shape)

@@ -15,6 +15,7 @@ graphs like any other op, and the spec keys caches.
 from __future__ import annotations
 
 import builtins
+import math
 import warnings
 
 import numpy as np
@@ -45,6 +46,8 @@ from ember.ops.elementwise import FLOOR_DIVIDE, LOGICAL_AND, unbroadcast, where
 
 def _resolve_shape(shape, numel, op="reshape", source=None):
     shape = tuple(int(s) for s in shape)
+    if -1 not in shape and (not shape or builtins.min(shape) >= 0) and math.prod(shape) == numel:
+        return shape  # the common case, checked in C (the checks below give the errors)
     unknown = [i for i, s in enumerate(shape) if s == -1]
     if len(unknown) > 1:
         raise ShapeError(f"{op}: only one dimension can be -1, got {shape}")
@@ -851,8 +854,10 @@ def transpose(x, dim0, dim1):
         return x
     dims = list(range(x.ndim))
     a, b = _dim(dim0, x.ndim, "transpose"), _dim(dim1, x.ndim, "transpose")
+    if a == b:
+        return x
     dims[a], dims[b] = dims[b], dims[a]
-    return permute(x, dims)
+    return apply(PERMUTE, x, dims=tuple(dims))  # a valid permutation: no permute() checks
 
 
 @public("movedim")

@@ -4,6 +4,8 @@ parallel kernels equal bit for bit (Note [Row-parallel kernels]); dropout's seed
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -305,3 +307,124 @@ def test_float32_softmax_kernel_exp_within_three_ulp_and_edges(monkeypatch):
     mask = np.zeros((1, 1, 2, 4), np.float32)
     mask[0, 0, 0] = -np.inf
     assert np.isnan(K.softmax(edge, mask, 1.0)).all()
+
+
+def _small_cases():
+    """(name, dtype, call) below COMPILED_MIN_SIZE, with NaN, infinities, signed zeros, huge
+    and subnormal values, rows shorter than 8 and not a multiple of 8, -inf and float32-min
+    masks (Note [Kernel-exact small paths])."""
+    rng = np.random.default_rng(11)
+    cases = []
+    for d in (3, 8, 13, 384):
+        for dtype in DTYPES:
+            x = (rng.standard_normal((7, d)) * 4).astype(dtype)
+            x.reshape(-1)[:8] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 3e-40]
+            r = rng.standard_normal((7, d)).astype(dtype)
+            w, b = rng.standard_normal(d).astype(dtype), rng.standard_normal(d).astype(dtype)
+            cases += [
+                (
+                    f"layer_norm d={d}",
+                    dtype,
+                    partial(K.layer_norm, x, None, w, b, 1e-5),
+                ),
+                (
+                    f"layer_norm+res d={d}",
+                    dtype,
+                    partial(K.layer_norm, x, r, w, b, 1e-12),
+                ),
+            ]
+            if dtype != np.float32:
+                continue
+            hole = np.where(rng.random((7, 1, 1, d)) < 0.3, -np.inf, 0.0).astype(dtype)
+            low = np.where(rng.random((7, 1, 1, d)) < 0.3, np.finfo(dtype).min, 0.0).astype(dtype)
+            cases += [
+                (f"gelu d={d}", dtype, partial(K.gelu, x, None, "none")),
+                (f"gelu+bias d={d}", dtype, partial(K.gelu, x, b, "none")),
+                (
+                    f"softmax d={d}",
+                    dtype,
+                    partial(K.softmax, x.reshape(1, 7, 1, d), None, 0.125),
+                ),
+                (
+                    f"softmax -inf mask d={d}",
+                    dtype,
+                    partial(K.softmax, x.reshape(7, 1, 1, d), hole, 1.0),
+                ),
+                (
+                    f"softmax min mask d={d}",
+                    dtype,
+                    partial(K.softmax, r.reshape(7, 1, 1, d) * 30, low, 0.7),
+                ),
+                (
+                    f"softmax 3-d d={d}",
+                    dtype,
+                    partial(K.softmax, r.reshape(1, 7, d), np.zeros((7, 1), dtype), 0.7),
+                ),
+            ]
+    return cases
+
+
+@needs_numba
+def test_small_inputs_give_the_compiled_kernels_bits(monkeypatch):
+    """Below COMPILED_MIN_SIZE the NumPy passes equal the compiled kernel bit for bit (NaN
+    where it gives NaN), so a process that has loaded the kernels computes what a fresh one
+    does (Note [Kernel-exact small paths])."""
+    monkeypatch.setattr(K, "WARM_UP_AFTER", None)
+    monkeypatch.setattr(K, "_READY", {})
+    for name, dtype, call in _small_cases():
+        small = call()
+        with monkeypatch.context() as m:
+            m.setattr(K, "COMPILED_MIN_SIZE", 0)
+            m.setattr(K, "PARALLEL_MIN_SIZE", 1 << 62)
+            compiled = call()
+        assert small is not None and small.dtype == dtype, name
+        np.testing.assert_array_equal(small, compiled, err_msg=f"{name} {np.dtype(dtype).name}")
+
+
+def test_small_inputs_agree_with_the_reference_and_keep_it_for_other_variants():
+    """The kernel-exact NumPy passes stay within the fused ops' tolerance of the reference;
+    tanh GELU, float64 GELU and float64 softmax keep the reference (None here)."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((16, 96)).astype(np.float32)
+    b = rng.standard_normal(96).astype(np.float32)
+    m = np.where(rng.random((16, 96)) < 0.2, -np.inf, 0.0).astype(np.float32)
+    xp = ember.backend.get_backend("cpu").xp
+    with numba_kernels.disable_for_tests():
+        pairs = [
+            (K.gelu(x, b, "none"), Fz._gelu_forward(xp, x, b)),
+            (K.layer_norm(x, x[::-1], b, b, 1e-12), Fz._ln_forward(xp, x, b, b, x[::-1], 1e-12)),
+            (K.softmax(x, m, 0.3), Fz._softmax_forward(xp, x, m, 0.3)),
+        ]
+    for ours, ref in pairs:
+        _close(ours, ref, np.float32, "small path")
+    assert K.gelu(x, b, "tanh") is None
+    assert K.gelu(x.astype(np.float64), None, "none") is None
+    assert K.softmax(x.astype(np.float64), None, 1.0) is None
+
+
+@needs_numba
+def test_the_background_warm_up_loads_the_kernels_without_changing_results(monkeypatch):
+    """After WARM_UP_AFTER small calls a daemon thread loads the serial kernels; the calls
+    after it run them and give the same bits as before (Note [Kernel-exact small paths])."""
+    monkeypatch.setenv("EMBER_KERNEL_WARM_UP", "1")
+    monkeypatch.setattr(K, "WARM_UP_AFTER", 3)
+    monkeypatch.setattr(K, "_READY", {})
+    state = {"calls": 0, "thread": None, "failed": False, "wanted": {}}
+    monkeypatch.setattr(K, "_small_state", state)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 40)).astype(np.float32)
+    w = rng.standard_normal(40).astype(np.float32)
+    w.flags.writeable = False  # a read-only weight (mapped from a checkpoint) is copied
+    calls = [
+        lambda: K.gelu(x, w, "none"),
+        lambda: K.layer_norm(x, x, w, w, 1e-12),
+        lambda: K.softmax(x[None, None], None, 0.5),
+    ]
+    before = [call() for call in calls]
+    thread = state["thread"]  # None once it has finished
+    if thread is not None:
+        assert thread.daemon
+        thread.join(120)
+    assert len(K._READY) == 3 and not state["failed"], K._READY
+    for call, old in zip(calls, before):
+        np.testing.assert_array_equal(call(), old)

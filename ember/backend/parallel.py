@@ -67,6 +67,8 @@ import threading
 
 import numpy as np
 
+from ember.backend.memory import empty_apart
+
 __all__ = [
     "threshold",
     "num_threads",
@@ -413,7 +415,7 @@ def _parallel_ufunc(uf, operands, costly):
         size *= s
     if not parallel_worth(size, costly) or out_dtype.kind == "O" or not _layout_ok(operands, shape):
         return None
-    out = np.empty(shape, out_dtype)
+    out = empty_apart(shape, out_dtype, *operands)  # Note [Store aliasing]
     return chunked(uf, out, *operands, costly=costly)
 
 
@@ -503,7 +505,7 @@ def where_into(c, a, b, kernel=_where_chunk):
     dtype = np.result_type(a, b)
     if dtype.kind not in "biuf":
         return None
-    out = np.empty(shape, dtype)
+    out = empty_apart(shape, dtype, c, a, b)
     return chunked(kernel, out, c, a, b)
 
 
@@ -524,7 +526,7 @@ def astype(x, dtype, /, *, copy=True, **kwargs):
         if dtype == x.dtype:
             return x.copy() if copy else x
         if dtype.kind in "biuf" and x.dtype.kind in "biuf" and parallel_worth(x.size):
-            return chunked(_copy_chunk, np.empty(x.shape, dtype), x)
+            return chunked(_copy_chunk, empty_apart(x.shape, dtype, x), x)
     if isinstance(x, (_NDARRAY, np.generic)):
         return x.astype(dtype, copy=copy, **kwargs)
     return np.astype(x, dtype, copy=copy, **kwargs)

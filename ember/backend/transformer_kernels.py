@@ -49,6 +49,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember.backend import numba_kernels, parallel
+from ember.backend.memory import empty_apart
 
 COMPILED_MIN_SIZE = 1 << 16
 PARALLEL_MIN_SIZE = 1 << 16
@@ -523,7 +524,7 @@ def gelu(x, b, approximate):
     if kernel is None:
         return None
     xs = _rows(x.astype(dtype, copy=False))
-    out = np.empty(xs.shape, dtype)
+    out = empty_apart(xs.shape, dtype, xs)  # Note [Store aliasing]
     bias = _empty_bias(dtype) if b is None else b.astype(dtype, copy=False)
     kernel(xs, bias, out)
     return out.reshape(x.shape)
@@ -539,9 +540,10 @@ def gelu_grad(g, x, b, approximate):
     if kernel is None:
         return None
     xs = _rows(x.astype(dtype, copy=False))
-    out = np.empty(xs.shape, dtype)
+    gs = _rows(g.astype(dtype, copy=False))
+    out = empty_apart(xs.shape, dtype, xs, gs)
     bias = _empty_bias(dtype) if b is None else b.astype(dtype, copy=False)
-    kernel(_rows(g.astype(dtype, copy=False)), xs, bias, out)
+    kernel(gs, xs, bias, out)
     return out.reshape(x.shape)
 
 
@@ -564,7 +566,7 @@ def layer_norm(x, r, w, b, eps):
     if not kernel:
         return None
     dtype, xs, rs = args
-    out = np.empty(xs.shape, dtype)
+    out = empty_apart(xs.shape, dtype, xs, rs)
     kernel(
         xs, rs, r is not None, w.astype(dtype, copy=False), b.astype(dtype, copy=False), eps, out
     )
@@ -579,8 +581,9 @@ def layer_norm_input_grad(g, x, r, w, eps):
     if not kernel or not _floats(g):
         return None
     dtype, xs, rs = args
-    out = np.empty(xs.shape, np.result_type(dtype, g))
-    kernel(_rows(g), xs, rs, r is not None, w.astype(dtype, copy=False), eps, out)
+    gs = _rows(g)
+    out = empty_apart(xs.shape, np.result_type(dtype, g), gs, xs, rs)
+    kernel(gs, xs, rs, r is not None, w.astype(dtype, copy=False), eps, out)
     return out.reshape(x.shape)
 
 
@@ -641,6 +644,6 @@ def dropout(x, seed, threshold, scale):
     if kernel is None:
         return None
     xs = np.ascontiguousarray(x).reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
-    out = np.empty(xs.shape, x.dtype)
+    out = empty_apart(xs.shape, x.dtype, xs)
     kernel(xs, int(seed), int(threshold), scale, out)
     return out.reshape(x.shape)

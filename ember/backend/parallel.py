@@ -53,7 +53,9 @@ threads sleep on a queue; numba's OpenMP layer runs on its own libgomp with a pa
 policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
 ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) after every
 GEMM unless OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded, which `import ember` does when
-it comes first (Note [BLAS spin] in ember/backend/threads.py). The pool's workers are started
+it comes first, and where NumPy came first it restarts OpenBLAS's threads to read it (Note
+[BLAS spin] in ember/backend/threads.py). Results are allocated where their stores do not stall
+the loads of their operands (Note [Store aliasing] in ember/backend/memory.py). The pool's workers are started
 on first use and dropped in a forked child (a DataLoader worker starts its own).
 """
 

@@ -55,8 +55,9 @@ ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) 
 GEMM unless OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded, which `import ember` does when
 it comes first, and where NumPy came first it restarts OpenBLAS's threads to read it (Note
 [BLAS spin] in ember/backend/threads.py). Results are allocated where their stores do not stall
-the loads of their operands (Note [Store aliasing] in ember/backend/memory.py). The pool's workers are started
-on first use and dropped in a forked child (a DataLoader worker starts its own).
+the loads of their operands (Note [Store aliasing] in ember/backend/memory.py). The pool's
+workers are started on first use and dropped in a forked child (a DataLoader worker starts its
+own).
 """
 
 from __future__ import annotations

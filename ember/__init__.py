@@ -16,6 +16,10 @@ import sys as _sys
 # instead of ~0.1 s (Note [BLAS spin] in ember/backend/threads.py)
 if "numpy" not in _sys.modules:
     _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "16")
+else:  # NumPy came first: restart OpenBLAS's threads with that spin (Note [BLAS spin])
+    from ember.backend.threads import shorten_blas_spin as _shorten_blas_spin
+
+    _shorten_blas_spin()
 
 __version__ = "0.1.0"
 

@@ -10,7 +10,9 @@ import types
 
 import numpy as np
 
-from ember.backend import Backend, Device, blas, parallel, register_backend
+from ember.backend import Backend, Device, blas, memory, parallel, register_backend
+
+memory.keep_freed_memory()  # Note [Freed memory]
 
 # erf by rational approximations (Cody-style, as in the Cephes library): x*T(x^2)/U(x^2) on
 # |x| < 1, and 1 - exp(-x^2) P(x)/Q(x) beyond; relative error near 1e-16 in float64, so the

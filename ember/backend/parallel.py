@@ -53,8 +53,11 @@ threads sleep on a queue; numba's OpenMP layer runs on its own libgomp with a pa
 policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
 ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) after every
 GEMM unless OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded, which `import ember` does when
-it comes first (Note [BLAS spin] in ember/backend/threads.py). The pool's workers are started
-on first use and dropped in a forked child (a DataLoader worker starts its own).
+it comes first, and where NumPy came first it restarts OpenBLAS's threads to read it (Note
+[BLAS spin] in ember/backend/threads.py). Results are allocated where their stores do not stall
+the loads of their operands (Note [Store aliasing] in ember/backend/memory.py). The pool's
+workers are started on first use and dropped in a forked child (a DataLoader worker starts its
+own).
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ import queue
 import threading
 
 import numpy as np
+
+from ember.backend.memory import empty_apart
 
 __all__ = [
     "threshold",
@@ -413,7 +418,7 @@ def _parallel_ufunc(uf, operands, costly):
         size *= s
     if not parallel_worth(size, costly) or out_dtype.kind == "O" or not _layout_ok(operands, shape):
         return None
-    out = np.empty(shape, out_dtype)
+    out = empty_apart(shape, out_dtype, *operands)  # Note [Store aliasing]
     return chunked(uf, out, *operands, costly=costly)
 
 
@@ -503,7 +508,7 @@ def where_into(c, a, b, kernel=_where_chunk):
     dtype = np.result_type(a, b)
     if dtype.kind not in "biuf":
         return None
-    out = np.empty(shape, dtype)
+    out = empty_apart(shape, dtype, c, a, b)
     return chunked(kernel, out, c, a, b)
 
 
@@ -524,7 +529,7 @@ def astype(x, dtype, /, *, copy=True, **kwargs):
         if dtype == x.dtype:
             return x.copy() if copy else x
         if dtype.kind in "biuf" and x.dtype.kind in "biuf" and parallel_worth(x.size):
-            return chunked(_copy_chunk, np.empty(x.shape, dtype), x)
+            return chunked(_copy_chunk, empty_apart(x.shape, dtype, x), x)
     if isinstance(x, (_NDARRAY, np.generic)):
         return x.astype(dtype, copy=copy, **kwargs)
     return np.astype(x, dtype, copy=copy, **kwargs)

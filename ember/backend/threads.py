@@ -46,17 +46,16 @@ _requested: int | None = None
 # threads, one process each way (min / median): MiniLM forward 32x128 651 / 669 ms -> 517 / 529
 # ms, fine-tune step 16x128 872 / 978 -> 756 / 819 ms, forward 1x16 unchanged (107 ms per 10);
 # the compiled MNIST MLP step 0.37-0.40 ms either way. A process that imported NumPy first
-# keeps the default spin unless the variable is set in its environment: ember does not restart
-# OpenBLAS's threads to change it, because restarting them from a running process
-# (openblas_read_env, blas_thread_shutdown_, blas_thread_init) left every later 2-thread GEMM
-# stalling, measured on the quiet 2-core machine as a compiled MNIST MLP step of 26.6 ms
-# instead of 0.46 ms; the same limit given in the environment at start costs nothing. (To
-# re-check: that measurement ran where two other stalls, since fixed, also hit the 2-thread
-# MLP step: numba's kernels on PyTorch's spinning OpenMP workers, Note [Own OpenMP] in
-# ember/backend/numba_kernels.py, 7.1 ms a step; and bench_mlp's 2-thread child pinned to one
-# core, 40 ms. Without them, in a NumPy-first process at 2 threads, the restart to 2**16
-# cycles gave an MLP step of 0.35-0.38 ms against 0.39 ms and a MiniLM forward 32x128 of
-# 530-540 ms against 660-682 ms, the worker idle right after a GEMM instead of spinning 128 ms.)
+# has OpenBLAS's threads running with the default spin already: there `import ember` sets the
+# variable all the same (for child processes) and restarts OpenBLAS's threads so that they read
+# it (`shorten_blas_spin`: blas_thread_shutdown_, openblas_read_env, blas_thread_init, the
+# calls OpenBLAS's own fork handler makes; only where the library exports all three, and never
+# over a value the user set). An earlier measurement of that restart (a compiled MNIST MLP step
+# of 26.6 ms instead of 0.46 ms at 2 threads) ran while two other stalls, since fixed, hit the
+# same step: numba's kernels on PyTorch's spinning OpenMP workers (Note [Own OpenMP] in
+# ember/backend/numba_kernels.py) and bench_mlp's 2-thread child pinned to one core. Measured
+# again without them, NumPy imported first, 2 threads, quiet machine: see the figures in
+# `shorten_blas_spin`'s docstring.
 
 
 def _numpy_blas_folder() -> str:
@@ -127,6 +126,41 @@ def _all_blas() -> list:
         if _opened[path] is not None:
             found.append(_opened[path])
     return found
+
+
+_SPIN_LOG2_CYCLES = "16"  # ~30 us (Note [BLAS spin])
+blas_spin_restarted = False  # whether `shorten_blas_spin` restarted OpenBLAS's threads
+
+
+def shorten_blas_spin() -> bool:
+    """Restart OpenBLAS's worker threads with a ~30 us idle spin, in a process that loaded NumPy
+    (and so OpenBLAS, with its default 0.1 s spin) before ember; whether it did (Note [BLAS
+    spin]). Not while another thread runs a BLAS call: `import ember` calls it once, at import.
+
+    Measured on the quiet 2-core machine at 2 threads, NumPy imported first, with the default
+    spin (OPENBLAS_THREAD_TIMEOUT=28 given) against this restart: MiniLM forward 32x128 (ember
+    alone, mean of 5, two processes each way) 846 / 890 ms -> 682 / 715 ms, the OpenBLAS
+    worker's CPU time 3.2 s -> 1.4 s in a 4.2 s run; the compiled MNIST MLP step, the canary
+    for stalled threads (bench_mlp --jax-only): batch 64 422 -> 357 us a step (JAX 361 / 322 in
+    the same runs), batch 1 156 -> 150 us."""
+    if "OPENBLAS_THREAD_TIMEOUT" in os.environ:  # the user's choice, or already done
+        return False
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = _SPIN_LOG2_CYCLES  # child processes read it at start
+    blas = _find_blas()
+    if not blas:
+        return False
+    lib = blas[2]
+    names = ("blas_thread_shutdown_", "openblas_read_env", "blas_thread_init")
+    if not all(hasattr(lib, name) for name in names):  # another BLAS, or another OpenBLAS build
+        return False
+    for name in names:
+        getattr(lib, name).restype = ctypes.c_int if name == "blas_thread_init" else None
+    lib.blas_thread_shutdown_()  # joins the workers (OpenBLAS's fork handler does the same)
+    lib.openblas_read_env()  # reads OPENBLAS_THREAD_TIMEOUT again
+    lib.blas_thread_init()  # new workers with the short spin
+    global blas_spin_restarted
+    blas_spin_restarted = True
+    return True
 
 
 def set_num_threads(n: int) -> None:

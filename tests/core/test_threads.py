@@ -421,13 +421,14 @@ def _python(code: str, env_drop=(), env_add=None):
     "code, user_value, expected",
     [
         ("import ember", None, "16"),  # NumPy not loaded yet: ember sets the short spin
-        ("import numpy, ember", None, "None"),  # too late: OpenBLAS read its setting already
+        ("import numpy, ember", None, "16"),  # NumPy first: set, and OpenBLAS restarted
         ("import ember", "28", "28"),  # the user's choice stands
+        ("import numpy, ember", "28", "28"),
     ],
 )
-def test_import_ember_first_shortens_openblas_spin(code, user_value, expected):
-    """Note [BLAS spin]: `import ember` before NumPy sets OPENBLAS_THREAD_TIMEOUT, never over
-    the user's value, never after NumPy loaded OpenBLAS."""
+def test_import_ember_shortens_openblas_spin(code, user_value, expected):
+    """Note [BLAS spin]: `import ember` sets OPENBLAS_THREAD_TIMEOUT, never over the user's
+    value."""
     env_add = {"OPENBLAS_THREAD_TIMEOUT": user_value} if user_value else None
     out = _python(
         code + "\nimport os\nprint(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))",
@@ -435,6 +436,33 @@ def test_import_ember_first_shortens_openblas_spin(code, user_value, expected):
         env_add=env_add,
     )
     assert out == expected
+
+
+@pytest.mark.parametrize("user_value", [None, "28"])
+def test_numpy_first_restarts_openblas_threads(user_value):
+    """Note [BLAS spin]: in a process that loaded NumPy first, `import ember` restarts
+    OpenBLAS's threads to read the short spin (not over the user's value), and 2-thread
+    products after the restart equal NumPy's 1-thread ones."""
+    code = (
+        "import numpy as np\n"
+        "a = np.random.default_rng(0).standard_normal((300, 200))\n"
+        "b = np.random.default_rng(1).standard_normal((200, 400))\n"
+        "import ember\n"
+        "from ember.backend import threads\n"
+        "ember.set_num_threads(1)\n"
+        "one = a @ b\n"
+        "ember.set_num_threads(2)\n"
+        "same = all(np.allclose(a @ b, one, rtol=1e-12, atol=1e-12) for _ in range(20))\n"
+        "lib = threads._find_blas()\n"
+        "restartable = bool(lib) and hasattr(lib[2], 'blas_thread_shutdown_')\n"
+        "print(threads.blas_spin_restarted, restartable, same)\n"
+    )
+    env_add = {"OPENBLAS_THREAD_TIMEOUT": user_value} if user_value else None
+    restarted, restartable, same = _python(
+        code, env_drop=("OPENBLAS_THREAD_TIMEOUT",), env_add=env_add
+    ).split()
+    assert same == "True"
+    assert restarted == str(restartable == "True" and user_value is None)
 
 
 def test_numba_openmp_layer_loads_passive_and_deep_bound():

@@ -161,6 +161,8 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
         "layer_norm": lambda: K.layer_norm(x, r, w, b, 1e-5),
         "layer_norm_input_grad": lambda: K.layer_norm_input_grad(g, x, r, w, 1e-5),
         "layer_norm_param_grad": lambda: K.layer_norm_param_grad(g, x, None, 1e-5),
+        "layer_norm_param_grad+residual": lambda: K.layer_norm_param_grad(g, x, r, 1e-5),
+        "layer_norm+no residual": lambda: K.layer_norm(x, None, w, b, 1e-5),
         "softmax": lambda: K.softmax(s, m, 0.3),
         "softmax_grad": lambda: K.softmax_grad(s, y, 0.3),
         "dropout": lambda: K.dropout(x, 99, Fz._threshold(0.1), dtype(1 / 0.9)),
@@ -180,6 +182,41 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
 
 
 @needs_numba
+@needs_numba
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+@pytest.mark.parametrize("mean, std", [(0.0, 1.0), (1000.0, 0.01), (1e4, 1.0), (-50.0, 1e-3)])
+def test_float32_layer_norm_kernels_near_float64_whatever_the_mean(mean, std, residual):
+    """Note [Float32 layer norm]: one pass of shifted float64 sums and a two-part mean keep the
+    float32 kernels within a few float32 ulp of the float64 result of the same float32 inputs,
+    even where the mean lies 10^5 deviations from zero (a float32 two-pass decomposition
+    loses ~10^-3 there)."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((512, 384)) * std + mean).astype(np.float32)
+    r = (rng.standard_normal((512, 384)) * std).astype(np.float32) if residual else None
+    g = rng.standard_normal((512, 384)).astype(np.float32)
+    w, b = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+    u = (x if r is None else x + r).astype(np.float64)  # the float32 sum, as the reference
+    m = u.mean(-1, keepdims=True)
+    rstd = 1.0 / np.sqrt(((u - m) ** 2).mean(-1, keepdims=True) + 1e-12)
+    xhat = (u - m) * rstd
+    gw = g * w.astype(np.float64)
+    cases = {
+        "forward": (K.layer_norm(x, r, w, b, 1e-12), xhat * w + b),
+        "input grad": (
+            K.layer_norm_input_grad(g, x, r, w, 1e-12),
+            rstd * (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True)),
+        ),
+        "param grad": (
+            K.layer_norm_param_grad(g, x, r, 1e-12),
+            np.stack([(g * xhat).sum(0), g.astype(np.float64).sum(0)]),
+        ),
+    }
+    for name, (ours, exact) in cases.items():
+        assert ours is not None and ours.dtype == np.float32, name
+        scale = np.abs(exact).max()
+        np.testing.assert_allclose(ours, exact, rtol=0, atol=4e-7 * scale, err_msg=name)
+
+
 def test_kernel_threads_follow_set_num_threads():
     import numba
 

@@ -882,7 +882,9 @@ def dropout(x, seed, threshold, scale):
 # process still equals the uninterrupted one (tests/train/test_checkpoints.py; a switch from
 # the earlier NumPy reference broke that). Other variants (tanh GELU, float64 GELU and softmax:
 # libm's tanh, erf and exp, which NumPy does not reproduce) and every backward keep the
-# reference forward below COMPILED_MIN_SIZE. Only the serial builds serve small inputs.
+# reference forward below COMPILED_MIN_SIZE. Only the serial builds serve small inputs. A small
+# float32 layer norm follows the general kernels (group "layer_norm"), not the one-pass float32
+# kernels of large inputs (Note [Float32 layer norm]): each size class has one set of bits.
 WARM_UP_AFTER = 16  # small calls before the kernels load in the background; None: never
 # (EMBER_KERNEL_WARM_UP=0 turns the warm-up off; the small inputs then keep the NumPy passes).
 # A fork waits for a warm-up in progress: a child must not inherit numba half imported or

@@ -9,6 +9,12 @@ weight decay 0.01, 10% warmup, linear decay, seed 42), in one process.
     python bench/bench_trainer.py --steps 50      # more steps, steadier numbers
     python bench/bench_trainer.py --full          # one full epoch of each + eval accuracy
     python bench/bench_trainer.py --threads 1 2   # both thread counts, one process
+    python bench/bench_trainer.py --padding longest   # pad each batch to its longest review
+
+Each batch is padded to max_length 64 by default (`--padding max_length`): the two Trainers
+shuffle with their own generators, so with dynamic padding (`--padding longest`, HF's default
+collator) their k-th batches have different lengths, and over 10 steps the medians compare
+different work (measured: batches padded to 35-60 tokens on one side, 38-60 on the other).
 
 Prints seconds per step (min / median / max over the steps after the first, and the epoch
 time scaled from the median), the ratio ember/HF of the median steps, eval accuracy when
@@ -89,8 +95,8 @@ def _settings(steps: int | None, output_dir: str) -> dict:
     }
 
 
-def run_ember(train, test, steps, evaluate):
-    from ember.train import Trainer, TrainerCallback, TrainingArguments
+def run_ember(train, test, steps, evaluate, padding):
+    from ember.train import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
     from ember.transformers import AutoTokenizer, BertForSequenceClassification
 
     folder = minilm_folder()
@@ -103,6 +109,7 @@ def run_ember(train, test, steps, evaluate):
         train_dataset=tokenize(tokenizer, train),
         eval_dataset=tokenize(tokenizer, test),
         processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, padding, max_length=MAX_LENGTH),
         compute_metrics=accuracy,
         callbacks=[timer := step_timer(TrainerCallback)],
     )
@@ -111,11 +118,12 @@ def run_ember(train, test, steps, evaluate):
     return result.global_step, result.metrics["train_runtime"], metrics, timer.seconds
 
 
-def run_huggingface(train, test, steps, evaluate):
+def run_huggingface(train, test, steps, evaluate, padding):
     import transformers
     from transformers import (
         AutoTokenizer,
         BertForSequenceClassification,
+        DataCollatorWithPadding,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -134,6 +142,7 @@ def run_huggingface(train, test, steps, evaluate):
         train_dataset=tokenize(tokenizer, train),
         eval_dataset=tokenize(tokenizer, test),
         processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, padding, max_length=MAX_LENGTH),
         compute_metrics=accuracy,
         callbacks=[timer := step_timer(TrainerCallback)],
     )
@@ -160,6 +169,13 @@ def main():
         default=None,
         help="run one side (e.g. both in parallel, one per core)",
     )
+    parser.add_argument(
+        "--padding",
+        choices=("max_length", "longest"),
+        default="max_length",
+        help="pad every batch to max_length 64 (the same work per step on both sides), or "
+        "each to its longest review (the Trainers' default; their batches then differ)",
+    )
     options = parser.parse_args()
     train, test = load_reviews(seed=SEED)
     steps_per_epoch = math.ceil(len(train) / BATCH)
@@ -181,7 +197,7 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         f"Rotten Tomatoes: {len(train)} train / {len(test)} test reviews; "
         f"{steps_per_epoch} steps per epoch; timing "
         f"{'the full epoch' if options.full else f'{steps} steps'} of each; "
-        f"{threads or 'default'} thread(s); OPENBLAS_THREAD_TIMEOUT="
+        f"{threads or 'default'} thread(s); padding {options.padding}; OPENBLAS_THREAD_TIMEOUT="
         f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
     )
     results = {}
@@ -191,7 +207,7 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
             continue
         wait_idle()
         start = time.perf_counter()
-        done, runtime, metrics, seconds = run(train, test, steps, options.full)
+        done, runtime, metrics, seconds = run(train, test, steps, options.full, options.padding)
         timed = seconds[1:] or seconds  # the first step warms up (kernels, buffers)
         per_step = statistics.median(timed)
         results[name] = {
@@ -233,6 +249,7 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         "threads": threads,
         "ratio": ratio,
         "full_epoch": options.full,
+        "padding": options.padding,
         **{
             f"{k}_{field}": v[field]
             for k, v in results.items()

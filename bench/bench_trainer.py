@@ -9,6 +9,13 @@ weight decay 0.01, 10% warmup, linear decay, seed 42), in one process.
     python bench/bench_trainer.py --steps 50      # more steps, steadier numbers
     python bench/bench_trainer.py --full          # one full epoch of each + eval accuracy
     python bench/bench_trainer.py --threads 1 2   # both thread counts, one process
+    python bench/bench_trainer.py --padding longest   # pad each batch to its longest review
+    python bench/bench_trainer.py --phases        # each step split: forward, backward, clip...
+
+Each batch is padded to max_length 64 by default (`--padding max_length`): the two Trainers
+shuffle with their own generators, so with dynamic padding (`--padding longest`, HF's default
+collator) their k-th batches have different lengths, and over 10 steps the medians compare
+different work (measured: batches padded to 35-60 tokens on one side, 38-60 on the other).
 
 Prints seconds per step (min / median / max over the steps after the first, and the epoch
 time scaled from the median), the ratio ember/HF of the median steps, eval accuracy when
@@ -51,24 +58,77 @@ def accuracy(prediction):
     return {"accuracy": float((predictions.argmax(-1) == labels).mean())}
 
 
+PHASES = ("forward+loss", "backward", "clip", "optimizer", "scheduler+zero_grad", "rest")
+
+
 def step_timer(base):
     """A callback (subclass of the library's `base` TrainerCallback) that records the seconds
-    of each optimizer step, from on_step_begin to on_step_end."""
+    of each optimizer step, from on_step_begin to on_step_end, and with `--phases` its parts:
+    the optimizer from on_pre_optimizer_step to on_optimizer_step, the scheduler and zero_grad
+    from there to on_step_end, and the calls wrapped by `timed` (compute_loss, training_step,
+    the clipping function) as each Trainer makes them."""
 
     class StepTimer(base):
         def __init__(self):
             self.seconds = []
+            self.phases = {name: [] for name in PHASES}
             self._start = None
+            self._marks, self._inside = {}, {}
+
+        def timed(self, name, fn):
+            """fn, its seconds added to the current step's `name`."""
+
+            def call(*args, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    seconds = time.perf_counter() - start
+                    self._inside[name] = self._inside.get(name, 0.0) + seconds
+
+            return call
 
         def on_step_begin(self, args, state, control, **kwargs):
+            self._marks, self._inside = {}, {}
             self._start = time.perf_counter()
 
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self._marks["pre_optimizer"] = time.perf_counter()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            self._marks["optimizer"] = time.perf_counter()
+
         def on_step_end(self, args, state, control, **kwargs):
+            end = time.perf_counter()
             if self._start is not None:
-                self.seconds.append(time.perf_counter() - self._start)
+                self.seconds.append(end - self._start)
+                self._split(end)
             self._start = None
 
+        def _split(self, end):
+            if not self._inside or len(self._marks) < 2:
+                return
+            forward = self._inside.get("forward+loss", 0.0)
+            parts = {
+                "forward+loss": forward,
+                "backward": self._inside.get("training_step", 0.0) - forward,
+                "clip": self._inside.get("clip", 0.0),
+                "optimizer": self._marks["optimizer"] - self._marks["pre_optimizer"],
+                "scheduler+zero_grad": end - self._marks["optimizer"],
+            }
+            parts["rest"] = end - self._start - sum(parts.values())
+            for name, seconds in parts.items():
+                self.phases[name].append(seconds)
+
     return StepTimer()
+
+
+def time_phases(trainer, timer, clip_owner, clip_name) -> None:
+    """Wrap the calls `StepTimer` splits a step by: the Trainer's compute_loss and
+    training_step (both Trainers call them as methods of self) and its clipping function."""
+    trainer.compute_loss = timer.timed("forward+loss", trainer.compute_loss)
+    trainer.training_step = timer.timed("training_step", trainer.training_step)
+    setattr(clip_owner, clip_name, timer.timed("clip", getattr(clip_owner, clip_name)))
 
 
 def _settings(steps: int | None, output_dir: str) -> dict:
@@ -89,8 +149,9 @@ def _settings(steps: int | None, output_dir: str) -> dict:
     }
 
 
-def run_ember(train, test, steps, evaluate):
-    from ember.train import Trainer, TrainerCallback, TrainingArguments
+def run_ember(train, test, steps, evaluate, padding, phases=False):
+    import ember.nn.utils
+    from ember.train import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
     from ember.transformers import AutoTokenizer, BertForSequenceClassification
 
     folder = minilm_folder()
@@ -103,19 +164,27 @@ def run_ember(train, test, steps, evaluate):
         train_dataset=tokenize(tokenizer, train),
         eval_dataset=tokenize(tokenizer, test),
         processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, padding, max_length=MAX_LENGTH),
         compute_metrics=accuracy,
         callbacks=[timer := step_timer(TrainerCallback)],
     )
-    result = trainer.train()
+    clip = ember.nn.utils.clip_grad_norm_  # the Trainer imports it from there at each step
+    if phases:
+        time_phases(trainer, timer, ember.nn.utils, "clip_grad_norm_")
+    try:
+        result = trainer.train()
+    finally:
+        ember.nn.utils.clip_grad_norm_ = clip
     metrics = trainer.evaluate() if evaluate else {}
-    return result.global_step, result.metrics["train_runtime"], metrics, timer.seconds
+    return result.global_step, result.metrics["train_runtime"], metrics, timer
 
 
-def run_huggingface(train, test, steps, evaluate):
+def run_huggingface(train, test, steps, evaluate, padding, phases=False):
     import transformers
     from transformers import (
         AutoTokenizer,
         BertForSequenceClassification,
+        DataCollatorWithPadding,
         Trainer,
         TrainerCallback,
         TrainingArguments,
@@ -134,12 +203,15 @@ def run_huggingface(train, test, steps, evaluate):
         train_dataset=tokenize(tokenizer, train),
         eval_dataset=tokenize(tokenizer, test),
         processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, padding, max_length=MAX_LENGTH),
         compute_metrics=accuracy,
         callbacks=[timer := step_timer(TrainerCallback)],
     )
+    if phases:
+        time_phases(trainer, timer, trainer, "_clip_grad_norm")
     result = trainer.train()
     metrics = trainer.evaluate() if evaluate else {}
-    return result.global_step, result.metrics["train_runtime"], metrics, timer.seconds
+    return result.global_step, result.metrics["train_runtime"], metrics, timer
 
 
 def main():
@@ -159,6 +231,19 @@ def main():
         choices=("ember", "huggingface"),
         default=None,
         help="run one side (e.g. both in parallel, one per core)",
+    )
+    parser.add_argument(
+        "--padding",
+        choices=("max_length", "longest"),
+        default="max_length",
+        help="pad every batch to max_length 64 (the same work per step on both sides), or "
+        "each to its longest review (the Trainers' default; their batches then differ)",
+    )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="also split each step (medians in ms): forward+loss, backward, clip, optimizer, "
+        "scheduler+zero_grad and the rest, on both sides",
     )
     options = parser.parse_args()
     train, test = load_reviews(seed=SEED)
@@ -181,7 +266,7 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         f"Rotten Tomatoes: {len(train)} train / {len(test)} test reviews; "
         f"{steps_per_epoch} steps per epoch; timing "
         f"{'the full epoch' if options.full else f'{steps} steps'} of each; "
-        f"{threads or 'default'} thread(s); OPENBLAS_THREAD_TIMEOUT="
+        f"{threads or 'default'} thread(s); padding {options.padding}; OPENBLAS_THREAD_TIMEOUT="
         f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
     )
     results = {}
@@ -191,7 +276,10 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
             continue
         wait_idle()
         start = time.perf_counter()
-        done, runtime, metrics, seconds = run(train, test, steps, options.full)
+        done, runtime, metrics, timer = run(
+            train, test, steps, options.full, options.padding, options.phases
+        )
+        seconds = timer.seconds
         timed = seconds[1:] or seconds  # the first step warms up (kernels, buffers)
         per_step = statistics.median(timed)
         results[name] = {
@@ -212,6 +300,14 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         if metrics:
             line += f", eval accuracy {metrics['eval_accuracy']:.4f}"
         print(line, flush=True)
+        if options.phases:
+            split = {k: statistics.median(v[1:] or v) * 1e3 for k, v in timer.phases.items() if v}
+            results[name]["phases_ms"] = split
+            print(
+                f"{'':<12} phases (median ms): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in split.items()),
+                flush=True,
+            )
     if len(results) < 2:  # one side only: print its figures for pairing with the other run
         print(
             json.dumps(
@@ -233,6 +329,7 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         "threads": threads,
         "ratio": ratio,
         "full_epoch": options.full,
+        "padding": options.padding,
         **{
             f"{k}_{field}": v[field]
             for k, v in results.items()
@@ -245,6 +342,7 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
                 "eval_accuracy",
             )
         },
+        **{f"{k}_phases_ms": v["phases_ms"] for k, v in results.items() if "phases_ms" in v},
     }
     print(json.dumps(summary), flush=True)
     return results

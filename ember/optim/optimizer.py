@@ -13,7 +13,8 @@ one of two ways, both from that one definition:
   writes become the graph's in-place updates, Note [Staging backends]);
 - `update_arrays` runs it on the raw NumPy arrays (`ARRAY_OPS`: no dispatch) and copies the
   results back, for CPU tensors in eager mode unless the group says `fused=False`; a subclass
-  may first try a compiled kernel of the same rule (Note [Compiled Adam step]).
+  may first try a compiled kernel of the same rule (Note [Compiled Adam step]), and may take a
+  group's parameters all at once (`update_group_arrays`, Note [Multi-tensor Adam step]).
 Scalars take the parameter's dtype as the Tensor ops cast Python numbers, so both ways give the
 same bits, and the tests check the trajectories against each other and against PyTorch.
 The
@@ -233,6 +234,12 @@ class Optimizer:
                 old._bump_version(type(self).__name__ + ".step")
         np.copyto(param.array, new_param)
 
+    def update_group_arrays(self, items: list, group: dict) -> None:
+        """`update_arrays` for each (param, grad, state) of a group; a subclass may update
+        them all at once (Note [Multi-tensor Adam step])."""
+        for param, grad, state in items:
+            self.update_arrays(param, grad, state, group)
+
     def step(self, closure: Callable[[], Any] | None = None):
         """Apply one update to every parameter that has a gradient; returns closure's loss."""
         loss = None
@@ -242,11 +249,12 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         has_rule = type(self).rule is not Optimizer.rule  # else `update` is written by hand
-        fused = self.update_arrays if has_rule else None
+        name = type(self).__name__ + ".step"
         _guard_state(self)
         with no_grad():
             for group in self.param_groups:
-                use_fused = fused is not None and group.get("fused") is not False
+                use_fused = has_rule and group.get("fused") is not False
+                on_arrays = []
                 for p in group["params"]:
                     grad = p.grad
                     if grad is None:
@@ -262,10 +270,13 @@ class Optimizer:
                         and type(grad.array) is np.ndarray
                         and _backend.runs_eagerly(p.array)
                     ):
-                        fused(p, grad, state, group)
-                        p._bump_version(type(self).__name__ + ".step")
+                        on_arrays.append((p, grad, state))
                     else:
                         self.update(p, grad, state, group)
+                if on_arrays:
+                    self.update_group_arrays(on_arrays, group)
+                    for p, _, _ in on_arrays:
+                        p._bump_version(name)
         return loss
 
     # --- state dicts -----------------------------------------------------------------------------

@@ -150,3 +150,38 @@ def test_small_erf_path_matches_compiled_kernel():
     assert ulps.max() <= 1
     assert np.array_equal(compiled[ok], small[ok])
     assert np.signbit(small[x == 0]).tolist() == [False, True]
+
+
+# (id, table shape, index, dtype): rows with repeats, negative indices, a 3-D table
+ROW_SCATTER_CASES = [
+    ("embedding", (500, 24), np.random.default_rng(0).integers(0, 500, (16, 8)), np.float32),
+    ("repeats", (7, 5), np.tile(np.arange(7), 9), np.float64),
+    ("negative", (40, 3), np.arange(-20, 20), np.float32),
+    ("table_3d", (30, 4, 6), np.random.default_rng(1).integers(0, 30, 50), np.float32),
+]
+
+
+@pytest.mark.parametrize(
+    "shape, index, dtype", [c[1:] for c in ROW_SCATTER_CASES], ids=[c[0] for c in ROW_SCATTER_CASES]
+)
+def test_row_scatter_add_gives_the_add_at_bits(shape, index, dtype):
+    """Note [Row scatter-add]: the compiled loop against np.add.at, bit for bit."""
+    pytest.importorskip("numba", reason="the compiled row loop needs numba (the `fast` extra)")
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal(shape).astype(dtype)
+    values = rng.standard_normal(index.shape + shape[1:]).astype(dtype)
+    expected = base.copy()
+    np.add.at(expected, index, values)
+    fast = base.copy()
+    assert numpy_backend._add_rows(fast, (index,), values)
+    assert fast.tobytes() == expected.tobytes()
+    assert numpy_backend.scatter_add(base.copy(), index, values).tobytes() == expected.tobytes()
+
+
+def test_row_scatter_add_leaves_other_indices_to_add_at():
+    table = np.zeros((10, 4), np.float32)
+    rows = np.arange(20) % 10
+    assert not numpy_backend._add_rows(table, (rows, rows % 4), np.ones(20, np.float32))
+    assert not numpy_backend._add_rows(table, rows, np.ones((20, 1), np.float32))  # broadcast
+    with pytest.raises(IndexError):
+        numpy_backend.scatter_add(table, np.arange(20), np.ones((20, 4), np.float32))

@@ -332,6 +332,81 @@ def test_compiled_adam_step_gives_the_numpy_bits(cls, kwargs, dtype):
     assert np.array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        ("AdamW", {"weight_decay": 0.01}),
+        ("Adam", {"weight_decay": 0.1}),
+        ("Adam", {"amsgrad": True}),  # the NumPy rule: the kernel does not cover amsgrad
+    ],
+)
+def test_multi_tensor_adam_step_gives_the_per_parameter_bits(cls, kwargs):
+    """Note [Multi-tensor Adam step]: two parameter groups (one with a late-starting
+    parameter, so the groups' step counts differ), large parameters cut into pieces on the
+    pool at 2 threads, against the one-thread step and the NumPy rule without numba."""
+    import contextlib
+
+    from ember.backend import numba_kernels
+    from ember.optim import adam
+
+    shapes = [(adam._PIECE * 2 + 17,), (300, 700), (5,), (64, 3)]
+    runs = [(1, True), (2, True), (2, False)]
+    if not numba_kernels.available():
+        runs = [(1, False), (2, False)]
+    results = []
+    before = ember.get_num_threads()
+    try:
+        for threads, compiled in runs:
+            ember.set_num_threads(threads)
+            rng = np.random.default_rng(7)
+            params = [
+                ember.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+                for s in shapes
+            ]
+            groups = [{"params": params[:2]}, {"params": params[2:], "weight_decay": 0.0}]
+            opt = getattr(optim, cls)(groups, lr=0.01, **kwargs)
+            with contextlib.nullcontext() if compiled else numba_kernels.disable_for_tests():
+                for step in range(6):
+                    for i, p in enumerate(params):
+                        p.grad = (
+                            None
+                            if (i == 3 and step < 2)
+                            else ember.tensor(rng.standard_normal(p.shape).astype(np.float32))
+                        )
+                    opt.step()
+            results.append([p.detach().numpy().tobytes() for p in params])
+            state = [opt.state[p] for p in params]
+            results[-1] += [s[k].numpy().tobytes() for s in state for k in sorted(s)]
+    finally:
+        ember.set_num_threads(before)
+    for other in results[1:]:
+        assert other == results[0]
+
+
+def test_multi_tensor_adam_step_runs_on_the_pool(monkeypatch):
+    from ember.backend import numba_kernels, parallel
+    from ember.optim import adam
+
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed (the `fast` extra): only the NumPy path exists")
+    calls = []
+    real = parallel.run_chunks
+    monkeypatch.setattr(parallel, "run_chunks", lambda fn, a: (calls.append(len(a)), real(fn, a)))
+    params = [ember.zeros(adam._PIECE * 3, requires_grad=True), ember.zeros(10, requires_grad=True)]
+    for p in params:
+        p.grad = ember.ones(*p.shape)
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(2)
+        optim.AdamW(params).step()
+        assert calls == [4]  # three pieces of the large parameter and the small one
+        ember.set_num_threads(1)
+        optim.AdamW(params).step()
+        assert calls == [4]
+    finally:
+        ember.set_num_threads(before)
+
+
 # (id, kwargs): LBFGS runs several closure evaluations per step; both libraries get the same
 # full-batch problem and their own gradients (float64, so the line search's branches agree)
 LBFGS_CASES = [

@@ -1,0 +1,204 @@
+"""The fused CPU kernel of scaled-dot-product attention, registered by `ember.ops.fused`.
+
+softmax(q k^T * scale + mask) v, dropout on the probabilities optional, computed a block of
+(batch, head) slices at a time so that the scores never leave the cache: per block one BLAS
+product q k^T, one compiled pass that scales, masks, exponentiates and sums each row (and
+drops probabilities by the same hash as `fused_dropout`), one BLAS product with v written
+straight into the (batch, query, head, dim) layout that the output projection reads, and a
+row scaling by 1 / sum. No (B, H, L, S) tensor is allocated. The op's reference forward
+(`ember.ops.fused._attention_forward`) is the spec (Note [Fused composites]).
+
+Note [Attention blocks]: how the tile products are done was measured on this 2-core machine
+(MiniLM layer: 32 x 12 heads, 128 x 128, head dim 32, float32, min of 7):
+- the unfused path (batched matmul, the row-parallel softmax kernel, batched matmul): 17-19 ms
+  at 1 thread, 12-15 ms at 2; the two GEMMs take 2.2 ms each, the (B, H, L, S) softmax pass 9.
+- hand-written numba loops for both products (SIMD over the keys, then over the head dim, one
+  query row or four at a time, scores in a row buffer): 41 and 29 ms at 1 thread, 23 and 16
+  at 2: LLVM keeps the partial sums in memory, far from BLAS's register-blocked
+  micro-kernels, even at K = 32.
+- blocks of (batch, head) slices, each through np.matmul, the compiled row pass and np.matmul
+  with OpenBLAS at one thread, run on ember's thread pool (Note [Parallel kernels]; numpy and
+  the nogil kernel release the GIL): 16 ms at 1 thread, 10 at 2, bit-identical to the serial
+  order (each block is computed by one thread in the same operations whatever the count).
+  np.dot inside numba was not taken: it calls SciPy's own OpenBLAS, a second thread pool.
+So a block is one batch item's heads (or fewer heads, or fewer query rows, when that exceeds
+`BLOCK_ELEMENTS` scores), blocks run in parallel when `ember.set_num_threads(n > 1)`, and
+BLAS runs at one thread meanwhile (the thread budget stays n: Note [Thread budget]).
+Below `COMPILED_MIN_SIZE` scores, or without numba, the op runs its reference forward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.backend import numba_kernels, parallel, threads
+from ember.backend import transformer_kernels as _tk
+
+COMPILED_MIN_SIZE = 1 << 16
+BLOCK_ELEMENTS = 1 << 18  # scores per block: 1 MiB of float32, in L2
+
+_KEEP = """
+@numba.njit(inline="always")
+def kept(seed, index, threshold):
+    # fused_dropout's keep test of flat element `index` (Note [Fused Transformer ops])
+    z = np.uint64(seed) + np.uint64(index + 1) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)) >= np.uint64(threshold)
+"""
+
+# rows of one block in place: exp(s * scale + mask - max) (dropped where the hash says so),
+# and keep_scale / sum of the undropped exponentials per row in `inverse`
+_PROBS = """
+def attention_probs(s, m, has_mask, scale, b, h0, i0, heads, queries, seed, threshold,
+                    keep_scale, inverse):
+    # s: (C, R, S) the scores of heads h0 .. h0 + C of batch item b, query rows i0 .. i0 + R;
+    # m: (mb, mh, ml, ms), each 1 or the full dim
+    C, R, n = s.shape
+    mb, mh, ml, ms = m.shape
+    sc = FLOAT(scale)
+    ib = b if mb > 1 else 0
+    for c in range(C):
+        h = h0 + c
+        ih = h if mh > 1 else 0
+        for r in range(R):
+            i = i0 + r
+            row = s[c, r]
+            mi = m[ib, ih, i if ml > 1 else 0]
+            if has_mask and ms > 1:
+                for j in range(n):
+                    row[j] = row[j] * sc + mi[j]
+            elif has_mask:
+                mv = mi[0]
+                for j in range(n):
+                    row[j] = row[j] * sc + mv
+            else:
+                for j in range(n):
+                    row[j] = row[j] * sc
+            top = row_max(row, n)
+            for j in range(n):
+                row[j] = EXP(row[j] - top)
+            total = row_sum(row, n)
+            if threshold > 0:
+                base = ((b * heads + h) * queries + i) * n
+                for j in range(n):
+                    if not kept(seed, base + j, threshold):
+                        row[j] = 0.0
+            inverse[c, r] = keep_scale / total
+"""
+
+
+def _source(single: bool) -> str:
+    if single:
+        head = _tk._EXP32 + _tk._lanes(
+            "row_max", "a", "a[j]", combine="max", start="np.float32(-np.inf)"
+        )
+        body = _PROBS.replace("FLOAT", "np.float32").replace("EXP", "exp32")
+    else:
+        head = _tk._lanes("row_max", "a", "a[j]", combine="max", start="-np.inf")
+        body = _PROBS.replace("FLOAT", "np.float64").replace("EXP", "math.exp")
+    return head + _tk._lanes("row_sum", "a", "np.float64(a[j])") + _KEEP + body
+
+
+_KERNELS: dict = {}
+
+
+def _kernel(single: bool):
+    """The compiled row pass (serial: blocks are the unit of parallel work), or None."""
+    if not numba_kernels.available():
+        return None
+    kernel = _KERNELS.get(single)
+    if kernel is None:
+        numba = numba_kernels._load()
+        fn, on_disk = numba_kernels._define(numba, _tk._HEADER + _source(single), "attention_probs")
+        kernel = numba.njit(nogil=True, cache=on_disk, error_model="numpy")(fn)
+        _KERNELS[single] = kernel
+    return kernel
+
+
+def _blocks(batch, heads, queries, keys):
+    """(b, h0, h1, i0, i1) blocks of at most BLOCK_ELEMENTS scores (at least one row)."""
+    per_head = queries * keys
+    if per_head <= BLOCK_ELEMENTS:
+        step = max(1, BLOCK_ELEMENTS // per_head)
+        return [
+            (b, h, min(heads, h + step), 0, queries)
+            for b in range(batch)
+            for h in range(0, heads, step)
+        ]
+    rows = max(1, BLOCK_ELEMENTS // keys)
+    return [
+        (b, h, h + 1, i, min(queries, i + rows))
+        for b in range(batch)
+        for h in range(heads)
+        for i in range(0, queries, rows)
+    ]
+
+
+def attention(q, k, v, m, scale, seed, threshold, keep_scale):
+    """softmax(q k^T * scale + m) v with dropout (threshold > 0: fused_dropout's keep test
+    with `seed`, kept values times keep_scale), or None where the kernel does not apply.
+    q (B, H, L, E) or (N, L, E), k (.., S, E), v (.., S, Ev) with equal leading dims; m
+    additive, broadcasting to the scores. The result has q's leading dims and (L, Ev), laid
+    out as (B, L, H, Ev) in memory (Note [Attention blocks])."""
+    if q.ndim not in (3, 4) or k.ndim != q.ndim or v.ndim != q.ndim:
+        return None
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1]:
+        return None
+    if q.shape[-1] != k.shape[-1] or q.dtype not in _tk._FLOATS:
+        return None
+    if k.dtype != q.dtype or v.dtype != q.dtype or (m is not None and m.dtype != q.dtype):
+        return None
+    lead = q.shape[:-2]
+    queries, keys, width = q.shape[-2], k.shape[-2], v.shape[-1]
+    size = int(np.prod(lead, dtype=np.int64)) * queries * keys
+    if size < COMPILED_MIN_SIZE or width == 0 or q.shape[-1] == 0:
+        return None
+    if m is not None:
+        if m.ndim > 4 or m.shape[-1] not in (1, keys):
+            return None
+        m4 = m.reshape((1,) * (4 - m.ndim) + m.shape)
+        if q.ndim == 3:
+            target = (1,) + q.shape[:-2] + (queries, keys)
+        else:
+            target = q.shape[:-2] + (queries, keys)
+        if any(md not in (1, td) for md, td in zip(m4.shape, target)):
+            return None
+    kernel = _kernel(q.dtype == np.float32)
+    if kernel is None:
+        return None
+    q4 = q.reshape((1,) + q.shape) if q.ndim == 3 else q
+    k4 = k.reshape((1,) + k.shape) if k.ndim == 3 else k
+    v4 = v.reshape((1,) + v.shape) if v.ndim == 3 else v
+    batch, heads = q4.shape[0], q4.shape[1]
+    if m is None:
+        m4 = np.zeros((1, 1, 1, 1), q.dtype)
+    buffer = np.empty((batch, queries, heads, width), q.dtype)
+    out = buffer.transpose(0, 2, 1, 3)  # (B, H, L, Ev) view
+    dtype = q.dtype
+
+    def block(b, h0, h1, i0, i1):
+        # k^T made contiguous: np.matmul is ~4x slower on a transposed view
+        kt = np.ascontiguousarray(k4[b, h0:h1].transpose(0, 2, 1))
+        scores = np.matmul(q4[b, h0:h1, i0:i1], kt)
+        inverse = np.empty(scores.shape[:2], np.float64)
+        kernel(
+            scores, m4, m is not None, scale, b, h0, i0, heads, queries,
+            seed, threshold, keep_scale, inverse,
+        )  # fmt: skip
+        target = out[b, h0:h1, i0:i1]
+        np.matmul(scores, v4[b, h0:h1], out=target)
+        target *= inverse.astype(dtype)[:, :, None]
+
+    blocks = _blocks(batch, heads, queries, keys)
+    n = parallel.num_threads()
+    blas = threads._find_blas() if n > 1 and len(blocks) > 1 else None
+    if blas:  # one BLAS thread per block, the blocks on n threads (Note [Attention blocks])
+        blas[0](1)
+    try:
+        parallel.run_chunks(block, blocks)
+    finally:
+        if blas:
+            blas[0](n)
+    return out if q.ndim == 4 else out[0]

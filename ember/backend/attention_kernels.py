@@ -48,16 +48,17 @@ def kept(seed, index, threshold):
     return (z >> np.uint64(40)) >= np.uint64(threshold)
 """
 
-# rows of one block in place: exp(s * scale + mask - max) (dropped where the hash says so),
-# and keep_scale / sum of the undropped exponentials per row in `inverse`
+# rows of one block in place: the probabilities exp(s * scale + mask - max) / sum, dropped
+# where fused_dropout's hash says so and the kept ones times keep_scale
 _PROBS = """
 def attention_probs(s, m, has_mask, scale, b, h0, i0, heads, queries, seed, threshold,
-                    keep_scale, inverse):
+                    keep_scale):
     # s: (C, R, S) the scores of heads h0 .. h0 + C of batch item b, query rows i0 .. i0 + R;
     # m: (mb, mh, ml, ms), each 1 or the full dim
     C, R, n = s.shape
     mb, mh, ml, ms = m.shape
     sc = FLOAT(scale)
+    lanes = np.empty(16, s.dtype)
     ib = b if mb > 1 else 0
     for c in range(C):
         h = h0 + c
@@ -76,32 +77,72 @@ def attention_probs(s, m, has_mask, scale, b, h0, i0, heads, queries, seed, thre
             else:
                 for j in range(n):
                     row[j] = row[j] * sc
-            top = row_max(row, n)
+            top = row_max(row, n, lanes)
+            total = 0.0
             for j in range(n):
-                row[j] = EXP(row[j] - top)
-            total = row_sum(row, n)
+                e = EXP(row[j] - top)
+                row[j] = e
+                total += e
+            inverse = FLOAT(keep_scale / total)
             if threshold > 0:
                 base = ((b * heads + h) * queries + i) * n
                 for j in range(n):
-                    if not kept(seed, base + j, threshold):
-                        row[j] = 0.0
-            inverse[c, r] = keep_scale / total
+                    row[j] = row[j] * inverse if kept(seed, base + j, threshold) else 0.0
+            else:
+                for j in range(n):
+                    row[j] = row[j] * inverse
+"""
+
+
+# exp of x <= 0 (x - the row's max), NaN or -inf: exp32 (Note [Vectorised rows] in
+# ember/backend/transformer_kernels.py) without the selects for large x, 0 below -87
+_EXP_NONPOSITIVE = """
+@numba.njit(inline="always")
+def exp_nonpositive(x):
+    z = max(x, EXP_LO32)
+    n = np.floor(z * LOG2E32 + HALF32)
+    r = z - n * LN2_HI32
+    r = r - n * LN2_LO32
+    p = ((((EXP_P0 * r + EXP_P1) * r + EXP_P2) * r + EXP_P3) * r + EXP_P4) * r + EXP_P5
+    y = p * (r * r) + r + ONE32
+    y = y * np.int32(np.int32(n + BIAS32) << 23).view(np.float32)
+    return ZERO32 if x < EXP_LO32 else y
+"""
+
+# the row's max in 16 lanes (LLVM vectorises these, not one running max), NaN ignored: a NaN
+# score turns the row NaN through exp and the sum, as in the reference
+_ROW_MAX = """
+@numba.njit(inline="always")
+def row_max(a, n, lanes):
+    for k in range(16):
+        lanes[k] = a[0]
+    for j0 in range(0, n - 15, 16):
+        for k in range(16):
+            v = a[j0 + k]
+            lanes[k] = v if v > lanes[k] else lanes[k]
+    top = lanes[0]
+    for k in range(1, 16):
+        top = lanes[k] if lanes[k] > top else top
+    for j in range(n - n % 16, n):
+        top = a[j] if a[j] > top else top
+    return top
 """
 
 
 def _source(single: bool) -> str:
     if single:
-        head = _tk._EXP32 + _tk._lanes(
-            "row_max", "a", "a[j]", combine="max", start="np.float32(-np.inf)"
-        )
-        body = _PROBS.replace("FLOAT", "np.float32").replace("EXP", "exp32")
+        head = _tk._EXP32 + _EXP_NONPOSITIVE
+        body = _PROBS.replace("FLOAT", "np.float32").replace("EXP", "exp_nonpositive")
     else:
-        head = _tk._lanes("row_max", "a", "a[j]", combine="max", start="-np.inf")
+        head = ""
         body = _PROBS.replace("FLOAT", "np.float64").replace("EXP", "math.exp")
-    return head + _tk._lanes("row_sum", "a", "np.float64(a[j])") + _KEEP + body
+    return head + _ROW_MAX + _KEEP + body
 
 
 _KERNELS: dict = {}
+# reassociation lets LLVM vectorise the row sum; no `nnan`/`ninf`: masked scores are -inf
+# (Note [Attention blocks])
+_FAST_MATH = {"reassoc", "nsz", "contract"}
 
 
 def _kernel(single: bool):
@@ -112,7 +153,9 @@ def _kernel(single: bool):
     if kernel is None:
         numba = numba_kernels._load()
         fn, on_disk = numba_kernels._define(numba, _tk._HEADER + _source(single), "attention_probs")
-        kernel = numba.njit(nogil=True, cache=on_disk, error_model="numpy")(fn)
+        kernel = numba.njit(
+            nogil=True, cache=on_disk, error_model="numpy", fastmath=_FAST_MATH
+        )(fn)
         _KERNELS[single] = kernel
     return kernel
 
@@ -176,20 +219,16 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
         m4 = np.zeros((1, 1, 1, 1), q.dtype)
     buffer = np.empty((batch, queries, heads, width), q.dtype)
     out = buffer.transpose(0, 2, 1, 3)  # (B, H, L, Ev) view
-    dtype = q.dtype
 
     def block(b, h0, h1, i0, i1):
         # k^T made contiguous: np.matmul is ~4x slower on a transposed view
         kt = np.ascontiguousarray(k4[b, h0:h1].transpose(0, 2, 1))
         scores = np.matmul(q4[b, h0:h1, i0:i1], kt)
-        inverse = np.empty(scores.shape[:2], np.float64)
         kernel(
             scores, m4, m is not None, scale, b, h0, i0, heads, queries,
-            seed, threshold, keep_scale, inverse,
+            seed, threshold, keep_scale,
         )  # fmt: skip
-        target = out[b, h0:h1, i0:i1]
-        np.matmul(scores, v4[b, h0:h1], out=target)
-        target *= inverse.astype(dtype)[:, :, None]
+        np.matmul(scores, v4[b, h0:h1], out=out[b, h0:h1, i0:i1])
 
     blocks = _blocks(batch, heads, queries, keys)
     n = parallel.num_threads()

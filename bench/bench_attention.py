@@ -48,8 +48,7 @@ def _per_call(fn, reps: int) -> float:
 def _case(torch, batch, heads, queries, keys, dim, kind, backward):
     rng = np.random.default_rng(0)
     q, k, v = (
-        rng.standard_normal((batch, heads, n, dim), dtype=np.float32)
-        for n in (queries, keys, keys)
+        rng.standard_normal((batch, heads, n, dim), dtype=np.float32) for n in (queries, keys, keys)
     )
     mask = None
     if kind == "padding":  # the last quarter of each row's keys is padding (additive, BERT's)

@@ -153,9 +153,7 @@ def _kernel(single: bool):
     if kernel is None:
         numba = numba_kernels._load()
         fn, on_disk = numba_kernels._define(numba, _tk._HEADER + _source(single), "attention_probs")
-        kernel = numba.njit(
-            nogil=True, cache=on_disk, error_model="numpy", fastmath=_FAST_MATH
-        )(fn)
+        kernel = numba.njit(nogil=True, cache=on_disk, error_model="numpy", fastmath=_FAST_MATH)(fn)
         _KERNELS[single] = kernel
     return kernel
 

@@ -588,7 +588,10 @@ def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     # the probabilities recomputed (flash attention's backward: nothing but the inputs is
     # saved), then the decomposition's gradients with the fused softmax and dropout ops
     mask, seed = _attention_parts(rest, masked, p)
-    scores = q @ k.mT
+    # contiguous operands: NumPy's batched matmul is several times slower on strided views
+    # (the forward's result, so its gradient, is laid out (B, L, H, Ev))
+    g = g.contiguous()
+    scores = q @ k.mT.contiguous()
     probs = (
         apply(SOFTMAX, scores, scale=scale)
         if mask is None
@@ -658,6 +661,9 @@ def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, gene
         if mask.dtype is _dt.bool_:
             mask = E.where(mask, 0.0, float("-inf")).to(query.dtype)
         rest.append(mask)
+    _attention_dtype(
+        query.dtype, key.dtype, value.dtype, *(m.dtype for m in rest), masked=bool(rest)
+    )
     if dropout_p > 0.0:
         from ember.ops.random import randint
 

@@ -862,6 +862,8 @@ def scaled_dot_product_attention(
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     L, Sk = query.shape[-2], key.shape[-2]
     if 0.0 <= dropout_p < 1.0 and _attention_fused(query, key, value, attn_mask):
+        # with gradients recorded the decomposition, which keeps the probabilities for the
+        # backward, is faster than the one op's recomputation (Note [Attention blocks])
         mask = attn_mask
         if is_causal:
             mask = S.tril(query.new_ones((L, Sk), dtype=_dt.bool_))
@@ -873,8 +875,11 @@ def scaled_dot_product_attention(
 
 def _attention_fused(query, key, value, attn_mask):
     """The arguments take the one-op path (`fused_attention`): float32/float64 inputs of one
-    dtype and a mask (bool, or of that dtype) that broadcasts to the scores."""
+    dtype, none recording gradients, and a mask (bool, or of that dtype) that broadcasts to
+    the scores."""
     if not (_fused(query) and key.dtype == query.dtype and value.dtype == query.dtype):
+        return False
+    if any(getattr(t, "requires_grad", False) for t in (query, key, value, attn_mask)):
         return False
     if attn_mask is None:
         return True

@@ -2064,6 +2064,32 @@ ROWS: list[OpRow] = [
         atol=1e-5,
     ),
     OpRow(
+        "fused_attention",
+        ("fused_attention", "fused_softmax", "fused_softmax_grad"),
+        lambda q, k, v, m: _fused.apply(_fused.ATTENTION, q, k, v, m, scale=0.5, masked=True),
+        lambda rng: [
+            Sample(
+                (
+                    _r(rng, 2, 2, 4, 3),
+                    _r(rng, 2, 2, 5, 3),
+                    _r(rng, 2, 2, 5, 2),
+                    _r(rng, 2, 1, 1, 5),
+                ),
+                name="bert-mask",
+            ),
+            Sample(
+                (_r(rng, 3, 4, 3), _r(rng, 3, 6, 3), _r(rng, 3, 6, 5), _r(rng, 4, 6)),
+                noncontiguous=True,
+                name="per-query-mask",
+            ),
+        ],  # fmt: skip
+        lambda q, k, v, m: _t("nn.functional.scaled_dot_product_attention")(
+            q, k, v, attn_mask=m, scale=0.5
+        ),
+        ref=lambda q, k, v, m: _fused._attention_forward(np, q, k, v, m, scale=0.5, masked=True),
+        gradgrad=True,
+    ),
+    OpRow(
         "fused_attention_dropout",
         ("fused_attention", "fused_dropout", "fused_softmax", "fused_softmax_grad"),
         lambda q, k, v, m, seed, p: _fused.apply(

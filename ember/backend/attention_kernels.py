@@ -25,6 +25,17 @@ So a block is one batch item's heads (or fewer heads, or fewer query rows, when 
 `BLOCK_ELEMENTS` scores), blocks run in parallel when `ember.set_num_threads(n > 1)`, and
 BLAS runs at one thread meanwhile (the thread budget stays n: Note [Thread budget]).
 Below `COMPILED_MIN_SIZE` scores, or without numba, the op runs its reference forward.
+The row pass is one compiled function (no prange) that every thread runs on whole blocks, so
+results do not depend on the thread count; it may reassociate the row sum (`_FAST_MATH`),
+which LLVM then vectorises, without `nnan`/`ninf`, as masked scores are -inf.
+Backward: the op saves only its inputs and its VJP recomputes the probabilities (flash
+attention's way). At the fine-tuning shape (16 x 12 heads, 128 x 128, 1 thread) forward +
+backward took 52-58 ms that way against 34-48 ms for the decomposition, which keeps the
+probabilities (its backward needs no second q k^T and softmax pass, and the row-parallel
+softmax kernel of the recomputation is the slow part); so `scaled_dot_product_attention`
+takes the one op only when no input records gradients, and training keeps the decomposition
+(whose softmax and dropout are the fused ops). The op's in-kernel dropout draws the same
+bits as `fused_dropout` on the (.., L, S) probabilities, so both paths drop alike.
 """
 
 from __future__ import annotations

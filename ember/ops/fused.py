@@ -638,15 +638,20 @@ ATTENTION.def_fast_kernel("numpy", _attention_kernel)
 
 
 @onnx_lowering("fused_attention")
-def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0, softmax=None):
+    """The decomposition in ONNX primitives; `softmax(z)` emits the softmax over the last axis
+    where the exporter uses ONNX's Softmax (Note [ONNX fused composites])."""
     mask, _ = _attention_parts(rest, masked, p)
     rank = len(b.shapes_of(b.ins[1])[0])
     perm = list(range(rank - 2)) + [rank - 1, rank - 2]
     z = b.op("Mul", b.op("MatMul", q, b.op("Transpose", k, perm=perm)), b.const(scale, b.out.dtype))
     if mask is not None:
         z = b.op("Add", z, mask)
-    e = b.op("Exp", b.op("Sub", z, b.reduce("ReduceMax", z, [-1], True)))
-    weights = b.op("Div", e, b.reduce("ReduceSum", e, [-1], True))
+    if softmax is not None:
+        weights = softmax(z)
+    else:
+        e = b.op("Exp", b.op("Sub", z, b.reduce("ReduceMax", z, [-1], True)))
+        weights = b.op("Div", e, b.reduce("ReduceSum", e, [-1], True))
     if p > 0.0:
         weights = b.op("Dropout", weights, b.const(p, b.out.dtype), b.const(True, "bool"))
     return b.op("MatMul", weights, v)

@@ -206,12 +206,19 @@ def _fused_gelu_lower(b, x, bias=None, approximate="none"):
     return b.op("Gelu", u, approximate=approximate)
 
 
+def _fused_attention_lower(b, q, k, v, *rest, **attrs):
+    from ember.ops.fused import _attention_onnx
+
+    return _attention_onnx(b, q, k, v, *rest, softmax=lambda z: _softmax_lower(b, z, -1), **attrs)
+
+
 # ember's fused primitives (Note [Fused Transformer ops] in ember.ops.fused): the opset that
 # has their ONNX op, and the lowering that emits it
 _PRIMITIVES = {
     "fused_softmax": (13, FusedOp("softmax", _fused_softmax_lower)),
     "fused_layer_norm": (17, FusedOp("layer_norm", _fused_layer_norm_lower)),
     "fused_gelu": (20, FusedOp("gelu", _fused_gelu_lower)),
+    "fused_attention": (13, FusedOp("attention", _fused_attention_lower)),
 }
 
 

@@ -30,7 +30,8 @@ import math
 import numpy as np
 
 from ember import dtypes as _dt
-from ember._util.errors import ShapeError
+from ember._util.errors import DTypeError, ShapeError
+from ember.backend import attention_kernels as _attention_kernels
 from ember.backend import transformer_kernels as _kernels
 from ember.ops import elementwise as E
 from ember.ops.elementwise import unbroadcast
@@ -537,3 +538,148 @@ def fused_dropout(x, p, generator=None):
 
     seed = randint(0, 1 << 62, (), generator=generator, device=x.device)
     return apply(DROPOUT, x, seed, p=float(p))
+
+
+# --- scaled-dot-product attention: matmul, scale + mask + softmax, dropout, matmul ----------
+def _attention_parts(rest, masked, p):
+    mask = rest[0] if masked else None
+    seed = rest[-1] if p > 0.0 else None
+    return mask, seed
+
+
+def _attention_forward(xp, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, seed = _attention_parts(rest, masked, p)
+    weights = _softmax_forward(xp, xp.matmul(q, xp.swapaxes(k, -1, -2)), mask, scale)
+    if p > 0.0:
+        weights = _dropout_forward(xp, weights, seed, p)
+    return xp.matmul(weights, v)
+
+
+def _attention_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, seed = _attention_parts(rest, masked, p)
+    if p > 0.0:
+        seed, threshold = np.asarray(seed).reshape(()).item(), _threshold(p)
+        keep_scale = float(q.dtype.type(1.0 / (1.0 - p)))
+    else:
+        seed, threshold, keep_scale = 0, 0, 1.0
+    return _attention_kernels.attention(q, k, v, mask, scale, seed, threshold, keep_scale)
+
+
+def _attention_shape(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    name = "scaled_dot_product_attention"
+    if len(q) < 2 or len(k) < 2 or len(v) < 2:
+        raise ShapeError(f"{name}: query, key and value need at least 2 dims, got {q}, {k}, {v}")
+    if q[-1] != k[-1] or k[-2] != v[-2]:
+        raise ShapeError(
+            f"{name}: query {tuple(q)}, key {tuple(k)} and value {tuple(v)} must agree in the "
+            "embedding dim (query, key) and the sequence length (key, value)"
+        )
+    lead = broadcast_shapes(tuple(q[:-2]), tuple(k[:-2]), tuple(v[:-2]))
+    scores = lead + (q[-2], k[-2])
+    mask, seed = _attention_parts(rest, masked, p)
+    if mask is not None:
+        _softmax_shape(scores, mask)
+    if p > 0.0:
+        _dropout_shape(scores, seed, p)
+    return lead + (q[-2], v[-1])
+
+
+def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    # the probabilities recomputed (flash attention's backward: nothing but the inputs is
+    # saved), then the decomposition's gradients with the fused softmax and dropout ops
+    mask, seed = _attention_parts(rest, masked, p)
+    # contiguous operands: NumPy's batched matmul is several times slower on strided views
+    # (the forward's result, so its gradient, is laid out (B, L, H, Ev))
+    g = g.contiguous()
+    scores = q @ k.mT.contiguous()
+    probs = (
+        apply(SOFTMAX, scores, scale=scale)
+        if mask is None
+        else apply(SOFTMAX, scores, mask, scale=scale)
+    )
+    kept = apply(DROPOUT, probs, seed, p=p) if p > 0.0 else probs
+    g_kept = g @ v.mT
+    g_probs = apply(DROPOUT, g_kept, seed, p=p) if p > 0.0 else g_kept
+    g_q = g_k = g_v = g_mask = None
+    if _needs_grad(q) or _needs_grad(k):
+        g_scores = apply(SOFTMAX_GRAD, g_probs, probs, scale=scale)
+        g_q = unbroadcast(g_scores @ k, q) if _needs_grad(q) else None
+        g_k = unbroadcast(g_scores.mT @ q, k) if _needs_grad(k) else None
+    if _needs_grad(v):
+        g_v = unbroadcast(kept.mT @ g, v)
+    if mask is not None and _needs_grad(mask):
+        g_mask = unbroadcast(apply(SOFTMAX_GRAD, g_probs, probs, scale=1.0), mask)
+    return (g_q, g_k, g_v) + ((g_mask,) if masked else ()) + ((None,) if p > 0.0 else ())
+
+
+def _attention_dtype(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, _ = _attention_parts(rest, masked, p)
+    if not q.is_floating_point or k != q or v != q or (mask is not None and mask != q):
+        got = ", ".join(str(d) for d in (q, k, v) + (() if mask is None else (mask,)))
+        raise DTypeError(
+            "scaled_dot_product_attention: the fused op takes query, key, value (and a float "
+            f"mask) of one floating dtype, got {got}"
+        )
+    return q
+
+
+ATTENTION = defop(
+    "fused_attention",
+    _attention_forward,
+    _attention_vjp,
+    shape=_attention_shape,
+    dtype=_attention_dtype,
+    quiet=True,  # no promotion: it would turn the int64 seed into a float
+    doc="softmax(q k^T * scale + mask) v (dropout on the probabilities optional) as one op, "
+    "the scores computed a block of heads at a time (Note [Attention blocks]); the "
+    "decomposition is `ember.ops.nn.scaled_dot_product_attention_reference`.",
+)
+ATTENTION.def_fast_kernel("numpy", _attention_kernel)
+
+
+@onnx_lowering("fused_attention")
+def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0, softmax=None):
+    """The decomposition in ONNX primitives; `softmax(z)` emits the softmax over the last axis
+    where the exporter uses ONNX's Softmax (Note [ONNX fused composites])."""
+    mask, _ = _attention_parts(rest, masked, p)
+    rank = len(b.shapes_of(b.ins[1])[0])
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    z = b.op("Mul", b.op("MatMul", q, b.op("Transpose", k, perm=perm)), b.const(scale, b.out.dtype))
+    if mask is not None:
+        z = b.op("Add", z, mask)
+    if softmax is not None:
+        weights = softmax(z)
+    else:
+        e = b.op("Exp", b.op("Sub", z, b.reduce("ReduceMax", z, [-1], True)))
+        weights = b.op("Div", e, b.reduce("ReduceSum", e, [-1], True))
+    if p > 0.0:
+        weights = b.op("Dropout", weights, b.const(p, b.out.dtype), b.const(True, "bool"))
+    return b.op("MatMul", weights, v)
+
+
+def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, generator=None):
+    """softmax(query key^T * scale + mask) value as one op (Note [Attention blocks]); a bool
+    mask marks the positions that take part (True), a float mask is added; dropout_p > 0
+    drops probabilities as `fused_dropout` does, its seed drawn from `generator`."""
+    rest = []
+    if mask is not None:
+        if mask.dtype is _dt.bool_:
+            mask = E.where(mask, 0.0, float("-inf")).to(query.dtype)
+        rest.append(mask)
+    _attention_dtype(
+        query.dtype, key.dtype, value.dtype, *(m.dtype for m in rest), masked=bool(rest)
+    )
+    if dropout_p > 0.0:
+        from ember.ops.random import randint
+
+        rest.append(randint(0, 1 << 62, (), generator=generator, device=query.device))
+    return apply(
+        ATTENTION,
+        query,
+        key,
+        value,
+        *rest,
+        scale=float(scale),
+        masked=mask is not None,
+        p=float(dropout_p),
+    )

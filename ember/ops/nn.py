@@ -22,7 +22,13 @@ from ember.backend import xent_kernels as _xent_kernels
 from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
-from ember.ops.fused import fused_dropout, fused_gelu, fused_layer_norm, fused_softmax
+from ember.ops.fused import (
+    fused_attention,
+    fused_dropout,
+    fused_gelu,
+    fused_layer_norm,
+    fused_softmax,
+)
 from ember.ops.random import bernoulli, uniform
 from ember.ops.registry import apply, broadcast_shapes, defop, onnx_lowering, public
 
@@ -853,6 +859,46 @@ def scaled_dot_product_attention(
             f"scaled_dot_product_attention: key {tuple(key.shape)} and value "
             f"{tuple(value.shape)} differ in sequence length"
         )
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    L, Sk = query.shape[-2], key.shape[-2]
+    if 0.0 <= dropout_p < 1.0 and _attention_fused(query, key, value, attn_mask):
+        # with gradients recorded the decomposition, which keeps the probabilities for the
+        # backward, is faster than the one op's recomputation (Note [Attention blocks])
+        mask = attn_mask
+        if is_causal:
+            mask = S.tril(query.new_ones((L, Sk), dtype=_dt.bool_))
+        return fused_attention(query, key, value, mask, scale, dropout_p, generator)
+    return scaled_dot_product_attention_reference(
+        query, key, value, attn_mask, dropout_p, is_causal, scale, generator
+    )
+
+
+def _attention_fused(query, key, value, attn_mask):
+    """The arguments take the one-op path (`fused_attention`): float32/float64 inputs of one
+    dtype, none recording gradients, and a mask (bool, or of that dtype) that broadcasts to
+    the scores."""
+    if not (_fused(query) and key.dtype == query.dtype and value.dtype == query.dtype):
+        return False
+    if any(getattr(t, "requires_grad", False) for t in (query, key, value, attn_mask)):
+        return False
+    if attn_mask is None:
+        return True
+    if attn_mask.dtype is not _dt.bool_ and attn_mask.dtype != query.dtype:
+        return False
+    try:
+        lead = broadcast_shapes(tuple(query.shape[:-2]), tuple(key.shape[:-2]))
+        scores = lead + (query.shape[-2], key.shape[-2])
+        return broadcast_shapes(scores, tuple(attn_mask.shape)) == scores
+    except ShapeError:
+        return False
+
+
+def scaled_dot_product_attention_reference(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, generator=None
+):
+    """The decomposition of `scaled_dot_product_attention` into matmul, the fused scale +
+    mask + softmax op, dropout and matmul (Note [Fused composites]): the reference of the
+    one-op path and the path of every other dtype or mask."""
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     # k^T made contiguous: NumPy's batched matmul is ~4x slower on a transposed view
     scores = query @ key.mT.contiguous()

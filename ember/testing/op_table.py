@@ -2045,12 +2045,84 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "scaled_dot_product_attention",
-        ("matmul", "fused_softmax", "fused_softmax_grad", "where"),
+        ("fused_attention", "matmul", "fused_softmax", "fused_softmax_grad", "where"),
         _sdpa,
         _sdpa_samples,
         _sdpa_torch,
         gradgrad=True,
         atol=1e-5,
+    ),
+    OpRow(
+        "scaled_dot_product_attention_reference",
+        ("matmul", "fused_softmax", "fused_softmax_grad", "where"),
+        lambda q, k, v, mask=None, **kw: N.scaled_dot_product_attention_reference(
+            q, k, v, attn_mask=mask, **kw
+        ),
+        _sdpa_samples,
+        _sdpa_torch,
+        gradgrad=True,
+        atol=1e-5,
+    ),
+    OpRow(
+        "fused_attention",
+        ("fused_attention", "fused_softmax", "fused_softmax_grad"),
+        lambda q, k, v, m: _fused.apply(_fused.ATTENTION, q, k, v, m, scale=0.5, masked=True),
+        lambda rng: [
+            Sample(
+                (
+                    _r(rng, 2, 2, 4, 3),
+                    _r(rng, 2, 2, 5, 3),
+                    _r(rng, 2, 2, 5, 2),
+                    _r(rng, 2, 1, 1, 5),
+                ),
+                name="bert-mask",
+            ),
+            Sample(
+                (_r(rng, 3, 4, 3), _r(rng, 3, 6, 3), _r(rng, 3, 6, 5), _r(rng, 4, 6)),
+                noncontiguous=True,
+                name="per-query-mask",
+            ),
+        ],  # fmt: skip
+        lambda q, k, v, m: _t("nn.functional.scaled_dot_product_attention")(
+            q, k, v, attn_mask=m, scale=0.5
+        ),
+        ref=lambda q, k, v, m: _fused._attention_forward(np, q, k, v, m, scale=0.5, masked=True),
+        gradgrad=True,
+    ),
+    OpRow(
+        "fused_attention_dropout",
+        ("fused_attention", "fused_dropout", "fused_softmax", "fused_softmax_grad"),
+        lambda q, k, v, m, seed, p: _fused.apply(
+            _fused.ATTENTION, q, k, v, m, seed, scale=0.5, masked=True, p=p
+        ),
+        lambda rng: [
+            Sample(
+                (
+                    _r(rng, 2, 3, 4),
+                    _r(rng, 2, 5, 4),
+                    _r(rng, 2, 5, 6),
+                    _r(rng, 3, 5),
+                    np.array(12345),
+                    0.3,
+                )
+            ),
+            Sample(
+                (
+                    _r(rng, 2, 2, 4, 3),
+                    _r(rng, 2, 2, 4, 3),
+                    _r(rng, 2, 2, 4, 2),
+                    _r(rng, 2, 1, 1, 4),
+                    np.array(7),
+                    0.5,
+                ),
+                name="bert-mask",
+            ),
+        ],  # fmt: skip
+        ref=lambda q, k, v, m, seed, p: _fused._attention_forward(
+            np, q, k, v, m, seed, scale=0.5, masked=True, p=p
+        ),
+        gradgrad=True,
+        int_args=(4,),
     ),
     _recurrence_row("lstm_layer", "LSTM", 4, ("lstm_recurrence", "lstm_recurrence_grad")),
     _recurrence_row("gru_layer", "GRU", 3, ("gru_recurrence", "gru_recurrence_grad")),

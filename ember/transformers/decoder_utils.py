@@ -248,6 +248,17 @@ def decoder_attention(
     if cache is not None:
         key, value = cache.update(key, value, layer_idx)
     keys_seen = key.shape[2]
+    if groups == 1 and length > 1 and not output_attentions:
+        # scaled_dot_product_attention: the one fused op in inference (Note [Attention blocks]
+        # in ember/backend/attention_kernels.py), whose result is laid out (batch, q, H, dim)
+        if isinstance(
+            mask, np.ndarray
+        ):  # eager masks are host arrays (Note [Traced decoder inputs])
+            mask = ember.from_numpy(mask)
+        context = F.scaled_dot_product_attention(
+            query.transpose(1, 2), key, value, attn_mask=mask, dropout_p=dropout, scale=scale
+        )
+        return context.transpose(1, 2).reshape(batch, length, heads * dim), None
     # (batch, q, kv * groups, dim) -> (batch, kv, groups * q, dim)
     if length == 1:
         query = query.reshape(batch, kv, groups, dim)

@@ -42,11 +42,12 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- the encoder
-def split_heads(x, num_heads: int):
-    """(batch, seq, hidden) -> contiguous (batch, heads, seq, head_size): NumPy's batched
-    matmul is several times slower on strided views."""
+def split_heads(x, num_heads: int, view: bool = False):
+    """(batch, seq, hidden) -> (batch, heads, seq, head_size): contiguous (NumPy's batched
+    matmul is several times slower on strided views), or the strided view where `view`."""
     batch, length, hidden = x.shape
-    return x.reshape(batch, length, num_heads, hidden // num_heads).transpose(1, 2).contiguous()
+    heads = x.reshape(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
+    return heads if view else heads.contiguous()
 
 
 def self_attention(
@@ -64,9 +65,13 @@ def self_attention(
     `value` (modules): scaled dot-product attention, or the explicit softmax when the
     probabilities are asked for. `head_mask` (per head) multiplies the probabilities; `dropout`
     (an nn.Dropout) drops them in training. Returns (context (batch, seq, hidden), probs)."""
-    q = split_heads(query(hidden_states), num_heads)
-    k = split_heads(key(hidden_states), num_heads)
-    v = split_heads(value(hidden_states), num_heads)
+    # in inference the fused attention op reads strided heads as they are (Note [Attention
+    # blocks] in ember/backend/attention_kernels.py); the explicit path and training (the
+    # decomposition's batched matmuls) get contiguous copies
+    views = not output_attentions and not ember.is_grad_enabled()
+    q = split_heads(query(hidden_states), num_heads, views)
+    k = split_heads(key(hidden_states), num_heads, views)
+    v = split_heads(value(hidden_states), num_heads, views)
     scale = 1.0 / math.sqrt(q.shape[-1])
     if output_attentions:
         scores = (q @ k.mT.contiguous()) * scale

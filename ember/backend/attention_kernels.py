@@ -1,0 +1,252 @@
+"""The fused CPU kernel of scaled-dot-product attention, registered by `ember.ops.fused`.
+
+softmax(q k^T * scale + mask) v, dropout on the probabilities optional, computed a block of
+(batch, head) slices at a time so that the scores never leave the cache: per block one BLAS
+product q k^T, one compiled pass that scales, masks, exponentiates and sums each row (and
+drops probabilities by the same hash as `fused_dropout`), one BLAS product with v written
+straight into the (batch, query, head, dim) layout that the output projection reads, and a
+row scaling by 1 / sum. No (B, H, L, S) tensor is allocated. The op's reference forward
+(`ember.ops.fused._attention_forward`) is the spec (Note [Fused composites]).
+
+Note [Attention blocks]: how the tile products are done was measured on this 2-core machine
+(MiniLM layer: 32 x 12 heads, 128 x 128, head dim 32, float32, min of 7):
+- the unfused path (batched matmul, the row-parallel softmax kernel, batched matmul): 17-19 ms
+  at 1 thread, 12-15 ms at 2; the two GEMMs take 2.2 ms each, the (B, H, L, S) softmax pass 9.
+- hand-written numba loops for both products (SIMD over the keys, then over the head dim, one
+  query row or four at a time, scores in a row buffer): 41 and 29 ms at 1 thread, 23 and 16
+  at 2: LLVM keeps the partial sums in memory, far from BLAS's register-blocked
+  micro-kernels, even at K = 32.
+- blocks of (batch, head) slices, each through np.matmul, the compiled row pass and np.matmul
+  with OpenBLAS at one thread, run on ember's thread pool (Note [Parallel kernels]; numpy and
+  the nogil kernel release the GIL): 16 ms at 1 thread, 10 at 2, bit-identical to the serial
+  order (each block is computed by one thread in the same operations whatever the count).
+  np.dot inside numba was not taken: it calls SciPy's own OpenBLAS, a second thread pool.
+So a block is one batch item's heads (or fewer heads, or fewer query rows, when that exceeds
+`BLOCK_ELEMENTS` scores), blocks run in parallel when `ember.set_num_threads(n > 1)`, and
+BLAS runs at one thread meanwhile (the thread budget stays n: Note [Thread budget]).
+Below `COMPILED_MIN_SIZE` scores, or without numba, the op runs its reference forward.
+The row pass is one compiled function (no prange) that every thread runs on whole blocks, so
+results do not depend on the thread count; it may reassociate the row sum (`_FAST_MATH`),
+which LLVM then vectorises, without `nnan`/`ninf`, as masked scores are -inf.
+Backward: the op saves only its inputs and its VJP recomputes the probabilities (flash
+attention's way). At the fine-tuning shape (16 x 12 heads, 128 x 128, 1 thread) forward +
+backward took 52-58 ms that way against 34-48 ms for the decomposition, which keeps the
+probabilities (its backward needs no second q k^T and softmax pass, and the row-parallel
+softmax kernel of the recomputation is the slow part); so `scaled_dot_product_attention`
+takes the one op only when no input records gradients, and training keeps the decomposition
+(whose softmax and dropout are the fused ops). The op's in-kernel dropout draws the same
+bits as `fused_dropout` on the (.., L, S) probabilities, so both paths drop alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.backend import numba_kernels, parallel, threads
+from ember.backend import transformer_kernels as _tk
+
+COMPILED_MIN_SIZE = 1 << 16
+BLOCK_ELEMENTS = 1 << 18  # scores per block: 1 MiB of float32, in L2
+
+_KEEP = """
+@numba.njit(inline="always")
+def kept(seed, index, threshold):
+    # fused_dropout's keep test of flat element `index` (Note [Fused Transformer ops])
+    z = np.uint64(seed) + np.uint64(index + 1) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)) >= np.uint64(threshold)
+"""
+
+# rows of one block in place: the probabilities exp(s * scale + mask - max) / sum, dropped
+# where fused_dropout's hash says so and the kept ones times keep_scale
+_PROBS = """
+def attention_probs(s, m, has_mask, scale, b, h0, i0, heads, queries, seed, threshold,
+                    keep_scale):
+    # s: (C, R, S) the scores of heads h0 .. h0 + C of batch item b, query rows i0 .. i0 + R;
+    # m: (mb, mh, ml, ms), each 1 or the full dim
+    C, R, n = s.shape
+    mb, mh, ml, ms = m.shape
+    sc = FLOAT(scale)
+    lanes = np.empty(16, s.dtype)
+    ib = b if mb > 1 else 0
+    for c in range(C):
+        h = h0 + c
+        ih = h if mh > 1 else 0
+        for r in range(R):
+            i = i0 + r
+            row = s[c, r]
+            mi = m[ib, ih, i if ml > 1 else 0]
+            if has_mask and ms > 1:
+                for j in range(n):
+                    row[j] = row[j] * sc + mi[j]
+            elif has_mask:
+                mv = mi[0]
+                for j in range(n):
+                    row[j] = row[j] * sc + mv
+            else:
+                for j in range(n):
+                    row[j] = row[j] * sc
+            top = row_max(row, n, lanes)
+            total = 0.0
+            for j in range(n):
+                e = EXP(row[j] - top)
+                row[j] = e
+                total += e
+            inverse = FLOAT(keep_scale / total)
+            if threshold > 0:
+                base = ((b * heads + h) * queries + i) * n
+                for j in range(n):
+                    row[j] = row[j] * inverse if kept(seed, base + j, threshold) else 0.0
+            else:
+                for j in range(n):
+                    row[j] = row[j] * inverse
+"""
+
+
+# exp of x <= 0 (x - the row's max), NaN or -inf: exp32 (Note [Vectorised rows] in
+# ember/backend/transformer_kernels.py) without the selects for large x, 0 below -87
+_EXP_NONPOSITIVE = """
+@numba.njit(inline="always")
+def exp_nonpositive(x):
+    z = max(x, EXP_LO32)
+    n = np.floor(z * LOG2E32 + HALF32)
+    r = z - n * LN2_HI32
+    r = r - n * LN2_LO32
+    p = ((((EXP_P0 * r + EXP_P1) * r + EXP_P2) * r + EXP_P3) * r + EXP_P4) * r + EXP_P5
+    y = p * (r * r) + r + ONE32
+    y = y * np.int32(np.int32(n + BIAS32) << 23).view(np.float32)
+    return ZERO32 if x < EXP_LO32 else y
+"""
+
+# the row's max in 16 lanes (LLVM vectorises these, not one running max), NaN ignored: a NaN
+# score turns the row NaN through exp and the sum, as in the reference
+_ROW_MAX = """
+@numba.njit(inline="always")
+def row_max(a, n, lanes):
+    for k in range(16):
+        lanes[k] = a[0]
+    for j0 in range(0, n - 15, 16):
+        for k in range(16):
+            v = a[j0 + k]
+            lanes[k] = v if v > lanes[k] else lanes[k]
+    top = lanes[0]
+    for k in range(1, 16):
+        top = lanes[k] if lanes[k] > top else top
+    for j in range(n - n % 16, n):
+        top = a[j] if a[j] > top else top
+    return top
+"""
+
+
+def _source(single: bool) -> str:
+    if single:
+        head = _tk._EXP32 + _EXP_NONPOSITIVE
+        body = _PROBS.replace("FLOAT", "np.float32").replace("EXP", "exp_nonpositive")
+    else:
+        head = ""
+        body = _PROBS.replace("FLOAT", "np.float64").replace("EXP", "math.exp")
+    return head + _ROW_MAX + _KEEP + body
+
+
+_KERNELS: dict = {}
+# reassociation lets LLVM vectorise the row sum; no `nnan`/`ninf`: masked scores are -inf
+# (Note [Attention blocks])
+_FAST_MATH = {"reassoc", "nsz", "contract"}
+
+
+def _kernel(single: bool):
+    """The compiled row pass (serial: blocks are the unit of parallel work), or None."""
+    if not numba_kernels.available():
+        return None
+    kernel = _KERNELS.get(single)
+    if kernel is None:
+        numba = numba_kernels._load()
+        fn, on_disk = numba_kernels._define(numba, _tk._HEADER + _source(single), "attention_probs")
+        kernel = numba.njit(nogil=True, cache=on_disk, error_model="numpy", fastmath=_FAST_MATH)(fn)
+        _KERNELS[single] = kernel
+    return kernel
+
+
+def _blocks(batch, heads, queries, keys):
+    """(b, h0, h1, i0, i1) blocks of at most BLOCK_ELEMENTS scores (at least one row)."""
+    per_head = queries * keys
+    if per_head <= BLOCK_ELEMENTS:
+        step = max(1, BLOCK_ELEMENTS // per_head)
+        return [
+            (b, h, min(heads, h + step), 0, queries)
+            for b in range(batch)
+            for h in range(0, heads, step)
+        ]
+    rows = max(1, BLOCK_ELEMENTS // keys)
+    return [
+        (b, h, h + 1, i, min(queries, i + rows))
+        for b in range(batch)
+        for h in range(heads)
+        for i in range(0, queries, rows)
+    ]
+
+
+def attention(q, k, v, m, scale, seed, threshold, keep_scale):
+    """softmax(q k^T * scale + m) v with dropout (threshold > 0: fused_dropout's keep test
+    with `seed`, kept values times keep_scale), or None where the kernel does not apply.
+    q (B, H, L, E) or (N, L, E), k (.., S, E), v (.., S, Ev) with equal leading dims; m
+    additive, broadcasting to the scores. The result has q's leading dims and (L, Ev), laid
+    out as (B, L, H, Ev) in memory (Note [Attention blocks])."""
+    if q.ndim not in (3, 4) or k.ndim != q.ndim or v.ndim != q.ndim:
+        return None
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1]:
+        return None
+    if q.shape[-1] != k.shape[-1] or q.dtype not in _tk._FLOATS:
+        return None
+    if k.dtype != q.dtype or v.dtype != q.dtype or (m is not None and m.dtype != q.dtype):
+        return None
+    lead = q.shape[:-2]
+    queries, keys, width = q.shape[-2], k.shape[-2], v.shape[-1]
+    size = int(np.prod(lead, dtype=np.int64)) * queries * keys
+    if size < COMPILED_MIN_SIZE or width == 0 or q.shape[-1] == 0:
+        return None
+    if m is not None:
+        if m.ndim > 4 or m.shape[-1] not in (1, keys):
+            return None
+        m4 = m.reshape((1,) * (4 - m.ndim) + m.shape)
+        if q.ndim == 3:
+            target = (1,) + q.shape[:-2] + (queries, keys)
+        else:
+            target = q.shape[:-2] + (queries, keys)
+        if any(md not in (1, td) for md, td in zip(m4.shape, target)):
+            return None
+    kernel = _kernel(q.dtype == np.float32)
+    if kernel is None:
+        return None
+    q4 = q.reshape((1,) + q.shape) if q.ndim == 3 else q
+    k4 = k.reshape((1,) + k.shape) if k.ndim == 3 else k
+    v4 = v.reshape((1,) + v.shape) if v.ndim == 3 else v
+    batch, heads = q4.shape[0], q4.shape[1]
+    if m is None:
+        m4 = np.zeros((1, 1, 1, 1), q.dtype)
+    buffer = np.empty((batch, queries, heads, width), q.dtype)
+    out = buffer.transpose(0, 2, 1, 3)  # (B, H, L, Ev) view
+
+    def block(b, h0, h1, i0, i1):
+        # k^T made contiguous: np.matmul is ~4x slower on a transposed view
+        kt = np.ascontiguousarray(k4[b, h0:h1].transpose(0, 2, 1))
+        scores = np.matmul(q4[b, h0:h1, i0:i1], kt)
+        kernel(
+            scores, m4, m is not None, scale, b, h0, i0, heads, queries,
+            seed, threshold, keep_scale,
+        )  # fmt: skip
+        np.matmul(scores, v4[b, h0:h1], out=out[b, h0:h1, i0:i1])
+
+    blocks = _blocks(batch, heads, queries, keys)
+    n = parallel.num_threads()
+    blas = threads._find_blas() if n > 1 and len(blocks) > 1 else None
+    if blas:  # one BLAS thread per block, the blocks on n threads (Note [Attention blocks])
+        blas[0](1)
+    try:
+        parallel.run_chunks(block, blocks)
+    finally:
+        if blas:
+            blas[0](n)
+    return out if q.ndim == 4 else out[0]

@@ -1,0 +1,216 @@
+"""The fused attention op (`fused_attention`, Note [Attention blocks] in
+ember/backend/attention_kernels.py) at sizes that take its compiled kernel: against its NumPy
+reference forward and its decomposition, against PyTorch's scaled_dot_product_attention, the
+same bits on 1 and 2 threads, dropout with fused_dropout's mask, and which path
+F.scaled_dot_product_attention takes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ember
+from ember._util.errors import ShapeError
+from ember.backend import attention_kernels as A
+from ember.backend import numba_kernels
+from ember.ops import fused as Fz
+from ember.ops import nn as N
+
+needs_numba = pytest.mark.skipif(
+    not numba_kernels.available(),
+    reason="numba is not installed (the `fast` extra) or EMBER_FAST_KERNELS=0",
+)
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(autouse=True)
+def _even_when_the_machine_is_busy(monkeypatch):
+    """Run the blocks on the pool even on a loaded machine (Note [Overloaded machine])."""
+    from ember.backend import parallel
+
+    monkeypatch.setattr(parallel, "_LOAD_LIMIT", float("inf"))
+    monkeypatch.setattr(parallel, "_load_state", [0.0, False])
+
+
+def _close(ours, ref, dtype, what):
+    rtol, atol = (2e-5, 2e-5) if dtype == np.float32 else (1e-12, 1e-12)
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape, what
+    scale = max(1.0, float(np.abs(ref).max(initial=0.0)))
+    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def _padding(rng, batch, keys, dtype):
+    """BERT's additive key-padding mask (batch, 1, 1, keys): finfo.min on padded keys."""
+    mask = np.zeros((batch, 1, 1, keys), dtype)
+    for b in range(batch):
+        mask[b, ..., rng.integers(1, keys) :] = np.finfo(dtype).min
+    return mask
+
+
+# (name, q shape, k shape, v shape, mask shape or kind); every case exceeds COMPILED_MIN_SIZE
+CASES = [
+    ("minilm-padding", (4, 12, 128, 32), (4, 12, 128, 32), (4, 12, 128, 32), "padding"),
+    ("no-mask", (2, 3, 128, 200), (2, 3, 128, 200), (2, 3, 128, 200), None),
+    ("causal", (2, 4, 96, 16), (2, 4, 96, 16), (2, 4, 96, 24), "causal"),
+    ("cross-lengths", (2, 3, 80, 8), (2, 3, 150, 8), (2, 3, 150, 5), (2, 3, 80, 150)),
+    ("heads-3d", (6, 130, 8), (6, 120, 8), (6, 120, 4), (130, 120)),
+    ("long-rows-in-blocks", (1, 2, 600, 8), (1, 2, 600, 8), (1, 2, 600, 8), (1, 1, 1, 600)),
+]
+
+
+def _arrays(case, dtype, seed=0):
+    name, qs, ks, vs, mask = case
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal(s).astype(dtype) for s in (qs, ks, vs))
+    if mask == "padding":
+        m = _padding(rng, qs[0], ks[-2], dtype)
+    elif mask == "causal":
+        m = np.where(np.tril(np.ones((qs[-2], ks[-2]), bool)), 0.0, -np.inf).astype(dtype)
+    elif mask is not None:
+        m = rng.standard_normal(mask).astype(dtype)
+    else:
+        m = None
+    return q, k, v, m
+
+
+def _kernel(q, k, v, m, p=0.0, seed=0):
+    rest = [a for a, used in ((m, m is not None), (np.array(seed), p > 0.0)) if used]
+    return Fz._attention_kernel(q, k, v, *rest, scale=0.3, masked=m is not None, p=p)
+
+
+def _reference(q, k, v, m, p=0.0, seed=0):
+    rest = [a for a, used in ((m, m is not None), (np.array(seed), p > 0.0)) if used]
+    return Fz._attention_forward(np, q, k, v, *rest, scale=0.3, masked=m is not None, p=p)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_kernel_equals_the_reference_forward(case, dtype):
+    q, k, v, m = _arrays(case, dtype)
+    ours = _kernel(q, k, v, m)
+    assert ours is not None, "the kernel declined a case it covers"
+    _close(ours, _reference(q, k, v, m), dtype, case[0])
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_kernel_dropout_keeps_what_fused_dropout_keeps(dtype):
+    q, k, v, m = _arrays(CASES[0], dtype, seed=1)
+    ours = _kernel(q, k, v, m, p=0.1, seed=987654321)
+    _close(ours, _reference(q, k, v, m, p=0.1, seed=987654321), dtype, "dropout")
+    # another seed drops other probabilities: the outputs differ far beyond rounding
+    other = _kernel(q, k, v, m, p=0.1, seed=5)
+    assert np.abs(np.asarray(other) - np.asarray(ours)).max() > 1e-2
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_one_and_two_threads_give_the_same_bits(dtype):
+    q, k, v, m = _arrays(CASES[0], dtype, seed=2)
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(1)
+        serial = [_kernel(q, k, v, m), _kernel(q, k, v, m, p=0.2, seed=3)]
+        ember.set_num_threads(2)
+        threaded = [_kernel(q, k, v, m), _kernel(q, k, v, m, p=0.2, seed=3)]
+    finally:
+        ember.set_num_threads(before)
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
+def test_the_result_is_laid_out_for_the_output_projection():
+    q, k, v, m = _arrays(CASES[0], np.float32)
+    out = _kernel(q, k, v, m)
+    # (B, H, L, d) as a view of (B, L, H, d): merging the heads is free
+    assert out.transpose(0, 2, 1, 3).flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_sdpa_inference_matches_torch(dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.standard_normal((2, 12, 128, 32)).astype(dtype) for _ in range(3))
+    keep = np.ones((2, 1, 1, 128), bool)
+    keep[0, ..., 100:] = False
+    cases = [
+        {"attn_mask": keep},
+        {"attn_mask": np.where(keep, 0.0, np.finfo(dtype).min).astype(dtype)},
+        {"is_causal": True},
+        {},
+    ]
+    for kwargs in cases:
+        with ember.no_grad():
+            ours = N.scaled_dot_product_attention(
+                *(ember.from_numpy(a) for a in (q, k, v)),
+                **{
+                    key: ember.from_numpy(a) if key == "attn_mask" else a
+                    for key, a in kwargs.items()
+                },
+            )
+        theirs = torch.nn.functional.scaled_dot_product_attention(
+            *(torch.from_numpy(a) for a in (q, k, v)),
+            **{key: torch.from_numpy(a) if key == "attn_mask" else a for key, a in kwargs.items()},
+        )
+        _close(ours, theirs.numpy(), dtype, f"vs torch {list(kwargs)}")
+
+
+def test_sdpa_takes_the_fused_op_without_gradients_and_the_decomposition_with(monkeypatch):
+    calls = []
+    real = A.attention
+    monkeypatch.setattr(A, "attention", lambda *a: calls.append(1) or real(*a))
+    q, k, v, m = _arrays(CASES[0], np.float32)
+    tq, tk, tv = (ember.from_numpy(a) for a in (q, k, v))
+    with ember.no_grad():
+        fused = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=ember.from_numpy(m))
+    assert calls == [1]
+    tq.requires_grad_()
+    recorded = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=ember.from_numpy(m))
+    assert calls == [1]  # the decomposition keeps the probabilities for the backward
+    _close(fused, recorded.detach(), np.float32, "fused vs decomposition")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_fused_op_gradients_equal_the_decompositions(dtype):
+    q, k, v, m = _arrays(CASES[0], dtype, seed=4)
+    q, k, v = (a[:2, :4] for a in (q, k, v))
+    leaves = [ember.from_numpy(np.ascontiguousarray(a)).requires_grad_() for a in (q, k, v)]
+    mask = ember.from_numpy(m[:2])
+    for p in (0.0, 0.1):
+        ember.manual_seed(7)
+        ours = Fz.fused_attention(*leaves, mask, scale=0.3, dropout_p=p)
+        ember.manual_seed(7)
+        ref = N.scaled_dot_product_attention_reference(
+            *leaves, attn_mask=mask, scale=0.3, dropout_p=p
+        )
+        _close(ours.detach(), ref.detach(), dtype, f"forward p={p}")
+        cot = ember.from_numpy(np.random.default_rng(5).standard_normal(ref.shape).astype(dtype))
+        grads_ours = ember.autograd.grad((ours * cot).sum(), leaves)
+        grads_ref = ember.autograd.grad((ref * cot).sum(), leaves)
+        for i, (a, b) in enumerate(zip(grads_ours, grads_ref)):
+            _close(a, b, dtype, f"gradient of input {i}, p={p}")
+
+
+def test_without_numba_the_op_runs_its_reference():
+    q, k, v, m = _arrays(CASES[2], np.float32)
+    args = [ember.from_numpy(a) for a in (q, k, v, m)]
+    with_kernel = np.asarray(Fz.fused_attention(*args, scale=0.3))
+    with numba_kernels.disable_for_tests():
+        assert _kernel(q, k, v, m) is None
+        without = np.asarray(Fz.fused_attention(*args, scale=0.3))
+    _close(with_kernel, without, np.float32, "numba vs NumPy")
+
+
+def test_fused_op_refuses_bad_inputs_naming_the_op():
+    q = ember.zeros((2, 3, 4))
+    with pytest.raises(ShapeError, match="scaled_dot_product_attention"):
+        Fz.fused_attention(q, ember.zeros((2, 5, 3)), ember.zeros((2, 5, 4)))
+    with pytest.raises(ShapeError, match="scaled_dot_product_attention"):
+        Fz.fused_attention(q, ember.zeros((2, 5, 4)), ember.zeros((2, 6, 4)))
+    with pytest.raises(ShapeError, match="mask"):
+        Fz.fused_attention(q, ember.zeros((2, 5, 4)), ember.zeros((2, 5, 4)), ember.zeros((4,)))
+    with pytest.raises(TypeError, match="one floating dtype"):
+        Fz.fused_attention(q, ember.zeros((2, 5, 4), dtype=ember.float64), ember.zeros((2, 5, 4)))

@@ -740,7 +740,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _warm(batcher: Batcher) -> None:
-    """Warm up every instance's replica once (each compiles its own executors)."""
+    """Warm up every instance's replica once (each compiles its own executors), and the
+    float32 JSON writer (Note [Float32 JSON])."""
+    P.warm_float32_json()
     seen = set()
     for model in batcher.models:
         if id(model) not in seen and hasattr(model, "warmup"):

@@ -771,3 +771,159 @@ def test_packed_sentence_embeddings_equal_lone_requests(minilm):
     for request, got in zip(requests, together):
         alone = model.run_batch([request])[0]["embedding"]
         np.testing.assert_allclose(got["embedding"], alone, rtol=1e-5, atol=1e-6)
+
+
+# --- Note [Float32 JSON] -----------------------------------------------------------------------
+def _float32_samples():
+    rng = np.random.default_rng(21)
+    bits = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = [0.0, -0.0, 1.0, -1.0, 0.1, 1 / 3, 1e-4, 1e-5, 123.0, 12345678.0, 123456789.0]
+    edges += [1e16, 9.999e15, 1.5e16, 16777216.0, 33554434.0, 9e21, 1e-13, 2.0**-20]
+    values = np.concatenate(
+        [
+            np.array(edges, np.float32),
+            rng.standard_normal(50_000).astype(np.float32) * np.float32(0.05),
+            rng.standard_normal(20_000).astype(np.float32) * np.float32(1e4),
+            bits[np.isfinite(bits) & ((np.abs(bits) > 1e-13) & (np.abs(bits) < 1e22))],
+        ]
+    )
+    return values
+
+
+def test_float32_json_round_trips_with_the_shortest_digits():
+    """Every element reads back as the same float32, through a float64 (json, NumPy) and
+    parsed straight to float32, with NumPy's shortest repr digits."""
+    from ember.backend import numba_kernels
+    from ember.serve.protocol import float32_json
+
+    if not numba_kernels.available():
+        pytest.skip("the float32 JSON writer is a numba kernel; without numba json writes floats")
+    values = _float32_samples()
+    flat = values[: len(values) // 7 * 7]
+    text = float32_json(flat.reshape(-1, 7))
+    via_float64 = np.array(json.loads(text), np.float64).astype(np.float32)
+    np.testing.assert_array_equal(via_float64.view(np.uint32), flat.view(np.uint32))
+    words = text[1:-1].decode().split(",")
+    direct = np.array([np.float32(w) for w in words[:30_000]], np.float32)
+    np.testing.assert_array_equal(direct.view(np.uint32), flat[:30_000].view(np.uint32))
+    for x, word in zip(flat[:30_000], words):
+        if 1e-4 <= abs(float(x)) < 1e7:  # where NumPy writes float32s positionally, as Python
+            assert word == str(np.float32(x)), (x, word)
+        digits = np.format_float_scientific(x, unique=True).split("e")[0]
+        want = digits.lstrip("-").replace(".", "").rstrip("0") or "0"
+        got = word.split("e")[0].lstrip("-").replace(".", "").strip("0") or "0"
+        assert len(got) == len(want), (x, word, digits)
+    assert float32_json(np.array([1.5, 2e-5, 3e17, -0.0], np.float32)) == (
+        b"[1.5,2e-05,3e+17,-0.0]"
+    )
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf, 1e-30, 1e30])
+def test_float32_json_leaves_what_it_cannot_write_to_json(value):
+    from ember.serve.protocol import build_v2_response, float32_json
+
+    array = np.array([[0.25, value]], np.float32)
+    assert float32_json(array) is None
+    body, _ = build_v2_response("m", "1", {"id": "x"}, {"y": array}, default_binary=False)
+    data = json.loads(body)["outputs"][0]["data"]
+    np.testing.assert_array_equal(np.array(data, np.float32), array.reshape(-1))
+
+
+def test_v2_json_response_layout_and_fallback_without_numba():
+    """The spliced float32 text makes the same JSON document as json.dumps of the lists."""
+    from ember.backend import numba_kernels
+    from ember.serve.protocol import build_v2_response
+
+    rng = np.random.default_rng(3)
+    outputs = {
+        "embedding": rng.standard_normal((2, 5)).astype(np.float32),
+        "label": np.array([b"fresh", b"rotten"], dtype=object),
+        "ids": np.arange(4, dtype=np.int64).reshape(2, 2),
+    }
+    request = {"id": "r-1", "outputs": [{"name": "embedding"}, {"name": "label"}, {"name": "ids"}]}
+
+    def parsed():
+        body, headers = build_v2_response("minilm", "3", request, outputs, default_binary=False)
+        assert headers == {"Content-Type": "application/json"}
+        return json.loads(body)
+
+    want = {
+        "model_name": "minilm",
+        "model_version": "3",
+        "outputs": [
+            {"name": "embedding", "datatype": "FP32", "shape": [2, 5]},
+            {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["fresh", "rotten"]},
+            {"name": "ids", "datatype": "INT64", "shape": [2, 2], "data": [0, 1, 2, 3]},
+        ],
+        "id": "r-1",
+    }
+    for numba_off in (False, True):
+        if numba_off:
+            with numba_kernels.disable_for_tests():
+                got = parsed()
+        else:
+            got = parsed()
+        floats = got["outputs"][0].pop("data")
+        assert got == want
+        np.testing.assert_array_equal(
+            np.array(floats, np.float32), outputs["embedding"].reshape(-1)
+        )
+
+
+# --- Note [Batching under load] ----------------------------------------------------------------
+class _GatedModel:
+    """Records each batch's request names; a batch holding a gated name waits for its gate."""
+
+    batch_dim = True
+
+    def __init__(self, gated):
+        self.gates = {name: threading.Event() for name in gated}
+        self.batches = []
+        self.lock = threading.Lock()
+
+    def run_batch(self, batch):
+        names = [p.feeds["name"] for p in batch]
+        with self.lock:
+            self.batches.append(names)
+        for name in names:
+            if name in self.gates:
+                assert self.gates[name].wait(30)
+        return [{"name": p.feeds["name"]} for p in batch]
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_a_worker_freed_under_load_waits_for_requests_to_join(instances):
+    """A worker that frees up while another instance is busy waits max_queue_delay from then
+    (D and E run together although D waited longer than the delay); with no other instance
+    busy, a request that waited that long runs at once (D alone)."""
+    from ember.serve import Batcher
+    from ember.serve.models import Prepared
+
+    def request(name, rows=1):  # 8 rows: a full batch, run at once
+        return Prepared({"name": name}, rows, "k")
+
+    delay = 1.0
+    model = _GatedModel(["A", "C"] if instances == 2 else ["A"])
+    batcher = Batcher(model, "gated", max_batch_size=8, max_queue_delay=delay, instances=instances)
+    try:
+        futures = [batcher.submit(request("A", 8))]
+        if instances == 2:
+            while len(model.batches) < 1:
+                time.sleep(0.01)
+            futures.append(batcher.submit(request("C", 8)))  # the second worker runs C
+            while len(model.batches) < 2:
+                time.sleep(0.01)
+        futures.append(batcher.submit(request("D")))
+        time.sleep(delay + 0.3)  # D has waited longer than the delay
+        model.gates["C" if instances == 2 else "A"].set()
+        time.sleep(0.2)
+        futures.append(batcher.submit(request("E")))
+        while len(model.batches) < 3:  # A stays busy until D's batch has run
+            time.sleep(0.01)
+        for gate in model.gates.values():
+            gate.set()
+        assert [f.result(30)["name"] for f in futures][-2:] == ["D", "E"]
+    finally:
+        batcher.close(10)
+    want = [["A"], ["C"], ["D", "E"]] if instances == 2 else [["A"], ["D"], ["E"]]
+    assert model.batches == want

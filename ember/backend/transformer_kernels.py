@@ -837,7 +837,7 @@ def softmax(s, m, scale):
         kernel = _small_kernel("softmax32", "softmax_forward", dtype, example)
         if kernel is None:
             return _small_softmax(s4, m4, m is not None, float(scale)).reshape(s.shape)
-    out = np.empty(s4.shape, dtype)
+    out = empty_apart(s4.shape, dtype, s4)  # Note [Store aliasing]
     kernel(s4, m4, m is not None, float(scale), out)
     return out.reshape(s.shape)
 
@@ -849,7 +849,7 @@ def softmax_grad(g, y, scale):
     kernel = _pick(_softmax_group(dtype), "softmax_backward", y.size)
     if kernel is None:
         return None
-    out = np.empty(y.shape, dtype)
+    out = empty_apart(y.shape, dtype, g, y)  # Note [Store aliasing]
     kernel(_rows(g), _rows(y), scale, out.reshape(-1, y.shape[-1]))
     return out
 

@@ -20,11 +20,13 @@ keep NumPy's semantics for NaN, which plain Python `max`/`min` do not.
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from ember._util.env import flag
+from ember.backend import parallel as _parallel
 
-__all__ = ["available", "jit_source", "compile_seconds", "disable_for_tests"]
+__all__ = ["available", "jit_source", "compile_seconds", "disable_for_tests", "follow_budget"]
 
 _state: dict = {"numba": None, "tried": False, "seconds": 0.0, "forced_off": False}
 _cache: dict = {}
@@ -175,7 +177,53 @@ def start_threads() -> None:
                 sys.setdlopenflags(flags)
             if not chosen:
                 del os.environ["OMP_WAIT_POLICY"]
-    numba.set_num_threads(min(parallel.num_threads(), numba.config.NUMBA_NUM_THREADS))
+    budget = parallel.num_threads()
+    count = min(budget, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(count)
+    _local.count, _local.budget = count, budget  # Note [Per-thread numba count]
+
+
+# Note [Per-thread numba count]: numba keeps its thread count per calling thread (its threading
+# layer holds it in thread-local storage): `numba.set_num_threads`, which
+# `ember.set_num_threads` calls through `start_threads`, reaches only the thread that calls it,
+# and every other thread (a server worker, a DataLoader or pipeline thread, a user's thread)
+# runs parallel kernels on NUMBA_NUM_THREADS threads (all cores), whatever ember's budget says
+# (Note [Thread budget] in ember/backend/parallel.py). As PyTorch does for its OpenMP count
+# (`lazy_init_num_threads`), each entry to a compiled kernel calls `follow_budget()`: a thread
+# that has not yet seen the current budget (ember.set_num_threads changed it, or the thread is
+# new) sets numba's count to it; then the check is one thread-local read (~0.1 us) until the
+# budget changes again. A thread that chose its own count with `numba.set_num_threads` (a
+# serve worker's `threads_per_instance`) keeps it: the count is only changed while it is the
+# one ember set there last (or numba's default, in a thread ember never set). Only ember's
+# entries call it (`OpDef.def_fast_kernel`'s wrapper, the graph's parallel fused kernels): a
+# user's own numba functions keep numba's rules.
+_local = threading.local()
+
+
+def follow_budget() -> None:
+    """Give the calling thread's numba kernels ember's thread budget, if they do not have it
+    yet (Note [Per-thread numba count]); cheap when nothing changed."""
+    if getattr(_local, "budget", 0) != _parallel._threads:
+        _adopt_budget()
+
+
+def _adopt_budget() -> None:
+    numba = _state["numba"]
+    if numba is None:  # not loaded: no compiled kernel runs yet
+        return
+    from numba.np.ufunc import parallel as numba_parallel
+
+    if not numba_parallel._is_initialized:  # no parallel kernel yet: start_threads sets it
+        return
+    budget = _parallel.num_threads()
+    default = numba.config.NUMBA_NUM_THREADS
+    current = numba.get_num_threads()
+    if current == getattr(_local, "count", default):  # not the thread's own choice
+        count = min(budget, default)
+        if count != current:
+            numba.set_num_threads(count)
+        _local.count = count
+    _local.budget = budget
 
 
 _HEADER = (

@@ -1,6 +1,9 @@
 """Optional fast CPU kernels compiled with numba (the `fast` extra), loaded on first use.
 
-`available()` says whether numba can be used: it is installed and EMBER_NO_NUMBA is not set.
+`available()` says whether numba can be used: it is installed and EMBER_NO_NUMBA is not set
+(nor EMBER_FAST_KERNELS=0). It reads the environment once, on its first call, as numba's own
+settings are read once: kernels are checked on every op, so the answer must cost a dict read;
+`reread_environment()` reads the switches again (tests that change them).
 `jit_source(source, name)` compiles the function `name` defined by Python `source` with
 `numba.njit` and caches the dispatcher by its source text and name, so a kernel that several graphs
 generate alike (same expression, dtypes and rank: the source spells all three) compiles once
@@ -26,9 +29,23 @@ import time
 from ember._util.env import flag
 from ember.backend import parallel as _parallel
 
-__all__ = ["available", "jit_source", "compile_seconds", "disable_for_tests", "follow_budget"]
+__all__ = [
+    "available",
+    "jit_source",
+    "compile_seconds",
+    "disable_for_tests",
+    "follow_budget",
+    "reread_environment",
+]
 
-_state: dict = {"numba": None, "tried": False, "seconds": 0.0, "forced_off": False}
+# "switched_off": EMBER_NO_NUMBA / EMBER_FAST_KERNELS as read on first use (None: not yet read)
+_state: dict = {
+    "numba": None,
+    "tried": False,
+    "seconds": 0.0,
+    "forced_off": False,
+    "switched_off": None,
+}
 _cache: dict = {}
 
 
@@ -48,13 +65,22 @@ def _load():
 
 def available() -> bool:
     """numba is installed and not switched off (EMBER_NO_NUMBA=1, or EMBER_FAST_KERNELS=0
-    which turns every compiled kernel off in favour of the NumPy reference paths)."""
-    return (
-        not _state["forced_off"]
-        and not flag("EMBER_NO_NUMBA")
-        and flag("EMBER_FAST_KERNELS", True)
-        and _load() is not None
-    )
+    which turns every compiled kernel off in favour of the NumPy reference paths; both read
+    once, on the first call: `reread_environment`)."""
+    off = _state["switched_off"]
+    if off is None:
+        off = _state["switched_off"] = flag("EMBER_NO_NUMBA") or not flag(
+            "EMBER_FAST_KERNELS", True
+        )
+    return not off and not _state["forced_off"] and _load() is not None
+
+
+def reread_environment() -> None:
+    """Read EMBER_NO_NUMBA and EMBER_FAST_KERNELS again on the next `available()` call (for
+    tests that change them; kernels already compiled stay cached for when they are on)."""
+    _state["switched_off"] = None
+    if _state["numba"] is None:
+        _state["tried"] = False  # EMBER_NO_NUMBA may have kept numba from loading
 
 
 class disable_for_tests:

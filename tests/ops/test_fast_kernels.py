@@ -150,3 +150,28 @@ def test_small_erf_path_matches_compiled_kernel():
     assert ulps.max() <= 1
     assert np.array_equal(compiled[ok], small[ok])
     assert np.signbit(small[x == 0]).tolist() == [False, True]
+
+
+@pytest.mark.parametrize(
+    "name, value", [("EMBER_FAST_KERNELS", "0"), ("EMBER_NO_NUMBA", "1")], ids=["fast0", "nonumba"]
+)
+def test_kernel_switches_are_read_once_until_reread(name, value, monkeypatch):
+    """numba_kernels.available() reads EMBER_FAST_KERNELS / EMBER_NO_NUMBA on its first call
+    only (it runs on every op); reread_environment() reads them again."""
+    from ember.backend import numba_kernels
+
+    numba_kernels.reread_environment()
+    monkeypatch.delenv("EMBER_FAST_KERNELS", raising=False)
+    monkeypatch.delenv("EMBER_NO_NUMBA", raising=False)
+    before = numba_kernels.available()
+    monkeypatch.setenv(name, value)
+    try:
+        assert numba_kernels.available() == before  # the change is not seen yet
+        numba_kernels.reread_environment()
+        assert numba_kernels.available() is False
+        monkeypatch.delenv(name)
+        numba_kernels.reread_environment()
+        assert numba_kernels.available() == before
+    finally:
+        monkeypatch.undo()
+        numba_kernels.reread_environment()

@@ -1,6 +1,9 @@
 """Optional fast CPU kernels compiled with numba (the `fast` extra), loaded on first use.
 
-`available()` says whether numba can be used: it is installed and EMBER_NO_NUMBA is not set.
+`available()` says whether numba can be used: it is installed and EMBER_NO_NUMBA is not set
+(nor EMBER_FAST_KERNELS=0). It reads the environment once, on its first call, as numba's own
+settings are read once: kernels are checked on every op, so the answer must cost a dict read;
+`reread_environment()` reads the switches again (tests that change them).
 `jit_source(source, name)` compiles the function `name` defined by Python `source` with
 `numba.njit` and caches the dispatcher by its source text and name, so a kernel that several graphs
 generate alike (same expression, dtypes and rank: the source spells all three) compiles once
@@ -24,10 +27,25 @@ import threading
 import time
 
 from ember._util.env import flag
+from ember.backend import parallel as _parallel
 
-__all__ = ["available", "jit_source", "compile_seconds", "disable_for_tests"]
+__all__ = [
+    "available",
+    "jit_source",
+    "compile_seconds",
+    "disable_for_tests",
+    "follow_budget",
+    "reread_environment",
+]
 
-_state: dict = {"numba": None, "tried": False, "seconds": 0.0, "forced_off": False}
+# "switched_off": EMBER_NO_NUMBA / EMBER_FAST_KERNELS as read on first use (None: not yet read)
+_state: dict = {
+    "numba": None,
+    "tried": False,
+    "seconds": 0.0,
+    "forced_off": False,
+    "switched_off": None,
+}
 _cache: dict = {}
 _load_lock = threading.Lock()
 
@@ -54,13 +72,22 @@ def _load():
 
 def available() -> bool:
     """numba is installed and not switched off (EMBER_NO_NUMBA=1, or EMBER_FAST_KERNELS=0
-    which turns every compiled kernel off in favour of the NumPy reference paths)."""
-    return (
-        not _state["forced_off"]
-        and not flag("EMBER_NO_NUMBA")
-        and flag("EMBER_FAST_KERNELS", True)
-        and _load() is not None
-    )
+    which turns every compiled kernel off in favour of the NumPy reference paths; both read
+    once, on the first call: `reread_environment`)."""
+    off = _state["switched_off"]
+    if off is None:
+        off = _state["switched_off"] = flag("EMBER_NO_NUMBA") or not flag(
+            "EMBER_FAST_KERNELS", True
+        )
+    return not off and not _state["forced_off"] and _load() is not None
+
+
+def reread_environment() -> None:
+    """Read EMBER_NO_NUMBA and EMBER_FAST_KERNELS again on the next `available()` call (for
+    tests that change them; kernels already compiled stay cached for when they are on)."""
+    _state["switched_off"] = None
+    if _state["numba"] is None:
+        _state["tried"] = False  # EMBER_NO_NUMBA may have kept numba from loading
 
 
 class disable_for_tests:
@@ -183,7 +210,53 @@ def start_threads() -> None:
                 sys.setdlopenflags(flags)
             if not chosen:
                 del os.environ["OMP_WAIT_POLICY"]
-    numba.set_num_threads(min(parallel.num_threads(), numba.config.NUMBA_NUM_THREADS))
+    budget = parallel.num_threads()
+    count = min(budget, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(count)
+    _local.count, _local.budget = count, budget  # Note [Per-thread numba count]
+
+
+# Note [Per-thread numba count]: numba keeps its thread count per calling thread (its threading
+# layer holds it in thread-local storage): `numba.set_num_threads`, which
+# `ember.set_num_threads` calls through `start_threads`, reaches only the thread that calls it,
+# and every other thread (a server worker, a DataLoader or pipeline thread, a user's thread)
+# runs parallel kernels on NUMBA_NUM_THREADS threads (all cores), whatever ember's budget says
+# (Note [Thread budget] in ember/backend/parallel.py). As PyTorch does for its OpenMP count
+# (`lazy_init_num_threads`), each entry to a compiled kernel calls `follow_budget()`: a thread
+# that has not yet seen the current budget (ember.set_num_threads changed it, or the thread is
+# new) sets numba's count to it; then the check is one thread-local read (~0.1 us) until the
+# budget changes again. A thread that chose its own count with `numba.set_num_threads` (a
+# serve worker's `threads_per_instance`) keeps it: the count is only changed while it is the
+# one ember set there last (or numba's default, in a thread ember never set). Only ember's
+# entries call it (`OpDef.def_fast_kernel`'s wrapper, the graph's parallel fused kernels): a
+# user's own numba functions keep numba's rules.
+_local = threading.local()
+
+
+def follow_budget() -> None:
+    """Give the calling thread's numba kernels ember's thread budget, if they do not have it
+    yet (Note [Per-thread numba count]); cheap when nothing changed."""
+    if getattr(_local, "budget", 0) != _parallel._threads:
+        _adopt_budget()
+
+
+def _adopt_budget() -> None:
+    numba = _state["numba"]
+    if numba is None:  # not loaded: no compiled kernel runs yet
+        return
+    from numba.np.ufunc import parallel as numba_parallel
+
+    if not numba_parallel._is_initialized:  # no parallel kernel yet: start_threads sets it
+        return
+    budget = _parallel.num_threads()
+    default = numba.config.NUMBA_NUM_THREADS
+    current = numba.get_num_threads()
+    if current == getattr(_local, "count", default):  # not the thread's own choice
+        count = min(budget, default)
+        if count != current:
+            numba.set_num_threads(count)
+        _local.count = count
+    _local.budget = budget
 
 
 _HEADER = (

@@ -48,7 +48,9 @@ loops] in ember/graph/fusion.py).
 Note [Thread budget]: `ember.set_num_threads(n)` sets OpenBLAS's threads, numba's and this
 pool's to n (default: the cores this process may use), so the three never ask for more than n
 cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one after another
-from the caller's thread, never nested. Idle workers must not hold a core either: this pool's
+from the caller's thread, never nested. numba's count is per thread: every thread that runs
+ember's kernels takes the budget on its next kernel call (Note [Per-thread numba count] in
+ember/backend/numba_kernels.py). Idle workers must not hold a core either: this pool's
 threads sleep on a queue; numba's OpenMP layer runs on its own libgomp with a passive wait
 policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
 ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) after every

@@ -625,11 +625,14 @@ def _fork_safe(kernel, serial_source):
 
     serial = []
 
+    follow_budget = numba_kernels.follow_budget
+
     def call(*args):
         if parallel.in_forked_child() or parallel.overloaded():
             if not serial:
                 serial.append(numba_kernels.jit_source(serial_source, "kernel", disk=False))
             return serial[0](*args)
+        follow_budget()  # numba's count is per thread (Note [Per-thread numba count])
         return kernel(*args)
 
     return call

@@ -19,7 +19,20 @@ import os
 
 import numpy as np
 
-__all__ = ["GGUFFile", "require_gguf"]
+__all__ = ["GGUFFile", "require_gguf", "gguf_path"]
+
+
+def gguf_path(folder: str, gguf_file, where: str) -> str:
+    """The GGUF file's path: `gguf_file` inside `folder` (or an absolute path); a missing one
+    is an error naming `where` and the GGUF files that are there."""
+    path = os.path.join(folder, os.fspath(gguf_file))
+    if not os.path.isfile(path):
+        found = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
+        raise FileNotFoundError(
+            f"{where}: no GGUF file {os.fspath(gguf_file)!r} in {folder!r}; GGUF files there: "
+            f"{found}"
+        )
+    return path
 
 
 def require_gguf():

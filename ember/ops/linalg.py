@@ -236,9 +236,14 @@ def mm(a, b):
 @public("dot")
 def dot(a, b):
     """The inner product of two 1-D tensors."""
+    return inner_1d(a, b, "dot")
+
+
+def inner_1d(a, b, name: str):
+    """sum(a * b) of two 1-D tensors of one size (dot, vdot), errors naming `name`."""
     if a.ndim != 1 or b.ndim != 1 or a.shape[0] != b.shape[0]:
         raise ShapeError(
-            f"dot: expects two 1-D tensors of one size, got shapes {tuple(a.shape)} and "
+            f"{name}: expects two 1-D tensors of one size, got shapes {tuple(a.shape)} and "
             f"{tuple(b.shape)}"
         )
     return (a * b).sum()

@@ -44,7 +44,7 @@ from ember.ops import elementwise as E
 from ember.ops import reduce as R
 from ember.ops import shape as S
 from ember.ops.elementwise import unbroadcast
-from ember.ops.linalg import matmul
+from ember.ops.linalg import inner_1d, matmul
 from ember.ops.registry import apply, broadcast_shapes, defop, onnx_lowering, public, same_dtype
 
 __all__ = [
@@ -1015,12 +1015,7 @@ def mv(input, vec):
 @public("vdot")
 def vdot(input, other):
     """The dot product of two 1-D tensors (torch.vdot; real dtypes: no conjugation)."""
-    if input.ndim != 1 or other.ndim != 1 or input.shape[0] != other.shape[0]:
-        raise ShapeError(
-            f"vdot: expects two 1-D tensors of one size, got {tuple(input.shape)} and "
-            f"{tuple(other.shape)}"
-        )
-    return (input * other).sum()
+    return inner_1d(input, other, "vdot")
 
 
 @public("inner")

@@ -164,10 +164,15 @@ class OpDef:
     def def_fast_kernel(self, backend_name: str, fast: Callable) -> Callable:
         """Register `fast(*arrays, **attrs)` as the kernel for one backend, with the reference
         `forward` run wherever it returns None (a case it does not cover: a dtype, a layout,
-        no numba); tests check both against each other."""
+        no numba); tests check both against each other. Each call first gives the calling
+        thread ember's numba thread count (Note [Per-thread numba count] in
+        ember/backend/numba_kernels.py)."""
+        from ember.backend.numba_kernels import follow_budget
+
         reference = self.forward
 
         def kernel(xp, *arrays, **attrs):
+            follow_budget()
             out = fast(*arrays, **attrs)
             return reference(xp, *arrays, **attrs) if out is None else out
 

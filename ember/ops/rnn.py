@@ -578,11 +578,15 @@ def lstm_layer(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengt
     xproj = linear(x, w_ih, _bias(b_ih, b_hh))
     out = apply(LSTM_RECURRENCE, xproj, w_hh, h0, c0, reverse=reverse, lengths=lengths)
     H = h0.shape[-1]
-    last = _final_step(out, reverse)
-    y = out[..., :H]
+    # the three results are cut from [h_t, c_t] (T, B, 2H), itself one slice of the (T, B, 6H)
+    # output: their gradients meet at 2H, and one scatter (Note [Scatter into zeros] in
+    # ember/ops/shape.py) widens them to 6H, instead of three 6H scatters and their sum
+    states = out[..., : 2 * H]
+    last = _final_step(states, reverse)
+    y = states[..., :H]
     if lengths is not None:
         y = y * _mask(x, lengths)
-    return y, last[:, :H], last[:, H : 2 * H]
+    return y, last[:, :H], last[:, H:]
 
 
 def gru_layer(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, lengths=None):

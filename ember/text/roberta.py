@@ -14,7 +14,7 @@ special_tokens_map.json or added_tokens_decoder), as HuggingFace keeps them.
 from __future__ import annotations
 
 from ember.text.byte_level_bpe import VocabMergesFiles, load_merges
-from ember.text.tokenization import PreTrainedTokenizerFast
+from ember.text.tokenization import SPECIAL_TOKENS_ATTRIBUTES, PreTrainedTokenizerFast
 
 __all__ = ["RobertaTokenizer", "RobertaTokenizerFast", "load_merges"]
 
@@ -38,15 +38,7 @@ class RobertaTokenizer(VocabMergesFiles, PreTrainedTokenizerFast):
     model_input_names = ["input_ids", "attention_mask"]
     slow_tokenizer_class_name = "RobertaTokenizer"
     # special tokens added to an engine built from vocabulary files, after added_tokens_decoder's
-    _backend_special_tokens = (
-        "bos_token",
-        "eos_token",
-        "unk_token",
-        "sep_token",
-        "pad_token",
-        "cls_token",
-        "mask_token",
-    )
+    _backend_special_tokens = SPECIAL_TOKENS_ATTRIBUTES
 
     def __init__(
         self,

@@ -347,16 +347,10 @@ class PreTrainedTokenizerFast:
     @classmethod
     def _from_gguf(cls, folder: str, gguf_file: str, kwargs: dict, where: str):
         """The tokenizer stored in a GGUF file's metadata (Note [GGUF tokenizers])."""
+        from ember.io.gguf import gguf_path
         from ember.text.gguf import tokenizer_from_gguf
 
-        path = os.path.join(folder, os.fspath(gguf_file))
-        if not os.path.isfile(path):
-            found = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
-            raise FileNotFoundError(
-                f"{where}: no GGUF file {os.fspath(gguf_file)!r} in {folder!r}; GGUF files "
-                f"there: {found}"
-            )
-        engine, config = tokenizer_from_gguf(path, where)
+        engine, config = tokenizer_from_gguf(gguf_path(folder, gguf_file, where), where)
         config.update(kwargs)
         config["name_or_path"] = folder
         return cls(tokenizer_object=engine, **config)

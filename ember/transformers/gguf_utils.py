@@ -21,12 +21,11 @@ the safetensors reader of `modeling_utils`), so loading needs about the float32 
 
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
 
-from ember.io.gguf import GGUFFile
+from ember.io.gguf import GGUFFile, gguf_path
 
 __all__ = [
     "GGUF_CONFIG_FIELDS",
@@ -76,18 +75,6 @@ _TENSOR_NAMES = (
     (re.compile(r"^blk\.(\d+)\.ffn_up\.(weight)$"), r"model.layers.\1.mlp.up_proj.\2"),
     (re.compile(r"^blk\.(\d+)\.ffn_down\.(weight)$"), r"model.layers.\1.mlp.down_proj.\2"),
 )
-
-
-def gguf_path(folder: str, gguf_file, where: str) -> str:
-    """The GGUF file's path: `gguf_file` inside `folder` (or an absolute path)."""
-    path = os.path.join(folder, os.fspath(gguf_file))
-    if not os.path.isfile(path):
-        found = sorted(f for f in os.listdir(folder) if f.endswith(".gguf"))
-        raise FileNotFoundError(
-            f"{where}: no GGUF file {os.fspath(gguf_file)!r} in {folder!r}; GGUF files there: "
-            f"{found}"
-        )
-    return path
 
 
 def hf_tensor_name(name: str) -> str | None:

@@ -228,6 +228,89 @@ def test_set_num_threads_governs_the_pool_and_numba():
         ember.set_num_threads(before)
 
 
+_REPORT_THREADS = """
+from numba import get_num_threads
+def report(out):
+    for i in prange(out.shape[0]):
+        out[i] = get_num_threads()
+"""
+
+
+def _reporting_kernel():
+    """A parallel numba kernel that writes the thread count numba runs it with."""
+    kernel = numba_kernels.jit_source(_REPORT_THREADS, "report", disk=False, parallel=True)
+
+    def run(*_ignored):
+        out = np.zeros(8, np.int64)
+        kernel(out)
+        return int(out.max())
+
+    return run
+
+
+def _through_an_op(monkeypatch, kernel):
+    """The count seen by an eager op's fast kernel (OpDef.def_fast_kernel's entry)."""
+    from ember.backend import transformer_kernels
+
+    seen = []
+
+    def gelu(x, b, approximate):
+        seen.append(kernel())
+        return None  # then the reference forward runs
+
+    monkeypatch.setattr(transformer_kernels, "gelu", gelu)
+    return lambda: (F.gelu(ember.ones(4, 4)), seen[-1])[1]
+
+
+def _through_a_fused_kernel(monkeypatch, kernel):
+    """The count seen by a compiled graph's parallel fused kernel (fusion._fork_safe)."""
+    from ember.graph import fusion
+
+    return fusion._fork_safe(kernel, _REPORT_THREADS)
+
+
+@pytest.mark.parametrize("entry", [_through_an_op, _through_a_fused_kernel])
+def test_numba_kernels_on_other_threads_follow_set_num_threads(entry, monkeypatch):
+    """Note [Per-thread numba count]: numba counts threads per calling thread, so a kernel run
+    from a thread ember.set_num_threads was not called on (a server worker, a user's thread)
+    must still get ember's budget, and a thread's own numba.set_num_threads choice stays."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
+    import threading
+
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread here: no count to tell apart")
+    run = entry(monkeypatch, _reporting_kernel())
+    before = ember.get_num_threads()
+
+    def in_new_thread(fn):
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(fn()))
+        worker.start()
+        worker.join(60)
+        return seen[0]
+
+    def own_choice():
+        numba.set_num_threads(1)
+        first = run()
+        ember.set_num_threads(2)  # on this thread: its own call, so 2 from now on
+        return first, run()
+
+    try:
+        ember.set_num_threads(1)
+        assert run() == 1
+        assert in_new_thread(run) == 1
+        ember.set_num_threads(2)
+        assert in_new_thread(run) == 2
+        assert in_new_thread(lambda: (run(), ember.set_num_threads(1), run())[::2]) == (2, 1)
+        ember.set_num_threads(2)
+        assert in_new_thread(own_choice) == (1, 2)
+    finally:
+        ember.set_num_threads(before)
+
+
 def _row_step(x, bias):
     y = (x + bias) * 0.5
     z = y.exp() * y + 1.0

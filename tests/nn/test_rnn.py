@@ -448,3 +448,41 @@ def test_float32_lstm_step_saturates_and_keeps_nan_as_the_reference():
     assert ours.dtype == np.float32
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
     np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=2e-5 * np.abs(ref[~np.isnan(ref)]).max())
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_backward_widens_its_slices_once_from_a_broadcast_zero(bidirectional, monkeypatch):
+    """Note [Scatter into zeros] (ember/ops/shape.py): the output, h_n and c_n are cut from the
+    [h, c] part of the fused recurrence's (T, B, 6H) result, so backward scatters into 6H once
+    per direction, onto a broadcast zero (no full array of zeros is read); the gradients still
+    match PyTorch's."""
+    from ember.ops.registry import REGISTRY
+
+    T, B, F, H = 5, 3, 4, 6
+    op = REGISTRY["index_add"]
+    forward, bases = op.forward, []
+
+    def spy(xp, base, values, *indices, spec):
+        bases.append((tuple(base.shape), base.strides))
+        return forward(xp, base, values, *indices, spec=spec)
+
+    monkeypatch.setattr(op, "forward", spy)
+    rng = np.random.default_rng(1)
+    tm = torch.nn.LSTM(F, H, bidirectional=bidirectional).double()
+    em = nn.LSTM(F, H, bidirectional=bidirectional, dtype=ember.float64)
+    _copy_state(tm, em)
+    x = rng.standard_normal((T, B, F))
+    tx, ex = torch.tensor(x, requires_grad=True), ember.tensor(x, requires_grad=True)
+    (t_out, (t_h, t_c)), (e_out, (e_h, e_c)) = tm(tx), em(ex)
+    w = rng.standard_normal(tuple(t_out.shape))
+    (t_out * torch.tensor(w)).sum().backward(retain_graph=True)
+    (t_h.sum() * 2 + t_c.sum() * 3).backward()
+    bases.clear()
+    ((e_out * ember.tensor(w)).sum() + e_h.sum() * 2 + e_c.sum() * 3).backward()
+    wide = [strides for shape, strides in bases if shape == (T, B, 6 * H)]
+    assert len(wide) == (2 if bidirectional else 1), bases
+    assert all(not any(strides) for _, strides in bases), bases  # broadcast zeros only
+    _close(ex.grad.numpy(), tx.grad.numpy(), "input grad")
+    t_params = dict(tm.named_parameters())
+    for name, p in em.named_parameters():
+        _close(p.grad.numpy(), t_params[name].grad.numpy(), f"grad of {name}")

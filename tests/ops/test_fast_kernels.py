@@ -185,3 +185,28 @@ def test_row_scatter_add_leaves_other_indices_to_add_at():
     assert not numpy_backend._add_rows(table, rows, np.ones((20, 1), np.float32))  # broadcast
     with pytest.raises(IndexError):
         numpy_backend.scatter_add(table, np.arange(20), np.ones((20, 4), np.float32))
+
+
+@pytest.mark.parametrize(
+    "name, value", [("EMBER_FAST_KERNELS", "0"), ("EMBER_NO_NUMBA", "1")], ids=["fast0", "nonumba"]
+)
+def test_kernel_switches_are_read_once_until_reread(name, value, monkeypatch):
+    """numba_kernels.available() reads EMBER_FAST_KERNELS / EMBER_NO_NUMBA on its first call
+    only (it runs on every op); reread_environment() reads them again."""
+    from ember.backend import numba_kernels
+
+    numba_kernels.reread_environment()
+    monkeypatch.delenv("EMBER_FAST_KERNELS", raising=False)
+    monkeypatch.delenv("EMBER_NO_NUMBA", raising=False)
+    before = numba_kernels.available()
+    monkeypatch.setenv(name, value)
+    try:
+        assert numba_kernels.available() == before  # the change is not seen yet
+        numba_kernels.reread_environment()
+        assert numba_kernels.available() is False
+        monkeypatch.delenv(name)
+        numba_kernels.reread_environment()
+        assert numba_kernels.available() == before
+    finally:
+        monkeypatch.undo()
+        numba_kernels.reread_environment()

@@ -22,7 +22,7 @@ from ember.transformers import (
 )
 from ember.transformers.compile_buckets import bucket_length
 
-SHAPES = [(2, 7), (3, 12), (1, 20)]  # buckets 8, 16, 32
+SHAPES = [(2, 7), (3, 12), (1, 20)]  # buckets 8, 16, 24
 
 
 def _config(**kw):
@@ -67,13 +67,14 @@ def test_compiled_forward_matches_eager_across_shapes(model_cls):
         for name in ref.keys():
             assert tuple(out[name].shape) == tuple(ref[name].shape), name
             assert_close(out[name].numpy(), ref[name].numpy(), rtol=RTOL, name=f"{shape} {name}")
-    assert compiled.trace_count == 3  # buckets 8, 16 and 32, with (2, 5) in the first
+    assert compiled.trace_count == 3  # buckets 8, 16 and 24, with (2, 5) in the first
     assert "runs in its bucket 16" in compiled.retrace_reasons[0]
 
 
 def test_buckets_and_retrace_warning_name_the_change():
-    assert [bucket_length(n) for n in (1, 8, 9, 100, 128)] == [8, 8, 16, 128, 128]
-    assert bucket_length(40, limit=48) == 48  # capped by the position table
+    lengths = (1, 8, 9, 17, 25, 33, 65, 100, 128, 129, 500)
+    assert [bucket_length(n) for n in lengths] == [8, 8, 16, 24, 32, 40, 80, 112, 128, 160, 512]
+    assert bucket_length(45, limit=46) == 46  # capped by the position table
     ember.manual_seed(0)
     model = BertModel(_config()).eval()
     compiled = ember.compile(model)
@@ -226,10 +227,10 @@ def test_trainer_torch_compile_trains_like_eager(tmp_path):
     compiled, compiled_result = run(True)
     step = compiled._compiled_step
     assert step is not None
-    # dynamic padding: batches of lengths 4..20 run in the buckets 8, 16 and 32 only
+    # dynamic padding: batches of lengths 4..20 run in the buckets 8, 16 and 24 only
     shapes = [r for r in step.retrace_reasons if "shape" in r]
     assert len(shapes) <= 2 and step.trace_count == len(shapes) + 1, step.retrace_reasons
-    assert all(r.split("-> [")[1].split("]")[0].split(", ")[1] in ("8", "16", "32") for r in shapes)
+    assert all(r.split("-> [")[1].split("]")[0].split(", ")[1] in ("8", "16", "24") for r in shapes)
     eager_losses = [h["loss"] for h in eager.state.log_history if "loss" in h]
     losses = [h["loss"] for h in compiled.state.log_history if "loss" in h]
     np.testing.assert_allclose(losses, eager_losses, rtol=1e-4)

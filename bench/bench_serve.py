@@ -14,7 +14,8 @@ loopback keep-alive connections. Requests/s and p50/p99 latency for
 in interleaved rounds, at 1 and 2 threads per forward for both frameworks (torch's intra-op
 threads; ember's threads per instance). Prints ratios against the faster PyTorch server, the
 cores the server process used, and one JSON line per configuration, and whether ember's
-few-row matrix products ran on MKL (Note [Small GEMMs]; EMBER_BLAS=mkl turns that on).
+few-row matrix products ran on MKL (Note [Small GEMMs]; on by default where the `mkl`
+extra is installed; EMBER_BLAS=openblas turns it off).
 
     python bench/bench_serve.py [--requests 400] [--rounds 3] [--threads 1 2]
 """

@@ -213,6 +213,22 @@ def gelu_backward(g, x, b, out):
 """
 
 
+_SUM_BLOCKS = """
+@numba.njit(inline="always")
+def sum_blocks(partial, out):
+    # the parameter gradient's per-block sums (blocks, 2, d), added block by block in order
+    # (Note [Row-parallel kernels])
+    blocks, _, d = partial.shape
+    for j in range(d):
+        s0 = 0.0
+        s1 = 0.0
+        for k in range(blocks):
+            s0 += partial[k, 0, j]
+            s1 += partial[k, 1, j]
+        out[0, j] = s0
+        out[1, j] = s1
+"""
+
 _LAYER_NORM = (
     _lanes("sum1", "a", "np.float64(a[j])")
     + _lanes("sum2", "a, c", "(np.float64(a[j]) + np.float64(c[j]))")
@@ -301,14 +317,7 @@ def layer_norm_param_grad(g, x, r, has_residual, eps, block, partial, out):
                 gv = np.float64(gi[j])
                 p0[j] += gv * (v - mean) * rstd
                 p1[j] += gv
-    for j in range(d):
-        s0 = 0.0
-        s1 = 0.0
-        for k in range(blocks):
-            s0 += partial[k, 0, j]
-            s1 += partial[k, 1, j]
-        out[0, j] = s0
-        out[1, j] = s1
+    sum_blocks(partial, out)
 """
 )
 
@@ -474,14 +483,7 @@ def layer_norm_param_grad(g, x, r, has_residual, eps, block, partial, out):
                     gv = np.float64(gi[j])
                     p0[j] += gv * ((np.float64(xi[j]) - mean) * rstd)
                     p1[j] += gv
-    for j in range(d):
-        s0 = 0.0
-        s1 = 0.0
-        for k in range(blocks):
-            s0 += partial[k, 0, j]
-            s1 += partial[k, 1, j]
-        out[0, j] = s0
-        out[1, j] = s1
+    sum_blocks(partial, out)
 """
 )
 
@@ -611,8 +613,8 @@ def _source(group: str) -> str:
         exp = _EXP32 if single and not approximate else ""
         return exp + erf + _gelu_source(approximate, single, has_bias)
     return {
-        "layer_norm": _LAYER_NORM,
-        "layer_norm32": _LAYER_NORM_32,
+        "layer_norm": _SUM_BLOCKS + _LAYER_NORM,
+        "layer_norm32": _SUM_BLOCKS + _LAYER_NORM_32,
         "softmax32": _SOFTMAX_32 + _SOFTMAX_BACKWARD,
         "softmax64": _SOFTMAX_64 + _SOFTMAX_BACKWARD,
         "dropout": _DROPOUT,

@@ -870,6 +870,71 @@ def test_v2_json_response_layout_and_fallback_without_numba():
         )
 
 
+def _same_json(got, want, path="$"):
+    """Two parsed JSON documents are equal, floats compared as the float32 they read back as
+    (bit for bit); returns the number of floats compared."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), path
+        return sum(_same_json(got[k], want[k], f"{path}.{k}") for k in want)
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        return sum(_same_json(g, w, f"{path}[{i}]") for i, (g, w) in enumerate(zip(got, want)))
+    if isinstance(want, float):
+        assert isinstance(got, (float, int)), (path, got)
+        assert np.float32(got).view(np.uint32) == np.float32(want).view(np.uint32), path
+        return 1
+    assert got == want and type(got) is type(want), (path, got, want)
+    return 0
+
+
+@pytest.mark.parametrize("fmt", ["row", "columnar"])
+def test_tf_predict_json_reads_back_bit_exact_and_equals_json_dumps(fmt):
+    """TF Serving :predict bodies write float32 outputs with the shortest decimals (Note
+    [Float32 JSON]): the same document as json.dumps of tolist(), every float reading back as
+    the same float32, in the row and columnar layouts with one output and with several; and
+    without numba, json.dumps' own bytes."""
+    from ember.backend import numba_kernels
+    from ember.serve.protocol import build_tf_predict
+
+    rng = np.random.default_rng(5)
+    samples = _float32_samples()
+    several = {
+        "embedding": rng.choice(samples, (3, 2, 5)).astype(np.float32),
+        "score": rng.choice(samples, 3).astype(np.float32),  # a number per instance
+        "column": rng.choice(samples, (3, 1)).astype(np.float32),
+        "label": np.array([b"fresh", b"rotten", b"ok"], dtype=object),
+        "ids": np.arange(6, dtype=np.int64).reshape(3, 2),
+        "odd": np.array([0.5, np.nan, 1.0], np.float32),  # not the writer's: json.dumps
+    }
+    cases = [{"y": samples[:4200].reshape(2, 3, 700)}, {"y": samples[4200:4203]}, several]
+
+    def reference(outputs):  # what build_tf_predict gave before: json.dumps of tolist()
+        as_lists = {
+            k: [x.decode() for x in v] if v.dtype == object else v.tolist()
+            for k, v in outputs.items()
+        }
+        names = list(as_lists)
+        if fmt == "row":
+            if len(names) == 1:
+                return {"predictions": as_lists[names[0]]}
+            rows = range(len(outputs[names[0]]))
+            return {"predictions": [{k: as_lists[k][i] for k in names} for i in rows]}
+        return {"outputs": as_lists[names[0]] if len(names) == 1 else as_lists}
+
+    for outputs in cases:
+        want = reference(outputs)
+        body = build_tf_predict(outputs, fmt)
+        got = json.loads(body, parse_constant=lambda c: float(c))
+        floats = sum(v.size for v in outputs.values() if v.dtype == np.float32)
+        assert _same_json(got, json.loads(json.dumps(want))) == floats
+        if numba_kernels.available() and outputs is cases[0]:
+            assert len(body) < 0.8 * len(json.dumps(want, separators=(",", ":")))  # shorter
+        with numba_kernels.disable_for_tests():
+            assert (
+                build_tf_predict(outputs, fmt) == json.dumps(want, separators=(",", ":")).encode()
+            )
+
+
 # --- Note [Batching under load] ----------------------------------------------------------------
 class _GatedModel:
     """Records each batch's request names; a batch holding a gated name waits for its gate."""

@@ -311,6 +311,48 @@ def test_numba_kernels_on_other_threads_follow_set_num_threads(entry, monkeypatc
         ember.set_num_threads(before)
 
 
+@pytest.mark.parametrize("entry", [_through_an_op, _through_a_fused_kernel])
+def test_a_thread_count_of_its_own_stays_through_budget_changes(entry, monkeypatch):
+    """Note [Per-thread numba count]: `set_thread_count(n)` (a serve worker's
+    threads_per_instance) gives the calling thread n numba threads, kept when ember's budget
+    changes, on another thread or its own; other threads keep following the budget."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
+    import threading
+
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread here: no count to tell apart")
+    run = entry(monkeypatch, _reporting_kernel())
+    before = ember.get_num_threads()
+    changed, seen = threading.Event(), []
+
+    def worker():
+        numba_kernels.set_thread_count(1)
+        seen.append(run())
+        changed.wait(60)  # the main thread changed the budget meanwhile
+        seen.append(run())
+        ember.set_num_threads(2)  # on this thread too
+        seen.append(run())
+
+    try:
+        ember.set_num_threads(2)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        while not seen and thread.is_alive():
+            thread.join(0.01)
+        ember.set_num_threads(1)
+        ember.set_num_threads(2)
+        changed.set()
+        thread.join(60)
+        assert seen == [1, 1, 1]
+        assert run() == 2  # the main thread follows the budget
+    finally:
+        changed.set()
+        ember.set_num_threads(before)
+
+
 def _row_step(x, bias):
     y = (x + bias) * 0.5
     z = y.exp() * y + 1.0

@@ -644,6 +644,47 @@ def test_instances_run_batches_at_once_and_equal_lone_requests(repository):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("own", [1, None], ids=["threads_per_instance=1", "the budget"])
+def test_batcher_workers_get_their_numba_threads_one_way(repository, own):
+    """Note [Model instances]: each worker runs its kernels on `threads_per_instance` numba
+    threads whatever ember's budget (or follows the budget without it), through the shared
+    per-thread count (Note [Per-thread numba count]); the thread that builds the Batcher keeps
+    its own count."""
+    import numba
+
+    from ember.backend import numba_kernels
+    from ember.serve import Batcher
+
+    if not numba_kernels.available() or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs numba with two threads: no count to tell apart")
+    model = load_model_mlp(repository)
+    run = model.run_batch
+    seen = []
+
+    def counting(batch):  # as a kernel entry does (OpDef.def_fast_kernel's wrapper)
+        numba_kernels.follow_budget()
+        seen.append(numba.get_num_threads())
+        return run(batch)
+
+    model.run_batch = counting
+    before = ember.get_num_threads()
+    feeds = {"x": np.zeros((1, 4), np.float32)}
+    try:
+        ember.set_num_threads(2)
+        mine = numba.get_num_threads()
+        batcher = Batcher(model, "mlp", instances=1, threads_per_instance=own)
+        try:
+            batcher.submit(model.prepare(feeds)).result(30)
+            assert numba.get_num_threads() == mine == 2  # the building thread's count
+            ember.set_num_threads(1)  # a budget change reaches only the following workers
+            batcher.submit(model.prepare(feeds)).result(30)
+        finally:
+            batcher.close(30)
+    finally:
+        ember.set_num_threads(before)
+    assert seen == ([1, 1] if own else [2, 1])
+
+
 def test_server_instances_defaults_and_thread_budget(repository):
     from ember.serve.batching import default_instances
 

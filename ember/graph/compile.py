@@ -6,7 +6,8 @@ argument its shape, dtype and requires_grad; for each module its identity and tr
 every other argument by value (Python numbers, strings, tuples are unrolled into the graph, so
 a new value means a new graph). The cache is bounded (`ember.config.max_cache_size`, least
 recently used dropped). Every retrace records why (`compiled.retrace_reasons`: which argument
-changed, from what to what) and after `ember.config.retrace_warning_after` retraces a
+changed, from what to what, against the nearest cached call; or that the cache dropped the
+call's graph) and after `ember.config.retrace_warning_after` retraces a
 `RetraceWarning` says so with the reasons. The first trace of each new shape bucket (Note
 [Shape buckets]) is planned and not counted; the warning says how many there were.
 `ember.config.run_eagerly = True` (or EMBER_RUN_EAGERLY=1) runs the Python function instead,
@@ -164,6 +165,7 @@ class CompiledFunction:
         self._bucket = None  # the shape bucket of the call being run, if padded
         self._buckets_traced: list = []  # buckets with a graph traced: planned traces
         self._unplanned: list[str] = []  # the retraces that count toward RetraceWarning
+        self._dropped: OrderedDict = OrderedDict()  # keys the bounded cache dropped (recent)
         # Note [Trace ahead]; off for callers that always clear .grad before calling
         self.trace_ahead = True
         self.fuse = fuse
@@ -359,6 +361,12 @@ class CompiledFunction:
         if self.cache:
             if reason is None:
                 reason = self._explain(key, names)
+            if self._dropped.pop(key, None) is not None:
+                limit = self.max_cache_size or _config.max_cache_size
+                reason = (
+                    f"its graph was dropped from the full cache (max_cache_size {limit}); "
+                    f"from the nearest cached call: {reason}"
+                )
             self.retrace_reasons.append(reason + self._bucket_note)
             if not planned:
                 self._unplanned.append(reason + self._bucket_note)
@@ -381,7 +389,10 @@ class CompiledFunction:
         self.cache[key] = entry
         limit = self.max_cache_size or _config.max_cache_size
         while len(self.cache) > limit:
-            _, dropped = self.cache.popitem(last=False)
+            old_key, dropped = self.cache.popitem(last=False)
+            self._dropped[old_key] = True
+            if len(self._dropped) > 4 * limit:
+                self._dropped.popitem(last=False)
             self._fast = {k: v for k, v in self._fast.items() if v[0] is not dropped}
         # tensors some graph reads by reference (a .grad it accumulates into): their .grad
         # owners keep them, and receive gradients by copy (Note [Gradient buffers])
@@ -397,7 +408,8 @@ class CompiledFunction:
             else ""
         )
         return (
-            f"ember.compile: {self.name} has been retraced {len(self._unplanned)} times"
+            f"ember.compile: {self.name} has been retraced {len(self._unplanned)} "
+            f"time{'s' if len(self._unplanned) > 1 else ''}"
             f"{planned}; each trace compiles a new graph. Retraces: "
             + "; ".join(self._unplanned[-limit:])
             + ". Pass tensors instead of changing Python values, or keep shapes and dtypes "

@@ -109,6 +109,23 @@ def test_buckets_are_planned_traces_and_real_retraces_warn_by_name():
     assert "attention_mask: dtype int64 -> float32 (sequence length 30 runs" in messages[0]
     assert "output_attentions" in messages[0] and "runs in its bucket 32" in messages[0]
     assert caught[0].filename == __file__  # points at the caller's line
+    # a bucket whose graph the bounded cache dropped traces again, and says why
+    small = ember.compile(model, max_cache_size=2)
+    ember.config.retrace_warning_after = 1
+    try:
+        with warnings.catch_warnings(record=True) as caught, ember.no_grad():
+            warnings.simplefilter("always")
+            for n in (8, 16, 24, 8):
+                small(ember.ones((1, n), dtype=ember.int64))
+    finally:
+        ember.config.retrace_warning_after = old
+    assert small.trace_count == 4
+    messages = [str(w.message) for w in caught if issubclass(w.category, RetraceWarning)]
+    assert len(messages) == 1 and "retraced 1 time (and 3 planned traces" in messages[0]
+    assert (
+        "its graph was dropped from the full cache (max_cache_size 2); from the nearest cached "
+        "call: input_ids: shape [1, 24] -> [1, 8]"
+    ) in messages[0]
     # buckets off: every length traces
     plain = ember.compile(model, buckets=False)
     with ember.no_grad():

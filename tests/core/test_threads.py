@@ -269,20 +269,28 @@ def _through_a_fused_kernel(monkeypatch, kernel):
     return fusion._fork_safe(kernel, _REPORT_THREADS)
 
 
+def _counting(entry, monkeypatch):
+    """A call through `entry` of a kernel that returns numba's thread count (skips where
+    there is no count to tell apart)."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread here: no count to tell apart")
+    return entry(monkeypatch, _reporting_kernel())
+
+
 @pytest.mark.parametrize("entry", [_through_an_op, _through_a_fused_kernel])
 def test_numba_kernels_on_other_threads_follow_set_num_threads(entry, monkeypatch):
     """Note [Per-thread numba count]: numba counts threads per calling thread, so a kernel run
     from a thread ember.set_num_threads was not called on (a server worker, a user's thread)
     must still get ember's budget, and a thread's own numba.set_num_threads choice stays."""
-    if not numba_kernels.available():
-        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
     import threading
 
+    run = _counting(entry, monkeypatch)
     import numba
 
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba runs one thread here: no count to tell apart")
-    run = entry(monkeypatch, _reporting_kernel())
     before = ember.get_num_threads()
 
     def in_new_thread(fn):
@@ -316,15 +324,9 @@ def test_a_thread_count_of_its_own_stays_through_budget_changes(entry, monkeypat
     """Note [Per-thread numba count]: `set_thread_count(n)` (a serve worker's
     threads_per_instance) gives the calling thread n numba threads, kept when ember's budget
     changes, on another thread or its own; other threads keep following the budget."""
-    if not numba_kernels.available():
-        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
     import threading
 
-    import numba
-
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba runs one thread here: no count to tell apart")
-    run = entry(monkeypatch, _reporting_kernel())
+    run = _counting(entry, monkeypatch)
     before = ember.get_num_threads()
     changed, seen = threading.Event(), []
 

@@ -189,12 +189,29 @@ def start_threads() -> None:
     numba = _load()
     if numba is None:
         return
-    import os
-    import sys
-
     from numba.np.ufunc import parallel as numba_parallel
 
     from ember.backend import parallel
+
+    with _start_lock:  # the environment and dlopen flags below are process-wide
+        _launch(numba_parallel)
+    budget = parallel.num_threads()
+    own = getattr(_local, "own", None)  # Note [Per-thread numba count]
+    if own is not None:
+        numba.set_num_threads(own)
+        _local.budget = budget
+        return
+    count = min(budget, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(count)
+    _local.count, _local.budget = count, budget  # Note [Per-thread numba count]
+
+
+_start_lock = threading.Lock()
+
+
+def _launch(numba_parallel) -> None:
+    import os
+    import sys
 
     if not numba_parallel._is_initialized:
         chosen = "OMP_WAIT_POLICY" in os.environ
@@ -210,10 +227,16 @@ def start_threads() -> None:
                 sys.setdlopenflags(flags)
             if not chosen:
                 del os.environ["OMP_WAIT_POLICY"]
-    budget = parallel.num_threads()
-    count = min(budget, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(count)
-    _local.count, _local.budget = count, budget  # Note [Per-thread numba count]
+
+
+def set_thread_count(n: int) -> None:
+    """Give the calling thread `n` numba kernel threads of its own, which ember's budget then
+    leaves alone (a serve worker's `threads_per_instance`; Note [Per-thread numba count]).
+    Starts numba's threading layer if it has not started; nothing without numba."""
+    if not available():
+        return
+    _local.own = max(1, min(int(n), _state["numba"].config.NUMBA_NUM_THREADS))
+    start_threads()
 
 
 # Note [Per-thread numba count]: numba keeps its thread count per calling thread (its threading
@@ -225,9 +248,11 @@ def start_threads() -> None:
 # (`lazy_init_num_threads`), each entry to a compiled kernel calls `follow_budget()`: a thread
 # that has not yet seen the current budget (ember.set_num_threads changed it, or the thread is
 # new) sets numba's count to it; then the check is one thread-local read (~0.1 us) until the
-# budget changes again. A thread that chose its own count with `numba.set_num_threads` (a
-# serve worker's `threads_per_instance`) keeps it: the count is only changed while it is the
-# one ember set there last (or numba's default, in a thread ember never set). Only ember's
+# budget changes again. A thread given a count of its own (`set_thread_count`: a serve
+# worker's `threads_per_instance`, Note [Model instances] in ember/serve/batching.py) keeps it
+# through budget changes, and so does one that chose its count with `numba.set_num_threads`:
+# the count is only changed while it is the one ember set there last (or numba's default, in a
+# thread ember never set). Only ember's
 # entries call it (`OpDef.def_fast_kernel`'s wrapper, the graph's parallel fused kernels): a
 # user's own numba functions keep numba's rules.
 _local = threading.local()
@@ -251,7 +276,8 @@ def _adopt_budget() -> None:
     budget = _parallel.num_threads()
     default = numba.config.NUMBA_NUM_THREADS
     current = numba.get_num_threads()
-    if current == getattr(_local, "count", default):  # not the thread's own choice
+    own = getattr(_local, "own", None)
+    if own is None and current == getattr(_local, "count", default):  # not the thread's own
         count = min(budget, default)
         if count != current:
             numba.set_num_threads(count)

@@ -6,14 +6,18 @@ argument its shape, dtype and requires_grad; for each module its identity and tr
 every other argument by value (Python numbers, strings, tuples are unrolled into the graph, so
 a new value means a new graph). The cache is bounded (`ember.config.max_cache_size`, least
 recently used dropped). Every retrace records why (`compiled.retrace_reasons`: which argument
-changed, from what to what) and after `ember.config.retrace_warning_after` retraces a
-`RetraceWarning` says so with the reasons. `ember.config.run_eagerly = True` (or
-EMBER_RUN_EAGERLY=1) runs the Python function instead, for debugging.
+changed, from what to what, against the nearest cached call; or that the cache dropped the
+call's graph) and after `ember.config.retrace_warning_after` retraces a
+`RetraceWarning` says so with the reasons. The first trace of each new shape bucket (Note
+[Shape buckets]) is planned and not counted; the warning says how many there were.
+`ember.config.run_eagerly = True` (or EMBER_RUN_EAGERLY=1) runs the Python function instead,
+for debugging.
 
 Note [Shape buckets]: a compiled module that has a `_compile_padding(args, kwargs)` method
 (the Transformer encoders, Note [Sequence buckets] in ember/transformers/compile_buckets.py)
 is called with its inputs padded up to a bucket, and its result cut back: the cache then
 holds one graph per bucket rather than one per length, and a retrace names the bucket.
+Callers that pad themselves (the Trainer's compiled step) say so with `call_in_bucket`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 import time
 import warnings
 from collections import OrderedDict
+from operator import ne
 
 import numpy as np
 
@@ -157,6 +162,10 @@ class CompiledFunction:
         # result back), so that a few graphs serve every sequence length
         self._pad = getattr(fn, "_compile_padding", None) if buckets else None
         self._bucket_note = ""
+        self._bucket = None  # the shape bucket of the call being run, if padded
+        self._buckets_traced: list = []  # buckets with a graph traced: planned traces
+        self._unplanned: list[str] = []  # the retraces that count toward RetraceWarning
+        self._dropped: OrderedDict = OrderedDict()  # keys the bounded cache dropped (recent)
         # Note [Trace ahead]; off for callers that always clear .grad before calling
         self.trace_ahead = True
         self.fuse = fuse
@@ -189,11 +198,22 @@ class CompiledFunction:
         if self._pad is not None:
             padded = self._pad(args, kwargs)
             if padded is not None:  # Note [Shape buckets]
-                call, restore, (length, target) = padded
-                self._bucket_note = f" (sequence length {length} runs in its bucket {target})"
-                return restore(self._call((), call))
-        self._bucket_note = ""
+                call, restore, bucket = padded
+                return restore(self.call_in_bucket(bucket, (), call))
         return self._call(args, kwargs)
+
+    def call_in_bucket(self, bucket: tuple[int, int], args: tuple, kwargs: dict):
+        """Call with inputs already padded to a shape bucket (Note [Shape buckets]): `bucket`
+        is (sequence length, bucket length). The first graph traced for a bucket is planned
+        and does not count toward `RetraceWarning`; retraces name the bucket."""
+        length, target = bucket
+        self._bucket = target
+        self._bucket_note = f" (sequence length {length} runs in its bucket {target})"
+        try:
+            return self._call(args, kwargs)
+        finally:
+            self._bucket = None
+            self._bucket_note = ""
 
     def _call(self, args, kwargs):
         if not kwargs:
@@ -333,21 +353,27 @@ class CompiledFunction:
     # --- tracing -------------------------------------------------------------------------------
     def _trace(self, key, args, kwargs, leaves, names, reason=None):
         start = time.perf_counter()
+        # Note [Shape buckets]: the first graph of a new bucket is planned, not a retrace to
+        # warn about (a new dtype or Python value in a bucket already traced still counts)
+        planned = self._bucket is not None and self._bucket not in self._buckets_traced
+        if planned:
+            self._buckets_traced.append(self._bucket)
         if self.cache:
             if reason is None:
-                reason = self._explain(key, next(reversed(self.cache)), names)
-            self.retrace_reasons.append(reason + self._bucket_note)
-            limit = _config.retrace_warning_after
-            if len(self.retrace_reasons) >= limit and not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"ember.compile: {self.name} has been traced {len(self.retrace_reasons) + 1} "
-                    f"times; each trace compiles a new graph. Reasons: "
-                    + "; ".join(self.retrace_reasons[-limit:])
-                    + ". Pass tensors instead of changing Python values, or keep shapes fixed.",
-                    RetraceWarning,
-                    stacklevel=3,
+                reason = self._explain(key, names)
+            if self._dropped.pop(key, None) is not None:
+                limit = self.max_cache_size or _config.max_cache_size
+                reason = (
+                    f"its graph was dropped from the full cache (max_cache_size {limit}); "
+                    f"from the nearest cached call: {reason}"
                 )
+            self.retrace_reasons.append(reason + self._bucket_note)
+            if not planned:
+                self._unplanned.append(reason + self._bucket_note)
+            limit = _config.retrace_warning_after
+            if len(self._unplanned) >= limit and not self._warned:
+                self._warned = True
+                warnings.warn(self._retrace_message(limit), RetraceWarning, stacklevel=_caller())
         leaf_names = [n for n, d in zip(names, key[0]) if d[0] == "tensor"]  # one per leaf
         graph, out_tree, grad_owners, grad_none, guards = trace(
             self.fn, args, kwargs, leaves, leaf_names, self.name, with_guards=True
@@ -363,17 +389,47 @@ class CompiledFunction:
         self.cache[key] = entry
         limit = self.max_cache_size or _config.max_cache_size
         while len(self.cache) > limit:
-            _, dropped = self.cache.popitem(last=False)
+            old_key, dropped = self.cache.popitem(last=False)
+            self._dropped[old_key] = True
+            if len(self._dropped) > 4 * limit:
+                self._dropped.popitem(last=False)
             self._fast = {k: v for k, v in self._fast.items() if v[0] is not dropped}
         # tensors some graph reads by reference (a .grad it accumulates into): their .grad
         # owners keep them, and receive gradients by copy (Note [Gradient buffers])
         self._captured = {id(t) for e in self.cache.values() for t in e.executor.captures}
         return entry
 
-    def _explain(self, key, old, names) -> str:
+    def _retrace_message(self, limit: int) -> str:
+        buckets = self._buckets_traced
+        planned = (
+            f" (and {len(buckets)} planned traces, one per sequence bucket: "
+            f"{', '.join(map(str, sorted(buckets)))})"
+            if buckets
+            else ""
+        )
+        return (
+            f"ember.compile: {self.name} has been retraced {len(self._unplanned)} "
+            f"time{'s' if len(self._unplanned) > 1 else ''}"
+            f"{planned}; each trace compiles a new graph. Retraces: "
+            + "; ".join(self._unplanned[-limit:])
+            + ". Pass tensors instead of changing Python values, or keep shapes and dtypes "
+            "fixed."
+        )
+
+    def _explain(self, key, names) -> str:
+        """What changed from the cached signature nearest to `key` (the most recent of those
+        with the fewest changes), every changed argument named."""
+
+        def distance(old):
+            return (old[1] != key[1], len(old[0]) != len(key[0]), sum(map(ne, key[0], old[0])))
+
+        old = min(reversed(self.cache), key=distance)
         new_descs, old_descs = key[0], old[0]
         if key[1] != old[1]:
             return f"keyword arguments changed from {list(old[1])} to {list(key[1])}"
+        if len(new_descs) != len(old_descs):
+            return f"the number of arguments changed ({len(old_descs)} -> {len(new_descs)})"
+        changes = []
         for i, (n, o) in enumerate(zip(new_descs, old_descs)):
             if n != o:
                 where = names[i] if i < len(names) else f"argument {i}"
@@ -385,9 +441,10 @@ class CompiledFunction:
                         parts.append(f"dtype {o[2]} -> {n[2]}")
                     if n[3] != o[3]:
                         parts.append(f"requires_grad {o[3]} -> {n[3]}")
-                    return f"{where}: " + ", ".join(parts)
-                return f"{where}: {_describe(o)} -> {_describe(n)}"
-        return f"the number of arguments changed ({len(old_descs)} -> {len(new_descs)})"
+                    changes.append(f"{where}: " + ", ".join(parts))
+                else:
+                    changes.append(f"{where}: {_describe(o)} -> {_describe(n)}")
+        return " and ".join(changes) or "the graph's guarded state changed"
 
     # --- inspection ----------------------------------------------------------------------------
     @property
@@ -417,6 +474,14 @@ class CompiledFunction:
 
     def __repr__(self) -> str:
         return f"<ember.compile {self.name}: {len(self.cache)} graph(s)>"
+
+
+def _caller() -> int:
+    """The `stacklevel` of the first frame outside this file (the user's call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _release_shared_buffers(executor, owners, owned) -> None:

@@ -21,11 +21,14 @@ Note [Model instances]: as Triton's `instance_group { count: N }`, a served mode
 `threads_per_instance` kernel threads. A free worker takes the next batch
 (Note [Batching under load]), so with two instances one batch runs while the next one forms, and
 two batches run at once on two cores: the kernels (BLAS, numba, NumPy) release the GIL, and the
-Python between them is a small part of a forward. Each worker sets numba's thread count for
-itself (numba's count is per thread: the one `ember.set_num_threads` set on the main thread does
-not reach it). A model without `replica()` is shared by the workers, so it runs on one instance
-unless the caller asks for more (its `run_batch` must then be thread-safe). A request's result
-does not depend on the instance that runs it: replicas run the same program on the same weights.
+Python between them is a small part of a forward. Each worker gives itself its numba kernel
+threads (`numba_kernels.set_thread_count`, Note [Per-thread numba count] in
+ember/backend/numba_kernels.py: numba's count is per thread), which ember's budget then leaves
+alone; the thread that builds the Batcher keeps its own count; without `threads_per_instance`
+the workers follow ember's budget like any thread. A model without `replica()` is shared by
+the workers, so it runs on one instance unless the caller asks for more (its `run_batch` must
+then be thread-safe). A request's result does not depend on the instance that runs it:
+replicas run the same program on the same weights.
 
 Note [Batching under load]: with every client waiting on its answer (16 keep-alive clients, two
 instances), the oldest queued request has always waited longer than `max_queue_delay` by the
@@ -68,27 +71,6 @@ def default_instances(threads_per_instance: int = 1) -> int:
     return max(1, min(8, usable_cores() // max(1, int(threads_per_instance))))
 
 
-def _numba_threads(n: int | None, launch: bool = False):
-    """Give the calling thread `n` numba kernel threads (numba counts them per thread);
-    `launch` first starts numba's threading layer, which must happen once, on one thread,
-    before workers set their counts. Returns numba, or None when it does not run kernels."""
-    if n is None:
-        return None
-    try:
-        from ember.backend import numba_kernels
-
-        if not numba_kernels.available():
-            return None
-        import numba
-
-        if launch:
-            numba_kernels.start_threads()
-        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
-        return numba
-    except Exception:  # noqa: BLE001 - no numba threading layer: the kernels run serially
-        return None
-
-
 class _Item:
     __slots__ = ("prepared", "future", "arrived")
 
@@ -111,8 +93,9 @@ class Batcher:
         metrics: an ember.serve.metrics.Metrics, or None.
         instances: worker threads, each with its own replica of the model (None:
             `default_instances` for models with `replica()`, else 1).
-        threads_per_instance: numba kernel threads of each worker (None: leave numba's
-            count alone; BLAS's count is per process: ember.set_num_threads).
+        threads_per_instance: numba kernel threads of each worker, its own whatever ember's
+            budget (None: the workers follow the budget, ember.set_num_threads, as BLAS's
+            per-process count does).
     """
 
     def __init__(
@@ -151,7 +134,6 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self._running = 0  # instances running a batch (Note [Batching under load])
-        _numba_threads(threads_per_instance, launch=True)
         self._workers = [
             threading.Thread(
                 target=self._loop,
@@ -258,7 +240,13 @@ class Batcher:
             return batch
 
     def _loop(self, index: int) -> None:
-        _numba_threads(self.threads_per_instance)
+        if self.threads_per_instance is not None:  # this worker's own (Note [Model instances])
+            from ember.backend import numba_kernels
+
+            try:
+                numba_kernels.set_thread_count(self.threads_per_instance)
+            except Exception:  # noqa: BLE001 - no numba threading layer: kernels run serially
+                pass
         while True:
             batch = self._take()
             if batch is None:

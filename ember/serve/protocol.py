@@ -12,7 +12,8 @@ when the request asks for it (`"binary_data_output": true` in the request's para
 `"binary_data": true` in an output's parameters); tritonclient sends inputs in binary and asks
 for binary outputs by default.
 
-Note [Float32 JSON]: a JSON response writes each float32 element as the shortest decimal that
+Note [Float32 JSON]: a JSON response (KServe V2's flat `data`, TF Serving's nested
+`predictions` / `outputs`) writes each float32 element as the shortest decimal that
 reads back as the same float32 (NumPy's `str(np.float32(x))` digits), not `json.dumps` of
 `tolist()`, which writes the float64 that equals it with up to 17 digits: a MiniLM sentence
 embedding (384 floats) took 230 us of the connection thread's time (holding the GIL the model
@@ -338,14 +339,24 @@ _POW10 = np.array([1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
                    1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22])
 
 
-def float32_json(values, out):
+def float32_json(values, blocks, out):
     pos = 0
     digits = np.empty(12, np.uint8)
     for i in range(values.size):
         x = values[i]
         if i:
+            closed = 0  # the nested lists that end before element i: one per block it starts
+            for b in blocks:
+                if i % b == 0:
+                    closed += 1
+            for j in range(closed):
+                out[pos] = 93  # ']'
+                pos += 1
             out[pos] = 44  # ','
             pos += 1
+            for j in range(closed):
+                out[pos] = 91  # '['
+                pos += 1
         xd = np.float64(x)
         if xd != xd or xd == math.inf or xd == -math.inf:
             return -1 - i
@@ -442,21 +453,27 @@ def float32_json(values, out):
 """
 
 
-def float32_json(array: np.ndarray) -> bytes | None:
-    """The elements of a float32 array, flattened in C order, as a JSON list of the shortest
-    decimals that read back as the same float32s (Note [Float32 JSON]); None where the
-    kernel does not apply (no numba, NaN or infinity, extreme magnitudes)."""
+def float32_json(array: np.ndarray, nested: bool = False) -> bytes | None:
+    """The elements of a float32 array as JSON with the shortest decimals that read back as
+    the same float32s (Note [Float32 JSON]): one flat list in C order (KServe V2's `data`), or
+    with `nested=True` the nested lists of `array.tolist()` (TF Serving; a 0-d array is one
+    number). None where the kernel does not apply (no numba, NaN or infinity, extreme
+    magnitudes, no elements)."""
     from ember.backend import numba_kernels
 
     kernel = numba_kernels.jit_source(_FLOAT32_JSON_SOURCE, "float32_json")  # cached
-    if kernel is None:
+    if kernel is None or array.size == 0:
         return None
     flat = np.ascontiguousarray(array, np.float32).reshape(-1)
-    out = np.empty(flat.size * 17 + 1, np.uint8)  # '-', 9 digits, '.', 'e-xx' and ','
-    n = kernel(flat, out)
+    depth = array.ndim if nested else 1
+    # element counts of the nested lists below the outermost: a list ends where one starts
+    blocks = np.cumprod(array.shape[:0:-1], dtype=np.int64) if nested else np.empty(0, np.int64)
+    brackets = 2 * sum(flat.size // int(b) for b in blocks)
+    out = np.empty(flat.size * 17 + brackets + 1, np.uint8)  # '-', 9 digits, '.', 'e-xx', ','
+    n = kernel(flat, blocks, out)
     if n < 0:
         return None
-    return b"[" + out[:n].tobytes() + b"]"
+    return b"[" * depth + out[:n].tobytes() + b"]" * depth
 
 
 def warm_float32_json() -> None:
@@ -552,21 +569,35 @@ def parse_tf_predict(request, inputs: list) -> tuple[dict, str]:
     return feeds, fmt
 
 
-def _tf_json(array: np.ndarray):
+def _tf_json(array: np.ndarray) -> bytes:
+    """An output array as TF Serving JSON (nested lists); float32 with the shortest decimals
+    that read back exactly (Note [Float32 JSON])."""
+    if array.dtype == np.float32:
+        data = float32_json(array, nested=True)
+        if data is not None:
+            return data
     if array.dtype == object:
         flat = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in array.ravel()]
-        return np.array(flat, dtype=object).reshape(array.shape).tolist()
-    return array.tolist()
+        return _dumps(np.array(flat, dtype=object).reshape(array.shape).tolist())
+    return _dumps(array.tolist())
 
 
-def build_tf_predict(outputs: dict, fmt: str) -> dict:
-    if fmt == "row":
-        names = list(outputs)
-        if len(names) == 1:
-            return {"predictions": _tf_json(outputs[names[0]])}
-        n = len(next(iter(outputs.values())))
-        cols = {k: _tf_json(v) for k, v in outputs.items()}
-        return {"predictions": [{k: cols[k][i] for k in names} for i in range(n)]}
-    if len(outputs) == 1:
-        return {"outputs": _tf_json(next(iter(outputs.values())))}
-    return {"outputs": {k: _tf_json(v) for k, v in outputs.items()}}
+def build_tf_predict(outputs: dict, fmt: str) -> bytes:
+    """The JSON body of a TF Serving :predict response: row format ('predictions': one entry
+    per instance, an object of outputs when there are several) or columnar ('outputs')."""
+    names = list(outputs)
+    if fmt == "row" and len(names) > 1:
+        n = len(outputs[names[0]])
+        keys = [_dumps(k) + b":" for k in names]
+        rows = [
+            b"{"
+            + b",".join(key + _tf_json(outputs[k][i, ...]) for key, k in zip(keys, names))
+            + b"}"
+            for i in range(n)
+        ]
+        return b'{"predictions":[' + b",".join(rows) + b"]}"
+    field = b'{"predictions":' if fmt == "row" else b'{"outputs":'
+    if len(names) == 1:
+        return field + _tf_json(outputs[names[0]]) + b"}"
+    columns = b",".join(_dumps(k) + b":" + _tf_json(v) for k, v in outputs.items())
+    return field + b"{" + columns + b"}}"

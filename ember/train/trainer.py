@@ -669,11 +669,12 @@ class Trainer:
         dtype = parameters[0].dtype
         batch = dict(inputs)
         padding = getattr(model, "_compile_padding", None)
-        if padding is not None:  # one graph per sequence bucket (Note [Sequence buckets])
-            padded = padding((), batch)
-            if padded is not None:
-                batch = padded[0]
-        loss = self._compiled_step(batch, tensor(scale, dtype=dtype)).detach()
+        padded = padding((), batch) if padding is not None else None
+        if padded is not None:  # one graph per sequence bucket (Note [Sequence buckets])
+            arguments = (padded[0], tensor(scale, dtype=dtype))
+            loss = self._compiled_step.call_in_bucket(padded[2], arguments, {}).detach()
+        else:
+            loss = self._compiled_step(batch, tensor(scale, dtype=dtype)).detach()
         for p, old in zip(parameters, held):
             if old is not None and p.grad is not None:
                 np.add(p.grad.array, old.array, out=p.grad.array)

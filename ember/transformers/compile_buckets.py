@@ -8,13 +8,16 @@ at the real ones: its key gets the additive mask's lowest value, so exactly zero
 weight, and its own outputs are sliced away. So a call with sequence length S runs the graph of
 length `bucket_length(S)` (the next of four steps per octave: ..., 64, 80, 96, 112, 128, 160,
 ...; multiples of `MIN_BUCKET` below 64; at most the model's `max_position_embeddings`):
-`input_ids` is padded with the pad token, `attention_mask` with 0
-(made of ones first when not given), `token_type_ids` with 0, `position_ids` by continuing the
-count, token-level `labels` with -100 (the ignored label, so a loss is unchanged), and the
-output's sequence axes are cut back to S. The results equal the unpadded model's up to the
-order of float32 sums (softmax and reductions over more, zero, terms). The batch size is not
-padded (a mean loss over a padded batch would change); each batch size traces its own graph,
-in the compiled function's bounded cache. Retraces name the bucket (`RetraceWarning`).
+`input_ids` is padded with the pad token, `attention_mask` with 0 (made of ones first when not
+given, also at a bucket's own length, and the keywords put in the signature's order, so that
+every call of a bucket has one cache key), `token_type_ids` with 0, `position_ids` by
+continuing the count, token-level `labels` with -100 (the ignored label, so a loss is
+unchanged), and the output's sequence axes are cut back to S. The results equal the unpadded
+model's up to the order of float32 sums (softmax and reductions over more, zero, terms). The
+batch size is not padded (a mean loss over a padded batch would change); each batch size traces
+its own graph, in the compiled function's bounded cache. Retraces name the bucket; the first
+graph of each bucket is planned and does not count toward `RetraceWarning` (Note [Compile
+cache]).
 Why four steps per octave: the padded positions cost their full share of every GEMM (and more
 of attention), and the compiled forward gains only ~10% on eager at equal length (MiniLM
 32x128, 0.87-0.90x eager at 1 and 2 threads, quiet 2-core machine). With powers of two a length
@@ -69,7 +72,8 @@ def padded_call(model, args, kwargs):
     if getattr(config, "model_type", None) not in PADDABLE:
         return None
     try:
-        bound = inspect.signature(model.forward).bind(*args, **kwargs)
+        signature = inspect.signature(model.forward)
+        bound = signature.bind(*args, **kwargs)
     except TypeError:
         return None
     call = dict(bound.arguments)
@@ -88,17 +92,19 @@ def padded_call(model, args, kwargs):
     pad = target - length
     return_dict = call.get("return_dict")
     call["return_dict"] = True
-    if pad <= 0:  # already a bucket's length: the same call structure, nothing to cut
+    if call.get("attention_mask") is None and "attention_mask" in signature.parameters:
+        # made in every call, padded or not, so that the calls of one bucket share a graph
+        call["attention_mask"] = ember.ones(token_shape, dtype=ember.int64)
+    # the keyword order is part of the graph's cache key: the signature's order, whatever
+    # the caller's (and whether the mask was given or made here)
+    order = {name: i for i, name in enumerate(signature.parameters)}
+    call = dict(sorted(call.items(), key=lambda item: order.get(item[0], len(order))))
+    if pad <= 0:  # already a bucket's length: nothing to pad or cut
         return (
             call,
             (lambda out: out if return_dict is not False else out.to_tuple()),
-            (
-                length,
-                length,
-            ),
+            (length, length),
         )
-    if call.get("attention_mask") is None:
-        call["attention_mask"] = ember.ones(token_shape, dtype=ember.int64)
     for name, value in list(call.items()):
         if not isinstance(value, Tensor) or value.ndim == 0:
             continue

@@ -269,20 +269,28 @@ def _through_a_fused_kernel(monkeypatch, kernel):
     return fusion._fork_safe(kernel, _REPORT_THREADS)
 
 
+def _counting(entry, monkeypatch):
+    """A call through `entry` of a kernel that returns numba's thread count (skips where
+    there is no count to tell apart)."""
+    if not numba_kernels.available():
+        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread here: no count to tell apart")
+    return entry(monkeypatch, _reporting_kernel())
+
+
 @pytest.mark.parametrize("entry", [_through_an_op, _through_a_fused_kernel])
 def test_numba_kernels_on_other_threads_follow_set_num_threads(entry, monkeypatch):
     """Note [Per-thread numba count]: numba counts threads per calling thread, so a kernel run
     from a thread ember.set_num_threads was not called on (a server worker, a user's thread)
     must still get ember's budget, and a thread's own numba.set_num_threads choice stays."""
-    if not numba_kernels.available():
-        pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
     import threading
 
+    run = _counting(entry, monkeypatch)
     import numba
 
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba runs one thread here: no count to tell apart")
-    run = entry(monkeypatch, _reporting_kernel())
     before = ember.get_num_threads()
 
     def in_new_thread(fn):
@@ -308,6 +316,42 @@ def test_numba_kernels_on_other_threads_follow_set_num_threads(entry, monkeypatc
         ember.set_num_threads(2)
         assert in_new_thread(own_choice) == (1, 2)
     finally:
+        ember.set_num_threads(before)
+
+
+@pytest.mark.parametrize("entry", [_through_an_op, _through_a_fused_kernel])
+def test_a_thread_count_of_its_own_stays_through_budget_changes(entry, monkeypatch):
+    """Note [Per-thread numba count]: `set_thread_count(n)` (a serve worker's
+    threads_per_instance) gives the calling thread n numba threads, kept when ember's budget
+    changes, on another thread or its own; other threads keep following the budget."""
+    import threading
+
+    run = _counting(entry, monkeypatch)
+    before = ember.get_num_threads()
+    changed, seen = threading.Event(), []
+
+    def worker():
+        numba_kernels.set_thread_count(1)
+        seen.append(run())
+        changed.wait(60)  # the main thread changed the budget meanwhile
+        seen.append(run())
+        ember.set_num_threads(2)  # on this thread too
+        seen.append(run())
+
+    try:
+        ember.set_num_threads(2)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        while not seen and thread.is_alive():
+            thread.join(0.01)
+        ember.set_num_threads(1)
+        ember.set_num_threads(2)
+        changed.set()
+        thread.join(60)
+        assert seen == [1, 1, 1]
+        assert run() == 2  # the main thread follows the budget
+    finally:
+        changed.set()
         ember.set_num_threads(before)
 
 

@@ -644,6 +644,47 @@ def test_instances_run_batches_at_once_and_equal_lone_requests(repository):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("own", [1, None], ids=["threads_per_instance=1", "the budget"])
+def test_batcher_workers_get_their_numba_threads_one_way(repository, own):
+    """Note [Model instances]: each worker runs its kernels on `threads_per_instance` numba
+    threads whatever ember's budget (or follows the budget without it), through the shared
+    per-thread count (Note [Per-thread numba count]); the thread that builds the Batcher keeps
+    its own count."""
+    import numba
+
+    from ember.backend import numba_kernels
+    from ember.serve import Batcher
+
+    if not numba_kernels.available() or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs numba with two threads: no count to tell apart")
+    model = load_model_mlp(repository)
+    run = model.run_batch
+    seen = []
+
+    def counting(batch):  # as a kernel entry does (OpDef.def_fast_kernel's wrapper)
+        numba_kernels.follow_budget()
+        seen.append(numba.get_num_threads())
+        return run(batch)
+
+    model.run_batch = counting
+    before = ember.get_num_threads()
+    feeds = {"x": np.zeros((1, 4), np.float32)}
+    try:
+        ember.set_num_threads(2)
+        mine = numba.get_num_threads()
+        batcher = Batcher(model, "mlp", instances=1, threads_per_instance=own)
+        try:
+            batcher.submit(model.prepare(feeds)).result(30)
+            assert numba.get_num_threads() == mine == 2  # the building thread's count
+            ember.set_num_threads(1)  # a budget change reaches only the following workers
+            batcher.submit(model.prepare(feeds)).result(30)
+        finally:
+            batcher.close(30)
+    finally:
+        ember.set_num_threads(before)
+    assert seen == ([1, 1] if own else [2, 1])
+
+
 def test_server_instances_defaults_and_thread_budget(repository):
     from ember.serve.batching import default_instances
 
@@ -868,6 +909,71 @@ def test_v2_json_response_layout_and_fallback_without_numba():
         np.testing.assert_array_equal(
             np.array(floats, np.float32), outputs["embedding"].reshape(-1)
         )
+
+
+def _same_json(got, want, path="$"):
+    """Two parsed JSON documents are equal, floats compared as the float32 they read back as
+    (bit for bit); returns the number of floats compared."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), path
+        return sum(_same_json(got[k], want[k], f"{path}.{k}") for k in want)
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        return sum(_same_json(g, w, f"{path}[{i}]") for i, (g, w) in enumerate(zip(got, want)))
+    if isinstance(want, float):
+        assert isinstance(got, (float, int)), (path, got)
+        assert np.float32(got).view(np.uint32) == np.float32(want).view(np.uint32), path
+        return 1
+    assert got == want and type(got) is type(want), (path, got, want)
+    return 0
+
+
+@pytest.mark.parametrize("fmt", ["row", "columnar"])
+def test_tf_predict_json_reads_back_bit_exact_and_equals_json_dumps(fmt):
+    """TF Serving :predict bodies write float32 outputs with the shortest decimals (Note
+    [Float32 JSON]): the same document as json.dumps of tolist(), every float reading back as
+    the same float32, in the row and columnar layouts with one output and with several; and
+    without numba, json.dumps' own bytes."""
+    from ember.backend import numba_kernels
+    from ember.serve.protocol import build_tf_predict
+
+    rng = np.random.default_rng(5)
+    samples = _float32_samples()
+    several = {
+        "embedding": rng.choice(samples, (3, 2, 5)).astype(np.float32),
+        "score": rng.choice(samples, 3).astype(np.float32),  # a number per instance
+        "column": rng.choice(samples, (3, 1)).astype(np.float32),
+        "label": np.array([b"fresh", b"rotten", b"ok"], dtype=object),
+        "ids": np.arange(6, dtype=np.int64).reshape(3, 2),
+        "odd": np.array([0.5, np.nan, 1.0], np.float32),  # not the writer's: json.dumps
+    }
+    cases = [{"y": samples[:4200].reshape(2, 3, 700)}, {"y": samples[4200:4203]}, several]
+
+    def reference(outputs):  # what build_tf_predict gave before: json.dumps of tolist()
+        as_lists = {
+            k: [x.decode() for x in v] if v.dtype == object else v.tolist()
+            for k, v in outputs.items()
+        }
+        names = list(as_lists)
+        if fmt == "row":
+            if len(names) == 1:
+                return {"predictions": as_lists[names[0]]}
+            rows = range(len(outputs[names[0]]))
+            return {"predictions": [{k: as_lists[k][i] for k in names} for i in rows]}
+        return {"outputs": as_lists[names[0]] if len(names) == 1 else as_lists}
+
+    for outputs in cases:
+        want = reference(outputs)
+        body = build_tf_predict(outputs, fmt)
+        got = json.loads(body, parse_constant=lambda c: float(c))
+        floats = sum(v.size for v in outputs.values() if v.dtype == np.float32)
+        assert _same_json(got, json.loads(json.dumps(want))) == floats
+        if numba_kernels.available() and outputs is cases[0]:
+            assert len(body) < 0.8 * len(json.dumps(want, separators=(",", ":")))  # shorter
+        with numba_kernels.disable_for_tests():
+            assert (
+                build_tf_predict(outputs, fmt) == json.dumps(want, separators=(",", ":")).encode()
+            )
 
 
 # --- Note [Batching under load] ----------------------------------------------------------------

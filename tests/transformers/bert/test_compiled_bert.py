@@ -71,25 +71,61 @@ def test_compiled_forward_matches_eager_across_shapes(model_cls):
     assert "runs in its bucket 16" in compiled.retrace_reasons[0]
 
 
-def test_buckets_and_retrace_warning_name_the_change():
+def test_buckets_are_planned_traces_and_real_retraces_warn_by_name():
+    """A workload over lengths 8-128 traces one graph per bucket without a RetraceWarning at
+    the default threshold; retraces in a bucket already traced (a new dtype, a new Python
+    value) still warn, naming each change and counting the planned bucket traces apart."""
     lengths = (1, 8, 9, 17, 25, 33, 65, 100, 128, 129, 500)
     assert [bucket_length(n) for n in lengths] == [8, 8, 16, 24, 32, 40, 80, 112, 128, 160, 512]
     assert bucket_length(45, limit=46) == 46  # capped by the position table
     ember.manual_seed(0)
-    model = BertModel(_config()).eval()
+    model = BertModel(_config(max_position_embeddings=128)).eval()
     compiled = ember.compile(model)
     old = ember.config.retrace_warning_after
-    ember.config.retrace_warning_after = 2
+    ember.config.retrace_warning_after = 5  # the default (EMBER_RETRACE_WARNING may differ)
     try:
         with warnings.catch_warnings(record=True) as caught, ember.no_grad():
             warnings.simplefilter("always")
-            for n in (4, 12, 30):
+            for n in range(8, 129, 4):
                 compiled(ember.ones((1, n), dtype=ember.int64))
+        buckets = sorted({bucket_length(n) for n in range(8, 129, 4)})
+        assert len(buckets) == 12 and compiled.trace_count == 12, compiled.retrace_reasons
+        assert not [w for w in caught if issubclass(w.category, RetraceWarning)]
+        assert "sequence length 12 runs in its bucket 16" in compiled.retrace_reasons[0]
+        ember.config.retrace_warning_after = 2
+        ids = ember.ones((1, 30), dtype=ember.int64)
+        with warnings.catch_warnings(record=True) as caught, ember.no_grad():
+            warnings.simplefilter("always")
+            compiled(ids, attention_mask=ember.ones((1, 30), dtype=ember.float32))
+            compiled(ids, attention_mask=ember.ones((1, 30), dtype=ember.float32))  # cached
+            compiled(ids, output_attentions=True)
     finally:
         ember.config.retrace_warning_after = old
     messages = [str(w.message) for w in caught if issubclass(w.category, RetraceWarning)]
-    assert len(messages) == 1 and "[1, 16] -> [1, 32]" in messages[0], messages
-    assert "sequence length 30 runs in its bucket 32" in messages[0]
+    assert len(messages) == 1, messages
+    assert (
+        "retraced 2 times (and 12 planned traces, one per sequence bucket: 8, 16," in (messages[0])
+    )
+    assert "attention_mask: dtype int64 -> float32 (sequence length 30 runs" in messages[0]
+    assert "output_attentions" in messages[0] and "runs in its bucket 32" in messages[0]
+    assert caught[0].filename == __file__  # points at the caller's line
+    # a bucket whose graph the bounded cache dropped traces again, and says why
+    small = ember.compile(model, max_cache_size=2)
+    ember.config.retrace_warning_after = 1
+    try:
+        with warnings.catch_warnings(record=True) as caught, ember.no_grad():
+            warnings.simplefilter("always")
+            for n in (8, 16, 24, 8):
+                small(ember.ones((1, n), dtype=ember.int64))
+    finally:
+        ember.config.retrace_warning_after = old
+    assert small.trace_count == 4
+    messages = [str(w.message) for w in caught if issubclass(w.category, RetraceWarning)]
+    assert len(messages) == 1 and "retraced 1 time (and 3 planned traces" in messages[0]
+    assert (
+        "its graph was dropped from the full cache (max_cache_size 2); from the nearest cached "
+        "call: input_ids: shape [1, 24] -> [1, 8]"
+    ) in messages[0]
     # buckets off: every length traces
     plain = ember.compile(model, buckets=False)
     with ember.no_grad():
@@ -224,7 +260,14 @@ def test_trainer_torch_compile_trains_like_eager(tmp_path):
         return trainer, result
 
     eager, eager_result = run(False)
-    compiled, compiled_result = run(True)
+    old = ember.config.retrace_warning_after
+    ember.config.retrace_warning_after = 1  # a graph per bucket is planned: no warning
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RetraceWarning)
+            compiled, compiled_result = run(True)
+    finally:
+        ember.config.retrace_warning_after = old
     step = compiled._compiled_step
     assert step is not None
     # dynamic padding: batches of lengths 4..20 run in the buckets 8, 16 and 24 only

@@ -96,6 +96,25 @@ def test_kernel_equals_the_reference_forward(case, dtype):
 
 @needs_numba
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_kernel_rows_with_nan_inf_or_every_key_masked_match_the_reference(dtype):
+    """The row pass's max in lanes and exp of x - max: a NaN score or key turns its rows NaN,
+    an infinite score NaN (inf - inf), a row whose keys are all -inf NaN, as in the
+    reference (and torch's decomposition)."""
+    q, k, v, m = _arrays(CASES[0], dtype, seed=4)
+    q[0, 0, 3, 5] = np.nan  # one query row of head 0
+    k[1, 2, 7, 0] = np.inf  # every row of (1, 2) that does not mask key 7
+    m = np.broadcast_to(m, (4, 12, 128, 128)).copy()
+    m[2, 5, 9, :] = -np.inf  # one row with every key masked
+    m[3, 1, 0, 4] = np.nan
+    ours, ref = np.asarray(_kernel(q, k, v, m)), np.asarray(_reference(q, k, v, m))
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    assert np.isnan(ref[0, 0, 3]).all() and np.isnan(ref[2, 5, 9]).all()
+    finite = ~np.isnan(ref)
+    _close(ours[finite], ref[finite], dtype, "finite rows")
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_kernel_dropout_keeps_what_fused_dropout_keeps(dtype):
     q, k, v, m = _arrays(CASES[0], dtype, seed=1)
     ours = _kernel(q, k, v, m, p=0.1, seed=987654321)

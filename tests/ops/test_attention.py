@@ -94,6 +94,63 @@ def test_kernel_equals_the_reference_forward(case, dtype):
     _close(ours, _reference(q, k, v, m), dtype, case[0])
 
 
+# below COMPILED_MIN_SIZE scores: NumPy passes, numba or not (Note [Small attention])
+SMALL_CASES = [
+    ("minilm-1x16", (1, 12, 16, 32), (1, 12, 16, 32), (1, 12, 16, 32), "padding"),
+    ("no-mask", (2, 3, 7, 5), (2, 3, 9, 5), (2, 3, 9, 4), None),
+    ("causal", (1, 2, 12, 8), (1, 2, 12, 8), (1, 2, 12, 3), "causal"),
+    ("heads-3d-full-mask", (3, 5, 4), (3, 6, 4), (3, 6, 2), (3, 5, 6)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", SMALL_CASES, ids=lambda c: c[0])
+def test_small_path_equals_the_reference_forward(case, dtype):
+    q, k, v, m = _arrays(case, dtype)
+    assert q.shape[-2] * k.shape[-2] * np.prod(q.shape[:-2]) < A.COMPILED_MIN_SIZE
+    if case[0] == "minilm-1x16":  # strided heads of the (batch, seq, heads, dim) projections
+        q, k, v = (
+            np.ascontiguousarray(a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for a in (q, k, v)
+        )
+    with numba_kernels.disable_for_tests():
+        ours = _kernel(q, k, v, m)
+    assert ours is not None, "the small path declined a case it covers"
+    _close(ours, _reference(q, k, v, m), dtype, case[0])
+    if case[0] != "causal":
+        return
+    q[0, 1, 4, 0] = np.nan  # one NaN query row; a row with every key masked is NaN too
+    m = np.broadcast_to(m, (1, 2, 12, 12)).copy()
+    m[0, 0, 2, :] = -np.inf
+    ours, ref = np.asarray(_kernel(q, k, v, m)), np.asarray(_reference(q, k, v, m))
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    assert np.isnan(ref[0, 1, 4]).all() and np.isnan(ref[0, 0, 2]).all()
+    _close(ours[~np.isnan(ref)], ref[~np.isnan(ref)], dtype, "finite rows")
+
+
+def test_small_path_with_dropout_runs_the_reference():
+    q, k, v, m = _arrays(SMALL_CASES[0], np.float32)
+    assert _kernel(q, k, v, m, p=0.1, seed=3) is None
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_kernel_rows_with_nan_inf_or_every_key_masked_match_the_reference(dtype):
+    """The row pass's max in lanes and exp of x - max: a NaN score or key turns its rows NaN,
+    an infinite score NaN (inf - inf), a row whose keys are all -inf NaN, as in the
+    reference (and torch's decomposition)."""
+    q, k, v, m = _arrays(CASES[0], dtype, seed=4)
+    q[0, 0, 3, 5] = np.nan  # one query row of head 0
+    k[1, 2, 7, 0] = np.inf  # every row of (1, 2) that does not mask key 7
+    m = np.broadcast_to(m, (4, 12, 128, 128)).copy()
+    m[2, 5, 9, :] = -np.inf  # one row with every key masked
+    m[3, 1, 0, 4] = np.nan
+    ours, ref = np.asarray(_kernel(q, k, v, m)), np.asarray(_reference(q, k, v, m))
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    assert np.isnan(ref[0, 0, 3]).all() and np.isnan(ref[2, 5, 9]).all()
+    finite = ~np.isnan(ref)
+    _close(ours[finite], ref[finite], dtype, "finite rows")
+
+
 @needs_numba
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_kernel_dropout_keeps_what_fused_dropout_keeps(dtype):

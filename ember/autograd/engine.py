@@ -9,6 +9,15 @@ needs it, and is rebuilt at backward time (no reference cycle). `backward` count
 consumers, then runs ready nodes from a stack (one Python loop, no per-edge calls: small
 graphs are dominated by this overhead), summing gradients per node and per leaf; a leaf's
 gradient becomes its `.grad` without a copy when nothing else holds it (`_accumulate_into`).
+A node holds no reference to itself (its own output's version record names it by the
+`OWN_OUTPUT` marker), and a backward without retain_graph drops each node's saved tensors and
+version records once the node has run. A cycle through a node would keep the node, and through
+its edges every node and saved activation above it, alive until Python's cyclic collector
+happened to run: measured on MiniLM's training step (issue 21), every softmax node did, so
+~190 MB of activations per step outlived the step, the heap grew by that much on each of
+several steps between collections (the process grew past 2 GB in 25 steps) and every step that
+grew it faulted in ~30k fresh pages (~40 ms at 2 threads; Note [Freed memory] in
+ember/backend/memory.py).
 
 Note [Saved tensor versions]: each saved tensor's version counter value is recorded when it is
 saved; in-place ops bump the counter shared by a tensor and its views. At backward, a changed
@@ -43,6 +52,10 @@ _SCALARS = (bool, int, float)
 _NDARRAY = np.ndarray
 _DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
+
+# Note [Autograd graph]: the producer named in a node's version record of its own output (the
+# node itself, which it must not reference)
+OWN_OUTPUT = "own output"
 
 # Note [Gradient-ready hooks]: id(leaf) -> its post-accumulate hooks (entries leave with the
 # tensor), the callbacks queued for the end of the current backward, and the backward depth.
@@ -184,6 +197,8 @@ class _RemovableHandle:
 def _check_versions(node: Node) -> None:
     for tensor, counter, value, producer in node.versions:
         if counter[0] != value:
+            if producer is OWN_OUTPUT:
+                producer = node
             made = (
                 "a leaf tensor"
                 if producer is None
@@ -337,9 +352,10 @@ def _backward(
             out = None if node.out_data is None else _tensor._from_node(node.out_data, node)
             grads = node.op.vjp(g, out, *node.saved, **node.attrs)
             out = None
-            if not retain_graph:
+            if not retain_graph:  # Note [Autograd graph]: the activations go now
                 node.saved = ()
                 node.out_data = None
+                node.versions = None
                 node.freed = True
             for edge, ig, meta in zip(node.edges, grads, node.in_meta):
                 if edge is None:

@@ -182,6 +182,44 @@ def test_in_place_modification_error_names_op_and_lines():
     assert "version 1" in message
 
 
+def test_changed_saved_output_error_names_the_op():
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    y = x.tanh()  # tanh's backward reads its own output
+    y.mul_(2)
+    with pytest.raises(AutogradError) as info:
+        y.sum().backward()
+    message = str(info.value)
+    assert "the output of tanh" in message and "mul_" in message and "version 1" in message
+
+
+def test_graph_holds_no_reference_cycles():
+    """Note [Autograd graph]: a node never references itself, so a graph (with or without a
+    backward) is freed as soon as its tensors are, without the cyclic collector; a backward
+    frees each node's saved tensors while the root is still alive."""
+    import gc
+    import weakref
+
+    x = ember.randn(4, 8, requires_grad=True)
+    w = ember.randn(8, 8, requires_grad=True)
+    gc.collect()
+    gc.disable()
+    try:
+        # softmax and tanh save their outputs: their version records once named the node
+        y = ember.nn.functional.softmax(x @ w, dim=-1).tanh()
+        del y  # a graph dropped without a backward
+        h = x @ w
+        saved = weakref.ref(h)
+        loss = (ember.nn.functional.softmax(h, dim=-1) * h).tanh().sum()
+        del h
+        loss.backward()
+        assert saved() is None  # freed by the backward, while `loss` holds the graph
+        del loss
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert x.grad is not None and w.grad is not None
+
+
 def test_in_place_on_leaf_requiring_grad_is_refused():
     x = ember.ones(2, requires_grad=True)
     with pytest.raises(AutogradError, match="leaf tensor that requires grad"):

@@ -46,7 +46,7 @@ from ember import dtypes as _dt
 from ember._util.errors import AutogradError, format_location
 from ember.autograd.grad_mode import _state
 from ember.autograd.sparse import add_gradients
-from ember.backend import Device, runs_eagerly
+from ember.backend import Device, parallel, runs_eagerly
 
 _SCALARS = (bool, int, float)
 _NDARRAY = np.ndarray
@@ -372,7 +372,11 @@ def _backward(
                         ig = _conform(node, ig, shape, dtype)
                 if edge.__class__ is Node:
                     prev = buffers.get(edge)
-                    buffers[edge] = ig if prev is None else prev + ig
+                    if prev is None:
+                        buffers[edge] = ig
+                    elif create_graph or not _add_into_buffer(prev, ig):
+                        buffers[edge] = prev + ig
+                    prev = None
                     left = deps[edge] - 1
                     deps[edge] = left
                     if left == 0:
@@ -517,6 +521,44 @@ def _accumulate_into(t, g, create_graph):
                 f"of shape {tuple(t.grad.shape)}"
             )
         t.grad._data += g._data
+
+
+def _add_into_buffer(buffer, g) -> bool:
+    """Add `g` into a node's gradient buffer in place where the engine alone holds the buffer
+    (as PyTorch's InputBuffer accumulates into a gradient whose use count is 1): a contiguous,
+    writable NumPy array of g's shape and dtype, held only by `buffer` (and, if it is a view,
+    such as a reshaped matmul result, its base held only by it), and `buffer` held only by the
+    engine. The sum is the same elementwise float additions as `buffer + g`
+    (so the same bits), without a new array: MiniLM's backward sums 24 gradients of 1.5 MB a
+    step where a hidden state feeds the query, key and value projections and a residual.
+    False (nothing done) otherwise."""
+    arr = buffer._data
+    other = g._data
+    if (
+        type(arr) is not np.ndarray
+        or type(other) is not np.ndarray
+        or not arr.flags.writeable
+        or not arr.flags.c_contiguous
+        or arr.shape != other.shape
+        or arr.dtype != other.dtype
+        or buffer._version is not None
+        or sys.getrefcount(arr) > _ARRAY_REFS
+        or sys.getrefcount(buffer) > _BUFFER_REFS
+    ):
+        return False
+    base = arr.base
+    if base is not None and (type(base) is not np.ndarray or sys.getrefcount(base) > _BASE_REFS):
+        return False
+    base = None
+    parallel.chunked(np.add, arr, arr, other)
+    return True
+
+
+# References held while `_add_into_buffer` inspects the buffer: the buffers dict, the walk's
+# local `prev`, the parameter and getrefcount's argument
+_BUFFER_REFS = 4
+# ... and its base, if the buffer is a view: the view, the local `base` and getrefcount's argument
+_BASE_REFS = 3
 
 
 # References held while `_accumulate_into` inspects an exclusive gradient: g._data, the local

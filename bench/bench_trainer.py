@@ -11,6 +11,7 @@ weight decay 0.01, 10% warmup, linear decay, seed 42), in one process.
     python bench/bench_trainer.py --threads 1 2   # both thread counts, one process
     python bench/bench_trainer.py --padding longest   # pad each batch to its longest review
     python bench/bench_trainer.py --phases        # each step split: forward, backward, clip...
+    python bench/bench_trainer.py --rounds 2      # HF, ember, then ember, HF; steps pooled
 
 Each batch is padded to max_length 64 by default (`--padding max_length`): the two Trainers
 shuffle with their own generators, so with dynamic padding (`--padding longest`, HF's default
@@ -18,7 +19,9 @@ collator) their k-th batches have different lengths, and over 10 steps the media
 different work (measured: batches padded to 35-60 tokens on one side, 38-60 on the other).
 
 Prints seconds per step (min / median / max over the steps after the first, and the epoch
-time scaled from the median), the ratio ember/HF of the median steps, eval accuracy when
+time scaled from the median), the ratio ember/HF of the median steps, the same for whole loop
+iterations (a step plus the work between steps: loading and collating the next batch, which
+on_step_begin .. on_step_end leaves out on both sides), eval accuracy when
 --full, and one JSON line per thread count. Each side starts once the other's idle threads
 have stopped spinning (`harness.wait_idle`, Note [Quiet side] in bench/harness.py). ember is
 imported before NumPy, as in a script that starts with `import ember` (Note [BLAS spin] in
@@ -58,7 +61,7 @@ def accuracy(prediction):
     return {"accuracy": float((predictions.argmax(-1) == labels).mean())}
 
 
-PHASES = ("forward+loss", "backward", "clip", "optimizer", "scheduler+zero_grad", "rest")
+PHASES = ("forward+loss", "backward", "clip", "optimizer", "scheduler+zero_grad", "rest", "between")
 
 
 def step_timer(base):
@@ -66,13 +69,18 @@ def step_timer(base):
     of each optimizer step, from on_step_begin to on_step_end, and with `--phases` its parts:
     the optimizer from on_pre_optimizer_step to on_optimizer_step, the scheduler and zero_grad
     from there to on_step_end, and the calls wrapped by `timed` (compute_loss, training_step,
-    the clipping function) as each Trainer makes them."""
+    the clipping function) as each Trainer makes them. It also records each whole loop
+    iteration, from one on_step_begin to the next (`loop_seconds`): the step plus what each
+    Trainer does between steps (logging checks after on_step_end, then fetching and collating
+    the next batch and counting its label items before on_step_begin), the `between` phase."""
 
     class StepTimer(base):
         def __init__(self):
             self.seconds = []
+            self.loop_seconds = []
             self.phases = {name: [] for name in PHASES}
             self._start = None
+            self._end = None
             self._marks, self._inside = {}, {}
 
         def timed(self, name, fn):
@@ -89,8 +97,12 @@ def step_timer(base):
             return call
 
         def on_step_begin(self, args, state, control, **kwargs):
+            now = time.perf_counter()
+            if self._start is not None and self._end is not None:  # the previous step's loop
+                self.loop_seconds.append(now - self._start)
+                self.phases["between"].append(now - self._end)
             self._marks, self._inside = {}, {}
-            self._start = time.perf_counter()
+            self._start, self._end = now, None
 
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             self._marks["pre_optimizer"] = time.perf_counter()
@@ -103,7 +115,7 @@ def step_timer(base):
             if self._start is not None:
                 self.seconds.append(end - self._start)
                 self._split(end)
-            self._start = None
+            self._end = end
 
         def _split(self, end):
             if not self._inside or len(self._marks) < 2:
@@ -243,9 +255,19 @@ def main():
         "--phases",
         action="store_true",
         help="also split each step (medians in ms): forward+loss, backward, clip, optimizer, "
-        "scheduler+zero_grad and the rest, on both sides",
+        "scheduler+zero_grad and the rest, on both sides, and the time between steps (the "
+        "next batch's loading and collation, logging checks)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="train each side this many times, alternating which goes first (HF, ember, "
+        "ember, HF, ...); the steps of all rounds are pooled",
     )
     options = parser.parse_args()
+    if options.rounds < 1:
+        parser.error(f"--rounds: expected at least 1, got {options.rounds}")
     train, test = load_reviews(seed=SEED)
     steps_per_epoch = math.ceil(len(train) / BATCH)
     steps = None if options.full else options.steps
@@ -269,39 +291,61 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         f"{threads or 'default'} thread(s); padding {options.padding}; OPENBLAS_THREAD_TIMEOUT="
         f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
     )
+    runs = {"huggingface": run_huggingface, "ember": run_ember}
+    names = [n for n in runs if not options.only or n == options.only]
+    collected = {name: {"seconds": [], "loops": [], "phases": {}, "runtime": 0.0} for name in names}
+    for round_index in range(options.rounds):
+        # rounds alternate the order (HF, ember, ember, HF, ...) so neither side always runs
+        # first on a fresh machine state
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            wait_idle()
+            done, runtime, metrics, timer = runs[name](
+                train, test, steps, options.full, options.padding, options.phases
+            )
+            got = collected[name]
+            # the first step of each run warms up (kernels, buffers): left out
+            got["seconds"] += timer.seconds[1:] or timer.seconds
+            got["loops"] += timer.loop_seconds[1:] or timer.loop_seconds
+            for phase, values in timer.phases.items():
+                got["phases"].setdefault(phase, []).extend(values[1:] or values)
+            got["runtime"] += runtime
+            got["steps"], got["metrics"] = done, metrics
     results = {}
-    sides = (("huggingface", run_huggingface), ("ember", run_ember))
-    for name, run in sides:
-        if options.only and name != options.only:
-            continue
-        wait_idle()
-        start = time.perf_counter()
-        done, runtime, metrics, timer = run(
-            train, test, steps, options.full, options.padding, options.phases
-        )
-        seconds = timer.seconds
-        timed = seconds[1:] or seconds  # the first step warms up (kernels, buffers)
+    for name in names:
+        got = collected[name]
+        timed, loops, metrics, done = got["seconds"], got["loops"], got["metrics"], got["steps"]
         per_step = statistics.median(timed)
         results[name] = {
             "steps": done,
-            "train_runtime_s": runtime,
+            "train_runtime_s": got["runtime"] / options.rounds,
             "s_per_step": per_step,
             "s_per_step_min": min(timed),
             "s_per_step_max": max(timed),
             "epoch_s_estimate": per_step * steps_per_epoch,
             "eval_accuracy": metrics.get("eval_accuracy"),
-            "wall_s": time.perf_counter() - start,
         }
+        if loops:
+            results[name].update(
+                s_per_loop=statistics.median(loops),
+                s_per_loop_min=min(loops),
+                s_per_loop_max=max(loops),
+            )
         line = (
-            f"{name:<12} {done} steps in {runtime:.1f} s; per step after the first: min "
+            f"{name:<12} {options.rounds} x {done} steps; per step after the first: min "
             f"{min(timed):.3f} median {per_step:.3f} max {max(timed):.3f} s, epoch "
             f"~{per_step * steps_per_epoch / 60:.1f} min"
         )
         if metrics:
             line += f", eval accuracy {metrics['eval_accuracy']:.4f}"
         print(line, flush=True)
+        if loops:
+            print(
+                f"{'':<12} per loop iteration (step + between steps): min {min(loops):.3f} "
+                f"median {statistics.median(loops):.3f} max {max(loops):.3f} s",
+                flush=True,
+            )
         if options.phases:
-            split = {k: statistics.median(v[1:] or v) * 1e3 for k, v in timer.phases.items() if v}
+            split = {k: statistics.median(v) * 1e3 for k, v in got["phases"].items() if v}
             results[name]["phases_ms"] = split
             print(
                 f"{'':<12} phases (median ms): "
@@ -323,21 +367,31 @@ def run_at(threads, options, train, test, steps, steps_per_epoch):
         return results
     ratio = results["ember"]["s_per_step"] / results["huggingface"]["s_per_step"]
     print(f"time per step ember / HuggingFace ({threads or 'default'} thread(s)): {ratio:.2f}x")
+    loop_ratio = None
+    if "s_per_loop" in results["ember"] and "s_per_loop" in results["huggingface"]:
+        loop_ratio = results["ember"]["s_per_loop"] / results["huggingface"]["s_per_loop"]
+        print(
+            f"time per loop iteration ember / HuggingFace ({threads or 'default'} thread(s)): "
+            f"{loop_ratio:.2f}x"
+        )
     summary = {
         "workload": "trainer_minilm_rotten_tomatoes",
         "reference": "transformers",
         "threads": threads,
         "ratio": ratio,
+        "loop_ratio": loop_ratio,
+        "rounds": options.rounds,
         "full_epoch": options.full,
         "padding": options.padding,
         **{
-            f"{k}_{field}": v[field]
+            f"{k}_{field}": v.get(field)
             for k, v in results.items()
             for field in (
                 "steps",
                 "s_per_step",
                 "s_per_step_min",
                 "s_per_step_max",
+                "s_per_loop",
                 "epoch_s_estimate",
                 "eval_accuracy",
             )

@@ -26,7 +26,7 @@ from ember._util.errors import (
     at_user_line,
     user_location,
 )
-from ember.autograd.engine import Node, TensorMeta
+from ember.autograd.engine import OWN_OUTPUT, Node, TensorMeta
 from ember.autograd.grad_mode import _state
 from ember.backend import _staging, backend_of, get_backend, pop_staging, push_staging
 from ember.backend import parallel as _parallel
@@ -344,7 +344,8 @@ def _record(op, args, attrs, result):
         node.out_data = result._data
         if result._version is None:
             result._version = [0, None]
-        versions.append((None, result._version, result._version[0], node))
+        # Note [Autograd graph]: no reference from the node to itself
+        versions.append((None, result._version, result._version[0], OWN_OUTPUT))
         node.out_version = result._version
     node.versions = versions
     result._node = node

@@ -9,6 +9,15 @@ needs it, and is rebuilt at backward time (no reference cycle). `backward` count
 consumers, then runs ready nodes from a stack (one Python loop, no per-edge calls: small
 graphs are dominated by this overhead), summing gradients per node and per leaf; a leaf's
 gradient becomes its `.grad` without a copy when nothing else holds it (`_accumulate_into`).
+A node holds no reference to itself (its own output's version record names it by the
+`OWN_OUTPUT` marker), and a backward without retain_graph drops each node's saved tensors and
+version records once the node has run. A cycle through a node would keep the node, and through
+its edges every node and saved activation above it, alive until Python's cyclic collector
+happened to run: measured on MiniLM's training step (issue 21), every softmax node did, so
+~190 MB of activations per step outlived the step, the heap grew by that much on each of
+several steps between collections (the process grew past 2 GB in 25 steps) and every step that
+grew it faulted in ~30k fresh pages (~40 ms at 2 threads; Note [Freed memory] in
+ember/backend/memory.py).
 
 Note [Saved tensor versions]: each saved tensor's version counter value is recorded when it is
 saved; in-place ops bump the counter shared by a tensor and its views. At backward, a changed
@@ -37,12 +46,16 @@ from ember import dtypes as _dt
 from ember._util.errors import AutogradError, format_location
 from ember.autograd.grad_mode import _state
 from ember.autograd.sparse import add_gradients
-from ember.backend import Device, runs_eagerly
+from ember.backend import Device, parallel, runs_eagerly
 
 _SCALARS = (bool, int, float)
 _NDARRAY = np.ndarray
 _DT_OF = _dt.BY_NUMPY  # shared: bfloat16 joins it when first used
 _CPU = Device("cpu")
+
+# Note [Autograd graph]: the producer named in a node's version record of its own output (the
+# node itself, which it must not reference)
+OWN_OUTPUT = "own output"
 
 # Note [Gradient-ready hooks]: id(leaf) -> its post-accumulate hooks (entries leave with the
 # tensor), the callbacks queued for the end of the current backward, and the backward depth.
@@ -184,6 +197,8 @@ class _RemovableHandle:
 def _check_versions(node: Node) -> None:
     for tensor, counter, value, producer in node.versions:
         if counter[0] != value:
+            if producer is OWN_OUTPUT:
+                producer = node
             made = (
                 "a leaf tensor"
                 if producer is None
@@ -337,9 +352,10 @@ def _backward(
             out = None if node.out_data is None else _tensor._from_node(node.out_data, node)
             grads = node.op.vjp(g, out, *node.saved, **node.attrs)
             out = None
-            if not retain_graph:
+            if not retain_graph:  # Note [Autograd graph]: the activations go now
                 node.saved = ()
                 node.out_data = None
+                node.versions = None
                 node.freed = True
             for edge, ig, meta in zip(node.edges, grads, node.in_meta):
                 if edge is None:
@@ -356,7 +372,11 @@ def _backward(
                         ig = _conform(node, ig, shape, dtype)
                 if edge.__class__ is Node:
                     prev = buffers.get(edge)
-                    buffers[edge] = ig if prev is None else prev + ig
+                    if prev is None:
+                        buffers[edge] = ig
+                    elif create_graph or not _add_into_buffer(prev, ig):
+                        buffers[edge] = prev + ig
+                    prev = None
                     left = deps[edge] - 1
                     deps[edge] = left
                     if left == 0:
@@ -501,6 +521,44 @@ def _accumulate_into(t, g, create_graph):
                 f"of shape {tuple(t.grad.shape)}"
             )
         t.grad._data += g._data
+
+
+def _add_into_buffer(buffer, g) -> bool:
+    """Add `g` into a node's gradient buffer in place where the engine alone holds the buffer
+    (as PyTorch's InputBuffer accumulates into a gradient whose use count is 1): a contiguous,
+    writable NumPy array of g's shape and dtype, held only by `buffer` (and, if it is a view,
+    such as a reshaped matmul result, its base held only by it), and `buffer` held only by the
+    engine. The sum is the same elementwise float additions as `buffer + g`
+    (so the same bits), without a new array: MiniLM's backward sums 24 gradients of 1.5 MB a
+    step where a hidden state feeds the query, key and value projections and a residual.
+    False (nothing done) otherwise."""
+    arr = buffer._data
+    other = g._data
+    if (
+        type(arr) is not np.ndarray
+        or type(other) is not np.ndarray
+        or not arr.flags.writeable
+        or not arr.flags.c_contiguous
+        or arr.shape != other.shape
+        or arr.dtype != other.dtype
+        or buffer._version is not None
+        or sys.getrefcount(arr) > _ARRAY_REFS
+        or sys.getrefcount(buffer) > _BUFFER_REFS
+    ):
+        return False
+    base = arr.base
+    if base is not None and (type(base) is not np.ndarray or sys.getrefcount(base) > _BASE_REFS):
+        return False
+    base = None
+    parallel.chunked(np.add, arr, arr, other)
+    return True
+
+
+# References held while `_add_into_buffer` inspects the buffer: the buffers dict, the walk's
+# local `prev`, the parameter and getrefcount's argument
+_BUFFER_REFS = 4
+# ... and its base, if the buffer is a view: the view, the local `base` and getrefcount's argument
+_BASE_REFS = 3
 
 
 # References held while `_accumulate_into` inspects an exclusive gradient: g._data, the local

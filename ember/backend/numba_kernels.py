@@ -182,25 +182,6 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False, parall
 # passive policy and its own workers), never to one another library put in the global scope:
 # 0.37-0.47 ms beside torch and JAX. (Where numba starts first, a later `import torch` finds
 # that libgomp already loaded under its soname and shares it, passive policy included.)
-# Note [Short spin]: with the passive policy alone an idle OpenMP worker sleeps at once, and
-# waking it costs each parallel region ~12 us on this VM (an empty 2-thread prange: 12.3 us,
-# against ~2 us while the worker still spins), and more when the other vCPU has gone idle: a
-# training step of ~100 us kernels (the compiled MNIST MLP: its split GEMMs, Note [Split on
-# numba's threads] in ember/backend/blas.py, and the Adam update) paid it three times a step
-# and gained little from the second core. So the workers spin `_SPIN_COUNT` rounds (libgomp's
-# GOMP_SPINCOUNT, set beside the policy while numba loads its OpenMP library; ~0.6 ms here,
-# measured as the worker's CPU time after a region) before they sleep: the next region of a
-# step starts on a spinning worker, and a process that stops using the kernels has them
-# asleep within a millisecond (where OpenBLAS's default spin is ~0.13 s). Measured on the
-# quiet 2-core machine, 2 threads, medians: the compiled MLP step (bench/bench_mlp.py
-# --profile-lines) 313 -> 268 us; MiniLM, ember alone (bench/bench_minilm_threads.py
-# --ember-only, 5 rounds): forward 32 x 128 399 -> 394 ms, 1 x 16 84.6 -> 69.5 ms, fine-tune
-# step 784 -> 719 ms (a spinning worker shares a core with OpenBLAS's second thread for at most
-# that long after a region; it cost nothing measurable). A user's OMP_WAIT_POLICY or
-# GOMP_SPINCOUNT wins.
-_SPIN_COUNT = 50000
-
-
 def start_threads() -> None:
     """Start numba's threads with ember's thread budget (Note [Thread budget] in
     ember/backend/parallel.py) on an OpenMP runtime of ember's own, waiting passively (Note
@@ -216,10 +197,9 @@ def start_threads() -> None:
     from ember.backend import parallel
 
     if not numba_parallel._is_initialized:
-        chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+        chosen = "OMP_WAIT_POLICY" in os.environ
         if not chosen:
             os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-            os.environ["GOMP_SPINCOUNT"] = str(_SPIN_COUNT)  # Note [Short spin]
         flags = sys.getdlopenflags() if hasattr(sys, "getdlopenflags") else None
         if flags is not None and hasattr(os, "RTLD_DEEPBIND"):
             sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
@@ -230,7 +210,6 @@ def start_threads() -> None:
                 sys.setdlopenflags(flags)
             if not chosen:
                 del os.environ["OMP_WAIT_POLICY"]
-                del os.environ["GOMP_SPINCOUNT"]
     budget = parallel.num_threads()
     count = min(budget, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(count)

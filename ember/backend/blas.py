@@ -28,7 +28,7 @@ dispatch, NumPy and PyTorch on the same operands in one process), 1 thread, embe
   OpenBLAS is as fast as PyTorch (1 x 784 @ 784 x 128: 5.0 us against 7.3).
 MKL runs with its sequential threading layer: it starts no thread pool. With n > 1 threads a
 product of at least `SPLIT_MIN_WORK` splits its columns into n blocks (cut at multiples of 64)
-that ember's own pool (ember/backend/parallel.py; its workers sleep, never spin) runs as n
+that ember's pool or numba's threads (Note [Split on numba's threads]) run as n
 sequential MKL calls. Each output element is then computed by the same kernel over the same
 K values as in one call, so the results equal the 1-thread ones bit for bit (tested), and no
 third thread runtime competes with OpenBLAS's and numba's for the cores (Note [Thread
@@ -280,7 +280,8 @@ def matmul(a, b, out=None):
 # idle vCPU on this VM, so products of ~50-100 us gained nothing: the MNIST MLP's 64 x 784 @
 # 784 x 128 (quiet 2-core machine, 2 threads, medians, us) took 84.6 in one call, 87.5 split on
 # the pool and 59.9 on numba's threads; with 50 us of serial work between products (the
-# worker asleep, as inside a training step) 85, 135 and 55. The kernel is compiled (or loaded
+# worker asleep, as inside a training step) 85, 135 and 55; the compiled MLP step (bench/
+# bench_mlp.py --profile-lines) 364 -> 313 us. The kernel is compiled (or loaded
 # from numba's disk cache, ~0.2 s) only when asked: the graph compiler asks when it builds an
 # executor with a product (ember/graph/executor.py), so eager code and a process's first
 # forward pay nothing. In a forked child (Note [Parallel loops] in ember/graph/fusion.py) and
@@ -306,26 +307,29 @@ def prepare_split() -> bool:
         return False
     from ember.backend import numba_kernels
 
-    kernel = numba_kernels.jit_source(_SPLIT_SOURCE, "split_gemm", parallel=True)
-    if kernel is None:
-        return False
     size = ctypes.c_size_t  # pointers travel as integers (numba passes addresses so)
     built = {}
-    for dtype, fn in table.items():
-        scalar = fn.argtypes[6]
-        proto = ctypes.CFUNCTYPE(
-            None, *[ctypes.c_int] * 6, scalar, size, ctypes.c_int, size, ctypes.c_int, scalar,
-            size, ctypes.c_int,
-        )  # fmt: skip
-        pointer = proto(ctypes.cast(fn, ctypes.c_void_p).value)
-        built[dtype] = (kernel, pointer)
-        a = np.ones((2, 2), dtype)
-        c = np.empty((2, 2), dtype)
-        cuts = np.array([0, 1, 2], np.int64)
-        kernel(pointer, _NO_TRANS, _NO_TRANS, 2, 2, 2, a.ctypes.data, 2, a.ctypes.data, 2,
-               a.itemsize, c.ctypes.data, a.itemsize, cuts)  # fmt: skip
-        if not np.array_equal(c, a @ a):
+    try:
+        kernel = numba_kernels.jit_source(_SPLIT_SOURCE, "split_gemm", parallel=True)
+        if kernel is None:
             return False
+        for dtype, fn in table.items():
+            scalar = fn.argtypes[6]
+            proto = ctypes.CFUNCTYPE(
+                None, *[ctypes.c_int] * 6, scalar, size, ctypes.c_int, size, ctypes.c_int,
+                scalar, size, ctypes.c_int,
+            )  # fmt: skip
+            pointer = proto(ctypes.cast(fn, ctypes.c_void_p).value)
+            a = np.arange(1.0, 5.0, dtype=dtype).reshape(2, 2)
+            c = np.empty((2, 2), dtype)
+            cuts = np.array([0, 1, 2], np.int64)
+            kernel(pointer, _NO_TRANS, _NO_TRANS, 2, 2, 2, a.ctypes.data, 2, a.ctypes.data, 2,
+                   a.itemsize, c.ctypes.data, a.itemsize, cuts)  # fmt: skip
+            if not np.array_equal(c, a @ a):
+                return False
+            built[dtype] = (kernel, pointer)
+    except Exception:  # noqa: BLE001 - numba cannot build it: the pool's path stays
+        return False
     _split.update(built)
     return True
 

@@ -28,7 +28,7 @@ dispatch, NumPy and PyTorch on the same operands in one process), 1 thread, embe
   OpenBLAS is as fast as PyTorch (1 x 784 @ 784 x 128: 5.0 us against 7.3).
 MKL runs with its sequential threading layer: it starts no thread pool. With n > 1 threads a
 product of at least `SPLIT_MIN_WORK` splits its columns into n blocks (cut at multiples of 64)
-that ember's own pool (ember/backend/parallel.py; its workers sleep, never spin) runs as n
+that ember's pool or numba's threads (Note [Split on numba's threads]) run as n
 sequential MKL calls. Each output element is then computed by the same kernel over the same
 K values as in one call, so the results equal the 1-thread ones bit for bit (tested), and no
 third thread runtime competes with OpenBLAS's and numba's for the cores (Note [Thread
@@ -254,11 +254,96 @@ def matmul(a, b, out=None):
         item = a.itemsize
         b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from one column to the next
 
+        blocks = _column_blocks(n, _threads)
+        if _split_on_numba(a.dtype, trans_a, trans_b, m, n, k, a_ptr, lda, b_ptr, ldb, b_step,
+                           c_ptr, blocks):  # fmt: skip
+            return result
+
         def block(lo, hi):
             gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a_ptr, lda,
                  b_ptr + lo * b_step, ldb, 0.0, c_ptr + lo * item, n)  # fmt: skip
 
-        parallel.run_chunks(block, _column_blocks(n, _threads))
+        parallel.run_chunks(block, blocks)
         return result
     gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr, lda, b_ptr, ldb, 0.0, c_ptr, n)
     return result
+
+
+# --- the column split on numba's threads ------------------------------------------------------
+# Note [Split on numba's threads]: the column blocks of a split MKL product (Note [Small
+# GEMMs]) run as n sequential MKL calls either on ember's pool (Python workers: each block
+# needs the GIL to start its ctypes call) or, once `prepare_split()` built it, from one numba
+# `prange` kernel that calls cblas_?gemm through a function pointer on numba's OpenMP threads,
+# the ones the fused graph kernels use. Same calls, same blocks, so the results are the same
+# bit for bit. Why: the pool's hand-off costs two thread wake-ups in a row (the worker's
+# queue, then the GIL the caller drops when its own block enters MKL), each tens of us for an
+# idle vCPU on this VM, so products of ~50-100 us gained nothing: the MNIST MLP's 64 x 784 @
+# 784 x 128 (quiet 2-core machine, 2 threads, medians, us) took 84.6 in one call, 87.5 split on
+# the pool and 59.9 on numba's threads; with 50 us of serial work between products (the
+# worker asleep, as inside a training step) 85, 135 and 55; the compiled MLP step (bench/
+# bench_mlp.py --profile-lines) 364 -> 313 us. The kernel is compiled (or loaded
+# from numba's disk cache, ~0.2 s) only when asked: the graph compiler asks when it builds an
+# executor with a product (ember/graph/executor.py), so eager code and a process's first
+# forward pay nothing. In a forked child (Note [Parallel loops] in ember/graph/fusion.py) and
+# on an overloaded machine (Note [Overloaded machine]) the pool's path runs instead.
+_SPLIT_SOURCE = """\
+def split_gemm(gemm, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, item, cuts):
+    for t in prange(len(cuts) - 1):
+        lo = cuts[t]
+        hi = cuts[t + 1]
+        gemm(101, trans_a, trans_b, m, hi - lo, k, 1.0, a, lda, b + lo * b_step, ldb, 0.0,
+             c + lo * item, n)
+"""
+_split = {}  # {dtype: (numba kernel, cblas function pointer)} once prepare_split() built it
+
+
+def prepare_split() -> bool:
+    """Build the numba kernel that runs split MKL products on numba's threads (Note [Split on
+    numba's threads]); False where MKL or numba is missing."""
+    if _split:
+        return True
+    table = _load()
+    if not table:
+        return False
+    from ember.backend import numba_kernels
+
+    size = ctypes.c_size_t  # pointers travel as integers (numba passes addresses so)
+    built = {}
+    try:
+        kernel = numba_kernels.jit_source(_SPLIT_SOURCE, "split_gemm", parallel=True)
+        if kernel is None:
+            return False
+        for dtype, fn in table.items():
+            scalar = fn.argtypes[6]
+            proto = ctypes.CFUNCTYPE(
+                None, *[ctypes.c_int] * 6, scalar, size, ctypes.c_int, size, ctypes.c_int,
+                scalar, size, ctypes.c_int,
+            )  # fmt: skip
+            pointer = proto(ctypes.cast(fn, ctypes.c_void_p).value)
+            a = np.arange(1.0, 5.0, dtype=dtype).reshape(2, 2)
+            c = np.empty((2, 2), dtype)
+            cuts = np.array([0, 1, 2], np.int64)
+            kernel(pointer, _NO_TRANS, _NO_TRANS, 2, 2, 2, a.ctypes.data, 2, a.ctypes.data, 2,
+                   a.itemsize, c.ctypes.data, a.itemsize, cuts)  # fmt: skip
+            if not np.array_equal(c, a @ a):
+                return False
+            built[dtype] = (kernel, pointer)
+    except Exception:  # noqa: BLE001 - numba cannot build it: the pool's path stays
+        return False
+    _split.update(built)
+    return True
+
+
+def _split_on_numba(dtype, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, blocks):
+    """Run the column blocks from numba's prange kernel; False (nothing done) where it is not
+    built, or in a forked child or on an overloaded machine."""
+    entry = _split.get(dtype) if _split else None
+    if entry is None or parallel.in_forked_child() or parallel.overloaded():
+        return False
+    from ember.backend import numba_kernels
+
+    numba_kernels.follow_budget()  # numba's count is per thread (Note [Per-thread numba count])
+    kernel, pointer = entry
+    cuts = np.array([lo for lo, _ in blocks] + [blocks[-1][1]], np.int64)
+    kernel(pointer, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, dtype.itemsize, cuts)
+    return True

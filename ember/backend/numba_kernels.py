@@ -182,6 +182,27 @@ def jit_source(source: str, name: str, disk: bool = True, fastmath=False, parall
 # passive policy and its own workers), never to one another library put in the global scope:
 # 0.37-0.47 ms beside torch and JAX. (Where numba starts first, a later `import torch` finds
 # that libgomp already loaded under its soname and shares it, passive policy included.)
+# Note [Short spin]: with the passive policy alone an idle OpenMP worker sleeps at once, and
+# waking it costs each parallel region ~12 us on this VM (an empty 2-thread prange: 12.3 us,
+# against ~2 us while the worker still spins), more when its vCPU has gone idle. A training
+# step runs its parallel kernels back to back (the compiled MNIST MLP at batch 64: the weight
+# gradient's split product, Note [Split on numba's threads] in ember/backend/blas.py, then the
+# Adam update), and paid the wake-up at each. So the workers spin `_SPIN_COUNT` rounds
+# (libgomp's GOMP_SPINCOUNT, set beside the policy while numba loads its OpenMP library;
+# ~12 us here, at ~12 ns a round, measured as the worker's CPU time after a region at 50000
+# rounds: ~0.6 ms) before they sleep: enough to bridge kernels that follow one another, too
+# short to hold a core that the next BLAS call or serial stretch needs. Longer spins were
+# measured too (2-core machine under the CPU lock, 2 threads, bench/bench_mlp.py --jax-only,
+# ember / jax.jit medians, two runs each; spin rounds 0 / 1000 / 20000 / 50000): batch 64 1.19
+# 1.08 / 0.97 0.93 / 0.98 0.95 / 0.94 0.98, batch 1 0.73 0.75 / 0.77 0.62 / 0.82 0.82 / 0.90
+# 0.95: a worker spinning through most of the step slowed batch 1 (whose one parallel kernel
+# comes once a step) by up to a quarter. MiniLM, ember alone, 2 threads (bench/
+# bench_minilm_threads.py --ember-only, 5 rounds, median ms) at 0 / 1000 rounds: forward
+# 32 x 128 447 / 440, 1 x 16 89 / 91, fine-tune step 920 / 913 (noise). A user's
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
+_SPIN_COUNT = 1000
+
+
 def start_threads() -> None:
     """Start numba's threads with ember's thread budget (Note [Thread budget] in
     ember/backend/parallel.py) on an OpenMP runtime of ember's own, waiting passively (Note
@@ -214,9 +235,10 @@ def _launch(numba_parallel) -> None:
     import sys
 
     if not numba_parallel._is_initialized:
-        chosen = "OMP_WAIT_POLICY" in os.environ
+        chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
         if not chosen:
             os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+            os.environ["GOMP_SPINCOUNT"] = str(_SPIN_COUNT)  # Note [Short spin]
         flags = sys.getdlopenflags() if hasattr(sys, "getdlopenflags") else None
         if flags is not None and hasattr(os, "RTLD_DEEPBIND"):
             sys.setdlopenflags(flags | os.RTLD_DEEPBIND)
@@ -227,6 +249,7 @@ def _launch(numba_parallel) -> None:
                 sys.setdlopenflags(flags)
             if not chosen:
                 del os.environ["OMP_WAIT_POLICY"]
+                del os.environ["GOMP_SPINCOUNT"]
 
 
 def set_thread_count(n: int) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember._util.errors import format_location
-from ember.backend import get_backend
+from ember.backend import blas, get_backend
 from ember.graph.ir import Graph, GraphError, Var
 
 _XP = get_backend("cpu").xp
@@ -73,6 +73,8 @@ class Executor:
         self.graph = graph
         self.inplace_updates = inplace_updates
         self.buffers_bytes = 0
+        if any(getattr(e.op, "name", None) in ("matmul", "linear") for e in graph.eqns):
+            blas.prepare_split()  # Note [Split on numba's threads] in ember/backend/blas.py
         self._build()
 
     # --- planning ------------------------------------------------------------------------------

@@ -593,8 +593,9 @@ def test_numpy_first_restarts_openblas_threads(user_value):
 
 
 def test_numba_openmp_layer_loads_passive_and_deep_bound():
-    """Note [Own OpenMP]: numba's threading layer loads with RTLD_DEEPBIND and
-    OMP_WAIT_POLICY=PASSIVE, and neither outlives the load."""
+    """Note [Own OpenMP], Note [Short spin]: numba's threading layer loads with
+    RTLD_DEEPBIND, OMP_WAIT_POLICY=PASSIVE and a short GOMP_SPINCOUNT, and none outlives the
+    load."""
     if not numba_kernels.available():
         pytest.skip("numba is not installed or is switched off (EMBER_NO_NUMBA)")
     code = (
@@ -604,16 +605,19 @@ def test_numba_openmp_layer_loads_passive_and_deep_bound():
         "seen = []\n"
         "real = layer._launch_threads\n"
         "def launch():\n"
-        "    seen.append((sys.getdlopenflags(), os.environ.get('OMP_WAIT_POLICY')))\n"
+        "    env = os.environ\n"
+        "    policy, spin = env.get('OMP_WAIT_POLICY'), env.get('GOMP_SPINCOUNT')\n"
+        "    seen.append((sys.getdlopenflags(), policy, spin))\n"
         "    real()\n"
         "layer._launch_threads = launch\n"
         "numba_kernels.start_threads()\n"
-        "flags, policy = seen[0]\n"
-        "print(bool(flags & os.RTLD_DEEPBIND), policy,\n"
-        "      bool(sys.getdlopenflags() & os.RTLD_DEEPBIND), os.environ.get('OMP_WAIT_POLICY'))\n"
+        "flags, policy, spin = seen[0]\n"
+        "print(bool(flags & os.RTLD_DEEPBIND), policy, spin,\n"
+        "      bool(sys.getdlopenflags() & os.RTLD_DEEPBIND), os.environ.get('OMP_WAIT_POLICY'),\n"
+        "      os.environ.get('GOMP_SPINCOUNT'))\n"
     )
-    out = _python(code, env_drop=("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"))
-    assert out == "True PASSIVE False None"
+    out = _python(code, env_drop=("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER"))
+    assert out == f"True PASSIVE {numba_kernels._SPIN_COUNT} False None None"
 
 
 def test_numba_kernels_do_not_run_on_pytorchs_openmp_workers():

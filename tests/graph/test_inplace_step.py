@@ -153,3 +153,38 @@ def test_flush_denormal_switch():
     finally:
         assert ember.set_flush_denormal(False)
     assert (tiny * np.float32(1.0))[0] == np.float32(1e-39)
+
+
+@pytest.mark.parametrize("batch", [64, 1])
+def test_compiled_step_gives_the_same_bits_on_one_and_two_threads(batch):
+    """The compiled MNIST MLP step (784-128-10, Adam) run on 1 and on 2 threads from the same
+    start gives the same weights bit for bit: its split products compute every element with the
+    same MKL call (Note [Split on numba's threads]) and its parallel fused kernels every element
+    with the same loop (Note [Parallel loops])."""
+    from ember.backend import blas
+
+    if not blas.mkl_available():
+        pytest.skip("MKL not installed: OpenBLAS's 1- and 2-thread products may round apart")
+    rng = np.random.default_rng(batch)
+    batches = [
+        (
+            ember.from_numpy(rng.standard_normal((batch, 784)).astype(np.float32)),
+            ember.from_numpy(rng.integers(0, 10, batch)),
+        )
+        for _ in range(4)
+    ]
+    before = ember.get_num_threads()
+    weights = {}
+    try:
+        for threads in (1, 2):
+            ember.set_num_threads(threads)
+            ember.manual_seed(0)
+            model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+            step = ember.compile(_step_fn(model, optim.Adam(model.parameters(), lr=1e-3)))
+            for x, y in batches:
+                step(x, y)
+            weights[threads] = [p.detach().numpy().copy() for p in model.parameters()]
+    finally:
+        ember.set_num_threads(before)
+    for one, two in zip(weights[1], weights[2]):
+        np.testing.assert_array_equal(one, two)

@@ -161,6 +161,39 @@ def test_mkl_results_do_not_depend_on_alignment_or_threads(monkeypatch, m, k, n)
     np.testing.assert_array_equal(blas.matmul(x, w.T), expected)
 
 
+@pytest.mark.skipif(not blas.mkl_available(), reason=NO_MKL)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n,layout_a,layout_b", [c for c in CASES if c[2] >= 128])
+def test_split_on_numba_threads_equals_one_call(monkeypatch, dtype, m, k, n, layout_a, layout_b):
+    """The column blocks run from numba's prange kernel (Note [Split on numba's threads]), not
+    on ember's pool, and give the one-call product bit for bit."""
+    if not blas.prepare_split():
+        pytest.skip("numba not installed or switched off: the split runs on ember's pool")
+    rng = np.random.default_rng(m * n)
+    a = _operand(rng, (m, k), layout_a, dtype)
+    b = _operand(rng, (k, n), layout_b, dtype)
+    monkeypatch.setattr(blas, "_threads", 1)
+    expected = blas.matmul(a, b)
+    _check(expected, a, b)
+
+    def pool_used(*args):
+        raise AssertionError("the split ran on ember's pool")
+
+    monkeypatch.setattr(blas.parallel, "run_chunks", pool_used)
+    calls = []
+    on_numba = blas._split_on_numba
+    monkeypatch.setattr(blas, "_split_on_numba", lambda *a: calls.append(a) or on_numba(*a))
+    monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
+    monkeypatch.setattr(blas, "_max_rows", blas.MKL_MAX_ROWS)
+    for n_threads in (2, 3):
+        monkeypatch.setattr(blas, "_threads", n_threads)
+        np.testing.assert_array_equal(blas.matmul(a, b), expected)
+        out = np.full((m, n), np.nan, dtype)
+        assert blas.matmul(a, b, out=out) is out
+        np.testing.assert_array_equal(out, expected)
+    assert len(calls) == 4
+
+
 @pytest.mark.parametrize("value", ["openblas", "numpy"])
 def test_ember_blas_openblas_turns_mkl_off(monkeypatch, value):
     monkeypatch.setenv("EMBER_BLAS", value)

@@ -1,4 +1,5 @@
-"""The CPU matrix product behind `xp.matmul`: NumPy's BLAS, or Intel MKL for few-row products.
+"""The CPU matrix product behind `xp.matmul`: Intel MKL for 2-D float products where installed,
+NumPy's BLAS for the rest.
 
 Note [Small GEMMs]: a Transformer answering one short request multiplies matrices of a few
 rows (one per token: 16 x 384 @ 384 x 1536) by large weights, and there OpenBLAS (NumPy's
@@ -7,9 +8,9 @@ OpenBLAS packs the whole weight for every call, which costs as much as the produ
 rows are few. A compiled (numba) small-row kernel (4 rows per weight-row load, fastmath)
 reached 0.35-0.55x of OpenBLAS's speed at these shapes, so it is no option.
 
-So `matmul` sends a 2-D float32/float64 product with `MKL_MIN_ROWS <= rows <= MKL_MAX_ROWS`
-(512; 128 with `ember.set_num_threads(n > 1)`) and m * n * max(k, 16) >= `MKL_MIN_WORK` to
-MKL's `cblas_?gemm` through ctypes, and everything else to `numpy.matmul`. MKL is the PyPI
+So `matmul` sends a 2-D float32/float64 product with at least `MKL_MIN_ROWS` rows and
+m * n * max(k, 16) >= `MKL_MIN_WORK` to MKL's `cblas_?gemm` through ctypes, and everything
+else to `numpy.matmul`. MKL is the PyPI
 `mkl` wheel (the `mkl` extra, also in `test`: Intel Simplified Software License, ~730 MB
 installed with its dependencies), found lazily, on the first product that qualifies (~6 ms),
 in the environment's `lib` folder or at `EMBER_MKL_LIBRARY`; `import ember` never loads it.
@@ -22,17 +23,33 @@ dispatch, NumPy and PyTorch on the same operands in one process), 1 thread, embe
   gradient 128 x 64 @ 64 x 784: 1.11 (1.29); batch 1's 128 x 1 @ 1 x 784: 1.6 (NumPy takes
   its slow non-BLAS loop for K = 1: 14x torch's time).
 - 2048-4096 rows (MiniLM 32 x 128, the fine-tuning step's forward and both backward
-  products, transposed operands included): all three within 6%: OpenBLAS stays above 512 rows.
+  products, transposed operands included): all three within 6% one product at a time; MKL
+  0.98-1.01x PyTorch, OpenBLAS 1.00-1.07x. Inside MiniLM's forward (32 x 128, one process,
+  interleaved, 7 rounds, min) ember took 693 ms with these on OpenBLAS and 666 ms on MKL at 1
+  thread, 399 and 374 ms at 2 (PyTorch 653 and 333); the fine-tuning step 16 x 128 was level
+  (1200 / 1207 ms at 1 thread, 734 / 740 at 2). Other shapes, 1 / 2 threads, MKL / OpenBLAS:
+  1024^3 0.96 / 1.02, 2048^3 0.99 / 1.01, convolution-like 12544 x 288 @ 288 x 64 0.90 /
+  0.88, 50176 x 27 @ 27 x 64 0.91 / 0.80, 64 x 12544 @ 12544 x 288 0.73 / 0.84; 256^3 and
+  512^3 at 2 threads 1.05. So products of any row count above one go to MKL.
 - Tiny products (the MLP's 64 x 128 @ 128 x 10 and its gradients, ~2 us in NumPy) stay on
   NumPy: the ctypes call and checks cost ~7 us, hence `MKL_MIN_WORK`; one row is a GEMV, where
   OpenBLAS is as fast as PyTorch (1 x 784 @ 784 x 128: 5.0 us against 7.3).
 MKL runs with its sequential threading layer: it starts no thread pool. With n > 1 threads a
-product of at least `SPLIT_MIN_WORK` splits its columns into n blocks (cut at multiples of 64)
-that ember's own pool (ember/backend/parallel.py; its workers sleep, never spin) runs as n
-sequential MKL calls. Each output element is then computed by the same kernel over the same
-K values as in one call, so the results equal the 1-thread ones bit for bit (tested), and no
-third thread runtime competes with OpenBLAS's and numba's for the cores (Note [Thread
-budget]). MKL's own threading layers were measured too (2 threads, torch in the process):
+product of at least `SPLIT_MIN_WORK` splits into n blocks (cut at multiples of 64) that
+ember's own pool (ember/backend/parallel.py; its workers sleep, never spin) runs as n
+sequential MKL calls: a product of up to `FEW_ROWS` (128) rows by its columns, a larger one by
+its rows (each thread its rows of a and of the result; 2048-4096 rows: 0.96-1.06x PyTorch at
+2 threads, OpenBLAS's threads 0.95-1.12x), or by its columns where the row blocks would be
+thin. Each output element is then computed by the same kernel over the same K values as in
+one call, so the results equal the 1-thread ones bit for bit (tested), and no third thread
+runtime competes with OpenBLAS's and numba's for the cores (Note [Thread budget]). That holds
+for blocks of at least `MIN_BLOCK` (192) rows or columns: MKL takes another kernel, with
+another summation order, for a call of up to ~160 rows when K is large (g.T @ x with
+K = 2048: every block of 1-160 rows differed from the same rows of one call, none of 192-768
+did), and the same for blocks of 64-128 columns from a few hundred rows on. A product above
+`FEW_ROWS` rows whose row and column blocks would both be thinner (384 x 384 at 3 threads)
+runs on OpenBLAS's threads. MKL's own threading layers were measured too (2 threads, torch in
+the process):
 the GNU one (libgomp; PyTorch's own, with PyTorch's wait policy, where PyTorch loaded it)
 matched PyTorch at every shape but is one more pool beside OpenBLAS's and numba's, and its
 2-thread results differed from its 1-thread ones; the Intel one (libiomp5, whose workers spin
@@ -86,20 +103,17 @@ from ember.backend import parallel
 __all__ = ["matmul", "mkl_available", "blas_choice"]
 
 MKL_MIN_ROWS = 2  # one row is a GEMV, where OpenBLAS is as fast
-MKL_MAX_ROWS = 512  # from a few hundred rows on, OpenBLAS is as fast (Note [Small GEMMs])
-MKL_MAX_ROWS_THREADED = (
-    128  # n > 1 threads: MKL split over ember's pool, against n OpenBLAS threads
-)
 MKL_MIN_WORK = 1 << 18  # m * n * max(k, 16) below which the ctypes call costs more than it saves
 SPLIT_MIN_WORK = 1 << 21  # m * k * n below which one sequential call beats the pool hand-off
-_SPLIT_ALIGN = 64  # column blocks start at multiples of 64 (whole SIMD panels)
+FEW_ROWS = 128  # up to here n threads take column blocks of any width (Note [Small GEMMs])
+MIN_BLOCK = 192  # above FEW_ROWS, the fewest rows or columns a thread's block may have
+_SPLIT_ALIGN = 64  # blocks start at multiples of 64 rows or columns (whole SIMD panels)
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
 _CBWR_AUTO = 2  # MKL_CBWR_AUTO: the ISA's code path with alignment-independent results
 
 _mkl = None  # {dtype: cblas function} once loaded; False when MKL is absent or turned off
-_max_rows = MKL_MAX_ROWS
 _threads = 1
 
 
@@ -179,11 +193,10 @@ def mkl_available() -> bool:
 
 
 def set_num_threads(n: int) -> None:
-    """Follow `ember.set_num_threads`: with n > 1, larger MKL products split their columns
-    over ember's thread pool (Note [Small GEMMs])."""
-    global _max_rows, _threads
+    """Follow `ember.set_num_threads`: with n > 1, larger MKL products split their rows or
+    columns over ember's thread pool (Note [Small GEMMs])."""
+    global _threads
     _threads = max(1, int(n))
-    _max_rows = MKL_MAX_ROWS if _threads <= 1 else MKL_MAX_ROWS_THREADED
 
 
 def _layout(x):
@@ -199,8 +212,8 @@ def _layout(x):
     return None
 
 
-def _column_blocks(n: int, parts: int) -> list:
-    """[lo, hi) column ranges, one per thread, cut at multiples of _SPLIT_ALIGN."""
+def _blocks(n: int, parts: int) -> list:
+    """[lo, hi) row or column ranges, one per thread, cut at multiples of _SPLIT_ALIGN."""
     cuts = [0]
     for i in range(1, parts):
         cut = (n * i // parts) // _SPLIT_ALIGN * _SPLIT_ALIGN
@@ -211,14 +224,14 @@ def _column_blocks(n: int, parts: int) -> list:
 
 
 def matmul(a, b, out=None):
-    """`numpy.matmul(a, b, out=out)`, with few-row float products on MKL (Note [Small
-    GEMMs])."""
+    """`numpy.matmul(a, b, out=out)`, with 2-D float products on MKL where it is installed
+    (Note [Small GEMMs])."""
     if (
         type(a) is not np.ndarray
         or type(b) is not np.ndarray
         or a.ndim != 2
         or b.ndim != 2
-        or not MKL_MIN_ROWS <= a.shape[0] <= _max_rows
+        or a.shape[0] < MKL_MIN_ROWS
         or a.dtype != b.dtype
         or a.dtype.kind != "f"
         or _mkl is False
@@ -250,15 +263,31 @@ def matmul(a, b, out=None):
     trans_a, lda = layout_a
     trans_b, ldb = layout_b
     a_ptr, b_ptr, c_ptr = a.ctypes.data, b.ctypes.data, result.ctypes.data
-    if _threads > 1 and m * k * n >= SPLIT_MIN_WORK and n >= 2 * _SPLIT_ALIGN:
+    if _threads > 1 and m * k * n >= SPLIT_MIN_WORK:
         item = a.itemsize
-        b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from one column to the next
+        row_blocks = _blocks(m, _threads) if m > FEW_ROWS else ()
+        if m > FEW_ROWS and min(hi - lo for lo, hi in row_blocks) < MIN_BLOCK:
+            row_blocks = ()
+            if min(hi - lo for lo, hi in _blocks(n, _threads)) < MIN_BLOCK:
+                # neither split keeps MKL's results those of one call: OpenBLAS's threads
+                return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        if row_blocks:  # each thread its rows of a and of the result
+            a_step = item * (lda if trans_a == _NO_TRANS else 1)  # bytes from row to row
 
-        def block(lo, hi):
-            gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a_ptr, lda,
-                 b_ptr + lo * b_step, ldb, 0.0, c_ptr + lo * item, n)  # fmt: skip
+            def rows(lo, hi):
+                gemm(_ROW_MAJOR, trans_a, trans_b, hi - lo, n, k, 1.0, a_ptr + lo * a_step,
+                     lda, b_ptr, ldb, 0.0, c_ptr + lo * n * item, n)  # fmt: skip
 
-        parallel.run_chunks(block, _column_blocks(n, _threads))
-        return result
+            parallel.run_chunks(rows, row_blocks)
+            return result
+        if n >= 2 * _SPLIT_ALIGN:  # each thread its columns of b and of the result
+            b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from column to column
+
+            def columns(lo, hi):
+                gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a_ptr, lda,
+                     b_ptr + lo * b_step, ldb, 0.0, c_ptr + lo * item, n)  # fmt: skip
+
+            parallel.run_chunks(columns, _blocks(n, _threads))
+            return result
     gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr, lda, b_ptr, ldb, 0.0, c_ptr, n)
     return result

@@ -114,6 +114,7 @@ _SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
 _CBWR_AUTO = 2  # MKL_CBWR_AUTO: the ISA's code path with alignment-independent results
 
 _mkl = None  # {dtype: cblas function} once loaded; False when MKL is absent or turned off
+_batched = {}  # {dtype: cblas ?gemm_batch_strided} where MKL has it (Note [Strided batches])
 _threads = 1
 
 
@@ -175,6 +176,13 @@ def _load():
                 ctypes.c_int,
             ]
             table[np.dtype(dtype)] = fn
+            batched = getattr(lib, name + "_batch_strided", None)  # MKL 2020.2 and later
+            if batched is not None:
+                batched.restype = None
+                matrix = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
+                batched.argtypes = [ctypes.c_int] * 6 + [scalar] + matrix * 2 + [scalar]
+                batched.argtypes += matrix + [ctypes.c_int]
+                _batched[np.dtype(dtype)] = batched
         _mkl = table
         break
     if _mkl is False and choice == "mkl":
@@ -226,6 +234,8 @@ def _blocks(n: int, parts: int) -> list:
 def matmul(a, b, out=None):
     """`numpy.matmul(a, b, out=out)`, with 2-D float products on MKL where it is installed
     (Note [Small GEMMs])."""
+    if a.ndim > 2 or b.ndim > 2:
+        return _batched_matmul(a, b, out)
     if (
         type(a) is not np.ndarray
         or type(b) is not np.ndarray
@@ -290,4 +300,114 @@ def matmul(a, b, out=None):
             parallel.run_chunks(columns, _blocks(n, _threads))
             return result
     gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr, lda, b_ptr, ldb, 0.0, c_ptr, n)
+    return result
+
+
+# Note [Strided batches]: attention's products in training are stacks of small matrices, 192
+# (batch x heads) of 128 x 128 @ 128 x 32 for MiniLM 16 x 128, and its backward multiplies
+# transposed views of them (`g @ v.mT`, `q.mT @ g`, `p.mT @ g`). NumPy (2.x) runs a stack with
+# a transposed operand in its own loop without BLAS, 2-100x slower than copying the operand
+# first, so such operands used to be copied (12.6 MB for the probabilities, 3-6 ms a product
+# at 2 threads). MKL's `cblas_?gemm_batch_strided` takes each operand as (pointer, leading
+# dimension, transpose flag, one stride between matrices): where both operands' batch dims
+# are equal and each collapses to one stride (any view whose last two dims are a strided
+# matrix, transposed or not), the stack runs as that one call, no copy, split over ember's
+# pool by whole matrices at n threads; each matrix is computed by the same sequential kernel
+# as at one thread, so the results equal bit for bit (tests/ops/test_blas.py). Elsewhere
+# (broadcast batch dims, integers, no MKL) the operands with a strided last dim are copied
+# and NumPy multiplies them, as before.
+def _batch_layout(x):
+    """(transpose flag, leading dim, batch count, batch stride) in elements, or None."""
+    if type(x) is not np.ndarray or x.ndim < 3:
+        return None
+    matrix = _layout(x[(0,) * (x.ndim - 2)]) if x.size else None
+    if matrix is None:
+        return None
+    stride = None
+    expected = None
+    for size, step in zip(reversed(x.shape[:-2]), reversed(x.strides[:-2])):
+        if size == 1:
+            continue
+        if expected is not None and step != expected:
+            return None
+        if stride is None:
+            stride = step
+        expected = step * size
+    stride = 0 if stride is None else stride
+    if stride < 0 or stride % x.itemsize:
+        return None
+    return matrix + (int(np.prod(x.shape[:-2])), stride // x.itemsize)
+
+
+def _copied_if_strided(x):
+    # NumPy's stacked matmul with a transposed view runs without BLAS (Note [Strided batches])
+    if x.ndim > 2 and x.strides[-1] != x.itemsize:
+        return np.ascontiguousarray(x)
+    return x
+
+
+def _batched_matmul(a, b, out):
+    """A stack of products: one MKL batch call where the layouts allow, else NumPy's matmul
+    on copies of operands with a strided last dim (Note [Strided batches])."""
+    if hasattr(a, "__array_interface__") and hasattr(b, "__array_interface__"):
+        result = _mkl_batches(a, b, out)
+        if result is not None:
+            return result
+        a, b = _copied_if_strided(a), _copied_if_strided(b)
+    return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+
+
+def _mkl_batches(a, b, out):
+    if (
+        _mkl is False
+        or type(a) is not np.ndarray
+        or type(b) is not np.ndarray
+        or a.ndim != b.ndim
+        or a.shape[:-2] != b.shape[:-2]
+        or a.dtype != b.dtype
+        or a.dtype.kind != "f"
+        or a.shape[-1] != b.shape[-2]
+    ):
+        return None
+    table = _mkl or _load()
+    batched = _batched.get(a.dtype) if table else None
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    count = int(np.prod(a.shape[:-2]))
+    if batched is None or k == 0 or count == 0 or m * n * max(k, 16) * count < MKL_MIN_WORK:
+        return None
+    layout_a, layout_b = _batch_layout(a), _batch_layout(b)
+    if layout_a is None or layout_b is None:
+        return None
+    shape = a.shape[:-2] + (m, n)
+    if out is None:
+        result = np.empty(shape, a.dtype)
+    elif (
+        type(out) is np.ndarray
+        and out.shape == shape
+        and out.dtype == a.dtype
+        and out.flags.c_contiguous
+        and not np.may_share_memory(out, a)
+        and not np.may_share_memory(out, b)
+    ):
+        result = out
+    else:
+        return None
+    trans_a, lda, _, stride_a = layout_a
+    trans_b, ldb, _, stride_b = layout_b
+    item = a.itemsize
+    a_ptr, b_ptr, c_ptr = a.ctypes.data, b.ctypes.data, result.ctypes.data
+
+    def matrices(lo, hi):
+        batched(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr + lo * stride_a * item, lda,
+                stride_a, b_ptr + lo * stride_b * item, ldb, stride_b, 0.0,
+                c_ptr + lo * m * n * item, n, m * n, hi - lo)  # fmt: skip
+
+    if _threads > 1 and count > 1 and m * n * k * count >= SPLIT_MIN_WORK:
+        parts = min(_threads, count)
+        parallel.run_chunks(
+            matrices, [(count * i // parts, count * (i + 1) // parts) for i in range(parts)]
+        )
+    else:
+        matrices(0, count)
     return result

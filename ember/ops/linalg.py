@@ -76,14 +76,9 @@ def _matmul_forward(xp, a, b, out=None):
         if out.flags.c_contiguous:
             xp.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, n))
             return out
-    elif (a.ndim > 2 or b.ndim > 2) and hasattr(b, "__array_interface__"):
-        # NumPy (2.x) runs a stack of products with a transposed view as an operand (`g @ v.mT`
-        # and `k.mT @ g` in every batched matmul's backward) in its loop without BLAS: 2-100x
-        # slower than copying it first (0.4 ms for attention's (16, 12, 128, 32)).
-        if b.ndim > 2 and b.strides[-1] != b.itemsize:
-            b = xp.ascontiguousarray(b)
-        if a.ndim > 2 and a.strides[-1] != a.itemsize:
-            a = xp.ascontiguousarray(a)
+    # a stack with transposed views (`g @ v.mT`, `k.mT @ g` in every batched matmul's backward):
+    # the NumPy backend's matmul passes them to BLAS without copies (Note [Strided batches] in
+    # ember/backend/blas.py)
     return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
 
 

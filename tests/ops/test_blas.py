@@ -217,3 +217,56 @@ def test_bad_ember_blas_names_the_variable(monkeypatch):
     monkeypatch.setattr(blas, "_mkl", None)
     with pytest.raises(ValueError, match="EMBER_BLAS: expected 'auto', 'mkl' or 'openblas'"):
         blas.mkl_available()
+
+
+# stacks (Note [Strided batches]): (a's shape, b's shape, how each is laid out): "c" C-ordered,
+# "t" a transposed view (last two dims swapped), "p" a view with its batch dims permuted (no
+# single batch stride: copied, then NumPy's)
+BATCH_CASES = [
+    ((4, 3, 64, 64), (4, 3, 64, 16), "t", "c"),  # attention backward: p.mT @ g
+    ((4, 3, 64, 16), (4, 3, 16, 64), "c", "t"),  # g @ v.mT
+    ((4, 3, 16, 64), (4, 3, 64, 64), "t", "c"),  # q.mT @ g
+    ((6, 64, 48), (6, 48, 40), "c", "c"),
+    ((4, 3, 64, 16), (4, 3, 16, 64), "p", "c"),
+    ((1, 3, 64, 16), (1, 3, 16, 64), "t", "t"),
+    ((2, 64, 48), (1, 48, 40), "c", "c"),  # broadcast batch: NumPy's
+]
+
+
+def _stacked(rng, shape, layout, dtype):
+    if layout == "t":
+        x = rng.standard_normal(shape[:-2] + shape[-2:][::-1]).astype(dtype)
+        return x.swapaxes(-1, -2)
+    if layout == "p":
+        return rng.standard_normal((shape[1], shape[0]) + shape[2:]).astype(dtype).swapaxes(0, 1)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sa,sb,la,lb", BATCH_CASES)
+def test_stacked_products_without_copies(monkeypatch, sa, sb, la, lb, dtype):
+    rng = np.random.default_rng(len(sa) * 7 + sa[-1])
+    a, b = _stacked(rng, sa, la, dtype), _stacked(rng, sb, lb, dtype)
+    monkeypatch.setattr(blas, "_threads", 1)
+    expected = blas.matmul(a, b)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    eps = np.finfo(dtype).eps
+    bound = 2 * sa[-1] * eps * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert expected.shape == exact.shape and expected.dtype == dtype
+    assert np.all(np.abs(expected - exact) <= bound + np.finfo(dtype).tiny)
+    out = np.full(exact.shape, np.nan, dtype)
+    assert blas.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
+    for count in (2, 3):  # whole matrices per thread: the same bits
+        monkeypatch.setattr(blas, "_threads", count)
+        np.testing.assert_array_equal(blas.matmul(a, b), expected)
+
+
+def test_batch_layouts():
+    x = np.zeros((4, 3, 8, 5), np.float32)
+    assert blas._batch_layout(x) == (blas._NO_TRANS, 5, 12, 40)
+    assert blas._batch_layout(x.swapaxes(-1, -2)) == (blas._TRANS, 5, 12, 40)
+    assert blas._batch_layout(x.swapaxes(0, 1)) is None  # batch dims in another order
+    assert blas._batch_layout(x[:, :2]) is None  # a gap between the batch dims
+    assert blas._batch_layout(x[:, :1]) == (blas._NO_TRANS, 5, 4, 120)  # size-1 dims skipped

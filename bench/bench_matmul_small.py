@@ -2,7 +2,7 @@
 the MiniLM forward (1 x 16, 5 x 12 serving, 32 x 128), the fine-tuning step 16 x 128 (forward
 and the two backward products, transposed operands as the VJPs make them) and the MNIST MLP
 784-128-10 (batch 64 and 1, forward and backward), through ember's CPU matmul dispatch
-(`blas.matmul`: MKL for few-row products when installed, NumPy's OpenBLAS otherwise), plain
+(`blas.matmul`: MKL for 2-D float products when installed, NumPy's OpenBLAS otherwise), plain
 NumPy (OpenBLAS) and PyTorch (MKL) on the same operands, in interleaved rounds, at 1 and 2
 threads. With MKL loaded, `--packed` adds MKL's packed-weight product (cblas_sgemm_compute
 on a weight packed once) for the x @ weight.T shapes. Prints min and median per call and the
@@ -124,7 +124,7 @@ def main():
     args = parser.parse_args()
     import torch
 
-    print(f"EMBER_BLAS={blas.blas_choice()}; MKL for few-row products: {blas.mkl_available()}")
+    print(f"EMBER_BLAS={blas.blas_choice()}; MKL for 2-D float products: {blas.mkl_available()}")
     rng = np.random.default_rng(0)
     for threads in args.threads:
         set_threads(threads)

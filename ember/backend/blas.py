@@ -1,4 +1,5 @@
-"""The CPU matrix product behind `xp.matmul`: NumPy's BLAS, or Intel MKL for few-row products.
+"""The CPU matrix product behind `xp.matmul`: Intel MKL for 2-D float products where installed,
+NumPy's BLAS for the rest.
 
 Note [Small GEMMs]: a Transformer answering one short request multiplies matrices of a few
 rows (one per token: 16 x 384 @ 384 x 1536) by large weights, and there OpenBLAS (NumPy's
@@ -7,9 +8,9 @@ OpenBLAS packs the whole weight for every call, which costs as much as the produ
 rows are few. A compiled (numba) small-row kernel (4 rows per weight-row load, fastmath)
 reached 0.35-0.55x of OpenBLAS's speed at these shapes, so it is no option.
 
-So `matmul` sends a 2-D float32/float64 product with `MKL_MIN_ROWS <= rows <= MKL_MAX_ROWS`
-(512; 128 with `ember.set_num_threads(n > 1)`) and m * n * max(k, 16) >= `MKL_MIN_WORK` to
-MKL's `cblas_?gemm` through ctypes, and everything else to `numpy.matmul`. MKL is the PyPI
+So `matmul` sends a 2-D float32/float64 product with at least `MKL_MIN_ROWS` rows and
+m * n * max(k, 16) >= `MKL_MIN_WORK` to MKL's `cblas_?gemm` through ctypes, and everything
+else to `numpy.matmul`. MKL is the PyPI
 `mkl` wheel (the `mkl` extra, also in `test`: Intel Simplified Software License, ~730 MB
 installed with its dependencies), found lazily, on the first product that qualifies (~6 ms),
 in the environment's `lib` folder or at `EMBER_MKL_LIBRARY`; `import ember` never loads it.
@@ -22,17 +23,34 @@ dispatch, NumPy and PyTorch on the same operands in one process), 1 thread, embe
   gradient 128 x 64 @ 64 x 784: 1.11 (1.29); batch 1's 128 x 1 @ 1 x 784: 1.6 (NumPy takes
   its slow non-BLAS loop for K = 1: 14x torch's time).
 - 2048-4096 rows (MiniLM 32 x 128, the fine-tuning step's forward and both backward
-  products, transposed operands included): all three within 6%: OpenBLAS stays above 512 rows.
+  products, transposed operands included): all three within 6% one product at a time; MKL
+  0.98-1.01x PyTorch, OpenBLAS 1.00-1.07x. Inside MiniLM's forward (32 x 128, one process,
+  interleaved, 7 rounds, min) ember took 693 ms with these on OpenBLAS and 666 ms on MKL at 1
+  thread, 399 and 374 ms at 2 (PyTorch 653 and 333); the fine-tuning step 16 x 128 was level
+  (1200 / 1207 ms at 1 thread, 734 / 740 at 2). Other shapes, 1 / 2 threads, MKL / OpenBLAS:
+  1024^3 0.96 / 1.02, 2048^3 0.99 / 1.01, convolution-like 12544 x 288 @ 288 x 64 0.90 /
+  0.88, 50176 x 27 @ 27 x 64 0.91 / 0.80, 64 x 12544 @ 12544 x 288 0.73 / 0.84; 256^3 and
+  512^3 at 2 threads 1.05. So products of any row count above one go to MKL.
 - Tiny products (the MLP's 64 x 128 @ 128 x 10 and its gradients, ~2 us in NumPy) stay on
   NumPy: the ctypes call and checks cost ~7 us, hence `MKL_MIN_WORK`; one row is a GEMV, where
   OpenBLAS is as fast as PyTorch (1 x 784 @ 784 x 128: 5.0 us against 7.3).
 MKL runs with its sequential threading layer: it starts no thread pool. With n > 1 threads a
-product of at least `SPLIT_MIN_WORK` splits its columns into n blocks (cut at multiples of 64)
-that ember's pool or numba's threads (Note [Split on numba's threads]) run as n
-sequential MKL calls. Each output element is then computed by the same kernel over the same
-K values as in one call, so the results equal the 1-thread ones bit for bit (tested), and no
-third thread runtime competes with OpenBLAS's and numba's for the cores (Note [Thread
-budget]). MKL's own threading layers were measured too (2 threads, torch in the process):
+product of at least `SPLIT_MIN_WORK` splits into n blocks (cut at multiples of 64) that
+ember's own pool (ember/backend/parallel.py; its workers sleep, never spin) or numba's threads
+(Note [Split on numba's threads]) run as n
+sequential MKL calls: a product of up to `FEW_ROWS` (128) rows by its columns, a larger one by
+its rows (each thread its rows of a and of the result; 2048-4096 rows: 0.96-1.06x PyTorch at
+2 threads, OpenBLAS's threads 0.95-1.12x), or by its columns where the row blocks would be
+thin. Each output element is then computed by the same kernel over the same K values as in
+one call, so the results equal the 1-thread ones bit for bit (tested), and no third thread
+runtime competes with OpenBLAS's and numba's for the cores (Note [Thread budget]). That holds
+for blocks of at least `MIN_BLOCK` (192) rows or columns: MKL takes another kernel, with
+another summation order, for a call of up to ~160 rows when K is large (g.T @ x with
+K = 2048: every block of 1-160 rows differed from the same rows of one call, none of 192-768
+did), and the same for blocks of 64-128 columns from a few hundred rows on. A product above
+`FEW_ROWS` rows whose row and column blocks would both be thinner (384 x 384 at 3 threads)
+runs on OpenBLAS's threads. MKL's own threading layers were measured too (2 threads, torch in
+the process):
 the GNU one (libgomp; PyTorch's own, with PyTorch's wait policy, where PyTorch loaded it)
 matched PyTorch at every shape but is one more pool beside OpenBLAS's and numba's, and its
 2-thread results differed from its 1-thread ones; the Intel one (libiomp5, whose workers spin
@@ -86,20 +104,18 @@ from ember.backend import parallel
 __all__ = ["matmul", "mkl_available", "blas_choice"]
 
 MKL_MIN_ROWS = 2  # one row is a GEMV, where OpenBLAS is as fast
-MKL_MAX_ROWS = 512  # from a few hundred rows on, OpenBLAS is as fast (Note [Small GEMMs])
-MKL_MAX_ROWS_THREADED = (
-    128  # n > 1 threads: MKL split over ember's pool, against n OpenBLAS threads
-)
 MKL_MIN_WORK = 1 << 18  # m * n * max(k, 16) below which the ctypes call costs more than it saves
 SPLIT_MIN_WORK = 1 << 21  # m * k * n below which one sequential call beats the pool hand-off
-_SPLIT_ALIGN = 64  # column blocks start at multiples of 64 (whole SIMD panels)
+FEW_ROWS = 128  # up to here n threads take column blocks of any width (Note [Small GEMMs])
+MIN_BLOCK = 192  # above FEW_ROWS, the fewest rows or columns a thread's block may have
+_SPLIT_ALIGN = 64  # blocks start at multiples of 64 rows or columns (whole SIMD panels)
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
 _CBWR_AUTO = 2  # MKL_CBWR_AUTO: the ISA's code path with alignment-independent results
 
 _mkl = None  # {dtype: cblas function} once loaded; False when MKL is absent or turned off
-_max_rows = MKL_MAX_ROWS
+_batched = {}  # {dtype: cblas ?gemm_batch_strided} where MKL has it (Note [Strided batches])
 _threads = 1
 
 
@@ -161,6 +177,13 @@ def _load():
                 ctypes.c_int,
             ]
             table[np.dtype(dtype)] = fn
+            batched = getattr(lib, name + "_batch_strided", None)  # MKL 2020.2 and later
+            if batched is not None:
+                batched.restype = None
+                matrix = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
+                batched.argtypes = [ctypes.c_int] * 6 + [scalar] + matrix * 2 + [scalar]
+                batched.argtypes += matrix + [ctypes.c_int]
+                _batched[np.dtype(dtype)] = batched
         _mkl = table
         break
     if _mkl is False and choice == "mkl":
@@ -179,11 +202,10 @@ def mkl_available() -> bool:
 
 
 def set_num_threads(n: int) -> None:
-    """Follow `ember.set_num_threads`: with n > 1, larger MKL products split their columns
-    over ember's thread pool (Note [Small GEMMs])."""
-    global _max_rows, _threads
+    """Follow `ember.set_num_threads`: with n > 1, larger MKL products split their rows or
+    columns over ember's thread pool (Note [Small GEMMs])."""
+    global _threads
     _threads = max(1, int(n))
-    _max_rows = MKL_MAX_ROWS if _threads <= 1 else MKL_MAX_ROWS_THREADED
 
 
 def _layout(x):
@@ -199,8 +221,8 @@ def _layout(x):
     return None
 
 
-def _column_blocks(n: int, parts: int) -> list:
-    """[lo, hi) column ranges, one per thread, cut at multiples of _SPLIT_ALIGN."""
+def _blocks(n: int, parts: int) -> list:
+    """[lo, hi) row or column ranges, one per thread, cut at multiples of _SPLIT_ALIGN."""
     cuts = [0]
     for i in range(1, parts):
         cut = (n * i // parts) // _SPLIT_ALIGN * _SPLIT_ALIGN
@@ -211,14 +233,16 @@ def _column_blocks(n: int, parts: int) -> list:
 
 
 def matmul(a, b, out=None):
-    """`numpy.matmul(a, b, out=out)`, with few-row float products on MKL (Note [Small
-    GEMMs])."""
+    """`numpy.matmul(a, b, out=out)`, with 2-D float products on MKL where it is installed
+    (Note [Small GEMMs])."""
+    if a.ndim > 2 or b.ndim > 2:
+        return _batched_matmul(a, b, out)
     if (
         type(a) is not np.ndarray
         or type(b) is not np.ndarray
         or a.ndim != 2
         or b.ndim != 2
-        or not MKL_MIN_ROWS <= a.shape[0] <= _max_rows
+        or a.shape[0] < MKL_MIN_ROWS
         or a.dtype != b.dtype
         or a.dtype.kind != "f"
         or _mkl is False
@@ -250,21 +274,37 @@ def matmul(a, b, out=None):
     trans_a, lda = layout_a
     trans_b, ldb = layout_b
     a_ptr, b_ptr, c_ptr = a.ctypes.data, b.ctypes.data, result.ctypes.data
-    if _threads > 1 and m * k * n >= SPLIT_MIN_WORK and n >= 2 * _SPLIT_ALIGN:
+    if _threads > 1 and m * k * n >= SPLIT_MIN_WORK:
         item = a.itemsize
-        b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from one column to the next
+        row_blocks = _blocks(m, _threads) if m > FEW_ROWS else ()
+        if m > FEW_ROWS and min(hi - lo for lo, hi in row_blocks) < MIN_BLOCK:
+            row_blocks = ()
+            if min(hi - lo for lo, hi in _blocks(n, _threads)) < MIN_BLOCK:
+                # neither split keeps MKL's results those of one call: OpenBLAS's threads
+                return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        if row_blocks:  # each thread its rows of a and of the result
+            a_step = item * (lda if trans_a == _NO_TRANS else 1)  # bytes from row to row
 
-        blocks = _column_blocks(n, _threads)
-        if _split_on_numba(a.dtype, trans_a, trans_b, m, n, k, a_ptr, lda, b_ptr, ldb, b_step,
-                           c_ptr, blocks):  # fmt: skip
+            def rows(lo, hi):
+                gemm(_ROW_MAJOR, trans_a, trans_b, hi - lo, n, k, 1.0, a_ptr + lo * a_step,
+                     lda, b_ptr, ldb, 0.0, c_ptr + lo * n * item, n)  # fmt: skip
+
+            parallel.run_chunks(rows, row_blocks)
             return result
+        if n >= 2 * _SPLIT_ALIGN:  # each thread its columns of b and of the result
+            b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from column to column
 
-        def block(lo, hi):
-            gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a_ptr, lda,
-                 b_ptr + lo * b_step, ldb, 0.0, c_ptr + lo * item, n)  # fmt: skip
+            blocks = _blocks(n, _threads)
+            if _split_on_numba(a.dtype, trans_a, trans_b, m, n, k, a_ptr, lda, b_ptr, ldb,
+                               b_step, c_ptr, blocks):  # fmt: skip
+                return result
 
-        parallel.run_chunks(block, blocks)
-        return result
+            def columns(lo, hi):
+                gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a_ptr, lda,
+                     b_ptr + lo * b_step, ldb, 0.0, c_ptr + lo * item, n)  # fmt: skip
+
+            parallel.run_chunks(columns, blocks)
+            return result
     gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr, lda, b_ptr, ldb, 0.0, c_ptr, n)
     return result
 
@@ -347,3 +387,113 @@ def _split_on_numba(dtype, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c,
     cuts = np.array([lo for lo, _ in blocks] + [blocks[-1][1]], np.int64)
     kernel(pointer, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, dtype.itemsize, cuts)
     return True
+
+
+# Note [Strided batches]: attention's products in training are stacks of small matrices, 192
+# (batch x heads) of 128 x 128 @ 128 x 32 for MiniLM 16 x 128, and its backward multiplies
+# transposed views of them (`g @ v.mT`, `q.mT @ g`, `p.mT @ g`). NumPy (2.x) runs a stack with
+# a transposed operand in its own loop without BLAS, 2-100x slower than copying the operand
+# first, so such operands used to be copied (12.6 MB for the probabilities, 3-6 ms a product
+# at 2 threads). MKL's `cblas_?gemm_batch_strided` takes each operand as (pointer, leading
+# dimension, transpose flag, one stride between matrices): where both operands' batch dims
+# are equal and each collapses to one stride (any view whose last two dims are a strided
+# matrix, transposed or not), the stack runs as that one call, no copy, split over ember's
+# pool by whole matrices at n threads; each matrix is computed by the same sequential kernel
+# as at one thread, so the results equal bit for bit (tests/ops/test_blas.py). Elsewhere
+# (broadcast batch dims, integers, no MKL) the operands with a strided last dim are copied
+# and NumPy multiplies them, as before.
+def _batch_layout(x):
+    """(transpose flag, leading dim, batch count, batch stride) in elements, or None."""
+    if type(x) is not np.ndarray or x.ndim < 3:
+        return None
+    matrix = _layout(x[(0,) * (x.ndim - 2)]) if x.size else None
+    if matrix is None:
+        return None
+    stride = None
+    expected = None
+    for size, step in zip(reversed(x.shape[:-2]), reversed(x.strides[:-2])):
+        if size == 1:
+            continue
+        if expected is not None and step != expected:
+            return None
+        if stride is None:
+            stride = step
+        expected = step * size
+    stride = 0 if stride is None else stride
+    if stride < 0 or stride % x.itemsize:
+        return None
+    return matrix + (int(np.prod(x.shape[:-2])), stride // x.itemsize)
+
+
+def _copied_if_strided(x):
+    # NumPy's stacked matmul with a transposed view runs without BLAS (Note [Strided batches])
+    if x.ndim > 2 and x.strides[-1] != x.itemsize:
+        return np.ascontiguousarray(x)
+    return x
+
+
+def _batched_matmul(a, b, out):
+    """A stack of products: one MKL batch call where the layouts allow, else NumPy's matmul
+    on copies of operands with a strided last dim (Note [Strided batches])."""
+    if hasattr(a, "__array_interface__") and hasattr(b, "__array_interface__"):
+        result = _mkl_batches(a, b, out)
+        if result is not None:
+            return result
+        a, b = _copied_if_strided(a), _copied_if_strided(b)
+    return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+
+
+def _mkl_batches(a, b, out):
+    if (
+        _mkl is False
+        or type(a) is not np.ndarray
+        or type(b) is not np.ndarray
+        or a.ndim != b.ndim
+        or a.shape[:-2] != b.shape[:-2]
+        or a.dtype != b.dtype
+        or a.dtype.kind != "f"
+        or a.shape[-1] != b.shape[-2]
+    ):
+        return None
+    table = _mkl or _load()
+    batched = _batched.get(a.dtype) if table else None
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    count = int(np.prod(a.shape[:-2]))
+    if batched is None or k == 0 or count == 0 or m * n * max(k, 16) * count < MKL_MIN_WORK:
+        return None
+    layout_a, layout_b = _batch_layout(a), _batch_layout(b)
+    if layout_a is None or layout_b is None:
+        return None
+    shape = a.shape[:-2] + (m, n)
+    if out is None:
+        result = np.empty(shape, a.dtype)
+    elif (
+        type(out) is np.ndarray
+        and out.shape == shape
+        and out.dtype == a.dtype
+        and out.flags.c_contiguous
+        and not np.may_share_memory(out, a)
+        and not np.may_share_memory(out, b)
+    ):
+        result = out
+    else:
+        return None
+    trans_a, lda, _, stride_a = layout_a
+    trans_b, ldb, _, stride_b = layout_b
+    item = a.itemsize
+    a_ptr, b_ptr, c_ptr = a.ctypes.data, b.ctypes.data, result.ctypes.data
+
+    def matrices(lo, hi):
+        batched(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr + lo * stride_a * item, lda,
+                stride_a, b_ptr + lo * stride_b * item, ldb, stride_b, 0.0,
+                c_ptr + lo * m * n * item, n, m * n, hi - lo)  # fmt: skip
+
+    if _threads > 1 and count > 1 and m * n * k * count >= SPLIT_MIN_WORK:
+        parts = min(_threads, count)
+        parallel.run_chunks(
+            matrices, [(count * i // parts, count * (i + 1) // parts) for i in range(parts)]
+        )
+    else:
+        matrices(0, count)
+    return result

@@ -391,7 +391,7 @@ def _make_namespace(parallel_paths=True):
     ns.erf = erf
     ns.scatter_add = scatter_add
     ns.windows = windows
-    ns.matmul = blas.matmul  # few-row products on MKL when installed (Note [Small GEMMs])
+    ns.matmul = blas.matmul  # 2-D float products on MKL when installed (Note [Small GEMMs])
     return ns
 
 

@@ -76,14 +76,9 @@ def _matmul_forward(xp, a, b, out=None):
         if out.flags.c_contiguous:
             xp.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, n))
             return out
-    elif (a.ndim > 2 or b.ndim > 2) and hasattr(b, "__array_interface__"):
-        # NumPy (2.x) runs a stack of products with a transposed view as an operand (`g @ v.mT`
-        # and `k.mT @ g` in every batched matmul's backward) in its loop without BLAS: 2-100x
-        # slower than copying it first (0.4 ms for attention's (16, 12, 128, 32)).
-        if b.ndim > 2 and b.strides[-1] != b.itemsize:
-            b = xp.ascontiguousarray(b)
-        if a.ndim > 2 and a.strides[-1] != a.itemsize:
-            a = xp.ascontiguousarray(a)
+    # a stack with transposed views (`g @ v.mT`, `k.mT @ g` in every batched matmul's backward):
+    # the NumPy backend's matmul passes them to BLAS without copies (Note [Strided batches] in
+    # ember/backend/blas.py)
     return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
 
 
@@ -294,14 +289,29 @@ def _linear_forward(xp, x, w, b=None, out=None):
     return out
 
 
+# Note [Linear backward]: the three gradients of y = x @ w.T + b, each one BLAS call over the
+# flattened batch, with no pass that BLAS can do instead:
+# - a strided output gradient (attention's key projection receives (B, C, T)-ordered rows from
+#   k.mT's gradient) is made C-contiguous once, here, rather than once by each of the two
+#   products' reshapes (2 x 3 MB copies per layer of a MiniLM 16 x 128 step);
+# - gx = g @ w and gw = g.T @ x pass their transposed operands to BLAS as flags (views, no
+#   copies; Note [Small GEMMs] in ember/backend/blas.py);
+# - gb = ones @ g, a GEMV, instead of g.sum over the batch axes: NumPy's reduction over leading
+#   axes runs on one core and, split over ember's pool by columns, on strided slices (0.38 ms
+#   for 2048 x 384 at 2 threads, hot), where OpenBLAS's GEMV takes 0.07 ms (PyTorch's sum:
+#   0.06). Each column's dot product is computed by one thread in one order, so the result is
+#   the same at 1 and 2 threads (tests/ops/test_linalg_backward.py), and its rounding error is
+#   below np.sum's (SIMD partial sums against a running sum down the column).
 def _linear_vjp(g, y, x, w, b=None):
+    if g.ndim > 2 and not g.is_contiguous():
+        g = g.contiguous()  # once for both products (Note [Linear backward])
     gx = g @ w if _needs_grad(x) else None  # one GEMM over the batch (see _matmul_forward)
     gw = gb = None
+    g2 = g.reshape(-1, g.shape[-1])
     if _needs_grad(w):
-        g2 = g.reshape(-1, g.shape[-1])
         gw = g2.mT @ x.reshape(-1, x.shape[-1])
     if b is not None and _needs_grad(b):
-        gb = g.sum(tuple(range(g.ndim - 1))) if g.ndim > 1 else g
+        gb = g2.new_ones((g2.shape[0],)) @ g2 if g.ndim > 1 else g
         gb = gb.reshape(tuple(b.shape))
     return (gx, gw) if b is None else (gx, gw, gb)
 

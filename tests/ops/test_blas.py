@@ -64,6 +64,7 @@ def test_matmul_matches_float64_product(m, k, n, la, lb, dtype):
 def test_mkl_takes_few_row_products(monkeypatch):
     calls = []
     table = blas._load()
+    monkeypatch.setattr(blas, "_threads", 1)  # one call a product (no split over threads)
     monkeypatch.setattr(
         blas,
         "_mkl",
@@ -73,11 +74,12 @@ def test_mkl_takes_few_row_products(monkeypatch):
     a, w = rng.standard_normal((16, 384), np.float32), rng.standard_normal((64, 384), np.float32)
     _check(blas.matmul(a, w.T), a, w.T)
     assert calls == [1]
-    big = rng.standard_normal((blas.MKL_MAX_ROWS + 1, 384), np.float32)
-    blas.matmul(big, w.T)  # many rows: OpenBLAS
+    big = rng.standard_normal((2048, 384), np.float32)
+    _check(blas.matmul(big, w.T), big, w.T)  # many rows: MKL too
+    assert calls == [1, 1]
     blas.matmul(a[:1], w.T)  # one row: a GEMV
     blas.matmul(a[:, :8], w[:8, :8].T)  # a tiny product: the call would cost more
-    assert calls == [1]
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize(
@@ -139,26 +141,58 @@ def _misaligned(x, offset):
     return copy
 
 
+# (m, k, n, layout of a, layout of b): MiniLM's few-row and many-row products (row blocks
+# from ROW_SPLIT_MIN_ROWS), the fine-tuning step's gradients g @ W and g.T @ x included
+SPLIT_CASES = [
+    (16, 384, 1536, "c", "f"),
+    (60, 1536, 384, "c", "f"),
+    (64, 784, 128, "c", "f"),
+    (300, 384, 384, "c", "f"),
+    (1024, 1536, 384, "c", "f"),
+    (1000, 384, 200, "c", "c"),
+    (384, 1024, 384, "f", "c"),
+]
+
+
 @pytest.mark.skipif(not blas.mkl_available(), reason=NO_MKL)
-@pytest.mark.parametrize("m,k,n", [(16, 384, 1536), (60, 1536, 384), (64, 784, 128)])
-def test_mkl_results_do_not_depend_on_alignment_or_threads(monkeypatch, m, k, n):
+@pytest.mark.parametrize("m,k,n,la,lb", SPLIT_CASES)
+def test_mkl_results_do_not_depend_on_alignment_or_threads(monkeypatch, m, k, n, la, lb):
     """Eager results must repeat bit for bit (resumed training equals uninterrupted, Note [Small
     GEMMs]): MKL runs in its conditional-reproducibility mode, so neither the operands'
-    alignment nor the column split over n threads changes a bit."""
+    alignment nor the row or column split over n threads changes a bit."""
     rng = np.random.default_rng(n)
-    x = rng.standard_normal((m, k), np.float32)
-    w = rng.standard_normal((n, k), np.float32)
+    x = _operand(rng, (m, k), la, np.float32)
+    w = _operand(rng, (n, k), "c" if lb == "f" else "f", np.float32).T  # x @ w as laid out
     monkeypatch.setattr(blas, "_threads", 1)
-    expected = blas.matmul(x, w.T)
-    _check(expected, x, w.T)
+    expected = blas.matmul(x, w)
+    _check(expected, x, w)
     for offset in (4, 8, 16, 32):
-        got = blas.matmul(_misaligned(x, offset), _misaligned(w, 64 - offset).T)
+        got = blas.matmul(_misaligned_like(x, offset), _misaligned_like(w, 64 - offset))
         np.testing.assert_array_equal(got, expected)
-    monkeypatch.setattr(blas, "_threads", 2)
     monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
-    np.testing.assert_array_equal(blas.matmul(x, w.T), expected)
-    monkeypatch.setattr(blas, "_threads", 3)
-    np.testing.assert_array_equal(blas.matmul(x, w.T), expected)
+    for count in (2, 3):
+        monkeypatch.setattr(blas, "_threads", count)
+        got = blas.matmul(x, w)
+        if _blocks_too_small(m, n, count):  # OpenBLAS's threads (Note [Small GEMMs])
+            np.testing.assert_array_equal(got, np.matmul(x, w))
+        else:
+            np.testing.assert_array_equal(got, expected)
+
+
+def _blocks_too_small(m, n, threads):
+    smallest = lambda size: min(hi - lo for lo, hi in blas._blocks(size, threads))  # noqa: E731
+    return m > blas.FEW_ROWS and max(smallest(m), smallest(n)) < blas.MIN_BLOCK
+
+
+def test_the_split_cases_split():
+    """Every case above but one splits at 2 threads; (384, 384) at 3 falls back."""
+    assert [_blocks_too_small(m, n, 2) for m, _, n, _, _ in SPLIT_CASES] == [False] * 7
+    assert _blocks_too_small(384, 384, 3)
+
+
+def _misaligned_like(x, offset):
+    """_misaligned, keeping a transposed view transposed."""
+    return _misaligned(x, offset) if x.flags.c_contiguous else _misaligned(x.T, offset).T
 
 
 @pytest.mark.skipif(not blas.mkl_available(), reason=NO_MKL)
@@ -216,3 +250,56 @@ def test_bad_ember_blas_names_the_variable(monkeypatch):
     monkeypatch.setattr(blas, "_mkl", None)
     with pytest.raises(ValueError, match="EMBER_BLAS: expected 'auto', 'mkl' or 'openblas'"):
         blas.mkl_available()
+
+
+# stacks (Note [Strided batches]): (a's shape, b's shape, how each is laid out): "c" C-ordered,
+# "t" a transposed view (last two dims swapped), "p" a view with its batch dims permuted (no
+# single batch stride: copied, then NumPy's)
+BATCH_CASES = [
+    ((4, 3, 64, 64), (4, 3, 64, 16), "t", "c"),  # attention backward: p.mT @ g
+    ((4, 3, 64, 16), (4, 3, 16, 64), "c", "t"),  # g @ v.mT
+    ((4, 3, 16, 64), (4, 3, 64, 64), "t", "c"),  # q.mT @ g
+    ((6, 64, 48), (6, 48, 40), "c", "c"),
+    ((4, 3, 64, 16), (4, 3, 16, 64), "p", "c"),
+    ((1, 3, 64, 16), (1, 3, 16, 64), "t", "t"),
+    ((2, 64, 48), (1, 48, 40), "c", "c"),  # broadcast batch: NumPy's
+]
+
+
+def _stacked(rng, shape, layout, dtype):
+    if layout == "t":
+        x = rng.standard_normal(shape[:-2] + shape[-2:][::-1]).astype(dtype)
+        return x.swapaxes(-1, -2)
+    if layout == "p":
+        return rng.standard_normal((shape[1], shape[0]) + shape[2:]).astype(dtype).swapaxes(0, 1)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sa,sb,la,lb", BATCH_CASES)
+def test_stacked_products_without_copies(monkeypatch, sa, sb, la, lb, dtype):
+    rng = np.random.default_rng(len(sa) * 7 + sa[-1])
+    a, b = _stacked(rng, sa, la, dtype), _stacked(rng, sb, lb, dtype)
+    monkeypatch.setattr(blas, "_threads", 1)
+    expected = blas.matmul(a, b)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    eps = np.finfo(dtype).eps
+    bound = 2 * sa[-1] * eps * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    assert expected.shape == exact.shape and expected.dtype == dtype
+    assert np.all(np.abs(expected - exact) <= bound + np.finfo(dtype).tiny)
+    out = np.full(exact.shape, np.nan, dtype)
+    assert blas.matmul(a, b, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
+    for count in (2, 3):  # whole matrices per thread: the same bits
+        monkeypatch.setattr(blas, "_threads", count)
+        np.testing.assert_array_equal(blas.matmul(a, b), expected)
+
+
+def test_batch_layouts():
+    x = np.zeros((4, 3, 8, 5), np.float32)
+    assert blas._batch_layout(x) == (blas._NO_TRANS, 5, 12, 40)
+    assert blas._batch_layout(x.swapaxes(-1, -2)) == (blas._TRANS, 5, 12, 40)
+    assert blas._batch_layout(x.swapaxes(0, 1)) is None  # batch dims in another order
+    assert blas._batch_layout(x[:, :2]) is None  # a gap between the batch dims
+    assert blas._batch_layout(x[:, :1]) == (blas._NO_TRANS, 5, 4, 120)  # size-1 dims skipped

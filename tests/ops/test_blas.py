@@ -218,7 +218,6 @@ def test_split_on_numba_threads_equals_one_call(monkeypatch, dtype, m, k, n, lay
     on_numba = blas._split_on_numba
     monkeypatch.setattr(blas, "_split_on_numba", lambda *a: calls.append(a) or on_numba(*a))
     monkeypatch.setattr(blas, "SPLIT_MIN_WORK", 1)
-    monkeypatch.setattr(blas, "_max_rows", blas.MKL_MAX_ROWS)
     for n_threads in (2, 3):
         monkeypatch.setattr(blas, "_threads", n_threads)
         np.testing.assert_array_equal(blas.matmul(a, b), expected)

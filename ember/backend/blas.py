@@ -99,6 +99,7 @@ _SEQUENTIAL = 1  # MKL_THREADING_SEQUENTIAL
 _CBWR_AUTO = 2  # MKL_CBWR_AUTO: the ISA's code path with alignment-independent results
 
 _mkl = None  # {dtype: cblas function} once loaded; False when MKL is absent or turned off
+_library = None  # the loaded libmkl_rt (ctypes.CDLL), for ember/backend/mkl_packed.py
 _max_rows = MKL_MAX_ROWS
 _threads = 1
 
@@ -129,7 +130,7 @@ def _library_paths() -> list:
 
 def _load():
     """The cblas functions of MKL, or False (Note [Small GEMMs])."""
-    global _mkl
+    global _mkl, _library
     if _mkl is not None:
         return _mkl
     _mkl = False
@@ -162,6 +163,7 @@ def _load():
             ]
             table[np.dtype(dtype)] = fn
         _mkl = table
+        _library = lib
         break
     if _mkl is False and choice == "mkl":
         warnings.warn(
@@ -176,6 +178,17 @@ def _load():
 def mkl_available() -> bool:
     """Whether few-row products run on MKL (Note [Small GEMMs])."""
     return bool(_load())
+
+
+def mkl_library():
+    """The loaded libmkl_rt (a ctypes.CDLL) or None: MKL's other entry points (the packed-weight
+    products of ember/backend/mkl_packed.py) come from the library this module loaded."""
+    return _library if _load() else None
+
+
+def split_threads() -> int:
+    """The threads an MKL product's columns are split over (`set_num_threads`)."""
+    return _threads
 
 
 def set_num_threads(n: int) -> None:

@@ -22,7 +22,6 @@ Graph tracing never takes this path (staging backends see the LINEAR op as alway
 
 from __future__ import annotations
 
-import math
 import weakref
 
 import numpy as np
@@ -33,6 +32,9 @@ from ember.ops import linalg as _linalg
 
 _NDARRAY = np.ndarray
 _FLOAT32 = np.dtype(np.float32)
+_MIN_ROWS, _MIN_WORK = blas.MKL_MIN_ROWS, blas.MKL_MIN_WORK  # Note [Small GEMMs]
+# (most rows, rows the pack is made for) of the two buckets (Note [Packed weights])
+(_SMALL_MOST, _SMALL_ROWS), (_LARGE_MOST, _LARGE_ROWS) = mkl_packed._BUCKETS
 
 
 class _Entry:
@@ -46,12 +48,12 @@ class _Entry:
         self.version = version
         self.count = version[0]
         self.generation = generation
-        # rows the pack is made for -> PackedMatrix, _SEEN (used once) or _REFUSED
+        # rows the pack is made for -> PackedMatrix or _REFUSED
         self.packs: dict = {}
 
 
 _entries: dict = {}  # id(weight Tensor) -> _Entry
-_SEEN, _REFUSED = "seen once", "refused"
+_REFUSED = "refused"  # a pack that may not be made (exposed memory, the memory limit)
 
 
 def _forget(key):
@@ -63,7 +65,7 @@ def _pack_for(weight, wd, rows, parts):
     key = id(weight)
     entry = _entries.get(key)
     version = weight._version
-    generation = mkl_packed.generation()
+    generation = mkl_packed._generation[0]
     if (
         entry is None
         or entry.array is not wd
@@ -76,13 +78,7 @@ def _pack_for(weight, wd, rows, parts):
         holder = weakref.ref(weight, _forget(key)) if entry is None else entry.holder
         _entries[key] = entry = _Entry(holder, wd, version, generation)
     pack = entry.packs.get(rows)
-    if pack is None:
-        # a weight is packed the second time it is multiplied at one version, so a first
-        # forward (cold start) and weights that change between uses (evaluation after every
-        # training step) never pay the packing
-        entry.packs[rows] = _SEEN
-        return None
-    if pack is _SEEN or (pack is not _REFUSED and pack.parts != parts):
+    if pack is None or (pack is not _REFUSED and pack.parts != parts):
         pack = mkl_packed.PackedMatrix.create(wd, rows, parts)
         entry.packs[rows] = _REFUSED if pack is None else pack
     return None if pack is _REFUSED else pack
@@ -105,20 +101,25 @@ def linear(x, weight, bias=None):
     if (
         type(xd) is not _NDARRAY
         or type(wd) is not _NDARRAY
-        or xd.dtype != _FLOAT32
-        or wd.dtype != _FLOAT32
+        or xd.dtype is not _FLOAT32
+        or wd.dtype is not _FLOAT32
         or wd.ndim != 2
         or xd.ndim < 2
     ):
         return None
     n, k = wd.shape
-    if xd.shape[-1] != k or k == 0:
+    shape = xd.shape
+    if shape[-1] != k or k == 0:
         return None
-    if bd is not None and (type(bd) is not _NDARRAY or bd.dtype != _FLOAT32 or bd.shape != (n,)):
+    m = xd.size // k
+    rows = _SMALL_ROWS if m <= _SMALL_MOST else _LARGE_ROWS if m <= _LARGE_MOST else 0
+    if not rows or m < _MIN_ROWS or m * n * max(k, 16) < _MIN_WORK:
         return None
-    m = math.prod(xd.shape[:-1])
-    rows = mkl_packed.bucket_rows(m)
-    if rows is None or m * n * max(k, 16) < blas.MKL_MIN_WORK or not mkl_packed.available():
+    if bd is not None and (
+        type(bd) is not _NDARRAY or bd.dtype is not _FLOAT32 or bd.shape != (n,)
+    ):
+        return None
+    if not (mkl_packed._functions or mkl_packed.available()):
         return None
     pack = _pack_for(weight, wd, rows, mkl_packed.split_parts(rows, k, n))
     if pack is None:
@@ -127,10 +128,10 @@ def linear(x, weight, bias=None):
     if blas._layout(x2) is None:
         x2 = np.ascontiguousarray(x2)
     out = np.empty((m, n), _FLOAT32)
-    pack.product(x2, out)
     if bd is not None:
-        np.add(out, bd, out=out)
-    return _wrap(out.reshape(xd.shape[:-1] + (n,)))
+        out[...] = bd
+    pack.product(x2, out, bd is not None)
+    return _wrap(out.reshape(shape[:-1] + (n,)))
 
 
 from ember.tensor import _wrap  # noqa: E402  (tensor.py imports this module's package)

@@ -4,11 +4,11 @@ The workloads of issue 21: forward 32 x 128 (throughput) and 1 x 16 (latency), a
 fine-tuning step (forward, loss, backward, AdamW) of BertForSequenceClassification at
 16 x 128; on request (`--only latency8 latency5x12`) the short inputs 1 x 8 and 5 x 12 (Note
 [Packed weights] in ember/backend/mkl_packed.py). For each thread count both frameworks get
-the same `set_num_threads`; each round times one call of ember then one of torch, so load from other processes on a shared machine
-hits both sides alike, each once the other's idle threads have stopped spinning
-(`harness.wait_idle`, Note [Quiet side] in bench/harness.py). Prints min / median / max per
-side and the median of the per-round ratios (ember / torch; below 1 is faster), and one JSON
-line per workload.
+the same `set_num_threads`; each round times one call of ember then one of torch, so load
+from other processes on a shared machine hits both sides alike, each once the other's idle
+threads have stopped spinning (`harness.wait_idle`, Note [Quiet side] in bench/harness.py).
+Prints min / median / max per side and the median of the per-round ratios (ember / torch;
+below 1 is faster), and one JSON line per workload.
 
 `--ember-only` times ember alone, in a process without PyTorch (what the second core gives
 ember by itself).

@@ -121,7 +121,8 @@ def linear(x, weight, bias=None):
         return None
     if not (mkl_packed._functions or mkl_packed.available()):
         return None
-    pack = _pack_for(weight, wd, rows, mkl_packed.split_parts(rows, k, n))
+    most = _SMALL_MOST if rows == _SMALL_ROWS else _LARGE_MOST
+    pack = _pack_for(weight, wd, rows, mkl_packed.split_parts(most, k, n))
     if pack is None:
         return None
     x2 = xd.reshape(m, k)

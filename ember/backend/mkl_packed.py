@@ -51,17 +51,20 @@ __all__ = [
     "bucket_rows",
     "generation",
     "note_exposed",
+    "set_enabled",
     "is_exposed",
     "weights_written",
 ]
 
 PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
-# m * k * n from which a packed product splits over the pool: packed products take about half
-# plain MKL's time, so the hand-off to the pool (~15 us) pays from larger products on: at 2
-# threads 16 x 384 @ 384 x 384 took 71 us split against 43 us whole, 16 x 384 @ 384 x 1536
-# 100 us split against 138 us whole
-SPLIT_MIN_WORK = 1 << 23
+# m * k * n from which a packed product splits over the pool. Packed products take about half
+# plain MKL's time, and a pool worker idle for a millisecond takes ~170 us to wake on this VM
+# (14 us right after a job), longer than a whole 16-row product: in a MiniLM 1 x 16 forward
+# (products ~0.5 ms apart) splitting its 16 x 384 @ 384 x 1536 products changed nothing
+# beyond the noise (5.6-5.8 ms either way at 2 threads), though back to back they take 100 us
+# split against 138 us whole. So only products of 2**24 on split (the 60-row ones of 5 x 12)
+SPLIT_MIN_WORK = 1 << 24
 _B_MATRIX, _PACKED = 162, 151  # CblasBMatrix, CblasPacked
 
 _functions = None  # (get_size, pack, compute) once loaded; False where packing is off
@@ -72,7 +75,20 @@ _ROOTS_KEPT = 512  # entries of _packed_roots from which the dead ones are dropp
 _held = [0]  # weight bytes of the live packs (approximate under threads: only a limit reads it)
 
 
+_choice = [None]  # set_enabled's choice; None: EMBER_MKL_PACK decides
+
+
+def set_enabled(enabled: bool | None) -> None:
+    """Turn packing on or off for this process (None: as `EMBER_MKL_PACK` says). Packs made
+    before stay valid but are not used while it is off."""
+    global _functions
+    _choice[0] = None if enabled is None else bool(enabled)
+    _functions = None
+
+
 def _enabled_by_environment() -> bool:
+    if _choice[0] is not None:
+        return _choice[0]
     value = os.environ.get("EMBER_MKL_PACK", "").strip().lower() or "1"
     if value not in ("0", "1", "off", "on", "false", "true", "no", "yes"):
         raise ValueError(f"EMBER_MKL_PACK: expected 1 or 0, got {value!r}")
@@ -235,11 +251,12 @@ class PackedMatrix:
         beta = 1.0 if accumulate else 0.0
         compute = _functions[2]
         blocks = self.blocks
-        if len(blocks) == 1:
-            compute(blas._ROW_MAJOR, trans_x, _PACKED, m, n, k, x_ptr, ldx,
-                    blocks[0][3], k, beta, out_ptr, n)  # fmt: skip
-            return
         item = out.itemsize
+        if len(blocks) == 1 or m * k * n < SPLIT_MIN_WORK:  # the blocks one after another
+            for lo, hi, _, address in blocks:
+                compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
+                        address, k, beta, out_ptr + lo * item, n)  # fmt: skip
+            return
 
         def block(lo, hi, buffer, address):
             compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
@@ -261,8 +278,9 @@ _CHAR = ctypes.c_char
 
 
 def split_parts(m: int, k: int, n: int) -> int:
-    """Column blocks for a product of this size: one per thread from `SPLIT_MIN_WORK` on (m
-    the rows the pack is made for), as `blas.matmul` splits (Note [Small GEMMs])."""
+    """Column blocks of a pack for products of up to `m` rows: one per thread where the largest
+    of them reaches `SPLIT_MIN_WORK`, cut as `blas.matmul` cuts (Note [Small GEMMs]); smaller
+    products run the blocks one after another on the calling thread (the same results)."""
     threads = blas.split_threads()
     if threads > 1 and m * k * n >= SPLIT_MIN_WORK and n >= 2 * blas._SPLIT_ALIGN:
         return threads

@@ -29,9 +29,11 @@ def _check(result, x, w):
 
 @pytest.mark.parametrize("k,n", [(384, 1536), (1536, 384), (37, 200)])
 @pytest.mark.parametrize("rows", [16, 64])
-def test_packed_product_matches_float64_at_every_row_count(k, n, rows):
+def test_packed_product_matches_float64_at_every_row_count(monkeypatch, k, n, rows):
     """MKL's packed layout is made for `rows` rows; products of other row counts (2-128, odd
-    ones included: 5 rows get another layout from MKL) are still right, split or not."""
+    ones included: 5 rows get another layout from MKL) are still right, split over the pool
+    or not."""
+    monkeypatch.setattr(mkl_packed, "SPLIT_MIN_WORK", 1)
     rng = np.random.default_rng(k + n)
     w = rng.standard_normal((n, k), np.float32)
     whole = mkl_packed.PackedMatrix.create(w, rows, 1)

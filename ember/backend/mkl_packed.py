@@ -58,13 +58,14 @@ __all__ = [
 
 PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
-# m * k * n from which a packed product splits over the pool. Packed products take about half
-# plain MKL's time, and a pool worker idle for a millisecond takes ~170 us to wake on this VM
-# (14 us right after a job), longer than a whole 16-row product: in a MiniLM 1 x 16 forward
-# (products ~0.5 ms apart) splitting its 16 x 384 @ 384 x 1536 products changed nothing
-# beyond the noise (5.6-5.8 ms either way at 2 threads), though back to back they take 100 us
-# split against 138 us whole. So only products of 2**24 on split (the 60-row ones of 5 x 12)
-SPLIT_MIN_WORK = 1 << 24
+# m * k * n from which a packed product splits over the pool: `blas.SPLIT_MIN_WORK`'s 2**21.
+# A pool worker idle for a millisecond can take ~170 us to wake on this VM (14 us right after
+# a job), longer than a 16-row product, so the split gains little on a quiet machine: MiniLM
+# 1 x 16 at 2 threads took 5.68 ms with every product split against 5.67 unsplit and 5.80
+# split from 2**23 (medians, one process, interleaved); measured again with the machine
+# busier, 8.29 split from 2**21 against 9.58 unsplit and 9.15 from 2**24, and 5 x 12 13.0
+# against 16.8 and 15.5
+SPLIT_MIN_WORK = 1 << 21
 _B_MATRIX, _PACKED = 162, 151  # CblasBMatrix, CblasPacked
 
 _functions = None  # (get_size, pack, compute) once loaded; False where packing is off

@@ -54,6 +54,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/pytorch_examples/word_language_model/main.py --lines 1500 --epochs 1
 	$(PY) examples/compile_minilm.py
 	$(PY) examples/linalg_mnist.py
+	$(PY) examples/short_requests.py
 
 demo-serve: $(VENV)/.serve
 	$(PY) examples/serve_minilm.py

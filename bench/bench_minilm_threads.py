@@ -2,12 +2,13 @@
 
 The workloads of issue 21: forward 32 x 128 (throughput) and 1 x 16 (latency), and one
 fine-tuning step (forward, loss, backward, AdamW) of BertForSequenceClassification at
-16 x 128. For each thread count both frameworks get the same `set_num_threads`; each round
-times one call of ember then one of torch, so load from other processes on a shared machine
-hits both sides alike, each once the other's idle threads have stopped spinning
-(`harness.wait_idle`, Note [Quiet side] in bench/harness.py). Prints min / median / max per
-side and the median of the per-round ratios (ember / torch; below 1 is faster), and one JSON
-line per workload.
+16 x 128; on request (`--only latency8 latency5x12`) the short inputs 1 x 8 and 5 x 12 (Note
+[Packed weights] in ember/backend/mkl_packed.py). For each thread count both frameworks get
+the same `set_num_threads`; each round times one call of ember then one of torch, so load
+from other processes on a shared machine hits both sides alike, each once the other's idle
+threads have stopped spinning (`harness.wait_idle`, Note [Quiet side] in bench/harness.py).
+Prints min / median / max per side and the median of the per-round ratios (ember / torch;
+below 1 is faster), and one JSON line per workload.
 
 `--ember-only` times ember alone, in a process without PyTorch (what the second core gives
 ember by itself).
@@ -119,7 +120,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--only", nargs="+", default=["forward", "latency", "finetune"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=["forward", "latency", "finetune"],
+        choices=["forward", "latency", "latency8", "latency5x12", "finetune"],
+    )
     parser.add_argument("--ember-only", action="store_true", help="no PyTorch in the process")
     args = parser.parse_args()
 
@@ -158,14 +164,19 @@ def main():
 
         return run_ember, run_torch
 
-    if torch is None:
-        step_ember, step_torch = _ember_finetune_step(rng), None
-    else:
-        step_ember, step_torch = finetune_pair(rng)
+    step_ember = step_torch = None
+    if "finetune" in args.only:  # built only when asked for (a second model in memory)
+        if torch is None:
+            step_ember, step_torch = _ember_finetune_step(rng), None
+        else:
+            step_ember, step_torch = finetune_pair(rng)
 
     workloads = {
         "forward": ("minilm forward 32x128", *forward_pair(32, 128), 1),
         "latency": ("minilm forward 1x16", *forward_pair(1, 16), 10),
+        # more short inputs (Note [Packed weights]): 8 tokens, and 5 requests of 12 batched
+        "latency8": ("minilm forward 1x8", *forward_pair(1, 8), 10),
+        "latency5x12": ("minilm forward 5x12", *forward_pair(5, 12), 10),
         "finetune": ("bert-cls fine-tune 16x128", step_ember, step_torch, 1),
     }
     for threads in args.threads:

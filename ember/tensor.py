@@ -57,6 +57,7 @@ import numpy as np
 from ember import dtypes as _dt
 from ember._util.errors import AutogradError, ShapeError, at_user_line
 from ember.backend import Device, _staging, backend_of, device as _device, runs_eagerly
+from ember.backend import mkl_packed as _mkl_packed
 from ember.autograd import inplace as _inplace_module
 from ember.autograd.inplace import InplaceMixin
 from ember.ops.surface import OpMixin
@@ -356,6 +357,7 @@ class Tensor(OpMixin, InplaceMixin):
                 )
             )
         if type(self._data) is np.ndarray:
+            _mkl_packed.note_exposed(self._data)  # user code may write it (Note [Pack validity])
             return self._data
         if not force:
             raise TypeError(
@@ -367,7 +369,11 @@ class Tensor(OpMixin, InplaceMixin):
         data = (
             self._data if type(self._data) is np.ndarray else self._backend().to_numpy(self._data)
         )
-        return data.astype(dtype) if dtype is not None else data
+        if dtype is not None:
+            return data.astype(dtype)
+        if data is self._data:
+            _mkl_packed.note_exposed(data)  # user code may write it (Note [Pack validity])
+        return data
 
     def item(self):
         if self._data.size != 1:
@@ -384,7 +390,8 @@ class Tensor(OpMixin, InplaceMixin):
         )
 
     def tolist(self):
-        return np.asarray(self).tolist()
+        data = self._data
+        return (data if type(data) is np.ndarray else self._backend().to_numpy(data)).tolist()
 
     def __float__(self) -> float:
         return float(self.item())
@@ -437,7 +444,9 @@ class Tensor(OpMixin, InplaceMixin):
         return repr(self)
 
     def __reduce__(self):
-        return (_rebuild, (np.asarray(self).copy(), self._requires_grad))
+        data = self._data
+        data = data if type(data) is np.ndarray else self._backend().to_numpy(data)
+        return (_rebuild, (data.copy(), self._requires_grad))
 
     def __deepcopy__(self, memo):
         t = _wrap(self._data.copy())

@@ -408,3 +408,5 @@ def _op_error(op, args, attrs, error):
 from ember.tensor import Tensor, _wrap  # noqa: E402  (tensor.py imports this module lazily)
 
 _registry.set_dispatcher(apply)
+
+from ember.autograd import packed as _packed  # noqa: E402, F401  (Note [Packed weights])

@@ -116,6 +116,7 @@ _CBWR_AUTO = 2  # MKL_CBWR_AUTO: the ISA's code path with alignment-independent 
 
 _mkl = None  # {dtype: cblas function} once loaded; False when MKL is absent or turned off
 _batched = {}  # {dtype: cblas ?gemm_batch_strided} where MKL has it (Note [Strided batches])
+_library = None  # the loaded libmkl_rt (ctypes.CDLL), for ember/backend/mkl_packed.py
 _threads = 1
 
 
@@ -145,7 +146,7 @@ def _library_paths() -> list:
 
 def _load():
     """The cblas functions of MKL, or False (Note [Small GEMMs])."""
-    global _mkl
+    global _mkl, _library
     if _mkl is not None:
         return _mkl
     _mkl = False
@@ -185,6 +186,7 @@ def _load():
                 batched.argtypes += matrix + [ctypes.c_int]
                 _batched[np.dtype(dtype)] = batched
         _mkl = table
+        _library = lib
         break
     if _mkl is False and choice == "mkl":
         warnings.warn(
@@ -199,6 +201,17 @@ def _load():
 def mkl_available() -> bool:
     """Whether few-row products run on MKL (Note [Small GEMMs])."""
     return bool(_load())
+
+
+def mkl_library():
+    """The loaded libmkl_rt (a ctypes.CDLL) or None: MKL's other entry points (the packed-weight
+    products of ember/backend/mkl_packed.py) come from the library this module loaded."""
+    return _library if _load() else None
+
+
+def split_threads() -> int:
+    """The threads an MKL product's columns are split over (`set_num_threads`)."""
+    return _threads
 
 
 def set_num_threads(n: int) -> None:

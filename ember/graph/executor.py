@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ember._util.errors import format_location
-from ember.backend import blas, get_backend
+from ember.backend import blas, get_backend, mkl_packed
 from ember.graph.ir import Graph, GraphError, Var
 
 _XP = get_backend("cpu").xp
@@ -415,6 +415,9 @@ class Executor:
         except Exception as error:  # find the failing equation (slow path, errors only)
             caps = [t.array for t in self.captures]
             raise self._locate(arrays, caps, error) from error
+        finally:
+            if self.graph.updates:  # captured tensors written in place, no version bumped
+                mkl_packed.weights_written()  # Note [Pack validity]
 
     def _locate(self, arrays, caps, error):
         from ember.ops.registry import OpDef

@@ -931,6 +931,7 @@ class Session:
             variables = op.fn.variables if op.fn.variables is not None else self.graph.variables
             for v in variables:
                 v.tensor.array[...] = v.initial_value_array()
+                v.tensor._bump_version("global_variables_initializer")  # Note [Pack validity]
                 self.initialized.add(id(v))
         for p in self._plans.values():
             p.checked = False

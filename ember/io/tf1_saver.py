@@ -168,6 +168,7 @@ class Saver:
                 )
         for key, var in self._vars.items():  # all checked: now write
             var.tensor.array[...] = values[key]
+            var.tensor._bump_version("Saver.restore")  # Note [Pack validity]
             sess.initialized.add(id(var))
         for plan in sess._plans.values():
             plan.checked = False

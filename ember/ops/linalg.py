@@ -342,8 +342,24 @@ def linear_reference(x, weight, bias=None):
     return out if bias is None else out + bias
 
 
+# the eager inference path through packed weights, installed by ember/autograd/packed.py
+# (Note [Packed weights]): returns None where it does not apply
+_inference_linear = None
+
+
+def set_inference_linear(fn) -> None:
+    """Install `fn(x, weight, bias)`, tried before dispatch (Note [Packed weights])."""
+    global _inference_linear
+    _inference_linear = fn
+
+
 def linear(x, weight, bias=None):
     """x @ weight.T + bias (weight is (out_features, in_features))."""
+    fast = _inference_linear
+    if fast is not None:
+        out = fast(x, weight, bias)
+        if out is not None:
+            return out
     if bias is None:
         return apply(LINEAR, x, weight)
     return apply(LINEAR, x, weight, bias)

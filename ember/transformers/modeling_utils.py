@@ -488,7 +488,14 @@ class PreTrainedModel(nn.Module):
         for target, _ in self._tied_pairs():
             state.pop(target, None)
         tensors = {
-            k: np.ascontiguousarray(v.numpy() if hasattr(v, "numpy") else v)
+            # `.array`, not `.numpy()`: only read here (Note [Pack validity])
+            k: np.ascontiguousarray(
+                v.array
+                if type(getattr(v, "array", None)) is np.ndarray
+                else v.numpy()
+                if hasattr(v, "numpy")
+                else v
+            )
             for k, v in state.items()
         }
         self.config.architectures = [type(self).__name__]

@@ -1,0 +1,140 @@
+"""Eager inference through packed weights: the Tensor side of Note [Packed weights].
+
+`linear(x, weight, bias)` (installed into ember.ops.linalg as its inference path) answers an
+eager product that records no backward (grad mode off, or nothing requires grad) with few
+rows by a float32 weight through that weight's MKL pack (ember/backend/mkl_packed.py), and
+returns None wherever that does not apply, so the caller dispatches the LINEAR op as always.
+
+Note [Pack validity]: a pack is kept per weight Tensor (`_entries`, by id, dropped with the
+Tensor) and used only while all of these hold, else it is rebuilt (or refused):
+- the Tensor still holds the same array (`w.data = ...`, `w.array = ...`, `module.to(...)`,
+  `load_state_dict(assign=True)` rebind it);
+- its version counter is the same list at the same count: in-place ops, `copy_`,
+  `load_state_dict`, the optimizers, `nn.init`, gradient clipping and the collectives bump it,
+  and its views and `detach()` share it;
+- the pack generation has not moved (`mkl_packed.generation()`): compiled graphs that update
+  captured parameters in place and TF1 variable writes bump no counter, so they move it;
+  handing the weight's memory to user code (`.numpy()`, `np.asarray`) moves it too, and such
+  memory is never packed again while it lives (`mkl_packed.note_exposed`), as writes through
+  it reach no counter.
+Graph tracing never takes this path (staging backends see the LINEAR op as always).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from ember.autograd.grad_mode import _state
+from ember.backend import _staging, blas, mkl_packed
+from ember.ops import linalg as _linalg
+
+_NDARRAY = np.ndarray
+_FLOAT32 = np.dtype(np.float32)
+_MIN_ROWS, _MIN_WORK = blas.MKL_MIN_ROWS, blas.MKL_MIN_WORK  # Note [Small GEMMs]
+# (most rows, rows the pack is made for) of the two buckets (Note [Packed weights])
+(_SMALL_MOST, _SMALL_ROWS), (_LARGE_MOST, _LARGE_ROWS) = mkl_packed._BUCKETS
+
+
+class _Entry:
+    """The packs of one weight Tensor and what they were made from (Note [Pack validity])."""
+
+    __slots__ = ("holder", "array", "version", "count", "generation", "packs")
+
+    def __init__(self, holder, array, version, generation):
+        self.holder = holder  # a weak reference to the weight, whose callback drops the entry
+        self.array = array
+        self.version = version
+        self.count = version[0]
+        self.generation = generation
+        # rows the pack is made for -> PackedMatrix or _REFUSED
+        self.packs: dict = {}
+
+
+_entries: dict = {}  # id(weight Tensor) -> _Entry
+_REFUSED = "refused"  # a pack that may not be made (exposed memory, the memory limit)
+
+
+def _forget(key):
+    return lambda _: _entries.pop(key, None)
+
+
+def _pack_for(weight, wd, rows, parts):
+    """The weight's valid pack for products of about `rows` rows, made if needed, or None."""
+    key = id(weight)
+    entry = _entries.get(key)
+    version = weight._version
+    generation = mkl_packed._generation[0]
+    if (
+        entry is None
+        or entry.array is not wd
+        or entry.version is not version
+        or entry.count != version[0]
+        or entry.generation != generation
+    ):
+        if version is None:  # no view or detach() shares a counter yet: start one
+            version = weight._version = [0, None]
+        holder = weakref.ref(weight, _forget(key)) if entry is None else entry.holder
+        _entries[key] = entry = _Entry(holder, wd, version, generation)
+    pack = entry.packs.get(rows)
+    if pack is None or (pack is not _REFUSED and pack.parts != parts):
+        pack = mkl_packed.PackedMatrix.create(wd, rows, parts)
+        entry.packs[rows] = _REFUSED if pack is None else pack
+    return None if pack is _REFUSED else pack
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias through the weight's MKL pack, or None where that does not apply
+    (Note [Packed weights])."""
+    if _staging:
+        return None
+    try:
+        xd, wd = x._data, weight._data
+        bd = None if bias is None else bias._data
+        if _state.enabled and (
+            x._requires_grad or weight._requires_grad or (bias is not None and bias._requires_grad)
+        ):
+            return None
+    except AttributeError:  # not Tensors
+        return None
+    if (
+        type(xd) is not _NDARRAY
+        or type(wd) is not _NDARRAY
+        or xd.dtype is not _FLOAT32
+        or wd.dtype is not _FLOAT32
+        or wd.ndim != 2
+        or xd.ndim < 2
+    ):
+        return None
+    n, k = wd.shape
+    shape = xd.shape
+    if shape[-1] != k or k == 0:
+        return None
+    m = xd.size // k
+    rows = _SMALL_ROWS if m <= _SMALL_MOST else _LARGE_ROWS if m <= _LARGE_MOST else 0
+    if not rows or m < _MIN_ROWS or m * n * max(k, 16) < _MIN_WORK:
+        return None
+    if bd is not None and (
+        type(bd) is not _NDARRAY or bd.dtype is not _FLOAT32 or bd.shape != (n,)
+    ):
+        return None
+    if not (mkl_packed._functions or mkl_packed.available()):
+        return None
+    most = _SMALL_MOST if rows == _SMALL_ROWS else _LARGE_MOST
+    pack = _pack_for(weight, wd, rows, mkl_packed.split_parts(most, k, n))
+    if pack is None:
+        return None
+    x2 = xd.reshape(m, k)
+    if blas._layout(x2) is None:
+        x2 = np.ascontiguousarray(x2)
+    out = np.empty((m, n), _FLOAT32)
+    if bd is not None:
+        out[...] = bd
+    pack.product(x2, out, bd is not None)
+    return _wrap(out.reshape(shape[:-1] + (n,)))
+
+
+from ember.tensor import _wrap  # noqa: E402  (tensor.py imports this module's package)
+
+_linalg.set_inference_linear(linear)

@@ -1,0 +1,288 @@
+"""MKL's packed-weight product for few-row float32 products by a weight used again and again.
+
+Note [Packed weights]: a Transformer answering short requests multiplies a few rows (one per
+token) by the same large weights at every call. `cblas_sgemm` (Note [Small GEMMs]) re-packs
+the weight into MKL's panel layout at every call, and at 16 rows that packing costs as much
+as the product. MKL's packed API splits the two: `cblas_sgemm_pack` once per weight,
+`cblas_sgemm_compute` per call. Measured on the quiet 2-core machine (1 thread, float32,
+MiniLM's weights, us per product, plain `cblas_sgemm` / packed): 384 -> 1536 at 8 rows 194 /
+76, 16 rows 237 / 139, 60 rows 534 / 403 (packed for 64 rows; 475 packed for 16); 1536 -> 384
+at 16 rows 237 / 119; 384 -> 384 at 16 rows 46 / 28. From 128 rows on, the gain is gone.
+
+This module holds the array side: `PackedMatrix` (one weight packed for products of about
+`rows` rows, its output columns cut into one block per thread as `blas.matmul` cuts them, each
+block packed on its own so that ember's pool runs one `cblas_sgemm_compute` per block), and
+the two records that keep packs from going stale (the Tensor side, which keys packs by weight
+Tensor and version, is ember/autograd/packed.py):
+- `note_exposed(array)`: NumPy memory handed out to user code (`Tensor.numpy()`,
+  `np.asarray(tensor)`) can be written behind every version counter, so its memory root (the
+  array that owns it) is recorded, for as long as it lives, and never packed; where a pack of
+  it exists already, the pack generation moves on (`generation()`), which invalidates it.
+- `weights_written()`: writers that bump no version counter (a compiled graph updating its
+  captured parameters in place, TF1 variable initializers and restores) move the generation
+  on, invalidating every pack.
+MKL's packed layout is chosen for the row count given to `cblas_sgemm_pack` (its header records
+it; 1 and 5 rows even get another layout), and `cblas_sgemm_compute` accepts products of any row
+count on it: the results match the plain product within float rounding (bit for bit on this
+machine from 16 rows on; tests/ops/test_mkl_packed.py checks 2-128 rows against float64 with
+the bound of Note [Small GEMMs]). So a weight gets at most one pack per row bucket
+(`_BUCKETS`: up to 32 rows packed for 16, up to 128 packed for 64), and a pack whose column
+split no longer fits the thread count is replaced. Memory: MKL asks for ~4x the weight's bytes
+of address space per pack (7.9 MB even for tiny weights) but writes about the weight's bytes,
+so a pack costs about the weight's size in resident memory: at most two weights' worth per
+packed weight, and no new pack once the packs held reach `EMBER_MKL_PACK_LIMIT_MB` (1024 by
+default) of weight bytes. `EMBER_MKL_PACK=0` turns packing off (products then take
+`blas.matmul`); it is on by default where MKL loads (`EMBER_BLAS`, Note [Small GEMMs]).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+
+import numpy as np
+
+from ember.backend import blas, parallel
+
+__all__ = [
+    "PackedMatrix",
+    "available",
+    "bucket_rows",
+    "generation",
+    "note_exposed",
+    "set_enabled",
+    "is_exposed",
+    "weights_written",
+]
+
+PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
+_BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
+# m * k * n from which a packed product splits over the pool: `blas.SPLIT_MIN_WORK`'s 2**21.
+# A pool worker idle for a millisecond can take ~170 us to wake on this VM (14 us right after
+# a job), longer than a 16-row product, so the split gains little on a quiet machine: MiniLM
+# 1 x 16 at 2 threads took 5.68 ms with every product split against 5.67 unsplit and 5.80
+# split from 2**23 (medians, one process, interleaved); measured again with the machine
+# busier, 8.29 split from 2**21 against 9.58 unsplit and 9.15 from 2**24, and 5 x 12 13.0
+# against 16.8 and 15.5
+SPLIT_MIN_WORK = 1 << 21
+_B_MATRIX, _PACKED = 162, 151  # CblasBMatrix, CblasPacked
+
+_functions = None  # (get_size, pack, compute) once loaded; False where packing is off
+_generation = [0]
+_exposed: dict = {}  # id(memory root) -> weak reference to it (the root itself if it has none)
+_packed_roots: dict = {}  # id(memory root) -> WeakSet of the PackedMatrix objects made of it
+_ROOTS_KEPT = 512  # entries of _packed_roots from which the dead ones are dropped
+_held = [0]  # weight bytes of the live packs (approximate under threads: only a limit reads it)
+
+
+_choice = [None]  # set_enabled's choice; None: EMBER_MKL_PACK decides
+
+
+def set_enabled(enabled: bool | None) -> None:
+    """Turn packing on or off for this process (None: as `EMBER_MKL_PACK` says). Packs made
+    before stay valid but are not used while it is off."""
+    global _functions
+    _choice[0] = None if enabled is None else bool(enabled)
+    _functions = None
+
+
+def _enabled_by_environment() -> bool:
+    if _choice[0] is not None:
+        return _choice[0]
+    value = os.environ.get("EMBER_MKL_PACK", "").strip().lower() or "1"
+    if value not in ("0", "1", "off", "on", "false", "true", "no", "yes"):
+        raise ValueError(f"EMBER_MKL_PACK: expected 1 or 0, got {value!r}")
+    return value in ("1", "on", "true", "yes")
+
+
+def limit_bytes() -> int:
+    """`EMBER_MKL_PACK_LIMIT_MB` (1024 by default) in bytes of packed weights."""
+    value = os.environ.get("EMBER_MKL_PACK_LIMIT_MB", "").strip() or "1024"
+    try:
+        return int(float(value) * (1 << 20))
+    except ValueError:
+        raise ValueError(f"EMBER_MKL_PACK_LIMIT_MB: expected a number, got {value!r}") from None
+
+
+def _load():
+    global _functions
+    if _functions is not None:
+        return _functions
+    _functions = False
+    if not _enabled_by_environment():
+        return _functions
+    lib = blas.mkl_library()
+    if lib is None:
+        return _functions
+    try:
+        get_size, pack, compute = (
+            lib.cblas_sgemm_pack_get_size,
+            lib.cblas_sgemm_pack,
+            lib.cblas_sgemm_compute,
+        )
+    except AttributeError:
+        return _functions
+    get_size.restype = ctypes.c_size_t
+    get_size.argtypes = [ctypes.c_int] * 4
+    pack.restype = None
+    pack.argtypes = [ctypes.c_int] * 6 + [ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+    pack.argtypes += [ctypes.c_void_p]
+    compute.restype = None
+    compute.argtypes = [ctypes.c_int] * 6 + [ctypes.c_void_p, ctypes.c_int] * 2
+    compute.argtypes += [ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+    _functions = (get_size, pack, compute)
+    return _functions
+
+
+def available() -> bool:
+    """Whether products may take packed weights: MKL loaded and `EMBER_MKL_PACK` not 0."""
+    return bool(_functions if _functions is not None else _load())
+
+
+def bucket_rows(m: int):
+    """The row count a pack for products of `m` rows is made for, or None (no packing)."""
+    if m < blas.MKL_MIN_ROWS:
+        return None
+    for most, rows in _BUCKETS:
+        if m <= most:
+            return rows
+    return None
+
+
+def generation() -> int:
+    """A number that moves on whenever packs may have gone stale without a version bump."""
+    return _generation[0]
+
+
+def weights_written() -> None:
+    """Some weights were written without a version bump (a compiled graph's in-place
+    parameter updates, TF1 variable initializers and restores): every pack is stale."""
+    _generation[0] += 1
+
+
+def _root(array):
+    base = array.base
+    while base is not None:
+        array = base
+        base = getattr(array, "base", None)
+    return array
+
+
+def note_exposed(array) -> None:
+    """`array` is going to user code, which may write it: its memory is never packed again
+    while its owner lives, and packs of it made before are stale."""
+    root = _root(array)
+    key = id(root)
+    if key not in _exposed:
+        try:
+            _exposed[key] = weakref.ref(root, lambda _, key=key: _exposed.pop(key, None))
+        except TypeError:  # an owner without weak references (bytes): kept for good
+            _exposed[key] = root
+    if _packed_roots.get(key):
+        _generation[0] += 1
+
+
+def is_exposed(array) -> bool:
+    """Whether `array`'s memory was handed to user code (`note_exposed`)."""
+    return id(_root(array)) in _exposed
+
+
+def _release(nbytes):
+    _held[0] -= nbytes
+
+
+class PackedMatrix:
+    """`x @ weight.T` for one float32 weight (out_features, in_features), packed by MKL for
+    products of about `rows` rows, its output columns cut into `parts` blocks (one per thread)
+    (Note [Packed weights]). Build with `PackedMatrix.create`, which returns None where
+    packing does not apply."""
+
+    __slots__ = ("rows", "parts", "n", "k", "blocks", "nbytes", "__weakref__")
+
+    @classmethod
+    def create(cls, weight, rows: int, parts: int):
+        functions = _load()
+        if not functions or type(weight) is not np.ndarray or weight.dtype != np.float32:
+            return None
+        if weight.ndim != 2 or 0 in weight.shape or is_exposed(weight):
+            return None
+        if _held[0] + weight.nbytes > limit_bytes():
+            return None
+        layout = blas._layout(weight)  # (trans, ld) of the (n, k) weight in row-major terms
+        if layout is None:
+            return None
+        return cls(functions, weight, layout, rows, parts)
+
+    def __init__(self, functions, weight, layout, rows, parts):
+        get_size, pack, _ = functions
+        n, k = weight.shape
+        self.rows, self.parts, self.n, self.k = rows, parts, n, k
+        # weight (n, k) is B.T: B = weight.T is k x n, "transposed" when weight is row-major
+        trans_w, ld = layout
+        trans_b = blas._TRANS if trans_w == blas._NO_TRANS else blas._NO_TRANS
+        row_step = weight.itemsize * (ld if trans_w == blas._NO_TRANS else 1)
+        blocks = []
+        for lo, hi in blas._column_blocks(n, parts) if parts > 1 else [(0, n)]:
+            buffer = np.empty(get_size(_B_MATRIX, rows, hi - lo, k), np.uint8)
+            pack(blas._ROW_MAJOR, _B_MATRIX, trans_b, rows, hi - lo, k, 1.0,
+                 weight.ctypes.data + lo * row_step, ld, buffer.ctypes.data)  # fmt: skip
+            blocks.append((lo, hi, buffer, buffer.ctypes.data))
+        self.blocks = blocks
+        self.nbytes = weight.nbytes
+        key = id(_root(weight))
+        if len(_packed_roots) > _ROOTS_KEPT:  # drop the roots whose packs all died
+            for dead in [k for k, packs in list(_packed_roots.items()) if not packs]:
+                _packed_roots.pop(dead, None)
+        _packed_roots.setdefault(key, weakref.WeakSet()).add(self)
+        _held[0] += self.nbytes
+        weakref.finalize(self, _release, self.nbytes)
+
+    def product(self, x, out, accumulate: bool = False) -> None:
+        """out[...] = x @ weight.T (`accumulate`: out += x @ weight.T, as one pass: MKL's beta
+        = 1, how PyTorch adds a linear's bias): x an (m, k) float32 matrix with a cblas layout
+        (`blas._layout`, else ValueError), out a C-contiguous writable (m, n) float32 array
+        sharing no memory with x."""
+        layout = blas._layout(x)
+        if layout is None:
+            raise ValueError(f"PackedMatrix.product: x with strides {x.strides} has no layout")
+        trans_x, ldx = layout
+        m = x.shape[0]
+        x_ptr, out_ptr, k, n = _address(x), _address(out), self.k, self.n
+        beta = 1.0 if accumulate else 0.0
+        compute = _functions[2]
+        blocks = self.blocks
+        item = out.itemsize
+        if len(blocks) == 1 or m * k * n < SPLIT_MIN_WORK:  # the blocks one after another
+            for lo, hi, _, address in blocks:
+                compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
+                        address, k, beta, out_ptr + lo * item, n)  # fmt: skip
+            return
+
+        def block(lo, hi, buffer, address):
+            compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
+                    address, k, beta, out_ptr + lo * item, n)  # fmt: skip
+
+        parallel.run_chunks(block, blocks)
+
+
+def _address(array) -> int:
+    """The address of `array`'s first element: through the buffer protocol where it allows
+    (0.35 us), else `ndarray.ctypes` (1.2 us; read-only or strided arrays)."""
+    try:
+        return ctypes.addressof(_CHAR.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.ctypes.data
+
+
+_CHAR = ctypes.c_char
+
+
+def split_parts(m: int, k: int, n: int) -> int:
+    """Column blocks of a pack for products of up to `m` rows: one per thread where the largest
+    of them reaches `SPLIT_MIN_WORK`, cut as `blas.matmul` cuts (Note [Small GEMMs]); smaller
+    products run the blocks one after another on the calling thread (the same results)."""
+    threads = blas.split_threads()
+    if threads > 1 and m * k * n >= SPLIT_MIN_WORK and n >= 2 * blas._SPLIT_ALIGN:
+        return threads
+    return 1

@@ -223,7 +223,7 @@ class PackedMatrix:
         trans_b = blas._TRANS if trans_w == blas._NO_TRANS else blas._NO_TRANS
         row_step = weight.itemsize * (ld if trans_w == blas._NO_TRANS else 1)
         blocks = []
-        for lo, hi in blas._column_blocks(n, parts) if parts > 1 else [(0, n)]:
+        for lo, hi in blas._blocks(n, parts) if parts > 1 else [(0, n)]:
             buffer = np.empty(get_size(_B_MATRIX, rows, hi - lo, k), np.uint8)
             pack(blas._ROW_MAJOR, _B_MATRIX, trans_b, rows, hi - lo, k, 1.0,
                  weight.ctypes.data + lo * row_step, ld, buffer.ctypes.data)  # fmt: skip

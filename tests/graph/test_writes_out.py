@@ -65,7 +65,7 @@ def test_compiled_matmul_runs_the_registered_forward(matmul_calls, name, fn, sha
         matmul_calls.clear()
         got = compiled(*[ember.from_numpy(a) for a in arrays]).numpy()
         assert [(a.shape, b.shape) for a, b, _ in matmul_calls] == products
-        for a, b, out in matmul_calls:
+        for _, _, out in matmul_calls:
             assert out is not None and out.flags.c_contiguous  # a planned buffer
         address = matmul_calls[0][2].__array_interface__["data"][0]
         if round_ == 0:

@@ -48,7 +48,9 @@ forward, against PyTorch's whole fused attention at 36 ms.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import numpy as np
 
@@ -157,9 +159,11 @@ def _erf32_constants() -> str:
 # Note [Float32 GELU]: exact float32 GELU and its slope in float32 arithmetic throughout: erf is
 # Note [Fast erf]'s rational approximation (Eigen's and XLA's float32 erf) evaluated in float32
 # on z clamped to [-4, 4] (beyond, float32 erf is +-1 to the last bit), the slope's density
-# exp(-u^2 / 2) is exp32; no call, no branch, so each loop is 16 float32 lanes of AVX-512 (the
-# float64 evaluation it replaces ran 8 lanes with float64 divisions: 6.4 -> ~1.5 ms forward,
-# 14.7 -> ~2.5 ms backward for 4096 x 1536 at 1 thread). The formulas and their order are
+# exp(-u^2 / 2) is exp32; no call, no branch, so each loop runs 16 float32 lanes of AVX-512
+# (Note [Wide vectors]). The float64 evaluation it replaces ran 8 lanes of float64 with float64
+# divisions; 4096 x 1536 with bias, 1 thread (a busy machine; one process, medians): forward
+# 9.4 -> 3.4 ms, backward 17.4 -> 7.5 ms (PyTorch's gelu without bias 2.1-3.3 ms, gelu_backward
+# 5-8 ms in the same runs). The formulas and their order are
 # PyTorch's (u * 0.5 * (1 + erf(u / sqrt 2)); 0.5 (1 + erf) + u exp(-u^2 / 2) / sqrt(2 pi)),
 # so the results share PyTorch's float32 rounding: within a few float32 ulp of the exact GELU
 # where it is not small, and an absolute error of a few 1e-8 |u| in the negative tail, where
@@ -469,6 +473,7 @@ def row_stats(x, r, has_residual, i, d, eps):
 def layer_norm_forward(x, r, has_residual, w, b, eps, out):
     rows, d = x.shape
     for i in prange(rows):
+        wide_vectors()
         xi = x[i]
         oi = out[i]
         mean, rstd = row_stats(x, r, has_residual, i, d, eps)
@@ -484,33 +489,58 @@ def layer_norm_forward(x, r, has_residual, w, b, eps, out):
                 oi[j] = ((xi[j] - m32) - lo32) * r32 * w[j] + b[j]
 
 
-def layer_norm_input_grad(g, x, r, has_residual, w, eps, out):
+@numba.njit(inline="always")
+def input_grad_row(g, x, r, has_residual, w, eps, i, d, out):
     # gx = rstd (gw - mean(gw) - xhat mean(gw xhat)), gw = g * w, xhat = (u - mean) rstd
+    xi = x[i]
+    ri = r[i]
+    gi = g[i]
+    oi = out[i]
+    k = first(x, r, has_residual, i)
+    if has_residual:
+        s, q, sgw, sgwv = grad_sums(xi, ri, gi, w, k, d)
+    else:
+        s, q, sgw, sgwv = grad_sums1(xi, gi, w, k, d)
+    mean, shift, rstd = scale_of(k, s, q, d, eps)
+    m1 = sgw / d
+    m2 = (sgwv / d - shift * m1) * rstd  # mean(gw (u - mean)) rstd, u - mean = v - shift
+    m32 = np.float32(mean)
+    lo32 = np.float32(mean - np.float64(m32))
+    r32 = np.float32(rstd)
+    a32 = np.float32(m1)
+    c32 = np.float32(m2 * rstd)
+    if has_residual:
+        for j in range(d):
+            oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] + ri[j] - m32) - lo32) * c32)
+    else:
+        for j in range(d):
+            oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] - m32) - lo32) * c32)
+
+
+@numba.njit(inline="always")
+def param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1):
+    # p0 += g * xhat, p1 += g for row i
+    mean, rstd = row_stats(x, r, has_residual, i, d, eps)
+    gi = g[i]
+    xi = x[i]
+    ri = r[i]
+    if has_residual:
+        for j in range(d):
+            gv = np.float64(gi[j])
+            p0[j] += gv * ((np.float64(xi[j] + ri[j]) - mean) * rstd)
+            p1[j] += gv
+    else:
+        for j in range(d):
+            gv = np.float64(gi[j])
+            p0[j] += gv * ((np.float64(xi[j]) - mean) * rstd)
+            p1[j] += gv
+
+
+def layer_norm_input_grad(g, x, r, has_residual, w, eps, out):
     rows, d = x.shape
     for i in prange(rows):
-        xi = x[i]
-        ri = r[i]
-        gi = g[i]
-        oi = out[i]
-        k = first(x, r, has_residual, i)
-        if has_residual:
-            s, q, sgw, sgwv = grad_sums(xi, ri, gi, w, k, d)
-        else:
-            s, q, sgw, sgwv = grad_sums1(xi, gi, w, k, d)
-        mean, shift, rstd = scale_of(k, s, q, d, eps)
-        m1 = sgw / d
-        m2 = (sgwv / d - shift * m1) * rstd  # mean(gw (u - mean)) rstd, u - mean = v - shift
-        m32 = np.float32(mean)
-        lo32 = np.float32(mean - np.float64(m32))
-        r32 = np.float32(rstd)
-        a32 = np.float32(m1)
-        c32 = np.float32(m2 * rstd)
-        if has_residual:
-            for j in range(d):
-                oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] + ri[j] - m32) - lo32) * c32)
-        else:
-            for j in range(d):
-                oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] - m32) - lo32) * c32)
+        wide_vectors()
+        input_grad_row(g, x, r, has_residual, w, eps, i, d, out)
 
 
 def layer_norm_param_grad(g, x, r, has_residual, eps, block, partial, out):
@@ -519,27 +549,33 @@ def layer_norm_param_grad(g, x, r, has_residual, eps, block, partial, out):
     rows, d = x.shape
     blocks = partial.shape[0]
     for k in prange(blocks):
+        wide_vectors()
         p0 = partial[k, 0]
         p1 = partial[k, 1]
         for j in range(d):
             p0[j] = 0.0
             p1[j] = 0.0
         for i in range(k * block, min(rows, (k + 1) * block)):
-            mean, rstd = row_stats(x, r, has_residual, i, d, eps)
-            gi = g[i]
-            xi = x[i]
-            ri = r[i]
-            if has_residual:
-                for j in range(d):
-                    gv = np.float64(gi[j])
-                    p0[j] += gv * ((np.float64(xi[j] + ri[j]) - mean) * rstd)
-                    p1[j] += gv
-            else:
-                for j in range(d):
-                    gv = np.float64(gi[j])
-                    p0[j] += gv * ((np.float64(xi[j]) - mean) * rstd)
-                    p1[j] += gv
+            param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1)
     sum_blocks(partial, out)
+
+
+def layer_norm_grads(g, x, r, has_residual, w, eps, block, partial, out, sums):
+    # both kernels above in one pass over g, x (and r) (Note [Layer norm gradients together]):
+    # each row's input gradient, then its share of the parameter gradient, as they compute them
+    rows, d = x.shape
+    blocks = partial.shape[0]
+    for k in prange(blocks):
+        wide_vectors()
+        p0 = partial[k, 0]
+        p1 = partial[k, 1]
+        for j in range(d):
+            p0[j] = 0.0
+            p1[j] = 0.0
+        for i in range(k * block, min(rows, (k + 1) * block)):
+            input_grad_row(g, x, r, has_residual, w, eps, i, d, out)
+            param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1)
+    sum_blocks(partial, sums)
 """
 )
 
@@ -873,19 +909,37 @@ def layer_norm_input_grad(g, x, r, w, eps):
     args = _norm_args(x, r, w)
     if not args or not _floats(g):
         return None
-    kernel = _pick(_norm_group(args[0], g), "layer_norm_input_grad", x.size)
+    group = _norm_group(args[0], g)
+    together = getattr(_together, "active", False) and group == "layer_norm32"
+    name = "layer_norm_grads" if together else "layer_norm_input_grad"
+    kernel = _pick(group, name, x.size)
     if not kernel:
         return None
     dtype, xs, rs = args
     gs = _rows(g)
     out = empty_apart(xs.shape, np.result_type(dtype, g), gs, xs, rs)
-    kernel(gs, xs, rs, r is not None, w.astype(dtype, copy=False), eps, out)
+    if not together:
+        kernel(gs, xs, rs, r is not None, w.astype(dtype, copy=False), eps, out)
+        return out.reshape(x.shape)
+    partial, sums = _param_sums(xs)
+    kernel(gs, xs, rs, r is not None, w.astype(dtype, copy=False), eps, _BLOCK, partial, out, sums)
+    _together.saved = (g, x, r, eps, sums.astype(np.result_type(xs.dtype, g)))
     return out.reshape(x.shape)
+
+
+def _param_sums(xs):
+    blocks = -(-xs.shape[0] // _BLOCK)
+    return np.empty((blocks, 2, xs.shape[1]), np.float64), np.empty((2, xs.shape[1]), np.float64)
 
 
 def layer_norm_param_grad(g, x, r, eps):
     if g.shape != x.shape:
         return None
+    saved = getattr(_together, "saved", None)
+    if saved is not None:  # Note [Layer norm gradients together]
+        _together.saved = None
+        if saved[0] is g and saved[1] is x and saved[2] is r and saved[3] == eps:
+            return saved[4]
     args = _norm_args(x, r)
     if not args or not _floats(g):
         return None
@@ -893,11 +947,38 @@ def layer_norm_param_grad(g, x, r, eps):
     if not kernel:
         return None
     dtype, xs, rs = args
-    blocks = -(-xs.shape[0] // _BLOCK)
-    partial = np.empty((blocks, 2, xs.shape[1]), np.float64)
-    out = np.empty((2, xs.shape[1]), np.float64)
+    partial, out = _param_sums(xs)
     kernel(_rows(g), xs, rs, r is not None, eps, _BLOCK, partial, out)
     return out.astype(np.result_type(dtype, g))
+
+
+# Note [Layer norm gradients together]: a layer norm's backward needs the input gradient and
+# the parameter gradient of the same (g, x, r); as two kernels, each reads g, x and r from
+# memory and computes each row's moments (float32, 4096 x 384 with residual: ~1.0 ms each at
+# 1 thread, PyTorch's one backward kernel ~0.9 ms for both). Inside
+# `layer_norm_grads_together()` (the fused op's VJP when both are wanted) the input-gradient
+# call runs `layer_norm_grads`, which computes both in one pass, row by row with the same
+# inlined row code as the two kernels and the same blocks of rows, so its results equal theirs
+# bit for bit (tests/ops/test_fused.py); it keeps the parameter gradient for the
+# parameter-gradient call that follows with the same arrays (the same objects, nothing runs
+# between the two calls in the VJP), which takes it instead of running its kernel. Any other
+# call (another thread, other arrays, no context, float64) runs its own kernel as before.
+# 4096 x 384 with residual, both gradients, 1 / 2 threads (busy machine, minimum of 20): two
+# kernels 2.4 / 1.25 ms, together 2.0 / 1.08 ms, and with Note [Wide vectors] on the float32
+# layer-norm kernels 1.8 / 1.02 ms (PyTorch ~0.9 / ~0.57 ms): the float64 row sums and the
+# float64 parameter accumulation, not memory, are most of what remains.
+_together = threading.local()
+
+
+@contextlib.contextmanager
+def layer_norm_grads_together():
+    """Compute the layer-norm input and parameter gradients of the calls inside in one pass
+    (Note [Layer norm gradients together])."""
+    _together.active, _together.saved = True, None
+    try:
+        yield
+    finally:
+        _together.active, _together.saved = False, None
 
 
 def softmax(s, m, scale):

@@ -145,6 +145,12 @@ def _serial_and_parallel(fn):
     return serial, parallel
 
 
+def _grads_together(g, x, r, w, eps):
+    with K.layer_norm_grads_together():
+        gx = K.layer_norm_input_grad(g, x, r, w, eps)
+        return np.concatenate([gx, K.layer_norm_param_grad(g, x, r, eps)])
+
+
 @needs_numba
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
@@ -165,6 +171,7 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
         "layer_norm_input_grad": lambda: K.layer_norm_input_grad(g, x, r, w, 1e-5),
         "layer_norm_param_grad": lambda: K.layer_norm_param_grad(g, x, None, 1e-5),
         "layer_norm_param_grad+residual": lambda: K.layer_norm_param_grad(g, x, r, 1e-5),
+        "layer_norm_grads": lambda: _grads_together(g, x, r, w, 1e-5),
         "layer_norm+no residual": lambda: K.layer_norm(x, None, w, b, 1e-5),
         "softmax": lambda: K.softmax(s, m, 0.3),
         "softmax_grad": lambda: K.softmax_grad(s, y, 0.3),
@@ -218,6 +225,37 @@ def test_float32_layer_norm_kernels_near_float64_whatever_the_mean(mean, std, re
         assert ours is not None and ours.dtype == np.float32, name
         scale = np.abs(exact).max()
         np.testing.assert_allclose(ours, exact, rtol=0, atol=4e-7 * scale, err_msg=name)
+
+
+@needs_numba
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_layer_norm_gradients_together_equal_the_two_kernels(residual):
+    """Note [Layer norm gradients together]: the one-pass kernel gives both kernels' bits, the
+    parameter-gradient call takes its result only for the same arrays, and the op's backward
+    uses it."""
+    rng = np.random.default_rng(6)
+    x, r, g = (rng.standard_normal((300, 384)).astype(np.float32) + 2 for _ in range(3))
+    w, b = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+    r = r if residual else None
+    separate = K.layer_norm_input_grad(g, x, r, w, 1e-12), K.layer_norm_param_grad(g, x, r, 1e-12)
+    with K.layer_norm_grads_together():
+        together = (
+            K.layer_norm_input_grad(g, x, r, w, 1e-12),
+            K.layer_norm_param_grad(g, x, r, 1e-12),
+        )
+        assert K._together.saved is None
+        K.layer_norm_input_grad(g, x, r, w, 1e-12)
+        other = K.layer_norm_param_grad(g * 2, x, r, 1e-12)  # other arrays: its own kernel
+    for ours, theirs in zip(together, separate):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(other, K.layer_norm_param_grad(g * 2, x, r, 1e-12))
+    leaves = [ember.from_numpy(a).requires_grad_() for a in (x, w, b)]
+    res = None if r is None else ember.from_numpy(r).requires_grad_()
+    y = Fz.fused_layer_norm(*leaves, res, eps=1e-12)
+    grads = ember.autograd.grad((y * ember.from_numpy(g)).sum(), leaves)
+    np.testing.assert_array_equal(np.asarray(grads[0]), separate[0])
+    np.testing.assert_array_equal(np.asarray(grads[1]), separate[1][0])
+    np.testing.assert_array_equal(np.asarray(grads[2]), separate[1][1])
 
 
 def test_kernel_threads_follow_set_num_threads():

@@ -26,6 +26,7 @@ reduction primitives as `<name>_reference`, checked against the fused op in the 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -241,13 +242,16 @@ def _xhat(s, eps):
 
 def _ln_vjp(g, y, x, w, b, r=None, eps=1e-5):
     rest = () if r is None else (r,)
-    gx = None
-    if _needs_grad(x) or (r is not None and _needs_grad(r)):
-        gx = apply(LAYER_NORM_INPUT_GRAD, g, x, w, *rest, eps=eps)
-    gw = gb = None
-    if _needs_grad(w) or _needs_grad(b):
-        both = apply(LAYER_NORM_PARAM_GRAD, g, x, *rest, eps=eps)
-        gw, gb = both[0], both[1]
+    want_x = _needs_grad(x) or (r is not None and _needs_grad(r))
+    want_params = _needs_grad(w) or _needs_grad(b)
+    gx = gw = gb = None
+    # one pass for both where the kernels allow (Note [Layer norm gradients together])
+    with _kernels.layer_norm_grads_together() if want_x and want_params else nullcontext():
+        if want_x:
+            gx = apply(LAYER_NORM_INPUT_GRAD, g, x, w, *rest, eps=eps)
+        if want_params:
+            both = apply(LAYER_NORM_PARAM_GRAD, g, x, *rest, eps=eps)
+            gw, gb = both[0], both[1]
     return (gx, gw, gb) + ((gx,) if r is not None else ())
 
 

@@ -4,6 +4,7 @@ parallel kernels equal bit for bit (Note [Row-parallel kernels]); dropout's seed
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import numpy as np
@@ -144,6 +145,12 @@ def _serial_and_parallel(fn):
     return serial, parallel
 
 
+def _grads_together(g, x, r, w, eps):
+    with K.layer_norm_grads_together():
+        gx = K.layer_norm_input_grad(g, x, r, w, eps)
+        return np.concatenate([gx, K.layer_norm_param_grad(g, x, r, eps)])
+
+
 @needs_numba
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
@@ -158,10 +165,13 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
     calls = {
         "gelu": lambda: K.gelu(x, b, "none"),
         "gelu_grad": lambda: K.gelu_grad(g, x, b, "tanh"),
+        "gelu_grad exact": lambda: K.gelu_grad(g, x, b, "none"),
+        "gelu no bias": lambda: K.gelu(x, None, "none"),
         "layer_norm": lambda: K.layer_norm(x, r, w, b, 1e-5),
         "layer_norm_input_grad": lambda: K.layer_norm_input_grad(g, x, r, w, 1e-5),
         "layer_norm_param_grad": lambda: K.layer_norm_param_grad(g, x, None, 1e-5),
         "layer_norm_param_grad+residual": lambda: K.layer_norm_param_grad(g, x, r, 1e-5),
+        "layer_norm_grads": lambda: _grads_together(g, x, r, w, 1e-5),
         "layer_norm+no residual": lambda: K.layer_norm(x, None, w, b, 1e-5),
         "softmax": lambda: K.softmax(s, m, 0.3),
         "softmax_grad": lambda: K.softmax_grad(s, y, 0.3),
@@ -215,6 +225,37 @@ def test_float32_layer_norm_kernels_near_float64_whatever_the_mean(mean, std, re
         assert ours is not None and ours.dtype == np.float32, name
         scale = np.abs(exact).max()
         np.testing.assert_allclose(ours, exact, rtol=0, atol=4e-7 * scale, err_msg=name)
+
+
+@needs_numba
+@pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
+def test_layer_norm_gradients_together_equal_the_two_kernels(residual):
+    """Note [Layer norm gradients together]: the one-pass kernel gives both kernels' bits, the
+    parameter-gradient call takes its result only for the same arrays, and the op's backward
+    uses it."""
+    rng = np.random.default_rng(6)
+    x, r, g = (rng.standard_normal((300, 384)).astype(np.float32) + 2 for _ in range(3))
+    w, b = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+    r = r if residual else None
+    separate = K.layer_norm_input_grad(g, x, r, w, 1e-12), K.layer_norm_param_grad(g, x, r, 1e-12)
+    with K.layer_norm_grads_together():
+        together = (
+            K.layer_norm_input_grad(g, x, r, w, 1e-12),
+            K.layer_norm_param_grad(g, x, r, 1e-12),
+        )
+        assert K._together.saved is None
+        K.layer_norm_input_grad(g, x, r, w, 1e-12)
+        other = K.layer_norm_param_grad(g * 2, x, r, 1e-12)  # other arrays: its own kernel
+    for ours, theirs in zip(together, separate):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(other, K.layer_norm_param_grad(g * 2, x, r, 1e-12))
+    leaves = [ember.from_numpy(a).requires_grad_() for a in (x, w, b)]
+    res = None if r is None else ember.from_numpy(r).requires_grad_()
+    y = Fz.fused_layer_norm(*leaves, res, eps=1e-12)
+    grads = ember.autograd.grad((y * ember.from_numpy(g)).sum(), leaves)
+    np.testing.assert_array_equal(np.asarray(grads[0]), separate[0])
+    np.testing.assert_array_equal(np.asarray(grads[1]), separate[1][0])
+    np.testing.assert_array_equal(np.asarray(grads[2]), separate[1][1])
 
 
 def test_kernel_threads_follow_set_num_threads():
@@ -311,6 +352,93 @@ def test_a_forked_child_runs_the_fused_kernels_serially():
     answer = os.read(read, 1)
     os.close(read)
     assert status == 0 and answer == b"1", f"child exit status {status}, answer {answer!r}"
+
+
+def _gelu_sweep():
+    """Float32 inputs of the GELU checks (Note [Float32 GELU]): a dense grid over [-12, 12], the
+    magnitudes 1e-30 .. 1e30 of both signs, and the edges, as (rows, 1536) above
+    COMPILED_MIN_SIZE."""
+    edges = [np.nan, np.inf, -np.inf, 0.0, -0.0, 3e-40, -3e-40, 4.0, -4.0, 5.66, -5.66]
+    values = np.concatenate(
+        [
+            np.linspace(-12, 12, 120 * 1536 - 4096 - len(edges)),
+            np.geomspace(1e-30, 1e30, 2048),
+            -np.geomspace(1e-30, 1e30, 2048),
+            edges,
+        ]
+    )
+    return values.astype(np.float32).reshape(-1, 1536)
+
+
+def _exact_gelu(u32):
+    """GELU and its slope in float64 at float32 inputs, through erfc (no cancellation)."""
+    u = u32.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        cdf = 0.5 * np.frompyfunc(math.erfc, 1, 1)(-u / math.sqrt(2.0)).astype(np.float64)
+        return u * cdf, cdf + u * np.exp(-0.5 * u * u) / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_errors(ours, exact, u32):
+    """(max relative error where u > -2, max of |error| / max(1, |u|) over finite values)."""
+    u = u32.astype(np.float64)
+    finite = np.isfinite(exact) & np.isfinite(ours)
+    error = np.where(finite, np.abs(ours.astype(np.float64) - np.where(finite, exact, 0)), 0)
+    near = finite & (u > -2) & (exact != 0)  # where 1 + erf cancels little
+    relative = np.max(error[near] / np.abs(exact[near]))
+    return relative, np.max(error[finite] / np.maximum(1.0, np.abs(u[finite])))
+
+
+@needs_numba
+def test_float32_gelu_within_float32_rounding_of_the_exact_function():
+    """Note [Float32 GELU]: the float32 kernels against GELU and its slope in float64 over a
+    dense sweep with tails: relative error a few 1e-6 where u > -2 (PyTorch's float32 GELU is
+    3.1e-6 there), absolute error a few 1e-7 |u| in the negative tail, where 1 + erf cancels in
+    float32 as it does in PyTorch; NaN, infinities and huge values as PyTorch gives them (but
+    gelu(+inf) = +inf, where PyTorch says NaN). The NumPy twin gives the kernel's bits."""
+    x = _gelu_sweep()
+    value, slope = _exact_gelu(x)
+    ours = K.gelu(x, None, "none")
+    ours_slope = K.gelu_grad(np.ones_like(x), x, None, "none")
+    assert ours.dtype == ours_slope.dtype == np.float32
+    for name, got, exact, bounds in (
+        ("forward", ours, value, (1e-5, 4e-7)),
+        ("slope", ours_slope, slope, (None, 4e-7)),
+    ):
+        relative, absolute = _gelu_errors(got, exact, x)
+        print(f"float32 GELU {name}: max rel error (u > -2) {relative:.2e}, max abs / |u| "
+              f"{absolute:.2e}")  # fmt: skip
+        assert absolute <= bounds[1], name
+        if bounds[0] is not None:
+            assert relative <= bounds[0], name
+    edges = x.reshape(-1)[-11:]
+    got, got_slope = ours.reshape(-1)[-11:], ours_slope.reshape(-1)[-11:]
+    assert np.isnan(got[0]) and got[1] == np.inf and np.isnan(got[2])
+    assert np.all(np.isnan(got_slope[:3]))
+    np.testing.assert_array_equal(got[3:7], edges[3:7] * np.float32(0.5))  # zeros, subnormals
+    huge = x.reshape(-1)[-4096 - 11 : -11]
+    assert np.all(ours.reshape(-1)[-4096 - 11 : -11][huge < -10] == 0)  # -0.0 below -10
+    np.testing.assert_array_equal(ours.reshape(-1)[-4096 - 11 : -11][huge > 10], huge[huge > 10])
+    b = np.linspace(-3, 3, 1536).astype(np.float32)
+    for bias in (None, b):
+        np.testing.assert_array_equal(K._small_gelu(x, bias), K.gelu(x, bias, "none"))
+
+
+@needs_numba
+def test_float32_gelu_within_float32_rounding_of_pytorch():
+    torch = pytest.importorskip("torch", reason="torch (the test extra) checks GELU parity")
+    x = _gelu_sweep()
+    t = torch.from_numpy(x)
+    theirs = torch.nn.functional.gelu(t).numpy()
+    theirs_slope = torch.ops.aten.gelu_backward(torch.ones_like(t), t).numpy()
+    finite = np.isfinite(x)
+    scale = np.maximum(1.0, np.abs(x[finite]))
+    for got, ref in (
+        (K.gelu(x, None, "none"), theirs),
+        (K.gelu_grad(np.ones_like(x), x, None, "none"), theirs_slope),
+    ):
+        difference = np.max(np.abs(got[finite] - ref[finite]) / scale)
+        print(f"float32 GELU against PyTorch: max |difference| / max(1, |u|) {difference:.2e}")
+        assert difference <= 8e-7  # each is within 4e-7 of the exact value
 
 
 @needs_numba

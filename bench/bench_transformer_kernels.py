@@ -1,0 +1,84 @@
+"""The Transformer hot path's elementwise kernels alone, ember against PyTorch, 1 and 2 threads.
+
+MiniLM's shapes at batch 32 x 128 (4096 rows): bias + GELU forward and backward on the FFN's
+4096 x 1536 (PyTorch adds the bias in its addmm, so its side is the GELU alone, and bias + GELU
+for comparison), layer norm with the residual added in the kernel, and both layer-norm
+gradients (ember: Note [Layer norm gradients together] in ember/backend/transformer_kernels.py;
+PyTorch: `native_layer_norm_backward`). Each workload runs both sides interleaved
+(bench/harness.py `compare`, Note [Quiet side]) and prints medians and the ratio ember / torch.
+
+Run: PYTHONPATH=. python bench/bench_transformer_kernels.py [--threads 1 2] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench.harness import compare, set_threads  # noqa: E402
+
+
+def workloads(rng):
+    """(name, ember callable, torch callable) for each kernel."""
+    import torch
+    import torch.nn.functional as F
+
+    from ember.backend import transformer_kernels as K
+
+    x, g = (rng.standard_normal((4096, 1536)).astype(np.float32) for _ in range(2))
+    b = rng.standard_normal(1536).astype(np.float32)
+    tx, tg, tb = map(torch.from_numpy, (x, g, b))
+    h, r, gh = (rng.standard_normal((4096, 384)).astype(np.float32) + 1 for _ in range(3))
+    w, c = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+    th, tr, tgh, tw, tc = map(torch.from_numpy, (h, r, gh, w, c))
+    s = th + tr
+    mean = s.mean(-1, keepdim=True)
+    rstd = (s.var(-1, unbiased=False, keepdim=True) + 1e-12).rsqrt()
+
+    def ln_grads():
+        with K.layer_norm_grads_together():
+            K.layer_norm_input_grad(gh, h, r, w, 1e-12)
+            K.layer_norm_param_grad(gh, h, r, 1e-12)
+
+    return [
+        ("bias+gelu 4096x1536 (torch: gelu)", lambda: K.gelu(x, b, "none"), lambda: F.gelu(tx)),
+        ("bias+gelu 4096x1536", lambda: K.gelu(x, b, "none"), lambda: F.gelu(tx + tb)),
+        (
+            "bias+gelu backward 4096x1536",
+            lambda: K.gelu_grad(g, x, b, "none"),
+            lambda: torch.ops.aten.gelu_backward(tg, tx + tb),
+        ),
+        (
+            "residual+layer norm 4096x384",
+            lambda: K.layer_norm(h, r, w, c, 1e-12),
+            lambda: F.layer_norm(th + tr, (384,), tw, tc, 1e-12),
+        ),
+        (
+            "layer norm backward 4096x384",
+            ln_grads,
+            lambda: torch.ops.aten.native_layer_norm_backward(
+                tgh, s, (384,), mean, rstd, tw, tc, [True, True, True]
+            ),
+        ),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    for threads in args.threads:
+        set_threads(threads)
+        print(f"\n{threads} thread(s)")
+        for name, ours, theirs in workloads(np.random.default_rng(0)):
+            compare(f"{name} x{threads}", ours, theirs, repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    main()

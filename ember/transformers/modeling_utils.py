@@ -167,6 +167,32 @@ class _CheckpointReader:
             handle.close()
 
 
+# Note [Layers the checkpoint holds]: `from_pretrained` builds the model the config describes
+# before it reads a weight, so a config that asks for more layers than the checkpoint holds
+# would build them all (3,681,617 layers for a fuzzed `num_hidden_layers`, tens of minutes of
+# module construction before any memory bound is reached) only to leave them without weights.
+# So the config's `num_hidden_layers` is checked against the layers numbered in the checkpoint's
+# keys (`encoder.layer.N.`, `transformer.layer.N.`, `h.N.`, `layers.N.`) first, and a config
+# asking for more is refused, naming both counts. Fewer is allowed (the extra checkpoint layers
+# are unexpected keys, as in HuggingFace); a checkpoint without numbered layers is not checked.
+_LAYER_KEY = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+)\.")
+
+
+def _check_layer_count(config, reader, folder: str, where: str) -> None:
+    """ValueError where config.json asks for more layers than the checkpoint holds (Note
+    [Layers the checkpoint holds])."""
+    wanted = getattr(config, "num_hidden_layers", None)
+    if not isinstance(wanted, int) or isinstance(wanted, bool):
+        return
+    numbers = {int(m.group(1)) for key in reader.keys() if (m := _LAYER_KEY.search(key))}
+    if numbers and wanted > max(numbers) + 1:
+        raise ValueError(
+            f"{where}: {folder!r} (config.json): num_hidden_layers is {wanted}, but the "
+            f"checkpoint holds {max(numbers) + 1} layers (numbered 0-{max(numbers)}); "
+            "is config.json the checkpoint's?"
+        )
+
+
 def init_normal_weights(module: nn.Module, std: float) -> None:
     """HuggingFace's initialisation of the common modules: normal(0, std) for Linear and
     Embedding weights (an Embedding's padding row zero), zero biases, LayerNorm ones and
@@ -369,6 +395,11 @@ class PreTrainedModel(nn.Module):
             reader = GGUFCheckpointReader(gguf_path(folder, gguf_file, where), where)
         else:
             reader = _CheckpointReader(folder, allow_pickle, where)  # file errors come first
+        try:
+            _check_layer_count(config, reader, folder, where)
+        except ValueError:
+            reader.close()
+            raise
         # Note [Half-precision weights]: the parameters are made in the requested dtype and each
         # checkpoint tensor is converted on its way in, so no float32 copy of the model is ever
         # made (its freed pages would stay in the allocator and count as resident memory)

@@ -95,6 +95,20 @@ def test_a_huge_config_is_reported_before_its_memory_is_used(folder):
         BertModel.from_pretrained(folder)
 
 
+def test_more_layers_than_the_checkpoint_holds_is_refused_before_building(folder):
+    # Note [Layers the checkpoint holds]: 3,681,617 layers (a fuzzed config) would take tens of
+    # minutes to build; fewer layers than the checkpoint's are allowed (unexpected keys)
+    _patch_config(folder, num_hidden_layers=3_681_617)
+    with pytest.raises(
+        ValueError, match="num_hidden_layers is 3681617, but the checkpoint holds 1"
+    ):
+        BertModel.from_pretrained(folder)
+    _patch_config(folder, num_hidden_layers=0)
+    model, info = BertModel.from_pretrained(folder, output_loading_info=True)
+    assert len(model.encoder.layer) == 0
+    assert any(key.startswith("encoder.layer.0.") for key in info["unexpected_keys"])
+
+
 def test_missing_weights_are_still_initialised(folder):
     from ember.transformers import BertForSequenceClassification
 

@@ -228,6 +228,7 @@ def start_threads() -> None:
 
 
 _start_lock = threading.Lock()
+_define_lock = threading.Lock()  # _define's module registration
 
 
 def _launch(numba_parallel) -> None:
@@ -406,17 +407,21 @@ def _define(numba, source, name):
                 f.write(text)
             os.replace(tmp, path)  # atomic: concurrent processes see whole files only
         modname = f"ember_numba_{stem}"
-        module = sys.modules.get(modname)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(modname, path)
-            module = importlib.util.module_from_spec(spec)
-            # registered first: numba's cache finds the kernel's module by name when it loads
-            sys.modules[modname] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception:  # noqa: BLE001 - changed under us: compile in memory instead
-                del sys.modules[modname]
-                return _define_in_memory(numba, source, name)
+        # one thread at a time: the module is registered before it runs (below), so another
+        # thread (a data pipeline's workers resizing their first images) must not find it
+        # half-defined
+        with _define_lock:
+            module = sys.modules.get(modname)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(modname, path)
+                module = importlib.util.module_from_spec(spec)
+                # registered first: numba's cache finds the kernel's module by name when it loads
+                sys.modules[modname] = module
+                try:
+                    spec.loader.exec_module(module)
+                except Exception:  # noqa: BLE001 - changed under us: compile in memory instead
+                    del sys.modules[modname]
+                    return _define_in_memory(numba, source, name)
         return getattr(module, name), True
     except OSError:
         return _define_in_memory(numba, source, name)

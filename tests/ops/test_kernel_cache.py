@@ -78,3 +78,25 @@ def test_a_folder_others_can_write_is_not_used(cache_dir):
     os.chmod(cache_dir, 0o777)
     assert _fresh_kernel()(np.float64(2.0)) == 4.0  # compiled in memory instead
     assert not [n for n in os.listdir(cache_dir) if n.startswith("k3_")]
+
+
+def test_threads_loading_one_new_kernel_both_get_it(cache_dir):
+    # the module is registered before its source runs; a second thread must wait for it, not
+    # find it half-defined (a data pipeline's workers resizing their first images did)
+    import threading
+
+    slow = "import time\ntime.sleep(0.3)\n\n\ndef slow_twice(x):\n    return x * 2.0\n"
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(numba_kernels.jit_source(slow, "slow_twice")(np.float64(2.0)))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and results == [4.0, 4.0]

@@ -245,6 +245,23 @@ def _blocks(n: int, parts: int) -> list:
     return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
 
 
+def _result(out, shape, a, b):
+    """The array MKL writes the product into: a new one, or `out` where MKL can write it (a
+    C-contiguous array of the shape and dtype, not overlapping an operand); None otherwise."""
+    if out is None:
+        return np.empty(shape, a.dtype)
+    if (
+        type(out) is np.ndarray
+        and out.shape == shape
+        and out.dtype == a.dtype
+        and out.flags.c_contiguous
+        and not np.may_share_memory(out, a)
+        and not np.may_share_memory(out, b)
+    ):
+        return out
+    return None
+
+
 def matmul(a, b, out=None):
     """`numpy.matmul(a, b, out=out)`, with 2-D float products on MKL where it is installed
     (Note [Small GEMMs])."""
@@ -269,19 +286,7 @@ def matmul(a, b, out=None):
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     layout_a = _layout(a)
     layout_b = _layout(b)
-    if out is None:
-        result = np.empty((m, n), a.dtype)
-    elif (
-        type(out) is np.ndarray
-        and out.shape == (m, n)
-        and out.dtype == a.dtype
-        and out.flags.c_contiguous
-        and not np.may_share_memory(out, a)
-        and not np.may_share_memory(out, b)
-    ):
-        result = out
-    else:
-        result = None
+    result = _result(out, (m, n), a, b)
     if layout_a is None or layout_b is None or result is None:
         return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
     trans_a, lda = layout_a
@@ -479,18 +484,8 @@ def _mkl_batches(a, b, out):
     if layout_a is None or layout_b is None:
         return None
     shape = a.shape[:-2] + (m, n)
-    if out is None:
-        result = np.empty(shape, a.dtype)
-    elif (
-        type(out) is np.ndarray
-        and out.shape == shape
-        and out.dtype == a.dtype
-        and out.flags.c_contiguous
-        and not np.may_share_memory(out, a)
-        and not np.may_share_memory(out, b)
-    ):
-        result = out
-    else:
+    result = _result(out, shape, a, b)
+    if result is None:
         return None
     trans_a, lda, _, stride_a = layout_a
     trans_b, ldb, _, stride_b = layout_b

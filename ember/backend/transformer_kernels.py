@@ -275,6 +275,14 @@ def gelu_backward(g, x, b, out):
 
 _SUM_BLOCKS = """
 @numba.njit(inline="always")
+def clear_block(p0, p1, d):
+    # a block's two partial parameter-gradient sums start at zero
+    for j in range(d):
+        p0[j] = 0.0
+        p1[j] = 0.0
+
+
+@numba.njit(inline="always")
 def sum_blocks(partial, out):
     # the parameter gradient's per-block sums (blocks, 2, d), added block by block in order
     # (Note [Row-parallel kernels])
@@ -359,9 +367,7 @@ def layer_norm_param_grad(g, x, r, has_residual, eps, block, partial, out):
     rows, d = x.shape
     blocks = partial.shape[0]
     for k in prange(blocks):
-        for j in range(d):
-            partial[k, 0, j] = 0.0
-            partial[k, 1, j] = 0.0
+        clear_block(partial[k, 0], partial[k, 1], d)
         for i in range(k * block, min(rows, (k + 1) * block)):
             mean, var = row_moments(x, r, has_residual, i, d)
             rstd = 1.0 / math.sqrt(var + eps)
@@ -552,9 +558,7 @@ def layer_norm_param_grad(g, x, r, has_residual, eps, block, partial, out):
         wide_vectors()
         p0 = partial[k, 0]
         p1 = partial[k, 1]
-        for j in range(d):
-            p0[j] = 0.0
-            p1[j] = 0.0
+        clear_block(p0, p1, d)
         for i in range(k * block, min(rows, (k + 1) * block)):
             param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1)
     sum_blocks(partial, out)
@@ -569,9 +573,7 @@ def layer_norm_grads(g, x, r, has_residual, w, eps, block, partial, out, sums):
         wide_vectors()
         p0 = partial[k, 0]
         p1 = partial[k, 1]
-        for j in range(d):
-            p0[j] = 0.0
-            p1[j] = 0.0
+        clear_block(p0, p1, d)
         for i in range(k * block, min(rows, (k + 1) * block)):
             input_grad_row(g, x, r, has_residual, w, eps, i, d, out)
             param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1)

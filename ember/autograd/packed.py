@@ -135,6 +135,88 @@ def linear(x, weight, bias=None):
     return _wrap(out.reshape(shape[:-1] + (n,)))
 
 
+# Note [Joined projections]: the query, key and value projections of a self-attention read
+# the same input, so in inference they can run as one product by their weights joined row
+# after row ([Wq; Wk; Wv], (3 * out, in)) and their biases joined alike: one GEMM (at few
+# rows one MKL pack, Note [Packed weights]) instead of three, whose (rows, 3 * out) result
+# the attention reads as three strided views (encoder_heads.self_attention). The model keeps
+# its three Parameters (state_dict keys, loading, optimizers unchanged); `joined_rows` keeps
+# the joined copy per tuple of parts and rebuilds it whenever a part may have changed, by the
+# rules of Note [Pack validity]: a part holding another array, a version counter replaced or
+# moved (optimizers, `load_state_dict`, in-place ops, `nn.init`), or the pack generation
+# moved (compiled graphs and TF1 writes; `.numpy()` of a part's memory, registered through
+# `mkl_packed.note_derived`). A part whose memory was handed to user code is never joined.
+# Products that record a backward never take the joined copy: gradients reach the three
+# Parameters through the three products as before. Memory: the joined copy holds the parts'
+# bytes once more while they live (MiniLM: 6 x 1.8 MB).
+class _Joined:
+    """The joined copy of some parts and what it was made from (Note [Joined projections])."""
+
+    __slots__ = ("arrays", "versions", "counts", "generation", "tensor", "holders", "__weakref__")
+
+    def __init__(self, parts, arrays, generation, tensor, holders):
+        self.arrays = arrays
+        self.versions = tuple(p._version for p in parts)
+        self.counts = tuple(v[0] for v in self.versions)
+        self.generation = generation
+        self.tensor = tensor
+        self.holders = holders  # weak references whose callbacks drop the entry
+
+
+_joined: dict = {}  # tuple of the parts' ids -> _Joined
+
+
+def _valid(entry, parts) -> bool:
+    if entry.generation != mkl_packed._generation[0]:
+        return False
+    for part, array, version, count in zip(parts, entry.arrays, entry.versions, entry.counts):
+        if part._data is not array or part._version is not version or version[0] != count:
+            return False
+    return True
+
+
+def joined_rows(parts):
+    """The arrays of `parts` (Tensors of one NumPy float dtype, equal but for dim 0) joined
+    along dim 0 into one Tensor, cached while every part stays unchanged, or None where that
+    does not apply: graph tracing, a part recording gradients, other arrays or dtypes, memory
+    handed to user code (Note [Joined projections])."""
+    if _staging:
+        return None
+    key = tuple(map(id, parts))
+    entry = _joined.get(key)
+    if entry is not None and _valid(entry, parts):
+        return entry.tensor
+    try:
+        arrays = tuple(p._data for p in parts)
+        if _state.enabled and any(p._requires_grad for p in parts):
+            return None
+    except AttributeError:  # not Tensors
+        return None
+    first = arrays[0]
+    if any(
+        type(a) is not _NDARRAY
+        or a.dtype is not first.dtype
+        or a.dtype.kind != "f"
+        or a.ndim == 0
+        or a.shape[1:] != first.shape[1:]
+        or mkl_packed.is_exposed(a)
+        for a in arrays
+    ):
+        return None
+    for p in parts:
+        if p._version is None:  # no view or detach() shares a counter yet: start one
+            p._version = [0, None]
+    drop = lambda _, key=key: _joined.pop(key, None)  # noqa: E731
+    holders = tuple(weakref.ref(p, drop) for p in parts)
+    joined = _Joined(
+        parts, arrays, mkl_packed._generation[0], _wrap(np.concatenate(arrays)), holders
+    )
+    for a in arrays:
+        mkl_packed.note_derived(a, joined)
+    _joined[key] = joined
+    return joined.tensor
+
+
 from ember.tensor import _wrap  # noqa: E402  (tensor.py imports this module's package)
 
 _linalg.set_inference_linear(linear)

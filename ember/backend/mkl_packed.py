@@ -50,6 +50,7 @@ __all__ = [
     "available",
     "bucket_rows",
     "generation",
+    "note_derived",
     "note_exposed",
     "set_enabled",
     "is_exposed",
@@ -181,6 +182,14 @@ def note_exposed(array) -> None:
             _exposed[key] = root
     if _packed_roots.get(key):
         _generation[0] += 1
+
+
+def note_derived(array, holder) -> None:
+    """`holder` (an object with weak references) keeps a copy made of `array`'s memory (a
+    joined weight, Note [Joined projections] in ember/autograd/packed.py): handing that
+    memory to user code (`note_exposed`) then moves the generation, as for a pack of it."""
+    key = id(_root(array))
+    _packed_roots.setdefault(key, weakref.WeakSet()).add(holder)
 
 
 def is_exposed(array) -> bool:

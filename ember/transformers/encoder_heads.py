@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import ember
 from ember import nn
+from ember.autograd.packed import joined_rows
 from ember.nn import functional as F
+from ember.tensor import Tensor
 from ember.transformers.modeling_utils import init_normal_weights
 from ember.transformers.modeling_outputs import (
     MaskedLMOutput,
@@ -50,6 +54,36 @@ def split_heads(x, num_heads: int, view: bool = False):
     return heads if view else heads.contiguous()
 
 
+def _joined_heads(hidden_states, query, key, value, num_heads: int):
+    """The query, key and value heads of `hidden_states` in inference as strided views of one
+    product by the projections' joined weights (Note [Joined projections] in
+    ember/autograd/packed.py), or None where the three products apply (a projection that is
+    not a plain nn.Linear, projections of different shapes, graph tracing)."""
+    if type(query) is not nn.Linear or type(key) is not nn.Linear or type(value) is not nn.Linear:
+        return None
+    parts = query._parameters, key._parameters, value._parameters
+    weights = tuple(p["weight"] for p in parts)
+    biases = tuple(p["bias"] for p in parts)
+    if hidden_states.ndim != 3 or not (weights[0].shape == weights[1].shape == weights[2].shape):
+        return None
+    bias = None
+    if any(b is not None for b in biases):
+        if any(b is None for b in biases):
+            return None
+        bias = joined_rows(biases)
+        if bias is None:
+            return None
+    weight = joined_rows(weights)
+    if weight is None:
+        return None
+    out = F.linear(hidden_states, weight, bias).array
+    if type(out) is not np.ndarray:
+        return None
+    batch, length, _ = out.shape
+    heads = out.reshape(batch, length, 3, num_heads, -1).transpose(2, 0, 3, 1, 4)
+    return Tensor.from_array(heads[0]), Tensor.from_array(heads[1]), Tensor.from_array(heads[2])
+
+
 def self_attention(
     hidden_states,
     query,
@@ -69,9 +103,13 @@ def self_attention(
     # blocks] in ember/backend/attention_kernels.py); the explicit path and training (the
     # decomposition's batched matmuls) get contiguous copies
     views = not output_attentions and not ember.is_grad_enabled()
-    q = split_heads(query(hidden_states), num_heads, views)
-    k = split_heads(key(hidden_states), num_heads, views)
-    v = split_heads(value(hidden_states), num_heads, views)
+    joined = _joined_heads(hidden_states, query, key, value, num_heads) if views else None
+    if joined is not None:
+        q, k, v = joined
+    else:
+        q = split_heads(query(hidden_states), num_heads, views)
+        k = split_heads(key(hidden_states), num_heads, views)
+        v = split_heads(value(hidden_states), num_heads, views)
     scale = 1.0 / math.sqrt(q.shape[-1])
     if output_attentions:
         scores = (q @ k.mT.contiguous()) * scale

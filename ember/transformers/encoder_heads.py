@@ -64,7 +64,11 @@ def _joined_heads(hidden_states, query, key, value, num_heads: int):
     parts = query._parameters, key._parameters, value._parameters
     weights = tuple(p["weight"] for p in parts)
     biases = tuple(p["bias"] for p in parts)
-    if hidden_states.ndim != 3 or not (weights[0].shape == weights[1].shape == weights[2].shape):
+    if (
+        type(hidden_states.array) is not np.ndarray  # traced, or another backend
+        or hidden_states.ndim != 3
+        or not weights[0].shape == weights[1].shape == weights[2].shape
+    ):
         return None
     bias = None
     if any(b is not None for b in biases):
@@ -77,8 +81,6 @@ def _joined_heads(hidden_states, query, key, value, num_heads: int):
     if weight is None:
         return None
     out = F.linear(hidden_states, weight, bias).array
-    if type(out) is not np.ndarray:
-        return None
     batch, length, _ = out.shape
     heads = out.reshape(batch, length, 3, num_heads, -1).transpose(2, 0, 3, 1, 4)
     return Tensor.from_array(heads[0]), Tensor.from_array(heads[1]), Tensor.from_array(heads[2])
@@ -98,7 +100,9 @@ def self_attention(
     """Multi-head self-attention of `hidden_states` with the projections `query`, `key`,
     `value` (modules): scaled dot-product attention, or the explicit softmax when the
     probabilities are asked for. `head_mask` (per head) multiplies the probabilities; `dropout`
-    (an nn.Dropout) drops them in training. Returns (context (batch, seq, hidden), probs)."""
+    (an nn.Dropout) drops them in training. Returns (context (batch, seq, hidden), probs).
+    In inference the three projections run as one product (Note [Joined projections] in
+    ember/autograd/packed.py)."""
     # in inference the fused attention op reads strided heads as they are (Note [Attention
     # blocks] in ember/backend/attention_kernels.py); the explicit path and training (the
     # decomposition's batched matmuls) get contiguous copies

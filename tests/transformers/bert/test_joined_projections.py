@@ -236,3 +236,14 @@ def test_joined_copies_die_with_their_parameters():
     del module
     gc.collect()
     assert not any(k in packed._joined for k in keys)
+
+
+def test_parts_recording_gradients_are_never_joined():
+    module = _attention()
+    parts = (module.query.weight, module.key.weight, module.value.weight)
+    with ember.no_grad():
+        joined = packed.joined_rows(parts)
+    np.testing.assert_array_equal(joined.array, np.concatenate([p.array for p in parts]))
+    assert packed.joined_rows(parts) is None  # grad mode on, the parts require grad
+    module.requires_grad_(False)
+    assert packed.joined_rows(parts) is joined  # nothing records gradients: the cached copy

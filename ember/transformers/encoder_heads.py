@@ -27,6 +27,7 @@ from ember.transformers.modeling_outputs import (
 __all__ = [
     "EncoderHeadMixin",
     "as_labels",
+    "dense_dropout_add_norm",
     "feed_forward_in_chunks",
     "finish",
     "flatten_choices",
@@ -134,6 +135,34 @@ def add_and_norm(layer_norm: nn.LayerNorm, x, residual):
     return F.residual_layer_norm(
         x, residual, layer_norm.normalized_shape, layer_norm.weight, layer_norm.bias, layer_norm.eps
     )
+
+
+def dense_dropout_add_norm(dense, dropout, layer_norm: nn.LayerNorm, hidden_states, residual):
+    """layer_norm(dropout(dense(hidden_states)) + residual), BERT's BertSelfOutput and
+    BertOutput. In training with the stock modules, the dense layer's bias, the dropout, the
+    residual add and the norm run as one op (Note [Dropout, add and norm in one pass] in
+    ember/backend/dropout_norm_kernels.py; the same mask and the same bits as the modules one
+    after another); otherwise (inference, a wrapped or replaced part) the modules run."""
+    if (
+        dropout.training
+        and type(dense) is nn.Linear
+        and type(dropout) is nn.Dropout
+        and type(layer_norm) is nn.LayerNorm
+        and dense.bias is not None
+        and dropout.p < 1.0
+    ):
+        return F.dropout_add_layer_norm(
+            F.linear(hidden_states, dense.weight),
+            residual,
+            layer_norm.normalized_shape,
+            layer_norm.weight,
+            layer_norm.bias,
+            dropout.p,
+            True,
+            layer_norm.eps,
+            input_bias=dense.bias,
+        )
+    return add_and_norm(layer_norm, dropout(dense(hidden_states)), residual)
 
 
 def run_layers(

@@ -29,6 +29,7 @@ from ember.transformers.modeling_outputs import (
 from ember.transformers.encoder_heads import (
     add_and_norm,
     as_labels,
+    dense_dropout_add_norm,
     feed_forward_in_chunks,
     finish,
     flatten_choices,
@@ -122,7 +123,9 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return add_and_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
+        return dense_dropout_add_norm(
+            self.dense, self.dropout, self.LayerNorm, hidden_states, input_tensor
+        )
 
 
 class BertAttention(nn.Module):
@@ -160,7 +163,9 @@ class BertOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
-        return add_and_norm(self.LayerNorm, self.dropout(self.dense(hidden_states)), input_tensor)
+        return dense_dropout_add_norm(
+            self.dense, self.dropout, self.LayerNorm, hidden_states, input_tensor
+        )
 
 
 class BertLayer(nn.Module):

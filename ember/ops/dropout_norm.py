@@ -268,7 +268,7 @@ def _param_grad_onnx(b, g, x, r, *rest, p=0.0, eps=1e-5, biased=False):
 
 
 # --- the public function and its decomposition ----------------------------------------------
-def _check(x, residual, normalized_shape, p):
+def _check(x, residual, normalized_shape, p, weight, bias, input_bias):
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{_NAME}: probability must be in [0, 1], got {p}")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -282,6 +282,12 @@ def _check(x, residual, normalized_shape, p):
             f"{_NAME}: residual {tuple(residual.shape)} must have the input's shape "
             f"{tuple(x.shape)}"
         )
+    for name, t in (("weight", weight), ("bias", bias), ("input_bias", input_bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ShapeError(
+                f"{_NAME}: {name} must have shape {shape} (the input's last dim), got "
+                f"{tuple(t.shape)}"
+            )
 
 
 def dropout_add_layer_norm(
@@ -311,7 +317,7 @@ def dropout_add_layer_norm(
         >>> F.dropout_add_layer_norm(x, r, 4, training=False).shape
         (2, 4)
     """
-    _check(x, residual, normalized_shape, p)
+    _check(x, residual, normalized_shape, p, weight, bias, input_bias)
     d = x.shape[-1]
     fused = (
         x.dtype.is_floating_point
@@ -364,7 +370,7 @@ def dropout_add_layer_norm_reference(
     and `layer_norm_reference` (the fused op is tested against it)."""
     from ember.ops.nn import dropout, layer_norm_reference
 
-    _check(x, residual, normalized_shape, p)
+    _check(x, residual, normalized_shape, p, weight, bias, input_bias)
     h = x if input_bias is None else x + input_bias
     h = dropout(h, p, training, generator)
     return layer_norm_reference(h + residual, normalized_shape, weight, bias, eps)

@@ -100,9 +100,10 @@ def dropout_add_norm_forward(x, db, has_bias, dropping, seed, threshold, scale, 
 
 
 def dropout_add_norm_grads(g, x, db, has_bias, dropping, seed, threshold, scale, r, w, eps,
-                           block, partial, out, write_x, out_x, sums):
-    # out: the gradient of the residual (the layer norm's input gradient); out_x (write_x):
-    # of x, dropout(out); sums: the layer norm's weight and bias gradients
+                           block, partial, want_input, out, write_x, out_x, want_params, sums):
+    # out (want_input): the gradient of the residual (the layer norm's input gradient); out_x
+    # (write_x): of x, dropout(out); sums (want_params): the layer norm's weight and bias
+    # gradients
     rows, d = x.shape
     blocks = partial.shape[0]
     for k in prange(blocks):
@@ -111,21 +112,25 @@ def dropout_add_norm_grads(g, x, db, has_bias, dropping, seed, threshold, scale,
         keep = np.empty(d, np.bool_)
         p0 = partial[k, 0]
         p1 = partial[k, 1]
-        clear_block(p0, p1, d)
+        if want_params:
+            clear_block(p0, p1, d)
         zero = np.float32(0.0)
         for i in range(k * block, min(rows, (k + 1) * block)):
             dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, kept[0])
             gi = g[i:i + 1]
             ri = r[i:i + 1]
-            input_grad_row(gi, kept, ri, True, w, eps, 0, d, out[i:i + 1])
-            param_grad_row(gi, kept, ri, True, eps, 0, d, p0, p1)
+            if want_input:
+                input_grad_row(gi, kept, ri, True, w, eps, 0, d, out[i:i + 1])
+            if want_params:
+                param_grad_row(gi, kept, ri, True, eps, 0, d, p0, p1)
             if write_x:
                 gs = out[i]
                 gx = out_x[i]
                 for j in range(d):
                     v = gs[j] * scale
                     gx[j] = v if keep[j] else zero
-    sum_blocks(partial, sums)
+    if want_params:
+        sum_blocks(partial, sums)
 """
 
 GROUP = "dropout_norm32"
@@ -173,25 +178,32 @@ def grads_together():
         _together.active, _together.saved = False, None
 
 
-def grads(g, x, r, w, db, seed, threshold, scale, eps, write_x):
-    """(the residual's gradient, x's gradient (dropout of the first; None unless `write_x`
-    and dropping), the layer norm's parameter gradients (2, d) in float64) through the fused
-    kernel, or None where it does not apply."""
+def grads(
+    g, x, r, w, db, seed, threshold, scale, eps, want_input=True, write_x=False, want_params=True
+):
+    """(the residual's gradient if `want_input`, x's gradient (dropout of the first) if
+    `write_x` and dropping, the layer norm's parameter gradients (2, d) in float64 if
+    `want_params`; None for what is not wanted) through the fused kernel, or None where it
+    does not apply."""
     if g.shape != x.shape or g.dtype != _F32 or not _fits(x, r, w, *(() if db is None else (db,))):
         return None
     kernel = _tk._pick(GROUP, "dropout_add_norm_grads", x.size)
     if kernel is None:
         return None
     xs, rs, gs = _tk._rows(x), _tk._rows(r), _tk._rows(g)
-    write_x = write_x and threshold > 0
-    out = _tk.empty_apart(xs.shape, _F32, gs, xs, rs)
+    write_x = want_input and write_x and threshold > 0
+    out = _tk.empty_apart(xs.shape, _F32, gs, xs, rs) if want_input else xs
     out_x = _tk.empty_apart(xs.shape, _F32, gs, xs, rs, out) if write_x else out
-    partial, sums = _tk._param_sums(xs)
+    partial, sums = _tk._param_sums(xs)  # np.empty: untouched unless want_params
     bias = _tk._empty_bias(_F32) if db is None else db
     kernel(gs, xs, bias, db is not None, threshold > 0, int(seed), int(threshold),
-           np.float32(scale), rs, w, float(eps), _tk._BLOCK, partial, out, write_x, out_x,
-           sums)  # fmt: skip
-    return out.reshape(x.shape), out_x.reshape(x.shape) if write_x else None, sums
+           np.float32(scale), rs, w, float(eps), _tk._BLOCK, partial, want_input, out, write_x,
+           out_x, want_params, sums)  # fmt: skip
+    return (
+        out.reshape(x.shape) if want_input else None,
+        out_x.reshape(x.shape) if write_x else None,
+        sums if want_params else None,
+    )
 
 
 _together = threading.local()
@@ -203,7 +215,8 @@ def backward_together():
     residual's gradient: the parameter gradients, for the `param_grads` call that follows
     with the same arrays (Note [Layer norm gradients together] in
     ember/backend/transformer_kernels.py), and x's gradient, dropout of the residual's, for
-    the `fused_dropout` call on it that follows (`transformer_kernels.keep_dropout`)."""
+    the `fused_dropout` call on it that follows (`transformer_kernels.keep_dropout`). A
+    compiled graph computes the two gradients with one joint kernel instead (`joint_grads`)."""
     _together.active, _together.saved = True, None
     try:
         yield
@@ -216,26 +229,33 @@ def input_grad(g, x, r, w, db, seed, threshold, scale, eps):
     """The residual's gradient (the layer norm's input gradient at dropout(x + db) + r), or
     None where the fused kernel does not apply; see `backward_together`."""
     keep = getattr(_together, "active", False)
-    done = grads(g, x, r, w, db, seed, threshold, scale, eps, write_x=keep)
+    done = grads(g, x, r, w, db, seed, threshold, scale, eps, True, keep, keep)
     if done is None:
         return None
     out, out_x, sums = done  # `out` is the array returned (keep_dropout matches it by identity)
     if keep:
-        _together.saved = (g, x, r, db, seed, eps, sums)
+        _together.saved = (g, x, r, w, db, seed, eps, sums)
         if out_x is not None:
             _tk.keep_dropout((out, seed, threshold, out_x))
     return out
 
 
-def param_grads(g, x, r, db, seed, threshold, scale, eps):
+def param_grads(g, x, r, w, db, seed, threshold, scale, eps):
     """The (2, d) parameter gradients (float64): those `input_grad` kept for the same arrays,
-    else the fused pass run for them."""
+    else the fused pass run for them alone."""
     saved = getattr(_together, "saved", None)
     _together.saved = None
     if saved is not None:
-        sg, sx, sr, sdb, sseed, seps, sums = saved
-        if sg is g and sx is x and sr is r and sdb is db and sseed == seed and seps == eps:
+        sg, sx, sr, sw, sdb, sseed, seps, sums = saved
+        same = sg is g and sx is x and sr is r and sw is w and sdb is db
+        if same and sseed == seed and seps == eps:
             return sums
-    w = np.ones(x.shape[-1], _F32)  # the parameter gradients do not depend on the weight
-    done = grads(g, x, r, w, db, seed, threshold, scale, eps, write_x=False)
+    done = grads(g, x, r, w, db, seed, threshold, scale, eps, False, False, True)
     return None if done is None else done[2]
+
+
+def joint_grads(g, x, r, w, db, seed, threshold, scale, eps):
+    """(the residual's gradient, the parameter gradients) in one pass, or None (Note [Joint
+    kernels] in ember/graph/fusion.py)."""
+    done = grads(g, x, r, w, db, seed, threshold, scale, eps, True, False, True)
+    return None if done is None else (done[0], done[2])

@@ -116,7 +116,7 @@ def _vjp(g, y, x, r, w, b, *rest, p=0.0, eps=1e-5, biased=False):
             if db is not None and need(db):
                 gdb = _bias_grad(gx, db)
         if want_params:
-            sums = apply(PARAM_GRAD, g, x, r, *rest, **attrs)
+            sums = apply(PARAM_GRAD, g, x, r, w, *rest, **attrs)
             gw, gb = sums[0], sums[1]
     return (gx, gr, gw, gb) + ((gdb,) if biased else ()) + ((None,) if p > 0.0 else ())
 
@@ -158,18 +158,25 @@ def _input_grad_kernel(g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
     return _fused._ln_input_grad_forward(np, g, h, w, r, eps) if out is None else out
 
 
-def _param_grad_forward(xp, g, x, r, *rest, p=0.0, eps=1e-5, biased=False):
+def _param_grad_forward(xp, g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
     return _fused._ln_param_grad_forward(xp, g, _dropped(xp, x, rest, p, biased), r, eps)
 
 
-def _param_grad_kernel(g, x, r, *rest, p=0.0, eps=1e-5, biased=False):
+def _param_grad_kernel(g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
     db, seed, threshold, scale = _mask_args(rest, p, biased)
-    sums = _kernels.param_grads(g, x, r, db, seed, threshold, scale, eps)
+    sums = _kernels.param_grads(g, x, r, w, db, seed, threshold, scale, eps)
     if sums is not None:
         return sums.astype(np.result_type(x, g))
     h = _forward_dropped(x, rest, p, biased)
     out = _tk.layer_norm_param_grad(g, h, r, eps)
     return _fused._ln_param_grad_forward(np, g, h, r, eps) if out is None else out
+
+
+def _joint_kernel(xp, g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
+    """Both gradients in one pass for a compiled graph (Note [Joint kernels])."""
+    db, seed, threshold, scale = _mask_args(rest, p, biased)
+    both = _kernels.joint_grads(g, x, r, w, db, seed, threshold, scale, eps)
+    return None if both is None else (both[0], both[1].astype(np.result_type(x, g)))
 
 
 def _dropped_tensor(x, rest, p, biased):
@@ -203,11 +210,12 @@ def _input_grad_vjp(h, y, g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
     return (g_g, g_h, g_r, g_w) + _trailing(g_h, rest, p, biased)
 
 
-def _param_grad_vjp(h, y, g, x, r, *rest, p=0.0, eps=1e-5, biased=False):
+def _param_grad_vjp(h, y, g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
+    # w is an input only so that the two gradients share one kernel: these sums ignore it
     dropped = _dropped_tensor(x, rest, p, biased)
     g_g, g_u, g_r = _fused._ln_param_grad_vjp(h, None, g, dropped, r, eps)
     g_h = _undrop(g_u, rest, p, biased)
-    return (g_g, g_h, g_r) + _trailing(g_h, rest, p, biased)
+    return (g_g, g_h, g_r, None) + _trailing(g_h, rest, p, biased)
 
 
 INPUT_GRAD = defop(
@@ -224,21 +232,18 @@ PARAM_GRAD = defop(
     "fused_dropout_add_layer_norm_param_grad",
     _param_grad_forward,
     _param_grad_vjp,
-    shape=lambda g, x, r, *rest, **a: (2, _shape_no_params(x, r, *rest, **a)[-1]),
-    dtype=lambda g, x, r, *rest, **a: _dtype(x, r, *rest, **a),
+    shape=lambda g, x, r, w, *rest, **a: (2, _shape(x, r, w, w, *rest, **a)[-1]),
+    dtype=lambda g, x, r, w, *rest, **a: _dtype(x, r, w, *rest, **a),
     quiet=True,
     doc="(2, D): the gradients of fused_dropout_add_layer_norm's layer-norm weight (sum of "
-    "g * xhat) and bias (sum of g) over all rows.",
+    "g * xhat) and bias (sum of g) over all rows (w, unused, is an input so that a compiled "
+    "graph computes both gradients with one joint kernel).",
 )
-
-
-def _shape_no_params(x, r, *rest, p=0.0, eps=1e-5, biased=False):
-    d = x[-1:] if len(x) else (0,)
-    return _shape(x, r, d, d, *rest, p=p, eps=eps, biased=biased)
 
 
 INPUT_GRAD.def_fast_kernel("numpy", _input_grad_kernel)
 PARAM_GRAD.def_fast_kernel("numpy", _param_grad_kernel)
+INPUT_GRAD.joint["fused_dropout_add_layer_norm_param_grad"] = _joint_kernel
 
 
 # --- ONNX: the decomposition in ONNX primitives ----------------------------------------------
@@ -263,7 +268,7 @@ def _input_grad_onnx(b, g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
 
 
 @onnx_lowering("fused_dropout_add_layer_norm_param_grad")
-def _param_grad_onnx(b, g, x, r, *rest, p=0.0, eps=1e-5, biased=False):
+def _param_grad_onnx(b, g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
     return _fused._ln_param_grad_onnx(b, g, _onnx_dropped(b, x, rest, p, biased), r, eps)
 
 

@@ -108,7 +108,9 @@ def _kernel_calls(rng, rows=1024, d=96):
     return {
         "forward": lambda: DK.forward(x, r, w, b, db, *args),
         "forward (no bias, no dropout)": lambda: DK.forward(x, r, w, b, None, 0, 0, 1.0, 1e-5),
-        "backward": lambda: DK.grads(g, x, r, w, db, *args, write_x=True),
+        "backward": lambda: DK.grads(g, x, r, w, db, *args, True, True, True),
+        "input gradient": lambda: DK.grads(g, x, r, w, db, *args, True, True, False),
+        "parameter gradients": lambda: DK.grads(g, x, r, w, db, *args, False, False, True),
     }
 
 
@@ -135,6 +137,11 @@ def test_parallel_kernels_equal_serial_bit_for_bit():
     finally:
         K.PARALLEL_MIN_SIZE, K.COMPILED_MIN_SIZE = saved
         ember.set_num_threads(before)
+    # each part alone gives the bits of the pass that computes all of them
+    whole = serial["backward"]
+    np.testing.assert_array_equal(serial["input gradient"][0], whole[0])
+    np.testing.assert_array_equal(serial["input gradient"][1], whole[1])
+    np.testing.assert_array_equal(serial["parameter gradients"][2], whole[2])
 
 
 @needs_numba
@@ -253,3 +260,31 @@ def test_bert_eval_keeps_the_module_path():
         got = block(h, r)
         want = encoder_heads.add_and_norm(block.LayerNorm, block.dense(h), r)
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_compiled_gradients_equal_eager(p):
+    """ember.compile traces the op and its backward (a compiled graph computes the residual's
+    and the parameters' gradients with one joint kernel, Note [Joint kernels])."""
+    rng = np.random.default_rng(6)
+    leaves = _leaves(rng, np.float32, 1024, 96)
+    cot = ember.from_numpy(rng.standard_normal((1024, 96)).astype(np.float32))
+
+    def grads(x, r, w, b, db, cot):
+        out = F.dropout_add_layer_norm(x, r, 96, w, b, p, True, input_bias=db)
+        return (out,) + tuple(ember.autograd.grad((out * cot).sum(), [x, r, w, b, db]))
+
+    compiled = ember.compile(grads)
+    ember.manual_seed(9)
+    got = compiled(*leaves, cot)
+    ember.manual_seed(9)
+    want = grads(*leaves, cot)
+    for name, a, b in zip(["out", "x", "residual", "weight", "bias", "input_bias"], got, want):
+        np.testing.assert_allclose(
+            a.detach().numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-5, err_msg=name
+        )
+    text = str(compiled.graph)
+    assert (
+        "joint[fused_dropout_add_layer_norm_input_grad,fused_dropout_add_layer_norm_param_grad]"
+        in text
+    )

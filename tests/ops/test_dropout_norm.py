@@ -250,16 +250,23 @@ def test_bert_training_step_equals_the_modules_one_after_another(monkeypatch):
     np.testing.assert_array_equal(fused_next, separate_next)
 
 
-def test_bert_eval_keeps_the_module_path():
+@pytest.mark.parametrize("rows", [(2, 5), (16, 128)])
+def test_bert_inference_folds_the_bias_within_rounding_of_the_modules(rows):
+    """In inference the block is one op without dropout (the dense bias folded in): within
+    float32 rounding of the modules one after another (the product adds its bias itself)."""
     from ember.transformers import encoder_heads
 
     model = _bert().eval()
     block = model.bert.encoder.layer[0].output
-    h, r = ember.randn(2, 5, 64), ember.randn(2, 5, 32)
+    h, r = ember.randn(*rows, 64), ember.randn(*rows, 32)
     with ember.no_grad():
         got = block(h, r)
-        want = encoder_heads.add_and_norm(block.LayerNorm, block.dense(h), r)
-    np.testing.assert_array_equal(got.numpy(), want.numpy())
+        folded = encoder_heads.biased_add_and_norm(
+            block.LayerNorm, F.linear(h, block.dense.weight), block.dense.bias, r
+        )
+        modules = encoder_heads.add_and_norm(block.LayerNorm, block.dense(h), r)
+    np.testing.assert_array_equal(got.numpy(), folded.numpy())
+    np.testing.assert_allclose(got.numpy(), modules.numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1])

@@ -135,7 +135,6 @@ DROPOUT_ADD_LAYER_NORM = defop(
     _vjp,
     shape=_shape,
     dtype=_dtype,
-    quiet=True,  # no promotion: it would turn the int64 seed into a float
     doc="layer_norm(dropout(x + bias) + residual) over the last dim (bias optional, dropout "
     "with fused_dropout's hashed mask when p > 0) as one op; the decomposition is "
     "`ember.ops.dropout_norm.dropout_add_layer_norm_reference`.",
@@ -224,7 +223,6 @@ INPUT_GRAD = defop(
     _input_grad_vjp,
     shape=lambda g, x, r, w, *rest, **a: _shape(x, r, w, w, *rest, **a),
     dtype=lambda g, x, r, w, *rest, **a: _dtype(x, r, w, w, *rest, **a),
-    quiet=True,
     doc="The gradient of fused_dropout_add_layer_norm with respect to its residual (the layer "
     "norm's input gradient); x's is fused_dropout of it.",
 )
@@ -234,7 +232,6 @@ PARAM_GRAD = defop(
     _param_grad_vjp,
     shape=lambda g, x, r, w, *rest, **a: (2, _shape(x, r, w, w, *rest, **a)[-1]),
     dtype=lambda g, x, r, w, *rest, **a: _dtype(x, r, w, *rest, **a),
-    quiet=True,
     doc="(2, D): the gradients of fused_dropout_add_layer_norm's layer-norm weight (sum of "
     "g * xhat) and bias (sum of g) over all rows (w, unused, is an input so that a compiled "
     "graph computes both gradients with one joint kernel).",

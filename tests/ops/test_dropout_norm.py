@@ -295,3 +295,16 @@ def test_compiled_gradients_equal_eager(p):
         "joint[fused_dropout_add_layer_norm_input_grad,fused_dropout_add_layer_norm_param_grad]"
         in text
     )
+
+
+def test_half_precision_takes_the_decomposition():
+    """float16 keeps the decomposition, which accumulates in float32 (Note [Half-precision
+    accumulation])."""
+    rng = np.random.default_rng(8)
+    x, r = (ember.from_numpy(rng.standard_normal((4, 8)).astype(np.float16)) for _ in range(2))
+    ember.manual_seed(2)
+    got = F.dropout_add_layer_norm(x, r, 8, p=0.25)
+    ember.manual_seed(2)
+    want = DN.dropout_add_layer_norm_reference(x, r, 8, p=0.25)
+    assert got.dtype == ember.float16
+    np.testing.assert_array_equal(got.numpy(), want.numpy())

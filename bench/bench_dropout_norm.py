@@ -8,6 +8,7 @@ fused and with the modules one after another (ember only, same process, alternat
 Prints min / median / max per side and the ratios (below 1 is faster), one JSON line each.
 
     PYTHONPATH=. python bench/bench_dropout_norm.py [--rounds 15] [--threads 1 2] [--no-step]
+        [--no-op] [--length 128] [--step-rounds 7]
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _op_sides(torch, rows=16 * 128, d=384, p=0.1):
     return {"fused": fused, "separate": separate, "torch": reference}
 
 
-def _step_sides():
+def _step_sides(length: int = 128):
     from bench_transformers import FOLDER
 
     from ember import transformers as et
@@ -95,7 +96,7 @@ def _step_sides():
     rng = np.random.default_rng(0)
     ember.manual_seed(0)
     model = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2).train()
-    ids = ember.from_numpy(rng.integers(1000, 20000, (16, 128)))
+    ids = ember.from_numpy(rng.integers(1000, 20000, (16, length)))
     labels = ember.from_numpy(rng.integers(0, 2, 16))
     opt = ember.optim.AdamW(model.parameters(), lr=2e-5)
 
@@ -138,18 +139,22 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-step", action="store_true", help="the op alone")
     parser.add_argument("--step-rounds", type=int, default=7)
+    parser.add_argument("--length", type=int, default=128, help="the steps' sequence length")
+    parser.add_argument("--no-op", action="store_true", help="the steps alone")
     args = parser.parse_args()
     import torch
 
-    ops = _op_sides(torch)
-    step = None if args.no_step else _step_sides()
+    ops = None if args.no_op else _op_sides(torch)
+    step = None if args.no_step else _step_sides(args.length)
     for threads in args.threads:
         set_threads(threads)
         torch.set_num_threads(threads)
-        _report("dropout+add+layer_norm fwd+bwd", threads, _interleaved(ops, args.rounds), "fused")
+        if ops is not None:
+            times = _interleaved(ops, args.rounds)
+            _report("dropout+add+layer_norm fwd+bwd", threads, times, "fused")
         if step is not None:
             _report(
-                "minilm fine-tune step 16x128",
+                f"minilm fine-tune step 16x{args.length}",
                 threads,
                 _interleaved(step, args.step_rounds),
                 "fused",

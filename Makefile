@@ -55,6 +55,7 @@ demo: $(VENV)/.base $(VENV)/.serve
 	$(PY) examples/compile_minilm.py
 	$(PY) examples/linalg_mnist.py
 	$(PY) examples/short_requests.py
+	$(PY) examples/dropout_add_norm.py
 
 demo-serve: $(VENV)/.serve
 	$(PY) examples/serve_minilm.py

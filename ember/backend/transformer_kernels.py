@@ -744,13 +744,30 @@ def _source(group: str) -> str:
     if group.startswith("gelu:"):
         approximate, single, has_bias = (flag == "1" for flag in group.split(":")[1:])
         return _gelu_source(approximate, single, has_bias)
+    if group in _GROUPS:
+        return _GROUPS[group]()
     return {
         "layer_norm": _SUM_BLOCKS + _LAYER_NORM,
-        "layer_norm32": _SUM_BLOCKS + _LAYER_NORM_32,
+        "layer_norm32": layer_norm32_source(),
         "softmax32": _SOFTMAX_32 + _SOFTMAX_BACKWARD,
         "softmax64": _SOFTMAX_64 + _SOFTMAX_BACKWARD,
         "dropout": _DROPOUT,
     }[group]
+
+
+_GROUPS: dict = {}  # kernel groups that other kernel files add (`register_group`)
+
+
+def register_group(group: str, source) -> None:
+    """Add a kernel group whose source `source()` returns (built by `_kernel` as this file's
+    groups are: the same header, serial and parallel builds, numba's disk cache)."""
+    _GROUPS[group] = source
+
+
+def layer_norm32_source() -> str:
+    """The float32 layer-norm kernels with their inlined row functions (`row_stats`,
+    `input_grad_row`, `param_grad_row`; Note [Float32 layer norm]), for kernels that reuse them."""
+    return _SUM_BLOCKS + _LAYER_NORM_32
 
 
 _KERNELS: dict = {}
@@ -1034,6 +1051,11 @@ def softmax_grad(g, y, scale):
 
 
 def dropout(x, seed, threshold, scale):
+    kept = getattr(_kept_dropout, "value", None)
+    if kept is not None:  # computed by the pass that made x (`keep_dropout`)
+        _kept_dropout.value = None
+        if kept[0] is x and kept[1] == seed and kept[2] == threshold:
+            return kept[3]
     if x.size == 0 or not _floats(x):
         return None
     kernel = _pick("dropout", "dropout_forward", x.size)
@@ -1043,6 +1065,17 @@ def dropout(x, seed, threshold, scale):
     out = empty_apart(xs.shape, x.dtype, xs)
     kernel(xs, int(seed), int(threshold), scale, out)
     return out.reshape(x.shape)
+
+
+_kept_dropout = threading.local()
+
+
+def keep_dropout(kept) -> None:
+    """`kept` = (x, seed, threshold, result): the next `dropout` call on this thread, if it is
+    for this very array, seed and threshold, returns `result` (which a kernel that made x
+    computed in the same pass: the backward of fused_dropout_add_layer_norm, Note [Dropout,
+    add and norm in one pass] in ember/backend/dropout_norm_kernels.py); None forgets it."""
+    _kept_dropout.value = kept
 
 
 # --- small inputs ---------------------------------------------------------------------------

@@ -731,6 +731,7 @@ class JointOp:
     (Note [Joint kernels]); its inputs are the second op's."""
 
     stateful = False
+    view = False  # read by the fusion of the elementwise chains that consume its results
     fresh_outputs = True  # new arrays: the executor's buffer plan keeps nothing of them
 
     def __init__(self, first: OpDef, second: OpDef, n_first: int):

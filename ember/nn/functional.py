@@ -325,3 +325,6 @@ def normalize(input, p: float = 2.0, dim: int = 1, eps: float = 1e-12):
 
 # ember's extension for Transformer blocks: layer_norm(x + residual) in one pass
 from ember.ops.nn import residual_layer_norm as residual_layer_norm  # noqa: E402
+
+# ember's extension for Transformer blocks: layer_norm(dropout(x + bias) + residual) in one pass
+from ember.ops.dropout_norm import dropout_add_layer_norm as dropout_add_layer_norm  # noqa: E402

@@ -201,6 +201,14 @@ def _fused_layer_norm_lower(b, x, weight, bias, r=None, eps=1e-5):
     return b.op("LayerNormalization", s, weight, bias, axis=-1, epsilon=eps)
 
 
+def _fused_dropout_add_layer_norm_lower(b, x, r, weight, bias, *rest, p=0.0, eps=1e-5,
+                                        biased=False):  # fmt: skip
+    from ember.ops.dropout_norm import _onnx_dropped
+
+    s = b.op("Add", _onnx_dropped(b, x, rest, p, biased), r)
+    return b.op("LayerNormalization", s, weight, bias, axis=-1, epsilon=eps)
+
+
 def _fused_gelu_lower(b, x, bias=None, approximate="none"):
     u = x if bias is None else b.op("Add", x, bias)
     return b.op("Gelu", u, approximate=approximate)
@@ -217,6 +225,10 @@ def _fused_attention_lower(b, q, k, v, *rest, **attrs):
 _PRIMITIVES = {
     "fused_softmax": (13, FusedOp("softmax", _fused_softmax_lower)),
     "fused_layer_norm": (17, FusedOp("layer_norm", _fused_layer_norm_lower)),
+    "fused_dropout_add_layer_norm": (
+        17,
+        FusedOp("layer_norm", _fused_dropout_add_layer_norm_lower),
+    ),
     "fused_gelu": (20, FusedOp("gelu", _fused_gelu_lower)),
     "fused_attention": (13, FusedOp("attention", _fused_attention_lower)),
 }

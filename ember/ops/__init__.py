@@ -22,6 +22,7 @@ from ember.ops import rnn as rnn
 from ember.ops import spatial as spatial  # issue 18: lp_pool, pixel_shuffle, instance_norm
 from ember.ops import distance as distance  # issue 18: cosine_similarity, pdist, cdist
 from ember.ops import linalg_ext as linalg_ext  # issue 18: torch.linalg and matrix products
+from ember.ops import dropout_norm as dropout_norm  # issue 21: dropout + residual + layer norm
 
 elementwise._LATE.SUM = reduce.SUM
 elementwise._LATE.RESHAPE = shape.RESHAPE

@@ -23,6 +23,7 @@ import ember
 from ember._util.errors import ShapeError
 import ember.ops.conv as C
 import ember.ops.fused as _fused
+import ember.ops.dropout_norm as _dropout_norm
 import ember.ops.linalg as L
 import ember.ops.nn as N
 import ember.ops.shape as S
@@ -1923,6 +1924,64 @@ ROWS: list[OpRow] = [
         ],
         lambda x, r, w, b: _t("nn.functional.layer_norm")(x + r, (4,), w, b),
         gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(  # Note [Dropout, add and norm in one pass]: inference (no dropout), dense bias
+        "dropout_add_layer_norm",
+        (
+            "fused_dropout_add_layer_norm",
+            "fused_dropout_add_layer_norm_input_grad",
+            "fused_dropout_add_layer_norm_param_grad",
+        ),
+        lambda x, r, w, b, db: _dropout_norm.dropout_add_layer_norm(
+            x, r, 4, w, b, 0.1, training=False, input_bias=db
+        ),
+        lambda rng: [
+            Sample((_r(rng, 2, 3, 4), _r(rng, 2, 3, 4), _r(rng, 4), _r(rng, 4), _r(rng, 4))),
+            Sample(
+                (_r(rng, 5, 4), _r(rng, 5, 4), _r(rng, 4), _r(rng, 4), _r(rng, 4)),
+                noncontiguous=True,
+                name="noncontiguous",
+            ),
+        ],
+        lambda x, r, w, b, db: _t("nn.functional.layer_norm")(x + db + r, (4,), w, b),
+        gradgrad=True,
+        atol=1e-4,
+    ),
+    OpRow(  # training: fused_dropout's hashed mask, checked against the NumPy reference
+        "dropout_add_layer_norm_dropout",
+        (
+            "fused_dropout_add_layer_norm",
+            "fused_dropout_add_layer_norm_input_grad",
+            "fused_dropout_add_layer_norm_param_grad",
+            "fused_dropout",
+        ),
+        lambda x, r, w, b, db, seed, p: _fused.apply(
+            _dropout_norm.DROPOUT_ADD_LAYER_NORM, x, r, w, b, db, seed, p=p, biased=True
+        ),
+        lambda rng: [
+            Sample(
+                (_r(rng, 3, 8), _r(rng, 3, 8), _r(rng, 8), _r(rng, 8), _r(rng, 8), np.array(5), 0.3)
+            ),
+            Sample(
+                (
+                    _r(rng, 2, 3, 4),
+                    _r(rng, 2, 3, 4),
+                    _r(rng, 4),
+                    _r(rng, 4),
+                    _r(rng, 4),
+                    np.array(12345),
+                    0.5,
+                ),
+                noncontiguous=True,
+                name="noncontiguous",
+            ),
+        ],  # fmt: skip
+        ref=lambda x, r, w, b, db, seed, p: _dropout_norm._forward(
+            np, x, r, w, b, db, seed, p=p, biased=True
+        ),
+        gradgrad=True,
+        int_args=(5,),
         atol=1e-4,
     ),
     OpRow(

@@ -31,6 +31,8 @@ from ember.transformers.modeling_outputs import (
 __all__ = [
     "EncoderHeadMixin",
     "as_labels",
+    "biased_add_and_norm",
+    "dense_dropout_add_norm",
     "feed_forward_in_chunks",
     "finish",
     "flatten_choices",
@@ -175,6 +177,43 @@ def add_and_norm(layer_norm: nn.LayerNorm, x, residual):
     in ember.ops.fused): the post-norm residual of BERT-family blocks."""
     return F.residual_layer_norm(
         x, residual, layer_norm.normalized_shape, layer_norm.weight, layer_norm.bias, layer_norm.eps
+    )
+
+
+def dense_dropout_add_norm(dense, dropout, layer_norm: nn.LayerNorm, hidden_states, residual):
+    """layer_norm(dropout(dense(hidden_states)) + residual), BERT's BertSelfOutput and
+    BertOutput. With the stock modules, the dense layer's bias, the dropout (training), the
+    residual add and the norm run as one op (`biased_add_and_norm`); a wrapped or replaced
+    part runs the modules."""
+    if (
+        type(dense) is nn.Linear
+        and type(dropout) is nn.Dropout
+        and type(layer_norm) is nn.LayerNorm
+        and dense.bias is not None
+    ):
+        p = dropout.p if dropout.training else 0.0
+        return biased_add_and_norm(
+            layer_norm, F.linear(hidden_states, dense.weight), dense.bias, residual, p
+        )
+    return add_and_norm(layer_norm, dropout(dense(hidden_states)), residual)
+
+
+def biased_add_and_norm(layer_norm: nn.LayerNorm, x, bias, residual, p: float = 0.0):
+    """layer_norm(dropout(x + bias, p) + residual) as one op, x a linear layer's output
+    without its bias (Note [Dropout, add and norm in one pass] in
+    ember/backend/dropout_norm_kernels.py: in training the same mask and the same bits as
+    the bias add, dropout and add_and_norm one after another; in inference one row-parallel
+    pass instead of the bias written by the product (single-threaded NumPy) and the norm)."""
+    return F.dropout_add_layer_norm(
+        x,
+        residual,
+        layer_norm.normalized_shape,
+        layer_norm.weight,
+        layer_norm.bias,
+        p,
+        p > 0.0,
+        layer_norm.eps,
+        input_bias=bias,
     )
 
 

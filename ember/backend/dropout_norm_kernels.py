@@ -1,0 +1,266 @@
+"""Compiled kernels of `fused_dropout_add_layer_norm` (ember/ops/dropout_norm.py): the
+post-norm residual of a Transformer block, layer_norm(dropout(x + bias) + residual), forward
+and backward each as one pass over rows.
+
+Note [Dropout, add and norm in one pass]: BERT's BertSelfOutput / BertOutput compute
+LayerNorm(dropout(dense(h)) + h_in). As separate kernels a training step pays, per block, a
+pass that adds the dense bias, a dropout pass that writes the dropped tensor, and the
+residual layer norm reading it back; the backward pays the layer-norm gradient pass and a
+dropout pass over its result. Here each direction is one kernel over rows:
+- forward: each row's keep mask is hashed from (seed, flat element index) exactly as
+  `fused_dropout` hashes it (Note [Fused Transformer ops] in ember.ops.fused: the same seed
+  drawn from the same generator gives the same mask); the dropped row (x + bias) * scale or 0
+  goes into a row of scratch, then the float32 layer norm of dropped + residual runs on it
+  with the layer-norm kernels' own inlined row code (`row_stats`, Note [Float32 layer norm]);
+- the mask is regenerated from the seed in the backward, not stored, as fused_dropout does:
+  the op keeps one output and holds no memory between its forward and backward. It is not
+  free: the hash is most of what dropout costs (2048 x 384 float32, quiet machine: the
+  forward 0.89 ms with dropout against 0.55 ms without, the backward 1.68 against 1.25 ms at
+  1 thread; about 0.2-0.27 ms each at 2 threads); a uint8 mask written by the forward would
+  save most of the backward's share (~3 ms of a MiniLM 16 x 128 step at 2 threads, ~0.4%),
+  at the price of a second output or a cache beside the op;
+- backward: the same dropped row is rebuilt, the layer-norm input and parameter gradients of
+  that row are computed by the layer-norm kernels' `input_grad_row` / `param_grad_row` (both
+  gradients in one pass, Note [Layer norm gradients together]), and the residual's gradient
+  g_s and the input's, dropout(g_s), are written side by side ((2, rows, d)).
+Every value is computed by the same float32 operations in the same order as the separate
+kernels (dropout, layer norm, and the linear's bias add `out += b`), so the fused op equals
+the decomposition bit for bit (tests/ops/test_dropout_norm.py), a training run gives the same
+numbers as before the fusion, and serial and parallel builds agree (Note [Row-parallel
+kernels]: whole rows per thread, parameter sums in fixed blocks of rows). Only float32 inputs
+of at least COMPILED_MIN_SIZE elements take these kernels; the rest (float64, small inputs)
+run the separate kernels one after another (`None` here), which keep their own small-input
+twins (Note [Kernel-exact small paths]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+from ember.backend import transformer_kernels as _tk
+
+_SOURCE = """
+@numba.njit(inline="always")
+def keep_row(seed, threshold, i, d, keep):
+    # fused_dropout's keep test (splitmix64 of seed + flat index * golden), row i
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    m1 = np.uint64(0xBF58476D1CE4E5B9)
+    m2 = np.uint64(0x94D049BB133111EB)
+    base = np.uint64(seed)
+    limit = np.uint64(threshold)
+    start = np.uint64(i * d + 1)
+    for j in range(d):
+        z = base + (start + np.uint64(j)) * golden
+        z = (z ^ (z >> np.uint64(30))) * m1
+        z = (z ^ (z >> np.uint64(27))) * m2
+        z = z ^ (z >> np.uint64(31))
+        keep[j] = (z >> np.uint64(40)) >= limit
+
+
+@numba.njit(inline="always")
+def dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, out):
+    # out = dropout(x[i] + db): the linear's `out += b`, then fused_dropout's x * scale or 0
+    xi = x[i]
+    zero = np.float32(0.0)
+    if dropping:
+        keep_row(seed, threshold, i, d, keep)
+        if has_bias:
+            for j in range(d):
+                v = (xi[j] + db[j]) * scale
+                out[j] = v if keep[j] else zero
+        else:
+            for j in range(d):
+                v = xi[j] * scale
+                out[j] = v if keep[j] else zero
+    elif has_bias:
+        for j in range(d):
+            out[j] = xi[j] + db[j]
+    else:
+        for j in range(d):
+            out[j] = xi[j]
+
+
+def dropout_add_norm_forward(x, db, has_bias, dropping, seed, threshold, scale, r, w, b, eps,
+                             block, out):
+    rows, d = x.shape
+    blocks = (rows + block - 1) // block
+    for k in prange(blocks):
+        wide_vectors()
+        kept = np.empty((1, d), np.float32)
+        keep = np.empty(d, np.bool_)
+        for i in range(k * block, min(rows, (k + 1) * block)):
+            dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, kept[0])
+            mean, rstd = row_stats(kept, r[i:i + 1], True, 0, d, eps)
+            m32 = np.float32(mean)
+            lo32 = np.float32(mean - np.float64(m32))
+            r32 = np.float32(rstd)
+            ki = kept[0]
+            ri = r[i]
+            oi = out[i]
+            for j in range(d):
+                oi[j] = ((ki[j] + ri[j] - m32) - lo32) * r32 * w[j] + b[j]
+
+
+def dropout_add_norm_grads(g, x, db, has_bias, dropping, seed, threshold, scale, r, w, eps,
+                           block, partial, want_input, out, write_x, out_x, want_params, sums):
+    # out (want_input): the gradient of the residual (the layer norm's input gradient); out_x
+    # (write_x): of x, dropout(out); sums (want_params): the layer norm's weight and bias
+    # gradients
+    rows, d = x.shape
+    blocks = partial.shape[0]
+    for k in prange(blocks):
+        wide_vectors()
+        kept = np.empty((1, d), np.float32)
+        keep = np.empty(d, np.bool_)
+        p0 = partial[k, 0]
+        p1 = partial[k, 1]
+        if want_params:
+            clear_block(p0, p1, d)
+        zero = np.float32(0.0)
+        for i in range(k * block, min(rows, (k + 1) * block)):
+            dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, kept[0])
+            gi = g[i:i + 1]
+            ri = r[i:i + 1]
+            if want_input:
+                input_grad_row(gi, kept, ri, True, w, eps, 0, d, out[i:i + 1])
+            if want_params:
+                param_grad_row(gi, kept, ri, True, eps, 0, d, p0, p1)
+            if write_x:
+                gs = out[i]
+                gx = out_x[i]
+                for j in range(d):
+                    v = gs[j] * scale
+                    gx[j] = v if keep[j] else zero
+    if want_params:
+        sum_blocks(partial, sums)
+"""
+
+GROUP = "dropout_norm32"
+_tk.register_group(GROUP, lambda: _tk.layer_norm32_source() + _SOURCE)
+
+_F32 = np.dtype(np.float32)
+
+
+def _fits(x, r, *params):
+    """The fused float32 kernels apply: every operand float32, r shaped as x, each parameter
+    (d,), at least COMPILED_MIN_SIZE elements."""
+    if x.ndim == 0 or x.size < _tk.COMPILED_MIN_SIZE or r.shape != x.shape:
+        return False
+    d = x.shape[-1]
+    return all(a.dtype == _F32 for a in (x, r) + params) and all(p.shape == (d,) for p in params)
+
+
+def forward(x, r, w, b, db, seed, threshold, scale, eps):
+    """layer_norm(dropout(x + db) + r) (db None: no bias; threshold 0: no dropout) through the
+    fused kernel, or None where it does not apply."""
+    if not _fits(x, r, w, b, *(() if db is None else (db,))):
+        return None
+    kernel = _tk._pick(GROUP, "dropout_add_norm_forward", x.size)
+    if kernel is None:
+        return None
+    xs, rs = _tk._rows(x), _tk._rows(r)
+    out = _tk.empty_apart(xs.shape, _F32, xs, rs)
+    bias = _tk._empty_bias(_F32) if db is None else db
+    kernel(xs, bias, db is not None, threshold > 0, int(seed), int(threshold), np.float32(scale),
+           rs, w, b, float(eps), _tk._BLOCK, out)  # fmt: skip
+    return out.reshape(x.shape)
+
+
+_together = threading.local()
+
+
+@contextlib.contextmanager
+def grads_together():
+    """Inside: `input_grads` keeps the parameter gradients of its pass for the `param_grads`
+    call that follows with the same arrays (Note [Layer norm gradients together])."""
+    _together.active, _together.saved = True, None
+    try:
+        yield
+    finally:
+        _together.active, _together.saved = False, None
+
+
+def grads(
+    g, x, r, w, db, seed, threshold, scale, eps, want_input=True, write_x=False, want_params=True
+):
+    """(the residual's gradient if `want_input`, x's gradient (dropout of the first) if
+    `write_x` and dropping, the layer norm's parameter gradients (2, d) in float64 if
+    `want_params`; None for what is not wanted) through the fused kernel, or None where it
+    does not apply."""
+    if g.shape != x.shape or g.dtype != _F32 or not _fits(x, r, w, *(() if db is None else (db,))):
+        return None
+    kernel = _tk._pick(GROUP, "dropout_add_norm_grads", x.size)
+    if kernel is None:
+        return None
+    xs, rs, gs = _tk._rows(x), _tk._rows(r), _tk._rows(g)
+    write_x = want_input and write_x and threshold > 0
+    out = _tk.empty_apart(xs.shape, _F32, gs, xs, rs) if want_input else xs
+    out_x = _tk.empty_apart(xs.shape, _F32, gs, xs, rs, out) if write_x else out
+    partial, sums = _tk._param_sums(xs)  # np.empty: untouched unless want_params
+    bias = _tk._empty_bias(_F32) if db is None else db
+    kernel(gs, xs, bias, db is not None, threshold > 0, int(seed), int(threshold),
+           np.float32(scale), rs, w, float(eps), _tk._BLOCK, partial, want_input, out, write_x,
+           out_x, want_params, sums)  # fmt: skip
+    return (
+        out.reshape(x.shape) if want_input else None,
+        out_x.reshape(x.shape) if write_x else None,
+        sums if want_params else None,
+    )
+
+
+_together = threading.local()
+
+
+@contextlib.contextmanager
+def backward_together():
+    """Inside (the fused op's VJP): `input_grad` keeps what its pass computed besides the
+    residual's gradient: the parameter gradients, for the `param_grads` call that follows
+    with the same arrays (Note [Layer norm gradients together] in
+    ember/backend/transformer_kernels.py), and x's gradient, dropout of the residual's, for
+    the `fused_dropout` call on it that follows (`transformer_kernels.keep_dropout`). A
+    compiled graph computes the two gradients with one joint kernel instead (`joint_grads`)."""
+    _together.active, _together.saved = True, None
+    try:
+        yield
+    finally:
+        _together.active, _together.saved = False, None
+        _tk.keep_dropout(None)
+
+
+def input_grad(g, x, r, w, db, seed, threshold, scale, eps):
+    """The residual's gradient (the layer norm's input gradient at dropout(x + db) + r), or
+    None where the fused kernel does not apply; see `backward_together`."""
+    keep = getattr(_together, "active", False)
+    done = grads(g, x, r, w, db, seed, threshold, scale, eps, True, keep, keep)
+    if done is None:
+        return None
+    out, out_x, sums = done  # `out` is the array returned (keep_dropout matches it by identity)
+    if keep:
+        _together.saved = (g, x, r, w, db, seed, eps, sums)
+        if out_x is not None:
+            _tk.keep_dropout((out, seed, threshold, out_x))
+    return out
+
+
+def param_grads(g, x, r, w, db, seed, threshold, scale, eps):
+    """The (2, d) parameter gradients (float64): those `input_grad` kept for the same arrays,
+    else the fused pass run for them alone."""
+    saved = getattr(_together, "saved", None)
+    _together.saved = None
+    if saved is not None:
+        sg, sx, sr, sw, sdb, sseed, seps, sums = saved
+        same = sg is g and sx is x and sr is r and sw is w and sdb is db
+        if same and sseed == seed and seps == eps:
+            return sums
+    done = grads(g, x, r, w, db, seed, threshold, scale, eps, False, False, True)
+    return None if done is None else done[2]
+
+
+def joint_grads(g, x, r, w, db, seed, threshold, scale, eps):
+    """(the residual's gradient, the parameter gradients) in one pass, or None (Note [Joint
+    kernels] in ember/graph/fusion.py)."""
+    done = grads(g, x, r, w, db, seed, threshold, scale, eps, True, False, True)
+    return None if done is None else (done[0], done[2])

@@ -31,12 +31,17 @@ results do not depend on the thread count; it may reassociate the row sum (`_FAS
 which LLVM then vectorises, without `nnan`/`ninf`, as masked scores are -inf. Its loops are
 written for LLVM's vectoriser (Note [Vectorised rows] in transformer_kernels.py): exp (the
 branch-free `exp_nonpositive`) and the float64 row sum in loops of their own (in one loop the
-double sum made LLVM vectorise the exp 4 lanes wide), the row max in 8 scalar lanes (a lane
-array in memory, as before, made it a store-forwarding chain). A block of 12 heads x 128 x
-128 float32 scores, 1 thread: 0.29-0.30 ms before, 0.16-0.20 ms after (NumPy's own AVX-512
-np.exp over the same scores alone takes 0.08 ms); `nnan` on the max (LLVM's vector max
-reduction) was no faster and loses NaN rows. The MiniLM layer (32 x 128) went from 18.1 to
-14.3 ms at 1 thread.
+double sum made LLVM vectorise the exp 4 lanes wide), the row max over integer order keys in
+the scale and mask loop (Note [Attention row max]; earlier 8 scalar lanes, and before that a
+lane array in memory, a store-forwarding chain). A block of 12 heads x 128 x 128 float32
+scores, 1 thread: 0.29-0.30 ms with the lane array, 0.16-0.20 ms (later measured 0.21-0.22)
+with scalar lanes, 0.155-0.17 ms with order keys (NumPy's own AVX-512 np.exp over the same
+scores alone takes 0.08 ms); `nnan` on a float max (LLVM's vector max reduction) was no
+faster and loses NaN rows. The MiniLM layer (32 x 128) went from 18.1 to 14.3 ms at 1 thread.
+The pass runs 16 float32 lanes (Note [Wide vectors] in transformer_kernels.py): its float64
+row sum is reassociated, so its last bits depend on the vector width (on the tests' inputs
+float32 results did not move, float64 ones by an ulp); every block runs the same code, so
+thread counts still agree bit for bit.
 Backward: the op saves only its inputs and its VJP recomputes the probabilities (flash
 attention's way). At the fine-tuning shape (16 x 12 heads, 128 x 128, 1 thread) forward +
 backward took 52-58 ms that way against 34-48 ms for the decomposition, which keeps the
@@ -82,27 +87,40 @@ def attention_probs(s, m, has_mask, scale, b, h0, i0, heads, queries, seed, thre
     sc = FLOAT(scale)
     ib = b if mb > 1 else 0
     for c in range(C):
+        wide_vectors()  # Note [Wide vectors] in transformer_kernels.py
         h = h0 + c
         ih = h if mh > 1 else 0
         for r in range(R):
             i = i0 + r
             row = s[c, r]
             mi = m[ib, ih, i if ml > 1 else 0]
+            # the row's max as the largest order key, in the pass that scales and masks
+            # (Note [Attention row max])
+            top = KEY_LOWEST
             if has_mask and ms > 1:
                 for j in range(n):
-                    row[j] = row[j] * sc + mi[j]
+                    x = row[j] * sc + mi[j]
+                    row[j] = x
+                    key = order_key(x)
+                    top = key if key > top else top
             elif has_mask:
                 mv = mi[0]
                 for j in range(n):
-                    row[j] = row[j] * sc + mv
+                    x = row[j] * sc + mv
+                    row[j] = x
+                    key = order_key(x)
+                    top = key if key > top else top
             else:
                 for j in range(n):
-                    row[j] = row[j] * sc
-            top = row_max(row, n)
+                    x = row[j] * sc
+                    row[j] = x
+                    key = order_key(x)
+                    top = key if key > top else top
+            largest = key_value(top)
             # exp and sum in loops of their own: with the float64 sum in the exp loop LLVM
             # vectorised it 4 lanes wide (Note [Attention blocks])
             for j in range(n):
-                row[j] = EXP(row[j] - top)
+                row[j] = EXP(row[j] - largest)
             total = 0.0
             for j in range(n):
                 total += row[j]
@@ -132,11 +150,37 @@ def exp_nonpositive(x):
     return ZERO32 if x < EXP_LO32 else y
 """
 
-# the row's max in 8 lanes of scalars (Note [Vectorised rows]), NaN ignored: a NaN score turns
-# the row NaN through exp and the sum, as in the reference
-_ROW_MAX = {
-    single: _tk._lanes("row_max", "a", "a[j]", combine="max", start=f"{dtype}(-np.inf)")
-    for single, dtype in ((True, "np.float32"), (False, "np.float64"))
+# Note [Attention row max]: the row's max is taken over order keys, the float's bits as a
+# signed integer with the magnitude bits flipped where the sign is set (an involution), which
+# order as the floats do (-0.0 just below +0.0). An integer max is a reduction LLVM vectorises
+# without fast-math flags (a float max needs `nnan`), so it runs in the scale and mask loop, 16
+# lanes wide, instead of a pass of its own in 8 scalar lanes: a block of 12 heads x 128 x 128
+# float32 scores with a padding mask, 1 thread, min of 200 calls on the quiet machine: 207-221
+# us -> 155-173 us with Note [Wide vectors] (the max pass alone cost ~55 us; 16 lanes without
+# order keys gained nothing). The max is the same value as before, so each probability is
+# too; a NaN score with its sign bit clear becomes the max, one with it set is passed over,
+# and either way the row comes out NaN through exp and the sum, as in the reference.
+_ORDER_KEYS = {
+    single: f"""
+KEY_LOWEST = np.{itype}({-(1 << (bits - 1))})
+KEY_MAGNITUDE = np.{itype}({(1 << (bits - 1)) - 1})
+KEY_SIGN = np.{itype}({bits - 1})
+
+
+@numba.njit(inline="always")
+def order_key(x):
+    i = np.{ftype}(x).view(np.{itype})
+    return i ^ ((i >> KEY_SIGN) & KEY_MAGNITUDE)
+
+
+@numba.njit(inline="always")
+def key_value(k):
+    return np.{itype}(k ^ ((k >> KEY_SIGN) & KEY_MAGNITUDE)).view(np.{ftype})
+"""
+    for single, itype, ftype, bits in (
+        (True, "int32", "float32", 32),
+        (False, "int64", "float64", 64),
+    )
 }
 
 
@@ -147,7 +191,7 @@ def _source(single: bool) -> str:
     else:
         head = ""
         body = _PROBS.replace("FLOAT", "np.float64").replace("EXP", "math.exp")
-    return head + _ROW_MAX[single] + _KEEP + body
+    return head + _ORDER_KEYS[single] + _KEEP + body
 
 
 _KERNELS: dict = {}

@@ -32,7 +32,7 @@ which LLVM then vectorises, without `nnan`/`ninf`, as masked scores are -inf. It
 written for LLVM's vectoriser (Note [Vectorised rows] in transformer_kernels.py): exp (the
 branch-free `exp_nonpositive`) and the float64 row sum in loops of their own (in one loop the
 double sum made LLVM vectorise the exp 4 lanes wide), the row max over integer order keys in
-the scale and mask loop (Note [Attention row max]; earlier 8 scalar lanes, and before that a
+the scale and mask loop (Note [Row max over order keys]; earlier 8 scalar lanes, and before that a
 lane array in memory, a store-forwarding chain). A block of 12 heads x 128 x 128 float32
 scores, 1 thread: 0.29-0.30 ms with the lane array, 0.16-0.20 ms (later measured 0.21-0.22)
 with scalar lanes, 0.155-0.17 ms with order keys (NumPy's own AVX-512 np.exp over the same
@@ -95,7 +95,7 @@ def attention_probs(s, m, has_mask, scale, b, h0, i0, heads, queries, seed, thre
             row = s[c, r]
             mi = m[ib, ih, i if ml > 1 else 0]
             # the row's max as the largest order key, in the pass that scales and masks
-            # (Note [Attention row max])
+            # (Note [Row max over order keys])
             top = KEY_LOWEST
             if has_mask and ms > 1:
                 for j in range(n):
@@ -150,39 +150,6 @@ def exp_nonpositive(x):
     return ZERO32 if x < EXP_LO32 else y
 """
 
-# Note [Attention row max]: the row's max is taken over order keys, the float's bits as a
-# signed integer with the magnitude bits flipped where the sign is set (an involution), which
-# order as the floats do (-0.0 just below +0.0). An integer max is a reduction LLVM vectorises
-# without fast-math flags (a float max needs `nnan`), so it runs in the scale and mask loop, 16
-# lanes wide, instead of a pass of its own in 8 scalar lanes: a block of 12 heads x 128 x 128
-# float32 scores with a padding mask, 1 thread, min of 200 calls on the quiet machine: 207-221
-# us -> 155-173 us with Note [Wide vectors] (the max pass alone cost ~55 us; 16 lanes without
-# order keys gained nothing). The max is the same value as before, so each probability is
-# too; a NaN score with its sign bit clear becomes the max, one with it set is passed over,
-# and either way the row comes out NaN through exp and the sum, as in the reference.
-_ORDER_KEYS = {
-    single: f"""
-KEY_LOWEST = np.{itype}({-(1 << (bits - 1))})
-KEY_MAGNITUDE = np.{itype}({(1 << (bits - 1)) - 1})
-KEY_SIGN = np.{itype}({bits - 1})
-
-
-@numba.njit(inline="always")
-def order_key(x):
-    i = np.{ftype}(x).view(np.{itype})
-    return i ^ ((i >> KEY_SIGN) & KEY_MAGNITUDE)
-
-
-@numba.njit(inline="always")
-def key_value(k):
-    return np.{itype}(k ^ ((k >> KEY_SIGN) & KEY_MAGNITUDE)).view(np.{ftype})
-"""
-    for single, itype, ftype, bits in (
-        (True, "int32", "float32", 32),
-        (False, "int64", "float64", 64),
-    )
-}
-
 
 def _source(single: bool) -> str:
     if single:
@@ -191,7 +158,7 @@ def _source(single: bool) -> str:
     else:
         head = ""
         body = _PROBS.replace("FLOAT", "np.float64").replace("EXP", "math.exp")
-    return head + _ORDER_KEYS[single] + _KEEP + body
+    return head + _tk._ORDER_KEYS[single] + _KEEP + body
 
 
 _KERNELS: dict = {}

@@ -136,7 +136,7 @@ def test_small_path_with_dropout_runs_the_reference():
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_kernel_rows_with_nan_inf_or_every_key_masked_match_the_reference(dtype):
     """The row pass's max over order keys and exp of x - max: a NaN score or key (of either
-    sign: Note [Attention row max]) turns its rows NaN, an infinite score NaN (inf - inf), a
+    sign: Note [Row max over order keys]) turns its rows NaN, an infinite score NaN (inf - inf), a
     row whose keys are all -inf NaN, as in the reference (and torch's decomposition)."""
     q, k, v, m = _arrays(CASES[0], dtype, seed=4)
     q[0, 0, 3, 5] = np.nan  # one query row of head 0

@@ -65,10 +65,10 @@ def self_attention(
     `value` (modules): scaled dot-product attention, or the explicit softmax when the
     probabilities are asked for. `head_mask` (per head) multiplies the probabilities; `dropout`
     (an nn.Dropout) drops them in training. Returns (context (batch, seq, hidden), probs)."""
-    # in inference the fused attention op reads strided heads as they are (Note [Attention
-    # blocks] in ember/backend/attention_kernels.py); the explicit path and training (the
-    # decomposition's batched matmuls) get contiguous copies
-    views = not output_attentions and not ember.is_grad_enabled()
+    # the fused attention op (inference) and the decomposition's batched products (training,
+    # as MKL batch calls per batch item: Note [Strided batches] in ember/backend/blas.py) read
+    # strided heads as they are; the explicit path gets contiguous copies
+    views = not output_attentions
     q = split_heads(query(hidden_states), num_heads, views)
     k = split_heads(key(hidden_states), num_heads, views)
     v = split_heads(value(hidden_states), num_heads, views)

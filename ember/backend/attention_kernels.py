@@ -20,6 +20,12 @@ Note [Attention blocks]: how the tile products are done was measured on this 2-c
   with OpenBLAS at one thread, run on ember's thread pool (Note [Parallel kernels]; numpy and
   the nogil kernel release the GIL): 16 ms at 1 thread, 10 at 2, bit-identical to the serial
   order (each block is computed by one thread in the same operations whatever the count).
+  q k^T as one MKL batch call per block on the strided views (`blas.stacked_product`: no copy
+  of k^T, where MKL is installed) instead of np.matmul on a contiguous k^T: 3-9% less at 1
+  thread, 3-5% at 2 (MiniLM 32 x 128 layer, one process, 3 rounds of 9); the same bits on
+  these shapes. P v stays on np.matmul: MKL refuses an output whose matrices interleave (the
+  heads of (B, L, H, Ev)), and its products into a buffer plus a copy, or one call per head,
+  were slower.
   np.dot inside numba was not taken: it calls SciPy's own OpenBLAS, a second thread pool.
 So a block is one batch item's heads (or fewer heads, or fewer query rows, when that exceeds
 `BLOCK_ELEMENTS` scores), blocks run in parallel when `ember.set_num_threads(n > 1)`, and
@@ -31,12 +37,17 @@ results do not depend on the thread count; it may reassociate the row sum (`_FAS
 which LLVM then vectorises, without `nnan`/`ninf`, as masked scores are -inf. Its loops are
 written for LLVM's vectoriser (Note [Vectorised rows] in transformer_kernels.py): exp (the
 branch-free `exp_nonpositive`) and the float64 row sum in loops of their own (in one loop the
-double sum made LLVM vectorise the exp 4 lanes wide), the row max in 8 scalar lanes (a lane
-array in memory, as before, made it a store-forwarding chain). A block of 12 heads x 128 x
-128 float32 scores, 1 thread: 0.29-0.30 ms before, 0.16-0.20 ms after (NumPy's own AVX-512
-np.exp over the same scores alone takes 0.08 ms); `nnan` on the max (LLVM's vector max
-reduction) was no faster and loses NaN rows. The MiniLM layer (32 x 128) went from 18.1 to
-14.3 ms at 1 thread.
+double sum made LLVM vectorise the exp 4 lanes wide), the row max over integer order keys in
+the scale and mask loop (Note [Row max over order keys]; earlier 8 scalar lanes, and before that a
+lane array in memory, a store-forwarding chain). A block of 12 heads x 128 x 128 float32
+scores, 1 thread: 0.29-0.30 ms with the lane array, 0.16-0.20 ms (later measured 0.21-0.22)
+with scalar lanes, 0.155-0.17 ms with order keys (NumPy's own AVX-512 np.exp over the same
+scores alone takes 0.08 ms); `nnan` on a float max (LLVM's vector max reduction) was no
+faster and loses NaN rows. The MiniLM layer (32 x 128) went from 18.1 to 14.3 ms at 1 thread.
+The pass runs 16 float32 lanes (Note [Wide vectors] in transformer_kernels.py): its float64
+row sum is reassociated, so its last bits depend on the vector width (on the tests' inputs
+float32 results did not move, float64 ones by an ulp); every block runs the same code, so
+thread counts still agree bit for bit.
 Backward: the op saves only its inputs and its VJP recomputes the probabilities (flash
 attention's way). At the fine-tuning shape (16 x 12 heads, 128 x 128, 1 thread) forward +
 backward took 52-58 ms that way against 34-48 ms for the decomposition, which keeps the
@@ -53,7 +64,7 @@ import math
 
 import numpy as np
 
-from ember.backend import numba_kernels, parallel, threads
+from ember.backend import blas, numba_kernels, parallel, threads
 from ember.backend import transformer_kernels as _tk
 
 COMPILED_MIN_SIZE = 1 << 16
@@ -82,27 +93,40 @@ def attention_probs(s, m, has_mask, scale, b, h0, i0, heads, queries, seed, thre
     sc = FLOAT(scale)
     ib = b if mb > 1 else 0
     for c in range(C):
+        wide_vectors()  # Note [Wide vectors] in transformer_kernels.py
         h = h0 + c
         ih = h if mh > 1 else 0
         for r in range(R):
             i = i0 + r
             row = s[c, r]
             mi = m[ib, ih, i if ml > 1 else 0]
+            # the row's max as the largest order key, in the pass that scales and masks
+            # (Note [Row max over order keys])
+            top = KEY_LOWEST
             if has_mask and ms > 1:
                 for j in range(n):
-                    row[j] = row[j] * sc + mi[j]
+                    x = row[j] * sc + mi[j]
+                    row[j] = x
+                    key = order_key(x)
+                    top = key if key > top else top
             elif has_mask:
                 mv = mi[0]
                 for j in range(n):
-                    row[j] = row[j] * sc + mv
+                    x = row[j] * sc + mv
+                    row[j] = x
+                    key = order_key(x)
+                    top = key if key > top else top
             else:
                 for j in range(n):
-                    row[j] = row[j] * sc
-            top = row_max(row, n)
+                    x = row[j] * sc
+                    row[j] = x
+                    key = order_key(x)
+                    top = key if key > top else top
+            largest = key_value(top)
             # exp and sum in loops of their own: with the float64 sum in the exp loop LLVM
             # vectorised it 4 lanes wide (Note [Attention blocks])
             for j in range(n):
-                row[j] = EXP(row[j] - top)
+                row[j] = EXP(row[j] - largest)
             total = 0.0
             for j in range(n):
                 total += row[j]
@@ -132,13 +156,6 @@ def exp_nonpositive(x):
     return ZERO32 if x < EXP_LO32 else y
 """
 
-# the row's max in 8 lanes of scalars (Note [Vectorised rows]), NaN ignored: a NaN score turns
-# the row NaN through exp and the sum, as in the reference
-_ROW_MAX = {
-    single: _tk._lanes("row_max", "a", "a[j]", combine="max", start=f"{dtype}(-np.inf)")
-    for single, dtype in ((True, "np.float32"), (False, "np.float64"))
-}
-
 
 def _source(single: bool) -> str:
     if single:
@@ -147,7 +164,7 @@ def _source(single: bool) -> str:
     else:
         head = ""
         body = _PROBS.replace("FLOAT", "np.float64").replace("EXP", "math.exp")
-    return head + _ROW_MAX[single] + _KEEP + body
+    return head + _tk._ORDER_KEYS[single] + _KEEP + body
 
 
 _KERNELS: dict = {}
@@ -235,9 +252,12 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
         m4 = np.zeros((1, 1, 1, 1), q.dtype)
 
     def block(b, h0, h1, i0, i1):
-        # k^T made contiguous: np.matmul is ~4x slower on a transposed view
-        kt = np.ascontiguousarray(k4[b, h0:h1].transpose(0, 2, 1))
-        scores = np.matmul(q4[b, h0:h1, i0:i1], kt)
+        # q k^T as one MKL batch call on the views (Note [Attention blocks]); else k^T made
+        # contiguous for NumPy (np.matmul is ~4x slower on a transposed view)
+        qs, kt = q4[b, h0:h1, i0:i1], k4[b, h0:h1].transpose(0, 2, 1)
+        scores = np.empty((h1 - h0, i1 - i0, keys), q.dtype)
+        if not blas.stacked_product(qs, kt, scores):
+            np.matmul(qs, np.ascontiguousarray(kt), out=scores)
         kernel(
             scores, m4, m is not None, scale, b, h0, i0, heads, queries,
             seed, threshold, keep_scale,
@@ -246,14 +266,14 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
 
     blocks = _blocks(batch, heads, queries, keys)
     n = parallel.num_threads()
-    blas = threads._find_blas() if n > 1 and len(blocks) > 1 else None
-    if blas:  # one BLAS thread per block, the blocks on n threads (Note [Attention blocks])
-        blas[0](1)
+    openblas = threads._find_blas() if n > 1 and len(blocks) > 1 else None
+    if openblas:  # one BLAS thread per block, the blocks on n threads (Note [Attention blocks])
+        openblas[0](1)
     try:
         parallel.run_chunks(block, blocks)
     finally:
-        if blas:
-            blas[0](n)
+        if openblas:
+            openblas[0](n)
     return out if q.ndim == 4 else out[0]
 
 

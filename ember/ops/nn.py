@@ -900,8 +900,9 @@ def scaled_dot_product_attention_reference(
     mask + softmax op, dropout and matmul (Note [Fused composites]): the reference of the
     one-op path and the path of every other dtype or mask."""
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    # k^T made contiguous: NumPy's batched matmul is ~4x slower on a transposed view
-    scores = query @ key.mT.contiguous()
+    # k^T as a view: the NumPy backend's matmul hands it to MKL as a transpose flag, or copies
+    # it for NumPy's batched matmul (~4x slower on a transposed view; Note [Strided batches])
+    scores = query @ key.mT
     L, Sk = query.shape[-2], key.shape[-2]
     if _fused(scores) and not (is_causal and attn_mask is not None):
         mask = attn_mask

@@ -105,11 +105,13 @@ def self_attention(
     (an nn.Dropout) drops them in training. Returns (context (batch, seq, hidden), probs).
     In inference the three projections run as one product (Note [Joined projections] in
     ember/autograd/packed.py)."""
-    # in inference the fused attention op reads strided heads as they are (Note [Attention
-    # blocks] in ember/backend/attention_kernels.py); the explicit path and training (the
-    # decomposition's batched matmuls) get contiguous copies
-    views = not output_attentions and not ember.is_grad_enabled()
-    joined = _joined_heads(hidden_states, query, key, value, num_heads) if views else None
+    # the fused attention op (inference) and the decomposition's batched products (training,
+    # as MKL batch calls per batch item: Note [Strided batches] in ember/backend/blas.py) read
+    # strided heads as they are; the explicit path gets contiguous copies
+    views = not output_attentions
+    joined = None
+    if views and not ember.is_grad_enabled():
+        joined = _joined_heads(hidden_states, query, key, value, num_heads)
     if joined is not None:
         q, k, v = joined
     else:

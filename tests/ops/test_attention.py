@@ -135,18 +135,20 @@ def test_small_path_with_dropout_runs_the_reference():
 @needs_numba
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_kernel_rows_with_nan_inf_or_every_key_masked_match_the_reference(dtype):
-    """The row pass's max in lanes and exp of x - max: a NaN score or key turns its rows NaN,
-    an infinite score NaN (inf - inf), a row whose keys are all -inf NaN, as in the
-    reference (and torch's decomposition)."""
+    """The row pass's max over order keys and exp of x - max: a NaN score or key (of either
+    sign: Note [Row max over order keys]) turns its rows NaN, an infinite score NaN (inf - inf), a
+    row whose keys are all -inf NaN, as in the reference (and torch's decomposition)."""
     q, k, v, m = _arrays(CASES[0], dtype, seed=4)
     q[0, 0, 3, 5] = np.nan  # one query row of head 0
     k[1, 2, 7, 0] = np.inf  # every row of (1, 2) that does not mask key 7
     m = np.broadcast_to(m, (4, 12, 128, 128)).copy()
     m[2, 5, 9, :] = -np.inf  # one row with every key masked
     m[3, 1, 0, 4] = np.nan
+    m[3, 2, 1, 6] = np.copysign(np.nan, -1.0)  # sign bit set: the lowest order key
     ours, ref = np.asarray(_kernel(q, k, v, m)), np.asarray(_reference(q, k, v, m))
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
     assert np.isnan(ref[0, 0, 3]).all() and np.isnan(ref[2, 5, 9]).all()
+    assert np.isnan(ours[3, 1, 0]).all() and np.isnan(ours[3, 2, 1]).all()
     finite = ~np.isnan(ref)
     _close(ours[finite], ref[finite], dtype, "finite rows")
 

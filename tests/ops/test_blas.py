@@ -253,7 +253,8 @@ def test_bad_ember_blas_names_the_variable(monkeypatch):
 
 # stacks (Note [Strided batches]): (a's shape, b's shape, how each is laid out): "c" C-ordered,
 # "t" a transposed view (last two dims swapped), "p" a view with its batch dims permuted (no
-# single batch stride: copied, then NumPy's)
+# single batch stride: a call per outer index), "h" heads split as a view of (batch, length,
+# heads, dim), "ht" that view transposed (`v.mT`)
 BATCH_CASES = [
     ((4, 3, 64, 64), (4, 3, 64, 16), "t", "c"),  # attention backward: p.mT @ g
     ((4, 3, 64, 16), (4, 3, 16, 64), "c", "t"),  # g @ v.mT
@@ -262,6 +263,9 @@ BATCH_CASES = [
     ((4, 3, 64, 16), (4, 3, 16, 64), "p", "c"),
     ((1, 3, 64, 16), (1, 3, 16, 64), "t", "t"),
     ((2, 64, 48), (1, 48, 40), "c", "c"),  # broadcast batch: NumPy's
+    ((4, 3, 64, 64), (4, 3, 64, 16), "t", "h"),  # training's p.mT @ g, g through the head merge
+    ((4, 3, 64, 16), (4, 3, 16, 64), "h", "ht"),  # g @ v.mT with both heads views
+    ((2, 4, 3, 64, 16), (2, 4, 3, 16, 64), "p", "c"),  # two outer dims
 ]
 
 
@@ -271,6 +275,12 @@ def _stacked(rng, shape, layout, dtype):
         return x.swapaxes(-1, -2)
     if layout == "p":
         return rng.standard_normal((shape[1], shape[0]) + shape[2:]).astype(dtype).swapaxes(0, 1)
+    if layout == "h":
+        b, h, length, d = shape
+        return rng.standard_normal((b, length, h, d)).astype(dtype).transpose(0, 2, 1, 3)
+    if layout == "ht":
+        b, h, d, length = shape
+        return rng.standard_normal((b, length, h, d)).astype(dtype).transpose(0, 2, 3, 1)
     return rng.standard_normal(shape).astype(dtype)
 
 
@@ -280,6 +290,9 @@ def test_stacked_products_without_copies(monkeypatch, sa, sb, la, lb, dtype):
     rng = np.random.default_rng(len(sa) * 7 + sa[-1])
     a, b = _stacked(rng, sa, la, dtype), _stacked(rng, sb, lb, dtype)
     monkeypatch.setattr(blas, "_threads", 1)
+    work = sa[-2] * sb[-1] * max(sa[-1], 16) * int(np.prod(sa[:-2]))
+    if blas.mkl_available() and sa[:-2] == sb[:-2] and work >= blas.MKL_MIN_WORK:
+        assert blas._mkl_batches(a, b, None) is not None, "runs as MKL batch calls, no copy"
     expected = blas.matmul(a, b)
     exact = a.astype(np.float64) @ b.astype(np.float64)
     eps = np.finfo(dtype).eps
@@ -302,3 +315,29 @@ def test_batch_layouts():
     assert blas._batch_layout(x.swapaxes(0, 1)) is None  # batch dims in another order
     assert blas._batch_layout(x[:, :2]) is None  # a gap between the batch dims
     assert blas._batch_layout(x[:, :1]) == (blas._NO_TRANS, 5, 4, 120)  # size-1 dims skipped
+    # two batch strides: a call per outer index (Note [Strided batches])
+    heads = np.zeros((4, 8, 3, 5), np.float32).transpose(0, 2, 1, 3)
+    assert blas._batch_layout(heads) is None
+    assert blas._batch_groups(heads) == (blas._NO_TRANS, 15, 3, 5, [0, 120, 240, 360])
+    assert blas._batch_groups(x.swapaxes(0, 1)) == (blas._NO_TRANS, 5, 4, 120, [0, 40, 80])
+    assert blas._batch_groups(np.zeros((3, 8, 5), np.float32)) is None  # one batch dim
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stacked_product_on_this_thread(dtype):
+    """`stacked_product` (attention's q k^T per block, Note [Attention blocks]): a transposed
+    view of strided heads as one MKL call, within the product bound; False where it cannot."""
+    rng = np.random.default_rng(3)
+    q = _stacked(rng, (2, 3, 64, 16), "h", dtype)[0]
+    kt = _stacked(rng, (2, 3, 16, 48), "ht", dtype)[0]
+    out = np.full((3, 64, 48), np.nan, dtype)
+    if not blas.mkl_available():
+        assert not blas.stacked_product(q, kt, out) and np.isnan(out).all()
+        return
+    assert blas.stacked_product(q, kt, out)
+    exact = q.astype(np.float64) @ kt.astype(np.float64)
+    bound = 2 * 16 * np.finfo(dtype).eps * (np.abs(q).astype(np.float64) @ np.abs(kt))
+    assert np.all(np.abs(out - exact) <= bound + np.finfo(dtype).tiny)
+    assert not blas.stacked_product(q, kt, np.empty((3, 48, 64), dtype).swapaxes(1, 2))
+    assert not blas.stacked_product(q.swapaxes(0, 1)[:, :2], kt[:2], out[:2])  # batch dims
+    assert not blas.stacked_product(q, kt.astype(np.float16), out)

@@ -446,7 +446,7 @@ def test_float32_softmax_kernel_exp_within_three_ulp_and_edges(monkeypatch):
     """The float32 softmax's call-free exp (Note [Vectorised rows]): within 3 float32 ulp of
     a float64 softmax of the same float32 shifted scores (z - max, as the reference computes
     them) from tiny to large, masked (-inf and float32's min) entries 0, an all-masked row
-    NaN, a NaN score NaN for its row."""
+    NaN, a NaN score (of either sign) NaN for its row."""
     monkeypatch.setattr(K, "COMPILED_MIN_SIZE", 0)
     rng = np.random.default_rng(5)
     scale = np.array([0.01, 1.0, 30.0])[None, :, None, None]
@@ -467,9 +467,10 @@ def test_float32_softmax_kernel_exp_within_three_ulp_and_edges(monkeypatch):
     assert np.all(error[normal] <= 3 * ulp[normal])
     assert np.all(error[~normal] <= 1e-36)
     assert np.all(ours[0, ..., 150:] == 0) and np.all(ours[1, ..., 190:] == 0)
-    edge = np.zeros((1, 1, 2, 4), np.float32)
+    edge = np.zeros((1, 1, 3, 4), np.float32)
     edge[0, 0, 1, 2] = np.nan
-    mask = np.zeros((1, 1, 2, 4), np.float32)
+    edge[0, 0, 2, 1] = np.copysign(np.nan, -1.0)  # the lowest order key (Note [Row max over
+    mask = np.zeros((1, 1, 3, 4), np.float32)  # order keys]): its row NaN all the same
     mask[0, 0, 0] = -np.inf
     assert np.isnan(K.softmax(edge, mask, 1.0)).all()
 

@@ -86,13 +86,33 @@ def _compute_dtype(mode, skip, args):
 def apply(op, *args, **attrs):
     if _staging:
         return _staging[-1].apply(op, args, attrs)
-    # Fast path (Note [Eager dispatch]): one or two operands on the CPU that need no casting,
-    # e.g. float tensor (op) same-dtype tensor, float tensor (op) Python number.
+    # Fast path (Note [Eager dispatch]): operands on the CPU that need no casting, e.g. float
+    # tensor (op) same-dtype tensor, float tensor (op) Python number, n same-dtype tensors.
     n = len(args)
-    if 0 < n <= 2:
+    arrays = None
+    if n > 2 and isinstance(args[0], Tensor):
+        # three or more Tensor operands on the CPU of one dtype (any dtypes for an op that
+        # does not promote), e.g. linear with a bias, fused layer norm, attention
+        promote = op.promote
+        dt = args[0]._data.dtype
+        if promote != "float" or dt.kind == "f":
+            arrays = []
+            need_grad = False
+            for t in args:
+                if not isinstance(t, Tensor):
+                    arrays = None
+                    break
+                d = t._data
+                if type(d) is not _NDARRAY or (promote is not None and d.dtype is not dt):
+                    arrays = None
+                    break
+                if t._view is not None and t._view[3] != t._version[0]:
+                    refresh_view(t)
+                arrays.append(d)
+                need_grad = need_grad or t._requires_grad
+    elif n:
         a = args[0]
         promote = op.promote
-        arrays = None
         if isinstance(a, Tensor):
             d0 = a._data
             if type(d0) is _NDARRAY:
@@ -129,30 +149,27 @@ def apply(op, *args, **attrs):
                 if type(d1) is _NDARRAY and d1.dtype.kind == "f":
                     arrays = (a, d1)
                     need_grad = b._requires_grad
-        if arrays is not None:
-            kernel = op.kernels.get("numpy") or op.forward if op.kernels else op.forward
-            x0 = arrays[0]
-            x1 = arrays[-1]
-            if (type(x0) is _NDARRAY and x0.size >= _PARALLEL_FROM) or (
-                type(x1) is _NDARRAY and x1.size >= _PARALLEL_FROM
-            ):
+    if arrays is not None:
+        kernel = op.kernels.get("numpy") or op.forward if op.kernels else op.forward
+        xp = _NUMPY_SERIAL_XP
+        for x in arrays:
+            if type(x) is _NDARRAY and x.size >= _PARALLEL_FROM:
                 xp = _NUMPY_XP
-            else:
-                xp = _NUMPY_SERIAL_XP
-            try:
-                out = kernel(xp, *arrays, **attrs)
-            except EmberError:
-                raise
-            except (ValueError, TypeError, IndexError, AttributeError) as error:
-                raise _op_error(op, args, attrs, error) from error
-            if type(out) is not _NDARRAY:
-                out = _NUMPY_XP.asarray(out)
-            result = _wrap(out)
-            if op.view and n == 1:
-                make_view(result, a, op, attrs)
-            if need_grad and op.vjp is not None and _state.enabled and out.dtype.kind == "f":
-                _record(op, args, attrs, result)
-            return result
+                break
+        try:
+            out = kernel(xp, *arrays, **attrs)
+        except EmberError:
+            raise
+        except (ValueError, TypeError, IndexError, AttributeError) as error:
+            raise _op_error(op, args, attrs, error) from error
+        if type(out) is not _NDARRAY:
+            out = _NUMPY_XP.asarray(out)
+        result = _wrap(out)
+        if op.view and n == 1:
+            make_view(result, a, op, attrs)
+        if need_grad and op.vjp is not None and _state.enabled and out.dtype.kind == "f":
+            _record(op, args, attrs, result)
+        return result
     return _apply_general(op, args, attrs)
 
 

@@ -16,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import weakref
+
 from ember._util.errors import AutogradError, user_location
-from ember.autograd.engine import Node
+from ember.autograd.engine import OWN_OUTPUT, Node
 from ember.autograd.grad_mode import _state, no_grad
 
 
@@ -26,6 +28,11 @@ class FunctionCtx:
         self._saved = ()
         self._versions = ()
         self.needs_input_grad = ()
+        # Note [Saved outputs of Functions]: the output while a backward runs, else a weak
+        # reference to it and its data
+        self._output = None
+        self._output_ref = None
+        self._output_data = None
 
     def save_for_backward(self, *tensors):
         self._saved = tensors
@@ -40,7 +47,17 @@ class FunctionCtx:
 
     @property
     def saved_tensors(self):
-        return self._saved
+        saved = self._saved
+        if self._output_ref is None:
+            return saved
+        out = self._output
+        if out is None:
+            out = self._output_ref()
+            if out is None:
+                from ember.tensor import _wrap
+
+                out = _wrap(self._output_data)
+        return tuple(out if t is OWN_OUTPUT else t for t in saved)
 
     def mark_non_differentiable(self, *tensors):
         pass
@@ -62,7 +79,12 @@ class _FunctionOp:
         self._n = n_inputs
 
     def vjp(self, g, out, *inputs):
-        grads = self._cls.backward(self._ctx, g)
+        ctx = self._ctx
+        ctx._output = out  # Note [Saved outputs of Functions]
+        try:
+            grads = self._cls.backward(ctx, g)
+        finally:
+            ctx._output = None
         if not isinstance(grads, tuple):
             grads = (grads,)
         if len(grads) < self._n:
@@ -109,8 +131,19 @@ class Function:
         )
         in_meta = tuple((tuple(a.shape), a.dtype) if isinstance(a, Tensor) else None for a in args)
         node = Node(op, {}, tuple(None for _ in args), edges, in_meta, user_location(2))
-        node.versions = list(ctx._versions)
         result = out.detach() if out._base is not None else out
+        versions = list(ctx._versions)
+        if any(t is result for t in ctx._saved):
+            # Note [Saved outputs of Functions]: no reference from the node to its output
+            ctx._saved = tuple(OWN_OUTPUT if t is result else t for t in ctx._saved)
+            ctx._output_ref = weakref.ref(result)
+            ctx._output_data = node.out_data = result._data
+            versions = [
+                (None, counter, value, OWN_OUTPUT) if t is result else (t, counter, value, made)
+                for t, counter, value, made in versions
+            ]
+            ctx._versions = tuple(versions)
+        node.versions = versions
         result._node = node
         result._requires_grad = True
         return result

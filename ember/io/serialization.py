@@ -172,8 +172,11 @@ class ModuleEncoder:
         label = f"'{path}'" if path else "the top level"
         cls_name = _importable(type(module), "class", label)
         attrs = {}
+        registries = (module._parameters, module._buffers, module._modules)
         for key, value in module.__dict__.items():
             if key in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers"):
+                continue
+            if any(key in r for r in registries):  # Note [Module attribute mirror]
                 continue
             attrs[key] = self._attr(value, _join(path, key))
         params = {

@@ -293,17 +293,33 @@ def onnx_lowering(name: str):
 _dispatcher: Callable | None = None
 
 
-def set_dispatcher(fn: Callable) -> None:
-    global _dispatcher
-    _dispatcher = fn
-    from ember.ops import surface
-
-    surface.bind(fn)
-
-
 def apply(op: OpDef, *args, **attrs):
     """Run `op` on Tensors / Python scalars through the installed dispatcher."""
     return _dispatcher(op, *args, **attrs)
+
+
+_forward_to_dispatcher = apply
+
+
+def set_dispatcher(fn: Callable) -> None:
+    """Install `fn(op, *args, **attrs)` as the dispatcher. The op modules that imported
+    `apply` from here get `fn` itself in its place, as does any later import of the name, so
+    an op's public function reaches the dispatcher without a forwarding call (~0.2 us of a
+    ~1.5 us op); `apply` keeps working before a dispatcher is installed, as the forwarder."""
+    global _dispatcher, apply
+    import sys
+
+    previous = _dispatcher
+    _dispatcher = fn
+    apply = fn
+    for name, module in list(sys.modules.items()):
+        if name.startswith("ember.ops."):
+            bound = getattr(module, "apply", None)
+            if bound is not None and (bound is _forward_to_dispatcher or bound is previous):
+                module.apply = fn
+    from ember.ops import surface
+
+    surface.bind(fn)
 
 
 # --- shape and dtype rules ------------------------------------------------------------------

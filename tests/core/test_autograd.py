@@ -168,6 +168,55 @@ def test_custom_function():
     np.testing.assert_allclose(x.grad.numpy(), [3.0, 12.0])
 
 
+class _Exp(ember.autograd.Function):
+    """Saves its own output (Note [Saved outputs of Functions])."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y, x)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y, x = ctx.saved_tensors
+        assert x is not None
+        return g * y
+
+
+def test_custom_function_saving_its_output_forms_no_cycle():
+    import gc
+    import weakref
+
+    x = ember.tensor([0.5, -1.0], requires_grad=True)
+    gc.disable()
+    try:
+        for backward in (False, True):
+            y = _Exp.apply(x)
+            assert y.grad_fn.op._ctx.saved_tensors[0] is y  # outside backward: the output
+            refs = [weakref.ref(y), weakref.ref(y.grad_fn), weakref.ref(y.grad_fn.op._ctx)]
+            if backward:
+                x.grad = None
+                y.sum().backward()
+                np.testing.assert_allclose(x.grad.numpy(), np.exp([0.5, -1.0]), rtol=1e-6)
+            del y
+            assert [r() is None for r in refs] == [True, True, True]
+    finally:
+        gc.enable()
+
+
+def test_custom_function_saved_output_second_order_and_version_check():
+    x = ember.tensor([0.5, -1.0], requires_grad=True)
+    y = _Exp.apply(x)
+    (g,) = ember.autograd.grad(y.sum(), x, create_graph=True)  # g = exp(x), with history
+    (gg,) = ember.autograd.grad(g.sum(), x)
+    np.testing.assert_allclose(gg.numpy(), np.exp([0.5, -1.0]), rtol=1e-6)
+    y = _Exp.apply(x)
+    y.mul_(2)
+    with pytest.raises(AutogradError, match="the output of _Exp.*mul_"):
+        y.sum().backward()
+
+
 def test_in_place_modification_error_names_op_and_lines():
     x = ember.tensor([1.0, 2.0], requires_grad=True)
     w = ember.tensor([3.0, 4.0], requires_grad=True)

@@ -517,3 +517,98 @@ def test_import_ember_does_not_load_nn():
         check=True,
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- Note [Module attribute mirror] ----------------------------------------------------------
+def _lookup_agrees(module):
+    """Every registered name reads back as its registry entry, and no stale name remains."""
+    registered = {}
+    for registry in ("_parameters", "_buffers", "_modules"):
+        for name, value in getattr(module, registry).items():
+            registered.setdefault(name, value)
+    for name, value in registered.items():
+        assert getattr(module, name) is value, name
+    return registered
+
+
+def _drop_fc1(m):
+    del m.fc1
+
+
+def _pop_fc1(m):
+    m._modules.pop("fc1")
+
+
+def _popitem_fc2(m):
+    m._modules.popitem()
+
+
+def _clear_modules(m):
+    m._modules.clear()
+
+
+def _replace_modules(m):
+    m._modules = {"fc9": nn.Linear(2, 2)}
+
+
+MIRROR_CHANGES = [
+    ("setattr parameter", lambda m: setattr(m, "scale", nn.Parameter(ember.ones(1))), "scale"),
+    (
+        "registry setitem",
+        lambda m: m._parameters.__setitem__("s", nn.Parameter(ember.ones(1))),
+        "s",
+    ),
+    ("registry update", lambda m: m._buffers.update(b=ember.zeros(2)), "b"),
+    ("registry |=", lambda m: m._buffers.__ior__({"b": ember.zeros(2)}), "b"),
+    ("registry setdefault", lambda m: m._buffers.setdefault("b", ember.zeros(2)), "b"),
+    ("parameter set to None", lambda m: setattr(m.fc1, "bias", None), None),
+    ("delattr", _drop_fc1, "-fc1"),
+    ("registry pop", _pop_fc1, "-fc1"),
+    ("registry popitem", _popitem_fc2, "-fc2"),
+    ("registry clear", _clear_modules, "-fc1"),
+    ("registry replaced", _replace_modules, "-fc1"),
+    ("module replaces buffer", lambda m: setattr(m, "fc1", nn.Linear(3, 3)), "fc1"),
+]
+
+
+@pytest.mark.parametrize("change", MIRROR_CHANGES, ids=[c[0] for c in MIRROR_CHANGES])
+def test_registry_changes_reach_attribute_lookup(change):
+    _, apply_change, name = change
+    m = MLP()
+    apply_change(m)
+    registered = _lookup_agrees(m)
+    if name is not None and name.startswith("-"):
+        assert name[1:] not in registered
+        with pytest.raises(AttributeError, match=name[1:]):
+            getattr(m, name[1:])
+    elif name is not None:
+        assert name in registered
+    assert m.fc1.bias is None if change[0] == "parameter set to None" else True
+
+
+def test_copies_and_pickles_keep_their_own_mirror():
+    import pickle
+
+    m = MLP()
+    for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m)), copy.copy(m)):
+        assert other.fc1 is other._modules["fc1"]
+        other.fc1 = nn.Linear(784, 5)  # changes the copy only
+        assert other.fc1.out_features == 5 and m.fc1.out_features == 128
+        _lookup_agrees(other)
+    copied = m._parameters.copy() if m._parameters else m._modules.copy()
+    copied["x"] = nn.Linear(1, 1)  # a registry's copy is bound to no module
+    assert not hasattr(m, "x")
+
+
+def test_module_is_freed_without_the_cycle_collector():
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        m = MLP()
+        ref = weakref.ref(m)
+        del m
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -1,5 +1,4 @@
-"""Short requests on MiniLM: packed weights and the one-function BERT layer (Note [Packed
-weights], Note [Short inference]).
+"""Short requests on MiniLM: packed weights (Note [Packed weights]).
 
 Embeds sentences of the bundled all-MiniLM-L6-v2 checkpoint one request at a time (1 x a few
 tokens, as a server answers them), with MKL's packed weights on and off, and prints the time

@@ -179,10 +179,6 @@ class BertLayer(nn.Module):
     def forward(
         self, hidden_states, attention_mask=None, output_attentions: bool = False, head_mask=None
     ):
-        if not output_attentions and head_mask is None:
-            inference = _short_inference(self, hidden_states)
-            if inference is not None:
-                return inference(hidden_states, attention_mask), None
         attention_output, probs = self.attention(
             hidden_states, attention_mask, output_attentions, head_mask
         )
@@ -190,92 +186,6 @@ class BertLayer(nn.Module):
 
     def feed_forward(self, attention_output):
         return self.output(self.intermediate(attention_output), attention_output)
-
-
-# Note [Short inference]: a 1 x 16 request spends about a fifth of its forward in Python, and
-# each module call (`__call__`, `forward`, the `__getattr__` of its submodules and parameters)
-# costs microseconds: a BERT layer makes about 14 of them. In inference (eval mode, grad mode
-# off, no attention probabilities or head mask asked for) on short inputs, a layer whose parts
-# are exactly the stock modules runs as one function over their parameters instead: the same
-# functions in the same order as the module path (self_attention, linear, biased_add_and_norm,
-# biased_activation), so the results are equal bit for bit (tested), ~0.25 ms less per MiniLM
-# 1 x 16 forward (of ~5.5). Any other part (a wrapped Linear, an adapter, a subclass) takes the
-# module path, as does training.
-SHORT_INFERENCE_ROWS = 512  # batch x sequence up to which a layer takes the short path
-
-
-def _short_inference(layer, hidden_states):
-    """The layer's short-input inference function, or None where the module path applies
-    (Note [Short inference])."""
-    if (
-        type(layer) is not BertLayer
-        or layer.training
-        or ember.is_grad_enabled()
-        or hidden_states.ndim != 3
-        or hidden_states.shape[0] * hidden_states.shape[1] > SHORT_INFERENCE_ROWS
-    ):
-        return None
-    parts = layer._modules
-    attention, intermediate, output = parts["attention"], parts["intermediate"], parts["output"]
-    if (
-        type(attention) is not BertAttention
-        or type(intermediate) is not BertIntermediate
-        or type(output) is not BertOutput
-    ):
-        return None
-    self_part, self_output = attention._modules["self"], attention._modules["output"]
-    if type(self_part) is not BertSelfAttention or type(self_output) is not BertSelfOutput:
-        return None
-    projections = self_part._modules
-    linears = (
-        projections["query"],
-        projections["key"],
-        projections["value"],
-        self_output._modules["dense"],
-        intermediate._modules["dense"],
-        output._modules["dense"],
-    )
-    for linear in linears:
-        if type(linear) is not nn.Linear or linear._parameters["bias"] is None:
-            return None
-    for norm in (self_output._modules["LayerNorm"], output._modules["LayerNorm"]):
-        if type(norm) is not nn.LayerNorm:
-            return None
-    for dropout in (self_output._modules["dropout"], output._modules["dropout"]):
-        if type(dropout) is not nn.Dropout:  # eval mode: the identity
-            return None
-
-    def run(hidden_states, attention_mask):
-        context, _ = self_attention(
-            hidden_states,
-            projections["query"],
-            projections["key"],
-            projections["value"],
-            self_part.num_attention_heads,
-            attention_mask,
-        )
-        dense = linears[3]._parameters
-        attention_output = biased_add_and_norm(
-            self_output._modules["LayerNorm"],
-            F.linear(context, dense["weight"]),
-            dense["bias"],
-            hidden_states,
-        )
-        dense = linears[4]._parameters
-        hidden = biased_activation(
-            intermediate.intermediate_act_fn,
-            F.linear(attention_output, dense["weight"]),
-            dense["bias"],
-        )
-        dense = linears[5]._parameters
-        return biased_add_and_norm(
-            output._modules["LayerNorm"],
-            F.linear(hidden, dense["weight"]),
-            dense["bias"],
-            attention_output,
-        )
-
-    return run
 
 
 class BertEncoder(nn.Module):

@@ -51,7 +51,8 @@ cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one 
 from the caller's thread, never nested. numba's count is per thread: every thread that runs
 ember's kernels takes the budget on its next kernel call (Note [Per-thread numba count] in
 ember/backend/numba_kernels.py). Idle workers must not hold a core either: this pool's
-threads sleep on a queue; numba's OpenMP layer runs on its own libgomp with a passive wait
+threads spin at most `spin_microseconds()` after a job, then sleep on a queue (Note [Pool
+spin]); numba's OpenMP layer runs on its own libgomp with a passive wait
 policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
 ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) after every
 GEMM unless OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded, which `import ember` does when
@@ -60,6 +61,35 @@ it comes first, and where NumPy came first it restarts OpenBLAS's threads to rea
 the loads of their operands (Note [Store aliasing] in ember/backend/memory.py). The pool's
 workers are started on first use and dropped in a forked child (a DataLoader worker starts its
 own).
+
+Note [Pool spin]: a worker asleep on the queue must be woken by the OS, and on this VM (a
+Firecracker guest with no cpuidle driver: an idle vCPU halts) that costs ~14 us right after a
+job and up to ~170 us once the vCPU has been idle a millisecond, as long as a 16-row product.
+Measured on the 2-core machine under the CPU lock, 2 threads, a packed 16 x 384 @ 384 x 1536
+product (ember/backend/mkl_packed.py) after G us of Python on the caller (medians, us): one
+thread 131-144 whatever G (187 after 5 ms idle); split on sleeping workers 87-90 at G = 0-100,
+126-156 at G = 500, 221-231 at G = 5000. So after each job a worker waits for the next one
+without sleeping, for `spin_microseconds()` (300 by default): a compiled numba loop (`nogil`,
+so the GIL is free for the caller) that reads a counter the caller moves on with every job it
+posts (`_Pool.bell`: an atomic acquire load and the CPU's `pause` per round; the time is
+counted in rounds, calibrated once), then takes the job from the queue as before. Spinning: 83
+at G = 0-100, 106-118 at G = 500 (the spin has ended). MiniLM forward 1 x 16, ember alone,
+medians of 15 rounds: 1 thread 9.77 ms, 2 threads without the spin 9.84, with it 8.36 (1000 us
+of spin: 8.37). After the bound the worker sleeps: its CPU time grows by ~0.3 ms after a
+burst of jobs and by nothing in the next 100 ms (tests/core/test_threads.py checks it).
+Measured and not kept: the spin at SCHED_IDLE (so that any other thread would take the core
+at once): a worker woken on the caller's core at idle priority waited for it, 134 us instead of
+83 for the product above; the worker also waiting until the caller starts its own chunk (and
+so drops the GIL) before taking the GIL: no gain beyond the noise. The spin is off with
+`EMBER_POOL_SPIN_US=0` (any other value: its length in us) and under `OMP_WAIT_POLICY=passive`
+when EMBER_POOL_SPIN_US is not set (`set_spin_microseconds` changes it at run time); without
+numba the workers sleep as before. A worker builds the spin (numba's disk cache, or a compile)
+after `_SPIN_AFTER_JOBS` jobs, so a fresh process's first forward never waits for it; a fork
+waits for a build in progress. The spin bridges the gaps between the products of one forward,
+and ends within the bound once the caller stops posting jobs, so a process that pauses holds
+no core; while it spins a worker takes the second core from numba's OpenMP workers and
+OpenBLAS's (Note [Thread budget]), which is why the bound is short (checked on the MiniLM
+32 x 128 forward and fine-tuning rows of bench/bench_minilm_threads.py).
 """
 
 from __future__ import annotations
@@ -137,11 +167,45 @@ def set_threads(n: int) -> None:
 set_threads(_default_threads())  # the default: every core this process may use
 
 
+# Note [Per-thread pool count]: a thread may be given a thread count of its own
+# (`set_thread_count`: a serve worker's `threads_per_instance`, Note [Model instances] in
+# ember/serve/batching.py), which then governs its chunked ops and split products (run_chunks,
+# blas.split_threads) instead of `ember.set_num_threads`'s, as numba's count does (Note
+# [Per-thread numba count] in ember/backend/numba_kernels.py): a worker given 1 thread never
+# takes the pool, so N such workers use N cores, not N times the budget. Chunking does not
+# change a result (Note [Parallel kernels]), so neither does the count.
+_own = threading.local()
+
+
+def set_thread_count(n: int | None) -> None:
+    """Give the calling thread `n` threads of its own for the pool's work (None: follow
+    `ember.set_num_threads` again) (Note [Per-thread pool count])."""
+    if n is not None and int(n) < 1:
+        raise ValueError(f"set_thread_count: expected a positive number of threads, got {n}")
+    _own.count = None if n is None else int(n)
+
+
+def own_thread_count():
+    """The calling thread's own count (`set_thread_count`), or None."""
+    return getattr(_own, "count", None)
+
+
+def threads_here() -> int:
+    """Threads the calling thread's parallel work uses (its own count, else the budget)."""
+    own = getattr(_own, "count", None)
+    return num_threads() if own is None else own
+
+
 def parallel_worth(size: int, costly: bool = False) -> bool:
     """Whether an op over `size` elements should run on the pool now."""
     if not _threads:
         num_threads()
-    return _active and size >= threshold(costly) and not overloaded()
+    return (
+        _active
+        and size >= threshold(costly)
+        and not overloaded()
+        and getattr(_own, "count", None) != 1  # Note [Per-thread pool count]
+    )
 
 
 class _Job:
@@ -208,21 +272,43 @@ def _work(job):
             job.worker_finished()
 
 
-def _worker_loop(jobs):
+_STOP = object()  # a job that ends the worker taking it (`_Pool.close`)
+
+
+def _worker_loop(pool):
+    jobs = pool.jobs
+    spinner = None
+    done = 0
     while True:
         job = jobs.get()
-        # floating-point error state (np.errstate) lives in a context variable: each worker
-        # runs in its own copy of the caller's context
-        job.context.copy().run(_work, job)
+        while job is not None:
+            if job is _STOP:
+                return
+            # floating-point error state (np.errstate) lives in a context variable: each
+            # worker runs in its own copy of the caller's context
+            job.context.copy().run(_work, job)
+            job = None
+            done += 1
+            if spinner is None:
+                if done < _SPIN_AFTER_JOBS or not spin_microseconds():
+                    break
+                spinner = _spinner()  # built once, in a worker, off the callers' path
+                if spinner is False:
+                    break
+            job = pool.spin(spinner, jobs)
 
 
 class _Pool:
-    """Persistent worker threads fed through one queue (Note [Parallel kernels])."""
+    """Persistent worker threads fed through one queue (Note [Parallel kernels]); after a job
+    they wait a bounded time for the next one without sleeping (Note [Pool spin])."""
 
     def __init__(self):
         self.jobs = queue.SimpleQueue()
         self.workers = 0
+        self.threads = []
         self.busy = _thread.allocate_lock()
+        self.bell = np.zeros(1, np.int64)  # moves on with every job posted (Note [Pool spin])
+        self.bell_address = self.bell.ctypes.data
 
     def run(self, fn, argsets, threads) -> bool:
         """Run fn(*args) for every args in `argsets` on this thread and `threads - 1` workers;
@@ -232,13 +318,16 @@ class _Pool:
         try:
             helpers = min(threads, len(argsets)) - 1
             while self.workers < helpers:
-                threading.Thread(
-                    target=_worker_loop, args=(self.jobs,), name="ember-parallel", daemon=True
-                ).start()
+                worker = threading.Thread(
+                    target=_worker_loop, args=(self,), name="ember-parallel", daemon=True
+                )
+                worker.start()
+                self.threads.append(worker)
                 self.workers += 1
             job = _Job(fn, argsets, contextvars.copy_context())
             for _ in range(helpers):
                 self.jobs.put(job)
+            self.bell[0] += 1  # a spinning worker sees it (a sleeping one was woken by put)
             try:
                 while True:
                     index = job.claim(False)
@@ -252,6 +341,167 @@ class _Pool:
             return True
         finally:
             self.busy.release()
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """End the workers (they finish the job they are on); whether all ended in `timeout`
+        seconds. The module's pool lives as long as the process: tests and embedders close
+        pools of their own."""
+        with self.busy:
+            threads = list(self.threads)
+            for _ in threads:
+                self.jobs.put(_STOP)
+            self.bell[0] += 1
+            for thread in threads:
+                thread.join(timeout)
+            self.threads = [t for t in threads if t.is_alive()]
+            self.workers = len(self.threads)
+            return not self.threads
+
+    def spin(self, spinner, jobs):
+        """A worker after a job: the next job, waited for without sleeping (GIL released) for
+        up to `spin_microseconds()`, or None when none came (Note [Pool spin])."""
+        while True:
+            rounds = _spin_state["rounds"]
+            if rounds <= 0:
+                return None
+            seen = int(self.bell[0])
+            try:
+                return jobs.get_nowait()
+            except queue.Empty:
+                pass
+            if not spinner(self.bell_address, seen, rounds):
+                return None
+
+
+# --- the workers' bounded spin (Note [Pool spin]) ----------------------------------------------
+_SPIN_AFTER_JOBS = 64  # a worker builds its spinner after this many jobs (not in a cold start)
+_DEFAULT_SPIN_US = 300
+_spin_state = {"us": None, "rounds": 0, "per_us": 0.0, "spinner": None}
+_spin_build = threading.Lock()
+
+_SPIN_SOURCE = """\
+from ember.backend.parallel import spin_intrinsics
+load_acquire, cpu_relax = spin_intrinsics()
+
+
+def spin_wait(address, seen, rounds):
+    for _ in range(rounds):
+        if load_acquire(address) != seen:
+            return True
+        cpu_relax()
+    return False
+"""
+
+
+def spin_microseconds() -> int:
+    """How long an idle worker waits for the next job before it sleeps, in microseconds:
+    `EMBER_POOL_SPIN_US` where set (0: never spin), else 0 under `OMP_WAIT_POLICY=passive`,
+    else 300 (Note [Pool spin]); read once (`set_spin_microseconds(None)` reads it again)."""
+    us = _spin_state["us"]
+    if us is None:
+        value = os.environ.get("EMBER_POOL_SPIN_US", "").strip()
+        if value:
+            try:
+                us = max(0, int(float(value)))
+            except ValueError:
+                raise ValueError(
+                    f"EMBER_POOL_SPIN_US: expected microseconds (0: no spin), got {value!r}"
+                ) from None
+        elif os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
+            us = 0
+        else:
+            us = _DEFAULT_SPIN_US
+        set_spin_microseconds(us)
+    return _spin_state["us"]
+
+
+def set_spin_microseconds(us: int | None) -> None:
+    """Let idle workers spin `us` microseconds after a job (0: sleep at once); None: as the
+    environment says (Note [Pool spin])."""
+    if us is None:
+        _spin_state["us"] = None
+        spin_microseconds()
+        return
+    _spin_state["us"] = max(0, int(us))
+    _spin_state["rounds"] = int(_spin_state["us"] * _spin_state["per_us"])
+
+
+def spin_intrinsics():
+    """(load_acquire(address) -> int64, cpu_relax()): the numba intrinsics of the spin (numba
+    is loaded): an atomic acquire load, which the compiler may not hoist out of the loop, and
+    the CPU's spin-wait hint (x86 `pause`; nothing elsewhere)."""
+    made = _spin_state.get("intrinsics")
+    if made is not None:
+        return made
+    import platform
+
+    from llvmlite import ir
+    from numba.core import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def load_acquire(typingctx, address):
+        def codegen(context, builder, signature, args):
+            pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+            return builder.load_atomic(pointer, "acquire", 8)
+
+        return types.int64(types.intp), codegen
+
+    # x86's spin-wait hint through LLVM's intrinsic (numba's LLVM parses no inline asm)
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+    @intrinsic
+    def cpu_relax(typingctx):
+        def codegen(context, builder, signature, args):
+            if x86:
+                pause = (
+                    ir.Function(
+                        builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+                    )
+                    if "llvm.x86.sse2.pause" not in builder.module.globals
+                    else (builder.module.globals["llvm.x86.sse2.pause"])
+                )
+                builder.call(pause, [])
+            return context.get_dummy_value()
+
+        return types.none(), codegen
+
+    _spin_state["intrinsics"] = (load_acquire, cpu_relax)
+    return _spin_state["intrinsics"]
+
+
+def _spinner():
+    """The compiled spin, built and calibrated once per process by a worker, or False where
+    numba is missing or cannot build it (the workers then sleep after each job, as before)."""
+    spinner = _spin_state["spinner"]
+    if spinner is not None:
+        return spinner
+    with _spin_build:
+        if _spin_state["spinner"] is not None:
+            return _spin_state["spinner"]
+        spinner = False
+        try:
+            from ember.backend import numba_kernels
+
+            kernel = numba_kernels.jit_source(_SPIN_SOURCE, "spin_wait")
+            if kernel is not None:
+                import time
+
+                flag = np.zeros(1, np.int64)
+                kernel(flag.ctypes.data, 0, 10)  # compiled or loaded from the disk cache
+                best = None
+                for _ in range(3):  # the fastest of three: a preempted run counts least
+                    start = time.perf_counter()
+                    kernel(flag.ctypes.data, 0, 20000)
+                    elapsed = time.perf_counter() - start
+                    best = elapsed if best is None else min(best, elapsed)
+                _spin_state["per_us"] = 20000 / max(best * 1e6, 1.0)
+                set_spin_microseconds(spin_microseconds())
+                spinner = kernel
+        except Exception:  # noqa: BLE001 - no spin: the workers sleep after each job
+            spinner = False
+        _spin_state["spinner"] = spinner
+        return spinner
 
 
 _forked_child = False
@@ -268,8 +518,24 @@ def in_forked_child() -> bool:
     return _forked_child
 
 
+def _release_spin_build():
+    if _spin_build.locked():
+        _spin_build.release()
+
+
+def _forget_pool_in_child():
+    _release_spin_build()
+    _forget_pool()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+    # a fork waits for a spinner build in progress (numba's and LLVM's locks held by a worker
+    # the child would not have)
+    os.register_at_fork(
+        before=_spin_build.acquire,
+        after_in_parent=_release_spin_build,
+        after_in_child=_forget_pool_in_child,
+    )
 
 
 # Note [Overloaded machine]: with more runnable threads than cores on the machine (other
@@ -325,11 +591,12 @@ def run_chunks(fn, argsets) -> None:
     """Run fn(*args) for each args in `argsets`, in parallel on the pool when it is free,
     else one after another on this thread."""
     global _pool
-    if len(argsets) > 1 and num_threads() > 1 and not overloaded():
+    threads = threads_here()  # Note [Per-thread pool count]
+    if len(argsets) > 1 and threads > 1 and not overloaded():
         pool = _pool
         if pool is None:
             pool = _pool = _Pool()
-        if pool.run(fn, argsets, _threads):
+        if pool.run(fn, argsets, threads):
             return
     for args in argsets:
         fn(*args)

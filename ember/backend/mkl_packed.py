@@ -58,16 +58,16 @@ __all__ = [
 
 PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
-# m * k * n from which a packed product splits over the pool. A pool worker idle for a
-# millisecond can take ~170 us to wake on this VM (14 us right after a job); with the workers'
-# bounded spin (Note [Pool spin] in ember/backend/parallel.py) the hand-off costs a few us while
-# the pool is in use, and the split pays from 2**22 (32 x 384 x 384: serial 112 us, split 89;
-# 16 x 384 x 384, 2**21.2: 31 against 36 split; 16 x 384 x 1536, 2**23.2: 131 against 83;
-# medians at 2 threads on the 2-core machine under the CPU lock; Note [Pool spin] in
-# ember/backend/parallel.py has the table). Earlier, without the spin: MiniLM
-# 1 x 16 at 2 threads took 5.68 ms with every product split against 5.67 unsplit and 5.80
-# split from 2**23 (medians, one process, interleaved)
-SPLIT_MIN_WORK = 1 << 22
+# m * k * n from which a packed product splits over the pool. Alone, a 16-row product splits
+# with profit from ~2**22 (2 threads, workers spinning, Note [Pool spin] in
+# ember/backend/parallel.py; medians, us, serial / split: 16 x 384 x 384 (2**21.2) 31 / 36,
+# 32 x 384 x 384 112 / 89, 16 x 384 x 1536 131 / 83), but inside a forward the split of the
+# small products pays all the same: MiniLM 1 x 16 at 2 threads, one process, interleaved,
+# medians of 15: 7.79 ms per forward splitting from 2**21 against 8.28 from 2**22 (and in
+# bench_minilm_threads, ratio to PyTorch 1.14 against 1.29): a worker that works more often
+# spins through more of the gaps between products, and its vCPU never halts. Measured before
+# the spin: 5.68 ms with every product split against 5.67 unsplit and 5.80 split from 2**23
+SPLIT_MIN_WORK = 1 << 21
 _B_MATRIX, _PACKED = 162, 151  # CblasBMatrix, CblasPacked
 
 _functions = None  # (get_size, pack, compute) once loaded; False where packing is off

@@ -51,9 +51,8 @@ cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one 
 from the caller's thread, never nested. numba's count is per thread: every thread that runs
 ember's kernels takes the budget on its next kernel call (Note [Per-thread numba count] in
 ember/backend/numba_kernels.py). Idle workers must not hold a core either: this pool's
-threads spin at most `spin_microseconds()` after a job, then sleep on a queue (Note [Pool
-spin]); numba's OpenMP layer runs on its own libgomp with a passive wait
-policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
+threads sleep on a queue (Note [Pool hand-off]); numba's OpenMP layer runs on its own libgomp
+with a passive wait policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
 ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) after every
 GEMM unless OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded, which `import ember` does when
 it comes first, and where NumPy came first it restarts OpenBLAS's threads to read it (Note
@@ -62,36 +61,32 @@ the loads of their operands (Note [Store aliasing] in ember/backend/memory.py). 
 workers are started on first use and dropped in a forked child (a DataLoader worker starts its
 own).
 
-Note [Pool spin]: a worker asleep on the queue must be woken by the OS, and on this VM (a
-Firecracker guest with no cpuidle driver: an idle vCPU halts) that costs ~14 us right after a
-job and up to ~170 us once the vCPU has been idle a millisecond, as long as a 16-row product.
-Measured on the 2-core machine under the CPU lock, 2 threads, a packed 16 x 384 @ 384 x 1536
-product (ember/backend/mkl_packed.py) after G us of Python on the caller (medians, us): one
-thread 131-144 whatever G (187 after 5 ms idle); split on sleeping workers 87-90 at G = 0-100,
-126-156 at G = 500, 221-231 at G = 5000. So after each job a worker waits for the next one
-without sleeping, for `spin_microseconds()` (300 by default): a compiled numba loop (`nogil`,
-so the GIL is free for the caller) that reads a counter the caller moves on with every job it
-posts (`_Pool.bell`: an atomic acquire load and the CPU's `pause` per round; the time is
-counted in rounds, calibrated once), then takes the job from the queue as before. Spinning: 83
-at G = 0-100, 106-118 at G = 500 (the spin has ended). MiniLM forward 1 x 16, ember alone,
-medians of 15 rounds: 1 thread 9.77 ms, 2 threads without the spin 9.84, with it 8.36 (1000 us
-of spin: 8.37). After the bound the worker sleeps: its CPU time grows by ~0.3 ms after a
-burst of jobs and by nothing in the next 100 ms (tests/core/test_threads.py checks it).
-Measured and not kept: the spin at SCHED_IDLE (so that any other thread would take the core
-at once): a worker woken on the caller's core at idle priority waited for it, 134 us instead of
-83 for the product above; the worker also waiting until the caller starts its own chunk (and
-so drops the GIL) before taking the GIL: no gain beyond the noise; the caller spinning too
-while it waits for a worker's chunk (instead of sleeping on the job's lock): 8.61 ms against
-8.46 (noise). The spin is off with
-`EMBER_POOL_SPIN_US=0` (any other value: its length in us) and under `OMP_WAIT_POLICY=passive`
-when EMBER_POOL_SPIN_US is not set (`set_spin_microseconds` changes it at run time); without
-numba the workers sleep as before. A worker builds the spin (numba's disk cache, or a compile)
-after `_SPIN_AFTER_JOBS` jobs, so a fresh process's first forward never waits for it; a fork
-waits for a build in progress. The spin bridges the gaps between the products of one forward,
-and ends within the bound once the caller stops posting jobs, so a process that pauses holds
-no core; while it spins a worker takes the second core from numba's OpenMP workers and
-OpenBLAS's (Note [Thread budget]), which is why the bound is short (checked on the MiniLM
-32 x 128 forward and fine-tuning rows of bench/bench_minilm_threads.py).
+Note [Pool hand-off]: what a split costs at 2 threads, and why the workers do not spin. An
+idle worker sleeps on the queue; on this VM (a Firecracker guest without a cpuidle driver: an
+idle vCPU halts) waking it took ~14 us right after a job and up to ~170 us once its vCPU had
+been idle a millisecond. Measured on the 2-core machine under the CPU lock, 2 threads, a packed
+16 x 384 @ 384 x 1536 product (ember/backend/mkl_packed.py) after G us of Python on the
+caller (medians, us): one thread 131-144 whatever G (187 after 5 ms idle); split 87-90 at G =
+0-100, 126-156 at G = 500, 221-231 at G = 5000. A bounded spin was built and measured (branch
+feat-wake23-spin: after each job a worker waited up to 300 us in a numba `nogil` loop on a
+counter the caller moved on with every job, an atomic load and `pause` per round, then slept;
+EMBER_POOL_SPIN_US / OMP_WAIT_POLICY=passive to tune or disable it). Alone it helped that
+product (83 us at G = 0-100), but inside MiniLM's 1 x 16 forward it changed nothing: every
+split there already ran half on the worker (360 of 720 chunks in 10 forwards, with and without
+the spin), the worker claiming its chunk a median 12.5 us after the caller's without the spin
+and 14 us with it, as the gaps between a forward's 36 products are short enough that the vCPU
+does not sleep deeply; what is left of those ~13 us is the GIL (the worker takes it from the
+caller, which holds it until its own chunk enters MKL) and the Python around a chunk. Forward
+times, one process, configurations interleaved in alternating order: 7.70 / 7.89 ms with the
+spin against 7.64 / 7.89 without, and 10.06 against 10.68 ms medians on a busier machine
+(noise); bench_minilm_threads 1 x 16 at 2 threads, ratio to PyTorch 1.13-1.14 against
+1.17-1.18 (separate processes, within their noise). Variants measured worse: spinning at
+SCHED_IDLE (a worker woken onto the caller's core at idle priority waited for it: 134 us for
+the product above), waiting also until the caller starts its chunk before taking the GIL, and
+the caller spinning while it waits for a worker's chunk (no gain). So the workers sleep at
+once, burning nothing; a faster hand-off needs chunks that run without the GIL (native work
+claimed from a spinning worker, or numba's OpenMP threads as in Note [Split on numba's threads]
+in ember/backend/blas.py).
 """
 
 from __future__ import annotations
@@ -277,40 +272,25 @@ def _work(job):
 _STOP = object()  # a job that ends the worker taking it (`_Pool.close`)
 
 
-def _worker_loop(pool):
-    jobs = pool.jobs
-    spinner = None
-    done = 0
+def _worker_loop(jobs):
     while True:
         job = jobs.get()
-        while job is not None:
-            if job is _STOP:
-                return
-            # floating-point error state (np.errstate) lives in a context variable: each
-            # worker runs in its own copy of the caller's context
-            job.context.copy().run(_work, job)
-            job = None
-            done += 1
-            if spinner is None:
-                if done < _SPIN_AFTER_JOBS or not spin_microseconds():
-                    break
-                spinner = _spinner()  # built once, in a worker, off the callers' path
-                if spinner is False:
-                    break
-            job = pool.spin(spinner, jobs)
+        if job is _STOP:
+            return
+        # floating-point error state (np.errstate) lives in a context variable: each worker
+        # runs in its own copy of the caller's context
+        job.context.copy().run(_work, job)
 
 
 class _Pool:
-    """Persistent worker threads fed through one queue (Note [Parallel kernels]); after a job
-    they wait a bounded time for the next one without sleeping (Note [Pool spin])."""
+    """Persistent worker threads fed through one queue (Note [Parallel kernels], Note [Pool
+    hand-off])."""
 
     def __init__(self):
         self.jobs = queue.SimpleQueue()
         self.workers = 0
         self.threads = []
         self.busy = _thread.allocate_lock()
-        self.bell = np.zeros(1, np.int64)  # moves on with every job posted (Note [Pool spin])
-        self.bell_address = self.bell.ctypes.data
 
     def run(self, fn, argsets, threads) -> bool:
         """Run fn(*args) for every args in `argsets` on this thread and `threads - 1` workers;
@@ -321,7 +301,7 @@ class _Pool:
             helpers = min(threads, len(argsets)) - 1
             while self.workers < helpers:
                 worker = threading.Thread(
-                    target=_worker_loop, args=(self,), name="ember-parallel", daemon=True
+                    target=_worker_loop, args=(self.jobs,), name="ember-parallel", daemon=True
                 )
                 worker.start()
                 self.threads.append(worker)
@@ -329,7 +309,6 @@ class _Pool:
             job = _Job(fn, argsets, contextvars.copy_context())
             for _ in range(helpers):
                 self.jobs.put(job)
-            self.bell[0] += 1  # a spinning worker sees it (a sleeping one was woken by put)
             try:
                 while True:
                     index = job.claim(False)
@@ -352,158 +331,11 @@ class _Pool:
             threads = list(self.threads)
             for _ in threads:
                 self.jobs.put(_STOP)
-            self.bell[0] += 1
             for thread in threads:
                 thread.join(timeout)
             self.threads = [t for t in threads if t.is_alive()]
             self.workers = len(self.threads)
             return not self.threads
-
-    def spin(self, spinner, jobs):
-        """A worker after a job: the next job, waited for without sleeping (GIL released) for
-        up to `spin_microseconds()`, or None when none came (Note [Pool spin])."""
-        while True:
-            rounds = _spin_state["rounds"]
-            if rounds <= 0:
-                return None
-            seen = int(self.bell[0])
-            try:
-                return jobs.get_nowait()
-            except queue.Empty:
-                pass
-            if not spinner(self.bell_address, seen, rounds):
-                return None
-
-
-# --- the workers' bounded spin (Note [Pool spin]) ----------------------------------------------
-_SPIN_AFTER_JOBS = 64  # a worker builds its spinner after this many jobs (not in a cold start)
-_DEFAULT_SPIN_US = 300
-_spin_state = {"us": None, "rounds": 0, "per_us": 0.0, "spinner": None}
-_spin_build = threading.Lock()
-
-_SPIN_SOURCE = """\
-from ember.backend.parallel import spin_intrinsics
-load_acquire, cpu_relax = spin_intrinsics()
-
-
-def spin_wait(address, seen, rounds):
-    for _ in range(rounds):
-        if load_acquire(address) != seen:
-            return True
-        cpu_relax()
-    return False
-"""
-
-
-def spin_microseconds() -> int:
-    """How long an idle worker waits for the next job before it sleeps, in microseconds:
-    `EMBER_POOL_SPIN_US` where set (0: never spin), else 0 under `OMP_WAIT_POLICY=passive`,
-    else 300 (Note [Pool spin]); read once (`set_spin_microseconds(None)` reads it again)."""
-    us = _spin_state["us"]
-    if us is None:
-        value = os.environ.get("EMBER_POOL_SPIN_US", "").strip()
-        if value:
-            try:
-                us = max(0, int(float(value)))
-            except ValueError:
-                raise ValueError(
-                    f"EMBER_POOL_SPIN_US: expected microseconds (0: no spin), got {value!r}"
-                ) from None
-        elif os.environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive":
-            us = 0
-        else:
-            us = _DEFAULT_SPIN_US
-        set_spin_microseconds(us)
-    return _spin_state["us"]
-
-
-def set_spin_microseconds(us: int | None) -> None:
-    """Let idle workers spin `us` microseconds after a job (0: sleep at once); None: as the
-    environment says (Note [Pool spin])."""
-    if us is None:
-        _spin_state["us"] = None
-        spin_microseconds()
-        return
-    _spin_state["us"] = max(0, int(us))
-    _spin_state["rounds"] = int(_spin_state["us"] * _spin_state["per_us"])
-
-
-def spin_intrinsics():
-    """(load_acquire(address) -> int64, cpu_relax()): the numba intrinsics of the spin (numba
-    is loaded): an atomic acquire load, which the compiler may not hoist out of the loop, and
-    the CPU's spin-wait hint (x86 `pause`; nothing elsewhere)."""
-    made = _spin_state.get("intrinsics")
-    if made is not None:
-        return made
-    import platform
-
-    from llvmlite import ir
-    from numba.core import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def load_acquire(typingctx, address):
-        def codegen(context, builder, signature, args):
-            pointer = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-            return builder.load_atomic(pointer, "acquire", 8)
-
-        return types.int64(types.intp), codegen
-
-    # x86's spin-wait hint through LLVM's intrinsic (numba's LLVM parses no inline asm)
-    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
-
-    @intrinsic
-    def cpu_relax(typingctx):
-        def codegen(context, builder, signature, args):
-            if x86:
-                pause = (
-                    ir.Function(
-                        builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
-                    )
-                    if "llvm.x86.sse2.pause" not in builder.module.globals
-                    else (builder.module.globals["llvm.x86.sse2.pause"])
-                )
-                builder.call(pause, [])
-            return context.get_dummy_value()
-
-        return types.none(), codegen
-
-    _spin_state["intrinsics"] = (load_acquire, cpu_relax)
-    return _spin_state["intrinsics"]
-
-
-def _spinner():
-    """The compiled spin, built and calibrated once per process by a worker, or False where
-    numba is missing or cannot build it (the workers then sleep after each job, as before)."""
-    spinner = _spin_state["spinner"]
-    if spinner is not None:
-        return spinner
-    with _spin_build:
-        if _spin_state["spinner"] is not None:
-            return _spin_state["spinner"]
-        spinner = False
-        try:
-            from ember.backend import numba_kernels
-
-            kernel = numba_kernels.jit_source(_SPIN_SOURCE, "spin_wait")
-            if kernel is not None:
-                import time
-
-                flag = np.zeros(1, np.int64)
-                kernel(flag.ctypes.data, 0, 10)  # compiled or loaded from the disk cache
-                best = None
-                for _ in range(3):  # the fastest of three: a preempted run counts least
-                    start = time.perf_counter()
-                    kernel(flag.ctypes.data, 0, 20000)
-                    elapsed = time.perf_counter() - start
-                    best = elapsed if best is None else min(best, elapsed)
-                _spin_state["per_us"] = 20000 / max(best * 1e6, 1.0)
-                set_spin_microseconds(spin_microseconds())
-                spinner = kernel
-        except Exception:  # noqa: BLE001 - no spin: the workers sleep after each job
-            spinner = False
-        _spin_state["spinner"] = spinner
-        return spinner
 
 
 _forked_child = False
@@ -520,24 +352,8 @@ def in_forked_child() -> bool:
     return _forked_child
 
 
-def _release_spin_build():
-    if _spin_build.locked():
-        _spin_build.release()
-
-
-def _forget_pool_in_child():
-    _release_spin_build()
-    _forget_pool()
-
-
 if hasattr(os, "register_at_fork"):
-    # a fork waits for a spinner build in progress (numba's and LLVM's locks held by a worker
-    # the child would not have)
-    os.register_at_fork(
-        before=_spin_build.acquire,
-        after_in_parent=_release_spin_build,
-        after_in_child=_forget_pool_in_child,
-    )
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 # Note [Overloaded machine]: with more runnable threads than cores on the machine (other

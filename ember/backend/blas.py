@@ -210,8 +210,11 @@ def mkl_library():
 
 
 def split_threads() -> int:
-    """The threads an MKL product's columns are split over (`set_num_threads`)."""
-    return _threads
+    """The threads an MKL product is split over: the calling thread's own count where it has one
+    (a serve worker's `threads_per_instance`, `parallel.set_thread_count`), else
+    `set_num_threads`'s."""
+    own = parallel.own_thread_count()
+    return _threads if own is None else own
 
 
 def set_num_threads(n: int) -> None:
@@ -292,12 +295,13 @@ def matmul(a, b, out=None):
     trans_a, lda = layout_a
     trans_b, ldb = layout_b
     a_ptr, b_ptr, c_ptr = a.ctypes.data, b.ctypes.data, result.ctypes.data
-    if _threads > 1 and m * k * n >= SPLIT_MIN_WORK:
+    threads = split_threads() if m * k * n >= SPLIT_MIN_WORK else 1
+    if threads > 1:
         item = a.itemsize
-        row_blocks = _blocks(m, _threads) if m > FEW_ROWS else ()
+        row_blocks = _blocks(m, threads) if m > FEW_ROWS else ()
         if m > FEW_ROWS and min(hi - lo for lo, hi in row_blocks) < MIN_BLOCK:
             row_blocks = ()
-            if min(hi - lo for lo, hi in _blocks(n, _threads)) < MIN_BLOCK:
+            if min(hi - lo for lo, hi in _blocks(n, threads)) < MIN_BLOCK:
                 # neither split keeps MKL's results those of one call: OpenBLAS's threads
                 return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
         if row_blocks:  # each thread its rows of a and of the result
@@ -312,7 +316,7 @@ def matmul(a, b, out=None):
         if n >= 2 * _SPLIT_ALIGN:  # each thread its columns of b and of the result
             b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from column to column
 
-            blocks = _blocks(n, _threads)
+            blocks = _blocks(n, threads)
             if _split_on_numba(a.dtype, trans_a, trans_b, m, n, k, a_ptr, lda, b_ptr, ldb,
                                b_step, c_ptr, blocks):  # fmt: skip
                 return result
@@ -552,8 +556,9 @@ def _mkl_batches(a, b, out):
                     stride_b, 0.0, c_ptr + lo * m * n * item, n, m * n, top - lo)  # fmt: skip
             lo = top
 
-    if _threads > 1 and count > 1 and m * n * k * count >= SPLIT_MIN_WORK:
-        parts = min(_threads, count)
+    threads = split_threads() if count > 1 and m * n * k * count >= SPLIT_MIN_WORK else 1
+    if threads > 1:
+        parts = min(threads, count)
         parallel.run_chunks(
             matrices, [(count * i // parts, count * (i + 1) // parts) for i in range(parts)]
         )

@@ -59,13 +59,18 @@ __all__ = [
 
 PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
-# m * k * n from which a packed product splits over the pool: `blas.SPLIT_MIN_WORK`'s 2**21.
-# A pool worker idle for a millisecond can take ~170 us to wake on this VM (14 us right after
-# a job), longer than a 16-row product, so the split gains little on a quiet machine: MiniLM
-# 1 x 16 at 2 threads took 5.68 ms with every product split against 5.67 unsplit and 5.80
-# split from 2**23 (medians, one process, interleaved); measured again with the machine
-# busier, 8.29 split from 2**21 against 9.58 unsplit and 9.15 from 2**24, and 5 x 12 13.0
-# against 16.8 and 15.5
+# m * k * n from which a packed product splits over the pool. A pool worker idle for a
+# millisecond can take ~170 us to wake on this VM (14 us right after a job; Note [Pool
+# hand-off] in ember/backend/parallel.py). Alone, a 16-row product splits with profit from
+# ~2**22 (2 threads, medians, us, serial / split: 16 x 384 x 384 (2**21.2) 31 / 36, 32 x 384 x
+# 384 112 / 89, 16 x 384 x 1536 131 / 83), but inside a forward the split of the smaller
+# products pays all the same: MiniLM 1 x 16 at 2 threads, ember alone, one process, the
+# settings interleaved in alternating order, medians of 16: 7.45 ms per forward splitting from
+# 2**21 against 7.87 from 2**22 (bench_minilm_threads, separate processes, ratio to PyTorch
+# 1.14 against 1.29); 1 x 8: 6.89 against 6.91, and 6.66 from 2**20 (its 8 x 384 x 384 split
+# too; within the noise: at 1 x 16, where 2**20 and 2**21 split the same products, they read
+# 7.07 and 7.45). Measured earlier: 5.68 ms with every product split against 5.67 unsplit and
+# 5.80 split from 2**23
 SPLIT_MIN_WORK = 1 << 21
 _B_MATRIX, _PACKED = 162, 151  # CblasBMatrix, CblasPacked
 

@@ -51,8 +51,8 @@ cores at once: a BLAS call, a fused numba kernel and a chunked NumPy op run one 
 from the caller's thread, never nested. numba's count is per thread: every thread that runs
 ember's kernels takes the budget on its next kernel call (Note [Per-thread numba count] in
 ember/backend/numba_kernels.py). Idle workers must not hold a core either: this pool's
-threads sleep on a queue; numba's OpenMP layer runs on its own libgomp with a passive wait
-policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
+threads sleep on a queue (Note [Pool hand-off]); numba's OpenMP layer runs on its own libgomp
+with a passive wait policy, even where PyTorch loaded its libgomp first (Note [Own OpenMP] in
 ember/backend/numba_kernels.py); OpenBLAS's workers spin 2**28 cycles (~0.13 s) after every
 GEMM unless OPENBLAS_THREAD_TIMEOUT was set when NumPy loaded, which `import ember` does when
 it comes first, and where NumPy came first it restarts OpenBLAS's threads to read it (Note
@@ -60,6 +60,33 @@ it comes first, and where NumPy came first it restarts OpenBLAS's threads to rea
 the loads of their operands (Note [Store aliasing] in ember/backend/memory.py). The pool's
 workers are started on first use and dropped in a forked child (a DataLoader worker starts its
 own).
+
+Note [Pool hand-off]: what a split costs at 2 threads, and why the workers do not spin. An
+idle worker sleeps on the queue; on this VM (a Firecracker guest without a cpuidle driver: an
+idle vCPU halts) waking it took ~14 us right after a job and up to ~170 us once its vCPU had
+been idle a millisecond. Measured on the 2-core machine under the CPU lock, 2 threads, a packed
+16 x 384 @ 384 x 1536 product (ember/backend/mkl_packed.py) after G us of Python on the
+caller (medians, us): one thread 131-144 whatever G (187 after 5 ms idle); split 87-90 at G =
+0-100, 126-156 at G = 500, 221-231 at G = 5000. A bounded spin was built and measured (branch
+feat-wake23-spin: after each job a worker waited up to 300 us in a numba `nogil` loop on a
+counter the caller moved on with every job, an atomic load and `pause` per round, then slept;
+EMBER_POOL_SPIN_US / OMP_WAIT_POLICY=passive to tune or disable it). Alone it helped that
+product (83 us at G = 0-100), but inside MiniLM's 1 x 16 forward it changed nothing: every
+split there already ran half on the worker (360 of 720 chunks in 10 forwards, with and without
+the spin), the worker claiming its chunk a median 12.5 us after the caller's without the spin
+and 14 us with it, as the gaps between a forward's 36 products are short enough that the vCPU
+does not sleep deeply; what is left of those ~13 us is the GIL (the worker takes it from the
+caller, which holds it until its own chunk enters MKL) and the Python around a chunk. Forward
+times, one process, configurations interleaved in alternating order: 7.70 / 7.89 ms with the
+spin against 7.64 / 7.89 without, and 10.06 against 10.68 ms medians on a busier machine
+(noise); bench_minilm_threads 1 x 16 at 2 threads, ratio to PyTorch 1.13-1.14 against
+1.17-1.18 (separate processes, within their noise). Variants measured worse: spinning at
+SCHED_IDLE (a worker woken onto the caller's core at idle priority waited for it: 134 us for
+the product above), waiting also until the caller starts its chunk before taking the GIL, and
+the caller spinning while it waits for a worker's chunk (no gain). So the workers sleep at
+once, burning nothing; a faster hand-off needs chunks that run without the GIL (native work
+claimed from a spinning worker, or numba's OpenMP threads as in Note [Split on numba's threads]
+in ember/backend/blas.py).
 """
 
 from __future__ import annotations
@@ -137,11 +164,45 @@ def set_threads(n: int) -> None:
 set_threads(_default_threads())  # the default: every core this process may use
 
 
+# Note [Per-thread pool count]: a thread may be given a thread count of its own
+# (`set_thread_count`: a serve worker's `threads_per_instance`, Note [Model instances] in
+# ember/serve/batching.py), which then governs its chunked ops and split products (run_chunks,
+# blas.split_threads) instead of `ember.set_num_threads`'s, as numba's count does (Note
+# [Per-thread numba count] in ember/backend/numba_kernels.py): a worker given 1 thread never
+# takes the pool, so N such workers use N cores, not N times the budget. Chunking does not
+# change a result (Note [Parallel kernels]), so neither does the count.
+_own = threading.local()
+
+
+def set_thread_count(n: int | None) -> None:
+    """Give the calling thread `n` threads of its own for the pool's work (None: follow
+    `ember.set_num_threads` again) (Note [Per-thread pool count])."""
+    if n is not None and int(n) < 1:
+        raise ValueError(f"set_thread_count: expected a positive number of threads, got {n}")
+    _own.count = None if n is None else int(n)
+
+
+def own_thread_count():
+    """The calling thread's own count (`set_thread_count`), or None."""
+    return getattr(_own, "count", None)
+
+
+def threads_here() -> int:
+    """Threads the calling thread's parallel work uses (its own count, else the budget)."""
+    own = getattr(_own, "count", None)
+    return num_threads() if own is None else own
+
+
 def parallel_worth(size: int, costly: bool = False) -> bool:
     """Whether an op over `size` elements should run on the pool now."""
     if not _threads:
         num_threads()
-    return _active and size >= threshold(costly) and not overloaded()
+    return (
+        _active
+        and size >= threshold(costly)
+        and not overloaded()
+        and getattr(_own, "count", None) != 1  # Note [Per-thread pool count]
+    )
 
 
 class _Job:
@@ -208,20 +269,27 @@ def _work(job):
             job.worker_finished()
 
 
+_STOP = object()  # a job that ends the worker taking it (`_Pool.close`)
+
+
 def _worker_loop(jobs):
     while True:
         job = jobs.get()
+        if job is _STOP:
+            return
         # floating-point error state (np.errstate) lives in a context variable: each worker
         # runs in its own copy of the caller's context
         job.context.copy().run(_work, job)
 
 
 class _Pool:
-    """Persistent worker threads fed through one queue (Note [Parallel kernels])."""
+    """Persistent worker threads fed through one queue (Note [Parallel kernels], Note [Pool
+    hand-off])."""
 
     def __init__(self):
         self.jobs = queue.SimpleQueue()
         self.workers = 0
+        self.threads = []
         self.busy = _thread.allocate_lock()
 
     def run(self, fn, argsets, threads) -> bool:
@@ -232,9 +300,11 @@ class _Pool:
         try:
             helpers = min(threads, len(argsets)) - 1
             while self.workers < helpers:
-                threading.Thread(
+                worker = threading.Thread(
                     target=_worker_loop, args=(self.jobs,), name="ember-parallel", daemon=True
-                ).start()
+                )
+                worker.start()
+                self.threads.append(worker)
                 self.workers += 1
             job = _Job(fn, argsets, contextvars.copy_context())
             for _ in range(helpers):
@@ -252,6 +322,20 @@ class _Pool:
             return True
         finally:
             self.busy.release()
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """End the workers (they finish the job they are on); whether all ended in `timeout`
+        seconds. The module's pool lives as long as the process: tests and embedders close
+        pools of their own."""
+        with self.busy:
+            threads = list(self.threads)
+            for _ in threads:
+                self.jobs.put(_STOP)
+            for thread in threads:
+                thread.join(timeout)
+            self.threads = [t for t in threads if t.is_alive()]
+            self.workers = len(self.threads)
+            return not self.threads
 
 
 _forked_child = False
@@ -325,11 +409,12 @@ def run_chunks(fn, argsets) -> None:
     """Run fn(*args) for each args in `argsets`, in parallel on the pool when it is free,
     else one after another on this thread."""
     global _pool
-    if len(argsets) > 1 and num_threads() > 1 and not overloaded():
+    threads = threads_here()  # Note [Per-thread pool count]
+    if len(argsets) > 1 and threads > 1 and not overloaded():
         pool = _pool
         if pool is None:
             pool = _pool = _Pool()
-        if pool.run(fn, argsets, _threads):
+        if pool.run(fn, argsets, threads):
             return
     for args in argsets:
         fn(*args)

@@ -23,12 +23,13 @@ Note [Model instances]: as Triton's `instance_group { count: N }`, a served mode
 two batches run at once on two cores: the kernels (BLAS, numba, NumPy) release the GIL, and the
 Python between them is a small part of a forward. Each worker gives itself its numba kernel
 threads (`numba_kernels.set_thread_count`, Note [Per-thread numba count] in
-ember/backend/numba_kernels.py: numba's count is per thread), which ember's budget then leaves
-alone; the thread that builds the Batcher keeps its own count; without `threads_per_instance`
-the workers follow ember's budget like any thread. A model without `replica()` is shared by
-the workers, so it runs on one instance unless the caller asks for more (its `run_batch` must
-then be thread-safe). A request's result does not depend on the instance that runs it:
-replicas run the same program on the same weights.
+ember/backend/numba_kernels.py: numba's count is per thread) and its count for ember's thread
+pool (`parallel.set_thread_count`, Note [Per-thread pool count] in ember/backend/parallel.py),
+which ember's budget then leaves alone; the thread that builds the Batcher keeps its own
+count; without `threads_per_instance` the workers follow ember's budget like any thread. A
+model without `replica()` is shared by the workers, so it runs on one instance unless the
+caller asks for more (its `run_batch` must then be thread-safe). A request's result does not
+depend on the instance that runs it: replicas run the same program on the same weights.
 
 Note [Batching under load]: with every client waiting on its answer (16 keep-alive clients, two
 instances), the oldest queued request has always waited longer than `max_queue_delay` by the
@@ -241,8 +242,10 @@ class Batcher:
 
     def _loop(self, index: int) -> None:
         if self.threads_per_instance is not None:  # this worker's own (Note [Model instances])
-            from ember.backend import numba_kernels
+            from ember.backend import numba_kernels, parallel
 
+            # the chunked NumPy ops and split products too (Note [Per-thread pool count])
+            parallel.set_thread_count(self.threads_per_instance)
             try:
                 numba_kernels.set_thread_count(self.threads_per_instance)
             except Exception:  # noqa: BLE001 - no numba threading layer: kernels run serially

@@ -652,18 +652,19 @@ def test_batcher_workers_get_their_numba_threads_one_way(repository, own):
     its own count."""
     import numba
 
-    from ember.backend import numba_kernels
+    from ember.backend import numba_kernels, parallel
     from ember.serve import Batcher
 
     if not numba_kernels.available() or numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs numba with two threads: no count to tell apart")
     model = load_model_mlp(repository)
     run = model.run_batch
-    seen = []
+    seen, pool_seen = [], []
 
     def counting(batch):  # as a kernel entry does (OpDef.def_fast_kernel's wrapper)
         numba_kernels.follow_budget()
         seen.append(numba.get_num_threads())
+        pool_seen.append(parallel.threads_here())  # Note [Per-thread pool count]
         return run(batch)
 
     model.run_batch = counting
@@ -683,6 +684,7 @@ def test_batcher_workers_get_their_numba_threads_one_way(repository, own):
     finally:
         ember.set_num_threads(before)
     assert seen == ([1, 1] if own else [2, 1])
+    assert pool_seen == seen  # the chunked ops and split products follow the same count
 
 
 def test_server_instances_defaults_and_thread_budget(repository):

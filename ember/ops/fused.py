@@ -49,8 +49,12 @@ def _needs_grad(t):
 
 
 def _row_sum(t, shape):
-    """t summed over every dim but the last, as `shape` ((D,))."""
-    return t.reshape(-1, t.shape[-1]).sum(0).reshape(tuple(shape))
+    """t summed over every dim but the last, as `shape` ((D,)): a GEMV `ones @ t` through
+    BLAS, as the linear bias's gradient (Note [Linear backward] in ember/ops/linalg.py): at
+    MiniLM's fine-tune step (2048 x 1536, the GELU bias's gradient, 2 threads) NumPy's
+    `sum(0)` on one core took 1.3 ms a layer against ~0.25 ms for the GEMV."""
+    t2 = t.reshape(-1, t.shape[-1])
+    return (t2.new_ones((t2.shape[0],)) @ t2).reshape(tuple(shape))
 
 
 def _bias_shape(name, x, b):

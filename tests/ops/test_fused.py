@@ -159,6 +159,8 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
     r = rng.standard_normal((300, 96)).astype(dtype)
     g = rng.standard_normal((300, 96)).astype(dtype)
     w, b = rng.standard_normal(96).astype(dtype), rng.standard_normal(96).astype(dtype)
+    far = x.copy()
+    far[::2, :8] += 100  # the float32 backward's second pass (Note [Float32 layer norm backward])
     s = rng.standard_normal((2, 3, 50, 96)).astype(dtype)
     m = rng.standard_normal((2, 1, 1, 96)).astype(dtype)
     y = Fz._softmax_forward(np, s, m, 0.3)
@@ -172,6 +174,8 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
         "layer_norm_param_grad": lambda: K.layer_norm_param_grad(g, x, None, 1e-5),
         "layer_norm_param_grad+residual": lambda: K.layer_norm_param_grad(g, x, r, 1e-5),
         "layer_norm_grads": lambda: _grads_together(g, x, r, w, 1e-5),
+        "layer_norm_grads far": lambda: _grads_together(g, far, r, w, 1e-5),
+        "layer_norm_param_grad far": lambda: K.layer_norm_param_grad(g, far, None, 1e-5),
         "layer_norm+no residual": lambda: K.layer_norm(x, None, w, b, 1e-5),
         "softmax": lambda: K.softmax(s, m, 0.3),
         "softmax_grad": lambda: K.softmax_grad(s, y, 0.3),
@@ -195,35 +199,38 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
 @needs_numba
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("mean, std", [(0.0, 1.0), (1000.0, 0.01), (1e4, 1.0), (-50.0, 1e-3)])
-def test_float32_layer_norm_kernels_near_float64_whatever_the_mean(mean, std, residual):
-    """Note [Float32 layer norm]: one pass of shifted float64 sums and a two-part mean keep the
-    float32 kernels within a few float32 ulp of the float64 result of the same float32 inputs,
-    even where the mean lies 10^5 deviations from zero (a float32 two-pass decomposition
-    loses ~10^-3 there)."""
+@pytest.mark.parametrize("d", [384, 1536])
+def test_float32_layer_norm_kernels_near_float64_whatever_the_mean(mean, std, residual, d):
+    """Note [Float32 layer norm] and [Float32 layer norm backward]: shifted sums and a
+    two-part mean keep the float32 kernels within a few float32 ulp of the float64 result of
+    the same float32 inputs, even where the mean lies 10^5 deviations from zero (a float32
+    two-pass decomposition loses ~10^-3 there), with outlier columns (rows whose first values
+    lie far out take the backward's second pass) and alone or together."""
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((512, 384)) * std + mean).astype(np.float32)
-    r = (rng.standard_normal((512, 384)) * std).astype(np.float32) if residual else None
-    g = rng.standard_normal((512, 384)).astype(np.float32)
-    w, b = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+    x = (rng.standard_normal((512, d)) * std + mean).astype(np.float32)
+    x[::3, [1, 5, d // 2]] += np.float32(40 * std)  # outliers, two among the first 16 values
+    r = (rng.standard_normal((512, d)) * std).astype(np.float32) if residual else None
+    g = rng.standard_normal((512, d)).astype(np.float32)
+    w, b = (rng.standard_normal(d).astype(np.float32) for _ in range(2))
     u = (x if r is None else x + r).astype(np.float64)  # the float32 sum, as the reference
     m = u.mean(-1, keepdims=True)
     rstd = 1.0 / np.sqrt(((u - m) ** 2).mean(-1, keepdims=True) + 1e-12)
     xhat = (u - m) * rstd
     gw = g * w.astype(np.float64)
+    exact_gx = rstd * (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True))
+    exact_params = np.stack([(g * xhat).sum(0), g.astype(np.float64).sum(0)])
+    together = _grads_together(g, x, r, w, 1e-12)
     cases = {
         "forward": (K.layer_norm(x, r, w, b, 1e-12), xhat * w + b),
-        "input grad": (
-            K.layer_norm_input_grad(g, x, r, w, 1e-12),
-            rstd * (gw - gw.mean(-1, keepdims=True) - xhat * (gw * xhat).mean(-1, keepdims=True)),
-        ),
-        "param grad": (
-            K.layer_norm_param_grad(g, x, r, 1e-12),
-            np.stack([(g * xhat).sum(0), g.astype(np.float64).sum(0)]),
-        ),
+        "input grad": (K.layer_norm_input_grad(g, x, r, w, 1e-12), exact_gx),
+        "param grad": (K.layer_norm_param_grad(g, x, r, 1e-12), exact_params),
+        "both": (together, np.concatenate([exact_gx, exact_params])),
     }
     for name, (ours, exact) in cases.items():
         assert ours is not None and ours.dtype == np.float32, name
         scale = np.abs(exact).max()
+        print(f"float32 layer norm {name} d={d}: max error / max |exact| "
+              f"{np.abs(ours - exact).max() / scale:.1e}")  # fmt: skip
         np.testing.assert_allclose(ours, exact, rtol=0, atol=4e-7 * scale, err_msg=name)
 
 

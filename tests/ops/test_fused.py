@@ -603,3 +603,25 @@ def test_the_background_warm_up_loads_the_kernels_without_changing_results(monke
     assert len(K._READY) == 3 and not state["failed"], K._READY
     for call, old in zip(calls, before):
         np.testing.assert_array_equal(call(), old)
+
+
+def test_gelu_bias_gradient_is_one_sum_at_any_thread_count():
+    """GELU's bias gradient sums the input gradient over rows as one GEMV (`_row_sum`, Note
+    [Linear backward]): the same bits at 1 and 2 threads, within float32 rounding of the
+    float64 sum of the same input gradient."""
+    rng = np.random.default_rng(21)
+    x, g = (ember.from_numpy(rng.standard_normal((3, 700, 192)).astype(np.float32)) for _ in "xg")
+    b = ember.from_numpy(rng.standard_normal(192).astype(np.float32)).requires_grad_()
+    before = ember.get_num_threads()
+    sums = []
+    try:
+        for threads in (1, 2):
+            ember.set_num_threads(threads)
+            gx, gb = Fz._gelu_vjp(g, None, x, b)
+            sums.append(np.asarray(gb))
+    finally:
+        ember.set_num_threads(before)
+    np.testing.assert_array_equal(sums[0], sums[1])
+    exact = np.asarray(gx).astype(np.float64).reshape(-1, 192).sum(0)
+    assert sums[0].shape == (192,) and sums[0].dtype == np.float32
+    np.testing.assert_allclose(sums[0], exact, rtol=0, atol=2e-6 * np.abs(exact).max())

@@ -40,7 +40,8 @@ forward, against PyTorch's whole fused attention at 36 ms.
   correctly rounded value on [-87, 88.5], 0 below -87 (where exp is subnormal), NaN for NaN.
   Exact float32 GELU runs in float32 throughout (Note [Float32 GELU]) on 16 lanes (Note
   [Wide vectors]).
-  float64 work keeps libm's exp, erf and tanh; float32 tanh GELU keeps libm's tanhf.
+  float64 work keeps libm's exp, erf and tanh; float32 tanh GELU is a sigmoid of exp32 (Note
+  [Float32 tanh GELU]).
 - Small inputs (below `COMPILED_MIN_SIZE`): Note [Kernel-exact small paths] at the end of
   this file. A switch from the NumPy reference to the compiled kernel after some calls made
   results depend on the process's history (a training run resumed in a fresh process no
@@ -212,10 +213,63 @@ def gelu_slope(u):
     )
 
 
-def _gelu64_source(approximate: bool, single: bool) -> str:
-    """gelu_value and gelu_slope in float64 (libm's erf, exp, tanh); float32 tanh GELU calls
-    libm's tanhf on the float32 argument."""
-    tanh = "np.float64(math.tanh(np.float32(z)))" if single else "math.tanh(z)"
+# Note [Float32 tanh GELU]: the tanh approximation in float32 arithmetic throughout, written
+# as a sigmoid: (1 + tanh z) / 2 = 1 / (1 + exp(-2z)), z = sqrt(2 / pi) (u + 0.044715 u^3), so
+# gelu(u) = u s with s = 1 / (1 + e), e = exp(-2z) (exp32: no call, no branch, 16 lanes; Note
+# [Wide vectors]), and its slope s + 2 u z' e s^2 (z' = dz / du), which is PyTorch's
+# 0.5 (1 + t) + 0.5 u (1 - t^2) z' with 1 - t^2 = 4 e s^2. libm's tanhf per element, which
+# this replaces, ran scalar: 4096 x 1536, 1 thread, forward 183 ms, backward 231 ms (PyTorch
+# 16 / 22 ms). The sigmoid form also keeps the negative tail's relative accuracy, where
+# 1 + tanh z cancels in float32 (PyTorch's is exactly -0 below u ~ -5). u is clamped to
+# [-20, 20] inside the formula (where u^3 and z' stay finite; beyond it s is 0 or 1 to
+# float32's last bit), -2z to 80 inside exp (so e s stays finite), and s set to 0 above it
+# (u < ~-9.5, where exp(-2z) > 1e34). Edges: NaN stays NaN; +inf gives +inf with slope 1;
+# -inf gives NaN (0 * inf, as PyTorch's float32 GELU does) with slope 0 (PyTorch: NaN for
+# both slopes). The NumPy twin (`_small_gelu`) performs the same float32 operations, so
+# small inputs get the kernel's bits (Note [Kernel-exact small paths]); tests/ops/
+# test_fused.py sweeps both against float64 and PyTorch.
+_GELU_TANH_32 = """
+MINUS_TWO_K32 = np.float32(-1.5957691216057308)
+GELU_C32 = np.float32(0.044715)
+GELU_3C32 = np.float32(0.134145)
+TWO_K32 = np.float32(1.5957691216057308)
+U_LIMIT32 = np.float32(20.0)
+T_LIMIT32 = np.float32(80.0)
+
+
+@numba.njit(inline="always")
+def gelu_parts(u):
+    # (c, e, s) of Note [Float32 tanh GELU]: u clamped, exp(-2z), 1 / (1 + exp(-2z))
+    c = U_LIMIT32 if u > U_LIMIT32 else u
+    c = -U_LIMIT32 if c < -U_LIMIT32 else c
+    t = (c + c * c * c * GELU_C32) * MINUS_TWO_K32
+    e = exp32(T_LIMIT32 if t > T_LIMIT32 else t)
+    s = ONE32 / (ONE32 + e)
+    s = ZERO32 if t > T_LIMIT32 else s
+    return c, e, s
+
+
+@numba.njit(inline="always")
+def gelu_value(u):
+    c, e, s = gelu_parts(u)
+    return u * s
+
+
+@numba.njit(inline="always")
+def gelu_slope(u):
+    c, e, s = gelu_parts(u)
+    return s + (c * TWO_K32) * (ONE32 + GELU_3C32 * (c * c)) * (e * s * s)
+"""
+
+
+def _gelu_tanh32_source() -> str:
+    """gelu_value and gelu_slope of Note [Float32 tanh GELU]: float32 in, float32 out."""
+    return _EXP32 + _GELU_TANH_32
+
+
+def _gelu64_source(approximate: bool) -> str:
+    """gelu_value and gelu_slope in float64 (libm's erf, exp, tanh)."""
+    tanh = "math.tanh(z)"
     if approximate:
         value = f"""    z = {_SQRT_2_OVER_PI} * (u + 0.044715 * u * u * u)
     return 0.5 * u * (1.0 + {tanh})"""
@@ -245,13 +299,13 @@ def gelu_slope(u):
 
 def _gelu_source(approximate: bool, single: bool, has_bias: bool) -> str:
     """GELU's forward and backward for one variant (Note [Vectorised rows]): u = x (+ b),
-    float32 exact GELU in float32 (Note [Float32 GELU]), the others in float64."""
-    in_float32 = single and not approximate
-    if in_float32:
-        head = _gelu32_source()
+    float32 GELU in float32 (Note [Float32 GELU], Note [Float32 tanh GELU]), float64 in
+    float64."""
+    if single:
+        head = _gelu_tanh32_source() if approximate else _gelu32_source()
         u = "x[i, j] + b[j]" if has_bias else "x[i, j]"
     else:
-        head = _gelu64_source(approximate, single)
+        head = _gelu64_source(approximate)
         u = "np.float64(x[i, j])" + (" + np.float64(b[j])" if has_bias else "")
     return (
         head
@@ -911,7 +965,7 @@ def gelu(x, b, approximate):
     dtype = x.dtype if b is None else np.result_type(x, b)
     group = _gelu_group(approximate, dtype, b)
     if x.size < COMPILED_MIN_SIZE:
-        if approximate != "none" or dtype != np.float32:
+        if dtype != np.float32:
             return None  # the reference (Note [Kernel-exact small paths])
         xs = _plain(_rows(x.astype(dtype, copy=False)))
         bias = _empty_bias(dtype) if b is None else _plain(b.astype(dtype, copy=False))
@@ -919,7 +973,7 @@ def gelu(x, b, approximate):
         example = lambda: (np.zeros((1, 8), dtype), np.zeros(d, dtype), np.empty((1, 8), dtype))  # noqa: E731
         kernel = _small_kernel(group, "gelu_forward", dtype, example)
         if kernel is None:
-            return _small_gelu(xs, None if b is None else bias).reshape(x.shape)
+            return _small_gelu(xs, None if b is None else bias, approximate).reshape(x.shape)
     else:
         kernel = _pick(group, "gelu_forward", x.size)
         if kernel is None:
@@ -1143,8 +1197,9 @@ def dropout(x, seed, threshold, scale):
 # there: a process's first calls never wait for numba (Note [Fast erf]), a process that keeps
 # answering short requests gets the compiled kernels, and a training run resumed in a fresh
 # process still equals the uninterrupted one (tests/train/test_checkpoints.py; a switch from
-# the earlier NumPy reference broke that). Other variants (tanh GELU, float64 GELU and softmax:
-# libm's tanh, erf and exp, which NumPy does not reproduce) and every backward keep the
+# the earlier NumPy reference broke that). Float32 tanh GELU (Note [Float32 tanh GELU]) has its
+# twin too. Other variants (float64 GELU and softmax: libm's erf, tanh and exp, which NumPy
+# does not reproduce) and every backward keep the
 # reference forward below COMPILED_MIN_SIZE. Only the serial builds serve small inputs. A small
 # float32 layer norm follows the general kernels (group "layer_norm"), not the one-pass float32
 # kernels of large inputs (Note [Float32 layer norm]): each size class has one set of bits.
@@ -1256,13 +1311,31 @@ def _lane_sum(a):
     return halves[:, 0] + halves[:, 1]
 
 
-def _small_gelu(xs, bias):
-    """gelu_forward of the exact float32 kernel, with or without bias (Note [Float32 GELU]):
-    its float32 operations in its order (Note [Kernel-exact small paths])."""
+def _small_gelu(xs, bias, approximate="none"):
+    """gelu_forward of the float32 kernel, exact or tanh, with or without bias (Note [Float32
+    GELU], Note [Float32 tanh GELU]): its float32 operations in its order (Note
+    [Kernel-exact small paths])."""
     from ember.backend.numpy_backend import _ERF_DENOMINATOR, _ERF_NUMERATOR
 
     f = np.float32
     u = xs + bias if bias is not None else xs.copy()
+    if approximate == "tanh":
+        c = np.where(u > f(20.0), f(20.0), u)  # NaN passes, as through the kernel's selects
+        c = np.where(c < f(-20.0), f(-20.0), c)
+        t = c * c
+        t *= c
+        t *= f(0.044715)
+        t += c
+        t *= f(-1.5957691216057308)
+        with np.errstate(invalid="ignore"):  # NaN stays NaN
+            far = t > f(80.0)
+            e = _exp32(np.where(far, f(80.0), t))
+        e += f(1.0)
+        s = f(1.0) / e
+        s[far] = 0.0
+        with np.errstate(invalid="ignore"):  # -inf * 0 gives NaN, as in the kernel
+            u *= s
+        return u
     z = u * f(_SQRT_HALF)
     np.clip(z, f(-4.0), f(4.0), out=z)  # a NaN u gives NaN whatever erf gives, as in the kernel
     z2 = z * z

@@ -169,6 +169,7 @@ def test_parallel_kernels_equal_serial_bit_for_bit(dtype):
         "gelu_grad": lambda: K.gelu_grad(g, x, b, "tanh"),
         "gelu_grad exact": lambda: K.gelu_grad(g, x, b, "none"),
         "gelu no bias": lambda: K.gelu(x, None, "none"),
+        "tanh gelu": lambda: K.gelu(x, b, "tanh"),
         "layer_norm": lambda: K.layer_norm(x, r, w, b, 1e-5),
         "layer_norm_input_grad": lambda: K.layer_norm_input_grad(g, x, r, w, 1e-5),
         "layer_norm_param_grad": lambda: K.layer_norm_param_grad(g, x, None, 1e-5),
@@ -448,6 +449,62 @@ def test_float32_gelu_within_float32_rounding_of_pytorch():
         assert difference <= 8e-7  # each is within 4e-7 of the exact value
 
 
+def _exact_tanh_gelu(u32):
+    """The tanh approximation and its slope in float64 at float32 inputs, as u s with
+    s = 1 / (1 + exp(-2z)) (no cancellation in the negative tail)."""
+    u = u32.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(-2 * math.sqrt(2 / math.pi) * (u + 0.044715 * u**3))
+        s = 1 / (1 + e)
+        z_slope = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * u * u)
+        return u * s, s + 2 * u * z_slope * e * s * s
+
+
+@needs_numba
+def test_float32_tanh_gelu_within_float32_rounding():
+    """Note [Float32 tanh GELU]: the float32 kernels against the tanh approximation in float64
+    and against PyTorch over the dense sweep: relative error a few 1e-6 where u > -2 and in
+    the negative tail (where PyTorch's 1 + tanh cancels to 0), absolute error a few 1e-7
+    max(1, |u|) everywhere; NaN, infinities and huge values as stated; the NumPy twin gives the
+    kernel's bits."""
+    torch = pytest.importorskip("torch", reason="torch (the test extra) checks GELU parity")
+    x = _gelu_sweep()
+    value, slope = _exact_tanh_gelu(x)
+    ours = K.gelu(x, None, "tanh")
+    ours_slope = K.gelu_grad(np.ones_like(x), x, None, "tanh")
+    assert ours.dtype == ours_slope.dtype == np.float32
+    t = torch.from_numpy(x)
+    theirs = torch.nn.functional.gelu(t, approximate="tanh").numpy()
+    theirs_slope = torch.ops.aten.gelu_backward(torch.ones_like(t), t, approximate="tanh")
+    for name, got, exact, relative_bound in (
+        ("forward", ours, value, 1e-5),
+        ("slope", ours_slope, slope, None),
+    ):
+        relative, absolute = _gelu_errors(got, exact, x)
+        print(f"float32 tanh GELU {name}: max rel error (u > -2) {relative:.2e}, max abs / "
+              f"max(1, |u|) {absolute:.2e}")  # fmt: skip
+        assert absolute <= 4e-7, name
+        if relative_bound is not None:
+            assert relative <= relative_bound, name
+    tail = (x > -9) & (x < -2)
+    assert np.max(np.abs(ours[tail] - value[tail]) / np.abs(value[tail])) <= 4e-5
+    for got, ref in ((ours, theirs), (ours_slope, theirs_slope.numpy())):
+        finite = np.isfinite(x) & np.isfinite(ref)  # PyTorch's slope: NaN where u^2 overflows
+        scale = np.maximum(1.0, np.abs(x[finite]))
+        difference = np.max(np.abs(got[finite] - ref[finite]) / scale)
+        print(f"float32 tanh GELU against PyTorch: max |difference| / max(1, |u|) {difference:.2e}")
+        assert difference <= 8e-7
+    got, got_slope = ours.reshape(-1)[-11:], ours_slope.reshape(-1)[-11:]
+    assert np.isnan(got[0]) and got[1] == np.inf and np.isnan(got[2])  # NaN, +inf, -inf
+    assert np.isnan(got_slope[0]) and got_slope[1] == 1 and got_slope[2] == 0
+    huge = x.reshape(-1)[-4096 - 11 : -11]
+    assert np.all(ours.reshape(-1)[-4096 - 11 : -11][huge < -10] == 0)
+    np.testing.assert_array_equal(ours.reshape(-1)[-4096 - 11 : -11][huge > 10], huge[huge > 10])
+    b = np.linspace(-3, 3, 1536).astype(np.float32)
+    for bias in (None, b):
+        np.testing.assert_array_equal(K._small_gelu(x, bias, "tanh"), K.gelu(x, bias, "tanh"))
+
+
 @needs_numba
 def test_float32_softmax_kernel_exp_within_three_ulp_and_edges(monkeypatch):
     """The float32 softmax's call-free exp (Note [Vectorised rows]): within 3 float32 ulp of
@@ -512,6 +569,8 @@ def _small_cases():
             cases += [
                 (f"gelu d={d}", dtype, partial(K.gelu, x, None, "none")),
                 (f"gelu+bias d={d}", dtype, partial(K.gelu, x, b, "none")),
+                (f"tanh gelu d={d}", dtype, partial(K.gelu, x, None, "tanh")),
+                (f"tanh gelu+bias d={d}", dtype, partial(K.gelu, x * 4, b, "tanh")),
                 (
                     f"softmax d={d}",
                     dtype,
@@ -558,7 +617,7 @@ def test_small_inputs_give_the_compiled_kernels_bits(monkeypatch):
 
 def test_small_inputs_agree_with_the_reference_and_keep_it_for_other_variants():
     """The kernel-exact NumPy passes stay within the fused ops' tolerance of the reference;
-    tanh GELU, float64 GELU and float64 softmax keep the reference (None here)."""
+    float64 GELU and float64 softmax keep the reference (None here)."""
     rng = np.random.default_rng(12)
     x = rng.standard_normal((16, 96)).astype(np.float32)
     b = rng.standard_normal(96).astype(np.float32)
@@ -567,12 +626,13 @@ def test_small_inputs_agree_with_the_reference_and_keep_it_for_other_variants():
     with numba_kernels.disable_for_tests():
         pairs = [
             (K.gelu(x, b, "none"), Fz._gelu_forward(xp, x, b)),
+            (K.gelu(x, b, "tanh"), Fz._gelu_forward(xp, x, b, "tanh")),
             (K.layer_norm(x, x[::-1], b, b, 1e-12), Fz._ln_forward(xp, x, b, b, x[::-1], 1e-12)),
             (K.softmax(x, m, 0.3), Fz._softmax_forward(xp, x, m, 0.3)),
         ]
     for ours, ref in pairs:
         _close(ours, ref, np.float32, "small path")
-    assert K.gelu(x, b, "tanh") is None
+    assert K.gelu(x.astype(np.float64), None, "tanh") is None
     assert K.gelu(x.astype(np.float64), None, "none") is None
     assert K.softmax(x.astype(np.float64), None, 1.0) is None
 

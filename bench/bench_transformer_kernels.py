@@ -4,8 +4,11 @@ MiniLM's shapes at batch 32 x 128 (4096 rows): bias + GELU forward and backward 
 4096 x 1536 (PyTorch adds the bias in its addmm, so its side is the GELU alone, and bias + GELU
 for comparison), layer norm with the residual added in the kernel, and both layer-norm
 gradients (ember: Note [Layer norm gradients together] in ember/backend/transformer_kernels.py;
-PyTorch: `native_layer_norm_backward`). Each workload runs both sides interleaved
-(bench/harness.py `compare`, Note [Quiet side]) and prints medians and the ratio ember / torch.
+PyTorch: `native_layer_norm_backward`), the fine-tune step's bias + GELU backward with the
+bias gradient (2048 x 1536; PyTorch: `gelu_backward` and the `sum(0)` its addmm backward runs),
+and tanh-approximate GELU forward and backward. Each workload runs both sides interleaved
+(bench/harness.py, Note [Quiet side]) and prints min / median / max and the ratio of medians
+ember / torch.
 
 Run: PYTHONPATH=. python bench/bench_transformer_kernels.py [--threads 1 2] [--repeats 7]
 """
@@ -20,7 +23,33 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.harness import compare, set_threads  # noqa: E402
+import statistics  # noqa: E402
+
+from bench.harness import _calibrate, _fmt, _time, set_threads, wait_idle  # noqa: E402
+
+
+def compare(name, ours, theirs, repeats=7, warmup=2):
+    """Time both sides interleaved (Note [Quiet side]); print min / median / max and the ratio
+    of medians."""
+    for _ in range(warmup):
+        ours()
+        theirs()
+    wait_idle()
+    n_e = _calibrate(ours)
+    wait_idle()
+    n_r = _calibrate(theirs)
+    te, tr = [], []
+    for _ in range(repeats):
+        wait_idle()
+        te.append(_time(ours, n_e))
+        wait_idle()
+        tr.append(_time(theirs, n_r))
+
+    def spread(t):
+        return "/".join(_fmt(v) for v in (min(t), statistics.median(t), max(t)))
+
+    ratio = statistics.median(te) / statistics.median(tr)
+    print(f"{name:<44} ember {spread(te):>28}  torch {spread(tr):>28}  ratio {ratio:5.2f}")
 
 
 def workloads(rng):
@@ -28,7 +57,9 @@ def workloads(rng):
     import torch
     import torch.nn.functional as F
 
+    import ember
     from ember.backend import transformer_kernels as K
+    from ember.ops import fused
 
     x, g = (rng.standard_normal((4096, 1536)).astype(np.float32) for _ in range(2))
     b = rng.standard_normal(1536).astype(np.float32)
@@ -45,7 +76,31 @@ def workloads(rng):
             K.layer_norm_input_grad(gh, h, r, w, 1e-12)
             K.layer_norm_param_grad(gh, h, r, 1e-12)
 
+    # the fine-tune step's FFN (16 x 128 rows): GELU's VJP, input and bias gradients
+    x2, g2 = x[:2048], g[:2048]
+    ex2, eg2, eb = ember.tensor(x2), ember.tensor(g2), ember.tensor(b, requires_grad=True)
+    tu2, tg2 = tx[:2048] + tb, tg[:2048]  # PyTorch saves the addmm output, bias included
+
+    def torch_bias_grad():
+        gx = torch.ops.aten.gelu_backward(tg2, tu2)
+        return gx, gx.sum(0)
+
     return [
+        (
+            "bias+gelu backward+bias grad 2048x1536",
+            lambda: fused._gelu_vjp(eg2, None, ex2, eb),
+            torch_bias_grad,
+        ),
+        (
+            "tanh gelu 4096x1536",
+            lambda: K.gelu(x, None, "tanh"),
+            lambda: F.gelu(tx, approximate="tanh"),
+        ),
+        (
+            "tanh gelu backward 4096x1536",
+            lambda: K.gelu_grad(g, x, None, "tanh"),
+            lambda: torch.ops.aten.gelu_backward(tg, tx, approximate="tanh"),
+        ),
         ("bias+gelu 4096x1536 (torch: gelu)", lambda: K.gelu(x, b, "none"), lambda: F.gelu(tx)),
         ("bias+gelu 4096x1536", lambda: K.gelu(x, b, "none"), lambda: F.gelu(tx + tb)),
         (
@@ -72,11 +127,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--only", default="", help="run the workloads whose name has this")
     args = parser.parse_args()
     for threads in args.threads:
         set_threads(threads)
         print(f"\n{threads} thread(s)")
         for name, ours, theirs in workloads(np.random.default_rng(0)):
+            if args.only not in name:
+                continue
             compare(f"{name} x{threads}", ours, theirs, repeats=args.repeats)
 
 

@@ -10,9 +10,11 @@ it instead of storing it.
 Note [Row-parallel kernels]: every kernel runs `prange` over rows (the last dim is the row):
 one row is computed by one thread from start to end, in the same order of operations as the
 serial build of the same source, so the parallel result equals the serial one bit for bit (no
-fast-math reassociation: sums run in a fixed order, in float64; Note [Vectorised rows]). The
-parameter gradient of layer norm sums over rows: it adds fixed blocks of `_BLOCK` rows in
-parallel and then the blocks in order, so its bits do not depend on the thread count either.
+fast-math reassociation: sums run in a fixed order, in float64; Note [Vectorised rows]; the
+float32 layer-norm sums reassociate in functions of their own, whose order is fixed by their
+code alone: Note [Float32 layer norm]). The parameter gradient of layer norm sums over rows:
+it adds fixed blocks of `_BLOCK` rows in parallel and then the blocks in order, so its bits do
+not depend on the thread count either.
 Below `COMPILED_MIN_SIZE` elements an op runs NumPy passes with the kernel's own bits or its
 reference forward (a short sequence's activations: a fresh process answers without loading
 numba, as Note [Fast erf] does for erf; Note [Kernel-exact small paths]); below
@@ -38,7 +40,8 @@ forward, against PyTorch's whole fused attention at 36 ms.
   correctly rounded value on [-87, 88.5], 0 below -87 (where exp is subnormal), NaN for NaN.
   Exact float32 GELU runs in float32 throughout (Note [Float32 GELU]) on 16 lanes (Note
   [Wide vectors]).
-  float64 work keeps libm's exp, erf and tanh; float32 tanh GELU keeps libm's tanhf.
+  float64 work keeps libm's exp, erf and tanh; float32 tanh GELU is a sigmoid of exp32 (Note
+  [Float32 tanh GELU]).
 - Small inputs (below `COMPILED_MIN_SIZE`): Note [Kernel-exact small paths] at the end of
   this file. A switch from the NumPy reference to the compiled kernel after some calls made
   results depend on the process's history (a training run resumed in a fresh process no
@@ -210,10 +213,63 @@ def gelu_slope(u):
     )
 
 
-def _gelu64_source(approximate: bool, single: bool) -> str:
-    """gelu_value and gelu_slope in float64 (libm's erf, exp, tanh); float32 tanh GELU calls
-    libm's tanhf on the float32 argument."""
-    tanh = "np.float64(math.tanh(np.float32(z)))" if single else "math.tanh(z)"
+# Note [Float32 tanh GELU]: the tanh approximation in float32 arithmetic throughout, written
+# as a sigmoid: (1 + tanh z) / 2 = 1 / (1 + exp(-2z)), z = sqrt(2 / pi) (u + 0.044715 u^3), so
+# gelu(u) = u s with s = 1 / (1 + e), e = exp(-2z) (exp32: no call, no branch, 16 lanes; Note
+# [Wide vectors]), and its slope s + 2 u z' e s^2 (z' = dz / du), which is PyTorch's
+# 0.5 (1 + t) + 0.5 u (1 - t^2) z' with 1 - t^2 = 4 e s^2. libm's tanhf per element, which
+# this replaces, ran scalar: 4096 x 1536, 1 thread, forward 183 ms, backward 231 ms (PyTorch
+# 16 / 22 ms). The sigmoid form also keeps the negative tail's relative accuracy, where
+# 1 + tanh z cancels in float32 (PyTorch's is exactly -0 below u ~ -5). u is clamped to
+# [-20, 20] inside the formula (where u^3 and z' stay finite; beyond it s is 0 or 1 to
+# float32's last bit), -2z to 80 inside exp (so e s stays finite), and s set to 0 above it
+# (u < ~-9.5, where exp(-2z) > 1e34). Edges: NaN stays NaN; +inf gives +inf with slope 1;
+# -inf gives NaN (0 * inf, as PyTorch's float32 GELU does) with slope 0 (PyTorch: NaN for
+# both slopes). The NumPy twin (`_small_gelu`) performs the same float32 operations, so
+# small inputs get the kernel's bits (Note [Kernel-exact small paths]); tests/ops/
+# test_fused.py sweeps both against float64 and PyTorch.
+_GELU_TANH_32 = """
+MINUS_TWO_K32 = np.float32(-1.5957691216057308)
+GELU_C32 = np.float32(0.044715)
+GELU_3C32 = np.float32(0.134145)
+TWO_K32 = np.float32(1.5957691216057308)
+U_LIMIT32 = np.float32(20.0)
+T_LIMIT32 = np.float32(80.0)
+
+
+@numba.njit(inline="always")
+def gelu_parts(u):
+    # (c, e, s) of Note [Float32 tanh GELU]: u clamped, exp(-2z), 1 / (1 + exp(-2z))
+    c = U_LIMIT32 if u > U_LIMIT32 else u
+    c = -U_LIMIT32 if c < -U_LIMIT32 else c
+    t = (c + c * c * c * GELU_C32) * MINUS_TWO_K32
+    e = exp32(T_LIMIT32 if t > T_LIMIT32 else t)
+    s = ONE32 / (ONE32 + e)
+    s = ZERO32 if t > T_LIMIT32 else s
+    return c, e, s
+
+
+@numba.njit(inline="always")
+def gelu_value(u):
+    c, e, s = gelu_parts(u)
+    return u * s
+
+
+@numba.njit(inline="always")
+def gelu_slope(u):
+    c, e, s = gelu_parts(u)
+    return s + (c * TWO_K32) * (ONE32 + GELU_3C32 * (c * c)) * (e * s * s)
+"""
+
+
+def _gelu_tanh32_source() -> str:
+    """gelu_value and gelu_slope of Note [Float32 tanh GELU]: float32 in, float32 out."""
+    return _EXP32 + _GELU_TANH_32
+
+
+def _gelu64_source(approximate: bool) -> str:
+    """gelu_value and gelu_slope in float64 (libm's erf, exp, tanh)."""
+    tanh = "math.tanh(z)"
     if approximate:
         value = f"""    z = {_SQRT_2_OVER_PI} * (u + 0.044715 * u * u * u)
     return 0.5 * u * (1.0 + {tanh})"""
@@ -241,15 +297,27 @@ def gelu_slope(u):
 """
 
 
+# Note [Contracted GELU backward]: `gelu_backward` (every variant) is compiled with numba's
+# fastmath flag "contract" and no other: LLVM may fuse a multiply and the add that uses it
+# into one FMA instruction (one rounding instead of two), which the polynomials of erf, exp32
+# and the slope are made of. Exact float32 GELU's backward over 2048 x 1536 with bias (one
+# process, medians): 1 thread 6.3 -> 4.5 ms, 2 threads 3.3 -> 2.3 ms (a busy machine; the
+# ratio held across rounds). Contraction follows the expression alone, so the serial and
+# parallel builds and every thread count give the same bits (tests/ops/test_fused.py); the
+# results move by at most a float32 ulp or two against the uncontracted ones, within the
+# error bounds of Note [Float32 GELU]. The forwards stay uncontracted: their NumPy twins
+# (Note [Kernel-exact small paths]) cannot fuse, and no backward has a twin.
+
+
 def _gelu_source(approximate: bool, single: bool, has_bias: bool) -> str:
     """GELU's forward and backward for one variant (Note [Vectorised rows]): u = x (+ b),
-    float32 exact GELU in float32 (Note [Float32 GELU]), the others in float64."""
-    in_float32 = single and not approximate
-    if in_float32:
-        head = _gelu32_source()
+    float32 GELU in float32 (Note [Float32 GELU], Note [Float32 tanh GELU]), float64 in
+    float64."""
+    if single:
+        head = _gelu_tanh32_source() if approximate else _gelu32_source()
         u = "x[i, j] + b[j]" if has_bias else "x[i, j]"
     else:
-        head = _gelu64_source(approximate, single)
+        head = _gelu64_source(approximate)
         u = "np.float64(x[i, j])" + (" + np.float64(b[j])" if has_bias else "")
     return (
         head
@@ -264,6 +332,7 @@ def gelu_forward(x, b, out):
 
 
 def gelu_backward(g, x, b, out):
+    # built with fused multiply-add contraction (Note [Contracted GELU backward])
     rows, d = x.shape
     for i in prange(rows):
         wide_vectors()
@@ -410,6 +479,29 @@ def {name}({params}, n):
 """
 
 
+def _sums32(name: str, params: str, terms) -> str:
+    """Source of a numba function `name(params, n)` returning the sums of `terms` (after the
+    `setup` lines) over j < n in one pass, in float32, compiled on its own with fast-math
+    reassociation on 16 lanes (Note [Float32 layer norm backward])."""
+    setup, terms = terms
+    names = [f"s{k}" for k in range(len(terms))]
+    init = "\n".join(f"    {c} = np.float32(0.0)" for c in names)
+    body = "\n".join(
+        [f"        {line}" for line in setup]
+        + [f"        {c} += {t}" for c, t in zip(names, terms)]
+    )
+    result = ", ".join(names) if len(names) > 1 else names[0]
+    return f"""
+@numba.njit(fastmath={{"reassoc"}}, nogil=True)
+def {name}({params}, n):
+    wide_vectors()
+{init}
+    for j in range(n):
+{body}
+    return {result}
+"""
+
+
 # Note [Float32 layer norm]: float32 rows take one pass for their moments: the sum and the sum
 # of squares of u = x (+ r), in float64 (a float32 product is exact in float64 and a 384-term
 # float64 sum is good to ~1e-14 relative; the sums are of v = u - u[0], so that E[v^2] - E[v]^2
@@ -417,35 +509,51 @@ def {name}({params}, n):
 # float32, as the reference's x + r is; the second pass normalises in float32 as PyTorch does,
 # subtracting the mean as two float32 parts (u - hi is exact where u is near the mean, - lo
 # then rounds once), so a mean far from zero costs no more than float32's last bit.
-# The input gradient needs sum(g w) and sum(g w u) too: all four sums in one pass, then one
-# pass to write. The sums are small functions of their own (`_sums`) compiled with fast-math
+# The moment sums are small functions of their own (`_sums`) compiled with fast-math
 # reassociation and nothing else: LLVM then vectorises them (8 interleaved float64 lanes
 # written out by hand, `_lanes`, stayed scalar: 1.1 ms against 0.28 ms for the moments of
 # 4096 x 384). Their order of additions is fixed by the compiled code and the row length
 # alone, so every row gives the same bits whichever thread runs it and in the serial and
 # parallel builds (tests/ops/test_fused.py); only another CPU (another vector width) may round
 # differently. Measured on the quiet machine, 4096 x 384, 1 / 2 threads: forward with residual
-# 3.8 / 1.8 ms -> 0.75 / 0.43 ms, input gradient 8.3 / 3.8 -> 1.0 / 0.59 ms, parameter
-# gradient 3.8 / 1.9 -> 1.1 / 0.64 ms. float64 rows keep the two-pass kernels above (one
-# float64 pass cannot give their moments the same accuracy).
+# 3.8 / 1.8 ms -> 0.75 / 0.43 ms. float64 rows keep the two-pass kernels above (one float64
+# pass cannot give their moments the same accuracy). The gradients: Note [Float32 layer norm
+# backward].
+#
+# Note [Float32 layer norm backward]: the float32 gradient kernels work in float32 as
+# PyTorch's do, on 16 lanes (Note [Wide vectors]): each row takes one pass of four float32
+# sums (`_sums32`, fast-math reassociation on their own as above, so their order is fixed by
+# the code and the row length): v = u - k, v^2, g w and g w v, with k the mean of the row's
+# first 16 values (u = x (+ r) rounded to float32, as the reference adds them); the mean is k
+# + mean(v), the variance mean(v^2) - mean(v)^2. That difference loses float32 digits when
+# the shift mean(v) is large against the deviation (an outlier among the first values, a row
+# far from zero), so where mean(v)^2 exceeds the variance the row is summed again around the
+# mean found (a second pass; the choice depends on the row alone, so every thread and build
+# makes it alike). Then one loop writes the input gradient (the mean subtracted as two float32
+# parts, as the forward does) and one adds the row's share of the parameter gradient: g xhat
+# and g summed over each block of `_BLOCK` rows in float32, the blocks then added in order in
+# float64 (Note [Row-parallel kernels]; PyTorch sums each thread's rows in float32). Two
+# loops, not one: LLVM vectorises a loop only where it can check at run time that its stores
+# overlap no other array it touches, up to 8 checks; one loop over out, p0, p1, x, r, g and w
+# needs 15 and ran scalar (0.3 ms of 1.3). The float64 sums this replaces (two passes a row
+# for the moments, one more for the parameter gradient, float64 accumulation): 4096 x 384
+# with residual, both gradients, 1 / 2 threads (one process, medians): 2.1 / 1.2 ms -> 1.2 /
+# 0.69 ms (PyTorch, reading x + r already added: 0.90 / 0.64 ms). Errors against float64 of
+# the same float32 inputs, rows of 384 and 1536, means 0 to 1e4 with deviations down to 1e-3
+# and outlier columns at 40x: at most 2.6e-7 of the largest gradient (PyTorch 1e-7 .. 5e-7
+# with means near zero, 1e-4 .. 4e-3 with large means; tests/ops/test_fused.py).
 _LAYER_NORM_32 = (
     _sums("moments", "a, k", (("v = np.float64(a[j]) - k",), ("v", "v * v")))
     + _sums("moments_res", "a, c, k", (("v = np.float64(a[j] + c[j]) - k",), ("v", "v * v")))
-    + _sums(
+    + _sums32(
         "grad_sums",
         "a, c, gg, w, k",
-        (
-            ("v = np.float64(a[j] + c[j]) - k", "gw = np.float64(gg[j]) * np.float64(w[j])"),
-            ("v", "v * v", "gw", "gw * v"),
-        ),
+        (("v = (a[j] + c[j]) - k", "gw = gg[j] * w[j]"), ("v", "v * v", "gw", "gw * v")),
     )
-    + _sums(
+    + _sums32(
         "grad_sums1",
         "a, gg, w, k",
-        (
-            ("v = np.float64(a[j]) - k", "gw = np.float64(gg[j]) * np.float64(w[j])"),
-            ("v", "v * v", "gw", "gw * v"),
-        ),
+        (("v = a[j] - k", "gw = gg[j] * w[j]"), ("v", "v * v", "gw", "gw * v")),
     )
     + """
 
@@ -496,77 +604,93 @@ def layer_norm_forward(x, r, has_residual, w, b, eps, out):
 
 
 @numba.njit(inline="always")
-def input_grad_row(g, x, r, has_residual, w, eps, i, d, out):
-    # gx = rstd (gw - mean(gw) - xhat mean(gw xhat)), gw = g * w, xhat = (u - mean) rstd
-    xi = x[i]
-    ri = r[i]
-    gi = g[i]
-    oi = out[i]
-    k = first(x, r, has_residual, i)
+def backward_sums(x, r, has_residual, g, w, i, d, k):
     if has_residual:
-        s, q, sgw, sgwv = grad_sums(xi, ri, gi, w, k, d)
-    else:
-        s, q, sgw, sgwv = grad_sums1(xi, gi, w, k, d)
-    mean, shift, rstd = scale_of(k, s, q, d, eps)
-    m1 = sgw / d
-    m2 = (sgwv / d - shift * m1) * rstd  # mean(gw (u - mean)) rstd, u - mean = v - shift
-    m32 = np.float32(mean)
-    lo32 = np.float32(mean - np.float64(m32))
-    r32 = np.float32(rstd)
-    a32 = np.float32(m1)
-    c32 = np.float32(m2 * rstd)
-    if has_residual:
-        for j in range(d):
-            oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] + ri[j] - m32) - lo32) * c32)
-    else:
-        for j in range(d):
-            oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] - m32) - lo32) * c32)
+        return grad_sums(x[i], r[i], g[i], w, k, d)
+    return grad_sums1(x[i], g[i], w, k, d)
 
 
 @numba.njit(inline="always")
-def param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1):
-    # p0 += g * xhat, p1 += g for row i
-    mean, rstd = row_stats(x, r, has_residual, i, d, eps)
-    gi = g[i]
+def backward_row(x, r, has_residual, g, w, i, d, eps):
+    # Note [Float32 layer norm backward]: the row's mean as two float32 parts, its 1/std and
+    # the input gradient's float32 factors mean(gw) and mean(gw (u - mean)) rstd^2 (gw = g * w)
+    # from one pass of float32 sums of v = u - k, k the mean of the row's first 16 values; a
+    # second pass with k the mean found where the shift from k exceeds the deviation
     xi = x[i]
     ri = r[i]
-    if has_residual:
-        for j in range(d):
-            gv = np.float64(gi[j])
-            p0[j] += gv * ((np.float64(xi[j] + ri[j]) - mean) * rstd)
-            p1[j] += gv
-    else:
-        for j in range(d):
-            gv = np.float64(gi[j])
-            p0[j] += gv * ((np.float64(xi[j]) - mean) * rstd)
-            p1[j] += gv
+    n = min(d, 16)
+    k = np.float32(0.0)
+    for j in range(n):
+        k += (xi[j] + ri[j]) if has_residual else xi[j]
+    k = k / np.float32(n)
+    s1, s2, s3, s4 = backward_sums(x, r, has_residual, g, w, i, d, k)
+    shift = np.float64(s1) / d
+    var = np.float64(s2) / d - shift * shift
+    if shift * shift > var:  # cancellation: sum again around the mean found
+        k = np.float32(np.float64(k) + shift)
+        s1, s2, s3, s4 = backward_sums(x, r, has_residual, g, w, i, d, k)
+        shift = np.float64(s1) / d
+        var = np.float64(s2) / d - shift * shift
+    mean = np.float64(k) + shift
+    rstd = 1.0 / math.sqrt(max(var, 0.0) + eps)
+    m32 = np.float32(mean)
+    lo32 = np.float32(mean - np.float64(m32))
+    m1 = np.float64(s3) / d
+    m2 = np.float64(s4) / d - shift * m1  # mean(gw (u - mean)), u - mean = v - shift
+    return m32, lo32, np.float32(rstd), np.float32(m1), np.float32(m2 * rstd * rstd)
 
 
 def layer_norm_input_grad(g, x, r, has_residual, w, eps, out):
     rows, d = x.shape
     for i in prange(rows):
         wide_vectors()
-        input_grad_row(g, x, r, has_residual, w, eps, i, d, out)
+        m32, lo32, r32, a32, c32 = backward_row(x, r, has_residual, g, w, i, d, eps)
+        xi = x[i]
+        ri = r[i]
+        gi = g[i]
+        oi = out[i]
+        if has_residual:
+            for j in range(d):
+                oi[j] = r32 * (gi[j] * w[j] - a32 - (((xi[j] + ri[j]) - m32) - lo32) * c32)
+        else:
+            for j in range(d):
+                oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] - m32) - lo32) * c32)
 
 
 def layer_norm_param_grad(g, x, r, has_residual, eps, block, partial, out):
-    # out[0] = sum over rows of g * xhat, out[1] = sum of g; blocks of rows in parallel, then
-    # the blocks in order (Note [Row-parallel kernels])
+    # out[0] = sum over rows of g * xhat, out[1] = sum of g; float32 sums over blocks of rows
+    # in parallel, then the blocks in order in float64 (Note [Row-parallel kernels])
+    # (the row statistics as the input gradient computes them, with w = 1: the same bits)
     rows, d = x.shape
     blocks = partial.shape[0]
+    ones = np.ones(d, np.float32)
     for k in prange(blocks):
         wide_vectors()
         p0 = partial[k, 0]
         p1 = partial[k, 1]
         clear_block(p0, p1, d)
         for i in range(k * block, min(rows, (k + 1) * block)):
-            param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1)
+            m32, lo32, r32, a32, c32 = backward_row(x, r, has_residual, g, ones, i, d, eps)
+            xi = x[i]
+            ri = r[i]
+            gi = g[i]
+            if has_residual:
+                for j in range(d):
+                    gv = gi[j]
+                    p0[j] += gv * ((((xi[j] + ri[j]) - m32) - lo32) * r32)
+                    p1[j] += gv
+            else:
+                for j in range(d):
+                    gv = gi[j]
+                    p0[j] += gv * (((xi[j] - m32) - lo32) * r32)
+                    p1[j] += gv
     sum_blocks(partial, out)
 
 
 def layer_norm_grads(g, x, r, has_residual, w, eps, block, partial, out, sums):
     # both kernels above in one pass over g, x (and r) (Note [Layer norm gradients together]):
-    # each row's input gradient, then its share of the parameter gradient, as they compute them
+    # each row's statistics once, then its input gradient and its share of the parameter
+    # gradient while the row is in cache, each as the two kernels compute it
     rows, d = x.shape
     blocks = partial.shape[0]
     for k in prange(blocks):
@@ -575,8 +699,28 @@ def layer_norm_grads(g, x, r, has_residual, w, eps, block, partial, out, sums):
         p1 = partial[k, 1]
         clear_block(p0, p1, d)
         for i in range(k * block, min(rows, (k + 1) * block)):
-            input_grad_row(g, x, r, has_residual, w, eps, i, d, out)
-            param_grad_row(g, x, r, has_residual, eps, i, d, p0, p1)
+            m32, lo32, r32, a32, c32 = backward_row(x, r, has_residual, g, w, i, d, eps)
+            xi = x[i]
+            ri = r[i]
+            gi = g[i]
+            oi = out[i]
+            # two loops: LLVM vectorises a loop only where it can check at run time that its
+            # stores overlap no other array it touches, and gives up past 8 such checks (one
+            # loop over out, p0, p1, x, r, g and w needs 15: it ran scalar, 0.3 ms of 1.3)
+            if has_residual:
+                for j in range(d):
+                    oi[j] = r32 * (gi[j] * w[j] - a32 - (((xi[j] + ri[j]) - m32) - lo32) * c32)
+                for j in range(d):
+                    gv = gi[j]
+                    p0[j] += gv * ((((xi[j] + ri[j]) - m32) - lo32) * r32)
+                    p1[j] += gv
+            else:
+                for j in range(d):
+                    oi[j] = r32 * (gi[j] * w[j] - a32 - ((xi[j] - m32) - lo32) * c32)
+                for j in range(d):
+                    gv = gi[j]
+                    p0[j] += gv * (((xi[j] - m32) - lo32) * r32)
+                    p1[j] += gv
     sum_blocks(partial, sums)
 """
 )
@@ -821,6 +965,8 @@ def layer_norm32_source() -> str:
 
 
 _KERNELS: dict = {}
+# kernels built with fused multiply-add contraction (Note [Contracted GELU backward])
+_CONTRACTED = frozenset({"gelu_backward"})
 
 
 def _threads():
@@ -847,7 +993,13 @@ def _kernel(group: str, name: str, parallel: bool):
             # serial call (a forked child) that loads the parallel machine code is killed
             source = source.replace(" in prange(", " in range(")
         fn, on_disk = numba_kernels._define(numba, source, name)
-        kernel = numba.njit(parallel=parallel, nogil=True, cache=on_disk, error_model="numpy")(fn)
+        kernel = numba.njit(
+            parallel=parallel,
+            nogil=True,
+            cache=on_disk,
+            error_model="numpy",
+            fastmath={"contract"} if name in _CONTRACTED else False,
+        )(fn)
         if parallel:
             _threads()
         _KERNELS[key] = kernel
@@ -901,7 +1053,7 @@ def gelu(x, b, approximate):
     dtype = x.dtype if b is None else np.result_type(x, b)
     group = _gelu_group(approximate, dtype, b)
     if x.size < COMPILED_MIN_SIZE:
-        if approximate != "none" or dtype != np.float32:
+        if dtype != np.float32:
             return None  # the reference (Note [Kernel-exact small paths])
         xs = _plain(_rows(x.astype(dtype, copy=False)))
         bias = _empty_bias(dtype) if b is None else _plain(b.astype(dtype, copy=False))
@@ -909,7 +1061,7 @@ def gelu(x, b, approximate):
         example = lambda: (np.zeros((1, 8), dtype), np.zeros(d, dtype), np.empty((1, 8), dtype))  # noqa: E731
         kernel = _small_kernel(group, "gelu_forward", dtype, example)
         if kernel is None:
-            return _small_gelu(xs, None if b is None else bias).reshape(x.shape)
+            return _small_gelu(xs, None if b is None else bias, approximate).reshape(x.shape)
     else:
         kernel = _pick(group, "gelu_forward", x.size)
         if kernel is None:
@@ -987,18 +1139,23 @@ def layer_norm_input_grad(g, x, r, w, eps):
     dtype, xs, rs = args
     gs = _rows(g)
     out = empty_apart(xs.shape, np.result_type(dtype, g), gs, xs, rs)
+    # C-contiguous: the parameter-gradient kernel's row sums run the same compiled code (Note
+    # [Float32 layer norm backward])
+    w = np.ascontiguousarray(w.astype(dtype, copy=False))
     if not together:
-        kernel(gs, xs, rs, r is not None, w.astype(dtype, copy=False), eps, out)
+        kernel(gs, xs, rs, r is not None, w, eps, out)
         return out.reshape(x.shape)
-    partial, sums = _param_sums(xs)
-    kernel(gs, xs, rs, r is not None, w.astype(dtype, copy=False), eps, _BLOCK, partial, out, sums)
+    partial, sums = _param_sums(xs, group)
+    kernel(gs, xs, rs, r is not None, w, eps, _BLOCK, partial, out, sums)
     _together.saved = (g, x, r, eps, sums.astype(np.result_type(xs.dtype, g)))
     return out.reshape(x.shape)
 
 
-def _param_sums(xs):
+def _param_sums(xs, group):
+    """The per-block partial sums (float32 for the float32 kernels) and the (2, D) result."""
     blocks = -(-xs.shape[0] // _BLOCK)
-    return np.empty((blocks, 2, xs.shape[1]), np.float64), np.empty((2, xs.shape[1]), np.float64)
+    partial = np.float32 if group == "layer_norm32" else np.float64
+    return np.empty((blocks, 2, xs.shape[1]), partial), np.empty((2, xs.shape[1]), np.float64)
 
 
 def layer_norm_param_grad(g, x, r, eps):
@@ -1012,11 +1169,12 @@ def layer_norm_param_grad(g, x, r, eps):
     args = _norm_args(x, r)
     if not args or not _floats(g):
         return None
-    kernel = _pick(_norm_group(args[0], g), "layer_norm_param_grad", x.size)
+    group = _norm_group(args[0], g)
+    kernel = _pick(group, "layer_norm_param_grad", x.size)
     if not kernel:
         return None
     dtype, xs, rs = args
-    partial, out = _param_sums(xs)
+    partial, out = _param_sums(xs, group)
     kernel(_rows(g), xs, rs, r is not None, eps, _BLOCK, partial, out)
     return out.astype(np.result_type(dtype, g))
 
@@ -1034,8 +1192,8 @@ def layer_norm_param_grad(g, x, r, eps):
 # call (another thread, other arrays, no context, float64) runs its own kernel as before.
 # 4096 x 384 with residual, both gradients, 1 / 2 threads (busy machine, minimum of 20): two
 # kernels 2.4 / 1.25 ms, together 2.0 / 1.08 ms, and with Note [Wide vectors] on the float32
-# layer-norm kernels 1.8 / 1.02 ms (PyTorch ~0.9 / ~0.57 ms): the float64 row sums and the
-# float64 parameter accumulation, not memory, are most of what remains.
+# layer-norm kernels 1.8 / 1.02 ms (PyTorch ~0.9 / ~0.57 ms); in float32 (Note [Float32 layer
+# norm backward]) the row statistics are computed once a row: 1.2 / 0.69 ms.
 _together = threading.local()
 
 
@@ -1143,8 +1301,9 @@ def keep_dropout(kept) -> None:
 # there: a process's first calls never wait for numba (Note [Fast erf]), a process that keeps
 # answering short requests gets the compiled kernels, and a training run resumed in a fresh
 # process still equals the uninterrupted one (tests/train/test_checkpoints.py; a switch from
-# the earlier NumPy reference broke that). Other variants (tanh GELU, float64 GELU and softmax:
-# libm's tanh, erf and exp, which NumPy does not reproduce) and every backward keep the
+# the earlier NumPy reference broke that). Float32 tanh GELU (Note [Float32 tanh GELU]) has its
+# twin too. Other variants (float64 GELU and softmax: libm's erf, tanh and exp, which NumPy
+# does not reproduce) and every backward keep the
 # reference forward below COMPILED_MIN_SIZE. Only the serial builds serve small inputs. A small
 # float32 layer norm follows the general kernels (group "layer_norm"), not the one-pass float32
 # kernels of large inputs (Note [Float32 layer norm]): each size class has one set of bits.
@@ -1256,13 +1415,31 @@ def _lane_sum(a):
     return halves[:, 0] + halves[:, 1]
 
 
-def _small_gelu(xs, bias):
-    """gelu_forward of the exact float32 kernel, with or without bias (Note [Float32 GELU]):
-    its float32 operations in its order (Note [Kernel-exact small paths])."""
+def _small_gelu(xs, bias, approximate="none"):
+    """gelu_forward of the float32 kernel, exact or tanh, with or without bias (Note [Float32
+    GELU], Note [Float32 tanh GELU]): its float32 operations in its order (Note
+    [Kernel-exact small paths])."""
     from ember.backend.numpy_backend import _ERF_DENOMINATOR, _ERF_NUMERATOR
 
     f = np.float32
     u = xs + bias if bias is not None else xs.copy()
+    if approximate == "tanh":
+        c = np.where(u > f(20.0), f(20.0), u)  # NaN passes, as through the kernel's selects
+        c = np.where(c < f(-20.0), f(-20.0), c)
+        t = c * c
+        t *= c
+        t *= f(0.044715)
+        t += c
+        t *= f(-1.5957691216057308)
+        with np.errstate(invalid="ignore"):  # NaN stays NaN
+            far = t > f(80.0)
+            e = _exp32(np.where(far, f(80.0), t))
+        e += f(1.0)
+        s = f(1.0) / e
+        s[far] = 0.0
+        with np.errstate(invalid="ignore"):  # -inf * 0 gives NaN, as in the kernel
+            u *= s
+        return u
     z = u * f(_SQRT_HALF)
     np.clip(z, f(-4.0), f(4.0), out=z)  # a NaN u gives NaN whatever erf gives, as in the kernel
     z2 = z * z

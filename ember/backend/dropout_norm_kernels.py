@@ -20,7 +20,7 @@ dropout pass over its result. Here each direction is one kernel over rows:
   save most of the backward's share (~3 ms of a MiniLM 16 x 128 step at 2 threads, ~0.4%),
   at the price of a second output or a cache beside the op;
 - backward: the same dropped row is rebuilt, the layer-norm input and parameter gradients of
-  that row are computed by the layer-norm kernels' `input_grad_row` / `param_grad_row` (both
+  that row are computed as the layer-norm kernels compute them (`backward_row`, both
   gradients in one pass, Note [Layer norm gradients together]), and the residual's gradient
   g_s and the input's, dropout(g_s), are written side by side ((2, rows, d)).
 Every value is computed by the same float32 operations in the same order as the separate
@@ -122,12 +122,23 @@ def dropout_add_norm_grads(g, x, db, has_bias, dropping, seed, threshold, scale,
         zero = np.float32(0.0)
         for i in range(k * block, min(rows, (k + 1) * block)):
             dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, kept[0])
-            gi = g[i:i + 1]
+            # the layer norm's backward of the row as layer_norm_grads computes it (Note
+            # [Float32 layer norm backward]): its statistics once, then each gradient in a
+            # loop of its own (fewer arrays per loop, so LLVM vectorises both)
             ri = r[i:i + 1]
+            m32, lo32, r32, a32, c32 = backward_row(kept, ri, True, g[i:i + 1], w, 0, d, eps)
+            ki = kept[0]
+            rr = r[i]
+            gi = g[i]
             if want_input:
-                input_grad_row(gi, kept, ri, True, w, eps, 0, d, out[i:i + 1])
+                oi = out[i]
+                for j in range(d):
+                    oi[j] = r32 * (gi[j] * w[j] - a32 - (((ki[j] + rr[j]) - m32) - lo32) * c32)
             if want_params:
-                param_grad_row(gi, kept, ri, True, eps, 0, d, p0, p1)
+                for j in range(d):
+                    gv = gi[j]
+                    p0[j] += gv * ((((ki[j] + rr[j]) - m32) - lo32) * r32)
+                    p1[j] += gv
             if write_x:
                 gs = out[i]
                 gx = out_x[i]
@@ -169,20 +180,6 @@ def forward(x, r, w, b, db, seed, threshold, scale, eps):
     return out.reshape(x.shape)
 
 
-_together = threading.local()
-
-
-@contextlib.contextmanager
-def grads_together():
-    """Inside: `input_grads` keeps the parameter gradients of its pass for the `param_grads`
-    call that follows with the same arrays (Note [Layer norm gradients together])."""
-    _together.active, _together.saved = True, None
-    try:
-        yield
-    finally:
-        _together.active, _together.saved = False, None
-
-
 def grads(
     g, x, r, w, db, seed, threshold, scale, eps, want_input=True, write_x=False, want_params=True
 ):
@@ -199,7 +196,7 @@ def grads(
     write_x = want_input and write_x and threshold > 0
     out = _tk.empty_apart(xs.shape, _F32, gs, xs, rs) if want_input else xs
     out_x = _tk.empty_apart(xs.shape, _F32, gs, xs, rs, out) if write_x else out
-    partial, sums = _tk._param_sums(xs)  # np.empty: untouched unless want_params
+    partial, sums = _tk._param_sums(xs, "layer_norm32")  # np.empty: untouched unless wanted
     bias = _tk._empty_bias(_F32) if db is None else db
     kernel(gs, xs, bias, db is not None, threshold > 0, int(seed), int(threshold),
            np.float32(scale), rs, w, float(eps), _tk._BLOCK, partial, want_input, out, write_x,

@@ -72,6 +72,7 @@ import threading
 
 import numpy as np
 
+from ember.backend.denormals import follow as follow_denormals
 from ember.backend.memory import empty_apart
 
 __all__ = [
@@ -211,6 +212,7 @@ def _work(job):
 def _worker_loop(jobs):
     while True:
         job = jobs.get()
+        follow_denormals()  # the flush-to-zero mode set since (Note [Denormals on every thread])
         # floating-point error state (np.errstate) lives in a context variable: each worker
         # runs in its own copy of the caller's context
         job.context.copy().run(_work, job)

@@ -20,13 +20,14 @@ whichever mode was asked for. Measured (quiet 2-core machine, 2 threads, the com
 step at batch 64 on its real batches, 20 steps run before the switch, median of each of epochs
 1-3): 397-407 us a step before this, 321-333 us after (~10 us of it the cross-entropy kernel
 change of the same session); no stored state was denormal either way, so the cost is likely
-the worker's denormal intermediates (the squares of tiny gradients in Adam's update). So `set_flush_denormal` sets the calling thread,
-then every numba worker of the calling thread's team (a parallel kernel, one iteration per
-worker at numba's full thread count; where numba's threading layer has not started, the
-workers it starts later inherit the caller's flags), and ember's pool workers take the mode
-before their next job (`follow`: one integer compare a job). Other user threads keep their own
-flags, as with PyTorch's switch (each thread that computes calls it; a thread's numba team
-is set when that thread calls it), and so do OpenBLAS's workers (NumPy's products).
+the worker's denormal intermediates (the squares of tiny gradients in Adam's update). So
+`set_flush_denormal` sets the calling thread, then every numba worker of the calling thread's
+team (a parallel kernel, one iteration per worker at numba's full thread count; where numba's
+threading layer has not started, the workers it starts later inherit the caller's flags), and
+ember's pool workers take the mode before their next job (`follow`: one integer compare a job).
+Other user threads keep their own flags, as with PyTorch's switch (each thread that computes
+calls it; a thread's numba team is set when that thread calls it), and so do OpenBLAS's
+workers (NumPy's products).
 """
 
 from __future__ import annotations

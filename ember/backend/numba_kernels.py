@@ -228,6 +228,62 @@ def start_threads() -> None:
 
 
 _start_lock = threading.Lock()
+
+
+# Note [Denormals on every thread] (ember/backend/denormals.py): each iteration sets the flags
+# of the thread that runs it through the C library's fegetenv / fesetenv (MXCSR: bytes 28-31
+# of glibc's x86-64 fenv_t; FTZ is bit 15, DAZ bit 6) and records which thread it ran on
+_TEAM_FLAGS_SOURCE = """\
+from numba import get_thread_id
+
+
+def set_team_flags(get_env, set_env, envs, mode, ran_on):
+    for i in prange(envs.shape[0]):
+        env = envs[i]
+        get_env(env.ctypes.data)
+        if mode:
+            env[29] |= 0x80
+            env[28] |= 0x40
+        else:
+            env[29] &= 0x7F
+            env[28] &= 0xBF
+        set_env(env.ctypes.data)
+        ran_on[i] = get_thread_id()
+"""
+
+
+def set_team_flush_denormal(libm, mode: bool) -> bool:
+    """Set (or clear) the flush-to-zero flags on every numba worker of the calling thread's
+    team (Note [Denormals on every thread]); False where numba's threading layer has not
+    started (the workers it starts later inherit the caller's flags) or a worker was missed."""
+    import ctypes
+
+    import numpy as np
+
+    if not available():
+        return False
+    numba = _load()
+    from numba.np.ufunc import parallel as numba_parallel
+
+    if not numba_parallel._is_initialized:
+        return False
+    kernel = jit_source(_TEAM_FLAGS_SOURCE, "set_team_flags", parallel=True)
+    if kernel is None:
+        return False
+    proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_size_t)  # pointers travel as integers
+    get_env = proto(ctypes.cast(libm.fegetenv, ctypes.c_void_p).value)
+    set_env = proto(ctypes.cast(libm.fesetenv, ctypes.c_void_p).value)
+    every = numba.config.NUMBA_NUM_THREADS
+    before = numba.get_num_threads()
+    numba.set_num_threads(every)  # one iteration per worker, those above today's count too
+    try:
+        ran_on = np.full(every, -1, np.int64)
+        kernel(get_env, set_env, np.zeros((every, 32), np.uint8), bool(mode), ran_on)
+    finally:
+        numba.set_num_threads(before)
+    return set(ran_on.tolist()) == set(range(every))
+
+
 _define_lock = threading.Lock()  # _define's module registration
 
 

@@ -99,6 +99,7 @@ import threading
 
 import numpy as np
 
+from ember.backend.denormals import follow as follow_denormals
 from ember.backend.memory import empty_apart
 
 __all__ = [
@@ -277,6 +278,7 @@ def _worker_loop(jobs):
         job = jobs.get()
         if job is _STOP:
             return
+        follow_denormals()  # the flush-to-zero mode set since (Note [Denormals on every thread])
         # floating-point error state (np.errstate) lives in a context variable: each worker
         # runs in its own copy of the caller's context
         job.context.copy().run(_work, job)

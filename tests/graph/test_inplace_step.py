@@ -148,11 +148,74 @@ def test_flush_denormal_switch():
     tiny = np.array([1e-39], np.float32)
     if not ember.set_flush_denormal(True):
         pytest.skip("this platform has no flush-to-zero switch (x86-64 Linux only)")
-    try:
-        assert (tiny * np.float32(1.0))[0] == 0.0
+    try:  # as bits: with the flags on, `== 0.0` would read any denormal as zero
+        assert (tiny * np.float32(1.0)).view(np.int32)[0] == 0
     finally:
         assert ember.set_flush_denormal(False)
     assert (tiny * np.float32(1.0))[0] == np.float32(1e-39)
+
+
+_ON_EACH_THREAD = """\
+from numba import get_thread_id
+
+
+def times_one_on_each(x, one, out, ran_on):
+    for i in prange(out.shape[0]):
+        out[i] = x[i] * one[i]
+        ran_on[i] = get_thread_id()
+"""
+
+
+def test_flush_denormal_reaches_the_compute_threads():
+    """Note [Denormals on every thread]: a denormal product computed on a worker of ember's pool
+    or of numba's team, both started before the switch, flushes while it is on and keeps IEEE
+    arithmetic once it is off again. Results are compared as bits: with the flags on, the
+    comparison itself would read a denormal as zero."""
+    import threading
+
+    from ember.backend import parallel
+
+    if not ember.set_flush_denormal(False):
+        pytest.skip("this platform has no flush-to-zero switch (x86-64 Linux only)")
+    tiny = np.full(2, 1e-39, np.float32)
+    kernel = numba_kernels.jit_source(_ON_EACH_THREAD, "times_one_on_each", parallel=True)
+    numba_threads = numba_kernels._load().config.NUMBA_NUM_THREADS if kernel else 0
+    before = ember.get_num_threads()
+    ember.set_num_threads(2)
+
+    def on_numba_workers():
+        numba_kernels.follow_budget()
+        out, ran_on = np.empty(2, np.float32), np.empty(2, np.int64)
+        kernel(tiny, np.ones(2, np.float32), out, ran_on)  # not foldable: a run-time factor
+        assert sorted(ran_on) == [0, 1]  # the caller and one worker
+        return out.view(np.int32)
+
+    def on_pool_workers():
+        results, met = {}, threading.Barrier(2)
+
+        def chunk(i):
+            met.wait(10)  # each chunk on its own thread: the caller and the worker
+            main = threading.get_ident() == threading.main_thread().ident
+            results[main] = np.multiply(tiny, np.float32(1.0)).view(np.int32)
+
+        parallel.run_chunks(chunk, [(0,), (1,)])
+        assert set(results) == {True, False}
+        return np.concatenate([results[True], results[False]])
+
+    denormal = tiny.view(np.int32)[0]
+    try:
+        runs = [on_pool_workers] + ([on_numba_workers] if numba_threads >= 2 else [])
+        for run in runs:  # the workers start (or are already running) with IEEE arithmetic
+            np.testing.assert_array_equal(run(), denormal)
+        assert ember.set_flush_denormal(True)
+        for run in runs:
+            np.testing.assert_array_equal(run(), 0)
+        assert ember.set_flush_denormal(False)
+        for run in runs:
+            np.testing.assert_array_equal(run(), denormal)
+    finally:
+        ember.set_flush_denormal(False)
+        ember.set_num_threads(before)
 
 
 @pytest.mark.parametrize("batch", [64, 1])

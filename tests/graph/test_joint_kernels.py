@@ -27,6 +27,8 @@ CASES = [
     (np.float64, 9, 5, "mean", (0,)),
     (np.float32, 6, 3, "none", (1,)),
     (np.float32, 4, 3, "mean", (0, 1, 2, 3)),  # no valid target: nan, as PyTorch
+    (np.float32, 7, 4, "mean", (3,)),  # 1 / 6 rounds in float32 first, as the reference's
+    (np.float64, 33, 7, "sum", (5, 6)),
     (np.float32, 20, 1000, "mean", (3,)),  # wide rows: NumPy row blocks (Note [Wide softmax rows])
 ]
 
@@ -49,6 +51,17 @@ def test_joint_kernel_equals_the_two_kernels(dtype, n, c, reduction, ignored):
     assert loss.dtype == grad.dtype == dtype
     ref_grad = XENT_GRAD.forward(XP, g, x, t, **attrs)  # the reference, a few ulp away
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_joint_kernel_leaves_a_bad_target_to_the_reference(reduction):
+    """A target outside the classes: the joint kernel returns None, so the runner calls the
+    two kernels and the reference's error names the target."""
+    x = np.zeros((3, 4), np.float32)
+    t = np.array([1, 4, 0])
+    g = np.asarray(np.ones(3) if reduction == "none" else 1.0, np.float32)
+    attrs = dict(ignore_index=-100, reduction=reduction)
+    assert XENT.joint["softmax_cross_entropy_grad"](XP, g, x, t, **attrs) is None
 
 
 def _step(model, criterion, loss_fn=None):

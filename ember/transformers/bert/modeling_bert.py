@@ -29,7 +29,6 @@ from ember.transformers.modeling_outputs import (
 from ember.transformers.encoder_heads import (
     add_and_norm,
     as_labels,
-    biased_add_and_norm,
     dense_dropout_add_norm,
     feed_forward_in_chunks,
     finish,

@@ -18,6 +18,7 @@ import ember
 from ember import nn
 from ember.autograd.packed import joined_rows
 from ember.nn import functional as F
+from ember.ops.dropout_norm import folds_in_one_pass
 from ember.tensor import Tensor
 from ember.transformers.modeling_utils import init_normal_weights
 from ember.transformers.modeling_outputs import (
@@ -185,8 +186,9 @@ def add_and_norm(layer_norm: nn.LayerNorm, x, residual):
 def dense_dropout_add_norm(dense, dropout, layer_norm: nn.LayerNorm, hidden_states, residual):
     """layer_norm(dropout(dense(hidden_states)) + residual), BERT's BertSelfOutput and
     BertOutput. With the stock modules, the dense layer's bias, the dropout (training), the
-    residual add and the norm run as one op (`biased_add_and_norm`); a wrapped or replaced
-    part runs the modules."""
+    residual add and the norm run as one op (`biased_add_and_norm`), except in inference on
+    inputs below the one-pass kernel's size, where the product adds its bias; a wrapped or
+    replaced part runs the modules."""
     if (
         type(dense) is nn.Linear
         and type(dropout) is nn.Dropout
@@ -194,6 +196,10 @@ def dense_dropout_add_norm(dense, dropout, layer_norm: nn.LayerNorm, hidden_stat
         and dense.bias is not None
     ):
         p = dropout.p if dropout.training else 0.0
+        rows = math.prod(hidden_states.shape[:-1])
+        if p == 0.0 and not folds_in_one_pass(rows, dense.out_features):
+            # short inference: the product adds the bias itself (folds_in_one_pass)
+            return add_and_norm(layer_norm, dense(hidden_states), residual)
         return biased_add_and_norm(
             layer_norm, F.linear(hidden_states, dense.weight), dense.bias, residual, p
         )

@@ -17,6 +17,7 @@ import numpy as np
 import ember
 from ember import nn
 from ember.autograd.packed import joined_rows
+from ember.backend import runs_eagerly
 from ember.nn import functional as F
 from ember.ops.dropout_norm import folds_in_one_pass
 from ember.tensor import Tensor
@@ -186,8 +187,8 @@ def add_and_norm(layer_norm: nn.LayerNorm, x, residual):
 def dense_dropout_add_norm(dense, dropout, layer_norm: nn.LayerNorm, hidden_states, residual):
     """layer_norm(dropout(dense(hidden_states)) + residual), BERT's BertSelfOutput and
     BertOutput. With the stock modules, the dense layer's bias, the dropout (training), the
-    residual add and the norm run as one op (`biased_add_and_norm`), except in inference on
-    inputs below the one-pass kernel's size, where the product adds its bias; a wrapped or
+    residual add and the norm run as one op (`biased_add_and_norm`), except in eager inference
+    on inputs below the one-pass kernel's size, where the product adds its bias; a wrapped or
     replaced part runs the modules."""
     if (
         type(dense) is nn.Linear
@@ -197,8 +198,14 @@ def dense_dropout_add_norm(dense, dropout, layer_norm: nn.LayerNorm, hidden_stat
     ):
         p = dropout.p if dropout.training else 0.0
         rows = math.prod(hidden_states.shape[:-1])
-        if p == 0.0 and not folds_in_one_pass(rows, dense.out_features):
-            # short inference: the product adds the bias itself (folds_in_one_pass)
+        if (
+            p == 0.0
+            and runs_eagerly(hidden_states.array)
+            and not folds_in_one_pass(rows, dense.out_features)
+        ):
+            # short eager inference: the product adds the bias itself (folds_in_one_pass); a
+            # trace keeps the one op, so its graph is the same at every size (ONNX dynamic
+            # axes, compile's shape buckets)
             return add_and_norm(layer_norm, dense(hidden_states), residual)
         return biased_add_and_norm(
             layer_norm, F.linear(hidden_states, dense.weight), dense.bias, residual, p

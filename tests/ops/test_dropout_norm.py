@@ -269,6 +269,31 @@ def test_bert_inference_folds_the_bias_within_rounding_of_the_modules(rows):
     np.testing.assert_allclose(got.numpy(), modules.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_short_eager_inference_keeps_the_bias_in_the_product(monkeypatch):
+    """Below the one-pass kernel's size eager inference runs the modules (the product adds its
+    bias); a trace at the same size keeps the one op, so a graph does not change with the
+    sizes it is traced at (ONNX dynamic axes, compile's buckets)."""
+    from ember.ops import dropout_norm
+
+    model = _bert().eval()
+    block = model.bert.encoder.layer[0].output
+    h, r = ember.randn(2, 5, 64), ember.randn(2, 5, 32)
+    assert not dropout_norm.folds_in_one_pass(10, 32)
+    calls = []
+    fused = F.dropout_add_layer_norm
+    monkeypatch.setattr(
+        F, "dropout_add_layer_norm", lambda *a, **k: calls.append(1) or fused(*a, **k)
+    )
+    with ember.no_grad():
+        got = block(h, r)
+    assert calls == []
+    compiled = ember.compile(lambda h, r: block(h, r))
+    with ember.no_grad():
+        traced = compiled(h, r)
+    assert "fused_dropout_add_layer_norm" in str(compiled.graph)
+    np.testing.assert_allclose(traced.numpy(), got.numpy(), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("p", [0.0, 0.1])
 def test_compiled_gradients_equal_eager(p):
     """ember.compile traces the op and its backward (a compiled graph computes the residual's

@@ -123,22 +123,14 @@ def dropout_add_norm_grads(g, x, db, has_bias, dropping, seed, threshold, scale,
         for i in range(k * block, min(rows, (k + 1) * block)):
             dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, kept[0])
             # the layer norm's backward of the row as layer_norm_grads computes it (Note
-            # [Float32 layer norm backward]): its statistics once, then each gradient in a
-            # loop of its own (fewer arrays per loop, so LLVM vectorises both)
+            # [Float32 layer norm backward]): its statistics once, then each gradient's loop
             ri = r[i:i + 1]
             m32, lo32, r32, a32, c32 = backward_row(kept, ri, True, g[i:i + 1], w, 0, d, eps)
-            ki = kept[0]
-            rr = r[i]
-            gi = g[i]
+            ki, rr, gi = kept[0], r[i], g[i]
             if want_input:
-                oi = out[i]
-                for j in range(d):
-                    oi[j] = r32 * (gi[j] * w[j] - a32 - (((ki[j] + rr[j]) - m32) - lo32) * c32)
+                input_grad_loop(ki, rr, True, gi, w, m32, lo32, r32, a32, c32, d, out[i])
             if want_params:
-                for j in range(d):
-                    gv = gi[j]
-                    p0[j] += gv * ((((ki[j] + rr[j]) - m32) - lo32) * r32)
-                    p1[j] += gv
+                param_grad_loop(ki, rr, True, gi, m32, lo32, r32, d, p0, p1)
             if write_x:
                 gs = out[i]
                 gx = out_x[i]

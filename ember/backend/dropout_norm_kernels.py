@@ -45,19 +45,12 @@ from ember.backend import transformer_kernels as _tk
 _SOURCE = """
 @numba.njit(inline="always")
 def keep_row(seed, threshold, i, d, keep):
-    # fused_dropout's keep test (splitmix64 of seed + flat index * golden), row i
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    m1 = np.uint64(0xBF58476D1CE4E5B9)
-    m2 = np.uint64(0x94D049BB133111EB)
+    # fused_dropout's keep test (transformer_kernels.KEEP) for row i
     base = np.uint64(seed)
     limit = np.uint64(threshold)
-    start = np.uint64(i * d + 1)
+    start = np.uint64(i * d)
     for j in range(d):
-        z = base + (start + np.uint64(j)) * golden
-        z = (z ^ (z >> np.uint64(30))) * m1
-        z = (z ^ (z >> np.uint64(27))) * m2
-        z = z ^ (z >> np.uint64(31))
-        keep[j] = (z >> np.uint64(40)) >= limit
+        keep[j] = kept(base, limit, start + np.uint64(j))
 
 
 @numba.njit(inline="always")
@@ -142,7 +135,7 @@ def dropout_add_norm_grads(g, x, db, has_bias, dropping, seed, threshold, scale,
 """
 
 GROUP = "dropout_norm32"
-_tk.register_group(GROUP, lambda: _tk.layer_norm32_source() + _SOURCE)
+_tk.register_group(GROUP, lambda: _tk.layer_norm32_source() + _tk.KEEP + _SOURCE)
 
 _F32 = np.dtype(np.float32)
 

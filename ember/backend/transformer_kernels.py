@@ -859,25 +859,35 @@ def softmax_forward(s, m, has_mask, scale, out):
 """
 )
 
-_DROPOUT = """
+# fused_dropout's keep test, shared by every kernel that makes or rebuilds its mask (dropout
+# here, ember/backend/dropout_norm_kernels.py): element `index` (flat, from 0) is kept where
+# the top 24 bits of splitmix64(seed + (index + 1) * golden) reach the threshold
+KEEP = """
+@numba.njit(inline="always")
+def kept(base, limit, index):
+    z = base + (index + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(40)) >= limit
+"""
+
+_DROPOUT = (
+    KEEP
+    + """
+
 def dropout_forward(x, seed, threshold, scale, out):
     rows, d = x.shape
-    golden = np.uint64(0x9E3779B97F4A7C15)
-    m1 = np.uint64(0xBF58476D1CE4E5B9)
-    m2 = np.uint64(0x94D049BB133111EB)
     base = np.uint64(seed)
     limit = np.uint64(threshold)
     for i in prange(rows):
         for j in range(d):
-            z = base + np.uint64(i * d + j + 1) * golden
-            z = (z ^ (z >> np.uint64(30))) * m1
-            z = (z ^ (z >> np.uint64(27))) * m2
-            z = z ^ (z >> np.uint64(31))
-            if (z >> np.uint64(40)) >= limit:
+            if kept(base, limit, np.uint64(i * d + j)):
                 out[i, j] = x[i, j] * scale
             else:
                 out[i, j] = 0.0
 """
+)
 
 _HEADER = (
     "import math\nimport numba\nimport numpy as np\nfrom numba import prange\n"

@@ -67,8 +67,8 @@ idle vCPU halts) waking it took ~14 us right after a job and up to ~170 us once 
 been idle a millisecond. Measured on the 2-core machine under the CPU lock, 2 threads, a packed
 16 x 384 @ 384 x 1536 product (ember/backend/mkl_packed.py) after G us of Python on the
 caller (medians, us): one thread 131-144 whatever G (187 after 5 ms idle); split 87-90 at G =
-0-100, 126-156 at G = 500, 221-231 at G = 5000. A bounded spin was built and measured (branch
-feat-wake23-spin: after each job a worker waited up to 300 us in a numba `nogil` loop on a
+0-100, 126-156 at G = 500, 221-231 at G = 5000. A bounded spin was built, measured and not kept
+(after each job a worker waited up to 300 us in a numba `nogil` loop on a
 counter the caller moved on with every job, an atomic load and `pause` per round, then slept;
 EMBER_POOL_SPIN_US / OMP_WAIT_POLICY=passive to tune or disable it). Alone it helped that
 product (83 us at G = 0-100), but inside MiniLM's 1 x 16 forward it changed nothing: every

@@ -90,9 +90,9 @@ def profile_ember(model, ids, mask, rounds):
 
     product = PackedMatrix.product
 
-    def packed_product(self, x, out):
+    def packed_product(self, x, out, accumulate=False):
         start = time.perf_counter()
-        product(self, x, out)
+        product(self, x, out, accumulate)
         totals["gemm (weights)"] += time.perf_counter() - start
         counts["linear (packed weight)"] += 1
 

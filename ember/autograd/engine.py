@@ -357,6 +357,9 @@ def _backward(
                 node.out_data = None
                 node.versions = None
                 node.freed = True
+                release = getattr(node.op, "release", None)
+                if release is not None:  # a custom Function's ctx holds its own saved tensors
+                    release()
             for edge, ig, meta in zip(node.edges, grads, node.in_meta):
                 if edge is None:
                     continue

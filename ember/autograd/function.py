@@ -27,6 +27,7 @@ class FunctionCtx:
     def __init__(self):
         self._saved = ()
         self._versions = ()
+        self._freed = False
         self.needs_input_grad = ()
         # Note [Saved outputs of Functions]: the output while a backward runs, else a weak
         # reference to it and its data
@@ -47,6 +48,11 @@ class FunctionCtx:
 
     @property
     def saved_tensors(self):
+        if self._freed:
+            raise AutogradError(
+                "saved_tensors: the tensors saved by this Function were freed after the first "
+                "backward. Pass retain_graph=True to the first backward() if you need them again."
+            )
         saved = self._saved
         if self._output_ref is None:
             return saved
@@ -94,6 +100,14 @@ class _FunctionOp:
                 f"{self.name}.backward returned {len(grads)} gradients for {self._n} inputs"
             )
         return grads
+
+    def release(self):
+        """Drop the ctx's saved tensors once a backward without retain_graph has used them,
+        as built-in ops drop theirs (Note [Autograd graph] in ember/autograd/engine.py)."""
+        ctx = self._ctx
+        ctx._saved = ctx._versions = ()
+        ctx._output_ref = ctx._output_data = None
+        ctx._freed = True
 
 
 class Function:

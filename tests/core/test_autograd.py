@@ -400,3 +400,40 @@ def test_vjps_skip_inputs_that_need_no_gradient(monkeypatch):
     ((tx - tw) ** 2).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-6)
     np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-6)
+
+
+class _Scale(ember.autograd.Function):
+    """Saves a tensor made inside forward, which only its ctx holds."""
+
+    @staticmethod
+    def forward(ctx, x):
+        factor = x * 0 + 3
+        ctx.save_for_backward(factor)
+        return x * factor
+
+    @staticmethod
+    def backward(ctx, g):
+        (factor,) = ctx.saved_tensors
+        return g * factor
+
+
+def test_custom_function_saved_tensors_freed_after_backward():
+    import weakref
+
+    x = ember.tensor([1.0, 2.0], requires_grad=True)
+    y = _Scale.apply(x)
+    ctx = y.grad_fn.op._ctx
+    saved = weakref.ref(ctx.saved_tensors[0])
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [3.0, 3.0])
+    assert saved() is None  # dropped as built-in ops drop theirs
+    with pytest.raises(AutogradError, match="saved_tensors.*retain_graph=True"):
+        _ = ctx.saved_tensors
+    with pytest.raises(AutogradError, match="retain_graph"):
+        y.sum().backward()
+
+    x.grad = None
+    y = _Scale.apply(x)
+    y.sum().backward(retain_graph=True)
+    y.sum().backward()  # the first kept them
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])

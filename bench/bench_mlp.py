@@ -50,8 +50,9 @@ _THREADS = _threads_list_from_argv()[0]
 _KEEP_DENORMALS = "--keep-denormals" in sys.argv
 # only in the process that runs the workloads: with several thread counts this one starts a
 # child per count, which would inherit the first count's XLA_FLAGS and CPU affinity (the
-# "2-thread" child then ran on one core: ember's 2-thread step 40 ms instead of 0.45 ms)
-if len(_threads_list_from_argv()) == 1 and (
+# "2-thread" child then ran on one core: ember's 2-thread step 40 ms instead of 0.45 ms), and
+# only when run as a script: bench_dispatch imports this module and keeps its own threads
+if __name__ == "__main__" and len(_threads_list_from_argv()) == 1 and (
     "--jax-only" in sys.argv or "--skip-jax" not in sys.argv
 ):
     # before jax is imported: XLA's CPU thread pool size is fixed when it starts

@@ -39,9 +39,12 @@ from ember.ops.registry import (
     same_dtype,
     same_shape,
 )
+from ember.backend import parallel as _parallel
 from ember.ops.elementwise import FLOOR_DIVIDE, LOGICAL_AND, unbroadcast, where
 
 # --- reshape / permute / expand -----------------------------------------------------------------
+# strided inputs from this size are copied on the pool (`parallel.copy_c_order`)
+_PARALLEL_COPY_FROM = _parallel.threshold()
 
 
 def _resolve_shape(shape, numel, op="reshape", source=None):
@@ -144,7 +147,12 @@ def _expand_onnx(b, x, shape):
 
 @RESHAPE.def_kernel("numpy")
 def _reshape_numpy(xp, x, shape):
-    return x.reshape(shape)  # np.reshape without its Python wrappers
+    if x.flags.c_contiguous or x.size < _PARALLEL_COPY_FROM:
+        return x.reshape(shape)  # np.reshape without its Python wrappers
+    try:
+        return x.reshape(shape, copy=False)  # a view where the strides allow one
+    except ValueError:  # a copy (a Transformer's head merge): on the pool where it pays
+        return _parallel.copy_c_order(x).reshape(shape)
 
 
 @EXPAND.def_kernel("numpy")
@@ -198,6 +206,13 @@ CONTIGUOUS = defop(
 @onnx_lowering("contiguous")
 def _contiguous_onnx(b, x):
     return b.op("Identity", x)
+
+
+@CONTIGUOUS.def_kernel("numpy")
+def _contiguous_numpy(xp, x):
+    if x.flags.c_contiguous:
+        return x
+    return _parallel.copy_c_order(x)  # in chunks on the pool where it pays
 
 
 # --- cat / flip / roll / pad / tril / triu -------------------------------------------------------

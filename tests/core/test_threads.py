@@ -101,6 +101,9 @@ PARALLEL_CASES = [
     ("softmax", lambda a, b, c: F.softmax(a, -1)),
     ("log_softmax", lambda a, b, c: F.log_softmax(a, -1)),
     ("layer_norm", lambda a, b, c: F.layer_norm(a, (_COLS,), c, c)),
+    # strided copies (parallel.copy_c_order): a head merge's reshape, contiguous of a transpose
+    ("reshape copy", lambda a, b, c: a.reshape(_ROWS, 9, 43).transpose(0, 1).reshape(-1, 43)),
+    ("contiguous", lambda a, b, c: a.mT.contiguous()),
 ]
 
 

@@ -597,6 +597,29 @@ def _small_cases():
 
 
 @needs_numba
+@pytest.mark.parametrize("length", [64, 131])
+def test_float32_softmax_gradient_within_float32_rounding_of_float64(length, monkeypatch):
+    """Note [Float32 softmax backward]: the float32 kernel's scale * y * (g - <g, y>), its
+    dot in float32 lanes, stays within a few float32 ulp of the same formula in float64 on the
+    same float32 inputs, relative to the row's size |y| (|g| + max |g|), for rows of a multiple
+    of the 8 lanes and not; masked (zero) probabilities give zero gradients."""
+    monkeypatch.setattr(K, "COMPILED_MIN_SIZE", 0)
+    rng = np.random.default_rng(9)
+    scores = rng.standard_normal((4, 3, 48, length)) * np.array([0.1, 1.0, 8.0])[:, None, None]
+    scores[..., -5:] = -np.inf  # masked keys
+    y = Fz._softmax_forward(np, scores.astype(np.float32), None, 1.0)
+    g = (rng.standard_normal(y.shape) * 3.0).astype(np.float32)
+    ours = K.softmax_grad(g, y, 0.125)
+    assert ours is not None and ours.dtype == np.float32
+    y64, g64 = y.astype(np.float64), g.astype(np.float64)
+    exact = 0.125 * y64 * (g64 - (g64 * y64).sum(-1, keepdims=True))
+    size = 0.125 * np.abs(y64) * (np.abs(g64) + np.abs(g64).max(-1, keepdims=True))
+    eps = np.finfo(np.float32).eps
+    assert np.all(np.abs(ours - exact) <= 4 * eps * size + np.finfo(np.float32).tiny)
+    assert np.all(ours[..., -5:] == 0)
+
+
+@needs_numba
 def test_small_inputs_give_the_compiled_kernels_bits(monkeypatch):
     """Below COMPILED_MIN_SIZE the NumPy passes equal the compiled kernel bit for bit (NaN
     where it gives NaN), so a process that has loaded the kernels computes what a fresh one

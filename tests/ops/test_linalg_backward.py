@@ -1,4 +1,5 @@
-"""The backward of linear and of the embedding (Note [Linear backward] in ember/ops/linalg.py,
+"""The backward of linear, of attention's scores q @ k.mT and of the embedding (Note [Linear
+backward] and Note [Transposed operand gradients] in ember/ops/linalg.py,
 Note [Scatter into zeros] in ember/ops/shape.py): gradients against PyTorch for contiguous and
 strided output gradients, the bias gradient's GEMV equal at 1 and 2 threads, and index_add's
 zero table made by `zeros` only where the base is a broadcast +0.0."""
@@ -94,6 +95,34 @@ def test_bias_gradient_is_the_same_at_1_and_2_threads(shape):
     exact = g.astype(np.float64).reshape(-1, shape[-1]).sum(0)
     bound = g.shape[0] * np.finfo(np.float32).eps * np.abs(g).reshape(-1, shape[-1]).sum(0)
     assert np.all(np.abs(one - exact) <= bound)
+
+
+@pytest.mark.parametrize("heads", [True, False], ids=["split-head views", "contiguous stacks"])
+def test_attention_scores_gradients_match_torch_and_reach_the_key_in_c_order(heads):
+    """Note [Transposed operand gradients]: in q @ k.mT the key's gradient is computed as
+    (g^T q)^T, so the gradient reaching k (through the head split of a (batch, length, hidden)
+    projection, as in BERT) is C-ordered like the query's; both match PyTorch."""
+    rng = np.random.default_rng(3)
+    batch, length, num_heads, size = 3, 10, 4, 8
+    x = rng.standard_normal((batch, length, num_heads * size)).astype(np.float32)
+    y = rng.standard_normal((batch, length, num_heads * size)).astype(np.float32)
+    g = rng.standard_normal((batch, num_heads, length, length)).astype(np.float32)
+
+    def split(t):
+        if heads:
+            return t.reshape(batch, length, num_heads, size).transpose(1, 2)
+        return t.reshape(batch, num_heads, length, size)
+
+    eq, ek = ember.tensor(x, requires_grad=True), ember.tensor(y, requires_grad=True)
+    q, k = split(eq), split(ek)
+    key_grad = []
+    k.register_hook(lambda grad: key_grad.append(grad.numpy()))
+    (q @ k.mT).backward(ember.from_numpy(g))
+    tq, tk = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
+    (split(tq) @ split(tk).mT).backward(torch.from_numpy(g))
+    assert key_grad[0].flags.c_contiguous
+    for ours, theirs in ((eq, tq), (ek, tk)):
+        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=RTOL, atol=ATOL)
 
 
 def test_embedding_gradient_matches_torch():

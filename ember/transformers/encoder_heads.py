@@ -20,7 +20,9 @@ from ember.autograd.packed import joined_rows
 from ember.backend import runs_eagerly
 from ember.nn import functional as F
 from ember.ops.dropout_norm import folds_in_one_pass
+from ember.ops.feed_forward import feed_forward_layer_norm
 from ember.tensor import Tensor
+from ember.transformers.activations import GELUActivation, GELUTanhActivation
 from ember.transformers.modeling_utils import init_normal_weights
 from ember.transformers.modeling_outputs import (
     MaskedLMOutput,
@@ -35,6 +37,7 @@ __all__ = [
     "as_labels",
     "biased_add_and_norm",
     "dense_dropout_add_norm",
+    "feed_forward_add_norm",
     "feed_forward_in_chunks",
     "finish",
     "flatten_choices",
@@ -174,6 +177,56 @@ def feed_forward_in_chunks(feed_forward, hidden_states):
         # them back from memory: 0.7 ms a MiniLM 32 x 128 layer)
         out[:, start : start + block.shape[1]] = block
     return out.reshape(tuple(hidden_states.shape[:-1]) + (-1,))
+
+
+# Note [Feed-forward in one op]: in inference the whole feed-forward block, layer_norm(
+# dropout(dense_out(act(dense_in(h)))) + h) with GELU and no dropout, runs as the one op
+# `fused_feed_forward` (Note [Row-blocked feed-forward] in ember/backend/
+# feed_forward_kernels.py): packed weights, the blocks of rows on the threads, GELU and the
+# norm on each block while it is in cache. It applies to the stock parts only (nn.Linear
+# with biases, GELUActivation or GELUTanhActivation, nn.LayerNorm, dropout off); a wrapped or
+# replaced part, or a forward that records gradients, runs the modules. Eager calls take it
+# from FEED_FORWARD_MIN_ROWS rows on: below, the modules' products keep their weight packs
+# between calls (Note [Packed weights]) while the op packs per call. A trace always takes it
+# (without gradients), so its graph is the same at every size (ONNX dynamic axes, compile's
+# shape buckets); the op's kernel falls back to the decomposition's kernels on small inputs.
+FEED_FORWARD_MIN_ROWS = 129
+_GELU_FORMS = {GELUActivation: "none", GELUTanhActivation: "tanh"}
+
+
+def feed_forward_add_norm(dense_in, activation, dense_out, dropout, layer_norm, hidden_states):
+    """layer_norm(dropout(dense_out(activation(dense_in(h)))) + h) as one op where Note
+    [Feed-forward in one op] allows, else None (the caller runs its modules)."""
+    if (
+        runs_eagerly(hidden_states.array)
+        and math.prod(hidden_states.shape[:-1]) < FEED_FORWARD_MIN_ROWS
+    ):
+        return None
+    approximate = _GELU_FORMS.get(type(activation))
+    if (
+        approximate is None
+        or ember.is_grad_enabled()
+        or type(dense_in) is not nn.Linear
+        or type(dense_out) is not nn.Linear
+        or type(layer_norm) is not nn.LayerNorm
+        or type(dropout) is not nn.Dropout
+        or (dropout.training and dropout.p > 0.0)
+        or dense_in.bias is None
+        or dense_out.bias is None
+    ):
+        return None
+    return feed_forward_layer_norm(
+        hidden_states,
+        dense_in.weight,
+        dense_in.bias,
+        dense_out.weight,
+        dense_out.bias,
+        layer_norm.normalized_shape,
+        layer_norm.weight,
+        layer_norm.bias,
+        layer_norm.eps,
+        approximate,
+    )
 
 
 def add_and_norm(layer_norm: nn.LayerNorm, x, residual):

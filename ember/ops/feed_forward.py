@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember._util.errors import DTypeError, ShapeError
+from ember._util.errors import DTypeError, ShapeError, at_user_line
 from ember.backend import feed_forward_kernels as _kernels
+from ember.backend import get_backend
 from ember.backend import transformer_kernels as _tk
 from ember.ops import dropout_norm as _dropout_norm
 from ember.ops import fused as _fused
@@ -43,8 +44,8 @@ def _forward_kernel(x, w1, b1, w2, b2, w, b, eps=1e-5, approximate="none"):
     # kernel, the bias + residual + layer norm kernel
     pre = _linalg._linear_forward(np, x, w1)
     hidden = _tk.gelu(pre, b1, approximate)
-    if hidden is None:
-        hidden = _fused._gelu_forward(np, pre, b1, approximate)
+    if hidden is None:  # the reference's GELU (float64 small inputs, no numba)
+        hidden = _fused._gelu_forward(get_backend("cpu").xp, pre, b1, approximate)
     u = _linalg._linear_forward(np, hidden, w2)
     return _dropout_norm._forward_kernel(u, x, w, b, b2, p=0.0, eps=eps, biased=True)
 
@@ -130,19 +131,29 @@ def _onnx(b, x, w1, b1, w2, b2, w, bias, eps=1e-5, approximate="none", gelu=None
     return _fused._ln_onnx(b, s, w, bias, None, eps)
 
 
-def _check(x, weights, normalized_shape, approximate):
+def _check(x, weights, norm, normalized_shape, approximate):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if len(shape) != 1 or tuple(x.shape[-1:]) != shape:
         raise ShapeError(
-            f"{_NAME}: normalized_shape {shape} must be the input's last dim, one dim (input "
-            f"{tuple(x.shape)})"
+            at_user_line(
+                f"{_NAME}: normalized_shape {shape} must be the input's last dim, one dim "
+                f"(input {tuple(x.shape)})"
+            )
         )
     if approximate not in ("none", "tanh"):
-        raise ValueError(f"{_NAME}: approximate must be 'none' or 'tanh', got {approximate!r}")
+        raise ValueError(
+            at_user_line(f"{_NAME}: approximate must be 'none' or 'tanh', got {approximate!r}")
+        )
     names = ("intermediate_weight", "intermediate_bias", "output_weight", "output_bias")
     for name, t in zip(names, weights):
         if t is None:
-            raise ValueError(f"{_NAME}: {name} is required, got None")
+            raise ValueError(at_user_line(f"{_NAME}: {name} is required, got None"))
+    given = (x,) + tuple(weights) + tuple(t for t in norm if t is not None)
+    if not x.is_floating_point() or any(t.dtype != x.dtype for t in given):
+        got = ", ".join(str(t.dtype) for t in given)
+        raise DTypeError(
+            at_user_line(f"{_NAME}: the fused op takes operands of one floating dtype, got {got}")
+        )
 
 
 def feed_forward_layer_norm(
@@ -171,7 +182,7 @@ def feed_forward_layer_norm(
         ember.Size([2, 3, 4])
     """
     weights = (intermediate_weight, intermediate_bias, output_weight, output_bias)
-    _check(x, weights, normalized_shape, approximate)
+    _check(x, weights, (weight, bias), normalized_shape, approximate)
     d = x.shape[-1]
     w = weight if weight is not None else x.new_ones((d,))
     b = bias if bias is not None else x.new_zeros((d,))
@@ -195,7 +206,7 @@ def feed_forward_layer_norm_reference(
     from ember.ops.nn import gelu, layer_norm_reference
 
     weights = (intermediate_weight, intermediate_bias, output_weight, output_bias)
-    _check(x, weights, normalized_shape, approximate)
+    _check(x, weights, (weight, bias), normalized_shape, approximate)
     hidden = gelu(_linalg.linear(x, intermediate_weight, intermediate_bias), approximate)
     u = _linalg.linear(hidden, output_weight, output_bias)
     return layer_norm_reference(u + x, normalized_shape, weight, bias, eps)

@@ -205,6 +205,7 @@ def feed_forward_add_norm(dense_in, activation, dense_out, dropout, layer_norm, 
     approximate = _GELU_FORMS.get(type(activation))
     if (
         approximate is None
+        or hidden_states.dtype is not ember.float32  # the kernel's dtype (float16: the modules)
         or ember.is_grad_enabled()
         or type(dense_in) is not nn.Linear
         or type(dense_out) is not nn.Linear

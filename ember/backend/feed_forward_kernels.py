@@ -164,9 +164,14 @@ def _functions():
     loaded = mkl_packed._functions or (mkl_packed.available() and mkl_packed._functions)
     if not loaded:
         return None
-    _, pack, compute = loaded
-    address = lambda fn: np.uint64(ctypes.cast(fn, ctypes.c_void_p).value)  # noqa: E731
-    return address(pack), address(compute)
+    if _addresses[0] is not loaded:  # loaded again (mkl_packed.set_enabled)
+        _, pack, compute = loaded
+        address = lambda fn: np.uint64(ctypes.cast(fn, ctypes.c_void_p).value)  # noqa: E731
+        _addresses[:] = [loaded, (address(pack), address(compute))]
+    return _addresses[1]
+
+
+_addresses: list = [None, None]  # [mkl_packed's functions, (pack, compute) addresses]
 
 
 def block_rows(rows: int) -> int:

@@ -180,7 +180,8 @@ def feed_forward_in_chunks(feed_forward, hidden_states):
 
 
 # Note [Feed-forward in one op]: in inference the whole feed-forward block, layer_norm(
-# dropout(dense_out(act(dense_in(h)))) + h) with GELU and no dropout, runs as the one op
+# dropout(dense_out(act(dense_in(h)))) + h) with GELU and no dropout (BERT's BertIntermediate
+# + BertOutput, so RoBERTa's too; DistilBERT's FFN + output_layer_norm), runs as the one op
 # `fused_feed_forward` (Note [Row-blocked feed-forward] in ember/backend/
 # feed_forward_kernels.py): packed weights, the blocks of rows on the threads, GELU and the
 # norm on each block while it is in cache. It applies to the stock parts only (nn.Linear

@@ -220,3 +220,20 @@ def test_a_replaced_part_runs_the_modules(monkeypatch):
     with ember.no_grad():
         model(ids)
     assert len(calls) == 1  # layer 1 only
+
+
+def test_distilbert_inference_takes_the_op_within_rounding_of_the_modules(monkeypatch):
+    from ember.transformers import DistilBertConfig, DistilBertModel, encoder_heads
+
+    config = DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+    ember.manual_seed(0)
+    model = DistilBertModel(config).eval()
+    ids = ember.from_numpy(np.random.default_rng(10).integers(1, 99, (3, 100)))
+    calls = _count_fused(monkeypatch)
+    with ember.no_grad():
+        fused = model(ids).last_hidden_state.numpy()
+    assert len(calls) == 2
+    monkeypatch.setattr(encoder_heads, "FEED_FORWARD_MIN_ROWS", 1 << 62)
+    with ember.no_grad():
+        modules = model(ids).last_hidden_state.numpy()
+    np.testing.assert_allclose(fused, modules, rtol=1e-5, atol=1e-5)

@@ -20,11 +20,16 @@ the block cut depends on the row count only, so serial and parallel builds and e
 count give the same bits (tests/ops/test_feed_forward.py). Against the separate ops the
 products may differ in the last bits where MKL's packed and plain kernels do (within float
 rounding; on this machine they agreed bit for bit at MiniLM's shapes).
-Measured (quiet 2-core machine, one process, MiniLM's feed-forward 4096 x 384 -> 1536 -> 384,
-one layer, medians, ms; the separate ops over 1024-row chunks / this kernel): 1 thread 55.1 /
-49.3 (plain products over 1024-row blocks: 50.9; blocks of 64 / 128 / 512 rows packed once:
-53.2 / 51.2 / 51.6), 2 threads 32.2 / 27.5 (1024-row blocks unpacked: 28.0). Packing once per
-call instead of keeping the packs cost ~1% (49.3 -> 49.9 at 1 thread).
+Measured on the 2-core machine (one process, interleaved rounds, medians, ms, MiniLM's block
+4096 x 384 -> 1536 -> 384; bench/bench_feed_forward.py; others loaded the machine): this op /
+the modules (over 1024-row chunks) / transformers' modules: 1 thread 58.8 / 64.7 / 66.8, 2
+threads 27.9 / 34.2 / 29.6. At 1 thread the op takes about the sum of its parts (products
+24.0 + 23.3 ms at MKL's peak, GELU 2.7 ms), so its gain there is the packing and the passes it
+saves, not the cache; at 2 threads the threads meet twice instead of around every op. Blocks
+of 64 / 128 / 256 / 512 rows (prototype, packs kept between calls, against the modules): 1
+thread 0.93 / 0.89 / 0.88 / 0.90, unpacked 1024-row blocks 0.94; packing at every call cost
+~1% (0.876 -> 0.887 at 1 thread, 0.846 -> 0.858 at 2), so the op keeps no packs (nothing to
+invalidate, the same path eager and compiled).
 Only float32 operands, MKL's packed API loaded, numba, and at least `COMPILED_MIN_SIZE`
 intermediate elements take the kernel; elsewhere `forward` returns None and the op runs its
 decomposition's kernels one after another (ember/ops/feed_forward.py).

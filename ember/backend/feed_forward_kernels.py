@@ -218,8 +218,10 @@ def forward(x, w1, b1, w2, b2, lw, lb, eps, approximate):
     out = _tk.empty_apart(xs.shape, _F32, xs)
     pack, compute = functions
     # the threads numba runs the kernel's blocks on (numba.get_num_threads() inside a kernel
-    # would keep it out of numba's disk cache)
-    parts = numba_kernels._load().get_num_threads()
+    # would keep it out of numba's disk cache); the serial build (a forked child, a busy
+    # machine) runs them in one loop and must not start numba's threads
+    serial = kernel is _tk._KERNELS.get((_GROUPS[approximate], "feed_forward_forward", False))
+    parts = 1 if serial else numba_kernels._load().get_num_threads()
     kernel(pack, compute, xs, w1, _tk._plain(b1), w2, _tk._plain(b2), _tk._plain(lw),
            _tk._plain(lb), float(eps), block, parts, p1, p2, out)  # fmt: skip
     return out.reshape(x.shape)

@@ -7,6 +7,7 @@ differences and the compiler."""
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 
 import numpy as np
@@ -237,3 +238,23 @@ def test_distilbert_inference_takes_the_op_within_rounding_of_the_modules(monkey
     with ember.no_grad():
         modules = model(ids).last_hidden_state.numpy()
     np.testing.assert_allclose(fused, modules, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_runs_the_serial_build_with_the_same_bits():
+    """GNU OpenMP kills a forked child that starts a parallel region after its parent's
+    threads ran (Note [Row-parallel kernels]): the child takes the serial build, same bits."""
+    args = _operands(np.random.default_rng(11), 600)
+    before = ember.get_num_threads()
+    ember.set_num_threads(2)
+    try:
+        parent = FK.forward(*args, 1e-5, "none")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            child = FK.forward(*args, 1e-5, "none")
+            os._exit(0 if child is not None and np.array_equal(child, parent) else 3)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        ember.set_num_threads(before)
+    assert os.waitstatus_to_exitcode(status) == 0

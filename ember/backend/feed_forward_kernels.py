@@ -30,9 +30,9 @@ of 64 / 128 / 256 / 512 rows (prototype, packs kept between calls, against the m
 thread 0.93 / 0.89 / 0.88 / 0.90, unpacked 1024-row blocks 0.94; packing at every call cost
 ~1% (0.876 -> 0.887 at 1 thread, 0.846 -> 0.858 at 2), so the op keeps no packs (nothing to
 invalidate, the same path eager and compiled).
-Only float32 operands, MKL's packed API loaded, numba, and at least `COMPILED_MIN_SIZE`
-intermediate elements take the kernel; elsewhere `forward` returns None and the op runs its
-decomposition's kernels one after another (ember/ops/feed_forward.py).
+Only float32 operands, MKL's packed API loaded, numba, at least `MIN_ROWS` rows and
+`COMPILED_MIN_SIZE` intermediate elements take the kernel; elsewhere `forward` returns None
+and the op runs its decomposition's kernels one after another (ember/ops/feed_forward.py).
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ from ember.backend import transformer_kernels as _tk
 __all__ = ["block_rows", "forward"]
 
 BLOCK_ROWS = 256  # rows per block: its (256, 1536) float32 intermediate is 1.5 MB, in L2
+# fewest rows the kernel takes: below, its packing per call costs what it saves (eager MiniLM
+# blocks, op / modules at 1 thread: 128 rows 1.07, 192 1.06, 256 1.01; compiled MiniLM 1 x 64
+# forwards, op / decomposition, 1.05 at 1 thread, 1.07 at 2; 1 x 128 1.02 and 0.99; Note [Feed-
+# forward in one op] in ember/transformers/encoder_heads.py)
+MIN_ROWS = 256
 _ROW_ALIGN = 16
 
 _SOURCE = """
@@ -196,7 +201,9 @@ def forward(x, w1, b1, w2, b2, lw, lb, eps, approximate):
     d = x.shape[-1]
     n1 = w1.shape[0]
     rows = x.size // d if d else 0
-    if rows * n1 < _tk.COMPILED_MIN_SIZE or w1.shape != (n1, d) or w2.shape != (d, n1):
+    if rows < MIN_ROWS or rows * n1 < _tk.COMPILED_MIN_SIZE:
+        return None
+    if w1.shape != (n1, d) or w2.shape != (d, n1):
         return None
     if not all(a.dtype == _F32 for a in (x, w1, b1, w2, b2, lw, lb)):
         return None

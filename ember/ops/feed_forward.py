@@ -17,7 +17,6 @@ where the opset has them, ember/onnx/_fuse.py).
 
 from __future__ import annotations
 
-import numpy as np
 
 from ember._util.errors import DTypeError, ShapeError, at_user_line
 from ember.backend import feed_forward_kernels as _kernels
@@ -40,13 +39,15 @@ def _forward_kernel(x, w1, b1, w2, b2, w, b, eps=1e-5, approximate="none"):
     out = _kernels.forward(x, w1, b1, w2, b2, w, b, eps, approximate)
     if out is not None:
         return out
-    # the decomposition's ops as a compiled graph runs them: the products, the bias + GELU
-    # kernel, the bias + residual + layer norm kernel
-    pre = _linalg._linear_forward(np, x, w1)
+    # the decomposition's ops as a compiled graph runs them: the products (the backend's
+    # matmul: MKL for few rows, Note [Small GEMMs]), the bias + GELU kernel, the bias +
+    # residual + layer norm kernel
+    xp = get_backend("cpu").xp
+    pre = _linalg._linear_forward(xp, x, w1)
     hidden = _tk.gelu(pre, b1, approximate)
     if hidden is None:  # the reference's GELU (float64 small inputs, no numba)
-        hidden = _fused._gelu_forward(get_backend("cpu").xp, pre, b1, approximate)
-    u = _linalg._linear_forward(np, hidden, w2)
+        hidden = _fused._gelu_forward(xp, pre, b1, approximate)
+    u = _linalg._linear_forward(xp, hidden, w2)
     return _dropout_norm._forward_kernel(u, x, w, b, b2, p=0.0, eps=eps, biased=True)
 
 

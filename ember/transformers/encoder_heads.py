@@ -17,7 +17,7 @@ import numpy as np
 import ember
 from ember import nn
 from ember.autograd.packed import joined_rows
-from ember.backend import runs_eagerly
+from ember.backend import feed_forward_kernels, runs_eagerly
 from ember.nn import functional as F
 from ember.ops.dropout_norm import folds_in_one_pass
 from ember.ops.feed_forward import feed_forward_layer_norm
@@ -193,8 +193,9 @@ def feed_forward_in_chunks(feed_forward, hidden_states):
 # process: 1 thread 64 rows 1.28, 128 1.07, 192 1.06, 256 1.01, 1024 0.96, 4096 0.92;
 # 2 threads 0.98, 0.95, 0.86, 0.84, 0.91, 0.82. A trace always takes it
 # (without gradients), so its graph is the same at every size (ONNX dynamic axes, compile's
-# shape buckets); the op's kernel falls back to the decomposition's kernels on small inputs.
-FEED_FORWARD_MIN_ROWS = 256
+# shape buckets); below the same row count the op runs the decomposition's kernels (in a
+# compiled MiniLM 1 x 64 forward the kernel took 1.05 / 1.07 of their time at 1 / 2 threads).
+FEED_FORWARD_MIN_ROWS = feed_forward_kernels.MIN_ROWS
 _GELU_FORMS = {GELUActivation: "none", GELUTanhActivation: "tanh"}
 
 

@@ -111,13 +111,13 @@ def test_block_rows_depend_on_the_rows_alone(rows):
 
 @pytest.mark.parametrize(
     "case",
-    ["float64", "small", "no numba"],
+    ["float64", "small", "few rows", "no numba"],
 )
 def test_where_the_kernel_does_not_apply_the_op_runs_the_decomposition(case):
     rng = np.random.default_rng(4)
-    rows = 5 if case == "small" else 400
+    rows = {"small": 5, "few rows": FK.MIN_ROWS - 1}.get(case, 400)
     dtype = np.float64 if case == "float64" else np.float32
-    args = _operands(rng, rows, dtype=dtype)
+    args = _operands(rng, rows, n=1024 if case == "few rows" else 256, dtype=dtype)
     tensors = [ember.from_numpy(a) for a in args]
     with numba_kernels.disable_for_tests() if case == "no numba" else nullcontext():
         assert FK.forward(*args, 1e-5, "none") is None

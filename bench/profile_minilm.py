@@ -55,6 +55,8 @@ def _ember_category(name, arrays):
         "fused_softmax": "softmax",
         "fused_gelu": "gelu",
         "fused_layer_norm": "layer norm",
+        # Note [Row-blocked feed-forward]: products, GELU and the norm of the block in one op
+        "fused_feed_forward": "feed-forward block (gemm + gelu + norm)",
         "take": "embedding gather",
         "embedding": "embedding gather",
         "index_select": "embedding gather",

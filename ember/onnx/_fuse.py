@@ -214,6 +214,14 @@ def _fused_gelu_lower(b, x, bias=None, approximate="none"):
     return b.op("Gelu", u, approximate=approximate)
 
 
+def _fused_feed_forward_lower(b, x, w1, b1, w2, b2, weight, bias, eps=1e-5, approximate="none"):
+    from ember.ops.feed_forward import _onnx
+
+    gelu = (lambda u: b.op("Gelu", u, approximate=approximate)) if b.opset >= 20 else None
+    norm = lambda s: b.op("LayerNormalization", s, weight, bias, axis=-1, epsilon=eps)  # noqa: E731
+    return _onnx(b, x, w1, b1, w2, b2, weight, bias, eps, approximate, gelu=gelu, norm=norm)
+
+
 def _fused_attention_lower(b, q, k, v, *rest, **attrs):
     from ember.ops.fused import _attention_onnx
 
@@ -231,6 +239,7 @@ _PRIMITIVES = {
     ),
     "fused_gelu": (20, FusedOp("gelu", _fused_gelu_lower)),
     "fused_attention": (13, FusedOp("attention", _fused_attention_lower)),
+    "fused_feed_forward": (17, FusedOp("feed_forward", _fused_feed_forward_lower)),
 }
 
 

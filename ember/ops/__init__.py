@@ -23,6 +23,7 @@ from ember.ops import spatial as spatial  # issue 18: lp_pool, pixel_shuffle, in
 from ember.ops import distance as distance  # issue 18: cosine_similarity, pdist, cdist
 from ember.ops import linalg_ext as linalg_ext  # issue 18: torch.linalg and matrix products
 from ember.ops import dropout_norm as dropout_norm  # issue 21: dropout + residual + layer norm
+from ember.ops import feed_forward as feed_forward  # issue 21: row-blocked BERT feed-forward
 
 elementwise._LATE.SUM = reduce.SUM
 elementwise._LATE.RESHAPE = shape.RESHAPE

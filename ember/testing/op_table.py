@@ -24,6 +24,7 @@ from ember._util.errors import ShapeError
 import ember.ops.conv as C
 import ember.ops.fused as _fused
 import ember.ops.dropout_norm as _dropout_norm
+import ember.ops.feed_forward as _feed_forward
 import ember.ops.linalg as L
 import ember.ops.nn as N
 import ember.ops.shape as S
@@ -153,6 +154,25 @@ def _t(name):
         return obj(*args, **kwargs)
 
     return call
+
+
+def _feed_forward_samples(rng):
+    def parts(*lead):
+        return (_r(rng, *lead, 4), _r(rng, 8, 4), _r(rng, 8), _r(rng, 4, 8), _r(rng, 4),
+                _r(rng, 4), _r(rng, 4))  # fmt: skip
+
+    return [
+        Sample(parts(2, 3)),
+        Sample(parts(5), {"approximate": "tanh"}, name="tanh"),
+        Sample(parts(4), noncontiguous=True, name="noncontiguous"),
+    ]
+
+
+def _feed_forward_torch(x, w1, b1, w2, b2, w, b, approximate="none"):
+    hidden = _t("nn.functional.linear")(x, w1, b1)
+    hidden = _t("nn.functional.gelu")(hidden, approximate=approximate)
+    out = _t("nn.functional.linear")(hidden, w2, b2)
+    return _t("nn.functional.layer_norm")(out + x, (4,), w, b)
 
 
 def _tt(v):
@@ -1982,6 +2002,49 @@ ROWS: list[OpRow] = [
         ),
         gradgrad=True,
         int_args=(5,),
+        atol=1e-4,
+    ),
+    OpRow(  # Note [Row-blocked feed-forward]: BERT's feed-forward block as one op
+        "feed_forward_layer_norm",
+        (
+            "fused_feed_forward",
+            "linear",
+            "fused_gelu",
+            "fused_gelu_grad",
+            "fused_dropout_add_layer_norm_input_grad",
+            "fused_dropout_add_layer_norm_param_grad",
+        ),
+        lambda x, w1, b1, w2, b2, w, b, approximate="none": _feed_forward.feed_forward_layer_norm(
+            x, w1, b1, w2, b2, 4, w, b, approximate=approximate
+        ),
+        _feed_forward_samples,
+        _feed_forward_torch,
+        atol=1e-4,
+        errors=(
+            ErrorCase(
+                tuple(np.ones(s) for s in ((2, 4), (8, 4), (8,), (8, 4), (4,), (4,), (4,))),
+                {},
+                ShapeError,
+                "feed_forward_layer_norm: expected weights",
+            ),
+            ErrorCase(
+                tuple(np.ones(s) for s in ((2, 4), (8, 4), (8,), (4, 8), (4,), (4,), (4,))),
+                {"approximate": "sigmoid"},
+                ValueError,
+                "approximate must be 'none' or 'tanh'",
+            ),
+        ),
+    ),
+    OpRow(
+        "feed_forward_layer_norm_reference",
+        ("linear", "fused_gelu", "rsqrt", "sum"),
+        lambda x, w1, b1, w2, b2, w, b, approximate="none": (
+            _feed_forward.feed_forward_layer_norm_reference(
+                x, w1, b1, w2, b2, 4, w, b, approximate=approximate
+            )
+        ),
+        _feed_forward_samples,
+        _feed_forward_torch,
         atol=1e-4,
     ),
     OpRow(

@@ -17,10 +17,12 @@ import numpy as np
 import ember
 from ember import nn
 from ember.autograd.packed import joined_rows
-from ember.backend import runs_eagerly
+from ember.backend import feed_forward_kernels, runs_eagerly
 from ember.nn import functional as F
 from ember.ops.dropout_norm import folds_in_one_pass
+from ember.ops.feed_forward import feed_forward_layer_norm
 from ember.tensor import Tensor
+from ember.transformers.activations import GELUActivation, GELUTanhActivation
 from ember.transformers.modeling_utils import init_normal_weights
 from ember.transformers.modeling_outputs import (
     MaskedLMOutput,
@@ -35,6 +37,7 @@ __all__ = [
     "as_labels",
     "biased_add_and_norm",
     "dense_dropout_add_norm",
+    "feed_forward_add_norm",
     "feed_forward_in_chunks",
     "finish",
     "flatten_choices",
@@ -174,6 +177,62 @@ def feed_forward_in_chunks(feed_forward, hidden_states):
         # them back from memory: 0.7 ms a MiniLM 32 x 128 layer)
         out[:, start : start + block.shape[1]] = block
     return out.reshape(tuple(hidden_states.shape[:-1]) + (-1,))
+
+
+# Note [Feed-forward in one op]: in inference the whole feed-forward block, layer_norm(
+# dropout(dense_out(act(dense_in(h)))) + h) with GELU and no dropout (BERT's BertIntermediate
+# + BertOutput, so RoBERTa's too; DistilBERT's FFN + output_layer_norm), runs as the one op
+# `fused_feed_forward` (Note [Row-blocked feed-forward] in ember/backend/
+# feed_forward_kernels.py): packed weights, the blocks of rows on the threads, GELU and the
+# norm on each block while it is in cache. It applies to the stock parts only (nn.Linear
+# with biases, GELUActivation or GELUTanhActivation, nn.LayerNorm, dropout off); a wrapped or
+# replaced part, or a forward that records gradients, runs the modules. Eager calls take it
+# from FEED_FORWARD_MIN_ROWS rows on: below, the op's packing per call costs what it saves at
+# 1 thread (up to 128 rows the modules' products keep their weight packs between calls, Note
+# [Packed weights]). MiniLM's block, op / modules, medians of 21 (9 from 1024 rows on), one
+# process: 1 thread 64 rows 1.28, 128 1.07, 192 1.06, 256 1.01, 1024 0.96, 4096 0.92;
+# 2 threads 0.98, 0.95, 0.86, 0.84, 0.91, 0.82. A trace always takes it
+# (without gradients), so its graph is the same at every size (ONNX dynamic axes, compile's
+# shape buckets); below the same row count the op runs the decomposition's kernels (in a
+# compiled MiniLM 1 x 64 forward the kernel took 1.05 / 1.07 of their time at 1 / 2 threads).
+FEED_FORWARD_MIN_ROWS = feed_forward_kernels.MIN_ROWS
+_GELU_FORMS = {GELUActivation: "none", GELUTanhActivation: "tanh"}
+
+
+def feed_forward_add_norm(dense_in, activation, dense_out, dropout, layer_norm, hidden_states):
+    """layer_norm(dropout(dense_out(activation(dense_in(h)))) + h) as one op where Note
+    [Feed-forward in one op] allows, else None (the caller runs its modules)."""
+    if (
+        runs_eagerly(hidden_states.array)
+        and math.prod(hidden_states.shape[:-1]) < FEED_FORWARD_MIN_ROWS
+    ):
+        return None
+    approximate = _GELU_FORMS.get(type(activation))
+    if (
+        approximate is None
+        or hidden_states.dtype is not ember.float32  # the kernel's dtype (float16: the modules)
+        or ember.is_grad_enabled()
+        or type(dense_in) is not nn.Linear
+        or type(dense_out) is not nn.Linear
+        or type(layer_norm) is not nn.LayerNorm
+        or type(dropout) is not nn.Dropout
+        or (dropout.training and dropout.p > 0.0)
+        or dense_in.bias is None
+        or dense_out.bias is None
+    ):
+        return None
+    return feed_forward_layer_norm(
+        hidden_states,
+        dense_in.weight,
+        dense_in.bias,
+        dense_out.weight,
+        dense_out.bias,
+        layer_norm.normalized_shape,
+        layer_norm.weight,
+        layer_norm.bias,
+        layer_norm.eps,
+        approximate,
+    )
 
 
 def add_and_norm(layer_norm: nn.LayerNorm, x, residual):

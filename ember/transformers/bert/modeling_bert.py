@@ -30,6 +30,7 @@ from ember.transformers.encoder_heads import (
     add_and_norm,
     as_labels,
     dense_dropout_add_norm,
+    feed_forward_add_norm,
     feed_forward_in_chunks,
     finish,
     flatten_choices,
@@ -181,6 +182,17 @@ class BertLayer(nn.Module):
         attention_output, probs = self.attention(
             hidden_states, attention_mask, output_attentions, head_mask
         )
+        if type(self.intermediate) is BertIntermediate and type(self.output) is BertOutput:
+            fused = feed_forward_add_norm(  # Note [Feed-forward in one op]
+                self.intermediate.dense,
+                self.intermediate.intermediate_act_fn,
+                self.output.dense,
+                self.output.dropout,
+                self.output.LayerNorm,
+                attention_output,
+            )
+            if fused is not None:
+                return fused, probs
         return feed_forward_in_chunks(self.feed_forward, attention_output), probs
 
     def feed_forward(self, attention_output):

@@ -22,6 +22,7 @@ from ember.transformers.activations import ACT2FN
 from ember.transformers.distilbert.configuration_distilbert import DistilBertConfig
 from ember.transformers.encoder_heads import (
     EncoderHeadMixin,
+    feed_forward_add_norm,
     finish,
     flatten_choices,
     init_encoder_weights,
@@ -144,6 +145,13 @@ class TransformerBlock(nn.Module):
             hidden_states, attention_mask, output_attentions, head_mask
         )
         attended = self.sa_layer_norm(attended + hidden_states)
+        if type(self.ffn) is FFN:
+            ffn = self.ffn
+            fused = feed_forward_add_norm(  # Note [Feed-forward in one op]
+                ffn.lin1, ffn.activation, ffn.lin2, ffn.dropout, self.output_layer_norm, attended
+            )
+            if fused is not None:
+                return fused, probs
         return self.output_layer_norm(self.ffn(attended) + attended), probs
 
 

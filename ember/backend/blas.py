@@ -369,19 +369,13 @@ def prepare_split() -> bool:
         return False
     from ember.backend import numba_kernels
 
-    size = ctypes.c_size_t  # pointers travel as integers (numba passes addresses so)
     built = {}
     try:
         kernel = numba_kernels.jit_source(_SPLIT_SOURCE, "split_gemm", parallel=True)
         if kernel is None:
             return False
         for dtype, fn in table.items():
-            scalar = fn.argtypes[6]
-            proto = ctypes.CFUNCTYPE(
-                None, *[ctypes.c_int] * 6, scalar, size, ctypes.c_int, size, ctypes.c_int,
-                scalar, size, ctypes.c_int,
-            )  # fmt: skip
-            pointer = proto(ctypes.cast(fn, ctypes.c_void_p).value)
+            pointer = native_pointer(fn)
             a = np.arange(1.0, 5.0, dtype=dtype).reshape(2, 2)
             c = np.empty((2, 2), dtype)
             cuts = np.array([0, 1, 2], np.int64)
@@ -394,6 +388,13 @@ def prepare_split() -> bool:
         return False
     _split.update(built)
     return True
+
+
+def native_pointer(fn):
+    """The ctypes function `fn` (argtypes set) as a function pointer that a numba kernel can
+    call, its pointer arguments taken as integers (numba passes addresses so)."""
+    args = [ctypes.c_size_t if t is ctypes.c_void_p else t for t in fn.argtypes]
+    return ctypes.CFUNCTYPE(fn.restype, *args)(ctypes.cast(fn, ctypes.c_void_p).value)
 
 
 def _split_on_numba(dtype, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, blocks):

@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import weakref
 
 import numpy as np
 
-from ember.backend import blas, parallel
+from ember._util.env import flag
+from ember.backend import blas, numba_kernels, parallel
 
 __all__ = [
     "PackedMatrix",
@@ -52,6 +54,7 @@ __all__ = [
     "generation",
     "note_derived",
     "note_exposed",
+    "prepare_split",
     "set_enabled",
     "is_exposed",
     "weights_written",
@@ -212,7 +215,7 @@ class PackedMatrix:
     (Note [Packed weights]). Build with `PackedMatrix.create`, which returns None where
     packing does not apply."""
 
-    __slots__ = ("rows", "parts", "n", "k", "blocks", "nbytes", "__weakref__")
+    __slots__ = ("rows", "parts", "n", "k", "blocks", "table", "nbytes", "__weakref__")
 
     @classmethod
     def create(cls, weight, rows: int, parts: int):
@@ -243,6 +246,8 @@ class PackedMatrix:
                  weight.ctypes.data + lo * row_step, ld, buffer.ctypes.data)  # fmt: skip
             blocks.append((lo, hi, buffer, buffer.ctypes.data))
         self.blocks = blocks
+        # the blocks as the split kernel reads them: (lo, hi, packed address) a row
+        self.table = np.array([(lo, hi, address) for lo, hi, _, address in blocks], np.int64)
         self.nbytes = weight.nbytes
         key = id(_root(weight))
         if len(_packed_roots) > _ROOTS_KEPT:  # drop the roots whose packs all died
@@ -272,6 +277,12 @@ class PackedMatrix:
                 compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
                         address, k, beta, out_ptr + lo * item, n)  # fmt: skip
             return
+        split = _split[0] if _split else _split_wanted()  # Note [Packed split on numba's threads]
+        if split is not None and not parallel.in_forked_child() and not parallel.overloaded():
+            numba_kernels.follow_budget()  # Note [Per-thread numba count]
+            kernel, pointer = split
+            kernel(pointer, trans_x, m, k, x_ptr, ldx, self.table, beta, out_ptr, n)
+            return
 
         def block(lo, hi, buffer, address):
             compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
@@ -290,6 +301,97 @@ def _address(array) -> int:
 
 
 _CHAR = ctypes.c_char
+
+
+# Note [Packed split on numba's threads]: a split packed product (its column blocks on the
+# threads, `split_parts`) runs its blocks from one numba `prange` kernel that calls
+# cblas_sgemm_compute through a function pointer on numba's OpenMP threads, as Note [Split on
+# numba's threads] in ember/backend/blas.py does for the plain product, and not on ember's pool,
+# whose workers need the GIL to start their ctypes call: the pool's hand-off (the queue, then
+# the GIL, Note [Pool hand-off] in ember/backend/parallel.py) cost a 2-thread 16 x 384 @ 384 x
+# 1536 product ~40 us over the 50 us each half takes alone. Measured on the 2-core machine under
+# the CPU lock, 2 threads, medians, us (one block on one thread / two blocks on the pool / on
+# numba's threads; each half alone 49-50): that product 134 / 82-89 / 60, MiniLM's four 16-row
+# products of one layer (384 -> 1152, 384 -> 384, 384 -> 1536, 1536 -> 384) 413-425 / 338 /
+# 244-246 (PyTorch 447-466). Same calls on the same blocks, so the results are those of the
+# pool's path, and of one call, bit for bit (tests/ops/test_mkl_packed.py). The kernel loads
+# (from numba's disk cache, or compiled) in a background thread once a process has run
+# `SPLIT_WARM_UP_AFTER` split products, so a process's first products never wait for numba;
+# until it has loaded, and in a forked child or on an overloaded machine (Note [Overloaded
+# machine]), the pool runs the blocks. EMBER_KERNEL_WARM_UP=0 turns the background load off
+# (`prepare_split()` still loads it when asked).
+SPLIT_WARM_UP_AFTER = 16
+_SPLIT_SOURCE = """\
+def split_compute(compute, trans_x, m, k, x, ldx, table, beta, out, n):
+    for t in prange(table.shape[0]):
+        lo = table[t, 0]
+        compute(101, trans_x, 151, m, table[t, 1] - lo, k, x, ldx, table[t, 2], k, beta,
+                out + lo * 4, n)
+"""
+_split: list = []  # [(numba kernel, cblas_sgemm_compute pointer)] once prepare_split() built it
+_split_state = {"calls": 0, "thread": None}
+
+
+def prepare_split() -> bool:
+    """Load the numba kernel that runs split packed products on numba's threads (Note [Packed
+    split on numba's threads]), checked on a small product; False where MKL's packed API or
+    numba is missing."""
+    if _split:
+        return True
+    functions = _load()
+    if not functions or not numba_kernels.available():
+        return False
+    try:
+        kernel = numba_kernels.jit_source(_SPLIT_SOURCE, "split_compute", parallel=True)
+        if kernel is None:
+            return False
+        pointer = blas.native_pointer(functions[2])
+        weight = (np.arange(256 * 2) % 7).astype(np.float32).reshape(256, 2)  # two blocks
+        pack = PackedMatrix(functions, weight, blas._layout(weight), 16, 2)
+        x = np.arange(4 * 2, dtype=np.float32).reshape(4, 2)
+        out = np.empty((4, weight.shape[0]), np.float32)
+        kernel(pointer, blas._NO_TRANS, 4, 2, x.ctypes.data, 2, pack.table, 0.0,
+               out.ctypes.data, weight.shape[0])  # fmt: skip
+        if len(pack.blocks) != 2 or not np.array_equal(out, x @ weight.T):
+            return False
+    except Exception:  # noqa: BLE001 - numba cannot build it: the pool runs the blocks
+        return False
+    _split.append((kernel, pointer))
+    return True
+
+
+def _split_wanted():
+    """None (the pool runs this split): counts the split towards the background load of the
+    split kernel (Note [Packed split on numba's threads])."""
+    state = _split_state
+    state["calls"] += 1
+    if (
+        state["calls"] == SPLIT_WARM_UP_AFTER
+        and state["thread"] is None
+        and not parallel.in_forked_child()
+        and flag("EMBER_KERNEL_WARM_UP", True)  # tests/conftest.py: no background builds
+    ):
+        thread = threading.Thread(target=_load_split, name="ember-split-warm-up", daemon=True)
+        state["thread"] = thread
+        thread.start()
+    return None
+
+
+def _load_split():
+    try:
+        prepare_split()
+    finally:
+        _split_state["thread"] = None
+
+
+def _finish_split_load_before_fork():  # a child must not inherit numba half loaded
+    thread = _split_state["thread"]
+    if thread is not None:
+        thread.join()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_finish_split_load_before_fork)
 
 
 def split_parts(m: int, k: int, n: int) -> int:

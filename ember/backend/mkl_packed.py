@@ -11,7 +11,8 @@ at 16 rows 237 / 119; 384 -> 384 at 16 rows 46 / 28. From 128 rows on, the gain 
 
 This module holds the array side: `PackedMatrix` (one weight packed for products of about
 `rows` rows, its output columns cut into one block per thread as `blas.matmul` cuts them, each
-block packed on its own so that ember's pool runs one `cblas_sgemm_compute` per block), and
+block packed on its own so that each thread runs one `cblas_sgemm_compute` over its own
+contiguous part of the pack: Note [Packed split on numba's threads]), and
 the two records that keep packs from going stale (the Tensor side, which keys packs by weight
 Tensor and version, is ember/autograd/packed.py):
 - `note_exposed(array)`: NumPy memory handed out to user code (`Tensor.numpy()`,
@@ -62,7 +63,12 @@ __all__ = [
 
 PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
-# m * k * n from which a packed product splits over the pool. A pool worker idle for a
+# m * k * n from which a packed product splits over the threads. Measured again with the split
+# on numba's threads (Note [Packed split on numba's threads]; 2 threads, 30 us of Python
+# between products, medians of 3 x 150, us, one block / split): 4 x 384 x 1536 (2**21.2)
+# 62 / 25, 8 x 384 x 384 (2**20.2) 17 / 18, 4 x 384 x 384 11 / 16, 16 x 384 x 384 (2**21.2)
+# 29-38 / 25-31, 8 x 384 x 1152 (2**21.8) and up: the split wins; so the bound stays. The
+# figures below are from the pool's split. A pool worker idle for a
 # millisecond can take ~170 us to wake on this VM (14 us right after a job; Note [Pool
 # hand-off] in ember/backend/parallel.py). Alone, a 16-row product splits with profit from
 # ~2**22 (2 threads, medians, us, serial / split: 16 x 384 x 384 (2**21.2) 31 / 36, 32 x 384 x
@@ -329,7 +335,7 @@ def split_compute(compute, trans_x, m, k, x, ldx, table, beta, out, n):
                 out + lo * 4, n)
 """
 _split: list = []  # [(numba kernel, cblas_sgemm_compute pointer)] once prepare_split() built it
-_split_state = {"calls": 0, "thread": None}
+_split_state = {"calls": 0, "thread": None}  # split products on the pool, the loading thread
 
 
 def prepare_split() -> bool:
@@ -371,17 +377,10 @@ def _split_wanted():
         and not parallel.in_forked_child()
         and flag("EMBER_KERNEL_WARM_UP", True)  # tests/conftest.py: no background builds
     ):
-        thread = threading.Thread(target=_load_split, name="ember-split-warm-up", daemon=True)
-        state["thread"] = thread
+        thread = threading.Thread(target=prepare_split, name="ember-split-warm-up", daemon=True)
+        state["thread"] = thread  # started once
         thread.start()
     return None
-
-
-def _load_split():
-    try:
-        prepare_split()
-    finally:
-        _split_state["thread"] = None
 
 
 def _finish_split_load_before_fork():  # a child must not inherit numba half loaded

@@ -27,13 +27,36 @@ def _check(result, x, w):
     assert np.all(np.abs(result - exact) <= bound + np.finfo(np.float32).tiny)
 
 
+@pytest.fixture
+def two_threads():
+    before = ember.get_num_threads()
+    ember.set_num_threads(2)
+    yield
+    ember.set_num_threads(before)
+
+
+def _split_on(monkeypatch, path):
+    """Run split packed products on the pool or on numba's threads (Note [Packed split on
+    numba's threads])."""
+    if path == "numba":
+        if not mkl_packed.prepare_split():
+            pytest.skip("numba is not installed or turned off (EMBER_NO_NUMBA)")
+    else:
+        monkeypatch.setattr(mkl_packed, "_split", [])
+        monkeypatch.setattr(mkl_packed, "SPLIT_WARM_UP_AFTER", -1)  # no background load
+
+
 @pytest.mark.parametrize("k,n", [(384, 1536), (1536, 384), (37, 200)])
 @pytest.mark.parametrize("rows", [16, 64])
-def test_packed_product_matches_float64_at_every_row_count(monkeypatch, k, n, rows):
+@pytest.mark.parametrize("path", ["pool", "numba"])
+def test_packed_product_matches_float64_at_every_row_count(
+    monkeypatch, two_threads, k, n, rows, path
+):
     """MKL's packed layout is made for `rows` rows; products of other row counts (2-128, odd
     ones included: 5 rows get another layout from MKL) are still right, split over the pool
-    or not."""
+    or numba's threads, or not."""
     monkeypatch.setattr(mkl_packed, "SPLIT_MIN_WORK", 1)
+    _split_on(monkeypatch, path)
     rng = np.random.default_rng(k + n)
     w = rng.standard_normal((n, k), np.float32)
     whole = mkl_packed.PackedMatrix.create(w, rows, 1)
@@ -59,6 +82,9 @@ def test_packed_product_matches_float64_at_every_row_count(monkeypatch, k, n, ro
     out = np.empty((16, n), np.float32)
     whole.product(x, out)
     _check(out, x, w)
+    out_split = np.empty((16, n), np.float32)
+    split.product(x, out_split)
+    np.testing.assert_array_equal(out_split, out)
 
 
 def _linear_model(k=384, n=512):
@@ -102,7 +128,9 @@ def test_inference_takes_the_pack(shape):
     _assert_close(second, plain, 384)
 
 
-def test_two_threads_split_the_pack_and_agree_bit_for_bit(monkeypatch):
+@pytest.mark.parametrize("path", ["pool", "numba"])
+def test_two_threads_split_the_pack_and_agree_bit_for_bit(monkeypatch, path):
+    _split_on(monkeypatch, path)
     layer = _linear_model(384, 1536)
     x = ember.randn(1, 16, 384)
     before = ember.get_num_threads()
@@ -118,6 +146,32 @@ def test_two_threads_split_the_pack_and_agree_bit_for_bit(monkeypatch):
     finally:
         ember.set_num_threads(before)
     np.testing.assert_array_equal(two, one)
+
+
+def test_split_kernel_loads_in_the_background(monkeypatch, two_threads):
+    """After SPLIT_WARM_UP_AFTER split products on the pool, the numba split kernel loads in a
+    background thread, and later splits take it (Note [Packed split on numba's threads])."""
+    if not mkl_packed.prepare_split():
+        pytest.skip("numba is not installed or turned off (EMBER_NO_NUMBA)")
+    monkeypatch.setenv("EMBER_KERNEL_WARM_UP", "1")
+    monkeypatch.setattr(mkl_packed, "_split", [])
+    monkeypatch.setattr(mkl_packed, "_split_state", {"calls": 0, "thread": None})
+    monkeypatch.setattr(mkl_packed, "SPLIT_WARM_UP_AFTER", 3)
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((1536, 384), np.float32)
+    x = rng.standard_normal((16, 384), np.float32)
+    pack = mkl_packed.PackedMatrix.create(w, 16, 2)
+    first = np.empty((16, 1536), np.float32)
+    pack.product(x, first)
+    out = np.empty_like(first)
+    for _ in range(2):
+        pack.product(x, out)
+    thread = mkl_packed._split_state["thread"]
+    assert thread is not None
+    thread.join(60)
+    assert mkl_packed._split
+    pack.product(x, out)  # on numba's threads
+    np.testing.assert_array_equal(out, first)
 
 
 def _write_optimizer(layer):

@@ -1,4 +1,5 @@
-"""MKL's packed-weight product for few-row float32 products by a weight used again and again.
+"""MKL's packed-weight product for float32 products by a weight used again and again: few-row
+ones, and many-row ones whose threads share one pack (Note [Shared packs]).
 
 Note [Packed weights]: a Transformer answering short requests multiplies a few rows (one per
 token) by the same large weights at every call. `cblas_sgemm` (Note [Small GEMMs]) re-packs
@@ -7,7 +8,8 @@ as the product. MKL's packed API splits the two: `cblas_sgemm_pack` once per wei
 `cblas_sgemm_compute` per call. Measured on the quiet 2-core machine (1 thread, float32,
 MiniLM's weights, us per product, plain `cblas_sgemm` / packed): 384 -> 1536 at 8 rows 194 /
 76, 16 rows 237 / 139, 60 rows 534 / 403 (packed for 64 rows; 475 packed for 16); 1536 -> 384
-at 16 rows 237 / 119; 384 -> 384 at 16 rows 46 / 28. From 128 rows on, the gain is gone.
+at 16 rows 237 / 119; 384 -> 384 at 16 rows 46 / 28. From 128 rows on, the gain at 1 thread
+is small (1-5%), but threads splitting a product by rows share one pack: Note [Shared packs].
 
 This module holds the array side: `PackedMatrix` (one weight packed for products of about
 `rows` rows, its output columns cut into one block per thread as `blas.matmul` cuts them, each
@@ -26,12 +28,13 @@ MKL's packed layout is chosen for the row count given to `cblas_sgemm_pack` (its
 it; 1 and 5 rows even get another layout), and `cblas_sgemm_compute` accepts products of any row
 count on it: the results match the plain product within float rounding (bit for bit on this
 machine from 16 rows on; tests/ops/test_mkl_packed.py checks 2-128 rows against float64 with
-the bound of Note [Small GEMMs]). So a weight gets at most one pack per row bucket
-(`_BUCKETS`: up to 32 rows packed for 16, up to 128 packed for 64), and a pack whose column
-split no longer fits the thread count is replaced. Memory: MKL asks for ~4x the weight's bytes
-of address space per pack (7.9 MB even for tiny weights) but writes about the weight's bytes,
-so a pack costs about the weight's size in resident memory: at most two weights' worth per
-packed weight, and no new pack once the packs held reach `EMBER_MKL_PACK_LIMIT_MB` (1024 by
+the bound of Note [Small GEMMs], and 129-1000 rows on a pack for 512). So a weight gets at
+most one pack per row bucket (`_BUCKETS`: up to 32 rows packed for 16, up to 128 packed for
+64; more rows packed for `MANY_ROWS`), and a pack whose column split no longer fits the
+thread count is replaced. Memory: MKL asks for ~4x the weight's bytes of address space per
+pack (7.9 MB even for tiny weights) but writes about the weight's bytes, so a pack costs about
+the weight's size in resident memory: at most three weights' worth per packed weight (MiniLM:
+~42 MB a bucket), and no new pack once the packs held reach `EMBER_MKL_PACK_LIMIT_MB` (1024 by
 default) of weight bytes. `EMBER_MKL_PACK=0` turns packing off (products then take
 `blas.matmul`); it is on by default where MKL loads (`EMBER_BLAS`, Note [Small GEMMs]).
 """
@@ -63,6 +66,7 @@ __all__ = [
 
 PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
+MANY_ROWS = 512  # rows the pack for products above PACK_MAX_ROWS is made for (Note [Shared packs])
 # m * k * n from which a packed product splits over the threads. Measured again with the split
 # on numba's threads (Note [Packed split on numba's threads]; 2 threads, 30 us of Python
 # between products, medians of 3 x 150, us, one block / split): 4 x 384 x 1536 (2**21.2)
@@ -278,6 +282,20 @@ class PackedMatrix:
         compute = _functions[2]
         blocks = self.blocks
         item = out.itemsize
+        if m > blas.FEW_ROWS and len(blocks) == 1 and m * k * n >= SPLIT_MIN_WORK:
+            # Note [Shared packs]: row blocks, every thread reading the one pack
+            row_blocks = blas._blocks(m, blas.split_threads())
+            if len(row_blocks) > 1 and min(hi - lo for lo, hi in row_blocks) >= blas.MIN_BLOCK:
+                address = blocks[0][3]
+                x_step = x.itemsize * (ldx if trans_x == blas._NO_TRANS else 1)
+
+                def rows(lo, hi):
+                    compute(blas._ROW_MAJOR, trans_x, _PACKED, hi - lo, n, k,
+                            x_ptr + lo * x_step, ldx, address, k, beta,
+                            out_ptr + lo * n * item, n)  # fmt: skip
+
+                parallel.run_chunks(rows, row_blocks)
+                return
         if len(blocks) == 1 or m * k * n < SPLIT_MIN_WORK:  # the blocks one after another
             for lo, hi, _, address in blocks:
                 compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
@@ -393,6 +411,24 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_finish_split_load_before_fork)
 
 
+# Note [Shared packs]: a product of more than PACK_MAX_ROWS rows (MiniLM 32 x 128: 4096 rows,
+# the feed-forward's blocks of 1024, Note [Feed-forward chunks] in
+# ember/transformers/encoder_heads.py) splits over the threads by rows (Note [Small GEMMs]),
+# and there each thread's sequential `cblas_sgemm` packs the whole weight for itself, once per
+# call. On a pack made once (for `MANY_ROWS` rows, one block: `parts` 1), the threads run
+# `cblas_sgemm_compute` on their rows of x and of the result, reading the one pack: the
+# packing is gone from every call, where MKL's own threads share one packing per call as
+# PyTorch runs them. The row blocks are those of `blas.matmul` (cut at multiples of 64, each of
+# at least `blas.MIN_BLOCK` rows, else one call), so a row's result does not depend on the
+# thread count, and it equals the plain product's bit for bit on this machine
+# (tests/ops/test_mkl_packed.py checks the float64 bound and 1 against 2 threads). Measured on
+# the 2-core machine under the CPU lock, medians, ms, plain / packed for 512 rows (PyTorch):
+# 2 threads, 1024 x 384 @ 384 x 1536 2.94 / 2.87 (2.97), 1024 x 1536 @ 1536 x 384 3.24 / 3.01
+# (3.19), 1024 x 384 @ 384 x 1152 2.35 / 2.17 (2.31), 4096 x 384 @ 384 x 1152 8.89 / 8.49
+# (9.90); 1 thread 1024 rows 3-5% less, 4096 rows -2 to +1%. MiniLM's forward 32 x 128 (ember
+# alone, one process, the two paths alternating, medians of 10): 306.7 / 292.5 ms at 2 threads,
+# 643 / 638 at 1. The bias of such a product (the joined query, key and value projection) is
+# copied into the result on the pool before the product adds to it (MKL's beta = 1).
 def split_parts(m: int, k: int, n: int) -> int:
     """Column blocks of a pack for products of up to `m` rows: one per thread where the largest
     of them reaches `SPLIT_MIN_WORK`, cut as `blas.matmul` cuts (Note [Small GEMMs]); smaller

@@ -87,6 +87,35 @@ def test_packed_product_matches_float64_at_every_row_count(
     np.testing.assert_array_equal(out_split, out)
 
 
+@pytest.mark.parametrize("k,n", [(384, 1152), (1536, 384), (37, 200)])
+def test_shared_pack_rows_agree_at_one_and_two_threads(monkeypatch, k, n):
+    """A pack for many rows (Note [Shared packs]): row blocks on two threads read the one pack
+    and give the one-thread result bit for bit, within the float64 bound, bias added or not."""
+    rng = np.random.default_rng(k * n)
+    w = rng.standard_normal((n, k), np.float32)
+    pack = mkl_packed.PackedMatrix.create(w, mkl_packed.MANY_ROWS, 1)
+    before = ember.get_num_threads()
+    try:
+        for m in (129, 200, 383, 600, 1000):
+            x = rng.standard_normal((m, k), np.float32)
+            bias = np.tile(rng.standard_normal(n).astype(np.float32), (m, 1))
+            results = []
+            for threads in (1, 2):
+                ember.set_num_threads(threads)
+                out = np.full((m, n), np.nan, np.float32)
+                pack.product(x, out)
+                with_bias = bias.copy()
+                pack.product(x, with_bias, accumulate=True)
+                results.append((out, with_bias))
+            (one, one_bias), (two, two_bias) = results
+            _check(one, x, w)
+            _check(one_bias - bias, x, w)
+            np.testing.assert_array_equal(two, one)
+            np.testing.assert_array_equal(two_bias, one_bias)
+    finally:
+        ember.set_num_threads(before)
+
+
 def _linear_model(k=384, n=512):
     ember.manual_seed(0)
     return ember.nn.Linear(k, n)
@@ -112,7 +141,7 @@ def _assert_close(got, expected, k):
     np.testing.assert_allclose(got, expected, rtol=0, atol=2 * k * 6e-8 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("shape", [(1, 16), (1, 8), (5, 12), (3, 40), (2,)])
+@pytest.mark.parametrize("shape", [(1, 16), (1, 8), (5, 12), (3, 40), (2,), (4, 100)])
 def test_inference_takes_the_pack(shape):
     layer = _linear_model()
     x = ember.randn(*shape, 384)
@@ -133,19 +162,23 @@ def test_two_threads_split_the_pack_and_agree_bit_for_bit(monkeypatch, path):
     _split_on(monkeypatch, path)
     layer = _linear_model(384, 1536)
     x = ember.randn(1, 16, 384)
+    many = ember.randn(3, 200, 384)  # one pack shared by the threads (Note [Shared packs])
     before = ember.get_num_threads()
     try:
         ember.set_num_threads(1)
         _inference(layer, x)
-        one = _inference(layer, x)
+        one, one_many = _inference(layer, x), _inference(layer, many)
         ember.set_num_threads(2)
         monkeypatch.setattr(mkl_packed, "SPLIT_MIN_WORK", 1)
-        two = _inference(layer, x)
-        (pack,) = _packs_of(layer.weight)
-        assert pack.parts == 2 and len(pack.blocks) == 2
+        two, two_many = _inference(layer, x), _inference(layer, many)
+        packs = {p.rows: p for p in _packs_of(layer.weight)}
+        assert packs[16].parts == 2 and len(packs[16].blocks) == 2
+        assert len(packs[mkl_packed.MANY_ROWS].blocks) == 1
     finally:
         ember.set_num_threads(before)
     np.testing.assert_array_equal(two, one)
+    np.testing.assert_array_equal(two_many, one_many)
+    _assert_close(one_many, _expected(layer, many), 384)
 
 
 def test_split_kernel_loads_in_the_background(monkeypatch, two_threads):

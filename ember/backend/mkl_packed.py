@@ -282,24 +282,26 @@ class PackedMatrix:
         compute = _functions[2]
         blocks = self.blocks
         item = out.itemsize
-        if m > blas.FEW_ROWS and len(blocks) == 1 and m * k * n >= SPLIT_MIN_WORK:
+        work = m * k * n
+
+        def part(rows, columns, x_at, address, out_at):  # one call: these rows and columns
+            compute(blas._ROW_MAJOR, trans_x, _PACKED, rows, columns, k, x_at, ldx, address, k,
+                    beta, out_at, n)  # fmt: skip
+
+        if m > blas.FEW_ROWS and len(blocks) == 1 and work >= SPLIT_MIN_WORK:
             # Note [Shared packs]: row blocks, every thread reading the one pack
             row_blocks = blas._blocks(m, blas.split_threads())
             if len(row_blocks) > 1 and min(hi - lo for lo, hi in row_blocks) >= blas.MIN_BLOCK:
-                address = blocks[0][3]
                 x_step = x.itemsize * (ldx if trans_x == blas._NO_TRANS else 1)
-
-                def rows(lo, hi):
-                    compute(blas._ROW_MAJOR, trans_x, _PACKED, hi - lo, n, k,
-                            x_ptr + lo * x_step, ldx, address, k, beta,
-                            out_ptr + lo * n * item, n)  # fmt: skip
-
-                parallel.run_chunks(rows, row_blocks)
+                address = blocks[0][3]
+                parts = [(hi - lo, n, x_ptr + lo * x_step, address, out_ptr + lo * n * item)
+                         for lo, hi in row_blocks]  # fmt: skip
+                parallel.run_chunks(part, parts)
                 return
-        if len(blocks) == 1 or m * k * n < SPLIT_MIN_WORK:  # the blocks one after another
-            for lo, hi, _, address in blocks:
-                compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
-                        address, k, beta, out_ptr + lo * item, n)  # fmt: skip
+        parts = [(m, hi - lo, x_ptr, address, out_ptr + lo * item) for lo, hi, _, address in blocks]
+        if len(blocks) == 1 or work < SPLIT_MIN_WORK:  # the column blocks one after another
+            for args in parts:
+                part(*args)
             return
         split = _split[0] if _split else _split_wanted()  # Note [Packed split on numba's threads]
         if split is not None and not parallel.in_forked_child() and not parallel.overloaded():
@@ -307,12 +309,7 @@ class PackedMatrix:
             kernel, pointer = split
             kernel(pointer, trans_x, m, k, x_ptr, ldx, self.table, beta, out_ptr, n)
             return
-
-        def block(lo, hi, buffer, address):
-            compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
-                    address, k, beta, out_ptr + lo * item, n)  # fmt: skip
-
-        parallel.run_chunks(block, blocks)
+        parallel.run_chunks(part, parts)
 
 
 def _address(array) -> int:

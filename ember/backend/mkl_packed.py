@@ -64,7 +64,7 @@ __all__ = [
     "weights_written",
 ]
 
-PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
+PACK_MAX_ROWS = 128  # the few-row buckets end here; more rows share a pack (Note [Shared packs])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
 MANY_ROWS = 512  # rows the pack for products above PACK_MAX_ROWS is made for (Note [Shared packs])
 # m * k * n from which a packed product splits over the threads. Measured again with the split
@@ -166,7 +166,7 @@ def bucket_rows(m: int):
     for most, rows in _BUCKETS:
         if m <= most:
             return rows
-    return None
+    return MANY_ROWS  # Note [Shared packs]
 
 
 def generation() -> int:
@@ -334,7 +334,10 @@ _CHAR = ctypes.c_char
 # the CPU lock, 2 threads, medians, us (one block on one thread / two blocks on the pool / on
 # numba's threads; each half alone 49-50): that product 134 / 82-89 / 60, MiniLM's four 16-row
 # products of one layer (384 -> 1152, 384 -> 384, 384 -> 1536, 1536 -> 384) 413-425 / 338 /
-# 244-246 (PyTorch 447-466). Same calls on the same blocks, so the results are those of the
+# 244-246 (PyTorch 447-466; bench/bench_packed_layer.py); MiniLM forwards at 2 threads, ratio
+# to PyTorch (bench/bench_minilm_threads.py, one process each, medians of 9-11 rounds), pool /
+# numba: 1 x 16 0.92-0.95 / 0.83-0.86, 1 x 8 0.94 / 0.87, 5 x 12 1.00 / 0.91 (1 thread
+# unchanged: nothing splits). Same calls on the same blocks, so the results are those of the
 # pool's path, and of one call, bit for bit (tests/ops/test_mkl_packed.py). The kernel loads
 # (from numba's disk cache, or compiled) in a background thread once a process has run
 # `SPLIT_WARM_UP_AFTER` split products, so a process's first products never wait for numba;

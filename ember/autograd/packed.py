@@ -1,8 +1,8 @@
 """Eager inference through packed weights: the Tensor side of Note [Packed weights].
 
 `linear(x, weight, bias)` (installed into ember.ops.linalg as its inference path) answers an
-eager product that records no backward (grad mode off, or nothing requires grad) with few
-rows by a float32 weight through that weight's MKL pack (ember/backend/mkl_packed.py), and
+eager product that records no backward (grad mode off, or nothing requires grad) by a float32
+weight through that weight's MKL pack for its row count (ember/backend/mkl_packed.py), and
 returns None wherever that does not apply, so the caller dispatches the LINEAR op as always.
 
 Note [Pack validity]: a pack is kept per weight Tensor (`_entries`, by id, dropped with the
@@ -27,7 +27,7 @@ import weakref
 import numpy as np
 
 from ember.autograd.grad_mode import _state
-from ember.backend import _staging, blas, mkl_packed
+from ember.backend import _staging, blas, mkl_packed, parallel
 from ember.ops import linalg as _linalg
 
 _NDARRAY = np.ndarray
@@ -35,6 +35,7 @@ _FLOAT32 = np.dtype(np.float32)
 _MIN_ROWS, _MIN_WORK = blas.MKL_MIN_ROWS, blas.MKL_MIN_WORK  # Note [Small GEMMs]
 # (most rows, rows the pack is made for) of the two buckets (Note [Packed weights])
 (_SMALL_MOST, _SMALL_ROWS), (_LARGE_MOST, _LARGE_ROWS) = mkl_packed._BUCKETS
+_MANY_ROWS = mkl_packed.MANY_ROWS
 
 
 class _Entry:
@@ -112,8 +113,8 @@ def linear(x, weight, bias=None):
     if shape[-1] != k or k == 0:
         return None
     m = xd.size // k
-    rows = _SMALL_ROWS if m <= _SMALL_MOST else _LARGE_ROWS if m <= _LARGE_MOST else 0
-    if not rows or m < _MIN_ROWS or m * n * max(k, 16) < _MIN_WORK:
+    rows = _SMALL_ROWS if m <= _SMALL_MOST else _LARGE_ROWS if m <= _LARGE_MOST else _MANY_ROWS
+    if m < _MIN_ROWS or m * n * max(k, 16) < _MIN_WORK:
         return None
     if bd is not None and (
         type(bd) is not _NDARRAY or bd.dtype is not _FLOAT32 or bd.shape != (n,)
@@ -121,8 +122,11 @@ def linear(x, weight, bias=None):
         return None
     if not (mkl_packed._functions or mkl_packed.available()):
         return None
-    most = _SMALL_MOST if rows == _SMALL_ROWS else _LARGE_MOST
-    pack = _pack_for(weight, wd, rows, mkl_packed.split_parts(most, k, n))
+    if rows == _MANY_ROWS:  # one pack that the threads share (Note [Shared packs])
+        parts = 1
+    else:
+        parts = mkl_packed.split_parts(_SMALL_MOST if rows == _SMALL_ROWS else _LARGE_MOST, k, n)
+    pack = _pack_for(weight, wd, rows, parts)
     if pack is None:
         return None
     x2 = xd.reshape(m, k)
@@ -130,7 +134,10 @@ def linear(x, weight, bias=None):
         x2 = np.ascontiguousarray(x2)
     out = np.empty((m, n), _FLOAT32)
     if bd is not None:
-        out[...] = bd
+        if rows == _MANY_ROWS:
+            parallel.chunked(np.positive, out, bd)  # out[...] = bd on the pool
+        else:
+            out[...] = bd
     pack.product(x2, out, bd is not None)
     return _wrap(out.reshape(shape[:-1] + (n,)))
 

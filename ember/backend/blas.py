@@ -61,12 +61,13 @@ OpenBLAS / one sequential MKL call / MKL split over the pool (min ms): 1 x 16 14
 13.0, 5 x 12 15.7 / 18.7 / 14.2, 4 x 32 24.3 / 28.9 / 21.9; at 1 thread 17.1 / 13.2, 19.5 /
 15.9, 32.5 / 26.6 (OpenBLAS / MKL).
 
-MKL's packed-weight API (cblas_sgemm_pack once, cblas_sgemm_compute per call) was measured
-but is not used: at 1 thread it takes 0.54-0.73x PyTorch's time at 16 rows, 0.78-0.86x at 60
-and 0.87x for the MLP's 64 x 784 @ 784 x 128, nothing at thousands of rows; using it needs a
-cache that every in-place write to a weight invalidates (the optimizers bump the Tensor's
-version counter, but a write through `.numpy()` bypasses it), which this dispatch, seeing
-bare arrays, cannot know: it would be keyed at the linear op, by Tensor and version.
+MKL's packed-weight API (cblas_sgemm_pack once, cblas_sgemm_compute per call) is not used
+here: at 1 thread it takes 0.54-0.73x PyTorch's time at 16 rows, 0.78-0.86x at 60 and 0.87x
+for the MLP's 64 x 784 @ 784 x 128, nothing at thousands of rows, but it needs a cache that
+every in-place write to a weight invalidates (the optimizers bump the Tensor's version
+counter, but a write through `.numpy()` bypasses it), which this dispatch, seeing bare
+arrays, cannot know: eager inference keys it at the linear op, by Tensor and version (Note
+[Packed weights] in ember/backend/mkl_packed.py).
 
 Determinism: MKL runs in its conditional numerical reproducibility mode (`MKL_CBWR_AUTO`, set
 before its first computation, no measurable cost), whose results do not depend on the
@@ -369,19 +370,13 @@ def prepare_split() -> bool:
         return False
     from ember.backend import numba_kernels
 
-    size = ctypes.c_size_t  # pointers travel as integers (numba passes addresses so)
     built = {}
     try:
         kernel = numba_kernels.jit_source(_SPLIT_SOURCE, "split_gemm", parallel=True)
         if kernel is None:
             return False
         for dtype, fn in table.items():
-            scalar = fn.argtypes[6]
-            proto = ctypes.CFUNCTYPE(
-                None, *[ctypes.c_int] * 6, scalar, size, ctypes.c_int, size, ctypes.c_int,
-                scalar, size, ctypes.c_int,
-            )  # fmt: skip
-            pointer = proto(ctypes.cast(fn, ctypes.c_void_p).value)
+            pointer = native_pointer(fn)
             a = np.arange(1.0, 5.0, dtype=dtype).reshape(2, 2)
             c = np.empty((2, 2), dtype)
             cuts = np.array([0, 1, 2], np.int64)
@@ -394,6 +389,13 @@ def prepare_split() -> bool:
         return False
     _split.update(built)
     return True
+
+
+def native_pointer(fn):
+    """The ctypes function `fn` (argtypes set) as a function pointer that a numba kernel can
+    call, its pointer arguments taken as integers (numba passes addresses so)."""
+    args = [ctypes.c_size_t if t is ctypes.c_void_p else t for t in fn.argtypes]
+    return ctypes.CFUNCTYPE(fn.restype, *args)(ctypes.cast(fn, ctypes.c_void_p).value)
 
 
 def _split_on_numba(dtype, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, blocks):

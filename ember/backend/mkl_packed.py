@@ -1,4 +1,5 @@
-"""MKL's packed-weight product for few-row float32 products by a weight used again and again.
+"""MKL's packed-weight product for float32 products by a weight used again and again: few-row
+ones, and many-row ones whose threads share one pack (Note [Shared packs]).
 
 Note [Packed weights]: a Transformer answering short requests multiplies a few rows (one per
 token) by the same large weights at every call. `cblas_sgemm` (Note [Small GEMMs]) re-packs
@@ -7,11 +8,13 @@ as the product. MKL's packed API splits the two: `cblas_sgemm_pack` once per wei
 `cblas_sgemm_compute` per call. Measured on the quiet 2-core machine (1 thread, float32,
 MiniLM's weights, us per product, plain `cblas_sgemm` / packed): 384 -> 1536 at 8 rows 194 /
 76, 16 rows 237 / 139, 60 rows 534 / 403 (packed for 64 rows; 475 packed for 16); 1536 -> 384
-at 16 rows 237 / 119; 384 -> 384 at 16 rows 46 / 28. From 128 rows on, the gain is gone.
+at 16 rows 237 / 119; 384 -> 384 at 16 rows 46 / 28. From 128 rows on, the gain at 1 thread
+is small (1-5%), but threads splitting a product by rows share one pack: Note [Shared packs].
 
 This module holds the array side: `PackedMatrix` (one weight packed for products of about
 `rows` rows, its output columns cut into one block per thread as `blas.matmul` cuts them, each
-block packed on its own so that ember's pool runs one `cblas_sgemm_compute` per block), and
+block packed on its own so that each thread runs one `cblas_sgemm_compute` over its own
+contiguous part of the pack: Note [Packed split on numba's threads]), and
 the two records that keep packs from going stale (the Tensor side, which keys packs by weight
 Tensor and version, is ember/autograd/packed.py):
 - `note_exposed(array)`: NumPy memory handed out to user code (`Tensor.numpy()`,
@@ -25,12 +28,13 @@ MKL's packed layout is chosen for the row count given to `cblas_sgemm_pack` (its
 it; 1 and 5 rows even get another layout), and `cblas_sgemm_compute` accepts products of any row
 count on it: the results match the plain product within float rounding (bit for bit on this
 machine from 16 rows on; tests/ops/test_mkl_packed.py checks 2-128 rows against float64 with
-the bound of Note [Small GEMMs]). So a weight gets at most one pack per row bucket
-(`_BUCKETS`: up to 32 rows packed for 16, up to 128 packed for 64), and a pack whose column
-split no longer fits the thread count is replaced. Memory: MKL asks for ~4x the weight's bytes
-of address space per pack (7.9 MB even for tiny weights) but writes about the weight's bytes,
-so a pack costs about the weight's size in resident memory: at most two weights' worth per
-packed weight, and no new pack once the packs held reach `EMBER_MKL_PACK_LIMIT_MB` (1024 by
+the bound of Note [Small GEMMs], and 129-1000 rows on a pack for 512). So a weight gets at
+most one pack per row bucket (`_BUCKETS`: up to 32 rows packed for 16, up to 128 packed for
+64; more rows packed for `MANY_ROWS`), and a pack whose column split no longer fits the
+thread count is replaced. Memory: MKL asks for ~4x the weight's bytes of address space per
+pack (7.9 MB even for tiny weights) but writes about the weight's bytes, so a pack costs about
+the weight's size in resident memory: at most three weights' worth per packed weight (MiniLM:
+~42 MB a bucket), and no new pack once the packs held reach `EMBER_MKL_PACK_LIMIT_MB` (1024 by
 default) of weight bytes. `EMBER_MKL_PACK=0` turns packing off (products then take
 `blas.matmul`); it is on by default where MKL loads (`EMBER_BLAS`, Note [Small GEMMs]).
 """
@@ -39,11 +43,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import weakref
 
 import numpy as np
 
-from ember.backend import blas, parallel
+from ember._util.env import flag
+from ember.backend import blas, numba_kernels, parallel
 
 __all__ = [
     "PackedMatrix",
@@ -52,14 +58,21 @@ __all__ = [
     "generation",
     "note_derived",
     "note_exposed",
+    "prepare_split",
     "set_enabled",
     "is_exposed",
     "weights_written",
 ]
 
-PACK_MAX_ROWS = 128  # from ~128 rows on, packing gains nothing (Note [Packed weights])
+PACK_MAX_ROWS = 128  # the few-row buckets end here; more rows share a pack (Note [Shared packs])
 _BUCKETS = ((32, 16), (PACK_MAX_ROWS, 64))  # (most rows, rows the pack is made for)
-# m * k * n from which a packed product splits over the pool. A pool worker idle for a
+MANY_ROWS = 512  # rows the pack for products above PACK_MAX_ROWS is made for (Note [Shared packs])
+# m * k * n from which a packed product splits over the threads. Measured again with the split
+# on numba's threads (Note [Packed split on numba's threads]; 2 threads, 30 us of Python
+# between products, medians of 3 x 150, us, one block / split): 4 x 384 x 1536 (2**21.2)
+# 62 / 25, 8 x 384 x 384 (2**20.2) 17 / 18, 4 x 384 x 384 11 / 16, 16 x 384 x 384 (2**21.2)
+# 29-38 / 25-31, 8 x 384 x 1152 (2**21.8) and up: the split wins; so the bound stays. The
+# figures below are from the pool's split. A pool worker idle for a
 # millisecond can take ~170 us to wake on this VM (14 us right after a job; Note [Pool
 # hand-off] in ember/backend/parallel.py). Alone, a 16-row product splits with profit from
 # ~2**22 (2 threads, medians, us, serial / split: 16 x 384 x 384 (2**21.2) 31 / 36, 32 x 384 x
@@ -153,7 +166,7 @@ def bucket_rows(m: int):
     for most, rows in _BUCKETS:
         if m <= most:
             return rows
-    return None
+    return MANY_ROWS  # Note [Shared packs]
 
 
 def generation() -> int:
@@ -212,7 +225,7 @@ class PackedMatrix:
     (Note [Packed weights]). Build with `PackedMatrix.create`, which returns None where
     packing does not apply."""
 
-    __slots__ = ("rows", "parts", "n", "k", "blocks", "nbytes", "__weakref__")
+    __slots__ = ("rows", "parts", "n", "k", "blocks", "table", "nbytes", "__weakref__")
 
     @classmethod
     def create(cls, weight, rows: int, parts: int):
@@ -243,6 +256,8 @@ class PackedMatrix:
                  weight.ctypes.data + lo * row_step, ld, buffer.ctypes.data)  # fmt: skip
             blocks.append((lo, hi, buffer, buffer.ctypes.data))
         self.blocks = blocks
+        # the blocks as the split kernel reads them: (lo, hi, packed address) a row
+        self.table = np.array([(lo, hi, address) for lo, hi, _, address in blocks], np.int64)
         self.nbytes = weight.nbytes
         key = id(_root(weight))
         if len(_packed_roots) > _ROOTS_KEPT:  # drop the roots whose packs all died
@@ -267,17 +282,34 @@ class PackedMatrix:
         compute = _functions[2]
         blocks = self.blocks
         item = out.itemsize
-        if len(blocks) == 1 or m * k * n < SPLIT_MIN_WORK:  # the blocks one after another
-            for lo, hi, _, address in blocks:
-                compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
-                        address, k, beta, out_ptr + lo * item, n)  # fmt: skip
+        work = m * k * n
+
+        def part(rows, columns, x_at, address, out_at):  # one call: these rows and columns
+            compute(blas._ROW_MAJOR, trans_x, _PACKED, rows, columns, k, x_at, ldx, address, k,
+                    beta, out_at, n)  # fmt: skip
+
+        if m > blas.FEW_ROWS and len(blocks) == 1 and work >= SPLIT_MIN_WORK:
+            # Note [Shared packs]: row blocks, every thread reading the one pack
+            row_blocks = blas._blocks(m, blas.split_threads())
+            if len(row_blocks) > 1 and min(hi - lo for lo, hi in row_blocks) >= blas.MIN_BLOCK:
+                x_step = x.itemsize * (ldx if trans_x == blas._NO_TRANS else 1)
+                address = blocks[0][3]
+                parts = [(hi - lo, n, x_ptr + lo * x_step, address, out_ptr + lo * n * item)
+                         for lo, hi in row_blocks]  # fmt: skip
+                parallel.run_chunks(part, parts)
+                return
+        parts = [(m, hi - lo, x_ptr, address, out_ptr + lo * item) for lo, hi, _, address in blocks]
+        if len(blocks) == 1 or work < SPLIT_MIN_WORK:  # the column blocks one after another
+            for args in parts:
+                part(*args)
             return
-
-        def block(lo, hi, buffer, address):
-            compute(blas._ROW_MAJOR, trans_x, _PACKED, m, hi - lo, k, x_ptr, ldx,
-                    address, k, beta, out_ptr + lo * item, n)  # fmt: skip
-
-        parallel.run_chunks(block, blocks)
+        split = _split[0] if _split else _split_wanted()  # Note [Packed split on numba's threads]
+        if split is not None and not parallel.in_forked_child() and not parallel.overloaded():
+            numba_kernels.follow_budget()  # Note [Per-thread numba count]
+            kernel, pointer = split
+            kernel(pointer, trans_x, m, k, x_ptr, ldx, self.table, beta, out_ptr, n)
+            return
+        parallel.run_chunks(part, parts)
 
 
 def _address(array) -> int:
@@ -292,6 +324,111 @@ def _address(array) -> int:
 _CHAR = ctypes.c_char
 
 
+# Note [Packed split on numba's threads]: a split packed product (its column blocks on the
+# threads, `split_parts`) runs its blocks from one numba `prange` kernel that calls
+# cblas_sgemm_compute through a function pointer on numba's OpenMP threads, as Note [Split on
+# numba's threads] in ember/backend/blas.py does for the plain product, and not on ember's pool,
+# whose workers need the GIL to start their ctypes call: the pool's hand-off (the queue, then
+# the GIL, Note [Pool hand-off] in ember/backend/parallel.py) cost a 2-thread 16 x 384 @ 384 x
+# 1536 product ~40 us over the 50 us each half takes alone. Measured on the 2-core machine under
+# the CPU lock, 2 threads, medians, us (one block on one thread / two blocks on the pool / on
+# numba's threads; each half alone 49-50): that product 134 / 82-89 / 60, MiniLM's four 16-row
+# products of one layer (384 -> 1152, 384 -> 384, 384 -> 1536, 1536 -> 384) 413-425 / 338 /
+# 244-246 (PyTorch 447-466; bench/bench_packed_layer.py); MiniLM forwards at 2 threads, ratio
+# to PyTorch (bench/bench_minilm_threads.py, one process each, medians of 9-11 rounds), pool /
+# numba: 1 x 16 0.92-0.95 / 0.83-0.86, 1 x 8 0.94 / 0.87, 5 x 12 1.00 / 0.91 (1 thread
+# unchanged: nothing splits). Same calls on the same blocks, so the results are those of the
+# pool's path, and of one call, bit for bit (tests/ops/test_mkl_packed.py). The kernel loads
+# (from numba's disk cache, or compiled) in a background thread once a process has run
+# `SPLIT_WARM_UP_AFTER` split products, so a process's first products never wait for numba;
+# until it has loaded, and in a forked child or on an overloaded machine (Note [Overloaded
+# machine]), the pool runs the blocks. EMBER_KERNEL_WARM_UP=0 turns the background load off
+# (`prepare_split()` still loads it when asked).
+SPLIT_WARM_UP_AFTER = 16
+_SPLIT_SOURCE = """\
+def split_compute(compute, trans_x, m, k, x, ldx, table, beta, out, n):
+    for t in prange(table.shape[0]):
+        lo = table[t, 0]
+        compute(101, trans_x, 151, m, table[t, 1] - lo, k, x, ldx, table[t, 2], k, beta,
+                out + lo * 4, n)
+"""
+_split: list = []  # [(numba kernel, cblas_sgemm_compute pointer)] once prepare_split() built it
+_split_state = {"calls": 0, "thread": None}  # split products on the pool, the loading thread
+
+
+def prepare_split() -> bool:
+    """Load the numba kernel that runs split packed products on numba's threads (Note [Packed
+    split on numba's threads]), checked on a small product; False where MKL's packed API or
+    numba is missing."""
+    if _split:
+        return True
+    functions = _load()
+    if not functions or not numba_kernels.available():
+        return False
+    try:
+        kernel = numba_kernels.jit_source(_SPLIT_SOURCE, "split_compute", parallel=True)
+        if kernel is None:
+            return False
+        pointer = blas.native_pointer(functions[2])
+        weight = (np.arange(256 * 2) % 7).astype(np.float32).reshape(256, 2)  # two blocks
+        pack = PackedMatrix(functions, weight, blas._layout(weight), 16, 2)
+        x = np.arange(4 * 2, dtype=np.float32).reshape(4, 2)
+        out = np.empty((4, weight.shape[0]), np.float32)
+        kernel(pointer, blas._NO_TRANS, 4, 2, x.ctypes.data, 2, pack.table, 0.0,
+               out.ctypes.data, weight.shape[0])  # fmt: skip
+        if len(pack.blocks) != 2 or not np.array_equal(out, x @ weight.T):
+            return False
+    except Exception:  # noqa: BLE001 - numba cannot build it: the pool runs the blocks
+        return False
+    _split.append((kernel, pointer))
+    return True
+
+
+def _split_wanted():
+    """None (the pool runs this split): counts the split towards the background load of the
+    split kernel (Note [Packed split on numba's threads])."""
+    state = _split_state
+    state["calls"] += 1
+    if (
+        state["calls"] == SPLIT_WARM_UP_AFTER
+        and state["thread"] is None
+        and not parallel.in_forked_child()
+        and flag("EMBER_KERNEL_WARM_UP", True)  # tests/conftest.py: no background builds
+    ):
+        thread = threading.Thread(target=prepare_split, name="ember-split-warm-up", daemon=True)
+        state["thread"] = thread  # started once
+        thread.start()
+    return None
+
+
+def _finish_split_load_before_fork():  # a child must not inherit numba half loaded
+    thread = _split_state["thread"]
+    if thread is not None:
+        thread.join()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_finish_split_load_before_fork)
+
+
+# Note [Shared packs]: a product of more than PACK_MAX_ROWS rows (MiniLM 32 x 128: 4096 rows,
+# the feed-forward's blocks of 1024, Note [Feed-forward chunks] in
+# ember/transformers/encoder_heads.py) splits over the threads by rows (Note [Small GEMMs]),
+# and there each thread's sequential `cblas_sgemm` packs the whole weight for itself, once per
+# call. On a pack made once (for `MANY_ROWS` rows, one block: `parts` 1), the threads run
+# `cblas_sgemm_compute` on their rows of x and of the result, reading the one pack: the
+# packing is gone from every call, where MKL's own threads share one packing per call as
+# PyTorch runs them. The row blocks are those of `blas.matmul` (cut at multiples of 64, each of
+# at least `blas.MIN_BLOCK` rows, else one call), so a row's result does not depend on the
+# thread count, and it equals the plain product's bit for bit on this machine
+# (tests/ops/test_mkl_packed.py checks the float64 bound and 1 against 2 threads). Measured on
+# the 2-core machine under the CPU lock, medians, ms, plain / packed for 512 rows (PyTorch):
+# 2 threads, 1024 x 384 @ 384 x 1536 2.94 / 2.87 (2.97), 1024 x 1536 @ 1536 x 384 3.24 / 3.01
+# (3.19), 1024 x 384 @ 384 x 1152 2.35 / 2.17 (2.31), 4096 x 384 @ 384 x 1152 8.89 / 8.49
+# (9.90); 1 thread 1024 rows 3-5% less, 4096 rows -2 to +1%. MiniLM's forward 32 x 128 (ember
+# alone, one process, the two paths alternating, medians of 10): 306.7 / 292.5 ms at 2 threads,
+# 643 / 638 at 1. The bias of such a product (the joined query, key and value projection) is
+# copied into the result on the pool before the product adds to it (MKL's beta = 1).
 def split_parts(m: int, k: int, n: int) -> int:
     """Column blocks of a pack for products of up to `m` rows: one per thread where the largest
     of them reaches `SPLIT_MIN_WORK`, cut as `blas.matmul` cuts (Note [Small GEMMs]); smaller

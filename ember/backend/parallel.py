@@ -86,7 +86,8 @@ the product above), waiting also until the caller starts its chunk before taking
 the caller spinning while it waits for a worker's chunk (no gain). So the workers sleep at
 once, burning nothing; a faster hand-off needs chunks that run without the GIL (native work
 claimed from a spinning worker, or numba's OpenMP threads as in Note [Split on numba's threads]
-in ember/backend/blas.py).
+in ember/backend/blas.py, which split packed products take: Note [Packed split on numba's
+threads] in ember/backend/mkl_packed.py).
 """
 
 from __future__ import annotations

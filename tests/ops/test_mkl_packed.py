@@ -27,13 +27,36 @@ def _check(result, x, w):
     assert np.all(np.abs(result - exact) <= bound + np.finfo(np.float32).tiny)
 
 
+@pytest.fixture
+def two_threads():
+    before = ember.get_num_threads()
+    ember.set_num_threads(2)
+    yield
+    ember.set_num_threads(before)
+
+
+def _split_on(monkeypatch, path):
+    """Run split packed products on the pool or on numba's threads (Note [Packed split on
+    numba's threads])."""
+    if path == "numba":
+        if not mkl_packed.prepare_split():
+            pytest.skip("numba is not installed or turned off (EMBER_NO_NUMBA)")
+    else:
+        monkeypatch.setattr(mkl_packed, "_split", [])
+        monkeypatch.setattr(mkl_packed, "SPLIT_WARM_UP_AFTER", -1)  # no background load
+
+
 @pytest.mark.parametrize("k,n", [(384, 1536), (1536, 384), (37, 200)])
 @pytest.mark.parametrize("rows", [16, 64])
-def test_packed_product_matches_float64_at_every_row_count(monkeypatch, k, n, rows):
+@pytest.mark.parametrize("path", ["pool", "numba"])
+def test_packed_product_matches_float64_at_every_row_count(
+    monkeypatch, two_threads, k, n, rows, path
+):
     """MKL's packed layout is made for `rows` rows; products of other row counts (2-128, odd
     ones included: 5 rows get another layout from MKL) are still right, split over the pool
-    or not."""
+    or numba's threads, or not."""
     monkeypatch.setattr(mkl_packed, "SPLIT_MIN_WORK", 1)
+    _split_on(monkeypatch, path)
     rng = np.random.default_rng(k + n)
     w = rng.standard_normal((n, k), np.float32)
     whole = mkl_packed.PackedMatrix.create(w, rows, 1)
@@ -59,6 +82,41 @@ def test_packed_product_matches_float64_at_every_row_count(monkeypatch, k, n, ro
     out = np.empty((16, n), np.float32)
     whole.product(x, out)
     _check(out, x, w)
+    out_split = np.empty((16, n), np.float32)
+    split.product(x, out_split)
+    np.testing.assert_array_equal(out_split, out)
+
+
+@pytest.mark.parametrize("k,n", [(384, 1152), (1536, 384), (37, 200)])
+def test_shared_pack_rows_agree_at_one_and_two_threads(monkeypatch, k, n):
+    """A pack for many rows (Note [Shared packs]): row blocks on two threads read the one pack
+    and give the one-thread result bit for bit, within the float64 bound, bias added or not."""
+    rng = np.random.default_rng(k * n)
+    w = rng.standard_normal((n, k), np.float32)
+    pack = mkl_packed.PackedMatrix.create(w, mkl_packed.MANY_ROWS, 1)
+    before = ember.get_num_threads()
+    try:
+        for m, transposed in ((129, False), (200, False), (383, False), (600, False),
+                              (1000, False), (600, True)):  # fmt: skip
+            x = rng.standard_normal((m, k), np.float32)
+            if transposed:  # a cblas layout of its own: the rows' offsets step by one float
+                x = np.ascontiguousarray(x.T).T
+            bias = np.tile(rng.standard_normal(n).astype(np.float32), (m, 1))
+            results = []
+            for threads in (1, 2):
+                ember.set_num_threads(threads)
+                out = np.full((m, n), np.nan, np.float32)
+                pack.product(x, out)
+                with_bias = bias.copy()
+                pack.product(x, with_bias, accumulate=True)
+                results.append((out, with_bias))
+            (one, one_bias), (two, two_bias) = results
+            _check(one, x, w)
+            _check(one_bias - bias, x, w)
+            np.testing.assert_array_equal(two, one)
+            np.testing.assert_array_equal(two_bias, one_bias)
+    finally:
+        ember.set_num_threads(before)
 
 
 def _linear_model(k=384, n=512):
@@ -86,7 +144,7 @@ def _assert_close(got, expected, k):
     np.testing.assert_allclose(got, expected, rtol=0, atol=2 * k * 6e-8 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("shape", [(1, 16), (1, 8), (5, 12), (3, 40), (2,)])
+@pytest.mark.parametrize("shape", [(1, 16), (1, 8), (5, 12), (3, 40), (2,), (4, 100)])
 def test_inference_takes_the_pack(shape):
     layer = _linear_model()
     x = ember.randn(*shape, 384)
@@ -102,22 +160,54 @@ def test_inference_takes_the_pack(shape):
     _assert_close(second, plain, 384)
 
 
-def test_two_threads_split_the_pack_and_agree_bit_for_bit(monkeypatch):
+@pytest.mark.parametrize("path", ["pool", "numba"])
+def test_two_threads_split_the_pack_and_agree_bit_for_bit(monkeypatch, path):
+    _split_on(monkeypatch, path)
     layer = _linear_model(384, 1536)
     x = ember.randn(1, 16, 384)
+    many = ember.randn(3, 200, 384)  # one pack shared by the threads (Note [Shared packs])
     before = ember.get_num_threads()
     try:
         ember.set_num_threads(1)
         _inference(layer, x)
-        one = _inference(layer, x)
+        one, one_many = _inference(layer, x), _inference(layer, many)
         ember.set_num_threads(2)
         monkeypatch.setattr(mkl_packed, "SPLIT_MIN_WORK", 1)
-        two = _inference(layer, x)
-        (pack,) = _packs_of(layer.weight)
-        assert pack.parts == 2 and len(pack.blocks) == 2
+        two, two_many = _inference(layer, x), _inference(layer, many)
+        packs = {p.rows: p for p in _packs_of(layer.weight)}
+        assert packs[16].parts == 2 and len(packs[16].blocks) == 2
+        assert len(packs[mkl_packed.MANY_ROWS].blocks) == 1
     finally:
         ember.set_num_threads(before)
     np.testing.assert_array_equal(two, one)
+    np.testing.assert_array_equal(two_many, one_many)
+    _assert_close(one_many, _expected(layer, many), 384)
+
+
+def test_split_kernel_loads_in_the_background(monkeypatch, two_threads):
+    """After SPLIT_WARM_UP_AFTER split products on the pool, the numba split kernel loads in a
+    background thread, and later splits take it (Note [Packed split on numba's threads])."""
+    if not mkl_packed.prepare_split():
+        pytest.skip("numba is not installed or turned off (EMBER_NO_NUMBA)")
+    monkeypatch.setenv("EMBER_KERNEL_WARM_UP", "1")
+    monkeypatch.setattr(mkl_packed, "_split", [])
+    monkeypatch.setattr(mkl_packed, "_split_state", {"calls": 0, "thread": None})
+    monkeypatch.setattr(mkl_packed, "SPLIT_WARM_UP_AFTER", 3)
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((1536, 384), np.float32)
+    x = rng.standard_normal((16, 384), np.float32)
+    pack = mkl_packed.PackedMatrix.create(w, 16, 2)
+    first = np.empty((16, 1536), np.float32)
+    pack.product(x, first)
+    out = np.empty_like(first)
+    for _ in range(2):
+        pack.product(x, out)
+    thread = mkl_packed._split_state["thread"]
+    assert thread is not None
+    thread.join(60)
+    assert mkl_packed._split
+    pack.product(x, out)  # on numba's threads
+    np.testing.assert_array_equal(out, first)
 
 
 def _write_optimizer(layer):

@@ -52,8 +52,10 @@ _KEEP_DENORMALS = "--keep-denormals" in sys.argv
 # child per count, which would inherit the first count's XLA_FLAGS and CPU affinity (the
 # "2-thread" child then ran on one core: ember's 2-thread step 40 ms instead of 0.45 ms), and
 # only when run as a script: bench_dispatch imports this module and keeps its own threads
-if __name__ == "__main__" and len(_threads_list_from_argv()) == 1 and (
-    "--jax-only" in sys.argv or "--skip-jax" not in sys.argv
+if (
+    __name__ == "__main__"
+    and len(_threads_list_from_argv()) == 1
+    and ("--jax-only" in sys.argv or "--skip-jax" not in sys.argv)
 ):
     # before jax is imported: XLA's CPU thread pool size is fixed when it starts
     os.environ.setdefault(

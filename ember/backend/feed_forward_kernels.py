@@ -37,11 +37,10 @@ and the op runs its decomposition's kernels one after another (ember/ops/feed_fo
 
 from __future__ import annotations
 
-import ctypes
 
 import numpy as np
 
-from ember.backend import mkl_packed, numba_kernels
+from ember.backend import blas, mkl_packed, numba_kernels
 from ember.backend import transformer_kernels as _tk
 
 __all__ = ["block_rows", "forward"]
@@ -55,10 +54,6 @@ MIN_ROWS = 256
 _ROW_ALIGN = 16
 
 _SOURCE = """
-from ember.backend.feed_forward_kernels import c_call_intrinsic
-c_call = c_call_intrinsic()
-
-
 def feed_forward_forward(pack, compute, x, w1, b1, w2, b2, lw, lb, eps, block, parts, p1, p2,
                          out):
     rows, d = x.shape
@@ -66,9 +61,9 @@ def feed_forward_forward(pack, compute, x, w1, b1, w2, b2, lw, lb, eps, block, p
     # each weight packed once, for products of `block` rows (one weight per thread)
     for t in prange(2):
         if t == 0:
-            c_call(pack, (101, 162, 112, block, n1, d, 1.0, w1.ctypes.data, d, p1.ctypes.data))
+            pack(101, 162, 112, block, n1, d, 1.0, w1.ctypes.data, d, p1.ctypes.data)
         else:
-            c_call(pack, (101, 162, 112, block, d, n1, 1.0, w2.ctypes.data, n1, p2.ctypes.data))
+            pack(101, 162, 112, block, d, n1, 1.0, w2.ctypes.data, n1, p2.ctypes.data)
     blocks = (rows + block - 1) // block
     x0, o0, a1, a2 = x.ctypes.data, out.ctypes.data, p1.ctypes.data, p2.ctypes.data
     for t in prange(parts):
@@ -80,13 +75,13 @@ def feed_forward_forward(pack, compute, x, w1, b1, w2, b2, lw, lb, eps, block, p
         for k in range(t, blocks, parts):
             lo = k * block
             m = min(rows, lo + block) - lo
-            offset = np.uint64(lo * d * 4)  # addresses stay uint64 (pointers to c_call)
-            c_call(compute, (101, 111, 151, m, n1, d, x0 + offset, d, a1, d, 0.0, ha, n1))
+            offset = lo * d * 4
+            compute(101, 111, 151, m, n1, d, x0 + offset, d, a1, d, 0.0, ha, n1)
             for i in range(m):
                 hi = h[i]
                 for j in range(n1):
                     hi[j] = gelu_value(hi[j] + b1[j])
-            c_call(compute, (101, 111, 151, m, d, n1, ha, n1, a2, n1, 0.0, o0 + offset, d))
+            compute(101, 111, 151, m, d, n1, ha, n1, a2, n1, 0.0, o0 + offset, d)
             for i in range(lo, lo + m):
                 oi = out[i]
                 xi = x[i]
@@ -114,74 +109,20 @@ for _approximate in ("none", "tanh"):
 _F32 = np.dtype(np.float32)
 
 
-# Note [C calls by address]: the kernel calls MKL's pack and compute functions through their
-# addresses, passed as integers, with `c_call(address, arguments)`: an intrinsic that emits
-# an indirect call, each argument converted by its numba type (unsigned 64-bit: a pointer;
-# other integers: a C int; floats: a C float, as the cblas float32 functions take them).
-# numba can call a ctypes function object too (as ember/backend/blas.py's column split
-# does), but a kernel that takes one cannot go into numba's disk cache ("uses dynamic
-# globals"): every process compiled this one again on its first large forward (2.3 s).
-def c_call_intrinsic():
-    """The `c_call(address, arguments)` intrinsic of Note [C calls by address] (numba is
-    loaded)."""
-    made = _INTRINSICS.get("c_call")
-    if made is not None:
-        return made
-    from llvmlite import ir
-    from numba.core import types
-    from numba.extending import intrinsic
-
-    def c_type(numba_type):
-        if isinstance(numba_type, types.Integer):
-            if not numba_type.signed and numba_type.bitwidth == 64:
-                return ir.IntType(8).as_pointer(), types.uint64
-            return ir.IntType(32), types.int32
-        if isinstance(numba_type, types.Float):
-            return ir.FloatType(), types.float32
-        raise TypeError(f"c_call: an argument of type {numba_type} has no C type here")
-
-    @intrinsic
-    def c_call(typingctx, address, arguments):
-        if not isinstance(address, types.Integer) or not isinstance(arguments, types.BaseTuple):
-            return None
-        kinds = [c_type(t) for t in arguments.types]
-
-        def codegen(context, builder, signature, args):
-            function_type = ir.FunctionType(ir.VoidType(), [k[0] for k in kinds])
-            target = builder.inttoptr(args[0], function_type.as_pointer())
-            values = []
-            for i, (numba_type, (llvm_type, cast_to)) in enumerate(zip(arguments.types, kinds)):
-                value = context.cast(
-                    builder, builder.extract_value(args[1], i), numba_type, cast_to
-                )
-                if cast_to is types.uint64:
-                    value = builder.inttoptr(value, llvm_type)
-                values.append(value)
-            builder.call(target, values)
-            return context.get_dummy_value()
-
-        return types.none(address, arguments), codegen
-
-    _INTRINSICS["c_call"] = c_call
-    return c_call
-
-
-_INTRINSICS: dict = {}
-
-
 def _functions():
-    """The addresses of MKL's pack and compute functions, or None (no packed API)."""
+    """MKL's pack and compute functions as pointers the kernel calls (its arguments), or
+    None (no packed API). Passed as arguments, as blas.py's and mkl_packed.py's split kernels
+    take theirs, the kernel stays in numba's disk cache."""
     loaded = mkl_packed._functions or (mkl_packed.available() and mkl_packed._functions)
     if not loaded:
         return None
     if _addresses[0] is not loaded:  # loaded again (mkl_packed.set_enabled)
         _, pack, compute = loaded
-        address = lambda fn: np.uint64(ctypes.cast(fn, ctypes.c_void_p).value)  # noqa: E731
-        _addresses[:] = [loaded, (address(pack), address(compute))]
+        _addresses[:] = [loaded, (blas.native_pointer(pack), blas.native_pointer(compute))]
     return _addresses[1]
 
 
-_addresses: list = [None, None]  # [mkl_packed's functions, (pack, compute) addresses]
+_addresses: list = [None, None]  # [mkl_packed's functions, (pack, compute) pointers]
 
 
 def block_rows(rows: int) -> int:

@@ -1397,7 +1397,7 @@ def _small_kernel(group, name, dtype, example):
     """The loaded serial kernel for a small input of `dtype`, else None (and the call counts
     towards the background warm-up, which runs `example()`'s arguments through it; Note
     [Kernel-exact small paths])."""
-    key = (group, name, np.dtype(dtype).char)
+    key = (group, name, dtype.char)  # dtype: a np.dtype (every caller's result_type)
     kernel = _READY.get(key)
     if kernel is not None and not numba_kernels._state["forced_off"]:
         return kernel

@@ -6,9 +6,10 @@ for comparison), layer norm with the residual added in the kernel, and both laye
 gradients (ember: Note [Layer norm gradients together] in ember/backend/transformer_kernels.py;
 PyTorch: `native_layer_norm_backward`), the fine-tune step's bias + GELU backward with the
 bias gradient (2048 x 1536; PyTorch: `gelu_backward` and the `sum(0)` its addmm backward runs),
-and tanh-approximate GELU forward and backward. Each workload runs both sides interleaved
-(bench/harness.py, Note [Quiet side]) and prints min / median / max and the ratio of medians
-ember / torch.
+and tanh-approximate GELU forward and backward; and the same kernels on MiniLM's 1 x 16
+request (`--only 1x16`: the small inputs' paths, Note [Small call costs]). Each workload runs
+both sides interleaved (bench/harness.py, Note [Quiet side]) and prints min / median / max and
+the ratio of medians ember / torch.
 
 Run: PYTHONPATH=. python bench/bench_transformer_kernels.py [--threads 1 2] [--repeats 7]
 """
@@ -86,6 +87,7 @@ def workloads(rng):
         return gx, gx.sum(0)
 
     return [
+        *_short_request(rng),
         (
             "bias+gelu backward+bias grad 2048x1536",
             lambda: fused._gelu_vjp(eg2, None, ex2, eb),
@@ -119,6 +121,51 @@ def workloads(rng):
             lambda: torch.ops.aten.native_layer_norm_backward(
                 tgh, s, (384,), mean, rstd, tw, tc, [True, True, True]
             ),
+        ),
+    ]
+
+
+def _short_request(rng):
+    """MiniLM's 1 x 16 request, one call each, with the small inputs' serial kernels loaded
+    (Note [Kernel-exact small paths], Note [Small attention]): residual + layer norm on 16 x
+    384, bias + GELU on 16 x 1536 (PyTorch: GELU after its addmm added the bias), and the
+    attention of 12 heads of 16 x 16 on strided views of one (1, 16, 3, 12, 32) projection."""
+    import torch
+    import torch.nn.functional as F
+
+    from ember.backend import attention_kernels as A
+    from ember.backend import transformer_kernels as K
+
+    x, r = (rng.standard_normal((1, 16, 384)).astype(np.float32) for _ in range(2))
+    w, c = (rng.standard_normal(384).astype(np.float32) for _ in range(2))
+    u, b = rng.standard_normal((1, 16, 1536)).astype(np.float32), w.repeat(4)
+    q, k, v = rng.standard_normal((1, 16, 3, 12, 32)).astype(np.float32).transpose(2, 0, 3, 1, 4)
+    m = np.zeros((1, 1, 1, 16), np.float32)
+    m[..., 12:] = np.finfo(np.float32).min
+    tx, tr, tw, tc, tu = map(torch.from_numpy, (x, r, w, c, u))
+    tq, tk, tv, tm = map(torch.from_numpy, (q, k, v, m))
+    calls = [
+        lambda: K.layer_norm(x, r, w, c, 1e-12),
+        lambda: K.gelu(u, b, "none"),
+        lambda: A.attention(q, k, v, m, 32**-0.5, 0, 0, 1.0),
+    ]
+    for _ in range(K.WARM_UP_AFTER or 0):  # the serial kernels load in the background
+        for call in calls:
+            call()
+    thread = K._small_state["thread"]
+    if thread is not None:
+        thread.join()
+    return [
+        (
+            "1x16 residual+layer norm 16x384",
+            calls[0],
+            lambda: F.layer_norm(tx + tr, (384,), tw, tc),
+        ),
+        ("1x16 bias+gelu 16x1536 (torch: gelu)", calls[1], lambda: F.gelu(tu)),
+        (
+            "1x16 attention 12 heads 16x16x32",
+            calls[2],
+            lambda: F.scaled_dot_product_attention(tq, tk, tv, attn_mask=tm, scale=32**-0.5),
         ),
     ]
 

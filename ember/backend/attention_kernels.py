@@ -30,8 +30,8 @@ Note [Attention blocks]: how the tile products are done was measured on this 2-c
 So a block is one batch item's heads (or fewer heads, or fewer query rows, when that exceeds
 `BLOCK_ELEMENTS` scores), blocks run in parallel when `ember.set_num_threads(n > 1)`, and
 BLAS runs at one thread meanwhile (the thread budget stays n: Note [Thread budget]).
-Below `COMPILED_MIN_SIZE` scores the op runs NumPy passes (Note [Small attention]); without
-numba, and with dropout on few scores, its reference forward.
+Below `COMPILED_MIN_SIZE` scores the op runs two np.matmul products and a softmax pass between
+them (Note [Small attention]); with dropout on few scores, its reference forward.
 The row pass is one compiled function (no prange) that every thread runs on whole blocks, so
 results do not depend on the thread count; it may reassociate the row sum (`_FAST_MATH`),
 which LLVM then vectorises, without `nnan`/`ninf`, as masked scores are -inf. Its loops are
@@ -167,6 +167,79 @@ def _source(single: bool) -> str:
     return head + _tk._ORDER_KEYS[single] + _KEEP + body
 
 
+# Note [Small attention]: below COMPILED_MIN_SIZE scores (a short request: MiniLM 1 x 16 is 12
+# heads of 16 x 16) the op computes the scores with one np.matmul, k . q into the layout (keys,
+# batch, heads, queries), and the output with another; between them the softmax runs over
+# axis 0 of that layout, so that every loop runs along the queries (or, where the mask is one
+# row per batch item, along heads x queries) instead of along rows of 16 keys. For float32 the
+# softmax is one compiled pass, `small_probs` (scale, mask and the max over keys; exp32 of Note
+# [Vectorised rows]; the float64 sum over keys one key after another; times float32(1 / sum)),
+# whose NumPy twin `_small_probs_exact` performs the same operations in the same order, so a
+# process computes the same bits before the kernel has loaded (Note [Kernel-exact small paths]
+# in transformer_kernels.py: the same background warm-up) and after (tests/ops/
+# test_attention.py); float64 keeps NumPy's passes of the reference's operations. MiniLM's 1 x
+# 16 layer, 1 thread, `attention()` (quiet machine, min of 5 x 5000): 27 us with NumPy's seven
+# passes (scale, mask, max, subtract, exp, sum, divide: 11 us of it) -> 17.7 us with the
+# kernel, of which the two products take 7 (PyTorch's sdpa 17-19 us in the same runs). The
+# dot products are k . q instead of q . k: equal within rounding.
+# the probabilities in place: s (keys, P, W), the softmax over axis 0 of s * scale + m, with m
+# (pm, wm, sm) each 1 or s's dim (the mask's last dim runs over the keys)
+_SMALL_PROBS = """
+def small_probs(s, m, scale, top, total):
+    # top (P, W) float32 and total (P, W) float64: scratch
+    ns, np_, nw = s.shape
+    pm, wm, sm = m.shape
+    sc = np.float32(scale)
+    lowest = np.float32(-np.inf)
+    for p in range(np_):
+        for w in range(nw):
+            top[p, w] = lowest
+            total[p, w] = 0.0
+    for j in range(ns):
+        jm = j if sm > 1 else 0
+        for p in range(np_):
+            wide_vectors()  # Note [Wide vectors] in transformer_kernels.py
+            row = s[j, p]
+            tp = top[p]
+            mp = m[p if pm > 1 else 0]
+            if wm > 1:
+                for w in range(nw):
+                    x = row[w] * sc + mp[w, jm]
+                    row[w] = x
+                    tp[w] = x if x > tp[w] else tp[w]
+            else:
+                mv = mp[0, jm]
+                for w in range(nw):
+                    x = row[w] * sc + mv
+                    row[w] = x
+                    tp[w] = x if x > tp[w] else tp[w]
+    for j in range(ns):
+        for p in range(np_):
+            wide_vectors()
+            row = s[j, p]
+            tp = top[p]
+            tt = total[p]
+            # exp and the float64 sum in loops of their own (Note [Attention blocks])
+            for w in range(nw):
+                row[w] = exp32(row[w] - tp[w])
+            for w in range(nw):
+                tt[w] += row[w]
+    for p in range(np_):
+        tp = top[p]
+        tt = total[p]
+        for w in range(nw):
+            tp[w] = np.float32(1.0 / tt[w])  # top now holds 1 / sum
+    for j in range(ns):
+        for p in range(np_):
+            wide_vectors()
+            row = s[j, p]
+            tp = top[p]
+            for w in range(nw):
+                row[w] = row[w] * tp[w]
+"""
+SMALL_GROUP = "attention_small32"
+_tk.register_group(SMALL_GROUP, lambda: _tk._EXP32 + _SMALL_PROBS)
+
 _KERNELS: dict = {}
 # reassociation lets LLVM vectorise the row sum; no `nnan`/`ninf`: masked scores are -inf
 # (Note [Attention blocks])
@@ -234,8 +307,9 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
             target = (1,) + q.shape[:-2] + (queries, keys)
         else:
             target = q.shape[:-2] + (queries, keys)
-        if any(md not in (1, td) for md, td in zip(m4.shape, target)):
-            return None
+        for md, td in zip(m4.shape, target):  # a loop, not a generator: ~1 us a short call
+            if md != 1 and md != td:
+                return None
     kernel = _kernel(q.dtype == np.float32) if size >= COMPILED_MIN_SIZE else None
     if kernel is None and size >= COMPILED_MIN_SIZE:
         return None
@@ -278,26 +352,70 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
 
 
 def _small(q, k, v, m, scale, out):
-    """The reference's operations for few scores (Note [Small attention]), written to `out`."""
-    # Note [Small attention]: below COMPILED_MIN_SIZE scores (a short request: MiniLM 1 x 16
-    # is 12 heads of 16 x 16) the op runs NumPy passes in every process (no compiled kernel
-    # to wait for, so results never depend on the process's history: Note [Kernel-exact small
-    # paths] in transformer_kernels.py). They are the reference forward's operations on the
-    # scores laid out (keys, batch, heads, queries), so that the max and the sum over keys
-    # reduce axis 0 of a 2-D array, whose inner loops NumPy runs over all batch x heads x
-    # queries at once: over the last axis of 16 keys np.max alone took 17 us of the
-    # reference's 50 (one short loop per row); MiniLM's 1 x 16 layer takes ~22 us this way
-    # (PyTorch's sdpa 20). The dot products are k . q instead of q . k: equal within rounding.
+    """softmax(q k^T * scale + m) v for few scores (Note [Small attention]), written to `out`."""
     batch, heads, queries = q.shape[0], q.shape[1], q.shape[2]
     keys = k.shape[2]
     scores = np.empty((keys, batch, heads, queries), q.dtype)
     np.matmul(k, q.swapaxes(-1, -2), out=scores.transpose(1, 2, 0, 3))
-    flat = scores.reshape(keys, -1)
-    np.multiply(flat, flat.dtype.type(scale), out=flat)
-    if m is not None:
-        scores += m.transpose(3, 0, 1, 2)
-    with np.errstate(invalid="ignore"):  # a row of -inf gives NaN, as in the reference
-        flat -= flat.max(axis=0)
-        np.exp(flat, out=flat)
-        flat /= flat.sum(axis=0)
+    if q.dtype == np.float32:
+        _small_probs(scores, m, scale)
+    else:
+        flat = scores.reshape(keys, -1)
+        np.multiply(flat, flat.dtype.type(scale), out=flat)
+        if m is not None:
+            scores += m.transpose(3, 0, 1, 2)
+        with np.errstate(invalid="ignore"):  # a row of -inf gives NaN, as in the reference
+            flat -= flat.max(axis=0)
+            np.exp(flat, out=flat)
+            flat /= flat.sum(axis=0)
     np.matmul(scores.transpose(1, 2, 3, 0), v, out=out)
+
+
+def _small_probs(scores, m, scale):
+    """The float32 scores (keys, B, H, L) made probabilities in place by `small_probs`, or by
+    its NumPy twin until the kernel has loaded (Note [Small attention])."""
+    keys, batch, heads, queries = scores.shape
+    if m is None:
+        s3, m3 = scores.reshape(keys, 1, -1), _NO_MASK
+    elif m.shape[1] == 1 and m.shape[2] == 1:  # one mask row per batch item (key padding)
+        s3, m3 = scores.reshape(keys, batch, -1), m.reshape(m.shape[0], 1, m.shape[3])
+    else:
+        s3 = scores.reshape(keys, batch * heads, queries)
+        if (m.shape[0], m.shape[1]) in ((batch, heads), (1, 1)):
+            m3 = m.reshape(-1, m.shape[2], m.shape[3])
+        else:
+            m3 = np.broadcast_to(m, (batch, heads) + m.shape[2:]).reshape(-1, *m.shape[2:])
+    m3 = _tk._plain(m3)
+    kernel = _tk._small_kernel(SMALL_GROUP, "small_probs", _F32, _small_example)
+    if kernel is None:
+        _small_probs_exact(s3, m3, scale)
+        return
+    kernel(s3, m3, float(scale), *_small_scratch(s3.shape[1:]))
+
+
+_F32 = np.dtype(np.float32)
+_NO_MASK = np.zeros((1, 1, 1), _F32)
+
+
+def _small_example():
+    """Arguments of the types `_small_probs` passes the kernel (the warm-up's)."""
+    return np.zeros((2, 1, 8), _F32), np.zeros((1, 1, 2), _F32), 1.0, *_small_scratch((1, 8))
+
+
+def _small_scratch(width):
+    """`small_probs`'s scratch: the running max (then 1 / sum) and the sum per column."""
+    return np.empty(width, _F32), np.empty(width)
+
+
+def _small_probs_exact(s, m, scale):
+    """`small_probs` in NumPy: its float32 operations in its order, the sums over keys in
+    float64 one key after another (Note [Kernel-exact small paths] in transformer_kernels.py)."""
+    x = s * np.float32(scale)
+    x += m.transpose(2, 0, 1)
+    with np.errstate(invalid="ignore"):  # inf - inf and NaN scores give NaN, as in the kernel
+        top = np.fmax.reduce(x, axis=0, initial=-np.inf)
+        e = _tk._exp32(x - top)
+    # NumPy reduces over the leading axis of a contiguous 2-D array one row after another
+    total = np.add.reduce(e.astype(np.float64).reshape(len(e), -1), axis=0, initial=0.0)
+    inverse = (1.0 / total).astype(np.float32).reshape(top.shape)
+    np.multiply(e, inverse, out=s)

@@ -349,8 +349,12 @@ def _adopt_budget() -> None:
     numba = _state["numba"]
     if numba is None:  # not loaded: no compiled kernel runs yet
         return
-    from numba.np.ufunc import parallel as numba_parallel
+    numba_parallel = _state.get("numba_parallel")
+    if numba_parallel is None:  # imported once: a process of small inputs runs only serial
+        # kernels, so every op call comes here (an import statement each time: ~0.5 us)
+        from numba.np.ufunc import parallel as numba_parallel
 
+        _state["numba_parallel"] = numba_parallel
     if not numba_parallel._is_initialized:  # no parallel kernel yet: start_threads sets it
         return
     budget = _parallel.num_threads()

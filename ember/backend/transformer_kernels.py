@@ -366,6 +366,18 @@ def sum_blocks(partial, out):
         out[1, j] = s1
 """
 
+# Note [Layer norm row buffer]: the general layer-norm forward (float64 rows, and the small
+# float32 inputs of Note [Kernel-exact small paths]) converts a row's u = x (+ r) to float64
+# once, into a row buffer, and then works on the buffer: the mean as a lane sum (Note
+# [Vectorised rows]), u - mean written back, the variance as the lane sum of its squares, the
+# output from the buffer. These are the operations, in the order, that the earlier kernel
+# performed (it converted and added x + r again in each of its three passes) and that
+# `_small_layer_norm` performs, so the bits are the same (tests/ops/test_fused.py); but the
+# conversion and the last pass are now loops LLVM vectorises, and the lane sums read float64
+# without converting. The lane sums stay scalar: numba builds without LLVM's SLP vectoriser,
+# and eight running sums are a dependency chain the loop vectoriser does not take.
+# MiniLM 1 x 16 (16 x 384 float32, residual), one call, 1 thread: 13.0 -> 6.2 us; 4096 x 384
+# float64, 1 thread: 2.93 -> 2.21 ms.
 _LAYER_NORM = (
     _lanes("sum1", "a", "np.float64(a[j])")
     + _lanes("sum2", "a, c", "(np.float64(a[j]) + np.float64(c[j]))")
@@ -375,6 +387,8 @@ _LAYER_NORM = (
         "a, c, m",
         "(np.float64(a[j]) + np.float64(c[j]) - m) * (np.float64(a[j]) + np.float64(c[j]) - m)",
     )
+    + _lanes("sum_row", "a", "a[j]")
+    + _lanes("sum_squares", "a", "a[j] * a[j]")
     + _lanes("dot_w", "a, w", "np.float64(a[j]) * w[j]")
     + _lanes("dot_wx1", "a, w, c, m", "np.float64(a[j]) * w[j] * (np.float64(c[j]) - m)")
     + _lanes(
@@ -393,19 +407,25 @@ def row_moments(x, r, has_residual, i, d):
 
 
 def layer_norm_forward(x, r, has_residual, w, b, eps, out):
+    # u = x (+ r) in float64 once, in a row buffer (Note [Layer norm row buffer])
     rows, d = x.shape
     for i in prange(rows):
-        mean, var = row_moments(x, r, has_residual, i, d)
-        rstd = 1.0 / math.sqrt(var + eps)
         xi = x[i]
-        oi = out[i]
+        u = np.empty(d)
         if has_residual:
             ri = r[i]
             for j in range(d):
-                oi[j] = (np.float64(xi[j]) + np.float64(ri[j]) - mean) * rstd * w[j] + b[j]
+                u[j] = np.float64(xi[j]) + np.float64(ri[j])
         else:
             for j in range(d):
-                oi[j] = (np.float64(xi[j]) - mean) * rstd * w[j] + b[j]
+                u[j] = np.float64(xi[j])
+        mean = sum_row(u, d) / d
+        for j in range(d):
+            u[j] -= mean
+        rstd = 1.0 / math.sqrt(sum_squares(u, d) / d + eps)
+        oi = out[i]
+        for j in range(d):
+            oi[j] = u[j] * rstd * w[j] + b[j]
 
 
 def layer_norm_input_grad(g, x, r, has_residual, w, eps, out):
@@ -1061,8 +1081,7 @@ def _empty_bias(dtype):
 
 
 def _gelu_group(approximate, dtype, b):
-    single = np.dtype(dtype) == np.float32
-    return f"gelu:{int(approximate == 'tanh')}:{int(single)}:{int(b is not None)}"
+    return f"gelu:{int(approximate == 'tanh')}:{int(dtype == np.float32)}:{int(b is not None)}"
 
 
 def _softmax_group(dtype):
@@ -1072,11 +1091,18 @@ def _softmax_group(dtype):
 # Each function returns None where its kernel does not apply (no numba, other dtypes, empty or
 # 0-d input): the op then runs its reference forward.
 def gelu(x, b, approximate):
-    if x.ndim == 0 or x.size == 0 or not _floats(x, b):
+    if x.ndim == 0 or x.size == 0:
         return None
-    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[-1]):
+    dtype = x.dtype
+    if b is not None:
+        if b.ndim != 1 or b.shape[0] != x.shape[-1]:
+            return None
+        if b.dtype != dtype:
+            if not _floats(x, b):
+                return None
+            dtype = np.result_type(x, b)
+    if dtype not in _FLOATS:
         return None
-    dtype = x.dtype if b is None else np.result_type(x, b)
     group = _gelu_group(approximate, dtype, b)
     if x.size < COMPILED_MIN_SIZE:
         if dtype != np.float32:
@@ -1088,13 +1114,16 @@ def gelu(x, b, approximate):
         kernel = _small_kernel(group, "gelu_forward", dtype, example)
         if kernel is None:
             return _small_gelu(xs, None if b is None else bias, approximate).reshape(x.shape)
+        # no empty_apart: a small GELU is bound by its arithmetic, not its stores (Note [Small
+        # call costs])
+        out = np.empty(xs.shape, dtype)
     else:
         kernel = _pick(group, "gelu_forward", x.size)
         if kernel is None:
             return None
         xs = _rows(x.astype(dtype, copy=False))
         bias = _empty_bias(dtype) if b is None else b.astype(dtype, copy=False)
-    out = empty_apart(xs.shape, dtype, xs)  # Note [Store aliasing]
+        out = empty_apart(xs.shape, dtype, xs)  # Note [Store aliasing]
     kernel(xs, bias, out)
     return out.reshape(x.shape)
 
@@ -1123,13 +1152,27 @@ def _norm_group(dtype, g=None):
 
 
 def _norm_args(x, r, *params):
-    if x.ndim == 0 or x.size == 0 or not _floats(x, r, *params):
+    if x.ndim == 0 or x.size == 0:
         return None
-    if r is not None and r.shape != x.shape:
+    # plain loops, not generators: a short row's whole norm takes a few microseconds
+    width = x.shape[-1:]
+    dtype = x.dtype
+    for p in params:
+        if p.shape != width:
+            return None
+        if p.dtype != dtype:
+            dtype = None
+    if r is not None:
+        if r.shape != x.shape:
+            return None
+        if r.dtype != dtype:
+            dtype = None
+    if dtype is None:
+        if not _floats(x, r, *params):
+            return None
+        dtype = np.result_type(x, *params) if r is None else np.result_type(x, r, *params)
+    elif dtype not in _FLOATS:
         return None
-    if any(p.shape != (x.shape[-1],) for p in params):
-        return None
-    dtype = np.result_type(x, *params) if r is None else np.result_type(x, r, *params)
     xs = _rows(x.astype(dtype, copy=False))
     rs = xs if r is None else _rows(r.astype(dtype, copy=False))
     return dtype, xs, rs
@@ -1328,11 +1371,23 @@ def keep_dropout(kept) -> None:
 # answering short requests gets the compiled kernels, and a training run resumed in a fresh
 # process still equals the uninterrupted one (tests/train/test_checkpoints.py; a switch from
 # the earlier NumPy reference broke that). Float32 tanh GELU (Note [Float32 tanh GELU]) has its
-# twin too. Other variants (float64 GELU and softmax: libm's erf, tanh and exp, which NumPy
-# does not reproduce) and every backward keep the
-# reference forward below COMPILED_MIN_SIZE. Only the serial builds serve small inputs. A small
+# twin too, and so has the float32 softmax of small attention (Note [Small attention] in
+# attention_kernels.py). Other variants (float64 GELU and softmax: libm's erf, tanh and exp,
+# which NumPy does not reproduce) and every backward keep the reference forward below
+# COMPILED_MIN_SIZE. Only the serial builds serve small inputs. A small
 # float32 layer norm follows the general kernels (group "layer_norm"), not the one-pass float32
 # kernels of large inputs (Note [Float32 layer norm]): each size class has one set of bits.
+#
+# Note [Small call costs]: at MiniLM 1 x 16 a call's Python around the kernel is as long as the
+# kernel: the GELU over (16, 1536) computes in ~11 us, and `empty_apart` (Note [Store aliasing]
+# in ember/backend/memory.py) spent ~8 us placing its 96 KiB result apart from the input (the
+# heap puts it 864 bytes above, modulo 4 KiB, on every call), so small GELUs take `np.empty`:
+# the kernel's time did not move with the output 16 bytes to 4 KiB above the input, modulo 1
+# MiB or 4 KiB (1 thread, min of 7 x 5000: 10.7-12.6 us at every offset; the stall of Note
+# [Store aliasing] needs a memory-bound pass). `_norm_args` checks with plain loops, not
+# generators (3.0 -> 1.6 us). One call of `gelu` (with bias) 23 -> 16 us, of `layer_norm`
+# (with residual; and Note [Layer norm row buffer]) 17-19 -> 10 us (PyTorch: bias add + GELU
+# ~20 us, add + layer_norm ~7 us, in the same runs).
 WARM_UP_AFTER = 16  # small calls before the kernels load in the background; None: never
 # (EMBER_KERNEL_WARM_UP=0 turns the warm-up off; the small inputs then keep the NumPy passes).
 # A fork waits for a warm-up in progress: a child must not inherit numba half imported or
@@ -1368,7 +1423,7 @@ def _small_kernel(group, name, dtype, example):
     """The loaded serial kernel for a small input of `dtype`, else None (and the call counts
     towards the background warm-up, which runs `example()`'s arguments through it; Note
     [Kernel-exact small paths])."""
-    key = (group, name, np.dtype(dtype).char)
+    key = (group, name, dtype.char)  # dtype: a np.dtype (every caller's result_type)
     kernel = _READY.get(key)
     if kernel is not None and not numba_kernels._state["forced_off"]:
         return kernel

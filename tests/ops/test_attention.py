@@ -13,6 +13,7 @@ import ember
 from ember._util.errors import ShapeError
 from ember.backend import attention_kernels as A
 from ember.backend import numba_kernels
+from ember.backend import transformer_kernels as K
 from ember.ops import fused as Fz
 from ember.ops import nn as N
 
@@ -125,6 +126,41 @@ def test_small_path_equals_the_reference_forward(case, dtype):
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
     assert np.isnan(ref[0, 1, 4]).all() and np.isnan(ref[0, 0, 2]).all()
     _close(ours[~np.isnan(ref)], ref[~np.isnan(ref)], dtype, "finite rows")
+
+
+# every broadcast form of the mask the small path folds (Note [Small attention]), with NaN
+# scores, +inf and -inf masks and a row of -inf
+SMALL_MASK_FORMS = [
+    ("key-padding", (2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (2, 1, 1, 6)),
+    ("per-batch-rows", (2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (2, 1, 5, 6)),
+    ("per-head", (2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (1, 3, 5, 6)),
+    ("full", (2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (2, 3, 5, 6)),
+    ("one-key-column", (2, 3, 5, 4), (2, 3, 6, 4), (2, 3, 6, 2), (2, 3, 5, 1)),
+]
+
+
+@needs_numba
+@pytest.mark.parametrize("case", SMALL_CASES + SMALL_MASK_FORMS, ids=lambda c: c[0])
+def test_small_path_gives_the_compiled_kernels_bits(case, monkeypatch):
+    """Float32 small inputs take their probabilities from the NumPy twin until the compiled
+    `small_probs` has loaded, then from it: the same bits, NaN where it gives NaN, so results
+    do not depend on the process's history (Note [Small attention])."""
+    monkeypatch.setattr(K, "WARM_UP_AFTER", None)
+    monkeypatch.setattr(K, "_READY", {})
+    q, k, v, m = _arrays(case, np.float32, seed=5)
+    if case in SMALL_MASK_FORMS:
+        m = m * 3.0
+        m.reshape(-1)[:3] = [-np.inf, np.inf, 0.0]
+    if case[0] == "full":
+        m[1, 2, 3, :] = -np.inf  # every key masked: a NaN row
+        q[0, 1, 2, 0] = np.nan
+    twin = np.asarray(_kernel(q, k, v, m)).copy()
+    K._READY[(A.SMALL_GROUP, "small_probs", "f")] = K._kernel(A.SMALL_GROUP, "small_probs", False)
+    compiled = np.asarray(_kernel(q, k, v, m))
+    np.testing.assert_array_equal(compiled, twin, err_msg=case[0])
+    finite = ~np.isnan(twin)
+    assert finite.any() and (case[0] != "full" or not finite.all())
+    _close(twin[finite], np.asarray(_reference(q, k, v, m))[finite], np.float32, case[0])
 
 
 def test_small_path_with_dropout_runs_the_reference():

@@ -182,16 +182,19 @@ def joined_rows(parts):
     handed to user code (Note [Joined projections])."""
     if _staging:
         return None
+    key = tuple(map(id, parts))
+    entry = _joined.get(key)
+    if entry is not None and _valid(entry, parts):
+        # the parts are the cached ones, unchanged (so Tensors); only the grad mode may differ
+        if _state.enabled and any(p._requires_grad for p in parts):
+            return None
+        return entry.tensor
     try:
         if _state.enabled and any(p._requires_grad for p in parts):
             return None  # a constant copy would cut the parts off the backward
         arrays = tuple(p._data for p in parts)
     except AttributeError:  # not Tensors
         return None
-    key = tuple(map(id, parts))
-    entry = _joined.get(key)
-    if entry is not None and _valid(entry, parts):
-        return entry.tensor
     first = arrays[0]
     if any(
         type(a) is not _NDARRAY

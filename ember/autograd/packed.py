@@ -126,7 +126,7 @@ def linear(x, weight, bias=None):
     if pack is None:
         return None
     x2 = xd.reshape(m, k)
-    if blas._layout(x2) is None:
+    if not x2.flags.c_contiguous and blas._layout(x2) is None:  # the flag: ~0.3 us less
         x2 = np.ascontiguousarray(x2)
     out = np.empty((m, n), _FLOAT32)
     if bd is not None:

@@ -196,9 +196,9 @@ def softmin(x, dim=-1, dtype=None):
     return softmax(-x, dim)
 
 
-def _check_normalized_shape(x, normalized_shape, name):
+def _check_normalized_shape(x_shape, normalized_shape, name):
+    """The dims normalized_shape covers at the end of `x_shape` (a tuple), else ShapeError."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    x_shape = tuple(x.shape)
     ndim = len(x_shape)
     if x_shape[ndim - len(shape) :] != shape:
         raise ShapeError(f"{name}: input {x_shape} does not end with normalized_shape {shape}")
@@ -206,9 +206,10 @@ def _check_normalized_shape(x, normalized_shape, name):
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
-    if len(dims) == 1 and _fused(x) and x.shape[-1] > 0:
-        d = x.shape[-1]
+    x_shape = tuple(x.shape)
+    dims = _check_normalized_shape(x_shape, normalized_shape, "layer_norm")
+    d = x_shape[-1] if x_shape else 0
+    if len(dims) == 1 and _fused(x) and d > 0:
         w = weight if weight is not None else x.new_ones((d,))
         b = bias if bias is not None else x.new_zeros((d,))
         return fused_layer_norm(x, w, b, None, eps)
@@ -218,16 +219,17 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 def residual_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
     """layer_norm(x + residual) with the add in the same pass (Transformer blocks' post-norm
     residual; Note [Fused Transformer ops])."""
-    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    x_shape = tuple(x.shape)
+    dims = _check_normalized_shape(x_shape, normalized_shape, "layer_norm")
     dtype = x.dtype
+    d = x_shape[-1] if x_shape else 0
     if (
         len(dims) == 1
         and dtype in _FUSED_DTYPES
         and residual.dtype is dtype
-        and residual.shape == x.shape
-        and x.shape[-1] > 0
+        and residual.shape == x_shape
+        and d > 0
     ):
-        d = x.shape[-1]
         w = weight if weight is not None else x.new_ones((d,))
         b = bias if bias is not None else x.new_zeros((d,))
         return fused_layer_norm(x, w, b, residual, eps)
@@ -236,7 +238,7 @@ def residual_layer_norm(x, residual, normalized_shape, weight=None, bias=None, e
 
 def layer_norm_reference(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """The decomposition of layer_norm (the fused op is tested against it)."""
-    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    dims = _check_normalized_shape(tuple(x.shape), normalized_shape, "layer_norm")
     x, half = _half_to_float(x)  # Note [Half-precision accumulation]
     mean = x.mean(dims, keepdim=True)
     centered = x - mean
@@ -893,14 +895,21 @@ def _attention_fused(query, key, value, attn_mask):
     if attn_mask.dtype is not _dt.bool_ and attn_mask.dtype is not dtype:
         return False
     q_shape, k_shape, mask_shape = tuple(query.shape), tuple(key.shape), tuple(attn_mask.shape)
-    try:
-        lead = q_shape[:-2]
-        if k_shape[:-2] != lead:
+    lead = q_shape[:-2]
+    if k_shape[:-2] != lead:
+        try:
             lead = broadcast_shapes(lead, k_shape[:-2])
-        scores = lead + (q_shape[-2], k_shape[-2])
-        return mask_shape == scores or broadcast_shapes(scores, mask_shape) == scores
-    except ShapeError:
+        except ShapeError:
+            return False
+    scores = lead + (q_shape[-2], k_shape[-2])
+    # the mask broadcasts to the scores' shape: each of its dims (aligned at the end) 1 or equal
+    offset = len(scores) - len(mask_shape)
+    if offset < 0:
         return False
+    for i, size in enumerate(mask_shape):
+        if size != 1 and size != scores[offset + i]:
+            return False
+    return True
 
 
 def scaled_dot_product_attention_reference(

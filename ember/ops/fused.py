@@ -671,18 +671,17 @@ def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, gene
     """softmax(query key^T * scale + mask) value as one op (Note [Attention blocks]); a bool
     mask marks the positions that take part (True), a float mask is added; dropout_p > 0
     drops probabilities as `fused_dropout` does, its seed drawn from `generator`."""
-    rest = []
     if mask is not None:
         if mask.dtype is _dt.bool_:
             mask = E.where(mask, 0.0, float("-inf")).to(query.dtype)
-        rest.append(mask)
-    _attention_dtype(
-        query.dtype, key.dtype, value.dtype, *(m.dtype for m in rest), masked=bool(rest)
-    )
+        _attention_dtype(query.dtype, key.dtype, value.dtype, mask.dtype, masked=True)
+    else:
+        _attention_dtype(query.dtype, key.dtype, value.dtype)
+    rest = () if mask is None else (mask,)
     if dropout_p > 0.0:
         from ember.ops.random import randint
 
-        rest.append(randint(0, 1 << 62, (), generator=generator, device=query.device))
+        rest += (randint(0, 1 << 62, (), generator=generator, device=query.device),)
     return apply(
         ATTENTION,
         query,

@@ -196,19 +196,20 @@ def softmin(x, dim=-1, dtype=None):
     return softmax(-x, dim)
 
 
-def _check_normalized_shape(x, normalized_shape, name):
+def _check_normalized_shape(x_shape, normalized_shape, name):
+    """The dims normalized_shape covers at the end of `x_shape` (a tuple), else ShapeError."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if tuple(x.shape[x.ndim - len(shape) :]) != shape:
-        raise ShapeError(
-            f"{name}: input {tuple(x.shape)} does not end with normalized_shape {shape}"
-        )
-    return tuple(range(x.ndim - len(shape), x.ndim))
+    ndim = len(x_shape)
+    if x_shape[ndim - len(shape) :] != shape:
+        raise ShapeError(f"{name}: input {x_shape} does not end with normalized_shape {shape}")
+    return tuple(range(ndim - len(shape), ndim))
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
-    if len(dims) == 1 and _fused(x) and x.shape[-1] > 0:
-        d = x.shape[-1]
+    x_shape = tuple(x.shape)
+    dims = _check_normalized_shape(x_shape, normalized_shape, "layer_norm")
+    d = x_shape[-1] if x_shape else 0
+    if len(dims) == 1 and _fused(x) and d > 0:
         w = weight if weight is not None else x.new_ones((d,))
         b = bias if bias is not None else x.new_zeros((d,))
         return fused_layer_norm(x, w, b, None, eps)
@@ -218,15 +219,17 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 def residual_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
     """layer_norm(x + residual) with the add in the same pass (Transformer blocks' post-norm
     residual; Note [Fused Transformer ops])."""
-    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    x_shape = tuple(x.shape)
+    dims = _check_normalized_shape(x_shape, normalized_shape, "layer_norm")
+    dtype = x.dtype
+    d = x_shape[-1] if x_shape else 0
     if (
         len(dims) == 1
-        and _fused(x)
-        and residual.dtype == x.dtype
-        and tuple(residual.shape) == tuple(x.shape)
-        and x.shape[-1] > 0
+        and dtype in _FUSED_DTYPES
+        and residual.dtype is dtype
+        and residual.shape == x_shape
+        and d > 0
     ):
-        d = x.shape[-1]
         w = weight if weight is not None else x.new_ones((d,))
         b = bias if bias is not None else x.new_zeros((d,))
         return fused_layer_norm(x, w, b, residual, eps)
@@ -235,7 +238,7 @@ def residual_layer_norm(x, residual, normalized_shape, weight=None, bias=None, e
 
 def layer_norm_reference(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """The decomposition of layer_norm (the fused op is tested against it)."""
-    dims = _check_normalized_shape(x, normalized_shape, "layer_norm")
+    dims = _check_normalized_shape(tuple(x.shape), normalized_shape, "layer_norm")
     x, half = _half_to_float(x)  # Note [Half-precision accumulation]
     mean = x.mean(dims, keepdim=True)
     centered = x - mean
@@ -849,18 +852,19 @@ def scaled_dot_product_attention(
     if enable_gqa:
         key = _repeat_heads(key, query.shape[-3] if query.ndim >= 3 else 0, "key")
         value = _repeat_heads(value, query.shape[-3] if query.ndim >= 3 else 0, "value")
-    if query.shape[-1] != key.shape[-1]:
+    q_shape, k_shape = query.shape, key.shape
+    if q_shape[-1] != k_shape[-1]:
         raise ShapeError(
-            f"scaled_dot_product_attention: query {tuple(query.shape)} and key "
-            f"{tuple(key.shape)} differ in the last (embedding) dim"
+            f"scaled_dot_product_attention: query {tuple(q_shape)} and key "
+            f"{tuple(k_shape)} differ in the last (embedding) dim"
         )
-    if key.shape[-2] != value.shape[-2]:
+    if k_shape[-2] != value.shape[-2]:
         raise ShapeError(
-            f"scaled_dot_product_attention: key {tuple(key.shape)} and value "
+            f"scaled_dot_product_attention: key {tuple(k_shape)} and value "
             f"{tuple(value.shape)} differ in sequence length"
         )
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    L, Sk = query.shape[-2], key.shape[-2]
+    scale = 1.0 / math.sqrt(q_shape[-1]) if scale is None else scale
+    L, Sk = q_shape[-2], k_shape[-2]
     if 0.0 <= dropout_p < 1.0 and _attention_fused(query, key, value, attn_mask):
         # with gradients recorded the decomposition, which keeps the probabilities for the
         # backward, is faster than the one op's recomputation (Note [Attention blocks])
@@ -877,20 +881,35 @@ def _attention_fused(query, key, value, attn_mask):
     """The arguments take the one-op path (`fused_attention`): float32/float64 inputs of one
     dtype, none recording gradients, and a mask (bool, or of that dtype) that broadcasts to
     the scores."""
-    if not (_fused(query) and key.dtype == query.dtype and value.dtype == query.dtype):
+    dtype = query.dtype
+    if dtype not in _FUSED_DTYPES or key.dtype is not dtype or value.dtype is not dtype:
         return False
-    if any(getattr(t, "requires_grad", False) for t in (query, key, value, attn_mask)):
+    # explicit tests, no generator: this runs once per attention layer of every short
+    # request (Note [Eager inference overhead] in ember/autograd/dispatch.py)
+    if query.requires_grad or key.requires_grad or value.requires_grad:
         return False
     if attn_mask is None:
         return True
-    if attn_mask.dtype is not _dt.bool_ and attn_mask.dtype != query.dtype:
+    if getattr(attn_mask, "requires_grad", False):
         return False
-    try:
-        lead = broadcast_shapes(tuple(query.shape[:-2]), tuple(key.shape[:-2]))
-        scores = lead + (query.shape[-2], key.shape[-2])
-        return broadcast_shapes(scores, tuple(attn_mask.shape)) == scores
-    except ShapeError:
+    if attn_mask.dtype is not _dt.bool_ and attn_mask.dtype is not dtype:
         return False
+    q_shape, k_shape, mask_shape = tuple(query.shape), tuple(key.shape), tuple(attn_mask.shape)
+    lead = q_shape[:-2]
+    if k_shape[:-2] != lead:
+        try:
+            lead = broadcast_shapes(lead, k_shape[:-2])
+        except ShapeError:
+            return False
+    scores = lead + (q_shape[-2], k_shape[-2])
+    # the mask broadcasts to the scores' shape: each of its dims (aligned at the end) 1 or equal
+    offset = len(scores) - len(mask_shape)
+    if offset < 0:
+        return False
+    for i, size in enumerate(mask_shape):
+        if size != 1 and size != scores[offset + i]:
+            return False
+    return True
 
 
 def scaled_dot_product_attention_reference(

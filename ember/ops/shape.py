@@ -48,9 +48,15 @@ _PARALLEL_COPY_FROM = _parallel.threshold()
 
 
 def _resolve_shape(shape, numel, op="reshape", source=None):
-    shape = tuple(int(s) for s in shape)
-    if -1 not in shape and (not shape or builtins.min(shape) >= 0) and math.prod(shape) == numel:
-        return shape  # the common case, checked in C (the checks below give the errors)
+    shape = tuple(map(int, shape))
+    if -1 not in shape:
+        if (not shape or builtins.min(shape) >= 0) and math.prod(shape) == numel:
+            return shape  # the common case, checked in C (the checks below give the errors)
+    elif shape.count(-1) == 1 and builtins.min(shape) == -1:
+        known = -math.prod(shape)  # the other dims' product
+        if known > 0 and numel % known == 0:  # one -1, also checked in C
+            i = shape.index(-1)
+            return shape[:i] + (numel // known,) + shape[i + 1 :]
     unknown = [i for i, s in enumerate(shape) if s == -1]
     if len(unknown) > 1:
         raise ShapeError(f"{op}: only one dimension can be -1, got {shape}")
@@ -879,8 +885,9 @@ def _dim(d, ndim, op):
 def reshape(x, *shape):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = shape[0]
-    shape = _resolve_shape(shape, x.numel(), "reshape", tuple(x.shape))
-    if shape == tuple(x.shape):
+    current = tuple(x.shape)
+    shape = _resolve_shape(shape, x.numel(), "reshape", current)
+    if shape == current:
         return x
     return apply(RESHAPE, x, shape=shape)
 
@@ -899,10 +906,11 @@ def permute(x, *dims):
 
 @public("transpose", "swapaxes", "swapdims")
 def transpose(x, dim0, dim1):
-    if x.ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
+    ndim = x.ndim
+    if ndim < 2 and dim0 in (0, -1) and dim1 in (0, -1):
         return x
-    dims = list(range(x.ndim))
-    a, b = _dim(dim0, x.ndim, "transpose"), _dim(dim1, x.ndim, "transpose")
+    dims = list(range(ndim))
+    a, b = _dim(dim0, ndim, "transpose"), _dim(dim1, ndim, "transpose")
     if a == b:
         return x
     dims[a], dims[b] = dims[b], dims[a]

@@ -68,18 +68,20 @@ def _joined_heads(hidden_states, query, key, value, num_heads: int):
     not a plain nn.Linear, projections of different shapes, graph tracing)."""
     if type(query) is not nn.Linear or type(key) is not nn.Linear or type(value) is not nn.Linear:
         return None
-    parts = query._parameters, key._parameters, value._parameters
-    weights = tuple(p["weight"] for p in parts)
-    biases = tuple(p["bias"] for p in parts)
+    # plain reads (Note [Module attribute mirror]) and the arrays' shapes, no Size objects:
+    # this runs once per layer of every short request (Note [Eager inference overhead])
+    weights = (query.weight, key.weight, value.weight)
+    biases = (query.bias, key.bias, value.bias)
+    data = hidden_states.array
     if (
-        type(hidden_states.array) is not np.ndarray  # traced, or another backend
-        or hidden_states.ndim != 3
-        or not weights[0].shape == weights[1].shape == weights[2].shape
+        type(data) is not np.ndarray  # traced, or another backend
+        or data.ndim != 3
+        or not weights[0].array.shape == weights[1].array.shape == weights[2].array.shape
     ):
         return None
     bias = None
-    if any(b is not None for b in biases):
-        if any(b is None for b in biases):
+    if biases[0] is not None or biases[1] is not None or biases[2] is not None:
+        if biases[0] is None or biases[1] is None or biases[2] is None:
             return None
         bias = joined_rows(biases)
         if bias is None:
@@ -146,8 +148,21 @@ def self_attention(
         )
         if head_mask is not None:  # (p * m) @ v == m * (p @ v): m is per head
             context = context * head_mask
-    batch, length = hidden_states.shape[0], hidden_states.shape[1]
-    return context.transpose(1, 2).reshape(batch, length, -1), probs
+    return _merge_heads(context), probs
+
+
+def _merge_heads(context):
+    """(batch, heads, seq, head_size) -> (batch, seq, heads * head_size), the inverse of
+    `split_heads`, for `context` an op's fresh result that nothing else holds. Where it records
+    nothing and lives in NumPy memory (eager inference) it is rearranged on its array: no
+    other view of it needs the version counter the view ops would share (Note [Views and
+    in-place] in ember/tensor.py), and two dispatches per layer are saved (Note [Eager
+    inference overhead] in ember/autograd/dispatch.py)."""
+    batch, heads, length, size = context.shape
+    data = context.array
+    if not context._requires_grad and type(data) is np.ndarray:
+        return Tensor.from_array(data.transpose(0, 2, 1, 3).reshape(batch, length, heads * size))
+    return context.transpose(1, 2).reshape(batch, length, heads * size)
 
 
 # Note [Feed-forward chunks]: in inference (grad mode off) the feed-forward block (dense,
@@ -256,16 +271,19 @@ def dense_dropout_add_norm(dense, dropout, layer_norm: nn.LayerNorm, hidden_stat
         and dense.bias is not None
     ):
         p = dropout.p if dropout.training else 0.0
-        rows = math.prod(hidden_states.shape[:-1])
+        data = hidden_states.array
         if (
             p == 0.0
-            and runs_eagerly(hidden_states.array)
-            and not folds_in_one_pass(rows, dense.out_features)
+            and runs_eagerly(data)
+            and not folds_in_one_pass(math.prod(data.shape[:-1]), dense.out_features)
         ):
             # short eager inference: the product adds the bias itself (folds_in_one_pass); a
             # trace keeps the one op, so its graph is the same at every size (ONNX dynamic
-            # axes, compile's shape buckets)
-            return add_and_norm(layer_norm, dense(hidden_states), residual)
+            # axes, compile's shape buckets). `dense` is a plain nn.Linear: its forward is
+            # this F.linear (Note [Eager inference overhead])
+            return add_and_norm(
+                layer_norm, F.linear(hidden_states, dense.weight, dense.bias), residual
+            )
         return biased_add_and_norm(
             layer_norm, F.linear(hidden_states, dense.weight), dense.bias, residual, p
         )

@@ -92,7 +92,8 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
+        shape = x.array.shape  # the array's own tuple: no Size made on every call
+        if not shape or shape[-1] != self.in_features:
             last = x.shape[-1] if x.ndim else "(none)"
             raise ShapeError(
                 f"input {tuple(x.shape)} last dim {last} ≠ in_features {self.in_features}"

@@ -37,3 +37,38 @@ def test_minilm_short_inputs_match_huggingface(minilm, hf, threads, shape):
     report = close_report(second, ref.last_hidden_state.numpy(), rtol=rtol)
     print(f"MiniLM {shape} at {threads} thread(s): max abs {report['max_abs']:.2e}")
     assert report["ok"], report
+
+
+# Note [Eager inference overhead]: the glue that rearranges eager results on their arrays
+# gives the bits of the ops it stands for (masks of every kind, both mask ranks, each dtype)
+@pytest.mark.parametrize("shape", [(2, 7), (3, 4, 5)])
+@pytest.mark.parametrize("dtype", [ember.float32, ember.float64, ember.float16, None])
+@pytest.mark.parametrize("source", [np.int64, np.float32, np.bool_])
+def test_extended_attention_mask_on_the_array_equals_the_ops(monkeypatch, shape, dtype, source):
+    from ember.transformers import modeling_utils
+
+    rng = np.random.default_rng(len(shape))
+    mask = ember.from_numpy((rng.random(shape) > 0.3).astype(source))
+    eager = modeling_utils.PreTrainedModel.get_extended_attention_mask(mask, dtype)
+    monkeypatch.setattr(modeling_utils, "_EAGER_MASK_DTYPES", ())  # the ops
+    ops = modeling_utils.PreTrainedModel.get_extended_attention_mask(mask, dtype)
+    assert eager.shape == ops.shape and eager.dtype is ops.dtype
+    np.testing.assert_array_equal(eager.array, ops.array)
+    np.testing.assert_array_equal(np.signbit(eager.array), np.signbit(ops.array))
+
+
+def test_merged_heads_on_the_array_equal_the_ops():
+    from ember.transformers.encoder_heads import _merge_heads
+
+    rng = np.random.default_rng(0)
+    # a (batch, heads, seq, size) view of a (batch, seq, heads, size) buffer, as the fused
+    # attention returns it, and a contiguous one
+    for array in (
+        rng.standard_normal((2, 5, 3, 4)).astype(np.float32).transpose(0, 2, 1, 3),
+        rng.standard_normal((2, 3, 5, 4)).astype(np.float32),
+    ):
+        eager = _merge_heads(ember.from_numpy(array))
+        recorded = ember.from_numpy(array).requires_grad_() * 1.0  # records: the view ops
+        ops = _merge_heads(recorded)
+        assert ops.requires_grad and tuple(eager.shape) == tuple(ops.shape) == (2, 5, 12)
+        np.testing.assert_array_equal(eager.array, ops.detach().array)

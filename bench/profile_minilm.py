@@ -7,7 +7,16 @@ time is Python: module calls, dispatch, autograd bookkeeping. PyTorch: `torch.pr
 the same grouping of aten ops. Both run at the thread count given (default 1) on the same
 random batch with padding, under no_grad, after a warm-up.
 
+`--train` profiles the backward of eager training steps instead (BertForSequenceClassification,
+dropout on, a loss from random labels; the Trainer bench's shape is `--shape 16 64`), at each
+count of `--threads` in one process: ember's products split by role (input gradients g @ W,
+weight gradients g.T @ x, bias gradients ones @ g, attention's batched products), its other
+kernels by op name, the engine's in-place gradient adds and `.grad` accumulation, and the
+rest of the wall (the engine's walk, dispatch, VJP code); PyTorch's `mm` calls split by their
+shapes the same way, its other aten ops by name (profiled self times).
+
 Run: PYTHONPATH=. python bench/profile_minilm.py [--shape 32 128] [--threads 1] [--rounds 3]
+     PYTHONPATH=. python bench/profile_minilm.py --train --shape 16 64 --threads 2 1
 """
 
 from __future__ import annotations

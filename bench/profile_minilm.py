@@ -7,13 +7,23 @@ time is Python: module calls, dispatch, autograd bookkeeping. PyTorch: `torch.pr
 the same grouping of aten ops. Both run at the thread count given (default 1) on the same
 random batch with padding, under no_grad, after a warm-up.
 
+`--train` profiles the backward of eager training steps instead (BertForSequenceClassification,
+dropout on, a loss from random labels; the Trainer bench's shape is `--shape 16 64`), at each
+count of `--threads` in one process: ember's products split by role (input gradients g @ W,
+weight gradients g.T @ x, bias gradients ones @ g, attention's batched products), its other
+kernels by op name, the engine's in-place gradient adds and `.grad` accumulation, and the
+rest of the wall (the engine's walk, dispatch, VJP code); PyTorch's `mm` calls split by their
+shapes the same way, its other aten ops by name (profiled self times).
+
 Run: PYTHONPATH=. python bench/profile_minilm.py [--shape 32 128] [--threads 1] [--rounds 3]
+     PYTHONPATH=. python bench/profile_minilm.py --train --shape 16 64 --threads 2 1
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import sys
 import time
@@ -75,27 +85,26 @@ def _ember_category(name, arrays):
     return "other: " + name if group is None else group
 
 
-def profile_ember(model, ids, mask, rounds):
-    import ember
+@contextlib.contextmanager
+def ember_kernel_timers(totals, counts, category=_ember_category):
+    """Inside the block every registered kernel (and the packed-weight product) adds its
+    seconds to `totals[category(op name, arrays)]` and its calls to `counts[op name]`."""
+    from ember.backend.mkl_packed import PackedMatrix
     from ember.ops.registry import REGISTRY
 
-    totals = collections.Counter()
-    counts = collections.Counter()
     saved = {}
 
     def wrap(op, fn):
         def timed(xp, *arrays, **attrs):
             start = time.perf_counter()
             out = fn(xp, *arrays, **attrs)
-            totals[_ember_category(op.name, arrays)] += time.perf_counter() - start
+            totals[category(op.name, arrays)] += time.perf_counter() - start
             counts[op.name] += 1
             return out
 
         return timed
 
     # Note [Packed weights]: inference products by packed weights bypass the op kernels
-    from ember.backend.mkl_packed import PackedMatrix
-
     product = PackedMatrix.product
 
     def packed_product(self, x, out, accumulate=False):
@@ -111,24 +120,32 @@ def profile_ember(model, ids, mask, rounds):
         for key, kernel in list(op.kernels.items()):
             op.kernels[key] = wrap(op, kernel)
     try:
-        with ember.no_grad():
-            for _ in range(2):  # warm-up
-                model(ids, attention_mask=mask)
-            # short inputs' kernels load in a background thread once (Note [Kernel-exact small
-            # paths] in ember/backend/transformer_kernels.py): time after it has finished
-            wait_idle(timeout_s=30.0)
-            totals.clear()
-            counts.clear()
-            start = time.perf_counter()
-            for _ in range(rounds):
-                model(ids, attention_mask=mask)
-            wall = (time.perf_counter() - start) / rounds
+        yield
     finally:
         PackedMatrix.product = product
         for op in REGISTRY.values():
             op.forward, kernels = saved[op.name]
             op.kernels.clear()
             op.kernels.update(kernels)
+
+
+def profile_ember(model, ids, mask, rounds):
+    import ember
+
+    totals = collections.Counter()
+    counts = collections.Counter()
+    with ember_kernel_timers(totals, counts), ember.no_grad():
+        for _ in range(2):  # warm-up
+            model(ids, attention_mask=mask)
+        # short inputs' kernels load in a background thread once (Note [Kernel-exact small
+        # paths] in ember/backend/transformer_kernels.py): time after it has finished
+        wait_idle(timeout_s=30.0)
+        totals.clear()
+        counts.clear()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            model(ids, attention_mask=mask)
+        wall = (time.perf_counter() - start) / rounds
     per_call = {k: v / rounds for k, v in totals.items()}
     per_call["python (modules, dispatch)"] = wall - sum(per_call.values())
     return wall, per_call, {k: v // rounds for k, v in counts.items()}
@@ -160,6 +177,164 @@ def profile_torch(model, ids, mask, rounds):
     return wall, per_call, dict(counts)
 
 
+# --- the training step's backward (--train) -----------------------------------------------
+def _ember_backward_category(name, arrays):
+    """The backward's products by role (the weight GEMMs of `_ember_category` split into input
+    gradients g @ W, weight gradients g.T @ x and bias gradients ones @ g), other ops by name."""
+    if name in ("matmul", "linear"):
+        a, b = arrays[0], arrays[1] if len(arrays) > 1 else None
+        if name == "linear" or b is None or getattr(b, "ndim", 0) != 2:
+            return _ember_category(name, arrays)
+        if a.ndim == 1:
+            return "bias gradients (ones @ g)"
+        if a.ndim == 2 and a.strides[0] == a.itemsize and a.shape[0] > 1:  # g2.mT
+            return "weight-gradient GEMMs (g.T @ x)"
+        return "input-gradient GEMMs (g @ W)"
+    return "op: " + name
+
+
+def _torch_backward_category(key, shapes, rows):
+    if key == "aten::mm" and len(shapes) == 2 and len(shapes[0]) == 2:
+        if shapes[0][1] == rows:
+            return "weight-gradient GEMMs (g.T @ x)"
+        return "input-gradient GEMMs (g @ W)"
+    if key == "aten::sum":
+        return "bias gradients (sum)"
+    if key.startswith("autograd::") or "Backward" in key:
+        return "autograd engine (wrappers' self time)"
+    return "op: " + key
+
+
+def profile_ember_step(model, ids, mask, labels, rounds):
+    """Forward+loss and backward walls of eager training steps, and the backward's kernels by
+    category, with the engine's in-place gradient adds and .grad accumulation named."""
+    from ember.autograd import engine
+
+    totals = collections.Counter()
+    counts = collections.Counter()
+    saved = (
+        engine._add_into_buffer,
+        engine._accumulate_into,
+        engine._BUFFER_REFS,
+        engine._TENSOR_REFS,
+    )
+
+    def adds(buffer, g, view=None):
+        start = time.perf_counter()
+        out = saved[0](buffer, g, view)
+        totals["engine: gradient adds in place"] += time.perf_counter() - start
+        return out
+
+    def accumulate(t, g, create_graph):
+        start = time.perf_counter()
+        saved[1](t, g, create_graph)
+        totals["engine: .grad accumulation"] += time.perf_counter() - start
+
+    # the wrappers' own locals hold one more reference to the buffer and to the gradient, which
+    # the engine's exclusivity checks count (without this they would copy and add out of place)
+    engine._add_into_buffer, engine._accumulate_into = adds, accumulate
+    engine._BUFFER_REFS, engine._TENSOR_REFS = saved[2] + 1, saved[3] + 1
+    model.train()
+    forward_wall = backward_wall = 0.0
+    step_totals, step_counts = collections.Counter(), collections.Counter()
+    try:
+        with ember_kernel_timers(totals, counts, _ember_backward_category):
+            for step in range(rounds + 2):  # two warm-up steps
+                for p in model.parameters():
+                    p.grad = None
+                start = time.perf_counter()
+                loss = model(ids, attention_mask=mask, labels=labels).loss
+                middle = time.perf_counter()
+                if step >= 2:
+                    forward_wall += middle - start
+                totals.clear()
+                counts.clear()
+                loss.backward()
+                if step >= 2:
+                    backward_wall += time.perf_counter() - middle
+                    step_totals += totals
+                    step_counts = collections.Counter(counts)
+    finally:
+        (engine._add_into_buffer, engine._accumulate_into, engine._BUFFER_REFS,
+         engine._TENSOR_REFS) = saved  # fmt: skip
+    per_call = {k: v / rounds for k, v in step_totals.items()}
+    wall = backward_wall / rounds
+    per_call["python (engine walk, dispatch, VJP code)"] = wall - sum(per_call.values())
+    return forward_wall / rounds, wall, per_call, dict(step_counts)
+
+
+def profile_torch_step(model, ids, mask, labels, rounds):
+    from torch.profiler import ProfilerActivity, profile
+
+    model.train()
+    rows = ids.numel()
+    forward_wall = backward_wall = 0.0
+    totals = collections.Counter()
+    counts = collections.Counter()
+    for step in range(2 * rounds + 2):  # two warm-up steps, then timed and profiled ones
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        loss = model(ids, attention_mask=mask, labels=labels).loss
+        middle = time.perf_counter()
+        if step < 2:
+            loss.backward()
+        elif step < rounds + 2:
+            loss.backward()
+            forward_wall += middle - start
+            backward_wall += time.perf_counter() - middle
+        else:
+            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                loss.backward()
+            for event in prof.key_averages(group_by_input_shape=True):
+                group = _torch_backward_category(event.key, event.input_shapes, rows)
+                totals[group] += event.self_cpu_time_total / 1e6 / rounds
+                counts[event.key] += event.count
+    return forward_wall / rounds, backward_wall / rounds, dict(totals), dict(counts)
+
+
+def train_main(args):
+    import torch
+    import transformers
+
+    import ember
+    from ember import transformers as et
+
+    batch, length = args.shape
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 20000, (batch, length))
+    mask = np.ones_like(ids)
+    mask[batch // 2 :, length * 3 // 4 :] = 0
+    labels = rng.integers(0, 2, (batch,))
+    ours = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2)
+    theirs = transformers.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2)
+    results = []
+    for threads in args.threads_list:
+        ember.set_num_threads(threads)
+        torch.set_num_threads(threads)
+        e = profile_ember_step(
+            ours, *(ember.from_numpy(a) for a in (ids, mask, labels)), args.rounds
+        )
+        wait_idle(timeout_s=5.0)
+        t = profile_torch_step(
+            theirs, *(torch.from_numpy(a) for a in (ids, mask, labels)), args.rounds
+        )
+        wait_idle(timeout_s=5.0)
+        results.append((threads, e, t))
+    for threads, e, t in results:
+        print(
+            f"\n== training step {batch}x{length}, {threads} thread(s): forward+loss ember "
+            f"{e[0] * 1e3:.1f} ms, torch {t[0] * 1e3:.1f} ms; backward ember "
+            f"{e[1] * 1e3:.1f} ms, torch {t[1] * 1e3:.1f} ms"
+        )
+        _table(f"ember backward {batch}x{length}, {threads} thread(s)", e[1], e[2], e[3])
+        _table(
+            f"torch backward {batch}x{length}, {threads} thread(s) (profiled self times)",
+            t[1],
+            t[2],
+            t[3],
+        )
+
+
 def _table(title, wall, per_call, counts):
     print(f"\n{title}: {wall * 1e3:.1f} ms per forward (unprofiled wall)")
     for key, seconds in sorted(per_call.items(), key=lambda kv: -kv[1]):
@@ -170,10 +345,20 @@ def _table(title, wall, per_call, counts):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--shape", type=int, nargs=2, default=[32, 128])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--counts", action="store_true", help="print op counts per name")
+    parser.add_argument(
+        "--train",
+        action="store_true",
+        help="profile the backward of eager training steps (sequence classification, "
+        "dropout on) instead of the inference forward; --threads takes several counts",
+    )
     args = parser.parse_args()
+    if args.train:
+        args.threads_list = args.threads
+        return train_main(args)
+    args.threads = args.threads[0]
 
     import torch
     import transformers

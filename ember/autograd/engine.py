@@ -33,6 +33,24 @@ when its count reaches zero. Data-parallel training starts each gradient bucket'
 from these hooks, so communication overlaps the remaining backward. Leaves without such hooks
 are accumulated after the walk, as before, and cost nothing extra. `queue_callback(fn)` runs `fn`
 once when the outermost `backward` ends (DDP waits for its allreduces there).
+
+Note [Slot gradients]: the VJP of a view that selects part of its input (basic indexing,
+`x[:, :, 0]`) is a scatter of g into zeros of the input's shape (Note [Scatter into zeros] in
+ember/ops/shape.py), which the walk then adds into the input node's gradient buffer: for k
+views of one tensor, k full-size arrays and k - 1 full-size adds where the parts' gradients
+fill one buffer. Where the op names its place (`OpDef.slot_gradient`), and the walk records no
+graph (no `create_graph`), g is added straight into the buffer at the view's place instead: the
+first part finds no buffer and makes one of zeros, the others add into it while the engine
+alone holds it (the conditions of `_add_into_buffer`), else the VJP runs as always. The sums
+are the VJP's additions (0 + g, then + g2 where views overlap, in the order the parts
+arrive), so the same bits; the writes run in row chunks on ember's pool. Measured (quiet
+2-core machine, medians, the same process): the backward of three products of a (16, 64, 1152)
+tensor's `split(384, -1)` 2.69 -> 1.56 ms at 1 thread, 3.09 -> 2.12 at 2; GPT-2's attention,
+which takes its query, key and value as `qkv[:, :, i]` of one product, in a 6-layer, 384-wide
+model's backward at 16 x 64: 364 -> 358 ms at 1 thread, 198 -> 197 at 2 (min 190 -> 181);
+gradients bit-equal. (BERT's projections are three products: a joined one in training, by
+`cat` of the weights and these slots, measured level with them: the joined products gained
+what the weights' `cat`, the zeros and the slot writes cost.)
 """
 
 from __future__ import annotations
@@ -349,9 +367,13 @@ def _backward(
                 _raise_freed(node)
             if node.versions:
                 _check_versions(node)
-            out = None if node.out_data is None else _tensor._from_node(node.out_data, node)
-            grads = node.op.vjp(g, out, *node.saved, **node.attrs)
-            out = None
+            grads = None
+            if node.op.slot_gradient is not None and not create_graph:
+                grads = _into_slot(node, g, buffers)  # Note [Slot gradients]
+            if grads is None:
+                out = None if node.out_data is None else _tensor._from_node(node.out_data, node)
+                grads = node.op.vjp(g, out, *node.saved, **node.attrs)
+                out = None
             if not retain_graph:  # Note [Autograd graph]: the activations go now
                 node.saved = ()
                 node.out_data = None
@@ -365,6 +387,12 @@ def _backward(
                     continue
                 if ig is None:
                     _deliver_none(edge, deps, buffers, leaf_grads, ready, leaf_deps, finished)
+                    continue
+                if ig is _IN_BUFFER:  # added into edge's buffer already (Note [Slot gradients])
+                    left = deps[edge] - 1
+                    deps[edge] = left
+                    if left == 0:
+                        ready.append(edge)
                     continue
                 if ig.is_sparse:  # Note [Sparse gradients]: sparse into leaves only
                     if edge.__class__ is Node:
@@ -526,7 +554,41 @@ def _accumulate_into(t, g, create_graph):
         t.grad._data += g._data
 
 
-def _add_into_buffer(buffer, g) -> bool:
+# Note [Slot gradients]: a view's gradient already added into its input's buffer
+_IN_BUFFER = object()
+
+
+def _into_slot(node, g, buffers):
+    """Add the gradient `g` of a view node into its input node's gradient buffer at the view's
+    place (Note [Slot gradients]): the node's gradients, (_IN_BUFFER, None...), or None (nothing
+    done) where that does not apply."""
+    edge = node.edges[0]
+    arr = g._data
+    if edge.__class__ is not Node or type(arr) is not np.ndarray:
+        return None
+    shape, dtype = node.in_meta[0]
+    if arr.dtype is not dtype.numpy:
+        return None
+    prev = buffers.get(edge)
+    if prev is None:
+        base = np.zeros(shape, arr.dtype)
+        place = node.op.slot_gradient(base, **node.attrs)
+        if not _is_place(place, base, arr):
+            return None
+        parallel.chunked(np.add, place, arr, 0.0)  # the VJP's 0 + g, reading no zeros
+        buffers[edge] = _tensor._wrap(base)
+    elif not _add_into_buffer(prev, g, node):
+        return None
+    return (_IN_BUFFER,) + (None,) * (len(node.edges) - 1)
+
+
+def _is_place(place, base, g) -> bool:
+    """`place` is a view into `base`'s memory of g's shape (Note [Slot gradients])."""
+    owner = base if base.base is None else base.base
+    return type(place) is np.ndarray and place.base is owner and place.shape == g.shape
+
+
+def _add_into_buffer(buffer, g, view=None) -> bool:
     """Add `g` into a node's gradient buffer in place where the engine alone holds the buffer
     (as PyTorch's InputBuffer accumulates into a gradient whose use count is 1): a contiguous,
     writable NumPy array of g's shape and dtype, held only by `buffer` (and, if it is a view,
@@ -534,7 +596,8 @@ def _add_into_buffer(buffer, g) -> bool:
     engine. The sum is the same elementwise float additions as `buffer + g`
     (so the same bits), without a new array: MiniLM's backward sums 24 gradients of 1.5 MB a
     step where a hidden state feeds the query, key and value projections and a residual.
-    False (nothing done) otherwise."""
+    With `view` (a node of an op with a `slot_gradient`), g is the view's gradient and goes
+    to the view's place in the buffer (Note [Slot gradients]). False (nothing done) otherwise."""
     arr = buffer._data
     other = g._data
     if (
@@ -542,7 +605,7 @@ def _add_into_buffer(buffer, g) -> bool:
         or type(other) is not np.ndarray
         or not arr.flags.writeable
         or not arr.flags.c_contiguous
-        or arr.shape != other.shape
+        or (view is None and arr.shape != other.shape)
         or arr.dtype != other.dtype
         or buffer._version is not None
         or sys.getrefcount(arr) > _ARRAY_REFS
@@ -553,7 +616,13 @@ def _add_into_buffer(buffer, g) -> bool:
     if base is not None and (type(base) is not np.ndarray or sys.getrefcount(base) > _BASE_REFS):
         return False
     base = None
-    parallel.chunked(np.add, arr, arr, other)
+    if view is None:
+        parallel.chunked(np.add, arr, arr, other)
+        return True
+    place = view.op.slot_gradient(arr, **view.attrs)
+    if not _is_place(place, arr, other):
+        return False
+    parallel.chunked(np.add, place, place, other)
     return True
 
 

@@ -77,6 +77,7 @@ class _FunctionOp:
 
     view = False
     stateful = False
+    slot_gradient = None  # Note [Slot gradients] in ember/autograd/engine.py: runs its backward
 
     def __init__(self, cls, ctx, n_inputs):
         self.name = cls.__name__

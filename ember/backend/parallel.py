@@ -321,6 +321,11 @@ class _Pool:
                     job.run_chunk(index)
             finally:
                 job.close_and_wait()
+                # no claim can succeed now: drop the chunks' arrays, which a worker holding
+                # the job until its next one (or a job still queued) would keep alive, and
+                # with them a count of references the autograd engine reads (Note [Slot
+                # gradients] in ember/autograd/engine.py)
+                job.fn, job.argsets = None, ()
             if job.error is not None:
                 raise job.error
             return True

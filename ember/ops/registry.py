@@ -36,7 +36,9 @@ table of op names of its own (a test checks that every name-keyed table names re
   operands `{0}`, `{1}`, `{2}` (`D(...)` casts to the result dtype; Note [Fusion]);
 - `quiet`: the NumPy kernel may warn on valid input (log(0), x/0): eager and compiled run it
   with floating-point warnings off (Note [Quiet kernels] in ember/backend/numpy_backend.py);
-- `onnx`: its ONNX lowering (used by the exporter), None where it has none.
+- `onnx`: its ONNX lowering (used by the exporter), None where it has none;
+- `slot_gradient`: for a view op (getitem), the place its gradient lands on in its input's
+  gradient, which the backward engine adds into directly (Note [Slot gradients]).
 
 Note [Fused composites]: a composite gets a primitive of its own (one kernel, one VJP) only
 where a benchmark shows the decomposition's per-op cost matters (linear, softmax cross
@@ -98,6 +100,7 @@ class OpDef:
         "template",
         "quiet",
         "onnx",
+        "slot_gradient",
         "__weakref__",
     )
 
@@ -143,6 +146,10 @@ class OpDef:
         self.template: str | None = None
         self.quiet = False
         self.onnx = None
+        # Note [Slot gradients] in ember/autograd/engine.py: for a view op whose VJP is "zeros
+        # of the input's shape with g added at the view's place", `slot_gradient(base,
+        # **attrs)` returns that place as a view of the NumPy array `base` (None where not)
+        self.slot_gradient: Callable | None = None
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"

@@ -493,6 +493,19 @@ GETITEM = defop(
 )
 
 
+def _getitem_slot(base, spec):
+    """The view of the array `base` that a basic index's gradient is added into (Note [Slot
+    gradients] in ember/autograd/engine.py); None for tensor indices, whose VJP accumulates
+    repeated positions."""
+    for item in spec:
+        if item[0] == "t":
+            return None
+    return _getitem_forward(np, base, spec=spec)
+
+
+GETITEM.slot_gradient = _getitem_slot
+
+
 def _copy_of_base(xp, base):
     """A writable copy of a scatter's base; a broadcast +0.0 comes as `xp.zeros` (Note [Scatter
     into zeros])."""

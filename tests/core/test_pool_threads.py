@@ -1,6 +1,7 @@
 """ember's thread pool (ember/backend/parallel.py): pools that end their workers, and a
 thread's own count (Note [Per-thread pool count])."""
 
+import sys
 import threading
 
 import numpy as np
@@ -86,3 +87,16 @@ def test_a_thread_count_of_its_own_governs_the_pool(monkeypatch):
             parallel.set_thread_count(0)
     finally:
         ember.set_num_threads(before)
+
+
+def test_a_finished_job_holds_no_chunk_arrays(fresh_pool):
+    """After `run_chunks` returns, neither a worker (which keeps its last job until the next)
+    nor a job left in the queue holds the chunks' arguments: the autograd engine counts
+    references to a gradient buffer written by parallel chunks (Note [Slot gradients])."""
+    parallel.set_threads(2)
+    out = np.zeros(1 << 16)
+    before = sys.getrefcount(out)
+    for _ in range(5):
+        parallel.run_chunks(np.add, [(out[:10], 1.0, out[:10]), (out[10:], 1.0, out[10:])])
+        assert sys.getrefcount(out) == before
+    assert fresh_pool.workers == 1  # the chunks ran on the pool, not serially

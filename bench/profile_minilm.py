@@ -7,13 +7,14 @@ time is Python: module calls, dispatch, autograd bookkeeping. PyTorch: `torch.pr
 the same grouping of aten ops. Both run at the thread count given (default 1) on the same
 random batch with padding, under no_grad, after a warm-up.
 
-`--train` profiles the backward of eager training steps instead (BertForSequenceClassification,
-dropout on, a loss from random labels; the Trainer bench's shape is `--shape 16 64`), at each
-count of `--threads` in one process: ember's products split by role (input gradients g @ W,
-weight gradients g.T @ x, bias gradients ones @ g, attention's batched products), its other
-kernels by op name, the engine's in-place gradient adds and `.grad` accumulation, and the
-rest of the wall (the engine's walk, dispatch, VJP code); PyTorch's `mm` calls split by their
-shapes the same way, its other aten ops by name (profiled self times).
+`--train` profiles eager training steps instead (BertForSequenceClassification, dropout on,
+a loss from random labels; the Trainer bench's shape is `--shape 16 64`), at each count of
+`--threads` in one process, phase by phase. forward+loss: each side's ops grouped as above.
+backward: ember's products split by role (input gradients g @ W, weight gradients g.T @ x,
+bias gradients ones @ g, attention's batched products), its other kernels by op name, the
+engine's in-place gradient adds and `.grad` accumulation, and the rest of the wall (the
+engine's walk, dispatch, VJP code); PyTorch's `mm` calls split by their shapes the same way,
+its other aten ops by name (profiled self times).
 
 Run: PYTHONPATH=. python bench/profile_minilm.py [--shape 32 128] [--threads 1] [--rounds 3]
      PYTHONPATH=. python bench/profile_minilm.py --train --shape 16 64 --threads 2 1
@@ -237,16 +238,21 @@ def profile_ember_step(model, ids, mask, labels, rounds):
     model.train()
     forward_wall = backward_wall = 0.0
     step_totals, step_counts = collections.Counter(), collections.Counter()
+    forward_totals, forward_counts = collections.Counter(), collections.Counter()
     try:
         with ember_kernel_timers(totals, counts, _ember_backward_category):
             for step in range(rounds + 2):  # two warm-up steps
                 for p in model.parameters():
                     p.grad = None
+                totals.clear()
+                counts.clear()
                 start = time.perf_counter()
                 loss = model(ids, attention_mask=mask, labels=labels).loss
                 middle = time.perf_counter()
                 if step >= 2:
                     forward_wall += middle - start
+                    forward_totals += totals
+                    forward_counts = collections.Counter(counts)
                 totals.clear()
                 counts.clear()
                 loss.backward()
@@ -260,7 +266,10 @@ def profile_ember_step(model, ids, mask, labels, rounds):
     per_call = {k: v / rounds for k, v in step_totals.items()}
     wall = backward_wall / rounds
     per_call["python (engine walk, dispatch, VJP code)"] = wall - sum(per_call.values())
-    return forward_wall / rounds, wall, per_call, dict(step_counts)
+    forward = {k: v / rounds for k, v in forward_totals.items()}
+    forward_wall /= rounds
+    forward["python (modules, dispatch, recording)"] = forward_wall - sum(forward.values())
+    return (forward_wall, forward, dict(forward_counts)), (wall, per_call, dict(step_counts))
 
 
 def profile_torch_step(model, ids, mask, labels, rounds):
@@ -268,28 +277,38 @@ def profile_torch_step(model, ids, mask, labels, rounds):
 
     model.train()
     rows = ids.numel()
-    forward_wall = backward_wall = 0.0
-    totals = collections.Counter()
-    counts = collections.Counter()
+    walls = [0.0, 0.0]  # forward+loss, backward
+    totals = [collections.Counter(), collections.Counter()]
+    counts = [collections.Counter(), collections.Counter()]
+
+    def profiled(phase, fn):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            out = fn()
+        for event in prof.key_averages(group_by_input_shape=True):
+            if phase:
+                group = _torch_backward_category(event.key, event.input_shapes, rows)
+            else:
+                group = _TORCH_GROUPS.get(event.key, "op: " + event.key)
+                if group is None:  # a wrapper whose children are counted
+                    continue
+            totals[phase][group] += event.self_cpu_time_total / 1e6 / rounds
+            counts[phase][event.key] += event.count // rounds
+        return out
+
     for step in range(2 * rounds + 2):  # two warm-up steps, then timed and profiled ones
         model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        loss = model(ids, attention_mask=mask, labels=labels).loss
-        middle = time.perf_counter()
-        if step < 2:
+        if step < rounds + 2:
+            start = time.perf_counter()
+            loss = model(ids, attention_mask=mask, labels=labels).loss
+            middle = time.perf_counter()
             loss.backward()
-        elif step < rounds + 2:
-            loss.backward()
-            forward_wall += middle - start
-            backward_wall += time.perf_counter() - middle
+            if step >= 2:
+                walls[0] += middle - start
+                walls[1] += time.perf_counter() - middle
         else:
-            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-                loss.backward()
-            for event in prof.key_averages(group_by_input_shape=True):
-                group = _torch_backward_category(event.key, event.input_shapes, rows)
-                totals[group] += event.self_cpu_time_total / 1e6 / rounds
-                counts[event.key] += event.count
-    return forward_wall / rounds, backward_wall / rounds, dict(totals), dict(counts)
+            loss = profiled(0, lambda: model(ids, attention_mask=mask, labels=labels).loss)
+            profiled(1, loss.backward)
+    return tuple((walls[i] / rounds, dict(totals[i]), dict(counts[i])) for i in (0, 1))
 
 
 def train_main(args):
@@ -323,23 +342,20 @@ def train_main(args):
     for threads, e, t in results:
         print(
             f"\n== training step {batch}x{length}, {threads} thread(s): forward+loss ember "
-            f"{e[0] * 1e3:.1f} ms, torch {t[0] * 1e3:.1f} ms; backward ember "
-            f"{e[1] * 1e3:.1f} ms, torch {t[1] * 1e3:.1f} ms"
+            f"{e[0][0] * 1e3:.1f} ms, torch {t[0][0] * 1e3:.1f} ms; backward ember "
+            f"{e[1][0] * 1e3:.1f} ms, torch {t[1][0] * 1e3:.1f} ms"
         )
-        _table(f"ember backward {batch}x{length}, {threads} thread(s)", e[1], e[2], e[3])
-        _table(
-            f"torch backward {batch}x{length}, {threads} thread(s) (profiled self times)",
-            t[1],
-            t[2],
-            t[3],
-        )
+        for i, phase in enumerate(("forward+loss", "backward")):
+            title = f"{phase} {batch}x{length}, {threads} thread(s)"
+            _table(f"ember {title}", *e[i], unit="step")
+            _table(f"torch {title} (profiled self times)", *t[i], unit="step")
 
 
-def _table(title, wall, per_call, counts):
-    print(f"\n{title}: {wall * 1e3:.1f} ms per forward (unprofiled wall)")
+def _table(title, wall, per_call, counts, unit="forward"):
+    print(f"\n{title}: {wall * 1e3:.1f} ms per {unit} (unprofiled wall)")
     for key, seconds in sorted(per_call.items(), key=lambda kv: -kv[1]):
         print(f"  {key:<40} {seconds * 1e3:9.2f} ms  {seconds / wall * 100:5.1f}%")
-    print(f"  ops per forward: {sum(counts.values())}")
+    print(f"  ops per {unit}: {sum(counts.values())}")
 
 
 def main():
@@ -351,8 +367,9 @@ def main():
     parser.add_argument(
         "--train",
         action="store_true",
-        help="profile the backward of eager training steps (sequence classification, "
-        "dropout on) instead of the inference forward; --threads takes several counts",
+        help="profile eager training steps (sequence classification, dropout on), their "
+        "forward+loss and backward, instead of the inference forward; --threads takes "
+        "several counts",
     )
     args = parser.parse_args()
     if args.train:

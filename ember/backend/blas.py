@@ -96,10 +96,12 @@ import ctypes
 import glob
 import os
 import sys
+import threading
 import warnings
 
 import numpy as np
 
+from ember._util.env import flag
 from ember.backend import parallel
 
 __all__ = ["matmul", "mkl_available", "blas_choice"]
@@ -307,6 +309,10 @@ def matmul(a, b, out=None):
                 return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
         if row_blocks:  # each thread its rows of a and of the result
             a_step = item * (lda if trans_a == _NO_TRANS else 1)  # bytes from row to row
+            table = [(hi - lo, n, lo * a_step, 0, lo * n * item) for lo, hi in row_blocks]
+            if _split_on_numba(a.dtype, trans_a, trans_b, k, a_ptr, lda, b_ptr, ldb, c_ptr,
+                               n, table):  # fmt: skip
+                return result
 
             def rows(lo, hi):
                 gemm(_ROW_MAJOR, trans_a, trans_b, hi - lo, n, k, 1.0, a_ptr + lo * a_step,
@@ -318,8 +324,9 @@ def matmul(a, b, out=None):
             b_step = item * (ldb if trans_b == _TRANS else 1)  # bytes from column to column
 
             blocks = _blocks(n, threads)
-            if _split_on_numba(a.dtype, trans_a, trans_b, m, n, k, a_ptr, lda, b_ptr, ldb,
-                               b_step, c_ptr, blocks):  # fmt: skip
+            table = [(m, hi - lo, 0, lo * b_step, lo * item) for lo, hi in blocks]
+            if _split_on_numba(a.dtype, trans_a, trans_b, k, a_ptr, lda, b_ptr, ldb, c_ptr,
+                               n, table):  # fmt: skip
                 return result
 
             def columns(lo, hi):
@@ -333,7 +340,7 @@ def matmul(a, b, out=None):
 
 
 # --- the column split on numba's threads ------------------------------------------------------
-# Note [Split on numba's threads]: the column blocks of a split MKL product (Note [Small
+# Note [Split on numba's threads]: the row or column blocks of a split MKL product (Note [Small
 # GEMMs]) run as n sequential MKL calls either on ember's pool (Python workers: each block
 # needs the GIL to start its ctypes call) or, once `prepare_split()` built it, from one numba
 # `prange` kernel that calls cblas_?gemm through a function pointer on numba's OpenMP threads,
@@ -344,18 +351,21 @@ def matmul(a, b, out=None):
 # 784 x 128 (quiet 2-core machine, 2 threads, medians, us) took 84.6 in one call, 87.5 split on
 # the pool and 59.9 on numba's threads; with 50 us of serial work between products (the
 # worker asleep, as inside a training step) 85, 135 and 55; the compiled MLP step (bench/
-# bench_mlp.py --profile-lines) 364 -> 313 us. The kernel is compiled (or loaded
-# from numba's disk cache, ~0.2 s) only when asked: the graph compiler asks when it builds an
-# executor with a product (ember/graph/executor.py), so eager code and a process's first
-# forward pay nothing. In a forked child (Note [Parallel loops] in ember/graph/fusion.py) and
-# on an overloaded machine (Note [Overloaded machine]) the pool's path runs instead.
+# bench_mlp.py --profile-lines) 364 -> 313 us. The row blocks of a training step's products
+# likewise (2 threads, medians, us, MiniLM at 16 x 64: 1024 x 384 @ 384 x {1152, 384, 1536},
+# 1024 x 1536 @ 1536 x 384): pool 2834 / 1019 / 3348 / 3664, numba 2682 / 843 / 3175 / 3255,
+# PyTorch's threaded MKL 2631 / 826 / 3133 / 3235. The kernel is compiled (or loaded from
+# numba's disk cache, ~0.2 s) when the graph compiler builds an executor with a product
+# (ember/graph/executor.py), or in a background thread once a process has run
+# `SPLIT_WARM_UP_AFTER` split products on the pool (`KernelWarmUp`), so a process's first
+# products never wait for numba. In a forked child (Note [Parallel loops] in
+# ember/graph/fusion.py) and on an overloaded machine (Note [Overloaded machine]) the pool's
+# path runs instead.
 _SPLIT_SOURCE = """\
-def split_gemm(gemm, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, item, cuts):
-    for t in prange(len(cuts) - 1):
-        lo = cuts[t]
-        hi = cuts[t + 1]
-        gemm(101, trans_a, trans_b, m, hi - lo, k, 1.0, a, lda, b + lo * b_step, ldb, 0.0,
-             c + lo * item, n)
+def split_gemm(gemm, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, table):
+    for t in prange(table.shape[0]):
+        gemm(101, trans_a, trans_b, table[t, 0], table[t, 1], k, 1.0, a + table[t, 2], lda,
+             b + table[t, 3], ldb, 0.0, c + table[t, 4], ldc)
 """
 _split = {}  # {dtype: (numba kernel, cblas function pointer)} once prepare_split() built it
 
@@ -379,9 +389,10 @@ def prepare_split() -> bool:
             pointer = native_pointer(fn)
             a = np.arange(1.0, 5.0, dtype=dtype).reshape(2, 2)
             c = np.empty((2, 2), dtype)
-            cuts = np.array([0, 1, 2], np.int64)
-            kernel(pointer, _NO_TRANS, _NO_TRANS, 2, 2, 2, a.ctypes.data, 2, a.ctypes.data, 2,
-                   a.itemsize, c.ctypes.data, a.itemsize, cuts)  # fmt: skip
+            item = a.itemsize
+            table = np.array([[2, 1, 0, 0, 0], [2, 1, 0, item, item]], np.int64)  # two columns
+            kernel(pointer, _NO_TRANS, _NO_TRANS, 2, a.ctypes.data, 2, a.ctypes.data, 2,
+                   c.ctypes.data, 2, table)  # fmt: skip
             if not np.array_equal(c, a @ a):
                 return False
             built[dtype] = (kernel, pointer)
@@ -398,19 +409,71 @@ def native_pointer(fn):
     return ctypes.CFUNCTYPE(fn.restype, *args)(ctypes.cast(fn, ctypes.c_void_p).value)
 
 
-def _split_on_numba(dtype, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, blocks):
-    """Run the column blocks from numba's prange kernel; False (nothing done) where it is not
-    built, or in a forked child or on an overloaded machine."""
+def _split_on_numba(dtype, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, table):
+    """Run the blocks, rows of `table` (m, n, and the byte offsets of each block's a, b and c),
+    from numba's prange kernel; False (nothing done) where it is not built (it is then asked
+    for in the background, `KernelWarmUp`), or in a forked child or on an overloaded
+    machine."""
     entry = _split.get(dtype) if _split else None
-    if entry is None or parallel.in_forked_child() or parallel.overloaded():
+    if entry is None:
+        _warm_up.count()
+        return False
+    if parallel.in_forked_child() or parallel.overloaded():
         return False
     from ember.backend import numba_kernels
 
     numba_kernels.follow_budget()  # numba's count is per thread (Note [Per-thread numba count])
     kernel, pointer = entry
-    cuts = np.array([lo for lo, _ in blocks] + [blocks[-1][1]], np.int64)
-    kernel(pointer, trans_a, trans_b, m, n, k, a, lda, b, ldb, b_step, c, dtype.itemsize, cuts)
+    kernel(pointer, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, np.array(table, np.int64))
     return True
+
+
+SPLIT_WARM_UP_AFTER = 16  # split products on the pool before a split kernel loads
+
+
+class KernelWarmUp:
+    """Loads a numba split kernel (`load`: blas's and mkl_packed's `prepare_split`) in a
+    background thread once a process has run `after` split products on the pool (`count()`
+    for each), so that the first products never wait for numba and later ones run on numba's
+    threads (Note [Split on numba's threads]). Started once; not in a forked child, nor with
+    EMBER_KERNEL_WARM_UP=0 (tests/conftest.py); joined before a fork, so that a child never
+    inherits numba half loaded."""
+
+    def __init__(self, load, after=None):
+        self.load = load
+        self.after = SPLIT_WARM_UP_AFTER if after is None else after
+        self.calls = 0
+        self.thread = None
+        _WARM_UPS.append(self)
+
+    def count(self) -> None:
+        self.calls += 1
+        if (
+            self.calls == self.after
+            and self.thread is None
+            and not parallel.in_forked_child()
+            and flag("EMBER_KERNEL_WARM_UP", True)
+        ):
+            thread = threading.Thread(target=self.load, name="ember-split-warm-up", daemon=True)
+            self.thread = thread  # started once
+            thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
+_WARM_UPS: list = []
+
+
+def _join_warm_ups_before_fork():
+    for warm_up in _WARM_UPS:
+        warm_up.join()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_join_warm_ups_before_fork)
+_warm_up = KernelWarmUp(prepare_split)
 
 
 # Note [Strided batches]: attention's products in training are stacks of small matrices, 192

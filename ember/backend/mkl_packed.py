@@ -43,12 +43,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import threading
 import weakref
 
 import numpy as np
 
-from ember._util.env import flag
 from ember.backend import blas, numba_kernels, parallel
 
 __all__ = [
@@ -303,7 +301,9 @@ class PackedMatrix:
             for args in parts:
                 part(*args)
             return
-        split = _split[0] if _split else _split_wanted()  # Note [Packed split on numba's threads]
+        split = _split[0] if _split else None  # Note [Packed split on numba's threads]
+        if split is None:
+            _warm_up.count()
         if split is not None and not parallel.in_forked_child() and not parallel.overloaded():
             numba_kernels.follow_budget()  # Note [Per-thread numba count]
             kernel, pointer = split
@@ -340,11 +340,11 @@ _CHAR = ctypes.c_char
 # unchanged: nothing splits). Same calls on the same blocks, so the results are those of the
 # pool's path, and of one call, bit for bit (tests/ops/test_mkl_packed.py). The kernel loads
 # (from numba's disk cache, or compiled) in a background thread once a process has run
-# `SPLIT_WARM_UP_AFTER` split products, so a process's first products never wait for numba;
+# `blas.SPLIT_WARM_UP_AFTER` split products (`blas.KernelWarmUp`), so a process's first
+# products never wait for numba;
 # until it has loaded, and in a forked child or on an overloaded machine (Note [Overloaded
 # machine]), the pool runs the blocks. EMBER_KERNEL_WARM_UP=0 turns the background load off
 # (`prepare_split()` still loads it when asked).
-SPLIT_WARM_UP_AFTER = 16
 _SPLIT_SOURCE = """\
 def split_compute(compute, trans_x, m, k, x, ldx, table, beta, out, n):
     for t in prange(table.shape[0]):
@@ -353,7 +353,6 @@ def split_compute(compute, trans_x, m, k, x, ldx, table, beta, out, n):
                 out + lo * 4, n)
 """
 _split: list = []  # [(numba kernel, cblas_sgemm_compute pointer)] once prepare_split() built it
-_split_state = {"calls": 0, "thread": None}  # split products on the pool, the loading thread
 
 
 def prepare_split() -> bool:
@@ -384,31 +383,7 @@ def prepare_split() -> bool:
     return True
 
 
-def _split_wanted():
-    """None (the pool runs this split): counts the split towards the background load of the
-    split kernel (Note [Packed split on numba's threads])."""
-    state = _split_state
-    state["calls"] += 1
-    if (
-        state["calls"] == SPLIT_WARM_UP_AFTER
-        and state["thread"] is None
-        and not parallel.in_forked_child()
-        and flag("EMBER_KERNEL_WARM_UP", True)  # tests/conftest.py: no background builds
-    ):
-        thread = threading.Thread(target=prepare_split, name="ember-split-warm-up", daemon=True)
-        state["thread"] = thread  # started once
-        thread.start()
-    return None
-
-
-def _finish_split_load_before_fork():  # a child must not inherit numba half loaded
-    thread = _split_state["thread"]
-    if thread is not None:
-        thread.join()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_finish_split_load_before_fork)
+_warm_up = blas.KernelWarmUp(prepare_split)  # the background load of the kernel above
 
 
 # Note [Shared packs]: a product of more than PACK_MAX_ROWS rows (MiniLM 32 x 128: 4096 rows,

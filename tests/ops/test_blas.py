@@ -30,6 +30,15 @@ CASES = [
 ]
 
 
+# products above FEW_ROWS rows, split by rows at 2 and 3 threads: a training step's x @ W.T,
+# a weight gradient g.mT @ x, a strided operand
+ROW_SPLITS = [
+    (1024, 384, 384, "c", "f"),
+    (640, 1024, 384, "f", "c"),
+    (600, 64, 200, "s", "c"),
+]
+
+
 def _operand(rng, shape, layout, dtype):
     if layout == "c":
         return rng.standard_normal(shape).astype(dtype)
@@ -197,10 +206,10 @@ def _misaligned_like(x, offset):
 
 @pytest.mark.skipif(not blas.mkl_available(), reason=NO_MKL)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m,k,n,layout_a,layout_b", [c for c in CASES if c[2] >= 128])
+@pytest.mark.parametrize("m,k,n,layout_a,layout_b", [c for c in CASES if c[2] >= 128] + ROW_SPLITS)
 def test_split_on_numba_threads_equals_one_call(monkeypatch, dtype, m, k, n, layout_a, layout_b):
-    """The column blocks run from numba's prange kernel (Note [Split on numba's threads]), not
-    on ember's pool, and give the one-call product bit for bit."""
+    """The row or column blocks run from numba's prange kernel (Note [Split on numba's
+    threads]), not on ember's pool, and give the one-call product bit for bit."""
     if not blas.prepare_split():
         pytest.skip("numba not installed or switched off: the split runs on ember's pool")
     rng = np.random.default_rng(m * n)
@@ -225,6 +234,35 @@ def test_split_on_numba_threads_equals_one_call(monkeypatch, dtype, m, k, n, lay
         assert blas.matmul(a, b, out=out) is out
         np.testing.assert_array_equal(out, expected)
     assert len(calls) == 4
+
+
+@pytest.mark.skipif(not blas.mkl_available(), reason=NO_MKL)
+def test_split_kernel_loads_in_the_background(monkeypatch):
+    """After SPLIT_WARM_UP_AFTER split products on the pool, blas's split kernel loads in a
+    background thread and later splits take it, with the same bits (Note [Split on numba's
+    threads])."""
+    if not blas.prepare_split():
+        pytest.skip("numba not installed or switched off: the split runs on ember's pool")
+    monkeypatch.setenv("EMBER_KERNEL_WARM_UP", "1")
+    monkeypatch.setattr(blas, "_split", {})
+    warm_up = blas.KernelWarmUp(blas.prepare_split, after=3)
+    monkeypatch.setattr(blas, "_warm_up", warm_up)
+    monkeypatch.setattr(blas, "_threads", 2)
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((1024, 384), np.float32)
+    w = rng.standard_normal((384, 384), np.float32)
+    first = blas.matmul(a, w.T)  # rows on the pool
+    for _ in range(2):
+        np.testing.assert_array_equal(blas.matmul(a, w.T), first)
+    assert warm_up.thread is not None
+    warm_up.thread.join(60)
+    assert blas._split
+
+    def pool_used(*args):
+        raise AssertionError("the split ran on ember's pool")
+
+    monkeypatch.setattr(blas.parallel, "run_chunks", pool_used)
+    np.testing.assert_array_equal(blas.matmul(a, w.T), first)  # on numba's threads
 
 
 @pytest.mark.parametrize("value", ["openblas", "numpy"])

@@ -43,7 +43,8 @@ def _split_on(monkeypatch, path):
             pytest.skip("numba is not installed or turned off (EMBER_NO_NUMBA)")
     else:
         monkeypatch.setattr(mkl_packed, "_split", [])
-        monkeypatch.setattr(mkl_packed, "SPLIT_WARM_UP_AFTER", -1)  # no background load
+        # no background load
+        monkeypatch.setattr(mkl_packed, "_warm_up", blas.KernelWarmUp(lambda: None, after=-1))
 
 
 @pytest.mark.parametrize("k,n", [(384, 1536), (1536, 384), (37, 200)])
@@ -191,8 +192,8 @@ def test_split_kernel_loads_in_the_background(monkeypatch, two_threads):
         pytest.skip("numba is not installed or turned off (EMBER_NO_NUMBA)")
     monkeypatch.setenv("EMBER_KERNEL_WARM_UP", "1")
     monkeypatch.setattr(mkl_packed, "_split", [])
-    monkeypatch.setattr(mkl_packed, "_split_state", {"calls": 0, "thread": None})
-    monkeypatch.setattr(mkl_packed, "SPLIT_WARM_UP_AFTER", 3)
+    warm_up = blas.KernelWarmUp(mkl_packed.prepare_split, after=3)
+    monkeypatch.setattr(mkl_packed, "_warm_up", warm_up)
     rng = np.random.default_rng(3)
     w = rng.standard_normal((1536, 384), np.float32)
     x = rng.standard_normal((16, 384), np.float32)
@@ -202,7 +203,7 @@ def test_split_kernel_loads_in_the_background(monkeypatch, two_threads):
     out = np.empty_like(first)
     for _ in range(2):
         pack.product(x, out)
-    thread = mkl_packed._split_state["thread"]
+    thread = warm_up.thread
     assert thread is not None
     thread.join(60)
     assert mkl_packed._split

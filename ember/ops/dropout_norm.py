@@ -270,15 +270,22 @@ def _param_grad_onnx(b, g, x, r, w, *rest, p=0.0, eps=1e-5, biased=False):
 
 
 # --- the public function and its decomposition ----------------------------------------------
-def _check(x, residual, normalized_shape, p, weight, bias, input_bias):
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{_NAME}: probability must be in [0, 1], got {p}")
+def last_dim_shape(op: str, x, normalized_shape) -> tuple:
+    """`normalized_shape` as a tuple, checked to be x's last dim alone (the fused ops' layer
+    norm normalises one dim); a ShapeError naming `op` otherwise."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if len(shape) != 1 or tuple(x.shape[-1:]) != shape:
         raise ShapeError(
-            f"{_NAME}: normalized_shape {shape} must be the input's last dim, one dim (input "
+            f"{op}: normalized_shape {shape} must be the input's last dim, one dim (input "
             f"{tuple(x.shape)})"
         )
+    return shape
+
+
+def _check(x, residual, normalized_shape, p, weight, bias, input_bias):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{_NAME}: probability must be in [0, 1], got {p}")
+    shape = last_dim_shape(_NAME, x, normalized_shape)
     if tuple(residual.shape) != tuple(x.shape):
         raise ShapeError(
             f"{_NAME}: residual {tuple(residual.shape)} must have the input's shape "

@@ -133,14 +133,7 @@ def _onnx(b, x, w1, b1, w2, b2, w, bias, eps=1e-5, approximate="none", gelu=None
 
 
 def _check(x, weights, norm, normalized_shape, approximate):
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if len(shape) != 1 or tuple(x.shape[-1:]) != shape:
-        raise ShapeError(
-            at_user_line(
-                f"{_NAME}: normalized_shape {shape} must be the input's last dim, one dim "
-                f"(input {tuple(x.shape)})"
-            )
-        )
+    _dropout_norm.last_dim_shape(_NAME, x, normalized_shape)
     if approximate not in ("none", "tanh"):
         raise ValueError(
             at_user_line(f"{_NAME}: approximate must be 'none' or 'tanh', got {approximate!r}")

@@ -31,7 +31,6 @@ import ember
 from ember import dtypes as _dt
 from ember import nn
 from ember.autograd import no_grad
-from ember.backend import runs_eagerly
 from ember.io import (
     atomic_folder,
     resolve_pretrained_folder,
@@ -176,8 +175,6 @@ class _CheckpointReader:
 # keys (`encoder.layer.N.`, `transformer.layer.N.`, `h.N.`, `layers.N.`) first, and a config
 # asking for more is refused, naming both counts. Fewer is allowed (the extra checkpoint layers
 # are unexpected keys, as in HuggingFace); a checkpoint without numbered layers is not checked.
-# additive masks made on the array in eager inference (get_extended_attention_mask)
-_EAGER_MASK_DTYPES = (_dt.float32, _dt.float64)
 _LAYER_KEY = re.compile(r"(?:^|\.)(?:layer|layers|h)\.(\d+)\.")
 
 
@@ -309,20 +306,6 @@ class PreTrainedModel(nn.Module):
         value where masked (HuggingFace's convention, so that padded keys get exactly zero
         weight and fully finite arithmetic)."""
         dtype = dtype or ember.float32
-        data = attention_mask.array
-        if (
-            type(data) is np.ndarray
-            and runs_eagerly(data)
-            and not attention_mask.requires_grad
-            and dtype in _EAGER_MASK_DTYPES
-            and data.ndim in (2, 3)
-        ):
-            # eager, nothing to record: the ops' NumPy arithmetic on the array itself, the same
-            # bits without four dispatches (Note [Eager inference overhead] in
-            # ember/autograd/dispatch.py)
-            index = (slice(None), None, None) if data.ndim == 2 else (slice(None), None)
-            extended = data[index].astype(dtype.numpy)
-            return ember.Tensor.from_array((1.0 - extended) * float(np.finfo(dtype.numpy).min))
         if attention_mask.ndim == 2:
             extended = attention_mask[:, None, None, :]
         elif attention_mask.ndim == 3:

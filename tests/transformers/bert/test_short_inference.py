@@ -40,23 +40,7 @@ def test_minilm_short_inputs_match_huggingface(minilm, hf, threads, shape):
 
 
 # Note [Eager inference overhead]: the glue that rearranges eager results on their arrays
-# gives the bits of the ops it stands for (masks of every kind, both mask ranks, each dtype)
-@pytest.mark.parametrize("shape", [(2, 7), (3, 4, 5)])
-@pytest.mark.parametrize("dtype", [ember.float32, ember.float64, ember.float16, None])
-@pytest.mark.parametrize("source", [np.int64, np.float32, np.bool_])
-def test_extended_attention_mask_on_the_array_equals_the_ops(monkeypatch, shape, dtype, source):
-    from ember.transformers import modeling_utils
-
-    rng = np.random.default_rng(len(shape))
-    mask = ember.from_numpy((rng.random(shape) > 0.3).astype(source))
-    eager = modeling_utils.PreTrainedModel.get_extended_attention_mask(mask, dtype)
-    monkeypatch.setattr(modeling_utils, "_EAGER_MASK_DTYPES", ())  # the ops
-    ops = modeling_utils.PreTrainedModel.get_extended_attention_mask(mask, dtype)
-    assert eager.shape == ops.shape and eager.dtype is ops.dtype
-    np.testing.assert_array_equal(eager.array, ops.array)
-    np.testing.assert_array_equal(np.signbit(eager.array), np.signbit(ops.array))
-
-
+# gives the bits of the ops it stands for
 def test_merged_heads_on_the_array_equal_the_ops():
     from ember.transformers.encoder_heads import _merge_heads
 

@@ -27,6 +27,8 @@ Note [Attention blocks]: how the tile products are done was measured on this 2-c
   heads of (B, L, H, Ev)), and its products into a buffer plus a copy, or one call per head,
   were slower.
   np.dot inside numba was not taken: it calls SciPy's own OpenBLAS, a second thread pool.
+Where MKL is installed the blocks run from one compiled kernel instead (Note [Blocks on MKL]);
+the pool's path above stays for NumPy's BLAS alone.
 So a block is one batch item's heads (or fewer heads, or fewer query rows, when that exceeds
 `BLOCK_ELEMENTS` scores), blocks run in parallel when `ember.set_num_threads(n > 1)`, and
 BLAS runs at one thread meanwhile (the thread budget stays n: Note [Thread budget]).
@@ -48,6 +50,25 @@ The pass runs 16 float32 lanes (Note [Wide vectors] in transformer_kernels.py): 
 row sum is reassociated, so its last bits depend on the vector width (on the tests' inputs
 float32 results did not move, float64 ones by an ulp); every block runs the same code, so
 thread counts still agree bit for bit.
+Note [Blocks on MKL]: with MKL installed (Note [Small GEMMs] in blas.py) the blocks run in
+`attention_blocks`, one numba kernel that loops (`prange`) over the blocks and calls MKL's
+sequential cblas_?gemm through a function pointer, as blas.py's split products do (Note [Split
+on numba's threads]): per head of a block q k^T into the block's scores (k read transposed
+in place), the row pass above, inlined, and p v written straight into the (B, L, H, Ev) output,
+whose rows of one head are a row-major matrix with leading dimension H * Ev (which MKL's batch
+call, with one leading dimension for all, could not take). q, k and v are read as MKL
+matrices where their last dim is unit-strided (the heads of MiniLM's joined Q/K/V product,
+strided views of (B, L, 3, H, d), are), else copied first. No Python, no GIL, no pool hand-off
+between blocks, and no OpenBLAS thread count to lower around them. Every block runs the same
+calls whatever the thread count (blocks depend on the shapes alone), so 1 and n threads agree
+bit for bit; the serial build (`range` for `prange`) runs in a forked child, on an overloaded
+machine and at 1 thread, with the same bits. MiniLM's layer 32 x 128 on the joined heads with
+its padding mask (quiet 2-core machine, one process, 9 rounds of 3 calls, medians):
+1 thread 14.4 ms on the pool (np.matmul on OpenBLAS for p v) -> 12.3 ms, PyTorch's sdpa 14.9;
+the same bits on these inputs (each element of p v is one length-S dot product either way).
+Query blocks that keep a head's scores in L1 (32 or 64 rows of one head per block) were slower
+(13.0 and 13.7 ms: twice or four times the ?gemm calls, each with its packing), as were blocks
+of one head (12.5 ms).
 Backward: the op saves only its inputs and its VJP recomputes the probabilities (flash
 attention's way). At the fine-tuning shape (16 x 12 heads, 128 x 128, 1 thread) forward +
 backward took 52-58 ms that way against 34-48 ms for the decomposition, which keeps the
@@ -310,8 +331,7 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
         for md, td in zip(m4.shape, target):  # a loop, not a generator: ~1 us a short call
             if md != 1 and md != td:
                 return None
-    kernel = _kernel(q.dtype == np.float32) if size >= COMPILED_MIN_SIZE else None
-    if kernel is None and size >= COMPILED_MIN_SIZE:
+    if size >= COMPILED_MIN_SIZE and not numba_kernels.available():
         return None
     q4 = q.reshape((1,) + q.shape) if q.ndim == 3 else q
     k4 = k.reshape((1,) + k.shape) if k.ndim == 3 else k
@@ -319,11 +339,18 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
     batch, heads = q4.shape[0], q4.shape[1]
     buffer = np.empty((batch, queries, heads, width), q.dtype)
     out = buffer.transpose(0, 2, 1, 3)  # (B, H, L, Ev) view
-    if kernel is None:
+    if size < COMPILED_MIN_SIZE:
         _small(q4, k4, v4, None if m is None else m4, scale, out)
         return out if q.ndim == 4 else out[0]
     if m is None:
         m4 = np.zeros((1, 1, 1, 1), q.dtype)
+    blocks = _blocks(batch, heads, queries, keys)
+    if _blocks_on_mkl(q4, k4, v4, m4, m is not None, scale, buffer, blocks, seed, threshold,
+                      keep_scale):  # fmt: skip
+        return out if q.ndim == 4 else out[0]
+    kernel = _kernel(q.dtype == np.float32)
+    if kernel is None:
+        return None
 
     def block(b, h0, h1, i0, i1):
         # q k^T as one MKL batch call on the views (Note [Attention blocks]); else k^T made
@@ -338,7 +365,6 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
         )  # fmt: skip
         np.matmul(scores, v4[b, h0:h1], out=out[b, h0:h1, i0:i1])
 
-    blocks = _blocks(batch, heads, queries, keys)
     n = parallel.num_threads()
     openblas = threads._find_blas() if n > 1 and len(blocks) > 1 else None
     if openblas:  # one BLAS thread per block, the blocks on n threads (Note [Attention blocks])
@@ -349,6 +375,110 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
         if openblas:
             openblas[0](n)
     return out if q.ndim == 4 else out[0]
+
+
+# the blocks of `attention` as one compiled kernel that calls MKL's ?gemm by function pointer
+# (Note [Blocks on MKL])
+_BLOCKS_ON_MKL = """
+block_probs = numba.njit(inline="always")(attention_probs)
+
+
+def attention_blocks(gemm, q, qs, k, ks, v, vs, out, m, has_mask, scale, blocks, heads, queries,
+                     keys, dim, width, seed, threshold, keep_scale):
+    # q, k, v, out: addresses of the first elements; qs, ks, vs: (batch, head, row) strides in
+    # elements of the (B, H, rows, cols) operands; out: (B, L, H, Ev) C-contiguous; blocks:
+    # rows (b, h0, h1, i0, i1)
+    item = ITEM
+    for t in prange(blocks.shape[0]):
+        b, h0, h1, i0, i1 = blocks[t, 0], blocks[t, 1], blocks[t, 2], blocks[t, 3], blocks[t, 4]
+        rows = i1 - i0
+        scores = np.empty((h1 - h0, rows, keys), FLOAT)
+        s = scores.ctypes.data
+        for c in range(h1 - h0):  # scores of head h: q[b, h, i0:i1] @ k[b, h]^T
+            h = h0 + c
+            at = q + item * (b * qs[0] + h * qs[1] + i0 * qs[2])
+            gemm(101, 111, 112, rows, keys, dim, 1.0, at, qs[2],
+                 k + item * (b * ks[0] + h * ks[1]), ks[2], 0.0,
+                 s + item * c * rows * keys, keys)
+        block_probs(scores, m, has_mask, scale, b, h0, i0, heads, queries, seed, threshold,
+                    keep_scale)
+        for c in range(h1 - h0):  # out[b, i0:i1, h] = p @ v[b, h]: rows heads * width apart
+            h = h0 + c
+            gemm(101, 111, 111, rows, width, keys, 1.0, s + item * c * rows * keys, keys,
+                 v + item * (b * vs[0] + h * vs[1]), vs[2], 0.0,
+                 out + item * ((b * queries + i0) * heads + h) * width, heads * width)
+"""
+_MKL_KERNELS: dict = {}
+
+
+def _mkl_kernel(dtype, in_parallel: bool):
+    """(compiled `attention_blocks` for `dtype`, MKL's ?gemm as a function pointer), or None
+    without MKL or numba (Note [Blocks on MKL]); the serial build has `range` for `prange`."""
+    key = (dtype, in_parallel)
+    entry = _MKL_KERNELS.get(key)
+    if entry is None:
+        if not numba_kernels.available():
+            return None
+        gemms = blas._load()
+        if not gemms or dtype not in gemms:
+            return None
+        single = dtype == np.float32
+        source = (
+            _tk._HEADER
+            + _source(single)
+            + _BLOCKS_ON_MKL.replace("FLOAT", "np.float32" if single else "np.float64").replace(
+                "ITEM", str(dtype.itemsize)
+            )
+        )
+        if not in_parallel:
+            source = source.replace(" in prange(", " in range(")
+        kernel = numba_kernels.jit_source(
+            source, "attention_blocks", fastmath=_FAST_MATH, parallel=in_parallel
+        )
+        if kernel is None:
+            return None
+        entry = _MKL_KERNELS[key] = (kernel, blas.native_pointer(gemms[dtype]))
+    return entry
+
+
+def _mkl_layout(x):
+    """x (B, H, rows, cols) and the strides in elements (batch, head, row) with which MKL reads
+    each x[b, h] as a row-major matrix: x itself where its layout allows (the heads of a joined
+    projection are such views), else a C-contiguous copy."""
+    item = x.itemsize
+    rows, cols = x.shape[2], x.shape[3]
+    sb, sh, sr, sc = x.strides
+    row = sr // item if rows > 1 else cols
+    if (cols > 1 and sc != item) or min(sb, sh, sr) < 0 or (sb | sh | sr) % item or row < cols:
+        x = np.ascontiguousarray(x)
+        sb, sh, sr, _ = x.strides
+        row = cols
+    return x, np.array([sb // item, sh // item, row], np.int64)
+
+
+def _blocks_on_mkl(q, k, v, m, has_mask, scale, out, blocks, seed, threshold, keep_scale):
+    """Run the blocks (rows of `_blocks`) with q, k, v (B, H, rows, cols) into `out` (B, L, H,
+    Ev) through `attention_blocks` (Note [Blocks on MKL]); False, nothing written, where MKL
+    or numba is missing."""
+    in_parallel = (
+        parallel.num_threads() > 1
+        and len(blocks) > 1
+        and not parallel.in_forked_child()
+        and not parallel.overloaded()
+    )
+    entry = _mkl_kernel(q.dtype, in_parallel)
+    if entry is None:
+        return False
+    kernel, gemm = entry
+    (q, qs), (k, ks), (v, vs) = _mkl_layout(q), _mkl_layout(k), _mkl_layout(v)
+    if in_parallel:
+        numba_kernels.follow_budget()  # numba's count is per thread (Note [Per-thread numba count])
+    kernel(
+        gemm, q.ctypes.data, qs, k.ctypes.data, ks, v.ctypes.data, vs, out.ctypes.data, m,
+        has_mask, scale, np.array(blocks, np.int64), q.shape[1], q.shape[2], k.shape[2],
+        q.shape[3], v.shape[3], seed, threshold, keep_scale,
+    )  # fmt: skip
+    return True
 
 
 def _small(q, k, v, m, scale, out):

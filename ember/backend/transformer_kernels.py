@@ -827,7 +827,9 @@ def softmax_forward(s, m, has_mask, scale, out):
 # nothing). The max is the same value as before (and as `_small_softmax`'s np.fmax), so each
 # probability is too; a NaN score with its sign bit clear becomes the max, one with it set is
 # passed over, and either way the row comes out NaN through exp and the sum, as in the
-# reference.
+# reference. The key is cast back to int32: numba widens int32 shifts and xors to int64, so the
+# max ran 8 int64 lanes per AVX-512 register (vpmovsxdq, vpmaxsq) instead of 16 int32 ones
+# (vpmaxsd); the same block, 1 thread, one process: 180 -> 153 us (same keys, same max).
 _ORDER_KEYS = {
     single: f"""
 KEY_LOWEST = np.{itype}({-(1 << (bits - 1))})
@@ -838,7 +840,7 @@ KEY_SIGN = np.{itype}({bits - 1})
 @numba.njit(inline="always")
 def order_key(x):
     i = np.{ftype}(x).view(np.{itype})
-    return i ^ ((i >> KEY_SIGN) & KEY_MAGNITUDE)
+    return np.{itype}(i ^ ((i >> KEY_SIGN) & KEY_MAGNITUDE))  # not widened to int64
 
 
 @numba.njit(inline="always")

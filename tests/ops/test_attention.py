@@ -12,6 +12,7 @@ import pytest
 import ember
 from ember._util.errors import ShapeError
 from ember.backend import attention_kernels as A
+from ember.backend import blas
 from ember.backend import numba_kernels
 from ember.backend import transformer_kernels as K
 from ember.ops import fused as Fz
@@ -214,6 +215,73 @@ def test_one_and_two_threads_give_the_same_bits(dtype):
         ember.set_num_threads(before)
     for a, b in zip(serial, threaded):
         np.testing.assert_array_equal(a, b)
+
+
+needs_mkl = pytest.mark.skipif(
+    not blas.mkl_available(), reason="MKL is not installed (the `mkl` extra) or EMBER_BLAS=openblas"
+)
+
+
+def _joined_heads(q, k, v):
+    """q, k, v as the strided views MiniLM's inference passes: heads of one (B, L, 3, H, d)
+    product (Note [Joined projections] in ember/autograd/packed.py)."""
+    joined = np.stack([a.transpose(0, 2, 1, 3) for a in (q, k, v)], axis=2)
+    return tuple(joined[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
+# operand layouts the MKL blocks read as they are or copy first (Note [Blocks on MKL])
+LAYOUTS = {
+    "joined-heads": _joined_heads,
+    "transposed-last-dims": lambda q, k, v: (
+        q,
+        np.ascontiguousarray(k.swapaxes(-1, -2)).swapaxes(-1, -2),
+        v,
+    ),
+    "reversed-queries": lambda q, k, v: (q[:, :, ::-1].copy()[:, :, ::-1], k, v),
+    "heads-broadcast": lambda q, k, v: (
+        q,
+        np.broadcast_to(k[:, :1], k.shape),
+        np.broadcast_to(v[:, :1], v.shape),
+    ),
+}
+
+
+@needs_numba
+@needs_mkl
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_mkl_blocks_read_strided_operands(layout, dtype):
+    q, k, v, m = _arrays(CASES[0], dtype, seed=6)
+    q, k, v = LAYOUTS[layout](q, k, v)
+    assert not all(a.flags.c_contiguous for a in (q, k, v))
+    _close(_kernel(q, k, v, m), _reference(q, k, v, m), dtype, layout)
+    plain = [np.ascontiguousarray(a) for a in (q, k, v)]
+    np.testing.assert_array_equal(_kernel(q, k, v, m), _kernel(*plain, m), err_msg=layout)
+
+
+@needs_numba
+@needs_mkl
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_mkl_blocks_serial_build_and_the_pool_path(dtype, monkeypatch):
+    """The serial build (a forked child, an overloaded machine) gives the parallel build's
+    bits; the blocks on ember's pool with NumPy's BLAS (no MKL) agree within rounding."""
+    from ember.backend import parallel
+
+    q, k, v, m = _arrays(CASES[2], dtype, seed=7)
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(2)
+        threaded = [_kernel(q, k, v, m), _kernel(q, k, v, m, p=0.2, seed=3)]
+        monkeypatch.setattr(parallel, "in_forked_child", lambda: True)
+        serial = [_kernel(q, k, v, m), _kernel(q, k, v, m, p=0.2, seed=3)]
+        monkeypatch.setattr(A, "_mkl_kernel", lambda dtype, in_parallel: None)
+        pool = [_kernel(q, k, v, m), _kernel(q, k, v, m, p=0.2, seed=3)]
+    finally:
+        ember.set_num_threads(before)
+    assert (np.dtype(dtype), False) in A._MKL_KERNELS  # the serial build ran
+    for a, b, c in zip(threaded, serial, pool):
+        np.testing.assert_array_equal(a, b)
+        _close(c, a, dtype, "pool vs MKL blocks")
 
 
 @needs_numba

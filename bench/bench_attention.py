@@ -1,12 +1,13 @@
 """Scaled-dot-product attention alone: ember's one-op path (`fused_attention`, Note
 [Attention blocks]) and its decomposition (matmul, scale + mask + softmax, matmul) against
 PyTorch's `scaled_dot_product_attention` (its CPU flash attention), in interleaved rounds at 1
-and 2 threads. Shapes: MiniLM's layer (heads 12, head dim 32) at 32 x 128 and 1 x 16 with a
-key-padding mask, a causal GPT-2-sized prefill, and the forward + backward of the 16 x 128
+and 2 threads. Shapes: MiniLM's layer (heads 12, head dim 32) at 32 x 128 (contiguous q, k, v,
+and the strided heads of one joined product, as MiniLM's inference passes them) and 1 x 16
+with a key-padding mask, a causal GPT-2-sized prefill, and the forward + backward of the 16 x 128
 fine-tuning shape. Prints min / median per call and the ratios ember / torch (below 1 is
 faster), and one JSON line per workload.
 
-    PYTHONPATH=. python bench/bench_attention.py [--rounds 7] [--threads 1 2]
+    PYTHONPATH=. python bench/bench_attention.py [--rounds 7] [--threads 1 2] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from ember.ops import nn as N  # noqa: E402
 
 from harness import set_threads, wait_idle  # noqa: E402
 
-# (name, batch, heads, queries, keys, head dim, mask kind, backward)
+# (name, batch, heads, queries, keys, head dim, mask kind, backward, joined): `joined` gives
+# both sides q, k, v as MiniLM's eager inference passes them, strided heads of one (B, L, 3, H,
+# d) product (Note [Joined projections] in ember/autograd/packed.py), else contiguous arrays
 WORKLOADS = [
-    ("minilm 32x128", 32, 12, 128, 128, 32, "padding", False),
-    ("minilm 1x16", 1, 12, 16, 16, 32, "padding", False),
-    ("gpt2 prefill 4x256 causal", 4, 12, 256, 256, 64, "causal", False),
-    ("minilm 16x128 fwd+bwd", 16, 12, 128, 128, 32, "padding", True),
+    ("minilm 32x128", 32, 12, 128, 128, 32, "padding", False, False),
+    ("minilm 32x128 joined heads", 32, 12, 128, 128, 32, "padding", False, True),
+    ("minilm 1x16", 1, 12, 16, 16, 32, "padding", False, False),
+    ("gpt2 prefill 4x256 causal", 4, 12, 256, 256, 64, "causal", False, False),
+    ("minilm 16x128 fwd+bwd", 16, 12, 128, 128, 32, "padding", True, False),
 ]
 
 
@@ -45,11 +49,16 @@ def _per_call(fn, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def _case(torch, batch, heads, queries, keys, dim, kind, backward):
+def _case(torch, batch, heads, queries, keys, dim, kind, backward, joined):
     rng = np.random.default_rng(0)
-    q, k, v = (
-        rng.standard_normal((batch, heads, n, dim), dtype=np.float32) for n in (queries, keys, keys)
-    )
+    if joined:  # self-attention: as many keys as queries
+        product = rng.standard_normal((batch, queries, 3 * heads * dim), dtype=np.float32)
+        q, k, v = product.reshape(batch, queries, 3, heads, dim).transpose(2, 0, 3, 1, 4)
+    else:
+        q, k, v = (
+            rng.standard_normal((batch, heads, n, dim), dtype=np.float32)
+            for n in (queries, keys, keys)
+        )
     mask = None
     if kind == "padding":  # the last quarter of each row's keys is padding (additive, BERT's)
         mask = np.zeros((batch, 1, 1, keys), np.float32)
@@ -94,12 +103,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    names = [w[0] for w in WORKLOADS]
+    parser.add_argument("--only", nargs="*", choices=names, default=names, metavar="NAME",
+                        help=f"workloads to run, of {names}")  # fmt: skip
     args = parser.parse_args()
     import torch
 
     for threads in args.threads:
         set_threads(threads)
         for name, *shape in WORKLOADS:
+            if name not in args.only:
+                continue
             fns = _case(torch, *shape)
             for fn in fns.values():  # warm-up: kernels compiled or loaded
                 fn()
@@ -115,6 +129,7 @@ def main():
             for key, ts in times.items():
                 line[f"{key}_min_ms"] = round(min(ts) * 1e3, 3)
                 line[f"{key}_median_ms"] = round(statistics.median(ts) * 1e3, 3)
+                line[f"{key}_max_ms"] = round(max(ts) * 1e3, 3)
             for key in ("ember", "decomposed"):
                 line[f"{key}_vs_torch_min"] = round(min(times[key]) / min(times["torch"]), 2)
                 line[f"{key}_vs_torch_median"] = round(

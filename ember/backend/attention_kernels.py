@@ -461,7 +461,7 @@ def _blocks_on_mkl(q, k, v, m, has_mask, scale, out, blocks, seed, threshold, ke
     Ev) through `attention_blocks` (Note [Blocks on MKL]); False, nothing written, where MKL
     or numba is missing."""
     in_parallel = (
-        parallel.num_threads() > 1
+        parallel.threads_here() > 1  # a serve worker's own count (Note [Per-thread pool count])
         and len(blocks) > 1
         and not parallel.in_forked_child()
         and not parallel.overloaded()

@@ -68,7 +68,15 @@ its padding mask (quiet 2-core machine, one process, 9 rounds of 3 calls, median
 the same bits on these inputs (each element of p v is one length-S dot product either way).
 Query blocks that keep a head's scores in L1 (32 or 64 rows of one head per block) were slower
 (13.0 and 13.7 ms: twice or four times the ?gemm calls, each with its packing), as were blocks
-of one head (12.5 ms).
+of one head (12.5 ms). Not taken either (one process, same inputs): the row pass over scores
+laid out (keys, heads, queries), `small_probs`'s vertical loops without horizontal reductions
+(a block 172 us against 153: every pass then streams the block from L2, where the row pass
+keeps a row in L1 across its loops); exp and a float32 sum in one loop (no faster); cutting
+the trailing padded keys of a block (exact where the mask lies so far below the row's max
+that exp gives 0 whatever the scores, bounded by the rows' norms, and the values are finite):
+with half of a 32 x 128 batch padded by a quarter, 1 thread 13.5 -> 13.0 ms (the norm bounds
+cost ~35 us a block of the ~90 saved), 2 threads 6.0 -> 6.8 ms (prange's static halves then
+hold unequal work).
 Backward: the op saves only its inputs and its VJP recomputes the probabilities (flash
 attention's way). At the fine-tuning shape (16 x 12 heads, 128 x 128, 1 thread) forward +
 backward took 52-58 ms that way against 34-48 ms for the decomposition, which keeps the

@@ -12,13 +12,8 @@ dropout pass over its result. Here each direction is one kernel over rows:
   drawn from the same generator gives the same mask); the dropped row (x + bias) * scale or 0
   goes into a row of scratch, then the float32 layer norm of dropped + residual runs on it
   with the layer-norm kernels' own inlined row code (`row_stats`, Note [Float32 layer norm]);
-- the mask is regenerated from the seed in the backward, not stored, as fused_dropout does:
-  the op keeps one output and holds no memory between its forward and backward. It is not
-  free: the hash is most of what dropout costs (2048 x 384 float32, quiet machine: the
-  forward 0.89 ms with dropout against 0.55 ms without, the backward 1.68 against 1.25 ms at
-  1 thread; about 0.2-0.27 ms each at 2 threads); a uint8 mask written by the forward would
-  save most of the backward's share (~3 ms of a MiniLM 16 x 128 step at 2 threads, ~0.4%),
-  at the price of a second output or a cache beside the op;
+- the backward takes the mask the forward kept (Note [Kept dropout masks]), or regenerates
+  it from the seed where none was kept, as fused_dropout does;
 - backward: the same dropped row is rebuilt, the layer-norm input and parameter gradients of
   that row are computed as the layer-norm kernels compute them (`backward_row`, both
   gradients in one pass, Note [Layer norm gradients together]), and the residual's gradient
@@ -31,12 +26,28 @@ kernels]: whole rows per thread, parameter sums in fixed blocks of rows). Only f
 of at least COMPILED_MIN_SIZE elements take these kernels; the rest (float64, small inputs)
 run the separate kernels one after another (`None` here), which keep their own small-input
 twins (Note [Kernel-exact small paths]).
+
+Note [Kept dropout masks]: the hash is most of what dropout costs, and the backward paid it
+again: MiniLM's 1024 x 384 block output (the Trainer's 16 x 64 batch), one process, 1
+thread, the backward kernel with the mask hashed 0.67 ms, with a kept mask 0.48 ms; 2
+threads 0.49 / 0.33 ms (the forward's hash: 0.49 against 0.30 ms without one). So a forward
+with dropout on writes each row's keep mask (one byte an element, a quarter of the output's
+size; PyTorch's dropout keeps its mask too) into a (rows, d) bool array of its own, stored
+under (seed, threshold, rows, d), and the backward kernel reads it instead of hashing. The
+store holds it only while the op's seed array lives (`weakref.finalize` on it): the autograd
+node holds the seed until its backward runs, and a forward whose graph is dropped, or that
+recorded none (no_grad, nothing requiring grad: the seed goes as the call returns), takes
+its mask with it; the backward takes it out. A mask depends on its key alone, so a store
+that misses (a second backward with retain_graph, a compiled graph, a mask already taken)
+costs the hash and nothing else, and a kept mask gives the results of a hashed one bit for
+bit (tests/ops/test_dropout_norm.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 
 import numpy as np
 
@@ -54,12 +65,14 @@ def keep_row(seed, threshold, i, d, keep):
 
 
 @numba.njit(inline="always")
-def dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, out):
-    # out = dropout(x[i] + db): the linear's `out += b`, then fused_dropout's x * scale or 0
+def dropped_row(x, db, has_bias, dropping, hashing, seed, threshold, scale, i, d, keep, out):
+    # out = dropout(x[i] + db): the linear's `out += b`, then fused_dropout's x * scale or 0;
+    # the keep mask hashed into `keep` (hashing) or read from it (a mask the forward kept)
     xi = x[i]
     zero = np.float32(0.0)
     if dropping:
-        keep_row(seed, threshold, i, d, keep)
+        if hashing:
+            keep_row(seed, threshold, i, d, keep)
         if has_bias:
             for j in range(d):
                 v = (xi[j] + db[j]) * scale
@@ -77,15 +90,18 @@ def dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, o
 
 
 def dropout_add_norm_forward(x, db, has_bias, dropping, seed, threshold, scale, r, w, b, eps,
-                             block, out):
+                             block, save_mask, mask, out):
+    # save_mask: each row's keep mask goes to mask[i] (Note [Kept dropout masks])
     rows, d = x.shape
     blocks = (rows + block - 1) // block
     for k in prange(blocks):
         wide_vectors()
         kept = np.empty((1, d), np.float32)
-        keep = np.empty(d, np.bool_)
+        own = np.empty(d, np.bool_)
         for i in range(k * block, min(rows, (k + 1) * block)):
-            dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, kept[0])
+            keep = mask[i] if save_mask else own
+            dropped_row(x, db, has_bias, dropping, True, seed, threshold, scale, i, d, keep,
+                        kept[0])
             mean, rstd = row_stats(kept, r[i:i + 1], True, 0, d, eps)
             m32 = np.float32(mean)
             lo32 = np.float32(mean - np.float64(m32))
@@ -98,23 +114,26 @@ def dropout_add_norm_forward(x, db, has_bias, dropping, seed, threshold, scale, 
 
 
 def dropout_add_norm_grads(g, x, db, has_bias, dropping, seed, threshold, scale, r, w, eps,
-                           block, partial, want_input, out, write_x, out_x, want_params, sums):
+                           block, partial, want_input, out, write_x, out_x, want_params, sums,
+                           has_mask, mask):
     # out (want_input): the gradient of the residual (the layer norm's input gradient); out_x
     # (write_x): of x, dropout(out); sums (want_params): the layer norm's weight and bias
-    # gradients
+    # gradients; has_mask: the keep mask is mask, as the forward kept it, not hashed again
     rows, d = x.shape
     blocks = partial.shape[0]
     for k in prange(blocks):
         wide_vectors()
         kept = np.empty((1, d), np.float32)
-        keep = np.empty(d, np.bool_)
+        own = np.empty(d, np.bool_)
         p0 = partial[k, 0]
         p1 = partial[k, 1]
         if want_params:
             clear_block(p0, p1, d)
         zero = np.float32(0.0)
         for i in range(k * block, min(rows, (k + 1) * block)):
-            dropped_row(x, db, has_bias, dropping, seed, threshold, scale, i, d, keep, kept[0])
+            keep = mask[i] if has_mask else own
+            dropped_row(x, db, has_bias, dropping, not has_mask, seed, threshold, scale, i, d,
+                        keep, kept[0])
             # the layer norm's backward of the row as layer_norm_grads computes it (Note
             # [Float32 layer norm backward]): its statistics once, then each gradient's loop
             ri = r[i:i + 1]
@@ -149,9 +168,40 @@ def _fits(x, r, *params):
     return all(a.dtype == _F32 for a in (x, r) + params) and all(p.shape == (d,) for p in params)
 
 
-def forward(x, r, w, b, db, seed, threshold, scale, eps):
+_NO_MASK = np.empty((1, 1), np.bool_)
+# keep masks the forward kept for the backward: (seed, threshold, rows, d) -> (rows, d) bool
+_kept_masks: dict = {}
+
+
+def _mask_key(seed, threshold, shape):
+    return int(seed), int(threshold), shape[0], shape[1]
+
+
+def _owner(a):
+    """The array that owns a's memory (alive while any view of it is)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _forget(key, mask):
+    """The array that `mask` was kept for is gone: the mask goes too (a forward whose backward
+    never ran), unless the backward took it or a later forward stored its own under the key."""
+    if _kept_masks.get(key) is mask:
+        del _kept_masks[key]
+
+
+def kept_mask(seed, threshold, shape):
+    """The keep mask that `forward(..., keep_mask=True)` kept for these rows, taken out of the
+    store (Note [Kept dropout masks]), or None."""
+    return _kept_masks.pop(_mask_key(seed, threshold, shape), None)
+
+
+def forward(x, r, w, b, db, seed, threshold, scale, eps, keep_for=None):
     """layer_norm(dropout(x + db) + r) (db None: no bias; threshold 0: no dropout) through the
-    fused kernel, or None where it does not apply."""
+    fused kernel, or None where it does not apply. `keep_for` (an array: the seed's): the
+    dropout's keep mask is kept for the backward while that array lives (Note [Kept dropout
+    masks])."""
     if not _fits(x, r, w, b, *(() if db is None else (db,))):
         return None
     kernel = _tk._pick(GROUP, "dropout_add_norm_forward", x.size)
@@ -160,8 +210,14 @@ def forward(x, r, w, b, db, seed, threshold, scale, eps):
     xs, rs = _tk._rows(x), _tk._rows(r)
     out = _tk.empty_apart(xs.shape, _F32, xs, rs)
     bias = _tk._empty_bias(_F32) if db is None else db
+    keep_mask = keep_for is not None and threshold > 0
+    mask = np.empty(xs.shape, np.bool_) if keep_mask else _NO_MASK
     kernel(xs, bias, db is not None, threshold > 0, int(seed), int(threshold), np.float32(scale),
-           rs, w, b, float(eps), _tk._BLOCK, out)  # fmt: skip
+           rs, w, b, float(eps), _tk._BLOCK, keep_mask, mask, out)  # fmt: skip
+    if keep_mask:
+        key = _mask_key(seed, threshold, xs.shape)
+        _kept_masks[key] = mask
+        weakref.finalize(_owner(keep_for), _forget, key, mask)
     return out.reshape(x.shape)
 
 
@@ -183,9 +239,11 @@ def grads(
     out_x = _tk.empty_apart(xs.shape, _F32, gs, xs, rs, out) if write_x else out
     partial, sums = _tk._param_sums(xs, "layer_norm32")  # np.empty: untouched unless wanted
     bias = _tk._empty_bias(_F32) if db is None else db
+    mask = kept_mask(seed, threshold, xs.shape) if threshold > 0 else None
     kernel(gs, xs, bias, db is not None, threshold > 0, int(seed), int(threshold),
            np.float32(scale), rs, w, float(eps), _tk._BLOCK, partial, want_input, out, write_x,
-           out_x, want_params, sums)  # fmt: skip
+           out_x, want_params, sums, mask is not None,
+           _NO_MASK if mask is None else mask)  # fmt: skip
     return (
         out.reshape(x.shape) if want_input else None,
         out_x.reshape(x.shape) if write_x else None,

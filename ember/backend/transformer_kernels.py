@@ -297,16 +297,23 @@ def gelu_slope(u):
 """
 
 
-# Note [Contracted GELU backward]: `gelu_backward` (every variant) is compiled with numba's
-# fastmath flag "contract" and no other: LLVM may fuse a multiply and the add that uses it
-# into one FMA instruction (one rounding instead of two), which the polynomials of erf, exp32
-# and the slope are made of. Exact float32 GELU's backward over 2048 x 1536 with bias (one
-# process, medians): 1 thread 6.3 -> 4.5 ms, 2 threads 3.3 -> 2.3 ms (a busy machine; the
-# ratio held across rounds). Contraction follows the expression alone, so the serial and
-# parallel builds and every thread count give the same bits (tests/ops/test_fused.py); the
-# results move by at most a float32 ulp or two against the uncontracted ones, within the
-# error bounds of Note [Float32 GELU]. The forwards stay uncontracted: their NumPy twins
-# (Note [Kernel-exact small paths]) cannot fuse, and no backward has a twin.
+# Note [Contracted GELU]: `gelu_backward` (every variant), and `gelu_forward` over large inputs
+# (COMPILED_MIN_SIZE elements and up), are compiled with numba's fastmath flag "contract" and
+# no other: LLVM may fuse a multiply and the add that uses it into one FMA instruction (one
+# rounding instead of two), which the polynomials of erf, exp32 and the slope are made of.
+# Exact float32 GELU's backward over 2048 x 1536 with bias (one process, medians): 1 thread
+# 6.3 -> 4.5 ms, 2 threads 3.3 -> 2.3 ms (a busy machine; the ratio held across rounds). Its
+# forward over 1024 x 1536 with bias (MiniLM's Trainer batch, 16 x 64; one process, quiet
+# machine, medians): 1 thread 0.86 -> 0.63 ms, 2 threads 0.45 -> 0.33 ms (PyTorch's gelu
+# without bias ~0.60 / ~0.34 ms). Contraction follows the expression alone, so the serial
+# and parallel builds and every thread count give the same bits (tests/ops/test_fused.py);
+# the results move by at most a float32 ulp or two against the uncontracted ones, within the
+# error bounds of Note [Float32 GELU] (the forward's largest error against float64 fell:
+# 1.39e-6 -> 1.11e-6 over N(0, 9) inputs). Small inputs keep the uncontracted serial build
+# (`_small_kernel`), whose bits their NumPy twins reproduce (Note [Kernel-exact small paths]:
+# NumPy has no fused multiply-add); each size class has one set of bits, as with layer norm.
+# `fused_feed_forward`'s GELU (Note [Row-blocked feed-forward]) stays uncontracted: its kernel
+# also normalises, with the layer-norm kernels' bits.
 
 
 def _gelu_source(approximate: bool, single: bool, has_bias: bool) -> str:
@@ -332,7 +339,7 @@ def gelu_forward(x, b, out):
 
 
 def gelu_backward(g, x, b, out):
-    # built with fused multiply-add contraction (Note [Contracted GELU backward])
+    # built with fused multiply-add contraction (Note [Contracted GELU])
     rows, d = x.shape
     for i in prange(rows):
         wide_vectors()
@@ -1013,8 +1020,6 @@ def layer_norm32_source() -> str:
 
 
 _KERNELS: dict = {}
-# kernels built with fused multiply-add contraction (Note [Contracted GELU backward])
-_CONTRACTED = frozenset({"gelu_backward"})
 
 
 def _threads():
@@ -1026,11 +1031,12 @@ def _threads():
         pass
 
 
-def _kernel(group: str, name: str, parallel: bool):
-    """The compiled kernel, or None without numba (Note [Row-parallel kernels])."""
+def _kernel(group: str, name: str, parallel: bool, contract: bool = False):
+    """The compiled kernel, or None without numba (Note [Row-parallel kernels]); `contract`:
+    built with fused multiply-add contraction (Note [Contracted GELU])."""
     if not numba_kernels.available():
         return None
-    key = (group, name, parallel)
+    key = (group, name, parallel, contract)
     kernel = _KERNELS.get(key)
     if kernel is None:
         numba = numba_kernels._load()
@@ -1040,13 +1046,15 @@ def _kernel(group: str, name: str, parallel: bool):
             # does not tell a parallel build from a serial one of the same function, and a
             # serial call (a forked child) that loads the parallel machine code is killed
             source = source.replace(" in prange(", " in range(")
+        if contract:  # nor one built with other flags: a source (a cache file) of its own
+            source += "\n# built with fused multiply-add contraction\n"
         fn, on_disk = numba_kernels._define(numba, source, name)
         kernel = numba.njit(
             parallel=parallel,
             nogil=True,
             cache=on_disk,
             error_model="numpy",
-            fastmath={"contract"} if name in _CONTRACTED else False,
+            fastmath={"contract"} if contract else False,
         )(fn)
         if parallel:
             _threads()
@@ -1054,7 +1062,7 @@ def _kernel(group: str, name: str, parallel: bool):
     return kernel
 
 
-def _pick(group, name, size):
+def _pick(group, name, size, contract=False):
     if size < COMPILED_MIN_SIZE:  # the NumPy reference (Note [Vectorised rows])
         return None
     # the serial build in a forked child (GNU OpenMP kills one that starts a parallel region
@@ -1062,7 +1070,7 @@ def _pick(group, name, size):
     in_parallel = (
         size >= PARALLEL_MIN_SIZE and not parallel.in_forked_child() and not parallel.overloaded()
     )
-    return _kernel(group, name, in_parallel)
+    return _kernel(group, name, in_parallel, contract)
 
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -1120,7 +1128,9 @@ def gelu(x, b, approximate):
         # call costs])
         out = np.empty(xs.shape, dtype)
     else:
-        kernel = _pick(group, "gelu_forward", x.size)
+        # large inputs: the contracted build (Note [Contracted GELU]); small ones above keep
+        # the serial build that equals their NumPy twin
+        kernel = _pick(group, "gelu_forward", x.size, contract=True)
         if kernel is None:
             return None
         xs = _rows(x.astype(dtype, copy=False))
@@ -1136,7 +1146,7 @@ def gelu_grad(g, x, b, approximate):
     if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[-1]):
         return None
     dtype = np.result_type(g, x) if b is None else np.result_type(g, x, b)
-    kernel = _pick(_gelu_group(approximate, dtype, b), "gelu_backward", x.size)
+    kernel = _pick(_gelu_group(approximate, dtype, b), "gelu_backward", x.size, contract=True)
     if kernel is None:
         return None
     xs = _rows(x.astype(dtype, copy=False))
@@ -1362,8 +1372,8 @@ def keep_dropout(kept) -> None:
 # (float32), layer norm (float32 and float64) and softmax (float32) run `_small_*`: NumPy
 # passes that perform the compiled kernel's own operations in its own order and precision
 # (float64 values, the lane sums of Note [Vectorised rows] as a sum over 8 columns, exp32 and
-# GELU's float32 erf written out; the kernels are built without fast-math, so no fused
-# multiply-add either).
+# GELU's float32 erf written out; the serial kernels that small inputs use are built without
+# fast-math, so no fused multiply-add either; large GELU inputs: Note [Contracted GELU]).
 # Their results equal the kernel's bit for bit (tests/ops/test_fused.py checks it on edge
 # values too), so which of the two runs a call cannot change a result: a short request's GELU
 # costs ~17 ns per element in these passes against ~1.5 compiled, and once the serial kernels

@@ -66,7 +66,10 @@ def _forward(xp, x, r, w, b, *rest, p=0.0, eps=1e-5, biased=False):
 
 def _forward_kernel(x, r, w, b, *rest, p=0.0, eps=1e-5, biased=False):
     db, seed, threshold, scale = _mask_args(rest, p, biased)
-    out = _kernels.forward(x, r, w, b, db, seed, threshold, scale, eps)
+    # a backward may follow: the kernel keeps its dropout mask for it while the seed lives
+    # (an autograd node holds it until its backward; Note [Kept dropout masks])
+    keep_for = rest[-1] if p > 0.0 and isinstance(rest[-1], np.ndarray) else None
+    out = _kernels.forward(x, r, w, b, db, seed, threshold, scale, eps, keep_for)
     if out is not None:
         return out
     h = _forward_dropped(x, rest, p, biased)

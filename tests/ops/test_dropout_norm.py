@@ -169,6 +169,58 @@ def test_the_backward_pass_hands_its_dropout_to_the_next_call_only():
     assert K._kept_dropout.value is None
 
 
+@needs_numba
+def test_the_forward_keeps_its_mask_for_the_backward_with_the_same_bits():
+    """The forward keeps its keep mask while the seed array lives (Note [Kept dropout masks]);
+    the backward takes it out of the store, and its results equal those of a backward that
+    hashes the mask again, bit for bit, at 1 and 2 threads."""
+    rng = np.random.default_rng(5)
+    x, r, g = (rng.standard_normal((1024, 96)).astype(np.float32) for _ in range(3))
+    w, b, db = (rng.standard_normal(96).astype(np.float32) for _ in range(3))
+    args = (987654321, DN._fused._threshold(0.3), 1.0 / 0.7, 1e-5)
+    before = ember.get_num_threads()
+    try:
+        for threads in (1, 2):
+            ember.set_num_threads(threads)
+            hashed = DK.grads(g, x, r, w, db, *args, True, True, True)
+            seed = np.array(args[0])
+            y = DK.forward(x, r, w, b, db, *args, keep_for=seed)
+            np.testing.assert_array_equal(y, DK.forward(x, r, w, b, db, *args))
+            assert DK.kept_mask(args[0], args[1], x.shape) is not None  # taken out: once
+            DK.forward(x, r, w, b, db, *args, keep_for=seed)
+            key = DK._mask_key(args[0], args[1], x.shape)
+            assert key in DK._kept_masks
+            got = DK.grads(g, x, r, w, db, *args, True, True, True)
+            assert key not in DK._kept_masks
+            for a, want in zip(got, hashed):
+                np.testing.assert_array_equal(a, want)
+    finally:
+        ember.set_num_threads(before)
+
+
+@needs_numba
+def test_kept_masks_go_with_their_seed():
+    """A forward whose backward never runs leaves nothing behind: the mask goes when the seed
+    does (the graph dropped, no_grad, nothing requiring grad); a training step's backward
+    takes every mask its forward kept."""
+    rng = np.random.default_rng(6)
+    x, r = (ember.from_numpy(rng.standard_normal((1024, 96)).astype(np.float32)) for _ in "xr")
+    w, b, db = (ember.ones(96).requires_grad_() for _ in range(3))
+    DK._kept_masks.clear()
+    out = F.dropout_add_layer_norm(x, r, 96, w, b, 0.2, True, 1e-5, input_bias=db)
+    assert len(DK._kept_masks) == 1
+    del out  # the graph and its seed go: so does the mask
+    assert not DK._kept_masks
+    with ember.no_grad():
+        F.dropout_add_layer_norm(x, r, 96, w, b, 0.2, True, 1e-5, input_bias=db)
+    assert not DK._kept_masks
+    F.dropout_add_layer_norm(x, r, 96, None, None, 0.2, True, 1e-5)  # no input needs grad
+    assert not DK._kept_masks
+    out = F.dropout_add_layer_norm(x, r, 96, w, b, 0.2, True, 1e-5, input_bias=db)
+    out.sum().backward()
+    assert not DK._kept_masks
+
+
 def test_bad_inputs_name_the_op():
     x, r = ember.ones(2, 4), ember.ones(2, 4)
     with pytest.raises(ShapeError, match="dropout_add_layer_norm.*residual"):

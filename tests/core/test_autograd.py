@@ -514,3 +514,73 @@ def test_slot_gradients_second_order_use_the_vjp():
         (g * g).sum().backward()
         grads.append(t.grad.numpy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+
+
+# Note [Eager VJPs]: linear's gradients from its eager VJP (kernels on arrays) against the plain
+# VJP (ember ops) and PyTorch; rows: (x shape, bias, the inputs that require grad, x strided);
+# sizes above MKL's cut, so that the products take a model's BLAS paths
+EAGER_LINEAR = {
+    "batched_bias": ((4, 48, 40), True, "xwb", False),
+    "matrix_no_bias": ((96, 40), False, "xw", False),
+    "vector_input": ((40,), True, "xwb", False),
+    "frozen_weight": ((4, 48, 40), True, "x", False),
+    "data_input": ((4, 48, 40), True, "wb", False),
+    "strided_input": ((4, 48, 40), True, "xwb", True),
+}
+
+
+def _eager_linear_loss(lib, x, w, b, strided):
+    h = (x.transpose(0, 2) * 1.0).transpose(0, 2) if strided else x * 1.0
+    y = lib.nn.functional.linear(h, w, b)
+    return (y * y.tanh()).sum()
+
+
+@pytest.mark.parametrize("name", sorted(EAGER_LINEAR))
+def test_linear_eager_vjp_matches_the_vjp_and_torch(name, monkeypatch):
+    """The backward engine runs linear's `eager_vjp` where it records no graph (Note [Eager
+    VJPs]): the same gradients, bit for bit, as the VJP written with ember ops, and PyTorch's
+    within float32 rounding; with create_graph the plain VJP runs (second derivatives)."""
+    from ember.ops.linalg import LINEAR
+    from ember.testing.parity import assert_close
+
+    shape, bias, needs, strided = EAGER_LINEAR[name]
+    rng = np.random.default_rng(7)
+    x, tx = _pair(shape, rng)
+    w, tw = _pair((24, 40), rng, 0.2)
+    b, tb = _pair((24,), rng) if bias else (None, None)
+    pairs = []
+    for t, tt, key in ((x, tx, "x"), (w, tw, "w"), (b, tb, "b")):
+        if t is not None and key in needs:
+            pairs.append((t, tt))
+        elif t is not None:
+            t.requires_grad_(False)
+            tt.requires_grad_(False)
+    _eager_linear_loss(torch, tx, tw, tb, strided).backward()
+    eager = LINEAR.eager_vjp
+    calls = []
+    results = {}
+    for mode, vjp in (
+        ("eager", lambda *a, **k: calls.append(1) or eager(*a, **k)),
+        ("plain", None),
+    ):
+        monkeypatch.setattr(LINEAR, "eager_vjp", vjp)
+        for t, _ in pairs:
+            t.grad = None
+        _eager_linear_loss(ember, x, w, b, strided).backward()
+        results[mode] = [t.grad.numpy().copy() for t, _ in pairs]
+    assert calls  # it ran (it declines only strided gradients and mixed dtypes)
+    for ours, plain, (_, tt) in zip(results["eager"], results["plain"], pairs):
+        np.testing.assert_array_equal(ours, plain)
+        assert_close(ours, tt.grad, rtol=1e-5)
+
+    # create_graph: the plain VJP records the gradient's graph; its derivative matches PyTorch's
+    monkeypatch.setattr(LINEAR, "eager_vjp", eager)
+    second = []
+    for lib, leaf, xs, ws, bs in ((ember, pairs[0][0], x, w, b), (torch, pairs[0][1], tx, tw, tb)):
+        leaf.grad = None
+        (g,) = lib.autograd.grad(
+            _eager_linear_loss(lib, xs, ws, bs, strided), leaf, create_graph=True
+        )
+        (g * g).sum().backward()
+        second.append(leaf.grad)
+    assert_close(second[0].numpy(), second[1], rtol=1e-4)

@@ -419,7 +419,8 @@ def _backward(
                 if ig is None:
                     _deliver_none(edge, deps, buffers, leaf_grads, ready, leaf_deps, finished)
                     continue
-                if ig is _IN_BUFFER:  # added into edge's buffer already (Note [Slot gradients])
+                if ig is _IN_BUFFER:  # in edge's buffer already (Notes [Slot gradients] and
+                    # [Gradients into buffers])
                     left = deps[edge] - 1
                     deps[edge] = left
                     if left == 0:
@@ -608,7 +609,8 @@ def _eager_vjp(node, g, buffers):
     )
 
 
-# Note [Slot gradients]: a view's gradient already added into its input's buffer
+# Note [Slot gradients], Note [Gradients into buffers]: a gradient already added into its
+# input's buffer
 _IN_BUFFER = object()
 
 

@@ -51,6 +51,33 @@ model's backward at 16 x 64: 364 -> 358 ms at 1 thread, 198 -> 197 at 2 (min 190
 gradients bit-equal. (BERT's projections are three products: a joined one in training, by
 `cat` of the weights and these slots, measured level with them: the joined products gained
 what the weights' `cat`, the zeros and the slot writes cost.)
+
+Note [Eager VJPs]: a VJP is written with ember ops (it traces, and with create_graph records a
+differentiable graph), and each op it runs costs the dispatch of an eager op: wrapping, checks,
+shape resolution (Note [Eager dispatch] in ember/autograd/dispatch.py). Inside a training step
+that Python runs with cold caches between large kernels and costs several times its isolated
+figure (MiniLM 16 x 64 at 2 threads: ~90 us per linear VJP, 38 a step, beside ~4 us an op in a
+loop). Where an op names an `eager_vjp` and the walk records no graph, the walk calls it on the
+gradient's NumPy array with the node's saved inputs instead: the same kernels on the same
+operands (the views the plain VJP's reshapes and transposes make), so the same bits, without
+the Tensors between them; it returns arrays, which the walk wraps, or None (a case it does not
+cover: a strided gradient, mixed dtypes), and the VJP runs. tests/core/test_autograd.py checks
+each against the VJP bit for bit. Measured on MiniLM's training step (16 x 64, 2 threads, the
+same process, backward walls interleaved, medians of 12): linear's alone 214.9 -> 212.8 ms.
+
+Note [Gradients into buffers]: where a tensor feeds several ops, its gradients meet in one
+buffer, and each after the first was a full pass `buffer += g` (`_add_into_buffer`); in a
+Transformer they are a hidden state's: the residual's gradient and the input gradients of the
+projections that read it (MiniLM 16 x 64: 24 adds of 1.5 MB a step, 4.7 ms at 2 threads, all
+of them linear's `g @ w`). So `_eager_vjp` offers an op's `eager_vjp` the buffers it may
+write (`into`: per input, the buffer's array where the engine alone holds it,
+`_exclusive_array`), and linear's product adds its result into it as BLAS's beta = 1 (`out
++= g @ w` in one pass, `blas.matmul(..., accumulate=True)`); the gradient comes back as that
+same array, which the walk takes as already delivered. The buffer's value is then summed
+inside the product's accumulation rather than after it, so the bits differ from the add's
+(within float32 rounding; tests/core/test_autograd.py against PyTorch and the add path); they
+stay the same from run to run and at any thread count (each element's sum is one MKL call's,
+tests/ops/test_blas.py). A graph recorded for create_graph keeps the add.
 """
 
 from __future__ import annotations
@@ -368,8 +395,13 @@ def _backward(
             if node.versions:
                 _check_versions(node)
             grads = None
-            if node.op.slot_gradient is not None and not create_graph:
-                grads = _into_slot(node, g, buffers)  # Note [Slot gradients]
+            if not create_graph:
+                op = node.op
+                if op.slot_gradient is not None:
+                    grads = _into_slot(node, g, buffers)  # Note [Slot gradients]
+                elif op.eager_vjp is not None:
+                    grads = _eager_vjp(node, g, buffers)  # Note [Eager VJPs]
+                op = None
             if grads is None:
                 out = None if node.out_data is None else _tensor._from_node(node.out_data, node)
                 grads = node.op.vjp(g, out, *node.saved, **node.attrs)
@@ -379,16 +411,16 @@ def _backward(
                 node.out_data = None
                 node.versions = None
                 node.freed = True
-                release = getattr(node.op, "release", None)
-                if release is not None:  # a custom Function's ctx holds its own saved tensors
-                    release()
+                if node.op.release is not None:  # a custom Function's ctx holds its saved tensors
+                    node.op.release()
             for edge, ig, meta in zip(node.edges, grads, node.in_meta):
                 if edge is None:
                     continue
                 if ig is None:
                     _deliver_none(edge, deps, buffers, leaf_grads, ready, leaf_deps, finished)
                     continue
-                if ig is _IN_BUFFER:  # added into edge's buffer already (Note [Slot gradients])
+                if ig is _IN_BUFFER:  # in edge's buffer already (Notes [Slot gradients] and
+                    # [Gradients into buffers])
                     left = deps[edge] - 1
                     deps[edge] = left
                     if left == 0:
@@ -554,7 +586,31 @@ def _accumulate_into(t, g, create_graph):
         t.grad._data += g._data
 
 
-# Note [Slot gradients]: a view's gradient already added into its input's buffer
+def _eager_vjp(node, g, buffers):
+    """The node's gradients from its op's `eager_vjp` on NumPy arrays, as Tensors (Note [Eager
+    VJPs]); None (nothing done) where that does not apply. An input's gradient buffer that the
+    engine alone holds is offered as `into`; a gradient returned as that very array has been
+    added into it (Note [Gradients into buffers])."""
+    arr = g._data
+    if type(arr) is not np.ndarray:
+        return None
+    into = []
+    for edge in node.edges:
+        buffer = buffers.get(edge) if edge.__class__ is Node else None
+        into.append(None if buffer is None else _exclusive_array(buffer, _INTO_REFS))
+        buffer = None
+    grads = node.op.eager_vjp(arr, *node.saved, into=tuple(into), **node.attrs)
+    if grads is None:
+        return None
+    wrap = _tensor._wrap
+    return tuple(
+        None if a is None else (_IN_BUFFER if a is target else wrap(a))
+        for a, target in zip(grads, into)
+    )
+
+
+# Note [Slot gradients], Note [Gradients into buffers]: a gradient already added into its
+# input's buffer
 _IN_BUFFER = object()
 
 
@@ -590,32 +646,18 @@ def _is_place(place, base, g) -> bool:
 
 def _add_into_buffer(buffer, g, view=None) -> bool:
     """Add `g` into a node's gradient buffer in place where the engine alone holds the buffer
-    (as PyTorch's InputBuffer accumulates into a gradient whose use count is 1): a contiguous,
-    writable NumPy array of g's shape and dtype, held only by `buffer` (and, if it is a view,
-    such as a reshaped matmul result, its base held only by it), and `buffer` held only by the
-    engine. The sum is the same elementwise float additions as `buffer + g`
-    (so the same bits), without a new array: MiniLM's backward sums 24 gradients of 1.5 MB a
-    step where a hidden state feeds the query, key and value projections and a residual.
-    With `view` (a node of an op with a `slot_gradient`), g is the view's gradient and goes
-    to the view's place in the buffer (Note [Slot gradients]). False (nothing done) otherwise."""
-    arr = buffer._data
+    (`_exclusive_array`; as PyTorch's InputBuffer accumulates into a gradient whose use count
+    is 1). The sum is the same elementwise float additions as `buffer + g` (so the same bits),
+    without a new array: MiniLM's backward sums 24 gradients of 1.5 MB a step where a hidden
+    state feeds the query, key and value projections and a residual. With `view` (a node of an
+    op with a `slot_gradient`), g is the view's gradient and goes to the view's place in the
+    buffer (Note [Slot gradients]). False (nothing done) otherwise."""
     other = g._data
-    if (
-        type(arr) is not np.ndarray
-        or type(other) is not np.ndarray
-        or not arr.flags.writeable
-        or not arr.flags.c_contiguous
-        or (view is None and arr.shape != other.shape)
-        or arr.dtype != other.dtype
-        or buffer._version is not None
-        or sys.getrefcount(arr) > _ARRAY_REFS
-        or sys.getrefcount(buffer) > _BUFFER_REFS
-    ):
+    if type(other) is not np.ndarray:
         return False
-    base = arr.base
-    if base is not None and (type(base) is not np.ndarray or sys.getrefcount(base) > _BASE_REFS):
+    arr = _exclusive_array(buffer, _BUFFER_REFS + 1)
+    if arr is None or (view is None and arr.shape != other.shape) or arr.dtype != other.dtype:
         return False
-    base = None
     if view is None:
         parallel.chunked(np.add, arr, arr, other)
         return True
@@ -626,9 +668,33 @@ def _add_into_buffer(buffer, g, view=None) -> bool:
     return True
 
 
+def _exclusive_array(buffer, refs):
+    """The NumPy array of the gradient buffer `buffer` where the engine alone holds it: a
+    contiguous, writable array held only by `buffer` (and, if it is a view, such as a reshaped
+    matmul result, its base held only by it), and `buffer` held by no more than `refs`
+    references (the caller's, this parameter and getrefcount's argument); else None."""
+    arr = buffer._data
+    if (
+        type(arr) is not np.ndarray
+        or not arr.flags.writeable
+        or not arr.flags.c_contiguous
+        or buffer._version is not None
+        or sys.getrefcount(arr) > _ARRAY_REFS
+        or sys.getrefcount(buffer) > refs
+    ):
+        return None
+    base = arr.base
+    if base is not None and (type(base) is not np.ndarray or sys.getrefcount(base) > _BASE_REFS):
+        return None
+    return arr
+
+
 # References held while `_add_into_buffer` inspects the buffer: the buffers dict, the walk's
-# local `prev`, the parameter and getrefcount's argument
+# local `prev`, the parameter and getrefcount's argument (and `_exclusive_array`'s parameter)
 _BUFFER_REFS = 4
+# ... while `_eager_vjp` does: the buffers dict, its local, `_exclusive_array`'s parameter and
+# getrefcount's argument
+_INTO_REFS = 4
 # ... and its base, if the buffer is a view: the view, the local `base` and getrefcount's argument
 _BASE_REFS = 3
 

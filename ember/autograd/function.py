@@ -78,6 +78,7 @@ class _FunctionOp:
     view = False
     stateful = False
     slot_gradient = None  # Note [Slot gradients] in ember/autograd/engine.py: runs its backward
+    eager_vjp = None  # Note [Eager VJPs] in ember/autograd/engine.py: likewise
 
     def __init__(self, cls, ctx, n_inputs):
         self.name = cls.__name__

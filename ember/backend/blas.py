@@ -268,11 +268,17 @@ def _result(out, shape, a, b):
     return None
 
 
-def matmul(a, b, out=None):
+def matmul(a, b, out=None, accumulate=False):
     """`numpy.matmul(a, b, out=out)`, with 2-D float products on MKL where it is installed
-    (Note [Small GEMMs])."""
+    (Note [Small GEMMs]). With `accumulate` the product is added into `out` (`out += a @ b`; on
+    MKL its beta = 1, no temporary: Note [Gradients into buffers] in ember/autograd/engine.py)."""
+    beta = 0.0
+    if accumulate:
+        if out is None:
+            raise ValueError("matmul: accumulate=True needs out=")
+        beta = 1.0
     if a.ndim > 2 or b.ndim > 2:
-        return _batched_matmul(a, b, out)
+        return _batched_matmul(a, b, out) if not beta else _numpy_matmul(a, b, out, beta)
     if (
         type(a) is not np.ndarray
         or type(b) is not np.ndarray
@@ -283,18 +289,18 @@ def matmul(a, b, out=None):
         or a.dtype.kind != "f"
         or _mkl is False
     ):
-        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        return _numpy_matmul(a, b, out, beta)
     table = _mkl or _load()
     gemm = table.get(a.dtype) if table else None
     m, k = a.shape
     n = b.shape[1]
     if gemm is None or b.shape[0] != k or k == 0 or m * n * max(k, 16) < MKL_MIN_WORK:
-        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        return _numpy_matmul(a, b, out, beta)
     layout_a = _layout(a)
     layout_b = _layout(b)
     result = _result(out, (m, n), a, b)
     if layout_a is None or layout_b is None or result is None:
-        return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+        return _numpy_matmul(a, b, out, beta)
     trans_a, lda = layout_a
     trans_b, ldb = layout_b
     a_ptr, b_ptr, c_ptr = a.ctypes.data, b.ctypes.data, result.ctypes.data
@@ -306,17 +312,17 @@ def matmul(a, b, out=None):
             row_blocks = ()
             if min(hi - lo for lo, hi in _blocks(n, threads)) < MIN_BLOCK:
                 # neither split keeps MKL's results those of one call: OpenBLAS's threads
-                return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
+                return _numpy_matmul(a, b, out, beta)
         if row_blocks:  # each thread its rows of a and of the result
             a_step = item * (lda if trans_a == _NO_TRANS else 1)  # bytes from row to row
             table = [(hi - lo, n, lo * a_step, 0, lo * n * item) for lo, hi in row_blocks]
             if _split_on_numba(a.dtype, trans_a, trans_b, k, a_ptr, lda, b_ptr, ldb, c_ptr,
-                               n, table):  # fmt: skip
+                               n, table, beta):  # fmt: skip
                 return result
 
             def rows(lo, hi):
                 gemm(_ROW_MAJOR, trans_a, trans_b, hi - lo, n, k, 1.0, a_ptr + lo * a_step,
-                     lda, b_ptr, ldb, 0.0, c_ptr + lo * n * item, n)  # fmt: skip
+                     lda, b_ptr, ldb, beta, c_ptr + lo * n * item, n)  # fmt: skip
 
             parallel.run_chunks(rows, row_blocks)
             return result
@@ -326,17 +332,24 @@ def matmul(a, b, out=None):
             blocks = _blocks(n, threads)
             table = [(m, hi - lo, 0, lo * b_step, lo * item) for lo, hi in blocks]
             if _split_on_numba(a.dtype, trans_a, trans_b, k, a_ptr, lda, b_ptr, ldb, c_ptr,
-                               n, table):  # fmt: skip
+                               n, table, beta):  # fmt: skip
                 return result
 
             def columns(lo, hi):
                 gemm(_ROW_MAJOR, trans_a, trans_b, m, hi - lo, k, 1.0, a_ptr, lda,
-                     b_ptr + lo * b_step, ldb, 0.0, c_ptr + lo * item, n)  # fmt: skip
+                     b_ptr + lo * b_step, ldb, beta, c_ptr + lo * item, n)  # fmt: skip
 
             parallel.run_chunks(columns, blocks)
             return result
-    gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr, lda, b_ptr, ldb, 0.0, c_ptr, n)
+    gemm(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a_ptr, lda, b_ptr, ldb, beta, c_ptr, n)
     return result
+
+
+def _numpy_matmul(a, b, out, beta):
+    """NumPy's matmul for the cases MKL does not take (`out += a @ b` with `beta`)."""
+    if beta:
+        return np.add(out, np.matmul(a, b), out=out)
+    return np.matmul(a, b) if out is None else np.matmul(a, b, out=out)
 
 
 # --- the column split on numba's threads ------------------------------------------------------
@@ -362,10 +375,10 @@ def matmul(a, b, out=None):
 # ember/graph/fusion.py) and on an overloaded machine (Note [Overloaded machine]) the pool's
 # path runs instead.
 _SPLIT_SOURCE = """\
-def split_gemm(gemm, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, table):
+def split_gemm(gemm, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, table, beta):
     for t in prange(table.shape[0]):
         gemm(101, trans_a, trans_b, table[t, 0], table[t, 1], k, 1.0, a + table[t, 2], lda,
-             b + table[t, 3], ldb, 0.0, c + table[t, 4], ldc)
+             b + table[t, 3], ldb, beta, c + table[t, 4], ldc)
 """
 _split = {}  # {dtype: (numba kernel, cblas function pointer)} once prepare_split() built it
 
@@ -392,7 +405,7 @@ def prepare_split() -> bool:
             item = a.itemsize
             table = np.array([[2, 1, 0, 0, 0], [2, 1, 0, item, item]], np.int64)  # two columns
             kernel(pointer, _NO_TRANS, _NO_TRANS, 2, a.ctypes.data, 2, a.ctypes.data, 2,
-                   c.ctypes.data, 2, table)  # fmt: skip
+                   c.ctypes.data, 2, table, 0.0)  # fmt: skip
             if not np.array_equal(c, a @ a):
                 return False
             built[dtype] = (kernel, pointer)
@@ -409,7 +422,7 @@ def native_pointer(fn):
     return ctypes.CFUNCTYPE(fn.restype, *args)(ctypes.cast(fn, ctypes.c_void_p).value)
 
 
-def _split_on_numba(dtype, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, table):
+def _split_on_numba(dtype, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, table, beta=0.0):
     """Run the blocks, rows of `table` (m, n, and the byte offsets of each block's a, b and c),
     from numba's prange kernel; False (nothing done) where it is not built (it is then asked
     for in the background, `KernelWarmUp`), or in a forked child or on an overloaded
@@ -424,7 +437,7 @@ def _split_on_numba(dtype, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, table):
 
     numba_kernels.follow_budget()  # numba's count is per thread (Note [Per-thread numba count])
     kernel, pointer = entry
-    kernel(pointer, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, np.array(table, np.int64))
+    kernel(pointer, trans_a, trans_b, k, a, lda, b, ldb, c, ldc, np.array(table, np.int64), beta)
     return True
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from ember import dtypes as _dt
 from ember._util.errors import ShapeError
+from ember.backend import get_backend
 from ember.ops.registry import (
     apply,
     broadcast_shapes,
@@ -16,6 +17,9 @@ from ember.ops.registry import (
     same_dtype,
 )
 from ember.ops.elementwise import unbroadcast, where
+
+
+_NUMPY_XP = get_backend("cpu").xp
 
 
 def _matmul_shape(a, b):
@@ -92,10 +96,19 @@ def _transposed_stack(x) -> bool:
     )
 
 
-def _matmul_forward(xp, a, b, out=None):
-    # out: the compiled graph's planned buffer (Note [OpDef], `writes_out`)
+def _matmul_forward(xp, a, b, out=None, accumulate=False):
+    # out: the compiled graph's planned buffer (Note [OpDef], `writes_out`); with `accumulate`
+    # (a NumPy `out`, eager backward only) the product is added into it (Note [Gradients into
+    # buffers] in ember/autograd/engine.py)
     # (..., M, K) @ (K, N): one large GEMM over the flattened batch instead of NumPy's loop of
     # small ones (4x faster for transformer-sized activations)
+    if accumulate:
+        if b.ndim == 2 and a.ndim >= 2 and out.flags.c_contiguous:
+            n = b.shape[-1]
+            xp.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, n), accumulate=True)
+        else:
+            out += xp.matmul(a, b)
+        return out
     if b.ndim == 2 and a.ndim > 2:
         n = b.shape[-1]
         if out is None:
@@ -345,6 +358,42 @@ def _linear_vjp(g, y, x, w, b=None):
     return (gx, gw) if b is None else (gx, gw, gb)
 
 
+def _linear_eager_vjp(g, x, w, b=None, into=None):
+    """`_linear_vjp` on the NumPy arrays of an eager backward (Note [Eager VJPs] in
+    ember/autograd/engine.py): the same matmul kernel on the same operands (views where the
+    plain VJP's reshapes and transposes make views), so the same bits; None where a plain step
+    would copy or cast (a strided gradient or input, mixed dtypes)."""
+    needs_x, needs_w = _needs_grad(x), _needs_grad(w)
+    xd = getattr(x, "_data", None)  # None for a TensorMeta (an input no gradient reads)
+    wd = getattr(w, "_data", None)
+    if (needs_x and wd is None) or (needs_w and xd is None):
+        return None
+    for a in (xd, wd):
+        if a is not None and (type(a) is not np.ndarray or a.dtype != g.dtype):
+            return None
+    if g.dtype.kind != "f" or (g.ndim > 2 and not g.flags.c_contiguous):
+        return None
+    if needs_w and xd.ndim > 2 and not xd.flags.c_contiguous:
+        return None
+    n = g.shape[-1]
+    g2 = g.reshape(-1, n)
+    matmul = MATMUL.kernels.get("numpy") or MATMUL.forward
+    xp = _NUMPY_XP
+    gx = None
+    if needs_x:
+        target = None if into is None else into[0]
+        if target is not None and target.shape == g.shape[:-1] + wd.shape[1:]:
+            gx = matmul(xp, g, wd, out=target, accumulate=True)  # Note [Gradients into buffers]
+        else:
+            gx = matmul(xp, g, wd)
+    gw = matmul(xp, g2.T, xd.reshape(-1, xd.shape[-1])) if needs_w else None
+    gb = None
+    if b is not None and _needs_grad(b):
+        gb = matmul(xp, np.ones((g2.shape[0],), g.dtype), g2) if g.ndim > 1 else g
+        gb = gb.reshape(tuple(b.shape))
+    return (gx, gw) if b is None else (gx, gw, gb)
+
+
 LINEAR = defop(
     "linear",
     _linear_forward,
@@ -357,6 +406,7 @@ LINEAR = defop(
     "`linear_reference` (Note [Fused composites]).",
 )
 LINEAR.needed_by = {0: (1,), 1: (0,)}
+LINEAR.eager_vjp = _linear_eager_vjp
 
 
 @onnx_lowering("linear")

@@ -38,7 +38,9 @@ table of op names of its own (a test checks that every name-keyed table names re
   with floating-point warnings off (Note [Quiet kernels] in ember/backend/numpy_backend.py);
 - `onnx`: its ONNX lowering (used by the exporter), None where it has none;
 - `slot_gradient`: for a view op (getitem), the place its gradient lands on in its input's
-  gradient, which the backward engine adds into directly (Note [Slot gradients]).
+  gradient, which the backward engine adds into directly (Note [Slot gradients]);
+- `eager_vjp`: the VJP's kernels called on NumPy arrays, which the backward engine runs instead
+  of the VJP where it records no graph (Note [Eager VJPs]).
 
 Note [Fused composites]: a composite gets a primitive of its own (one kernel, one VJP) only
 where a benchmark shows the decomposition's per-op cost matters (linear, softmax cross
@@ -74,6 +76,10 @@ __all__ = [
 
 
 class OpDef:
+    # a custom Function's op (ember/autograd/function.py) drops its ctx's saved tensors when a
+    # backward without retain_graph has run it; a registered op's node drops its own
+    release = None
+
     __slots__ = (
         "name",
         "forward",
@@ -101,6 +107,7 @@ class OpDef:
         "quiet",
         "onnx",
         "slot_gradient",
+        "eager_vjp",
         "__weakref__",
     )
 
@@ -150,6 +157,9 @@ class OpDef:
         # of the input's shape with g added at the view's place", `slot_gradient(base,
         # **attrs)` returns that place as a view of the NumPy array `base` (None where not)
         self.slot_gradient: Callable | None = None
+        # Note [Eager VJPs] in ember/autograd/engine.py: the VJP's kernels called on NumPy
+        # arrays, `eager_vjp(g, *saved, **attrs)` -> arrays (None where it does not apply)
+        self.eager_vjp: Callable | None = None
 
     def __repr__(self) -> str:
         return f"<op {self.name}>"

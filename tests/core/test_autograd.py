@@ -514,3 +514,140 @@ def test_slot_gradients_second_order_use_the_vjp():
         (g * g).sum().backward()
         grads.append(t.grad.numpy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+
+
+# Note [Eager VJPs]: linear's gradients from its eager VJP (kernels on arrays) against the plain
+# VJP (ember ops) and PyTorch; rows: (x shape, bias, the inputs that require grad, x strided);
+# sizes above MKL's cut, so that the products take a model's BLAS paths
+EAGER_LINEAR = {
+    "batched_bias": ((4, 48, 40), True, "xwb", False),
+    "matrix_no_bias": ((96, 40), False, "xw", False),
+    "vector_input": ((40,), True, "xwb", False),
+    "frozen_weight": ((4, 48, 40), True, "x", False),
+    "data_input": ((4, 48, 40), True, "wb", False),
+    "strided_input": ((4, 48, 40), True, "xwb", True),
+}
+
+
+def _eager_linear_loss(lib, x, w, b, strided):
+    h = (x.transpose(0, 2) * 1.0).transpose(0, 2) if strided else x * 1.0
+    y = lib.nn.functional.linear(h, w, b)
+    return (y * y.tanh()).sum()
+
+
+@pytest.mark.parametrize("name", sorted(EAGER_LINEAR))
+def test_linear_eager_vjp_matches_the_vjp_and_torch(name, monkeypatch):
+    """The backward engine runs linear's `eager_vjp` where it records no graph (Note [Eager
+    VJPs]): the same gradients, bit for bit, as the VJP written with ember ops, and PyTorch's
+    within float32 rounding; with create_graph the plain VJP runs (second derivatives)."""
+    from ember.ops.linalg import LINEAR
+    from ember.testing.parity import assert_close
+
+    shape, bias, needs, strided = EAGER_LINEAR[name]
+    rng = np.random.default_rng(7)
+    x, tx = _pair(shape, rng)
+    w, tw = _pair((24, 40), rng, 0.2)
+    b, tb = _pair((24,), rng) if bias else (None, None)
+    pairs = []
+    for t, tt, key in ((x, tx, "x"), (w, tw, "w"), (b, tb, "b")):
+        if t is not None and key in needs:
+            pairs.append((t, tt))
+        elif t is not None:
+            t.requires_grad_(False)
+            tt.requires_grad_(False)
+    _eager_linear_loss(torch, tx, tw, tb, strided).backward()
+    eager = LINEAR.eager_vjp
+    calls = []
+    results = {}
+    for mode, vjp in (
+        ("eager", lambda *a, **k: calls.append(1) or eager(*a, **k)),
+        ("plain", None),
+    ):
+        monkeypatch.setattr(LINEAR, "eager_vjp", vjp)
+        for t, _ in pairs:
+            t.grad = None
+        _eager_linear_loss(ember, x, w, b, strided).backward()
+        results[mode] = [t.grad.numpy().copy() for t, _ in pairs]
+    assert calls  # it ran (it declines only strided gradients and mixed dtypes)
+    for ours, plain, (_, tt) in zip(results["eager"], results["plain"], pairs):
+        np.testing.assert_array_equal(ours, plain)
+        assert_close(ours, tt.grad, rtol=1e-5)
+
+    # create_graph: the plain VJP records the gradient's graph; its derivative matches PyTorch's
+    monkeypatch.setattr(LINEAR, "eager_vjp", eager)
+    second = []
+    for lib, leaf, xs, ws, bs in ((ember, pairs[0][0], x, w, b), (torch, pairs[0][1], tx, tw, tb)):
+        leaf.grad = None
+        (g,) = lib.autograd.grad(
+            _eager_linear_loss(lib, xs, ws, bs, strided), leaf, create_graph=True
+        )
+        (g * g).sum().backward()
+        second.append(leaf.grad)
+    assert_close(second[0].numpy(), second[1], rtol=1e-4)
+
+
+# Note [Gradients into buffers]: a hidden state feeding linear layers and a residual, as in a
+# Transformer block; rows: the inputs' shape and how many projections read it
+INTO_BUFFERS = {"block": ((4, 48, 40), 3), "matrix": ((96, 40), 1)}
+
+
+def _into_buffers_loss(lib, x, weights, hooked):
+    h = x * 1.5
+    h.retain_grad()
+    h.register_hook(lambda g: hooked.append(g))
+    y = lib.nn.functional.linear(h, weights[0]).sin()
+    for w in weights[1:]:
+        y = y + lib.nn.functional.linear(h, w).sin()
+    y = y + h.tanh()  # the walk runs this branch first: its gradient makes h's buffer
+    return (y * y).sum(), h
+
+
+@pytest.mark.parametrize("name", sorted(INTO_BUFFERS))
+def test_linear_gradients_into_buffers(name, monkeypatch):
+    """A linear input gradient that meets an existing buffer which the engine alone holds is
+    added into it by the product itself (Note [Gradients into buffers]): no separate add, the
+    gradients, retained gradients and hooks within float32 rounding of PyTorch's and of the
+    add path, the same bits from run to run."""
+    from ember.autograd import engine
+    from ember.backend import get_backend
+    from ember.testing.parity import assert_close
+
+    shape, n_weights = INTO_BUFFERS[name]
+    rng = np.random.default_rng(11)
+    x, tx = _pair(shape, rng)
+    pairs = [_pair((40, 40), rng, 0.2) for _ in range(n_weights)]
+    theirs_seen = []
+    tloss, th = _into_buffers_loss(torch, tx, [p[1] for p in pairs], theirs_seen)
+    tloss.backward()
+    accumulated, adds = [], []
+    xp = get_backend("cpu").xp
+    matmul, add = xp.matmul, engine._add_into_buffer
+    monkeypatch.setattr(xp, "matmul", lambda *a, **k: (accumulated.append(1) if k.get(
+        "accumulate") else None) or matmul(*a, **k))  # fmt: skip
+    monkeypatch.setattr(engine, "_add_into_buffer", lambda *a: adds.append(1) or add(*a))
+    monkeypatch.setattr(engine, "_BUFFER_REFS", engine._BUFFER_REFS + 1)  # the lambda's frame
+    runs = {}
+    for mode in ("into", "into again", "adds"):
+        if mode == "adds":
+            monkeypatch.setattr(engine, "_INTO_REFS", 0)  # no buffer qualifies
+        accumulated.clear()
+        adds.clear()
+        x.grad = None
+        for w, _ in pairs:
+            w.grad = None
+        seen = []
+        loss, h = _into_buffers_loss(ember, x, [p[0] for p in pairs], seen)
+        loss.backward()
+        runs[mode] = [t.numpy().copy() for t in (x.grad, h.grad, seen[0], pairs[0][0].grad)]
+        # y * y: y's two gradients meet in one more add (no product makes either)
+        if mode == "adds":
+            assert not accumulated and len(adds) == n_weights + 1
+        else:
+            assert len(accumulated) == n_weights and len(adds) == 1
+    for a, b in zip(runs["into"], runs["into again"]):
+        np.testing.assert_array_equal(a, b)
+    for ours, plain, theirs in zip(
+        runs["into"], runs["adds"], (tx.grad, th.grad, theirs_seen[0], pairs[0][1].grad)
+    ):
+        assert_close(ours, plain, rtol=1e-6)
+        assert_close(ours, theirs, rtol=1e-5)

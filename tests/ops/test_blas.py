@@ -379,3 +379,31 @@ def test_stacked_product_on_this_thread(dtype):
     assert not blas.stacked_product(q, kt, np.empty((3, 48, 64), dtype).swapaxes(1, 2))
     assert not blas.stacked_product(q.swapaxes(0, 1)[:, :2], kt[:2], out[:2])  # batch dims
     assert not blas.stacked_product(q, kt.astype(np.float16), out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", [(3, 5, 4), (96, 40, 24), (1024, 384, 384), (1024, 1536, 384)])
+def test_accumulate_adds_the_product_into_out(monkeypatch, dtype, m, k, n):
+    """`matmul(a, b, out, accumulate=True)` is `out += a @ b` (MKL's beta = 1 where MKL takes
+    the product, its split blocks included; NumPy's add elsewhere; Note [Gradients into
+    buffers] in ember/autograd/engine.py): within rounding of the float64 sum, the same bits
+    at 1, 2 and 3 threads, and a transposed operand as a flag."""
+    from ember.testing.parity import assert_close, parity_rtol
+
+    blas.prepare_split()  # numba's split blocks where numba is installed, else ember's pool
+    rng = np.random.default_rng(m + k)
+    a = rng.standard_normal((k, m)).astype(dtype).T  # transposed, as a weight gradient's g.T
+    b = rng.standard_normal((k, n)).astype(dtype)
+    start = rng.standard_normal((m, n)).astype(dtype)
+    results = []
+    for n_threads in (1, 2, 3):
+        monkeypatch.setattr(blas, "_threads", n_threads)
+        out = start.copy()
+        assert blas.matmul(a, b, out=out, accumulate=True) is out
+        results.append(out)
+    expected = start.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    assert_close(results[0], expected, rtol=parity_rtol(depth=1, width=k, dtype=dtype))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    with pytest.raises(ValueError, match="accumulate=True needs out="):
+        blas.matmul(a, b, accumulate=True)

@@ -3,7 +3,9 @@
 PyTorch's `scaled_dot_product_attention` (its CPU flash attention), in interleaved rounds at 1
 and 2 threads. Shapes: MiniLM's layer (heads 12, head dim 32) at 32 x 128 and 1 x 16 with a
 key-padding mask, a causal GPT-2-sized prefill, and the forward + backward of the 16 x 128
-fine-tuning shape. Prints min / median per call and the ratios ember / torch (below 1 is
+fine-tuning shape and of the Trainer's (16 x 64, attention-probs dropout 0.1, the heads as
+views of the projections' (batch, seq, heads, dim) outputs, as the encoder layers pass them).
+Prints min / median per call and the ratios ember / torch (below 1 is
 faster), and one JSON line per workload.
 
     PYTHONPATH=. python bench/bench_attention.py [--rounds 7] [--threads 1 2]
@@ -29,12 +31,13 @@ from ember.ops import nn as N  # noqa: E402
 
 from harness import set_threads, wait_idle  # noqa: E402
 
-# (name, batch, heads, queries, keys, head dim, mask kind, backward)
+# (name, batch, heads, queries, keys, head dim, mask kind, backward, dropout)
 WORKLOADS = [
-    ("minilm 32x128", 32, 12, 128, 128, 32, "padding", False),
-    ("minilm 1x16", 1, 12, 16, 16, 32, "padding", False),
-    ("gpt2 prefill 4x256 causal", 4, 12, 256, 256, 64, "causal", False),
-    ("minilm 16x128 fwd+bwd", 16, 12, 128, 128, 32, "padding", True),
+    ("minilm 32x128", 32, 12, 128, 128, 32, "padding", False, 0.0),
+    ("minilm 1x16", 1, 12, 16, 16, 32, "padding", False, 0.0),
+    ("gpt2 prefill 4x256 causal", 4, 12, 256, 256, 64, "causal", False, 0.0),
+    ("minilm 16x128 fwd+bwd", 16, 12, 128, 128, 32, "padding", True, 0.0),
+    ("minilm 16x64 fwd+bwd drop", 16, 12, 64, 64, 32, "padding", True, 0.1),
 ]
 
 
@@ -45,10 +48,15 @@ def _per_call(fn, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def _case(torch, batch, heads, queries, keys, dim, kind, backward):
+def _case(torch, batch, heads, queries, keys, dim, kind, backward, dropout):
     rng = np.random.default_rng(0)
+    # with dropout (the Trainer's case) the heads are (batch, heads, seq, dim) views of
+    # (batch, seq, heads, dim) arrays, as split_heads hands them to the op
     q, k, v = (
-        rng.standard_normal((batch, heads, n, dim), dtype=np.float32) for n in (queries, keys, keys)
+        rng.standard_normal((batch, n, heads, dim), dtype=np.float32).transpose(0, 2, 1, 3)
+        if dropout
+        else rng.standard_normal((batch, heads, n, dim), dtype=np.float32)
+        for n in (queries, keys, keys)
     )
     mask = None
     if kind == "padding":  # the last quarter of each row's keys is padding (additive, BERT's)
@@ -66,7 +74,7 @@ def _case(torch, batch, heads, queries, keys, dim, kind, backward):
             if not backward:
                 with ember.no_grad():
                     return fn(eq, ek, ev, attn_mask=em, is_causal=causal)
-            out = fn(eq, ek, ev, attn_mask=em, is_causal=causal)
+            out = fn(eq, ek, ev, attn_mask=em, dropout_p=dropout, is_causal=causal)
             return ember.autograd.grad((out * eg).sum(), [eq, ek, ev])
 
         return run
@@ -80,7 +88,7 @@ def _case(torch, batch, heads, queries, keys, dim, kind, backward):
         if not backward:
             with torch.no_grad():
                 return sdpa(tq, tk, tv, attn_mask=tm, is_causal=causal)
-        out = sdpa(tq, tk, tv, attn_mask=tm, is_causal=causal)
+        out = sdpa(tq, tk, tv, attn_mask=tm, dropout_p=dropout, is_causal=causal)
         return torch.autograd.grad((out * tg).sum(), [tq, tk, tv])
 
     return {
@@ -94,12 +102,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--only", nargs="*", help="workloads whose name contains one of these")
     args = parser.parse_args()
     import torch
 
     for threads in args.threads:
         set_threads(threads)
         for name, *shape in WORKLOADS:
+            if args.only and not any(word in name for word in args.only):
+                continue
             fns = _case(torch, *shape)
             for fn in fns.values():  # warm-up: kernels compiled or loaded
                 fn()

@@ -607,7 +607,7 @@ def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     # the fused softmax and dropout ops
     mask, seed = _attention_parts(rest, masked, p)
     if mask is None or not _needs_grad(mask):
-        flat = apply(ATTENTION_GRAD, g, q, k, v, *rest, scale=scale, masked=masked, p=p)
+        flat = apply(ATTENTION_GRAD, g, out, q, k, v, *rest, scale=scale, masked=masked, p=p)
         if not flat.requires_grad:
             g_q, g_k, g_v = _swapped_parts(flat, q, k, v)
             return (g_q, g_k, g_v) + ((None,) if masked else ()) + ((None,) if p > 0.0 else ())
@@ -652,6 +652,7 @@ ATTENTION = defop(
     _attention_vjp,
     shape=_attention_shape,
     dtype=_attention_dtype,
+    save_output=True,
     quiet=True,  # no promotion: it would turn the int64 seed into a float
     doc="softmax(q k^T * scale + mask) v (dropout on the probabilities optional) as one op, "
     "the scores computed a block of heads at a time (Note [Attention blocks]); the "
@@ -675,7 +676,7 @@ def _swapped(shape):
     return shape if len(shape) < 3 else shape[:-3] + (shape[-2], shape[-3], shape[-1])
 
 
-def _attention_grad_forward(xp, g, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_grad_forward(xp, g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     mask, seed = _attention_parts(rest, masked, p)
     probs = _softmax_forward(xp, xp.matmul(q, xp.swapaxes(k, -1, -2)), mask, scale)
     kept = _dropout_forward(xp, probs, seed, p) if p > 0.0 else probs
@@ -691,15 +692,23 @@ def _attention_grad_forward(xp, g, q, k, v, *rest, scale=1.0, masked=False, p=0.
     return xp.concatenate(parts).astype(q.dtype, copy=False)
 
 
-def _attention_grad_kernel(g, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_grad_kernel(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     mask, seed = _attention_parts(rest, masked, p)
     seed, threshold, keep_scale = _attention_dropout(q.dtype, seed, p)
     return _attention_train_kernels.attention_grad(
-        g, q, k, v, mask, scale, seed, threshold, keep_scale
+        g, out, q, k, v, mask, scale, seed, threshold, keep_scale
     )
 
 
-def _attention_grad_shape(g, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_train_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, seed = _attention_parts(rest, masked, p)
+    seed, threshold, keep_scale = _attention_dropout(q.dtype, seed, p)
+    return _attention_train_kernels.attention_keep(
+        q, k, v, mask, scale, seed, threshold, keep_scale
+    )
+
+
+def _attention_grad_shape(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     return (math.prod(q) + math.prod(k) + math.prod(v),)
 
 
@@ -731,11 +740,24 @@ ATTENTION_GRAD = defop(
     shape=_attention_grad_shape,
     dtype=lambda g, *rest, **a: g,
     quiet=True,
-    doc="The gradients of fused_attention's query, key and value, each with dims -3 and -2 "
-    "swapped, flattened and concatenated, the probabilities recomputed a block of heads at a "
-    "time (Note [Attention training] in ember/backend/attention_train_kernels.py).",
+    doc="The gradients of fused_attention's query, key and value for the output gradient g "
+    "and the forward's result `out`, each with dims -3 and -2 swapped, flattened and "
+    "concatenated, a block of heads at a time (Note [Attention training] in "
+    "ember/backend/attention_train_kernels.py).",
 )
 ATTENTION_GRAD.def_fast_kernel("numpy", _attention_grad_kernel)
+ATTENTION_TRAIN = defop(
+    "fused_attention_train",
+    _attention_forward,
+    _attention_vjp,
+    shape=_attention_shape,
+    dtype=_attention_dtype,
+    save_output=True,
+    quiet=True,  # no promotion: it would turn the int64 seed into a float
+    doc="fused_attention where gradients are recorded: its kernel keeps the probabilities "
+    "for the backward (Note [Kept probabilities] in ember/backend/attention_train_kernels.py).",
+)
+ATTENTION_TRAIN.def_fast_kernel("numpy", _attention_train_kernel)
 
 
 @onnx_lowering("fused_attention")
@@ -758,6 +780,9 @@ def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0, softmax=N
     return b.op("MatMul", weights, v)
 
 
+onnx_lowering("fused_attention_train")(_attention_onnx)
+
+
 def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, generator=None):
     """softmax(query key^T * scale + mask) value as one op (Note [Attention blocks]); a bool
     mask marks the positions that take part (True), a float mask is added; dropout_p > 0
@@ -773,8 +798,10 @@ def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, gene
         from ember.ops.random import randint
 
         rest += (randint(0, 1 << 62, (), generator=generator, device=query.device),)
+    # where gradients are recorded the op that keeps the probabilities for its backward
+    train = query.requires_grad or key.requires_grad or value.requires_grad
     return apply(
-        ATTENTION,
+        ATTENTION_TRAIN if train else ATTENTION,
         query,
         key,
         value,

@@ -2170,6 +2170,7 @@ ROWS: list[OpRow] = [
         (
             "fused_attention",
             "fused_attention_grad",
+            "fused_attention_train",
             "matmul",
             "fused_softmax",
             "fused_softmax_grad",

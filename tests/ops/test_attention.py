@@ -257,21 +257,25 @@ def test_sdpa_inference_matches_torch(dtype):
 
 def test_sdpa_takes_the_fused_op_with_or_without_gradients(monkeypatch):
     calls = []
-    real = A.attention
-    monkeypatch.setattr(A, "attention", lambda *a: calls.append(1) or real(*a))
+    for module, name in ((A, "attention"), (AT, "attention_keep")):
+        real = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, real=real, name=name: calls.append(name) or real(*a)
+        )
     q, k, v, m = _arrays(CASES[0], np.float32)
     tq, tk, tv = (ember.from_numpy(a) for a in (q, k, v))
     with ember.no_grad():
         fused = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=ember.from_numpy(m))
-    assert calls == [1]
+    assert calls == ["attention"]
     tq.requires_grad_()
     recorded = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=ember.from_numpy(m))
-    assert calls == [1, 1]  # training too (Note [Attention training])
-    np.testing.assert_array_equal(np.asarray(fused), np.asarray(recorded.detach()))
+    # training: the op that keeps the probabilities (Note [Kept probabilities])
+    assert calls == ["attention", "attention_keep"]
+    _close(fused, recorded.detach(), np.float32, "inference vs training forward")
     # a mask that records a gradient takes the decomposition
     mask = ember.from_numpy(m).requires_grad_()
     decomposed = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=mask)
-    assert calls == [1, 1]
+    assert calls == ["attention", "attention_keep"]
     _close(fused, decomposed.detach(), np.float32, "fused vs decomposition")
 
 
@@ -325,12 +329,14 @@ def _grad_args(q, k, v, m, p, seed):
 
 def _grad_kernel(g, q, k, v, m, p=0.0, seed=0):
     rest = _grad_args(q, k, v, m, p, seed)
-    return Fz._attention_grad_kernel(g, q, k, v, *rest, scale=0.3, masked=m is not None, p=p)
+    return Fz._attention_grad_kernel(g, None, q, k, v, *rest, scale=0.3, masked=m is not None, p=p)
 
 
 def _grad_reference(g, q, k, v, m, p=0.0, seed=0):
     rest = _grad_args(q, k, v, m, p, seed)
-    return Fz._attention_grad_forward(np, g, q, k, v, *rest, scale=0.3, masked=m is not None, p=p)
+    return Fz._attention_grad_forward(
+        np, g, None, q, k, v, *rest, scale=0.3, masked=m is not None, p=p
+    )
 
 
 def _output_grad(q, v, seed=1):
@@ -440,7 +446,7 @@ def test_the_fused_backward_is_not_differentiated_again():
     q, k, v, m = (ember.from_numpy(a) for a in _arrays(CASES[0], np.float32))
     g = ember.ones(q.shape)
     with pytest.raises(NotImplementedError, match="fused_attention_grad"):
-        Fz.ATTENTION_GRAD.vjp(g, None, g, q, k, v, m, scale=0.3, masked=True)
+        Fz.ATTENTION_GRAD.vjp(g, None, g, None, q, k, v, m, scale=0.3, masked=True)
     # create_graph takes the decomposition's gradients, which are differentiable
     leaves = [t.detach().requires_grad_() for t in (q, k, v)]
     out = Fz.fused_attention(*leaves, m, scale=0.3)
@@ -453,10 +459,38 @@ def test_without_numba_the_backward_runs_its_reference():
     q, k, v, m = _arrays(CASES[0], np.float32, seed=12)
     g = _output_grad(q, v)
     with numba_kernels.disable_for_tests():
-        assert AT.attention_grad(g, q, k, v, m, 0.3, 0, 0, 1.0) is None
+        assert AT.attention_grad(g, None, q, k, v, m, 0.3, 0, 0, 1.0) is None
+        assert AT.attention_keep(q, k, v, m, 0.3, 0, 0, 1.0) is None
         leaves = [ember.from_numpy(a).requires_grad_() for a in (q, k, v)]
         out = Fz.fused_attention(*leaves, ember.from_numpy(m), scale=0.3)
         grads = ember.autograd.grad((out * ember.from_numpy(g)).sum(), leaves)
     ref = _grad_reference(g, q, k, v, m)
     ours = np.concatenate([np.asarray(x).transpose(0, 2, 1, 3).reshape(-1) for x in grads])
     _close(ours, ref, np.float32, "NumPy backward")
+
+
+@needs_numba
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_training_forward_keeps_the_probabilities_for_its_backward(p):
+    # Note [Kept probabilities]: the backward takes them (the same bits as recomputed), and
+    # nothing stays behind once it has, or once the forward's result is freed
+    q, k, v, m = _arrays(CASES[0], np.float32, seed=13)
+    g = _output_grad(q, v)
+    dropout = Fz._attention_dropout(np.dtype(np.float32), np.array(5), p)
+    out = AT.attention_keep(q, k, v, m, 0.3, *dropout)
+    _close(out, _reference(q, k, v, m, p, seed=5), np.float32, "training forward")
+    assert len(AT._KEPT) == 1
+    kept = AT.attention_grad(g, out, q, k, v, m, 0.3, *dropout)
+    assert not AT._KEPT
+    recomputed = AT.attention_grad(g, out, q, k, v, m, 0.3, *dropout)
+    np.testing.assert_array_equal(kept, recomputed)
+    del out
+    leaves = [ember.from_numpy(a).requires_grad_() for a in (q, k, v)]
+    result = Fz.fused_attention(*leaves, ember.from_numpy(m), scale=0.3, dropout_p=p)
+    assert len(AT._KEPT) == 1
+    ember.autograd.grad((result * ember.from_numpy(g)).sum(), leaves)
+    assert not AT._KEPT
+    unused = Fz.fused_attention(*leaves, ember.from_numpy(m), scale=0.3, dropout_p=p)
+    assert len(AT._KEPT) == 1
+    del unused
+    assert not AT._KEPT

@@ -1,37 +1,36 @@
-"""The fused CPU kernel of scaled-dot-product attention's backward, registered by
-`ember.ops.fused` as `fused_attention_grad`: the gradients of softmax(q k^T * scale + mask) v
-(dropout on the probabilities optional) with respect to q, k and v, computed a block of
-(batch, head) slices at a time on ember's threads (Note [Attention training]). The op's
-reference forward (`ember.ops.fused._attention_grad_forward`, the decomposition's gradients
-in NumPy) is the spec (Note [Fused composites]).
+"""The fused CPU kernels of scaled-dot-product attention in training, registered by
+`ember.ops.fused`: the forward of `fused_attention_train`, which keeps the probabilities for
+the backward, and `fused_attention_grad`, the gradients with respect to q, k and v, each
+computed a block of (batch, head) slices at a time on ember's threads (Note [Attention
+training]). The ops' reference forwards (`ember.ops.fused._attention_forward` and
+`_attention_grad_forward`, the decomposition in NumPy) are the spec (Note [Fused composites]).
 
-Note [Attention training]: in training, `fused_attention`'s forward is the inference kernel
-(Note [Attention blocks] in attention_kernels.py: a block of heads at a time, dropout by
-`fused_dropout`'s hash, the context written in the (B, L, H, Ev) layout the output projection
-reads) and it saves only its inputs; its VJP is one `fused_attention_grad` op, whose kernel
-computes per block (one batch item's heads, whole rows of queries and keys, since the key and
-value gradients sum over the queries):
-- the probabilities again: q k^T (one MKL batch call on the strided views,
-  `blas.stacked_product`) and the inference kernel's row pass (`attention_probs`, without
-  dropout: the same bits as the forward's probabilities before dropout);
-- dP = g v^T (the gradient of the dropped probabilities), then one compiled row pass
-  (`attention_grad_rows`) that regenerates the dropout mask from the seed (the forward's hash
-  of the flat (B, H, L, S) index), writes the dropped probabilities for the value gradient,
-  drops dP likewise and makes it the scores' gradient scale * P (dP - <dP, P>) in place
-  (`fused_softmax_grad`'s float32 arithmetic: Note [Float32 softmax backward]);
-- three products: dq = dS k, dk = dS^T q, dv = P_dropped^T g, each written straight into a
-  (B, L, H, E) buffer, whose (B, H, L, E) view is the gradient the op returns: the heads'
-  producers (`split_heads`' transpose and reshape) then pass it on without a copy.
-The op returns the three gradients flattened and concatenated, each with dims -3 and -2
-swapped (so the (B, L, H, E) buffers back to back); the VJP takes views of them.
-Recomputing the probabilities rather than keeping them costs a product and a row pass per
-block, in cache; keeping them needs a second output of the forward (a (B, H, L, S) array per
-layer through memory and back), which the op registry's single-output ops give only as a
-flattened concatenation that the forward's caller would slice.
-The blocks run on the pool with BLAS at one thread (as the forward's); each block is computed
-by one thread in the same operations whatever the count, so results do not depend on it.
-Where the kernel does not apply (other layouts of the leading dims, a mask that needs a
-gradient, second-order gradients) the op's VJP or the reference take over.
+Note [Attention training]: with gradients recorded, `scaled_dot_product_attention` takes
+`fused_attention_train` (the decomposition only where the mask needs a gradient). Per block
+(one batch item's heads, whole rows, since the key and value gradients sum over the queries):
+- forward: q k^T (NumPy's matmul, k^T copied contiguous), the inference kernel's row pass
+  (`attention_probs` of attention_kernels.py, without dropout) into a kept (B, H, L, S) array
+  of probabilities P, the dropout pass (`attention_dropped`: fused_dropout's hash of the
+  flat (B, H, L, S) index) into a kept copy P_d, and P_d v written straight into the
+  (B, L, H, Ev) layout the output projection reads;
+- backward (`fused_attention_grad`): dP = g v^T, one row pass that drops it by the same hash
+  and makes it the scores' gradient scale * P (dP - <dP, P>) (`fused_softmax_grad`'s float32
+  arithmetic: Note [Float32 softmax backward]), and three products, dq = dS k, dk = dS^T q,
+  dv = P_d^T g, each written straight into a (B, L, H, E) buffer whose (B, H, L, E) view is
+  the gradient: the heads' producers (`split_heads`' transpose and reshape) pass it on
+  without a copy. The op returns the three flattened and concatenated, each with dims -3 and
+  -2 swapped; the VJP takes views of them. Under create_graph the VJP takes the
+  decomposition's gradients instead (the fused gradient op is not differentiated again).
+How P reaches the backward: Note [Kept probabilities]. Measured (16 x 12 heads x 64 x 64,
+head dim 32, dropout 0.1, heads as views; one process, min of 30): recomputing them in the
+backward (q k^T and the row pass again, per block ~0.1 ms of ~0.25) took 4.4-4.8 ms at 1
+thread against 2.7 with them kept; forward 2.7 ms either way (the inference kernel 2.7-2.8).
+The blocks run on the pool with BLAS at one thread (as the inference kernel's); each block is
+computed by one thread in the same operations whatever the count, so results do not depend
+on it. The products take NumPy's matmul (OpenBLAS): at these blocks one MKL batch call on the
+strided views (`blas.stacked_product`) took 0.053 ms for q k^T against 0.030 (0.106 vs 0.107
+at 128 x 128). Where the kernels do not apply (other leading dims, below COMPILED_MIN_SIZE
+scores, no numba) the op runs its reference.
 """
 
 from __future__ import annotations

@@ -494,3 +494,38 @@ def test_training_forward_keeps_the_probabilities_for_its_backward(p):
     assert len(AT._KEPT) == 1
     del unused
     assert not AT._KEPT
+
+
+@needs_numba
+def test_encoder_self_attention_in_training_equals_the_decomposition(monkeypatch):
+    # BERT's self-attention (encoder_heads.self_attention: heads as views, dropout on the
+    # probabilities) at a size that takes the kernels, against the decomposition
+    from ember import nn
+    from ember.transformers import encoder_heads
+
+    rng = np.random.default_rng(14)
+    ember.manual_seed(0)
+    projections = [nn.Linear(64, 64) for _ in range(3)]
+    hidden = rng.standard_normal((4, 128, 64)).astype(np.float32)
+    mask = np.zeros((4, 1, 1, 128), np.float32)
+    mask[1, ..., 90:] = np.finfo(np.float32).min
+    dropout = nn.Dropout(0.1)
+    cot = ember.from_numpy(rng.standard_normal((4, 128, 64)).astype(np.float32))
+
+    def run():
+        x = ember.from_numpy(hidden).requires_grad_()
+        ember.manual_seed(21)
+        context, _ = encoder_heads.self_attention(
+            x, *projections, 2, ember.from_numpy(mask), dropout=dropout
+        )
+        params = [x] + [p for layer in projections for p in layer.parameters()]
+        return [context.detach().numpy()] + [
+            g.numpy() for g in ember.autograd.grad((context * cot).sum(), params)
+        ]
+
+    ours = run()
+    assert not AT._KEPT
+    monkeypatch.setattr(N, "_attention_fused", lambda *a: False)
+    ref = run()
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        _close(a, b, np.float32, f"output {i}")

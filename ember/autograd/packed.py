@@ -27,7 +27,7 @@ import weakref
 import numpy as np
 
 from ember.autograd.grad_mode import _state
-from ember.backend import _staging, blas, mkl_packed, parallel
+from ember.backend import _staging, blas, mkl_packed
 from ember.ops import linalg as _linalg
 
 _NDARRAY = np.ndarray
@@ -133,12 +133,7 @@ def linear(x, weight, bias=None):
     if not x2.flags.c_contiguous and blas._layout(x2) is None:  # the flag: ~0.3 us less
         x2 = np.ascontiguousarray(x2)
     out = np.empty((m, n), _FLOAT32)
-    if bd is not None:
-        if m > _LARGE_MOST:
-            parallel.chunked(np.positive, out, bd)  # out[...] = bd on the pool
-        else:
-            out[...] = bd
-    pack.product(x2, out, bd is not None)
+    pack.product(x2, out, bias=bd)
     return _wrap(out.reshape(shape[:-1] + (n,)))
 
 

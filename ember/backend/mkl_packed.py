@@ -83,6 +83,8 @@ MANY_ROWS = 512  # rows the pack for products above PACK_MAX_ROWS is made for (N
 # 7.07 and 7.45). Measured earlier: 5.68 ms with every product split against 5.67 unsplit and
 # 5.80 split from 2**23
 SPLIT_MIN_WORK = 1 << 21
+# rows of a many-row product whose bias is written just before their MKL call (Note [Bias rows])
+BIAS_ROWS = 256
 _B_MATRIX, _PACKED = 162, 151  # CblasBMatrix, CblasPacked
 
 _functions = None  # (get_size, pack, compute) once loaded; False where packing is off
@@ -265,37 +267,55 @@ class PackedMatrix:
         _held[0] += self.nbytes
         weakref.finalize(self, _release, self.nbytes)
 
-    def product(self, x, out, accumulate: bool = False) -> None:
+    def product(self, x, out, accumulate: bool = False, bias=None) -> None:
         """out[...] = x @ weight.T (`accumulate`: out += x @ weight.T, as one pass: MKL's beta
-        = 1, how PyTorch adds a linear's bias): x an (m, k) float32 matrix with a cblas layout
+        = 1, how PyTorch adds a linear's bias; `bias`, an (n,) float32 array: out[...] = x @
+        weight.T + bias, Note [Bias rows]): x an (m, k) float32 matrix with a cblas layout
         (`blas._layout`, else ValueError), out a C-contiguous writable (m, n) float32 array
         sharing no memory with x."""
+        if accumulate and bias is not None:
+            raise ValueError("PackedMatrix.product: accumulate and bias exclude each other")
         layout = blas._layout(x)
         if layout is None:
             raise ValueError(f"PackedMatrix.product: x with strides {x.strides} has no layout")
         trans_x, ldx = layout
         m = x.shape[0]
         x_ptr, out_ptr, k, n = _address(x), _address(out), self.k, self.n
-        beta = 1.0 if accumulate else 0.0
+        beta = 1.0 if accumulate or bias is not None else 0.0
         compute = _functions[2]
         blocks = self.blocks
         item = out.itemsize
         work = m * k * n
+        x_step = x.itemsize * (ldx if trans_x == blas._NO_TRANS else 1)
 
         def part(rows, columns, x_at, address, out_at):  # one call: these rows and columns
             compute(blas._ROW_MAJOR, trans_x, _PACKED, rows, columns, k, x_at, ldx, address, k,
                     beta, out_at, n)  # fmt: skip
 
-        if m > blas.FEW_ROWS and len(blocks) == 1 and work >= SPLIT_MIN_WORK:
-            # Note [Shared packs]: row blocks, every thread reading the one pack
-            row_blocks = blas._blocks(m, blas.split_threads())
-            if len(row_blocks) > 1 and min(hi - lo for lo, hi in row_blocks) >= blas.MIN_BLOCK:
-                x_step = x.itemsize * (ldx if trans_x == blas._NO_TRANS else 1)
-                address = blocks[0][3]
-                parts = [(hi - lo, n, x_ptr + lo * x_step, address, out_ptr + lo * n * item)
-                         for lo, hi in row_blocks]  # fmt: skip
-                parallel.run_chunks(part, parts)
+        def bias_rows(lo, hi, address):  # rows lo .. hi, BIAS_ROWS at a time (Note [Bias rows])
+            for start in range(lo, hi, BIAS_ROWS):
+                stop = min(hi, start + BIAS_ROWS)
+                out[start:stop] = bias
+                part(stop - start, n, x_ptr + start * x_step, address, out_ptr + start * n * item)
+
+        if m > blas.FEW_ROWS and len(blocks) == 1:
+            address = blocks[0][3]
+            if work >= SPLIT_MIN_WORK:
+                # Note [Shared packs]: row blocks, every thread reading the one pack
+                row_blocks = blas._blocks(m, blas.split_threads())
+                if len(row_blocks) > 1 and min(hi - lo for lo, hi in row_blocks) >= blas.MIN_BLOCK:
+                    if bias is not None:
+                        parallel.run_chunks(bias_rows, [(lo, hi, address) for lo, hi in row_blocks])
+                        return
+                    parts = [(hi - lo, n, x_ptr + lo * x_step, address, out_ptr + lo * n * item)
+                             for lo, hi in row_blocks]  # fmt: skip
+                    parallel.run_chunks(part, parts)
+                    return
+            if bias is not None:
+                bias_rows(0, m, address)
                 return
+        if bias is not None:
+            out[...] = bias
         parts = [(m, hi - lo, x_ptr, address, out_ptr + lo * item) for lo, hi, _, address in blocks]
         if len(blocks) == 1 or work < SPLIT_MIN_WORK:  # the column blocks one after another
             for args in parts:
@@ -403,7 +423,22 @@ _warm_up = blas.KernelWarmUp(prepare_split)  # the background load of the kernel
 # (9.90); 1 thread 1024 rows 3-5% less, 4096 rows -2 to +1%. MiniLM's forward 32 x 128 (ember
 # alone, one process, the two paths alternating, medians of 10): 306.7 / 292.5 ms at 2 threads,
 # 643 / 638 at 1. The bias of such a product (the joined query, key and value projection) is
-# copied into the result on the pool before the product adds to it (MKL's beta = 1).
+# written a block of rows at a time: Note [Bias rows].
+#
+# Note [Bias rows]: a linear's bias reaches a packed product's result as PyTorch's addmm adds
+# it: the bias rows are written into the result, then MKL adds the product to them (beta = 1).
+# Written over the whole result first, the rows have left the cache before MKL reads them:
+# the 4096 x 1152 result of MiniLM's joined query, key and value projection at 32 x 128 is
+# 18.9 MB, whose bias copy took ~1.9 ms of a ~26 ms product at 1 thread. So `product(...,
+# bias=b)` writes BIAS_ROWS rows of bias (1.2 MB at 1152 columns, inside the 2 MB L2), then
+# calls MKL on those rows, block after block within each thread's rows. The blocks change no
+# bits (MKL's result for a row does not depend on the rows beside it in a call, on this
+# machine; tests/ops/test_mkl_packed.py compares bias= with the copy-then-accumulate path).
+# Measured on the 2-core machine, one process, 10 alternating rounds, MiniLM forward 32 x 128
+# (ember alone, under the CPU lock with other work around): 1 thread median 713 -> 703 ms
+# (min 677 -> 657), 2 threads 398 -> 395 (min 344 both); the product alone 4096 x 384 @ 384
+# x 1152 at 1 thread 26.1 -> 25.6 ms (24.2 without a bias), 256 rows a block against 128
+# (25.8) and 64 (26.4).
 def split_parts(m: int, k: int, n: int) -> int:
     """Column blocks of a pack for products of up to `m` rows: one per thread where the largest
     of them reaches `SPLIT_MIN_WORK`, cut as `blas.matmul` cuts (Note [Small GEMMs]); smaller

@@ -33,14 +33,20 @@ from ember.backend import numba_kernels, parallel
 
 # one row's loss and gradient for the two kernels below that compute both: each exp once, in
 # the same arithmetic and order as `xent_rows` and `xent_grad_rows`, so equal bit for bit
-# (`scale` keeps the caller's type: a row's entry of the scale array, or the scalar)
+# (`scale` keeps the caller's type: a row's entry of the scale array, or the scalar); a row
+# whose target is ignored gets a zero loss and a zero gradient row
 _LOSS_AND_GRAD_ROW = """\
 import numba
 
 
 @numba.njit(inline="always")
-def loss_and_grad_row(x, i, k, scale, exps, losses, out):
+def loss_and_grad_row(x, i, k, ignore_index, scale, exps, losses, out):
     c = x.shape[1]
+    if k == ignore_index:
+        losses[i] = 0.0
+        for j in range(c):
+            out[i, j] = 0.0
+        return
     m = x[i, 0]
     for j in range(1, c):
         if x[i, j] > m:
@@ -117,15 +123,10 @@ def xent_with_grad_rows(x, t, ignore_index, scale, losses, out):
     valid = 0
     for i in range(n):
         k = t[i]
-        if k == ignore_index:
-            losses[i] = 0.0
-            for j in range(c):
-                out[i, j] = 0.0
-            continue
-        if k < 0 or k >= c:
+        if k != ignore_index and (k < 0 or k >= c):
             return -1
-        loss_and_grad_row(x, i, k, scale[i], exps, losses, out)
-        valid += 1
+        loss_and_grad_row(x, i, k, ignore_index, scale[i], exps, losses, out)
+        valid += k != ignore_index
     return valid
 """,
     # the same for a mean or summed loss (a scalar upstream gradient g[0]), with the row scale
@@ -149,13 +150,7 @@ def xent_with_grad_reduced(x, t, ignore_index, g, mean, losses, out):
     scale = np.float64(scalars[0] / scalars[1] * g[0] if mean else g[0])
     exps = np.empty(c, np.float64)
     for i in range(n):
-        k = t[i]
-        if k == ignore_index:
-            losses[i] = 0.0
-            for j in range(c):
-                out[i, j] = 0.0
-            continue
-        loss_and_grad_row(x, i, k, scale, exps, losses, out)
+        loss_and_grad_row(x, i, t[i], ignore_index, scale, exps, losses, out)
     return count
 """,
 }

@@ -420,9 +420,14 @@ def test_cross_entropy_kernels_on_random_shapes(shape, ignore_index, reduction, 
     assert ours is not None
     ref = grad.forward(XP, g, x, t, **attrs)
     _compare("softmax_cross_entropy_grad", ours, ref, dtype, "random")
+    # the joint loops (a compiled step's loss and gradient) give the two kernels' bits
+    loss, both = xent_kernels.cross_entropy_with_grad(g, x, t, **attrs)
+    np.testing.assert_array_equal(loss, xent_kernels.cross_entropy(x, t, **attrs))
+    np.testing.assert_array_equal(both, ours)
     # a target out of range: the kernel declines, the reference raises with the target
     bad = t.copy()
     bad[0] = shape[1]
     assert xent_kernels.cross_entropy(x, bad, **attrs) is None
+    assert xent_kernels.cross_entropy_with_grad(g, x, bad, **attrs) is None
     with pytest.raises(IndexError, match="out of range"):
         fwd.kernels["numpy"](XP, x, bad, **attrs)

@@ -91,14 +91,16 @@ def test_packed_product_matches_float64_at_every_row_count(
 @pytest.mark.parametrize("k,n", [(384, 1152), (1536, 384), (37, 200)])
 def test_shared_pack_rows_agree_at_one_and_two_threads(monkeypatch, k, n):
     """A pack for many rows (Note [Shared packs]): row blocks on two threads read the one pack
-    and give the one-thread result bit for bit, within the float64 bound, bias added or not."""
+    and give the one-thread result bit for bit, within the float64 bound, bias added or not;
+    the bias written a block of rows at a time (`bias=`, Note [Bias rows]) gives the bits of
+    the bias copied first and accumulated into."""
     rng = np.random.default_rng(k * n)
     w = rng.standard_normal((n, k), np.float32)
     pack = mkl_packed.PackedMatrix.create(w, mkl_packed.MANY_ROWS, 1)
     before = ember.get_num_threads()
     try:
-        for m, transposed in ((129, False), (200, False), (383, False), (600, False),
-                              (1000, False), (600, True)):  # fmt: skip
+        for m, transposed in ((16, False), (129, False), (200, False), (383, False),
+                              (600, False), (1000, False), (600, True)):  # fmt: skip
             x = rng.standard_normal((m, k), np.float32)
             if transposed:  # a cblas layout of its own: the rows' offsets step by one float
                 x = np.ascontiguousarray(x.T).T
@@ -110,6 +112,9 @@ def test_shared_pack_rows_agree_at_one_and_two_threads(monkeypatch, k, n):
                 pack.product(x, out)
                 with_bias = bias.copy()
                 pack.product(x, with_bias, accumulate=True)
+                bias_rows = np.full((m, n), np.nan, np.float32)
+                pack.product(x, bias_rows, bias=bias[0])
+                np.testing.assert_array_equal(bias_rows, with_bias)
                 results.append((out, with_bias))
             (one, one_bias), (two, two_bias) = results
             _check(one, x, w)
@@ -118,6 +123,13 @@ def test_shared_pack_rows_agree_at_one_and_two_threads(monkeypatch, k, n):
             np.testing.assert_array_equal(two_bias, one_bias)
     finally:
         ember.set_num_threads(before)
+
+
+def test_bias_and_accumulate_exclude_each_other():
+    pack = mkl_packed.PackedMatrix.create(np.ones((200, 64), np.float32), 16, 1)
+    out = np.zeros((16, 200), np.float32)
+    with pytest.raises(ValueError, match="accumulate and bias"):
+        pack.product(np.ones((16, 64), np.float32), out, True, np.ones(200, np.float32))
 
 
 def _linear_model(k=384, n=512):

@@ -600,8 +600,8 @@ def _attention_shape(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
 
 
 def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
-    # the probabilities recomputed (flash attention's backward: nothing but the inputs is
-    # saved): one fused_attention_grad op (Note [Attention training]), or, where a gradient
+    # one fused_attention_grad op, which takes the probabilities fused_attention_train's
+    # forward kept or recomputes them (Note [Attention training]), or, where a gradient
     # of the mask is asked for or the gradients are differentiated again (create_graph: the
     # fused op's result then records, and is dropped), the decomposition's gradients with
     # the fused softmax and dropout ops
@@ -798,7 +798,8 @@ def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, gene
         from ember.ops.random import randint
 
         rest += (randint(0, 1 << 62, (), generator=generator, device=query.device),)
-    # where gradients are recorded the op that keeps the probabilities for its backward
+    # where gradients are recorded the op that keeps the probabilities for its backward (under
+    # no_grad with leaves that require grad too: they then live as long as the result)
     train = query.requires_grad or key.requires_grad or value.requires_grad
     return apply(
         ATTENTION_TRAIN if train else ATTENTION,

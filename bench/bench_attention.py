@@ -4,7 +4,9 @@ PyTorch's `scaled_dot_product_attention` (its CPU flash attention), in interleav
 and 2 threads. Shapes: MiniLM's layer (heads 12, head dim 32) at 32 x 128 (contiguous q, k, v,
 and the strided heads of one joined product, as MiniLM's inference passes them) and 1 x 16
 with a key-padding mask, a causal GPT-2-sized prefill, and the forward + backward of the 16 x 128
-fine-tuning shape. Prints min / median per call and the ratios ember / torch (below 1 is
+fine-tuning shape and of the Trainer's (16 x 64, attention-probs dropout 0.1, the heads as
+views of the projections' (batch, seq, heads, dim) outputs, as the encoder layers pass them).
+Prints min / median per call and the ratios ember / torch (below 1 is
 faster), and one JSON line per workload.
 
     PYTHONPATH=. python bench/bench_attention.py [--rounds 7] [--threads 1 2] [--only NAME ...]
@@ -30,15 +32,18 @@ from ember.ops import nn as N  # noqa: E402
 
 from harness import set_threads, wait_idle  # noqa: E402
 
-# (name, batch, heads, queries, keys, head dim, mask kind, backward, joined): `joined` gives
-# both sides q, k, v as MiniLM's eager inference passes them, strided heads of one (B, L, 3, H,
-# d) product (Note [Joined projections] in ember/autograd/packed.py), else contiguous arrays
+# (name, batch, heads, queries, keys, head dim, mask kind, backward, layout, dropout): layout
+# "joined" gives both sides q, k, v as MiniLM's eager inference passes them, strided heads of
+# one (B, L, 3, H, d) product (Note [Joined projections] in ember/autograd/packed.py); "views"
+# (batch, heads, seq, dim) views of (batch, seq, heads, dim) arrays, as split_heads hands them
+# to the op in training; "contiguous" contiguous arrays
 WORKLOADS = [
-    ("minilm 32x128", 32, 12, 128, 128, 32, "padding", False, False),
-    ("minilm 32x128 joined heads", 32, 12, 128, 128, 32, "padding", False, True),
-    ("minilm 1x16", 1, 12, 16, 16, 32, "padding", False, False),
-    ("gpt2 prefill 4x256 causal", 4, 12, 256, 256, 64, "causal", False, False),
-    ("minilm 16x128 fwd+bwd", 16, 12, 128, 128, 32, "padding", True, False),
+    ("minilm 32x128", 32, 12, 128, 128, 32, "padding", False, "contiguous", 0.0),
+    ("minilm 32x128 joined heads", 32, 12, 128, 128, 32, "padding", False, "joined", 0.0),
+    ("minilm 1x16", 1, 12, 16, 16, 32, "padding", False, "contiguous", 0.0),
+    ("gpt2 prefill 4x256 causal", 4, 12, 256, 256, 64, "causal", False, "contiguous", 0.0),
+    ("minilm 16x128 fwd+bwd", 16, 12, 128, 128, 32, "padding", True, "contiguous", 0.0),
+    ("minilm 16x64 fwd+bwd drop", 16, 12, 64, 64, 32, "padding", True, "views", 0.1),
 ]
 
 
@@ -49,14 +54,16 @@ def _per_call(fn, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-def _case(torch, batch, heads, queries, keys, dim, kind, backward, joined):
+def _case(torch, batch, heads, queries, keys, dim, kind, backward, layout, dropout):
     rng = np.random.default_rng(0)
-    if joined:  # self-attention: as many keys as queries
+    if layout == "joined":  # self-attention: as many keys as queries
         product = rng.standard_normal((batch, queries, 3 * heads * dim), dtype=np.float32)
         q, k, v = product.reshape(batch, queries, 3, heads, dim).transpose(2, 0, 3, 1, 4)
     else:
         q, k, v = (
-            rng.standard_normal((batch, heads, n, dim), dtype=np.float32)
+            rng.standard_normal((batch, n, heads, dim), dtype=np.float32).transpose(0, 2, 1, 3)
+            if layout == "views"
+            else rng.standard_normal((batch, heads, n, dim), dtype=np.float32)
             for n in (queries, keys, keys)
         )
     mask = None
@@ -75,7 +82,7 @@ def _case(torch, batch, heads, queries, keys, dim, kind, backward, joined):
             if not backward:
                 with ember.no_grad():
                     return fn(eq, ek, ev, attn_mask=em, is_causal=causal)
-            out = fn(eq, ek, ev, attn_mask=em, is_causal=causal)
+            out = fn(eq, ek, ev, attn_mask=em, dropout_p=dropout, is_causal=causal)
             return ember.autograd.grad((out * eg).sum(), [eq, ek, ev])
 
         return run
@@ -89,7 +96,7 @@ def _case(torch, batch, heads, queries, keys, dim, kind, backward, joined):
         if not backward:
             with torch.no_grad():
                 return sdpa(tq, tk, tv, attn_mask=tm, is_causal=causal)
-        out = sdpa(tq, tk, tv, attn_mask=tm, is_causal=causal)
+        out = sdpa(tq, tk, tv, attn_mask=tm, dropout_p=dropout, is_causal=causal)
         return torch.autograd.grad((out * tg).sum(), [tq, tk, tv])
 
     return {

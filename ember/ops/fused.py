@@ -33,6 +33,7 @@ import numpy as np
 from ember import dtypes as _dt
 from ember._util.errors import DTypeError, ShapeError
 from ember.backend import attention_kernels as _attention_kernels
+from ember.backend import attention_train_kernels as _attention_train_kernels
 from ember.backend import transformer_kernels as _kernels
 from ember.ops import elementwise as E
 from ember.ops.elementwise import unbroadcast
@@ -565,13 +566,17 @@ def _attention_forward(xp, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     return xp.matmul(weights, v)
 
 
-def _attention_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
-    mask, seed = _attention_parts(rest, masked, p)
+def _attention_dropout(dtype, seed, p):
+    """(seed, threshold, keep_scale) of the kernels' in-place dropout; threshold 0: none."""
     if p > 0.0:
         seed, threshold = np.asarray(seed).reshape(()).item(), _threshold(p)
-        keep_scale = float(q.dtype.type(1.0 / (1.0 - p)))
-    else:
-        seed, threshold, keep_scale = 0, 0, 1.0
+        return seed, threshold, float(dtype.type(1.0 / (1.0 - p)))
+    return 0, 0, 1.0
+
+
+def _attention_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, seed = _attention_parts(rest, masked, p)
+    seed, threshold, keep_scale = _attention_dropout(q.dtype, seed, p)
     return _attention_kernels.attention(q, k, v, mask, scale, seed, threshold, keep_scale)
 
 
@@ -595,9 +600,17 @@ def _attention_shape(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
 
 
 def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
-    # the probabilities recomputed (flash attention's backward: nothing but the inputs is
-    # saved), then the decomposition's gradients with the fused softmax and dropout ops
+    # one fused_attention_grad op, which takes the probabilities fused_attention_train's
+    # forward kept or recomputes them (Note [Attention training]), or, where a gradient
+    # of the mask is asked for or the gradients are differentiated again (create_graph: the
+    # fused op's result then records, and is dropped), the decomposition's gradients with
+    # the fused softmax and dropout ops
     mask, seed = _attention_parts(rest, masked, p)
+    if mask is None or not _needs_grad(mask):
+        flat = apply(ATTENTION_GRAD, g, out, q, k, v, *rest, scale=scale, masked=masked, p=p)
+        if not flat.requires_grad:
+            g_q, g_k, g_v = _swapped_parts(flat, q, k, v)
+            return (g_q, g_k, g_v) + ((None,) if masked else ()) + ((None,) if p > 0.0 else ())
     # contiguous operands: NumPy's batched matmul is several times slower on strided views
     # (the forward's result, so its gradient, is laid out (B, L, H, Ev))
     g = g.contiguous()
@@ -639,12 +652,112 @@ ATTENTION = defop(
     _attention_vjp,
     shape=_attention_shape,
     dtype=_attention_dtype,
+    save_output=True,
     quiet=True,  # no promotion: it would turn the int64 seed into a float
     doc="softmax(q k^T * scale + mask) v (dropout on the probabilities optional) as one op, "
     "the scores computed a block of heads at a time (Note [Attention blocks]); the "
     "decomposition is `ember.ops.nn.scaled_dot_product_attention_reference`.",
 )
 ATTENTION.def_fast_kernel("numpy", _attention_kernel)
+
+
+def _summed_to(xp, x, shape):
+    """x summed over the dims that broadcasting added to `shape` (the array-level unbroadcast)."""
+    shape = tuple(shape)
+    if x.ndim > len(shape):
+        x = x.sum(axis=tuple(range(x.ndim - len(shape))))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and x.shape[i] != 1)
+    return x.sum(axis=axes, keepdims=True) if axes else x
+
+
+def _swapped(shape):
+    """`shape` with dims -3 and -2 swapped (the layout fused_attention_grad returns)."""
+    shape = tuple(shape)
+    return shape if len(shape) < 3 else shape[:-3] + (shape[-2], shape[-3], shape[-1])
+
+
+def _attention_grad_forward(xp, g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, seed = _attention_parts(rest, masked, p)
+    probs = _softmax_forward(xp, xp.matmul(q, xp.swapaxes(k, -1, -2)), mask, scale)
+    kept = _dropout_forward(xp, probs, seed, p) if p > 0.0 else probs
+    g_kept = xp.matmul(g, xp.swapaxes(v, -1, -2))
+    g_probs = _dropout_forward(xp, g_kept, seed, p) if p > 0.0 else g_kept
+    g_scores = _softmax_grad_forward(xp, g_probs, probs, scale)
+    grads = (
+        _summed_to(xp, xp.matmul(g_scores, k), q.shape),
+        _summed_to(xp, xp.matmul(xp.swapaxes(g_scores, -1, -2), q), k.shape),
+        _summed_to(xp, xp.matmul(xp.swapaxes(kept, -1, -2), g), v.shape),
+    )
+    parts = [xp.swapaxes(x, -3, -2).reshape(-1) if x.ndim >= 3 else x.reshape(-1) for x in grads]
+    return xp.concatenate(parts).astype(q.dtype, copy=False)
+
+
+def _attention_grad_kernel(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, seed = _attention_parts(rest, masked, p)
+    seed, threshold, keep_scale = _attention_dropout(q.dtype, seed, p)
+    return _attention_train_kernels.attention_grad(
+        g, out, q, k, v, mask, scale, seed, threshold, keep_scale
+    )
+
+
+def _attention_train_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    mask, seed = _attention_parts(rest, masked, p)
+    seed, threshold, keep_scale = _attention_dropout(q.dtype, seed, p)
+    return _attention_train_kernels.attention_keep(
+        q, k, v, mask, scale, seed, threshold, keep_scale
+    )
+
+
+def _attention_grad_shape(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+    return (math.prod(q) + math.prod(k) + math.prod(v),)
+
+
+def _swapped_parts(flat, q, k, v):
+    """fused_attention_grad's flat result as the gradients of q, k and v: views of its parts
+    (Note [Attention training])."""
+    parts, start = [], 0
+    for x in (q, k, v):
+        shape = tuple(x.shape)
+        size = math.prod(shape)
+        part = flat[start : start + size].reshape(_swapped(shape))
+        parts.append(part.transpose(-3, -2) if len(shape) >= 3 else part)
+        start += size
+    return parts
+
+
+def _attention_no_second_order(*args, **attrs):
+    raise NotImplementedError(
+        "fused_attention_grad: its gradient is not defined; fused_attention's VJP takes the "
+        "decomposition's gradients where they are differentiated again (create_graph) "
+        "(Note [Attention training] in ember/backend/attention_train_kernels.py)"
+    )
+
+
+ATTENTION_GRAD = defop(
+    "fused_attention_grad",
+    _attention_grad_forward,
+    _attention_no_second_order,
+    shape=_attention_grad_shape,
+    dtype=lambda g, *rest, **a: g,
+    quiet=True,
+    doc="The gradients of fused_attention's query, key and value for the output gradient g "
+    "and the forward's result `out`, each with dims -3 and -2 swapped, flattened and "
+    "concatenated, a block of heads at a time (Note [Attention training] in "
+    "ember/backend/attention_train_kernels.py).",
+)
+ATTENTION_GRAD.def_fast_kernel("numpy", _attention_grad_kernel)
+ATTENTION_TRAIN = defop(
+    "fused_attention_train",
+    _attention_forward,
+    _attention_vjp,
+    shape=_attention_shape,
+    dtype=_attention_dtype,
+    save_output=True,
+    quiet=True,  # no promotion: it would turn the int64 seed into a float
+    doc="fused_attention where gradients are recorded: its kernel keeps the probabilities "
+    "for the backward (Note [Kept probabilities] in ember/backend/attention_train_kernels.py).",
+)
+ATTENTION_TRAIN.def_fast_kernel("numpy", _attention_train_kernel)
 
 
 @onnx_lowering("fused_attention")
@@ -667,6 +780,9 @@ def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0, softmax=N
     return b.op("MatMul", weights, v)
 
 
+onnx_lowering("fused_attention_train")(_attention_onnx)
+
+
 def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, generator=None):
     """softmax(query key^T * scale + mask) value as one op (Note [Attention blocks]); a bool
     mask marks the positions that take part (True), a float mask is added; dropout_p > 0
@@ -682,8 +798,11 @@ def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, gene
         from ember.ops.random import randint
 
         rest += (randint(0, 1 << 62, (), generator=generator, device=query.device),)
+    # where gradients are recorded the op that keeps the probabilities for its backward (under
+    # no_grad with leaves that require grad too: they then live as long as the result)
+    train = query.requires_grad or key.requires_grad or value.requires_grad
     return apply(
-        ATTENTION,
+        ATTENTION_TRAIN if train else ATTENTION,
         query,
         key,
         value,

@@ -866,8 +866,8 @@ def scaled_dot_product_attention(
     scale = 1.0 / math.sqrt(q_shape[-1]) if scale is None else scale
     L, Sk = q_shape[-2], k_shape[-2]
     if 0.0 <= dropout_p < 1.0 and _attention_fused(query, key, value, attn_mask):
-        # with gradients recorded the decomposition, which keeps the probabilities for the
-        # backward, is faster than the one op's recomputation (Note [Attention blocks])
+        # with gradients recorded too: the op's backward is one fused op (Note [Attention
+        # training] in ember/backend/attention_train_kernels.py)
         mask = attn_mask
         if is_causal:
             mask = S.tril(query.new_ones((L, Sk), dtype=_dt.bool_))
@@ -879,15 +879,13 @@ def scaled_dot_product_attention(
 
 def _attention_fused(query, key, value, attn_mask):
     """The arguments take the one-op path (`fused_attention`): float32/float64 inputs of one
-    dtype, none recording gradients, and a mask (bool, or of that dtype) that broadcasts to
-    the scores."""
+    dtype and a mask (bool, or of that dtype, recording no gradient) that broadcasts to the
+    scores."""
     dtype = query.dtype
     if dtype not in _FUSED_DTYPES or key.dtype is not dtype or value.dtype is not dtype:
         return False
     # explicit tests, no generator: this runs once per attention layer of every short
     # request (Note [Eager inference overhead] in ember/autograd/dispatch.py)
-    if query.requires_grad or key.requires_grad or value.requires_grad:
-        return False
     if attn_mask is None:
         return True
     if getattr(attn_mask, "requires_grad", False):

@@ -2167,7 +2167,15 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "scaled_dot_product_attention",
-        ("fused_attention", "matmul", "fused_softmax", "fused_softmax_grad", "where"),
+        (
+            "fused_attention",
+            "fused_attention_grad",
+            "fused_attention_train",
+            "matmul",
+            "fused_softmax",
+            "fused_softmax_grad",
+            "where",
+        ),
         _sdpa,
         _sdpa_samples,
         _sdpa_torch,
@@ -2187,7 +2195,7 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "fused_attention",
-        ("fused_attention", "fused_softmax", "fused_softmax_grad"),
+        ("fused_attention", "fused_attention_grad", "fused_softmax", "fused_softmax_grad"),
         lambda q, k, v, m: _fused.apply(_fused.ATTENTION, q, k, v, m, scale=0.5, masked=True),
         lambda rng: [
             Sample(
@@ -2213,7 +2221,13 @@ ROWS: list[OpRow] = [
     ),
     OpRow(
         "fused_attention_dropout",
-        ("fused_attention", "fused_dropout", "fused_softmax", "fused_softmax_grad"),
+        (
+            "fused_attention",
+            "fused_attention_grad",
+            "fused_dropout",
+            "fused_softmax",
+            "fused_softmax_grad",
+        ),
         lambda q, k, v, m, seed, p: _fused.apply(
             _fused.ATTENTION, q, k, v, m, seed, scale=0.5, masked=True, p=p
         ),

@@ -24,6 +24,7 @@ UNLOWERED = {
     "batch_norm_input_grad", "batch_norm_weight_grad",
     "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_grad", "softmax_cross_entropy_grad",
     "gru_recurrence_grad", "lstm_recurrence_grad", "rnn_recurrence_grad",
+    "fused_attention_grad",
     # random draws, data-dependent shapes, in-place writes, bit casts
     "bernoulli", "normal", "randint", "randperm", "uniform", "nonzero", "assign", "bitcast",
     # solvers and decompositions: ONNX has no operator for them (torch.onnx refuses

@@ -1,8 +1,9 @@
 """The fused attention op (`fused_attention`, Note [Attention blocks] in
-ember/backend/attention_kernels.py) at sizes that take its compiled kernel: against its NumPy
-reference forward and its decomposition, against PyTorch's scaled_dot_product_attention, the
-same bits on 1 and 2 threads, dropout with fused_dropout's mask, and which path
-F.scaled_dot_product_attention takes."""
+ember/backend/attention_kernels.py) and its backward (`fused_attention_grad`, Note [Attention
+training] in ember/backend/attention_train_kernels.py) at sizes that take their compiled
+kernels: against their NumPy reference forwards and the decomposition, against PyTorch's
+scaled_dot_product_attention, the same bits on 1 and 2 threads, dropout with fused_dropout's
+mask, and which path F.scaled_dot_product_attention takes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import ember
 from ember._util.errors import ShapeError
 from ember.backend import attention_kernels as A
+from ember.backend import attention_train_kernels as AT
 from ember.backend import blas
 from ember.backend import numba_kernels
 from ember.backend import transformer_kernels as K
@@ -321,19 +323,28 @@ def test_sdpa_inference_matches_torch(dtype):
         _close(ours, theirs.numpy(), dtype, f"vs torch {list(kwargs)}")
 
 
-def test_sdpa_takes_the_fused_op_without_gradients_and_the_decomposition_with(monkeypatch):
+def test_sdpa_takes_the_fused_op_with_or_without_gradients(monkeypatch):
     calls = []
-    real = A.attention
-    monkeypatch.setattr(A, "attention", lambda *a: calls.append(1) or real(*a))
+    for module, name in ((A, "attention"), (AT, "attention_keep")):
+        real = getattr(module, name)
+        monkeypatch.setattr(
+            module, name, lambda *a, real=real, name=name: calls.append(name) or real(*a)
+        )
     q, k, v, m = _arrays(CASES[0], np.float32)
     tq, tk, tv = (ember.from_numpy(a) for a in (q, k, v))
     with ember.no_grad():
         fused = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=ember.from_numpy(m))
-    assert calls == [1]
+    assert calls == ["attention"]
     tq.requires_grad_()
     recorded = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=ember.from_numpy(m))
-    assert calls == [1]  # the decomposition keeps the probabilities for the backward
-    _close(fused, recorded.detach(), np.float32, "fused vs decomposition")
+    # training: the op that keeps the probabilities (Note [Kept probabilities])
+    assert calls == ["attention", "attention_keep"]
+    _close(fused, recorded.detach(), np.float32, "inference vs training forward")
+    # a mask that records a gradient takes the decomposition
+    mask = ember.from_numpy(m).requires_grad_()
+    decomposed = N.scaled_dot_product_attention(tq, tk, tv, attn_mask=mask)
+    assert calls == ["attention", "attention_keep"]
+    _close(fused, decomposed.detach(), np.float32, "fused vs decomposition")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -377,3 +388,212 @@ def test_fused_op_refuses_bad_inputs_naming_the_op():
         Fz.fused_attention(q, ember.zeros((2, 5, 4)), ember.zeros((2, 5, 4)), ember.zeros((4,)))
     with pytest.raises(TypeError, match="one floating dtype"):
         Fz.fused_attention(q, ember.zeros((2, 5, 4), dtype=ember.float64), ember.zeros((2, 5, 4)))
+
+
+# --- the backward: fused_attention_grad (Note [Attention training]) ---------------------------
+def _grad_args(q, k, v, m, p, seed):
+    return [a for a, used in ((m, m is not None), (np.array(seed), p > 0.0)) if used]
+
+
+def _grad_kernel(g, q, k, v, m, p=0.0, seed=0):
+    rest = _grad_args(q, k, v, m, p, seed)
+    return Fz._attention_grad_kernel(g, None, q, k, v, *rest, scale=0.3, masked=m is not None, p=p)
+
+
+def _grad_reference(g, q, k, v, m, p=0.0, seed=0):
+    rest = _grad_args(q, k, v, m, p, seed)
+    return Fz._attention_grad_forward(
+        np, g, None, q, k, v, *rest, scale=0.3, masked=m is not None, p=p
+    )
+
+
+def _output_grad(q, v, seed=1):
+    shape = q.shape[:-1] + v.shape[-1:]
+    return np.random.default_rng(seed).standard_normal(shape).astype(q.dtype)
+
+
+@needs_numba
+@pytest.mark.parametrize("p", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_grad_kernel_equals_the_reference(case, dtype, p):
+    q, k, v, m = _arrays(case, dtype)
+    g = _output_grad(q, v)
+    ours = _grad_kernel(g, q, k, v, m, p, seed=11)
+    assert ours is not None, "the backward kernel declined a case it covers"
+    _close(ours, _grad_reference(g, q, k, v, m, p, seed=11), dtype, case[0])
+
+
+@needs_numba
+def test_grad_kernel_takes_strided_heads_and_lays_the_gradients_out_for_the_projections():
+    # the heads as split_heads passes them: (B, H, L, d) views of (B, L, H, d) arrays
+    q, k, v, m = _arrays(CASES[0], np.float32, seed=6)
+    q, k, v = (
+        np.ascontiguousarray(a.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3) for a in (q, k, v)
+    )
+    g = np.ascontiguousarray(_output_grad(q, v).transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    ours = _grad_kernel(g, q, k, v, m, 0.1, seed=3)
+    _close(ours, _grad_reference(g, q, k, v, m, 0.1, seed=3), np.float32, "strided heads")
+    leaves = [ember.from_numpy(a).requires_grad_() for a in (q, k, v)]
+    out = N.scaled_dot_product_attention(*leaves, attn_mask=ember.from_numpy(m))
+    grads = ember.autograd.grad((out * ember.from_numpy(g)).sum(), leaves)
+    for grad in grads:  # merging the heads of each gradient is free
+        assert grad.numpy().transpose(0, 2, 1, 3).flags.c_contiguous
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_grad_kernel_gives_the_same_bits_on_one_and_two_threads(dtype):
+    q, k, v, m = _arrays(CASES[0], dtype, seed=2)
+    g = _output_grad(q, v)
+    before = ember.get_num_threads()
+    try:
+        ember.set_num_threads(1)
+        serial = [_grad_kernel(g, q, k, v, m), _grad_kernel(g, q, k, v, m, 0.2, seed=3)]
+        ember.set_num_threads(2)
+        threaded = [_grad_kernel(g, q, k, v, m), _grad_kernel(g, q, k, v, m, 0.2, seed=3)]
+    finally:
+        ember.set_num_threads(before)
+    for a, b in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
+def test_grad_kernel_rows_with_every_key_masked_match_the_reference():
+    q, k, v, m = _arrays(CASES[0], np.float64, seed=8)
+    m = np.zeros((1, 1, q.shape[-2], k.shape[-2]))
+    m[..., 5, :] = -np.inf  # a NaN row, as in the reference and torch
+    m[..., 7, 3:] = -np.inf  # one key left
+    g = _output_grad(q, v)
+    ours, ref = _grad_kernel(g, q, k, v, m), _grad_reference(g, q, k, v, m)
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref))
+    finite = ~np.isnan(ref)
+    _close(ours[finite], ref[finite], np.float64, "rows with masked keys")
+
+
+# the mask forms F.scaled_dot_product_attention takes: bool, float, broadcast shapes, causal
+TRAINING_MASKS = [
+    ("bool-padding", lambda rng: rng.random((2, 1, 1, 128)) < 0.8),
+    ("float-per-query", lambda rng: rng.standard_normal((2, 12, 128, 128))),
+    ("float-2d", lambda rng: rng.standard_normal((128, 128))),
+    ("causal", None),
+    ("none", lambda rng: None),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("form", TRAINING_MASKS, ids=lambda f: f[0])
+def test_sdpa_training_gradients_match_torch(form, dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    q, k, v = (rng.standard_normal((2, 12, 128, 32)).astype(dtype) for _ in range(3))
+    g = rng.standard_normal(q.shape).astype(dtype)
+    name, make = form
+    mask = None if make is None else make(rng)
+    if mask is not None and mask.dtype != bool:
+        mask = mask.astype(dtype)
+    if mask is not None and mask.dtype == bool:
+        mask[..., 0] = True  # every row keeps a key
+    kwargs = {"is_causal": make is None}
+    leaves = [ember.from_numpy(a).requires_grad_() for a in (q, k, v)]
+    ours = N.scaled_dot_product_attention(
+        *leaves, attn_mask=None if mask is None else ember.from_numpy(mask), **kwargs
+    )
+    grads = ember.autograd.grad((ours * ember.from_numpy(g)).sum(), leaves)
+    tleaves = [torch.from_numpy(a).requires_grad_() for a in (q, k, v)]
+    theirs = torch.nn.functional.scaled_dot_product_attention(
+        *tleaves, attn_mask=None if mask is None else torch.from_numpy(mask), **kwargs
+    )
+    tgrads = torch.autograd.grad((theirs * torch.from_numpy(g)).sum(), tleaves)
+    _close(ours.detach(), theirs.detach().numpy(), dtype, f"{name} forward")
+    for i, (a, b) in enumerate(zip(grads, tgrads)):
+        _close(a, b.numpy(), dtype, f"{name} gradient of input {i}")
+
+
+def test_the_fused_backward_is_not_differentiated_again():
+    q, k, v, m = (ember.from_numpy(a) for a in _arrays(CASES[0], np.float32))
+    g = ember.ones(q.shape)
+    with pytest.raises(NotImplementedError, match="fused_attention_grad"):
+        Fz.ATTENTION_GRAD.vjp(g, None, g, None, q, k, v, m, scale=0.3, masked=True)
+    # create_graph takes the decomposition's gradients, which are differentiable
+    leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+    out = Fz.fused_attention(*leaves, m, scale=0.3)
+    (gq,) = ember.autograd.grad((out * out).sum(), [leaves[0]], create_graph=True)
+    (gqq,) = ember.autograd.grad(gq.sum(), [leaves[0]])
+    assert np.isfinite(gqq.numpy()).all()
+
+
+def test_without_numba_the_backward_runs_its_reference():
+    q, k, v, m = _arrays(CASES[0], np.float32, seed=12)
+    g = _output_grad(q, v)
+    with numba_kernels.disable_for_tests():
+        assert AT.attention_grad(g, None, q, k, v, m, 0.3, 0, 0, 1.0) is None
+        assert AT.attention_keep(q, k, v, m, 0.3, 0, 0, 1.0) is None
+        leaves = [ember.from_numpy(a).requires_grad_() for a in (q, k, v)]
+        out = Fz.fused_attention(*leaves, ember.from_numpy(m), scale=0.3)
+        grads = ember.autograd.grad((out * ember.from_numpy(g)).sum(), leaves)
+    ref = _grad_reference(g, q, k, v, m)
+    ours = np.concatenate([np.asarray(x).transpose(0, 2, 1, 3).reshape(-1) for x in grads])
+    _close(ours, ref, np.float32, "NumPy backward")
+
+
+@needs_numba
+@pytest.mark.parametrize("p", [0.0, 0.2])
+def test_training_forward_keeps_the_probabilities_for_its_backward(p):
+    # Note [Kept probabilities]: the backward takes them (the same bits as recomputed), and
+    # nothing stays behind once it has, or once the forward's result is freed
+    q, k, v, m = _arrays(CASES[0], np.float32, seed=13)
+    g = _output_grad(q, v)
+    dropout = Fz._attention_dropout(np.dtype(np.float32), np.array(5), p)
+    out = AT.attention_keep(q, k, v, m, 0.3, *dropout)
+    _close(out, _reference(q, k, v, m, p, seed=5), np.float32, "training forward")
+    assert len(AT._KEPT) == 1
+    kept = AT.attention_grad(g, out, q, k, v, m, 0.3, *dropout)
+    assert not AT._KEPT
+    recomputed = AT.attention_grad(g, out, q, k, v, m, 0.3, *dropout)
+    np.testing.assert_array_equal(kept, recomputed)
+    del out
+    leaves = [ember.from_numpy(a).requires_grad_() for a in (q, k, v)]
+    result = Fz.fused_attention(*leaves, ember.from_numpy(m), scale=0.3, dropout_p=p)
+    assert len(AT._KEPT) == 1
+    ember.autograd.grad((result * ember.from_numpy(g)).sum(), leaves)
+    assert not AT._KEPT
+    unused = Fz.fused_attention(*leaves, ember.from_numpy(m), scale=0.3, dropout_p=p)
+    assert len(AT._KEPT) == 1
+    del unused
+    assert not AT._KEPT
+
+
+@needs_numba
+def test_encoder_self_attention_in_training_equals_the_decomposition(monkeypatch):
+    # BERT's self-attention (encoder_heads.self_attention: heads as views, dropout on the
+    # probabilities) at a size that takes the kernels, against the decomposition
+    from ember import nn
+    from ember.transformers import encoder_heads
+
+    rng = np.random.default_rng(14)
+    ember.manual_seed(0)
+    projections = [nn.Linear(64, 64) for _ in range(3)]
+    hidden = rng.standard_normal((4, 128, 64)).astype(np.float32)
+    mask = np.zeros((4, 1, 1, 128), np.float32)
+    mask[1, ..., 90:] = np.finfo(np.float32).min
+    dropout = nn.Dropout(0.1)
+    cot = ember.from_numpy(rng.standard_normal((4, 128, 64)).astype(np.float32))
+
+    def run():
+        x = ember.from_numpy(hidden).requires_grad_()
+        ember.manual_seed(21)
+        context, _ = encoder_heads.self_attention(
+            x, *projections, 2, ember.from_numpy(mask), dropout=dropout
+        )
+        params = [x] + [p for layer in projections for p in layer.parameters()]
+        return [context.detach().numpy()] + [
+            g.numpy() for g in ember.autograd.grad((context * cot).sum(), params)
+        ]
+
+    ours = run()
+    assert not AT._KEPT
+    monkeypatch.setattr(N, "_attention_fused", lambda *a: False)
+    ref = run()
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        _close(a, b, np.float32, f"output {i}")

@@ -77,7 +77,10 @@ same array, which the walk takes as already delivered. The buffer's value is the
 inside the product's accumulation rather than after it, so the bits differ from the add's
 (within float32 rounding; tests/core/test_autograd.py against PyTorch and the add path); they
 stay the same from run to run and at any thread count (each element's sum is one MKL call's,
-tests/ops/test_blas.py). A graph recorded for create_graph keeps the add.
+tests/ops/test_blas.py). A graph recorded for create_graph keeps the add. Measured (MiniLM
+16 x 64, backward walls interleaved in one process, medians of 14): 230.2 -> 224.1 ms at 2
+threads, 355.9 -> 352.7 at 1; bench/profile_minilm.py --train at 2 threads, main then this
+branch (with Note [Eager VJPs]): the adds' 3.8 ms a step gone, backward 205.0 -> 191.5 ms.
 """
 
 from __future__ import annotations

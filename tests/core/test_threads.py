@@ -470,7 +470,9 @@ def test_every_case_reaches_the_pool(name, fn, monkeypatch):
     monkeypatch.setattr(
         transformer_kernels,
         "_kernel",
-        lambda group, kname, par: (par and calls.append(kname)) or real_kernel(group, kname, par),
+        lambda group, kname, par, *contract: (
+            (par and calls.append(kname)) or real_kernel(group, kname, par, *contract)
+        ),
     )
     _run_at(2, fn, fast=True)
     assert calls, f"{name}: nothing ran on the pool or in a parallel fused kernel"

@@ -108,9 +108,9 @@ def ember_kernel_timers(totals, counts, category=_ember_category):
     # Note [Packed weights]: inference products by packed weights bypass the op kernels
     product = PackedMatrix.product
 
-    def packed_product(self, x, out, accumulate=False):
+    def packed_product(self, x, out, *args, **kwargs):  # accumulate=, bias=
         start = time.perf_counter()
-        product(self, x, out, accumulate)
+        product(self, x, out, *args, **kwargs)
         totals["gemm (weights)"] += time.perf_counter() - start
         counts["linear (packed weight)"] += 1
 

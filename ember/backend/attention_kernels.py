@@ -66,6 +66,8 @@ machine and at 1 thread, with the same bits. MiniLM's layer 32 x 128 on the join
 its padding mask (quiet 2-core machine, one process, 9 rounds of 3 calls, medians):
 1 thread 14.4 ms on the pool (np.matmul on OpenBLAS for p v) -> 12.3 ms, PyTorch's sdpa 14.9;
 the same bits on these inputs (each element of p v is one length-S dot product either way).
+Inside MiniLM's 32 x 128 forward (bench/profile_minilm.py, one process each, same machine
+state): 80 -> 60 ms a forward at 1 thread (PyTorch's sdpa 77-80), 39 -> 29 ms at 2 (35-40).
 Query blocks that keep a head's scores in L1 (32 or 64 rows of one head per block) were slower
 (13.0 and 13.7 ms: twice or four times the ?gemm calls, each with its packing), as were blocks
 of one head (12.5 ms). Not taken either (one process, same inputs): the row pass over scores

@@ -36,13 +36,13 @@ scores, no numba) the op runs its reference.
 from __future__ import annotations
 
 import math
-import weakref
 
 import numpy as np
 
 from ember.backend import attention_kernels as _ak
 from ember.backend import numba_kernels, parallel, threads
 from ember.backend import transformer_kernels as _tk
+from ember.backend.kept import Kept
 
 # dropout of one block's rows (C, R, S): dst = src * keep_scale where fused_dropout's hash of
 # the flat (B, H, L, S) index keeps the element, else 0; and the softmax
@@ -178,26 +178,12 @@ def _on_blocks(block, blocks):
 
 
 # Note [Kept probabilities]: the probabilities of a training forward, and their dropped copy,
-# keyed by the id of the context array the forward returned, until the backward that passes
-# that array (the op's saved output) takes them, or the array is freed (weakref.finalize).
-# The backward recomputes them where none are kept (a graph run backward twice, the inference
-# forward's VJP), the same bits either way: both come from the same operations.
-_KEPT: dict = {}
-
-
-def _keep(out, probs, dropped):
-    key = id(out)
-    _KEPT[key] = (weakref.ref(out), probs, dropped)
-    weakref.finalize(out, _KEPT.pop, key, None)
-
-
-def _take(out):
-    if out is None:
-        return None
-    entry = _KEPT.pop(id(out), None)
-    if entry is None or entry[0]() is not out:
-        return None
-    return entry[1], entry[2]
+# are kept (Note [Kept for the backward] in ember/backend/kept.py) under the id of the context
+# array the forward returned, while that array lives: the backward that passes it (the op's
+# saved output) takes them. The backward recomputes them where none are kept (a graph run
+# backward twice, the inference forward's VJP), the same bits either way: both come from the
+# same operations.
+_KEPT = Kept()
 
 
 def attention_keep(q, k, v, m, scale, seed, threshold, keep_scale):
@@ -227,7 +213,7 @@ def attention_keep(q, k, v, m, scale, seed, threshold, keep_scale):
 
     _on_blocks(block, _blocks(batch, heads, queries, keys))
     result = out if q.ndim == 4 else out[0]
-    _keep(result, probs, dropped)
+    _KEPT.keep(id(result), (probs, dropped), result)
     return result
 
 
@@ -249,7 +235,7 @@ def attention_grad(g, out, q, k, v, m, scale, seed, threshold, keep_scale):
     dtype = q.dtype
     batch, heads, queries = q4.shape[:3]
     keys = k4.shape[2]
-    kept = _take(out)
+    kept = None if out is None else _KEPT.take(id(out))
     flat = np.empty(q.size + k.size + v.size, dtype)
     gq = _swapped_buffer(q4.shape, flat[: q.size])
     gk = _swapped_buffer(k4.shape, flat[q.size : q.size + k.size])

@@ -34,10 +34,10 @@ threads 0.49 / 0.33 ms (the forward's hash: 0.49 against 0.30 ms without one). S
 with dropout on writes each row's keep mask (one byte an element, a quarter of the output's
 size; PyTorch's dropout keeps its mask too) into a (rows, d) bool array of its own, stored
 under (seed, threshold, rows, d), and the backward kernel reads it instead of hashing. The
-store holds it only while the op's seed array lives (`weakref.finalize` on it): the autograd
-node holds the seed until its backward runs, and a forward whose graph is dropped, or that
-recorded none (no_grad, nothing requiring grad: the seed goes as the call returns), takes
-its mask with it; the backward takes it out. A mask depends on its key alone, so a store
+store (a `Kept`, Note [Kept for the backward] in ember/backend/kept.py) holds it only while
+the op's seed array lives: the autograd node holds the seed until its backward runs, and a
+forward whose graph is dropped, or that recorded none (no_grad, nothing requiring grad: the
+seed goes as the call returns), takes its mask with it; the backward takes it out. A mask depends on its key alone, so a store
 that misses (a second backward with retain_graph, a compiled graph, a mask already taken)
 costs the hash and nothing else, and a kept mask gives the results of a hashed one bit for
 bit (tests/ops/test_dropout_norm.py).
@@ -47,11 +47,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import weakref
-
 import numpy as np
 
 from ember.backend import transformer_kernels as _tk
+from ember.backend.kept import Kept
 
 _SOURCE = """
 @numba.njit(inline="always")
@@ -170,7 +169,8 @@ def _fits(x, r, *params):
 
 _NO_MASK = np.empty((1, 1), np.bool_)
 # keep masks the forward kept for the backward: (seed, threshold, rows, d) -> (rows, d) bool
-_kept_masks: dict = {}
+# (Note [Kept for the backward] in ember/backend/kept.py)
+_kept_masks = Kept()
 
 
 def _mask_key(seed, threshold, shape):
@@ -184,17 +184,10 @@ def _owner(a):
     return a
 
 
-def _forget(key, mask):
-    """The array that `mask` was kept for is gone: the mask goes too (a forward whose backward
-    never ran), unless the backward took it or a later forward stored its own under the key."""
-    if _kept_masks.get(key) is mask:
-        del _kept_masks[key]
-
-
 def kept_mask(seed, threshold, shape):
     """The keep mask that `forward(..., keep_mask=True)` kept for these rows, taken out of the
     store (Note [Kept dropout masks]), or None."""
-    return _kept_masks.pop(_mask_key(seed, threshold, shape), None)
+    return _kept_masks.take(_mask_key(seed, threshold, shape))
 
 
 def forward(x, r, w, b, db, seed, threshold, scale, eps, keep_for=None):
@@ -215,9 +208,7 @@ def forward(x, r, w, b, db, seed, threshold, scale, eps, keep_for=None):
     kernel(xs, bias, db is not None, threshold > 0, int(seed), int(threshold), np.float32(scale),
            rs, w, b, float(eps), _tk._BLOCK, keep_mask, mask, out)  # fmt: skip
     if keep_mask:
-        key = _mask_key(seed, threshold, xs.shape)
-        _kept_masks[key] = mask
-        weakref.finalize(_owner(keep_for), _forget, key, mask)
+        _kept_masks.keep(_mask_key(seed, threshold, xs.shape), mask, _owner(keep_for))
     return out.reshape(x.shape)
 
 

@@ -20,12 +20,12 @@ Note [Attention blocks]: how the tile products are done was measured on this 2-c
   with OpenBLAS at one thread, run on ember's thread pool (Note [Parallel kernels]; numpy and
   the nogil kernel release the GIL): 16 ms at 1 thread, 10 at 2, bit-identical to the serial
   order (each block is computed by one thread in the same operations whatever the count).
-  q k^T as one MKL batch call per block on the strided views (`blas.stacked_product`: no copy
-  of k^T, where MKL is installed) instead of np.matmul on a contiguous k^T: 3-9% less at 1
-  thread, 3-5% at 2 (MiniLM 32 x 128 layer, one process, 3 rounds of 9); the same bits on
-  these shapes. P v stays on np.matmul: MKL refuses an output whose matrices interleave (the
-  heads of (B, L, H, Ev)), and its products into a buffer plus a copy, or one call per head,
-  were slower.
+  q k^T as one MKL batch call per block on the strided views (no copy of k^T) instead of
+  np.matmul on a contiguous k^T was 3-9% less at 1 thread, 3-5% at 2 (MiniLM 32 x 128 layer,
+  one process, 3 rounds of 9; since Note [Blocks on MKL], where MKL is installed, this path
+  runs without MKL only, and that call is gone). P v stays on np.matmul: MKL's batch call
+  refuses an output whose matrices interleave (the heads of (B, L, H, Ev)), and its products
+  into a buffer plus a copy were slower.
   np.dot inside numba was not taken: it calls SciPy's own OpenBLAS, a second thread pool.
 Where MKL is installed the blocks run from one compiled kernel instead (Note [Blocks on MKL]);
 the pool's path above stays for NumPy's BLAS alone.
@@ -364,12 +364,10 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
         return None
 
     def block(b, h0, h1, i0, i1):
-        # q k^T as one MKL batch call on the views (Note [Attention blocks]); else k^T made
-        # contiguous for NumPy (np.matmul is ~4x slower on a transposed view)
+        # k^T made contiguous for NumPy (np.matmul is ~4x slower on a transposed view)
         qs, kt = q4[b, h0:h1, i0:i1], k4[b, h0:h1].transpose(0, 2, 1)
         scores = np.empty((h1 - h0, i1 - i0, keys), q.dtype)
-        if not blas.stacked_product(qs, kt, scores):
-            np.matmul(qs, np.ascontiguousarray(kt), out=scores)
+        np.matmul(qs, np.ascontiguousarray(kt), out=scores)
         kernel(
             scores, m4, m is not None, scale, b, h0, i0, heads, queries,
             seed, threshold, keep_scale,

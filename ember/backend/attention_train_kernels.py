@@ -28,7 +28,7 @@ thread against 2.7 with them kept; forward 2.7 ms either way (the inference kern
 The blocks run on the pool with BLAS at one thread (as the inference kernel's); each block is
 computed by one thread in the same operations whatever the count, so results do not depend
 on it. The products take NumPy's matmul (OpenBLAS): at these blocks one MKL batch call on the
-strided views (`blas.stacked_product`) took 0.053 ms for q k^T against 0.030 (0.106 vs 0.107
+strided views took 0.053 ms for q k^T against 0.030 (0.106 vs 0.107
 at 128 x 128). Where the kernels do not apply (other leading dims, below COMPILED_MIN_SIZE
 scores, no numba) the op runs its reference.
 """

@@ -548,29 +548,6 @@ def _batch_groups(x):
     return trans, ld, x.shape[-3], stride, offsets.ravel().tolist()
 
 
-def stacked_product(a, b, out) -> bool:
-    """out = a @ b for stacks of equal batch dims that each collapse to one stride (views
-    included, Note [Strided batches]) as one MKL batch call on this thread, never split over
-    the pool (for callers already running on it: Note [Attention blocks]); out C-contiguous
-    of a's dtype. False, with nothing written, where MKL or the layouts do not allow it."""
-    table = _mkl if _mkl is not None else _load()
-    batched = _batched.get(a.dtype) if table else None
-    if batched is None or a.shape[:-2] != b.shape[:-2] or a.dtype != b.dtype:
-        return False
-    layout_a, layout_b = _batch_layout(a), _batch_layout(b)
-    if layout_a is None or layout_b is None or not out.flags.c_contiguous:
-        return False
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    trans_a, lda, count, stride_a = layout_a
-    trans_b, ldb, _, stride_b = layout_b
-    if k == 0 or count == 0 or out.dtype != a.dtype or out.shape != a.shape[:-1] + (n,):
-        return False
-    batched(_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0, a.ctypes.data, lda, stride_a,
-            b.ctypes.data, ldb, stride_b, 0.0, out.ctypes.data, n, m * n, count)  # fmt: skip
-    return True
-
-
 def _copied_if_strided(x):
     # NumPy's stacked matmul with a transposed view runs without BLAS (Note [Strided batches])
     if x.ndim > 2 and x.strides[-1] != x.itemsize:

@@ -37,10 +37,10 @@ under (seed, threshold, rows, d), and the backward kernel reads it instead of ha
 store (a `Kept`, Note [Kept for the backward] in ember/backend/kept.py) holds it only while
 the op's seed array lives: the autograd node holds the seed until its backward runs, and a
 forward whose graph is dropped, or that recorded none (no_grad, nothing requiring grad: the
-seed goes as the call returns), takes its mask with it; the backward takes it out. A mask depends on its key alone, so a store
-that misses (a second backward with retain_graph, a compiled graph, a mask already taken)
-costs the hash and nothing else, and a kept mask gives the results of a hashed one bit for
-bit (tests/ops/test_dropout_norm.py).
+seed goes as the call returns), takes its mask with it; the backward takes it out. A mask
+depends on its key alone, so a store that misses (a second backward with retain_graph, a
+compiled graph, a mask already taken) costs the hash and nothing else, and a kept mask gives
+the results of a hashed one bit for bit (tests/ops/test_dropout_norm.py).
 """
 
 from __future__ import annotations

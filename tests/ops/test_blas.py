@@ -362,26 +362,6 @@ def test_batch_layouts():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_stacked_product_on_this_thread(dtype):
-    """`stacked_product` (attention's q k^T per block, Note [Attention blocks]): a transposed
-    view of strided heads as one MKL call, within the product bound; False where it cannot."""
-    rng = np.random.default_rng(3)
-    q = _stacked(rng, (2, 3, 64, 16), "h", dtype)[0]
-    kt = _stacked(rng, (2, 3, 16, 48), "ht", dtype)[0]
-    out = np.full((3, 64, 48), np.nan, dtype)
-    if not blas.mkl_available():
-        assert not blas.stacked_product(q, kt, out) and np.isnan(out).all()
-        return
-    assert blas.stacked_product(q, kt, out)
-    exact = q.astype(np.float64) @ kt.astype(np.float64)
-    bound = 2 * 16 * np.finfo(dtype).eps * (np.abs(q).astype(np.float64) @ np.abs(kt))
-    assert np.all(np.abs(out - exact) <= bound + np.finfo(dtype).tiny)
-    assert not blas.stacked_product(q, kt, np.empty((3, 48, 64), dtype).swapaxes(1, 2))
-    assert not blas.stacked_product(q.swapaxes(0, 1)[:, :2], kt[:2], out[:2])  # batch dims
-    assert not blas.stacked_product(q, kt.astype(np.float16), out)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("m,k,n", [(3, 5, 4), (96, 40, 24), (1024, 384, 384), (1024, 1536, 384)])
 def test_accumulate_adds_the_product_into_out(monkeypatch, dtype, m, k, n):
     """`matmul(a, b, out, accumulate=True)` is `out += a @ b` (MKL's beta = 1 where MKL takes

@@ -59,7 +59,12 @@ whose rows of one head are a row-major matrix with leading dimension H * Ev (whi
 call, with one leading dimension for all, could not take). q, k and v are read as MKL
 matrices where their last dim is unit-strided (the heads of MiniLM's joined Q/K/V product,
 strided views of (B, L, 3, H, d), are), else copied first. No Python, no GIL, no pool hand-off
-between blocks, and no OpenBLAS thread count to lower around them. Every block runs the same
+between blocks, and no OpenBLAS thread count to lower around them. A block's scores are an
+array the kernel allocates, and MKL gets its address: numba frees an array after the last
+statement that names it, so each call takes the address from the array (`scores.ctypes.data`)
+rather than from a variable set once; with the address held in a variable, the p v products
+read freed memory (a crash in the fresh-clone suite: a process whose allocator had returned
+that memory to the system after TensorFlow's tf.data ran). Every block runs the same
 calls whatever the thread count (blocks depend on the shapes alone), so 1 and n threads agree
 bit for bit; the serial build (`range` for `prange`) runs in a forked child, on an overloaded
 machine and at 1 thread, with the same bits. MiniLM's layer 32 x 128 on the joined heads with
@@ -374,16 +379,22 @@ def attention(q, k, v, m, scale, seed, threshold, keep_scale):
         )  # fmt: skip
         np.matmul(scores, v4[b, h0:h1], out=out[b, h0:h1, i0:i1])
 
+    on_blocks(block, blocks)
+    return out if q.ndim == 4 else out[0]
+
+
+def on_blocks(block, blocks):
+    """block(*b) for every b in `blocks` on the pool, one BLAS thread per block, the blocks on
+    n threads (Note [Attention blocks])."""
     n = parallel.num_threads()
     openblas = threads._find_blas() if n > 1 and len(blocks) > 1 else None
-    if openblas:  # one BLAS thread per block, the blocks on n threads (Note [Attention blocks])
+    if openblas:
         openblas[0](1)
     try:
         parallel.run_chunks(block, blocks)
     finally:
         if openblas:
             openblas[0](n)
-    return out if q.ndim == 4 else out[0]
 
 
 # the blocks of `attention` as one compiled kernel that calls MKL's ?gemm by function pointer
@@ -402,18 +413,21 @@ def attention_blocks(gemm, q, qs, k, ks, v, vs, out, m, has_mask, scale, blocks,
         b, h0, h1, i0, i1 = blocks[t, 0], blocks[t, 1], blocks[t, 2], blocks[t, 3], blocks[t, 4]
         rows = i1 - i0
         scores = np.empty((h1 - h0, rows, keys), FLOAT)
-        s = scores.ctypes.data
+        # the address is taken from the array at each call, never kept in a variable: numba
+        # frees an array after the last statement that names it, so MKL would read freed
+        # memory after the row pass if only an address named it (Note [Blocks on MKL])
         for c in range(h1 - h0):  # scores of head h: q[b, h, i0:i1] @ k[b, h]^T
             h = h0 + c
             at = q + item * (b * qs[0] + h * qs[1] + i0 * qs[2])
             gemm(101, 111, 112, rows, keys, dim, 1.0, at, qs[2],
                  k + item * (b * ks[0] + h * ks[1]), ks[2], 0.0,
-                 s + item * c * rows * keys, keys)
+                 scores.ctypes.data + item * c * rows * keys, keys)
         block_probs(scores, m, has_mask, scale, b, h0, i0, heads, queries, seed, threshold,
                     keep_scale)
         for c in range(h1 - h0):  # out[b, i0:i1, h] = p @ v[b, h]: rows heads * width apart
             h = h0 + c
-            gemm(101, 111, 111, rows, width, keys, 1.0, s + item * c * rows * keys, keys,
+            gemm(101, 111, 111, rows, width, keys, 1.0,
+                 scores.ctypes.data + item * c * rows * keys, keys,
                  v + item * (b * vs[0] + h * vs[1]), vs[2], 0.0,
                  out + item * ((b * queries + i0) * heads + h) * width, heads * width)
 """

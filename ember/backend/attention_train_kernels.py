@@ -40,7 +40,7 @@ import math
 import numpy as np
 
 from ember.backend import attention_kernels as _ak
-from ember.backend import numba_kernels, parallel, threads
+from ember.backend import numba_kernels
 from ember.backend import transformer_kernels as _tk
 from ember.backend.kept import Kept
 
@@ -163,20 +163,6 @@ def _operands(q, k, v, m, g=None):
     return lead(q), lead(k), lead(v), m4, None if g is None else lead(g)
 
 
-def _on_blocks(block, blocks):
-    """block(*b) for every block on the pool, BLAS at one thread meanwhile (Note [Attention
-    blocks])."""
-    n = parallel.num_threads()
-    openblas = threads._find_blas() if n > 1 and len(blocks) > 1 else None
-    if openblas:
-        openblas[0](1)
-    try:
-        parallel.run_chunks(block, blocks)
-    finally:
-        if openblas:
-            openblas[0](n)
-
-
 # Note [Kept probabilities]: the probabilities of a training forward, and their dropped copy,
 # are kept (Note [Kept for the backward] in ember/backend/kept.py) under the id of the context
 # array the forward returned, while that array lives: the backward that passes it (the op's
@@ -211,7 +197,7 @@ def attention_keep(q, k, v, m, scale, seed, threshold, keep_scale):
             drop_kernel(p, d, b, h0, heads, queries, seed, threshold, keep_scale)
         np.matmul(d, v4[b, h0:h1], out=out[b, h0:h1])
 
-    _on_blocks(block, _blocks(batch, heads, queries, keys))
+    _ak.on_blocks(block, _blocks(batch, heads, queries, keys))
     result = out if q.ndim == 4 else out[0]
     _KEPT.keep(id(result), (probs, dropped), result)
     return result
@@ -262,5 +248,5 @@ def attention_grad(g, out, q, k, v, m, scale, seed, threshold, keep_scale):
         np.matmul(grads.transpose(0, 2, 1), qs, out=gk[b, h0:h1])
         np.matmul(dropped.transpose(0, 2, 1), gs, out=gv[b, h0:h1])
 
-    _on_blocks(block, _blocks(batch, heads, queries, keys))
+    _ak.on_blocks(block, _blocks(batch, heads, queries, keys))
     return flat

@@ -126,10 +126,7 @@ def _vjp(g, y, x, r, w, b, *rest, p=0.0, eps=1e-5, biased=False):
 
 def _bias_grad(gx, db):
     """The dense bias's gradient, ones @ g as `linear` computes it (Note [Linear backward])."""
-    if gx.ndim == 1:
-        return gx
-    g2 = gx.reshape(-1, gx.shape[-1])
-    return (g2.new_ones((g2.shape[0],)) @ g2).reshape(tuple(db.shape))
+    return gx if gx.ndim == 1 else _fused._row_sum(gx, db.shape)
 
 
 DROPOUT_ADD_LAYER_NORM = defop(

@@ -40,7 +40,7 @@ import ember  # noqa: E402, I001
 import numpy as np  # noqa: E402
 
 from bench.bench_transformers import FOLDER, finetune_pair  # noqa: E402
-from bench.harness import wait_idle  # noqa: E402
+from bench.harness import padded_batch, wait_idle  # noqa: E402
 
 
 def _once(fn) -> float:
@@ -145,9 +145,7 @@ def main():
         theirs = transformers.BertModel.from_pretrained(FOLDER).eval()
 
     def forward_pair(batch, length):
-        ids = rng.integers(1000, 20000, (batch, length))
-        mask = np.ones_like(ids)
-        mask[batch // 2 :, length * 3 // 4 :] = 0  # some padding
+        ids, mask = padded_batch(rng, batch, length)
         e_ids, e_mask = ember.from_numpy(ids), ember.from_numpy(mask)
 
         def run_ember():

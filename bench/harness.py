@@ -27,6 +27,17 @@ import statistics
 import threading
 import time
 
+import numpy as np
+
+
+def padded_batch(rng, batch: int, length: int):
+    """(ids, mask) int64 arrays of BERT input: random token ids, and an attention mask whose
+    second half of the batch pads its last quarter (the MiniLM benches' and profiles' input)."""
+    ids = rng.integers(1000, 20000, (batch, length))
+    mask = np.ones_like(ids)
+    mask[batch // 2 :, length * 3 // 4 :] = 0
+    return ids, mask
+
 
 def set_threads(n: int | None = None) -> int:
     """Give ember and PyTorch the same number of CPU threads (default 1, or

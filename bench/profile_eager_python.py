@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.bench_transformers import FOLDER  # noqa: E402
-from bench.harness import wait_idle  # noqa: E402
+from bench.harness import padded_batch, wait_idle  # noqa: E402
 
 
 class Replay:
@@ -47,9 +47,9 @@ class Replay:
         return kernel
 
     def wrap_product(self, product):
-        def packed_product(matrix, x, out, accumulate=False):
+        def packed_product(matrix, x, out, *args, **kwargs):  # accumulate, bias
             if not self.replaying:
-                product(matrix, x, out, accumulate)
+                product(matrix, x, out, *args, **kwargs)
                 self.tape.append((f"product {matrix.n}x{matrix.k}", None))
                 return
             self.stamps.append(time.perf_counter())
@@ -74,9 +74,7 @@ def main():
     ember.set_num_threads(args.threads)
     batch, length = args.shape
     rng = np.random.default_rng(0)
-    ids = rng.integers(1000, 20000, (batch, length))
-    mask = np.ones_like(ids)
-    mask[batch // 2 :, length * 3 // 4 :] = 0
+    ids, mask = padded_batch(rng, batch, length)
     model = et.BertModel.from_pretrained(FOLDER).eval()
     ids, mask = ember.from_numpy(ids), ember.from_numpy(mask)
 

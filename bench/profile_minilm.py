@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from bench.bench_transformers import FOLDER  # noqa: E402
-from bench.harness import wait_idle  # noqa: E402
+from bench.harness import padded_batch, wait_idle  # noqa: E402
 
 _TORCH_GROUPS = {
     "aten::addmm": "gemm (weights)",
@@ -320,9 +320,7 @@ def train_main(args):
 
     batch, length = args.shape
     rng = np.random.default_rng(0)
-    ids = rng.integers(1000, 20000, (batch, length))
-    mask = np.ones_like(ids)
-    mask[batch // 2 :, length * 3 // 4 :] = 0
+    ids, mask = padded_batch(rng, batch, length)
     labels = rng.integers(0, 2, (batch,))
     ours = et.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2)
     theirs = transformers.BertForSequenceClassification.from_pretrained(FOLDER, num_labels=2)
@@ -387,9 +385,7 @@ def main():
     torch.set_num_threads(args.threads)
     batch, length = args.shape
     rng = np.random.default_rng(0)
-    ids = rng.integers(1000, 20000, (batch, length))
-    mask = np.ones_like(ids)
-    mask[batch // 2 :, length * 3 // 4 :] = 0
+    ids, mask = padded_batch(rng, batch, length)
     ours = et.BertModel.from_pretrained(FOLDER).eval()
     theirs = transformers.BertModel.from_pretrained(FOLDER).eval()
     e = profile_ember(ours, ember.from_numpy(ids), ember.from_numpy(mask), args.rounds)

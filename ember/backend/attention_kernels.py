@@ -88,9 +88,9 @@ Backward: the op saves only its inputs and its VJP recomputes the probabilities 
 attention's way). At the fine-tuning shape (16 x 12 heads, 128 x 128, 1 thread) forward +
 backward took 52-58 ms that way against 34-48 ms for the decomposition, which keeps the
 probabilities (its backward needs no second q k^T and softmax pass, and the row-parallel
-softmax kernel of the recomputation is the slow part). Training now takes
-`fused_attention_train`, whose forward keeps the probabilities and whose backward is one
-blocked op (Note [Attention training] in attention_train_kernels.py). The op's in-kernel
+softmax kernel of the recomputation is the slow part). Training now takes the op with
+`keep=True`, whose kernel keeps the probabilities and whose backward is one blocked op
+(Note [Attention training] in attention_train_kernels.py). The op's in-kernel
 dropout draws the same bits as `fused_dropout` on the (.., L, S) probabilities, so all paths
 drop alike.
 """

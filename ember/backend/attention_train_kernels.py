@@ -1,12 +1,14 @@
 """The fused CPU kernels of scaled-dot-product attention in training, registered by
-`ember.ops.fused`: the forward of `fused_attention_train`, which keeps the probabilities for
-the backward, and `fused_attention_grad`, the gradients with respect to q, k and v, each
-computed a block of (batch, head) slices at a time on ember's threads (Note [Attention
-training]). The ops' reference forwards (`ember.ops.fused._attention_forward` and
-`_attention_grad_forward`, the decomposition in NumPy) are the spec (Note [Fused composites]).
+`ember.ops.fused`: the forward of `fused_attention` with `keep=True` (gradients recorded),
+which keeps the probabilities for the backward, and `fused_attention_grad`, the gradients
+with respect to q, k and v, each computed a block of (batch, head) slices at a time on
+ember's threads (Note [Attention training]). The ops' reference forwards
+(`ember.ops.fused._attention_forward` and `_attention_grad_forward`, the decomposition in
+NumPy) are the spec (Note [Fused composites]).
 
 Note [Attention training]: with gradients recorded, `scaled_dot_product_attention` takes
-`fused_attention_train` (the decomposition only where the mask needs a gradient). Per block
+`fused_attention` with `keep=True` (the decomposition only where the mask needs a
+gradient). Per block
 (one batch item's heads, whole rows, since the key and value gradients sum over the queries):
 - forward: q k^T (NumPy's matmul, k^T copied contiguous), the inference kernel's row pass
   (`attention_probs` of attention_kernels.py, without dropout) into a kept (B, H, L, S) array

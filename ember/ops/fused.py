@@ -558,7 +558,7 @@ def _attention_parts(rest, masked, p):
     return mask, seed
 
 
-def _attention_forward(xp, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_forward(xp, q, k, v, *rest, scale=1.0, masked=False, p=0.0, keep=False):
     mask, seed = _attention_parts(rest, masked, p)
     weights = _softmax_forward(xp, xp.matmul(q, xp.swapaxes(k, -1, -2)), mask, scale)
     if p > 0.0:
@@ -574,13 +574,16 @@ def _attention_dropout(dtype, seed, p):
     return 0, 0, 1.0
 
 
-def _attention_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0, keep=False):
+    # keep: gradients are recorded, so the training kernel keeps the probabilities for the
+    # backward (Note [Kept probabilities] in ember/backend/attention_train_kernels.py)
     mask, seed = _attention_parts(rest, masked, p)
     seed, threshold, keep_scale = _attention_dropout(q.dtype, seed, p)
-    return _attention_kernels.attention(q, k, v, mask, scale, seed, threshold, keep_scale)
+    kernel = _attention_train_kernels.attention_keep if keep else _attention_kernels.attention
+    return kernel(q, k, v, mask, scale, seed, threshold, keep_scale)
 
 
-def _attention_shape(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_shape(q, k, v, *rest, scale=1.0, masked=False, p=0.0, keep=False):
     name = "scaled_dot_product_attention"
     if len(q) < 2 or len(k) < 2 or len(v) < 2:
         raise ShapeError(f"{name}: query, key and value need at least 2 dims, got {q}, {k}, {v}")
@@ -599,9 +602,9 @@ def _attention_shape(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     return lead + (q[-2], v[-1])
 
 
-def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
-    # one fused_attention_grad op, which takes the probabilities fused_attention_train's
-    # forward kept or recomputes them (Note [Attention training]), or, where a gradient
+def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0, keep=False):
+    # one fused_attention_grad op, which takes the probabilities the forward (keep=True)
+    # kept or recomputes them (Note [Attention training]), or, where a gradient
     # of the mask is asked for or the gradients are differentiated again (create_graph: the
     # fused op's result then records, and is dropped), the decomposition's gradients with
     # the fused softmax and dropout ops
@@ -635,7 +638,7 @@ def _attention_vjp(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     return (g_q, g_k, g_v) + ((g_mask,) if masked else ()) + ((None,) if p > 0.0 else ())
 
 
-def _attention_dtype(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
+def _attention_dtype(q, k, v, *rest, scale=1.0, masked=False, p=0.0, keep=False):
     mask, _ = _attention_parts(rest, masked, p)
     if not q.is_floating_point or k != q or v != q or (mask is not None and mask != q):
         got = ", ".join(str(d) for d in (q, k, v) + (() if mask is None else (mask,)))
@@ -700,14 +703,6 @@ def _attention_grad_kernel(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.
     )
 
 
-def _attention_train_kernel(q, k, v, *rest, scale=1.0, masked=False, p=0.0):
-    mask, seed = _attention_parts(rest, masked, p)
-    seed, threshold, keep_scale = _attention_dropout(q.dtype, seed, p)
-    return _attention_train_kernels.attention_keep(
-        q, k, v, mask, scale, seed, threshold, keep_scale
-    )
-
-
 def _attention_grad_shape(g, out, q, k, v, *rest, scale=1.0, masked=False, p=0.0):
     return (math.prod(q) + math.prod(k) + math.prod(v),)
 
@@ -746,22 +741,10 @@ ATTENTION_GRAD = defop(
     "ember/backend/attention_train_kernels.py).",
 )
 ATTENTION_GRAD.def_fast_kernel("numpy", _attention_grad_kernel)
-ATTENTION_TRAIN = defop(
-    "fused_attention_train",
-    _attention_forward,
-    _attention_vjp,
-    shape=_attention_shape,
-    dtype=_attention_dtype,
-    save_output=True,
-    quiet=True,  # no promotion: it would turn the int64 seed into a float
-    doc="fused_attention where gradients are recorded: its kernel keeps the probabilities "
-    "for the backward (Note [Kept probabilities] in ember/backend/attention_train_kernels.py).",
-)
-ATTENTION_TRAIN.def_fast_kernel("numpy", _attention_train_kernel)
 
 
 @onnx_lowering("fused_attention")
-def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0, softmax=None):
+def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0, keep=False, softmax=None):
     """The decomposition in ONNX primitives; `softmax(z)` emits the softmax over the last axis
     where the exporter uses ONNX's Softmax (Note [ONNX fused composites])."""
     mask, _ = _attention_parts(rest, masked, p)
@@ -780,9 +763,6 @@ def _attention_onnx(b, q, k, v, *rest, scale=1.0, masked=False, p=0.0, softmax=N
     return b.op("MatMul", weights, v)
 
 
-onnx_lowering("fused_attention_train")(_attention_onnx)
-
-
 def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, generator=None):
     """softmax(query key^T * scale + mask) value as one op (Note [Attention blocks]); a bool
     mask marks the positions that take part (True), a float mask is added; dropout_p > 0
@@ -798,11 +778,11 @@ def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, gene
         from ember.ops.random import randint
 
         rest += (randint(0, 1 << 62, (), generator=generator, device=query.device),)
-    # where gradients are recorded the op that keeps the probabilities for its backward (under
+    # where gradients are recorded the kernel keeps the probabilities for the backward (under
     # no_grad with leaves that require grad too: they then live as long as the result)
-    train = query.requires_grad or key.requires_grad or value.requires_grad
+    keep = query.requires_grad or key.requires_grad or value.requires_grad
     return apply(
-        ATTENTION_TRAIN if train else ATTENTION,
+        ATTENTION,
         query,
         key,
         value,
@@ -810,4 +790,5 @@ def fused_attention(query, key, value, mask=None, scale=1.0, dropout_p=0.0, gene
         scale=float(scale),
         masked=mask is not None,
         p=float(dropout_p),
+        keep=keep,
     )

@@ -2170,7 +2170,6 @@ ROWS: list[OpRow] = [
         (
             "fused_attention",
             "fused_attention_grad",
-            "fused_attention_train",
             "matmul",
             "fused_softmax",
             "fused_softmax_grad",
